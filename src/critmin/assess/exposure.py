@@ -1,0 +1,188 @@
+"""Exposure of a perspective (USA, JPN or the BLOC of participants): import reliance and import sourcing.
+
+Every value carries a ``basis`` saying where it came from and a ``proxy`` flag; a proxy is used only where the
+atlas has no figure, and every output that depends on one says so.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from critmin.assess.reliance import bloc_reliance
+from critmin.atlas.model import Atlas
+from critmin.errors import MethodError
+
+PERSPECTIVES = ("USA", "JPN", "BLOC")
+
+_TONNES = {"t": 1.0, "kg": 1e-3, "kt": 1e3, "Mt": 1e6, "g": 1e-6}
+
+
+def tonnes_factor(unit: str) -> float | None:
+    """Factor converting a mass unit such as 't REO', 'kg Ga', 'kt' to metric tonnes; None if not a mass unit."""
+    first = unit.strip().split(" ")[0] if unit.strip() else ""
+    return _TONNES.get(first)
+
+
+def participants_of(atlas: Atlas, perspective: str) -> list[str]:
+    """ISO3 codes a perspective stands for: one country, or every participant for BLOC."""
+    p = perspective.upper()
+    if p == "BLOC":
+        return sorted(atlas.participants)
+    if p in set(atlas.countries["iso3"]):
+        return [p]
+    raise MethodError(f"unknown perspective '{perspective}'; use one of {PERSPECTIVES} or an ISO3 code")
+
+
+@dataclass
+class Reliance:
+    """Net import reliance of one perspective for one commodity (fraction), with its provenance."""
+
+    value: float | None
+    low: float | None
+    high: float | None
+    basis: str
+    proxy: bool = False
+    year: int | None = None
+    source_ids: list[str] = field(default_factory=list)
+
+
+def us_reliance(atlas: Atlas, commodity_id: str, year: int = 2024) -> tuple[Reliance, float | None]:
+    """U.S. NIR from the USGS salient statistics (published NIR, latest year <= ``year``), and consumption in t.
+
+    Qualifiers: ``>x`` gives the lower bound x (value = x); ``<x`` an upper bound; ``E`` (net exporter) = 0.
+    Where several forms exist the first form that has an NIR is used (rare earths: compounds and metals).
+    """
+    t = atlas.us_trade
+    rows = t[(t["commodity_id"] == commodity_id) & (t["year"] <= year)]
+    rows = rows[rows["nir_pct"].notna()]
+    if rows.empty:
+        return Reliance(None, None, None, "no U.S. net import reliance in the atlas"), None
+    form_order = sorted(rows["form"].unique(), key=lambda f: (f not in ("", "compounds_metals"), f))
+    rows = rows[rows["form"] == form_order[0]]
+    r = rows.sort_values("year").iloc[-1]
+    v = float(r["nir_pct"]) / 100.0
+    q = r["nir_qualifier"]
+    low, high = (v, 1.0) if q == ">" else (0.0, v) if q == "<" else (v, v)
+    basis = f"USGS published NIR {int(r['year'])}" + (f" ({q}{r['nir_pct']:g} %)" if q in ("<", ">") else "")
+    if q == "E":
+        basis += " (net exporter)"
+    if r["form"]:
+        basis += f", form {r['form']}"
+    cons = None
+    f = tonnes_factor(str(r["unit"]))
+    if pd.notna(r["consumption"]) and f is not None:
+        cons = float(r["consumption"]) * f
+    return Reliance(v, low, high, basis, False, int(r["year"]), [str(r["source_id"])]), cons
+
+
+def _domestic_production(atlas: Atlas, iso3: str, commodity_id: str) -> pd.DataFrame:
+    p = atlas.production
+    return p[
+        (p["commodity_id"] == commodity_id) & (p["country_iso3"] == iso3) & (p["measure"] == "production") & (p["case"] == "")
+    ]
+
+
+def consumption_tonnes(atlas: Atlas, iso3: str, commodity_id: str, year: int = 2024) -> tuple[float, int, str] | None:
+    """Latest consumption figure (t) of a country from the consumption table, or None."""
+    c = atlas.consumption
+    rows = c[(c["country_iso3"] == iso3) & (c["commodity_id"] == commodity_id) & c["quantity"].notna() & (c["year"] <= year)]
+    rows = rows[[tonnes_factor(u) is not None and not re.search(r"/yr|days", u) for u in rows["unit"]]]
+    if rows.empty:
+        return None
+    r = rows.sort_values(["year", "item"]).iloc[-1]
+    return float(r["quantity"]) * float(tonnes_factor(str(r["unit"])) or 1.0), int(r["year"]), str(r["source_id"])
+
+
+def country_reliance(atlas: Atlas, iso3: str, commodity_id: str, year: int = 2024) -> tuple[Reliance, float | None]:
+    """NIR of a country other than the U.S. from the atlas.
+
+    - No production of the commodity listed for the country at any stage (USGS, IEA): P = 0, so
+      ``NIR = (I - E)/(I - E) = 1`` - an inference (small producers hide in "Other countries"), flagged.
+    - Production listed and consumption known: ``NIR = max(0, 1 - P/C)`` (stock changes ignored).
+    - Otherwise unknown (None).
+    """
+    if iso3 == "USA":
+        return us_reliance(atlas, commodity_id, year)
+    prod = _domestic_production(atlas, iso3, commodity_id)
+    cons = consumption_tonnes(atlas, iso3, commodity_id, year)
+    listed = prod[prod["value"].notna() & (prod["value"] > 0)]
+    if listed.empty:
+        return (
+            Reliance(1.0, 1.0, 1.0, f"inferred: no {iso3} production listed at any stage (P = 0 => NIR = 1)", False, None, []),
+            cons[0] if cons else None,
+        )
+    if cons is not None:
+        latest = listed[listed["year"] == listed["year"].max()]
+        # production of the first (most upstream) stage that the country reports, in tonnes
+        latest = latest.assign(_f=[tonnes_factor(u) for u in latest["unit"]])
+        latest = latest[latest["_f"].notna()]
+        if len(latest):
+            first_stage = latest.sort_values("stage").iloc[0]["stage"]
+            p_t = float((latest.loc[latest["stage"] == first_stage, "value"] * latest.loc[latest["stage"] == first_stage, "_f"]).sum())
+            v = float(np.clip(1.0 - p_t / cons[0], 0.0, 1.0))
+            return (
+                Reliance(v, v, v, f"computed 1 - P/C: {iso3} {first_stage} production {p_t:g} t vs consumption {cons[0]:g} t ({cons[1]})",
+                         False, cons[1], sorted(set(latest["source_id"])) + [cons[2]]),
+                cons[0],
+            )
+    return Reliance(None, None, None, f"unknown: {iso3} produces but its consumption is not in the atlas"), cons[0] if cons else None
+
+
+def perspective_reliance(atlas: Atlas, perspective: str, commodity_id: str, year: int = 2024) -> Reliance:
+    """NIR of USA, JPN (or any ISO3) or the BLOC of participants for one commodity.
+
+    BLOC: ``NIR_bloc = Σ_p C_p·NIR_p / Σ_p C_p`` (see :func:`critmin.assess.reliance.bloc_reliance`). When a
+    participant's consumption is unknown the equal-weight mean is used and flagged as a proxy, with the
+    participants' minimum and maximum as bounds; when a participant's NIR is unknown the BLOC value is None.
+    """
+    members = participants_of(atlas, perspective)
+    parts = [country_reliance(atlas, iso, commodity_id, year) for iso in members]
+    if len(members) == 1:
+        return parts[0][0]
+    values = [r.value for r, _ in parts]
+    if any(v is None for v in values):
+        missing = [m for m, (r, _) in zip(members, parts, strict=True) if r.value is None]
+        return Reliance(None, None, None, f"unknown: no reliance for {', '.join(missing)}")
+    nir = np.array(values, dtype=float)
+    cons = [c for _, c in parts]
+    sources = sorted({s for r, _ in parts for s in r.source_ids})
+    lows = [r.low if r.low is not None else r.value for r, _ in parts]
+    highs = [r.high if r.high is not None else r.value for r, _ in parts]
+    detail = "; ".join(f"{m}: {r.basis}" for m, (r, _) in zip(members, parts, strict=True))
+    if all(c is not None and c > 0 for c in cons):
+        w = np.array(cons, dtype=float)
+        v = float(bloc_reliance(nir, w))
+        lo = float(bloc_reliance(np.array(lows, dtype=float), w))
+        hi = float(bloc_reliance(np.array(highs, dtype=float), w))
+        return Reliance(v, lo, hi, f"consumption-weighted over participants ({detail})", False, None, sources)
+    v = float(nir.mean())
+    return Reliance(
+        v, float(min(lows)), float(max(highs)),  # type: ignore[type-var]
+        f"proxy: equal weights, participant consumption unknown ({detail})", True, None, sources,
+    )
+
+
+def import_sourcing(atlas: Atlas, iso3: str, commodity_id: str) -> tuple[pd.Series, str, list[str]] | None:
+    """Import shares (fractions, index = partner ISO3) of one importer for one commodity, or None.
+
+    Choice among published tables: percentages only (rank-only rows are skipped); newest period; a form
+    named total/combined/all before specific forms; then alphabetical. Returns (shares, basis, source_ids).
+    """
+    s = atlas.import_sources
+    rows = s[(s["importer_iso3"] == iso3) & (s["commodity_id"] == commodity_id) & s["share_pct"].notna()]
+    if rows.empty:
+        return None
+    groups = rows.groupby(["form", "period", "source_id"], as_index=False).agg(n=("share_pct", "size"))
+    groups["_end"] = groups["period"].str.extract(r"(\d{2,4})\D*$")[0].map(lambda x: int(x) % 100 if isinstance(x, str) else -1)
+    groups["_general"] = ~groups["form"].str.contains(r"total|combined|all", case=False)
+    groups = groups.sort_values(["_end", "_general", "n", "form"], ascending=[False, True, False, True])
+    best = groups.iloc[0]
+    sel = rows[(rows["form"] == best["form"]) & (rows["period"] == best["period"]) & (rows["source_id"] == best["source_id"])]
+    named = sel[sel["partner_entity"] == "country"]
+    shares = named.groupby("partner_iso3")["share_pct"].sum() / 100.0
+    basis = f"{iso3} import sources, {best['form']}, {best['period']}"
+    return shares.sort_values(ascending=False), basis, [str(best["source_id"])]

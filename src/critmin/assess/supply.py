@@ -1,0 +1,142 @@
+"""Country shares of world supply at every commodity-stage node, and their concentration metrics.
+
+Which data a node uses (first that exists, for the latest year up to the reference year):
+
+1. USGS world production tonnage (series marked ``for_shares``);
+2. IEA production tonnage (2024 observed; copper, cobalt, lithium, nickel, graphite, magnet rare earths);
+3. a published share table (``stage_shares``): observed, not projected, production before capacity,
+   verbatim before third-party, newest year, most countries.
+
+Shares from tonnage are ``q_i / (Σ_countries q + q_other)``; the "other" remainder is never a country.
+Published shares name only some countries; the unnamed rest is treated like "other" (coverage < 1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from critmin.assess.concentration import hhi, hhi_wgi, top_n_share, wgi_scaled
+from critmin.atlas.model import Atlas
+from critmin.atlas.schema import STAGE_ORDER
+
+DATASET_PRIORITY = {"usgs_mcs2025": 0, "iea_cmd_2025": 1}
+_VERIFICATION_RANK = {"verbatim": 0, "third-party": 1, "computed": 2}
+_KIND_RANK = {"production": 0, "capacity": 1}
+
+
+def governance(atlas: Atlas) -> pd.DataFrame:
+    """Per country: mean of the six WGI estimates, EU-scaled WGI (0 best-10 worst), political instability.
+
+    ``instability = (2.5 - pv) / 5`` clipped to [0, 1] (GeoPolRisk, from the political-stability indicator).
+    Index: iso3.
+    """
+    g = atlas.governance
+    wide = g.pivot_table(index="iso3", columns="indicator", values="estimate", aggfunc="first")
+    mean = wide.mean(axis=1)
+    out = pd.DataFrame({"wgi_mean": mean, "wgi_scaled": wgi_scaled(mean.to_numpy())}, index=wide.index)
+    pv = wide["pv"] if "pv" in wide else pd.Series(np.nan, index=wide.index)
+    out["instability"] = np.clip((2.5 - pv) / 5.0, 0.0, 1.0)
+    out["year"] = g.groupby("iso3")["year"].max()
+    return out
+
+
+def stage_shares_table(atlas: Atlas, year: int = 2024) -> pd.DataFrame:
+    """Long table of country shares per node.
+
+    Columns: commodity_id, stage, country_iso3, share (fraction), basis ('tonnage' or 'published'),
+    bound ('' or approx/ge/le), year, source_id, dataset.
+    """
+    frames = [_from_production(atlas, year)]
+    have = set(zip(frames[0]["commodity_id"], frames[0]["stage"], strict=True)) if len(frames[0]) else set()
+    frames.append(_from_published(atlas, year, exclude=have))
+    out = pd.concat([f for f in frames if len(f)], ignore_index=True)
+    return out.sort_values(["commodity_id", "stage", "share", "country_iso3"], ascending=[True, True, False, True], kind="stable").reset_index(drop=True)
+
+
+def _from_production(atlas: Atlas, year: int) -> pd.DataFrame:
+    p = atlas.production
+    p = p[p["for_shares"] & (p["case"] == "") & (p["measure"] == "production") & (p["year"] <= year) & p["value"].notna()]
+    p = p[p["entity"].isin(["country", "other"])].copy()
+    p["_prio"] = p["source_id"].map(DATASET_PRIORITY).fillna(9)
+    # latest year with data for each node and dataset; then the best dataset
+    p = p[p["value"] > 0]
+    best = (
+        p.groupby(["commodity_id", "stage", "source_id", "_prio"])["year"].max().reset_index()
+        .sort_values(["commodity_id", "stage", "_prio"]).drop_duplicates(["commodity_id", "stage"])
+    )
+    sel = p.merge(best[["commodity_id", "stage", "source_id", "year"]], on=["commodity_id", "stage", "source_id", "year"])
+    total = sel.groupby(["commodity_id", "stage"])["value"].transform("sum")
+    sel = sel.assign(share=sel["value"] / total)
+    countries = sel[sel["entity"] == "country"]
+    out = countries.groupby(["commodity_id", "stage", "country_iso3", "year", "source_id"], as_index=False)["share"].sum()
+    out["basis"] = "tonnage"
+    out["bound"] = ""
+    out["dataset"] = out["source_id"]
+    return out
+
+
+def _from_published(atlas: Atlas, year: int, exclude: set[tuple[str, str]]) -> pd.DataFrame:
+    s = atlas.stage_shares
+    s = s[~s["projection"] & s["share_kind"].isin(list(_KIND_RANK)) & (s["year"] <= year)].copy()
+    if exclude:
+        keep = [(c, st) not in exclude for c, st in zip(s["commodity_id"], s["stage"], strict=True)]
+        s = s[keep]
+    if s.empty:
+        return s
+    group = ["commodity_id", "stage", "product", "share_kind", "year", "source_id"]
+    g = s.groupby(group, as_index=False).agg(n=("country_iso3", "nunique"), verification=("verification", "first"))
+    g["_k"] = g["share_kind"].map(_KIND_RANK)
+    g["_v"] = g["verification"].map(_VERIFICATION_RANK).fillna(3)
+    g = g.sort_values(["commodity_id", "stage", "_k", "_v", "year", "n", "source_id"], ascending=[True, True, True, True, False, False, True])
+    best = g.drop_duplicates(["commodity_id", "stage"])[group]
+    sel = s.merge(best, on=group)
+    out = sel.assign(share=sel["share_pct"] / 100.0, basis="published", dataset="stage_shares")
+    return out[["commodity_id", "stage", "country_iso3", "year", "source_id", "share", "basis", "bound", "dataset"]]
+
+
+def stage_metrics(atlas: Atlas, year: int = 2024, shares: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Concentration metrics per node.
+
+    Columns: commodity_id, stage, hhi (0-10,000, over named countries), hhi_wgi (0-10), top_country,
+    top_share, top3_share, concern_share, bloc_share (participants + like-minded), participants_share,
+    coverage (share attributed to named countries), n_countries, basis, bound, year, source_ids.
+    """
+    sh = stage_shares_table(atlas, year) if shares is None else shares
+    gov = governance(atlas)
+    wgi = sh["country_iso3"].map(gov["wgi_scaled"])
+    # countries without a WGI estimate get the median score, flagged in `wgi_imputed`
+    median = float(np.nanmedian(gov["wgi_scaled"])) if len(gov) else 5.0
+    sh = sh.assign(wgi=wgi.fillna(median), wgi_imputed=wgi.isna())
+    concern, allied, participants = atlas.concern, atlas.allied, atlas.participants
+    rows = []
+    for (c, st), grp in sh.groupby(["commodity_id", "stage"], sort=True):
+        s = grp["share"].to_numpy()
+        order = np.argsort(-s, kind="stable")
+        isos = grp["country_iso3"].to_numpy()
+        rows.append(
+            {
+                "commodity_id": c,
+                "stage": st,
+                "hhi": float(hhi(s)),
+                "hhi_wgi": float(hhi_wgi(s, grp["wgi"].to_numpy())),
+                "top_country": str(isos[order[0]]),
+                "top_share": float(s[order[0]]),
+                "top3_share": float(top_n_share(s, 3)),
+                "concern_share": float(s[np.isin(isos, list(concern))].sum()),
+                "bloc_share": float(s[np.isin(isos, list(allied))].sum()),
+                "participants_share": float(s[np.isin(isos, list(participants))].sum()),
+                "coverage": float(s.sum()),
+                "n_countries": int(len(s)),
+                "basis": str(grp["basis"].iloc[0]),
+                "bound": ";".join(sorted({b for b in grp["bound"] if b})),
+                "wgi_imputed": ";".join(sorted(isos[grp["wgi_imputed"].to_numpy()])),
+                "year": int(grp["year"].max()),
+                "source_ids": ";".join(sorted(set(grp["source_id"]))),
+            }
+        )
+    out = pd.DataFrame(rows)
+    if len(out):
+        out["_o"] = out["stage"].map(STAGE_ORDER)
+        out = out.sort_values(["commodity_id", "_o"]).drop(columns="_o").reset_index(drop=True)
+    return out

@@ -1,0 +1,110 @@
+"""Named cross-table consistency checks (PyPSA-style). Each returns a list of problems."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from critmin.errors import Problem
+
+#: Tolerance (percentage points) on the sum of shares of one group; published shares are rounded.
+SHARE_SUM_TOLERANCE_PCT = 2.0
+
+
+def _line(frame: pd.DataFrame, idx: int) -> int:
+    return int(idx) + 2
+
+
+def check_production_units(t: Mapping[str, pd.DataFrame]) -> list[Problem]:
+    """All rows of one (commodity, stage, series, measure) must share one unit."""
+    p = t["production"]
+    out = []
+    n_units = p.groupby(["commodity_id", "stage", "series", "measure"], sort=False)["unit"].transform("nunique")
+    for idx in np.flatnonzero(n_units.to_numpy() > 1)[:20]:
+        r = p.iloc[idx]
+        out.append(
+            Problem(
+                "production.csv",
+                _line(p, idx),
+                "unit",
+                f"unit mismatch: '{r['unit']}' differs from other rows of {r['commodity_id']}/{r['stage']}/{r['series']}",
+            )
+        )
+    return out
+
+
+def check_entity_country(t: Mapping[str, pd.DataFrame]) -> list[Problem]:
+    """Country rows name a country; aggregate rows do not."""
+    out = []
+    for name in ("production", "country_aliases"):
+        f = t[name]
+        bad = (f["entity"] == "country") & (f["country_iso3" if name == "production" else "iso3"] == "")
+        for idx in np.flatnonzero(bad.to_numpy())[:20]:
+            out.append(Problem(f"{name}.csv", _line(f, idx), "country_iso3", "country row without an ISO3 code"))
+    return out
+
+
+def check_share_sums(t: Mapping[str, pd.DataFrame]) -> list[Problem]:
+    """Shares of one group (same source, product, year, kind) must not add up to more than 100 %."""
+    out = []
+    groups = {
+        "stage_shares": ["commodity_id", "stage", "product", "share_kind", "year", "source_id"],
+        "import_sources": ["importer_iso3", "commodity_id", "form", "period", "source_id"],
+    }
+    for name, keys in groups.items():
+        f = t[name]
+        exact = f[f["bound"].isin(["", "approx"])] if "bound" in f else f
+        sums = exact.groupby(keys, sort=False)["share_pct"].transform("sum")
+        for idx in exact.index[(sums > 100 + SHARE_SUM_TOLERANCE_PCT).to_numpy()][:20]:
+            out.append(
+                Problem(f"{name}.csv", _line(f, idx), "share_pct", f"shares of this group add up to {sums.loc[idx]:.1f} % (> 100 %)")
+            )
+    return out
+
+
+def check_us_trade_units(t: Mapping[str, pd.DataFrame]) -> list[Problem]:
+    """One commodity/form keeps one unit across years."""
+    f = t["us_trade"]
+    out = []
+    n = f.groupby(["commodity_id", "form"], sort=False)["unit"].transform("nunique")
+    for idx in np.flatnonzero(n.to_numpy() > 1)[:20]:
+        out.append(Problem("us_trade.csv", _line(f, idx), "unit", "unit mismatch across years of one commodity/form"))
+    return out
+
+
+def check_chain_links(t: Mapping[str, pd.DataFrame]) -> list[Problem]:
+    """Chain links join stages that exist."""
+    nodes = set(zip(t["stages"]["commodity_id"], t["stages"]["stage"], strict=True))
+    f = t["chain_links"]
+    out = []
+    for idx, r in f.iterrows():
+        for side in ("from", "to"):
+            if (r[f"{side}_commodity"], r[f"{side}_stage"]) not in nodes:
+                out.append(
+                    Problem(
+                        "chain_links.csv",
+                        _line(f, int(idx)),  # type: ignore[call-overload]
+                        f"{side}_stage",
+                        f"no stage {r[f'{side}_commodity']}/{r[f'{side}_stage']} in stages.csv",
+                    )
+                )
+    return out
+
+
+CHECKS: tuple[Callable[[Mapping[str, pd.DataFrame]], list[Problem]], ...] = (
+    check_production_units,
+    check_entity_country,
+    check_share_sums,
+    check_us_trade_units,
+    check_chain_links,
+)
+
+
+def check_consistency(tables: Mapping[str, pd.DataFrame]) -> list[Problem]:
+    """Run every named check; returns all problems found."""
+    out: list[Problem] = []
+    for check in CHECKS:
+        out += check(tables)
+    return out

@@ -1,0 +1,124 @@
+"""The Atlas: the reference data critmin works on, as validated, typed tables.
+
+Definitions (countries, commodities, stages, blocs, sources) and numeric tables (production, shares, trade,
+governance) are pandas frames with one row per observation and named columns; each row carries a
+``source_id``. The Atlas is immutable: use :meth:`Atlas.with_blocs` to get a copy with other bloc members.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pandas as pd
+
+from critmin.atlas.schema import STAGE_ORDER, TABLE_ORDER
+from critmin.errors import AtlasError, Problem
+
+BLOC_IDS = ("participants", "like_minded", "concern")
+
+
+@dataclass(frozen=True)
+class Atlas:
+    """Validated atlas tables plus provenance (``data_version``: hash of the table contents)."""
+
+    tables: Mapping[str, pd.DataFrame]
+    data_version: str
+    path: str
+    manifest: Mapping[str, object] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> pd.DataFrame:
+        tables = object.__getattribute__(self, "tables")
+        if name in tables:
+            return tables[name]
+        raise AttributeError(name)
+
+    # ----------------------------------------------------------------- definitions
+    def bloc(self, bloc_id: str) -> frozenset[str]:
+        """ISO3 members of a bloc (``participants``, ``like_minded``, ``concern``)."""
+        b = self.tables["blocs"]
+        return frozenset(b.loc[b["bloc_id"] == bloc_id, "iso3"])
+
+    @property
+    def participants(self) -> frozenset[str]:
+        return self.bloc("participants")
+
+    @property
+    def like_minded(self) -> frozenset[str]:
+        return self.bloc("like_minded")
+
+    @property
+    def concern(self) -> frozenset[str]:
+        """Countries of concern (default: the U.S. statutory covered nations CHN, RUS, PRK, IRN)."""
+        return self.bloc("concern")
+
+    @property
+    def allied(self) -> frozenset[str]:
+        """The bloc in the wide sense: participants plus like-minded partners."""
+        return self.participants | self.like_minded
+
+    def with_blocs(self, members: Mapping[str, Iterable[str]]) -> Atlas:
+        """Copy of the atlas with the given blocs replaced, e.g. ``{"concern": ["CHN", "RUS"]}``.
+
+        Unknown country codes raise :class:`AtlasError`.
+        """
+        known = set(self.tables["countries"]["iso3"])
+        blocs = self.tables["blocs"]
+        frames = [blocs[~blocs["bloc_id"].isin(list(members))]]
+        problems = []
+        for bloc_id, isos in members.items():
+            if bloc_id not in BLOC_IDS:
+                problems.append(Problem("<blocs>", None, "bloc_id", f"unknown bloc '{bloc_id}'; use one of {BLOC_IDS}"))
+                continue
+            isos = sorted(set(isos))
+            for iso in isos:
+                if iso not in known:
+                    problems.append(Problem("<blocs>", None, "iso3", f"unknown country '{iso}' in bloc '{bloc_id}'"))
+            frames.append(
+                pd.DataFrame({"bloc_id": bloc_id, "iso3": isos, "source_id": "user", "note": "set by the user"})
+            )
+        if problems:
+            raise AtlasError(problems)
+        new = dict(self.tables)
+        new["blocs"] = pd.concat(frames, ignore_index=True)
+        return replace(self, tables=new)
+
+    def country_name(self, iso3: str) -> str:
+        names = self._country_names()
+        return names.get(iso3, iso3)
+
+    def _country_names(self) -> dict[str, str]:
+        c = self.tables["countries"]
+        return dict(zip(c["iso3"], c["name"], strict=True))
+
+    def commodity_ids(self) -> list[str]:
+        return list(self.tables["commodities"]["commodity_id"])
+
+    def commodity_name(self, commodity_id: str) -> str:
+        c = self.tables["commodities"]
+        hit = c.loc[c["commodity_id"] == commodity_id, "name"]
+        return str(hit.iloc[0]) if len(hit) else commodity_id
+
+    def chain_nodes(self, commodity_id: str) -> list[tuple[str, str]]:
+        """(commodity, stage) nodes of a commodity's chain: its own stages, then every product downstream.
+
+        Downstream nodes come from ``chain_links``; e.g. rare earths -> NdFeB magnets. Sorted by stage order.
+        """
+        stages = self.tables["stages"]
+        own = [(commodity_id, s) for s in stages.loc[stages["commodity_id"] == commodity_id, "stage"]]
+        links = self.tables["chain_links"]
+        seen = set(own)
+        frontier = list(own)
+        while frontier:
+            c, s = frontier.pop()
+            hit = links[(links["from_commodity"] == c) & (links["from_stage"] == s)]
+            for tc, ts in zip(hit["to_commodity"], hit["to_stage"], strict=True):
+                if (tc, ts) not in seen:
+                    seen.add((tc, ts))
+                    frontier.append((tc, ts))
+        return sorted(seen, key=lambda n: (STAGE_ORDER.get(n[1], 99), n[0] != commodity_id, n[0]))
+
+    def summary(self) -> dict[str, int]:
+        """Row count of every table."""
+        return {name: len(self.tables[name]) for name in TABLE_ORDER}

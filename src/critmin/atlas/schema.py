@@ -1,0 +1,234 @@
+"""Table schemas as data.
+
+Every atlas table is described, column by column, in ``schema/tables.csv`` (table, column, dtype, required,
+unit, check, description). Validation, type conversion and the data dictionary in ``docs/data.md`` all come
+from that one file, as PyPSA does with its component attribute tables.
+
+dtypes: ``str``, ``float``, ``int``, ``year``, ``bool`` (yes/no), and references ``iso3`` (to
+``countries.iso3``), ``source`` (to ``sources.source_id``), ``commodity`` (to ``commodities.commodity_id``)
+and ``stage`` (to the stage vocabulary ``STAGES``).
+checks: ``unique``, ``nonneg`` (>= 0), ``pct`` (0..100), ``in:a,b,c`` (allowed values; an empty item allows
+blank).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+from critmin.errors import Problem
+
+#: Stage vocabulary, in chain order. ``product`` covers other manufactured products (cement, lime...).
+STAGES: tuple[str, ...] = (
+    "mine",
+    "refine",
+    "metal",
+    "magnet",
+    "cathode",
+    "anode",
+    "cell",
+    "catalyst",
+    "optical",
+    "semiconductor",
+    "product",
+)
+STAGE_ORDER: dict[str, int] = {s: i for i, s in enumerate(STAGES)}
+
+#: Order in which tables are loaded (references point to earlier tables).
+TABLE_ORDER: tuple[str, ...] = (
+    "sources",
+    "countries",
+    "country_aliases",
+    "blocs",
+    "commodities",
+    "stages",
+    "chain_links",
+    "production",
+    "world_total_check",
+    "stage_shares",
+    "us_salient",
+    "us_trade",
+    "import_sources",
+    "consumption",
+    "demand",
+    "governance",
+)
+
+_TRUE = {"yes", "true", "1"}
+_FALSE = {"no", "false", "0"}
+
+
+class ColumnSpec(BaseModel):
+    """One column of an atlas table."""
+
+    model_config = ConfigDict(frozen=True)
+
+    table: str
+    column: str
+    dtype: str
+    required: bool
+    unit: str = ""
+    check: str = ""
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    name: str
+    columns: tuple[ColumnSpec, ...]
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.column for c in self.columns]
+
+
+@cache
+def table_schemas() -> dict[str, TableSchema]:
+    """Read ``schema/tables.csv`` into one :class:`TableSchema` per table."""
+    text = resources.files("critmin.atlas").joinpath("schema/tables.csv").read_text(encoding="utf-8")
+    specs: dict[str, list[ColumnSpec]] = {}
+    for row in csv.DictReader(io.StringIO(text)):
+        spec = ColumnSpec(
+            table=row["table"],
+            column=row["column"],
+            dtype=row["dtype"],
+            required=row["required"] == "yes",
+            unit=row["unit"],
+            check=row["check"],
+            description=row["description"],
+        )
+        specs.setdefault(spec.table, []).append(spec)
+    return {name: TableSchema(name, tuple(cols)) for name, cols in specs.items()}
+
+
+def read_csv_strict(text: str, file: str) -> tuple[list[str], list[list[str]], list[Problem]]:
+    """Parse CSV text; every record must have as many fields as the header (a truncated file fails here).
+
+    Returns (header, records, problems); line numbers in problems are 1-based file lines.
+    """
+    problems: list[Problem] = []
+    if not text.strip():
+        return [], [], [Problem(file, None, None, "file is empty")]
+    if not text.endswith("\n"):
+        problems.append(Problem(file, None, None, "file does not end with a newline: it looks truncated"))
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = next(reader)
+    except csv.Error as exc:  # pragma: no cover - csv rarely fails on a header
+        return [], [], [Problem(file, 1, None, f"unreadable header: {exc}")]
+    header = [h.strip().lstrip("\ufeff") for h in header]
+    records: list[list[str]] = []
+    try:
+        for rec in reader:
+            line = reader.line_num
+            if not rec:
+                continue
+            if len(rec) != len(header):
+                problems.append(
+                    Problem(file, line, None, f"expected {len(header)} fields, found {len(rec)} (truncated or malformed row)")
+                )
+                continue
+            records.append(rec)
+    except csv.Error as exc:
+        problems.append(Problem(file, reader.line_num, None, f"CSV syntax error: {exc}"))
+    return header, records, problems
+
+
+def validate_table(
+    name: str,
+    header: list[str],
+    records: list[list[str]],
+    file: str,
+    refs: Mapping[str, Iterable[str]],
+) -> tuple[pd.DataFrame, list[Problem]]:
+    """Check one table against its schema and convert it to typed columns.
+
+    ``refs`` maps a reference dtype (``iso3``, ``source``, ``commodity``, ``stage``) to the allowed values.
+    Returns the typed frame and the problems found (an empty list when the table is valid).
+    """
+    schema = table_schemas()[name]
+    problems: list[Problem] = []
+    missing = [c for c in schema.column_names if c not in header]
+    if missing:
+        return pd.DataFrame(), [Problem(file, 1, c, "required column is missing") for c in missing]
+    raw = pd.DataFrame(records, columns=header, dtype=object) if records else pd.DataFrame(columns=header, dtype=object)
+    # line number of each record; blank records were skipped by the reader, so count them from the data
+    lines = np.arange(len(raw)) + 2
+    out: dict[str, pd.Series] = {}
+    for spec in schema.columns:
+        col = raw[spec.column].astype(str).str.strip()
+        blank = col == ""
+
+        def report(mask: np.ndarray | pd.Series, message: str, spec: ColumnSpec = spec, col: pd.Series = col) -> None:
+            idx = np.flatnonzero(np.asarray(mask))
+            for i in idx[:50]:
+                problems.append(Problem(file, int(lines[i]), spec.column, message.format(value=col.iloc[i])))
+
+        if spec.required:
+            report(blank, "required value is blank")
+        if spec.dtype in ("float", "int", "year"):
+            num = pd.to_numeric(col.where(~blank), errors="coerce")
+            report(~blank & num.isna(), "'{value}' is not a number")
+            if spec.dtype in ("int", "year"):
+                report(~num.isna() & (num != np.round(num)), "'{value}' is not a whole number")
+            if spec.dtype == "year":
+                report(~num.isna() & ((num < 1900) | (num > 2100)), "year {value} out of range 1900-2100")
+            if spec.check == "nonneg":
+                report(num < 0, "negative value {value}")
+            elif spec.check == "pct":
+                report((num < 0) | (num > 100), "share {value} is outside 0-100 %")
+            if spec.dtype == "float":
+                out[spec.column] = num.astype("float64")
+            else:
+                out[spec.column] = num.astype("Int64")
+        elif spec.dtype == "bool":
+            low = col.str.lower()
+            bad = ~blank & ~low.isin(_TRUE | _FALSE)
+            report(bad, "'{value}' is not yes/no")
+            out[spec.column] = low.isin(_TRUE)
+        else:
+            if spec.dtype in refs:
+                allowed = set(refs[spec.dtype])
+                report(~blank & ~col.isin(allowed), f"unknown {spec.dtype} '{{value}}'")
+            out[spec.column] = col
+        if spec.check.startswith("in:"):
+            allowed_values = spec.check[3:].split(",")
+            report(~col.isin(allowed_values), f"'{{value}}' is not one of {allowed_values}")
+        if spec.check == "unique":
+            report(col.duplicated(keep="first") & ~blank, "duplicate value '{value}'")
+    frame = pd.DataFrame(out, index=pd.RangeIndex(len(raw)))
+    return frame, problems
+
+
+def format_csv(frame: pd.DataFrame, name: str) -> str:
+    """Serialise a table deterministically in schema column order (LF, minimal quoting, repr-exact floats)."""
+    schema = table_schemas()[name]
+    cols = schema.column_names
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(cols)
+    dtypes = {c.column: c.dtype for c in schema.columns}
+    for rec in frame[cols].itertuples(index=False, name=None):
+        writer.writerow([_cell(v, dtypes[c]) for v, c in zip(rec, cols, strict=True)])
+    return buf.getvalue()
+
+
+def _cell(value: object, dtype: str) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return ""
+    if dtype == "bool":
+        return "yes" if bool(value) else "no"
+    if dtype in ("int", "year"):
+        return str(int(value))  # type: ignore[call-overload]
+    if dtype == "float":
+        f = float(value)  # type: ignore[arg-type]
+        return str(int(f)) if f.is_integer() and abs(f) < 1e15 else repr(f)
+    return str(value)

@@ -1,0 +1,133 @@
+"""Render records and tables as a rich table, JSON, CSV or an Excel workbook (``--format``)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+FORMATS = ("table", "json", "csv", "xlsx")
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+        return None
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_clean(x) for x in v]
+    if hasattr(v, "item") and not isinstance(v, str):
+        return v.item()
+    if v is pd.NA:
+        return None
+    return v
+
+
+def to_json(obj: Any) -> str:
+    """JSON text with NaN turned into null and numpy scalars into Python numbers."""
+    return json.dumps(_clean(obj), indent=2, ensure_ascii=False)
+
+
+def flatten(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Records -> flat frame; nested values (dicts, lists) become JSON strings."""
+    rows = [{k: (json.dumps(_clean(v), ensure_ascii=False) if isinstance(v, dict | list) else _clean(v)) for k, v in r.items()} for r in records]
+    return pd.DataFrame(rows)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a file via a temporary file in the same folder, then rename: never half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def xlsx_bytes(sheets: dict[str, pd.DataFrame], meta: dict[str, Any] | None = None) -> bytes:
+    """An Excel workbook with one sheet per frame (plus an 'about' sheet with provenance)."""
+    buf = io.BytesIO()
+    with pd.ExcelWriter(buf, engine="xlsxwriter") as xl:
+        for name, frame in sheets.items():
+            frame.to_excel(xl, sheet_name=name[:31], index=False)
+            ws = xl.sheets[name[:31]]
+            for i, col in enumerate(frame.columns):
+                width = min(60, max(10, len(str(col)) + 2, *(len(str(x)) + 1 for x in frame[col].head(50))))
+                ws.set_column(i, i, width)
+        if meta:
+            pd.DataFrame({"key": list(meta), "value": [json.dumps(_clean(v)) if isinstance(v, dict | list) else v for v in meta.values()]}).to_excel(
+                xl, sheet_name="about", index=False
+            )
+    return buf.getvalue()
+
+
+def emit(
+    records: Sequence[dict[str, Any]] | dict[str, Any],
+    fmt: str,
+    *,
+    columns: Sequence[str] | None = None,
+    title: str = "",
+    out: Path | None = None,
+    meta: dict[str, Any] | None = None,
+    console: Console | None = None,
+) -> None:
+    """Print or save ``records`` in ``fmt``. xlsx needs ``out``; other formats go to ``out`` or stdout."""
+    console = console or Console()
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format '{fmt}'; use one of {FORMATS}")
+    if fmt == "json":
+        text = to_json(records) + "\n"
+        if out:
+            write_atomic(out, text.encode())
+        else:
+            print(text, end="")
+        return
+    rec_list = [records] if isinstance(records, dict) else list(records)
+    frame = flatten(rec_list)
+    if fmt == "csv":
+        buf = io.StringIO()
+        frame.to_csv(buf, index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+        if out:
+            write_atomic(out, buf.getvalue().encode())
+        else:
+            print(buf.getvalue(), end="")
+        return
+    if fmt == "xlsx":
+        if out is None:
+            raise ValueError("--format xlsx needs --out FILE.xlsx")
+        write_atomic(out, xlsx_bytes({title[:31] or "data": frame}, meta))
+        console.print(f"wrote {out}")
+        return
+    table = Table(title=title, show_lines=False, header_style="bold")
+    cols = list(columns or frame.columns)
+    for c in cols:
+        table.add_column(c, overflow="fold")
+    for r in rec_list:
+        table.add_row(*[_fmt(r.get(c)) for c in cols])
+    console.print(table)
+
+
+def _fmt(v: Any) -> str:
+    v = _clean(v)
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.3f}" if abs(v) < 100 else f"{v:,.0f}"
+    if isinstance(v, list):
+        return "; ".join(str(x) for x in v)
+    return str(v)
