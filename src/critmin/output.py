@@ -85,7 +85,7 @@ def emit(
     console: Console | None = None,
 ) -> None:
     """Print or save ``records`` in ``fmt``. xlsx needs ``out``; other formats go to ``out`` or stdout."""
-    console = console or Console()
+    console = console or Console(width=max(Console().width, 160))
     if fmt not in FORMATS:
         raise ValueError(f"unknown format '{fmt}'; use one of {FORMATS}")
     if fmt == "json":

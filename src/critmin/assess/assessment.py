@@ -89,8 +89,7 @@ def assess(
     order = np.lexsort((out["commodity"].to_numpy(), -score.fillna(-np.inf).to_numpy()))
     out = out.iloc[order].reset_index(drop=True)
     ranked = score.iloc[order].notna().to_numpy()
-    out["rank"] = [int(i + 1) if r else None for i, r in enumerate(ranked)]
-    out["rank"] = out["rank"].astype(object)
+    out["rank"] = pd.Series([int(i + 1) if r else None for i, r in enumerate(ranked)], dtype=object)
     return out[OUTPUT_COLUMNS]
 
 

@@ -19,11 +19,25 @@ from critmin.errors import MethodError
 PERSPECTIVES = ("USA", "JPN", "BLOC")
 
 _TONNES = {"t": 1.0, "kg": 1e-3, "kt": 1e3, "Mt": 1e6, "g": 1e-6}
+_TONNES_LONG = {
+    "metric tons": 1.0,
+    "metric dry tons": 1.0,
+    "kilograms": 1e-3,
+    "thousand metric tons": 1e3,
+    "thousand metric dry tons": 1e3,
+    "million metric tons": 1e6,
+}
 
 
 def tonnes_factor(unit: str) -> float | None:
-    """Factor converting a mass unit such as 't REO', 'kg Ga', 'kt' to metric tonnes; None if not a mass unit."""
-    first = unit.strip().split(" ")[0] if unit.strip() else ""
+    """Factor converting a mass unit ('t REO', 'kg Ga', 'kt', 'kilograms', 'thousand metric tons') to tonnes.
+
+    None when the unit is not a mass (GWh, carats, days...).
+    """
+    u = unit.strip()
+    if u.lower() in _TONNES_LONG:
+        return _TONNES_LONG[u.lower()]
+    first = u.split(" ")[0] if u else ""
     return _TONNES.get(first)
 
 
@@ -150,8 +164,8 @@ def perspective_reliance(atlas: Atlas, perspective: str, commodity_id: str, year
     nir = np.array(values, dtype=float)
     cons = [c for _, c in parts]
     sources = sorted({s for r, _ in parts for s in r.source_ids})
-    lows = [r.low if r.low is not None else r.value for r, _ in parts]
-    highs = [r.high if r.high is not None else r.value for r, _ in parts]
+    lows = [float(r.low if r.low is not None else r.value) for r, _ in parts]  # type: ignore[arg-type]
+    highs = [float(r.high if r.high is not None else r.value) for r, _ in parts]  # type: ignore[arg-type]
     detail = "; ".join(f"{m}: {r.basis}" for m, (r, _) in zip(members, parts, strict=True))
     if all(c is not None and c > 0 for c in cons):
         w = np.array(cons, dtype=float)
@@ -161,7 +175,7 @@ def perspective_reliance(atlas: Atlas, perspective: str, commodity_id: str, year
         return Reliance(v, lo, hi, f"consumption-weighted over participants ({detail})", False, None, sources)
     v = float(nir.mean())
     return Reliance(
-        v, float(min(lows)), float(max(highs)),  # type: ignore[type-var]
+        v, min(lows), max(highs),
         f"proxy: equal weights, participant consumption unknown ({detail})", True, None, sources,
     )
 

@@ -5,7 +5,7 @@ Which data a node uses (first that exists, for the latest year up to the referen
 1. USGS world production tonnage (series marked ``for_shares``);
 2. IEA production tonnage (2024 observed; copper, cobalt, lithium, nickel, graphite, magnet rare earths);
 3. a published share table (``stage_shares``): observed, not projected, production before capacity,
-   verbatim before third-party, newest year, most countries.
+   the table attributing most of world supply to named countries, then verbatim before third-party, newest.
 
 Shares from tonnage are ``q_i / (Σ_countries q + q_other)``; the "other" remainder is never a country.
 Published shares name only some countries; the unnamed rest is treated like "other" (coverage < 1).
@@ -85,10 +85,14 @@ def _from_published(atlas: Atlas, year: int, exclude: set[tuple[str, str]]) -> p
     if s.empty:
         return s
     group = ["commodity_id", "stage", "product", "share_kind", "year", "source_id"]
-    g = s.groupby(group, as_index=False).agg(n=("country_iso3", "nunique"), verification=("verification", "first"))
+    g = s.groupby(group, as_index=False).agg(
+        n=("country_iso3", "nunique"), coverage=("share_pct", "sum"), verification=("verification", "first")
+    )
     g["_k"] = g["share_kind"].map(_KIND_RANK)
     g["_v"] = g["verification"].map(_VERIFICATION_RANK).fillna(3)
-    g = g.sort_values(["commodity_id", "stage", "_k", "_v", "year", "n", "source_id"], ascending=[True, True, True, True, False, False, True])
+    g = g.sort_values(
+        ["commodity_id", "stage", "_k", "coverage", "_v", "year", "source_id"], ascending=[True, True, True, False, True, False, True]
+    )
     best = g.drop_duplicates(["commodity_id", "stage"])[group]
     sel = s.merge(best, on=group)
     out = sel.assign(share=sel["share_pct"] / 100.0, basis="published", dataset="stage_shares")

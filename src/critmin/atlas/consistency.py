@@ -85,7 +85,7 @@ def check_chain_links(t: Mapping[str, pd.DataFrame]) -> list[Problem]:
                 out.append(
                     Problem(
                         "chain_links.csv",
-                        _line(f, int(idx)),  # type: ignore[call-overload]
+                        _line(f, int(idx)),
                         f"{side}_stage",
                         f"no stage {r[f'{side}_commodity']}/{r[f'{side}_stage']} in stages.csv",
                     )

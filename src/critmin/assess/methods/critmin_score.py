@@ -17,7 +17,14 @@ world prices in a disruption). Range 0-1.
 
 from __future__ import annotations
 
-from critmin.assess.methods.base import MISSING_RELIANCE, AssessmentContext, Method, MethodScore, Parameter, register
+from critmin.assess.methods.base import (
+    MISSING_RELIANCE,
+    AssessmentContext,
+    Method,
+    MethodScore,
+    Parameter,
+    register,
+)
 
 
 @register

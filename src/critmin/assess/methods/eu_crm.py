@@ -16,7 +16,14 @@ from __future__ import annotations
 import numpy as np
 
 from critmin.assess.concentration import hhi_wgi
-from critmin.assess.methods.base import MISSING_RELIANCE, AssessmentContext, Method, MethodScore, Parameter, register
+from critmin.assess.methods.base import (
+    MISSING_RELIANCE,
+    AssessmentContext,
+    Method,
+    MethodScore,
+    Parameter,
+    register,
+)
 
 
 @register

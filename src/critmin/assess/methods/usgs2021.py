@@ -21,7 +21,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from critmin.assess.methods.base import MISSING_RELIANCE, AssessmentContext, Method, MethodScore, Parameter, register
+from critmin.assess.methods.base import (
+    MISSING_RELIANCE,
+    AssessmentContext,
+    Method,
+    MethodScore,
+    Parameter,
+    register,
+)
 
 _WSI = (
     Parameter("wsi_allied", 0.1, "0-1", "Willingness-to-supply risk of participants and like-minded partners"),

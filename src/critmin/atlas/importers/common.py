@@ -129,6 +129,10 @@ class CountryResolver:
         base = re.sub(r"\s*\([^)]*\)\s*$", "", s).strip()
         if base != s:
             return self.resolve(base)
+        # a footnote marker glued to the name: 'China3' -> 'China'
+        base = re.sub(r"(?<=[A-Za-z)])\s*\d{1,2}$", "", s).strip()
+        if base != s:
+            return self.resolve(base)
         return None
 
     def require(self, name: object, file: str, line: int, field: str) -> tuple[str, str]:

@@ -34,6 +34,15 @@ def import_aliases(raw_codes: Path, extra: Path, quirks: QuirkLog) -> pd.DataFra
                 raise ImportDataError(Problem(path.name, 1, col, "required column is missing"))
         frames.append(df)
     df = pd.concat(frames, ignore_index=True)
+    # the World Bank rows read 'CODE | Name': both the code and the name are aliases
+    split = df["source_name"].str.contains(" | ", regex=False)
+    if split.any():
+        quirks.hit("code_and_name_in_one_cell", int(split.sum()))
+        parts = df[split]["source_name"].str.split(" | ", n=1, regex=False)
+        codes, names = df[split].copy(), df[split].copy()
+        codes["source_name"] = parts.str[0]
+        names["source_name"] = parts.str[1]
+        df = pd.concat([df[~split], codes, names], ignore_index=True)
     df["alias"] = df["source_name"].map(normalise_name)
     df["iso3"] = df["iso3"].str.strip().str.upper()
     df["entity"] = [_entity(a, i) for a, i in zip(df["alias"], df["iso3"], strict=True)]

@@ -90,6 +90,9 @@ def import_stage_shares(
             if not include:
                 quirks.hit("excluded_by_name_map")
                 continue
+            if not normalise_name(rec["share_pct"]):
+                quirks.hit("share_left_blank")  # the source gave no number (e.g. "about half of the remainder")
+                continue
             hit = resolver.resolve(rec["country_iso3"])
             if hit is None or hit[0] != "country":
                 quirks.hit("aggregate_partner_skipped")

@@ -52,6 +52,7 @@ def import_world_data(
             raise ImportDataError(Problem(path.name, 1, col, "required column is missing"))
     value_cols = [(c, _MEASURE_COL.match(c)) for c in df.columns]
     value_cols = [(c, m) for c, m in value_cols if m]
+    quirks.hit("stray_space_in_column_name", sum(1 for c, _ in value_cols if " " in c))
     if not value_cols:
         raise ImportDataError(Problem(path.name, 1, "PROD_2023", "no PROD_/CAP_/RESERVES_ year columns"))
     smap = {
@@ -237,7 +238,7 @@ def import_salient(
         quirks.hit("duplicate_column", len(dup))
         if "Year" not in df.columns:
             raise ImportDataError(Problem(path.name, 1, "Year", "required column is missing"))
-        value_cols = [c for c in df.columns if c not in ("DataSource", "Commodity", "Year", "_line") and c]
+        value_cols = [c for c in df.columns if c not in ("DataSource", "Source", "Commodity", "Year", "_line") and c]
         col_commodity: dict[str, str] = {}
         for r in hl.itertuples(index=False):
             for field in ("production_cols", "imports_cols", "exports_cols", "consumption_col", "nir_col", "price_col"):
@@ -252,10 +253,7 @@ def import_salient(
             except ValueError as exc:
                 raise ImportDataError(Problem(path.name, line, "Year", f"'{rec['Year']}' is not a year")) from exc
             for c in value_cols:
-                try:
-                    value, qual = parse_usgs_value(rec[c], quirks)
-                except ValueError as exc:
-                    raise ImportDataError(Problem(path.name, line, c, str(exc))) from exc
+                value, qual = parse_salient_cell(rec[c], quirks)
                 parsed[(year, c)] = (value, qual)
                 if value is None and qual == "":
                     continue
@@ -283,16 +281,17 @@ def import_salient(
                 nir, nir_q = _single(parsed, y, r.nir_col)
                 if nir_q == "E":
                     nir = 0.0
-                price, _ = _single(parsed, y, r.price_col)
+                price = _nonneg(_single(parsed, y, r.price_col)[0])
                 trade_rows.append(
                     {
                         "commodity_id": r.commodity_id,
                         "form": _text(r.form),
+                        "headline": len(hl[hl["commodity_id"] == r.commodity_id]) == 1 or _text(r.note).lower().startswith("headline"),
                         "year": y,
                         "production": _sum(parsed, y, r.production_cols),
                         "imports": _sum(parsed, y, r.imports_cols),
                         "exports": _sum(parsed, y, r.exports_cols),
-                        "consumption": _single(parsed, y, r.consumption_col)[0],
+                        "consumption": _nonneg(_single(parsed, y, r.consumption_col)[0]),
                         "nir_pct": nir,
                         "nir_qualifier": nir_q,
                         "price": price,
@@ -302,6 +301,21 @@ def import_salient(
                     }
                 )
     return pd.DataFrame(long_rows), pd.DataFrame(trade_rows)
+
+
+def parse_salient_cell(text: object, quirks: QuirkLog) -> tuple[float | None, str]:
+    """Parse a salient-statistics cell: USGS values as in :func:`parse_usgs_value`, plus the free text some
+    cells hold ('Less than 1/2 unit.', 'Small', ranges '500–15,000'), recorded as not available (``NA``) and
+    counted as ``text_in_numeric_cell``; a Unicode minus sign is read as a minus (``unicode_minus``)."""
+    s = normalise_name(text)
+    if "\u2212" in s:
+        quirks.hit("unicode_minus")
+        s = s.replace("\u2212", "-")
+    try:
+        return parse_usgs_value(s, quirks)
+    except ValueError:
+        quirks.hit("text_in_numeric_cell")
+        return None, "NA"
 
 
 def _text(v: object) -> str:
@@ -321,6 +335,10 @@ def _single(parsed: dict[tuple[int, str], tuple[float | None, str]], year: int, 
     return parsed.get((year, cols[0]), (None, ""))
 
 
+def _nonneg(v: float | None) -> float | None:
+    return None if v is None or v < 0 else v
+
+
 def _sum(parsed: dict[tuple[int, str], tuple[float | None, str]], year: int, cols: object) -> float | None:
     """Sum of several columns; None when any is withheld or missing (a partial sum would understate P, I or E)."""
     names = _split(cols)
@@ -329,7 +347,7 @@ def _sum(parsed: dict[tuple[int, str], tuple[float | None, str]], year: int, col
     total = 0.0
     for c in names:
         value, qual = parsed.get((year, c), (None, ""))
-        if value is None or qual in ("<", ">"):
+        if value is None or qual in ("<", ">") or value < 0:
             return None
         total += value
     return total

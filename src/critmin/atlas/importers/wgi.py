@@ -34,7 +34,8 @@ def import_wgi(path: Path, resolver: CountryResolver, quirks: QuirkLog) -> tuple
         raise ImportDataError(Problem(path.name, int(r["_line"]), "estimate", f"'{r['estimate']}' is not a number"))
     latest = int(df["year"].max())
     df = df[df["year"] == latest]
-    rows, names = [], {}
+    rows: list[dict[str, object]] = []
+    names: dict[str, str] = {}
     for rec in df.to_dict("records"):
         entity, iso3 = resolver.require(rec["code"], path.name, int(rec["_line"]), "code")
         if entity != "country":
