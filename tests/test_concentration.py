@@ -8,7 +8,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from critmin.assess import bloc_reliance, group_share, hhi, hhi_wgi, net_import_reliance, shares, top_n_share, wgi_scaled
+from critmin.assess import (
+    bloc_reliance,
+    group_share,
+    hhi,
+    hhi_wgi,
+    net_import_reliance,
+    shares,
+    top_n_share,
+    wgi_scaled,
+)
 
 
 def test_shares_with_other_remainder() -> None:

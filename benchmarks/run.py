@@ -1,0 +1,84 @@
+"""critmin benchmarks: run with `make bench` (or `python benchmarks/run.py [--update-baseline]`).
+
+Times the atlas and assessment paths in process and prints a table of ratios against the recorded baseline
+(`benchmarks/baseline.json`, measured on the machine named there). Targets are stated per case; a ratio
+above 1 means slower than the baseline. Memory is the peak RSS of this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+BASELINE = Path(__file__).with_name("baseline.json")
+
+
+def timeit(fn: Callable[[], object], repeat: int = 5) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--update-baseline", action="store_true")
+    args = ap.parse_args()
+
+    from critmin.assess import METHODS, AssessmentContext, assess, hhi
+    from critmin.atlas import load_atlas
+
+    atlas = load_atlas()
+    rng = np.random.default_rng(0)
+    draws = rng.dirichlet(np.ones(20), size=100_000)  # 100,000 share vectors x 20 countries
+
+    def hhi_scalar() -> None:  # pure-Python reference of the same formula
+        for row in draws[:10_000].tolist():
+            sum((100 * x) ** 2 for x in row)
+
+    cases: dict[str, tuple[Callable[[], object], str]] = {
+        "load_atlas": (lambda: load_atlas(), "< 2 s"),
+        "context_BLOC": (lambda: AssessmentContext(atlas, "BLOC"), "< 2 s"),
+        "assess_all_methods_x3": (
+            lambda: [assess(atlas, p, m) for p in ("USA", "JPN", "BLOC") for m in sorted(METHODS)],
+            "< 30 s",
+        ),
+        "hhi_vectorised_100k_draws": (lambda: hhi(draws), "< 0.05 s"),
+        "hhi_scalar_10k_draws": (hhi_scalar, "reference"),
+    }
+    results = {name: timeit(fn, 3 if "assess" in name else 5) for name, (fn, _) in cases.items()}
+    results["hhi_speedup_per_draw"] = (results["hhi_scalar_10k_draws"] / 10_000) / (results["hhi_vectorised_100k_draws"] / 100_000)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = json.loads(BASELINE.read_text()) if BASELINE.exists() else {}
+    print(f"{'case':32} {'seconds':>10} {'baseline':>10} {'ratio':>7}  target")
+    for name, (_, target) in cases.items():
+        b = base.get("seconds", {}).get(name)
+        ratio = f"{results[name] / b:7.2f}" if b else "      -"
+        print(f"{name:32} {results[name]:10.4f} {b if b else float('nan'):10.4f} {ratio}  {target}")
+    print(f"{'hhi vectorised speed-up/draw':32} {results['hhi_speedup_per_draw']:10.1f}x")
+    print(f"{'peak RSS (MB)':32} {peak_mb:10.1f}")
+    if args.update_baseline or not BASELINE.exists():
+        BASELINE.write_text(
+            json.dumps(
+                {"machine": f"{platform.machine()} {platform.processor() or ''} python {platform.python_version()}".strip(),
+                 "seconds": {k: round(v, 6) for k, v in results.items() if k in cases},
+                 "peak_rss_mb": round(peak_mb, 1)},
+                indent=2,
+            )
+            + "\n"
+        )
+        print(f"baseline written to {BASELINE.name}")
+
+
+if __name__ == "__main__":
+    main()
