@@ -14,6 +14,7 @@ import pandas as pd
 
 from critmin.assess.reliance import bloc_reliance
 from critmin.atlas.model import Atlas
+from critmin.atlas.schema import STAGE_ORDER
 from critmin.errors import MethodError
 
 PERSPECTIVES = ("USA", "JPN", "BLOC")
@@ -135,7 +136,7 @@ def country_reliance(atlas: Atlas, iso3: str, commodity_id: str, year: int = 202
         latest = latest.assign(_f=[tonnes_factor(u) for u in latest["unit"]])
         latest = latest[latest["_f"].notna()]
         if len(latest):
-            first_stage = latest.sort_values("stage").iloc[0]["stage"]
+            first_stage = min(latest["stage"], key=lambda st: STAGE_ORDER.get(st, 99))
             p_t = float((latest.loc[latest["stage"] == first_stage, "value"] * latest.loc[latest["stage"] == first_stage, "_f"]).sum())
             v = float(np.clip(1.0 - p_t / cons[0], 0.0, 1.0))
             return (

@@ -134,7 +134,7 @@ class Method:
         if rel.value is None:
             flags.append(f"import reliance unknown ({rel.basis}): assumed {self.params['missing_reliance']:g}")
             return self.params["missing_reliance"], rel
-        if rel.proxy:
+        if rel.proxy or "inferred" in rel.basis:
             flags.append(f"import reliance {rel.basis}")
         return float(rel.value), rel
 

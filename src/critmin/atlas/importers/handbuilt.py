@@ -2,7 +2,7 @@
 
 Each raw row carries its own source text and URL; a source id is derived from them (stable hash) and the
 sources table gets one row per distinct (source, url). The commodity and stage of each row come from
-``data/curated/name_map.csv``; rows the map excludes (demand shares, maker nationality...) are counted in
+``critmin/atlas/curated/name_map.csv``; rows the map excludes (demand shares, maker nationality...) are counted in
 the build report.
 """
 

@@ -42,7 +42,7 @@ def import_world_data(
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """World production, capacity and reserves by country -> (production rows, world-total check, unmapped).
 
-    ``series_map`` (data/curated/usgs_world_series.csv) maps each (COMMODITY, TYPE) to a commodity and stage.
+    ``series_map`` (critmin/atlas/curated/usgs_world_series.csv) maps each (COMMODITY, TYPE) to a commodity and stage.
     A series missing from the map is reported in ``unmapped`` and skipped, so a newer USGS release imports
     with a clear list of what still needs mapping.
     """
@@ -219,7 +219,7 @@ def import_salient(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """All salient-statistics files -> (long table of every column, headline U.S. trade table).
 
-    The headline map (data/curated/usgs_salient_headline.csv) names, per file and form, the columns summed
+    The headline map (critmin/atlas/curated/usgs_salient_headline.csv) names, per file and form, the columns summed
     for production, imports and exports, and the consumption, NIR and price columns.
     """
     files = sorted(folder.glob("mcs*_salient.csv"))
