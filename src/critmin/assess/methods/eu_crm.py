@@ -13,8 +13,6 @@ economic importance is not computed: the atlas has no sector value-added data).
 
 from __future__ import annotations
 
-import numpy as np
-
 from critmin.assess.concentration import hhi_wgi
 from critmin.assess.methods.base import (
     MISSING_RELIANCE,
@@ -76,5 +74,3 @@ class EUSupplyRisk(Method):
             sorted(src),
         )
 
-
-_ = np  # numpy kept for subclasses that vectorise over stages
