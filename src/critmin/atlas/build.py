@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from critmin._text import normalise_name
-from critmin.atlas.importers import countries, handbuilt, iea, usgs, wgi
+from critmin.atlas.importers import countries, events, handbuilt, iea, usgs, wgi
 from critmin.atlas.importers.common import CountryResolver, QuirkLog, read_raw_csv
 from critmin.atlas.schema import STAGE_ORDER, TABLE_ORDER, format_csv, table_schemas
 from critmin.errors import ImportDataError, Problem
@@ -40,6 +40,7 @@ RAW_FILES = {
     "us_import_sources": "usgs_us_import_sources/us_import_sources_extracted.csv",
     "japan_import_sources": "japan/japan_import_sources.csv",
     "consumption": "japan/consumption.csv",
+    "events": "events/export_restrictions.csv",
 }
 
 #: Sort keys of each table (deterministic output).
@@ -60,6 +61,8 @@ SORT_KEYS: dict[str, list[str]] = {
     "consumption": ["country_iso3", "commodity_id", "item", "year"],
     "demand": ["commodity_id", "iea_mineral", "sector", "scenario", "year"],
     "governance": ["iso3", "indicator"],
+    "events": ["event_id"],
+    "event_scenarios": ["event_id", "_order", "commodity_id"],
 }
 
 
@@ -131,11 +134,20 @@ def build_tables(raw_dir: Path, cdir: Path | None = None) -> tuple[dict[str, pd.
     )
     consumption = handbuilt.import_consumption(paths["consumption"], name_map, registry, quirks)
 
-    sources = pd.concat([_read_curated(cdir, "sources"), registry.frame()], ignore_index=True)
+    names = dict(zip(country_table["iso3"], country_table["name"], strict=True))
+    event_table, event_sources = events.import_events(paths["events"], iso_codes, names, quirks)
+
+    sources = pd.concat([_read_curated(cdir, "sources"), registry.frame(), event_sources], ignore_index=True)
     blocs = _read_curated(cdir, "blocs")
     chain_links = _read_curated(cdir, "chains")
     chain_links["source_id"] = "critmin_curation"
     stages = _stages(production, stage_shares, chain_links, _read_curated(cdir, "stage_labels"))
+    scenario_path = cdir / "event_scenarios.csv"
+    if not scenario_path.exists():
+        raise ImportDataError(Problem(str(scenario_path), None, None, "curated table is missing"))
+    event_scenarios = events.import_event_scenarios(
+        scenario_path, event_table, set(zip(stages["commodity_id"], stages["stage"], strict=True)), iso_codes, quirks
+    )
 
     tables = {
         "sources": sources,
@@ -154,6 +166,8 @@ def build_tables(raw_dir: Path, cdir: Path | None = None) -> tuple[dict[str, pd.
         "consumption": consumption,
         "demand": demand,
         "governance": governance,
+        "events": event_table,
+        "event_scenarios": event_scenarios,
     }
     report: dict[str, object] = {
         "quirks": dict(sorted(quirks.counts.items())),

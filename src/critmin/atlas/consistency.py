@@ -93,12 +93,43 @@ def check_chain_links(t: Mapping[str, pd.DataFrame]) -> list[Problem]:
     return out
 
 
+def check_event_scenarios(t: Mapping[str, pd.DataFrame]) -> list[Problem]:
+    """Event scenarios name an existing event (its country and source), an existing stage node, valid targets
+    and a withheld range with low <= best <= high."""
+    ev = t["events"].set_index("event_id")
+    nodes = set(zip(t["stages"]["commodity_id"], t["stages"]["stage"], strict=True))
+    known = set(t["countries"]["iso3"])
+    f = t["event_scenarios"]
+    out: list[Problem] = []
+
+    def add(idx: int, field: str, message: str) -> None:
+        if len(out) < 20:
+            out.append(Problem("event_scenarios.csv", _line(f, idx), field, message))
+
+    for idx, r in enumerate(f.itertuples(index=False)):
+        if r.event_id not in ev.index:
+            add(idx, "event_id", f"unknown event '{r.event_id}' (not in events.csv)")
+        else:
+            if r.restrictor_iso3 != ev.at[r.event_id, "country_iso3"]:
+                add(idx, "restrictor_iso3", f"'{r.restrictor_iso3}' is not the country of event {r.event_id}")
+            if r.source_id != ev.at[r.event_id, "source_id"]:
+                add(idx, "source_id", f"'{r.source_id}' is not the source of event {r.event_id}")
+        if (r.commodity_id, r.stage) not in nodes:
+            add(idx, "stage", f"no stage {r.commodity_id}/{r.stage} in stages.csv")
+        if r.targets != "WORLD" and any(c not in known for c in str(r.targets).split(";")):
+            add(idx, "targets", f"targets '{r.targets}' must be WORLD or ';'-separated ISO3 codes")
+        if not r.withheld_low <= r.withheld_share <= r.withheld_high:
+            add(idx, "withheld_share", "need withheld_low <= withheld_share <= withheld_high")
+    return out
+
+
 CHECKS: tuple[Callable[[Mapping[str, pd.DataFrame]], list[Problem]], ...] = (
     check_production_units,
     check_entity_country,
     check_share_sums,
     check_us_trade_units,
     check_chain_links,
+    check_event_scenarios,
 )
 
 

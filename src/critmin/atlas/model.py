@@ -118,6 +118,18 @@ class Atlas:
                     frontier.append((tc, ts))
         return sorted(seen, key=lambda n: (STAGE_ORDER.get(n[1], 99), n[0] != commodity_id, n[0]))
 
+    # ----------------------------------------------------------------- events
+    def event_scenarios_for(self, event_id: str) -> pd.DataFrame:
+        """Scenario rows (affected nodes, targets, withheld fraction) of one export-restriction event.
+
+        An event without rows (e.g. a technology-only export ban) gives an empty frame; an unknown event id
+        raises :class:`AtlasError`.
+        """
+        if event_id not in set(self.tables["events"]["event_id"]):
+            raise AtlasError(Problem("<events>", None, "event_id", f"unknown event '{event_id}'"))
+        s = self.tables["event_scenarios"]
+        return s[s["event_id"] == event_id].reset_index(drop=True)
+
     def summary(self) -> dict[str, int]:
         """Row count of every table."""
         return {name: len(self.tables[name]) for name in TABLE_ORDER}

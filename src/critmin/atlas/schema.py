@@ -6,15 +6,18 @@ from that one file, as PyPSA does with its component attribute tables.
 
 dtypes: ``str``, ``float``, ``int``, ``year``, ``bool`` (yes/no), and references ``iso3`` (to
 ``countries.iso3``), ``source`` (to ``sources.source_id``), ``commodity`` (to ``commodities.commodity_id``)
-and ``stage`` (to the stage vocabulary ``STAGES``).
-checks: ``unique``, ``nonneg`` (>= 0), ``pct`` (0..100), ``in:a,b,c`` (allowed values; an empty item allows
-blank).
+and ``stage`` (to the stage vocabulary ``STAGES``); ``iso3list`` is a ``;``-separated list of ``iso3`` codes.
+checks: ``unique``, ``nonneg`` (>= 0), ``pct`` (0..100), ``frac`` (0..1), ``date`` (``YYYY-MM`` or
+``YYYY-MM-DD``), ``month`` (``YYYY-MM``), ``in:a,b,c`` (allowed values; an empty item allows blank). Blank
+values pass every check except ``in:`` (and ``required``).
 """
 
 from __future__ import annotations
 
 import csv
+import datetime
 import io
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -60,7 +63,28 @@ TABLE_ORDER: tuple[str, ...] = (
     "consumption",
     "demand",
     "governance",
+    "events",
+    "event_scenarios",
 )
+
+_DATE = re.compile(r"^(\d{4})-(\d{2})(?:-(\d{2}))?$")
+
+
+def parse_date(text: str, *, month_only: bool = False) -> tuple[int, int] | None:
+    """Parse ``YYYY-MM`` or ``YYYY-MM-DD`` (only ``YYYY-MM`` when ``month_only``) into (year, month).
+
+    Returns None when the text is not a valid date of that form (month 1-12, a real calendar day).
+    """
+    m = _DATE.match(text)
+    if m is None or (month_only and m.group(3) is not None):
+        return None
+    year, month = int(m.group(1)), int(m.group(2))
+    try:
+        datetime.date(year, month, int(m.group(3) or 1))
+    except ValueError:
+        return None
+    return year, month
+
 
 _TRUE = {"yes", "true", "1"}
 _FALSE = {"no", "false", "0"}
@@ -185,6 +209,8 @@ def validate_table(
                 report(num < 0, "negative value {value}")
             elif spec.check == "pct":
                 report((num < 0) | (num > 100), "share {value} is outside 0-100 %")
+            elif spec.check == "frac":
+                report((num < 0) | (num > 1), "fraction {value} is outside 0-1")
             if spec.dtype == "float":
                 out[spec.column] = num.astype("float64")
             else:
@@ -194,11 +220,21 @@ def validate_table(
             bad = ~blank & ~low.isin(_TRUE | _FALSE)
             report(bad, "'{value}' is not yes/no")
             out[spec.column] = low.isin(_TRUE)
+        elif spec.dtype == "iso3list":
+            known = set(refs.get("iso3", ()))
+            bad_list = col.map(lambda v, known=known: bool(v) and any(c.strip() not in known for c in v.split(";")))
+            report(bad_list, "unknown iso3 in '{value}'")
+            out[spec.column] = col
         else:
             if spec.dtype in refs:
                 allowed = set(refs[spec.dtype])
                 report(~blank & ~col.isin(allowed), f"unknown {spec.dtype} '{{value}}'")
             out[spec.column] = col
+        if spec.check in ("date", "month"):
+            month_only = spec.check == "month"
+            bad_date = col.map(lambda v, m=month_only: bool(v) and parse_date(v, month_only=m) is None)
+            form = "YYYY-MM" if month_only else "YYYY-MM or YYYY-MM-DD"
+            report(bad_date, f"'{{value}}' is not a date of the form {form}")
         if spec.check.startswith("in:"):
             allowed_values = spec.check[3:].split(",")
             report(~col.isin(allowed_values), f"'{{value}}' is not one of {allowed_values}")

@@ -1,0 +1,250 @@
+"""Baseline market data of every commodity-stage node, drawn from the atlas.
+
+For each node: country shares of world output, world output ``Q0`` (t/yr), price ``P0`` (USD/t), the demand
+share and import profile of each participant. Every figure records its basis; a figure the atlas does not
+hold is NaN and the basis says so (money is then not computed for that node, tonnage ratios still are).
+
+- ``Q0``: sum of the share-basis production series (countries + "Other countries") converted to tonnes.
+- ``P0``: USGS salient headline price of the commodity (latest year), converted to USD/t; derivative
+  products take ``product_values.csv``. The same commodity price is used at every stage (an approximation
+  stated in docs/simulation.md).
+- demand share ``d_j = C_j / Q0`` where ``C_j`` is the participant's consumption in tonnes (USA: USGS apparent
+  consumption; JPN: the consumption table). Missing: the median ratio over nodes that have it (a proxy,
+  flagged), clipped to [0, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from critmin.assess.exposure import consumption_tonnes, country_reliance, import_sourcing, tonnes_factor
+from critmin.assess.supply import stage_shares_table
+from critmin.atlas.model import Atlas
+
+#: Participants whose losses are computed (BLOC = their sum).
+PARTICIPANTS = ("USA", "JPN")
+
+_LB = 0.45359237e-3  # t per lb (exact definition)
+_PRICE_TO_USD_PER_T = {
+    "USD/t": 1.0,
+    "USD/kg": 1e3,
+    "USD/g": 1e6,
+    "USD/lb": 1.0 / _LB,
+    "US cents/lb": 0.01 / _LB,
+    "USD/troy oz": 1.0 / 31.1034768e-6,
+    "USD/short ton": 1.0 / 0.90718474,
+    "USD/flask": 1.0 / (76 * _LB),  # a mercury flask holds 76 lb
+}
+
+
+#: Salient price columns whose decoded unit is a "metric ton unit" (1 % of a tonne of the oxide or element):
+#: USGS MCS 2025 quotes tungsten APT in dollars per metric ton unit of WO3 and manganese ore in dollars per
+#: dry metric ton unit of contained Mn, so 100 units make one tonne of contained WO3 / Mn.
+PRICE_UNIT_CORRECTIONS: dict[str, tuple[str, float, str]] = {
+    "tungsten": ("USD/t", 100.0, "USD per metric ton unit WO3 (x100 = USD/t WO3)"),
+    "manganese": ("USD/t", 100.0, "USD per dry metric ton unit Mn (x100 = USD/t contained Mn)"),
+    # battery-grade Li2CO3 price; production is in contained Li: 73.89/(2 x 6.94) = 5.323 t Li2CO3 per t Li
+    "lithium": ("USD/t", 5.323, "USD/t Li2CO3 (x5.323 = USD/t contained Li)"),
+}
+
+
+def price_to_usd_per_t(value: float, unit: str) -> float | None:
+    """Convert a price to USD per metric ton; None when the unit is not a price per mass."""
+    f = _PRICE_TO_USD_PER_T.get(unit.strip())
+    return None if f is None else float(value) * f
+
+
+@dataclass
+class Node:
+    """Baseline of one commodity-stage node (normalised quantities are fractions of world output ``Q0``)."""
+
+    commodity: str
+    stage: str
+    group: str
+    shares: dict[str, float]
+    share_basis: str
+    q0_t: float
+    q0_basis: str
+    p0_usd_per_t: float
+    p0_basis: str
+    demand_share: dict[str, float]
+    demand_basis: dict[str, str]
+    nir: dict[str, float]
+    import_shares: dict[str, dict[str, float]]
+    spare_by_country: dict[str, float] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+    source_ids: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.commodity}/{self.stage}"
+
+    @property
+    def value_usd(self) -> float:
+        """Annual value of world output P0*Q0 (USD/yr); NaN when either is unknown."""
+        return self.p0_usd_per_t * self.q0_t
+
+
+def _world_output(atlas: Atlas, shares: pd.DataFrame) -> dict[tuple[str, str], tuple[float, str]]:
+    p = atlas.production
+    p = p[p["for_shares"] & (p["case"] == "") & (p["measure"] == "production") & p["entity"].isin(["country", "other"])]
+    out: dict[tuple[str, str], tuple[float, str]] = {}
+    tonnage = shares[shares["basis"] == "tonnage"].drop_duplicates(["commodity_id", "stage"])
+    for r in tonnage.itertuples(index=False):
+        rows = p[(p["commodity_id"] == r.commodity_id) & (p["stage"] == r.stage) & (p["year"] == r.year) & (p["source_id"] == r.source_id)]
+        f = rows["unit"].map(lambda u: tonnes_factor(str(u)))
+        if rows.empty or f.isna().any():
+            out[(r.commodity_id, r.stage)] = (np.nan, f"world output not in tonnes ({', '.join(sorted(set(rows['unit'])))})")
+            continue
+        q = float((rows["value"].fillna(0.0) * f.astype(float)).sum())
+        out[(r.commodity_id, r.stage)] = (q, f"{r.source_id} {int(r.year)} production, countries + other")
+    return out
+
+
+def _spare(atlas: Atlas, commodity: str, stage: str, year: int) -> dict[str, float]:
+    """Capacity minus production by country (t) where the atlas lists both for the node and year."""
+    p = atlas.production
+    rows = p[(p["commodity_id"] == commodity) & (p["stage"] == stage) & (p["case"] == "") & (p["year"] == year) & (p["entity"] == "country")]
+    cap = rows[rows["measure"] == "capacity"]
+    prod = rows[(rows["measure"] == "production") & rows["for_shares"]]
+    if cap.empty or prod.empty:
+        return {}
+    def tonnes(df: pd.DataFrame) -> pd.Series:
+        f = df["unit"].map(lambda u: tonnes_factor(str(u))).astype(float)
+        return (df["value"] * f).groupby(df["country_iso3"]).sum()
+    c, q = tonnes(cap), tonnes(prod)
+    both = c.index.intersection(q.index)
+    return {str(k): float(max(c[k] - q[k], 0.0)) for k in both if np.isfinite(c[k]) and np.isfinite(q[k])}
+
+
+def _prices(atlas: Atlas, year: int) -> dict[str, tuple[float, str, str]]:
+    t = atlas.us_trade
+    t = t[t["headline"] & t["price"].notna() & (t["year"] <= year)].sort_values(["commodity_id", "year"])
+    out: dict[str, tuple[float, str, str]] = {}
+    for c, g in t.groupby("commodity_id"):
+        for r in g.sort_values(["year", "form"], ascending=[False, True]).to_dict("records"):
+            unit = PRICE_UNIT_CORRECTIONS.get(str(c), (str(r["price_unit"]), 1.0, ""))
+            v = price_to_usd_per_t(float(r["price"]) * unit[1], unit[0])
+            if v is not None and v > 0:
+                how = f" read as {unit[2]}" if unit[2] else ""
+                out[str(c)] = (v, f"USGS salient headline price {int(r['year'])} ({r['price']:g} {r['price_unit']}{how})", str(r["source_id"]))
+                break
+    return out
+
+
+@dataclass
+class NodeTable:
+    """All nodes with country shares, with helpers to look them up."""
+
+    nodes: list[Node]
+    product_values: pd.DataFrame | None = None
+
+    @cached_property
+    def index(self) -> dict[str, int]:
+        return {n.key: i for i, n in enumerate(self.nodes)}
+
+    def get(self, commodity: str, stage: str) -> Node:
+        i = self.index.get(f"{commodity}/{stage}")
+        if i is None:
+            raise KeyError(f"{commodity}/{stage}")
+        return self.nodes[i]
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+
+#: A participant consumption / world output ratio above this is taken to compare different bases (e.g. a
+#: U.S. apparent consumption of a processed form against world mine output) and replaced by the proxy.
+MAX_PLAUSIBLE_DEMAND_SHARE = 0.5
+
+
+def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | None = None) -> NodeTable:
+    """Baseline of every node with country shares (see module docstring)."""
+    shares = stage_shares_table(atlas, year)
+    q0 = _world_output(atlas, shares)
+    prices = _prices(atlas, year)
+    groups = dict(zip(atlas.commodities["commodity_id"], atlas.commodities["group"], strict=True))
+    pv = {}
+    if product_values is not None:
+        for r in product_values.itertuples(index=False):
+            if pd.notna(r.value_usd_per_t):
+                pv[(str(r.commodity_id), str(r.stage))] = (float(r.value_usd_per_t), f"product_values.csv: {r.source}")
+
+    # participant consumption and reliance per commodity (computed once per commodity)
+    cons: dict[str, dict[str, float]] = {}
+    nir: dict[str, dict[str, float]] = {}
+    imports: dict[str, dict[str, dict[str, float]]] = {}
+    for c in sorted(set(shares["commodity_id"])):
+        cons[c], nir[c], imports[c] = {}, {}, {}
+        for iso in PARTICIPANTS:
+            rel, cons_t = country_reliance(atlas, iso, c, year)
+            if iso != "USA":
+                ct = consumption_tonnes(atlas, iso, c, year)
+                cons_t = ct[0] if ct else cons_t
+            if cons_t is not None and cons_t > 0:
+                cons[c][iso] = float(cons_t)
+            nir[c][iso] = float(rel.value) if rel.value is not None else np.nan
+            src = import_sourcing(atlas, iso, c)
+            imports[c][iso] = {str(k): float(v) for k, v in src[0].items()} if src else {}
+
+    nodes: list[Node] = []
+    for (c, st), g in shares.groupby(["commodity_id", "stage"], sort=True):
+        c, st = str(c), str(st)
+        q, qb = q0.get((c, st), (np.nan, "world output unknown: shares are published percentages, no tonnage"))
+        flags: list[str] = []
+        if (c, st) in pv:
+            p, pb = pv[(c, st)]
+        elif c in prices:
+            p, pb, _ = prices[c]
+        else:
+            p, pb = np.nan, "no price in the atlas"
+        d: dict[str, float] = {}
+        db: dict[str, str] = {}
+        for iso in PARTICIPANTS:
+            ct = cons.get(c, {}).get(iso)
+            if ct is not None and np.isfinite(q) and q > 0 and ct / q <= MAX_PLAUSIBLE_DEMAND_SHARE:
+                d[iso] = float(ct / q)
+                db[iso] = f"{iso} consumption {ct:,.0f} t / world output"
+            else:
+                if ct is not None and np.isfinite(q) and q > 0:
+                    flags.append(f"{iso} consumption/world output {ct / q:.2f} > {MAX_PLAUSIBLE_DEMAND_SHARE}: different bases, proxy used")
+                d[iso] = np.nan
+        nodes.append(
+            Node(
+                commodity=c,
+                stage=st,
+                group=groups.get(c, ""),
+                shares={str(k): float(v) for k, v in zip(g["country_iso3"], g["share"], strict=True)},
+                share_basis=f"{g['basis'].iloc[0]} ({g['dataset'].iloc[0]} {int(g['year'].max())})",
+                q0_t=float(q),
+                q0_basis=qb,
+                p0_usd_per_t=float(p),
+                p0_basis=pb,
+                demand_share=d,
+                demand_basis=db,
+                nir={iso: nir.get(c, {}).get(iso, np.nan) for iso in PARTICIPANTS},
+                import_shares={iso: imports.get(c, {}).get(iso, {}) for iso in PARTICIPANTS},
+                spare_by_country=_spare(atlas, c, st, int(g["year"].max())),
+                flags=flags,
+                source_ids=sorted(set(g["source_id"])),
+            )
+        )
+    # demand-share proxy: median observed ratio per participant
+    for iso in PARTICIPANTS:
+        obs = [n.demand_share[iso] for n in nodes if np.isfinite(n.demand_share[iso])]
+        med = float(np.median(obs)) if obs else np.nan
+        for n in nodes:
+            if not np.isfinite(n.demand_share[iso]):
+                n.demand_share[iso] = med
+                n.demand_basis[iso] = f"proxy: median {iso} consumption/world output over {len(obs)} nodes with data ({med:.3g})"
+                n.flags.append(f"{iso} demand share is a proxy")
+    for n in nodes:
+        if not np.isfinite(n.q0_t):
+            n.flags.append("world output unknown: no USD loss")
+        if not np.isfinite(n.p0_usd_per_t):
+            n.flags.append("price unknown: no USD loss")
+    return NodeTable(nodes, product_values)

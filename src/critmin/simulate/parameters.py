@@ -1,0 +1,196 @@
+"""Model parameters as data: defaults with sources or marked assumptions, uncertainty ranges, user overrides.
+
+The table (``critmin/simulate/data/parameters.csv``) has one row per (name, scope). Scopes, most specific
+first: ``node:<commodity>/<stage>``, ``commodity:<id>``, ``group:<group>``, ``*``. A user file with the same
+columns replaces rows with the same (name, scope) and may add new scopes; ``--param NAME=VALUE`` fixes a
+parameter everywhere (scope ``*``, no uncertainty).
+
+Sampling is by inverse transform of uniforms: uniform ``low + u (high - low)``; triangular
+``(low, mode = value, high)``; fixed ``value``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from critmin.errors import CritminError, Problem
+
+COLUMNS = ["name", "scope", "value", "low", "high", "distribution", "unit", "kind", "source", "year", "url", "note"]
+DISTRIBUTIONS = ("uniform", "triangular", "fixed")
+KINDS = ("sourced", "assumption", "computed")
+
+#: Parameters sampled per node and draw (the Monte Carlo dimensions), with their admissible range.
+SAMPLED: dict[str, tuple[float, float]] = {
+    "elasticity_demand": (-5.0, -1e-6),
+    "elasticity_supply": (0.0, 5.0),
+    "spare_capacity": (0.0, 5.0),
+    "ramp_months": (0.0, 120.0),
+    "leakage": (0.0, 1.0),
+    "leakage_world": (0.0, 1.0),
+    "restrictor_domestic_share": (0.0, 1.0),
+    "downstream_value_multiple": (0.0, 1000.0),
+}
+#: Scalar settings (the ``value`` column is used; a range, where given, is documentation only).
+SETTINGS: dict[str, tuple[float, float]] = {
+    "licence_denial": (0.0, 1.0),
+    "restraint_loss_fraction": (0.0, 1.0),
+    "in_force_horizon_months": (1.0, 120.0),
+    "prior_strength_pair_years": (0.0, 1e6),
+    "base_rate_restriction": (0.0, 1.0),
+    "suspended_control_probability": (0.0, 1.0),
+}
+
+
+class ParameterError(CritminError):
+    """Invalid parameter table or override."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("invalid parameters:\n  " + "\n  ".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One resolved parameter for one node."""
+
+    name: str
+    value: float
+    low: float
+    high: float
+    distribution: str
+    kind: str
+    scope: str
+    source: str
+
+    def quantile(self, u: np.ndarray) -> np.ndarray:
+        """Inverse CDF at uniforms ``u``."""
+        lo, hi, m = self.low, self.high, self.value
+        if self.distribution == "fixed" or hi <= lo:
+            return np.full(np.shape(u), m, dtype=float)
+        if self.distribution == "uniform":
+            return lo + u * (hi - lo)
+        c = (m - lo) / (hi - lo)
+        return np.where(u < c, lo + np.sqrt(u * (hi - lo) * (m - lo)), hi - np.sqrt((1 - u) * (hi - lo) * (hi - m)))
+
+
+def default_parameter_file() -> Path:
+    return Path(str(resources.files("critmin.simulate").joinpath("data/parameters.csv")))
+
+
+def _num(v: object) -> float:
+    try:
+        return float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return np.nan
+
+
+def read_parameter_file(path: str | Path) -> pd.DataFrame:
+    """Read and validate a parameter table; errors name the file, line and field."""
+    p = Path(path)
+    if not p.exists():
+        raise ParameterError([Problem(str(p), None, None, "file not found")])
+    df = pd.read_csv(p, dtype=str, keep_default_na=False)
+    missing = [c for c in ("name", "scope", "value") if c not in df.columns]
+    if missing:
+        raise ParameterError([Problem(str(p), 1, c, "required column is missing") for c in missing])
+    for c in COLUMNS:
+        if c not in df.columns:
+            df[c] = ""
+    problems: list[Problem] = []
+    known = {**SAMPLED, **SETTINGS}
+    for i, r in enumerate(df.to_dict("records")):
+        line = i + 2
+        name = r["name"].strip()
+        if name not in known:
+            problems.append(Problem(str(p), line, "name", f"unknown parameter '{name}'; known: {', '.join(sorted(known))}"))
+            continue
+        scope = r["scope"].strip()
+        if not (scope == "*" or scope.split(":", 1)[0] in ("group", "commodity", "node") and ":" in scope):
+            problems.append(Problem(str(p), line, "scope", f"'{scope}' is not *, group:<g>, commodity:<id> or node:<id>/<stage>"))
+        dist = r["distribution"].strip() or "fixed"
+        if dist not in DISTRIBUTIONS:
+            problems.append(Problem(str(p), line, "distribution", f"'{dist}' is not one of {DISTRIBUTIONS}"))
+        kind = r["kind"].strip()
+        if kind and kind not in KINDS:
+            problems.append(Problem(str(p), line, "kind", f"'{kind}' is not one of {KINDS}"))
+        v, lo, hi = _num(r["value"]), _num(r["low"]), _num(r["high"])
+        if kind != "computed" and not np.isfinite(v):
+            problems.append(Problem(str(p), line, "value", f"'{r['value']}' is not a number"))
+            continue
+        a, b = known[name]
+        for fld, x in (("value", v), ("low", lo), ("high", hi)):
+            if np.isfinite(x) and not a <= x <= b:
+                problems.append(Problem(str(p), line, fld, f"{name} = {x:g} is outside [{a:g}, {b:g}]"))
+        if dist != "fixed":
+            if not (np.isfinite(lo) and np.isfinite(hi)):
+                problems.append(Problem(str(p), line, "low", f"a {dist} distribution needs low and high"))
+            elif not lo <= (v if np.isfinite(v) else lo) <= hi:
+                problems.append(Problem(str(p), line, "value", f"low <= value <= high fails ({lo:g}, {v:g}, {hi:g})"))
+    if problems:
+        raise ParameterError(problems)
+    df["name"] = df["name"].str.strip()
+    df["scope"] = df["scope"].str.strip()
+    df["distribution"] = df["distribution"].str.strip().replace("", "fixed")
+    return df[COLUMNS].reset_index(drop=True)
+
+
+class Parameters:
+    """A parameter table with resolution per node and overrides."""
+
+    def __init__(self, table: pd.DataFrame, origin: str = "bundled"):
+        self.table = table.reset_index(drop=True)
+        self.origin = origin
+        self._rows: dict[tuple[str, str], dict[str, object]] = {
+            (str(r["name"]), str(r["scope"])): r for r in self.table.to_dict("records")
+        }
+
+    @classmethod
+    def load(cls, override: str | Path | None = None, fixed: Mapping[str, float] | None = None) -> Parameters:
+        """Bundled defaults, then the rows of ``override`` (same columns), then ``fixed`` NAME=VALUE pairs."""
+        base = read_parameter_file(default_parameter_file())
+        origin = "bundled"
+        if override is not None:
+            extra = read_parameter_file(override)
+            key = set(zip(extra["name"], extra["scope"], strict=True))
+            base = base[[k not in key for k in zip(base["name"], base["scope"], strict=True)]]
+            base = pd.concat([base, extra], ignore_index=True)
+            origin += f" + {Path(override).name}"
+        for name, v in (fixed or {}).items():
+            known = {**SAMPLED, **SETTINGS}
+            if name not in known:
+                raise ParameterError([Problem("--param", None, name, f"unknown parameter; known: {', '.join(sorted(known))}")])
+            a, b = known[name]
+            if not a <= v <= b:
+                raise ParameterError([Problem("--param", None, name, f"{v:g} is outside [{a:g}, {b:g}]")])
+            base = base[base["name"] != name]
+            row = dict.fromkeys(COLUMNS, "")
+            row.update(name=name, scope="*", value=str(v), low=str(v), high=str(v), distribution="fixed", kind="assumption", source="user override (--param)")
+            base = pd.concat([base, pd.DataFrame([row])], ignore_index=True)
+            origin += f" + {name}={v:g}"
+        return cls(base, origin)
+
+    def resolve(self, name: str, commodity: str = "", stage: str = "", group: str = "") -> ParamSpec:
+        """Most specific row for a node: node, commodity, group, then ``*``."""
+        for scope in (f"node:{commodity}/{stage}", f"commodity:{commodity}", f"group:{group}", "*"):
+            r = self._rows.get((name, scope))
+            if r is not None:
+                v, lo, hi = _num(r["value"]), _num(r["low"]), _num(r["high"])
+                dist = str(r["distribution"])
+                if dist == "fixed" or not (np.isfinite(lo) and np.isfinite(hi)):
+                    lo = hi = v
+                    dist = "fixed"
+                return ParamSpec(name, v, lo, hi, dist, str(r["kind"]), scope, str(r["source"]))
+        raise ParameterError([Problem(self.origin, None, name, "no default row (scope '*') for this parameter")])
+
+    def setting(self, name: str) -> float:
+        return self.resolve(name).value
+
+    def records(self) -> list[dict[str, object]]:
+        """The table as records (recorded in outputs)."""
+        return [{k: r[k] for k in COLUMNS} for r in self.table.to_dict("records")]

@@ -1,0 +1,170 @@
+"""Probability that a disruption scenario happens within a year.
+
+- Controls in force (status ``in_force``) are certain: probability 1 (as in USGS OFR 2025-1047).
+- Suspended controls: the ``suspended_control_probability`` setting (an assumption).
+- Otherwise ``P(scenario) = p_i,node · π_target · π_duration`` where, for country ``i``:
+
+  * base rate ``r0`` = restriction starts / producer-pair-years in the event history 2010-2025 (the
+    ``base_rate_restriction`` setting when it has a value);
+  * governance multiple ``g_i = instability_i / mean instability`` over producer pairs
+    (``instability = (2.5 - WGI political stability)/5``, the GeoPolRisk transform);
+  * country rate, Poisson-gamma shrinkage of the country's own record toward the prior:
+    ``λ_i = (n_i + k·r0·g_i) / (E_i + k)`` with ``n_i`` the country's restriction starts (distinct
+    commodities), ``E_i`` its producer-pair-years and ``k`` = ``prior_strength_pair_years``;
+  * per node ``p_i,node = (1 - exp(-λ_i)) / m_i,c`` (``m_i,c`` = stages of commodity c where i is a producer);
+  * ``π_target``: share of historical events aimed at all destinations (WORLD); the named-target share is
+    split equally among USA, JPN and BLOC (an assumption);
+  * ``π_duration``: durations of ended events binned to 3/6/12/24 months (ongoing events older than 24
+    months count as 24), with add-one smoothing.
+
+The event list is curated, not exhaustive (PROVENANCE.md 8c): the base rate is biased low and is reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from critmin.assess.supply import governance
+from critmin.atlas.model import Atlas
+from critmin.simulate.library import GENERATED_DURATIONS, GENERATED_MIN_SHARE, GENERATED_TARGETS
+from critmin.simulate.nodes import NodeTable
+from critmin.simulate.parameters import Parameters
+from critmin.simulate.scenario import Scenario
+
+HISTORY_START, HISTORY_END = 2010, 2025
+_NOT_EXPORT = ("sanction", "import")
+
+
+@dataclass
+class ProbabilityModel:
+    """Fitted probability model (all figures reported with results)."""
+
+    base_rate: float
+    base_rate_basis: str
+    country_rate: dict[str, float]
+    target_weights: dict[str, float]
+    duration_weights: dict[int, float]
+    stages_per_pair: dict[tuple[str, str], int]
+    suspended_probability: float
+    n_events: int
+    notes: list[str] = field(default_factory=list)
+
+    def scenario_probability(self, s: Scenario, commodity_of: str) -> float:
+        if s.probability is not None:
+            return float(s.probability)
+        if s.status == "in_force":
+            return 1.0
+        if s.status == "suspended":
+            return self.suspended_probability
+        if s.status in ("ended", "unknown") and s.family == "event":
+            return 0.0
+        p = 0.0
+        for iso in s.restrictors:
+            lam = self.country_rate.get(iso, self.base_rate)
+            m = self.stages_per_pair.get((iso, commodity_of), 1)
+            p += (1.0 - np.exp(-lam)) / m
+        t = s.targets[0] if len(s.targets) == 1 and s.targets[0] in self.target_weights else "NAMED"
+        pt = self.target_weights.get(t, self.target_weights.get("NAMED", 0.0))
+        d = min(GENERATED_DURATIONS, key=lambda x: abs(x - s.duration_months))
+        return float(min(p, 1.0) * pt * self.duration_weights[d])
+
+    def summary(self) -> dict[str, object]:
+        top = sorted(self.country_rate.items(), key=lambda kv: -kv[1])[:5]
+        return {
+            "base_rate_per_pair_year": self.base_rate,
+            "base_rate_basis": self.base_rate_basis,
+            "highest_country_rates": {k: round(v, 5) for k, v in top},
+            "target_weights": self.target_weights,
+            "duration_weights": {str(k): v for k, v in self.duration_weights.items()},
+            "suspended_control_probability": self.suspended_probability,
+            "events_used": self.n_events,
+            "notes": self.notes,
+        }
+
+
+def _year(v: object) -> int | None:
+    s = str(v or "")
+    return int(s[:4]) if len(s) >= 4 and s[:4].isdigit() else None
+
+
+def fit_probability_model(atlas: Atlas, nodes: NodeTable, params: Parameters) -> ProbabilityModel:
+    """Fit the model of the module docstring from the atlas event history and governance data."""
+    pairs: dict[tuple[str, str], int] = {}
+    for n in nodes.nodes:
+        for iso, sh in n.shares.items():
+            if sh > GENERATED_MIN_SHARE:
+                pairs[(iso, n.commodity)] = pairs.get((iso, n.commodity), 0) + 1
+    years = HISTORY_END - HISTORY_START + 1
+    exposure = pd.Series(1.0, index=pd.MultiIndex.from_tuples(list(pairs))).groupby(level=0).sum() * years
+    notes: list[str] = []
+    ev = atlas.tables.get("events")
+    starts: dict[str, set[str]] = {}
+    n_events = 0
+    world = named = 0
+    durations: list[int] = []
+    if ev is not None and len(ev):
+        for r in ev.to_dict("records"):
+            kind = str(r["event_type"]).lower()
+            if any(k in kind for k in _NOT_EXPORT):
+                continue
+            y = _year(r["start"]) or _year(r["announced"])
+            if y is None or not HISTORY_START <= y <= HISTORY_END:
+                continue
+            n_events += 1
+            for c in str(r["commodities"]).split(";"):
+                starts.setdefault(str(r["country_iso3"]), set()).add(c.strip().split(" (")[0].lower())
+            if "all destinations" in str(r["targets"]).lower():
+                world += 1
+            else:
+                named += 1
+            st, en = str(r["start"] or ""), str(r["end"] or "")
+            if r["status_class"] == "ended" and st and en:
+                m = (pd.Period(en[:7], "M") - pd.Period(st[:7], "M")).n
+                if m > 0:
+                    durations.append(int(m))
+            elif r["status_class"] == "in_force" and st:
+                m = (pd.Period(f"{HISTORY_END}-11", "M") - pd.Period(st[:7], "M")).n
+                if m >= 24:
+                    durations.append(int(m))
+    else:
+        notes.append("atlas has no events table: base rate, target and duration weights from parameters only")
+    n_total = sum(len(v) for v in starts.values())
+    spec = params.resolve("base_rate_restriction")
+    if np.isfinite(spec.value):
+        base, basis = float(spec.value), f"parameter base_rate_restriction ({spec.source})"
+    elif n_total:
+        base = n_total / float(exposure.sum())
+        basis = f"computed: {n_total} country-commodity restriction starts {HISTORY_START}-{HISTORY_END} / {exposure.sum():.0f} producer-pair-years"
+        notes.append("event list is curated, not exhaustive: the computed base rate is biased low")
+    else:
+        raise ValueError("no base rate: the atlas has no events and base_rate_restriction has no value")
+    gov = governance(atlas)["instability"]
+    inst = {iso: float(gov.get(iso, np.nan)) for iso in exposure.index}
+    mean_inst = float(np.nanmean([inst[i] * exposure[i] for i in exposure.index]) / np.mean(exposure.to_numpy())) if len(inst) else 1.0
+    k = params.setting("prior_strength_pair_years")
+    rate = {}
+    for iso, e in exposure.items():
+        g = inst[str(iso)] / mean_inst if np.isfinite(inst[str(iso)]) and mean_inst > 0 else 1.0
+        rate[str(iso)] = (len(starts.get(str(iso), ())) + k * base * g) / (e + k)
+    total = world + named
+    pw = (world + 1) / (total + 2)
+    tw = {"WORLD": pw} | dict.fromkeys(("USA", "JPN", "BLOC", "NAMED"), (1 - pw) / 3)
+    assert set(GENERATED_TARGETS) <= set(tw)
+    bins = {d: 1.0 for d in GENERATED_DURATIONS}
+    for m in durations:
+        bins[min(GENERATED_DURATIONS, key=lambda x: abs(x - min(m, 24)))] += 1.0
+    z = sum(bins.values())
+    return ProbabilityModel(
+        base_rate=base,
+        base_rate_basis=basis,
+        country_rate=rate,
+        target_weights=tw,
+        duration_weights={d: v / z for d, v in bins.items()},
+        stages_per_pair=pairs,
+        suspended_probability=params.setting("suspended_control_probability"),
+        n_events=n_events,
+        notes=notes,
+    )

@@ -1,0 +1,339 @@
+"""Monte Carlo runs: chunked, threaded or distributed, with labelled results.
+
+``Simulator`` holds the definitions (atlas, nodes, parameters, chain factors, probability model) and runs
+scenario lists. Work is cut into chunks of scenarios (same duration, bounded memory); each chunk returns
+per-scenario statistics and, for risk, per-commodity per-draw loss totals of the scenarios that occur.
+Chunks run on a thread pool (numpy releases the GIL) or on a Dask cluster; results are identical.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from critmin.atlas.model import Atlas
+from critmin.simulate.engine import (
+    NP,
+    Batch,
+    ChainFactors,
+    NodeDraws,
+    chain_factors,
+    compile_batch,
+    evaluate_chunk,
+    keyed_uniforms,
+)
+from critmin.simulate.library import scenario_library
+from critmin.simulate.nodes import PARTICIPANTS, NodeTable, build_nodes
+from critmin.simulate.parameters import SETTINGS, Parameters
+from critmin.simulate.probability import ProbabilityModel, fit_probability_model
+from critmin.simulate.scenario import Scenario
+
+PERSPECTIVES = (*PARTICIPANTS, "BLOC")
+#: Target number of (scenario × draw) elements per chunk: bounds memory (about 60 arrays of this size).
+CHUNK_ELEMENTS = 1 << 17
+
+
+def _data_file(name: str) -> Path:
+    return Path(str(resources.files("critmin.simulate").joinpath(f"data/{name}")))
+
+
+def read_table(name: str) -> pd.DataFrame:
+    """A bundled simulator data table (chain_coefficients.csv, product_values.csv)."""
+    p = _data_file(name)
+    return pd.read_csv(p) if p.exists() else pd.DataFrame()
+
+
+@dataclass
+class Simulator:
+    """Definitions shared by every run."""
+
+    atlas: Atlas
+    nodes: NodeTable
+    params: Parameters
+    chain: ChainFactors
+    probability: ProbabilityModel
+    settings: dict[str, float]
+
+    @classmethod
+    def build(cls, atlas: Atlas, params: Parameters | None = None) -> Simulator:
+        params = params or Parameters.load()
+        pv = read_table("product_values.csv")
+        nodes = build_nodes(atlas, product_values=pv if len(pv) else None)
+        coeff = read_table("chain_coefficients.csv")
+        chain = chain_factors(nodes, coeff.to_dict("records") if len(coeff) else [], params)
+        prob = fit_probability_model(atlas, nodes, params)
+        settings = {k: params.setting(k) for k in SETTINGS if k != "base_rate_restriction"}
+        return cls(atlas, nodes, params, chain, prob, settings)
+
+    def library(self, generated: bool = True) -> list[Scenario]:
+        return scenario_library(self.atlas, self.nodes, int(self.settings["in_force_horizon_months"]), generated)
+
+    def check(self, scenarios: Iterable[Scenario]) -> None:
+        """Every scenario's node has data; restrictors and targets are known countries."""
+        from critmin.errors import CritminError
+
+        iso = set(self.atlas.countries["iso3"])
+        bad = []
+        for s in scenarios:
+            if f"{s.commodity}/{s.stage}" not in self.nodes.index:
+                bad.append(f"{s.id}: no country shares for node {s.commodity}/{s.stage} (see `critmin assess`)")
+            for c in [*s.restrictors, *[t for t in s.targets if t not in ("WORLD", "BLOC")]]:
+                if c not in iso:
+                    bad.append(f"{s.id}: unknown country code '{c}'")
+        if bad:
+            raise CritminError("scenario cannot be simulated:\n  " + "\n  ".join(bad[:20]))
+
+    def metadata(self, draws: int, seed: int) -> dict[str, Any]:
+        from critmin import __version__
+
+        return {
+            "critmin_version": __version__,
+            "data_version": self.atlas.data_version,
+            "draws": draws,
+            "seed": seed,
+            "parameters": self.params.origin,
+            "probability_model": self.probability.summary(),
+        }
+
+
+@dataclass
+class RunResult:
+    """Labelled results of a run.
+
+    - ``scenarios``: one row per scenario × perspective (USA, JPN, BLOC): probability, expected loss and its
+      decomposition (USD, conditional on the scenario happening), VaR/CVaR 95 %, shortfall (t), price ratios.
+    - ``totals``: per commodity × perspective × draw, the loss of the scenarios that occur in that draw.
+    - ``paths``: monthly bands (only for runs with ``keep_paths``).
+    """
+
+    scenarios: pd.DataFrame
+    totals: dict[str, np.ndarray]
+    paths: pd.DataFrame | None
+    metadata: dict[str, Any]
+    evaluations: int = 0
+    flags: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _quantiles(x: np.ndarray, q: float) -> tuple[np.ndarray, np.ndarray]:
+    """VaR_q (the q-quantile over the last axis) and CVaR_q (mean of the values at or above it)."""
+    xs = np.sort(x, axis=-1)
+    n = xs.shape[-1]
+    var = np.quantile(xs, q, axis=-1)
+    k = min(int(math.floor(q * n)), n - 1)
+    cvar = xs[..., k:].mean(axis=-1)
+    return var, cvar
+
+
+def run_chunk(
+    b: Batch,
+    draws: NodeDraws,
+    settings: dict[str, float],
+    seed: int,
+    commodity_of_node: list[str],
+    keep_paths: bool = False,
+) -> dict[str, Any]:
+    """Evaluate one chunk and reduce it (module-level so Dask can ship it)."""
+    r = evaluate_chunk(b, draws, settings, seed, keep_paths)
+    S, D = len(b), draws.draws
+    loss = np.concatenate([r.loss, r.loss.sum(axis=1, keepdims=True)], axis=1)  # (S, 3, D)
+    comp = {
+        "input_cost": r.input_cost,
+        "lost_output": r.lost_output,
+        "producer_gain": r.producer_gain,
+    }
+    comp = {k: np.concatenate([v, v.sum(axis=1, keepdims=True)], axis=1).mean(axis=2) for k, v in comp.items()}
+    short = np.concatenate([r.shortfall_t, r.shortfall_t.sum(axis=1, keepdims=True)], axis=1)
+    rel = np.concatenate([r.loss_rel, r.loss_rel.sum(axis=1, keepdims=True)], axis=1)
+    var, cvar = _quantiles(loss, 0.95)
+    pk = np.quantile(r.peak_price, [0.05, 0.5, 0.95], axis=1)
+    out: dict[str, Any] = {
+        "ids": b.ids,
+        "mean": loss.mean(axis=2),
+        "p05": np.quantile(loss, 0.05, axis=2),
+        "p95": np.quantile(loss, 0.95, axis=2),
+        "var95": var,
+        "cvar95": cvar,
+        "rel": rel.mean(axis=2),
+        "short": short.mean(axis=2),
+        "peak": pk.T,
+        "peak_mean": r.peak_price.mean(axis=1),
+        "price_u": r.price_u.mean(axis=1),
+        "stock": r.stock_used_t.mean(axis=1),
+        **comp,
+    }
+    # occurrence: one uniform per family and draw; scenario k of a family occurs when u in [lo_k, hi_k)
+    totals: dict[str, np.ndarray] = {}
+    occurs = b.prob_hi > b.prob_lo
+    if occurs.any():
+        fams = sorted({b.family[i] for i in np.flatnonzero(occurs)})
+        u = {f: keyed_uniforms(seed, "family:" + f, 2, (D,)) for f in fams}
+        contrib = np.zeros((S, 3, D))
+        for i in np.flatnonzero(occurs):
+            uf = u[b.family[i]]
+            hit = (uf >= b.prob_lo[i]) & (uf < b.prob_hi[i])
+            contrib[i] = np.where(hit, np.nan_to_num(loss[i], nan=0.0), 0.0)
+        commodities = np.array([commodity_of_node[n] for n in b.node])
+        for c in np.unique(commodities[occurs]):
+            totals[str(c)] = contrib[commodities == c].sum(axis=0)
+    out["totals"] = totals
+    if keep_paths and r.paths is not None:
+        out["paths"] = r.paths
+    return out
+
+
+def _chunks(b: Batch, draws: int, chunk_elements: int) -> list[np.ndarray]:
+    """Scenario index blocks of equal duration with at most ``chunk_elements`` scenario-draws each."""
+    per = max(1, chunk_elements // max(draws, 1))
+    out = []
+    for d in np.unique(b.duration):
+        idx = np.flatnonzero(b.duration == d)
+        out.extend(idx[i : i + per] for i in range(0, len(idx), per))
+    return out
+
+
+def run(
+    sim: Simulator,
+    scenarios: list[Scenario],
+    draws: int = 1000,
+    seed: int = 0,
+    probabilities: list[float] | None = None,
+    keep_paths: bool = False,
+    threads: int = 2,
+    client: Any = None,
+    chunk_elements: int = CHUNK_ELEMENTS,
+    progress: Callable[[int, int], None] | None = None,
+) -> RunResult:
+    """Simulate ``scenarios`` over ``draws`` Monte Carlo draws (see module docstring)."""
+    if draws < 1:
+        raise ValueError("draws must be at least 1")
+    sim.check(scenarios)
+    batch = compile_batch(scenarios, sim.nodes, sim.chain, sim.params, probabilities)
+    nd = NodeDraws.sample(sim.nodes, sim.params, draws, seed)
+    blocks = _chunks(batch, draws, chunk_elements)
+    commodity_of_node = [n.commodity for n in sim.nodes.nodes]
+    parts: list[dict[str, Any]] = [{}] * len(blocks)
+    done = 0
+    if client is not None:
+        nd_f = client.scatter(nd, broadcast=True)
+        futures = [
+            client.submit(run_chunk, batch.take(ix), nd_f, sim.settings, seed, commodity_of_node, keep_paths, pure=False)
+            for ix in blocks
+        ]
+        from distributed import as_completed
+
+        pos = {f.key: i for i, f in enumerate(futures)}
+        for f in as_completed(futures):
+            parts[pos[f.key]] = f.result()
+            done += 1
+            if progress:
+                progress(done, len(blocks))
+    else:
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as ex:
+            futs = [ex.submit(run_chunk, batch.take(ix), nd, sim.settings, seed, commodity_of_node, keep_paths) for ix in blocks]
+            for i, f in enumerate(futs):
+                parts[i] = f.result()
+                done += 1
+                if progress:
+                    progress(done, len(blocks))
+    return _assemble(sim, scenarios, batch, blocks, parts, draws, seed, probabilities, keep_paths)
+
+
+def _assemble(
+    sim: Simulator,
+    scenarios: list[Scenario],
+    batch: Batch,
+    blocks: list[np.ndarray],
+    parts: list[dict[str, Any]],
+    draws: int,
+    seed: int,
+    probabilities: list[float] | None,
+    keep_paths: bool,
+) -> RunResult:
+    S = len(batch)
+    order = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int64)
+    def cat(key: str) -> np.ndarray:
+        arr = np.concatenate([p[key] for p in parts], axis=0)
+        out = np.empty_like(arr)
+        out[order] = arr
+        return out
+    mean, p05, p95, var, cvar = cat("mean"), cat("p05"), cat("p95"), cat("var95"), cat("cvar95")
+    rel, short = cat("rel"), cat("short")
+    ic, lo, pg = cat("input_cost"), cat("lost_output"), cat("producer_gain")
+    peak, peak_mean, price_u, stock = cat("peak"), cat("peak_mean"), cat("price_u"), cat("stock")
+    probs = np.asarray(probabilities if probabilities is not None else [np.nan] * S, dtype=float)
+    rows = []
+    for i, sc in enumerate(scenarios):
+        n = sim.nodes.nodes[batch.node[i]]
+        for j, per in enumerate(PERSPECTIVES):
+            rows.append(
+                {
+                    "scenario": sc.id,
+                    "commodity": sc.commodity,
+                    "stage": sc.stage,
+                    "restrictors": ";".join(sc.restrictors),
+                    "targets": ";".join(sc.targets),
+                    "duration_months": sc.duration_months,
+                    "status": sc.status,
+                    "perspective": per,
+                    "probability": probs[i],
+                    "expected_loss_usd": mean[i, j],
+                    "input_cost_usd": ic[i, j],
+                    "lost_output_usd": lo[i, j],
+                    "producer_gain_usd": pg[i, j],
+                    "loss_p05_usd": p05[i, j],
+                    "loss_p95_usd": p95[i, j],
+                    "var95_usd": var[i, j],
+                    "cvar95_usd": cvar[i, j],
+                    "loss_share_of_world_value": rel[i, j],
+                    "shortfall_t": short[i, j],
+                    "peak_price_ratio_mean": peak_mean[i],
+                    "peak_price_ratio_p05": peak[i, 0],
+                    "peak_price_ratio_p50": peak[i, 1],
+                    "peak_price_ratio_p95": peak[i, 2],
+                    "unrestricted_price_ratio": price_u[i],
+                    "stock_drawn_t": stock[i],
+                    "world_output_t": n.q0_t,
+                    "price_usd_per_t": n.p0_usd_per_t,
+                    "flags": "; ".join(dict.fromkeys(batch.flags[i])),
+                }
+            )
+    df = pd.DataFrame(rows)
+    totals: dict[str, np.ndarray] = {}
+    for p in parts:
+        for c, arr in p["totals"].items():
+            totals[c] = totals[c] + arr if c in totals else arr.copy()
+    paths = None
+    if keep_paths:
+        paths = _path_bands(scenarios, batch, blocks, parts)
+    return RunResult(df, totals, paths, sim.metadata(draws, seed), evaluations=S * draws)
+
+
+def _path_bands(scenarios: list[Scenario], batch: Batch, blocks: list[np.ndarray], parts: list[dict[str, Any]]) -> pd.DataFrame:
+    rows = []
+    for ix, p in zip(blocks, parts, strict=True):
+        for k, i in enumerate(ix):
+            months = int(batch.duration[i])
+            for t in range(months):
+                rec: dict[str, Any] = {"scenario": scenarios[i].id, "month": t + 1}
+                for name, arr in p["paths"].items():
+                    col = arr[k, :, t]
+                    if np.isnan(col).all():
+                        q = np.full(3, np.nan)
+                        rec[f"{name}_p05"] = rec[f"{name}_p50"] = rec[f"{name}_p95"] = rec[f"{name}_mean"] = np.nan
+                        continue
+                    q = np.nanquantile(col, [0.05, 0.5, 0.95])
+                    rec[f"{name}_p05"], rec[f"{name}_p50"], rec[f"{name}_p95"] = (float(x) for x in q)
+                    rec[f"{name}_mean"] = float(np.nanmean(col))
+                rows.append(rec)
+    return pd.DataFrame(rows)
+
+
+__all__ = ["NP", "PERSPECTIVES", "RunResult", "Simulator", "run", "run_chunk"]

@@ -1,0 +1,184 @@
+"""Disruption scenarios: who restricts what, against whom, how much, for how long, and the responses.
+
+A :class:`Scenario` is a pydantic definition; files (YAML or JSON, one scenario or a list) are read with
+:func:`load_scenario_file`, which names the file, the scenario and the field of any error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from critmin.errors import CritminError, Problem
+
+#: Target keywords: WORLD = every destination except the restrictors; BLOC = the participants together.
+TARGET_KEYWORDS = ("WORLD", "BLOC")
+Regime = Literal["ban", "quota", "licence", "suspension", "sanction", "closure"]
+Status = Literal["in_force", "suspended", "ended", "unknown", "hypothetical"]
+
+
+class ScenarioError(CritminError):
+    """An invalid scenario definition; ``problems`` name the file, scenario and field."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("invalid scenario:\n  " + "\n  ".join(str(p) for p in problems))
+
+
+class StockpileRelease(BaseModel):
+    """Release from public stockpiles of the targeted buyers during the disruption.
+
+    Each month the release is the quantity that would hold the targeted segment's price at ``price_cap``
+    (ratio to the pre-disruption price), limited by ``max_release_t_per_month`` and the stock left.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    holdings_t: float = Field(0.0, ge=0, description="Stock available to the targeted buyers at the start (t)")
+    max_release_t_per_month: float | None = Field(None, ge=0, description="Release capacity (t/month); none = unlimited")
+    price_cap: float = Field(1.0, ge=1.0, description="Price ratio P/P0 the release tries to hold")
+
+
+class Response(BaseModel):
+    """Responses of the targeted buyers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stockpile: StockpileRelease | None = None
+    demand_restraint: float = Field(0.0, ge=0.0, le=0.5, description="Share of targeted demand curtailed by policy")
+
+
+class Scenario(BaseModel):
+    """One supply disruption at one commodity-stage node.
+
+    - ``restrictors``: ISO3 codes of the countries whose exports are restricted.
+    - ``targets``: ``WORLD`` (every destination outside the restrictors), ``BLOC`` (the participants), or ISO3 codes.
+    - ``withheld_share``: share of the restrictors' exports to the targets withheld; for a licence regime the
+      share of export volume denied. ``withheld_low``/``withheld_high`` give an uncertainty range (uniform).
+      Left out: 1 for bans, suspensions, closures and sanctions; the ``licence_denial`` parameter range for
+      licence regimes and quotas.
+    - ``leakage``: share of withheld exports that still reaches the targets through third countries
+      (None = the parameter table's default for the node).
+    - ``probability``: annual probability of the scenario (None = from the probability model; in-force
+      controls are certain).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:\-]+$")
+    title: str = ""
+    commodity: str
+    stage: str
+    restrictors: list[str] = Field(min_length=1)
+    targets: list[str] = Field(default_factory=lambda: ["WORLD"], min_length=1)
+    regime: Regime = "ban"
+    withheld_share: float | None = Field(None, ge=0.0, le=1.0)
+    withheld_low: float | None = Field(None, ge=0.0, le=1.0)
+    withheld_high: float | None = Field(None, ge=0.0, le=1.0)
+    start_month: int = Field(0, ge=0, description="Months from the reference date to the start")
+    duration_months: int = Field(12, ge=1, le=120)
+    leakage: float | None = Field(None, ge=0.0, le=1.0)
+    response: Response = Field(default_factory=Response)
+    probability: float | None = Field(None, ge=0.0, le=1.0)
+    status: Status = "hypothetical"
+    family: str = Field("user", description="event, generated or user")
+    event_id: str | None = None
+    source_ids: list[str] = Field(default_factory=list)
+    note: str = ""
+
+    @field_validator("restrictors", "targets")
+    @classmethod
+    def _upper(cls, v: list[str]) -> list[str]:
+        out = [s.strip().upper() for s in v]
+        if any(not s for s in out):
+            raise ValueError("empty country code")
+        return out
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, v: list[str]) -> list[str]:
+        for t in v:
+            if t not in TARGET_KEYWORDS and not (len(t) == 3 and t.isalpha()):
+                raise ValueError(f"'{t}' is not WORLD, BLOC or an ISO3 code")
+        if "WORLD" in v and len(v) > 1:
+            raise ValueError("WORLD cannot be combined with other targets")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> Scenario:
+        if self.withheld_share is None and (self.withheld_low is not None or self.withheld_high is not None):
+            raise ValueError("withheld_low/withheld_high need withheld_share")
+        if self.withheld_share is not None:
+            lo = self.withheld_low if self.withheld_low is not None else self.withheld_share
+            hi = self.withheld_high if self.withheld_high is not None else self.withheld_share
+            if not lo <= self.withheld_share <= hi:
+                raise ValueError(f"withheld_low <= withheld_share <= withheld_high fails ({lo}, {self.withheld_share}, {hi})")
+        overlap = set(self.restrictors) & set(self.targets)
+        if overlap:
+            raise ValueError(f"a restrictor cannot target itself: {sorted(overlap)}")
+        return self
+
+    @property
+    def node(self) -> tuple[str, str]:
+        return (self.commodity, self.stage)
+
+    def withheld_range(self) -> tuple[float, float] | None:
+        """(low, high) of the withheld share, or None when it comes from the regime's default."""
+        if self.withheld_share is None:
+            return None
+        lo = self.withheld_low if self.withheld_low is not None else self.withheld_share
+        hi = self.withheld_high if self.withheld_high is not None else self.withheld_share
+        return float(lo), float(hi)
+
+
+def _problems(exc: ValidationError, file: str, label: str) -> list[Problem]:
+    out = []
+    for e in exc.errors():
+        loc = ".".join(str(x) for x in e["loc"])
+        out.append(Problem(file, None, f"{label}{'.' + loc if loc else ''}", e["msg"]))
+    return out
+
+
+def parse_scenarios(data: Any, file: str = "<scenario>") -> list[Scenario]:
+    """Validate scenario data (a mapping, a list of mappings or ``{"scenarios": [...]}``)."""
+    if isinstance(data, dict) and "scenarios" in data:
+        data = data["scenarios"]
+    items = data if isinstance(data, list) else [data]
+    out: list[Scenario] = []
+    problems: list[Problem] = []
+    for i, item in enumerate(items):
+        label = f"scenario[{i}]" + (f" '{item.get('id')}'" if isinstance(item, dict) and item.get("id") else "")
+        if not isinstance(item, dict):
+            problems.append(Problem(file, None, label, "a scenario must be a mapping of fields"))
+            continue
+        try:
+            out.append(Scenario.model_validate(item))
+        except ValidationError as exc:
+            problems.extend(_problems(exc, file, label))
+    ids = [s.id for s in out]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        problems.append(Problem(file, None, "id", f"duplicate scenario ids: {dup}"))
+    if problems:
+        raise ScenarioError(problems)
+    return out
+
+
+def load_scenario_file(path: str | Path) -> list[Scenario]:
+    """Read scenarios from a YAML (.yaml/.yml) or JSON file."""
+    p = Path(path)
+    if not p.exists():
+        raise ScenarioError([Problem(str(p), None, None, "file not found")])
+    text = p.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        line = getattr(exc, "lineno", None) or (getattr(getattr(exc, "problem_mark", None), "line", -1) + 1 or None)
+        raise ScenarioError([Problem(str(p), line, None, f"not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'}: {exc}")]) from exc
+    if data is None:
+        raise ScenarioError([Problem(str(p), None, None, "file is empty")])
+    return parse_scenarios(data, str(p))
