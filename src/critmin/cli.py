@@ -15,6 +15,10 @@ from critmin.output import FORMATS, emit
 app = typer.Typer(help="critmin: critical-minerals supply security (US-Japan framework).", no_args_is_help=True, add_completion=False)
 data_app = typer.Typer(help="Build and audit the reference atlas.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+scen_app = typer.Typer(help="The disruption scenario library.", no_args_is_help=True)
+app.add_typer(scen_app, name="scenarios")
+bench_app = typer.Typer(help="Benchmarks with machine-readable output.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
 err = Console(stderr=True)
 
 AtlasOpt = Annotated[Path | None, typer.Option("--atlas", help="Atlas directory (default: the bundled atlas)")]
@@ -192,11 +196,242 @@ def data_audit(
     c.print(f"[bold]Proxies and assumptions in use[/bold] ({len(res['proxies'])}, perspective {perspective.upper()}; see --format json)")
 
 
-@app.callback()
-def _root(version: Annotated[bool, typer.Option("--version", help="Print the version and exit")] = False) -> None:
+@app.callback(invoke_without_command=True)
+def _root(ctx: typer.Context, version: Annotated[bool, typer.Option("--version", help="Print the version and exit")] = False) -> None:
     if version:
         print(__version__)
         raise typer.Exit()
+    if ctx.invoked_subcommand is None:
+        print(ctx.get_help())
+        raise typer.Exit()
+
+
+# ---------------------------------------------------------------- simulation ----------------------------------------
+
+DrawsOpt = Annotated[int, typer.Option("--draws", "-n", help="Monte Carlo draws")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (same seed and inputs => same results)")]
+ParamsFileOpt = Annotated[Path | None, typer.Option("--params", help="CSV of parameter rows overriding the defaults (docs/simulation.md)")]
+ParamOpt = Annotated[list[str] | None, typer.Option("--param", help="Fix a model parameter everywhere, NAME=VALUE")]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Run on a local Dask cluster of N worker processes")]
+DaskOpt = Annotated[str | None, typer.Option("--dask", help="Run on the Dask scheduler at tcp://HOST:PORT")]
+ThreadsOpt = Annotated[int, typer.Option("--threads", help="Threads for the in-process run")]
+
+
+def _simulator(atlas: Path | None, blocs: Path | None, params: Path | None, param: list[str] | None) -> Any:
+    from critmin.simulate.parameters import Parameters
+    from critmin.simulate.run import Simulator
+
+    return Simulator.build(_load(atlas, blocs), Parameters.load(params, _params(param)))
+
+
+def _progress() -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    return Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True)
+
+
+def _run_with_progress(label: str, fn: Any) -> Any:
+    with _progress() as prog:
+        task = prog.add_task(label, total=None)
+
+        def cb(done: int, total: int) -> None:
+            prog.update(task, completed=done, total=total)
+
+        return fn(cb)
+
+
+@scen_app.command("list")
+def scenarios_list(
+    family: Annotated[str, typer.Option(help="event, generated or all")] = "event",
+    commodity: Annotated[str | None, typer.Option(help="Only this commodity")] = None,
+    fmt: FormatOpt = "table",
+    out: OutOpt = None,
+    atlas: AtlasOpt = None,
+    blocs: BlocsOpt = None,
+) -> None:
+    """List scenarios: the real events (default) or the generated families."""
+    _check_format(fmt)
+    if family not in ("event", "generated", "all"):
+        raise CritminError(f"--family must be event, generated or all, not '{family}'")
+    sim = _simulator(atlas, blocs, None, None)
+    lib = [s for s in sim.library(generated=family != "event") if family == "all" or (s.family == "event") == (family == "event")]
+    if commodity:
+        lib = [s for s in lib if s.commodity == commodity]
+    rows = [
+        {"id": s.id, "commodity": s.commodity, "stage": s.stage, "restrictors": ";".join(s.restrictors), "targets": ";".join(s.targets),
+         "regime": s.regime, "withheld": s.withheld_share, "months": s.duration_months, "status": s.status,
+         "probability": sim.probability.scenario_probability(s, s.commodity), "title": s.title}
+        for s in lib
+    ]
+    if fmt == "table":
+        emit(rows, "table", columns=["id", "status", "regime", "withheld", "months", "probability", "title"], title=f"{len(rows)} scenarios ({family})")
+    else:
+        emit(rows, fmt, out=out, title="scenarios")
+
+
+@scen_app.command("show")
+def scenarios_show(
+    scenario_id: Annotated[str, typer.Argument(help="Scenario id (see `critmin scenarios list`)")],
+    atlas: AtlasOpt = None,
+    blocs: BlocsOpt = None,
+) -> None:
+    """Show one scenario's full definition (YAML), with its sources and probability."""
+    import yaml
+
+    from critmin.simulate.library import find_scenario
+
+    sim = _simulator(atlas, blocs, None, None)
+    s = find_scenario(sim.library(), scenario_id)
+    d = s.model_dump(mode="json")
+    d["annual_probability"] = sim.probability.scenario_probability(s, s.commodity)
+    d["sources"] = [
+        r for r in sim.atlas.sources.to_dict("records") if r["source_id"] in set(s.source_ids)
+    ]
+    print(yaml.safe_dump(d, sort_keys=False, allow_unicode=True), end="")
+
+
+def _scenarios_from(sim: Any, key: str) -> list[Any]:
+    from critmin.simulate.library import find_scenario
+    from critmin.simulate.scenario import load_scenario_file
+
+    p = Path(key)
+    if p.suffix.lower() in (".yaml", ".yml", ".json") or p.exists():
+        return load_scenario_file(p)
+    return [find_scenario(sim.library(), key)]
+
+
+@app.command()
+def simulate(
+    scenario: Annotated[str, typer.Argument(help="Scenario id from the library, or a YAML/JSON scenario file")],
+    draws: DrawsOpt = 1000,
+    seed: SeedOpt = 0,
+    chart: Annotated[Path | None, typer.Option("--chart", help="Write a chart of the first scenario (.html or .png)")] = None,
+    paths: Annotated[bool, typer.Option("--paths", help="Include monthly price/shortfall bands (json/csv/xlsx)")] = False,
+    params: ParamsFileOpt = None,
+    param: ParamOpt = None,
+    workers: WorkersOpt = None,
+    dask: DaskOpt = None,
+    threads: ThreadsOpt = 2,
+    fmt: FormatOpt = "table",
+    out: OutOpt = None,
+    atlas: AtlasOpt = None,
+    blocs: BlocsOpt = None,
+) -> None:
+    """Simulate a disruption: prices, shortfalls, stock draw-down and economic loss per participant."""
+    from critmin.simulate.distributed import dask_client
+    from critmin.simulate.run import run
+
+    _check_format(fmt)
+    sim = _simulator(atlas, blocs, params, param)
+    scen = _scenarios_from(sim, scenario)
+    probs = [sim.probability.scenario_probability(s, s.commodity) for s in scen]
+    keep = paths or chart is not None or fmt == "table"
+    with dask_client(dask, workers) as client:
+        res = _run_with_progress(
+            "simulating", lambda cb: run(sim, scen, draws=draws, seed=seed, probabilities=probs, keep_paths=keep, threads=threads, client=client, progress=cb)
+        )
+    if chart is not None:
+        from critmin.simulate.chart import write_chart
+
+        write_chart(res.paths, scen[0].id, chart, title=scen[0].title or scen[0].id)
+        err.print(f"wrote {chart}")
+    records = res.scenarios.to_dict("records")
+    meta = res.metadata
+    if fmt == "table":
+        emit(
+            records, "table",
+            columns=["scenario", "perspective", "expected_loss_usd", "input_cost_usd", "lost_output_usd", "producer_gain_usd", "var95_usd",
+                     "cvar95_usd", "shortfall_t", "peak_price_ratio_p50", "peak_price_ratio_p95"],
+            title=f"Disruption simulation, {draws} draws, seed {seed} (data {meta['data_version']})",
+        )
+        if res.paths is not None and len(scen) == 1:
+            cols = ["month", "price_t_p05", "price_t_p50", "price_t_p95", "price_u_p50", "shortfall_usa_p50", "shortfall_jpn_p50", "stock_left_p50"]
+            emit(res.paths.to_dict("records"), "table", columns=cols, title="Monthly bands (price ratio P/P0; shortfall t/month)")
+        flags = sorted({f for r in records for f in str(r["flags"]).split("; ") if f})
+        if flags:
+            err.print("Flags: " + " | ".join(flags))
+        return
+    if fmt == "json":
+        payload = {"metadata": meta, "results": records}
+        if paths and res.paths is not None:
+            payload["paths"] = res.paths.to_dict("records")
+        emit(payload, "json", out=out)
+    elif fmt == "xlsx":
+        from critmin.output import write_atomic, xlsx_bytes
+
+        if out is None:
+            raise CritminError("--format xlsx needs --out FILE.xlsx")
+        sheets = {"results": res.scenarios}
+        if res.paths is not None:
+            sheets["paths"] = res.paths
+        write_atomic(out, xlsx_bytes(sheets, {k: v for k, v in meta.items() if k != "probability_model"}))
+        err.print(f"wrote {out}")
+    else:
+        emit(records if not paths else res.paths.to_dict("records"), fmt, out=out, title="simulation")
+
+
+@app.command()
+def risk(
+    perspective: Annotated[str, typer.Option("--perspective", "-p", help="USA, JPN or BLOC")] = "BLOC",
+    draws: DrawsOpt = 1000,
+    seed: SeedOpt = 0,
+    top: Annotated[int | None, typer.Option(help="Show only the first N (table format)")] = None,
+    params: ParamsFileOpt = None,
+    param: ParamOpt = None,
+    workers: WorkersOpt = None,
+    dask: DaskOpt = None,
+    threads: ThreadsOpt = 2,
+    fmt: FormatOpt = "table",
+    out: OutOpt = None,
+    atlas: AtlasOpt = None,
+    blocs: BlocsOpt = None,
+) -> None:
+    """Rank commodities by probability-weighted economic loss over the scenario library (USGS 2025 approach)."""
+    from critmin.simulate.distributed import dask_client
+    from critmin.simulate.risk import risk_ranking
+
+    _check_format(fmt)
+    sim = _simulator(atlas, blocs, params, param)
+    with dask_client(dask, workers) as client:
+        table, res = _run_with_progress(
+            "risk sweep", lambda cb: risk_ranking(sim, perspective, draws=draws, seed=seed, threads=threads, client=client, progress=cb)
+        )
+    records = table.to_dict("records")
+    if fmt == "table":
+        shown = records[:top] if top else records
+        for r in shown:
+            r["driven_by"] = ", ".join(t["scenario"] for t in r["top_scenarios"][:2])
+        emit(shown, "table", columns=["rank", "commodity", "expected_loss_usd", "var95_usd", "cvar95_usd", "category", "driven_by"],
+             title=f"Supply risk - perspective {perspective.upper()}, {draws} draws, seed {seed} (data {sim.atlas.data_version})")
+    elif fmt == "json":
+        emit(records, "json", out=out)
+    else:
+        emit(records, fmt, out=out, title="risk", meta=res.metadata)
+
+
+@bench_app.command("simulate")
+def bench_simulate_cmd(
+    draws: DrawsOpt = 1000,
+    seed: SeedOpt = 0,
+    sample: Annotated[int, typer.Option(help="Scenario-draw pairs for the scalar reference")] = 200,
+    threads: ThreadsOpt = 2,
+    workers: WorkersOpt = None,
+    dask: DaskOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
+    atlas: AtlasOpt = None,
+) -> None:
+    """Time the full generated sweep against the scalar scipy reference (docs/simulation.md)."""
+    from critmin.output import to_json
+    from critmin.simulate.bench import bench_simulate
+    from critmin.simulate.distributed import dask_client
+
+    sim = _simulator(atlas, None, None, None)
+    with dask_client(dask, workers) as client:
+        rec = bench_simulate(sim, draws=draws, seed=seed, sample=sample, threads=threads, client=client)
+    if as_json:
+        print(to_json(rec))
+    else:
+        emit([{"measure": k, "value": v} for k, v in rec.items()], "table", title="bench simulate")
 
 
 def main() -> None:

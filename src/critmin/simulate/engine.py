@@ -321,6 +321,7 @@ def evaluate_chunk(
     with np.errstate(divide="ignore"):
         ln_d = np.log(d_t)  # -inf where the targets have no demand: never short
         ln_dr = np.log(d_t * (1.0 - rho))
+    ln_pmax = np.log(g["max_price_ratio"])
     m_eff = g["downstream_value_multiple"] * np.nan_to_num(b.chain, nan=1.0)[:, None]
     has_stock = bool(np.any(b.hold > 0))
     stock = np.broadcast_to(b.hold[:, None], (S, D)).copy()
@@ -330,7 +331,8 @@ def evaluate_chunk(
     months = int(b.duration.max()) if S else 0
     dur = b.duration[:, None]
     # Per-segment accumulators over months (S, D); participants are linear in them (see docs/simulation.md):
-    #   targeted segment T:  A = (p-1) p^εd (1-ρ_t), B = max(1 - p^εd, 0), C = ρ_t p^εd, G = (p-1) p^εs
+    #   targeted segment T:  A = (p-1) σ, B = 1 - σ - C, C = ρ_t p^εd, G = (p-1) p^εs, where σ is the served
+    #   share of baseline demand: (1-ρ_t) p^εd, or the available supply when the price is capped
     #   unrestricted U (months in shortage only): A_U = (p_U - 1) p_U^εd, G_U = (p_U - 1) p_U^εs
     acc_a, acc_b, acc_c, acc_g = (np.zeros((S, D)) for _ in range(4))
     n_short = np.zeros((S, D))
@@ -357,14 +359,23 @@ def evaluate_chunk(
             used += k * on / 12.0
             lnp = np.log(p)
         else:
+            k = 0.0
             lnp = np.where(short, (lnd_t - np.log(supply)) * inv, 0.0)
-            p = np.exp(lnp)
-        p_ed = np.exp(ed * lnp)
+        capped = lnp > ln_pmax
+        lnp = np.minimum(lnp, ln_pmax)
+        p = np.exp(lnp)
+        p_ed, p_es = np.exp(ed * lnp), np.exp(es * lnp)
         rho_t = np.where(short, rho, 0.0)
-        acc_a += reps * ((p - 1.0) * p_ed * (1.0 - rho_t))
-        acc_b += reps * np.maximum(1.0 - p_ed, 0.0)
-        acc_c += reps * (rho_t * p_ed)
-        acc_g += reps * ((p - 1.0) * np.exp(es * lnp))
+        c_t = rho_t * p_ed
+        served = (1.0 - rho_t) * p_ed
+        if capped.any():
+            with np.errstate(divide="ignore", invalid="ignore"):
+                avail = (supply * p_es + k) / d_t
+            served = np.where(capped, np.minimum(served, avail), served)
+        acc_a += reps * ((p - 1.0) * served)
+        acc_b += reps * np.maximum(1.0 - served - c_t, 0.0)
+        acc_c += reps * c_t
+        acc_g += reps * ((p - 1.0) * p_es)
         n_short += reps * short
         np.maximum(peak, np.where(reps > 0, p, 1.0), out=peak)
         if paths is not None:
@@ -373,7 +384,7 @@ def evaluate_chunk(
             paths["price_t"][:, :, t - 1] = np.where(on_b, p, np.nan)
             paths["price_u"][:, :, t - 1] = np.where(on_b, np.where(short, p_u, 1.0), np.nan)
             for j, key in enumerate(("shortfall_usa", "shortfall_jpn")):
-                sj = np.where(b.in_t[:, j, None], b.d_j[:, j, None] * (np.maximum(1.0 - p_ed, 0.0) + rho_t * p_ed), 0.0)
+                sj = np.where(b.in_t[:, j, None], b.d_j[:, j, None] * np.maximum(1.0 - served, 0.0), 0.0)
                 paths[key][:, :, t - 1] = np.where(on_b, sj * q0 / 12.0, np.nan)
             paths["stock_left"][:, :, t - 1] = np.where(on_b, stock * q0, np.nan)
     a_u = n_short * (p_u - 1.0) * pu_ed

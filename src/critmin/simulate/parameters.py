@@ -35,6 +35,7 @@ SAMPLED: dict[str, tuple[float, float]] = {
     "leakage_world": (0.0, 1.0),
     "restrictor_domestic_share": (0.0, 1.0),
     "downstream_value_multiple": (0.0, 1000.0),
+    "max_price_ratio": (1.0, 1000.0),
 }
 #: Scalar settings (the ``value`` column is used; a range, where given, is documentation only).
 SETTINGS: dict[str, tuple[float, float]] = {

@@ -13,11 +13,13 @@ from scipy.optimize import brentq
 from critmin.simulate.engine import NP, Batch, NodeDraws, keyed_uniforms
 
 
-def _solve(supply: float, release: float, demand: float, ed: float, es: float) -> float:
-    """p >= 1 with ``supply p^εs + release = demand p^εd`` (1 when there is no shortage)."""
+def _solve(supply: float, release: float, demand: float, ed: float, es: float, p_max: float) -> float:
+    """p in [1, p_max] with ``supply p^εs + release = demand p^εd`` (1 without shortage, p_max when capped)."""
     f = lambda p: supply * p**es + release - demand * p**ed  # noqa: E731
     if f(1.0) >= 0.0:
         return 1.0
+    if f(p_max) <= 0.0:
+        return p_max
     hi = 2.0
     while f(hi) < 0.0:
         hi *= 2.0
@@ -72,17 +74,22 @@ def scalar_losses(b: Batch, i: int, draws: NodeDraws, d: int, settings: dict[str
                 k_req = max(demand * cap**ed - supply * cap**es, 0.0)
                 k = min(k_req, rate, stock * 12.0)
                 stock -= k / 12.0
-            p = _solve(supply, k, demand, ed, es)
+            p = _solve(supply, k, demand, ed, es, par["max_price_ratio"])
             p_u = p_u_short
+            # share of targeted baseline demand that is served: on the demand curve, or what supply allows
+            served = min((1.0 - rho) * p**ed, (supply * p**es + k) / d_t)
         else:
-            p, p_u = 1.0, 1.0
+            p, p_u, served = 1.0, 1.0, 1.0
         for j in range(NP):
             in_t = bool(b.in_t[i, j])
             pj = p if in_t else p_u
-            unrestrained = b.d_j[i, j] * pj**ed
-            restrained = rho * unrestrained if (short and in_t) else 0.0
-            bought = unrestrained - restrained
-            price_short = max(b.d_j[i, j] - unrestrained, 0.0)
+            if in_t:
+                restrained = rho * b.d_j[i, j] * pj**ed if short else 0.0
+                bought = b.d_j[i, j] * served
+            else:
+                restrained = 0.0
+                bought = b.d_j[i, j] * pj**ed
+            price_short = max(b.d_j[i, j] - bought - restrained, 0.0)
             p_prod = p_u if b.j_restricts[i, j] else p
             input_cost = (pj - 1.0) * bought
             lost_output = (price_short + f_restr * restrained) * m_eff

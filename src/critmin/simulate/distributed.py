@@ -1,0 +1,35 @@
+"""Dask execution: connect to a scheduler (``--dask tcp://HOST:PORT``) or start a local cluster (``--workers N``).
+
+Chunks are shipped to the workers with :func:`critmin.simulate.run.run_chunk`; randomness is keyed by node,
+scenario and family, so results equal the single-process run for the same seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+@contextmanager
+def dask_client(address: str | None = None, workers: int | None = None) -> Iterator[Any]:
+    """A ``distributed.Client`` for the address or a local cluster of ``workers`` processes; None if neither."""
+    if not address and not workers:
+        yield None
+        return
+    from distributed import Client, LocalCluster
+
+    if address:
+        client = Client(address)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    cluster = LocalCluster(n_workers=int(workers or 1), threads_per_worker=1, processes=True, dashboard_address=None)
+    client = Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
