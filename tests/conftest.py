@@ -22,3 +22,11 @@ def atlas_copy(tmp_path: Path) -> Path:
     dst = tmp_path / "atlas"
     shutil.copytree(bundled_atlas_path(), dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def simulator(atlas: Atlas):
+    """The disruption simulator on the bundled atlas with the bundled parameters."""
+    from critmin.simulate.run import Simulator
+
+    return Simulator.build(atlas)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -142,7 +143,7 @@ class Batch:
         kw = {}
         for k, v in self.__dict__.items():
             kw[k] = v[idx] if isinstance(v, np.ndarray) else [v[i] for i in idx]
-        return Batch(**kw)
+        return Batch(**kw)  # type: ignore[arg-type]
 
 
 def _target_members(targets: list[str]) -> set[str]:
@@ -261,6 +262,24 @@ def compile_batch(
     )
 
 
+def downstream_shortfall(nodes: NodeTable, chain: ChainFactors, node: int, tonnes: float, depth: int = 0) -> dict[str, float]:
+    """Output lost downstream (t of each product) when ``tonnes`` of ``node`` are short: ``q_v = α_uv q_u / c_uv``.
+
+    Conservation: ``Σ_v c_uv q_v = Σ_v α_uv q_u <= q_u`` (the upstream tonnes embodied in the lost products
+    never exceed the upstream shortfall). Recursive down the chain.
+    """
+    out: dict[str, float] = {}
+    if depth > 10 or not np.isfinite(tonnes):
+        return out
+    for v, a, c in chain.links[node]:
+        q = a * tonnes / c
+        key = nodes.nodes[v].key
+        out[key] = out.get(key, 0.0) + q
+        for k, x in downstream_shortfall(nodes, chain, v, q, depth + 1).items():
+            out[k] = out.get(k, 0.0) + x
+    return out
+
+
 def _downstream_share(nodes: NodeTable, chain: ChainFactors, ni: int, iso: str) -> float:
     for v, _, _ in chain.links[ni]:
         s = nodes.nodes[v].shares.get(iso)
@@ -342,8 +361,9 @@ def evaluate_chunk(
     with np.errstate(divide="ignore", invalid="ignore"):
         frac = np.where(ramp > 0, 1.0 / ramp, np.inf)
     # without stockpiles every month from the last ramp-up month on repeats: step to there, then multiply
-    ramp_end = int(np.ceil(np.nanmax(ramp))) if S else 0
+    ramp_end = int(np.ceil(np.nanmax(draws.values["ramp_months"])))  # same for every chunk: bitwise-stable results
     last = months if (has_stock or keep_paths) else max(1, min(months, ramp_end))
+    k: Any = 0.0
     for t in range(1, last + 1):
         reps = (np.maximum(dur - t + 1, 0) if t == last else (t <= dur)).astype(float)  # (S, 1) weight of month t
         supply = s0 + x_full * np.minimum(1.0, t * frac)

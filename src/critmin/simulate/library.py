@@ -14,7 +14,7 @@ import pandas as pd
 
 from critmin.atlas.model import Atlas
 from critmin.simulate.nodes import PARTICIPANTS, NodeTable
-from critmin.simulate.scenario import Scenario
+from critmin.simulate.scenario import Response, Scenario
 
 GENERATED_MIN_SHARE = 0.01
 GENERATED_TARGETS = ("WORLD", "USA", "JPN", "BLOC")
@@ -92,6 +92,8 @@ def event_scenarios(atlas: Atlas, horizon_months: int = 12) -> list[Scenario]:
         out.append(
             Scenario(
                 id=sid,
+                start_month=0,
+                leakage=None,
                 title=f"{r['event_id']}: {e['measure']} on {e['commodities']} ({e['country_iso3']} -> {r['targets']})",
                 commodity=str(r["commodity_id"]),
                 stage=str(r["stage"]),
@@ -134,4 +136,4 @@ def find_scenario(scenarios: list[Scenario], key: str) -> Scenario:
     raise CritminError(f"no scenario '{key}' in the library; `critmin scenarios list` shows the ids")
 
 
-_NO_RESPONSE = Scenario.model_fields["response"].default_factory()  # type: ignore[misc]
+_NO_RESPONSE = Response()

@@ -205,13 +205,13 @@ def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | N
         d: dict[str, float] = {}
         db: dict[str, str] = {}
         for iso in PARTICIPANTS:
-            ct = cons.get(c, {}).get(iso)
-            if ct is not None and np.isfinite(q) and q > 0 and ct / q <= MAX_PLAUSIBLE_DEMAND_SHARE:
-                d[iso] = float(ct / q)
-                db[iso] = f"{iso} consumption {ct:,.0f} t / world output"
+            cq = cons.get(c, {}).get(iso)
+            if cq is not None and np.isfinite(q) and q > 0 and cq / q <= MAX_PLAUSIBLE_DEMAND_SHARE:
+                d[iso] = float(cq / q)
+                db[iso] = f"{iso} consumption {cq:,.0f} t / world output"
             else:
-                if ct is not None and np.isfinite(q) and q > 0:
-                    flags.append(f"{iso} consumption/world output {ct / q:.2f} > {MAX_PLAUSIBLE_DEMAND_SHARE}: different bases, proxy used")
+                if cq is not None and np.isfinite(q) and q > 0:
+                    flags.append(f"{iso} consumption/world output {cq / q:.2f} > {MAX_PLAUSIBLE_DEMAND_SHARE}: different bases, proxy used")
                 d[iso] = np.nan
         nodes.append(
             Node(

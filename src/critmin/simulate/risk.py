@@ -51,8 +51,8 @@ def risk_scenarios(sim: Simulator) -> tuple[list[Scenario], list[float]]:
         if s.status == "in_force":
             in_force |= pairs
         elif s.status == "suspended":
-            for p in pairs:
-                suspended[p] = pm.suspended_probability
+            for pair in pairs:
+                suspended[pair] = pm.suspended_probability
         else:
             continue
         chosen.append(s)

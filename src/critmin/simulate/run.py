@@ -27,6 +27,7 @@ from critmin.simulate.engine import (
     NodeDraws,
     chain_factors,
     compile_batch,
+    downstream_shortfall,
     evaluate_chunk,
     keyed_uniforms,
 )
@@ -137,12 +138,11 @@ def run_chunk(
     draws: NodeDraws,
     settings: dict[str, float],
     seed: int,
-    commodity_of_node: list[str],
     keep_paths: bool = False,
 ) -> dict[str, Any]:
     """Evaluate one chunk and reduce it (module-level so Dask can ship it)."""
     r = evaluate_chunk(b, draws, settings, seed, keep_paths)
-    S, D = len(b), draws.draws
+    D = draws.draws
     loss = np.concatenate([r.loss, r.loss.sum(axis=1, keepdims=True)], axis=1)  # (S, 3, D)
     comp = {
         "input_cost": r.input_cost,
@@ -170,20 +170,20 @@ def run_chunk(
         **comp,
     }
     # occurrence: one uniform per family and draw; scenario k of a family occurs when u in [lo_k, hi_k)
-    totals: dict[str, np.ndarray] = {}
+    # occurrence: one uniform per family and draw; scenario k of a family occurs when u in [lo_k, hi_k).
+    # Returned sparse (draw indices and losses per scenario) and summed in scenario order by the caller, so
+    # totals do not depend on how scenarios were split into chunks.
+    hits: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     occurs = b.prob_hi > b.prob_lo
     if occurs.any():
         fams = sorted({b.family[i] for i in np.flatnonzero(occurs)})
         u = {f: keyed_uniforms(seed, "family:" + f, 2, (D,)) for f in fams}
-        contrib = np.zeros((S, 3, D))
         for i in np.flatnonzero(occurs):
             uf = u[b.family[i]]
-            hit = (uf >= b.prob_lo[i]) & (uf < b.prob_hi[i])
-            contrib[i] = np.where(hit, np.nan_to_num(loss[i], nan=0.0), 0.0)
-        commodities = np.array([commodity_of_node[n] for n in b.node])
-        for c in np.unique(commodities[occurs]):
-            totals[str(c)] = contrib[commodities == c].sum(axis=0)
-    out["totals"] = totals
+            idx = np.flatnonzero((uf >= b.prob_lo[i]) & (uf < b.prob_hi[i]))
+            if idx.size:
+                hits[int(i)] = (idx, np.nan_to_num(loss[i][:, idx], nan=0.0))
+    out["hits"] = hits
     if keep_paths and r.paths is not None:
         out["paths"] = r.paths
     return out
@@ -192,7 +192,7 @@ def run_chunk(
 def _chunks(b: Batch, draws: int, chunk_elements: int) -> list[np.ndarray]:
     """Scenario index blocks of equal duration with at most ``chunk_elements`` scenario-draws each."""
     per = max(1, chunk_elements // max(draws, 1))
-    out = []
+    out: list[np.ndarray] = []
     for d in np.unique(b.duration):
         idx = np.flatnonzero(b.duration == d)
         out.extend(idx[i : i + per] for i in range(0, len(idx), per))
@@ -218,13 +218,12 @@ def run(
     batch = compile_batch(scenarios, sim.nodes, sim.chain, sim.params, probabilities)
     nd = NodeDraws.sample(sim.nodes, sim.params, draws, seed)
     blocks = _chunks(batch, draws, chunk_elements)
-    commodity_of_node = [n.commodity for n in sim.nodes.nodes]
     parts: list[dict[str, Any]] = [{}] * len(blocks)
     done = 0
     if client is not None:
         nd_f = client.scatter(nd, broadcast=True)
         futures = [
-            client.submit(run_chunk, batch.take(ix), nd_f, sim.settings, seed, commodity_of_node, keep_paths, pure=False)
+            client.submit(run_chunk, batch.take(ix), nd_f, sim.settings, seed, keep_paths, pure=False)
             for ix in blocks
         ]
         from distributed import as_completed
@@ -237,7 +236,7 @@ def run(
                 progress(done, len(blocks))
     else:
         with ThreadPoolExecutor(max_workers=max(1, threads)) as ex:
-            futs = [ex.submit(run_chunk, batch.take(ix), nd, sim.settings, seed, commodity_of_node, keep_paths) for ix in blocks]
+            futs = [ex.submit(run_chunk, batch.take(ix), nd, sim.settings, seed, keep_paths) for ix in blocks]
             for i, f in enumerate(futs):
                 parts[i] = f.result()
                 done += 1
@@ -294,6 +293,7 @@ def _assemble(
                     "cvar95_usd": cvar[i, j],
                     "loss_share_of_world_value": rel[i, j],
                     "shortfall_t": short[i, j],
+                    "downstream_shortfall_t": {k: round(v, 6) for k, v in downstream_shortfall(sim.nodes, sim.chain, int(batch.node[i]), float(short[i, j])).items()},
                     "peak_price_ratio_mean": peak_mean[i],
                     "peak_price_ratio_p05": peak[i, 0],
                     "peak_price_ratio_p50": peak[i, 1],
@@ -307,9 +307,15 @@ def _assemble(
             )
     df = pd.DataFrame(rows)
     totals: dict[str, np.ndarray] = {}
-    for p in parts:
-        for c, arr in p["totals"].items():
-            totals[c] = totals[c] + arr if c in totals else arr.copy()
+    hits: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for ix, p in zip(blocks, parts, strict=True):
+        for k, h in p["hits"].items():
+            hits[int(ix[k])] = h
+    for i in sorted(hits):
+        c = scenarios[i].commodity
+        tot = totals.setdefault(c, np.zeros((3, draws)))
+        idx, vals = hits[i]
+        tot[:, idx] += vals
     paths = None
     if keep_paths:
         paths = _path_bands(scenarios, batch, blocks, parts)

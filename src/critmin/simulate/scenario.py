@@ -38,9 +38,9 @@ class StockpileRelease(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    holdings_t: float = Field(0.0, ge=0, description="Stock available to the targeted buyers at the start (t)")
-    max_release_t_per_month: float | None = Field(None, ge=0, description="Release capacity (t/month); none = unlimited")
-    price_cap: float = Field(1.0, ge=1.0, description="Price ratio P/P0 the release tries to hold")
+    holdings_t: float = Field(default=0.0, ge=0, description="Stock available to the targeted buyers at the start (t)")
+    max_release_t_per_month: float | None = Field(default=None, ge=0, description="Release capacity (t/month); none = unlimited")
+    price_cap: float = Field(default=1.0, ge=1.0, description="Price ratio P/P0 the release tries to hold")
 
 
 class Response(BaseModel):
@@ -49,7 +49,7 @@ class Response(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     stockpile: StockpileRelease | None = None
-    demand_restraint: float = Field(0.0, ge=0.0, le=0.5, description="Share of targeted demand curtailed by policy")
+    demand_restraint: float = Field(default=0.0, ge=0.0, le=0.5, description="Share of targeted demand curtailed by policy")
 
 
 class Scenario(BaseModel):
@@ -76,16 +76,16 @@ class Scenario(BaseModel):
     restrictors: list[str] = Field(min_length=1)
     targets: list[str] = Field(default_factory=lambda: ["WORLD"], min_length=1)
     regime: Regime = "ban"
-    withheld_share: float | None = Field(None, ge=0.0, le=1.0)
-    withheld_low: float | None = Field(None, ge=0.0, le=1.0)
-    withheld_high: float | None = Field(None, ge=0.0, le=1.0)
-    start_month: int = Field(0, ge=0, description="Months from the reference date to the start")
-    duration_months: int = Field(12, ge=1, le=120)
-    leakage: float | None = Field(None, ge=0.0, le=1.0)
-    response: Response = Field(default_factory=Response)
-    probability: float | None = Field(None, ge=0.0, le=1.0)
+    withheld_share: float | None = Field(default=None, ge=0.0, le=1.0)
+    withheld_low: float | None = Field(default=None, ge=0.0, le=1.0)
+    withheld_high: float | None = Field(default=None, ge=0.0, le=1.0)
+    start_month: int = Field(default=0, ge=0, description="Months from the reference date to the start")
+    duration_months: int = Field(default=12, ge=1, le=120)
+    leakage: float | None = Field(default=None, ge=0.0, le=1.0)
+    response: Response = Field(default_factory=lambda: Response())
+    probability: float | None = Field(default=None, ge=0.0, le=1.0)
     status: Status = "hypothetical"
-    family: str = Field("user", description="event, generated or user")
+    family: str = Field(default="user", description="event, generated or user")
     event_id: str | None = None
     source_ids: list[str] = Field(default_factory=list)
     note: str = ""
