@@ -1,5 +1,6 @@
 # critmin: two commands do all set-up on a fresh machine.
 #   make demo   - create .venv if missing, install critmin, run the main job on the bundled data
+#                 (priority minerals, then the disruption-risk ranking of the scenario library)
 #   make test   - create .venv if missing, install with test extras, run ruff, mypy and pytest
 PYTHON ?= python3
 VENV   ?= .venv
@@ -19,7 +20,8 @@ install-test: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 
 demo: install
-	$(BIN)/critmin assess --perspective $(PERSPECTIVE)
+	$(BIN)/critmin assess --perspective $(PERSPECTIVE) --top 25
+	$(BIN)/critmin risk --perspective $(PERSPECTIVE) --top 25
 
 lint: install-test
 	$(BIN)/ruff check src tests benchmarks

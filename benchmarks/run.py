@@ -33,6 +33,7 @@ def timeit(fn: Callable[[], object], repeat: int = 5) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--update-baseline", action="store_true")
+    ap.add_argument("--no-dask", action="store_true", help="skip the Dask scaling case (about 2 minutes)")
     args = ap.parse_args()
 
     from critmin.assess import METHODS, AssessmentContext, assess, hhi
@@ -57,6 +58,25 @@ def main() -> None:
         "hhi_scalar_10k_draws": (hhi_scalar, "reference"),
     }
     results = {name: timeit(fn, 3 if "assess" in name else 5) for name, (fn, _) in cases.items()}
+
+    # disruption simulator: the full generated sweep (issue 3 targets), in process and on Dask
+    from critmin.simulate.bench import bench_simulate
+    from critmin.simulate.run import Simulator
+
+    sim = Simulator.build(atlas)
+    sweep = bench_simulate(sim, draws=1000, seed=0, sample=300, threads=2)
+    cases["simulate_sweep_1000_draws"] = (lambda: None, "< 10 s, < 4 GB, >= 100x scalar, rel diff < 1e-6")
+    results["simulate_sweep_1000_draws"] = sweep["seconds"]
+    if not args.no_dask:
+        from critmin.simulate.distributed import dask_client
+
+        for n in (1, 2):
+            with dask_client(workers=n) as client:
+                bench_simulate(sim, draws=50, seed=0, sample=1, client=client)  # warm the workers
+                rec = bench_simulate(sim, draws=10_000, seed=0, sample=1, client=client)
+            name = f"simulate_sweep_10x_dask_{n}_worker"
+            cases[name] = (lambda: None, "2 workers >= 1.6x faster than 1")
+            results[name] = rec["seconds"]
     results["hhi_speedup_per_draw"] = (results["hhi_scalar_10k_draws"] / 10_000) / (results["hhi_vectorised_100k_draws"] / 100_000)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     base = json.loads(BASELINE.read_text()) if BASELINE.exists() else {}
@@ -66,6 +86,12 @@ def main() -> None:
         ratio = f"{results[name] / b:7.2f}" if b else "      -"
         print(f"{name:32} {results[name]:10.4f} {b if b else float('nan'):10.4f} {ratio}  {target}")
     print(f"{'hhi vectorised speed-up/draw':32} {results['hhi_speedup_per_draw']:10.1f}x")
+    print(f"{'simulate: evaluations':32} {sweep['evaluations']:10d}  ({sweep['evaluations_per_s']:,.0f}/s)")
+    print(f"{'simulate: speed-up vs scalar':32} {sweep['speedup_vs_scalar']:10.1f}x  (target >= 100x)")
+    print(f"{'simulate: max rel diff':32} {sweep['max_rel_diff']:10.2e}  (target < 1e-6)")
+    if "simulate_sweep_10x_dask_2_worker" in results:
+        sp = results["simulate_sweep_10x_dask_1_worker"] / results["simulate_sweep_10x_dask_2_worker"]
+        print(f"{'simulate: Dask 2 vs 1 worker':32} {sp:10.2f}x  (target >= 1.6x)")
     print(f"{'peak RSS (MB)':32} {peak_mb:10.1f}")
     if args.update_baseline or not BASELINE.exists():
         BASELINE.write_text(

@@ -184,6 +184,8 @@ def test_vectorised_equals_scalar_reference(simulator):
         Scenario(id="stock", commodity="cobalt", stage="refine", restrictors=["CHN"], duration_months=9,
                  response=Response(stockpile=StockpileRelease(holdings_t=4000, max_release_t_per_month=500, price_cap=1.3), demand_restraint=0.1)),
         Scenario(id="licence", commodity="graphite", stage="refine", restrictors=["CHN"], regime="licence", targets=["BLOC"]),
+        Scenario(id="restraint", commodity="antimony", stage="mine", restrictors=["CHN"], duration_months=5,
+                 response=Response(demand_restraint=0.5)),
     ]
     b = compile_batch(sample, simulator.nodes, simulator.chain, simulator.params)
     nd = NodeDraws.sample(simulator.nodes, simulator.params, 16, 9)

@@ -26,7 +26,15 @@ def dask_client(address: str | None = None, workers: int | None = None) -> Itera
         finally:
             client.close()
         return
-    cluster = LocalCluster(n_workers=int(workers or 1), threads_per_worker=1, processes=True, dashboard_address=None)
+    import dask
+
+    # Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in workers; setting it also switches off glibc's dynamic
+    # mmap threshold, so every chunk array (> 128 kB) is mmapped and unmapped and its pages fault in again:
+    # system time tripled the run time in the benchmark. Chunks are bounded (run.CHUNK_ELEMENTS), so serving
+    # them from the heap is safe.
+    env = {"MALLOC_TRIM_THRESHOLD_": 1 << 30, "MALLOC_MMAP_THRESHOLD_": 1 << 28}
+    with dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in env.items()}):
+        cluster = LocalCluster(n_workers=int(workers or 1), threads_per_worker=1, processes=True, dashboard_address=None)
     client = Client(cluster)
     try:
         yield client

@@ -348,65 +348,27 @@ def evaluate_chunk(
     cap = b.cap[:, None]
 
     months = int(b.duration.max()) if S else 0
-    dur = b.duration[:, None]
     # Per-segment accumulators over months (S, D); participants are linear in them (see docs/simulation.md):
     #   targeted segment T:  A = (p-1) σ, B = 1 - σ - C, C = ρ_t p^εd, G = (p-1) p^εs, where σ is the served
     #   share of baseline demand: (1-ρ_t) p^εd, or the available supply when the price is capped
     #   unrestricted U (months in shortage only): A_U = (p_U - 1) p_U^εd, G_U = (p_U - 1) p_U^εs
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.where(ramp > 0, 1.0 / ramp, np.inf)
+    # Only scenarios short of supply in month 1 of some draw (supply never falls later) need the month loop.
+    rows = np.arange(S) if keep_paths else np.flatnonzero((s0 + x_full * np.minimum(1.0, frac) < d_t).any(axis=1))
     acc_a, acc_b, acc_c, acc_g = (np.zeros((S, D)) for _ in range(4))
     n_short = np.zeros((S, D))
     peak = np.ones((S, D))
     used = np.zeros((S, D))
-    paths = {k: np.full((S, D, months), np.nan) for k in ("price_t", "price_u", "shortfall_usa", "shortfall_jpn", "stock_left")} if keep_paths else None
-    with np.errstate(divide="ignore", invalid="ignore"):
-        frac = np.where(ramp > 0, 1.0 / ramp, np.inf)
-    # without stockpiles every month from the last ramp-up month on repeats: step to there, then multiply
-    ramp_end = int(np.ceil(np.nanmax(draws.values["ramp_months"])))  # same for every chunk: bitwise-stable results
-    last = months if (has_stock or keep_paths) else max(1, min(months, ramp_end))
-    k: Any = 0.0
-    for t in range(1, last + 1):
-        reps = (np.maximum(dur - t + 1, 0) if t == last else (t <= dur)).astype(float)  # (S, 1) weight of month t
-        supply = s0 + x_full * np.minimum(1.0, t * frac)
-        short = supply < d_t
-        lnd_t = np.where(short, ln_dr, ln_d)
-        if has_stock:
-            demand = np.exp(lnd_t)
-            k_req = release_to_cap(supply, demand, cap, ed, es)
-            k = np.where(short, np.minimum(np.minimum(k_req, rate), stock * 12.0), 0.0)
-            p = price_with_release(supply, demand, k, ed, es)
-            on = (t <= dur).astype(float)
-            stock -= k * on / 12.0
-            used += k * on / 12.0
-            lnp = np.log(p)
-        else:
-            k = 0.0
-            lnp = np.where(short, (lnd_t - np.log(supply)) * inv, 0.0)
-        capped = lnp > ln_pmax
-        lnp = np.minimum(lnp, ln_pmax)
-        p = np.exp(lnp)
-        p_ed, p_es = np.exp(ed * lnp), np.exp(es * lnp)
-        rho_t = np.where(short, rho, 0.0)
-        c_t = rho_t * p_ed
-        served = (1.0 - rho_t) * p_ed
-        if capped.any():
-            with np.errstate(divide="ignore", invalid="ignore"):
-                avail = (supply * p_es + k) / d_t
-            served = np.where(capped, np.minimum(served, avail), served)
-        acc_a += reps * ((p - 1.0) * served)
-        acc_b += reps * np.maximum(1.0 - served - c_t, 0.0)
-        acc_c += reps * c_t
-        acc_g += reps * ((p - 1.0) * p_es)
-        n_short += reps * short
-        np.maximum(peak, np.where(reps > 0, p, 1.0), out=peak)
-        if paths is not None:
-            on_b = np.broadcast_to(t <= dur, (S, D))
-            q0 = b.q0_t[:, None]
-            paths["price_t"][:, :, t - 1] = np.where(on_b, p, np.nan)
-            paths["price_u"][:, :, t - 1] = np.where(on_b, np.where(short, p_u, 1.0), np.nan)
-            for j, key in enumerate(("shortfall_usa", "shortfall_jpn")):
-                sj = np.where(b.in_t[:, j, None], b.d_j[:, j, None] * np.maximum(1.0 - served, 0.0), 0.0)
-                paths[key][:, :, t - 1] = np.where(on_b, sj * q0 / 12.0, np.nan)
-            paths["stock_left"][:, :, t - 1] = np.where(on_b, stock * q0, np.nan)
+    paths = None
+    if rows.size:
+        sub = _month_loop(
+            rows, s0, x_full, frac, d_t, ln_dr, ln_d, inv, ed, es, ln_pmax, rho, stock, rate, cap, b.duration[:, None],
+            has_stock, keep_paths, months, int(np.ceil(np.nanmax(draws.values["ramp_months"]))), p_u, b,
+        )
+        for arr, val in zip((acc_a, acc_b, acc_c, acc_g, n_short, peak, used), sub[:7], strict=True):
+            arr[rows] = val
+        paths = sub[7]
     a_u = n_short * (p_u - 1.0) * pu_ed
     g_u = n_short * (p_u - 1.0) * pu_es
     in_t = b.in_t[:, :, None]
@@ -430,3 +392,74 @@ def evaluate_chunk(
         stock_used_t=used * b.q0_t[:, None],
         paths=paths,
     )
+
+
+def _month_loop(
+    rows: np.ndarray, s0: np.ndarray, x_full: np.ndarray, frac: np.ndarray, d_t: np.ndarray, ln_dr: np.ndarray,
+    ln_d: np.ndarray, inv: np.ndarray, ed: np.ndarray, es: np.ndarray, ln_pmax: np.ndarray, rho: np.ndarray,
+    stock: np.ndarray, rate: np.ndarray, cap: np.ndarray, dur: np.ndarray, has_stock: bool, keep_paths: bool,
+    months: int, ramp_end: int, p_u: np.ndarray, b: Batch,
+) -> tuple[Any, ...]:
+    """The month loop of :func:`evaluate_chunk` on the scenario rows ``rows`` (arrays are the full chunk's)."""
+    n_all = len(b)
+    S, D = len(rows), ed.shape[1]
+    s0, x_full, frac, d_t, ln_dr, ln_d, inv, ed, es, ln_pmax = (
+        np.broadcast_to(x, (n_all, D))[rows] for x in (s0, x_full, frac, d_t, ln_dr, ln_d, inv, ed, es, ln_pmax)
+    )
+    rho, rate, cap, dur = rho[rows], rate[rows], cap[rows], dur[rows]
+    stock = stock[rows]
+    p_u = p_u[rows]
+    acc_a, acc_b, acc_c, acc_g = (np.zeros((S, D)) for _ in range(4))
+    n_short = np.zeros((S, D))
+    peak = np.ones((S, D))
+    used = np.zeros((S, D))
+    paths = {k: np.full((S, D, months), np.nan) for k in ("price_t", "price_u", "shortfall_usa", "shortfall_jpn", "stock_left")} if keep_paths else None
+    # without stockpiles every month from the last ramp-up month on repeats: step to there, then multiply
+    # (ramp_end is the maximum over all nodes and draws, the same for every chunk: bitwise-stable results)
+    last = months if (has_stock or keep_paths) else max(1, min(months, ramp_end))
+    k: Any = 0.0
+    for t in range(1, last + 1):
+        reps = (np.maximum(dur - t + 1, 0) if t == last else (t <= dur)).astype(float)  # (S, 1) weight of month t
+        supply = s0 + x_full * np.minimum(1.0, t * frac)
+        short = supply < d_t
+        lnd_t = np.where(short, ln_dr, ln_d)
+        if has_stock:
+            demand = np.exp(lnd_t)
+            k_req = release_to_cap(supply, demand, cap, ed, es)
+            k = np.where(short, np.minimum(np.minimum(k_req, rate), stock * 12.0), 0.0)
+            p = price_with_release(supply, demand, k, ed, es)
+            on = (t <= dur).astype(float)
+            stock -= k * on / 12.0
+            used += k * on / 12.0
+            lnp = np.log(p)
+        else:
+            k = 0.0
+            lnp = np.where(short, np.maximum((lnd_t - np.log(supply)) * inv, 0.0), 0.0)  # restraint may end the shortage
+        capped = lnp > ln_pmax
+        lnp = np.minimum(lnp, ln_pmax)
+        p = np.exp(lnp)
+        p_ed, p_es = np.exp(ed * lnp), np.exp(es * lnp)
+        rho_t = np.where(short, rho, 0.0)
+        c_t = rho_t * p_ed
+        served = (1.0 - rho_t) * p_ed
+        if capped.any():
+            with np.errstate(divide="ignore", invalid="ignore"):
+                avail = (supply * p_es + k) / d_t
+            served = np.where(capped, np.minimum(served, avail), served)
+        acc_a += reps * ((p - 1.0) * served)
+        acc_b += reps * np.maximum(1.0 - served - c_t, 0.0)
+        acc_c += reps * c_t
+        acc_g += reps * ((p - 1.0) * p_es)
+        n_short += reps * short
+        np.maximum(peak, np.where(reps > 0, p, 1.0), out=peak)
+        if paths is not None:
+            on_b = np.broadcast_to(t <= dur, (S, D))
+            q0 = b.q0_t[rows, None]
+            paths["price_t"][:, :, t - 1] = np.where(on_b, p, np.nan)
+            paths["price_u"][:, :, t - 1] = np.where(on_b, np.where(short, p_u, 1.0), np.nan)
+            for j, key in enumerate(("shortfall_usa", "shortfall_jpn")):
+                sj = np.where(b.in_t[rows, j, None], b.d_j[rows, j, None] * np.maximum(1.0 - served, 0.0), 0.0)
+                paths[key][:, :, t - 1] = np.where(on_b, sj * q0 / 12.0, np.nan)
+            paths["stock_left"][:, :, t - 1] = np.where(on_b, stock * q0, np.nan)
+
+    return acc_a, acc_b, acc_c, acc_g, n_short, peak, used, paths

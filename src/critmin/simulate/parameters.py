@@ -37,7 +37,8 @@ SAMPLED: dict[str, tuple[float, float]] = {
     "downstream_value_multiple": (0.0, 1000.0),
     "max_price_ratio": (1.0, 1000.0),
 }
-#: Scalar settings (the ``value`` column is used; a range, where given, is documentation only).
+#: Settings: the ``value`` column is used and a range is documentation only, except ``licence_denial``,
+#: whose [low, high] is the uniform range of the withheld share of licence/quota scenarios without one.
 SETTINGS: dict[str, tuple[float, float]] = {
     "licence_denial": (0.0, 1.0),
     "restraint_loss_fraction": (0.0, 1.0),
