@@ -80,3 +80,12 @@ def test_bench_simulate_json_interface() -> None:
 def test_version() -> None:
     p = run("--version")
     assert p.stdout.strip()
+
+
+def test_risk_on_dask_scheduler_address_equals_single_process() -> None:
+    distributed = __import__("pytest").importorskip("distributed")
+    args = ("risk", "--perspective", "JPN", "--format", "json", "--draws", "24", "--seed", "3")
+    single = json.loads(run(*args).stdout)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        dist = json.loads(run(*args, "--dask", cluster.scheduler_address).stdout)
+    assert dist == single

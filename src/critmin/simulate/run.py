@@ -8,6 +8,7 @@ Chunks run on a thread pool (numpy releases the GIL) or on a Dask cluster; resul
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -101,6 +102,7 @@ class Simulator:
             "draws": draws,
             "seed": seed,
             "parameters": self.params.origin,
+            "parameters_sha256": hashlib.sha256(self.params.table.to_csv(index=False).encode()).hexdigest(),
             "probability_model": self.probability.summary(),
         }
 
