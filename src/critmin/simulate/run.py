@@ -123,6 +123,9 @@ class RunResult:
     metadata: dict[str, Any]
     evaluations: int = 0
     flags: dict[str, list[str]] = field(default_factory=dict)
+    #: per node, shape (7, draws): loss USA, JPN, BLOC (USD), shortfall USA, JPN, BLOC (t), months of
+    #: disruption (max over the scenarios that occur at the node in the draw); only for runs with probabilities
+    node_draws: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _quantiles(x: np.ndarray, q: float) -> tuple[np.ndarray, np.ndarray]:
@@ -152,7 +155,8 @@ def run_chunk(
         "producer_gain": r.producer_gain,
     }
     comp = {k: np.concatenate([v, v.sum(axis=1, keepdims=True)], axis=1).mean(axis=2) for k, v in comp.items()}
-    short = np.concatenate([r.shortfall_t, r.shortfall_t.sum(axis=1, keepdims=True)], axis=1)
+    short_d = np.concatenate([r.shortfall_t, r.shortfall_t.sum(axis=1, keepdims=True)], axis=1)  # (S, 3, D)
+    short = short_d
     rel = np.concatenate([r.loss_rel, r.loss_rel.sum(axis=1, keepdims=True)], axis=1)
     var, cvar = _quantiles(loss, 0.95)
     pk = np.quantile(r.peak_price, [0.05, 0.5, 0.95], axis=1)
@@ -184,7 +188,7 @@ def run_chunk(
             uf = u[b.family[i]]
             idx = np.flatnonzero((uf >= b.prob_lo[i]) & (uf < b.prob_hi[i]))
             if idx.size:
-                hits[int(i)] = (idx, np.nan_to_num(loss[i][:, idx], nan=0.0))
+                hits[int(i)] = (idx, np.nan_to_num(np.vstack([loss[i][:, idx], short_d[i][:, idx]]), nan=0.0))
     out["hits"] = hits
     if keep_paths and r.paths is not None:
         out["paths"] = r.paths
@@ -313,15 +317,19 @@ def _assemble(
     for ix, p in zip(blocks, parts, strict=True):
         for k, h in p["hits"].items():
             hits[int(ix[k])] = h
+    node_draws: dict[str, np.ndarray] = {}
     for i in sorted(hits):
         c = scenarios[i].commodity
         tot = totals.setdefault(c, np.zeros((3, draws)))
         idx, vals = hits[i]
-        tot[:, idx] += vals
+        tot[:, idx] += vals[:3]
+        nd = node_draws.setdefault(f"{c}/{scenarios[i].stage}", np.zeros((7, draws)))
+        nd[:6, idx] += vals
+        nd[6, idx] = np.maximum(nd[6, idx], np.where(vals[5] > 0, float(scenarios[i].duration_months), 0.0))
     paths = None
     if keep_paths:
         paths = _path_bands(scenarios, batch, blocks, parts)
-    return RunResult(df, totals, paths, sim.metadata(draws, seed), evaluations=S * draws)
+    return RunResult(df, totals, paths, sim.metadata(draws, seed), evaluations=S * draws, node_draws=node_draws)
 
 
 def _path_bands(scenarios: list[Scenario], batch: Batch, blocks: list[np.ndarray], parts: list[dict[str, Any]]) -> pd.DataFrame:

@@ -1,0 +1,107 @@
+"""Project finance of one project under price scenarios: cash flows, NPV, IRR, DSCR, viability gap.
+
+Pure functions over numpy arrays; a leading scenario dimension is allowed everywhere (prices of shape
+(scenarios, years) give NPVs of shape (scenarios,)). Years are t = 0, 1, ..., T-1; year 0 is the start of
+construction.
+
+- Output ``q_t = Q · ramp_t`` with ``ramp_t`` = 0 during construction, then linear to 1 over the ramp-up.
+- Free cash flow ``FCF_t = (P_t - c) q_t (1 - τ) + τ D_t - K_t`` (revenue less operating cost, after tax,
+  plus the depreciation tax shield ``τ D_t`` with straight-line depreciation of capex over the operating
+  life; capex ``K`` spread evenly over the construction years).
+- ``NPV = Σ_t FCF_t / (1 + r)^t`` at the hurdle rate r; IRR solves NPV(r) = 0 (NaN when FCF never changes
+  sign); the viability gap is ``max(0, -NPV)``: the support (in present value) that lifts the project to its
+  hurdle rate (methods.md §7).
+- DSCR for a loan of principal L at rate i over n years (annuity from the first operating year):
+  ``DSCR_t = CFADS_t / DS_t`` with ``CFADS_t = (P_t - c) q_t (1 - τ) + τ D_t`` (before capex).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import brentq
+
+
+@dataclass(frozen=True)
+class ProjectCase:
+    """Inputs of one project's finance (all money in USD, quantities in t/yr)."""
+
+    capacity_t: float
+    capex_usd: float
+    unit_cost_usd_per_t: float
+    construction_years: int
+    ramp_years: float
+    life_years: int
+    tax_rate: float
+    hurdle_rate: float
+
+
+def output_profile(case: ProjectCase) -> np.ndarray:
+    """Output by year (t/yr): 0 while building, linear ramp to capacity, then capacity; length C + life."""
+    c, life = case.construction_years, case.life_years
+    t_op = np.arange(life, dtype=float)
+    ramp = np.minimum(1.0, (t_op + 1.0) / max(case.ramp_years, 1e-9)) if case.ramp_years > 0 else np.ones(life)
+    return np.concatenate([np.zeros(c), case.capacity_t * ramp])
+
+
+def cash_flows(case: ProjectCase, prices: np.ndarray) -> np.ndarray:
+    """Free cash flow by year, shape (..., C + life); ``prices`` (USD/t) broadcast over years."""
+    c, life = case.construction_years, case.life_years
+    n = c + life
+    q = output_profile(case)
+    p = np.broadcast_to(np.asarray(prices, dtype=float), (*np.shape(prices)[:-1], n)) if np.ndim(prices) else np.full(n, float(prices))
+    capex = np.zeros(n)
+    capex[: max(c, 1)] = case.capex_usd / max(c, 1)
+    dep = np.zeros(n)
+    dep[c:] = case.capex_usd / life
+    margin = (p - case.unit_cost_usd_per_t) * q
+    return margin * (1.0 - case.tax_rate) + case.tax_rate * dep - capex
+
+
+def npv(flows: np.ndarray, rate: float) -> np.ndarray:
+    """``Σ_t FCF_t / (1 + r)^t`` over the last axis."""
+    t = np.arange(np.shape(flows)[-1])
+    return np.asarray(flows) @ (1.0 + rate) ** -t
+
+
+def irr(flows: np.ndarray) -> float:
+    """Internal rate of return of one cash-flow vector (NaN when there is no sign change in [-99 %, 1000 %])."""
+    f = np.asarray(flows, dtype=float)
+    lo, hi = -0.99, 10.0
+    a, b = float(npv(f, lo)), float(npv(f, hi))
+    if not np.isfinite(a) or not np.isfinite(b) or a * b > 0:
+        return float("nan")
+    return float(brentq(lambda r: float(npv(f, r)), lo, hi, xtol=1e-12))
+
+
+def viability_gap(case: ProjectCase, prices: np.ndarray) -> np.ndarray:
+    """``max(0, -NPV)`` at the hurdle rate (USD, present value at year 0), per price scenario."""
+    return np.maximum(0.0, -npv(cash_flows(case, prices), case.hurdle_rate))
+
+
+def annuity_payment(principal: float, rate: float, years: int) -> float:
+    """Level annual payment repaying ``principal`` at ``rate`` over ``years``: ``L r / (1 - (1 + r)^-n)``."""
+    if years <= 0:
+        return float("nan")
+    if rate == 0:
+        return principal / years
+    return principal * rate / (1.0 - (1.0 + rate) ** -years)
+
+
+def dscr(case: ProjectCase, prices: np.ndarray, principal: float, rate: float, tenor_years: int) -> np.ndarray:
+    """Minimum DSCR over the loan's life, per price scenario (``CFADS_t / DS_t``; inf when no debt)."""
+    if principal <= 0:
+        return np.full(np.shape(prices)[:-1] if np.ndim(prices) > 1 else (), np.inf)
+    c = case.construction_years
+    flows = cash_flows(case, prices) + _capex(case)  # add capex back: cash available for debt service
+    ds = annuity_payment(principal, rate, tenor_years)
+    window = flows[..., c : c + tenor_years]
+    return np.min(window / ds, axis=-1)
+
+
+def _capex(case: ProjectCase) -> np.ndarray:
+    n = case.construction_years + case.life_years
+    k = np.zeros(n)
+    k[: max(case.construction_years, 1)] = case.capex_usd / max(case.construction_years, 1)
+    return k

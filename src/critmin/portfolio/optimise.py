@@ -1,0 +1,329 @@
+"""Portfolio optimiser: a mixed-integer programme on HiGHS, a greedy baseline and the efficient frontier.
+
+Formulation (docs/portfolio.md). Options o = (project, instrument, agency); scenario draws s with weights
+``w_s``; nodes n.
+
+    max  Σ_s w_s Σ_n v_n y_ns  +  γ Σ_o b_o x_o  -  λ (η + Σ_s w_s u_s / (1 - α))  -  ε Σ_o c_o x_o
+    s.t. Σ_{o ∈ p} x_o <= 1                               one option per project            (project)
+         z_n = Σ_{o at n} Δq_o x_o                        added supply at node n, t/yr      (supply)
+         y_ns <= f_ns z_n,  0 <= y_ns <= short_ns         shortfall avoided in draw s, t    (avoided)
+         Σ_{o ∈ k} c_o x_o <= B_k                         budget of agency-instrument k     (budget)
+         Σ_{o in country c} c_o x_o <= δ_c Σ_k B_k         diversification by country        (country)
+         Σ_{o in commodity m} c_o x_o <= δ_m Σ_k B_k       diversification by commodity      (commodity)
+         Σ_{o of participant p} c_o x_o >= μ_p Σ_o c_o x_o  co-financing share of participant (cofinance)
+         u_s >= L_s - Σ_n v_n y_ns - η,  u_s >= 0          CVaR of the residual loss (when λ > 0)
+         x_o ∈ {0, 1}
+
+``Δq_o`` = additional expected capacity (t/yr) the option brings, ``f_ns`` = months of disruption at n in
+draw s / 12, ``v_n`` = loss per tonne short at n (USD/t), ``c_o`` = budget cost (USD), ``b_o`` = secondary
+bonus (e.g. capacity added outside countries of concern at concentrated stages), ``L_s = Σ_n v_n short_ns``.
+Options that miss the deadline are removed before solving.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from critmin.errors import CritminError
+
+OPTION_COLUMNS = ("project_id", "instrument", "agency", "budget_key", "participant", "node", "country", "commodity",
+                  "dq_t", "cost_usd", "amount_usd", "months_to_output", "bonus")
+
+
+class PortfolioError(CritminError):
+    """Infeasible or invalid portfolio input."""
+
+
+@dataclass
+class PortfolioProblem:
+    """Inputs of the optimiser.
+
+    - ``options``: DataFrame with OPTION_COLUMNS (``node`` indexes the rows of ``shortfall``).
+    - ``shortfall`` (nodes × draws, t) and ``months`` (nodes × draws, months of disruption) from the simulator.
+    - ``value_per_t`` (nodes,) USD per tonne short; ``weights`` (draws,) summing to 1.
+    - ``budgets``: budget_key → USD.
+    """
+
+    options: pd.DataFrame
+    shortfall: np.ndarray
+    months: np.ndarray
+    value_per_t: np.ndarray
+    weights: np.ndarray
+    budgets: dict[str, float]
+    node_names: list[str] = field(default_factory=list)
+    deadline_months: float | None = None
+    max_country_share: float = 1.0
+    max_commodity_share: float = 1.0
+    min_participant_share: dict[str, float] = field(default_factory=dict)
+    must_include: list[str] = field(default_factory=list)
+    cvar_alpha: float = 0.95
+    cvar_weight: float = 0.0
+    bonus_weight: float = 0.0
+    cost_tiebreak: float = 1e-9
+
+    def eligible(self) -> pd.DataFrame:
+        o = self.options
+        keep = (o["dq_t"] > 0) & o["budget_key"].isin(list(self.budgets))
+        if self.deadline_months is not None:
+            keep &= o["months_to_output"] <= self.deadline_months
+        return o[keep].reset_index(drop=True)
+
+
+@dataclass
+class Solution:
+    """An optimised (or greedy) portfolio."""
+
+    selected: pd.DataFrame
+    objective: float
+    expected_avoided_usd: float
+    cvar_residual_usd: float
+    spent: dict[str, float]
+    status: str
+    gap: float
+    seconds: float
+    avoided_by_node: dict[str, float]
+    method: str
+
+
+def _avoided(problem: PortfolioProblem, z: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Given added supply z (nodes,), the optimal y, expected avoided loss and CVaR of the residual loss."""
+    y = np.minimum(problem.shortfall, problem.months / 12.0 * z[:, None])
+    avoided_s = problem.value_per_t @ y
+    exp = float(problem.weights @ avoided_s)
+    resid = problem.value_per_t @ problem.shortfall - avoided_s
+    return y, exp, _cvar(resid, problem.weights, problem.cvar_alpha)
+
+
+def _cvar(x: np.ndarray, w: np.ndarray, alpha: float) -> float:
+    """CVaR_α of a discrete distribution (values x, weights w): mean of the worst 1-α tail (Rockafellar-Uryasev)."""
+    order = np.argsort(-x)
+    xs, ws = x[order], w[order]
+    tail = 1.0 - alpha
+    cum = np.cumsum(ws)
+    take = np.minimum(ws, np.maximum(tail - (cum - ws), 0.0))
+    return float(xs @ take / tail) if tail > 0 else float(xs.max())
+
+
+def _result(problem: PortfolioProblem, opts: pd.DataFrame, x: np.ndarray, status: str, gap: float, seconds: float, method: str) -> Solution:
+    sel = opts[x > 0.5].copy()
+    z = np.zeros(problem.shortfall.shape[0])
+    np.add.at(z, sel["node"].to_numpy(dtype=int), sel["dq_t"].to_numpy(dtype=float))
+    y, exp, cvar = _avoided(problem, z)
+    spent = {k: float(sel.loc[sel["budget_key"] == k, "cost_usd"].sum()) for k in problem.budgets}
+    obj = exp + problem.bonus_weight * float(sel["bonus"].sum()) - problem.cvar_weight * cvar
+    names = problem.node_names or [str(i) for i in range(len(z))]
+    by_node = {names[n]: float(problem.weights @ (problem.value_per_t[n] * y[n])) for n in np.flatnonzero(z)}
+    return Solution(sel.reset_index(drop=True), obj, exp, cvar, spent, status, gap, seconds, by_node, method)
+
+
+def check(problem: PortfolioProblem, opts: pd.DataFrame) -> None:
+    """Reject inputs that cannot be solved, with a message saying why."""
+    neg = {k: b for k, b in problem.budgets.items() if b < 0 or not np.isfinite(b)}
+    if neg:
+        raise PortfolioError(f"negative budget for {', '.join(sorted(neg))}")
+    if sum(problem.min_participant_share.values()) > 1.0 + 1e-12:
+        raise PortfolioError(
+            f"co-financing minimum shares add up to {sum(problem.min_participant_share.values()):.2f} > 1 "
+            f"({problem.min_participant_share}): no portfolio can meet them"
+        )
+    for pid in problem.must_include:
+        if pid not in set(opts["project_id"]):
+            why = "it is not in the pipeline" if pid not in set(problem.options["project_id"]) else (
+                "its options miss the deadline, add no capacity or have no budget")
+            raise PortfolioError(f"must_include project {pid} has no eligible option: {why}")
+
+
+def solve(problem: PortfolioProblem, gap: float = 0.01, time_limit: float = 60.0, threads: int = 2) -> Solution:
+    """Solve the MIP with HiGHS to the relative ``gap``; raises PortfolioError when infeasible."""
+    import highspy
+
+    t0 = time.perf_counter()
+    opts = problem.eligible()
+    check(problem, opts)
+    n_o = len(opts)
+    if n_o == 0:
+        return _result(problem, opts, np.zeros(0), "no eligible option", 0.0, time.perf_counter() - t0, "mip")
+    N, S = problem.shortfall.shape
+    w, v = problem.weights, problem.value_per_t
+    node = opts["node"].to_numpy(dtype=int)
+    nodes_used = np.unique(node)
+    # y variables only where the node can receive supply and is short in the draw
+    ys = [(n, s) for n in nodes_used for s in np.flatnonzero(problem.shortfall[n] > 0)]
+    n_y = len(ys)
+    use_cvar = problem.cvar_weight > 0
+    n_u = S if use_cvar else 0
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("mip_rel_gap", gap)
+    h.setOptionValue("time_limit", float(time_limit))
+    h.setOptionValue("threads", int(threads))
+    h.setOptionValue("random_seed", 0)
+    inf = highspy.kHighsInf
+    cost = opts["cost_usd"].to_numpy(dtype=float)
+    # columns: x (n_o), y (n_y), eta, u (n_u)   -- HiGHS minimises; negate the maximisation objective
+    scale = max(float(np.max(np.abs(v))) if v.size else 1.0, 1.0)
+    c_x = -(problem.bonus_weight * opts["bonus"].to_numpy(dtype=float)) / scale + problem.cost_tiebreak * cost / max(cost.max(), 1.0)
+    c_y = np.array([-w[s] * v[n] for n, s in ys]) / scale
+    cols_cost = [c_x, c_y]
+    lb = [np.zeros(n_o), np.zeros(n_y)]
+    ub = [np.ones(n_o), np.array([problem.shortfall[n, s] for n, s in ys])]
+    if use_cvar:
+        lam = problem.cvar_weight
+        cols_cost += [np.array([lam]) / scale, lam * w / (1.0 - problem.cvar_alpha) / scale]
+        lb += [np.array([-inf]), np.zeros(n_u)]
+        ub += [np.array([inf]), np.full(n_u, inf)]
+    cc, ll, uu = np.concatenate(cols_cost), np.concatenate(lb), np.concatenate(ub)
+    n_col = len(cc)
+    h.addVars(n_col, ll, uu)
+    h.changeColsCost(n_col, np.arange(n_col, dtype=np.int32), cc)
+    h.changeColsIntegrality(n_o, np.arange(n_o, dtype=np.int32), np.full(n_o, highspy.HighsVarType.kInteger))
+    rows_lo: list[float] = []
+    rows_hi: list[float] = []
+    starts: list[int] = []
+    idx: list[int] = []
+    val: list[float] = []
+    row_names: list[str] = []
+
+    def row(cols: np.ndarray, coefs: np.ndarray, lo: float, hi: float, name: str) -> None:
+        starts.append(len(idx))
+        idx.extend(int(c) for c in cols)
+        val.extend(float(a) for a in coefs)
+        rows_lo.append(lo)
+        rows_hi.append(hi)
+        row_names.append(name)
+
+    must = set(problem.must_include)
+    for pid, g in opts.groupby("project_id", sort=True).groups.items():
+        if len(g) > 1 or pid in must:
+            row(np.asarray(g), np.ones(len(g)), 1.0 if pid in must else -inf, 1.0, f"project:{pid}")
+    dq = opts["dq_t"].to_numpy(dtype=float)
+    by_node = {n: np.flatnonzero(node == n) for n in nodes_used}
+    for k, (n, s) in enumerate(ys):  # y_ns - f_ns Σ Δq x <= 0
+        o = by_node[n]
+        f = problem.months[n, s] / 12.0
+        row(np.concatenate([[n_o + k], o]), np.concatenate([[1.0], -f * dq[o]]), -inf, 0.0, f"avoided:{n}:{s}")
+    for key, b in sorted(problem.budgets.items()):
+        o = np.flatnonzero(opts["budget_key"].to_numpy() == key)
+        if len(o):
+            row(o, cost[o], -inf, float(b), f"budget:{key}")
+    total = float(sum(problem.budgets.values()))
+    for colname, share in (("country", problem.max_country_share), ("commodity", problem.max_commodity_share)):
+        if share < 1.0:
+            for c, g in opts.groupby(colname).groups.items():
+                row(np.asarray(g), cost[np.asarray(g)], -inf, share * total, f"{colname}:{c}")
+    for part, mu in sorted(problem.min_participant_share.items()):
+        mine = (opts["participant"].to_numpy() == part).astype(float)
+        row(np.arange(n_o), cost * (mine - mu), 0.0, inf, f"cofinance:{part}")
+    if use_cvar:
+        base = n_o + n_y
+        loss_s = v @ problem.shortfall
+        for s in range(S):
+            ks = [k for k, (_, ss) in enumerate(ys) if ss == s]
+            cols = np.array([n_o + k for k in ks] + [base, base + 1 + s], dtype=int)
+            coefs = np.array([v[ys[k][0]] for k in ks] + [1.0, 1.0])
+            row(cols, coefs, float(loss_s[s]), inf, f"cvar:{s}")  # Σ v y + η + u_s >= L_s
+    if rows_lo:
+        starts_a = np.array(starts, dtype=np.int32)
+        h.addRows(len(rows_lo), np.array(rows_lo), np.array(rows_hi), len(idx), starts_a, np.array(idx, dtype=np.int32), np.array(val))
+    h.run()
+    status = h.modelStatusToString(h.getModelStatus())
+    if h.getModelStatus() == highspy.HighsModelStatus.kInfeasible:
+        cheapest = {p: float(opts.loc[opts["project_id"] == p, "cost_usd"].min()) for p in sorted(must)}
+        raise PortfolioError(
+            "the portfolio problem is infeasible: the must_include projects "
+            f"{', '.join(f'{p} (cheapest option {c:,.0f} USD)' for p, c in cheapest.items()) or 'none'} do not fit the "
+            f"budget {', '.join(f'{k} {b:,.0f} USD' for k, b in sorted(problem.budgets.items()))} "
+            f"with co-financing shares {problem.min_participant_share or 'none'} and the diversification limits"
+        )
+    sol = np.asarray(h.getSolution().col_value)
+    info = h.getInfo()
+    mip_gap = float(info.mip_gap) if np.isfinite(info.mip_gap) else 0.0
+    return _result(problem, opts, sol[:n_o], status, mip_gap, time.perf_counter() - t0, "mip")
+
+
+def greedy(problem: PortfolioProblem) -> Solution:
+    """Benefit-per-cost baseline: repeatedly add the option with the largest marginal expected avoided loss per
+    USD of budget cost that fits its budget and the diversification limits (one option per project)."""
+    t0 = time.perf_counter()
+    opts = problem.eligible()
+    n_o = len(opts)
+    x = np.zeros(n_o)
+    if n_o == 0:
+        return _result(problem, opts, x, "no eligible option", 0.0, 0.0, "greedy")
+    left = dict(problem.budgets)
+    total = float(sum(problem.budgets.values()))
+    spent_country: dict[str, float] = {}
+    spent_commodity: dict[str, float] = {}
+    z = np.zeros(problem.shortfall.shape[0])
+    _, base, _ = _avoided(problem, z)
+    node = opts["node"].to_numpy(dtype=int)
+    dq = opts["dq_t"].to_numpy(dtype=float)
+    cost = opts["cost_usd"].to_numpy(dtype=float)
+    taken_projects: set[str] = set()
+    while True:
+        best, best_ratio, best_gain = -1, 0.0, 0.0
+        for i in range(n_o):
+            r = opts.iloc[i]
+            if x[i] or r["project_id"] in taken_projects or cost[i] > left.get(r["budget_key"], 0.0) + 1e-9:
+                continue
+            if spent_country.get(r["country"], 0.0) + cost[i] > problem.max_country_share * total + 1e-9:
+                continue
+            if spent_commodity.get(r["commodity"], 0.0) + cost[i] > problem.max_commodity_share * total + 1e-9:
+                continue
+            z[node[i]] += dq[i]
+            _, val, cv = _avoided(problem, z)
+            z[node[i]] -= dq[i]
+            gain = val - base + problem.bonus_weight * float(r["bonus"]) - problem.cvar_weight * (cv - _avoided(problem, z)[2])
+            ratio = gain / max(cost[i], 1.0)
+            if gain > 1e-9 and ratio > best_ratio:
+                best, best_ratio, best_gain = i, ratio, gain
+        if best < 0:
+            break
+        r = opts.iloc[best]
+        x[best] = 1
+        taken_projects.add(str(r["project_id"]))
+        left[r["budget_key"]] -= cost[best]
+        spent_country[r["country"]] = spent_country.get(r["country"], 0.0) + cost[best]
+        spent_commodity[r["commodity"]] = spent_commodity.get(r["commodity"], 0.0) + cost[best]
+        z[node[best]] += dq[best]
+        base += best_gain
+    return _result(problem, opts, x, "greedy", float("nan"), time.perf_counter() - t0, "greedy")
+
+
+def frontier(problem: PortfolioProblem, points: int = 20, gap: float = 0.01, time_limit: float = 60.0) -> pd.DataFrame:
+    """Risk reduction against total budget: every budget scaled by ``k/points``, k = 1..points."""
+    rows = []
+    for k in range(1, points + 1):
+        f = k / points
+        p = _scaled(problem, f)
+        s = solve(p, gap=gap, time_limit=time_limit)
+        rows.append({"budget_scale": f, "total_budget_usd": float(sum(p.budgets.values())), "spent_usd": float(sum(s.spent.values())),
+                     "expected_avoided_usd": s.expected_avoided_usd, "cvar_residual_usd": s.cvar_residual_usd, "projects": len(s.selected),
+                     "gap": s.gap, "seconds": s.seconds})
+    return pd.DataFrame(rows)
+
+
+def _scaled(problem: PortfolioProblem, factor: float) -> PortfolioProblem:
+    from dataclasses import replace
+
+    return replace(problem, budgets={k: v * factor for k, v in problem.budgets.items()})
+
+
+def marginal_values(problem: PortfolioProblem, base: Solution, step: float = 0.1, gap: float = 0.005, time_limit: float = 60.0) -> dict[str, Any]:
+    """Marginal value of each budget: ``(objective(B_k (1+step)) - objective(B)) / (step B_k)`` (USD per USD)."""
+    from dataclasses import replace
+
+    out: dict[str, Any] = {}
+    for k, b in sorted(problem.budgets.items()):
+        if b <= 0:
+            out[k] = 0.0
+            continue
+        p = replace(problem, budgets={**problem.budgets, k: b * (1.0 + step)})
+        s = solve(p, gap=gap, time_limit=time_limit)
+        out[k] = max(s.objective - base.objective, 0.0) / (step * b)
+    return out

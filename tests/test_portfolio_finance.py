@@ -1,0 +1,54 @@
+"""Instrument budget-cost formulas and project finance against hand calculations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from critmin.portfolio.finance import ProjectCase, annuity_payment, cash_flows, dscr, irr, npv, viability_gap
+from critmin.portfolio.instruments import guarantee_cost, insurance_cost, loan_cost, offtake_cost, price_floor_cost, put_value
+
+
+def test_loan_cost_hand():
+    assert loan_cost(100, 0.05, 2, 0.05, 0.0, 1.0) == pytest.approx(0.0, abs=1e-12)  # market terms, no default: free
+    # annuity 53.7805; balances 100, 51.2195; inflows 48.40245 (t1), 0.9*0.9*53.7805 = 43.5622 (t2)
+    a = 100 * 0.05 / (1 - 1.05**-2)
+    pv = 0.9 * a / 1.05 + 0.81 * a / 1.05**2
+    assert loan_cost(100, 0.05, 2, 0.05, 0.1, 1.0) == pytest.approx(100 - pv, rel=1e-12)
+    assert loan_cost(100, 0.05, 2, 0.05, 0.1, 1.0) == pytest.approx(14.3902, abs=1e-4)
+    assert loan_cost(100, 0.02, 10, 0.045, 0.0, 0.5) > 0  # a concessional rate costs the budget
+
+
+def test_guarantee_cost_hand():
+    b2 = 100 * 1.05 - 100 * 0.05 / (1 - 1.05**-2)
+    expected = (4.0 - 0.8) / 1.05 + (0.9 * 0.1 * 0.8 * 0.5 * b2 - 0.9 * 0.01 * 0.8 * b2) / 1.05**2
+    assert guarantee_cost(100, 0.05, 2, 0.8, 0.01, 0.05, 0.1, 0.5) == pytest.approx(expected, rel=1e-12)
+    assert expected == pytest.approx(4.3856, abs=1e-4)
+
+
+def test_price_floor_and_other_instruments_hand():
+    assert put_value(100, 100, 0.2) == pytest.approx(7.9656, abs=1e-4)  # 100 (N(0.1) - N(-0.1))
+    assert price_floor_cost(1.0, 100, 100, 0.2, 1, 0.0) == pytest.approx(put_value(100, 100, 0.2))
+    assert put_value(100, 50, 0.0) == 0.0 and put_value(40, 50, 0.0) == 10.0
+    assert insurance_cost(1000, 0.01, 0.02, 2, 0.0) == pytest.approx(20.0)
+    assert offtake_cost(10, 110, 100, 0.3, 2, 0.0) == pytest.approx(200.0)
+
+
+def test_npv_irr_hand():
+    f = np.array([-100.0, 60.0, 60.0])
+    assert npv(f, 0.10) == pytest.approx(-100 + 60 / 1.1 + 60 / 1.21)
+    x = (-60 + np.sqrt(3600 + 24000)) / 120
+    assert irr(f) == pytest.approx(1 / x - 1, rel=1e-9)  # 13.07 %
+    assert np.isnan(irr(np.array([10.0, 10.0])))
+
+
+def test_cash_flows_viability_gap_dscr_hand():
+    case = ProjectCase(capacity_t=10, capex_usd=100, unit_cost_usd_per_t=5, construction_years=1, ramp_years=0, life_years=2, tax_rate=0.5, hurdle_rate=0.1)
+    # year 0: -100 capex; years 1-2: (20-5)*10*(1-0.5) + 0.5*50 depreciation shield = 100
+    assert cash_flows(case, np.array(20.0)).tolist() == pytest.approx([-100.0, 100.0, 100.0])
+    assert viability_gap(case, np.array(20.0)) == pytest.approx(0.0)
+    low = np.array([[6.0] * 3, [20.0] * 3])  # two price scenarios
+    gap = viability_gap(case, low)
+    assert gap[0] == pytest.approx(100 - (5 + 25) / 1.1 - (5 + 25) / 1.21) and gap[1] == 0.0
+    ds = annuity_payment(60, 0.05, 2)
+    assert dscr(case, np.array([[20.0] * 3]), 60, 0.05, 2)[0] == pytest.approx(100 / ds)

@@ -1,0 +1,78 @@
+"""Portfolio MIP and greedy baseline on portfolios solvable by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from critmin.portfolio.optimise import PortfolioError, PortfolioProblem, frontier, greedy, marginal_values, solve
+
+
+def opts(rows: list[tuple]) -> pd.DataFrame:
+    cols = ["project_id", "instrument", "agency", "budget_key", "participant", "node", "country", "commodity", "dq_t", "cost_usd", "amount_usd", "months_to_output", "bonus"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def toy(budget: float = 100.0, **kw) -> PortfolioProblem:
+    # node 0 short 10 t (100 USD/t), node 1 short 5 t (50 USD/t) in each of 3 equally likely draws, 12 months
+    o = opts([
+        ("p1", "loan", "A", "A:loan", "USA", 0, "AUS", "x", 6.0, 40.0, 40.0, 12, 0.0),
+        ("p2", "grant", "A", "A:loan", "USA", 0, "CAN", "x", 10.0, 70.0, 70.0, 24, 0.0),
+        ("p3", "equity", "A", "A:loan", "JPN", 1, "USA", "y", 5.0, 30.0, 30.0, 6, 0.0),
+    ])
+    short = np.array([[10.0, 10.0, 10.0], [5.0, 5.0, 5.0]])
+    return PortfolioProblem(o, short, np.full((2, 3), 12.0), np.array([100.0, 50.0]), np.full(3, 1 / 3), {"A:loan": budget}, ["a", "b"], **kw)
+
+
+def test_hand_optimum_beats_greedy():
+    p = toy()
+    s = solve(p, gap=0.0)
+    assert sorted(s.selected["project_id"]) == ["p2", "p3"]
+    assert s.expected_avoided_usd == pytest.approx(1250.0)
+    g = greedy(p)
+    assert sorted(g.selected["project_id"]) == ["p1", "p3"]
+    assert g.expected_avoided_usd == pytest.approx(850.0)
+    assert s.spent["A:loan"] <= 100.0 + 1e-9
+
+
+def test_deadline_removes_late_options():
+    s = solve(toy(deadline_months=12), gap=0.0)
+    assert sorted(s.selected["project_id"]) == ["p1", "p3"]
+
+
+def test_budget_never_exceeded_and_frontier_monotone():
+    p = toy()
+    fr = frontier(p, points=5, gap=0.0)
+    assert (fr["spent_usd"] <= fr["total_budget_usd"] + 1e-9).all()
+    assert fr["expected_avoided_usd"].is_monotonic_increasing
+    mv = marginal_values(p, solve(p, gap=0.0), step=0.5, gap=0.0)
+    assert mv["A:loan"] >= 0
+
+
+def test_infeasible_and_invalid_inputs_give_clear_messages():
+    with pytest.raises(PortfolioError, match="must_include.*p2.*budget"):
+        solve(toy(budget=60.0, must_include=["p2"]), gap=0.0)
+    with pytest.raises(PortfolioError, match="p9.*no eligible option"):
+        solve(toy(must_include=["p9"]), gap=0.0)
+    with pytest.raises(PortfolioError, match="co-financing"):
+        solve(toy(min_participant_share={"USA": 0.7, "JPN": 0.6}), gap=0.0)
+    with pytest.raises(PortfolioError, match="negative budget"):
+        solve(toy(budget=-1.0), gap=0.0)
+
+
+def test_cvar_objective_prefers_tail():
+    # node 1 is short only in draw 0 (a bad year): mean prefers p1, CVaR of the residual loss prefers p3
+    o = opts([
+        ("p1", "loan", "A", "K", "USA", 0, "AUS", "x", 4.0, 40.0, 40.0, 12, 0.0),
+        ("p3", "equity", "A", "K", "JPN", 1, "USA", "y", 20.0, 30.0, 30.0, 6, 0.0),
+    ])
+    short = np.array([[10.0, 10.0, 10.0], [30.0, 0.0, 0.0]])
+    base = dict(options=o, shortfall=short, months=np.full((2, 3), 12.0), value_per_t=np.array([100.0, 50.0]),
+                weights=np.full(3, 1 / 3), budgets={"K": 40.0})
+    mean_only = solve(PortfolioProblem(**base), gap=0.0)
+    tail = solve(PortfolioProblem(**base, cvar_weight=5.0, cvar_alpha=0.6), gap=0.0)
+    assert list(mean_only.selected["project_id"]) == ["p1"] and mean_only.expected_avoided_usd == pytest.approx(400.0)
+    assert list(tail.selected["project_id"]) == ["p3"]
+    # hand: residual [1500, 1000, 1000] -> worst 40 % = (1500/3 + 1000 * (0.4 - 1/3)) / 0.4
+    assert tail.cvar_residual_usd == pytest.approx((1500 / 3 + 1000 * (0.4 - 1 / 3)) / 0.4)
