@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from critmin.portfolio.finance import ProjectCase, annuity_payment, cash_flows, dscr, irr, npv, viability_gap
-from critmin.portfolio.instruments import guarantee_cost, insurance_cost, loan_cost, offtake_cost, price_floor_cost, put_value
+from critmin.portfolio.instruments import (
+    guarantee_cost,
+    insurance_cost,
+    loan_cost,
+    offtake_cost,
+    price_floor_cost,
+    put_value,
+)
 
 
 def test_loan_cost_hand():

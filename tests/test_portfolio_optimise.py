@@ -6,7 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from critmin.portfolio.optimise import PortfolioError, PortfolioProblem, frontier, greedy, marginal_values, solve
+from critmin.portfolio.optimise import (
+    PortfolioError,
+    PortfolioProblem,
+    frontier,
+    greedy,
+    marginal_values,
+    solve,
+)
 
 
 def opts(rows: list[tuple]) -> pd.DataFrame:
