@@ -114,16 +114,38 @@ def _result(problem: PortfolioProblem, opts: pd.DataFrame, x: np.ndarray, status
     z = np.zeros(problem.shortfall.shape[0])
     np.add.at(z, sel["node"].to_numpy(dtype=int), sel["dq_t"].to_numpy(dtype=float))
     y, exp, cvar = _avoided(problem, z)
-    spent = {k: float(sel.loc[sel["budget_key"] == k, "cost_usd"].sum()) for k in problem.budgets}
+    spent = {k: float(sel.loc[sel["budget_key"] == k, "cost_usd"].sum()) for k in problem.budgets if np.isfinite(problem.budgets[k])}
     obj = exp + problem.bonus_weight * float(sel["bonus"].sum()) - problem.cvar_weight * cvar
     names = problem.node_names or [str(i) for i in range(len(z))]
     by_node = {names[n]: float(problem.weights @ (problem.value_per_t[n] * y[n])) for n in np.flatnonzero(z)}
     return Solution(sel.reset_index(drop=True), obj, exp, cvar, spent, status, gap, seconds, by_node, method)
 
 
+def _quiet_highs() -> Any:
+    """A ``highspy.Highs`` whose start-up banner (printed by the C++ library on stdout) is discarded, so that
+    JSON and CSV written to stdout stay clean; solver logging is off."""
+    import os
+    import sys
+
+    import highspy
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        h = highspy.Highs()
+        h.setOptionValue("output_flag", False)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+    return h
+
+
 def check(problem: PortfolioProblem, opts: pd.DataFrame) -> None:
     """Reject inputs that cannot be solved, with a message saying why."""
-    neg = {k: b for k, b in problem.budgets.items() if b < 0 or not np.isfinite(b)}
+    neg = {k: b for k, b in problem.budgets.items() if b < 0 or np.isnan(b)}
     if neg:
         raise PortfolioError(f"negative budget for {', '.join(sorted(neg))}")
     if sum(problem.min_participant_share.values()) > 1.0 + 1e-12:
@@ -157,8 +179,7 @@ def solve(problem: PortfolioProblem, gap: float = 0.01, time_limit: float = 60.0
     n_y = len(ys)
     use_cvar = problem.cvar_weight > 0
     n_u = S if use_cvar else 0
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
+    h = _quiet_highs()
     h.setOptionValue("mip_rel_gap", gap)
     h.setOptionValue("time_limit", float(time_limit))
     h.setOptionValue("threads", int(threads))
@@ -209,9 +230,9 @@ def solve(problem: PortfolioProblem, gap: float = 0.01, time_limit: float = 60.0
         row(np.concatenate([[n_o + k], o]), np.concatenate([[1.0], -f * dq[o]]), -inf, 0.0, f"avoided:{n}:{s}")
     for key, b in sorted(problem.budgets.items()):
         o = np.flatnonzero(opts["budget_key"].to_numpy() == key)
-        if len(o):
+        if len(o) and np.isfinite(b):
             row(o, cost[o], -inf, float(b), f"budget:{key}")
-    total = float(sum(problem.budgets.values()))
+    total = float(sum(b for b in problem.budgets.values() if np.isfinite(b)))
     for colname, share in (("country", problem.max_country_share), ("commodity", problem.max_commodity_share)):
         if share < 1.0:
             for c, g in opts.groupby(colname).groups.items():
@@ -222,11 +243,14 @@ def solve(problem: PortfolioProblem, gap: float = 0.01, time_limit: float = 60.0
     if use_cvar:
         base = n_o + n_y
         loss_s = v @ problem.shortfall
-        for s in range(S):
-            ks = [k for k, (_, ss) in enumerate(ys) if ss == s]
-            cols = np.array([n_o + k for k in ks] + [base, base + 1 + s], dtype=int)
+        by_draw: dict[int, list[int]] = {}
+        for k, (_, d_k) in enumerate(ys):
+            by_draw.setdefault(int(d_k), []).append(k)
+        for draw in range(S):
+            ks = by_draw.get(draw, [])
+            cols = np.array([n_o + k for k in ks] + [base, base + 1 + draw], dtype=int)
             coefs = np.array([v[ys[k][0]] for k in ks] + [1.0, 1.0])
-            row(cols, coefs, float(loss_s[s]), inf, f"cvar:{s}")  # Σ v y + η + u_s >= L_s
+            row(cols, coefs, float(loss_s[draw]), inf, f"cvar:{draw}")  # Σ v y + η + u_s >= L_s
     if rows_lo:
         starts_a = np.array(starts, dtype=np.int32)
         h.addRows(len(rows_lo), np.array(rows_lo), np.array(rows_hi), len(idx), starts_a, np.array(idx, dtype=np.int32), np.array(val))
@@ -256,7 +280,7 @@ def greedy(problem: PortfolioProblem) -> Solution:
     if n_o == 0:
         return _result(problem, opts, x, "no eligible option", 0.0, 0.0, "greedy")
     left = dict(problem.budgets)
-    total = float(sum(problem.budgets.values()))
+    total = float(sum(b for b in problem.budgets.values() if np.isfinite(b)))
     spent_country: dict[str, float] = {}
     spent_commodity: dict[str, float] = {}
     z = np.zeros(problem.shortfall.shape[0])

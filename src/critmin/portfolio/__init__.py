@@ -1,0 +1,1 @@
+"""Projects of interest, support instruments and the portfolio optimiser (issue 4)."""

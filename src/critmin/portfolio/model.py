@@ -1,0 +1,421 @@
+"""From the register, the agencies and the simulator to the portfolio programme (docs/portfolio.md §4).
+
+``build_problem`` turns every (project, instrument, agency) combination that is eligible into an option with
+its amount, budget charge, completion probability, months to first output and additional expected capacity;
+projects or combinations that cannot be options get a reason. Defaults come from
+``data/instrument_parameters.csv`` (sourced or marked assumptions) and ``data/agencies.csv``; every default a
+project needs because the register is blank is listed in the option's ``assumptions``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from critmin.atlas.model import Atlas
+from critmin.errors import CritminError, Problem
+from critmin.portfolio.finance import ProjectCase, annuity_payment, viability_gap
+from critmin.portfolio.instruments import (
+    equity_cost,
+    guarantee_cost,
+    insurance_cost,
+    loan_cost,
+    offtake_cost,
+    price_floor_cost,
+)
+from critmin.portfolio.optimise import PortfolioProblem
+
+DATA = "data"
+
+#: Atlas stages each agency stage word covers (agencies.csv ``eligible_stages``).
+STAGE_WORDS: dict[str, set[str]] = {
+    "all": {"mine", "refine", "metal", "magnet", "cathode", "anode", "cell", "catalyst", "optical", "semiconductor", "product"},
+    "exploration": {"mine"}, "feasibility": {"mine"}, "development": {"mine"}, "production": {"mine"}, "permitting": {"mine"},
+    "mining": {"mine"}, "pre_construction": {"mine", "refine"}, "enabling_infrastructure": {"mine", "refine"},
+    "processing": {"refine", "metal"}, "refining": {"refine", "metal"}, "metal": {"metal"},
+    "manufacturing": {"magnet", "cathode", "anode", "cell", "catalyst", "optical", "semiconductor", "product", "metal"},
+    "recycling": {"refine", "metal"},
+}
+#: Additional settings of the portfolio model (critmin assumptions, documented in docs/portfolio.md).
+MODEL_DEFAULTS: dict[str, float] = {
+    "horizon_months": 60.0,  # planning horizon over which added capacity counts
+    "equity_share_of_capex": 0.2,  # equity ticket when an agency states no share
+    "offtake_share_of_capacity": 0.5,  # share of output contracted by an offtake or covered by a floor
+    "price_floor_ratio": 1.0,  # floor / today's price when no floor is stated for the node
+    "price_volatility": 0.4,  # log-volatility per sqrt(year) of node prices (NdPr row of the parameter table)
+    "price_scenarios": 3.0,  # price multipliers 0.7, 1.0, 1.3 for the viability gap (low, base, high)
+}
+
+
+class ModelError(CritminError):
+    """The portfolio inputs cannot be combined (names the file, row and field where possible)."""
+
+
+def _data(name: str) -> Path:
+    return Path(str(resources.files("critmin.portfolio").joinpath(f"{DATA}/{name}")))
+
+
+@dataclass
+class InstrumentParameters:
+    """``instrument_parameters.csv`` with lookups ``get(instrument, parameter)``."""
+
+    table: pd.DataFrame
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> InstrumentParameters:
+        p = Path(path) if path else _data("instrument_parameters.csv")
+        t = pd.read_csv(p, dtype={"instrument": str, "parameter": str}, keep_default_na=False)
+        t["value"] = pd.to_numeric(t["value"], errors="coerce")
+        return cls(t)
+
+    def get(self, instrument: str, parameter: str, default: float | None = None) -> float:
+        r = self.table[(self.table["instrument"] == instrument) & (self.table["parameter"] == parameter)]
+        if len(r) and np.isfinite(r["value"].iloc[0]):
+            return float(r["value"].iloc[0])
+        if default is not None:
+            return default
+        raise ModelError(f"instrument_parameters.csv has no value for ({instrument}, {parameter})")
+
+    def kind(self, instrument: str, parameter: str) -> str:
+        r = self.table[(self.table["instrument"] == instrument) & (self.table["parameter"] == parameter)]
+        return str(r["kind"].iloc[0]) if len(r) else "critmin default"
+
+
+def read_agencies(path: str | Path | None = None) -> pd.DataFrame:
+    """``agencies.csv`` with a parsed ``budget_basis`` (credit subsidy, face value or outlays)."""
+    p = Path(path) if path else _data("agencies.csv")
+    a = pd.read_csv(p, dtype=str, keep_default_na=False)
+    for c in ("agency_id", "participant_iso3", "instrument"):
+        if c not in a.columns:
+            raise ModelError(str(Problem(str(p), 1, c, "required column is missing")))
+    a["budget_usd"] = pd.to_numeric(a["budget_usd"], errors="coerce")
+    a["max_share_of_capex"] = pd.to_numeric(a.get("max_share_of_capex", ""), errors="coerce")
+    a["budget_basis"] = [_basis(str(n)) for n in a.get("note", [""] * len(a))]
+    return a
+
+
+def _basis(note: str) -> str:
+    m = re.search(r"\[basis:\s*([^\]]+)\]", note)
+    b = m.group(1).strip().lower() if m else "face value"
+    return "cost" if "subsidy" in b or "cost" in b else "amount"
+
+
+def read_budgets(path: str | Path) -> dict[str, float]:
+    """User budgets: CSV ``agency_id,instrument,budget_usd`` (instrument ``any`` for a shared envelope)."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"{p}: file not found")
+    t = pd.read_csv(p, dtype=str, keep_default_na=False)
+    out: dict[str, float] = {}
+    problems = []
+    for c in ("agency_id", "instrument", "budget_usd"):
+        if c not in t.columns:
+            problems.append(Problem(str(p), 1, c, "required column is missing"))
+    if problems:
+        raise ModelError("; ".join(map(str, problems)))
+    for i, r in enumerate(t.to_dict("records")):
+        try:
+            v = float(r["budget_usd"])
+        except ValueError:
+            problems.append(Problem(str(p), i + 2, "budget_usd", f"'{r['budget_usd']}' is not a number"))
+            continue
+        if v < 0:
+            problems.append(Problem(str(p), i + 2, "budget_usd", "a budget cannot be negative"))
+        out[f"{r['agency_id']}:{r['instrument']}"] = v
+    if problems:
+        raise ModelError("; ".join(map(str, problems)))
+    return out
+
+
+@dataclass
+class Sample:
+    """The simulator's scenario sample for the programme (BLOC perspective by default)."""
+
+    node_names: list[str]
+    shortfall: np.ndarray  # (nodes, draws) t
+    months: np.ndarray  # (nodes, draws)
+    value_per_t: np.ndarray  # (nodes,) USD/t
+    loss: np.ndarray  # (nodes, draws) USD
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective: str = "BLOC", threads: int = 2, client: Any = None) -> Sample:
+    """Run the risk library (``critmin risk``) and keep, per node and draw, the shortfall, loss and months."""
+    from critmin.simulate.risk import risk_scenarios
+    from critmin.simulate.run import PERSPECTIVES, run
+
+    j = PERSPECTIVES.index(perspective.upper())
+    scen, probs = risk_scenarios(sim)
+    res = run(sim, scen, draws=draws, seed=seed, probabilities=probs, threads=threads, client=client)
+    names = sorted(k for k, v in res.node_draws.items() if v[3 + j].sum() > 0)
+    short = np.array([res.node_draws[k][3 + j] for k in names]) if names else np.zeros((0, draws))
+    loss = np.array([res.node_draws[k][j] for k in names]) if names else np.zeros((0, draws))
+    months = np.array([res.node_draws[k][6] for k in names]) if names else np.zeros((0, draws))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        v = np.where(short.sum(axis=1) > 0, np.maximum(loss.sum(axis=1), 0.0) / short.sum(axis=1), 0.0)
+    return Sample(names, short, months, v, loss, {**res.metadata, "perspective": perspective.upper(), "sample_draws": draws})
+
+
+def _months_between(as_of: str, when: str) -> float | None:
+    if not when:
+        return None
+    y = int(when[:4])
+    m = int(when[5:7]) if len(when) >= 7 else 7  # a year alone: mid-year
+    ay, am = int(as_of[:4]), int(as_of[5:7])
+    return float((y - ay) * 12 + (m - am))
+
+
+def _eligible_country(rule: str, country: str, participant: str, atlas: Atlas) -> bool:
+    r = rule.strip().lower()
+    if r in ("", "any", "any country"):
+        return True
+    if r == "domestic":
+        return country == participant
+    if r.startswith("any_excl") or "high_income" in r or "developing" in r:
+        return country not in atlas.concern
+    if r.startswith("eu+partners") or r.startswith("eu"):
+        return country not in atlas.concern
+    codes = {c.strip().upper() for c in re.split(r"[;,]", rule) if c.strip()}
+    return country in codes
+
+
+def _eligible_stage(rule: str, stage: str) -> bool:
+    words = [w.strip().lower() for w in re.split(r"[;,]", rule) if w.strip()] or ["all"]
+    return any(stage in STAGE_WORDS.get(w, set()) for w in words)
+
+
+@dataclass
+class BuiltProblem:
+    """The programme plus the reasons and assumptions behind it."""
+
+    problem: PortfolioProblem
+    reasons: dict[str, list[str]]
+    assumptions: dict[str, list[str]]
+    budgets: dict[str, float]
+    budget_basis: dict[str, str]
+    sample: Sample
+    options_all: pd.DataFrame
+
+
+def build_problem(
+    projects: pd.DataFrame,
+    atlas: Atlas,
+    sample: Sample,
+    nodes: Any,
+    agencies: pd.DataFrame | None = None,
+    params: InstrumentParameters | None = None,
+    budgets: dict[str, float] | None = None,
+    as_of: str = "2026-11",
+    deadline_months: float | None = None,
+    settings: dict[str, float] | None = None,
+) -> BuiltProblem:
+    """Options for every eligible (project, instrument, agency); see docs/portfolio.md §4."""
+    ag = read_agencies() if agencies is None else agencies
+    ip = params or InstrumentParameters.load()
+    st = {**MODEL_DEFAULTS, **(settings or {})}
+    # budgets per key (agency:instrument, or agency:any shared), with their basis
+    bud: dict[str, float] = {}
+    basis: dict[str, str] = {}
+    for r in ag.to_dict("records"):
+        if np.isfinite(r["budget_usd"]):
+            bud[f"{r['agency_id']}:{r['instrument']}"] = float(r["budget_usd"])
+            basis[f"{r['agency_id']}:{r['instrument']}"] = r["budget_basis"]
+    for k, v in (budgets or {}).items():
+        bud[k] = v
+        basis.setdefault(k, "amount")
+    node_idx = {n: i for i, n in enumerate(sample.node_names)}
+    concern = atlas.concern
+    gov_rate = ip.get("all", "discount_rate_government_usd")
+    hurdle = ip.get("project", "hurdle_rate")
+    tenor = int(ip.get("loan", "tenor_years"))
+    pd_ = ip.get("loan", "annual_default_probability")
+    lgd = ip.get("loan", "loss_given_default")
+    commercial_spread = ip.get("loan", "interest_spread_commercial_reference")
+    life = int(ip.get("project", "project_life_years"))
+    ramp_years = ip.get("project", "ramp_up_years_to_design")
+    horizon = st["horizon_months"]
+    rows: list[dict[str, Any]] = []
+    reasons: dict[str, list[str]] = {}
+    assumptions: dict[str, list[str]] = {}
+    for p in projects.to_dict("records"):
+        pid = str(p["project_id"])
+        why: list[str] = []
+        assume: list[str] = []
+        key = f"{p['commodity_id']}/{p['stage']}"
+        cap = p.get("capacity_t")
+        if cap is None or not np.isfinite(cap) or cap <= 0:
+            reasons[pid] = ["no capacity on the node's basis in the register"]
+            continue
+        if key not in node_idx:
+            reasons[pid] = [f"no simulated shortfall for the bloc at {key} in the scenario sample"]
+            continue
+        try:
+            node = nodes.get(p["commodity_id"], p["stage"])
+        except KeyError:
+            reasons[pid] = [f"node {key} has no baseline in the simulator"]
+            continue
+        price = node.p0_usd_per_t
+        if not np.isfinite(price):
+            reasons[pid] = [f"no price for {key}"]
+            continue
+        status = str(p["status_class"])
+        pi0 = p.get("completion_probability")
+        if pi0 is None or not np.isfinite(pi0):
+            pi0 = ip.get("project", f"completion_probability:{status}")
+            assume.append(f"completion probability {pi0:g} for status '{status}' ({ip.kind('project', f'completion_probability:{status}')})")
+        delay = p.get("delay_months")
+        if delay is None or not np.isfinite(delay):
+            delay = ip.get("project", f"delay_months:{status}", 0.0)
+            assume.append(f"delay {delay:g} months for status '{status}'")
+        until = _months_between(as_of, str(p.get("first_output") or ""))
+        t0 = max(0.0, (until if until is not None else 0.0) + float(delay))
+        if status == "operating":
+            t0 = 0.0
+        capex = p.get("capex_usd")
+        if capex is None or not np.isfinite(capex):
+            ci = _capital_intensity(ip, str(p["commodity_id"]), str(p["stage"]))
+            if ci is None:
+                why.append("no capex in the register and no capital intensity for its node: loan, guarantee, equity and grant cannot be sized")
+                capex = np.nan
+            else:
+                capex = ci[0] * float(cap)
+                assume.append(f"capex {capex:,.0f} USD = capacity x capital intensity {ci[0]:,.0f} USD per t/yr ({ci[1]})")
+        unit_cost = p.get("unit_cost_usd_per_t")
+        if unit_cost is None or not np.isfinite(unit_cost):
+            unit_cost = 0.7 * price
+            assume.append("unit cost 70 % of the node price (critmin assumption, no opex published)")
+        tax = ip.get("project", f"corporate_tax_rate:{p['country_iso3']}", ip.get("project", "corporate_tax_rate:USA"))
+        vg = np.nan
+        if np.isfinite(capex):
+            case = ProjectCase(float(cap), float(capex), float(unit_cost), 2 if status not in ("operating", "commissioning") else 0,
+                               ramp_years, life, tax, hurdle)
+            prices = np.array([[price * m] * (case.construction_years + life) for m in (0.7, 1.0, 1.3)])
+            vg = float(np.mean(viability_gap(case, prices)))
+        for a in ag.to_dict("records"):
+            inst = str(a["instrument"])
+            if inst == "any":
+                continue
+            if not _eligible_country(str(a["eligible_countries"]), str(p["country_iso3"]), str(a["participant_iso3"]), atlas):
+                continue
+            if not _eligible_stage(str(a["eligible_stages"]), str(p["stage"])):
+                continue
+            bkey = f"{a['agency_id']}:{inst}"
+            if bkey not in bud:
+                shared = f"{a['agency_id']}:any"
+                bkey = shared if shared in bud else bkey
+            terms = _terms(inst, a, ip, float(cap), float(capex), price, vg, gov_rate, hurdle, tenor, pd_, lgd, commercial_spread, st)
+            if terms is None:
+                continue
+            amount, bcost, value, note = terms
+            charge = bcost if basis.get(bkey, "amount") == "cost" else amount
+            if charge > 0 and bkey not in bud:
+                why.append(f"{a['agency_id']} {inst}: no published budget (set one with --budgets)")
+                continue
+            uplift = ip.get(inst, "completion_probability_uplift", 0.0)
+            if status in ("operating",):
+                uplift = 0.0
+            share = 1.0 if not np.isfinite(vg) or vg <= 0 else min(1.0, value / vg)
+            pi_o = min(1.0, float(pi0) + uplift * share)
+            t_o = max(0.0, t0 + ip.get(inst, "months_to_first_output_change", 0.0))
+            h0, h1 = max(0.0, horizon - t0) / horizon, max(0.0, horizon - t_o) / horizon
+            dq = float(cap) * (pi_o * h1 - float(pi0) * h0)
+            n = node_idx[key]
+            concern_share = sum(s for c, s in node.shares.items() if c in concern)
+            rows.append({
+                "project_id": pid, "instrument": inst, "agency": str(a["agency_id"]), "budget_key": bkey if charge > 0 else "none",
+                "participant": str(a["participant_iso3"]), "node": n, "country": str(p["country_iso3"]), "commodity": str(p["commodity_id"]),
+                "dq_t": dq, "cost_usd": float(max(charge, 0.0)), "amount_usd": float(amount), "budget_cost_usd": float(bcost),
+                "value_to_project_usd": float(value), "months_to_output": t_o, "completion_probability": pi_o,
+                "bonus": dq * float(sample.value_per_t[n]) * concern_share * (0.0 if p["country_iso3"] in concern else 1.0),
+                "terms": note, "viability_gap_usd": vg,
+            })
+        reasons[pid] = why
+        assumptions[pid] = assume
+    opts = pd.DataFrame(rows)
+    if opts.empty:
+        opts = pd.DataFrame(columns=["project_id", "instrument", "agency", "budget_key", "participant", "node", "country", "commodity",
+                                     "dq_t", "cost_usd", "amount_usd", "months_to_output", "bonus"])
+    bud_all = {**bud, "none": float("inf")}
+    problem = PortfolioProblem(opts, sample.shortfall, sample.months, sample.value_per_t, np.full(sample.shortfall.shape[1], 1.0 / max(sample.shortfall.shape[1], 1)),
+                               {k: v for k, v in bud_all.items() if k in set(opts["budget_key"]) or k == "none"}, sample.node_names,
+                               deadline_months=deadline_months)
+    return BuiltProblem(problem, reasons, assumptions, bud, basis, sample, opts)
+
+
+def _capital_intensity(ip: InstrumentParameters, commodity: str, stage: str) -> tuple[float, str] | None:
+    t = ip.table[(ip.table["instrument"] == "project") & ip.table["parameter"].str.startswith(f"capital_intensity:{commodity}:")]
+    if t.empty:
+        return None
+    pick = {"mine": "mine", "refine": "refin", "metal": "refin", "magnet": "magnet", "anode": "anode", "cathode": "cathode"}.get(stage, stage)
+    for r in t.itertuples():
+        if pick in str(r.parameter) and np.isfinite(r.value):
+            return float(r.value), f"{r.parameter}, {r.kind}"
+    return None
+
+
+def _terms(inst: str, a: dict[str, Any], ip: InstrumentParameters, cap: float, capex: float, price: float, vg: float, gov_rate: float,
+           hurdle: float, tenor: int, pd_: float, lgd: float, commercial_spread: float, st: dict[str, float]) -> tuple[float, float, float, str] | None:
+    """(amount, budget cost, value to the project, note) of an instrument for a project, or None if not applicable."""
+    max_share = a.get("max_share_of_capex")
+    if inst == "regulatory":
+        return 0.0, ip.get("regulatory", "budget_cost_usd", 0.0), 0.0, "permitting facilitation"
+    if inst in ("loan", "loan_guarantee", "equity", "grant") and not np.isfinite(capex):
+        return None
+    if inst == "grant":
+        if not np.isfinite(vg) or vg <= 0:
+            return None
+        share = max_share if max_share is not None and np.isfinite(max_share) else ip.get("grant", "max_cost_share")
+        g = min(vg, share * capex)
+        return g, g, g, f"grant {g:,.0f} USD (viability gap {vg:,.0f}, cap {share:.0%} of capex)"
+    if inst in ("loan", "loan_guarantee"):
+        share = ip.get("loan", "share_of_capex_financed")
+        if max_share is not None and np.isfinite(max_share):
+            share = min(share, float(max_share))
+        principal = share * capex
+        commercial = gov_rate + commercial_spread
+        if inst == "loan":
+            rate = gov_rate + ip.get("loan", "interest_spread_over_treasury:DOE_LPO", 0.0)
+            cost = loan_cost(principal, rate, tenor, gov_rate, pd_, lgd)
+            value = _pv_payments(principal, commercial, tenor, hurdle) - _pv_payments(principal, rate, tenor, hurdle)
+            return principal, cost, value, f"loan {principal:,.0f} USD at {rate:.2%} for {tenor} y"
+        fee = ip.get("loan_guarantee", "guarantee_fee_annual")
+        cov = ip.get("loan_guarantee", "coverage_share", 1.0)
+        cost = guarantee_cost(principal, commercial, tenor, cov, fee, gov_rate, pd_, lgd)
+        guaranteed_rate = gov_rate + fee
+        value = _pv_payments(principal, commercial, tenor, hurdle) - _pv_payments(principal, guaranteed_rate, tenor, hurdle)
+        return principal * cov, cost, value, f"guarantee of {principal * cov:,.0f} USD, fee {fee:.2%}"
+    if inst == "equity":
+        share = float(max_share) if max_share is not None and np.isfinite(max_share) else st["equity_share_of_capex"]
+        amount = min(share, st["equity_share_of_capex"]) * capex
+        el = ip.get("equity", "expected_loss_share")
+        return amount, equity_cost(amount, el), amount * el, f"equity {amount:,.0f} USD"
+    vol = st["price_volatility"]
+    q = st["offtake_share_of_capacity"] * cap
+    if inst == "price_floor":
+        years = int(ip.get("price_floor", "term_years"))
+        floor = st["price_floor_ratio"] * price
+        cost = price_floor_cost(q, floor, price, vol, years, gov_rate)
+        return cost, cost, cost, f"floor {floor:,.0f} USD/t on {q:,.0f} t/yr for {years} y"
+    if inst == "offtake":
+        years = int(ip.get("offtake", "term_years"))
+        amount = q * price * years
+        cost = offtake_cost(q, price, price, vol, years, gov_rate)
+        return amount, cost, 0.0, f"offtake of {q:,.0f} t/yr at {price:,.0f} USD/t for {years} y"
+    if inst == "insurance":
+        if not np.isfinite(capex):
+            return None
+        cover = ip.get("insurance", "max_coverage_share") * capex
+        cost = insurance_cost(cover, ip.get("insurance", "premium_rate_annual"), ip.get("insurance", "annual_claim_probability"), 10, gov_rate)
+        return cover, cost, 0.0, f"political-risk cover {cover:,.0f} USD"
+    return None
+
+
+def _pv_payments(principal: float, rate: float, tenor: int, disc: float) -> float:
+    pay = annuity_payment(principal, rate, tenor)
+    return float(sum(pay / (1.0 + disc) ** t for t in range(1, tenor + 1)))
