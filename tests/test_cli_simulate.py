@@ -19,7 +19,13 @@ def test_risk_json_interface() -> None:
     assert data[0]["category"] == "high" and data[0]["top_scenarios"]
     assert {r["category"] for r in data} <= {"high", "elevated", "moderate", "limited", "negligible", "negative", "not valued"}
     ga = next(r for r in data if r["commodity"] == "gallium")
-    assert "ev.E010.gallium.refine" in ga["in_force_controls"]
+    # China's 2023 licence regime is in the 2024 baseline: flagged, not re-applied as a new shock
+    assert not ga["in_force_controls"] and any("ev.E010.gallium.refine" in f for f in ga["flags"])
+    co = next(r for r in data if r["commodity"] == "cobalt")
+    assert "ev.E018.cobalt.mine" in co["in_force_controls"]  # DRC quotas of October 2025: after the baseline
+    # the USA's own export bans are not risks to the USA
+    assert not any(t["scenario"].startswith("gen.USA.") for r in data for t in r["top_scenarios"])
+    assert all("draws" in r["basis"] and r["expected_loss_se_usd"] is None or r["expected_loss_se_usd"] >= 0 for r in data)
 
 
 def test_simulate_event_json_and_reproducible() -> None:
@@ -89,3 +95,16 @@ def test_risk_on_dask_scheduler_address_equals_single_process() -> None:
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         dist = json.loads(run(*args, "--dask", cluster.scheduler_address).stdout)
     assert dist == single
+
+
+def test_scenario_errors_name_file_and_field(tmp_path: Path) -> None:
+    f = tmp_path / "typo.yaml"
+    f.write_text("id: x\ncommodity: galium\nstage: refine\nrestrictors: [CHN]\n")
+    p = run("simulate", str(f), ok=False)
+    assert p.returncode == 2 and "typo.yaml" in p.stderr and "'commodity'" in p.stderr
+    p = run("simulate", str(tmp_path), ok=False)
+    assert p.returncode == 2 and "not a file" in p.stderr
+    g = tmp_path / "bloc.yaml"
+    g.write_text("id: y\ncommodity: gallium\nstage: refine\nrestrictors: [JPN]\ntargets: [BLOC]\n")
+    p = run("simulate", str(g), ok=False)
+    assert p.returncode == 2 and "BLOC it belongs to" in p.stderr

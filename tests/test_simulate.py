@@ -22,7 +22,7 @@ from critmin.simulate.scenario import Response, Scenario, ScenarioError, Stockpi
 FIXED = {
     "elasticity_demand": -0.5,
     "elasticity_supply": 0.5,
-    "spare_capacity": 0.1,
+    "spare_capacity": 0.25,  # of the other producers' output: 0.25 x 0.4 = 0.1 of world output
     "ramp_months": 0.0,
     "leakage": 0.0,
     "leakage_world": 0.0,
@@ -46,7 +46,7 @@ def toy_node(s_r: float = 0.6, usa: float = 0.1) -> Node:
 def toy_sim(atlas, node: Node | None = None, fixed: dict[str, float] | None = None) -> Simulator:
     nodes = NodeTable([node or toy_node()])
     params = Parameters.load(fixed=fixed if fixed is not None else FIXED)
-    chain = ChainFactors(np.ones(1), [[]], [[]])
+    chain = ChainFactors(np.ones(1), np.zeros(1), [[]], [[]])
     prob = fit_probability_model(atlas, nodes, params)
     return Simulator(atlas, nodes, params, chain, prob, {k: params.setting(k) for k in ("restraint_loss_fraction", "in_force_horizon_months")})
 
@@ -61,7 +61,7 @@ def ban(**kw) -> Scenario:
 
 
 def test_closed_form_golden():
-    # D = 0.6, X = 0.1, εd - εs = -1: P1/P0 = 0.5^-1 = 2
+    # D = 0.6, X = 0.1 (0.25 of the others' 0.4), εd - εs = -1: P1/P0 = 0.5^-1 = 2
     assert closed_form_price(1.0, 0.6, 0.1, -0.5, 0.5) == pytest.approx(2.0)
     assert closed_form_price(1.0, 0.05, 0.1, -0.5, 0.5) == 1.0  # spare covers the loss
     assert segment_price(np.array([0.5]), np.array([1.0]), np.array([-0.5]), np.array([0.5]))[0] == pytest.approx(2.0)
@@ -264,3 +264,57 @@ def test_chain_factor_formula(simulator):
     u, v = simulator.nodes.get("rare_earths", "refine"), simulator.nodes.get("ndfeb_magnets", "magnet")
     i = simulator.nodes.index["rare_earths/refine"]
     assert f.factor[i] == pytest.approx(0.5 + 0.5 * v.p0_usd_per_t / (0.25 * u.p0_usd_per_t))
+
+
+# ------------------------------------------------------------------ review fixes -----------------------------------
+
+
+def test_restraint_never_exceeds_the_gap(atlas):
+    # world ban of a 12 % producer, no spare: gap 0.12 of world demand; restraint 0.5 only sheds the gap
+    sim = toy_sim(atlas, toy_node(s_r=0.12, usa=0.0), {**FIXED, "spare_capacity": 0.0})
+    res = run(sim, [ban(id="r0"), ban(id="r50", response=Response(demand_restraint=0.5))], draws=2, seed=0).scenarios
+    r50 = res[(res["scenario"] == "r50") & (res["perspective"] == "USA")].iloc[0]
+    assert r50["peak_price_ratio_mean"] == 1.0
+    assert r50["shortfall_t"] == pytest.approx(0.1 * 0.12 * 1000.0)  # USA's share of the gap, 12 t
+    assert r50["expected_loss_usd"] == pytest.approx(0.3 * 0.1 * 0.12 * 2.0 * 1e6)  # φ x restrained x M x P0 Q0
+    r0 = res[(res["scenario"] == "r0") & (res["perspective"] == "USA")].iloc[0]
+    assert r50["expected_loss_usd"] < r0["expected_loss_usd"]
+
+
+def test_participant_demand_never_exceeds_the_targeted_segment(atlas):
+    # USA + JPN demand 0.95 of world output but the WORLD segment is 1 - h s_R = 0.7 with h = 0.5, s_R = 0.6
+    node = toy_node()
+    node.demand_share = {"USA": 0.6, "JPN": 0.35}
+    sim = toy_sim(atlas, node, {**FIXED, "restrictor_domestic_share": 0.5, "spare_capacity": 0.0})
+    r = run(sim, [ban()], draws=2, seed=0).scenarios.set_index("perspective")
+    # physical gap: exports 0.3 withheld, over 12 months, on Q0 = 1000 t
+    assert r.loc["BLOC", "shortfall_t"] <= 0.3 * 1000.0 + 1e-9
+
+
+def test_no_nan_or_warning_at_zero_supply_and_extreme_parameters(atlas):
+    sim = toy_sim(atlas, toy_node(s_r=1.0, usa=0.0), {**FIXED, "spare_capacity": 0.0, "elasticity_supply": 0.0, "elasticity_demand": -1e-6})
+    res = run(sim, [ban(id="s", response=Response(stockpile=StockpileRelease(holdings_t=50, max_release_t_per_month=5))), ban(id="n")],
+              draws=2, seed=0).scenarios
+    assert np.isfinite(res[["expected_loss_usd", "shortfall_t", "peak_price_ratio_mean", "unrestricted_price_ratio"]].to_numpy()).all()
+    assert (res["unrestricted_price_ratio"] >= 1 / 10 - 1e-12).all()
+
+
+def test_parameter_file_problems(tmp_path: Path, atlas):
+    f = tmp_path / "p.csv"
+    f.write_text("name,scope,value,kind\nelasticity_demand,*,,computed\nleakage,*,0.2,assumption\nleakage,*,0.3,assumption\n")
+    with pytest.raises(ParameterError) as e:
+        Parameters.load(f)
+    assert "line 2, field 'value'" in str(e.value) and "duplicate row for (leakage, *), first on line 3" in str(e.value)
+    g = tmp_path / "q.csv"
+    g.write_text("name,scope,value\nleakage,commodity:galium,0.2\n")
+    with pytest.raises(ParameterError, match="unknown commodity 'galium'"):
+        Simulator.build(atlas, Parameters.load(g))
+    with pytest.raises(ParameterError, match="not a file"):
+        Parameters.load(tmp_path)
+
+
+def test_magnet_ban_is_valued(simulator):
+    res = run(simulator, [s for s in simulator.library() if s.id == "ev.E019.ndfeb_magnets.magnet"], draws=20, seed=0).scenarios
+    bloc = res[res["perspective"] == "BLOC"].iloc[0]
+    assert bloc["expected_loss_usd"] > 0 and bloc["shortfall_t"] > 0
+    assert "low-tier" in bloc["flags"]

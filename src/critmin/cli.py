@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from critmin import __version__
 from critmin.errors import CritminError
@@ -217,11 +218,16 @@ DaskOpt = Annotated[str | None, typer.Option("--dask", help="Run on the Dask sch
 ThreadsOpt = Annotated[int, typer.Option("--threads", help="Threads for the in-process run")]
 
 
-def _simulator(atlas: Path | None, blocs: Path | None, params: Path | None, param: list[str] | None) -> Any:
+ChainOpt = Annotated[Path | None, typer.Option("--chain", help="CSV replacing the bundled chain coefficients (same columns)")]
+ProductValuesOpt = Annotated[Path | None, typer.Option("--product-values", help="CSV replacing the bundled product prices/outputs (same columns)")]
+
+
+def _simulator(atlas: Path | None, blocs: Path | None, params: Path | None, param: list[str] | None,
+               chain: Path | None = None, product_values: Path | None = None) -> Any:
     from critmin.simulate.parameters import Parameters
     from critmin.simulate.run import Simulator
 
-    return Simulator.build(_load(atlas, blocs), Parameters.load(params, _params(param)))
+    return Simulator.build(_load(atlas, blocs), Parameters.load(params, _params(param)), chain, product_values)
 
 
 def _progress() -> Any:
@@ -309,6 +315,8 @@ def simulate(
     paths: Annotated[bool, typer.Option("--paths", help="Include monthly price/shortfall bands (json/csv/xlsx)")] = False,
     params: ParamsFileOpt = None,
     param: ParamOpt = None,
+    chain: ChainOpt = None,
+    product_values: ProductValuesOpt = None,
     workers: WorkersOpt = None,
     dask: DaskOpt = None,
     threads: ThreadsOpt = 2,
@@ -322,13 +330,15 @@ def simulate(
     from critmin.simulate.run import run
 
     _check_format(fmt)
-    sim = _simulator(atlas, blocs, params, param)
+    sim = _simulator(atlas, blocs, params, param, chain, product_values)
     scen = _scenarios_from(sim, scenario)
+    origin = scenario if Path(scenario).suffix.lower() in (".yaml", ".yml", ".json") or Path(scenario).exists() else ""
     probs = [sim.probability.scenario_probability(s, s.commodity) for s in scen]
     keep = paths or chart is not None or fmt == "table"
     with dask_client(dask, workers) as client:
         res = _run_with_progress(
-            "simulating", lambda cb: run(sim, scen, draws=draws, seed=seed, probabilities=probs, keep_paths=keep, threads=threads, client=client, progress=cb)
+            "simulating",
+            lambda cb: run(sim, scen, draws=draws, seed=seed, probabilities=probs, keep_paths=keep, threads=threads, client=client, progress=cb, origin=origin),
         )
     if chart is not None:
         from critmin.simulate.chart import write_chart
@@ -378,6 +388,8 @@ def risk(
     top: Annotated[int | None, typer.Option(help="Show only the first N (table format)")] = None,
     params: ParamsFileOpt = None,
     param: ParamOpt = None,
+    chain: ChainOpt = None,
+    product_values: ProductValuesOpt = None,
     workers: WorkersOpt = None,
     dask: DaskOpt = None,
     threads: ThreadsOpt = 2,
@@ -391,7 +403,7 @@ def risk(
     from critmin.simulate.risk import risk_ranking
 
     _check_format(fmt)
-    sim = _simulator(atlas, blocs, params, param)
+    sim = _simulator(atlas, blocs, params, param, chain, product_values)
     with dask_client(dask, workers) as client:
         table, res = _run_with_progress(
             "risk sweep", lambda cb: risk_ranking(sim, perspective, draws=draws, seed=seed, threads=threads, client=client, progress=cb)
@@ -439,8 +451,8 @@ def main() -> None:
     try:
         app()
     except CritminError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise SystemExit(2) from exc
     except ValueError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise SystemExit(2) from exc

@@ -54,19 +54,34 @@ class NodeDraws:
 
 @dataclass
 class ChainFactors:
-    """Per node: factor on the lost-output value (downstream propagation) and the downstream links."""
+    """Per node: how a tonne short is valued (docs/simulation.md §6) and the downstream links.
 
-    factor: np.ndarray
+    Lost output per tonne short of node u, in units of its price P0_u: ``M_u · unlinked_u + linked_value_u``;
+    ``factor`` = unlinked + linked_value (the value with M = 1).
+    """
+
+    unlinked: np.ndarray
+    linked_value: np.ndarray
     links: list[list[tuple[int, float, float]]]  # per node: (downstream node index, use_share, input_t_per_t)
     flags: list[list[str]] = field(default_factory=list)
 
+    @property
+    def factor(self) -> np.ndarray:
+        return self.unlinked + self.linked_value
+
 
 def chain_factors(nodes: NodeTable, coefficients: list[dict[str, object]], params: Parameters | None = None) -> ChainFactors:
-    """``f_u = (1 - Σ_v α_uv) + Σ_v α_uv · f_v · P0_v / (c_uv · P0_u)`` (recursive down the chain).
+    """Valuation of a tonne short along the chain.
 
-    ``α_uv`` = share of u's use that makes v, ``c_uv`` = t of u per t of v. A link whose product has no
-    price is valued at u's own price (flagged). A node whose ``downstream_value_multiple`` is specific to
-    it (not the ``*`` default) already covers its whole chain: its factor is 1.
+    - unlinked share ``a_u = 1 - Σ_v α_uv`` is valued at ``M_u · P0_u`` (the consuming industries' output lost
+      per USD of material, the ``downstream_value_multiple`` parameter);
+    - each linked use v is valued at the downstream product it stops: ``α_uv / c_uv`` t of v at ``P0_v · g_v``,
+      with ``g_v = a_v + Σ_w α_vw g_w P0_w / (c_vw P0_v)`` (1 for a final product): M is not applied again.
+
+    ``linked_value_u = Σ_v α_uv g_v P0_v / (c_uv P0_u)``. ``α_uv`` = share of u's use that makes v, ``c_uv`` = t
+    of u per t of v. A link whose product has no price stays in the unlinked share (flagged). A node whose
+    ``downstream_value_multiple`` is specific to it (not the ``*`` default) already covers its whole chain:
+    unlinked 1, linked 0.
     """
     links: list[list[tuple[int, float, float]]] = [[] for _ in nodes.nodes]
     for r in coefficients:
@@ -76,33 +91,41 @@ def chain_factors(nodes: NodeTable, coefficients: list[dict[str, object]], param
         if u is None or v is None or not (np.isfinite(a) and np.isfinite(c) and c > 0 and a > 0):
             continue
         links[u].append((v, a, c))
-    factor = np.full(len(nodes), np.nan)
+    n = len(nodes)
+    unlinked = np.full(n, np.nan)
+    linked = np.full(n, np.nan)
+    g_cache = np.full(n, np.nan)
     flags: list[list[str]] = [[] for _ in nodes.nodes]
 
-    def f(i: int, depth: int = 0) -> float:
-        if np.isfinite(factor[i]):
-            return float(factor[i])
-        p_u = nodes.nodes[i].p0_usd_per_t
-        total = 1.0 - sum(a for _, a, _ in links[i])
-        for v, a, c in links[i]:
-            p_v = nodes.nodes[v].p0_usd_per_t
-            if depth < 10 and np.isfinite(p_v) and np.isfinite(p_u) and p_u > 0:
-                total += a * f(v, depth + 1) * p_v / (c * p_u)
-            else:
-                total += a
-                flags[i].append(f"no price for {nodes.nodes[v].key}: its share valued at {nodes.nodes[i].key} price")
-        factor[i] = max(total, 0.0)
-        return float(factor[i])
+    def price_ok(i: int) -> bool:
+        p = nodes.nodes[i].p0_usd_per_t
+        return bool(np.isfinite(p) and p > 0)
 
-    if params is not None:
-        for i, n in enumerate(nodes.nodes):
-            spec = params.resolve("downstream_value_multiple", n.commodity, n.stage, n.group)
+    def split(i: int, depth: int) -> tuple[float, float]:
+        a_u, b_u = 1.0, 0.0
+        for v, a, c in links[i]:
+            if depth < 10 and price_ok(v) and price_ok(i):
+                a_u -= a
+                b_u += a * g(v, depth + 1) * nodes.nodes[v].p0_usd_per_t / (c * nodes.nodes[i].p0_usd_per_t)
+            elif depth == 0:
+                flags[i].append(f"no price for {nodes.nodes[v].key}: its use valued like the unlinked share")
+        return max(a_u, 0.0), b_u
+
+    def g(i: int, depth: int) -> float:
+        if not np.isfinite(g_cache[i]):
+            a_i, b_i = split(i, depth)
+            g_cache[i] = a_i + b_i
+        return float(g_cache[i])
+
+    for i, node in enumerate(nodes.nodes):
+        if params is not None:
+            spec = params.resolve("downstream_value_multiple", node.commodity, node.stage, node.group)
             if spec.scope != "*":
-                factor[i] = 1.0
+                unlinked[i], linked[i] = 1.0, 0.0
                 flags[i].append(f"downstream multiple {spec.value:g} ({spec.scope}) covers the whole chain")
-    for i in range(len(nodes)):
-        f(i)
-    return ChainFactors(factor, links, flags)
+                continue
+        unlinked[i], linked[i] = split(i, 0)
+    return ChainFactors(unlinked, linked, links, flags)
 
 
 @dataclass
@@ -130,7 +153,8 @@ class Batch:
     rho: np.ndarray
     value_usd: np.ndarray
     q0_t: np.ndarray
-    chain: np.ndarray
+    chain_a: np.ndarray
+    chain_b: np.ndarray
     family: list[str]
     prob_lo: np.ndarray
     prob_hi: np.ndarray
@@ -167,7 +191,7 @@ def compile_batch(
     at the next stage down the chain (else at this node) and ``NIR_j = max(0, 1 - s_j/d_j)``.
     """
     S = len(scenarios)
-    a = {k: np.zeros(S) for k in ("s_r", "d_t_named", "x_rt_named", "w_lo", "w_hi", "hold", "rho", "value_usd", "q0_t", "chain", "prob_lo", "prob_hi")}
+    a = {k: np.zeros(S) for k in ("s_r", "d_t_named", "x_rt_named", "w_lo", "w_hi", "hold", "rho", "value_usd", "q0_t", "chain_a", "chain_b", "prob_lo", "prob_hi")}
     node = np.zeros(S, dtype=np.int64)
     duration = np.zeros(S, dtype=np.int64)
     world = np.zeros(S, dtype=bool)
@@ -249,7 +273,8 @@ def compile_batch(
                 fl.append("stockpile ignored: world output in tonnes unknown")
         a["value_usd"][i] = n.value_usd
         a["q0_t"][i] = n.q0_t
-        a["chain"][i] = chain.factor[ni]
+        a["chain_a"][i] = chain.unlinked[ni]
+        a["chain_b"][i] = chain.linked_value[ni]
         fam = sc.family if sc.family.startswith("gen.") else sc.id
         families.append(fam)
         c0 = fam_cum.get(fam, 0.0)
@@ -329,19 +354,26 @@ def evaluate_chunk(
     x_rt = np.where(b.world[:, None], exports, np.minimum(b.x_rt_named[:, None], exports))
     allowed = x_rt * (1.0 - w * (1.0 - lam))
     s0 = np.maximum(sn, d_t - x_rt) + allowed
-    x_full = np.where(np.isnan(b.spare_data)[:, None], g["spare_capacity"], b.spare_data[:, None])
+    x_full = np.where(np.isnan(b.spare_data)[:, None], g["spare_capacity"] * sn, b.spare_data[:, None])
     ramp = g["ramp_months"]
     d_u = 1.0 - d_t
     r_u = sr - allowed
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p_u = np.where((d_u > 0) & (r_u > 0), np.minimum(np.exp(np.log(d_u / r_u) * inv), 1.0), 1.0)
+    ln_pmax = np.log(g["max_price_ratio"])
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        # the unrestricted price falls at most to 1/max_price_ratio (the choke cap mirrored)
+        ln_pu = np.clip(np.log(d_u / r_u) * inv, -ln_pmax, 0.0)
+    p_u = np.where((d_u > 0) & (r_u > 0), np.exp(ln_pu), 1.0)
     pu_ed, pu_es = np.power(p_u, ed), np.power(p_u, es)
     rho = b.rho[:, None]
     with np.errstate(divide="ignore"):
         ln_d = np.log(d_t)  # -inf where the targets have no demand: never short
-        ln_dr = np.log(d_t * (1.0 - rho))
-    ln_pmax = np.log(g["max_price_ratio"])
-    m_eff = g["downstream_value_multiple"] * np.nan_to_num(b.chain, nan=1.0)[:, None]
+    ln_dr = ln_d  # restraint is applied per month (it never exceeds the month's gap)
+    # lost output per tonne short, in units of P0: M (unlinked use) and the chain's downstream product value
+    m_eff = g["downstream_value_multiple"] * b.chain_a[:, None] + b.chain_b[:, None]
+    # participants in T cannot demand more than T's whole demand (a data inconsistency, e.g. demand proxies)
+    dem_t = (b.d_j * b.in_t).sum(axis=1)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where(dem_t > d_t, d_t / dem_t, 1.0)  # (S, D)
     has_stock = bool(np.any(b.hold > 0))
     stock = np.broadcast_to(b.hold[:, None], (S, D)).copy()
     rate = b.rate[:, None]
@@ -364,7 +396,7 @@ def evaluate_chunk(
     if rows.size:
         sub = _month_loop(
             rows, s0, x_full, frac, d_t, ln_dr, ln_d, inv, ed, es, ln_pmax, rho, stock, rate, cap, b.duration[:, None],
-            has_stock, keep_paths, months, int(np.ceil(np.nanmax(draws.values["ramp_months"]))), p_u, b,
+            has_stock, keep_paths, months, int(np.ceil(np.nanmax(draws.values["ramp_months"]))), p_u, b, scale,
         )
         for arr, val in zip((acc_a, acc_b, acc_c, acc_g, n_short, peak, used), sub[:7], strict=True):
             arr[rows] = val
@@ -372,7 +404,7 @@ def evaluate_chunk(
     a_u = n_short * (p_u - 1.0) * pu_ed
     g_u = n_short * (p_u - 1.0) * pu_es
     in_t = b.in_t[:, :, None]
-    d_j, s_j = b.d_j[:, :, None], b.s_j[:, :, None]
+    d_j, s_j = b.d_j[:, :, None] * np.where(in_t, scale[:, None, :], 1.0), b.s_j[:, :, None]
     cost = d_j * np.where(in_t, acc_a[:, None, :], a_u[:, None, :])
     short_q = d_j * np.where(in_t, (acc_b + acc_c)[:, None, :], 0.0)
     lost = d_j * np.where(in_t, (acc_b + settings["restraint_loss_fraction"] * acc_c)[:, None, :], 0.0) * m_eff[:, None, :]
@@ -398,7 +430,7 @@ def _month_loop(
     rows: np.ndarray, s0: np.ndarray, x_full: np.ndarray, frac: np.ndarray, d_t: np.ndarray, ln_dr: np.ndarray,
     ln_d: np.ndarray, inv: np.ndarray, ed: np.ndarray, es: np.ndarray, ln_pmax: np.ndarray, rho: np.ndarray,
     stock: np.ndarray, rate: np.ndarray, cap: np.ndarray, dur: np.ndarray, has_stock: bool, keep_paths: bool,
-    months: int, ramp_end: int, p_u: np.ndarray, b: Batch,
+    months: int, ramp_end: int, p_u: np.ndarray, b: Batch, scale: np.ndarray,
 ) -> tuple[Any, ...]:
     """The month loop of :func:`evaluate_chunk` on the scenario rows ``rows`` (arrays are the full chunk's)."""
     n_all = len(b)
@@ -407,6 +439,7 @@ def _month_loop(
         np.broadcast_to(x, (n_all, D))[rows] for x in (s0, x_full, frac, d_t, ln_dr, ln_d, inv, ed, es, ln_pmax)
     )
     rho, rate, cap, dur = rho[rows], rate[rows], cap[rows], dur[rows]
+    scale_rows = scale[rows]
     stock = stock[rows]
     p_u = p_u[rows]
     acc_a, acc_b, acc_c, acc_g = (np.zeros((S, D)) for _ in range(4))
@@ -420,14 +453,16 @@ def _month_loop(
     k: Any = 0.0
     for t in range(1, last + 1):
         reps = (np.maximum(dur - t + 1, 0) if t == last else (t <= dur)).astype(float)  # (S, 1) weight of month t
-        supply = s0 + x_full * np.minimum(1.0, t * frac)
+        supply = np.maximum(s0 + x_full * np.minimum(1.0, t * frac), 1e-12)
         short = supply < d_t
-        lnd_t = np.where(short, ln_dr, ln_d)
+        # restraint cuts targeted demand by ρ, but never by more than the month's gap 1 - S/d_T
+        rho_t = np.where(short, np.minimum(rho, 1.0 - supply / d_t), 0.0)
+        lnd_t = np.where(short, ln_d + np.log1p(-rho_t), ln_d)
         if has_stock:
             demand = np.exp(lnd_t)
             k_req = release_to_cap(supply, demand, cap, ed, es)
             k = np.where(short, np.minimum(np.minimum(k_req, rate), stock * 12.0), 0.0)
-            p = price_with_release(supply, demand, k, ed, es)
+            p = price_with_release(supply, demand, k, ed, es, np.exp(ln_pmax))
             on = (t <= dur).astype(float)
             stock -= k * on / 12.0
             used += k * on / 12.0
@@ -435,11 +470,10 @@ def _month_loop(
         else:
             k = 0.0
             lnp = np.where(short, np.maximum((lnd_t - np.log(supply)) * inv, 0.0), 0.0)  # restraint may end the shortage
-        capped = lnp > ln_pmax
+        capped = lnp >= ln_pmax - 1e-12  # at the cap (the stock branch returns prices already capped)
         lnp = np.minimum(lnp, ln_pmax)
         p = np.exp(lnp)
         p_ed, p_es = np.exp(ed * lnp), np.exp(es * lnp)
-        rho_t = np.where(short, rho, 0.0)
         c_t = rho_t * p_ed
         served = (1.0 - rho_t) * p_ed
         if capped.any():
@@ -458,7 +492,7 @@ def _month_loop(
             paths["price_t"][:, :, t - 1] = np.where(on_b, p, np.nan)
             paths["price_u"][:, :, t - 1] = np.where(on_b, np.where(short, p_u, 1.0), np.nan)
             for j, key in enumerate(("shortfall_usa", "shortfall_jpn")):
-                sj = np.where(b.in_t[rows, j, None], b.d_j[rows, j, None] * np.maximum(1.0 - served, 0.0), 0.0)
+                sj = np.where(b.in_t[rows, j, None], b.d_j[rows, j, None] * scale_rows * np.maximum(1.0 - served, 0.0), 0.0)
                 paths[key][:, :, t - 1] = np.where(on_b, sj * q0 / 12.0, np.nan)
             paths["stock_left"][:, :, t - 1] = np.where(on_b, stock * q0, np.nan)
 

@@ -89,6 +89,13 @@ def event_scenarios(atlas: Atlas, horizon_months: int = 12) -> list[Scenario]:
         restrictors = [t for t in str(r["restrictor_iso3"]).split(";") if t]
         sid = f"ev.{r['event_id']}.{r['commodity_id']}.{r['stage']}" + ("" if targets == ["WORLD"] else "." + "-".join(targets))
         lo, hi = float(r["withheld_low"]), float(r["withheld_high"])
+        best: float | None = float(r["withheld_share"])
+        basis = str(r.get("withheld_basis", ""))
+        if str(r["regime"]) == "licence":
+            # the event row's figures are falls in the first months; a year-long scenario uses the annual
+            # denial share of the licence_denial parameter (sourced per commodity where available)
+            basis = f"licence regime: annual denial share from the licence_denial parameter (event row, first months: {lo:g}-{hi:g})"
+            best = None
         out.append(
             Scenario(
                 id=sid,
@@ -100,16 +107,17 @@ def event_scenarios(atlas: Atlas, horizon_months: int = 12) -> list[Scenario]:
                 restrictors=restrictors,
                 targets=targets,
                 regime=str(r["regime"]),  # type: ignore[arg-type]
-                withheld_share=float(r["withheld_share"]),
-                withheld_low=lo,
-                withheld_high=hi,
+                withheld_share=best,
+                withheld_low=lo if best is not None else None,
+                withheld_high=hi if best is not None else None,
+                start_date=str(r.get("start") or "")[:7] or None,
                 duration_months=min(max(dur, 1), 120),
                 status=status,  # type: ignore[arg-type]
                 probability=1.0 if status == "in_force" else None,
                 family="event",
                 event_id=str(r["event_id"]),
                 source_ids=[str(r["source_id"])],
-                note=f"{r.get('withheld_basis', '')}. {r.get('note', '')}".strip(". "),
+                note=f"{basis}. {r.get('note', '')}".strip(". "),
             )
         )
     return out

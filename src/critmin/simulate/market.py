@@ -39,18 +39,23 @@ def release_to_cap(supply: Array, demand: Array, cap: Array, ed: Array, es: Arra
     return np.maximum(demand * np.power(cap, ed) - supply * np.power(cap, es), 0.0)
 
 
-def price_with_release(supply: Array, demand: Array, release: Array, ed: Array, es: Array, iterations: int = 60, tol: float = 1e-13) -> Array:
-    """Price ratio clearing ``S p^εs + k = D p^εd`` (``k >= 0``), floored at 1.
+def price_with_release(supply: Array, demand: Array, release: Array, ed: Array, es: Array, p_max: Array | float = np.inf,
+                       iterations: int = 60, tol: float = 1e-13) -> Array:
+    """Price ratio clearing ``S p^εs + k = D p^εd`` (``k >= 0``), floored at 1 and capped at ``p_max``.
 
     Newton's method on ``g(y) = ln(S e^{εs y} + k) - ln D - εd y`` with ``y = ln p``: ``g`` is increasing and
-    convex, so Newton started right of the root (the ``k = 0`` closed form) decreases monotonically to it.
+    convex, so Newton started right of the root (the ``k = 0`` closed form, or ``ln p_max`` when that is
+    smaller and still right of the root) decreases monotonically to it. When ``g(ln p_max) <= 0`` the root
+    lies beyond the cap and the price is ``p_max``.
     """
     supply, demand, release = np.broadcast_arrays(np.asarray(supply, float), np.asarray(demand, float), np.asarray(release, float))
     ed, es = np.broadcast_to(ed, supply.shape), np.broadcast_to(es, supply.shape)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        y = np.log(demand / supply) / (es - ed)
-    y = np.maximum(y, 0.0)
-    active = (supply + release < demand) & (release > 0)
+    y_max = np.broadcast_to(np.log(np.asarray(p_max, float)), supply.shape)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        y = np.minimum(np.maximum(np.log(demand / supply) / (es - ed), 0.0), y_max)
+        g_start = np.log(supply * np.exp(es * y) + release) - np.log(demand) - ed * y
+    beyond_cap = g_start <= 0.0  # only possible when y was cut to y_max: the cap binds
+    active = (supply + release < demand) & (release > 0) & ~beyond_cap
     idx = np.flatnonzero(active)
     out = np.exp(y)
     if idx.size:

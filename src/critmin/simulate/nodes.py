@@ -169,10 +169,14 @@ def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | N
     prices = _prices(atlas, year)
     groups = dict(zip(atlas.commodities["commodity_id"], atlas.commodities["group"], strict=True))
     pv = {}
+    pq: dict[tuple[str, str], tuple[float, str]] = {}
     if product_values is not None:
-        for r in product_values.itertuples(index=False):
-            if pd.notna(r.value_usd_per_t):
-                pv[(str(r.commodity_id), str(r.stage))] = (float(r.value_usd_per_t), f"product_values.csv: {r.source}")
+        for r in product_values.to_dict("records"):
+            key = (str(r["commodity_id"]), str(r["stage"]))
+            if pd.notna(r.get("value_usd_per_t")) and str(r.get("value_usd_per_t")) != "":
+                pv[key] = (float(r["value_usd_per_t"]), f"product_values.csv: {r.get('source', '')}")
+            if pd.notna(r.get("world_output_t")) and str(r.get("world_output_t", "")) != "":
+                pq[key] = (float(r["world_output_t"]), f"product_values.csv world output: {r.get('world_output_note', '')}")
 
     # participant consumption and reliance per commodity (computed once per commodity)
     cons: dict[str, dict[str, float]] = {}
@@ -196,6 +200,9 @@ def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | N
         c, st = str(c), str(st)
         q, qb = q0.get((c, st), (np.nan, "world output unknown: shares are published percentages, no tonnage"))
         flags: list[str] = []
+        if not np.isfinite(q) and (c, st) in pq:
+            q, qb = pq[(c, st)]
+            flags.append("world output from product_values.csv (low-tier source, see its note)")
         if (c, st) in pv:
             p, pb = pv[(c, st)]
         elif c in prices:

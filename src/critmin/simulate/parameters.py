@@ -95,9 +95,12 @@ def _num(v: object) -> float:
 def read_parameter_file(path: str | Path) -> pd.DataFrame:
     """Read and validate a parameter table; errors name the file, line and field."""
     p = Path(path)
-    if not p.exists():
-        raise ParameterError([Problem(str(p), None, None, "file not found")])
-    df = pd.read_csv(p, dtype=str, keep_default_na=False)
+    if not p.is_file():
+        raise ParameterError([Problem(str(p), None, None, "not a file" if p.exists() else "file not found")])
+    try:
+        df = pd.read_csv(p, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ParameterError([Problem(str(p), None, None, f"not a readable UTF-8 CSV file: {exc}")]) from exc
     missing = [c for c in ("name", "scope", "value") if c not in df.columns]
     if missing:
         raise ParameterError([Problem(str(p), 1, c, "required column is missing") for c in missing])
@@ -122,6 +125,9 @@ def read_parameter_file(path: str | Path) -> pd.DataFrame:
         if kind and kind not in KINDS:
             problems.append(Problem(str(p), line, "kind", f"'{kind}' is not one of {KINDS}"))
         v, lo, hi = _num(r["value"]), _num(r["low"]), _num(r["high"])
+        if kind == "computed" and name != "base_rate_restriction" and not np.isfinite(v):
+            problems.append(Problem(str(p), line, "value", f"only base_rate_restriction may be left blank (computed); {name} needs a number"))
+            continue
         if kind != "computed" and not np.isfinite(v):
             problems.append(Problem(str(p), line, "value", f"'{r['value']}' is not a number"))
             continue
@@ -134,6 +140,13 @@ def read_parameter_file(path: str | Path) -> pd.DataFrame:
                 problems.append(Problem(str(p), line, "low", f"a {dist} distribution needs low and high"))
             elif not lo <= (v if np.isfinite(v) else lo) <= hi:
                 problems.append(Problem(str(p), line, "value", f"low <= value <= high fails ({lo:g}, {v:g}, {hi:g})"))
+    keys = list(zip(df["name"].str.strip(), df["scope"].str.strip(), strict=True))
+    seen: dict[tuple[str, str], int] = {}
+    for i, k in enumerate(keys):
+        if k in seen:
+            problems.append(Problem(str(p), i + 2, "scope", f"duplicate row for ({k[0]}, {k[1]}), first on line {seen[k]}"))
+        else:
+            seen[k] = i + 2
     if problems:
         raise ParameterError(problems)
     df["name"] = df["name"].str.strip()
@@ -189,6 +202,17 @@ class Parameters:
                     dist = "fixed"
                 return ParamSpec(name, v, lo, hi, dist, str(r["kind"]), scope, str(r["source"]))
         raise ParameterError([Problem(self.origin, None, name, "no default row (scope '*') for this parameter")])
+
+    def check_scopes(self, commodities: set[str], groups: set[str], nodes: set[str]) -> None:
+        """Every scope names a known commodity, group or node (a typo would otherwise do nothing)."""
+        problems = []
+        for r in self.table.to_dict("records"):
+            kind, _, what = str(r["scope"]).partition(":")
+            known = {"commodity": commodities, "group": groups, "node": nodes}.get(kind)
+            if known is not None and what not in known:
+                problems.append(Problem(self.origin, None, "scope", f"{r['name']}: unknown {kind} '{what}'"))
+        if problems:
+            raise ParameterError(problems)
 
     def setting(self, name: str) -> float:
         return self.resolve(name).value

@@ -26,17 +26,16 @@ def _solve(supply: float, release: float, demand: float, ed: float, es: float, p
     return float(brentq(f, 1.0, hi, xtol=1e-15, rtol=8.9e-16, maxiter=500))
 
 
-def _solve_u(supply: float, demand: float, ed: float, es: float) -> float:
-    """p_U <= 1 with ``supply p^εs = demand p^εd`` in the unrestricted segment (1 when not in surplus)."""
+def _solve_u(supply: float, demand: float, ed: float, es: float, p_min: float) -> float:
+    """p_U in [p_min, 1] with ``supply p^εs = demand p^εd`` in the unrestricted segment (1 when not in surplus)."""
     if supply <= 0.0 or demand <= 0.0:
         return 1.0
     f = lambda p: supply * p**es - demand * p**ed  # noqa: E731
     if f(1.0) <= 0.0:
         return 1.0
-    lo = 0.5
-    while f(lo) > 0.0:
-        lo /= 2.0
-    return float(brentq(f, lo, 1.0, xtol=1e-300, rtol=8.9e-16, maxiter=500))
+    if f(p_min) >= 0.0:
+        return p_min
+    return float(brentq(f, p_min, 1.0, xtol=1e-300, rtol=8.9e-16, maxiter=500))
 
 
 def scalar_losses(b: Batch, i: int, draws: NodeDraws, d: int, settings: dict[str, float], seed: int) -> np.ndarray:
@@ -57,18 +56,22 @@ def scalar_losses(b: Batch, i: int, draws: NodeDraws, d: int, settings: dict[str
         d_t, x_rt = float(b.d_t_named[i]), min(float(b.x_rt_named[i]), exports)
     allowed = x_rt * (1.0 - w * (1.0 - lam))
     base_supply = max(1.0 - sr, d_t - x_rt) + allowed
-    spare = float(b.spare_data[i]) if np.isfinite(b.spare_data[i]) else par["spare_capacity"]
-    p_u_short = _solve_u(sr - allowed, 1.0 - d_t, ed, es)
-    m_eff = par["downstream_value_multiple"] * (float(b.chain[i]) if np.isfinite(b.chain[i]) else 1.0)
+    spare = float(b.spare_data[i]) if np.isfinite(b.spare_data[i]) else par["spare_capacity"] * (1.0 - sr)
+    p_u_short = _solve_u(sr - allowed, 1.0 - d_t, ed, es, 1.0 / par["max_price_ratio"])
+    m_eff = par["downstream_value_multiple"] * float(b.chain_a[i]) + float(b.chain_b[i])
+    # participants in T cannot demand more than T's whole demand
+    dem_t = float(sum(b.d_j[i, j] for j in range(NP) if b.in_t[i, j]))
+    scale = d_t / dem_t if dem_t > d_t else 1.0
     rho, f_restr = float(b.rho[i]), settings["restraint_loss_fraction"]
     stock, rate, cap = float(b.hold[i]), float(b.rate[i]), float(b.cap[i])
     loss = np.zeros(NP)
     for t in range(1, int(b.duration[i]) + 1):
         ramp = par["ramp_months"]
-        supply = base_supply + spare * (min(1.0, t / ramp) if ramp > 0 else 1.0)
+        supply = max(base_supply + spare * (min(1.0, t / ramp) if ramp > 0 else 1.0), 1e-12)
         short = supply < d_t
+        rho_t = min(rho, 1.0 - supply / d_t) if short else 0.0  # restraint never exceeds the gap
         if short:
-            demand = d_t * (1.0 - rho)
+            demand = d_t * (1.0 - rho_t)
             k = 0.0
             if stock > 0:
                 k_req = max(demand * cap**ed - supply * cap**es, 0.0)
@@ -77,19 +80,20 @@ def scalar_losses(b: Batch, i: int, draws: NodeDraws, d: int, settings: dict[str
             p = _solve(supply, k, demand, ed, es, par["max_price_ratio"])
             p_u = p_u_short
             # share of targeted baseline demand that is served: on the demand curve, or what supply allows
-            served = min((1.0 - rho) * p**ed, (supply * p**es + k) / d_t)
+            served = min((1.0 - rho_t) * p**ed, (supply * p**es + k) / d_t)
         else:
             p, p_u, served = 1.0, 1.0, 1.0
         for j in range(NP):
             in_t = bool(b.in_t[i, j])
             pj = p if in_t else p_u
+            dj = b.d_j[i, j] * (scale if in_t else 1.0)
             if in_t:
-                restrained = rho * b.d_j[i, j] * pj**ed if short else 0.0
-                bought = b.d_j[i, j] * served
+                restrained = rho_t * dj * pj**ed
+                bought = dj * served
             else:
                 restrained = 0.0
-                bought = b.d_j[i, j] * pj**ed
-            price_short = max(b.d_j[i, j] - bought - restrained, 0.0)
+                bought = dj * pj**ed
+            price_short = max(dj - bought - restrained, 0.0)
             p_prod = p_u if b.j_restricts[i, j] else p
             input_cost = (pj - 1.0) * bought
             lost_output = (price_short + f_restr * restrained) * m_eff

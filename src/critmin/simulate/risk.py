@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from critmin.simulate.nodes import PARTICIPANTS
 from critmin.simulate.run import PERSPECTIVES, RunResult, Simulator, _quantiles, run
 from critmin.simulate.scenario import Scenario
 
@@ -36,6 +37,16 @@ def category(loss: float, thresholds: dict[str, float] = CATEGORY_THRESHOLDS_USD
     return "negative"
 
 
+#: Year of the atlas data the baseline (shares, prices, consumption) describes.
+BASELINE_YEAR = 2024
+
+
+def in_baseline(s: Scenario, baseline_year: int = BASELINE_YEAR) -> bool:
+    """A control in force that started before the end of the baseline year is already in the baseline data
+    (shares, prices and trade of that year reflect it): re-applying it would count it twice."""
+    return s.status == "in_force" and s.start_date is not None and int(s.start_date[:4]) <= baseline_year
+
+
 def risk_scenarios(sim: Simulator) -> tuple[list[Scenario], list[float]]:
     """The risk library and each scenario's annual probability (see module docstring)."""
     lib = sim.library()
@@ -45,7 +56,7 @@ def risk_scenarios(sim: Simulator) -> tuple[list[Scenario], list[float]]:
     chosen: list[Scenario] = []
     probs: list[float] = []
     for s in lib:
-        if s.family != "event":
+        if s.family != "event" or in_baseline(s):
             continue
         pairs = {(r, s.commodity, s.stage) for r in s.restrictors}
         if s.status == "in_force":
@@ -88,7 +99,14 @@ def risk_ranking(
         scenarios, probs = risk_scenarios(sim)
         result = run(sim, scenarios, draws=draws, seed=seed, probabilities=probs, threads=threads, client=client, progress=progress)
     df = result.scenarios[result.scenarios["perspective"] == per].copy()
+    # a participant's own export restrictions are its policy choices, not supply risks to it
+    own = set(PARTICIPANTS) if per == "BLOC" else {per}
+    df = df[[not (set(r.split(";")) & own) for r in df["restrictors"]]]
     df["contribution_usd"] = df["probability"] * df["expected_loss_usd"]
+    df["contribution_var"] = (df["probability"] * df["loss_se_usd"]) ** 2
+    baseline = [s for s in sim.library() if s.family == "event" and in_baseline(s)]
+    meta = result.metadata
+    basis = f"{meta['draws']} draws, seed {meta['seed']}, data {meta['data_version']}, parameters {meta['parameters']}"
     rows = []
     for c, g in df.groupby("commodity", sort=True):
         valued = g["expected_loss_usd"].notna()
@@ -100,11 +118,18 @@ def risk_ranking(
             var, cvar = float(v[0]), float(cv[0])
         top = g[valued].sort_values("contribution_usd", ascending=False).head(3)
         unvalued = sorted(set(g.loc[~valued, "stage"]))
+        proxies = sorted({f for f in "; ".join(g["flags"]).split("; ") if "proxy" in f})
+        flags = [f"not valued (no world tonnage or price): {', '.join(unvalued)}"] if unvalued else []
+        flags += proxies
+        base_c = sorted(s.id for s in baseline if s.commodity == c)
+        if base_c:
+            flags.append(f"controls in force since {BASELINE_YEAR} or earlier are in the baseline data, not counted as new shocks: {', '.join(base_c)}")
         rows.append(
             {
                 "commodity": str(c),
                 "name": sim.atlas.commodity_name(str(c)),
                 "expected_loss_usd": el,
+                "expected_loss_se_usd": float(np.sqrt(g.loc[valued, "contribution_var"].sum())) if valued.any() else np.nan,
                 "var95_usd": var,
                 "cvar95_usd": cvar,
                 "category": category(el),
@@ -117,6 +142,9 @@ def risk_ranking(
                 "scenarios": int(len(g)),
                 "stages": sorted(set(g["stage"])),
                 "not_valued_stages": unvalued,
+                "flags": flags,
+                "units": "USD per year of exposure: sum over scenarios of annual probability x loss over the whole disruption",
+                "basis": basis,
             }
         )
     out = pd.DataFrame(rows)

@@ -47,10 +47,35 @@ def _data_file(name: str) -> Path:
     return Path(str(resources.files("critmin.simulate").joinpath(f"data/{name}")))
 
 
-def read_table(name: str) -> pd.DataFrame:
-    """A bundled simulator data table (chain_coefficients.csv, product_values.csv)."""
-    p = _data_file(name)
-    return pd.read_csv(p) if p.exists() else pd.DataFrame()
+#: Required columns of the simulator's data tables (a user file replacing one must have them).
+TABLE_COLUMNS = {
+    "chain_coefficients.csv": ("from_commodity", "from_stage", "to_commodity", "to_stage", "input_t_per_t", "use_share"),
+    "product_values.csv": ("commodity_id", "stage", "value_usd_per_t"),
+}
+
+
+def read_table(name: str, path: str | Path | None = None) -> pd.DataFrame:
+    """A simulator data table: the bundled one, or ``path`` (same columns) instead."""
+    from critmin.errors import CritminError
+
+    p = Path(path) if path is not None else _data_file(name)
+    if path is not None and not p.is_file():
+        raise CritminError(f"{p}: {'not a file' if p.exists() else 'file not found'}")
+    if not p.exists():
+        return pd.DataFrame()
+    try:
+        t = pd.read_csv(p, encoding="utf-8")
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise CritminError(f"{p}: not a readable UTF-8 CSV file: {exc}") from exc
+    missing = [c for c in TABLE_COLUMNS.get(name, ()) if c not in t.columns]
+    if missing:
+        raise CritminError(f"{p}, line 1: missing column(s) {', '.join(missing)}")
+    for c in ("input_t_per_t", "use_share", "value_usd_per_t", "world_output_t"):
+        if c in t.columns:
+            bad = [i + 2 for i, v in enumerate(pd.to_numeric(t[c], errors="coerce")) if pd.notna(t[c].iloc[i]) and (pd.isna(v) or v < 0)]
+            if bad:
+                raise CritminError(f"{p}, line {bad[0]}, field '{c}': not a non-negative number")
+    return t
 
 
 @dataclass
@@ -65,11 +90,14 @@ class Simulator:
     settings: dict[str, float]
 
     @classmethod
-    def build(cls, atlas: Atlas, params: Parameters | None = None) -> Simulator:
+    def build(cls, atlas: Atlas, params: Parameters | None = None, chain_file: str | Path | None = None,
+              product_values_file: str | Path | None = None) -> Simulator:
+        """Definitions from the atlas; ``chain_file`` / ``product_values_file`` replace the bundled tables."""
         params = params or Parameters.load()
-        pv = read_table("product_values.csv")
+        pv = read_table("product_values.csv", product_values_file)
         nodes = build_nodes(atlas, product_values=pv if len(pv) else None)
-        coeff = read_table("chain_coefficients.csv")
+        params.check_scopes(set(atlas.commodities["commodity_id"]), set(atlas.commodities["group"]), set(nodes.index))
+        coeff = read_table("chain_coefficients.csv", chain_file)
         chain = chain_factors(nodes, coeff.to_dict("records") if len(coeff) else [], params)
         prob = fit_probability_model(atlas, nodes, params)
         settings = {k: params.setting(k) for k in SETTINGS if k != "base_rate_restriction"}
@@ -78,18 +106,23 @@ class Simulator:
     def library(self, generated: bool = True) -> list[Scenario]:
         return scenario_library(self.atlas, self.nodes, int(self.settings["in_force_horizon_months"]), generated)
 
-    def check(self, scenarios: Iterable[Scenario]) -> None:
-        """Every scenario's node has data; restrictors and targets are known countries."""
+    def check(self, scenarios: Iterable[Scenario], origin: str = "") -> None:
+        """Every scenario's node has data; restrictors and targets are known countries; no self-targeting."""
         from critmin.errors import CritminError
 
         iso = set(self.atlas.countries["iso3"])
         bad = []
+        where = f"{origin}, " if origin else ""
         for s in scenarios:
             if f"{s.commodity}/{s.stage}" not in self.nodes.index:
-                bad.append(f"{s.id}: no country shares for node {s.commodity}/{s.stage} (see `critmin assess`)")
-            for c in [*s.restrictors, *[t for t in s.targets if t not in ("WORLD", "BLOC")]]:
-                if c not in iso:
-                    bad.append(f"{s.id}: unknown country code '{c}'")
+                field = "commodity" if s.commodity not in set(self.atlas.commodities["commodity_id"]) else "stage"
+                bad.append(f"{where}scenario '{s.id}', field '{field}': no country shares for node {s.commodity}/{s.stage} (see `critmin assess`)")
+            for fld, codes in (("restrictors", s.restrictors), ("targets", [t for t in s.targets if t not in ("WORLD", "BLOC")])):
+                for c in codes:
+                    if c not in iso:
+                        bad.append(f"{where}scenario '{s.id}', field '{fld}': unknown country code '{c}'")
+            if "BLOC" in s.targets and set(s.restrictors) & set(PARTICIPANTS):
+                bad.append(f"{where}scenario '{s.id}', field 'targets': a participant cannot target the BLOC it belongs to")
         if bad:
             raise CritminError("scenario cannot be simulated:\n  " + "\n  ".join(bad[:20]))
 
@@ -163,6 +196,7 @@ def run_chunk(
     out: dict[str, Any] = {
         "ids": b.ids,
         "mean": loss.mean(axis=2),
+        "se": loss.std(axis=2) / np.sqrt(D),
         "p05": np.quantile(loss, 0.05, axis=2),
         "p95": np.quantile(loss, 0.95, axis=2),
         "var95": var,
@@ -208,6 +242,18 @@ def _chunks(b: Batch, draws: int, chunk_elements: int) -> list[np.ndarray]:
 def run(
     sim: Simulator,
     scenarios: list[Scenario],
+    *args: Any,
+    origin: str = "",
+    **kwargs: Any,
+) -> RunResult:
+    """Simulate ``scenarios`` (see :func:`_run`); ``origin`` names the file they came from in errors."""
+    sim.check(scenarios, origin)
+    return _run(sim, scenarios, *args, **kwargs)
+
+
+def _run(
+    sim: Simulator,
+    scenarios: list[Scenario],
     draws: int = 1000,
     seed: int = 0,
     probabilities: list[float] | None = None,
@@ -220,7 +266,6 @@ def run(
     """Simulate ``scenarios`` over ``draws`` Monte Carlo draws (see module docstring)."""
     if draws < 1:
         raise ValueError("draws must be at least 1")
-    sim.check(scenarios)
     batch = compile_batch(scenarios, sim.nodes, sim.chain, sim.params, probabilities)
     nd = NodeDraws.sample(sim.nodes, sim.params, draws, seed)
     blocks = _chunks(batch, draws, chunk_elements)
@@ -270,6 +315,7 @@ def _assemble(
         out[order] = arr
         return out
     mean, p05, p95, var, cvar = cat("mean"), cat("p05"), cat("p95"), cat("var95"), cat("cvar95")
+    se = cat("se")
     rel, short = cat("rel"), cat("short")
     ic, lo, pg = cat("input_cost"), cat("lost_output"), cat("producer_gain")
     peak, peak_mean, price_u, stock = cat("peak"), cat("peak_mean"), cat("price_u"), cat("stock")
@@ -290,6 +336,7 @@ def _assemble(
                     "perspective": per,
                     "probability": probs[i],
                     "expected_loss_usd": mean[i, j],
+                    "loss_se_usd": se[i, j],
                     "input_cost_usd": ic[i, j],
                     "lost_output_usd": lo[i, j],
                     "producer_gain_usd": pg[i, j],

@@ -80,6 +80,7 @@ class Scenario(BaseModel):
     withheld_low: float | None = Field(default=None, ge=0.0, le=1.0)
     withheld_high: float | None = Field(default=None, ge=0.0, le=1.0)
     start_month: int = Field(default=0, ge=0, description="Months from the reference date to the start")
+    start_date: str | None = Field(default=None, pattern=r"^\d{4}(-\d{2})?$", description="Calendar start (YYYY or YYYY-MM) of a real event")
     duration_months: int = Field(default=12, ge=1, le=120)
     leakage: float | None = Field(default=None, ge=0.0, le=1.0)
     response: Response = Field(default_factory=lambda: Response())
@@ -171,9 +172,12 @@ def parse_scenarios(data: Any, file: str = "<scenario>") -> list[Scenario]:
 def load_scenario_file(path: str | Path) -> list[Scenario]:
     """Read scenarios from a YAML (.yaml/.yml) or JSON file."""
     p = Path(path)
-    if not p.exists():
-        raise ScenarioError([Problem(str(p), None, None, "file not found")])
-    text = p.read_text(encoding="utf-8")
+    if not p.is_file():
+        raise ScenarioError([Problem(str(p), None, None, "not a file" if p.exists() else "file not found")])
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScenarioError([Problem(str(p), None, None, f"not UTF-8 text: {exc}")]) from exc
     try:
         data = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
