@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -20,6 +22,15 @@ scen_app = typer.Typer(help="The disruption scenario library.", no_args_is_help=
 app.add_typer(scen_app, name="scenarios")
 bench_app = typer.Typer(help="Benchmarks with machine-readable output.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+
+
+def _projects_app() -> Any:
+    from critmin.cli_projects import projects_app
+
+    return projects_app
+
+
+app.add_typer(_projects_app(), name="projects", help="The register of projects of interest (list, show, validate, import, export).")
 err = Console(stderr=True)
 
 AtlasOpt = Annotated[Path | None, typer.Option("--atlas", help="Atlas directory (default: the bundled atlas)")]
@@ -444,6 +455,122 @@ def bench_simulate_cmd(
         print(to_json(rec))
     else:
         emit([{"measure": k, "value": v} for k, v in rec.items()], "table", title="bench simulate")
+
+
+# ---------------------------------------------------------------- portfolio -----------------------------------------
+
+
+def _shares(items: list[str] | None, opt: str) -> dict[str, float]:
+    out = {}
+    for it in items or []:
+        if "=" not in it:
+            raise CritminError(f"{opt} expects ISO3=SHARE, got '{it}'")
+        k, v = it.split("=", 1)
+        try:
+            out[k.strip().upper()] = float(v)
+        except ValueError as exc:
+            raise CritminError(f"{opt} {k}: '{v}' is not a number") from exc
+    return out
+
+
+@app.command()
+def portfolio(
+    register: Annotated[Path | None, typer.Option("--register", help="Register directory (default: the bundled pipeline)")] = None,
+    budgets: Annotated[Path | None, typer.Option("--budgets", help="CSV agency_id,instrument,budget_usd adding or replacing budgets")] = None,
+    deadline_months: Annotated[float | None, typer.Option("--deadline-months", help="Only options with first output within N months")] = None,
+    with_frontier: Annotated[bool, typer.Option("--frontier", help="Also compute the efficient frontier (risk reduction vs budget)")] = False,
+    points: Annotated[int, typer.Option("--points", help="Frontier points")] = 20,
+    draws: Annotated[int, typer.Option("--draws", "-n", help="Simulated draws in the scenario sample")] = 500,
+    seed: SeedOpt = 0,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Reference month YYYY-MM for lead times (default: this month)")] = None,
+    gap: Annotated[float, typer.Option("--gap", help="Relative MIP gap")] = 0.01,
+    time_limit: Annotated[float, typer.Option("--time-limit", help="Seconds per MIP solve")] = 60.0,
+    cvar_weight: Annotated[float, typer.Option("--cvar-weight", help="Weight of the CVaR of the residual loss (0 = expected value only)")] = 0.0,
+    cvar_alpha: Annotated[float, typer.Option("--cvar-alpha", help="CVaR level")] = 0.95,
+    concern_weight: Annotated[float, typer.Option("--concern-weight", help="Weight of the secondary goal: capacity outside countries of concern")] = 0.0,
+    max_country_share: Annotated[float, typer.Option("--max-country-share", help="Max share of total budget in one country")] = 1.0,
+    max_commodity_share: Annotated[float, typer.Option("--max-commodity-share", help="Max share of total budget on one commodity")] = 1.0,
+    min_share: Annotated[list[str] | None, typer.Option("--min-share", help="Co-financing: participant's minimum share of the money, ISO3=SHARE")] = None,
+    must: Annotated[list[str] | None, typer.Option("--must", help="Project id that must be funded (repeatable)")] = None,
+    fmt: FormatOpt = "table",
+    out: OutOpt = None,
+    atlas: AtlasOpt = None,
+    blocs: BlocsOpt = None,
+) -> None:
+    """Choose which projects to back, with which instrument and agency, to cut the bloc's expected shortfall loss."""
+    from critmin.cli_projects import _register
+    from critmin.portfolio.model import read_budgets
+    from critmin.portfolio.plan import run_portfolio
+
+    _check_format(fmt)
+    if as_of is not None and not re.fullmatch(r"\d{4}-\d{2}", as_of):
+        raise CritminError(f"--as-of must be YYYY-MM, got '{as_of}'")
+    sim = _simulator(atlas, blocs, None, None)
+    reg = _register(register)
+    rec = _run_with_progress(
+        "portfolio",
+        lambda cb: run_portfolio(
+            sim.atlas, sim, reg.projects, read_budgets(budgets) if budgets else None, deadline_months, draws, seed, as_of, gap, time_limit,
+            with_frontier, points, cvar_weight, cvar_alpha, concern_weight, max_country_share, max_commodity_share,
+            _shares(min_share, "--min-share"), list(must or []),
+        ),
+    )
+    if fmt == "json":
+        emit(rec, "json", out=out)
+        return
+    if fmt in ("csv", "xlsx"):
+        from critmin.output import write_atomic, xlsx_bytes
+
+        sheets = {"selected": pd.DataFrame(rec["selected"]), "projects": pd.DataFrame(rec["projects"]),
+                  "risk_reduction": pd.DataFrame(rec["risk_reduction"]),
+                  "budgets": pd.DataFrame([{"budget": k, "budget_usd": v, "spent_usd": rec["spent"].get(k, 0.0), "basis": rec["budget_basis"][k],
+                                            "marginal_value_usd_per_usd": rec["marginal_value_usd_per_usd"].get(k)} for k, v in rec["budgets"].items()])}
+        if "frontier" in rec:
+            sheets["frontier"] = pd.DataFrame(rec["frontier"])
+        if fmt == "xlsx":
+            if out is None:
+                raise CritminError("--format xlsx needs --out FILE.xlsx")
+            write_atomic(out, xlsx_bytes(sheets, {k: v for k, v in rec["metadata"].items() if k != "probability_model"}))
+            err.print(f"wrote {out}")
+        else:
+            emit(rec["selected"], "csv", out=out, title="portfolio")
+        return
+    c = Console(width=160)
+    c.print(f"[bold]Portfolio[/bold] ({rec['status']}, gap {rec['gap']:.2%}, {rec['seconds']:.1f} s; scenario sample {draws} draws, seed {seed}, "
+            f"data {rec['metadata']['data_version']}, as of {rec['metadata']['as_of']})")
+    c.print(f"Expected loss avoided: [bold]{rec['expected_avoided_usd']:,.0f} USD[/bold] per year of exposure; greedy baseline: "
+            f"{rec['greedy_expected_avoided_usd']:,.0f} USD")
+    emit(rec["selected"], "table", columns=["project_id", "name", "instrument", "agency", "node", "budget_charge_usd", "added_capacity_t_per_year",
+                                             "months_to_output", "expected_avoided_usd"], title="Selected projects")
+    emit([{"budget": k, "budget_usd": v, "spent_usd": rec["spent"].get(k, 0.0), "basis": rec["budget_basis"][k],
+           "marginal_value": rec["marginal_value_usd_per_usd"].get(k)} for k, v in rec["budgets"].items()], "table", title="Budgets")
+    emit(rec["risk_reduction"][:15], "table", columns=["node", "expected_loss_usd", "expected_avoided_usd", "share_avoided"], title="Risk reduction by node")
+    if "frontier" in rec:
+        emit(rec["frontier"], "table", columns=["budget_scale", "total_budget_usd", "spent_usd", "expected_avoided_usd", "projects"], title="Efficient frontier")
+    rejected = [p for p in rec["projects"] if p["decision"] == "rejected"]
+    err.print(f"{len(rejected)} projects rejected, each with a reason: use --format json (field 'projects') or xlsx to read them.")
+
+
+@bench_app.command("portfolio")
+def bench_portfolio_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
+    frontier_points: Annotated[int, typer.Option("--frontier", help="Also time an N-point frontier on the 1,000-project case (0 = no)")] = 0,
+    seed: SeedOpt = 0,
+    atlas: AtlasOpt = None,
+) -> None:
+    """Solve generated pipelines of 100, 1,000 and 5,000 projects on 500 simulated draws (docs/portfolio.md)."""
+    from critmin.output import to_json
+    from critmin.portfolio.bench import bench_portfolio
+    from critmin.portfolio.model import sample_from_simulator
+
+    sim = _simulator(atlas, None, None, None)
+    sample = sample_from_simulator(sim, draws=500, seed=seed)
+    rec = bench_portfolio(sample, frontier_points=frontier_points, seed=seed)
+    if as_json:
+        print(to_json(rec))
+    else:
+        emit(rec["cases"], "table", columns=["projects", "options", "scenarios", "seconds", "gap", "objective", "greedy_objective", "objective_vs_greedy"],
+             title="bench portfolio (generated pipelines, real scenario sample)")
 
 
 def main() -> None:

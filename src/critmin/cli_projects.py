@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from critmin.errors import CritminError
 from critmin.output import FORMATS, emit
@@ -34,7 +35,7 @@ def _fails_cleanly(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except (CritminError, ValueError) as exc:  # ValueError: e.g. --format xlsx without --out
-            err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+            err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from exc
 
     return wrapper  # type: ignore[return-value]

@@ -157,8 +157,18 @@ def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective
     short = np.array([res.node_draws[k][3 + j] for k in names]) if names else np.zeros((0, draws))
     loss = np.array([res.node_draws[k][j] for k in names]) if names else np.zeros((0, draws))
     months = np.array([res.node_draws[k][6] for k in names]) if names else np.zeros((0, draws))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        v = np.where(short.sum(axis=1) > 0, np.maximum(loss.sum(axis=1), 0.0) / short.sum(axis=1), 0.0)
+    # value of a tonne of shortfall avoided: the consuming industries' lost output, P0 (M a + b) (simulation.md
+    # §6-7), averaged over the draws of M; price transfers (input cost, producer gains) are not benefits of supply
+    from critmin.simulate.engine import NodeDraws
+
+    nd = NodeDraws.sample(sim.nodes, sim.params, draws, seed)
+    v = np.zeros(len(names))
+    for k, name in enumerate(names):
+        i = sim.nodes.index[name]
+        p0 = sim.nodes.nodes[i].p0_usd_per_t
+        m = float(nd.values["downstream_value_multiple"][i].mean())
+        val = p0 * (m * sim.chain.unlinked[i] + sim.chain.linked_value[i])
+        v[k] = val if np.isfinite(val) else 0.0
     return Sample(names, short, months, v, loss, {**res.metadata, "perspective": perspective.upper(), "sample_draws": draws})
 
 

@@ -186,16 +186,20 @@ def solve(problem: PortfolioProblem, gap: float = 0.01, time_limit: float = 60.0
     h.setOptionValue("random_seed", 0)
     inf = highspy.kHighsInf
     cost = opts["cost_usd"].to_numpy(dtype=float)
-    # columns: x (n_o), y (n_y), eta, u (n_u)   -- HiGHS minimises; negate the maximisation objective
-    scale = max(float(np.max(np.abs(v))) if v.size else 1.0, 1.0)
+    # columns: x (n_o), r (n_y), eta, u (n_u). r_ns = y_ns / short_ns is the share of the shortfall avoided,
+    # so rows compare capacity with shortfall (well scaled); money is in units of the expected loss potential
+    # L = Σ w_s v_n short_ns. HiGHS minimises: the maximisation objective is negated.
+    sh = np.array([problem.shortfall[n, s] for n, s in ys])
+    pot = np.array([w[s] * v[n] for n, s in ys]) * sh
+    scale = max(float(pot.sum()), 1e-12)
     c_x = -(problem.bonus_weight * opts["bonus"].to_numpy(dtype=float)) / scale + problem.cost_tiebreak * cost / max(cost.max(), 1.0)
-    c_y = np.array([-w[s] * v[n] for n, s in ys]) / scale
+    c_y = -pot / scale
     cols_cost = [c_x, c_y]
     lb = [np.zeros(n_o), np.zeros(n_y)]
-    ub = [np.ones(n_o), np.array([problem.shortfall[n, s] for n, s in ys])]
+    ub = [np.ones(n_o), np.ones(n_y)]
     if use_cvar:
         lam = problem.cvar_weight
-        cols_cost += [np.array([lam]) / scale, lam * w / (1.0 - problem.cvar_alpha) / scale]
+        cols_cost += [np.array([lam]), lam * w / (1.0 - problem.cvar_alpha)]
         lb += [np.array([-inf]), np.zeros(n_u)]
         ub += [np.array([inf]), np.full(n_u, inf)]
     cc, ll, uu = np.concatenate(cols_cost), np.concatenate(lb), np.concatenate(ub)
@@ -224,9 +228,9 @@ def solve(problem: PortfolioProblem, gap: float = 0.01, time_limit: float = 60.0
             row(np.asarray(g), np.ones(len(g)), 1.0 if pid in must else -inf, 1.0, f"project:{pid}")
     dq = opts["dq_t"].to_numpy(dtype=float)
     by_node = {n: np.flatnonzero(node == n) for n in nodes_used}
-    for k, (n, s) in enumerate(ys):  # y_ns - f_ns Σ Δq x <= 0
+    for k, (n, s) in enumerate(ys):  # r_ns - (f_ns / short_ns) Σ Δq x <= 0
         o = by_node[n]
-        f = problem.months[n, s] / 12.0
+        f = problem.months[n, s] / 12.0 / sh[k]
         row(np.concatenate([[n_o + k], o]), np.concatenate([[1.0], -f * dq[o]]), -inf, 0.0, f"avoided:{n}:{s}")
     for key, b in sorted(problem.budgets.items()):
         o = np.flatnonzero(opts["budget_key"].to_numpy() == key)
@@ -249,8 +253,8 @@ def solve(problem: PortfolioProblem, gap: float = 0.01, time_limit: float = 60.0
         for draw in range(S):
             ks = by_draw.get(draw, [])
             cols = np.array([n_o + k for k in ks] + [base, base + 1 + draw], dtype=int)
-            coefs = np.array([v[ys[k][0]] for k in ks] + [1.0, 1.0])
-            row(cols, coefs, float(loss_s[draw]), inf, f"cvar:{draw}")  # Σ v y + η + u_s >= L_s
+            coefs = np.array([v[ys[k][0]] * sh[k] / scale for k in ks] + [1.0, 1.0])
+            row(cols, coefs, float(loss_s[draw]) / scale, inf, f"cvar:{draw}")  # (Σ v y + η + u_s >= L_s) / L
     if rows_lo:
         starts_a = np.array(starts, dtype=np.int32)
         h.addRows(len(rows_lo), np.array(rows_lo), np.array(rows_hi), len(idx), starts_a, np.array(idx, dtype=np.int32), np.array(val))
@@ -271,51 +275,68 @@ def solve(problem: PortfolioProblem, gap: float = 0.01, time_limit: float = 60.0
 
 
 def greedy(problem: PortfolioProblem) -> Solution:
-    """Benefit-per-cost baseline: repeatedly add the option with the largest marginal expected avoided loss per
-    USD of budget cost that fits its budget and the diversification limits (one option per project)."""
+    """Benefit-per-cost baseline: repeatedly add the option with the largest marginal expected avoided loss (plus
+    the weighted bonus) per USD of budget charge that fits its budget and the diversification limits, one
+    option per project (``must_include`` projects first, cheapest option). Gains are recomputed only at the
+    node that changed. The CVaR term is not used by the baseline."""
     t0 = time.perf_counter()
     opts = problem.eligible()
+    check(problem, opts)
     n_o = len(opts)
     x = np.zeros(n_o)
     if n_o == 0:
         return _result(problem, opts, x, "no eligible option", 0.0, 0.0, "greedy")
     left = dict(problem.budgets)
     total = float(sum(b for b in problem.budgets.values() if np.isfinite(b)))
-    spent_country: dict[str, float] = {}
-    spent_commodity: dict[str, float] = {}
     z = np.zeros(problem.shortfall.shape[0])
-    _, base, _ = _avoided(problem, z)
     node = opts["node"].to_numpy(dtype=int)
     dq = opts["dq_t"].to_numpy(dtype=float)
     cost = opts["cost_usd"].to_numpy(dtype=float)
-    taken_projects: set[str] = set()
+    bonus = problem.bonus_weight * opts["bonus"].to_numpy(dtype=float)
+    key_i, key_u = pd.factorize(opts["budget_key"])
+    cty_i, cty_u = pd.factorize(opts["country"])
+    com_i, com_u = pd.factorize(opts["commodity"])
+    left_a = np.array([left.get(k, np.inf) for k in key_u], dtype=float)
+    cty_a = np.zeros(len(cty_u))
+    com_a = np.zeros(len(com_u))
+    pids = opts["project_id"].to_numpy()
+    f = problem.months / 12.0
+    w, v, short = problem.weights, problem.value_per_t, problem.shortfall
+
+    def gains(idx: np.ndarray) -> np.ndarray:
+        n = node[idx]
+        now = np.minimum(short[n], f[n] * z[n][:, None])
+        new = np.minimum(short[n], f[n] * (z[n] + dq[idx])[:, None])
+        return (new - now) @ w * v[n] + bonus[idx]
+
+    gain = gains(np.arange(n_o))
+    alive = np.ones(n_o, dtype=bool)
+
+    def take(i: int) -> None:
+        x[i] = 1
+        alive[pids == pids[i]] = False
+        left_a[key_i[i]] -= cost[i]
+        cty_a[cty_i[i]] += cost[i]
+        com_a[com_i[i]] += cost[i]
+        z[node[i]] += dq[i]
+        same = np.flatnonzero(node == node[i])
+        gain[same] = gains(same)
+
+    for pid in problem.must_include:
+        cand = np.flatnonzero((pids == pid) & alive)
+        if len(cand):
+            take(int(cand[np.argmin(cost[cand])]))
     while True:
-        best, best_ratio, best_gain = -1, 0.0, 0.0
-        for i in range(n_o):
-            r = opts.iloc[i]
-            if x[i] or r["project_id"] in taken_projects or cost[i] > left.get(r["budget_key"], 0.0) + 1e-9:
-                continue
-            if spent_country.get(r["country"], 0.0) + cost[i] > problem.max_country_share * total + 1e-9:
-                continue
-            if spent_commodity.get(r["commodity"], 0.0) + cost[i] > problem.max_commodity_share * total + 1e-9:
-                continue
-            z[node[i]] += dq[i]
-            _, val, cv = _avoided(problem, z)
-            z[node[i]] -= dq[i]
-            gain = val - base + problem.bonus_weight * float(r["bonus"]) - problem.cvar_weight * (cv - _avoided(problem, z)[2])
-            ratio = gain / max(cost[i], 1.0)
-            if gain > 1e-9 and ratio > best_ratio:
-                best, best_ratio, best_gain = i, ratio, gain
-        if best < 0:
+        fits = alive & (gain > 1e-9)
+        fits &= cost <= left_a[key_i] + 1e-9
+        if problem.max_country_share < 1.0:
+            fits &= cty_a[cty_i] + cost <= problem.max_country_share * total + 1e-9
+        if problem.max_commodity_share < 1.0:
+            fits &= com_a[com_i] + cost <= problem.max_commodity_share * total + 1e-9
+        if not fits.any():
             break
-        r = opts.iloc[best]
-        x[best] = 1
-        taken_projects.add(str(r["project_id"]))
-        left[r["budget_key"]] -= cost[best]
-        spent_country[r["country"]] = spent_country.get(r["country"], 0.0) + cost[best]
-        spent_commodity[r["commodity"]] = spent_commodity.get(r["commodity"], 0.0) + cost[best]
-        z[node[best]] += dq[best]
-        base += best_gain
+        ratio = np.where(fits, gain / np.maximum(cost, 1.0), -np.inf)
+        take(int(np.argmax(ratio)))
     return _result(problem, opts, x, "greedy", float("nan"), time.perf_counter() - t0, "greedy")
 
 

@@ -132,7 +132,7 @@ def run_portfolio(
          "share_avoided": sol.avoided_by_node.get(n, 0.0) / loss_before[n] if loss_before[n] > 0 else 0.0}
         for n in p.node_names if sol.avoided_by_node.get(n, 0.0) > 0 or loss_before[n] > 0
     ]
-    risk.sort(key=lambda r: -float(r["expected_avoided_usd"]))
+    risk.sort(key=lambda r: (-float(r["expected_avoided_usd"]), -float(r["expected_loss_usd"])))
     finite_budgets = {k: v for k, v in p.budgets.items() if np.isfinite(v)}
     rec: dict[str, Any] = {
         "metadata": {**sample.metadata, "as_of": as_of, "deadline_months": deadline_months, "mip_gap_target": gap,

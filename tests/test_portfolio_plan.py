@@ -1,0 +1,86 @@
+"""The portfolio on the bundled pipeline: options, decisions with reasons, budgets, CLI interface."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from critmin.portfolio.model import (
+    InstrumentParameters,
+    build_problem,
+    read_agencies,
+    read_budgets,
+    sample_from_simulator,
+)
+from critmin.portfolio.plan import run_portfolio
+from critmin.portfolio.register import bundled_register
+from tests.test_cli import run
+
+
+@pytest.fixture(scope="module")
+def plan(simulator):
+    reg = bundled_register(simulator.atlas)
+    return run_portfolio(simulator.atlas, simulator, reg.projects, draws=100, seed=0, as_of="2026-11", gap=1e-4)
+
+
+def test_every_project_has_a_decision_and_budgets_hold(plan, simulator):
+    reg = bundled_register(simulator.atlas)
+    assert {p["project_id"] for p in plan["projects"]} == set(reg.projects["project_id"])
+    assert all(p["reason"] for p in plan["projects"])
+    chosen = {s["project_id"] for s in plan["selected"]}
+    assert chosen == {p["project_id"] for p in plan["projects"] if p["decision"] == "selected"}
+    for k, b in plan["budgets"].items():
+        assert plan["spent"].get(k, 0.0) <= b * (1 + 1e-9)
+    assert plan["objective"] >= plan["greedy_objective"] * (1 - 1e-4)
+    assert plan["metadata"]["as_of"] == "2026-11" and plan["metadata"]["data_version"] == simulator.atlas.data_version
+    # an operating project with nothing to gain is rejected for that reason
+    p001 = next(p for p in plan["projects"] if p["project_id"] == "P001")
+    assert p001["decision"] == "rejected" and "adds no capacity" in p001["reason"]
+
+
+def test_options_follow_eligibility_and_assumptions_are_listed(simulator):
+    reg = bundled_register(simulator.atlas)
+    sample = sample_from_simulator(simulator, draws=50, seed=0)
+    bp = build_problem(reg.projects, simulator.atlas, sample, simulator.nodes, read_agencies(), InstrumentParameters.load(), None, "2026-11")
+    o = bp.options_all
+    # the U.S. Permitting Council only facilitates domestic projects
+    reg_opts = o[o["instrument"] == "regulatory"]
+    assert set(reg_opts["country"]) <= {"USA"}
+    # every option of a project with blank completion probability lists the status default as an assumption
+    for pid in set(o["project_id"]):
+        assert any("completion probability" in a for a in bp.assumptions[pid])
+    assert (o["dq_t"] >= 0).all() or (o["dq_t"] < 0).sum() == 0
+
+
+def test_deadline_and_budget_file(tmp_path: Path, simulator):
+    f = tmp_path / "b.csv"
+    f.write_text("agency_id,instrument,budget_usd\nUS_EXIM,loan,2000000000\n")
+    assert read_budgets(f) == {"US_EXIM:loan": 2e9}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("agency_id,instrument,budget_usd\nUS_EXIM,loan,-5\n")
+    with pytest.raises(Exception, match=r"bad.csv, line 2, field 'budget_usd'"):
+        read_budgets(bad)
+    reg = bundled_register(simulator.atlas)
+    rec = run_portfolio(simulator.atlas, simulator, reg.projects, deadline_months=6, draws=60, as_of="2026-11")
+    assert all(s["months_to_output"] <= 6 for s in rec["selected"])
+
+
+def test_portfolio_cli_json_interface():
+    d = json.loads(run("portfolio", "--format", "json", "--draws", "60", "--as-of", "2026-11").stdout)
+    for key in ("selected", "budgets", "spent", "objective", "greedy_objective", "projects", "risk_reduction", "marginal_value_usd_per_usd"):
+        assert key in d, key
+    for s in d["selected"]:
+        for key in ("project_id", "instrument", "agency", "cost_usd"):
+            assert key in s
+    p = run("portfolio", "--must", "P999", "--draws", "20", ok=False)
+    assert p.returncode == 2 and "P999" in p.stderr
+
+
+def test_bench_portfolio_json_interface():
+    d = json.loads(run("bench", "portfolio", "--json").stdout)
+    for key in ("projects", "scenarios", "seconds", "gap", "objective_vs_greedy", "cases"):
+        assert key in d
+    assert d["projects"] == 1000 and d["scenarios"] == 500 and d["gap"] <= 0.01
+    assert [c["projects"] for c in d["cases"]] == [100, 1000, 5000]
