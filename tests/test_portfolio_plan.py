@@ -38,6 +38,12 @@ def test_every_project_has_a_decision_and_budgets_hold(plan, simulator):
     # an operating project with nothing to gain is rejected for that reason
     p001 = next(p for p in plan["projects"] if p["project_id"] == "P001")
     assert p001["decision"] == "rejected" and "adds no capacity" in p001["reason"]
+    # project finance under the three price scenarios: NPV falls with the price, the gap rises
+    fin = {f["project_id"]: f for f in plan["finance"]}
+    assert fin, "no project finance records"
+    for f in fin.values():
+        assert f["npv_usd"]["0.7x"] <= f["npv_usd"]["1x"] <= f["npv_usd"]["1.3x"]
+        assert f["viability_gap_usd"]["0.7x"] >= f["viability_gap_usd"]["1.3x"] >= 0
 
 
 def test_options_follow_eligibility_and_assumptions_are_listed(simulator):

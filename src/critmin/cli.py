@@ -477,6 +477,7 @@ def _shares(items: list[str] | None, opt: str) -> dict[str, float]:
 def portfolio(
     register: Annotated[Path | None, typer.Option("--register", help="Register directory (default: the bundled pipeline)")] = None,
     budgets: Annotated[Path | None, typer.Option("--budgets", help="CSV agency_id,instrument,budget_usd adding or replacing budgets")] = None,
+    agencies: Annotated[Path | None, typer.Option("--agencies", help="CSV replacing the bundled agencies.csv (same columns)")] = None,
     deadline_months: Annotated[float | None, typer.Option("--deadline-months", help="Only options with first output within N months")] = None,
     with_frontier: Annotated[bool, typer.Option("--frontier", help="Also compute the efficient frontier (risk reduction vs budget)")] = False,
     points: Annotated[int, typer.Option("--points", help="Frontier points")] = 20,
@@ -512,7 +513,7 @@ def portfolio(
         lambda cb: run_portfolio(
             sim.atlas, sim, reg.projects, read_budgets(budgets) if budgets else None, deadline_months, draws, seed, as_of, gap, time_limit,
             with_frontier, points, cvar_weight, cvar_alpha, concern_weight, max_country_share, max_commodity_share,
-            _shares(min_share, "--min-share"), list(must or []),
+            _shares(min_share, "--min-share"), list(must or []), None, str(agencies) if agencies else None,
         ),
     )
     if fmt == "json":
@@ -522,6 +523,7 @@ def portfolio(
         from critmin.output import write_atomic, xlsx_bytes
 
         sheets = {"selected": pd.DataFrame(rec["selected"]), "projects": pd.DataFrame(rec["projects"]),
+                  "finance": pd.json_normalize(rec["finance"]) if rec["finance"] else pd.DataFrame(),
                   "risk_reduction": pd.DataFrame(rec["risk_reduction"]),
                   "budgets": pd.DataFrame([{"budget": k, "budget_usd": v, "spent_usd": rec["spent"].get(k, 0.0), "basis": rec["budget_basis"][k],
                                             "marginal_value_usd_per_usd": rec["marginal_value_usd_per_usd"].get(k)} for k, v in rec["budgets"].items()])}

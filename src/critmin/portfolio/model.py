@@ -20,7 +20,7 @@ import pandas as pd
 
 from critmin.atlas.model import Atlas
 from critmin.errors import CritminError, Problem
-from critmin.portfolio.finance import ProjectCase, annuity_payment, viability_gap
+from critmin.portfolio.finance import ProjectCase, annuity_payment, cash_flows, dscr, irr, npv, viability_gap
 from critmin.portfolio.instruments import (
     equity_cost,
     guarantee_cost,
@@ -51,6 +51,10 @@ MODEL_DEFAULTS: dict[str, float] = {
     "price_volatility": 0.4,  # log-volatility per sqrt(year) of node prices (NdPr row of the parameter table)
     "price_scenarios": 3.0,  # price multipliers 0.7, 1.0, 1.3 for the viability gap (low, base, high)
 }
+
+
+#: Price scenarios of project finance: multiples of today's node price (low, base, high; critmin assumption).
+PRICE_SCENARIOS = (0.7, 1.0, 1.3)
 
 
 class ModelError(CritminError):
@@ -90,10 +94,19 @@ class InstrumentParameters:
 def read_agencies(path: str | Path | None = None) -> pd.DataFrame:
     """``agencies.csv`` with a parsed ``budget_basis`` (credit subsidy, face value or outlays)."""
     p = Path(path) if path else _data("agencies.csv")
+    if not p.is_file():
+        raise ModelError(f"{p}: {'not a file' if p.exists() else 'file not found'}")
     a = pd.read_csv(p, dtype=str, keep_default_na=False)
-    for c in ("agency_id", "participant_iso3", "instrument"):
+    for c in ("agency_id", "participant_iso3", "instrument", "budget_usd", "eligible_countries", "eligible_stages"):
         if c not in a.columns:
             raise ModelError(str(Problem(str(p), 1, c, "required column is missing")))
+    for i, r in enumerate(a.to_dict("records")):
+        if r["budget_usd"] != "":
+            try:
+                if float(r["budget_usd"]) < 0:
+                    raise ValueError
+            except ValueError:
+                raise ModelError(str(Problem(str(p), i + 2, "budget_usd", f"'{r['budget_usd']}' is not a non-negative number"))) from None
     a["budget_usd"] = pd.to_numeric(a["budget_usd"], errors="coerce")
     a["max_share_of_capex"] = pd.to_numeric(a.get("max_share_of_capex", ""), errors="coerce")
     a["budget_basis"] = [_basis(str(n)) for n in a.get("note", [""] * len(a))]
@@ -157,7 +170,7 @@ def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective
     short = np.array([res.node_draws[k][3 + j] for k in names]) if names else np.zeros((0, draws))
     loss = np.array([res.node_draws[k][j] for k in names]) if names else np.zeros((0, draws))
     months = np.array([res.node_draws[k][6] for k in names]) if names else np.zeros((0, draws))
-    # value of a tonne of shortfall avoided: the consuming industries' lost output, P0 (M a + b) (simulation.md
+    # value of a tonne of shortfall avoided: the consuming industries' lost output, P0 (M A + B) (simulation.md
     # §6-7), averaged over the draws of M; price transfers (input cost, producer gains) are not benefits of supply
     from critmin.simulate.engine import NodeDraws
 
@@ -211,6 +224,7 @@ class BuiltProblem:
     budget_basis: dict[str, str]
     sample: Sample
     options_all: pd.DataFrame
+    finance: list[dict[str, Any]] = field(default_factory=list)
 
 
 def build_problem(
@@ -251,6 +265,7 @@ def build_problem(
     ramp_years = ip.get("project", "ramp_up_years_to_design")
     horizon = st["horizon_months"]
     rows: list[dict[str, Any]] = []
+    finance: list[dict[str, Any]] = []
     reasons: dict[str, list[str]] = {}
     assumptions: dict[str, list[str]] = {}
     for p in projects.to_dict("records"):
@@ -305,8 +320,21 @@ def build_problem(
         if np.isfinite(capex):
             case = ProjectCase(float(cap), float(capex), float(unit_cost), 2 if status not in ("operating", "commissioning") else 0,
                                ramp_years, life, tax, hurdle)
-            prices = np.array([[price * m] * (case.construction_years + life) for m in (0.7, 1.0, 1.3)])
-            vg = float(np.mean(viability_gap(case, prices)))
+            prices = np.array([[price * m] * (case.construction_years + life) for m in PRICE_SCENARIOS])
+            gaps = viability_gap(case, prices)
+            vg = float(np.mean(gaps))
+            flows = cash_flows(case, prices)
+            share = ip.get("loan", "share_of_capex_financed")
+            dscrs = dscr(case, prices, share * float(capex), gov_rate + commercial_spread, tenor)
+            finance.append({
+                "project_id": pid, "price_scenarios": {f"{m:g}x": float(price * m) for m in PRICE_SCENARIOS},
+                "npv_usd": {f"{m:g}x": float(v) for m, v in zip(PRICE_SCENARIOS, npv(flows, hurdle), strict=True)},
+                "irr": {f"{m:g}x": irr(f) for m, f in zip(PRICE_SCENARIOS, flows, strict=True)},
+                "min_dscr_commercial_loan": {f"{m:g}x": float(v) for m, v in zip(PRICE_SCENARIOS, dscrs, strict=True)},
+                "viability_gap_usd": {f"{m:g}x": float(v) for m, v in zip(PRICE_SCENARIOS, gaps, strict=True)},
+                "viability_gap_mean_usd": vg, "hurdle_rate": hurdle, "capex_usd": float(capex), "unit_cost_usd_per_t": float(unit_cost),
+                "assumptions": list(assume),
+            })
         for a in ag.to_dict("records"):
             inst = str(a["instrument"])
             if inst == "any":
@@ -355,7 +383,7 @@ def build_problem(
     problem = PortfolioProblem(opts, sample.shortfall, sample.months, sample.value_per_t, np.full(sample.shortfall.shape[1], 1.0 / max(sample.shortfall.shape[1], 1)),
                                {k: v for k, v in bud_all.items() if k in set(opts["budget_key"]) or k == "none"}, sample.node_names,
                                deadline_months=deadline_months)
-    return BuiltProblem(problem, reasons, assumptions, bud, basis, sample, opts)
+    return BuiltProblem(problem, reasons, assumptions, bud, basis, sample, opts, finance)
 
 
 def _capital_intensity(ip: InstrumentParameters, commodity: str, stage: str) -> tuple[float, str] | None:

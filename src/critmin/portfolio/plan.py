@@ -110,11 +110,12 @@ def run_portfolio(
     min_participant_share: dict[str, float] | None = None,
     must_include: list[str] | None = None,
     client: Any = None,
+    agencies_file: str | None = None,
 ) -> dict[str, Any]:
     """The full ``critmin portfolio`` record (docs/portfolio.md)."""
     as_of = as_of or current_month()
     sample = sample_from_simulator(sim, draws=draws, seed=seed, client=client)
-    bp = build_problem(projects, atlas, sample, sim.nodes, read_agencies(), InstrumentParameters.load(), budgets, as_of, deadline_months)
+    bp = build_problem(projects, atlas, sample, sim.nodes, read_agencies(agencies_file), InstrumentParameters.load(), budgets, as_of, deadline_months)
     p = bp.problem
     p.cvar_weight, p.cvar_alpha, p.bonus_weight = cvar_weight, cvar_alpha, concern_weight
     p.max_country_share, p.max_commodity_share = max_country_share, max_commodity_share
@@ -157,6 +158,7 @@ def run_portfolio(
         "risk_reduction": risk,
         "marginal_value_usd_per_usd": marginal_values(p, sol, gap=gap, time_limit=time_limit) if len(p.eligible()) else {},
         "projects": _reasons(bp, sol, deadline_months, names),
+        "finance": bp.finance,
     }
     if with_frontier:
         rec["frontier"] = frontier(p, points=frontier_points, gap=gap, time_limit=time_limit).to_dict("records")

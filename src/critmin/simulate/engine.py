@@ -71,17 +71,20 @@ class ChainFactors:
 
 
 def chain_factors(nodes: NodeTable, coefficients: list[dict[str, object]], params: Parameters | None = None) -> ChainFactors:
-    """Valuation of a tonne short along the chain.
+    """Valuation of a tonne short along the chain (docs/simulation.md §6): ``M_u · A_u + B_u`` in units of P0_u.
 
-    - unlinked share ``a_u = 1 - Σ_v α_uv`` is valued at ``M_u · P0_u`` (the consuming industries' output lost
-      per USD of material, the ``downstream_value_multiple`` parameter);
-    - each linked use v is valued at the downstream product it stops: ``α_uv / c_uv`` t of v at ``P0_v · g_v``,
-      with ``g_v = a_v + Σ_w α_vw g_w P0_w / (c_vw P0_v)`` (1 for a final product): M is not applied again.
+    - The share of u's use that leaves the modelled chain (``a_u = 1 - Σ_v α_uv``) costs its users' lost output,
+      ``M`` per USD of material (the ``downstream_value_multiple`` parameter).
+    - A link to a later stage of the **same commodity** (mine -> refine) carries the tonnes on: the tonne is
+      valued as the downstream stage values it, ``(α_uv / c_uv)(P0_v / P0_u)(M A_v + B_v)``.
+    - A link into a **derivative product** (oxide -> magnet, graphite -> anode -> cells) is valued at the product
+      not made, ``(α_uv / c_uv)(P0_v / P0_u) G_v`` with ``G_v = a_v + Σ_w (α_vw / c_vw)(P0_w / P0_v) G_w``: the
+      product value, without M (a direct shortage of the product itself is valued at M × its value).
 
-    ``linked_value_u = Σ_v α_uv g_v P0_v / (c_uv P0_u)``. ``α_uv`` = share of u's use that makes v, ``c_uv`` = t
+    ``unlinked`` = A (multiplies M), ``linked_value`` = B. ``α_uv`` = share of u's use that makes v, ``c_uv`` = t
     of u per t of v. A link whose product has no price stays in the unlinked share (flagged). A node whose
     ``downstream_value_multiple`` is specific to it (not the ``*`` default) already covers its whole chain:
-    unlinked 1, linked 0.
+    A = 1, B = 0.
     """
     links: list[list[tuple[int, float, float]]] = [[] for _ in nodes.nodes]
     for r in coefficients:
@@ -92,39 +95,58 @@ def chain_factors(nodes: NodeTable, coefficients: list[dict[str, object]], param
             continue
         links[u].append((v, a, c))
     n = len(nodes)
-    unlinked = np.full(n, np.nan)
-    linked = np.full(n, np.nan)
-    g_cache = np.full(n, np.nan)
     flags: list[list[str]] = [[] for _ in nodes.nodes]
+    fixed: set[int] = set()
+    if params is not None:
+        for i, node in enumerate(nodes.nodes):
+            spec = params.resolve("downstream_value_multiple", node.commodity, node.stage, node.group)
+            if spec.scope != "*":
+                fixed.add(i)
+                flags[i].append(f"downstream multiple {spec.value:g} ({spec.scope}) covers the whole chain")
 
     def price_ok(i: int) -> bool:
         p = nodes.nodes[i].p0_usd_per_t
         return bool(np.isfinite(p) and p > 0)
 
-    def split(i: int, depth: int) -> tuple[float, float]:
-        a_u, b_u = 1.0, 0.0
-        for v, a, c in links[i]:
-            if depth < 10 and price_ok(v) and price_ok(i):
-                a_u -= a
-                b_u += a * g(v, depth + 1) * nodes.nodes[v].p0_usd_per_t / (c * nodes.nodes[i].p0_usd_per_t)
-            elif depth == 0:
-                flags[i].append(f"no price for {nodes.nodes[v].key}: its use valued like the unlinked share")
-        return max(a_u, 0.0), b_u
+    def usable(i: int) -> list[tuple[int, float, float]]:
+        return [(v, a, c) for v, a, c in links[i] if price_ok(v) and price_ok(i)]
 
-    def g(i: int, depth: int) -> float:
-        if not np.isfinite(g_cache[i]):
-            a_i, b_i = split(i, depth)
-            g_cache[i] = a_i + b_i
-        return float(g_cache[i])
+    g_memo: dict[int, float] = {}
 
-    for i, node in enumerate(nodes.nodes):
-        if params is not None:
-            spec = params.resolve("downstream_value_multiple", node.commodity, node.stage, node.group)
-            if spec.scope != "*":
-                unlinked[i], linked[i] = 1.0, 0.0
-                flags[i].append(f"downstream multiple {spec.value:g} ({spec.scope}) covers the whole chain")
-                continue
-        unlinked[i], linked[i] = split(i, 0)
+    def product_value(i: int, depth: int = 0) -> float:
+        if i not in g_memo:
+            use = usable(i) if depth < 10 else []
+            g_memo[i] = max(1.0 - sum(a for _, a, _ in use), 0.0) + sum(
+                a / c * nodes.nodes[v].p0_usd_per_t / nodes.nodes[i].p0_usd_per_t * product_value(v, depth + 1) for v, a, c in use)
+        return g_memo[i]
+
+    ab_memo: dict[int, tuple[float, float]] = {}
+
+    def value(i: int, depth: int = 0) -> tuple[float, float]:
+        if i in fixed:
+            return 1.0, 0.0
+        if i not in ab_memo:
+            use = usable(i) if depth < 10 else []
+            if depth == 0:
+                flags[i].extend(f"no price for {nodes.nodes[lk[0]].key}: its use valued like the unlinked share"
+                                for lk in links[i] if lk not in use)
+            a_i = max(1.0 - sum(a for _, a, _ in use), 0.0)
+            b_i = 0.0
+            for v, a, c in use:
+                k = a / c * nodes.nodes[v].p0_usd_per_t / nodes.nodes[i].p0_usd_per_t
+                if nodes.nodes[v].commodity == nodes.nodes[i].commodity:
+                    av, bv = value(v, depth + 1)
+                    a_i += k * av
+                    b_i += k * bv
+                else:
+                    b_i += k * product_value(v, depth + 1)
+            ab_memo[i] = (a_i, b_i)
+        return ab_memo[i]
+
+    unlinked = np.empty(n)
+    linked = np.empty(n)
+    for i in range(n):
+        unlinked[i], linked[i] = value(i)
     return ChainFactors(unlinked, linked, links, flags)
 
 

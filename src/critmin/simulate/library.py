@@ -110,7 +110,8 @@ def event_scenarios(atlas: Atlas, horizon_months: int = 12) -> list[Scenario]:
                 withheld_share=best,
                 withheld_low=lo if best is not None else None,
                 withheld_high=hi if best is not None else None,
-                start_date=str(r.get("start") or "")[:7] or None,
+                # start of the measure, else its announcement (E028: effective date not stated, announced 2023)
+                start_date=(str(r.get("start") or "") or str(e.get("start") or "") or str(e.get("announced") or ""))[:7] or None,
                 duration_months=min(max(dur, 1), 120),
                 status=status,  # type: ignore[arg-type]
                 probability=1.0 if status == "in_force" else None,

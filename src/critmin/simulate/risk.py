@@ -106,7 +106,8 @@ def risk_ranking(
     df["contribution_var"] = (df["probability"] * df["loss_se_usd"]) ** 2
     baseline = [s for s in sim.library() if s.family == "event" and in_baseline(s)]
     meta = result.metadata
-    basis = f"{meta['draws']} draws, seed {meta['seed']}, data {meta['data_version']}, parameters {meta['parameters']}"
+    files = ", ".join(f"{k} {v}" for k, v in meta.get("data_files", {}).items())
+    basis = f"{meta['draws']} draws, seed {meta['seed']}, data {meta['data_version']}, parameters {meta['parameters']}, {files}"
     rows = []
     for c, g in df.groupby("commodity", sort=True):
         valued = g["expected_loss_usd"].notna()

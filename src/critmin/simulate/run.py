@@ -88,6 +88,7 @@ class Simulator:
     chain: ChainFactors
     probability: ProbabilityModel
     settings: dict[str, float]
+    data_files: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def build(cls, atlas: Atlas, params: Parameters | None = None, chain_file: str | Path | None = None,
@@ -101,7 +102,9 @@ class Simulator:
         chain = chain_factors(nodes, coeff.to_dict("records") if len(coeff) else [], params)
         prob = fit_probability_model(atlas, nodes, params)
         settings = {k: params.setting(k) for k in SETTINGS if k != "base_rate_restriction"}
-        return cls(atlas, nodes, params, chain, prob, settings)
+        files = {"chain_coefficients": str(chain_file) if chain_file else "bundled",
+                 "product_values": str(product_values_file) if product_values_file else "bundled"}
+        return cls(atlas, nodes, params, chain, prob, settings, files)
 
     def library(self, generated: bool = True) -> list[Scenario]:
         return scenario_library(self.atlas, self.nodes, int(self.settings["in_force_horizon_months"]), generated)
@@ -135,6 +138,7 @@ class Simulator:
             "draws": draws,
             "seed": seed,
             "parameters": self.params.origin,
+            "data_files": self.data_files,
             "parameters_sha256": hashlib.sha256(self.params.table.to_csv(index=False).encode()).hexdigest(),
             "probability_model": self.probability.summary(),
         }
@@ -157,7 +161,8 @@ class RunResult:
     evaluations: int = 0
     flags: dict[str, list[str]] = field(default_factory=dict)
     #: per node, shape (7, draws): loss USA, JPN, BLOC (USD), shortfall USA, JPN, BLOC (t), months of
-    #: disruption (max over the scenarios that occur at the node in the draw); only for runs with probabilities
+    #: disruption (max over the scenarios that occur at the node in the draw); only for runs with probabilities.
+    #: ``totals`` and ``node_draws`` leave out, per perspective, the participant's own export restrictions.
     node_draws: dict[str, np.ndarray] = field(default_factory=dict)
 
 
@@ -365,14 +370,17 @@ def _assemble(
         for k, h in p["hits"].items():
             hits[int(ix[k])] = h
     node_draws: dict[str, np.ndarray] = {}
+    # a participant's own export restrictions are its policy, not a supply risk to it: left out of its totals
+    own = [{p} for p in PARTICIPANTS] + [set(PARTICIPANTS)]
     for i in sorted(hits):
         c = scenarios[i].commodity
+        keep = np.array([0.0 if own[j] & set(scenarios[i].restrictors) else 1.0 for j in range(3)])
         tot = totals.setdefault(c, np.zeros((3, draws)))
         idx, vals = hits[i]
-        tot[:, idx] += vals[:3]
+        tot[:, idx] += vals[:3] * keep[:, None]
         nd = node_draws.setdefault(f"{c}/{scenarios[i].stage}", np.zeros((7, draws)))
-        nd[:6, idx] += vals
-        nd[6, idx] = np.maximum(nd[6, idx], np.where(vals[5] > 0, float(scenarios[i].duration_months), 0.0))
+        nd[:6, idx] += vals * np.concatenate([keep, keep])[:, None]
+        nd[6, idx] = np.maximum(nd[6, idx], np.where(vals[5] * keep[2] > 0, float(scenarios[i].duration_months), 0.0))
     paths = None
     if keep_paths:
         paths = _path_bands(scenarios, batch, blocks, parts)
