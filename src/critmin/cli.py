@@ -553,6 +553,47 @@ def portfolio(
     err.print(f"{len(rejected)} projects rejected, each with a reason: use --format json (field 'projects') or xlsx to read them.")
 
 
+@app.command()
+def stockpile(
+    perspective: Annotated[str, typer.Option("--perspective", "-p", help="USA, JPN or BLOC (both participants)")] = "BLOC",
+    budget: Annotated[float | None, typer.Option("--budget", help="Purchase budget per participant (USD): one LP across commodities")] = None,
+    pooled: Annotated[bool, typer.Option("--pooled", help="Also size a stock pooled by the participants, with the saving and sharing rule")] = False,
+    draws: DrawsOpt = 500,
+    seed: SeedOpt = 0,
+    top: Annotated[int | None, typer.Option(help="Show only the first N (table format)")] = None,
+    fmt: FormatOpt = "table",
+    out: OutOpt = None,
+    atlas: AtlasOpt = None,
+    blocs: BlocsOpt = None,
+) -> None:
+    """Stock targets per participant and commodity: newsvendor on the simulated disruptions, day rules, pooling."""
+    from critmin.stockpile.plan import plan_stockpiles
+
+    _check_format(fmt)
+    if perspective.upper() not in ("USA", "JPN", "BLOC"):
+        raise CritminError(f"--perspective must be USA, JPN or BLOC, not '{perspective}'")
+    if budget is not None and budget < 0:
+        raise CritminError("--budget cannot be negative")
+    sim = _simulator(atlas, blocs, None, None)
+    rec = _run_with_progress("stockpile", lambda cb: plan_stockpiles(sim, perspective, budget, pooled, draws, seed))
+    if fmt == "json":
+        emit(rec, "json", out=out)
+        return
+    rows = rec["stockpiles"]
+    if fmt == "table":
+        shown = rows[:top] if top else rows
+        for r in shown:
+            r["saving"] = r.get("saving_usd", r.get("pooling_saving_usd"))
+            r["rule_90d_cost"] = r.get("rules", {}).get("90_days", {}).get("expected_cost_usd")
+        emit(shown, "table", columns=["node", "participant", "optimal_stock_t", "optimal_stock_usd", "days_of_consumption",
+                                      "expected_cost_with_stock_usd", "rule_90d_cost", "saving"],
+             title=f"Stockpile targets - {perspective.upper()}, {draws} draws, seed {seed} (data {rec['metadata']['data_version']})")
+        for j, p in rec["budget_plans"].items():
+            err.print(f"{j}: budget {p['budget_usd']:,.0f} USD, spent {p['spent_usd']:,.0f}, value of one more USD {p['value_of_budget_usd_per_usd']:.3f}")
+    else:
+        emit(rows, fmt, out=out, title="stockpile", meta={k: v for k, v in rec["metadata"].items() if k != "probability_model"})
+
+
 @bench_app.command("portfolio")
 def bench_portfolio_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,

@@ -1,0 +1,1 @@
+"""Stockpiles: sizing under simulated disruptions, pooling, rules in use (docs/stockpile.md)."""

@@ -1,0 +1,152 @@
+"""``critmin stockpile``: stock targets per participant and commodity from the simulated disruption distribution.
+
+For every node where a participant runs short in the simulator's risk sample (the ``critmin risk`` library,
+annual draws): the newsvendor stock, its costs, the 60/90/180-day rules evaluated on the same distribution,
+a release rule the simulator can use, and (``pooled``) a stock shared by the participants. With a budget,
+one linear programme allocates it across commodities (docs/stockpile.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from critmin.simulate.nodes import PARTICIPANTS
+from critmin.stockpile.sizing import expected_cost, newsvendor, pool, stock_lp
+
+DAYS_RULES = (60, 90, 180)
+
+
+def _data(name: str) -> Path:
+    return Path(str(resources.files("critmin.stockpile").joinpath(f"data/{name}")))
+
+
+@dataclass
+class StockParameters:
+    """Holding-cost rates and the day rules (``stockpile_parameters.csv``, with sources or marked assumptions)."""
+
+    capital_rate: dict[str, float]
+    storage_rate: float
+    storage_basis: str
+    days_rules: tuple[int, ...]
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> StockParameters:
+        from critmin.portfolio.model import InstrumentParameters
+
+        ip = InstrumentParameters.load()
+        cap = {"USA": ip.get("all", "discount_rate_government_usd"), "JPN": ip.get("all", "discount_rate_government_jpy")}
+        p = Path(path) if path else _data("stockpile_parameters.csv")
+        storage, basis = 0.01, "critmin assumption 1 %/yr (no stockpile_parameters.csv)"
+        rules = DAYS_RULES
+        if p.exists():
+            t = pd.read_csv(p, dtype=str, keep_default_na=False)
+            row = t[(t["parameter"] == "storage_cost_rate") & (t["scope"] == "*")]
+            if len(row) and row["value"].iloc[0] != "":
+                storage = float(row["value"].iloc[0])
+                basis = f"{row['kind'].iloc[0]}: {row['source'].iloc[0]}"
+        return cls(cap, storage, basis, rules)
+
+
+def disruption_sample(sim: Any, draws: int = 500, seed: int = 0) -> dict[str, Any]:
+    """Per node, each participant's shortfall (t) in every annual draw of the risk library, and the months."""
+    from critmin.simulate.risk import risk_scenarios
+    from critmin.simulate.run import run
+
+    scen, probs = risk_scenarios(sim)
+    res = run(sim, scen, draws=draws, seed=seed, probabilities=probs)
+    return {"node_draws": res.node_draws, "metadata": res.metadata, "draws": draws}
+
+
+def _value_per_t(sim: Any, key: str, draws: int, seed: int, cache: dict[str, Any]) -> float:
+    if "nd" not in cache:
+        from critmin.simulate.engine import NodeDraws
+
+        cache["nd"] = NodeDraws.sample(sim.nodes, sim.params, draws, seed)
+    i = sim.nodes.index[key]
+    p0 = sim.nodes.nodes[i].p0_usd_per_t
+    m = float(cache["nd"].values["downstream_value_multiple"][i].mean())
+    return float(p0 * (m * sim.chain.unlinked[i] + sim.chain.linked_value[i]))
+
+
+def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = None, pooled: bool = False, draws: int = 500,
+                    seed: int = 0, params: StockParameters | None = None, sample: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Stock targets (see module docstring). ``budget`` (USD of purchases) applies per participant."""
+    sp = params or StockParameters.load()
+    smp = sample or disruption_sample(sim, draws, seed)
+    draws = smp["draws"]
+    w = np.full(draws, 1.0 / draws)
+    members = list(PARTICIPANTS) if perspective.upper() == "BLOC" else [perspective.upper()]
+    cache: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = []
+    lp_inputs: dict[str, list[tuple[str, np.ndarray, float, float, float]]] = {j: [] for j in members}
+    for key in sorted(smp["node_draws"]):
+        nd = smp["node_draws"][key]
+        node = sim.nodes.nodes[sim.nodes.index[key]]
+        p0 = node.p0_usd_per_t
+        if not (np.isfinite(p0) and np.isfinite(node.q0_t)):
+            continue
+        c = _value_per_t(sim, key, draws, seed, cache)
+        months = nd[6]
+        typical_months = float(months[months > 0].mean()) if (months > 0).any() else 12.0
+        per_member: dict[str, np.ndarray] = {}
+        for j in members:
+            short = nd[3 + PARTICIPANTS.index(j)]
+            if not (short > 0).any():
+                continue
+            per_member[j] = short
+            hold = p0 * (sp.capital_rate.get(j, sp.capital_rate["USA"]) + sp.storage_rate)
+            s_opt, cost_opt = newsvendor(short, w, hold, c)
+            cost0 = float(expected_cost(0.0, short, w, hold, c))
+            annual_use = node.demand_share[j] * node.q0_t
+            rules = {}
+            for days in sp.days_rules:
+                s_rule = days / 365.0 * annual_use
+                rules[f"{days}_days"] = {"stock_t": s_rule, "expected_cost_usd": float(expected_cost(s_rule, short, w, hold, c))}
+            rows.append({
+                "node": key, "commodity": node.commodity, "stage": node.stage, "participant": j,
+                "shortage_cost_usd_per_t": c, "holding_cost_usd_per_t_year": hold, "critical_fractile": max(0.0, 1.0 - hold / c) if c > 0 else 0.0,
+                "probability_of_shortfall": float(w @ (short > 0)), "expected_shortfall_t": float(w @ short),
+                "optimal_stock_t": s_opt, "optimal_stock_usd": s_opt * p0, "days_of_consumption": 365.0 * s_opt / annual_use if annual_use > 0 else np.nan,
+                "expected_cost_without_stock_usd": cost0, "expected_cost_with_stock_usd": cost_opt, "saving_usd": cost0 - cost_opt,
+                "rules": rules,
+                "release_rule": {"holdings_t": s_opt, "max_release_t_per_month": s_opt / max(typical_months, 1.0), "price_cap": 1.0},
+                "flags": [f for f in node.flags if "proxy" in f or "low-tier" in f],
+            })
+            lp_inputs[j].append((key, short, hold, c, p0))
+        if pooled and len(per_member) > 1:
+            hold = p0 * (float(np.mean([sp.capital_rate.get(j, sp.capital_rate["USA"]) for j in per_member])) + sp.storage_rate)
+            pl = pool(per_member, w, hold, c)
+            rows.append({
+                "node": key, "commodity": node.commodity, "stage": node.stage, "participant": "POOL(" + "+".join(per_member) + ")",
+                "shortage_cost_usd_per_t": c, "holding_cost_usd_per_t_year": hold, "optimal_stock_t": pl.pooled_stock_t,
+                "optimal_stock_usd": pl.pooled_stock_t * p0, "expected_cost_with_stock_usd": pl.pooled_cost_usd,
+                "separate_stock_t": pl.separate_stock_t, "separate_cost_usd": pl.separate_cost_usd, "pooling_saving_usd": pl.saving_usd,
+                "cost_share": pl.pooled_share, "pooled_cost_by_member_usd": pl.pooled_cost_by_member_usd,
+                "release_rule": {"holdings_t": pl.pooled_stock_t, "max_release_t_per_month": pl.pooled_stock_t / max(typical_months, 1.0), "price_cap": 1.0},
+                "flags": [f for f in node.flags if "proxy" in f or "low-tier" in f],
+            })
+    budgets: dict[str, Any] = {}
+    if budget is not None:
+        for j, items in lp_inputs.items():
+            if not items:
+                continue
+            D = np.array([it[1] for it in items])
+            plan = stock_lp(D, w, np.array([it[2] for it in items]), np.array([it[3] for it in items]), np.array([it[4] for it in items]), budget)
+            budgets[j] = {
+                "budget_usd": budget, "spent_usd": plan.budget_used_usd, "total_cost_usd": plan.total_usd,
+                "value_of_budget_usd_per_usd": plan.budget_shadow_price, "status": plan.status,
+                "stocks": [{"node": it[0], "stock_t": float(s), "stock_usd": float(s * it[4])} for it, s in zip(items, plan.stock_t, strict=True)],
+            }
+    rows.sort(key=lambda r: (-float(r.get("saving_usd", r.get("pooling_saving_usd", 0.0)) or 0.0), r["node"], r["participant"]))
+    return {
+        "metadata": {**smp["metadata"], "perspective": perspective.upper(), "storage_cost_rate": sp.storage_rate, "storage_basis": sp.storage_basis,
+                     "capital_rate": sp.capital_rate, "days_rules": list(sp.days_rules)},
+        "stockpiles": rows,
+        "budget_plans": budgets,
+    }

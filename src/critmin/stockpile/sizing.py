@@ -1,0 +1,143 @@
+"""Stockpile sizing: newsvendor per commodity, a linear programme under a budget, pooled against separate stocks.
+
+Pure functions. A stock S (t) held for a year costs ``h S`` (holding: capital + storage, USD per t-year) and
+leaves an expected shortage cost ``Σ_s w_s c max(D_s - S, 0)`` over the simulated disruption draws s
+(``D_s`` t short in draw s, ``c`` USD lost per tonne short). docs/stockpile.md states the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def expected_cost(stock: float | np.ndarray, shortfall: np.ndarray, weights: np.ndarray, holding: float, shortage: float) -> np.ndarray:
+    """``h S + Σ_s w_s c max(D_s - S, 0)`` for one stock or an array of stocks (USD)."""
+    s = np.atleast_1d(np.asarray(stock, dtype=float))
+    short = np.maximum(shortfall[None, :] - s[:, None], 0.0) @ weights
+    out = holding * s + shortage * short
+    return out if np.ndim(stock) else out[0]
+
+
+def weighted_quantile(x: np.ndarray, w: np.ndarray, q: float) -> float:
+    """Smallest value v with ``Σ_{x_s <= v} w_s >= q`` (the left-continuous inverse of the empirical CDF)."""
+    order = np.argsort(x, kind="stable")
+    cum = np.cumsum(w[order])
+    k = int(np.searchsorted(cum, q * cum[-1] - 1e-12, side="left"))
+    return float(x[order][min(k, len(x) - 1)])
+
+
+def newsvendor(shortfall: np.ndarray, weights: np.ndarray, holding: float, shortage: float) -> tuple[float, float]:
+    """Optimal stock and its expected cost: ``F(S*) = 1 - h/c`` (the critical fractile; S* = 0 when h >= c).
+
+    For a discrete distribution any S in the optimal set minimises the cost; the smallest is returned.
+    """
+    if shortage <= holding or shortage <= 0:
+        return 0.0, float(expected_cost(0.0, shortfall, weights, holding, shortage))
+    q = 1.0 - holding / shortage
+    s = weighted_quantile(shortfall, weights, q)
+    return s, float(expected_cost(s, shortfall, weights, holding, shortage))
+
+
+@dataclass
+class StockPlan:
+    """Optimal stocks for several commodities under a common budget (LP solution)."""
+
+    stock_t: np.ndarray
+    holding_usd: np.ndarray
+    shortage_usd: np.ndarray
+    total_usd: float
+    budget_used_usd: float
+    budget_shadow_price: float
+    status: str
+
+
+def stock_lp(shortfall: np.ndarray, weights: np.ndarray, holding: np.ndarray, shortage: np.ndarray, price: np.ndarray,
+             budget: float | None = None, capacity_t: np.ndarray | None = None) -> StockPlan:
+    """Stocks of n commodities minimising holding plus expected shortage cost, under a purchase budget.
+
+        min  Σ_n h_n S_n + Σ_s w_s Σ_n c_n u_ns
+        s.t. u_ns >= D_ns - S_n,  u_ns >= 0,  0 <= S_n <= cap_n,  Σ_n P_n S_n <= B
+
+    Without a budget or capacity the LP separates into one newsvendor per commodity. Solved with HiGHS; the
+    budget's shadow price is the expected cost saved per extra USD of budget.
+    """
+    import highspy
+
+    from critmin.portfolio.optimise import _quiet_highs
+
+    n, S = shortfall.shape
+    cap = np.full(n, np.inf) if capacity_t is None else np.asarray(capacity_t, float)
+    # scale money to keep coefficients near 1
+    scale = max(float(np.max(shortage * shortfall.max(axis=1))) if n else 1.0, 1.0)
+    h = _quiet_highs()
+    inf = highspy.kHighsInf
+    # columns: S_n (n), u_ns (n*S) for draws with D_ns > 0
+    pairs = [(i, s) for i in range(n) for s in np.flatnonzero(shortfall[i] > 0)]
+    n_u = len(pairs)
+    cost = np.concatenate([holding / scale, np.array([weights[s] * shortage[i] for i, s in pairs]) / scale])
+    lb = np.zeros(n + n_u)
+    ub = np.concatenate([np.where(np.isfinite(cap), cap, inf), np.full(n_u, inf)])
+    h.addVars(n + n_u, lb, ub)
+    h.changeColsCost(n + n_u, np.arange(n + n_u, dtype=np.int32), cost)
+    starts: list[int] = []
+    idx: list[int] = []
+    val: list[float] = []
+    lo: list[float] = []
+    hi: list[float] = []
+    for k, (i, s) in enumerate(pairs):  # u + S >= D
+        starts.append(len(idx))
+        idx += [n + k, i]
+        val += [1.0, 1.0]
+        lo.append(float(shortfall[i, s]))
+        hi.append(inf)
+    budget_row = -1
+    if budget is not None:
+        budget_row = len(lo)
+        starts.append(len(idx))
+        idx += list(range(n))
+        val += list(price / max(float(budget), 1.0))
+        lo.append(-inf)
+        hi.append(1.0)
+    if lo:
+        h.addRows(len(lo), np.array(lo), np.array(hi), len(idx), np.array(starts, dtype=np.int32), np.array(idx, dtype=np.int32), np.array(val))
+    h.run()
+    status = h.modelStatusToString(h.getModelStatus())
+    sol = h.getSolution()
+    stock = np.maximum(np.asarray(sol.col_value)[:n], 0.0)
+    hold = holding * stock
+    short = np.array([float(expected_cost(stock[i], shortfall[i], weights, 0.0, shortage[i])) for i in range(n)])
+    shadow = 0.0
+    if budget_row >= 0 and budget is not None:
+        shadow = float(-np.asarray(sol.row_dual)[budget_row] * scale / max(float(budget), 1.0))
+    return StockPlan(stock, hold, short, float(hold.sum() + short.sum()), float(price @ stock), abs(shadow), status)
+
+
+@dataclass
+class Pooling:
+    """Separate stocks against one pooled stock for the same commodity."""
+
+    separate_stock_t: dict[str, float]
+    separate_cost_usd: dict[str, float]
+    pooled_stock_t: float
+    pooled_cost_usd: float
+    saving_usd: float
+    pooled_share: dict[str, float]
+    pooled_cost_by_member_usd: dict[str, float]
+
+
+def pool(shortfalls: dict[str, np.ndarray], weights: np.ndarray, holding: float, shortage: float) -> Pooling:
+    """Pooled stock against the members' separate newsvendor stocks.
+
+    The pool faces ``D_s = Σ_j D_js``; since the separate stocks together are a feasible pooled stock and
+    ``max(Σ_j D_j - Σ_j S_j, 0) <= Σ_j max(D_j - S_j, 0)``, pooling never costs more. Sharing rule: each member
+    pays the pooled cost in proportion to its stand-alone cost, so every member saves the same fraction.
+    """
+    sep = {j: newsvendor(d, weights, holding, shortage) for j, d in shortfalls.items()}
+    total = np.sum(np.array(list(shortfalls.values())), axis=0)
+    ps, pc = newsvendor(total, weights, holding, shortage)
+    sep_cost = {j: c for j, (_, c) in sep.items()}
+    z = sum(sep_cost.values())
+    share = {j: (c / z if z > 0 else 1.0 / len(sep_cost)) for j, c in sep_cost.items()}
+    return Pooling({j: s for j, (s, _) in sep.items()}, sep_cost, ps, pc, z - pc, share, {j: pc * f for j, f in share.items()})

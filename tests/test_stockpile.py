@@ -1,0 +1,63 @@
+"""Stockpile sizing: newsvendor closed form, LP under a budget (by hand), pooling never costs more."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from critmin.stockpile.sizing import expected_cost, newsvendor, pool, stock_lp
+from tests.test_cli import run
+
+D = np.array([0.0, 10.0, 20.0])
+W = np.array([0.5, 0.3, 0.2])
+
+
+def test_newsvendor_critical_fractile_by_hand():
+    # h = 1, c = 4: F(S*) >= 1 - 1/4 = 0.75; CDF 0.5 at 0, 0.8 at 10 -> S* = 10; cost 10 + 4 (0.2 x 10) = 18
+    s, c = newsvendor(D, W, 1.0, 4.0)
+    assert s == 10.0 and c == pytest.approx(18.0)
+    assert expected_cost(0.0, D, W, 1.0, 4.0) == pytest.approx(28.0)
+    assert expected_cost(20.0, D, W, 1.0, 4.0) == pytest.approx(20.0)
+    assert newsvendor(D, W, 5.0, 4.0)[0] == 0.0  # holding dearer than shortage: no stock
+
+
+def test_budgeted_lp_by_hand():
+    # two commodities with the same distribution, prices 1 and 2, budget 15: each tonne below 10 saves
+    # 4 x 0.5 - 1 = 1 USD, i.e. 1 per USD for A and 0.5 per USD for B -> S_A = 10, S_B = 2.5, shadow price 0.5
+    plan = stock_lp(np.vstack([D, D]), W, np.array([1.0, 1.0]), np.array([4.0, 4.0]), np.array([1.0, 2.0]), budget=15.0)
+    assert plan.stock_t == pytest.approx([10.0, 2.5], abs=1e-7)
+    assert plan.total_usd == pytest.approx(18.0 + 2.5 + 4 * (0.3 * 7.5 + 0.2 * 17.5))
+    assert plan.budget_used_usd == pytest.approx(15.0)
+    assert plan.budget_shadow_price == pytest.approx(0.5, abs=1e-7)
+    free = stock_lp(np.vstack([D, D]), W, np.array([1.0, 1.0]), np.array([4.0, 4.0]), np.array([1.0, 2.0]))
+    assert free.stock_t == pytest.approx([10.0, 10.0], abs=1e-7)
+
+
+@settings(max_examples=60, deadline=None)
+@given(a=st.lists(st.floats(0, 100), min_size=5, max_size=5), b=st.lists(st.floats(0, 100), min_size=5, max_size=5),
+       h=st.floats(0.01, 10), c=st.floats(0.01, 50))
+def test_pooled_stock_never_costs_more(a, b, h, c):
+    w = np.full(5, 0.2)
+    p = pool({"USA": np.array(a), "JPN": np.array(b)}, w, h, c)
+    assert p.pooled_cost_usd <= sum(p.separate_cost_usd.values()) + 1e-9
+    assert p.saving_usd >= -1e-9
+    assert sum(p.pooled_cost_by_member_usd.values()) == pytest.approx(p.pooled_cost_usd)
+
+
+def test_stockpile_cli_json():
+    d = json.loads(run("stockpile", "--perspective", "BLOC", "--pooled", "--budget", "1e9", "--draws", "80", "--format", "json").stdout)
+    rows = d["stockpiles"]
+    assert rows and {"USA", "JPN"} <= {r["participant"] for r in rows}
+    assert any(r["participant"].startswith("POOL") for r in rows)
+    for r in rows:
+        assert r["optimal_stock_t"] >= 0
+        if "rules" in r:
+            assert set(r["rules"]) == {"60_days", "90_days", "180_days"}
+            # the optimal stock never costs more than a day rule on the same distribution
+            assert r["expected_cost_with_stock_usd"] <= min(x["expected_cost_usd"] for x in r["rules"].values()) + 1e-6
+    for plan in d["budget_plans"].values():
+        assert plan["spent_usd"] <= 1e9 * (1 + 1e-9)
