@@ -61,3 +61,18 @@ def test_stockpile_cli_json():
             assert r["expected_cost_with_stock_usd"] <= min(x["expected_cost_usd"] for x in r["rules"].values()) + 1e-6
     for plan in d["budget_plans"].values():
         assert plan["spent_usd"] <= 1e9 * (1 + 1e-9)
+
+
+def test_release_rule_runs_in_the_simulator(simulator):
+    from critmin.simulate import Response, StockpileRelease, run
+    from critmin.stockpile.plan import plan_stockpiles
+
+    rec = plan_stockpiles(simulator, "USA", draws=60, seed=1)
+    row = next(r for r in rec["stockpiles"] if r["node"] == "cobalt/mine" and r["participant"] == "USA")
+    assert row["optimal_stock_t"] > 0
+    base = next(s for s in simulator.library() if s.id == "ev.E018.cobalt.mine")
+    stocked = base.model_copy(update={"id": "stocked", "response": Response(stockpile=StockpileRelease(**row["release_rule"]))})
+    res = run(simulator, [base, stocked], draws=30, seed=2).scenarios
+    usa = res[res["perspective"] == "USA"].set_index("scenario")
+    assert usa.loc["stocked", "shortfall_t"] < usa.loc["ev.E018.cobalt.mine", "shortfall_t"]
+    assert usa.loc["stocked", "stock_drawn_t"] > 0
