@@ -8,7 +8,7 @@ one linear programme allocates it across commodities (docs/stockpile.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,11 @@ class StockParameters:
     storage_rate: float
     storage_basis: str
     days_rules: tuple[int, ...]
+    storage_by_commodity: dict[str, float] = field(default_factory=dict)
+
+    def storage(self, commodity: str) -> float:
+        """Storage and insurance cost as a fraction of value per year (commodity row, else the ``*`` row)."""
+        return self.storage_by_commodity.get(commodity, self.storage_rate)
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> StockParameters:
@@ -50,6 +55,12 @@ class StockParameters:
             if len(row) and row["value"].iloc[0] != "":
                 storage = float(row["value"].iloc[0])
                 basis = f"{row['kind'].iloc[0]}: {row['source'].iloc[0]}"
+            by_c = {str(r["scope"]).split(":", 1)[1]: float(r["value"]) for r in t.to_dict("records")
+                    if r["parameter"] == "storage_cost_rate" and str(r["scope"]).startswith("commodity:") and r["value"] != ""}
+            kr = t[(t["parameter"] == "capital_cost_rate") & (t["scope"] == "KOR")]
+            if len(kr) and kr["value"].iloc[0] != "":
+                cap["KOR"] = float(kr["value"].iloc[0])
+            return cls(cap, storage, basis, rules, by_c)
         return cls(cap, storage, basis, rules)
 
 
@@ -100,7 +111,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             if not (short > 0).any():
                 continue
             per_member[j] = short
-            hold = p0 * (sp.capital_rate.get(j, sp.capital_rate["USA"]) + sp.storage_rate)
+            hold = p0 * (sp.capital_rate.get(j, sp.capital_rate["USA"]) + sp.storage(node.commodity))
             s_opt, cost_opt = newsvendor(short, w, hold, c)
             cost0 = float(expected_cost(0.0, short, w, hold, c))
             annual_use = node.demand_share[j] * node.q0_t
@@ -120,7 +131,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             })
             lp_inputs[j].append((key, short, hold, c, p0))
         if pooled and len(per_member) > 1:
-            hold = p0 * (float(np.mean([sp.capital_rate.get(j, sp.capital_rate["USA"]) for j in per_member])) + sp.storage_rate)
+            hold = p0 * (float(np.mean([sp.capital_rate.get(j, sp.capital_rate["USA"]) for j in per_member])) + sp.storage(node.commodity))
             pl = pool(per_member, w, hold, c)
             rows.append({
                 "node": key, "commodity": node.commodity, "stage": node.stage, "participant": "POOL(" + "+".join(per_member) + ")",
@@ -145,7 +156,8 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             }
     rows.sort(key=lambda r: (-float(r.get("saving_usd", r.get("pooling_saving_usd", 0.0)) or 0.0), r["node"], r["participant"]))
     return {
-        "metadata": {**smp["metadata"], "perspective": perspective.upper(), "storage_cost_rate": sp.storage_rate, "storage_basis": sp.storage_basis,
+        "metadata": {**smp["metadata"], "perspective": perspective.upper(), "storage_cost_rate": sp.storage_rate, "storage_cost_rate_by_commodity": sp.storage_by_commodity,
+                     "storage_basis": sp.storage_basis,
                      "capital_rate": sp.capital_rate, "days_rules": list(sp.days_rules)},
         "stockpiles": rows,
         "budget_plans": budgets,
