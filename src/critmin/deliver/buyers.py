@@ -1,0 +1,126 @@
+"""The buyers register: who needs which material, how much, from which origins (CSV or Excel, validated).
+
+Columns (``BUYER_COLUMNS``): buyer_id, name, country_iso3, commodity_id, stage, demand_t_per_year (t/yr on
+the node's production basis; blank = not published), priority (1 defence/stockpile, 2 industry, 3 other),
+min_contract_t (t over the planning horizon; blank = none), origin_rule (``any``, ``no_concern``,
+``allied`` or ISO3 codes separated by ';'), start, end (YYYY-MM), kind (offtaker, aggregate, stockpile,
+user), source, url, note. Errors name the file, the line (or sheet and cell) and the field; a file with any
+bad row is rejected whole.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from critmin.errors import CritminError, Problem
+
+BUYER_COLUMNS = ("buyer_id", "name", "country_iso3", "commodity_id", "stage", "demand_t_per_year", "priority", "min_contract_t",
+                 "origin_rule", "start", "end", "kind", "source", "url", "note")
+
+
+class BuyerError(CritminError):
+    """Invalid buyers file; ``problems`` name file, line or cell, and field."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("invalid buyers register:\n  " + "\n  ".join(str(p) for p in problems[:30]))
+
+
+class Buyer(BaseModel):
+    """One buyer's need at one node."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    buyer_id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(min_length=1)
+    country_iso3: str
+    commodity_id: str
+    stage: str
+    demand_t_per_year: float | None = Field(default=None, ge=0)
+    priority: int = Field(default=2, ge=1, le=3)
+    min_contract_t: float | None = Field(default=None, ge=0)
+    origin_rule: str = "no_concern"
+    start: str | None = Field(default=None, pattern=r"^\d{4}(-\d{2})?$")
+    end: str | None = Field(default=None, pattern=r"^\d{4}(-\d{2})?$")
+    kind: str = "user"
+    source: str = ""
+    url: str = ""
+    note: str = ""
+
+    @field_validator("origin_rule")
+    @classmethod
+    def _rule(cls, v: str) -> str:
+        v = v.strip() or "no_concern"
+        if v in ("any", "no_concern", "allied") or all(re.fullmatch(r"[A-Z]{3}", c.strip()) for c in v.split(";")):
+            return v
+        raise ValueError(f"'{v}' is not any, no_concern, allied or ISO3 codes separated by ';'")
+
+
+def _blank_to_none(r: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if (v is None or (isinstance(v, float) and pd.isna(v)) or str(v).strip() == "") else v) for k, v in r.items()}
+
+
+def read_buyers(path: str | Path, atlas: Any = None) -> pd.DataFrame:
+    """Validate a buyers CSV or .xlsx (sheet ``buyers``); returns the table or raises :class:`BuyerError`."""
+    p = Path(path)
+    if not p.is_file():
+        raise BuyerError([Problem(str(p), None, None, "not a file" if p.exists() else "file not found")])
+    xlsx = p.suffix.lower() == ".xlsx"
+    try:
+        t = pd.read_excel(p, sheet_name="buyers", dtype=str) if xlsx else pd.read_csv(p, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise BuyerError([Problem(str(p), None, None, f"cannot read: {exc}")]) from exc
+    problems: list[Problem] = []
+    missing = [c for c in ("buyer_id", "name", "country_iso3", "commodity_id", "stage") if c not in t.columns]
+    if missing:
+        raise BuyerError([Problem(str(p), 1, c, "required column is missing") for c in missing])
+    cols = list(t.columns)
+    countries = set(atlas.countries["iso3"]) if atlas is not None else None
+    nodes = set(zip(atlas.stages["commodity_id"], atlas.stages["stage"], strict=True)) if atlas is not None else None
+    concern = atlas.concern if atlas is not None else frozenset()
+    rows = []
+    seen: dict[str, int] = {}
+    for i, r in enumerate(t.to_dict("records")):
+        line = i + 2
+
+        def where(field: str, line: int = line) -> tuple[int | None, str]:
+            if xlsx and field in cols:
+                return None, f"sheet buyers, cell {chr(ord('A') + cols.index(field))}{line}, field '{field}'"
+            return line, field
+
+        try:
+            b = Buyer.model_validate(_blank_to_none(r))
+        except ValidationError as exc:
+            for e in exc.errors():
+                f = str(e["loc"][0]) if e["loc"] else ""
+                ln, fld = where(f)
+                problems.append(Problem(str(p), ln, fld, e["msg"]))
+            continue
+        for fld, ok, msg in (
+            ("country_iso3", countries is None or b.country_iso3 in countries, f"unknown country '{b.country_iso3}'"),
+            ("stage", nodes is None or (b.commodity_id, b.stage) in nodes, f"unknown node {b.commodity_id}/{b.stage}"),
+            ("country_iso3", b.country_iso3 not in concern, "deliveries to a country of concern are not planned"),
+            ("buyer_id", b.buyer_id not in seen, f"duplicate id (first on line {seen.get(b.buyer_id)})"),
+        ):
+            if not ok:
+                ln, f2 = where(fld)
+                problems.append(Problem(str(p), ln, f2, msg))
+        seen.setdefault(b.buyer_id, line)
+        rows.append(b.model_dump())
+    if problems:
+        raise BuyerError(problems)
+    return pd.DataFrame(rows, columns=list(BUYER_COLUMNS))
+
+
+def bundled_buyers_path() -> Path:
+    return Path(str(resources.files("critmin.deliver").joinpath("data/buyers.csv")))
+
+
+def bundled_buyers(atlas: Any = None) -> pd.DataFrame:
+    return read_buyers(bundled_buyers_path(), atlas)

@@ -1,0 +1,105 @@
+"""``critmin deliver``: monthly allocation of allied projects' output to registered buyers (docs/deliver.md).
+
+Supply: every project of the register outside the countries of concern with a capacity on its node's basis,
+producing in month t when it is operating or commissioning, or when its first-output date (plus the status
+class's typical delay) has passed; a project chosen by the portfolio may be given an earlier first month.
+Monthly capacity is capacity_t / 12. Demand: buyers with a published or computed annual demand (/ 12 per month)
+within their start/end window. Eligibility: same node; the buyer's origin rule; never a buyer in a country of
+concern (rejected by the register).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from critmin.atlas.model import Atlas
+from critmin.deliver.transport import solve_transport
+
+
+def _month_index(as_of: str, when: str | None) -> int | None:
+    """Months from ``as_of`` (YYYY-MM) to ``when`` (YYYY or YYYY-MM; a year alone = July)."""
+    if not when:
+        return None
+    y, m = int(when[:4]), int(when[5:7]) if len(when) >= 7 else 7
+    return (y - int(as_of[:4])) * 12 + (m - int(as_of[5:7]))
+
+
+def _origin_ok(rule: str, origin: str, atlas: Atlas) -> bool:
+    if rule == "any":
+        return True
+    if rule == "no_concern":
+        return origin not in atlas.concern
+    if rule == "allied":
+        return origin in atlas.allied
+    return origin in {c.strip() for c in rule.split(";")}
+
+
+def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, months: int = 6, as_of: str = "2026-11",
+                  first_month: dict[str, int] | None = None) -> dict[str, Any]:
+    """The delivery programme over ``months`` months from ``as_of`` (see module docstring)."""
+    from critmin.portfolio.model import InstrumentParameters
+
+    ip = InstrumentParameters.load()
+    concern = atlas.concern
+    sup = projects[projects["capacity_t"].notna() & (projects["capacity_t"] > 0) & ~projects["country_iso3"].isin(list(concern))].copy()
+    reasons: list[dict[str, Any]] = []
+    cap_rows, pids = [], []
+    for p in sup.to_dict("records"):
+        status = str(p["status_class"])
+        start: int | None
+        if status in ("operating", "commissioning"):
+            start = 0
+        else:
+            m0 = _month_index(as_of, str(p.get("first_output") or "") or None)
+            delay = ip.get("project", f"delay_months:{status}", 0.0)
+            start = None if m0 is None else max(0, m0 + int(round(delay)))
+        if first_month and p["project_id"] in first_month:
+            start = first_month[p["project_id"]]
+        if start is None or start >= months:
+            reasons.append({"project_id": p["project_id"], "reason": "no output within the horizon" if start is not None
+                            else "no first-output date and not producing"})
+            continue
+        cap = np.array([p["capacity_t"] / 12.0 if t >= start else 0.0 for t in range(months)])
+        cap_rows.append(cap)
+        pids.append(str(p["project_id"]))
+    sup = sup.set_index("project_id").loc[pids] if pids else sup.iloc[0:0]
+    dem_rows, bids, prio, mins = [], [], [], []
+    skipped = []
+    for b in buyers.to_dict("records"):
+        if b["demand_t_per_year"] is None or pd.isna(b["demand_t_per_year"]):
+            skipped.append({"buyer_id": b["buyer_id"], "reason": "no published demand volume"})
+            continue
+        s0 = _month_index(as_of, b.get("start")) or 0
+        e0 = _month_index(as_of, b.get("end"))
+        dem = np.array([b["demand_t_per_year"] / 12.0 if (t >= s0 and (e0 is None or t <= e0)) else 0.0 for t in range(months)])
+        dem_rows.append(dem)
+        bids.append(str(b["buyer_id"]))
+        prio.append(int(b["priority"]))
+        mins.append(float(b["min_contract_t"]) if b["min_contract_t"] is not None and not pd.isna(b["min_contract_t"]) else 0.0)
+    bt = buyers.set_index("buyer_id").loc[bids] if bids else buyers.iloc[0:0]
+    P, B = len(pids), len(bids)
+    elig = np.zeros((P, B), dtype=bool)
+    for i, pid in enumerate(pids):
+        pr = sup.loc[pid]
+        for k, bid in enumerate(bids):
+            br = bt.loc[bid]
+            elig[i, k] = (pr["commodity_id"] == br["commodity_id"] and pr["stage"] == br["stage"]
+                          and _origin_ok(str(br["origin_rule"]), str(pr["country_iso3"]), atlas))
+    capacity = np.array(cap_rows) if cap_rows else np.zeros((0, months))
+    demand = np.array(dem_rows) if dem_rows else np.zeros((0, months))
+    res = solve_transport(capacity, demand, elig, np.array(prio), np.array(mins), pids, bids)
+    names_b = dict(zip(buyers["buyer_id"], buyers["name"], strict=True))
+    names_p = dict(zip(projects["project_id"], projects["name"], strict=True))
+    buyers_out = res.buyers.assign(name=res.buyers["buyer_id"].map(names_b),
+                                   node=[f"{bt.loc[b, 'commodity_id']}/{bt.loc[b, 'stage']}" for b in res.buyers["buyer_id"]])
+    return {
+        "metadata": {"as_of": as_of, "months": months, "projects_supplying": P, "buyers_planned": B, "status": res.status},
+        "allocation": res.allocation.assign(project=res.allocation["project_id"].map(names_p), buyer=res.allocation["buyer_id"].map(names_b)).to_dict("records"),
+        "buyers": buyers_out.to_dict("records"),
+        "projects": res.projects.assign(name=res.projects["project_id"].map(names_p)).to_dict("records"),
+        "not_supplying": reasons,
+        "buyers_not_planned": skipped,
+    }

@@ -1,0 +1,53 @@
+"""Delivery plan: the transportation LP on hand-solvable cases, eligibility, the buyers register."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from critmin.deliver.buyers import BuyerError, read_buyers
+from critmin.deliver.transport import solve_transport
+
+
+def test_priority_and_capacity_by_hand():
+    # one project, 10 t/month; buyer A needs 8 (priority 1), B needs 6 (priority 2): A gets 8, B 2, B short 4/month
+    r = solve_transport(np.array([[10.0, 10.0]]), np.array([[8.0, 8.0], [6.0, 6.0]]), np.ones((1, 2), bool),
+                        np.array([1, 2]), np.zeros(2), ["p"], ["A", "B"])
+    b = r.buyers.set_index("buyer_id")
+    assert b.loc["A", "delivered_t"] == pytest.approx(16.0) and b.loc["B", "delivered_t"] == pytest.approx(4.0)
+    assert b.loc["B", "shortfall_t"] == pytest.approx(8.0)
+    assert r.projects["utilisation"].iloc[0] == pytest.approx(1.0)
+
+
+def test_contract_minimum_by_hand():
+    # B's 10 t minimum over two months outranks A's priority: A 10, B 10 (cost 6 x 100 + 2 x 10 = 620)
+    r = solve_transport(np.array([[10.0, 10.0]]), np.array([[8.0, 8.0], [6.0, 6.0]]), np.ones((1, 2), bool),
+                        np.array([1, 2]), np.array([0.0, 10.0]), ["p"], ["A", "B"])
+    b = r.buyers.set_index("buyer_id")
+    assert b.loc["B", "delivered_t"] == pytest.approx(10.0) and b.loc["A", "delivered_t"] == pytest.approx(10.0)
+    assert r.objective == pytest.approx(620.0)
+    assert b.loc["B", "minimum_unmet_t"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_ineligible_pairs_get_nothing():
+    r = solve_transport(np.array([[10.0]]), np.array([[5.0]]), np.zeros((1, 1), bool), np.array([1]), np.zeros(1), ["p"], ["A"])
+    assert r.allocation.empty and r.buyers["shortfall_t"].iloc[0] == pytest.approx(5.0)
+
+
+def test_buyers_register_rejects_bad_rows(tmp_path: Path, atlas):
+    f = tmp_path / "b.csv"
+    f.write_text(
+        "buyer_id,name,country_iso3,commodity_id,stage,demand_t_per_year,priority,origin_rule\n"
+        "B1,Good,USA,cobalt,refine,100,1,no_concern\n"
+        "B2,To concern,CHN,cobalt,refine,100,2,any\n"
+        "B3,Bad node,USA,cobalt,magnet,100,2,any\n"
+        "B1,Dup,JPN,cobalt,refine,-5,4,elsewhere\n"
+    )
+    with pytest.raises(BuyerError) as e:
+        read_buyers(f, atlas)
+    msg = str(e.value)
+    for needle in ("line 3, field 'country_iso3'", "line 4, field 'stage'", "line 5, field 'demand_t_per_year'", "line 5, field 'priority'",
+                   "line 5, field 'origin_rule'"):
+        assert needle in msg, needle
