@@ -594,6 +594,82 @@ def stockpile(
         emit(rows, fmt, out=out, title="stockpile", meta={k: v for k, v in rec["metadata"].items() if k != "probability_model"})
 
 
+BuyersOpt = Annotated[Path | None, typer.Option("--buyers", help="Buyers register (CSV or .xlsx with a 'buyers' sheet); default: bundled")]
+AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="Reference month YYYY-MM (default: this month)")]
+
+
+def _buyers(atlas: Any, path: Path | None) -> Any:
+    from critmin.deliver.buyers import bundled_buyers, read_buyers
+
+    return read_buyers(path, atlas) if path else bundled_buyers(atlas)
+
+
+def _as_of(as_of: str | None) -> str:
+    from critmin.portfolio.plan import current_month
+
+    if as_of is not None and not re.fullmatch(r"\d{4}-\d{2}", as_of):
+        raise CritminError(f"--as-of must be YYYY-MM, got '{as_of}'")
+    return as_of or current_month()
+
+
+@app.command()
+def deliver(
+    months: Annotated[int, typer.Option("--months", help="Planning horizon in months (the framework's six-month view by default)")] = 6,
+    buyers: BuyersOpt = None,
+    register: Annotated[Path | None, typer.Option("--register", help="Project register directory (default: bundled)")] = None,
+    as_of: AsOfOpt = None,
+    fmt: FormatOpt = "table",
+    out: OutOpt = None,
+    atlas: AtlasOpt = None,
+    blocs: BlocsOpt = None,
+) -> None:
+    """Monthly delivery of allied projects' output to registered buyers (transportation LP), and what stays short."""
+    from critmin.cli_projects import _register
+    from critmin.deliver.plan import delivery_plan
+
+    _check_format(fmt)
+    if months < 1 or months > 120:
+        raise CritminError("--months must be between 1 and 120")
+    a = _load(atlas, blocs)
+    rec = delivery_plan(a, _register(register).projects, _buyers(a, buyers), months, _as_of(as_of))
+    if fmt == "json":
+        emit(rec, "json", out=out)
+    elif fmt == "table":
+        emit(rec["buyers"], "table", columns=["buyer_id", "name", "node", "demand_t", "delivered_t", "shortfall_t", "share_met", "minimum_unmet_t"],
+             title=f"Delivery plan, {months} months from {rec['metadata']['as_of']} ({rec['metadata']['status']})")
+        emit(rec["projects"], "table", columns=["project_id", "name", "capacity_t", "delivered_t", "utilisation"], title="Supplying projects")
+        err.print(f"{len(rec['buyers_not_planned'])} buyers without a published volume and {len(rec['not_supplying'])} projects without output "
+                  "in the horizon are listed with reasons in --format json.")
+    else:
+        emit(rec["allocation"], fmt, out=out, title="deliveries", meta=rec["metadata"])
+
+
+@app.command()
+def match(
+    buyers: BuyersOpt = None,
+    register: Annotated[Path | None, typer.Option("--register", help="Project register directory (default: bundled)")] = None,
+    as_of: AsOfOpt = None,
+    fmt: FormatOpt = "table",
+    out: OutOpt = None,
+    atlas: AtlasOpt = None,
+    blocs: BlocsOpt = None,
+) -> None:
+    """Match supply offers (projects) with downstream needs (buyers): assignment model, each pair scored and explained."""
+    from critmin.cli_projects import _register
+    from critmin.deliver.match import match as run_match
+
+    _check_format(fmt)
+    a = _load(atlas, blocs)
+    rec = run_match(a, _register(register).projects, _buyers(a, buyers), _as_of(as_of))
+    if fmt == "json":
+        emit(rec, "json", out=out)
+    elif fmt == "table":
+        emit(rec["matches"], "table", columns=["buyer", "project", "node", "need_t_per_year", "offer_t_per_year", "score", "reason"],
+             title=f"Supplier-buyer matches ({rec['metadata']['status']}; weights {rec['metadata']['weights']})")
+    else:
+        emit(rec["candidates"], fmt, out=out, title="matches", meta=rec["metadata"])
+
+
 @bench_app.command("portfolio")
 def bench_portfolio_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,

@@ -1,0 +1,129 @@
+"""Matching upstream supply offers with downstream needs: an assignment model, each pair scored and explained.
+
+Offers are the register's projects outside the countries of concern with a capacity on their node's basis
+(volume t/yr, first month available); needs are the buyers with a demand. A pair is **compatible** when it is
+the same node and the buyer's origin rule admits the project's country. Its score (0-1) is a weighted sum
+(critmin convention, ``SCORE_WEIGHTS``):
+
+* volume: ``min(V_offer, V_need) / V_need`` (share of the need the offer could cover);
+* timing: 1 if the offer is available when the need starts, else ``max(0, 1 - delay_months / 12)``;
+* specification: word overlap (Jaccard) of the project's product and the buyer's stated form (``form``
+  column, else its note), 0.5 when the buyer states nothing;
+* origin: 1 for a participant's own supply, 0.8 for a like-minded partner, 0.6 otherwise.
+
+The assignment: ``max Σ score_on x_on`` with ``x_on ∈ {0, 1}``, each need matched to at most one offer and
+each offer's matched needs within its volume (``Σ_n V_n x_on <= V_o``, needs larger than the offer may
+still take it alone), solved by HiGHS.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from critmin.atlas.model import Atlas
+from critmin.deliver.plan import _month_index, _origin_ok
+
+SCORE_WEIGHTS = {"volume": 0.4, "timing": 0.3, "specification": 0.2, "origin": 0.1}
+_WORD = re.compile(r"[a-z0-9]+")
+_STOP = {"the", "and", "of", "for", "per", "t", "year", "from", "with", "in", "to", "a", "plant", "project", "facility"}
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1}
+
+
+def match(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, as_of: str = "2026-11") -> dict[str, Any]:
+    """Scored compatible pairs and the optimal assignment (see module docstring)."""
+    from critmin.portfolio.model import InstrumentParameters
+    from critmin.portfolio.optimise import _quiet_highs
+
+    ip = InstrumentParameters.load()
+    offers = projects[projects["capacity_t"].notna() & (projects["capacity_t"] > 0) & ~projects["country_iso3"].isin(list(atlas.concern))]
+    needs = buyers[buyers["demand_t_per_year"].notna() & (buyers["demand_t_per_year"] > 0)]
+    pairs: list[dict[str, Any]] = []
+    for o in offers.to_dict("records"):
+        status = str(o["status_class"])
+        avail = 0 if status in ("operating", "commissioning") else _month_index(as_of, str(o.get("first_output") or "") or None)
+        if avail is not None and status not in ("operating", "commissioning"):
+            avail = max(0, avail + int(round(ip.get("project", f"delay_months:{status}", 0.0))))
+        for n in needs.to_dict("records"):
+            if (o["commodity_id"], o["stage"]) != (n["commodity_id"], n["stage"]):
+                continue
+            if not _origin_ok(str(n["origin_rule"]), str(o["country_iso3"]), atlas):
+                continue
+            need_start = _month_index(as_of, n.get("start")) or 0
+            vol = min(float(o["capacity_t"]), float(n["demand_t_per_year"])) / float(n["demand_t_per_year"])
+            if avail is None:
+                timing, t_txt = 0.0, "no first-output date"
+            else:
+                delay = max(0, avail - need_start)
+                timing = 1.0 if delay == 0 else max(0.0, 1.0 - delay / 12.0)
+                t_txt = "available when needed" if delay == 0 else f"available {delay} months after the need starts"
+            bw = _words(str(n.get("form") or n.get("note") or ""))
+            pw = _words(str(o.get("product") or ""))
+            spec = 0.5 if not bw else (len(bw & pw) / len(bw | pw) if bw | pw else 0.0)
+            origin = 1.0 if o["country_iso3"] == n["country_iso3"] or o["country_iso3"] in atlas.participants else (
+                0.8 if o["country_iso3"] in atlas.like_minded else 0.6)
+            score = (SCORE_WEIGHTS["volume"] * vol + SCORE_WEIGHTS["timing"] * timing
+                     + SCORE_WEIGHTS["specification"] * spec + SCORE_WEIGHTS["origin"] * origin)
+            shared = ", ".join(sorted(bw & pw)[:4])
+            pairs.append({
+                "project_id": o["project_id"], "project": o["name"], "buyer_id": n["buyer_id"], "buyer": n["name"],
+                "node": f"{o['commodity_id']}/{o['stage']}", "offer_t_per_year": float(o["capacity_t"]), "need_t_per_year": float(n["demand_t_per_year"]),
+                "score": round(score, 6),
+                "reason": (f"same node {o['commodity_id']}/{o['stage']}; covers {vol:.0%} of the need; {t_txt}; "
+                           f"specification overlap {spec:.2f}" + (f" ({shared})" if shared else "") + f"; origin {o['country_iso3']} admitted by rule '{n['origin_rule']}'"),
+            })
+    chosen: set[int] = set()
+    status = "no compatible pair"
+    if pairs:
+        import highspy
+
+        h = _quiet_highs()
+        k = len(pairs)
+        h.addVars(k, np.zeros(k), np.ones(k))
+        h.changeColsCost(k, np.arange(k, dtype=np.int32), -np.array([p["score"] for p in pairs]))
+        h.changeColsIntegrality(k, np.arange(k, dtype=np.int32), np.full(k, highspy.HighsVarType.kInteger))
+        starts: list[int] = []
+        idx: list[int] = []
+        val: list[float] = []
+        lo: list[float] = []
+        hi: list[float] = []
+        for key, cap_key in (("buyer_id", None), ("project_id", "offer_t_per_year")):
+            groups: dict[str, list[int]] = {}
+            for i, p in enumerate(pairs):
+                groups.setdefault(str(p[key]), []).append(i)
+            for ids in groups.values():
+                if cap_key is None:  # each need at most one offer
+                    starts.append(len(idx))
+                    idx += ids
+                    val += [1.0] * len(ids)
+                    lo.append(-highspy.kHighsInf)
+                    hi.append(1.0)
+                elif len(ids) > 1:  # an offer's matched needs within its volume (a single large need may take it alone)
+                    cap = pairs[ids[0]][cap_key]
+                    starts.append(len(idx))
+                    idx += ids
+                    val += [min(pairs[i]["need_t_per_year"], cap) / cap for i in ids]
+                    lo.append(-highspy.kHighsInf)
+                    hi.append(1.0)
+        h.addRows(len(lo), np.array(lo), np.array(hi), len(idx), np.array(starts, dtype=np.int32), np.array(idx, dtype=np.int32), np.array(val))
+        h.setOptionValue("mip_rel_gap", 0.0)
+        h.run()
+        status = h.modelStatusToString(h.getModelStatus())
+        x = np.asarray(h.getSolution().col_value)
+        chosen = {i for i in range(k) if x[i] > 0.5}
+    for i, p in enumerate(pairs):
+        p["matched"] = i in chosen
+    pairs.sort(key=lambda p: (not p["matched"], -p["score"], p["buyer_id"], p["project_id"]))
+    matched_buyers = {p["buyer_id"] for p in pairs if p["matched"]}
+    unmatched = [{"buyer_id": n["buyer_id"], "buyer": n["name"], "reason": "no compatible offer (node or origin rule)"}
+                 for n in needs.to_dict("records") if n["buyer_id"] not in matched_buyers and not any(p["buyer_id"] == n["buyer_id"] for p in pairs)]
+    unmatched += [{"buyer_id": b, "buyer": next(p["buyer"] for p in pairs if p["buyer_id"] == b), "reason": "compatible offers went to better-scoring needs"}
+                  for b in sorted({p["buyer_id"] for p in pairs} - matched_buyers)]
+    return {"metadata": {"as_of": as_of, "status": status, "weights": SCORE_WEIGHTS, "offers": int(len(offers)), "needs": int(len(needs))},
+            "matches": [p for p in pairs if p["matched"]], "candidates": pairs, "unmatched_needs": unmatched}
