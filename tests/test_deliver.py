@@ -95,3 +95,21 @@ def test_delivery_plan_on_frames(atlas):
     # 150 t/yr allied supply = 75 t over six months; demand 75 t: everything delivered, nothing from CHN
     assert b["N1"]["delivered_t"] + b["N2"]["delivered_t"] == pytest.approx(75.0)
     assert all(a["project_id"] != "C" for a in r["allocation"])
+
+
+def test_bundled_buyers_and_cli(atlas):
+    import json
+
+    from critmin.deliver.buyers import bundled_buyers
+    from tests.test_cli import run
+
+    b = bundled_buyers(atlas)
+    assert len(b) > 10 and (b["source"].str.len() > 0).all()
+    assert not b["country_iso3"].isin(list(atlas.concern)).any()
+    d = json.loads(run("deliver", "--months", "6", "--as-of", "2026-11", "--format", "json").stdout)
+    assert d["metadata"]["months"] == 6 and d["buyers"] and d["allocation"]
+    for r in d["buyers"]:
+        assert r["delivered_t"] <= r["demand_t"] + 1e-6
+    m = json.loads(run("match", "--as-of", "2026-11", "--format", "json").stdout)
+    assert m["matches"] and all(x["reason"] and 0 <= x["score"] <= 1 for x in m["candidates"])
+    assert len({x["buyer_id"] for x in m["matches"]}) == len(m["matches"])  # a need gets at most one offer

@@ -19,9 +19,9 @@ from critmin.atlas.model import Atlas
 from critmin.deliver.transport import solve_transport
 
 
-def _month_index(as_of: str, when: str | None) -> int | None:
+def _month_index(as_of: str, when: object) -> int | None:
     """Months from ``as_of`` (YYYY-MM) to ``when`` (YYYY or YYYY-MM; a year alone = July)."""
-    if not when:
+    if not isinstance(when, str) or not when or when == "nan":
         return None
     y, m = int(when[:4]), int(when[5:7]) if len(when) >= 7 else 7
     return (y - int(as_of[:4])) * 12 + (m - int(as_of[5:7]))
