@@ -1,6 +1,6 @@
 # critmin: two commands do all set-up on a fresh machine.
 #   make demo   - create .venv if missing, install critmin, run the main job on the bundled data
-#                 (priority minerals, then the disruption-risk ranking of the scenario library)
+#                 (priority minerals, then the coordinated plan in out/: plan.json, .pdf, .xlsx, .html)
 #   make test   - create .venv if missing, install with test extras, run ruff, mypy and pytest
 PYTHON ?= python3
 VENV   ?= .venv
@@ -21,7 +21,7 @@ install-test: $(BIN)/python
 
 demo: install
 	$(BIN)/critmin assess --perspective $(PERSPECTIVE) --top 25
-	$(BIN)/critmin risk --perspective $(PERSPECTIVE) --top 25
+	$(BIN)/critmin plan --out out
 
 lint: install-test
 	$(BIN)/ruff check src tests benchmarks

@@ -670,6 +670,37 @@ def match(
         emit(rec["candidates"], fmt, out=out, title="matches", meta=rec["metadata"])
 
 
+@app.command()
+def plan(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for plan.json, plan.pdf, plan.xlsx and plan.html")] = Path("out"),
+    draws: DrawsOpt = 500,
+    seed: SeedOpt = 0,
+    as_of: AsOfOpt = None,
+    atlas: AtlasOpt = None,
+    blocs: BlocsOpt = None,
+) -> None:
+    """The main job: the whole cycle on the bundled data, written as the coordinated plan (json, pdf, xlsx, html)."""
+    from rich.progress import Progress, SpinnerColumn, TimeElapsedColumn
+
+    from critmin.report.cycle import run_cycle
+    from critmin.report.writers import write_plan
+
+    when = _as_of(as_of)
+    with Progress(SpinnerColumn(), "[progress.description]{task.description}", TimeElapsedColumn(), console=err, transient=False) as prog:
+        task = prog.add_task("loading atlas and simulator", total=None)
+        sim = _simulator(atlas, blocs, None, None)
+
+        def step(msg: str) -> None:
+            prog.update(task, description=msg)
+
+        result = run_cycle(sim.atlas, sim, draws=draws, seed=seed, as_of=when, step=step)
+        step("writing reports")
+        paths = write_plan(result, sim.atlas, out_dir)
+        step("done")
+    for kind, p in paths.items():
+        err.print(f"wrote {p} ({kind})")
+
+
 @bench_app.command("portfolio")
 def bench_portfolio_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,

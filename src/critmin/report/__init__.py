@@ -1,0 +1,1 @@
+"""The coordinated plan: the whole cycle and its reports (docs/plan.md)."""

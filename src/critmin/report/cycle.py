@@ -1,0 +1,96 @@
+"""The whole cycle on one atlas: priority minerals, vulnerabilities, scenario risks, portfolio, stockpiles,
+deliveries and matches, with the sources, parameters and seed (``plan.json``; docs/plan.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+
+#: Keys of plan.json other tools rely on (issue 5).
+PLAN_KEYS = ("priority_minerals", "vulnerabilities", "scenarios", "portfolio", "stockpiles", "deliveries", "matches", "sources")
+
+
+def run_cycle(atlas: Any, sim: Any, draws: int = 500, seed: int = 0, as_of: str = "2026-11", top: int = 25,
+              step: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Every part of the coordinated plan for the BLOC of participants (see module docstring)."""
+    from critmin import __version__
+    from critmin.assess import assess
+    from critmin.assess.supply import stage_metrics
+    from critmin.deliver.buyers import bundled_buyers
+    from critmin.deliver.match import match
+    from critmin.deliver.plan import delivery_plan
+    from critmin.portfolio.plan import run_portfolio
+    from critmin.portfolio.register import bundled_register
+    from critmin.simulate.risk import risk_ranking
+    from critmin.stockpile.plan import disruption_sample, plan_stockpiles
+
+    def say(msg: str) -> None:
+        if step:
+            step(msg)
+
+    say("priority minerals")
+    pm = assess(atlas, "BLOC", "critmin")
+    priority = pm.head(top).to_dict("records")
+    say("vulnerabilities by stage")
+    sm = stage_metrics(atlas)
+    keep = set(pm.head(top)["commodity"])
+    vuln = sm[sm["commodity_id"].isin(keep)].to_dict("records")
+    say("scenario risks")
+    risk, res = risk_ranking(sim, "BLOC", draws=draws, seed=seed)
+    say("portfolio")
+    reg = bundled_register(atlas)
+    portfolio = run_portfolio(atlas, sim, reg.projects, draws=draws, seed=seed, as_of=as_of)
+    say("stockpiles")
+    sample = disruption_sample(sim, draws, seed)
+    stock = plan_stockpiles(sim, "BLOC", pooled=True, draws=draws, seed=seed, sample=sample)
+    say("deliveries and matches")
+    buyers = bundled_buyers(atlas)
+    deliveries = delivery_plan(atlas, reg.projects, buyers, 6, as_of)
+    matches = match(atlas, reg.projects, buyers, as_of)
+    used = set()
+    for r in vuln:
+        used |= set(str(r["source_ids"]).split(";"))
+    src = atlas.sources
+    sources = src[src["source_id"].isin(used) | src["source_id"].str.startswith("event_")].to_dict("records")
+    return {
+        "metadata": {"critmin_version": __version__, "data_version": atlas.data_version, "seed": seed, "draws": draws, "as_of": as_of,
+                     "perspective": "BLOC", "participants": sorted(atlas.participants), "parameters": res.metadata.get("parameters"),
+                     "parameters_sha256": res.metadata.get("parameters_sha256"), "data_files": res.metadata.get("data_files")},
+        "priority_minerals": priority,
+        "vulnerabilities": vuln,
+        "scenarios": risk.to_dict("records"),
+        "portfolio": portfolio,
+        "stockpiles": stock,
+        "deliveries": deliveries,
+        "matches": matches,
+        "sources": {
+            "atlas": sources,
+            "parameter_files": ["critmin/simulate/data/parameters.csv (PARAMETERS.md)", "critmin/portfolio/data/agencies.csv, instrument_parameters.csv (DEFAULTS.md)",
+                                "critmin/stockpile/data/stockpile_parameters.csv (STOCKPILE.md)", "critmin/deliver/data/buyers.csv (BUYERS.md)",
+                                "critmin/portfolio/data/projects.csv, support.csv (REGISTER.md)"],
+            "raw_provenance": "data/raw/PROVENANCE.md",
+        },
+    }
+
+
+def frames(plan: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    """One table per part of the plan (for the workbook)."""
+    pf = plan["portfolio"]
+    return {
+        "priority_minerals": pd.DataFrame(plan["priority_minerals"]).drop(columns=["stages", "flags"], errors="ignore"),
+        "vulnerabilities": pd.DataFrame(plan["vulnerabilities"]),
+        "scenarios": pd.DataFrame(plan["scenarios"]).assign(top_scenarios=lambda d: d["top_scenarios"].map(
+            lambda t: "; ".join(x["scenario"] for x in t)), flags=lambda d: d["flags"].map("; ".join)),
+        "portfolio": pd.DataFrame(pf["selected"]).drop(columns=["assumptions"], errors="ignore"),
+        "portfolio_projects": pd.DataFrame(pf["projects"]),
+        "budgets": pd.DataFrame([{"budget": k, "budget_usd": v, "spent_usd": pf["spent"].get(k, 0.0)} for k, v in pf["budgets"].items()]),
+        "stockpiles": pd.DataFrame(plan["stockpiles"]["stockpiles"]).drop(columns=["rules", "release_rule", "flags", "separate_stock_t", "separate_cost_usd",
+                                                                                   "cost_share", "pooled_cost_by_member_usd"], errors="ignore"),
+        "deliveries": pd.DataFrame(plan["deliveries"]["buyers"]),
+        "allocation": pd.DataFrame(plan["deliveries"]["allocation"]),
+        "matches": pd.DataFrame(plan["matches"]["matches"]),
+        "sources": pd.DataFrame(plan["sources"]["atlas"]),
+    }

@@ -1,0 +1,263 @@
+"""Writers of the coordinated plan: plan.json, plan.pdf, plan.xlsx (native charts), plan.html (self-contained).
+
+Every file states the data version, seed, draws, parameters and critmin version. Files are written
+atomically. The HTML embeds plotly.js once (no network); the Sankey diagrams draw each chain's stages
+with flows split in proportion to the stage shares (critmin has no bilateral stage-to-stage trade data:
+a drawing convention, stated in the report).
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from critmin.output import _clean, to_json, write_atomic
+from critmin.report.cycle import frames
+
+
+def write_json(plan: dict[str, Any], path: Path) -> None:
+    write_atomic(path, (to_json(plan) + "\n").encode("utf-8"))
+
+
+def xlsx_plan(plan: dict[str, Any]) -> bytes:
+    """One sheet per part, an 'about' sheet, and native Excel charts (risk, portfolio spend, stockpiles)."""
+    tables = frames(plan)
+    buf = io.BytesIO()
+    with pd.ExcelWriter(buf, engine="xlsxwriter") as xl:
+        wb = xl.book
+        about = pd.DataFrame({"key": list(plan["metadata"]), "value": [json.dumps(_clean(v)) if isinstance(v, dict | list) else v
+                                                                      for v in plan["metadata"].values()]})
+        about.to_excel(xl, sheet_name="about", index=False)
+        for name, df in tables.items():
+            df = df.map(lambda v: json.dumps(_clean(v)) if isinstance(v, dict | list) else v)
+            df.to_excel(xl, sheet_name=name[:31], index=False)
+            ws = xl.sheets[name[:31]]
+            for i, col in enumerate(df.columns):
+                ws.set_column(i, i, min(50, max(10, len(str(col)) + 2)))
+
+        def bar(sheet: str, df: pd.DataFrame, cat: str, val: str, title: str, anchor: str, n: int = 15) -> None:
+            if df.empty or cat not in df or val not in df:
+                return
+            k = min(n, len(df))
+            ci, vi = df.columns.get_loc(cat), df.columns.get_loc(val)
+            ch = wb.add_chart({"type": "bar"})
+            ch.add_series({"name": title, "categories": [sheet, 1, ci, k, ci], "values": [sheet, 1, vi, k, vi]})
+            ch.set_title({"name": title})
+            ch.set_legend({"none": True})
+            ch.set_y_axis({"reverse": True})
+            xl.sheets[sheet].insert_chart(anchor, ch, {"x_scale": 1.4, "y_scale": 1.6})
+
+        bar("scenarios", tables["scenarios"], "commodity", "expected_loss_usd", "Expected loss by commodity (USD per year of exposure)", "N2")
+        bar("budgets", tables["budgets"], "budget", "spent_usd", "Portfolio spend by budget (USD)", "E2")
+        bar("stockpiles", tables["stockpiles"], "node", "optimal_stock_usd", "Stock targets (USD at today's prices)", "T2")
+    return buf.getvalue()
+
+
+def _table(df: pd.DataFrame, cols: list[str], n: int = 20) -> str:
+    cols = [c for c in cols if c in df.columns]
+    if df.empty or not cols:
+        return "<p><em>none</em></p>"
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    rows = []
+    for r in df[cols].head(n).to_dict("records"):
+        cells = []
+        for c in cols:
+            v = r[c]
+            s = f"{v:,.3g}" if isinstance(v, float) and abs(v) < 1000 else (f"{v:,.0f}" if isinstance(v, float) else str(v))
+            cells.append(f"<td>{html.escape(s)}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _sankey(atlas: Any, chain_id: str) -> Any:
+    """Sankey of one chain: countries at each stage, flows in proportion to shares (drawing convention)."""
+    import plotly.graph_objects as go
+
+    from critmin.assess.supply import stage_shares_table
+
+    links = atlas.chain_links[atlas.chain_links["chain_id"] == chain_id]
+    sh = stage_shares_table(atlas)
+    labels: list[str] = []
+    index: dict[str, int] = {}
+
+    def node(label: str) -> int:
+        if label not in index:
+            index[label] = len(labels)
+            labels.append(label)
+        return index[label]
+
+    def top(c: str, st: str) -> dict[str, float]:
+        g = sh[(sh["commodity_id"] == c) & (sh["stage"] == st)].sort_values("share", ascending=False)
+        out = {str(r.country_iso3): float(r.share) for r in g.head(4).itertuples()}
+        rest = max(0.0, 1.0 - sum(out.values()))
+        if rest > 1e-6:
+            out["other"] = rest
+        return out
+
+    src, tgt, val = [], [], []
+    for lk in links.itertuples():
+        a, b = top(lk.from_commodity, lk.from_stage), top(lk.to_commodity, lk.to_stage)
+        if not a or not b:
+            continue
+        for ca, sa in a.items():
+            for cb, sb in b.items():
+                src.append(node(f"{lk.from_commodity} {lk.from_stage}: {ca}"))
+                tgt.append(node(f"{lk.to_commodity} {lk.to_stage}: {cb}"))
+                val.append(100.0 * sa * sb)
+    if not val:
+        return None
+    fig = go.Figure(go.Sankey(node={"label": labels, "pad": 12}, link={"source": src, "target": tgt, "value": val}))
+    fig.update_layout(title=f"Chain {chain_id}: shares by stage (flows drawn in proportion to shares)", height=520)
+    return fig
+
+
+def html_plan(plan: dict[str, Any], atlas: Any) -> str:
+    """A self-contained interactive report (plotly.js embedded once; no request leaves the machine)."""
+    import plotly.graph_objects as go
+    from plotly.offline import get_plotlyjs
+
+    t = frames(plan)
+    figs: list[tuple[str, Any]] = []
+    sc = t["scenarios"].dropna(subset=["expected_loss_usd"]).head(20)
+    if len(sc):
+        f = go.Figure(go.Bar(x=sc["expected_loss_usd"], y=sc["commodity"], orientation="h"))
+        f.update_layout(title="Scenario risk: expected loss by commodity, BLOC (USD per year of exposure)", yaxis={"autorange": "reversed"}, height=560)
+        figs.append(("risk", f))
+    for cid in ("rare_earth_magnets", "batteries", "gallium"):
+        s = _sankey(atlas, cid)
+        if s is not None:
+            figs.append((f"sankey-{cid}", s))
+    pf = plan["portfolio"]
+    if pf["money_by_agency"]:
+        f = go.Figure(go.Bar(x=list(pf["money_by_agency"]), y=list(pf["money_by_agency"].values())))
+        f.update_layout(title="Portfolio: budget charged by agency (USD)", height=420)
+        figs.append(("portfolio", f))
+    st = t["stockpiles"]
+    if len(st):
+        s2 = st.sort_values("optimal_stock_usd", ascending=False).head(20)
+        f = go.Figure(go.Bar(x=s2["node"] + " " + s2["participant"], y=s2["optimal_stock_usd"]))
+        f.update_layout(title="Stock targets (USD at today's prices)", height=420)
+        figs.append(("stockpiles", f))
+    blocks = "".join(f'<div class="fig" id="{k}">{f.to_html(full_html=False, include_plotlyjs=False)}</div>' for k, f in figs)
+    md = plan["metadata"]
+    meta = (f"critmin {md['critmin_version']} &middot; data {html.escape(str(md['data_version']))} &middot; seed {md['seed']} &middot; "
+            f"{md['draws']} draws &middot; as of {md['as_of']} &middot; parameters {html.escape(str(md['parameters']))}")
+    src_items = "".join(f"<li>{html.escape(str(s['source_id']))}: {html.escape(str(s['organisation']))}, {html.escape(str(s['title']))} "
+                        f"({html.escape(str(s.get('year', '')))}), {html.escape(str(s['licence']))}</li>" for s in plan["sources"]["atlas"][:200])
+    body = f"""
+<h1>Coordinated plan: critical minerals and rare earths (US&ndash;Japan framework)</h1>
+<p class="meta">{meta}</p>
+<h2>1. Priority minerals</h2>{_table(t['priority_minerals'], ['rank', 'commodity', 'score', 'chokepoint_stage', 'top_country', 'top_share', 'concern_share', 'import_reliance'])}
+<h2>2. Vulnerabilities by stage</h2>{_table(t['vulnerabilities'], ['commodity_id', 'stage', 'hhi', 'top_country', 'top_share', 'concern_share', 'bloc_share', 'basis'], 40)}
+<h2>3. Scenario risks</h2>{_table(t['scenarios'], ['rank', 'commodity', 'expected_loss_usd', 'var95_usd', 'cvar95_usd', 'category', 'top_scenarios'])}
+<h2>4. Recommended portfolio</h2><p>Expected loss avoided {pf['expected_avoided_usd']:,.0f} USD per year of exposure (greedy baseline {pf['greedy_expected_avoided_usd']:,.0f}).</p>
+{_table(t['portfolio'], ['project_id', 'name', 'instrument', 'agency', 'node', 'cost_usd', 'added_capacity_t_per_year', 'months_to_output', 'expected_avoided_usd'])}
+<h2>5. Stockpile targets</h2>{_table(t['stockpiles'], ['node', 'participant', 'optimal_stock_t', 'optimal_stock_usd', 'days_of_consumption', 'saving_usd', 'pooling_saving_usd'])}
+<h2>6. Delivery plan (six months)</h2>{_table(t['deliveries'], ['buyer_id', 'name', 'node', 'demand_t', 'delivered_t', 'shortfall_t', 'share_met'], 50)}
+<h2>7. Supplier&ndash;buyer matches</h2>{_table(t['matches'], ['buyer', 'project', 'node', 'score', 'reason'], 50)}
+<h2>Charts</h2>{blocks}
+<h2>Sources</h2><p>Raw data provenance: data/raw/PROVENANCE.md; parameter files: {html.escape('; '.join(plan['sources']['parameter_files']))}.</p><ul>{src_items}</ul>
+"""
+    style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px} table{border-collapse:collapse;font-size:13px;margin:1em 0}"
+             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left} .meta{color:#555} .fig{margin:2em 0}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>critmin coordinated plan</title><style>{style}</style>"
+            f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>{body}</body></html>")
+
+
+def write_plan(plan: dict[str, Any], atlas: Any, out_dir: Path) -> dict[str, Path]:
+    """Write plan.json, plan.pdf, plan.xlsx and plan.html into ``out_dir`` (each atomically)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "plan.json", "xlsx": out_dir / "plan.xlsx", "html": out_dir / "plan.html", "pdf": out_dir / "plan.pdf"}
+    write_json(plan, paths["json"])
+    write_atomic(paths["pdf"], pdf_plan(plan))
+    write_atomic(paths["xlsx"], xlsx_plan(plan))
+    write_atomic(paths["html"], html_plan(plan, atlas).encode("utf-8"))
+    return paths
+
+
+def pdf_plan(plan: dict[str, Any]) -> bytes:
+    """A static report (matplotlib, one topic per page, at least five pages) with the provenance on page 1."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import textwrap
+
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    t = frames(plan)
+    md = plan["metadata"]
+    buf = io.BytesIO()
+
+    def text_page(pdf: PdfPages, title: str, lines: list[str]) -> None:
+        fig = plt.figure(figsize=(8.27, 11.69))
+        fig.text(0.07, 0.95, title, fontsize=15, weight="bold", va="top")
+        y = 0.91
+        for line in lines:
+            for part in textwrap.wrap(line, 105) or [""]:
+                fig.text(0.07, y, part, fontsize=8.5, va="top", family="monospace")
+                y -= 0.016
+                if y < 0.05:
+                    pdf.savefig(fig)
+                    plt.close(fig)
+                    fig = plt.figure(figsize=(8.27, 11.69))
+                    y = 0.95
+        pdf.savefig(fig)
+        plt.close(fig)
+
+    def table_lines(df: pd.DataFrame, cols: list[str], n: int = 25) -> list[str]:
+        cols = [c for c in cols if c in df.columns]
+        out = [" | ".join(cols)]
+        for r in df[cols].head(n).to_dict("records"):
+            out.append(" | ".join(f"{v:,.3g}" if isinstance(v, float) else str(v) for v in r.values()))
+        return out
+
+    def bar_page(pdf: PdfPages, title: str, labels: list[str], values: list[float], xlabel: str) -> None:
+        fig, ax = plt.subplots(figsize=(8.27, 11.69))
+        ax.barh(labels[::-1], values[::-1])
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        fig.tight_layout()
+        pdf.savefig(fig)
+        plt.close(fig)
+
+    with PdfPages(buf) as pdf:
+        text_page(pdf, "Coordinated plan: critical minerals and rare earths", [
+            "US-Japan Framework for Securing the Supply of Critical Minerals and Rare Earths (28 Oct 2025): the plan for the",
+            "participants together (BLOC). Produced by critmin from public data; every figure is traceable to its source.", "",
+            f"critmin version: {md['critmin_version']}", f"data version: {md['data_version']}", f"seed: {md['seed']}   draws: {md['draws']}   as of: {md['as_of']}",
+            f"parameters: {md['parameters']}", f"parameters sha256: {md['parameters_sha256']}", "",
+            "Contents: 1 priority minerals; 2 scenario risks; 3 portfolio; 4 stockpiles; 5 deliveries and matches; 6 sources.",
+            "Raw data provenance: data/raw/PROVENANCE.md. Models: docs/methods.md, simulation.md, portfolio.md, stockpile.md, deliver.md.",
+        ])
+        text_page(pdf, "1. Priority minerals (critmin score, BLOC)", table_lines(
+            t["priority_minerals"], ["rank", "commodity", "score", "chokepoint_stage", "top_country", "top_share", "concern_share"]))
+        sc = t["scenarios"].dropna(subset=["expected_loss_usd"]).head(20)
+        bar_page(pdf, "2. Scenario risks: expected loss by commodity (BLOC, USD per year of exposure)", list(sc["commodity"]),
+                 list(sc["expected_loss_usd"]), "USD")
+        pf = plan["portfolio"]
+        text_page(pdf, "3. Recommended portfolio", [
+            f"Expected loss avoided: {pf['expected_avoided_usd']:,.0f} USD per year of exposure; greedy baseline {pf['greedy_expected_avoided_usd']:,.0f}.",
+            f"Solver status {pf['status']}, gap {pf['gap']:.2%}.", "",
+            *table_lines(t["portfolio"], ["project_id", "instrument", "agency", "node", "cost_usd", "added_capacity_t_per_year", "months_to_output"]), "",
+            "Rejected projects and reasons:", *[f"{p['project_id']}: {p['reason']}" for p in pf["projects"] if p["decision"] == "rejected"][:40],
+        ])
+        st = t["stockpiles"]
+        if len(st):
+            s2 = st.sort_values("optimal_stock_usd", ascending=False).head(20)
+            bar_page(pdf, "4. Stock targets (USD at today's prices)", list(s2["node"] + " " + s2["participant"]), list(s2["optimal_stock_usd"]), "USD")
+        text_page(pdf, "5. Delivery plan (six months) and supplier-buyer matches", [
+            *table_lines(t["deliveries"], ["buyer_id", "node", "demand_t", "delivered_t", "shortfall_t", "share_met"], 45), "",
+            *table_lines(t["matches"], ["buyer_id", "project_id", "node", "score"], 40),
+        ])
+        text_page(pdf, "6. Sources", [f"{s['source_id']}: {s['organisation']}, {s['title']} ({s.get('year', '')}); {s['licence']}; {s.get('url', '')}"
+                                      for s in plan["sources"]["atlas"]])
+        info = pdf.infodict()
+        info["Title"] = "critmin coordinated plan"
+        info["Subject"] = f"data {md['data_version']}, seed {md['seed']}, critmin {md['critmin_version']}"
+    return buf.getvalue()

@@ -1,0 +1,58 @@
+"""critmin plan: the four report files, their keys, pages, sheets and charts, and no network in the HTML."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from critmin.report.cycle import PLAN_KEYS
+from tests.test_cli import run
+
+
+@pytest.fixture(scope="module")
+def plan_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("plan")
+    run("plan", "--out", str(out), "--draws", "60", "--seed", "1", "--as-of", "2026-11")
+    return out
+
+
+def test_plan_json_interface(plan_dir: Path):
+    d = json.loads((plan_dir / "plan.json").read_text())
+    for key in PLAN_KEYS:
+        assert key in d, key
+    md = d["metadata"]
+    assert md["seed"] == 1 and md["draws"] == 60 and md["data_version"] and md["critmin_version"] and md["parameters_sha256"]
+    assert d["priority_minerals"] and d["scenarios"] and d["portfolio"]["selected"] and d["stockpiles"]["stockpiles"]
+    assert d["sources"]["atlas"] and all(s["licence"] for s in d["sources"]["atlas"])
+
+
+def test_plan_pdf_renders_at_least_five_pages(plan_dir: Path):
+    import pymupdf
+
+    doc = pymupdf.open(plan_dir / "plan.pdf")
+    assert doc.page_count >= 5
+    assert "seed" in (doc.metadata or {}).get("subject", "")
+    for i in range(min(doc.page_count, 6)):
+        pix = doc[i].get_pixmap(dpi=40)
+        assert len(set(pix.samples)) > 1  # not blank
+    assert "Coordinated plan" in doc[0].get_text()
+
+
+def test_plan_workbook_reads_back_with_charts(plan_dir: Path):
+    import openpyxl
+
+    wb = openpyxl.load_workbook(plan_dir / "plan.xlsx")
+    for sheet in ("about", "priority_minerals", "scenarios", "portfolio", "stockpiles", "deliveries", "matches", "sources"):
+        assert sheet in wb.sheetnames, sheet
+    assert sum(len(ws._charts) for ws in wb.worksheets) >= 3
+    about = {r[0]: r[1] for r in wb["about"].iter_rows(min_row=2, values_only=True)}
+    assert about["seed"] == 1 and about["data_version"]
+
+
+def test_plan_html_is_self_contained(plan_dir: Path):
+    text = (plan_dir / "plan.html").read_text()
+    assert "Plotly" in text and "sankey" in text.lower()
+    assert 'src="http' not in text and "src='http" not in text
+    assert "seed 1" in text
