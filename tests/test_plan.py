@@ -56,3 +56,13 @@ def test_plan_html_is_self_contained(plan_dir: Path):
     assert "Plotly" in text and "sankey" in text.lower()
     assert 'src="http' not in text and "src='http" not in text
     assert "seed 1" in text
+
+
+def test_reports_are_readable_by_others(plan_dir: Path):
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = stat.S_IMODE((plan_dir / "plan.json").stat().st_mode)
+    assert mode == 0o666 & ~umask
