@@ -478,6 +478,7 @@ def portfolio(
     register: Annotated[Path | None, typer.Option("--register", help="Register directory (default: the bundled pipeline)")] = None,
     budgets: Annotated[Path | None, typer.Option("--budgets", help="CSV agency_id,instrument,budget_usd adding or replacing budgets")] = None,
     agencies: Annotated[Path | None, typer.Option("--agencies", help="CSV replacing the bundled agencies.csv (same columns)")] = None,
+    instrument_parameters: Annotated[Path | None, typer.Option("--instrument-parameters", help="CSV replacing instrument_parameters.csv (same columns)")] = None,
     deadline_months: Annotated[float | None, typer.Option("--deadline-months", help="Only options with first output within N months")] = None,
     with_frontier: Annotated[bool, typer.Option("--frontier", help="Also compute the efficient frontier (risk reduction vs budget)")] = False,
     points: Annotated[int, typer.Option("--points", help="Frontier points")] = 20,
@@ -514,6 +515,7 @@ def portfolio(
             sim.atlas, sim, reg.projects, read_budgets(budgets) if budgets else None, deadline_months, draws, seed, as_of, gap, time_limit,
             with_frontier, points, cvar_weight, cvar_alpha, concern_weight, max_country_share, max_commodity_share,
             _shares(min_share, "--min-share"), list(must or []), None, str(agencies) if agencies else None,
+            str(instrument_parameters) if instrument_parameters else None,
         ),
     )
     if fmt == "json":

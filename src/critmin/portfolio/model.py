@@ -49,7 +49,7 @@ MODEL_DEFAULTS: dict[str, float] = {
     "offtake_share_of_capacity": 0.5,  # share of output contracted by an offtake or covered by a floor
     "price_floor_ratio": 1.0,  # floor / today's price when no floor is stated for the node
     "price_volatility": 0.4,  # log-volatility per sqrt(year) of node prices (NdPr row of the parameter table)
-    "price_scenarios": 3.0,  # price multipliers 0.7, 1.0, 1.3 for the viability gap (low, base, high)
+    "unit_cost_share_of_price": 0.7,  # operating cost per tonne when the register has none, share of the node price
 }
 
 
@@ -74,6 +74,8 @@ class InstrumentParameters:
     @classmethod
     def load(cls, path: str | Path | None = None) -> InstrumentParameters:
         p = Path(path) if path else _data("instrument_parameters.csv")
+        if not p.is_file():
+            raise ModelError(f"{p}: {'not a file' if p.exists() else 'file not found'}")
         t = pd.read_csv(p, dtype={"instrument": str, "parameter": str}, keep_default_na=False)
         t["value"] = pd.to_numeric(t["value"], errors="coerce")
         return cls(t)
@@ -242,7 +244,8 @@ def build_problem(
     """Options for every eligible (project, instrument, agency); see docs/portfolio.md §4."""
     ag = read_agencies() if agencies is None else agencies
     ip = params or InstrumentParameters.load()
-    st = {**MODEL_DEFAULTS, **(settings or {})}
+    # the ``portfolio`` rows of instrument_parameters.csv (critmin assumptions, overridable with that file)
+    st = {**{k: ip.get("portfolio", k, v) for k, v in MODEL_DEFAULTS.items()}, **(settings or {})}
     # budgets per key (agency:instrument, or agency:any shared), with their basis
     bud: dict[str, float] = {}
     basis: dict[str, str] = {}
@@ -313,8 +316,8 @@ def build_problem(
                 assume.append(f"capex {capex:,.0f} USD = capacity x capital intensity {ci[0]:,.0f} USD per t/yr ({ci[1]})")
         unit_cost = p.get("unit_cost_usd_per_t")
         if unit_cost is None or not np.isfinite(unit_cost):
-            unit_cost = 0.7 * price
-            assume.append("unit cost 70 % of the node price (critmin assumption, no opex published)")
+            unit_cost = st["unit_cost_share_of_price"] * price
+            assume.append(f"unit cost {st['unit_cost_share_of_price']:.0%} of the node price (critmin assumption, no opex published)")
         tax = ip.get("project", f"corporate_tax_rate:{p['country_iso3']}", ip.get("project", "corporate_tax_rate:USA"))
         vg = np.nan
         if np.isfinite(capex):

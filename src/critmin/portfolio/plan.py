@@ -111,11 +111,12 @@ def run_portfolio(
     must_include: list[str] | None = None,
     client: Any = None,
     agencies_file: str | None = None,
+    parameters_file: str | None = None,
 ) -> dict[str, Any]:
     """The full ``critmin portfolio`` record (docs/portfolio.md)."""
     as_of = as_of or current_month()
     sample = sample_from_simulator(sim, draws=draws, seed=seed, client=client)
-    bp = build_problem(projects, atlas, sample, sim.nodes, read_agencies(agencies_file), InstrumentParameters.load(), budgets, as_of, deadline_months)
+    bp = build_problem(projects, atlas, sample, sim.nodes, read_agencies(agencies_file), InstrumentParameters.load(parameters_file), budgets, as_of, deadline_months)
     p = bp.problem
     p.cvar_weight, p.cvar_alpha, p.bonus_weight = cvar_weight, cvar_alpha, concern_weight
     p.max_country_share, p.max_commodity_share = max_country_share, max_commodity_share
@@ -136,7 +137,7 @@ def run_portfolio(
     risk.sort(key=lambda r: (-float(r["expected_avoided_usd"]), -float(r["expected_loss_usd"])))
     finite_budgets = {k: v for k, v in p.budgets.items() if np.isfinite(v)}
     rec: dict[str, Any] = {
-        "metadata": {**sample.metadata, "as_of": as_of, "deadline_months": deadline_months, "mip_gap_target": gap,
+        "metadata": {**sample.metadata, "as_of": as_of, "agencies": agencies_file or "bundled", "instrument_parameters": parameters_file or "bundled", "deadline_months": deadline_months, "mip_gap_target": gap,
                      "cvar_weight": cvar_weight, "cvar_alpha": cvar_alpha, "concern_weight": concern_weight,
                      "projects_in_register": int(len(projects)), "options": int(len(p.eligible()))},
         "status": sol.status,
