@@ -64,7 +64,7 @@ def test_infeasible_and_invalid_inputs_give_clear_messages():
         solve(toy(must_include=["p9"]), gap=0.0)
     with pytest.raises(PortfolioError, match="co-financing"):
         solve(toy(min_participant_share={"USA": 0.7, "JPN": 0.6}), gap=0.0)
-    with pytest.raises(PortfolioError, match="negative budget"):
+    with pytest.raises(PortfolioError, match="negative or missing budget"):
         solve(toy(budget=-1.0), gap=0.0)
 
 
@@ -101,3 +101,23 @@ def test_mip_never_worse_than_greedy_on_badly_scaled_problems(seed):
     s, g = solve(p, gap=1e-4), greedy(p)
     assert s.objective >= g.objective * (1 - 1e-4)
     assert all(s.spent[k] <= p.budgets[k] * (1 + 1e-9) for k in s.spent)
+
+
+def test_options_that_add_nothing_are_pruned_and_greedy_respects_rules():
+    # node short 5 t; two options of 10 t each: one is enough, the optimum must not pay for both
+    o = opts([
+        ("p1", "loan", "A", "K", "USA", 0, "AUS", "x", 10.0, 60.0, 60.0, 12, 0.0),
+        ("p2", "loan", "A", "K", "JPN", 0, "CAN", "x", 10.0, 80.0, 80.0, 12, 0.0),
+    ])
+    p = PortfolioProblem(o, np.array([[5.0]]), np.array([[12.0]]), np.array([100.0]), np.array([1.0]), {"K": 1000.0})
+    s = solve(p, gap=0.01)
+    assert list(s.selected["project_id"]) == ["p1"] and s.spent["K"] == pytest.approx(60.0)
+    # greedy with a must-include that does not fit takes nothing beyond the budget
+    g = greedy(PortfolioProblem(o, np.array([[5.0]]), np.array([[12.0]]), np.array([100.0]), np.array([1.0]), {"K": 50.0}, must_include=["p2"]))
+    assert g.spent["K"] <= 50.0 and "could not meet" in g.status
+    # greedy honours co-financing shares: JPN must pay everything
+    g2 = greedy(PortfolioProblem(o, np.array([[5.0]]), np.array([[12.0]]), np.array([100.0]), np.array([1.0]), {"K": 1000.0},
+                                 min_participant_share={"JPN": 1.0}))
+    assert set(g2.selected["participant"]) <= {"JPN"}
+    with pytest.raises(PortfolioError, match="cvar_alpha"):
+        solve(PortfolioProblem(o, np.array([[5.0]]), np.array([[12.0]]), np.array([100.0]), np.array([1.0]), {"K": 1.0}, cvar_alpha=1.5))

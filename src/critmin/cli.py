@@ -544,7 +544,7 @@ def portfolio(
             f"data {rec['metadata']['data_version']}, as of {rec['metadata']['as_of']})")
     c.print(f"Expected loss avoided: [bold]{rec['expected_avoided_usd']:,.0f} USD[/bold] per year of exposure; greedy baseline: "
             f"{rec['greedy_expected_avoided_usd']:,.0f} USD")
-    emit(rec["selected"], "table", columns=["project_id", "name", "instrument", "agency", "node", "budget_charge_usd", "added_capacity_t_per_year",
+    emit(rec["selected"], "table", columns=["project_id", "name", "instrument", "agency", "node", "cost_usd", "added_capacity_t_per_year",
                                              "months_to_output", "expected_avoided_usd"], title="Selected projects")
     emit([{"budget": k, "budget_usd": v, "spent_usd": rec["spent"].get(k, 0.0), "basis": rec["budget_basis"][k],
            "marginal_value": rec["marginal_value_usd_per_usd"].get(k)} for k, v in rec["budgets"].items()], "table", title="Budgets")
@@ -591,7 +591,9 @@ def stockpile(
                                       "expected_cost_with_stock_usd", "rule_90d_cost", "saving"],
              title=f"Stockpile targets - {perspective.upper()}, {draws} draws, seed {seed} (data {rec['metadata']['data_version']})")
         for j, p in rec["budget_plans"].items():
-            err.print(f"{j}: budget {p['budget_usd']:,.0f} USD, spent {p['spent_usd']:,.0f}, value of one more USD {p['value_of_budget_usd_per_usd']:.3f}")
+            emit([s for s in p["stocks"] if s["stock_t"] > 0], "table", columns=["node", "stock_t", "stock_usd"],
+                 title=f"{j} under a budget of {p['budget_usd']:,.0f} USD: spent {p['spent_usd']:,.0f}, value of one more USD "
+                       f"{p['value_of_budget_usd_per_usd']:.3f} (the table above is without the budget)")
     else:
         emit(rows, fmt, out=out, title="stockpile", meta={k: v for k, v in rec["metadata"].items() if k != "probability_model"})
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from critmin.errors import CritminError, Problem
 
 BUYER_COLUMNS = ("buyer_id", "name", "country_iso3", "commodity_id", "stage", "demand_t_per_year", "priority", "min_contract_t",
-                 "origin_rule", "start", "end", "kind", "source", "url", "note")
+                 "origin_rule", "start", "end", "kind", "form", "source", "url", "note")
 
 
 class BuyerError(CritminError):
@@ -42,13 +42,14 @@ class Buyer(BaseModel):
     country_iso3: str
     commodity_id: str
     stage: str
-    demand_t_per_year: float | None = Field(default=None, ge=0)
+    demand_t_per_year: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     priority: int = Field(default=2, ge=1, le=3)
-    min_contract_t: float | None = Field(default=None, ge=0)
+    min_contract_t: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     origin_rule: str = "no_concern"
     start: str | None = Field(default=None, pattern=r"^\d{4}(-\d{2})?$")
     end: str | None = Field(default=None, pattern=r"^\d{4}(-\d{2})?$")
     kind: str = "user"
+    form: str = ""
     source: str = ""
     url: str = ""
     note: str = ""

@@ -100,6 +100,10 @@ def solve_transport(capacity: np.ndarray, demand: np.ndarray, eligible: np.ndarr
         h.addRows(len(lo), np.array(lo), np.array(hi), len(idx), np.array(starts, dtype=np.int32), np.array(idx, dtype=np.int32), np.array(val))
     h.run()
     status = h.modelStatusToString(h.getModelStatus())
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        from critmin.errors import CritminError
+
+        raise CritminError(f"the delivery programme could not be solved: HiGHS status '{status}'")
     sol = np.asarray(h.getSolution().col_value) * scale
     x = sol[:n_x].reshape(len(pairs), T) if pairs else np.zeros((0, T))
     short = sol[n_x : n_x + n_s].reshape(B, T)

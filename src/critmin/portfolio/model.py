@@ -53,6 +53,9 @@ MODEL_DEFAULTS: dict[str, float] = {
 }
 
 
+#: Status classes whose completion probability an instrument can raise (instrument_parameters.csv, uplift rows).
+UPLIFT_STATUSES = ("financing", "permitted", "feasibility")
+
 #: Price scenarios of project finance: multiples of today's node price (low, base, high; critmin assumption).
 PRICE_SCENARIOS = (0.7, 1.0, 1.3)
 
@@ -140,8 +143,8 @@ def read_budgets(path: str | Path) -> dict[str, float]:
         except ValueError:
             problems.append(Problem(str(p), i + 2, "budget_usd", f"'{r['budget_usd']}' is not a number"))
             continue
-        if v < 0:
-            problems.append(Problem(str(p), i + 2, "budget_usd", "a budget cannot be negative"))
+        if v < 0 or not np.isfinite(v):
+            problems.append(Problem(str(p), i + 2, "budget_usd", "a budget must be a finite, non-negative number"))
         out[f"{r['agency_id']}:{r['instrument']}"] = v
     if problems:
         raise ModelError("; ".join(map(str, problems)))
@@ -354,14 +357,22 @@ def build_problem(
             if terms is None:
                 continue
             amount, bcost, value, note = terms
-            charge = bcost if basis.get(bkey, "amount") == "cost" else amount
+            if basis.get(bkey, "amount") == "cost":
+                # credit-subsidy envelope: charged the budget cost, but at least the appropriation ratio of the
+                # amount (OBBBA funded DOE's loan authority at about 0.5 %), so fee-covered guarantees are not free
+                floor = ip.get("loan_guarantee", "subsidy_rate:appropriation_ratio_DOE_EDF_OBBBA", 0.005)
+                charge = max(bcost, floor * amount)
+            else:
+                charge = amount
             if charge > 0 and bkey not in bud:
                 why.append(f"{a['agency_id']} {inst}: no published budget (set one with --budgets)")
                 continue
             uplift = ip.get(inst, "completion_probability_uplift", 0.0)
-            if status in ("operating",):
+            # the uplift applies to projects still to be financed or permitted (instrument_parameters.csv note), and
+            # scales with the share of the viability gap the instrument closes; an unknown gap earns no uplift
+            if status not in UPLIFT_STATUSES or not np.isfinite(vg):
                 uplift = 0.0
-            share = 1.0 if not np.isfinite(vg) or vg <= 0 else min(1.0, value / vg)
+            share = 1.0 if vg <= 0 else min(1.0, value / vg)
             pi_o = min(1.0, float(pi0) + uplift * share)
             t_o = max(0.0, t0 + ip.get(inst, "months_to_first_output_change", 0.0))
             h0, h1 = max(0.0, horizon - t0) / horizon, max(0.0, horizon - t_o) / horizon

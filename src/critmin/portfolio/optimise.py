@@ -147,7 +147,15 @@ def check(problem: PortfolioProblem, opts: pd.DataFrame) -> None:
     """Reject inputs that cannot be solved, with a message saying why."""
     neg = {k: b for k, b in problem.budgets.items() if b < 0 or np.isnan(b)}
     if neg:
-        raise PortfolioError(f"negative budget for {', '.join(sorted(neg))}")
+        raise PortfolioError(f"negative or missing budget for {', '.join(sorted(neg))}")
+    if not 0.0 < problem.cvar_alpha < 1.0:
+        raise PortfolioError(f"cvar_alpha must lie strictly between 0 and 1, got {problem.cvar_alpha}")
+    for name, v in (("cvar_weight", problem.cvar_weight), ("bonus_weight", problem.bonus_weight)):
+        if v < 0 or not np.isfinite(v):
+            raise PortfolioError(f"{name} must be a non-negative number, got {v}")
+    for name, v in (("max_country_share", problem.max_country_share), ("max_commodity_share", problem.max_commodity_share)):
+        if not 0.0 < v <= 1.0:
+            raise PortfolioError(f"{name} must lie in (0, 1], got {v}")
     if sum(problem.min_participant_share.values()) > 1.0 + 1e-12:
         raise PortfolioError(
             f"co-financing minimum shares add up to {sum(problem.min_participant_share.values()):.2f} > 1 "
@@ -155,7 +163,8 @@ def check(problem: PortfolioProblem, opts: pd.DataFrame) -> None:
         )
     for pid in problem.must_include:
         if pid not in set(opts["project_id"]):
-            why = "it is not in the pipeline" if pid not in set(problem.options["project_id"]) else (
+            why = ("it has no option (see its reason under 'projects': e.g. no capacity on its node's basis or no simulated "
+                   "shortfall at its node)") if pid not in set(problem.options["project_id"]) else (
                 "its options miss the deadline, add no capacity or have no budget")
             raise PortfolioError(f"must_include project {pid} has no eligible option: {why}")
 
@@ -163,6 +172,9 @@ def check(problem: PortfolioProblem, opts: pd.DataFrame) -> None:
 def solve(problem: PortfolioProblem, gap: float = 0.01, time_limit: float = 60.0, threads: int = 2) -> Solution:
     """Solve the MIP with HiGHS to the relative ``gap``; raises PortfolioError when infeasible."""
     import highspy
+
+    if not 0.0 <= gap < 1.0 or time_limit <= 0:
+        raise PortfolioError(f"gap must lie in [0, 1) and time_limit be positive, got {gap}, {time_limit}")
 
     t0 = time.perf_counter()
     opts = problem.eligible()
@@ -268,10 +280,52 @@ def solve(problem: PortfolioProblem, gap: float = 0.01, time_limit: float = 60.0
             f"budget {', '.join(f'{k} {b:,.0f} USD' for k, b in sorted(problem.budgets.items()))} "
             f"with co-financing shares {problem.min_participant_share or 'none'} and the diversification limits"
         )
+    if h.getModelStatus() not in (highspy.HighsModelStatus.kOptimal, highspy.HighsModelStatus.kTimeLimit,
+                                  highspy.HighsModelStatus.kSolutionLimit, highspy.HighsModelStatus.kInterrupt):
+        raise PortfolioError(f"the portfolio programme could not be solved: HiGHS status '{status}'")
     sol = np.asarray(h.getSolution().col_value)
     info = h.getInfo()
     mip_gap = float(info.mip_gap) if np.isfinite(info.mip_gap) else 0.0
-    return _result(problem, opts, sol[:n_o], status, mip_gap, time.perf_counter() - t0, "mip")
+    x = prune(problem, opts, (sol[:n_o] > 0.5).astype(float))
+    return _result(problem, opts, x, status, mip_gap, time.perf_counter() - t0, "mip")
+
+
+def _value(problem: PortfolioProblem, opts: pd.DataFrame, x: np.ndarray) -> float:
+    node = opts["node"].to_numpy(dtype=int)
+    z = np.zeros(problem.shortfall.shape[0])
+    np.add.at(z, node[x > 0.5], opts["dq_t"].to_numpy(dtype=float)[x > 0.5])
+    _, exp, cvar = _avoided(problem, z)
+    return exp + problem.bonus_weight * float(opts["bonus"].to_numpy(dtype=float)[x > 0.5].sum()) - problem.cvar_weight * cvar
+
+
+def _cofinance_ok(problem: PortfolioProblem, opts: pd.DataFrame, x: np.ndarray) -> bool:
+    cost = opts["cost_usd"].to_numpy(dtype=float) * x
+    total = cost.sum()
+    part = opts["participant"].to_numpy()
+    return all(cost[part == p].sum() >= mu * total - 1e-6 for p, mu in problem.min_participant_share.items())
+
+
+def prune(problem: PortfolioProblem, opts: pd.DataFrame, x: np.ndarray) -> np.ndarray:
+    """Drop chosen options that add nothing (the objective does not fall without them), dearest first.
+
+    The MIP stops within its gap and its cost tie-break is tiny, so it may keep options whose capacity is not
+    needed (the node's shortfall is already covered). Removing them never breaks a budget; must-include
+    projects and co-financing shares are kept.
+    """
+    x = x.copy()
+    base = _value(problem, opts, x)
+    must = set(problem.must_include)
+    cost = opts["cost_usd"].to_numpy(dtype=float)
+    for i in sorted(np.flatnonzero(x > 0.5), key=lambda i: -cost[i]):
+        if opts["project_id"].iloc[i] in must or cost[i] <= 0:
+            continue
+        x[i] = 0.0
+        v = _value(problem, opts, x)
+        if v >= base - 1e-9 * max(abs(base), 1.0) and _cofinance_ok(problem, opts, x):
+            base = v
+        else:
+            x[i] = 1.0
+    return x
 
 
 def greedy(problem: PortfolioProblem) -> Solution:
@@ -323,7 +377,7 @@ def greedy(problem: PortfolioProblem) -> Solution:
         gain[same] = gains(same)
 
     for pid in problem.must_include:
-        cand = np.flatnonzero((pids == pid) & alive)
+        cand = np.flatnonzero((pids == pid) & alive & (cost <= left_a[key_i] + 1e-9))
         if len(cand):
             take(int(cand[np.argmin(cost[cand])]))
     while True:
@@ -337,7 +391,17 @@ def greedy(problem: PortfolioProblem) -> Solution:
             break
         ratio = np.where(fits, gain / np.maximum(cost, 1.0), -np.inf)
         take(int(np.argmax(ratio)))
-    return _result(problem, opts, x, "greedy", float("nan"), time.perf_counter() - t0, "greedy")
+    # co-financing shares: drop the over-represented participants' options, lowest gain per USD first
+    part = opts["participant"].to_numpy()
+    while problem.min_participant_share and not _cofinance_ok(problem, opts, x):
+        lacking = [p for p, mu in problem.min_participant_share.items() if (cost * x)[part == p].sum() < mu * (cost * x).sum() - 1e-6]
+        cand = np.flatnonzero((x > 0.5) & ~np.isin(part, lacking) & (cost > 0))
+        if not len(cand):
+            break
+        x[cand[np.argmin(gain[cand] / np.maximum(cost[cand], 1.0))]] = 0.0
+    status = "greedy" if _cofinance_ok(problem, opts, x) and all(pid in set(pids[x > 0.5]) for pid in problem.must_include) else (
+        "greedy (could not meet must_include or co-financing shares)")
+    return _result(problem, opts, x, status, float("nan"), time.perf_counter() - t0, "greedy")
 
 
 def frontier(problem: PortfolioProblem, points: int = 20, gap: float = 0.01, time_limit: float = 60.0) -> pd.DataFrame:
@@ -347,7 +411,7 @@ def frontier(problem: PortfolioProblem, points: int = 20, gap: float = 0.01, tim
         f = k / points
         p = _scaled(problem, f)
         s = solve(p, gap=gap, time_limit=time_limit)
-        rows.append({"budget_scale": f, "total_budget_usd": float(sum(p.budgets.values())), "spent_usd": float(sum(s.spent.values())),
+        rows.append({"budget_scale": f, "total_budget_usd": float(sum(b for b in p.budgets.values() if np.isfinite(b))), "spent_usd": float(sum(s.spent.values())),
                      "expected_avoided_usd": s.expected_avoided_usd, "cvar_residual_usd": s.cvar_residual_usd, "projects": len(s.selected),
                      "gap": s.gap, "seconds": s.seconds})
     return pd.DataFrame(rows)

@@ -43,8 +43,8 @@ def _selected_records(bp: BuiltProblem, sol: Solution, names: dict[str, str]) ->
             "agency": r["agency"],
             "participant": r["participant"],
             "node": p.node_names[n],
-            "cost_usd": float(r.get("budget_cost_usd", r["cost_usd"])),
-            "budget_charge_usd": float(r["cost_usd"]),
+            "cost_usd": float(r["cost_usd"]),  # charged against its budget (the figures in 'spent')
+            "budget_cost_usd": float(r.get("budget_cost_usd", r["cost_usd"])),  # credit-reform cost to the government
             "amount_usd": float(r["amount_usd"]),
             "added_capacity_t_per_year": float(r["dq_t"]),
             "months_to_output": float(r["months_to_output"]),

@@ -48,7 +48,9 @@ def run_cycle(atlas: Any, sim: Any, draws: int = 500, seed: int = 0, as_of: str 
     stock = plan_stockpiles(sim, "BLOC", pooled=True, draws=draws, seed=seed, sample=sample)
     say("deliveries and matches")
     buyers = bundled_buyers(atlas)
-    deliveries = delivery_plan(atlas, reg.projects, buyers, 6, as_of)
+    # the recommended portfolio's projects deliver from their (earlier) first month of output
+    first = {s["project_id"]: int(round(s["months_to_output"])) for s in portfolio["selected"]}
+    deliveries = delivery_plan(atlas, reg.projects, buyers, 6, as_of, first_month=first)
     matches = match(atlas, reg.projects, buyers, as_of)
     used = set()
     for r in vuln:

@@ -139,6 +139,9 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 "optimal_stock_usd": pl.pooled_stock_t * p0, "expected_cost_with_stock_usd": pl.pooled_cost_usd,
                 "separate_stock_t": pl.separate_stock_t, "separate_cost_usd": pl.separate_cost_usd, "pooling_saving_usd": pl.saving_usd,
                 "cost_share": pl.pooled_share, "pooled_cost_by_member_usd": pl.pooled_cost_by_member_usd,
+                # pooling saves little when the members run short in the same draws (the same disruptions)
+                "shortfall_correlation": float(np.corrcoef(list(per_member.values()))[0, 1]) if len(per_member) == 2 and
+                all(np.std(v) > 0 for v in per_member.values()) else None,
                 "release_rule": {"holdings_t": pl.pooled_stock_t, "max_release_t_per_month": pl.pooled_stock_t / max(typical_months, 1.0), "price_cap": 1.0},
                 "flags": [f for f in node.flags if "proxy" in f or "low-tier" in f],
             })

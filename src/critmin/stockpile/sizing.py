@@ -69,6 +69,8 @@ def stock_lp(shortfall: np.ndarray, weights: np.ndarray, holding: np.ndarray, sh
 
     n, S = shortfall.shape
     cap = np.full(n, np.inf) if capacity_t is None else np.asarray(capacity_t, float)
+    if budget is not None and budget <= 0:  # nothing can be bought
+        cap = np.zeros(n)
     # scale money to keep coefficients near 1
     scale = max(float(np.max(shortage * shortfall.max(axis=1))) if n else 1.0, 1.0)
     h = _quiet_highs()
