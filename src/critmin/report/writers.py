@@ -168,7 +168,7 @@ def html_plan(plan: dict[str, Any], atlas: Any) -> str:
         f = go.Figure(go.Bar(x=sc["expected_loss_usd"], y=sc["commodity"], orientation="h"))
         f.update_layout(title="Scenario risk: expected loss by commodity, BLOC (USD per year of exposure)", yaxis={"autorange": "reversed"}, height=560)
         figs.append(("risk", f))
-    for cid in ("rare_earth_magnets", "batteries", "gallium"):
+    for cid in sorted(set(atlas.chain_links["chain_id"])):  # a Sankey of each chain
         s = _sankey(atlas, cid)
         if s is not None:
             figs.append((f"sankey-{cid}", s))
