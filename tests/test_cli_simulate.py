@@ -25,7 +25,7 @@ def test_risk_json_interface() -> None:
     assert "ev.E018.cobalt.mine" in co["in_force_controls"]  # DRC quotas of October 2025: after the baseline
     # the USA's own export bans are not risks to the USA
     assert not any(t["scenario"].startswith("gen.USA.") for r in data for t in r["top_scenarios"])
-    assert all("draws" in r["basis"] and r["expected_loss_se_usd"] is None or r["expected_loss_se_usd"] >= 0 for r in data)
+    assert all("draws" in r["basis"] and (r["expected_loss_se_usd"] is None or r["expected_loss_se_usd"] >= 0) for r in data)
 
 
 def test_simulate_event_json_and_reproducible() -> None:

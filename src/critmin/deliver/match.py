@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from critmin._dates import month_offset
 from critmin.atlas.model import Atlas
-from critmin.deliver.plan import _month_index, _origin_ok
+from critmin.deliver.plan import _origin_ok
 
 SCORE_WEIGHTS = {"volume": 0.4, "timing": 0.3, "specification": 0.2, "origin": 0.1}
 _WORD = re.compile(r"[a-z0-9]+")
@@ -47,7 +48,7 @@ def match(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, as_of: str
     pairs: list[dict[str, Any]] = []
     for o in offers.to_dict("records"):
         status = str(o["status_class"])
-        avail = 0 if status in ("operating", "commissioning") else _month_index(as_of, str(o.get("first_output") or "") or None)
+        avail = 0 if status in ("operating", "commissioning") else month_offset(as_of, str(o.get("first_output") or "") or None)
         if avail is not None and status not in ("operating", "commissioning"):
             avail = max(0, avail + int(round(ip.get("project", f"delay_months:{status}", 0.0))))
         for n in needs.to_dict("records"):
@@ -55,7 +56,7 @@ def match(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, as_of: str
                 continue
             if not _origin_ok(str(n["origin_rule"]), str(o["country_iso3"]), atlas):
                 continue
-            need_start = _month_index(as_of, n.get("start")) or 0
+            need_start = month_offset(as_of, n.get("start")) or 0
             vol = min(float(o["capacity_t"]), float(n["demand_t_per_year"])) / float(n["demand_t_per_year"])
             if avail is None:
                 timing, t_txt = 0.0, "no first-output date"

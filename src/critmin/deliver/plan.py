@@ -15,16 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from critmin._dates import month_offset
 from critmin.atlas.model import Atlas
 from critmin.deliver.transport import solve_transport
-
-
-def _month_index(as_of: str, when: object) -> int | None:
-    """Months from ``as_of`` (YYYY-MM) to ``when`` (YYYY or YYYY-MM; a year alone = July)."""
-    if not isinstance(when, str) or not when or when == "nan":
-        return None
-    y, m = int(when[:4]), int(when[5:7]) if len(when) >= 7 else 7
-    return (y - int(as_of[:4])) * 12 + (m - int(as_of[5:7]))
 
 
 def _origin_ok(rule: str, origin: str, atlas: Atlas) -> bool:
@@ -53,7 +46,7 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
         if status in ("operating", "commissioning"):
             start = 0
         else:
-            m0 = _month_index(as_of, str(p.get("first_output") or "") or None)
+            m0 = month_offset(as_of, str(p.get("first_output") or "") or None)
             delay = ip.get("project", f"delay_months:{status}", 0.0)
             start = None if m0 is None else max(0, m0 + int(round(delay)))
         if first_month and p["project_id"] in first_month:
@@ -72,8 +65,8 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
         if b["demand_t_per_year"] is None or pd.isna(b["demand_t_per_year"]):
             skipped.append({"buyer_id": b["buyer_id"], "reason": "no published demand volume"})
             continue
-        s0 = _month_index(as_of, b.get("start")) or 0
-        e0 = _month_index(as_of, b.get("end"))
+        s0 = month_offset(as_of, b.get("start")) or 0
+        e0 = month_offset(as_of, b.get("end"))
         dem = np.array([b["demand_t_per_year"] / 12.0 if (t >= s0 and (e0 is None or t <= e0)) else 0.0 for t in range(months)])
         dem_rows.append(dem)
         bids.append(str(b["buyer_id"]))

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from critmin._dates import month_offset
 from critmin.atlas.model import Atlas
 from critmin.errors import CritminError, Problem
 from critmin.portfolio.finance import ProjectCase, annuity_payment, cash_flows, dscr, irr, npv, viability_gap
@@ -50,6 +51,8 @@ MODEL_DEFAULTS: dict[str, float] = {
     "price_floor_ratio": 1.0,  # floor / today's price when no floor is stated for the node
     "price_volatility": 0.4,  # log-volatility per sqrt(year) of node prices (NdPr row of the parameter table)
     "unit_cost_share_of_price": 0.7,  # operating cost per tonne when the register has none, share of the node price
+    "construction_years": 2.0,  # years of construction before first output for projects not yet producing
+    "insurance_term_years": 10.0,  # years of political-risk cover
 }
 
 
@@ -163,40 +166,23 @@ class Sample:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective: str = "BLOC", threads: int = 2, client: Any = None) -> Sample:
-    """Run the risk library (``critmin risk``) and keep, per node and draw, the shortfall, loss and months."""
-    from critmin.simulate.risk import risk_scenarios
-    from critmin.simulate.run import PERSPECTIVES, run
+def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective: str = "BLOC", threads: int = 2, client: Any = None,
+                          result: Any = None) -> Sample:
+    """Per node and draw of the risk library run (``critmin risk``; ``result`` reuses one), the shortfall, loss
+    and months, and the value of a tonne of shortfall avoided (:meth:`Simulator.lost_output_per_t`)."""
+    from critmin.simulate.risk import risk_run
+    from critmin.simulate.run import PERSPECTIVES
 
     j = PERSPECTIVES.index(perspective.upper())
-    scen, probs = risk_scenarios(sim)
-    res = run(sim, scen, draws=draws, seed=seed, probabilities=probs, threads=threads, client=client)
+    res = result if result is not None else risk_run(sim, draws, seed, threads=threads, client=client)
+    draws = res.metadata["draws"]
     names = sorted(k for k, v in res.node_draws.items() if v[3 + j].sum() > 0)
     short = np.array([res.node_draws[k][3 + j] for k in names]) if names else np.zeros((0, draws))
     loss = np.array([res.node_draws[k][j] for k in names]) if names else np.zeros((0, draws))
     months = np.array([res.node_draws[k][6] for k in names]) if names else np.zeros((0, draws))
-    # value of a tonne of shortfall avoided: the consuming industries' lost output, P0 (M A + B) (simulation.md
-    # §6-7), averaged over the draws of M; price transfers (input cost, producer gains) are not benefits of supply
-    from critmin.simulate.engine import NodeDraws
-
-    nd = NodeDraws.sample(sim.nodes, sim.params, draws, seed)
-    v = np.zeros(len(names))
-    for k, name in enumerate(names):
-        i = sim.nodes.index[name]
-        p0 = sim.nodes.nodes[i].p0_usd_per_t
-        m = float(nd.values["downstream_value_multiple"][i].mean())
-        val = p0 * (m * sim.chain.unlinked[i] + sim.chain.linked_value[i])
-        v[k] = val if np.isfinite(val) else 0.0
+    value = sim.lost_output_per_t(draws, res.metadata["seed"])
+    v = np.array([value[sim.nodes.index[name]] for name in names])
     return Sample(names, short, months, v, loss, {**res.metadata, "perspective": perspective.upper(), "sample_draws": draws})
-
-
-def _months_between(as_of: str, when: str) -> float | None:
-    if not when:
-        return None
-    y = int(when[:4])
-    m = int(when[5:7]) if len(when) >= 7 else 7  # a year alone: mid-year
-    ay, am = int(as_of[:4]), int(as_of[5:7])
-    return float((y - ay) * 12 + (m - am))
 
 
 def _eligible_country(rule: str, country: str, participant: str, atlas: Atlas) -> bool:
@@ -304,7 +290,7 @@ def build_problem(
         if delay is None or not np.isfinite(delay):
             delay = ip.get("project", f"delay_months:{status}", 0.0)
             assume.append(f"delay {delay:g} months for status '{status}'")
-        until = _months_between(as_of, str(p.get("first_output") or ""))
+        until = month_offset(as_of, str(p.get("first_output") or ""))
         t0 = max(0.0, (until if until is not None else 0.0) + float(delay))
         if status == "operating":
             t0 = 0.0
@@ -324,7 +310,8 @@ def build_problem(
         tax = ip.get("project", f"corporate_tax_rate:{p['country_iso3']}", ip.get("project", "corporate_tax_rate:USA"))
         vg = np.nan
         if np.isfinite(capex):
-            case = ProjectCase(float(cap), float(capex), float(unit_cost), 2 if status not in ("operating", "commissioning") else 0,
+            case = ProjectCase(float(cap), float(capex), float(unit_cost),
+                               int(st["construction_years"]) if status not in ("operating", "commissioning") else 0,
                                ramp_years, life, tax, hurdle)
             prices = np.array([[price * m] * (case.construction_years + life) for m in PRICE_SCENARIOS])
             gaps = viability_gap(case, prices)
@@ -463,7 +450,8 @@ def _terms(inst: str, a: dict[str, Any], ip: InstrumentParameters, cap: float, c
         if not np.isfinite(capex):
             return None
         cover = ip.get("insurance", "max_coverage_share") * capex
-        cost = insurance_cost(cover, ip.get("insurance", "premium_rate_annual"), ip.get("insurance", "annual_claim_probability"), 10, gov_rate)
+        cost = insurance_cost(cover, ip.get("insurance", "premium_rate_annual"), ip.get("insurance", "annual_claim_probability"),
+                              int(st["insurance_term_years"]), gov_rate)
         return cover, cost, 0.0, f"political-risk cover {cover:,.0f} USD"
     return None
 

@@ -16,7 +16,7 @@ from critmin.portfolio.model import (
     read_agencies,
     sample_from_simulator,
 )
-from critmin.portfolio.optimise import Solution, _avoided, frontier, greedy, marginal_values, solve
+from critmin.portfolio.optimise import Solution, frontier, greedy, marginal_values, solve
 
 
 def current_month() -> str:
@@ -28,8 +28,7 @@ def _selected_records(bp: BuiltProblem, sol: Solution, names: dict[str, str]) ->
     p = bp.problem
     sel = sol.selected
     z = np.zeros(p.shortfall.shape[0])
-    np.add.at(z, sel["node"].to_numpy(dtype=int), sel["dq_t"].to_numpy(dtype=float)) if len(sel) else None
-    _, total, _ = _avoided(p, z)
+    np.add.at(z, sel["node"].to_numpy(dtype=int), sel["dq_t"].to_numpy(dtype=float))
     out = []
     for r in sel.to_dict("records"):
         n = int(r["node"])
@@ -53,7 +52,6 @@ def _selected_records(bp: BuiltProblem, sol: Solution, names: dict[str, str]) ->
             "terms": r.get("terms", ""),
             "assumptions": bp.assumptions.get(r["project_id"], []),
         })
-    del total
     return out
 
 
@@ -112,10 +110,11 @@ def run_portfolio(
     client: Any = None,
     agencies_file: str | None = None,
     parameters_file: str | None = None,
+    risk_result: Any = None,
 ) -> dict[str, Any]:
     """The full ``critmin portfolio`` record (docs/portfolio.md)."""
     as_of = as_of or current_month()
-    sample = sample_from_simulator(sim, draws=draws, seed=seed, client=client)
+    sample = sample_from_simulator(sim, draws=draws, seed=seed, client=client, result=risk_result)
     bp = build_problem(projects, atlas, sample, sim.nodes, read_agencies(agencies_file), InstrumentParameters.load(parameters_file), budgets, as_of, deadline_months)
     p = bp.problem
     p.cvar_weight, p.cvar_alpha, p.bonus_weight = cvar_weight, cvar_alpha, concern_weight

@@ -80,6 +80,14 @@ def risk_scenarios(sim: Simulator) -> tuple[list[Scenario], list[float]]:
     return chosen, probs
 
 
+def risk_run(sim: Simulator, draws: int = 1000, seed: int = 0, threads: int = 2, client: Any = None,
+             progress: Callable[[int, int], None] | None = None) -> RunResult:
+    """The risk library (:func:`risk_scenarios`) simulated with its probabilities: the one run that the risk
+    ranking, the portfolio's scenario sample and the stockpile sizing all read."""
+    scenarios, probs = risk_scenarios(sim)
+    return run(sim, scenarios, draws=draws, seed=seed, probabilities=probs, threads=threads, client=client, progress=progress)
+
+
 def risk_ranking(
     sim: Simulator,
     perspective: str = "BLOC",
@@ -96,8 +104,7 @@ def risk_ranking(
         raise ValueError(f"unknown perspective '{perspective}'; use one of {', '.join(PERSPECTIVES)}")
     j = PERSPECTIVES.index(per)
     if result is None:
-        scenarios, probs = risk_scenarios(sim)
-        result = run(sim, scenarios, draws=draws, seed=seed, probabilities=probs, threads=threads, client=client, progress=progress)
+        result = risk_run(sim, draws, seed, threads, client, progress)
     df = result.scenarios[result.scenarios["perspective"] == per].copy()
     # a participant's own export restrictions are its policy choices, not supply risks to it
     own = set(PARTICIPANTS) if per == "BLOC" else {per}

@@ -129,6 +129,16 @@ class Simulator:
         if bad:
             raise CritminError("scenario cannot be simulated:\n  " + "\n  ".join(bad[:20]))
 
+    def lost_output_per_t(self, draws: int, seed: int) -> np.ndarray:
+        """Per node, the consuming industries' lost output per tonne short, ``P0 (E[M] A + B)`` (USD/t;
+        docs/simulation.md §6-7), with M averaged over the run's draws; 0 where P0 is unknown. Price transfers
+        (input cost, producers' gains) are left out: this is what a tonne of supply restored is worth."""
+        nd = NodeDraws.sample(self.nodes, self.params, draws, seed)
+        m = nd.values["downstream_value_multiple"].mean(axis=1)
+        p0 = np.array([n.p0_usd_per_t for n in self.nodes.nodes])
+        v = p0 * (m * self.chain.unlinked + self.chain.linked_value)
+        return np.where(np.isfinite(v), v, 0.0)
+
     def metadata(self, draws: int, seed: int) -> dict[str, Any]:
         from critmin import __version__
 
@@ -194,7 +204,6 @@ def run_chunk(
     }
     comp = {k: np.concatenate([v, v.sum(axis=1, keepdims=True)], axis=1).mean(axis=2) for k, v in comp.items()}
     short_d = np.concatenate([r.shortfall_t, r.shortfall_t.sum(axis=1, keepdims=True)], axis=1)  # (S, 3, D)
-    short = short_d
     rel = np.concatenate([r.loss_rel, r.loss_rel.sum(axis=1, keepdims=True)], axis=1)
     var, cvar = _quantiles(loss, 0.95)
     pk = np.quantile(r.peak_price, [0.05, 0.5, 0.95], axis=1)
@@ -207,7 +216,7 @@ def run_chunk(
         "var95": var,
         "cvar95": cvar,
         "rel": rel.mean(axis=2),
-        "short": short.mean(axis=2),
+        "short": short_d.mean(axis=2),
         "peak": pk.T,
         "peak_mean": r.peak_price.mean(axis=1),
         "price_u": r.price_u.mean(axis=1),

@@ -64,25 +64,13 @@ class StockParameters:
         return cls(cap, storage, basis, rules)
 
 
-def disruption_sample(sim: Any, draws: int = 500, seed: int = 0) -> dict[str, Any]:
-    """Per node, each participant's shortfall (t) in every annual draw of the risk library, and the months."""
-    from critmin.simulate.risk import risk_scenarios
-    from critmin.simulate.run import run
+def disruption_sample(sim: Any, draws: int = 500, seed: int = 0, result: Any = None) -> dict[str, Any]:
+    """Per node, each participant's shortfall (t) in every annual draw of the risk library, and the months
+    (``result`` reuses a :func:`critmin.simulate.risk.risk_run`)."""
+    from critmin.simulate.risk import risk_run
 
-    scen, probs = risk_scenarios(sim)
-    res = run(sim, scen, draws=draws, seed=seed, probabilities=probs)
-    return {"node_draws": res.node_draws, "metadata": res.metadata, "draws": draws}
-
-
-def _value_per_t(sim: Any, key: str, draws: int, seed: int, cache: dict[str, Any]) -> float:
-    if "nd" not in cache:
-        from critmin.simulate.engine import NodeDraws
-
-        cache["nd"] = NodeDraws.sample(sim.nodes, sim.params, draws, seed)
-    i = sim.nodes.index[key]
-    p0 = sim.nodes.nodes[i].p0_usd_per_t
-    m = float(cache["nd"].values["downstream_value_multiple"][i].mean())
-    return float(p0 * (m * sim.chain.unlinked[i] + sim.chain.linked_value[i]))
+    res = result if result is not None else risk_run(sim, draws, seed)
+    return {"node_draws": res.node_draws, "metadata": res.metadata, "draws": res.metadata["draws"]}
 
 
 def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = None, pooled: bool = False, draws: int = 500,
@@ -93,7 +81,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
     draws = smp["draws"]
     w = np.full(draws, 1.0 / draws)
     members = list(PARTICIPANTS) if perspective.upper() == "BLOC" else [perspective.upper()]
-    cache: dict[str, Any] = {}
+    value = sim.lost_output_per_t(draws, smp["metadata"]["seed"])
     rows: list[dict[str, Any]] = []
     lp_inputs: dict[str, list[tuple[str, np.ndarray, float, float, float]]] = {j: [] for j in members}
     for key in sorted(smp["node_draws"]):
@@ -102,7 +90,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
         p0 = node.p0_usd_per_t
         if not (np.isfinite(p0) and np.isfinite(node.q0_t)):
             continue
-        c = _value_per_t(sim, key, draws, seed, cache)
+        c = float(value[sim.nodes.index[key]])
         months = nd[6]
         typical_months = float(months[months > 0].mean()) if (months > 0).any() else 12.0
         per_member: dict[str, np.ndarray] = {}
