@@ -30,3 +30,98 @@ def simulator(atlas: Atlas):
     from critmin.simulate.run import Simulator
 
     return Simulator.build(atlas)
+
+
+# ------------------------------------------------------------------------------------------------ web workspace
+#: PostgreSQL for the database tests: .ci/run starts one and sets this (tests on PostgreSQL skip without it).
+POSTGRES_ENV = "CRITMIN_TEST_POSTGRES_URL"
+
+#: Users of the test workspace: (email, organisation, role); every password is PASSWORD.
+PASSWORD = "correct horse battery"
+USERS = (
+    ("gov@us.example", "US Department of Energy", "government"),
+    ("gov@jp.example", "METI Japan", "government"),
+    ("fin@dfc.example", "DFC", "agency"),
+    ("ptn@au.example", "Australia DISR", "partner"),
+    ("co@acme.example", "Acme Rare Earths", "company"),
+    ("co2@acme.example", "Acme Rare Earths", "company"),
+    ("co@beta.example", "Beta Graphite", "company"),
+    ("obs@oecd.example", "OECD Secretariat", "observer"),
+)
+
+
+def reset_postgres(url: str) -> None:
+    """Drop every table of the test database (the tests start from an empty schema)."""
+    from sqlalchemy import create_engine, text
+
+    eng = create_engine(url)
+    with eng.begin() as c:
+        c.execute(text("DROP SCHEMA public CASCADE"))
+        c.execute(text("CREATE SCHEMA public"))
+    eng.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty workspace database: a SQLite file, then PostgreSQL (every database test runs on both)."""
+    import os
+
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'workspace.db'}"
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        pytest.skip(f"PostgreSQL not configured: set {POSTGRES_ENV} (.ci/run starts one and sets it)")
+    reset_postgres(url)
+    return url
+
+
+class WebClient:
+    """A TestClient on a fresh workspace with a signed-in token per test user."""
+
+    def __init__(self, client, app) -> None:
+        self.client, self.app = client, app
+        self._tokens: dict[str, str] = {}
+
+    def token(self, email: str) -> str:
+        if email not in self._tokens:
+            r = self.client.post("/api/auth/login", json={"username": email, "password": PASSWORD})
+            assert r.status_code == 200, r.text
+            self._tokens[email] = r.json()["access_token"]
+        return self._tokens[email]
+
+    def h(self, email: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(email)}"}
+
+    def wait(self, email: str, run_id: int, timeout: float = 120.0) -> dict:
+        import time
+
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            j = self.client.get(f"/api/runs/{run_id}", headers=self.h(email)).json()
+            if j["status"] not in ("queued", "running"):
+                return j
+            time.sleep(0.1)
+        raise AssertionError(f"run {run_id} did not finish in {timeout} s")
+
+
+def make_app(url: str, simulator):
+    from critmin.web.app import create_app
+    from critmin.web.db import Database
+    from critmin.web.workspace import Workspace
+
+    db = Database(url)
+    ws = Workspace(db, sim_factory=lambda: simulator)
+    for email, org, role in USERS:
+        ws.add_user(email, org, role, PASSWORD)
+    return create_app(db=db, workspace=ws)
+
+
+@pytest.fixture()
+def web(db_url: str, simulator):
+    """The workspace app on a fresh database (SQLite and PostgreSQL), bundled registers loaded, test users."""
+    from fastapi.testclient import TestClient
+
+    app = make_app(db_url, simulator)
+    with TestClient(app, base_url="https://testserver") as client:
+        yield WebClient(client, app)
+    app.state.ws.db.dispose()

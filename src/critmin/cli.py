@@ -31,6 +31,16 @@ def _projects_app() -> Any:
 
 
 app.add_typer(_projects_app(), name="projects", help="The register of projects of interest (list, show, validate, import, export).")
+
+
+def _web() -> None:
+    from critmin.cli_web import serve, user_app
+
+    app.add_typer(user_app, name="user", help="Users of the web workspace (add).")
+    app.command("serve")(serve)
+
+
+_web()
 err = Console(stderr=True)
 
 AtlasOpt = Annotated[Path | None, typer.Option("--atlas", help="Atlas directory (default: the bundled atlas)")]

@@ -14,8 +14,12 @@ PLAN_KEYS = ("priority_minerals", "vulnerabilities", "scenarios", "portfolio", "
 
 
 def run_cycle(atlas: Any, sim: Any, draws: int = 500, seed: int = 0, as_of: str = "2026-11", top: int = 25,
-              step: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Every part of the coordinated plan for the BLOC of participants (see module docstring)."""
+              step: Callable[[str], None] | None = None, projects: pd.DataFrame | None = None, buyers: pd.DataFrame | None = None,
+              supply: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Every part of the coordinated plan for the BLOC of participants (see module docstring).
+
+    ``projects`` (the register's projects), ``buyers`` (the needs) and ``supply`` (projects and offers that
+    can deliver) default to the bundled registers; the web workspace passes what the user may read."""
     from critmin import __version__
     from critmin.assess import assess
     from critmin.assess.supply import stage_metrics
@@ -41,17 +45,20 @@ def run_cycle(atlas: Any, sim: Any, draws: int = 500, seed: int = 0, as_of: str 
     say("scenario risks")
     risk, res = risk_ranking(sim, "BLOC", draws=draws, seed=seed)
     say("portfolio")
-    reg = bundled_register(atlas)
-    portfolio = run_portfolio(atlas, sim, reg.projects, draws=draws, seed=seed, as_of=as_of, risk_result=res)
+    if projects is None:
+        projects = bundled_register(atlas).projects
+    supply = projects if supply is None else supply
+    portfolio = run_portfolio(atlas, sim, projects, draws=draws, seed=seed, as_of=as_of, risk_result=res)
     say("stockpiles")
     sample = disruption_sample(sim, draws, seed, result=res)
     stock = plan_stockpiles(sim, "BLOC", pooled=True, draws=draws, seed=seed, sample=sample)
     say("deliveries and matches")
-    buyers = bundled_buyers(atlas)
+    if buyers is None:
+        buyers = bundled_buyers(atlas)
     # the recommended portfolio's projects deliver from their (earlier) first month of output
     first = {s["project_id"]: int(round(s["months_to_output"])) for s in portfolio["selected"]}
-    deliveries = delivery_plan(atlas, reg.projects, buyers, 6, as_of, first_month=first)
-    matches = match(atlas, reg.projects, buyers, as_of)
+    deliveries = delivery_plan(atlas, supply, buyers, 6, as_of, first_month=first)
+    matches = match(atlas, supply, buyers, as_of)
     used = set()
     for r in vuln:
         used |= set(str(r["source_ids"]).split(";"))

@@ -1,0 +1,400 @@
+"""Background jobs: simulation, risk sweep, portfolio, stockpiles, deliveries, matches and the whole plan,
+run by the same core functions as the CLI, with progress, cancellation and stored, versioned results.
+
+A run's ``inputs_sha256`` digests everything its result depends on: the kind, the parameters, the atlas
+data version, the parameter table's digest, the critmin version and the (key, version) of every record it
+reads. A new run whose digest equals a finished run the user may read reuses that result (``cached_from``).
+A server stopped while runs were queued or running marks them ``interrupted`` when it starts again.
+
+Cancellation is cooperative: it takes effect at the next progress point (between simulation chunks and
+between the plan's steps); a MIP already inside HiGHS finishes its solve first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import or_, select
+
+from critmin.web import access
+from critmin.web import models as m
+from critmin.web.access import Actor
+from critmin.web.workspace import Workspace, WorkspaceError, _iso, jsonable
+
+#: Largest number of Monte Carlo draws a run may ask for (a server setting that keeps one run from
+#: occupying the machine for long; the CLI has no such cap).
+MAX_DRAWS = 5000
+
+
+class Cancelled(Exception):
+    """Raised inside a job when its cancellation was asked for."""
+
+
+class _P(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    draws: int = Field(200, ge=1, le=MAX_DRAWS, description="Monte Carlo draws")
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+
+
+class SimulateParams(_P):
+    scenario_ids: list[str] = Field(default_factory=list, max_length=50, description="Library or workspace scenario ids")
+    scenario: dict[str, Any] | None = Field(None, description="A scenario defined inline (critmin.simulate.scenario.Scenario)")
+
+
+class RiskParams(_P):
+    perspective: str = Field("BLOC", pattern="^(USA|JPN|BLOC)$")
+
+
+class PortfolioParams(_P):
+    budgets: dict[str, float] = Field(default_factory=dict, description="Agency -> budget (USD); replaces the bundled ones")
+    deadline_months: float | None = Field(None, ge=0, le=600)
+    frontier_points: int = Field(0, ge=0, le=40)
+    cvar_weight: float = Field(0.0, ge=0, le=1)
+    concern_weight: float = Field(0.0, ge=0, le=10)
+    as_of: str | None = Field(None, pattern=r"^\d{4}-\d{2}$")
+
+
+class StockpileParams(_P):
+    perspective: str = Field("BLOC", pattern="^(USA|JPN|BLOC)$")
+    budget_usd: float | None = Field(None, ge=0, allow_inf_nan=False)
+    pooled: bool = True
+
+
+class DeliverParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    months: int = Field(6, ge=1, le=60)
+    as_of: str | None = Field(None, pattern=r"^\d{4}-\d{2}$")
+
+
+class PlanParams(_P):
+    as_of: str | None = Field(None, pattern=r"^\d{4}-\d{2}$")
+    top: int = Field(25, ge=1, le=100)
+
+
+PARAMS: dict[str, type[BaseModel]] = {"simulate": SimulateParams, "risk": RiskParams, "portfolio": PortfolioParams, "stockpile": StockpileParams,
+                                      "deliver": DeliverParams, "match": DeliverParams, "plan": PlanParams}
+#: Kinds that read the register, needs and offers (and so depend on their versions and confidentiality).
+READS_RECORDS = {"portfolio", "deliver", "match", "plan"}
+
+
+def _as_of(v: str | None) -> str:
+    from critmin.portfolio.plan import current_month
+
+    return v or current_month()
+
+
+class JobRunner:
+    """Runs jobs one at a time in a worker thread (the simulator vectorises over draws; a second job in
+    parallel would only share the same two cores)."""
+
+    def __init__(self, ws: Workspace, workers: int = 1):
+        self.ws = ws
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="critmin-job")
+        self.cancel_flags: dict[int, threading.Event] = {}
+
+    def recover(self) -> int:
+        """Mark runs left queued or running by a stopped server as interrupted."""
+        with self.ws.db.session() as s:
+            rows = list(s.scalars(select(m.Run).where(m.Run.status.in_(("queued", "running")))))
+            for r in rows:
+                r.status, r.message, r.finished_at = "interrupted", "the server stopped before the run finished; start it again", datetime.now(UTC)
+            return len(rows)
+
+    def shutdown(self) -> None:
+        for ev in self.cancel_flags.values():
+            ev.set()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    # ------------------------------------------------------------------------------------------ API
+    def submit(self, actor: Actor, kind: str, params: dict[str, Any]) -> dict[str, Any]:
+        if not access.can_run(actor):
+            raise WorkspaceError(403, f"role '{actor.role}' cannot start runs")
+        try:
+            p = PARAMS[kind].model_validate(params)
+        except ValidationError as exc:
+            raise WorkspaceError(422, f"invalid parameters for a {kind} run",
+                                 [{"field": ".".join(["params", *(str(x) for x in e["loc"])]), "message": e["msg"]} for e in exc.errors(include_url=False)]) from exc
+        sim = self.ws.sim
+        pdict = p.model_dump()
+        if kind in ("deliver", "match", "portfolio", "plan"):
+            pdict["as_of"] = _as_of(pdict.get("as_of"))
+        confidential = False
+        record_digest = ""
+        if kind in READS_RECORDS:
+            fr = self.ws.frames(actor)
+            confidential, record_digest = fr["confidential"], fr["inputs"]
+        if kind == "simulate":
+            scen = self._scenarios(actor, p)  # type: ignore[arg-type]
+            confidential = scen[1]
+            record_digest = hashlib.sha256(json.dumps([s.model_dump() for s in scen[0]], sort_keys=True).encode()).hexdigest()
+        from critmin import __version__
+
+        meta = sim.metadata(1, 0)
+        digest = hashlib.sha256(json.dumps({"kind": kind, "params": pdict, "data_version": meta["data_version"], "parameters_sha256": meta["parameters_sha256"],
+                                            "critmin_version": __version__, "records": record_digest}, sort_keys=True, default=str).encode()).hexdigest()
+        with self.ws.db.session() as s:
+            prev = s.scalar(select(m.Run).where(m.Run.inputs_sha256 == digest, m.Run.status == "done", m.Run.cached_from.is_(None),
+                                                or_(m.Run.org_id == actor.org_id, m.Run.confidential.is_(False))).order_by(m.Run.id.desc()))
+            run = m.Run(kind=kind, params=jsonable(pdict), inputs_sha256=digest, data_version=str(meta["data_version"]), critmin_version=__version__,
+                        org_id=actor.org_id, user_id=actor.user_id, confidential=confidential, status="queued")
+            if prev is not None and not (confidential and prev.org_id != actor.org_id):
+                run.status, run.progress, run.cached_from = "done", 1.0, prev.id
+                run.message, run.started_at, run.finished_at = f"same inputs as run {prev.id}: its result is reused", datetime.now(UTC), datetime.now(UTC)
+            s.add(run)
+            s.flush()
+            self.ws._audit(s, actor, "run", "run", str(run.id), {"kind": kind, "params": pdict, "cached_from": run.cached_from})
+            rid = run.id
+            cached = run.cached_from is not None
+        if not cached:
+            ev = threading.Event()
+            self.cancel_flags[rid] = ev
+            self.pool.submit(self._execute, rid, kind, p, actor, ev)
+        return self.get(actor, rid)
+
+    def cancel(self, actor: Actor, rid: int) -> dict[str, Any]:
+        with self.ws.db.session() as s:
+            r = self._readable(s, actor, rid)
+            if not access.can_cancel_run(actor, r.org_id):
+                raise WorkspaceError(403, "only the organisation that started a run can cancel it")
+            if r.status in ("queued", "running"):
+                ev = self.cancel_flags.get(rid)
+                if ev is not None:
+                    ev.set()
+                if r.status == "queued":
+                    r.status, r.message, r.finished_at = "cancelled", "cancelled before it started", datetime.now(UTC)
+                else:
+                    r.message = "cancelling"
+                self.ws._audit(s, actor, "cancel", "run", str(rid), {})
+        return self.get(actor, rid)
+
+    def _readable(self, s: Any, actor: Actor, rid: int) -> m.Run:
+        r = s.get(m.Run, rid)
+        if r is None or not access.can_read_run(actor, r.org_id, r.confidential):
+            raise WorkspaceError(404, f"no run {rid}")
+        return r
+
+    def _out(self, s: Any, r: m.Run) -> dict[str, Any]:
+        src = r.cached_from or r.id
+        files = sorted(s.scalars(select(m.RunFile.name).where(m.RunFile.run_id == src)))
+        org = s.get(m.Organisation, r.org_id)
+        user = s.get(m.User, r.user_id)
+        return {"id": r.id, "kind": r.kind, "status": r.status, "progress": r.progress, "message": r.message, "params": r.params,
+                "inputs_sha256": r.inputs_sha256, "data_version": r.data_version, "critmin_version": r.critmin_version,
+                "org": org.name if org else "", "user": user.email if user else "", "confidential": r.confidential, "cached_from": r.cached_from,
+                "error": r.error, "created_at": _iso(r.created_at), "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at), "files": files}
+
+    def get(self, actor: Actor, rid: int) -> dict[str, Any]:
+        with self.ws.db.session() as s:
+            return self._out(s, self._readable(s, actor, rid))
+
+    def list_runs(self, actor: Actor, kind: str | None = None, limit: int = 100, offset: int = 0) -> dict[str, Any]:
+        with self.ws.db.session() as s:
+            q = select(m.Run).where(or_(m.Run.org_id == actor.org_id, m.Run.confidential.is_(False)))
+            if kind:
+                q = q.where(m.Run.kind == kind)
+            rows = list(s.scalars(q.order_by(m.Run.id.desc())))
+            return {"total": len(rows), "items": [self._out(s, r) for r in rows[offset: offset + limit]]}
+
+    def result(self, actor: Actor, rid: int) -> dict[str, Any]:
+        with self.ws.db.session() as s:
+            r = self._readable(s, actor, rid)
+            if r.status != "done":
+                raise WorkspaceError(409, f"run {rid} is {r.status}; no result")
+            src = s.get(m.Run, r.cached_from) if r.cached_from else r
+            if src is None or src.result is None:
+                raise WorkspaceError(410, f"the result of run {rid} is no longer stored")
+            return {"run": self._out(s, r), "result": src.result}
+
+    def file(self, actor: Actor, rid: int, name: str) -> tuple[bytes, str]:
+        with self.ws.db.session() as s:
+            r = self._readable(s, actor, rid)
+            f = s.get(m.RunFile, (r.cached_from or r.id, name))
+            if f is None:
+                raise WorkspaceError(404, f"run {rid} has no file '{name}'")
+            return f.content, f.media_type
+
+    # ------------------------------------------------------------------------------------------ execution
+    def _scenarios(self, actor: Actor, p: SimulateParams) -> tuple[list[Any], bool]:
+        from critmin.simulate.library import find_scenario
+        from critmin.simulate.scenario import Scenario
+
+        sim = self.ws.sim
+        out: list[Any] = []
+        confidential = False
+        if p.scenario is not None:
+            try:
+                out.append(Scenario.model_validate({**p.scenario, "family": "user"}))
+            except ValidationError as exc:
+                raise WorkspaceError(422, "invalid scenario", [{"field": ".".join(["params", "scenario", *(str(x) for x in e["loc"])]), "message": e["msg"]}
+                                                              for e in exc.errors(include_url=False)]) from exc
+        if p.scenario_ids:
+            rows, _, _ = self.ws.visible_rows(actor, "scenario")
+            own = {d["id"]: d for d in rows}
+            with self.ws.db.session() as s:
+                conf = {r.key: r.confidential for r in s.scalars(self.ws._visible(actor, "scenario"))}
+            lib = None
+            for sid in p.scenario_ids:
+                if sid in own:
+                    out.append(Scenario.model_validate(own[sid]))
+                    confidential |= conf.get(sid, False)
+                    continue
+                lib = lib or sim.library()
+                try:
+                    out.append(find_scenario(lib, sid))
+                except Exception as exc:
+                    raise WorkspaceError(422, f"unknown scenario '{sid}'", [{"field": "params.scenario_ids", "message": f"unknown scenario '{sid}'"}]) from exc
+        if not out:
+            raise WorkspaceError(422, "a simulate run needs scenario_ids or a scenario", [{"field": "params", "message": "give scenario_ids or scenario"}])
+        try:
+            sim.check(out)
+        except Exception as exc:
+            raise WorkspaceError(422, "scenario cannot be simulated", [{"field": "params", "message": str(exc)}]) from exc
+        return out, confidential
+
+    def _progress(self, rid: int, ev: threading.Event) -> Callable[[float, str], None]:
+        last = [0.0]
+
+        def report(fraction: float, message: str = "") -> None:
+            if ev.is_set():
+                raise Cancelled()
+            now = time.monotonic()
+            if now - last[0] < 0.3 and fraction < 1.0:
+                return
+            last[0] = now
+            with self.ws.db.session() as s:
+                r = s.get(m.Run, rid)
+                if r is not None:
+                    r.progress = max(0.0, min(1.0, float(fraction)))
+                    if message:
+                        r.message = message
+        return report
+
+    def _execute(self, rid: int, kind: str, p: BaseModel, actor: Actor, ev: threading.Event) -> None:
+        with self.ws.db.session() as s:
+            r = s.get(m.Run, rid)
+            if r is None or r.status != "queued":
+                return
+            r.status, r.started_at, r.message = "running", datetime.now(UTC), "started"
+        report = self._progress(rid, ev)
+        status, result, files, error, message = "failed", None, {}, None, ""
+        try:
+            result, files = getattr(self, f"_run_{kind}")(actor, p, report)
+            status, message = "done", "finished"
+        except Cancelled:
+            status, message = "cancelled", "cancelled while running"
+        except WorkspaceError as exc:
+            error, message = exc.message + ("; " + "; ".join(f"{q['field']}: {q['message']}" for q in exc.problems) if exc.problems else ""), "failed"
+        except Exception as exc:  # a failed run is stored with its error; the server goes on
+            error, message = f"{type(exc).__name__}: {exc}", "failed"
+            traceback.print_exc()
+        finally:
+            self.cancel_flags.pop(rid, None)
+        with self.ws.db.session() as s:
+            r = s.get(m.Run, rid)
+            if r is None:
+                return
+            r.status, r.message, r.error, r.finished_at = status, message, error, datetime.now(UTC)
+            if status == "done":
+                r.progress, r.result = 1.0, jsonable(result)
+                for name, (content, media) in files.items():
+                    s.add(m.RunFile(run_id=rid, name=name, media_type=media, content=content))
+
+    @staticmethod
+    def _chunks(report: Callable[[float, str], None], lo: float, hi: float, label: str) -> Callable[[int, int], None]:
+        def cb(done: int, total: int) -> None:
+            report(lo + (hi - lo) * done / max(total, 1), f"{label}: {done}/{total} chunks")
+        return cb
+
+    def _run_simulate(self, actor: Actor, p: SimulateParams, report: Callable[[float, str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
+        from critmin.simulate.run import run
+
+        scen, _ = self._scenarios(actor, p)
+        res = run(self.ws.sim, scen, draws=p.draws, seed=p.seed, keep_paths=True, progress=self._chunks(report, 0.0, 0.95, "simulating"))
+        return {"scenarios": res.scenarios.to_dict("records"), "paths": res.paths.to_dict("records") if res.paths is not None else [],
+                "definitions": [s.model_dump() for s in scen], "metadata": res.metadata}, {}
+
+    def _run_risk(self, actor: Actor, p: RiskParams, report: Callable[[float, str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
+        from critmin.simulate.risk import risk_ranking
+
+        df, res = risk_ranking(self.ws.sim, p.perspective, draws=p.draws, seed=p.seed, progress=self._chunks(report, 0.0, 0.95, "risk sweep"))
+        return {"ranking": df.to_dict("records"), "metadata": res.metadata, "evaluations": res.evaluations}, {}
+
+    def _run_portfolio(self, actor: Actor, p: PortfolioParams, report: Callable[[float, str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
+        from critmin.portfolio.plan import run_portfolio
+        from critmin.simulate.risk import risk_run
+
+        fr = self.ws.frames(actor)
+        report(0.05, "simulating the risk library")
+        res = risk_run(self.ws.sim, p.draws, p.seed, progress=self._chunks(report, 0.05, 0.6, "risk library"))
+        report(0.6, "solving the portfolio (HiGHS)")
+        rec = run_portfolio(self.ws.atlas, self.ws.sim, fr["projects"], budgets=p.budgets or None, deadline_months=p.deadline_months, draws=p.draws,
+                            seed=p.seed, as_of=p.as_of, with_frontier=p.frontier_points > 0, frontier_points=max(p.frontier_points, 2),
+                            cvar_weight=p.cvar_weight, concern_weight=p.concern_weight, risk_result=res)
+        rec["metadata"]["workspace_records"] = fr["counts"]
+        return rec, {}
+
+    def _run_stockpile(self, actor: Actor, p: StockpileParams, report: Callable[[float, str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
+        from critmin.simulate.risk import risk_run
+        from critmin.stockpile.plan import disruption_sample, plan_stockpiles
+
+        res = risk_run(self.ws.sim, p.draws, p.seed, progress=self._chunks(report, 0.0, 0.8, "risk library"))
+        report(0.85, "sizing stockpiles")
+        sample = disruption_sample(self.ws.sim, p.draws, p.seed, result=res)
+        return plan_stockpiles(self.ws.sim, p.perspective, budget=p.budget_usd, pooled=p.pooled, draws=p.draws, seed=p.seed, sample=sample), {}
+
+    def _offer_months(self, fr: dict[str, Any], as_of: str) -> dict[str, int]:
+        from critmin._dates import month_offset
+
+        out = {}
+        for r in fr["supply"].to_dict("records"):
+            if str(r.get("sources", "")) == "offer in the critmin workspace" or str(r.get("name", "")).endswith("(offer)"):
+                out[str(r["project_id"])] = max(0, month_offset(as_of, str(r.get("first_output") or "") or None) or 0)
+        return out
+
+    def _run_deliver(self, actor: Actor, p: DeliverParams, report: Callable[[float, str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
+        from critmin.deliver.plan import delivery_plan
+
+        fr = self.ws.frames(actor)
+        as_of = _as_of(p.as_of)
+        report(0.3, "solving the transportation LP")
+        return delivery_plan(self.ws.atlas, fr["supply"], fr["buyers"], p.months, as_of, first_month=self._offer_months(fr, as_of)), {}
+
+    def _run_match(self, actor: Actor, p: DeliverParams, report: Callable[[float, str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
+        from critmin.deliver.match import match
+
+        fr = self.ws.frames(actor)
+        report(0.3, "solving the assignment")
+        return match(self.ws.atlas, fr["supply"], fr["buyers"], _as_of(p.as_of)), {}
+
+    def _run_plan(self, actor: Actor, p: PlanParams, report: Callable[[float, str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
+        import tempfile
+        from pathlib import Path
+
+        from critmin.report.cycle import run_cycle
+        from critmin.report.writers import write_plan
+
+        fr = self.ws.frames(actor)
+        steps = ["priority minerals", "vulnerabilities by stage", "scenario risks", "portfolio", "stockpiles", "deliveries and matches"]
+
+        def step(msg: str) -> None:
+            report(steps.index(msg) / (len(steps) + 1) if msg in steps else 0.5, msg)
+
+        plan = run_cycle(self.ws.atlas, self.ws.sim, draws=p.draws, seed=p.seed, as_of=_as_of(p.as_of), top=p.top, step=step,
+                         projects=fr["projects"], buyers=fr["buyers"], supply=fr["supply"])
+        plan["metadata"]["workspace_records"] = fr["counts"]
+        report(6 / 7, "writing reports")
+        media = {"plan.json": "application/json", "plan.pdf": "application/pdf", "plan.html": "text/html; charset=utf-8",
+                 "plan.xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
+        with tempfile.TemporaryDirectory(prefix="critmin-plan-") as d:
+            paths = write_plan(plan, self.ws.atlas, Path(d))
+            files = {Path(q).name: (Path(q).read_bytes(), media.get(Path(q).name, "application/octet-stream")) for q in paths.values()}
+        return plan, files

@@ -1,0 +1,143 @@
+"""Request and response shapes of the REST API (pydantic): what the OpenAPI spec documents."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from critmin.web.models import ROLES
+
+RecordKind = Literal["project", "need", "offer", "scenario"]
+RunKind = Literal["simulate", "risk", "portfolio", "stockpile", "deliver", "match", "plan"]
+Role = Literal["government", "agency", "partner", "company", "observer"]
+assert set(ROLES) == set(Role.__args__)  # type: ignore[attr-defined]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginIn(Strict):
+    username: str = Field(min_length=1, max_length=320, description="The user's email")
+    password: str = Field(min_length=1, max_length=1000)
+
+
+class LoginOut(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    csrf_token: str = Field(description="Send in X-CSRF-Token with cookie sessions")
+    expires_at: str
+    user: UserOut
+
+
+class UserOut(BaseModel):
+    id: int
+    email: str
+    org: str
+    role: str
+
+
+class OfferIn(Strict):
+    """A supplier's offer of output (t/yr) at one node, from a month on (blank = available now)."""
+
+    offer_id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=120)
+    supplier: str = Field(min_length=1, max_length=300)
+    country_iso3: str = Field(pattern=r"^[A-Z]{3}$")
+    commodity_id: str = Field(min_length=1)
+    stage: str = Field(min_length=1)
+    volume_t_per_year: float = Field(gt=0, allow_inf_nan=False)
+    available_from: str = Field(default="", pattern=r"^(\d{4}-\d{2})?$")
+    product: str = ""
+    source: str = ""
+    note: str = ""
+
+
+class RecordIn(Strict):
+    """A record to create: ``data`` holds the fields of its kind (see docs/web.md), ``confidential`` hides it
+    from other organisations, ``shared_with`` names organisations that may still read it."""
+
+    data: dict[str, Any]
+    confidential: bool = False
+    shared_with: list[str] = Field(default_factory=list, max_length=100)
+
+
+class RecordUpdate(Strict):
+    """An update: ``version`` must be the version read (else 409, nothing written)."""
+
+    version: int = Field(ge=1)
+    data: dict[str, Any] | None = None
+    confidential: bool | None = None
+    shared_with: list[str] | None = Field(default=None, max_length=100)
+
+
+class RecordOut(BaseModel):
+    id: int
+    kind: str
+    key: str
+    org: str
+    confidential: bool
+    shared_with: list[str]
+    version: int
+    data: dict[str, Any]
+    created_at: str
+    updated_at: str
+    can_edit: bool
+
+
+class Page(BaseModel):
+    total: int
+    items: list[Any]
+
+
+class RunIn(Strict):
+    """A background job: ``kind`` and its parameters (docs/web.md lists them per kind)."""
+
+    kind: RunKind
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunOut(BaseModel):
+    id: int
+    kind: str
+    status: str
+    progress: float
+    message: str
+    params: dict[str, Any]
+    inputs_sha256: str
+    data_version: str
+    critmin_version: str
+    org: str
+    user: str
+    confidential: bool
+    cached_from: int | None
+    error: str | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    files: list[str]
+
+
+class CommentIn(Strict):
+    body: str = Field(min_length=1, max_length=10000)
+
+
+class CommentOut(BaseModel):
+    id: int
+    user: str
+    org: str
+    body: str
+    created_at: str
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: str
+    user: str
+    action: str
+    target_kind: str
+    target_key: str
+    detail: dict[str, Any]
+
+
+LoginOut.model_rebuild()

@@ -1,0 +1,111 @@
+"""Passwords, sessions, login rate limiting, CSRF and security headers.
+
+- Passwords: argon2id (argon2-cffi defaults, RFC 9106 low-memory profile); only the hash is stored.
+- Sessions: a random 256-bit token, sent as ``Authorization: Bearer <token>`` or in the HttpOnly, Secure,
+  SameSite=Strict cookie ``critmin_session``; the database keeps only its SHA-256 and an expiry
+  (``SESSION_HOURS``).
+- CSRF: a request authenticated by the cookie that changes anything (POST, PUT, PATCH, DELETE) must send
+  the session's CSRF token in the ``X-CSRF-Token`` header (the token is returned at login and readable
+  from the non-HttpOnly ``critmin_csrf`` cookie). Bearer requests need none: a browser never adds that
+  header on its own.
+- Login rate limiting: at most ``LOGIN_FAILURES`` failed logins per ``LOGIN_WINDOW_S`` seconds per
+  username and per client address; further attempts answer 429 with ``Retry-After`` (kept in the
+  server process).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from collections import deque
+from datetime import UTC, datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+SESSION_COOKIE = "critmin_session"
+CSRF_COOKIE = "critmin_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+#: Hours a session lasts (a setting, not a measured figure).
+SESSION_HOURS = 12.0
+#: Failed logins allowed per window, per username and per client address.
+LOGIN_FAILURES = 5
+LOGIN_WINDOW_S = 300.0
+
+_hasher = PasswordHasher()
+#: A hash to verify against when the user does not exist, so that timing does not tell which emails exist.
+_DUMMY_HASH = _hasher.hash("critmin-no-such-user")
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+                                "font-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'"),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+    "Strict-Transport-Security": "max-age=31536000",
+}
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """True when ``password`` matches; runs a full argon2 verification even for an unknown user."""
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def session_expiry(hours: float = SESSION_HOURS) -> datetime:
+    return datetime.now(UTC) + timedelta(hours=hours)
+
+
+class LoginLimiter:
+    """Sliding-window count of failed logins per key (see module docstring)."""
+
+    def __init__(self, failures: int = LOGIN_FAILURES, window_s: float = LOGIN_WINDOW_S):
+        self.failures, self.window_s = failures, window_s
+        self._seen: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _prune(self, key: str, now: float) -> deque[float]:
+        q = self._seen.setdefault(key, deque())
+        while q and now - q[0] > self.window_s:
+            q.popleft()
+        return q
+
+    def retry_after(self, *keys: str) -> float:
+        """Seconds until a login for these keys may be tried again (0 = now)."""
+        now = time.monotonic()
+        wait = 0.0
+        with self._lock:
+            for k in keys:
+                q = self._prune(k, now)
+                if len(q) >= self.failures:
+                    wait = max(wait, self.window_s - (now - q[0]))
+        return wait
+
+    def failed(self, *keys: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for k in keys:
+                self._prune(k, now).append(now)
+
+    def succeeded(self, username_key: str) -> None:
+        with self._lock:
+            self._seen.pop(username_key, None)

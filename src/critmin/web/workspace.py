@@ -1,0 +1,454 @@
+"""The workspace core the API calls: users and sessions, shared records with access control, versioned
+updates and the audit log, and the cached reads of the atlas (priority minerals, supply maps, chains).
+
+Every change and its audit entry are written in one transaction (:meth:`Database.session`): either both
+are committed or neither is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+import pandas as pd
+from pydantic import ValidationError
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session as DbSession
+
+from critmin.errors import CritminError
+from critmin.web import access
+from critmin.web import models as m
+from critmin.web.access import Actor
+from critmin.web.db import Database
+from critmin.web.security import hash_password, new_token, session_expiry, token_digest, verify_password
+
+#: The organisation that owns the bundled registers loaded into a new workspace (shared, not confidential).
+BUNDLED_ORG = "critmin bundled data"
+
+
+class WorkspaceError(CritminError):
+    """A request the workspace refuses; ``status`` is the HTTP status the API answers with."""
+
+    def __init__(self, status: int, message: str, problems: list[dict[str, Any]] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.problems = status, message, problems or []
+
+
+def _iso(d: datetime | None) -> str | None:
+    if d is None:
+        return None
+    if d.tzinfo is None:  # SQLite returns naive datetimes; they were stored in UTC
+        d = d.replace(tzinfo=UTC)
+    return d.isoformat()
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain JSON values (NaN -> null, numpy -> Python), as PostgreSQL's JSON type requires."""
+    from critmin.output import to_json
+
+    return json.loads(to_json(obj))
+
+
+def _problems(exc: ValidationError, prefix: str = "data") -> list[dict[str, Any]]:
+    return [{"field": ".".join([prefix, *(str(x) for x in e["loc"])]), "message": e["msg"]} for e in exc.errors(include_url=False)]
+
+
+class Workspace:
+    """One database and the definitions (atlas, simulator) every request shares."""
+
+    def __init__(self, db: Database, sim_factory: Callable[[], Any] | None = None):
+        self.db = db
+        self._sim_factory = sim_factory
+        self._sim: Any = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------------------------------ definitions
+    @property
+    def sim(self) -> Any:
+        """The simulator (atlas, nodes, parameters), built once."""
+        with self._lock:
+            if self._sim is None:
+                if self._sim_factory is not None:
+                    self._sim = self._sim_factory()
+                else:
+                    from critmin.atlas import load_atlas
+                    from critmin.simulate.run import Simulator
+
+                    self._sim = Simulator.build(load_atlas())
+            return self._sim
+
+    @property
+    def atlas(self) -> Any:
+        return self.sim.atlas
+
+    # ------------------------------------------------------------------------------------------ users
+    def org(self, s: DbSession, name: str, create: bool = False) -> m.Organisation:
+        o = s.scalar(select(m.Organisation).where(m.Organisation.name == name))
+        if o is None:
+            if not create:
+                raise WorkspaceError(422, f"unknown organisation '{name}'", [{"field": "shared_with", "message": f"unknown organisation '{name}'"}])
+            o = m.Organisation(name=name)
+            s.add(o)
+            s.flush()
+        return o
+
+    def add_user(self, email: str, org: str, role: str, password: str) -> dict[str, Any]:
+        """Create a user (and the organisation when new); the password is stored as an argon2 hash."""
+        email = email.strip().lower()
+        if role not in m.ROLES:
+            raise WorkspaceError(422, f"unknown role '{role}'; use one of {', '.join(m.ROLES)}")
+        if "@" not in email or len(email) > 320:
+            raise WorkspaceError(422, f"'{email}' is not an email address")
+        if len(password) < 8:
+            raise WorkspaceError(422, "the password must have at least 8 characters")
+        if not org.strip():
+            raise WorkspaceError(422, "the organisation name is empty")
+        with self.db.session() as s:
+            if s.scalar(select(m.User).where(m.User.email == email)) is not None:
+                raise WorkspaceError(409, f"user '{email}' already exists")
+            o = self.org(s, org.strip(), create=True)
+            u = m.User(email=email, org_id=o.id, role=role, password_hash=hash_password(password))
+            s.add(u)
+            s.flush()
+            s.add(m.AuditEntry(user_id=None, user_email="command line", org_id=o.id, action="create", target_kind="user", target_key=email,
+                               detail={"role": role, "org": o.name}))
+            return {"id": u.id, "email": email, "org": o.name, "role": role}
+
+    def login(self, email: str, password: str) -> tuple[str, m.Session, Actor] | None:
+        """A new session token for a valid email and password, else None (same work either way)."""
+        email = email.strip().lower()
+        with self.db.session() as s:
+            u = s.scalar(select(m.User).where(m.User.email == email, m.User.active.is_(True)))
+            if not verify_password(u.password_hash if u else None, password) or u is None:
+                return None
+            token = new_token()
+            sess = m.Session(token_sha256=token_digest(token), user_id=u.id, csrf_token=new_token(), expires_at=session_expiry())
+            s.add(sess)
+            o = s.get(m.Organisation, u.org_id)
+            assert o is not None
+            s.add(m.AuditEntry(user_id=u.id, user_email=u.email, org_id=u.org_id, action="login", target_kind="user", target_key=u.email, detail={}))
+            return token, sess, Actor(u.id, u.email, u.org_id, o.name, u.role)
+
+    def logout(self, token: str) -> None:
+        with self.db.session() as s:
+            sess = s.get(m.Session, token_digest(token))
+            if sess is not None:
+                s.delete(sess)
+
+    def actor_for(self, token: str) -> tuple[Actor, str] | None:
+        """The user of a live session and its CSRF token."""
+        with self.db.session() as s:
+            sess = s.get(m.Session, token_digest(token))
+            if sess is None:
+                return None
+            exp = sess.expires_at if sess.expires_at.tzinfo else sess.expires_at.replace(tzinfo=UTC)
+            if exp < datetime.now(UTC):
+                s.delete(sess)
+                return None
+            u = s.get(m.User, sess.user_id)
+            if u is None or not u.active:
+                return None
+            o = s.get(m.Organisation, u.org_id)
+            assert o is not None
+            return Actor(u.id, u.email, u.org_id, o.name, u.role), sess.csrf_token
+
+    def organisations(self) -> list[dict[str, Any]]:
+        with self.db.session() as s:
+            return [{"id": o.id, "name": o.name} for o in s.scalars(select(m.Organisation).order_by(m.Organisation.name))]
+
+    # ------------------------------------------------------------------------------------------ records
+    def _validate(self, kind: str, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The record's key and its cleaned data; :class:`WorkspaceError` 422 naming each bad field."""
+        atlas = self.atlas
+        try:
+            if kind == "project":
+                from critmin.portfolio.register import Project, SupportAction, _Refs
+
+                refs = _Refs.of(atlas)
+                body = {k: v for k, v in data.items() if k != "support" and v is not None and v != ""}
+                p = Project.model_validate(body, context={"refs": refs})
+                support = []
+                for i, a in enumerate(data.get("support") or []):
+                    if not isinstance(a, dict):
+                        raise WorkspaceError(422, "invalid project", [{"field": f"data.support.{i}", "message": "not an object"}])
+                    a = {k: v for k, v in a.items() if v is not None and v != ""}
+                    a.setdefault("project_id", p.project_id)
+                    try:
+                        sa = SupportAction.model_validate(a, context={"refs": refs})
+                    except ValidationError as exc:
+                        raise WorkspaceError(422, "invalid support action", _problems(exc, f"data.support.{i}")) from exc
+                    if sa.project_id != p.project_id:
+                        raise WorkspaceError(422, "invalid support action", [{"field": f"data.support.{i}.project_id", "message": "must be the project's id"}])
+                    support.append(sa.model_dump())
+                return p.project_id, {**p.model_dump(), "support": support}
+            if kind == "need":
+                from critmin.deliver.buyers import Buyer
+
+                b = Buyer.model_validate({k: v for k, v in data.items() if v is not None and v != ""})
+                nodes = set(zip(atlas.stages["commodity_id"], atlas.stages["stage"], strict=True))
+                bad = []
+                if b.country_iso3 not in set(atlas.countries["iso3"]):
+                    bad.append({"field": "data.country_iso3", "message": f"unknown country '{b.country_iso3}'"})
+                elif b.country_iso3 in atlas.concern:
+                    bad.append({"field": "data.country_iso3", "message": "deliveries to a country of concern are not planned"})
+                if (b.commodity_id, b.stage) not in nodes:
+                    bad.append({"field": "data.stage", "message": f"unknown node {b.commodity_id}/{b.stage}"})
+                if bad:
+                    raise WorkspaceError(422, "invalid need", bad)
+                return b.buyer_id, b.model_dump()
+            if kind == "offer":
+                from critmin.web.schemas import OfferIn
+
+                o = OfferIn.model_validate(data)
+                nodes = set(zip(atlas.stages["commodity_id"], atlas.stages["stage"], strict=True))
+                bad = []
+                if o.country_iso3 not in set(atlas.countries["iso3"]):
+                    bad.append({"field": "data.country_iso3", "message": f"unknown country '{o.country_iso3}'"})
+                if (o.commodity_id, o.stage) not in nodes:
+                    bad.append({"field": "data.stage", "message": f"unknown node {o.commodity_id}/{o.stage}"})
+                if bad:
+                    raise WorkspaceError(422, "invalid offer", bad)
+                return o.offer_id, o.model_dump()
+            if kind == "scenario":
+                from critmin.simulate.scenario import Scenario
+
+                sc = Scenario.model_validate({**data, "family": "user"})
+                try:
+                    self.sim.check([sc])
+                except CritminError as exc:
+                    raise WorkspaceError(422, "scenario cannot be simulated", [{"field": "data", "message": str(exc)}]) from exc
+                if sc.id in library_ids(self):
+                    raise WorkspaceError(409, f"scenario id '{sc.id}' is a library scenario; choose another id")
+                return sc.id, sc.model_dump()
+        except ValidationError as exc:
+            raise WorkspaceError(422, f"invalid {kind}", _problems(exc)) from exc
+        raise WorkspaceError(404, f"unknown record kind '{kind}'")
+
+    def _visible(self, actor: Actor, kind: str) -> Any:
+        t = m.RECORD_TABLES[kind]
+        shared = select(m.Share.record_id).where(m.Share.record_kind == kind, m.Share.org_id == actor.org_id)
+        return select(t).where(or_(t.confidential.is_(False), t.org_id == actor.org_id, t.id.in_(shared)))
+
+    def _shares(self, s: DbSession, kind: str, ids: Iterable[int]) -> dict[int, list[int]]:
+        ids = list(ids)
+        out: dict[int, list[int]] = {i: [] for i in ids}
+        if ids:
+            for sh in s.scalars(select(m.Share).where(m.Share.record_kind == kind, m.Share.record_id.in_(ids))):
+                out[sh.record_id].append(sh.org_id)
+        return out
+
+    def _out(self, s: DbSession, actor: Actor, kind: str, r: Any, shares: list[int], orgs: dict[int, str]) -> dict[str, Any]:
+        return {"id": r.id, "kind": kind, "key": r.key, "org": orgs.get(r.org_id, ""), "confidential": r.confidential,
+                "shared_with": sorted(orgs.get(o, "") for o in shares) if actor.org_id == r.org_id else [],
+                "version": r.version, "data": r.data, "created_at": _iso(r.created_at), "updated_at": _iso(r.updated_at),
+                "can_edit": access.can_edit(actor, r.org_id, r.confidential)}
+
+    def _orgs(self, s: DbSession) -> dict[int, str]:
+        return {o.id: o.name for o in s.scalars(select(m.Organisation))}
+
+    def list_records(self, actor: Actor, kind: str, q: str = "", limit: int = 1000, offset: int = 0) -> dict[str, Any]:
+        t = m.RECORD_TABLES[kind]
+        with self.db.session() as s:
+            rows = list(s.scalars(self._visible(actor, kind).order_by(t.key)))
+            if q:
+                ql = q.lower()
+                rows = [r for r in rows if ql in r.key.lower() or ql in json.dumps(r.data).lower()]
+            total = len(rows)
+            rows = rows[offset: offset + limit]
+            sh = self._shares(s, kind, [r.id for r in rows])
+            orgs = self._orgs(s)
+            return {"total": total, "items": [self._out(s, actor, kind, r, sh[r.id], orgs) for r in rows]}
+
+    def _get(self, s: DbSession, actor: Actor, kind: str, rid: int) -> Any:
+        t = m.RECORD_TABLES[kind]
+        r = s.scalar(self._visible(actor, kind).where(t.id == rid))
+        if r is None:  # absent and not visible answer alike: a confidential record's existence is not disclosed
+            raise WorkspaceError(404, f"no {kind} {rid}")
+        return r
+
+    def get_record(self, actor: Actor, kind: str, rid: int) -> dict[str, Any]:
+        with self.db.session() as s:
+            r = self._get(s, actor, kind, rid)
+            return self._out(s, actor, kind, r, self._shares(s, kind, [r.id])[r.id], self._orgs(s))
+
+    def _set_shares(self, s: DbSession, kind: str, rid: int, names: list[str]) -> list[str]:
+        ids = sorted({self.org(s, n).id for n in names})
+        for sh in s.scalars(select(m.Share).where(m.Share.record_kind == kind, m.Share.record_id == rid)):
+            s.delete(sh)
+        s.flush()
+        for o in ids:
+            s.add(m.Share(record_kind=kind, record_id=rid, org_id=o))
+        return sorted(names)
+
+    def _audit(self, s: DbSession, actor: Actor | None, action: str, kind: str, key: str, detail: dict[str, Any] | None = None) -> None:
+        s.add(m.AuditEntry(user_id=actor.user_id if actor else None, user_email=actor.email if actor else "system",
+                           org_id=actor.org_id if actor else None, action=action, target_kind=kind, target_key=key, detail=jsonable(detail or {})))
+
+    def create_record(self, actor: Actor, kind: str, data: dict[str, Any], confidential: bool = False, shared_with: list[str] | None = None) -> dict[str, Any]:
+        if not access.can_create(actor):
+            raise WorkspaceError(403, f"role '{actor.role}' cannot create records")
+        key, clean = self._validate(kind, data)
+        t = m.RECORD_TABLES[kind]
+        with self.db.session() as s:
+            if s.scalar(select(t.id).where(t.key == key)) is not None:
+                raise WorkspaceError(409, f"a {kind} with id '{key}' already exists")
+            r = t(key=key, org_id=actor.org_id, confidential=confidential, data=jsonable(clean), version=1, created_by=actor.user_id)
+            s.add(r)
+            s.flush()
+            if shared_with:
+                self._set_shares(s, kind, r.id, shared_with)
+            self._audit(s, actor, "create", kind, key, {"confidential": confidential, "shared_with": sorted(shared_with or [])})
+            s.flush()
+            return self._out(s, actor, kind, r, self._shares(s, kind, [r.id])[r.id], self._orgs(s))
+
+    def update_record(self, actor: Actor, kind: str, rid: int, version: int, data: dict[str, Any] | None = None,
+                      confidential: bool | None = None, shared_with: list[str] | None = None) -> dict[str, Any]:
+        t = m.RECORD_TABLES[kind]
+        with self.db.session() as s:
+            r = self._get(s, actor, kind, rid)
+            if not access.can_edit(actor, r.org_id, r.confidential):
+                raise WorkspaceError(403, f"role '{actor.role}' of '{actor.org_name}' cannot change this {kind}")
+            if (confidential is not None or shared_with is not None) and not access.can_share(actor, r.org_id):
+                raise WorkspaceError(403, "only the owning organisation sets confidentiality and sharing")
+            changed: dict[str, Any] = {}
+            new_data = r.data
+            if data is not None:
+                key, clean = self._validate(kind, data)
+                if key != r.key:
+                    raise WorkspaceError(422, "the id of a record cannot change", [{"field": "data", "message": f"id '{key}' differs from '{r.key}'"}])
+                new_data = jsonable(clean)
+                changed["fields"] = sorted(k for k in set(new_data) | set(r.data) if new_data.get(k) != r.data.get(k))
+            # compare-and-set on the version: the row is changed only if nobody changed it since it was read
+            values: dict[str, Any] = {"version": version + 1, "updated_at": datetime.now(UTC), "data": new_data}
+            if confidential is not None:
+                values["confidential"] = confidential
+                changed["confidential"] = confidential
+            res: Any = s.execute(t.__table__.update().where(t.id == rid, t.version == version).values(**values))
+            if res.rowcount != 1:
+                raise WorkspaceError(409, f"{kind} '{r.key}' was changed by someone else (version {r.version}, you sent {version}); reload and retry")
+            if shared_with is not None:
+                changed["shared_with"] = self._set_shares(s, kind, rid, shared_with)
+            self._audit(s, actor, "update", kind, r.key, {"version": version + 1, **changed})
+            s.expire_all()
+            r = s.get(t, rid)
+            return self._out(s, actor, kind, r, self._shares(s, kind, [rid])[rid], self._orgs(s))
+
+    def delete_record(self, actor: Actor, kind: str, rid: int, version: int) -> None:
+        t = m.RECORD_TABLES[kind]
+        with self.db.session() as s:
+            r = self._get(s, actor, kind, rid)
+            if not access.can_edit(actor, r.org_id, r.confidential):
+                raise WorkspaceError(403, f"role '{actor.role}' of '{actor.org_name}' cannot delete this {kind}")
+            for sh in s.scalars(select(m.Share).where(m.Share.record_kind == kind, m.Share.record_id == rid)):
+                s.delete(sh)
+            res: Any = s.execute(t.__table__.delete().where(t.id == rid, t.version == version))
+            if res.rowcount != 1:
+                raise WorkspaceError(409, f"{kind} '{r.key}' was changed by someone else (version {r.version}, you sent {version}); reload and retry")
+            self._audit(s, actor, "delete", kind, r.key, {"version": version})
+
+    def visible_rows(self, actor: Actor, kind: str) -> tuple[list[dict[str, Any]], list[tuple[str, int]], bool]:
+        """Data of every record the actor may read, their (key, version) and whether any is confidential."""
+        t = m.RECORD_TABLES[kind]
+        with self.db.session() as s:
+            rows = list(s.scalars(self._visible(actor, kind).order_by(t.key)))
+            return [r.data for r in rows], [(r.key, r.version) for r in rows], any(r.confidential for r in rows)
+
+    # ------------------------------------------------------------------------------------------ comments, audit
+    def add_comment(self, actor: Actor, kind: str, rid: int, body: str) -> dict[str, Any]:
+        if not actor.can_write:
+            raise WorkspaceError(403, "observers cannot comment")
+        with self.db.session() as s:
+            r = self._get(s, actor, kind, rid)
+            c = m.Comment(target_kind=kind, target_id=rid, org_id=actor.org_id, user_id=actor.user_id, body=body)
+            s.add(c)
+            s.flush()
+            self._audit(s, actor, "comment", kind, r.key, {"comment_id": c.id})
+            return {"id": c.id, "user": actor.email, "org": actor.org_name, "body": body, "created_at": _iso(c.created_at)}
+
+    def comments(self, actor: Actor, kind: str, rid: int) -> list[dict[str, Any]]:
+        with self.db.session() as s:
+            self._get(s, actor, kind, rid)
+            users = {u.id: u.email for u in s.scalars(select(m.User))}
+            orgs = self._orgs(s)
+            q = select(m.Comment).where(m.Comment.target_kind == kind, m.Comment.target_id == rid).order_by(m.Comment.id)
+            return [{"id": c.id, "user": users.get(c.user_id, ""), "org": orgs.get(c.org_id, ""), "body": c.body, "created_at": _iso(c.created_at)}
+                    for c in s.scalars(q)]
+
+    def audit(self, actor: Actor, limit: int = 200, offset: int = 0) -> dict[str, Any]:
+        """The audit entries of the actor's own organisation (who, when, what), newest first."""
+        with self.db.session() as s:
+            q = select(m.AuditEntry).where(m.AuditEntry.org_id == actor.org_id)
+            rows = list(s.scalars(q.order_by(m.AuditEntry.id.desc())))
+            return {"total": len(rows), "items": [{"id": a.id, "at": _iso(a.at), "user": a.user_email, "action": a.action, "target_kind": a.target_kind,
+                                                    "target_key": a.target_key, "detail": a.detail} for a in rows[offset: offset + limit]]}
+
+    # ------------------------------------------------------------------------------------------ seeding
+    def seed_bundled(self) -> dict[str, int]:
+        """Load the bundled project register and buyers into a new workspace (once; shared, not confidential)."""
+        from critmin.deliver.buyers import bundled_buyers
+        from critmin.portfolio.register import bundled_register
+
+        with self.db.session() as s:
+            if s.get(m.Setting, "bundled_loaded") is not None:
+                return {"projects": 0, "needs": 0}
+            o = self.org(s, BUNDLED_ORG, create=True)
+            reg = bundled_register(self.atlas)
+            sup = reg.support
+            n_p = 0
+            for p in reg.projects.to_dict("records"):
+                acts = sup[sup["project_id"] == p["project_id"]].to_dict("records")
+                s.add(m.Project(key=p["project_id"], org_id=o.id, confidential=False, data=jsonable({**p, "support": acts}), version=1))
+                n_p += 1
+            n_b = 0
+            for b in bundled_buyers(self.atlas).to_dict("records"):
+                s.add(m.Need(key=b["buyer_id"], org_id=o.id, confidential=False, data=jsonable(b), version=1))
+                n_b += 1
+            s.add(m.Setting(name="bundled_loaded", value=datetime.now(UTC).isoformat()))
+            self._audit(s, None, "seed", "workspace", "bundled", {"projects": n_p, "needs": n_b})
+            return {"projects": n_p, "needs": n_b}
+
+    # ------------------------------------------------------------------------------------------ frames
+    def frames(self, actor: Actor) -> dict[str, Any]:
+        """The register, needs and offers the actor may read, as the core's frames, with an inputs digest."""
+        from critmin.deliver.buyers import BUYER_COLUMNS
+        from critmin.portfolio.register import Project, SupportAction, _frame
+
+        proj, pkeys, pc = self.visible_rows(actor, "project")
+        needs, nkeys, nc = self.visible_rows(actor, "need")
+        offers, okeys, oc = self.visible_rows(actor, "offer")
+        projects = _frame("projects", [Project.model_validate({k: v for k, v in d.items() if k != "support" and v is not None}) for d in proj])
+        support = _frame("support", [SupportAction.model_validate({k: v for k, v in a.items() if v is not None and k != "counts"} | {"counts": a.get("counts")})
+                                     for d in proj for a in d.get("support", [])])
+        buyers = pd.DataFrame([{c: d.get(c) for c in BUYER_COLUMNS} for d in needs], columns=list(BUYER_COLUMNS))
+        supply = pd.concat([projects, offers_as_projects(offers, projects.columns)], ignore_index=True) if offers else projects
+        digest = hashlib.sha256(json.dumps({"project": pkeys, "need": nkeys, "offer": okeys}).encode()).hexdigest()
+        return {"projects": projects, "support": support, "buyers": buyers, "supply": supply, "inputs": digest, "confidential": pc or nc or oc,
+                "counts": {"projects": len(proj), "needs": len(needs), "offers": len(offers)}}
+
+
+def offers_as_projects(offers: list[dict[str, Any]], columns: Iterable[str]) -> pd.DataFrame:
+    """Offers as supply rows of the register's shape, for delivery planning and matching: capacity =
+    offered volume, operating when available now, else producing from ``available_from``."""
+    rows = []
+    for o in offers:
+        later = bool(o.get("available_from"))
+        rows.append({"project_id": o["offer_id"], "name": f"{o['supplier']} (offer)", "sponsor": o["supplier"], "country_iso3": o["country_iso3"],
+                     "commodity_id": o["commodity_id"], "stage": o["stage"], "product": o.get("product", ""), "capacity_t": float(o["volume_t_per_year"]),
+                     "status_class": "construction" if later else "operating", "first_output": o.get("available_from", ""),
+                     "sources": o.get("source") or "offer in the critmin workspace", "note": o.get("note", "")})
+    df = pd.DataFrame(rows)
+    return df.reindex(columns=list(columns))
+
+
+@lru_cache(maxsize=4)
+def _library_ids(sim_id: int, sim: Any) -> frozenset[str]:
+    return frozenset(s.id for s in sim.library())
+
+
+def library_ids(ws: Workspace) -> frozenset[str]:
+    return _library_ids(id(ws.sim), ws.sim)
