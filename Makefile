@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 PERSPECTIVE ?= BLOC
 
-.PHONY: demo test install install-test lint typecheck pytest bench atlas clean
+.PHONY: demo test install install-test lint typecheck pytest bench atlas serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ test: install-test
 
 bench: install
 	$(BIN)/python benchmarks/run.py
+
+serve: install
+	$(BIN)/critmin serve
 
 atlas: install
 	$(BIN)/critmin data build --raw data/raw

@@ -34,6 +34,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--update-baseline", action="store_true")
     ap.add_argument("--no-dask", action="store_true", help="skip the Dask scaling case (about 2 minutes)")
+    ap.add_argument("--no-load", action="store_true", help="skip the web load test (50 clients, 20 s)")
     args = ap.parse_args()
 
     from critmin.assess import METHODS, AssessmentContext, assess, hhi
@@ -106,12 +107,21 @@ def main() -> None:
         sp = results["simulate_sweep_10x_dask_1_worker"] / results["simulate_sweep_10x_dask_2_worker"]
         print(f"{'simulate: Dask 2 vs 1 worker':32} {sp:10.2f}x  (target >= 1.6x)")
     print(f"{'peak RSS (MB)':32} {peak_mb:10.1f}")
+    load = None
+    if not args.no_load:
+        from load import print_table, run_load  # benchmarks/load.py
+
+        load = run_load(50, 20.0)
+        print()
+        print_table(load, base.get("load_p95_ms", {}))
     if args.update_baseline or not BASELINE.exists():
         BASELINE.write_text(
             json.dumps(
                 {"machine": f"{platform.machine()} {platform.processor() or ''} python {platform.python_version()}".strip(),
                  "seconds": {k: round(v, 6) for k, v in results.items() if k in cases},
-                 "peak_rss_mb": round(peak_mb, 1)},
+                 "peak_rss_mb": round(peak_mb, 1),
+                 **({"load_p95_ms": {k: round(v["p95_ms"], 2) for k, v in load["endpoints"].items()}} if load else
+                    {"load_p95_ms": base.get("load_p95_ms", {})})},
                 indent=2,
             )
             + "\n"

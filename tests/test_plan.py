@@ -56,6 +56,8 @@ def test_plan_html_is_self_contained(plan_dir: Path):
     assert "Plotly" in text and "sankey" in text.lower()
     assert 'src="http' not in text and "src='http" not in text
     assert "seed 1" in text
+    # every figure switches off plotly.js 3's "Share chart" upload button (on by default)
+    assert text.count('"showSendToCloud": false') == text.count("Plotly.newPlot(") > 0
 
 
 def test_reports_are_readable_by_others(plan_dir: Path):

@@ -127,6 +127,22 @@ def _basis(note: str) -> str:
     return "cost" if "subsidy" in b or "cost" in b else "amount"
 
 
+def budget_key_problems(budgets: dict[str, float], agencies: pd.DataFrame) -> list[str]:
+    """Why each budget key is not ``AGENCY_ID:instrument`` (or ``AGENCY_ID:any``) of a known agency; a key
+    that names nothing would otherwise be ignored without a word."""
+    from critmin.portfolio.register import INSTRUMENTS
+
+    known = set(agencies["agency_id"])
+    out = []
+    for k in budgets:
+        agency, _, inst = k.partition(":")
+        if agency not in known:
+            out.append(f"'{k}': unknown agency '{agency}' (use AGENCY_ID:instrument or AGENCY_ID:any; agencies: {', '.join(sorted(known))})")
+        elif inst != "any" and inst not in INSTRUMENTS:
+            out.append(f"'{k}': unknown instrument '{inst}' (use one of {', '.join(INSTRUMENTS)} or any)")
+    return out
+
+
 def read_budgets(path: str | Path) -> dict[str, float]:
     """User budgets: CSV ``agency_id,instrument,budget_usd`` (instrument ``any`` for a shared envelope)."""
     p = Path(path)
@@ -242,6 +258,9 @@ def build_problem(
         if np.isfinite(r["budget_usd"]):
             bud[f"{r['agency_id']}:{r['instrument']}"] = float(r["budget_usd"])
             basis[f"{r['agency_id']}:{r['instrument']}"] = r["budget_basis"]
+    bad = budget_key_problems(budgets or {}, ag)
+    if bad:
+        raise ModelError("budgets: " + "; ".join(bad))
     for k, v in (budgets or {}).items():
         bud[k] = v
         basis.setdefault(k, "amount")

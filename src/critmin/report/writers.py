@@ -19,6 +19,9 @@ import pandas as pd
 from critmin.output import _clean, to_json, write_atomic
 from critmin.report.cycle import frames
 
+#: plotly.js 3 shows a "Share chart" (upload to Plotly Cloud) button by default: off in every report.
+OFFLINE_PLOT_CONFIG = {"showSendToCloud": False, "displaylogo": False}
+
 
 def write_json(plan: dict[str, Any], path: Path) -> None:
     write_atomic(path, (to_json(plan) + "\n").encode("utf-8"))
@@ -183,7 +186,7 @@ def html_plan(plan: dict[str, Any], atlas: Any) -> str:
         f = go.Figure(go.Bar(x=s2["node"] + " " + s2["participant"], y=s2["optimal_stock_usd"]))
         f.update_layout(title="Stock targets (USD at today's prices)", height=420)
         figs.append(("stockpiles", f))
-    blocks = "".join(f'<div class="fig" id="{k}">{f.to_html(full_html=False, include_plotlyjs=False)}</div>' for k, f in figs)
+    blocks = "".join(f'<div class="fig" id="{k}">{f.to_html(full_html=False, include_plotlyjs=False, config=OFFLINE_PLOT_CONFIG)}</div>' for k, f in figs)
     md = plan["metadata"]
     meta = (f"critmin {md['critmin_version']} &middot; data {html.escape(str(md['data_version']))} &middot; seed {md['seed']} &middot; "
             f"{md['draws']} draws &middot; as of {md['as_of']} &middot; parameters {html.escape(str(md['parameters']))}")

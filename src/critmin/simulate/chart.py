@@ -34,7 +34,7 @@ def write_chart(paths: pd.DataFrame, scenario_id: str, out: Path, title: str = "
             fig.add_trace(go.Scatter(x=m, y=p[f"{key}_p50"], name=f"{name} shortfall (median)"), row=2, col=1)
         fig.update_layout(title=title, template="plotly_white")
         fig.update_xaxes(title_text="month", row=2, col=1)
-        html = fig.to_html(include_plotlyjs=True, full_html=True)
+        html = fig.to_html(include_plotlyjs=True, full_html=True, config={"showSendToCloud": False, "displaylogo": False})
         write_atomic(out, html.encode("utf-8"))
     elif suffix == ".png":
         import io

@@ -294,19 +294,28 @@ def _run(
         from distributed import as_completed
 
         pos = {f.key: i for i, f in enumerate(futures)}
-        for f in as_completed(futures):
-            parts[pos[f.key]] = f.result()
-            done += 1
-            if progress:
-                progress(done, len(blocks))
-    else:
-        with ThreadPoolExecutor(max_workers=max(1, threads)) as ex:
-            futs = [ex.submit(run_chunk, batch.take(ix), nd, sim.settings, seed, keep_paths) for ix in blocks]
-            for i, f in enumerate(futs):
-                parts[i] = f.result()
+        try:
+            for f in as_completed(futures):
+                parts[pos[f.key]] = f.result()
                 done += 1
                 if progress:
                     progress(done, len(blocks))
+        except BaseException:
+            client.cancel(futures)
+            raise
+    else:
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as ex:
+            futs = [ex.submit(run_chunk, batch.take(ix), nd, sim.settings, seed, keep_paths) for ix in blocks]
+            try:
+                for i, f in enumerate(futs):
+                    parts[i] = f.result()
+                    done += 1
+                    if progress:
+                        progress(done, len(blocks))
+            except BaseException:
+                for f in futs:  # a progress callback that raises (a cancelled job) stops the chunks not yet started
+                    f.cancel()
+                raise
     return _assemble(sim, scenarios, batch, blocks, parts, draws, seed, probabilities, keep_paths)
 
 

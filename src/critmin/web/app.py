@@ -6,6 +6,7 @@ Every asset the pages load (plotly.js, the world topology, Swagger UI, fonts) is
 
 from __future__ import annotations
 
+import hmac
 import json
 from contextlib import asynccontextmanager
 from enum import Enum
@@ -19,7 +20,7 @@ from fastapi import Path as FPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.concurrency import run_in_threadpool
 
 from critmin.web import schemas as sc
 from critmin.web.access import Actor
@@ -32,27 +33,52 @@ STATIC = Path(__file__).parent / "static"
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 PLURAL = {"project": "projects", "need": "needs", "offer": "offers", "scenario": "scenarios"}
 
-ERRORS: dict[int | str, dict[str, Any]] = {401: {"description": "Not signed in"}, 403: {"description": "Not allowed for this role or organisation"},
-                                           404: {"description": "No such record, or not visible to you"}, 422: {"description": "Invalid input (fields named)"}}
-
 
 class Problem(sc.BaseModel):
+    """An error answer: what went wrong and, for invalid input, each field with its message."""
+
     detail: str
     problems: list[dict[str, Any]] = []
 
 
-class _Headers(BaseHTTPMiddleware):
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        resp = await call_next(request)
-        for k, v in SECURITY_HEADERS.items():
-            resp.headers.setdefault(k, v)
-        if request.url.path.startswith("/api/"):
-            resp.headers.setdefault("Cache-Control", "no-store")
-        return resp
+def _err(description: str) -> dict[str, Any]:
+    return {"model": Problem, "description": description}
 
 
-def current_actor(request: Request) -> Actor:
-    """The signed-in user: bearer token, else session cookie (with the CSRF header on changes)."""
+#: Answers to a malformed or invalid request (documented with critmin's error shape, not FastAPI's default 422 schema).
+INVALID: dict[int | str, dict[str, Any]] = {400: _err("Malformed request body (not JSON text)"), 422: _err("Invalid input (fields named)")}
+ERRORS: dict[int | str, dict[str, Any]] = {401: _err("Not signed in"), 403: _err("Not allowed for this role or organisation"),
+                                           404: _err("No such record, or not visible to you"), **INVALID}
+
+
+class SecurityHeaders:
+    """Pure ASGI middleware adding the security headers to every response (and no-store to API answers)."""
+
+    def __init__(self, app: Any):
+        self.app = app
+        self.extra = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        api = scope["path"].startswith("/api/")
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                have = {k.lower() for k, _ in message.get("headers", [])}
+                add = [(k, v) for k, v in self.extra if k not in have]
+                if api and b"cache-control" not in have:
+                    add.append((b"cache-control", b"no-store"))
+                message["headers"] = list(message.get("headers", [])) + add
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+async def current_actor(request: Request) -> Actor:
+    """The signed-in user: bearer token, else session cookie (with the CSRF header on changes). A session
+    known to this process is answered from memory; otherwise the database is read in a worker thread."""
     ws: Workspace = request.app.state.ws
     auth = request.headers.get("authorization", "")
     token, by_cookie = None, False
@@ -60,20 +86,23 @@ def current_actor(request: Request) -> Actor:
         token = auth[7:].strip()
     elif request.cookies.get(SESSION_COOKIE):
         token, by_cookie = request.cookies[SESSION_COOKIE], True
-    found = ws.actor_for(token) if token else None
+    found = None
+    if token:
+        found = ws.cached_actor(token)
+        if found is None:
+            found = await run_in_threadpool(ws.actor_for, token)
     if found is None:
         raise WorkspaceError(401, "sign in first (POST /api/auth/login)")
     who, csrf = found
     if by_cookie and request.method in UNSAFE:
-        import hmac
-
         sent = request.headers.get(CSRF_HEADER, "")
         if not sent or not hmac.compare_digest(sent, csrf):
             raise WorkspaceError(403, f"missing or wrong {CSRF_HEADER} header (cookie sessions must send it)")
     return who
 
-
 Who = Annotated[Actor, Depends(current_actor)]
+#: A record or run id in a path (bounded: the database's integer columns; larger numbers are no id).
+Id = Annotated[int, FPath(ge=1, le=sc.INT_MAX)]
 
 
 def create_app(database_url: str | None = None, seed: bool = True, db: Database | None = None, workspace: Workspace | None = None,
@@ -88,8 +117,9 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
         runner.recover()
+        await run_in_threadpool(lambda: ws.sim)  # build the definitions before the first request
         if seed:
-            ws.seed_bundled()
+            await run_in_threadpool(ws.seed_bundled)
         yield
         runner.shutdown()
 
@@ -97,7 +127,7 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
                   description="Critical-minerals supply security: the shared workspace of the US-Japan framework (docs/web.md). "
                               "Sign in with POST /api/auth/login, then send `Authorization: Bearer <access_token>`.")
     app.state.ws, app.state.runner, app.state.limiter = ws, runner, limiter
-    app.add_middleware(_Headers)
+    app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(WorkspaceError)
     async def _ws_error(request: Request, exc: WorkspaceError) -> JSONResponse:
@@ -114,11 +144,11 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
     # ---------------------------------------------------------------------------------------- auth
 
     @api.get("/health", tags=["system"])
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:
         """Liveness and the database it uses (no login)."""
         return {"status": "ok", "version": _version(), "database": db.backend}
 
-    @api.post("/auth/login", tags=["auth"], responses={401: {"model": Problem}, 429: {"model": Problem}})
+    @api.post("/auth/login", tags=["auth"], responses={**INVALID, 401: {"model": Problem}, 429: {"model": Problem}})
     def login(body: sc.LoginIn, request: Request, response: Response) -> sc.LoginOut:
         """Sign in with email and password: a bearer token in the body, and the same session as a Secure,
         HttpOnly cookie (cookie requests that change anything must send X-CSRF-Token)."""
@@ -160,62 +190,67 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
         return ws.organisations()
 
     # ---------------------------------------------------------------------------------------- atlas reads
-    @api.get("/methods", tags=["assess"], responses=ERRORS)
-    def methods(who: Who) -> list[dict[str, Any]]:
+    @api.get("/methods", tags=["assess"], responses=ERRORS, response_model=list[dict[str, Any]])
+    async def methods(who: Who) -> Response:
         """Criticality methods that rank minerals (docs/methods.md)."""
-        return _methods()
+        return await _json_async(("methods",), _methods)
 
-    @api.get("/minerals/priority", tags=["assess"], responses=ERRORS)
-    def priority(who: Who, method: Annotated[str, Query(max_length=40)] = "critmin",
+    @api.get("/minerals/priority", tags=["assess"], responses=ERRORS, response_model=list[dict[str, Any]])
+    async def priority(who: Who, method: Annotated[str, Query(max_length=40)] = "critmin",
                  perspective: Annotated[str, Query(pattern="^(USA|JPN|BLOC)$")] = "BLOC",
-                 top: Annotated[int, Query(ge=1, le=200)] = 25) -> list[dict[str, Any]]:
+                 top: Annotated[int, Query(ge=1, le=200)] = 25) -> Response:
         """Priority minerals ranked by one method from one participant's perspective (cached)."""
         if method not in {m["name"] for m in _methods()}:
             raise WorkspaceError(422, f"unknown method '{method}'", [{"field": "query.method", "message": f"use one of {', '.join(m['name'] for m in _methods())}"}])
-        return _priority(ws, method, perspective)[:top]
+        return await _json_async(("priority", id(ws.atlas), method, perspective, top), lambda: _priority(ws, method, perspective)[:top])
 
-    @api.get("/atlas/nodes", tags=["assess"], responses=ERRORS)
-    def nodes(who: Who) -> list[dict[str, Any]]:
+    @api.get("/atlas/nodes", tags=["assess"], responses=ERRORS, response_model=list[dict[str, Any]])
+    async def nodes(who: Who) -> Response:
         """Commodity-stage nodes with country shares (for the map and the scenario builder)."""
-        return _nodes(ws)
+        return await _json_async(("nodes", id(ws.atlas)), lambda: _nodes(ws))
 
-    @api.get("/atlas/supply", tags=["assess"], responses=ERRORS)
-    def supply(who: Who, commodity: Annotated[str, Query(max_length=60)], stage: Annotated[str, Query(max_length=40)]) -> dict[str, Any]:
+    @api.get("/atlas/supply", tags=["assess"], responses=ERRORS, response_model=dict[str, Any])
+    async def supply(who: Who, commodity: Annotated[str, Query(max_length=60)], stage: Annotated[str, Query(max_length=40)]) -> Response:
         """Country shares of world supply at one node, with their sources (cached)."""
-        rows = _supply(ws, commodity, stage)
-        if not rows:
-            raise WorkspaceError(404, f"no country shares for {commodity}/{stage}")
-        return {"commodity": commodity, "stage": stage, "rows": rows}
+        def build() -> dict[str, Any]:
+            if (commodity, stage) not in {(n["commodity"], n["stage"]) for n in _nodes(ws)}:
+                raise WorkspaceError(404, f"no country shares for {commodity}/{stage}")
+            return {"commodity": commodity, "stage": stage, "rows": _supply(ws, commodity, stage)}
+        return await _json_async(("supply", id(ws.atlas), commodity, stage), build)
 
-    @api.get("/chains", tags=["assess"], responses=ERRORS)
-    def chains(who: Who) -> list[str]:
+    @api.get("/chains", tags=["assess"], responses=ERRORS, response_model=list[str])
+    async def chains(who: Who) -> Response:
         """Supply chains of the atlas."""
-        return sorted(str(c) for c in ws.atlas.chain_links["chain_id"].unique())
+        return await _json_async(("chains", id(ws.atlas)), lambda: sorted(str(c) for c in ws.atlas.chain_links["chain_id"].unique()))
 
-    @api.get("/chains/{chain_id}/sankey", tags=["assess"], responses=ERRORS)
-    def sankey(who: Who, chain_id: str) -> dict[str, Any]:
+    @api.get("/chains/{chain_id}/sankey", tags=["assess"], responses=ERRORS, response_model=dict[str, Any])
+    async def sankey(who: Who, chain_id: Annotated[str, FPath(max_length=60)]) -> Response:
         """A plotly Sankey figure of one chain by stage and country (flows drawn in proportion to shares)."""
-        fig = _sankey(ws, chain_id)
-        if fig is None:
-            raise WorkspaceError(404, f"no chain '{chain_id}' with shares")
-        return fig
+        def build() -> dict[str, Any]:
+            fig = _sankey(ws, chain_id)
+            if fig is None:
+                raise WorkspaceError(404, f"no chain '{chain_id}' with shares")
+            return fig
+        return await _json_async(("sankey", id(ws.atlas), chain_id), build)
 
-    @api.get("/scenarios/library", tags=["scenarios"], responses=ERRORS)
-    def library(who: Who, q: Annotated[str, Query(max_length=100)] = "", family: Annotated[str, Query(pattern="^(|event|generated)$")] = "",
-                limit: Annotated[int, Query(ge=1, le=1000)] = 50, offset: Annotated[int, Query(ge=0)] = 0) -> sc.Page:
+    @api.get("/scenarios/library", tags=["scenarios"], responses=ERRORS, response_model=sc.Page)
+    async def library(who: Who, q: Annotated[str, Query(max_length=100)] = "", family: Annotated[str, Query(pattern="^(|event|generated)$")] = "",
+                limit: Annotated[int, Query(ge=1, le=1000)] = 50, offset: Annotated[int, Query(ge=0)] = 0) -> Response:
         """The scenario library (real events and generated scenarios), searchable."""
-        items = _library(ws)
-        if family:
-            items = [s for s in items if s["family"] == family]
-        if q:
-            ql = q.lower()
-            items = [s for s in items if ql in s["id"].lower() or ql in s["title"].lower()]
-        return sc.Page(total=len(items), items=items[offset: offset + limit])
+        def build() -> dict[str, Any]:
+            items = _library(ws)
+            if family:
+                items = [s for s in items if (s["family"] == "event") == (family == "event")]  # generated families are "gen.<country>.<node>"
+            if q:
+                ql = q.lower()
+                items = [s for s in items if ql in s["id"].lower() or ql in s["title"].lower()]
+            return {"total": len(items), "items": items[offset: offset + limit]}
+        return await _json_async(("library", id(ws.atlas), q, family, limit, offset), build)
 
-    @api.get("/agencies", tags=["portfolio"], responses=ERRORS)
-    def agencies(who: Who) -> list[dict[str, Any]]:
+    @api.get("/agencies", tags=["portfolio"], responses=ERRORS, response_model=list[dict[str, Any]])
+    async def agencies(who: Who) -> Response:
         """Finance agencies, their instruments and bundled budgets (USD; blank where none is published)."""
-        return _agencies()
+        return await _json_async(("agencies",), _agencies)
 
     @api.get("/buyers", tags=["records"], responses=ERRORS)
     def buyers(who: Who) -> list[dict[str, Any]]:
@@ -244,20 +279,20 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
         return sc.Page(**runner.list_runs(who, kind or None, limit, offset))
 
     @api.get("/runs/{run_id}", tags=["runs"], responses=ERRORS)
-    def get_run(run_id: int, who: Who) -> sc.RunOut:
+    def get_run(run_id: Id, who: Who) -> sc.RunOut:
         return sc.RunOut(**runner.get(who, run_id))
 
     @api.post("/runs/{run_id}/cancel", tags=["runs"], responses=ERRORS)
-    def cancel_run(run_id: int, who: Who) -> sc.RunOut:
+    def cancel_run(run_id: Id, who: Who) -> sc.RunOut:
         return sc.RunOut(**runner.cancel(who, run_id))
 
-    @api.get("/runs/{run_id}/result", tags=["runs"], responses={**ERRORS, 409: {"description": "Not finished"}})
-    def run_result(run_id: int, who: Who) -> dict[str, Any]:
+    @api.get("/runs/{run_id}/result", tags=["runs"], responses={**ERRORS, 409: _err("Not finished"), 410: _err("The result is no longer stored")})
+    def run_result(run_id: Id, who: Who) -> dict[str, Any]:
         """The stored result with the run's parameters, inputs digest and data version."""
         return runner.result(who, run_id)
 
     @api.get("/runs/{run_id}/files/{name}", tags=["runs"], responses=ERRORS, response_class=Response)
-    def run_file(run_id: int, name: Annotated[str, FPath(max_length=100)], who: Who) -> Response:
+    def run_file(run_id: Id, name: Annotated[str, FPath(max_length=100)], who: Who) -> Response:
         """A file the run wrote (plan.pdf, plan.xlsx, plan.html, plan.json)."""
         content, media = runner.file(who, run_id, name)
         return Response(content, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'})
@@ -294,36 +329,38 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
 def _record_routes(api: APIRouter, ws: Workspace, kind: str, plural: str) -> None:
     tag: list[str | Enum] = [plural]
 
-    @api.get(f"/{plural}", tags=tag, responses=ERRORS, name=f"list_{plural}")
-    def list_records(who: Who, q: Annotated[str, Query(max_length=100)] = "", limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
-                     offset: Annotated[int, Query(ge=0)] = 0) -> sc.Page:
-        return sc.Page(**ws.list_records(who, kind, q, limit, offset))
+    @api.get(f"/{plural}", tags=tag, responses=ERRORS, name=f"list_{plural}", response_model=sc.Page)
+    async def list_records(who: Who, q: Annotated[str, Query(max_length=100)] = "", limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+                           offset: Annotated[int, Query(ge=0)] = 0) -> Response:
+        """The records you may read (cached in memory until one changes)."""
+        body = ws.cached_list(who, kind, q, limit, offset) or await run_in_threadpool(ws.list_records_json, who, kind, q, limit, offset)
+        return Response(body, media_type="application/json")
 
     @api.post(f"/{plural}", tags=tag, status_code=201, responses={**ERRORS, 409: {"description": "The id exists"}}, name=f"create_{kind}")
     def create(body: sc.RecordIn, who: Who) -> sc.RecordOut:
         return sc.RecordOut(**ws.create_record(who, kind, body.data, body.confidential, body.shared_with))
 
     @api.get(f"/{plural}/{{record_id}}", tags=tag, responses=ERRORS, name=f"get_{kind}")
-    def get(record_id: int, who: Who) -> sc.RecordOut:
+    def get(record_id: Id, who: Who) -> sc.RecordOut:
         return sc.RecordOut(**ws.get_record(who, kind, record_id))
 
     @api.put(f"/{plural}/{{record_id}}", tags=tag, responses={**ERRORS, 409: {"description": "Changed by someone else since your version"}},
              name=f"update_{kind}")
-    def update(record_id: int, body: sc.RecordUpdate, who: Who) -> sc.RecordOut:
+    def update(record_id: Id, body: sc.RecordUpdate, who: Who) -> sc.RecordOut:
         return sc.RecordOut(**ws.update_record(who, kind, record_id, body.version, body.data, body.confidential, body.shared_with))
 
     @api.delete(f"/{plural}/{{record_id}}", tags=tag, status_code=204, responses={**ERRORS, 409: {"description": "Changed by someone else"}},
                 name=f"delete_{kind}", response_class=Response)
-    def delete(record_id: int, who: Who, version: Annotated[int, Query(ge=1)]) -> Response:
+    def delete(record_id: Id, who: Who, version: Annotated[int, Query(ge=1, le=sc.INT_MAX)]) -> Response:
         ws.delete_record(who, kind, record_id, version)
         return Response(status_code=204)
 
     @api.get(f"/{plural}/{{record_id}}/comments", tags=tag, responses=ERRORS, name=f"comments_{kind}")
-    def comments(record_id: int, who: Who) -> list[sc.CommentOut]:
+    def comments(record_id: Id, who: Who) -> list[sc.CommentOut]:
         return [sc.CommentOut(**c) for c in ws.comments(who, kind, record_id)]
 
     @api.post(f"/{plural}/{{record_id}}/comments", tags=tag, status_code=201, responses=ERRORS, name=f"comment_{kind}")
-    def comment(record_id: int, body: sc.CommentIn, who: Who) -> sc.CommentOut:
+    def comment(record_id: Id, body: sc.CommentIn, who: Who) -> sc.CommentOut:
         return sc.CommentOut(**ws.add_comment(who, kind, record_id, body.body))
 
 
@@ -343,6 +380,27 @@ def _methods() -> list[dict[str, Any]]:
 
 
 _CACHE: dict[tuple[Any, ...], Any] = {}
+#: Serialised answers of the cached reads (bounded: cleared when it holds more than _JSON_MAX entries).
+_JSON: dict[tuple[Any, ...], bytes] = {}
+_JSON_MAX = 2000
+
+
+async def _json_async(key: tuple[Any, ...], build: Any) -> Response:
+    """As :func:`_json`; a cache miss is built in a worker thread, never on the event loop."""
+    body = _JSON.get(key)
+    if body is not None:
+        return Response(body, media_type="application/json")
+    return await run_in_threadpool(_json, key, build)
+
+
+def _json(key: tuple[Any, ...], build: Any) -> Response:
+    """A cached read answered from its serialised JSON (built once per key and server process)."""
+    body = _JSON.get(key)
+    if body is None:
+        if len(_JSON) > _JSON_MAX:
+            _JSON.clear()
+        body = _JSON[key] = json.dumps(build(), ensure_ascii=False, separators=(",", ":")).encode()
+    return Response(body, media_type="application/json")
 
 
 def _cached(key: tuple[Any, ...], fn: Any) -> Any:
@@ -387,9 +445,10 @@ def _supply(ws: Workspace, commodity: str, stage: str) -> list[dict[str, Any]]:
 def _sankey(ws: Workspace, chain_id: str) -> dict[str, Any] | None:
     from critmin.report.writers import _sankey as sankey_fig
 
+    if chain_id not in set(ws.atlas.chain_links["chain_id"]):  # before the cache: it keeps only the atlas's chains
+        return None
+
     def build() -> dict[str, Any] | None:
-        if chain_id not in set(ws.atlas.chain_links["chain_id"]):
-            return None
         fig = sankey_fig(ws.atlas, chain_id)
         return None if fig is None else json.loads(fig.to_json())
     return _cached((id(ws.atlas), "sankey", chain_id), build)

@@ -2,9 +2,10 @@
 run by the same core functions as the CLI, with progress, cancellation and stored, versioned results.
 
 A run's ``inputs_sha256`` digests everything its result depends on: the kind, the parameters, the atlas
-data version, the parameter table's digest, the critmin version and the (key, version) of every record it
-reads. A new run whose digest equals a finished run the user may read reuses that result (``cached_from``).
-A server stopped while runs were queued or running marks them ``interrupted`` when it starts again.
+data version, the parameter table's digest, the critmin version and the (key, version) and data of every
+record it reads (a record deleted and created again under its key is at version 1 again). A new run whose
+digest equals a finished run the user may read reuses that result (``cached_from``). A server stopped
+while runs were queued or running marks them ``interrupted`` when it starts again.
 
 Cancellation is cooperative: it takes effect at the next progress point (between simulation chunks and
 between the plan's steps); a MIP already inside HiGHS finishes its solve first.
@@ -20,9 +21,9 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import or_, select
 
 from critmin.web import access
@@ -33,6 +34,8 @@ from critmin.web.workspace import Workspace, WorkspaceError, _iso, jsonable
 #: Largest number of Monte Carlo draws a run may ask for (a server setting that keeps one run from
 #: occupying the machine for long; the CLI has no such cap).
 MAX_DRAWS = 5000
+#: A calendar month YYYY-MM (ASCII digits, month 01-12).
+MONTH = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
 
 
 class Cancelled(Exception):
@@ -55,12 +58,24 @@ class RiskParams(_P):
 
 
 class PortfolioParams(_P):
-    budgets: dict[str, float] = Field(default_factory=dict, description="Agency -> budget (USD); replaces the bundled ones")
+    budgets: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict, description="AGENCY_ID:instrument (or AGENCY_ID:any) -> budget (USD, >= 0); replaces the bundled one")
     deadline_months: float | None = Field(None, ge=0, le=600)
     frontier_points: int = Field(0, ge=0, le=40)
     cvar_weight: float = Field(0.0, ge=0, le=1)
     concern_weight: float = Field(0.0, ge=0, le=10)
-    as_of: str | None = Field(None, pattern=r"^\d{4}-\d{2}$")
+    as_of: str | None = Field(None, pattern=MONTH)
+
+
+    @field_validator("budgets")
+    @classmethod
+    def _budget_keys(cls, v: dict[str, float]) -> dict[str, float]:
+        from critmin.portfolio.model import budget_key_problems, read_agencies
+
+        bad = budget_key_problems(v, read_agencies())
+        if bad:
+            raise ValueError("; ".join(bad))
+        return v
 
 
 class StockpileParams(_P):
@@ -72,11 +87,11 @@ class StockpileParams(_P):
 class DeliverParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     months: int = Field(6, ge=1, le=60)
-    as_of: str | None = Field(None, pattern=r"^\d{4}-\d{2}$")
+    as_of: str | None = Field(None, pattern=MONTH)
 
 
 class PlanParams(_P):
-    as_of: str | None = Field(None, pattern=r"^\d{4}-\d{2}$")
+    as_of: str | None = Field(None, pattern=MONTH)
     top: int = Field(25, ge=1, le=100)
 
 
@@ -281,7 +296,8 @@ class JobRunner:
     def _execute(self, rid: int, kind: str, p: BaseModel, actor: Actor, ev: threading.Event) -> None:
         with self.ws.db.session() as s:
             r = s.get(m.Run, rid)
-            if r is None or r.status != "queued":
+            if r is None or r.status != "queued":  # cancelled while queued
+                self.cancel_flags.pop(rid, None)
                 return
             r.status, r.started_at, r.message = "running", datetime.now(UTC), "started"
         report = self._progress(rid, ev)

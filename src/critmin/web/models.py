@@ -157,6 +157,8 @@ class AuditEntry(Base):
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     user_email: Mapped[str] = mapped_column(String(320))
     org_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"), nullable=True, index=True)
+    #: the organisation owning the record changed (it sees the entry too); revision 0002
+    owner_org_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"), nullable=True, index=True)
     action: Mapped[str] = mapped_column(String(40))
     target_kind: Mapped[str] = mapped_column(String(20))
     target_key: Mapped[str] = mapped_column(String(120))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from critmin.web.models import ROLES
 
@@ -14,12 +15,40 @@ Role = Literal["government", "agency", "partner", "company", "observer"]
 assert set(ROLES) == set(Role.__args__)  # type: ignore[attr-defined]
 
 
+#: Largest id or version the API accepts (the database's 32-bit integer columns).
+INT_MAX = 2**31 - 1
+#: Text without NUL characters (PostgreSQL's text columns cannot store them).
+NO_NUL = r"^[^\x00]*$"
+OrgName = Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)]
+
+
+def plain_json(value: Any, path: str = "") -> Any:
+    """``value`` unchanged when both databases can store it; ValueError naming the first NaN or infinite
+    number (JSON has none) or text with a NUL character."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{path or 'value'}: not a finite number")
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError(f"{path or 'value'}: contains a NUL character")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            plain_json(k, f"{path}.{k}".lstrip(".") + " (name)")
+            plain_json(v, f"{path}.{k}".lstrip("."))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            plain_json(v, f"{path}.{i}".lstrip("."))
+    return value
+
+
+#: A JSON object of fields or parameters, checked by :func:`plain_json`.
+PlainDict = Annotated[dict[str, Any], AfterValidator(lambda v: plain_json(v))]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class LoginIn(Strict):
-    username: str = Field(min_length=1, max_length=320, description="The user's email")
+    username: str = Field(min_length=1, max_length=320, pattern=NO_NUL, description="The user's email")
     password: str = Field(min_length=1, max_length=1000)
 
 
@@ -57,18 +86,18 @@ class RecordIn(Strict):
     """A record to create: ``data`` holds the fields of its kind (see docs/web.md), ``confidential`` hides it
     from other organisations, ``shared_with`` names organisations that may still read it."""
 
-    data: dict[str, Any]
+    data: PlainDict
     confidential: bool = False
-    shared_with: list[str] = Field(default_factory=list, max_length=100)
+    shared_with: list[OrgName] = Field(default_factory=list, max_length=100)
 
 
 class RecordUpdate(Strict):
     """An update: ``version`` must be the version read (else 409, nothing written)."""
 
-    version: int = Field(ge=1)
-    data: dict[str, Any] | None = None
+    version: int = Field(ge=1, le=INT_MAX)
+    data: PlainDict | None = None
     confidential: bool | None = None
-    shared_with: list[str] | None = Field(default=None, max_length=100)
+    shared_with: list[OrgName] | None = Field(default=None, max_length=100)
 
 
 class RecordOut(BaseModel):
@@ -94,7 +123,7 @@ class RunIn(Strict):
     """A background job: ``kind`` and its parameters (docs/web.md lists them per kind)."""
 
     kind: RunKind
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: PlainDict = Field(default_factory=dict)
 
 
 class RunOut(BaseModel):
@@ -119,7 +148,7 @@ class RunOut(BaseModel):
 
 
 class CommentIn(Strict):
-    body: str = Field(min_length=1, max_length=10000)
+    body: str = Field(min_length=1, max_length=10000, pattern=NO_NUL)
 
 
 class CommentOut(BaseModel):

@@ -10,14 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 import pandas as pd
 from pydantic import ValidationError
-from sqlalchemy import or_, select
+from sqlalchemy import event, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as DbSession
 
 from critmin.errors import CritminError
@@ -27,8 +28,16 @@ from critmin.web.access import Actor
 from critmin.web.db import Database
 from critmin.web.security import hash_password, new_token, session_expiry, token_digest, verify_password
 
+#: Seconds a signed-in session is trusted from memory before the database is asked again (a sign-out in
+#: this process takes effect at once; a session deleted in the database directly, within this time).
+SESSION_CACHE_S = 10.0
+#: Seconds a record list is served from memory when no record changed in this process.
+RECORDS_CACHE_S = 2.0
 #: The organisation that owns the bundled registers loaded into a new workspace (shared, not confidential).
 BUNDLED_ORG = "critmin bundled data"
+#: Longest record id (the width of the ``key`` column) and the field of ``data`` that holds it, per kind.
+KEY_MAX = 120
+KEY_FIELD = {"project": "project_id", "need": "buyer_id", "offer": "offer_id", "scenario": "id"}
 
 
 class WorkspaceError(CritminError):
@@ -66,6 +75,18 @@ class Workspace:
         self._sim_factory = sim_factory
         self._sim: Any = None
         self._lock = threading.Lock()
+        self._library_ids: frozenset[str] | None = None
+        #: token digest -> (actor, csrf token, expiry, time cached): saves a database read per request
+        #: counts record changes made by this process (a change makes cached record lists stale)
+        self.generation = 0
+        self._list_cache: dict[tuple[Any, ...], tuple[int, float, bytes]] = {}
+
+        def bump_after_commit(session: DbSession) -> None:
+            if session.info.pop("bump_generation", False):
+                self.generation += 1
+
+        event.listen(db.sessions, "after_commit", bump_after_commit)
+        self._session_cache: dict[str, tuple[Actor, str, datetime, float]] = {}
 
     # ------------------------------------------------------------------------------------------ definitions
     @property
@@ -135,15 +156,38 @@ class Workspace:
             return token, sess, Actor(u.id, u.email, u.org_id, o.name, u.role)
 
     def logout(self, token: str) -> None:
+        self._session_cache.pop(token_digest(token), None)
         with self.db.session() as s:
             sess = s.get(m.Session, token_digest(token))
             if sess is not None:
                 s.delete(sess)
 
+    def cached_actor(self, token: str) -> tuple[Actor, str] | None:
+        """The session from memory when it was read less than ``SESSION_CACHE_S`` seconds ago, else None."""
+        hit = self._session_cache.get(token_digest(token))
+        if hit is not None and time.monotonic() - hit[3] < SESSION_CACHE_S and hit[2] > datetime.now(UTC):
+            return hit[0], hit[1]
+        return None
+
     def actor_for(self, token: str) -> tuple[Actor, str] | None:
-        """The user of a live session and its CSRF token."""
+        """The user of a live session and its CSRF token (kept in memory for ``SESSION_CACHE_S`` seconds)."""
+        digest = token_digest(token)
+        hit = self._session_cache.get(digest)
+        now = time.monotonic()
+        if hit is not None and now - hit[3] < SESSION_CACHE_S and hit[2] > datetime.now(UTC):
+            return hit[0], hit[1]
+        found = self._actor_from_db(digest)
+        if found is None:
+            self._session_cache.pop(digest, None)
+        else:
+            if len(self._session_cache) > 10_000:
+                self._session_cache.clear()
+            self._session_cache[digest] = (*found, now)
+        return None if found is None else (found[0], found[1])
+
+    def _actor_from_db(self, digest: str) -> tuple[Actor, str, datetime] | None:
         with self.db.session() as s:
-            sess = s.get(m.Session, token_digest(token))
+            sess = s.get(m.Session, digest)
             if sess is None:
                 return None
             exp = sess.expires_at if sess.expires_at.tzinfo else sess.expires_at.replace(tzinfo=UTC)
@@ -155,7 +199,7 @@ class Workspace:
                 return None
             o = s.get(m.Organisation, u.org_id)
             assert o is not None
-            return Actor(u.id, u.email, u.org_id, o.name, u.role), sess.csrf_token
+            return Actor(u.id, u.email, u.org_id, o.name, u.role), sess.csrf_token, exp
 
     def organisations(self) -> list[dict[str, Any]]:
         with self.db.session() as s:
@@ -164,6 +208,12 @@ class Workspace:
     # ------------------------------------------------------------------------------------------ records
     def _validate(self, kind: str, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """The record's key and its cleaned data; :class:`WorkspaceError` 422 naming each bad field."""
+        key, clean = self._validate_kind(kind, data)
+        if len(key) > KEY_MAX:  # the key column's width (PostgreSQL refuses longer values)
+            raise WorkspaceError(422, f"invalid {kind}", [{"field": f"data.{KEY_FIELD[kind]}", "message": f"at most {KEY_MAX} characters"}])
+        return key, clean
+
+    def _validate_kind(self, kind: str, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         atlas = self.atlas
         try:
             if kind == "project":
@@ -173,6 +223,8 @@ class Workspace:
                 body = {k: v for k, v in data.items() if k != "support" and v is not None and v != ""}
                 p = Project.model_validate(body, context={"refs": refs})
                 support = []
+                if not isinstance(data.get("support") or [], list):
+                    raise WorkspaceError(422, "invalid project", [{"field": "data.support", "message": "a list of support actions"}])
                 for i, a in enumerate(data.get("support") or []):
                     if not isinstance(a, dict):
                         raise WorkspaceError(422, "invalid project", [{"field": f"data.support.{i}", "message": "not an object"}])
@@ -251,6 +303,27 @@ class Workspace:
     def _orgs(self, s: DbSession) -> dict[int, str]:
         return {o.id: o.name for o in s.scalars(select(m.Organisation))}
 
+    def cached_list(self, actor: Actor, kind: str, q: str = "", limit: int = 1000, offset: int = 0) -> bytes | None:
+        hit = self._list_cache.get((kind, actor.org_id, actor.role, q, limit, offset))
+        if hit is not None and hit[0] == self.generation and time.monotonic() - hit[1] < RECORDS_CACHE_S:
+            return hit[2]
+        return None
+
+    def list_records_json(self, actor: Actor, kind: str, q: str = "", limit: int = 1000, offset: int = 0) -> bytes:
+        """:meth:`list_records` as JSON, kept in memory until a record changes in this process (or for
+        ``RECORDS_CACHE_S`` seconds, for changes made by another server process on the same database)."""
+        hit = self.cached_list(actor, kind, q, limit, offset)
+        if hit is not None:
+            return hit
+        key = (kind, actor.org_id, actor.role, q, limit, offset)
+        now = time.monotonic()
+        gen = self.generation
+        body = json.dumps(self.list_records(actor, kind, q, limit, offset), ensure_ascii=False, separators=(",", ":")).encode()
+        if len(self._list_cache) > 1000:
+            self._list_cache.clear()
+        self._list_cache[key] = (gen, now, body)
+        return body
+
     def list_records(self, actor: Actor, kind: str, q: str = "", limit: int = 1000, offset: int = 0) -> dict[str, Any]:
         t = m.RECORD_TABLES[kind]
         with self.db.session() as s:
@@ -285,9 +358,13 @@ class Workspace:
             s.add(m.Share(record_kind=kind, record_id=rid, org_id=o))
         return sorted(names)
 
-    def _audit(self, s: DbSession, actor: Actor | None, action: str, kind: str, key: str, detail: dict[str, Any] | None = None) -> None:
+    def _audit(self, s: DbSession, actor: Actor | None, action: str, kind: str, key: str, detail: dict[str, Any] | None = None,
+               owner_org: int | None = None) -> None:
+        self.generation += 1  # before and after the commit: a list read meanwhile is rebuilt next time
+        s.info["bump_generation"] = True
         s.add(m.AuditEntry(user_id=actor.user_id if actor else None, user_email=actor.email if actor else "system",
-                           org_id=actor.org_id if actor else None, action=action, target_kind=kind, target_key=key, detail=jsonable(detail or {})))
+                           org_id=actor.org_id if actor else None, owner_org_id=owner_org, action=action, target_kind=kind, target_key=key,
+                           detail=jsonable(detail or {})))
 
     def create_record(self, actor: Actor, kind: str, data: dict[str, Any], confidential: bool = False, shared_with: list[str] | None = None) -> dict[str, Any]:
         if not access.can_create(actor):
@@ -299,10 +376,13 @@ class Workspace:
                 raise WorkspaceError(409, f"a {kind} with id '{key}' already exists")
             r = t(key=key, org_id=actor.org_id, confidential=confidential, data=jsonable(clean), version=1, created_by=actor.user_id)
             s.add(r)
-            s.flush()
+            try:
+                s.flush()
+            except IntegrityError as exc:  # created by a concurrent request since the check above (the key is unique)
+                raise WorkspaceError(409, f"a {kind} with id '{key}' already exists") from exc
             if shared_with:
                 self._set_shares(s, kind, r.id, shared_with)
-            self._audit(s, actor, "create", kind, key, {"confidential": confidential, "shared_with": sorted(shared_with or [])})
+            self._audit(s, actor, "create", kind, key, {"confidential": confidential, "shared_with": sorted(shared_with or [])}, owner_org=actor.org_id)
             s.flush()
             return self._out(s, actor, kind, r, self._shares(s, kind, [r.id])[r.id], self._orgs(s))
 
@@ -333,7 +413,7 @@ class Workspace:
                 raise WorkspaceError(409, f"{kind} '{r.key}' was changed by someone else (version {r.version}, you sent {version}); reload and retry")
             if shared_with is not None:
                 changed["shared_with"] = self._set_shares(s, kind, rid, shared_with)
-            self._audit(s, actor, "update", kind, r.key, {"version": version + 1, **changed})
+            self._audit(s, actor, "update", kind, r.key, {"version": version + 1, **changed}, owner_org=r.org_id)
             s.expire_all()
             r = s.get(t, rid)
             return self._out(s, actor, kind, r, self._shares(s, kind, [rid])[rid], self._orgs(s))
@@ -346,10 +426,13 @@ class Workspace:
                 raise WorkspaceError(403, f"role '{actor.role}' of '{actor.org_name}' cannot delete this {kind}")
             for sh in s.scalars(select(m.Share).where(m.Share.record_kind == kind, m.Share.record_id == rid)):
                 s.delete(sh)
+            # its comments go with it: SQLite reuses the id of a deleted last row, and a new record must not show them
+            for c in s.scalars(select(m.Comment).where(m.Comment.target_kind == kind, m.Comment.target_id == rid)):
+                s.delete(c)
             res: Any = s.execute(t.__table__.delete().where(t.id == rid, t.version == version))
             if res.rowcount != 1:
                 raise WorkspaceError(409, f"{kind} '{r.key}' was changed by someone else (version {r.version}, you sent {version}); reload and retry")
-            self._audit(s, actor, "delete", kind, r.key, {"version": version})
+            self._audit(s, actor, "delete", kind, r.key, {"version": version}, owner_org=r.org_id)
 
     def visible_rows(self, actor: Actor, kind: str) -> tuple[list[dict[str, Any]], list[tuple[str, int]], bool]:
         """Data of every record the actor may read, their (key, version) and whether any is confidential."""
@@ -367,7 +450,10 @@ class Workspace:
             c = m.Comment(target_kind=kind, target_id=rid, org_id=actor.org_id, user_id=actor.user_id, body=body)
             s.add(c)
             s.flush()
-            self._audit(s, actor, "comment", kind, r.key, {"comment_id": c.id})
+            t = m.RECORD_TABLES[kind]
+            if s.scalar(select(t.id).where(t.id == rid, t.key == r.key)) is None:  # deleted meanwhile: no orphan comment for a later record of this id
+                raise WorkspaceError(404, f"no {kind} {rid}")
+            self._audit(s, actor, "comment", kind, r.key, {"comment_id": c.id}, owner_org=r.org_id)
             return {"id": c.id, "user": actor.email, "org": actor.org_name, "body": body, "created_at": _iso(c.created_at)}
 
     def comments(self, actor: Actor, kind: str, rid: int) -> list[dict[str, Any]]:
@@ -380,12 +466,15 @@ class Workspace:
                     for c in s.scalars(q)]
 
     def audit(self, actor: Actor, limit: int = 200, offset: int = 0) -> dict[str, Any]:
-        """The audit entries of the actor's own organisation (who, when, what), newest first."""
+        """The audit entries of the actor's own organisation's users, and of changes others made to its
+        records (who, when, what), newest first."""
         with self.db.session() as s:
-            q = select(m.AuditEntry).where(m.AuditEntry.org_id == actor.org_id)
+            q = select(m.AuditEntry).where(or_(m.AuditEntry.org_id == actor.org_id, m.AuditEntry.owner_org_id == actor.org_id))
             rows = list(s.scalars(q.order_by(m.AuditEntry.id.desc())))
-            return {"total": len(rows), "items": [{"id": a.id, "at": _iso(a.at), "user": a.user_email, "action": a.action, "target_kind": a.target_kind,
-                                                    "target_key": a.target_key, "detail": a.detail} for a in rows[offset: offset + limit]]}
+            orgs = self._orgs(s)
+            return {"total": len(rows), "items": [{"id": a.id, "at": _iso(a.at), "user": a.user_email, "org": orgs.get(a.org_id or -1, ""),
+                                                    "action": a.action, "target_kind": a.target_kind, "target_key": a.target_key, "detail": a.detail}
+                                                   for a in rows[offset: offset + limit]]}
 
     # ------------------------------------------------------------------------------------------ seeding
     def seed_bundled(self) -> dict[str, int]:
@@ -426,7 +515,9 @@ class Workspace:
                                      for d in proj for a in d.get("support", [])])
         buyers = pd.DataFrame([{c: d.get(c) for c in BUYER_COLUMNS} for d in needs], columns=list(BUYER_COLUMNS))
         supply = pd.concat([projects, offers_as_projects(offers, projects.columns)], ignore_index=True) if offers else projects
-        digest = hashlib.sha256(json.dumps({"project": pkeys, "need": nkeys, "offer": okeys}).encode()).hexdigest()
+        # keys, versions and the data itself: a record deleted and created again under its key starts at version 1 again
+        digest = hashlib.sha256(json.dumps({"project": pkeys, "need": nkeys, "offer": okeys, "data": [proj, needs, offers]},
+                                           sort_keys=True).encode()).hexdigest()
         return {"projects": projects, "support": support, "buyers": buyers, "supply": supply, "inputs": digest, "confidential": pc or nc or oc,
                 "counts": {"projects": len(proj), "needs": len(needs), "offers": len(offers)}}
 
@@ -445,10 +536,12 @@ def offers_as_projects(offers: list[dict[str, Any]], columns: Iterable[str]) -> 
     return df.reindex(columns=list(columns))
 
 
-@lru_cache(maxsize=4)
-def _library_ids(sim_id: int, sim: Any) -> frozenset[str]:
-    return frozenset(s.id for s in sim.library())
-
-
 def library_ids(ws: Workspace) -> frozenset[str]:
-    return _library_ids(id(ws.sim), ws.sim)
+    """Ids of the scenario library, built once per workspace (the simulator is not hashable, so not an lru_cache key)."""
+    with ws._lock:
+        ids = ws._library_ids
+    if ids is None:
+        ids = frozenset(s.id for s in ws.sim.library())
+        with ws._lock:
+            ws._library_ids = ids
+    return ids

@@ -1,0 +1,1222 @@
+// critmin workspace dashboard: a thin face on the REST API under /api (docs at /docs).
+// Vanilla JS, no build step, nothing loaded from outside this server (the CSP allows only 'self').
+// Every text that comes from the API is put in the page with textContent (records come from other
+// organisations); strings handed to Plotly, which renders a subset of HTML, go through pesc().
+"use strict";
+
+(() => {
+  const state = {
+    csrf: "",
+    user: null,
+    loaded: {},
+    nodes: null,
+    methods: null,
+    worldIds: null,
+    selectedScenarios: [],
+    projects: [],
+    editing: null,
+    commentsFor: null,
+    agencies: [],
+  };
+
+  // No "share chart" button (it would upload the data to Plotly's cloud) and no external server URL.
+  const PLOT_CONFIG = {
+    responsive: true, displaylogo: false, showSendToCloud: false, plotlyServerURL: "", showTips: false,
+    modeBarButtonsToRemove: ["select2d", "lasso2d", "toImage"],
+  };
+  const GEO_CONFIG = { ...PLOT_CONFIG, topojsonURL: "/assets/topojson/" };
+  const FONT = { family: "Inter, system-ui, -apple-system, Segoe UI, sans-serif", size: 12, color: "#1b2430" };
+  const COLORS = ["#1f5f99", "#d9822b", "#2e8b57", "#8e44ad", "#c0392b", "#16a085", "#7f8c8d", "#b7950b", "#2c3e50", "#e67e22",
+    "#5dade2", "#a04000", "#58d68d", "#af7ac5", "#f1948a"];
+
+  // ------------------------------------------------------------------------------------------- helpers
+  const $ = (id) => document.getElementById(id);
+
+  /** A DOM element; strings among ``children`` become text nodes (never parsed as HTML). */
+  function el(tag, props, ...children) {
+    const node = document.createElement(tag);
+    const p = props || {};
+    for (const [k, v] of Object.entries(p)) {
+      if (v === undefined || v === null) continue;
+      if (k === "className") node.className = v;
+      else if (k === "text") node.textContent = v;
+      else if (k === "dataset") Object.assign(node.dataset, v);
+      else if (k === "on") for (const [ev, fn] of Object.entries(v)) node.addEventListener(ev, fn);
+      else if (k === "attrs") for (const [a, av] of Object.entries(v)) node.setAttribute(a, String(av));
+      else node[k] = v;
+    }
+    for (const c of children.flat()) {
+      if (c === undefined || c === null || c === false) continue;
+      node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return node;
+  }
+
+  function clear(node) {
+    while (node.firstChild) node.removeChild(node.firstChild);
+    return node;
+  }
+
+  /** Escape a string for Plotly labels, which understand a little HTML. */
+  function pesc(s) {
+    return String(s === null || s === undefined ? "" : s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
+  }
+
+  const isNum = (v) => typeof v === "number" && Number.isFinite(v);
+  const DASH = "\u2013";
+
+  function usd(v) {
+    if (!isNum(v)) return DASH;
+    const a = Math.abs(v);
+    const sign = v < 0 ? "-" : "";
+    if (a >= 1e9) return `${sign}$${(a / 1e9).toFixed(2)} bn`;
+    if (a >= 1e6) return `${sign}$${(a / 1e6).toFixed(1)} M`;
+    if (a >= 1e3) return `${sign}$${(a / 1e3).toFixed(0)} k`;
+    return `${sign}$${a.toFixed(0)}`;
+  }
+
+  function pct(v, d = 1) {
+    return isNum(v) ? `${(v * 100).toFixed(d)} %` : DASH;
+  }
+
+  function num(v, d = 0) {
+    return isNum(v) ? v.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: 0 }) : DASH;
+  }
+
+  function when(iso) {
+    if (!iso) return DASH;
+    const d = new Date(iso);
+    return Number.isNaN(d.getTime()) ? String(iso) : d.toLocaleString();
+  }
+
+  function addMonths(ym, k) {
+    const m = /^(\d{4})-(\d{2})$/.exec(ym || "");
+    if (!m) return `month ${k + 1}`;
+    const t = Number(m[1]) * 12 + Number(m[2]) - 1 + k;
+    return `${Math.floor(t / 12)}-${String((t % 12) + 1).padStart(2, "0")}`;
+  }
+
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+  /** Latest request wins: ``const current = latest("x")`` before a fetch, ``if (!current()) return`` after it,
+   * so that a slow earlier answer never overwrites a newer one. */
+  const SEQ = {};
+  function latest(name) {
+    const n = (SEQ[name] || 0) + 1;
+    SEQ[name] = n;
+    return () => SEQ[name] === n;
+  }
+
+  function td(value, className) {
+    return el("td", { className }, value);
+  }
+
+  function emptyRow(tbody, cols, text) {
+    tbody.append(el("tr", null, el("td", { className: "empty", colSpan: cols }, text)));
+  }
+
+  function showMsg(node, text, kind) {
+    node.className = `msg${kind ? ` msg-${kind}` : ""}`;
+    clear(node);
+    if (text instanceof Node) node.append(text);
+    else node.textContent = text;
+    node.hidden = !text;
+  }
+
+  function showGlobal(text, kind) {
+    showMsg($("global-message"), text, kind || "error");
+  }
+
+  function readCookie(name) {
+    for (const part of document.cookie.split(";")) {
+      const [k, ...v] = part.trim().split("=");
+      if (k === name) return decodeURIComponent(v.join("="));
+    }
+    return "";
+  }
+
+  function queryString(params) {
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== "") q.set(k, String(v));
+    const s = q.toString();
+    return s ? `?${s}` : "";
+  }
+
+  // ------------------------------------------------------------------------------------------- API
+  class ApiError extends Error {
+    constructor(status, detail, problems) {
+      super(detail);
+      this.status = status;
+      this.detail = detail;
+      this.problems = problems || [];
+    }
+  }
+
+  function errorText(err) {
+    if (!(err instanceof ApiError)) return String((err && err.message) || err);
+    const probs = (err.problems || []).map((p) => (p.field ? `${p.field}: ${p.message}` : p.message));
+    return probs.length ? `${err.detail} (${probs.join("; ")})` : err.detail;
+  }
+
+  async function api(method, path, body) {
+    const headers = { Accept: "application/json" };
+    const opts = { method, headers, credentials: "same-origin", cache: "no-store" };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      opts.body = JSON.stringify(body);
+    }
+    if (method !== "GET") headers["X-CSRF-Token"] = state.csrf || readCookie("critmin_csrf");
+    let resp;
+    try {
+      resp = await fetch(path, opts);
+    } catch (e) {
+      throw new ApiError(0, "the server cannot be reached", []);
+    }
+    if (resp.status === 204) return null;
+    const text = await resp.text();
+    let data = null;
+    try {
+      data = text ? JSON.parse(text) : null;
+    } catch (e) {
+      data = { detail: text };
+    }
+    if (!resp.ok) {
+      const err = new ApiError(resp.status, (data && data.detail) || resp.statusText || `HTTP ${resp.status}`, data && data.problems);
+      if (resp.status === 401 && path !== "/api/auth/login") showLogin("Your session has ended: sign in again.");
+      throw err;
+    }
+    return data;
+  }
+
+  /** Wrap an async handler: errors are shown, never left as unhandled rejections. */
+  function guard(fn, where) {
+    return async (...args) => {
+      try {
+        return await fn(...args);
+      } catch (err) {
+        if (err instanceof ApiError && err.status === 401) return undefined;
+        const target = where ? (typeof where === "function" ? where() : where) : null;
+        if (target) showMsg(target, errorText(err), "error");
+        else showGlobal(errorText(err), "error");
+        return undefined;
+      }
+    };
+  }
+
+  // ------------------------------------------------------------------------------------------- auth
+  function showLogin(message) {
+    state.user = null;
+    state.csrf = "";
+    $("app-view").hidden = true;
+    $("user-box").hidden = true;
+    $("login-view").hidden = false;
+    showMsg($("login-error"), message || "", "error");
+    $("login-password").value = "";
+    $("login-username").focus();
+  }
+
+  function showApp(user) {
+    state.user = user;
+    $("user-email").textContent = user.email;
+    $("user-org").textContent = user.org;
+    $("user-role").textContent = user.role;
+    $("user-box").hidden = false;
+    $("login-view").hidden = true;
+    $("app-view").hidden = false;
+    showMsg($("global-message"), "", null);
+    const wanted = (location.hash || "").slice(1);
+    activate(LOADERS[wanted] ? wanted : "priority");
+  }
+
+  async function onLogin(ev) {
+    ev.preventDefault();
+    const btn = $("login-submit");
+    btn.disabled = true;
+    showMsg($("login-error"), "", "error");
+    try {
+      const r = await api("POST", "/api/auth/login", { username: $("login-username").value.trim(), password: $("login-password").value });
+      state.csrf = r.csrf_token;
+      $("login-password").value = "";
+      state.loaded = {};
+      showApp(r.user);
+    } catch (err) {
+      showMsg($("login-error"), err.status === 401 ? "Wrong email or password." : errorText(err), "error");
+    } finally {
+      btn.disabled = false;
+    }
+  }
+
+  async function onLogout() {
+    try {
+      await api("POST", "/api/auth/logout");
+    } catch (err) {
+      // signed out already: nothing to do
+    }
+    window.location.assign("/");
+  }
+
+  // ------------------------------------------------------------------------------------------- tabs
+  const LOADERS = {
+    priority: () => loadPriority(),
+    chains: () => loadChains(),
+    scenarios: () => loadScenarios(),
+    projects: () => loadProjects(),
+    portfolio: () => loadPortfolio(),
+    stockpiles: async () => undefined,
+    delivery: async () => undefined,
+    matches: async () => undefined,
+    reports: () => loadRuns(),
+    audit: () => loadAudit(),
+  };
+
+  function activate(tab) {
+    for (const b of document.querySelectorAll(".tab")) {
+      const on = b.dataset.tab === tab;
+      b.classList.toggle("active", on);
+      b.setAttribute("aria-selected", on ? "true" : "false");
+    }
+    for (const p of document.querySelectorAll(".panel")) p.hidden = p.dataset.panel !== tab;
+    if (location.hash !== `#${tab}`) history.replaceState(null, "", `#${tab}`);
+    if (!state.loaded[tab]) {
+      state.loaded[tab] = true;
+      guard(LOADERS[tab])();
+    } else if (tab === "reports") {
+      guard(loadRuns)();
+    }
+    resizePlots($(`tab-${tab}`));
+  }
+
+  function resizePlots(root) {
+    if (!window.Plotly || !root) return;
+    for (const div of root.querySelectorAll(".js-plotly-plot")) {
+      if (div.offsetParent !== null) window.Plotly.Plots.resize(div);
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------- shared data
+  async function nodes() {
+    if (!state.nodes) state.nodes = await api("GET", "/api/atlas/nodes");
+    return state.nodes;
+  }
+
+  function fillNodeSelect(select, list) {
+    clear(select);
+    for (const n of list) {
+      select.append(el("option", { value: `${n.commodity}|${n.stage}` }, `${n.name} / ${n.stage} (${n.countries} countries)`));
+    }
+  }
+
+  function baseLayout(extra) {
+    return {
+      font: FONT,
+      paper_bgcolor: "rgba(0,0,0,0)",
+      plot_bgcolor: "#ffffff",
+      margin: { l: 64, r: 20, t: 44, b: 48 },
+      hoverlabel: { font: { family: FONT.family } },
+      ...extra,
+    };
+  }
+
+  function plot(div, data, layout, config) {
+    return window.Plotly.react(div, data, layout, config || PLOT_CONFIG);
+  }
+
+  // ------------------------------------------------------------------------------------------- priority + map
+  async function loadPriority() {
+    if (!state.methods) state.methods = await api("GET", "/api/methods");
+    const sel = $("priority-method");
+    clear(sel);
+    for (const m of state.methods) sel.append(el("option", { value: m.name, selected: m.name === "critmin" }, m.name));
+    const list = await nodes();
+    fillNodeSelect($("map-node"), list);
+    const rows = await refreshPriority();
+    const first = rows && rows.find((r) => list.some((n) => n.commodity === r.commodity && n.stage === r.chokepoint_stage));
+    if (first) $("map-node").value = `${first.commodity}|${first.chokepoint_stage}`;
+    await drawMap();
+  }
+
+  async function refreshPriority() {
+    const method = $("priority-method").value || "critmin";
+    const m = (state.methods || []).find((x) => x.name === method);
+    $("priority-method-note").textContent = m ? `${m.title}. ${m.citation}` : "";
+    const current = latest("priority");
+    const rows = await api("GET", `/api/minerals/priority${queryString({ method, perspective: $("priority-perspective").value, top: $("priority-top").value || 25 })}`);
+    if (!current()) return null;
+    const tbody = clear($("priority-table").tBodies[0]);
+    for (const r of rows) {
+      const tr = el("tr", { dataset: { commodity: r.commodity, stage: r.chokepoint_stage || "" } },
+        td(r.rank, "r"),
+        el("td", null, r.name, el("span", { className: "sub" }, r.commodity)),
+        td(num(r.score, 3), "r"),
+        td(r.chokepoint_stage || DASH),
+        td(r.top_country || DASH),
+        td(pct(r.top_share, 0), "r"),
+        td(pct(r.concern_share, 0), "r"),
+        td(isNum(r.import_reliance) ? pct(r.import_reliance, 0) : "unknown", "r"));
+      tr.title = (r.flags || []).join("\n");
+      tr.addEventListener("click", guard(async () => {
+        for (const x of tbody.querySelectorAll("tr.selected")) x.classList.remove("selected");
+        tr.classList.add("selected");
+        const key = `${r.commodity}|${r.chokepoint_stage}`;
+        const opt = [...$("map-node").options].find((o) => o.value === key)
+          || [...$("map-node").options].find((o) => o.value.startsWith(`${r.commodity}|`));
+        if (opt) {
+          $("map-node").value = opt.value;
+          await drawMap();
+        } else {
+          showGlobal(`No country shares for ${r.commodity} to map.`, "warn");
+        }
+      }));
+      tbody.append(tr);
+    }
+    if (!rows.length) emptyRow(tbody, 8, "No minerals ranked.");
+    return rows;
+  }
+
+  async function worldIds() {
+    if (!state.worldIds) {
+      const resp = await fetch("/assets/topojson/world_110m.json", { credentials: "same-origin" });
+      const topo = await resp.json();
+      state.worldIds = topo.objects.countries.geometries.map((g) => g.id).filter((x) => typeof x === "string" && /^[A-Z]{3}$/.test(x));
+    }
+    return state.worldIds;
+  }
+
+  async function drawMap() {
+    const [commodity, stage] = ($("map-node").value || "").split("|");
+    if (!commodity) return;
+    const current = latest("map");
+    const [supply, ids] = await Promise.all([api("GET", `/api/atlas/supply${queryString({ commodity, stage })}`), worldIds()]);
+    if (!current()) return;
+    const rows = supply.rows.filter((r) => isNum(r.share));
+    const listed = new Set(rows.map((r) => r.country_iso3));
+    const rest = ids.filter((i) => !listed.has(i));
+    const zmax = Math.max(...rows.map((r) => r.share * 100), 1);
+    const name = (state.nodes.find((n) => n.commodity === commodity && n.stage === stage) || {}).name || commodity;
+    const data = [
+      {
+        type: "choropleth", locationmode: "ISO-3", locations: rest, z: rest.map(() => 0), showscale: false,
+        colorscale: [[0, "#e6eaef"], [1, "#e6eaef"]], marker: { line: { color: "#ffffff", width: 0.5 } },
+        hovertemplate: "%{location}: no share listed<extra></extra>", name: "no data",
+      },
+      {
+        type: "choropleth", locationmode: "ISO-3", locations: rows.map((r) => r.country_iso3), z: rows.map((r) => r.share * 100),
+        customdata: rows.map((r) => pesc(`${r.source_id || ""}${r.year ? `, ${r.year}` : ""}`)),
+        zmin: 0, zmax, colorscale: [[0, "#dbe9f6"], [0.25, "#8fbbe0"], [0.6, "#3b7fc0"], [1, "#0b3a6e"]],
+        marker: { line: { color: "#ffffff", width: 0.6 } },
+        colorbar: { title: { text: "% of world" }, thickness: 12, len: 0.7, ticksuffix: " %" },
+        hovertemplate: "%{location}: %{z:.1f} % of world supply<br>source: %{customdata}<extra></extra>", name: "share",
+      },
+    ];
+    const layout = baseLayout({
+      title: { text: `${pesc(name)}, ${pesc(stage)}: country shares of world supply`, font: { size: 14 } },
+      margin: { l: 0, r: 0, t: 40, b: 0 },
+      height: 380,
+      geo: {
+        projection: { type: "natural earth" }, showframe: false, showcoastlines: false, showcountries: true, countrycolor: "#ffffff",
+        showland: true, landcolor: "#e6eaef", showocean: false, bgcolor: "rgba(0,0,0,0)", lataxis: { range: [-58, 85] },
+      },
+    });
+    const tbody = clear($("supply-table").tBodies[0]);
+    for (const r of [...supply.rows].sort((a, b) => (b.share || 0) - (a.share || 0))) {
+      tbody.append(el("tr", null, td(r.country_iso3), td(pct(r.share, 1), "r"), td(r.basis || DASH), td(r.year || DASH, "r"), td(r.source_id || DASH)));
+    }
+    await plot($("supply-map"), data, layout, GEO_CONFIG);
+  }
+
+  // ------------------------------------------------------------------------------------------- chains
+  async function loadChains() {
+    const chains = await api("GET", "/api/chains");
+    const sel = clear($("chain-select"));
+    for (const c of chains) sel.append(el("option", { value: c }, c.replace(/_/g, " ")));
+    if (chains.includes("rare_earth_magnets")) sel.value = "rare_earth_magnets";
+    await drawSankey();
+  }
+
+  async function drawSankey() {
+    const id = $("chain-select").value;
+    if (!id) return;
+    const current = latest("sankey");
+    const fig = await api("GET", `/api/chains/${encodeURIComponent(id)}/sankey`);
+    if (!current()) return;
+    const layout = { ...(fig.layout || {}), font: FONT, paper_bgcolor: "rgba(0,0,0,0)", height: 600, margin: { l: 10, r: 10, t: 50, b: 10 } };
+    await plot($("sankey-chart"), fig.data || [], layout);
+  }
+
+  // ------------------------------------------------------------------------------------------- runs
+  const TERMINAL = new Set(["done", "failed", "cancelled", "interrupted"]);
+
+  /** Start a background run, show its progress with a Cancel button in ``box`` and hand its result to ``onResult``. */
+  async function startRun(kind, params, box, onResult, button) {
+    const token = {};
+    box.runToken = token;
+    clear(box);
+    delete box.dataset.runId;
+    box.dataset.status = "queued";
+    const label = el("span", { className: "run-label" }, `${kind} run`);
+    const status = el("span", { className: "status-queued", dataset: { testid: "run-state" } }, "starting");
+    const msg = el("span", { className: "run-msg" });
+    const cancel = el("button", { type: "button", className: "btn btn-small btn-danger", disabled: true, dataset: { testid: "run-cancel" } }, "Cancel");
+    const bar = el("div", { className: "bar" });
+    bar.style.width = "0%";
+    const progress = el("div", { className: "progress", attrs: { role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100, "aria-valuenow": 0 } }, bar);
+    box.append(el("div", { className: "run-line" }, label, status, msg, cancel), progress);
+    if (button) button.disabled = true;
+    let run = null;
+    const show = (r) => {
+      box.dataset.status = r.status;
+      box.dataset.runId = r.id;
+      status.className = `status-${r.status}`;
+      status.textContent = r.status;
+      const p = Math.round((r.status === "done" ? 1 : r.progress || 0) * 100);
+      bar.style.width = `${p}%`;
+      progress.setAttribute("aria-valuenow", String(p));
+      msg.textContent = r.error ? r.error : r.message || "";
+      cancel.hidden = TERMINAL.has(r.status);
+    };
+    try {
+      run = await api("POST", "/api/runs", { kind, params });
+      label.textContent = `Run ${run.id} (${kind})`;
+      const id = run.id;
+      cancel.addEventListener("click", guard(async () => {
+        cancel.disabled = true;
+        const r = await api("POST", `/api/runs/${id}/cancel`);
+        if (box.runToken === token) show(r);
+      }, msg));
+      cancel.disabled = false;
+      show(run);
+      while (!TERMINAL.has(run.status)) {
+        await sleep(500);
+        if (box.runToken !== token) return;
+        run = await api("GET", `/api/runs/${run.id}`);
+        show(run);
+      }
+      if (box.runToken !== token) return;
+      if (run.status === "done") {
+        const res = await api("GET", `/api/runs/${run.id}/result`);
+        if (box.runToken !== token) return;
+        await onResult(res.result, res.run);
+      }
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 401) return;
+      box.dataset.status = "failed";
+      status.className = "status-failed";
+      status.textContent = run ? "error" : "not started";
+      msg.textContent = errorText(err);
+      cancel.hidden = true;
+    } finally {
+      if (button && box.runToken === token) button.disabled = false;
+    }
+  }
+
+  function intVal(id, fallback) {
+    const v = parseInt($(id).value, 10);
+    return Number.isFinite(v) ? v : fallback;
+  }
+
+  function floatVal(id) {
+    const s = $(id).value.trim();
+    if (s === "") return null;
+    const v = Number(s);
+    return Number.isFinite(v) ? v : null;
+  }
+
+  // ------------------------------------------------------------------------------------------- scenarios
+  async function loadScenarios() {
+    fillNodeSelect($("sb-node"), await nodes());
+    const ga = [...$("sb-node").options].find((o) => o.value === "gallium|refine");
+    if (ga) $("sb-node").value = ga.value;
+    renderSelected();
+    await Promise.all([searchLibrary(), loadSaved()]);
+  }
+
+  function addScenario(id) {
+    if (!state.selectedScenarios.includes(id)) state.selectedScenarios.push(id);
+    renderSelected();
+  }
+
+  function renderSelected() {
+    const ul = clear($("sim-selected"));
+    if (!state.selectedScenarios.length) {
+      ul.append(el("li", { className: "empty" }, "None yet: add scenarios from the library or save one you built."));
+      return;
+    }
+    for (const id of state.selectedScenarios) {
+      ul.append(el("li", { dataset: { id } }, id, el("button", {
+        type: "button", title: "Remove", attrs: { "aria-label": `Remove ${id}` },
+        on: { click: () => { state.selectedScenarios = state.selectedScenarios.filter((x) => x !== id); renderSelected(); } },
+      }, "\u00d7")));
+    }
+  }
+
+  async function searchLibrary() {
+    const current = latest("library");
+    const page = await api("GET", `/api/scenarios/library${queryString({ q: $("scenario-q").value.trim(), family: $("scenario-family").value, limit: 200 })}`);
+    if (!current()) return;
+    $("scenario-count").textContent = `${page.items.length} of ${page.total} scenarios shown`;
+    const tbody = clear($("scenario-library").tBodies[0]);
+    for (const s of page.items) {
+      tbody.append(el("tr", null,
+        el("td", { className: "wrap" }, el("span", { className: "mono" }, s.id), el("span", { className: "sub" }, s.title)),
+        td(`${s.commodity} / ${s.stage}`),
+        td(`${(s.restrictors || []).join(", ")} \u2192 ${(s.targets || []).join(", ")}`),
+        td(s.regime),
+        td(s.duration_months, "r"),
+        el("td", null, el("button", { type: "button", className: "btn btn-small", dataset: { add: s.id }, on: { click: () => addScenario(s.id) } }, "Add"))));
+    }
+    if (!page.items.length) emptyRow(tbody, 6, "No scenario matches.");
+  }
+
+  async function loadSaved() {
+    const current = latest("saved");
+    const page = await api("GET", "/api/scenarios?limit=1000");
+    if (!current()) return;
+    const tbody = clear($("scenario-saved").tBodies[0]);
+    for (const r of page.items) {
+      const d = r.data || {};
+      tbody.append(el("tr", null,
+        el("td", null, el("span", { className: "mono" }, r.key), d.title ? el("span", { className: "sub" }, d.title) : null),
+        td(`${d.commodity || "?"} / ${d.stage || "?"}`),
+        el("td", null, r.org, r.confidential ? el("span", { className: "badge badge-conf" }, " confidential") : null),
+        el("td", null, el("button", { type: "button", className: "btn btn-small", dataset: { add: r.key }, on: { click: () => addScenario(r.key) } }, "Add"))));
+    }
+    if (!page.items.length) emptyRow(tbody, 4, "No scenario saved in the workspace yet.");
+  }
+
+  function builtScenario() {
+    const [commodity, stage] = ($("sb-node").value || "|").split("|");
+    const restrictors = $("sb-restrictors").value.split(/[\s,;]+/).map((s) => s.trim().toUpperCase()).filter(Boolean);
+    const s = {
+      id: $("sb-id").value.trim() || `user.${commodity}.${stage}.${Date.now().toString(36)}`,
+      title: $("sb-title").value.trim(),
+      commodity, stage, restrictors,
+      targets: [$("sb-targets").value],
+      regime: $("sb-regime").value,
+      duration_months: intVal("sb-duration", 12),
+      start_month: intVal("sb-start", 0),
+    };
+    const w = floatVal("sb-withheld");
+    if (w !== null) s.withheld_share = w;
+    if (!s.title) s.title = `${s.regime} on ${commodity}/${stage} (${restrictors.join(", ")} \u2192 ${s.targets.join(", ")})`;
+    return s;
+  }
+
+  async function saveScenario() {
+    const msg = $("scenario-form-msg");
+    const s = builtScenario();
+    try {
+      const r = await api("POST", "/api/scenarios", { data: s });
+      showMsg(msg, `Saved scenario ${r.key} (visible to every organisation). It is added to the run list.`, "ok");
+      addScenario(r.key);
+      await loadSaved();
+    } catch (err) {
+      if (err.status !== 401) showMsg(msg, `Not saved: ${errorText(err)}`, "error");
+    }
+  }
+
+  function runSimulation(params) {
+    $("sim-results").hidden = true;
+    return startRun("simulate", { draws: intVal("sim-draws", 200), ...params }, $("sim-run-status"), showSimulation, $("sim-run"));
+  }
+
+  let simResult = null;
+
+  async function showSimulation(result) {
+    simResult = result;
+    $("sim-results").hidden = false;
+    const tbody = clear($("sim-table").tBodies[0]);
+    for (const r of result.scenarios || []) {
+      tbody.append(el("tr", null,
+        el("td", null, el("span", { className: "mono" }, r.scenario)),
+        td(r.perspective),
+        td(usd(r.expected_loss_usd), "r"),
+        td(`${usd(r.loss_p05_usd)} ${DASH} ${usd(r.loss_p95_usd)}`, "r"),
+        td(usd(r.cvar95_usd), "r"),
+        td(num(r.shortfall_t, 0), "r"),
+        td(`${num(r.peak_price_ratio_p50, 2)} (${num(r.peak_price_ratio_p95, 2)})`, "r")));
+    }
+    const ids = [...new Set((result.paths || []).map((p) => p.scenario))];
+    const sel = clear($("sim-path-scenario"));
+    for (const id of ids) sel.append(el("option", { value: id }, id));
+    await drawPaths();
+  }
+
+  function band(x, lo, hi, mid, name, color, fillColor, yaxis) {
+    const common = { x, type: "scatter", mode: "lines", connectgaps: false, yaxis };
+    return [
+      { ...common, y: hi, line: { width: 0, color }, hoverinfo: "skip", showlegend: false, name: `${name} p95` },
+      { ...common, y: lo, line: { width: 0, color }, fill: "tonexty", fillcolor: fillColor, name: `${name}: 5\u201395 %`, hovertemplate: `${name} p05 %{y:.3g}<extra></extra>` },
+      { ...common, y: mid, line: { width: 2, color }, name: `${name}: median`, hovertemplate: `${name} median %{y:.3g}<extra></extra>` },
+    ];
+  }
+
+  async function drawPaths() {
+    if (!simResult) return;
+    const id = $("sim-path-scenario").value;
+    const rows = (simResult.paths || []).filter((p) => p.scenario === id).sort((a, b) => a.month - b.month);
+    if (!rows.length) {
+      clear($("sim-price-chart"));
+      clear($("sim-shortfall-chart"));
+      return;
+    }
+    const x = rows.map((r) => r.month);
+    const col = (k) => rows.map((r) => (isNum(r[k]) ? r[k] : null));
+    const price = [
+      ...band(x, col("price_t_p05"), col("price_t_p95"), col("price_t_p50"), "targeted buyers", "#1f5f99", "rgba(31,95,153,0.22)"),
+      { x, y: col("price_u_p50"), type: "scatter", mode: "lines", line: { width: 1.5, dash: "dot", color: "#7f8c8d" }, name: "unrestricted segment: median" },
+    ];
+    await plot($("sim-price-chart"), price, baseLayout({
+      title: { text: "Price ratio to the pre-disruption price", font: { size: 14 } },
+      xaxis: { title: { text: "month" }, gridcolor: "#eef1f4" },
+      yaxis: { title: { text: "P / P0" }, gridcolor: "#eef1f4", rangemode: "tozero" },
+      legend: { orientation: "h", y: -0.25 }, height: 380,
+    }));
+    const short = [
+      ...band(x, col("shortfall_usa_p05"), col("shortfall_usa_p95"), col("shortfall_usa_p50"), "USA", "#c0392b", "rgba(192,57,43,0.18)"),
+      ...band(x, col("shortfall_jpn_p05"), col("shortfall_jpn_p95"), col("shortfall_jpn_p50"), "JPN", "#d9822b", "rgba(217,130,43,0.20)"),
+    ];
+    await plot($("sim-shortfall-chart"), short, baseLayout({
+      title: { text: "Physical shortfall (t / month)", font: { size: 14 } },
+      xaxis: { title: { text: "month" }, gridcolor: "#eef1f4" },
+      yaxis: { title: { text: "t / month" }, gridcolor: "#eef1f4", rangemode: "tozero" },
+      legend: { orientation: "h", y: -0.25 }, height: 380,
+    }));
+  }
+
+  // ------------------------------------------------------------------------------------------- projects
+  const PROJECT_FIELDS = ["project_id", "name", "sponsor", "country_iso3", "commodity_id", "stage", "status_class", "capacity_t", "capex_usd",
+    "first_output", "sources", "note"];
+  const NUMERIC_FIELDS = new Set(["capacity_t", "capex_usd"]);
+
+  async function loadProjects() {
+    const list = await nodes();
+    const cl = clear($("commodity-list"));
+    for (const c of [...new Set(list.map((n) => n.commodity))]) cl.append(el("option", { value: c }));
+    const sl = clear($("stage-list"));
+    for (const s of [...new Set(list.map((n) => n.stage))].sort()) sl.append(el("option", { value: s }));
+    await refreshProjects();
+  }
+
+  async function refreshProjects() {
+    const current = latest("projects");
+    const page = await api("GET", `/api/projects${queryString({ q: $("project-q").value.trim(), limit: 5000 })}`);
+    if (!current()) return;
+    state.projects = page.items;
+    $("project-count").textContent = `${page.items.length} of ${page.total} projects you can read`;
+    const tbody = clear($("projects-table").tBodies[0]);
+    for (const r of page.items) {
+      const d = r.data || {};
+      tbody.append(el("tr", { dataset: { key: r.key, id: r.id } },
+        el("td", null, el("span", { className: "mono" }, r.key)),
+        el("td", { className: "wrap" }, d.name || DASH, el("span", { className: "sub" }, d.sponsor || "")),
+        td(d.country_iso3 || DASH),
+        td(`${d.commodity_id || "?"} / ${d.stage || "?"}`),
+        el("td", null, el("span", { className: "badge badge-status" }, d.status_class || DASH)),
+        td(num(d.capacity_t, 0), "r"),
+        el("td", null, r.org, r.confidential ? el("span", { className: "sub" }, el("span", { className: "badge badge-conf" }, "confidential")) : null),
+        td(r.version, "r"),
+        el("td", { className: "r" },
+          el("button", { type: "button", className: "btn btn-small", dataset: { edit: r.key }, on: { click: () => openEditor(r) } }, r.can_edit ? "Edit" : "View"),
+          " ",
+          el("button", { type: "button", className: "btn btn-small", dataset: { comments: r.key }, on: { click: guard(() => openComments(r)) } }, "Comments"))));
+    }
+    if (!page.items.length) emptyRow(tbody, 9, "No project matches.");
+  }
+
+  function setForm(data, record) {
+    for (const f of PROJECT_FIELDS) {
+      const input = $(`pf-${f}`);
+      const v = data ? data[f] : undefined;
+      input.value = v === null || v === undefined ? (f === "status_class" ? "feasibility" : "") : String(v);
+    }
+    $("pf-confidential").checked = Boolean(record && record.confidential);
+    const editable = !record || record.can_edit;
+    for (const f of PROJECT_FIELDS) {
+      $(`pf-${f}`).disabled = !editable;
+    }
+    $("pf-project_id").readOnly = Boolean(record);
+    const owner = !record || (state.user && record.org === state.user.org);
+    $("pf-confidential").disabled = !editable || !owner;
+    $("project-save").hidden = !editable;
+  }
+
+  function openEditor(record) {
+    state.editing = record ? { id: record.id, version: record.version, data: record.data, org: record.org, confidential: record.confidential } : null;
+    $("project-editor").hidden = false;
+    $("project-editor-title").textContent = record
+      ? `${record.can_edit ? "Edit" : "View"} ${record.key} (version ${record.version}, ${record.org})`
+      : "Add a project";
+    showMsg($("project-msg"), "", null);
+    setForm(record ? record.data : null, record);
+    $("project-editor").scrollIntoView({ block: "nearest" });
+  }
+
+  function formData() {
+    const out = {};
+    for (const f of PROJECT_FIELDS) {
+      const raw = $(`pf-${f}`).value.trim();
+      if (NUMERIC_FIELDS.has(f)) out[f] = raw === "" ? null : Number(raw);
+      else out[f] = f === "country_iso3" ? raw.toUpperCase() : raw;
+    }
+    return out;
+  }
+
+  async function saveProject(ev) {
+    ev.preventDefault();
+    const msg = $("project-msg");
+    const fields = formData();
+    const btn = $("project-save");
+    btn.disabled = true;
+    try {
+      if (!state.editing) {
+        const r = await api("POST", "/api/projects", { data: fields, confidential: $("pf-confidential").checked });
+        showMsg(msg, `Project ${r.key} added${r.confidential ? " (confidential)" : ""}.`, "ok");
+        state.editing = { id: r.id, version: r.version, data: r.data, org: r.org, confidential: r.confidential };
+        $("pf-project_id").readOnly = true;
+        $("project-editor-title").textContent = `Edit ${r.key} (version ${r.version}, ${r.org})`;
+      } else {
+        const e = state.editing;
+        const body = { version: e.version, data: { ...e.data, ...fields } };
+        if (state.user && e.org === state.user.org && $("pf-confidential").checked !== e.confidential) body.confidential = $("pf-confidential").checked;
+        const r = await api("PUT", `/api/projects/${e.id}`, body);
+        state.editing = { id: r.id, version: r.version, data: r.data, org: r.org, confidential: r.confidential };
+        $("project-editor-title").textContent = `Edit ${r.key} (version ${r.version}, ${r.org})`;
+        showMsg(msg, `Saved ${r.key}: now version ${r.version}.`, "ok");
+      }
+      await refreshProjects();
+    } catch (err) {
+      if (err.status === 401) return;
+      if (err.status === 409 && state.editing) {
+        const reload = el("button", { type: "button", className: "btn btn-small", dataset: { testid: "project-reload" }, on: { click: guard(reloadEditing, msg) } }, "Load their version");
+        showMsg(msg, el("span", null,
+          `Not saved: someone else changed this project since you opened it (you edited version ${state.editing.version}). `,
+          "Load their version, then apply your changes again.", reload), "warn");
+        msg.dataset.conflict = "1";
+      } else {
+        showMsg(msg, `Not saved: ${errorText(err)}`, "error");
+      }
+    } finally {
+      btn.disabled = false;
+    }
+  }
+
+  async function reloadEditing() {
+    if (!state.editing) return;
+    const r = await api("GET", `/api/projects/${state.editing.id}`);
+    openEditor(r);
+    showMsg($("project-msg"), `Loaded version ${r.version}.`, "ok");
+    await refreshProjects();
+  }
+
+  async function openComments(record) {
+    state.commentsFor = record;
+    $("comments-card").hidden = false;
+    $("comments-title").textContent = `Comments on ${record.key}`;
+    showMsg($("comment-msg"), "", null);
+    await refreshComments();
+  }
+
+  async function refreshComments() {
+    const r = state.commentsFor;
+    if (!r) return;
+    const list = await api("GET", `/api/projects/${r.id}/comments`);
+    const ul = clear($("comments-list"));
+    for (const c of list) {
+      ul.append(el("li", null, el("div", { className: "meta" }, `${c.user} (${c.org}), ${when(c.created_at)}`), el("div", { className: "body" }, c.body)));
+    }
+    if (!list.length) ul.append(el("li", { className: "muted" }, "No comments yet."));
+  }
+
+  async function addComment(ev) {
+    ev.preventDefault();
+    const body = $("comment-body").value.trim();
+    if (!body || !state.commentsFor) return;
+    await api("POST", `/api/projects/${state.commentsFor.id}/comments`, { body });
+    $("comment-body").value = "";
+    await refreshComments();
+  }
+
+  // ------------------------------------------------------------------------------------------- portfolio
+  async function loadPortfolio() {
+    state.agencies = await api("GET", "/api/agencies");
+    const tbody = clear($("budget-table").tBodies[0]);
+    for (const a of state.agencies) {
+      const key = `${a.agency_id}:${a.instrument}`;
+      const bundled = isNum(a.budget_usd) ? a.budget_usd : null;
+      const input = el("input", {
+        type: "number", min: "0", step: "any", className: "budget", value: bundled === null ? "" : String(bundled),
+        placeholder: "no budget", dataset: { key, bundled: bundled === null ? "" : String(bundled) }, attrs: { "aria-label": `Budget of ${key} (USD)` },
+      });
+      const hint = el("span", { className: "sub" }, bundled === null ? "no bundled budget" : `bundled ${usd(bundled)}`);
+      input.addEventListener("input", () => { hint.textContent = input.value.trim() === "" ? "no budget" : usd(Number(input.value)); });
+      tbody.append(el("tr", null,
+        el("td", { className: "wrap", title: a.budget_period || "" }, el("span", { className: "mono" }, a.agency_id), el("span", { className: "sub" }, a.name)),
+        td(a.instrument === "any" ? "any (shared envelope)" : a.instrument),
+        td(a.budget_basis === "cost" ? "credit subsidy" : "amount"),
+        el("td", { className: "r" }, input, hint)));
+    }
+  }
+
+  function budgetsFromTable() {
+    const out = {};
+    for (const input of $("budget-table").querySelectorAll("input.budget")) {
+      const raw = input.value.trim();
+      const bundled = input.dataset.bundled;
+      if (raw === bundled) continue;
+      if (raw === "") {
+        if (bundled !== "") out[input.dataset.key] = 0;
+        continue;
+      }
+      const v = Number(raw);
+      if (!Number.isFinite(v) || v < 0) throw new Error(`budget of ${input.dataset.key}: '${raw}' is not a non-negative number`);
+      if (bundled !== "" && Number(bundled) === v) continue;
+      out[input.dataset.key] = v;
+    }
+    return out;
+  }
+
+  async function runPortfolio(ev) {
+    ev.preventDefault();
+    let budgets;
+    try {
+      budgets = budgetsFromTable();
+    } catch (err) {
+      showGlobal(err.message, "error");
+      return;
+    }
+    const params = { budgets, draws: intVal("pf-draws", 200), frontier_points: intVal("pf-frontier", 10), cvar_weight: floatVal("pf-cvar") || 0 };
+    const dl = floatVal("pf-deadline");
+    if (dl !== null) params.deadline_months = dl;
+    clear($("pf-summary"));
+    $("pf-results").hidden = true;
+    await startRun("portfolio", params, $("pf-run-status"), showPortfolio, $("pf-run"));
+  }
+
+  function summary(dl, items) {
+    clear(dl);
+    for (const [k, v] of items) dl.append(el("div", null, el("dt", null, k), el("dd", null, v)));
+  }
+
+  async function showPortfolio(r) {
+    const selected = r.selected || [];
+    const spent = selected.reduce((s, x) => s + (isNum(x.cost_usd) ? x.cost_usd : 0), 0);
+    summary($("pf-summary"), [
+      ["Solver status", `${r.status || DASH}${isNum(r.gap) && r.gap > 0 ? ` (gap ${pct(r.gap, 2)})` : ""}`],
+      ["Projects selected", String(selected.length)],
+      ["Expected avoided loss", usd(r.expected_avoided_usd)],
+      ["Money committed", usd(spent)],
+      ["Residual CVaR 95 %", usd(r.cvar_residual_usd)],
+      ["Greedy baseline", usd(r.greedy_expected_avoided_usd)],
+    ]);
+    $("pf-results").hidden = false;
+    const why = new Map((r.projects || []).map((p) => [p.project_id, p.reason]));
+    const tbody = clear($("pf-selected").tBodies[0]);
+    for (const s of selected) {
+      tbody.append(el("tr", { dataset: { project: s.project_id } },
+        el("td", { className: "wrap" }, s.name || s.project_id, el("span", { className: "sub mono" }, s.project_id)),
+        td(s.node),
+        el("td", null, s.instrument, el("span", { className: "sub" }, s.terms || "")),
+        el("td", null, s.agency, el("span", { className: "sub" }, s.participant || "")),
+        el("td", { className: "r" }, usd(s.cost_usd), isNum(s.budget_cost_usd) && s.budget_cost_usd !== s.cost_usd ? el("span", { className: "sub" }, `budget cost ${usd(s.budget_cost_usd)}`) : null),
+        td(usd(s.expected_avoided_usd), "r"),
+        td(num(s.months_to_output, 0), "r"),
+        el("td", { className: "wrap", title: (s.assumptions || []).join("\n") }, why.get(s.project_id) || DASH,
+          (s.assumptions || []).length ? el("span", { className: "sub" }, `${s.assumptions.length} assumptions (hover)`) : null)));
+    }
+    if (!selected.length) emptyRow(tbody, 8, "No project selected within these budgets.");
+    const money = clear($("pf-money").tBodies[0]);
+    for (const [k, v] of Object.entries(r.money_by_agency || {}).sort((a, b) => b[1] - a[1])) money.append(el("tr", null, td(k), td(usd(v), "r")));
+    const sp = clear($("pf-spent").tBodies[0]);
+    for (const [k, v] of Object.entries(r.budgets || {})) {
+      sp.append(el("tr", null, td(k), td((r.budget_basis || {})[k] || DASH), td(usd((r.spent || {})[k]), "r"), td(usd(v), "r")));
+    }
+    const fr = (r.frontier || []).filter((f) => isNum(f.total_budget_usd)).sort((a, b) => a.total_budget_usd - b.total_budget_usd);
+    if (!fr.length) {
+      window.Plotly.purge($("pf-frontier-chart"));
+      clear($("pf-frontier-chart"));
+      return;
+    }
+    const total = Object.values(r.budgets || {}).reduce((s, v) => s + v, 0);
+    await plot($("pf-frontier-chart"), [
+      {
+        x: fr.map((f) => f.total_budget_usd / 1e9), y: fr.map((f) => f.expected_avoided_usd / 1e9), type: "scatter", mode: "lines+markers",
+        name: "frontier", line: { color: "#1f5f99", width: 2 }, marker: { size: 7 },
+        customdata: fr.map((f) => [f.projects, (f.spent_usd || 0) / 1e9, f.budget_scale]),
+        hovertemplate: "budgets x%{customdata[2]}: %{x:.2f} bn USD<br>expected avoided loss %{y:.3f} bn USD<br>%{customdata[0]} projects, %{customdata[1]:.2f} bn spent<extra></extra>",
+      },
+      {
+        x: [total / 1e9], y: [(r.expected_avoided_usd || 0) / 1e9], type: "scatter", mode: "markers", name: "this portfolio",
+        marker: { size: 13, symbol: "star", color: "#d9822b" }, hovertemplate: "this portfolio: %{y:.3f} bn USD avoided<extra></extra>",
+      },
+    ], baseLayout({
+      title: { text: "Efficient frontier: budget vs expected avoided loss", font: { size: 14 } },
+      xaxis: { title: { text: "total budget (bn USD)" }, gridcolor: "#eef1f4", rangemode: "tozero" },
+      yaxis: { title: { text: "expected avoided loss (bn USD / yr)" }, gridcolor: "#eef1f4", rangemode: "tozero" },
+      legend: { orientation: "h", y: -0.25 }, height: 380,
+    }));
+  }
+
+  // ------------------------------------------------------------------------------------------- stockpiles
+  async function runStockpile(ev) {
+    ev.preventDefault();
+    const params = { perspective: $("sp-perspective").value, pooled: $("sp-pooled").checked, draws: intVal("sp-draws", 200) };
+    const b = floatVal("sp-budget");
+    if (b !== null) params.budget_usd = b;
+    await startRun("stockpile", params, $("sp-run-status"), showStockpile, $("sp-run"));
+  }
+
+  async function showStockpile(r) {
+    const rows = [...(r.stockpiles || [])].sort((a, b) => (b.saving_usd || 0) - (a.saving_usd || 0));
+    const plans = clear($("sp-budget-plans"));
+    for (const [who, p] of Object.entries(r.budget_plans || {})) {
+      const dl = el("dl", { className: "summary" });
+      summary(dl, [["Holder", who], ["Budget", usd(p.budget_usd)], ["Spent", usd(p.spent_usd)], ["Value per USD", num(p.value_of_budget_usd_per_usd, 2)],
+        ["Status", p.status || DASH]]);
+      plans.append(dl);
+    }
+    const tbody = clear($("sp-table").tBodies[0]);
+    for (const s of rows) {
+      tbody.append(el("tr", null, td(s.node), td(s.participant), td(pct(s.probability_of_shortfall, 0), "r"), td(num(s.optimal_stock_t, 0), "r"),
+        td(usd(s.optimal_stock_usd), "r"), td(num(s.days_of_consumption, 0), "r"), td(usd(s.saving_usd), "r")));
+    }
+    if (!rows.length) emptyRow(tbody, 7, "No stockpile sized.");
+    const top = rows.filter((s) => isNum(s.optimal_stock_usd) && s.optimal_stock_usd > 0)
+      .sort((a, b) => b.optimal_stock_usd - a.optimal_stock_usd).slice(0, 15).reverse();
+    await plot($("sp-chart"), [{
+      type: "bar", orientation: "h", y: top.map((s) => pesc(`${s.node} (${s.participant})`)), x: top.map((s) => s.optimal_stock_usd / 1e6),
+      marker: { color: "#1f5f99" }, hovertemplate: "%{y}: %{x:.1f} M USD<extra></extra>",
+    }], baseLayout({
+      title: { text: "Largest optimal stockpiles (M USD)", font: { size: 14 } }, margin: { l: 230, r: 20, t: 44, b: 40 },
+      xaxis: { gridcolor: "#eef1f4", title: { text: "M USD" } }, height: 420,
+    }));
+  }
+
+  // ------------------------------------------------------------------------------------------- deliveries
+  async function runDeliver(ev) {
+    ev.preventDefault();
+    const params = { months: intVal("dl-months", 6) };
+    const asOf = $("dl-asof").value.trim();
+    if (asOf) params.as_of = asOf;
+    await startRun("deliver", params, $("dl-run-status"), showDeliver, $("dl-run"));
+  }
+
+  async function showDeliver(r, run) {
+    const months = (r.metadata && r.metadata.months) || (run.params && run.params.months) || 6;
+    const asOf = (r.metadata && r.metadata.as_of) || (run.params && run.params.as_of);
+    const labels = Array.from({ length: months }, (_, k) => addMonths(asOf, k));
+    const nodeOf = new Map((r.buyers || []).map((b) => [b.buyer_id, b.node]));
+    const byBuyer = new Map();
+    for (const a of r.allocation || []) {
+      const key = a.buyer_id;
+      if (!byBuyer.has(key)) byBuyer.set(key, { name: a.buyer || a.buyer_id, t: new Array(months).fill(0) });
+      const i = (a.month || 1) - 1;
+      if (i >= 0 && i < months) byBuyer.get(key).t[i] += a.tonnes || 0;
+    }
+    const traces = [...byBuyer.entries()].map(([id, b], i) => ({
+      type: "bar", x: labels, y: b.t,
+      name: pesc(`${b.name.length > 44 ? `${b.name.slice(0, 42)}\u2026` : b.name} \u00b7 ${nodeOf.get(id) || id}`),
+      marker: { color: COLORS[i % COLORS.length] }, customdata: labels.map(() => pesc(`${id}: ${b.name} (${nodeOf.get(id) || "?"})`)),
+      hovertemplate: "%{customdata}<br>%{x}: %{y:,.0f} t<extra></extra>",
+    }));
+    if (traces.length) {
+      await plot($("dl-chart"), traces, baseLayout({
+        barmode: "stack", title: { text: "Deliveries by buyer and month (t)", font: { size: 14 } },
+        xaxis: { type: "category", title: { text: "month" } }, yaxis: { title: { text: "t" }, gridcolor: "#eef1f4" },
+        legend: { orientation: "v", x: 1.02, font: { size: 11 } }, margin: { l: 64, r: 10, t: 44, b: 48 }, height: 560,
+      }));
+    } else {
+      if (window.Plotly) window.Plotly.purge($("dl-chart"));
+      clear($("dl-chart")).append(el("p", { className: "muted" }, "Nothing to deliver in this window."));
+    }
+    const tb = clear($("dl-buyers").tBodies[0]);
+    for (const b of r.buyers || []) {
+      tb.append(el("tr", null, el("td", { className: "wrap" }, b.name || b.buyer_id, el("span", { className: "sub mono" }, b.buyer_id)),
+        td(b.node || nodeOf.get(b.buyer_id) || DASH), td(num(b.demand_t, 0), "r"), td(num(b.delivered_t, 0), "r"), td(pct(b.share_met, 0), "r")));
+    }
+    if (!(r.buyers || []).length) emptyRow(tb, 5, "No buyer planned.");
+    const tn = clear($("dl-not").tBodies[0]);
+    for (const p of r.not_supplying || []) tn.append(el("tr", null, el("td", { className: "mono" }, p.project_id), td(p.reason)));
+    for (const b of r.buyers_not_planned || []) tn.append(el("tr", null, el("td", { className: "mono" }, `buyer ${b.buyer_id}`), td(b.reason)));
+  }
+
+  // ------------------------------------------------------------------------------------------- matches
+  async function runMatch(ev) {
+    ev.preventDefault();
+    const params = {};
+    const asOf = $("mt-asof").value.trim();
+    if (asOf) params.as_of = asOf;
+    await startRun("match", params, $("mt-run-status"), showMatch, $("mt-run"));
+  }
+
+  async function showMatch(r) {
+    const tbody = clear($("mt-table").tBodies[0]);
+    for (const m of r.matches || []) {
+      tbody.append(el("tr", null,
+        el("td", { className: "wrap" }, m.project || m.project_id, el("span", { className: "sub mono" }, m.project_id)),
+        el("td", { className: "wrap" }, m.buyer || m.buyer_id, el("span", { className: "sub mono" }, m.buyer_id)),
+        td(m.node), td(num(m.offer_t_per_year, 0), "r"), td(num(m.need_t_per_year, 0), "r"), td(num(m.score, 3), "r"),
+        el("td", { className: "wrap small" }, m.reason || DASH)));
+    }
+    if (!(r.matches || []).length) emptyRow(tbody, 7, "No match.");
+    const un = clear($("mt-unmatched").tBodies[0]);
+    for (const u of r.unmatched_needs || []) un.append(el("tr", null, el("td", null, u.buyer || u.buyer_id, el("span", { className: "sub mono" }, u.buyer_id)), td(u.reason)));
+  }
+
+  // ------------------------------------------------------------------------------------------- reports, runs, audit
+  async function runPlan(ev) {
+    ev.preventDefault();
+    clear($("pl-files"));
+    await startRun("plan", { draws: intVal("pl-draws", 200), top: intVal("pl-top", 25) }, $("pl-run-status"), showPlan, $("pl-run"));
+  }
+
+  function fileLink(runId, name) {
+    return el("a", { href: `/api/runs/${runId}/files/${encodeURIComponent(name)}`, download: name, dataset: { file: name } }, name);
+  }
+
+  async function showPlan(result, run) {
+    const ul = clear($("pl-files"));
+    const files = run.files && run.files.length ? run.files : ["plan.pdf", "plan.xlsx", "plan.html", "plan.json"];
+    const order = ["plan.pdf", "plan.xlsx", "plan.html", "plan.json"];
+    files.sort((a, b) => order.indexOf(a) - order.indexOf(b));
+    for (const f of files) ul.append(el("li", null, fileLink(run.id, f)));
+    await loadRuns();
+  }
+
+  // A finished run's result shown again in its tab: [tab, status box, show function].
+  const VIEWS = {
+    simulate: ["scenarios", "sim-run-status", (res, run) => showSimulation(res, run)],
+    portfolio: ["portfolio", "pf-run-status", (res, run) => showPortfolio(res, run)],
+    stockpile: ["stockpiles", "sp-run-status", (res, run) => showStockpile(res, run)],
+    deliver: ["delivery", "dl-run-status", (res, run) => showDeliver(res, run)],
+    match: ["matches", "mt-run-status", (res, run) => showMatch(res, run)],
+    plan: ["reports", "pl-run-status", (res, run) => showPlan(res, run)],
+  };
+
+  async function openRun(r) {
+    const [tab, box, show] = VIEWS[r.kind];
+    const res = await api("GET", `/api/runs/${r.id}/result`);
+    activate(tab);
+    const b = $(box);
+    b.runToken = {};
+    clear(b);
+    b.dataset.status = "done";
+    b.dataset.runId = r.id;
+    b.append(el("div", { className: "run-line" }, el("span", { className: "run-label" }, `Run ${r.id} (${r.kind})`),
+      el("span", { className: "status-done" }, "done"), el("span", { className: "run-msg" }, `started by ${r.user} (${r.org}), ${when(r.created_at)}`)));
+    if (r.kind === "portfolio") $("pf-results").hidden = false;
+    await show(res.result, res.run);
+  }
+
+  async function loadRuns() {
+    const current = latest("runs");
+    const page = await api("GET", "/api/runs?limit=100");
+    if (!current()) return;
+    const tbody = clear($("runs-table").tBodies[0]);
+    for (const r of page.items) {
+      const files = el("td", null);
+      if (r.status === "done") {
+        const view = VIEWS[r.kind];
+        if (view) {
+          files.append(el("button", {
+            type: "button", className: "btn btn-small", dataset: { open: r.id }, title: "Show this result in its tab",
+            on: { click: guard(() => openRun(r)) },
+          }, "Show"), " ");
+        }
+        files.append(el("a", { href: `/api/runs/${r.id}/result`, target: "_blank", rel: "noopener" }, "JSON"));
+        for (const f of r.files || []) files.append(" ", fileLink(r.id, f));
+      }
+      tbody.append(el("tr", null, td(r.id, "r"), td(r.kind),
+        el("td", null, el("span", { className: `status-${r.status}` }, r.status), r.cached_from ? el("span", { className: "sub" }, `reuses run ${r.cached_from}`) : null,
+          r.error ? el("span", { className: "sub" }, r.error) : null),
+        el("td", null, r.user, el("span", { className: "sub" }, r.org)), td(when(r.created_at)), files));
+    }
+    if (!page.items.length) emptyRow(tbody, 6, "No runs yet.");
+  }
+
+  async function loadAudit() {
+    const current = latest("audit");
+    const page = await api("GET", "/api/audit?limit=300");
+    if (!current()) return;
+    const tbody = clear($("audit-table").tBodies[0]);
+    for (const a of page.items) {
+      const detail = JSON.stringify(a.detail || {});
+      tbody.append(el("tr", null, td(when(a.at)), td(a.user), td(a.action), td(`${a.target_kind} ${a.target_key}`),
+        el("td", { className: "wrap mono", title: detail }, detail.length > 160 ? `${detail.slice(0, 158)}\u2026` : detail)));
+    }
+    if (!page.items.length) emptyRow(tbody, 5, "No entries.");
+  }
+
+  // ------------------------------------------------------------------------------------------- wiring
+  function wire() {
+    $("login-form").addEventListener("submit", onLogin);
+    $("logout-button").addEventListener("click", onLogout);
+    for (const b of document.querySelectorAll(".tab")) b.addEventListener("click", () => activate(b.dataset.tab));
+
+    const refresh = guard(refreshPriority);
+    $("priority-method").addEventListener("change", refresh);
+    $("priority-perspective").addEventListener("change", refresh);
+    $("priority-top").addEventListener("change", refresh);
+    $("map-node").addEventListener("change", guard(drawMap));
+    $("chain-select").addEventListener("change", guard(drawSankey));
+
+    $("scenario-search-form").addEventListener("submit", (ev) => { ev.preventDefault(); guard(searchLibrary)(); });
+    $("scenario-family").addEventListener("change", guard(searchLibrary));
+    $("scenario-form").addEventListener("submit", (ev) => ev.preventDefault());
+    $("sb-save").addEventListener("click", guard(saveScenario, $("scenario-form-msg")));
+    $("sb-run").addEventListener("click", () => {
+      const s = builtScenario();
+      if (!s.restrictors.length) {
+        showMsg($("scenario-form-msg"), "Name at least one restricting country (ISO3).", "error");
+        return;
+      }
+      showMsg($("scenario-form-msg"), "", null);
+      runSimulation({ scenario: s });
+    });
+    $("sim-run").addEventListener("click", () => {
+      if (!state.selectedScenarios.length) {
+        showMsg($("scenario-form-msg"), "Add at least one scenario to simulate (library, saved, or build one and run it now).", "error");
+        return;
+      }
+      showMsg($("scenario-form-msg"), "", null);
+      runSimulation({ scenario_ids: [...state.selectedScenarios] });
+    });
+    $("sim-path-scenario").addEventListener("change", guard(drawPaths));
+
+    $("project-search-form").addEventListener("submit", (ev) => { ev.preventDefault(); guard(refreshProjects)(); });
+    $("project-new").addEventListener("click", () => openEditor(null));
+    $("project-cancel").addEventListener("click", () => { $("project-editor").hidden = true; state.editing = null; });
+    $("project-form").addEventListener("submit", saveProject);
+    $("comment-form").addEventListener("submit", guard(addComment, $("comment-msg")));
+
+    $("portfolio-form").addEventListener("submit", runPortfolio);
+    $("stockpile-form").addEventListener("submit", runStockpile);
+    $("deliver-form").addEventListener("submit", runDeliver);
+    $("match-form").addEventListener("submit", runMatch);
+    $("plan-form").addEventListener("submit", runPlan);
+    $("runs-refresh").addEventListener("click", guard(loadRuns));
+    $("audit-refresh").addEventListener("click", guard(loadAudit));
+    window.addEventListener("hashchange", () => {
+      const t = location.hash.slice(1);
+      if (state.user && LOADERS[t]) activate(t);
+    });
+  }
+
+  async function boot() {
+    wire();
+    // Without the (readable) CSRF cookie there is no session: show the form without asking the server.
+    if (!readCookie("critmin_csrf")) {
+      showLogin("");
+      return;
+    }
+    try {
+      const me = await api("GET", "/api/auth/me");
+      state.csrf = readCookie("critmin_csrf");
+      showApp(me);
+    } catch (err) {
+      if (!(err instanceof ApiError && err.status === 401)) showLogin(errorText(err));
+    }
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", boot);
+  else boot();
+})();

@@ -1,0 +1,868 @@
+"""The workspace REST API end to end, endpoint by endpoint, on SQLite and PostgreSQL (the ``web`` fixture):
+sign-in and sessions, the atlas reads, records (create, versioned update, delete, comments), the audit
+log, background runs of every kind with their stored results, files and cache, cancellation, security
+headers, CSRF, login rate limiting, the self-hosted docs and concurrent edits."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import threading
+import time
+import zipfile
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from argon2 import PasswordHasher
+
+from critmin.web import security
+from tests.conftest import PASSWORD
+
+GOV, GOV_JP, AGENCY, ACME, BETA, OBSERVER = "gov@us.example", "gov@jp.example", "fin@dfc.example", "co@acme.example", "co@beta.example", "obs@oecd.example"
+PLURAL = {"project": "projects", "need": "needs", "offer": "offers", "scenario": "scenarios"}
+#: The bundled registers loaded into a new workspace.
+BUNDLED_PROJECTS, BUNDLED_NEEDS = 58, 42
+LIBRARY_EVENT = "ev.E001.rare_earths.refine"
+
+
+@pytest.fixture(autouse=True)
+def _cheap_argon2(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """argon2id at its default cost takes ~0.15 s per hash and per login, and every test creates eight users on a
+    fresh database: the tests hash at the lowest cost (same algorithm and code path), except the test that
+    checks the production cost (it asks for ``default_argon2``)."""
+    if "default_argon2" not in request.fixturenames:
+        monkeypatch.setattr(security, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+
+
+@pytest.fixture()
+def default_argon2() -> None:
+    """Marks a test that needs the production argon2 cost (see ``_cheap_argon2``)."""
+
+
+def record(kind: str, key: str, **over: Any) -> dict[str, Any]:
+    """Valid ``data`` of one record of each kind (graphite mining in Australia for Japan; a ban on rare earths)."""
+    base: dict[str, dict[str, Any]] = {
+        "project": {"project_id": key, "name": "Test graphite mine", "sponsor": "Acme Rare Earths", "country_iso3": "AUS", "commodity_id": "graphite",
+                    "stage": "mine", "status_class": "operating", "capacity_t": 1000.0, "sources": "test fixture"},
+        "need": {"buyer_id": key, "name": "Test buyer", "country_iso3": "JPN", "commodity_id": "graphite", "stage": "mine", "demand_t_per_year": 500.0},
+        "offer": {"offer_id": key, "supplier": "Acme Rare Earths", "country_iso3": "AUS", "commodity_id": "graphite", "stage": "mine",
+                  "volume_t_per_year": 800.0},
+        "scenario": {"id": key, "title": "Test ban", "commodity": "rare_earths", "stage": "refine", "restrictors": ["CHN"], "targets": ["BLOC"],
+                     "duration_months": 6},
+    }
+    return {**base[kind], **over}
+
+
+def create(web: Any, who: str, kind: str, key: str, confidential: bool = False, shared_with: list[str] | None = None, **over: Any) -> dict[str, Any]:
+    r = web.client.post(f"/api/{PLURAL[kind]}", json={"data": record(kind, key, **over), "confidential": confidential, "shared_with": shared_with or []},
+                        headers=web.h(who))
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def run(web: Any, who: str, kind: str, params: dict[str, Any] | None = None, wait: bool = True) -> dict[str, Any]:
+    r = web.client.post("/api/runs", json={"kind": kind, "params": params or {}}, headers=web.h(who))
+    assert r.status_code == 202, r.text
+    j = r.json()
+    return web.wait(who, j["id"]) if wait else j
+
+
+def audit(web: Any, who: str) -> list[dict[str, Any]]:
+    r = web.client.get("/api/audit", params={"limit": 1000}, headers=web.h(who))
+    assert r.status_code == 200, r.text
+    return r.json()["items"]
+
+
+def fields(r: Any) -> list[str]:
+    return [p["field"] for p in r.json()["problems"]]
+
+
+# ------------------------------------------------------------------------------------------------ sign-in and sessions
+def test_health_answers_without_login(web):
+    web.client.cookies.clear()
+    r = web.client.get("/api/health")
+    assert r.status_code == 200
+    j = r.json()
+    assert j["status"] == "ok" and j["database"] in ("sqlite", "postgresql") and j["version"]
+    assert j["database"] == web.app.state.ws.db.backend
+
+
+def test_passwords_are_stored_as_argon2id_hashes(default_argon2, web):
+    from sqlalchemy import select
+
+    from critmin.web import models as m
+
+    with web.app.state.ws.db.session() as s:
+        hashes = list(s.scalars(select(m.User.password_hash)))
+    assert len(hashes) == 8 and len(set(hashes)) == 8  # salted
+    assert all(h.startswith("$argon2id$v=19$m=65536,t=3,p=4$") and PASSWORD not in h for h in hashes)
+    assert security.verify_password(hashes[0], PASSWORD) and not security.verify_password(hashes[0], PASSWORD + "x")
+    assert not security.verify_password(None, PASSWORD) and not security.verify_password("not a hash", PASSWORD)
+
+
+def test_login_returns_token_and_secure_cookies(web):
+    r = web.client.post("/api/auth/login", json={"username": GOV, "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    j = r.json()
+    assert len(j["access_token"]) >= 40 and j["token_type"] == "bearer" and j["csrf_token"]
+    assert j["user"] == {"id": j["user"]["id"], "email": GOV, "org": "US Department of Energy", "role": "government"}
+    expires = datetime.fromisoformat(j["expires_at"])
+    assert timedelta(hours=11) < expires - datetime.now(UTC) <= timedelta(hours=12)
+    cookies = {c.split("=", 1)[0]: [a.strip().lower() for a in c.split(";")] for c in r.headers.get_list("set-cookie")}
+    session, csrf = cookies["critmin_session"], cookies["critmin_csrf"]
+    assert {"httponly", "secure", "samesite=strict", "path=/"} <= set(session)
+    assert {"secure", "samesite=strict"} <= set(csrf) and "httponly" not in csrf  # the page reads it to send X-CSRF-Token
+    assert r.cookies["critmin_session"] == j["access_token"] and r.cookies["critmin_csrf"] == j["csrf_token"]
+    # the email is matched case-insensitively and without surrounding blanks
+    assert web.client.post("/api/auth/login", json={"username": "  GOV@US.Example ", "password": PASSWORD}).status_code == 200
+
+
+def test_login_refuses_wrong_credentials(web):
+    for username, password in ((GOV, "wrong password"), ("nobody@nowhere.example", PASSWORD), (GOV, PASSWORD.upper())):
+        r = web.client.post("/api/auth/login", json={"username": username, "password": password})
+        assert r.status_code == 401, (username, password)
+        assert r.json()["detail"] == "wrong username or password"  # same answer whether or not the user exists
+        assert "access_token" not in r.text and "set-cookie" not in r.headers
+
+
+def test_login_malformed_body_is_422_naming_the_field(web):
+    for body, field in (({"username": GOV}, "body.password"), ({"password": PASSWORD}, "body.username"),
+                        ({"username": "", "password": PASSWORD}, "body.username"),
+                        ({"username": GOV, "password": PASSWORD, "role": "government"}, "body.role"),
+                        ({"username": "a\x00b", "password": PASSWORD}, "body.username"), ([GOV, PASSWORD], "body")):
+        r = web.client.post("/api/auth/login", json=body)
+        assert r.status_code == 422, body
+        assert field in fields(r), (body, r.json())
+    r = web.client.post("/api/auth/login", content=b"not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    # seven malformed requests are no failed logins (five lock the address out)
+    assert web.client.post("/api/auth/login", json={"username": GOV, "password": PASSWORD}).status_code == 200
+
+
+def test_reads_need_credentials(web):
+    web.client.cookies.clear()
+    for path in ("/api/projects", "/api/auth/me", "/api/runs", "/api/audit", "/api/minerals/priority"):
+        r = web.client.get(path)
+        assert r.status_code == 401, path
+        assert r.headers["www-authenticate"] == "Bearer"
+    assert web.client.get("/api/projects", headers={"Authorization": "Bearer not-a-token"}).status_code == 401
+    assert web.client.get("/api/projects", headers={"Authorization": "Basic Zm9vOmJhcg=="}).status_code == 401
+    r = web.client.get("/api/projects", headers=web.h(GOV))
+    assert r.status_code == 200 and r.json()["total"] == BUNDLED_PROJECTS
+
+
+def test_logout_invalidates_the_token(web):
+    web.client.cookies.clear()
+    token = web.client.post("/api/auth/login", json={"username": ACME, "password": PASSWORD}).json()["access_token"]
+    other = web.h(ACME)  # a second session of the same user
+    web.client.cookies.clear()
+    h = {"Authorization": f"Bearer {token}"}
+    assert web.client.get("/api/auth/me", headers=h).json()["email"] == ACME
+    r = web.client.post("/api/auth/logout", headers=h)
+    assert r.status_code == 200 and r.json() == {"status": "signed out"}
+    assert web.client.get("/api/auth/me", headers=h).status_code == 401
+    assert web.client.post("/api/auth/logout", headers=h).status_code == 401
+    assert web.client.get("/api/auth/me", headers=other).status_code == 200  # only that session ended
+    assert any(a["action"] == "login" and a["user"] == ACME for a in audit(web, ACME))
+
+
+def test_me_and_orgs(web):
+    for email, org, role in (("gov@jp.example", "METI Japan", "government"), (OBSERVER, "OECD Secretariat", "observer"), (ACME, "Acme Rare Earths", "company")):
+        j = web.client.get("/api/auth/me", headers=web.h(email)).json()
+        assert (j["email"], j["org"], j["role"]) == (email, org, role)
+    orgs = web.client.get("/api/orgs", headers=web.h(OBSERVER)).json()
+    assert [o["name"] for o in orgs] == sorted(["Acme Rare Earths", "Australia DISR", "Beta Graphite", "DFC", "METI Japan", "OECD Secretariat",
+                                                "US Department of Energy", "critmin bundled data"])
+    assert len({o["id"] for o in orgs}) == len(orgs)
+
+
+# ------------------------------------------------------------------------------------------------ atlas reads
+def test_methods(web):
+    j = web.client.get("/api/methods", headers=web.h(OBSERVER)).json()
+    assert [m["name"] for m in j] == ["critmin", "eu", "geopolrisk", "usgs2021", "usgs2021-product"]
+    assert all(m["title"] and m["citation"] for m in j)
+
+
+def test_priority_minerals_switch_with_method_and_perspective(web):
+    h = web.h(OBSERVER)
+
+    def ranking(method: str, perspective: str, top: int = 10) -> list[dict[str, Any]]:
+        r = web.client.get("/api/minerals/priority", params={"method": method, "perspective": perspective, "top": top}, headers=h)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    bloc = ranking("critmin", "BLOC")
+    assert len(bloc) == 10 and [r["rank"] for r in bloc] == list(range(1, 11))
+    assert all(r["method"] == "critmin" and r["perspective"] == "BLOC" for r in bloc)
+    assert [r["score"] for r in bloc] == sorted((r["score"] for r in bloc), reverse=True)
+    # golden: the bundled atlas ranks battery cathode material first for the bloc, gallium first for the USA
+    assert bloc[0]["commodity"] == "battery_cathode"
+    usa = ranking("critmin", "USA")
+    assert usa[0]["commodity"] == "gallium" and usa[0]["perspective"] == "USA"
+    assert [r["commodity"] for r in usa] != [r["commodity"] for r in bloc]
+    eu = ranking("eu", "BLOC")
+    assert eu[0]["method"] == "eu" and [r["commodity"] for r in eu] != [r["commodity"] for r in bloc]
+    assert eu[0]["score"] > 1 > bloc[0]["score"]  # different scales: EU supply risk vs the critmin score in [0, 1]
+    assert len(ranking("critmin", "BLOC", top=3)) == 3
+    assert ranking("critmin", "BLOC", top=3) == bloc[:3]
+    r = web.client.get("/api/minerals/priority", params={"method": "astrology"}, headers=h)
+    assert r.status_code == 422 and fields(r) == ["query.method"]
+    for bad in ({"perspective": "CHN"}, {"top": 0}, {"top": 201}):
+        r = web.client.get("/api/minerals/priority", params=bad, headers=h)
+        assert r.status_code == 422 and fields(r) == [f"query.{next(iter(bad))}"]
+
+
+def test_atlas_nodes_and_supply(web):
+    h = web.h(OBSERVER)
+    nodes = web.client.get("/api/atlas/nodes", headers=h).json()
+    assert len(nodes) == 87
+    keys = {(n["commodity"], n["stage"]) for n in nodes}
+    assert ("rare_earths", "refine") in keys and ("graphite", "mine") in keys
+    for n in nodes[::10] + [n for n in nodes if (n["commodity"], n["stage"]) == ("rare_earths", "refine")]:
+        r = web.client.get("/api/atlas/supply", params={"commodity": n["commodity"], "stage": n["stage"]}, headers=h)
+        assert r.status_code == 200, r.text
+        rows = r.json()["rows"]
+        assert len(rows) == n["countries"]
+        assert all(0 <= x["share"] <= 1 for x in rows)
+        assert sum(x["share"] for x in rows) <= 1 + 1e-6
+        assert len({x["country_iso3"] for x in rows}) == len(rows)
+    ree = web.client.get("/api/atlas/supply", params={"commodity": "rare_earths", "stage": "refine"}, headers=h).json()
+    top = max(ree["rows"], key=lambda x: x["share"])
+    assert top["country_iso3"] == "CHN" and top["share"] == pytest.approx(0.9128, abs=1e-4) and top["source_id"] == "iea_cmd_2025"
+    for params in ({"commodity": "unobtainium", "stage": "mine"}, {"commodity": "rare_earths", "stage": "magnet"}):
+        assert web.client.get("/api/atlas/supply", params=params, headers=h).status_code == 404
+    assert web.client.get("/api/atlas/supply", params={"commodity": "rare_earths"}, headers=h).status_code == 422
+
+
+def test_chains_and_sankey(web):
+    h = web.h(OBSERVER)
+    chains = web.client.get("/api/chains", headers=h).json()
+    assert chains == ["aluminum", "batteries", "copper", "gallium", "germanium", "iron_steel", "magnesium", "optical_materials", "pgm_catalysts",
+                      "rare_earth_magnets", "titanium"]
+    fig = web.client.get("/api/chains/rare_earth_magnets/sankey", headers=h).json()
+    assert fig["data"][0]["type"] == "sankey"
+    labels, link = fig["data"][0]["node"]["label"], fig["data"][0]["link"]
+    assert any("CHN" in str(x) for x in labels)
+    assert len(link["source"]) == len(link["target"]) == len(link["value"]) > 0 and min(link["value"]) >= 0
+    assert web.client.get("/api/chains/no_such_chain/sankey", headers=h).status_code == 404
+
+
+def test_scenario_library_search_family_and_paging(web):
+    h = web.h(OBSERVER)
+    lib = web.client.get("/api/scenarios/library", headers=h).json()
+    assert lib["total"] == 10990 and len(lib["items"]) == 50
+    events = web.client.get("/api/scenarios/library", params={"family": "event", "limit": 1000}, headers=h).json()
+    assert events["total"] == 46 and all(s["family"] == "event" for s in events["items"])
+    generated = web.client.get("/api/scenarios/library", params={"family": "generated", "limit": 5}, headers=h).json()
+    assert generated["total"] == 10990 - 46 and all(s["family"].startswith("gen.") for s in generated["items"])
+    q = web.client.get("/api/scenarios/library", params={"q": "e001"}, headers=h).json()
+    assert q["total"] == 1 and q["items"][0]["id"] == LIBRARY_EVENT
+    assert q["items"][0]["restrictors"] == ["CHN"] and q["items"][0]["regime"] == "quota"
+    page1 = web.client.get("/api/scenarios/library", params={"family": "event", "limit": 20, "offset": 0}, headers=h).json()["items"]
+    page3 = web.client.get("/api/scenarios/library", params={"family": "event", "limit": 20, "offset": 40}, headers=h).json()["items"]
+    assert [s["id"] for s in page1] == [s["id"] for s in events["items"][:20]] and len(page3) == 6
+    assert web.client.get("/api/scenarios/library", params={"q": "no such scenario anywhere"}, headers=h).json() == {"total": 0, "items": []}
+    assert web.client.get("/api/scenarios/library", params={"family": "user"}, headers=h).status_code == 422
+    assert web.client.get("/api/scenarios/library", params={"limit": 0}, headers=h).status_code == 422
+
+
+def test_agencies_and_buyers(web):
+    h = web.h(OBSERVER)
+    ag = web.client.get("/api/agencies", headers=h).json()
+    assert len(ag) == 36
+    ids = {a["agency_id"] for a in ag}
+    assert {"US_DFC", "JPN_JBIC", "JPN_JOGMEC", "US_DOE_LPO"} <= ids
+    assert all(a["budget_usd"] is None or a["budget_usd"] >= 0 for a in ag)
+    buyers = web.client.get("/api/buyers", headers=h).json()
+    assert sum(b["needs"] for b in buyers) == BUNDLED_NEEDS
+    assert buyers == sorted(buyers, key=lambda b: (b["country_iso3"], b["name"]))
+    create(web, GOV, "need", "BX-1", name="PowerCo SE (Volkswagen Group; synthetic graphite from Novonix)", country_iso3="DEU", demand_t_per_year=100.0)
+    after = {(b["name"], b["country_iso3"]): b for b in web.client.get("/api/buyers", headers=h).json()}
+    pco = after[("PowerCo SE (Volkswagen Group; synthetic graphite from Novonix)", "DEU")]
+    assert pco["needs"] == 2 and pco["demand_t_per_year"] == pytest.approx(6500.0)
+
+
+# ------------------------------------------------------------------------------------------------ records
+@pytest.mark.parametrize("kind", list(PLURAL))
+def test_record_create_read_update_delete(web, kind):
+    base = f"/api/{PLURAL[kind]}"
+    h = web.h(ACME)
+    before = web.client.get(base, headers=h).json()["total"]
+    r = web.client.post(base, json={"data": record(kind, "X-1")}, headers=h)
+    assert r.status_code == 201, r.text
+    rec = r.json()
+    assert (rec["kind"], rec["key"], rec["org"], rec["version"], rec["confidential"], rec["can_edit"]) == (kind, "X-1", "Acme Rare Earths", 1, False, True)
+    assert rec["created_at"] and rec["updated_at"]
+    rid = rec["id"]
+    assert web.client.get(f"{base}/{rid}", headers=h).json() == rec
+    assert web.client.get(base, headers=h).json()["total"] == before + 1
+    found = web.client.get(base, params={"q": "x-1"}, headers=h).json()
+    assert [x["key"] for x in found["items"]] == ["X-1"]
+    # duplicate id
+    r = web.client.post(base, json={"data": record(kind, "X-1")}, headers=web.h(BETA))
+    assert r.status_code == 409 and "X-1" in r.json()["detail"]
+    # update with the version read: version goes up, the changed field is stored
+    field, value = {"project": ("capacity_t", 2500.0), "need": ("demand_t_per_year", 750.0), "offer": ("volume_t_per_year", 900.0),
+                    "scenario": ("duration_months", 9)}[kind]
+    r = web.client.put(f"{base}/{rid}", json={"version": 1, "data": record(kind, "X-1", **{field: value})}, headers=h)
+    assert r.status_code == 200, r.text
+    upd = r.json()
+    assert upd["version"] == 2 and upd["data"][field] == value and upd["id"] == rid
+    assert datetime.fromisoformat(upd["updated_at"]) >= datetime.fromisoformat(rec["updated_at"])
+    assert web.client.get(f"{base}/{rid}", headers=h).json()["data"][field] == value
+    # a stale version changes nothing
+    r = web.client.put(f"{base}/{rid}", json={"version": 1, "data": record(kind, "X-1", **{field: 1.0})}, headers=h)
+    assert r.status_code == 409 and "version 2" in r.json()["detail"]
+    assert web.client.get(f"{base}/{rid}", headers=h).json() == upd
+    # the id cannot change
+    r = web.client.put(f"{base}/{rid}", json={"version": 2, "data": record(kind, "X-2")}, headers=h)
+    assert r.status_code == 422
+    # delete needs the current version
+    assert web.client.delete(f"{base}/{rid}", headers=h).status_code == 422
+    r = web.client.delete(f"{base}/{rid}", params={"version": 1}, headers=h)
+    assert r.status_code == 409
+    assert web.client.get(f"{base}/{rid}", headers=h).status_code == 200
+    r = web.client.delete(f"{base}/{rid}", params={"version": 2}, headers=h)
+    assert r.status_code == 204 and r.content == b""
+    assert web.client.get(f"{base}/{rid}", headers=h).status_code == 404
+    assert web.client.get(base, headers=h).json()["total"] == before
+    assert web.client.delete(f"{base}/{rid}", params={"version": 2}, headers=h).status_code == 404
+    # the id is free again
+    assert web.client.post(base, json={"data": record(kind, "X-1")}, headers=h).status_code == 201
+
+
+INVALID_RECORDS = [
+    ("project", {"country_iso3": "ZZZ"}, "data.country_iso3"),
+    ("project", {"status_class": "dreaming"}, "data.status_class"),
+    ("project", {"capacity_t": -1}, "data.capacity_t"),
+    ("project", {"colour": "blue"}, "data.colour"),
+    ("project", {"support": [{"support_id": "SX", "agency": "DFC", "participant_iso3": "USA", "instrument": "gift", "url": "https://x"}]},
+     "data.support.0.instrument"),
+    ("project", {"support": 5}, "data.support"),
+    ("project", {"project_id": "P" * 121}, "data.project_id"),
+    ("need", {"country_iso3": "ZZZ"}, "data.country_iso3"),
+    ("need", {"country_iso3": "CHN"}, "data.country_iso3"),
+    ("need", {"stage": "magnet"}, "data.stage"),
+    ("need", {"priority": 7}, "data.priority"),
+    ("need", {"buyer_id": "has space"}, "data.buyer_id"),
+    ("offer", {"country_iso3": "ZZZ"}, "data.country_iso3"),
+    ("offer", {"volume_t_per_year": 0}, "data.volume_t_per_year"),
+    ("offer", {"available_from": "next year"}, "data.available_from"),
+    ("scenario", {"regime": "embargo"}, "data.regime"),
+    ("scenario", {"duration_months": 0}, "data.duration_months"),
+    ("scenario", {"commodity": "unobtainium"}, "data"),
+    ("scenario", {"id": "S" * 121}, "data.id"),
+]
+
+
+def test_invalid_record_is_422_naming_the_field(web):
+    h = web.h(GOV)
+    for kind, over, field in INVALID_RECORDS:
+        r = web.client.post(f"/api/{PLURAL[kind]}", json={"data": record(kind, "BAD-1", **over)}, headers=h)
+        assert r.status_code == 422, (kind, over, r.text)
+        assert field in fields(r), (kind, over, r.json())
+    # on update too, and nothing is written
+    for kind in PLURAL:
+        rec = create(web, GOV, kind, "GOOD-1")
+        over, field = next((o, f) for k, o, f in INVALID_RECORDS if k == kind)
+        r = web.client.put(f"/api/{PLURAL[kind]}/{rec['id']}", json={"version": 1, "data": record(kind, "GOOD-1", **over)}, headers=h)
+        assert r.status_code == 422 and field in fields(r), (kind, r.text)
+        assert web.client.get(f"/api/{PLURAL[kind]}/{rec['id']}", headers=h).json() == rec
+    for kind in PLURAL:
+        assert web.client.get(f"/api/{PLURAL[kind]}", params={"q": "BAD-1"}, headers=h).json()["total"] == 0
+
+
+def test_record_body_rules(web):
+    h = web.h(GOV)
+    # numbers JSON has not (Python's parser accepts them) and NUL characters are refused, naming where
+    r = web.client.post("/api/scenarios", content=json.dumps({"data": record("scenario", "S-INF", response={"stockpile": {"holdings_t": float("inf")}})}),
+                        headers={**h, "content-type": "application/json"})
+    assert r.status_code == 422 and "response.stockpile.holdings_t" in r.json()["problems"][0]["message"]
+    r = web.client.post("/api/offers", json={"data": record("offer", "O-NUL", note="a\x00b")}, headers=h)
+    assert r.status_code == 422 and "note" in r.json()["problems"][0]["message"]
+    r = web.client.post("/api/needs", json={"data": record("need", "B-1"), "owner": "someone"}, headers=h)
+    assert r.status_code == 422 and fields(r) == ["body.owner"]
+    r = web.client.post("/api/needs", json={"data": record("need", "B-1"), "shared_with": ["No Such Org"]}, headers=h)
+    assert r.status_code == 422 and fields(r) == ["shared_with"]
+    assert web.client.get("/api/needs", params={"q": "B-1"}, headers=h).json()["total"] == 0  # nothing half-written
+    r = web.client.post("/api/scenarios", json={"data": record("scenario", LIBRARY_EVENT)}, headers=h)
+    assert r.status_code == 409 and "library" in r.json()["detail"]
+    for path in ("/api/projects/0", f"/api/projects/{2**31}", f"/api/runs/{2**40}", "/api/needs/abc"):
+        assert web.client.get(path, headers=h).status_code == 422, path
+    assert web.client.get("/api/projects/999999", headers=h).status_code == 404
+    assert web.client.put("/api/projects/1", json={"version": 2**40}, headers=h).status_code == 422
+    assert web.client.delete("/api/projects/1", params={"version": 2**40}, headers=h).status_code == 422
+
+
+def test_project_with_support_actions_round_trips(web):
+    support = [{"support_id": "SX-1", "agency": "DFC", "participant_iso3": "USA", "instrument": "loan", "amount_usd": 5e7, "url": "https://example.org/x"}]
+    rec = create(web, GOV, "project", "PX-S", support=support, status_class="financing", capex_usd=2e8)
+    assert rec["data"]["support"][0]["project_id"] == "PX-S" and rec["data"]["support"][0]["amount_usd"] == 5e7
+    assert rec["data"]["capex_usd"] == 2e8 and rec["data"]["status_class"] == "financing"
+    bundled = web.client.get("/api/projects", params={"q": "P001"}, headers=web.h(GOV)).json()["items"]
+    p001 = next(p for p in bundled if p["key"] == "P001")
+    assert p001["org"] == "critmin bundled data" and p001["data"]["country_iso3"] == "USA" and len(p001["data"]["support"]) >= 1
+
+
+def test_comments(web):
+    rec = create(web, ACME, "offer", "OC-1")
+    url = f"/api/offers/{rec['id']}/comments"
+    assert web.client.get(url, headers=web.h(ACME)).json() == []
+    r = web.client.post(url, json={"body": "Volumes confirmed for 2027."}, headers=web.h(GOV_JP))
+    assert r.status_code == 201
+    c = r.json()
+    assert (c["user"], c["org"], c["body"]) == (GOV_JP, "METI Japan", "Volumes confirmed for 2027.")
+    web.client.post(url, json={"body": "Thanks"}, headers=web.h(ACME))
+    got = web.client.get(url, headers=web.h(BETA)).json()
+    assert [(x["user"], x["body"]) for x in got] == [(GOV_JP, "Volumes confirmed for 2027."), (ACME, "Thanks")]
+    for bad in ({"body": ""}, {"body": "x" * 10001}, {}, {"body": "a\x00"}):
+        assert web.client.post(url, json=bad, headers=web.h(ACME)).status_code == 422
+    assert web.client.get("/api/offers/999999/comments", headers=web.h(ACME)).status_code == 404
+    assert web.client.post("/api/offers/999999/comments", json={"body": "x"}, headers=web.h(ACME)).status_code == 404
+    entry = next(a for a in audit(web, GOV_JP) if a["action"] == "comment")
+    assert (entry["user"], entry["target_kind"], entry["target_key"]) == (GOV_JP, "offer", "OC-1")
+
+
+def test_deleting_a_record_deletes_its_comments(web):
+    """SQLite gives a new row the id of a deleted last row: a new record must not inherit the old one's comments."""
+    rec = create(web, ACME, "need", "BC-1", confidential=True)
+    web.client.post(f"/api/needs/{rec['id']}/comments", json={"body": "internal: price ceiling 12 USD/kg"}, headers=web.h(ACME))
+    assert web.client.delete(f"/api/needs/{rec['id']}", params={"version": 1}, headers=web.h(ACME)).status_code == 204
+    new = create(web, BETA, "need", "BC-2")
+    if web.app.state.ws.db.backend == "sqlite":
+        assert new["id"] == rec["id"]  # the case this guards against
+    assert web.client.get(f"/api/needs/{new['id']}/comments", headers=web.h(BETA)).json() == []
+
+
+def test_audit_records_who_when_what(web):
+    t0 = datetime.now(UTC) - timedelta(seconds=5)
+    rec = create(web, ACME, "project", "PA-1")
+    web.client.put(f"/api/projects/{rec['id']}", json={"version": 1, "data": record("project", "PA-1", capacity_t=3000.0), "confidential": True},
+                   headers=web.h("co2@acme.example"))
+    web.client.delete(f"/api/projects/{rec['id']}", params={"version": 2}, headers=web.h(ACME))
+    rid = run(web, ACME, "deliver")["id"]
+    items = audit(web, "co2@acme.example")
+    assert [a["id"] for a in items] == sorted((a["id"] for a in items), reverse=True)  # newest first
+    got = [(a["user"], a["action"], a["target_kind"], a["target_key"]) for a in items]
+    for want in [(ACME, "create", "project", "PA-1"), ("co2@acme.example", "update", "project", "PA-1"), (ACME, "delete", "project", "PA-1"),
+                 (ACME, "run", "run", str(rid)), (ACME, "login", "user", ACME), ("co2@acme.example", "login", "user", "co2@acme.example")]:
+        assert want in got, want
+    assert got.index((ACME, "delete", "project", "PA-1")) < got.index(("co2@acme.example", "update", "project", "PA-1")) < got.index(
+        (ACME, "create", "project", "PA-1"))
+    upd = next(a for a in items if a["action"] == "update")
+    assert upd["detail"]["version"] == 2 and upd["detail"]["fields"] == ["capacity_t"] and upd["detail"]["confidential"] is True
+    assert next(a for a in items if a["action"] == "run")["detail"]["kind"] == "deliver"
+    for a in items:
+        assert t0 <= datetime.fromisoformat(a["at"]) <= datetime.now(UTC) + timedelta(seconds=5)
+    assert web.client.get("/api/audit", params={"limit": 2}, headers=web.h(ACME)).json()["items"] == items[:2]
+    assert web.client.get("/api/audit", params={"limit": 2, "offset": 2}, headers=web.h(ACME)).json()["items"] == items[2:4]
+
+
+# ------------------------------------------------------------------------------------------------ concurrent edits
+def test_concurrent_updates_one_wins_one_conflicts(web):
+    rec = create(web, GOV, "need", "BV-1")
+    url = f"/api/needs/{rec['id']}"
+    a = web.client.put(url, json={"version": 1, "data": record("need", "BV-1", demand_t_per_year=111.0)}, headers=web.h(GOV))
+    b = web.client.put(url, json={"version": 1, "data": record("need", "BV-1", demand_t_per_year=222.0)}, headers=web.h(GOV_JP))
+    assert (a.status_code, b.status_code) == (200, 409)
+    now = web.client.get(url, headers=web.h(GOV)).json()
+    assert now["version"] == 2 and now["data"]["demand_t_per_year"] == 111.0
+
+
+def test_concurrent_updates_in_threads(web):
+    users = (GOV, GOV_JP)
+    hs = {u: web.h(u) for u in users}
+    for round_ in range(4):
+        key = f"BT-{round_}"
+        rec = create(web, GOV, "need", key)
+        url = f"/api/needs/{rec['id']}"
+        barrier = threading.Barrier(2)
+        out: dict[str, Any] = {}
+
+        def put(user: str, demand: float, url: str = url, key: str = key, barrier: threading.Barrier = barrier, out: dict[str, Any] = out) -> None:
+            assert web.client.get(url, headers=hs[user]).json()["version"] == 1
+            barrier.wait()
+            out[user] = web.client.put(url, json={"version": 1, "data": record("need", key, demand_t_per_year=demand)}, headers=hs[user])
+
+        threads = [threading.Thread(target=put, args=(u, 100.0 * (i + 1))) for i, u in enumerate(users)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        codes = sorted(out[u].status_code for u in users)
+        assert codes == [200, 409], {u: out[u].text for u in users}
+        winner = next(u for u in users if out[u].status_code == 200)
+        now = web.client.get(url, headers=hs[GOV]).json()
+        assert now["version"] == 2 and now["data"]["demand_t_per_year"] == out[winner].json()["data"]["demand_t_per_year"]
+        updates = [a for a in audit(web, winner) if a["action"] == "update" and a["target_key"] == key]
+        assert len(updates) == 1
+
+
+def test_concurrent_creates_of_one_id_one_wins_one_conflicts(web):
+    users = (GOV, GOV_JP)
+    hs = {u: web.h(u) for u in users}
+    for round_ in range(5):
+        key = f"BR-{round_}"
+        barrier = threading.Barrier(2)
+        out: dict[str, Any] = {}
+
+        def post(user: str, key: str = key, barrier: threading.Barrier = barrier, out: dict[str, Any] = out) -> None:
+            barrier.wait()
+            out[user] = web.client.post("/api/needs", json={"data": record("need", key, name=f"buyer of {user}")}, headers=hs[user])
+
+        threads = [threading.Thread(target=post, args=(u,)) for u in users]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert sorted(out[u].status_code for u in users) == [201, 409], {u: out[u].text for u in users}
+        winner = next(u for u in users if out[u].status_code == 201)
+        found = web.client.get("/api/needs", params={"q": key}, headers=hs[GOV]).json()["items"]
+        assert [(x["key"], x["data"]["name"]) for x in found] == [(key, f"buyer of {winner}")]
+
+
+# ------------------------------------------------------------------------------------------------ runs
+RESULT_KEYS = {
+    "simulate": {"scenarios", "paths", "definitions", "metadata"},
+    "risk": {"ranking", "metadata", "evaluations"},
+    "stockpile": {"metadata", "stockpiles", "budget_plans"},
+    "deliver": {"metadata", "allocation", "buyers", "projects", "not_supplying", "buyers_not_planned"},
+    "match": {"metadata", "matches", "candidates", "unmatched_needs"},
+    "portfolio": {"metadata", "status", "selected", "budgets", "projects", "expected_avoided_usd", "finance"},
+    "plan": {"metadata", "priority_minerals", "vulnerabilities", "scenarios", "portfolio", "stockpiles", "deliveries", "matches", "sources"},
+}
+DRAWS = 30
+
+
+def _result(web: Any, who: str, rid: int) -> dict[str, Any]:
+    r = web.client.get(f"/api/runs/{rid}/result", headers=web.h(who))
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+@pytest.mark.parametrize("kind,params", [
+    ("simulate", {"scenario_ids": [LIBRARY_EVENT], "draws": DRAWS, "seed": 7}),
+    ("simulate", {"scenario": record("scenario", "inline-1"), "draws": DRAWS}),
+    ("risk", {"draws": DRAWS, "perspective": "JPN"}),
+    ("stockpile", {"draws": DRAWS}),
+    ("deliver", {"months": 3, "as_of": "2026-01"}),
+    ("match", {"as_of": "2026-01"}),
+])
+def test_runs_reach_done_with_their_results(web, kind, params):
+    j = run(web, GOV, kind, params)
+    assert j["status"] == "done", j
+    assert j["progress"] == 1.0 and j["error"] is None and j["cached_from"] is None and j["user"] == GOV and j["org"] == "US Department of Energy"
+    assert j["started_at"] and j["finished_at"] and datetime.fromisoformat(j["finished_at"]) >= datetime.fromisoformat(j["started_at"])
+    assert re.fullmatch(r"[0-9a-f]{64}", j["inputs_sha256"]) and j["data_version"].startswith("mcs") and j["critmin_version"]
+    res = _result(web, GOV, j["id"])
+    assert res["run"]["id"] == j["id"] and RESULT_KEYS[kind] <= set(res["result"]), sorted(res["result"])
+    for k, v in params.items():
+        assert res["run"]["params"][k] == v
+    meta = res["result"]["metadata"]
+    if kind in ("simulate", "risk", "stockpile"):
+        assert meta["data_version"] == j["data_version"] and meta["seed"] == params.get("seed", 0) and meta["draws"] == DRAWS
+        assert re.fullmatch(r"[0-9a-f]{64}", meta["parameters_sha256"])
+    else:
+        assert meta["as_of"] == "2026-01"
+    if kind == "simulate":
+        sid, months = (LIBRARY_EVENT, 54) if "scenario_ids" in params else ("inline-1", 6)
+        rows = res["result"]["scenarios"]
+        assert sorted(r["perspective"] for r in rows) == ["BLOC", "JPN", "USA"] and {r["scenario"] for r in rows} == {sid}
+        assert all(r["expected_loss_usd"] > 0 and r["cvar95_usd"] >= r["var95_usd"] for r in rows)
+        assert [d["id"] for d in res["result"]["definitions"]] == [sid]
+        assert max(p["month"] for p in res["result"]["paths"]) == months
+    if kind == "risk":
+        assert res["run"]["params"]["perspective"] == "JPN" and len(res["result"]["ranking"]) > 10
+    if kind == "deliver":
+        assert meta["months"] == 3 and meta["status"] == "Optimal"
+    assert web.client.get(f"/api/runs/{j['id']}/files/plan.pdf", headers=web.h(GOV)).status_code == 404
+    listed = web.client.get("/api/runs", params={"kind": kind}, headers=web.h(GOV)).json()
+    assert [x["id"] for x in listed["items"]] == [j["id"]]
+
+
+def test_portfolio_and_plan_runs(web):
+    if web.app.state.ws.db.backend != "sqlite":
+        pytest.skip("the two heaviest jobs run on SQLite only (their database work is that of the lighter kinds)")
+    p = run(web, AGENCY, "portfolio", {"draws": DRAWS, "as_of": "2026-01"})
+    assert p["status"] == "done", p
+    res = _result(web, AGENCY, p["id"])["result"]
+    assert RESULT_KEYS["portfolio"] <= set(res) and res["status"] in ("Optimal", "optimal")
+    assert res["metadata"]["workspace_records"] == {"projects": BUNDLED_PROJECTS, "needs": BUNDLED_NEEDS, "offers": 0}
+    assert res["metadata"]["draws"] == DRAWS and res["metadata"]["data_version"] == p["data_version"]
+    plan = run(web, AGENCY, "plan", {"draws": DRAWS, "as_of": "2026-01", "top": 10})
+    assert plan["status"] == "done", plan
+    assert plan["files"] == ["plan.html", "plan.json", "plan.pdf", "plan.xlsx"]
+    res = _result(web, AGENCY, plan["id"])["result"]
+    assert RESULT_KEYS["plan"] <= set(res) and res["metadata"]["workspace_records"]["projects"] == BUNDLED_PROJECTS
+    assert res["metadata"]["seed"] == 0 and res["metadata"]["draws"] == DRAWS and res["metadata"]["as_of"] == "2026-01"
+    h = web.h(AGENCY)
+    pdf = web.client.get(f"/api/runs/{plan['id']}/files/plan.pdf", headers=h)
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF") and pdf.headers["content-type"] == "application/pdf"
+    assert pdf.headers["content-disposition"] == 'attachment; filename="plan.pdf"'
+    xlsx = web.client.get(f"/api/runs/{plan['id']}/files/plan.xlsx", headers=h)
+    assert xlsx.status_code == 200 and "spreadsheetml" in xlsx.headers["content-type"]
+    assert "xl/workbook.xml" in zipfile.ZipFile(io.BytesIO(xlsx.content)).namelist()
+    html = web.client.get(f"/api/runs/{plan['id']}/files/plan.html", headers=h)
+    assert html.status_code == 200 and html.headers["content-type"].startswith("text/html") and b"<html" in html.content[:2000].lower()
+    pj = web.client.get(f"/api/runs/{plan['id']}/files/plan.json", headers=h)
+    assert pj.status_code == 200 and json.loads(pj.content)["metadata"]["draws"] == DRAWS
+    assert web.client.get(f"/api/runs/{plan['id']}/files/other.txt", headers=h).status_code == 404
+    assert web.client.get(f"/api/runs/{plan['id']}/files/..%2Fplan.pdf", headers=h).status_code == 404
+    # the same inputs again: the stored result and files are served
+    again = run(web, GOV, "plan", {"draws": DRAWS, "as_of": "2026-01", "top": 10}, wait=False)
+    assert again["status"] == "done" and again["cached_from"] == plan["id"] and again["files"] == plan["files"]
+    assert web.client.get(f"/api/runs/{again['id']}/files/plan.pdf", headers=web.h(GOV)).content == pdf.content
+
+
+def test_second_identical_run_is_served_from_cache(web):
+    first = run(web, GOV, "simulate", {"scenario_ids": [LIBRARY_EVENT], "draws": DRAWS})
+    second = run(web, GOV, "simulate", {"scenario_ids": [LIBRARY_EVENT], "draws": DRAWS}, wait=False)
+    assert second["status"] == "done" and second["cached_from"] == first["id"] and second["inputs_sha256"] == first["inputs_sha256"]
+    assert "run " + str(first["id"]) in second["message"]
+    assert _result(web, GOV, second["id"])["result"] == _result(web, GOV, first["id"])["result"]
+    # another organisation reading the same (public) inputs gets the stored result too
+    third = run(web, GOV_JP, "simulate", {"scenario_ids": [LIBRARY_EVENT], "draws": DRAWS}, wait=False)
+    assert third["cached_from"] == first["id"]
+    # different parameters are a new run
+    other = run(web, GOV, "simulate", {"scenario_ids": [LIBRARY_EVENT], "draws": DRAWS, "seed": 1})
+    assert other["cached_from"] is None and other["inputs_sha256"] != first["inputs_sha256"]
+    assert _result(web, GOV, other["id"])["result"]["metadata"]["seed"] == 1
+    assert any(a["action"] == "run" and a["detail"]["cached_from"] == first["id"] for a in audit(web, GOV))
+
+
+def test_inputs_digest_follows_the_records(web):
+    def digest(kind: str) -> dict[str, Any]:
+        params = {"draws": DRAWS, "as_of": "2026-01"} if kind == "portfolio" else {"as_of": "2026-01"}
+        j = run(web, GOV, kind, params, wait=kind != "portfolio")
+        if kind == "portfolio":  # the digest is fixed when the run is submitted; no need to solve
+            web.client.post(f"/api/runs/{j['id']}/cancel", headers=web.h(GOV))
+            web.wait(GOV, j["id"])
+        return j
+
+    d1, p1 = digest("deliver"), digest("portfolio")
+    p001 = next(p for p in web.client.get("/api/projects", params={"q": "P001"}, headers=web.h(GOV)).json()["items"] if p["key"] == "P001")
+    r = web.client.put(f"/api/projects/{p001['id']}", json={"version": 1, "data": {**p001["data"], "capacity_t": 70000.0}}, headers=web.h(GOV))
+    assert r.status_code == 200, r.text
+    d2, p2 = digest("deliver"), digest("portfolio")
+    assert d2["inputs_sha256"] != d1["inputs_sha256"] and d2["cached_from"] is None
+    assert p2["inputs_sha256"] != p1["inputs_sha256"] and p2["cached_from"] is None
+    # a need deleted and created again under its id starts at version 1 again: the data still tells them apart
+    n = create(web, GOV, "need", "BD-1")
+    d3 = digest("deliver")
+    assert web.client.delete(f"/api/needs/{n['id']}", params={"version": 1}, headers=web.h(GOV)).status_code == 204
+    create(web, GOV, "need", "BD-1", demand_t_per_year=9999.0)
+    d4 = digest("deliver")
+    assert d4["inputs_sha256"] != d3["inputs_sha256"] and d4["cached_from"] is None
+    # records a run does not read leave its digest alone
+    s1 = run(web, GOV, "risk", {"draws": 5}, wait=False)
+    create(web, GOV, "offer", "OD-1")
+    s2 = run(web, GOV, "risk", {"draws": 5}, wait=False)
+    assert s2["inputs_sha256"] == s1["inputs_sha256"]
+
+
+def test_deliver_and_match_use_workspace_needs_and_offers(web):
+    create(web, ACME, "offer", "OFFER-AUS-1", volume_t_per_year=800.0)
+    create(web, BETA, "need", "NEED-JPN-1", demand_t_per_year=500.0, origin_rule="any", priority=1)
+    m = run(web, GOV, "match", {"as_of": "2026-01"})
+    assert m["status"] == "done", m
+    res = _result(web, GOV, m["id"])["result"]
+    pairs = {(x.get("buyer_id"), x.get("project_id")) for x in res["matches"]}
+    assert ("NEED-JPN-1", "OFFER-AUS-1") in pairs, res["matches"][:5]
+    d = run(web, GOV, "deliver", {"as_of": "2026-01", "months": 2})
+    assert d["status"] == "done", d
+    alloc = [a for a in _result(web, GOV, d["id"])["result"]["allocation"] if a.get("buyer_id") == "NEED-JPN-1"]
+    assert alloc and all(a.get("project_id") == "OFFER-AUS-1" for a in alloc)
+
+
+INVALID_RUNS = [
+    ({"kind": "simulate", "params": {"draws": 0, "scenario_ids": [LIBRARY_EVENT]}}, "params.draws"),
+    ({"kind": "risk", "params": {"draws": 5001}}, "params.draws"),
+    ({"kind": "risk", "params": {"perspective": "CHN"}}, "params.perspective"),
+    ({"kind": "deliver", "params": {"as_of": "2026-13"}}, "params.as_of"),
+    ({"kind": "deliver", "params": {"draws": 10}}, "params.draws"),
+    ({"kind": "simulate", "params": {}}, "params"),
+    ({"kind": "simulate", "params": {"scenario_ids": ["no.such.scenario"]}}, "params.scenario_ids"),
+    ({"kind": "simulate", "params": {"scenario": {"id": "x", "commodity": "rare_earths", "stage": "refine", "restrictors": []}}},
+     "params.scenario.restrictors"),
+    ({"kind": "forecast", "params": {}}, "body.kind"),
+    ({"kind": "portfolio", "params": {"budgets": {"US_DFC": float("inf")}}}, "body.params"),
+    ({"kind": "portfolio", "params": {"budgets": {"US_DFC": -1e9}}}, "params.budgets.US_DFC"),
+]
+
+
+def test_invalid_run_parameters_are_422(web):
+    h = {**web.h(GOV), "content-type": "application/json"}
+    for params, field in INVALID_RUNS:
+        r = web.client.post("/api/runs", content=json.dumps(params), headers=h)
+        assert r.status_code == 422, (params, r.text)
+        assert field in fields(r), (params, r.json())
+    assert web.client.get("/api/runs", headers=h).json()["total"] == 0
+
+
+def test_cancel_running_and_queued_runs(web):
+    h = web.h(GOV)
+    long = run(web, GOV, "risk", {"draws": 1000, "seed": 3}, wait=False)
+    queued = run(web, GOV, "simulate", {"scenario_ids": [LIBRARY_EVENT], "draws": 100, "seed": 3}, wait=False)
+    t0 = time.monotonic()
+    while web.client.get(f"/api/runs/{long['id']}", headers=h).json()["status"] == "queued" and time.monotonic() - t0 < 30:
+        time.sleep(0.05)
+    assert web.client.get(f"/api/runs/{queued['id']}", headers=h).json()["status"] == "queued"  # one job at a time
+    r = web.client.post(f"/api/runs/{queued['id']}/cancel", headers=h)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled" and r.json()["message"] == "cancelled before it started"
+    assert web.client.get(f"/api/runs/{long['id']}/result", headers=h).status_code == 409  # not finished
+    r = web.client.post(f"/api/runs/{long['id']}/cancel", headers=h)
+    assert r.status_code == 200 and r.json()["status"] in ("running", "cancelled")
+    end = web.wait(GOV, long["id"], timeout=60)
+    assert end["status"] == "cancelled" and end["message"] == "cancelled while running" and end["finished_at"]
+    assert web.wait(GOV, queued["id"])["status"] == "cancelled"
+    for rid in (long["id"], queued["id"]):
+        r = web.client.get(f"/api/runs/{rid}/result", headers=h)
+        assert r.status_code == 409 and "cancelled" in r.json()["detail"]
+    # a cancelled run is no cache entry: the same inputs run again
+    again = run(web, GOV, "simulate", {"scenario_ids": [LIBRARY_EVENT], "draws": 100, "seed": 3})
+    assert again["status"] == "done" and again["cached_from"] is None
+    assert web.app.state.runner.cancel_flags == {}  # no flag left behind by the run cancelled while queued
+    # cancelling a finished run changes nothing; other organisations cannot cancel
+    assert web.client.post(f"/api/runs/{again['id']}/cancel", headers=h).json()["status"] == "done"
+    assert web.client.post(f"/api/runs/{again['id']}/cancel", headers=web.h(GOV_JP)).status_code == 403
+    assert web.client.post("/api/runs/999999/cancel", headers=h).status_code == 404
+    actions = [(a["action"], a["target_key"]) for a in audit(web, GOV)]
+    assert ("cancel", str(queued["id"])) in actions and ("cancel", str(long["id"])) in actions
+
+
+def test_run_listing_and_unknown_runs(web):
+    a = run(web, GOV, "deliver", {"as_of": "2026-01"})
+    b = run(web, GOV, "match", {"as_of": "2026-01"})
+    items = web.client.get("/api/runs", headers=web.h(GOV_JP)).json()
+    assert [x["id"] for x in items["items"]] == [b["id"], a["id"]] and items["total"] == 2
+    assert web.client.get("/api/runs", params={"kind": "match"}, headers=web.h(GOV)).json()["total"] == 1
+    assert web.client.get("/api/runs", params={"limit": 1, "offset": 1}, headers=web.h(GOV)).json()["items"][0]["id"] == a["id"]
+    assert web.client.get("/api/runs", params={"kind": "forecast"}, headers=web.h(GOV)).status_code == 422
+    for path in ("/api/runs/999999", "/api/runs/999999/result", "/api/runs/999999/files/plan.pdf"):
+        assert web.client.get(path, headers=web.h(GOV)).status_code == 404
+
+
+# ------------------------------------------------------------------------------------------------ browser security
+def test_security_headers(web):
+    for path, h in (("/api/health", {}), ("/api/projects", web.h(GOV)), ("/docs", {}), ("/openapi.json", {}), ("/api/nothing-here", {})):
+        r = web.client.get(path, headers=h)
+        csp = r.headers["content-security-policy"]
+        assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp and "object-src 'none'" in csp, path
+        assert "unsafe-eval" not in csp and "script-src 'self';" in csp
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["x-frame-options"] == "DENY"
+        assert r.headers["referrer-policy"] == "no-referrer"
+        if path.startswith("/api/"):
+            assert r.headers["cache-control"] == "no-store"
+    assert web.client.post("/api/auth/login", json={"username": "x", "password": "y"}).headers["x-frame-options"] == "DENY"
+
+
+def test_cookie_session_needs_the_csrf_header_for_changes(web):
+    web.client.cookies.clear()
+    login = web.client.post("/api/auth/login", json={"username": ACME, "password": PASSWORD}).json()
+    csrf = web.client.cookies.get("critmin_csrf")
+    assert csrf == login["csrf_token"]
+    assert web.client.get("/api/auth/me").json()["email"] == ACME  # the cookie alone signs reads in
+    body = {"data": record("offer", "OCSRF-1")}
+    r = web.client.post("/api/offers", json=body)
+    assert r.status_code == 403 and "X-CSRF-Token" in r.json()["detail"]
+    assert web.client.post("/api/offers", json=body, headers={"X-CSRF-Token": "forged"}).status_code == 403
+    assert web.client.post("/api/runs", json={"kind": "deliver"}).status_code == 403
+    assert web.client.get("/api/offers", params={"q": "OCSRF-1"}).json()["total"] == 0
+    r = web.client.post("/api/offers", json=body, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 201 and r.json()["org"] == "Acme Rare Earths"
+    rid = r.json()["id"]
+    assert web.client.delete(f"/api/offers/{rid}", params={"version": 1}).status_code == 403
+    assert web.client.delete(f"/api/offers/{rid}", params={"version": 1}, headers={"X-CSRF-Token": csrf}).status_code == 204
+    # another session's CSRF token does not fit this session
+    other = web.client.post("/api/auth/login", json={"username": ACME, "password": PASSWORD}).json()  # replaces the cookies
+    assert web.client.post("/api/offers", json=body, headers={"X-CSRF-Token": login["csrf_token"]}).status_code == 403
+    assert web.client.post("/api/offers", json=body, headers={"X-CSRF-Token": other["csrf_token"]}).status_code == 201
+    # logout by cookie (a change: needs the header) ends the session
+    assert web.client.post("/api/auth/logout").status_code == 403
+    assert web.client.post("/api/auth/logout", headers={"X-CSRF-Token": other["csrf_token"]}).status_code == 200
+    web.client.cookies.set("critmin_session", other["access_token"], domain="testserver")
+    assert web.client.get("/api/auth/me").status_code == 401
+    # bearer requests need no CSRF header (a browser never adds that header on its own)
+    web.client.cookies.clear()
+    assert web.client.post("/api/offers", json={"data": record("offer", "OCSRF-2")}, headers={"Authorization": f"Bearer {login['access_token']}"}).status_code == 201
+
+
+def test_login_rate_limit(web):
+    limiter = web.app.state.limiter
+    assert limiter.failures == 5
+    web.h(GOV)  # signed in before the address is locked out
+    for _ in range(5):
+        assert web.client.post("/api/auth/login", json={"username": ACME, "password": "guess"}).status_code == 401
+    r = web.client.post("/api/auth/login", json={"username": ACME, "password": "guess"})
+    assert r.status_code == 429
+    wait = int(r.headers["retry-after"])
+    assert 1 <= wait <= 301 and f"{wait} s" in r.json()["detail"]
+    # even the right password waits; so does another user from the same address
+    assert web.client.post("/api/auth/login", json={"username": ACME, "password": PASSWORD}).status_code == 429
+    assert web.client.post("/api/auth/login", json={"username": BETA, "password": PASSWORD}).status_code == 429
+    assert web.client.get("/api/auth/me", headers=web.h(GOV)).status_code == 200  # sessions already open go on
+    # after the window the user may sign in again; a success clears the user's count
+    limiter.window_s = 0.05
+    time.sleep(0.1)
+    assert web.client.post("/api/auth/login", json={"username": ACME, "password": PASSWORD}).status_code == 200
+
+
+def test_rate_limit_counts_per_user_and_per_address():
+    from critmin.web.security import LoginLimiter
+
+    lim = LoginLimiter(failures=3, window_s=60)
+    for _ in range(3):
+        assert lim.retry_after("u:a", "ip:1") == 0
+        lim.failed("u:a", "ip:1")
+    assert 59 < lim.retry_after("u:a", "ip:2") <= 60  # the user, from anywhere
+    assert 59 < lim.retry_after("u:b", "ip:1") <= 60  # anyone, from that address
+    assert lim.retry_after("u:b", "ip:2") == 0
+    lim.succeeded("u:a")
+    assert lim.retry_after("u:a", "ip:2") == 0
+
+
+def test_docs_are_self_hosted_and_openapi_is_valid(web):
+    r = web.client.get("/docs")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    refs = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", r.text)
+    assert refs and not re.search(r"https?://", r.text)
+    for ref in refs:
+        if ref.startswith("data:"):
+            continue
+        assert ref.startswith("/static/"), ref
+        assert web.client.get(ref).status_code == 200, ref
+    init = web.client.get("/static/docs-init.js").text
+    assert "/openapi.json" in init and not re.search(r"https?://", init)
+    spec = web.client.get("/openapi.json").json()
+    assert spec["openapi"].startswith("3.") and spec["info"]["title"] == "critmin workspace API"
+    ops = [(p, m, op) for p, item in spec["paths"].items() for m, op in item.items()]
+    assert len(ops) >= 40 and all(p.startswith("/api/") for p, _, _ in ops)
+    assert len({op["operationId"] for _, _, op in ops}) == len(ops)
+    for p, m, op in ops:
+        assert op["responses"], (p, m)
+        for name in re.findall(r"\{(\w+)\}", p):
+            assert any(x["name"] == name and x["in"] == "path" for x in op.get("parameters", [])), (p, name)
+
+    def refs_in(x: Any) -> list[str]:
+        if isinstance(x, dict):
+            return ([x["$ref"]] if isinstance(x.get("$ref"), str) else []) + [r for v in x.values() for r in refs_in(v)]
+        return [r for v in x for r in refs_in(v)] if isinstance(x, list) else []
+
+    for ref in refs_in(spec):
+        assert ref.startswith("#/components/schemas/") and ref.split("/")[-1] in spec["components"]["schemas"], ref
+    assert spec["paths"]["/api/auth/login"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/LoginIn")
+
+
+def test_page_assets(web):
+    js = web.client.get("/assets/plotly.min.js")
+    assert js.status_code == 200 and "javascript" in js.headers["content-type"] and len(js.content) > 1_000_000
+    assert b"plotly" in js.content[:5000].lower()
+    topo = web.client.get("/assets/topojson/world_110m.json")
+    assert topo.status_code == 200 and topo.headers["content-type"] == "application/json"
+    world = topo.json()
+    assert world["type"] == "Topology" and world["objects"]
+    index = web.client.get("/")
+    assert index.status_code == 200 and index.headers["content-type"].startswith("text/html")

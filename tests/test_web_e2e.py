@@ -1,0 +1,475 @@
+"""End-to-end tests of the browser dashboard (``/``): a real ``critmin serve`` process on a fresh SQLite
+workspace, driven by Debian's Chromium through Playwright.
+
+The browser is never downloaded: the module skips when no ``chromium`` binary is installed. The tests
+share one signed-in page and run in file order (sign in first, the offline and console checks last).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)
+if CHROMIUM is None:
+    pytest.skip("no chromium binary (the dashboard tests use Debian's chromium, never a downloaded browser)", allow_module_level=True)
+pytest.importorskip("playwright.sync_api")
+
+from playwright.sync_api import Page, sync_playwright  # noqa: E402
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+PASSWORD = "correct horse battery"
+EMAIL = "analyst@us.example"
+COLLEAGUE = "colleague@us.example"
+ORG = "US Department of Energy"
+#: Browser console errors the tests provoke on purpose: the failed login (401) and the edit conflict (409).
+EXPECTED_HTTP_ERRORS = re.compile(r"Failed to load resource: the server responded with a status of (401|409)")
+
+
+# ------------------------------------------------------------------------------------------------ server
+@dataclass
+class Server:
+    base: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def call(self, method: str, path: str, body: Any = None, email: str | None = EMAIL) -> tuple[int, Any]:
+        """One API request with a bearer token (the test's side channel: another user, another tab)."""
+        headers = {"Accept": "application/json"}
+        if email is not None:
+            headers["Authorization"] = f"Bearer {self.token(email)}"
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(self.base + path, data=data, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                raw = r.read()
+                return r.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            e.close()
+            return e.code, json.loads(raw) if raw else None
+
+    def token(self, email: str) -> str:
+        if email not in self.tokens:
+            status, body = self.call("POST", "/api/auth/login", {"username": email, "password": PASSWORD}, email=None)
+            assert status == 200, body
+            self.tokens[email] = body["access_token"]
+        return self.tokens[email]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    d = tmp_path_factory.mktemp("web-e2e")
+    url = f"sqlite:///{d / 'w.db'}"
+    for email in (EMAIL, COLLEAGUE):
+        subprocess.run([sys.executable, "-m", "critmin", "user", "add", email, "--org", ORG, "--role", "government", "--password-stdin",
+                        "--database", url], input=PASSWORD.encode(), check=True, capture_output=True, timeout=120)
+    port = _free_port()
+    log = d / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "critmin", "serve", "--port", str(port), "--database", url],
+                                stdout=out, stderr=subprocess.STDOUT)
+    srv = Server(f"http://127.0.0.1:{port}", proc, log)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"the server exited ({proc.returncode}):\n{log.read_text(errors='replace')}")
+            try:
+                with urllib.request.urlopen(srv.base + "/api/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the server did not answer /api/health:\n{log.read_text(errors='replace')}")
+            time.sleep(0.2)
+        yield srv
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+# ------------------------------------------------------------------------------------------------ browser
+@dataclass
+class Browser:
+    page: Page
+    base: str
+    srv: Server
+    requests: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def tab(self, name: str) -> None:
+        self.page.click(f"#tab-btn-{name}")
+        self.page.wait_for_selector(f"#tab-{name}:not([hidden])")
+
+    def count(self, selector: str) -> int:
+        return int(self.page.locator(selector).count())
+
+    def wait_count(self, selector: str, at_least: int, timeout_s: float = 30.0) -> int:
+        """Wait until ``selector`` matches at least ``at_least`` elements (polled from Python: the page's CSP
+        forbids the eval that string predicates of wait_for_function would need)."""
+        t0 = time.monotonic()
+        while True:
+            n = self.count(selector)
+            if n >= at_least:
+                return n
+            if time.monotonic() - t0 > timeout_s:
+                raise AssertionError(f"{selector}: {n} elements after {timeout_s} s, expected >= {at_least}")
+            self.page.wait_for_timeout(100)
+
+    def wait_run(self, box: str, timeout_s: float = 60.0) -> str:
+        """Wait for the run shown in the status box ``box`` to end; its final status."""
+        self.page.wait_for_selector(f"#{box}[data-status='done'], #{box}[data-status='failed'], #{box}[data-status='cancelled']",
+                                    timeout=timeout_s * 1000)
+        return str(self.page.get_attribute(f"#{box}", "data-status"))
+
+
+@pytest.fixture(scope="module")
+def ui(server: Server) -> Iterator[Browser]:
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1440, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        b = Browser(page, server.base, server)
+        page.on("request", lambda r: b.requests.append(r.url))
+        page.on("console", lambda m: b.errors.append(f"console: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e: b.errors.append(f"pageerror: {e}"))
+        try:
+            yield b
+        finally:
+            context.close()
+            browser.close()
+
+
+# ------------------------------------------------------------------------------------------------ tests
+def test_sign_in_through_the_form(ui: Browser) -> None:
+    page = ui.page
+    page.goto(ui.base + "/")
+    page.wait_for_selector("#login-form")
+    assert page.is_hidden("#app-view")
+    page.fill("#login-username", EMAIL)
+    page.fill("#login-password", "not the password")
+    page.click("#login-submit")
+    page.wait_for_selector("#login-error:not([hidden])")
+    assert "Wrong email or password" in page.text_content("#login-error")
+    page.fill("#login-password", PASSWORD)
+    page.click("#login-submit")
+    page.wait_for_selector("#app-view:not([hidden])")
+    assert page.text_content("#user-email") == EMAIL
+    assert page.text_content("#user-org") == ORG
+    assert page.text_content("#user-role") == "government"
+    assert page.is_visible("#logout-button")
+    # the session cookie is HttpOnly: the page sees only the CSRF cookie
+    cookies = {c["name"]: c for c in page.context.cookies()}
+    assert cookies["critmin_session"]["httpOnly"] and cookies["critmin_session"]["secure"]
+    assert "critmin_session" not in page.evaluate("() => document.cookie")
+
+
+def test_priority_table_and_world_map(ui: Browser) -> None:
+    page = ui.page
+    ui.tab("priority")
+    assert ui.wait_count("#priority-table tbody tr", 10) >= 10
+    assert ui.count("#priority-method option") >= 3
+    # a plotly geo trace with the world's country paths drawn from the served topology
+    ui.wait_count("#supply-map .geo", 1)
+    assert ui.wait_count("#supply-map path.choroplethlocation", 51) > 50
+    # plotly and the world topology come from this server
+    assert ui.base + "/assets/plotly.min.js" in ui.requests
+    assert ui.base + "/assets/topojson/world_110m.json" in ui.requests
+    ui.wait_count("#supply-table tbody tr", 1)
+    # no "share chart" button: it would upload the data to Plotly's cloud
+    assert ui.count("#supply-map .modebar-btn") >= 1
+    assert ui.count(".modebar-btn[data-title^='Share']") == 0
+    # a ranking row sets the map to its commodity and chokepoint stage
+    page.click("#priority-table tbody tr[data-commodity='gallium']")
+    page.wait_for_selector("#supply-map .gtitle:has-text('Gallium')")
+    assert page.input_value("#map-node") == "gallium|refine"
+    assert page.text_content("#supply-table tbody tr td") == "CHN"
+    # another perspective and method re-rank
+    with page.expect_response(lambda r: "/api/minerals/priority" in r.url and "perspective=JPN" in r.url and "method=eu" in r.url) as resp:
+        page.select_option("#priority-method", "eu")
+        page.select_option("#priority-perspective", "JPN")
+    assert resp.value.ok
+    page.wait_for_selector("#priority-method-note:has-text('EU CRM')")
+    ui.wait_count("#priority-table tbody tr", 10)
+
+
+def test_sankey_of_a_chain(ui: Browser) -> None:
+    page = ui.page
+    ui.tab("chains")
+    assert ui.wait_count("#chain-select option", 5) >= 5
+    assert ui.wait_count("#sankey-chart .sankey .sankey-node", 4) >= 4
+    page.select_option("#chain-select", "gallium")
+    page.wait_for_selector("#sankey-chart .gtitle:has-text('gallium')")
+    assert ui.count("#sankey-chart .sankey-node") >= 2
+
+
+def test_scenario_run_draws_price_and_shortfall_bands(ui: Browser) -> None:
+    page = ui.page
+    ui.tab("scenarios")
+    ui.wait_count("#scenario-library tbody tr button", 1)
+    ui.wait_count("#sb-node option", 10)
+    page.fill("#scenario-q", "ev.E001.rare_earths")
+    page.click("#scenario-search")
+    page.wait_for_selector("#scenario-count:has-text('1 of 1 ')")
+    page.click("#scenario-library button[data-add='ev.E001.rare_earths.refine']")
+    assert page.text_content("#sim-selected").startswith("ev.E001.rare_earths.refine")
+    page.fill("#sim-draws", "200")
+    page.click("#sim-run")
+    assert ui.wait_run("sim-run-status") == "done"
+    page.wait_for_selector("#sim-results:not([hidden])")
+    # p05-p95 bands (filled areas) and median lines of price and of both participants' shortfall
+    assert ui.wait_count("#sim-price-chart .scatterlayer .trace", 4) >= 4
+    assert ui.count("#sim-price-chart .scatterlayer path.js-fill") >= 1
+    assert ui.wait_count("#sim-shortfall-chart .scatterlayer .trace", 6) >= 6
+    assert ui.count("#sim-shortfall-chart .scatterlayer path.js-fill") >= 2
+    perspectives = page.locator("#sim-table tbody tr td:nth-child(2)").all_text_contents()
+    assert sorted(perspectives) == ["BLOC", "JPN", "USA"]
+
+
+def test_build_and_run_a_scenario(ui: Browser) -> None:
+    page = ui.page
+    ui.tab("scenarios")
+    ui.wait_count("#sb-node option", 10)
+    page.select_option("#sb-node", "gallium|refine")
+    page.fill("#sb-id", "e2e.gallium.ban")
+    page.fill("#sb-restrictors", "chn")
+    page.select_option("#sb-targets", "BLOC")
+    page.select_option("#sb-regime", "ban")
+    page.fill("#sb-withheld", "0.8")
+    page.fill("#sb-duration", "6")
+    page.click("#sb-run")
+    assert ui.wait_run("sim-run-status") == "done"
+    ui.wait_count("#sim-price-chart .scatterlayer path.js-fill", 1)
+    assert page.input_value("#sim-path-scenario") == "e2e.gallium.ban"
+    # the run's parameters are the scenario as built
+    status, runs = ui.srv.call("GET", "/api/runs?kind=simulate&limit=1")
+    assert status == 200
+    scen = runs["items"][0]["params"]["scenario"]
+    assert scen["restrictors"] == ["CHN"] and scen["targets"] == ["BLOC"] and scen["withheld_share"] == 0.8 and scen["duration_months"] == 6
+    # saved to the workspace: listed, and added to the scenarios to simulate
+    page.fill("#sb-id", "e2e.gallium.saved")
+    page.click("#sb-save")
+    page.wait_for_selector("#scenario-form-msg.msg-ok")
+    page.wait_for_selector("#scenario-saved button[data-add='e2e.gallium.saved']")
+    page.wait_for_selector("#sim-selected li[data-id='e2e.gallium.saved']")
+    status, saved = ui.srv.call("GET", "/api/scenarios")
+    assert status == 200 and [r["key"] for r in saved["items"]] == ["e2e.gallium.saved"]
+    assert saved["items"][0]["data"]["withheld_share"] == 0.8
+
+
+def test_project_register_add_edit_conflict_and_escaping(ui: Browser) -> None:
+    page = ui.page
+    srv = ui.srv
+    # a record from another user whose name is markup: shown as text, never parsed
+    evil = '<img src=x id="injected">Evil & co'
+    status, body = srv.call("POST", "/api/projects", {"data": {"project_id": "E2E-X", "name": evil, "sponsor": "<b>bold</b>", "country_iso3": "AUS",
+                                                                "commodity_id": "gallium", "stage": "refine", "status_class": "feasibility",
+                                                                "sources": "test"}}, email=COLLEAGUE)
+    assert status == 201, body
+    ui.tab("projects")
+    page.fill("#project-q", "E2E")
+    page.click("#project-search-form button[type=submit]")
+    page.wait_for_selector("#projects-table tbody tr[data-key='E2E-X']")
+    assert ui.count("#injected") == 0 and ui.count("#projects-table img") == 0
+    assert evil in page.text_content("#projects-table tbody tr[data-key='E2E-X']")
+
+    # add a confidential project through the form
+    page.click("#project-new")
+    page.fill("#pf-project_id", "E2E-1")
+    page.fill("#pf-name", "E2E gallium recovery plant")
+    page.fill("#pf-sponsor", "E2E Metals")
+    page.fill("#pf-country_iso3", "usa")
+    page.fill("#pf-commodity_id", "gallium")
+    page.fill("#pf-stage", "refine")
+    page.select_option("#pf-status_class", "construction")
+    page.fill("#pf-capacity_t", "50")
+    page.fill("#pf-first_output", "2027-06")
+    page.fill("#pf-sources", "https://example.org/e2e")
+    page.check("#pf-confidential")
+    page.click("#project-save")
+    page.wait_for_selector("#project-msg.msg-ok")
+    row = "#projects-table tbody tr[data-key='E2E-1']"
+    page.wait_for_selector(row)
+    assert "confidential" in page.text_content(row)
+    rid = int(page.get_attribute(row, "data-id") or 0)
+    status, rec = srv.call("GET", f"/api/projects/{rid}")
+    assert status == 200 and rec["confidential"] and rec["data"]["country_iso3"] == "USA" and rec["data"]["capacity_t"] == 50
+
+    # edit: version 1 -> 2
+    page.fill("#pf-name", "E2E gallium recovery plant, phase 1")
+    page.click("#project-save")
+    page.wait_for_selector("#project-msg.msg-ok:has-text('version 2')")
+    # a colleague changes it meanwhile; saving the stale version answers 409 with a clear message
+    status, rec = srv.call("PUT", f"/api/projects/{rid}", {"version": 2, "data": {**rec["data"], "capacity_t": 75}}, email=COLLEAGUE)
+    assert status == 200 and rec["version"] == 3
+    page.fill("#pf-capex_usd", "120000000")
+    page.click("#project-save")
+    page.wait_for_selector("#project-msg.msg-warn")
+    assert "someone else changed this project" in page.text_content("#project-msg")
+    page.click("[data-testid=project-reload]")
+    page.wait_for_selector("#project-msg.msg-ok:has-text('version 3')")
+    assert page.input_value("#pf-capacity_t") == "75"
+    page.fill("#pf-capex_usd", "120000000")
+    page.click("#project-save")
+    page.wait_for_selector("#project-msg.msg-ok:has-text('version 4')")
+
+    # comments: markup stays text
+    page.click(f"{row} button[data-comments]")
+    page.wait_for_selector("#comments-card:not([hidden])")
+    page.fill("#comment-body", "<script>alert(1)</script> looks fine")
+    page.click("#comment-form button[type=submit]")
+    page.wait_for_selector("#comments-list li .body:has-text('looks fine')")
+    assert ui.count("#comments-list script") == 0
+    assert page.text_content("#comments-list li .body") == "<script>alert(1)</script> looks fine"
+
+
+def test_portfolio_with_budgets_selects_projects_and_draws_the_frontier(ui: Browser) -> None:
+    page = ui.page
+    ui.tab("portfolio")
+    ui.wait_count("#budget-table tbody tr", 10)
+    key = "JPN_JOGMEC:equity"
+    page.fill(f"#budget-table input[data-key='{key}']", "900000000")
+    page.fill("#pf-draws", "100")
+    page.fill("#pf-frontier", "4")
+    page.click("#pf-run")
+    assert ui.wait_run("pf-run-status", 90) == "done"
+    assert ui.wait_count("#pf-selected tbody tr[data-project]", 1) >= 1
+    first = page.locator("#pf-selected tbody tr[data-project]").first.locator("td").all_text_contents()
+    assert first[2] and first[3] and first[4].startswith("$")  # instrument, agency, cost
+    assert ui.count("#pf-money tbody tr") >= 1
+    assert ui.wait_count("#pf-frontier-chart .scatterlayer .trace", 2) >= 2
+    assert ui.count("#pf-frontier-chart .scatterlayer .point") >= 4
+    assert "Optimal" in page.text_content("#pf-summary")
+    status, runs = ui.srv.call("GET", "/api/runs?kind=portfolio&limit=1")
+    params = runs["items"][0]["params"]
+    assert params["budgets"] == {key: 900000000.0} and params["draws"] == 100 and params["frontier_points"] == 4
+
+
+def test_stockpiles_deliveries_and_matches(ui: Browser) -> None:
+    page = ui.page
+    ui.tab("stockpiles")
+    page.fill("#sp-draws", "100")
+    page.fill("#sp-budget", "500000000")
+    page.select_option("#sp-perspective", "USA")
+    page.click("#sp-run")
+    assert ui.wait_run("sp-run-status", 60) == "done"
+    assert ui.wait_count("#sp-table tbody tr", 5) >= 5
+    ui.wait_count("#sp-chart .barlayer .point", 1)
+    assert "Value per USD" in page.text_content("#sp-budget-plans")
+
+    ui.tab("delivery")
+    page.click("#dl-run")
+    assert ui.wait_run("dl-run-status") == "done"
+    assert ui.wait_count("#dl-chart .barlayer .trace", 1) >= 1
+    assert ui.count("#dl-buyers tbody tr") >= 1
+
+    ui.tab("matches")
+    page.click("#mt-run")
+    assert ui.wait_run("mt-run-status") == "done"
+    assert ui.wait_count("#mt-table tbody tr", 1) >= 1
+    score = page.locator("#mt-table tbody tr").first.locator("td").nth(5).text_content() or ""
+    assert 0 < float(score) <= 1
+
+
+def test_plan_files_runs_list_and_cancel(ui: Browser) -> None:
+    page = ui.page
+    ui.tab("reports")
+    page.fill("#pl-draws", "100")
+    page.click("#pl-run")
+    # the plan is accepted (it has an id) and occupies the worker
+    page.wait_for_selector("#pl-run-status[data-run-id][data-status='running'], #pl-run-status[data-run-id][data-status='queued']", timeout=30_000)
+    # a simulation started while the plan runs waits in the queue: cancel it from its progress box
+    ui.tab("scenarios")
+    ui.wait_count("#sb-node option", 10)
+    page.fill("#sb-id", "e2e.cancelled")
+    page.fill("#sb-duration", "7")
+    page.click("#sb-run")
+    page.wait_for_selector("#sim-run-status[data-run-id][data-status='queued'] [data-testid=run-cancel]:visible").click()
+    assert ui.wait_run("sim-run-status") == "cancelled"
+    ui.tab("reports")
+    assert ui.wait_run("pl-run-status", 120) == "done"
+    links = page.locator("#pl-files a")
+    assert sorted(links.all_text_contents()) == ["plan.html", "plan.json", "plan.pdf", "plan.xlsx"]
+    for a in links.all():
+        href = a.get_attribute("href") or ""
+        assert href.startswith("/api/runs/")
+        r = page.request.get(ui.base + href)  # the browser's session cookie
+        assert r.status == 200, href
+        if href.endswith(".pdf"):
+            assert r.body().startswith(b"%PDF")
+    page.click("#runs-refresh")
+    page.wait_for_selector("#runs-table tbody tr:has-text('plan')")
+    kinds = page.locator("#runs-table tbody tr td:nth-child(2)").all_text_contents()
+    assert {"plan", "simulate"} <= set(kinds)
+    assert "cancelled" in page.text_content("#runs-table")
+    # a previous run shown again: its files listed anew
+    plan_id = page.get_attribute("#pl-run-status", "data-run-id")
+    page.evaluate("() => document.getElementById('pl-files').replaceChildren()")
+    assert ui.count("#pl-files a") == 0
+    page.click(f"#runs-table button[data-open='{plan_id}']")
+    page.wait_for_selector(f"#pl-run-status:has-text('Run {plan_id} (plan)')")
+    assert ui.wait_count("#pl-files a", 4) == 4
+
+
+def test_audit_log_and_sign_out(ui: Browser) -> None:
+    page = ui.page
+    ui.srv.token(EMAIL)  # any login of the side channel happens before the page reads the log
+    ui.tab("audit")
+    page.click("#audit-refresh")
+    ui.wait_count("#audit-table tbody tr", 2)
+    page.wait_for_timeout(300)
+    status, log = ui.srv.call("GET", "/api/audit?limit=300")
+    assert status == 200
+    shown = page.locator("#audit-table tbody tr td:nth-child(3)").all_text_contents()
+    assert shown == [a["action"] for a in log["items"]]
+    assert "login" in shown
+    session = next(c["value"] for c in page.context.cookies() if c["name"] == "critmin_session")
+    page.click("#logout-button")
+    page.wait_for_selector("#login-form:visible")
+    assert page.is_hidden("#app-view")
+    page.reload()
+    page.wait_for_selector("#login-form:visible")
+    assert not any(c["name"] == "critmin_session" for c in page.context.cookies())
+    # the signed-out session's token no longer works
+    ui.srv.tokens["old session"] = session
+    status, _ = ui.srv.call("GET", "/api/auth/me", email="old session")
+    assert status == 401
+
+
+def test_everything_stayed_on_the_server_without_errors(ui: Browser) -> None:
+    assert len(ui.requests) > 10
+    outside = [u for u in ui.requests if not u.startswith(ui.base + "/")]
+    assert outside == [], outside
+    errors = [e for e in ui.errors if not EXPECTED_HTTP_ERRORS.search(e)]
+    assert errors == [], errors
