@@ -866,3 +866,13 @@ def test_page_assets(web):
     assert world["type"] == "Topology" and world["objects"]
     index = web.client.get("/")
     assert index.status_code == 200 and index.headers["content-type"].startswith("text/html")
+
+
+def test_unknown_query_parameters_are_refused(web) -> None:
+    """A typo in a query parameter answers 422 naming it, instead of silently answering for the default."""
+    h = web.h("gov@us.example")
+    r = web.client.get("/api/minerals/priority?perspectiv=USA", headers=h)
+    assert r.status_code == 422
+    assert r.json()["problems"][0]["field"] == "query.perspectiv" and "perspective" in r.json()["problems"][0]["message"]
+    assert web.client.get("/api/minerals/priority?perspective=USA&top=3", headers=h).status_code == 200
+    assert web.client.get("/api/health?verbose=1").status_code == 422

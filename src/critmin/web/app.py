@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi import Path as FPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
@@ -76,7 +77,32 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-async def current_actor(request: Request) -> Actor:
+def _query_names(dependant: Any) -> set[str]:
+    names = {p.alias for p in dependant.query_params}
+    for d in dependant.dependencies:
+        names |= _query_names(d)
+    return names
+
+
+async def no_unknown_query(request: Request) -> None:
+    """A query parameter the operation does not declare is refused (422), not silently ignored: a typo such
+    as ``?perspectiv=USA`` would otherwise answer for the default perspective."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    allowed = _query_names(dependant)
+    bad = sorted({k for k in request.query_params.keys() if k not in allowed})
+    if bad:
+        raise WorkspaceError(422, "unknown query parameter", [{"field": f"query.{k}", "message": f"not a parameter of this operation (it takes: {', '.join(sorted(allowed)) or 'none'})"}
+                                                             for k in bad])
+
+
+#: Declares bearer authentication in the OpenAPI spec (the "Authorize" button of /docs); the token is read below.
+BEARER = HTTPBearer(auto_error=False, description="access_token from POST /api/auth/login")
+
+
+async def current_actor(request: Request, _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None) -> Actor:
     """The signed-in user: bearer token, else session cookie (with the CSRF header on changes). A session
     known to this process is answered from memory; otherwise the database is read in a worker thread."""
     ws: Workspace = request.app.state.ws
@@ -139,7 +165,7 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
         probs = [{"field": ".".join(str(x) for x in e.get("loc", ())), "message": str(e.get("msg", ""))} for e in exc.errors()]
         return JSONResponse({"detail": "invalid request", "problems": probs}, status_code=422)
 
-    api = APIRouter(prefix="/api")
+    api = APIRouter(prefix="/api", dependencies=[Depends(no_unknown_query)])
 
     # ---------------------------------------------------------------------------------------- auth
 
