@@ -74,10 +74,11 @@ async def _load(base: str, tokens: list[str], duration: float) -> tuple[dict[str
     return out, errors, time.perf_counter() - t0
 
 
-def run_load(clients: int = 50, duration: float = 20.0) -> dict[str, object]:
-    """Start a server, load it, stop it; returns per-endpoint statistics."""
+def run_load(clients: int = 50, duration: float = 20.0, database: str | None = None) -> dict[str, object]:
+    """Start a server, load it, stop it; returns per-endpoint statistics. ``database``: an empty database
+    URL (e.g. PostgreSQL) instead of a fresh SQLite file."""
     with tempfile.TemporaryDirectory(prefix="critmin-load-") as d:
-        db = f"sqlite:///{Path(d) / 'w.db'}"
+        db = database or f"sqlite:///{Path(d) / 'w.db'}"
         env = {**os.environ}
         email = "load@bench.example"
         subprocess.run([sys.executable, "-m", "critmin", "user", "add", email, "--org", "Bench", "--role", "government", "--password-stdin",
@@ -113,11 +114,11 @@ def run_load(clients: int = 50, duration: float = 20.0) -> dict[str, object]:
     allv = np.concatenate([np.array(v) for v in out.values() if v])
     total = {"requests": int(allv.size), "errors": int(sum(errors.values())), "p50_ms": float(np.percentile(allv, 50)),
              "p95_ms": float(np.percentile(allv, 95)), "requests_per_s": float(allv.size / seconds)}
-    return {"clients": clients, "duration_s": duration, "endpoints": rows, "total": total}
+    return {"clients": clients, "duration_s": duration, "database": db.split(":", 1)[0], "endpoints": rows, "total": total}
 
 
 def print_table(rec: dict[str, object], base: dict[str, float]) -> None:
-    print(f"load test: {rec['clients']} concurrent clients, {rec['duration_s']:.0f} s on loopback (SQLite workspace)")
+    print(f"load test: {rec['clients']} concurrent clients, {rec['duration_s']:.0f} s on loopback ({rec.get('database', 'sqlite')} workspace)")
     print(f"{'endpoint':12} {'requests':>9} {'errors':>7} {'p50 ms':>8} {'p95 ms':>8} {'base p95':>9} {'ratio':>6}  target")
     eps: dict[str, dict[str, float]] = rec["endpoints"]  # type: ignore[assignment]
     for name, r in eps.items():
@@ -134,9 +135,10 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--database", help="an empty workspace database URL (default: a fresh SQLite file)")
     ap.add_argument("--update-baseline", action="store_true")
     args = ap.parse_args()
-    rec = run_load(args.clients, args.duration)
+    rec = run_load(args.clients, args.duration, args.database)
     base_all = json.loads(BASELINE.read_text()) if BASELINE.exists() else {}
     if args.json:
         print(json.dumps(rec, indent=2))

@@ -876,3 +876,23 @@ def test_unknown_query_parameters_are_refused(web) -> None:
     assert r.json()["problems"][0]["field"] == "query.perspectiv" and "perspective" in r.json()["problems"][0]["message"]
     assert web.client.get("/api/minerals/priority?perspective=USA&top=3", headers=h).status_code == 200
     assert web.client.get("/api/health?verbose=1").status_code == 422
+
+
+def test_cancel_recorded_by_another_server_process_stops_the_run(web) -> None:
+    """A cancel written to the database by another server process (the run's message set to 'cancelling')
+    stops the run at its next progress point."""
+    import time
+
+    from critmin.web import models as m
+    from critmin.web.jobs import CANCELLING
+
+    h = web.h("gov@us.example")
+    run = web.client.post("/api/runs", json={"kind": "risk", "params": {"draws": 5000}}, headers=h).json()
+    t0 = time.monotonic()
+    while web.client.get(f"/api/runs/{run['id']}", headers=h).json()["status"] != "running":
+        assert time.monotonic() - t0 < 60
+        time.sleep(0.05)
+    with web.app.state.ws.db.session() as s:
+        s.get(m.Run, run["id"]).message = CANCELLING
+    done = web.wait("gov@us.example", run["id"])
+    assert done["status"] == "cancelled" and done["progress"] < 1.0

@@ -24,7 +24,8 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import defer
 
 from critmin.web import access
 from critmin.web import models as m
@@ -36,6 +37,10 @@ from critmin.web.workspace import Workspace, WorkspaceError, _iso, jsonable
 MAX_DRAWS = 5000
 #: A calendar month YYYY-MM (ASCII digits, month 01-12).
 MONTH = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
+
+
+#: The message a cancelled running run carries until its job stops (read by the job at each progress point).
+CANCELLING = "cancelling"
 
 
 class Cancelled(Exception):
@@ -157,7 +162,7 @@ class JobRunner:
         digest = hashlib.sha256(json.dumps({"kind": kind, "params": pdict, "data_version": meta["data_version"], "parameters_sha256": meta["parameters_sha256"],
                                             "critmin_version": __version__, "records": record_digest}, sort_keys=True, default=str).encode()).hexdigest()
         with self.ws.db.session() as s:
-            prev = s.scalar(select(m.Run).where(m.Run.inputs_sha256 == digest, m.Run.status == "done", m.Run.cached_from.is_(None),
+            prev = s.scalar(select(m.Run).options(defer(m.Run.result)).where(m.Run.inputs_sha256 == digest, m.Run.status == "done", m.Run.cached_from.is_(None),
                                                 or_(m.Run.org_id == actor.org_id, m.Run.confidential.is_(False))).order_by(m.Run.id.desc()))
             run = m.Run(kind=kind, params=jsonable(pdict), inputs_sha256=digest, data_version=str(meta["data_version"]), critmin_version=__version__,
                         org_id=actor.org_id, user_id=actor.user_id, confidential=confidential, status="queued")
@@ -187,37 +192,48 @@ class JobRunner:
                 if r.status == "queued":
                     r.status, r.message, r.finished_at = "cancelled", "cancelled before it started", datetime.now(UTC)
                 else:
-                    r.message = "cancelling"
+                    r.message = CANCELLING
                 self.ws._audit(s, actor, "cancel", "run", str(rid), {})
         return self.get(actor, rid)
 
     def _readable(self, s: Any, actor: Actor, rid: int) -> m.Run:
-        r = s.get(m.Run, rid)
+        r = s.get(m.Run, rid, options=[defer(m.Run.result)])  # the result is loaded only when asked for
         if r is None or not access.can_read_run(actor, r.org_id, r.confidential):
             raise WorkspaceError(404, f"no run {rid}")
         return r
 
-    def _out(self, s: Any, r: m.Run) -> dict[str, Any]:
-        src = r.cached_from or r.id
-        files = sorted(s.scalars(select(m.RunFile.name).where(m.RunFile.run_id == src)))
-        org = s.get(m.Organisation, r.org_id)
-        user = s.get(m.User, r.user_id)
+    def _out(self, s: Any, r: m.Run, lookups: dict[str, Any] | None = None) -> dict[str, Any]:
+        lk = lookups or self._lookups(s, [r])
         return {"id": r.id, "kind": r.kind, "status": r.status, "progress": r.progress, "message": r.message, "params": r.params,
                 "inputs_sha256": r.inputs_sha256, "data_version": r.data_version, "critmin_version": r.critmin_version,
-                "org": org.name if org else "", "user": user.email if user else "", "confidential": r.confidential, "cached_from": r.cached_from,
-                "error": r.error, "created_at": _iso(r.created_at), "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at), "files": files}
+                "org": lk["orgs"].get(r.org_id, ""), "user": lk["users"].get(r.user_id, ""), "confidential": r.confidential, "cached_from": r.cached_from,
+                "error": r.error, "created_at": _iso(r.created_at), "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at),
+                "files": sorted(lk["files"].get(r.cached_from or r.id, []))}
+
+    @staticmethod
+    def _lookups(s: Any, runs: list[m.Run]) -> dict[str, Any]:
+        """Organisation names, user emails and file names of a page of runs, in three queries."""
+        orgs = {o.id: o.name for o in s.scalars(select(m.Organisation).where(m.Organisation.id.in_({r.org_id for r in runs})))}
+        users = {u.id: u.email for u in s.scalars(select(m.User).where(m.User.id.in_({r.user_id for r in runs})))}
+        files: dict[int, list[str]] = {}
+        for rid, name in s.execute(select(m.RunFile.run_id, m.RunFile.name).where(m.RunFile.run_id.in_({r.cached_from or r.id for r in runs}))):
+            files.setdefault(rid, []).append(name)
+        return {"orgs": orgs, "users": users, "files": files}
 
     def get(self, actor: Actor, rid: int) -> dict[str, Any]:
         with self.ws.db.session() as s:
             return self._out(s, self._readable(s, actor, rid))
 
     def list_runs(self, actor: Actor, kind: str | None = None, limit: int = 100, offset: int = 0) -> dict[str, Any]:
+        """A page of the runs the actor may read, newest first (results are not loaded)."""
         with self.ws.db.session() as s:
-            q = select(m.Run).where(or_(m.Run.org_id == actor.org_id, m.Run.confidential.is_(False)))
+            cond = [or_(m.Run.org_id == actor.org_id, m.Run.confidential.is_(False))]
             if kind:
-                q = q.where(m.Run.kind == kind)
-            rows = list(s.scalars(q.order_by(m.Run.id.desc())))
-            return {"total": len(rows), "items": [self._out(s, r) for r in rows[offset: offset + limit]]}
+                cond.append(m.Run.kind == kind)
+            total = s.scalar(select(func.count()).select_from(m.Run).where(*cond)) or 0
+            rows = list(s.scalars(select(m.Run).options(defer(m.Run.result)).where(*cond).order_by(m.Run.id.desc()).limit(limit).offset(offset)))
+            lk = self._lookups(s, rows)
+            return {"total": int(total), "items": [self._out(s, r, lk) for r in rows]}
 
     def result(self, actor: Actor, rid: int) -> dict[str, Any]:
         with self.ws.db.session() as s:
@@ -288,9 +304,14 @@ class JobRunner:
             with self.ws.db.session() as s:
                 r = s.get(m.Run, rid)
                 if r is not None:
-                    r.progress = max(0.0, min(1.0, float(fraction)))
-                    if message:
-                        r.message = message
+                    if r.message == CANCELLING:  # asked for through another server process on the same database
+                        ev.set()
+                    else:
+                        r.progress = max(0.0, min(1.0, float(fraction)))
+                        if message:
+                            r.message = message
+            if ev.is_set():
+                raise Cancelled()
         return report
 
     def _execute(self, rid: int, kind: str, p: BaseModel, actor: Actor, ev: threading.Event) -> None:
