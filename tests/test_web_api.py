@@ -896,3 +896,65 @@ def test_cancel_recorded_by_another_server_process_stops_the_run(web) -> None:
         s.get(m.Run, run["id"]).message = CANCELLING
     done = web.wait("gov@us.example", run["id"])
     assert done["status"] == "cancelled" and done["progress"] < 1.0
+
+
+VULN_COLUMNS = {"commodity_id", "stage", "name", "hhi", "hhi_wgi", "top_country", "top_share", "top3_share", "concern_share", "bloc_share",
+                "participants_share", "coverage", "n_countries", "basis", "bound", "wgi_imputed", "year", "source_ids", "chokepoint"}
+SHARE_COLUMNS = ("top_share", "top3_share", "concern_share", "bloc_share", "participants_share", "coverage")
+
+
+def test_vulnerabilities_by_stage(web) -> None:
+    """GET /api/atlas/vulnerabilities: stage_metrics of every node or of one commodity, with its chokepoint."""
+    web.client.cookies.clear()
+    r = web.client.get("/api/atlas/vulnerabilities", params={"commodity": "rare_earths"})
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    h = web.h(OBSERVER)
+    r = web.client.get("/api/atlas/vulnerabilities", params={"commodity": "rare_earths"}, headers=h)
+    assert r.status_code == 200, r.text
+    rows = r.json()
+    assert [x["stage"] for x in rows] == ["mine", "refine", "metal"][: len(rows)] and len(rows) >= 2
+    for x in rows:
+        assert set(x) == VULN_COLUMNS
+        assert x["commodity_id"] == "rare_earths" and x["name"] == "Rare earths"
+        assert all(0 <= x[k] <= 1 for k in SHARE_COLUMNS), x
+        assert 0 < x["hhi"] <= 10_000 and 0 <= x["hhi_wgi"] <= 10 and x["n_countries"] >= 1
+        assert x["top_share"] <= x["top3_share"] <= x["coverage"] + 1e-9
+    refine = next(x for x in rows if x["stage"] == "refine")
+    assert refine["top_country"] == "CHN" and refine["top_share"] == pytest.approx(0.9128, abs=1e-4)
+    # the chokepoint is the stage the priority ranking (critmin method, BLOC) names
+    ranked = web.client.get("/api/minerals/priority", params={"top": 200}, headers=h).json()
+    choke = next(m["chokepoint_stage"] for m in ranked if m["commodity"] == "rare_earths")
+    assert [x["stage"] for x in rows if x["chokepoint"]] == [choke]
+    # all nodes: one row per node with country shares
+    every = web.client.get("/api/atlas/vulnerabilities", headers=h).json()
+    nodes = web.client.get("/api/atlas/nodes", headers=h).json()
+    assert {(x["commodity_id"], x["stage"]) for x in every} == {(n["commodity"], n["stage"]) for n in nodes}
+    assert all(0 <= x[k] <= 1 for x in every for k in SHARE_COLUMNS)
+    # a commodity of the atlas without country shares has no rows; one the atlas does not know is 404
+    assert web.client.get("/api/atlas/vulnerabilities", params={"commodity": "thorium"}, headers=h).json() == []
+    r = web.client.get("/api/atlas/vulnerabilities", params={"commodity": "unobtainium"}, headers=h)
+    assert r.status_code == 404 and "unobtainium" in r.json()["detail"]
+    r = web.client.get("/api/atlas/vulnerabilities", params={"commodity": "x" * 61}, headers=h)
+    assert r.status_code == 422 and fields(r) == ["query.commodity"]
+    r = web.client.get("/api/atlas/vulnerabilities", params={"comodity": "rare_earths"}, headers=h)
+    assert r.status_code == 422 and fields(r) == ["query.comodity"]
+
+
+def test_chain_nodes(web) -> None:
+    """GET /api/chains/{id}/nodes: the chain's (commodity, stage) nodes from its links, upstream first."""
+    web.client.cookies.clear()
+    assert web.client.get("/api/chains/rare_earth_magnets/nodes").status_code == 401
+    h = web.h(OBSERVER)
+    r = web.client.get("/api/chains/rare_earth_magnets/nodes", headers=h)
+    assert r.status_code == 200, r.text
+    assert [(n["commodity"], n["stage"], n["step"]) for n in r.json()] == [
+        ("rare_earths", "mine", 0), ("rare_earths", "refine", 1), ("rare_earths", "metal", 2), ("ndfeb_magnets", "magnet", 3)]
+    batteries = web.client.get("/api/chains/batteries/nodes", headers=h).json()
+    assert batteries[-1]["commodity"] == "battery_cells" and [n["step"] for n in batteries] == sorted(n["step"] for n in batteries)
+    links = web.app.state.ws.atlas.chain_links
+    links = links[links["chain_id"] == "batteries"]
+    assert {(n["commodity"], n["stage"]) for n in batteries} == (set(zip(links["from_commodity"], links["from_stage"], strict=True))
+                                                                 | set(zip(links["to_commodity"], links["to_stage"], strict=True)))
+    assert web.client.get("/api/chains/no_such_chain/nodes", headers=h).status_code == 404
+    r = web.client.get("/api/chains/batteries/nodes", params={"step": 1}, headers=h)
+    assert r.status_code == 422 and fields(r) == ["query.step"]

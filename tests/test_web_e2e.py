@@ -234,6 +234,24 @@ def test_sankey_of_a_chain(ui: Browser) -> None:
     assert ui.count("#sankey-chart .sankey-node") >= 2
 
 
+def test_chain_vulnerabilities_by_stage(ui: Browser) -> None:
+    page = ui.page
+    ui.tab("chains")
+    page.select_option("#chain-select", "rare_earth_magnets")
+    page.wait_for_selector("#chain-vuln-title:has-text('rare earth magnets')")
+    assert ui.wait_count("#chain-vuln-table tbody tr[data-vuln]", 3) >= 3
+    # upstream first, one row per node of the chain, with its concentration
+    stages = page.locator("#chain-vuln-table tbody tr").evaluate_all("rows => rows.map(r => r.dataset.commodity + '/' + r.dataset.stage)")
+    assert stages == ["rare_earths/mine", "rare_earths/refine", "rare_earths/metal", "ndfeb_magnets/magnet"]
+    refine = page.locator("#chain-vuln-table tbody tr[data-commodity='rare_earths'][data-stage='refine'] td").all_text_contents()
+    assert refine[5].startswith("CHN") and "91.3 %" in refine[5]
+    assert ui.count("#chain-vuln-table tbody tr.choke .badge-choke") >= 1
+    # a node without country shares is listed as such
+    page.select_option("#chain-select", "gallium")
+    page.wait_for_selector("#chain-vuln-table tbody tr.nodata[data-commodity='gaas_semiconductors']")
+    assert ui.count("#chain-vuln-table tbody tr[data-vuln][data-commodity='gallium']") == 1
+
+
 def test_scenario_run_draws_price_and_shortfall_bands(ui: Browser) -> None:
     page = ui.page
     ui.tab("scenarios")
@@ -440,6 +458,40 @@ def test_plan_files_runs_list_and_cancel(ui: Browser) -> None:
     page.click(f"#runs-table button[data-open='{plan_id}']")
     page.wait_for_selector(f"#pl-run-status:has-text('Run {plan_id} (plan)')")
     assert ui.wait_count("#pl-files a", 4) == 4
+
+
+def test_risk_ranking_table_chart_and_reopen(ui: Browser) -> None:
+    page = ui.page
+    ui.tab("risk")
+    page.select_option("#rk-perspective", "USA")
+    page.fill("#rk-draws", "50")
+    page.click("#rk-run")
+    assert ui.wait_run("rk-run-status", 90) == "done"
+    assert ui.wait_count("#rk-table tbody tr[data-commodity]", 10) >= 10
+    first = page.locator("#rk-table tbody tr").first.locator("td").all_text_contents()
+    assert first[0] == "1" and first[2].startswith("$") and first[5] in {"high", "elevated", "moderate", "limited", "negligible"}
+    assert ui.count("#rk-table tbody tr:first-child td:nth-child(7) li") >= 1  # driving scenarios
+    # the horizontal bars of the (at most 15) largest expected losses
+    bars = ui.wait_count("#rk-chart .barlayer .point", 5)
+    assert 5 <= bars <= 15
+    assert "USA" in page.text_content("#rk-chart .gtitle")
+    assert "USD per year of exposure" in page.text_content("#rk-basis")
+    status, runs = ui.srv.call("GET", "/api/runs?kind=risk&limit=1")
+    assert status == 200
+    run = runs["items"][0]
+    assert run["params"]["perspective"] == "USA" and run["params"]["draws"] == 50
+    status, res = ui.srv.call("GET", f"/api/runs/{run['id']}/result")
+    assert status == 200 and page.get_attribute("#rk-table tbody tr:first-child", "data-commodity") == res["result"]["ranking"][0]["commodity"]
+    # "Show" in the runs list opens it again in this tab
+    page.select_option("#rk-perspective", "JPN")
+    page.evaluate("() => document.querySelector('#rk-table tbody').replaceChildren()")
+    ui.tab("reports")
+    page.click("#runs-refresh")
+    page.click(f"#runs-table button[data-open='{run['id']}']")
+    page.wait_for_selector(f"#rk-run-status:has-text('Run {run['id']} (risk)')")
+    assert page.is_visible("#tab-risk")
+    assert ui.wait_count("#rk-table tbody tr[data-commodity]", 10) >= 10
+    assert page.input_value("#rk-perspective") == "USA"
 
 
 def test_audit_log_and_sign_out(ui: Browser) -> None:

@@ -244,6 +244,20 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
             return {"commodity": commodity, "stage": stage, "rows": _supply(ws, commodity, stage)}
         return await _json_async(("supply", id(ws.atlas), commodity, stage), build)
 
+    @api.get("/atlas/vulnerabilities", tags=["assess"], responses=ERRORS, response_model=list[dict[str, Any]])
+    async def vulnerabilities(who: Who, commodity: Annotated[str, Query(max_length=60)] = "") -> Response:
+        """Vulnerabilities by stage: concentration of supply at each commodity-stage node (HHI 0-10,000, HHI_WGI 0-10, top
+        country and shares of world supply 0-1: top, top 3, concern, bloc, participants, coverage), with ``chokepoint`` true
+        at the stage critmin's method (BLOC perspective) names the commodity's chokepoint; one commodity, or all (cached)."""
+        def build() -> list[dict[str, Any]]:
+            rows = _vulnerabilities(ws)
+            if not commodity:
+                return rows
+            if commodity not in set(ws.atlas.commodity_ids()):
+                raise WorkspaceError(404, f"no commodity '{commodity}'")
+            return [r for r in rows if r["commodity_id"] == commodity]
+        return await _json_async(("vulnerabilities", id(ws.atlas), commodity), build)
+
     @api.get("/chains", tags=["assess"], responses=ERRORS, response_model=list[str])
     async def chains(who: Who) -> Response:
         """Supply chains of the atlas."""
@@ -258,6 +272,16 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
                 raise WorkspaceError(404, f"no chain '{chain_id}' with shares")
             return fig
         return await _json_async(("sankey", id(ws.atlas), chain_id), build)
+
+    @api.get("/chains/{chain_id}/nodes", tags=["assess"], responses=ERRORS, response_model=list[dict[str, Any]])
+    async def chain_nodes(who: Who, chain_id: Annotated[str, FPath(max_length=60)]) -> Response:
+        """The commodity-stage nodes of one chain (from its links), upstream first: ``step`` 0 has no supplier in the chain."""
+        def build() -> list[dict[str, Any]]:
+            found = _chain_nodes(ws, chain_id)
+            if not found:
+                raise WorkspaceError(404, f"no chain '{chain_id}'")
+            return found
+        return await _json_async(("chain_nodes", id(ws.atlas), chain_id), build)
 
     @api.get("/scenarios/library", tags=["scenarios"], responses=ERRORS, response_model=sc.Page)
     async def library(who: Who, q: Annotated[str, Query(max_length=100)] = "", family: Annotated[str, Query(pattern="^(|event|generated)$")] = "",
@@ -478,6 +502,44 @@ def _sankey(ws: Workspace, chain_id: str) -> dict[str, Any] | None:
         fig = sankey_fig(ws.atlas, chain_id)
         return None if fig is None else json.loads(fig.to_json())
     return _cached((id(ws.atlas), "sankey", chain_id), build)
+
+
+def _vulnerabilities(ws: Workspace) -> list[dict[str, Any]]:
+    """``stage_metrics`` of every node (the shares table the other reads use), with the commodity's name and chokepoint."""
+    from critmin.assess.supply import stage_metrics
+    from critmin.web.workspace import jsonable
+
+    def build() -> list[dict[str, Any]]:
+        choke = {r["commodity"]: r["chokepoint_stage"] for r in _priority(ws, "critmin", "BLOC")}
+        names = dict(zip(ws.atlas.commodities["commodity_id"], ws.atlas.commodities["name"], strict=True))
+        rows = jsonable(stage_metrics(ws.atlas, shares=_shares(ws)).to_dict("records"))
+        return [{**r, "name": names.get(r["commodity_id"], r["commodity_id"]), "chokepoint": choke.get(r["commodity_id"]) == r["stage"]} for r in rows]
+    return _cached((id(ws.atlas), "vulnerabilities"), build)
+
+
+def _chain_nodes(ws: Workspace, chain_id: str) -> list[dict[str, Any]]:
+    """Nodes of one chain ordered by ``step``, the longest path of links leading to the node (then commodity, stage)."""
+    links = ws.atlas.chain_links
+    if chain_id not in set(links["chain_id"]):  # before the cache: it keeps only the atlas's chains
+        return []
+
+    def build() -> list[dict[str, Any]]:
+        from critmin.atlas.schema import STAGE_ORDER
+
+        edges = [((str(r.from_commodity), str(r.from_stage)), (str(r.to_commodity), str(r.to_stage)))
+                 for r in links[links["chain_id"] == chain_id].itertuples()]
+        step = {n: 0 for e in edges for n in e}
+        for _ in range(len(step)):  # longest path in a DAG by relaxation (bounded: a cycle cannot loop forever)
+            changed = False
+            for a, b in edges:
+                if step[b] < step[a] + 1:
+                    step[b], changed = step[a] + 1, True
+            if not changed:
+                break
+        names = dict(zip(ws.atlas.commodities["commodity_id"], ws.atlas.commodities["name"], strict=True))
+        order = sorted(step, key=lambda n: (step[n], n[0], STAGE_ORDER.get(n[1], 99), n[1]))
+        return [{"commodity": c, "stage": st, "name": names.get(c, c), "step": step[(c, st)]} for c, st in order]
+    return _cached((id(ws.atlas), "chain_nodes", chain_id), build)
 
 
 def _library(ws: Workspace) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@
     user: null,
     loaded: {},
     nodes: null,
+    vulnerabilities: null,
     methods: null,
     worldIds: null,
     selectedScenarios: [],
@@ -260,6 +261,7 @@
     priority: () => loadPriority(),
     chains: () => loadChains(),
     scenarios: () => loadScenarios(),
+    risk: async () => undefined,
     projects: () => loadProjects(),
     portfolio: () => loadPortfolio(),
     stockpiles: async () => undefined,
@@ -436,11 +438,63 @@
   async function drawSankey() {
     const id = $("chain-select").value;
     if (!id) return;
+    await Promise.all([drawSankeyChart(id), drawChainVulnerabilities(id)]);
+  }
+
+  async function drawSankeyChart(id) {
     const current = latest("sankey");
     const fig = await api("GET", `/api/chains/${encodeURIComponent(id)}/sankey`);
     if (!current()) return;
     const layout = { ...(fig.layout || {}), font: FONT, paper_bgcolor: "rgba(0,0,0,0)", height: 600, margin: { l: 10, r: 10, t: 50, b: 10 } };
     await plot($("sankey-chart"), fig.data || [], layout);
+  }
+
+  async function vulnerabilities() {
+    if (!state.vulnerabilities) state.vulnerabilities = await api("GET", "/api/atlas/vulnerabilities");
+    return state.vulnerabilities;
+  }
+
+  /** A share cell, marked when it reaches ``hot`` (a concentration worth a look). */
+  function shareCell(v, hot) {
+    return td(pct(v, 1), `r${hot !== undefined && isNum(v) && v >= hot ? " hot" : ""}`);
+  }
+
+  /** The chain's nodes, upstream first, with the concentration of supply at each (stage_metrics). */
+  async function drawChainVulnerabilities(id) {
+    const current = latest("chain-vuln");
+    const [chainNodes, vuln] = await Promise.all([api("GET", `/api/chains/${encodeURIComponent(id)}/nodes`), vulnerabilities()]);
+    if (!current()) return;
+    $("chain-vuln-title").textContent = `Vulnerabilities by stage: ${id.replace(/_/g, " ")} chain`;
+    const byNode = new Map(vuln.map((v) => [`${v.commodity_id}|${v.stage}`, v]));
+    const tbody = clear($("chain-vuln-table").tBodies[0]);
+    for (const n of chainNodes) {
+      const v = byNode.get(`${n.commodity}|${n.stage}`);
+      const commodity = el("td", null, n.name || n.commodity, el("span", { className: "sub mono" }, n.commodity));
+      const stage = el("td", null, n.stage, v && v.chokepoint ? el("span", { className: "sub" }, el("span", { className: "badge badge-choke" }, "chokepoint")) : null);
+      const dataset = { commodity: n.commodity, stage: n.stage };
+      if (!v) {
+        tbody.append(el("tr", { className: "nodata", dataset }, td(n.step + 1, "r"), commodity, stage,
+          el("td", { className: "muted", colSpan: 11 }, "No country shares for this node in the atlas.")));
+        continue;
+      }
+      const sources = String(v.source_ids || "").split(";").filter(Boolean).join(", ");
+      const hhiWgi = td(isNum(v.hhi_wgi) ? v.hhi_wgi.toFixed(2) : DASH, "r");
+      if (v.wgi_imputed) hhiWgi.title = `No WGI estimate (median used) for: ${v.wgi_imputed.split(";").join(", ")}`;
+      tbody.append(el("tr", { className: v.chokepoint ? "choke" : null, dataset: { ...dataset, vuln: "1" } },
+        td(n.step + 1, "r"), commodity, stage,
+        td(num(v.hhi, 0), `r${isNum(v.hhi) && v.hhi > 2500 ? " hot" : ""}`),
+        hhiWgi,
+        el("td", null, v.top_country || DASH, el("span", { className: "sub" }, `${pct(v.top_share, 1)} of world`)),
+        shareCell(v.top3_share),
+        shareCell(v.concern_share, 0.5),
+        shareCell(v.bloc_share),
+        shareCell(v.participants_share),
+        shareCell(v.coverage),
+        td(num(v.n_countries, 0), "r"),
+        el("td", null, `${v.basis || DASH}, ${v.year || DASH}`, v.bound ? el("span", { className: "sub" }, `bound: ${v.bound}`) : null),
+        el("td", { className: "mono small" }, sources || DASH)));
+    }
+    if (!chainNodes.length) emptyRow(tbody, 14, "No nodes in this chain.");
   }
 
   // ------------------------------------------------------------------------------------------- runs
@@ -680,6 +734,83 @@
       xaxis: { title: { text: "month" }, gridcolor: "#eef1f4" },
       yaxis: { title: { text: "t / month" }, gridcolor: "#eef1f4", rangemode: "tozero" },
       legend: { orientation: "h", y: -0.25 }, height: 380,
+    }));
+  }
+
+  // ------------------------------------------------------------------------------------------- risk ranking
+  const CATEGORY_COLORS = { high: "#c0392b", elevated: "#d9822b", moderate: "#b7950b", limited: "#2e8b57", negligible: "#7f8c8d" };
+
+  async function runRisk(ev) {
+    ev.preventDefault();
+    clear($("rk-summary"));
+    await startRun("risk", { perspective: $("rk-perspective").value, draws: intVal("rk-draws", 200) }, $("rk-run-status"), showRisk, $("rk-run"));
+  }
+
+  /** An annual probability: two decimals, or two significant digits when small. */
+  function prob(v) {
+    if (!isNum(v)) return DASH;
+    return v >= 0.01 || v === 0 ? v.toFixed(2) : v.toExponential(1);
+  }
+
+  async function showRisk(r, run) {
+    const rows = r.ranking || [];
+    const meta = r.metadata || {};
+    const params = (run && run.params) || {};
+    if (params.perspective) $("rk-perspective").value = params.perspective;
+    if (params.draws) $("rk-draws").value = String(params.draws);
+    const valued = rows.filter((x) => isNum(x.expected_loss_usd));
+    const total = valued.reduce((s, x) => s + x.expected_loss_usd, 0);
+    summary($("rk-summary"), [
+      ["Perspective", (rows[0] && rows[0].perspective) || params.perspective || DASH],
+      ["Commodities valued", `${valued.length} of ${rows.length}`],
+      ["High risk (\u2265 $1 bn/yr)", String(rows.filter((x) => x.category === "high").length)],
+      ["Total expected loss", `${usd(total)}/yr`],
+      ["Draws, seed", `${num(meta.draws, 0)}, seed ${num(meta.seed, 0)}`],
+    ]);
+    const tbody = clear($("rk-table").tBodies[0]);
+    for (const x of rows) {
+      const inForce = new Set(x.in_force_controls || []);
+      const drivers = el("ul", { className: "plain" });
+      for (const s of x.top_scenarios || []) {
+        drivers.append(el("li", null, el("span", { className: "mono" }, s.scenario),
+          inForce.has(s.scenario) ? el("span", { className: "badge badge-conf" }, "in force") : null,
+          el("span", { className: "muted" }, ` p ${prob(s.probability)}/yr \u00b7 ${usd(s.contribution_usd)}/yr`)));
+      }
+      const flags = el("ul", { className: "plain" });
+      for (const f of x.flags || []) flags.append(el("li", null, f));
+      tbody.append(el("tr", { dataset: { commodity: x.commodity, category: x.category || "" } },
+        td(x.rank, "r"),
+        el("td", null, x.name || x.commodity, el("span", { className: "sub mono" }, x.commodity)),
+        el("td", { className: "r" }, usd(x.expected_loss_usd), isNum(x.expected_loss_se_usd) ? el("span", { className: "sub" }, `\u00b1 ${usd(x.expected_loss_se_usd)} s.e.`) : null),
+        td(usd(x.var95_usd), "r"),
+        td(usd(x.cvar95_usd), "r"),
+        el("td", null, el("span", { className: "badge badge-cat", dataset: { category: x.category || "" } }, x.category || DASH)),
+        el("td", { className: "wrap" }, (x.top_scenarios || []).length ? drivers : DASH),
+        td(num(x.scenarios, 0), "r"),
+        el("td", { className: "wrap small" }, (x.flags || []).length ? flags : DASH)));
+    }
+    if (!rows.length) emptyRow(tbody, 9, "No commodity ranked.");
+    const first = rows[0] || {};
+    $("rk-basis").textContent = [first.units, first.basis].filter(Boolean).join(". ");
+    const top = valued.filter((x) => x.expected_loss_usd > 0).slice(0, 15).reverse();
+    const chart = $("rk-chart");
+    if (!top.length) {
+      if (window.Plotly) window.Plotly.purge(chart);
+      clear(chart).append(el("p", { className: "muted" }, "No commodity with a positive expected loss."));
+      return;
+    }
+    const none = chart.querySelector(":scope > p.muted");
+    if (none) none.remove();
+    await plot(chart, [{
+      type: "bar", orientation: "h", y: top.map((x) => pesc(x.name || x.commodity)), x: top.map((x) => x.expected_loss_usd / 1e6),
+      error_x: { type: "data", array: top.map((x) => (isNum(x.expected_loss_se_usd) ? x.expected_loss_se_usd / 1e6 : 0)), color: "#5f6b7a", thickness: 1 },
+      marker: { color: top.map((x) => CATEGORY_COLORS[x.category] || "#1f5f99") },
+      customdata: top.map((x) => [pesc(x.commodity), pesc(x.category), isNum(x.cvar95_usd) ? x.cvar95_usd / 1e6 : null]),
+      hovertemplate: "%{y} (%{customdata[0]}): %{x:,.1f} M USD/yr expected loss<br>category %{customdata[1]}, CVaR 95 % %{customdata[2]:,.0f} M USD<extra></extra>",
+    }], baseLayout({
+      title: { text: `Expected loss by commodity, ${pesc(first.perspective || "")} (M USD per year, \u00b1 1 s.e.)`, font: { size: 14 } },
+      margin: { l: 230, r: 20, t: 44, b: 44 }, xaxis: { gridcolor: "#eef1f4", title: { text: "M USD / yr" }, rangemode: "tozero" },
+      height: 460, showlegend: false,
     }));
   }
 
@@ -1085,6 +1216,7 @@
   // A finished run's result shown again in its tab: [tab, status box, show function].
   const VIEWS = {
     simulate: ["scenarios", "sim-run-status", (res, run) => showSimulation(res, run)],
+    risk: ["risk", "rk-run-status", (res, run) => showRisk(res, run)],
     portfolio: ["portfolio", "pf-run-status", (res, run) => showPortfolio(res, run)],
     stockpile: ["stockpiles", "sp-run-status", (res, run) => showStockpile(res, run)],
     deliver: ["delivery", "dl-run-status", (res, run) => showDeliver(res, run)],
@@ -1188,6 +1320,7 @@
     $("project-form").addEventListener("submit", saveProject);
     $("comment-form").addEventListener("submit", guard(addComment, $("comment-msg")));
 
+    $("risk-form").addEventListener("submit", runRisk);
     $("portfolio-form").addEventListener("submit", runPortfolio);
     $("stockpile-form").addEventListener("submit", runStockpile);
     $("deliver-form").addEventListener("submit", runDeliver);
