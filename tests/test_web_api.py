@@ -958,3 +958,39 @@ def test_chain_nodes(web) -> None:
     assert web.client.get("/api/chains/no_such_chain/nodes", headers=h).status_code == 404
     r = web.client.get("/api/chains/batteries/nodes", params={"step": 1}, headers=h)
     assert r.status_code == 422 and fields(r) == ["query.step"]
+
+
+def test_a_run_reads_the_records_as_they_were_when_it_was_started(web) -> None:
+    """Records created while a run waits in the queue are not in it: its digest, its confidentiality and its
+    result describe the same snapshot (a confidential need created afterwards cannot leak into a public run)."""
+    import json
+    import time
+
+    h = web.h(ACME)
+    blocker = web.client.post("/api/runs", json={"kind": "risk", "params": {"draws": 5000}}, headers=h).json()
+    t0 = time.monotonic()
+    while web.client.get(f"/api/runs/{blocker['id']}", headers=h).json()["status"] != "running":
+        assert time.monotonic() - t0 < 60
+        time.sleep(0.05)
+    queued = web.client.post("/api/runs", json={"kind": "deliver", "params": {"as_of": "2026-01"}}, headers=h).json()
+    assert queued["status"] == "queued" and queued["confidential"] is False
+    secret = web.client.post("/api/needs", json={"data": record("need", "SECRET-NEED-1"), "confidential": True}, headers=h)
+    assert secret.status_code == 201
+    web.client.post(f"/api/runs/{blocker['id']}/cancel", headers=h)
+    assert web.wait(ACME, queued["id"])["status"] == "done"
+    seen_by_beta = web.client.get(f"/api/runs/{queued['id']}/result", headers=web.h(BETA))
+    assert seen_by_beta.status_code == 200 and "SECRET-NEED-1" not in json.dumps(seen_by_beta.json())
+
+
+def test_an_offer_delivers_from_its_stated_month(web) -> None:
+    """An offer available from a later month delivers from that month on (no construction delay added)."""
+    h = web.h(ACME)
+    offer = record("offer", "LATER-OFFER-1", volume_t_per_year=1200.0, available_from="2026-04")
+    assert web.client.post("/api/offers", json={"data": offer}, headers=h).status_code == 201
+    need = record("need", "BIG-NEED-1", demand_t_per_year=1e6)
+    assert web.client.post("/api/needs", json={"data": need}, headers=h).status_code == 201
+    run = web.client.post("/api/runs", json={"kind": "deliver", "params": {"as_of": "2026-01", "months": 6}}, headers=h).json()
+    assert web.wait(ACME, run["id"])["status"] == "done"
+    alloc = [a for a in web.client.get(f"/api/runs/{run['id']}/result", headers=h).json()["result"]["allocation"] if a["project_id"] == "LATER-OFFER-1"]
+    assert alloc and min(a["month"] for a in alloc) == 4  # 2026-01 is month 1, 2026-04 month 4
+    assert sum(a["tonnes"] for a in alloc) == pytest.approx(1200.0 / 12 * 3)

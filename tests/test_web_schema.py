@@ -43,13 +43,13 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory, simulator: Any) -> Any:
 
         executed: dict[str, int] = {}
 
-        def small(rid: int, kind: str, p: Any, actor: Any, ev: Any) -> None:
+        def small(rid: int, kind: str, p: Any, actor: Any, ev: Any, inputs: Any) -> None:
             if "draws" in type(p).model_fields:
                 p = p.model_copy(update={"draws": min(p.draws, FUZZ_DRAWS)})
             executed[kind] = executed.get(kind, 0) + 1
             if executed[kind] > RUNS_PER_KIND:
                 ev.set()  # cancelled at its first progress point
-            execute(rid, kind, p, actor, ev)
+            execute(rid, kind, p, actor, ev, inputs)
 
         mp.setattr(runner, "_execute", small)
         with TestClient(app, base_url="https://testserver"):

@@ -11,6 +11,7 @@ bad row is rejected whole.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from critmin.errors import CritminError, Problem
+from critmin.portfolio.register import _Refs
 
 BUYER_COLUMNS = ("buyer_id", "name", "country_iso3", "commodity_id", "stage", "demand_t_per_year", "priority", "min_contract_t",
                  "origin_rule", "start", "end", "kind", "form", "source", "url", "note")
@@ -63,6 +65,20 @@ class Buyer(BaseModel):
         raise ValueError(f"'{v}' is not any, no_concern, allied or ISO3 codes separated by ';'")
 
 
+def node_problems(refs: _Refs, concern: Iterable[str], country_iso3: str, commodity_id: str, stage: str,
+                  concern_ok: bool = False) -> list[tuple[str, str]]:
+    """(field, message) for an unknown country, a country of concern (unless ``concern_ok``: deliveries to
+    one are not planned) and an unknown commodity-stage node of the atlas."""
+    out = []
+    if country_iso3 not in refs.iso3:
+        out.append(("country_iso3", f"unknown country '{country_iso3}'"))
+    elif not concern_ok and country_iso3 in concern:
+        out.append(("country_iso3", "deliveries to a country of concern are not planned"))
+    if (commodity_id, stage) not in refs.nodes:
+        out.append(("stage", f"unknown node {commodity_id}/{stage}"))
+    return out
+
+
 def _blank_to_none(r: dict[str, Any]) -> dict[str, Any]:
     return {k: (None if (v is None or (isinstance(v, float) and pd.isna(v)) or str(v).strip() == "") else v) for k, v in r.items()}
 
@@ -82,9 +98,7 @@ def read_buyers(path: str | Path, atlas: Any = None) -> pd.DataFrame:
     if missing:
         raise BuyerError([Problem(str(p), 1, c, "required column is missing") for c in missing])
     cols = list(t.columns)
-    countries = set(atlas.countries["iso3"]) if atlas is not None else None
-    nodes = set(zip(atlas.stages["commodity_id"], atlas.stages["stage"], strict=True)) if atlas is not None else None
-    concern = atlas.concern if atlas is not None else frozenset()
+    refs = _Refs.of(atlas) if atlas is not None else None
     rows = []
     seen: dict[str, int] = {}
     for i, r in enumerate(t.to_dict("records")):
@@ -103,15 +117,12 @@ def read_buyers(path: str | Path, atlas: Any = None) -> pd.DataFrame:
                 ln, fld = where(f)
                 problems.append(Problem(str(p), ln, fld, e["msg"]))
             continue
-        for fld, ok, msg in (
-            ("country_iso3", countries is None or b.country_iso3 in countries, f"unknown country '{b.country_iso3}'"),
-            ("stage", nodes is None or (b.commodity_id, b.stage) in nodes, f"unknown node {b.commodity_id}/{b.stage}"),
-            ("country_iso3", b.country_iso3 not in concern, "deliveries to a country of concern are not planned"),
-            ("buyer_id", b.buyer_id not in seen, f"duplicate id (first on line {seen.get(b.buyer_id)})"),
-        ):
-            if not ok:
-                ln, f2 = where(fld)
-                problems.append(Problem(str(p), ln, f2, msg))
+        found = node_problems(refs, atlas.concern, b.country_iso3, b.commodity_id, b.stage) if refs is not None else []
+        if b.buyer_id in seen:
+            found.append(("buyer_id", f"duplicate id (first on line {seen.get(b.buyer_id)})"))
+        for fld, msg in found:
+            ln, f2 = where(fld)
+            problems.append(Problem(str(p), ln, f2, msg))
         seen.setdefault(b.buyer_id, line)
         rows.append(b.model_dump())
     if problems:

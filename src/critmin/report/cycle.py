@@ -9,17 +9,22 @@ from typing import Any
 
 import pandas as pd
 
+#: The steps run_cycle reports through ``step``, in order.
+CYCLE_STEPS = ("priority minerals", "vulnerabilities by stage", "scenario risks", "portfolio", "stockpiles", "deliveries and matches")
+
 #: Keys of plan.json other tools rely on (issue 5).
 PLAN_KEYS = ("priority_minerals", "vulnerabilities", "scenarios", "portfolio", "stockpiles", "deliveries", "matches", "sources")
 
 
 def run_cycle(atlas: Any, sim: Any, draws: int = 500, seed: int = 0, as_of: str = "2026-11", top: int = 25,
               step: Callable[[str], None] | None = None, projects: pd.DataFrame | None = None, buyers: pd.DataFrame | None = None,
-              supply: pd.DataFrame | None = None) -> dict[str, Any]:
+              supply: pd.DataFrame | None = None, first_month: dict[str, int] | None = None) -> dict[str, Any]:
     """Every part of the coordinated plan for the BLOC of participants (see module docstring).
 
     ``projects`` (the register's projects), ``buyers`` (the needs) and ``supply`` (projects and offers that
-    can deliver) default to the bundled registers; the web workspace passes what the user may read."""
+    can deliver) default to the bundled registers; the web workspace passes what the user may read.
+    ``first_month`` gives supply rows a known first month of delivery (the workspace's offers); the
+    recommended portfolio's projects deliver from their own first month."""
     from critmin import __version__
     from critmin.assess import assess
     from critmin.assess.supply import stage_metrics
@@ -35,28 +40,28 @@ def run_cycle(atlas: Any, sim: Any, draws: int = 500, seed: int = 0, as_of: str 
         if step:
             step(msg)
 
-    say("priority minerals")
+    say(CYCLE_STEPS[0])
     pm = assess(atlas, "BLOC", "critmin")
     priority = pm.head(top).to_dict("records")
-    say("vulnerabilities by stage")
+    say(CYCLE_STEPS[1])
     sm = stage_metrics(atlas)
     keep = set(pm.head(top)["commodity"])
     vuln = sm[sm["commodity_id"].isin(keep)].to_dict("records")
-    say("scenario risks")
+    say(CYCLE_STEPS[2])
     risk, res = risk_ranking(sim, "BLOC", draws=draws, seed=seed)
-    say("portfolio")
+    say(CYCLE_STEPS[3])
     if projects is None:
         projects = bundled_register(atlas).projects
     supply = projects if supply is None else supply
     portfolio = run_portfolio(atlas, sim, projects, draws=draws, seed=seed, as_of=as_of, risk_result=res)
-    say("stockpiles")
+    say(CYCLE_STEPS[4])
     sample = disruption_sample(sim, draws, seed, result=res)
     stock = plan_stockpiles(sim, "BLOC", pooled=True, draws=draws, seed=seed, sample=sample)
-    say("deliveries and matches")
+    say(CYCLE_STEPS[5])
     if buyers is None:
         buyers = bundled_buyers(atlas)
     # the recommended portfolio's projects deliver from their (earlier) first month of output
-    first = {s["project_id"]: int(round(s["months_to_output"])) for s in portfolio["selected"]}
+    first = {**(first_month or {}), **{s["project_id"]: int(round(s["months_to_output"])) for s in portfolio["selected"]}}
     deliveries = delivery_plan(atlas, supply, buyers, 6, as_of, first_month=first)
     matches = match(atlas, supply, buyers, as_of)
     used = set()

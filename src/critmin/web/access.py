@@ -13,13 +13,13 @@ observer    read-only: reads what its organisation may read, changes nothing, ru
 ==========  ======================================================================================
 
 Reading: a record that is not confidential is readable by every signed-in user; a confidential one only
-by its own organisation and the organisations it is shared with. A run is confidential when any record it
+by its own organisation and the organisations it is shared with (applied as a SQL filter where records are
+read: ``Workspace._visible``). A run is confidential when any record it
 read was, and is then readable only by the organisation that ran it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
 
 WRITER_ROLES = frozenset({"government", "agency", "partner", "company"})
@@ -38,10 +38,6 @@ class Actor:
     @property
     def can_write(self) -> bool:
         return self.role in WRITER_ROLES
-
-
-def can_read(actor: Actor, owner_org: int, confidential: bool, shared_with: Collection[int] = ()) -> bool:
-    return not confidential or actor.org_id == owner_org or actor.org_id in shared_with
 
 
 def can_create(actor: Actor) -> bool:

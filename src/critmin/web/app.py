@@ -11,7 +11,6 @@ import json
 from contextlib import asynccontextmanager
 from enum import Enum
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,7 +27,7 @@ from critmin.web.access import Actor
 from critmin.web.db import Database
 from critmin.web.jobs import JobRunner
 from critmin.web.security import CSRF_COOKIE, CSRF_HEADER, SECURITY_HEADERS, SESSION_COOKIE, LoginLimiter
-from critmin.web.workspace import Workspace, WorkspaceError
+from critmin.web.workspace import CACHE_MAX_ENTRIES, Workspace, WorkspaceError
 
 STATIC = Path(__file__).parent / "static"
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
@@ -432,7 +431,7 @@ def _methods() -> list[dict[str, Any]]:
 _CACHE: dict[tuple[Any, ...], Any] = {}
 #: Serialised answers of the cached reads (bounded: cleared when it holds more than _JSON_MAX entries).
 _JSON: dict[tuple[Any, ...], bytes] = {}
-_JSON_MAX = 2000
+_JSON_MAX = CACHE_MAX_ENTRIES
 
 
 async def _json_async(key: tuple[Any, ...], build: Any) -> Response:
@@ -566,4 +565,6 @@ def _plotly_js() -> bytes:
 
 @lru_cache(maxsize=1)
 def _topojson() -> bytes:
-    return resources.files("critmin.report").joinpath("assets/world_110m.json").read_bytes()
+    from critmin.report.writers import world_topojson
+
+    return world_topojson().encode("utf-8")

@@ -30,7 +30,7 @@ from sqlalchemy.orm import defer
 from critmin.web import access
 from critmin.web import models as m
 from critmin.web.access import Actor
-from critmin.web.workspace import Workspace, WorkspaceError, _iso, jsonable
+from critmin.web.workspace import Workspace, WorkspaceError, _iso, jsonable, offer_first_months, problems_of
 
 #: Largest number of Monte Carlo draws a run may ask for (a server setting that keeps one run from
 #: occupying the machine for long; the CLI has no such cap).
@@ -41,6 +41,13 @@ MONTH = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
 
 #: The message a cancelled running run carries until its job stops (read by the job at each progress point).
 CANCELLING = "cancelling"
+
+
+#: Seconds between two progress writes of a run (one small UPDATE; the dashboard polls every second or so).
+PROGRESS_EVERY_S = 0.3
+#: A job's progress callback (fraction 0-1, message) and what a job returns (result, files by name).
+Report = Callable[[float, str], None]
+Outcome = tuple[dict[str, Any], dict[str, tuple[bytes, str]]]
 
 
 class Cancelled(Exception):
@@ -141,21 +148,22 @@ class JobRunner:
         try:
             p = PARAMS[kind].model_validate(params)
         except ValidationError as exc:
-            raise WorkspaceError(422, f"invalid parameters for a {kind} run",
-                                 [{"field": ".".join(["params", *(str(x) for x in e["loc"])]), "message": e["msg"]} for e in exc.errors(include_url=False)]) from exc
+            raise WorkspaceError(422, f"invalid parameters for a {kind} run", problems_of(exc, "params")) from exc
         sim = self.ws.sim
+        if "as_of" in type(p).model_fields:  # the month is fixed here, once: the digest, the stored parameters and the job agree
+            p = p.model_copy(update={"as_of": _as_of(getattr(p, "as_of", None))})
         pdict = p.model_dump()
-        if kind in ("deliver", "match", "portfolio", "plan"):
-            pdict["as_of"] = _as_of(pdict.get("as_of"))
+        # the records the run reads are read once, here: its digest, its confidentiality and its result all
+        # describe the same snapshot, whatever changes while it waits in the queue
+        inputs: dict[str, Any] = {}
         confidential = False
         record_digest = ""
         if kind in READS_RECORDS:
-            fr = self.ws.frames(actor)
+            inputs["frames"] = fr = self.ws.frames(actor)
             confidential, record_digest = fr["confidential"], fr["inputs"]
         if kind == "simulate":
-            scen = self._scenarios(actor, p)  # type: ignore[arg-type]
-            confidential = scen[1]
-            record_digest = hashlib.sha256(json.dumps([s.model_dump() for s in scen[0]], sort_keys=True).encode()).hexdigest()
+            inputs["scenarios"], confidential = self._scenarios(actor, p)  # type: ignore[arg-type]
+            record_digest = hashlib.sha256(json.dumps([x.model_dump() for x in inputs["scenarios"]], sort_keys=True).encode()).hexdigest()
         from critmin import __version__
 
         meta = sim.metadata(1, 0)
@@ -177,7 +185,7 @@ class JobRunner:
         if not cached:
             ev = threading.Event()
             self.cancel_flags[rid] = ev
-            self.pool.submit(self._execute, rid, kind, p, actor, ev)
+            self.pool.submit(self._execute, rid, kind, p, actor, ev, inputs)
         return self.get(actor, rid)
 
     def cancel(self, actor: Actor, rid: int) -> dict[str, Any]:
@@ -255,28 +263,22 @@ class JobRunner:
 
     # ------------------------------------------------------------------------------------------ execution
     def _scenarios(self, actor: Actor, p: SimulateParams) -> tuple[list[Any], bool]:
+        """The scenarios of a simulate run (inline, workspace or library) and whether any is confidential."""
         from critmin.simulate.library import find_scenario
-        from critmin.simulate.scenario import Scenario
 
         sim = self.ws.sim
         out: list[Any] = []
         confidential = False
         if p.scenario is not None:
-            try:
-                out.append(Scenario.model_validate({**p.scenario, "family": "user"}))
-            except ValidationError as exc:
-                raise WorkspaceError(422, "invalid scenario", [{"field": ".".join(["params", "scenario", *(str(x) for x in e["loc"])]), "message": e["msg"]}
-                                                              for e in exc.errors(include_url=False)]) from exc
+            out.append(self.ws.parse_scenario(p.scenario, "params.scenario"))
         if p.scenario_ids:
-            rows, _, _ = self.ws.visible_rows(actor, "scenario")
-            own = {d["id"]: d for d in rows}
             with self.ws.db.session() as s:
-                conf = {r.key: r.confidential for r in s.scalars(self.ws._visible(actor, "scenario"))}
+                own = {r.key: (r.data, r.confidential) for r in s.scalars(self.ws._visible(actor, "scenario"))}
             lib = None
             for sid in p.scenario_ids:
                 if sid in own:
-                    out.append(Scenario.model_validate(own[sid]))
-                    confidential |= conf.get(sid, False)
+                    out.append(self.ws.parse_scenario(own[sid][0], "params.scenario_ids"))
+                    confidential |= own[sid][1]
                     continue
                 lib = lib or sim.library()
                 try:
@@ -285,20 +287,16 @@ class JobRunner:
                     raise WorkspaceError(422, f"unknown scenario '{sid}'", [{"field": "params.scenario_ids", "message": f"unknown scenario '{sid}'"}]) from exc
         if not out:
             raise WorkspaceError(422, "a simulate run needs scenario_ids or a scenario", [{"field": "params", "message": "give scenario_ids or scenario"}])
-        try:
-            sim.check(out)
-        except Exception as exc:
-            raise WorkspaceError(422, "scenario cannot be simulated", [{"field": "params", "message": str(exc)}]) from exc
         return out, confidential
 
-    def _progress(self, rid: int, ev: threading.Event) -> Callable[[float, str], None]:
+    def _progress(self, rid: int, ev: threading.Event) -> Report:
         last = [0.0]
 
         def report(fraction: float, message: str = "") -> None:
             if ev.is_set():
                 raise Cancelled()
             now = time.monotonic()
-            if now - last[0] < 0.3 and fraction < 1.0:
+            if now - last[0] < PROGRESS_EVERY_S and fraction < 1.0:
                 return
             last[0] = now
             with self.ws.db.session() as s:
@@ -314,7 +312,7 @@ class JobRunner:
                 raise Cancelled()
         return report
 
-    def _execute(self, rid: int, kind: str, p: BaseModel, actor: Actor, ev: threading.Event) -> None:
+    def _execute(self, rid: int, kind: str, p: BaseModel, actor: Actor, ev: threading.Event, inputs: dict[str, Any]) -> None:
         with self.ws.db.session() as s:
             r = s.get(m.Run, rid)
             if r is None or r.status != "queued":  # cancelled while queued
@@ -324,7 +322,7 @@ class JobRunner:
         report = self._progress(rid, ev)
         status, result, files, error, message = "failed", None, {}, None, ""
         try:
-            result, files = getattr(self, f"_run_{kind}")(actor, p, report)
+            result, files = getattr(self, f"_run_{kind}")(p, inputs, report)
             status, message = "done", "finished"
         except Cancelled:
             status, message = "cancelled", "cancelled while running"
@@ -346,30 +344,30 @@ class JobRunner:
                     s.add(m.RunFile(run_id=rid, name=name, media_type=media, content=content))
 
     @staticmethod
-    def _chunks(report: Callable[[float, str], None], lo: float, hi: float, label: str) -> Callable[[int, int], None]:
+    def _chunks(report: Report, lo: float, hi: float, label: str) -> Callable[[int, int], None]:
         def cb(done: int, total: int) -> None:
             report(lo + (hi - lo) * done / max(total, 1), f"{label}: {done}/{total} chunks")
         return cb
 
-    def _run_simulate(self, actor: Actor, p: SimulateParams, report: Callable[[float, str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _run_simulate(self, p: SimulateParams, inputs: dict[str, Any], report: Report) -> Outcome:
         from critmin.simulate.run import run
 
-        scen, _ = self._scenarios(actor, p)
+        scen = inputs["scenarios"]
         res = run(self.ws.sim, scen, draws=p.draws, seed=p.seed, keep_paths=True, progress=self._chunks(report, 0.0, 0.95, "simulating"))
         return {"scenarios": res.scenarios.to_dict("records"), "paths": res.paths.to_dict("records") if res.paths is not None else [],
                 "definitions": [s.model_dump() for s in scen], "metadata": res.metadata}, {}
 
-    def _run_risk(self, actor: Actor, p: RiskParams, report: Callable[[float, str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _run_risk(self, p: RiskParams, inputs: dict[str, Any], report: Report) -> Outcome:
         from critmin.simulate.risk import risk_ranking
 
         df, res = risk_ranking(self.ws.sim, p.perspective, draws=p.draws, seed=p.seed, progress=self._chunks(report, 0.0, 0.95, "risk sweep"))
         return {"ranking": df.to_dict("records"), "metadata": res.metadata, "evaluations": res.evaluations}, {}
 
-    def _run_portfolio(self, actor: Actor, p: PortfolioParams, report: Callable[[float, str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _run_portfolio(self, p: PortfolioParams, inputs: dict[str, Any], report: Report) -> Outcome:
         from critmin.portfolio.plan import run_portfolio
         from critmin.simulate.risk import risk_run
 
-        fr = self.ws.frames(actor)
+        fr = inputs["frames"]
         report(0.05, "simulating the risk library")
         res = risk_run(self.ws.sim, p.draws, p.seed, progress=self._chunks(report, 0.05, 0.6, "risk library"))
         report(0.6, "solving the portfolio (HiGHS)")
@@ -379,7 +377,7 @@ class JobRunner:
         rec["metadata"]["workspace_records"] = fr["counts"]
         return rec, {}
 
-    def _run_stockpile(self, actor: Actor, p: StockpileParams, report: Callable[[float, str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _run_stockpile(self, p: StockpileParams, inputs: dict[str, Any], report: Report) -> Outcome:
         from critmin.simulate.risk import risk_run
         from critmin.stockpile.plan import disruption_sample, plan_stockpiles
 
@@ -388,50 +386,37 @@ class JobRunner:
         sample = disruption_sample(self.ws.sim, p.draws, p.seed, result=res)
         return plan_stockpiles(self.ws.sim, p.perspective, budget=p.budget_usd, pooled=p.pooled, draws=p.draws, seed=p.seed, sample=sample), {}
 
-    def _offer_months(self, fr: dict[str, Any], as_of: str) -> dict[str, int]:
-        from critmin._dates import month_offset
-
-        out = {}
-        for r in fr["supply"].to_dict("records"):
-            if str(r.get("sources", "")) == "offer in the critmin workspace" or str(r.get("name", "")).endswith("(offer)"):
-                out[str(r["project_id"])] = max(0, month_offset(as_of, str(r.get("first_output") or "") or None) or 0)
-        return out
-
-    def _run_deliver(self, actor: Actor, p: DeliverParams, report: Callable[[float, str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _run_deliver(self, p: DeliverParams, inputs: dict[str, Any], report: Report) -> Outcome:
         from critmin.deliver.plan import delivery_plan
 
-        fr = self.ws.frames(actor)
-        as_of = _as_of(p.as_of)
+        fr, as_of = inputs["frames"], str(p.as_of)
         report(0.3, "solving the transportation LP")
-        return delivery_plan(self.ws.atlas, fr["supply"], fr["buyers"], p.months, as_of, first_month=self._offer_months(fr, as_of)), {}
+        return delivery_plan(self.ws.atlas, fr["supply"], fr["buyers"], p.months, as_of, first_month=offer_first_months(fr["offers"], as_of)), {}
 
-    def _run_match(self, actor: Actor, p: DeliverParams, report: Callable[[float, str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _run_match(self, p: DeliverParams, inputs: dict[str, Any], report: Report) -> Outcome:
         from critmin.deliver.match import match
 
-        fr = self.ws.frames(actor)
+        fr = inputs["frames"]
         report(0.3, "solving the assignment")
-        return match(self.ws.atlas, fr["supply"], fr["buyers"], _as_of(p.as_of)), {}
+        return match(self.ws.atlas, fr["supply"], fr["buyers"], str(p.as_of)), {}
 
-    def _run_plan(self, actor: Actor, p: PlanParams, report: Callable[[float, str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
-        import tempfile
-        from pathlib import Path
+    def _run_plan(self, p: PlanParams, inputs: dict[str, Any], report: Report) -> Outcome:
+        from critmin.output import to_json
+        from critmin.report.cycle import CYCLE_STEPS, run_cycle
+        from critmin.report.writers import html_plan, pdf_plan, xlsx_plan
 
-        from critmin.report.cycle import run_cycle
-        from critmin.report.writers import write_plan
-
-        fr = self.ws.frames(actor)
-        steps = ["priority minerals", "vulnerabilities by stage", "scenario risks", "portfolio", "stockpiles", "deliveries and matches"]
+        fr, as_of = inputs["frames"], str(p.as_of)
+        n = len(CYCLE_STEPS) + 1  # the cycle's steps, then writing the reports
 
         def step(msg: str) -> None:
-            report(steps.index(msg) / (len(steps) + 1) if msg in steps else 0.5, msg)
+            report(CYCLE_STEPS.index(msg) / n, msg)
 
-        plan = run_cycle(self.ws.atlas, self.ws.sim, draws=p.draws, seed=p.seed, as_of=_as_of(p.as_of), top=p.top, step=step,
-                         projects=fr["projects"], buyers=fr["buyers"], supply=fr["supply"])
+        plan = run_cycle(self.ws.atlas, self.ws.sim, draws=p.draws, seed=p.seed, as_of=as_of, top=p.top, step=step,
+                         projects=fr["projects"], buyers=fr["buyers"], supply=fr["supply"], first_month=offer_first_months(fr["offers"], as_of))
         plan["metadata"]["workspace_records"] = fr["counts"]
-        report(6 / 7, "writing reports")
-        media = {"plan.json": "application/json", "plan.pdf": "application/pdf", "plan.html": "text/html; charset=utf-8",
-                 "plan.xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
-        with tempfile.TemporaryDirectory(prefix="critmin-plan-") as d:
-            paths = write_plan(plan, self.ws.atlas, Path(d))
-            files = {Path(q).name: (Path(q).read_bytes(), media.get(Path(q).name, "application/octet-stream")) for q in paths.values()}
+        report((n - 1) / n, "writing reports")
+        files = {"plan.json": ((to_json(plan) + "\n").encode("utf-8"), "application/json"),
+                 "plan.pdf": (pdf_plan(plan), "application/pdf"),
+                 "plan.xlsx": (xlsx_plan(plan), "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+                 "plan.html": (html_plan(plan, self.ws.atlas).encode("utf-8"), "text/html; charset=utf-8")}
         return plan, files

@@ -9,7 +9,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from critmin.web.models import ROLES
 
-RecordKind = Literal["project", "need", "offer", "scenario"]
 RunKind = Literal["simulate", "risk", "portfolio", "stockpile", "deliver", "match", "plan"]
 Role = Literal["government", "agency", "partner", "company", "observer"]
 assert set(ROLES) == set(Role.__args__)  # type: ignore[attr-defined]
@@ -157,16 +156,6 @@ class CommentOut(BaseModel):
     org: str
     body: str
     created_at: str
-
-
-class AuditOut(BaseModel):
-    id: int
-    at: str
-    user: str
-    action: str
-    target_kind: str
-    target_key: str
-    detail: dict[str, Any]
 
 
 LoginOut.model_rebuild()

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 from pydantic import ValidationError
-from sqlalchemy import event, or_, select
+from sqlalchemy import event, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as DbSession
 
@@ -33,6 +33,9 @@ from critmin.web.security import hash_password, new_token, session_expiry, token
 SESSION_CACHE_S = 10.0
 #: Seconds a record list is served from memory when no record changed in this process.
 RECORDS_CACHE_S = 2.0
+#: Bound on each in-memory cache (sessions, record lists); when exceeded the cache is emptied and refills.
+#: A memory guard, not a tuning figure: a few thousand entries of at most ~100 kB are well under 1 GB.
+CACHE_MAX_ENTRIES = 2000
 #: The organisation that owns the bundled registers loaded into a new workspace (shared, not confidential).
 BUNDLED_ORG = "critmin bundled data"
 #: Longest record id (the width of the ``key`` column) and the field of ``data`` that holds it, per kind.
@@ -57,14 +60,17 @@ def _iso(d: datetime | None) -> str | None:
 
 
 def jsonable(obj: Any) -> Any:
-    """Plain JSON values (NaN -> null, numpy -> Python), as PostgreSQL's JSON type requires."""
-    from critmin.output import to_json
+    """Plain JSON values (NaN -> null, numpy -> Python, keys as text), as PostgreSQL's JSON type requires."""
+    from critmin.output import _clean
 
-    return json.loads(to_json(obj))
+    return json.loads(json.dumps(_clean(obj), ensure_ascii=False))
 
 
-def _problems(exc: ValidationError, prefix: str = "data") -> list[dict[str, Any]]:
-    return [{"field": ".".join([prefix, *(str(x) for x in e["loc"])]), "message": e["msg"]} for e in exc.errors(include_url=False)]
+def problems_of(exc: ValidationError, prefix: str = "data") -> list[dict[str, Any]]:
+    """A pydantic error as the API's problem list, each field named from ``prefix`` (``data.country_iso3``)."""
+    from critmin.portfolio.register import _message
+
+    return [{"field": ".".join([prefix, *(str(x) for x in e["loc"])]), "message": _message(e)} for e in exc.errors(include_url=False)]
 
 
 class Workspace:
@@ -76,7 +82,7 @@ class Workspace:
         self._sim: Any = None
         self._lock = threading.Lock()
         self._library_ids: frozenset[str] | None = None
-        #: token digest -> (actor, csrf token, expiry, time cached): saves a database read per request
+        self._refs: Any = None  # the atlas's reference sets (countries, nodes), built at first use
         #: counts record changes made by this process (a change makes cached record lists stale)
         self.generation = 0
         self._list_cache: dict[tuple[Any, ...], tuple[int, float, bytes]] = {}
@@ -86,6 +92,7 @@ class Workspace:
                 self.generation += 1
 
         event.listen(db.sessions, "after_commit", bump_after_commit)
+        #: token digest -> (actor, csrf token, expiry, time cached): saves a database read per request
         self._session_cache: dict[str, tuple[Actor, str, datetime, float]] = {}
 
     # ------------------------------------------------------------------------------------------ definitions
@@ -180,7 +187,7 @@ class Workspace:
         if found is None:
             self._session_cache.pop(digest, None)
         else:
-            if len(self._session_cache) > 10_000:
+            if len(self._session_cache) > CACHE_MAX_ENTRIES:
                 self._session_cache.clear()
             self._session_cache[digest] = (*found, now)
         return None if found is None else (found[0], found[1])
@@ -233,7 +240,7 @@ class Workspace:
                     try:
                         sa = SupportAction.model_validate(a, context={"refs": refs})
                     except ValidationError as exc:
-                        raise WorkspaceError(422, "invalid support action", _problems(exc, f"data.support.{i}")) from exc
+                        raise WorkspaceError(422, "invalid support action", problems_of(exc, f"data.support.{i}")) from exc
                     if sa.project_id != p.project_id:
                         raise WorkspaceError(422, "invalid support action", [{"field": f"data.support.{i}.project_id", "message": "must be the project's id"}])
                     support.append(sa.model_dump())
@@ -242,44 +249,46 @@ class Workspace:
                 from critmin.deliver.buyers import Buyer
 
                 b = Buyer.model_validate({k: v for k, v in data.items() if v is not None and v != ""})
-                nodes = set(zip(atlas.stages["commodity_id"], atlas.stages["stage"], strict=True))
-                bad = []
-                if b.country_iso3 not in set(atlas.countries["iso3"]):
-                    bad.append({"field": "data.country_iso3", "message": f"unknown country '{b.country_iso3}'"})
-                elif b.country_iso3 in atlas.concern:
-                    bad.append({"field": "data.country_iso3", "message": "deliveries to a country of concern are not planned"})
-                if (b.commodity_id, b.stage) not in nodes:
-                    bad.append({"field": "data.stage", "message": f"unknown node {b.commodity_id}/{b.stage}"})
-                if bad:
-                    raise WorkspaceError(422, "invalid need", bad)
+                self._check_node("need", b.country_iso3, b.commodity_id, b.stage)
                 return b.buyer_id, b.model_dump()
             if kind == "offer":
                 from critmin.web.schemas import OfferIn
 
                 o = OfferIn.model_validate(data)
-                nodes = set(zip(atlas.stages["commodity_id"], atlas.stages["stage"], strict=True))
-                bad = []
-                if o.country_iso3 not in set(atlas.countries["iso3"]):
-                    bad.append({"field": "data.country_iso3", "message": f"unknown country '{o.country_iso3}'"})
-                if (o.commodity_id, o.stage) not in nodes:
-                    bad.append({"field": "data.stage", "message": f"unknown node {o.commodity_id}/{o.stage}"})
-                if bad:
-                    raise WorkspaceError(422, "invalid offer", bad)
+                self._check_node("offer", o.country_iso3, o.commodity_id, o.stage, concern_ok=True)
                 return o.offer_id, o.model_dump()
             if kind == "scenario":
-                from critmin.simulate.scenario import Scenario
-
-                sc = Scenario.model_validate({**data, "family": "user"})
-                try:
-                    self.sim.check([sc])
-                except CritminError as exc:
-                    raise WorkspaceError(422, "scenario cannot be simulated", [{"field": "data", "message": str(exc)}]) from exc
+                sc = self.parse_scenario(data)
                 if sc.id in library_ids(self):
                     raise WorkspaceError(409, f"scenario id '{sc.id}' is a library scenario; choose another id")
                 return sc.id, sc.model_dump()
         except ValidationError as exc:
-            raise WorkspaceError(422, f"invalid {kind}", _problems(exc)) from exc
+            raise WorkspaceError(422, f"invalid {kind}", problems_of(exc)) from exc
         raise WorkspaceError(404, f"unknown record kind '{kind}'")
+
+    def _check_node(self, kind: str, country_iso3: str, commodity_id: str, stage: str, concern_ok: bool = False) -> None:
+        from critmin.deliver.buyers import node_problems
+        from critmin.portfolio.register import _Refs
+
+        if self._refs is None:
+            self._refs = _Refs.of(self.atlas)
+        bad = node_problems(self._refs, self.atlas.concern, country_iso3, commodity_id, stage, concern_ok)
+        if bad:
+            raise WorkspaceError(422, f"invalid {kind}", [{"field": f"data.{f}", "message": msg} for f, msg in bad])
+
+    def parse_scenario(self, data: dict[str, Any], prefix: str = "data") -> Any:
+        """A user scenario (family ``user``) that the simulator can run; 422 naming the fields otherwise."""
+        from critmin.simulate.scenario import Scenario
+
+        try:
+            sc = Scenario.model_validate({**data, "family": "user"})
+        except ValidationError as exc:
+            raise WorkspaceError(422, "invalid scenario", problems_of(exc, prefix)) from exc
+        try:
+            self.sim.check([sc])
+        except CritminError as exc:
+            raise WorkspaceError(422, "scenario cannot be simulated", [{"field": prefix, "message": str(exc)}]) from exc
+        return sc
 
     def _visible(self, actor: Actor, kind: str) -> Any:
         t = m.RECORD_TABLES[kind]
@@ -294,7 +303,7 @@ class Workspace:
                 out[sh.record_id].append(sh.org_id)
         return out
 
-    def _out(self, s: DbSession, actor: Actor, kind: str, r: Any, shares: list[int], orgs: dict[int, str]) -> dict[str, Any]:
+    def _out(self, actor: Actor, kind: str, r: Any, shares: list[int], orgs: dict[int, str]) -> dict[str, Any]:
         return {"id": r.id, "kind": kind, "key": r.key, "org": orgs.get(r.org_id, ""), "confidential": r.confidential,
                 "shared_with": sorted(orgs.get(o, "") for o in shares) if actor.org_id == r.org_id else [],
                 "version": r.version, "data": r.data, "created_at": _iso(r.created_at), "updated_at": _iso(r.updated_at),
@@ -319,7 +328,7 @@ class Workspace:
         now = time.monotonic()
         gen = self.generation
         body = json.dumps(self.list_records(actor, kind, q, limit, offset), ensure_ascii=False, separators=(",", ":")).encode()
-        if len(self._list_cache) > 1000:
+        if len(self._list_cache) > CACHE_MAX_ENTRIES:
             self._list_cache.clear()
         self._list_cache[key] = (gen, now, body)
         return body
@@ -335,7 +344,7 @@ class Workspace:
             rows = rows[offset: offset + limit]
             sh = self._shares(s, kind, [r.id for r in rows])
             orgs = self._orgs(s)
-            return {"total": total, "items": [self._out(s, actor, kind, r, sh[r.id], orgs) for r in rows]}
+            return {"total": total, "items": [self._out(actor, kind, r, sh[r.id], orgs) for r in rows]}
 
     def _get(self, s: DbSession, actor: Actor, kind: str, rid: int) -> Any:
         t = m.RECORD_TABLES[kind]
@@ -347,7 +356,7 @@ class Workspace:
     def get_record(self, actor: Actor, kind: str, rid: int) -> dict[str, Any]:
         with self.db.session() as s:
             r = self._get(s, actor, kind, rid)
-            return self._out(s, actor, kind, r, self._shares(s, kind, [r.id])[r.id], self._orgs(s))
+            return self._out(actor, kind, r, self._shares(s, kind, [r.id])[r.id], self._orgs(s))
 
     def _set_shares(self, s: DbSession, kind: str, rid: int, names: list[str]) -> list[str]:
         ids = sorted({self.org(s, n).id for n in names})
@@ -384,7 +393,7 @@ class Workspace:
                 self._set_shares(s, kind, r.id, shared_with)
             self._audit(s, actor, "create", kind, key, {"confidential": confidential, "shared_with": sorted(shared_with or [])}, owner_org=actor.org_id)
             s.flush()
-            return self._out(s, actor, kind, r, self._shares(s, kind, [r.id])[r.id], self._orgs(s))
+            return self._out(actor, kind, r, self._shares(s, kind, [r.id])[r.id], self._orgs(s))
 
     def update_record(self, actor: Actor, kind: str, rid: int, version: int, data: dict[str, Any] | None = None,
                       confidential: bool | None = None, shared_with: list[str] | None = None) -> dict[str, Any]:
@@ -416,7 +425,7 @@ class Workspace:
             self._audit(s, actor, "update", kind, r.key, {"version": version + 1, **changed}, owner_org=r.org_id)
             s.expire_all()
             r = s.get(t, rid)
-            return self._out(s, actor, kind, r, self._shares(s, kind, [rid])[rid], self._orgs(s))
+            return self._out(actor, kind, r, self._shares(s, kind, [rid])[rid], self._orgs(s))
 
     def delete_record(self, actor: Actor, kind: str, rid: int, version: int) -> None:
         t = m.RECORD_TABLES[kind]
@@ -459,22 +468,23 @@ class Workspace:
     def comments(self, actor: Actor, kind: str, rid: int) -> list[dict[str, Any]]:
         with self.db.session() as s:
             self._get(s, actor, kind, rid)
-            users = {u.id: u.email for u in s.scalars(select(m.User))}
+            rows = list(s.scalars(select(m.Comment).where(m.Comment.target_kind == kind, m.Comment.target_id == rid).order_by(m.Comment.id)))
+            users = {u.id: u.email for u in s.scalars(select(m.User).where(m.User.id.in_({c.user_id for c in rows})))}
             orgs = self._orgs(s)
-            q = select(m.Comment).where(m.Comment.target_kind == kind, m.Comment.target_id == rid).order_by(m.Comment.id)
             return [{"id": c.id, "user": users.get(c.user_id, ""), "org": orgs.get(c.org_id, ""), "body": c.body, "created_at": _iso(c.created_at)}
-                    for c in s.scalars(q)]
+                    for c in rows]
 
     def audit(self, actor: Actor, limit: int = 200, offset: int = 0) -> dict[str, Any]:
         """The audit entries of the actor's own organisation's users, and of changes others made to its
         records (who, when, what), newest first."""
         with self.db.session() as s:
-            q = select(m.AuditEntry).where(or_(m.AuditEntry.org_id == actor.org_id, m.AuditEntry.owner_org_id == actor.org_id))
-            rows = list(s.scalars(q.order_by(m.AuditEntry.id.desc())))
+            mine = or_(m.AuditEntry.org_id == actor.org_id, m.AuditEntry.owner_org_id == actor.org_id)
+            total = s.scalar(select(func.count()).select_from(m.AuditEntry).where(mine)) or 0
+            rows = list(s.scalars(select(m.AuditEntry).where(mine).order_by(m.AuditEntry.id.desc()).limit(limit).offset(offset)))
             orgs = self._orgs(s)
-            return {"total": len(rows), "items": [{"id": a.id, "at": _iso(a.at), "user": a.user_email, "org": orgs.get(a.org_id or -1, ""),
+            return {"total": int(total), "items": [{"id": a.id, "at": _iso(a.at), "user": a.user_email, "org": orgs.get(a.org_id or -1, ""),
                                                     "action": a.action, "target_kind": a.target_kind, "target_key": a.target_key, "detail": a.detail}
-                                                   for a in rows[offset: offset + limit]]}
+                                                   for a in rows]}
 
     # ------------------------------------------------------------------------------------------ seeding
     def seed_bundled(self) -> dict[str, int]:
@@ -518,8 +528,16 @@ class Workspace:
         # keys, versions and the data itself: a record deleted and created again under its key starts at version 1 again
         digest = hashlib.sha256(json.dumps({"project": pkeys, "need": nkeys, "offer": okeys, "data": [proj, needs, offers]},
                                            sort_keys=True).encode()).hexdigest()
-        return {"projects": projects, "support": support, "buyers": buyers, "supply": supply, "inputs": digest, "confidential": pc or nc or oc,
+        return {"projects": projects, "support": support, "buyers": buyers, "supply": supply, "offers": offers, "inputs": digest, "confidential": pc or nc or oc,
                 "counts": {"projects": len(proj), "needs": len(needs), "offers": len(offers)}}
+
+
+def offer_first_months(offers: list[dict[str, Any]], as_of: str) -> dict[str, int]:
+    """Month (from ``as_of``) each offer can first deliver: 0 when available now or before, else its
+    ``available_from`` (no construction delay: the supplier states the month)."""
+    from critmin._dates import month_offset
+
+    return {o["offer_id"]: max(0, month_offset(as_of, o.get("available_from") or None) or 0) for o in offers}
 
 
 def offers_as_projects(offers: list[dict[str, Any]], columns: Iterable[str]) -> pd.DataFrame:
