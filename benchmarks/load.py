@@ -12,16 +12,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
+
+from critmin.web.process import ServerProcess, add_user
 
 BASELINE = Path(__file__).with_name("baseline.json")
 PASSWORD = "load test password"
@@ -36,12 +34,6 @@ ENDPOINTS = {
     "projects": "/api/projects",
     "runs": "/api/runs",
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _client(base: str, token: str, names: list[str], until: float, out: dict[str, list[float]], errors: dict[str, int], k: int) -> None:
@@ -79,34 +71,16 @@ def run_load(clients: int = 50, duration: float = 20.0, database: str | None = N
     URL (e.g. PostgreSQL) instead of a fresh SQLite file."""
     with tempfile.TemporaryDirectory(prefix="critmin-load-") as d:
         db = database or f"sqlite:///{Path(d) / 'w.db'}"
-        env = {**os.environ}
         email = "load@bench.example"
-        subprocess.run([sys.executable, "-m", "critmin", "user", "add", email, "--org", "Bench", "--role", "government", "--password-stdin",
-                        "--database", db], input=PASSWORD + "\n", text=True, check=True, capture_output=True, cwd=d, env=env)
-        port = _free_port()
-        base = f"http://127.0.0.1:{port}"
-        proc = subprocess.Popen([sys.executable, "-m", "critmin", "serve", "--port", str(port), "--database", db], cwd=d, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            t0 = time.monotonic()
-            while True:
-                try:
-                    if httpx.get(base + "/api/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() - t0 > 60 or proc.poll() is not None:
-                    raise RuntimeError("server did not start")
-                time.sleep(0.2)
+        add_user(db, email, "Bench", "government", PASSWORD, cwd=Path(d))
+        with ServerProcess(db, cwd=Path(d)) as server:
+            base = server.base
             # one session per client (logins are argon2-slow by design: done before the clock starts)
             tokens = [httpx.post(base + "/api/auth/login", json={"username": email, "password": PASSWORD}).json()["access_token"] for _ in range(clients)]
             h = {"Authorization": f"Bearer {tokens[0]}"}
             for path in ENDPOINTS.values():  # warm the caches
                 httpx.get(base + path, headers=h, timeout=60).raise_for_status()
             out, errors, seconds = asyncio.run(_load(base, tokens, duration))
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
     rows = {}
     for name, lat in out.items():
         a = np.array(lat) if lat else np.array([np.nan])

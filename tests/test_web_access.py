@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 
 from critmin.web import security
-from tests.conftest import PASSWORD, POSTGRES_ENV, USERS, WebClient, make_app, reset_postgres
+from tests.conftest import PASSWORD, POSTGRES_ENV, USERS, WebClient, cheap_argon2, make_app, reset_postgres
 
 GOV, GOV_JP, AGENCY, PARTNER, ACME, ACME2, BETA, OBSERVER = (u[0] for u in USERS)
 ORG = {email: org for email, org, _ in USERS}
@@ -92,8 +91,7 @@ def acl(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             pytest.skip(f"PostgreSQL not configured: set {POSTGRES_ENV} (.ci/run starts one and sets it)")
         reset_postgres(url)
     with pytest.MonkeyPatch.context() as mp:
-        # argon2 at the lowest cost: the same code path, without ~0.15 s per user and per login (test_web_api checks the real cost)
-        mp.setattr(security, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+        cheap_argon2(mp)
         app = make_app(url, simulator)
         with TestClient(app, base_url="https://testserver") as client:
             w = World(WebClient(client, app))

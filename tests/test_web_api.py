@@ -15,10 +15,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 
 from critmin.web import security
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, cheap_argon2
 
 GOV, GOV_JP, AGENCY, ACME, BETA, OBSERVER = "gov@us.example", "gov@jp.example", "fin@dfc.example", "co@acme.example", "co@beta.example", "obs@oecd.example"
 PLURAL = {"project": "projects", "need": "needs", "offer": "offers", "scenario": "scenarios"}
@@ -29,11 +28,10 @@ LIBRARY_EVENT = "ev.E001.rare_earths.refine"
 
 @pytest.fixture(autouse=True)
 def _cheap_argon2(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """argon2id at its default cost takes ~0.15 s per hash and per login, and every test creates eight users on a
-    fresh database: the tests hash at the lowest cost (same algorithm and code path), except the test that
-    checks the production cost (it asks for ``default_argon2``)."""
+    """Every test creates eight users on a fresh database: argon2 at its lowest cost (conftest.cheap_argon2),
+    except in the test that checks the production cost (it asks for ``default_argon2``)."""
     if "default_argon2" not in request.fixturenames:
-        monkeypatch.setattr(security, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+        cheap_argon2(monkeypatch)
 
 
 @pytest.fixture()
@@ -994,3 +992,24 @@ def test_an_offer_delivers_from_its_stated_month(web) -> None:
     alloc = [a for a in web.client.get(f"/api/runs/{run['id']}/result", headers=h).json()["result"]["allocation"] if a["project_id"] == "LATER-OFFER-1"]
     assert alloc and min(a["month"] for a in alloc) == 4  # 2026-01 is month 1, 2026-04 month 4
     assert sum(a["tonnes"] for a in alloc) == pytest.approx(1200.0 / 12 * 3)
+
+
+def test_atlas_reads_belong_to_their_workspace() -> None:
+    """Two workspaces with different atlases in one process answer from their own atlas (the caches were
+    module-level, keyed by id(atlas), which a new atlas can reuse)."""
+    import asyncio
+    import json
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from critmin.web.reads import AtlasReads
+
+    def sim_with(chains: list[str]) -> SimpleNamespace:
+        return SimpleNamespace(atlas=SimpleNamespace(chain_links=pd.DataFrame({"chain_id": chains})))
+
+    sim_one, sim_two = sim_with(["magnets", "batteries"]), sim_with(["catalysts"])
+    one, two = AtlasReads(lambda: sim_one), AtlasReads(lambda: sim_two)
+    answers = [json.loads(bytes(asyncio.run(r.answer(("chains",), r.chains)).body)) for r in (one, two, one)]
+    assert answers == [["batteries", "magnets"], ["catalysts"], ["batteries", "magnets"]]
+    assert one.chain_nodes("catalysts") == [] and one.sankey("catalysts") is None  # not a chain of the first atlas

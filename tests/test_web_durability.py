@@ -4,12 +4,8 @@ real databases (SQLite file and, when configured, PostgreSQL)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,45 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from critmin.web.process import ServerProcess, add_user, critmin_command
 from tests.conftest import PASSWORD
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _critmin(*args: str, stdin: str | None = None, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "critmin", *args], input=stdin, capture_output=True, text=True, cwd=cwd, timeout=120)
-
-
-class Server:
-    def __init__(self, db_url: str, cwd: Path):
-        self.db_url, self.cwd = db_url, cwd
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "critmin", "serve", "--port", str(self.port), "--database", self.db_url],
-                                     cwd=self.cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 60:
-            try:
-                if httpx.get(self.base + "/api/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-            assert self.proc.poll() is None, self.proc.stderr.read().decode() if self.proc.stderr else "server exited"
-        raise AssertionError("server did not start in 60 s")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-        if self.proc.stderr:
-            self.proc.stderr.close()
+    return critmin_command(*args, stdin=stdin, cwd=cwd)
 
 
 def _offer(key: str) -> dict:
@@ -65,11 +28,8 @@ def _offer(key: str) -> dict:
 
 def test_kill_during_writes_loses_nothing_committed(db_url: str, tmp_path: Path) -> None:
     email = "writer@durability.example"
-    r = _critmin("user", "add", email, "--org", "Durability Org", "--role", "company", "--password-stdin", "--database", db_url,
-                 stdin=PASSWORD + "\n", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    srv = Server(db_url, tmp_path)
-    srv.start()
+    add_user(db_url, email, "Durability Org", "company", PASSWORD, cwd=tmp_path)
+    srv = ServerProcess(db_url, cwd=tmp_path, log=tmp_path / "server.log").start()
     tok = httpx.post(srv.base + "/api/auth/login", json={"username": email, "password": PASSWORD}).json()["access_token"]
     h = {"Authorization": f"Bearer {tok}"}
     # one record edited over and over, concurrently with creations
@@ -123,8 +83,7 @@ def test_kill_during_writes_loses_nothing_committed(db_url: str, tmp_path: Path)
         with sqlite3.connect(path) as con:
             assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
-    srv2 = Server(db_url, tmp_path)
-    srv2.start()
+    srv2 = ServerProcess(db_url, cwd=tmp_path, log=tmp_path / "server2.log").start()
     try:
         tok = httpx.post(srv2.base + "/api/auth/login", json={"username": email, "password": PASSWORD}).json()["access_token"]
         h = {"Authorization": f"Bearer {tok}"}

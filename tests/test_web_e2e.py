@@ -10,9 +10,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -30,6 +27,8 @@ pytest.importorskip("playwright.sync_api")
 
 from playwright.sync_api import Page, sync_playwright  # noqa: E402
 
+from critmin.web.process import ServerProcess, add_user  # noqa: E402
+
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 PASSWORD = "correct horse battery"
@@ -44,8 +43,6 @@ EXPECTED_HTTP_ERRORS = re.compile(r"Failed to load resource: the server responde
 @dataclass
 class Server:
     base: str
-    proc: subprocess.Popen[bytes]
-    log: Path
     tokens: dict[str, str] = field(default_factory=dict)
 
     def call(self, method: str, path: str, body: Any = None, email: str | None = EMAIL) -> tuple[int, Any]:
@@ -75,47 +72,14 @@ class Server:
         return self.tokens[email]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     d = tmp_path_factory.mktemp("web-e2e")
     url = f"sqlite:///{d / 'w.db'}"
     for email in (EMAIL, COLLEAGUE):
-        subprocess.run([sys.executable, "-m", "critmin", "user", "add", email, "--org", ORG, "--role", "government", "--password-stdin",
-                        "--database", url], input=PASSWORD.encode(), check=True, capture_output=True, timeout=120)
-    port = _free_port()
-    log = d / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "critmin", "serve", "--port", str(port), "--database", url],
-                                stdout=out, stderr=subprocess.STDOUT)
-    srv = Server(f"http://127.0.0.1:{port}", proc, log)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"the server exited ({proc.returncode}):\n{log.read_text(errors='replace')}")
-            try:
-                with urllib.request.urlopen(srv.base + "/api/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the server did not answer /api/health:\n{log.read_text(errors='replace')}")
-            time.sleep(0.2)
-        yield srv
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        add_user(url, email, ORG, "government", PASSWORD)
+    with ServerProcess(url, cwd=d, log=d / "server.log") as proc:
+        yield Server(proc.base)
 
 
 # ------------------------------------------------------------------------------------------------ browser

@@ -11,12 +11,10 @@ from typing import Any
 
 import pytest
 import schemathesis
-from argon2 import PasswordHasher
 from hypothesis import HealthCheck, settings
 from schemathesis.core.parameters import ParameterLocation
 
-from critmin.web import security
-from tests.conftest import PASSWORD, make_app
+from tests.conftest import PASSWORD, cheap_argon2, make_app
 
 GOV = "gov@us.example"
 #: Examples generated per operation (more in a local fuzzing session: CRITMIN_FUZZ_EXAMPLES=500).
@@ -35,8 +33,7 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory, simulator: Any) -> Any:
     from fastapi.testclient import TestClient
 
     with pytest.MonkeyPatch.context() as mp:
-        # argon2 at its lowest cost: the fuzzer's logins would otherwise take ~0.15 s each (test_web_api checks the real cost)
-        mp.setattr(security, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+        cheap_argon2(mp)
         app = make_app(f"sqlite:///{Path(tmp_path_factory.mktemp('fuzz')) / 'workspace.db'}", simulator)
         runner = app.state.runner
         execute = runner._execute

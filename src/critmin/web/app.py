@@ -7,10 +7,8 @@ Every asset the pages load (plotly.js, the world topology, Swagger UI, fonts) is
 from __future__ import annotations
 
 import hmac
-import json
 from contextlib import asynccontextmanager
 from enum import Enum
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,12 +20,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
+from critmin.web import reads as rd
 from critmin.web import schemas as sc
 from critmin.web.access import Actor
 from critmin.web.db import Database
 from critmin.web.jobs import JobRunner
 from critmin.web.security import CSRF_COOKIE, CSRF_HEADER, SECURITY_HEADERS, SESSION_COOKIE, LoginLimiter
-from critmin.web.workspace import CACHE_MAX_ENTRIES, Workspace, WorkspaceError
+from critmin.web.workspace import Workspace, WorkspaceError
 
 STATIC = Path(__file__).parent / "static"
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
@@ -136,6 +135,7 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
     loads the bundled registers into a new workspace."""
     db = db or Database(database_url)
     ws = workspace or Workspace(db)
+    reads = ws.reads
     runner = JobRunner(ws)
     limiter = limiter or LoginLimiter()
 
@@ -218,30 +218,30 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
     @api.get("/methods", tags=["assess"], responses=ERRORS, response_model=list[dict[str, Any]])
     async def methods(who: Who) -> Response:
         """Criticality methods that rank minerals (docs/methods.md)."""
-        return await _json_async(("methods",), _methods)
+        return await reads.answer(("methods",), rd.methods)
 
     @api.get("/minerals/priority", tags=["assess"], responses=ERRORS, response_model=list[dict[str, Any]])
     async def priority(who: Who, method: Annotated[str, Query(max_length=40)] = "critmin",
                  perspective: Annotated[str, Query(pattern="^(USA|JPN|BLOC)$")] = "BLOC",
                  top: Annotated[int, Query(ge=1, le=200)] = 25) -> Response:
         """Priority minerals ranked by one method from one participant's perspective (cached)."""
-        if method not in {m["name"] for m in _methods()}:
-            raise WorkspaceError(422, f"unknown method '{method}'", [{"field": "query.method", "message": f"use one of {', '.join(m['name'] for m in _methods())}"}])
-        return await _json_async(("priority", id(ws.atlas), method, perspective, top), lambda: _priority(ws, method, perspective)[:top])
+        if method not in {m["name"] for m in rd.methods()}:
+            raise WorkspaceError(422, f"unknown method '{method}'", [{"field": "query.method", "message": f"use one of {', '.join(m['name'] for m in rd.methods())}"}])
+        return await reads.answer(("priority", method, perspective, top), lambda: reads.priority(method, perspective)[:top])
 
     @api.get("/atlas/nodes", tags=["assess"], responses=ERRORS, response_model=list[dict[str, Any]])
     async def nodes(who: Who) -> Response:
         """Commodity-stage nodes with country shares (for the map and the scenario builder)."""
-        return await _json_async(("nodes", id(ws.atlas)), lambda: _nodes(ws))
+        return await reads.answer(("nodes",), reads.nodes)
 
     @api.get("/atlas/supply", tags=["assess"], responses=ERRORS, response_model=dict[str, Any])
     async def supply(who: Who, commodity: Annotated[str, Query(max_length=60)], stage: Annotated[str, Query(max_length=40)]) -> Response:
         """Country shares of world supply at one node, with their sources (cached)."""
         def build() -> dict[str, Any]:
-            if (commodity, stage) not in {(n["commodity"], n["stage"]) for n in _nodes(ws)}:
+            if (commodity, stage) not in {(n["commodity"], n["stage"]) for n in reads.nodes()}:
                 raise WorkspaceError(404, f"no country shares for {commodity}/{stage}")
-            return {"commodity": commodity, "stage": stage, "rows": _supply(ws, commodity, stage)}
-        return await _json_async(("supply", id(ws.atlas), commodity, stage), build)
+            return {"commodity": commodity, "stage": stage, "rows": reads.supply(commodity, stage)}
+        return await reads.answer(("supply", commodity, stage), build)
 
     @api.get("/atlas/vulnerabilities", tags=["assess"], responses=ERRORS, response_model=list[dict[str, Any]])
     async def vulnerabilities(who: Who, commodity: Annotated[str, Query(max_length=60)] = "") -> Response:
@@ -249,57 +249,57 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
         country and shares of world supply 0-1: top, top 3, concern, bloc, participants, coverage), with ``chokepoint`` true
         at the stage critmin's method (BLOC perspective) names the commodity's chokepoint; one commodity, or all (cached)."""
         def build() -> list[dict[str, Any]]:
-            rows = _vulnerabilities(ws)
+            rows = reads.vulnerabilities()
             if not commodity:
                 return rows
-            if commodity not in set(ws.atlas.commodity_ids()):
+            if commodity not in reads.commodity_names():
                 raise WorkspaceError(404, f"no commodity '{commodity}'")
             return [r for r in rows if r["commodity_id"] == commodity]
-        return await _json_async(("vulnerabilities", id(ws.atlas), commodity), build)
+        return await reads.answer(("vulnerabilities", commodity), build)
 
     @api.get("/chains", tags=["assess"], responses=ERRORS, response_model=list[str])
     async def chains(who: Who) -> Response:
         """Supply chains of the atlas."""
-        return await _json_async(("chains", id(ws.atlas)), lambda: sorted(str(c) for c in ws.atlas.chain_links["chain_id"].unique()))
+        return await reads.answer(("chains",), reads.chains)
 
     @api.get("/chains/{chain_id}/sankey", tags=["assess"], responses=ERRORS, response_model=dict[str, Any])
     async def sankey(who: Who, chain_id: Annotated[str, FPath(max_length=60)]) -> Response:
         """A plotly Sankey figure of one chain by stage and country (flows drawn in proportion to shares)."""
         def build() -> dict[str, Any]:
-            fig = _sankey(ws, chain_id)
+            fig = reads.sankey(chain_id)
             if fig is None:
                 raise WorkspaceError(404, f"no chain '{chain_id}' with shares")
             return fig
-        return await _json_async(("sankey", id(ws.atlas), chain_id), build)
+        return await reads.answer(("sankey", chain_id), build)
 
     @api.get("/chains/{chain_id}/nodes", tags=["assess"], responses=ERRORS, response_model=list[dict[str, Any]])
     async def chain_nodes(who: Who, chain_id: Annotated[str, FPath(max_length=60)]) -> Response:
         """The commodity-stage nodes of one chain (from its links), upstream first: ``step`` 0 has no supplier in the chain."""
         def build() -> list[dict[str, Any]]:
-            found = _chain_nodes(ws, chain_id)
+            found = reads.chain_nodes(chain_id)
             if not found:
                 raise WorkspaceError(404, f"no chain '{chain_id}'")
             return found
-        return await _json_async(("chain_nodes", id(ws.atlas), chain_id), build)
+        return await reads.answer(("chain_nodes", chain_id), build)
 
     @api.get("/scenarios/library", tags=["scenarios"], responses=ERRORS, response_model=sc.Page)
     async def library(who: Who, q: Annotated[str, Query(max_length=100)] = "", family: Annotated[str, Query(pattern="^(|event|generated)$")] = "",
                 limit: Annotated[int, Query(ge=1, le=1000)] = 50, offset: Annotated[int, Query(ge=0)] = 0) -> Response:
         """The scenario library (real events and generated scenarios), searchable."""
         def build() -> dict[str, Any]:
-            items = _library(ws)
+            items = reads.library()
             if family:
                 items = [s for s in items if (s["family"] == "event") == (family == "event")]  # generated families are "gen.<country>.<node>"
             if q:
                 ql = q.lower()
                 items = [s for s in items if ql in s["id"].lower() or ql in s["title"].lower()]
             return {"total": len(items), "items": items[offset: offset + limit]}
-        return await _json_async(("library", id(ws.atlas), q, family, limit, offset), build)
+        return await reads.answer(("library", q, family, limit, offset), build)
 
     @api.get("/agencies", tags=["portfolio"], responses=ERRORS, response_model=list[dict[str, Any]])
     async def agencies(who: Who) -> Response:
         """Finance agencies, their instruments and bundled budgets (USD; blank where none is published)."""
-        return await _json_async(("agencies",), _agencies)
+        return await reads.answer(("agencies",), rd.agencies)
 
     @api.get("/buyers", tags=["records"], responses=ERRORS)
     def buyers(who: Who) -> list[dict[str, Any]]:
@@ -358,11 +358,11 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
 
     @app.get("/assets/plotly.min.js", include_in_schema=False)
     def plotly_js() -> Response:
-        return Response(_plotly_js(), media_type="text/javascript", headers={"Cache-Control": "public, max-age=86400"})
+        return Response(rd.plotly_js(), media_type="text/javascript", headers={"Cache-Control": "public, max-age=86400"})
 
     @app.get("/assets/topojson/world_110m.json", include_in_schema=False)
     def topojson() -> Response:
-        return Response(_topojson(), media_type="application/json", headers={"Cache-Control": "public, max-age=86400"})
+        return Response(rd.topojson(), media_type="application/json", headers={"Cache-Control": "public, max-age=86400"})
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
@@ -414,157 +414,8 @@ def _record_routes(api: APIRouter, ws: Workspace, kind: str, plural: str) -> Non
 
 
 
-# -------------------------------------------------------------------------------------------- cached reads
+# -------------------------------------------------------------------------------------------- helpers
 def _version() -> str:
     from critmin import __version__
 
     return __version__
-
-
-@lru_cache(maxsize=1)
-def _methods() -> list[dict[str, Any]]:
-    from critmin.assess.methods.base import METHODS
-
-    return [{"name": k, "title": getattr(v, "title", k), "citation": getattr(v, "citation", "")} for k, v in sorted(METHODS.items())]
-
-
-_CACHE: dict[tuple[Any, ...], Any] = {}
-#: Serialised answers of the cached reads (bounded: cleared when it holds more than _JSON_MAX entries).
-_JSON: dict[tuple[Any, ...], bytes] = {}
-_JSON_MAX = CACHE_MAX_ENTRIES
-
-
-async def _json_async(key: tuple[Any, ...], build: Any) -> Response:
-    """As :func:`_json`; a cache miss is built in a worker thread, never on the event loop."""
-    body = _JSON.get(key)
-    if body is not None:
-        return Response(body, media_type="application/json")
-    return await run_in_threadpool(_json, key, build)
-
-
-def _json(key: tuple[Any, ...], build: Any) -> Response:
-    """A cached read answered from its serialised JSON (built once per key and server process)."""
-    body = _JSON.get(key)
-    if body is None:
-        if len(_JSON) > _JSON_MAX:
-            _JSON.clear()
-        body = _JSON[key] = json.dumps(build(), ensure_ascii=False, separators=(",", ":")).encode()
-    return Response(body, media_type="application/json")
-
-
-def _cached(key: tuple[Any, ...], fn: Any) -> Any:
-    if key not in _CACHE:
-        _CACHE[key] = fn()
-    return _CACHE[key]
-
-
-def _priority(ws: Workspace, method: str, perspective: str) -> list[dict[str, Any]]:
-    from critmin.assess import assess
-    from critmin.web.workspace import jsonable
-
-    return _cached((id(ws.atlas), "priority", method, perspective), lambda: jsonable(assess(ws.atlas, perspective, method).to_dict("records")))
-
-
-def _shares(ws: Workspace) -> Any:
-    from critmin.assess.supply import stage_shares_table
-
-    return _cached((id(ws.atlas), "shares"), lambda: stage_shares_table(ws.atlas))
-
-
-def _nodes(ws: Workspace) -> list[dict[str, Any]]:
-    def build() -> list[dict[str, Any]]:
-        sh = _shares(ws)
-        g = sh.groupby(["commodity_id", "stage"], sort=True).size().reset_index(name="countries")
-        names = dict(zip(ws.atlas.commodities["commodity_id"], ws.atlas.commodities["name"], strict=True))
-        return [{"commodity": r.commodity_id, "stage": r.stage, "name": names.get(r.commodity_id, r.commodity_id), "countries": int(r.countries)}
-                for r in g.itertuples()]
-    return _cached((id(ws.atlas), "nodes"), build)
-
-
-def _supply(ws: Workspace, commodity: str, stage: str) -> list[dict[str, Any]]:
-    from critmin.web.workspace import jsonable
-
-    def build() -> list[dict[str, Any]]:
-        sh = _shares(ws)
-        g = sh[(sh["commodity_id"] == commodity) & (sh["stage"] == stage)]
-        return jsonable(g[["country_iso3", "share", "basis", "bound", "year", "source_id"]].to_dict("records"))
-    return _cached((id(ws.atlas), "supply", commodity, stage), build)
-
-
-def _sankey(ws: Workspace, chain_id: str) -> dict[str, Any] | None:
-    from critmin.report.writers import _sankey as sankey_fig
-
-    if chain_id not in set(ws.atlas.chain_links["chain_id"]):  # before the cache: it keeps only the atlas's chains
-        return None
-
-    def build() -> dict[str, Any] | None:
-        fig = sankey_fig(ws.atlas, chain_id)
-        return None if fig is None else json.loads(fig.to_json())
-    return _cached((id(ws.atlas), "sankey", chain_id), build)
-
-
-def _vulnerabilities(ws: Workspace) -> list[dict[str, Any]]:
-    """``stage_metrics`` of every node (the shares table the other reads use), with the commodity's name and chokepoint."""
-    from critmin.assess.supply import stage_metrics
-    from critmin.web.workspace import jsonable
-
-    def build() -> list[dict[str, Any]]:
-        choke = {r["commodity"]: r["chokepoint_stage"] for r in _priority(ws, "critmin", "BLOC")}
-        names = dict(zip(ws.atlas.commodities["commodity_id"], ws.atlas.commodities["name"], strict=True))
-        rows = jsonable(stage_metrics(ws.atlas, shares=_shares(ws)).to_dict("records"))
-        return [{**r, "name": names.get(r["commodity_id"], r["commodity_id"]), "chokepoint": choke.get(r["commodity_id"]) == r["stage"]} for r in rows]
-    return _cached((id(ws.atlas), "vulnerabilities"), build)
-
-
-def _chain_nodes(ws: Workspace, chain_id: str) -> list[dict[str, Any]]:
-    """Nodes of one chain ordered by ``step``, the longest path of links leading to the node (then commodity, stage)."""
-    links = ws.atlas.chain_links
-    if chain_id not in set(links["chain_id"]):  # before the cache: it keeps only the atlas's chains
-        return []
-
-    def build() -> list[dict[str, Any]]:
-        from critmin.atlas.schema import STAGE_ORDER
-
-        edges = [((str(r.from_commodity), str(r.from_stage)), (str(r.to_commodity), str(r.to_stage)))
-                 for r in links[links["chain_id"] == chain_id].itertuples()]
-        step = {n: 0 for e in edges for n in e}
-        for _ in range(len(step)):  # longest path in a DAG by relaxation (bounded: a cycle cannot loop forever)
-            changed = False
-            for a, b in edges:
-                if step[b] < step[a] + 1:
-                    step[b], changed = step[a] + 1, True
-            if not changed:
-                break
-        names = dict(zip(ws.atlas.commodities["commodity_id"], ws.atlas.commodities["name"], strict=True))
-        order = sorted(step, key=lambda n: (step[n], n[0], STAGE_ORDER.get(n[1], 99), n[1]))
-        return [{"commodity": c, "stage": st, "name": names.get(c, c), "step": step[(c, st)]} for c, st in order]
-    return _cached((id(ws.atlas), "chain_nodes", chain_id), build)
-
-
-def _library(ws: Workspace) -> list[dict[str, Any]]:
-    def build() -> list[dict[str, Any]]:
-        return [{"id": s.id, "title": s.title, "commodity": s.commodity, "stage": s.stage, "restrictors": s.restrictors, "targets": s.targets,
-                 "regime": s.regime, "duration_months": s.duration_months, "family": s.family, "status": s.status} for s in ws.sim.library()]
-    return _cached((id(ws.atlas), "library"), build)
-
-
-@lru_cache(maxsize=1)
-def _agencies() -> list[dict[str, Any]]:
-    from critmin.portfolio.model import read_agencies
-    from critmin.web.workspace import jsonable
-
-    return jsonable(read_agencies().to_dict("records"))
-
-
-@lru_cache(maxsize=1)
-def _plotly_js() -> bytes:
-    from plotly.offline import get_plotlyjs
-
-    return get_plotlyjs().encode()
-
-
-@lru_cache(maxsize=1)
-def _topojson() -> bytes:
-    from critmin.report.writers import world_topojson
-
-    return world_topojson().encode("utf-8")

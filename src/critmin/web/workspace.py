@@ -26,6 +26,7 @@ from critmin.web import access
 from critmin.web import models as m
 from critmin.web.access import Actor
 from critmin.web.db import Database
+from critmin.web.reads import AtlasReads
 from critmin.web.security import hash_password, new_token, session_expiry, token_digest, verify_password
 
 #: Seconds a signed-in session is trusted from memory before the database is asked again (a sign-out in
@@ -83,6 +84,8 @@ class Workspace:
         self._lock = threading.Lock()
         self._library_ids: frozenset[str] | None = None
         self._refs: Any = None  # the atlas's reference sets (countries, nodes), built at first use
+        #: the cached atlas reads of the dashboard (priority minerals, supply, chains, library)
+        self.reads = AtlasReads(lambda: self.sim)
         #: counts record changes made by this process (a change makes cached record lists stale)
         self.generation = 0
         self._list_cache: dict[tuple[Any, ...], tuple[int, float, bytes]] = {}
