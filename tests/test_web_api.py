@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from critmin.web import security
+from critmin.web.workspace import WorkspaceError
 from tests.conftest import PASSWORD, cheap_argon2
 
 GOV, GOV_JP, AGENCY, ACME, BETA, OBSERVER = "gov@us.example", "gov@jp.example", "fin@dfc.example", "co@acme.example", "co@beta.example", "obs@oecd.example"
@@ -164,6 +165,95 @@ def test_logout_invalidates_the_token(web):
     assert web.client.post("/api/auth/logout", headers=h).status_code == 401
     assert web.client.get("/api/auth/me", headers=other).status_code == 200  # only that session ended
     assert any(a["action"] == "login" and a["user"] == ACME for a in audit(web, ACME))
+
+
+def test_change_own_password_ends_the_other_sessions(web):
+    """POST /api/auth/password: the current password must be right; the session that asked stays signed in,
+    every other session of the user ends, the old password stops working, the change is audited."""
+    web.client.cookies.clear()
+    mine = web.h(ACME)
+    login = web.client.post("/api/auth/login", json={"username": ACME, "password": PASSWORD}).json()
+    other = {"Authorization": f"Bearer {login['access_token']}"}
+    colleague = web.h("co2@acme.example")
+    web.client.cookies.clear()
+    new = "a brand new passphrase"
+    r = web.client.post("/api/auth/password", json={"current_password": "not it", "new_password": new}, headers=mine)
+    assert r.status_code == 403 and "current password is wrong" in r.json()["detail"]
+    for body, field in (({"current_password": PASSWORD, "new_password": "short"}, "body.new_password"),
+                        ({"current_password": PASSWORD, "new_password": "x" * 1001}, "body.new_password"),
+                        ({"current_password": PASSWORD}, "body.new_password"),
+                        ({"current_password": PASSWORD, "new_password": new, "email": BETA}, "body.email")):
+        r = web.client.post("/api/auth/password", json=body, headers=mine)
+        assert r.status_code == 422 and field in fields(r), (body, r.json())
+    r = web.client.post("/api/auth/password", json={"current_password": PASSWORD, "new_password": PASSWORD}, headers=mine)
+    assert r.status_code == 422 and "body.new_password" in fields(r)
+    r = web.client.post("/api/auth/password", json={"current_password": PASSWORD, "new_password": new}, headers=mine)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"status": "password changed", "other_sessions_ended": 1}
+    assert web.client.get("/api/auth/me", headers=mine).status_code == 200
+    assert web.client.get("/api/auth/me", headers=other).status_code == 401
+    assert web.client.get("/api/auth/me", headers=colleague).status_code == 200  # another user of the organisation: untouched
+    assert web.client.post("/api/auth/login", json={"username": ACME, "password": PASSWORD}).status_code == 401
+    assert web.client.post("/api/auth/login", json={"username": ACME, "password": new}).status_code == 200
+    entry = next(a for a in audit(web, ACME) if a["action"] == "password")
+    assert (entry["user"], entry["target_kind"], entry["target_key"], entry["detail"]) == (ACME, "user", ACME, {"sessions_ended": 1})
+    assert not any(a["action"] == "password" for a in audit(web, BETA))  # another organisation does not see it
+    r = web.client.post("/api/auth/password", json={"current_password": new, "new_password": PASSWORD})
+    assert r.status_code == 403 and "X-CSRF-Token" in r.json()["detail"]  # the login above left a cookie session: no CSRF header
+    web.client.cookies.clear()
+    assert web.client.post("/api/auth/password", json={"current_password": new, "new_password": PASSWORD}).status_code == 401
+
+
+def test_wrong_current_passwords_count_as_failed_logins(web):
+    mine = web.h(BETA)
+    for _ in range(5):
+        r = web.client.post("/api/auth/password", json={"current_password": "guess", "new_password": "new enough pass"}, headers=mine)
+        assert r.status_code == 403
+    r = web.client.post("/api/auth/password", json={"current_password": PASSWORD, "new_password": "new enough pass"}, headers=mine)
+    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+    assert web.client.post("/api/auth/login", json={"username": BETA, "password": PASSWORD}).status_code == 429
+
+
+def test_users_of_my_organisation(web):
+    j = web.client.get("/api/users", headers=web.h(ACME)).json()
+    assert [(u["email"], u["role"], u["active"]) for u in j] == [("co2@acme.example", "company", True), (ACME, "company", True)]
+    assert set(j[0]) == {"email", "role", "active", "created_at"}  # no session counts, no hashes
+    assert [u["email"] for u in web.client.get("/api/users", headers=web.h(OBSERVER)).json()] == [OBSERVER]
+    web.client.cookies.clear()  # the logins above left a cookie session
+    assert web.client.get("/api/users").status_code == 401
+
+
+def test_disabled_user_and_new_role_take_effect_at_the_next_request(web):
+    """What `critmin user disable/role/passwd` do (Workspace.set_user / set_password): a disabled user's
+    sessions end and logins are refused; a new role applies to the open session; a reset ends every session."""
+    ws = web.app.state.ws
+    h = web.h(ACME)
+    assert web.client.post("/api/offers", json={"data": record("offer", "ROLE-1")}, headers=h).status_code == 201
+    assert ws.set_user(ACME, role="observer")["changed"] == ["role"]
+    assert web.client.get("/api/auth/me", headers=h).json()["role"] == "observer"
+    assert web.client.post("/api/offers", json={"data": record("offer", "ROLE-2")}, headers=h).status_code == 403
+    assert ws.set_user(ACME, role="observer")["changed"] == []
+    assert ws.set_user(ACME, active=False)["changed"] == ["active"]
+    assert web.client.get("/api/auth/me", headers=h).status_code == 401
+    assert web.client.post("/api/auth/login", json={"username": ACME, "password": PASSWORD}).status_code == 401
+    assert ws.users("Acme Rare Earths")[1]["sessions"] == 0 and ws.users("Acme Rare Earths")[1]["active"] is False
+    ws.set_user(ACME, role="company", active=True)
+    r = web.client.post("/api/auth/login", json={"username": ACME, "password": PASSWORD})
+    assert r.status_code == 200 and r.json()["user"]["role"] == "company"
+    h = {"Authorization": f"Bearer {r.json()['access_token']}"}
+    assert [u["sessions"] for u in ws.users("Acme Rare Earths") if u["email"] == ACME] == [1]
+    assert ws.set_password(ACME, "reset by the operator") == 1
+    assert web.client.get("/api/auth/me", headers=h).status_code == 401
+    assert web.client.post("/api/auth/login", json={"username": ACME, "password": "reset by the operator"}).status_code == 200
+    changes = [(a["action"], a["user"], a["detail"]) for a in audit(web, "co2@acme.example") if a["target_kind"] == "user" and a["action"] != "login"]
+    assert changes[:4] == [("password", "command line", {"sessions_ended": 1}),
+                           ("update", "command line", {"role": ["observer", "company"], "active": [False, True], "sessions_ended": 0}),
+                           ("update", "command line", {"active": [True, False], "sessions_ended": 1}),
+                           ("update", "command line", {"role": ["company", "observer"], "sessions_ended": 0})]
+    with pytest.raises(WorkspaceError, match="no user 'nobody@x.example'"):
+        ws.set_user("nobody@x.example", active=False)
+    with pytest.raises(WorkspaceError, match="unknown role 'admin'"):
+        ws.set_user(ACME, role="admin")
 
 
 def test_me_and_orgs(web):

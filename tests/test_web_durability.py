@@ -132,6 +132,44 @@ def test_user_add_command(tmp_path: Path) -> None:
     assert h.startswith("$argon2id$") and "long enough password" not in h
 
 
+def test_user_admin_commands(tmp_path: Path) -> None:
+    """critmin user list / passwd / disable / enable / role on a workspace file, as an operator runs them."""
+    import json
+
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    add_user(url, "ann@example.org", "New Org", "company", "long enough password", cwd=tmp_path)
+    add_user(url, "bob@other.example", "Other Org", "agency", "long enough password", cwd=tmp_path)
+    listed = _critmin("user", "list", "--format", "json", "--database", url, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert [(u["email"], u["org"], u["role"], u["active"], u["sessions"]) for u in rows] == [
+        ("ann@example.org", "New Org", "company", True, 0), ("bob@other.example", "Other Org", "agency", True, 0)]
+    table = _critmin("user", "list", "--org", "Other Org", "--database", url, cwd=tmp_path)
+    assert table.returncode == 0 and "bob@other.example" in table.stdout and "ann@example.org" not in table.stdout
+    r = _critmin("user", "role", "ANN@example.org", "observer", "--database", url, cwd=tmp_path)
+    assert r.returncode == 0 and "user ann@example.org (observer, active) of organisation 'New Org': changed" in " ".join(r.stderr.split())
+    r = _critmin("user", "disable", "ann@example.org", "--database", url, cwd=tmp_path)
+    assert r.returncode == 0 and "(observer, disabled)" in r.stderr
+    r = _critmin("user", "passwd", "bob@other.example", "--password-stdin", "--database", url, stdin="a new long password\n", cwd=tmp_path)
+    assert r.returncode == 0 and "password of bob@other.example changed; 0 session(s) ended" in " ".join(r.stderr.split())
+    for args, stdin, message in ((("role", "ann@example.org", "admin"), None, "unknown role 'admin'"),
+                                 (("disable", "nobody@example.org"), None, "no user 'nobody@example.org'"),
+                                 (("passwd", "bob@other.example"), None, "--password-stdin"),
+                                 (("passwd", "bob@other.example", "--password-stdin"), "short\n", "at least 8"),
+                                 (("list", "--format", "xml"), None, "unknown format 'xml'")):
+        bad = _critmin("user", *args, "--database", url, stdin=stdin, cwd=tmp_path)
+        assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr)
+    with sqlite3.connect(tmp_path / "w.db") as con:
+        users = dict(con.execute("SELECT email, active FROM users").fetchall())
+        log = con.execute("SELECT user_email, action, target_key FROM audit_log WHERE target_kind='user' ORDER BY id").fetchall()
+    assert users == {"ann@example.org": 0, "bob@other.example": 1}
+    assert [a for _, a, _ in log] == ["create", "create", "update", "update", "password"] and {u for u, _, _ in log} == {"command line"}
+    with ServerProcess(url, cwd=tmp_path) as srv:
+        login = {"ann@example.org": "long enough password", "bob@other.example": "a new long password"}
+        codes = {e: httpx.post(srv.base + "/api/auth/login", json={"username": e, "password": pw}).status_code for e, pw in login.items()}
+    assert codes == {"ann@example.org": 401, "bob@other.example": 200}
+
+
 def test_migrations_match_models(db_url: str) -> None:
     """The Alembic migrations create exactly the schema the models declare (no drift)."""
     from alembic.autogenerate import compare_metadata

@@ -35,8 +35,9 @@ PASSWORD = "correct horse battery"
 EMAIL = "analyst@us.example"
 COLLEAGUE = "colleague@us.example"
 ORG = "US Department of Energy"
-#: Browser console errors the tests provoke on purpose: the failed login (401) and the edit conflict (409).
-EXPECTED_HTTP_ERRORS = re.compile(r"Failed to load resource: the server responded with a status of (401|409)")
+#: Browser console errors the tests provoke on purpose: the failed login (401), the wrong current password (403)
+#: and the edit conflict (409).
+EXPECTED_HTTP_ERRORS = re.compile(r"Failed to load resource: the server responded with a status of (401|403|409)")
 
 
 # ------------------------------------------------------------------------------------------------ server
@@ -456,6 +457,43 @@ def test_risk_ranking_table_chart_and_reopen(ui: Browser) -> None:
     assert page.is_visible("#tab-risk")
     assert ui.wait_count("#rk-table tbody tr[data-commodity]", 10) >= 10
     assert page.input_value("#rk-perspective") == "USA"
+
+
+def test_account_change_password_and_colleagues(ui: Browser) -> None:
+    page = ui.page
+    ui.tab("account")
+    ui.wait_count("#colleagues-table tbody tr", 2)
+    assert page.locator("#colleagues-table tbody tr td:nth-child(1)").all_text_contents() == sorted([EMAIL, COLLEAGUE])
+    side = ui.srv.token(EMAIL)  # another session of the same user: it ends when the password changes
+
+    page.fill("#password-current", PASSWORD)
+    page.fill("#password-new", "a new passphrase")
+    page.fill("#password-repeat", "a different one")
+    page.click("#password-submit")
+    page.wait_for_selector("#password-msg:has-text('The two new passwords differ.')")
+    page.fill("#password-current", "not my password")
+    page.fill("#password-new", "a new passphrase")
+    page.fill("#password-repeat", "a new passphrase")
+    page.click("#password-submit")
+    page.wait_for_selector("#password-msg:has-text('The current password is wrong.')")
+    page.fill("#password-current", PASSWORD)
+    page.fill("#password-new", "a new passphrase")
+    page.fill("#password-repeat", "a new passphrase")
+    page.click("#password-submit")
+    page.wait_for_selector("#password-msg:has-text('Password changed; 1 other session ended.')")
+    assert page.input_value("#password-current") == "" and page.input_value("#password-new") == ""
+    status, _ = ui.srv.call("GET", "/api/auth/me", email=EMAIL)
+    assert status == 401 and ui.srv.tokens[EMAIL] == side  # the side channel's session ended ...
+    ui.tab("priority")  # ... the page's own session goes on
+    ui.tab("account")
+    # back to the first password (the other tests sign in with it)
+    page.fill("#password-current", "a new passphrase")
+    page.fill("#password-new", PASSWORD)
+    page.fill("#password-repeat", PASSWORD)
+    page.click("#password-submit")
+    page.wait_for_selector("#password-msg:has-text('Password changed; 0 other sessions ended.')")
+    del ui.srv.tokens[EMAIL]
+    assert ui.srv.call("GET", "/api/auth/me", email=EMAIL)[0] == 200
 
 
 def test_audit_log_and_sign_out(ui: Browser) -> None:

@@ -1,9 +1,11 @@
-"""``critmin serve`` and ``critmin user add``: the shared web workspace (issue 6, docs/web.md)."""
+"""``critmin serve`` and ``critmin user ...`` (add, list, passwd, disable, enable, role): the shared web workspace
+(issue 6, docs/web.md)."""
 
 from __future__ import annotations
 
+import json
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -26,18 +28,97 @@ def user_add(
     database: DatabaseOpt = None,
 ) -> None:
     """Create a user of the web workspace (and its organisation when new)."""
+    password = _stdin_password(password_stdin)
+    ws = _workspace(database)
+    try:
+        u = ws.add_user(email, org, role, password)
+    finally:
+        ws.db.dispose()
+    err.print(f"created user {u['email']} ({u['role']}) of organisation '{u['org']}'")
+
+
+def _workspace(database: str | None) -> Any:
     from critmin.web.db import Database
     from critmin.web.workspace import Workspace
 
+    return Workspace(Database(database))
+
+
+def _stdin_password(password_stdin: bool) -> str:
     if not password_stdin:
         raise CritminError("give the password on standard input with --password-stdin (it is never taken from the command line)")
-    password = sys.stdin.readline().rstrip("\r\n")
-    db = Database(database)
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+@user_app.command("list")
+def user_list(
+    org: Annotated[str | None, typer.Option("--org", help="Only this organisation's users")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    database: DatabaseOpt = None,
+) -> None:
+    """The workspace's users: email, organisation, role, active, created, live sessions."""
+    if fmt not in ("table", "json"):
+        raise CritminError(f"unknown format '{fmt}': use table or json")
+    ws = _workspace(database)
     try:
-        u = Workspace(db).add_user(email, org, role, password)
+        rows = ws.users(org)
     finally:
-        db.dispose()
-    err.print(f"created user {u['email']} ({u['role']}) of organisation '{u['org']}'")
+        ws.db.dispose()
+    if fmt == "json":
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    t = Table("email", "organisation", "role", "active", "created", "sessions", box=None)
+    for u in rows:
+        t.add_row(u["email"], u["org"], u["role"], "yes" if u["active"] else "no", (u["created_at"] or "")[:19], str(u["sessions"]))
+    Console().print(t)
+
+
+@user_app.command("passwd")
+def user_passwd(
+    email: Annotated[str, typer.Argument(help="The user's email")],
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the new password from standard input (first line)")] = False,
+    database: DatabaseOpt = None,
+) -> None:
+    """Set a user's password (a reset by the operator); every session of the user ends."""
+    password = _stdin_password(password_stdin)
+    ws = _workspace(database)
+    try:
+        ended = ws.set_password(email, password)
+    finally:
+        ws.db.dispose()
+    err.print(f"password of {email.strip().lower()} changed; {ended} session(s) ended")
+
+
+def _set_user(email: str, database: str | None, **change: Any) -> None:
+    ws = _workspace(database)
+    try:
+        u = ws.set_user(email, **change)
+    finally:
+        ws.db.dispose()
+    state = "active" if u["active"] else "disabled"
+    what = "changed" if u["changed"] else "unchanged"
+    err.print(f"user {u['email']} ({u['role']}, {state}) of organisation '{u['org']}': {what}")
+
+
+@user_app.command("disable")
+def user_disable(email: Annotated[str, typer.Argument(help="The user's email")], database: DatabaseOpt = None) -> None:
+    """Disable a user: their sessions end and logins are refused (records and audit entries stay)."""
+    _set_user(email, database, active=False)
+
+
+@user_app.command("enable")
+def user_enable(email: Annotated[str, typer.Argument(help="The user's email")], database: DatabaseOpt = None) -> None:
+    """Enable a disabled user again."""
+    _set_user(email, database, active=True)
+
+
+@user_app.command("role")
+def user_role(email: Annotated[str, typer.Argument(help="The user's email")],
+              role: Annotated[str, typer.Argument(help="government, agency, partner, company or observer")], database: DatabaseOpt = None) -> None:
+    """Give a user another role in their organisation (effective at their next request)."""
+    _set_user(email, database, role=role)
 
 
 def serve(

@@ -104,12 +104,8 @@ async def current_actor(request: Request, _bearer: Annotated[HTTPAuthorizationCr
     """The signed-in user: bearer token, else session cookie (with the CSRF header on changes). A session
     known to this process is answered from memory; otherwise the database is read in a worker thread."""
     ws: Workspace = request.app.state.ws
-    auth = request.headers.get("authorization", "")
-    token, by_cookie = None, False
-    if auth.lower().startswith("bearer "):
-        token = auth[7:].strip()
-    elif request.cookies.get(SESSION_COOKIE):
-        token, by_cookie = request.cookies[SESSION_COOKIE], True
+    token = _session_token(request)
+    by_cookie = not request.headers.get("authorization", "").lower().startswith("bearer ")
     found = None
     if token:
         found = ws.cached_actor(token)
@@ -198,12 +194,34 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
     @api.post("/auth/logout", tags=["auth"], responses=ERRORS)
     def logout(request: Request, response: Response, who: Who) -> dict[str, str]:
         """End this session (the token stops working)."""
-        auth = request.headers.get("authorization", "")
-        token = auth[7:].strip() if auth.lower().startswith("bearer ") else request.cookies.get(SESSION_COOKIE, "")
-        ws.logout(token)
+        ws.logout(_session_token(request))
         response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
         response.delete_cookie(CSRF_COOKIE, path="/", secure=True, samesite="strict")
         return {"status": "signed out"}
+
+    @api.post("/auth/password", tags=["auth"], responses={**ERRORS, 429: {"model": Problem}})
+    def change_password(body: sc.PasswordChangeIn, request: Request, who: Who) -> dict[str, Any]:
+        """Change your own password: the current one must be right (403 otherwise; wrong answers count as failed
+        logins for the rate limit). Every other session of yours ends; this one stays signed in."""
+        user_key = "u:" + who.email
+        ip_key = "ip:" + (request.client.host if request.client else "?")
+        wait = limiter.retry_after(user_key, ip_key)
+        if wait > 0:
+            return JSONResponse({"detail": f"too many failed attempts; retry in {int(wait) + 1} s", "problems": []}, status_code=429,  # type: ignore[return-value]
+                                headers={"Retry-After": str(int(wait) + 1)})
+        try:
+            ended = ws.change_password(who, _session_token(request), body.current_password, body.new_password)
+        except WorkspaceError as e:
+            if e.status == 403:
+                limiter.failed(user_key, ip_key)
+            raise
+        return {"status": "password changed", "other_sessions_ended": ended}
+
+    @api.get("/users", tags=["auth"], responses=ERRORS)
+    def users(who: Who) -> list[sc.ColleagueOut]:
+        """The users of your organisation (email, role, active). Users are added, disabled and given roles with
+        ``critmin user`` on the server."""
+        return [sc.ColleagueOut(**{k: u[k] for k in ("email", "role", "active", "created_at")}) for u in ws.users(org=who.org_name)]
 
     @api.get("/auth/me", tags=["auth"], responses=ERRORS)
     def me(who: Who) -> sc.UserOut:
@@ -415,6 +433,12 @@ def _record_routes(api: APIRouter, ws: Workspace, kind: str, plural: str) -> Non
 
 
 # -------------------------------------------------------------------------------------------- helpers
+def _session_token(request: Request) -> str:
+    """The session token of a request: the bearer token, else the session cookie."""
+    auth = request.headers.get("authorization", "")
+    return auth[7:].strip() if auth.lower().startswith("bearer ") else request.cookies.get(SESSION_COOKIE, "")
+
+
 def _version() -> str:
     from critmin import __version__
 

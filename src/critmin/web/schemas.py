@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from critmin.web.models import ROLES
+from critmin.web.security import PASSWORD_MAX, PASSWORD_MIN
 
 RunKind = Literal["simulate", "risk", "portfolio", "stockpile", "deliver", "match", "plan"]
 Role = Literal["government", "agency", "partner", "company", "observer"]
@@ -48,7 +49,19 @@ class Strict(BaseModel):
 
 class LoginIn(Strict):
     username: str = Field(min_length=1, max_length=320, pattern=NO_NUL, description="The user's email")
-    password: str = Field(min_length=1, max_length=1000)
+    password: str = Field(min_length=1, max_length=PASSWORD_MAX)
+
+
+class PasswordChangeIn(Strict):
+    current_password: str = Field(min_length=1, max_length=PASSWORD_MAX)
+    new_password: str = Field(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX, pattern=NO_NUL)
+
+
+class ColleagueOut(BaseModel):
+    email: str
+    role: str
+    active: bool
+    created_at: str | None
 
 
 class LoginOut(BaseModel):

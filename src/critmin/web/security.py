@@ -33,6 +33,9 @@ SESSION_HOURS = 12.0
 #: Failed logins allowed per window, per username and per client address.
 LOGIN_FAILURES = 5
 LOGIN_WINDOW_S = 300.0
+#: Password length bounds (characters): at least 8, NIST SP 800-63B's minimum for chosen secrets; at most
+#: 1,000, so that a login or password change with an oversized body hashes nothing unusual.
+PASSWORD_MIN, PASSWORD_MAX = 8, 1000
 
 _hasher = PasswordHasher()
 #: A hash to verify against when the user does not exist, so that timing does not tell which emails exist.

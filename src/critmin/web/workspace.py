@@ -17,7 +17,8 @@ from typing import Any
 
 import pandas as pd
 from pydantic import ValidationError
-from sqlalchemy import event, func, or_, select
+from sqlalchemy import delete, event, func, or_, select
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as DbSession
 
@@ -27,7 +28,15 @@ from critmin.web import models as m
 from critmin.web.access import Actor
 from critmin.web.db import Database
 from critmin.web.reads import AtlasReads
-from critmin.web.security import hash_password, new_token, session_expiry, token_digest, verify_password
+from critmin.web.security import (
+    PASSWORD_MAX,
+    PASSWORD_MIN,
+    hash_password,
+    new_token,
+    session_expiry,
+    token_digest,
+    verify_password,
+)
 
 #: Seconds a signed-in session is trusted from memory before the database is asked again (a sign-out in
 #: this process takes effect at once; a session deleted in the database directly, within this time).
@@ -50,6 +59,13 @@ class WorkspaceError(CritminError):
     def __init__(self, status: int, message: str, problems: list[dict[str, Any]] | None = None):
         super().__init__(message)
         self.status, self.message, self.problems = status, message, problems or []
+
+
+def _check_password(password: str) -> None:
+    if len(password) < PASSWORD_MIN:
+        raise WorkspaceError(422, f"the password must have at least {PASSWORD_MIN} characters", [{"field": "password", "message": "too short"}])
+    if len(password) > PASSWORD_MAX:
+        raise WorkspaceError(422, f"the password must have at most {PASSWORD_MAX} characters", [{"field": "password", "message": "too long"}])
 
 
 def _iso(d: datetime | None) -> str | None:
@@ -135,8 +151,7 @@ class Workspace:
             raise WorkspaceError(422, f"unknown role '{role}'; use one of {', '.join(m.ROLES)}")
         if "@" not in email or len(email) > 320:
             raise WorkspaceError(422, f"'{email}' is not an email address")
-        if len(password) < 8:
-            raise WorkspaceError(422, "the password must have at least 8 characters")
+        _check_password(password)
         if not org.strip():
             raise WorkspaceError(422, "the organisation name is empty")
         with self.db.session() as s:
@@ -149,6 +164,84 @@ class Workspace:
             s.add(m.AuditEntry(user_id=None, user_email="command line", org_id=o.id, action="create", target_kind="user", target_key=email,
                                detail={"role": role, "org": o.name}))
             return {"id": u.id, "email": email, "org": o.name, "role": role}
+
+    def users(self, org: str | None = None) -> list[dict[str, Any]]:
+        """Users (of one organisation, or all): email, organisation, role, active, created, live sessions."""
+        with self.db.session() as s:
+            q = select(m.User, m.Organisation.name).join(m.Organisation, m.Organisation.id == m.User.org_id)
+            if org is not None:
+                q = q.where(m.Organisation.name == org)
+            now = datetime.now(UTC)
+            live = dict(s.execute(select(m.Session.user_id, func.count()).where(m.Session.expires_at > now).group_by(m.Session.user_id)).all())
+            return [{"email": u.email, "org": name, "role": u.role, "active": bool(u.active), "created_at": _iso(u.created_at),
+                     "sessions": int(live.get(u.id, 0))} for u, name in s.execute(q.order_by(m.Organisation.name, m.User.email)).all()]
+
+    def _user(self, s: DbSession, email: str) -> m.User:
+        u = s.scalar(select(m.User).where(m.User.email == email.strip().lower()))
+        if u is None:
+            raise WorkspaceError(404, f"no user '{email.strip().lower()}'")
+        return u
+
+    def _end_sessions(self, s: DbSession, user_id: int, keep: str | None = None) -> int:
+        """Delete the user's sessions (but the one whose token is ``keep``) and forget them in this process."""
+        q = delete(m.Session).where(m.Session.user_id == user_id)
+        if keep is not None:
+            q = q.where(m.Session.token_sha256 != token_digest(keep))
+        res = s.execute(q)
+        n = res.rowcount if isinstance(res, CursorResult) else 0
+        for digest, hit in list(self._session_cache.items()):
+            if hit[0].user_id == user_id and (keep is None or digest != token_digest(keep)):
+                self._session_cache.pop(digest, None)
+        return int(n)
+
+    def set_password(self, email: str, password: str, by: Actor | None = None, keep_session: str | None = None) -> int:
+        """Replace a user's password (argon2 hash) and end their sessions (all, or all but ``keep_session``,
+        the token of the session that asked); returns the number of sessions ended. ``by`` None: the command line."""
+        _check_password(password)
+        with self.db.session() as s:
+            u = self._user(s, email)
+            u.password_hash = hash_password(password)
+            ended = self._end_sessions(s, u.id, keep=keep_session)
+            s.add(m.AuditEntry(user_id=by.user_id if by else None, user_email=by.email if by else "command line", org_id=u.org_id,
+                               action="password", target_kind="user", target_key=u.email, detail={"sessions_ended": ended}))
+            return ended
+
+    def change_password(self, actor: Actor, token: str, current: str, new: str) -> int:
+        """The signed-in user's own password change: ``current`` must be right (403 otherwise); every other
+        session of the user ends, the one that asked stays signed in."""
+        with self.db.session() as s:
+            u = self._user(s, actor.email)
+            ok = verify_password(u.password_hash, current)
+        if not ok:
+            raise WorkspaceError(403, "the current password is wrong", [{"field": "body.current_password", "message": "wrong password"}])
+        if new == current:
+            raise WorkspaceError(422, "the new password is the current one", [{"field": "body.new_password", "message": "choose a different password"}])
+        return self.set_password(actor.email, new, by=actor, keep_session=token)
+
+    def set_user(self, email: str, role: str | None = None, active: bool | None = None) -> dict[str, Any]:
+        """Change a user's role and/or disable (ends their sessions, refuses logins) or enable them; audited
+        as done from the command line."""
+        if role is not None and role not in m.ROLES:
+            raise WorkspaceError(422, f"unknown role '{role}'; use one of {', '.join(m.ROLES)}")
+        with self.db.session() as s:
+            u = self._user(s, email)
+            detail: dict[str, Any] = {}
+            if role is not None and role != u.role:
+                detail["role"] = [u.role, role]
+                u.role = role
+            if active is not None and active != u.active:
+                detail["active"] = [u.active, active]
+                u.active = active
+            if detail:
+                # a new role or a disabled account takes effect at the next request: sessions end (disable) or are re-read (role)
+                detail["sessions_ended"] = self._end_sessions(s, u.id) if active is False else 0
+                for digest, hit in list(self._session_cache.items()):
+                    if hit[0].user_id == u.id:
+                        self._session_cache.pop(digest, None)
+                s.add(m.AuditEntry(user_id=None, user_email="command line", org_id=u.org_id, action="update", target_kind="user",
+                                   target_key=u.email, detail=detail))
+            o = s.get(m.Organisation, u.org_id)
+            return {"email": u.email, "org": o.name if o else "", "role": u.role, "active": bool(u.active), "changed": sorted(k for k in detail if k != "sessions_ended")}
 
     def login(self, email: str, password: str) -> tuple[str, m.Session, Actor] | None:
         """A new session token for a valid email and password, else None (same work either way)."""

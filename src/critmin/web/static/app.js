@@ -269,6 +269,7 @@
     matches: async () => undefined,
     reports: () => loadRuns(),
     audit: () => loadAudit(),
+    account: () => loadAccount(),
   };
 
   function activate(tab) {
@@ -1278,6 +1279,39 @@
     if (!page.items.length) emptyRow(tbody, 5, "No entries.");
   }
 
+  // ------------------------------------------------------------------------------------------- account
+  async function loadAccount() {
+    $("password-username").value = state.user ? state.user.email : "";
+    const current = latest("account");
+    const people = await api("GET", "/api/users");
+    if (!current()) return;
+    const tbody = clear($("colleagues-table").tBodies[0]);
+    for (const u of people) tbody.append(el("tr", null, td(u.email), td(u.role), td(u.active ? "yes" : "no"), td(when(u.created_at))));
+  }
+
+  async function changePassword(ev) {
+    ev.preventDefault();
+    const msg = $("password-msg");
+    const fresh = $("password-new").value;
+    if (fresh !== $("password-repeat").value) {
+      showMsg(msg, "The two new passwords differ.", "error");
+      return;
+    }
+    const btn = $("password-submit");
+    btn.disabled = true;
+    try {
+      const r = await api("POST", "/api/auth/password", { current_password: $("password-current").value, new_password: fresh });
+      for (const id of ["password-current", "password-new", "password-repeat"]) $(id).value = "";
+      const n = r.other_sessions_ended;
+      showMsg(msg, `Password changed; ${n} other session${n === 1 ? "" : "s"} ended.`, "ok");
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 401) return;
+      showMsg(msg, err instanceof ApiError && err.status === 403 ? "The current password is wrong." : errorText(err), "error");
+    } finally {
+      btn.disabled = false;
+    }
+  }
+
   // ------------------------------------------------------------------------------------------- wiring
   function wire() {
     $("login-form").addEventListener("submit", onLogin);
@@ -1328,6 +1362,7 @@
     $("plan-form").addEventListener("submit", runPlan);
     $("runs-refresh").addEventListener("click", guard(loadRuns));
     $("audit-refresh").addEventListener("click", guard(loadAudit));
+    $("password-form").addEventListener("submit", changePassword);
     window.addEventListener("hashchange", () => {
       const t = location.hash.slice(1);
       if (state.user && LOADERS[t]) activate(t);
