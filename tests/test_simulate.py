@@ -299,6 +299,24 @@ def test_no_nan_or_warning_at_zero_supply_and_extreme_parameters(atlas):
     assert (res["unrestricted_price_ratio"] >= 1 / 10 - 1e-12).all()
 
 
+def test_parameter_rows_override_like_a_file(tmp_path: Path) -> None:
+    """Parameters.with_rows (the web runs' overrides) gives the same table as the same rows in an override file."""
+    import pandas as pd
+
+    rows = pd.DataFrame([{"name": "leakage", "scope": "*", "value": "0.4"},
+                         {"name": "elasticity_demand", "scope": "commodity:gallium", "value": "-0.3", "low": "-0.5", "high": "-0.1",
+                          "distribution": "triangular"}])
+    f = tmp_path / "o.csv"
+    rows.to_csv(f, index=False)
+    by_rows, by_file = Parameters.load().with_rows(rows, "rows"), Parameters.load(f)
+    key = ["name", "scope"]
+    assert by_rows.table.sort_values(key).reset_index(drop=True).equals(by_file.table.sort_values(key).reset_index(drop=True))
+    assert by_rows.origin == "bundled + rows" and by_rows.resolve("leakage").value == 0.4
+    assert by_rows.resolve("elasticity_demand", "gallium", "refine").distribution == "triangular"
+    with pytest.raises(ParameterError, match=r"rows, line 1, field 'value'"):  # rows counted from 0
+        Parameters.load().with_rows(pd.DataFrame([{"name": "leakage", "scope": "*", "value": "0.1"}, {"name": "leakage", "scope": "*", "value": "x"}]), "rows")
+
+
 def test_parameter_file_problems(tmp_path: Path, atlas):
     f = tmp_path / "p.csv"
     f.write_text("name,scope,value,kind\nelasticity_demand,*,,computed\nleakage,*,0.2,assumption\nleakage,*,0.3,assumption\n")

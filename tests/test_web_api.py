@@ -720,6 +720,69 @@ def test_second_identical_run_is_served_from_cache(web):
     assert any(a["action"] == "run" and a["detail"]["cached_from"] == first["id"] for a in audit(web, GOV))
 
 
+def test_parameter_table_is_served_with_sources(web):
+    j = web.client.get("/api/parameters", headers=web.h(OBSERVER)).json()
+    assert j["origin"] == "bundled" and len(j["rows"]) >= 20
+    names = {n["name"]: n for n in j["names"]}
+    assert names["max_price_ratio"] == {"name": "max_price_ratio", "role": "sampled", "min": 1.0, "max": 1000.0}
+    assert names["licence_denial"]["role"] == "setting"
+    assert {r["name"] for r in j["rows"]} <= set(names)
+    assert all(r["source"] and r["kind"] in ("sourced", "assumption", "computed") for r in j["rows"])
+
+
+def test_parameter_overrides_reach_the_model(web):
+    """A run's params.parameters replace the bundled rows: with the price cap fixed at 1x (max_price_ratio = 1)
+    no price in the paths rises above the reference price; the result records the parameters used."""
+    base = run(web, GOV, "simulate", {"scenario_ids": [LIBRARY_EVENT], "draws": DRAWS})
+    capped = run(web, GOV, "simulate", {"scenario_ids": [LIBRARY_EVENT], "draws": DRAWS,
+                                        "parameters": [{"name": "max_price_ratio", "value": 1.0}]})
+    assert capped["status"] == "done", capped
+    assert capped["inputs_sha256"] != base["inputs_sha256"] and capped["cached_from"] is None
+    b, c = _result(web, GOV, base["id"])["result"], _result(web, GOV, capped["id"])["result"]
+    assert max(p["price_t_p95"] for p in b["paths"]) > 1.5
+    assert all(p[k] == pytest.approx(1.0) for p in c["paths"] for k in ("price_t_p05", "price_t_p50", "price_t_p95", "price_t_mean"))
+    assert c["metadata"]["parameters"] == "bundled + run parameters"
+    assert c["metadata"]["parameters_sha256"] != b["metadata"]["parameters_sha256"]
+    loss = {r["perspective"]: r["expected_loss_usd"] for r in c["scenarios"]}
+    assert all(0 < loss[r["perspective"]] < r["expected_loss_usd"] for r in b["scenarios"])  # no price spike: smaller losses
+    stored = _result(web, GOV, capped["id"])["run"]["params"]["parameters"]
+    assert stored == [{"name": "max_price_ratio", "scope": "*", "value": 1.0, "low": None, "high": None, "distribution": "fixed"}]
+    # the same overrides again: the stored result; a scoped, uncertain override: a new run
+    again = run(web, GOV, "simulate", {"scenario_ids": [LIBRARY_EVENT], "draws": DRAWS, "parameters": [{"name": "max_price_ratio", "value": 1.0}]}, wait=False)
+    assert again["cached_from"] == capped["id"]
+    scoped = run(web, GOV, "risk", {"draws": DRAWS, "parameters": [
+        {"name": "elasticity_demand", "scope": "commodity:rare_earths", "value": -0.3, "low": -0.6, "high": -0.1, "distribution": "triangular"}]})
+    assert scoped["status"] == "done", scoped
+    assert _result(web, GOV, scoped["id"])["result"]["metadata"]["parameters"] == "bundled + run parameters"
+
+
+@pytest.mark.parametrize("override,field,message", [
+    ({"name": "no_such_parameter", "value": 1.0}, "params.parameters.0.name", "unknown parameter 'no_such_parameter'"),
+    ({"name": "max_price_ratio", "value": 0.5}, "params.parameters.0.value", "max_price_ratio = 0.5 is outside [1, 1000]"),
+    ({"name": "leakage", "scope": "commodity:unobtanium", "value": 0.5}, "params.parameters.0.scope", "unknown commodity 'unobtanium'"),
+    ({"name": "leakage", "scope": "planet:mars", "value": 0.5}, "params.parameters.0.scope", "is not *, group:"),
+    ({"name": "leakage", "value": 0.5, "distribution": "uniform"}, "params.parameters.0.low", "needs low and high"),
+    ({"name": "leakage", "value": 0.9, "low": 0.1, "high": 0.5, "distribution": "uniform"}, "params.parameters.0.value", "low <= value <= high"),
+    ({"name": "leakage", "value": 0.5, "distribution": "lognormal"}, "params.parameters.0.distribution", "Input should be"),
+    ({"name": "leakage"}, "params.parameters.0.value", "required"),
+])
+def test_bad_parameter_overrides_are_refused_naming_the_row(web, override, field, message):
+    r = web.client.post("/api/runs", json={"kind": "simulate", "params": {"scenario_ids": [LIBRARY_EVENT], "draws": DRAWS, "parameters": [override]}},
+                        headers=web.h(GOV))
+    assert r.status_code == 422, r.text
+    got = {q["field"]: q["message"] for q in r.json()["problems"]}
+    assert field in got and message in got[field], got
+    assert web.client.get("/api/runs", headers=web.h(GOV)).json()["total"] == 0  # nothing queued
+
+
+def test_duplicate_parameter_rows_are_refused(web):
+    rows = [{"name": "leakage", "value": 0.5}, {"name": "leakage", "value": 0.6}]
+    r = web.client.post("/api/runs", json={"kind": "stockpile", "params": {"draws": DRAWS, "parameters": rows}}, headers=web.h(GOV))
+    assert r.status_code == 422 and any(q["field"] == "params.parameters.1.scope" and "duplicate" in q["message"] for q in r.json()["problems"])
+    r = web.client.post("/api/runs", json={"kind": "deliver", "params": {"parameters": rows[:1]}}, headers=web.h(GOV))
+    assert r.status_code == 422 and "params.parameters" in fields(r)  # deliveries do not simulate: no parameters
+
+
 def test_inputs_digest_follows_the_records(web):
     def digest(kind: str) -> dict[str, Any]:
         params = {"draws": DRAWS, "as_of": "2026-01"} if kind == "portfolio" else {"as_of": "2026-01"}

@@ -240,6 +240,35 @@ def test_scenario_run_draws_price_and_shortfall_bands(ui: Browser) -> None:
     assert sorted(perspectives) == ["BLOC", "JPN", "USA"]
 
 
+def test_parameter_override_applies_to_the_run(ui: Browser) -> None:
+    """Model assumptions: the parameter table with sources; an override (price cap fixed at 1x) goes with the
+    next simulation, whose price band is then flat at 1; removed again, runs use the bundled table."""
+    page = ui.page
+    ui.tab("scenarios")
+    ui.wait_count("#parameter-table tbody tr", 20)
+    row = page.locator("#parameter-table tbody tr[data-name='max_price_ratio'][data-scope='*']")
+    assert row.locator("td").nth(7).text_content()  # a source for every row
+    row.locator("button").click()
+    assert page.input_value("#ov-name") == "max_price_ratio" and page.input_value("#ov-scope") == "*"
+    page.fill("#ov-value", "1")
+    page.select_option("#ov-distribution", "fixed")
+    page.click("#ov-add")
+    page.wait_for_selector("#override-list li[data-name='max_price_ratio']")
+    assert "max_price_ratio [*] = 1 (fixed)" in (page.text_content("#override-list") or "")
+    assert page.text_content("#sim-selected").startswith("ev.E001.rare_earths.refine")  # selected by the test above
+    page.click("#sim-run")
+    page.wait_for_selector("#sim-run-status:has-text('1 parameter override')")
+    assert ui.wait_run("sim-run-status") == "done"
+    status, runs = ui.srv.call("GET", "/api/runs?kind=simulate&limit=1")
+    assert status == 200
+    run = runs["items"][0]
+    assert run["params"]["parameters"] == [{"name": "max_price_ratio", "scope": "*", "value": 1.0, "low": None, "high": None, "distribution": "fixed"}]
+    status, res = ui.srv.call("GET", f"/api/runs/{run['id']}/result")
+    assert status == 200 and {p["price_t_p95"] for p in res["result"]["paths"]} == {1.0}
+    page.click("#override-list li[data-name='max_price_ratio'] button")
+    page.wait_for_selector("#override-list li.empty")
+
+
 def test_build_and_run_a_scenario(ui: Browser) -> None:
     page = ui.page
     ui.tab("scenarios")

@@ -101,52 +101,60 @@ def read_parameter_file(path: str | Path) -> pd.DataFrame:
         df = pd.read_csv(p, dtype=str, keep_default_na=False, encoding="utf-8")
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise ParameterError([Problem(str(p), None, None, f"not a readable UTF-8 CSV file: {exc}")]) from exc
+    return check_parameter_table(df, str(p))
+
+
+def check_parameter_table(df: pd.DataFrame, where: str, first_line: int = 2) -> pd.DataFrame:
+    """Validate a parameter table of strings (the CSV's columns; ``name``, ``scope``, ``value`` required) and
+    return it with every column of ``COLUMNS``; problems name ``where``, the row (``first_line`` for the
+    first row: 2 in a CSV file under its header) and the field. Missing cells are blanks."""
+    df = df.fillna("").astype(str)
     missing = [c for c in ("name", "scope", "value") if c not in df.columns]
     if missing:
-        raise ParameterError([Problem(str(p), 1, c, "required column is missing") for c in missing])
+        raise ParameterError([Problem(where, first_line - 1, c, "required column is missing") for c in missing])
     for c in COLUMNS:
         if c not in df.columns:
             df[c] = ""
     problems: list[Problem] = []
     known = {**SAMPLED, **SETTINGS}
     for i, r in enumerate(df.to_dict("records")):
-        line = i + 2
+        line = i + first_line
         name = r["name"].strip()
         if name not in known:
-            problems.append(Problem(str(p), line, "name", f"unknown parameter '{name}'; known: {', '.join(sorted(known))}"))
+            problems.append(Problem(where, line, "name", f"unknown parameter '{name}'; known: {', '.join(sorted(known))}"))
             continue
         scope = r["scope"].strip()
         if not (scope == "*" or scope.split(":", 1)[0] in ("group", "commodity", "node") and ":" in scope):
-            problems.append(Problem(str(p), line, "scope", f"'{scope}' is not *, group:<g>, commodity:<id> or node:<id>/<stage>"))
+            problems.append(Problem(where, line, "scope", f"'{scope}' is not *, group:<g>, commodity:<id> or node:<id>/<stage>"))
         dist = r["distribution"].strip() or "fixed"
         if dist not in DISTRIBUTIONS:
-            problems.append(Problem(str(p), line, "distribution", f"'{dist}' is not one of {DISTRIBUTIONS}"))
+            problems.append(Problem(where, line, "distribution", f"'{dist}' is not one of {DISTRIBUTIONS}"))
         kind = r["kind"].strip()
         if kind and kind not in KINDS:
-            problems.append(Problem(str(p), line, "kind", f"'{kind}' is not one of {KINDS}"))
+            problems.append(Problem(where, line, "kind", f"'{kind}' is not one of {KINDS}"))
         v, lo, hi = _num(r["value"]), _num(r["low"]), _num(r["high"])
         if kind == "computed" and name != "base_rate_restriction" and not np.isfinite(v):
-            problems.append(Problem(str(p), line, "value", f"only base_rate_restriction may be left blank (computed); {name} needs a number"))
+            problems.append(Problem(where, line, "value", f"only base_rate_restriction may be left blank (computed); {name} needs a number"))
             continue
         if kind != "computed" and not np.isfinite(v):
-            problems.append(Problem(str(p), line, "value", f"'{r['value']}' is not a number"))
+            problems.append(Problem(where, line, "value", f"'{r['value']}' is not a number"))
             continue
         a, b = known[name]
         for fld, x in (("value", v), ("low", lo), ("high", hi)):
             if np.isfinite(x) and not a <= x <= b:
-                problems.append(Problem(str(p), line, fld, f"{name} = {x:g} is outside [{a:g}, {b:g}]"))
+                problems.append(Problem(where, line, fld, f"{name} = {x:g} is outside [{a:g}, {b:g}]"))
         if dist != "fixed":
             if not (np.isfinite(lo) and np.isfinite(hi)):
-                problems.append(Problem(str(p), line, "low", f"a {dist} distribution needs low and high"))
+                problems.append(Problem(where, line, "low", f"a {dist} distribution needs low and high"))
             elif not lo <= (v if np.isfinite(v) else lo) <= hi:
-                problems.append(Problem(str(p), line, "value", f"low <= value <= high fails ({lo:g}, {v:g}, {hi:g})"))
+                problems.append(Problem(where, line, "value", f"low <= value <= high fails ({lo:g}, {v:g}, {hi:g})"))
     keys = list(zip(df["name"].str.strip(), df["scope"].str.strip(), strict=True))
     seen: dict[tuple[str, str], int] = {}
     for i, k in enumerate(keys):
         if k in seen:
-            problems.append(Problem(str(p), i + 2, "scope", f"duplicate row for ({k[0]}, {k[1]}), first on line {seen[k]}"))
+            problems.append(Problem(where, i + first_line, "scope", f"duplicate row for ({k[0]}, {k[1]}), first on line {seen[k]}"))
         else:
-            seen[k] = i + 2
+            seen[k] = i + first_line
     if problems:
         raise ParameterError(problems)
     df["name"] = df["name"].str.strip()
@@ -190,6 +198,15 @@ class Parameters:
             origin += f" + {name}={v:g}"
         return cls(base, origin)
 
+    def with_rows(self, rows: pd.DataFrame, label: str) -> Parameters:
+        """These parameters with the rows of ``rows`` (strings, checked as by :func:`check_parameter_table`;
+        problems name ``label`` and the row, 0 for the first) replacing the rows with the same (name, scope),
+        as an override file does."""
+        extra = check_parameter_table(rows, label, first_line=0)
+        key = set(zip(extra["name"], extra["scope"], strict=True))
+        base = self.table[[k not in key for k in zip(self.table["name"], self.table["scope"], strict=True)]]
+        return Parameters(pd.concat([base, extra], ignore_index=True), f"{self.origin} + {label}")
+
     def resolve(self, name: str, commodity: str = "", stage: str = "", group: str = "") -> ParamSpec:
         """Most specific row for a node: node, commodity, group, then ``*``."""
         for scope in (f"node:{commodity}/{stage}", f"commodity:{commodity}", f"group:{group}", "*"):
@@ -203,14 +220,16 @@ class Parameters:
                 return ParamSpec(name, v, lo, hi, dist, str(r["kind"]), scope, str(r["source"]))
         raise ParameterError([Problem(self.origin, None, name, "no default row (scope '*') for this parameter")])
 
-    def check_scopes(self, commodities: set[str], groups: set[str], nodes: set[str]) -> None:
-        """Every scope names a known commodity, group or node (a typo would otherwise do nothing)."""
+    def check_scopes(self, commodities: set[str], groups: set[str], nodes: set[str], first_line: int | None = None) -> None:
+        """Every scope names a known commodity, group or node (a typo would otherwise do nothing); problems
+        name the row when ``first_line`` (the first row's number) is given."""
         problems = []
-        for r in self.table.to_dict("records"):
+        for i, r in enumerate(self.table.to_dict("records")):
             kind, _, what = str(r["scope"]).partition(":")
             known = {"commodity": commodities, "group": groups, "node": nodes}.get(kind)
             if known is not None and what not in known:
-                problems.append(Problem(self.origin, None, "scope", f"{r['name']}: unknown {kind} '{what}'"))
+                line = None if first_line is None else i + first_line
+                problems.append(Problem(self.origin, line, "scope", f"{r['name']}: unknown {kind} '{what}'"))
         if problems:
             raise ParameterError(problems)
 

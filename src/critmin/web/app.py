@@ -314,6 +314,12 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
             return {"total": len(items), "items": items[offset: offset + limit]}
         return await reads.answer(("library", q, family, limit, offset), build)
 
+    @api.get("/parameters", tags=["scenarios"], responses=ERRORS, response_model=dict[str, Any])
+    async def parameters(who: Who) -> Response:
+        """The simulator's model parameters with their sources (rows of critmin's parameter table) and each
+        name's admissible range; a run's ``params.parameters`` overrides rows by (name, scope)."""
+        return await reads.answer(("parameters",), reads.parameters)
+
     @api.get("/agencies", tags=["portfolio"], responses=ERRORS, response_model=list[dict[str, Any]])
     async def agencies(who: Who) -> Response:
         """Finance agencies, their instruments and bundled budgets (USD; blank where none is published)."""

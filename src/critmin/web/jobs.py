@@ -21,8 +21,9 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import defer
@@ -43,6 +44,8 @@ MONTH = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
 CANCELLING = "cancelling"
 
 
+#: Simulators with parameter overrides kept in memory (each ~1 s to build, a few MB).
+SIMULATORS_KEPT = 4
 #: Seconds between two progress writes of a run (one small UPDATE; the dashboard polls every second or so).
 PROGRESS_EVERY_S = 0.3
 #: A job's progress callback (fraction 0-1, message) and what a job returns (result, files by name).
@@ -54,10 +57,25 @@ class Cancelled(Exception):
     """Raised inside a job when its cancellation was asked for."""
 
 
+class ParameterOverride(BaseModel):
+    """One row replacing the bundled model parameter with the same (name, scope) for this run, as a row of a
+    ``critmin simulate --params`` file does (docs/simulation.md, parameters)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(max_length=60, description="A parameter name (GET /api/parameters)")
+    scope: str = Field("*", max_length=120, description="*, group:<g>, commodity:<id> or node:<commodity>/<stage>")
+    value: float = Field(allow_inf_nan=False, description="Central value (the mode of a triangular distribution)")
+    low: float | None = Field(None, allow_inf_nan=False)
+    high: float | None = Field(None, allow_inf_nan=False)
+    distribution: Literal["fixed", "uniform", "triangular"] = "fixed"
+
+
 class _P(BaseModel):
     model_config = ConfigDict(extra="forbid")
     draws: int = Field(200, ge=1, le=MAX_DRAWS, description="Monte Carlo draws")
     seed: int = Field(0, ge=0, le=2**32 - 1)
+    parameters: list[ParameterOverride] = Field(default_factory=list, max_length=200,
+                                                description="Model parameter overrides for this run (default: the bundled table)")
 
 
 class SimulateParams(_P):
@@ -127,6 +145,49 @@ class JobRunner:
         self.ws = ws
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="critmin-job")
         self.cancel_flags: dict[int, threading.Event] = {}
+        #: simulators built with parameter overrides, by the parameter table's SHA-256 (most recent last)
+        self._sims: dict[str, Any] = {}
+        self._sims_lock = threading.Lock()
+
+    def parameters(self, p: BaseModel) -> Any:
+        """The run's model parameters: the workspace simulator's, with the run's overrides applied (checked:
+        422 naming ``params.parameters.<row>.<field>``); None when the run has no overrides."""
+        from critmin.simulate.parameters import ParameterError, Parameters
+
+        rows = getattr(p, "parameters", None)
+        if not rows:
+            return None
+        sim = self.ws.sim
+        table = pd.DataFrame([{**{k: ("" if v is None else str(v)) for k, v in r.model_dump().items()}, "kind": "assumption",
+                               "source": "user override (workspace run)"} for r in rows])
+        try:
+            params = sim.params.with_rows(table, "run parameters")
+            Parameters(table).check_scopes(set(sim.atlas.commodities["commodity_id"]), set(sim.atlas.commodities["group"]),
+                                           set(sim.nodes.index), first_line=0)
+        except ParameterError as exc:
+            problems = [{"field": ".".join(str(x) for x in ("params.parameters", q.line, q.field) if x is not None), "message": q.message}
+                        for q in exc.problems]
+            raise WorkspaceError(422, "invalid parameter overrides", problems) from exc
+        return params
+
+    def simulator(self, params: Any) -> Any:
+        """The workspace simulator, or one built on ``params`` (kept for the next run with the same table;
+        at most ``SIMULATORS_KEPT``)."""
+        from critmin.simulate.run import Simulator
+
+        if params is None:
+            return self.ws.sim
+        key = hashlib.sha256(params.table.to_csv(index=False).encode()).hexdigest()
+        with self._sims_lock:
+            sim = self._sims.pop(key, None)
+        if sim is None:
+            base = self.ws.sim
+            sim = Simulator.build(base.atlas, params)
+        with self._sims_lock:
+            self._sims[key] = sim
+            while len(self._sims) > SIMULATORS_KEPT:
+                self._sims.pop(next(iter(self._sims)))
+        return sim
 
     def recover(self) -> int:
         """Mark runs left queued or running by a stopped server as interrupted."""
@@ -150,6 +211,7 @@ class JobRunner:
         except ValidationError as exc:
             raise WorkspaceError(422, f"invalid parameters for a {kind} run", problems_of(exc, "params")) from exc
         sim = self.ws.sim
+        run_params = self.parameters(p)
         if "as_of" in type(p).model_fields:  # the month is fixed here, once: the digest, the stored parameters and the job agree
             p = p.model_copy(update={"as_of": _as_of(getattr(p, "as_of", None))})
         pdict = p.model_dump()
@@ -167,6 +229,9 @@ class JobRunner:
         from critmin import __version__
 
         meta = sim.metadata(1, 0)
+        if run_params is not None:
+            inputs["parameters"] = run_params
+            meta["parameters_sha256"] = hashlib.sha256(run_params.table.to_csv(index=False).encode()).hexdigest()
         digest = hashlib.sha256(json.dumps({"kind": kind, "params": pdict, "data_version": meta["data_version"], "parameters_sha256": meta["parameters_sha256"],
                                             "critmin_version": __version__, "records": record_digest}, sort_keys=True, default=str).encode()).hexdigest()
         with self.ws.db.session() as s:
@@ -343,6 +408,10 @@ class JobRunner:
                 for name, (content, media) in files.items():
                     s.add(m.RunFile(run_id=rid, name=name, media_type=media, content=content))
 
+    def _sim(self, inputs: dict[str, Any]) -> Any:
+        """The simulator of a run: built on its parameter overrides (inputs["parameters"]) when it has any."""
+        return self.simulator(inputs.get("parameters"))
+
     @staticmethod
     def _chunks(report: Report, lo: float, hi: float, label: str) -> Callable[[int, int], None]:
         def cb(done: int, total: int) -> None:
@@ -353,25 +422,25 @@ class JobRunner:
         from critmin.simulate.run import run
 
         scen = inputs["scenarios"]
-        res = run(self.ws.sim, scen, draws=p.draws, seed=p.seed, keep_paths=True, progress=self._chunks(report, 0.0, 0.95, "simulating"))
+        res = run(self._sim(inputs), scen, draws=p.draws, seed=p.seed, keep_paths=True, progress=self._chunks(report, 0.0, 0.95, "simulating"))
         return {"scenarios": res.scenarios.to_dict("records"), "paths": res.paths.to_dict("records") if res.paths is not None else [],
                 "definitions": [s.model_dump() for s in scen], "metadata": res.metadata}, {}
 
     def _run_risk(self, p: RiskParams, inputs: dict[str, Any], report: Report) -> Outcome:
         from critmin.simulate.risk import risk_ranking
 
-        df, res = risk_ranking(self.ws.sim, p.perspective, draws=p.draws, seed=p.seed, progress=self._chunks(report, 0.0, 0.95, "risk sweep"))
+        df, res = risk_ranking(self._sim(inputs), p.perspective, draws=p.draws, seed=p.seed, progress=self._chunks(report, 0.0, 0.95, "risk sweep"))
         return {"ranking": df.to_dict("records"), "metadata": res.metadata, "evaluations": res.evaluations}, {}
 
     def _run_portfolio(self, p: PortfolioParams, inputs: dict[str, Any], report: Report) -> Outcome:
         from critmin.portfolio.plan import run_portfolio
         from critmin.simulate.risk import risk_run
 
-        fr = inputs["frames"]
+        fr, sim = inputs["frames"], self._sim(inputs)
         report(0.05, "simulating the risk library")
-        res = risk_run(self.ws.sim, p.draws, p.seed, progress=self._chunks(report, 0.05, 0.6, "risk library"))
+        res = risk_run(sim, p.draws, p.seed, progress=self._chunks(report, 0.05, 0.6, "risk library"))
         report(0.6, "solving the portfolio (HiGHS)")
-        rec = run_portfolio(self.ws.atlas, self.ws.sim, fr["projects"], budgets=p.budgets or None, deadline_months=p.deadline_months, draws=p.draws,
+        rec = run_portfolio(self.ws.atlas, sim, fr["projects"], budgets=p.budgets or None, deadline_months=p.deadline_months, draws=p.draws,
                             seed=p.seed, as_of=p.as_of, with_frontier=p.frontier_points > 0, frontier_points=max(p.frontier_points, 2),
                             cvar_weight=p.cvar_weight, concern_weight=p.concern_weight, risk_result=res)
         rec["metadata"]["workspace_records"] = fr["counts"]
@@ -381,10 +450,11 @@ class JobRunner:
         from critmin.simulate.risk import risk_run
         from critmin.stockpile.plan import disruption_sample, plan_stockpiles
 
-        res = risk_run(self.ws.sim, p.draws, p.seed, progress=self._chunks(report, 0.0, 0.8, "risk library"))
+        sim = self._sim(inputs)
+        res = risk_run(sim, p.draws, p.seed, progress=self._chunks(report, 0.0, 0.8, "risk library"))
         report(0.85, "sizing stockpiles")
-        sample = disruption_sample(self.ws.sim, p.draws, p.seed, result=res)
-        return plan_stockpiles(self.ws.sim, p.perspective, budget=p.budget_usd, pooled=p.pooled, draws=p.draws, seed=p.seed, sample=sample), {}
+        sample = disruption_sample(sim, p.draws, p.seed, result=res)
+        return plan_stockpiles(sim, p.perspective, budget=p.budget_usd, pooled=p.pooled, draws=p.draws, seed=p.seed, sample=sample), {}
 
     def _run_deliver(self, p: DeliverParams, inputs: dict[str, Any], report: Report) -> Outcome:
         from critmin.deliver.plan import delivery_plan
@@ -411,7 +481,7 @@ class JobRunner:
         def step(msg: str) -> None:
             report(CYCLE_STEPS.index(msg) / n, msg)
 
-        plan = run_cycle(self.ws.atlas, self.ws.sim, draws=p.draws, seed=p.seed, as_of=as_of, top=p.top, step=step,
+        plan = run_cycle(self.ws.atlas, self._sim(inputs), draws=p.draws, seed=p.seed, as_of=as_of, top=p.top, step=step,
                          projects=fr["projects"], buyers=fr["buyers"], supply=fr["supply"], first_month=offer_first_months(fr["offers"], as_of))
         plan["metadata"]["workspace_records"] = fr["counts"]
         report((n - 1) / n, "writing reports")

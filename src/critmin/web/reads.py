@@ -157,6 +157,19 @@ class AtlasReads:
             return [{"commodity": c, "stage": st, "name": names.get(c, c), "step": step[(c, st)]} for c, st in order]
         return self._kept(("chain_nodes", chain_id), build)
 
+    def parameters(self) -> dict[str, Any]:
+        """The model parameter table the runs use (rows with value, range, distribution, unit, kind, source,
+        year, url, note) and each name's admissible range and role (sampled per draw, or a setting)."""
+        from critmin.simulate.parameters import SAMPLED, SETTINGS
+        from critmin.web.workspace import jsonable
+
+        def build() -> dict[str, Any]:
+            sim = self._sim()
+            names = [{"name": n, "role": role, "min": lo, "max": hi} for role, table in (("sampled", SAMPLED), ("setting", SETTINGS))
+                     for n, (lo, hi) in table.items()]
+            return {"origin": sim.params.origin, "names": jsonable(names), "rows": jsonable(sim.params.records())}
+        return self._kept(("parameters",), build)
+
     def library(self) -> list[dict[str, Any]]:
         """The scenario library (events and generated scenarios), one summary row each."""
         def build() -> list[dict[str, Any]]:

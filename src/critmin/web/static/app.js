@@ -14,6 +14,7 @@
     methods: null,
     worldIds: null,
     selectedScenarios: [],
+    overrides: [],
     projects: [],
     editing: null,
     commentsFor: null,
@@ -529,9 +530,11 @@
       msg.textContent = r.error ? r.error : r.message || "";
       cancel.hidden = TERMINAL.has(r.status);
     };
+    const overrides = SIMULATING.has(kind) ? state.overrides.map((o) => ({ ...o })) : [];
+    if (overrides.length) params = { ...params, parameters: overrides };
     try {
       run = await api("POST", "/api/runs", { kind, params });
-      label.textContent = `Run ${run.id} (${kind})`;
+      label.textContent = `Run ${run.id} (${kind}${overrides.length ? `, ${overrides.length} parameter override${overrides.length === 1 ? "" : "s"}` : ""})`;
       const id = run.id;
       cancel.addEventListener("click", guard(async () => {
         cancel.disabled = true;
@@ -582,7 +585,74 @@
     const ga = [...$("sb-node").options].find((o) => o.value === "gallium|refine");
     if (ga) $("sb-node").value = ga.value;
     renderSelected();
-    await Promise.all([searchLibrary(), loadSaved()]);
+    renderOverrides();
+    await Promise.all([searchLibrary(), loadSaved(), loadParameters()]);
+  }
+
+  // ------------------------------------------------------------------------------------------- model assumptions
+  /** Kinds of run that simulate, and so take the parameter overrides. */
+  const SIMULATING = new Set(["simulate", "risk", "portfolio", "stockpile", "plan"]);
+
+  async function loadParameters() {
+    const current = latest("parameters");
+    const table = await api("GET", "/api/parameters");
+    if (!current()) return;
+    state.parameterNames = table.names;
+    const sel = clear($("ov-name"));
+    for (const n of table.names) sel.append(el("option", { value: n.name }, `${n.name} (${n.role}, ${n.min}–${n.max})`));
+    const tbody = clear($("parameter-table").tBodies[0]);
+    for (const r of table.rows) {
+      const range = r.low !== "" && r.high !== "" ? `${r.low} – ${r.high}` : "";
+      const source = String(r.source || "");
+      tbody.append(el("tr", { dataset: { name: r.name, scope: r.scope } }, td(r.name), td(r.scope), td(r.value, "r"), td(range, "r"), td(r.distribution),
+        td(r.unit), td(r.kind), el("td", { className: "wrap", title: source }, source.length > 90 ? `${source.slice(0, 88)}…` : source),
+        el("td", null, el("button", { type: "button", className: "btn btn-small", on: { click: () => prefillOverride(r) } }, "Override"))));
+    }
+  }
+
+  function prefillOverride(r) {
+    $("ov-name").value = r.name;
+    $("ov-scope").value = r.scope;
+    $("ov-value").value = r.value;
+    $("ov-distribution").value = r.distribution || "fixed";
+    $("ov-low").value = r.low;
+    $("ov-high").value = r.high;
+    $("ov-value").focus();
+  }
+
+  function addOverride(ev) {
+    ev.preventDefault();
+    const numOrNull = (id) => ($(id).value.trim() === "" ? null : Number($(id).value));
+    const o = { name: $("ov-name").value, scope: $("ov-scope").value.trim() || "*", value: Number($("ov-value").value),
+      low: numOrNull("ov-low"), high: numOrNull("ov-high"), distribution: $("ov-distribution").value };
+    if (o.distribution === "fixed") { o.low = null; o.high = null; }
+    if (!Number.isFinite(o.value)) {
+      showMsg($("override-msg"), "Give a number for the value.", "error");
+      return;
+    }
+    // one override per (name, scope): a new one replaces the old; the server checks ranges and scopes when a run starts
+    state.overrides = state.overrides.filter((x) => !(x.name === o.name && x.scope === o.scope)).concat([o]);
+    showMsg($("override-msg"), "", null);
+    renderOverrides();
+  }
+
+  function overrideText(o) {
+    const range = o.distribution === "fixed" ? "fixed" : `${o.distribution} ${o.low}–${o.high}`;
+    return `${o.name} [${o.scope}] = ${o.value} (${range})`;
+  }
+
+  function renderOverrides() {
+    const ul = clear($("override-list"));
+    if (!state.overrides.length) {
+      ul.append(el("li", { className: "empty" }, "None: runs use the bundled parameters."));
+      return;
+    }
+    state.overrides.forEach((o, i) => {
+      ul.append(el("li", { dataset: { name: o.name, scope: o.scope } }, overrideText(o), el("button", {
+        type: "button", title: "Remove", attrs: { "aria-label": `Remove ${o.name} ${o.scope}` },
+        on: { click: () => { state.overrides.splice(i, 1); renderOverrides(); } },
+      }, "\u00d7")));
+    });
   }
 
   function addScenario(id) {
@@ -1363,6 +1433,7 @@
     $("runs-refresh").addEventListener("click", guard(loadRuns));
     $("audit-refresh").addEventListener("click", guard(loadAudit));
     $("password-form").addEventListener("submit", changePassword);
+    $("override-form").addEventListener("submit", addOverride);
     window.addEventListener("hashchange", () => {
       const t = location.hash.slice(1);
       if (state.user && LOADERS[t]) activate(t);
