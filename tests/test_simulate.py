@@ -336,3 +336,19 @@ def test_magnet_ban_is_valued(simulator):
     bloc = res[res["perspective"] == "BLOC"].iloc[0]
     assert bloc["expected_loss_usd"] > 0 and bloc["shortfall_t"] > 0
     assert "low-tier" in bloc["flags"]
+
+
+def test_concurrent_runs_on_one_simulator_equal_sequential_ones(simulator) -> None:
+    """The web workspace may run jobs in several threads on one Simulator (`critmin serve --workers`): runs
+    in parallel give exactly the results of the same runs one after the other (no shared mutable state)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from critmin.simulate.library import find_scenario
+
+    scen = [find_scenario(simulator.library(), "ev.E001.rare_earths.refine")]
+    sequential = [run(simulator, scen, draws=200, seed=k).scenarios for k in (1, 2, 1)]
+    with ThreadPoolExecutor(3) as ex:
+        parallel = [f.result().scenarios for f in [ex.submit(run, simulator, scen, draws=200, seed=k) for k in (1, 2, 1)]]
+    for a, b in zip(sequential, parallel, strict=True):
+        assert a.equals(b)
+    assert not sequential[0].equals(sequential[1])  # the seeds differ: so do the results

@@ -827,6 +827,44 @@ def test_deliver_and_match_use_workspace_needs_and_offers(web):
     assert alloc and all(a.get("project_id") == "OFFER-AUS-1" for a in alloc)
 
 
+def test_bloc_membership_of_a_run(web):
+    """params.blocs replaces the countries of concern for one run: an offer from a country made a country of
+    concern leaves the supply (deliveries exclude concern origins), and the result records the membership."""
+    j = web.client.get("/api/blocs", headers=web.h(OBSERVER)).json()
+    assert j["blocs"]["participants"] == ["JPN", "USA"] and "CHN" in j["blocs"]["concern"] and "AUS" in j["blocs"]["like_minded"]
+    assert j["run_blocs"] == ["concern", "like_minded"] and {"iso3": "BRA", "name": "Brazil"} in j["countries"]
+    create(web, ACME, "offer", "OFFER-BRA-1", country_iso3="BRA", volume_t_per_year=800.0)
+    create(web, BETA, "need", "NEED-JPN-2", demand_t_per_year=500.0, origin_rule="any", priority=1)
+    supplying = {}
+    concern = [*j["blocs"]["concern"], "BRA"]
+    for label, blocs in (("atlas", {}), ("BRA of concern", {"concern": concern})):
+        d = run(web, GOV, "deliver", {"as_of": "2026-01", "months": 2, "blocs": blocs})
+        assert d["status"] == "done", d
+        res = _result(web, GOV, d["id"])["result"]
+        supplying[label] = {x["project_id"] for x in res["projects"]} | {x["project_id"] for x in res["allocation"]}
+        if blocs:
+            assert res["metadata"]["blocs"]["concern"] == sorted(concern) and res["metadata"]["blocs"]["participants"] == ["JPN", "USA"]
+            assert _result(web, GOV, d["id"])["run"]["params"]["blocs"] == {"concern": sorted(concern)}
+        else:
+            assert "blocs" not in res["metadata"]
+    assert "OFFER-BRA-1" in supplying["atlas"] and "OFFER-BRA-1" not in supplying["BRA of concern"]
+
+
+@pytest.mark.parametrize("blocs,field,message", [
+    ({"concern": ["CHN", "XXX"]}, "params.blocs.concern.1", "unknown country 'XXX'"),
+    ({"concern": ["CHN", "AUS"]}, "params.blocs.concern.1", "would be a country of concern and a participant or like-minded partner"),
+    ({"like_minded": ["RUS"]}, "params.blocs.like_minded.0", "would be a country of concern"),
+    ({"participants": ["USA", "JPN", "AUS"]}, "params.blocs.participants", "Input should be"),
+    ({"concern": ["chn"]}, "params.blocs.concern.0", "String should match pattern"),
+])
+def test_bad_bloc_membership_is_refused(web, blocs, field, message):
+    r = web.client.post("/api/runs", json={"kind": "match", "params": {"blocs": blocs}}, headers=web.h(GOV))
+    assert r.status_code == 422, r.text
+    got = {q["field"]: q["message"] for q in r.json()["problems"]}
+    assert field in got and message in got[field], got
+    assert web.client.get("/api/runs", headers=web.h(GOV)).json()["total"] == 0
+
+
 INVALID_RUNS = [
     ({"kind": "simulate", "params": {"draws": 0, "scenario_ids": [LIBRARY_EVENT]}}, "params.draws"),
     ({"kind": "risk", "params": {"draws": 5001}}, "params.draws"),

@@ -244,7 +244,7 @@ def test_parameter_override_applies_to_the_run(ui: Browser) -> None:
     """Model assumptions: the parameter table with sources; an override (price cap fixed at 1x) goes with the
     next simulation, whose price band is then flat at 1; removed again, runs use the bundled table."""
     page = ui.page
-    ui.tab("scenarios")
+    ui.tab("assumptions")
     ui.wait_count("#parameter-table tbody tr", 20)
     row = page.locator("#parameter-table tbody tr[data-name='max_price_ratio'][data-scope='*']")
     assert row.locator("td").nth(7).text_content()  # a source for every row
@@ -255,6 +255,7 @@ def test_parameter_override_applies_to_the_run(ui: Browser) -> None:
     page.click("#ov-add")
     page.wait_for_selector("#override-list li[data-name='max_price_ratio']")
     assert "max_price_ratio [*] = 1 (fixed)" in (page.text_content("#override-list") or "")
+    ui.tab("scenarios")
     assert page.text_content("#sim-selected").startswith("ev.E001.rare_earths.refine")  # selected by the test above
     page.click("#sim-run")
     page.wait_for_selector("#sim-run-status:has-text('1 parameter override')")
@@ -265,8 +266,32 @@ def test_parameter_override_applies_to_the_run(ui: Browser) -> None:
     assert run["params"]["parameters"] == [{"name": "max_price_ratio", "scope": "*", "value": 1.0, "low": None, "high": None, "distribution": "fixed"}]
     status, res = ui.srv.call("GET", f"/api/runs/{run['id']}/result")
     assert status == 200 and {p["price_t_p95"] for p in res["result"]["paths"]} == {1.0}
+    ui.tab("assumptions")
     page.click("#override-list li[data-name='max_price_ratio'] button")
     page.wait_for_selector("#override-list li.empty")
+
+
+def test_blocs_of_my_runs(ui: Browser) -> None:
+    """Countries of concern changed in the Assumptions tab go with the next run of any kind, and back."""
+    page = ui.page
+    ui.tab("assumptions")
+    page.wait_for_selector("#blocs-msg:has-text(\"Your runs use the atlas's blocs.\")")
+    concern = page.input_value("#bloc-concern")
+    assert "CHN" in concern and "AUS" in page.input_value("#bloc-like_minded")
+    page.fill("#bloc-concern", concern + ", bra")
+    page.click("#blocs-apply")
+    page.wait_for_selector("#blocs-msg:has-text('Your runs use your concern list')")
+    ui.tab("delivery")
+    page.click("#dl-run")
+    page.wait_for_selector("#dl-run-status:has-text('blocs changed')")
+    assert ui.wait_run("dl-run-status") == "done"
+    status, runs = ui.srv.call("GET", "/api/runs?kind=deliver&limit=1")
+    assert status == 200 and "BRA" in runs["items"][0]["params"]["blocs"]["concern"]
+    assert "like_minded" not in runs["items"][0]["params"]["blocs"]  # only what differs from the atlas
+    ui.tab("assumptions")
+    page.click("#blocs-reset")
+    page.wait_for_selector("#blocs-msg:has-text(\"Your runs use the atlas's blocs.\")")
+    assert "BRA" not in page.input_value("#bloc-concern")
 
 
 def test_build_and_run_a_scenario(ui: Browser) -> None:

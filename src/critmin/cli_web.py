@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -126,12 +127,27 @@ def serve(
     port: Annotated[int, typer.Option("--port", help="TCP port")] = 8000,
     database: DatabaseOpt = None,
     no_seed: Annotated[bool, typer.Option("--no-seed", help="Do not load the bundled project register and buyers into a new workspace")] = False,
+    atlas: Annotated[Path | None, typer.Option("--atlas", help="Atlas directory (default: the bundled atlas)")] = None,
+    blocs: Annotated[Path | None, typer.Option("--blocs", help="CSV (bloc_id,iso3) replacing bloc members")] = None,
+    params: Annotated[Path | None, typer.Option("--params", help="CSV of model parameters replacing bundled rows (as `critmin simulate --params`)")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=8, help="Runs executed at the same time (each one vectorised over its draws)")] = 1,
 ) -> None:
-    """Start the web workspace: REST API (docs at /docs) and dashboard (/) on one ASGI server."""
+    """Start the web workspace: REST API (docs at /docs) and dashboard (/) on one ASGI server. ``--atlas``,
+    ``--blocs`` and ``--params`` set the definitions every run of this server uses (checked before it starts)."""
     import uvicorn
 
     from critmin.web.app import create_app
+    from critmin.web.db import Database
+    from critmin.web.workspace import Workspace
 
-    app = create_app(database, seed=not no_seed)
-    err.print(f"critmin workspace on http://{host}:{port}/ (API docs at /docs; database: {app.state.ws.db.backend})")
+    sim = None
+    if atlas is not None or blocs is not None or params is not None:
+        from critmin.cli import _simulator
+
+        sim = _simulator(atlas, blocs, params, None)  # invalid files: a clear error and exit 2, before anything listens
+    db = Database(database)
+    ws = Workspace(db, sim_factory=(lambda: sim) if sim is not None else None)
+    app = create_app(db=db, workspace=ws, seed=not no_seed, workers=workers)
+    what = f"database: {db.backend}" + (f"; {sim.params.origin} parameters, atlas {sim.atlas.data_version}" if sim is not None else "")
+    err.print(f"critmin workspace on http://{host}:{port}/ (API docs at /docs; {what})")
     uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=False)

@@ -57,6 +57,11 @@ class Atlas:
         """The bloc in the wide sense: participants plus like-minded partners."""
         return self.participants | self.like_minded
 
+    def bloc_members(self) -> dict[str, list[str]]:
+        """Members of each bloc, ``{bloc_id: sorted ISO3 codes}`` (recorded in outputs with the data version)."""
+        b = self.tables["blocs"]
+        return {bloc: sorted(b.loc[b["bloc_id"] == bloc, "iso3"]) for bloc in BLOC_IDS}
+
     def with_blocs(self, members: Mapping[str, Iterable[str]]) -> Atlas:
         """Copy of the atlas with the given blocs replaced, e.g. ``{"concern": ["CHN", "RUS"]}``.
 

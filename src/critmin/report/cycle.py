@@ -71,7 +71,8 @@ def run_cycle(atlas: Any, sim: Any, draws: int = 500, seed: int = 0, as_of: str 
     sources = src[src["source_id"].isin(used) | src["source_id"].str.startswith("event_")].to_dict("records")
     return {
         "metadata": {"critmin_version": __version__, "data_version": atlas.data_version, "seed": seed, "draws": draws, "as_of": as_of,
-                     "perspective": "BLOC", "participants": sorted(atlas.participants), "parameters": res.metadata.get("parameters"),
+                     "perspective": "BLOC", "participants": sorted(atlas.participants), "blocs": atlas.bloc_members(),
+                     "parameters": res.metadata.get("parameters"),
                      "parameters_sha256": res.metadata.get("parameters_sha256"), "data_files": res.metadata.get("data_files")},
         "priority_minerals": priority,
         "vulnerabilities": vuln,

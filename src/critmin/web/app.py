@@ -126,13 +126,13 @@ Id = Annotated[int, FPath(ge=1, le=sc.INT_MAX)]
 
 
 def create_app(database_url: str | None = None, seed: bool = True, db: Database | None = None, workspace: Workspace | None = None,
-               limiter: LoginLimiter | None = None) -> FastAPI:
+               limiter: LoginLimiter | None = None, workers: int = 1) -> FastAPI:
     """The app on one database (``database_url``, else $CRITMIN_DATABASE_URL, else a SQLite file); ``seed``
-    loads the bundled registers into a new workspace."""
+    loads the bundled registers into a new workspace; ``workers`` runs execute at the same time."""
     db = db or Database(database_url)
     ws = workspace or Workspace(db)
     reads = ws.reads
-    runner = JobRunner(ws)
+    runner = JobRunner(ws, workers=workers)
     limiter = limiter or LoginLimiter()
 
     @asynccontextmanager
@@ -319,6 +319,12 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
         """The simulator's model parameters with their sources (rows of critmin's parameter table) and each
         name's admissible range; a run's ``params.parameters`` overrides rows by (name, scope)."""
         return await reads.answer(("parameters",), reads.parameters)
+
+    @api.get("/blocs", tags=["assess"], responses=ERRORS, response_model=dict[str, Any])
+    async def blocs(who: Who) -> Response:
+        """Bloc membership (participants, like-minded partners, countries of concern); a run's ``params.blocs``
+        replaces the members of ``concern`` and/or ``like_minded`` for that run."""
+        return await reads.answer(("blocs",), reads.blocs)
 
     @api.get("/agencies", tags=["portfolio"], responses=ERRORS, response_model=list[dict[str, Any]])
     async def agencies(who: Who) -> Response:

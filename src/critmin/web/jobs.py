@@ -70,12 +70,22 @@ class ParameterOverride(BaseModel):
     distribution: Literal["fixed", "uniform", "triangular"] = "fixed"
 
 
+#: Bloc membership a run may replace (the participants are the framework's signatories, USA and JPN, whose
+#: perspectives every result reports; they are not replaced).
+RUN_BLOCS = ("concern", "like_minded")
+ISO3 = Annotated[str, Field(pattern="^[A-Z]{3}$")]
+Blocs = dict[Literal["concern", "like_minded"], Annotated[list[ISO3], Field(max_length=250)]]
+BLOCS_DESCRIPTION = ("Bloc membership for this run: {concern|like_minded: [ISO3, ...]} replaces the atlas's members of each bloc named, "
+                     "as `critmin plan --blocs` does")
+
+
 class _P(BaseModel):
     model_config = ConfigDict(extra="forbid")
     draws: int = Field(200, ge=1, le=MAX_DRAWS, description="Monte Carlo draws")
     seed: int = Field(0, ge=0, le=2**32 - 1)
     parameters: list[ParameterOverride] = Field(default_factory=list, max_length=200,
                                                 description="Model parameter overrides for this run (default: the bundled table)")
+    blocs: Blocs = Field(default_factory=dict, description=BLOCS_DESCRIPTION)
 
 
 class SimulateParams(_P):
@@ -118,6 +128,7 @@ class DeliverParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     months: int = Field(6, ge=1, le=60)
     as_of: str | None = Field(None, pattern=MONTH)
+    blocs: Blocs = Field(default_factory=dict, description=BLOCS_DESCRIPTION)
 
 
 class PlanParams(_P):
@@ -138,8 +149,9 @@ def _as_of(v: str | None) -> str:
 
 
 class JobRunner:
-    """Runs jobs one at a time in a worker thread (the simulator vectorises over draws; a second job in
-    parallel would only share the same two cores)."""
+    """Runs jobs in ``workers`` threads, one at a time by default (the simulator vectorises over draws, so a
+    second job in parallel mostly shares the same cores; more workers let a short run pass a long one on a
+    larger machine: `critmin serve --workers N`)."""
 
     def __init__(self, ws: Workspace, workers: int = 1):
         self.ws = ws
@@ -170,19 +182,39 @@ class JobRunner:
             raise WorkspaceError(422, "invalid parameter overrides", problems) from exc
         return params
 
-    def simulator(self, params: Any) -> Any:
-        """The workspace simulator, or one built on ``params`` (kept for the next run with the same table;
-        at most ``SIMULATORS_KEPT``)."""
+    def atlas_for(self, blocs: dict[str, list[str]] | None) -> Any:
+        """The workspace atlas, or a copy with the run's bloc membership (``Atlas.with_blocs``). Unknown
+        countries, and a country of concern that would also be a participant or like-minded partner, answer
+        422 naming ``params.blocs.<bloc>.<i>``."""
+        atlas = self.ws.atlas
+        if not blocs:
+            return atlas
+        known = set(atlas.countries["iso3"])
+        problems = [{"field": f"params.blocs.{bloc}.{i}", "message": f"unknown country '{iso}'"}
+                    for bloc, isos in blocs.items() for i, iso in enumerate(isos) if iso not in known]
+        if not problems:
+            new = atlas.with_blocs(blocs)
+            both = new.concern & new.allied
+            problems = [{"field": f"params.blocs.{bloc}.{i}", "message": f"'{iso}' would be a country of concern and a participant or like-minded partner"}
+                        for bloc, isos in blocs.items() for i, iso in enumerate(isos) if iso in both]
+        if problems:
+            raise WorkspaceError(422, "invalid bloc membership", problems)
+        return new
+
+    def simulator(self, params: Any, blocs: dict[str, list[str]] | None = None) -> Any:
+        """The workspace simulator, or one built on the run's parameters and/or bloc membership (kept for the
+        next run with the same ones; at most ``SIMULATORS_KEPT``)."""
         from critmin.simulate.run import Simulator
 
-        if params is None:
+        if params is None and not blocs:
             return self.ws.sim
-        key = hashlib.sha256(params.table.to_csv(index=False).encode()).hexdigest()
+        base = self.ws.sim
+        table = (params or base.params).table
+        key = hashlib.sha256(table.to_csv(index=False).encode() + json.dumps(blocs or {}, sort_keys=True).encode()).hexdigest()
         with self._sims_lock:
             sim = self._sims.pop(key, None)
         if sim is None:
-            base = self.ws.sim
-            sim = Simulator.build(base.atlas, params)
+            sim = Simulator.build(self.atlas_for(blocs), params or base.params)
         with self._sims_lock:
             self._sims[key] = sim
             while len(self._sims) > SIMULATORS_KEPT:
@@ -212,6 +244,11 @@ class JobRunner:
             raise WorkspaceError(422, f"invalid parameters for a {kind} run", problems_of(exc, "params")) from exc
         sim = self.ws.sim
         run_params = self.parameters(p)
+        given = dict(getattr(p, "blocs", {}))
+        run_blocs = {k: sorted(set(v)) for k, v in given.items()}  # one form per membership: the digest does not depend on order
+        if run_blocs:
+            self.atlas_for(given)  # checked here, as given (problems name its rows): a bad membership answers 422, nothing queued
+            p = p.model_copy(update={"blocs": run_blocs})
         if "as_of" in type(p).model_fields:  # the month is fixed here, once: the digest, the stored parameters and the job agree
             p = p.model_copy(update={"as_of": _as_of(getattr(p, "as_of", None))})
         pdict = p.model_dump()
@@ -229,6 +266,8 @@ class JobRunner:
         from critmin import __version__
 
         meta = sim.metadata(1, 0)
+        if run_blocs:
+            inputs["blocs"] = run_blocs
         if run_params is not None:
             inputs["parameters"] = run_params
             meta["parameters_sha256"] = hashlib.sha256(run_params.table.to_csv(index=False).encode()).hexdigest()
@@ -388,6 +427,8 @@ class JobRunner:
         status, result, files, error, message = "failed", None, {}, None, ""
         try:
             result, files = getattr(self, f"_run_{kind}")(p, inputs, report)
+            if inputs.get("blocs") and isinstance(result.get("metadata"), dict):
+                result["metadata"]["blocs"] = self._atlas(inputs).bloc_members()  # the membership the run used
             status, message = "done", "finished"
         except Cancelled:
             status, message = "cancelled", "cancelled while running"
@@ -409,8 +450,12 @@ class JobRunner:
                     s.add(m.RunFile(run_id=rid, name=name, media_type=media, content=content))
 
     def _sim(self, inputs: dict[str, Any]) -> Any:
-        """The simulator of a run: built on its parameter overrides (inputs["parameters"]) when it has any."""
-        return self.simulator(inputs.get("parameters"))
+        """The simulator of a run: built on its parameter overrides and bloc membership when it has any."""
+        return self.simulator(inputs.get("parameters"), inputs.get("blocs"))
+
+    def _atlas(self, inputs: dict[str, Any]) -> Any:
+        """The atlas of a run (with its bloc membership when it has one)."""
+        return self.atlas_for(inputs.get("blocs"))
 
     @staticmethod
     def _chunks(report: Report, lo: float, hi: float, label: str) -> Callable[[int, int], None]:
@@ -440,7 +485,7 @@ class JobRunner:
         report(0.05, "simulating the risk library")
         res = risk_run(sim, p.draws, p.seed, progress=self._chunks(report, 0.05, 0.6, "risk library"))
         report(0.6, "solving the portfolio (HiGHS)")
-        rec = run_portfolio(self.ws.atlas, sim, fr["projects"], budgets=p.budgets or None, deadline_months=p.deadline_months, draws=p.draws,
+        rec = run_portfolio(sim.atlas, sim, fr["projects"], budgets=p.budgets or None, deadline_months=p.deadline_months, draws=p.draws,
                             seed=p.seed, as_of=p.as_of, with_frontier=p.frontier_points > 0, frontier_points=max(p.frontier_points, 2),
                             cvar_weight=p.cvar_weight, concern_weight=p.concern_weight, risk_result=res)
         rec["metadata"]["workspace_records"] = fr["counts"]
@@ -461,14 +506,14 @@ class JobRunner:
 
         fr, as_of = inputs["frames"], str(p.as_of)
         report(0.3, "solving the transportation LP")
-        return delivery_plan(self.ws.atlas, fr["supply"], fr["buyers"], p.months, as_of, first_month=offer_first_months(fr["offers"], as_of)), {}
+        return delivery_plan(self._atlas(inputs), fr["supply"], fr["buyers"], p.months, as_of, first_month=offer_first_months(fr["offers"], as_of)), {}
 
     def _run_match(self, p: DeliverParams, inputs: dict[str, Any], report: Report) -> Outcome:
         from critmin.deliver.match import match
 
         fr = inputs["frames"]
         report(0.3, "solving the assignment")
-        return match(self.ws.atlas, fr["supply"], fr["buyers"], str(p.as_of)), {}
+        return match(self._atlas(inputs), fr["supply"], fr["buyers"], str(p.as_of)), {}
 
     def _run_plan(self, p: PlanParams, inputs: dict[str, Any], report: Report) -> Outcome:
         from critmin.output import to_json
@@ -481,12 +526,13 @@ class JobRunner:
         def step(msg: str) -> None:
             report(CYCLE_STEPS.index(msg) / n, msg)
 
-        plan = run_cycle(self.ws.atlas, self._sim(inputs), draws=p.draws, seed=p.seed, as_of=as_of, top=p.top, step=step,
+        sim = self._sim(inputs)
+        plan = run_cycle(sim.atlas, sim, draws=p.draws, seed=p.seed, as_of=as_of, top=p.top, step=step,
                          projects=fr["projects"], buyers=fr["buyers"], supply=fr["supply"], first_month=offer_first_months(fr["offers"], as_of))
         plan["metadata"]["workspace_records"] = fr["counts"]
         report((n - 1) / n, "writing reports")
         files = {"plan.json": ((to_json(plan) + "\n").encode("utf-8"), "application/json"),
                  "plan.pdf": (pdf_plan(plan), "application/pdf"),
                  "plan.xlsx": (xlsx_plan(plan), "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
-                 "plan.html": (html_plan(plan, self.ws.atlas).encode("utf-8"), "text/html; charset=utf-8")}
+                 "plan.html": (html_plan(plan, sim.atlas).encode("utf-8"), "text/html; charset=utf-8")}
         return plan, files

@@ -170,6 +170,17 @@ class AtlasReads:
             return {"origin": sim.params.origin, "names": jsonable(names), "rows": jsonable(sim.params.records())}
         return self._kept(("parameters",), build)
 
+    def blocs(self) -> dict[str, Any]:
+        """Bloc membership of the atlas (participants, like-minded partners, countries of concern), the blocs a
+        run may replace, and the countries (ISO3, name) a membership may name."""
+        from critmin.web.jobs import RUN_BLOCS
+
+        def build() -> dict[str, Any]:
+            c = self.atlas.countries
+            return {"blocs": self.atlas.bloc_members(), "run_blocs": list(RUN_BLOCS),
+                    "countries": [{"iso3": str(i), "name": str(n)} for i, n in sorted(zip(c["iso3"], c["name"], strict=True))]}
+        return self._kept(("blocs",), build)
+
     def library(self) -> list[dict[str, Any]]:
         """The scenario library (events and generated scenarios), one summary row each."""
         def build() -> list[dict[str, Any]]:

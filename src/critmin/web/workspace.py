@@ -84,10 +84,11 @@ def jsonable(obj: Any) -> Any:
 
 
 def problems_of(exc: ValidationError, prefix: str = "data") -> list[dict[str, Any]]:
-    """A pydantic error as the API's problem list, each field named from ``prefix`` (``data.country_iso3``)."""
+    """A pydantic error as the API's problem list, each field named from ``prefix`` (``data.country_iso3``; a
+    bad key of a mapping is named by the key itself, without pydantic's ``[key]`` marker)."""
     from critmin.portfolio.register import _message
 
-    return [{"field": ".".join([prefix, *(str(x) for x in e["loc"])]), "message": _message(e)} for e in exc.errors(include_url=False)]
+    return [{"field": ".".join([prefix, *(str(x) for x in e["loc"] if x != "[key]")]), "message": _message(e)} for e in exc.errors(include_url=False)]
 
 
 class Workspace:

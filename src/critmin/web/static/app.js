@@ -15,6 +15,8 @@
     worldIds: null,
     selectedScenarios: [],
     overrides: [],
+    blocs: {},
+    atlasBlocs: null,
     projects: [],
     editing: null,
     commentsFor: null,
@@ -262,6 +264,7 @@
     priority: () => loadPriority(),
     chains: () => loadChains(),
     scenarios: () => loadScenarios(),
+    assumptions: () => loadAssumptions(),
     risk: async () => undefined,
     projects: () => loadProjects(),
     portfolio: () => loadPortfolio(),
@@ -532,9 +535,14 @@
     };
     const overrides = SIMULATING.has(kind) ? state.overrides.map((o) => ({ ...o })) : [];
     if (overrides.length) params = { ...params, parameters: overrides };
+    const blocs = Object.keys(state.blocs).length ? JSON.parse(JSON.stringify(state.blocs)) : null;
+    if (blocs) params = { ...params, blocs };
+    const notes = [kind];
+    if (overrides.length) notes.push(`${overrides.length} parameter override${overrides.length === 1 ? "" : "s"}`);
+    if (blocs) notes.push("blocs changed");
     try {
       run = await api("POST", "/api/runs", { kind, params });
-      label.textContent = `Run ${run.id} (${kind}${overrides.length ? `, ${overrides.length} parameter override${overrides.length === 1 ? "" : "s"}` : ""})`;
+      label.textContent = `Run ${run.id} (${notes.join(", ")})`;
       const id = run.id;
       cancel.addEventListener("click", guard(async () => {
         cancel.disabled = true;
@@ -585,13 +593,17 @@
     const ga = [...$("sb-node").options].find((o) => o.value === "gallium|refine");
     if (ga) $("sb-node").value = ga.value;
     renderSelected();
-    renderOverrides();
-    await Promise.all([searchLibrary(), loadSaved(), loadParameters()]);
+    await Promise.all([searchLibrary(), loadSaved()]);
   }
 
   // ------------------------------------------------------------------------------------------- model assumptions
   /** Kinds of run that simulate, and so take the parameter overrides. */
   const SIMULATING = new Set(["simulate", "risk", "portfolio", "stockpile", "plan"]);
+
+  async function loadAssumptions() {
+    renderOverrides();
+    await Promise.all([loadParameters(), loadBlocs()]);
+  }
 
   async function loadParameters() {
     const current = latest("parameters");
@@ -608,6 +620,36 @@
         td(r.unit), td(r.kind), el("td", { className: "wrap", title: source }, source.length > 90 ? `${source.slice(0, 88)}…` : source),
         el("td", null, el("button", { type: "button", className: "btn btn-small", on: { click: () => prefillOverride(r) } }, "Override"))));
     }
+  }
+
+  const isoList = (text) => [...new Set(text.split(/[\s,;]+/).map((x) => x.trim().toUpperCase()).filter(Boolean))].sort();
+
+  async function loadBlocs() {
+    if (!state.atlasBlocs) state.atlasBlocs = (await api("GET", "/api/blocs")).blocs;
+    for (const b of ["concern", "like_minded"]) $(`bloc-${b}`).value = (state.blocs[b] || state.atlasBlocs[b]).join(", ");
+    renderBlocsNote();
+  }
+
+  function applyBlocs(ev) {
+    ev.preventDefault();
+    const blocs = {};
+    for (const b of ["concern", "like_minded"]) {
+      const members = isoList($(`bloc-${b}`).value);
+      if (members.join() !== state.atlasBlocs[b].join()) blocs[b] = members;  // only what differs from the atlas goes with the runs
+    }
+    state.blocs = blocs;
+    renderBlocsNote();
+  }
+
+  async function resetBlocs() {
+    state.blocs = {};
+    await loadBlocs();
+  }
+
+  function renderBlocsNote() {
+    const changed = Object.keys(state.blocs);
+    showMsg($("blocs-msg"), changed.length ? `Your runs use your ${changed.map((b) => b.replace("_", "-")).join(" and ")} list${changed.length > 1 ? "s" : ""}; the server checks them when a run starts.`
+      : "Your runs use the atlas's blocs.", changed.length ? "warn" : null);
   }
 
   function prefillOverride(r) {
@@ -1434,6 +1476,8 @@
     $("audit-refresh").addEventListener("click", guard(loadAudit));
     $("password-form").addEventListener("submit", changePassword);
     $("override-form").addEventListener("submit", addOverride);
+    $("blocs-form").addEventListener("submit", applyBlocs);
+    $("blocs-reset").addEventListener("click", guard(resetBlocs, $("blocs-msg")));
     window.addEventListener("hashchange", () => {
       const t = location.hash.slice(1);
       if (state.user && LOADERS[t]) activate(t);
