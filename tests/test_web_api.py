@@ -846,8 +846,26 @@ def test_bloc_membership_of_a_run(web):
             assert res["metadata"]["blocs"]["concern"] == sorted(concern) and res["metadata"]["blocs"]["participants"] == ["JPN", "USA"]
             assert _result(web, GOV, d["id"])["run"]["params"]["blocs"] == {"concern": sorted(concern)}
         else:
-            assert "blocs" not in res["metadata"]
+            assert res["metadata"]["blocs"] == j["blocs"]  # the atlas's membership, recorded all the same
     assert "OFFER-BRA-1" in supplying["atlas"] and "OFFER-BRA-1" not in supplying["BRA of concern"]
+
+
+def test_digest_follows_the_servers_bloc_membership(web, simulator):
+    """A server started with --blocs has the atlas's data version but other blocs: its runs must not reuse
+    results computed with the bundled membership (found in review: the digest left the membership out)."""
+    from critmin.simulate.run import Simulator
+
+    ws = web.app.state.ws
+    first = run(web, GOV, "match", {"as_of": "2026-01"})
+    assert run(web, GOV, "match", {"as_of": "2026-01"}, wait=False)["cached_from"] == first["id"]
+    atlas = simulator.atlas.with_blocs({"concern": sorted(simulator.atlas.concern | {"BRA"})})
+    assert atlas.data_version == simulator.atlas.data_version
+    ws._sim = Simulator.build(atlas, simulator.params)
+    try:
+        other = run(web, GOV, "match", {"as_of": "2026-01"}, wait=False)
+        assert other["cached_from"] is None and other["inputs_sha256"] != first["inputs_sha256"]
+    finally:
+        ws._sim = simulator
 
 
 @pytest.mark.parametrize("blocs,field,message", [

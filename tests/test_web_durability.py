@@ -202,6 +202,24 @@ def test_serve_with_its_own_definitions(tmp_path: Path) -> None:
             assert res["metadata"]["parameters"] == "bundled + p.csv" and {p["price_t_p95"] for p in res["paths"]} == {1.0}
 
 
+@pytest.mark.parametrize("trusted", [True, False])
+def test_login_limit_per_client_behind_a_trusted_proxy(tmp_path: Path, trusted: bool) -> None:
+    """With --trusted-proxy the login limiter counts per X-Forwarded-For client: five failures from one client
+    lock that client only. Without it the header is ignored (anyone could forge it) and the limit is per
+    connecting address: everyone behind the proxy is locked together."""
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    add_user(url, "ann@example.org", "New Org", "government", "long enough password", cwd=tmp_path)
+    extra = ("--trusted-proxy", "127.0.0.1", "--no-seed") if trusted else ("--no-seed",)
+    with ServerProcess(url, cwd=tmp_path, extra_args=extra) as srv:
+        def login(user: str, client: str) -> int:
+            return httpx.post(srv.base + "/api/auth/login", json={"username": user, "password": "wrong password"},
+                              headers={"X-Forwarded-For": client}).status_code
+
+        assert [login(f"u{i}@example.org", "203.0.113.5") for i in range(5)] == [401] * 5
+        assert login("u9@example.org", "203.0.113.5") == 429
+        assert login("v1@example.org", "198.51.100.7") == (401 if trusted else 429)
+
+
 def test_migrations_match_models(db_url: str) -> None:
     """The Alembic migrations create exactly the schema the models declare (no drift)."""
     from alembic.autogenerate import compare_metadata

@@ -131,6 +131,8 @@ def serve(
     blocs: Annotated[Path | None, typer.Option("--blocs", help="CSV (bloc_id,iso3) replacing bloc members")] = None,
     params: Annotated[Path | None, typer.Option("--params", help="CSV of model parameters replacing bundled rows (as `critmin simulate --params`)")] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, max=8, help="Runs executed at the same time (each one vectorised over its draws)")] = 1,
+    trusted_proxy: Annotated[list[str] | None, typer.Option("--trusted-proxy", help="Address of a reverse proxy whose X-Forwarded-For / "
+                                                            "X-Forwarded-Proto headers are believed (repeatable); login limits then count per real client")] = None,
 ) -> None:
     """Start the web workspace: REST API (docs at /docs) and dashboard (/) on one ASGI server. ``--atlas``,
     ``--blocs`` and ``--params`` set the definitions every run of this server uses (checked before it starts)."""
@@ -150,4 +152,5 @@ def serve(
     app = create_app(db=db, workspace=ws, seed=not no_seed, workers=workers)
     what = f"database: {db.backend}" + (f"; {sim.params.origin} parameters, atlas {sim.atlas.data_version}" if sim is not None else "")
     err.print(f"critmin workspace on http://{host}:{port}/ (API docs at /docs; {what})")
-    uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=False)
+    proxies = ",".join(trusted_proxy or [])
+    uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)

@@ -271,8 +271,12 @@ class JobRunner:
         if run_params is not None:
             inputs["parameters"] = run_params
             meta["parameters_sha256"] = hashlib.sha256(run_params.table.to_csv(index=False).encode()).hexdigest()
+        # the bloc membership the run uses: the atlas's (which `critmin serve --blocs` may have replaced without
+        # changing the data version) with the run's own lists applied
+        membership = self.atlas_for(run_blocs).bloc_members()
         digest = hashlib.sha256(json.dumps({"kind": kind, "params": pdict, "data_version": meta["data_version"], "parameters_sha256": meta["parameters_sha256"],
-                                            "critmin_version": __version__, "records": record_digest}, sort_keys=True, default=str).encode()).hexdigest()
+                                            "blocs": membership, "critmin_version": __version__, "records": record_digest},
+                                           sort_keys=True, default=str).encode()).hexdigest()
         with self.ws.db.session() as s:
             prev = s.scalar(select(m.Run).options(defer(m.Run.result)).where(m.Run.inputs_sha256 == digest, m.Run.status == "done", m.Run.cached_from.is_(None),
                                                 or_(m.Run.org_id == actor.org_id, m.Run.confidential.is_(False))).order_by(m.Run.id.desc()))
@@ -427,7 +431,7 @@ class JobRunner:
         status, result, files, error, message = "failed", None, {}, None, ""
         try:
             result, files = getattr(self, f"_run_{kind}")(p, inputs, report)
-            if inputs.get("blocs") and isinstance(result.get("metadata"), dict):
+            if isinstance(result.get("metadata"), dict):
                 result["metadata"]["blocs"] = self._atlas(inputs).bloc_members()  # the membership the run used
             status, message = "done", "finished"
         except Cancelled:
