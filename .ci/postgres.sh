@@ -22,6 +22,7 @@ prepare() {
     $SUDO pg_ctlcluster "$VER" main start
   fi
   PORT=$(pg_lsclusters -h | awk '$1=="'"$VER"'" && $2=="main" {print $3}')
+  case "$PORT" in ''|*[!0-9]*) echo "error: no port for PostgreSQL cluster $VER/main" >&2; exit 1 ;; esac
   as_pg "psql -p $PORT -qtAc \"SELECT 1 FROM pg_roles WHERE rolname='critmin'\" | grep -q 1 || psql -p $PORT -qc \"CREATE ROLE critmin LOGIN PASSWORD 'critmin' CREATEDB\"" >/dev/null
   as_pg "psql -p $PORT -qtAc \"SELECT 1 FROM pg_database WHERE datname='critmin_test'\" | grep -q 1 || createdb -p $PORT -O critmin critmin_test" >/dev/null
 }

@@ -756,6 +756,22 @@ def test_parameter_overrides_reach_the_model(web):
     assert _result(web, GOV, scoped["id"])["result"]["metadata"]["parameters"] == "bundled + run parameters"
 
 
+def test_library_scenarios_follow_the_runs_settings(web):
+    """An event without an end date lasts in_force_horizon_months: a simulate run that overrides it simulates
+    the longer scenario (found in review: library ids were resolved with the workspace's simulator)."""
+    sid = "ev.E005.nickel.mine"
+    base = run(web, GOV, "simulate", {"scenario_ids": [sid], "draws": 20})
+    longer = run(web, GOV, "simulate", {"scenario_ids": [sid], "draws": 20, "parameters": [{"name": "in_force_horizon_months", "value": 24}]})
+    durations = [_result(web, GOV, r["id"])["result"]["definitions"][0]["duration_months"] for r in (base, longer)]
+    assert durations == [12, 24]
+
+
+def test_blank_padded_scope_is_checked_before_the_run_is_queued(web):
+    r = web.client.post("/api/runs", json={"kind": "risk", "params": {"parameters": [{"name": "max_price_ratio", "scope": " commodity:nope ", "value": 2}]}},
+                        headers=web.h(GOV))
+    assert r.status_code == 422 and "params.parameters.0.scope" in fields(r)
+
+
 @pytest.mark.parametrize("override,field,message", [
     ({"name": "no_such_parameter", "value": 1.0}, "params.parameters.0.name", "unknown parameter 'no_such_parameter'"),
     ({"name": "max_price_ratio", "value": 0.5}, "params.parameters.0.value", "max_price_ratio = 0.5 is outside [1, 1000]"),
@@ -1029,6 +1045,25 @@ def test_rate_limit_counts_per_user_and_per_address():
     assert lim.retry_after("u:b", "ip:2") == 0
     lim.succeeded("u:a")
     assert lim.retry_after("u:a", "ip:2") == 0
+
+
+def test_parallel_guesses_cannot_pass_the_limit_together():
+    """attempt() counts an attempt before the password is checked (found in review: check, verify, then
+    count let parallel guesses all pass the check); forgive() takes back the attempts that succeeded."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from critmin.web.security import LoginLimiter
+
+    lim = LoginLimiter(failures=5, window_s=60)
+    with ThreadPoolExecutor(8) as ex:
+        waits = list(ex.map(lambda _: lim.attempt("u:a", "ip:1")[0], range(40)))
+    assert sum(w == 0 for w in waits) == 5 and all(59 < w <= 60 for w in waits if w)
+    ok = LoginLimiter(failures=3, window_s=60)
+    for _ in range(10):  # successful sign-ins from one address never lock it
+        wait, stamp = ok.attempt("u:b", "ip:2")
+        assert wait == 0
+        ok.forgive(stamp, "ip:2")
+        ok.succeeded("u:b")
 
 
 def test_docs_are_self_hosted_and_openapi_is_valid(web):

@@ -118,7 +118,7 @@ def user_enable(email: Annotated[str, typer.Argument(help="The user's email")], 
 @user_app.command("role")
 def user_role(email: Annotated[str, typer.Argument(help="The user's email")],
               role: Annotated[str, typer.Argument(help="government, agency, partner, company or observer")], database: DatabaseOpt = None) -> None:
-    """Give a user another role in their organisation (effective at their next request)."""
+    """Give a user another role in their organisation (a running server applies it within 10 s)."""
     _set_user(email, database, role=role)
 
 

@@ -175,14 +175,14 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
         HttpOnly cookie (cookie requests that change anything must send X-CSRF-Token)."""
         user_key = "u:" + body.username.strip().lower()
         ip_key = "ip:" + (request.client.host if request.client else "?")
-        wait = limiter.retry_after(user_key, ip_key)
+        wait, stamp = limiter.attempt(user_key, ip_key)
         if wait > 0:
             return JSONResponse({"detail": f"too many failed logins; retry in {int(wait) + 1} s", "problems": []}, status_code=429,  # type: ignore[return-value]
                                 headers={"Retry-After": str(int(wait) + 1)})
         got = ws.login(body.username, body.password)
         if got is None:
-            limiter.failed(user_key, ip_key)
-            raise WorkspaceError(401, "wrong username or password")
+            raise WorkspaceError(401, "wrong username or password")  # the attempt stays counted
+        limiter.forgive(stamp, ip_key)
         limiter.succeeded(user_key)
         token, sess, who = got
         age = int((sess.expires_at - sess.created_at).total_seconds())
@@ -205,16 +205,18 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
         logins for the rate limit). Every other session of yours ends; this one stays signed in."""
         user_key = "u:" + who.email
         ip_key = "ip:" + (request.client.host if request.client else "?")
-        wait = limiter.retry_after(user_key, ip_key)
+        wait, stamp = limiter.attempt(user_key, ip_key)
         if wait > 0:
             return JSONResponse({"detail": f"too many failed attempts; retry in {int(wait) + 1} s", "problems": []}, status_code=429,  # type: ignore[return-value]
                                 headers={"Retry-After": str(int(wait) + 1)})
         try:
             ended = ws.change_password(who, _session_token(request), body.current_password, body.new_password)
         except WorkspaceError as e:
-            if e.status == 403:
-                limiter.failed(user_key, ip_key)
+            if e.status != 403:  # only a wrong current password is a failed guess
+                limiter.forgive(stamp, user_key, ip_key)
             raise
+        limiter.forgive(stamp, ip_key)
+        limiter.succeeded(user_key)
         return {"status": "password changed", "other_sessions_ended": ended}
 
     @api.get("/users", tags=["auth"], responses=ERRORS)

@@ -61,7 +61,7 @@ class ParameterOverride(BaseModel):
     """One row replacing the bundled model parameter with the same (name, scope) for this run, as a row of a
     ``critmin simulate --params`` file does (docs/simulation.md, parameters)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     name: str = Field(max_length=60, description="A parameter name (GET /api/parameters)")
     scope: str = Field("*", max_length=120, description="*, group:<g>, commodity:<id> or node:<commodity>/<stage>")
     value: float = Field(allow_inf_nan=False, description="Central value (the mode of a triangular distribution)")
@@ -164,7 +164,7 @@ class JobRunner:
     def parameters(self, p: BaseModel) -> Any:
         """The run's model parameters: the workspace simulator's, with the run's overrides applied (checked:
         422 naming ``params.parameters.<row>.<field>``); None when the run has no overrides."""
-        from critmin.simulate.parameters import ParameterError, Parameters
+        from critmin.simulate.parameters import ParameterError, Parameters, check_parameter_table
 
         rows = getattr(p, "parameters", None)
         if not rows:
@@ -173,9 +173,10 @@ class JobRunner:
         table = pd.DataFrame([{**{k: ("" if v is None else str(v)) for k, v in r.model_dump().items()}, "kind": "assumption",
                                "source": "user override (workspace run)"} for r in rows])
         try:
-            params = sim.params.with_rows(table, "run parameters")
-            Parameters(table).check_scopes(set(sim.atlas.commodities["commodity_id"]), set(sim.atlas.commodities["group"]),
-                                           set(sim.nodes.index), first_line=0)
+            rows_checked = check_parameter_table(table, "run parameters", first_line=0)  # stripped, as the run will use them
+            Parameters(rows_checked).check_scopes(set(sim.atlas.commodities["commodity_id"]), set(sim.atlas.commodities["group"]),
+                                                  set(sim.nodes.index), first_line=0)
+            params = sim.params.with_rows(rows_checked, "run parameters")
         except ParameterError as exc:
             problems = [{"field": ".".join(str(x) for x in ("params.parameters", q.line, q.field) if x is not None), "message": q.message}
                         for q in exc.problems]
@@ -261,7 +262,9 @@ class JobRunner:
             inputs["frames"] = fr = self.ws.frames(actor)
             confidential, record_digest = fr["confidential"], fr["inputs"]
         if kind == "simulate":
-            inputs["scenarios"], confidential = self._scenarios(actor, p)  # type: ignore[arg-type]
+            # library scenarios are resolved by the run's simulator: its settings (in_force_horizon_months) shape them
+            run_sim = self.simulator(run_params, run_blocs) if p.scenario_ids else sim  # type: ignore[attr-defined]
+            inputs["scenarios"], confidential = self._scenarios(actor, p, run_sim)  # type: ignore[arg-type]
             record_digest = hashlib.sha256(json.dumps([x.model_dump() for x in inputs["scenarios"]], sort_keys=True).encode()).hexdigest()
         from critmin import __version__
 
@@ -370,11 +373,10 @@ class JobRunner:
             return f.content, f.media_type
 
     # ------------------------------------------------------------------------------------------ execution
-    def _scenarios(self, actor: Actor, p: SimulateParams) -> tuple[list[Any], bool]:
-        """The scenarios of a simulate run (inline, workspace or library) and whether any is confidential."""
+    def _scenarios(self, actor: Actor, p: SimulateParams, sim: Any) -> tuple[list[Any], bool]:
+        """The scenarios of a simulate run (inline, workspace or ``sim``'s library) and whether any is confidential."""
         from critmin.simulate.library import find_scenario
 
-        sim = self.ws.sim
         out: list[Any] = []
         confidential = False
         if p.scenario is not None:

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -24,7 +25,9 @@ def free_port() -> int:
 
 
 def critmin_command(*args: str, stdin: str | None = None, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """``python -m critmin ARGS`` with this interpreter; output captured as text, never raises on failure."""
+    """``python -m critmin ARGS`` with this interpreter; output captured as text. A failing command is
+    returned with its exit status (no exception); one running past ``timeout`` seconds raises
+    ``subprocess.TimeoutExpired``."""
     return subprocess.run([sys.executable, "-m", "critmin", *args], input=stdin, capture_output=True, text=True, cwd=cwd, timeout=timeout)
 
 
@@ -37,11 +40,16 @@ def add_user(database: str, email: str, org: str, role: str, password: str, cwd:
 
 
 class ServerProcess:
-    """``critmin serve --port P --database URL`` in a child process; output goes to ``log`` (a file) or is
-    discarded. ``start()`` waits for ``/api/health``; ``stop()`` terminates, ``kill()`` sends SIGKILL.
-    A context manager: started on entry, stopped on exit."""
+    """``critmin serve --port P --database URL`` in a child process; its output goes to ``log`` (default: a
+    temporary file), which a failed start quotes. ``start()`` waits for ``/api/health``; ``stop()``
+    terminates, ``kill()`` sends SIGKILL. A context manager: started on entry, stopped on exit."""
 
     def __init__(self, database: str, cwd: Path | None = None, log: Path | None = None, extra_args: tuple[str, ...] = ()):
+        self._own_log = log is None  # a temporary log is removed when the server is stopped
+        if log is None:
+            fd, name = tempfile.mkstemp(prefix="critmin-serve-", suffix=".log")
+            os.close(fd)
+            log = Path(name)
         self.database, self.cwd, self.log, self.extra_args = database, cwd, log, extra_args
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -51,11 +59,8 @@ class ServerProcess:
         """Start the server and return once ``/api/health`` answers 200; raises with the server's output when
         it exits or does not answer within ``timeout`` seconds."""
         cmd = [sys.executable, "-m", "critmin", "serve", "--port", str(self.port), "--database", self.database, *self.extra_args]
-        if self.log is not None:
-            with self.log.open("ab") as out:
-                self.proc = subprocess.Popen(cmd, cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT)
-        else:
-            self.proc = subprocess.Popen(cmd, cwd=self.cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(cmd, cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
@@ -72,7 +77,7 @@ class ServerProcess:
             time.sleep(0.2)
 
     def _output(self) -> str:
-        return f":\n{self.log.read_text(errors='replace')}" if self.log is not None and self.log.is_file() else ""
+        return f":\n{self.log.read_text(errors='replace')}" if self.log.is_file() else ""
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM (uvicorn shuts down gracefully), SIGKILL if it has not exited after ``timeout`` seconds."""
@@ -96,3 +101,5 @@ class ServerProcess:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+        if self._own_log:
+            self.log.unlink(missing_ok=True)

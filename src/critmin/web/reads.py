@@ -16,9 +16,10 @@ from typing import Any
 from fastapi import Response
 from starlette.concurrency import run_in_threadpool
 
-#: Bound on the serialised answers kept (query combinations of the cached reads: methods x perspectives x top,
-#: nodes, chains, library pages); past it the store is cleared and refilled on demand.
+#: Bounds on the serialised answers kept (query combinations of the cached reads: methods x perspectives x top,
+#: nodes, chains, library pages of up to ~0.3 MB); past either the store is cleared and refilled on demand.
 JSON_MAX_ENTRIES = 2000
+JSON_MAX_BYTES = 64 * 2**20
 
 
 def dumps(value: Any) -> bytes:
@@ -34,6 +35,7 @@ class AtlasReads:
         self._sim = sim
         self._values: dict[tuple[Any, ...], Any] = {}
         self._json: dict[tuple[Any, ...], bytes] = {}
+        self._json_bytes = 0
         self._lock = threading.Lock()
 
     @property
@@ -54,9 +56,12 @@ class AtlasReads:
         if body is None:
             body = dumps(build())
             with self._lock:
-                if len(self._json) >= JSON_MAX_ENTRIES:
+                if len(self._json) >= JSON_MAX_ENTRIES or self._json_bytes + len(body) > JSON_MAX_BYTES:
                     self._json.clear()
-                self._json[key] = body
+                    self._json_bytes = 0
+                if key not in self._json:
+                    self._json[key] = body
+                    self._json_bytes += len(body)
         return body
 
     def _kept(self, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:

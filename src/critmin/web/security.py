@@ -103,6 +103,27 @@ class LoginLimiter:
                     wait = max(wait, self.window_s - (now - q[0]))
         return wait
 
+    def attempt(self, *keys: str) -> tuple[float, float]:
+        """Atomically: ``(wait, stamp)`` with the seconds to wait when a key is locked, else ``(0, stamp)`` and
+        the attempt already counted as a failure under ``stamp`` until :meth:`forgive` takes it back (so
+        guesses sent in parallel cannot all pass the check before any of them is counted)."""
+        now = time.monotonic()
+        with self._lock:
+            queues = [self._prune(k, now) for k in keys]
+            wait = max((self.window_s - (now - q[0]) for q in queues if len(q) >= self.failures), default=0.0)
+            if wait <= 0:
+                for q in queues:
+                    q.append(now)
+        return wait, now
+
+    def forgive(self, stamp: float, *keys: str) -> None:
+        """Take back the attempt counted under ``stamp`` (it was not a failed guess)."""
+        with self._lock:
+            for k in keys:
+                q = self._seen.get(k)
+                if q is not None and stamp in q:
+                    q.remove(stamp)
+
     def failed(self, *keys: str) -> None:
         now = time.monotonic()
         with self._lock:

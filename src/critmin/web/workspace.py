@@ -44,8 +44,10 @@ SESSION_CACHE_S = 10.0
 #: Seconds a record list is served from memory when no record changed in this process.
 RECORDS_CACHE_S = 2.0
 #: Bound on each in-memory cache (sessions, record lists); when exceeded the cache is emptied and refills.
-#: A memory guard, not a tuning figure: a few thousand entries of at most ~100 kB are well under 1 GB.
+#: A memory guard, not a tuning figure.
 CACHE_MAX_ENTRIES = 2000
+#: Bound on the bytes of record-list pages kept (a page of 5,000 records is a few MB).
+LIST_CACHE_MAX_BYTES = 64 * 2**20
 #: The organisation that owns the bundled registers loaded into a new workspace (shared, not confidential).
 BUNDLED_ORG = "critmin bundled data"
 #: Longest record id (the width of the ``key`` column) and the field of ``data`` that holds it, per kind.
@@ -106,10 +108,14 @@ class Workspace:
         #: counts record changes made by this process (a change makes cached record lists stale)
         self.generation = 0
         self._list_cache: dict[tuple[Any, ...], tuple[int, float, bytes]] = {}
+        self._list_bytes = 0
 
         def bump_after_commit(session: DbSession) -> None:
             if session.info.pop("bump_generation", False):
                 self.generation += 1
+            forget = session.info.pop("forget_users", None)
+            if forget:  # after the commit: a request that read the old row meanwhile cannot keep it cached
+                self._forget_sessions(forget)
 
         event.listen(db.sessions, "after_commit", bump_after_commit)
         #: token digest -> (actor, csrf token, expiry, time cached): saves a database read per request
@@ -190,10 +196,14 @@ class Workspace:
             q = q.where(m.Session.token_sha256 != token_digest(keep))
         res = s.execute(q)
         n = res.rowcount if isinstance(res, CursorResult) else 0
-        for digest, hit in list(self._session_cache.items()):
-            if hit[0].user_id == user_id and (keep is None or digest != token_digest(keep)):
-                self._session_cache.pop(digest, None)
+        s.info.setdefault("forget_users", set()).add(user_id)
         return int(n)
+
+    def _forget_sessions(self, user_ids: set[int]) -> None:
+        """Drop the cached sessions of these users (read again from the database at their next request)."""
+        for digest, hit in list(self._session_cache.items()):
+            if hit[0].user_id in user_ids:
+                self._session_cache.pop(digest, None)
 
     def set_password(self, email: str, password: str, by: Actor | None = None, keep_session: str | None = None) -> int:
         """Replace a user's password (argon2 hash) and end their sessions (all, or all but ``keep_session``,
@@ -236,9 +246,7 @@ class Workspace:
             if detail:
                 # a new role or a disabled account takes effect at the next request: sessions end (disable) or are re-read (role)
                 detail["sessions_ended"] = self._end_sessions(s, u.id) if active is False else 0
-                for digest, hit in list(self._session_cache.items()):
-                    if hit[0].user_id == u.id:
-                        self._session_cache.pop(digest, None)
+                s.info.setdefault("forget_users", set()).add(u.id)
                 s.add(m.AuditEntry(user_id=None, user_email="command line", org_id=u.org_id, action="update", target_kind="user",
                                    target_key=u.email, detail=detail))
             o = s.get(m.Organisation, u.org_id)
@@ -425,8 +433,11 @@ class Workspace:
         now = time.monotonic()
         gen = self.generation
         body = json.dumps(self.list_records(actor, kind, q, limit, offset), ensure_ascii=False, separators=(",", ":")).encode()
-        if len(self._list_cache) > CACHE_MAX_ENTRIES:
+        if len(self._list_cache) > CACHE_MAX_ENTRIES or self._list_bytes + len(body) > LIST_CACHE_MAX_BYTES:
             self._list_cache.clear()
+            self._list_bytes = 0
+        old = self._list_cache.get(key)
+        self._list_bytes += len(body) - (len(old[2]) if old else 0)
         self._list_cache[key] = (gen, now, body)
         return body
 

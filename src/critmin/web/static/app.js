@@ -211,6 +211,10 @@
   function showLogin(message) {
     state.user = null;
     state.csrf = "";
+    // the next user of this page starts from the bundled assumptions, never the previous user's
+    state.overrides = [];
+    state.blocs = {};
+    state.loaded = {};
     $("app-view").hidden = true;
     $("user-box").hidden = true;
     $("login-view").hidden = false;
@@ -289,6 +293,8 @@
       guard(LOADERS[tab])();
     } else if (tab === "reports") {
       guard(loadRuns)();
+    } else if (tab === "account") {
+      guard(loadAccount)();
     }
     resizePlots($(`tab-${tab}`));
   }
@@ -632,6 +638,10 @@
 
   function applyBlocs(ev) {
     ev.preventDefault();
+    if (!state.atlasBlocs) {
+      showMsg($("blocs-msg"), "The atlas's blocs could not be read: reload the page.", "error");
+      return;
+    }
     const blocs = {};
     for (const b of ["concern", "like_minded"]) {
       const members = isoList($(`bloc-${b}`).value);
@@ -668,8 +678,8 @@
     const o = { name: $("ov-name").value, scope: $("ov-scope").value.trim() || "*", value: Number($("ov-value").value),
       low: numOrNull("ov-low"), high: numOrNull("ov-high"), distribution: $("ov-distribution").value };
     if (o.distribution === "fixed") { o.low = null; o.high = null; }
-    if (!Number.isFinite(o.value)) {
-      showMsg($("override-msg"), "Give a number for the value.", "error");
+    if (!Number.isFinite(o.value) || (o.low !== null && !Number.isFinite(o.low)) || (o.high !== null && !Number.isFinite(o.high))) {
+      showMsg($("override-msg"), "Value, low and high must be finite numbers.", "error");
       return;
     }
     // one override per (name, scope): a new one replaces the old; the server checks ranges and scopes when a run starts
