@@ -467,8 +467,10 @@ def test_plan_files_runs_list_and_cancel(ui: Browser) -> None:
             assert r.body().startswith(b"%PDF")
     page.click("#runs-refresh")
     page.wait_for_selector("#runs-table tbody tr:has-text('plan')")
-    kinds = page.locator("#runs-table tbody tr td:nth-child(2)").all_text_contents()
+    kinds = page.locator("#runs-table tbody tr td:nth-child(2) .run-kind").all_text_contents()
     assert {"plan", "simulate"} <= set(kinds)
+    summaries = page.locator("#runs-table [data-testid='run-summary']").all_text_contents()
+    assert any("1 parameter override" in x for x in summaries) and any("own concern list" in x for x in summaries)
     assert "cancelled" in page.text_content("#runs-table")
     # a previous run shown again: its files listed anew
     plan_id = page.get_attribute("#pl-run-status", "data-run-id")

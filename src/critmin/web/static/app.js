@@ -1362,6 +1362,22 @@
     await show(res.result, res.run);
   }
 
+  /** What a run was asked for, in a few words: draws, seed, perspective, month, overrides, blocs. */
+  function runSummary(p) {
+    const bits = [];
+    if (p.perspective) bits.push(p.perspective);
+    if (p.draws) bits.push(`${p.draws} draws`);
+    if (p.seed) bits.push(`seed ${p.seed}`);
+    if (p.months) bits.push(`${p.months} months`);
+    if (p.as_of) bits.push(`from ${p.as_of}`);
+    if (p.scenario_ids && p.scenario_ids.length) bits.push(p.scenario_ids.length === 1 ? p.scenario_ids[0] : `${p.scenario_ids.length} scenarios`);
+    if (p.scenario) bits.push(p.scenario.id || "built scenario");
+    const n = (p.parameters || []).length;
+    if (n) bits.push(`${n} parameter override${n === 1 ? "" : "s"}`);
+    if (p.blocs && Object.keys(p.blocs).length) bits.push(`own ${Object.keys(p.blocs).map((b) => b.replace("_", "-")).join(" and ")} list`);
+    return bits.join(" \u00b7 ");
+  }
+
   async function loadRuns() {
     const current = latest("runs");
     const page = await api("GET", "/api/runs?limit=100");
@@ -1380,7 +1396,7 @@
         files.append(el("a", { href: `/api/runs/${r.id}/result`, target: "_blank", rel: "noopener" }, "JSON"));
         for (const f of r.files || []) files.append(" ", fileLink(r.id, f));
       }
-      tbody.append(el("tr", null, td(r.id, "r"), td(r.kind),
+      tbody.append(el("tr", null, td(r.id, "r"), el("td", null, el("span", { className: "run-kind" }, r.kind), el("span", { className: "sub", dataset: { testid: "run-summary" } }, runSummary(r.params || {}))),
         el("td", null, el("span", { className: `status-${r.status}` }, r.status), r.cached_from ? el("span", { className: "sub" }, `reuses run ${r.cached_from}`) : null,
           r.error ? el("span", { className: "sub" }, r.error) : null),
         el("td", null, r.user, el("span", { className: "sub" }, r.org)), td(when(r.created_at)), files));
