@@ -408,3 +408,32 @@ def test_bogus_expired_and_ended_sessions_are_refused(acl, monkeypatch):
     assert client.post("/api/auth/login", json={"username": "temp@gamma.example", "password": PASSWORD}).status_code == 401
     with ws.db.session() as s:
         assert s.scalar(select(m.User.active).where(m.User.email == "temp@gamma.example")) is False
+
+
+@pytest.mark.parametrize("who", [BETA, GOV])
+def test_import_cannot_reach_a_confidential_project(acl, who):
+    """A register import naming another organisation's confidential project id is refused as a taken id (409),
+    never merged into it, and tells nothing of its content; the exported workbook holds only what one may read."""
+    import io
+
+    import openpyxl
+
+    w = acl
+    w.web.client.cookies.clear()
+    r = w.get(who, "/api/projects/export.xlsx")
+    assert r.status_code == 200
+    book = openpyxl.load_workbook(io.BytesIO(r.content))
+    ws = book["projects"]
+    ids = [c.value for c in ws["A"][1:]]
+    assert w.conf["project"]["key"] not in ids and w.public["project"]["key"] in ids
+    header = [c.value for c in ws[1]]
+    row = dict(zip(header, [c.value for c in ws[2]], strict=True)) | {"project_id": w.conf["project"]["key"], "name": "overwrite attempt"}
+    ws.append([row[h] for h in header])
+    buf = io.BytesIO()
+    book.save(buf)
+    w.web.client.cookies.clear()
+    r = w.web.client.post("/api/projects/import", params={"filename": "x.xlsx"}, content=buf.getvalue(), headers=w.web.h(who))
+    assert r.status_code == 409 and [q["message"] for q in r.json()["problems"]] == [f"a project with id '{w.conf['project']['key']}' already exists"]
+    assert "internal note" not in r.text and "Test graphite mine" not in r.text
+    got = w.get(ACME, f"/api/projects/{w.conf['project']['id']}").json()
+    assert got["version"] == w.conf["project"]["version"] and got["data"]["name"] != "overwrite attempt"

@@ -78,6 +78,110 @@ def fields(r: Any) -> list[str]:
     return [p["field"] for p in r.json()["problems"]]
 
 
+# ------------------------------------------------------------------------------------------------ register import / export
+XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def _export(web: Any, who: str) -> Any:
+    import openpyxl
+
+    web.client.cookies.clear()
+    r = web.client.get("/api/projects/export.xlsx", headers=web.h(who))
+    assert r.status_code == 200 and r.headers["content-type"] == XLSX_TYPE, r.text[:200]
+    assert r.headers["content-disposition"] == 'attachment; filename="projects.xlsx"'
+    return openpyxl.load_workbook(io.BytesIO(r.content))
+
+
+def _import(web: Any, who: str, book: Any, filename: str = "pipeline.xlsx", **query: Any) -> Any:
+    buf = io.BytesIO()
+    book.save(buf)
+    web.client.cookies.clear()
+    return web.client.post("/api/projects/import", params={"filename": filename, **query}, content=buf.getvalue(),
+                           headers={**web.h(who), "content-type": XLSX_TYPE})
+
+
+def _add_project(book: Any, pid: str, **over: Any) -> None:
+    """A copy of the workbook's first project under a new id (and its first support action, renamed)."""
+    ws = book["projects"]
+    header = [c.value for c in ws[1]]
+    row = dict(zip(header, [c.value for c in ws[2]], strict=True)) | {"project_id": pid, "name": f"Imported {pid}", **over}
+    ws.append([row[h] for h in header])
+
+
+def test_export_then_import_the_same_file_changes_nothing(web):
+    book = _export(web, ACME)
+    assert book.sheetnames == ["projects", "support", "README"] and book["projects"].max_row == BUNDLED_PROJECTS + 1
+    r = _import(web, ACME, book)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"file": "pipeline.xlsx", "projects": BUNDLED_PROJECTS, "created": 0, "updated": 0, "unchanged": BUNDLED_PROJECTS,
+                        "support_actions": 97}
+    assert not any(a["target_kind"] == "project" for a in audit(web, ACME))
+
+
+def test_import_creates_confidential_projects_and_updates_ones_own(web):
+    book = _export(web, ACME)
+    _add_project(book, "ACME-IMP-1", capacity_t=1234.0)
+    r = _import(web, ACME, book, confidential="true", shared_with="DFC")
+    assert r.status_code == 200, r.text
+    assert (r.json()["created"], r.json()["updated"], r.json()["unchanged"]) == (1, 0, BUNDLED_PROJECTS)
+    mine = next(p for p in web.client.get("/api/projects", params={"q": "ACME-IMP-1"}, headers=web.h(ACME)).json()["items"] if p["key"] == "ACME-IMP-1")
+    assert mine["confidential"] and mine["shared_with"] == ["DFC"] and mine["org"] == "Acme Rare Earths" and mine["data"]["capacity_t"] == 1234.0
+    assert web.client.get("/api/projects", params={"q": "ACME-IMP-1"}, headers=web.h(BETA)).json()["total"] == 0
+    assert web.client.get("/api/projects", params={"q": "ACME-IMP-1"}, headers=web.h(AGENCY)).json()["total"] == 1
+    # the same file with the new project changed: an update of one project, version 2
+    ws = book["projects"]
+    col = [c.value for c in ws[1]].index("capacity_t") + 1
+    ws.cell(row=ws.max_row, column=col, value=2000.0)
+    r = _import(web, ACME, book)
+    assert r.status_code == 200 and (r.json()["created"], r.json()["updated"]) == (0, 1), r.text
+    got = web.client.get(f"/api/projects/{mine['id']}", headers=web.h(ACME)).json()
+    assert got["version"] == 2 and got["data"]["capacity_t"] == 2000.0 and got["confidential"]  # confidentiality kept on update
+    entries = [a for a in audit(web, ACME) if a["target_key"] == "ACME-IMP-1"]
+    assert [(a["action"], a["detail"]["via"], a["detail"]["file"]) for a in entries] == [("update", "import", "pipeline.xlsx"), ("create", "import", "pipeline.xlsx")]
+    assert entries[0]["detail"]["fields"] == ["capacity_t"]
+
+
+def test_import_problems_name_sheet_cell_and_field_and_write_nothing(web):
+    book = _export(web, ACME)
+    _add_project(book, "ACME-IMP-2")
+    ws = book["projects"]
+    col = [c.value for c in ws[1]].index("completion_probability") + 1
+    ws.cell(row=ws.max_row, column=col, value=2)
+    r = _import(web, ACME, book)
+    assert r.status_code == 422, r.text
+    assert "nothing was imported" in r.json()["detail"]
+    (msg,) = [q["message"] for q in r.json()["problems"]]
+    letter = ws.cell(row=ws.max_row, column=col).column_letter
+    assert f"pipeline.xlsx, sheet projects, cell {letter}{ws.max_row}, field 'completion_probability'" in msg
+    assert web.client.get("/api/projects", params={"q": "ACME-IMP"}, headers=web.h(ACME)).json()["total"] == 0
+
+
+def test_import_refuses_the_whole_file_when_one_project_is_not_yours(web):
+    book = _export(web, ACME)
+    _add_project(book, "ACME-IMP-3")
+    ws = book["projects"]
+    col = [c.value for c in ws[1]].index("capacity_t") + 1
+    ws.cell(row=2, column=col, value=99.0)  # a bundled project Acme may read but not change
+    r = _import(web, ACME, book)
+    assert r.status_code == 409 and "nothing was imported" in r.json()["detail"], r.text
+    assert [q["field"] for q in r.json()["problems"]] == [f"body.projects.{ws.cell(row=2, column=1).value}"]
+    assert web.client.get("/api/projects", params={"q": "ACME-IMP-3"}, headers=web.h(ACME)).json()["total"] == 0
+
+
+def test_import_refusals(web):
+    book = _export(web, ACME)
+    assert _import(web, OBSERVER, book).status_code == 403
+    assert fields(_import(web, ACME, book, filename="pipeline.pdf")) == ["query.filename"]
+    web.client.cookies.clear()
+    h = {**web.h(ACME), "content-type": XLSX_TYPE}
+    assert web.client.post("/api/projects/import", params={"filename": "a.xlsx"}, content=b"", headers=h).status_code == 422
+    r = web.client.post("/api/projects/import", params={"filename": "a.xlsx"}, content=b"not a workbook", headers=h)
+    assert r.status_code == 422 and "a.xlsx" in r.json()["problems"][0]["message"]
+    big = web.client.post("/api/projects/import", params={"filename": "a.xlsx"}, content=b"x" * (10 * 2**20 + 1), headers=h)
+    assert big.status_code == 413
+    assert web.client.post("/api/projects/import", params={"filename": "a.xlsx"}, content=b"x").status_code == 401
+
+
 # ------------------------------------------------------------------------------------------------ sign-in and sessions
 def test_health_answers_without_login(web):
     web.client.cookies.clear()

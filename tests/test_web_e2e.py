@@ -35,9 +35,9 @@ PASSWORD = "correct horse battery"
 EMAIL = "analyst@us.example"
 COLLEAGUE = "colleague@us.example"
 ORG = "US Department of Energy"
-#: Browser console errors the tests provoke on purpose: the failed login (401), the wrong current password (403)
-#: and the edit conflict (409).
-EXPECTED_HTTP_ERRORS = re.compile(r"Failed to load resource: the server responded with a status of (401|403|409)")
+#: Browser console errors the tests provoke on purpose: the failed login (401), the wrong current password (403),
+#: the edit conflict (409) and the refused import (422).
+EXPECTED_HTTP_ERRORS = re.compile(r"Failed to load resource: the server responded with a status of (401|403|409|422)")
 
 
 # ------------------------------------------------------------------------------------------------ server
@@ -389,6 +389,41 @@ def test_project_register_add_edit_conflict_and_escaping(ui: Browser) -> None:
     page.wait_for_selector("#comments-list li .body:has-text('looks fine')")
     assert ui.count("#comments-list script") == 0
     assert page.text_content("#comments-list li .body") == "<script>alert(1)</script> looks fine"
+
+
+def test_project_register_download_and_import(ui: Browser, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Download the register as Excel, add a project in the workbook, import it (confidential); a bad cell is
+    refused with its sheet and cell named."""
+    import openpyxl
+
+    page = ui.page
+    ui.tab("projects")
+    with page.expect_download() as dl:
+        page.click("#project-export")
+    d = tmp_path_factory.mktemp("register")
+    path = d / "projects.xlsx"
+    dl.value.save_as(path)
+    book = openpyxl.load_workbook(path)
+    ws = book["projects"]
+    header = [c.value for c in ws[1]]
+    row = dict(zip(header, [c.value for c in ws[2]], strict=True)) | {"project_id": "E2E-IMPORT-1", "name": "Imported in the browser"}
+    ws.append([row[h] for h in header])
+    good = d / "pipeline.xlsx"
+    book.save(good)
+    page.set_input_files("#project-import-file", str(good))
+    page.check("#project-import-confidential")
+    page.click("#project-import")
+    page.wait_for_selector("#project-import-msg.msg-ok:has-text('1 created')")
+    ui.wait_count("#projects-table tbody tr:has-text('E2E-IMPORT-1')", 1)
+    status, found = ui.srv.call("GET", "/api/projects?q=E2E-IMPORT-1")
+    assert status == 200 and found["items"][0]["confidential"] is True
+    ws.cell(row=ws.max_row, column=header.index("capacity_t") + 1, value="lots")
+    bad = d / "bad.xlsx"
+    book.save(bad)
+    page.set_input_files("#project-import-file", str(bad))
+    page.click("#project-import")
+    page.wait_for_selector("#project-import-msg.msg-error:has-text('nothing was imported')")
+    assert "sheet projects, cell" in (page.text_content("#project-import-msg") or "")
 
 
 def test_portfolio_with_budgets_selects_projects_and_draws_the_frontier(ui: Browser) -> None:

@@ -121,6 +121,9 @@ async def current_actor(request: Request, _bearer: Annotated[HTTPAuthorizationCr
     return who
 
 Who = Annotated[Actor, Depends(current_actor)]
+#: Largest register file accepted by POST /projects/import (a workbook of thousands of projects is well under it).
+IMPORT_MAX_BYTES = 10 * 2**20
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 #: A record or run id in a path (bounded: the database's integer columns; larger numbers are no id).
 Id = Annotated[int, FPath(ge=1, le=sc.INT_MAX)]
 
@@ -345,6 +348,33 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
         return sorted(out.values(), key=lambda b: (b["country_iso3"], b["name"]))
 
     # ---------------------------------------------------------------------------------------- records
+    @api.get("/projects/export.xlsx", tags=["records"], responses=ERRORS, response_class=Response)
+    def export_projects(who: Who) -> Response:
+        """The projects you may read, with their support actions, as the register's Excel template (sheets
+        projects, support and README; drop-down lists): fill it in and send it back to POST /projects/import."""
+        return Response(ws.export_projects(who), media_type=XLSX, headers={"Content-Disposition": 'attachment; filename="projects.xlsx"'})
+
+    @api.post("/projects/import", tags=["records"], responses={**ERRORS, 413: {"model": Problem}},
+              openapi_extra={"requestBody": {"required": True, "description": "The bytes of the .xlsx workbook or .csv table (any content type)",
+                                             "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+    async def import_projects(request: Request, who: Who, filename: Annotated[str, Query(min_length=1, max_length=200, pattern=sc.NO_NUL)],
+                              confidential: bool = False, shared_with: Annotated[list[str] | None, Query(max_length=50)] = None) -> dict[str, Any]:
+        """Import a register workbook (.xlsx, as from GET /projects/export.xlsx) or a projects CSV, sent as the
+        request body: every row checked as `critmin projects import` checks it (422 lists each problem by sheet,
+        cell and field), then merged by project id in one transaction (new ids created as yours, with
+        ``confidential`` and ``shared_with``; ids you may edit updated; any id you may not edit: 409, nothing
+        written)."""
+        chunks, size = [], 0
+        async for chunk in request.stream():  # read up to the limit, never a whole oversized body
+            size += len(chunk)
+            if size > IMPORT_MAX_BYTES:
+                raise WorkspaceError(413, f"the file is larger than {IMPORT_MAX_BYTES // 2**20} MiB")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        if not body:
+            raise WorkspaceError(422, "send the file as the request body", [{"field": "body", "message": "empty"}])
+        return await run_in_threadpool(ws.import_projects, who, body, filename, confidential, shared_with)
+
     for kind, plural in PLURAL.items():
         _record_routes(api, ws, kind, plural)
 

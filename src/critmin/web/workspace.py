@@ -551,6 +551,86 @@ class Workspace:
                 raise WorkspaceError(409, f"{kind} '{r.key}' was changed by someone else (version {r.version}, you sent {version}); reload and retry")
             self._audit(s, actor, "delete", kind, r.key, {"version": version}, owner_org=r.org_id)
 
+    def import_projects(self, actor: Actor, content: bytes, filename: str, confidential: bool = False,
+                        shared_with: list[str] | None = None) -> dict[str, Any]:
+        """Projects and their support actions from a register workbook (.xlsx, the template of
+        ``critmin projects export`` / ``GET /api/projects/export.xlsx``) or projects CSV, read and checked by
+        the register's own reader (problems name the sheet, cell or row, and field), then merged by id in one
+        transaction: a new id is created (owned by the actor's organisation, ``confidential`` and
+        ``shared_with`` as given), a known id the actor may edit is updated (its version raised) unless
+        unchanged, and an id the actor may not edit refuses the whole file. Nothing is written unless every
+        row can be."""
+        import tempfile
+        from pathlib import Path
+
+        from critmin.portfolio.register import RegisterError, read_register
+
+        if not access.can_create(actor):
+            raise WorkspaceError(403, f"role '{actor.role}' cannot create records")
+        name = Path(filename.replace("\\", "/")).name or "upload"
+        if Path(name).suffix.lower() not in (".xlsx", ".csv"):
+            raise WorkspaceError(422, "import a register workbook (.xlsx) or a projects table (.csv)", [{"field": "query.filename", "message": f"'{name}' is not .xlsx or .csv"}])
+        with tempfile.TemporaryDirectory(prefix="critmin-import-") as d:
+            path = Path(d) / name
+            path.write_bytes(content)
+            try:
+                reg = read_register(path, atlas=self.atlas)
+            except RegisterError as exc:
+                problems = [{"field": "body", "message": str(q)} for q in exc.problems[:200]]
+                raise WorkspaceError(422, f"{name}: {len(exc.problems)} problem(s); nothing was imported", problems) from exc
+        support = reg.support
+        records = []
+        for row in reg.projects.to_dict("records"):
+            acts = support[support["project_id"] == row["project_id"]].to_dict("records")
+            records.append(self._validate("project", jsonable({**row, "support": acts})))
+        t = m.RECORD_TABLES["project"]
+        counts = {"created": 0, "updated": 0, "unchanged": 0}
+        with self.db.session() as s:
+            refused: list[dict[str, Any]] = []
+            plan: list[tuple[str, dict[str, Any], Any]] = []
+            for key, clean in records:
+                r = s.scalar(select(t).where(t.key == key))
+                if r is not None and s.scalar(self._visible(actor, "project").where(t.id == r.id)) is None:
+                    refused.append({"field": f"body.projects.{key}", "message": f"a project with id '{key}' already exists"})
+                elif r is not None and jsonable(clean) == r.data:
+                    plan.append((key, r.data, r))  # unchanged: nothing to write, whoever owns it (an exported file sent back)
+                elif r is not None and not access.can_edit(actor, r.org_id, r.confidential):
+                    refused.append({"field": f"body.projects.{key}", "message": f"project '{key}' belongs to another organisation: you may not change it"})
+                else:
+                    plan.append((key, jsonable(clean), r))
+            if refused:
+                raise WorkspaceError(409, f"{name}: {len(refused)} project(s) cannot be written; nothing was imported", refused)
+            via = {"via": "import", "file": name}
+            for key, data, r in plan:
+                if r is None:
+                    new = t(key=key, org_id=actor.org_id, confidential=confidential, data=data, version=1, created_by=actor.user_id)
+                    s.add(new)
+                    s.flush()
+                    if shared_with:
+                        self._set_shares(s, "project", new.id, shared_with)
+                    self._audit(s, actor, "create", "project", key, {"confidential": confidential, "shared_with": sorted(shared_with or []), **via},
+                                owner_org=actor.org_id)
+                    counts["created"] += 1
+                elif data == r.data:
+                    counts["unchanged"] += 1
+                else:
+                    fields = sorted(k for k in set(data) | set(r.data) if data.get(k) != r.data.get(k))
+                    res: Any = s.execute(t.__table__.update().where(t.id == r.id, t.version == r.version)
+                                         .values(data=data, version=r.version + 1, updated_at=datetime.now(UTC)))
+                    if res.rowcount != 1:
+                        raise WorkspaceError(409, f"project '{key}' was changed by someone else during the import; nothing was imported")
+                    self._audit(s, actor, "update", "project", key, {"version": r.version + 1, "fields": fields, **via}, owner_org=r.org_id)
+                    counts["updated"] += 1
+        return {"file": name, "projects": len(records), **counts, "support_actions": int(len(support))}
+
+    def export_projects(self, actor: Actor) -> bytes:
+        """The projects the actor may read, with their support actions, as the register's Excel template
+        (sheets projects, support, README; :meth:`import_projects` reads it back)."""
+        from critmin.portfolio.register import Register, _xlsx_template
+
+        fr = self.frames(actor)
+        return _xlsx_template(Register(fr["projects"], fr["support"]))
+
     def visible_rows(self, actor: Actor, kind: str) -> tuple[list[dict[str, Any]], list[tuple[str, int]], bool]:
         """Data of every record the actor may read, their (key, version) and whether any is confidential."""
         t = m.RECORD_TABLES[kind]

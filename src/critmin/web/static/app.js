@@ -165,7 +165,10 @@
   async function api(method, path, body) {
     const headers = { Accept: "application/json" };
     const opts = { method, headers, credentials: "same-origin", cache: "no-store" };
-    if (body !== undefined) {
+    if (body instanceof Blob) {
+      headers["Content-Type"] = body.type || "application/octet-stream";
+      opts.body = body;
+    } else if (body !== undefined) {
       headers["Content-Type"] = "application/json";
       opts.body = JSON.stringify(body);
     }
@@ -1417,6 +1420,33 @@
     if (!page.items.length) emptyRow(tbody, 5, "No entries.");
   }
 
+  // ------------------------------------------------------------------------------------------- register import
+  async function importProjects(ev) {
+    ev.preventDefault();
+    const msg = $("project-import-msg");
+    const file = $("project-import-file").files[0];
+    if (!file) {
+      showMsg(msg, "Choose a file first.", "error");
+      return;
+    }
+    const btn = $("project-import");
+    btn.disabled = true;
+    try {
+      const q = new URLSearchParams({ filename: file.name, confidential: $("project-import-confidential").checked ? "true" : "false" });
+      const r = await api("POST", `/api/projects/import?${q}`, file);
+      showMsg(msg, `${r.file}: ${r.projects} projects read; ${r.created} created, ${r.updated} updated, ${r.unchanged} unchanged.`, "ok");
+      $("project-import-file").value = "";
+      await refreshProjects();
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 401) return;
+      // each problem on its own line: the register reader names sheet, cell and field
+      const list = el("ul", { className: "problems" }, ...(err.problems || []).slice(0, 50).map((p) => el("li", null, p.message)));
+      showMsg(msg, el("div", null, el("strong", null, err.detail || errorText(err)), list), "error");
+    } finally {
+      btn.disabled = false;
+    }
+  }
+
   // ------------------------------------------------------------------------------------------- account
   async function loadAccount() {
     $("password-username").value = state.user ? state.user.email : "";
@@ -1491,6 +1521,7 @@
     $("project-cancel").addEventListener("click", () => { $("project-editor").hidden = true; state.editing = null; });
     $("project-form").addEventListener("submit", saveProject);
     $("comment-form").addEventListener("submit", guard(addComment, $("comment-msg")));
+    $("project-import-form").addEventListener("submit", importProjects);
 
     $("risk-form").addEventListener("submit", runRisk);
     $("portfolio-form").addEventListener("submit", runPortfolio);
