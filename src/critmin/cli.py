@@ -36,7 +36,7 @@ app.add_typer(_projects_app(), name="projects", help="The register of projects o
 def _web() -> None:
     from critmin.cli_web import serve, user_app
 
-    app.add_typer(user_app, name="user", help="Users of the web workspace (add).")
+    app.add_typer(user_app, name="user", help="Users of the web workspace: add, list, passwd, disable, enable, role.")
     app.command("serve")(serve)
 
 

@@ -134,8 +134,8 @@ def serve(
     trusted_proxy: Annotated[list[str] | None, typer.Option("--trusted-proxy", help="Address of a reverse proxy whose X-Forwarded-For / "
                                                             "X-Forwarded-Proto headers are believed (repeatable); login limits then count per real client")] = None,
 ) -> None:
-    """Start the web workspace: REST API (docs at /docs) and dashboard (/) on one ASGI server. ``--atlas``,
-    ``--blocs`` and ``--params`` set the definitions every run of this server uses (checked before it starts)."""
+    """Start the web workspace: REST API (docs at /docs) and dashboard (/) on one ASGI server. --atlas,
+    --blocs and --params set the definitions every run of this server uses (checked before it starts)."""
     import uvicorn
 
     from critmin.web.app import create_app
