@@ -79,6 +79,14 @@ def main() -> None:
         results[name] = c["seconds"]
     cases["portfolio_frontier_20_points_1000"] = (lambda: None, "< 300 s")
     results["portfolio_frontier_20_points_1000"] = pf["frontier_seconds"]
+    # web workspace: a register workbook of 2,058 projects imported, then imported again unchanged
+    from register_import import bench_import  # benchmarks/register_import.py
+
+    imp = bench_import(2000)
+    cases["register_import_2000_projects"] = (lambda: None, "< 10 s")
+    results["register_import_2000_projects"] = imp["create_seconds"]
+    cases["register_reimport_unchanged"] = (lambda: None, "< 10 s")
+    results["register_reimport_unchanged"] = imp["unchanged_seconds"]
     if not args.no_dask:
         from critmin.simulate.distributed import dask_client
 

@@ -579,18 +579,24 @@ class Workspace:
                 problems = [{"field": "body", "message": str(q)} for q in exc.problems[:200]]
                 raise WorkspaceError(422, f"{name}: {len(exc.problems)} problem(s); nothing was imported", problems) from exc
         support = reg.support
-        records = []
-        for row in reg.projects.to_dict("records"):
-            acts = support[support["project_id"] == row["project_id"]].to_dict("records")
-            records.append(self._validate("project", jsonable({**row, "support": acts})))
+        acts_of = {str(pid): g.to_dict("records") for pid, g in support.groupby("project_id", sort=False)}
+        records = [self._validate("project", jsonable({**row, "support": acts_of.get(str(row["project_id"]), [])}))
+                   for row in reg.projects.to_dict("records")]
         t = m.RECORD_TABLES["project"]
         counts = {"created": 0, "updated": 0, "unchanged": 0}
         with self.db.session() as s:
+            keys = [k for k, _ in records]
+            existing: dict[str, Any] = {}
+            visible: set[int] = set()
+            for i in range(0, len(keys), 500):  # a few queries per 500 ids, not two per row
+                chunk = keys[i:i + 500]
+                existing |= {r.key: r for r in s.scalars(select(t).where(t.key.in_(chunk)))}
+                visible |= set(s.scalars(self._visible(actor, "project").where(t.key.in_(chunk)).with_only_columns(t.id)))
             refused: list[dict[str, Any]] = []
             plan: list[tuple[str, dict[str, Any], Any]] = []
             for key, clean in records:
-                r = s.scalar(select(t).where(t.key == key))
-                if r is not None and s.scalar(self._visible(actor, "project").where(t.id == r.id)) is None:
+                r = existing.get(key)
+                if r is not None and r.id not in visible:
                     refused.append({"field": f"body.projects.{key}", "message": f"a project with id '{key}' already exists"})
                 elif r is not None and jsonable(clean) == r.data:
                     plan.append((key, r.data, r))  # unchanged: nothing to write, whoever owns it (an exported file sent back)
