@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,19 +32,22 @@ def user_add(
 ) -> None:
     """Create a user of the web workspace (and its organisation when new)."""
     password = _stdin_password(password_stdin)
-    ws = _workspace(database)
-    try:
+    with _workspace(database) as ws:
         u = ws.add_user(email, org, role, password)
-    finally:
-        ws.db.dispose()
     err.print(f"created user {u['email']} ({u['role']}) of organisation '{u['org']}'")
 
 
-def _workspace(database: str | None) -> Any:
+@contextmanager
+def _workspace(database: str | None) -> Iterator[Any]:
+    """The workspace on ``database`` for one command; its connections are closed afterwards."""
     from critmin.web.db import Database
     from critmin.web.workspace import Workspace
 
-    return Workspace(Database(database))
+    ws = Workspace(Database(database))
+    try:
+        yield ws
+    finally:
+        ws.db.dispose()
 
 
 def _stdin_password(password_stdin: bool) -> str:
@@ -60,11 +65,8 @@ def user_list(
     """The workspace's users: email, organisation, role, active, created, live sessions."""
     if fmt not in ("table", "json"):
         raise CritminError(f"unknown format '{fmt}': use table or json")
-    ws = _workspace(database)
-    try:
+    with _workspace(database) as ws:
         rows = ws.users(org)
-    finally:
-        ws.db.dispose()
     if fmt == "json":
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -84,20 +86,14 @@ def user_passwd(
 ) -> None:
     """Set a user's password (a reset by the operator); every session of the user ends."""
     password = _stdin_password(password_stdin)
-    ws = _workspace(database)
-    try:
+    with _workspace(database) as ws:
         ended = ws.set_password(email, password)
-    finally:
-        ws.db.dispose()
     err.print(f"password of {email.strip().lower()} changed; {ended} session(s) ended")
 
 
 def _set_user(email: str, database: str | None, **change: Any) -> None:
-    ws = _workspace(database)
-    try:
+    with _workspace(database) as ws:
         u = ws.set_user(email, **change)
-    finally:
-        ws.db.dispose()
     state = "active" if u["active"] else "disabled"
     what = "changed" if u["changed"] else "unchanged"
     err.print(f"user {u['email']} ({u['role']}, {state}) of organisation '{u['org']}': {what}")

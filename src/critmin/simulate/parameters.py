@@ -11,6 +11,7 @@ Sampling is by inverse transform of uniforms: uniform ``low + u (high - low)``; 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -197,6 +198,11 @@ class Parameters:
             base = pd.concat([base, pd.DataFrame([row])], ignore_index=True)
             origin += f" + {name}={v:g}"
         return cls(base, origin)
+
+    @property
+    def sha256(self) -> str:
+        """SHA-256 of the table as CSV: what outputs record, and what tells two parameter sets apart."""
+        return hashlib.sha256(self.table.to_csv(index=False).encode()).hexdigest()
 
     def with_rows(self, rows: pd.DataFrame, label: str) -> Parameters:
         """These parameters with the rows of ``rows`` (strings, checked as by :func:`check_parameter_table`;

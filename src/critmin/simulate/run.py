@@ -8,7 +8,6 @@ Chunks run on a thread pool (numpy releases the GIL) or on a Dask cluster; resul
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -149,7 +148,7 @@ class Simulator:
             "seed": seed,
             "parameters": self.params.origin,
             "data_files": self.data_files,
-            "parameters_sha256": hashlib.sha256(self.params.table.to_csv(index=False).encode()).hexdigest(),
+            "parameters_sha256": self.params.sha256,
             "probability_model": self.probability.summary(),
         }
 

@@ -180,8 +180,7 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
         ip_key = "ip:" + (request.client.host if request.client else "?")
         wait, stamp = limiter.attempt(user_key, ip_key)
         if wait > 0:
-            return JSONResponse({"detail": f"too many failed logins; retry in {int(wait) + 1} s", "problems": []}, status_code=429,  # type: ignore[return-value]
-                                headers={"Retry-After": str(int(wait) + 1)})
+            return _too_many(wait, "failed logins")  # type: ignore[return-value]
         got = ws.login(body.username, body.password)
         if got is None:
             raise WorkspaceError(401, "wrong username or password")  # the attempt stays counted
@@ -210,8 +209,7 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
         ip_key = "ip:" + (request.client.host if request.client else "?")
         wait, stamp = limiter.attempt(user_key, ip_key)
         if wait > 0:
-            return JSONResponse({"detail": f"too many failed attempts; retry in {int(wait) + 1} s", "problems": []}, status_code=429,  # type: ignore[return-value]
-                                headers={"Retry-After": str(int(wait) + 1)})
+            return _too_many(wait, "failed attempts")  # type: ignore[return-value]
         try:
             ended = ws.change_password(who, _session_token(request), body.current_password, body.new_password)
         except WorkspaceError as e:
@@ -477,6 +475,12 @@ def _record_routes(api: APIRouter, ws: Workspace, kind: str, plural: str) -> Non
 
 
 # -------------------------------------------------------------------------------------------- helpers
+def _too_many(wait: float, what: str) -> JSONResponse:
+    """429 with Retry-After (whole seconds, rounded up) for a rate-limited login or password change."""
+    seconds = int(wait) + 1
+    return JSONResponse({"detail": f"too many {what}; retry in {seconds} s", "problems": []}, status_code=429, headers={"Retry-After": str(seconds)})
+
+
 def _session_token(request: Request) -> str:
     """The session token of a request: the bearer token, else the session cookie."""
     auth = request.headers.get("authorization", "")

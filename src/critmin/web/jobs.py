@@ -202,20 +202,20 @@ class JobRunner:
             raise WorkspaceError(422, "invalid bloc membership", problems)
         return new
 
-    def simulator(self, params: Any, blocs: dict[str, list[str]] | None = None) -> Any:
-        """The workspace simulator, or one built on the run's parameters and/or bloc membership (kept for the
-        next run with the same ones; at most ``SIMULATORS_KEPT``)."""
+    def simulator(self, params: Any, atlas: Any = None) -> Any:
+        """The workspace simulator, or one built on the run's parameters and/or atlas with its own bloc
+        membership (kept for the next run with the same ones; at most ``SIMULATORS_KEPT``)."""
         from critmin.simulate.run import Simulator
 
-        if params is None and not blocs:
-            return self.ws.sim
         base = self.ws.sim
-        table = (params or base.params).table
-        key = hashlib.sha256(table.to_csv(index=False).encode() + json.dumps(blocs or {}, sort_keys=True).encode()).hexdigest()
+        if params is None and atlas is None:
+            return base
+        params, atlas = params or base.params, atlas or base.atlas
+        key = params.sha256 + json.dumps(atlas.bloc_members(), sort_keys=True)
         with self._sims_lock:
             sim = self._sims.pop(key, None)
         if sim is None:
-            sim = Simulator.build(self.atlas_for(blocs), params or base.params)
+            sim = Simulator.build(atlas, params)
         with self._sims_lock:
             self._sims[key] = sim
             while len(self._sims) > SIMULATORS_KEPT:
@@ -246,10 +246,10 @@ class JobRunner:
         sim = self.ws.sim
         run_params = self.parameters(p)
         given = dict(getattr(p, "blocs", {}))
-        run_blocs = {k: sorted(set(v)) for k, v in given.items()}  # one form per membership: the digest does not depend on order
-        if run_blocs:
-            self.atlas_for(given)  # checked here, as given (problems name its rows): a bad membership answers 422, nothing queued
-            p = p.model_copy(update={"blocs": run_blocs})
+        # checked here, as given (problems name its rows): a bad membership answers 422 and nothing is queued
+        run_atlas = self.atlas_for(given) if given else None
+        if given:  # stored sorted, one form per membership
+            p = p.model_copy(update={"blocs": {k: sorted(set(v)) for k, v in given.items()}})
         if "as_of" in type(p).model_fields:  # the month is fixed here, once: the digest, the stored parameters and the job agree
             p = p.model_copy(update={"as_of": _as_of(getattr(p, "as_of", None))})
         pdict = p.model_dump()
@@ -263,27 +263,26 @@ class JobRunner:
             confidential, record_digest = fr["confidential"], fr["inputs"]
         if kind == "simulate":
             # library scenarios are resolved by the run's simulator: its settings (in_force_horizon_months) shape them
-            run_sim = self.simulator(run_params, run_blocs) if p.scenario_ids else sim  # type: ignore[attr-defined]
+            run_sim = self.simulator(run_params, run_atlas) if p.scenario_ids else sim  # type: ignore[attr-defined]
             inputs["scenarios"], confidential = self._scenarios(actor, p, run_sim)  # type: ignore[arg-type]
             record_digest = hashlib.sha256(json.dumps([x.model_dump() for x in inputs["scenarios"]], sort_keys=True).encode()).hexdigest()
         from critmin import __version__
 
-        meta = sim.metadata(1, 0)
-        if run_blocs:
-            inputs["blocs"] = run_blocs
+        if run_atlas is not None:
+            inputs["atlas"] = run_atlas
         if run_params is not None:
             inputs["parameters"] = run_params
-            meta["parameters_sha256"] = hashlib.sha256(run_params.table.to_csv(index=False).encode()).hexdigest()
         # the bloc membership the run uses: the atlas's (which `critmin serve --blocs` may have replaced without
         # changing the data version) with the run's own lists applied
-        membership = self.atlas_for(run_blocs).bloc_members()
-        digest = hashlib.sha256(json.dumps({"kind": kind, "params": pdict, "data_version": meta["data_version"], "parameters_sha256": meta["parameters_sha256"],
-                                            "blocs": membership, "critmin_version": __version__, "records": record_digest},
+        atlas = run_atlas or sim.atlas
+        digest = hashlib.sha256(json.dumps({"kind": kind, "params": pdict, "data_version": atlas.data_version,
+                                            "parameters_sha256": (run_params or sim.params).sha256, "blocs": atlas.bloc_members(),
+                                            "critmin_version": __version__, "records": record_digest},
                                            sort_keys=True, default=str).encode()).hexdigest()
         with self.ws.db.session() as s:
             prev = s.scalar(select(m.Run).options(defer(m.Run.result)).where(m.Run.inputs_sha256 == digest, m.Run.status == "done", m.Run.cached_from.is_(None),
                                                 or_(m.Run.org_id == actor.org_id, m.Run.confidential.is_(False))).order_by(m.Run.id.desc()))
-            run = m.Run(kind=kind, params=jsonable(pdict), inputs_sha256=digest, data_version=str(meta["data_version"]), critmin_version=__version__,
+            run = m.Run(kind=kind, params=jsonable(pdict), inputs_sha256=digest, data_version=str(atlas.data_version), critmin_version=__version__,
                         org_id=actor.org_id, user_id=actor.user_id, confidential=confidential, status="queued")
             if prev is not None and not (confidential and prev.org_id != actor.org_id):
                 run.status, run.progress, run.cached_from = "done", 1.0, prev.id
@@ -457,11 +456,11 @@ class JobRunner:
 
     def _sim(self, inputs: dict[str, Any]) -> Any:
         """The simulator of a run: built on its parameter overrides and bloc membership when it has any."""
-        return self.simulator(inputs.get("parameters"), inputs.get("blocs"))
+        return self.simulator(inputs.get("parameters"), inputs.get("atlas"))
 
     def _atlas(self, inputs: dict[str, Any]) -> Any:
-        """The atlas of a run (with its bloc membership when it has one)."""
-        return self.atlas_for(inputs.get("blocs"))
+        """The atlas of a run (with its bloc membership when it has one), made once when it was submitted."""
+        return inputs.get("atlas") or self.ws.atlas
 
     @staticmethod
     def _chunks(report: Report, lo: float, hi: float, label: str) -> Callable[[int, int], None]:

@@ -491,17 +491,25 @@ class Workspace:
         with self.db.session() as s:
             if s.scalar(select(t.id).where(t.key == key)) is not None:
                 raise WorkspaceError(409, f"a {kind} with id '{key}' already exists")
-            r = t(key=key, org_id=actor.org_id, confidential=confidential, data=jsonable(clean), version=1, created_by=actor.user_id)
-            s.add(r)
-            try:
-                s.flush()
-            except IntegrityError as exc:  # created by a concurrent request since the check above (the key is unique)
-                raise WorkspaceError(409, f"a {kind} with id '{key}' already exists") from exc
-            if shared_with:
-                self._set_shares(s, kind, r.id, shared_with)
-            self._audit(s, actor, "create", kind, key, {"confidential": confidential, "shared_with": sorted(shared_with or [])}, owner_org=actor.org_id)
+            r = self._insert(s, actor, kind, key, jsonable(clean), confidential, shared_with)
             s.flush()
             return self._out(actor, kind, r, self._shares(s, kind, [r.id])[r.id], self._orgs(s))
+
+    def _insert(self, s: DbSession, actor: Actor, kind: str, key: str, data: dict[str, Any], confidential: bool,
+                shared_with: list[str] | None, detail: dict[str, Any] | None = None) -> Any:
+        """A new record owned by the actor's organisation, its shares and its audit entry (in ``s``'s transaction)."""
+        t = m.RECORD_TABLES[kind]
+        r = t(key=key, org_id=actor.org_id, confidential=confidential, data=data, version=1, created_by=actor.user_id)
+        s.add(r)
+        try:
+            s.flush()
+        except IntegrityError as exc:  # created by a concurrent request since the caller's check (the key is unique)
+            raise WorkspaceError(409, f"a {kind} with id '{key}' already exists") from exc
+        if shared_with:
+            self._set_shares(s, kind, r.id, shared_with)
+        self._audit(s, actor, "create", kind, key, {"confidential": confidential, "shared_with": sorted(shared_with or []), **(detail or {})},
+                    owner_org=actor.org_id)
+        return r
 
     def update_record(self, actor: Actor, kind: str, rid: int, version: int, data: dict[str, Any] | None = None,
                       confidential: bool | None = None, shared_with: list[str] | None = None) -> dict[str, Any]:
@@ -520,20 +528,26 @@ class Workspace:
                     raise WorkspaceError(422, "the id of a record cannot change", [{"field": "data", "message": f"id '{key}' differs from '{r.key}'"}])
                 new_data = jsonable(clean)
                 changed["fields"] = sorted(k for k in set(new_data) | set(r.data) if new_data.get(k) != r.data.get(k))
-            # compare-and-set on the version: the row is changed only if nobody changed it since it was read
-            values: dict[str, Any] = {"version": version + 1, "updated_at": datetime.now(UTC), "data": new_data}
+            values: dict[str, Any] = {"data": new_data}
             if confidential is not None:
                 values["confidential"] = confidential
                 changed["confidential"] = confidential
-            res: Any = s.execute(t.__table__.update().where(t.id == rid, t.version == version).values(**values))
-            if res.rowcount != 1:
-                raise WorkspaceError(409, f"{kind} '{r.key}' was changed by someone else (version {r.version}, you sent {version}); reload and retry")
-            if shared_with is not None:
+            if shared_with is not None:  # in the same transaction: undone if the version check below fails
                 changed["shared_with"] = self._set_shares(s, kind, rid, shared_with)
-            self._audit(s, actor, "update", kind, r.key, {"version": version + 1, **changed}, owner_org=r.org_id)
+            self._write_version(s, actor, kind, r, version, values, changed)
             s.expire_all()
             r = s.get(t, rid)
             return self._out(actor, kind, r, self._shares(s, kind, [rid])[rid], self._orgs(s))
+
+    def _write_version(self, s: DbSession, actor: Actor, kind: str, r: Any, version: int, values: dict[str, Any], changed: dict[str, Any]) -> None:
+        """Compare-and-set on the version: ``values`` are written and the version raised only if nobody changed
+        the record since ``version`` was read (409 otherwise); the audit entry goes in the same transaction."""
+        t = m.RECORD_TABLES[kind]
+        res: Any = s.execute(t.__table__.update().where(t.id == r.id, t.version == version)
+                             .values(version=version + 1, updated_at=datetime.now(UTC), **values))
+        if res.rowcount != 1:
+            raise WorkspaceError(409, f"{kind} '{r.key}' was changed by someone else (version {r.version}, you sent {version}); reload and retry")
+        self._audit(s, actor, "update", kind, r.key, {"version": version + 1, **changed}, owner_org=r.org_id)
 
     def delete_record(self, actor: Actor, kind: str, rid: int, version: int) -> None:
         t = m.RECORD_TABLES[kind]
@@ -609,23 +623,13 @@ class Workspace:
             via = {"via": "import", "file": name}
             for key, data, r in plan:
                 if r is None:
-                    new = t(key=key, org_id=actor.org_id, confidential=confidential, data=data, version=1, created_by=actor.user_id)
-                    s.add(new)
-                    s.flush()
-                    if shared_with:
-                        self._set_shares(s, "project", new.id, shared_with)
-                    self._audit(s, actor, "create", "project", key, {"confidential": confidential, "shared_with": sorted(shared_with or []), **via},
-                                owner_org=actor.org_id)
+                    self._insert(s, actor, "project", key, data, confidential, shared_with, via)
                     counts["created"] += 1
                 elif data == r.data:
                     counts["unchanged"] += 1
                 else:
                     fields = sorted(k for k in set(data) | set(r.data) if data.get(k) != r.data.get(k))
-                    res: Any = s.execute(t.__table__.update().where(t.id == r.id, t.version == r.version)
-                                         .values(data=data, version=r.version + 1, updated_at=datetime.now(UTC)))
-                    if res.rowcount != 1:
-                        raise WorkspaceError(409, f"project '{key}' was changed by someone else during the import; nothing was imported")
-                    self._audit(s, actor, "update", "project", key, {"version": r.version + 1, "fields": fields, **via}, owner_org=r.org_id)
+                    self._write_version(s, actor, "project", r, r.version, {"data": data}, {"fields": fields, **via})
                     counts["updated"] += 1
         return {"file": name, "projects": len(records), **counts, "support_actions": int(len(support))}
 
