@@ -4,8 +4,10 @@ Which data a node uses (first that exists, for the latest year up to the referen
 
 1. USGS world production tonnage (series marked ``for_shares``);
 2. IEA production tonnage (2024 observed; copper, cobalt, lithium, nickel, graphite, magnet rare earths);
-3. a published share table (``stage_shares``): observed, not projected, production before capacity,
-   the table attributing most of world supply to named countries, then verbatim before third-party, newest.
+3. a published share table (``stage_shares``): observed, not projected, production before capacity, a
+   table of the whole node before one of a subset (a product naming one chemistry, e.g. "LFP cathodes"), the
+   newest year up to the reference year (the year after only for a node published for no earlier year),
+   then the table attributing most of world supply to named countries, verbatim before third-party.
 
 Shares from tonnage are ``q_i / (Σ_countries q + q_other)``; the "other" remainder is never a country.
 Published shares name only some countries; the unnamed rest is treated like "other" (coverage < 1).
@@ -23,6 +25,9 @@ from critmin.atlas.schema import STAGE_ORDER
 DATASET_PRIORITY = {"usgs_mcs2025": 0, "iea_cmd_2025": 1}
 _VERIFICATION_RANK = {"verbatim": 0, "third-party": 1, "computed": 2}
 _KIND_RANK = {"production": 0, "capacity": 1}
+#: A published product naming one part of a node (a battery chemistry, a precursor): used only when nothing
+#: covers the whole node.
+SUBSET_PRODUCT = r"\bLFP\b|\bNMC\b|\bNCA\b|\bpCAM\b|\bonly\b"
 
 
 def governance(atlas: Atlas) -> pd.DataFrame:
@@ -78,7 +83,10 @@ def _from_production(atlas: Atlas, year: int) -> pd.DataFrame:
 
 def _from_published(atlas: Atlas, year: int, exclude: set[tuple[str, str]]) -> pd.DataFrame:
     s = atlas.stage_shares
-    s = s[~s["projection"] & s["share_kind"].isin(list(_KIND_RANK)) & (s["year"] <= year)].copy()
+    s = s[~s["projection"] & s["share_kind"].isin(list(_KIND_RANK)) & (s["year"] <= year + 1)].copy()
+    # the reference year or earlier; a node published only for the year after (e.g. 2025 estimates) takes that
+    newest_ok = s.groupby(["commodity_id", "stage"])["year"].transform("min") <= year
+    s = s[(s["year"] <= year) | ~newest_ok]
     if exclude:
         keep = [(c, st) not in exclude for c, st in zip(s["commodity_id"], s["stage"], strict=True)]
         s = s[keep]
@@ -90,8 +98,10 @@ def _from_published(atlas: Atlas, year: int, exclude: set[tuple[str, str]]) -> p
     )
     g["_k"] = g["share_kind"].map(_KIND_RANK)
     g["_v"] = g["verification"].map(_VERIFICATION_RANK).fillna(3)
+    g["_subset"] = g["product"].str.contains(SUBSET_PRODUCT, case=True, regex=True).astype(int)
     g = g.sort_values(
-        ["commodity_id", "stage", "_k", "coverage", "_v", "year", "source_id"], ascending=[True, True, True, False, True, False, True]
+        ["commodity_id", "stage", "_k", "_subset", "year", "coverage", "_v", "source_id"],
+        ascending=[True, True, True, True, False, False, True, True],
     )
     best = g.drop_duplicates(["commodity_id", "stage"])[group]
     sel = s.merge(best, on=group)

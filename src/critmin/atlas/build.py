@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from critmin._text import normalise_name
-from critmin.atlas.importers import countries, events, handbuilt, iea, usgs, wgi
+from critmin.atlas.importers import countries, curated, events, handbuilt, iea, usgs, wgi
 from critmin.atlas.importers.common import CountryResolver, QuirkLog, read_raw_csv
 from critmin.atlas.schema import STAGE_ORDER, TABLE_ORDER, format_csv, table_schemas
 from critmin.errors import ImportDataError, Problem
@@ -41,6 +41,12 @@ RAW_FILES = {
     "japan_import_sources": "japan/japan_import_sources.csv",
     "consumption": "japan/consumption.csv",
     "events": "events/export_restrictions.csv",
+    "regime_transitions": "events/regime_transitions.csv",
+    "node_prices": "prices/node_prices.csv",
+    "market_values": "prices/market_values.csv",
+    "export_shares": "trade/export_shares.csv",
+    "world_output": "supply/world_output.csv",
+    "supply_shares": "supply/country_shares.csv",
 }
 
 #: Sort keys of each table (deterministic output).
@@ -63,6 +69,11 @@ SORT_KEYS: dict[str, list[str]] = {
     "governance": ["iso3", "indicator"],
     "events": ["event_id"],
     "event_scenarios": ["event_id", "_order", "commodity_id"],
+    "regime_transitions": ["regime_event_id", "date", "kind", "targets"],
+    "node_prices": ["commodity_id", "stage", "use", "form", "market", "source_id"],
+    "market_values": ["commodity_id", "stage", "year", "source_id"],
+    "export_shares": ["commodity_id", "stage", "exporter_iso3", "use", "year", "form", "source_id"],
+    "world_output": ["commodity_id", "stage", "use", "year", "source_id"],
 }
 
 
@@ -136,6 +147,16 @@ def build_tables(raw_dir: Path, cdir: Path | None = None) -> tuple[dict[str, pd.
 
     names = dict(zip(country_table["iso3"], country_table["name"], strict=True))
     event_table, event_sources = events.import_events(paths["events"], iso_codes, names, quirks)
+    transitions = events.import_regime_transitions(paths["regime_transitions"], set(event_table["event_id"]), quirks)
+
+    # curated, sourced tables (prices by node, trade, world output and shares of nodes without a tonnage series)
+    refs = {"iso3": iso_codes, "commodity": set(commodities["commodity_id"]), "stage": set(STAGE_ORDER)}
+    sourced = {
+        name: curated.import_sourced_table(paths[name], name, registry, resolver, refs, quirks)
+        for name in ("node_prices", "market_values", "export_shares", "world_output")
+    }
+    supply_shares = curated.import_sourced_table(paths["supply_shares"], "stage_shares", registry, resolver, refs, quirks)
+    stage_shares = pd.concat([stage_shares, supply_shares], ignore_index=True)
 
     sources = pd.concat([_read_curated(cdir, "sources"), registry.frame(), event_sources], ignore_index=True)
     blocs = _read_curated(cdir, "blocs")
@@ -168,6 +189,8 @@ def build_tables(raw_dir: Path, cdir: Path | None = None) -> tuple[dict[str, pd.
         "governance": governance,
         "events": event_table,
         "event_scenarios": event_scenarios,
+        "regime_transitions": transitions,
+        **sourced,
     }
     report: dict[str, object] = {
         "quirks": dict(sorted(quirks.counts.items())),

@@ -65,6 +65,11 @@ TABLE_ORDER: tuple[str, ...] = (
     "governance",
     "events",
     "event_scenarios",
+    "regime_transitions",
+    "node_prices",
+    "export_shares",
+    "market_values",
+    "world_output",
 )
 
 _DATE = re.compile(r"^(\d{4})-(\d{2})(?:-(\d{2}))?$")

@@ -1,26 +1,31 @@
 """Vectorised disruption engine: scenarios × draws × months for many nodes at once.
 
 ``compile_batch`` turns scenarios into arrays; ``NodeDraws`` samples the uncertain parameters per node and
-draw; ``evaluate_chunk`` steps a block of scenarios through their months and returns losses per participant.
-Randomness is keyed by node, scenario and family identifiers (never by position), so any split of the work
-(chunks, threads, Dask workers) gives identical numbers for the same seed. Equations: docs/simulation.md.
+draw; ``evaluate_chunk`` steps a block of scenarios through their months and returns the loss components
+per participant. Scenarios that differ only in their duration share one monthly path (their months are the
+first months of the longest), so a generated family of 3, 6, 12 and 24 months costs one 24-month path.
+Randomness is keyed by node and path identifiers (never by position), so any split of the work (chunks,
+threads, Dask workers) gives identical numbers for the same seed. Equations: docs/simulation.md §4-7.
 """
 
 from __future__ import annotations
 
+import json
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from critmin.simulate.market import price_with_release, release_to_cap
+from critmin.simulate.market import clear_month, release_to_cap
 from critmin.simulate.nodes import PARTICIPANTS, NodeTable
 from critmin.simulate.parameters import SAMPLED, Parameters
 from critmin.simulate.scenario import Scenario
 
 NP = len(PARTICIPANTS)
 SAMPLED_NAMES = tuple(SAMPLED)
+#: Monthly path quantities kept with ``keep_paths`` (per scenario, draw and month).
+PATH_KEYS = ("price_t", "price_u", "shortfall_usa", "shortfall_jpn", "stock_left", "commercial_stock_t")
 
 
 def stable_key(text: str) -> int:
@@ -34,22 +39,36 @@ def keyed_uniforms(seed: int, key: str, stream: int, shape: tuple[int, ...]) -> 
     return np.random.Generator(np.random.PCG64(ss)).random(shape)
 
 
+def triangular_quantile(u: np.ndarray, lo: np.ndarray, mode: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Inverse CDF of the triangular distribution (lo, mode, hi) at ``u``; ``lo`` where ``hi <= lo``."""
+    width = hi - lo
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = np.where(width > 0, (mode - lo) / width, 0.0)
+        left = lo + np.sqrt(np.maximum(u * width * (mode - lo), 0.0))
+        right = hi - np.sqrt(np.maximum((1.0 - u) * width * (hi - mode), 0.0))
+    return np.where(width > 0, np.where(u < c, left, right), lo)
+
+
 @dataclass
 class NodeDraws:
-    """Sampled parameters: ``values[name]`` has shape (nodes, draws)."""
+    """Sampled parameters: ``values[name]`` has shape (nodes, draws); ``export_u`` the uniform that places
+    each node's restrictor export share within its range (docs/simulation.md §3)."""
 
     values: dict[str, np.ndarray]
+    export_u: np.ndarray
     draws: int
     seed: int
 
     @classmethod
     def sample(cls, nodes: NodeTable, params: Parameters, draws: int, seed: int) -> NodeDraws:
         out = {name: np.empty((len(nodes), draws)) for name in SAMPLED_NAMES}
+        eu = np.empty((len(nodes), draws))
         for i, n in enumerate(nodes.nodes):
-            u = keyed_uniforms(seed, "node:" + n.key, 0, (len(SAMPLED_NAMES), draws))
+            u = keyed_uniforms(seed, "node:" + n.key, 0, (len(SAMPLED_NAMES) + 1, draws))
             for j, name in enumerate(SAMPLED_NAMES):
                 out[name][i] = params.resolve(name, n.commodity, n.stage, n.group).quantile(u[j])
-        return cls(out, draws, seed)
+            eu[i] = u[-1]
+        return cls(out, eu, draws, seed)
 
 
 @dataclass
@@ -150,11 +169,34 @@ def chain_factors(nodes: NodeTable, coefficients: list[dict[str, object]], param
     return ChainFactors(unlinked, linked, links, flags)
 
 
+#: Scenario fields that do not change the monthly path (scenarios differing only in these share one path).
+_NOT_PATH = {"id", "title", "note", "duration_months", "probability", "status", "family", "event_id", "source_ids",
+             "start_date", "start_month"}
+
+
+def path_key(s: Scenario) -> str:
+    """Identifier of the scenario's monthly path: every field that shapes it, without the duration.
+
+    Generated families share one path per (producer, node, target); the withheld share's random stream is
+    keyed by it, so the 3-month scenario is exactly the first three months of the 24-month one.
+    """
+    if s.family.startswith("gen.") and s.withheld_share == 1.0 and s.response.stockpile is None and not s.response.demand_restraint:
+        return f"{s.family}.{'-'.join(s.targets)}"
+    d = {k: v for k, v in s.model_dump(mode="json").items() if k not in _NOT_PATH}
+    return json.dumps(d, sort_keys=True, separators=(",", ":"))
+
+
 @dataclass
 class Batch:
-    """Scenarios compiled to arrays (length S, or S × participants)."""
+    """Scenarios compiled to arrays (length S, or S × participants).
+
+    ``e_lo, e_mode, e_hi``: the restrictors' export share (share-weighted triangular, data where the atlas has
+    trade figures); ``e_data``: the part of the restrictors' output whose export share comes from data (the
+    rest takes the ``restrictor_export_share`` parameter, flagged).
+    """
 
     ids: list[str]
+    path: list[str]
     node: np.ndarray
     duration: np.ndarray
     s_r: np.ndarray
@@ -169,6 +211,11 @@ class Batch:
     w_hi: np.ndarray
     leak: np.ndarray
     spare_data: np.ndarray
+    e_lo: np.ndarray
+    e_mode: np.ndarray
+    e_hi: np.ndarray
+    e_data: np.ndarray
+    surplus: np.ndarray
     hold: np.ndarray
     rate: np.ndarray
     cap: np.ndarray
@@ -213,7 +260,9 @@ def compile_batch(
     at the next stage down the chain (else at this node) and ``NIR_j = max(0, 1 - s_j/d_j)``.
     """
     S = len(scenarios)
-    a = {k: np.zeros(S) for k in ("s_r", "d_t_named", "x_rt_named", "w_lo", "w_hi", "hold", "rho", "value_usd", "q0_t", "chain_a", "chain_b", "prob_lo", "prob_hi")}
+    keys = ("s_r", "d_t_named", "x_rt_named", "w_lo", "w_hi", "hold", "rho", "value_usd", "q0_t", "chain_a", "chain_b",
+            "prob_lo", "prob_hi", "e_lo", "e_mode", "e_hi", "e_data", "surplus")
+    a = {k: np.zeros(S) for k in keys}
     node = np.zeros(S, dtype=np.int64)
     duration = np.zeros(S, dtype=np.int64)
     world = np.zeros(S, dtype=bool)
@@ -227,6 +276,7 @@ def compile_batch(
     cap = np.ones(S)
     flags: list[list[str]] = []
     families: list[str] = []
+    paths: list[str] = []
     probs = probabilities if probabilities is not None else [0.0] * S
     fam_cum: dict[str, float] = {}
     for i, sc in enumerate(scenarios):
@@ -235,11 +285,24 @@ def compile_batch(
         fl: list[str] = []
         node[i] = ni
         duration[i] = sc.duration_months
+        paths.append(path_key(sc))
         rs = set(sc.restrictors)
         sr = sum(n.shares.get(r, 0.0) for r in rs)
         if sr <= 0:
             fl.append(f"restrictors {sorted(rs)} have no listed share of {n.key}: no effect")
         a["s_r"][i] = sr
+        # restrictors' export share: share-weighted over the restrictors with trade data
+        known = [(n.shares.get(r, 0.0), n.export_share[r]) for r in sorted(rs) if r in n.export_share and n.shares.get(r, 0.0) > 0]
+        wk = sum(s for s, _ in known)
+        if wk > 0:
+            for k_, pos in (("e_lo", 1), ("e_mode", 0), ("e_hi", 2)):
+                a[k_][i] = sum(s * float(e[pos]) for s, e in known) / wk
+            fl.extend(f"{r} export share {n.export_share[r][0]:.2f} ({n.export_share[r][3]})" for r in sorted(rs) if r in n.export_share)
+        a["e_data"][i] = wk / sr if sr > 0 else 1.0
+        if sr > 0 and wk < sr - 1e-12:
+            fl.append("restrictor export share not in the trade data: restrictor_export_share parameter (an assumption) for "
+                      + ", ".join(sorted(r for r in rs if r not in n.export_share and n.shares.get(r, 0.0) > 0)))
+        a["surplus"][i] = sc.market_surplus
         world[i] = sc.targets == ["WORLD"]
         members = set(PARTICIPANTS) - rs if world[i] else _target_members(sc.targets)
         d_named = x_named = 0.0
@@ -300,11 +363,12 @@ def compile_batch(
         fam = sc.family if sc.family.startswith("gen.") else sc.id
         families.append(fam)
         c0 = fam_cum.get(fam, 0.0)
-        a["prob_lo"][i], a["prob_hi"][i] = c0, c0 + probs[i]
-        fam_cum[fam] = c0 + probs[i]
+        p_i = min(max(float(probs[i]), 0.0), 1.0)
+        a["prob_lo"][i], a["prob_hi"][i] = c0, min(c0 + p_i, 1.0)
+        fam_cum[fam] = c0 + p_i
         flags.append(fl + n.flags + chain.flags[ni])
     return Batch(
-        ids=[s.id for s in scenarios], node=node, duration=duration, world=world, in_t=in_t, d_j=d_j, s_j=s_j,
+        ids=[s.id for s in scenarios], path=paths, node=node, duration=duration, world=world, in_t=in_t, d_j=d_j, s_j=s_j,
         j_restricts=j_restricts, leak=leak, spare_data=spare, rate=rate, cap=cap, family=families, flags=flags, **a,
     )
 
@@ -337,18 +401,63 @@ def _downstream_share(nodes: NodeTable, chain: ChainFactors, ni: int, iso: str) 
 
 @dataclass
 class ChunkResult:
-    """Per scenario and draw (S × D): loss components per participant (USD; NaN when the node has no value)."""
+    """Per scenario, participant and draw (S × P × D) loss components in USD (NaN when the node has no value).
 
-    loss: np.ndarray  # (S, P, D) total loss USD
-    input_cost: np.ndarray  # (S, P, D)
-    lost_output: np.ndarray  # (S, P, D)
-    producer_gain: np.ndarray  # (S, P, D)
-    loss_rel: np.ndarray  # (S, P, D) loss in units of the node's annual world value P0*Q0
-    shortfall_t: np.ndarray  # (S, P, D) tonnes not consumed over the disruption
+    ``loss`` is the consumer loss (input cost + lost output); ``producer_gain`` is reported apart.
+    """
+
+    loss: np.ndarray
+    input_cost: np.ndarray
+    lost_output: np.ndarray
+    producer_gain: np.ndarray
+    loss_rel: np.ndarray  # consumer loss in units of the node's annual world value P0*Q0
+    at_risk_usd: np.ndarray  # the participant's output that uses the node over the disruption (USD; loss <= it)
+    shortfall_t: np.ndarray  # tonnes not consumed over the disruption
     peak_price: np.ndarray  # (S, D) peak price ratio in the targeted segment
-    price_u: np.ndarray  # (S, D) price ratio in the unrestricted segment (disrupted months)
-    stock_used_t: np.ndarray  # (S, D)
+    price_u: np.ndarray  # (S, D) mean price ratio in the unrestricted segment (the restrictor's market) over the months
+    stock_used_t: np.ndarray  # (S, D) strategic stock released
     paths: dict[str, np.ndarray] | None = None  # (S, D, months) when requested
+
+
+@dataclass
+class _Statics:
+    """Per path and draw (P × D): the segment quantities of docs/simulation.md §4."""
+
+    d_t: np.ndarray
+    s_t: np.ndarray  # targeted supply at the old price before the spare ramp
+    gap_fill: np.ndarray  # lost supply that spare capacity can replace
+    spare: np.ndarray
+    d_u: np.ndarray
+    s_u: np.ndarray
+    g: np.ndarray  # shock intensity: lost supply / d_T (hoarding scales with it)
+    shocked: np.ndarray  # (P,) any draw with a shock
+
+
+def _statics(b: Batch, rep: np.ndarray, g: dict[str, np.ndarray], eu: np.ndarray, w: np.ndarray) -> _Statics:
+    """Segment sizes of the paths (rows ``rep`` of the batch are the paths' representatives)."""
+    sr = b.s_r[rep, None]
+    e_param = g["restrictor_export_share"]
+    e_known = triangular_quantile(eu, b.e_lo[rep, None], b.e_mode[rep, None], b.e_hi[rep, None])
+    frac = b.e_data[rep, None]
+    e_r = frac * e_known + (1.0 - frac) * e_param
+    exports = e_r * sr
+    home = sr - exports
+    world = b.world[rep, None]
+    lam = np.where(np.isnan(b.leak[rep])[:, None], np.where(world, g["leakage_world"], g["leakage"]), b.leak[rep, None])
+    d_t = np.where(world, 1.0 - home, b.d_t_named[rep, None])
+    x_rt = np.where(world, exports, np.minimum(b.x_rt_named[rep, None], exports))
+    withheld = w * (1.0 - lam) * x_rt
+    d_o = np.where(world, 0.0, np.maximum(1.0 - home - d_t, 0.0))
+    diverted = np.minimum(withheld, np.maximum(d_o - (exports - x_rt), 0.0))
+    lost = withheld - diverted
+    s_t = d_t - lost + b.surplus[rep, None] * d_t
+    spare = np.where(np.isnan(b.spare_data[rep])[:, None], g["spare_capacity"] * (1.0 - sr), b.spare_data[rep, None])
+    d_u = home + np.where(world, 0.0, exports - x_rt + diverted)
+    s_u = d_u + lost
+    with np.errstate(divide="ignore", invalid="ignore"):
+        intensity = np.where(d_t > 0, np.minimum(lost / d_t, 1.0), 0.0)
+    shocked = ((lost > 0) | (b.surplus[rep, None] != 0)).any(axis=1) | (b.hold[rep] > 0)
+    return _Statics(d_t, s_t, lost, spare, d_u, s_u, intensity, shocked)
 
 
 def evaluate_chunk(
@@ -358,164 +467,169 @@ def evaluate_chunk(
     seed: int,
     keep_paths: bool = False,
 ) -> ChunkResult:
-    """Step the scenarios of ``b`` month by month over ``draws.draws`` draws (equations: docs/simulation.md)."""
+    """Step the scenarios of ``b`` month by month over ``draws.draws`` draws (equations: docs/simulation.md).
+
+    Paths (scenarios that differ only in duration) are stepped once up to the longest duration; each
+    scenario reads the accumulated sums at its own last month.
+    """
     S, D = len(b), draws.draws
-    g = {k: v[b.node] for k, v in draws.values.items()}  # (S, D) each
-    ed, es = g["elasticity_demand"], g["elasticity_supply"]
-    inv = 1.0 / (es - ed)
-    h = g["restrictor_domestic_share"]
-    # withheld share: uniform on [w_lo, w_hi] per scenario and draw (keyed by scenario id)
-    w = np.broadcast_to(b.w_lo[:, None], (S, D)).copy()
-    for i in np.flatnonzero(b.w_hi > b.w_lo):
-        w[i] = b.w_lo[i] + keyed_uniforms(seed, "scenario:" + b.ids[i], 1, (D,)) * (b.w_hi[i] - b.w_lo[i])
-    lam = np.where(np.isnan(b.leak)[:, None], np.where(b.world[:, None], g["leakage_world"], g["leakage"]), b.leak[:, None])
-    sr = b.s_r[:, None]
-    sn = 1.0 - sr
-    exports = (1.0 - h) * sr
-    d_t = np.where(b.world[:, None], 1.0 - h * sr, b.d_t_named[:, None])
-    x_rt = np.where(b.world[:, None], exports, np.minimum(b.x_rt_named[:, None], exports))
-    allowed = x_rt * (1.0 - w * (1.0 - lam))
-    s0 = np.maximum(sn, d_t - x_rt) + allowed
-    x_full = np.where(np.isnan(b.spare_data)[:, None], g["spare_capacity"] * sn, b.spare_data[:, None])
-    ramp = g["ramp_months"]
-    d_u = 1.0 - d_t
-    r_u = sr - allowed
-    ln_pmax = np.log(g["max_price_ratio"])
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        # the unrestricted price falls at most to 1/max_price_ratio (the choke cap mirrored)
-        ln_pu = np.clip(np.log(d_u / r_u) * inv, -ln_pmax, 0.0)
-    p_u = np.where((d_u > 0) & (r_u > 0), np.exp(ln_pu), 1.0)
-    pu_ed, pu_es = np.power(p_u, ed), np.power(p_u, es)
-    rho = b.rho[:, None]
-    with np.errstate(divide="ignore"):
-        ln_d = np.log(d_t)  # -inf where the targets have no demand: never short
-    ln_dr = ln_d  # restraint is applied per month (it never exceeds the month's gap)
-    # lost output per tonne short, in units of P0: M (unlinked use) and the chain's downstream product value
-    m_eff = g["downstream_value_multiple"] * b.chain_a[:, None] + b.chain_b[:, None]
-    # participants in T cannot demand more than T's whole demand (a data inconsistency, e.g. demand proxies)
+    uniq: dict[str, int] = {}
+    pidx = np.array([uniq.setdefault(k, len(uniq)) for k in b.path], dtype=np.int64) if S else np.zeros(0, dtype=np.int64)
+    P = len(uniq)
+    rep = np.zeros(P, dtype=np.int64)
+    rep[pidx[::-1]] = np.arange(S)[::-1]  # first scenario of each path
+    path_dur = np.zeros(P, dtype=np.int64)
+    np.maximum.at(path_dur, pidx, b.duration)
+    g = {k: v[b.node[rep]] for k, v in draws.values.items()}  # (P, D) each
+    eu = draws.export_u[b.node[rep]]
+    # withheld share: uniform on [w_lo, w_hi] per path and draw (keyed by the path)
+    w = np.broadcast_to(b.w_lo[rep, None], (P, D)).copy()
+    for p_ in np.flatnonzero(b.w_hi[rep] > b.w_lo[rep]):
+        i = rep[p_]
+        w[p_] = b.w_lo[i] + keyed_uniforms(seed, "path:" + b.path[i], 1, (D,)) * (b.w_hi[i] - b.w_lo[i])
+    st = _statics(b, rep, g, eu, w)
+    m_eff = g["downstream_value_multiple"] * b.chain_a[rep, None] + b.chain_b[rep, None]
+    p_hi = np.minimum(g["max_price_ratio"], np.maximum(m_eff, 1.0))  # nobody pays more than the output it enables
+    p_lo = 1.0 / g["max_price_ratio"]
+
+    names = ("cost", "rationed", "restrained", "substituted", "gain_t", "cost_u", "short_u", "gain_u", "sum_pu", "released")
+    acc_s = {k: np.zeros((S, D)) for k in names}  # per scenario, at its last month
+    peak_s = np.ones((S, D))
+    months = int(path_dur.max()) if P else 0
+    paths = {k: np.full((S, D, months), np.nan) for k in PATH_KEYS} if keep_paths else None
+    rows = np.arange(P) if keep_paths else np.flatnonzero(st.shocked)
+    if rows.size:
+        _month_loop(rows, st, g, m_eff, p_hi, p_lo, b, rep, pidx, path_dur, settings, acc_s, peak_s, paths)
+    # unshocked paths: price 1 in both segments, nothing lost
+    done = np.isin(pidx, rows)
+    acc_s["sum_pu"][~done] = b.duration[~done, None].astype(float)
+
+    in_t = b.in_t[:, :, None]
+    d_t_s = st.d_t[pidx]
     dem_t = (b.d_j * b.in_t).sum(axis=1)[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
-        scale = np.where(dem_t > d_t, d_t / dem_t, 1.0)  # (S, D)
-    has_stock = bool(np.any(b.hold > 0))
-    stock = np.broadcast_to(b.hold[:, None], (S, D)).copy()
-    rate = b.rate[:, None]
-    cap = b.cap[:, None]
-
-    months = int(b.duration.max()) if S else 0
-    # Per-segment accumulators over months (S, D); participants are linear in them (see docs/simulation.md):
-    #   targeted segment T:  A = (p-1) σ, B = 1 - σ - C, C = ρ_t p^εd, G = (p-1) p^εs, where σ is the served
-    #   share of baseline demand: (1-ρ_t) p^εd, or the available supply when the price is capped
-    #   unrestricted U (months in shortage only): A_U = (p_U - 1) p_U^εd, G_U = (p_U - 1) p_U^εs
-    with np.errstate(divide="ignore", invalid="ignore"):
-        frac = np.where(ramp > 0, 1.0 / ramp, np.inf)
-    # Only scenarios short of supply in month 1 of some draw (supply never falls later) need the month loop.
-    rows = np.arange(S) if keep_paths else np.flatnonzero((s0 + x_full * np.minimum(1.0, frac) < d_t).any(axis=1))
-    acc_a, acc_b, acc_c, acc_g = (np.zeros((S, D)) for _ in range(4))
-    n_short = np.zeros((S, D))
-    peak = np.ones((S, D))
-    used = np.zeros((S, D))
-    paths = None
-    if rows.size:
-        sub = _month_loop(
-            rows, s0, x_full, frac, d_t, ln_dr, ln_d, inv, ed, es, ln_pmax, rho, stock, rate, cap, b.duration[:, None],
-            has_stock, keep_paths, months, int(np.ceil(np.nanmax(draws.values["ramp_months"]))), p_u, b, scale,
-        )
-        for arr, val in zip((acc_a, acc_b, acc_c, acc_g, n_short, peak, used), sub[:7], strict=True):
-            arr[rows] = val
-        paths = sub[7]
-    a_u = n_short * (p_u - 1.0) * pu_ed
-    g_u = n_short * (p_u - 1.0) * pu_es
-    in_t = b.in_t[:, :, None]
-    d_j, s_j = b.d_j[:, :, None] * np.where(in_t, scale[:, None, :], 1.0), b.s_j[:, :, None]
-    cost = d_j * np.where(in_t, acc_a[:, None, :], a_u[:, None, :])
-    short_q = d_j * np.where(in_t, (acc_b + acc_c)[:, None, :], 0.0)
-    lost = d_j * np.where(in_t, (acc_b + settings["restraint_loss_fraction"] * acc_c)[:, None, :], 0.0) * m_eff[:, None, :]
-    gain = s_j * np.where(b.j_restricts[:, :, None], g_u[:, None, :], acc_g[:, None, :])
-    pu_seen = np.where(n_short > 0, p_u, 1.0)
+        scale = np.where(dem_t > d_t_s, d_t_s / dem_t, 1.0)  # participants in T never demand more than T
+    d_j = b.d_j[:, :, None] * np.where(in_t, scale[:, None, :], 1.0)
+    s_j = b.s_j[:, :, None]
+    m_s = m_eff[pidx][:, None, :]
+    f_r, f_s = settings["restraint_loss_fraction"], settings["substitution_loss_fraction"]
+    short_t = acc_s["rationed"] + acc_s["restrained"] + acc_s["substituted"]
+    lost_t = acc_s["rationed"] + f_r * acc_s["restrained"] + f_s * acc_s["substituted"]
+    cost = d_j * np.where(in_t, acc_s["cost"][:, None, :], acc_s["cost_u"][:, None, :])
+    lost = d_j * np.where(in_t, lost_t[:, None, :], acc_s["short_u"][:, None, :]) * m_s
+    short_q = d_j * np.where(in_t, short_t[:, None, :], acc_s["short_u"][:, None, :])
+    gain = s_j * np.where(b.j_restricts[:, :, None], acc_s["gain_u"][:, None, :], acc_s["gain_t"][:, None, :])
     v = (b.value_usd / 12.0)[:, None, None]
-    rel = (cost + lost - gain) / 12.0
+    consumer = (cost + lost) / 12.0
+    at_risk = d_j * m_s * b.duration[:, None, None] / 12.0  # the participant's output that uses the node
     return ChunkResult(
-        loss=rel * 12.0 * v,
+        loss=consumer * 12.0 * v,
         input_cost=cost * v,
         lost_output=lost * v,
         producer_gain=gain * v,
-        loss_rel=rel,
+        loss_rel=consumer,
+        at_risk_usd=at_risk * 12.0 * v,
         shortfall_t=short_q * (b.q0_t / 12.0)[:, None, None],
-        peak_price=peak,
-        price_u=pu_seen,
-        stock_used_t=used * b.q0_t[:, None],
+        peak_price=peak_s,
+        price_u=acc_s["sum_pu"] / b.duration[:, None],
+        stock_used_t=acc_s["released"] / 12.0 * b.q0_t[:, None],
         paths=paths,
     )
 
 
 def _month_loop(
-    rows: np.ndarray, s0: np.ndarray, x_full: np.ndarray, frac: np.ndarray, d_t: np.ndarray, ln_dr: np.ndarray,
-    ln_d: np.ndarray, inv: np.ndarray, ed: np.ndarray, es: np.ndarray, ln_pmax: np.ndarray, rho: np.ndarray,
-    stock: np.ndarray, rate: np.ndarray, cap: np.ndarray, dur: np.ndarray, has_stock: bool, keep_paths: bool,
-    months: int, ramp_end: int, p_u: np.ndarray, b: Batch, scale: np.ndarray,
-) -> tuple[Any, ...]:
-    """The month loop of :func:`evaluate_chunk` on the scenario rows ``rows`` (arrays are the full chunk's)."""
-    n_all = len(b)
-    S, D = len(rows), ed.shape[1]
-    s0, x_full, frac, d_t, ln_dr, ln_d, inv, ed, es, ln_pmax = (
-        np.broadcast_to(x, (n_all, D))[rows] for x in (s0, x_full, frac, d_t, ln_dr, ln_d, inv, ed, es, ln_pmax)
-    )
-    rho, rate, cap, dur = rho[rows], rate[rows], cap[rows], dur[rows]
-    scale_rows = scale[rows]
-    stock = stock[rows]
-    p_u = p_u[rows]
-    acc_a, acc_b, acc_c, acc_g = (np.zeros((S, D)) for _ in range(4))
-    n_short = np.zeros((S, D))
-    peak = np.ones((S, D))
-    used = np.zeros((S, D))
-    paths = {k: np.full((S, D, months), np.nan) for k in ("price_t", "price_u", "shortfall_usa", "shortfall_jpn", "stock_left")} if keep_paths else None
-    # without stockpiles every month from the last ramp-up month on repeats: step to there, then multiply
-    # (ramp_end is the maximum over all nodes and draws, the same for every chunk: bitwise-stable results)
-    last = months if (has_stock or keep_paths) else max(1, min(months, ramp_end))
-    k: Any = 0.0
-    for t in range(1, last + 1):
-        reps = (np.maximum(dur - t + 1, 0) if t == last else (t <= dur)).astype(float)  # (S, 1) weight of month t
-        supply = np.maximum(s0 + x_full * np.minimum(1.0, t * frac), 1e-12)
-        short = supply < d_t
-        # restraint cuts targeted demand by ρ, but never by more than the month's gap 1 - S/d_T
-        rho_t = np.where(short, np.minimum(rho, 1.0 - supply / d_t), 0.0)
-        lnd_t = np.where(short, ln_d + np.log1p(-rho_t), ln_d)
-        if has_stock:
-            demand = np.exp(lnd_t)
-            k_req = release_to_cap(supply, demand, cap, ed, es)
-            k = np.where(short, np.minimum(np.minimum(k_req, rate), stock * 12.0), 0.0)
-            p = price_with_release(supply, demand, k, ed, es, np.exp(ln_pmax))
-            on = (t <= dur).astype(float)
-            stock -= k * on / 12.0
-            used += k * on / 12.0
-            lnp = np.log(p)
-        else:
-            k = 0.0
-            lnp = np.where(short, np.maximum((lnd_t - np.log(supply)) * inv, 0.0), 0.0)  # restraint may end the shortage
-        capped = lnp >= ln_pmax - 1e-12  # at the cap (the stock branch returns prices already capped)
-        lnp = np.minimum(lnp, ln_pmax)
-        p = np.exp(lnp)
-        p_ed, p_es = np.exp(ed * lnp), np.exp(es * lnp)
-        c_t = rho_t * p_ed
-        served = (1.0 - rho_t) * p_ed
-        if capped.any():
-            with np.errstate(divide="ignore", invalid="ignore"):
-                avail = (supply * p_es + k) / d_t
-            served = np.where(capped, np.minimum(served, avail), served)
-        acc_a += reps * ((p - 1.0) * served)
-        acc_b += reps * np.maximum(1.0 - served - c_t, 0.0)
-        acc_c += reps * c_t
-        acc_g += reps * ((p - 1.0) * p_es)
-        n_short += reps * short
-        np.maximum(peak, np.where(reps > 0, p, 1.0), out=peak)
-        if paths is not None:
-            on_b = np.broadcast_to(t <= dur, (S, D))
-            q0 = b.q0_t[rows, None]
-            paths["price_t"][:, :, t - 1] = np.where(on_b, p, np.nan)
-            paths["price_u"][:, :, t - 1] = np.where(on_b, np.where(short, p_u, 1.0), np.nan)
-            for j, key in enumerate(("shortfall_usa", "shortfall_jpn")):
-                sj = np.where(b.in_t[rows, j, None], b.d_j[rows, j, None] * scale_rows * np.maximum(1.0 - served, 0.0), 0.0)
-                paths[key][:, :, t - 1] = np.where(on_b, sj * q0 / 12.0, np.nan)
-            paths["stock_left"][:, :, t - 1] = np.where(on_b, stock * q0, np.nan)
+    rows: np.ndarray, st: _Statics, g: dict[str, np.ndarray], m_eff: np.ndarray, p_hi: np.ndarray, p_lo: np.ndarray,
+    b: Batch, rep: np.ndarray, pidx: np.ndarray, path_dur: np.ndarray, settings: dict[str, float],
+    acc_s: dict[str, np.ndarray], peak_s: np.ndarray, paths: dict[str, np.ndarray] | None,
+) -> None:
+    """Months 1 … longest duration for the paths ``rows``; fills the scenarios' accumulators (in place)."""
+    R = rows.size
+    sel = rep[rows]
 
-    return acc_a, acc_b, acc_c, acc_g, n_short, peak, used, paths
+    def pr(x: np.ndarray) -> np.ndarray:
+        return x[rows]
+
+    d_t, s_t, lost, spare, d_u, s_u, gi = (pr(x) for x in (st.d_t, st.s_t, st.gap_fill, st.spare, st.d_u, st.s_u, st.g))
+    ed, ed_lr, tau_sub = pr(g["elasticity_demand"]), pr(g["elasticity_demand_long"]), pr(g["substitution_months"])
+    es, ramp = pr(g["elasticity_supply"]), pr(g["ramp_months"])
+    inv_m, theta, eta = pr(g["inventory_months"]), pr(g["stock_adjustment"]), pr(g["stock_price_response"])
+    chi_t, chi_u = pr(g["hoarding_targeted"]), pr(g["hoarding_restrictor"])
+    hi, lo = pr(p_hi), pr(p_lo)
+    ed_lr = np.minimum(ed_lr, ed)  # demand is never less elastic in the long run
+    rho = b.rho[sel, None]
+    hold = np.broadcast_to(b.hold[sel, None], d_t.shape).copy()
+    rate, cap = b.rate[sel, None], b.cap[sel, None]
+    has_stock = bool((b.hold[sel] > 0).any())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.where(ramp > 0, 1.0 / ramp, np.inf)
+    # commercial stocks (fractions of annual world output): inventory_months of each segment's consumption
+    stock_t = inv_m / 12.0 * d_t
+    stock_u = inv_m / 12.0 * d_u
+    tgt_t = stock_t * (1.0 + chi_t * gi)
+    tgt_u = stock_u * (1.0 + chi_u * gi)
+    p_t = np.ones_like(d_t)
+    p_u = np.ones_like(d_t)
+    acc = {k: np.zeros_like(d_t) for k in acc_s}
+    peak = np.ones_like(d_t)
+    # scenarios of these paths, grouped by their last month
+    mine = np.flatnonzero(np.isin(pidx, rows))
+    pos = np.searchsorted(rows, pidx[mine])
+    last = int(path_dur[rows].max())
+    has_u = d_u > 0
+    for t in range(1, last + 1):
+        eps = ed + (ed_lr - ed) * np.minimum(1.0, (t - 1) / tau_sub)
+        supply = s_t + np.minimum(spare * np.minimum(1.0, t * frac), lost)
+        supply = np.maximum(supply, 1e-12)
+        gap = np.maximum(1.0 - supply / d_t, 0.0)
+        rho_t = np.minimum(rho, gap)
+        demand = d_t * (1.0 - rho_t)
+        a_t = theta * 12.0 * (tgt_t * np.power(p_t, -eta) - stock_t)
+        if has_stock:
+            k = np.minimum(np.minimum(release_to_cap(supply, demand, a_t, cap, es, eps), rate), 12.0 * hold)
+        else:
+            k = np.zeros_like(d_t)
+        c = clear_month(supply, demand, a_t, k, es, eps, lo, hi)
+        p_t = c.price
+        stock_t = np.maximum(stock_t + c.stock_flow / 12.0, 0.0)
+        hold = np.maximum(hold - c.release / 12.0, 0.0)
+        # the restrictor's own market (and third countries it serves)
+        a_u = theta * 12.0 * (tgt_u * np.power(p_u, -eta) - stock_u)
+        cu = clear_month(np.maximum(s_u, 1e-12), d_u, a_u, 0.0, es, eps, lo, hi)
+        p_u = np.where(has_u, cu.price, 1.0)
+        stock_u = np.where(has_u, np.maximum(stock_u + cu.stock_flow / 12.0, 0.0), stock_u)
+        # shares of baseline targeted demand: served, restrained by policy, substituted, price-rationed
+        with np.errstate(divide="ignore", invalid="ignore"):
+            served = np.where(d_t > 0, c.consumed / d_t, 1.0)
+        pe_t = np.power(p_t, eps)
+        restrained = rho_t * pe_t
+        substituted = np.where(p_t > 1.0, (1.0 - rho_t) * (np.power(p_t, ed) - pe_t), 0.0)
+        rationed = np.maximum(1.0 - served - restrained - substituted, 0.0)
+        acc["cost"] += (p_t - 1.0) * served
+        acc["rationed"] += rationed
+        acc["restrained"] += restrained
+        acc["substituted"] += substituted
+        acc["gain_t"] += (p_t - 1.0) * np.power(p_t, es)
+        pe_u = np.power(p_u, eps)
+        acc["cost_u"] += (p_u - 1.0) * pe_u
+        acc["short_u"] += np.maximum(1.0 - pe_u, 0.0)
+        acc["gain_u"] += (p_u - 1.0) * np.power(p_u, es)
+        acc["sum_pu"] += p_u
+        acc["released"] += c.release
+        np.maximum(peak, p_t, out=peak)
+        if paths is not None:
+            live = b.duration[mine] >= t
+            q0 = b.q0_t[mine, None]
+            paths["price_t"][mine[live], :, t - 1] = p_t[pos[live]]
+            paths["price_u"][mine[live], :, t - 1] = p_u[pos[live]]
+            for j, key in enumerate(("shortfall_usa", "shortfall_jpn")):
+                dj = np.where(b.in_t[mine, j, None], b.d_j[mine, j, None], 0.0)
+                short_m = dj * np.maximum(1.0 - served[pos], 0.0) * q0 / 12.0
+                paths[key][mine[live], :, t - 1] = short_m[live]
+            paths["stock_left"][mine[live], :, t - 1] = (hold[pos] * q0)[live]
+            paths["commercial_stock_t"][mine[live], :, t - 1] = (stock_t[pos] * q0)[live]
+        ends = mine[b.duration[mine] == t]
+        if ends.size:
+            src = pos[b.duration[mine] == t]
+            for k_, arr in acc.items():
+                acc_s[k_][ends] = arr[src]
+            peak_s[ends] = peak[src]

@@ -5,9 +5,12 @@ share and import profile of each participant. Every figure records its basis; a 
 hold is NaN and the basis says so (money is then not computed for that node, tonnage ratios still are).
 
 - ``Q0``: sum of the share-basis production series (countries + "Other countries") converted to tonnes.
-- ``P0``: USGS salient headline price of the commodity (latest year), converted to USD/t; derivative
-  products take ``product_values.csv``. The same commodity price is used at every stage (an approximation
-  stated in docs/simulation.md).
+- ``Q0`` is replaced by the atlas table ``world_output`` where it has a row for the node (nodes without a
+  tonnage series, or a series on a wider basis).
+- ``P0``: the node's own price from the atlas table ``node_prices`` (USD per tonne of the node's quantity
+  basis: bauxite per dry t, alumina, aluminium metal; concentrate per t contained W; REO; oxide; magnet...);
+  never another stage's price. A ``--product-values`` file may replace it.
+- export shares of each producer (exports / production) from the atlas table ``export_shares``.
 - demand share ``d_j = C_j / Q0`` where ``C_j`` is the participant's consumption in tonnes (USA: USGS apparent
   consumption; JPN: the consumption table). Missing: the median ratio over nodes that have it (a proxy,
   flagged), clipped to [0, 1].
@@ -41,17 +44,6 @@ _PRICE_TO_USD_PER_T = {
 }
 
 
-#: Salient price columns whose decoded unit is a "metric ton unit" (1 % of a tonne of the oxide or element):
-#: USGS MCS 2025 quotes tungsten APT in dollars per metric ton unit of WO3 and manganese ore in dollars per
-#: dry metric ton unit of contained Mn, so 100 units make one tonne of contained WO3 / Mn.
-PRICE_UNIT_CORRECTIONS: dict[str, tuple[str, float, str]] = {
-    "tungsten": ("USD/t", 100.0, "USD per metric ton unit WO3 (x100 = USD/t WO3)"),
-    "manganese": ("USD/t", 100.0, "USD per dry metric ton unit Mn (x100 = USD/t contained Mn)"),
-    # battery-grade Li2CO3 price; production is in contained Li: 73.89/(2 x 6.94) = 5.323 t Li2CO3 per t Li
-    "lithium": ("USD/t", 5.323, "USD/t Li2CO3 (x5.323 = USD/t contained Li)"),
-}
-
-
 def price_to_usd_per_t(value: float, unit: str) -> float | None:
     """Convert a price to USD per metric ton; None when the unit is not a price per mass."""
     f = _PRICE_TO_USD_PER_T.get(unit.strip())
@@ -76,6 +68,8 @@ class Node:
     nir: dict[str, float]
     import_shares: dict[str, dict[str, float]]
     spare_by_country: dict[str, float] = field(default_factory=dict)
+    #: per producer with trade data: (export share, low, high, basis) = exports / production on the node's basis
+    export_share: dict[str, tuple[float, float, float, str]] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
     source_ids: list[str] = field(default_factory=list)
 
@@ -121,18 +115,56 @@ def _spare(atlas: Atlas, commodity: str, stage: str, year: int) -> dict[str, flo
     return {str(k): float(max(c[k] - q[k], 0.0)) for k in both if np.isfinite(c[k]) and np.isfinite(q[k])}
 
 
-def _prices(atlas: Atlas, year: int) -> dict[str, tuple[float, str, str]]:
-    t = atlas.us_trade
-    t = t[t["headline"] & t["price"].notna() & (t["year"] <= year)].sort_values(["commodity_id", "year"])
-    out: dict[str, tuple[float, str, str]] = {}
-    for c, g in t.groupby("commodity_id"):
-        for r in g.sort_values(["year", "form"], ascending=[False, True]).to_dict("records"):
-            unit = PRICE_UNIT_CORRECTIONS.get(str(c), (str(r["price_unit"]), 1.0, ""))
-            v = price_to_usd_per_t(float(r["price"]) * unit[1], unit[0])
-            if v is not None and v > 0:
-                how = f" read as {unit[2]}" if unit[2] else ""
-                out[str(c)] = (v, f"USGS salient headline price {int(r['year'])} ({r['price']:g} {r['price_unit']}{how})", str(r["source_id"]))
-                break
+def _prices(atlas: Atlas) -> dict[tuple[str, str], tuple[float, str]]:
+    """Each node's own baseline price (USD per tonne of the node's quantity basis) from the atlas table
+    ``node_prices`` (the row marked ``use``). A node without one stays unpriced: it never borrows another
+    stage's price."""
+    t = atlas.tables.get("node_prices")
+    out: dict[tuple[str, str], tuple[float, str]] = {}
+    if t is None:
+        return out
+    t = t[t["use"] & t["usd_per_t"].notna()]
+    for r in t.to_dict("records"):
+        rng = ""
+        if pd.notna(r["low_usd_per_t"]) or pd.notna(r["high_usd_per_t"]):
+            rng = f", range {r['low_usd_per_t']:,.0f}-{r['high_usd_per_t']:,.0f}" if pd.notna(r["low_usd_per_t"]) and pd.notna(r["high_usd_per_t"]) else ""
+        year = f" {int(r['year'])}" if pd.notna(r["year"]) else ""
+        out[(str(r["commodity_id"]), str(r["stage"]))] = (
+            float(r["usd_per_t"]),
+            f"{r['form']} ({r['market']}{year}), {r['usd_per_t']:,.0f} USD per {r['quantity_basis']}{rng}; {r['verification']} [{r['source_id']}]",
+        )
+    return out
+
+
+def _world_output_rows(atlas: Atlas) -> dict[tuple[str, str], tuple[float, str]]:
+    """World output on the node's own basis from the atlas table ``world_output`` (rows marked ``use``): nodes
+    without a tonnage series, and nodes whose series covers a wider basis (e.g. IEA battery-grade graphite,
+    natural and synthetic, against the spherical natural graphite node)."""
+    t = atlas.tables.get("world_output")
+    out: dict[tuple[str, str], tuple[float, str]] = {}
+    if t is None:
+        return out
+    for r in t[t["use"] & t["world_output_t"].notna()].to_dict("records"):
+        year = f" {int(r['year'])}" if pd.notna(r["year"]) else ""
+        out[(str(r["commodity_id"]), str(r["stage"]))] = (
+            float(r["world_output_t"]), f"world_output table: {r['quantity_basis']}{year}, {r['verification']} [{r['source_id']}]")
+    return out
+
+
+def _export_shares(atlas: Atlas) -> dict[tuple[str, str], dict[str, tuple[float, float, float, str]]]:
+    """Per node and producer: (export share, low, high, basis) from the atlas table ``export_shares``."""
+    t = atlas.tables.get("export_shares")
+    out: dict[tuple[str, str], dict[str, tuple[float, float, float, str]]] = {}
+    if t is None:
+        return out
+    for r in t[t["use"] & t["export_share"].notna()].to_dict("records"):
+        e = float(r["export_share"])
+        lo = float(r["low"]) if pd.notna(r["low"]) else e
+        hi = float(r["high"]) if pd.notna(r["high"]) else e
+        lo, hi = min(lo, e), max(hi, e)
+        year = f" {int(r['year'])}" if pd.notna(r["year"]) else ""
+        out.setdefault((str(r["commodity_id"]), str(r["stage"])), {})[str(r["exporter_iso3"])] = (
+            e, lo, hi, f"{r['basis']}{year}, {r['verification']} [{r['source_id']}]")
     return out
 
 
@@ -166,7 +198,9 @@ def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | N
     """Baseline of every node with country shares (see module docstring)."""
     shares = stage_shares_table(atlas, year)
     q0 = _world_output(atlas, shares)
-    prices = _prices(atlas, year)
+    q0.update(_world_output_rows(atlas))
+    prices = _prices(atlas)
+    trade = _export_shares(atlas)
     groups = dict(zip(atlas.commodities["commodity_id"], atlas.commodities["group"], strict=True))
     pv = {}
     pq: dict[tuple[str, str], tuple[float, str]] = {}
@@ -174,9 +208,9 @@ def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | N
         for r in product_values.to_dict("records"):
             key = (str(r["commodity_id"]), str(r["stage"]))
             if pd.notna(r.get("value_usd_per_t")) and str(r.get("value_usd_per_t")) != "":
-                pv[key] = (float(r["value_usd_per_t"]), f"product_values.csv: {r.get('source', '')}")
+                pv[key] = (float(r["value_usd_per_t"]), f"--product-values file: {r.get('source', '')}")
             if pd.notna(r.get("world_output_t")) and str(r.get("world_output_t", "")) != "":
-                pq[key] = (float(r["world_output_t"]), f"product_values.csv world output: {r.get('world_output_note', '')}")
+                pq[key] = (float(r["world_output_t"]), f"--product-values file world output: {r.get('world_output_note', '')}")
 
     # participant consumption and reliance per commodity (computed once per commodity)
     cons: dict[str, dict[str, float]] = {}
@@ -200,15 +234,15 @@ def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | N
         c, st = str(c), str(st)
         q, qb = q0.get((c, st), (np.nan, "world output unknown: shares are published percentages, no tonnage"))
         flags: list[str] = []
-        if not np.isfinite(q) and (c, st) in pq:
+        if (c, st) in pq:
             q, qb = pq[(c, st)]
-            flags.append("world output from product_values.csv (low-tier source, see its note)")
+            flags.append("world output from a --product-values file")
         if (c, st) in pv:
             p, pb = pv[(c, st)]
-        elif c in prices:
-            p, pb, _ = prices[c]
+        elif (c, st) in prices:
+            p, pb = prices[(c, st)]
         else:
-            p, pb = np.nan, "no price in the atlas"
+            p, pb = np.nan, "no price of this node in the atlas (node_prices)"
         d: dict[str, float] = {}
         db: dict[str, str] = {}
         for iso in PARTICIPANTS:
@@ -236,6 +270,7 @@ def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | N
                 nir={iso: nir.get(c, {}).get(iso, np.nan) for iso in PARTICIPANTS},
                 import_shares={iso: imports.get(c, {}).get(iso, {}) for iso in PARTICIPANTS},
                 spare_by_country=_spare(atlas, c, st, int(g["year"].max())),
+                export_share=trade.get((c, st), {}),
                 flags=flags,
                 source_ids=sorted(set(g["source_id"])),
             )

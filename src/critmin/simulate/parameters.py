@@ -29,12 +29,19 @@ KINDS = ("sourced", "assumption", "computed")
 #: Parameters sampled per node and draw (the Monte Carlo dimensions), with their admissible range.
 SAMPLED: dict[str, tuple[float, float]] = {
     "elasticity_demand": (-5.0, -1e-6),
+    "elasticity_demand_long": (-5.0, -1e-6),
+    "substitution_months": (1.0, 240.0),
     "elasticity_supply": (0.0, 5.0),
     "spare_capacity": (0.0, 5.0),
     "ramp_months": (0.0, 120.0),
     "leakage": (0.0, 1.0),
     "leakage_world": (0.0, 1.0),
-    "restrictor_domestic_share": (0.0, 1.0),
+    "restrictor_export_share": (0.0, 1.0),
+    "inventory_months": (0.0, 24.0),
+    "stock_adjustment": (0.0, 1.0),
+    "stock_price_response": (0.0, 10.0),
+    "hoarding_targeted": (0.0, 10.0),
+    "hoarding_restrictor": (0.0, 10.0),
     "downstream_value_multiple": (0.0, 1000.0),
     "max_price_ratio": (1.0, 1000.0),
 }
@@ -43,6 +50,7 @@ SAMPLED: dict[str, tuple[float, float]] = {
 SETTINGS: dict[str, tuple[float, float]] = {
     "licence_denial": (0.0, 1.0),
     "restraint_loss_fraction": (0.0, 1.0),
+    "substitution_loss_fraction": (0.0, 1.0),
     "in_force_horizon_months": (1.0, 120.0),
     "prior_strength_pair_years": (0.0, 1e6),
     "base_rate_restriction": (0.0, 1.0),

@@ -1,102 +1,184 @@
-"""Scalar reference implementation: one scenario and one draw at a time, prices by scipy root finding.
+"""Scalar reference implementation: one scenario, one draw and one month at a time, prices by root finding.
 
-It restates the equations of docs/simulation.md term by term for each participant and month (no segment
-accumulators, no closed form), as a per-scenario solver would. It checks the vectorised engine and is the
-baseline of ``critmin bench simulate``.
+It restates docs/simulation.md §3-7 from the definitions (the scenario, the node's baseline, the parameter
+table and the chain factors), without the engine's compiled arrays, path sharing or closed forms: each month
+the targeted and the unrestricted segments are cleared with ``scipy.optimize.brentq`` on
+
+    S p^εs = (D + A - k) p^ε
+
+and each participant's loss is summed term by term. It checks the vectorised engine (``critmin bench
+simulate``, the tests) and is the baseline of the benchmark's speed-up. Only the keyed random streams
+(``engine.keyed_uniforms``) are shared, because they define which numbers a seed gives.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.optimize import brentq
 
-from critmin.simulate.engine import NP, Batch, NodeDraws, keyed_uniforms
+from critmin.simulate.engine import SAMPLED_NAMES, ChainFactors, keyed_uniforms, path_key
+from critmin.simulate.nodes import PARTICIPANTS, NodeTable
+from critmin.simulate.parameters import Parameters
+from critmin.simulate.scenario import Scenario
 
 
-def _solve(supply: float, release: float, demand: float, ed: float, es: float, p_max: float) -> float:
-    """p in [1, p_max] with ``supply p^εs + release = demand p^εd`` (1 without shortage, p_max when capped)."""
-    f = lambda p: supply * p**es + release - demand * p**ed  # noqa: E731
-    if f(1.0) >= 0.0:
-        return 1.0
-    if f(p_max) <= 0.0:
-        return p_max
-    hi = 2.0
-    while f(hi) < 0.0:
-        hi *= 2.0
-    return float(brentq(f, 1.0, hi, xtol=1e-15, rtol=8.9e-16, maxiter=500))
+def _tri(u: float, lo: float, mode: float, hi: float) -> float:
+    if hi <= lo:
+        return lo
+    c = (mode - lo) / (hi - lo)
+    return lo + math.sqrt(u * (hi - lo) * (mode - lo)) if u < c else hi - math.sqrt((1 - u) * (hi - lo) * (hi - mode))
 
 
-def _solve_u(supply: float, demand: float, ed: float, es: float, p_min: float) -> float:
-    """p_U in [p_min, 1] with ``supply p^εs = demand p^εd`` in the unrestricted segment (1 when not in surplus)."""
-    if supply <= 0.0 or demand <= 0.0:
-        return 1.0
-    f = lambda p: supply * p**es - demand * p**ed  # noqa: E731
-    if f(1.0) <= 0.0:
-        return 1.0
-    if f(p_min) >= 0.0:
-        return p_min
-    return float(brentq(f, p_min, 1.0, xtol=1e-300, rtol=8.9e-16, maxiter=500))
+def _clear(supply: float, net: float, es: float, ed: float, p_lo: float, p_hi: float) -> tuple[float, bool]:
+    """Price in [p_lo, p_hi] with ``supply p^es = net p^ed`` by bisection-safe root finding; (p, capped)."""
+    if net <= 0.0:
+        return p_lo, False
+    f = lambda y: math.log(supply) + es * y - math.log(net) - ed * y  # noqa: E731  (in y = ln p; increasing)
+    lo, hi = math.log(p_lo), math.log(p_hi)
+    if f(hi) < 0.0:
+        return p_hi, True
+    if f(lo) > 0.0:
+        return p_lo, False
+    return math.exp(brentq(f, lo, hi, xtol=1e-15, rtol=8.9e-16, maxiter=500)), False
 
 
-def scalar_losses(b: Batch, i: int, draws: NodeDraws, d: int, settings: dict[str, float], seed: int) -> np.ndarray:
-    """Loss per participant of scenario ``i`` in draw ``d``, in units of the node's world value P0·Q0 per year."""
-    n = int(b.node[i])
-    par = {k: float(v[n, d]) for k, v in draws.values.items()}
-    ed, es = par["elasticity_demand"], par["elasticity_supply"]
-    w = float(b.w_lo[i])
-    if b.w_hi[i] > b.w_lo[i]:
-        w = float(b.w_lo[i] + keyed_uniforms(seed, "scenario:" + b.ids[i], 1, (draws.draws,))[d] * (b.w_hi[i] - b.w_lo[i]))
-    lam = float(b.leak[i]) if np.isfinite(b.leak[i]) else (par["leakage_world"] if b.world[i] else par["leakage"])
-    h = par["restrictor_domestic_share"]
-    sr = float(b.s_r[i])
-    exports = (1.0 - h) * sr
-    if b.world[i]:
-        d_t, x_rt = 1.0 - h * sr, exports
+def _segment(supply: float, demand: float, a: float, k: float, es: float, ed: float, p_lo: float,
+             p_hi: float) -> tuple[float, float, float, float]:
+    """One month of one segment: (price, consumed, commercial stock flow, strategic release delivered)."""
+    p, capped = _clear(supply, demand + a - k, es, ed, p_lo, p_hi)
+    pe = p**ed
+    want, flow, rel_k, made = demand * pe, a * pe, k * pe, supply * p**es
+    if capped:
+        if a > 0:
+            flow = min(flow, max(made + rel_k - want, 0.0))
+        return p, min(want, made + rel_k - flow), flow, rel_k
+    return p, want, flow, rel_k
+
+
+def scalar_losses(s: Scenario, nodes: NodeTable, chain: ChainFactors, params: Parameters, settings: dict[str, float],
+                  seed: int, draws: int, d: int) -> np.ndarray:
+    """Consumer loss per participant (USA, JPN) of scenario ``s`` in draw ``d`` of ``draws``, in units of the
+    node's annual world value P0·Q0 (the engine's ``loss_rel``)."""
+    ni = nodes.index[f"{s.commodity}/{s.stage}"]
+    n = nodes.nodes[ni]
+    u = keyed_uniforms(seed, "node:" + n.key, 0, (len(SAMPLED_NAMES) + 1, draws))[:, d]
+    par = {name: float(params.resolve(name, n.commodity, n.stage, n.group).quantile(np.array([u[k]]))[0])
+           for k, name in enumerate(SAMPLED_NAMES)}
+    rs = set(s.restrictors)
+    sr = sum(n.shares.get(r, 0.0) for r in rs)
+    # restrictors' export share: share-weighted triangular over those with trade data, the parameter otherwise
+    known = [(n.shares.get(r, 0.0), n.export_share[r]) for r in sorted(rs) if r in n.export_share and n.shares.get(r, 0.0) > 0]
+    wk = sum(x for x, _ in known)
+    e_known = 0.0
+    if wk > 0:
+        lo_, mo_, hi_ = (sum(x * float(e[k]) for x, e in known) / wk for k in (1, 0, 2))
+        e_known = _tri(float(u[-1]), lo_, mo_, hi_)
+    frac = wk / sr if sr > 0 else 1.0
+    e_r = frac * e_known + (1.0 - frac) * par["restrictor_export_share"]
+    exports, home = e_r * sr, sr * (1.0 - e_r)
+    world = s.targets == ["WORLD"]
+    # withheld share
+    rng = s.withheld_range()
+    if rng is None:
+        spec = params.resolve("licence_denial", n.commodity, n.stage, n.group)
+        rng = (spec.low, spec.high) if s.regime in ("licence", "quota") else (1.0, 1.0)
+    w = rng[0]
+    if rng[1] > rng[0]:
+        w = rng[0] + float(keyed_uniforms(seed, "path:" + path_key(s), 1, (draws,))[d]) * (rng[1] - rng[0])
+    lam = s.leakage if s.leakage is not None else (par["leakage_world"] if world else par["leakage"])
+    members = (set(PARTICIPANTS) - rs) if world else {m for t in s.targets for m in (PARTICIPANTS if t == "BLOC" else (t,))}
+    if world:
+        d_t, x_rt = 1.0 - home, exports
     else:
-        d_t, x_rt = float(b.d_t_named[i]), min(float(b.x_rt_named[i]), exports)
-    allowed = x_rt * (1.0 - w * (1.0 - lam))
-    base_supply = max(1.0 - sr, d_t - x_rt) + allowed
-    spare = float(b.spare_data[i]) if np.isfinite(b.spare_data[i]) else par["spare_capacity"] * (1.0 - sr)
-    p_u_short = _solve_u(sr - allowed, 1.0 - d_t, ed, es, 1.0 / par["max_price_ratio"])
-    m_eff = par["downstream_value_multiple"] * float(b.chain_a[i]) + float(b.chain_b[i])
-    # participants in T cannot demand more than T's whole demand
-    dem_t = float(sum(b.d_j[i, j] for j in range(NP) if b.in_t[i, j]))
-    scale = d_t / dem_t if dem_t > d_t else 1.0
-    rho, f_restr = float(b.rho[i]), settings["restraint_loss_fraction"]
-    stock, rate, cap = float(b.hold[i]), float(b.rate[i]), float(b.cap[i])
-    loss = np.zeros(NP)
-    for t in range(1, int(b.duration[i]) + 1):
-        ramp = par["ramp_months"]
-        supply = max(base_supply + spare * (min(1.0, t / ramp) if ramp > 0 else 1.0), 1e-12)
-        short = supply < d_t
-        rho_t = min(rho, 1.0 - supply / d_t) if short else 0.0  # restraint never exceeds the gap
-        if short:
-            demand = d_t * (1.0 - rho_t)
-            k = 0.0
-            if stock > 0:
-                k_req = max(demand * cap**ed - supply * cap**es, 0.0)
-                k = min(k_req, rate, stock * 12.0)
-                stock -= k / 12.0
-            p = _solve(supply, k, demand, ed, es, par["max_price_ratio"])
-            p_u = p_u_short
-            # share of targeted baseline demand that is served: on the demand curve, or what supply allows
-            served = min((1.0 - rho_t) * p**ed, (supply * p**es + k) / d_t)
-        else:
-            p, p_u, served = 1.0, 1.0, 1.0
-        for j in range(NP):
-            in_t = bool(b.in_t[i, j])
-            pj = p if in_t else p_u
-            dj = b.d_j[i, j] * (scale if in_t else 1.0)
-            if in_t:
-                restrained = rho_t * dj * pj**ed
-                bought = dj * served
+        d_t = x_named = 0.0
+        for iso in sorted(members):
+            if iso in PARTICIPANTS:
+                dj = n.demand_share[iso]
+                nir = n.nir.get(iso, np.nan)
+                if not np.isfinite(nir):
+                    nir = min(max(1.0 - n.shares.get(iso, 0.0) / dj, 0.0), 1.0) if dj > 0 else 1.0
+                imp = n.import_shares.get(iso, {})
             else:
-                restrained = 0.0
-                bought = dj * pj**ed
-            price_short = max(dj - bought - restrained, 0.0)
-            p_prod = p_u if b.j_restricts[i, j] else p
-            input_cost = (pj - 1.0) * bought
-            lost_output = (price_short + f_restr * restrained) * m_eff
-            producer_gain = (p_prod - 1.0) * b.s_j[i, j] * p_prod**es
-            loss[j] += (input_cost + lost_output - producer_gain) / 12.0
+                dj = 0.0
+                for v, _, _ in chain.links[ni]:
+                    if nodes.nodes[v].shares.get(iso):
+                        dj = nodes.nodes[v].shares[iso]
+                        break
+                else:
+                    dj = n.shares.get(iso, 0.0)
+                nir = min(max(1.0 - n.shares.get(iso, 0.0) / dj, 0.0), 1.0) if dj > 0 else 0.0
+                imp = {}
+            m = sum(imp.get(r, 0.0) for r in rs) if imp else sr / max(1.0 - n.shares.get(iso, 0.0), 1e-12)
+            d_t += dj
+            x_named += dj * nir * min(m, 1.0)
+        x_rt = min(x_named, exports)
+    withheld = w * (1.0 - lam) * x_rt
+    d_o = 0.0 if world else max(1.0 - home - d_t, 0.0)
+    diverted = min(withheld, max(d_o - (exports - x_rt), 0.0))
+    lost = withheld - diverted
+    s_base = d_t - lost + s.market_surplus * d_t
+    if n.spare_by_country and np.isfinite(n.q0_t) and n.q0_t > 0:
+        spare = sum(v for k, v in n.spare_by_country.items() if k not in rs) / n.q0_t
+    else:
+        spare = par["spare_capacity"] * (1.0 - sr)
+    d_u = home + (0.0 if world else exports - x_rt + diverted)
+    s_u = d_u + lost
+    gi = min(lost / d_t, 1.0) if d_t > 0 else 0.0
+    m_eff = par["downstream_value_multiple"] * float(chain.unlinked[ni]) + float(chain.linked_value[ni])
+    p_hi = min(par["max_price_ratio"], max(m_eff, 1.0))
+    p_lo = 1.0 / par["max_price_ratio"]
+    ed, ed_lr = par["elasticity_demand"], min(par["elasticity_demand_long"], par["elasticity_demand"])
+    es, tau, ramp = par["elasticity_supply"], par["substitution_months"], par["ramp_months"]
+    theta, eta, inv_m = par["stock_adjustment"], par["stock_price_response"], par["inventory_months"]
+    stock_t, stock_u = inv_m / 12.0 * d_t, inv_m / 12.0 * d_u
+    tgt_t, tgt_u = stock_t * (1.0 + par["hoarding_targeted"] * gi), stock_u * (1.0 + par["hoarding_restrictor"] * gi)
+    rho = s.response.demand_restraint
+    sp = s.response.stockpile
+    q0ok = np.isfinite(n.q0_t) and n.q0_t > 0
+    hold = sp.holdings_t / n.q0_t if (sp is not None and q0ok) else 0.0
+    rate = 12.0 * sp.max_release_t_per_month / n.q0_t if (sp is not None and q0ok and sp.max_release_t_per_month is not None) else math.inf
+    cap = sp.price_cap if (sp is not None and q0ok) else 1.0
+    # participants in T never demand more than T's whole demand
+    dem_t = sum(n.demand_share[iso] for iso in PARTICIPANTS if iso in members)
+    scale = d_t / dem_t if dem_t > d_t else 1.0
+    f_r, f_s = settings["restraint_loss_fraction"], settings["substitution_loss_fraction"]
+    shocked = lost > 0 or s.market_surplus != 0 or hold > 0
+    p_t = p_u = 1.0
+    loss = np.zeros(len(PARTICIPANTS))
+    for t in range(1, s.duration_months + 1):
+        if not shocked:
+            break
+        eps = ed + (ed_lr - ed) * min(1.0, (t - 1) / tau)
+        ramp_f = min(1.0, t / ramp) if ramp > 0 else 1.0
+        supply = max(s_base + min(spare * ramp_f, lost), 1e-12)
+        rho_t = min(rho, max(1.0 - supply / d_t, 0.0))
+        demand = d_t * (1.0 - rho_t)
+        a_t = theta * 12.0 * (tgt_t * p_t ** (-eta) - stock_t)
+        k = 0.0
+        if hold > 0:
+            k = min(max(demand + a_t - supply * cap ** (es - eps), 0.0), rate, 12.0 * hold)
+        p_t, consumed, flow, rel_k = _segment(supply, demand, a_t, k, es, eps, p_lo, p_hi)
+        pe = p_t**eps
+        stock_t = max(stock_t + flow / 12.0, 0.0)
+        hold = max(hold - rel_k / 12.0, 0.0)
+        if d_u > 0:
+            a_u = theta * 12.0 * (tgt_u * p_u ** (-eta) - stock_u)
+            p_u, _, flow_u, _ = _segment(max(s_u, 1e-12), d_u, a_u, 0.0, es, eps, p_lo, p_hi)
+            stock_u = max(stock_u + flow_u / 12.0, 0.0)
+        served = consumed / d_t if d_t > 0 else 1.0
+        restrained = rho_t * pe
+        substituted = (1.0 - rho_t) * (p_t**ed - pe) if p_t > 1.0 else 0.0
+        rationed = max(1.0 - served - restrained - substituted, 0.0)
+        for j, iso in enumerate(PARTICIPANTS):
+            if iso in members:
+                dj = n.demand_share[iso] * scale
+                cost = (p_t - 1.0) * served * dj
+                lost_out = (rationed + f_r * restrained + f_s * substituted) * dj * m_eff
+            else:
+                dj = n.demand_share[iso]
+                cost = (p_u - 1.0) * p_u**eps * dj
+                lost_out = max(1.0 - p_u**eps, 0.0) * dj * m_eff
+            loss[j] += (cost + lost_out) / 12.0
     return loss

@@ -173,16 +173,37 @@ class RunResult:
     #: disruption (max over the scenarios that occur at the node in the draw); only for runs with probabilities.
     #: ``totals`` and ``node_draws`` leave out, per perspective, the participant's own export restrictions.
     node_draws: dict[str, np.ndarray] = field(default_factory=dict)
+    #: (scenarios, 3, draws) consumer loss per scenario, perspective (USA, JPN, BLOC) and draw, conditional on
+    #: the scenario happening; only for runs with ``keep_draws`` (the risk ranking's tail estimator).
+    draw_loss: np.ndarray | None = None
 
 
 def _quantiles(x: np.ndarray, q: float) -> tuple[np.ndarray, np.ndarray]:
-    """VaR_q (the q-quantile over the last axis) and CVaR_q (mean of the values at or above it)."""
-    xs = np.sort(x, axis=-1)
-    n = xs.shape[-1]
-    var = np.quantile(xs, q, axis=-1)
-    k = min(int(math.floor(q * n)), n - 1)
-    cvar = xs[..., k:].mean(axis=-1)
-    return var, cvar
+    """VaR_q (the q-quantile over the last axis, linear interpolation) and CVaR_q of equally weighted draws.
+
+    CVaR is the Rockafellar-Uryasev tail mean ``VaR + E[(x - VaR)+] / (1 - q)``, so ``VaR <= CVaR`` and
+    ``mean <= CVaR`` hold by construction (up to rounding) for any number of draws.
+    """
+    var = np.quantile(x, q, axis=-1)
+    cvar = var + np.maximum(x - var[..., None], 0.0).mean(axis=-1) / (1.0 - q)
+    return var, np.maximum(cvar, var)
+
+
+def weighted_tail(values: np.ndarray, weights: np.ndarray, q: float = 0.95) -> tuple[float, float, float]:
+    """Mean, VaR_q and CVaR_q of a discrete distribution (``values`` with probabilities ``weights``, summing to 1).
+
+    VaR is the smallest value whose cumulative probability reaches ``q``; CVaR the mean of the upper
+    ``1 - q`` of the probability mass (the atom at VaR counted in part): ``mean <= CVaR`` and ``VaR <= CVaR``.
+    """
+    order = np.argsort(values, kind="stable")
+    v, w = values[order], weights[order]
+    w = w / w.sum()
+    cum = np.cumsum(w)
+    k = int(min(np.searchsorted(cum, q - 1e-12), len(v) - 1))
+    var = float(v[k])
+    tail = float(np.sum(w[k + 1:] * v[k + 1:]) + (cum[k] - q) * var) if k + 1 <= len(v) else var
+    cvar = tail / (1.0 - q)
+    return float(np.dot(w, v)), var, max(cvar, var)
 
 
 def run_chunk(
@@ -191,11 +212,12 @@ def run_chunk(
     settings: dict[str, float],
     seed: int,
     keep_paths: bool = False,
+    keep_draws: bool = False,
 ) -> dict[str, Any]:
     """Evaluate one chunk and reduce it (module-level so Dask can ship it)."""
     r = evaluate_chunk(b, draws, settings, seed, keep_paths)
     D = draws.draws
-    loss = np.concatenate([r.loss, r.loss.sum(axis=1, keepdims=True)], axis=1)  # (S, 3, D)
+    loss = np.concatenate([r.loss, r.loss.sum(axis=1, keepdims=True)], axis=1)  # (S, 3, D) consumer loss
     comp = {
         "input_cost": r.input_cost,
         "lost_output": r.lost_output,
@@ -203,7 +225,9 @@ def run_chunk(
     }
     comp = {k: np.concatenate([v, v.sum(axis=1, keepdims=True)], axis=1).mean(axis=2) for k, v in comp.items()}
     short_d = np.concatenate([r.shortfall_t, r.shortfall_t.sum(axis=1, keepdims=True)], axis=1)  # (S, 3, D)
-    rel = np.concatenate([r.loss_rel, r.loss_rel.sum(axis=1, keepdims=True)], axis=1)
+    risk_usd = np.concatenate([r.at_risk_usd, r.at_risk_usd.sum(axis=1, keepdims=True)], axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        at_risk = np.where(risk_usd > 0, loss / risk_usd, 0.0)
     var, cvar = _quantiles(loss, 0.95)
     pk = np.quantile(r.peak_price, [0.05, 0.5, 0.95], axis=1)
     out: dict[str, Any] = {
@@ -214,7 +238,8 @@ def run_chunk(
         "p95": np.quantile(loss, 0.95, axis=2),
         "var95": var,
         "cvar95": cvar,
-        "rel": rel.mean(axis=2),
+        "rel": at_risk.mean(axis=2),
+        "short_p": (short_d > 0).mean(axis=2),
         "short": short_d.mean(axis=2),
         "peak": pk.T,
         "peak_mean": r.peak_price.mean(axis=1),
@@ -239,16 +264,31 @@ def run_chunk(
     out["hits"] = hits
     if keep_paths and r.paths is not None:
         out["paths"] = r.paths
+    if keep_draws:
+        out["draws"] = loss
     return out
 
 
 def _chunks(b: Batch, draws: int, chunk_elements: int) -> list[np.ndarray]:
-    """Scenario index blocks of equal duration with at most ``chunk_elements`` scenario-draws each."""
+    """Scenario index blocks of at most about ``chunk_elements`` scenario-draws each; the scenarios of one path
+    (equal but for their duration) stay in one block, and blocks hold paths of equal length."""
     per = max(1, chunk_elements // max(draws, 1))
+    members: dict[str, list[int]] = {}
+    for i, k in enumerate(b.path):
+        members.setdefault(k, []).append(i)
+    groups = sorted(members.values(), key=lambda ix: (int(max(b.duration[ix])), ix[0]))
     out: list[np.ndarray] = []
-    for d in np.unique(b.duration):
-        idx = np.flatnonzero(b.duration == d)
-        out.extend(idx[i : i + per] for i in range(0, len(idx), per))
+    cur: list[int] = []
+    cur_len = -1
+    for ix in groups:
+        length = int(max(b.duration[ix]))
+        if cur and (len(cur) + len(ix) > per or length != cur_len):
+            out.append(np.array(cur, dtype=np.int64))
+            cur = []
+        cur.extend(ix)
+        cur_len = length
+    if cur:
+        out.append(np.array(cur, dtype=np.int64))
     return out
 
 
@@ -271,6 +311,7 @@ def _run(
     seed: int = 0,
     probabilities: list[float] | None = None,
     keep_paths: bool = False,
+    keep_draws: bool = False,
     threads: int = 2,
     client: Any = None,
     chunk_elements: int = CHUNK_ELEMENTS,
@@ -287,7 +328,7 @@ def _run(
     if client is not None:
         nd_f = client.scatter(nd, broadcast=True)
         futures = [
-            client.submit(run_chunk, batch.take(ix), nd_f, sim.settings, seed, keep_paths, pure=False)
+            client.submit(run_chunk, batch.take(ix), nd_f, sim.settings, seed, keep_paths, keep_draws, pure=False)
             for ix in blocks
         ]
         from distributed import as_completed
@@ -304,7 +345,7 @@ def _run(
             raise
     else:
         with ThreadPoolExecutor(max_workers=max(1, threads)) as ex:
-            futs = [ex.submit(run_chunk, batch.take(ix), nd, sim.settings, seed, keep_paths) for ix in blocks]
+            futs = [ex.submit(run_chunk, batch.take(ix), nd, sim.settings, seed, keep_paths, keep_draws) for ix in blocks]
             try:
                 for i, f in enumerate(futs):
                     parts[i] = f.result()
@@ -315,7 +356,7 @@ def _run(
                 for f in futs:  # a progress callback that raises (a cancelled job) stops the chunks not yet started
                     f.cancel()
                 raise
-    return _assemble(sim, scenarios, batch, blocks, parts, draws, seed, probabilities, keep_paths)
+    return _assemble(sim, scenarios, batch, blocks, parts, draws, seed, probabilities, keep_paths, keep_draws)
 
 
 def _assemble(
@@ -328,6 +369,7 @@ def _assemble(
     seed: int,
     probabilities: list[float] | None,
     keep_paths: bool,
+    keep_draws: bool = False,
 ) -> RunResult:
     S = len(batch)
     order = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int64)
@@ -338,7 +380,7 @@ def _assemble(
         return out
     mean, p05, p95, var, cvar = cat("mean"), cat("p05"), cat("p95"), cat("var95"), cat("cvar95")
     se = cat("se")
-    rel, short = cat("rel"), cat("short")
+    rel, short, short_p = cat("rel"), cat("short"), cat("short_p")
     ic, lo, pg = cat("input_cost"), cat("lost_output"), cat("producer_gain")
     peak, peak_mean, price_u, stock = cat("peak"), cat("peak_mean"), cat("price_u"), cat("stock")
     probs = np.asarray(probabilities if probabilities is not None else [np.nan] * S, dtype=float)
@@ -358,6 +400,7 @@ def _assemble(
                     "perspective": per,
                     "probability": probs[i],
                     "expected_loss_usd": mean[i, j],
+                    "net_loss_usd": mean[i, j] - pg[i, j],
                     "loss_se_usd": se[i, j],
                     "input_cost_usd": ic[i, j],
                     "lost_output_usd": lo[i, j],
@@ -366,8 +409,9 @@ def _assemble(
                     "loss_p95_usd": p95[i, j],
                     "var95_usd": var[i, j],
                     "cvar95_usd": cvar[i, j],
-                    "loss_share_of_world_value": rel[i, j],
+                    "loss_share_of_output_at_risk": rel[i, j],
                     "shortfall_t": short[i, j],
+                    "probability_of_shortfall": min(max(float(short_p[i, j]), 0.0), 1.0),
                     "downstream_shortfall_t": {k: round(v, 6) for k, v in downstream_shortfall(sim.nodes, sim.chain, int(batch.node[i]), float(short[i, j])).items()},
                     "peak_price_ratio_mean": peak_mean[i],
                     "peak_price_ratio_p05": peak[i, 0],
@@ -401,7 +445,8 @@ def _assemble(
     paths = None
     if keep_paths:
         paths = _path_bands(scenarios, batch, blocks, parts)
-    return RunResult(df, totals, paths, sim.metadata(draws, seed), evaluations=S * draws, node_draws=node_draws)
+    return RunResult(df, totals, paths, sim.metadata(draws, seed), evaluations=S * draws, node_draws=node_draws,
+                     draw_loss=cat("draws") if keep_draws else None)
 
 
 def _path_bands(scenarios: list[Scenario], batch: Batch, blocks: list[np.ndarray], parts: list[dict[str, Any]]) -> pd.DataFrame:

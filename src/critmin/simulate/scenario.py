@@ -63,6 +63,9 @@ class Scenario(BaseModel):
       licence regimes and quotas.
     - ``leakage``: share of withheld exports that still reaches the targets through third countries
       (None = the parameter table's default for the node).
+    - ``market_surplus``: the targeted segment's excess supply at the old price before the disruption, as a
+      share of its demand (0: balanced, the risk library's baseline; the back-test sets it per event from
+      sourced market balances).
     - ``probability``: annual probability of the scenario (None = from the probability model; in-force
       controls are certain).
     """
@@ -83,6 +86,9 @@ class Scenario(BaseModel):
     start_date: str | None = Field(default=None, pattern=r"^\d{4}(-\d{2})?$", description="Calendar start (YYYY or YYYY-MM) of a real event")
     duration_months: int = Field(default=12, ge=1, le=120)
     leakage: float | None = Field(default=None, ge=0.0, le=1.0)
+    market_surplus: float = Field(default=0.0, ge=-0.5, le=1.0, description=(
+        "Excess supply in the targeted segment before the disruption, as a share of its demand (0 = balanced; "
+        "positive = oversupplied, e.g. a historical event's market; negative = already short)"))
     response: Response = Field(default_factory=lambda: Response())
     probability: float | None = Field(default=None, ge=0.0, le=1.0)
     status: Status = "hypothetical"

@@ -294,3 +294,29 @@ def import_event_scenarios(
     if problems:
         raise ImportDataError(problems)
     return pd.DataFrame(rows)
+
+
+_TRANSITION_COLUMNS = ("regime_event_id", "changed_by_event_id", "date", "kind", "targets", "note")
+
+
+def import_regime_transitions(path: Path, event_ids: set[str], quirks: QuirkLog) -> pd.DataFrame:
+    """What in-force controls became (tightening, a ban on a participant, relaxation) -> regime_transitions.
+
+    Each row cites the sources of its regime event; both event ids must be in the events table.
+    """
+    file = path.name
+    df = read_raw_csv(path, quirks)
+    problems = _missing_columns(df, _TRANSITION_COLUMNS, file)
+    if problems:
+        raise ImportDataError(problems)
+    rows = []
+    for rec in df.to_dict("records"):
+        line = int(rec["_line"])
+        text = {k: normalise_name(v) for k, v in rec.items() if k != "_line"}
+        for field in ("regime_event_id", "changed_by_event_id"):
+            if text[field] and text[field] not in event_ids:
+                problems.append(Problem(file, line, field, f"unknown event '{text[field]}' (not in events/export_restrictions.csv)"))
+        rows.append({k: text[k] for k in _TRANSITION_COLUMNS} | {"source_id": event_source_id(text["regime_event_id"])})
+    if problems:
+        raise ImportDataError(problems)
+    return pd.DataFrame(rows, columns=[*_TRANSITION_COLUMNS, "source_id"])

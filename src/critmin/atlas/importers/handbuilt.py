@@ -25,7 +25,7 @@ class SourceRegistry:
     def __init__(self) -> None:
         self.rows: dict[str, dict[str, object]] = {}
 
-    def register(self, source: str, url: str, verification: str, year: object = None) -> str:
+    def register(self, source: str, url: str, verification: str, year: object = None, licence: str = "") -> str:
         source, url = normalise_name(source), normalise_name(url)
         sid = "src_" + hashlib.sha1(f"{source}|{url}".encode()).hexdigest()[:10]
         if sid not in self.rows:
@@ -35,7 +35,7 @@ class SourceRegistry:
                 "organisation": org,
                 "title": source,
                 "year": year if year not in ("", None) else None,
-                "licence": "Facts with attribution (see data/raw/PROVENANCE.md)",
+                "licence": licence or "Facts with attribution (see data/raw/PROVENANCE.md)",
                 "url": url,
                 "verification": verification,
             }

@@ -12,6 +12,8 @@ Quirks handled (each counted in the build report and covered by a test):
 - ``inequality_as_text`` (``>50``, ``<100,000``) and ``thousands_separator``;
 - ``footnote_in_note``: footnote text kept in the ``note`` column, never parsed as a number;
 - ``unit_blank_filled``: a row with a blank UNIT_MEAS takes the unit of its series;
+- ``unit_mislabelled``: a series whose UNIT_MEAS contradicts its values (curated ``unit_override``, with the
+  evidence in the series map's note);
 - ``rounded_world_total``: world totals are rounded and may exclude U.S. production; shares use the sum of
   reported countries plus "Other countries", and the gap to the published total is recorded;
 - ``empty_row``: rows with no value at all are dropped;
@@ -76,6 +78,10 @@ def import_world_data(
             unmapped.add(f"{commodity} | {typ}")
             continue
         unit = normalise_name(rec["UNIT_MEAS"])
+        override = normalise_name(getattr(m, "unit_override", "") or "")
+        if override:
+            quirks.hit("unit_mislabelled")
+            unit = override
         if unit:
             series_units.setdefault((commodity, typ), unit)
         country_raw = normalise_name(rec["COUNTRY"])

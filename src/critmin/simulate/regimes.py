@@ -1,0 +1,142 @@
+"""What a control already in force can become: tightening, a ban aimed at a participant, or relaxation.
+
+A control in force is no longer a surprise (the 2024 baseline data already reflect those that started by
+then), but it is not "no risk": the record shows such regimes escalate. China's gallium and germanium
+licences (August 2023) became a ban on exports to the USA in December 2024; its graphite licences were
+tightened for the USA, then extended to anode materials; its rare-earth controls grew in April and October
+2025. The risk of an in-force regime is therefore modelled as what it can become.
+
+Transition rates are fitted from the atlas tables ``events`` (the regimes and their dates) and
+``regime_transitions`` (what each became, with sources):
+
+- exposure ``E`` = regime-years: from each export control's start to its end or ``HISTORY_END``, summed over
+  the controls (sanctions and import measures excluded; a control without a start date is not counted);
+- per kind ``k`` (tightening, ban_to_participant, relaxation): ``n_k`` transitions; the annual rate
+  ``λ_k = n_k / E`` and probability ``P_k = 1 - exp(-λ_k)`` per regime and year; an exact 90 % Poisson
+  interval (Garwood) on ``λ_k`` is reported;
+- a ban aimed at a participant is split between targets USA, JPN and BLOC with add-one smoothing of the
+  observed targets.
+
+Each in-force control at a node (restrictor, commodity, stage) gets the family of evolution scenarios:
+
+- ``tighten``: the restrictor denies a further share of its exports to every destination, drawn from the
+  node's ``licence_denial`` range (sourced per commodity where possible), probability ``P_tightening``;
+- ``ban.USA``, ``ban.JPN``, ``ban.BLOC``: a full ban on the participant(s), probability ``P_ban × π_target``.
+
+A relaxation costs the participants nothing (prices fall), so it carries no loss; its probability is
+reported. Evolution scenarios last ``in_force_horizon_months`` and act on the baseline flows (which already
+include the control when it is in the baseline data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.stats import chi2
+
+from critmin.atlas.model import Atlas
+from critmin.simulate.nodes import PARTICIPANTS
+from critmin.simulate.scenario import Scenario
+
+HISTORY_END = "2025-11"
+KINDS = ("tightening", "ban_to_participant", "relaxation")
+_NOT_EXPORT = ("sanction", "import")
+
+
+def _months(a: str, b: str) -> float:
+    pa, pb = pd.Period(a[:7], "M"), pd.Period(b[:7], "M")
+    return max(float((pb - pa).n), 0.0)
+
+
+@dataclass
+class RegimeModel:
+    """Fitted transition probabilities of in-force export controls (annual, per regime)."""
+
+    exposure_years: float
+    counts: dict[str, int]
+    probability: dict[str, float]
+    interval90: dict[str, tuple[float, float]]
+    target_weights: dict[str, float]
+    regimes: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "exposure_regime_years": round(self.exposure_years, 2),
+            "transitions": self.counts,
+            "annual_probability": {k: round(v, 4) for k, v in self.probability.items()},
+            "annual_rate_interval90": {k: [round(a, 4), round(b, 4)] for k, (a, b) in self.interval90.items()},
+            "ban_target_weights": {k: round(v, 3) for k, v in self.target_weights.items()},
+            "regimes_counted": self.regimes,
+            "notes": self.notes,
+        }
+
+
+def fit_regime_model(atlas: Atlas, history_end: str = HISTORY_END) -> RegimeModel:
+    """The model of the module docstring from the atlas event tables."""
+    ev = atlas.tables.get("events")
+    tr = atlas.tables.get("regime_transitions")
+    notes: list[str] = []
+    exposure = 0.0
+    counted: list[str] = []
+    if ev is not None:
+        for r in ev.to_dict("records"):
+            if any(k in str(r["event_type"]).lower() for k in _NOT_EXPORT):
+                continue
+            start = str(r.get("start") or "")
+            if len(start) < 7:
+                continue
+            end = str(r.get("end") or "")
+            stop = min(end[:7], history_end) if len(end) >= 7 else history_end
+            if stop <= start[:7]:
+                continue  # suspended before entry into force
+            exposure += _months(start, stop) / 12.0
+            counted.append(str(r["event_id"]))
+    counts = dict.fromkeys(KINDS, 0)
+    tgt = {"USA": 0, "JPN": 0, "BLOC": 0}
+    if tr is not None:
+        for r in tr.to_dict("records"):
+            counts[str(r["kind"])] += 1
+            if r["kind"] == "ban_to_participant":
+                t = str(r["targets"]).split(";")
+                key = "BLOC" if set(t) >= set(PARTICIPANTS) else (t[0] if t[0] in tgt else None)
+                if key:
+                    tgt[key] += 1
+    prob, interval = {}, {}
+    for k in KINDS:
+        n = counts[k]
+        lam = n / exposure if exposure > 0 else 0.0
+        prob[k] = float(1.0 - np.exp(-lam))
+        lo = chi2.ppf(0.05, 2 * n) / 2 / exposure if n > 0 and exposure > 0 else 0.0
+        hi = chi2.ppf(0.95, 2 * n + 2) / 2 / exposure if exposure > 0 else np.inf
+        interval[k] = (float(lo), float(hi))
+    tot = sum(tgt.values()) + len(tgt)
+    weights = {k: (v + 1) / tot for k, v in tgt.items()}
+    notes.append("exposure counts export controls with a start date, from start to end or " + history_end
+                 + "; transitions as recorded in regime_transitions (curated from the event table's sources)")
+    notes.append("small sample: the 90 % intervals on the annual rates are wide (see annual_rate_interval90)")
+    return RegimeModel(exposure, counts, prob, interval, weights, counted, notes)
+
+
+def evolution_scenarios(control: Scenario, model: RegimeModel, horizon_months: int) -> list[tuple[Scenario, float]]:
+    """The evolution family of one in-force control scenario, with each scenario's annual probability."""
+    out: list[tuple[Scenario, float]] = []
+    base = f"evo.{control.id.removeprefix('ev.')}"
+    common = dict(commodity=control.commodity, stage=control.stage, restrictors=list(control.restrictors),
+                  duration_months=horizon_months, status="hypothetical", family=base, event_id=control.event_id,
+                  source_ids=list(control.source_ids))
+    p_t = model.probability["tightening"]
+    if p_t > 0:
+        out.append((Scenario(id=f"{base}.tighten", title=f"{control.event_id}: the control tightens (further licence denials to all destinations)",
+                             targets=["WORLD"], regime="licence",
+                             note="evolution of a control in force: a further share of exports denied (licence_denial range)", **common), p_t))
+    p_b = model.probability["ban_to_participant"]
+    for tgt, wgt in model.target_weights.items():
+        if p_b * wgt <= 0 or set(control.restrictors) & (set(PARTICIPANTS) if tgt == "BLOC" else {tgt}):
+            continue
+        out.append((Scenario(id=f"{base}.ban.{tgt}", title=f"{control.event_id}: the control becomes a ban on exports to {tgt}",
+                             targets=[tgt], regime="ban", withheld_share=1.0,
+                             note="evolution of a control in force: a ban aimed at a participant", **common), p_b * wgt))
+    return out
