@@ -92,9 +92,14 @@ def _from_published(atlas: Atlas, year: int, exclude: set[tuple[str, str]]) -> p
         s = s[keep]
     if s.empty:
         return s
-    group = ["commodity_id", "stage", "product", "share_kind", "year", "source_id"]
+    # one table = one product, kind and year; a table compiled from several sources (each naming different
+    # countries) counts as one, a country named twice keeping its best-verified figure
+    s["_v"] = s["verification"].map(_VERIFICATION_RANK).fillna(3)
+    s = s.sort_values(["_v", "source_id"]).drop_duplicates(["commodity_id", "stage", "product", "share_kind", "year", "country_iso3"])
+    group = ["commodity_id", "stage", "product", "share_kind", "year"]
     g = s.groupby(group, as_index=False).agg(
-        n=("country_iso3", "nunique"), coverage=("share_pct", "sum"), verification=("verification", "first")
+        n=("country_iso3", "nunique"), coverage=("share_pct", "sum"), verification=("verification", "first"),
+        source_id=("source_id", "min"),
     )
     g["_k"] = g["share_kind"].map(_KIND_RANK)
     g["_v"] = g["verification"].map(_VERIFICATION_RANK).fillna(3)
@@ -104,7 +109,7 @@ def _from_published(atlas: Atlas, year: int, exclude: set[tuple[str, str]]) -> p
         ascending=[True, True, True, True, False, False, True, True],
     )
     best = g.drop_duplicates(["commodity_id", "stage"])[group]
-    sel = s.merge(best, on=group)
+    sel = s.drop(columns="_v").merge(best, on=group)
     out = sel.assign(share=sel["share_pct"] / 100.0, basis="published", dataset="stage_shares")
     return out[["commodity_id", "stage", "country_iso3", "year", "source_id", "share", "basis", "bound", "dataset"]]
 

@@ -47,6 +47,10 @@ RAW_FILES = {
     "export_shares": "trade/export_shares.csv",
     "world_output": "supply/world_output.csv",
     "supply_shares": "supply/country_shares.csv",
+    "japan_consumption": "japan/consumption_jogmec.csv",
+    "japan_import_sources_jogmec": "japan/import_sources_jogmec.csv",
+    "backtest_cases": "events/backtest_cases.csv",
+    "price_observations": "events/price_observations.csv",
 }
 
 #: Sort keys of each table (deterministic output).
@@ -74,6 +78,8 @@ SORT_KEYS: dict[str, list[str]] = {
     "market_values": ["commodity_id", "stage", "year", "source_id"],
     "export_shares": ["commodity_id", "stage", "exporter_iso3", "use", "year", "form", "source_id"],
     "world_output": ["commodity_id", "stage", "use", "year", "source_id"],
+    "backtest_cases": ["case_id"],
+    "price_observations": ["event_id", "commodity_id", "stage", "segment", "window", "form", "market", "after_date", "source_id"],
 }
 
 
@@ -153,10 +159,16 @@ def build_tables(raw_dir: Path, cdir: Path | None = None) -> tuple[dict[str, pd.
     refs = {"iso3": iso_codes, "commodity": set(commodities["commodity_id"]), "stage": set(STAGE_ORDER)}
     sourced = {
         name: curated.import_sourced_table(paths[name], name, registry, resolver, refs, quirks)
-        for name in ("node_prices", "market_values", "export_shares", "world_output")
+        for name in ("node_prices", "market_values", "export_shares", "world_output", "backtest_cases", "price_observations")
     }
     supply_shares = curated.import_sourced_table(paths["supply_shares"], "stage_shares", registry, resolver, refs, quirks)
     stage_shares = pd.concat([stage_shares, supply_shares], ignore_index=True)
+    consumption = pd.concat(
+        [consumption, curated.import_sourced_table(paths["japan_consumption"], "consumption", registry, resolver, refs, quirks)],
+        ignore_index=True)
+    import_sources = pd.concat(
+        [import_sources, curated.import_sourced_table(paths["japan_import_sources_jogmec"], "import_sources", registry, resolver, refs, quirks)],
+        ignore_index=True)
 
     sources = pd.concat([_read_curated(cdir, "sources"), registry.frame(), event_sources], ignore_index=True)
     blocs = _read_curated(cdir, "blocs")

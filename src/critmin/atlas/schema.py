@@ -70,6 +70,8 @@ TABLE_ORDER: tuple[str, ...] = (
     "export_shares",
     "market_values",
     "world_output",
+    "backtest_cases",
+    "price_observations",
 )
 
 _DATE = re.compile(r"^(\d{4})-(\d{2})(?:-(\d{2}))?$")

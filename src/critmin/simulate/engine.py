@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from critmin.simulate.market import clear_month, release_to_cap
+from critmin.simulate.market import clear_month, release_to_cap, stock_demand
 from critmin.simulate.nodes import PARTICIPANTS, NodeTable
 from critmin.simulate.parameters import SAMPLED, Parameters
 from critmin.simulate.scenario import Scenario
@@ -321,7 +321,7 @@ def compile_batch(
                         fl.append(f"{iso} reliance proxy 1 - s/d = {nir:.2f}")
                     imp = n.import_shares.get(iso, {})
                 else:
-                    d = _downstream_share(nodes, chain, ni, iso)
+                    d = downstream_share_proxy(nodes, chain, ni, iso)
                     nir = float(np.clip(1.0 - n.shares.get(iso, 0.0) / d, 0.0, 1.0)) if d > 0 else 0.0
                     imp = {}
                     fl.append(f"{iso} demand share proxy {d:.3f} (production share downstream)")
@@ -391,12 +391,22 @@ def downstream_shortfall(nodes: NodeTable, chain: ChainFactors, node: int, tonne
     return out
 
 
-def _downstream_share(nodes: NodeTable, chain: ChainFactors, ni: int, iso: str) -> float:
+def downstream_share_proxy(nodes: NodeTable, chain: ChainFactors, ni: int, iso: str) -> float:
+    """A non-participant target's demand proxy: its share of the next stage down the chain (a chain link, else
+    the next stage of the same commodity), else its share of this node."""
+    from critmin.atlas.schema import STAGE_ORDER
+
     for v, _, _ in chain.links[ni]:
         s = nodes.nodes[v].shares.get(iso)
         if s:
             return s
-    return nodes.nodes[ni].shares.get(iso, 0.0)
+    here = nodes.nodes[ni]
+    later = sorted((STAGE_ORDER.get(n.stage, 99), n.shares.get(iso, 0.0)) for n in nodes.nodes
+                   if n.commodity == here.commodity and STAGE_ORDER.get(n.stage, 99) > STAGE_ORDER.get(here.stage, 99))
+    for _, s in later:
+        if s:
+            return s
+    return here.shares.get(iso, 0.0)
 
 
 @dataclass
@@ -552,8 +562,9 @@ def _month_loop(
     d_t, s_t, lost, spare, d_u, s_u, gi = (pr(x) for x in (st.d_t, st.s_t, st.gap_fill, st.spare, st.d_u, st.s_u, st.g))
     ed, ed_lr, tau_sub = pr(g["elasticity_demand"]), pr(g["elasticity_demand_long"]), pr(g["substitution_months"])
     es, ramp = pr(g["elasticity_supply"]), pr(g["ramp_months"])
-    inv_m, theta, eta = pr(g["inventory_months"]), pr(g["stock_adjustment"]), pr(g["stock_price_response"])
+    inv_m, theta, half = pr(g["inventory_months"]), pr(g["stock_adjustment"]), pr(g["stock_half_cover_months"])
     chi_t, chi_u = pr(g["hoarding_targeted"]), pr(g["hoarding_restrictor"])
+    psi = pr(g["price_transmission"])
     hi, lo = pr(p_hi), pr(p_lo)
     ed_lr = np.minimum(ed_lr, ed)  # demand is never less elastic in the long run
     rho = b.rho[sel, None]
@@ -568,7 +579,6 @@ def _month_loop(
     tgt_t = stock_t * (1.0 + chi_t * gi)
     tgt_u = stock_u * (1.0 + chi_u * gi)
     p_t = np.ones_like(d_t)
-    p_u = np.ones_like(d_t)
     acc = {k: np.zeros_like(d_t) for k in acc_s}
     peak = np.ones_like(d_t)
     # scenarios of these paths, grouped by their last month
@@ -583,7 +593,7 @@ def _month_loop(
         gap = np.maximum(1.0 - supply / d_t, 0.0)
         rho_t = np.minimum(rho, gap)
         demand = d_t * (1.0 - rho_t)
-        a_t = theta * 12.0 * (tgt_t * np.power(p_t, -eta) - stock_t)
+        a_t = stock_demand(stock_t, tgt_t, demand - supply, d_t, theta, half)
         if has_stock:
             k = np.minimum(np.minimum(release_to_cap(supply, demand, a_t, cap, es, eps), rate), 12.0 * hold)
         else:
@@ -593,9 +603,10 @@ def _month_loop(
         stock_t = np.maximum(stock_t + c.stock_flow / 12.0, 0.0)
         hold = np.maximum(hold - c.release / 12.0, 0.0)
         # the restrictor's own market (and third countries it serves)
-        a_u = theta * 12.0 * (tgt_u * np.power(p_u, -eta) - stock_u)
+        a_u = stock_demand(stock_u, tgt_u, d_u - s_u, d_u, theta, half)
         cu = clear_month(np.maximum(s_u, 1e-12), d_u, a_u, 0.0, es, eps, lo, hi)
-        p_u = np.where(has_u, cu.price, 1.0)
+        # licensed exports and leakage carry part of the export price into the restrictor's market
+        p_u = np.where(has_u, np.exp(psi * np.log(p_t) + (1.0 - psi) * np.log(cu.price)), 1.0)
         stock_u = np.where(has_u, np.maximum(stock_u + cu.stock_flow / 12.0, 0.0), stock_u)
         # shares of baseline targeted demand: served, restrained by policy, substituted, price-rationed
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -194,6 +194,18 @@ class NodeTable:
 MAX_PLAUSIBLE_DEMAND_SHARE = 0.5
 
 
+def _consumption_ratio(cons: dict[str, dict[str, float]]) -> dict[tuple[str, str], tuple[float, int]]:
+    """Median ratio of two participants' consumption (t) over the commodities where both are known."""
+    out: dict[tuple[str, str], tuple[float, int]] = {}
+    for a in PARTICIPANTS:
+        for b in PARTICIPANTS:
+            if a == b:
+                continue
+            r = [cons[c][a] / cons[c][b] for c in cons if cons[c].get(a, 0) > 0 and cons[c].get(b, 0) > 0]
+            out[(a, b)] = (float(np.median(r)), len(r)) if r else (np.nan, 0)
+    return out
+
+
 def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | None = None) -> NodeTable:
     """Baseline of every node with country shares (see module docstring)."""
     shares = stage_shares_table(atlas, year)
@@ -275,15 +287,26 @@ def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | N
                 source_ids=sorted(set(g["source_id"])),
             )
         )
-    # demand-share proxy: median observed ratio per participant
+    # demand-share proxies (flagged): from the other participant's share of the same node, scaled by the median
+    # ratio of the two participants' consumption over the commodities where both are known; else the median
+    # observed demand share of the participant
+    ratio = _consumption_ratio(cons)
     for iso in PARTICIPANTS:
+        other = next(o for o in PARTICIPANTS if o != iso)
         obs = [n.demand_share[iso] for n in nodes if np.isfinite(n.demand_share[iso])]
         med = float(np.median(obs)) if obs else np.nan
+        k, n_pairs = ratio.get((iso, other), (np.nan, 0))
         for n in nodes:
-            if not np.isfinite(n.demand_share[iso]):
+            if np.isfinite(n.demand_share[iso]):
+                continue
+            if np.isfinite(n.demand_share[other]) and np.isfinite(k) and n.demand_basis.get(other, "").startswith(other):
+                n.demand_share[iso] = float(min(n.demand_share[other] * k, MAX_PLAUSIBLE_DEMAND_SHARE))
+                n.demand_basis[iso] = (f"proxy: {other} demand share x median {iso}/{other} consumption ratio {k:.3g} "
+                                       f"over {n_pairs} commodities with both")
+            else:
                 n.demand_share[iso] = med
                 n.demand_basis[iso] = f"proxy: median {iso} consumption/world output over {len(obs)} nodes with data ({med:.3g})"
-                n.flags.append(f"{iso} demand share is a proxy")
+            n.flags.append(f"{iso} demand share is a proxy")
     for n in nodes:
         if not np.isfinite(n.q0_t):
             n.flags.append("world output unknown: no USD loss")

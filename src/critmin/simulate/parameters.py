@@ -39,9 +39,10 @@ SAMPLED: dict[str, tuple[float, float]] = {
     "restrictor_export_share": (0.0, 1.0),
     "inventory_months": (0.0, 24.0),
     "stock_adjustment": (0.0, 1.0),
-    "stock_price_response": (0.0, 10.0),
+    "stock_half_cover_months": (0.01, 120.0),
     "hoarding_targeted": (0.0, 10.0),
     "hoarding_restrictor": (0.0, 10.0),
+    "price_transmission": (0.0, 1.0),
     "downstream_value_multiple": (0.0, 1000.0),
     "max_price_ratio": (1.0, 1000.0),
 }

@@ -18,7 +18,7 @@ import math
 import numpy as np
 from scipy.optimize import brentq
 
-from critmin.simulate.engine import SAMPLED_NAMES, ChainFactors, keyed_uniforms, path_key
+from critmin.simulate.engine import SAMPLED_NAMES, ChainFactors, downstream_share_proxy as _downstream_share, keyed_uniforms, path_key
 from critmin.simulate.nodes import PARTICIPANTS, NodeTable
 from critmin.simulate.parameters import Parameters
 from critmin.simulate.scenario import Scenario
@@ -101,13 +101,7 @@ def scalar_losses(s: Scenario, nodes: NodeTable, chain: ChainFactors, params: Pa
                     nir = min(max(1.0 - n.shares.get(iso, 0.0) / dj, 0.0), 1.0) if dj > 0 else 1.0
                 imp = n.import_shares.get(iso, {})
             else:
-                dj = 0.0
-                for v, _, _ in chain.links[ni]:
-                    if nodes.nodes[v].shares.get(iso):
-                        dj = nodes.nodes[v].shares[iso]
-                        break
-                else:
-                    dj = n.shares.get(iso, 0.0)
+                dj = _downstream_share(nodes, chain, ni, iso)
                 nir = min(max(1.0 - n.shares.get(iso, 0.0) / dj, 0.0), 1.0) if dj > 0 else 0.0
                 imp = {}
             m = sum(imp.get(r, 0.0) for r in rs) if imp else sr / max(1.0 - n.shares.get(iso, 0.0), 1e-12)
@@ -131,7 +125,7 @@ def scalar_losses(s: Scenario, nodes: NodeTable, chain: ChainFactors, params: Pa
     p_lo = 1.0 / par["max_price_ratio"]
     ed, ed_lr = par["elasticity_demand"], min(par["elasticity_demand_long"], par["elasticity_demand"])
     es, tau, ramp = par["elasticity_supply"], par["substitution_months"], par["ramp_months"]
-    theta, eta, inv_m = par["stock_adjustment"], par["stock_price_response"], par["inventory_months"]
+    theta, half, inv_m = par["stock_adjustment"], par["stock_half_cover_months"], par["inventory_months"]
     stock_t, stock_u = inv_m / 12.0 * d_t, inv_m / 12.0 * d_u
     tgt_t, tgt_u = stock_t * (1.0 + par["hoarding_targeted"] * gi), stock_u * (1.0 + par["hoarding_restrictor"] * gi)
     rho = s.response.demand_restraint
@@ -155,7 +149,8 @@ def scalar_losses(s: Scenario, nodes: NodeTable, chain: ChainFactors, params: Pa
         supply = max(s_base + min(spare * ramp_f, lost), 1e-12)
         rho_t = min(rho, max(1.0 - supply / d_t, 0.0))
         demand = d_t * (1.0 - rho_t)
-        a_t = theta * 12.0 * (tgt_t * p_t ** (-eta) - stock_t)
+        cover = stock_t / (stock_t + half * d_t / 12.0) if stock_t > 0 else 0.0
+        a_t = max(theta * 12.0 * (tgt_t - stock_t) - cover * (demand - supply), -12.0 * stock_t)
         k = 0.0
         if hold > 0:
             k = min(max(demand + a_t - supply * cap ** (es - eps), 0.0), rate, 12.0 * hold)
@@ -164,8 +159,10 @@ def scalar_losses(s: Scenario, nodes: NodeTable, chain: ChainFactors, params: Pa
         stock_t = max(stock_t + flow / 12.0, 0.0)
         hold = max(hold - rel_k / 12.0, 0.0)
         if d_u > 0:
-            a_u = theta * 12.0 * (tgt_u * p_u ** (-eta) - stock_u)
-            p_u, _, flow_u, _ = _segment(max(s_u, 1e-12), d_u, a_u, 0.0, es, eps, p_lo, p_hi)
+            cover_u = stock_u / (stock_u + half * d_u / 12.0) if stock_u > 0 else 0.0
+            a_u = max(theta * 12.0 * (tgt_u - stock_u) - cover_u * (d_u - s_u), -12.0 * stock_u)
+            p_home, _, flow_u, _ = _segment(max(s_u, 1e-12), d_u, a_u, 0.0, es, eps, p_lo, p_hi)
+            p_u = math.exp(par["price_transmission"] * math.log(p_t) + (1.0 - par["price_transmission"]) * math.log(p_home))
             stock_u = max(stock_u + flow_u / 12.0, 0.0)
         served = consumed / d_t if d_t > 0 else 1.0
         restrained = rho_t * pe

@@ -120,6 +120,15 @@ def fit_regime_model(atlas: Atlas, history_end: str = HISTORY_END) -> RegimeMode
     return RegimeModel(exposure, counts, prob, interval, weights, counted, notes)
 
 
+def export_controls(atlas: Atlas) -> set[str]:
+    """Ids of the events that are export controls of the supplier country (not sanctions or import bans by
+    its customers): only these can tighten or be aimed at a participant."""
+    ev = atlas.tables.get("events")
+    if ev is None:
+        return set()
+    return {str(r["event_id"]) for r in ev.to_dict("records") if not any(k in str(r["event_type"]).lower() for k in _NOT_EXPORT)}
+
+
 def evolution_scenarios(control: Scenario, model: RegimeModel, horizon_months: int) -> list[tuple[Scenario, float]]:
     """The evolution family of one in-force control scenario, with each scenario's annual probability."""
     out: list[tuple[Scenario, float]] = []

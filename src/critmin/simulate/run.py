@@ -35,6 +35,7 @@ from critmin.simulate.library import scenario_library
 from critmin.simulate.nodes import PARTICIPANTS, NodeTable, build_nodes
 from critmin.simulate.parameters import SETTINGS, Parameters
 from critmin.simulate.probability import ProbabilityModel, fit_probability_model
+from critmin.simulate.regimes import RegimeModel, fit_regime_model
 from critmin.simulate.scenario import Scenario
 
 PERSPECTIVES = (*PARTICIPANTS, "BLOC")
@@ -88,6 +89,7 @@ class Simulator:
     probability: ProbabilityModel
     settings: dict[str, float]
     data_files: dict[str, str] = field(default_factory=dict)
+    regimes: RegimeModel | None = None
 
     @classmethod
     def build(cls, atlas: Atlas, params: Parameters | None = None, chain_file: str | Path | None = None,
@@ -103,7 +105,7 @@ class Simulator:
         settings = {k: params.setting(k) for k in SETTINGS if k != "base_rate_restriction"}
         files = {"chain_coefficients": str(chain_file) if chain_file else "bundled",
                  "product_values": str(product_values_file) if product_values_file else "bundled"}
-        return cls(atlas, nodes, params, chain, prob, settings, files)
+        return cls(atlas, nodes, params, chain, prob, settings, files, fit_regime_model(atlas))
 
     def library(self, generated: bool = True) -> list[Scenario]:
         return scenario_library(self.atlas, self.nodes, int(self.settings["in_force_horizon_months"]), generated)
@@ -150,6 +152,7 @@ class Simulator:
             "data_files": self.data_files,
             "parameters_sha256": self.params.sha256,
             "probability_model": self.probability.summary(),
+            "regime_model": self.regimes.summary() if self.regimes is not None else None,
         }
 
 

@@ -1,0 +1,302 @@
+"""Back-test: run real events on the market as it was, and compare simulated with observed prices.
+
+Each case of the atlas table ``backtest_cases`` is one event at one node (e.g. China's August 2023 gallium
+licences at gallium/refine) with its historical baseline: the restrictor's share of world output and its
+export share at the time, the market balance before the event, and the measure (regime, targets, withheld
+share). The atlas table ``price_observations`` holds the observed price responses (both the targeted market
+outside the restrictor and the restrictor's own market, before and after, with sources); the rows marked
+``use`` are the ones compared, chosen by a rule written in that table's notes before any simulation:
+the peak within 12 months where published, else the longest horizon up to 12 months.
+
+For each case the simulator runs one scenario on a one-node baseline (today's node with the historical share,
+export share and balance) and reports, over the Monte Carlo draws, the median of:
+
+- ``peak``: the highest monthly price ratio within the observation's horizon (targeted segment ``price_t``,
+  or the restrictor's market ``price_u``);
+- ``month``: the price ratio in the observation's month;
+- ``mean``: the mean ratio over the horizon (annual averages).
+
+Scores per observation: ``log_error = ln(simulated / observed)``; ``within_2x`` when ``|log_error| <= ln 2``;
+``direction_right`` when both move the same way, where a move smaller than 5 % counts as flat (a flat
+observation is matched by a simulated move under 10 %).
+
+Calibration (:func:`calibrate`) fits a few uncertain parameters on the cases marked ``calibration`` by
+minimising the mean squared log error (Nelder-Mead on log-transformed values, common random numbers), and the
+error is reported on the ``holdout`` cases, which the fit never sees.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from critmin.simulate.engine import NodeDraws, compile_batch, evaluate_chunk
+from critmin.simulate.nodes import NodeTable
+from critmin.simulate.parameters import Parameters
+from critmin.simulate.run import Simulator
+from critmin.simulate.scenario import Scenario
+
+FLAT = 0.05
+FLAT_SIM = 0.10
+LN2 = math.log(2.0)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One event at one node with its historical baseline."""
+
+    case_id: str
+    event_id: str
+    commodity: str
+    stage: str
+    restrictors: tuple[str, ...]
+    targets: tuple[str, ...]
+    regime: str
+    withheld: tuple[float, float, float] | None
+    restrictor_share: float
+    export_share: tuple[float, float, float] | None
+    market_surplus: float
+    split: str
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One observed price response compared with the simulation."""
+
+    case_id: str
+    segment: str  # targeted | restrictor
+    statistic: str  # peak | month | mean
+    horizon_months: int
+    observed_ratio: float
+    form: str = ""
+    market: str = ""
+    source_id: str = ""
+
+
+def _f(v: object) -> float | None:
+    try:
+        x = float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return x if np.isfinite(x) else None
+
+
+def load_cases(sim: Simulator) -> tuple[list[Case], list[Observation]]:
+    """Cases and the observations marked ``use`` from the atlas (empty lists when the tables are absent)."""
+    cases_t = sim.atlas.tables.get("backtest_cases")
+    obs_t = sim.atlas.tables.get("price_observations")
+    if cases_t is None or obs_t is None:
+        return [], []
+    cases: list[Case] = []
+    for r in cases_t.to_dict("records"):
+        w = _f(r["withheld_share"])
+        e = _f(r["export_share"])
+        cases.append(Case(
+            case_id=str(r["case_id"]), event_id=str(r["event_id"]), commodity=str(r["commodity_id"]), stage=str(r["stage"]),
+            restrictors=tuple(str(r["restrictor_iso3"]).split(";")), targets=tuple(str(r["targets"]).split(";")),
+            regime=str(r["regime"]),
+            withheld=None if w is None else (w, _f(r["withheld_low"]) or w, _f(r["withheld_high"]) or w),
+            restrictor_share=float(r["restrictor_share"]),
+            export_share=None if e is None else (e, _f(r["export_low"]) if _f(r["export_low"]) is not None else e,
+                                                 _f(r["export_high"]) if _f(r["export_high"]) is not None else e),
+            market_surplus=_f(r["market_surplus"]) or 0.0, split=str(r["split"]), title=str(r.get("title", "")),
+        ))
+    known = {c.case_id for c in cases}
+    obs: list[Observation] = []
+    for r in obs_t[obs_t["use"]].to_dict("records"):
+        if str(r["case_id"]) not in known:
+            continue
+        obs.append(Observation(str(r["case_id"]), str(r["segment"]), str(r["statistic"]), int(r["horizon_months"]),
+                               float(r["ratio"]), str(r["form"]), str(r["market"]), str(r["source_id"])))
+    return cases, obs
+
+
+def _case_nodes(sim: Simulator, case: Case) -> NodeTable:
+    """Today's node table with the case's node on its historical restrictor share and export share."""
+    n = sim.nodes.get(case.commodity, case.stage)
+    shares = dict(n.shares)
+    rs = [r for r in case.restrictors if r in shares] or list(case.restrictors)
+    now = sum(shares.get(r, 0.0) for r in rs)
+    others = 1.0 - now
+    scale = (1.0 - case.restrictor_share) / others if others > 0 else 0.0
+    new = {k: (v * scale if k not in rs else 0.0) for k, v in shares.items()}
+    for r in rs:
+        new[r] = case.restrictor_share * (shares.get(r, 0.0) / now if now > 0 else 1.0 / len(rs))
+    exp = dict(n.export_share)
+    if case.export_share is not None:
+        for r in rs:
+            exp[r] = (*case.export_share, "back-test baseline (backtest_cases)")
+    node = replace(n, shares=new, export_share=exp, spare_by_country={}, flags=list(n.flags))
+    i = sim.nodes.index[n.key]
+    return NodeTable([*sim.nodes.nodes[:i], node, *sim.nodes.nodes[i + 1:]], sim.nodes.product_values)
+
+
+def _scenario(case: Case) -> Scenario:
+    kw: dict[str, Any] = {}
+    if case.withheld is not None:
+        kw = {"withheld_share": case.withheld[0], "withheld_low": case.withheld[1], "withheld_high": case.withheld[2]}
+    return Scenario(id=f"bt.{case.case_id}", commodity=case.commodity, stage=case.stage, restrictors=list(case.restrictors),
+                    targets=list(case.targets), regime=case.regime, duration_months=12, market_surplus=case.market_surplus,
+                    status="hypothetical", family="user", **kw)  # type: ignore[arg-type]
+
+
+def simulate_case(sim: Simulator, case: Case, params: Parameters, draws: int, seed: int, months: int = 12) -> dict[str, np.ndarray]:
+    """Monthly price paths (draws × months) of the targeted segment and the restrictor's market."""
+    nodes = _case_nodes(sim, case)
+    sc = _scenario(case).model_copy(update={"duration_months": months})
+    b = compile_batch([sc], nodes, sim.chain, params)
+    nd = NodeDraws.sample(nodes, params, draws, seed)
+    settings = {**sim.settings, **{k: params.setting(k) for k in ("restraint_loss_fraction", "substitution_loss_fraction")}}
+    r = evaluate_chunk(b, nd, settings, seed, keep_paths=True)
+    assert r.paths is not None
+    return {"targeted": r.paths["price_t"][0], "restrictor": r.paths["price_u"][0]}
+
+
+def statistic(paths: np.ndarray, obs: Observation) -> float:
+    """Median over draws of the observation's statistic on the monthly paths (draws × months)."""
+    h = max(1, min(obs.horizon_months, paths.shape[1]))
+    x = paths[:, :h]
+    if obs.statistic == "peak":
+        # the largest move either way: an upward peak, or the trough when prices fell
+        up, down = x.max(axis=1), x.min(axis=1)
+        v = np.where(np.abs(np.log(up)) >= np.abs(np.log(down)), up, down)
+    elif obs.statistic == "mean":
+        v = x.mean(axis=1)
+    else:
+        v = x[:, h - 1]
+    return float(np.median(v))
+
+
+def direction_right(sim_ratio: float, obs_ratio: float) -> bool:
+    """Same direction; an observed move under 5 % is flat and matched by a simulated move under 10 %."""
+    lo, ls = math.log(obs_ratio), math.log(sim_ratio)
+    if abs(lo) < FLAT:
+        return abs(ls) < FLAT_SIM
+    return (lo > 0) == (ls > 0) and abs(ls) >= FLAT / 2
+
+
+@dataclass
+class BacktestResult:
+    """Per observation: simulated vs observed, log error, within 2×, direction; summary per split."""
+
+    table: pd.DataFrame
+    summary: dict[str, Any]
+    parameters: dict[str, float] = field(default_factory=dict)
+
+
+def run_backtest(sim: Simulator, params: Parameters | None = None, draws: int = 200, seed: int = 0,
+                 cases: Sequence[Case] | None = None, observations: Sequence[Observation] | None = None) -> BacktestResult:
+    """Simulate every case and score every observation (see module docstring)."""
+    params = params or sim.params
+    if cases is None or observations is None:
+        cases, observations = load_cases(sim)
+    by_case = {c.case_id: c for c in cases}
+    months = max([12] + [o.horizon_months for o in observations])
+    paths = {c.case_id: simulate_case(sim, c, params, draws, seed, months) for c in cases}
+    rows = []
+    for o in observations:
+        c = by_case[o.case_id]
+        s = statistic(paths[o.case_id][o.segment], o)
+        err = math.log(s / o.observed_ratio)
+        rows.append({
+            "case_id": c.case_id, "event_id": c.event_id, "node": f"{c.commodity}/{c.stage}", "restrictors": ";".join(c.restrictors),
+            "targets": ";".join(c.targets), "split": c.split, "segment": o.segment, "statistic": o.statistic,
+            "horizon_months": o.horizon_months, "observed_ratio": o.observed_ratio, "simulated_ratio": s,
+            "log_error": err, "within_2x": abs(err) <= LN2 + 1e-12, "direction_right": direction_right(s, o.observed_ratio),
+            "form": o.form, "market": o.market, "source_id": o.source_id,
+        })
+    table = pd.DataFrame(rows)
+    return BacktestResult(table, summarise(table), {})
+
+
+def summarise(table: pd.DataFrame) -> dict[str, Any]:
+    """Share within 2×, share with the right direction, and the mean squared / median absolute log error, by split."""
+    out: dict[str, Any] = {}
+    if table.empty:
+        return out
+    for name, g in [("all", table), *((str(k), v) for k, v in table.groupby("split"))]:
+        out[name] = {
+            "observations": int(len(g)),
+            "cases": int(g["case_id"].nunique()),
+            "within_2x": float(g["within_2x"].mean()),
+            "direction_right": float(g["direction_right"].mean()),
+            "rmse_log": float(np.sqrt((g["log_error"] ** 2).mean())),
+            "median_abs_log_error": float(g["log_error"].abs().median()),
+        }
+        for seg, h in g.groupby("segment"):
+            out[name][f"{seg}_within_2x"] = float(h["within_2x"].mean())
+            out[name][f"{seg}_direction_right"] = float(h["direction_right"].mean())
+    return out
+
+
+#: Parameters fitted by :func:`calibrate`, with the bounds of their central value.
+CALIBRATED: dict[str, tuple[float, float]] = {
+    "elasticity_demand": (-1.0, -0.02),
+    "hoarding_targeted": (0.0, 5.0),
+    "hoarding_restrictor": (0.0, 5.0),
+    "inventory_months": (0.2, 6.0),
+    "leakage_world": (0.0, 0.6),
+    "price_transmission": (0.0, 0.95),
+}
+
+
+def with_central_values(params: Parameters, values: dict[str, float]) -> Parameters:
+    """``params`` with the ``*`` rows of ``values`` moved to the new central value, their range scaled with it."""
+    rows = []
+    for name, v in values.items():
+        spec = params.resolve(name)
+        k = v / spec.value if spec.value != 0 else 1.0
+        lo, hi = (spec.low * k, spec.high * k) if spec.value != 0 else (spec.low, spec.high)
+        lo, hi = min(lo, v), max(hi, v)
+        rows.append({"name": name, "scope": "*", "value": repr(float(v)), "low": repr(float(lo)), "high": repr(float(hi)),
+                     "distribution": spec.distribution})
+    return params.with_rows(pd.DataFrame(rows), "calibration")
+
+
+def calibrate(sim: Simulator, draws: int = 100, seed: int = 0, names: Sequence[str] = tuple(CALIBRATED),
+              max_evaluations: int = 300) -> tuple[Parameters, dict[str, float], BacktestResult]:
+    """Fit ``names`` on the calibration cases (see module docstring); returns the parameters, the fitted central
+    values and the back-test of the fitted parameters on every case."""
+    from scipy.optimize import minimize
+
+    cases, obs = load_cases(sim)
+    cal_ids = {c.case_id for c in cases if c.split == "calibration"}
+    cal_cases = [c for c in cases if c.case_id in cal_ids]
+    cal_obs = [o for o in obs if o.case_id in cal_ids]
+    x0, bounds = [], []
+    for n in names:
+        v0 = sim.params.resolve(n).value
+        lo, hi = CALIBRATED[n]
+        x0.append(v0)
+        bounds.append((lo, hi))
+
+    def unpack(z: np.ndarray) -> dict[str, float]:
+        out = {}
+        for n, zi, (lo, hi) in zip(names, z, bounds, strict=True):
+            out[n] = lo + (hi - lo) / (1.0 + math.exp(-zi))  # logistic map keeps every value in its bounds
+        return out
+
+    def pack(vals: Sequence[float]) -> np.ndarray:
+        z = []
+        for v, (lo, hi) in zip(vals, bounds, strict=True):
+            f = min(max((v - lo) / (hi - lo), 1e-4), 1 - 1e-4)
+            z.append(math.log(f / (1 - f)))
+        return np.array(z)
+
+    def loss(z: np.ndarray) -> float:
+        p = with_central_values(sim.params, unpack(z))
+        t = run_backtest(sim, p, draws, seed, cal_cases, cal_obs).table
+        return float((t["log_error"] ** 2).mean())
+
+    res = minimize(loss, pack(x0), method="Nelder-Mead", options={"maxfev": max_evaluations, "xatol": 1e-3, "fatol": 1e-5})
+    fitted = unpack(res.x)
+    params = with_central_values(sim.params, fitted)
+    bt = run_backtest(sim, params, draws=draws, seed=seed, cases=cases, observations=obs)
+    bt.parameters = fitted
+    return params, fitted, bt
