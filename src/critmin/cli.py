@@ -442,6 +442,52 @@ def risk(
         emit(records, fmt, out=out, title="risk", meta=res.metadata)
 
 
+@app.command()
+def backtest(
+    draws: DrawsOpt = 200,
+    seed: SeedOpt = 0,
+    calibrate: Annotated[bool, typer.Option("--calibrate", help="Refit the calibrated parameters on the calibration cases first")] = False,
+    write_params: Annotated[Path | None, typer.Option("--write-params", help="With --calibrate: write the fitted rows as a --params file")] = None,
+    params: ParamsFileOpt = None,
+    param: ParamOpt = None,
+    fmt: FormatOpt = "table",
+    out: OutOpt = None,
+    atlas: AtlasOpt = None,
+) -> None:
+    """Run the real events on their historical baselines and compare simulated with observed price ratios."""
+    from critmin.simulate.backtest import calibrate as fit
+    from critmin.simulate.backtest import run_backtest
+
+    _check_format(fmt)
+    sim = _simulator(atlas, None, params, param)
+    if calibrate:
+        p, fitted, bt = _run_with_progress("calibrating", lambda cb: fit(sim, draws=draws, seed=seed))
+        err.print("fitted central values: " + ", ".join(f"{k}={v:.4g}" for k, v in fitted.items()))
+        if write_params is not None:
+            from critmin.output import write_atomic
+
+            rows = p.table[p.table["name"].isin(list(fitted)) & (p.table["scope"] == "*")]
+            write_atomic(write_params, rows.to_csv(index=False).encode())
+            err.print(f"wrote {write_params}")
+    else:
+        bt = run_backtest(sim, draws=draws, seed=seed)
+    records = bt.table.to_dict("records")
+    meta = {**sim.metadata(draws, seed), "summary": bt.summary, "calibrated": bt.parameters}
+    if fmt == "table":
+        emit(records, "table", columns=["case_id", "split", "segment", "statistic", "horizon_months", "observed_ratio", "simulated_ratio",
+                                        "within_2x", "direction_right"],
+             title=f"Back-test: {len(records)} observations of real events, {draws} draws, seed {seed} (data {sim.atlas.data_version})")
+        rows = [{"split": k, **{m: v.get(m) for m in ("observations", "cases", "within_2x", "direction_right", "rmse_log",
+                                                      "targeted_within_2x", "restrictor_within_2x", "targeted_direction_right",
+                                                      "restrictor_direction_right")}}
+                for k, v in bt.summary.items()]
+        emit(rows, "table", title="Summary (shares of observations)")
+    elif fmt == "json":
+        emit({"metadata": meta, "summary": bt.summary, "results": records}, "json", out=out)
+    else:
+        emit(records, fmt, out=out, title="backtest", meta=meta)
+
+
 @bench_app.command("simulate")
 def bench_simulate_cmd(
     draws: DrawsOpt = 1000,

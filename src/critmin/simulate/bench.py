@@ -2,7 +2,8 @@
 
 - sweep: every generated scenario (producer > 1 % × node × target × duration) with its probability, as
   ``critmin risk`` runs it, over ``draws`` draws; ``evaluations`` = scenarios × draws (node-scenario-draw).
-- reference: :func:`critmin.simulate.reference.scalar_losses` on a sample of the same scenarios and draws;
+- reference: :func:`critmin.simulate.reference.scalar_losses` on a sample of the same scenarios and draws,
+  computed from the scenario definitions, the node table and the parameter table (not the compiled arrays);
   ``speedup_vs_scalar`` = scalar seconds per evaluation / vectorised seconds per evaluation;
   ``max_rel_diff`` = max |vectorised - scalar| / max(|scalar|, 1e-12) over the sample (loss per participant).
 - ``peak_rss_mb``: peak resident memory of the process (includes the loaded atlas).
@@ -45,7 +46,8 @@ def bench_simulate(sim: Simulator, draws: int = 1000, seed: int = 0, sample: int
     vec = evaluate_chunk(batch, nd, sim.settings, seed)
     cols = rng.integers(0, draws, size=len(sub))
     t1 = time.perf_counter()
-    ref = np.array([scalar_losses(batch, k, nd, int(cols[k]), sim.settings, seed) for k in range(len(sub))])
+    ref = np.array([scalar_losses(sub[k], sim.nodes, sim.chain, sim.params, sim.settings, seed, draws, int(cols[k]))
+                    for k in range(len(sub))])
     scalar_s = (time.perf_counter() - t1) / len(sub)
     got = vec.loss_rel[np.arange(len(sub)), :, cols]
     rel = np.abs(got - ref) / np.maximum(np.abs(ref), 1e-12)

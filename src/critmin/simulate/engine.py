@@ -576,8 +576,9 @@ def _month_loop(
     # commercial stocks (fractions of annual world output): inventory_months of each segment's consumption
     stock_t = inv_m / 12.0 * d_t
     stock_u = inv_m / 12.0 * d_u
-    tgt_t = stock_t * (1.0 + chi_t * gi)
-    tgt_u = stock_u * (1.0 + chi_u * gi)
+    # hoarding: holders want chi x (shock intensity) months of extra consumption in stock, whatever they hold
+    tgt_t = stock_t + chi_t * gi * d_t / 12.0
+    tgt_u = stock_u + chi_u * gi * d_u / 12.0
     p_t = np.ones_like(d_t)
     acc = {k: np.zeros_like(d_t) for k in acc_s}
     peak = np.ones_like(d_t)

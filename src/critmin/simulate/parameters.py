@@ -37,7 +37,7 @@ SAMPLED: dict[str, tuple[float, float]] = {
     "leakage": (0.0, 1.0),
     "leakage_world": (0.0, 1.0),
     "restrictor_export_share": (0.0, 1.0),
-    "inventory_months": (0.0, 24.0),
+    "inventory_months": (0.0, 1000.0),
     "stock_adjustment": (0.0, 1.0),
     "stock_half_cover_months": (0.01, 120.0),
     "hoarding_targeted": (0.0, 10.0),

@@ -127,7 +127,8 @@ def scalar_losses(s: Scenario, nodes: NodeTable, chain: ChainFactors, params: Pa
     es, tau, ramp = par["elasticity_supply"], par["substitution_months"], par["ramp_months"]
     theta, half, inv_m = par["stock_adjustment"], par["stock_half_cover_months"], par["inventory_months"]
     stock_t, stock_u = inv_m / 12.0 * d_t, inv_m / 12.0 * d_u
-    tgt_t, tgt_u = stock_t * (1.0 + par["hoarding_targeted"] * gi), stock_u * (1.0 + par["hoarding_restrictor"] * gi)
+    tgt_t = stock_t + par["hoarding_targeted"] * gi * d_t / 12.0
+    tgt_u = stock_u + par["hoarding_restrictor"] * gi * d_u / 12.0
     rho = s.response.demand_restraint
     sp = s.response.stockpile
     q0ok = np.isfinite(n.q0_t) and n.q0_t > 0
