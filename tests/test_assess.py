@@ -87,7 +87,9 @@ def test_every_method_ranks_every_commodity(atlas, method: str, perspective: str
 def test_critmin_score_formula(atlas, bloc_ctx) -> None:  # type: ignore[no-untyped-def]
     out = assess(atlas, "BLOC", "critmin", context=bloc_ctx).set_index("commodity")
     r = out.loc["rare_earths"]
-    m = bloc_ctx.metric(("rare_earths", r["chokepoint_stage"]))
+    # the chokepoint may be a product downstream of the commodity (rare earths -> NdFeB magnets)
+    node = next(n for n in atlas.chain_nodes("rare_earths") if n[1] == r["chokepoint_stage"])
+    m = bloc_ctx.metric(node)
     risk = 1 - (1 - m.concern_share) * (1 - m.hhi_wgi / 10)
     e = r["import_reliance"]
     assert r["score"] == pytest.approx(risk * (0.25 + 0.75 * e), abs=1e-5)

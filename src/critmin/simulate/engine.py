@@ -577,8 +577,8 @@ def _month_loop(
     stock_t = inv_m / 12.0 * d_t
     stock_u = inv_m / 12.0 * d_u
     # hoarding: holders want chi x (shock intensity) months of extra consumption in stock, whatever they hold
-    tgt_t = stock_t + chi_t * gi * d_t / 12.0
-    tgt_u = stock_u + chi_u * gi * d_u / 12.0
+    left_t = chi_t * gi * d_t / 12.0
+    left_u = chi_u * gi * d_u / 12.0
     p_t = np.ones_like(d_t)
     acc = {k: np.zeros_like(d_t) for k in acc_s}
     peak = np.ones_like(d_t)
@@ -594,7 +594,7 @@ def _month_loop(
         gap = np.maximum(1.0 - supply / d_t, 0.0)
         rho_t = np.minimum(rho, gap)
         demand = d_t * (1.0 - rho_t)
-        a_t = stock_demand(stock_t, tgt_t, demand - supply, d_t, theta, half)
+        a_t = stock_demand(stock_t, left_t, demand - supply, d_t, theta, half)
         if has_stock:
             k = np.minimum(np.minimum(release_to_cap(supply, demand, a_t, cap, es, eps), rate), 12.0 * hold)
         else:
@@ -602,13 +602,15 @@ def _month_loop(
         c = clear_month(supply, demand, a_t, k, es, eps, lo, hi)
         p_t = c.price
         stock_t = np.maximum(stock_t + c.stock_flow / 12.0, 0.0)
+        left_t = np.maximum(left_t - np.clip(c.stock_flow, 0.0, theta * 12.0 * left_t * np.power(p_t, eps)) / 12.0, 0.0)
         hold = np.maximum(hold - c.release / 12.0, 0.0)
         # the restrictor's own market (and third countries it serves)
-        a_u = stock_demand(stock_u, tgt_u, d_u - s_u, d_u, theta, half)
+        a_u = stock_demand(stock_u, left_u, d_u - s_u, d_u, theta, half)
         cu = clear_month(np.maximum(s_u, 1e-12), d_u, a_u, 0.0, es, eps, lo, hi)
         # licensed exports and leakage carry part of the export price into the restrictor's market
         p_u = np.where(has_u, np.exp(psi * np.log(p_t) + (1.0 - psi) * np.log(cu.price)), 1.0)
         stock_u = np.where(has_u, np.maximum(stock_u + cu.stock_flow / 12.0, 0.0), stock_u)
+        left_u = np.maximum(left_u - np.clip(cu.stock_flow, 0.0, theta * 12.0 * left_u * np.power(cu.price, eps)) / 12.0, 0.0)
         # shares of baseline targeted demand: served, restrained by policy, substituted, price-rationed
         with np.errstate(divide="ignore", invalid="ignore"):
             served = np.where(d_t > 0, c.consumed / d_t, 1.0)

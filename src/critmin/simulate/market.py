@@ -85,17 +85,18 @@ def release_to_cap(supply: Array, demand: Array, stock_demand: Array, cap: Array
     return np.maximum(demand + stock_demand - supply * np.power(cap, es - ed), 0.0)
 
 
-def stock_demand(stock: Array, target: Array, excess: Array, consumption: Array, adjust: Array, half_months: Array) -> Array:
+def stock_demand(stock: Array, hoard_left: Array, excess: Array, consumption: Array, adjust: Array, half_months: Array) -> Array:
     """Commercial holders' net purchases (annual rate; negative = release) in one month:
 
-        A = θ·12·(T - I) - c·X,   c = I / (I + h·C/12),   A >= -12 I
+        A = θ·12·H - c·X,   c = I / (I + h·C/12),   A >= -12 I
 
-    ``I`` stocks held, ``T`` their target (normal stocks, raised by hoarding after an announced control), ``θ``
-    the share of the difference closed per month, ``X`` the month's excess demand at the old price (supply
-    gap, negative in a glut), ``C`` the segment's consumption and ``h`` the stock (in months of consumption)
-    at which holders cover half the gap: large stocks (gold's decades) cover nearly all of it, thin stocks
-    little. Holders cannot release more than they hold. All quantities are fractions of world output.
+    ``H`` the precautionary stock still to be built (hoarding after an announced control, less what has been
+    bought), ``θ`` the share of it bought per month, ``X`` the month's excess demand at the old price (supply
+    gap; negative in a glut, which holders absorb in the same proportion), ``I`` the stock held, ``C`` the
+    segment's consumption and ``h`` the stock (months of consumption) at which holders cover half the gap:
+    large stocks (gold's decades) cover nearly all of it, thin stocks little, and the cover falls as stocks are
+    drawn. Holders cannot release more than they hold. Quantities are fractions of world output.
     """
     with np.errstate(divide="ignore", invalid="ignore"):
         cover = np.where(stock > 0, stock / (stock + half_months * consumption / 12.0), 0.0)
-    return np.maximum(adjust * 12.0 * (target - stock) - cover * excess, -12.0 * stock)
+    return np.maximum(adjust * 12.0 * hoard_left - cover * excess, -12.0 * stock)

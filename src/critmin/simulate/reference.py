@@ -127,8 +127,8 @@ def scalar_losses(s: Scenario, nodes: NodeTable, chain: ChainFactors, params: Pa
     es, tau, ramp = par["elasticity_supply"], par["substitution_months"], par["ramp_months"]
     theta, half, inv_m = par["stock_adjustment"], par["stock_half_cover_months"], par["inventory_months"]
     stock_t, stock_u = inv_m / 12.0 * d_t, inv_m / 12.0 * d_u
-    tgt_t = stock_t + par["hoarding_targeted"] * gi * d_t / 12.0
-    tgt_u = stock_u + par["hoarding_restrictor"] * gi * d_u / 12.0
+    left_t = par["hoarding_targeted"] * gi * d_t / 12.0
+    left_u = par["hoarding_restrictor"] * gi * d_u / 12.0
     rho = s.response.demand_restraint
     sp = s.response.stockpile
     q0ok = np.isfinite(n.q0_t) and n.q0_t > 0
@@ -151,20 +151,22 @@ def scalar_losses(s: Scenario, nodes: NodeTable, chain: ChainFactors, params: Pa
         rho_t = min(rho, max(1.0 - supply / d_t, 0.0))
         demand = d_t * (1.0 - rho_t)
         cover = stock_t / (stock_t + half * d_t / 12.0) if stock_t > 0 else 0.0
-        a_t = max(theta * 12.0 * (tgt_t - stock_t) - cover * (demand - supply), -12.0 * stock_t)
+        a_t = max(theta * 12.0 * left_t - cover * (demand - supply), -12.0 * stock_t)
         k = 0.0
         if hold > 0:
             k = min(max(demand + a_t - supply * cap ** (es - eps), 0.0), rate, 12.0 * hold)
         p_t, consumed, flow, rel_k = _segment(supply, demand, a_t, k, es, eps, p_lo, p_hi)
         pe = p_t**eps
         stock_t = max(stock_t + flow / 12.0, 0.0)
+        left_t = max(left_t - min(max(flow, 0.0), theta * 12.0 * left_t * p_t**eps) / 12.0, 0.0)
         hold = max(hold - rel_k / 12.0, 0.0)
         if d_u > 0:
             cover_u = stock_u / (stock_u + half * d_u / 12.0) if stock_u > 0 else 0.0
-            a_u = max(theta * 12.0 * (tgt_u - stock_u) - cover_u * (d_u - s_u), -12.0 * stock_u)
+            a_u = max(theta * 12.0 * left_u - cover_u * (d_u - s_u), -12.0 * stock_u)
             p_home, _, flow_u, _ = _segment(max(s_u, 1e-12), d_u, a_u, 0.0, es, eps, p_lo, p_hi)
             p_u = math.exp(par["price_transmission"] * math.log(p_t) + (1.0 - par["price_transmission"]) * math.log(p_home))
             stock_u = max(stock_u + flow_u / 12.0, 0.0)
+            left_u = max(left_u - min(max(flow_u, 0.0), theta * 12.0 * left_u * p_home**eps) / 12.0, 0.0)
         served = consumed / d_t if d_t > 0 else 1.0
         restrained = rho_t * pe
         substituted = (1.0 - rho_t) * (p_t**ed - pe) if p_t > 1.0 else 0.0
