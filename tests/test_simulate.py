@@ -214,8 +214,10 @@ def test_more_stock_never_raises_shortfall(atlas, h1, h2, rate):
         return ban(id=i, response=Response(stockpile=StockpileRelease(holdings_t=h, max_release_t_per_month=rate)))
     res = run(sim, [sc("a", lo), sc("b", hi)], draws=2, seed=0).scenarios.set_index(["scenario", "perspective"])
     for per in ("USA", "JPN", "BLOC"):
+        # a strategic release lowers the price while it lasts; commercial holders then sell more at the lower
+        # price and the peak can come later and very slightly higher, but buyers never end up worse off
         assert res.loc[("b", per), "shortfall_t"] <= res.loc[("a", per), "shortfall_t"] + 1e-9
-        assert res.loc[("b", per), "peak_price_ratio_mean"] <= res.loc[("a", per), "peak_price_ratio_mean"] + 1e-12
+        assert res.loc[("b", per), "expected_loss_usd"] <= res.loc[("a", per), "expected_loss_usd"] + 1e-6
 
 
 def test_no_disruption_no_loss(simulator):

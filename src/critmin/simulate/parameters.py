@@ -54,6 +54,7 @@ SETTINGS: dict[str, tuple[float, float]] = {
     "substitution_loss_fraction": (0.0, 1.0),
     "in_force_horizon_months": (1.0, 120.0),
     "prior_strength_pair_years": (0.0, 1e6),
+    "prior_strength_regime_years": (0.0, 1e6),
     "base_rate_restriction": (0.0, 1.0),
     "suspended_control_probability": (0.0, 1.0),
 }

@@ -105,7 +105,8 @@ class Simulator:
         settings = {k: params.setting(k) for k in SETTINGS if k != "base_rate_restriction"}
         files = {"chain_coefficients": str(chain_file) if chain_file else "bundled",
                  "product_values": str(product_values_file) if product_values_file else "bundled"}
-        return cls(atlas, nodes, params, chain, prob, settings, files, fit_regime_model(atlas))
+        regimes = fit_regime_model(atlas, prior_regime_years=params.setting("prior_strength_regime_years"))
+        return cls(atlas, nodes, params, chain, prob, settings, files, regimes)
 
     def library(self, generated: bool = True) -> list[Scenario]:
         return scenario_library(self.atlas, self.nodes, int(self.settings["in_force_horizon_months"]), generated)
