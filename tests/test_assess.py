@@ -120,13 +120,14 @@ def test_flags_name_proxies(atlas) -> None:  # type: ignore[no-untyped-def]
     out = assess(atlas, "BLOC", "critmin").set_index("commodity")
     assert any("proxy" in f for f in out.at["lithium", "flags"])
     g = assess(atlas, "JPN", "geopolrisk").set_index("commodity")
-    assert any("world supply shares used as import shares" in f for f in g.at["tungsten", "flags"])
+    assert any("world supply shares used as import shares" in f for f in g.at["vanadium", "flags"])  # no JPN import table
 
 
 def test_chain_names_chokepoint(atlas) -> None:  # type: ignore[no-untyped-def]
     res = chain(atlas, "rare_earths")
     assert [s["stage"] for s in res["stages"]][:2] == ["mine", "refine"]
-    assert res["chokepoint_stage"] == "refine"
+    # IEA 2024: China makes about 94 % of NdFeB magnets, more than its 91 % of magnet rare-earth refining
+    assert res["chokepoint_stage"] == "magnet"
     refine = next(s for s in res["stages"] if s["stage"] == "refine")
     assert refine["countries"][0]["iso3"] == "CHN"
     with pytest.raises(MethodError):

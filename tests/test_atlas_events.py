@@ -189,6 +189,9 @@ def test_build_refuses_unknown_country_in_raw_events(tmp_path: Path) -> None:
         if entry.name != "events":
             (raw / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
     (raw / "events").mkdir()
+    for entry in (RAW / "events").iterdir():
+        if entry.name != "export_restrictions.csv":
+            (raw / "events" / entry.name).symlink_to(entry)
     line = _replace_field(EVENTS, raw / "events" / "export_restrictions.csv", "E017", "country_iso3", "DRC")
     with pytest.raises(ImportDataError) as exc:
         build_atlas(raw, tmp_path / "atlas")

@@ -244,13 +244,13 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
         y = 0.91
         for line in lines:
             for part in textwrap.wrap(line, 105) or [""]:
-                fig.text(0.07, y, part, fontsize=8.5, va="top", family="monospace")
-                y -= 0.016
-                if y < 0.05:
+                if y < 0.05:  # a new page only when there is more text to put on it
                     pdf.savefig(fig)
                     plt.close(fig)
                     fig = plt.figure(figsize=(8.27, 11.69))
                     y = 0.95
+                fig.text(0.07, y, part, fontsize=8.5, va="top", family="monospace")
+                y -= 0.016
         pdf.savefig(fig)
         plt.close(fig)
 

@@ -79,7 +79,7 @@ def import_world_data(
             continue
         unit = normalise_name(rec["UNIT_MEAS"])
         override = normalise_name(getattr(m, "unit_override", "") or "")
-        if override:
+        if override and unit:  # a blank unit is filled from the series below (quirk unit_blank_filled)
             quirks.hit("unit_mislabelled")
             unit = override
         if unit:
