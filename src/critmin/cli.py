@@ -371,8 +371,8 @@ def simulate(
     if fmt == "table":
         emit(
             records, "table",
-            columns=["scenario", "perspective", "expected_loss_usd", "input_cost_usd", "lost_output_usd", "producer_gain_usd", "var95_usd",
-                     "cvar95_usd", "shortfall_t", "peak_price_ratio_p50", "peak_price_ratio_p95"],
+            columns=["scenario", "perspective", "expected_loss_usd", "input_cost_usd", "lost_output_usd", "producer_gain_usd", "net_loss_usd",
+                     "var95_usd", "cvar95_usd", "shortfall_t", "peak_price_ratio_p50", "peak_price_ratio_p95", "unrestricted_price_ratio"],
             title=f"Disruption simulation, {draws} draws, seed {seed} (data {meta['data_version']})",
         )
         if res.paths is not None and len(scen) == 1:
@@ -434,8 +434,10 @@ def risk(
         shown = records[:top] if top else records
         for r in shown:
             r["driven_by"] = ", ".join(t["scenario"] for t in r["top_scenarios"][:2])
-        emit(shown, "table", columns=["rank", "commodity", "expected_loss_usd", "var95_usd", "cvar95_usd", "category", "driven_by"],
-             title=f"Supply risk - perspective {perspective.upper()}, {draws} draws, seed {seed} (data {sim.atlas.data_version})")
+        emit(shown, "table", columns=["rank", "commodity", "expected_loss_usd", "producer_gain_usd", "net_loss_usd", "var95_usd", "cvar95_usd",
+                                      "category", "proxy_share_of_loss", "driven_by"],
+             title=f"Supply risk - perspective {perspective.upper()}: consumer loss (ranked), producers' gain and net, {draws} draws, "
+                   f"seed {seed} (data {sim.atlas.data_version})")
     elif fmt == "json":
         emit(records, "json", out=out)
     else:

@@ -214,7 +214,8 @@ def risk_ranking(
                          f"(tightening, bans on participants) is counted: {', '.join(base_c)}")
         if np.isfinite(tails["overlap"]) and tails["overlap"] > 0.05:
             flags.append(f"two uncertain events in one year have probability {tails['overlap']:.2f}: tail figures neglect it")
-        share_proxy = float(g.loc[valued & g["_proxy"], "contribution_usd"].sum() / el) if valued.any() and el > 0 else 0.0
+        pos = g.loc[valued, "contribution_usd"].clip(lower=0.0)
+        share_proxy = min(float(pos[g.loc[valued, "_proxy"]].sum() / pos.sum()), 1.0) if valued.any() and pos.sum() > 0 else 0.0
         rows.append(
             {
                 "commodity": str(c),

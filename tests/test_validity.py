@@ -1,0 +1,158 @@
+"""Guards of the review findings of issue 11 ("numbers an analyst can defend"): each test fails on the
+finding it guards (own-basis prices, trade data, controls in force, consumer loss, tails, back-test)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from critmin.simulate.backtest import direction_right, load_cases, run_backtest, statistic
+from critmin.simulate.risk import annual_loss_distribution, risk_ranking, risk_scenarios, tail_figures
+
+
+@pytest.fixture(scope="module")
+def ranking(simulator):
+    table, result = risk_ranking(simulator, "BLOC", draws=120, seed=3)
+    return {p: risk_ranking(simulator, p, result=result)[0] for p in ("USA", "JPN", "BLOC")}, result
+
+
+# ------------------------------------------------------------------ node baseline on its own basis --------------
+
+
+def test_every_node_is_priced_on_its_own_basis(simulator, atlas):
+    """A node's price comes from a node_prices row of that very commodity and stage, never another stage's."""
+    prices = atlas.tables["node_prices"]
+    used = prices[prices["use"]]
+    assert not used.duplicated(["commodity_id", "stage"]).any()
+    for n in simulator.nodes.nodes:
+        if not np.isfinite(n.p0_usd_per_t):
+            continue
+        row = used[(used["commodity_id"] == n.commodity) & (used["stage"] == n.stage)]
+        assert len(row) == 1, n.key
+        assert n.p0_usd_per_t == pytest.approx(float(row["usd_per_t"].iloc[0])), n.key
+    # the review's examples: bauxite, alumina and aluminium, iron ore and steel each carry their own price
+    p = {n.key: n.p0_usd_per_t for n in simulator.nodes.nodes}
+    assert p["aluminum/mine"] < 150 < p["aluminum/refine"] < 1000 < p["aluminum/metal"]
+    assert p["iron_steel/mine"] < p["iron_steel/refine"] < p["iron_steel/metal"] < 1000
+    assert len({p["aluminum/mine"], p["aluminum/refine"], p["aluminum/metal"]}) == 3
+
+
+def test_world_output_value_is_plausible_against_published_market_sizes(simulator, atlas):
+    """P0 x Q0 within a factor of 3 of a published market value where the two cover the same thing."""
+    mv = atlas.tables["market_values"]
+    comparable = {("aluminum", "metal"), ("iron_steel", "mine"), ("copper", "refine"), ("nickel", "refine"), ("cobalt", "refine"),
+                  ("lithium", "refine"), ("battery_cathode", "cathode"), ("rare_earths", "refine"), ("ndfeb_magnets", "magnet"),
+                  ("tungsten", "mine"), ("antimony", "mine"), ("platinum", "mine"), ("manganese", "mine"), ("magnesium", "metal")}
+    checked = 0
+    for r in mv[mv["market_value_usd"].notna()].to_dict("records"):
+        key = (r["commodity_id"], r["stage"])
+        if key not in comparable:
+            continue
+        n = simulator.nodes.get(*key)
+        ratio = n.value_usd / float(r["market_value_usd"])
+        assert 1 / 3 <= ratio <= 3, (key, ratio)
+        checked += 1
+    assert checked >= 12
+
+
+# ------------------------------------------------------------------ trade, not a 0.5 guess -----------------------
+
+
+def test_bulk_materials_are_mostly_used_at_home_and_do_not_look_exposed(simulator, ranking):
+    for key in ("cement/product", "lime/product", "salt/mine", "nitrogen/product", "iron_steel/refine"):
+        n = simulator.nodes.get(*key.split("/"))
+        assert n.export_share["CHN"][0] < 0.05, key
+    tables, _ = ranking
+    for per in ("USA", "JPN"):
+        top = set(tables[per].head(20)["commodity"])
+        assert not top & {"cement", "lime", "salt", "nitrogen", "crushed_stone", "construction_sand_gravel"}, (per, top)
+
+
+def test_fallback_export_share_is_flagged(simulator):
+    from critmin.simulate.run import run
+
+    s = next(s for s in simulator.library() if s.id == "gen.CHN.gold.mine.WORLD.12m")
+    flags = run(simulator, [s], draws=4, seed=0).scenarios["flags"].iloc[0]
+    if "CHN" not in simulator.nodes.get("gold", "mine").export_share:
+        assert "restrictor_export_share parameter (an assumption)" in flags
+
+
+# ------------------------------------------------------------------ controls in force are risk -------------------
+
+
+def test_controls_in_force_weigh_through_their_evolution(simulator, ranking):
+    scen, probs = risk_scenarios(simulator)
+    evo = {s.id: p for s, p in zip(scen, probs, strict=True) if s.id.startswith("evo.")}
+    assert "evo.E010.gallium.refine.tighten" in evo and "evo.E010.gallium.refine.ban.USA" in evo
+    assert all(0 < p < 1 for p in evo.values())
+    # no sanction or import ban evolves into an export control of the sanctioned country
+    assert not any(k.startswith(("evo.E025", "evo.E026")) for k in evo)
+    # China's escalation record lifts its rates above the pooled history
+    rm = simulator.regimes
+    assert rm.probability_for("CHN", "ban_to_participant") > rm.probability["ban_to_participant"]
+    tables, _ = ranking
+    bloc = tables["BLOC"].set_index("commodity")
+    for c in ("gallium", "graphite", "antimony", "tungsten", "dysprosium"):
+        assert bloc.at[c, "expected_loss_usd"] > 1e7, c
+        assert bloc.at[c, "rank"] <= 20, (c, bloc.at[c, "rank"])
+
+
+# ------------------------------------------------------------------ loss accounting --------------------------------
+
+
+def test_japan_loses_from_china_magnet_controls(ranking):
+    tables, _ = ranking
+    jpn = tables["JPN"].set_index("commodity")
+    assert jpn.at["ndfeb_magnets", "expected_loss_usd"] > 0
+    assert jpn.at["ndfeb_magnets", "category"] in ("high", "elevated")
+
+
+def test_tails_are_consistent(ranking):
+    tables, _ = ranking
+    for per, t in tables.items():
+        v = t.dropna(subset=["expected_loss_usd"])
+        assert (v["var95_usd"] <= v["cvar95_usd"] + 1e-6).all(), per
+        assert (v["expected_loss_usd"] <= v["cvar95_usd"] * (1 + 1e-9) + 1e-6).all(), per
+        assert (v["cvar95_se_usd"].dropna() >= 0).all()
+        assert (v["proxy_share_of_loss"].between(0, 1)).all()
+
+
+def test_annual_loss_distribution_mean_is_the_probability_weighted_loss():
+    rng = np.random.default_rng(0)
+    loss = rng.gamma(2.0, 1e6, size=(5, 200))
+    probs = np.array([1.0, 0.2, 0.05, 0.01, 0.3])
+    vals, w, overlap = annual_loss_distribution(loss, probs)
+    assert w.sum() == pytest.approx(1.0)
+    assert float(np.dot(vals, w)) == pytest.approx(float((probs[:, None] * loss).mean(axis=1).sum()))
+    t = tail_figures(loss, probs)
+    assert t["mean"] <= t["cvar"] and t["var"] <= t["cvar"]
+    assert overlap == pytest.approx((0.56**2 - (0.04 + 0.0025 + 0.0001 + 0.09)) / 2)
+
+
+def test_probabilities_of_shortfall_are_probabilities(ranking):
+    _, result = ranking
+    p = result.scenarios["probability_of_shortfall"]
+    assert ((p >= 0) & (p <= 1)).all()
+
+
+# ------------------------------------------------------------------ back-test --------------------------------------
+
+
+def test_backtest_cases_observations_and_scoring(simulator):
+    cases, obs = load_cases(simulator)
+    assert len({c.event_id for c in cases}) >= 10 and len(obs) >= 20
+    assert {c.split for c in cases} == {"calibration", "holdout"}
+    assert {o.segment for o in obs} == {"targeted", "restrictor"}
+    # the scoring rules, by hand
+    assert direction_right(1.5, 2.0) and not direction_right(0.8, 2.0)
+    assert direction_right(1.05, 0.97) and not direction_right(1.3, 0.97)  # a flat observation
+    from critmin.simulate.backtest import Observation
+
+    paths = np.array([[1.0, 1.5, 1.2], [1.0, 2.5, 2.0], [1.0, 1.1, 0.9]])
+    assert statistic(paths, Observation("x", "targeted", "peak", 3, 2.0)) == pytest.approx(1.5)
+    assert statistic(paths, Observation("x", "targeted", "month", 3, 2.0)) == pytest.approx(1.2)
+    res = run_backtest(simulator, draws=40, seed=0, cases=cases[:4], observations=[o for o in obs if o.case_id in {c.case_id for c in cases[:4]}])
+    assert len(res.table) and set(res.summary) >= {"all"}
+    assert np.isfinite(res.table["simulated_ratio"]).all()
+    assert isinstance(res.table, pd.DataFrame)
