@@ -10,7 +10,8 @@ from typing import Any
 import pandas as pd
 
 #: The steps run_cycle reports through ``step``, in order.
-CYCLE_STEPS = ("priority minerals", "vulnerabilities by stage", "scenario risks", "portfolio", "stockpiles", "deliveries and matches")
+CYCLE_STEPS = ("priority minerals", "vulnerabilities by stage", "scenario risks", "portfolio", "stockpiles", "deliveries and matches",
+               "back-test")
 
 #: Keys of plan.json other tools rely on (issue 5).
 PLAN_KEYS = ("priority_minerals", "vulnerabilities", "scenarios", "portfolio", "stockpiles", "deliveries", "matches", "sources")
@@ -33,6 +34,7 @@ def run_cycle(atlas: Any, sim: Any, draws: int = 500, seed: int = 0, as_of: str 
     from critmin.deliver.plan import delivery_plan
     from critmin.portfolio.plan import run_portfolio
     from critmin.portfolio.register import bundled_register
+    from critmin.simulate.backtest import run_backtest
     from critmin.simulate.risk import risk_ranking
     from critmin.stockpile.plan import disruption_sample, plan_stockpiles
 
@@ -64,6 +66,14 @@ def run_cycle(atlas: Any, sim: Any, draws: int = 500, seed: int = 0, as_of: str 
     first = {**(first_month or {}), **{s["project_id"]: int(round(s["months_to_output"])) for s in portfolio["selected"]}}
     deliveries = delivery_plan(atlas, supply, buyers, 6, as_of, first_month=first)
     matches = match(atlas, supply, buyers, as_of)
+    say(CYCLE_STEPS[6])
+    bt = run_backtest(sim, draws=min(draws, 200), seed=seed)
+    validation = {
+        "summary": bt.summary,
+        "observations": bt.table.to_dict("records"),
+        "method": "docs/validation.md: real events run on their historical baselines; simulated vs observed price ratios "
+                  "(targeted market and the restrictor's own); parameters calibrated on the calibration cases, scored on the holdout",
+    }
     used = set()
     for r in vuln:
         used |= set(str(r["source_ids"]).split(";"))
@@ -81,6 +91,7 @@ def run_cycle(atlas: Any, sim: Any, draws: int = 500, seed: int = 0, as_of: str 
         "stockpiles": stock,
         "deliveries": deliveries,
         "matches": matches,
+        "validation": validation,
         "sources": {
             "atlas": sources,
             "parameter_files": ["critmin/simulate/data/parameters.csv (PARAMETERS.md)", "critmin/portfolio/data/agencies.csv, instrument_parameters.csv (DEFAULTS.md)",
@@ -107,5 +118,6 @@ def frames(plan: dict[str, Any]) -> dict[str, pd.DataFrame]:
         "deliveries": pd.DataFrame(plan["deliveries"]["buyers"]),
         "allocation": pd.DataFrame(plan["deliveries"]["allocation"]),
         "matches": pd.DataFrame(plan["matches"]["matches"]),
+        "validation": pd.DataFrame(plan.get("validation", {}).get("observations", [])),
         "sources": pd.DataFrame(plan["sources"]["atlas"]),
     }

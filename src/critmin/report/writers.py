@@ -204,6 +204,7 @@ def html_plan(plan: dict[str, Any], atlas: Any) -> str:
 <h2>6. Delivery plan (six months)</h2>{_table(t['deliveries'], ['buyer_id', 'name', 'node', 'demand_t', 'delivered_t', 'shortfall_t', 'share_met'], 50)}
 <h2>7. Supplier&ndash;buyer matches</h2>{_table(t['matches'], ['buyer', 'project', 'node', 'score', 'reason'], 50)}
 <h2>Charts</h2>{blocks}
+<h2>Appendix: back-test of the disruption model</h2>{_validation_html(plan)}
 <h2>Sources</h2><p>Raw data provenance: data/raw/PROVENANCE.md; parameter files: {html.escape('; '.join(plan['sources']['parameter_files']))}.</p><ul>{src_items}</ul>
 """
     style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px} table{border-collapse:collapse;font-size:13px;margin:1em 0}"
@@ -211,6 +212,17 @@ def html_plan(plan: dict[str, Any], atlas: Any) -> str:
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>critmin coordinated plan</title><style>{style}</style>"
             f"<script type='text/javascript'>window.PlotlyGeoAssets = {{topojson: {{world_110m: {world_topojson()}}}}};</script>"
             f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>{body}</body></html>")
+
+
+def _validation_html(plan: dict[str, Any]) -> str:
+    val = plan.get("validation")
+    if not val:
+        return "<p>No back-test in this plan.</p>"
+    rows = "".join(f"<li>{html.escape(k)}: {v['observations']} observations, {v['within_2x']:.0%} within 2x of the observed price ratio, "
+                   f"direction right {v['direction_right']:.0%}</li>" for k, v in val["summary"].items())
+    return (f"<p>{html.escape(val['method'])}</p><ul>{rows}</ul>"
+            + _table(pd.DataFrame(val["observations"]), ["case_id", "split", "segment", "observed_ratio", "simulated_ratio", "within_2x",
+                                                          "direction_right"], 40))
 
 
 def write_plan(plan: dict[str, Any], atlas: Any, out_dir: Path) -> dict[str, Path]:
@@ -299,6 +311,17 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
             *table_lines(t["deliveries"], ["buyer_id", "node", "demand_t", "delivered_t", "shortfall_t", "share_met"], 45), "",
             *table_lines(t["matches"], ["buyer_id", "project_id", "node", "score"], 40),
         ])
+        val = plan.get("validation", {})
+        if val:
+            summ = val["summary"]
+            text_page(pdf, "Appendix: back-test of the disruption model", [
+                "Real export restrictions run on their historical baselines; simulated vs observed price ratios, outside the",
+                "restricting country (targeted) and inside it (restrictor). Calibrated on the calibration cases, scored on the holdout.", "",
+                *[f"{k}: {v['observations']} observations, {v['within_2x']:.0%} within 2x, direction right {v['direction_right']:.0%}, "
+                  f"RMSE(log) {v['rmse_log']:.2f}" for k, v in summ.items()], "",
+                *table_lines(t["validation"], ["case_id", "split", "segment", "observed_ratio", "simulated_ratio", "within_2x", "direction_right"], 40),
+                "", "Method, misses and why: docs/validation.md.",
+            ])
         text_page(pdf, "6. Sources", [f"{s['source_id']}: {s['organisation']}, {s['title']} ({s.get('year', '')}); {s['licence']}; {s.get('url', '')}"
                                       for s in plan["sources"]["atlas"]])
         info = pdf.infodict()

@@ -502,7 +502,8 @@ def evaluate_chunk(
     p_hi = np.minimum(g["max_price_ratio"], np.maximum(m_eff, 1.0))  # nobody pays more than the output it enables
     p_lo = 1.0 / g["max_price_ratio"]
 
-    names = ("cost", "rationed", "restrained", "substituted", "gain_t", "cost_u", "short_u", "gain_u", "sum_pu", "released")
+    names = ("cost", "rationed", "restrained", "substituted", "gain_t", "cost_u", "short_u", "subst_u", "gain_u", "sum_pu",
+             "released")
     acc_s = {k: np.zeros((S, D)) for k in names}  # per scenario, at its last month
     peak_s = np.ones((S, D))
     months = int(path_dur.max()) if P else 0
@@ -526,8 +527,10 @@ def evaluate_chunk(
     short_t = acc_s["rationed"] + acc_s["restrained"] + acc_s["substituted"]
     lost_t = acc_s["rationed"] + f_r * acc_s["restrained"] + f_s * acc_s["substituted"]
     cost = d_j * np.where(in_t, acc_s["cost"][:, None, :], acc_s["cost_u"][:, None, :])
-    lost = d_j * np.where(in_t, lost_t[:, None, :], acc_s["short_u"][:, None, :]) * m_s
-    short_q = d_j * np.where(in_t, short_t[:, None, :], acc_s["short_u"][:, None, :])
+    lost_u = acc_s["short_u"] + f_s * acc_s["subst_u"]
+    short_u = acc_s["short_u"] + acc_s["subst_u"]
+    lost = d_j * np.where(in_t, lost_t[:, None, :], lost_u[:, None, :]) * m_s
+    short_q = d_j * np.where(in_t, short_t[:, None, :], short_u[:, None, :])
     gain = s_j * np.where(b.j_restricts[:, :, None], acc_s["gain_u"][:, None, :], acc_s["gain_t"][:, None, :])
     v = (b.value_usd / 12.0)[:, None, None]
     consumer = (cost + lost) / 12.0
@@ -625,7 +628,9 @@ def _month_loop(
         acc["gain_t"] += (p_t - 1.0) * np.power(p_t, es)
         pe_u = np.power(p_u, eps)
         acc["cost_u"] += (p_u - 1.0) * pe_u
-        acc["short_u"] += np.maximum(1.0 - pe_u, 0.0)
+        # the same split in U: short-run demand destruction at full value, the long-run part as substitution
+        acc["short_u"] += np.maximum(1.0 - np.power(p_u, ed), 0.0)
+        acc["subst_u"] += np.where(p_u > 1.0, np.power(p_u, ed) - pe_u, 0.0)
         acc["gain_u"] += (p_u - 1.0) * np.power(p_u, es)
         acc["sum_pu"] += p_u
         acc["released"] += c.release

@@ -179,6 +179,6 @@ def scalar_losses(s: Scenario, nodes: NodeTable, chain: ChainFactors, params: Pa
             else:
                 dj = n.demand_share[iso]
                 cost = (p_u - 1.0) * p_u**eps * dj
-                lost_out = max(1.0 - p_u**eps, 0.0) * dj * m_eff
+                lost_out = (max(1.0 - p_u**ed, 0.0) + f_s * ((p_u**ed - p_u**eps) if p_u > 1.0 else 0.0)) * dj * m_eff
             loss[j] += (cost + lost_out) / 12.0
     return loss
