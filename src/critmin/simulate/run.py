@@ -251,7 +251,6 @@ def run_chunk(
         "stock": r.stock_used_t.mean(axis=1),
         **comp,
     }
-    # occurrence: one uniform per family and draw; scenario k of a family occurs when u in [lo_k, hi_k)
     # occurrence: one uniform per family and draw; scenario k of a family occurs when u in [lo_k, hi_k).
     # Returned sparse (draw indices and losses per scenario) and summed in scenario order by the caller, so
     # totals do not depend on how scenarios were split into chunks.
