@@ -115,6 +115,11 @@ def main() -> None:
         sp = results["simulate_sweep_10x_dask_1_worker"] / results["simulate_sweep_10x_dask_2_worker"]
         print(f"{'simulate: Dask 2 vs 1 worker':32} {sp:10.2f}x  (target >= 1.6x)")
     print(f"{'peak RSS (MB)':32} {peak_mb:10.1f}")
+    # model validity (issue 11 targets): back-test holdout, rankings, own-basis prices
+    from validity import measure, report  # benchmarks/validity.py
+
+    print()
+    print("\n".join(report(measure(200, 0))))
     load = None
     if not args.no_load:
         from load import print_table, run_load  # benchmarks/load.py

@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 
 from critmin.simulate.backtest import direction_right, load_cases, run_backtest, statistic
+from critmin.simulate.nodes import PARTICIPANTS
 from critmin.simulate.risk import annual_loss_distribution, risk_ranking, risk_scenarios, tail_figures
+from critmin.simulate.run import run
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +100,64 @@ def test_controls_in_force_weigh_through_their_evolution(simulator, ranking):
         assert bloc.at[c, "rank"] <= 20, (c, bloc.at[c, "rank"])
 
 
+def test_a_control_and_what_it_can_become_are_counted_once(simulator):
+    """Review finding: an in-force control, its tightening and a suspended extension at the same node each carried
+    the full loss (NdFeB magnets 1.71 x the control's loss). They are now one family of exclusive outcomes whose
+    probabilities sum to 1, and each escalation acts on top of the control (it withholds at least as much)."""
+    scen, probs = risk_scenarios(simulator)
+    fam: dict[str, list[tuple[object, float]]] = {}
+    for s, p in zip(scen, probs, strict=True):
+        if s.family.startswith("ctl."):
+            fam.setdefault(s.family, []).append((s, p))
+    magnets = fam["ctl.ndfeb_magnets.magnet"]
+    assert sum(p for _, p in magnets) == pytest.approx(1.0)
+    control = next(s for s, _ in magnets if s.id == "ev.E019.ndfeb_magnets.magnet")
+    lo_c = simulator.params.resolve("licence_denial", "ndfeb_magnets", "magnet", "").low
+    for s, p in magnets:
+        assert 0 <= p <= 1
+        if s is not control and s.withheld_low is not None:
+            assert s.withheld_low >= lo_c - 1e-12, s.id  # on top of the control
+    # every family sums to at most 1 (a certain family to exactly 1)
+    for name, members in fam.items():
+        assert sum(p for _, p in members) <= 1 + 1e-9, name
+    # a ban on a participant under a licence regime already in force is counted as its tightening (one outcome)
+    assert not any(s.id.startswith("evo.E019.ndfeb_magnets.magnet.ban") for s, _ in magnets)
+
+
+def test_measures_that_cover_part_of_a_node_withhold_only_that_part(simulator):
+    """Review finding: China's October 2025 battery package covers cells of at least 300 Wh/kg only, yet was applied
+    to every cell; its rare-earth package names five minor elements, yet was applied to all magnets."""
+    lib = {s.id: s for s in simulator.library(generated=False)}
+    cells = lib["ev.E023.battery_cells.cell"]
+    assert cells.scope_high <= 0.05 and "300 Wh/kg" in cells.note
+    assert lib["ev.E021.ndfeb_magnets.magnet"].scope_high <= 0.05
+    full = cells.model_copy(update={"id": "full", "scope_low": 1.0, "scope_high": 1.0})
+    res = run(simulator, [cells, full], draws=40, seed=1)
+    usa = res.scenarios[res.scenarios["perspective"] == "USA"].set_index("scenario")
+    assert usa.at["ev.E023.battery_cells.cell", "expected_loss_usd"] < 0.1 * usa.at["full", "expected_loss_usd"]
+
+
+def test_participants_value_a_tonne_short_with_their_own_end_uses(simulator):
+    """Review finding: U.S. cobalt (51 % superalloys, no battery use listed by USGS) was valued as lost battery cells
+    through the world use share (73 %). The USA now uses its own share; Japan keeps the world share."""
+    ch, i = simulator.chain, simulator.nodes.index["cobalt/refine"]
+    usa, jpn = PARTICIPANTS.index("USA"), PARTICIPANTS.index("JPN")
+    assert ch.linked_value_p[usa, i] < 0.2 * ch.linked_value[i]
+    assert ch.linked_value_p[jpn, i] == pytest.approx(ch.linked_value[i])
+    assert ch.unlinked_p[usa, i] > ch.unlinked[i]  # the rest of its use leaves the modelled chain (superalloys)
+
+
+def test_bloc_proxy_share_weighs_each_participant_by_its_loss(ranking):
+    tables, _ = ranking
+    u, j, b = (tables[p].set_index("commodity")["proxy_share_of_loss"] for p in ("USA", "JPN", "BLOC"))
+    both = u.index.intersection(j.index).intersection(b.index)
+    lo, hi = np.minimum(u[both], j[both]), np.maximum(u[both], j[both])
+    # a loss-weighted mean of the two (up to the scenarios only one perspective counts, e.g. a participant's own bans)
+    assert ((b[both] >= lo - 0.02) & (b[both] <= hi + 0.02)).all()
+    # the review's example: graphite rests on U.S. data and a Japanese proxy, so the bloc figure is neither 0 nor 1
+    assert u["graphite"] < 0.1 and j["graphite"] > 0.9 and 0.1 < b["graphite"] < 0.9
+
+
 # ------------------------------------------------------------------ loss accounting --------------------------------
 
 
@@ -128,6 +188,21 @@ def test_annual_loss_distribution_mean_is_the_probability_weighted_loss():
     t = tail_figures(loss, probs)
     assert t["mean"] <= t["cvar"] and t["var"] <= t["cvar"]
     assert overlap == pytest.approx((0.56**2 - (0.04 + 0.0025 + 0.0001 + 0.09)) / 2)
+
+
+def test_a_certain_family_is_a_mixture_of_its_outcomes():
+    """Hand example: a control (probability 0.7, loss 10) or its tightening (0.3, loss 30) every year, and an
+    uncertain embargo elsewhere (0.1, loss 100). Atoms: 10 (0.63), 110 (0.07), 30 (0.27), 130 (0.03).
+    Mean 0.7*10 + 0.3*30 + 0.1*100 = 26; VaR95 = 110; CVaR95 = (0.03*130 + 0.02*110)/0.05 = 122."""
+    loss = np.array([[10.0], [30.0], [100.0]])
+    probs = np.array([0.7, 0.3, 0.1])
+    vals, w, _ = annual_loss_distribution(loss, probs, ["ctl.a", "ctl.a", "gen.b"])
+    assert float(np.dot(vals, w)) == pytest.approx(26.0)
+    t = tail_figures(loss, probs, families=["ctl.a", "ctl.a", "gen.b"])
+    assert t["var"] == pytest.approx(110.0) and t["cvar"] == pytest.approx(122.0)
+    # without the families the control and its tightening would be counted as independent events
+    naive = tail_figures(loss, probs)
+    assert naive["mean"] != pytest.approx(26.0) or naive["cvar"] != pytest.approx(122.0)
 
 
 def test_probabilities_of_shortfall_are_probabilities(ranking):

@@ -116,8 +116,12 @@ def emit(
         return
     table = Table(title=title, show_lines=False, header_style="bold")
     cols = list(columns or frame.columns)
-    for c in cols:
-        table.add_column(c, overflow="fold")
+    for i, c in enumerate(cols):
+        if i == 0:  # the identifier column is never folded (ids are read and copied whole)
+            width = min(max([len(_fmt(r.get(c))) for r in rec_list] + [len(c)]), 48)
+            table.add_column(c, overflow="fold", min_width=width)
+        else:
+            table.add_column(c, overflow="fold")
     for r in rec_list:
         table.add_row(*[_fmt(r.get(c)) for c in cols])
     console.print(table)

@@ -88,6 +88,10 @@ def _f(v: object) -> float | None:
     return x if np.isfinite(x) else None
 
 
+def _or(v: float | None, default: float) -> float:
+    return default if v is None else v
+
+
 def load_cases(sim: Simulator) -> tuple[list[Case], list[Observation]]:
     """Cases and the observations marked ``use`` from the atlas (empty lists when the tables are absent)."""
     cases_t = sim.atlas.tables.get("backtest_cases")
@@ -104,8 +108,7 @@ def load_cases(sim: Simulator) -> tuple[list[Case], list[Observation]]:
             regime=str(r["regime"]),
             withheld=None if w is None else (w, _f(r["withheld_low"]) or w, _f(r["withheld_high"]) or w),
             restrictor_share=float(r["restrictor_share"]),
-            export_share=None if e is None else (e, _f(r["export_low"]) if _f(r["export_low"]) is not None else e,
-                                                 _f(r["export_high"]) if _f(r["export_high"]) is not None else e),
+            export_share=None if e is None else (e, _or(_f(r["export_low"]), e), _or(_f(r["export_high"]), e)),
             market_surplus=_f(r["market_surplus"]) or 0.0, split=str(r["split"]), title=str(r.get("title", "")),
             inventory=None if _f(r["inventory_months"]) is None else (
                 float(r["inventory_months"]), _f(r["inventory_low"]) or float(r["inventory_months"]),
@@ -146,8 +149,8 @@ def _scenario(case: Case) -> Scenario:
     if case.withheld is not None:
         kw = {"withheld_share": case.withheld[0], "withheld_low": case.withheld[1], "withheld_high": case.withheld[2]}
     return Scenario(id=f"bt.{case.case_id}", commodity=case.commodity, stage=case.stage, restrictors=list(case.restrictors),
-                    targets=list(case.targets), regime=case.regime, duration_months=12, market_surplus=case.market_surplus,
-                    status="hypothetical", family="user", **kw)  # type: ignore[arg-type]
+                    targets=list(case.targets), regime=case.regime, duration_months=12,  # type: ignore[arg-type]
+                    market_surplus=case.market_surplus, status="hypothetical", family="user", **kw)
 
 
 def simulate_case(sim: Simulator, case: Case, params: Parameters, draws: int, seed: int, months: int = 12) -> dict[str, np.ndarray]:

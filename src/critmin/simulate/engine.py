@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import zlib
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -83,13 +82,18 @@ class ChainFactors:
     linked_value: np.ndarray
     links: list[list[tuple[int, float, float]]]  # per node: (downstream node index, use_share, input_t_per_t)
     flags: list[list[str]] = field(default_factory=list)
+    #: per participant (PARTICIPANTS order) × node: the same factors with the participant's own use shares
+    #: where ``participant_use_shares.csv`` gives them (the world factors elsewhere)
+    unlinked_p: np.ndarray | None = None
+    linked_value_p: np.ndarray | None = None
 
     @property
     def factor(self) -> np.ndarray:
         return self.unlinked + self.linked_value
 
 
-def chain_factors(nodes: NodeTable, coefficients: list[dict[str, object]], params: Parameters | None = None) -> ChainFactors:
+def chain_factors(nodes: NodeTable, coefficients: list[dict[str, object]], params: Parameters | None = None,
+                  participant_shares: list[dict[str, object]] | None = None) -> ChainFactors:
     """Valuation of a tonne short along the chain (docs/simulation.md §6): ``M_u · A_u + B_u`` in units of P0_u.
 
     - The share of u's use that leaves the modelled chain (``a_u = 1 - Σ_v α_uv``) costs its users' lost output,
@@ -103,7 +107,9 @@ def chain_factors(nodes: NodeTable, coefficients: list[dict[str, object]], param
     ``unlinked`` = A (multiplies M), ``linked_value`` = B. ``α_uv`` = share of u's use that makes v, ``c_uv`` = t
     of u per t of v. A link whose product has no price stays in the unlinked share (flagged). A node whose
     ``downstream_value_multiple`` is specific to it (not the ``*`` default) already covers its whole chain:
-    A = 1, B = 0.
+    A = 1, B = 0. ``participant_shares`` (rows participant, from/to node, use_share) replace ``α_uv`` for one
+    participant (its own end uses: U.S. cobalt goes mostly to superalloys, not to battery cathodes); the
+    factors per participant are ``unlinked_p``/``linked_value_p``.
     """
     links: list[list[tuple[int, float, float]]] = [[] for _ in nodes.nodes]
     for r in coefficients:
@@ -127,46 +133,62 @@ def chain_factors(nodes: NodeTable, coefficients: list[dict[str, object]], param
         p = nodes.nodes[i].p0_usd_per_t
         return bool(np.isfinite(p) and p > 0)
 
-    def usable(i: int) -> list[tuple[int, float, float]]:
-        return [(v, a, c) for v, a, c in links[i] if price_ok(v) and price_ok(i)]
+    own: dict[str, dict[tuple[int, int], float]] = {}
+    for r in participant_shares or []:
+        u = nodes.index.get(f"{r['from_commodity']}/{r['from_stage']}")
+        v = nodes.index.get(f"{r['to_commodity']}/{r['to_stage']}")
+        a = float(r.get("use_share") or np.nan)  # type: ignore[arg-type]
+        if u is not None and v is not None and np.isfinite(a):
+            own.setdefault(str(r["participant"]), {})[(u, v)] = a
 
-    g_memo: dict[int, float] = {}
+    def factors(shares: dict[tuple[int, int], float], record: bool) -> tuple[np.ndarray, np.ndarray]:
+        def usable(i: int) -> list[tuple[int, float, float]]:
+            return [(v, shares.get((i, v), a), c) for v, a, c in links[i] if price_ok(v) and price_ok(i)]
 
-    def product_value(i: int, depth: int = 0) -> float:
-        if i not in g_memo:
-            use = usable(i) if depth < 10 else []
-            g_memo[i] = max(1.0 - sum(a for _, a, _ in use), 0.0) + sum(
-                a / c * nodes.nodes[v].p0_usd_per_t / nodes.nodes[i].p0_usd_per_t * product_value(v, depth + 1) for v, a, c in use)
-        return g_memo[i]
+        g_memo: dict[int, float] = {}
 
-    ab_memo: dict[int, tuple[float, float]] = {}
+        def product_value(i: int, depth: int = 0) -> float:
+            if i not in g_memo:
+                use = usable(i) if depth < 10 else []
+                g_memo[i] = max(1.0 - sum(a for _, a, _ in use), 0.0) + sum(
+                    a / c * nodes.nodes[v].p0_usd_per_t / nodes.nodes[i].p0_usd_per_t * product_value(v, depth + 1) for v, a, c in use)
+            return g_memo[i]
 
-    def value(i: int, depth: int = 0) -> tuple[float, float]:
-        if i in fixed:
-            return 1.0, 0.0
-        if i not in ab_memo:
-            use = usable(i) if depth < 10 else []
-            if depth == 0:
-                flags[i].extend(f"no price for {nodes.nodes[lk[0]].key}: its use valued like the unlinked share"
-                                for lk in links[i] if lk not in use)
-            a_i = max(1.0 - sum(a for _, a, _ in use), 0.0)
-            b_i = 0.0
-            for v, a, c in use:
-                k = a / c * nodes.nodes[v].p0_usd_per_t / nodes.nodes[i].p0_usd_per_t
-                if nodes.nodes[v].commodity == nodes.nodes[i].commodity:
-                    av, bv = value(v, depth + 1)
-                    a_i += k * av
-                    b_i += k * bv
-                else:
-                    b_i += k * product_value(v, depth + 1)
-            ab_memo[i] = (a_i, b_i)
-        return ab_memo[i]
+        ab_memo: dict[int, tuple[float, float]] = {}
 
-    unlinked = np.empty(n)
-    linked = np.empty(n)
-    for i in range(n):
-        unlinked[i], linked[i] = value(i)
-    return ChainFactors(unlinked, linked, links, flags)
+        def value(i: int, depth: int = 0) -> tuple[float, float]:
+            if i in fixed:
+                return 1.0, 0.0
+            if i not in ab_memo:
+                use = usable(i) if depth < 10 else []
+                if depth == 0 and record:
+                    flags[i].extend(f"no price for {nodes.nodes[lk[0]].key}: its use valued like the unlinked share"
+                                    for lk in links[i] if not (price_ok(lk[0]) and price_ok(i)))
+                a_i = max(1.0 - sum(a for _, a, _ in use), 0.0)
+                b_i = 0.0
+                for v, a, c in use:
+                    k = a / c * nodes.nodes[v].p0_usd_per_t / nodes.nodes[i].p0_usd_per_t
+                    if nodes.nodes[v].commodity == nodes.nodes[i].commodity:
+                        av, bv = value(v, depth + 1)
+                        a_i += k * av
+                        b_i += k * bv
+                    else:
+                        b_i += k * product_value(v, depth + 1)
+                ab_memo[i] = (a_i, b_i)
+            return ab_memo[i]
+
+        ua, lb = np.empty(n), np.empty(n)
+        for i in range(n):
+            ua[i], lb[i] = value(i)
+        return ua, lb
+
+    unlinked, linked = factors({}, True)
+    unlinked_p, linked_p = np.empty((len(PARTICIPANTS), n)), np.empty((len(PARTICIPANTS), n))
+    for j, iso in enumerate(PARTICIPANTS):
+        unlinked_p[j], linked_p[j] = factors(own[iso], False) if iso in own else (unlinked, linked)
+        for (u, v), a in sorted(own.get(iso, {}).items()):
+            flags[u].append(f"{iso} use share of {nodes.nodes[v].key}: {a:g} (its own end uses, participant_use_shares.csv)")
+    return ChainFactors(unlinked, linked, links, flags, unlinked_p, linked_p)
 
 
 #: Scenario fields that do not change the monthly path (scenarios differing only in these share one path).
@@ -224,6 +246,8 @@ class Batch:
     q0_t: np.ndarray
     chain_a: np.ndarray
     chain_b: np.ndarray
+    chain_a_p: np.ndarray  # (S, participants): the chain factors with each participant's own use shares
+    chain_b_p: np.ndarray
     family: list[str]
     prob_lo: np.ndarray
     prob_hi: np.ndarray
@@ -270,6 +294,8 @@ def compile_batch(
     d_j = np.zeros((S, NP))
     s_j = np.zeros((S, NP))
     j_restricts = np.zeros((S, NP), dtype=bool)
+    chain_a_p = np.zeros((S, NP))
+    chain_b_p = np.zeros((S, NP))
     leak = np.full(S, np.nan)
     spare = np.full(S, np.nan)
     rate = np.full(S, np.inf)
@@ -341,7 +367,9 @@ def compile_batch(
                 fl.append(f"withheld share: licence_denial {spec.low:g}-{spec.high:g} ({spec.kind}, {spec.scope})")
             else:
                 rng = (1.0, 1.0)
-        a["w_lo"][i], a["w_hi"][i] = rng
+        if sc.scope_high < 1.0 or sc.scope_low < 1.0:
+            fl.append(f"measure covers {sc.scope_low:g}-{sc.scope_high:g} of the node's exports (scope)")
+        a["w_lo"][i], a["w_hi"][i] = rng[0] * sc.scope_low, rng[1] * sc.scope_high
         if sc.leakage is not None:
             leak[i] = sc.leakage
         if n.spare_by_country and np.isfinite(n.q0_t) and n.q0_t > 0:
@@ -360,7 +388,9 @@ def compile_batch(
         a["q0_t"][i] = n.q0_t
         a["chain_a"][i] = chain.unlinked[ni]
         a["chain_b"][i] = chain.linked_value[ni]
-        fam = sc.family if sc.family.startswith("gen.") else sc.id
+        chain_a_p[i] = chain.unlinked_p[:, ni] if chain.unlinked_p is not None else chain.unlinked[ni]
+        chain_b_p[i] = chain.linked_value_p[:, ni] if chain.linked_value_p is not None else chain.linked_value[ni]
+        fam = sc.family if sc.family.startswith(("gen.", "ctl.")) else sc.id
         families.append(fam)
         c0 = fam_cum.get(fam, 0.0)
         p_i = min(max(float(probs[i]), 0.0), 1.0)
@@ -369,7 +399,7 @@ def compile_batch(
         flags.append(fl + n.flags + chain.flags[ni])
     return Batch(
         ids=[s.id for s in scenarios], path=paths, node=node, duration=duration, world=world, in_t=in_t, d_j=d_j, s_j=s_j,
-        j_restricts=j_restricts, leak=leak, spare_data=spare, rate=rate, cap=cap, family=families, flags=flags, **a,
+        j_restricts=j_restricts, chain_a_p=chain_a_p, chain_b_p=chain_b_p, leak=leak, spare_data=spare, rate=rate, cap=cap, family=families, flags=flags, **a,
     )
 
 
@@ -522,7 +552,8 @@ def evaluate_chunk(
         scale = np.where(dem_t > d_t_s, d_t_s / dem_t, 1.0)  # participants in T never demand more than T
     d_j = b.d_j[:, :, None] * np.where(in_t, scale[:, None, :], 1.0)
     s_j = b.s_j[:, :, None]
-    m_s = m_eff[pidx][:, None, :]
+    # each participant values a tonne short with its own use shares (the world factors set the choke price)
+    m_s = g["downstream_value_multiple"][pidx][:, None, :] * b.chain_a_p[:, :, None] + b.chain_b_p[:, :, None]
     f_r, f_s = settings["restraint_loss_fraction"], settings["substitution_loss_fraction"]
     short_t = acc_s["rationed"] + acc_s["restrained"] + acc_s["substituted"]
     lost_t = acc_s["rationed"] + f_r * acc_s["restrained"] + f_s * acc_s["substituted"]
@@ -556,7 +587,6 @@ def _month_loop(
     acc_s: dict[str, np.ndarray], peak_s: np.ndarray, paths: dict[str, np.ndarray] | None,
 ) -> None:
     """Months 1 … longest duration for the paths ``rows``; fills the scenarios' accumulators (in place)."""
-    R = rows.size
     sel = rep[rows]
 
     def pr(x: np.ndarray) -> np.ndarray:
@@ -609,7 +639,7 @@ def _month_loop(
         hold = np.maximum(hold - c.release / 12.0, 0.0)
         # the restrictor's own market (and third countries it serves)
         a_u = stock_demand(stock_u, left_u, d_u - s_u, d_u, theta, half)
-        cu = clear_month(np.maximum(s_u, 1e-12), d_u, a_u, 0.0, es, eps, lo, hi)
+        cu = clear_month(np.maximum(s_u, 1e-12), d_u, a_u, np.zeros_like(d_u), es, eps, lo, hi)
         # licensed exports and leakage carry part of the export price into the restrictor's market
         p_u = np.where(has_u, np.exp(psi * np.log(p_t) + (1.0 - psi) * np.log(cu.price)), 1.0)
         stock_u = np.where(has_u, np.maximum(stock_u + cu.stock_flow / 12.0, 0.0), stock_u)

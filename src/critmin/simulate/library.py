@@ -72,6 +72,14 @@ def _months_between(start: str, end: str) -> int | None:
     return int(m) if m > 0 else None
 
 
+def scope_note(r: dict[str, object]) -> str:
+    """The covered-share sentence of an event row (empty when the measure covers the whole node)."""
+    lo, hi = float(r.get("scope_low", 1.0)), float(r.get("scope_high", 1.0))  # type: ignore[arg-type]
+    if lo >= 1.0 and hi >= 1.0:
+        return ""
+    return f"The measure covers {lo:g}-{hi:g} of the node's exports: {r.get('scope_basis', '')}. "
+
+
 def event_scenarios(atlas: Atlas, horizon_months: int = 12) -> list[Scenario]:
     """Scenarios of the real events (empty when the atlas has no ``event_scenarios`` table)."""
     if "event_scenarios" not in atlas.tables:
@@ -110,6 +118,8 @@ def event_scenarios(atlas: Atlas, horizon_months: int = 12) -> list[Scenario]:
                 withheld_share=best,
                 withheld_low=lo if best is not None else None,
                 withheld_high=hi if best is not None else None,
+                scope_low=float(r.get("scope_low", 1.0)),
+                scope_high=float(r.get("scope_high", 1.0)),
                 # start of the measure, else its announcement (E028: effective date not stated, announced 2023)
                 start_date=(str(r.get("start") or "") or str(e.get("start") or "") or str(e.get("announced") or ""))[:7] or None,
                 duration_months=min(max(dur, 1), 120),
@@ -118,7 +128,7 @@ def event_scenarios(atlas: Atlas, horizon_months: int = 12) -> list[Scenario]:
                 family="event",
                 event_id=str(r["event_id"]),
                 source_ids=[str(r["source_id"])],
-                note=f"{basis}. {r.get('note', '')}".strip(". "),
+                note=f"{basis}. {scope_note(r)}{r.get('note', '')}".strip(". "),
             )
         )
     return out

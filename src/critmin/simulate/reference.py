@@ -18,7 +18,8 @@ import math
 import numpy as np
 from scipy.optimize import brentq
 
-from critmin.simulate.engine import SAMPLED_NAMES, ChainFactors, downstream_share_proxy as _downstream_share, keyed_uniforms, path_key
+from critmin.simulate.engine import SAMPLED_NAMES, ChainFactors, keyed_uniforms, path_key
+from critmin.simulate.engine import downstream_share_proxy as _downstream_share
 from critmin.simulate.nodes import PARTICIPANTS, NodeTable
 from critmin.simulate.parameters import Parameters
 from critmin.simulate.scenario import Scenario
@@ -84,6 +85,7 @@ def scalar_losses(s: Scenario, nodes: NodeTable, chain: ChainFactors, params: Pa
     if rng is None:
         spec = params.resolve("licence_denial", n.commodity, n.stage, n.group)
         rng = (spec.low, spec.high) if s.regime in ("licence", "quota") else (1.0, 1.0)
+    rng = (rng[0] * s.scope_low, rng[1] * s.scope_high)  # the measure covers only part of the node's exports
     w = rng[0]
     if rng[1] > rng[0]:
         w = rng[0] + float(keyed_uniforms(seed, "path:" + path_key(s), 1, (draws,))[d]) * (rng[1] - rng[0])
@@ -121,6 +123,10 @@ def scalar_losses(s: Scenario, nodes: NodeTable, chain: ChainFactors, params: Pa
     s_u = d_u + lost
     gi = min(lost / d_t, 1.0) if d_t > 0 else 0.0
     m_eff = par["downstream_value_multiple"] * float(chain.unlinked[ni]) + float(chain.linked_value[ni])
+    # each participant values a tonne short with its own use shares where it has them
+    ua = chain.unlinked_p[:, ni] if chain.unlinked_p is not None else np.full(len(PARTICIPANTS), chain.unlinked[ni])
+    lb = chain.linked_value_p[:, ni] if chain.linked_value_p is not None else np.full(len(PARTICIPANTS), chain.linked_value[ni])
+    m_own = [par["downstream_value_multiple"] * float(ua[j]) + float(lb[j]) for j in range(len(PARTICIPANTS))]
     p_hi = min(par["max_price_ratio"], max(m_eff, 1.0))
     p_lo = 1.0 / par["max_price_ratio"]
     ed, ed_lr = par["elasticity_demand"], min(par["elasticity_demand_long"], par["elasticity_demand"])
@@ -175,10 +181,10 @@ def scalar_losses(s: Scenario, nodes: NodeTable, chain: ChainFactors, params: Pa
             if iso in members:
                 dj = n.demand_share[iso] * scale
                 cost = (p_t - 1.0) * served * dj
-                lost_out = (rationed + f_r * restrained + f_s * substituted) * dj * m_eff
+                lost_out = (rationed + f_r * restrained + f_s * substituted) * dj * m_own[j]
             else:
                 dj = n.demand_share[iso]
                 cost = (p_u - 1.0) * p_u**eps * dj
-                lost_out = (max(1.0 - p_u**ed, 0.0) + f_s * ((p_u**ed - p_u**eps) if p_u > 1.0 else 0.0)) * dj * m_eff
+                lost_out = (max(1.0 - p_u**ed, 0.0) + f_s * ((p_u**ed - p_u**eps) if p_u > 1.0 else 0.0)) * dj * m_own[j]
             loss[j] += (cost + lost_out) / 12.0
     return loss

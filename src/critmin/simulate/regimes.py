@@ -35,6 +35,7 @@ include the control when it is in the baseline data).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -160,7 +161,7 @@ def evolution_scenarios(control: Scenario, model: RegimeModel, horizon_months: i
     """The evolution family of one in-force control scenario, with each scenario's annual probability."""
     out: list[tuple[Scenario, float]] = []
     base = f"evo.{control.id.removeprefix('ev.')}"
-    common = dict(commodity=control.commodity, stage=control.stage, restrictors=list(control.restrictors),
+    common: dict[str, Any] = dict(commodity=control.commodity, stage=control.stage, restrictors=list(control.restrictors),
                   duration_months=horizon_months, status="hypothetical", family=base, event_id=control.event_id,
                   source_ids=list(control.source_ids))
     iso = control.restrictors[0]

@@ -48,35 +48,109 @@ def in_baseline(s: Scenario, baseline_year: int = BASELINE_YEAR) -> bool:
     return s.status == "in_force" and s.start_date is not None and int(s.start_date[:4]) <= baseline_year
 
 
+def _withheld_bounds(s: Scenario, sim: Simulator) -> tuple[float, float]:
+    """(low, high) of the share of the restrictors' exports at the node that ``s`` withholds, scope included."""
+    rng = s.withheld_range()
+    if rng is None:
+        if s.regime in ("licence", "quota"):
+            spec = sim.params.resolve("licence_denial", s.commodity, s.stage, sim.nodes.get(s.commodity, s.stage).group)
+            rng = (spec.low, spec.high)
+        else:
+            rng = (1.0, 1.0)
+    return rng[0] * s.scope_low, rng[1] * s.scope_high
+
+
+def _on_top(escalation: Scenario, control: Scenario, sim: Simulator, suffix: str = "") -> Scenario:
+    """``escalation`` applied on top of ``control`` (an in-force control not in the baseline data): the two
+    together withhold ``w_C + (1 - w_C) w_X`` of the exports, to every destination of the control."""
+    c_lo, c_hi = _withheld_bounds(control, sim)
+    x_lo, x_hi = _withheld_bounds(escalation, sim)
+    lo, hi = c_lo + (1.0 - c_lo) * x_lo, c_hi + (1.0 - c_hi) * x_hi
+    return escalation.model_copy(update={
+        "id": escalation.id + suffix, "targets": list(control.targets), "withheld_share": (lo + hi) / 2.0, "withheld_low": lo,
+        "withheld_high": hi, "scope_low": 1.0, "scope_high": 1.0,
+        "note": (f"on top of {control.id} (in force): withheld {c_lo:.2f}-{c_hi:.2f} by the control, then "
+                 f"{x_lo:.2f}-{x_hi:.2f} of the rest. " + escalation.note).strip()})
+
+
 def risk_scenarios(sim: Simulator) -> tuple[list[Scenario], list[float]]:
-    """The risk library and each scenario's annual probability (see module docstring)."""
+    """The risk library and each scenario's annual probability (docs/simulation.md §11).
+
+    At a node with an export control in force or suspended, the control and what it can become form one
+    family of mutually exclusive outcomes for the year (``ctl.<commodity>.<stage>``):
+
+    - a control in force that is not in the baseline data (started after ``BASELINE_YEAR``) holds with
+      probability ``1 - Σ P(escalation)``; each escalation (its tightening, a suspended extension coming into
+      force) is simulated **on top of it** (:func:`_on_top`), so the family's expected loss is
+      ``L_C + Σ_k P_k (L_k - L_C)``, never the control's loss counted again. A ban on a participant under a
+      licence regime already in force is counted as a tightening (China's gallium licences became a ban on
+      the USA); its rate is added to the tightening rate;
+    - a control in the baseline data is not simulated again; its evolution (tightening, bans on participants)
+      and any suspended control at the node are the family's outcomes, acting on the baseline flows;
+    - probabilities of a family that sum above 1 are scaled to 1 (flagged in the note).
+
+    A full embargo on every destination stays possible under a control: the generated WORLD bans of an in-force
+    (restrictor, node) pair are outcomes of the node's family (acting on the baseline flows: a full ban includes
+    any partial control); its generated targeted bans are dropped (the control's evolution has them). The
+    generated family of a suspended pair is scaled by ``1 - P(suspended control)``.
+    """
     lib = sim.library()
     pm = sim.probability
-    in_force: set[tuple[str, str, str]] = set()
-    suspended: dict[tuple[str, str, str], float] = {}
-    chosen: list[Scenario] = []
-    probs: list[float] = []
     horizon = int(sim.settings["in_force_horizon_months"])
     controls = export_controls(sim.atlas)
+    in_force: set[tuple[str, str, str]] = set()
+    suspended: dict[tuple[str, str, str], float] = {}
+    nodes: dict[tuple[str, str], dict[str, list[Any]]] = {}
     for s in lib:
         if s.family != "event":
             continue
+        g = nodes.setdefault(s.node, {"control": [], "escalation": []})
         pairs = {(r, s.commodity, s.stage) for r in s.restrictors}
         if s.status == "in_force":
             in_force |= pairs
             if not in_baseline(s):
-                chosen.append(s)
-                probs.append(pm.scenario_probability(s, s.commodity))
-            # what the control can become (in the baseline data or not): tightening, a ban on a participant
+                g["control"].append(s)
             evolves = sim.regimes is not None and s.event_id in controls
             for evo, p in (evolution_scenarios(s, sim.regimes, horizon) if evolves else []):  # type: ignore[arg-type]
-                chosen.append(evo)
-                probs.append(p)
+                g["escalation"].append((evo, p, s))
         elif s.status == "suspended":
             for pair in pairs:
                 suspended[pair] = pm.suspended_probability
-            chosen.append(s)
-            probs.append(pm.scenario_probability(s, s.commodity))
+            g["escalation"].append((s, pm.scenario_probability(s, s.commodity), None))
+    # a full embargo on every destination stays possible under a control in force: the generated WORLD bans of
+    # an in-force pair join the node's family (its targeted bans are the control's evolution)
+    embargo: dict[tuple[str, str], list[tuple[Scenario, float]]] = {}
+    for s in lib:
+        if s.family.startswith("gen.") and (s.restrictors[0], s.commodity, s.stage) in in_force and s.targets == ["WORLD"]:
+            embargo.setdefault(s.node, []).append((s, pm.scenario_probability(s, s.commodity)))
+    chosen: list[Scenario] = []
+    probs: list[float] = []
+    for (commodity, stage), g in nodes.items():
+        fam = f"ctl.{commodity}.{stage}"
+        control = g["control"][0] if g["control"] else None
+        outcomes: list[tuple[Scenario, float]] = []
+        if control is not None:
+            own = [(e, p) for e, p, par in g["escalation"] if par is not None and par.id == control.id]
+            tighten = next((e for e, _ in own if e.id.endswith(".tighten")), None)
+            if tighten is not None:
+                # a tightening or a ban on a participant of the control in force: one stricter outcome
+                outcomes.append((_on_top(tighten, control, sim), min(sum(p for _, p in own), 1.0)))
+            outcomes += [(_on_top(e, control, sim), p) for e, p, par in g["escalation"] if par is None or par.id != control.id]
+            for extra in g["control"][1:]:  # a second control in force at the node: counted apart (rare)
+                chosen.append(extra)
+                probs.append(1.0)
+        else:
+            outcomes = [(e, p) for e, p, _ in g["escalation"]]
+        outcomes += embargo.get((commodity, stage), [])
+        total = sum(p for _, p in outcomes)
+        scale = 1.0 / total if total > 1.0 else 1.0
+        if control is not None:
+            chosen.append(control.model_copy(update={"family": fam}))
+            probs.append(max(1.0 - total * scale, 0.0))
+        for e, p in outcomes:
+            note = e.note if scale == 1.0 else f"{e.note} Probabilities of the node's outcomes scaled by {scale:.2f} to sum to 1."
+            chosen.append(e.model_copy(update={"family": fam, "note": note}))
+            probs.append(p * scale)
     for s in lib:
         if s.family == "event":
             continue
@@ -102,48 +176,80 @@ def risk_run(sim: Simulator, draws: int = 1000, seed: int = 0, threads: int = 2,
 TAIL_BATCHES = 10
 
 
-def annual_loss_distribution(loss: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+#: Most combined outcomes of the certain families of one commodity kept as separate atoms (beyond, each further
+#: family enters through its mean per draw).
+MAX_BASE_OUTCOMES = 64
+
+
+def annual_loss_distribution(loss: np.ndarray, probs: np.ndarray, families: list[str] | None = None
+                             ) -> tuple[np.ndarray, np.ndarray, float]:
     """The distribution of a commodity's annual loss as weighted atoms, from one draw set.
 
-    ``loss`` (scenarios × draws): each scenario's loss given it happens; ``probs`` its annual probability.
-    Scenarios with probability 1 (controls in force) happen every year and add to every atom of their draw;
-    the others happen with their probability, one at a time (a first-order mixture: two uncertain events of
-    one commodity in the same year, probability ``Σ_{i<j} P_i P_j``, are not combined). Each draw d
-    (weight 1/D) contributes the atoms ``base_d + loss_{s,d}`` with weights ``P_s/D`` and ``base_d`` with
-    weight ``(1 - Σ P_s)/D``. Its mean is exactly ``Σ_s P_s E[loss_s]``. Returns (values, weights, overlap
-    probability ``Σ_{i<j} P_i P_j``); when ``Σ P_s`` exceeds 1 the weights are normalised.
+    ``loss`` (scenarios × draws): each scenario's loss given it happens; ``probs`` its annual probability;
+    ``families`` the scenario's family (mutually exclusive outcomes; default: each scenario its own).
+
+    - A family whose probabilities sum to 1 is *certain*: one of its outcomes happens every year (a control in
+      force and what it can become). Its outcomes are combined with those of the other certain families into
+      base outcomes ``b`` with probabilities ``π_b`` and per-draw losses ``base_{b,d}``.
+    - The other scenarios happen with their probability, one at a time (a first-order mixture: two uncertain
+      events of one commodity in the same year, probability ``Σ_{i<j} P_i P_j``, are not combined).
+
+    Each draw d (weight 1/D) and base outcome b contribute the atoms ``base_{b,d} + loss_{s,d}`` with weights
+    ``π_b P_s / D`` and ``base_{b,d}`` with weight ``π_b (1 - Σ P_s) / D``. The mean is exactly
+    ``Σ_s P_s E[loss_s]``. Returns (values, weights, overlap probability); when ``Σ P_s`` exceeds 1 the
+    weights are normalised.
     """
-    certain = probs >= 1.0 - 1e-12
-    base = loss[certain].sum(axis=0) if certain.any() else np.zeros(loss.shape[1])
-    pu = probs[~certain]
-    lu = loss[~certain]
     D = loss.shape[1]
+    fam = np.array(families if families is not None else [str(i) for i in range(len(probs))], dtype=object)
+    totals: dict[str, float] = {}
+    for f, p in zip(fam, probs, strict=True):
+        totals[f] = totals.get(f, 0.0) + float(p)
+    certain = [f for f, t in totals.items() if t >= 1.0 - 1e-9]
+    base_v: list[np.ndarray] = [np.zeros(D)]
+    base_w: list[float] = [1.0]
+    for f in certain:
+        idx = np.flatnonzero(fam == f)
+        if len(base_v) * idx.size > MAX_BASE_OUTCOMES:  # too many combinations: the family enters by its mean
+            mean_f = (probs[idx, None] * loss[idx]).sum(axis=0) / totals[f]
+            base_v = [v + mean_f for v in base_v]
+            continue
+        base_v = [v + loss[k] for v in base_v for k in idx]
+        base_w = [w * float(probs[k]) / totals[f] for w in base_w for k in idx]
+    unc = ~np.isin(fam, certain)
+    pu, lu = probs[unc], loss[unc]
     tot = float(pu.sum())
     scale = 1.0 if tot <= 1.0 else 1.0 / tot
-    vals = np.concatenate([(base[None, :] + lu).ravel(), base])
-    w = np.concatenate([np.repeat(pu * scale / D, D), np.full(D, max(1.0 - tot, 0.0) / D)])
+    vals: list[np.ndarray] = []
+    wts: list[np.ndarray] = []
+    for bv, bw in zip(base_v, base_w, strict=True):
+        vals += [(bv[None, :] + lu).ravel(), bv]
+        wts += [np.repeat(pu * scale * bw / D, D), np.full(D, max(1.0 - tot, 0.0) * bw / D)]
     overlap = float((tot**2 - float((pu**2).sum())) / 2.0)
-    return vals, w, overlap
+    return np.concatenate(vals), np.concatenate(wts), overlap
 
 
-def tail_figures(loss: np.ndarray, probs: np.ndarray, q: float = 0.95) -> dict[str, float]:
+def tail_figures(loss: np.ndarray, probs: np.ndarray, q: float = 0.95, families: list[str] | None = None) -> dict[str, float]:
     """Mean, VaR and CVaR of the annual loss (:func:`annual_loss_distribution`) with batch-means standard errors."""
     keep = probs > 0
+    fams = None if families is None else [f for f, k in zip(families, keep, strict=True) if k]
     loss, probs = np.nan_to_num(loss[keep]), probs[keep]
     if loss.size == 0:
         return {"mean": 0.0, "var": 0.0, "cvar": 0.0, "var_se": 0.0, "cvar_se": 0.0, "overlap": 0.0}
-    vals, w, overlap = annual_loss_distribution(loss, probs)
+    vals, w, overlap = annual_loss_distribution(loss, probs, fams)
     mean, var, cvar = weighted_tail(vals, w, q)
     D = loss.shape[1]
     k = min(TAIL_BATCHES, D)
     bv, bc = [], []
     if k >= 2:
         for ix in np.array_split(np.arange(D), k):
-            v_b, w_b, _ = annual_loss_distribution(loss[:, ix], probs)
+            v_b, w_b, _ = annual_loss_distribution(loss[:, ix], probs, fams)
             _, v1, c1 = weighted_tail(v_b, w_b, q)
             bv.append(v1)
             bc.append(c1)
-    se = (lambda x: float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) >= 2 else np.nan)
+
+    def se(x: list[float]) -> float:
+        return float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) >= 2 else np.nan
+
     return {"mean": mean, "var": var, "cvar": cvar, "var_se": se(bv), "cvar_se": se(bc), "overlap": overlap}
 
 
@@ -180,10 +286,23 @@ def risk_ranking(
     mine = set(PARTICIPANTS) if per == "BLOC" else {per}
     others = set(PARTICIPANTS) - mine
 
-    def uses_proxy(flags: str) -> bool:  # a proxy of this perspective's participants, or of the node itself
+    def uses_proxy(flags: str, others: set[str] = others) -> bool:  # a proxy of these participants, or of the node
         return any(("proxy" in f or "assumption" in f) and not any(f.startswith(o) for o in others) for f in flags.split("; "))
 
-    df["_proxy"] = df["flags"].map(uses_proxy)
+    if per == "BLOC":
+        # the BLOC's proxy weight of a scenario: each participant's share of the loss times its own proxy flag
+        sc = result.scenarios
+        parts = []
+        for iso in PARTICIPANTS:
+            rows_j = sc[sc["perspective"] == iso].iloc[df["_i"].to_numpy()]
+            flag_j = rows_j["flags"].map(lambda f, iso=iso: uses_proxy(f, set(PARTICIPANTS) - {iso})).to_numpy(dtype=float)
+            parts.append((np.clip(rows_j["expected_loss_usd"].fillna(0.0).to_numpy(), 0.0, None), flag_j))
+        num = sum(c * f for c, f in parts)
+        den = sum(c for c, _ in parts)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            df["_proxy"] = np.where(den > 0, num / den, 0.0)
+    else:
+        df["_proxy"] = df["flags"].map(uses_proxy).astype(float)
     baseline = [s for s in sim.library() if s.family == "event" and in_baseline(s)]
     meta = result.metadata
     files = ", ".join(f"{k} {v}" for k, v in meta.get("data_files", {}).items())
@@ -196,7 +315,8 @@ def risk_ranking(
         tails = {"var": np.nan, "cvar": np.nan, "var_se": np.nan, "cvar_se": np.nan, "overlap": np.nan}
         if result.draw_loss is not None and valued.any():
             gv = g[valued]
-            tails = tail_figures(result.draw_loss[gv["_i"].to_numpy(), j, :], gv["probability"].to_numpy())
+            tails = tail_figures(result.draw_loss[gv["_i"].to_numpy(), j, :], gv["probability"].to_numpy(),
+                                 families=list(gv["family"]) if "family" in gv else None)
         elif valued.any():
             tot = result.totals.get(str(c))
             if tot is not None:
@@ -215,7 +335,7 @@ def risk_ranking(
         if np.isfinite(tails["overlap"]) and tails["overlap"] > 0.05:
             flags.append(f"two uncertain events in one year have probability {tails['overlap']:.2f}: tail figures neglect it")
         pos = g.loc[valued, "contribution_usd"].clip(lower=0.0)
-        share_proxy = min(float(pos[g.loc[valued, "_proxy"]].sum() / pos.sum()), 1.0) if valued.any() and pos.sum() > 0 else 0.0
+        share_proxy = min(float((pos * g.loc[valued, "_proxy"]).sum() / pos.sum()), 1.0) if valued.any() and pos.sum() > 0 else 0.0
         rows.append(
             {
                 "commodity": str(c),

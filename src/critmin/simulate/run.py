@@ -8,7 +8,6 @@ Chunks run on a thread pool (numpy releases the GIL) or on a Dask cluster; resul
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ def _data_file(name: str) -> Path:
 TABLE_COLUMNS = {
     "chain_coefficients.csv": ("from_commodity", "from_stage", "to_commodity", "to_stage", "input_t_per_t", "use_share"),
     "product_values.csv": ("commodity_id", "stage", "value_usd_per_t"),
+    "participant_use_shares.csv": ("participant", "from_commodity", "from_stage", "to_commodity", "to_stage", "use_share"),
 }
 
 
@@ -100,7 +100,9 @@ class Simulator:
         nodes = build_nodes(atlas, product_values=pv if len(pv) else None)
         params.check_scopes(set(atlas.commodities["commodity_id"]), set(atlas.commodities["group"]), set(nodes.index))
         coeff = read_table("chain_coefficients.csv", chain_file)
-        chain = chain_factors(nodes, coeff.to_dict("records") if len(coeff) else [], params)
+        own = read_table("participant_use_shares.csv")
+        chain = chain_factors(nodes, coeff.to_dict("records") if len(coeff) else [], params,
+                              own.to_dict("records") if len(own) else None)
         prob = fit_probability_model(atlas, nodes, params)
         settings = {k: params.setting(k) for k in SETTINGS if k != "base_rate_restriction"}
         files = {"chain_coefficients": str(chain_file) if chain_file else "bundled",
@@ -203,7 +205,7 @@ def weighted_tail(values: np.ndarray, weights: np.ndarray, q: float = 0.95) -> t
     v, w = values[order], weights[order]
     w = w / w.sum()
     cum = np.cumsum(w)
-    k = int(min(np.searchsorted(cum, q - 1e-12), len(v) - 1))
+    k = min(int(np.searchsorted(cum, q - 1e-12)), len(v) - 1)
     var = float(v[k])
     tail = float(np.sum(w[k + 1:] * v[k + 1:]) + (cum[k] - q) * var) if k + 1 <= len(v) else var
     cvar = tail / (1.0 - q)
@@ -398,6 +400,7 @@ def _assemble(
                     "stage": sc.stage,
                     "restrictors": ";".join(sc.restrictors),
                     "targets": ";".join(sc.targets),
+                    "family": batch.family[i],
                     "duration_months": sc.duration_months,
                     "status": sc.status,
                     "perspective": per,

@@ -61,6 +61,8 @@ class Scenario(BaseModel):
       share of export volume denied. ``withheld_low``/``withheld_high`` give an uncertainty range (uniform).
       Left out: 1 for bans, suspensions, closures and sanctions; the ``licence_denial`` parameter range for
       licence regimes and quotas.
+    - ``scope_low``/``scope_high``: the share of the node's exports that the measure's product list covers
+      (default 1); the withheld share applies within it, so the node loses ``scope × withheld share``.
     - ``leakage``: share of withheld exports that still reaches the targets through third countries
       (None = the parameter table's default for the node).
     - ``market_surplus``: the targeted segment's excess supply at the old price before the disruption, as a
@@ -82,6 +84,10 @@ class Scenario(BaseModel):
     withheld_share: float | None = Field(default=None, ge=0.0, le=1.0)
     withheld_low: float | None = Field(default=None, ge=0.0, le=1.0)
     withheld_high: float | None = Field(default=None, ge=0.0, le=1.0)
+    scope_low: float = Field(default=1.0, ge=0.0, le=1.0, description=(
+        "Low end of the share of the restrictors' exports at the node that the measure's product list covers "
+        "(1 = the whole node; e.g. only cells above 300 Wh/kg of all lithium-ion cells)"))
+    scope_high: float = Field(default=1.0, ge=0.0, le=1.0, description="High end of the covered share")
     start_month: int = Field(default=0, ge=0, description="Months from the reference date to the start")
     start_date: str | None = Field(default=None, pattern=r"^\d{4}(-\d{2})?$", description="Calendar start (YYYY or YYYY-MM) of a real event")
     duration_months: int = Field(default=12, ge=1, le=120)
@@ -124,6 +130,8 @@ class Scenario(BaseModel):
             hi = self.withheld_high if self.withheld_high is not None else self.withheld_share
             if not lo <= self.withheld_share <= hi:
                 raise ValueError(f"withheld_low <= withheld_share <= withheld_high fails ({lo}, {self.withheld_share}, {hi})")
+        if self.scope_low > self.scope_high:
+            raise ValueError(f"scope_low <= scope_high fails ({self.scope_low}, {self.scope_high})")
         overlap = set(self.restrictors) & set(self.targets)
         if overlap:
             raise ValueError(f"a restrictor cannot target itself: {sorted(overlap)}")

@@ -257,6 +257,19 @@ def import_event_scenarios(
             bad("withheld_share", f"need withheld_low <= withheld_share <= withheld_high, got {lo} / {best} / {hi}")
         if not text["withheld_basis"]:
             bad("withheld_basis", "required value is blank: say where the fraction comes from")
+        # optional: the share of the node's exports the measure's product list covers (blank = 1, the whole node)
+        scope: dict[str, float] = {}
+        for field in ("scope_low", "scope_high"):
+            raw = text.get(field, "") or ""
+            v = _number(raw, problems, file, line, field) if raw else 1.0
+            if v is not None and not 0 <= v <= 1:
+                bad(field, f"fraction {raw} is outside 0-1")
+                v = None
+            scope[field] = 1.0 if v is None else v
+        if scope["scope_low"] > scope["scope_high"]:
+            bad("scope_low", f"need scope_low <= scope_high, got {scope['scope_low']} / {scope['scope_high']}")
+        if (scope["scope_low"] < 1 or scope["scope_high"] < 1) and not (text.get("scope_basis") or ""):
+            bad("scope_basis", "required when scope_low/scope_high are given: say where the covered share comes from")
         for field, event_field in (("start", "start"), ("end", "end")):
             value = text[field]
             if value and parse_date(value, month_only=True) is None:
@@ -283,6 +296,9 @@ def import_event_scenarios(
                 "withheld_low": lo,
                 "withheld_high": hi,
                 "withheld_basis": text["withheld_basis"],
+                "scope_low": scope["scope_low"],
+                "scope_high": scope["scope_high"],
+                "scope_basis": text.get("scope_basis", "") or "",
                 "start": text["start"],
                 "end": text["end"],
                 "duration_months": months,
