@@ -71,6 +71,19 @@ def test_bulk_materials_are_mostly_used_at_home_and_do_not_look_exposed(simulato
         assert not top & {"cement", "lime", "salt", "nitrogen", "crushed_stone", "construction_sand_gravel"}, (per, top)
 
 
+def test_bulk_materials_are_not_priorities_for_lack_of_japanese_consumption_data(atlas):
+    """Review finding: Japan's reliance on lime was 'unknown' (it produces lime; its consumption is not in the
+    atlas) and the priority score assumed full reliance, ranking lime 18th for the bloc. The U.S. reliance now
+    stands in (flagged as a proxy), so a material both economies supply themselves is not a priority."""
+    from critmin.assess import assess
+    from critmin.assess.exposure import country_reliance
+
+    rel, _ = country_reliance(atlas, "JPN", "lime")
+    assert rel.proxy and "U.S. reliance stands in" in rel.basis and rel.value is not None and rel.value < 0.1
+    top = set(assess(atlas, "BLOC", "critmin").head(25)["commodity"])
+    assert not top & {"lime", "cement", "salt", "crushed_stone", "construction_sand_gravel", "iron_steel"}, top
+
+
 def test_fallback_export_share_is_flagged(simulator):
     from critmin.simulate.run import run
 

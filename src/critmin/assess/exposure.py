@@ -118,6 +118,7 @@ def country_reliance(atlas: Atlas, iso3: str, commodity_id: str, year: int = 202
     - No production of the commodity listed for the country at any stage (USGS, IEA): P = 0, so
       ``NIR = (I - E)/(I - E) = 1`` - an inference (small producers hide in "Other countries"), flagged.
     - Production listed and consumption known: ``NIR = max(0, 1 - P/C)`` (stock changes ignored).
+    - Production listed, consumption unknown: the U.S. NIR of the commodity as a proxy (flagged, range 0-1).
     - Otherwise unknown (None).
     """
     if iso3 == "USA":
@@ -144,6 +145,16 @@ def country_reliance(atlas: Atlas, iso3: str, commodity_id: str, year: int = 202
                          False, cons[1], sorted(set(latest["source_id"])) + [cons[2]]),
                 cons[0],
             )
+    # produces, consumption unknown: the U.S. reliance on the same commodity stands in (a proxy, flagged, with the
+    # full 0-1 range): it is right where both economies supply themselves (lime, cement, stone, sand), and no
+    # worse than assuming full reliance elsewhere
+    us, _ = us_reliance(atlas, commodity_id, year)
+    if us.value is not None:
+        return (
+            Reliance(us.value, 0.0, 1.0, f"proxy: {iso3} produces but its consumption is not in the atlas; the U.S. "
+                     f"reliance stands in ({us.basis})", True, us.year, list(us.source_ids)),
+            cons[0] if cons else None,
+        )
     return Reliance(None, None, None, f"unknown: {iso3} produces but its consumption is not in the atlas"), cons[0] if cons else None
 
 
