@@ -48,6 +48,7 @@ RAW_FILES = {
     "world_output": "supply/world_output.csv",
     "supply_shares": "supply/country_shares.csv",
     "japan_consumption": "japan/consumption_jogmec.csv",
+    "participant_demand": "demand/participant_demand.csv",
     "japan_import_sources_jogmec": "japan/import_sources_jogmec.csv",
     "backtest_cases": "events/backtest_cases.csv",
     "price_observations": "events/price_observations.csv",
@@ -164,7 +165,8 @@ def build_tables(raw_dir: Path, cdir: Path | None = None) -> tuple[dict[str, pd.
     supply_shares = curated.import_sourced_table(paths["supply_shares"], "stage_shares", registry, resolver, refs, quirks)
     stage_shares = pd.concat([stage_shares, supply_shares], ignore_index=True)
     consumption = pd.concat(
-        [consumption, curated.import_sourced_table(paths["japan_consumption"], "consumption", registry, resolver, refs, quirks)],
+        [consumption, *(curated.import_sourced_table(paths[k], "consumption", registry, resolver, refs, quirks)
+                        for k in ("japan_consumption", "participant_demand"))],
         ignore_index=True)
     import_sources = pd.concat(
         [import_sources, curated.import_sourced_table(paths["japan_import_sources_jogmec"], "import_sources", registry, resolver, refs, quirks)],

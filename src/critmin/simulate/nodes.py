@@ -232,8 +232,8 @@ def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | N
         cons[c], nir[c], imports[c] = {}, {}, {}
         for iso in PARTICIPANTS:
             rel, cons_t = country_reliance(atlas, iso, c, year)
-            if iso != "USA":
-                ct = consumption_tonnes(atlas, iso, c, year)
+            ct = consumption_tonnes(atlas, iso, c, year)
+            if iso != "USA" or cons_t is None:  # the USA: USGS apparent consumption first, then the consumption table
                 cons_t = ct[0] if ct else cons_t
             if cons_t is not None and cons_t > 0:
                 cons[c][iso] = float(cons_t)
