@@ -200,7 +200,24 @@ def test_annual_loss_distribution_mean_is_the_probability_weighted_loss():
     assert float(np.dot(vals, w)) == pytest.approx(float((probs[:, None] * loss).mean(axis=1).sum()))
     t = tail_figures(loss, probs)
     assert t["mean"] <= t["cvar"] and t["var"] <= t["cvar"]
-    assert overlap == pytest.approx((0.56**2 - (0.04 + 0.0025 + 0.0001 + 0.09)) / 2)
+    assert overlap == 0.0  # only one minor family (0.01): the major ones are combined exactly
+    # minor families only (each below 5 %): a first-order mixture, whose neglected overlap is reported
+    small = np.array([0.01, 0.02, 0.03])
+    _, w_s, overlap_s = annual_loss_distribution(loss[:3], small)
+    assert w_s.sum() == pytest.approx(1.0)
+    assert overlap_s == pytest.approx((0.06**2 - (0.0001 + 0.0004 + 0.0009)) / 2)
+
+
+def test_major_families_are_combined_exactly():
+    """Two independent families of 0.5 each (losses 10 and 20) are four outcomes: 0 (0.25), 10 (0.25), 20 (0.25),
+    30 (0.25); a first-order mixture would have lost the 30 and renormalised."""
+    loss = np.array([[10.0], [20.0]])
+    vals, w, overlap = annual_loss_distribution(loss, np.array([0.5, 0.5]), ["ctl.a", "ctl.b"])
+    atoms = {float(v): 0.0 for v in vals}
+    for v, p in zip(vals, w, strict=True):
+        atoms[float(v)] += float(p)
+    assert atoms == pytest.approx({0.0: 0.25, 10.0: 0.25, 20.0: 0.25, 30.0: 0.25})
+    assert overlap == 0.0
 
 
 def test_a_certain_family_is_a_mixture_of_its_outcomes():

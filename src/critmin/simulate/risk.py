@@ -176,9 +176,12 @@ def risk_run(sim: Simulator, draws: int = 1000, seed: int = 0, threads: int = 2,
 TAIL_BATCHES = 10
 
 
-#: Most combined outcomes of the certain families of one commodity kept as separate atoms (beyond, each further
+#: Most combined outcomes of the major families of one commodity kept as separate atoms (beyond, each further
 #: family enters through its mean per draw).
 MAX_BASE_OUTCOMES = 64
+#: A family whose outcomes have at least this annual probability in total is combined exactly with the others
+#: (a control and what it can become, a suspended control); smaller ones enter as a first-order mixture.
+MAJOR_FAMILY_PROBABILITY = 0.05
 
 
 def annual_loss_distribution(loss: np.ndarray, probs: np.ndarray, families: list[str] | None = None
@@ -188,11 +191,12 @@ def annual_loss_distribution(loss: np.ndarray, probs: np.ndarray, families: list
     ``loss`` (scenarios × draws): each scenario's loss given it happens; ``probs`` its annual probability;
     ``families`` the scenario's family (mutually exclusive outcomes; default: each scenario its own).
 
-    - A family whose probabilities sum to 1 is *certain*: one of its outcomes happens every year (a control in
-      force and what it can become). Its outcomes are combined with those of the other certain families into
-      base outcomes ``b`` with probabilities ``π_b`` and per-draw losses ``base_{b,d}``.
-    - The other scenarios happen with their probability, one at a time (a first-order mixture: two uncertain
-      events of one commodity in the same year, probability ``Σ_{i<j} P_i P_j``, are not combined).
+    - A *major* family (outcomes with annual probability ``>= MAJOR_FAMILY_PROBABILITY`` in total: a control in
+      force and what it can become, a suspended control) has the outcomes of its scenarios and, when they sum to
+      less than 1, "nothing happens"; the major families of a commodity are independent and are combined exactly
+      into base outcomes ``b`` with probabilities ``π_b`` and per-draw losses ``base_{b,d}``.
+    - The other scenarios happen with their probability, one at a time (a first-order mixture: two events of
+      different minor families in the same year, probability ``Σ_{f<g} P_f P_g``, are not combined).
 
     Each draw d (weight 1/D) and base outcome b contribute the atoms ``base_{b,d} + loss_{s,d}`` with weights
     ``π_b P_s / D`` and ``base_{b,d}`` with weight ``π_b (1 - Σ P_s) / D``. The mean is exactly
@@ -204,18 +208,22 @@ def annual_loss_distribution(loss: np.ndarray, probs: np.ndarray, families: list
     totals: dict[str, float] = {}
     for f, p in zip(fam, probs, strict=True):
         totals[f] = totals.get(f, 0.0) + float(p)
-    certain = [f for f, t in totals.items() if t >= 1.0 - 1e-9]
+    major = [f for f, t in totals.items() if t >= MAJOR_FAMILY_PROBABILITY - 1e-12]
     base_v: list[np.ndarray] = [np.zeros(D)]
     base_w: list[float] = [1.0]
-    for f in certain:
+    for f in major:
         idx = np.flatnonzero(fam == f)
-        if len(base_v) * idx.size > MAX_BASE_OUTCOMES:  # too many combinations: the family enters by its mean
-            mean_f = (probs[idx, None] * loss[idx]).sum(axis=0) / totals[f]
+        scale_f = 1.0 / totals[f] if totals[f] > 1.0 else 1.0
+        outcomes = [(loss[k], float(probs[k]) * scale_f) for k in idx]
+        if totals[f] < 1.0 - 1e-9:
+            outcomes.append((np.zeros(D), 1.0 - totals[f]))  # nothing happens
+        if len(base_v) * len(outcomes) > MAX_BASE_OUTCOMES:  # too many combinations: the family enters by its mean
+            mean_f = sum(p * v for v, p in outcomes)
             base_v = [v + mean_f for v in base_v]
             continue
-        base_v = [v + loss[k] for v in base_v for k in idx]
-        base_w = [w * float(probs[k]) / totals[f] for w in base_w for k in idx]
-    unc = ~np.isin(fam, certain)
+        base_v = [v + lv for v in base_v for lv, _ in outcomes]
+        base_w = [w * p for w in base_w for _, p in outcomes]
+    unc = ~np.isin(fam, major)
     pu, lu = probs[unc], loss[unc]
     tot = float(pu.sum())
     scale = 1.0 if tot <= 1.0 else 1.0 / tot
@@ -224,7 +232,8 @@ def annual_loss_distribution(loss: np.ndarray, probs: np.ndarray, families: list
     for bv, bw in zip(base_v, base_w, strict=True):
         vals += [(bv[None, :] + lu).ravel(), bv]
         wts += [np.repeat(pu * scale * bw / D, D), np.full(D, max(1.0 - tot, 0.0) * bw / D)]
-    overlap = float((tot**2 - float((pu**2).sum())) / 2.0)
+    fam_tot = np.array([totals[f] for f in totals if f not in major])
+    overlap = float((fam_tot.sum() ** 2 - float((fam_tot**2).sum())) / 2.0)
     return np.concatenate(vals), np.concatenate(wts), overlap
 
 
