@@ -205,9 +205,12 @@ def test_chain_vulnerabilities_by_stage(ui: Browser) -> None:
     page.select_option("#chain-select", "rare_earth_magnets")
     page.wait_for_selector("#chain-vuln-title:has-text('rare earth magnets')")
     assert ui.wait_count("#chain-vuln-table tbody tr[data-vuln]", 3) >= 3
-    # upstream first, one row per node of the chain, with its concentration
+    # upstream first, one row per node of the chain (as the core orders them), with its concentration
     stages = page.locator("#chain-vuln-table tbody tr").evaluate_all("rows => rows.map(r => r.dataset.commodity + '/' + r.dataset.stage)")
-    assert stages == ["rare_earths/mine", "rare_earths/refine", "rare_earths/metal", "ndfeb_magnets/magnet"]
+    nodes = page.request.get(ui.base + "/api/chains/rare_earth_magnets/nodes").json()
+    assert stages == [f"{n['commodity']}/{n['stage']}" for n in nodes]
+    assert stages[-1] == "ndfeb_magnets/magnet" and {n["step"] for n in nodes if n["commodity"] == "rare_earths" and n["stage"] == "mine"} == {0}
+    assert {"rare_earths/refine", "dysprosium/refine", "terbium/refine", "ndpr/refine"} <= set(stages)
     refine = page.locator("#chain-vuln-table tbody tr[data-commodity='rare_earths'][data-stage='refine'] td").all_text_contents()
     assert refine[5].startswith("CHN") and "91.3 %" in refine[5]
     assert ui.count("#chain-vuln-table tbody tr.choke .badge-choke") >= 1
