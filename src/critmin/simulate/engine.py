@@ -263,6 +263,24 @@ class Batch:
         return Batch(**kw)  # type: ignore[arg-type]
 
 
+def withheld_bounds(s: Scenario, params: Parameters, group: str, flags: list[str] | None = None) -> tuple[float, float]:
+    """(low, high) of the share of the restrictors' exports at the node that ``s`` withholds: its own range, else
+    1 for bans, suspensions, closures and sanctions and the node's ``licence_denial`` range for licences and
+    quotas; times the share of the node's exports the measure covers (scope). Reasons go to ``flags``."""
+    rng = s.withheld_range()
+    if rng is None:
+        if s.regime in ("licence", "quota"):
+            spec = params.resolve("licence_denial", s.commodity, s.stage, group)
+            rng = (spec.low, spec.high)
+            if flags is not None:
+                flags.append(f"withheld share: licence_denial {spec.low:g}-{spec.high:g} ({spec.kind}, {spec.scope})")
+        else:
+            rng = (1.0, 1.0)
+    if (s.scope_high < 1.0 or s.scope_low < 1.0) and flags is not None:
+        flags.append(f"measure covers {s.scope_low:g}-{s.scope_high:g} of the node's exports (scope)")
+    return rng[0] * s.scope_low, rng[1] * s.scope_high
+
+
 def _target_members(targets: list[str]) -> set[str]:
     out: set[str] = set()
     for t in targets:
@@ -359,17 +377,7 @@ def compile_batch(
                 x_named += d * nir * min(m, 1.0)
         a["d_t_named"][i] = d_named
         a["x_rt_named"][i] = x_named
-        rng = sc.withheld_range()
-        if rng is None:
-            if sc.regime in ("licence", "quota"):
-                spec = params.resolve("licence_denial", n.commodity, n.stage, n.group)
-                rng = (spec.low, spec.high)
-                fl.append(f"withheld share: licence_denial {spec.low:g}-{spec.high:g} ({spec.kind}, {spec.scope})")
-            else:
-                rng = (1.0, 1.0)
-        if sc.scope_high < 1.0 or sc.scope_low < 1.0:
-            fl.append(f"measure covers {sc.scope_low:g}-{sc.scope_high:g} of the node's exports (scope)")
-        a["w_lo"][i], a["w_hi"][i] = rng[0] * sc.scope_low, rng[1] * sc.scope_high
+        a["w_lo"][i], a["w_hi"][i] = withheld_bounds(sc, params, n.group, fl)
         if sc.leakage is not None:
             leak[i] = sc.leakage
         if n.spare_by_country and np.isfinite(n.q0_t) and n.q0_t > 0:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from critmin.simulate.engine import withheld_bounds
 from critmin.simulate.nodes import PARTICIPANTS
 from critmin.simulate.regimes import evolution_scenarios, export_controls
 from critmin.simulate.run import PERSPECTIVES, RunResult, Simulator, _quantiles, run, weighted_tail
@@ -48,26 +49,14 @@ def in_baseline(s: Scenario, baseline_year: int = BASELINE_YEAR) -> bool:
     return s.status == "in_force" and s.start_date is not None and int(s.start_date[:4]) <= baseline_year
 
 
-def _withheld_bounds(s: Scenario, sim: Simulator) -> tuple[float, float]:
-    """(low, high) of the share of the restrictors' exports at the node that ``s`` withholds, scope included."""
-    rng = s.withheld_range()
-    if rng is None:
-        if s.regime in ("licence", "quota"):
-            spec = sim.params.resolve("licence_denial", s.commodity, s.stage, sim.nodes.get(s.commodity, s.stage).group)
-            rng = (spec.low, spec.high)
-        else:
-            rng = (1.0, 1.0)
-    return rng[0] * s.scope_low, rng[1] * s.scope_high
-
-
-def _on_top(escalation: Scenario, control: Scenario, sim: Simulator, suffix: str = "") -> Scenario:
+def _on_top(escalation: Scenario, control: Scenario, sim: Simulator) -> Scenario:
     """``escalation`` applied on top of ``control`` (an in-force control not in the baseline data): the two
     together withhold ``w_C + (1 - w_C) w_X`` of the exports, to every destination of the control."""
-    c_lo, c_hi = _withheld_bounds(control, sim)
-    x_lo, x_hi = _withheld_bounds(escalation, sim)
+    c_lo, c_hi = withheld_bounds(control, sim.params, sim.nodes.get(*control.node).group)
+    x_lo, x_hi = withheld_bounds(escalation, sim.params, sim.nodes.get(*escalation.node).group)
     lo, hi = c_lo + (1.0 - c_lo) * x_lo, c_hi + (1.0 - c_hi) * x_hi
     return escalation.model_copy(update={
-        "id": escalation.id + suffix, "targets": list(control.targets), "withheld_share": (lo + hi) / 2.0, "withheld_low": lo,
+        "targets": list(control.targets), "withheld_share": (lo + hi) / 2.0, "withheld_low": lo,
         "withheld_high": hi, "scope_low": 1.0, "scope_high": 1.0,
         "note": (f"on top of {control.id} (in force): withheld {c_lo:.2f}-{c_hi:.2f} by the control, then "
                  f"{x_lo:.2f}-{x_hi:.2f} of the rest. " + escalation.note).strip()})
