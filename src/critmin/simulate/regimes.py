@@ -15,9 +15,10 @@ Transition rates are fitted from the atlas tables ``events`` (the regimes and th
   ``λ_k = n_k / E`` and probability ``P_k = 1 - exp(-λ_k)`` per regime and year; an exact 90 % Poisson
   interval (Garwood) on ``λ_k`` is reported;
 - per restricting country ``i`` (the supplier whose exports a regime controls), the rate is shrunk toward the
-  pooled rate with a Poisson-gamma prior of ``k`` regime-years (the ``prior_strength_regime_years`` setting):
-  ``λ_ik = (n_ik + k·λ_k) / (E_i + k)`` — China's eight regimes since 2023 escalated faster than the pooled
-  history, and its rates say so;
+  pooled rate of the *other* restricting countries (leave-one-out, so China's record does not become the DRC's
+  prior) with a Poisson-gamma prior of ``k`` regime-years (the ``prior_strength_regime_years`` setting):
+  ``λ_ik = (n_ik + k·λ_{-i,k}) / (E_i + k)``, ``λ_{-i,k} = (n_k − n_ik)/(E − E_i)`` — China's regimes since 2023
+  escalated faster than the others' history, and its rates say so;
 - a ban aimed at a participant is split between targets USA, JPN and BLOC with add-one smoothing of the
   observed targets.
 
@@ -45,7 +46,7 @@ from critmin.atlas.model import Atlas
 from critmin.simulate.nodes import PARTICIPANTS
 from critmin.simulate.scenario import Scenario
 
-HISTORY_END = "2025-11"
+HISTORY_END = "2026-06"
 KINDS = ("tightening", "ban_to_participant", "relaxation")
 _NOT_EXPORT = ("sanction", "import")
 
@@ -135,16 +136,22 @@ def fit_regime_model(atlas: Atlas, history_end: str = HISTORY_END, prior_regime_
         interval[k] = (float(lo), float(hi))
     tot = sum(tgt.values()) + len(tgt)
     weights = {k: (v + 1) / tot for k, v in tgt.items()}
-    pooled = {k: (counts[k] / exposure if exposure > 0 else 0.0) for k in KINDS}
+    def loo(iso: str, k: str) -> float:
+        """The pooled rate of the other restricting countries (leave-one-out): one country's record (China's)
+        does not set another's prior."""
+        e = exposure - by_exposure.get(iso, 0.0)
+        return (counts[k] - by_counts.get(iso, {}).get(k, 0)) / e if e > 0 else 0.0
+
     by_country = {
-        iso: {k: float(1.0 - np.exp(-(by_counts.get(iso, {}).get(k, 0) + prior_regime_years * pooled[k]) / (e + prior_regime_years)))
+        iso: {k: float(1.0 - np.exp(-(by_counts.get(iso, {}).get(k, 0) + prior_regime_years * loo(iso, k)) / (e + prior_regime_years)))
               for k in KINDS}
         for iso, e in by_exposure.items()
     }
     notes.append("exposure counts export controls with a start date, from start to end or " + history_end
                  + "; transitions as recorded in regime_transitions (curated from the event table's sources)")
     notes.append("small sample: the 90 % intervals on the annual rates are wide (see annual_rate_interval90)")
-    notes.append(f"per restrictor: Poisson-gamma shrinkage toward the pooled rates with {prior_regime_years:g} regime-years of prior weight")
+    notes.append(f"per restrictor: Poisson-gamma shrinkage toward the pooled rates of the other restrictors (leave-one-out) "
+                 f"with {prior_regime_years:g} regime-years of prior weight")
     return RegimeModel(exposure, counts, prob, interval, weights, counted, notes, by_country, by_exposure)
 
 

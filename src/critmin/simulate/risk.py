@@ -41,12 +41,19 @@ def category(loss: float, thresholds: dict[str, float] = CATEGORY_THRESHOLDS_USD
 
 #: Year of the atlas data the baseline (shares, prices, consumption) describes.
 BASELINE_YEAR = 2024
+#: A control is in the baseline data when it started by this month: the baseline year's shares, prices and trade
+#: (annual averages) then reflect it for at least half the year. China's antimony licences (Sep 2024) do not
+#: qualify: the 2024 average antimony price predates most of their effect.
+BASELINE_CUTOFF = f"{BASELINE_YEAR}-06"
 
 
-def in_baseline(s: Scenario, baseline_year: int = BASELINE_YEAR) -> bool:
-    """A control in force that started before the end of the baseline year is already in the baseline data
-    (shares, prices and trade of that year reflect it): re-applying it would count it twice."""
-    return s.status == "in_force" and s.start_date is not None and int(s.start_date[:4]) <= baseline_year
+def in_baseline(s: Scenario, cutoff: str = BASELINE_CUTOFF) -> bool:
+    """A control in force that started by ``cutoff`` (YYYY-MM) is already in the baseline data (the baseline
+    year's shares, prices and trade reflect it): re-applying it would count it twice."""
+    if s.status != "in_force" or s.start_date is None:
+        return False
+    start = s.start_date if len(s.start_date) >= 7 else s.start_date[:4] + "-01"
+    return start[:7] <= cutoff
 
 
 def _on_top(escalation: Scenario, control: Scenario, sim: Simulator) -> Scenario:
@@ -68,10 +75,11 @@ def risk_scenarios(sim: Simulator) -> tuple[list[Scenario], list[float]]:
     At a node with an export control in force or suspended, the control and what it can become form one
     family of mutually exclusive outcomes for the year (``ctl.<commodity>.<stage>``):
 
-    - a control in force that is not in the baseline data (started after ``BASELINE_YEAR``) holds with
-      probability ``1 - Σ P(escalation)``; each escalation (its tightening, a suspended extension coming into
-      force) is simulated **on top of it** (:func:`_on_top`), so the family's expected loss is
-      ``L_C + Σ_k P_k (L_k - L_C)``, never the control's loss counted again. A ban on a participant under a
+    - a control in force that is not in the baseline data holds with probability ``1 - Σ P(escalation) -
+      P(relaxation)`` (a relaxed control costs nothing against the baseline); each escalation (its tightening, a suspended extension coming into
+      force) aimed at the same destinations is simulated **on top of it** (:func:`_on_top`), so the family's
+      expected loss is ``L_C + Σ_k P_k (L_k - L_C)``, never the control's loss counted again; one aimed at other
+      destinations (a suspended ban on one participant) is an event of its own that adds to the control. A ban on a participant under a
       licence regime already in force is counted as a tightening (China's gallium licences became a ban on
       the USA); its rate is added to the tightening rate;
     - a control in the baseline data is not simulated again; its evolution (tightening, bans on participants)
@@ -118,20 +126,34 @@ def risk_scenarios(sim: Simulator) -> tuple[list[Scenario], list[float]]:
         fam = f"ctl.{commodity}.{stage}"
         control = g["control"][0] if g["control"] else None
         outcomes: list[tuple[Scenario, float]] = []
+        relax = 0.0
         if control is not None:
+            others: list[tuple[Scenario, float]] = []
+            for e, p, par in g["escalation"]:
+                if par is not None and par.id == control.id:
+                    continue
+                if e.targets == control.targets:
+                    others.append((_on_top(e, control, sim), p))
+                else:
+                    # a measure aimed at other destinations (a suspended ban on one participant) adds to the control
+                    # rather than replacing it: its own family, on the baseline flows
+                    chosen.append(e)
+                    probs.append(p)
             own = [(e, p) for e, p, par in g["escalation"] if par is not None and par.id == control.id]
             tighten = next((e for e, _ in own if e.id.endswith(".tighten")), None)
             if tighten is not None:
                 # a tightening or a ban on a participant of the control in force: one stricter outcome
                 outcomes.append((_on_top(tighten, control, sim), min(sum(p for _, p in own), 1.0)))
-            outcomes += [(_on_top(e, control, sim), p) for e, p, par in g["escalation"] if par is None or par.id != control.id]
+            outcomes += others
             for extra in g["control"][1:]:  # a second control in force at the node: counted apart (rare)
                 chosen.append(extra)
                 probs.append(1.0)
+            # the control may also be relaxed within the year (no loss against the baseline)
+            relax = sim.regimes.probability_for(control.restrictors[0], "relaxation") if sim.regimes is not None else 0.0
         else:
             outcomes = [(e, p) for e, p, _ in g["escalation"]]
         outcomes += embargo.get((commodity, stage), [])
-        total = sum(p for _, p in outcomes)
+        total = sum(p for _, p in outcomes) + relax
         scale = 1.0 / total if total > 1.0 else 1.0
         if control is not None:
             chosen.append(control.model_copy(update={"family": fam}))
@@ -167,7 +189,7 @@ TAIL_BATCHES = 10
 
 #: Most combined outcomes of the major families of one commodity kept as separate atoms (beyond, each further
 #: family enters through its mean per draw).
-MAX_BASE_OUTCOMES = 64
+MAX_BASE_OUTCOMES = 128
 #: A family whose outcomes have at least this annual probability in total is combined exactly with the others
 #: (a control and what it can become, a suspended control); smaller ones enter as a first-order mixture.
 MAJOR_FAMILY_PROBABILITY = 0.05
@@ -328,7 +350,7 @@ def risk_ranking(
         flags += proxies
         base_c = sorted(s.id for s in baseline if s.commodity == c)
         if base_c:
-            flags.append(f"controls in force since {BASELINE_YEAR} or earlier are in the baseline data; their evolution "
+            flags.append(f"controls in force since {BASELINE_CUTOFF} or earlier are in the baseline data; their evolution "
                          f"(tightening, bans on participants) is counted: {', '.join(base_c)}")
         if np.isfinite(tails["overlap"]) and tails["overlap"] > 0.05:
             flags.append(f"two uncertain events in one year have probability {tails['overlap']:.2f}: tail figures neglect it")
