@@ -84,6 +84,17 @@ def test_bulk_materials_are_not_priorities_for_lack_of_japanese_consumption_data
     assert not top & {"lime", "cement", "salt", "crushed_stone", "construction_sand_gravel", "iron_steel"}, top
 
 
+def test_a_consumption_figure_is_used_on_its_own_stage(simulator):
+    """Review finding: the U.S. apparent consumption of natural graphite (52,000 t, all uses) was divided by the
+    world's output of spherical battery graphite. A figure on a stage's own basis now comes first at that stage;
+    the commodity-wide figure stays on the other stages."""
+    refine = simulator.nodes.get("graphite", "refine")
+    mine = simulator.nodes.get("graphite", "mine")
+    assert refine.demand_basis["USA"].startswith("USA consumption 19,516 t")
+    assert mine.demand_basis["USA"].startswith("USA consumption 52,000 t")
+    assert refine.demand_share["USA"] * refine.q0_t < 0.5 * 52_000
+
+
 def test_fallback_export_share_is_flagged(simulator):
     from critmin.simulate.run import run
 

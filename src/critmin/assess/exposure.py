@@ -101,10 +101,12 @@ def _domestic_production(atlas: Atlas, iso3: str, commodity_id: str) -> pd.DataF
     ]
 
 
-def consumption_tonnes(atlas: Atlas, iso3: str, commodity_id: str, year: int = 2024) -> tuple[float, int, str] | None:
-    """Latest consumption figure (t) of a country from the consumption table, or None."""
+def consumption_tonnes(atlas: Atlas, iso3: str, commodity_id: str, year: int = 2024, stage: str = "") -> tuple[float, int, str] | None:
+    """Latest consumption figure (t) of a country from the consumption table, or None: rows of the commodity as a
+    whole (blank stage) by default, or the rows of one stage."""
     c = atlas.consumption
-    rows = c[(c["country_iso3"] == iso3) & (c["commodity_id"] == commodity_id) & c["quantity"].notna() & (c["year"] <= year)]
+    on_stage = (c["stage"].fillna("") == stage) if "stage" in c.columns else pd.Series(stage == "", index=c.index)
+    rows = c[(c["country_iso3"] == iso3) & (c["commodity_id"] == commodity_id) & c["quantity"].notna() & (c["year"] <= year) & on_stage]
     rows = rows[[tonnes_factor(u) is not None and not re.search(r"/yr|days", u) for u in rows["unit"]]]
     if rows.empty:
         return None

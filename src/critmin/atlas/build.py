@@ -165,8 +165,9 @@ def build_tables(raw_dir: Path, cdir: Path | None = None) -> tuple[dict[str, pd.
     supply_shares = curated.import_sourced_table(paths["supply_shares"], "stage_shares", registry, resolver, refs, quirks)
     stage_shares = pd.concat([stage_shares, supply_shares], ignore_index=True)
     consumption = pd.concat(
-        [consumption, *(curated.import_sourced_table(paths[k], "consumption", registry, resolver, refs, quirks)
-                        for k in ("japan_consumption", "participant_demand"))],
+        [consumption, curated.import_sourced_table(paths["japan_consumption"], "consumption", registry, resolver, refs, quirks,
+                                                   fixed={"stage": ""}),
+         curated.import_sourced_table(paths["participant_demand"], "consumption", registry, resolver, refs, quirks)],
         ignore_index=True)
     import_sources = pd.concat(
         [import_sources, curated.import_sourced_table(paths["japan_import_sources_jogmec"], "import_sources", registry, resolver, refs, quirks)],

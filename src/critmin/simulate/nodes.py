@@ -258,7 +258,8 @@ def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | N
         d: dict[str, float] = {}
         db: dict[str, str] = {}
         for iso in PARTICIPANTS:
-            cq = cons.get(c, {}).get(iso)
+            own = consumption_tonnes(atlas, iso, c, year, stage=st)  # a figure on this stage's own basis comes first
+            cq = own[0] if own else cons.get(c, {}).get(iso)
             if cq is not None and np.isfinite(q) and q > 0 and cq / q <= MAX_PLAUSIBLE_DEMAND_SHARE:
                 d[iso] = float(cq / q)
                 db[iso] = f"{iso} consumption {cq:,.0f} t / world output"

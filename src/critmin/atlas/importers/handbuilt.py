@@ -228,6 +228,7 @@ def import_consumption(path: Path, name_map: pd.DataFrame, sources: SourceRegist
             {
                 "country_iso3": normalise_name(rec["country_iso3"]),
                 "commodity_id": cid,
+                "stage": "",
                 "item": item,
                 "quantity": lo,
                 "quantity_high": hi,
