@@ -38,6 +38,12 @@ HISTORY_START, HISTORY_END = 2010, 2025
 _NOT_EXPORT = ("sanction", "import")
 
 
+def is_export_control(event_type: object) -> bool:
+    """An event type that restricts the supplier's own exports (not a sanction or an import ban by its customers)."""
+    kind = str(event_type).lower()
+    return not any(k in kind for k in _NOT_EXPORT)
+
+
 @dataclass
 class ProbabilityModel:
     """Fitted probability model (all figures reported with results)."""
@@ -107,8 +113,7 @@ def fit_probability_model(atlas: Atlas, nodes: NodeTable, params: Parameters) ->
     durations: list[int] = []
     if ev is not None and len(ev):
         for r in ev.to_dict("records"):
-            kind = str(r["event_type"]).lower()
-            if any(k in kind for k in _NOT_EXPORT):
+            if not is_export_control(r["event_type"]):
                 continue
             y = _year(r["start"]) or _year(r["announced"])
             if y is None or not HISTORY_START <= y <= HISTORY_END:

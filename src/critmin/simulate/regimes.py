@@ -39,21 +39,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from scipy.stats import chi2
 
+from critmin.atlas.importers.events import months_between
 from critmin.atlas.model import Atlas
 from critmin.simulate.nodes import PARTICIPANTS
+from critmin.simulate.probability import is_export_control
 from critmin.simulate.scenario import Scenario
 
 HISTORY_END = "2026-06"
 KINDS = ("tightening", "ban_to_participant", "relaxation")
-_NOT_EXPORT = ("sanction", "import")
-
-
-def _months(a: str, b: str) -> float:
-    pa, pb = pd.Period(a[:7], "M"), pd.Period(b[:7], "M")
-    return max(float((pb - pa).n), 0.0)
 
 
 @dataclass
@@ -99,7 +94,7 @@ def fit_regime_model(atlas: Atlas, history_end: str = HISTORY_END, prior_regime_
     country_of: dict[str, str] = {}
     if ev is not None:
         for r in ev.to_dict("records"):
-            if any(k in str(r["event_type"]).lower() for k in _NOT_EXPORT):
+            if not is_export_control(r["event_type"]):
                 continue
             start = str(r.get("start") or "")
             if len(start) < 7:
@@ -108,7 +103,7 @@ def fit_regime_model(atlas: Atlas, history_end: str = HISTORY_END, prior_regime_
             stop = min(end[:7], history_end) if len(end) >= 7 else history_end
             if stop <= start[:7]:
                 continue  # suspended before entry into force
-            years = _months(start, stop) / 12.0
+            years = max(months_between(start[:7], stop) or 0, 0) / 12.0
             exposure += years
             counted.append(str(r["event_id"]))
             by_exposure[str(r["country_iso3"])] = by_exposure.get(str(r["country_iso3"]), 0.0) + years
@@ -161,7 +156,7 @@ def export_controls(atlas: Atlas) -> set[str]:
     ev = atlas.tables.get("events")
     if ev is None:
         return set()
-    return {str(r["event_id"]) for r in ev.to_dict("records") if not any(k in str(r["event_type"]).lower() for k in _NOT_EXPORT)}
+    return {str(r["event_id"]) for r in ev.to_dict("records") if is_export_control(r["event_type"])}
 
 
 def evolution_scenarios(control: Scenario, model: RegimeModel, horizon_months: int) -> list[tuple[Scenario, float]]:
