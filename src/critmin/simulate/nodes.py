@@ -241,6 +241,10 @@ def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | N
             src = import_sourcing(atlas, iso, c)
             imports[c][iso] = {str(k): float(v) for k, v in src[0].items()} if src else {}
 
+    # consumption rows on one stage's own basis (looked up only where they exist)
+    cons_table = atlas.consumption
+    staged = {(str(i), str(c), str(s)) for i, c, s in zip(cons_table["country_iso3"], cons_table["commodity_id"],
+                                                          cons_table["stage"].fillna(""), strict=True) if s}
     nodes: list[Node] = []
     for (c, st), g in shares.groupby(["commodity_id", "stage"], sort=True):
         c, st = str(c), str(st)
@@ -258,7 +262,7 @@ def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | N
         d: dict[str, float] = {}
         db: dict[str, str] = {}
         for iso in PARTICIPANTS:
-            own = consumption_tonnes(atlas, iso, c, year, stage=st)  # a figure on this stage's own basis comes first
+            own = consumption_tonnes(atlas, iso, c, year, stage=st) if (iso, c, st) in staged else None  # own basis first
             cq = own[0] if own else cons.get(c, {}).get(iso)
             if cq is not None and np.isfinite(q) and q > 0 and cq / q <= MAX_PLAUSIBLE_DEMAND_SHARE:
                 d[iso] = float(cq / q)
