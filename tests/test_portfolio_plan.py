@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from critmin.portfolio.model import (
@@ -37,7 +38,7 @@ def test_every_project_has_a_decision_and_budgets_hold(plan, simulator):
     assert plan["metadata"]["as_of"] == "2026-11" and plan["metadata"]["data_version"] == simulator.atlas.data_version
     # an operating project with nothing to gain is rejected for that reason
     p001 = next(p for p in plan["projects"] if p["project_id"] == "P001")
-    assert p001["decision"] == "rejected" and "adds no capacity" in p001["reason"]
+    assert p001["decision"] == "rejected" and "already producing" in p001["reason"]
     # project finance under the three price scenarios: NPV falls with the price, the gap rises
     fin = {f["project_id"]: f for f in plan["finance"]}
     assert fin, "no project finance records"
@@ -90,3 +91,26 @@ def test_bench_portfolio_json_interface():
         assert key in d
     assert d["projects"] == 1000 and d["scenarios"] == 500 and d["gap"] <= 0.01
     assert [c["projects"] for c in d["cases"]] == [100, 1000, 5000]
+
+
+def test_undated_projects_get_their_status_lead_time_and_instruments_act_only_on_their_bottleneck():
+    """Issue 12: an undated project in financing delivered at once (Stibnite, 4,173 t in months 1-6) because a
+    missing first-output date counted as zero months and permitting facilitation took 18 more months off."""
+    from critmin.portfolio.model import ACCELERATED_STATUSES, InstrumentParameters, months_before_output
+
+    ip = InstrumentParameters.load()
+    notes: list[str] = []
+    lead = ip.get("project", "lead_time_months:financing")
+    assert months_before_output({"first_output": ""}, "financing", "2026-12", ip, notes) == lead >= 24
+    assert "no first-output date" in notes[-1]
+    assert months_before_output({"first_output": "2027-12", "delay_months": 0.0}, "construction", "2026-12", ip, []) == 12
+    assert months_before_output({"first_output": ""}, "operating", "2026-12", ip, []) == 0.0
+    # every status class of the register has a lead time
+    from critmin.portfolio.register import STATUS_CLASSES
+
+    for status in STATUS_CLASSES:
+        if status != "operating":
+            assert np.isfinite(ip.get("project", f"lead_time_months:{status}", np.nan)), status
+    # permitting help only before the permits; money only before financial close
+    assert "permitted" not in ACCELERATED_STATUSES["regulatory"] and "financing" not in ACCELERATED_STATUSES["regulatory"]
+    assert "construction" not in ACCELERATED_STATUSES["loan"]

@@ -59,6 +59,37 @@ MODEL_DEFAULTS: dict[str, float] = {
 #: Status classes whose completion probability an instrument can raise (instrument_parameters.csv, uplift rows).
 UPLIFT_STATUSES = ("financing", "permitted", "feasibility")
 
+#: Status classes in which an instrument can bring first output forward: money helps before financial close,
+#: permitting facilitation (FAST-41) before the main permits are granted (docs/portfolio.md section 4).
+ACCELERATED_STATUSES: dict[str, tuple[str, ...]] = {
+    **{inst: UPLIFT_STATUSES for inst in ("grant", "loan", "loan_guarantee", "equity", "offtake", "price_floor", "insurance", "tax_credit")},
+    "regulatory": ("feasibility", "exploration"),
+}
+
+
+def months_before_output(p: dict[str, Any], status: str, as_of: str, ip: InstrumentParameters, assume: list[str]) -> float:
+    """Months from ``as_of`` to a project's first output without new support, ``T_p``.
+
+    ``T_p = 0`` for an operating project; ``T_p = max(0, month(first_output) - as_of) + d_s`` with the register's
+    delay or the status class's typical delay ``d_s`` beyond a sponsor's target date; and, where the register
+    publishes no first-output date, the status class's typical lead time ``L_s`` (``lead_time_months:<status>``
+    in instrument_parameters.csv, delay included). Each default used is appended to ``assume``."""
+    if status == "operating":
+        return 0.0
+    until = month_offset(as_of, str(p.get("first_output") or ""))
+    if until is None:
+        lead = ip.get("project", f"lead_time_months:{status}", np.nan)
+        if not np.isfinite(lead):
+            raise CritminError(f"instrument parameters: no lead_time_months:{status} row for a project without a first-output date")
+        assume.append(f"no first-output date: typical lead time {lead:g} months for status '{status}'")
+        return float(lead)
+    delay = p.get("delay_months")
+    if delay is None or not np.isfinite(delay):
+        delay = ip.get("project", f"delay_months:{status}", 0.0)
+        assume.append(f"delay {delay:g} months for status '{status}'")
+    return max(0.0, float(until) + float(delay))
+
+
 #: Price scenarios of project finance: multiples of today's node price (low, base, high; critmin assumption).
 PRICE_SCENARIOS = (0.7, 1.0, 1.3)
 
@@ -305,14 +336,7 @@ def build_problem(
         if pi0 is None or not np.isfinite(pi0):
             pi0 = ip.get("project", f"completion_probability:{status}")
             assume.append(f"completion probability {pi0:g} for status '{status}' ({ip.kind('project', f'completion_probability:{status}')})")
-        delay = p.get("delay_months")
-        if delay is None or not np.isfinite(delay):
-            delay = ip.get("project", f"delay_months:{status}", 0.0)
-            assume.append(f"delay {delay:g} months for status '{status}'")
-        until = month_offset(as_of, str(p.get("first_output") or ""))
-        t0 = max(0.0, (until if until is not None else 0.0) + float(delay))
-        if status == "operating":
-            t0 = 0.0
+        t0 = months_before_output(p, status, as_of, ip, assume)
         capex = p.get("capex_usd")
         if capex is None or not np.isfinite(capex):
             ci = _capital_intensity(ip, str(p["commodity_id"]), str(p["stage"]))
@@ -380,7 +404,10 @@ def build_problem(
                 uplift = 0.0
             share = 1.0 if vg <= 0 else min(1.0, value / vg)
             pi_o = min(1.0, float(pi0) + uplift * share)
-            t_o = max(0.0, t0 + ip.get(inst, "months_to_first_output_change", 0.0))
+            # an instrument saves months only where it removes the project's bottleneck: finance before
+            # financial close, permitting facilitation before the permits
+            saved = ip.get(inst, "months_to_first_output_change", 0.0) if status in ACCELERATED_STATUSES.get(inst, ()) else 0.0
+            t_o = max(0.0, t0 + saved)
             h0, h1 = max(0.0, horizon - t0) / horizon, max(0.0, horizon - t_o) / horizon
             dq = float(cap) * (pi_o * h1 - float(pi0) * h0)
             n = node_idx[key]

@@ -55,13 +55,78 @@ def _selected_records(bp: BuiltProblem, sol: Solution, names: dict[str, str]) ->
     return out
 
 
-def _reasons(bp: BuiltProblem, sol: Solution, deadline: float | None, names: dict[str, str]) -> list[dict[str, Any]]:
+def _no_capacity_reason(status: str, mine: pd.DataFrame, horizon: float) -> str:
+    """Why no instrument adds expected capacity to a project (docs/portfolio.md section 4: additionality)."""
+    first = float(mine["months_to_output"].min())
+    if status == "operating":
+        return "already producing: support would add no capacity (additionality)"
+    if status in ("commissioning", "construction"):
+        return (f"finance already in place (status {status}): first output in about {first:.0f} months with or without support, "
+                "so no instrument adds capacity")
+    if not np.isfinite(mine["viability_gap_usd"].astype(float)).any():
+        return (f"data gap: no capex in the register, so the viability gap is unknown and no instrument is credited with raising its "
+                f"completion (status {status}, first output in about {first:.0f} months)")
+    if first >= horizon:
+        return f"first output after the {horizon:.0f}-month planning horizon even with support (about {first:.0f} months)"
+    return f"no instrument raises its completion or brings its output forward (status {status})"
+
+
+def _unspent(bp: BuiltProblem, sol: Solution, budgets: dict[str, float], deadline: float | None, statuses: dict[str, str]) -> dict[str, str]:
+    """Per budget left mostly unspent (< 95 %), the constraint that bound: eligibility, additionality, data gaps,
+    the deadline, or no shortfall left to cut at the margin."""
+    opts = bp.options_all
+    funded = set(sol.selected["project_id"]) if len(sol.selected) else set()
+    out = {}
+    for key, budget in budgets.items():
+        spent = sol.spent.get(key, 0.0)
+        if budget <= 0 or spent >= 0.95 * budget:
+            continue
+        mine = opts[opts["budget_key"] == key] if len(opts) else opts
+        useful = mine[mine["dq_t"] > 0] if len(mine) else mine
+        if mine.empty:
+            why = "eligibility: no project in the register is eligible for this agency and instrument (country, stage or missing capex)"
+        elif useful.empty:
+            st = pd.Series([statuses.get(str(x), "") for x in mine["project_id"].unique()]).value_counts().to_dict()
+            why = ("additionality: its eligible projects add no expected capacity (by status: "
+                   + ", ".join(f"{k} {v}" for k, v in st.items()) + "): already producing, already financed, or no capex to size the gap")
+        elif deadline is not None and (useful["months_to_output"] > deadline).all():
+            why = f"deadline: every useful option gives first output after {deadline:g} months"
+        elif set(useful["project_id"]) <= funded:
+            why = "all its useful projects are funded (by this or another agency); nothing left to buy"
+        else:
+            why = ("no shortfall left to cut at the margin: the remaining options' nodes are covered, or their loss avoided is below "
+                   "their cost")
+        out[key] = f"{spent / budget:.0%} used; {why}"
+    return out
+
+
+def _selected_reason(pid: str, chosen: dict[str, str], bp: BuiltProblem, sol: Solution, names: dict[str, str]) -> str:
+    """Funded: what it buys per dollar, and the best option at the same node that was not funded."""
+    r = sol.selected[sol.selected["project_id"] == pid].iloc[0]
+    node = bp.problem.node_names[int(r["node"])]
+    cost = float(r["cost_usd"])
+    per = f"{float(r['dq_t']):,.0f} t/yr of expected capacity at {node} for {cost:,.0f} USD of budget"
+    if cost > 0:
+        per += f" ({float(r['dq_t']) / cost * 1e6:,.1f} t/yr per million USD)"
+    opts = bp.options_all
+    rivals = opts[(opts["node"] == r["node"]) & (~opts["project_id"].isin(list(chosen))) & (opts["dq_t"] > 0)] if len(opts) else opts
+    if len(rivals):
+        b = rivals.assign(ratio=lambda d: d["dq_t"] / d["cost_usd"].clip(lower=1.0)).sort_values("ratio", ascending=False).iloc[0]
+        alt = (f"; it beat {b['project_id']} {names.get(str(b['project_id']), '')} ({b['instrument']} from {b['agency']}: "
+               f"{float(b['dq_t']):,.0f} t/yr for {float(b['cost_usd']):,.0f} USD)")
+    else:
+        alt = "; no other project offered capacity at this node"
+    return f"funded with a {chosen[pid]}: {per}{alt}"
+
+
+def _reasons(bp: BuiltProblem, sol: Solution, deadline: float | None, names: dict[str, str], statuses: dict[str, str],
+             horizon: float) -> list[dict[str, Any]]:
     chosen = dict(zip(sol.selected["project_id"], sol.selected["instrument"] + " from " + sol.selected["agency"], strict=True))
     opts = bp.options_all
     out = []
     for pid in sorted(bp.reasons):
         if pid in chosen:
-            out.append({"project_id": pid, "name": names.get(pid, ""), "decision": "selected", "reason": f"funded: {chosen[pid]}"})
+            out.append({"project_id": pid, "name": names.get(pid, ""), "decision": "selected", "reason": _selected_reason(pid, chosen, bp, sol, names)})
             continue
         mine = opts[opts["project_id"] == pid] if len(opts) else opts
         if mine.empty:
@@ -73,7 +138,7 @@ def _reasons(bp: BuiltProblem, sol: Solution, deadline: float | None, names: dic
             out.append({"project_id": pid, "name": names.get(pid, ""), "decision": "rejected", "reason": "; ".join(other)})
             continue
         if (mine["dq_t"] <= 0).all():
-            why = "adds no capacity over the planning horizon with any instrument (already producing or too late)"
+            why = _no_capacity_reason(statuses.get(pid, ""), mine, horizon)
         elif deadline is not None and (mine.loc[mine["dq_t"] > 0, "months_to_output"] > deadline).all():
             why = f"first output after the {deadline:g}-month deadline with every instrument (earliest {mine['months_to_output'].min():.0f} months)"
         else:
@@ -115,7 +180,9 @@ def run_portfolio(
     """The full ``critmin portfolio`` record (docs/portfolio.md)."""
     as_of = as_of or current_month()
     sample = sample_from_simulator(sim, draws=draws, seed=seed, client=client, result=risk_result)
-    bp = build_problem(projects, atlas, sample, sim.nodes, read_agencies(agencies_file), InstrumentParameters.load(parameters_file), budgets, as_of, deadline_months)
+    ip = InstrumentParameters.load(parameters_file)
+    horizon = ip.get("portfolio", "horizon_months")
+    bp = build_problem(projects, atlas, sample, sim.nodes, read_agencies(agencies_file), ip, budgets, as_of, deadline_months)
     p = bp.problem
     p.cvar_weight, p.cvar_alpha, p.bonus_weight = cvar_weight, cvar_alpha, concern_weight
     p.max_country_share, p.max_commodity_share = max_country_share, max_commodity_share
@@ -124,8 +191,11 @@ def run_portfolio(
     sol = solve(p, gap=gap, time_limit=time_limit)
     gr = greedy(p)
     names = dict(zip(projects["project_id"], projects["name"], strict=True))
-    spent_by = sol.selected.groupby("agency")["cost_usd"].sum().to_dict() if len(sol.selected) else {}
-    spent_inst = sol.selected.groupby("instrument")["cost_usd"].sum().to_dict() if len(sol.selected) else {}
+    sel = sol.selected.assign(budget_cost_usd=sol.selected.get("budget_cost_usd", sol.selected["cost_usd"])) if len(sol.selected) else sol.selected
+
+    def total(by: str, col: str) -> dict[str, float]:
+        return {str(k): float(v) for k, v in sel.groupby(by)[col].sum().items()} if len(sel) else {}
+
     loss_before = {n: float(p.weights @ (p.value_per_t[i] * p.shortfall[i])) for i, n in enumerate(p.node_names)}
     risk: list[dict[str, Any]] = [
         {"node": n, "commodity": n.split("/")[0], "stage": n.split("/")[1], "expected_loss_usd": loss_before[n],
@@ -151,13 +221,19 @@ def run_portfolio(
         "greedy_selected": [{"project_id": r["project_id"], "instrument": r["instrument"], "agency": r["agency"], "cost_usd": float(r["cost_usd"])}
                             for r in gr.selected.to_dict("records")],
         "budgets": finite_budgets,
+        "unspent": _unspent(bp, sol, finite_budgets, deadline_months, dict(zip(projects["project_id"], projects["status_class"].astype(str), strict=True))),
         "budget_basis": {k: ("budget cost (credit subsidy)" if bp.budget_basis.get(k) == "cost" else "amount committed") for k in finite_budgets},
         "spent": {k: v for k, v in sol.spent.items() if k in finite_budgets},
-        "money_by_agency": {str(k): float(v) for k, v in spent_by.items()},
-        "money_by_instrument": {str(k): float(v) for k, v in spent_inst.items()},
+        # one basis per figure, never added across bases: the credit-reform budget cost (what the support costs
+        # the government: a loan's subsidy cost, a grant's full amount) and, apart, the face amount committed
+        "money_by_agency": total("agency", "budget_cost_usd"),
+        "money_by_instrument": total("instrument", "budget_cost_usd"),
+        "face_amount_by_agency": total("agency", "amount_usd"),
+        "face_amount_by_instrument": total("instrument", "amount_usd"),
         "risk_reduction": risk,
         "marginal_value_usd_per_usd": marginal_values(p, sol, gap=gap, time_limit=time_limit) if len(p.eligible()) else {},
-        "projects": _reasons(bp, sol, deadline_months, names),
+        "projects": _reasons(bp, sol, deadline_months, names, dict(zip(projects["project_id"], projects["status_class"].astype(str), strict=True)),
+                             horizon),
         "finance": bp.finance,
     }
     if with_frontier:
