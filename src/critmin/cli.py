@@ -22,6 +22,8 @@ scen_app = typer.Typer(help="The disruption scenario library.", no_args_is_help=
 app.add_typer(scen_app, name="scenarios")
 bench_app = typer.Typer(help="Benchmarks with machine-readable output.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+study_app = typer.Typer(help="Studies: the group's inputs in one file (init, check).", no_args_is_help=True)
+app.add_typer(study_app, name="study")
 
 
 def _projects_app() -> Any:
@@ -735,32 +737,71 @@ def match(
 @app.command()
 def plan(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for plan.json, plan.pdf, plan.xlsx and plan.html")] = Path("out"),
-    draws: DrawsOpt = 500,
-    seed: SeedOpt = 0,
+    study: Annotated[Path | None, typer.Option("--study", help="Study file (critmin study init DIR writes a template); flags below override it")] = None,
+    register: Annotated[Path | None, typer.Option("--register", help="Project register: folder with projects.csv (+ support.csv) or .xlsx")] = None,
+    buyers: BuyersOpt = None,
+    budgets: Annotated[Path | None, typer.Option("--budgets", help="CSV agency_id,instrument,budget_usd adding or replacing budgets")] = None,
+    params: Annotated[Path | None, typer.Option("--params", help="CSV of simulator parameter overrides (same columns as parameters.csv)")] = None,
+    delivery_months: Annotated[int | None, typer.Option("--delivery-months", help="Months of the delivery plan (default 6)")] = None,
+    draws: Annotated[int | None, typer.Option("--draws", "-n", help="Monte Carlo draws (default 500)")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed (default 0)")] = None,
     as_of: AsOfOpt = None,
     atlas: AtlasOpt = None,
     blocs: BlocsOpt = None,
 ) -> None:
-    """The main job: the whole cycle on the bundled data, written as the coordinated plan (json, pdf, xlsx, html)."""
+    """The main job: the whole cycle on a study (default: the bundled data), written as the coordinated plan
+    (json, pdf, xlsx, html) with its executive answer first."""
     from rich.progress import Progress, SpinnerColumn, TimeElapsedColumn
 
-    from critmin.report.cycle import run_cycle
     from critmin.report.writers import write_plan
+    from critmin.study import Study
 
-    when = _as_of(as_of)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CritminError(f"--out {out_dir}: exists and is not a directory")
+    flags = {"register": register, "buyers": buyers, "budgets": budgets, "params": params, "blocs": blocs, "as_of": as_of,
+             "draws": draws, "seed": seed, "delivery_months": delivery_months}
     with Progress(SpinnerColumn(), "[progress.description]{task.description}", TimeElapsedColumn(), console=err, transient=False) as prog:
-        task = prog.add_task("loading atlas and simulator", total=None)
-        sim = _simulator(atlas, blocs, None, None)
+        task = prog.add_task("checking the study's inputs", total=None)
+        if study is not None:
+            st = Study.from_file(study, atlas=atlas, **flags)
+        else:
+            given: dict[str, Any] = {k: (str(Path(v).resolve()) if isinstance(v, Path) else v) for k, v in flags.items() if v is not None}
+            st = Study(None, None, atlas, **given)
 
         def step(msg: str) -> None:
             prog.update(task, description=msg)
 
-        result = run_cycle(sim.atlas, sim, draws=draws, seed=seed, as_of=when, step=step)
+        step("loading the simulator")
+        result = st.plan(step=step)
         step("writing reports")
-        paths = write_plan(result, sim.atlas, out_dir)
+        paths = write_plan(result, st.atlas, out_dir)
         step("done")
     for kind, p in paths.items():
         err.print(f"wrote {p} ({kind})")
+
+
+@study_app.command("init")
+def study_init(
+    directory: Annotated[Path, typer.Argument(help="Folder for study.yaml and its input files")],
+    as_of: AsOfOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a study already in the folder")] = False,
+) -> None:
+    """Write a commented study file with every input beside it (copies of the bundled data to edit)."""
+    from critmin.study.template import init_study
+
+    for p in init_study(directory, _as_of(as_of), force):
+        err.print(f"wrote {p}")
+    err.print(f"next: critmin plan --study {directory / 'study.yaml'} --out out")
+
+
+@study_app.command("check")
+def study_check(study: Annotated[Path, typer.Argument(help="Study file")], atlas: AtlasOpt = None) -> None:
+    """Read and validate a study and every input it names, without running anything."""
+    from critmin.study import Study
+
+    st = Study.from_file(study, atlas=atlas)
+    err.print(f"{study}: ok ({len(st.projects)} projects, {len(st.buyers)} buyers, "
+              f"{len(st.budgets) if st.budgets is not None else 'bundled'} budgets, as of {st.as_of})")
 
 
 @bench_app.command("portfolio")

@@ -14,29 +14,37 @@ CYCLE_STEPS = ("priority minerals", "vulnerabilities by stage", "scenario risks"
                "back-test")
 
 #: Keys of plan.json other tools rely on (issue 5).
-PLAN_KEYS = ("priority_minerals", "vulnerabilities", "scenarios", "portfolio", "stockpiles", "deliveries", "matches", "sources")
+PLAN_KEYS = ("priority_minerals", "vulnerabilities", "scenarios", "portfolio", "stockpiles", "deliveries", "matches", "sources", "summary")
 
 
 def run_cycle(atlas: Any, sim: Any, draws: int = 500, seed: int = 0, as_of: str = "2026-11", top: int = 25,
               step: Callable[[str], None] | None = None, projects: pd.DataFrame | None = None, buyers: pd.DataFrame | None = None,
-              supply: pd.DataFrame | None = None, first_month: dict[str, int] | None = None) -> dict[str, Any]:
+              supply: pd.DataFrame | None = None, first_month: dict[str, int] | None = None, budgets: dict[str, float] | None = None,
+              delivery_months: int = 6, critical_lists: dict[str, set[str]] | None = None,
+              stock_policy: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every part of the coordinated plan for the BLOC of participants (see module docstring).
 
     ``projects`` (the register's projects), ``buyers`` (the needs) and ``supply`` (projects and offers that
     can deliver) default to the bundled registers; the web workspace passes what the user may read.
     ``first_month`` gives supply rows a known first month of delivery (the workspace's offers); the
-    recommended portfolio's projects deliver from their own first month."""
+    recommended portfolio's projects deliver from their own first month. ``budgets`` add to or replace the
+    agencies' budgets; ``critical_lists`` (participant -> commodity ids; default: the bundled lists) and
+    ``stock_policy`` (``budget_usd``, ``max_days``, ``stages``, ``pooled``; default: :class:`critmin.stockpile.policy.StockpilePolicy`)
+    make the stocks policy. The executive answer is under ``summary``."""
     from critmin import __version__
     from critmin.assess import assess
     from critmin.assess.supply import stage_metrics
+    from critmin.atlas.lists import critical_lists as bundled_lists
     from critmin.deliver.buyers import bundled_buyers
     from critmin.deliver.match import match
     from critmin.deliver.plan import delivery_plan
     from critmin.portfolio.plan import run_portfolio
     from critmin.portfolio.register import bundled_register
+    from critmin.report.summary import build_summary
     from critmin.simulate.backtest import run_backtest
     from critmin.simulate.risk import risk_ranking
     from critmin.stockpile.plan import disruption_sample, plan_stockpiles
+    from critmin.stockpile.policy import StockpilePolicy
 
     def say(msg: str) -> None:
         if step:
@@ -55,16 +63,19 @@ def run_cycle(atlas: Any, sim: Any, draws: int = 500, seed: int = 0, as_of: str 
     if projects is None:
         projects = bundled_register(atlas).projects
     supply = projects if supply is None else supply
-    portfolio = run_portfolio(atlas, sim, projects, draws=draws, seed=seed, as_of=as_of, risk_result=res)
+    portfolio = run_portfolio(atlas, sim, projects, budgets=budgets, draws=draws, seed=seed, as_of=as_of, risk_result=res)
     say(CYCLE_STEPS[4])
     sample = disruption_sample(sim, draws, seed, result=res)
-    stock = plan_stockpiles(sim, "BLOC", pooled=True, draws=draws, seed=seed, sample=sample)
+    policy = StockpilePolicy.model_validate(stock_policy or {})
+    lists = critical_lists if critical_lists is not None else bundled_lists()
+    stock = plan_stockpiles(sim, "BLOC", budget=policy.budget_usd, pooled=policy.pooled, draws=draws, seed=seed, sample=sample,
+                            commodities=lists, stages=tuple(policy.stages), max_days=policy.max_days)
     say(CYCLE_STEPS[5])
     if buyers is None:
         buyers = bundled_buyers(atlas)
     # the recommended portfolio's projects deliver from their (earlier) first month of output
     first = {**(first_month or {}), **{s["project_id"]: int(round(s["months_to_output"])) for s in portfolio["selected"]}}
-    deliveries = delivery_plan(atlas, supply, buyers, 6, as_of, first_month=first)
+    deliveries = delivery_plan(atlas, supply, buyers, delivery_months, as_of, first_month=first)
     matches = match(atlas, supply, buyers, as_of)
     say(CYCLE_STEPS[6])
     bt = run_backtest(sim, draws=min(draws, 200), seed=seed)
@@ -79,8 +90,9 @@ def run_cycle(atlas: Any, sim: Any, draws: int = 500, seed: int = 0, as_of: str 
         used |= set(str(r["source_ids"]).split(";"))
     src = atlas.sources
     sources = src[src["source_id"].isin(used) | src["source_id"].str.startswith("event_")].to_dict("records")
-    return {
+    plan: dict[str, Any] = {
         "metadata": {"critmin_version": __version__, "data_version": atlas.data_version, "seed": seed, "draws": draws, "as_of": as_of,
+                     "delivery_months": delivery_months, "critical_lists": {j: sorted(v) for j, v in lists.items()},
                      "perspective": "BLOC", "participants": sorted(atlas.participants), "blocs": atlas.bloc_members(),
                      "parameters": res.metadata.get("parameters"),
                      "parameters_sha256": res.metadata.get("parameters_sha256"), "data_files": res.metadata.get("data_files")},
@@ -100,6 +112,8 @@ def run_cycle(atlas: Any, sim: Any, draws: int = 500, seed: int = 0, as_of: str 
             "raw_provenance": "data/raw/PROVENANCE.md",
         },
     }
+    plan["summary"] = build_summary(plan, buyers)
+    return plan
 
 
 def frames(plan: dict[str, Any]) -> dict[str, pd.DataFrame]:

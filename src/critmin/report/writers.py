@@ -14,10 +14,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from critmin.output import _clean, to_json, write_atomic
 from critmin.report.cycle import frames
+from critmin.report.summary import usd
 
 #: plotly.js 3 shows a "Share chart" (upload to Plotly Cloud) button by default: off in every report.
 OFFLINE_PLOT_CONFIG = {"showSendToCloud": False, "displaylogo": False}
@@ -33,6 +35,8 @@ def xlsx_plan(plan: dict[str, Any]) -> bytes:
     buf = io.BytesIO()
     with pd.ExcelWriter(buf, engine="xlsxwriter") as xl:
         wb = xl.book
+        if "summary" in plan:
+            _xlsx_summary(xl, plan["summary"])
         about = pd.DataFrame({"key": list(plan["metadata"]), "value": [json.dumps(_clean(v)) if isinstance(v, dict | list) else v
                                                                       for v in plan["metadata"].values()]})
         about.to_excel(xl, sheet_name="about", index=False)
@@ -59,6 +63,96 @@ def xlsx_plan(plan: dict[str, Any]) -> bytes:
         bar("budgets", tables["budgets"], "budget", "spent_usd", "Portfolio spend by budget (USD)", "E2")
         bar("stockpiles", tables["stockpiles"], "node", "optimal_stock_usd", "Stock targets (USD at today's prices)", "T2")
     return buf.getvalue()
+
+
+#: The executive answer's tables: (key, title, [(column, label, format)]) with format "usd", "t", "int", "days" or "text".
+SUMMARY_TABLES = (
+    ("priorities", "Priority minerals and their chokepoints (BLOC, consumer loss)",
+     [("rank", "Rank", "int"), ("mineral", "Mineral", "text"), ("expected_loss_usd_per_year", "Expected loss, USD/yr", "usd"),
+      ("cvar95_usd", "CVaR 95 %, USD", "usd"), ("category", "Category", "text"), ("chokepoint", "Chokepoint", "text")]),
+    ("financing", "Recommended financing by country and agency",
+     [("country", "Country", "text"), ("agency", "Agency", "text"), ("projects", "Projects", "int"),
+      ("face_amount_usd", "Face amount, USD", "usd"), ("budget_cost_usd", "Budget cost, USD", "usd"),
+      ("capacity_t_per_year", "Expected capacity added, t/yr", "t")]),
+    ("stocks", "Stocks by participant (capped by the study's policy)",
+     [("participant", "Participant", "text"), ("node", "Material (node)", "text"), ("stock_t", "Stock, t", "t"), ("stock_usd", "Cost, USD", "usd"),
+      ("days_of_consumption", "Days of consumption", "days")]),
+    ("deliveries", "Deliveries in the window by receiving country",
+     [("receiving_country", "Receiving country", "text"), ("node", "Material (node)", "text"), ("tonnes", "Tonnes", "t")]),
+    ("unmet_needs", "Buyers left short",
+     [("buyer", "Buyer", "text"), ("node", "Material (node)", "text"), ("need_t", "Need, t", "t"), ("delivered_t", "Delivered, t", "t"),
+      ("short_t", "Short, t", "t")]),
+)
+
+
+def fmt_cell(v: Any, kind: str) -> str:
+    """A cell for a reader: USD in $ M/B, tonnes with thousands separators, blank for missing (never 'nan')."""
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return ""
+    if kind == "usd":
+        return usd(float(v))
+    if kind == "t":
+        return f"{float(v):,.0f}" if abs(float(v)) >= 10 else f"{float(v):,.2f}"
+    if kind in ("int", "days"):
+        return f"{float(v):,.0f}"
+    return str(v)
+
+
+def summary_html(summary: dict[str, Any]) -> str:
+    """The executive answer as the HTML report's first section."""
+    parts = [f"<p>{html.escape(v)}</p>" for v in summary["sentences"].values()]
+    for key, title, cols in SUMMARY_TABLES:
+        rows = summary["tables"].get(key, [])[:15]
+        head = "".join(f"<th>{html.escape(lab)}</th>" for _, lab, _ in cols)
+        body = "".join("<tr>" + "".join(f"<td class='{'num' if k != 'text' else 'txt'}'>{html.escape(fmt_cell(r.get(c), k))}</td>" for c, _, k in cols)
+                       + "</tr>" for r in rows)
+        parts.append(f"<h3>{html.escape(title)}</h3>" + (f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>" if rows else "<p><em>none</em></p>"))
+    parts.append("<h3>What would change the recommendation</h3><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in summary["what_would_change"]) + "</ul>")
+    return "".join(parts)
+
+
+def _xlsx_summary(xl: Any, summary: dict[str, Any]) -> None:
+    """First sheet: the sentences, then one formatted table per part (number formats, frozen title)."""
+    wb = xl.book
+    ws = wb.add_worksheet("summary")
+    xl.sheets["summary"] = ws
+    bold = wb.add_format({"bold": True, "font_size": 13})
+    head = wb.add_format({"bold": True, "bg_color": "#DDE6F0", "border": 1})
+    wrap = wb.add_format({"text_wrap": True, "valign": "top"})
+    num = {"usd": wb.add_format({"num_format": "$#,##0"}), "t": wb.add_format({"num_format": "#,##0.0"}),
+           "int": wb.add_format({"num_format": "0"}), "days": wb.add_format({"num_format": "#,##0"}), "text": wb.add_format({})}
+    ws.write(0, 0, f"Executive answer (as of {summary.get('as_of')})", bold)
+    ws.freeze_panes(1, 0)
+    ws.set_column(0, 0, 28)
+    ws.set_column(1, 6, 22)
+    r = 2
+    for k, v in summary["sentences"].items():
+        ws.write(r, 0, k.replace("_", " "), head)
+        ws.merge_range(r, 1, r, 6, v, wrap)
+        ws.set_row(r, 45)
+        r += 1
+    for key, title, cols in SUMMARY_TABLES:
+        r += 1
+        ws.write(r, 0, title, bold)
+        r += 1
+        for i, (_, lab, _) in enumerate(cols):
+            ws.write(r, i, lab, head)
+        for row in summary["tables"].get(key, []):
+            r += 1
+            for i, (c, _, kind) in enumerate(cols):
+                v = row.get(c)
+                if v is None or (isinstance(v, float) and not np.isfinite(v)):
+                    ws.write_blank(r, i, None)
+                elif kind == "text":
+                    ws.write_string(r, i, str(v))
+                else:
+                    ws.write_number(r, i, float(v), num[kind])
+    r += 2
+    ws.write(r, 0, "What would change the recommendation", bold)
+    for x in summary["what_would_change"]:
+        r += 1
+        ws.merge_range(r, 0, r, 6, x, wrap)
+        ws.set_row(r, 45)
 
 
 def _table(df: pd.DataFrame, cols: list[str], n: int = 20) -> str:
@@ -195,6 +289,7 @@ def html_plan(plan: dict[str, Any], atlas: Any) -> str:
     body = f"""
 <h1>Coordinated plan: critical minerals and rare earths (US&ndash;Japan framework)</h1>
 <p class="meta">{meta}</p>
+{('<h2>Executive answer</h2>' + summary_html(plan['summary'])) if 'summary' in plan else ''}
 <h2>1. Priority minerals</h2>{_table(t['priority_minerals'], ['rank', 'commodity', 'score', 'chokepoint_stage', 'top_country', 'top_share', 'concern_share', 'import_reliance'])}
 <h2>2. Vulnerabilities by stage</h2>{_table(t['vulnerabilities'], ['commodity_id', 'stage', 'hhi', 'top_country', 'top_share', 'concern_share', 'bloc_share', 'basis'], 40)}
 <h2>3. Scenario risks</h2>{_table(t['scenarios'], ['rank', 'commodity', 'expected_loss_usd', 'var95_usd', 'cvar95_usd', 'category', 'top_scenarios'])}
@@ -261,7 +356,7 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
                     plt.close(fig)
                     fig = plt.figure(figsize=(8.27, 11.69))
                     y = 0.95
-                fig.text(0.07, y, part, fontsize=8.5, va="top", family="monospace")
+                fig.text(0.07, y, part.replace("$", r"\$"), fontsize=8.5, va="top", family="monospace")
                 y -= 0.016
         pdf.savefig(fig)
         plt.close(fig)
@@ -282,13 +377,51 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
         pdf.savefig(fig)
         plt.close(fig)
 
+    def summary_pages(pdf: PdfPages, summary: dict[str, Any]) -> None:
+        fig = plt.figure(figsize=(8.27, 11.69))
+        fig.text(0.07, 0.96, f"Executive answer (as of {summary.get('as_of')})", fontsize=15, weight="bold", va="top")
+        y = 0.93
+        for v in summary["sentences"].values():
+            for part in textwrap.wrap(v, 100):
+                fig.text(0.07, y, part.replace("$", r"\$"), fontsize=9, va="top")
+                y -= 0.015
+            y -= 0.006
+        for key, title, cols in SUMMARY_TABLES[:3]:
+            rows = summary["tables"].get(key, [])[:10]
+            if not rows:
+                continue
+            h = 0.017 * (len(rows) + 1)
+            if y - h < 0.04:
+                pdf.savefig(fig)
+                plt.close(fig)
+                fig = plt.figure(figsize=(8.27, 11.69))
+                y = 0.95
+            fig.text(0.07, y, title, fontsize=10, weight="bold", va="top")
+            ax = fig.add_axes((0.07, y - 0.02 - h, 0.86, h))
+            ax.axis("off")
+            cells = [[fmt_cell(r.get(c), k)[:40].replace("$", r"\$") for c, _, k in cols] for r in rows]
+            labels = [lab for _, lab, _ in cols]
+            widths = np.array([max([len(lab)] + [len(row[i]) for row in cells]) for i, lab in enumerate(labels)], float)
+            tb = ax.table(cellText=cells, colLabels=labels, colWidths=list(widths / widths.sum()), bbox=(0, 0, 1, 1), cellLoc="left")
+            tb.auto_set_font_size(False)
+            tb.set_fontsize(7)
+            y -= h + 0.04
+        pdf.savefig(fig)
+        plt.close(fig)
+        rest = [f"{title}: " + "; ".join(", ".join(fmt_cell(r.get(c), k) for c, _, k in cols) for r in summary["tables"].get(key, [])[:12])
+                for key, title, cols in SUMMARY_TABLES[3:]]
+        text_page(pdf, "Executive answer (continued)", [*rest, "", "What would change the recommendation:", *[f"- {x}" for x in summary["what_would_change"]]])
+
     with PdfPages(buf) as pdf:
+        if "summary" in plan:
+            summary_pages(pdf, plan["summary"])
         text_page(pdf, "Coordinated plan: critical minerals and rare earths", [
             "US-Japan Framework for Securing the Supply of Critical Minerals and Rare Earths (28 Oct 2025): the plan for the",
             "participants together (BLOC). Produced by critmin from public data; every figure is traceable to its source.", "",
             f"critmin version: {md['critmin_version']}", f"data version: {md['data_version']}", f"seed: {md['seed']}   draws: {md['draws']}   as of: {md['as_of']}",
             f"parameters: {md['parameters']}", f"parameters sha256: {md['parameters_sha256']}", "",
-            "Contents: 1 priority minerals; 2 scenario risks; 3 portfolio; 4 stockpiles; 5 deliveries and matches; 6 sources.",
+            "Contents: executive answer (first pages); 1 priority minerals; 2 scenario risks; 3 portfolio; 4 stockpiles;",
+            "5 deliveries and matches; appendix: back-test; 6 sources.",
             "Raw data provenance: data/raw/PROVENANCE.md. Models: docs/methods.md, simulation.md, portfolio.md, stockpile.md, deliver.md.",
         ])
         text_page(pdf, "1. Priority minerals (critmin score, BLOC)", table_lines(

@@ -8,7 +8,7 @@ one linear programme allocates it across commodities (docs/stockpile.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from critmin.atlas.lists import on_list
 from critmin.simulate.nodes import PARTICIPANTS
 from critmin.stockpile.sizing import expected_cost, newsvendor, pool, stock_lp
 
@@ -73,9 +74,27 @@ def disruption_sample(sim: Any, draws: int = 500, seed: int = 0, result: Any = N
     return {"node_draws": res.node_draws, "metadata": res.metadata, "draws": res.metadata["draws"]}
 
 
+#: Stages whose material a strategic stock holds by default: raw, refined and metal forms, and magnets (the
+#: U.S. National Defense Stockpile buys NdFeB and SmCo magnet block). Cathode, anode and cells are excluded:
+#: they are made to one chemistry and cell format and age in storage (a study may change this list).
+STOCKABLE_STAGES = ("mine", "refine", "metal", "magnet")
+
+
 def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = None, pooled: bool = False, draws: int = 500,
-                    seed: int = 0, params: StockParameters | None = None, sample: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Stock targets (see module docstring). ``budget`` (USD of purchases) applies per participant."""
+                    seed: int = 0, params: StockParameters | None = None, sample: dict[str, Any] | None = None,
+                    commodities: dict[str, set[str]] | None = None, stages: tuple[str, ...] | None = None,
+                    max_days: float | None = None) -> dict[str, Any]:
+    """Stock targets (see module docstring). ``budget`` (USD of purchases) applies per participant.
+
+    Policy: ``commodities`` maps each participant to the commodities it may stock (its critical-mineral list,
+    derived nodes through their listed parent; ``None``: every node); ``stages`` the stockable stages (default
+    :data:`STOCKABLE_STAGES`); ``max_days`` caps every stock at that many days of the participant's consumption,
+    ``S <= max_days / 365 * d_j Q0``. The same caps bind the budgeted programme."""
+    if perspective.upper() not in ("USA", "JPN", "BLOC"):
+        raise ValueError(f"perspective must be USA, JPN or BLOC, not '{perspective}'")
+    if max_days is not None and not max_days > 0:
+        raise ValueError("max_days must be positive")
+    stages = tuple(stages) if stages is not None else STOCKABLE_STAGES
     sp = params or StockParameters.load()
     smp = sample or disruption_sample(sim, draws, seed)
     draws = smp["draws"]
@@ -83,7 +102,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
     members = list(PARTICIPANTS) if perspective.upper() == "BLOC" else [perspective.upper()]
     value = sim.lost_output_per_t(draws, smp["metadata"]["seed"])
     rows: list[dict[str, Any]] = []
-    lp_inputs: dict[str, list[tuple[str, np.ndarray, float, float, float]]] = {j: [] for j in members}
+    lp_inputs: dict[str, list[tuple[str, np.ndarray, float, float, float, float]]] = {j: [] for j in members}
     for key in sorted(smp["node_draws"]):
         nd = smp["node_draws"][key]
         node = sim.nodes.nodes[sim.nodes.index[key]]
@@ -93,16 +112,26 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
         c = float(value[sim.nodes.index[key]])
         months = nd[6]
         typical_months = float(months[months > 0].mean()) if (months > 0).any() else 12.0
+        if node.stage not in stages:
+            continue
         per_member: dict[str, np.ndarray] = {}
+        separate: dict[str, tuple[float, float, float]] = {}
         for j in members:
             short = nd[3 + PARTICIPANTS.index(j)]
             if not (short > 0).any():
+                continue
+            if commodities is not None and not on_list(node.commodity, commodities.get(j, set())):
                 continue
             per_member[j] = short
             hold = p0 * (sp.capital_rate.get(j, sp.capital_rate["USA"]) + sp.storage(node.commodity))
             s_opt, cost_opt = newsvendor(short, w, hold, c)
             cost0 = float(expected_cost(0.0, short, w, hold, c))
             annual_use = node.demand_share[j] * node.q0_t
+            cap_t = max_days / 365.0 * annual_use if max_days is not None else np.inf
+            capped = s_opt > cap_t
+            if capped:
+                s_opt = cap_t
+                cost_opt = float(expected_cost(s_opt, short, w, hold, c))
             rules = {}
             for days in sp.days_rules:
                 s_rule = days / 365.0 * annual_use
@@ -115,12 +144,27 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 "expected_cost_without_stock_usd": cost0, "expected_cost_with_stock_usd": cost_opt, "saving_usd": cost0 - cost_opt,
                 "rules": rules,
                 "release_rule": {"holdings_t": s_opt, "max_release_t_per_month": s_opt / max(typical_months, 1.0), "price_cap": 1.0},
-                "flags": [f for f in node.flags if "proxy" in f or "low-tier" in f],
+                "flags": [f for f in node.flags if "proxy" in f or "low-tier" in f]
+                + ([f"capped at the policy's {max_days:g} days of consumption"] if capped else []),
             })
-            lp_inputs[j].append((key, short, hold, c, p0))
+            lp_inputs[j].append((key, short, hold, c, p0, cap_t))
+            separate[j] = (s_opt, cost_opt, annual_use)
         if pooled and len(per_member) > 1:
             hold = p0 * (float(np.mean([sp.capital_rate.get(j, sp.capital_rate["USA"]) for j in per_member])) + sp.storage(node.commodity))
             pl = pool(per_member, w, hold, c)
+            pool_flags = []
+            if max_days is not None:
+                # the policy cap binds the pooled stock too (days of the members' combined consumption); the
+                # separate stocks compared with it are the capped ones above
+                cap_pool = max_days / 365.0 * sum(separate[j][2] for j in per_member)
+                sep_cost = {j: separate[j][1] for j in per_member}
+                if pl.pooled_stock_t > cap_pool:
+                    pc = float(expected_cost(cap_pool, np.sum(list(per_member.values()), axis=0), w, hold, c))
+                    pl = replace(pl, pooled_stock_t=cap_pool, pooled_cost_usd=pc,
+                                 pooled_cost_by_member_usd={j: pc * f for j, f in pl.pooled_share.items()})
+                    pool_flags.append(f"capped at the policy's {max_days:g} days of consumption")
+                pl = replace(pl, separate_stock_t={j: separate[j][0] for j in per_member}, separate_cost_usd=sep_cost,
+                             saving_usd=sum(sep_cost.values()) - pl.pooled_cost_usd)
             rows.append({
                 "node": key, "commodity": node.commodity, "stage": node.stage, "participant": "POOL(" + "+".join(per_member) + ")",
                 "shortage_cost_usd_per_t": c, "holding_cost_usd_per_t_year": hold, "optimal_stock_t": pl.pooled_stock_t,
@@ -131,7 +175,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 "shortfall_correlation": float(np.corrcoef(list(per_member.values()))[0, 1]) if len(per_member) == 2 and
                 all(np.std(v) > 0 for v in per_member.values()) else None,
                 "release_rule": {"holdings_t": pl.pooled_stock_t, "max_release_t_per_month": pl.pooled_stock_t / max(typical_months, 1.0), "price_cap": 1.0},
-                "flags": [f for f in node.flags if "proxy" in f or "low-tier" in f],
+                "flags": [f for f in node.flags if "proxy" in f or "low-tier" in f] + pool_flags,
             })
     budgets: dict[str, Any] = {}
     if budget is not None:
@@ -139,7 +183,8 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             if not items:
                 continue
             D = np.array([it[1] for it in items])
-            plan = stock_lp(D, w, np.array([it[2] for it in items]), np.array([it[3] for it in items]), np.array([it[4] for it in items]), budget)
+            plan = stock_lp(D, w, np.array([it[2] for it in items]), np.array([it[3] for it in items]), np.array([it[4] for it in items]), budget,
+                            capacity_t=np.array([it[5] for it in items]))
             budgets[j] = {
                 "budget_usd": budget, "spent_usd": plan.budget_used_usd, "total_cost_usd": plan.total_usd,
                 "value_of_budget_usd_per_usd": plan.budget_shadow_price, "status": plan.status,
@@ -147,7 +192,8 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             }
     rows.sort(key=lambda r: (-float(r.get("saving_usd", r.get("pooling_saving_usd", 0.0)) or 0.0), r["node"], r["participant"]))
     return {
-        "metadata": {**smp["metadata"], "perspective": perspective.upper(), "storage_cost_rate": sp.storage_rate, "storage_cost_rate_by_commodity": sp.storage_by_commodity,
+        "metadata": {**smp["metadata"], "perspective": perspective.upper(), "stockable_stages": list(stages), "max_days": max_days,
+                     "candidates": {j: sorted(v) for j, v in commodities.items()} if commodities is not None else "every simulated node", "storage_cost_rate": sp.storage_rate, "storage_cost_rate_by_commodity": sp.storage_by_commodity,
                      "storage_basis": sp.storage_basis,
                      "capital_rate": sp.capital_rate, "days_rules": list(sp.days_rules)},
         "stockpiles": rows,

@@ -1,0 +1,117 @@
+"""The executive answer: the plan's first page in plain sentences and one table each (plan.json["summary"]).
+
+Built only from the plan's own parts, so it can never disagree with them: the risk ranking (consumer loss,
+BLOC), the portfolio (face amount and budget cost kept apart), the stocks (t, USD, days of consumption), the
+six-month deliveries by receiving country and commodity (tonnes never added across commodities), the buyers
+left short, and what would change the recommendation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def usd(v: float) -> str:
+    """USD for a sentence: $1.2 B, $340 M, $12 k."""
+    if v is None or not np.isfinite(v):
+        return "n/a"
+    a, sign = abs(v), "-" if v < 0 else ""
+    if a >= 1e9:
+        return f"{sign}${a / 1e9:,.1f} B"
+    if a >= 1e6:
+        return f"{sign}${a / 1e6:,.0f} M"
+    if a >= 1e3:
+        return f"{sign}${a / 1e3:,.0f} k"
+    return f"{sign}${a:,.0f}"
+
+
+def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top: int = 10) -> dict[str, Any]:
+    """Sentences and tables of the executive answer (see module docstring)."""
+    pm = {r["commodity"]: r for r in plan.get("priority_minerals", [])}
+    risk = pd.DataFrame(plan["scenarios"])
+    pri_rows = []
+    for r in risk.head(top).to_dict("records"):
+        a = pm.get(r["commodity"], {})
+        drivers = "; ".join(x["scenario"] for x in (r.get("top_scenarios") or [])[:2])
+        pri_rows.append({"rank": int(r["rank"]), "mineral": r["name"], "expected_loss_usd_per_year": float(r["expected_loss_usd"]),
+                         "cvar95_usd": float(r["cvar95_usd"]), "category": r["category"],
+                         "chokepoint": f"{a.get('chokepoint_stage', '')} ({a.get('top_country', '')} {a.get('top_share', np.nan):.0%})" if a else "",
+                         "driving_scenarios": drivers})
+    first = pri_rows[0] if pri_rows else None
+    s_pri = (f"The bloc's largest expected supply losses are in {', '.join(r['mineral'] for r in pri_rows[:5])}"
+             + (f"; {first['mineral']} alone carries {usd(first['expected_loss_usd_per_year'])} a year of expected consumer loss." if first else "."))
+
+    pf = plan["portfolio"]
+    sel = pd.DataFrame(pf["selected"])
+    fin_rows: list[dict[str, Any]] = []
+    if len(sel):
+        g = sel.groupby(["participant", "agency"]).agg(projects=("project_id", "count"), face_amount_usd=("amount_usd", "sum"),
+                                                       budget_cost_usd=("budget_cost_usd", "sum"), capacity_t_per_year=("added_capacity_t_per_year", "sum"))
+        fin_rows = [{"country": k[0], "agency": k[1], **{c: (int(v) if c == "projects" else float(v)) for c, v in r.items()}}
+                    for k, r in g.iterrows()]
+    total_budget = sum(pf["budgets"].values())
+    s_fin = (f"Finance {len(sel)} projects: {usd(float(sel['amount_usd'].sum()) if len(sel) else 0.0)} committed (face amount), "
+             f"costing the budgets {usd(float(sel['budget_cost_usd'].sum()) if len(sel) else 0.0)} (credit-reform cost), "
+             f"for {usd(float(pf['expected_avoided_usd']))} a year of expected loss avoided; {usd(total_budget)} of budgets was available.")
+    unspent = pf.get("unspent", {})
+    if unspent:
+        s_fin += f" {len(unspent)} budgets stay mostly unspent; the binding reason is given for each."
+
+    st = pd.DataFrame(plan["stockpiles"]["stockpiles"])
+    stock_rows = []
+    if len(st):
+        own = st[st["participant"].isin(["USA", "JPN"]) & (st["optimal_stock_t"] > 0)]
+        for r in own.sort_values("optimal_stock_usd", ascending=False).to_dict("records"):
+            stock_rows.append({"participant": r["participant"], "node": r["node"], "stock_t": float(r["optimal_stock_t"]),
+                               "stock_usd": float(r["optimal_stock_usd"]), "days_of_consumption": float(r["days_of_consumption"])
+                               if r["days_of_consumption"] is not None and np.isfinite(r["days_of_consumption"]) else None,
+                               "expected_saving_usd_per_year": float(r["saving_usd"])})
+    by_j = {j: sum(x["stock_usd"] for x in stock_rows if x["participant"] == j) for j in ("USA", "JPN")}
+    md = plan["stockpiles"]["metadata"]
+    s_stock = (f"Stock {sum(1 for x in stock_rows if x['participant'] == 'USA')} materials for the United States ({usd(by_j['USA'])}) and "
+               f"{sum(1 for x in stock_rows if x['participant'] == 'JPN')} for Japan ({usd(by_j['JPN'])}), from each participant's critical-mineral "
+               f"list, stockable stages {', '.join(md.get('stockable_stages', []))}"
+               + (f", at most {md['max_days']:g} days of consumption each." if md.get("max_days") else "."))
+
+    dl = plan["deliveries"]
+    al = pd.DataFrame(dl["allocation"])
+    del_rows = []
+    if len(al) and buyers is not None and len(buyers):
+        b = buyers.set_index("buyer_id")
+        al = al.assign(country=al["buyer_id"].map(b["country_iso3"]), commodity=al["buyer_id"].map(b["commodity_id"] + "/" + b["stage"]))
+        g2 = al.groupby(["country", "commodity"])["tonnes"].sum()
+        del_rows = [{"receiving_country": k[0], "node": k[1], "tonnes": float(v)} for k, v in g2.items() if v > 0]
+    countries = sorted({r["receiving_country"] for r in del_rows})
+    s_del = (f"In the next {plan['metadata'].get('delivery_months', 6)} months allied projects deliver to buyers in {', '.join(countries) or 'no country'}: "
+             + "; ".join(f"{r['receiving_country']} {r['tonnes']:,.0f} t of {r['node']}" for r in sorted(del_rows, key=lambda x: -x["tonnes"])[:6]) + ".")
+    short = [r for r in dl["buyers"] if (r.get("shortfall_t") or 0) > 0]
+    unmet_rows = [{"buyer": r["name"], "node": r["node"], "need_t": float(r["demand_t"]), "delivered_t": float(r["delivered_t"]),
+                   "short_t": float(r["shortfall_t"])} for r in sorted(short, key=lambda x: -float(x["shortfall_t"]))]
+    s_unmet = (f"{len(unmet_rows)} buyers stay short over the window"
+               + (f", the largest {unmet_rows[0]['buyer']} ({unmet_rows[0]['short_t']:,.0f} t of {unmet_rows[0]['node']})." if unmet_rows else ".")
+               + f" {len(dl.get('buyers_not_planned', []))} buyers publish no volume and are not planned.")
+
+    val = plan.get("validation", {}).get("summary", {}).get("holdout", {})
+    changes = []
+    if val:
+        changes.append(f"The disruption model reproduces {val.get('within_2x', 0):.0%} of held-out real price responses within a factor of two "
+                       f"(target 80 %) and gets {val.get('direction_right', 0):.0%} of directions right: thin markets (bismuth, tungsten, yttrium) "
+                       "spike beyond it, so losses there are understated (docs/validation.md).")
+    for key, why in list(unspent.items())[:3]:
+        changes.append(f"Budget {key}: {why}. More projects with capex and capacity in the register would change the portfolio.")
+    flagged = [r["name"] for r in plan["scenarios"][:top] if any("proxy" in f or "estimate" in f for f in r.get("flags", []))]
+    if flagged:
+        changes.append(f"Figures for {', '.join(flagged)} rest on flagged proxies or estimates; sourced figures could move their rank.")
+    return {
+        "as_of": plan["metadata"].get("as_of"),
+        "sentences": {"priorities": s_pri, "financing": s_fin, "stocks": s_stock, "deliveries": s_del, "unmet_needs": s_unmet},
+        "what_would_change": changes,
+        "tables": {"priorities": pri_rows, "financing": fin_rows, "unspent_budgets": [{"budget": k, "why": v} for k, v in unspent.items()],
+                   "stocks": stock_rows, "deliveries": del_rows, "unmet_needs": unmet_rows},
+        "units": {"expected_loss_usd_per_year": "USD/yr, consumer loss of the participants (BLOC)", "face_amount_usd": "USD committed",
+                  "budget_cost_usd": "USD, credit-reform cost (negative: fees exceed expected losses)", "stock_t": "t on the node's basis",
+                  "tonnes": "t on the node's basis, never added across nodes"},
+    }

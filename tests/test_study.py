@@ -1,0 +1,118 @@
+"""Issue 12: one study from the group's own inputs (critmin study init + critmin plan --study), checked before
+any work, and the executive answer that agrees with the plan's parts."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.test_cli import run
+
+
+@pytest.fixture(scope="module")
+def study_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    d = tmp_path_factory.mktemp("study")
+    run("study", "init", str(d), "--as-of", "2026-12")
+    for f in ("study.yaml", "blocs.csv", "buyers.csv", "budgets.csv", "params.csv", "register/projects.csv", "register/support.csv"):
+        assert (d / f).is_file(), f
+    spec = yaml.safe_load((d / "study.yaml").read_text())
+    # the group's decisions: a short U.S. list, a 90-day cap, one more budget line, few draws
+    spec.update({"draws": 60, "seed": 3, "critical_lists": {"USA": ["antimony", "gallium", "rare_earths"]}})
+    spec["stockpile"]["max_days"] = 90
+    (d / "study.yaml").write_text(yaml.safe_dump(spec))
+    with (d / "budgets.csv").open("a") as fh:
+        fh.write("US_DOE_LPO,loan_guarantee,250000000\n")
+    run("plan", "--study", str(d / "study.yaml"), "--out", str(d / "out"))
+    return d, json.loads((d / "out" / "plan.json").read_text())
+
+
+def test_plan_runs_on_the_study_and_records_it(study_run: tuple[Path, dict]):
+    d, plan = study_run
+    md = plan["metadata"]
+    assert md["seed"] == 3 and md["draws"] == 60 and md["as_of"] == "2026-12"
+    assert md["study"]["critical_lists"]["USA"] == ["antimony", "gallium", "rare_earths"]
+    assert plan["portfolio"]["budgets"]["US_DOE_LPO:loan_guarantee"] == 250e6
+
+
+def test_stocks_follow_the_study_policy(study_run: tuple[Path, dict]):
+    _, plan = study_run
+    rows = plan["stockpiles"]["stockpiles"]
+    usa = [r for r in rows if r["participant"] == "USA"]
+    assert usa, "the U.S. list still yields stocks"
+    # only listed materials (rare earths covers NdPr, Dy, Tb and magnets), never cells, cathode or anode
+    assert {r["commodity"] for r in usa} <= {"antimony", "gallium", "rare_earths", "ndpr", "dysprosium", "terbium", "yttrium",
+                                              "lanthanum_cerium", "ndfeb_magnets"}
+    assert all(r["stage"] in ("mine", "refine", "metal", "magnet") for r in rows)
+    assert all(r["days_of_consumption"] <= 90 + 1e-6 for r in rows if r["participant"] in ("USA", "JPN") and r["days_of_consumption"] is not None)
+    assert any("capped" in f for r in rows for f in r["flags"])
+
+
+def test_executive_answer_agrees_with_the_plan(study_run: tuple[Path, dict]):
+    d, plan = study_run
+    s = plan["summary"]
+    for k in ("priorities", "financing", "stocks", "deliveries", "unmet_needs"):
+        assert s["sentences"][k], k
+    sel = plan["portfolio"]["selected"]
+    fin = s["tables"]["financing"]
+    # face amounts and budget costs are summed apart, never together
+    assert sum(r["face_amount_usd"] for r in fin) == pytest.approx(sum(x["amount_usd"] for x in sel))
+    assert sum(r["budget_cost_usd"] for r in fin) == pytest.approx(sum(x["budget_cost_usd"] for x in sel))
+    assert sum(plan["portfolio"]["money_by_agency"].values()) == pytest.approx(sum(x["budget_cost_usd"] for x in sel))
+    # deliveries: tonnes by receiving country and node add up to the allocation, never across nodes
+    assert sum(r["tonnes"] for r in s["tables"]["deliveries"]) == pytest.approx(sum(a["tonnes"] for a in plan["deliveries"]["allocation"]))
+    assert [r["mineral"] for r in s["tables"]["priorities"]] == [r["name"] for r in plan["scenarios"][: len(s["tables"]["priorities"])]]
+    # first page of the PDF, first sheet of the workbook, first section of the HTML
+    import openpyxl
+    import pymupdf
+
+    assert "Executive answer" in pymupdf.open(d / "out" / "plan.pdf")[0].get_text()
+    wb = openpyxl.load_workbook(d / "out" / "plan.xlsx")
+    assert wb.sheetnames[0] == "summary"
+    text = " ".join(str(c) for row in wb["summary"].iter_rows(values_only=True) for c in row if c is not None)
+    assert "nan" not in text.split() and "Executive answer" in text
+    html = (d / "out" / "plan.html").read_text()
+    assert html.index("Executive answer") < html.index("1. Priority minerals")
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ({"draws": 3}, "field 'draws'"),
+    ({"as_of": "2026-13"}, "field 'as_of'"),
+    ({"buyers": "missing.csv"}, "missing.csv not found"),
+    ({"critical_lists": {"USA": ["unobtainium"]}}, "unknown commodity ids unobtainium"),
+    ({"critical_lists": {"MARS": ["gallium"]}}, "participants are USA, JPN"),
+    ({"colour": "blue"}, "field 'colour'"),
+])
+def test_a_bad_study_fails_at_once_naming_the_field(tmp_path: Path, edit: dict, message: str):
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(edit))
+    t0 = time.perf_counter()
+    p = run("plan", "--study", str(tmp_path / "study.yaml"), "--out", str(tmp_path / "out"), ok=False)
+    assert p.returncode == 2 and message in p.stderr, p.stderr
+    assert time.perf_counter() - t0 < 20  # before any simulation (the run itself takes longer)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_input_file_fails_naming_file_row_and_field(tmp_path: Path):
+    (tmp_path / "budgets.csv").write_text("agency_id,instrument,budget_usd\nUS_DOE_LPO,loan,lots\n")
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump({"budgets": "budgets.csv"}))
+    p = run("study", "check", str(tmp_path / "study.yaml"), ok=False)
+    assert p.returncode == 2 and "budgets.csv" in p.stderr and "budget_usd" in p.stderr and "lots" in p.stderr
+
+
+def test_plan_out_must_be_a_directory(tmp_path: Path):
+    f = tmp_path / "plan.json"
+    f.write_text("{}")
+    p = run("plan", "--out", str(f), ok=False)
+    assert p.returncode == 2 and "not a directory" in p.stderr
+
+
+def test_study_api_equals_the_keywords(tmp_path: Path):
+    import critmin.study as study
+
+    st = study.Study(draws=50, as_of="2026-12", critical_lists={"JPN": ["gallium"]})
+    assert st.critical_lists["JPN"] == {"gallium"} and "antimony" in st.critical_lists["USA"]
+    with pytest.raises(study.StudyError, match="field 'delivery_months'"):
+        study.Study(delivery_months=0)
