@@ -340,6 +340,7 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
 
     import matplotlib.pyplot as plt
     from matplotlib.backends.backend_pdf import PdfPages
+    from matplotlib.transforms import Bbox
 
     t = frames(plan)
     md = plan["metadata"]
@@ -402,7 +403,8 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
             cells = [[fmt_cell(r.get(c), k)[:40].replace("$", r"\$") for c, _, k in cols] for r in rows]
             labels = [lab for _, lab, _ in cols]
             widths = np.array([max([len(lab)] + [len(row[i]) for row in cells]) for i, lab in enumerate(labels)], float)
-            tb = ax.table(cellText=cells, colLabels=labels, colWidths=list(widths / widths.sum()), bbox=(0, 0, 1, 1), cellLoc="left")
+            tb = ax.table(cellText=cells, colLabels=labels, colWidths=list(widths / widths.sum()), bbox=Bbox.from_bounds(0, 0, 1, 1),
+                          cellLoc="left")
             tb.auto_set_font_size(False)
             tb.set_fontsize(7)
             y -= h + 0.04
