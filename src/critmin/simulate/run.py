@@ -143,6 +143,20 @@ class Simulator:
         v = p0 * (m * self.chain.unlinked + self.chain.linked_value)
         return np.where(np.isfinite(v), v, 0.0)
 
+    @staticmethod
+    def loss_per_t_short(node_draws: dict[str, np.ndarray], key: str, perspective: int) -> float:
+        """A perspective's simulated consumer loss per tonne it is short at a node, over a risk run's draws:
+
+            c_jn = sum_s L_jns / sum_s D_jns        (USD/t; 0 when the node never runs short)
+
+        ``L`` the consumer loss (input cost + lost output, its own end uses, bounded by the output at risk) and
+        ``D`` the shortfall of ``node_draws[key]`` (rows 0-2 loss, 3-5 shortfall for USA, JPN, BLOC). With this
+        cost, ``c_jn E[D_jn] = E[L_jn]``: a stock or a project priced with it can never save more than the loss
+        the risk ranking reports. The newsvendor and the portfolio value a tonne at this average (linear)."""
+        nd = node_draws[key]
+        short = float(nd[3 + perspective].sum())
+        return float(nd[perspective].sum()) / short if short > 0 else 0.0
+
     def metadata(self, draws: int, seed: int) -> dict[str, Any]:
         from critmin import __version__
 

@@ -100,7 +100,6 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
     draws = smp["draws"]
     w = np.full(draws, 1.0 / draws)
     members = list(PARTICIPANTS) if perspective.upper() == "BLOC" else [perspective.upper()]
-    value = sim.lost_output_per_t(draws, smp["metadata"]["seed"])
     rows: list[dict[str, Any]] = []
     lp_inputs: dict[str, list[tuple[str, np.ndarray, float, float, float, float]]] = {j: [] for j in members}
     for key in sorted(smp["node_draws"]):
@@ -109,7 +108,9 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
         p0 = node.p0_usd_per_t
         if not (np.isfinite(p0) and np.isfinite(node.q0_t)):
             continue
-        c = float(value[sim.nodes.index[key]])
+        # each participant's own simulated loss per tonne short (its end uses), the pool's the bloc's
+        c_of = {j: sim.loss_per_t_short(smp["node_draws"], key, PARTICIPANTS.index(j)) for j in members}
+        c_pool = sim.loss_per_t_short(smp["node_draws"], key, len(PARTICIPANTS))
         months = nd[6]
         typical_months = float(months[months > 0].mean()) if (months > 0).any() else 12.0
         if node.stage not in stages:
@@ -123,6 +124,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             if commodities is not None and not on_list(node.commodity, commodities.get(j, set())):
                 continue
             per_member[j] = short
+            c = c_of[j]
             hold = p0 * (sp.capital_rate.get(j, sp.capital_rate["USA"]) + sp.storage(node.commodity))
             s_opt, cost_opt = newsvendor(short, w, hold, c)
             cost0 = float(expected_cost(0.0, short, w, hold, c))
@@ -151,6 +153,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             separate[j] = (s_opt, cost_opt, annual_use)
         if pooled and len(per_member) > 1:
             hold = p0 * (float(np.mean([sp.capital_rate.get(j, sp.capital_rate["USA"]) for j in per_member])) + sp.storage(node.commodity))
+            c = c_pool
             pl = pool(per_member, w, hold, c)
             pool_flags = []
             if max_days is not None:
