@@ -84,7 +84,7 @@ def _snapshot(directory: Path) -> dict[str, bytes]:
 
 
 def test_bundled_register_loads(reg: Register) -> None:
-    assert len(reg.projects) == 58 and len(reg.support) == 97
+    assert len(reg.projects) == 71 and len(reg.support) == 119
     assert list(reg.projects.columns) == list(PROJECT_FIELDS)
     assert list(reg.support.columns) == list(SUPPORT_FIELDS)
     assert (reg.projects["sources"].str.startswith("http")).all()
@@ -97,7 +97,7 @@ def test_bundled_register_loads(reg: Register) -> None:
     # every filled capacity is explained by a published capacity
     filled = reg.projects[reg.projects["capacity_t"].notna()]
     assert (filled["capacity_raw"] != "").all()
-    assert len(filled) == 23 and reg.projects["capex_usd"].notna().sum() == 14
+    assert len(filled) == 43 and reg.projects["capex_usd"].notna().sum() == 49
 
 
 def test_bundled_register_is_the_build_of_the_raw_files(tmp_path: Path, atlas: Atlas) -> None:
@@ -134,16 +134,19 @@ def test_curated_decisions(reg: Register) -> None:
     # units already on the node basis are taken as published, ranges at their low end
     assert p.loc["P005", "capacity_t"] == 10500 and p.loc["P011", "capacity_t"] == 850
     # units that stoichiometry cannot convert stay blank, with the reason in the note
-    for pid in ("P012", "P051", "P052", "P053", "P054", "P071"):
+    for pid in ("P051", "P052", "P054", "P071"):
         assert math.isnan(p.loc[pid, "capacity_t"]) and p.loc[pid, "capacity_raw"], pid
     assert "6.046" in p.loc["P052", "note"]
     assert (p.loc["P002", "commodity_id"], p.loc["P002", "stage"]) == ("ndfeb_magnets", "magnet")
     assert (p.loc["P050", "commodity_id"], p.loc["P050", "stage"]) == ("lithium", "refine")
     assert p.loc["P006", "status_class"] == "unlikely" and p.loc["P041", "status_class"] == "paused"
     assert p["note"].str.contains("Node ").all() and p["note"].str.contains("Status class ").all()
-    # P007: the USD figure printed by NS Energy for the A$ estimate; AUD/EUR/ZAR alone are not converted
+    # P007: the USD figure printed by NS Energy for the A$ estimate; other local-currency figures are converted
+    # at the IMF rate of the fx rows (December 2026 register completion), and the note shows the arithmetic
     assert p.loc["P007", "capex_usd"] == 1.09e9
-    assert math.isnan(p.loc["P020", "capex_usd"]) and "EUR" in p.loc["P020", "capex_note"]
+    assert p.loc["P020", "capex_usd"] == pytest.approx(75e6 * 1.1214) and "usd_per_eur 1.1214" in p.loc["P020", "capex_note"]
+    # expansion phases are projects of their own, naming their parent
+    assert "expansion of P001" in p.loc["P072", "note"] and p.loc["P072", "commodity_id"] == "rare_earths"
 
 
 def test_support_counting_rule(reg: Register) -> None:
@@ -154,7 +157,7 @@ def test_support_counting_rule(reg: Register) -> None:
     assert not s.loc["S093", "counts"]  # letter of intent
     assert s.loc["S088", "counts"]  # binding LOI
     assert s.loc["S029", "counts"]  # conditional commitment
-    assert s["counts"].sum() == 78
+    assert s["counts"].sum() == 84
     assert default_counts("letter_of_interest") is False and default_counts("awarded") is True
     summ = support_summary(reg).set_index(["project_id", "instrument"])
     # Seadrift: 30.4M + 258M counted; the superseded 120M is not
@@ -313,9 +316,9 @@ def test_import_merges_by_id(regdir: Path, tmp_path: Path, atlas: Atlas) -> None
     src = tmp_path / "incoming.csv"
     _write_rows(src, header, [changed, new])
     counts = import_register(src, regdir, atlas=atlas)
-    assert counts["projects_added"] == 1 and counts["projects_updated"] == 1 and counts["projects"] == 59
+    assert counts["projects_added"] == 1 and counts["projects_updated"] == 1 and counts["projects"] == 72
     r = read_register(regdir, atlas=atlas)
-    assert len(r.projects) == 59 and len(r.support) == 97
+    assert len(r.projects) == 72 and len(r.support) == 119
     assert r.project("P001")["capacity_t"] == 61000
     assert not any(p.name.startswith(".") for p in regdir.iterdir())  # no temporary files left
 
@@ -325,7 +328,7 @@ def test_round_trip_export_import(tmp_path: Path, reg: Register, atlas: Atlas) -
     export_register(reg, book)
     target = tmp_path / "fresh"
     counts = import_register(book, target, replace=True, atlas=atlas)
-    assert counts["projects"] == 58 and counts["support"] == 97
+    assert counts["projects"] == 71 and counts["support"] == 119
     back = read_register(target, atlas=atlas)
     pd.testing.assert_frame_equal(back.projects, reg.projects)
     pd.testing.assert_frame_equal(back.support, reg.support)
@@ -369,7 +372,7 @@ def test_cli_list(regdir: Path) -> None:
     ids = [r["project_id"] for r in csv.DictReader(io.StringIO(res.stdout))]
     assert ids == ["P004"]
     res = runner.invoke(projects_app, ["list"])
-    assert res.exit_code == 0 and "58 projects" in res.stdout
+    assert res.exit_code == 0 and "71 projects" in res.stdout
     res = runner.invoke(projects_app, ["list", "--status", "someday"])
     assert res.exit_code == 2
 
@@ -388,14 +391,14 @@ def test_cli_show() -> None:
 
 def test_cli_validate(regdir: Path, tmp_path: Path) -> None:
     res = runner.invoke(projects_app, ["validate", str(regdir)])
-    assert res.exit_code == 0 and "OK" in res.stdout and "58 projects, 97 support actions" in res.stdout
+    assert res.exit_code == 0 and "OK" in res.stdout and "71 projects, 119 support actions" in res.stdout
     line = _edit(regdir / "projects.csv", 2, country_iso3="XXX")
     res = runner.invoke(projects_app, ["validate", str(regdir / "projects.csv")])
     assert res.exit_code == 2
     assert f"projects.csv, line {line}, field 'country_iso3'" in res.stdout
     # a support table alone is checked against the bundled projects
     res = runner.invoke(projects_app, ["validate", str(bundled_register_path() / "support.csv")])
-    assert res.exit_code == 0 and "97 support actions" in res.stdout
+    assert res.exit_code == 0 and "119 support actions" in res.stdout
 
 
 def test_cli_import_and_export(regdir: Path, tmp_path: Path) -> None:
@@ -405,7 +408,7 @@ def test_cli_import_and_export(regdir: Path, tmp_path: Path) -> None:
     target = tmp_path / "new_register"
     res = runner.invoke(projects_app, ["import", str(book), "--register", str(target), "--replace"])
     assert res.exit_code == 0, res.output
-    assert "now 58 projects, 97 support actions" in res.stdout
+    assert "now 71 projects, 119 support actions" in res.stdout
     header, rows = _rows(regdir / "support.csv")
     bad = tmp_path / "bad_support.csv"
     _write_rows(bad, header, [dict(rows[0], instrument="gift")])

@@ -23,7 +23,7 @@ from tests.conftest import PASSWORD, cheap_argon2
 GOV, GOV_JP, AGENCY, ACME, BETA, OBSERVER = "gov@us.example", "gov@jp.example", "fin@dfc.example", "co@acme.example", "co@beta.example", "obs@oecd.example"
 PLURAL = {"project": "projects", "need": "needs", "offer": "offers", "scenario": "scenarios"}
 #: The bundled registers loaded into a new workspace.
-BUNDLED_PROJECTS, BUNDLED_NEEDS = 58, 42
+BUNDLED_PROJECTS, BUNDLED_NEEDS = 71, 42
 LIBRARY_EVENT = "ev.E001.rare_earths.refine"
 
 
@@ -114,7 +114,7 @@ def test_export_then_import_the_same_file_changes_nothing(web):
     r = _import(web, ACME, book)
     assert r.status_code == 200, r.text
     assert r.json() == {"file": "pipeline.xlsx", "projects": BUNDLED_PROJECTS, "created": 0, "updated": 0, "unchanged": BUNDLED_PROJECTS,
-                        "support_actions": 97}
+                        "support_actions": 119}
     assert not any(a["target_kind"] == "project" for a in audit(web, ACME))
 
 

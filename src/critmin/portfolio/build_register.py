@@ -19,7 +19,7 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -333,6 +333,101 @@ CURATED: dict[str, Decision] = {
 }
 
 
+# Register completion of December 2026 (capacity, capex, first output and status from the sources named in
+# data/raw/projects/projects.csv; merge log in data/raw/projects/CHANGES_2026-12.md): decisions for updated
+# rows and for 13 new projects (expansion phases as their own projects, framework deals since Oct 2025).
+FACTORS_2026_12 = {
+    "WO3_per_W": (231.837 / 183.84, "WO3 / W = 231.84 / 183.84 = 1.2611 t tungsten trioxide per t W (IUPAC atomic weights)"),
+    "Sc2O3_per_Sc": (137.909 / 89.912, "Sc2O3 / 2 Sc = 137.91 / 89.91 = 1.5338 t scandium oxide per t Sc (IUPAC atomic weights)"),
+}
+
+# (project, field changes, reason) for existing decisions
+UPDATES_2026_12 = {
+    "P003": dict(cap=_basis("10X alone: 8,000-9,000 t/yr computed in the raw row (MP total ~10,000 t minus Independence P002 1,000-2,000 t); low end used, so P002 is not double counted")),
+    "P004": dict(cap=_blank("12,000 t/yr NdPr equivalent of Mt Weld feedstock is not REO (the NdPr share of Mt Weld TREO is not in the sources read)")),
+    "P010": dict(cap=_blank("5,200 t/yr of mixed metals and alloys incl. titanium and zirconium; no rare-earth split")),
+    "P012": dict(cap=_basis("t TREO contained in rare earth element concentrate (Energy Fuels/Astron MOU 2023); low end = Phase 1")),
+    "P013": dict(cap=_basis("published in t sintered NdFeB magnets; low end = initial 1,200 t (nameplate 4,800 t; further expansion in its own row)")),
+    "P014": dict(cap=_blank("8,000 t/yr is third-party feed processed (mixed concentrates and oxides), not mine REO")),
+    "P016": dict(cap=_blank("2,500-3,500 t/yr of mixed products (separated rare earths, battery materials, antimony); no REO split")),
+    "P020": dict(capex_why=""),
+    "P008": dict(capex_why="the only USD print (US$933m) is for the older A$1,394m estimate"),
+    "P022": dict(cap=_basis("t TREO separation throughput (company plan); low end = initial 2,000 t; 7,500 t would be ex-Ce and ex-Y")),
+    "P025": dict(cap=_basis("t TREO (as >98% mixed rare earth oxide), PEA 2022")),
+    "P026": dict(cap=_basis("t TREO in mixed carbonate before yttrium rejection (2015 DFS); includes Y2O3")),
+    "P027": dict(cap=_blank("10,000 t/yr gross rare earth mineral concentrate; the REO grade is not in the sources read")),
+    "P035": dict(cap=Cap("multiply", "exact pound-to-tonne factor; Thompson Falls current capacity 5 million lb Sb metal per year (LOW-TIER source)",
+                         factor="t_per_lb", value=5_000_000, unit_from="lb Sb", unit_to="Sb")),
+    "P044": dict(cap=_basis("t anode active material (FS Apr 2025); low end = first 48,000 t by 2028")),
+    "P052": dict(status_class="unlikely", status_why="abandoned Aug 2024: Piedmont shifted the conversion capacity to Carolina Lithium",
+                 first_output_why="first_output 2025 is the 2022 target of an abandoned project"),
+    "P053": dict(cap=Cap("divide", "stoichiometric Li content of lithium carbonate; DFS 2020 20,600 t/yr (low end)", factor="Li2CO3_per_Li", unit_from="Li2CO3", unit_to="Li"),
+                 status_why="raw 'permitted (ROD Oct 2024); construction targeted late 2025'; Sibanye-Stillwater withdrew Feb 2025"),
+    "P055": dict(status_why="construction halted 2023; Li-Cycle insolvent May 2025; Glencore bought the hub Aug 2025 without an announced plan"),
+    "P056": dict(status_class="unlikely", status_why="CAM line cancelled 2025: the plant makes pCAM and lithium carbonate, which the cathode node does not cover",
+                 cap=_blank("27,000 t/yr pCAM (precursor), not CAM")),
+    "P060": dict(cap=Cap("multiply", "exact pound-to-tonne factor; PEA 2021 Ni recovered to concentrate (node is refine: basis mismatch)",
+                         factor="t_per_lb", value=23_300_000, unit_from="lb Ni", unit_to="Ni")),
+    "P061": dict(cap=_basis("t Co in concentrate, BFS 2020 mine plan (1,915 t/yr)")),
+    "P062": dict(cap=_blank("6,500 t/yr: contained Co (BNN) or cobalt sulfate (EV Engineering), a factor ~4.8 apart; not used")),
+    "P063": dict(cap=_basis("t Co contained in cobalt sulphate, first 14 years average")),
+    "P064": dict(cap=Cap("multiply", "exact pound-to-tonne factor; Arctic FS 2020 average copper to concentrate",
+                         factor="t_per_lb", value=155_000_000, unit_from="lb Cu", unit_to="Cu")),
+    "P067": dict(cap=Cap("divide", "stoichiometric W content of WO3; Phase 1 average", factor="WO3_per_W", unit_from="WO3", unit_to="W")),
+    "P068": dict(cap=_blank("1,200 t/yr 'WO3-in-concentrate' from a LOW-TIER page whose own quarterly figure suggests concentrate tonnes; not converted")),
+    "P069": dict(cap=Cap("divide", "stoichiometric Sc content of Sc2O3; FS 2026 Phase 1", factor="Sc2O3_per_Sc", unit_from="Sc2O3", unit_to="Sc")),
+    "P070": dict(cap=_basis("t magnesium metal, Stage 2 design capacity")),
+    "P071": dict(capex_why="capex_usd = US$946M printed by NS Energy for the 2024 DFS update (the ZAR 18.8bn is not converted)"),
+}
+
+NEW_2026_12 = {
+    "P072": D("rare_earths", "refine", "heavy rare earth (Dy/Tb) separation circuit at Mountain Pass (expansion of P001)",
+              "construction", "raw: construction; commissioning targeted mid-2026",
+              _blank("more than 200 t/yr Dy+Tb, oxide or metal basis not stated")),
+    "P073": D("rare_earths", "refine", "reconfigured SX circuit separating Dy and Tb oxides at LAMP (expansion of P005)",
+              "operating", "raw: operating (first Dy oxide May 2025)",
+              _blank("1,500 t/yr SEGH feed; oxide output not published")),
+    "P074": D("rare_earths", "refine", "heavy rare earth separation expansion at LAMP (Sm, Gd, Dy; expansion of P005)",
+              "feasibility", "raw 'planned; construction subject to regulatory approvals': construction not reported",
+              _blank("5,000 t/yr feedstock from a LOW-TIER page only; not REO output")),
+    "P075": D("battery_anode", "anode", "active anode material plant expansion (expansion of P040)",
+              "feasibility", "raw: DFS complete, FID pending; DOE loan application only",
+              _basis("t AAM, incremental over P040 (45,000 - 11,250, computed in the raw row)")),
+    "P076": D("ndfeb_magnets", "magnet", "sintered NdFeB magnet expansion at Stillwater (expansion of P013)",
+              "financing", "raw: non-binding CHIPS LOI (Jan 2026) and private placement",
+              _basis("t magnets, incremental over P013 nameplate (10,000 - 4,800, computed in the raw row)")),
+    "P077": D("gallium", "refine", "primary gallium circuit at an alumina refinery",
+              "financing", "raw: DoW preferred equity and private capital announced Jan 2026; construction not reported",
+              _basis("published in t Ga ('up to 50 metric tons')")),
+    "P078": D("rare_earths", "refine", "rare earth separation refinery (JV)",
+              "feasibility", "raw: JV agreement announced Nov 2025; no site, capacity or date",
+              _blank("not published")),
+    "P079": D("tungsten", "mine", "tungsten mines (scheelite concentrate)",
+              "feasibility", "raw: DFS in preparation; EXIM and DFC letters of interest only",
+              _blank("12,000 t/yr: 'tungsten' (low-tier) or 'concentrate' (Project Blue); basis disputed")),
+    "P080": D("niobium", "mine", "niobium mine and ferroniobium plant (also scandium and titanium)",
+              "financing", "raw: permits in hand; EXIM preliminary term sheet",
+              _blank("7,450 t/yr ferroniobium gross; Nb grade not in the sources read")),
+    "P081": D("graphite", "mine", "natural graphite mine (plus Townsville anode refinery)",
+              "feasibility", "raw: approvals in progress; EXIM letter of interest only",
+              _blank("not published reliably")),
+    "P082": D("titanium", "mine", "heavy mineral sands mine (rutile, ilmenite, zircon; monazite/xenotime by-products)",
+              "feasibility", "raw: DFS and EIS being updated; EXIM/EFA letters only",
+              _blank("not published in the sources read")),
+    "P083": D("rare_earths", "mine", "deep-sea rare earth mud test mining (technology demonstration)",
+              "exploration", "raw: test mining; full-scale test Feb 2027",
+              _blank("no production capacity (test: up to 350 t of mud per day)")),
+    "P084": D("rare_earths", "refine", "separation circuit for NdPr, Dy, Tb oxides (expansion of P011; ndpr/refine would also fit)",
+              "feasibility", "raw: BFS complete; regulatory approval targeted mid-2027",
+              _basis("t NdPr oxide = t REO (NdPr only), incremental over P011 (computed in the raw row); Dy 240 t and Tb 66 t not added")),
+}
+
+FACTORS.update(FACTORS_2026_12)
+for _pid, _changes in UPDATES_2026_12.items():
+    CURATED[_pid] = replace(CURATED[_pid], **_changes)  # type: ignore[arg-type]
+CURATED.update(NEW_2026_12)
+
+
 # ------------------------------------------------------------------------------------------------ build
 
 
@@ -571,7 +666,7 @@ def register_markdown(register: Register, raw_projects: list[tuple[int, dict[str
         ("capacity_t", "capacity_value (low end of a range) converted to the node basis with the factors below, or blank"),
         ("capacity_raw", "capacity_value[-capacity_value_high] capacity_unit [capacity_basis]"),
         ("capacity_conversion", "the arithmetic from capacity_raw to capacity_t"),
-        ("capex_usd", "raw capex_usd (USD only when the source printed it); P007 takes the USD figure printed in capex_basis"),
+        ("capex_usd", "raw capex_usd: the USD figure a source printed, or (from December 2026, said in capex_basis) a local-currency figure converted at the IMF rate of the fx rows of instrument_parameters.csv; P007 takes the USD figure printed in capex_basis"),
         ("capex_note", "capex_currency capex_value[-capex_value_high]; capex_basis; curation remarks"),
         ("status_class", "curated from the free-text status (table below)"),
         ("status", "status (as of status_as_of)"),

@@ -150,7 +150,7 @@ PROJECT_COLUMNS: tuple[ColumnDoc, ...] = (
     _P("capacity_raw", "text", False, "", "", "Capacity value and unit as published [basis]"),
     _P("capacity_conversion", "text", False, "", "", "Arithmetic from capacity_raw to capacity_t (stoichiometric or exact unit factors only)"),
     _P("ramp_up_months", "int", False, "months", ">= 0", "Months from first output to nameplate"),
-    _P("capex_usd", "float", False, "USD", ">= 0", "Capital cost in USD, only when a source printed a USD figure"),
+    _P("capex_usd", "float", False, "USD", ">= 0", "Capital cost in USD: printed by a source, or a local-currency figure converted at the IMF rate (said in capex_note)"),
     _P("capex_note", "text", False, "", "", "Capex as published (currency, range, basis, lower bounds)"),
     _P("opex_usd_per_t", "float", False, "USD/t", ">= 0", "Operating cost per t of capacity basis (only when published)"),
     _P("unit_cost_usd_per_t", "float", False, "USD/t", ">= 0", "All-in unit cost per t (only when published)"),
