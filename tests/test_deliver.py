@@ -113,3 +113,43 @@ def test_bundled_buyers_and_cli(atlas):
     m = json.loads(run("match", "--as-of", "2026-11", "--format", "json").stdout)
     assert m["matches"] and all(x["reason"] and 0 <= x["score"] <= 1 for x in m["candidates"])
     assert len({x["buyer_id"] for x in m["matches"]}) == len(m["matches"])  # a need gets at most one offer
+
+
+def test_contracts_stale_dates_and_one_stage_per_national_demand(atlas):
+    """Issue 12 review: Tesla's Vidalia contract was filled from Novonix and Nidec's from MP; a paused mine with a
+    2017 first output delivered at once; national demand stood at both mine and refine (counted twice)."""
+    import pandas as pd
+
+    from critmin.deliver.buyers import bundled_buyers
+    from critmin.deliver.plan import delivery_plan
+    from critmin.portfolio.register import bundled_register
+
+    reg = bundled_register(atlas).projects
+    buyers = bundled_buyers(atlas)
+    r = delivery_plan(atlas, reg, buyers, months=6, as_of="2026-12")
+    contract = buyers.set_index("buyer_id")["contract_projects"]
+    for a in r["allocation"]:
+        allowed = {c for c in str(contract[a["buyer_id"]]).split(";") if c}
+        assert not allowed or a["project_id"] in allowed, a
+    # a paused project whose first output is long past does not deliver in the window
+    paused = set(reg.loc[reg["status_class"].isin(["paused", "unlikely", "exploration", "feasibility"]), "project_id"])
+    assert not paused & {a["project_id"] for a in r["allocation"]}
+    assert any(x["project_id"] == "P041" and "first output in about" in x["reason"] for x in r["not_supplying"])
+    # one national aggregate per country and commodity (the stage its consumption statistic measures)
+    agg = buyers[buyers["kind"] == "aggregate"]
+    assert not agg.duplicated(["country_iso3", "commodity_id"]).any()
+    # a contract naming an unknown project is refused by the validator's pattern only when malformed
+    bad = pd.DataFrame([{**buyers.iloc[0].to_dict(), "contract_projects": "P003;;P004"}])
+    from critmin.deliver.buyers import Buyer
+
+    with pytest.raises(ValueError):
+        Buyer.model_validate(bad.iloc[0].to_dict())
+
+
+def test_a_stale_first_output_date_counts_as_unknown():
+    from critmin.portfolio.model import InstrumentParameters, months_before_output
+
+    ip = InstrumentParameters.load()
+    notes: list[str] = []
+    t = months_before_output({"first_output": "2017"}, "paused", "2026-12", ip, notes)
+    assert t == ip.get("project", "lead_time_months:paused") and "has passed" in notes[0]

@@ -23,7 +23,7 @@ from tests.conftest import PASSWORD, cheap_argon2
 GOV, GOV_JP, AGENCY, ACME, BETA, OBSERVER = "gov@us.example", "gov@jp.example", "fin@dfc.example", "co@acme.example", "co@beta.example", "obs@oecd.example"
 PLURAL = {"project": "projects", "need": "needs", "offer": "offers", "scenario": "scenarios"}
 #: The bundled registers loaded into a new workspace.
-BUNDLED_PROJECTS, BUNDLED_NEEDS = 71, 42
+BUNDLED_PROJECTS, BUNDLED_NEEDS = 71, 37
 LIBRARY_EVENT = "ev.E001.rare_earths.refine"
 
 
@@ -491,30 +491,30 @@ def test_record_create_read_update_delete(web, kind):
     base = f"/api/{PLURAL[kind]}"
     h = web.h(ACME)
     before = web.client.get(base, headers=h).json()["total"]
-    r = web.client.post(base, json={"data": record(kind, "X-1")}, headers=h)
+    r = web.client.post(base, json={"data": record(kind, "QZ-1")}, headers=h)
     assert r.status_code == 201, r.text
     rec = r.json()
-    assert (rec["kind"], rec["key"], rec["org"], rec["version"], rec["confidential"], rec["can_edit"]) == (kind, "X-1", "Acme Rare Earths", 1, False, True)
+    assert (rec["kind"], rec["key"], rec["org"], rec["version"], rec["confidential"], rec["can_edit"]) == (kind, "QZ-1", "Acme Rare Earths", 1, False, True)
     assert rec["created_at"] and rec["updated_at"]
     rid = rec["id"]
     assert web.client.get(f"{base}/{rid}", headers=h).json() == rec
     assert web.client.get(base, headers=h).json()["total"] == before + 1
-    found = web.client.get(base, params={"q": "x-1"}, headers=h).json()
-    assert [x["key"] for x in found["items"]] == ["X-1"]
+    found = web.client.get(base, params={"q": "qz-1"}, headers=h).json()
+    assert [x["key"] for x in found["items"]] == ["QZ-1"]
     # duplicate id
-    r = web.client.post(base, json={"data": record(kind, "X-1")}, headers=web.h(BETA))
-    assert r.status_code == 409 and "X-1" in r.json()["detail"]
+    r = web.client.post(base, json={"data": record(kind, "QZ-1")}, headers=web.h(BETA))
+    assert r.status_code == 409 and "QZ-1" in r.json()["detail"]
     # update with the version read: version goes up, the changed field is stored
     field, value = {"project": ("capacity_t", 2500.0), "need": ("demand_t_per_year", 750.0), "offer": ("volume_t_per_year", 900.0),
                     "scenario": ("duration_months", 9)}[kind]
-    r = web.client.put(f"{base}/{rid}", json={"version": 1, "data": record(kind, "X-1", **{field: value})}, headers=h)
+    r = web.client.put(f"{base}/{rid}", json={"version": 1, "data": record(kind, "QZ-1", **{field: value})}, headers=h)
     assert r.status_code == 200, r.text
     upd = r.json()
     assert upd["version"] == 2 and upd["data"][field] == value and upd["id"] == rid
     assert datetime.fromisoformat(upd["updated_at"]) >= datetime.fromisoformat(rec["updated_at"])
     assert web.client.get(f"{base}/{rid}", headers=h).json()["data"][field] == value
     # a stale version changes nothing
-    r = web.client.put(f"{base}/{rid}", json={"version": 1, "data": record(kind, "X-1", **{field: 1.0})}, headers=h)
+    r = web.client.put(f"{base}/{rid}", json={"version": 1, "data": record(kind, "QZ-1", **{field: 1.0})}, headers=h)
     assert r.status_code == 409 and "version 2" in r.json()["detail"]
     assert web.client.get(f"{base}/{rid}", headers=h).json() == upd
     # the id cannot change
@@ -531,7 +531,7 @@ def test_record_create_read_update_delete(web, kind):
     assert web.client.get(base, headers=h).json()["total"] == before
     assert web.client.delete(f"{base}/{rid}", params={"version": 2}, headers=h).status_code == 404
     # the id is free again
-    assert web.client.post(base, json={"data": record(kind, "X-1")}, headers=h).status_code == 201
+    assert web.client.post(base, json={"data": record(kind, "QZ-1")}, headers=h).status_code == 201
 
 
 INVALID_RECORDS = [

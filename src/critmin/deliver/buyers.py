@@ -4,7 +4,8 @@ Columns (``BUYER_COLUMNS``): buyer_id, name, country_iso3, commodity_id, stage, 
 the node's production basis; blank = not published), priority (1 defence/stockpile, 2 industry, 3 other),
 min_contract_t (t over the planning horizon; blank = none), origin_rule (``any``, ``no_concern``,
 ``allied`` or ISO3 codes separated by ';'), start, end (YYYY-MM), kind (offtaker, aggregate, stockpile,
-user), source, url, note. Errors name the file, the line (or sheet and cell) and the field; a file with any
+user), contract_projects (project ids of the buyer's contract, ';'-separated: only they deliver to it),
+source, url, note. Errors name the file, the line (or sheet and cell) and the field; a file with any
 bad row is rejected whole.
 """
 
@@ -23,7 +24,7 @@ from critmin.errors import CritminError, Problem
 from critmin.portfolio.register import _Refs
 
 BUYER_COLUMNS = ("buyer_id", "name", "country_iso3", "commodity_id", "stage", "demand_t_per_year", "priority", "min_contract_t",
-                 "origin_rule", "start", "end", "kind", "form", "source", "url", "note")
+                 "origin_rule", "contract_projects", "start", "end", "kind", "form", "source", "url", "note")
 
 
 class BuyerError(CritminError):
@@ -48,6 +49,8 @@ class Buyer(BaseModel):
     priority: int = Field(default=2, ge=1, le=3)
     min_contract_t: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     origin_rule: str = "no_concern"
+    #: project ids the buyer's contract is with (';'-separated): only they deliver to it; blank = any project
+    contract_projects: str = Field(default="", pattern=r"^([A-Za-z0-9_.-]+(;[A-Za-z0-9_.-]+)*)?$")
     start: str | None = Field(default=None, pattern=r"^\d{4}(-\d{2})?$")
     end: str | None = Field(default=None, pattern=r"^\d{4}(-\d{2})?$")
     kind: str = "user"
@@ -55,6 +58,11 @@ class Buyer(BaseModel):
     source: str = ""
     url: str = ""
     note: str = ""
+
+    @field_validator("contract_projects", mode="before")
+    @classmethod
+    def _none_blank(cls, v: Any) -> Any:
+        return "" if v is None else v
 
     @field_validator("origin_rule")
     @classmethod

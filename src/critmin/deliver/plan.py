@@ -4,7 +4,8 @@ Supply: every project of the register outside the countries of concern with a ca
 producing in month t when it is operating or commissioning, or when its first-output date (plus the status
 class's typical delay) has passed; a project chosen by the portfolio may be given an earlier first month.
 Monthly capacity is capacity_t / 12. Demand: buyers with a published or computed annual demand (/ 12 per month)
-within their start/end window. Eligibility: same node; the buyer's origin rule; never a buyer in a country of
+within their start/end window. Eligibility: same node; the buyer's origin rule; a buyer with a contract
+(``contract_projects``) is supplied only by the projects of its contract; never a buyer in a country of
 concern (rejected by the register).
 """
 
@@ -33,7 +34,7 @@ def _origin_ok(rule: str, origin: str, atlas: Atlas) -> bool:
 def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, months: int = 6, as_of: str = "2026-11",
                   first_month: dict[str, int] | None = None) -> dict[str, Any]:
     """The delivery programme over ``months`` months from ``as_of`` (see module docstring)."""
-    from critmin.portfolio.model import InstrumentParameters
+    from critmin.portfolio.model import InstrumentParameters, months_before_output
 
     ip = InstrumentParameters.load()
     concern = atlas.concern
@@ -42,18 +43,13 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
     cap_rows, pids = [], []
     for p in sup.to_dict("records"):
         status = str(p["status_class"])
-        start: int | None
-        if status in ("operating", "commissioning"):
-            start = 0
-        else:
-            m0 = month_offset(as_of, str(p.get("first_output") or "") or None)
-            delay = ip.get("project", f"delay_months:{status}", 0.0)
-            start = None if m0 is None else max(0, m0 + int(round(delay)))
+        # the portfolio's rule (months_before_output): operating and commissioning projects deliver now, others
+        # from their dated first output plus the typical delay, or after their status class's lead time
+        start: int | None = 0 if status in ("operating", "commissioning") else int(round(months_before_output(p, status, as_of, ip, [])))
         if first_month and p["project_id"] in first_month:
             start = first_month[p["project_id"]]
         if start is None or start >= months:
-            reasons.append({"project_id": p["project_id"], "reason": "no output within the horizon" if start is not None
-                            else "no first-output date and not producing"})
+            reasons.append({"project_id": p["project_id"], "reason": f"no output within the horizon (first output in about {start} months)"})
             continue
         cap = np.array([p["capacity_t"] / 12.0 if t >= start else 0.0 for t in range(months)])
         cap_rows.append(cap)
@@ -79,8 +75,10 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
         pr = sup.loc[pid]
         for k, bid in enumerate(bids):
             br = bt.loc[bid]
+            contract = {c for c in str(br.get("contract_projects") or "").split(";") if c}
             elig[i, k] = (pr["commodity_id"] == br["commodity_id"] and pr["stage"] == br["stage"]
-                          and _origin_ok(str(br["origin_rule"]), str(pr["country_iso3"]), atlas))
+                          and _origin_ok(str(br["origin_rule"]), str(pr["country_iso3"]), atlas)
+                          and (not contract or pid in contract))
     capacity = np.array(cap_rows) if cap_rows else np.zeros((0, months))
     demand = np.array(dem_rows) if dem_rows else np.zeros((0, months))
     res = solve_transport(capacity, demand, elig, np.array(prio), np.array(mins), pids, bids)

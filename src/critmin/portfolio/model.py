@@ -72,11 +72,16 @@ def months_before_output(p: dict[str, Any], status: str, as_of: str, ip: Instrum
 
     ``T_p = 0`` for an operating project; ``T_p = max(0, month(first_output) - as_of) + d_s`` with the register's
     delay or the status class's typical delay ``d_s`` beyond a sponsor's target date; and, where the register
-    publishes no first-output date, the status class's typical lead time ``L_s`` (``lead_time_months:<status>``
+    publishes no first-output date or a date already past for a project not yet producing (a paused mine's
+    first output of 2017), the status class's typical lead time ``L_s`` (``lead_time_months:<status>``
     in instrument_parameters.csv, delay included). Each default used is appended to ``assume``."""
     if status == "operating":
         return 0.0
     until = month_offset(as_of, str(p.get("first_output") or ""))
+    if until is not None and until < 0 and status not in ("commissioning",):
+        # a date already past for a project that is not producing (paused, still in construction, ...) is stale
+        assume.append(f"first-output date {p.get('first_output')} has passed without output (status '{status}'): treated as unknown")
+        until = None
     if until is None:
         lead = ip.get("project", f"lead_time_months:{status}", np.nan)
         if not np.isfinite(lead):

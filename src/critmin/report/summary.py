@@ -87,12 +87,19 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     countries = sorted({r["receiving_country"] for r in del_rows})
     s_del = (f"In the next {plan['metadata'].get('delivery_months', 6)} months allied projects deliver to buyers in {', '.join(countries) or 'no country'}: "
              + "; ".join(f"{r['receiving_country']} {r['tonnes']:,.0f} t of {r['node']}" for r in sorted(del_rows, key=lambda x: -x["tonnes"])[:6]) + ".")
-    short = [r for r in dl["buyers"] if (r.get("shortfall_t") or 0) > 0]
+    # named buyers (offtakers, stockpiles, users) left short are unmet needs; a national aggregate is the whole
+    # apparent consumption, mostly met by trade outside the register: its coverage is reported, not a shortfall
+    kind = dict(zip(buyers["buyer_id"], buyers["kind"].astype(str), strict=True)) if buyers is not None and len(buyers) else {}
+    short = [r for r in dl["buyers"] if (r.get("shortfall_t") or 0) > 0 and kind.get(r["buyer_id"]) != "aggregate"]
     unmet_rows = [{"buyer": r["name"], "node": r["node"], "need_t": float(r["demand_t"]), "delivered_t": float(r["delivered_t"]),
                    "short_t": float(r["shortfall_t"])} for r in sorted(short, key=lambda x: -float(x["shortfall_t"]))]
-    s_unmet = (f"{len(unmet_rows)} buyers stay short over the window"
+    agg = [r for r in dl["buyers"] if kind.get(r["buyer_id"]) == "aggregate" and float(r.get("demand_t") or 0) > 0]
+    coverage = "; ".join(f"{r['name'].split(' ')[0]} {r['node']} {float(r['delivered_t']) / float(r['demand_t']):.0%}"
+                         for r in sorted(agg, key=lambda x: -float(x["delivered_t"]) / float(x["demand_t"]))[:5] if float(r["delivered_t"]) > 0)
+    s_unmet = (f"{len(unmet_rows)} named buyers stay short over the window"
                + (f", the largest {unmet_rows[0]['buyer']} ({unmet_rows[0]['short_t']:,.0f} t of {unmet_rows[0]['node']})." if unmet_rows else ".")
-               + f" {len(dl.get('buyers_not_planned', []))} buyers publish no volume and are not planned.")
+               + f" {len(dl.get('buyers_not_planned', []))} buyers publish no volume and are not planned."
+               + (f" Allied projects cover these shares of national consumption: {coverage}." if coverage else ""))
 
     val = plan.get("validation", {}).get("summary", {}).get("holdout", {})
     changes = []
