@@ -153,3 +153,36 @@ def test_a_stale_first_output_date_counts_as_unknown():
     notes: list[str] = []
     t = months_before_output({"first_output": "2017"}, "paused", "2026-12", ip, notes)
     assert t == ip.get("project", "lead_time_months:paused") and "has passed" in notes[0]
+
+
+def test_matching_respects_element_and_form(atlas):
+    """Issue 12: a Dy/Tb oxide buyer was matched to an NdPr producer and a natural-graphite buyer to a synthetic
+    plant; both pairs are now refused with the reason, and a compatible pair says which forms agree."""
+    import pandas as pd
+
+    from critmin.deliver.match import match
+
+    def proj(pid: str, commodity: str, stage: str, product: str) -> dict:
+        return {"project_id": pid, "name": f"{pid} plant", "country_iso3": "AUS", "commodity_id": commodity, "stage": stage,
+                "capacity_t": 1000.0, "status_class": "operating", "first_output": None, "product": product}
+
+    def need(bid: str, commodity: str, stage: str, form: str) -> dict:
+        return {"buyer_id": bid, "name": bid, "country_iso3": "JPN", "commodity_id": commodity, "stage": stage, "demand_t_per_year": 100.0,
+                "priority": 2, "min_contract_t": None, "origin_rule": "no_concern", "contract_projects": "", "start": None, "end": None,
+                "form": form, "note": ""}
+
+    projects = pd.DataFrame([proj("L", "rare_earths", "refine", "separated NdPr oxide"), proj("H", "rare_earths", "refine", "dysprosium and terbium oxides"),
+                             proj("S", "battery_anode", "anode", "synthetic graphite anode material"),
+                             proj("N", "battery_anode", "anode", "coated spherical natural graphite anode material")])
+    buyers = pd.DataFrame([need("DYTB", "rare_earths", "refine", "Dy/Tb oxide"), need("NAT", "battery_anode", "anode", "natural graphite anode"),
+                           need("ANY", "rare_earths", "refine", "")])
+    r = match(atlas, projects, buyers)
+    got = {(m["buyer_id"], m["project_id"]) for m in r["matches"]}
+    assert ("DYTB", "H") in got and ("NAT", "N") in got
+    refused = {(x["buyer_id"], x["project_id"]): x["reason"] for x in r["refused_pairs"]}
+    assert "heavy (Dy/Tb)" in refused[("DYTB", "L")] and "light (NdPr)" in refused[("DYTB", "L")]
+    assert "synthetic" in refused[("NAT", "S")]
+    # a buyer stating no form may take either rare-earth product
+    assert {c["project_id"] for c in r["candidates"] if c["buyer_id"] == "ANY"} == {"L", "H"}
+    dytb = next(m for m in r["matches"] if m["buyer_id"] == "DYTB")
+    assert "form matches" in dytb["reason"] and "oxide" in dytb["reason"]

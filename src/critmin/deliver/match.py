@@ -2,7 +2,10 @@
 
 Offers are the register's projects outside the countries of concern with a capacity on their node's basis
 (volume t/yr, first month available); needs are the buyers with a demand. A pair is **compatible** when it is
-the same node and the buyer's origin rule admits the project's country. Its score (0-1) is a weighted sum
+the same node, the buyer's origin rule admits the project's country, the project is one of the buyer's
+contract (``contract_projects``) where it has one, and the product forms agree (``FORM_FAMILIES``: light vs
+heavy rare earths, oxide vs metal vs concentrate, natural vs synthetic graphite; a family only one side states
+does not bar the pair; refused pairs are listed with the reason). Its score (0-1) is a weighted sum
 (critmin convention, ``SCORE_WEIGHTS``):
 
 * volume: ``min(V_offer, V_need) / V_need`` (share of the need the offer could cover);
@@ -37,24 +40,66 @@ def _words(text: str) -> set[str]:
     return {w for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1}
 
 
+#: Product families inside one node that a buyer cannot swap (issue 12: a Dy/Tb oxide buyer was matched to an
+#: NdPr producer, a natural-graphite buyer to a synthetic-graphite plant). Per family, the tags and the words
+#: of a product description or a buyer's stated need that carry them.
+FORM_FAMILIES: dict[str, dict[str, set[str]]] = {
+    "rare-earth group": {"light (NdPr)": {"ndpr", "neodymium", "praseodymium", "nd", "pr", "lree", "light"},
+                         "heavy (Dy/Tb)": {"dysprosium", "terbium", "dy", "tb", "hree", "heavy", "seg", "samarium", "gadolinium"}},
+    "rare-earth form": {"oxide": {"oxide", "oxides"}, "metal": {"metal", "metals", "alloy", "alloys"},
+                        "concentrate": {"concentrate", "carbonate", "feed", "feedstock", "monazite", "xenotime"}},
+    "graphite type": {"natural": {"natural", "flake", "spherical", "spherodized", "spheroidised"},
+                      "synthetic": {"synthetic", "artificial"}},
+}
+
+#: Nodes whose products the families above describe.
+FORM_NODES = {"rare_earths": ("rare-earth group", "rare-earth form"), "ndpr": ("rare-earth form",), "dysprosium": ("rare-earth form",),
+              "terbium": ("rare-earth form",), "graphite": ("graphite type",), "battery_anode": ("graphite type",),
+              "synthetic_graphite": ("graphite type",)}
+
+
+def form_tags(text: str, commodity: str) -> dict[str, set[str]]:
+    """Per product family of the node, the tags a text names (empty: the text does not say)."""
+    words = set(_WORD.findall(text.lower()))
+    return {fam: {tag for tag, keys in FORM_FAMILIES[fam].items() if words & keys} for fam in FORM_NODES.get(commodity, ())}
+
+
+def form_conflict(offer: dict[str, set[str]], need: dict[str, set[str]]) -> str | None:
+    """Why an offer cannot serve a need (a family both state, with no tag in common), or None."""
+    for fam, want in need.items():
+        have = offer.get(fam, set())
+        if want and have and not want & have:
+            return f"{fam}: the buyer needs {' or '.join(sorted(want))}, the project makes {' and '.join(sorted(have))}"
+    return None
+
+
 def match(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, as_of: str = "2026-11") -> dict[str, Any]:
     """Scored compatible pairs and the optimal assignment (see module docstring)."""
-    from critmin.portfolio.model import InstrumentParameters
+    from critmin.portfolio.model import InstrumentParameters, months_before_output
     from critmin.portfolio.optimise import _quiet_highs
 
     ip = InstrumentParameters.load()
+    refused: list[dict[str, Any]] = []
     offers = projects[projects["capacity_t"].notna() & (projects["capacity_t"] > 0) & ~projects["country_iso3"].isin(list(atlas.concern))]
     needs = buyers[buyers["demand_t_per_year"].notna() & (buyers["demand_t_per_year"] > 0)]
     pairs: list[dict[str, Any]] = []
     for o in offers.to_dict("records"):
         status = str(o["status_class"])
-        avail = 0 if status in ("operating", "commissioning") else month_offset(as_of, str(o.get("first_output") or "") or None)
-        if avail is not None and status not in ("operating", "commissioning"):
-            avail = max(0, avail + int(round(ip.get("project", f"delay_months:{status}", 0.0))))
+        # the delivery plan's rule for when output starts (operating and commissioning now)
+        avail: int | None = 0 if status in ("operating", "commissioning") else int(round(months_before_output(o, status, as_of, ip, [])))
+        offer_tags = form_tags(f"{o.get('product') or ''} {o['name']}", str(o["commodity_id"]))
         for n in needs.to_dict("records"):
             if (o["commodity_id"], o["stage"]) != (n["commodity_id"], n["stage"]):
                 continue
             if not _origin_ok(str(n["origin_rule"]), str(o["country_iso3"]), atlas):
+                continue
+            contract = {c for c in str(n.get("contract_projects") or "").split(";") if c}
+            if contract and o["project_id"] not in contract:
+                continue
+            need_tags = form_tags(f"{n.get('form') or ''} {n['name']}", str(n["commodity_id"]))
+            conflict = form_conflict(offer_tags, need_tags)
+            if conflict:
+                refused.append({"project_id": o["project_id"], "buyer_id": n["buyer_id"], "reason": conflict})
                 continue
             need_start = month_offset(as_of, n.get("start")) or 0
             vol = min(float(o["capacity_t"]), float(n["demand_t_per_year"])) / float(n["demand_t_per_year"])
@@ -72,12 +117,16 @@ def match(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, as_of: str
             score = (SCORE_WEIGHTS["volume"] * vol + SCORE_WEIGHTS["timing"] * timing
                      + SCORE_WEIGHTS["specification"] * spec + SCORE_WEIGHTS["origin"] * origin)
             shared = ", ".join(sorted(bw & pw)[:4])
+            stated = [f"{fam} {'/'.join(sorted(need_tags[fam] & offer_tags.get(fam, set())))}" for fam in need_tags
+                      if need_tags[fam] & offer_tags.get(fam, set())]
             pairs.append({
                 "project_id": o["project_id"], "project": o["name"], "buyer_id": n["buyer_id"], "buyer": n["name"],
                 "node": f"{o['commodity_id']}/{o['stage']}", "offer_t_per_year": float(o["capacity_t"]), "need_t_per_year": float(n["demand_t_per_year"]),
                 "score": round(score, 6),
                 "reason": (f"same node {o['commodity_id']}/{o['stage']}; covers {vol:.0%} of the need; {t_txt}; "
-                           f"specification overlap {spec:.2f}" + (f" ({shared})" if shared else "") + f"; origin {o['country_iso3']} admitted by rule '{n['origin_rule']}'"),
+                           + (f"form matches ({'; '.join(stated)}); " if stated else "")
+                           + ("under the buyer's contract; " if contract else "")
+                           + f"specification overlap {spec:.2f}" + (f" ({shared})" if shared else "") + f"; origin {o['country_iso3']} admitted by rule '{n['origin_rule']}'"),
             })
     chosen: set[int] = set()
     status = "no compatible pair"
@@ -122,9 +171,13 @@ def match(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, as_of: str
         p["matched"] = i in chosen
     pairs.sort(key=lambda p: (not p["matched"], -p["score"], p["buyer_id"], p["project_id"]))
     matched_buyers = {p["buyer_id"] for p in pairs if p["matched"]}
-    unmatched = [{"buyer_id": n["buyer_id"], "buyer": n["name"], "reason": "no compatible offer (node or origin rule)"}
+    why_not: dict[str, str] = {}
+    for r in refused:
+        why_not.setdefault(r["buyer_id"], r["reason"])
+    unmatched = [{"buyer_id": n["buyer_id"], "buyer": n["name"],
+                  "reason": f"no compatible offer ({why_not[n['buyer_id']]})" if n["buyer_id"] in why_not else "no compatible offer (node, origin rule or contract)"}
                  for n in needs.to_dict("records") if n["buyer_id"] not in matched_buyers and not any(p["buyer_id"] == n["buyer_id"] for p in pairs)]
     unmatched += [{"buyer_id": b, "buyer": next(p["buyer"] for p in pairs if p["buyer_id"] == b), "reason": "compatible offers went to better-scoring needs"}
                   for b in sorted({p["buyer_id"] for p in pairs} - matched_buyers)]
     return {"metadata": {"as_of": as_of, "status": status, "weights": SCORE_WEIGHTS, "offers": int(len(offers)), "needs": int(len(needs))},
-            "matches": [p for p in pairs if p["matched"]], "candidates": pairs, "unmatched_needs": unmatched}
+            "matches": [p for p in pairs if p["matched"]], "candidates": pairs, "unmatched_needs": unmatched, "refused_pairs": refused}
