@@ -780,6 +780,35 @@ def plan(
         err.print(f"wrote {p} ({kind})")
 
 
+@app.command()
+def respond(
+    scenario: Annotated[str, typer.Argument(help="The new event: a library scenario id, or a YAML/JSON scenario file")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for brief.html, brief.pdf and brief.json")] = Path("brief"),
+    study: Annotated[Path | None, typer.Option("--study", help="Study file (register, buyers, blocs, params, as_of)")] = None,
+    draws: DrawsOpt = 1000,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed (default: the study's, else 0)")] = None,
+    as_of: AsOfOpt = None,
+    atlas: AtlasOpt = None,
+) -> None:
+    """Rapid response to a new event: a two-page brief (exposure by stage, price and shortfall bands, days of
+    cover, alternative suppliers, projects to accelerate, buyers affected) in HTML, PDF and JSON."""
+    from critmin.report.respond import write_brief
+    from critmin.study import Study
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CritminError(f"--out {out_dir}: exists and is not a directory")
+    if draws < 50 or draws > 20000:
+        raise CritminError("--draws must be between 50 and 20000")
+    flags = {"as_of": as_of, "seed": seed}
+    st = Study.from_file(study, atlas=atlas, **flags) if study is not None else Study(None, None, atlas, **{k: v for k, v in flags.items() if v is not None})
+    scenarios = st.scenarios(scenario)  # a wrong id or file fails here, before the simulation
+    rec = _run_with_progress("simulating the event", lambda cb: st.respond(scenario, draws=draws)) if scenarios else None
+    assert rec is not None
+    for kind, p in write_brief(rec, out_dir).items():
+        err.print(f"wrote {p} ({kind})")
+    err.print(f"computed in {rec['metadata']['seconds']} s")
+
+
 @study_app.command("init")
 def study_init(
     directory: Annotated[Path, typer.Argument(help="Folder for study.yaml and its input files")],

@@ -139,3 +139,20 @@ class Study:
                         stock_policy=s.stockpile.model_dump())
         rec["metadata"]["study"] = s.model_dump(by_alias=True)
         return rec
+
+    def scenarios(self, key: str) -> list[Any]:
+        """Scenarios by library id (``critmin scenarios list``) or from a YAML/JSON scenario file."""
+        from critmin.simulate.library import find_scenario
+        from critmin.simulate.scenario import load_scenario_file
+
+        p = Path(key)
+        if p.suffix.lower() in (".yaml", ".yml", ".json") or p.exists():
+            return load_scenario_file(p)
+        return [find_scenario(self.simulator.library(), key)]
+
+    def respond(self, key: str, draws: int = 1000) -> dict[str, Any]:
+        """The rapid-response brief's record for a new event (a library id or a scenario file)."""
+        from critmin.report.respond import respond
+
+        return respond(self.simulator, self.scenarios(key), self.projects, self.buyers, draws=draws, seed=self.spec.seed, as_of=self.as_of)
+
