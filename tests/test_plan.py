@@ -103,3 +103,28 @@ def test_plan_html_draws_map_and_sankey_in_headless_chromium_without_network(pla
         and e["params"].get("initiator") != "not an origin"  # the browser's own services, not the page
     ]
     assert page_requests == []
+
+
+def test_reports_are_typeset_for_a_ministry(plan_dir: Path):
+    """Issue 12 item 3: tables with names, units and thousands separators, no 'nan' and no JSON in cells, a
+    contents page and the vulnerabilities section; a workbook with number formats, frozen headers and filters."""
+    import openpyxl
+    import pymupdf
+
+    doc = pymupdf.open(plan_dir / "plan.pdf")
+    text = "\n".join(doc[i].get_text() for i in range(doc.page_count))
+    for needle in ("Contents", "2. Vulnerabilities by stage", "Decision on every project", "Budgets and what bound them", "Expected loss, USD"):
+        assert needle in text, needle
+    assert "nan" not in text.split() and " | " not in text  # no pipe-delimited text tables
+    wb = openpyxl.load_workbook(plan_dir / "plan.xlsx")
+    for ws in wb.worksheets:
+        if ws.title == "summary":
+            continue
+        assert ws.freeze_panes == "A2" and ws.auto_filter.ref, ws.title
+        for row in ws.iter_rows(min_row=2, values_only=True):
+            for v in row:
+                assert not (isinstance(v, str) and (v[:1] in "[{" or v == "nan")), (ws.title, v)
+    head = [c.value for c in wb["scenarios"][1]]
+    assert wb["scenarios"].cell(row=2, column=head.index("expected_loss_usd") + 1).number_format == "$#,##0"
+    page = (plan_dir / "plan.html").read_text()
+    assert ">nan<" not in page and "<a href='http" in page

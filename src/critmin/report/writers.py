@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import pandas as pd
 from critmin.output import _clean, to_json, write_atomic
 from critmin.report.cycle import frames
 from critmin.report.summary import usd
+from critmin.report.tables import XLSX_FORMATS, cell_text, kind_of, label_of
 
 #: plotly.js 3 shows a "Share chart" (upload to Plotly Cloud) button by default: off in every report.
 OFFLINE_PLOT_CONFIG = {"showSendToCloud": False, "displaylogo": False}
@@ -37,15 +37,21 @@ def xlsx_plan(plan: dict[str, Any]) -> bytes:
         wb = xl.book
         if "summary" in plan:
             _xlsx_summary(xl, plan["summary"])
-        about = pd.DataFrame({"key": list(plan["metadata"]), "value": [json.dumps(_clean(v)) if isinstance(v, dict | list) else v
-                                                                      for v in plan["metadata"].values()]})
+        about_rows = []
+        for k, v in plan["metadata"].items():
+            if isinstance(v, dict):
+                about_rows += [(f"{k}.{k2}", cell_text(_clean(v2), "text")) for k2, v2 in v.items()]
+            else:
+                about_rows.append((k, v if not isinstance(v, list) else cell_text(_clean(v), "text")))
+        about = pd.DataFrame(about_rows, columns=["key", "value"])
         about.to_excel(xl, sheet_name="about", index=False)
+        _xlsx_tidy(xl, "about", about)
         for name, df in tables.items():
-            df = df.map(lambda v: json.dumps(_clean(v)) if isinstance(v, dict | list) else v)
+            kinds = {c: kind_of(str(c)) for c in df.columns}
+            df = df.map(lambda v: cell_text(_clean(v), "text") if isinstance(v, dict | list) else v)
+            df = df.replace({np.nan: None})
             df.to_excel(xl, sheet_name=name[:31], index=False)
-            ws = xl.sheets[name[:31]]
-            for i, col in enumerate(df.columns):
-                ws.set_column(i, i, min(50, max(10, len(str(col)) + 2)))
+            _xlsx_tidy(xl, name[:31], df, kinds)
 
         def bar(sheet: str, df: pd.DataFrame, cat: str, val: str, title: str, anchor: str, n: int = 15) -> None:
             if df.empty or cat not in df or val not in df:
@@ -155,18 +161,30 @@ def _xlsx_summary(xl: Any, summary: dict[str, Any]) -> None:
         ws.set_row(r, 45)
 
 
+def _xlsx_tidy(xl: Any, sheet: str, df: pd.DataFrame, kinds: dict[str, str] | None = None) -> None:
+    """One tidy table: bold frozen header, a filter, number formats by column kind, widths that fit."""
+    wb, ws = xl.book, xl.sheets[sheet]
+    head = wb.add_format({"bold": True, "bg_color": "#DDE6F0", "border": 1, "text_wrap": True, "valign": "top"})
+    fmts = {k: wb.add_format({"num_format": f}) for k, f in XLSX_FORMATS.items()}
+    for i, col in enumerate(df.columns):
+        ws.write(0, i, str(col), head)
+        kind = (kinds or {}).get(col, "text")
+        width = min(60, max(10, len(str(col)) + 2, *(min(60, len(str(v))) + 1 for v in df[col].head(50) if v is not None)))
+        ws.set_column(i, i, width, fmts.get(kind))
+    ws.freeze_panes(1, 0)
+    if len(df.columns):
+        ws.autofilter(0, 0, max(len(df), 1), len(df.columns) - 1)
+
+
 def _table(df: pd.DataFrame, cols: list[str], n: int = 20) -> str:
     cols = [c for c in cols if c in df.columns]
     if df.empty or not cols:
         return "<p><em>none</em></p>"
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    kinds = {c: kind_of(c) for c in cols}
+    head = "".join(f"<th>{html.escape(label_of(c))}</th>" for c in cols)
     rows = []
     for r in df[cols].head(n).to_dict("records"):
-        cells = []
-        for c in cols:
-            v = r[c]
-            s = f"{v:,.3g}" if isinstance(v, float) and abs(v) < 1000 else (f"{v:,.0f}" if isinstance(v, float) else str(v))
-            cells.append(f"<td>{html.escape(s)}</td>")
+        cells = [f"<td class='{'txt' if kinds[c] == 'text' else 'num'}'>{html.escape(cell_text(r[c], kinds[c]))}</td>" for c in cols]
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
@@ -208,8 +226,14 @@ def _sankey(atlas: Any, chain_id: str) -> Any:
                 val.append(100.0 * sa * sb)
     if not val:
         return None
-    fig = go.Figure(go.Sankey(node={"label": labels, "pad": 12}, link={"source": src, "target": tgt, "value": val}))
-    fig.update_layout(title=f"Chain {chain_id}: shares by stage (flows drawn in proportion to shares)", height=520)
+    fig = go.Figure(go.Sankey(arrangement="snap", node={"label": labels, "pad": 18, "thickness": 14},
+                              link={"source": src, "target": tgt, "value": val}))
+    # room for every label: about 26 px per node in the tallest stage column
+    per_stage: dict[str, int] = {}
+    for lab in labels:
+        per_stage[lab.split(":")[0]] = per_stage.get(lab.split(":")[0], 0) + 1
+    fig.update_layout(title=f"Chain {chain_id}: shares by stage (flows drawn in proportion to shares)", font={"size": 11},
+                      height=max(520, 26 * max(per_stage.values(), default=1) + 160))
     return fig
 
 
@@ -284,8 +308,14 @@ def html_plan(plan: dict[str, Any], atlas: Any) -> str:
     md = plan["metadata"]
     meta = (f"critmin {md['critmin_version']} &middot; data {html.escape(str(md['data_version']))} &middot; seed {md['seed']} &middot; "
             f"{md['draws']} draws &middot; as of {md['as_of']} &middot; parameters {html.escape(str(md['parameters']))}")
-    src_items = "".join(f"<li>{html.escape(str(s['source_id']))}: {html.escape(str(s['organisation']))}, {html.escape(str(s['title']))} "
-                        f"({html.escape(str(s.get('year', '')))}), {html.escape(str(s['licence']))}</li>" for s in plan["sources"]["atlas"][:200])
+    def _src(s: dict[str, Any]) -> str:
+        title = html.escape(str(s.get("title") or s["source_id"]))
+        url = str(s.get("url") or "")
+        link = f"<a href='{html.escape(url)}' rel='noreferrer'>{title}</a>" if url.startswith(("http://", "https://")) else title
+        return (f"<li>{html.escape(str(s.get('organisation') or ''))}: {link} ({html.escape(str(s.get('year') or ''))}; "
+                f"{html.escape(str(s.get('licence') or ''))}) <span class='id'>[{html.escape(str(s['source_id']))}]</span></li>")
+
+    src_items = "".join(_src(s) for s in plan["sources"]["atlas"][:300])
     body = f"""
 <h1>Coordinated plan: critical minerals and rare earths (US&ndash;Japan framework)</h1>
 <p class="meta">{meta}</p>
@@ -303,7 +333,8 @@ def html_plan(plan: dict[str, Any], atlas: Any) -> str:
 <h2>Sources</h2><p>Raw data provenance: data/raw/PROVENANCE.md; parameter files: {html.escape('; '.join(plan['sources']['parameter_files']))}.</p><ul>{src_items}</ul>
 """
     style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px} table{border-collapse:collapse;font-size:13px;margin:1em 0}"
-             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left} .meta{color:#555} .fig{margin:2em 0}")
+             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top} td.num{text-align:right;white-space:nowrap}"
+             "td.txt{min-width:9em} th{background:#eef2f7} .meta{color:#555} .fig{margin:2em 0} .id{color:#999;font-size:11px}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>critmin coordinated plan</title><style>{style}</style>"
             f"<script type='text/javascript'>window.PlotlyGeoAssets = {{topojson: {{world_110m: {world_topojson()}}}}};</script>"
             f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>{body}</body></html>")
@@ -362,12 +393,61 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
         pdf.savefig(fig)
         plt.close(fig)
 
-    def table_lines(df: pd.DataFrame, cols: list[str], n: int = 25) -> list[str]:
+    def table_pages(pdf: PdfPages, title: str, df: pd.DataFrame, cols: list[str], n: int = 60, notes: list[str] | None = None,
+                    per_page: int = 72, width: int = 48) -> None:
+        """A typeset table (labels with units, formatted cells wrapped to their column, no 'nan'), continued over
+        pages as needed; ``per_page`` counts text lines, ``width`` caps a cell at about that many characters."""
         cols = [c for c in cols if c in df.columns]
-        out = [" | ".join(cols)]
-        for r in df[cols].head(n).to_dict("records"):
-            out.append(" | ".join(f"{v:,.3g}" if isinstance(v, float) else str(v) for v in r.values()))
-        return out
+        rows = df[cols].head(n).to_dict("records") if len(df) and cols else []
+        kinds = {c: kind_of(c) for c in cols}
+        labels = [label_of(c) for c in cols]
+        raw = [[cell_text(r[c], kinds[c]) for c in cols] for r in rows]
+        fs = 6.3 if len(cols) > 6 else 7.0
+        chars = 7.3 * 72 / (fs * 0.6)  # characters across the table at this font size (with cell padding)
+        w = np.array([min(width, max([len(lab) * 0.8] + [len(x[i]) for x in raw])) + 3 for i, lab in enumerate(labels)], float) if cols else np.ones(1)
+        # no column narrower than its longest word (up to 14 characters), so that words are not split
+        w = np.maximum(w, [min(14, max([1] + [len(t) for x in raw for t in x[i].split()])) + 3 for i in range(len(cols))]) if cols else w
+        share = w / w.sum()
+        fit = [max(6, int(sh * chars) - 1) for sh in share]
+        wrapped = [[textwrap.wrap(x[i], fit[i])[:4] or [""] for i in range(len(cols))] for x in raw]
+        lines = [max(len(c) for c in row) for row in wrapped]
+        pages: list[list[int]] = [[]]
+        used = 0
+        for k, nl in enumerate(lines):
+            if used + nl > per_page and pages[-1]:
+                pages.append([])
+                used = 0
+            pages[-1].append(k)
+            used += nl
+        for p_i, idx in enumerate(pages):
+            fig = plt.figure(figsize=(8.27, 11.69))
+            fig.text(0.06, 0.965, title + ("" if p_i == 0 else " (continued)"), fontsize=14, weight="bold", va="top")
+            y = 0.935
+            for line in (notes or []) if p_i == 0 else []:
+                for part in textwrap.wrap(line, 112):
+                    fig.text(0.06, y, part.replace("$", r"\$"), fontsize=8.5, va="top")
+                    y -= 0.014
+            if not idx:
+                fig.text(0.06, y - 0.01, "none", fontsize=9, style="italic", va="top")
+            else:
+                line_h = fs * 1.45 / 72 / 11.69  # one text line as a fraction of the page height
+                total = sum(lines[k] for k in idx) + 2
+                h = min(line_h * total, y - 0.04)
+                ax = fig.add_axes((0.06, y - 0.01 - h, 0.88, h))
+                ax.axis("off")
+                cells = [["\n".join(wrapped[k][i]).replace("$", r"\$") for i in range(len(cols))] for k in idx]
+                heads = ["\n".join(textwrap.wrap(lab, fit[i])[:2]).replace("$", r"\$") for i, lab in enumerate(labels)]
+                tb = ax.table(cellText=cells, colLabels=heads, colWidths=list(share), loc="upper left", cellLoc="left")
+                tb.auto_set_font_size(False)
+                tb.set_fontsize(fs)
+                unit = 1.0 / total
+                for (row, _col), cell in tb.get_celld().items():
+                    cell.set_height(unit * (2 if row == 0 else lines[idx[row - 1]]))
+                    if row == 0:
+                        cell.set_facecolor("#dde6f0")
+                        cell.set_text_props(weight="bold")
+            pdf.savefig(fig)
+            plt.close(fig)
 
     def bar_page(pdf: PdfPages, title: str, labels: list[str], values: list[float], xlabel: str) -> None:
         fig, ax = plt.subplots(figsize=(8.27, 11.69))
@@ -426,39 +506,56 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
             "5 deliveries and matches; appendix: back-test; 6 sources.",
             "Raw data provenance: data/raw/PROVENANCE.md. Models: docs/methods.md, simulation.md, portfolio.md, stockpile.md, deliver.md.",
         ])
-        text_page(pdf, "1. Priority minerals (critmin score, BLOC)", table_lines(
-            t["priority_minerals"], ["rank", "commodity", "score", "chokepoint_stage", "top_country", "top_share", "concern_share"]))
-        sc = t["scenarios"].dropna(subset=["expected_loss_usd"]).head(20)
-        bar_page(pdf, "2. Scenario risks: expected loss by commodity (BLOC, USD per year of exposure)", list(sc["commodity"]),
-                 list(sc["expected_loss_usd"]), "USD")
+        text_page(pdf, "Contents", [
+            "Executive answer (pages 1-2)", "1. Priority minerals", "2. Vulnerabilities by stage", "3. Scenario risks",
+            "4. Recommended portfolio: selected projects, budgets, decisions on every project", "5. Stockpile targets",
+            "6. Deliveries (by buyer and by receiving country) and supplier-buyer matches",
+            "Appendix: back-test of the disruption model", "7. Sources",
+        ])
+        table_pages(pdf, "1. Priority minerals (critmin score, BLOC)", t["priority_minerals"],
+                    ["rank", "name", "score", "chokepoint_stage", "top_country", "top_share", "concern_share", "import_reliance"], n=40)
+        table_pages(pdf, "2. Vulnerabilities by stage", t["vulnerabilities"],
+                    ["commodity_id", "stage", "hhi", "top_country", "top_share", "concern_share", "bloc_share", "basis"], n=120,
+                    notes=["Per stage of each priority mineral: concentration (HHI), the largest producer and its share, the share of countries "
+                           "of concern and of the participants with like-minded partners (atlas stage shares, with their basis)."])
+        sc = t["scenarios"].dropna(subset=["expected_loss_usd"])
+        table_pages(pdf, "3. Scenario risks (BLOC, consumer loss per year of exposure)", sc,
+                    ["rank", "name", "expected_loss_usd", "var95_usd", "cvar95_usd", "net_loss_usd", "category", "top_scenarios"], n=40, width=40)
+        bar_page(pdf, "3. Scenario risks: expected loss by commodity (BLOC, USD per year of exposure)", list(sc.head(20)["commodity"]),
+                 list(sc.head(20)["expected_loss_usd"]), "USD")
         pf = plan["portfolio"]
-        text_page(pdf, "3. Recommended portfolio", [
-            f"Expected loss avoided: {pf['expected_avoided_usd']:,.0f} USD per year of exposure; greedy baseline {pf['greedy_expected_avoided_usd']:,.0f}.",
-            f"Solver status {pf['status']}, gap {pf['gap']:.2%}.", "",
-            *table_lines(t["portfolio"], ["project_id", "instrument", "agency", "node", "cost_usd", "added_capacity_t_per_year", "months_to_output"]), "",
-            "Rejected projects and reasons:", *[f"{p['project_id']}: {p['reason']}" for p in pf["projects"] if p["decision"] == "rejected"][:40],
-        ])
+        table_pages(pdf, "4. Recommended portfolio", t["portfolio"],
+                    ["project_id", "name", "instrument", "agency", "node", "amount_usd", "budget_cost_usd", "added_capacity_t_per_year",
+                     "months_to_output", "expected_avoided_usd"], width=34,
+                    notes=[f"Expected loss avoided {usd(pf['expected_avoided_usd'])} per year of exposure (greedy baseline "
+                           f"{usd(pf['greedy_expected_avoided_usd'])}); solver {pf['status']}, gap {pf['gap']:.2%}. Face amounts and credit-reform "
+                           "budget costs are shown apart and never added together."])
+        bud = pd.DataFrame([{"budget": k, "budget_usd": v, "spent_usd": pf["spent"].get(k, 0.0), "why_unspent": pf.get("unspent", {}).get(k, "")}
+                            for k, v in pf["budgets"].items()])
+        table_pages(pdf, "4. Budgets and what bound them", bud, ["budget", "budget_usd", "spent_usd", "why_unspent"], width=90)
+        table_pages(pdf, "4. Decision on every project", pd.DataFrame(pf["projects"]), ["project_id", "name", "decision", "reason"], n=200,
+                    width=95)
         st = t["stockpiles"]
-        if len(st):
-            s2 = st.sort_values("optimal_stock_usd", ascending=False).head(20)
-            bar_page(pdf, "4. Stock targets (USD at today's prices)", list(s2["node"] + " " + s2["participant"]), list(s2["optimal_stock_usd"]), "USD")
-        text_page(pdf, "5. Delivery plan (six months) and supplier-buyer matches", [
-            *table_lines(t["deliveries"], ["buyer_id", "node", "demand_t", "delivered_t", "shortfall_t", "share_met"], 45), "",
-            *table_lines(t["matches"], ["buyer_id", "project_id", "node", "score"], 40),
-        ])
+        table_pages(pdf, "5. Stockpile targets", st.sort_values("optimal_stock_usd", ascending=False) if len(st) else st,
+                    ["participant", "node", "optimal_stock_t", "optimal_stock_usd", "days_of_consumption", "saving_usd", "pooling_saving_usd"], n=80,
+                    notes=[f"Stockable stages {', '.join(plan['stockpiles']['metadata'].get('stockable_stages', []))}; cap "
+                           f"{plan['stockpiles']['metadata'].get('max_days')} days of consumption; candidates from each participant's "
+                           "critical-mineral list. Saving = expected shortage cost avoided minus holding cost, per year."])
+        table_pages(pdf, "6. Deliveries by buyer", t["deliveries"], ["buyer_id", "name", "node", "demand_t", "delivered_t", "shortfall_t", "share_met"],
+                    n=60, width=60)
+        table_pages(pdf, "6. Supplier-buyer matches", t["matches"], ["buyer", "project", "node", "score", "reason"], n=60, width=70)
         val = plan.get("validation", {})
         if val:
             summ = val["summary"]
-            text_page(pdf, "Appendix: back-test of the disruption model", [
-                "Real export restrictions run on their historical baselines; simulated vs observed price ratios, outside the",
-                "restricting country (targeted) and inside it (restrictor). Calibrated on the calibration cases, scored on the holdout.", "",
-                *[f"{k}: {v['observations']} observations, {v['within_2x']:.0%} within 2x, direction right {v['direction_right']:.0%}, "
-                  f"RMSE(log) {v['rmse_log']:.2f}" for k, v in summ.items()], "",
-                *table_lines(t["validation"], ["case_id", "split", "segment", "observed_ratio", "simulated_ratio", "within_2x", "direction_right"], 40),
-                "", "Method, misses and why: docs/validation.md.",
-            ])
-        text_page(pdf, "6. Sources", [f"{s['source_id']}: {s['organisation']}, {s['title']} ({s.get('year', '')}); {s['licence']}; {s.get('url', '')}"
-                                      for s in plan["sources"]["atlas"]])
+            table_pages(pdf, "Appendix: back-test of the disruption model", t["validation"],
+                        ["case_id", "split", "segment", "observed_ratio", "simulated_ratio", "within_2x", "direction_right"], n=60,
+                        notes=["Real export restrictions run on their historical baselines; simulated vs observed price ratios outside the "
+                               "restricting country (targeted) and inside it (restrictor); calibrated on the calibration cases, scored on the holdout.",
+                               *[f"{k}: {v['observations']} observations, {v['within_2x']:.0%} within 2x, direction right "
+                                 f"{v['direction_right']:.0%}, RMSE(log) {v['rmse_log']:.2f}" for k, v in summ.items()],
+                               "Method, misses and why: docs/validation.md."])
+        srcs = pd.DataFrame(plan["sources"]["atlas"])
+        table_pages(pdf, "7. Sources", srcs, ["organisation", "title", "year", "licence", "url"], n=400, width=60)
         info = pdf.infodict()
         info["Title"] = "critmin coordinated plan"
         info["Subject"] = f"data {md['data_version']}, seed {md['seed']}, critmin {md['critmin_version']}"
