@@ -99,3 +99,23 @@ def test_no_stock_saves_more_than_the_loss_it_insures(simulator):
     # the participants value a tonne differently where their end uses differ (U.S. cobalt, nickel, manganese)
     by = {(r["node"], r["participant"]): r["shortage_cost_usd_per_t"] for r in rec["stockpiles"]}
     assert by[("cobalt/mine", "USA")] != pytest.approx(by[("cobalt/mine", "JPN")])
+
+
+def test_stocks_are_stated_against_sourced_holdings(simulator):
+    """Issue 12 item 6: each stock is stated against today's holdings where a source publishes them (the U.S.
+    National Defense Stockpile held no gallium in July 2023), and says so where none does."""
+    from critmin.stockpile.plan import holdings_for, plan_stockpiles, read_holdings
+
+    h = read_holdings()
+    assert (h["source"].str.len() > 0).all() and (h["url"].str.len() > 0).all()
+    held, notes = holdings_for(h, "USA", "gallium")
+    assert held == 0.0 and any("2023-07" in n for n in notes)
+    held, notes = holdings_for(h, "USA", "antimony")
+    assert held is None and any("acquisition plan" in n for n in notes)
+    rec = plan_stockpiles(simulator, "BLOC", draws=60, seed=1)
+    rows = [r for r in rec["stockpiles"] if r["participant"] in ("USA", "JPN")]
+    assert rows and all(r["holdings_evidence"] for r in rows)
+    for r in rows:
+        if r["current_holding_t"] is not None:
+            assert r["to_buy_t"] == pytest.approx(max(0.0, r["optimal_stock_t"] - r["current_holding_t"]))
+    assert any("60 days" in n for n in rec["metadata"]["holdings_context"]["JPN"])

@@ -68,13 +68,17 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
             stock_rows.append({"participant": r["participant"], "node": r["node"], "stock_t": float(r["optimal_stock_t"]),
                                "stock_usd": float(r["optimal_stock_usd"]), "days_of_consumption": float(r["days_of_consumption"])
                                if r["days_of_consumption"] is not None and np.isfinite(r["days_of_consumption"]) else None,
-                               "expected_saving_usd_per_year": float(r["saving_usd"])})
+                               "expected_saving_usd_per_year": float(r["saving_usd"]),
+                               "current_holding": (f"{float(r['current_holding_t']):,.0f} t" if pd.notna(r.get("current_holding_t")) else "not published")})
     by_j = {j: sum(x["stock_usd"] for x in stock_rows if x["participant"] == j) for j in ("USA", "JPN")}
     md = plan["stockpiles"]["metadata"]
     s_stock = (f"Stock {sum(1 for x in stock_rows if x['participant'] == 'USA')} materials for the United States ({usd(by_j['USA'])}) and "
                f"{sum(1 for x in stock_rows if x['participant'] == 'JPN')} for Japan ({usd(by_j['JPN'])}), from each participant's critical-mineral "
                f"list, stockable stages {', '.join(md.get('stockable_stages', []))}"
-               + (f", at most {md['max_days']:g} days of consumption each." if md.get("max_days") else "."))
+               + (f", at most {md['max_days']:g} days of consumption each." if md.get("max_days") else ".")
+               + f" Today's government holdings are published for {sum(1 for x in stock_rows if x['current_holding'] != 'not published')} of "
+               f"these materials; the U.S. National Defense Stockpile stopped publishing holdings by material in 2023 and JOGMEC's are "
+               "confidential (its target is 60 days of consumption), so the stocks are targets, not purchases net of holdings.")
 
     dl = plan["deliveries"]
     al = pd.DataFrame(dl["allocation"])

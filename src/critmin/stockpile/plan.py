@@ -65,6 +65,31 @@ class StockParameters:
         return cls(cap, storage, basis, rules)
 
 
+def read_holdings(path: str | Path | None = None) -> pd.DataFrame:
+    """What public sources say of today's government stocks (``stockpile/data/holdings.csv``: holder, country,
+    commodity, quantity in t where convertible, kind holding / acquisition_plan / target_days / budget /
+    disposal, as-of date, source; data/raw/stockpiles/PROVENANCE.md)."""
+    p = Path(path) if path else Path(str(resources.files("critmin.stockpile").joinpath("data/holdings.csv")))
+    return pd.read_csv(p, dtype={"commodity_id": str, "country_iso3": str, "kind": str}, keep_default_na=False)
+
+
+def holdings_for(h: pd.DataFrame, participant: str, commodity: str) -> tuple[float | None, list[str]]:
+    """A participant's sourced holding of a commodity in t (None where no source publishes it) and every
+    sourced statement about it (holdings, acquisition plans, targets), newest first."""
+    from critmin.atlas.lists import LISTED_PARENT
+
+    mine = h[(h["country_iso3"] == participant) & h["commodity_id"].isin([commodity, LISTED_PARENT.get(commodity, commodity)])]
+    held = None
+    notes = []
+    for r in mine.sort_values("as_of", ascending=False).to_dict("records"):
+        q = pd.to_numeric(r.get("quantity_t"), errors="coerce")
+        qty = f"{q:,.0f} t" if np.isfinite(q) else (f"{r['quantity']} {r['unit']}".strip() if str(r.get("quantity", "")) else "quantity not published")
+        notes.append(f"{str(r['kind']).replace('_', ' ')}: {qty} ({r['material']}, {r['as_of']}; {r['holder']})")
+        if r["kind"] == "holding" and np.isfinite(q) and held is None:
+            held = float(q)
+    return held, notes
+
+
 def disruption_sample(sim: Any, draws: int = 500, seed: int = 0, result: Any = None) -> dict[str, Any]:
     """Per node, each participant's shortfall (t) in every annual draw of the risk library, and the months
     (``result`` reuses a :func:`critmin.simulate.risk.risk_run`)."""
@@ -78,6 +103,12 @@ def disruption_sample(sim: Any, draws: int = 500, seed: int = 0, result: Any = N
 #: U.S. National Defense Stockpile buys NdFeB and SmCo magnet block). Cathode, anode and cells are excluded:
 #: they are made to one chemistry and cell format and age in storage (a study may change this list).
 STOCKABLE_STAGES = ("mine", "refine", "metal", "magnet")
+
+
+def _against_holdings(h: pd.DataFrame, participant: str, commodity: str, target_t: float) -> dict[str, Any]:
+    held, notes = holdings_for(h, participant, commodity)
+    return {"current_holding_t": held, "to_buy_t": max(0.0, target_t - held) if held is not None else None,
+            "holdings_evidence": notes or ["no public figure for this material (holdings by material are not published)"]}
 
 
 def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = None, pooled: bool = False, draws: int = 500,
@@ -96,6 +127,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
         raise ValueError("max_days must be positive")
     stages = tuple(stages) if stages is not None else STOCKABLE_STAGES
     sp = params or StockParameters.load()
+    holdings = read_holdings()
     smp = sample or disruption_sample(sim, draws, seed)
     draws = smp["draws"]
     w = np.full(draws, 1.0 / draws)
@@ -145,6 +177,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 "optimal_stock_t": s_opt, "optimal_stock_usd": s_opt * p0, "days_of_consumption": 365.0 * s_opt / annual_use if annual_use > 0 else np.nan,
                 "expected_cost_without_stock_usd": cost0, "expected_cost_with_stock_usd": cost_opt, "saving_usd": cost0 - cost_opt,
                 "rules": rules,
+                **_against_holdings(holdings, j, node.commodity, s_opt),
                 "release_rule": {"holdings_t": s_opt, "max_release_t_per_month": s_opt / max(typical_months, 1.0), "price_cap": 1.0},
                 "flags": [f for f in node.flags if "proxy" in f or "low-tier" in f]
                 + ([f"capped at the policy's {max_days:g} days of consumption"] if capped else []),
@@ -196,7 +229,8 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
     rows.sort(key=lambda r: (-float(r.get("saving_usd", r.get("pooling_saving_usd", 0.0)) or 0.0), r["node"], r["participant"]))
     return {
         "metadata": {**smp["metadata"], "perspective": perspective.upper(), "stockable_stages": list(stages), "max_days": max_days,
-                     "candidates": {j: sorted(v) for j, v in commodities.items()} if commodities is not None else "every simulated node", "storage_cost_rate": sp.storage_rate, "storage_cost_rate_by_commodity": sp.storage_by_commodity,
+                     "candidates": {j: sorted(v) for j, v in commodities.items()} if commodities is not None else "every simulated node",
+                     "holdings_context": {j: holdings_for(holdings, j, "*")[1] for j in members}, "storage_cost_rate": sp.storage_rate, "storage_cost_rate_by_commodity": sp.storage_by_commodity,
                      "storage_basis": sp.storage_basis,
                      "capital_rate": sp.capital_rate, "days_rules": list(sp.days_rules)},
         "stockpiles": rows,
