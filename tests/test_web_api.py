@@ -733,6 +733,7 @@ RESULT_KEYS = {
     "match": {"metadata", "matches", "candidates", "unmatched_needs"},
     "portfolio": {"metadata", "status", "selected", "budgets", "projects", "expected_avoided_usd", "finance"},
     "plan": {"metadata", "priority_minerals", "vulnerabilities", "scenarios", "portfolio", "stockpiles", "deliveries", "matches", "sources"},
+    "respond": {"metadata", "events"},
 }
 DRAWS = 30
 
@@ -750,6 +751,7 @@ def _result(web: Any, who: str, rid: int) -> dict[str, Any]:
     ("stockpile", {"draws": DRAWS}),
     ("deliver", {"months": 3, "as_of": "2026-01"}),
     ("match", {"as_of": "2026-01"}),
+    ("respond", {"scenario": record("scenario", "inline-2"), "draws": DRAWS, "as_of": "2026-01"}),
 ])
 def test_runs_reach_done_with_their_results(web, kind, params):
     j = run(web, GOV, kind, params)
@@ -778,6 +780,11 @@ def test_runs_reach_done_with_their_results(web, kind, params):
         assert res["run"]["params"]["perspective"] == "JPN" and len(res["result"]["ranking"]) > 10
     if kind == "deliver":
         assert meta["months"] == 3 and meta["status"] == "Optimal"
+    if kind == "respond":
+        ev = res["result"]["events"][0]
+        assert ev["scenario"] == "inline-2" and {r["perspective"] for r in ev["impact"]} == {"USA", "JPN", "BLOC"}
+        pdf = web.client.get(f"/api/runs/{j['id']}/files/brief.pdf", headers=web.h(GOV))
+        assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
     assert web.client.get(f"/api/runs/{j['id']}/files/plan.pdf", headers=web.h(GOV)).status_code == 404
     listed = web.client.get("/api/runs", params={"kind": kind}, headers=web.h(GOV)).json()
     assert [x["id"] for x in listed["items"]] == [j["id"]]

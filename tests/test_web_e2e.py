@@ -621,3 +621,29 @@ def test_everything_stayed_on_the_server_without_errors(ui: Browser) -> None:
     assert outside == [], outside
     errors = [e for e in ui.errors if not EXPECTED_HTTP_ERRORS.search(e)]
     assert errors == [], errors
+
+
+def test_respond_to_an_event_form_writes_the_brief(ui: Browser) -> None:
+    """Issue 12 item 8: the workspace's 'Respond to an event' form runs `critmin respond` on the workspace's
+    records and offers the two-page brief."""
+    page = ui.page
+    ui.tab("respond")
+    ui.wait_count("#rs-node option", 10)
+    page.select_option("#rs-node", "gallium|refine")
+    page.fill("#rs-restrictors", "CHN")
+    page.select_option("#rs-targets", "JPN")
+    page.fill("#rs-duration", "6")
+    page.fill("#rs-draws", "100")
+    page.click("#rs-run")
+    assert ui.wait_run("rs-run-status", 120) == "done"
+    page.wait_for_selector("#rs-result:visible")
+    assert "gallium" in page.text_content("#rs-headline") and "Expected consumer loss" in page.text_content("#rs-headline")
+    assert ui.count("#rs-impact tbody tr") == 3
+    links = page.locator("#rs-files a")
+    assert sorted(links.all_text_contents()) == ["brief.html", "brief.json", "brief.pdf"]
+    for a in links.all():
+        href = a.get_attribute("href") or ""
+        r = page.request.get(ui.base + href)
+        assert r.status == 200, href
+        if href.endswith(".pdf"):
+            assert r.body().startswith(b"%PDF")

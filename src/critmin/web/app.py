@@ -379,11 +379,11 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
     # ---------------------------------------------------------------------------------------- runs
     @api.post("/runs", tags=["runs"], status_code=202, responses=ERRORS)
     def start_run(body: sc.RunIn, who: Who) -> sc.RunOut:
-        """Start a background job (simulate, risk, portfolio, stockpile, deliver, match, plan); poll GET /api/runs/{id}."""
+        """Start a background job (simulate, risk, portfolio, stockpile, deliver, match, plan, respond); poll GET /api/runs/{id}."""
         return sc.RunOut(**runner.submit(who, body.kind, body.params))
 
     @api.get("/runs", tags=["runs"], responses=ERRORS)
-    def list_runs(who: Who, kind: Annotated[str, Query(pattern="^(|simulate|risk|portfolio|stockpile|deliver|match|plan)$")] = "",
+    def list_runs(who: Who, kind: Annotated[str, Query(pattern="^(|simulate|risk|portfolio|stockpile|deliver|match|plan|respond)$")] = "",
                   limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0)] = 0) -> sc.Page:
         return sc.Page(**runner.list_runs(who, kind or None, limit, offset))
 

@@ -136,10 +136,16 @@ class PlanParams(_P):
     top: int = Field(25, ge=1, le=100)
 
 
+class RespondParams(SimulateParams):
+    """A new event (``critmin respond``): one or more scenarios, the brief's draws and month."""
+
+    as_of: str | None = Field(None, pattern=MONTH)
+
+
 PARAMS: dict[str, type[BaseModel]] = {"simulate": SimulateParams, "risk": RiskParams, "portfolio": PortfolioParams, "stockpile": StockpileParams,
-                                      "deliver": DeliverParams, "match": DeliverParams, "plan": PlanParams}
+                                      "deliver": DeliverParams, "match": DeliverParams, "plan": PlanParams, "respond": RespondParams}
 #: Kinds that read the register, needs and offers (and so depend on their versions and confidentiality).
-READS_RECORDS = {"portfolio", "deliver", "match", "plan"}
+READS_RECORDS = {"portfolio", "deliver", "match", "plan", "respond"}
 
 
 def _as_of(v: str | None) -> str:
@@ -261,7 +267,7 @@ class JobRunner:
         if kind in READS_RECORDS:
             inputs["frames"] = fr = self.ws.frames(actor)
             confidential, record_digest = fr["confidential"], fr["inputs"]
-        if kind == "simulate":
+        if kind in ("simulate", "respond"):
             # library scenarios are resolved by the run's simulator: its settings (in_force_horizon_months) shape them
             run_sim = self.simulator(run_params, run_atlas) if p.scenario_ids else sim  # type: ignore[attr-defined]
             inputs["scenarios"], confidential = self._scenarios(actor, p, run_sim)  # type: ignore[arg-type]
@@ -519,6 +525,20 @@ class JobRunner:
         fr = inputs["frames"]
         report(0.3, "solving the assignment")
         return match(self._atlas(inputs), fr["supply"], fr["buyers"], str(p.as_of)), {}
+
+    def _run_respond(self, p: RespondParams, inputs: dict[str, Any], report: Report) -> Outcome:
+        from critmin.output import to_json
+        from critmin.report.respond import brief_html, brief_pdf, respond
+
+        fr = inputs["frames"]
+        report(0.1, "simulating the event")
+        rec = respond(self._sim(inputs), inputs["scenarios"], fr["projects"], fr["buyers"], draws=p.draws, seed=p.seed, as_of=str(p.as_of))
+        rec["metadata"]["workspace_records"] = fr["counts"]
+        report(0.8, "writing the brief")
+        files = {"brief.json": ((to_json(rec) + "\n").encode("utf-8"), "application/json"),
+                 "brief.pdf": (brief_pdf(rec), "application/pdf"),
+                 "brief.html": (brief_html(rec).encode("utf-8"), "text/html; charset=utf-8")}
+        return rec, files
 
     def _run_plan(self, p: PlanParams, inputs: dict[str, Any], report: Report) -> Outcome:
         from critmin.output import to_json

@@ -10,7 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from critmin.web.models import ROLES
 from critmin.web.security import PASSWORD_MAX, PASSWORD_MIN
 
-RunKind = Literal["simulate", "risk", "portfolio", "stockpile", "deliver", "match", "plan"]
+RunKind = Literal["simulate", "risk", "portfolio", "stockpile", "deliver", "match", "plan", "respond"]
 Role = Literal["government", "agency", "partner", "company", "observer"]
 assert set(ROLES) == set(Role.__args__)  # type: ignore[attr-defined]
 

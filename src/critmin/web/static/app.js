@@ -278,6 +278,7 @@
     stockpiles: async () => undefined,
     delivery: async () => undefined,
     matches: async () => undefined,
+    respond: () => loadRespond(),
     reports: () => loadRuns(),
     audit: () => loadAudit(),
     account: () => loadAccount(),
@@ -1319,6 +1320,58 @@
     for (const u of r.unmatched_needs || []) un.append(el("tr", null, el("td", null, u.buyer || u.buyer_id, el("span", { className: "sub mono" }, u.buyer_id)), td(u.reason)));
   }
 
+  // ------------------------------------------------------------------------------------------- respond to an event
+  async function loadRespond() {
+    fillNodeSelect($("rs-node"), await nodes());
+    const ga = [...$("rs-node").options].find((o) => o.value === "gallium|refine");
+    if (ga) $("rs-node").value = ga.value;
+  }
+
+  async function runRespond(ev) {
+    ev.preventDefault();
+    const [commodity, stage] = ($("rs-node").value || "|").split("|");
+    const restrictors = $("rs-restrictors").value.split(",").map((x) => x.trim().toUpperCase()).filter(Boolean);
+    if (!commodity || !restrictors.length) {
+      showMsg($("respond-msg"), "Choose a node and name at least one restricting country (ISO3).", "error");
+      return;
+    }
+    showMsg($("respond-msg"), "", null);
+    const targets = [$("rs-targets").value];
+    const regime = $("rs-regime").value;
+    const scenario = {
+      id: `respond.${commodity}.${stage}.${Date.now().toString(36)}`,
+      title: `${restrictors.join(", ")} ${regime} on ${commodity}/${stage} to ${targets.join(", ")}`,
+      commodity, stage, restrictors, targets, regime,
+      duration_months: intVal("rs-duration", 6), start_month: intVal("rs-start", 1),
+    };
+    $("rs-result").hidden = true;
+    await startRun("respond", { draws: intVal("rs-draws", 500), scenario }, $("rs-run-status"), showRespond, $("rs-run"));
+  }
+
+  function showRespond(result, run) {
+    const ev = (result.events || [])[0];
+    if (!ev) return;
+    $("rs-result").hidden = false;
+    const bloc = ev.impact.find((r) => r.perspective === "BLOC");
+    $("rs-headline").textContent = `${ev.title}: ${ev.duration_months} months. ` + (bloc
+      ? `Expected consumer loss to the participants ${usd(bloc.expected_loss_usd)} (CVaR 95 % ${usd(bloc.cvar95_usd)}); price peaks at x${bloc.peak_price_ratio_p50.toFixed(2)} (95th percentile x${bloc.peak_price_ratio_p95.toFixed(2)}).`
+      : "");
+    const tb = clear($("rs-impact").tBodies[0]);
+    for (const r of ev.impact) {
+      tb.append(el("tr", null, td(r.perspective), td(usd(r.expected_loss_usd), "r"), td(usd(r.cvar95_usd), "r"),
+        td(isNum(r.shortfall_t) ? r.shortfall_t.toLocaleString("en-US", { maximumFractionDigits: 0 }) : DASH, "r"),
+        td(`x${r.peak_price_ratio_p50.toFixed(2)} (x${r.peak_price_ratio_p95.toFixed(2)})`, "r")));
+    }
+    const ul = clear($("rs-alternatives"));
+    if (!ev.alternatives.length) ul.append(el("li", null, "No participant or like-minded country produces at this stage."));
+    for (const a of ev.alternatives.slice(0, 8)) {
+      ul.append(el("li", null, `${a.country}: ${(100 * a.share_of_world).toFixed(1)} % of world output` +
+        (a.spare_t_per_year > 0 ? `, spare ${a.spare_t_per_year.toLocaleString("en-US", { maximumFractionDigits: 0 })} t/yr` : "")));
+    }
+    const files = clear($("rs-files"));
+    for (const f of ["brief.pdf", "brief.html", "brief.json"]) files.append(el("li", null, fileLink(run.id, f)));
+  }
+
   // ------------------------------------------------------------------------------------------- reports, runs, audit
   async function runPlan(ev) {
     ev.preventDefault();
@@ -1348,6 +1401,7 @@
     deliver: ["delivery", "dl-run-status", (res, run) => showDeliver(res, run)],
     match: ["matches", "mt-run-status", (res, run) => showMatch(res, run)],
     plan: ["reports", "pl-run-status", (res, run) => showPlan(res, run)],
+    respond: ["respond", "rs-run-status", (res, run) => showRespond(res, run)],
   };
 
   async function openRun(r) {
@@ -1495,6 +1549,7 @@
 
     $("scenario-search-form").addEventListener("submit", (ev) => { ev.preventDefault(); guard(searchLibrary)(); });
     $("scenario-family").addEventListener("change", guard(searchLibrary));
+    $("respond-form").addEventListener("submit", guard(runRespond, $("respond-msg")));
     $("scenario-form").addEventListener("submit", (ev) => ev.preventDefault());
     $("sb-save").addEventListener("click", guard(saveScenario, $("scenario-form-msg")));
     $("sb-run").addEventListener("click", () => {
