@@ -5,6 +5,7 @@ Flow: atlas (data) -> assess -> simulate -> optimise -> plan/report. Start with:
     import critmin
     atlas = critmin.load_atlas()
     ranking = critmin.assess(atlas, perspective="BLOC", method="critmin")
+    plan = critmin.Study.from_file("study.yaml").plan()     # or critmin.Study() for the bundled data
 """
 
 from critmin.atlas import Atlas, load_atlas
@@ -12,12 +13,9 @@ from critmin.errors import AtlasError, CritminError, MethodError
 
 __version__ = "0.1.0"
 
-__all__ = ["Atlas", "AtlasError", "CritminError", "MethodError", "__version__", "assess", "load_atlas"]
+# Imported after __version__ (the study's modules read it). Bound here, once: a lazy module __getattr__ was
+# shadowed by the critmin.assess subpackage after the first import (issue 13).
+from critmin.assess import assess
+from critmin.study import Study
 
-
-def __getattr__(name: str) -> object:
-    if name == "assess":
-        from critmin.assess import assess
-
-        return assess
-    raise AttributeError(name)
+__all__ = ["Atlas", "AtlasError", "CritminError", "MethodError", "Study", "__version__", "assess", "load_atlas"]
