@@ -186,3 +186,14 @@ def test_matching_respects_element_and_form(atlas):
     assert {c["project_id"] for c in r["candidates"] if c["buyer_id"] == "ANY"} == {"L", "H"}
     dytb = next(m for m in r["matches"] if m["buyer_id"] == "DYTB")
     assert "form matches" in dytb["reason"] and "oxide" in dytb["reason"]
+
+
+def test_delivery_totals_by_receiving_country_never_add_across_nodes(atlas):
+    from critmin.deliver.buyers import bundled_buyers
+    from critmin.deliver.plan import delivery_plan
+    from critmin.portfolio.register import bundled_register
+
+    r = delivery_plan(atlas, bundled_register(atlas).projects, bundled_buyers(atlas), months=6, as_of="2026-12")
+    assert r["totals"] and all(set(t) == {"receiving_country", "node", "tonnes"} for t in r["totals"])
+    assert sum(t["tonnes"] for t in r["totals"]) == pytest.approx(sum(a["tonnes"] for a in r["allocation"]))
+    assert len({(t["receiving_country"], t["node"]) for t in r["totals"]}) == len(r["totals"])

@@ -702,6 +702,7 @@ def deliver(
         emit(rec["buyers"], "table", columns=["buyer_id", "name", "node", "demand_t", "delivered_t", "shortfall_t", "share_met", "minimum_unmet_t"],
              title=f"Delivery plan, {months} months from {rec['metadata']['as_of']} ({rec['metadata']['status']})")
         emit(rec["projects"], "table", columns=["project_id", "name", "capacity_t", "delivered_t", "utilisation"], title="Supplying projects")
+        emit(rec["totals"], "table", columns=["receiving_country", "node", "tonnes"], title="Delivered by receiving country and node (t)")
         err.print(f"{len(rec['buyers_not_planned'])} buyers without a published volume and {len(rec['not_supplying'])} projects without output "
                   "in the horizon are listed with reasons in --format json.")
     else:

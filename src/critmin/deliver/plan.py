@@ -85,11 +85,17 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
     names_b = dict(zip(buyers["buyer_id"], buyers["name"], strict=True))
     names_p = dict(zip(projects["project_id"], projects["name"], strict=True))
     buyers_out = res.buyers.assign(name=res.buyers["buyer_id"].map(names_b),
-                                   node=[f"{bt.loc[b, 'commodity_id']}/{bt.loc[b, 'stage']}" for b in res.buyers["buyer_id"]])
+                                   node=[f"{bt.loc[b, 'commodity_id']}/{bt.loc[b, 'stage']}" for b in res.buyers["buyer_id"]],
+                                   country_iso3=[str(bt.loc[b, "country_iso3"]) for b in res.buyers["buyer_id"]])
+    # totals by receiving country and node (tonnes are never added across nodes)
+    totals = (buyers_out.groupby(["country_iso3", "node"])["delivered_t"].sum().reset_index()
+              .rename(columns={"country_iso3": "receiving_country", "delivered_t": "tonnes"}) if len(buyers_out) else pd.DataFrame())
+    totals = totals[totals["tonnes"] > 0] if len(totals) else totals
     return {
         "metadata": {"as_of": as_of, "months": months, "projects_supplying": P, "buyers_planned": B, "status": res.status},
         "allocation": res.allocation.assign(project=res.allocation["project_id"].map(names_p), buyer=res.allocation["buyer_id"].map(names_b)).to_dict("records"),
         "buyers": buyers_out.to_dict("records"),
+        "totals": totals.to_dict("records"),
         "projects": res.projects.assign(name=res.projects["project_id"].map(names_p)).to_dict("records"),
         "not_supplying": reasons,
         "buyers_not_planned": skipped,

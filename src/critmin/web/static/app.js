@@ -1270,17 +1270,25 @@
       const i = (a.month || 1) - 1;
       if (i >= 0 && i < months) byBuyer.get(key).t[i] += a.tonnes || 0;
     }
-    const traces = [...byBuyer.entries()].map(([id, b], i) => ({
-      type: "bar", x: labels, y: b.t,
-      name: pesc(`${b.name.length > 44 ? `${b.name.slice(0, 42)}\u2026` : b.name} \u00b7 ${nodeOf.get(id) || id}`),
+    // one chart per node (a dropdown switches): tonnes of different materials are never stacked together
+    const entries = [...byBuyer.entries()];
+    const nodesShown = [...new Set(entries.map(([id]) => nodeOf.get(id) || "?"))].sort();
+    const traces = entries.map(([id, b], i) => ({
+      type: "bar", x: labels, y: b.t, visible: (nodeOf.get(id) || "?") === nodesShown[0],
+      name: pesc(`${b.name.length > 44 ? `${b.name.slice(0, 42)}\u2026` : b.name}`),
       marker: { color: COLORS[i % COLORS.length] }, customdata: labels.map(() => pesc(`${id}: ${b.name} (${nodeOf.get(id) || "?"})`)),
       hovertemplate: "%{customdata}<br>%{x}: %{y:,.0f} t<extra></extra>",
     }));
+    const buttons = nodesShown.map((n) => ({
+      label: pesc(n), method: "update",
+      args: [{ visible: entries.map(([id]) => (nodeOf.get(id) || "?") === n) }, { "title.text": `Deliveries of ${pesc(n)} by buyer and month (t)` }],
+    }));
     if (traces.length) {
       await plot($("dl-chart"), traces, baseLayout({
-        barmode: "stack", title: { text: "Deliveries by buyer and month (t)", font: { size: 14 } },
+        barmode: "stack", title: { text: `Deliveries of ${pesc(nodesShown[0])} by buyer and month (t)`, font: { size: 14 } },
+        updatemenus: [{ buttons, x: 0, y: 1.18, xanchor: "left", showactive: true }],
         xaxis: { type: "category", title: { text: "month" } }, yaxis: { title: { text: "t" }, gridcolor: "#eef1f4" },
-        legend: { orientation: "v", x: 1.02, font: { size: 11 } }, margin: { l: 64, r: 10, t: 44, b: 48 }, height: 560,
+        legend: { orientation: "v", x: 1.02, font: { size: 11 } }, margin: { l: 64, r: 10, t: 70, b: 48 }, height: 560,
       }));
     } else {
       if (window.Plotly) window.Plotly.purge($("dl-chart"));
@@ -1292,9 +1300,13 @@
         td(b.node || nodeOf.get(b.buyer_id) || DASH), td(num(b.demand_t, 0), "r"), td(num(b.delivered_t, 0), "r"), td(pct(b.share_met, 0), "r")));
     }
     if (!(r.buyers || []).length) emptyRow(tb, 5, "No buyer planned.");
+    const tt = clear($("dl-totals").tBodies[0]);
+    for (const t of r.totals || []) tt.append(el("tr", null, td(t.receiving_country), td(t.node), td(num(t.tonnes, 0), "r")));
+    if (!(r.totals || []).length) emptyRow(tt, 3, "Nothing delivered in this window.");
     const tn = clear($("dl-not").tBodies[0]);
     for (const p of r.not_supplying || []) tn.append(el("tr", null, el("td", { className: "mono" }, p.project_id), td(p.reason)));
-    for (const b of r.buyers_not_planned || []) tn.append(el("tr", null, el("td", { className: "mono" }, `buyer ${b.buyer_id}`), td(b.reason)));
+    const tu = clear($("dl-unplanned").tBodies[0]);
+    for (const b of r.buyers_not_planned || []) tu.append(el("tr", null, el("td", { className: "mono" }, b.buyer_id), td(b.reason)));
   }
 
   // ------------------------------------------------------------------------------------------- matches
