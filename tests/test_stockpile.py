@@ -119,3 +119,20 @@ def test_stocks_are_stated_against_sourced_holdings(simulator):
         if r["current_holding_t"] is not None:
             assert r["to_buy_t"] == pytest.approx(max(0.0, r["optimal_stock_t"] - r["current_holding_t"]))
     assert any("60 days" in n for n in rec["metadata"]["holdings_context"]["JPN"])
+
+
+def test_budgeted_stocks_are_on_every_row_and_candidates_default_to_the_lists(simulator):
+    """Issue 12: a $500 M budget showed 'spent $500 M' beside the unconstrained $12 B stock; and any commodity
+    could be stocked. Rows now carry the budgeted stock, and only listed materials are candidates."""
+    from critmin.atlas.lists import critical_lists, on_list
+    from critmin.stockpile.plan import plan_stockpiles
+
+    rec = plan_stockpiles(simulator, "BLOC", budget=5e8, draws=60, seed=1)
+    lists = critical_lists()
+    own = [r for r in rec["stockpiles"] if r["participant"] in ("USA", "JPN")]
+    assert own and all(on_list(r["commodity"], lists[r["participant"]]) for r in own)
+    for j in ("USA", "JPN"):
+        mine = [r for r in own if r["participant"] == j]
+        assert all("budgeted_stock_usd" in r for r in mine)
+        assert sum(r["budgeted_stock_usd"] for r in mine) <= 5e8 * (1 + 1e-6)
+        assert sum(r["budgeted_stock_usd"] for r in mine) == pytest.approx(rec["budget_plans"][j]["spent_usd"], rel=1e-6)

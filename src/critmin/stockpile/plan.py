@@ -118,7 +118,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
     """Stock targets (see module docstring). ``budget`` (USD of purchases) applies per participant.
 
     Policy: ``commodities`` maps each participant to the commodities it may stock (its critical-mineral list,
-    derived nodes through their listed parent; ``None``: every node); ``stages`` the stockable stages (default
+    derived nodes through their listed parent; ``None``: the bundled lists, ``critmin.atlas.lists``); ``stages`` the stockable stages (default
     :data:`STOCKABLE_STAGES`); ``max_days`` caps every stock at that many days of the participant's consumption,
     ``S <= max_days / 365 * d_j Q0``. The same caps bind the budgeted programme."""
     if perspective.upper() not in ("USA", "JPN", "BLOC"):
@@ -126,6 +126,10 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
     if max_days is not None and not max_days > 0:
         raise ValueError("max_days must be positive")
     stages = tuple(stages) if stages is not None else STOCKABLE_STAGES
+    if commodities is None:
+        from critmin.atlas.lists import critical_lists
+
+        commodities = critical_lists()
     sp = params or StockParameters.load()
     holdings = read_holdings()
     smp = sample or disruption_sample(sim, draws, seed)
@@ -226,10 +230,17 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 "value_of_budget_usd_per_usd": plan.budget_shadow_price, "status": plan.status,
                 "stocks": [{"node": it[0], "stock_t": float(s), "stock_usd": float(s * it[4])} for it, s in zip(items, plan.stock_t, strict=True)],
             }
+    # under a budget, every row also states the stock the budgeted programme buys (what the plan recommends)
+    for r in rows:
+        bplan = budgets.get(r["participant"])
+        if bplan is not None:
+            got = {x["node"]: x for x in bplan["stocks"]}.get(r["node"])
+            r["budgeted_stock_t"] = got["stock_t"] if got else 0.0
+            r["budgeted_stock_usd"] = got["stock_usd"] if got else 0.0
     rows.sort(key=lambda r: (-float(r.get("saving_usd", r.get("pooling_saving_usd", 0.0)) or 0.0), r["node"], r["participant"]))
     return {
         "metadata": {**smp["metadata"], "perspective": perspective.upper(), "stockable_stages": list(stages), "max_days": max_days,
-                     "candidates": {j: sorted(v) for j, v in commodities.items()} if commodities is not None else "every simulated node",
+                     "candidates": {j: sorted(v) for j, v in commodities.items()},
                      "holdings_context": {j: holdings_for(holdings, j, "*")[1] for j in members}, "storage_cost_rate": sp.storage_rate, "storage_cost_rate_by_commodity": sp.storage_by_commodity,
                      "storage_basis": sp.storage_basis,
                      "capital_rate": sp.capital_rate, "days_rules": list(sp.days_rules)},

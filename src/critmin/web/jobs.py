@@ -122,6 +122,7 @@ class StockpileParams(_P):
     perspective: str = Field("BLOC", pattern="^(USA|JPN|BLOC)$")
     budget_usd: float | None = Field(None, ge=0, allow_inf_nan=False)
     pooled: bool = True
+    max_days: float | None = Field(180.0, gt=0, le=3650, description="Cap on every stock, days of the participant's consumption")
 
 
 class DeliverParams(BaseModel):
@@ -510,7 +511,8 @@ class JobRunner:
         res = risk_run(sim, p.draws, p.seed, progress=self._chunks(report, 0.0, 0.8, "risk library"))
         report(0.85, "sizing stockpiles")
         sample = disruption_sample(sim, p.draws, p.seed, result=res)
-        return plan_stockpiles(sim, p.perspective, budget=p.budget_usd, pooled=p.pooled, draws=p.draws, seed=p.seed, sample=sample), {}
+        return plan_stockpiles(sim, p.perspective, budget=p.budget_usd, pooled=p.pooled, draws=p.draws, seed=p.seed, sample=sample,
+                               max_days=p.max_days), {}
 
     def _run_deliver(self, p: DeliverParams, inputs: dict[str, Any], report: Report) -> Outcome:
         from critmin.deliver.plan import delivery_plan

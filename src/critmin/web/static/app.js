@@ -1232,19 +1232,25 @@
         ["Status", p.status || DASH]]);
       plans.append(dl);
     }
+    // under a budget the recommended stock is the budgeted one: table and chart show it, as the summary does
+    const budgeted = Object.keys(r.budget_plans || {}).length > 0;
+    const stockT = (s) => (budgeted && isNum(s.budgeted_stock_t) ? s.budgeted_stock_t : s.optimal_stock_t);
+    const stockUsd = (s) => (budgeted && isNum(s.budgeted_stock_usd) ? s.budgeted_stock_usd : s.optimal_stock_usd);
     const tbody = clear($("sp-table").tBodies[0]);
     for (const s of rows) {
-      tbody.append(el("tr", null, td(s.node), td(s.participant), td(pct(s.probability_of_shortfall, 0), "r"), td(num(s.optimal_stock_t, 0), "r"),
-        td(usd(s.optimal_stock_usd), "r"), td(num(s.days_of_consumption, 0), "r"), td(usd(s.saving_usd), "r")));
+      const days = isNum(s.days_of_consumption) && s.optimal_stock_t > 0 ? s.days_of_consumption * stockT(s) / s.optimal_stock_t : s.days_of_consumption;
+      tbody.append(el("tr", null, td(s.node), td(s.participant), td(pct(s.probability_of_shortfall, 0), "r"), td(num(stockT(s), 0), "r"),
+        td(usd(stockUsd(s)), "r"), td(num(days, 0), "r"), td(usd(s.saving_usd), "r")));
     }
     if (!rows.length) emptyRow(tbody, 7, "No stockpile sized.");
-    const top = rows.filter((s) => isNum(s.optimal_stock_usd) && s.optimal_stock_usd > 0)
-      .sort((a, b) => b.optimal_stock_usd - a.optimal_stock_usd).slice(0, 15).reverse();
+    const top = rows.filter((s) => isNum(stockUsd(s)) && stockUsd(s) > 0)
+      .sort((a, b) => stockUsd(b) - stockUsd(a)).slice(0, 15).reverse();
     await plot($("sp-chart"), [{
-      type: "bar", orientation: "h", y: top.map((s) => pesc(`${s.node} (${s.participant})`)), x: top.map((s) => s.optimal_stock_usd / 1e6),
+      type: "bar", orientation: "h", y: top.map((s) => pesc(`${s.node} (${s.participant})`)), x: top.map((s) => stockUsd(s) / 1e6),
       marker: { color: "#1f5f99" }, hovertemplate: "%{y}: %{x:.1f} M USD<extra></extra>",
     }], baseLayout({
-      title: { text: "Largest optimal stockpiles (M USD)", font: { size: 14 } }, margin: { l: 230, r: 20, t: 44, b: 40 },
+      title: { text: budgeted ? "Largest stocks under the budget (M USD)" : "Largest optimal stockpiles (M USD)", font: { size: 14 } },
+      margin: { l: 230, r: 20, t: 44, b: 40 },
       xaxis: { gridcolor: "#eef1f4", title: { text: "M USD" } }, height: 420,
     }));
   }
