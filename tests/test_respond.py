@@ -33,6 +33,8 @@ def test_respond_to_a_new_event_from_a_file(tmp_path: Path):
     assert all(c["commercial_stock_days"] > 0 for c in ev["cover"])
     # alternative suppliers are only participants and like-minded countries, never a country of concern
     assert all(a["country"] not in ("CHN", "RUS") for a in ev["alternatives"])
+    # the targeted participant's own output is its domestic supply, not an alternative supplier to it
+    assert all(a["country"] != "JPN" for a in ev["alternatives"])
     # the register's gallium projects (Wagerup, Gramercy) and buyers appear
     assert any(p["project_id"] == "P077" for p in ev["projects"]) and ev["buyers"]
     import pymupdf

@@ -136,3 +136,16 @@ def test_budgeted_stocks_are_on_every_row_and_candidates_default_to_the_lists(si
         assert all("budgeted_stock_usd" in r for r in mine)
         assert sum(r["budgeted_stock_usd"] for r in mine) <= 5e8 * (1 + 1e-6)
         assert sum(r["budgeted_stock_usd"] for r in mine) == pytest.approx(rec["budget_plans"][j]["spent_usd"], rel=1e-6)
+
+
+def test_pooling_never_costs_more_under_the_days_cap(simulator):
+    """Second review: with the days cap the pooled saving came out negative (-$2.6 M) because the separate
+    stocks were priced at each member's shortage cost and the pool at the bloc's."""
+    from critmin.stockpile.plan import plan_stockpiles
+
+    rec = plan_stockpiles(simulator, "BLOC", pooled=True, draws=80, seed=2, max_days=90)
+    pools = [r for r in rec["stockpiles"] if r["participant"].startswith("POOL")]
+    assert pools
+    for r in pools:
+        assert r["pooling_saving_usd"] >= -1e-6 * max(1.0, sum(r["separate_cost_usd"].values())), r["node"]
+        assert sum(r["pooled_cost_by_member_usd"].values()) == pytest.approx(r["expected_cost_with_stock_usd"])

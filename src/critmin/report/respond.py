@@ -78,9 +78,14 @@ def respond(sim: Any, scenarios: list[Any], projects: pd.DataFrame, buyers: pd.D
                   "government_stock": "not published by material (U.S. National Defense Stockpile since 2023; JOGMEC's volumes are confidential)"}
                  for j in PARTICIPANTS]
         friends = set(atlas.participants) | set(atlas.like_minded)
+        # a targeted participant's own output is its domestic supply, not an alternative supplier to it
+        targeted = set(sc.targets) & set(atlas.participants) if "WORLD" not in sc.targets else set()
+        if "BLOC" in sc.targets:
+            targeted = set(atlas.participants)
         alternatives = sorted(({"country": c, "share_of_world": float(s), "spare_t_per_year": float(node.spare_by_country.get(c, 0.0)),
                                 "country_name": atlas.country_name(c) if hasattr(atlas, "country_name") else c}
-                               for c, s in node.shares.items() if c in friends and s > 0), key=lambda x: -x["share_of_world"])
+                               for c, s in node.shares.items() if c in friends - targeted and s > 0), key=lambda x: -x["share_of_world"])
+        domestic = [{"country": c, "share_of_world": float(node.shares.get(c, 0.0))} for c in sorted(targeted) if node.shares.get(c, 0.0) > 0]
         concern = atlas.concern
         # the commodity and the listed commodity it is part of (Dy/Tb circuits sit at rare_earths/refine)
         related = {sc.commodity, LISTED_PARENT.get(sc.commodity, sc.commodity)}
@@ -106,7 +111,7 @@ def respond(sim: Any, scenarios: list[Any], projects: pd.DataFrame, buyers: pd.D
             "scenario": sc.id, "title": sc.title or sc.id, "commodity": sc.commodity, "stage": sc.stage, "restrictors": list(sc.restrictors),
             "targets": list(sc.targets), "regime": sc.regime, "duration_months": sc.duration_months, "status": sc.status,
             "world_output_t": float(node.q0_t), "price_usd_per_t": float(node.p0_usd_per_t), "unit_basis": node.q0_basis,
-            "impact": impact, "bands": bands, "exposure": exposure, "cover": cover, "alternatives": alternatives, "projects": proj,
+            "impact": impact, "bands": bands, "exposure": exposure, "cover": cover, "alternatives": alternatives, "domestic": domestic, "projects": proj,
             "buyers": affected, "flags": sorted({f for f in node.flags}),
         })
     return {
@@ -157,8 +162,13 @@ def _headline(ev: dict[str, Any]) -> str:
         head += (f" Expected consumer loss to the participants {usd(bloc['expected_loss_usd'])} (CVaR 95 % {usd(bloc['cvar95_usd'])}); "
                  f"targeted price peaks at x{bloc['peak_price_ratio_p50']:.1f} (95th percentile x{bloc['peak_price_ratio_p95']:.1f}).")
     alt = ev["alternatives"][:3]
-    head += (" Alternative supply: " + ", ".join(f"{a['country']} {a['share_of_world']:.0%}" for a in alt) + "." if alt
-             else " No participant or like-minded country produces at this stage.")
+    def pct(x: float) -> str:
+        return f"{x:.0%}" if x >= 0.01 else f"{x:.1%}"
+
+    head += (" Alternative supply: " + ", ".join(f"{a['country']} {pct(a['share_of_world'])}" for a in alt) + "." if alt
+             else " No other participant or like-minded country produces at this stage.")
+    if ev.get("domestic"):
+        head += " Domestic output of the targeted: " + ", ".join(f"{d['country']} {pct(d['share_of_world'])} of world" for d in ev["domestic"]) + "."
     return head
 
 

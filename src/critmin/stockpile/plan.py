@@ -194,17 +194,21 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             pl = pool(per_member, w, hold, c)
             pool_flags = []
             if max_days is not None:
-                # the policy cap binds the pooled stock too (days of the members' combined consumption); the
-                # separate stocks compared with it are the capped ones above
-                cap_pool = max_days / 365.0 * sum(separate[j][2] for j in per_member)
-                sep_cost = {j: separate[j][1] for j in per_member}
-                if pl.pooled_stock_t > cap_pool:
-                    pc = float(expected_cost(cap_pool, np.sum(list(per_member.values()), axis=0), w, hold, c))
-                    pl = replace(pl, pooled_stock_t=cap_pool, pooled_cost_usd=pc,
-                                 pooled_cost_by_member_usd={j: pc * f for j, f in pl.pooled_share.items()})
+                # the policy cap binds every stock compared: each member's separate stock (at most max_days of its
+                # consumption) and the pooled one (at most max_days of their combined consumption), all priced at
+                # the pool's shortage cost, so the comparison keeps its property: pooling never costs more
+                caps = {j: max_days / 365.0 * separate[j][2] for j in per_member}
+                sep_t = {j: min(pl.separate_stock_t[j], caps[j]) for j in per_member}
+                sep_cost = {j: float(expected_cost(sep_t[j], per_member[j], w, hold, c)) for j in per_member}
+                cap_pool = sum(caps.values())
+                ps = min(pl.pooled_stock_t, cap_pool)
+                if ps < pl.pooled_stock_t:
                     pool_flags.append(f"capped at the policy's {max_days:g} days of consumption")
-                pl = replace(pl, separate_stock_t={j: separate[j][0] for j in per_member}, separate_cost_usd=sep_cost,
-                             saving_usd=sum(sep_cost.values()) - pl.pooled_cost_usd)
+                pc = float(expected_cost(ps, np.sum(list(per_member.values()), axis=0), w, hold, c))
+                z = sum(sep_cost.values())
+                share = {j: (v / z if z > 0 else 1.0 / len(sep_cost)) for j, v in sep_cost.items()}
+                pl = replace(pl, separate_stock_t=sep_t, separate_cost_usd=sep_cost, pooled_stock_t=ps, pooled_cost_usd=pc,
+                             saving_usd=z - pc, pooled_share=share, pooled_cost_by_member_usd={j: pc * f for j, f in share.items()})
             rows.append({
                 "node": key, "commodity": node.commodity, "stage": node.stage, "participant": "POOL(" + "+".join(per_member) + ")",
                 "shortage_cost_usd_per_t": c, "holding_cost_usd_per_t_year": hold, "optimal_stock_t": pl.pooled_stock_t,
