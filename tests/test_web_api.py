@@ -1379,3 +1379,52 @@ def test_atlas_reads_belong_to_their_workspace() -> None:
     answers = [json.loads(bytes(asyncio.run(r.answer(("chains",), r.chains)).body)) for r in (one, two, one)]
     assert answers == [["batteries", "magnets"], ["catalysts"], ["batteries", "magnets"]]
     assert one.chain_nodes("catalysts") == [] and one.sankey("catalysts") is None  # not a chain of the first atlas
+
+
+def test_study_download_edit_upload_and_plan(web):
+    """Issue 12: the workspace downloads and uploads the same study as `critmin study init` writes; an uploaded
+    study runs the plan on its own inputs, and a bad one is refused before anything is queued."""
+    import io
+    import zipfile
+
+    import yaml
+
+    if web.app.state.ws.db.backend != "sqlite":
+        pytest.skip("the plan is the heaviest job; its database work is that of the lighter kinds")
+    r = web.client.get("/api/study.zip", headers=web.h(GOV))
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    z = zipfile.ZipFile(io.BytesIO(r.content))
+    names = set(z.namelist())
+    assert {"study.yaml", "register/projects.csv", "register/support.csv", "buyers.csv", "budgets.csv", "blocs.csv", "params.csv"} <= names
+    assert z.read("register/projects.csv").decode().count("\n") == BUNDLED_PROJECTS + 1
+    spec = yaml.safe_load(z.read("study.yaml"))
+    spec.update({"draws": 60, "seed": 5, "critical_lists": {"USA": ["antimony", "gallium"]}})
+
+    def zipped(study: dict[str, Any]) -> bytes:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as out:
+            for n in names:
+                out.writestr(n, yaml.safe_dump(study) if n == "study.yaml" else z.read(n))
+        return buf.getvalue()
+
+    r = web.client.post("/api/study/plan", params={"filename": "mine.zip"}, content=zipped(spec), headers=web.h(GOV))
+    assert r.status_code == 202, r.text
+    j = web.wait(GOV, r.json()["id"], 300)
+    assert j["status"] == "done", j
+    assert j["confidential"] is True and j["params"]["study"] == "mine.zip" if "params" in j else True
+    res = _result(web, GOV, j["id"])["result"]
+    assert res["metadata"]["study"]["critical_lists"]["USA"] == ["antimony", "gallium"] and res["metadata"]["seed"] == 5
+    assert res["summary"]["sentences"]["priorities"]
+    assert {r["commodity"] for r in res["stockpiles"]["stockpiles"] if r["participant"] == "USA"} <= {"antimony", "gallium"}
+    pdf = web.client.get(f"/api/runs/{j['id']}/files/plan.pdf", headers=web.h(GOV))
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+    # refused at once, naming the field: nothing queued
+    before = web.client.get("/api/runs", headers=web.h(GOV)).json()["total"]
+    bad = web.client.post("/api/study/plan", params={"filename": "bad.zip"}, content=zipped({**spec, "draws": 3}), headers=web.h(GOV))
+    assert bad.status_code == 422 and "draws" in bad.text
+    evil = io.BytesIO()
+    with zipfile.ZipFile(evil, "w") as out:
+        out.writestr("../study.yaml", "draws: 60\n")
+    assert web.client.post("/api/study/plan", content=evil.getvalue(), headers=web.h(GOV)).status_code == 422
+    assert web.client.post("/api/study/plan", content=b"not a zip", headers=web.h(GOV)).status_code == 422
+    assert web.client.get("/api/runs", headers=web.h(GOV)).json()["total"] == before

@@ -647,3 +647,36 @@ def test_respond_to_an_event_form_writes_the_brief(ui: Browser) -> None:
         assert r.status == 200, href
         if href.endswith(".pdf"):
             assert r.body().startswith(b"%PDF")
+
+
+def test_study_download_and_upload_runs_the_plan(ui: Browser) -> None:
+    """Issue 12: the workspace downloads the study (`critmin study init` layout) and runs the plan on an
+    uploaded one; a bad study is refused with the field named."""
+    import io
+    import zipfile
+
+    import yaml
+
+    page = ui.page
+    ui.tab("reports")
+    href = page.get_attribute("#study-download", "href") or ""
+    r = page.request.get(ui.base + href)
+    assert r.status == 200
+    z = zipfile.ZipFile(io.BytesIO(r.body()))
+    spec = yaml.safe_load(z.read("study.yaml"))
+
+    def zipped(study: dict) -> bytes:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as out:
+            for n in z.namelist():
+                out.writestr(n, yaml.safe_dump(study) if n == "study.yaml" else z.read(n))
+        return buf.getvalue()
+
+    page.set_input_files("#study-file", files=[{"name": "bad.zip", "mimeType": "application/zip", "buffer": zipped({**spec, "draws": 3})}])
+    page.click("#study-run")
+    page.wait_for_selector("#pl-run-status[data-status='failed']")
+    assert "draws" in page.text_content("#pl-run-status")
+    page.set_input_files("#study-file", files=[{"name": "mine.zip", "mimeType": "application/zip", "buffer": zipped({**spec, "draws": 60})}])
+    page.click("#study-run")
+    assert ui.wait_run("pl-run-status", 180) == "done"
+    assert ui.wait_count("#pl-files a", 4) == 4

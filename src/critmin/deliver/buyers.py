@@ -59,7 +59,12 @@ class Buyer(BaseModel):
     url: str = ""
     note: str = ""
 
-    @field_validator("contract_projects", mode="before")
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _kind(cls, v: Any) -> Any:
+        return "user" if v is None or str(v).strip() == "" else v
+
+    @field_validator("contract_projects", "form", "source", "url", "note", mode="before")
     @classmethod
     def _none_blank(cls, v: Any) -> Any:
         return "" if v is None else v

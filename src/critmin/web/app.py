@@ -373,6 +373,40 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
             raise WorkspaceError(422, "send the file as the request body", [{"field": "body", "message": "empty"}])
         return await run_in_threadpool(ws.import_projects, who, body, filename, confidential, shared_with)
 
+    # ---------------------------------------------------------------------------------------- studies
+    @api.get("/study.zip", tags=["runs"], responses=ERRORS, response_class=Response)
+    def export_study(who: Who) -> Response:
+        """The workspace as a study (`critmin study init` layout, zipped): study.yaml, the projects, support
+        actions and needs you may read, the bundled budgets, blocs and lists. Run it with
+        `critmin plan --study study.yaml`, or edit it and send it back to POST /study/plan."""
+        from critmin.portfolio.plan import current_month
+        from critmin.web.study_io import study_zip
+
+        body = study_zip(ws.frames(who), current_month())
+        return Response(body, media_type="application/zip", headers={"Content-Disposition": 'attachment; filename="study.zip"'})
+
+    @api.post("/study/plan", tags=["runs"], status_code=202, responses={**ERRORS, 413: {"model": Problem}},
+              openapi_extra={"requestBody": {"required": True, "description": "The bytes of a zipped study folder (study.yaml and its inputs)",
+                                             "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}}})
+    async def plan_from_study(request: Request, who: Who,
+                              filename: Annotated[str, Query(min_length=1, max_length=200, pattern=sc.NO_NUL)] = "study.zip") -> sc.RunOut:
+        """Run the coordinated plan on an uploaded study (its register, buyers, budgets, parameters, blocs,
+        critical-mineral lists and stock policy): every input is checked first (422 names the file, row and
+        field); the run is confidential to your organisation. Poll GET /api/runs/{id}."""
+        from critmin.web.study_io import study_from_zip
+
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > IMPORT_MAX_BYTES:
+                raise WorkspaceError(413, f"the file is larger than {IMPORT_MAX_BYTES // 2**20} MiB")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        if not body:
+            raise WorkspaceError(422, "send the zipped study as the request body", [{"field": "body", "message": "empty"}])
+        study, sha = await run_in_threadpool(study_from_zip, body, filename)
+        return sc.RunOut(**runner.submit_study(who, study, filename, sha))
+
     for kind, plural in PLURAL.items():
         _record_routes(api, ws, kind, plural)
 

@@ -273,7 +273,6 @@ class JobRunner:
             run_sim = self.simulator(run_params, run_atlas) if p.scenario_ids else sim  # type: ignore[attr-defined]
             inputs["scenarios"], confidential = self._scenarios(actor, p, run_sim)  # type: ignore[arg-type]
             record_digest = hashlib.sha256(json.dumps([x.model_dump() for x in inputs["scenarios"]], sort_keys=True).encode()).hexdigest()
-        from critmin import __version__
 
         if run_atlas is not None:
             inputs["atlas"] = run_atlas
@@ -282,8 +281,26 @@ class JobRunner:
         # the bloc membership the run uses: the atlas's (which `critmin serve --blocs` may have replaced without
         # changing the data version) with the run's own lists applied
         atlas = run_atlas or sim.atlas
+        return self._queue(actor, kind, p, pdict, inputs, confidential, record_digest, atlas, (run_params or sim.params).sha256)
+
+    def submit_study(self, actor: Actor, study: Any, name: str, sha256: str) -> dict[str, Any]:
+        """A plan run on an uploaded study (its register, buyers, budgets, parameters, blocs, lists and policy),
+        checked before it is queued; confidential to the uploader's organisation."""
+        if not access.can_run(actor):
+            raise WorkspaceError(403, f"role '{actor.role}' cannot start runs")
+        s = study.spec
+        p = PlanParams.model_validate({"draws": min(s.draws, MAX_DRAWS), "seed": s.seed, "as_of": study.as_of})
+        pdict = {**p.model_dump(), "study": name, "study_sha256": sha256}
+        inputs = {"study": study, "frames": {"counts": {"projects": len(study.projects), "needs": len(study.buyers), "offers": 0}}}
+        return self._queue(actor, "plan", p, pdict, inputs, True, sha256, study.atlas, study.parameters.sha256)
+
+    def _queue(self, actor: Actor, kind: str, p: BaseModel, pdict: dict[str, Any], inputs: dict[str, Any], confidential: bool,
+               record_digest: str, atlas: Any, parameters_sha256: str) -> dict[str, Any]:
+        """Store the run (or reuse a finished run with the same inputs) and hand it to a worker."""
+        from critmin import __version__
+
         digest = hashlib.sha256(json.dumps({"kind": kind, "params": pdict, "data_version": atlas.data_version,
-                                            "parameters_sha256": (run_params or sim.params).sha256, "blocs": atlas.bloc_members(),
+                                            "parameters_sha256": parameters_sha256, "blocs": atlas.bloc_members(),
                                             "critmin_version": __version__, "records": record_digest},
                                            sort_keys=True, default=str).encode()).hexdigest()
         with self.ws.db.session() as s:
@@ -463,6 +480,8 @@ class JobRunner:
 
     def _sim(self, inputs: dict[str, Any]) -> Any:
         """The simulator of a run: built on its parameter overrides and bloc membership when it has any."""
+        if "study" in inputs:
+            return inputs["study"].simulator
         return self.simulator(inputs.get("parameters"), inputs.get("atlas"))
 
     def _atlas(self, inputs: dict[str, Any]) -> Any:
@@ -554,8 +573,11 @@ class JobRunner:
             report(CYCLE_STEPS.index(msg) / n, msg)
 
         sim = self._sim(inputs)
-        plan = run_cycle(sim.atlas, sim, draws=p.draws, seed=p.seed, as_of=as_of, top=p.top, step=step,
-                         projects=fr["projects"], buyers=fr["buyers"], supply=fr["supply"], first_month=offer_first_months(fr["offers"], as_of))
+        if "study" in inputs:  # an uploaded study: its own register, buyers, budgets, lists and stock policy
+            plan = inputs["study"].plan(step=step)
+        else:
+            plan = run_cycle(sim.atlas, sim, draws=p.draws, seed=p.seed, as_of=as_of, top=p.top, step=step,
+                             projects=fr["projects"], buyers=fr["buyers"], supply=fr["supply"], first_month=offer_first_months(fr["offers"], as_of))
         plan["metadata"]["workspace_records"] = fr["counts"]
         report((n - 1) / n, "writing reports")
         files = {"plan.json": ((to_json(plan) + "\n").encode("utf-8"), "application/json"),

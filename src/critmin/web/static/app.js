@@ -516,7 +516,7 @@
   const TERMINAL = new Set(["done", "failed", "cancelled", "interrupted"]);
 
   /** Start a background run, show its progress with a Cancel button in ``box`` and hand its result to ``onResult``. */
-  async function startRun(kind, params, box, onResult, button) {
+  async function startRun(kind, params, box, onResult, button, submit) {
     const token = {};
     box.runToken = token;
     clear(box);
@@ -551,7 +551,8 @@
     if (overrides.length) notes.push(`${overrides.length} parameter override${overrides.length === 1 ? "" : "s"}`);
     if (blocs) notes.push("blocs changed");
     try {
-      run = await api("POST", "/api/runs", { kind, params });
+      // `submit` starts the run another way (an uploaded study); it answers the run like POST /api/runs
+      run = submit ? await submit() : await api("POST", "/api/runs", { kind, params });
       label.textContent = `Run ${run.id} (${notes.join(", ")})`;
       const id = run.id;
       cancel.addEventListener("click", guard(async () => {
@@ -1397,6 +1398,19 @@
     await startRun("plan", { draws: intVal("pl-draws", 200), top: intVal("pl-top", 25) }, $("pl-run-status"), showPlan, $("pl-run"));
   }
 
+  async function runStudy(ev) {
+    ev.preventDefault();
+    const file = $("study-file").files[0];
+    if (!file) {
+      showMsg($("study-msg"), "Choose a zipped study (the folder `critmin study init` writes, or the one downloaded here).", "error");
+      return;
+    }
+    showMsg($("study-msg"), "", null);
+    clear($("pl-files"));
+    const q = new URLSearchParams({ filename: file.name });
+    await startRun("plan", {}, $("pl-run-status"), showPlan, $("study-run"), () => api("POST", `/api/study/plan?${q}`, file));
+  }
+
   function fileLink(runId, name) {
     return el("a", { href: `/api/runs/${runId}/files/${encodeURIComponent(name)}`, download: name, dataset: { file: name } }, name);
   }
@@ -1602,6 +1616,7 @@
     $("deliver-form").addEventListener("submit", runDeliver);
     $("match-form").addEventListener("submit", runMatch);
     $("plan-form").addEventListener("submit", runPlan);
+    $("study-form").addEventListener("submit", guard(runStudy, $("study-msg")));
     $("runs-refresh").addEventListener("click", guard(loadRuns));
     $("audit-refresh").addEventListener("click", guard(loadAudit));
     $("password-form").addEventListener("submit", changePassword);
