@@ -87,6 +87,14 @@ def main() -> None:
     results["register_import_2000_projects"] = imp["create_seconds"]
     cases["register_reimport_unchanged"] = (lambda: None, "< 10 s")
     results["register_reimport_unchanged"] = imp["unchanged_seconds"]
+    # the coordinated plan from a study and the rapid-response brief (issue 12 targets)
+    from plan import bench_plan  # benchmarks/plan.py
+
+    pl = bench_plan(500)
+    cases["plan_from_study_500_draws"] = (lambda: None, "< 120 s, every report written")
+    results["plan_from_study_500_draws"] = pl["plan_from_study_seconds"]
+    cases["respond_brief_1000_draws"] = (lambda: None, "< 60 s")
+    results["respond_brief_1000_draws"] = pl["respond_brief_seconds"]
     if not args.no_dask:
         from critmin.simulate.distributed import dask_client
 
