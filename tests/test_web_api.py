@@ -430,6 +430,10 @@ def test_atlas_nodes_and_supply(web):
     ree = web.client.get("/api/atlas/supply", params={"commodity": "rare_earths", "stage": "refine"}, headers=h).json()
     top = max(ree["rows"], key=lambda x: x["share"])
     assert top["country_iso3"] == "CHN" and top["share"] == pytest.approx(0.9128, abs=1e-4) and top["source_id"] == "iea_cmd_2025"
+    # the dashboard cites a title and a link, not the opaque id (issue 12)
+    assert "IEA" in top["source"]["title"] and top["source"]["url"].startswith("http") and "iea_cmd_2025" not in top["source"]["title"]
+    vul = web.client.get("/api/atlas/vulnerabilities", params={"commodity": "gallium"}, headers=h).json()
+    assert vul and all(s["title"] and not s["title"].startswith("src_") for v in vul for s in v["sources"])
     for params in ({"commodity": "unobtainium", "stage": "mine"}, {"commodity": "rare_earths", "stage": "magnet"}):
         assert web.client.get("/api/atlas/supply", params=params, headers=h).status_code == 404
     assert web.client.get("/api/atlas/supply", params={"commodity": "rare_earths"}, headers=h).status_code == 422
@@ -1261,7 +1265,7 @@ def test_cancel_recorded_by_another_server_process_stops_the_run(web) -> None:
 
 
 VULN_COLUMNS = {"commodity_id", "stage", "name", "hhi", "hhi_wgi", "top_country", "top_share", "top3_share", "concern_share", "bloc_share",
-                "participants_share", "coverage", "n_countries", "basis", "bound", "wgi_imputed", "year", "source_ids", "chokepoint"}
+                "participants_share", "coverage", "n_countries", "basis", "bound", "wgi_imputed", "year", "source_ids", "sources", "chokepoint"}
 SHARE_COLUMNS = ("top_share", "top3_share", "concern_share", "bloc_share", "participants_share", "coverage")
 
 

@@ -106,8 +106,19 @@ class AtlasReads:
         def build() -> list[dict[str, Any]]:
             sh = self.shares()
             g = sh[(sh["commodity_id"] == commodity) & (sh["stage"] == stage)]
-            return jsonable(g[["country_iso3", "share", "basis", "bound", "year", "source_id"]].to_dict("records"))
+            cite = self.citations()
+            return jsonable([{**r, "source": cite.get(str(r["source_id"]), {"title": str(r["source_id"]), "url": ""})}
+                             for r in g[["country_iso3", "share", "basis", "bound", "year", "source_id"]].to_dict("records")])
         return self._kept(("supply", commodity, stage), build)
+
+    def citations(self) -> dict[str, dict[str, str]]:
+        """Source id -> what a reader cites: organisation, title, year and link (the dashboard shows these, not ids)."""
+        def build() -> dict[str, dict[str, str]]:
+            src = self.atlas.tables["sources"]
+            return {str(r["source_id"]): {"id": str(r["source_id"]), "title": f"{r['organisation']}: {r['title']} ({r['year']})".replace(" (nan)", ""),
+                                          "url": str(r["url"]) if str(r["url"]).startswith(("http://", "https://")) else ""}
+                    for r in src.to_dict("records")}
+        return self._kept(("citations",), build)
 
     def chains(self) -> list[str]:
         return self._kept(("chains",), lambda: sorted(str(c) for c in self.atlas.chain_links["chain_id"].unique()))
@@ -133,7 +144,9 @@ class AtlasReads:
             choke = {r["commodity"]: r["chokepoint_stage"] for r in self.priority("critmin", "BLOC")}
             names = self.commodity_names()
             rows = jsonable(stage_metrics(self.atlas, shares=self.shares()).to_dict("records"))
-            return [{**r, "name": names.get(r["commodity_id"], r["commodity_id"]), "chokepoint": choke.get(r["commodity_id"]) == r["stage"]}
+            cite = self.citations()
+            return [{**r, "name": names.get(r["commodity_id"], r["commodity_id"]), "chokepoint": choke.get(r["commodity_id"]) == r["stage"],
+                     "sources": [cite.get(i, {"title": i, "url": ""}) for i in str(r.get("source_ids") or "").split(";") if i]}
                     for r in rows]
         return self._kept(("vulnerabilities",), build)
 

@@ -418,7 +418,7 @@
       },
       {
         type: "choropleth", locationmode: "ISO-3", locations: rows.map((r) => r.country_iso3), z: rows.map((r) => r.share * 100),
-        customdata: rows.map((r) => pesc(`${r.source_id || ""}${r.year ? `, ${r.year}` : ""}`)),
+        customdata: rows.map((r) => pesc(`${(r.source && r.source.title) || r.source_id || ""}${r.year ? `, data ${r.year}` : ""}`)),
         zmin: 0, zmax, colorscale: [[0, "#dbe9f6"], [0.25, "#8fbbe0"], [0.6, "#3b7fc0"], [1, "#0b3a6e"]],
         marker: { line: { color: "#ffffff", width: 0.6 } },
         colorbar: { title: { text: "% of world" }, thickness: 12, len: 0.7, ticksuffix: " %" },
@@ -436,9 +436,20 @@
     });
     const tbody = clear($("supply-table").tBodies[0]);
     for (const r of [...supply.rows].sort((a, b) => (b.share || 0) - (a.share || 0))) {
-      tbody.append(el("tr", null, td(r.country_iso3), td(pct(r.share, 1), "r"), td(r.basis || DASH), td(r.year || DASH, "r"), td(r.source_id || DASH)));
+      tbody.append(el("tr", null, td(r.country_iso3), td(pct(r.share, 1), "r"), td(r.basis || DASH), td(r.year || DASH, "r"), sourceCell(r.source ? [r.source] : [])));
     }
     await plot($("supply-map"), data, layout, GEO_CONFIG);
+  }
+
+  /** A table cell citing sources by title, each a link when it has one (never a bare source id). */
+  function sourceCell(sources) {
+    const cell = el("td", { className: "wrap small" });
+    if (!sources.length) cell.append(DASH);
+    sources.forEach((s, i) => {
+      if (i) cell.append("; ");
+      cell.append(s.url ? el("a", { href: s.url, target: "_blank", rel: "noopener noreferrer", title: s.id }, s.title) : el("span", { title: s.id }, s.title));
+    });
+    return cell;
   }
 
   // ------------------------------------------------------------------------------------------- chains
@@ -492,7 +503,6 @@
           el("td", { className: "muted", colSpan: 11 }, "No country shares for this node in the atlas.")));
         continue;
       }
-      const sources = String(v.source_ids || "").split(";").filter(Boolean).join(", ");
       const hhiWgi = td(isNum(v.hhi_wgi) ? v.hhi_wgi.toFixed(2) : DASH, "r");
       if (v.wgi_imputed) hhiWgi.title = `No WGI estimate (median used) for: ${v.wgi_imputed.split(";").join(", ")}`;
       tbody.append(el("tr", { className: v.chokepoint ? "choke" : null, dataset: { ...dataset, vuln: "1" } },
@@ -507,7 +517,7 @@
         shareCell(v.coverage),
         td(num(v.n_countries, 0), "r"),
         el("td", null, `${v.basis || DASH}, ${v.year || DASH}`, v.bound ? el("span", { className: "sub" }, `bound: ${v.bound}`) : null),
-        el("td", { className: "mono small" }, sources || DASH)));
+        sourceCell(v.sources || [])));
     }
     if (!chainNodes.length) emptyRow(tbody, 14, "No nodes in this chain.");
   }
