@@ -54,7 +54,8 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                     for k, r in g.iterrows()]
     total_budget = sum(pf["budgets"].values())
     s_fin = (f"Finance {len(sel)} projects: {usd(float(sel['amount_usd'].sum()) if len(sel) else 0.0)} committed (face amount), "
-             f"costing the budgets {usd(float(sel['budget_cost_usd'].sum()) if len(sel) else 0.0)} (credit-reform cost), "
+             f"with an expected cost to governments of {usd(float(sel['budget_cost_usd'].sum()) if len(sel) else 0.0)} (credit-reform cost: "
+             "subsidy cost of loans and guarantees, expected loss of equity, grants in full), "
              f"for {usd(float(pf['expected_avoided_usd']))} a year of expected loss avoided; {usd(total_budget)} of budgets was available.")
     unspent = pf.get("unspent", {})
     if unspent:
