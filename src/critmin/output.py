@@ -60,10 +60,20 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+#: Options of every workbook critmin writes: a text cell is text, never a live formula or link, whoever wrote
+#: it (a project named ``=HYPERLINK(...)`` by one organisation must not run in another's plan.xlsx; issue 14).
+XLSX_SAFE = {"options": {"strings_to_formulas": False, "strings_to_urls": False}}
+
+
+def safe_excel_writer(buf: Any) -> pd.ExcelWriter:
+    """A pandas ExcelWriter (xlsxwriter) that writes every string as text (:data:`XLSX_SAFE`)."""
+    return pd.ExcelWriter(buf, engine="xlsxwriter", engine_kwargs=XLSX_SAFE)
+
+
 def xlsx_bytes(sheets: dict[str, pd.DataFrame], meta: dict[str, Any] | None = None) -> bytes:
     """An Excel workbook with one sheet per frame (plus an 'about' sheet with provenance)."""
     buf = io.BytesIO()
-    with pd.ExcelWriter(buf, engine="xlsxwriter") as xl:
+    with safe_excel_writer(buf) as xl:
         for name, frame in sheets.items():
             frame.to_excel(xl, sheet_name=name[:31], index=False)
             ws = xl.sheets[name[:31]]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from critmin.output import _clean, to_json, write_atomic
+from critmin.output import _clean, safe_excel_writer, to_json, write_atomic
 from critmin.report.cycle import frames
 from critmin.report.summary import usd
 from critmin.report.tables import XLSX_FORMATS, cell_text, kind_of, label_of
@@ -33,7 +33,7 @@ def xlsx_plan(plan: dict[str, Any]) -> bytes:
     """One sheet per part, an 'about' sheet, and native Excel charts (risk, portfolio spend, stockpiles)."""
     tables = frames(plan)
     buf = io.BytesIO()
-    with pd.ExcelWriter(buf, engine="xlsxwriter") as xl:
+    with safe_excel_writer(buf) as xl:
         wb = xl.book
         if "summary" in plan:
             _xlsx_summary(xl, plan["summary"])
