@@ -1432,3 +1432,64 @@ def test_study_download_edit_upload_and_plan(web):
     assert web.client.post("/api/study/plan", content=evil.getvalue(), headers=web.h(GOV)).status_code == 422
     assert web.client.post("/api/study/plan", content=b"not a zip", headers=web.h(GOV)).status_code == 422
     assert web.client.get("/api/runs", headers=web.h(GOV)).json()["total"] == before
+
+
+# ------------------------------------------------------------------------------------------------ input rules (issue 14)
+HOSTILE = {
+    "lone surrogate": '"x\\ud800y"',
+    "control character": '"a\\u0001b"',
+    "NUL": '"a\\u0000b"',
+    "integer 2^63": "9223372036854775808",
+}
+
+
+@pytest.mark.parametrize("kind", list(PLURAL))
+@pytest.mark.parametrize("what", list(HOSTILE))
+def test_hostile_values_are_refused_at_the_boundary_and_nothing_is_stored(web, kind, what):
+    """Issue 14 findings 1, 3 and 5: a lone surrogate, a control character or an integer beyond int64 was
+    stored and then broke list endpoints and exports for every organisation. Now 422 naming the field,
+    nothing stored, every list and export still answering."""
+    h = {**web.h(ACME), "content-type": "application/json"}
+    base = record(kind, "HOSTILE-1")
+    field = {"project": "name", "need": "name", "offer": "product", "scenario": "title"}[kind]
+    body = json.dumps({"data": base})
+    value = HOSTILE[what]
+    # put the raw JSON token in place of the field's value (a lone surrogate cannot pass through json.dumps)
+    raw = body.replace(json.dumps(base[field]) if field in base else '"@@"', value, 1) if field in base else \
+        body[:-2] + f', "{field}": {value}' + "}}"
+    before = web.client.get(f"/api/{PLURAL[kind]}", headers=web.h(ACME)).json()["total"]
+    r = web.client.post(f"/api/{PLURAL[kind]}", content=raw.encode(), headers=h)
+    assert r.status_code == 422, (what, r.status_code, r.text)
+    assert field in r.text or "data" in r.text
+    for who in (ACME, BETA, GOV):
+        assert web.client.get(f"/api/{PLURAL[kind]}", headers=web.h(who)).status_code == 200
+    assert web.client.get(f"/api/{PLURAL[kind]}", headers=web.h(ACME)).json()["total"] == before
+    assert web.client.get("/api/projects/export.xlsx", headers=web.h(GOV)).status_code == 200
+    # the same value in a run's inline scenario title is refused before anything is queued
+    r = web.client.post("/api/runs", content=('{"kind": "simulate", "params": {"scenario": {"id": "h", "title": ' + value +
+                                              ', "commodity": "gallium", "stage": "refine", "restrictors": ["CHN"], "targets": ["JPN"],'
+                                              ' "duration_months": 3}}}').encode(), headers=h)
+    assert r.status_code == 422, r.text
+    assert web.client.get("/api/runs", headers=web.h(GOV)).status_code == 200
+    assert web.client.get("/api/audit", headers=web.h(GOV)).status_code == 200
+
+
+def test_offsets_beyond_int64_and_hostile_imports_answer_422(web):
+    for path in ("/api/runs", "/api/audit", "/api/projects", "/api/scenarios/library"):
+        r = web.client.get(path, params={"offset": 2**63}, headers=web.h(GOV))
+        assert r.status_code == 422, (path, r.text)
+    import csv
+    import io
+
+    from critmin.portfolio.register import PROJECT_COLUMNS
+
+    cols = [c.name for c in PROJECT_COLUMNS]
+    for over, what in (({"name": "a\x00b"}, "U+0000"), ({"name": "a\x01b"}, "U+0001"), ({"ramp_up_months": "9223372036854775808"}, "outside the range")):
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols)
+        w.writeheader()
+        w.writerow({c: "" for c in cols} | {"project_id": "HX-1", "name": "n", "sponsor": "s", "country_iso3": "AUS", "commodity_id": "graphite",
+                                            "stage": "mine", "status_class": "operating", "capacity_t": "10", "sources": "src"} | over)
+        r = web.client.post("/api/projects/import", params={"filename": "p.csv"}, content=buf.getvalue().encode(), headers=web.h(ACME))
+        assert r.status_code == 422 and what in r.text, r.text
+    assert web.client.get("/api/projects/export.xlsx", headers=web.h(GOV)).status_code == 200

@@ -305,7 +305,7 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
 
     @api.get("/scenarios/library", tags=["scenarios"], responses=ERRORS, response_model=sc.Page)
     async def library(who: Who, q: Annotated[str, Query(max_length=100)] = "", family: Annotated[str, Query(pattern="^(|event|generated)$")] = "",
-                limit: Annotated[int, Query(ge=1, le=1000)] = 50, offset: Annotated[int, Query(ge=0)] = 0) -> Response:
+                limit: Annotated[int, Query(ge=1, le=1000)] = 50, offset: Annotated[int, Query(ge=0, le=sc.INT_MAX)] = 0) -> Response:
         """The scenario library (real events and generated scenarios), searchable."""
         def build() -> dict[str, Any]:
             items = reads.library()
@@ -418,7 +418,7 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
 
     @api.get("/runs", tags=["runs"], responses=ERRORS)
     def list_runs(who: Who, kind: Annotated[str, Query(pattern="^(|simulate|risk|portfolio|stockpile|deliver|match|plan|respond)$")] = "",
-                  limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0)] = 0) -> sc.Page:
+                  limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0, le=sc.INT_MAX)] = 0) -> sc.Page:
         return sc.Page(**runner.list_runs(who, kind or None, limit, offset))
 
     @api.get("/runs/{run_id}", tags=["runs"], responses=ERRORS)
@@ -441,7 +441,7 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
         return Response(content, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
     @api.get("/audit", tags=["auth"], responses=ERRORS)
-    def audit(who: Who, limit: Annotated[int, Query(ge=1, le=1000)] = 200, offset: Annotated[int, Query(ge=0)] = 0) -> sc.Page:
+    def audit(who: Who, limit: Annotated[int, Query(ge=1, le=1000)] = 200, offset: Annotated[int, Query(ge=0, le=sc.INT_MAX)] = 0) -> sc.Page:
         """Your organisation's audit log: who changed what, when (newest first)."""
         return sc.Page(**ws.audit(who, limit, offset))
 
@@ -474,7 +474,7 @@ def _record_routes(api: APIRouter, ws: Workspace, kind: str, plural: str) -> Non
 
     @api.get(f"/{plural}", tags=tag, responses=ERRORS, name=f"list_{plural}", response_model=sc.Page)
     async def list_records(who: Who, q: Annotated[str, Query(max_length=100)] = "", limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
-                           offset: Annotated[int, Query(ge=0)] = 0) -> Response:
+                           offset: Annotated[int, Query(ge=0, le=sc.INT_MAX)] = 0) -> Response:
         """The records you may read (cached in memory until one changes)."""
         body = ws.cached_list(who, kind, q, limit, offset) or await run_in_threadpool(ws.list_records_json, who, kind, q, limit, offset)
         return Response(body, media_type="application/json")

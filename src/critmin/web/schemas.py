@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from critmin.inputs import value_problem
 from critmin.web.models import ROLES
 from critmin.web.security import PASSWORD_MAX, PASSWORD_MIN
 
@@ -24,11 +25,12 @@ OrgName = Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)]
 
 def plain_json(value: Any, path: str = "") -> Any:
     """``value`` unchanged when both databases can store it; ValueError naming the first NaN or infinite
-    number (JSON has none) or text with a NUL character."""
+    number (JSON has none), text that breaks the rules of :mod:`critmin.inputs` or an integer out of range."""
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{path or 'value'}: not a finite number")
-    if isinstance(value, str) and "\x00" in value:
-        raise ValueError(f"{path or 'value'}: contains a NUL character")
+    why = value_problem(value)  # lone surrogates, control characters, integers beyond ±(2^53 - 1): critmin.inputs
+    if why:
+        raise ValueError(f"{path or 'value'}: {why}")
     if isinstance(value, dict):
         for k, v in value.items():
             plain_json(k, f"{path}.{k}".lstrip(".") + " (name)")
