@@ -418,3 +418,42 @@ def test_cli_import_and_export(regdir: Path, tmp_path: Path) -> None:
     assert _snapshot(target) == before
     res = runner.invoke(projects_app, ["export", str(tmp_path / "x.txt")])
     assert res.exit_code == 2
+
+
+def test_far_cell_and_huge_workbooks_are_refused_fast(tmp_path: Path) -> None:
+    """Issue 14 finding 2: one cell at XFD1048576 in a 50 KB workbook made the reader materialise the grid
+    (8 GB). The bounded reader refuses it, and a 100 k-row sheet beyond the limit, in well under a second."""
+    import time
+
+    import openpyxl
+
+    from critmin.deliver.buyers import BuyerError, read_buyers
+    from critmin.portfolio.register import RegisterError, bundled_register_path, read_register
+    from critmin.workbooks import WorkbookTooLarge, check_workbook
+
+    src = tmp_path / "ok.xlsx"
+    from critmin.portfolio.register import export_register
+
+    export_register(read_register(bundled_register_path()), src)
+    far = tmp_path / "far.xlsx"
+    wb = openpyxl.load_workbook(src)
+    wb["projects"]["XFD1048576"] = "x"
+    wb.save(far)
+    assert far.stat().st_size < 200_000
+    t0 = time.perf_counter()
+    with pytest.raises(WorkbookTooLarge):
+        check_workbook(far)
+    with pytest.raises(RegisterError, match="too large"):
+        read_register(far)
+    buyers = tmp_path / "b.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "buyers"
+    ws.append(["buyer_id", "name"])
+    ws["ZZ300000"] = 1
+    wb.save(buyers)
+    with pytest.raises(BuyerError, match="row 300,000"):
+        read_buyers(buyers)
+    assert time.perf_counter() - t0 < 5
+    # the workbook critmin exports still reads back
+    assert len(read_register(src).projects) == 71

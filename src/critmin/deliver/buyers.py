@@ -114,8 +114,8 @@ def read_buyers(path: str | Path, atlas: Any = None) -> pd.DataFrame:
         raise BuyerError([Problem(str(p), None, None, "not a file" if p.exists() else "file not found")])
     xlsx = p.suffix.lower() == ".xlsx"
     try:
-        t = pd.read_excel(p, sheet_name="buyers", dtype=str) if xlsx else pd.read_csv(p, dtype=str, keep_default_na=False, encoding="utf-8")
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        t = _read_buyers_sheet(p) if xlsx else pd.read_csv(p, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (ValueError, KeyError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise BuyerError([Problem(str(p), None, None, f"cannot read: {exc}")]) from exc
     problems: list[Problem] = []
     missing = [c for c in ("buyer_id", "name", "country_iso3", "commodity_id", "stage") if c not in t.columns]
@@ -152,6 +152,23 @@ def read_buyers(path: str | Path, atlas: Any = None) -> pd.DataFrame:
     if problems:
         raise BuyerError(problems)
     return pd.DataFrame(rows, columns=list(BUYER_COLUMNS))
+
+
+def _read_buyers_sheet(p: Path) -> pd.DataFrame:
+    """The ``buyers`` sheet as text, through the bounded workbook reader (critmin.workbooks)."""
+    from critmin.workbooks import read_sheets
+
+    sheets = read_sheets(p)
+    if "buyers" not in sheets:
+        raise ValueError(f"sheet 'buyers' is missing (sheets: {', '.join(sheets)})")
+    rows = [r for r in sheets["buyers"] if any(c is not None and str(c).strip() for c in r)]
+    if not rows:
+        return pd.DataFrame()
+    header = [str(h).strip() if h is not None else "" for h in rows[0]]
+    while header and header[-1] == "":
+        header.pop()
+    body = [["" if c is None else str(c) for c in r[: len(header)]] + [""] * max(0, len(header) - len(r)) for r in rows[1:]]
+    return pd.DataFrame(body, columns=header)
 
 
 def bundled_buyers_path() -> Path:

@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 import tempfile
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -508,44 +507,41 @@ def _cell_value(v: Any) -> Any:
 
 def _read_xlsx(path: Path) -> tuple[dict[str, _Rows], list[Problem]]:
     """Rows of the ``projects`` and ``support`` sheets of a workbook (a missing support sheet means no rows)."""
-    import openpyxl
     from openpyxl.utils import get_column_letter
+
+    from critmin.workbooks import WorkbookTooLarge, read_sheets
 
     file = path.name
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # openpyxl warns about workbook features it drops (styles, extensions)
-            wb = openpyxl.load_workbook(path, data_only=True)
+        sheets = read_sheets(path)  # bounded: size and extent checked before parsing, rows streamed
+    except WorkbookTooLarge as exc:
+        return {}, [RegisterProblem(file, None, None, f"too large: {exc}")]
     except Exception as exc:  # openpyxl raises many kinds of errors on a broken file
         return {}, [RegisterProblem(file, None, None, f"not a readable .xlsx workbook: {exc}")]
     out: dict[str, _Rows] = {}
     problems: list[Problem] = []
-    try:
-        for kind in TABLES:
-            if kind not in wb.sheetnames:
-                if kind == "projects":
-                    problems.append(RegisterProblem(file, None, None, f"sheet '{kind}' is missing (sheets: {', '.join(wb.sheetnames)})"))
+    for kind in TABLES:
+        if kind not in sheets:
+            if kind == "projects":
+                problems.append(RegisterProblem(file, None, None, f"sheet '{kind}' is missing (sheets: {', '.join(sheets)})"))
+            continue
+        values = sheets[kind]
+        if not values:
+            problems.append(RegisterProblem(file, None, None, "sheet is empty", sheet=kind))
+            continue
+        header = [str(h).strip() if h is not None else "" for h in values[0]]
+        while header and header[-1] == "":
+            header.pop()
+        letters = {h: get_column_letter(i + 1) for i, h in enumerate(header) if h}
+        problems += _header_problems(kind, [h for h in header if h], file, _Loc(file, 1, kind, letters))
+        rows: _Rows = []
+        for r, rec in enumerate(values[1:], start=2):
+            cells = list(rec[: len(header)])
+            if all(c is None or (isinstance(c, str) and not c.strip()) for c in cells):
                 continue
-            ws = wb[kind]
-            values = list(ws.iter_rows(values_only=True))
-            if not values:
-                problems.append(RegisterProblem(file, None, None, "sheet is empty", sheet=kind))
-                continue
-            header = [str(h).strip() if h is not None else "" for h in values[0]]
-            while header and header[-1] == "":
-                header.pop()
-            letters = {h: get_column_letter(i + 1) for i, h in enumerate(header) if h}
-            problems += _header_problems(kind, [h for h in header if h], file, _Loc(file, 1, kind, letters))
-            rows: _Rows = []
-            for r, rec in enumerate(values[1:], start=2):
-                cells = list(rec[: len(header)])
-                if all(c is None or (isinstance(c, str) and not c.strip()) for c in cells):
-                    continue
-                d = {h: _cell_value(c) for h, c in zip(header, cells + [None] * (len(header) - len(cells)), strict=True) if h}
-                rows.append((_Loc(file, r, kind, letters), d))
-            out[kind] = rows
-    finally:
-        wb.close()
+            d = {h: _cell_value(c) for h, c in zip(header, cells + [None] * (len(header) - len(cells)), strict=True) if h}
+            rows.append((_Loc(file, r, kind, letters), d))
+        out[kind] = rows
     return out, problems
 
 
