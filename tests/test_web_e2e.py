@@ -553,6 +553,65 @@ def test_risk_ranking_table_chart_and_reopen(ui: Browser) -> None:
     assert page.input_value("#rk-perspective") == "USA"
 
 
+def test_respond_to_an_event_form_writes_the_brief(ui: Browser) -> None:
+    """Issue 12 item 8: the workspace's 'Respond to an event' form runs `critmin respond` on the workspace's
+    records and offers the two-page brief."""
+    page = ui.page
+    ui.tab("respond")
+    ui.wait_count("#rs-node option", 10)
+    page.select_option("#rs-node", "gallium|refine")
+    page.fill("#rs-restrictors", "CHN")
+    page.select_option("#rs-targets", "JPN")
+    page.fill("#rs-duration", "6")
+    page.fill("#rs-draws", "100")
+    page.click("#rs-run")
+    assert ui.wait_run("rs-run-status", 120) == "done"
+    page.wait_for_selector("#rs-result:visible")
+    assert "gallium" in page.text_content("#rs-headline") and "Expected consumer loss" in page.text_content("#rs-headline")
+    assert ui.count("#rs-impact tbody tr") == 3
+    links = page.locator("#rs-files a")
+    assert sorted(links.all_text_contents()) == ["brief.html", "brief.json", "brief.pdf"]
+    for a in links.all():
+        href = a.get_attribute("href") or ""
+        r = page.request.get(ui.base + href)
+        assert r.status == 200, href
+        if href.endswith(".pdf"):
+            assert r.body().startswith(b"%PDF")
+
+
+def test_study_download_and_upload_runs_the_plan(ui: Browser) -> None:
+    """Issue 12: the workspace downloads the study (`critmin study init` layout) and runs the plan on an
+    uploaded one; a bad study is refused with the field named."""
+    import io
+    import zipfile
+
+    import yaml
+
+    page = ui.page
+    ui.tab("reports")
+    href = page.get_attribute("#study-download", "href") or ""
+    r = page.request.get(ui.base + href)
+    assert r.status == 200
+    z = zipfile.ZipFile(io.BytesIO(r.body()))
+    spec = yaml.safe_load(z.read("study.yaml"))
+
+    def zipped(study: dict) -> bytes:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as out:
+            for n in z.namelist():
+                out.writestr(n, yaml.safe_dump(study) if n == "study.yaml" else z.read(n))
+        return buf.getvalue()
+
+    page.set_input_files("#study-file", files=[{"name": "bad.zip", "mimeType": "application/zip", "buffer": zipped({**spec, "draws": 3})}])
+    page.click("#study-run")
+    page.wait_for_selector("#pl-run-status[data-status='failed']")
+    assert "draws" in page.text_content("#pl-run-status")
+    page.set_input_files("#study-file", files=[{"name": "mine.zip", "mimeType": "application/zip", "buffer": zipped({**spec, "draws": 60})}])
+    page.click("#study-run")
+    assert ui.wait_run("pl-run-status", 180) == "done"
+    assert ui.wait_count("#pl-files a", 4) == 4
+
+
 def test_account_change_password_and_colleagues(ui: Browser) -> None:
     page = ui.page
     ui.tab("account")
@@ -622,61 +681,3 @@ def test_everything_stayed_on_the_server_without_errors(ui: Browser) -> None:
     errors = [e for e in ui.errors if not EXPECTED_HTTP_ERRORS.search(e)]
     assert errors == [], errors
 
-
-def test_respond_to_an_event_form_writes_the_brief(ui: Browser) -> None:
-    """Issue 12 item 8: the workspace's 'Respond to an event' form runs `critmin respond` on the workspace's
-    records and offers the two-page brief."""
-    page = ui.page
-    ui.tab("respond")
-    ui.wait_count("#rs-node option", 10)
-    page.select_option("#rs-node", "gallium|refine")
-    page.fill("#rs-restrictors", "CHN")
-    page.select_option("#rs-targets", "JPN")
-    page.fill("#rs-duration", "6")
-    page.fill("#rs-draws", "100")
-    page.click("#rs-run")
-    assert ui.wait_run("rs-run-status", 120) == "done"
-    page.wait_for_selector("#rs-result:visible")
-    assert "gallium" in page.text_content("#rs-headline") and "Expected consumer loss" in page.text_content("#rs-headline")
-    assert ui.count("#rs-impact tbody tr") == 3
-    links = page.locator("#rs-files a")
-    assert sorted(links.all_text_contents()) == ["brief.html", "brief.json", "brief.pdf"]
-    for a in links.all():
-        href = a.get_attribute("href") or ""
-        r = page.request.get(ui.base + href)
-        assert r.status == 200, href
-        if href.endswith(".pdf"):
-            assert r.body().startswith(b"%PDF")
-
-
-def test_study_download_and_upload_runs_the_plan(ui: Browser) -> None:
-    """Issue 12: the workspace downloads the study (`critmin study init` layout) and runs the plan on an
-    uploaded one; a bad study is refused with the field named."""
-    import io
-    import zipfile
-
-    import yaml
-
-    page = ui.page
-    ui.tab("reports")
-    href = page.get_attribute("#study-download", "href") or ""
-    r = page.request.get(ui.base + href)
-    assert r.status == 200
-    z = zipfile.ZipFile(io.BytesIO(r.body()))
-    spec = yaml.safe_load(z.read("study.yaml"))
-
-    def zipped(study: dict) -> bytes:
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w") as out:
-            for n in z.namelist():
-                out.writestr(n, yaml.safe_dump(study) if n == "study.yaml" else z.read(n))
-        return buf.getvalue()
-
-    page.set_input_files("#study-file", files=[{"name": "bad.zip", "mimeType": "application/zip", "buffer": zipped({**spec, "draws": 3})}])
-    page.click("#study-run")
-    page.wait_for_selector("#pl-run-status[data-status='failed']")
-    assert "draws" in page.text_content("#pl-run-status")
-    page.set_input_files("#study-file", files=[{"name": "mine.zip", "mimeType": "application/zip", "buffer": zipped({**spec, "draws": 60})}])
-    page.click("#study-run")
-    assert ui.wait_run("pl-run-status", 180) == "done"
-    assert ui.wait_count("#pl-files a", 4) == 4

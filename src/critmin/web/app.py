@@ -386,8 +386,8 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
         return Response(body, media_type="application/zip", headers={"Content-Disposition": 'attachment; filename="study.zip"'})
 
     @api.post("/study/plan", tags=["runs"], status_code=202, responses={**ERRORS, 413: {"model": Problem}},
-              openapi_extra={"requestBody": {"required": True, "description": "The bytes of a zipped study folder (study.yaml and its inputs)",
-                                             "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}}})
+              openapi_extra={"requestBody": {"required": True, "description": "The bytes of a zipped study folder (study.yaml and its inputs; any content type)",
+                                             "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
     async def plan_from_study(request: Request, who: Who,
                               filename: Annotated[str, Query(min_length=1, max_length=200, pattern=sc.NO_NUL)] = "study.zip") -> sc.RunOut:
         """Run the coordinated plan on an uploaded study (its register, buyers, budgets, parameters, blocs,
