@@ -1493,3 +1493,14 @@ def test_offsets_beyond_int64_and_hostile_imports_answer_422(web):
         r = web.client.post("/api/projects/import", params={"filename": "p.csv"}, content=buf.getvalue().encode(), headers=web.h(ACME))
         assert r.status_code == 422 and what in r.text, r.text
     assert web.client.get("/api/projects/export.xlsx", headers=web.h(GOV)).status_code == 200
+
+
+def test_other_organisations_see_the_organisation_not_the_person(web):
+    """Issue 14: GET /api/runs showed other organisations' user emails."""
+    j = run(web, GOV, "deliver", {"months": 2, "as_of": "2026-01"})
+    mine = web.client.get(f"/api/runs/{j['id']}", headers=web.h(GOV)).json()
+    theirs = web.client.get(f"/api/runs/{j['id']}", headers=web.h(ACME)).json()
+    assert mine["user"] == GOV and theirs["user"] == "" and theirs["org"] == "US Department of Energy"
+    listed = {x["id"]: x for x in web.client.get("/api/runs", headers=web.h(ACME)).json()["items"]}
+    assert listed[j["id"]]["user"] == ""
+    assert GOV not in web.client.get(f"/api/runs/{j['id']}/result", headers=web.h(ACME)).text.split('"result"')[0]

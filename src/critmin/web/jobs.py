@@ -344,11 +344,13 @@ class JobRunner:
             raise WorkspaceError(404, f"no run {rid}")
         return r
 
-    def _out(self, s: Any, r: m.Run, lookups: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _out(self, s: Any, r: m.Run, actor: Actor, lookups: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A run as the API shows it: the person who started it only to their own organisation (others see the
+        organisation; issue 14)."""
         lk = lookups or self._lookups(s, [r])
         return {"id": r.id, "kind": r.kind, "status": r.status, "progress": r.progress, "message": r.message, "params": r.params,
                 "inputs_sha256": r.inputs_sha256, "data_version": r.data_version, "critmin_version": r.critmin_version,
-                "org": lk["orgs"].get(r.org_id, ""), "user": lk["users"].get(r.user_id, ""), "confidential": r.confidential, "cached_from": r.cached_from,
+                "org": lk["orgs"].get(r.org_id, ""), "user": lk["users"].get(r.user_id, "") if r.org_id == actor.org_id else "", "confidential": r.confidential, "cached_from": r.cached_from,
                 "error": r.error, "created_at": _iso(r.created_at), "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at),
                 "files": sorted(lk["files"].get(r.cached_from or r.id, []))}
 
@@ -364,7 +366,7 @@ class JobRunner:
 
     def get(self, actor: Actor, rid: int) -> dict[str, Any]:
         with self.ws.db.session() as s:
-            return self._out(s, self._readable(s, actor, rid))
+            return self._out(s, self._readable(s, actor, rid), actor)
 
     def list_runs(self, actor: Actor, kind: str | None = None, limit: int = 100, offset: int = 0) -> dict[str, Any]:
         """A page of the runs the actor may read, newest first (results are not loaded)."""
@@ -375,7 +377,7 @@ class JobRunner:
             total = s.scalar(select(func.count()).select_from(m.Run).where(*cond)) or 0
             rows = list(s.scalars(select(m.Run).options(defer(m.Run.result)).where(*cond).order_by(m.Run.id.desc()).limit(limit).offset(offset)))
             lk = self._lookups(s, rows)
-            return {"total": int(total), "items": [self._out(s, r, lk) for r in rows]}
+            return {"total": int(total), "items": [self._out(s, r, actor, lk) for r in rows]}
 
     def result(self, actor: Actor, rid: int) -> dict[str, Any]:
         with self.ws.db.session() as s:
@@ -385,7 +387,7 @@ class JobRunner:
             src = s.get(m.Run, r.cached_from) if r.cached_from else r
             if src is None or src.result is None:
                 raise WorkspaceError(410, f"the result of run {rid} is no longer stored")
-            return {"run": self._out(s, r), "result": src.result}
+            return {"run": self._out(s, r, actor), "result": src.result}
 
     def file(self, actor: Actor, rid: int, name: str) -> tuple[bytes, str]:
         with self.ws.db.session() as s:

@@ -1456,7 +1456,7 @@
     b.dataset.status = "done";
     b.dataset.runId = r.id;
     b.append(el("div", { className: "run-line" }, el("span", { className: "run-label" }, `Run ${r.id} (${r.kind})`),
-      el("span", { className: "status-done" }, "done"), el("span", { className: "run-msg" }, `started by ${r.user} (${r.org}), ${when(r.created_at)}`)));
+      el("span", { className: "status-done" }, "done"), el("span", { className: "run-msg" }, `started by ${r.user ? `${r.user} (${r.org})` : r.org}, ${when(r.created_at)}`)));
     if (r.kind === "portfolio") $("pf-results").hidden = false;
     await show(res.result, res.run);
   }
@@ -1498,7 +1498,7 @@
       tbody.append(el("tr", null, td(r.id, "r"), el("td", null, el("span", { className: "run-kind" }, r.kind), el("span", { className: "sub", dataset: { testid: "run-summary" } }, runSummary(r.params || {}))),
         el("td", null, el("span", { className: `status-${r.status}` }, r.status), r.cached_from ? el("span", { className: "sub" }, `reuses run ${r.cached_from}`) : null,
           r.error ? el("span", { className: "sub" }, r.error) : null),
-        el("td", null, r.user, el("span", { className: "sub" }, r.org)), td(when(r.created_at)), files));
+        el("td", null, r.user || r.org, r.user ? el("span", { className: "sub" }, r.org) : null), td(when(r.created_at)), files));
     }
     if (!page.items.length) emptyRow(tbody, 6, "No runs yet.");
   }
