@@ -1504,3 +1504,39 @@ def test_other_organisations_see_the_organisation_not_the_person(web):
     listed = {x["id"]: x for x in web.client.get("/api/runs", headers=web.h(ACME)).json()["items"]}
     assert listed[j["id"]]["user"] == ""
     assert GOV not in web.client.get(f"/api/runs/{j['id']}/result", headers=web.h(ACME)).text.split('"result"')[0]
+
+
+def test_login_limiter_cannot_lock_the_owner_out_and_stays_bounded():
+    """Issue 14 finding 6: five wrong passwords from one address locked the account for its owner elsewhere,
+    and 300 k unique names grew the limiter without bound."""
+    from critmin.web.security import ACCOUNT_FAILURES, LoginLimiter
+
+    lim = LoginLimiter(failures=5, window_s=60, max_keys=1000)
+
+    def keys(ip: str, user: str) -> tuple[str, str, str]:
+        return f"u:{ip}|{user}", f"ip:{ip}", f"acct:{user}"
+
+    for _ in range(5):
+        assert lim.attempt(*keys("203.0.113.5", "ann@x.org"))[0] == 0
+    assert lim.retry_after(*keys("203.0.113.5", "ann@x.org")) > 0  # the guesser is throttled
+    assert lim.retry_after(*keys("198.51.100.7", "ann@x.org")) == 0  # the owner elsewhere is not locked out
+    # guesses spread over many addresses are throttled per account, at a higher bound
+    for i in range(ACCOUNT_FAILURES):
+        lim.attempt(*keys(f"10.0.{i // 250}.{i % 250}", "bob@x.org"))
+    assert lim.retry_after(*keys("192.0.2.1", "bob@x.org")) > 0
+    for i in range(5000):
+        lim.attempt(*keys("192.0.2.9", f"user{i}@x.org"))
+    assert len(lim) <= 1000
+
+
+def test_bodies_are_not_read_before_authentication_and_are_bounded(web):
+    """Issue 14 finding 6: bodies were read whole before the 401 (four 512 MiB bodies took 3.5 GB)."""
+    from critmin.web.app import MAX_BODY_BYTES
+
+    big = b"x" * (MAX_BODY_BYTES + 1)
+    r = web.client.post("/api/projects", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 401 and "sign in" in r.json()["detail"]
+    r = web.client.post("/api/projects/import", params={"filename": "p.csv"}, content=big, headers=web.h(ACME))
+    assert r.status_code == 413
+    assert web.client.post("/api/auth/login", json={"username": ACME, "password": PASSWORD}).status_code == 200
+    assert web.client.get("/api/health").status_code == 200

@@ -7,12 +7,13 @@ Every asset the pages load (plotly.js, the world topology, Swagger UI, fonts) is
 from __future__ import annotations
 
 import hmac
+import json
 from contextlib import asynccontextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi import Path as FPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
@@ -73,6 +74,56 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+#: Largest request body the API reads (the register import's limit plus room for its envelope).
+MAX_BODY_BYTES = 12 * 2**20
+#: API paths that may be called without a session (everything else needs a bearer token or the cookie).
+PUBLIC_API = ("/api/auth/login", "/api/health")
+
+
+class BodyGuard:
+    """Pure ASGI middleware: before any body is read, a request to the API without credentials answers 401
+    and one whose declared size exceeds :data:`MAX_BODY_BYTES` answers 413; a body sent without a declared
+    size is cut off at the limit. Four parallel 512 MiB bodies were read whole before their 401 (issue 14)."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    @staticmethod
+    async def _answer(send: Any, status: int, detail: str) -> None:
+        body = json.dumps({"detail": detail}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        path = scope["path"]
+        if path.startswith("/api/") and path not in PUBLIC_API:
+            has_cookie = SESSION_COOKIE.encode() + b"=" in headers.get(b"cookie", b"")
+            if b"authorization" not in headers and not has_cookie:
+                await self._answer(send, 401, "sign in first: POST /api/auth/login, then send the token or the session cookie")
+                return
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            await self._answer(send, 413, f"the request body is larger than {MAX_BODY_BYTES // 2**20} MiB")
+            return
+        seen = 0
+
+        async def bounded_receive() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > MAX_BODY_BYTES:  # HTTPException passes FastAPI's body parsing unchanged
+                    raise HTTPException(413, f"the request body is larger than {MAX_BODY_BYTES // 2**20} MiB")
+            return message
+
+        await self.app(scope, bounded_receive, send)
 
 
 def _query_names(dependant: Any) -> set[str]:
@@ -151,6 +202,7 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
                   description="Critical-minerals supply security: the shared workspace of the US-Japan framework (docs/web.md). "
                               "Sign in with POST /api/auth/login, then send `Authorization: Bearer <access_token>`.")
     app.state.ws, app.state.runner, app.state.limiter = ws, runner, limiter
+    app.add_middleware(BodyGuard)
     app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(WorkspaceError)
@@ -176,9 +228,11 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
     def login(body: sc.LoginIn, request: Request, response: Response) -> sc.LoginOut:
         """Sign in with email and password: a bearer token in the body, and the same session as a Secure,
         HttpOnly cookie (cookie requests that change anything must send X-CSRF-Token)."""
-        user_key = "u:" + body.username.strip().lower()
-        ip_key = "ip:" + (request.client.host if request.client else "?")
-        wait, stamp = limiter.attempt(user_key, ip_key)
+        ip = request.client.host if request.client else "?"
+        # per address, per (address, account) and, with a higher bound, per account (security.py)
+        user_key, ip_key = f"u:{ip}|{body.username.strip().lower()}", "ip:" + ip
+        acct_key = "acct:" + body.username.strip().lower()
+        wait, stamp = limiter.attempt(user_key, ip_key, acct_key)
         if wait > 0:
             return _too_many(wait, "failed logins")  # type: ignore[return-value]
         got = ws.login(body.username, body.password)
@@ -205,16 +259,16 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
     def change_password(body: sc.PasswordChangeIn, request: Request, who: Who) -> dict[str, Any]:
         """Change your own password: the current one must be right (403 otherwise; wrong answers count as failed
         logins for the rate limit). Every other session of yours ends; this one stays signed in."""
-        user_key = "u:" + who.email
-        ip_key = "ip:" + (request.client.host if request.client else "?")
-        wait, stamp = limiter.attempt(user_key, ip_key)
+        ip = request.client.host if request.client else "?"
+        user_key, ip_key, acct_key = f"u:{ip}|{who.email}", "ip:" + ip, "acct:" + who.email
+        wait, stamp = limiter.attempt(user_key, ip_key, acct_key)
         if wait > 0:
             return _too_many(wait, "failed attempts")  # type: ignore[return-value]
         try:
             ended = ws.change_password(who, _session_token(request), body.current_password, body.new_password)
         except WorkspaceError as e:
             if e.status != 403:  # only a wrong current password is a failed guess
-                limiter.forgive(stamp, user_key, ip_key)
+                limiter.forgive(stamp, user_key, ip_key, acct_key)
             raise
         limiter.forgive(stamp, ip_key)
         limiter.succeeded(user_key)

@@ -8,9 +8,11 @@
   the session's CSRF token in the ``X-CSRF-Token`` header (the token is returned at login and readable
   from the non-HttpOnly ``critmin_csrf`` cookie). Bearer requests need none: a browser never adds that
   header on its own.
-- Login rate limiting: at most ``LOGIN_FAILURES`` failed logins per ``LOGIN_WINDOW_S`` seconds per
-  username and per client address; further attempts answer 429 with ``Retry-After`` (kept in the
-  server process).
+- Login rate limiting: at most ``LOGIN_FAILURES`` failed logins per ``LOGIN_WINDOW_S`` seconds per client
+  address and per (address, account), so that guesses from one address are throttled but cannot lock the
+  owner out from another; and at most ``ACCOUNT_FAILURES`` per account from all addresses together, which
+  throttles guessing spread over many addresses. Further attempts answer 429 with ``Retry-After``. The
+  counts live in the server process, in at most ``LIMITER_KEYS`` keys (the oldest dropped first).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import hashlib
 import secrets
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
@@ -30,9 +32,13 @@ CSRF_COOKIE = "critmin_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 #: Hours a session lasts (a setting, not a measured figure).
 SESSION_HOURS = 12.0
-#: Failed logins allowed per window, per username and per client address.
+#: Failed logins allowed per window, per client address and per (address, account).
 LOGIN_FAILURES = 5
 LOGIN_WINDOW_S = 300.0
+#: Failed logins allowed per window for one account from all addresses together (distributed guessing).
+ACCOUNT_FAILURES = 50
+#: Keys the limiter remembers at most (memory bound: 300 k unique names grew it by 230 MB; issue 14).
+LIMITER_KEYS = 50_000
 #: Password length bounds (characters): at least 8, NIST SP 800-63B's minimum for chosen secrets; at most
 #: 1,000, so that a login or password change with an oversized body hashes nothing unusual.
 PASSWORD_MIN, PASSWORD_MAX = 8, 1000
@@ -81,16 +87,32 @@ def session_expiry(hours: float = SESSION_HOURS) -> datetime:
 class LoginLimiter:
     """Sliding-window count of failed logins per key (see module docstring)."""
 
-    def __init__(self, failures: int = LOGIN_FAILURES, window_s: float = LOGIN_WINDOW_S):
-        self.failures, self.window_s = failures, window_s
-        self._seen: dict[str, deque[float]] = {}
+    def __init__(self, failures: int = LOGIN_FAILURES, window_s: float = LOGIN_WINDOW_S, max_keys: int = LIMITER_KEYS,
+                 limits: dict[str, int] | None = None):
+        self.failures, self.window_s, self.max_keys = failures, window_s, max_keys
+        #: failures allowed per key prefix ("acct:" keys: ACCOUNT_FAILURES); other keys: ``failures``
+        self.limits = {"acct:": ACCOUNT_FAILURES, **(limits or {})}
+        self._seen: OrderedDict[str, deque[float]] = OrderedDict()
         self._lock = threading.Lock()
 
+    def _limit(self, key: str) -> int:
+        return next((v for p, v in self.limits.items() if key.startswith(p)), self.failures)
+
     def _prune(self, key: str, now: float) -> deque[float]:
-        q = self._seen.setdefault(key, deque())
+        q = self._seen.get(key)
+        if q is None:
+            q = deque()
+            self._seen[key] = q
+            while len(self._seen) > self.max_keys:  # the oldest key goes first: memory stays bounded
+                self._seen.popitem(last=False)
+        else:
+            self._seen.move_to_end(key)
         while q and now - q[0] > self.window_s:
             q.popleft()
         return q
+
+    def __len__(self) -> int:
+        return len(self._seen)
 
     def retry_after(self, *keys: str) -> float:
         """Seconds until a login for these keys may be tried again (0 = now)."""
@@ -99,7 +121,7 @@ class LoginLimiter:
         with self._lock:
             for k in keys:
                 q = self._prune(k, now)
-                if len(q) >= self.failures:
+                if len(q) >= self._limit(k):
                     wait = max(wait, self.window_s - (now - q[0]))
         return wait
 
@@ -110,7 +132,7 @@ class LoginLimiter:
         now = time.monotonic()
         with self._lock:
             queues = [self._prune(k, now) for k in keys]
-            wait = max((self.window_s - (now - q[0]) for q in queues if len(q) >= self.failures), default=0.0)
+            wait = max((self.window_s - (now - q[0]) for k, q in zip(keys, queues, strict=True) if len(q) >= self._limit(k)), default=0.0)
             if wait <= 0:
                 for q in queues:
                     q.append(now)
