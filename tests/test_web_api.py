@@ -1540,3 +1540,14 @@ def test_bodies_are_not_read_before_authentication_and_are_bounded(web):
     assert r.status_code == 413
     assert web.client.post("/api/auth/login", json={"username": ACME, "password": PASSWORD}).status_code == 200
     assert web.client.get("/api/health").status_code == 200
+
+
+def test_delete_own_finished_runs(web):
+    """Issue 14: a way to delete one's own runs, audited."""
+    j = run(web, GOV, "deliver", {"months": 2, "as_of": "2026-02"})
+    assert web.client.delete(f"/api/runs/{j['id']}", headers=web.h(ACME)).status_code in (403, 404)  # not theirs
+    assert web.client.delete(f"/api/runs/{j['id']}", headers=web.h(GOV)).status_code == 204
+    assert web.client.get(f"/api/runs/{j['id']}", headers=web.h(GOV)).status_code == 404
+    assert web.client.delete(f"/api/runs/{j['id']}", headers=web.h(GOV)).status_code == 404
+    assert any(a["action"] == "delete" and a["target_kind"] == "run" and a["target_key"] == str(j["id"]) for a in audit(web, GOV))
+    assert web.client.get("/api/runs", headers=web.h(GOV)).status_code == 200

@@ -93,8 +93,10 @@ class BodyGuard:
     @staticmethod
     async def _answer(send: Any, status: int, detail: str) -> None:
         body = json.dumps({"detail": detail}).encode()
+        extra = [(b"www-authenticate", b"Bearer")] if status == 401 else []  # as the app's own 401 answers
         await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close"),
+                                *extra]})
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -482,6 +484,12 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
     @api.post("/runs/{run_id}/cancel", tags=["runs"], responses=ERRORS)
     def cancel_run(run_id: Id, who: Who) -> sc.RunOut:
         return sc.RunOut(**runner.cancel(who, run_id))
+
+    @api.delete("/runs/{run_id}", tags=["runs"], status_code=204, responses={**ERRORS, 409: _err("Still queued or running")})
+    def delete_run(run_id: Id, who: Who) -> Response:
+        """Delete a finished run of your organisation, with its result and files (audited)."""
+        runner.delete(who, run_id)
+        return Response(status_code=204)
 
     @api.get("/runs/{run_id}/result", tags=["runs"], responses={**ERRORS, 409: _err("Not finished"), 410: _err("The result is no longer stored")})
     def run_result(run_id: Id, who: Who) -> dict[str, Any]:

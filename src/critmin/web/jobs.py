@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import func, or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import defer
 
 from critmin.web import access
@@ -337,6 +337,19 @@ class JobRunner:
                     r.message = CANCELLING
                 self.ws._audit(s, actor, "cancel", "run", str(rid), {})
         return self.get(actor, rid)
+
+    def delete(self, actor: Actor, rid: int) -> None:
+        """Delete a finished run of one's own organisation with its result and files (audited). A run that
+        reused its result answers 410 from then on, as for any result no longer stored."""
+        with self.ws.db.session() as s:
+            r = self._readable(s, actor, rid)
+            if not access.can_cancel_run(actor, r.org_id):
+                raise WorkspaceError(403, "only the organisation that started a run can delete it")
+            if r.status in ("queued", "running"):
+                raise WorkspaceError(409, f"run {rid} is {r.status}: cancel it first")
+            s.execute(delete(m.RunFile).where(m.RunFile.run_id == rid))
+            s.delete(r)
+            self.ws._audit(s, actor, "delete", "run", str(rid), {"kind": r.kind})
 
     def _readable(self, s: Any, actor: Actor, rid: int) -> m.Run:
         r = s.get(m.Run, rid, options=[defer(m.Run.result)])  # the result is loaded only when asked for
