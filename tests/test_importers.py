@@ -173,3 +173,40 @@ def test_missing_raw_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "raw/iea_critical_minerals_dataset/iea.json").unlink()
     with pytest.raises(ImportDataError, match="raw input 'iea' is missing"):
         build_tables(tmp_path / "raw")
+
+
+def test_hostile_atlas_and_cli_inputs_fail_with_the_file_named(resolver: CountryResolver, tmp_path: Path) -> None:
+    """Issue 14 finding 8: a WGI file cut in half was accepted, a 5,000-digit number became inf, deep JSON
+    nesting gave a traceback, and a truncated --params row was accepted."""
+    from critmin.atlas.importers.iea import import_iea
+    from critmin.atlas.importers.wgi import import_wgi
+    from critmin.simulate.parameters import ParameterError, read_parameter_file
+    from critmin.simulate.scenario import ScenarioError, load_scenario_file
+
+    # WGI cut at a line boundary in the latest year's block
+    src = RAW / "worldbank_wgi/wgidataset_2024update_long.csv"
+    lines = src.read_text(encoding="utf-8").splitlines(keepends=True)
+    latest = max(i for i, ln in enumerate(lines) if ",2023," in ln)
+    cut = tmp_path / "wgi.csv"
+    cut.write_text("".join(lines[: latest - 600]), encoding="utf-8")
+    with pytest.raises(ImportDataError, match="looks truncated"):
+        import_wgi(cut, resolver, QuirkLog())
+    import_wgi(src, resolver, QuirkLog())  # the real file passes
+    with pytest.raises(ValueError, match="too large"):
+        parse_usgs_value("9" * 5000)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ImportDataError, match="nested too deeply|invalid JSON"):
+        import_iea(deep, {}, resolver, QuirkLog())
+    with pytest.raises(ScenarioError, match="deep"):
+        load_scenario_file(deep)
+    p = tmp_path / "p.csv"
+    p.write_text("name,scope,value,low,high,distribution\nmax_price_ratio,*,10,5,20,triangular\nelasticity_demand,*,-0.2\n")
+    with pytest.raises(ParameterError, match="line 3.*expected 6 fields"):
+        read_parameter_file(p)
+    p.write_text("name,scope,value\nmax_price_ratio,*,1e999\n")
+    with pytest.raises(ParameterError, match="not a number"):
+        read_parameter_file(p)
+    p.write_text("name,scope,value\nmax_price_ratio,*,12")  # cut before its newline
+    with pytest.raises(ParameterError, match="truncated"):
+        read_parameter_file(p)

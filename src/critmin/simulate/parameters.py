@@ -98,9 +98,10 @@ def default_parameter_file() -> Path:
 
 def _num(v: object) -> float:
     try:
-        return float(v)  # type: ignore[arg-type]
+        x = float(v)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return np.nan
+    return x if np.isfinite(x) else np.nan  # '1e999' or a 5,000-digit number is no number (reported as such)
 
 
 def read_parameter_file(path: str | Path) -> pd.DataFrame:
@@ -108,10 +109,17 @@ def read_parameter_file(path: str | Path) -> pd.DataFrame:
     p = Path(path)
     if not p.is_file():
         raise ParameterError([Problem(str(p), None, None, "not a file" if p.exists() else "file not found")])
+    from critmin.atlas.schema import read_csv_strict
+
     try:
-        df = pd.read_csv(p, dtype=str, keep_default_na=False, encoding="utf-8")
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        text = p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
         raise ParameterError([Problem(str(p), None, None, f"not a readable UTF-8 CSV file: {exc}")]) from exc
+    # every row must have the header's fields and the file its final newline: a truncated row is refused
+    header, records, problems = read_csv_strict(text.replace("\r\n", "\n"), str(p))
+    if problems:
+        raise ParameterError(problems)
+    df = pd.DataFrame(records, columns=header, dtype=str)
     return check_parameter_table(df, str(p))
 
 

@@ -197,6 +197,8 @@ def load_scenario_file(path: str | Path) -> list[Scenario]:
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         line = getattr(exc, "lineno", None) or (getattr(getattr(exc, "problem_mark", None), "line", -1) + 1 or None)
         raise ScenarioError([Problem(str(p), line, None, f"not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'}: {exc}")]) from exc
+    except RecursionError as exc:  # deeply nested input: refused with the file named, never a traceback (issue 14)
+        raise ScenarioError([Problem(str(p), None, None, "nested too deeply to be a scenario file")]) from exc
     if data is None:
         raise ScenarioError([Problem(str(p), None, None, "file is empty")])
     return parse_scenarios(data, str(p))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -95,7 +96,10 @@ def parse_usgs_value(text: object, quirks: QuirkLog | None = None) -> tuple[floa
             if quirks is not None:
                 quirks.hit("thousands_separator")
             s = s.replace(",", "")
-        return float(s), qual
+        v = float(s)
+        if not math.isfinite(v):  # a 5,000-digit number is no production figure
+            raise ValueError(f"'{s[:20]}...' ({len(s)} characters) is too large to be a value")
+        return v, qual
     raise ValueError(f"cannot parse '{s}' as a USGS value")
 
 

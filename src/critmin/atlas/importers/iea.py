@@ -30,6 +30,10 @@ def import_iea(
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ImportDataError(Problem(path.name, exc.lineno, None, f"invalid JSON: {exc.msg}")) from exc
+    except RecursionError as exc:  # deeply nested input: a clear error naming the file, never a traceback
+        raise ImportDataError(Problem(path.name, None, None, "invalid JSON: nested too deeply")) from exc
+    if not isinstance(data, dict):
+        raise ImportDataError(Problem(path.name, None, None, "expected a JSON object with 'supply' and 'totalDemand'"))
     for key in ("supply", "totalDemand"):
         if key not in data:
             raise ImportDataError(Problem(path.name, None, key, "required key is missing"))

@@ -15,6 +15,8 @@ from critmin.errors import ImportDataError, Problem
 
 SOURCE_ID = "wb_wgi_2024"
 INDICATORS = ("va", "pv", "ge", "rq", "rl", "cc")
+#: Fewest economies with an estimate per indicator in the latest year before the file is taken as truncated.
+MIN_COUNTRIES = 180
 
 
 def import_wgi(path: Path, resolver: CountryResolver, quirks: QuirkLog) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -34,6 +36,13 @@ def import_wgi(path: Path, resolver: CountryResolver, quirks: QuirkLog) -> tuple
         raise ImportDataError(Problem(path.name, int(r["_line"]), "estimate", f"'{r['estimate']}' is not a number"))
     latest = int(df["year"].max())
     df = df[df["year"] == latest]
+    # a file cut short at a line boundary passes the CSV checks: the latest year must hold every indicator
+    # for (nearly) every economy (WGI 2024 covers about 200 with estimates per indicator)
+    counts = df.groupby("indicator")["code"].nunique()
+    short = {i: int(counts.get(i, 0)) for i in INDICATORS if counts.get(i, 0) < MIN_COUNTRIES}
+    if short:
+        raise ImportDataError(Problem(path.name, None, "indicator", f"looks truncated: year {latest} has too few economies for "
+                                      + ", ".join(f"{i} ({n})" for i, n in short.items()) + f" (at least {MIN_COUNTRIES} expected)"))
     rows: list[dict[str, object]] = []
     names: dict[str, str] = {}
     for rec in df.to_dict("records"):
