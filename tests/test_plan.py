@@ -128,6 +128,7 @@ def test_reports_are_typeset_for_a_ministry(plan_dir: Path):
     assert wb["scenarios"].cell(row=2, column=head.index("expected_loss_usd") + 1).number_format == "$#,##0"
     page = (plan_dir / "plan.html").read_text()
     assert ">nan<" not in page and "<a href='http" in page
+    assert "Deliveries of " in page  # one delivery chart per node, never tonnes of different materials stacked
 
 
 def test_no_workbook_critmin_writes_holds_a_live_formula(plan_dir: Path):

@@ -298,6 +298,24 @@ def html_plan(plan: dict[str, Any], atlas: Any) -> str:
         f = go.Figure(go.Bar(x=list(pf["money_by_agency"]), y=list(pf["money_by_agency"].values())))
         f.update_layout(title="Portfolio: budget charged by agency (USD)", height=420)
         figs.append(("portfolio", f))
+    al = pd.DataFrame(plan["deliveries"]["allocation"])
+    if len(al):
+        # deliveries per node (a dropdown switches): tonnes of different materials are never stacked together
+        node = {b["buyer_id"]: b["node"] for b in plan["deliveries"]["buyers"]}
+        al = al.assign(node=al["buyer_id"].map(node))
+        nodes = sorted(al["node"].dropna().unique())
+        fig = go.Figure()
+        vis = []
+        for n in nodes:
+            g = al[al["node"] == n].groupby(["buyer", "month"])["tonnes"].sum().reset_index()
+            for b, gb in g.groupby("buyer"):
+                fig.add_trace(go.Bar(x=gb["month"], y=gb["tonnes"], name=str(b)[:50], visible=n == nodes[0]))
+                vis.append(n)
+        buttons = [{"label": n, "method": "update", "args": [{"visible": [v == n for v in vis]}, {"title": f"Deliveries of {n} by buyer and month (t)"}]}
+                   for n in nodes]
+        fig.update_layout(barmode="stack", title=f"Deliveries of {nodes[0]} by buyer and month (t)", height=460,
+                          updatemenus=[{"buttons": buttons, "x": 0, "y": 1.18}], xaxis={"title": "month"}, yaxis={"title": "t"})
+        figs.append(("deliveries", fig))
     st = t["stockpiles"]
     if len(st):
         s2 = st.sort_values("optimal_stock_usd", ascending=False).head(20)
