@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 PERSPECTIVE ?= BLOC
 
-.PHONY: demo test install install-test lint typecheck pytest bench atlas serve clean
+.PHONY: demo test install install-test install-locked lock audit lint typecheck pytest bench atlas serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,24 @@ install: $(BIN)/python
 
 install-test: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+
+# A deployment installs exactly the tested versions, hash-checked (requirements.lock), then critmin itself.
+install-locked: $(BIN)/python
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+
+# Regenerate requirements.lock from the versions the tests ran with (needs pip-tools and a package index).
+lock: install-test
+	$(BIN)/python -m pip install --quiet pip-tools
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^pip-tools\|^build==\|^pyproject_hooks' > constraints.txt || true
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --extra test --strip-extras --no-emit-index-url --no-emit-find-links \
+	  -c constraints.txt -o requirements.lock pyproject.toml
+	rm -f constraints.txt
+
+# Known vulnerabilities in the locked versions (pip-audit; needs network access to the vulnerability database).
+audit: $(BIN)/python
+	$(BIN)/python -m pip install --quiet pip-audit
+	$(BIN)/pip-audit --require-hashes --disable-pip -r requirements.lock
 
 demo: install
 	$(BIN)/critmin assess --perspective $(PERSPECTIVE) --top 25
