@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pydantic import BaseModel, model_validator
+
 #: Largest integer accepted anywhere (JavaScript's Number.MAX_SAFE_INTEGER; fits int64 with room).
 INT_LIMIT = 2**53 - 1
 
@@ -64,4 +66,18 @@ def check_values(model: Any) -> Any:
         if why:
             raise ValueError(f"field '{k}': {why}")
     return model
+
+
+class CheckedRow(BaseModel):
+    """Base of every model that reads user rows (register, buyers): the rules above on the raw and the parsed
+    fields, so that an import refuses what the API refuses."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _raw_fields(cls, values: Any) -> Any:
+        return check_fields(values)
+
+    @model_validator(mode="after")
+    def _parsed_fields(self) -> Any:
+        return check_values(self)
 

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from critmin.errors import CritminError, Problem
-from critmin.inputs import check_fields, check_values
+from critmin.inputs import CheckedRow
 from critmin.portfolio.register import _Refs
 
 BUYER_COLUMNS = ("buyer_id", "name", "country_iso3", "commodity_id", "stage", "demand_t_per_year", "priority", "min_contract_t",
@@ -36,20 +36,10 @@ class BuyerError(CritminError):
         super().__init__("invalid buyers register:\n  " + "\n  ".join(str(p) for p in problems[:30]))
 
 
-class Buyer(BaseModel):
-    """One buyer's need at one node."""
+class Buyer(CheckedRow):
+    """One buyer's need at one node (the API's rules for text and integers apply: critmin.inputs)."""
 
     model_config = ConfigDict(extra="ignore")
-
-    # the API's rules for text and integers (critmin.inputs; issue 14)
-    @model_validator(mode="before")
-    @classmethod
-    def _inputs(cls, values: Any) -> Any:
-        return check_fields(values)
-
-    @model_validator(mode="after")
-    def _parsed(self) -> Any:
-        return check_values(self)
 
     buyer_id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     name: str = Field(min_length=1)

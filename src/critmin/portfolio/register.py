@@ -32,18 +32,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 from critmin.atlas.schema import STAGES, parse_date
 from critmin.errors import CritminError, Problem
-from critmin.inputs import check_fields, check_values
+from critmin.inputs import CheckedRow
 from critmin.output import write_atomic
 
 if TYPE_CHECKING:
@@ -229,18 +227,10 @@ def _refs(info: ValidationInfo) -> _Refs | None:
     return ctx.get("refs") if isinstance(ctx, dict) else None
 
 
-class _Row(BaseModel):
+class _Row(CheckedRow):
+    """A register row: the API's rules for text and integers apply to imported rows too (critmin.inputs)."""
+
     model_config = ConfigDict(frozen=True, allow_inf_nan=False, coerce_numbers_to_str=True, str_strip_whitespace=True, extra="forbid")
-
-    # the API's rules for text and integers, applied to imported rows too (critmin.inputs; issue 14)
-    @model_validator(mode="before")
-    @classmethod
-    def _inputs(cls, values: Any) -> Any:
-        return check_fields(values)
-
-    @model_validator(mode="after")
-    def _parsed(self) -> Any:
-        return check_values(self)
 
 
 class Project(_Row):

@@ -128,6 +128,21 @@ class BodyGuard:
         await self.app(scope, bounded_receive, send)
 
 
+async def _uploaded(request: Request, empty_message: str) -> bytes:
+    """An uploaded file sent as the request body, read up to :data:`IMPORT_MAX_BYTES` (413 beyond, never a
+    whole oversized body; 422 when empty)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > IMPORT_MAX_BYTES:
+            raise WorkspaceError(413, f"the file is larger than {IMPORT_MAX_BYTES // 2**20} MiB")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body:
+        raise WorkspaceError(422, empty_message, [{"field": "body", "message": "empty"}])
+    return body
+
+
 def _query_names(dependant: Any) -> set[str]:
     names = {p.alias for p in dependant.query_params}
     for d in dependant.dependencies:
@@ -418,15 +433,7 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
         cell and field), then merged by project id in one transaction (new ids created as yours, with
         ``confidential`` and ``shared_with``; ids you may edit updated; any id you may not edit: 409, nothing
         written)."""
-        chunks, size = [], 0
-        async for chunk in request.stream():  # read up to the limit, never a whole oversized body
-            size += len(chunk)
-            if size > IMPORT_MAX_BYTES:
-                raise WorkspaceError(413, f"the file is larger than {IMPORT_MAX_BYTES // 2**20} MiB")
-            chunks.append(chunk)
-        body = b"".join(chunks)
-        if not body:
-            raise WorkspaceError(422, "send the file as the request body", [{"field": "body", "message": "empty"}])
+        body = await _uploaded(request, "send the file as the request body")
         return await run_in_threadpool(ws.import_projects, who, body, filename, confidential, shared_with)
 
     # ---------------------------------------------------------------------------------------- studies
@@ -451,15 +458,7 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
         field); the run is confidential to your organisation. Poll GET /api/runs/{id}."""
         from critmin.web.study_io import study_from_zip
 
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > IMPORT_MAX_BYTES:
-                raise WorkspaceError(413, f"the file is larger than {IMPORT_MAX_BYTES // 2**20} MiB")
-            chunks.append(chunk)
-        body = b"".join(chunks)
-        if not body:
-            raise WorkspaceError(422, "send the zipped study as the request body", [{"field": "body", "message": "empty"}])
+        body = await _uploaded(request, "send the zipped study as the request body")
         study, sha = await run_in_threadpool(study_from_zip, body, filename)
         return sc.RunOut(**runner.submit_study(who, study, filename, sha))
 
