@@ -1415,7 +1415,7 @@ def test_study_download_edit_upload_and_plan(web):
     assert r.status_code == 202, r.text
     j = web.wait(GOV, r.json()["id"], 300)
     assert j["status"] == "done", j
-    assert j["confidential"] is True and j["params"]["study"] == "mine.zip" if "params" in j else True
+    assert j["confidential"] is True and j["params"]["study"] == "mine.zip"
     res = _result(web, GOV, j["id"])["result"]
     assert res["metadata"]["study"]["critical_lists"]["USA"] == ["antimony", "gallium"] and res["metadata"]["seed"] == 5
     assert res["summary"]["sentences"]["priorities"]

@@ -79,6 +79,11 @@ class Buyer(CheckedRow):
         raise ValueError(f"'{v}' is not any, no_concern, allied or ISO3 codes separated by ';'")
 
 
+def contract_of(buyer: Any) -> set[str]:
+    """The project ids of a buyer's contract (``contract_projects``, ';'-separated); empty: any project."""
+    return {c for c in str(buyer.get("contract_projects") or "").split(";") if c}
+
+
 def node_problems(refs: _Refs, concern: Iterable[str], country_iso3: str, commodity_id: str, stage: str,
                   concern_ok: bool = False) -> list[tuple[str, str]]:
     """(field, message) for an unknown country, a country of concern (unless ``concern_ok``: deliveries to

@@ -29,6 +29,7 @@ import pandas as pd
 
 from critmin._dates import month_offset
 from critmin.atlas.model import Atlas
+from critmin.deliver.buyers import contract_of
 from critmin.deliver.plan import _origin_ok
 
 SCORE_WEIGHTS = {"volume": 0.4, "timing": 0.3, "specification": 0.2, "origin": 0.1}
@@ -93,7 +94,7 @@ def match(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, as_of: str
                 continue
             if not _origin_ok(str(n["origin_rule"]), str(o["country_iso3"]), atlas):
                 continue
-            contract = {c for c in str(n.get("contract_projects") or "").split(";") if c}
+            contract = contract_of(n)
             if contract and o["project_id"] not in contract:
                 continue
             need_tags = form_tags(f"{n.get('form') or ''} {n['name']}", str(n["commodity_id"]))

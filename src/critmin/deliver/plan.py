@@ -18,6 +18,7 @@ import pandas as pd
 
 from critmin._dates import month_offset
 from critmin.atlas.model import Atlas
+from critmin.deliver.buyers import contract_of
 from critmin.deliver.transport import solve_transport
 
 
@@ -75,7 +76,7 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
         pr = sup.loc[pid]
         for k, bid in enumerate(bids):
             br = bt.loc[bid]
-            contract = {c for c in str(br.get("contract_projects") or "").split(";") if c}
+            contract = contract_of(br)
             elig[i, k] = (pr["commodity_id"] == br["commodity_id"] and pr["stage"] == br["stage"]
                           and _origin_ok(str(br["origin_rule"]), str(pr["country_iso3"]), atlas)
                           and (not contract or pid in contract))

@@ -18,6 +18,7 @@ import pandas as pd
 
 from critmin.atlas.lists import on_list
 from critmin.simulate.nodes import PARTICIPANTS
+from critmin.stockpile.policy import STOCKABLE_STAGES
 from critmin.stockpile.sizing import expected_cost, newsvendor, pool, stock_lp
 
 DAYS_RULES = (60, 90, 180)
@@ -99,10 +100,6 @@ def disruption_sample(sim: Any, draws: int = 500, seed: int = 0, result: Any = N
     return {"node_draws": res.node_draws, "metadata": res.metadata, "draws": res.metadata["draws"]}
 
 
-#: Stages whose material a strategic stock holds by default: raw, refined and metal forms, and magnets (the
-#: U.S. National Defense Stockpile buys NdFeB and SmCo magnet block). Cathode, anode and cells are excluded:
-#: they are made to one chemistry and cell format and age in storage (a study may change this list).
-STOCKABLE_STAGES = ("mine", "refine", "metal", "magnet")
 
 
 def _against_holdings(h: pd.DataFrame, participant: str, commodity: str, target_t: float) -> dict[str, Any]:

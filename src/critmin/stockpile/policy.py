@@ -6,6 +6,11 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+#: Stages whose material a strategic stock holds by default: raw, refined and metal forms, and magnets (the
+#: U.S. National Defense Stockpile buys NdFeB and SmCo magnet block). Cathode, anode and cells are excluded:
+#: they are made to one chemistry and cell format and age in storage (a study may change this list).
+STOCKABLE_STAGES = ("mine", "refine", "metal", "magnet")
+
 
 class StockpilePolicy(BaseModel):
     """Stocks as policy: what may be stocked, the purchase budget and a cap in days of consumption."""
@@ -14,6 +19,6 @@ class StockpilePolicy(BaseModel):
 
     budget_usd: Annotated[float | None, Field(ge=0, description="Purchase budget per participant (USD); none: unconstrained")] = None
     max_days: Annotated[float | None, Field(gt=0, le=3650, description="Cap on every stock, days of the participant's consumption")] = 180.0
-    stages: list[str] = Field(default_factory=lambda: ["mine", "refine", "metal", "magnet"],
+    stages: list[str] = Field(default_factory=lambda: list(STOCKABLE_STAGES),
                               description="Stockable stages (cathode, anode and cells age and are chemistry-specific)")
     pooled: bool = True
