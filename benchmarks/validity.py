@@ -5,7 +5,9 @@ Targets live here, not in timed tests:
 - back-test: at least 80 % of the holdout event-segments within 2x of the observed price ratio and the
   direction right for at least 90 % (both the targeted market and the restrictor's own count);
 - no commodity outside the participants' critical-mineral lists in the top 20 of either ranking unless its
-  data justify it (listed with its driving scenario, for the reader to judge);
+  data justify it (listed with its driving scenario, for the reader to judge); the lists and the rule that a
+  listed parent covers its element-level and derived nodes (terbium under rare earths) are the planner's own
+  (``critmin.atlas.lists``);
 - gallium, germanium, antimony, graphite, tungsten and the heavy rare earths rank where their controls put
   them (their ranks are printed);
 - Japan's NdFeB-magnet loss is positive; every node is priced on its own basis.
@@ -16,7 +18,6 @@ Prints one line per target with MET or MISSED and the figure; `--json` prints th
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def measure(draws: int = 200, seed: int = 0) -> dict[str, object]:
     from critmin.atlas import load_atlas
+    from critmin.atlas.lists import critical_lists, on_list
     from critmin.simulate.backtest import run_backtest
     from critmin.simulate.risk import risk_ranking
     from critmin.simulate.run import Simulator
@@ -34,18 +36,18 @@ def measure(draws: int = 200, seed: int = 0) -> dict[str, object]:
     sim = Simulator.build(atlas)
     bt = run_backtest(sim, draws=draws, seed=seed)
     _, res = risk_ranking(sim, "BLOC", draws=1000, seed=seed)
-    us_list = set(atlas.commodities.loc[atlas.commodities["us_critical_2025"], "commodity_id"])
-    jp_list = {r["commodity_id"] for r in csv.DictReader((REPO / "data/raw/japan/critical_list.csv").open(encoding="utf-8"))}
+    lists = critical_lists()  # the lists the planner uses (atlas/reference/critical_lists.csv)
+    us_list, jp_list = lists["USA"], lists["JPN"]
     derived = set(atlas.commodities.loc[atlas.commodities["group"] == "derivative_products", "commodity_id"])
     out: dict[str, object] = {"backtest": bt.summary}
     ranks = {}
     for per in ("USA", "JPN", "BLOC"):
         t, _ = risk_ranking(sim, per, result=res)
-        lists = us_list if per == "USA" else jp_list if per == "JPN" else us_list | jp_list
+        listed = us_list if per == "USA" else jp_list if per == "JPN" else us_list | jp_list
         top = t.head(20)
         outside = [{"rank": int(r["rank"]), "commodity": r["commodity"], "expected_loss_usd": float(r["expected_loss_usd"]),
                     "driver": r["top_scenarios"][0]["scenario"] if r["top_scenarios"] else ""}
-                   for r in top.to_dict("records") if r["commodity"] not in lists and r["commodity"] not in derived]
+                   for r in top.to_dict("records") if not on_list(r["commodity"], listed) and r["commodity"] not in derived]
         out[f"outside_lists_top20_{per}"] = outside
         ranks[per] = {c: int(t.loc[t["commodity"] == c, "rank"].iloc[0]) for c in
                       ("gallium", "germanium", "antimony", "graphite", "tungsten", "dysprosium", "terbium") if (t["commodity"] == c).any()}

@@ -6,6 +6,7 @@ comments); none is a snapshot of the code's output.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -151,6 +152,61 @@ def test_hoarding_raises_the_price_although_spare_capacity_fills_the_gap(atlas):
     s2 = 0.1 + 0.03 * 1.03**-0.5 / 12
     assert p[1] == pytest.approx(1.0 + 6 * (0.105 - s2), rel=1e-12)
     assert p[-1] < p[0]
+
+
+def test_stocks_held_in_the_restricting_country_do_not_buffer_its_targets(atlas):
+    # the toy ban (CHN 0.6, exports everything, spare 0.1 at once): p1 = 1/0.5 = 2 without stocks. A stock of 1.2
+    # months of world use located in a targeted country (AUS) buffers T like working stock: I0 = 0.1, cover =
+    # 0.1/(0.1 + 1.2/12) = 0.5, A = -0.25, p1 = 0.75/0.5 = 1.5. Located in the restrictor (CHN), it sits in the
+    # restrictor's market and T pays 2.
+    for holder, want in (("CHN", 2.0), ("AUS", 1.5)):
+        node = dataclasses.replace(toy_node(), located_stocks={holder: (1.2, 1.2, 1.2)})
+        r = run(toy_sim(atlas, node), [ban(duration_months=1)], draws=2, seed=0).scenarios.set_index("perspective").loc["USA"]
+        assert r["peak_price_ratio_mean"] == pytest.approx(want, rel=1e-12), holder
+    # a stock stated by the scenario (months of the targeted buyers' consumption) replaces the parameters
+    r = run(toy_sim(atlas), [ban(duration_months=1, stock_months=1.2)], draws=2, seed=0).scenarios.set_index("perspective").loc["USA"]
+    assert r["peak_price_ratio_mean"] == pytest.approx(1.5, rel=1e-12)
+
+
+def test_holders_build_a_precautionary_stock_only_up_to_their_target(atlas):
+    # CHN 0.3 withheld, spare 0.25 x 0.7 = 0.175 at once: supply 0.875, gap X = 0.125, shock g = 0.3. Normal stock
+    # 1.2 months (0.1 of Q0), hoarding 1.2 months at a full shock: target 0.1 + 1.2 x 0.3 / 12 = 0.13.
+    # Holding the normal stock they buy 0.03: A = 0.5 x 12 x 0.03 - 0.5 x 0.125 = 0.1175, p1 = 1.1175/0.875.
+    # Holding 2.4 months (0.2 > 0.13) they buy nothing and cover 2/3 of the gap: A = -1/12, p1 = (11/12)/0.875.
+    sim = toy_sim(atlas, toy_node(s_r=0.3), {**FIXED, "inventory_months": 1.2, "hoarding_targeted": 1.2})
+    for months, want in ((None, 1.1175 / 0.875), (1.2, 1.1175 / 0.875), (2.4, (11 / 12) / 0.875)):
+        r = run(sim, [ban(duration_months=1, stock_months=months)], draws=2, seed=0).scenarios.set_index("perspective").loc["USA"]
+        assert r["peak_price_ratio_mean"] == pytest.approx(want, rel=1e-12), months
+
+
+def test_a_response_draws_the_same_disruption_as_its_base(simulator):
+    # common random numbers: the withheld share of a licence (a range) is drawn from a stream keyed without the
+    # response, so a release can only lower the price and the shortfall draw by draw
+    base = Scenario(id="b", commodity="cobalt", stage="mine", restrictors=["COD"], regime="quota", withheld_share=0.5,
+                    withheld_low=0.4, withheld_high=0.6)
+    stocked = base.model_copy(update={"id": "s", "response": Response(stockpile=StockpileRelease(holdings_t=4000, max_release_t_per_month=300))})
+    b = compile_batch([base, stocked], simulator.nodes, simulator.chain, simulator.params)
+    assert b.rkey[0] == b.rkey[1] and b.path[0] != b.path[1]
+    r = evaluate_chunk(b, NodeDraws.sample(simulator.nodes, simulator.params, 20, 3), simulator.settings, 3)
+    assert np.all(r.peak_price[1] <= r.peak_price[0] + 1e-12)
+    assert np.all(r.shortfall_t[1] <= r.shortfall_t[0] + 1e-9)
+
+
+def test_stated_stock_range_is_checked():
+    with pytest.raises(ValueError, match="stock_months_low/stock_months_high need stock_months"):
+        ban(stock_months_low=1.0)
+    with pytest.raises(ValueError, match="stock_months_low <= stock_months"):
+        ban(stock_months=1.0, stock_months_low=2.0)
+
+
+def test_located_stock_file_errors_name_the_line(tmp_path: Path):
+    from critmin.errors import CritminError
+    from critmin.simulate.run import read_table
+
+    f = tmp_path / "located_stocks.csv"
+    f.write_text("commodity_id,holder_iso3,months,low,high,source\ngallium,CHN,2,0,4,x\ntungsten,CHN,5,0,4,x\n", encoding="utf-8")
+    with pytest.raises(CritminError, match="line 3, field 'months'"):
+        read_table("located_stocks.csv", f)
 
 
 def test_an_oversupplied_market_can_fall(atlas):
@@ -301,6 +357,11 @@ def test_vectorised_equals_scalar_reference(simulator):
                  response=Response(demand_restraint=0.5)),
         Scenario(id="glut", commodity="antimony", stage="mine", restrictors=["CHN"], duration_months=7, market_surplus=0.3, withheld_share=0.1),
         Scenario(id="named", commodity="terbium", stage="mine", restrictors=["MMR"], targets=["CHN"], duration_months=4),
+        # stocks located in the restrictor (Fanya's in China) and a stock stated by the scenario
+        Scenario(id="located", commodity="tungsten", stage="mine", restrictors=["CHN"], regime="licence", duration_months=6),
+        Scenario(id="located.third", commodity="gallium", stage="refine", restrictors=["RUS"], duration_months=6),
+        Scenario(id="stated", commodity="bismuth", stage="refine", restrictors=["CHN"], duration_months=6,
+                 stock_months=2.0, stock_months_low=1.0, stock_months_high=6.0),
     ]
     b = compile_batch(sample, simulator.nodes, simulator.chain, simulator.params)
     nd = NodeDraws.sample(simulator.nodes, simulator.params, 16, 9)

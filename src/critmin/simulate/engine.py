@@ -19,7 +19,7 @@ import numpy as np
 from critmin.simulate.market import clear_month, release_to_cap, stock_demand
 from critmin.simulate.nodes import PARTICIPANTS, NodeTable
 from critmin.simulate.parameters import SAMPLED, Parameters
-from critmin.simulate.scenario import Scenario
+from critmin.simulate.scenario import Response, Scenario
 
 NP = len(PARTICIPANTS)
 SAMPLED_NAMES = tuple(SAMPLED)
@@ -208,6 +208,13 @@ def path_key(s: Scenario) -> str:
     return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
 
+def random_key(s: Scenario) -> str:
+    """Key of the scenario's random streams (withheld share, stocks): its path key without the buyers' response,
+    so a scenario with a stockpile release or demand restraint draws the same disruption as the one without
+    (common random numbers: the response's effect is not blurred by a different draw of the shock)."""
+    return path_key(s) if s.response == Response() else path_key(s.model_copy(update={"response": Response()}))
+
+
 @dataclass
 class Batch:
     """Scenarios compiled to arrays (length S, or S × participants).
@@ -219,6 +226,7 @@ class Batch:
 
     ids: list[str]
     path: list[str]
+    rkey: list[str]  # random_key of each scenario
     node: np.ndarray
     duration: np.ndarray
     s_r: np.ndarray
@@ -238,6 +246,12 @@ class Batch:
     e_hi: np.ndarray
     e_data: np.ndarray
     surplus: np.ndarray
+    #: (S, 3) low, mode, high of commercial stocks at the start, fractions of Q0: located in targeted countries
+    #: (``loc_t``), located in the restrictors (``loc_u``; both from ``located_stocks.csv``), and the targeted
+    #: buyers' stock stated by the scenario in months of their consumption (``own_months``, NaN when not stated)
+    loc_t: np.ndarray
+    loc_u: np.ndarray
+    own_months: np.ndarray
     hold: np.ndarray
     rate: np.ndarray
     cap: np.ndarray
@@ -318,9 +332,13 @@ def compile_batch(
     spare = np.full(S, np.nan)
     rate = np.full(S, np.inf)
     cap = np.ones(S)
+    loc_t = np.zeros((S, 3))
+    loc_u = np.zeros((S, 3))
+    own_months = np.full((S, 3), np.nan)
     flags: list[list[str]] = []
     families: list[str] = []
     paths: list[str] = []
+    rkeys: list[str] = []
     probs = probabilities if probabilities is not None else [0.0] * S
     fam_cum: dict[str, float] = {}
     for i, sc in enumerate(scenarios):
@@ -330,6 +348,7 @@ def compile_batch(
         node[i] = ni
         duration[i] = sc.duration_months
         paths.append(path_key(sc))
+        rkeys.append(random_key(sc))
         rs = set(sc.restrictors)
         sr = sum(n.shares.get(r, 0.0) for r in rs)
         if sr <= 0:
@@ -347,6 +366,15 @@ def compile_batch(
             fl.append("restrictor export share not in the trade data: restrictor_export_share parameter (an assumption) for "
                       + ", ".join(sorted(r for r in rs if r not in n.export_share and n.shares.get(r, 0.0) > 0)))
         a["surplus"][i] = sc.market_surplus
+        for holder, (mode, lo, hi) in sorted(n.located_stocks.items()):
+            dest = loc_u if holder in rs else loc_t
+            dest[i] += np.array([lo, mode, hi]) / 12.0
+            fl.append(f"stocks located in {holder}: {lo:g}-{hi:g} months of world use, "
+                      f"{'in the restrictors' if holder in rs else 'available to the targeted buyers'} (located_stocks.csv)")
+        if sc.stock_months is not None:
+            lo_m, hi_m = sc.stock_range()
+            own_months[i] = (lo_m, sc.stock_months, hi_m)
+            fl.append(f"targeted buyers' stocks at the start: {lo_m:g}-{hi_m:g} months (stated by the scenario)")
         world[i] = sc.targets == ["WORLD"]
         members = set(PARTICIPANTS) - rs if world[i] else _target_members(sc.targets)
         d_named = x_named = 0.0
@@ -406,8 +434,9 @@ def compile_batch(
         fam_cum[fam] = c0 + p_i
         flags.append(fl + n.flags + chain.flags[ni])
     return Batch(
-        ids=[s.id for s in scenarios], path=paths, node=node, duration=duration, world=world, in_t=in_t, d_j=d_j, s_j=s_j,
-        j_restricts=j_restricts, chain_a_p=chain_a_p, chain_b_p=chain_b_p, leak=leak, spare_data=spare, rate=rate, cap=cap, family=families, flags=flags, **a,
+        ids=[s.id for s in scenarios], path=paths, rkey=rkeys, node=node, duration=duration, world=world, in_t=in_t, d_j=d_j, s_j=s_j,
+        j_restricts=j_restricts, chain_a_p=chain_a_p, chain_b_p=chain_b_p, leak=leak, spare_data=spare, rate=rate, cap=cap, family=families, flags=flags,
+        loc_t=loc_t, loc_u=loc_u, own_months=own_months, **a,
     )
 
 
@@ -479,6 +508,26 @@ class _Statics:
     s_u: np.ndarray
     g: np.ndarray  # shock intensity: lost supply / d_T (hoarding scales with it)
     shocked: np.ndarray  # (P,) any draw with a shock
+    loc_t: np.ndarray | None = None  # stocks located in targeted countries (fraction of Q0)
+    loc_u: np.ndarray | None = None  # stocks located in the restrictors (fraction of Q0)
+    own_months: np.ndarray | None = None  # targeted buyers' stocks stated by the scenario (months; NaN: parameters)
+
+
+def stock_draws(b: Batch, rep: np.ndarray, seed: int, draws: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per path and draw: stocks located in targeted countries and in the restrictors (fractions of Q0) and the
+    targeted buyers' stated stock (months; NaN when not stated), each triangular on its (low, mode, high) with one
+    uniform per path and draw (keyed by the path, stream 2)."""
+    P = len(rep)
+    out = [np.zeros((P, draws)), np.zeros((P, draws)), np.full((P, draws), np.nan)]
+    arrs = (b.loc_t[rep], b.loc_u[rep], b.own_months[rep])
+    need = np.flatnonzero((arrs[0][:, 2] > 0) | (arrs[1][:, 2] > 0) | np.isfinite(arrs[2][:, 1]))
+    for p_ in need:
+        u = keyed_uniforms(seed, "stock:" + b.rkey[rep[p_]], 2, (draws,))
+        for k, arr in enumerate(arrs):
+            lo, mode, hi = arr[p_]
+            if np.isfinite(mode):
+                out[k][p_] = triangular_quantile(u, np.full(draws, lo), np.full(draws, mode), np.full(draws, hi))
+    return out[0], out[1], out[2]
 
 
 def _statics(b: Batch, rep: np.ndarray, g: dict[str, np.ndarray], eu: np.ndarray, w: np.ndarray) -> _Statics:
@@ -534,8 +583,9 @@ def evaluate_chunk(
     w = np.broadcast_to(b.w_lo[rep, None], (P, D)).copy()
     for p_ in np.flatnonzero(b.w_hi[rep] > b.w_lo[rep]):
         i = rep[p_]
-        w[p_] = b.w_lo[i] + keyed_uniforms(seed, "path:" + b.path[i], 1, (D,)) * (b.w_hi[i] - b.w_lo[i])
+        w[p_] = b.w_lo[i] + keyed_uniforms(seed, "path:" + b.rkey[i], 1, (D,)) * (b.w_hi[i] - b.w_lo[i])
     st = _statics(b, rep, g, eu, w)
+    st.loc_t, st.loc_u, st.own_months = stock_draws(b, rep, seed, D)
     m_eff = g["downstream_value_multiple"] * b.chain_a[rep, None] + b.chain_b[rep, None]
     p_hi = np.minimum(g["max_price_ratio"], np.maximum(m_eff, 1.0))  # nobody pays more than the output it enables
     p_lo = 1.0 / g["max_price_ratio"]
@@ -614,12 +664,22 @@ def _month_loop(
     has_stock = bool((b.hold[sel] > 0).any())
     with np.errstate(divide="ignore", invalid="ignore"):
         frac = np.where(ramp > 0, 1.0 / ramp, np.inf)
-    # commercial stocks (fractions of annual world output): inventory_months of each segment's consumption
-    stock_t = inv_m / 12.0 * d_t
-    stock_u = inv_m / 12.0 * d_u
-    # hoarding: holders want chi x (shock intensity) months of extra consumption in stock, whatever they hold
-    left_t = chi_t * gi * d_t / 12.0
-    left_u = chi_u * gi * d_u / 12.0
+    # commercial stocks (fractions of annual world output): the working stock (inventory_months of each segment's
+    # consumption) plus stocks located in the segment's countries; the targeted buyers' stock stated by the
+    # scenario replaces both in T
+    loc_t = pr(st.loc_t) if st.loc_t is not None else 0.0
+    loc_u = pr(st.loc_u) if st.loc_u is not None else 0.0
+    normal_t = inv_m / 12.0 * d_t
+    normal_u = inv_m / 12.0 * d_u
+    stock_t = normal_t + loc_t
+    if st.own_months is not None:
+        own = pr(st.own_months)
+        stock_t = np.where(np.isfinite(own), np.nan_to_num(own) / 12.0 * d_t, stock_t)
+    stock_u = normal_u + loc_u
+    # precautionary stock: holders want their normal stock plus chi x (shock intensity) months of consumption
+    # and buy what they lack (nothing when they already hold more)
+    left_t = np.maximum(normal_t + chi_t * gi * d_t / 12.0 - stock_t, 0.0)
+    left_u = np.maximum(normal_u + chi_u * gi * d_u / 12.0 - stock_u, 0.0)
     p_t = np.ones_like(d_t)
     acc = {k: np.zeros_like(d_t) for k in acc_s}
     peak = np.ones_like(d_t)

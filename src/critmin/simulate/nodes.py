@@ -18,7 +18,7 @@ hold is NaN and the basis says so (money is then not computed for that node, ton
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -70,6 +70,9 @@ class Node:
     spare_by_country: dict[str, float] = field(default_factory=dict)
     #: per producer with trade data: (export share, low, high, basis) = exports / production on the node's basis
     export_share: dict[str, tuple[float, float, float, str]] = field(default_factory=dict)
+    #: commercial stocks held in one country beyond buyers' working stocks (Fanya's seized exchange stocks in China),
+    #: by holder ISO3: (mode, low, high) in months of world consumption (``simulate/data/located_stocks.csv``)
+    located_stocks: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
     source_ids: list[str] = field(default_factory=list)
 
@@ -318,3 +321,17 @@ def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | N
         if not np.isfinite(n.p0_usd_per_t):
             n.flags.append("price unknown: no USD loss")
     return NodeTable(nodes, product_values)
+
+
+def with_located_stocks(nodes: NodeTable, rows: list[dict[str, object]]) -> NodeTable:
+    """``nodes`` with the located stocks of ``rows`` (columns commodity_id, holder_iso3, months, low, high: months
+    of world consumption) on every stage of their commodity. A stock in the restricting country cannot buffer the
+    buyers it targets, and one held by a targeted country can (docs/simulation.md §4.3)."""
+    by_c: dict[str, dict[str, tuple[float, float, float]]] = {}
+    for r in rows:
+        mode, lo, hi = (float(r[k]) for k in ("months", "low", "high"))  # type: ignore[arg-type]
+        by_c.setdefault(str(r["commodity_id"]), {})[str(r["holder_iso3"])] = (mode, lo, hi)
+    if not by_c:
+        return nodes
+    out = [replace(n, located_stocks=dict(by_c[n.commodity])) if n.commodity in by_c else n for n in nodes.nodes]
+    return NodeTable(out, nodes.product_values)

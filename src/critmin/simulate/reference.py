@@ -18,7 +18,7 @@ import math
 import numpy as np
 from scipy.optimize import brentq
 
-from critmin.simulate.engine import SAMPLED_NAMES, ChainFactors, keyed_uniforms, path_key
+from critmin.simulate.engine import SAMPLED_NAMES, ChainFactors, keyed_uniforms, random_key
 from critmin.simulate.engine import downstream_share_proxy as _downstream_share
 from critmin.simulate.nodes import PARTICIPANTS, NodeTable
 from critmin.simulate.parameters import Parameters
@@ -88,7 +88,7 @@ def scalar_losses(s: Scenario, nodes: NodeTable, chain: ChainFactors, params: Pa
     rng = (rng[0] * s.scope_low, rng[1] * s.scope_high)  # the measure covers only part of the node's exports
     w = rng[0]
     if rng[1] > rng[0]:
-        w = rng[0] + float(keyed_uniforms(seed, "path:" + path_key(s), 1, (draws,))[d]) * (rng[1] - rng[0])
+        w = rng[0] + float(keyed_uniforms(seed, "path:" + random_key(s), 1, (draws,))[d]) * (rng[1] - rng[0])
     lam = s.leakage if s.leakage is not None else (par["leakage_world"] if world else par["leakage"])
     members = (set(PARTICIPANTS) - rs) if world else {m for t in s.targets for m in (PARTICIPANTS if t == "BLOC" else (t,))}
     if world:
@@ -132,9 +132,25 @@ def scalar_losses(s: Scenario, nodes: NodeTable, chain: ChainFactors, params: Pa
     ed, ed_lr = par["elasticity_demand"], min(par["elasticity_demand_long"], par["elasticity_demand"])
     es, tau, ramp = par["elasticity_supply"], par["substitution_months"], par["ramp_months"]
     theta, half, inv_m = par["stock_adjustment"], par["stock_half_cover_months"], par["inventory_months"]
-    stock_t, stock_u = inv_m / 12.0 * d_t, inv_m / 12.0 * d_u
-    left_t = par["hoarding_targeted"] * gi * d_t / 12.0
-    left_u = par["hoarding_restrictor"] * gi * d_u / 12.0
+    # stocks: working stock + stocks located in the segment's countries; a stock stated by the scenario replaces T's
+    loc_t = loc_u = 0.0
+    own = math.nan
+    located = sorted(n.located_stocks.items())
+    if located or s.stock_months is not None:
+        us = float(keyed_uniforms(seed, "stock:" + random_key(s), 2, (draws,))[d])
+        tri_t, tri_u = np.zeros(3), np.zeros(3)  # (low, mode, high) summed per segment, then one draw each
+        for holder, (mode, lo, hi) in located:
+            (tri_u if holder in rs else tri_t)[:] += np.array([lo, mode, hi]) / 12.0
+        loc_t, loc_u = _tri(us, *tri_t), _tri(us, *tri_u)
+        if s.stock_months is not None:
+            lo_m, hi_m = s.stock_range()
+            own = _tri(us, lo_m, s.stock_months, hi_m)
+    normal_t, normal_u = inv_m / 12.0 * d_t, inv_m / 12.0 * d_u
+    stock_t = own / 12.0 * d_t if math.isfinite(own) else normal_t + loc_t
+    stock_u = normal_u + loc_u
+    # precautionary stock: normal stock + chi x g months, less what is held
+    left_t = max(normal_t + par["hoarding_targeted"] * gi * d_t / 12.0 - stock_t, 0.0)
+    left_u = max(normal_u + par["hoarding_restrictor"] * gi * d_u / 12.0 - stock_u, 0.0)
     rho = s.response.demand_restraint
     sp = s.response.stockpile
     q0ok = np.isfinite(n.q0_t) and n.q0_t > 0

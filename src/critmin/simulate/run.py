@@ -31,7 +31,7 @@ from critmin.simulate.engine import (
     keyed_uniforms,
 )
 from critmin.simulate.library import scenario_library
-from critmin.simulate.nodes import PARTICIPANTS, NodeTable, build_nodes
+from critmin.simulate.nodes import PARTICIPANTS, NodeTable, build_nodes, with_located_stocks
 from critmin.simulate.parameters import SETTINGS, Parameters
 from critmin.simulate.probability import ProbabilityModel, fit_probability_model
 from critmin.simulate.regimes import RegimeModel, fit_regime_model
@@ -51,6 +51,7 @@ TABLE_COLUMNS = {
     "chain_coefficients.csv": ("from_commodity", "from_stage", "to_commodity", "to_stage", "input_t_per_t", "use_share"),
     "product_values.csv": ("commodity_id", "stage", "value_usd_per_t"),
     "participant_use_shares.csv": ("participant", "from_commodity", "from_stage", "to_commodity", "to_stage", "use_share"),
+    "located_stocks.csv": ("commodity_id", "holder_iso3", "months", "low", "high", "source"),
 }
 
 
@@ -70,11 +71,16 @@ def read_table(name: str, path: str | Path | None = None) -> pd.DataFrame:
     missing = [c for c in TABLE_COLUMNS.get(name, ()) if c not in t.columns]
     if missing:
         raise CritminError(f"{p}, line 1: missing column(s) {', '.join(missing)}")
-    for c in ("input_t_per_t", "use_share", "value_usd_per_t", "world_output_t"):
+    for c in ("input_t_per_t", "use_share", "value_usd_per_t", "world_output_t", "months", "low", "high"):
         if c in t.columns:
             bad = [i + 2 for i, v in enumerate(pd.to_numeric(t[c], errors="coerce")) if pd.notna(t[c].iloc[i]) and (pd.isna(v) or v < 0)]
             if bad:
                 raise CritminError(f"{p}, line {bad[0]}, field '{c}': not a non-negative number")
+    if {"months", "low", "high"} <= set(t.columns):
+        m, lo, hi = (pd.to_numeric(t[c], errors="coerce") for c in ("months", "low", "high"))
+        bad = [i + 2 for i in range(len(t)) if not (lo.iloc[i] <= m.iloc[i] <= hi.iloc[i])]
+        if bad:
+            raise CritminError(f"{p}, line {bad[0]}, field 'months': low <= months <= high fails")
     return t
 
 
@@ -98,6 +104,8 @@ class Simulator:
         params = params or Parameters.load()
         pv = read_table("product_values.csv", product_values_file)
         nodes = build_nodes(atlas, product_values=pv if len(pv) else None)
+        located = read_table("located_stocks.csv")
+        nodes = with_located_stocks(nodes, located.to_dict("records") if len(located) else [])
         params.check_scopes(set(atlas.commodities["commodity_id"]), set(atlas.commodities["group"]), set(nodes.index))
         coeff = read_table("chain_coefficients.csv", chain_file)
         own = read_table("participant_use_shares.csv")

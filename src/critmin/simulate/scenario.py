@@ -68,6 +68,10 @@ class Scenario(BaseModel):
     - ``market_surplus``: the targeted segment's excess supply at the old price before the disruption, as a
       share of its demand (0: balanced, the risk library's baseline; the back-test sets it per event from
       sourced market balances).
+    - ``stock_months`` (with ``stock_months_low``/``stock_months_high``, triangular): commercial stocks the
+      targeted buyers hold at the start, in months of their consumption (None: the ``inventory_months``
+      parameter plus the stocks located in targeted countries, ``located_stocks.csv``); an analyst facing a
+      new event, or the back-test, states what was actually held.
     - ``probability``: annual probability of the scenario (None = from the probability model; in-force
       controls are certain).
     """
@@ -95,6 +99,10 @@ class Scenario(BaseModel):
     market_surplus: float = Field(default=0.0, ge=-0.5, le=1.0, description=(
         "Excess supply in the targeted segment before the disruption, as a share of its demand (0 = balanced; "
         "positive = oversupplied, e.g. a historical event's market; negative = already short)"))
+    stock_months: float | None = Field(default=None, ge=0.0, le=600.0, description=(
+        "Commercial stocks held by the targeted buyers at the start, months of their consumption (none = parameters)"))
+    stock_months_low: float | None = Field(default=None, ge=0.0, le=600.0)
+    stock_months_high: float | None = Field(default=None, ge=0.0, le=600.0)
     response: Response = Field(default_factory=lambda: Response())
     probability: float | None = Field(default=None, ge=0.0, le=1.0)
     status: Status = "hypothetical"
@@ -130,6 +138,12 @@ class Scenario(BaseModel):
             hi = self.withheld_high if self.withheld_high is not None else self.withheld_share
             if not lo <= self.withheld_share <= hi:
                 raise ValueError(f"withheld_low <= withheld_share <= withheld_high fails ({lo}, {self.withheld_share}, {hi})")
+        if self.stock_months is None and (self.stock_months_low is not None or self.stock_months_high is not None):
+            raise ValueError("stock_months_low/stock_months_high need stock_months")
+        if self.stock_months is not None:
+            lo, hi = self.stock_range()
+            if not lo <= self.stock_months <= hi:
+                raise ValueError(f"stock_months_low <= stock_months <= stock_months_high fails ({lo}, {self.stock_months}, {hi})")
         if self.scope_low > self.scope_high:
             raise ValueError(f"scope_low <= scope_high fails ({self.scope_low}, {self.scope_high})")
         overlap = set(self.restrictors) & set(self.targets)
@@ -140,6 +154,14 @@ class Scenario(BaseModel):
     @property
     def node(self) -> tuple[str, str]:
         return (self.commodity, self.stage)
+
+    def stock_range(self) -> tuple[float, float]:
+        """(low, high) of the targeted buyers' stocks at the start (months); NaN when not stated."""
+        if self.stock_months is None:
+            return float("nan"), float("nan")
+        lo = self.stock_months_low if self.stock_months_low is not None else self.stock_months
+        hi = self.stock_months_high if self.stock_months_high is not None else self.stock_months
+        return float(lo), float(hi)
 
     def withheld_range(self) -> tuple[float, float] | None:
         """(low, high) of the withheld share, or None when it comes from the regime's default."""
