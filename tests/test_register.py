@@ -97,7 +97,7 @@ def test_bundled_register_loads(reg: Register) -> None:
     # every filled capacity is explained by a published capacity
     filled = reg.projects[reg.projects["capacity_t"].notna()]
     assert (filled["capacity_raw"] != "").all()
-    assert len(filled) == 43 and reg.projects["capex_usd"].notna().sum() == 49
+    assert len(filled) == 53 and reg.projects["capex_usd"].notna().sum() == 56
 
 
 def test_bundled_register_is_the_build_of_the_raw_files(tmp_path: Path, atlas: Atlas) -> None:
@@ -121,6 +121,12 @@ def test_bundled_register_is_the_build_of_the_raw_files(tmp_path: Path, atlas: A
         ("P034", 8346.1, "18,400,000 lb Sb x 0.00045359237 t/lb = 8,346.1 t Sb"),
         # Caremag: 600 t Dy+Tb oxides + 800 t NdPr oxide = 1,400 t REO
         ("P024", 1400.0, "600 t Dy+Tb oxides + 800 t NdPr oxide = 1,400 t REO"),
+        # 30,000 t LiOH.H2O; LiOH.H2O/Li = 41.96/6.941 = 6.046 -> 4,961.96 t Li
+        ("P052", 4962.0, "30,000 t LiOH.H2O / 6.046 = 4,962 t Li"),
+        # 752,000 MTU WO3 x 10 kg = 7,520 t WO3; WO3/W = 231.837/183.84 = 1.26108 -> 5,963.1 t W
+        ("P066", 5963.1, "7,520 t WO3 / 1.26108 = 5,963.1 t W"),
+        # 7,450 t ferroniobium at the 65 % Nb specification = 4,842.5 t Nb (a product grade, named in FACTORS)
+        ("P080", 4842.5, "7,450 t FeNb x 0.65 = 4,842.5 t Nb"),
     ],
 )
 def test_golden_conversions(reg: Register, project_id: str, expected: float, conversion: str) -> None:
@@ -134,9 +140,8 @@ def test_curated_decisions(reg: Register) -> None:
     # units already on the node basis are taken as published, ranges at their low end
     assert p.loc["P005", "capacity_t"] == 10500 and p.loc["P011", "capacity_t"] == 850
     # units that stoichiometry cannot convert stay blank, with the reason in the note
-    for pid in ("P051", "P052", "P054", "P071"):
+    for pid in ("P054", "P071"):
         assert math.isnan(p.loc[pid, "capacity_t"]) and p.loc[pid, "capacity_raw"], pid
-    assert "6.046" in p.loc["P052", "note"]
     assert (p.loc["P002", "commodity_id"], p.loc["P002", "stage"]) == ("ndfeb_magnets", "magnet")
     assert (p.loc["P050", "commodity_id"], p.loc["P050", "stage"]) == ("lithium", "refine")
     assert p.loc["P006", "status_class"] == "unlikely" and p.loc["P041", "status_class"] == "paused"

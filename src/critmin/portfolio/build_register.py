@@ -6,8 +6,8 @@ class and how its published capacity converts to the node basis) and writes ``pr
 ``support.csv`` and ``REGISTER.md`` to ``out_dir``. The output is deterministic: rows sorted by id, floats
 written without exponent or trailing zeros, no dates or paths of the machine.
 
-Rules: capacity is converted with stoichiometric factors or exact unit factors only (:data:`FACTORS`), the
-low end of a published range is used, and a field stays blank when no source gives it. Every decision is
+Rules: capacity is converted with stoichiometric factors, exact unit factors or a product grade printed by the
+project's own source only (:data:`FACTORS`), the low end of a published range is used, and a field stays blank when no source gives it. Every decision is
 written into the project's ``note``. Run ``python -m critmin.portfolio.build_register data/raw
 src/critmin/portfolio/data`` from the repository root to rebuild.
 """
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 FACTORS: dict[str, tuple[float, str]] = {
     "Li2CO3_per_Li": (5.323, "Li2CO3 / 2 Li = 73.89 / (2 x 6.941) = 5.323 t lithium carbonate per t Li"),
     "t_per_lb": (0.00045359237, "1 lb = 0.45359237 kg exactly (international avoirdupois pound)"),
-    "LiOH.H2O_per_Li": (6.046, "LiOH.H2O / Li = 41.96 / 6.941 = 6.046 (quoted for reference; not applied)"),
+    "LiOH.H2O_per_Li": (6.046, "LiOH.H2O / Li = 41.96 / 6.941 = 6.046 t lithium hydroxide monohydrate per t Li"),
     "LiOH_per_Li": (3.450, "LiOH / Li = 23.95 / 6.941 = 3.450 (quoted for reference; not applied)"),
     "g_per_troy_oz": (31.1034768, "1 troy oz = 31.1034768 g exactly (quoted for reference; not applied)"),
 }
@@ -427,6 +427,34 @@ for _pid, _changes in UPDATES_2026_12.items():
     CURATED[_pid] = replace(CURATED[_pid], **_changes)  # type: ignore[arg-type]
 CURATED.update(NEW_2026_12)
 
+# Second completion of December 2026 (sources in data/raw/projects/projects.csv, rows noted "December 2026
+# completion"): capacity on the node basis for ten more projects and product grades printed by the projects'
+# own sources (a grade is a sourced factor, not a stoichiometric one, and is named so in the conversion).
+FACTORS.update({
+    "TREO_in_Goschen_REMC": (0.58, "Goschen rare earth mineral concentrate grade 'over 58% TREO' (company, 2024): a lower bound"),
+    "Nb_in_FeNb": (0.65, "ferroniobium specification 65% Nb used in NioCorp's feasibility economics (2017)"),
+})
+UPDATES_2026_12B = {
+    "P009": dict(cap=_basis("t REO (4,660 t light + 1,300 t heavy oxides), 2014 design at 1 Mt/yr ore (dated)")),
+    "P014": dict(cap=_basis("t separated REO, 2019 PEA (dated; the same study as the capex)")),
+    "P016": dict(cap=_basis("t rare earth oxides, Marion phase 1 (third-party report)")),
+    "P017": dict(cap=_basis("t magnets, target by 2026 (weak source: commentary paraphrasing the company)")),
+    "P026": dict(cap=_basis("t TREO in xenotime concentrate, Sep 2025 DFS (supersedes 3,098 t of 2015); includes Y2O3")),
+    "P027": dict(cap=Cap("multiply", "concentrate grade printed by the company (over 58% TREO, lower bound)", factor="TREO_in_Goschen_REMC",
+                         unit_from="t REMC", unit_to="TREO")),
+    "P051": dict(cap=Cap("divide", "stoichiometric Li content of lithium carbonate; the concentrator feeds 50,000 t/yr LCE", factor="Li2CO3_per_Li",
+                         value=50000, unit_from="LCE", unit_to="Li")),
+    "P052": dict(cap=Cap("divide", "stoichiometric Li content of lithium hydroxide monohydrate", factor="LiOH.H2O_per_Li",
+                         unit_from="LiOH.H2O", unit_to="Li")),
+    "P062": dict(cap=_basis("t Co contained (6,500 t Co in 32,500 t cobalt sulphate, company)")),
+    "P066": dict(cap=Cap("divide", "stoichiometric W content of WO3; 2009 feasibility study (dated)", factor="WO3_per_W",
+                         unit_from="WO3", unit_to="W")),
+    "P080": dict(cap=Cap("multiply", "Nb content of the ferroniobium specification (65% Nb)", factor="Nb_in_FeNb",
+                         unit_from="t FeNb", unit_to="Nb")),
+}
+for _pid, _changes in UPDATES_2026_12B.items():
+    CURATED[_pid] = replace(CURATED[_pid], **_changes)  # type: ignore[arg-type]
+
 
 # ------------------------------------------------------------------------------------------------ build
 
@@ -474,7 +502,8 @@ def _capacity(pid: str, raw: Mapping[str, str], cap: Cap) -> tuple[float | None,
         return round(out, 1), f"{_num(value)} t {cap.unit_from} / {factor:g} = {_num(out)} t {cap.unit_to}{rng}"
     if cap.kind == "multiply":
         out = value * factor
-        return round(out, 1), f"{_num(value)} {cap.unit_from} x {factor!r} t/lb = {_num(out)} t {cap.unit_to}{rng}"
+        per = " t/lb" if cap.factor == "t_per_lb" else ""
+        return round(out, 1), f"{_num(value)} {cap.unit_from} x {factor!r}{per} = {_num(out)} t {cap.unit_to}{rng}"
     raise CritminError(f"{pid}: unknown capacity kind '{cap.kind}'")
 
 
