@@ -12,8 +12,20 @@ from critmin.portfolio.instruments import (
     loan_cost,
     offtake_cost,
     price_floor_cost,
+    project_default_probability,
     put_value,
 )
+
+
+def test_project_default_probability_carries_construction_risk():
+    # operating project: the operating rate itself
+    assert project_default_probability(0.0069, 15, 1.0) == pytest.approx(0.0069, rel=1e-12)
+    # c = 0.85, d = 0.0069, n = 15: 0.9931^15 = exp(15 x -0.0069239) = 0.90135; x 0.85 = 0.76615;
+    # ln 0.76615 = ln 0.75 + ln 1.021527 = -0.287682 + 0.021298 = -0.266384; /15 = -0.017759; 1 - exp(.) = 0.017602
+    assert project_default_probability(0.0069, 15, 0.85) == pytest.approx(0.017602, abs=1e-5)
+    # survival over the tenor equals c (1 - d)^n
+    d = project_default_probability(0.01, 10, 0.7)
+    assert (1 - d) ** 10 == pytest.approx(0.7 * 0.99**10, rel=1e-12)
 
 
 def test_loan_cost_hand():

@@ -29,6 +29,21 @@ def _balances(principal: float, rate: float, tenor: int) -> tuple[np.ndarray, fl
     return bal, pay
 
 
+def project_default_probability(annual_default: float, tenor: int, completion_after_close: float) -> float:
+    """Annual default probability of a loan to a project that may still fail to complete.
+
+    A loan closes before construction ends, so the lender carries the construction risk as well as the operating
+    default rate ``d``: the loan survives its tenor ``n`` with probability ``c (1 - d)^n`` (``c`` = probability
+    that a financed project completes), and the constant annual rate with the same survival is
+
+        d_p = 1 - (c (1 - d)^n)^(1/n)
+
+    ``c = 1`` (an operating project) gives ``d``.
+    """
+    c = min(max(completion_after_close, 1e-9), 1.0)
+    return float(1.0 - (c * (1.0 - annual_default) ** tenor) ** (1.0 / tenor))
+
+
 def loan_cost(principal: float, rate: float, tenor: int, gov_rate: float, default_prob: float, lgd: float) -> float:
     """Subsidy cost of a direct loan: ``L - PV_rg(expected repayments + recoveries)``.
 

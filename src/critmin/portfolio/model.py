@@ -29,6 +29,7 @@ from critmin.portfolio.instruments import (
     loan_cost,
     offtake_cost,
     price_floor_cost,
+    project_default_probability,
 )
 from critmin.portfolio.optimise import PortfolioProblem
 
@@ -377,6 +378,10 @@ def build_problem(
                 "viability_gap_mean_usd": vg, "hurdle_rate": hurdle, "capex_usd": float(capex), "unit_cost_usd_per_t": float(unit_cost),
                 "assumptions": list(assume),
             })
+        # loans and guarantees close before construction ends: the lender carries the construction risk too
+        c_close = 1.0 if status == "operating" else ip.get(
+            "project", "completion_probability:commissioning" if status == "commissioning" else "completion_probability:construction")
+        pd_p = project_default_probability(pd_, tenor, c_close)
         for a in ag.to_dict("records"):
             inst = str(a["instrument"])
             if inst == "any":
@@ -389,7 +394,7 @@ def build_problem(
             if bkey not in bud:
                 shared = f"{a['agency_id']}:any"
                 bkey = shared if shared in bud else bkey
-            terms = _terms(inst, a, ip, float(cap), float(capex), price, vg, gov_rate, hurdle, tenor, pd_, lgd, commercial_spread, st)
+            terms = _terms(inst, a, ip, float(cap), float(capex), price, vg, gov_rate, hurdle, tenor, pd_p, lgd, commercial_spread, st)
             if terms is None:
                 continue
             amount, bcost, value, note = terms
@@ -474,13 +479,13 @@ def _terms(inst: str, a: dict[str, Any], ip: InstrumentParameters, cap: float, c
             rate = gov_rate + ip.get("loan", "interest_spread_over_treasury:DOE_LPO", 0.0)
             cost = loan_cost(principal, rate, tenor, gov_rate, pd_, lgd)
             value = _pv_payments(principal, commercial, tenor, hurdle) - _pv_payments(principal, rate, tenor, hurdle)
-            return principal, cost, value, f"loan {principal:,.0f} USD at {rate:.2%} for {tenor} y"
+            return principal, cost, value, f"loan {principal:,.0f} USD at {rate:.2%} for {tenor} y, default {pd_:.2%}/yr with construction risk"
         fee = ip.get("loan_guarantee", "guarantee_fee_annual")
         cov = ip.get("loan_guarantee", "coverage_share", 1.0)
         cost = guarantee_cost(principal, commercial, tenor, cov, fee, gov_rate, pd_, lgd)
         guaranteed_rate = gov_rate + fee
         value = _pv_payments(principal, commercial, tenor, hurdle) - _pv_payments(principal, guaranteed_rate, tenor, hurdle)
-        return principal * cov, cost, value, f"guarantee of {principal * cov:,.0f} USD, fee {fee:.2%}"
+        return principal * cov, cost, value, f"guarantee of {principal * cov:,.0f} USD, fee {fee:.2%}, default {pd_:.2%}/yr with construction risk"
     if inst == "equity":
         share = float(max_share) if max_share is not None and np.isfinite(max_share) else st["equity_share_of_capex"]
         amount = min(share, st["equity_share_of_capex"]) * capex
