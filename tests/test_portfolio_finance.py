@@ -71,3 +71,11 @@ def test_cash_flows_viability_gap_dscr_hand():
     assert gap[0] == pytest.approx(100 - (5 + 25) / 1.1 - (5 + 25) / 1.21) and gap[1] == 0.0
     ds = annuity_payment(60, 0.05, 2)
     assert dscr(case, np.array([[20.0] * 3]), 60, 0.05, 2)[0] == pytest.approx(100 / ds)
+
+
+def test_cost_weight_is_the_cost_of_public_funds_over_the_horizon_annuity():
+    from critmin.portfolio.model import cost_weight
+
+    # 1.0436^5 = exp(5 x 0.042676) = 1.23786; annuity (1 - 1/1.23786)/0.0436 = 4.4071; 1.25 / 4.4071 = 0.28363
+    assert cost_weight(1.25, 0.0436, 60.0) == pytest.approx(0.28363, abs=2e-5)
+    assert cost_weight(1.0, 0.0, 24.0) == pytest.approx(0.5)  # no discounting: 1 USD over two years

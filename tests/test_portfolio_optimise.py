@@ -43,6 +43,25 @@ def test_hand_optimum_beats_greedy():
     assert s.spent["A:loan"] <= 100.0 + 1e-9
 
 
+def test_money_has_a_price_net_benefit_test():
+    # ample budget: every option with a benefit is funded when money has no price: p2 (node 0 covered: 10 t x 100
+    # = 1000 USD/yr) and p3 (5 t x 50 = 250 USD/yr); p1 adds nothing once p2 is in.
+    rich = toy(budget=1000.0)
+    assert sorted(solve(rich, gap=0.0).selected["project_id"]) == ["p2", "p3"]
+    # a budget dollar must buy 9 USD/yr: p3 costs 30 -> needs 270 > 250, dropped; p2 needs 630 < 1000, kept
+    # (p1 alone: 600 avoided against 360 needed, net 240 < p2's 370)
+    s = solve(toy(budget=1000.0, cost_weight=9.0), gap=0.0)
+    assert sorted(s.selected["project_id"]) == ["p2"]
+    assert s.objective == pytest.approx(1000.0 - 9.0 * 70.0)
+    # the greedy baseline takes the best ratio first (p1: 15 USD/yr per USD), then nothing passes the test
+    g = greedy(toy(budget=1000.0, cost_weight=9.0))
+    assert sorted(g.selected["project_id"]) == ["p1"] and g.objective == pytest.approx(600.0 - 9.0 * 40.0)
+    # the test prices the expected cost to the government, not the face amount a budget is charged
+    p = toy(budget=1000.0, cost_weight=9.0)
+    p.options["economic_cost_usd"] = [4.0, 7.0, 3.0]
+    assert sorted(solve(p, gap=0.0).selected["project_id"]) == ["p2", "p3"]
+
+
 def test_deadline_removes_late_options():
     s = solve(toy(deadline_months=12), gap=0.0)
     assert sorted(s.selected["project_id"]) == ["p1", "p3"]

@@ -54,7 +54,20 @@ MODEL_DEFAULTS: dict[str, float] = {
     "unit_cost_share_of_price": 0.7,  # operating cost per tonne when the register has none, share of the node price
     "construction_years": 2.0,  # years of construction before first output for projects not yet producing
     "insurance_term_years": 10.0,  # years of political-risk cover
+    "cost_of_public_funds": 1.25,  # social cost per USD of expected government cost (OMB Circular A-94 excess burden)
 }
+
+
+def cost_weight(cost_of_public_funds: float, gov_rate: float, horizon_months: float) -> float:
+    """Expected annual avoided loss (USD/yr) one USD of expected government cost must buy (docs/portfolio.md §5):
+
+        κ = λ / a,   a = (1 - (1 + r_g)^(-H)) / r_g   (H = horizon in years; a = H when r_g = 0)
+
+    λ the marginal cost of public funds; an option is funded only if ``a × avoided >= λ × cost``.
+    """
+    h = max(horizon_months, 1e-9) / 12.0
+    a = (1.0 - (1.0 + gov_rate) ** -h) / gov_rate if gov_rate > 0 else h
+    return float(cost_of_public_funds / a)
 
 
 #: Status classes whose completion probability an instrument can raise (instrument_parameters.csv, uplift rows).
@@ -438,9 +451,11 @@ def build_problem(
         opts = pd.DataFrame(columns=["project_id", "instrument", "agency", "budget_key", "participant", "node", "country", "commodity",
                                      "dq_t", "cost_usd", "amount_usd", "months_to_output", "bonus"])
     bud_all = {**bud, "none": float("inf")}
+    opts["economic_cost_usd"] = np.maximum(opts["budget_cost_usd"].to_numpy(dtype=float), 0.0) if "budget_cost_usd" in opts else opts["cost_usd"]
     problem = PortfolioProblem(opts, sample.shortfall, sample.months, sample.value_per_t, np.full(sample.shortfall.shape[1], 1.0 / max(sample.shortfall.shape[1], 1)),
                                {k: v for k, v in bud_all.items() if k in set(opts["budget_key"]) or k == "none"}, sample.node_names,
-                               deadline_months=deadline_months)
+                               deadline_months=deadline_months,
+                               cost_weight=cost_weight(st["cost_of_public_funds"], gov_rate, horizon))
     return BuiltProblem(problem, reasons, assumptions, bud, basis, sample, opts, finance)
 
 

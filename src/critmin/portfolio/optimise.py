@@ -65,6 +65,10 @@ class PortfolioProblem:
     cvar_weight: float = 0.0
     bonus_weight: float = 0.0
     cost_tiebreak: float = 1e-9
+    #: expected annual avoided loss (USD/yr) that one USD of budget cost must buy to be worth spending: the
+    #: marginal cost of public funds over the present-value factor of the years of benefit (docs/portfolio.md §5).
+    #: 0 = money has no price (every option with a benefit is kept while budgets last).
+    cost_weight: float = 0.0
 
     def eligible(self) -> pd.DataFrame:
         o = self.options
@@ -99,6 +103,26 @@ def _avoided(problem: PortfolioProblem, z: np.ndarray) -> tuple[np.ndarray, floa
     return y, exp, _cvar(resid, problem.weights, problem.cvar_alpha)
 
 
+def added_avoided(problem: PortfolioProblem, selected: pd.DataFrame, node: int, dq_t: float) -> float:
+    """Expected annual avoided loss (USD/yr) that ``dq_t`` t/yr more at ``node`` adds to the ``selected`` options."""
+    z = np.zeros(problem.shortfall.shape[0])
+    if len(selected):
+        np.add.at(z, selected["node"].to_numpy(dtype=int), selected["dq_t"].to_numpy(dtype=float))
+    _, before, _ = _avoided(problem, z)
+    z[node] += dq_t
+    _, after, _ = _avoided(problem, z)
+    return after - before
+
+
+def economic_cost(opts: pd.DataFrame) -> np.ndarray:
+    """Expected cost to the government of each option (USD, >= 0): the credit-reform cost of loans and guarantees,
+    the expected loss of equity, grants in full (column ``economic_cost_usd``; the budget charge ``cost_usd``
+    where the column is absent). This, not the face amount a budget may be charged, is what the net-benefit test
+    prices."""
+    col = "economic_cost_usd" if "economic_cost_usd" in opts.columns else "cost_usd"
+    return np.maximum(opts[col].to_numpy(dtype=float), 0.0)
+
+
 def _cvar(x: np.ndarray, w: np.ndarray, alpha: float) -> float:
     """CVaR_α of a discrete distribution (values x, weights w): mean of the worst 1-α tail (Rockafellar-Uryasev)."""
     order = np.argsort(-x)
@@ -115,7 +139,7 @@ def _result(problem: PortfolioProblem, opts: pd.DataFrame, x: np.ndarray, status
     np.add.at(z, sel["node"].to_numpy(dtype=int), sel["dq_t"].to_numpy(dtype=float))
     y, exp, cvar = _avoided(problem, z)
     spent = {k: float(sel.loc[sel["budget_key"] == k, "cost_usd"].sum()) for k in problem.budgets if np.isfinite(problem.budgets[k])}
-    obj = exp + problem.bonus_weight * float(sel["bonus"].sum()) - problem.cvar_weight * cvar
+    obj = exp + problem.bonus_weight * float(sel["bonus"].sum()) - problem.cvar_weight * cvar - problem.cost_weight * float(economic_cost(sel).sum())
     names = problem.node_names or [str(i) for i in range(len(z))]
     by_node = {names[n]: float(problem.weights @ (problem.value_per_t[n] * y[n])) for n in np.flatnonzero(z)}
     return Solution(sel.reset_index(drop=True), obj, exp, cvar, spent, status, gap, seconds, by_node, method)
@@ -150,7 +174,7 @@ def check(problem: PortfolioProblem, opts: pd.DataFrame) -> None:
         raise PortfolioError(f"negative or missing budget for {', '.join(sorted(neg))}")
     if not 0.0 < problem.cvar_alpha < 1.0:
         raise PortfolioError(f"cvar_alpha must lie strictly between 0 and 1, got {problem.cvar_alpha}")
-    for name, v in (("cvar_weight", problem.cvar_weight), ("bonus_weight", problem.bonus_weight)):
+    for name, v in (("cvar_weight", problem.cvar_weight), ("bonus_weight", problem.bonus_weight), ("cost_weight", problem.cost_weight)):
         if v < 0 or not np.isfinite(v):
             raise PortfolioError(f"{name} must be a non-negative number, got {v}")
     for name, v in (("max_country_share", problem.max_country_share), ("max_commodity_share", problem.max_commodity_share)):
@@ -204,7 +228,8 @@ def solve(problem: PortfolioProblem, gap: float = 0.01, time_limit: float = 60.0
     sh = np.array([problem.shortfall[n, s] for n, s in ys])
     pot = np.array([w[s] * v[n] for n, s in ys]) * sh
     scale = max(float(pot.sum()), 1e-12)
-    c_x = -(problem.bonus_weight * opts["bonus"].to_numpy(dtype=float)) / scale + problem.cost_tiebreak * cost / max(cost.max(), 1.0)
+    c_x = (-(problem.bonus_weight * opts["bonus"].to_numpy(dtype=float)) + problem.cost_weight * economic_cost(opts)) / scale \
+        + problem.cost_tiebreak * cost / max(cost.max(), 1.0)
     c_y = -pot / scale
     cols_cost = [c_x, c_y]
     lb = [np.zeros(n_o), np.zeros(n_y)]
@@ -295,7 +320,8 @@ def _value(problem: PortfolioProblem, opts: pd.DataFrame, x: np.ndarray) -> floa
     z = np.zeros(problem.shortfall.shape[0])
     np.add.at(z, node[x > 0.5], opts["dq_t"].to_numpy(dtype=float)[x > 0.5])
     _, exp, cvar = _avoided(problem, z)
-    return exp + problem.bonus_weight * float(opts["bonus"].to_numpy(dtype=float)[x > 0.5].sum()) - problem.cvar_weight * cvar
+    return (exp + problem.bonus_weight * float(opts["bonus"].to_numpy(dtype=float)[x > 0.5].sum()) - problem.cvar_weight * cvar
+            - problem.cost_weight * float(economic_cost(opts)[x > 0.5].sum()))
 
 
 def _cofinance_ok(problem: PortfolioProblem, opts: pd.DataFrame, x: np.ndarray) -> bool:
@@ -380,8 +406,9 @@ def greedy(problem: PortfolioProblem) -> Solution:
         cand = np.flatnonzero((pids == pid) & alive & (cost <= left_a[key_i] + 1e-9))
         if len(cand):
             take(int(cand[np.argmin(cost[cand])]))
+    econ = problem.cost_weight * economic_cost(opts)
     while True:
-        fits = alive & (gain > 1e-9)
+        fits = alive & (gain - econ > 1e-9)
         fits &= cost <= left_a[key_i] + 1e-9
         if problem.max_country_share < 1.0:
             fits &= cty_a[cty_i] + cost <= problem.max_country_share * total + 1e-9

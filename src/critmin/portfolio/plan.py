@@ -16,7 +16,15 @@ from critmin.portfolio.model import (
     read_agencies,
     sample_from_simulator,
 )
-from critmin.portfolio.optimise import Solution, frontier, greedy, marginal_values, solve
+from critmin.portfolio.optimise import (
+    Solution,
+    added_avoided,
+    economic_cost,
+    frontier,
+    greedy,
+    marginal_values,
+    solve,
+)
 
 
 def current_month() -> str:
@@ -145,9 +153,18 @@ def _reasons(bp: BuiltProblem, sol: Solution, deadline: float | None, names: dic
             best = mine[mine["dq_t"] > 0].assign(ratio=lambda d: d["dq_t"] / d["cost_usd"].clip(lower=1.0)).sort_values("ratio", ascending=False).iloc[0]
             spent = sol.spent.get(best["budget_key"], 0.0)
             budget = bp.problem.budgets.get(best["budget_key"], np.inf)
-            why = (f"not worth its budget at the margin: best option {best['instrument']} from {best['agency']} adds "
-                   f"{best['dq_t']:,.1f} t/yr for {best['cost_usd']:,.0f} USD; its budget {best['budget_key']} is "
-                   f"{(spent / budget if np.isfinite(budget) and budget > 0 else 0):.0%} used by better options, or its node is already covered")
+            gain = added_avoided(bp.problem, sol.selected, int(best["node"]), float(best["dq_t"]))
+            econ = float(economic_cost(best.to_frame().T)[0])
+            need = bp.problem.cost_weight * econ
+            if bp.problem.cost_weight > 0 and gain <= need:
+                why = (f"fails the net-benefit test: its best option ({best['instrument']} from {best['agency']}, "
+                       f"{best['dq_t']:,.1f} t/yr) would avoid {gain:,.0f} USD a year of expected loss next to the funded "
+                       f"projects, against {need:,.0f} USD a year needed to justify its expected cost of {econ:,.0f} USD "
+                       f"(marginal cost of public funds over the planning horizon)")
+            else:
+                why = (f"not worth its budget at the margin: best option {best['instrument']} from {best['agency']} adds "
+                       f"{best['dq_t']:,.1f} t/yr for {best['cost_usd']:,.0f} USD; its budget {best['budget_key']} is "
+                       f"{(spent / budget if np.isfinite(budget) and budget > 0 else 0):.0%} used by better options, or its node is already covered")
         out.append({"project_id": pid, "name": names.get(pid, ""), "decision": "rejected", "reason": why})
     return out
 
