@@ -81,7 +81,9 @@ def test_release_rule_runs_in_the_simulator(simulator):
 def test_no_stock_saves_more_than_the_loss_it_insures(simulator):
     """Issue 12 review: $155 M of cobalt 'saved' $3.48 B a year, more than cobalt's whole simulated loss, because a
     tonne short was priced at the lost-output multiple for both participants. Each participant's shortage cost is
-    now its own simulated loss per tonne short, so the cost without a stock is exactly the simulated loss."""
+    now the output a tonne short loses it (Simulator.value_per_t_supplied), so the cost a stock can avoid is the
+    simulated lost output: at most the loss, and less where the loss is mostly the world price paid on the tonnes
+    still bought, which a national stock does not lower."""
     from critmin.simulate.risk import risk_run
     from critmin.stockpile.plan import disruption_sample, plan_stockpiles
 
@@ -93,9 +95,14 @@ def test_no_stock_saves_more_than_the_loss_it_insures(simulator):
         if r["participant"] not in ("USA", "JPN"):
             continue
         j = ("USA", "JPN").index(r["participant"])
-        loss = float(res.node_draws[r["node"]][j].mean())
-        assert r["expected_cost_without_stock_usd"] == pytest.approx(loss, rel=1e-9, abs=1e-6)
-        assert r["saving_usd"] <= loss * (1 + 1e-9)
+        nd = res.node_draws[r["node"]]
+        loss = float(nd[j].mean())
+        # hand: lost output per tonne short, times the expected shortfall = the expected lost output
+        v = nd[7 + j].sum() / nd[3 + j].sum()
+        assert r["shortage_cost_usd_per_t"] == pytest.approx(v, rel=1e-9)
+        assert r["expected_cost_without_stock_usd"] == pytest.approx(nd[7 + j].mean(), rel=1e-9, abs=1e-6)
+        assert r["expected_cost_without_stock_usd"] <= loss * (1 + 1e-9) + 1e-6
+        assert r["saving_usd"] <= loss * (1 + 1e-9) + 1e-6
     # the participants value a tonne differently where their end uses differ (U.S. cobalt, nickel, manganese)
     by = {(r["node"], r["participant"]): r["shortage_cost_usd_per_t"] for r in rec["stockpiles"]}
     assert by[("cobalt/mine", "USA")] != pytest.approx(by[("cobalt/mine", "JPN")])

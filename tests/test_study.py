@@ -116,3 +116,22 @@ def test_study_api_equals_the_keywords(tmp_path: Path):
     assert st.critical_lists["JPN"] == {"gallium"} and "antimony" in st.critical_lists["USA"]
     with pytest.raises(study.StudyError, match="field 'delivery_months'"):
         study.Study(delivery_months=0)
+
+
+def test_a_priority_that_rests_on_a_suspended_control_says_both_cases(study_run: tuple[Path, dict]):
+    """Review of December 2026: the #1 priority rested for 94 % on China's suspended battery package, counted at
+    probability 0.5 after its suspension ran out; the answer now gives the loss if it lapsed and if it is back."""
+    import copy
+
+    from critmin.report.summary import build_summary
+
+    _, plan = study_run
+    p = copy.deepcopy(plan)
+    r = p["scenarios"][0]
+    r["expected_loss_usd"] = 100e6
+    r["top_scenarios"] = [{"scenario": "ev.X.suspended", "probability": 0.5, "expected_loss_usd": 160e6, "contribution_usd": 80e6,
+                           "status": "suspended"}]
+    text = " ".join(build_summary(p)["what_would_change"])
+    # lapsed: 100 - 80 = 20; back in force: 20 + 80 / 0.5 = 180
+    assert "80% of its expected loss on a suspended control (ev.X.suspended)" in text
+    assert "$20 M a year if it has lapsed, $180 M if it is back in force" in text

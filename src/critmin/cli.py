@@ -608,7 +608,7 @@ def portfolio(
                                              "months_to_output", "expected_avoided_usd"], title="Selected projects")
     emit([{"budget": k, "budget_usd": v, "spent_usd": rec["spent"].get(k, 0.0), "basis": rec["budget_basis"][k],
            "marginal_value": rec["marginal_value_usd_per_usd"].get(k)} for k, v in rec["budgets"].items()], "table", title="Budgets")
-    emit(rec["risk_reduction"][:15], "table", columns=["node", "expected_loss_usd", "expected_avoided_usd", "share_avoided"], title="Risk reduction by node")
+    emit(rec["risk_reduction"][:15], "table", columns=["node", "avoidable_loss_usd", "expected_avoided_usd", "share_avoided"], title="Risk reduction by node")
     if "frontier" in rec:
         emit(rec["frontier"], "table", columns=["budget_scale", "total_budget_usd", "spent_usd", "expected_avoided_usd", "projects"], title="Efficient frontier")
     rejected = [p for p in rec["projects"] if p["decision"] == "rejected"]

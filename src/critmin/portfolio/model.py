@@ -235,7 +235,7 @@ class Sample:
 def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective: str = "BLOC", threads: int = 2, client: Any = None,
                           result: Any = None) -> Sample:
     """Per node and draw of the risk library run (``critmin risk``; ``result`` reuses one), the shortfall, loss
-    and months, and the value of a tonne of shortfall avoided (:meth:`Simulator.loss_per_t_short`)."""
+    and months, and the value of a tonne of shortfall avoided (:meth:`Simulator.value_per_t_supplied`)."""
     from critmin.simulate.risk import risk_run
     from critmin.simulate.run import PERSPECTIVES
 
@@ -246,9 +246,9 @@ def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective
     short = np.array([res.node_draws[k][3 + j] for k in names]) if names else np.zeros((0, draws))
     loss = np.array([res.node_draws[k][j] for k in names]) if names else np.zeros((0, draws))
     months = np.array([res.node_draws[k][6] for k in names]) if names else np.zeros((0, draws))
-    # the bloc's simulated consumer loss per tonne short at each node, so that the loss before any project
-    # equals the risk ranking's (Simulator.loss_per_t_short)
-    v = np.array([sim.loss_per_t_short(res.node_draws, name, j) for name in names])
+    # what a tonne supplied is worth to the bloc where it is short: the output it saves and the premium it spares
+    # (Simulator.value_per_t_supplied); the price the bloc pays on the tonnes it still buys is not avoidable
+    v = np.array([sim.value_per_t_supplied(res.node_draws, name, j) for name in names])
     return Sample(names, short, months, v, loss, {**res.metadata, "perspective": perspective.upper(), "sample_draws": draws})
 
 

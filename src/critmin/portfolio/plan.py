@@ -215,12 +215,12 @@ def run_portfolio(
 
     loss_before = {n: float(p.weights @ (p.value_per_t[i] * p.shortfall[i])) for i, n in enumerate(p.node_names)}
     risk: list[dict[str, Any]] = [
-        {"node": n, "commodity": n.split("/")[0], "stage": n.split("/")[1], "expected_loss_usd": loss_before[n],
+        {"node": n, "commodity": n.split("/")[0], "stage": n.split("/")[1], "avoidable_loss_usd": loss_before[n],
          "expected_avoided_usd": sol.avoided_by_node.get(n, 0.0),
          "share_avoided": sol.avoided_by_node.get(n, 0.0) / loss_before[n] if loss_before[n] > 0 else 0.0}
         for n in p.node_names if sol.avoided_by_node.get(n, 0.0) > 0 or loss_before[n] > 0
     ]
-    risk.sort(key=lambda r: (-float(r["expected_avoided_usd"]), -float(r["expected_loss_usd"])))
+    risk.sort(key=lambda r: (-float(r["expected_avoided_usd"]), -float(r["avoidable_loss_usd"])))
     finite_budgets = {k: v for k, v in p.budgets.items() if np.isfinite(v)}
     rec: dict[str, Any] = {
         "metadata": {**sample.metadata, "as_of": as_of, "agencies": agencies_file or "bundled", "instrument_parameters": parameters_file or "bundled", "deadline_months": deadline_months, "mip_gap_target": gap,

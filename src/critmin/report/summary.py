@@ -114,6 +114,18 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                        "spike beyond it, so losses there are understated (docs/validation.md).")
     for key, why in list(unspent.items())[:3]:
         changes.append(f"Budget {key}: {why}. More projects with capex and capacity in the register would change the portfolio.")
+    # a suspended control (status unknown after its suspension) weighs in at the assumed probability: say what
+    # the priority would be if it lapsed and if it returned (its contribution scaled to probability 0 and 1)
+    for r in plan["scenarios"][:5]:
+        susp = [x for x in (r.get("top_scenarios") or []) if x.get("status") == "suspended" and 0 < float(x["probability"]) < 1]
+        part = sum(float(x["contribution_usd"]) for x in susp)
+        if part > 0.25 * float(r["expected_loss_usd"]):
+            back = sum(float(x["contribution_usd"]) / float(x["probability"]) for x in susp)
+            changes.append(
+                f"{r['name']} (rank {int(r['rank'])}) rests for {part / float(r['expected_loss_usd']):.0%} of its expected loss on a suspended "
+                f"control ({', '.join(x['scenario'] for x in susp)}) counted at probability {float(susp[0]['probability']):g} (an assumption): "
+                f"{usd(float(r['expected_loss_usd']) - part)} a year if it has lapsed, {usd(float(r['expected_loss_usd']) - part + back)} if it "
+                "is back in force. Check its status before acting on this rank.")
     flagged = [r["name"] for r in plan["scenarios"][:top] if any("proxy" in f or "estimate" in f for f in r.get("flags", []))]
     if flagged:
         changes.append(f"Figures for {', '.join(flagged)} rest on flagged proxies or estimates; sourced figures could move their rank.")

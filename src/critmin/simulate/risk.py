@@ -372,7 +372,7 @@ def risk_ranking(
                 "proxy_share_of_loss": share_proxy,
                 "top_scenarios": [
                     {"scenario": r.scenario, "probability": float(r.probability), "expected_loss_usd": float(r.expected_loss_usd),
-                     "contribution_usd": float(r.contribution_usd)}
+                     "contribution_usd": float(r.contribution_usd), "status": str(r.status)}
                     for r in top.itertuples()
                 ],
                 "in_force_controls": sorted(set(g.loc[g["status"] == "in_force", "scenario"])),

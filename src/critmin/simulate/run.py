@@ -38,6 +38,9 @@ from critmin.simulate.regimes import RegimeModel, fit_regime_model
 from critmin.simulate.scenario import Scenario
 
 PERSPECTIVES = (*PARTICIPANTS, "BLOC")
+#: Rows of ``RunResult.node_draws`` per node: consumer loss (0-2: USA, JPN, BLOC), shortfall t (3-5), months of
+#: disruption (6), lost output (7-9), input cost (10-12), tonnes consumed (13-15).
+NODE_ROWS = 16
 #: Target number of (scenario × draw) elements per chunk: bounds memory (about 60 arrays of this size).
 CHUNK_ELEMENTS = 1 << 17
 
@@ -165,6 +168,24 @@ class Simulator:
         short = float(nd[3 + perspective].sum())
         return float(nd[perspective].sum()) / short if short > 0 else 0.0
 
+    @staticmethod
+    def value_per_t_supplied(node_draws: dict[str, np.ndarray], key: str, perspective: int) -> float:
+        """What one more tonne supplied to a perspective that is short at a node is worth (USD/t), over a risk run's
+        draws: the output a tonne short loses,
+
+            v_jn = sum_s LO_jns / sum_s D_jns        (USD/t; 0 when the node never runs short)
+
+        ``LO`` the lost output (its own end uses) and ``D`` the shortfall. A tonne released from a stock, or made by a
+        project, fills a gap (saving that output) or displaces a purchase (saving its premium, which the choke price
+        keeps below the output it enables); it does not lower the world price the participant pays on every other
+        tonne, which the consumer loss per tonne short (:meth:`loss_per_t_short`) charged to each tonne short, so a
+        cobalt stock of $102 M "saved" $1.9 B a year. ``v E[D] = E[LO] <= E[L]``."""
+        nd = node_draws[key]
+        if nd.shape[0] < NODE_ROWS:
+            return Simulator.loss_per_t_short(node_draws, key, perspective)
+        short = float(nd[3 + perspective].sum())
+        return float(nd[7 + perspective].sum()) / short if short > 0 else 0.0
+
     def metadata(self, draws: int, seed: int) -> dict[str, Any]:
         from critmin import __version__
 
@@ -197,8 +218,9 @@ class RunResult:
     metadata: dict[str, Any]
     evaluations: int = 0
     flags: dict[str, list[str]] = field(default_factory=dict)
-    #: per node, shape (7, draws): loss USA, JPN, BLOC (USD), shortfall USA, JPN, BLOC (t), months of
-    #: disruption (max over the scenarios that occur at the node in the draw); only for runs with probabilities.
+    #: per node, shape (NODE_ROWS, draws): loss USA, JPN, BLOC (USD), shortfall USA, JPN, BLOC (t), months of
+    #: disruption (max over the scenarios that occur at the node in the draw), then lost output, input cost (USD)
+    #: and tonnes consumed per perspective; only for runs with probabilities.
     #: ``totals`` and ``node_draws`` leave out, per perspective, the participant's own export restrictions.
     node_draws: dict[str, np.ndarray] = field(default_factory=dict)
     #: (scenarios, 3, draws) consumer loss per scenario, perspective (USA, JPN, BLOC) and draw, conditional on
@@ -253,6 +275,8 @@ def run_chunk(
     }
     comp = {k: np.concatenate([v, v.sum(axis=1, keepdims=True)], axis=1).mean(axis=2) for k, v in comp.items()}
     short_d = np.concatenate([r.shortfall_t, r.shortfall_t.sum(axis=1, keepdims=True)], axis=1)  # (S, 3, D)
+    lost_d, cost_d, used_d = (np.concatenate([x, x.sum(axis=1, keepdims=True)], axis=1)
+                              for x in (r.lost_output, r.input_cost, r.consumed_t))
     risk_usd = np.concatenate([r.at_risk_usd, r.at_risk_usd.sum(axis=1, keepdims=True)], axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         at_risk = np.where(risk_usd > 0, loss / risk_usd, 0.0)
@@ -287,7 +311,8 @@ def run_chunk(
             uf = u[b.family[i]]
             idx = np.flatnonzero((uf >= b.prob_lo[i]) & (uf < b.prob_hi[i]))
             if idx.size:
-                hits[int(i)] = (idx, np.nan_to_num(np.vstack([loss[i][:, idx], short_d[i][:, idx]]), nan=0.0))
+                hits[int(i)] = (idx, np.nan_to_num(np.vstack([loss[i][:, idx], short_d[i][:, idx], lost_d[i][:, idx], cost_d[i][:, idx],
+                                                              used_d[i][:, idx]]), nan=0.0))
     out["hits"] = hits
     if keep_paths and r.paths is not None:
         out["paths"] = r.paths
@@ -467,9 +492,11 @@ def _assemble(
         tot = totals.setdefault(c, np.zeros((3, draws)))
         idx, vals = hits[i]
         tot[:, idx] += vals[:3] * keep[:, None]
-        nd = node_draws.setdefault(f"{c}/{scenarios[i].stage}", np.zeros((7, draws)))
-        nd[:6, idx] += vals * np.concatenate([keep, keep])[:, None]
+        nd = node_draws.setdefault(f"{c}/{scenarios[i].stage}", np.zeros((NODE_ROWS, draws)))
+        k6 = np.concatenate([keep, keep])[:, None]
+        nd[:6, idx] += vals[:6] * k6
         nd[6, idx] = np.maximum(nd[6, idx], np.where(vals[5] * keep[2] > 0, float(scenarios[i].duration_months), 0.0))
+        nd[7:, idx] += vals[6:] * np.concatenate([keep, keep, keep])[:, None]
     paths = None
     if keep_paths:
         paths = _path_bands(scenarios, batch, blocks, parts)

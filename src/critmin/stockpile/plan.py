@@ -141,9 +141,10 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
         p0 = node.p0_usd_per_t
         if not (np.isfinite(p0) and np.isfinite(node.q0_t)):
             continue
-        # each participant's own simulated loss per tonne short (its end uses), the pool's the bloc's
-        c_of = {j: sim.loss_per_t_short(smp["node_draws"], key, PARTICIPANTS.index(j)) for j in members}
-        c_pool = sim.loss_per_t_short(smp["node_draws"], key, len(PARTICIPANTS))
+        # what a tonne released is worth to each participant where it is short (its end uses: output saved plus the
+        # premium spared on that tonne), the pool's the bloc's
+        c_of = {j: sim.value_per_t_supplied(smp["node_draws"], key, PARTICIPANTS.index(j)) for j in members}
+        c_pool = sim.value_per_t_supplied(smp["node_draws"], key, len(PARTICIPANTS))
         months = nd[6]
         typical_months = float(months[months > 0].mean()) if (months > 0).any() else 12.0
         if node.stage not in stages:
