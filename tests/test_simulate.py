@@ -440,6 +440,21 @@ def test_chain_factor_formula(simulator):
     u, v = simulator.nodes.get("rare_earths", "refine"), simulator.nodes.get("ndfeb_magnets", "magnet")
     i = simulator.nodes.index["rare_earths/refine"]
     assert f.factor[i] == pytest.approx(0.5 + 0.5 * v.p0_usd_per_t / (0.25 * u.p0_usd_per_t))
+    # with the magnet makers' value added share (0.4), the magnets not made cost 0.4 of their value
+    g = chain_factors(simulator.nodes, [{"from_commodity": "rare_earths", "from_stage": "refine", "to_commodity": "ndfeb_magnets",
+                                          "to_stage": "magnet", "use_share": 0.5, "input_t_per_t": 0.25}],
+                      value_added={"ndfeb_magnets/magnet": 0.4})
+    assert g.factor[i] == pytest.approx(0.5 + 0.5 * v.p0_usd_per_t / (0.25 * u.p0_usd_per_t) * 0.4)
+    assert g.unlinked[i] == pytest.approx(0.5)
+
+
+def test_bundled_chain_values_products_at_value_added(simulator):
+    # graphite/refine: 1 t makes 1 t of anode (va 0.5462), 0.2 t of which makes 1 t of cells (va 0.3536):
+    # B = (P_anode / P_graphite) (0.5462 + (1 / 0.2)(P_cell / P_anode) 0.3536) by hand from the node prices
+    n = {k: simulator.nodes.get(*k.split("/")).p0_usd_per_t for k in ("graphite/refine", "battery_anode/anode", "battery_cells/cell")}
+    i = simulator.nodes.index["graphite/refine"]
+    want = n["battery_anode/anode"] / n["graphite/refine"] * (0.5462 + 5.0 * n["battery_cells/cell"] / n["battery_anode/anode"] * 0.3536)
+    assert simulator.chain.linked_value[i] == pytest.approx(want, rel=1e-9)
 
 
 # ------------------------------------------------------------------ review fixes -----------------------------------

@@ -156,3 +156,20 @@ def test_pooling_never_costs_more_under_the_days_cap(simulator):
     for r in pools:
         assert r["pooling_saving_usd"] >= -1e-6 * max(1.0, sum(r["separate_cost_usd"].values())), r["node"]
         assert sum(r["pooled_cost_by_member_usd"].values()) == pytest.approx(r["expected_cost_with_stock_usd"])
+
+
+def test_no_stock_on_a_demand_nobody_measured(simulator):
+    """Review of 5 December 2026: Japan's 10,700 t antimony stock rested on 0.905 x the U.S. consumption. A node
+    whose consumption for the participant is a proxy is listed, not stocked (unless the policy says otherwise)."""
+    from critmin.stockpile.plan import disruption_sample, plan_stockpiles
+
+    smp = disruption_sample(simulator, 60, 4)
+    rec = plan_stockpiles(simulator, "BLOC", draws=60, seed=4, sample=smp, max_days=180)
+    proxy = {(j, k) for k in smp["node_draws"] for j in ("USA", "JPN")
+             if simulator.nodes.nodes[simulator.nodes.index[k]].demand_basis.get(j, "").startswith("proxy")}
+    stocked = {(r["participant"], r["node"]) for r in rec["stockpiles"] if r["participant"] in ("USA", "JPN")}
+    assert proxy and not (stocked & proxy)
+    listed = {(x["participant"], x["node"]) for x in rec["metadata"]["not_stocked_proxy_demand"]}
+    assert listed and listed <= proxy and all(x["reason"].startswith("demand is a proxy") for x in rec["metadata"]["not_stocked_proxy_demand"])
+    loose = plan_stockpiles(simulator, "BLOC", draws=60, seed=4, sample=smp, max_days=180, sourced_demand_only=False)
+    assert {(r["participant"], r["node"]) for r in loose["stockpiles"] if r["participant"] in ("USA", "JPN")} & proxy

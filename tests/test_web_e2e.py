@@ -494,6 +494,8 @@ def test_plan_files_runs_list_and_cancel(ui: Browser) -> None:
     assert ui.wait_run("sim-run-status") == "cancelled"
     ui.tab("reports")
     assert ui.wait_run("pl-run-status", 120) == "done"
+    # the status box turns "done" before the result (and its file list) has been fetched and shown
+    ui.wait_count("#pl-files a", 4)
     links = page.locator("#pl-files a")
     assert sorted(links.all_text_contents()) == ["plan.html", "plan.json", "plan.pdf", "plan.xlsx"]
     for a in links.all():
@@ -569,6 +571,7 @@ def test_respond_to_an_event_form_writes_the_brief(ui: Browser) -> None:
     page.wait_for_selector("#rs-result:visible")
     assert "gallium" in page.text_content("#rs-headline") and "Expected consumer loss" in page.text_content("#rs-headline")
     assert ui.count("#rs-impact tbody tr") == 3
+    ui.wait_count("#rs-files a", 3)
     links = page.locator("#rs-files a")
     assert sorted(links.all_text_contents()) == ["brief.html", "brief.json", "brief.pdf"]
     for a in links.all():

@@ -69,7 +69,8 @@ def run_cycle(atlas: Any, sim: Any, draws: int = 500, seed: int = 0, as_of: str 
     policy = StockpilePolicy.model_validate(stock_policy or {})
     lists = critical_lists if critical_lists is not None else bundled_lists()
     stock = plan_stockpiles(sim, "BLOC", budget=policy.budget_usd, pooled=policy.pooled, draws=draws, seed=seed, sample=sample,
-                            commodities=lists, stages=tuple(policy.stages), max_days=policy.max_days)
+                            commodities=lists, stages=tuple(policy.stages), max_days=policy.max_days,
+                            sourced_demand_only=policy.sourced_demand_only)
     say(CYCLE_STEPS[5])
     if buyers is None:
         buyers = bundled_buyers(atlas)

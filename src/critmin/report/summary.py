@@ -72,14 +72,23 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                                "expected_saving_usd_per_year": float(r["saving_usd"]),
                                "current_holding": (f"{float(r['current_holding_t']):,.0f} t" if pd.notna(r.get("current_holding_t")) else "not published")})
     by_j = {j: sum(x["stock_usd"] for x in stock_rows if x["participant"] == j) for j in ("USA", "JPN")}
+    # what is left to buy where today's holdings are published (a held stock is not bought again)
+    to_buy = 0.0
+    if len(st):
+        for r in st[st["participant"].isin(["USA", "JPN"]) & (st["optimal_stock_t"] > 0)].to_dict("records"):
+            unit = float(r["optimal_stock_usd"]) / float(r["optimal_stock_t"])
+            t = r.get("to_buy_t")
+            to_buy += unit * (float(t) if t is not None and pd.notna(t) else float(r["optimal_stock_t"]))
     md = plan["stockpiles"]["metadata"]
-    s_stock = (f"Stock {sum(1 for x in stock_rows if x['participant'] == 'USA')} materials for the United States ({usd(by_j['USA'])}) and "
+    s_stock = (f"Stock {sum(1 for x in stock_rows if x['participant'] == 'USA')} nodes (material and stage) for the United States ({usd(by_j['USA'])}) and "
                f"{sum(1 for x in stock_rows if x['participant'] == 'JPN')} for Japan ({usd(by_j['JPN'])}), from each participant's critical-mineral "
                f"list, stockable stages {', '.join(md.get('stockable_stages', []))}"
                + (f", at most {md['max_days']:g} days of consumption each." if md.get("max_days") else ".")
                + f" Today's government holdings are published for {sum(1 for x in stock_rows if x['current_holding'] != 'not published')} of "
-               f"these materials; the U.S. National Defense Stockpile stopped publishing holdings by material in 2023 and JOGMEC's are "
-               "confidential (its target is 60 days of consumption), so the stocks are targets, not purchases net of holdings.")
+               f"these materials (net of them, {usd(to_buy)} is left to buy); the U.S. National Defense Stockpile stopped publishing holdings by material in 2023 and JOGMEC's are "
+               "confidential (its target is 60 days of consumption), so the stocks are targets, not purchases net of holdings."
+               + (f" {len(md.get('not_stocked_proxy_demand', []))} listed nodes are not stocked because the participant's consumption there "
+                  "is a proxy, not a published figure." if md.get("not_stocked_proxy_demand") else ""))
 
     dl = plan["deliveries"]
     al = pd.DataFrame(dl["allocation"])

@@ -86,6 +86,9 @@ class ChainFactors:
     #: where ``participant_use_shares.csv`` gives them (the world factors elsewhere)
     unlinked_p: np.ndarray | None = None
     linked_value_p: np.ndarray | None = None
+    #: per node: the share of its use that makes derivative products (priced links); a buyer pays at most the
+    #: input's own price on that share plus the value added it enables (the choke price, docs/simulation.md §4.5)
+    derivative_share: np.ndarray | None = None
 
     @property
     def factor(self) -> np.ndarray:
@@ -93,7 +96,8 @@ class ChainFactors:
 
 
 def chain_factors(nodes: NodeTable, coefficients: list[dict[str, object]], params: Parameters | None = None,
-                  participant_shares: list[dict[str, object]] | None = None) -> ChainFactors:
+                  participant_shares: list[dict[str, object]] | None = None,
+                  value_added: dict[str, float] | None = None) -> ChainFactors:
     """Valuation of a tonne short along the chain (docs/simulation.md §6): ``M_u · A_u + B_u`` in units of P0_u.
 
     - The share of u's use that leaves the modelled chain (``a_u = 1 - Σ_v α_uv``) costs its users' lost output,
@@ -103,6 +107,10 @@ def chain_factors(nodes: NodeTable, coefficients: list[dict[str, object]], param
     - A link into a **derivative product** (oxide -> magnet, graphite -> anode -> cells) is valued at the product
       not made, ``(α_uv / c_uv)(P0_v / P0_u) G_v`` with ``G_v = a_v + Σ_w (α_vw / c_vw)(P0_w / P0_v) G_w``: the
       product value, without M (a direct shortage of the product itself is valued at M × its value).
+      With ``value_added`` (node key -> value added / gross output of the product's industry), a product not made
+      costs its maker's value added and what it stops downstream, ``G_v = va_v + Σ_w (α_vw / c_vw)(P0_w / P0_v) G_w``:
+      the other inputs of a product not made are not bought, so its gross value overstates the loss (the GDP
+      measure of the USGS estimates). Products without a ratio keep ``G_v = a_v + Σ_w ...`` (flagged).
 
     ``unlinked`` = A (multiplies M), ``linked_value`` = B. ``α_uv`` = share of u's use that makes v, ``c_uv`` = t
     of u per t of v. A link whose product has no price stays in the unlinked share (flagged). A node whose
@@ -111,6 +119,7 @@ def chain_factors(nodes: NodeTable, coefficients: list[dict[str, object]], param
     participant (its own end uses: U.S. cobalt goes mostly to superalloys, not to battery cathodes); the
     factors per participant are ``unlinked_p``/``linked_value_p``.
     """
+    va = dict(value_added or {})
     links: list[list[tuple[int, float, float]]] = [[] for _ in nodes.nodes]
     for r in coefficients:
         u = nodes.index.get(f"{r['from_commodity']}/{r['from_stage']}")
@@ -150,7 +159,8 @@ def chain_factors(nodes: NodeTable, coefficients: list[dict[str, object]], param
         def product_value(i: int, depth: int = 0) -> float:
             if i not in g_memo:
                 use = usable(i) if depth < 10 else []
-                g_memo[i] = max(1.0 - sum(a for _, a, _ in use), 0.0) + sum(
+                own_part = va.get(nodes.nodes[i].key, max(1.0 - sum(a for _, a, _ in use), 0.0))
+                g_memo[i] = own_part + sum(
                     a / c * nodes.nodes[v].p0_usd_per_t / nodes.nodes[i].p0_usd_per_t * product_value(v, depth + 1) for v, a, c in use)
             return g_memo[i]
 
@@ -164,6 +174,10 @@ def chain_factors(nodes: NodeTable, coefficients: list[dict[str, object]], param
                 if depth == 0 and record:
                     flags[i].extend(f"no price for {nodes.nodes[lk[0]].key}: its use valued like the unlinked share"
                                     for lk in links[i] if not (price_ok(lk[0]) and price_ok(i)))
+                    if va:
+                        flags[i].extend(f"{nodes.nodes[v].key} not made is valued at its gross output (no value-added ratio)"
+                                        for v, _, _ in use if nodes.nodes[v].commodity != nodes.nodes[i].commodity
+                                        and nodes.nodes[v].key not in va)
                 a_i = max(1.0 - sum(a for _, a, _ in use), 0.0)
                 b_i = 0.0
                 for v, a, c in use:
@@ -188,7 +202,9 @@ def chain_factors(nodes: NodeTable, coefficients: list[dict[str, object]], param
         unlinked_p[j], linked_p[j] = factors(own[iso], False) if iso in own else (unlinked, linked)
         for (u, v), a in sorted(own.get(iso, {}).items()):
             flags[u].append(f"{iso} use share of {nodes.nodes[v].key}: {a:g} (its own end uses, participant_use_shares.csv)")
-    return ChainFactors(unlinked, linked, links, flags, unlinked_p, linked_p)
+    deriv = np.array([sum(a for v, a, c in links[i] if nodes.nodes[v].commodity != nodes.nodes[i].commodity
+                          and price_ok(v) and price_ok(i)) for i in range(n)])
+    return ChainFactors(unlinked, linked, links, flags, unlinked_p, linked_p, np.minimum(deriv, 1.0) if va else np.zeros(n))
 
 
 #: Scenario fields that do not change the monthly path (scenarios differing only in these share one path).
@@ -260,6 +276,7 @@ class Batch:
     q0_t: np.ndarray
     chain_a: np.ndarray
     chain_b: np.ndarray
+    chain_d: np.ndarray  # derivative share of the node's use (ChainFactors.derivative_share)
     chain_a_p: np.ndarray  # (S, participants): the chain factors with each participant's own use shares
     chain_b_p: np.ndarray
     family: list[str]
@@ -316,7 +333,7 @@ def compile_batch(
     at the next stage down the chain (else at this node) and ``NIR_j = max(0, 1 - s_j/d_j)``.
     """
     S = len(scenarios)
-    keys = ("s_r", "d_t_named", "x_rt_named", "w_lo", "w_hi", "hold", "rho", "value_usd", "q0_t", "chain_a", "chain_b",
+    keys = ("s_r", "d_t_named", "x_rt_named", "w_lo", "w_hi", "hold", "rho", "value_usd", "q0_t", "chain_a", "chain_b", "chain_d",
             "prob_lo", "prob_hi", "e_lo", "e_mode", "e_hi", "e_data", "surplus")
     a = {k: np.zeros(S) for k in keys}
     node = np.zeros(S, dtype=np.int64)
@@ -424,6 +441,7 @@ def compile_batch(
         a["q0_t"][i] = n.q0_t
         a["chain_a"][i] = chain.unlinked[ni]
         a["chain_b"][i] = chain.linked_value[ni]
+        a["chain_d"][i] = chain.derivative_share[ni] if chain.derivative_share is not None else 0.0
         chain_a_p[i] = chain.unlinked_p[:, ni] if chain.unlinked_p is not None else chain.unlinked[ni]
         chain_b_p[i] = chain.linked_value_p[:, ni] if chain.linked_value_p is not None else chain.linked_value[ni]
         fam = sc.family if sc.family.startswith(("gen.", "ctl.")) else sc.id
@@ -588,7 +606,9 @@ def evaluate_chunk(
     st = _statics(b, rep, g, eu, w)
     st.loc_t, st.loc_u, st.own_months = stock_draws(b, rep, seed, D)
     m_eff = g["downstream_value_multiple"] * b.chain_a[rep, None] + b.chain_b[rep, None]
-    p_hi = np.minimum(g["max_price_ratio"], np.maximum(m_eff, 1.0))  # nobody pays more than the output it enables
+    # nobody pays more than the input is worth to them: the output it enables, and on the share that makes derivative
+    # products (valued at their value added) also the input's own price
+    p_hi = np.minimum(g["max_price_ratio"], np.maximum(m_eff + b.chain_d[rep, None], 1.0))
     p_lo = 1.0 / g["max_price_ratio"]
 
     names = ("cost", "rationed", "restrained", "substituted", "gain_t", "cost_u", "short_u", "subst_u", "gain_u", "sum_pu",

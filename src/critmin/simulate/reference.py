@@ -127,7 +127,8 @@ def scalar_losses(s: Scenario, nodes: NodeTable, chain: ChainFactors, params: Pa
     ua = chain.unlinked_p[:, ni] if chain.unlinked_p is not None else np.full(len(PARTICIPANTS), chain.unlinked[ni])
     lb = chain.linked_value_p[:, ni] if chain.linked_value_p is not None else np.full(len(PARTICIPANTS), chain.linked_value[ni])
     m_own = [par["downstream_value_multiple"] * float(ua[j]) + float(lb[j]) for j in range(len(PARTICIPANTS))]
-    p_hi = min(par["max_price_ratio"], max(m_eff, 1.0))
+    d_share = float(chain.derivative_share[ni]) if chain.derivative_share is not None else 0.0
+    p_hi = min(par["max_price_ratio"], max(m_eff + d_share, 1.0))
     p_lo = 1.0 / par["max_price_ratio"]
     ed, ed_lr = par["elasticity_demand"], min(par["elasticity_demand_long"], par["elasticity_demand"])
     es, tau, ramp = par["elasticity_supply"], par["substitution_months"], par["ramp_months"]

@@ -55,6 +55,7 @@ TABLE_COLUMNS = {
     "product_values.csv": ("commodity_id", "stage", "value_usd_per_t"),
     "participant_use_shares.csv": ("participant", "from_commodity", "from_stage", "to_commodity", "to_stage", "use_share"),
     "located_stocks.csv": ("commodity_id", "holder_iso3", "months", "low", "high", "source"),
+    "product_value_added.csv": ("commodity_id", "stage", "va_go_ratio", "source"),
 }
 
 
@@ -74,11 +75,15 @@ def read_table(name: str, path: str | Path | None = None) -> pd.DataFrame:
     missing = [c for c in TABLE_COLUMNS.get(name, ()) if c not in t.columns]
     if missing:
         raise CritminError(f"{p}, line 1: missing column(s) {', '.join(missing)}")
-    for c in ("input_t_per_t", "use_share", "value_usd_per_t", "world_output_t", "months", "low", "high"):
+    for c in ("input_t_per_t", "use_share", "value_usd_per_t", "world_output_t", "months", "low", "high", "va_go_ratio"):
         if c in t.columns:
             bad = [i + 2 for i, v in enumerate(pd.to_numeric(t[c], errors="coerce")) if pd.notna(t[c].iloc[i]) and (pd.isna(v) or v < 0)]
             if bad:
                 raise CritminError(f"{p}, line {bad[0]}, field '{c}': not a non-negative number")
+    if "va_go_ratio" in t.columns:
+        bad = [i + 2 for i, v in enumerate(pd.to_numeric(t["va_go_ratio"], errors="coerce")) if not 0 < v <= 1]
+        if bad:
+            raise CritminError(f"{p}, line {bad[0]}, field 'va_go_ratio': not a share in (0, 1]")
     if {"months", "low", "high"} <= set(t.columns):
         m, lo, hi = (pd.to_numeric(t[c], errors="coerce") for c in ("months", "low", "high"))
         bad = [i + 2 for i in range(len(t)) if not (lo.iloc[i] <= m.iloc[i] <= hi.iloc[i])]
@@ -112,8 +117,10 @@ class Simulator:
         params.check_scopes(set(atlas.commodities["commodity_id"]), set(atlas.commodities["group"]), set(nodes.index))
         coeff = read_table("chain_coefficients.csv", chain_file)
         own = read_table("participant_use_shares.csv")
+        va_t = read_table("product_value_added.csv")
+        va = {f"{r['commodity_id']}/{r['stage']}": float(r["va_go_ratio"]) for r in va_t.to_dict("records")} if len(va_t) else None
         chain = chain_factors(nodes, coeff.to_dict("records") if len(coeff) else [], params,
-                              own.to_dict("records") if len(own) else None)
+                              own.to_dict("records") if len(own) else None, value_added=va)
         prob = fit_probability_model(atlas, nodes, params)
         settings = {k: params.setting(k) for k in SETTINGS if k != "base_rate_restriction"}
         files = {"chain_coefficients": str(chain_file) if chain_file else "bundled",

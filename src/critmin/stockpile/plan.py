@@ -111,7 +111,7 @@ def _against_holdings(h: pd.DataFrame, participant: str, commodity: str, target_
 def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = None, pooled: bool = False, draws: int = 500,
                     seed: int = 0, params: StockParameters | None = None, sample: dict[str, Any] | None = None,
                     commodities: dict[str, set[str]] | None = None, stages: tuple[str, ...] | None = None,
-                    max_days: float | None = None) -> dict[str, Any]:
+                    max_days: float | None = None, sourced_demand_only: bool = True) -> dict[str, Any]:
     """Stock targets (see module docstring). ``budget`` (USD of purchases) applies per participant.
 
     Policy: ``commodities`` maps each participant to the commodities it may stock (its critical-mineral list,
@@ -134,6 +134,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
     w = np.full(draws, 1.0 / draws)
     members = list(PARTICIPANTS) if perspective.upper() == "BLOC" else [perspective.upper()]
     rows: list[dict[str, Any]] = []
+    not_stocked: list[dict[str, str]] = []
     lp_inputs: dict[str, list[tuple[str, np.ndarray, float, float, float, float]]] = {j: [] for j in members}
     for key in sorted(smp["node_draws"]):
         nd = smp["node_draws"][key]
@@ -156,6 +157,11 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             if not (short > 0).any():
                 continue
             if commodities is not None and not on_list(node.commodity, commodities.get(j, set())):
+                continue
+            basis = node.demand_basis.get(j, "")
+            if sourced_demand_only and basis.startswith("proxy"):
+                # a stock sized on a demand nobody measured is an invented volume: listed, not stocked
+                not_stocked.append({"participant": j, "node": key, "reason": f"demand is a proxy ({basis})"})
                 continue
             per_member[j] = short
             c = c_of[j]
@@ -245,7 +251,8 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                      "candidates": {j: sorted(v) for j, v in commodities.items()},
                      "holdings_context": {j: holdings_for(holdings, j, "*")[1] for j in members}, "storage_cost_rate": sp.storage_rate, "storage_cost_rate_by_commodity": sp.storage_by_commodity,
                      "storage_basis": sp.storage_basis,
-                     "capital_rate": sp.capital_rate, "days_rules": list(sp.days_rules)},
+                     "capital_rate": sp.capital_rate, "days_rules": list(sp.days_rules),
+                     "sourced_demand_only": sourced_demand_only, "not_stocked_proxy_demand": not_stocked},
         "stockpiles": rows,
         "budget_plans": budgets,
     }

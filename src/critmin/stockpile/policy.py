@@ -22,3 +22,6 @@ class StockpilePolicy(BaseModel):
     stages: list[str] = Field(default_factory=lambda: list(STOCKABLE_STAGES),
                               description="Stockable stages (cathode, anode and cells age and are chemistry-specific)")
     pooled: bool = True
+    sourced_demand_only: bool = Field(default=True, description=(
+        "Stock only where the participant's consumption at the node is sourced, not a proxy scaled from the other "
+        "participant (such nodes are listed in the stockpile metadata)"))
