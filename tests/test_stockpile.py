@@ -173,3 +173,11 @@ def test_no_stock_on_a_demand_nobody_measured(simulator):
     assert listed and listed <= proxy and all(x["reason"].startswith("demand is a proxy") for x in rec["metadata"]["not_stocked_proxy_demand"])
     loose = plan_stockpiles(simulator, "BLOC", draws=60, seed=4, sample=smp, max_days=180, sourced_demand_only=False)
     assert {(r["participant"], r["node"]) for r in loose["stockpiles"] if r["participant"] in ("USA", "JPN")} & proxy
+
+
+def test_a_stock_row_carries_only_its_participants_flags():
+    from critmin.stockpile.plan import flag_concerns
+
+    assert not flag_concerns("USA demand share is a proxy", "JPN")
+    assert flag_concerns("USA demand share is a proxy", "USA")
+    assert flag_concerns("world output from a low-tier source", "JPN")

@@ -338,7 +338,7 @@ def html_plan(plan: dict[str, Any], atlas: Any) -> str:
 <h1>Coordinated plan: critical minerals and rare earths (US&ndash;Japan framework)</h1>
 <p class="meta">{meta}</p>
 {('<h2>Executive answer</h2>' + summary_html(plan['summary'])) if 'summary' in plan else ''}
-<h2>1. Priority minerals</h2>{_table(t['priority_minerals'], ['rank', 'commodity', 'score', 'chokepoint_stage', 'top_country', 'top_share', 'concern_share', 'import_reliance'])}
+<h2>1. Priority minerals: supply concentration and reliance</h2><p>The critmin assessment score (docs/methods.md): how concentrated supply is and how far the participants rely on it. It measures exposure, not expected loss; the ranking by expected loss is section 3 and the executive answer.</p>{_table(t['priority_minerals'], ['rank', 'commodity', 'score', 'chokepoint_stage', 'top_country', 'top_share', 'concern_share', 'import_reliance'])}
 <h2>2. Vulnerabilities by stage</h2>{_table(t['vulnerabilities'], ['commodity_id', 'stage', 'hhi', 'top_country', 'top_share', 'concern_share', 'bloc_share', 'basis'], 40)}
 <h2>3. Scenario risks</h2>{_table(t['scenarios'], ['rank', 'commodity', 'expected_loss_usd', 'var95_usd', 'cvar95_usd', 'category', 'top_scenarios'])}
 <h2>4. Recommended portfolio</h2><p>Expected loss avoided {pf['expected_avoided_usd']:,.0f} USD per year of exposure (greedy baseline {pf['greedy_expected_avoided_usd']:,.0f}).</p>
@@ -525,12 +525,12 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
             "Raw data provenance: data/raw/PROVENANCE.md. Models: docs/methods.md, simulation.md, portfolio.md, stockpile.md, deliver.md.",
         ])
         text_page(pdf, "Contents", [
-            "Executive answer (pages 1-2)", "1. Priority minerals", "2. Vulnerabilities by stage", "3. Scenario risks",
+            "Executive answer (pages 1-2)", "1. Priority minerals: supply concentration and reliance", "2. Vulnerabilities by stage", "3. Scenario risks",
             "4. Recommended portfolio: selected projects, budgets, decisions on every project", "5. Stockpile targets",
             "6. Deliveries (by buyer and by receiving country) and supplier-buyer matches",
             "Appendix: back-test of the disruption model", "7. Sources",
         ])
-        table_pages(pdf, "1. Priority minerals (critmin score, BLOC)", t["priority_minerals"],
+        table_pages(pdf, "1. Priority minerals: exposure, not loss (BLOC)", t["priority_minerals"],
                     ["rank", "name", "score", "chokepoint_stage", "top_country", "top_share", "concern_share", "import_reliance"], n=40)
         table_pages(pdf, "2. Vulnerabilities by stage", t["vulnerabilities"],
                     ["commodity_id", "stage", "hhi", "top_country", "top_share", "concern_share", "bloc_share", "basis"], n=120,

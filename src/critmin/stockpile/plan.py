@@ -108,6 +108,13 @@ def _against_holdings(h: pd.DataFrame, participant: str, commodity: str, target_
             "holdings_evidence": notes or ["no public figure for this material (holdings by material are not published)"]}
 
 
+def flag_concerns(flag: str, participant: str) -> bool:
+    """Whether a node flag bears on one participant's stock: a flag naming the other participant does not (a
+    Japanese stock row does not carry "USA demand share is a proxy")."""
+    others = [p for p in PARTICIPANTS if p != participant]
+    return not any(flag.startswith(f"{o} ") or f" {o} " in f" {flag} " for o in others) or participant in flag
+
+
 def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = None, pooled: bool = False, draws: int = 500,
                     seed: int = 0, params: StockParameters | None = None, sample: dict[str, Any] | None = None,
                     commodities: dict[str, set[str]] | None = None, stages: tuple[str, ...] | None = None,
@@ -187,7 +194,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 "rules": rules,
                 **_against_holdings(holdings, j, node.commodity, s_opt),
                 "release_rule": {"holdings_t": s_opt, "max_release_t_per_month": s_opt / max(typical_months, 1.0), "price_cap": 1.0},
-                "flags": [f for f in node.flags if "proxy" in f or "low-tier" in f]
+                "flags": [f for f in node.flags if ("proxy" in f or "low-tier" in f) and flag_concerns(f, j)]
                 + ([f"capped at the policy's {max_days:g} days of consumption"] if capped else []),
             })
             lp_inputs[j].append((key, short, hold, c, p0, cap_t))
