@@ -181,3 +181,17 @@ def test_a_stock_row_carries_only_its_participants_flags():
     assert not flag_concerns("USA demand share is a proxy", "JPN")
     assert flag_concerns("USA demand share is a proxy", "USA")
     assert flag_concerns("world output from a low-tier source", "JPN")
+
+
+def test_a_stock_decided_by_a_few_draws_says_so(simulator):
+    """Review of 5 December 2026: a 178-day ruthenium stock was decided by one draw in 500."""
+    from critmin.stockpile.plan import FEW_DRAWS, disruption_sample, plan_stockpiles
+
+    smp = disruption_sample(simulator, 60, 4)
+    rec = plan_stockpiles(simulator, "BLOC", draws=60, seed=4, sample=smp, max_days=180)
+    rows = [r for r in rec["stockpiles"] if r["participant"] in ("USA", "JPN")]
+    assert rows
+    for r in rows:
+        flagged = any("rerun with more draws" in f for f in r["flags"])
+        assert flagged == (0 < r["shortfall_draws"] < FEW_DRAWS and r["optimal_stock_t"] > 0), r["node"]
+        assert r["shortfall_draws"] == round(r["probability_of_shortfall"] * 60)

@@ -89,6 +89,11 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                "confidential (its target is 60 days of consumption), so the stocks are targets, not purchases net of holdings."
                + (f" {len(md.get('not_stocked_proxy_demand', []))} listed nodes are not stocked because the participant's consumption there "
                   "is a proxy, not a published figure." if md.get("not_stocked_proxy_demand") else ""))
+    few = [x for x in (st.to_dict("records") if len(st) else []) if x["participant"] in ("USA", "JPN") and x["optimal_stock_t"] > 0
+           and any("rerun with more draws" in f for f in x.get("flags", []))]
+    if few:
+        s_stock += (f" {len(few)} of the stocks ({usd(sum(float(x['optimal_stock_usd']) for x in few))}) rest on fewer than 20 simulated "
+                    "years with a shortfall; rerun with more draws before buying them.")
 
     dl = plan["deliveries"]
     al = pd.DataFrame(dl["allocation"])

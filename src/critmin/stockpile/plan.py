@@ -108,6 +108,10 @@ def _against_holdings(h: pd.DataFrame, participant: str, commodity: str, target_
             "holdings_evidence": notes or ["no public figure for this material (holdings by material are not published)"]}
 
 
+#: A stock decided by fewer draws with a shortfall than this says so (its size rests on a few simulated years).
+FEW_DRAWS = 20
+
+
 def flag_concerns(flag: str, participant: str) -> bool:
     """Whether a node flag bears on one participant's stock: a flag naming the other participant does not (a
     Japanese stock row does not carry "USA demand share is a proxy")."""
@@ -194,8 +198,11 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 "rules": rules,
                 **_against_holdings(holdings, j, node.commodity, s_opt),
                 "release_rule": {"holdings_t": s_opt, "max_release_t_per_month": s_opt / max(typical_months, 1.0), "price_cap": 1.0},
+                "shortfall_draws": int((short > 0).sum()),
                 "flags": [f for f in node.flags if ("proxy" in f or "low-tier" in f) and flag_concerns(f, j)]
-                + ([f"capped at the policy's {max_days:g} days of consumption"] if capped else []),
+                + ([f"capped at the policy's {max_days:g} days of consumption"] if capped else [])
+                + ([f"decided by {int((short > 0).sum())} of {draws} draws with a shortfall: rerun with more draws before buying"]
+                   if 0 < (short > 0).sum() < FEW_DRAWS and s_opt > 0 else []),
             })
             lp_inputs[j].append((key, short, hold, c, p0, cap_t))
             separate[j] = (s_opt, cost_opt, annual_use)
