@@ -508,7 +508,6 @@ class ChunkResult:
     loss_rel: np.ndarray  # consumer loss in units of the node's annual world value P0*Q0
     at_risk_usd: np.ndarray  # the participant's output that uses the node over the disruption (USD; loss <= it)
     shortfall_t: np.ndarray  # tonnes not consumed over the disruption
-    consumed_t: np.ndarray  # tonnes consumed over the disruption (baseline demand less the shortfall)
     peak_price: np.ndarray  # (S, D) peak price ratio in the targeted segment
     price_u: np.ndarray  # (S, D) mean price ratio in the unrestricted segment (the restrictor's market) over the months
     stock_used_t: np.ndarray  # (S, D) strategic stock released
@@ -535,7 +534,7 @@ class _Statics:
 def stock_draws(b: Batch, rep: np.ndarray, seed: int, draws: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per path and draw: stocks located in targeted countries and in the restrictors (fractions of Q0) and the
     targeted buyers' stated stock (months; NaN when not stated), each triangular on its (low, mode, high) with one
-    uniform per path and draw (keyed by the path, stream 2)."""
+    uniform per path and draw (keyed by the scenario's random_key, stream 2)."""
     P = len(rep)
     out = [np.zeros((P, draws)), np.zeros((P, draws)), np.full((P, draws), np.nan)]
     arrs = (b.loc_t[rep], b.loc_u[rep], b.own_months[rep])
@@ -641,7 +640,6 @@ def evaluate_chunk(
     short_u = acc_s["short_u"] + acc_s["subst_u"]
     lost = d_j * np.where(in_t, lost_t[:, None, :], lost_u[:, None, :]) * m_s
     short_q = d_j * np.where(in_t, short_t[:, None, :], short_u[:, None, :])
-    demand_q = d_j * b.duration[:, None, None]  # baseline demand over the disruption (same units as short_q)
     gain = s_j * np.where(b.j_restricts[:, :, None], acc_s["gain_u"][:, None, :], acc_s["gain_t"][:, None, :])
     v = (b.value_usd / 12.0)[:, None, None]
     consumer = (cost + lost) / 12.0
@@ -654,7 +652,6 @@ def evaluate_chunk(
         loss_rel=consumer,
         at_risk_usd=at_risk * 12.0 * v,
         shortfall_t=short_q * (b.q0_t / 12.0)[:, None, None],
-        consumed_t=np.maximum(demand_q - short_q, 0.0) * (b.q0_t / 12.0)[:, None, None],
         peak_price=peak_s,
         price_u=acc_s["sum_pu"] / b.duration[:, None],
         stock_used_t=acc_s["released"] / 12.0 * b.q0_t[:, None],

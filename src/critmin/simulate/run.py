@@ -39,8 +39,8 @@ from critmin.simulate.scenario import Scenario
 
 PERSPECTIVES = (*PARTICIPANTS, "BLOC")
 #: Rows of ``RunResult.node_draws`` per node: consumer loss (0-2: USA, JPN, BLOC), shortfall t (3-5), months of
-#: disruption (6), lost output (7-9), input cost (10-12), tonnes consumed (13-15).
-NODE_ROWS = 16
+#: disruption (6), lost output (7-9).
+NODE_ROWS = 10
 #: Target number of (scenario × draw) elements per chunk: bounds memory (about 60 arrays of this size).
 CHUNK_ELEMENTS = 1 << 17
 
@@ -226,8 +226,8 @@ class RunResult:
     evaluations: int = 0
     flags: dict[str, list[str]] = field(default_factory=dict)
     #: per node, shape (NODE_ROWS, draws): loss USA, JPN, BLOC (USD), shortfall USA, JPN, BLOC (t), months of
-    #: disruption (max over the scenarios that occur at the node in the draw), then lost output, input cost (USD)
-    #: and tonnes consumed per perspective; only for runs with probabilities.
+    #: disruption (max over the scenarios that occur at the node in the draw), then lost output (USD) per
+    #: perspective; only for runs with probabilities.
     #: ``totals`` and ``node_draws`` leave out, per perspective, the participant's own export restrictions.
     node_draws: dict[str, np.ndarray] = field(default_factory=dict)
     #: (scenarios, 3, draws) consumer loss per scenario, perspective (USA, JPN, BLOC) and draw, conditional on
@@ -282,8 +282,7 @@ def run_chunk(
     }
     comp = {k: np.concatenate([v, v.sum(axis=1, keepdims=True)], axis=1).mean(axis=2) for k, v in comp.items()}
     short_d = np.concatenate([r.shortfall_t, r.shortfall_t.sum(axis=1, keepdims=True)], axis=1)  # (S, 3, D)
-    lost_d, cost_d, used_d = (np.concatenate([x, x.sum(axis=1, keepdims=True)], axis=1)
-                              for x in (r.lost_output, r.input_cost, r.consumed_t))
+    lost_d = np.concatenate([r.lost_output, r.lost_output.sum(axis=1, keepdims=True)], axis=1)
     risk_usd = np.concatenate([r.at_risk_usd, r.at_risk_usd.sum(axis=1, keepdims=True)], axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         at_risk = np.where(risk_usd > 0, loss / risk_usd, 0.0)
@@ -318,8 +317,7 @@ def run_chunk(
             uf = u[b.family[i]]
             idx = np.flatnonzero((uf >= b.prob_lo[i]) & (uf < b.prob_hi[i]))
             if idx.size:
-                hits[int(i)] = (idx, np.nan_to_num(np.vstack([loss[i][:, idx], short_d[i][:, idx], lost_d[i][:, idx], cost_d[i][:, idx],
-                                                              used_d[i][:, idx]]), nan=0.0))
+                hits[int(i)] = (idx, np.nan_to_num(np.vstack([loss[i][:, idx], short_d[i][:, idx], lost_d[i][:, idx]]), nan=0.0))
     out["hits"] = hits
     if keep_paths and r.paths is not None:
         out["paths"] = r.paths
@@ -503,7 +501,7 @@ def _assemble(
         k6 = np.concatenate([keep, keep])[:, None]
         nd[:6, idx] += vals[:6] * k6
         nd[6, idx] = np.maximum(nd[6, idx], np.where(vals[5] * keep[2] > 0, float(scenarios[i].duration_months), 0.0))
-        nd[7:, idx] += vals[6:] * np.concatenate([keep, keep, keep])[:, None]
+        nd[7:, idx] += vals[6:] * keep[:, None]
     paths = None
     if keep_paths:
         paths = _path_bands(scenarios, batch, blocks, parts)
