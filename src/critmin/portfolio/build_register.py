@@ -422,9 +422,14 @@ NEW_2026_12 = {
               _basis("t NdPr oxide = t REO (NdPr only), incremental over P011 (computed in the raw row); Dy 240 t and Tb 66 t not added")),
 }
 
+def _apply_updates(updates: Mapping[str, Any]) -> None:
+    """Apply field changes to curated decisions (in order: later completions override earlier ones)."""
+    for pid, changes in updates.items():
+        CURATED[pid] = replace(CURATED[pid], **changes)
+
+
 FACTORS.update(FACTORS_2026_12)
-for _pid, _changes in UPDATES_2026_12.items():
-    CURATED[_pid] = replace(CURATED[_pid], **_changes)  # type: ignore[arg-type]
+_apply_updates(UPDATES_2026_12)
 CURATED.update(NEW_2026_12)
 
 # Second completion of December 2026 (sources in data/raw/projects/projects.csv, rows noted "December 2026
@@ -452,8 +457,7 @@ UPDATES_2026_12B = {
     "P080": dict(cap=Cap("multiply", "Nb content of the ferroniobium specification (65% Nb)", factor="Nb_in_FeNb",
                          unit_from="t FeNb", unit_to="Nb")),
 }
-for _pid, _changes in UPDATES_2026_12B.items():
-    CURATED[_pid] = replace(CURATED[_pid], **_changes)  # type: ignore[arg-type]
+_apply_updates(UPDATES_2026_12B)
 
 
 # ------------------------------------------------------------------------------------------------ build

@@ -154,7 +154,7 @@ def _reasons(bp: BuiltProblem, sol: Solution, deadline: float | None, names: dic
             spent = sol.spent.get(best["budget_key"], 0.0)
             budget = bp.problem.budgets.get(best["budget_key"], np.inf)
             gain = added_avoided(bp.problem, sol.selected, int(best["node"]), float(best["dq_t"]))
-            econ = float(economic_cost(best.to_frame().T)[0])
+            econ = float(economic_cost(mine.loc[[best.name]])[0])
             need = bp.problem.cost_weight * econ
             if bp.problem.cost_weight > 0 and gain <= need:
                 why = (f"fails the net-benefit test: its best option ({best['instrument']} from {best['agency']}, "

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from critmin.stockpile.plan import FEW_DRAWS
+
 
 def usd(v: float) -> str:
     """USD for a sentence: $1.2 B, $340 M, $12 k."""
@@ -63,6 +65,8 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
 
     st = pd.DataFrame(plan["stockpiles"]["stockpiles"])
     stock_rows = []
+    to_buy = 0.0  # what is left to buy where today's holdings are published (a held stock is not bought again)
+    few: list[float] = []  # USD of the stocks decided by fewer than FEW_DRAWS draws with a shortfall
     if len(st):
         own = st[st["participant"].isin(["USA", "JPN"]) & (st["optimal_stock_t"] > 0)]
         for r in own.sort_values("optimal_stock_usd", ascending=False).to_dict("records"):
@@ -71,14 +75,11 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                                if r["days_of_consumption"] is not None and np.isfinite(r["days_of_consumption"]) else None,
                                "expected_saving_usd_per_year": float(r["saving_usd"]),
                                "current_holding": (f"{float(r['current_holding_t']):,.0f} t" if pd.notna(r.get("current_holding_t")) else "not published")})
-    by_j = {j: sum(x["stock_usd"] for x in stock_rows if x["participant"] == j) for j in ("USA", "JPN")}
-    # what is left to buy where today's holdings are published (a held stock is not bought again)
-    to_buy = 0.0
-    if len(st):
-        for r in st[st["participant"].isin(["USA", "JPN"]) & (st["optimal_stock_t"] > 0)].to_dict("records"):
-            unit = float(r["optimal_stock_usd"]) / float(r["optimal_stock_t"])
             t = r.get("to_buy_t")
-            to_buy += unit * (float(t) if t is not None and pd.notna(t) else float(r["optimal_stock_t"]))
+            to_buy += float(r["optimal_stock_usd"]) * (float(t) / float(r["optimal_stock_t"]) if t is not None and pd.notna(t) else 1.0)
+            if 0 < (r.get("shortfall_draws") or 0) < FEW_DRAWS:
+                few.append(float(r["optimal_stock_usd"]))
+    by_j = {j: sum(x["stock_usd"] for x in stock_rows if x["participant"] == j) for j in ("USA", "JPN")}
     md = plan["stockpiles"]["metadata"]
     s_stock = (f"Stock {sum(1 for x in stock_rows if x['participant'] == 'USA')} nodes (material and stage) for the United States ({usd(by_j['USA'])}) and "
                f"{sum(1 for x in stock_rows if x['participant'] == 'JPN')} for Japan ({usd(by_j['JPN'])}), from each participant's critical-mineral "
@@ -89,10 +90,8 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                "confidential (its target is 60 days of consumption), so the stocks are targets, not purchases net of holdings."
                + (f" {len(md.get('not_stocked_proxy_demand', []))} listed nodes are not stocked because the participant's consumption there "
                   "is a proxy, not a published figure." if md.get("not_stocked_proxy_demand") else ""))
-    few = [x for x in (st.to_dict("records") if len(st) else []) if x["participant"] in ("USA", "JPN") and x["optimal_stock_t"] > 0
-           and any("rerun with more draws" in f for f in x.get("flags", []))]
     if few:
-        s_stock += (f" {len(few)} of the stocks ({usd(sum(float(x['optimal_stock_usd']) for x in few))}) rest on fewer than 20 simulated "
+        s_stock += (f" {len(few)} of the stocks ({usd(sum(few))}) rest on fewer than {FEW_DRAWS} simulated "
                     "years with a shortfall; rerun with more draws before buying them.")
 
     dl = plan["deliveries"]

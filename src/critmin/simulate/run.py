@@ -162,20 +162,6 @@ class Simulator:
         return np.where(np.isfinite(v), v, 0.0)
 
     @staticmethod
-    def loss_per_t_short(node_draws: dict[str, np.ndarray], key: str, perspective: int) -> float:
-        """A perspective's simulated consumer loss per tonne it is short at a node, over a risk run's draws:
-
-            c_jn = sum_s L_jns / sum_s D_jns        (USD/t; 0 when the node never runs short)
-
-        ``L`` the consumer loss (input cost + lost output, its own end uses, bounded by the output at risk) and
-        ``D`` the shortfall of ``node_draws[key]`` (rows 0-2 loss, 3-5 shortfall for USA, JPN, BLOC). With this
-        cost, ``c_jn E[D_jn] = E[L_jn]``: a stock or a project priced with it can never save more than the loss
-        the risk ranking reports. The newsvendor and the portfolio value a tonne at this average (linear)."""
-        nd = node_draws[key]
-        short = float(nd[3 + perspective].sum())
-        return float(nd[perspective].sum()) / short if short > 0 else 0.0
-
-    @staticmethod
     def value_per_t_supplied(node_draws: dict[str, np.ndarray], key: str, perspective: int) -> float:
         """What one more tonne supplied to a perspective that is short at a node is worth (USD/t), over a risk run's
         draws: the output a tonne short loses,
@@ -185,11 +171,9 @@ class Simulator:
         ``LO`` the lost output (its own end uses) and ``D`` the shortfall. A tonne released from a stock, or made by a
         project, fills a gap (saving that output) or displaces a purchase (saving its premium, which the choke price
         keeps below the output it enables); it does not lower the world price the participant pays on every other
-        tonne, which the consumer loss per tonne short (:meth:`loss_per_t_short`) charged to each tonne short, so a
-        cobalt stock of $102 M "saved" $1.9 B a year. ``v E[D] = E[LO] <= E[L]``."""
+        tonne, which the consumer loss per tonne short (``sum L / sum D``, the rule until December 2026) charged to
+        each tonne short, so a cobalt stock of $102 M "saved" $1.9 B a year. ``v E[D] = E[LO] <= E[L]``."""
         nd = node_draws[key]
-        if nd.shape[0] < NODE_ROWS:
-            return Simulator.loss_per_t_short(node_draws, key, perspective)
         short = float(nd[3 + perspective].sum())
         return float(nd[7 + perspective].sum()) / short if short > 0 else 0.0
 
