@@ -39,7 +39,8 @@ def test_plan_pdf_renders_at_least_five_pages(plan_dir: Path):
         assert len(set(pix.samples)) > 1  # not blank
     # the executive answer comes first, then the title page with the provenance
     assert "Executive answer" in doc[0].get_text()
-    assert any("Coordinated plan" in doc[i].get_text() for i in range(3))
+    title = next(i for i in range(doc.page_count) if "Coordinated plan: critical minerals" in doc[i].get_text())
+    assert 1 <= title <= 4  # the answer is short: a few pages, then the title page
 
 
 def test_plan_workbook_reads_back_with_charts(plan_dir: Path):

@@ -97,7 +97,7 @@ def test_bundled_register_loads(reg: Register) -> None:
     # every filled capacity is explained by a published capacity
     filled = reg.projects[reg.projects["capacity_t"].notna()]
     assert (filled["capacity_raw"] != "").all()
-    assert len(filled) == 53 and reg.projects["capex_usd"].notna().sum() == 56
+    assert len(filled) == 64 and reg.projects["capex_usd"].notna().sum() == 64  # 90 % of 71 (issue 12)
 
 
 def test_bundled_register_is_the_build_of_the_raw_files(tmp_path: Path, atlas: Atlas) -> None:
@@ -127,6 +127,18 @@ def test_bundled_register_is_the_build_of_the_raw_files(tmp_path: Path, atlas: A
         ("P066", 5963.1, "7,520 t WO3 / 1.26108 = 5,963.1 t W"),
         # 7,450 t ferroniobium at the 65 % Nb specification = 4,842.5 t Nb (a product grade, named in FACTORS)
         ("P080", 4842.5, "7,450 t FeNb x 0.65 = 4,842.5 t Nb"),
+        # 100 GWh x 1.259 kg CAM/kWh (BatPaC 5.2, NMC811) = 125,900 t CAM
+        ("P054", 125900.0, "100 GWh x 1259.0 = 125,900 t CAM"),
+        # 27,000 t pCAM x 97.3/92.3 (LiMO2/M(OH)2, NMC811) = 28,439.1 t
+        ("P056", 28439.1, "27,000 t pCAM x 1.0533 = 28,439.1 t CAM-equivalent"),
+        # 1,200 t WO3 x 183.84/231.837 = 951.6 t W
+        ("P068", 951.6, "1,200 t WO3 / 1.26108 = 951.6 t W"),
+        # 353,208 oz 4E x 472/744 Pd x 31.1034768 g/oz = 6.97 t Pd (rounded to 0.1 t)
+        ("P071", 7.0, "353,208 oz 4E x 1.9732e-05 = 7 t Pd (low end of the published range)"),
+        # more than 200 t Dy+Tb at Dy:Tb 3:1 = 150 t Dy
+        ("P072", 150.0, "200 t Dy+Tb x 0.75 = 150 t Dy"),
+        # 9 t Dy+Tb in a quarter x 4 x 5/6 = 30 t Dy a year
+        ("P073", 30.0, "9 t Dy+Tb a quarter x 3.33333 = 30 t Dy"),
     ],
 )
 def test_golden_conversions(reg: Register, project_id: str, expected: float, conversion: str) -> None:
@@ -139,8 +151,8 @@ def test_curated_decisions(reg: Register) -> None:
     p = reg.projects.set_index("project_id")
     # units already on the node basis are taken as published, ranges at their low end
     assert p.loc["P005", "capacity_t"] == 10500 and p.loc["P011", "capacity_t"] == 850
-    # units that stoichiometry cannot convert stay blank, with the reason in the note
-    for pid in ("P054", "P071"):
+    # units that neither stoichiometry nor a sourced factor converts stay blank, with the reason in the note
+    for pid in ("P032", "P074"):
         assert math.isnan(p.loc[pid, "capacity_t"]) and p.loc[pid, "capacity_raw"], pid
     assert (p.loc["P002", "commodity_id"], p.loc["P002", "stage"]) == ("ndfeb_magnets", "magnet")
     assert (p.loc["P050", "commodity_id"], p.loc["P050", "stage"]) == ("lithium", "refine")
@@ -151,7 +163,10 @@ def test_curated_decisions(reg: Register) -> None:
     assert p.loc["P007", "capex_usd"] == 1.09e9
     assert p.loc["P020", "capex_usd"] == pytest.approx(75e6 * 1.1214) and "usd_per_eur 1.1214" in p.loc["P020", "capex_note"]
     # expansion phases are projects of their own, naming their parent
-    assert "expansion of P001" in p.loc["P072", "note"] and p.loc["P072", "commodity_id"] == "rare_earths"
+    assert "expansion of P001" in p.loc["P072", "note"]
+    # output stated per element sits on the element node
+    assert (p.loc["P072", "commodity_id"], p.loc["P072", "stage"]) == ("dysprosium", "refine")
+    assert (p.loc["P004", "commodity_id"], p.loc["P004", "stage"]) == ("ndpr", "mine") and p.loc["P004", "capacity_t"] == 12000
 
 
 def test_support_counting_rule(reg: Register) -> None:
@@ -181,7 +196,7 @@ def test_support_counting_rule(reg: Register) -> None:
     [
         ("projects", 3, {"country_iso3": "XXX"}, "country_iso3", "unknown country 'XXX'"),
         ("projects", 4, {"commodity_id": "unobtainium"}, "commodity_id", "unknown commodity 'unobtainium'"),
-        ("projects", 5, {"stage": "anode"}, "stage", "(rare_earths, anode) is not a stage node"),
+        ("projects", 5, {"stage": "anode"}, "stage", "(ndpr, anode) is not a stage node"),
         ("projects", 5, {"stage": "smelter"}, "stage", "unknown stage 'smelter'"),
         ("projects", 6, {"capacity_t": "-5"}, "capacity_t", "greater than or equal to 0"),
         ("projects", 6, {"capacity_t": "lots"}, "capacity_t", "valid number"),

@@ -192,6 +192,25 @@ def test_a_response_draws_the_same_disruption_as_its_base(simulator):
     assert np.all(r.shortfall_t[1] <= r.shortfall_t[0] + 1e-9)
 
 
+def test_withheld_share_stated_by_month_and_front_loading(atlas):
+    # the toy ban (CHN 0.6 exports everything, spare 0.1 at once, no stocks). Month 1 withholds half: lost 0.3,
+    # supply 1 - 0.3 + 0.1 = 0.8, p1 = 1/0.8 = 1.25; month 2 on takes the ban's share 1: p = 1/0.5 = 2
+    sim = toy_sim(atlas)
+    res = run(sim, [ban(duration_months=3, withheld_by_month=[0.5])], draws=2, seed=0, keep_paths=True)
+    p = res.paths[res.paths["scenario"] == "t"]["price_t_p50"].to_numpy()
+    assert p == pytest.approx([1.25, 2.0, 2.0], rel=1e-12)
+    # a stated share equal to the drawn one changes nothing
+    a = run(sim, [ban(duration_months=4, withheld_by_month=[1.0, 1.0])], draws=2, seed=0).scenarios
+    b = run(sim, [ban(duration_months=4)], draws=2, seed=0).scenarios
+    assert a["expected_loss_usd"].to_numpy() == pytest.approx(b["expected_loss_usd"].to_numpy(), rel=1e-12)
+    # front-loading 0.2 of a year's exports (0.6): the buyers start with 0.12 of Q0, cover = 0.12/(0.12 + 0.1) = 6/11
+    # of the gap 0.5, A = -3/11, p1 = (1 - 3/11)/0.5 = 16/11
+    r = run(sim, [ban(duration_months=1, front_loaded_share=0.2)], draws=2, seed=0).scenarios.set_index("perspective").loc["USA"]
+    assert r["peak_price_ratio_mean"] == pytest.approx(16 / 11, rel=1e-12)
+    with pytest.raises(ValueError, match=r"withheld_by_month must lie in \[0, 1\]; months \[2\]"):
+        ban(withheld_by_month=[0.5, 1.5])
+
+
 def test_stated_stock_range_is_checked():
     with pytest.raises(ValueError, match="stock_months_low/stock_months_high need stock_months"):
         ban(stock_months_low=1.0)
@@ -362,6 +381,11 @@ def test_vectorised_equals_scalar_reference(simulator):
         Scenario(id="located.third", commodity="gallium", stage="refine", restrictors=["RUS"], duration_months=6),
         Scenario(id="stated", commodity="bismuth", stage="refine", restrictors=["CHN"], duration_months=6,
                  stock_months=2.0, stock_months_low=1.0, stock_months_high=6.0),
+        # a withheld share stated month by month (a recorded export series), with front-loading and a scope range
+        Scenario(id="monthly", commodity="gallium", stage="refine", restrictors=["CHN"], regime="licence", duration_months=8,
+                 withheld_by_month=[1.0, 0.9, 0.4], front_loaded_share=0.15, scope_low=0.6, scope_high=0.9),
+        Scenario(id="monthly.named", commodity="antimony", stage="mine", restrictors=["CHN"], targets=["USA"], duration_months=5,
+                 withheld_by_month=[1.0, 1.0, 0.0, 1.0], withheld_share=0.5, withheld_low=0.2, withheld_high=0.8),
     ]
     b = compile_batch(sample, simulator.nodes, simulator.chain, simulator.params)
     nd = NodeDraws.sample(simulator.nodes, simulator.params, 16, 9)

@@ -459,6 +459,52 @@ UPDATES_2026_12B = {
 }
 _apply_updates(UPDATES_2026_12B)
 
+# Third completion of December 2026 (research rows in data/raw/projects/register_completion_2026-12c.csv; raw rows
+# noted "December 2026 third completion"): element nodes where the output is stated per element (NdPr, Dy, NdFeB
+# alloy), sourced conversion factors (a battery model's cathode per kWh, a mine plan's production split, a
+# concentrate grade from the company's own output) and the stoichiometric CAM/pCAM ratio.
+FACTORS.update({
+    "CAM_t_per_GWh": (1259.0, "cathode active material per GWh of high-nickel cells: Argonne BatPaC 5.2, NMC811-graphite 1.259 kg/kWh "
+                              "(NCA 1.342); the low end"),
+    "CAM_per_pCAM": (1.0533, "LiMO2 / M(OH)2 for NMC811 = 97.3 / 92.3 = 1.0533 t CAM per t precursor (1.0538 for NMC111): stoichiometric"),
+    "t_Pd_per_oz_4E_Waterberg": (0.6344 * 31.1034768e-6, "palladium share of 4E ounces in the Waterberg mine plan (472 of 744 koz, 2016 PFS) "
+                                                         "x 31.1034768 g per troy oz"),
+    "Dy_share_MP_DyTb": (0.75, "Mountain Pass ore holds Dy and Tb about 3:1 (Metalnomist, Jan 2026): Dy = 0.75 of Dy+Tb"),
+    "Dy_per_yr_from_quarter_DyTb_Lynas": (4 * 5 / 6, "a quarter's Dy+Tb output x 4 quarters x the Dy share 5/6 (Lynas heavy RE feed yields about "
+                                                      "5 % Dy and 1 % Tb, rawmaterials.net 2025)"),
+})
+UPDATES_2026_12C = {
+    "P004": dict(commodity_id="ndpr", stage="mine",
+                 node_why="Lynas states Mt Weld's capacity as NdPr: the element node ndpr/mine holds it on its own basis (the REO total is not published)",
+                 cap=_basis("t NdPr oxide equivalent of Mt Weld concentrate (Lynas expansion target); NdPr contained in concentrate slightly higher")),
+    "P006": dict(commodity_id="ndpr", stage="refine", node_why="the only product tonnage Lynas published for the Texas plant is NdPr (light RE line)",
+                 cap=_basis("t NdPr oxide, light RE line design output (Jan 2021); the heavy RE line has no oxide output published")),
+    "P010": dict(commodity_id="ndfeb_magnets", stage="magnet",
+                 node_why="KMP's rare-earth output is NdFeB alloy (plus NdPr metal): the magnet node's basis is t NdFeB alloy and powder",
+                 cap=_basis("t NdFeB alloy (2025); 3,600 t after phase 2 (late 2026)")),
+    "P021": dict(cap=_basis("t rare earth products a year (three independent statements); basis not stated, Silmet sells mostly oxides: read as REO")),
+    "P054": dict(cap=Cap("multiply", "GWh of high-nickel cathode x BatPaC 5.2 cathode mass per kWh (planned campus; low end NMC811)",
+                         factor="CAM_t_per_GWh", unit_from="GWh", unit_to="CAM")),
+    "P056": dict(cap=Cap("multiply", "stoichiometric CAM/pCAM (NMC811): CAM-equivalent of the precursor, lithiated elsewhere (the plant's CAM line was cancelled)",
+                         factor="CAM_per_pCAM", unit_from="t pCAM", unit_to="CAM-equivalent")),
+    "P068": dict(cap=Cap("divide", "stoichiometric W content of WO3; the 1,200 t is WO3 (50 % WO3 concentrate; the company's 2025 output figures)",
+                         factor="WO3_per_W", unit_from="WO3", unit_to="W")),
+    "P071": dict(cap=Cap("multiply", "2024 DFS 4E ounces x the mine plan's palladium share (2016 PFS) x g per oz: Pd in concentrate",
+                         factor="t_Pd_per_oz_4E_Waterberg", unit_from="oz 4E", unit_to="Pd")),
+    "P072": dict(commodity_id="dysprosium", stage="refine",
+                 node_why="a Dy/Tb separation circuit: its output is element oxides, held by the element node (Tb, about 50 t, is not added)",
+                 cap=Cap("multiply", "Dy share of Dy+Tb (ore ratio about 3:1); 'more than 200 t' is a lower bound; oxide or metal not stated",
+                         factor="Dy_share_MP_DyTb", value=200, unit_from="t Dy+Tb", unit_to="Dy")),
+    "P073": dict(commodity_id="dysprosium", stage="refine",
+                 node_why="a Dy/Tb separation circuit: its output is element oxides, held by the element node (Tb is not added)",
+                 cap=Cap("multiply", "output achieved in the first full quarter (Jul-Sep 2025), annualised: a lower bound of the circuit's capacity "
+                                     "(design output not published)", factor="Dy_per_yr_from_quarter_DyTb_Lynas", value=9,
+                         unit_from="t Dy+Tb a quarter", unit_to="Dy")),
+    "P079": dict(cap=Cap("divide", "read as WO3 (the low end; 12,000 t if contained W): the deal bans exporting ore and semi-finished products, "
+                                   "so the output is processed tungsten, not concentrate", factor="WO3_per_W", unit_from="WO3", unit_to="W")),
+}
+_apply_updates(UPDATES_2026_12C)
+
 
 # ------------------------------------------------------------------------------------------------ build
 
@@ -507,7 +553,8 @@ def _capacity(pid: str, raw: Mapping[str, str], cap: Cap) -> tuple[float | None,
     if cap.kind == "multiply":
         out = value * factor
         per = " t/lb" if cap.factor == "t_per_lb" else ""
-        return round(out, 1), f"{_num(value)} {cap.unit_from} x {factor!r}{per} = {_num(out)} t {cap.unit_to}{rng}"
+        shown = repr(factor) if len(repr(factor)) <= 13 else f"{factor:.6g}"
+        return round(out, 1), f"{_num(value)} {cap.unit_from} x {shown}{per} = {_num(out)} t {cap.unit_to}{rng}"
     raise CritminError(f"{pid}: unknown capacity kind '{cap.kind}'")
 
 

@@ -525,7 +525,7 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
             "Raw data provenance: data/raw/PROVENANCE.md. Models: docs/methods.md, simulation.md, portfolio.md, stockpile.md, deliver.md.",
         ])
         text_page(pdf, "Contents", [
-            "Executive answer (pages 1-2)", "1. Priority minerals: supply concentration and reliance", "2. Vulnerabilities by stage", "3. Scenario risks",
+            "Executive answer (the pages before the title page)", "1. Priority minerals: supply concentration and reliance", "2. Vulnerabilities by stage", "3. Scenario risks",
             "4. Recommended portfolio: selected projects, budgets, decisions on every project", "5. Stockpile targets",
             "6. Deliveries (by buyer and by receiving country) and supplier-buyer matches",
             "Appendix: back-test of the disruption model", "7. Sources",

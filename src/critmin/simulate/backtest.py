@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from critmin.errors import CritminError
 from critmin.simulate.engine import NodeDraws, compile_batch, evaluate_chunk
 from critmin.simulate.nodes import NodeTable
 from critmin.simulate.parameters import SAMPLED, Parameters
@@ -65,6 +66,8 @@ class Case:
     split: str
     title: str = ""
     inventory: tuple[float, float, float] | None = None  # commercial stocks at the start (months): value, low, high
+    withheld_by_month: tuple[float, ...] | None = None  # recorded monthly fall of exports, months 1, 2, ...
+    front_loaded: float = 0.0  # exports above the baseline before the start, share of a year's exports
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,16 @@ def _or(v: float | None, default: float) -> float:
     return default if v is None else v
 
 
+def _monthly(v: object, case_id: str) -> tuple[float, ...] | None:
+    """The ';'-separated monthly withheld shares of a case (None when blank)."""
+    if v is None or (isinstance(v, float) and not np.isfinite(v)) or not str(v).strip():
+        return None
+    try:
+        return tuple(float(x) for x in str(v).split(";"))
+    except ValueError as exc:
+        raise CritminError(f"backtest_cases.csv, case {case_id}, field withheld_by_month: not ';'-separated numbers ({v!r})") from exc
+
+
 def load_cases(sim: Simulator) -> tuple[list[Case], list[Observation]]:
     """Cases and the observations marked ``use`` from the atlas (empty lists when the tables are absent)."""
     cases_t = sim.atlas.tables.get("backtest_cases")
@@ -107,13 +120,15 @@ def load_cases(sim: Simulator) -> tuple[list[Case], list[Observation]]:
             case_id=str(r["case_id"]), event_id=str(r["event_id"]), commodity=str(r["commodity_id"]), stage=str(r["stage"]),
             restrictors=tuple(str(r["restrictor_iso3"]).split(";")), targets=tuple(str(r["targets"]).split(";")),
             regime=str(r["regime"]),
-            withheld=None if w is None else (w, _f(r["withheld_low"]) or w, _f(r["withheld_high"]) or w),
+            withheld=None if w is None else (w, _or(_f(r["withheld_low"]), w), _or(_f(r["withheld_high"]), w)),
             restrictor_share=float(r["restrictor_share"]),
             export_share=None if e is None else (e, _or(_f(r["export_low"]), e), _or(_f(r["export_high"]), e)),
             market_surplus=_f(r["market_surplus"]) or 0.0, split=str(r["split"]), title=str(r.get("title", "")),
             inventory=None if _f(r["inventory_months"]) is None else (
-                float(r["inventory_months"]), _f(r["inventory_low"]) or float(r["inventory_months"]),
-                _f(r["inventory_high"]) or float(r["inventory_months"]))),
+                float(r["inventory_months"]), _or(_f(r["inventory_low"]), float(r["inventory_months"])),
+                _or(_f(r["inventory_high"]), float(r["inventory_months"]))),
+            withheld_by_month=_monthly(r.get("withheld_by_month"), str(r["case_id"])),
+            front_loaded=_f(r.get("front_loaded_share")) or 0.0),
         )
     known = {c.case_id for c in cases}
     obs: list[Observation] = []
@@ -149,9 +164,12 @@ def _scenario(case: Case) -> Scenario:
     kw: dict[str, Any] = {}
     if case.withheld is not None:
         kw = {"withheld_share": case.withheld[0], "withheld_low": case.withheld[1], "withheld_high": case.withheld[2]}
+    if case.withheld_by_month:
+        kw["withheld_by_month"] = list(case.withheld_by_month)
     return Scenario(id=f"bt.{case.case_id}", commodity=case.commodity, stage=case.stage, restrictors=list(case.restrictors),
                     targets=list(case.targets), regime=case.regime, duration_months=12,  # type: ignore[arg-type]
-                    market_surplus=case.market_surplus, status="hypothetical", family="user", **kw)
+                    market_surplus=case.market_surplus, front_loaded_share=case.front_loaded, status="hypothetical",
+                    family="user", **kw)
 
 
 def simulate_case(sim: Simulator, case: Case, params: Parameters, draws: int, seed: int, months: int = 12) -> dict[str, np.ndarray]:

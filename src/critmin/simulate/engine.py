@@ -212,6 +212,11 @@ _NOT_PATH = {"id", "title", "note", "duration_months", "probability", "status", 
              "start_date", "start_month"}
 
 
+#: Fields added after the random streams were keyed: in the key only when set, so the draws of every scenario that
+#: does not use them stay what they were.
+_KEYED_WHEN_SET: dict[str, object] = {"withheld_by_month": None, "front_loaded_share": 0.0}
+
+
 def path_key(s: Scenario) -> str:
     """Identifier of the scenario's monthly path: every field that shapes it, without the duration.
 
@@ -220,7 +225,7 @@ def path_key(s: Scenario) -> str:
     """
     if s.family.startswith("gen.") and s.withheld_share == 1.0 and s.response.stockpile is None and not s.response.demand_restraint:
         return f"{s.family}.{'-'.join(s.targets)}"
-    d = {k: v for k, v in s.model_dump(mode="json").items() if k not in _NOT_PATH}
+    d = {k: v for k, v in s.model_dump(mode="json").items() if k not in _NOT_PATH and not (k in _KEYED_WHEN_SET and v == _KEYED_WHEN_SET[k])}
     return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
 
@@ -262,6 +267,12 @@ class Batch:
     e_hi: np.ndarray
     e_data: np.ndarray
     surplus: np.ndarray
+    #: the measure's scope (low, high), the exports front-loaded before the start (share of a year's exports to
+    #: the targets) and the withheld share stated month by month ((S, months), NaN after a scenario's list ends)
+    scope_lo: np.ndarray
+    scope_hi: np.ndarray
+    front: np.ndarray
+    w_month: np.ndarray
     #: (S, 3) low, mode, high of commercial stocks at the start, fractions of Q0: located in targeted countries
     #: (``loc_t``), located in the restrictors (``loc_u``; both from ``located_stocks.csv``), and the targeted
     #: buyers' stock stated by the scenario in months of their consumption (``own_months``, NaN when not stated)
@@ -334,7 +345,7 @@ def compile_batch(
     """
     S = len(scenarios)
     keys = ("s_r", "d_t_named", "x_rt_named", "w_lo", "w_hi", "hold", "rho", "value_usd", "q0_t", "chain_a", "chain_b", "chain_d",
-            "prob_lo", "prob_hi", "e_lo", "e_mode", "e_hi", "e_data", "surplus")
+            "prob_lo", "prob_hi", "e_lo", "e_mode", "e_hi", "e_data", "surplus", "scope_lo", "scope_hi", "front")
     a = {k: np.zeros(S) for k in keys}
     node = np.zeros(S, dtype=np.int64)
     duration = np.zeros(S, dtype=np.int64)
@@ -352,6 +363,7 @@ def compile_batch(
     loc_t = np.zeros((S, 3))
     loc_u = np.zeros((S, 3))
     own_months = np.full((S, 3), np.nan)
+    w_month = np.full((S, max((len(sc.withheld_by_month or ()) for sc in scenarios), default=0)), np.nan)
     flags: list[list[str]] = []
     families: list[str] = []
     paths: list[str] = []
@@ -383,6 +395,13 @@ def compile_batch(
             fl.append("restrictor export share not in the trade data: restrictor_export_share parameter (an assumption) for "
                       + ", ".join(sorted(r for r in rs if r not in n.export_share and n.shares.get(r, 0.0) > 0)))
         a["surplus"][i] = sc.market_surplus
+        a["scope_lo"][i], a["scope_hi"][i], a["front"][i] = sc.scope_low, sc.scope_high, sc.front_loaded_share
+        if sc.withheld_by_month:
+            w_month[i, : len(sc.withheld_by_month)] = sc.withheld_by_month
+            fl.append(f"withheld share stated for months 1-{len(sc.withheld_by_month)}: "
+                      + ", ".join(f"{x:.2f}" for x in sc.withheld_by_month[:6]) + (" ..." if len(sc.withheld_by_month) > 6 else ""))
+        if sc.front_loaded_share > 0:
+            fl.append(f"exports front-loaded before the start: {sc.front_loaded_share:g} of a year's exports to the targets")
         for holder, (mode, lo, hi) in sorted(n.located_stocks.items()):
             dest = loc_u if holder in rs else loc_t
             dest[i] += np.array([lo, mode, hi]) / 12.0
@@ -454,7 +473,7 @@ def compile_batch(
     return Batch(
         ids=[s.id for s in scenarios], path=paths, rkey=rkeys, node=node, duration=duration, world=world, in_t=in_t, d_j=d_j, s_j=s_j,
         j_restricts=j_restricts, chain_a_p=chain_a_p, chain_b_p=chain_b_p, leak=leak, spare_data=spare, rate=rate, cap=cap, family=families, flags=flags,
-        loc_t=loc_t, loc_u=loc_u, own_months=own_months, **a,
+        loc_t=loc_t, loc_u=loc_u, own_months=own_months, w_month=w_month, **a,
     )
 
 
@@ -526,6 +545,7 @@ class _Statics:
     s_u: np.ndarray
     g: np.ndarray  # shock intensity: lost supply / d_T (hoarding scales with it)
     shocked: np.ndarray  # (P,) any draw with a shock
+    x_rt: np.ndarray  # the restrictors' exports to the targets (fraction of Q0)
     loc_t: np.ndarray | None = None  # stocks located in targeted countries (fraction of Q0)
     loc_u: np.ndarray | None = None  # stocks located in the restrictors (fraction of Q0)
     own_months: np.ndarray | None = None  # targeted buyers' stocks stated by the scenario (months; NaN: parameters)
@@ -572,7 +592,7 @@ def _statics(b: Batch, rep: np.ndarray, g: dict[str, np.ndarray], eu: np.ndarray
     with np.errstate(divide="ignore", invalid="ignore"):
         intensity = np.where(d_t > 0, np.minimum(lost / d_t, 1.0), 0.0)
     shocked = ((lost > 0) | (b.surplus[rep, None] != 0)).any(axis=1) | (b.hold[rep] > 0)
-    return _Statics(d_t, s_t, lost, spare, d_u, s_u, intensity, shocked)
+    return _Statics(d_t, s_t, lost, spare, d_u, s_u, intensity, shocked, x_rt)
 
 
 def evaluate_chunk(
@@ -598,12 +618,20 @@ def evaluate_chunk(
     g = {k: v[b.node[rep]] for k, v in draws.values.items()}  # (P, D) each
     eu = draws.export_u[b.node[rep]]
     # withheld share: uniform on [w_lo, w_hi] per path and draw (keyed by the path)
-    w = np.broadcast_to(b.w_lo[rep, None], (P, D)).copy()
+    uw = np.zeros((P, D))
     for p_ in np.flatnonzero(b.w_hi[rep] > b.w_lo[rep]):
-        i = rep[p_]
-        w[p_] = b.w_lo[i] + keyed_uniforms(seed, "path:" + b.rkey[i], 1, (D,)) * (b.w_hi[i] - b.w_lo[i])
+        uw[p_] = keyed_uniforms(seed, "path:" + b.rkey[rep[p_]], 1, (D,))
+    w = b.w_lo[rep, None] + uw * (b.w_hi - b.w_lo)[rep, None]
     st = _statics(b, rep, g, eu, w)
     st.loc_t, st.loc_u, st.own_months = stock_draws(b, rep, seed, D)
+    # months with a stated withheld share (times the scope, drawn with the same uniform): their own segment sizes
+    by_month: list[_Statics] = []
+    if b.w_month.shape[1] and np.isfinite(b.w_month[rep]).any():
+        scope = b.scope_lo[rep, None] + uw * (b.scope_hi - b.scope_lo)[rep, None]
+        for t in range(b.w_month.shape[1]):
+            stated = b.w_month[rep, t][:, None]
+            by_month.append(_statics(b, rep, g, eu, np.where(np.isnan(stated), w, stated * scope)))
+        st.shocked = st.shocked | np.any([m.shocked for m in by_month], axis=0)
     m_eff = g["downstream_value_multiple"] * b.chain_a[rep, None] + b.chain_b[rep, None]
     # nobody pays more than the input is worth to them: the output it enables, and on the share that makes derivative
     # products (valued at their value added) also the input's own price
@@ -618,7 +646,7 @@ def evaluate_chunk(
     paths = {k: np.full((S, D, months), np.nan) for k in PATH_KEYS} if keep_paths else None
     rows = np.arange(P) if keep_paths else np.flatnonzero(st.shocked)
     if rows.size:
-        _month_loop(rows, st, g, m_eff, p_hi, p_lo, b, rep, pidx, path_dur, settings, acc_s, peak_s, paths)
+        _month_loop(rows, st, by_month, g, m_eff, p_hi, p_lo, b, rep, pidx, path_dur, settings, acc_s, peak_s, paths)
     # unshocked paths: price 1 in both segments, nothing lost
     done = np.isin(pidx, rows)
     acc_s["sum_pu"][~done] = b.duration[~done, None].astype(float)
@@ -660,17 +688,25 @@ def evaluate_chunk(
 
 
 def _month_loop(
-    rows: np.ndarray, st: _Statics, g: dict[str, np.ndarray], m_eff: np.ndarray, p_hi: np.ndarray, p_lo: np.ndarray,
+    rows: np.ndarray, st: _Statics, by_month: list[_Statics], g: dict[str, np.ndarray], m_eff: np.ndarray, p_hi: np.ndarray,
+    p_lo: np.ndarray,
     b: Batch, rep: np.ndarray, pidx: np.ndarray, path_dur: np.ndarray, settings: dict[str, float],
     acc_s: dict[str, np.ndarray], peak_s: np.ndarray, paths: dict[str, np.ndarray] | None,
 ) -> None:
-    """Months 1 … longest duration for the paths ``rows``; fills the scenarios' accumulators (in place)."""
+    """Months 1 … longest duration for the paths ``rows``; fills the scenarios' accumulators (in place).
+
+    ``by_month[t - 1]`` (when given) holds the segment sizes of month t under a withheld share stated month by
+    month; the precautionary target is set by the shock as first seen (month 1)."""
     sel = rep[rows]
 
     def pr(x: np.ndarray) -> np.ndarray:
         return x[rows]
 
     d_t, s_t, lost, spare, d_u, s_u, gi = (pr(x) for x in (st.d_t, st.s_t, st.gap_fill, st.spare, st.d_u, st.s_u, st.g))
+    monthly = [(pr(m.s_t), pr(m.gap_fill), pr(m.d_u), pr(m.s_u)) for m in by_month]
+    d_u0, s_u0, s_t0, lost0 = d_u, s_u, s_t, lost
+    if monthly:
+        gi = pr(by_month[0].g)
     ed, ed_lr, tau_sub = pr(g["elasticity_demand"]), pr(g["elasticity_demand_long"]), pr(g["substitution_months"])
     es, ramp = pr(g["elasticity_supply"]), pr(g["ramp_months"])
     inv_m, theta, half = pr(g["inventory_months"]), pr(g["stock_adjustment"]), pr(g["stock_half_cover_months"])
@@ -696,6 +732,8 @@ def _month_loop(
         own = pr(st.own_months)
         stock_t = np.where(np.isfinite(own), np.nan_to_num(own) / 12.0 * d_t, stock_t)
     stock_u = normal_u + loc_u
+    # exports bought ahead of the start sit in the targeted buyers' stocks
+    stock_t = stock_t + pr(b.front[rep, None] * st.x_rt)
     # precautionary stock: holders want their normal stock plus chi x (shock intensity) months of consumption
     # and buy what they lack (nothing when they already hold more)
     left_t = np.maximum(normal_t + chi_t * gi * d_t / 12.0 - stock_t, 0.0)
@@ -707,9 +745,10 @@ def _month_loop(
     mine = np.flatnonzero(np.isin(pidx, rows))
     pos = np.searchsorted(rows, pidx[mine])
     last = int(path_dur[rows].max())
-    has_u = d_u > 0
     for t in range(1, last + 1):
         eps = ed + (ed_lr - ed) * np.minimum(1.0, (t - 1) / tau_sub)
+        s_t, lost, d_u, s_u = monthly[t - 1] if t <= len(monthly) else (s_t0, lost0, d_u0, s_u0)
+        has_u = d_u > 0
         supply = s_t + np.minimum(spare * np.minimum(1.0, t * frac), lost)
         supply = np.maximum(supply, 1e-12)
         gap = np.maximum(1.0 - supply / d_t, 0.0)

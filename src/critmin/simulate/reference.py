@@ -110,18 +110,30 @@ def scalar_losses(s: Scenario, nodes: NodeTable, chain: ChainFactors, params: Pa
             d_t += dj
             x_named += dj * nir * min(m, 1.0)
         x_rt = min(x_named, exports)
-    withheld = w * (1.0 - lam) * x_rt
     d_o = 0.0 if world else max(1.0 - home - d_t, 0.0)
-    diverted = min(withheld, max(d_o - (exports - x_rt), 0.0))
-    lost = withheld - diverted
-    s_base = d_t - lost + s.market_surplus * d_t
+
+    def lost_at(w_: float) -> float:
+        withheld = w_ * (1.0 - lam) * x_rt
+        return withheld - min(withheld, max(d_o - (exports - x_rt), 0.0))
+
+    def diverted_at(w_: float) -> float:
+        return w_ * (1.0 - lam) * x_rt - lost_at(w_)
+
+    lost = lost_at(w)
+    diverted = diverted_at(w)
+    # a withheld share stated month by month (withheld_by_month) replaces the drawn one in those months
+    u_w = (w - rng[0]) / (rng[1] - rng[0]) if rng[1] > rng[0] else 0.0
+    scope = s.scope_low + u_w * (s.scope_high - s.scope_low)
+    w_month = [x * scope for x in (s.withheld_by_month or [])]
+    lost_m = [lost_at(x) for x in w_month]
     if n.spare_by_country and np.isfinite(n.q0_t) and n.q0_t > 0:
         spare = sum(v for k, v in n.spare_by_country.items() if k not in rs) / n.q0_t
     else:
         spare = par["spare_capacity"] * (1.0 - sr)
     d_u = home + (0.0 if world else exports - x_rt + diverted)
-    s_u = d_u + lost
-    gi = min(lost / d_t, 1.0) if d_t > 0 else 0.0
+    # the shock as first seen sets the precautionary target
+    g_first = lost_m[0] if lost_m else lost
+    gi = min(g_first / d_t, 1.0) if d_t > 0 else 0.0
     m_eff = par["downstream_value_multiple"] * float(chain.unlinked[ni]) + float(chain.linked_value[ni])
     # each participant values a tonne short with its own use shares where it has them
     ua = chain.unlinked_p[:, ni] if chain.unlinked_p is not None else np.full(len(PARTICIPANTS), chain.unlinked[ni])
@@ -149,6 +161,8 @@ def scalar_losses(s: Scenario, nodes: NodeTable, chain: ChainFactors, params: Pa
     normal_t, normal_u = inv_m / 12.0 * d_t, inv_m / 12.0 * d_u
     stock_t = own / 12.0 * d_t if math.isfinite(own) else normal_t + loc_t
     stock_u = normal_u + loc_u
+    # exports to the targets above their baseline before the start sit in the targeted buyers' stocks
+    stock_t += s.front_loaded_share * x_rt
     # precautionary stock: normal stock + chi x g months, less what is held
     left_t = max(normal_t + par["hoarding_targeted"] * gi * d_t / 12.0 - stock_t, 0.0)
     left_u = max(normal_u + par["hoarding_restrictor"] * gi * d_u / 12.0 - stock_u, 0.0)
@@ -162,7 +176,7 @@ def scalar_losses(s: Scenario, nodes: NodeTable, chain: ChainFactors, params: Pa
     dem_t = sum(n.demand_share[iso] for iso in PARTICIPANTS if iso in members)
     scale = d_t / dem_t if dem_t > d_t else 1.0
     f_r, f_s = settings["restraint_loss_fraction"], settings["substitution_loss_fraction"]
-    shocked = lost > 0 or s.market_surplus != 0 or hold > 0
+    shocked = lost > 0 or any(x > 0 for x in lost_m) or s.market_surplus != 0 or hold > 0
     p_t = p_u = 1.0
     loss = np.zeros(len(PARTICIPANTS))
     for t in range(1, s.duration_months + 1):
@@ -170,7 +184,12 @@ def scalar_losses(s: Scenario, nodes: NodeTable, chain: ChainFactors, params: Pa
             break
         eps = ed + (ed_lr - ed) * min(1.0, (t - 1) / tau)
         ramp_f = min(1.0, t / ramp) if ramp > 0 else 1.0
-        supply = max(s_base + min(spare * ramp_f, lost), 1e-12)
+        lost_t, d_u_t = lost, d_u
+        if t <= len(lost_m):
+            lost_t = lost_m[t - 1]
+            d_u_t = home + (0.0 if world else exports - x_rt + diverted_at(w_month[t - 1]))
+        s_u = d_u_t + lost_t
+        supply = max(d_t - lost_t + s.market_surplus * d_t + min(spare * ramp_f, lost_t), 1e-12)
         rho_t = min(rho, max(1.0 - supply / d_t, 0.0))
         demand = d_t * (1.0 - rho_t)
         cover = stock_t / (stock_t + half * d_t / 12.0) if stock_t > 0 else 0.0
@@ -183,10 +202,10 @@ def scalar_losses(s: Scenario, nodes: NodeTable, chain: ChainFactors, params: Pa
         stock_t = max(stock_t + flow / 12.0, 0.0)
         left_t = max(left_t - min(max(flow, 0.0), theta * 12.0 * left_t * p_t**eps) / 12.0, 0.0)
         hold = max(hold - rel_k / 12.0, 0.0)
-        if d_u > 0:
-            cover_u = stock_u / (stock_u + half * d_u / 12.0) if stock_u > 0 else 0.0
-            a_u = max(theta * 12.0 * left_u - cover_u * (d_u - s_u), -12.0 * stock_u)
-            p_home, _, flow_u, _ = _segment(max(s_u, 1e-12), d_u, a_u, 0.0, es, eps, p_lo, p_hi)
+        if d_u_t > 0:
+            cover_u = stock_u / (stock_u + half * d_u_t / 12.0) if stock_u > 0 else 0.0
+            a_u = max(theta * 12.0 * left_u - cover_u * (d_u_t - s_u), -12.0 * stock_u)
+            p_home, _, flow_u, _ = _segment(max(s_u, 1e-12), d_u_t, a_u, 0.0, es, eps, p_lo, p_hi)
             p_u = math.exp(par["price_transmission"] * math.log(p_t) + (1.0 - par["price_transmission"]) * math.log(p_home))
             stock_u = max(stock_u + flow_u / 12.0, 0.0)
             left_u = max(left_u - min(max(flow_u, 0.0), theta * 12.0 * left_u * p_home**eps) / 12.0, 0.0)

@@ -72,6 +72,9 @@ class Scenario(BaseModel):
       targeted buyers hold at the start, in months of their consumption (None: the ``inventory_months``
       parameter plus the stocks located in targeted countries, ``located_stocks.csv``); an analyst facing a
       new event, or the back-test, states what was actually held.
+    - ``withheld_by_month``: the withheld share month by month from the start (a recorded export series, or an
+      analyst's expectation of a licensing stop); later months use the drawn share. ``front_loaded_share``:
+      exports bought ahead of the start, as a share of a year's exports, held by the targeted buyers.
     - ``probability``: annual probability of the scenario (None = from the probability model; in-force
       controls are certain).
     """
@@ -103,6 +106,14 @@ class Scenario(BaseModel):
         "Commercial stocks held by the targeted buyers at the start, months of their consumption (none = parameters)"))
     stock_months_low: float | None = Field(default=None, ge=0.0, le=600.0)
     stock_months_high: float | None = Field(default=None, ge=0.0, le=600.0)
+    withheld_by_month: list[float] | None = Field(default=None, min_length=1, max_length=120, description=(
+        "Share of the restrictors' exports to the targets withheld in months 1, 2, ... of the disruption (each 0-1; "
+        "e.g. the fall customs recorded); it replaces the drawn withheld share in those months, later months use "
+        "the drawn share. Times the measure's scope."))
+    front_loaded_share: float = Field(default=0.0, ge=0.0, le=5.0, description=(
+        "Exports to the targets above their baseline in the months before the start (buyers front-loading before "
+        "a control takes effect), as a share of one year's baseline exports; held by the targeted buyers at the "
+        "start, on top of their stocks"))
     response: Response = Field(default_factory=lambda: Response())
     probability: float | None = Field(default=None, ge=0.0, le=1.0)
     status: Status = "hypothetical"
@@ -144,6 +155,10 @@ class Scenario(BaseModel):
             lo, hi = self.stock_range()
             if not lo <= self.stock_months <= hi:
                 raise ValueError(f"stock_months_low <= stock_months <= stock_months_high fails ({lo}, {self.stock_months}, {hi})")
+        if self.withheld_by_month is not None:
+            bad = [i + 1 for i, x in enumerate(self.withheld_by_month) if not 0.0 <= x <= 1.0]
+            if bad:
+                raise ValueError(f"withheld_by_month must lie in [0, 1]; months {bad} do not")
         if self.scope_low > self.scope_high:
             raise ValueError(f"scope_low <= scope_high fails ({self.scope_low}, {self.scope_high})")
         overlap = set(self.restrictors) & set(self.targets)
