@@ -197,3 +197,15 @@ def test_delivery_totals_by_receiving_country_never_add_across_nodes(atlas):
     assert r["totals"] and all(set(t) == {"receiving_country", "node", "tonnes"} for t in r["totals"])
     assert sum(t["tonnes"] for t in r["totals"]) == pytest.approx(sum(a["tonnes"] for a in r["allocation"]))
     assert len({(t["receiving_country"], t["node"]) for t in r["totals"]}) == len(r["totals"])
+
+
+def test_an_abandoned_project_is_not_matched(atlas):
+    """Review of 5 December 2026: the abandoned Tennessee Lithium plant was matched as a supplier to Japan."""
+    from critmin.deliver.match import match
+
+    projects, buyers = _frames()
+    projects = projects.copy()
+    projects.loc[projects["project_id"] == "B", "status_class"] = "unlikely"
+    r = match(atlas, projects, buyers)
+    assert all(m["project_id"] != "B" for m in r["matches"]) and all(c["project_id"] != "B" for c in r["candidates"])
+    assert any(x["project_id"] == "B" and "status 'unlikely'" in x["reason"] for x in r["refused_pairs"])

@@ -114,3 +114,31 @@ def test_undated_projects_get_their_status_lead_time_and_instruments_act_only_on
     # permitting help only before the permits; money only before financial close
     assert "permitted" not in ACCELERATED_STATUSES["regulatory"] and "financing" not in ACCELERATED_STATUSES["regulatory"]
     assert "construction" not in ACCELERATED_STATUSES["loan"]
+
+
+def test_public_money_already_counted_limits_what_new_money_adds(simulator) -> None:
+    """Review of 5 December 2026: projects whose financing the register already records were financed again.
+    New money is additional only up to capex less the support already counted; a project whose counted support
+    covers its capex gets no money option and says why."""
+    from critmin.portfolio.model import CAPEX_INSTRUMENTS, build_problem, sample_from_simulator
+    from critmin.portfolio.register import bundled_register, counted_support_usd
+
+    reg = bundled_register(simulator.atlas)
+    sample = sample_from_simulator(simulator, draws=40, seed=2)
+    without = build_problem(reg.projects, simulator.atlas, sample, simulator.nodes, as_of="2026-12")
+    with_support = build_problem(reg.projects, simulator.atlas, sample, simulator.nodes, as_of="2026-12", support=reg.support)
+    counted = counted_support_usd(reg)
+    capex = reg.projects.set_index("project_id")["capex_usd"]
+    covered = [p for p, v in counted.items() if v > 0 and capex.get(p, float("nan")) <= v]
+    assert covered  # e.g. ReElement: the OSC loan it counts is its whole (estimated) capex
+    for pid in covered:
+        o_ = with_support.options_all
+        money = o_[(o_["project_id"] == pid) & (o_["amount_usd"] > 0) & o_["instrument"].isin(CAPEX_INSTRUMENTS)]
+        assert money.empty, pid
+        reached = pid in set(with_support.options_all["project_id"]) or pid in set(without.options_all["project_id"])
+        assert not reached or any(r.startswith("already financed") for r in with_support.reasons[pid]), pid
+    # elsewhere no option's amount exceeds the gap left
+    o = with_support.options_all
+    for r in o[(o["amount_usd"] > 0) & o["instrument"].isin(CAPEX_INSTRUMENTS) & o["project_id"].map(capex).notna()].itertuples():
+        assert r.amount_usd <= capex[r.project_id] - counted.get(r.project_id, 0.0) + 1e-6
+    assert without.options_all["amount_usd"].sum() > o["amount_usd"].sum()

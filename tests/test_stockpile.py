@@ -175,6 +175,28 @@ def test_no_stock_on_a_demand_nobody_measured(simulator):
     assert {(r["participant"], r["node"]) for r in loose["stockpiles"] if r["participant"] in ("USA", "JPN")} & proxy
 
 
+def test_one_consumption_is_stocked_once(simulator):
+    """Review of 5 December 2026: Japan's cobalt consumption (one figure) was stocked as ore and as refined metal.
+    Nodes of one commodity whose demand is the same figure are stocked once, where the expected shortage cost is
+    largest; the others are listed with the node stocked instead."""
+    from critmin.stockpile.plan import disruption_sample, plan_stockpiles
+
+    smp = disruption_sample(simulator, 60, 4)
+    rec = plan_stockpiles(simulator, "BLOC", draws=60, seed=4, sample=smp, max_days=180)
+    seen: dict[tuple[str, str, str], str] = {}
+    for r in rec["stockpiles"]:
+        if r["participant"] not in ("USA", "JPN"):
+            continue
+        basis = simulator.nodes.nodes[simulator.nodes.index[r["node"]]].demand_basis[r["participant"]].split(" / ")[0]
+        key = (r["participant"], r["commodity"], basis)
+        assert key not in seen, f"{key} stocked at {seen.get(key)} and {r['node']}"
+        seen[key] = r["node"]
+    moved = rec["metadata"]["not_stocked_same_consumption"]
+    assert moved and all(x["stocked_at"] != x["node"] for x in moved)
+    # e.g. Japan's nickel consumption serves the mine and refined nodes: it is stocked at one of them only
+    assert {x["node"].split("/")[0] for x in moved if x["participant"] == "JPN"} >= {"nickel"}
+
+
 def test_a_stock_row_carries_only_its_participants_flags():
     from critmin.stockpile.plan import flag_concerns
 

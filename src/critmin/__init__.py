@@ -8,14 +8,12 @@ Flow: atlas (data) -> assess -> simulate -> optimise -> plan/report. Start with:
     plan = critmin.Study.from_file("study.yaml").plan()     # or critmin.Study() for the bundled data
 """
 
+# Bound here, once: a lazy module __getattr__ was shadowed by the critmin.assess subpackage after the first
+# import (issue 13).
+from critmin.assess import assess
 from critmin.atlas import Atlas, load_atlas
 from critmin.errors import AtlasError, CritminError, MethodError
-
-__version__ = "0.1.0"
-
-# Imported after __version__ (the study's modules read it). Bound here, once: a lazy module __getattr__ was
-# shadowed by the critmin.assess subpackage after the first import (issue 13).
-from critmin.assess import assess
 from critmin.study import Study
+from critmin.version import __version__
 
 __all__ = ["Atlas", "AtlasError", "CritminError", "MethodError", "Study", "__version__", "assess", "load_atlas"]

@@ -11,9 +11,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from critmin import __version__
 from critmin.errors import CritminError
 from critmin.output import FORMATS, emit
+from critmin.version import __version__
 
 app = typer.Typer(help="critmin: critical-minerals supply security (US-Japan framework).", no_args_is_help=True, add_completion=False)
 data_app = typer.Typer(help="Build and audit the reference atlas.", no_args_is_help=True)
@@ -197,7 +197,7 @@ def data_audit(
     blocs: BlocsOpt = None,
 ) -> None:
     """Coverage of commodities x stages, rows without a source, gaps and proxies in use."""
-    from critmin.atlas.audit import audit
+    from critmin.assess.audit import audit
 
     _check_format(fmt)
     a = _load(atlas, blocs)
@@ -560,7 +560,7 @@ def portfolio(
     blocs: BlocsOpt = None,
 ) -> None:
     """Choose which projects to back, with which instrument and agency, to cut the bloc's expected shortfall loss."""
-    from critmin.cli_projects import _register
+    from critmin.cli_projects import load_register
     from critmin.portfolio.model import read_budgets
     from critmin.portfolio.plan import run_portfolio
 
@@ -568,14 +568,14 @@ def portfolio(
     if as_of is not None and not re.fullmatch(r"\d{4}-\d{2}", as_of):
         raise CritminError(f"--as-of must be YYYY-MM, got '{as_of}'")
     sim = _simulator(atlas, blocs, None, None)
-    reg = _register(register)
+    reg = load_register(register)
     rec = _run_with_progress(
         "portfolio",
         lambda cb: run_portfolio(
             sim.atlas, sim, reg.projects, read_budgets(budgets) if budgets else None, deadline_months, draws, seed, as_of, gap, time_limit,
             with_frontier, points, cvar_weight, cvar_alpha, concern_weight, max_country_share, max_commodity_share,
             _shares(min_share, "--min-share"), list(must or []), None, str(agencies) if agencies else None,
-            str(instrument_parameters) if instrument_parameters else None,
+            str(instrument_parameters) if instrument_parameters else None, support=reg.support,
         ),
     )
     if fmt == "json":
@@ -688,14 +688,14 @@ def deliver(
     blocs: BlocsOpt = None,
 ) -> None:
     """Monthly delivery of allied projects' output to registered buyers (transportation LP), and what stays short."""
-    from critmin.cli_projects import _register
+    from critmin.cli_projects import load_register
     from critmin.deliver.plan import delivery_plan
 
     _check_format(fmt)
     if months < 1 or months > 120:
         raise CritminError("--months must be between 1 and 120")
     a = _load(atlas, blocs)
-    rec = delivery_plan(a, _register(register).projects, _buyers(a, buyers), months, _as_of(as_of))
+    rec = delivery_plan(a, load_register(register).projects, _buyers(a, buyers), months, _as_of(as_of))
     if fmt == "json":
         emit(rec, "json", out=out)
     elif fmt == "table":
@@ -720,12 +720,12 @@ def match(
     blocs: BlocsOpt = None,
 ) -> None:
     """Match supply offers (projects) with downstream needs (buyers): assignment model, each pair scored and explained."""
-    from critmin.cli_projects import _register
+    from critmin.cli_projects import load_register
     from critmin.deliver.match import match as run_match
 
     _check_format(fmt)
     a = _load(atlas, blocs)
-    rec = run_match(a, _register(register).projects, _buyers(a, buyers), _as_of(as_of))
+    rec = run_match(a, load_register(register).projects, _buyers(a, buyers), _as_of(as_of))
     if fmt == "json":
         emit(rec, "json", out=out)
     elif fmt == "table":

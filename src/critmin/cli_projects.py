@@ -41,7 +41,7 @@ def _fails_cleanly(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _register(directory: Path | None) -> Any:
+def load_register(directory: Path | None) -> Any:
     from critmin.portfolio.register import bundled_register, read_register
 
     if directory is None:
@@ -75,7 +75,7 @@ def list_(
     _check_format(fmt)
     if status is not None and status not in STATUS_CLASSES:
         raise CritminError(f"--status '{status}' is not a status class; use one of {', '.join(STATUS_CLASSES)}")
-    reg = _register(register)
+    reg = load_register(register)
     frame = reg.projects
     if commodity:
         frame = frame[frame["commodity_id"] == commodity]
@@ -105,7 +105,7 @@ def show(
     from critmin.portfolio.register import counted_support_usd
 
     _check_format(fmt)
-    reg = _register(register)
+    reg = load_register(register)
     project = reg.project(project_id)
     support = reg.support_for(project_id).to_dict("records")
     counted = counted_support_usd(reg).get(project_id, 0.0)
@@ -136,7 +136,7 @@ def validate(
     """Validate a register file: prints OK with counts, or every problem (exit status 2)."""
     from critmin.portfolio.register import RegisterError, check_file
 
-    against = _register(register) if register is not None else None
+    against = load_register(register) if register is not None else None
     try:
         reg = check_file(file, against=against)
     except RegisterError as exc:
@@ -174,6 +174,6 @@ def export(
     """Export the register as CSV (projects) or as an Excel template that `critmin projects import` reads back."""
     from critmin.portfolio.register import export_register
 
-    reg = _register(register)
+    reg = load_register(register)
     export_register(reg, file)
     print(f"wrote {file.name}: {len(reg.projects)} projects" + (f", {len(reg.support)} support actions" if file.suffix.lower() == ".xlsx" else ""))

@@ -140,9 +140,12 @@ def serve(
 
     sim = None
     if atlas is not None or blocs is not None or params is not None:
-        from critmin.cli import _simulator
+        from critmin.atlas import load_atlas
+        from critmin.simulate.parameters import Parameters
+        from critmin.simulate.run import Simulator
 
-        sim = _simulator(atlas, blocs, params, None)  # invalid files: a clear error and exit 2, before anything listens
+        # invalid files: a clear error and exit 2, before anything listens
+        sim = Simulator.build(load_atlas(atlas, blocs=blocs), Parameters.load(params, {}))
     db = Database(database)
     ws = Workspace(db, sim_factory=(lambda: sim) if sim is not None else None)
     app = create_app(db=db, workspace=ws, seed=not no_seed, workers=workers)

@@ -19,13 +19,13 @@ from rich.table import Table
 FORMATS = ("table", "json", "csv", "xlsx")
 
 
-def _clean(v: Any) -> Any:
+def json_safe(v: Any) -> Any:
     if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
         return None
     if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
+        return {k: json_safe(x) for k, x in v.items()}
     if isinstance(v, list | tuple):
-        return [_clean(x) for x in v]
+        return [json_safe(x) for x in v]
     if hasattr(v, "item") and not isinstance(v, str):
         return v.item()
     if v is pd.NA:
@@ -35,12 +35,12 @@ def _clean(v: Any) -> Any:
 
 def to_json(obj: Any) -> str:
     """JSON text with NaN turned into null and numpy scalars into Python numbers."""
-    return json.dumps(_clean(obj), indent=2, ensure_ascii=False)
+    return json.dumps(json_safe(obj), indent=2, ensure_ascii=False)
 
 
 def flatten(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """Records -> flat frame; nested values (dicts, lists) become JSON strings."""
-    rows = [{k: (json.dumps(_clean(v), ensure_ascii=False) if isinstance(v, dict | list) else _clean(v)) for k, v in r.items()} for r in records]
+    rows = [{k: (json.dumps(json_safe(v), ensure_ascii=False) if isinstance(v, dict | list) else json_safe(v)) for k, v in r.items()} for r in records]
     return pd.DataFrame(rows)
 
 
@@ -81,7 +81,7 @@ def xlsx_bytes(sheets: dict[str, pd.DataFrame], meta: dict[str, Any] | None = No
                 width = min(60, max(10, len(str(col)) + 2, *(len(str(x)) + 1 for x in frame[col].head(50))))
                 ws.set_column(i, i, width)
         if meta:
-            pd.DataFrame({"key": list(meta), "value": [json.dumps(_clean(v)) if isinstance(v, dict | list) else v for v in meta.values()]}).to_excel(
+            pd.DataFrame({"key": list(meta), "value": [json.dumps(json_safe(v)) if isinstance(v, dict | list) else v for v in meta.values()]}).to_excel(
                 xl, sheet_name="about", index=False
             )
     return buf.getvalue()
@@ -138,7 +138,7 @@ def emit(
 
 
 def _fmt(v: Any) -> str:
-    v = _clean(v)
+    v = json_safe(v)
     if v is None:
         return "-"
     if isinstance(v, bool):

@@ -22,7 +22,7 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from critmin.errors import CritminError, Problem
 from critmin.inputs import CheckedRow
-from critmin.portfolio.register import _Refs
+from critmin.portfolio.register import Refs
 
 BUYER_COLUMNS = ("buyer_id", "name", "country_iso3", "commodity_id", "stage", "demand_t_per_year", "priority", "min_contract_t",
                  "origin_rule", "contract_projects", "start", "end", "kind", "form", "source", "url", "note")
@@ -84,7 +84,7 @@ def contract_of(buyer: Any) -> set[str]:
     return {c for c in str(buyer.get("contract_projects") or "").split(";") if c}
 
 
-def node_problems(refs: _Refs, concern: Iterable[str], country_iso3: str, commodity_id: str, stage: str,
+def node_problems(refs: Refs, concern: Iterable[str], country_iso3: str, commodity_id: str, stage: str,
                   concern_ok: bool = False) -> list[tuple[str, str]]:
     """(field, message) for an unknown country, a country of concern (unless ``concern_ok``: deliveries to
     one are not planned) and an unknown commodity-stage node of the atlas."""
@@ -117,7 +117,7 @@ def read_buyers(path: str | Path, atlas: Any = None) -> pd.DataFrame:
     if missing:
         raise BuyerError([Problem(str(p), 1, c, "required column is missing") for c in missing])
     cols = list(t.columns)
-    refs = _Refs.of(atlas) if atlas is not None else None
+    refs = Refs.of(atlas) if atlas is not None else None
     rows = []
     seen: dict[str, int] = {}
     for i, r in enumerate(t.to_dict("records")):

@@ -74,10 +74,14 @@ def form_conflict(offer: dict[str, set[str]], need: dict[str, set[str]]) -> str 
     return None
 
 
+#: Status classes of projects that cannot be matched to a buyer (abandoned or stopped).
+NOT_SUPPLYING = ("unlikely", "paused")
+
+
 def match(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, as_of: str = "2026-11") -> dict[str, Any]:
     """Scored compatible pairs and the optimal assignment (see module docstring)."""
+    from critmin.lp import quiet_highs
     from critmin.portfolio.model import InstrumentParameters, months_before_output
-    from critmin.portfolio.optimise import _quiet_highs
 
     ip = InstrumentParameters.load()
     refused: list[dict[str, Any]] = []
@@ -86,6 +90,12 @@ def match(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, as_of: str
     pairs: list[dict[str, Any]] = []
     for o in offers.to_dict("records"):
         status = str(o["status_class"])
+        if status in NOT_SUPPLYING:
+            # an abandoned or paused project makes nothing a buyer can contract (review of 5 December 2026: the
+            # abandoned Tennessee Lithium plant was matched as a supplier)
+            refused.extend({"project_id": o["project_id"], "buyer_id": n["buyer_id"], "reason": f"project status '{status}': it is not going to supply"}
+                           for n in needs.to_dict("records") if (o["commodity_id"], o["stage"]) == (n["commodity_id"], n["stage"]))
+            continue
         # the delivery plan's rule for when output starts (operating and commissioning now)
         avail: int | None = 0 if status in ("operating", "commissioning") else int(round(months_before_output(o, status, as_of, ip, [])))
         offer_tags = form_tags(f"{o.get('product') or ''} {o['name']}", str(o["commodity_id"]))
@@ -134,7 +144,7 @@ def match(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, as_of: str
     if pairs:
         import highspy
 
-        h = _quiet_highs()
+        h = quiet_highs()
         k = len(pairs)
         h.addVars(k, np.zeros(k), np.ones(k))
         h.changeColsCost(k, np.arange(k, dtype=np.int32), -np.array([p["score"] for p in pairs]))

@@ -41,7 +41,7 @@ def solve_transport(capacity: np.ndarray, demand: np.ndarray, eligible: np.ndarr
     """
     import highspy
 
-    from critmin.portfolio.optimise import _quiet_highs
+    from critmin.lp import quiet_highs
 
     P, T = capacity.shape
     B = demand.shape[0]
@@ -49,7 +49,7 @@ def solve_transport(capacity: np.ndarray, demand: np.ndarray, eligible: np.ndarr
     n_x = len(pairs) * T
     n_s = B * T
     n_m = B
-    h = _quiet_highs()
+    h = quiet_highs()
     inf = highspy.kHighsInf
     scale = max(float(demand.max()) if demand.size else 1.0, float(capacity.max()) if capacity.size else 1.0, 1.0)
     w = np.array([PRIORITY_WEIGHT.get(int(q), 1.0) for q in priority])

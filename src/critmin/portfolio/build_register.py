@@ -34,9 +34,9 @@ from critmin.portfolio.register import (
     Register,
     RegisterError,
     _atlas_refs,
-    _frame,
     _Loc,
     _validate,
+    models_frame,
     node_basis,
     support_summary,
     write_register,
@@ -697,7 +697,7 @@ def build_bundled_register(raw_dir: str | Path, out_dir: str | Path, atlas: Atla
     projects, support, problems = _validate(tables, refs)
     if problems:
         raise RegisterError(problems)
-    register = Register(_frame("projects", (m for _, m in projects)), _frame("support", (m for _, m in support)))
+    register = Register(models_frame("projects", (m for _, m in projects)), models_frame("support", (m for _, m in support)))
     out = Path(out_dir)
     write_register(register, out)
     write_atomic(out / "REGISTER.md", register_markdown(register, raw_projects, raw_support).encode("utf-8"))

@@ -296,8 +296,15 @@ def build_problem(
     as_of: str = "2026-11",
     deadline_months: float | None = None,
     settings: dict[str, float] | None = None,
+    support: pd.DataFrame | None = None,
 ) -> BuiltProblem:
-    """Options for every eligible (project, instrument, agency); see docs/portfolio.md §4."""
+    """Options for every eligible (project, instrument, agency); see docs/portfolio.md §4.
+
+    ``support`` (the register's support actions) gives each project's public support already counted
+    (``counting`` rule of the register): new money is additional only up to the financing gap
+    ``capex - counted support``; a project whose counted support covers its capex gets no money option
+    ("already financed"), only regulatory support."""
+    counted = _counted_support(support)
     ag = read_agencies() if agencies is None else agencies
     ip = params or InstrumentParameters.load()
     # the ``portfolio`` rows of instrument_parameters.csv (critmin assumptions, overridable with that file)
@@ -366,6 +373,14 @@ def build_problem(
             else:
                 capex = ci[0] * float(cap)
                 assume.append(f"capex {capex:,.0f} USD = capacity x capital intensity {ci[0]:,.0f} USD per t/yr ({ci[1]})")
+        have = counted.get(pid, 0.0)
+        room = capex - have if np.isfinite(capex) else np.nan  # financing gap left for new public money
+        if have > 0 and np.isfinite(capex):
+            assume.append(f"public support already counted {have:,.0f} USD of capex {capex:,.0f} USD: new money at most the gap "
+                          f"{max(room, 0.0):,.0f} USD")
+        if np.isfinite(room) and room <= 0:
+            why.append(f"already financed: public support already counted ({have:,.0f} USD) covers its capex ({capex:,.0f} USD); "
+                       "new capex money (loan, guarantee, equity, grant) would not be additional")
         unit_cost = p.get("unit_cost_usd_per_t")
         if unit_cost is None or not np.isfinite(unit_cost):
             unit_cost = st["unit_cost_share_of_price"] * price
@@ -411,6 +426,13 @@ def build_problem(
             if terms is None:
                 continue
             amount, bcost, value, note = terms
+            if amount > 0 and np.isfinite(room) and inst in CAPEX_INSTRUMENTS:
+                if room <= 0:
+                    continue  # already financed (reason above)
+                if amount > room:  # only the gap left by the support already counted is additional
+                    f = room / amount
+                    amount, bcost, value = amount * f, bcost * f, value * f
+                    note += f"; cut to the financing gap {room:,.0f} USD (capex less counted support)"
             if basis.get(bkey, "amount") == "cost":
                 # credit-subsidy envelope: charged the budget cost, but at least the appropriation ratio of the
                 # amount (OBBBA funded DOE's loan authority at about 0.5 %), so fee-covered guarantees are not free
@@ -457,6 +479,19 @@ def build_problem(
                                deadline_months=deadline_months,
                                cost_weight=cost_weight(st["cost_of_public_funds"], gov_rate, horizon))
     return BuiltProblem(problem, reasons, assumptions, bud, basis, sample, opts, finance)
+
+
+#: Instruments that finance the capex (an offtake, insurance or regulatory support is not capex money).
+CAPEX_INSTRUMENTS = ("loan", "loan_guarantee", "equity", "grant")
+
+
+def _counted_support(support: pd.DataFrame | None) -> dict[str, float]:
+    """USD of public support already counted per project (the register's ``counts`` rule), 0 when none."""
+    if support is None or support.empty or "counts" not in support:
+        return {}
+    s = support[support["counts"].astype(bool)]
+    amt = pd.to_numeric(s["amount_usd"], errors="coerce").fillna(0.0)
+    return {str(k): float(v) for k, v in amt.groupby(s["project_id"]).sum().items()}
 
 
 def _capital_intensity(ip: InstrumentParameters, commodity: str, stage: str) -> tuple[float, str] | None:

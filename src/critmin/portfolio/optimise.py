@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from critmin.errors import CritminError
+from critmin.lp import quiet_highs
 
 OPTION_COLUMNS = ("project_id", "instrument", "agency", "budget_key", "participant", "node", "country", "commodity",
                   "dq_t", "cost_usd", "amount_usd", "months_to_output", "bonus")
@@ -145,28 +146,6 @@ def _result(problem: PortfolioProblem, opts: pd.DataFrame, x: np.ndarray, status
     return Solution(sel.reset_index(drop=True), obj, exp, cvar, spent, status, gap, seconds, by_node, method)
 
 
-def _quiet_highs() -> Any:
-    """A ``highspy.Highs`` whose start-up banner (printed by the C++ library on stdout) is discarded, so that
-    JSON and CSV written to stdout stay clean; solver logging is off."""
-    import os
-    import sys
-
-    import highspy
-
-    sys.stdout.flush()
-    saved = os.dup(1)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
-        h = highspy.Highs()
-        h.setOptionValue("output_flag", False)
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
-    return h
-
-
 def check(problem: PortfolioProblem, opts: pd.DataFrame) -> None:
     """Reject inputs that cannot be solved, with a message saying why."""
     neg = {k: b for k, b in problem.budgets.items() if b < 0 or np.isnan(b)}
@@ -215,7 +194,7 @@ def solve(problem: PortfolioProblem, gap: float = 0.01, time_limit: float = 60.0
     n_y = len(ys)
     use_cvar = problem.cvar_weight > 0
     n_u = S if use_cvar else 0
-    h = _quiet_highs()
+    h = quiet_highs()
     h.setOptionValue("mip_rel_gap", gap)
     h.setOptionValue("time_limit", float(time_limit))
     h.setOptionValue("threads", int(threads))

@@ -63,6 +63,11 @@ def _selected_records(bp: BuiltProblem, sol: Solution, names: dict[str, str]) ->
     return out
 
 
+def _tonnes(t: float) -> str:
+    """Tonnes for a reason text: thousands separated; two significant figures below 10 (0.06 t of gallium is not 0)."""
+    return f"{t:,.0f}" if abs(t) >= 10 else f"{t:.2g}"
+
+
 def _no_capacity_reason(status: str, mine: pd.DataFrame, horizon: float) -> str:
     """Why no instrument adds expected capacity to a project (docs/portfolio.md section 4: additionality)."""
     first = float(mine["months_to_output"].min())
@@ -113,15 +118,15 @@ def _selected_reason(pid: str, chosen: dict[str, str], bp: BuiltProblem, sol: So
     r = sol.selected[sol.selected["project_id"] == pid].iloc[0]
     node = bp.problem.node_names[int(r["node"])]
     cost = float(r["cost_usd"])
-    per = f"{float(r['dq_t']):,.0f} t/yr of expected capacity at {node} for {cost:,.0f} USD of budget"
+    per = f"{_tonnes(float(r['dq_t']))} t/yr of expected capacity at {node} for {cost:,.0f} USD of budget"
     if cost > 0:
-        per += f" ({float(r['dq_t']) / cost * 1e6:,.1f} t/yr per million USD)"
+        per += f" ({_tonnes(float(r['dq_t']) / cost * 1e6)} t/yr per million USD)"
     opts = bp.options_all
     rivals = opts[(opts["node"] == r["node"]) & (~opts["project_id"].isin(list(chosen))) & (opts["dq_t"] > 0)] if len(opts) else opts
     if len(rivals):
         b = rivals.assign(ratio=lambda d: d["dq_t"] / d["cost_usd"].clip(lower=1.0)).sort_values("ratio", ascending=False).iloc[0]
         alt = (f"; it beat {b['project_id']} {names.get(str(b['project_id']), '')} ({b['instrument']} from {b['agency']}: "
-               f"{float(b['dq_t']):,.0f} t/yr for {float(b['cost_usd']):,.0f} USD)")
+               f"{_tonnes(float(b['dq_t']))} t/yr for {float(b['cost_usd']):,.0f} USD)")
     else:
         alt = "; no other project offered capacity at this node"
     return f"funded with a {chosen[pid]}: {per}{alt}"
@@ -145,7 +150,10 @@ def _reasons(bp: BuiltProblem, sol: Solution, deadline: float | None, names: dic
                 other.append("no published budget for: " + ", ".join(r.split(":")[0] for r in no_budget))
             out.append({"project_id": pid, "name": names.get(pid, ""), "decision": "rejected", "reason": "; ".join(other)})
             continue
-        if (mine["dq_t"] <= 0).all():
+        financed = [r for r in bp.reasons[pid] if r.startswith("already financed")]
+        if financed and (mine["dq_t"] <= 0).all():
+            why = financed[0]
+        elif (mine["dq_t"] <= 0).all():
             why = _no_capacity_reason(statuses.get(pid, ""), mine, horizon)
         elif deadline is not None and (mine.loc[mine["dq_t"] > 0, "months_to_output"] > deadline).all():
             why = f"first output after the {deadline:g}-month deadline with every instrument (earliest {mine['months_to_output'].min():.0f} months)"
@@ -193,13 +201,16 @@ def run_portfolio(
     agencies_file: str | None = None,
     parameters_file: str | None = None,
     risk_result: Any = None,
+    support: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """The full ``critmin portfolio`` record (docs/portfolio.md)."""
+    """The full ``critmin portfolio`` record (docs/portfolio.md); ``support``: the register's support actions
+    (public money already counted limits what new money can add)."""
     as_of = as_of or current_month()
     sample = sample_from_simulator(sim, draws=draws, seed=seed, client=client, result=risk_result)
     ip = InstrumentParameters.load(parameters_file)
     horizon = ip.get("portfolio", "horizon_months")
-    bp = build_problem(projects, atlas, sample, sim.nodes, read_agencies(agencies_file), ip, budgets, as_of, deadline_months)
+    bp = build_problem(projects, atlas, sample, sim.nodes, read_agencies(agencies_file), ip, budgets, as_of, deadline_months,
+                       support=support)
     p = bp.problem
     p.cvar_weight, p.cvar_alpha, p.bonus_weight = cvar_weight, cvar_alpha, concern_weight
     p.max_country_share, p.max_commodity_share = max_country_share, max_commodity_share

@@ -205,7 +205,7 @@ _DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
 
 
 @dataclass(frozen=True)
-class _Refs:
+class Refs:
     """Reference sets of the atlas used in validation (passed as pydantic validation context)."""
 
     iso3: frozenset[str]
@@ -213,7 +213,7 @@ class _Refs:
     nodes: frozenset[tuple[str, str]]
 
     @classmethod
-    def of(cls, atlas: Atlas) -> _Refs:
+    def of(cls, atlas: Atlas) -> Refs:
         st = atlas.stages
         return cls(
             iso3=frozenset(atlas.countries["iso3"]),
@@ -222,7 +222,7 @@ class _Refs:
         )
 
 
-def _refs(info: ValidationInfo) -> _Refs | None:
+def _refs(info: ValidationInfo) -> Refs | None:
     ctx = info.context
     return ctx.get("refs") if isinstance(ctx, dict) else None
 
@@ -535,7 +535,7 @@ def _read_xlsx(path: Path) -> tuple[dict[str, _Rows], list[Problem]]:
     return out, problems
 
 
-def _validate_rows(kind: str, rows: _Rows, refs: _Refs | None) -> tuple[_Valid, list[Problem]]:
+def _validate_rows(kind: str, rows: _Rows, refs: Refs | None) -> tuple[_Valid, list[Problem]]:
     """Validate every row with the pydantic model of ``kind``; blank cells take the field's default."""
     model = _MODELS[kind]
     fields = set(model.model_fields)
@@ -548,11 +548,11 @@ def _validate_rows(kind: str, rows: _Rows, refs: _Refs | None) -> tuple[_Valid, 
         except ValidationError as exc:
             for e in exc.errors(include_url=False):
                 field = str(e["loc"][0]) if e["loc"] else None
-                problems.append(loc.problem(field, _message(e)))
+                problems.append(loc.problem(field, error_message(e)))
     return valid, problems
 
 
-def _message(e: Any) -> str:
+def error_message(e: Any) -> str:
     if e["type"] == "missing":
         return "required value is blank"
     msg = str(e["msg"])
@@ -605,7 +605,7 @@ class Register:
         return self.support[self.support["project_id"] == project_id].reset_index(drop=True)
 
 
-def _frame(kind: str, rows: Iterable[Any]) -> pd.DataFrame:
+def models_frame(kind: str, rows: Iterable[Any]) -> pd.DataFrame:
     cols = TABLES[kind]
     records = []
     for m in rows:
@@ -636,12 +636,12 @@ def _blank(v: Any) -> bool:
     return isinstance(v, str) and not v.strip()
 
 
-def _atlas_refs(atlas: Atlas | None) -> _Refs:
+def _atlas_refs(atlas: Atlas | None) -> Refs:
     if atlas is None:
         from critmin.atlas import load_atlas
 
         atlas = load_atlas()
-    return _Refs.of(atlas)
+    return Refs.of(atlas)
 
 
 def _read_source(path: Path) -> tuple[dict[str, _Rows], list[Problem]]:
@@ -669,7 +669,7 @@ def _read_source(path: Path) -> tuple[dict[str, _Rows], list[Problem]]:
     return {}, [RegisterProblem(path.name, None, None, "unsupported file type: use a register directory, a .csv or an .xlsx file")]
 
 
-def _validate(tables: Mapping[str, _Rows], refs: _Refs, known_projects: Iterable[str] = ()) -> tuple[_Valid, _Valid, list[Problem]]:
+def _validate(tables: Mapping[str, _Rows], refs: Refs, known_projects: Iterable[str] = ()) -> tuple[_Valid, _Valid, list[Problem]]:
     projects, p1 = _validate_rows("projects", list(tables.get("projects", [])), refs)
     support, p2 = _validate_rows("support", list(tables.get("support", [])), refs)
     problems = p1 + p2
@@ -700,7 +700,7 @@ def read_register(projects_path: str | Path, support_path: str | Path | None = N
     problems += p
     if problems:
         raise RegisterError(problems)
-    return Register(_frame("projects", (m for _, m in projects)), _frame("support", (m for _, m in support)))
+    return Register(models_frame("projects", (m for _, m in projects)), models_frame("support", (m for _, m in support)))
 
 
 def bundled_register_path() -> Path:
@@ -728,7 +728,7 @@ def check_file(path: str | Path, atlas: Atlas | None = None, against: Register |
     problems += p2
     if problems:
         raise RegisterError(problems)
-    return Register(_frame("projects", (m for _, m in projects)), _frame("support", (m for _, m in support)))
+    return Register(models_frame("projects", (m for _, m in projects)), models_frame("support", (m for _, m in support)))
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -846,7 +846,7 @@ def import_register(source_file: str | Path, directory: str | Path, replace: boo
     problems = _cross_check(merged["projects"], merged["support"])
     if problems:
         raise RegisterError(problems)
-    register = Register(_frame("projects", (m for _, m in merged["projects"])), _frame("support", (m for _, m in merged["support"])))
+    register = Register(models_frame("projects", (m for _, m in merged["projects"])), models_frame("support", (m for _, m in merged["support"])))
     write_register(register, root)
     return counts
 
@@ -866,7 +866,7 @@ def readme_frame() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _xlsx_template(register: Register) -> bytes:
+def xlsx_template(register: Register) -> bytes:
     import openpyxl
     from openpyxl.styles import Font
     from openpyxl.utils import get_column_letter
@@ -941,7 +941,7 @@ def export_register(register: Register, path: str | Path) -> None:
     if suffix == ".csv":
         write_atomic(p, _csv_bytes("projects", register.projects))
     elif suffix == ".xlsx":
-        write_atomic(p, _xlsx_template(register))
+        write_atomic(p, xlsx_template(register))
     else:
         raise RegisterError(RegisterProblem(p.name, None, None, "export to a .csv or .xlsx file"))
 

@@ -21,7 +21,7 @@ def run_cycle(atlas: Any, sim: Any, draws: int = 500, seed: int = 0, as_of: str 
               step: Callable[[str], None] | None = None, projects: pd.DataFrame | None = None, buyers: pd.DataFrame | None = None,
               supply: pd.DataFrame | None = None, first_month: dict[str, int] | None = None, budgets: dict[str, float] | None = None,
               delivery_months: int = 6, critical_lists: dict[str, set[str]] | None = None,
-              stock_policy: dict[str, Any] | None = None) -> dict[str, Any]:
+              stock_policy: dict[str, Any] | None = None, support: pd.DataFrame | None = None) -> dict[str, Any]:
     """Every part of the coordinated plan for the BLOC of participants (see module docstring).
 
     ``projects`` (the register's projects), ``buyers`` (the needs) and ``supply`` (projects and offers that
@@ -31,7 +31,6 @@ def run_cycle(atlas: Any, sim: Any, draws: int = 500, seed: int = 0, as_of: str 
     agencies' budgets; ``critical_lists`` (participant -> commodity ids; default: the bundled lists) and
     ``stock_policy`` (``budget_usd``, ``max_days``, ``stages``, ``pooled``; default: :class:`critmin.stockpile.policy.StockpilePolicy`)
     make the stocks policy. The executive answer is under ``summary``."""
-    from critmin import __version__
     from critmin.assess import assess
     from critmin.assess.supply import stage_metrics
     from critmin.atlas.lists import critical_lists as bundled_lists
@@ -45,6 +44,7 @@ def run_cycle(atlas: Any, sim: Any, draws: int = 500, seed: int = 0, as_of: str 
     from critmin.simulate.risk import risk_ranking
     from critmin.stockpile.plan import disruption_sample, plan_stockpiles
     from critmin.stockpile.policy import StockpilePolicy
+    from critmin.version import __version__
 
     def say(msg: str) -> None:
         if step:
@@ -61,9 +61,10 @@ def run_cycle(atlas: Any, sim: Any, draws: int = 500, seed: int = 0, as_of: str 
     risk, res = risk_ranking(sim, "BLOC", draws=draws, seed=seed)
     say(CYCLE_STEPS[3])
     if projects is None:
-        projects = bundled_register(atlas).projects
+        reg = bundled_register(atlas)
+        projects, support = reg.projects, reg.support if support is None else support
     supply = projects if supply is None else supply
-    portfolio = run_portfolio(atlas, sim, projects, budgets=budgets, draws=draws, seed=seed, as_of=as_of, risk_result=res)
+    portfolio = run_portfolio(atlas, sim, projects, budgets=budgets, draws=draws, seed=seed, as_of=as_of, risk_result=res, support=support)
     say(CYCLE_STEPS[4])
     sample = disruption_sample(sim, draws, seed, result=res)
     policy = StockpilePolicy.model_validate(stock_policy or {})

@@ -51,14 +51,22 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     fin_rows: list[dict[str, Any]] = []
     if len(sel):
         g = sel.groupby(["participant", "agency"]).agg(projects=("project_id", "count"), face_amount_usd=("amount_usd", "sum"),
-                                                       budget_cost_usd=("budget_cost_usd", "sum"), capacity_t_per_year=("added_capacity_t_per_year", "sum"))
+                                                       budget_cost_usd=("budget_cost_usd", "sum"),
+                                                       # USD add up across materials; tonnes of different materials do not
+                                                       avoided_usd_per_year=("expected_avoided_usd", "sum"))
         fin_rows = [{"country": k[0], "agency": k[1], **{c: (int(v) if c == "projects" else float(v)) for c, v in r.items()}}
                     for k, r in g.iterrows()]
-    total_budget = sum(pf["budgets"].values())
+    basis = pf.get("budget_basis", {})
+    by_basis = {"cost": 0.0, "amount": 0.0}
+    for k, v in pf["budgets"].items():
+        by_basis["cost" if basis.get(k) == "cost" else "amount"] += float(v)
+    avail = (f"{usd(by_basis['amount'])} of budgets counted in face amounts"
+             + (f" and {usd(by_basis['cost'])} of credit-subsidy budgets (charged the cost, not the face)" if by_basis["cost"] else "")
+             + " were available")
     s_fin = (f"Finance {len(sel)} projects: {usd(float(sel['amount_usd'].sum()) if len(sel) else 0.0)} committed (face amount), "
              f"with an expected cost to governments of {usd(float(sel['budget_cost_usd'].sum()) if len(sel) else 0.0)} (credit-reform cost: "
              "subsidy cost of loans and guarantees, expected loss of equity, grants in full), "
-             f"for {usd(float(pf['expected_avoided_usd']))} a year of expected loss avoided; {usd(total_budget)} of budgets was available.")
+             f"for {usd(float(pf['expected_avoided_usd']))} a year of expected loss avoided; {avail}.")
     unspent = pf.get("unspent", {})
     if unspent:
         s_fin += f" {len(unspent)} budgets stay mostly unspent; the binding reason is given for each."
@@ -89,7 +97,10 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                f"these materials (net of them, {usd(to_buy)} is left to buy); the U.S. National Defense Stockpile stopped publishing holdings by material in 2023 and JOGMEC's are "
                "confidential (its target is 60 days of consumption), so the stocks are targets, not purchases net of holdings."
                + (f" {len(md.get('not_stocked_proxy_demand', []))} listed nodes are not stocked because the participant's consumption there "
-                  "is a proxy, not a published figure." if md.get("not_stocked_proxy_demand") else ""))
+                  "is a proxy, not a published figure." if md.get("not_stocked_proxy_demand") else "")
+               + (f" {len(md['not_stocked_same_consumption'])} nodes are not stocked because the same consumption figure is "
+                  "stocked at another stage of the material, where its need is largest (ore and refined metal would hold one need twice)."
+                  if md.get("not_stocked_same_consumption") else ""))
     if few:
         s_stock += (f" {len(few)} of the stocks ({usd(sum(few))}) rest on fewer than {FEW_DRAWS} simulated "
                     "years with a shortfall; rerun with more draws before buying them.")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from critmin.output import _clean, safe_excel_writer, to_json, write_atomic
+from critmin.output import json_safe, safe_excel_writer, to_json, write_atomic
 from critmin.report.cycle import frames
 from critmin.report.summary import usd
 from critmin.report.tables import XLSX_FORMATS, cell_text, kind_of, label_of
@@ -40,15 +40,15 @@ def xlsx_plan(plan: dict[str, Any]) -> bytes:
         about_rows = []
         for k, v in plan["metadata"].items():
             if isinstance(v, dict):
-                about_rows += [(f"{k}.{k2}", cell_text(_clean(v2), "text")) for k2, v2 in v.items()]
+                about_rows += [(f"{k}.{k2}", cell_text(json_safe(v2), "text")) for k2, v2 in v.items()]
             else:
-                about_rows.append((k, v if not isinstance(v, list) else cell_text(_clean(v), "text")))
+                about_rows.append((k, v if not isinstance(v, list) else cell_text(json_safe(v), "text")))
         about = pd.DataFrame(about_rows, columns=["key", "value"])
         about.to_excel(xl, sheet_name="about", index=False)
         _xlsx_tidy(xl, "about", about)
         for name, df in tables.items():
             kinds = {c: kind_of(str(c)) for c in df.columns}
-            df = df.map(lambda v: cell_text(_clean(v), "text") if isinstance(v, dict | list) else v)
+            df = df.map(lambda v: cell_text(json_safe(v), "text") if isinstance(v, dict | list) else v)
             df = df.replace({np.nan: None})
             df.to_excel(xl, sheet_name=name[:31], index=False)
             _xlsx_tidy(xl, name[:31], df, kinds)
@@ -79,7 +79,7 @@ SUMMARY_TABLES = (
     ("financing", "Recommended financing by country and agency",
      [("country", "Country", "text"), ("agency", "Agency", "text"), ("projects", "Projects", "int"),
       ("face_amount_usd", "Face amount, USD", "usd"), ("budget_cost_usd", "Budget cost, USD", "usd"),
-      ("capacity_t_per_year", "Expected capacity added, t/yr", "t")]),
+      ("avoided_usd_per_year", "Expected loss avoided, USD/yr", "usd")]),
     ("stocks", "Stocks by participant (capped by the study's policy)",
      [("participant", "Participant", "text"), ("node", "Material (node)", "text"), ("stock_t", "Stock, t", "t"), ("stock_usd", "Cost, USD", "usd"),
       ("days_of_consumption", "Days of consumption", "days"), ("current_holding", "Held today (sourced)", "text")]),
@@ -189,7 +189,7 @@ def _table(df: pd.DataFrame, cols: list[str], n: int = 20) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _sankey(atlas: Any, chain_id: str) -> Any:
+def sankey_figure(atlas: Any, chain_id: str) -> Any:
     """Sankey of one chain: countries at each stage, flows in proportion to shares (drawing convention)."""
     import plotly.graph_objects as go
 
@@ -290,7 +290,7 @@ def html_plan(plan: dict[str, Any], atlas: Any) -> str:
         f.update_layout(title="Scenario risk: expected loss by commodity, BLOC (USD per year of exposure)", yaxis={"autorange": "reversed"}, height=560)
         figs.append(("risk", f))
     for cid in sorted(set(atlas.chain_links["chain_id"])):  # a Sankey of each chain
-        s = _sankey(atlas, cid)
+        s = sankey_figure(atlas, cid)
         if s is not None:
             figs.append((f"sankey-{cid}", s))
     pf = plan["portfolio"]

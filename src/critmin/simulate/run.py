@@ -178,7 +178,7 @@ class Simulator:
         return float(nd[7 + perspective].sum()) / short if short > 0 else 0.0
 
     def metadata(self, draws: int, seed: int) -> dict[str, Any]:
-        from critmin import __version__
+        from critmin.version import __version__
 
         return {
             "critmin_version": __version__,

@@ -119,6 +119,38 @@ def flag_concerns(flag: str, participant: str) -> bool:
     return not any(flag.startswith(f"{o} ") or f" {o} " in f" {flag} " for o in others) or participant in flag
 
 
+def one_stage_per_consumption(sim: Any, node_draws: dict[str, np.ndarray], members: list[str], stages: tuple[str, ...]) -> dict[tuple[str, str], str]:
+    """Nodes not to stock because the same consumption figure is stocked at another stage of the commodity.
+
+    A participant's consumption of a commodity is often one figure (apparent consumption of refined cobalt, say)
+    that serves as its demand at every stage of the commodity; stocking the mine and the refined stage against it
+    would hold the same need twice. Nodes of one commodity whose demand rests on the same figure (the same basis
+    text) are grouped, and only the node with the largest expected shortage cost without a stock,
+    ``v_jn E[D_jn]`` (the need the stock answers), is stocked; ties go to the more processed stage. Returns
+    ``{(participant, node): node stocked instead}``."""
+    from critmin.atlas.schema import STAGE_ORDER
+
+    groups: dict[tuple[str, str, str], list[tuple[float, int, str]]] = {}
+    for key, nd in node_draws.items():
+        node = sim.nodes.nodes[sim.nodes.index[key]]
+        if node.stage not in stages or not (np.isfinite(node.p0_usd_per_t) and np.isfinite(node.q0_t)):
+            continue
+        for j in members:
+            basis = node.demand_basis.get(j, "")
+            if not basis or basis.startswith("proxy"):
+                continue
+            k = PARTICIPANTS.index(j)
+            need = sim.value_per_t_supplied(node_draws, key, k) * float(nd[3 + k].mean())
+            groups.setdefault((j, node.commodity, basis.split(" / ")[0]), []).append((need, STAGE_ORDER.get(node.stage, -1), key))
+    out: dict[tuple[str, str], str] = {}
+    for (j, _, _), items in groups.items():
+        kept = max(items)[2]
+        for _, _, key in items:
+            if key != kept:
+                out[(j, key)] = kept
+    return out
+
+
 def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = None, pooled: bool = False, draws: int = 500,
                     seed: int = 0, params: StockParameters | None = None, sample: dict[str, Any] | None = None,
                     commodities: dict[str, set[str]] | None = None, stages: tuple[str, ...] | None = None,
@@ -146,7 +178,9 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
     members = list(PARTICIPANTS) if perspective.upper() == "BLOC" else [perspective.upper()]
     rows: list[dict[str, Any]] = []
     not_stocked: list[dict[str, str]] = []
+    stocked_elsewhere: list[dict[str, str]] = []
     lp_inputs: dict[str, list[tuple[str, np.ndarray, float, float, float, float]]] = {j: [] for j in members}
+    stocked_at = one_stage_per_consumption(sim, smp["node_draws"], members, stages)
     for key in sorted(smp["node_draws"]):
         nd = smp["node_draws"][key]
         node = sim.nodes.nodes[sim.nodes.index[key]]
@@ -170,6 +204,12 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             if commodities is not None and not on_list(node.commodity, commodities.get(j, set())):
                 continue
             basis = node.demand_basis.get(j, "")
+            kept = stocked_at.get((j, key))
+            if kept is not None:
+                # one consumption figure is one need: stocked once, in the most processed form it is bought in
+                stocked_elsewhere.append({"participant": j, "node": key, "stocked_at": kept,
+                                          "reason": f"the same consumption ({basis.split(' / ')[0]}) is stocked at {kept}, where its need is largest"})
+                continue
             if sourced_demand_only and basis.startswith("proxy"):
                 # a stock sized on a demand nobody measured is an invented volume: listed, not stocked
                 not_stocked.append({"participant": j, "node": key, "reason": f"demand is a proxy ({basis})"})
@@ -266,7 +306,8 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                      "holdings_context": {j: holdings_for(holdings, j, "*")[1] for j in members}, "storage_cost_rate": sp.storage_rate, "storage_cost_rate_by_commodity": sp.storage_by_commodity,
                      "storage_basis": sp.storage_basis,
                      "capital_rate": sp.capital_rate, "days_rules": list(sp.days_rules),
-                     "sourced_demand_only": sourced_demand_only, "not_stocked_proxy_demand": not_stocked},
+                     "sourced_demand_only": sourced_demand_only, "not_stocked_proxy_demand": not_stocked,
+                     "not_stocked_same_consumption": stocked_elsewhere},
         "stockpiles": rows,
         "budget_plans": budgets,
     }

@@ -65,7 +65,7 @@ def stock_lp(shortfall: np.ndarray, weights: np.ndarray, holding: np.ndarray, sh
     """
     import highspy
 
-    from critmin.portfolio.optimise import _quiet_highs
+    from critmin.lp import quiet_highs
 
     n, S = shortfall.shape
     cap = np.full(n, np.inf) if capacity_t is None else np.asarray(capacity_t, float)
@@ -73,7 +73,7 @@ def stock_lp(shortfall: np.ndarray, weights: np.ndarray, holding: np.ndarray, sh
         cap = np.zeros(n)
     # scale money to keep coefficients near 1
     scale = max(float(np.max(shortage * shortfall.max(axis=1))) if n else 1.0, 1.0)
-    h = _quiet_highs()
+    h = quiet_highs()
     inf = highspy.kHighsInf
     # columns: S_n (n), u_ns (n*S) for draws with D_ns > 0
     pairs = [(i, s) for i in range(n) for s in np.flatnonzero(shortfall[i] > 0)]

@@ -136,7 +136,7 @@ class Study:
         s = self.spec
         rec = run_cycle(self.atlas, self.simulator, draws=s.draws, seed=s.seed, as_of=self.as_of, step=step, projects=self.projects,
                         buyers=self.buyers, budgets=self.budgets, delivery_months=s.delivery_months, critical_lists=self.critical_lists,
-                        stock_policy=s.stockpile.model_dump())
+                        stock_policy=s.stockpile.model_dump(), support=self.register.support)
         rec["metadata"]["study"] = s.model_dump(by_alias=True)
         return rec
 

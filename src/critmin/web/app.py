@@ -583,6 +583,6 @@ def _session_token(request: Request) -> str:
 
 
 def _version() -> str:
-    from critmin import __version__
+    from critmin.version import __version__
 
     return __version__

@@ -31,7 +31,8 @@ from sqlalchemy.orm import defer
 from critmin.web import access
 from critmin.web import models as m
 from critmin.web.access import Actor
-from critmin.web.workspace import Workspace, WorkspaceError, _iso, jsonable, offer_first_months, problems_of
+from critmin.web.values import iso_time, jsonable
+from critmin.web.workspace import Workspace, WorkspaceError, offer_first_months, problems_of
 
 #: Largest number of Monte Carlo draws a run may ask for (a server setting that keeps one run from
 #: occupying the machine for long; the CLI has no such cap).
@@ -72,7 +73,6 @@ class ParameterOverride(BaseModel):
 
 #: Bloc membership a run may replace (the participants are the framework's signatories, USA and JPN, whose
 #: perspectives every result reports; they are not replaced).
-RUN_BLOCS = ("concern", "like_minded")
 ISO3 = Annotated[str, Field(pattern="^[A-Z]{3}$")]
 Blocs = dict[Literal["concern", "like_minded"], Annotated[list[ISO3], Field(max_length=250)]]
 BLOCS_DESCRIPTION = ("Bloc membership for this run: {concern|like_minded: [ISO3, ...]} replaces the atlas's members of each bloc named, "
@@ -297,7 +297,7 @@ class JobRunner:
     def _queue(self, actor: Actor, kind: str, p: BaseModel, pdict: dict[str, Any], inputs: dict[str, Any], confidential: bool,
                record_digest: str, atlas: Any, parameters_sha256: str) -> dict[str, Any]:
         """Store the run (or reuse a finished run with the same inputs) and hand it to a worker."""
-        from critmin import __version__
+        from critmin.version import __version__
 
         digest = hashlib.sha256(json.dumps({"kind": kind, "params": pdict, "data_version": atlas.data_version,
                                             "parameters_sha256": parameters_sha256, "blocs": atlas.bloc_members(),
@@ -364,7 +364,7 @@ class JobRunner:
         return {"id": r.id, "kind": r.kind, "status": r.status, "progress": r.progress, "message": r.message, "params": r.params,
                 "inputs_sha256": r.inputs_sha256, "data_version": r.data_version, "critmin_version": r.critmin_version,
                 "org": lk["orgs"].get(r.org_id, ""), "user": lk["users"].get(r.user_id, "") if r.org_id == actor.org_id else "", "confidential": r.confidential, "cached_from": r.cached_from,
-                "error": r.error, "created_at": _iso(r.created_at), "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at),
+                "error": r.error, "created_at": iso_time(r.created_at), "started_at": iso_time(r.started_at), "finished_at": iso_time(r.finished_at),
                 "files": sorted(lk["files"].get(r.cached_from or r.id, []))}
 
     @staticmethod
@@ -533,7 +533,7 @@ class JobRunner:
         report(0.6, "solving the portfolio (HiGHS)")
         rec = run_portfolio(sim.atlas, sim, fr["projects"], budgets=p.budgets or None, deadline_months=p.deadline_months, draws=p.draws,
                             seed=p.seed, as_of=p.as_of, with_frontier=p.frontier_points > 0, frontier_points=max(p.frontier_points, 2),
-                            cvar_weight=p.cvar_weight, concern_weight=p.concern_weight, risk_result=res)
+                            cvar_weight=p.cvar_weight, concern_weight=p.concern_weight, risk_result=res, support=fr.get("support"))
         rec["metadata"]["workspace_records"] = fr["counts"]
         return rec, {}
 
@@ -592,7 +592,8 @@ class JobRunner:
             plan = inputs["study"].plan(step=step)
         else:
             plan = run_cycle(sim.atlas, sim, draws=p.draws, seed=p.seed, as_of=as_of, top=p.top, step=step,
-                             projects=fr["projects"], buyers=fr["buyers"], supply=fr["supply"], first_month=offer_first_months(fr["offers"], as_of))
+                             projects=fr["projects"], buyers=fr["buyers"], supply=fr["supply"], first_month=offer_first_months(fr["offers"], as_of),
+                             support=fr.get("support"))
         plan["metadata"]["workspace_records"] = fr["counts"]
         report((n - 1) / n, "writing reports")
         files = {"plan.json": ((to_json(plan) + "\n").encode("utf-8"), "application/json"),

@@ -76,7 +76,7 @@ class AtlasReads:
     def priority(self, method: str, perspective: str) -> list[dict[str, Any]]:
         """``assess(atlas, perspective, method)`` as records, best first."""
         from critmin.assess import assess
-        from critmin.web.workspace import jsonable
+        from critmin.web.values import jsonable
 
         return self._kept(("priority", method, perspective), lambda: jsonable(assess(self.atlas, perspective, method).to_dict("records")))
 
@@ -101,7 +101,7 @@ class AtlasReads:
 
     def supply(self, commodity: str, stage: str) -> list[dict[str, Any]]:
         """Country shares at one node with basis, bound, year and source."""
-        from critmin.web.workspace import jsonable
+        from critmin.web.values import jsonable
 
         def build() -> list[dict[str, Any]]:
             sh = self.shares()
@@ -125,7 +125,7 @@ class AtlasReads:
 
     def sankey(self, chain_id: str) -> dict[str, Any] | None:
         """The plotly Sankey figure of one chain (report.writers), or None for an unknown chain or one without shares."""
-        from critmin.report.writers import _sankey as sankey_fig
+        from critmin.report.writers import sankey_figure as sankey_fig
 
         if chain_id not in set(self.chains()):  # before the cache: it keeps only the atlas's chains
             return None
@@ -138,7 +138,7 @@ class AtlasReads:
     def vulnerabilities(self) -> list[dict[str, Any]]:
         """``stage_metrics`` of every node, with the commodity's name and ``chokepoint`` (critmin method, BLOC)."""
         from critmin.assess.supply import stage_metrics
-        from critmin.web.workspace import jsonable
+        from critmin.web.values import jsonable
 
         def build() -> list[dict[str, Any]]:
             choke = {r["commodity"]: r["chokepoint_stage"] for r in self.priority("critmin", "BLOC")}
@@ -179,7 +179,7 @@ class AtlasReads:
         """The model parameter table the runs use (rows with value, range, distribution, unit, kind, source,
         year, url, note) and each name's admissible range and role (sampled per draw, or a setting)."""
         from critmin.simulate.parameters import SAMPLED, SETTINGS
-        from critmin.web.workspace import jsonable
+        from critmin.web.values import jsonable
 
         def build() -> dict[str, Any]:
             sim = self._sim()
@@ -191,7 +191,7 @@ class AtlasReads:
     def blocs(self) -> dict[str, Any]:
         """Bloc membership of the atlas (participants, like-minded partners, countries of concern), the blocs a
         run may replace, and the countries (ISO3, name) a membership may name."""
-        from critmin.web.jobs import RUN_BLOCS
+        from critmin.web.values import RUN_BLOCS
 
         def build() -> dict[str, Any]:
             c = self.atlas.countries
@@ -221,7 +221,7 @@ def methods() -> list[dict[str, Any]]:
 def agencies() -> list[dict[str, Any]]:
     """The bundled finance agencies, their instruments and budgets."""
     from critmin.portfolio.model import read_agencies
-    from critmin.web.workspace import jsonable
+    from critmin.web.values import jsonable
 
     return jsonable(read_agencies().to_dict("records"))
 

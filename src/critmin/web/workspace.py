@@ -37,6 +37,7 @@ from critmin.web.security import (
     token_digest,
     verify_password,
 )
+from critmin.web.values import iso_time, jsonable
 
 #: Seconds a signed-in session is trusted from memory before the database is asked again (a sign-out in
 #: this process takes effect at once; a session deleted in the database directly, within this time).
@@ -70,27 +71,12 @@ def _check_password(password: str) -> None:
         raise WorkspaceError(422, f"the password must have at most {PASSWORD_MAX} characters", [{"field": "password", "message": "too long"}])
 
 
-def _iso(d: datetime | None) -> str | None:
-    if d is None:
-        return None
-    if d.tzinfo is None:  # SQLite returns naive datetimes; they were stored in UTC
-        d = d.replace(tzinfo=UTC)
-    return d.isoformat()
-
-
-def jsonable(obj: Any) -> Any:
-    """Plain JSON values (NaN -> null, numpy -> Python, keys as text), as PostgreSQL's JSON type requires."""
-    from critmin.output import _clean
-
-    return json.loads(json.dumps(_clean(obj), ensure_ascii=False))
-
-
 def problems_of(exc: ValidationError, prefix: str = "data") -> list[dict[str, Any]]:
     """A pydantic error as the API's problem list, each field named from ``prefix`` (``data.country_iso3``; a
     bad key of a mapping is named by the key itself, without pydantic's ``[key]`` marker)."""
-    from critmin.portfolio.register import _message
+    from critmin.portfolio.register import error_message
 
-    return [{"field": ".".join([prefix, *(str(x) for x in e["loc"] if x != "[key]")]), "message": _message(e)} for e in exc.errors(include_url=False)]
+    return [{"field": ".".join([prefix, *(str(x) for x in e["loc"] if x != "[key]")]), "message": error_message(e)} for e in exc.errors(include_url=False)]
 
 
 class Workspace:
@@ -180,7 +166,7 @@ class Workspace:
                 q = q.where(m.Organisation.name == org)
             now = datetime.now(UTC)
             live = dict(s.execute(select(m.Session.user_id, func.count()).where(m.Session.expires_at > now).group_by(m.Session.user_id)).all())
-            return [{"email": u.email, "org": name, "role": u.role, "active": bool(u.active), "created_at": _iso(u.created_at),
+            return [{"email": u.email, "org": name, "role": u.role, "active": bool(u.active), "created_at": iso_time(u.created_at),
                      "sessions": int(live.get(u.id, 0))} for u, name in s.execute(q.order_by(m.Organisation.name, m.User.email)).all()]
 
     def _user(self, s: DbSession, email: str) -> m.User:
@@ -329,9 +315,9 @@ class Workspace:
         atlas = self.atlas
         try:
             if kind == "project":
-                from critmin.portfolio.register import Project, SupportAction, _Refs
+                from critmin.portfolio.register import Project, Refs, SupportAction
 
-                refs = _Refs.of(atlas)
+                refs = Refs.of(atlas)
                 body = {k: v for k, v in data.items() if k != "support" and v is not None and v != ""}
                 p = Project.model_validate(body, context={"refs": refs})
                 support = []
@@ -373,10 +359,10 @@ class Workspace:
 
     def _check_node(self, kind: str, country_iso3: str, commodity_id: str, stage: str, concern_ok: bool = False) -> None:
         from critmin.deliver.buyers import node_problems
-        from critmin.portfolio.register import _Refs
+        from critmin.portfolio.register import Refs
 
         if self._refs is None:
-            self._refs = _Refs.of(self.atlas)
+            self._refs = Refs.of(self.atlas)
         bad = node_problems(self._refs, self.atlas.concern, country_iso3, commodity_id, stage, concern_ok)
         if bad:
             raise WorkspaceError(422, f"invalid {kind}", [{"field": f"data.{f}", "message": msg} for f, msg in bad])
@@ -411,7 +397,7 @@ class Workspace:
     def _out(self, actor: Actor, kind: str, r: Any, shares: list[int], orgs: dict[int, str]) -> dict[str, Any]:
         return {"id": r.id, "kind": kind, "key": r.key, "org": orgs.get(r.org_id, ""), "confidential": r.confidential,
                 "shared_with": sorted(orgs.get(o, "") for o in shares) if actor.org_id == r.org_id else [],
-                "version": r.version, "data": r.data, "created_at": _iso(r.created_at), "updated_at": _iso(r.updated_at),
+                "version": r.version, "data": r.data, "created_at": iso_time(r.created_at), "updated_at": iso_time(r.updated_at),
                 "can_edit": access.can_edit(actor, r.org_id, r.confidential)}
 
     def _orgs(self, s: DbSession) -> dict[int, str]:
@@ -636,10 +622,10 @@ class Workspace:
     def export_projects(self, actor: Actor) -> bytes:
         """The projects the actor may read, with their support actions, as the register's Excel template
         (sheets projects, support, README; :meth:`import_projects` reads it back)."""
-        from critmin.portfolio.register import Register, _xlsx_template
+        from critmin.portfolio.register import Register, xlsx_template
 
         fr = self.frames(actor)
-        return _xlsx_template(Register(fr["projects"], fr["support"]))
+        return xlsx_template(Register(fr["projects"], fr["support"]))
 
     def visible_rows(self, actor: Actor, kind: str) -> tuple[list[dict[str, Any]], list[tuple[str, int]], bool]:
         """Data of every record the actor may read, their (key, version) and whether any is confidential."""
@@ -661,7 +647,7 @@ class Workspace:
             if s.scalar(select(t.id).where(t.id == rid, t.key == r.key)) is None:  # deleted meanwhile: no orphan comment for a later record of this id
                 raise WorkspaceError(404, f"no {kind} {rid}")
             self._audit(s, actor, "comment", kind, r.key, {"comment_id": c.id}, owner_org=r.org_id)
-            return {"id": c.id, "user": actor.email, "org": actor.org_name, "body": body, "created_at": _iso(c.created_at)}
+            return {"id": c.id, "user": actor.email, "org": actor.org_name, "body": body, "created_at": iso_time(c.created_at)}
 
     def comments(self, actor: Actor, kind: str, rid: int) -> list[dict[str, Any]]:
         with self.db.session() as s:
@@ -669,7 +655,7 @@ class Workspace:
             rows = list(s.scalars(select(m.Comment).where(m.Comment.target_kind == kind, m.Comment.target_id == rid).order_by(m.Comment.id)))
             users = {u.id: u.email for u in s.scalars(select(m.User).where(m.User.id.in_({c.user_id for c in rows})))}
             orgs = self._orgs(s)
-            return [{"id": c.id, "user": users.get(c.user_id, ""), "org": orgs.get(c.org_id, ""), "body": c.body, "created_at": _iso(c.created_at)}
+            return [{"id": c.id, "user": users.get(c.user_id, ""), "org": orgs.get(c.org_id, ""), "body": c.body, "created_at": iso_time(c.created_at)}
                     for c in rows]
 
     def audit(self, actor: Actor, limit: int = 200, offset: int = 0) -> dict[str, Any]:
@@ -680,7 +666,7 @@ class Workspace:
             total = s.scalar(select(func.count()).select_from(m.AuditEntry).where(mine)) or 0
             rows = list(s.scalars(select(m.AuditEntry).where(mine).order_by(m.AuditEntry.id.desc()).limit(limit).offset(offset)))
             orgs = self._orgs(s)
-            return {"total": int(total), "items": [{"id": a.id, "at": _iso(a.at), "user": a.user_email, "org": orgs.get(a.org_id or -1, ""),
+            return {"total": int(total), "items": [{"id": a.id, "at": iso_time(a.at), "user": a.user_email, "org": orgs.get(a.org_id or -1, ""),
                                                     "action": a.action, "target_kind": a.target_kind, "target_key": a.target_key, "detail": a.detail}
                                                    for a in rows]}
 
@@ -713,13 +699,13 @@ class Workspace:
     def frames(self, actor: Actor) -> dict[str, Any]:
         """The register, needs and offers the actor may read, as the core's frames, with an inputs digest."""
         from critmin.deliver.buyers import BUYER_COLUMNS
-        from critmin.portfolio.register import Project, SupportAction, _frame
+        from critmin.portfolio.register import Project, SupportAction, models_frame
 
         proj, pkeys, pc = self.visible_rows(actor, "project")
         needs, nkeys, nc = self.visible_rows(actor, "need")
         offers, okeys, oc = self.visible_rows(actor, "offer")
-        projects = _frame("projects", [Project.model_validate({k: v for k, v in d.items() if k != "support" and v is not None}) for d in proj])
-        support = _frame("support", [SupportAction.model_validate({k: v for k, v in a.items() if v is not None and k != "counts"} | {"counts": a.get("counts")})
+        projects = models_frame("projects", [Project.model_validate({k: v for k, v in d.items() if k != "support" and v is not None}) for d in proj])
+        support = models_frame("support", [SupportAction.model_validate({k: v for k, v in a.items() if v is not None and k != "counts"} | {"counts": a.get("counts")})
                                      for d in proj for a in d.get("support", [])])
         buyers = pd.DataFrame([{c: d.get(c) for c in BUYER_COLUMNS} for d in needs], columns=list(BUYER_COLUMNS))
         supply = pd.concat([projects, offers_as_projects(offers, projects.columns)], ignore_index=True) if offers else projects
