@@ -62,6 +62,12 @@ def test_executive_answer_agrees_with_the_plan(study_run: tuple[Path, dict]):
     assert sum(r["face_amount_usd"] for r in fin) == pytest.approx(sum(x["amount_usd"] for x in sel))
     assert sum(r["budget_cost_usd"] for r in fin) == pytest.approx(sum(x["budget_cost_usd"] for x in sel))
     assert sum(plan["portfolio"]["money_by_agency"].values()) == pytest.approx(sum(x["budget_cost_usd"] for x in sel))
+    # the financing table adds USD avoided, never tonnes of different materials; budgets are stated by basis
+    assert "capacity_t_per_year" not in fin[0] and sum(r["avoided_usd_per_year"] for r in fin) == pytest.approx(
+        sum(x["expected_avoided_usd"] for x in sel))
+    basis = plan["portfolio"]["budget_basis"]
+    if any(str(v).startswith("budget cost") for v in basis.values()):
+        assert "credit-subsidy budgets" in s["sentences"]["financing"]
     # deliveries: tonnes by receiving country and node add up to the allocation, never across nodes
     assert sum(r["tonnes"] for r in s["tables"]["deliveries"]) == pytest.approx(sum(a["tonnes"] for a in plan["deliveries"]["allocation"]))
     assert [r["mineral"] for r in s["tables"]["priorities"]] == [r["name"] for r in plan["scenarios"][: len(s["tables"]["priorities"])]]
