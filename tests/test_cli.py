@@ -76,3 +76,29 @@ def test_data_build_roundtrip(tmp_path: Path) -> None:
     run("data", "build", "--raw", str(raw), "--out", str(out))
     data = json.loads(run("assess", "--atlas", str(out), "--format", "json").stdout)
     assert len(data) > 60
+
+
+@pytest.mark.parametrize("command", [["deliver"], ["match"], ["portfolio", "--draws", "20"]])
+def test_a_month_13_is_refused_everywhere(command: list[str]) -> None:
+    """Issue 13: `critmin deliver --as-of 2026-13` planned without complaint. One month check (critmin._dates)
+    serves the CLI, the study file, the web API and the library, before any work starts."""
+    p = run(*command, "--as-of", "2026-13", ok=False)
+    assert p.returncode == 2 and "'2026-13' is not a month YYYY-MM (01-12)" in p.stderr
+
+
+def test_the_library_checks_its_options_too(atlas) -> None:
+    import pandas as pd
+
+    from critmin.deliver.match import match
+    from critmin.deliver.plan import MAX_MONTHS, delivery_plan
+    from critmin.errors import CritminError
+    from critmin.web.jobs import DeliverParams
+
+    with pytest.raises(CritminError, match="as_of: '2026-13' is not a month"):
+        delivery_plan(atlas, pd.DataFrame(), pd.DataFrame(), 6, "2026-13")
+    with pytest.raises(CritminError, match="as_of: '2026-00' is not a month"):
+        match(atlas, pd.DataFrame(), pd.DataFrame(), "2026-00")
+    with pytest.raises(CritminError, match=f"1-{MAX_MONTHS} months"):
+        delivery_plan(atlas, pd.DataFrame(), pd.DataFrame(), MAX_MONTHS + 1, "2026-12")
+    # the web API takes the same horizon bound as the CLI and the library
+    assert DeliverParams.model_validate({"months": MAX_MONTHS}).months == MAX_MONTHS

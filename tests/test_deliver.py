@@ -209,3 +209,19 @@ def test_an_abandoned_project_is_not_matched(atlas):
     r = match(atlas, projects, buyers)
     assert all(m["project_id"] != "B" for m in r["matches"]) and all(c["project_id"] != "B" for c in r["candidates"])
     assert any(x["project_id"] == "B" and "status 'unlikely'" in x["reason"] for x in r["refused_pairs"])
+
+
+def test_aggregate_buyers_are_the_consumption_the_simulator_uses(simulator):
+    """Review of 5 December 2026: Japan's cobalt was 16,385 t in the stocks and 9,413 t in the deliveries. Every
+    aggregate buyer is the participant's consumption at the node as the simulator has it (BUYERS.md), so a change
+    in the atlas must be carried into the register."""
+    from critmin.deliver.buyers import bundled_buyers
+
+    b = bundled_buyers(simulator.atlas)
+    agg = b[b["kind"] == "aggregate"]
+    assert len(agg) >= 10
+    for r in agg.to_dict("records"):
+        n = simulator.nodes.get(r["commodity_id"], r["stage"])
+        j = r["country_iso3"]
+        assert r["demand_t_per_year"] == pytest.approx(n.demand_share[j] * n.q0_t, abs=0.5), r["buyer_id"]
+        assert r["source"] == "computed from the critmin atlas: " + n.demand_basis[j], r["buyer_id"]

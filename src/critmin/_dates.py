@@ -2,6 +2,31 @@
 
 from __future__ import annotations
 
+import re
+
+#: A month ``YYYY-MM`` with a month 01-12: one pattern for the CLI, the web API, the study file and the library.
+MONTH_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
+
+
+def check_month(value: str | None) -> str | None:
+    """``YYYY-MM`` with a month 01-12, or None; ValueError otherwise (pydantic validators use it as it is)."""
+    if value is None:
+        return None
+    if not re.fullmatch(MONTH_PATTERN, str(value)):
+        raise ValueError(f"'{value}' is not a month YYYY-MM (01-12)")
+    return str(value)
+
+
+def require_month(value: str | None, name: str = "as_of") -> str | None:
+    """:func:`check_month` for library entry points: a :class:`critmin.errors.CritminError` naming the option,
+    raised before any work starts."""
+    from critmin.errors import CritminError
+
+    try:
+        return check_month(value)
+    except ValueError as exc:
+        raise CritminError(f"{name}: {exc}") from exc
+
 
 def month_offset(as_of: str, when: object) -> int | None:
     """Whole months from ``as_of`` (YYYY-MM) to ``when`` (YYYY or YYYY-MM; a year alone counts as July).

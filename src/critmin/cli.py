@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -565,8 +564,7 @@ def portfolio(
     from critmin.portfolio.plan import run_portfolio
 
     _check_format(fmt)
-    if as_of is not None and not re.fullmatch(r"\d{4}-\d{2}", as_of):
-        raise CritminError(f"--as-of must be YYYY-MM, got '{as_of}'")
+    as_of = _as_of(as_of)
     sim = _simulator(atlas, blocs, None, None)
     reg = load_register(register)
     rec = _run_with_progress(
@@ -669,11 +667,10 @@ def _buyers(atlas: Any, path: Path | None) -> Any:
 
 
 def _as_of(as_of: str | None) -> str:
+    from critmin._dates import require_month
     from critmin.portfolio.plan import current_month
 
-    if as_of is not None and not re.fullmatch(r"\d{4}-\d{2}", as_of):
-        raise CritminError(f"--as-of must be YYYY-MM, got '{as_of}'")
-    return as_of or current_month()
+    return require_month(as_of, "--as-of") or current_month()
 
 
 @app.command()
@@ -689,13 +686,14 @@ def deliver(
 ) -> None:
     """Monthly delivery of allied projects' output to registered buyers (transportation LP), and what stays short."""
     from critmin.cli_projects import load_register
-    from critmin.deliver.plan import delivery_plan
+    from critmin.deliver.plan import MAX_MONTHS, delivery_plan
 
     _check_format(fmt)
-    if months < 1 or months > 120:
-        raise CritminError("--months must be between 1 and 120")
+    if months < 1 or months > MAX_MONTHS:
+        raise CritminError(f"--months must be between 1 and {MAX_MONTHS}")
+    as_of = _as_of(as_of)
     a = _load(atlas, blocs)
-    rec = delivery_plan(a, load_register(register).projects, _buyers(a, buyers), months, _as_of(as_of))
+    rec = delivery_plan(a, load_register(register).projects, _buyers(a, buyers), months, as_of)
     if fmt == "json":
         emit(rec, "json", out=out)
     elif fmt == "table":

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from critmin._dates import require_month
 from critmin.atlas.model import Atlas
 from critmin.portfolio.model import (
     BuiltProblem,
@@ -205,7 +206,7 @@ def run_portfolio(
 ) -> dict[str, Any]:
     """The full ``critmin portfolio`` record (docs/portfolio.md); ``support``: the register's support actions
     (public money already counted limits what new money can add)."""
-    as_of = as_of or current_month()
+    as_of = require_month(as_of) or current_month()  # checked before any work
     sample = sample_from_simulator(sim, draws=draws, seed=seed, client=client, result=risk_result)
     ip = InstrumentParameters.load(parameters_file)
     horizon = ip.get("portfolio", "horizon_months")

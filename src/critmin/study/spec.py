@@ -7,13 +7,13 @@ errors name the file and the field.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from critmin._dates import check_month
 from critmin.errors import CritminError
 from critmin.stockpile.policy import StockpilePolicy
 
@@ -22,15 +22,6 @@ PARTICIPANTS = ("USA", "JPN")
 
 class StudyError(CritminError):
     """A study file or one of its inputs is wrong (the message names the file and the field)."""
-
-
-def check_month(value: str | None) -> str | None:
-    """``YYYY-MM`` with a month 01-12, or None."""
-    if value is None:
-        return None
-    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", str(value)):
-        raise ValueError(f"'{value}' is not a month YYYY-MM")
-    return str(value)
 
 
 class StudySpec(BaseModel):

@@ -28,6 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import defer
 
+from critmin._dates import MONTH_PATTERN
+from critmin.deliver.plan import MAX_MONTHS
 from critmin.web import access
 from critmin.web import models as m
 from critmin.web.access import Actor
@@ -38,7 +40,7 @@ from critmin.web.workspace import Workspace, WorkspaceError, offer_first_months,
 #: occupying the machine for long; the CLI has no such cap).
 MAX_DRAWS = 5000
 #: A calendar month YYYY-MM (ASCII digits, month 01-12).
-MONTH = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
+MONTH = MONTH_PATTERN
 
 
 #: The message a cancelled running run carries until its job stops (read by the job at each progress point).
@@ -127,7 +129,7 @@ class StockpileParams(_P):
 
 class DeliverParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    months: int = Field(6, ge=1, le=60)
+    months: int = Field(6, ge=1, le=MAX_MONTHS)
     as_of: str | None = Field(None, pattern=MONTH)
     blocs: Blocs = Field(default_factory=dict, description=BLOCS_DESCRIPTION)
 
