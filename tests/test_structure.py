@@ -140,3 +140,28 @@ def test_no_private_name_crosses_a_package() -> None:
 @pytest.mark.parametrize(("module", "target"), [("critmin.atlas.audit", "critmin.assess"), ("critmin.cli_web", "critmin.cli")])
 def test_known_back_edges_are_gone(module: str, target: str) -> None:
     assert not [t for m, t, _, _ in IMPORTS if m == module and (t == target or t.startswith(target + "."))]
+
+
+def test_the_core_needs_no_optional_extra() -> None:
+    """Issue 13: a notebook user's install has no web server, database or Dask. The core (assess, simulate, the
+    plan and critmin.Study) imports none of the ``web`` and ``dask`` extras."""
+    import subprocess
+    import sys
+
+    code = ("import sys, critmin; import critmin.report.cycle, critmin.study.core, critmin.simulate.run, critmin.portfolio.plan, "
+            "critmin.stockpile.plan, critmin.deliver.plan, critmin.cli; "
+            "print(sorted(m for m in ('fastapi', 'uvicorn', 'sqlalchemy', 'alembic', 'argon2', 'psycopg', 'dask', 'distributed') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_a_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from critmin.cli_web import require_web_extra
+    from critmin.errors import CritminError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "fastapi" else real(name, *a))
+    with pytest.raises(CritminError, match=r"needs the web extra \(fastapi missing\): pip install 'critmin\[web\]'"):
+        require_web_extra()

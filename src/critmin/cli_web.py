@@ -40,6 +40,7 @@ def user_add(
 @contextmanager
 def _workspace(database: str | None) -> Iterator[Any]:
     """The workspace on ``database`` for one command; its connections are closed afterwards."""
+    require_web_extra()
     from critmin.web.db import Database
     from critmin.web.workspace import Workspace
 
@@ -48,6 +49,15 @@ def _workspace(database: str | None) -> Iterator[Any]:
         yield ws
     finally:
         ws.db.dispose()
+
+
+def require_web_extra() -> None:
+    """A clear error, before anything starts, when the optional web extra is not installed."""
+    import importlib.util
+
+    missing = [m for m in ("fastapi", "uvicorn", "sqlalchemy", "alembic", "argon2") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise CritminError(f"the web workspace needs the web extra ({', '.join(missing)} missing): pip install 'critmin[web]'")
 
 
 def _stdin_password(password_stdin: bool) -> str:
@@ -132,6 +142,7 @@ def serve(
 ) -> None:
     """Start the web workspace: REST API (docs at /docs) and dashboard (/) on one ASGI server. --atlas,
     --blocs and --params set the definitions every run of this server uses (checked before it starts)."""
+    require_web_extra()
     import uvicorn
 
     from critmin.web.app import create_app

@@ -17,7 +17,12 @@ def dask_client(address: str | None = None, workers: int | None = None) -> Itera
     if not address and not workers:
         yield None
         return
-    from distributed import Client, LocalCluster
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as exc:  # an optional extra
+        from critmin.errors import CritminError
+
+        raise CritminError("--workers and --dask need the dask extra: pip install 'critmin[dask]'") from exc
 
     if address:
         client = Client(address)
