@@ -120,14 +120,19 @@ def test_public_money_already_counted_limits_what_new_money_adds(simulator) -> N
     """Review of 5 December 2026: projects whose financing the register already records were financed again.
     New money is additional only up to capex less the support already counted; a project whose counted support
     covers its capex gets no money option and says why."""
-    from critmin.portfolio.model import CAPEX_INSTRUMENTS, build_problem, sample_from_simulator
-    from critmin.portfolio.register import bundled_register, counted_support_usd
+    from critmin.portfolio.model import (
+        CAPEX_INSTRUMENTS,
+        build_problem,
+        counted_capex_support,
+        sample_from_simulator,
+    )
+    from critmin.portfolio.register import bundled_register
 
     reg = bundled_register(simulator.atlas)
     sample = sample_from_simulator(simulator, draws=40, seed=2)
     without = build_problem(reg.projects, simulator.atlas, sample, simulator.nodes, as_of="2026-12")
     with_support = build_problem(reg.projects, simulator.atlas, sample, simulator.nodes, as_of="2026-12", support=reg.support)
-    counted = counted_support_usd(reg)
+    counted = counted_capex_support(reg.support)  # capex money only: an offtake buys output, it does not build the plant
     capex = reg.projects.set_index("project_id")["capex_usd"]
     covered = [p for p, v in counted.items() if v > 0 and capex.get(p, float("nan")) <= v]
     assert covered  # e.g. ReElement: the OSC loan it counts is its whole (estimated) capex

@@ -304,7 +304,7 @@ def build_problem(
     (``counting`` rule of the register): new money is additional only up to the financing gap
     ``capex - counted support``; a project whose counted support covers its capex gets no money option
     ("already financed"), only regulatory support."""
-    counted = _counted_support(support)
+    counted = counted_capex_support(support)
     ag = read_agencies() if agencies is None else agencies
     ip = params or InstrumentParameters.load()
     # the ``portfolio`` rows of instrument_parameters.csv (critmin assumptions, overridable with that file)
@@ -485,11 +485,12 @@ def build_problem(
 CAPEX_INSTRUMENTS = ("loan", "loan_guarantee", "equity", "grant")
 
 
-def _counted_support(support: pd.DataFrame | None) -> dict[str, float]:
-    """USD of public support already counted per project (the register's ``counts`` rule), 0 when none."""
+def counted_capex_support(support: pd.DataFrame | None) -> dict[str, float]:
+    """USD of public capex money already counted per project (the register's ``counts`` rule; loans, guarantees,
+    equity, grants and investment tax credits, not offtakes or price floors, which buy output), 0 when none."""
     if support is None or support.empty or "counts" not in support:
         return {}
-    s = support[support["counts"].astype(bool)]
+    s = support[support["counts"].astype(bool) & support["instrument"].isin((*CAPEX_INSTRUMENTS, "tax_credit"))]
     amt = pd.to_numeric(s["amount_usd"], errors="coerce").fillna(0.0)
     return {str(k): float(v) for k, v in amt.groupby(s["project_id"]).sum().items()}
 
