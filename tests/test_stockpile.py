@@ -197,6 +197,21 @@ def test_one_consumption_is_stocked_once(simulator):
     assert {x["node"].split("/")[0] for x in moved if x["participant"] == "JPN"} >= {"nickel"}
 
 
+def test_a_net_exporter_is_not_stocked(simulator):
+    """Review of 5 December 2026: the USA, which mines half the world's beryllium, was given a beryllium stock.
+    Where a participant's net import reliance is 0 its own output covers its use: listed, not stocked."""
+    from critmin.stockpile.plan import disruption_sample, plan_stockpiles
+
+    smp = disruption_sample(simulator, 60, 4)
+    rec = plan_stockpiles(simulator, "BLOC", draws=60, seed=4, sample=smp, max_days=180)
+    for r in rec["stockpiles"]:
+        if r["participant"] in ("USA", "JPN"):
+            nir = simulator.nodes.nodes[simulator.nodes.index[r["node"]]].nir.get(r["participant"])
+            assert nir is None or not nir <= 0.0, (r["participant"], r["node"])
+    listed = rec["metadata"]["not_stocked_net_exporter"]
+    assert listed and all(x["reason"].startswith("net import reliance 0") for x in listed)
+
+
 def test_a_stock_row_carries_only_its_participants_flags():
     from critmin.stockpile.plan import flag_concerns
 

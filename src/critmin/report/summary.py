@@ -100,7 +100,9 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                   "is a proxy, not a published figure." if md.get("not_stocked_proxy_demand") else "")
                + (f" {len(md['not_stocked_same_consumption'])} nodes are not stocked because the same consumption figure is "
                   "stocked at another stage of the material, where its need is largest (ore and refined metal would hold one need twice)."
-                  if md.get("not_stocked_same_consumption") else ""))
+                  if md.get("not_stocked_same_consumption") else "")
+               + (f" {len(md['not_stocked_net_exporter'])} are not stocked because the participant is a net exporter there "
+                  "(its own output covers its use)." if md.get("not_stocked_net_exporter") else ""))
     if few:
         s_stock += (f" {len(few)} of the stocks ({usd(sum(few))}) rest on fewer than {FEW_DRAWS} simulated "
                     "years with a shortfall; rerun with more draws before buying them.")

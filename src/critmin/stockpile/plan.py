@@ -179,6 +179,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
     rows: list[dict[str, Any]] = []
     not_stocked: list[dict[str, str]] = []
     stocked_elsewhere: list[dict[str, str]] = []
+    net_exporter: list[dict[str, str]] = []
     lp_inputs: dict[str, list[tuple[str, np.ndarray, float, float, float, float]]] = {j: [] for j in members}
     stocked_at = one_stage_per_consumption(sim, smp["node_draws"], members, stages)
     for key in sorted(smp["node_draws"]):
@@ -204,6 +205,12 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             if commodities is not None and not on_list(node.commodity, commodities.get(j, set())):
                 continue
             basis = node.demand_basis.get(j, "")
+            nir = node.nir.get(j)
+            if nir is not None and np.isfinite(nir) and nir <= 0.0:
+                # a net exporter's own output covers its use: a shortfall simulated for it is the proportional
+                # rationing of a world market its producers serve first, and a public stock would hold what they make
+                net_exporter.append({"participant": j, "node": key, "reason": "net import reliance 0: its own output covers its use"})
+                continue
             kept = stocked_at.get((j, key))
             if kept is not None:
                 # one consumption figure is one need: stocked once, in the most processed form it is bought in
@@ -307,7 +314,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                      "storage_basis": sp.storage_basis,
                      "capital_rate": sp.capital_rate, "days_rules": list(sp.days_rules),
                      "sourced_demand_only": sourced_demand_only, "not_stocked_proxy_demand": not_stocked,
-                     "not_stocked_same_consumption": stocked_elsewhere},
+                     "not_stocked_same_consumption": stocked_elsewhere, "not_stocked_net_exporter": net_exporter},
         "stockpiles": rows,
         "budget_plans": budgets,
     }
