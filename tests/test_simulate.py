@@ -567,3 +567,12 @@ def test_concurrent_runs_on_one_simulator_equal_sequential_ones(simulator) -> No
     for a, b in zip(sequential, parallel, strict=True):
         assert a.equals(b)
     assert not sequential[0].equals(sequential[1])  # the seeds differ: so do the results
+
+
+def test_backtest_monthly_withheld_field_is_parsed_or_refused():
+    from critmin.errors import CritminError
+    from critmin.simulate.backtest import _monthly
+
+    assert _monthly("1;1;0.25", "X") == (1.0, 1.0, 0.25) and _monthly("", "X") is None and _monthly(float("nan"), "X") is None
+    with pytest.raises(CritminError, match="case X, field withheld_by_month"):
+        _monthly("1;none", "X")

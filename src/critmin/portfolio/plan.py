@@ -27,6 +27,9 @@ from critmin.portfolio.optimise import (
     solve,
 )
 
+#: How a credit-subsidy budget is labelled in the record (charged the budget cost, not the face amount).
+COST_BASIS_LABEL = "budget cost (credit subsidy)"
+
 
 def current_month() -> str:
     d = datetime.date.today()
@@ -251,7 +254,7 @@ def run_portfolio(
                             for r in gr.selected.to_dict("records")],
         "budgets": finite_budgets,
         "unspent": _unspent(bp, sol, finite_budgets, deadline_months, dict(zip(projects["project_id"], projects["status_class"].astype(str), strict=True))),
-        "budget_basis": {k: ("budget cost (credit subsidy)" if bp.budget_basis.get(k) == "cost" else "amount committed") for k in finite_budgets},
+        "budget_basis": {k: (COST_BASIS_LABEL if bp.budget_basis.get(k) == "cost" else "amount committed") for k in finite_budgets},
         "spent": {k: v for k, v in sol.spent.items() if k in finite_budgets},
         # one basis per figure, never added across bases: the credit-reform budget cost (what the support costs
         # the government: a loan's subsidy cost, a grant's full amount) and, apart, the face amount committed

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from critmin.portfolio.plan import COST_BASIS_LABEL
 from critmin.stockpile.plan import FEW_DRAWS
 
 
@@ -59,7 +60,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     basis = pf.get("budget_basis", {})
     by_basis = {"cost": 0.0, "amount": 0.0}
     for k, v in pf["budgets"].items():
-        by_basis["cost" if str(basis.get(k, "")).startswith(("cost", "budget cost")) else "amount"] += float(v)
+        by_basis["cost" if basis.get(k) == COST_BASIS_LABEL else "amount"] += float(v)
     avail = (f"{usd(by_basis['amount'])} of budgets counted in face amounts"
              + (f" and {usd(by_basis['cost'])} of credit-subsidy budgets (charged the cost, not the face)" if by_basis["cost"] else "")
              + " were available")

@@ -119,8 +119,15 @@ def flag_concerns(flag: str, participant: str) -> bool:
     return not any(flag.startswith(f"{o} ") or f" {o} " in f" {flag} " for o in others) or participant in flag
 
 
+def net_exporter_at(node: Any, participant: str) -> bool:
+    """Whether the participant's net import reliance at the node is 0: its own output covers its use."""
+    nir = node.nir.get(participant)
+    return nir is not None and bool(np.isfinite(nir)) and nir <= 0.0
+
+
 def one_stage_per_consumption(sim: Any, node_draws: dict[str, np.ndarray], members: list[str], stages: tuple[str, ...]) -> dict[tuple[str, str], str]:
-    """Nodes not to stock because the same consumption figure is stocked at another stage of the commodity.
+    """Nodes not to stock because the same consumption figure is stocked at another stage of the commodity
+    (stages where the participant is a net exporter are not candidates: they are never stocked).
 
     A participant's consumption of a commodity is often one figure (apparent consumption of refined cobalt, say)
     that serves as its demand at every stage of the commodity; stocking the mine and the refined stage against it
@@ -137,7 +144,7 @@ def one_stage_per_consumption(sim: Any, node_draws: dict[str, np.ndarray], membe
             continue
         for j in members:
             basis = node.demand_basis.get(j, "")
-            if not basis or basis.startswith("proxy"):
+            if not basis or basis.startswith("proxy") or net_exporter_at(node, j):
                 continue
             k = PARTICIPANTS.index(j)
             need = sim.value_per_t_supplied(node_draws, key, k) * float(nd[3 + k].mean())
@@ -205,8 +212,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             if commodities is not None and not on_list(node.commodity, commodities.get(j, set())):
                 continue
             basis = node.demand_basis.get(j, "")
-            nir = node.nir.get(j)
-            if nir is not None and np.isfinite(nir) and nir <= 0.0:
+            if net_exporter_at(node, j):
                 # a net exporter's own output covers its use: a shortfall simulated for it is the proportional
                 # rationing of a world market its producers serve first, and a public stock would hold what they make
                 net_exporter.append({"participant": j, "node": key, "reason": "net import reliance 0: its own output covers its use"})
