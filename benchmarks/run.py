@@ -34,7 +34,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--update-baseline", action="store_true")
     ap.add_argument("--no-dask", action="store_true", help="skip the Dask scaling case (about 2 minutes)")
-    ap.add_argument("--no-load", action="store_true", help="skip the web load test (50 clients, 20 s)")
+    ap.add_argument("--no-load", action="store_true", help="skip the web load tests (50 clients, 20 s; 10 clients, 60 s while a plan runs)")
     args = ap.parse_args()
 
     from critmin.assess import METHODS, AssessmentContext, assess, hhi
@@ -128,13 +128,17 @@ def main() -> None:
 
     print()
     print("\n".join(report(measure(200, 0))))
-    load = None
+    load = during = None
     if not args.no_load:
         from load import print_table, run_load  # benchmarks/load.py
 
         load = run_load(50, 20.0)
         print()
         print_table(load, base.get("load_p95_ms", {}))
+        # issue 14: reads while a plan on a 2,000-project register executes in a worker process
+        during = run_load(10, 60.0, runs=1, projects=2000)
+        print()
+        print_table(during, base.get("load_during_runs_p95_ms", {}))
     if args.update_baseline or not BASELINE.exists():
         BASELINE.write_text(
             json.dumps(
@@ -142,7 +146,9 @@ def main() -> None:
                  "seconds": {k: round(v, 6) for k, v in results.items() if k in cases},
                  "peak_rss_mb": round(peak_mb, 1),
                  **({"load_p95_ms": {k: round(v["p95_ms"], 2) for k, v in load["endpoints"].items()}} if load else
-                    {"load_p95_ms": base.get("load_p95_ms", {})})},
+                    {"load_p95_ms": base.get("load_p95_ms", {})}),
+                 **({"load_during_runs_p95_ms": {k: round(v["p95_ms"], 2) for k, v in during["endpoints"].items()}} if during else
+                    {"load_during_runs_p95_ms": base.get("load_during_runs_p95_ms", {})})},
                 indent=2,
             )
             + "\n"

@@ -1553,3 +1553,159 @@ def test_delete_own_finished_runs(web):
     assert web.client.delete(f"/api/runs/{j['id']}", headers=web.h(GOV)).status_code == 404
     assert any(a["action"] == "delete" and a["target_kind"] == "run" and a["target_key"] == str(j["id"]) for a in audit(web, GOV))
     assert web.client.get("/api/runs", headers=web.h(GOV)).status_code == 200
+
+
+# ------------------------------------------------------------------------------------------------ quotas (issue 14)
+def test_quotas_on_records_comments_and_runs(web):
+    """Issue 14 finding 7: one company imported ~32 k projects and started a plan that held the server for
+    20 minutes. Each organisation now holds at most ``max_records`` records of a kind (and comments) and has
+    at most ``max_active`` runs queued or running: past them 403 / 429 naming the quota, nothing stored or
+    queued; other organisations are not affected."""
+    import csv
+
+    from critmin.portfolio.register import PROJECT_COLUMNS
+
+    ws, runner = web.app.state.ws, web.app.state.runner
+    held = len([p for p in web.client.get("/api/projects?limit=1000", headers=web.h(ACME)).json()["items"] if p["org"] == "Acme Rare Earths"])
+    ws.max_records = held + 2
+    create(web, ACME, "project", "Q-1")
+    before = web.client.get("/api/projects", headers=web.h(ACME)).json()["total"]
+    # a file of two new projects would pass the quota: refused whole
+    cols = [c.name for c in PROJECT_COLUMNS]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    for key in ("Q-2", "Q-3"):
+        w.writerow({c: "" for c in cols} | {"project_id": key, "name": "n", "sponsor": "s", "country_iso3": "AUS", "commodity_id": "graphite",
+                                            "stage": "mine", "status_class": "operating", "capacity_t": "10", "sources": "src"})
+    r = web.client.post("/api/projects/import", params={"filename": "p.csv"}, content=buf.getvalue().encode(), headers=web.h(ACME))
+    assert r.status_code == 403 and "quota" in r.text and "--max-records" in r.text, r.text
+    assert web.client.get("/api/projects", headers=web.h(ACME)).json()["total"] == before
+    create(web, ACME, "project", "Q-2")  # the last one allowed
+    r = web.client.post("/api/projects", json={"data": record("project", "Q-4")}, headers=web.h(ACME))
+    assert r.status_code == 403 and "quota" in r.text
+    create(web, BETA, "project", "QB-1")  # another organisation is not held by Acme's quota
+    # comments: the quota counts the organisation's comments
+    ws.max_records = 1
+    offer = create(web, ACME, "offer", "QO-1")
+    url = f"/api/offers/{offer['id']}/comments"
+    assert web.client.post(url, json={"body": "first"}, headers=web.h(ACME)).status_code == 201
+    r = web.client.post(url, json={"body": "second"}, headers=web.h(ACME))
+    assert r.status_code == 403 and "comments" in r.text
+    assert len(web.client.get(url, headers=web.h(ACME)).json()) == 1
+    ws.max_records = 5000
+
+    runner.max_active = 1
+    first = run(web, GOV, "risk", {"draws": 5000, "seed": 11}, wait=False)
+    r = web.client.post("/api/runs", json={"kind": "risk", "params": {"draws": 20, "seed": 12}}, headers=web.h(GOV))
+    assert r.status_code == 429 and "--max-runs" in r.text, r.text
+    assert web.client.get("/api/runs", headers=web.h(GOV)).json()["total"] == 1
+    other = run(web, GOV_JP, "deliver", {"months": 2, "as_of": "2026-01"}, wait=False)  # another organisation: its own quota
+    web.client.post(f"/api/runs/{first['id']}/cancel", headers=web.h(GOV))
+    assert web.wait(GOV, first["id"])["status"] == "cancelled"
+    assert web.wait(GOV_JP, other["id"])["status"] == "done"
+    assert run(web, GOV, "risk", {"draws": 20, "seed": 12})["status"] == "done"
+
+
+def test_runs_on_a_dask_cluster(db_url, tmp_path):
+    """`critmin serve --jobs dask --dask ADDRESS`: runs execute on the cluster's workers, which build the
+    definitions from the WorkerSetup and write the run's outcome to the database themselves."""
+    distributed = pytest.importorskip("distributed")
+    from fastapi.testclient import TestClient
+
+    from critmin.web.app import create_app
+    from critmin.web.db import Database
+    from critmin.web.worker import WorkerSetup
+
+    db = Database(db_url)
+    from critmin.web.workspace import Workspace
+
+    ws = Workspace(db)
+    ws.add_user(GOV, "US Department of Energy", "government", PASSWORD)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        app = create_app(db=db, workspace=ws, seed=False, jobs="dask", setup=WorkerSetup(db.url), dask_address=cluster.scheduler_address)
+        with TestClient(app, base_url="https://testserver") as client:
+            tok = client.post("/api/auth/login", json={"username": GOV, "password": PASSWORD}).json()["access_token"]
+            h = {"Authorization": f"Bearer {tok}"}
+            r = client.post("/api/runs", json={"kind": "simulate", "params": {"scenario_ids": [LIBRARY_EVENT], "draws": 20, "blocs": {"concern": ["CHN", "RUS"]}}},
+                            headers=h)
+            assert r.status_code == 202, r.text
+            rid = r.json()["id"]
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                j = client.get(f"/api/runs/{rid}", headers=h).json()
+                if j["status"] not in ("queued", "running"):
+                    break
+                time.sleep(0.3)
+            assert j["status"] == "done", j
+            res = client.get(f"/api/runs/{rid}/result", headers=h).json()["result"]
+            assert res["metadata"]["blocs"]["concern"] == ["CHN", "RUS"] and res["scenarios"]
+    db.dispose()
+
+
+class _PicklingExecutor:
+    """Executes a job at once in the calling thread after a pickle round trip of its arguments: exactly what
+    a worker process receives (tests the hand-over without a process's start-up cost)."""
+
+    def submit(self, fn: Any, *args: Any) -> Any:
+        import pickle
+        from concurrent.futures import Future
+
+        f: Future[Any] = Future()
+        try:
+            f.set_result(fn(*pickle.loads(pickle.dumps(args))))
+        except BaseException as exc:  # the runner's done-callback reports it
+            f.set_exception(exc)
+        return f
+
+
+def test_runs_handed_to_a_worker_give_the_same_results(web, db_url):
+    """Issue 14 finding 7: what a run needs travels to a worker (records read at submission, scenarios) or is
+    rebuilt there (parameter and bloc overrides, an uploaded study) and gives the result the server's own
+    thread gives, for every kind."""
+    import io
+    import zipfile
+
+    import yaml
+
+    from critmin.web.worker import WorkerSetup
+
+    runner = web.app.state.runner
+    create(web, ACME, "project", "W-1", confidential=True)
+    params = {
+        "simulate": {"scenario_ids": [LIBRARY_EVENT], "draws": 20, "seed": 3, "blocs": {"concern": ["CHN", "RUS"]},
+                     "parameters": [{"name": "max_price_ratio", "value": 2.0}]},
+        "respond": {"scenario": record("scenario", "inline-w"), "draws": 20, "as_of": "2026-01"},
+        "portfolio": {"draws": 20, "as_of": "2026-01", "budgets": {"US_DFC:any": 5e8}},
+        "deliver": {"months": 2, "as_of": "2026-01"},
+        "match": {"as_of": "2026-01"},
+    }
+    here = {k: _result(web, ACME, run(web, ACME, k, p)["id"])["result"] for k, p in params.items()}
+    runner.jobs, runner.setup, runner._executor = "process", WorkerSetup(db_url), _PicklingExecutor()
+    try:
+        # changed seeds would be a new digest; the same parameters would reuse the result: delete those first
+        for item in web.client.get("/api/runs", headers=web.h(ACME)).json()["items"]:
+            assert web.client.delete(f"/api/runs/{item['id']}", headers=web.h(ACME)).status_code == 204
+        there = {k: _result(web, ACME, run(web, ACME, k, p)["id"])["result"] for k, p in params.items()}
+        def timeless(x: Any) -> Any:  # the same result but for how long it took
+            if isinstance(x, dict):
+                return {k: timeless(v) for k, v in x.items() if k not in ("seconds", "solve_seconds", "elapsed_s")}
+            return [timeless(v) for v in x] if isinstance(x, list) else x
+
+        for k in params:
+            assert timeless(here[k]) == timeless(there[k]), k
+        assert there["simulate"]["metadata"]["blocs"]["concern"] == ["CHN", "RUS"]
+        if web.app.state.ws.db.backend == "sqlite":  # an uploaded study travels as its bytes and is read again by the worker
+            z = zipfile.ZipFile(io.BytesIO(web.client.get("/api/study.zip", headers=web.h(GOV)).content))
+            spec = yaml.safe_load(z.read("study.yaml"))
+            spec.update({"draws": 50, "seed": 5, "critical_lists": {"USA": ["antimony", "gallium"]}})
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w") as out:
+                for n in z.namelist():
+                    out.writestr(n, yaml.safe_dump(spec) if n == "study.yaml" else z.read(n))
+            r = web.client.post("/api/study/plan", params={"filename": "w.zip"}, content=buf.getvalue(), headers=web.h(GOV))
+            assert r.status_code == 202, r.text
+            res = _result(web, GOV, web.wait(GOV, r.json()["id"])["id"])["result"]
+            assert res["metadata"]["study"]["critical_lists"]["USA"] == ["antimony", "gallium"] and res["metadata"]["seed"] == 5
+    finally:
+        runner.jobs, runner.setup, runner._executor = "thread", None, None

@@ -269,3 +269,66 @@ def test_upgrade_keeps_data(db_url: str) -> None:
         row = c.execute(text("SELECT user_email, target_key, owner_org_id FROM audit_log")).one()
     assert tuple(row) == ("old@example.org", "p1", None)
     eng.dispose()
+
+
+def _wait_status(base: str, h: dict[str, str], rid: int, want: set[str], timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        j = httpx.get(f"{base}/api/runs/{rid}", headers=h, timeout=30).json()
+        if j["status"] in want:
+            return j
+        time.sleep(0.2)
+    raise AssertionError(f"run {rid} never reached {want}: {j}")
+
+
+def test_runs_execute_in_worker_processes(db_url: str, tmp_path: Path) -> None:
+    """Issue 14 finding 7: a run computing in the server process held the GIL and starved every read. Now
+    `critmin serve` hands runs to a worker process (the default `--jobs process`): the run's work is done by
+    a child of the server, a cancellation reaches it through the database, a worker killed under a run fails
+    that run with the reason (the next run gets a new worker), and the workers die with the server (SIGKILL
+    included: nothing runs on unobserved)."""
+    import psutil
+
+    email = "runner@workers.example"
+    add_user(db_url, email, "Worker Org", "government", PASSWORD, cwd=tmp_path)
+    srv = ServerProcess(db_url, cwd=tmp_path, log=tmp_path / "server.log", extra_args=("--no-seed",)).start()
+    try:
+        base = srv.base
+        h = {"Authorization": "Bearer " + httpx.post(base + "/api/auth/login", json={"username": email, "password": PASSWORD}).json()["access_token"]}
+        assert srv.proc is not None
+        server = psutil.Process(srv.proc.pid)
+        server_cpu = server.cpu_times()
+
+        def workers() -> list[psutil.Process]:
+            return [p for p in server.children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
+
+        long = {"kind": "risk", "params": {"draws": 5000, "seed": 1}}
+        rid = httpx.post(base + "/api/runs", json=long, headers=h).json()["id"]
+        _wait_status(base, h, rid, {"running"})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and httpx.get(f"{base}/api/runs/{rid}", headers=h).json()["progress"] < 0.05:
+            time.sleep(0.2)
+        ws = workers()
+        assert len(ws) == 1, [p.cmdline() for p in server.children(recursive=True)]
+        # the run's CPU time is spent in the worker, not in the server
+        assert sum(ws[0].cpu_times()[:2]) > 2 * (sum(server.cpu_times()[:2]) - sum(server_cpu[:2]))
+        assert httpx.get(base + "/api/projects?limit=1", headers=h).status_code == 200
+        httpx.post(f"{base}/api/runs/{rid}/cancel", headers=h).raise_for_status()
+        assert _wait_status(base, h, rid, {"cancelled", "done", "failed"})["status"] == "cancelled"
+
+        rid = httpx.post(base + "/api/runs", json={"kind": "risk", "params": {"draws": 5000, "seed": 2}}, headers=h).json()["id"]
+        _wait_status(base, h, rid, {"running"})
+        ws[0].kill()
+        j = _wait_status(base, h, rid, {"cancelled", "done", "failed"})
+        assert j["status"] == "failed" and "worker" in j["error"], j
+        ok = httpx.post(base + "/api/runs", json={"kind": "simulate", "params": {"scenario_ids": ["ev.E001.rare_earths.refine"], "draws": 20}},
+                        headers=h).json()["id"]
+        assert _wait_status(base, h, ok, {"cancelled", "done", "failed"})["status"] == "done"
+        # the server killed outright: its worker notices and exits within a few seconds
+        left = server.children(recursive=True)  # the worker and multiprocessing's resource tracker
+        assert workers()
+        srv.kill()
+        gone, alive = psutil.wait_procs(left, timeout=15)
+        assert not alive, [p.pid for p in alive]
+    finally:
+        srv.stop()

@@ -36,19 +36,19 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory, simulator: Any) -> Any:
         cheap_argon2(mp)
         app = make_app(f"sqlite:///{Path(tmp_path_factory.mktemp('fuzz')) / 'workspace.db'}", simulator)
         runner = app.state.runner
-        execute = runner._execute
+        execute = runner.execute
 
         executed: dict[str, int] = {}
 
-        def small(rid: int, kind: str, p: Any, actor: Any, ev: Any, inputs: Any) -> None:
+        def small(rid: int, kind: str, p: Any, actor: Any, inputs: Any, ev: Any = None, rebuild: bool = False) -> None:
             if "draws" in type(p).model_fields:
                 p = p.model_copy(update={"draws": min(p.draws, FUZZ_DRAWS)})
             executed[kind] = executed.get(kind, 0) + 1
             if executed[kind] > RUNS_PER_KIND:
                 ev.set()  # cancelled at its first progress point
-            execute(rid, kind, p, actor, ev, inputs)
+            execute(rid, kind, p, actor, inputs, ev=ev, rebuild=rebuild)
 
-        mp.setattr(runner, "_execute", small)
+        mp.setattr(runner, "execute", small)
         with TestClient(app, base_url="https://testserver"):
             yield app
         app.state.ws.db.dispose()

@@ -137,6 +137,12 @@ def serve(
     blocs: Annotated[Path | None, typer.Option("--blocs", help="CSV (bloc_id,iso3) replacing bloc members")] = None,
     params: Annotated[Path | None, typer.Option("--params", help="CSV of model parameters replacing bundled rows (as `critmin simulate --params`)")] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, max=8, help="Runs executed at the same time (each one vectorised over its draws)")] = 1,
+    jobs: Annotated[str, typer.Option("--jobs", help="Where runs execute: process (worker processes: reads stay responsive while runs compute), "
+                                      "dask (the cluster at --dask; workers must reach the database) or thread (in the server process)")] = "process",
+    dask: Annotated[str | None, typer.Option("--dask", help="Dask scheduler address for --jobs dask (e.g. tcp://10.0.0.5:8786)")] = None,
+    max_runs: Annotated[int, typer.Option("--max-runs", min=1, max=1000, help="Runs one organisation may have queued or running")] = 3,
+    max_records: Annotated[int, typer.Option("--max-records", min=1, max=10_000_000,
+                                             help="Records of one kind (and comments) one organisation may hold")] = 5000,
     trusted_proxy: Annotated[list[str] | None, typer.Option("--trusted-proxy", help="Address of a reverse proxy whose X-Forwarded-For / "
                                                             "X-Forwarded-Proto headers are believed (repeatable); login limits then count per real client")] = None,
 ) -> None:
@@ -147,8 +153,14 @@ def serve(
 
     from critmin.web.app import create_app
     from critmin.web.db import Database
+    from critmin.web.jobs import JOBS
+    from critmin.web.worker import WorkerSetup
     from critmin.web.workspace import Workspace
 
+    if jobs not in JOBS:
+        raise typer.BadParameter(f"must be one of {', '.join(JOBS)}", param_hint="--jobs")
+    if (jobs == "dask") != (dask is not None):
+        raise typer.BadParameter("--dask ADDRESS goes with --jobs dask, and --jobs dask needs it", param_hint="--dask")
     sim = None
     if atlas is not None or blocs is not None or params is not None:
         from critmin.atlas import load_atlas
@@ -158,9 +170,17 @@ def serve(
         # invalid files: a clear error and exit 2, before anything listens
         sim = Simulator.build(load_atlas(atlas, blocs=blocs), Parameters.load(params, {}))
     db = Database(database)
+    # the workers build the same definitions from the same files (absolute: they may start elsewhere)
+    setup = WorkerSetup(db.url, *(str(x.resolve()) if x is not None else None for x in (atlas, blocs, params)))
+    try:
+        setup.check()
+    except ValueError as exc:
+        if jobs != "thread":
+            raise typer.BadParameter(str(exc), param_hint="--database") from exc
     ws = Workspace(db, sim_factory=(lambda: sim) if sim is not None else None)
-    app = create_app(db=db, workspace=ws, seed=not no_seed, workers=workers)
-    what = f"database: {db.backend}" + (f"; {sim.params.origin} parameters, atlas {sim.atlas.data_version}" if sim is not None else "")
+    app = create_app(db=db, workspace=ws, seed=not no_seed, workers=workers, jobs=jobs, setup=setup, dask_address=dask,
+                     max_runs=max_runs, max_records=max_records)
+    what = f"database: {db.backend}; runs in {jobs}" + (f"; {sim.params.origin} parameters, atlas {sim.atlas.data_version}" if sim is not None else "")
     err.print(f"critmin workspace on http://{host}:{port}/ (API docs at /docs; {what})")
     proxies = ",".join(trusted_proxy or [])
     uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)

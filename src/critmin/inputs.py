@@ -31,6 +31,17 @@ def text_problem(s: str) -> str | None:
     return f"contains the control character U+{ord(ch):04X}"
 
 
+def printable(s: str) -> str:
+    """``s`` with every character :func:`text_problem` refuses written as a ``\\uXXXX`` escape: user text
+    quoted in an error message (a message that held a lone surrogate could not itself be sent)."""
+    return _BAD.sub(lambda m: f"\\u{ord(m.group(0)):04x}", s)
+
+
+#: A regular expression (JSON Schema ``pattern`` and pydantic) for text without the control characters
+#: :func:`text_problem` refuses (lone surrogates cannot pass a JSON string's decoding into pydantic anyway).
+TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f]*$"
+
+
 def int_problem(n: int) -> str | None:
     """Why an integer cannot be stored, or None."""
     if abs(n) > INT_LIMIT:

@@ -107,8 +107,12 @@ def read_buyers(path: str | Path, atlas: Any = None) -> pd.DataFrame:
     p = Path(path)
     if not p.is_file():
         raise BuyerError([Problem(str(p), None, None, "not a file" if p.exists() else "file not found")])
+    from critmin.workbooks import check_csv
+
     xlsx = p.suffix.lower() == ".xlsx"
     try:
+        if not xlsx:
+            check_csv(p.read_bytes(), p.name)  # bounded before any row is parsed (WorkbookTooLarge is a ValueError)
         t = _read_buyers_sheet(p) if xlsx else pd.read_csv(p, dtype=str, keep_default_na=False, encoding="utf-8")
     except (ValueError, KeyError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise BuyerError([Problem(str(p), None, None, f"cannot read: {exc}")]) from exc

@@ -451,11 +451,21 @@ def _kind_of(header: Sequence[str]) -> str | None:
     return None
 
 
+#: Malformed rows of one CSV reported before reading stops (the file is refused either way).
+MAX_ROW_PROBLEMS = 200
+
+
 def _read_csv(path: Path, kind: str | None = None) -> tuple[str | None, _Rows, list[Problem]]:
     """Rows of a register CSV (projects or support, detected from the header unless ``kind`` is given)."""
+    from critmin.workbooks import WorkbookTooLarge, check_csv
+
     file = path.name
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        data = path.read_bytes()
+        check_csv(data, file)  # bounded before any row is parsed
+        text = data.decode("utf-8-sig")
+    except WorkbookTooLarge as exc:
+        return kind, [], [RegisterProblem(file, None, None, f"too large: {exc}")]
     except OSError as exc:
         return kind, [], [RegisterProblem(file, None, None, f"cannot read the file: {exc.strerror or exc}")]
     except UnicodeDecodeError as exc:
@@ -478,6 +488,9 @@ def _read_csv(path: Path, kind: str | None = None) -> tuple[str | None, _Rows, l
                 continue
             if len(rec) != len(header):
                 problems.append(RegisterProblem(file, start, None, f"expected {len(header)} fields, found {len(rec)} (truncated or malformed row)"))
+                if len(problems) >= MAX_ROW_PROBLEMS:
+                    problems.append(RegisterProblem(file, start, None, f"reading stopped after {MAX_ROW_PROBLEMS} malformed rows"))
+                    break
                 continue
             rows.append((_Loc(file, start), dict(zip(header, rec, strict=True))))
     except csv.Error as exc:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from critmin.atlas.schema import STAGES
 
 #: Stages whose material a strategic stock holds by default: raw, refined and metal forms, and magnets (the
 #: U.S. National Defense Stockpile buys NdFeB and SmCo magnet block). Cathode, anode and cells are excluded:
@@ -22,6 +24,14 @@ class StockpilePolicy(BaseModel):
     stages: list[str] = Field(default_factory=lambda: list(STOCKABLE_STAGES),
                               description="Stockable stages (cathode, anode and cells age and are chemistry-specific)")
     pooled: bool = True
+
+    @field_validator("stages")
+    @classmethod
+    def _known_stages(cls, v: list[str]) -> list[str]:
+        bad = [x for x in v if x not in STAGES]
+        if bad:  # an unknown stage would silently stock nothing
+            raise ValueError(f"unknown stage(s) {', '.join(map(repr, bad))}; the stages are {', '.join(STAGES)}")
+        return v
     sourced_demand_only: bool = Field(default=True, description=(
         "Stock only where the participant's consumption at the node is sourced, not a proxy scaled from the other "
         "participant (such nodes are listed in the stockpile metadata)"))

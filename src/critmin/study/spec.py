@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from critmin._dates import check_month
 from critmin.errors import CritminError
+from critmin.inputs import printable, value_problem
 from critmin.stockpile.policy import StockpilePolicy
 
 PARTICIPANTS = ("USA", "JPN")
@@ -32,7 +33,7 @@ class StudySpec(BaseModel):
     name: str = "critmin study"
     as_of: str | None = Field(None, description="Reference month YYYY-MM (default: this month)")
     draws: Annotated[int, Field(ge=50, le=20000)] = 500
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
     delivery_months: Annotated[int, Field(ge=1, le=60)] = 6
     blocs: str | None = Field(None, description="CSV bloc_id,iso3 replacing the bundled membership of the blocs it names")
     register_path: str | None = Field(None, alias="register", description="Project register: a folder with projects.csv (+ support.csv) or an .xlsx")
@@ -42,6 +43,26 @@ class StudySpec(BaseModel):
     critical_lists: dict[str, list[str]] = Field(default_factory=dict,
                                                  description="Participant -> commodity ids; a participant left out keeps its bundled list")
     stockpile: StockpilePolicy = Field(default_factory=StockpilePolicy)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain(cls, raw: Any) -> Any:
+        """Every text and integer in the file, names included, obeys :mod:`critmin.inputs` (a lone
+        surrogate or control character in a name or a stage reached the reports; issue 14)."""
+        def walk(v: Any, path: str) -> None:
+            why = value_problem(v)
+            if why:
+                raise ValueError(f"{path or 'study'}: {why}")
+            if isinstance(v, dict):
+                for k, x in v.items():
+                    name = f"{path}.{printable(str(k))}".lstrip(".")
+                    walk(k, name + " (name)")
+                    walk(x, name)
+            elif isinstance(v, list):
+                for i, x in enumerate(v):
+                    walk(x, f"{path}.{i}")
+        walk(raw, "")
+        return raw
 
     @field_validator("as_of")
     @classmethod

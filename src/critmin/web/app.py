@@ -21,13 +21,15 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
+from critmin.inputs import printable
 from critmin.web import reads as rd
 from critmin.web import schemas as sc
 from critmin.web.access import Actor
 from critmin.web.db import Database
-from critmin.web.jobs import JobRunner
+from critmin.web.jobs import MAX_ACTIVE_RUNS, JobRunner
 from critmin.web.security import CSRF_COOKIE, CSRF_HEADER, SECURITY_HEADERS, SESSION_COOKIE, LoginLimiter
-from critmin.web.workspace import Workspace, WorkspaceError
+from critmin.web.worker import WorkerSetup
+from critmin.web.workspace import MAX_RECORDS, Workspace, WorkspaceError
 
 STATIC = Path(__file__).parent / "static"
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
@@ -41,13 +43,27 @@ class Problem(sc.BaseModel):
     problems: list[dict[str, Any]] = []
 
 
+def _printable(x: Any) -> Any:
+    """An error answer whose texts quote user input escaped where the input broke the text rules (a lone
+    surrogate quoted in a message made the error answer itself fail: 500 instead of 422; issue 14)."""
+    if isinstance(x, str):
+        return printable(x)
+    if isinstance(x, dict):
+        return {_printable(k): _printable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_printable(v) for v in x]
+    return x
+
+
 def _err(description: str) -> dict[str, Any]:
     return {"model": Problem, "description": description}
 
 
 #: Answers to a malformed or invalid request (documented with critmin's error shape, not FastAPI's default 422 schema).
 INVALID: dict[int | str, dict[str, Any]] = {400: _err("Malformed request body (not JSON text)"), 422: _err("Invalid input (fields named)")}
-ERRORS: dict[int | str, dict[str, Any]] = {401: _err("Not signed in"), 403: _err("Not allowed for this role or organisation"),
+#: A run refused because its organisation has as many runs queued or running as its quota allows.
+BUSY: dict[int | str, dict[str, Any]] = {429: _err("Your organisation's runs queued or running are at its quota (critmin serve --max-runs)")}
+ERRORS: dict[int | str, dict[str, Any]] = {401: _err("Not signed in"), 403: _err("Not allowed for this role or organisation, or past its quota"),
                                            404: _err("No such record, or not visible to you"), **INVALID}
 
 
@@ -197,19 +213,28 @@ Id = Annotated[int, FPath(ge=1, le=sc.INT_MAX)]
 
 
 def create_app(database_url: str | None = None, seed: bool = True, db: Database | None = None, workspace: Workspace | None = None,
-               limiter: LoginLimiter | None = None, workers: int = 1) -> FastAPI:
+               limiter: LoginLimiter | None = None, workers: int = 1, jobs: str = "thread", setup: WorkerSetup | None = None,
+               dask_address: str | None = None, max_runs: int = MAX_ACTIVE_RUNS, max_records: int = MAX_RECORDS) -> FastAPI:
     """The app on one database (``database_url``, else $CRITMIN_DATABASE_URL, else a SQLite file); ``seed``
-    loads the bundled registers into a new workspace; ``workers`` runs execute at the same time."""
+    loads the bundled registers into a new workspace; ``workers`` runs execute at the same time, in this
+    process's threads (``jobs="thread"``), in worker processes (``"process"``, what ``critmin serve`` uses) or on
+    a Dask cluster (``"dask"``, ``dask_address``). ``setup`` tells workers how to build the definitions
+    (default: the bundled atlas and parameters on this database). ``max_runs``: runs one organisation may
+    have queued or running; ``max_records``: records of one kind one organisation may hold."""
     db = db or Database(database_url)
     ws = workspace or Workspace(db)
+    ws.max_records = max_records
     reads = ws.reads
-    runner = JobRunner(ws, workers=workers)
+    if jobs != "thread" and setup is None:
+        setup = WorkerSetup(db.url)
+    runner = JobRunner(ws, workers=workers, jobs=jobs, setup=setup, dask_address=dask_address, max_active=max_runs)
     limiter = limiter or LoginLimiter()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
         runner.recover()
         await run_in_threadpool(lambda: ws.sim)  # build the definitions before the first request
+        await run_in_threadpool(runner.start)  # worker processes build theirs meanwhile
         if seed:
             await run_in_threadpool(ws.seed_bundled)
         yield
@@ -225,12 +250,12 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
     @app.exception_handler(WorkspaceError)
     async def _ws_error(request: Request, exc: WorkspaceError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse({"detail": exc.message, "problems": exc.problems}, status_code=exc.status, headers=headers)
+        return JSONResponse(_printable({"detail": exc.message, "problems": exc.problems}), status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         probs = [{"field": ".".join(str(x) for x in e.get("loc", ())), "message": str(e.get("msg", ""))} for e in exc.errors()]
-        return JSONResponse({"detail": "invalid request", "problems": probs}, status_code=422)
+        return JSONResponse(_printable({"detail": "invalid request", "problems": probs}), status_code=422)
 
     api = APIRouter(prefix="/api", dependencies=[Depends(no_unknown_query)])
 
@@ -426,8 +451,8 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
     @api.post("/projects/import", tags=["records"], responses={**ERRORS, 413: {"model": Problem}},
               openapi_extra={"requestBody": {"required": True, "description": "The bytes of the .xlsx workbook or .csv table (any content type)",
                                              "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
-    async def import_projects(request: Request, who: Who, filename: Annotated[str, Query(min_length=1, max_length=200, pattern=sc.NO_NUL)],
-                              confidential: bool = False, shared_with: Annotated[list[str] | None, Query(max_length=50)] = None) -> dict[str, Any]:
+    async def import_projects(request: Request, who: Who, filename: Annotated[str, Query(min_length=1, max_length=200, pattern=sc.TEXT)],
+                              confidential: bool = False, shared_with: Annotated[list[sc.OrgName] | None, Query(max_length=50)] = None) -> dict[str, Any]:
         """Import a register workbook (.xlsx, as from GET /projects/export.xlsx) or a projects CSV, sent as the
         request body: every row checked as `critmin projects import` checks it (422 lists each problem by sheet,
         cell and field), then merged by project id in one transaction (new ids created as yours, with
@@ -448,11 +473,11 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
         body = study_zip(ws.frames(who), current_month())
         return Response(body, media_type="application/zip", headers={"Content-Disposition": 'attachment; filename="study.zip"'})
 
-    @api.post("/study/plan", tags=["runs"], status_code=202, responses={**ERRORS, 413: {"model": Problem}},
+    @api.post("/study/plan", tags=["runs"], status_code=202, responses={**ERRORS, **BUSY, 413: {"model": Problem}},
               openapi_extra={"requestBody": {"required": True, "description": "The bytes of a zipped study folder (study.yaml and its inputs; any content type)",
                                              "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
     async def plan_from_study(request: Request, who: Who,
-                              filename: Annotated[str, Query(min_length=1, max_length=200, pattern=sc.NO_NUL)] = "study.zip") -> sc.RunOut:
+                              filename: Annotated[str, Query(min_length=1, max_length=200, pattern=sc.TEXT)] = "study.zip") -> sc.RunOut:
         """Run the coordinated plan on an uploaded study (its register, buyers, budgets, parameters, blocs,
         critical-mineral lists and stock policy): every input is checked first (422 names the file, row and
         field); the run is confidential to your organisation. Poll GET /api/runs/{id}."""
@@ -460,13 +485,13 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
 
         body = await _uploaded(request, "send the zipped study as the request body")
         study, sha = await run_in_threadpool(study_from_zip, body, filename)
-        return sc.RunOut(**runner.submit_study(who, study, filename, sha))
+        return sc.RunOut(**runner.submit_study(who, study, filename, sha, body))
 
     for kind, plural in PLURAL.items():
         _record_routes(api, ws, kind, plural)
 
     # ---------------------------------------------------------------------------------------- runs
-    @api.post("/runs", tags=["runs"], status_code=202, responses=ERRORS)
+    @api.post("/runs", tags=["runs"], status_code=202, responses={**ERRORS, **BUSY})
     def start_run(body: sc.RunIn, who: Who) -> sc.RunOut:
         """Start a background job (simulate, risk, portfolio, stockpile, deliver, match, plan, respond); poll GET /api/runs/{id}."""
         return sc.RunOut(**runner.submit(who, body.kind, body.params))

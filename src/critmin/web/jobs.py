@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import defer
 
 from critmin._dates import MONTH_PATTERN
@@ -34,6 +36,7 @@ from critmin.web import access
 from critmin.web import models as m
 from critmin.web.access import Actor
 from critmin.web.values import iso_time, jsonable
+from critmin.web.worker import WorkerSetup, portable, watch_parent
 from critmin.web.workspace import Workspace, WorkspaceError, offer_first_months, problems_of
 
 #: Largest number of Monte Carlo draws a run may ask for (a server setting that keeps one run from
@@ -157,18 +160,76 @@ def _as_of(v: str | None) -> str:
     return v or current_month()
 
 
-class JobRunner:
-    """Runs jobs in ``workers`` threads, one at a time by default (the simulator vectorises over draws, so a
-    second job in parallel mostly shares the same cores; more workers let a short run pass a long one on a
-    larger machine: `critmin serve --workers N`)."""
+#: Where runs execute: ``thread`` in the server process (the library's and the tests' in-process apps),
+#: ``process`` in worker processes of their own (``critmin serve``'s default: reads stay responsive while
+#: runs compute), ``dask`` on a Dask cluster (a deployment adds machines for runs).
+JOBS = ("thread", "process", "dask")
+#: Runs one organisation may have queued or running at once (``critmin serve --max-runs``); more answer 429.
+MAX_ACTIVE_RUNS = 3
 
-    def __init__(self, ws: Workspace, workers: int = 1):
-        self.ws = ws
+
+class JobRunner:
+    """Runs jobs, ``workers`` at a time: in threads of this process (``jobs="thread"``), in worker processes
+    (``"process"``: :mod:`critmin.web.worker`, one simulator built per worker) or on a Dask cluster
+    (``"dask"``, at ``dask_address``). The simulator vectorises over draws, so one worker per two cores or
+    so is the useful bound; more workers let a short run pass a long one (`critmin serve --workers N`).
+    ``max_active`` bounds the runs one organisation has queued or running."""
+
+    def __init__(self, ws: Workspace, workers: int = 1, jobs: str = "thread", setup: WorkerSetup | None = None,
+                 dask_address: str | None = None, max_active: int = MAX_ACTIVE_RUNS):
+        if jobs not in JOBS:
+            raise ValueError(f"jobs must be one of {', '.join(JOBS)}, not {jobs!r}")
+        if jobs != "thread":
+            if setup is None:
+                raise ValueError(f"jobs={jobs!r} needs a WorkerSetup (how a worker builds the definitions)")
+            setup.check()
+        if jobs == "dask" and not dask_address:
+            raise ValueError("jobs='dask' needs the scheduler's address")
+        self.ws, self.workers, self.jobs, self.setup, self.max_active = ws, workers, jobs, setup, max_active
+        self.dask_address = dask_address
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="critmin-job")
+        self._executor: Any = None  # the worker processes or the Dask client's executor, made at start()
+        self._client: Any = None
+        self._executor_lock = threading.Lock()
         self.cancel_flags: dict[int, threading.Event] = {}
         #: simulators built with parameter overrides, by the parameter table's SHA-256 (most recent last)
         self._sims: dict[str, Any] = {}
         self._sims_lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start the workers (processes build their definitions now, in the background) or connect to Dask."""
+        if self.jobs == "thread":
+            return
+        ex = self._workers()
+        for _ in range(self.workers):  # one warm-up each, so every worker starts and builds its simulator
+            ex.submit(worker_warm, self.setup)
+
+    def _workers(self) -> Any:
+        with self._executor_lock:
+            if self._executor is None:
+                if self.jobs == "process":
+                    import multiprocessing
+
+                    assert self.setup is not None  # checked in __init__
+                    # spawn: a fork of a threaded server (uvicorn, SQLAlchemy pools, this runner) is unsafe
+                    self._executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                                         initializer=worker_start, initargs=(self.setup,))
+                else:
+                    from distributed import Client
+
+                    self._client = Client(self.dask_address, set_as_default=False)
+                    self._executor = self._client.get_executor(pure=False)
+            return self._executor
+
+    def _worker_lost(self, broken: Any) -> None:
+        """A worker process died (killed, out of memory): a new pool for the next runs."""
+        with self._executor_lock:
+            if self._executor is broken:
+                self._executor = None
+        try:
+            broken.shutdown(wait=False, cancel_futures=True)
+        except Exception:  # a broken pool may fail to shut down; it is dropped either way
+            pass
 
     def parameters(self, p: BaseModel) -> Any:
         """The run's model parameters: the workspace simulator's, with the run's overrides applied (checked:
@@ -240,9 +301,20 @@ class JobRunner:
             return len(rows)
 
     def shutdown(self) -> None:
+        """Cancel the runs this server started that are still running (at their next progress point) and
+        stop the workers; runs still queued stay so and are marked interrupted at the next start."""
         for ev in self.cancel_flags.values():
             ev.set()
+        if self.jobs != "thread" and self.cancel_flags:
+            with self.ws.db.session() as s:
+                s.execute(update(m.Run).where(m.Run.id.in_(list(self.cancel_flags)), m.Run.status == "running").values(message=CANCELLING))
         self.pool.shutdown(wait=True, cancel_futures=True)
+        with self._executor_lock:
+            ex, client, self._executor, self._client = self._executor, self._client, None, None
+        if client is not None:  # Dask: runs still on the cluster stop at their next progress point
+            client.close()
+        elif ex is not None:
+            ex.shutdown(wait=True, cancel_futures=True)
 
     # ------------------------------------------------------------------------------------------ API
     def submit(self, actor: Actor, kind: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -285,15 +357,21 @@ class JobRunner:
         atlas = run_atlas or sim.atlas
         return self._queue(actor, kind, p, pdict, inputs, confidential, record_digest, atlas, (run_params or sim.params).sha256)
 
-    def submit_study(self, actor: Actor, study: Any, name: str, sha256: str) -> dict[str, Any]:
+    def submit_study(self, actor: Actor, study: Any, name: str, sha256: str, body: bytes = b"") -> dict[str, Any]:
         """A plan run on an uploaded study (its register, buyers, budgets, parameters, blocs, lists and policy),
-        checked before it is queued; confidential to the uploader's organisation."""
+        checked before it is queued; confidential to the uploader's organisation. ``body``: the uploaded zip,
+        from which a worker process reads the study again (required unless runs execute in threads)."""
+        if self.jobs != "thread" and not body:
+            raise ValueError("a study run executed by a worker needs the uploaded zip's bytes")
         if not access.can_run(actor):
             raise WorkspaceError(403, f"role '{actor.role}' cannot start runs")
         s = study.spec
-        p = PlanParams.model_validate({"draws": min(s.draws, MAX_DRAWS), "seed": s.seed, "as_of": study.as_of})
+        try:
+            p = PlanParams.model_validate({"draws": min(s.draws, MAX_DRAWS), "seed": s.seed, "as_of": study.as_of})
+        except ValidationError as exc:  # the study's own bounds are the run's; a mismatch is the study's fault, not a server error
+            raise WorkspaceError(422, f"{name}: the study's run settings are out of bounds", problems_of(exc, "study")) from exc
         pdict = {**p.model_dump(), "study": name, "study_sha256": sha256}
-        inputs = {"study": study, "frames": {"counts": {"projects": len(study.projects), "needs": len(study.buyers), "offers": 0}}}
+        inputs = {"study": study, "study_zip": (body, name), "frames": {"counts": {"projects": len(study.projects), "needs": len(study.buyers), "offers": 0}}}
         return self._queue(actor, "plan", p, pdict, inputs, True, sha256, study.atlas, study.parameters.sha256)
 
     def _queue(self, actor: Actor, kind: str, p: BaseModel, pdict: dict[str, Any], inputs: dict[str, Any], confidential: bool,
@@ -310,7 +388,13 @@ class JobRunner:
                                                 or_(m.Run.org_id == actor.org_id, m.Run.confidential.is_(False))).order_by(m.Run.id.desc()))
             run = m.Run(kind=kind, params=jsonable(pdict), inputs_sha256=digest, data_version=str(atlas.data_version), critmin_version=__version__,
                         org_id=actor.org_id, user_id=actor.user_id, confidential=confidential, status="queued")
-            if prev is not None and not (confidential and prev.org_id != actor.org_id):
+            reuse = prev is not None and not (confidential and prev.org_id != actor.org_id)
+            if not reuse:  # a quota on the organisation's runs queued or running (a reused result costs nothing)
+                active = s.scalar(select(func.count()).select_from(m.Run).where(m.Run.org_id == actor.org_id, m.Run.status.in_(("queued", "running")))) or 0
+                if active >= self.max_active:
+                    raise WorkspaceError(429, f"'{actor.org_name}' has {active} runs queued or running, the most one organisation may have "
+                                              f"(critmin serve --max-runs {self.max_active}); wait for one to finish or cancel one")
+            if reuse and prev is not None:
                 run.status, run.progress, run.cached_from = "done", 1.0, prev.id
                 run.message, run.started_at, run.finished_at = f"same inputs as run {prev.id}: its result is reused", datetime.now(UTC), datetime.now(UTC)
             s.add(run)
@@ -321,8 +405,39 @@ class JobRunner:
         if not cached:
             ev = threading.Event()
             self.cancel_flags[rid] = ev
-            self.pool.submit(self._execute, rid, kind, p, actor, ev, inputs)
+            if self.jobs == "thread":
+                self.pool.submit(self.execute, rid, kind, p, actor, inputs, ev=ev)
+            else:
+                self._hand_over(rid, kind, p, actor, inputs)
         return self.get(actor, rid)
+
+    def _hand_over(self, rid: int, kind: str, p: BaseModel, actor: Actor, inputs: dict[str, Any]) -> None:
+        """Send a run to the workers; a worker that dies under it (or a cluster that refuses it) fails the
+        run with the reason instead of leaving it running."""
+        ex = self._workers()
+        try:
+            fut = ex.submit(worker_execute, self.setup, rid, kind, p, actor, portable(inputs))
+        except Exception as exc:  # a broken pool or lost cluster: the run fails, the server goes on
+            self._worker_lost(ex)
+            self._fail(rid, f"could not hand the run to a worker: {type(exc).__name__}: {exc}")
+            return
+
+        def done(f: Future[Any]) -> None:
+            self.cancel_flags.pop(rid, None)
+            exc = f.exception() if not f.cancelled() else None
+            if exc is not None:
+                from concurrent.futures.process import BrokenProcessPool
+
+                if isinstance(exc, BrokenProcessPool):
+                    self._worker_lost(ex)
+                self._fail(rid, f"the run's worker stopped: {type(exc).__name__}: {exc}")
+        fut.add_done_callback(done)
+
+    def _fail(self, rid: int, error: str) -> None:
+        """Mark a run failed with ``error`` unless it has finished meanwhile."""
+        with self.ws.db.session() as s:
+            s.execute(update(m.Run).where(m.Run.id == rid, m.Run.status.in_(("queued", "running")))
+                      .values(status="failed", message="failed", error=error, finished_at=datetime.now(UTC)))
 
     def cancel(self, actor: Actor, rid: int) -> dict[str, Any]:
         with self.ws.db.session() as s:
@@ -449,20 +564,27 @@ class JobRunner:
             if now - last[0] < PROGRESS_EVERY_S and fraction < 1.0:
                 return
             last[0] = now
+            values: dict[str, Any] = {"progress": max(0.0, min(1.0, float(fraction)))}
+            if message:
+                values["message"] = message
             with self.ws.db.session() as s:
-                r = s.get(m.Run, rid)
-                if r is not None:
-                    if r.message == CANCELLING:  # asked for through another server process on the same database
-                        ev.set()
-                    else:
-                        r.progress = max(0.0, min(1.0, float(fraction)))
-                        if message:
-                            r.message = message
+                # one statement, so a cancellation written meanwhile (by a server process, this one or
+                # another, while the run executes in a worker) is never overwritten by a progress message
+                changed = cast(CursorResult[Any], s.execute(update(m.Run).where(m.Run.id == rid, or_(m.Run.message.is_(None), m.Run.message != CANCELLING))
+                                    .values(**values))).rowcount
+                if not changed and s.scalar(select(m.Run.message).where(m.Run.id == rid)) == CANCELLING:
+                    ev.set()
             if ev.is_set():
                 raise Cancelled()
         return report
 
-    def _execute(self, rid: int, kind: str, p: BaseModel, actor: Actor, ev: threading.Event, inputs: dict[str, Any]) -> None:
+    def execute(self, rid: int, kind: str, p: BaseModel, actor: Actor, inputs: dict[str, Any], ev: threading.Event | None = None,
+                rebuild: bool = False) -> None:
+        """Execute run ``rid`` here and store its outcome. ``ev``: set to cancel (a worker process has none of
+        the server's: it learns of a cancellation from the run's row). ``rebuild``: the inputs came from
+        another process (:func:`critmin.web.worker.portable`), so parameter overrides, bloc membership and
+        an uploaded study are rebuilt here first."""
+        ev = ev or threading.Event()
         with self.ws.db.session() as s:
             r = s.get(m.Run, rid)
             if r is None or r.status != "queued":  # cancelled while queued
@@ -472,6 +594,8 @@ class JobRunner:
         report = self._progress(rid, ev)
         status, result, files, error, message = "failed", None, {}, None, ""
         try:
+            if rebuild:
+                inputs = self._rebuilt(p, inputs)
             result, files = getattr(self, f"_run_{kind}")(p, inputs, report)
             if isinstance(result.get("metadata"), dict):
                 result["metadata"]["blocs"] = self._atlas(inputs).bloc_members()  # the membership the run used
@@ -495,6 +619,23 @@ class JobRunner:
                 for name, (content, media) in files.items():
                     s.add(m.RunFile(run_id=rid, name=name, media_type=media, content=content))
 
+    def _rebuilt(self, p: BaseModel, inputs: dict[str, Any]) -> dict[str, Any]:
+        """A worker's inputs with what :func:`critmin.web.worker.portable` left out made again, by the code
+        that checked it at submission: the parameter overrides, the bloc membership, the uploaded study."""
+        out = dict(inputs)
+        params = self.parameters(p)
+        if params is not None:
+            out["parameters"] = params
+        blocs = dict(getattr(p, "blocs", None) or {})
+        if blocs:
+            out["atlas"] = self.atlas_for(blocs)
+        if "study_zip" in out:
+            from critmin.web.study_io import study_from_zip
+
+            body, name = out.pop("study_zip")
+            out["study"] = study_from_zip(body, name)[0]
+        return out
+
     def _sim(self, inputs: dict[str, Any]) -> Any:
         """The simulator of a run: built on its parameter overrides and bloc membership when it has any."""
         if "study" in inputs:
@@ -503,6 +644,8 @@ class JobRunner:
 
     def _atlas(self, inputs: dict[str, Any]) -> Any:
         """The atlas of a run (with its bloc membership when it has one), made once when it was submitted."""
+        if "study" in inputs:
+            return inputs["study"].atlas
         return inputs.get("atlas") or self.ws.atlas
 
     @staticmethod
@@ -603,3 +746,41 @@ class JobRunner:
                  "plan.xlsx": (xlsx_plan(plan), "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
                  "plan.html": (html_plan(plan, sim.atlas).encode("utf-8"), "text/html; charset=utf-8")}
         return plan, files
+
+
+# ---------------------------------------------------------------------------------------------- in a worker
+#: The job runner of this worker, per setup (a worker serves one server, so one entry in practice).
+_RUNNERS: dict[WorkerSetup, JobRunner] = {}
+_RUNNERS_LOCK = threading.Lock()
+
+
+def runner_for(setup: WorkerSetup) -> JobRunner:
+    """This process's job runner for ``setup``: its own database engine and a simulator built once (a few
+    seconds, when the worker starts or at its first run on a Dask worker)."""
+    from critmin.web.db import Database
+
+    with _RUNNERS_LOCK:
+        r = _RUNNERS.get(setup)
+        if r is None:
+            ws = Workspace(Database(setup.database_url, upgrade=False), sim_factory=setup.simulator)
+            _ = ws.sim  # built now, not inside the first run's clock
+            r = _RUNNERS[setup] = JobRunner(ws, workers=1)
+        return r
+
+
+def worker_start(setup: WorkerSetup) -> None:
+    """Initialiser of a worker process: exit when the server dies; build the definitions."""
+    watch_parent()
+    runner_for(setup)
+
+
+def worker_warm(setup: WorkerSetup) -> int:
+    """A no-op job that makes a worker start (and build its definitions) before the first real run."""
+    runner_for(setup)
+    return os.getpid()
+
+
+def worker_execute(setup: WorkerSetup, rid: int, kind: str, p: BaseModel, actor: Actor, inputs: dict[str, Any]) -> None:
+    """Execute run ``rid`` in this worker, as the server's own thread would (status, progress, result and
+    files written to the run's row), its inputs rebuilt first (:func:`critmin.web.worker.portable`)."""
+    runner_for(setup).execute(rid, kind, p, actor, inputs, rebuild=True)

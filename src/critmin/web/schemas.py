@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from critmin.inputs import value_problem
+from critmin.inputs import TEXT_PATTERN, printable, value_problem
 from critmin.web.models import ROLES
 from critmin.web.security import PASSWORD_MAX, PASSWORD_MIN
 
@@ -18,9 +18,10 @@ assert set(ROLES) == set(Role.__args__)  # type: ignore[attr-defined]
 
 #: Largest id or version the API accepts (the database's 32-bit integer columns).
 INT_MAX = 2**31 - 1
-#: Text without NUL characters (PostgreSQL's text columns cannot store them).
-NO_NUL = r"^[^\x00]*$"
-OrgName = Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)]
+#: Text as :mod:`critmin.inputs` allows it: no control character but tab, line feed and carriage return
+#: (PostgreSQL's text columns cannot store a NUL; a U+0001 broke the Excel export; issue 14).
+TEXT = TEXT_PATTERN
+OrgName = Annotated[str, Field(min_length=1, max_length=200, pattern=TEXT)]
 
 
 def plain_json(value: Any, path: str = "") -> Any:
@@ -33,16 +34,19 @@ def plain_json(value: Any, path: str = "") -> Any:
         raise ValueError(f"{path or 'value'}: {why}")
     if isinstance(value, dict):
         for k, v in value.items():
-            plain_json(k, f"{path}.{k}".lstrip(".") + " (name)")
-            plain_json(v, f"{path}.{k}".lstrip("."))
+            name = printable(str(k))  # the path quotes the name: never the refused character itself
+            plain_json(k, f"{path}.{name}".lstrip(".") + " (name)")
+            plain_json(v, f"{path}.{name}".lstrip("."))
     elif isinstance(value, list):
         for i, v in enumerate(value):
             plain_json(v, f"{path}.{i}".lstrip("."))
     return value
 
 
-#: A JSON object of fields or parameters, checked by :func:`plain_json`.
-PlainDict = Annotated[dict[str, Any], AfterValidator(lambda v: plain_json(v))]
+#: A JSON object of fields or parameters, checked by :func:`plain_json` on the value as parsed from the
+#: request, before pydantic-core reads it (it fails on a lone surrogate in a member name with a bare
+#: UnicodeEncodeError: a server error instead of 422; issue 14).
+PlainDict = Annotated[dict[str, Any], BeforeValidator(lambda v: plain_json(v))]
 
 
 class Strict(BaseModel):
@@ -50,13 +54,13 @@ class Strict(BaseModel):
 
 
 class LoginIn(Strict):
-    username: str = Field(min_length=1, max_length=320, pattern=NO_NUL, description="The user's email")
+    username: str = Field(min_length=1, max_length=320, pattern=TEXT, description="The user's email")
     password: str = Field(min_length=1, max_length=PASSWORD_MAX)
 
 
 class PasswordChangeIn(Strict):
     current_password: str = Field(min_length=1, max_length=PASSWORD_MAX)
-    new_password: str = Field(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX, pattern=NO_NUL)
+    new_password: str = Field(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX, pattern=TEXT)
 
 
 class ColleagueOut(BaseModel):
@@ -162,7 +166,7 @@ class RunOut(BaseModel):
 
 
 class CommentIn(Strict):
-    body: str = Field(min_length=1, max_length=10000, pattern=NO_NUL)
+    body: str = Field(min_length=1, max_length=10000, pattern=TEXT)
 
 
 class CommentOut(BaseModel):

@@ -54,6 +54,22 @@ def study_from_zip(body: bytes, name: str) -> tuple[Any, str]:
         parts = PurePosixPath(i.filename).parts
         if i.filename.startswith("/") or ".." in parts or "\\" in i.filename:
             raise WorkspaceError(422, f"{name}: unsafe path '{i.filename}' in the zip")
+    from critmin.workbooks import WorkbookTooLarge, check_csv, check_workbook
+
+    for i in infos:  # every table bounded before anything reads it (the readers check again; this answers 413 at once)
+        suffix = PurePosixPath(i.filename).suffix.lower()
+        try:
+            if suffix == ".csv":
+                check_csv(z.read(i), i.filename)
+            elif suffix == ".xlsx":
+                try:
+                    check_workbook(z.read(i))
+                except WorkbookTooLarge as exc:
+                    raise WorkbookTooLarge(f"{i.filename}: {exc}") from exc
+        except WorkbookTooLarge as exc:
+            raise WorkspaceError(413, f"{name}: {exc}") from exc
+        except ValueError:
+            pass  # a broken workbook: its reader names the problem
     studies = [i.filename for i in infos if PurePosixPath(i.filename).name == "study.yaml"]
     if len(studies) != 1:
         raise WorkspaceError(422, f"{name}: the zip must hold exactly one study.yaml (found {len(studies)})")

@@ -79,11 +79,18 @@ def problems_of(exc: ValidationError, prefix: str = "data") -> list[dict[str, An
     return [{"field": ".".join([prefix, *(str(x) for x in e["loc"] if x != "[key]")]), "message": error_message(e)} for e in exc.errors(include_url=False)]
 
 
+#: Records of one kind (projects, needs, offers, scenarios) and comments one organisation may hold
+#: (``critmin serve --max-records``): a bound on what one writer can make every run and list carry. The
+#: bundled register holds 71 projects; a national agency's pipeline is in the hundreds.
+MAX_RECORDS = 5000
+
+
 class Workspace:
     """One database and the definitions (atlas, simulator) every request shares."""
 
-    def __init__(self, db: Database, sim_factory: Callable[[], Any] | None = None):
+    def __init__(self, db: Database, sim_factory: Callable[[], Any] | None = None, max_records: int = MAX_RECORDS):
         self.db = db
+        self.max_records = max_records
         self._sim_factory = sim_factory
         self._sim: Any = None
         self._lock = threading.Lock()
@@ -128,6 +135,11 @@ class Workspace:
 
     # ------------------------------------------------------------------------------------------ users
     def org(self, s: DbSession, name: str, create: bool = False) -> m.Organisation:
+        from critmin.inputs import printable, text_problem
+
+        why = text_problem(name)  # every caller (API bodies, import queries, the CLI): never sent to the database
+        if why:
+            raise WorkspaceError(422, f"organisation name '{printable(name)}' {why}", [{"field": "shared_with", "message": why}])
         o = s.scalar(select(m.Organisation).where(m.Organisation.name == name))
         if o is None:
             if not create:
@@ -430,12 +442,15 @@ class Workspace:
     def list_records(self, actor: Actor, kind: str, q: str = "", limit: int = 1000, offset: int = 0) -> dict[str, Any]:
         t = m.RECORD_TABLES[kind]
         with self.db.session() as s:
-            rows = list(s.scalars(self._visible(actor, kind).order_by(t.key)))
-            if q:
+            visible = self._visible(actor, kind)
+            if q:  # a search reads every visible record (the text is matched in their data)
                 ql = q.lower()
-                rows = [r for r in rows if ql in r.key.lower() or ql in json.dumps(r.data).lower()]
-            total = len(rows)
-            rows = rows[offset: offset + limit]
+                rows = [r for r in s.scalars(visible.order_by(t.key)) if ql in r.key.lower() or ql in json.dumps(r.data).lower()]
+                total = len(rows)
+                rows = rows[offset: offset + limit]
+            else:  # a page reads its rows only: GET ?limit=1 costs one row, not the table
+                total = s.scalar(select(func.count()).select_from(visible.subquery())) or 0
+                rows = list(s.scalars(visible.order_by(t.key).limit(limit).offset(offset)))
             sh = self._shares(s, kind, [r.id for r in rows])
             orgs = self._orgs(s)
             return {"total": total, "items": [self._out(actor, kind, r, sh[r.id], orgs) for r in rows]}
@@ -477,9 +492,21 @@ class Workspace:
         with self.db.session() as s:
             if s.scalar(select(t.id).where(t.key == key)) is not None:
                 raise WorkspaceError(409, f"a {kind} with id '{key}' already exists")
+            self._within_quota(s, actor, kind, 1)
             r = self._insert(s, actor, kind, key, jsonable(clean), confidential, shared_with)
             s.flush()
             return self._out(actor, kind, r, self._shares(s, kind, [r.id])[r.id], self._orgs(s))
+
+    def _within_quota(self, s: DbSession, actor: Actor, kind: str, new: int) -> None:
+        """403 when ``new`` more records of ``kind`` (or comments) would take the actor's organisation past
+        ``max_records``. Checked in the writing transaction; requests racing each other may pass it by their
+        number, never by a file's worth."""
+        t = m.Comment if kind == "comment" else m.RECORD_TABLES[kind]
+        held = s.scalar(select(func.count()).select_from(t).where(t.org_id == actor.org_id)) or 0
+        if held + new > self.max_records:
+            what = "comments" if kind == "comment" else f"{kind}s"
+            raise WorkspaceError(403, f"quota: '{actor.org_name}' holds {held} {what}; {new} more would pass the {self.max_records} one organisation "
+                                      f"may hold (critmin serve --max-records)")
 
     def _insert(self, s: DbSession, actor: Actor, kind: str, key: str, data: dict[str, Any], confidential: bool,
                 shared_with: list[str] | None, detail: dict[str, Any] | None = None) -> Any:
@@ -606,6 +633,7 @@ class Workspace:
                     plan.append((key, jsonable(clean), r))
             if refused:
                 raise WorkspaceError(409, f"{name}: {len(refused)} project(s) cannot be written; nothing was imported", refused)
+            self._within_quota(s, actor, "project", sum(r is None for _, _, r in plan))
             via = {"via": "import", "file": name}
             for key, data, r in plan:
                 if r is None:
@@ -640,6 +668,7 @@ class Workspace:
             raise WorkspaceError(403, "observers cannot comment")
         with self.db.session() as s:
             r = self._get(s, actor, kind, rid)
+            self._within_quota(s, actor, "comment", 1)
             c = m.Comment(target_kind=kind, target_id=rid, org_id=actor.org_id, user_id=actor.user_id, body=body)
             s.add(c)
             s.flush()
