@@ -108,7 +108,15 @@ def test_kill_during_writes_loses_nothing_committed(db_url: str, tmp_path: Path)
         got = httpx.get(srv2.base + f"/api/runs/{run['id']}", headers=h).json()
         assert got["status"] == "interrupted", got
     finally:
+        # killed while its worker may still be starting: the worker must not outlive it (it once did, when the
+        # server died before the worker had noted its parent)
+        import psutil
+
+        assert srv2.proc is not None
+        children = psutil.Process(srv2.proc.pid).children(recursive=True)
         srv2.kill()
+        _, alive = psutil.wait_procs(children, timeout=20)
+        assert not alive, [" ".join(p.cmdline()) for p in alive]
 
 
 def test_user_add_command(tmp_path: Path) -> None:

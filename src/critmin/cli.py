@@ -836,17 +836,24 @@ def study_check(study: Annotated[Path, typer.Argument(help="Study file")], atlas
 def bench_portfolio_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
     frontier_points: Annotated[int, typer.Option("--frontier", help="Also time an N-point frontier on the 1,000-project case (0 = no)")] = 0,
+    sizes: Annotated[str, typer.Option("--sizes", help="Pipeline sizes, comma-separated (each 10-20,000 projects)")] = "100,1000,5000",
     seed: SeedOpt = 0,
     atlas: AtlasOpt = None,
 ) -> None:
-    """Solve generated pipelines of 100, 1,000 and 5,000 projects on 500 simulated draws (docs/portfolio.md)."""
+    """Solve generated pipelines of 100, 1,000 and 5,000 projects (--sizes) on 500 simulated draws (docs/portfolio.md)."""
     from critmin.output import to_json
     from critmin.portfolio.bench import bench_portfolio
     from critmin.portfolio.model import sample_from_simulator
 
+    try:
+        ns = tuple(int(x) for x in sizes.split(","))
+    except ValueError:
+        ns = ()
+    if not ns or not all(10 <= n <= 20_000 for n in ns):
+        raise typer.BadParameter("comma-separated whole numbers, each 10-20,000", param_hint="--sizes")
     sim = _simulator(atlas, None, None, None)
     sample = sample_from_simulator(sim, draws=500, seed=seed)
-    rec = bench_portfolio(sample, frontier_points=frontier_points, seed=seed)
+    rec = bench_portfolio(sample, sizes=ns, frontier_points=frontier_points, seed=seed)
     if as_json:
         print(to_json(rec))
     else:

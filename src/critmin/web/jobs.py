@@ -213,7 +213,7 @@ class JobRunner:
                     assert self.setup is not None  # checked in __init__
                     # spawn: a fork of a threaded server (uvicorn, SQLAlchemy pools, this runner) is unsafe
                     self._executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                                         initializer=worker_start, initargs=(self.setup,))
+                                                         initializer=worker_start, initargs=(self.setup, os.getpid()))
                 else:
                     from distributed import Client
 
@@ -768,9 +768,9 @@ def runner_for(setup: WorkerSetup) -> JobRunner:
         return r
 
 
-def worker_start(setup: WorkerSetup) -> None:
-    """Initialiser of a worker process: exit when the server dies; build the definitions."""
-    watch_parent()
+def worker_start(setup: WorkerSetup, server_pid: int) -> None:
+    """Initialiser of a worker process: exit when the server (``server_pid``) dies; build the definitions."""
+    watch_parent(server_pid)
     runner_for(setup)
 
 

@@ -58,10 +58,13 @@ class WorkerSetup:
         return Simulator.build(atlas, Parameters.load(Path(self.params) if self.params else None, {}))
 
 
-def watch_parent() -> None:
-    """In a worker process: exit as soon as the server that started it is gone (e.g. killed), instead of
-    running on unobserved (checked every ``PARENT_CHECK_S``)."""
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True, name="critmin-parent-watch").start()
+def watch_parent(server_pid: int) -> None:
+    """In a worker process: exit as soon as the server that started it (``server_pid``, passed by the server:
+    a worker whose server died while it was still starting already has another parent) is gone, e.g.
+    killed, instead of running on unobserved (checked every ``PARENT_CHECK_S``)."""
+    if os.getppid() != server_pid:
+        os._exit(0)
+    threading.Thread(target=_exit_with_parent, args=(server_pid,), daemon=True, name="critmin-parent-watch").start()
 
 
 def _exit_with_parent(parent: int) -> None:
