@@ -172,7 +172,7 @@ def test_user_admin_commands(tmp_path: Path) -> None:
         log = con.execute("SELECT user_email, action, target_key FROM audit_log WHERE target_kind='user' ORDER BY id").fetchall()
     assert users == {"ann@example.org": 0, "bob@other.example": 1}
     assert [a for _, a, _ in log] == ["create", "create", "update", "update", "password"] and {u for u, _, _ in log} == {"command line"}
-    with ServerProcess(url, cwd=tmp_path) as srv:
+    with ServerProcess(url, cwd=tmp_path, extra_args=("--jobs", "thread")) as srv:  # no run: no worker to start
         login = {"ann@example.org": "long enough password", "bob@other.example": "a new long password"}
         codes = {e: httpx.post(srv.base + "/api/auth/login", json={"username": e, "password": pw}).status_code for e, pw in login.items()}
     assert codes == {"ann@example.org": 401, "bob@other.example": 200}
@@ -217,7 +217,8 @@ def test_login_limit_per_client_behind_a_trusted_proxy(tmp_path: Path, trusted: 
     connecting address: everyone behind the proxy is locked together."""
     url = f"sqlite:///{tmp_path / 'w.db'}"
     add_user(url, "ann@example.org", "New Org", "government", "long enough password", cwd=tmp_path)
-    extra = ("--trusted-proxy", "127.0.0.1", "--no-seed") if trusted else ("--no-seed",)
+    # no run here: runs in the server's thread spare starting a worker process
+    extra = ("--trusted-proxy", "127.0.0.1", "--no-seed", "--jobs", "thread") if trusted else ("--no-seed", "--jobs", "thread")
     with ServerProcess(url, cwd=tmp_path, extra_args=extra) as srv:
         def login(user: str, client: str) -> int:
             return httpx.post(srv.base + "/api/auth/login", json={"username": user, "password": "wrong password"},
