@@ -37,7 +37,13 @@ class Atlas:
     def bloc(self, bloc_id: str) -> frozenset[str]:
         """ISO3 members of a bloc (``participants``, ``like_minded``, ``concern``)."""
         b = self.tables["blocs"]
-        return frozenset(b.loc[b["bloc_id"] == bloc_id, "iso3"])
+        # kept per blocs table (a bloc is asked for per project and option: 8,900 pandas filters, 4.9 s, in a
+        # 2,000-project portfolio); a replaced table (Atlas.with_blocs makes a new atlas) is read afresh
+        cache = self.__dict__.setdefault("_bloc_cache", {})
+        key = (bloc_id, id(b), len(b))
+        if key not in cache:
+            cache[key] = frozenset(b.loc[b["bloc_id"] == bloc_id, "iso3"])
+        return cache[key]
 
     @property
     def participants(self) -> frozenset[str]:

@@ -140,12 +140,15 @@ def _reasons(bp: BuiltProblem, sol: Solution, deadline: float | None, names: dic
              horizon: float) -> list[dict[str, Any]]:
     chosen = dict(zip(sol.selected["project_id"], sol.selected["instrument"] + " from " + sol.selected["agency"], strict=True))
     opts = bp.options_all
+    # each project's options, grouped once (a filter per project was quadratic in the register's size)
+    by_project = {pid: g for pid, g in opts.groupby("project_id", sort=False)} if len(opts) else {}
+    none = opts.iloc[0:0]
     out = []
     for pid in sorted(bp.reasons):
         if pid in chosen:
             out.append({"project_id": pid, "name": names.get(pid, ""), "decision": "selected", "reason": _selected_reason(pid, chosen, bp, sol, names)})
             continue
-        mine = opts[opts["project_id"] == pid] if len(opts) else opts
+        mine = by_project.get(pid, none)
         if mine.empty:
             base = bp.reasons[pid] or ["no eligible agency and instrument"]
             no_budget = [r for r in base if "no published budget" in r]
