@@ -100,20 +100,10 @@ def _keep_running(base: str, token: str, slot: int, stop: threading.Event, count
 def _import_projects(base: str, h: dict[str, str], n: int) -> None:
     """Add ``n`` generated projects (copies of the first exported one under new ids) through the import
     endpoint, as a company with a large pipeline would: the plan runs then carry them."""
-    import io
+    from register_import import with_generated_projects  # benchmarks/register_import.py
 
-    import openpyxl
-
-    book = openpyxl.load_workbook(io.BytesIO(httpx.get(base + "/api/projects/export.xlsx", headers=h, timeout=60).content))
-    sheet = book["projects"]
-    header = [c.value for c in sheet[1]]
-    first = dict(zip(header, [c.value for c in sheet[2]], strict=True))
-    for i in range(n):
-        row = first | {"project_id": f"LOAD-{i:05d}", "name": f"Generated project {i}"}
-        sheet.append([row[k] for k in header])
-    buf = io.BytesIO()
-    book.save(buf)
-    r = httpx.post(base + "/api/projects/import", params={"filename": "load.xlsx"}, content=buf.getvalue(), headers=h, timeout=300)
+    content = with_generated_projects(httpx.get(base + "/api/projects/export.xlsx", headers=h, timeout=60).content, n, "LOAD")
+    r = httpx.post(base + "/api/projects/import", params={"filename": "load.xlsx"}, content=content, headers=h, timeout=300)
     r.raise_for_status()
 
 

@@ -14,8 +14,24 @@ import time
 from pathlib import Path
 
 
-def bench_import(n: int = 2000) -> dict[str, float]:
+def with_generated_projects(xlsx: bytes, n: int, prefix: str) -> bytes:
+    """An exported register workbook with ``n`` copies of its first project added under new ids
+    (``{prefix}-00000``, ...) and names: a large pipeline for the benchmarks."""
     import openpyxl
+
+    book = openpyxl.load_workbook(io.BytesIO(xlsx))
+    sheet = book["projects"]
+    header = [c.value for c in sheet[1]]
+    first = dict(zip(header, [c.value for c in sheet[2]], strict=True))
+    for i in range(n):
+        row = first | {"project_id": f"{prefix}-{i:05d}", "name": f"Generated project {i}"}
+        sheet.append([row[h] for h in header])
+    buf = io.BytesIO()
+    book.save(buf)
+    return buf.getvalue()
+
+
+def bench_import(n: int = 2000) -> dict[str, float]:
     from sqlalchemy import select
 
     from critmin.web import models as m
@@ -32,16 +48,7 @@ def bench_import(n: int = 2000) -> dict[str, float]:
             with db.session() as s:
                 org_id = s.scalar(select(m.User.org_id).where(m.User.id == u["id"]))
             actor = Actor(u["id"], u["email"], org_id, "Bench", "company")
-            book = openpyxl.load_workbook(io.BytesIO(ws.export_projects(actor)))
-            sheet = book["projects"]
-            header = [c.value for c in sheet[1]]
-            first = dict(zip(header, [c.value for c in sheet[2]], strict=True))
-            for i in range(n):
-                row = first | {"project_id": f"BENCH-{i:05d}", "name": f"Generated project {i}"}
-                sheet.append([row[h] for h in header])
-            buf = io.BytesIO()
-            book.save(buf)
-            content = buf.getvalue()
+            content = with_generated_projects(ws.export_projects(actor), n, "BENCH")
             t0 = time.perf_counter()
             created = ws.import_projects(actor, content, "bench.xlsx")
             t1 = time.perf_counter()

@@ -86,6 +86,20 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
+def module_db_url(backend: str, tmp_path_factory: pytest.TempPathFactory, name: str) -> str:
+    """A fresh, empty workspace database for a module-scoped fixture: a SQLite file, or the PostgreSQL test
+    database emptied (skips when PostgreSQL is not configured)."""
+    import os
+
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp(name) / 'workspace.db'}"
+    url = os.environ.get(POSTGRES_ENV, "")
+    if not url:
+        pytest.skip(f"PostgreSQL not configured: set {POSTGRES_ENV} (.ci/run starts one and sets it)")
+    reset_postgres(url)
+    return url
+
+
 class WebClient:
     """A TestClient on a fresh workspace with a signed-in token per test user."""
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from critmin.web import security
-from tests.conftest import PASSWORD, POSTGRES_ENV, USERS, WebClient, cheap_argon2, make_app, reset_postgres
+from tests.conftest import PASSWORD, USERS, WebClient, cheap_argon2, make_app, module_db_url
 
 GOV, GOV_JP, AGENCY, PARTNER, ACME, ACME2, BETA, OBSERVER = (u[0] for u in USERS)
 ORG = {email: org for email, org, _ in USERS}
@@ -79,17 +78,9 @@ class World:
 def acl(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, simulator: Any) -> Any:
     """A workspace with Acme's records of every kind: one confidential (shared with DFC) and one public each,
     the confidential ones with a comment."""
-    import os
-
     from fastapi.testclient import TestClient
 
-    if request.param == "sqlite":
-        url = f"sqlite:///{Path(tmp_path_factory.mktemp('acl')) / 'workspace.db'}"
-    else:
-        url = os.environ.get(POSTGRES_ENV, "")
-        if not url:
-            pytest.skip(f"PostgreSQL not configured: set {POSTGRES_ENV} (.ci/run starts one and sets it)")
-        reset_postgres(url)
+    url = module_db_url(request.param, tmp_path_factory, "acl")
     with pytest.MonkeyPatch.context() as mp:
         cheap_argon2(mp)
         app = make_app(url, simulator)

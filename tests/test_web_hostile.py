@@ -52,7 +52,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.conftest import PASSWORD, POSTGRES_ENV, USERS, WebClient, cheap_argon2, reset_postgres
+from tests.conftest import PASSWORD, USERS, WebClient, cheap_argon2, module_db_url
 from tests.test_web_api import ACME, BETA, GOV, LIBRARY_EVENT, PLURAL, record
 
 # ------------------------------------------------------------------------------------------------ hostile values
@@ -740,27 +740,18 @@ def hostile(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     """One app per database backend for all the cases of this module (each case compares the rows itself)."""
     from fastapi.testclient import TestClient
 
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('hostile') / 'workspace.db'}"
-    else:
-        url = os.environ.get(POSTGRES_ENV, "")
-        if not url:
-            pytest.skip(f"PostgreSQL not configured: set {POSTGRES_ENV} (.ci/run starts one and sets it)")
-        reset_postgres(url)
+    url = module_db_url(request.param, tmp_path_factory, "hostile")
     with pytest.MonkeyPatch.context() as mp:
         cheap_argon2(mp)
         app = hostile_app(url, simulator)
         runner = app.state.runner
-        name = next((n for n in ("execute", "_execute") if hasattr(runner, n)), None)  # the job runner's method that runs one job
-        if name is not None and hasattr(runner, "cancel"):  # a run wrongly accepted is cancelled before it starts, not computed
-            execute = getattr(runner, name)
+        execute = runner.execute
 
-            def cancelled(*args: Any, **kwargs: Any) -> Any:
-                rid, actor = args[0], args[3]  # (rid, kind, params, actor, ...)
-                runner.cancel(actor, rid)
-                return execute(*args, **kwargs)
+        def cancelled(rid: int, kind: str, p: Any, actor: Any, *args: Any, **kwargs: Any) -> Any:
+            runner.cancel(actor, rid)  # a run wrongly accepted is cancelled before it starts, not computed
+            return execute(rid, kind, p, actor, *args, **kwargs)
 
-            mp.setattr(runner, name, cancelled)
+        mp.setattr(runner, "execute", cancelled)
         with TestClient(app, base_url="https://testserver", raise_server_exceptions=False) as client:
             yield Hostile(WebClient(client, app), request.param)
         app.state.ws.db.dispose()

@@ -29,7 +29,7 @@ from critmin.web.db import Database
 from critmin.web.jobs import MAX_ACTIVE_RUNS, JobRunner
 from critmin.web.security import CSRF_COOKIE, CSRF_HEADER, SECURITY_HEADERS, SESSION_COOKIE, LoginLimiter
 from critmin.web.worker import WorkerSetup
-from critmin.web.workspace import MAX_RECORDS, Workspace, WorkspaceError
+from critmin.web.workspace import Workspace, WorkspaceError
 
 STATIC = Path(__file__).parent / "static"
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
@@ -214,16 +214,18 @@ Id = Annotated[int, FPath(ge=1, le=sc.INT_MAX)]
 
 def create_app(database_url: str | None = None, seed: bool = True, db: Database | None = None, workspace: Workspace | None = None,
                limiter: LoginLimiter | None = None, workers: int = 1, jobs: str = "thread", setup: WorkerSetup | None = None,
-               dask_address: str | None = None, max_runs: int = MAX_ACTIVE_RUNS, max_records: int = MAX_RECORDS) -> FastAPI:
+               dask_address: str | None = None, max_runs: int = MAX_ACTIVE_RUNS, max_records: int | None = None) -> FastAPI:
     """The app on one database (``database_url``, else $CRITMIN_DATABASE_URL, else a SQLite file); ``seed``
     loads the bundled registers into a new workspace; ``workers`` runs execute at the same time, in this
     process's threads (``jobs="thread"``), in worker processes (``"process"``, what ``critmin serve`` uses) or on
     a Dask cluster (``"dask"``, ``dask_address``). ``setup`` tells workers how to build the definitions
     (default: the bundled atlas and parameters on this database). ``max_runs``: runs one organisation may
-    have queued or running; ``max_records``: records of one kind one organisation may hold."""
+    have queued or running; ``max_records``: records of one kind one organisation may hold (default: the
+    workspace's own, ``MAX_RECORDS`` unless it was built with another)."""
     db = db or Database(database_url)
     ws = workspace or Workspace(db)
-    ws.max_records = max_records
+    if max_records is not None:
+        ws.max_records = max_records
     reads = ws.reads
     if jobs != "thread" and setup is None:
         setup = WorkerSetup(db.url)
