@@ -23,7 +23,7 @@ def bench_plan(draws: int = 500) -> dict[str, float]:
         st = Study.from_file(Path(d) / "study" / "study.yaml", draws=draws)
         out["study_init_and_check_seconds"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        plan = st.plan()
+        plan = dict(st.plan().record)
         write_plan(plan, st.atlas, Path(d) / "out")
         out["plan_from_study_seconds"] = time.perf_counter() - t0
         t0 = time.perf_counter()

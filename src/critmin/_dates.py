@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 #: A month ``YYYY-MM`` with a month 01-12: one pattern for the CLI, the web API, the study file and the library.
 MONTH_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
@@ -15,6 +18,11 @@ def check_month(value: str | None) -> str | None:
     if not re.fullmatch(MONTH_PATTERN, str(value)):
         raise ValueError(f"'{value}' is not a month YYYY-MM (01-12)")
     return str(value)
+
+
+#: A month ``YYYY-MM`` (01-12) as a pydantic field type: the options models of portfolio, stockpile and
+#: delivery, the study file and the web API all use it, so a bad month gets one message everywhere.
+Month = Annotated[str, AfterValidator(lambda v: check_month(v))]
 
 
 def require_month(value: str | None, name: str = "as_of") -> str | None:

@@ -560,22 +560,22 @@ def portfolio(
 ) -> None:
     """Choose which projects to back, with which instrument and agency, to cut the bloc's expected shortfall loss."""
     from critmin.cli_projects import load_register
+    from critmin.inputs import make_options
     from critmin.portfolio.model import read_budgets
+    from critmin.portfolio.options import PortfolioOptions
     from critmin.portfolio.plan import run_portfolio
 
     _check_format(fmt)
-    as_of = _as_of(as_of)
+    # every option checked before the register is read or a draw simulated
+    opts = make_options(PortfolioOptions, budgets=read_budgets(budgets) if budgets else None, deadline_months=deadline_months, draws=draws,
+                        seed=seed, as_of=_as_of(as_of), gap=gap, time_limit=time_limit, frontier_points=points if with_frontier else 0,
+                        cvar_weight=cvar_weight, cvar_alpha=cvar_alpha, concern_weight=concern_weight, max_country_share=max_country_share,
+                        max_commodity_share=max_commodity_share, min_participant_share=_shares(min_share, "--min-share"),
+                        must_include=list(must or []), agencies_file=str(agencies) if agencies else None,
+                        parameters_file=str(instrument_parameters) if instrument_parameters else None)
     sim = _simulator(atlas, blocs, None, None)
     reg = load_register(register)
-    rec = _run_with_progress(
-        "portfolio",
-        lambda cb: run_portfolio(
-            sim.atlas, sim, reg.projects, read_budgets(budgets) if budgets else None, deadline_months, draws, seed, as_of, gap, time_limit,
-            with_frontier, points, cvar_weight, cvar_alpha, concern_weight, max_country_share, max_commodity_share,
-            _shares(min_share, "--min-share"), list(must or []), None, str(agencies) if agencies else None,
-            str(instrument_parameters) if instrument_parameters else None, support=reg.support,
-        ),
-    )
+    rec = _run_with_progress("portfolio", lambda cb: run_portfolio(sim.atlas, sim, reg.projects, opts, support=reg.support))
     if fmt == "json":
         emit(rec, "json", out=out)
         return
@@ -617,7 +617,8 @@ def portfolio(
 def stockpile(
     perspective: Annotated[str, typer.Option("--perspective", "-p", help="USA, JPN or BLOC (both participants)")] = "BLOC",
     budget: Annotated[float | None, typer.Option("--budget", help="Purchase budget per participant (USD): one LP across commodities")] = None,
-    pooled: Annotated[bool, typer.Option("--pooled", help="Also size a stock pooled by the participants, with the saving and sharing rule")] = False,
+    pooled: Annotated[bool, typer.Option("--pooled/--separate", help="Also size a stock pooled by the participants, with the saving and sharing rule")] = True,
+    max_days: Annotated[float | None, typer.Option("--max-days", help="Cap on every stock, days of the participant's consumption")] = 180.0,
     draws: DrawsOpt = 500,
     seed: SeedOpt = 0,
     top: Annotated[int | None, typer.Option(help="Show only the first N (table format)")] = None,
@@ -626,16 +627,18 @@ def stockpile(
     atlas: AtlasOpt = None,
     blocs: BlocsOpt = None,
 ) -> None:
-    """Stock targets per participant and commodity: newsvendor on the simulated disruptions, day rules, pooling."""
+    """Stock targets per participant and commodity: newsvendor on the simulated disruptions, day rules, pooling.
+    The defaults are the study file's stock policy (critmin.stockpile.policy.StockpileOptions)."""
+    from critmin.inputs import make_options
     from critmin.stockpile.plan import plan_stockpiles
+    from critmin.stockpile.policy import StockpileOptions
 
     _check_format(fmt)
-    if perspective.upper() not in ("USA", "JPN", "BLOC"):
-        raise CritminError(f"--perspective must be USA, JPN or BLOC, not '{perspective}'")
-    if budget is not None and budget < 0:
-        raise CritminError("--budget cannot be negative")
+    o = make_options(StockpileOptions, perspective=perspective, budget_usd=budget, pooled=pooled, max_days=max_days, draws=draws, seed=seed)
+    perspective = o.perspective
     sim = _simulator(atlas, blocs, None, None)
-    rec = _run_with_progress("stockpile", lambda cb: plan_stockpiles(sim, perspective, budget, pooled, draws, seed))
+    rec = _run_with_progress("stockpile", lambda cb: plan_stockpiles(sim, o.perspective, o.budget_usd, o.pooled, o.draws, o.seed, max_days=o.max_days,
+                                                                      stages=tuple(o.stages), sourced_demand_only=o.sourced_demand_only))
     if fmt == "json":
         emit(rec, "json", out=out)
         return
@@ -686,14 +689,14 @@ def deliver(
 ) -> None:
     """Monthly delivery of allied projects' output to registered buyers (transportation LP), and what stays short."""
     from critmin.cli_projects import load_register
-    from critmin.deliver.plan import MAX_MONTHS, delivery_plan
+    from critmin.deliver.options import DeliveryOptions
+    from critmin.deliver.plan import delivery_plan
+    from critmin.inputs import make_options
 
     _check_format(fmt)
-    if months < 1 or months > MAX_MONTHS:
-        raise CritminError(f"--months must be between 1 and {MAX_MONTHS}")
-    as_of = _as_of(as_of)
+    o = make_options(DeliveryOptions, months=months, as_of=_as_of(as_of))
     a = _load(atlas, blocs)
-    rec = delivery_plan(a, load_register(register).projects, _buyers(a, buyers), months, as_of)
+    rec = delivery_plan(a, load_register(register).projects, _buyers(a, buyers), o.months, str(o.as_of))
     if fmt == "json":
         emit(rec, "json", out=out)
     elif fmt == "table":
@@ -771,7 +774,7 @@ def plan(
             prog.update(task, description=msg)
 
         step("loading the simulator")
-        result = st.plan(step=step)
+        result = dict(st.plan(step=step).record)
         step("writing reports")
         paths = write_plan(result, st.atlas, out_dir)
         step("done")
@@ -801,7 +804,7 @@ def respond(
     flags = {"as_of": as_of, "seed": seed}
     st = Study.from_file(study, atlas=atlas, **flags) if study is not None else Study(None, None, atlas, **{k: v for k, v in flags.items() if v is not None})
     scenarios = st.scenarios(scenario)  # a wrong id or file fails here, before the simulation
-    rec = _run_with_progress("simulating the event", lambda cb: st.respond(scenario, draws=draws)) if scenarios else None
+    rec = _run_with_progress("simulating the event", lambda cb: st.respond(scenario, draws=draws).record) if scenarios else None
     assert rec is not None
     for kind, p in write_brief(rec, out_dir).items():
         err.print(f"wrote {p} ({kind})")

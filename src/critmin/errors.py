@@ -55,3 +55,8 @@ class ImportDataError(AtlasError):
 
 class MethodError(CritminError):
     """Unknown method, perspective or invalid parameter."""
+
+
+class OptionsError(CritminError, ValueError):
+    """Options of a run out of their bounds (``critmin.inputs.make_options``): every bad option named, before any
+    work starts."""

@@ -92,3 +92,34 @@ class CheckedRow(BaseModel):
     def _parsed_fields(self) -> Any:
         return check_values(self)
 
+
+
+#: Monte Carlo draws and the random seed, bounded alike for every entry point (library, CLI, study file, web).
+#: The web server adds its own, lower, resource quota on draws (``critmin.web.jobs.MAX_DRAWS``).
+MAX_DRAWS = 1_000_000
+SEED_LIMIT = 2**32 - 1
+
+
+def option_problems(exc: Any) -> list[str]:
+    """A pydantic ValidationError of an options model as ``option: message`` lines (the CLI, the library and the
+    study file show the same wording; the web API returns the same messages field by field)."""
+    out = []
+    for e in exc.errors(include_url=False):
+        name = ".".join(str(x) for x in e["loc"])
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        if e["type"] not in ("value_error", "missing") and isinstance(e.get("input"), str | int | float):
+            msg += f" (got {e['input']!r})"
+        out.append(f"{name}: {msg}" if name else msg)  # a model-level check names its fields itself
+    return out
+
+
+def make_options(model: type[BaseModel], **fields: Any) -> Any:
+    """``model(**fields)``, or :class:`critmin.errors.OptionsError` naming every bad option."""
+    from pydantic import ValidationError
+
+    from critmin.errors import OptionsError
+
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        raise OptionsError("; ".join(option_problems(exc))) from None

@@ -80,10 +80,11 @@ NOT_SUPPLYING = ("unlikely", "paused")
 
 def match(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, as_of: str = "2026-11") -> dict[str, Any]:
     """Scored compatible pairs and the optimal assignment (see module docstring)."""
-    from critmin._dates import require_month
+    from critmin.deliver.options import DeliveryOptions
+    from critmin.inputs import make_options
     from critmin.lp import quiet_highs
 
-    require_month(as_of)
+    make_options(DeliveryOptions, as_of=as_of)  # checked before any work
     from critmin.portfolio.model import InstrumentParameters, months_before_output
 
     ip = InstrumentParameters.load()

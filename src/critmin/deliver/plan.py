@@ -19,6 +19,7 @@ import pandas as pd
 from critmin._dates import month_offset
 from critmin.atlas.model import Atlas
 from critmin.deliver.buyers import contract_of
+from critmin.deliver.options import MAX_MONTHS, DeliveryOptions  # noqa: F401  (MAX_MONTHS re-exported)
 from critmin.deliver.transport import solve_transport
 
 
@@ -32,20 +33,13 @@ def _origin_ok(rule: str, origin: str, atlas: Atlas) -> bool:
     return origin in {c.strip() for c in rule.split(";")}
 
 
-#: Longest delivery horizon (months): one bound for the library, the CLI and the web API.
-MAX_MONTHS = 120
-
-
 def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, months: int = 6, as_of: str = "2026-11",
                   first_month: dict[str, int] | None = None) -> dict[str, Any]:
     """The delivery programme over ``months`` months from ``as_of`` (see module docstring)."""
-    from critmin._dates import require_month
-    from critmin.errors import CritminError
+    from critmin.inputs import make_options
     from critmin.portfolio.model import InstrumentParameters, months_before_output
 
-    require_month(as_of)
-    if not 1 <= int(months) <= MAX_MONTHS:
-        raise CritminError(f"months: the horizon must be 1-{MAX_MONTHS} months, not {months}")
+    make_options(DeliveryOptions, months=months, as_of=as_of)  # checked before any work
 
     ip = InstrumentParameters.load()
     concern = atlas.concern

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from critmin._dates import require_month
 from critmin.atlas.model import Atlas
+from critmin.inputs import make_options
 from critmin.portfolio.model import (
     BuiltProblem,
     InstrumentParameters,
@@ -26,6 +26,7 @@ from critmin.portfolio.optimise import (
     marginal_values,
     solve,
 )
+from critmin.portfolio.options import PortfolioOptions
 
 #: How a credit-subsidy budget is labelled in the record (charged the budget cost, not the face amount).
 COST_BASIS_LABEL = "budget cost (credit subsidy)"
@@ -188,31 +189,29 @@ def run_portfolio(
     atlas: Atlas,
     sim: Any,
     projects: pd.DataFrame,
-    budgets: dict[str, float] | None = None,
-    deadline_months: float | None = None,
-    draws: int = 500,
-    seed: int = 0,
-    as_of: str | None = None,
-    gap: float = 0.01,
-    time_limit: float = 60.0,
-    with_frontier: bool = False,
-    frontier_points: int = 20,
-    cvar_weight: float = 0.0,
-    cvar_alpha: float = 0.95,
-    concern_weight: float = 0.0,
-    max_country_share: float = 1.0,
-    max_commodity_share: float = 1.0,
-    min_participant_share: dict[str, float] | None = None,
-    must_include: list[str] | None = None,
+    options: PortfolioOptions | None = None,
+    *,
     client: Any = None,
-    agencies_file: str | None = None,
-    parameters_file: str | None = None,
     risk_result: Any = None,
     support: pd.DataFrame | None = None,
+    **fields: Any,
 ) -> dict[str, Any]:
-    """The full ``critmin portfolio`` record (docs/portfolio.md); ``support``: the register's support actions
-    (public money already counted limits what new money can add)."""
-    as_of = require_month(as_of) or current_month()  # checked before any work
+    """The full ``critmin portfolio`` record (docs/portfolio.md).
+
+    ``options`` (:class:`critmin.portfolio.options.PortfolioOptions`), or its fields as keywords
+    (``budgets=..., draws=..., as_of=...``), are checked before any work starts. ``risk_result`` reuses a risk
+    run's draws; ``support``: the register's support actions (public money already counted limits what new money
+    can add)."""
+    if options is None:
+        options = make_options(PortfolioOptions, **fields)
+    elif fields:
+        options = make_options(PortfolioOptions, **{**options.model_dump(), **fields})
+    o = options
+    as_of = o.as_of or current_month()
+    budgets, deadline_months, draws, seed, gap, time_limit = o.budgets, o.deadline_months, o.draws, o.seed, o.gap, o.time_limit
+    with_frontier, frontier_points = o.frontier_points > 0, o.frontier_points
+    cvar_weight, cvar_alpha, concern_weight = o.cvar_weight, o.cvar_alpha, o.concern_weight
+    agencies_file, parameters_file = o.agencies_file, o.parameters_file
     sample = sample_from_simulator(sim, draws=draws, seed=seed, client=client, result=risk_result)
     ip = InstrumentParameters.load(parameters_file)
     horizon = ip.get("portfolio", "horizon_months")
@@ -220,9 +219,9 @@ def run_portfolio(
                        support=support)
     p = bp.problem
     p.cvar_weight, p.cvar_alpha, p.bonus_weight = cvar_weight, cvar_alpha, concern_weight
-    p.max_country_share, p.max_commodity_share = max_country_share, max_commodity_share
-    p.min_participant_share = dict(min_participant_share or {})
-    p.must_include = list(must_include or [])
+    p.max_country_share, p.max_commodity_share = o.max_country_share, o.max_commodity_share
+    p.min_participant_share = dict(o.min_participant_share)
+    p.must_include = list(o.must_include)
     sol = solve(p, gap=gap, time_limit=time_limit)
     gr = greedy(p)
     names = dict(zip(projects["project_id"], projects["name"], strict=True))

@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 
 from critmin.atlas.lists import on_list
+from critmin.inputs import make_options
 from critmin.simulate.nodes import PARTICIPANTS
-from critmin.stockpile.policy import STOCKABLE_STAGES
+from critmin.stockpile.policy import STOCKABLE_STAGES, StockpileOptions
 from critmin.stockpile.sizing import expected_cost, newsvendor, pool, stock_lp
 
 DAYS_RULES = (60, 90, 180)
@@ -168,10 +169,9 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
     derived nodes through their listed parent; ``None``: the bundled lists, ``critmin.atlas.lists``); ``stages`` the stockable stages (default
     :data:`STOCKABLE_STAGES`); ``max_days`` caps every stock at that many days of the participant's consumption,
     ``S <= max_days / 365 * d_j Q0``. The same caps bind the budgeted programme."""
-    if perspective.upper() not in ("USA", "JPN", "BLOC"):
-        raise ValueError(f"perspective must be USA, JPN or BLOC, not '{perspective}'")
-    if max_days is not None and not max_days > 0:
-        raise ValueError("max_days must be positive")
+    # every option checked before any work (one model for the library, the CLI, the study file and the web)
+    make_options(StockpileOptions, perspective=perspective, budget_usd=budget, pooled=pooled, draws=draws, seed=seed, max_days=max_days,
+                 stages=list(stages) if stages is not None else list(STOCKABLE_STAGES), sourced_demand_only=sourced_demand_only)
     stages = tuple(stages) if stages is not None else STOCKABLE_STAGES
     if commodities is None:
         from critmin.atlas.lists import critical_lists

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from critmin.atlas.schema import STAGES
+from critmin.inputs import MAX_DRAWS, SEED_LIMIT
 
 #: Stages whose material a strategic stock holds by default: raw, refined and metal forms, and magnets (the
 #: U.S. National Defense Stockpile buys NdFeB and SmCo magnet block). Cathode, anode and cells are excluded:
@@ -35,3 +36,17 @@ class StockpilePolicy(BaseModel):
     sourced_demand_only: bool = Field(default=True, description=(
         "Stock only where the participant's consumption at the node is sourced, not a proxy scaled from the other "
         "participant (such nodes are listed in the stockpile metadata)"))
+
+
+class StockpileOptions(StockpilePolicy):
+    """A stockpile run: the policy, whose perspective, and the scenario sample (draws, seed). The CLI, the web API
+    and :meth:`critmin.Study.stockpile` build one, so every face has the same bounds and defaults."""
+
+    perspective: Literal["USA", "JPN", "BLOC"] = Field("BLOC", description="USA, JPN or BLOC (both participants)")
+    draws: int = Field(500, ge=1, le=MAX_DRAWS, description="Simulated draws in the disruption sample")
+    seed: int = Field(0, ge=0, le=SEED_LIMIT)
+
+    @field_validator("perspective", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v

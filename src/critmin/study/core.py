@@ -1,10 +1,18 @@
-"""``critmin.Study``: one study's inputs, checked once, and the coordinated plan run from them.
+"""``critmin.Study``: one study's inputs, checked once, and every step of the cycle run from them.
 
     study = critmin.Study.from_file("study.yaml")     # or Study(register="ws/", budgets="budgets.csv", ...)
-    plan = study.plan()                               # the plan.json record, with its executive summary
+    study.assess().ranking                            # priority minerals (DataFrame)
+    study.risk("JPN").ranking                         # probability-weighted loss per commodity
+    study.portfolio(cvar_weight=0.2).selected         # what to finance, with which instrument and agency
+    study.stockpile().stocks                          # stock targets (t, USD, days)
+    study.deliver().buyers, study.match().matches     # deliveries and supplier-buyer pairs
+    plan = study.plan()                               # the coordinated plan; plan.summary is the executive answer
 
 Every input named by the study is read and validated when the Study is made (errors name the file, row and
-field), before any simulation starts.
+field), and each method's options are checked (critmin.portfolio.options, critmin.stockpile.policy,
+critmin.deliver.options) before any simulation starts. Each method returns a typed result
+(critmin.study.results): DataFrames with labelled columns, ``metadata``, ``to_dict()`` and ``to_excel()``. The
+risk library is simulated once per (draws, seed) and shared by ``risk``, ``portfolio`` and ``stockpile``.
 """
 
 from __future__ import annotations
@@ -16,6 +24,21 @@ from typing import Any
 
 import pandas as pd
 
+from critmin.deliver.options import DeliveryOptions
+from critmin.portfolio.options import PortfolioOptions
+from critmin.stockpile.policy import StockpileOptions
+from critmin.study.results import (
+    AssessmentResult,
+    BriefResult,
+    ChainResult,
+    DeliveryResult,
+    MatchResult,
+    PlanResult,
+    PortfolioResult,
+    RiskResult,
+    SimulationResult,
+    StockpileResult,
+)
 from critmin.study.spec import PATH_FIELDS, StudyError, StudySpec, load_spec, path_value, spec_from_dict
 
 
@@ -127,18 +150,136 @@ class Study:
 
         return self.spec.as_of or current_month()
 
-    # -- the cycle -------------------------------------------------------------------------------------
+    # -- the cycle, step by step ------------------------------------------------------------------------
 
-    def plan(self, step: Callable[[str], None] | None = None) -> dict[str, Any]:
-        """The coordinated plan (plan.json's record) with its executive summary under ``summary``."""
-        from critmin.report.cycle import run_cycle
+    def risk_run(self, draws: int | None = None, seed: int | None = None) -> Any:
+        """The risk library simulated once per (draws, seed) and kept: the run that the risk ranking, the portfolio's
+        scenario sample and the stock sizing read (:func:`critmin.simulate.risk.risk_run`)."""
+        from critmin.simulate.risk import risk_run
+
+        key = (self.spec.draws if draws is None else int(draws), self.spec.seed if seed is None else int(seed))
+        runs = self.__dict__.setdefault("_risk_runs", {})
+        if key not in runs:
+            runs[key] = risk_run(self.simulator, key[0], key[1])
+        return runs[key]
+
+    def assess(self, perspective: str = "BLOC", method: str = "critmin", year: int = 2024,
+               params: dict[str, float] | None = None) -> AssessmentResult:
+        """Priority minerals for ``perspective`` by a criticality ``method`` (``critmin methods``)."""
+        from critmin.assess import assess
+
+        df = assess(self.atlas, perspective, method, year=year, params=params or {})
+        meta = {"data_version": self.atlas.data_version, "method": method, "perspective": perspective.upper(), "year": year, "params": params or {}}
+        return AssessmentResult(record={"metadata": meta, "ranking": df.to_dict("records")}, metadata=meta, ranking=df)
+
+    def chain(self, commodity: str, perspective: str = "BLOC") -> ChainResult:
+        """A commodity's chain stage by stage: country shares, concentration, the chokepoint."""
+        from critmin.assess import chain
+
+        rec = chain(self.atlas, commodity, perspective)
+        stages = pd.DataFrame([{"stage": st["stage"], "node": st["commodity"], "label": st["label"], "stage_risk": st["stage_risk"],
+                                **(st["metrics"] or {})} for st in rec["stages"]])
+        countries = pd.DataFrame([{"stage": st["stage"], **c} for st in rec["stages"] for c in st["countries"]])
+        meta = {"data_version": self.atlas.data_version, "commodity": commodity, "perspective": rec["perspective"]}
+        return ChainResult(record=rec, metadata=meta, stages=stages, countries=countries)
+
+    def simulate(self, scenario: str | Any | list[Any], draws: int = 1000, seed: int | None = None, paths: bool = False) -> SimulationResult:
+        """A disruption: a library id, a scenario file, a :class:`critmin.simulate.scenario.Scenario` or a list of them."""
+        from critmin.inputs import MAX_DRAWS, SEED_LIMIT
+        from critmin.simulate.run import run
+
+        seed = self.spec.seed if seed is None else seed
+        if not (1 <= draws <= MAX_DRAWS and 0 <= seed <= SEED_LIMIT):
+            raise StudyError(f"draws must be 1-{MAX_DRAWS} and seed 0-{SEED_LIMIT}, got {draws} and {seed}")
+        scen = self.scenarios(scenario) if isinstance(scenario, str) else list(scenario) if isinstance(scenario, list) else [scenario]
+        sim = self.simulator
+        probs = [sim.probability.scenario_probability(s, s.commodity) for s in scen]
+        res = run(sim, scen, draws=draws, seed=seed, probabilities=probs, keep_paths=paths)
+        rec: dict[str, Any] = {"metadata": res.metadata, "results": res.scenarios.to_dict("records")}
+        if paths and res.paths is not None:
+            rec["paths"] = res.paths.to_dict("records")
+        return SimulationResult(record=rec, metadata=res.metadata, results=res.scenarios, paths=res.paths)
+
+    def risk(self, perspective: str = "BLOC", draws: int | None = None, seed: int | None = None) -> RiskResult:
+        """Commodities ranked by probability-weighted consumer loss over the scenario library (USGS 2025 approach)."""
+        from critmin.simulate.risk import risk_ranking
+
+        if perspective.upper() not in ("USA", "JPN", "BLOC"):
+            raise StudyError(f"perspective must be USA, JPN or BLOC, not '{perspective}'")
+        res = self.risk_run(draws, seed)
+        df, res = risk_ranking(self.simulator, perspective, draws=res.metadata["draws"], seed=res.metadata["seed"], result=res)
+        return RiskResult(record={"metadata": res.metadata, "ranking": df.to_dict("records")}, metadata=res.metadata, ranking=df)
+
+    def portfolio(self, options: PortfolioOptions | None = None, **fields: Any) -> PortfolioResult:
+        """Which projects to back, with which instrument and agency, under the budgets.
+
+        ``options`` or its fields as keywords (:class:`critmin.portfolio.options.PortfolioOptions`); the study's
+        draws, seed, as-of month and budgets are the defaults."""
+        from critmin.inputs import make_options
+        from critmin.portfolio.plan import run_portfolio
+
+        base = {"draws": self.spec.draws, "seed": self.spec.seed, "as_of": self.as_of, "budgets": self.budgets}
+        o = make_options(PortfolioOptions, **{**base, **(options.model_dump(exclude_unset=True) if options else {}), **fields})
+        rec = run_portfolio(self.atlas, self.simulator, self.projects, o, risk_result=self.risk_run(o.draws, o.seed), support=self.register.support)
+        budgets = pd.DataFrame([{"budget": k, "budget_usd": v, "spent_usd": rec["spent"].get(k, 0.0), "basis": rec["budget_basis"][k],
+                                 "marginal_value_usd_per_usd": rec["marginal_value_usd_per_usd"].get(k)} for k, v in rec["budgets"].items()])
+        return PortfolioResult(record=rec, metadata=rec["metadata"], selected=_records(rec["selected"]), projects=_records(rec["projects"]),
+                               budgets=budgets, risk_reduction=_records(rec["risk_reduction"]),
+                               frontier=_records(rec["frontier"]) if "frontier" in rec else None)
+
+    def stockpile(self, options: StockpileOptions | None = None, **fields: Any) -> StockpileResult:
+        """Stock targets per participant and node under the study's stock policy and critical-mineral lists.
+
+        ``options`` or its fields as keywords (:class:`critmin.stockpile.policy.StockpileOptions`); the study's
+        stock policy, draws and seed are the defaults."""
+        from critmin.inputs import make_options
+        from critmin.stockpile.plan import disruption_sample, plan_stockpiles
+
+        base = {**self.spec.stockpile.model_dump(), "draws": self.spec.draws, "seed": self.spec.seed}
+        o = make_options(StockpileOptions, **{**base, **(options.model_dump(exclude_unset=True) if options else {}), **fields})
+        res = self.risk_run(o.draws, o.seed)
+        sample = disruption_sample(self.simulator, o.draws, o.seed, result=res)
+        rec = plan_stockpiles(self.simulator, o.perspective, budget=o.budget_usd, pooled=o.pooled, draws=o.draws, seed=o.seed, sample=sample,
+                              commodities=self.critical_lists, stages=tuple(o.stages), max_days=o.max_days,
+                              sourced_demand_only=o.sourced_demand_only)
+        plans = pd.DataFrame([{"participant": j, **{k: v for k, v in p.items() if k != "stocks"}} for j, p in rec.get("budget_plans", {}).items()])
+        return StockpileResult(record=rec, metadata=rec["metadata"], stocks=_records(rec["stockpiles"]), budget_plans=plans)
+
+    def deliver(self, options: DeliveryOptions | None = None, **fields: Any) -> DeliveryResult:
+        """Monthly deliveries of allied projects' output to the study's buyers, and what stays short."""
+        from critmin.deliver.plan import delivery_plan
+        from critmin.inputs import make_options
+
+        base = {"months": self.spec.delivery_months, "as_of": self.as_of}
+        o = make_options(DeliveryOptions, **{**base, **(options.model_dump(exclude_unset=True) if options else {}), **fields})
+        rec = delivery_plan(self.atlas, self.projects, self.buyers, o.months, str(o.as_of))
+        return DeliveryResult(record=rec, metadata={**rec["metadata"], "data_version": self.atlas.data_version}, buyers=_records(rec["buyers"]),
+                              projects=_records(rec["projects"]), allocation=_records(rec["allocation"]),
+                              not_supplying=_records(rec.get("not_supplying", [])))
+
+    def match(self, as_of: str | None = None) -> MatchResult:
+        """Supply offers (the register's projects) matched with the buyers' needs, each pair scored and explained."""
+        from critmin.deliver.match import match
+        from critmin.inputs import make_options
+
+        o = make_options(DeliveryOptions, as_of=as_of or self.as_of)
+        rec = match(self.atlas, self.projects, self.buyers, str(o.as_of))
+        return MatchResult(record=rec, metadata={**rec["metadata"], "data_version": self.atlas.data_version}, matches=_records(rec["matches"]),
+                           candidates=_records(rec.get("candidates", [])), unmatched_needs=_records(rec.get("unmatched_needs", [])),
+                           refused=_records(rec.get("refused_pairs", [])))
+
+    def plan(self, step: Callable[[str], None] | None = None) -> PlanResult:
+        """The coordinated plan: every step above on the study's inputs, with the executive answer under ``summary``."""
+        from critmin.report.cycle import frames, run_cycle
 
         s = self.spec
         rec = run_cycle(self.atlas, self.simulator, draws=s.draws, seed=s.seed, as_of=self.as_of, step=step, projects=self.projects,
                         buyers=self.buyers, budgets=self.budgets, delivery_months=s.delivery_months, critical_lists=self.critical_lists,
                         stock_policy=s.stockpile.model_dump(), support=self.register.support)
         rec["metadata"]["study"] = s.model_dump(by_alias=True)
-        return rec
+        t = frames(rec)
+        return PlanResult(record=rec, metadata=rec["metadata"], priority_minerals=t["priority_minerals"], scenarios=t["scenarios"],
+                          portfolio=t["portfolio"], stockpiles=t["stockpiles"], deliveries=t["deliveries"], matches=t["matches"])
 
     def scenarios(self, key: str) -> list[Any]:
         """Scenarios by library id (``critmin scenarios list``) or from a YAML/JSON scenario file."""
@@ -150,9 +291,14 @@ class Study:
             return load_scenario_file(p)
         return [find_scenario(self.simulator.library(), key)]
 
-    def respond(self, key: str, draws: int = 1000) -> dict[str, Any]:
-        """The rapid-response brief's record for a new event (a library id or a scenario file)."""
+    def respond(self, key: str, draws: int = 1000) -> BriefResult:
+        """The rapid-response brief for a new event (a library id or a scenario file); ``record`` is brief.json."""
         from critmin.report.respond import respond
 
-        return respond(self.simulator, self.scenarios(key), self.projects, self.buyers, draws=draws, seed=self.spec.seed, as_of=self.as_of)
+        rec = respond(self.simulator, self.scenarios(key), self.projects, self.buyers, draws=draws, seed=self.spec.seed, as_of=self.as_of)
+        impact = pd.DataFrame([{"event": e.get("scenario", e.get("id")), **r} for e in rec["events"] for r in e.get("impact", [])])
+        return BriefResult(record=rec, metadata=rec["metadata"], impact=impact)
 
+
+def _records(rows: Any) -> pd.DataFrame:
+    return pd.DataFrame(list(rows)) if rows else pd.DataFrame()

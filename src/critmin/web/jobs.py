@@ -13,6 +13,7 @@ between the plan's steps); a MIP already inside HiGHS finishes its solve first.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -25,13 +26,16 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, cast
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import defer
 
 from critmin._dates import MONTH_PATTERN
-from critmin.deliver.plan import MAX_MONTHS
+from critmin.deliver.options import DeliveryOptions
+from critmin.inputs import option_problems
+from critmin.portfolio.options import PortfolioOptions
+from critmin.stockpile.policy import StockpileOptions
 from critmin.web import access
 from critmin.web import models as m
 from critmin.web.access import Actor
@@ -102,37 +106,54 @@ class RiskParams(_P):
     perspective: str = Field("BLOC", pattern="^(USA|JPN|BLOC)$")
 
 
+def _core(model: type[BaseModel], name: str) -> Any:
+    """The field ``name`` of a core options model, bounds and description included: the web API states no bound
+    of its own (issue 13)."""
+    return copy.copy(model.model_fields[name])
+
+
+def _core_check(model: type[BaseModel], fields: dict[str, Any]) -> None:
+    """Run the core model's own checks (co-financing shares, budget keys) at submission: a 422, not a failed run."""
+    try:
+        model(**fields)
+    except ValidationError as exc:
+        raise ValueError("; ".join(option_problems(exc))) from None
+
+
 class PortfolioParams(_P):
-    budgets: dict[str, Annotated[float, Field(ge=0)]] = Field(
-        default_factory=dict, description="AGENCY_ID:instrument (or AGENCY_ID:any) -> budget (USD, >= 0); replaces the bundled one")
-    deadline_months: float | None = Field(None, ge=0, le=600)
-    frontier_points: int = Field(0, ge=0, le=40)
-    cvar_weight: float = Field(0.0, ge=0, le=1)
-    concern_weight: float = Field(0.0, ge=0, le=10)
+    """The web's subset of :class:`critmin.portfolio.options.PortfolioOptions` (no server file paths, no solver
+    limits), with the same bounds."""
+
+    budgets: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] | None = _core(PortfolioOptions, "budgets")
+    deadline_months: float | None = _core(PortfolioOptions, "deadline_months")
+    frontier_points: int = _core(PortfolioOptions, "frontier_points")
+    cvar_weight: float = _core(PortfolioOptions, "cvar_weight")
+    concern_weight: float = _core(PortfolioOptions, "concern_weight")
+    max_country_share: float = _core(PortfolioOptions, "max_country_share")
+    max_commodity_share: float = _core(PortfolioOptions, "max_commodity_share")
+    min_participant_share: dict[Annotated[str, Field(pattern="^[A-Z]{3}$")], Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]] = _core(
+        PortfolioOptions, "min_participant_share")
     as_of: str | None = Field(None, pattern=MONTH)
 
+    def options(self) -> PortfolioOptions:
+        return PortfolioOptions(**self.model_dump(exclude={"parameters", "blocs"}))
 
-    @field_validator("budgets")
-    @classmethod
-    def _budget_keys(cls, v: dict[str, float]) -> dict[str, float]:
-        from critmin.portfolio.model import budget_key_problems, read_agencies
-
-        bad = budget_key_problems(v, read_agencies())
-        if bad:
-            raise ValueError("; ".join(bad))
-        return v
+    @model_validator(mode="after")
+    def _checks(self) -> PortfolioParams:
+        _core_check(PortfolioOptions, self.model_dump(exclude={"parameters", "blocs"}))
+        return self
 
 
 class StockpileParams(_P):
     perspective: str = Field("BLOC", pattern="^(USA|JPN|BLOC)$")
-    budget_usd: float | None = Field(None, ge=0, allow_inf_nan=False)
+    budget_usd: float | None = _core(StockpileOptions, "budget_usd")
     pooled: bool = True
-    max_days: float | None = Field(180.0, gt=0, le=3650, description="Cap on every stock, days of the participant's consumption")
+    max_days: float | None = _core(StockpileOptions, "max_days")
 
 
 class DeliverParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    months: int = Field(6, ge=1, le=MAX_MONTHS)
+    months: int = _core(DeliveryOptions, "months")
     as_of: str | None = Field(None, pattern=MONTH)
     blocs: Blocs = Field(default_factory=dict, description=BLOCS_DESCRIPTION)
 
@@ -676,9 +697,7 @@ class JobRunner:
         report(0.05, "simulating the risk library")
         res = risk_run(sim, p.draws, p.seed, progress=self._chunks(report, 0.05, 0.6, "risk library"))
         report(0.6, "solving the portfolio (HiGHS)")
-        rec = run_portfolio(sim.atlas, sim, fr["projects"], budgets=p.budgets or None, deadline_months=p.deadline_months, draws=p.draws,
-                            seed=p.seed, as_of=p.as_of, with_frontier=p.frontier_points > 0, frontier_points=max(p.frontier_points, 2),
-                            cvar_weight=p.cvar_weight, concern_weight=p.concern_weight, risk_result=res, support=fr.get("support"))
+        rec = run_portfolio(sim.atlas, sim, fr["projects"], p.options(), risk_result=res, support=fr.get("support"))
         rec["metadata"]["workspace_records"] = fr["counts"]
         return rec, {}
 
@@ -734,7 +753,7 @@ class JobRunner:
 
         sim = self._sim(inputs)
         if "study" in inputs:  # an uploaded study: its own register, buyers, budgets, lists and stock policy
-            plan = inputs["study"].plan(step=step)
+            plan = dict(inputs["study"].plan(step=step).record)
         else:
             plan = run_cycle(sim.atlas, sim, draws=p.draws, seed=p.seed, as_of=as_of, top=p.top, step=step,
                              projects=fr["projects"], buyers=fr["buyers"], supply=fr["supply"], first_month=offer_first_months(fr["offers"], as_of),
