@@ -194,6 +194,22 @@ def test_japan_loses_from_china_magnet_controls(ranking):
     assert jpn.at["ndfeb_magnets", "category"] in ("high", "elevated")
 
 
+def test_derivative_nodes_name_their_makers_outside_china_and_japan_still_loses_net(simulator, ranking):
+    """Magnets, cathode and anode list Japanese and Korean makers beside China (issue 11: they listed China only),
+    the makers' gain shows beside Japan's consumer loss, and the net stays a loss: Japanese magnet makers run on
+    Chinese feedstock and Japan buys more magnets than it makes."""
+    from critmin.assess.supply import stage_shares_table
+
+    sh = stage_shares_table(simulator.atlas)
+    named = {(c, s): set(g["country_iso3"]) for (c, s), g in sh.groupby(["commodity_id", "stage"])}
+    assert {"CHN", "JPN"} <= named[("ndfeb_magnets", "magnet")]
+    assert {"CHN", "KOR", "JPN", "USA"} <= named[("battery_cathode", "cathode")]
+    assert {"CHN", "KOR", "JPN"} <= named[("battery_anode", "anode")]
+    jpn = ranking[0]["JPN"].set_index("commodity")
+    assert jpn.at["ndfeb_magnets", "producer_gain_usd"] > 0
+    assert 0 < jpn.at["ndfeb_magnets", "net_loss_usd"] < jpn.at["ndfeb_magnets", "expected_loss_usd"]
+
+
 def test_tails_are_consistent(ranking):
     tables, _ = ranking
     for per, t in tables.items():
