@@ -210,6 +210,21 @@ def test_derivative_nodes_name_their_makers_outside_china_and_japan_still_loses_
     assert 0 < jpn.at["ndfeb_magnets", "net_loss_usd"] < jpn.at["ndfeb_magnets", "expected_loss_usd"]
 
 
+def test_every_node_of_a_register_project_is_priced(simulator):
+    """A project on an unpriced node is never valued (Mt Weld on ndpr/mine was rejected for want of a price, issue 12
+    review). Scandium has no node: its output by country was not found (docs/validation.md section 6)."""
+    from critmin.portfolio.register import bundled_register
+
+    reg = bundled_register(simulator.atlas).projects
+    unpriced = set()
+    for key in {f"{c}/{s}" for c, s in zip(reg["commodity_id"], reg["stage"], strict=True)} - {"scandium/refine"}:
+        node = simulator.nodes.nodes[simulator.nodes.index[key]]
+        if not np.isfinite(node.p0_usd_per_t):
+            unpriced.add(key)
+    assert not unpriced
+    assert 24_000 < simulator.nodes.get("ndpr", "mine").p0_usd_per_t < 30_100  # NdPr contained in concentrate, not the oxide price
+
+
 def test_tails_are_consistent(ranking):
     tables, _ = ranking
     for per, t in tables.items():
