@@ -188,6 +188,44 @@ def test_matching_respects_element_and_form(atlas):
     assert "form matches" in dytb["reason"] and "oxide" in dytb["reason"]
 
 
+def test_element_output_fills_its_aggregate_buyers_in_matching_and_delivery_alike(atlas):
+    """Issue 12 review: buyers sat on the rare-earth aggregate while the register's Dy and NdPr projects sat on element
+    nodes, so no Dy tonne reached a Dy/Tb buyer. An element node fills its aggregate's need at the same stage (a
+    tonne of Dy oxide is a tonne of REO), never the reverse, never across stages, and the group must agree; the
+    delivery plan uses the same rule as the matching."""
+    import pandas as pd
+
+    from critmin.deliver.forms import node_serves
+    from critmin.deliver.match import match
+    from critmin.deliver.plan import delivery_plan
+
+    assert node_serves("dysprosium", "refine", "rare_earths", "refine") and not node_serves("rare_earths", "refine", "dysprosium", "refine")
+    assert not node_serves("ndpr", "mine", "rare_earths", "refine") and not node_serves("ndfeb_magnets", "magnet", "rare_earths", "magnet")
+
+    def proj(pid: str, commodity: str, product: str) -> dict:
+        return {"project_id": pid, "name": f"{pid} plant", "country_iso3": "AUS", "commodity_id": commodity, "stage": "refine",
+                "capacity_t": 120.0, "status_class": "operating", "first_output": None, "product": product}
+
+    def need(bid: str, commodity: str, form: str) -> dict:
+        return {"buyer_id": bid, "name": bid, "country_iso3": "JPN", "commodity_id": commodity, "stage": "refine", "demand_t_per_year": 120.0,
+                "priority": 2, "min_contract_t": None, "origin_rule": "no_concern", "contract_projects": "", "start": None, "end": None,
+                "form": form, "note": ""}
+
+    projects = pd.DataFrame([proj("DY", "dysprosium", "oxide"), proj("REO", "rare_earths", "mixed separated oxides")])
+    buyers = pd.DataFrame([need("HEAVY", "rare_earths", "Dy/Tb oxide"), need("LIGHT", "rare_earths", "NdPr oxide"), need("DYB", "dysprosium", "oxide")])
+    r = match(atlas, projects, buyers)
+    cand = {(c["buyer_id"], c["project_id"]) for c in r["candidates"]}
+    assert ("HEAVY", "DY") in cand and ("DYB", "DY") in cand and ("DYB", "REO") not in cand
+    refused = {(x["buyer_id"], x["project_id"]): x["reason"] for x in r["refused_pairs"]}
+    assert "light (NdPr)" in refused[("LIGHT", "DY")]
+    heavy = next(c for c in r["candidates"] if (c["buyer_id"], c["project_id"]) == ("HEAVY", "DY"))
+    assert "element node dysprosium/refine fills the buyer's rare_earths/refine" in heavy["reason"]
+    d = delivery_plan(atlas, projects, buyers, months=6, as_of="2026-12")
+    got = {(a["buyer_id"], a["project_id"]) for a in d["allocation"]}
+    assert ("LIGHT", "DY") not in got and ("DYB", "REO") not in got
+    assert sum(a["tonnes"] for a in d["allocation"] if a["project_id"] == "DY") == pytest.approx(60.0)  # 6 months of 120 t/yr
+
+
 def test_delivery_totals_by_receiving_country_never_add_across_nodes(atlas):
     from critmin.deliver.buyers import bundled_buyers
     from critmin.deliver.plan import delivery_plan

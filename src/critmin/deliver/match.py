@@ -2,10 +2,11 @@
 
 Offers are the register's projects outside the countries of concern with a capacity on their node's basis
 (volume t/yr, first month available); needs are the buyers with a demand. A pair is **compatible** when it is
-the same node, the buyer's origin rule admits the project's country, the project is one of the buyer's
-contract (``contract_projects``) where it has one, and the product forms agree (``FORM_FAMILIES``: light vs
-heavy rare earths, oxide vs metal vs concentrate, natural vs synthetic graphite; a family only one side states
-does not bar the pair; refused pairs are listed with the reason). Its score (0-1) is a weighted sum
+the same node (or an element node for its aggregate's buyer: ``critmin.deliver.forms``), the buyer's origin rule
+admits the project's country, the project is one of the buyer's contract (``contract_projects``) where it has
+one, and the product forms agree (``FORM_FAMILIES``: light vs heavy rare earths, oxide vs metal vs concentrate,
+natural vs synthetic graphite; a family only one side states does not bar the pair; refused pairs are listed
+with the reason). Its score (0-1) is a weighted sum
 (critmin convention, ``SCORE_WEIGHTS``):
 
 * volume: ``min(V_offer, V_need) / V_need`` (share of the need the offer could cover);
@@ -30,7 +31,10 @@ import pandas as pd
 from critmin._dates import month_offset
 from critmin.atlas.model import Atlas
 from critmin.deliver.buyers import contract_of
+from critmin.deliver.forms import FORM_FAMILIES, FORM_NODES, form_tags, node_serves, serve_conflict
 from critmin.deliver.plan import _origin_ok
+
+__all__ = ["FORM_FAMILIES", "FORM_NODES", "NOT_SUPPLYING", "SCORE_WEIGHTS", "match"]
 
 SCORE_WEIGHTS = {"volume": 0.4, "timing": 0.3, "specification": 0.2, "origin": 0.1}
 _WORD = re.compile(r"[a-z0-9]+")
@@ -39,39 +43,6 @@ _STOP = {"the", "and", "of", "for", "per", "t", "year", "from", "with", "in", "t
 
 def _words(text: str) -> set[str]:
     return {w for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1}
-
-
-#: Product families inside one node that a buyer cannot swap (issue 12: a Dy/Tb oxide buyer was matched to an
-#: NdPr producer, a natural-graphite buyer to a synthetic-graphite plant). Per family, the tags and the words
-#: of a product description or a buyer's stated need that carry them.
-FORM_FAMILIES: dict[str, dict[str, set[str]]] = {
-    "rare-earth group": {"light (NdPr)": {"ndpr", "neodymium", "praseodymium", "nd", "pr", "lree", "light"},
-                         "heavy (Dy/Tb)": {"dysprosium", "terbium", "dy", "tb", "hree", "heavy", "seg", "samarium", "gadolinium"}},
-    "rare-earth form": {"oxide": {"oxide", "oxides"}, "metal": {"metal", "metals", "alloy", "alloys"},
-                        "concentrate": {"concentrate", "carbonate", "feed", "feedstock", "monazite", "xenotime"}},
-    "graphite type": {"natural": {"natural", "flake", "spherical", "spherodized", "spheroidised"},
-                      "synthetic": {"synthetic", "artificial"}},
-}
-
-#: Nodes whose products the families above describe.
-FORM_NODES = {"rare_earths": ("rare-earth group", "rare-earth form"), "ndpr": ("rare-earth form",), "dysprosium": ("rare-earth form",),
-              "terbium": ("rare-earth form",), "graphite": ("graphite type",), "battery_anode": ("graphite type",),
-              "synthetic_graphite": ("graphite type",)}
-
-
-def form_tags(text: str, commodity: str) -> dict[str, set[str]]:
-    """Per product family of the node, the tags a text names (empty: the text does not say)."""
-    words = set(_WORD.findall(text.lower()))
-    return {fam: {tag for tag, keys in FORM_FAMILIES[fam].items() if words & keys} for fam in FORM_NODES.get(commodity, ())}
-
-
-def form_conflict(offer: dict[str, set[str]], need: dict[str, set[str]]) -> str | None:
-    """Why an offer cannot serve a need (a family both state, with no tag in common), or None."""
-    for fam, want in need.items():
-        have = offer.get(fam, set())
-        if want and have and not want & have:
-            return f"{fam}: the buyer needs {' or '.join(sorted(want))}, the project makes {' and '.join(sorted(have))}"
-    return None
 
 
 #: Status classes of projects that cannot be matched to a buyer (abandoned or stopped).
@@ -98,21 +69,23 @@ def match(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, as_of: str
             # an abandoned or paused project makes nothing a buyer can contract (review of 5 December 2026: the
             # abandoned Tennessee Lithium plant was matched as a supplier)
             refused.extend({"project_id": o["project_id"], "buyer_id": n["buyer_id"], "reason": f"project status '{status}': it is not going to supply"}
-                           for n in needs.to_dict("records") if (o["commodity_id"], o["stage"]) == (n["commodity_id"], n["stage"]))
+                           for n in needs.to_dict("records") if node_serves(o["commodity_id"], o["stage"], n["commodity_id"], n["stage"]))
             continue
         # the delivery plan's rule for when output starts (operating and commissioning now)
         avail: int | None = 0 if status in ("operating", "commissioning") else int(round(months_before_output(o, status, as_of, ip, [])))
-        offer_tags = form_tags(f"{o.get('product') or ''} {o['name']}", str(o["commodity_id"]))
+        offer_text = f"{o.get('product') or ''} {o['name']}"
         for n in needs.to_dict("records"):
-            if (o["commodity_id"], o["stage"]) != (n["commodity_id"], n["stage"]):
+            if not node_serves(o["commodity_id"], o["stage"], n["commodity_id"], n["stage"]):
                 continue
             if not _origin_ok(str(n["origin_rule"]), str(o["country_iso3"]), atlas):
                 continue
             contract = contract_of(n)
             if contract and o["project_id"] not in contract:
                 continue
-            need_tags = form_tags(f"{n.get('form') or ''} {n['name']}", str(n["commodity_id"]))
-            conflict = form_conflict(offer_tags, need_tags)
+            need_text = f"{n.get('form') or ''} {n['name']}"
+            offer_tags = form_tags(offer_text, str(o["commodity_id"]), str(n["commodity_id"]))
+            need_tags = form_tags(need_text, str(n["commodity_id"]))
+            conflict = serve_conflict(o, n, offer_text, need_text)
             if conflict:
                 refused.append({"project_id": o["project_id"], "buyer_id": n["buyer_id"], "reason": conflict})
                 continue
@@ -138,7 +111,9 @@ def match(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, as_of: str
                 "project_id": o["project_id"], "project": o["name"], "buyer_id": n["buyer_id"], "buyer": n["name"],
                 "node": f"{o['commodity_id']}/{o['stage']}", "offer_t_per_year": float(o["capacity_t"]), "need_t_per_year": float(n["demand_t_per_year"]),
                 "score": round(score, 6),
-                "reason": (f"same node {o['commodity_id']}/{o['stage']}; covers {vol:.0%} of the need; {t_txt}; "
+                "reason": ((f"same node {o['commodity_id']}/{o['stage']}" if o["commodity_id"] == n["commodity_id"] else
+                            f"element node {o['commodity_id']}/{o['stage']} fills the buyer's {n['commodity_id']}/{n['stage']} (same stage, REO basis)")
+                           + f"; covers {vol:.0%} of the need; {t_txt}; "
                            + (f"form matches ({'; '.join(stated)}); " if stated else "")
                            + ("under the buyer's contract; " if contract else "")
                            + f"specification overlap {spec:.2f}" + (f" ({shared})" if shared else "") + f"; origin {o['country_iso3']} admitted by rule '{n['origin_rule']}'"),

@@ -4,7 +4,8 @@ Supply: every project of the register outside the countries of concern with a ca
 producing in month t when it is operating or commissioning, or when its first-output date (plus the status
 class's typical delay) has passed; a project chosen by the portfolio may be given an earlier first month.
 Monthly capacity is capacity_t / 12. Demand: buyers with a published or computed annual demand (/ 12 per month)
-within their start/end window. Eligibility: same node; the buyer's origin rule; a buyer with a contract
+within their start/end window. Eligibility: the node and form rule of ``critmin.deliver.forms`` (same node, or an
+element node for its aggregate's buyer; forms that agree); the buyer's origin rule; a buyer with a contract
 (``contract_projects``) is supplied only by the projects of its contract; never a buyer in a country of
 concern (rejected by the register).
 """
@@ -19,6 +20,7 @@ import pandas as pd
 from critmin._dates import month_offset
 from critmin.atlas.model import Atlas
 from critmin.deliver.buyers import contract_of
+from critmin.deliver.forms import serve_conflict
 from critmin.deliver.options import MAX_MONTHS, DeliveryOptions  # noqa: F401  (MAX_MONTHS re-exported)
 from critmin.deliver.transport import solve_transport
 
@@ -81,7 +83,9 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
         for k, bid in enumerate(bids):
             br = bt.loc[bid]
             contract = contract_of(br)
-            elig[i, k] = (pr["commodity_id"] == br["commodity_id"] and pr["stage"] == br["stage"]
+            # the matching's rule (critmin.deliver.forms): same node or an element for its aggregate, forms that
+            # agree (a Dy/Tb oxide buyer is not delivered NdPr), the origin rule and the contract
+            elig[i, k] = (serve_conflict(pr, br, f"{pr.get('product') or ''} {pr['name']}", f"{br.get('form') or ''} {br['name']}") is None
                           and _origin_ok(str(br["origin_rule"]), str(pr["country_iso3"]), atlas)
                           and (not contract or pid in contract))
     capacity = np.array(cap_rows) if cap_rows else np.zeros((0, months))
