@@ -154,3 +154,23 @@ def test_no_workbook_critmin_writes_holds_a_live_formula(plan_dir: Path):
     formulas = [c.coordinate for ws in wb.worksheets for row in ws.iter_rows() for c in row if c.data_type == "f"]
     assert formulas == []
 
+
+
+def test_a_japanese_name_does_not_break_the_pdf(plan_dir: Path):
+    """The web fuzz test found it: a project named in Japanese made the PDF writer warn for every glyph its fonts
+    lack (a failed plan run). The PDF draws '?' for such characters and says so; HTML and XLSX keep the text."""
+    import json
+    import warnings
+
+    import pymupdf
+
+    from critmin.report.glyphs import MISSING_NOTE
+    from critmin.report.writers import pdf_plan
+
+    plan = json.loads((plan_dir / "plan.json").read_text(encoding="utf-8"))
+    plan["portfolio"]["projects"][0]["name"] = "日本の磁石工場"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pdf = pdf_plan(plan)
+    text = "".join(p.get_text() for p in pymupdf.open(stream=pdf, filetype="pdf"))
+    assert "???????" in text and MISSING_NOTE.split(";")[0] in text.replace("\n", " ")

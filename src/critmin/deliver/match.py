@@ -45,6 +45,28 @@ def _words(text: str) -> set[str]:
     return {w for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1}
 
 
+def one_offer_per_need(h: Any, x: Any, pairs: list[dict[str, Any]]) -> None:
+    """``Σ_o x_on <= 1``: each need is matched to at most one offer."""
+    for ids in _groups(pairs, "buyer_id"):
+        h.addConstr(x[np.array(ids)].sum() <= 1.0)
+
+
+def offer_volume(h: Any, x: Any, pairs: list[dict[str, Any]]) -> None:
+    """``Σ_n min(V_n, V_o) / V_o x_on <= 1``: an offer's matched needs within its volume (a single need larger than
+    the offer may still take it alone)."""
+    for ids in _groups(pairs, "project_id"):
+        if len(ids) > 1:
+            cap = pairs[ids[0]]["offer_t_per_year"]
+            h.addConstr((np.array([min(pairs[i]["need_t_per_year"], cap) / cap for i in ids]) * x[np.array(ids)]).sum() <= 1.0)
+
+
+def _groups(pairs: list[dict[str, Any]], key: str) -> list[list[int]]:
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(pairs):
+        groups.setdefault(str(p[key]), []).append(i)
+    return list(groups.values())
+
+
 #: Status classes of projects that cannot be matched to a buyer (abandoned or stopped).
 NOT_SUPPLYING = ("unlikely", "paused")
 
@@ -124,39 +146,14 @@ def match(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, as_of: str
         import highspy
 
         h = quiet_highs()
-        k = len(pairs)
-        h.addVars(k, np.zeros(k), np.ones(k))
-        h.changeColsCost(k, np.arange(k, dtype=np.int32), -np.array([p["score"] for p in pairs]))
-        h.changeColsIntegrality(k, np.arange(k, dtype=np.int32), np.full(k, highspy.HighsVarType.kInteger))
-        starts: list[int] = []
-        idx: list[int] = []
-        val: list[float] = []
-        lo: list[float] = []
-        hi: list[float] = []
-        for key, cap_key in (("buyer_id", None), ("project_id", "offer_t_per_year")):
-            groups: dict[str, list[int]] = {}
-            for i, p in enumerate(pairs):
-                groups.setdefault(str(p[key]), []).append(i)
-            for ids in groups.values():
-                if cap_key is None:  # each need at most one offer
-                    starts.append(len(idx))
-                    idx += ids
-                    val += [1.0] * len(ids)
-                    lo.append(-highspy.kHighsInf)
-                    hi.append(1.0)
-                elif len(ids) > 1:  # an offer's matched needs within its volume (a single large need may take it alone)
-                    cap = pairs[ids[0]][cap_key]
-                    starts.append(len(idx))
-                    idx += ids
-                    val += [min(pairs[i]["need_t_per_year"], cap) / cap for i in ids]
-                    lo.append(-highspy.kHighsInf)
-                    hi.append(1.0)
-        h.addRows(len(lo), np.array(lo), np.array(hi), len(idx), np.array(starts, dtype=np.int32), np.array(idx, dtype=np.int32), np.array(val))
+        x = h.addVariables(len(pairs), lb=0.0, ub=1.0, obj=[-p["score"] for p in pairs], type=highspy.HighsVarType.kInteger)
+        one_offer_per_need(h, x, pairs)
+        offer_volume(h, x, pairs)
         h.setOptionValue("mip_rel_gap", 0.0)
         h.run()
         status = h.modelStatusToString(h.getModelStatus())
-        x = np.asarray(h.getSolution().col_value)
-        chosen = {i for i in range(k) if x[i] > 0.5}
+        sol = np.asarray(h.getSolution().col_value)
+        chosen = {i for i in range(len(pairs)) if sol[i] > 0.5}
     for i, p in enumerate(pairs):
         p["matched"] = i in chosen
     pairs.sort(key=lambda p: (not p["matched"], -p["score"], p["buyer_id"], p["project_id"]))

@@ -13,6 +13,7 @@ minimums are met whenever capacity allows; ε a tiny reward for delivering (ties
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,61 @@ class DeliveryResult:
     projects: pd.DataFrame
     status: str
     objective: float
+
+
+@dataclass
+class TransportModel:
+    """The variables of the programme in HiGHS's modelling layer; the constraint families are the functions below."""
+
+    h: Any
+    pairs: list[tuple[int, int]]
+    months: int
+    scale: float
+    x: Any
+    s: Any
+    m: Any
+
+    def deliveries(self, ks: list[int], months: range | None = None) -> Any:
+        """``Σ x_kt`` over the pairs ``ks`` and ``months`` (all months by default)."""
+        months = months if months is not None else range(self.months)
+        return self.x[np.array([k * self.months + t for k in ks for t in months], dtype=int)].sum()
+
+
+def project_capacity(m: TransportModel, capacity: np.ndarray) -> None:
+    """``Σ_b x_pbt <= K_pt`` for every project with an eligible buyer and every month."""
+    by_p: dict[int, list[int]] = {}
+    for k, (p, _) in enumerate(m.pairs):
+        by_p.setdefault(p, []).append(k)
+    for p in range(capacity.shape[0]):
+        for t in range(m.months):
+            if by_p.get(p):
+                m.h.addConstr(m.deliveries(by_p[p], range(t, t + 1)) <= float(capacity[p, t]) / m.scale)
+
+
+def demand_balance(m: TransportModel, demand: np.ndarray) -> None:
+    """``Σ_p x_pbt + s_bt = D_bt`` for every buyer and month (``s_bt`` the shortfall)."""
+    by_b = _pairs_by_buyer(m)
+    for b in range(demand.shape[0]):
+        for t in range(m.months):
+            short = m.s[b * m.months + t]
+            d = float(demand[b, t]) / m.scale
+            m.h.addConstr((m.deliveries(by_b[b], range(t, t + 1)) + short if by_b.get(b) else short + 0.0) == d)
+
+
+def contract_minimums(m: TransportModel, minimum: np.ndarray) -> None:
+    """``Σ_{p,t} x_pbt + m_b >= M_b`` over the horizon for every buyer with a contract minimum."""
+    by_b = _pairs_by_buyer(m)
+    for b in range(len(minimum)):
+        if minimum[b] > 0:
+            unmet = m.m[b]
+            m.h.addConstr((m.deliveries(by_b[b]) + unmet if by_b.get(b) else unmet + 0.0) >= float(minimum[b]) / m.scale)
+
+
+def _pairs_by_buyer(m: TransportModel) -> dict[int, list[int]]:
+    by_b: dict[int, list[int]] = {}
+    for k, (_, b) in enumerate(m.pairs):
+        by_b.setdefault(b, []).append(k)
+    return by_b
 
 
 def solve_transport(capacity: np.ndarray, demand: np.ndarray, eligible: np.ndarray, priority: np.ndarray,
@@ -50,54 +106,16 @@ def solve_transport(capacity: np.ndarray, demand: np.ndarray, eligible: np.ndarr
     n_s = B * T
     n_m = B
     h = quiet_highs()
-    inf = highspy.kHighsInf
     scale = max(float(demand.max()) if demand.size else 1.0, float(capacity.max()) if capacity.size else 1.0, 1.0)
     w = np.array([PRIORITY_WEIGHT.get(int(q), 1.0) for q in priority])
-    cost = np.concatenate([np.full(n_x, -1e-6), np.repeat(w, T), np.full(n_m, MINIMUM_PENALTY)])
-    h.addVars(n_x + n_s + n_m, np.zeros(n_x + n_s + n_m), np.full(n_x + n_s + n_m, inf))
-    h.changeColsCost(len(cost), np.arange(len(cost), dtype=np.int32), cost)
-
-    def xcol(k: int, t: int) -> int:
-        return k * T + t
-
-    starts: list[int] = []
-    idx: list[int] = []
-    val: list[float] = []
-    lo: list[float] = []
-    hi: list[float] = []
-    by_p: dict[int, list[int]] = {}
-    by_b: dict[int, list[int]] = {}
-    for k, (p, b) in enumerate(pairs):
-        by_p.setdefault(p, []).append(k)
-        by_b.setdefault(b, []).append(k)
-    for p in range(P):  # capacity
-        for t in range(T):
-            ks = by_p.get(p, [])
-            if ks:
-                starts.append(len(idx))
-                idx += [xcol(k, t) for k in ks]
-                val += [1.0] * len(ks)
-                lo.append(-inf)
-                hi.append(float(capacity[p, t]) / scale)
-    for b in range(B):  # demand balance
-        for t in range(T):
-            ks = by_b.get(b, [])
-            starts.append(len(idx))
-            idx += [xcol(k, t) for k in ks] + [n_x + b * T + t]
-            val += [1.0] * len(ks) + [1.0]
-            d = float(demand[b, t]) / scale
-            lo.append(d)
-            hi.append(d)
-    for b in range(B):  # contract minimums
-        if minimum[b] > 0:
-            ks = by_b.get(b, [])
-            starts.append(len(idx))
-            idx += [xcol(k, t) for k in ks for t in range(T)] + [n_x + n_s + b]
-            val += [1.0] * (len(ks) * T) + [1.0]
-            lo.append(float(minimum[b]) / scale)
-            hi.append(inf)
-    if lo:
-        h.addRows(len(lo), np.array(lo), np.array(hi), len(idx), np.array(starts, dtype=np.int32), np.array(idx, dtype=np.int32), np.array(val))
+    # variables (tonnes / scale), costs on creation: x_pbt (pair k, month t at k * T + t), s_bt, m_b
+    m = TransportModel(h, pairs, T, scale,
+                       x=h.addVariables(n_x, lb=0.0, obj=-1e-6) if n_x else None,
+                       s=h.addVariables(n_s, lb=0.0, obj=np.repeat(w, T).tolist()),
+                       m=h.addVariables(n_m, lb=0.0, obj=MINIMUM_PENALTY))
+    project_capacity(m, capacity)
+    demand_balance(m, demand)
+    contract_minimums(m, minimum)
     h.run()
     status = h.modelStatusToString(h.getModelStatus())
     if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:

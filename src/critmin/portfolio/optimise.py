@@ -172,8 +172,132 @@ def check(problem: PortfolioProblem, opts: pd.DataFrame) -> None:
             raise PortfolioError(f"must_include project {pid} has no eligible option: {why}")
 
 
+@dataclass
+class PortfolioModel:
+    """The MIP of the module docstring in HiGHS's own modelling layer (``highspy`` variables and expressions),
+    built by one function per constraint family below.
+
+    Variables: ``x`` (options, binary), ``r`` (share of the shortfall of node n in draw s avoided, one per
+    (n, s) in ``ys`` where n can receive supply and is short: ``r_ns = y_ns / short_ns``, so rows compare
+    capacity with shortfall and stay well scaled), and when λ > 0 ``eta`` and ``u`` (CVaR). Money in the
+    objective is in units of the expected loss potential ``L = Σ w_s v_n short_ns`` (``scale``); HiGHS minimises,
+    so the maximisation objective is negated."""
+
+    problem: PortfolioProblem
+    opts: pd.DataFrame
+    h: Any
+    x: Any
+    r: Any
+    eta: Any
+    u: Any
+    ys: list[tuple[int, int]]
+    short: np.ndarray
+    scale: float
+    cost: np.ndarray
+    node: np.ndarray
+
+    @classmethod
+    def variables(cls, problem: PortfolioProblem, opts: pd.DataFrame, h: Any) -> PortfolioModel:
+        import highspy
+
+        node = opts["node"].to_numpy(dtype=int)
+        ys = [(int(n), int(s)) for n in np.unique(node) for s in np.flatnonzero(problem.shortfall[n] > 0)]
+        short = np.array([problem.shortfall[n, s] for n, s in ys])
+        pot = np.array([problem.weights[s] * problem.value_per_t[n] for n, s in ys]) * short
+        x = h.addVariables(len(opts), lb=0.0, ub=1.0, type=highspy.HighsVarType.kInteger)
+        r = h.addVariables(len(ys), lb=0.0, ub=1.0)
+        eta = u = None
+        if problem.cvar_weight > 0:
+            eta = h.addVariable(lb=-highspy.kHighsInf, ub=highspy.kHighsInf)
+            u = h.addVariables(problem.shortfall.shape[1], lb=0.0)
+        return cls(problem, opts, h, x, r, eta, u, ys, short, max(float(pot.sum()), 1e-12), opts["cost_usd"].to_numpy(dtype=float), node)
+
+    def objective(self) -> Any:
+        """``min -Σ w_s v_n short_ns r_ns / L - γ Σ b_o x_o / L + κ Σ e_o x_o / L + ε c_o x_o / max c
+        + λ (η + Σ_s w_s u_s / (1 - α))``."""
+        p, o = self.problem, self.opts
+        pot = np.array([p.weights[s] * p.value_per_t[n] for n, s in self.ys]) * self.short
+        c_x = (-(p.bonus_weight * o["bonus"].to_numpy(dtype=float)) + p.cost_weight * economic_cost(o)) / self.scale \
+            + p.cost_tiebreak * self.cost / max(self.cost.max(), 1.0)
+        obj = (c_x * self.x).sum() + (-pot / self.scale * self.r).sum()
+        if self.eta is not None:
+            obj = obj + p.cvar_weight * self.eta + (p.cvar_weight * p.weights / (1.0 - p.cvar_alpha) * self.u).sum()
+        return obj
+
+
+def one_option_per_project(m: PortfolioModel) -> None:
+    """``Σ_{o ∈ p} x_o <= 1`` for each project with several options; ``= 1`` for a must-include project."""
+    must = set(m.problem.must_include)
+    for pid, g in m.opts.groupby("project_id", sort=True).groups.items():
+        if len(g) > 1 or pid in must:
+            total = m.x[np.asarray(g)].sum()
+            m.h.addConstr(total == 1.0 if pid in must else total <= 1.0)
+
+
+def avoided_within_added_supply(m: PortfolioModel) -> None:
+    """``short_ns r_ns <= f_ns Σ_{o at n} Δq_o x_o``: a draw's shortfall avoided at a node is at most what the
+    options there add during its months of disruption (``f_ns = months_ns / 12``), written ``r_ns - (f_ns /
+    short_ns) Σ Δq_o x_o <= 0``."""
+    p, dq = m.problem, m.opts["dq_t"].to_numpy(dtype=float)
+    by_node = {n: np.flatnonzero(m.node == n) for n in np.unique(m.node)}
+    for k, (n, s) in enumerate(m.ys):
+        o = by_node[n]
+        f = p.months[n, s] / 12.0 / m.short[k]
+        m.h.addConstr(m.r[k] - f * (dq[o] * m.x[o]).sum() <= 0.0)
+
+
+def budget_limits(m: PortfolioModel) -> None:
+    """``Σ_{o ∈ k} c_o x_o <= B_k`` for each finite budget of an agency and instrument."""
+    keys = m.opts["budget_key"].to_numpy()
+    for key, b in sorted(m.problem.budgets.items()):
+        o = np.flatnonzero(keys == key)
+        if len(o) and np.isfinite(b):
+            m.h.addConstr((m.cost[o] * m.x[o]).sum() <= float(b))
+
+
+def diversification_limits(m: PortfolioModel) -> None:
+    """``Σ_{o in country c} c_o x_o <= δ_c Σ_k B_k`` and the same by commodity, when a share is below 1."""
+    p = m.problem
+    total = float(sum(b for b in p.budgets.values() if np.isfinite(b)))
+    for colname, share in (("country", p.max_country_share), ("commodity", p.max_commodity_share)):
+        if share < 1.0:
+            for _, g in m.opts.groupby(colname).groups.items():
+                o = np.asarray(g)
+                m.h.addConstr((m.cost[o] * m.x[o]).sum() <= share * total)
+
+
+def cofinancing_shares(m: PortfolioModel) -> None:
+    """``Σ_{o of participant p} c_o x_o >= μ_p Σ_o c_o x_o``, written ``Σ_o c_o (1[o of p] - μ_p) x_o >= 0``."""
+    part = m.opts["participant"].to_numpy()
+    for pname, mu in sorted(m.problem.min_participant_share.items()):
+        mine = (part == pname).astype(float)
+        m.h.addConstr((m.cost * (mine - mu) * m.x).sum() >= 0.0)
+
+
+def cvar_of_residual_loss(m: PortfolioModel) -> None:
+    """``u_s >= L_s - Σ_n v_n short_ns r_ns - η`` (Rockafellar-Uryasev), scaled by ``L``: ``(Σ v short r + η + u_s)
+    / L >= L_s / L``, when λ > 0."""
+    if m.eta is None:
+        return
+    p = m.problem
+    loss_s = p.value_per_t @ p.shortfall
+    by_draw: dict[int, list[int]] = {}
+    for k, (_, d_k) in enumerate(m.ys):
+        by_draw.setdefault(int(d_k), []).append(k)
+    for draw in range(p.shortfall.shape[1]):
+        ks = np.array(by_draw.get(draw, []), dtype=int)
+        avoided = (np.array([p.value_per_t[m.ys[k][0]] * m.short[k] / m.scale for k in ks]) * m.r[ks]).sum() if len(ks) else 0.0
+        m.h.addConstr(avoided + m.eta + m.u[draw] >= float(loss_s[draw]) / m.scale)
+
+
+#: The constraint families of the portfolio programme, in the order they are added.
+CONSTRAINT_FAMILIES = (one_option_per_project, avoided_within_added_supply, budget_limits, diversification_limits, cofinancing_shares,
+                       cvar_of_residual_loss)
+
+
 def solve(problem: PortfolioProblem, gap: float = 0.01, time_limit: float = 60.0, threads: int = 2) -> Solution:
-    """Solve the MIP with HiGHS to the relative ``gap``; raises PortfolioError when infeasible."""
+    """Solve the MIP with HiGHS to the relative ``gap``; raises PortfolioError when infeasible. The model is
+    :class:`PortfolioModel` with the :data:`CONSTRAINT_FAMILIES`."""
     import highspy
 
     if not 0.0 <= gap < 1.0 or time_limit <= 0:
@@ -185,97 +309,17 @@ def solve(problem: PortfolioProblem, gap: float = 0.01, time_limit: float = 60.0
     n_o = len(opts)
     if n_o == 0:
         return _result(problem, opts, np.zeros(0), "no eligible option", 0.0, time.perf_counter() - t0, "mip")
-    N, S = problem.shortfall.shape
-    w, v = problem.weights, problem.value_per_t
-    node = opts["node"].to_numpy(dtype=int)
-    nodes_used = np.unique(node)
-    # y variables only where the node can receive supply and is short in the draw
-    ys = [(n, s) for n in nodes_used for s in np.flatnonzero(problem.shortfall[n] > 0)]
-    n_y = len(ys)
-    use_cvar = problem.cvar_weight > 0
-    n_u = S if use_cvar else 0
     h = quiet_highs()
     h.setOptionValue("mip_rel_gap", gap)
     h.setOptionValue("time_limit", float(time_limit))
     h.setOptionValue("threads", int(threads))
     h.setOptionValue("random_seed", 0)
-    inf = highspy.kHighsInf
-    cost = opts["cost_usd"].to_numpy(dtype=float)
-    # columns: x (n_o), r (n_y), eta, u (n_u). r_ns = y_ns / short_ns is the share of the shortfall avoided,
-    # so rows compare capacity with shortfall (well scaled); money is in units of the expected loss potential
-    # L = Σ w_s v_n short_ns. HiGHS minimises: the maximisation objective is negated.
-    sh = np.array([problem.shortfall[n, s] for n, s in ys])
-    pot = np.array([w[s] * v[n] for n, s in ys]) * sh
-    scale = max(float(pot.sum()), 1e-12)
-    c_x = (-(problem.bonus_weight * opts["bonus"].to_numpy(dtype=float)) + problem.cost_weight * economic_cost(opts)) / scale \
-        + problem.cost_tiebreak * cost / max(cost.max(), 1.0)
-    c_y = -pot / scale
-    cols_cost = [c_x, c_y]
-    lb = [np.zeros(n_o), np.zeros(n_y)]
-    ub = [np.ones(n_o), np.ones(n_y)]
-    if use_cvar:
-        lam = problem.cvar_weight
-        cols_cost += [np.array([lam]), lam * w / (1.0 - problem.cvar_alpha)]
-        lb += [np.array([-inf]), np.zeros(n_u)]
-        ub += [np.array([inf]), np.full(n_u, inf)]
-    cc, ll, uu = np.concatenate(cols_cost), np.concatenate(lb), np.concatenate(ub)
-    n_col = len(cc)
-    h.addVars(n_col, ll, uu)
-    h.changeColsCost(n_col, np.arange(n_col, dtype=np.int32), cc)
-    h.changeColsIntegrality(n_o, np.arange(n_o, dtype=np.int32), np.full(n_o, highspy.HighsVarType.kInteger))
-    rows_lo: list[float] = []
-    rows_hi: list[float] = []
-    starts: list[int] = []
-    idx: list[int] = []
-    val: list[float] = []
-    row_names: list[str] = []
-
-    def row(cols: np.ndarray, coefs: np.ndarray, lo: float, hi: float, name: str) -> None:
-        starts.append(len(idx))
-        idx.extend(int(c) for c in cols)
-        val.extend(float(a) for a in coefs)
-        rows_lo.append(lo)
-        rows_hi.append(hi)
-        row_names.append(name)
-
-    must = set(problem.must_include)
-    for pid, g in opts.groupby("project_id", sort=True).groups.items():
-        if len(g) > 1 or pid in must:
-            row(np.asarray(g), np.ones(len(g)), 1.0 if pid in must else -inf, 1.0, f"project:{pid}")
-    dq = opts["dq_t"].to_numpy(dtype=float)
-    by_node = {n: np.flatnonzero(node == n) for n in nodes_used}
-    for k, (n, s) in enumerate(ys):  # r_ns - (f_ns / short_ns) Σ Δq x <= 0
-        o = by_node[n]
-        f = problem.months[n, s] / 12.0 / sh[k]
-        row(np.concatenate([[n_o + k], o]), np.concatenate([[1.0], -f * dq[o]]), -inf, 0.0, f"avoided:{n}:{s}")
-    for key, b in sorted(problem.budgets.items()):
-        o = np.flatnonzero(opts["budget_key"].to_numpy() == key)
-        if len(o) and np.isfinite(b):
-            row(o, cost[o], -inf, float(b), f"budget:{key}")
-    total = float(sum(b for b in problem.budgets.values() if np.isfinite(b)))
-    for colname, share in (("country", problem.max_country_share), ("commodity", problem.max_commodity_share)):
-        if share < 1.0:
-            for c, g in opts.groupby(colname).groups.items():
-                row(np.asarray(g), cost[np.asarray(g)], -inf, share * total, f"{colname}:{c}")
-    for part, mu in sorted(problem.min_participant_share.items()):
-        mine = (opts["participant"].to_numpy() == part).astype(float)
-        row(np.arange(n_o), cost * (mine - mu), 0.0, inf, f"cofinance:{part}")
-    if use_cvar:
-        base = n_o + n_y
-        loss_s = v @ problem.shortfall
-        by_draw: dict[int, list[int]] = {}
-        for k, (_, d_k) in enumerate(ys):
-            by_draw.setdefault(int(d_k), []).append(k)
-        for draw in range(S):
-            ks = by_draw.get(draw, [])
-            cols = np.array([n_o + k for k in ks] + [base, base + 1 + draw], dtype=int)
-            coefs = np.array([v[ys[k][0]] * sh[k] / scale for k in ks] + [1.0, 1.0])
-            row(cols, coefs, float(loss_s[draw]) / scale, inf, f"cvar:{draw}")  # (Σ v y + η + u_s >= L_s) / L
-    if rows_lo:
-        starts_a = np.array(starts, dtype=np.int32)
-        h.addRows(len(rows_lo), np.array(rows_lo), np.array(rows_hi), len(idx), starts_a, np.array(idx, dtype=np.int32), np.array(val))
-    h.run()
+    m = PortfolioModel.variables(problem, opts, h)
+    for family in CONSTRAINT_FAMILIES:
+        family(m)
+    h.minimize(m.objective())
     status = h.modelStatusToString(h.getModelStatus())
+    must = set(problem.must_include)
     if h.getModelStatus() == highspy.HighsModelStatus.kInfeasible:
         cheapest = {p: float(opts.loc[opts["project_id"] == p, "cost_usd"].min()) for p in sorted(must)}
         raise PortfolioError(

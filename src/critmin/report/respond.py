@@ -233,6 +233,9 @@ def brief_pdf(rec: dict[str, Any]) -> bytes:
         tb.set_fontsize(6.5)
         return y - h - 0.05
 
+    from critmin.report.glyphs import MISSING_NOTE, pdf_text
+
+    rec, replaced = pdf_text(rec)  # characters the PDF fonts cannot draw (Japanese names) become MISSING_GLYPH
     md = rec["metadata"]
     buf = io.BytesIO()
     with PdfPages(buf) as pdf:
@@ -246,6 +249,9 @@ def brief_pdf(rec: dict[str, Any]) -> bytes:
                 y -= 0.015
             fig.text(0.06, y - 0.003, esc(f"critmin {md.get('critmin_version')}, data {md.get('data_version')}, {md['draws']} draws, seed {md['seed']}, "
                                           f"as of {md['as_of']}, {md['seconds']} s"), fontsize=7, va="top", color="#555")
+            if replaced:
+                y -= 0.012
+                fig.text(0.06, y - 0.003, esc(MISSING_NOTE), fontsize=7, va="top", color="#555")
             y -= 0.03
             if ev["bands"]:
                 b = pd.DataFrame(ev["bands"])

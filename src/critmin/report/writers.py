@@ -18,6 +18,7 @@ import pandas as pd
 
 from critmin.output import json_safe, safe_excel_writer, to_json, write_atomic
 from critmin.report.cycle import frames
+from critmin.report.glyphs import MISSING_NOTE, pdf_text
 from critmin.report.summary import usd
 from critmin.report.tables import XLSX_FORMATS, cell_text, kind_of, label_of
 
@@ -391,6 +392,7 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
     from matplotlib.backends.backend_pdf import PdfPages
     from matplotlib.transforms import Bbox
 
+    plan, replaced = pdf_text(plan)  # characters the PDF fonts cannot draw (Japanese names) become MISSING_GLYPH
     t = frames(plan)
     md = plan["metadata"]
     buf = io.BytesIO()
@@ -523,6 +525,7 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
             "Contents: executive answer (first pages); 1 priority minerals; 2 scenario risks; 3 portfolio; 4 stockpiles;",
             "5 deliveries and matches; appendix: back-test; 6 sources.",
             "Raw data provenance: data/raw/PROVENANCE.md. Models: docs/methods.md, simulation.md, portfolio.md, stockpile.md, deliver.md.",
+            *([MISSING_NOTE] if replaced else []),
         ])
         text_page(pdf, "Contents", [
             "Executive answer (the pages before the title page)", "1. Priority minerals: supply concentration and reliance", "2. Vulnerabilities by stage", "3. Scenario risks",

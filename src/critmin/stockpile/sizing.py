@@ -8,6 +8,7 @@ leaves an expected shortage cost ``Σ_s w_s c max(D_s - S, 0)`` over the simulat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -75,35 +76,16 @@ def stock_lp(shortfall: np.ndarray, weights: np.ndarray, holding: np.ndarray, sh
     scale = max(float(np.max(shortage * shortfall.max(axis=1))) if n else 1.0, 1.0)
     h = quiet_highs()
     inf = highspy.kHighsInf
-    # columns: S_n (n), u_ns (n*S) for draws with D_ns > 0
-    pairs = [(i, s) for i in range(n) for s in np.flatnonzero(shortfall[i] > 0)]
-    n_u = len(pairs)
-    cost = np.concatenate([holding / scale, np.array([weights[s] * shortage[i] for i, s in pairs]) / scale])
-    lb = np.zeros(n + n_u)
-    ub = np.concatenate([np.where(np.isfinite(cap), cap, inf), np.full(n_u, inf)])
-    h.addVars(n + n_u, lb, ub)
-    h.changeColsCost(n + n_u, np.arange(n + n_u, dtype=np.int32), cost)
-    starts: list[int] = []
-    idx: list[int] = []
-    val: list[float] = []
-    lo: list[float] = []
-    hi: list[float] = []
-    for k, (i, s) in enumerate(pairs):  # u + S >= D
-        starts.append(len(idx))
-        idx += [n + k, i]
-        val += [1.0, 1.0]
-        lo.append(float(shortfall[i, s]))
-        hi.append(inf)
-    budget_row = -1
-    if budget is not None:
-        budget_row = len(lo)
-        starts.append(len(idx))
-        idx += list(range(n))
-        val += list(price / max(float(budget), 1.0))
-        lo.append(-inf)
-        hi.append(1.0)
-    if lo:
-        h.addRows(len(lo), np.array(lo), np.array(hi), len(idx), np.array(starts, dtype=np.int32), np.array(idx, dtype=np.int32), np.array(val))
+    # variables: the stocks S_n, and the unmet demand u_ns only in the draws where D_ns > 0
+    pairs = [(i, int(s)) for i in range(n) for s in np.flatnonzero(shortfall[i] > 0)]
+    stock_t = h.addVariables(n, lb=0.0, ub=np.where(np.isfinite(cap), cap, inf).tolist())
+    unmet = h.addVariables(len(pairs), lb=0.0) if pairs else None
+    unmet_demand(h, stock_t, unmet, pairs, shortfall)
+    budget_row = purchase_budget(h, stock_t, price, budget)
+    objective = (holding / scale * stock_t).sum()
+    if unmet is not None:
+        objective = objective + (np.array([weights[s] * shortage[i] for i, s in pairs]) / scale * unmet).sum()
+    h.setObjective(objective, sense=highspy.ObjSense.kMinimize)
     h.run()
     status = h.modelStatusToString(h.getModelStatus())
     sol = h.getSolution()
@@ -111,9 +93,22 @@ def stock_lp(shortfall: np.ndarray, weights: np.ndarray, holding: np.ndarray, sh
     hold = holding * stock
     short = np.array([float(expected_cost(stock[i], shortfall[i], weights, 0.0, shortage[i])) for i in range(n)])
     shadow = 0.0
-    if budget_row >= 0 and budget is not None:
+    if budget_row is not None and budget is not None:
         shadow = float(-np.asarray(sol.row_dual)[budget_row] * scale / max(float(budget), 1.0))
     return StockPlan(stock, hold, short, float(hold.sum() + short.sum()), float(price @ stock), abs(shadow), status)
+
+
+def unmet_demand(h: Any, stock_t: Any, unmet: Any, pairs: list[tuple[int, int]], shortfall: np.ndarray) -> None:
+    """``u_ns + S_n >= D_ns`` for every draw in which commodity n is short (``u_ns >= 0``: the unmet demand)."""
+    for k, (i, s) in enumerate(pairs):
+        h.addConstr(unmet[k] + stock_t[i] >= float(shortfall[i, s]))
+
+
+def purchase_budget(h: Any, stock_t: Any, price: np.ndarray, budget: float | None) -> int | None:
+    """``Σ_n P_n S_n <= B``, scaled by B; returns the row's index (its dual is the budget's shadow price)."""
+    if budget is None:
+        return None
+    return int(h.addConstr((price / max(float(budget), 1.0) * stock_t).sum() <= 1.0).index)
 
 
 @dataclass
