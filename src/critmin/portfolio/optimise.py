@@ -239,11 +239,10 @@ def avoided_within_added_supply(m: PortfolioModel) -> None:
     options there add during its months of disruption (``f_ns = months_ns / 12``), written ``r_ns - (f_ns /
     short_ns) Σ Δq_o x_o <= 0``."""
     p, dq = m.problem, m.opts["dq_t"].to_numpy(dtype=float)
-    by_node = {n: np.flatnonzero(m.node == n) for n in np.unique(m.node)}
+    supply = {n: (dq[o] * m.x[o]).sum() for n in np.unique(m.node) for o in [np.flatnonzero(m.node == n)]}  # z_n, built once
     for k, (n, s) in enumerate(m.ys):
-        o = by_node[n]
         f = p.months[n, s] / 12.0 / m.short[k]
-        m.h.addConstr(m.r[k] - f * (dq[o] * m.x[o]).sum() <= 0.0)
+        m.h.addConstr(m.r[k] - f * supply[n] <= 0.0)
 
 
 def budget_limits(m: PortfolioModel) -> None:
