@@ -108,6 +108,12 @@ def test_bundled_register_is_the_build_of_the_raw_files(tmp_path: Path, atlas: A
     # deterministic: a second build (from the projects folder itself) is byte-identical
     build_bundled_register(RAW / "projects", again, atlas=atlas)
     assert _snapshot(again) == _snapshot(first)
+    # the curated decisions are data with their sources (issue 13: they were a Python literal in build_register.py)
+    from critmin.portfolio.build_register import curated_dir
+
+    with (curated_dir() / "decisions.csv").open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 71 and all(r["source"] and r["node_why"] and r["cap_why"] for r in rows)
 
 
 @pytest.mark.parametrize(
