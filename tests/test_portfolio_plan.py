@@ -109,7 +109,7 @@ def test_undated_projects_get_their_status_lead_time_and_instruments_act_only_on
     assert months_before_output({"first_output": "2027-12", "delay_months": 0.0}, "construction", "2026-12", ip, []) == 12
     assert months_before_output({"first_output": ""}, "operating", "2026-12", ip, []) == 0.0
     # every status class of the register has a lead time
-    from critmin.portfolio.register import STATUS_CLASSES
+    from critmin.portfolio.register_schema import STATUS_CLASSES
 
     for status in STATUS_CLASSES:
         if status != "operating":

@@ -19,19 +19,19 @@ from critmin.atlas import Atlas
 from critmin.cli_projects import projects_app
 from critmin.portfolio.build_register import build_bundled_register
 from critmin.portfolio.register import (
-    PROJECT_FIELDS,
-    SUPPORT_FIELDS,
     Register,
-    RegisterError,
-    RegisterProblem,
     bundled_register,
     bundled_register_path,
-    default_counts,
-    export_register,
-    import_register,
     read_register,
     support_summary,
-    write_register,
+)
+from critmin.portfolio.register_files import export_register, import_register, write_register
+from critmin.portfolio.register_schema import (
+    PROJECT_FIELDS,
+    SUPPORT_FIELDS,
+    RegisterError,
+    RegisterProblem,
+    default_counts,
 )
 
 from .conftest import RAW
@@ -454,11 +454,12 @@ def test_far_cell_and_huge_workbooks_are_refused_fast(tmp_path: Path) -> None:
     import openpyxl
 
     from critmin.deliver.buyers import BuyerError, read_buyers
-    from critmin.portfolio.register import RegisterError, bundled_register_path, read_register
+    from critmin.portfolio.register import bundled_register_path, read_register
+    from critmin.portfolio.register_schema import RegisterError
     from critmin.workbooks import WorkbookTooLarge, check_workbook
 
     src = tmp_path / "ok.xlsx"
-    from critmin.portfolio.register import export_register
+    from critmin.portfolio.register_files import export_register
 
     export_register(read_register(bundled_register_path()), src)
     far = tmp_path / "far.xlsx"

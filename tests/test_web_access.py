@@ -358,9 +358,9 @@ def test_bogus_expired_and_ended_sessions_are_refused(acl, monkeypatch):
     from sqlalchemy import delete, select, update
 
     from critmin.web import models as m
-    from critmin.web import workspace
+    from critmin.web import users
 
-    monkeypatch.setattr(workspace, "SESSION_CACHE_S", 0.0, raising=False)  # no in-memory trust: every request asks the database
+    monkeypatch.setattr(users, "SESSION_CACHE_S", 0.0)  # no in-memory trust: every request asks the database
     ws, client = acl.web.app.state.ws, acl.web.client
     client.cookies.clear()  # no session cookie from the fixture's sign-ins
     for bad in ("Bearer not-a-token", "Bearer ", "Bearer " + "x" * 5000, "bearer\tx", "Token abc"):

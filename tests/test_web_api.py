@@ -1483,7 +1483,7 @@ def test_offsets_beyond_int64_and_hostile_imports_answer_422(web):
     import csv
     import io
 
-    from critmin.portfolio.register import PROJECT_COLUMNS
+    from critmin.portfolio.register_schema import PROJECT_COLUMNS
 
     cols = [c.name for c in PROJECT_COLUMNS]
     for over, what in (({"name": "a\x00b"}, "U+0000"), ({"name": "a\x01b"}, "U+0001"), ({"ramp_up_months": "9223372036854775808"}, "outside the range")):
@@ -1563,7 +1563,7 @@ def test_quotas_on_records_comments_and_runs(web):
     queued; other organisations are not affected."""
     import csv
 
-    from critmin.portfolio.register import PROJECT_COLUMNS
+    from critmin.portfolio.register_schema import PROJECT_COLUMNS
 
     ws, runner = web.app.state.ws, web.app.state.runner
     held = len([p for p in web.client.get("/api/projects?limit=1000", headers=web.h(ACME)).json()["items"] if p["org"] == "Acme Rare Earths"])

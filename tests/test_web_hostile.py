@@ -337,13 +337,13 @@ class Hostile:
     # -------------------------------------------------------------------------------------------- files
     def project_row(self, key: str) -> dict[str, Any]:
         """A new project's row (every column filled), as the register's CSV and workbook hold it."""
-        from critmin.portfolio.register import PROJECT_COLUMNS
+        from critmin.portfolio.register_schema import PROJECT_COLUMNS
 
         d = {k: v for k, v in full_record("project", key).items() if k != "support"}
         return {c.name: d.get(c.name, "") for c in PROJECT_COLUMNS}
 
     def support_row(self, key: str) -> dict[str, Any]:
-        from critmin.portfolio.register import SUPPORT_COLUMNS
+        from critmin.portfolio.register_schema import SUPPORT_COLUMNS
 
         d = full_record("project", key)["support"][0]
         return {c.name: d.get(c.name, "") for c in SUPPORT_COLUMNS}
@@ -529,7 +529,7 @@ XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 def _import(h: Hostile, hostile: str) -> list[Req]:
     """Query parameters (filename, shared_with, confidential) around a file that would create a project, every
     cell of a projects CSV row, a cell of each sheet of a register workbook, and every integer column of both."""
-    from critmin.portfolio.register import Project
+    from critmin.portfolio.register_schema import Project
 
     def imp(label: str, body: bytes, filename: str, query: str = "", mention: str | None = None, allowed: Container[int] = CLIENT_ERROR,
             ctype: str = "text/csv") -> Req:

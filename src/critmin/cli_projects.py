@@ -70,7 +70,8 @@ def list_(
     out: OutOpt = None,
 ) -> None:
     """List the projects, with the support counted for each (USD)."""
-    from critmin.portfolio.register import STATUS_CLASSES, counted_support_usd
+    from critmin.portfolio.register import counted_support_usd
+    from critmin.portfolio.register_schema import STATUS_CLASSES
 
     _check_format(fmt)
     if status is not None and status not in STATUS_CLASSES:
@@ -134,7 +135,8 @@ def validate(
     register: Annotated[Path | None, typer.Option("--register", help="Register whose projects a support-only CSV refers to (default: bundled)")] = None,
 ) -> None:
     """Validate a register file: prints OK with counts, or every problem (exit status 2)."""
-    from critmin.portfolio.register import RegisterError, check_file
+    from critmin.portfolio.register import check_file
+    from critmin.portfolio.register_schema import RegisterError
 
     against = load_register(register) if register is not None else None
     try:
@@ -155,7 +157,7 @@ def import_(
     replace: Annotated[bool, typer.Option("--replace", help="Replace the tables present in FILE instead of merging by id")] = False,
 ) -> None:
     """Import FILE into a register directory: validated first; merged by id (or replaced); nothing written on error."""
-    from critmin.portfolio.register import import_register
+    from critmin.portfolio.register_files import import_register
 
     counts = import_register(file, register, replace=replace)
     print(
@@ -172,7 +174,7 @@ def export(
     register: RegisterOpt = None,
 ) -> None:
     """Export the register as CSV (projects) or as an Excel template that `critmin projects import` reads back."""
-    from critmin.portfolio.register import export_register
+    from critmin.portfolio.register_files import export_register
 
     reg = load_register(register)
     export_register(reg, file)

@@ -22,7 +22,7 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from critmin.errors import CritminError, Problem
 from critmin.inputs import CheckedRow
-from critmin.portfolio.register import Refs
+from critmin.portfolio.register_schema import Refs
 
 BUYER_COLUMNS = ("buyer_id", "name", "country_iso3", "commodity_id", "stage", "demand_t_per_year", "priority", "min_contract_t",
                  "origin_rule", "contract_projects", "start", "end", "kind", "form", "source", "url", "note")

@@ -27,21 +27,17 @@ from typing import TYPE_CHECKING, Any
 
 from critmin.errors import CritminError
 from critmin.output import write_atomic
-from critmin.portfolio.register import (
+from critmin.portfolio.register import Register, _atlas_refs, _validate, models_frame, support_summary
+from critmin.portfolio.register_files import write_register
+from critmin.portfolio.register_schema import (
     INSTRUMENTS,
     NOT_COUNTED_STATUSES,
     PROJECT_COLUMNS,
     STATUS_CLASSES,
     SUPPORT_COLUMNS,
-    Register,
     RegisterError,
-    _atlas_refs,
     _Loc,
-    _validate,
-    models_frame,
     node_basis,
-    support_summary,
-    write_register,
 )
 
 if TYPE_CHECKING:

@@ -190,7 +190,7 @@ def _basis(note: str) -> str:
 def budget_key_problems(budgets: dict[str, float], agencies: pd.DataFrame) -> list[str]:
     """Why each budget key is not ``AGENCY_ID:instrument`` (or ``AGENCY_ID:any``) of a known agency; a key
     that names nothing would otherwise be ignored without a word."""
-    from critmin.portfolio.register import INSTRUMENTS
+    from critmin.portfolio.register_schema import INSTRUMENTS
 
     known = set(agencies["agency_id"])
     out = []

@@ -21,7 +21,7 @@ def run_cycle(atlas: Any, sim: Any, draws: int = 500, seed: int = 0, as_of: str 
               step: Callable[[str], None] | None = None, projects: pd.DataFrame | None = None, buyers: pd.DataFrame | None = None,
               supply: pd.DataFrame | None = None, first_month: dict[str, int] | None = None, budgets: dict[str, float] | None = None,
               delivery_months: int = 6, critical_lists: dict[str, set[str]] | None = None,
-              stock_policy: dict[str, Any] | None = None, support: pd.DataFrame | None = None) -> dict[str, Any]:
+              stock_policy: dict[str, Any] | None = None, support: pd.DataFrame | None = None, risk_result: Any = None) -> dict[str, Any]:
     """Every part of the coordinated plan for the BLOC of participants (see module docstring).
 
     ``projects`` (the register's projects), ``buyers`` (the needs) and ``supply`` (projects and offers that
@@ -30,7 +30,8 @@ def run_cycle(atlas: Any, sim: Any, draws: int = 500, seed: int = 0, as_of: str 
     recommended portfolio's projects deliver from their own first month. ``budgets`` add to or replace the
     agencies' budgets; ``critical_lists`` (participant -> commodity ids; default: the bundled lists) and
     ``stock_policy`` (``budget_usd``, ``max_days``, ``stages``, ``pooled``; default: :class:`critmin.stockpile.policy.StockpilePolicy`)
-    make the stocks policy. The executive answer is under ``summary``."""
+    make the stocks policy. ``risk_result`` reuses a :func:`critmin.simulate.risk.risk_run` of the same draws and
+    seed (``critmin.Study`` keeps one). The executive answer is under ``summary``."""
     from critmin.assess import assess
     from critmin.assess.supply import stage_metrics
     from critmin.atlas.lists import critical_lists as bundled_lists
@@ -58,7 +59,7 @@ def run_cycle(atlas: Any, sim: Any, draws: int = 500, seed: int = 0, as_of: str 
     keep = set(pm.head(top)["commodity"])
     vuln = sm[sm["commodity_id"].isin(keep)].to_dict("records")
     say(CYCLE_STEPS[2])
-    risk, res = risk_ranking(sim, "BLOC", draws=draws, seed=seed)
+    risk, res = risk_ranking(sim, "BLOC", draws=draws, seed=seed, result=risk_result)
     say(CYCLE_STEPS[3])
     if projects is None:
         reg = bundled_register(atlas)

@@ -275,7 +275,7 @@ class Study:
         s = self.spec
         rec = run_cycle(self.atlas, self.simulator, draws=s.draws, seed=s.seed, as_of=self.as_of, step=step, projects=self.projects,
                         buyers=self.buyers, budgets=self.budgets, delivery_months=s.delivery_months, critical_lists=self.critical_lists,
-                        stock_policy=s.stockpile.model_dump(), support=self.register.support)
+                        stock_policy=s.stockpile.model_dump(), support=self.register.support, risk_result=self.risk_run())
         rec["metadata"]["study"] = s.model_dump(by_alias=True)
         t = frames(rec)
         return PlanResult(record=rec, metadata=rec["metadata"], priority_minerals=t["priority_minerals"], scenarios=t["scenarios"],

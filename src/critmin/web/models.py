@@ -70,7 +70,7 @@ class _Shared:
 
 
 class Project(_Shared, Base):
-    """A project of interest: ``data`` is a register row (critmin.portfolio.register.Project) plus its
+    """A project of interest: ``data`` is a register row (critmin.portfolio.register_schema.Project) plus its
     ``support`` actions."""
 
     __tablename__ = "projects"
