@@ -30,6 +30,8 @@ lock: install-test
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^pip-tools\|^build==\|^pyproject_hooks' > constraints.txt || true
 	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --extra test --strip-extras --no-emit-index-url --no-emit-find-links \
 	  -c constraints.txt -o requirements.lock pyproject.toml
+	# the test extra names critmin itself (critmin[web,dask]): drop that self-reference, a path of this machine
+	sed -i '/^# WARNING: pip install will require the following package/,/^    # via critmin (pyproject.toml)$$/d' requirements.lock
 	rm -f constraints.txt
 
 # Known vulnerabilities in the locked versions (pip-audit; needs network access to the vulnerability database).
