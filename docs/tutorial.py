@@ -1,6 +1,6 @@
 """critmin in a notebook: the whole cycle through ``critmin.Study`` (run it as a script, or paste the cells).
 
-    python docs/tutorial.py            # about 30 s on two cores; CI runs it (tests/test_tutorial.py)
+    python docs/tutorial.py            # about 15 s on two cores; CI runs it (tests/test_study_api.py)
 
 Every step returns a typed result: DataFrames with labelled columns (``.units()`` gives each column's unit),
 ``.metadata`` (data version, parameters, seed) and ``.to_dict()`` / ``.to_excel()``. See docs/index.md.
@@ -13,7 +13,7 @@ import critmin
 
 pd.set_option("display.width", 160)
 pd.set_option("display.max_columns", 12)
-study = critmin.Study(draws=200, seed=0, as_of="2026-12")
+study = critmin.Study(draws=100, seed=0, as_of="2026-12")  # 1,000 draws or more for decisions; 100 keeps the tour short
 
 # %% 1. Priority minerals and where each chain is choked
 ranking = study.assess("BLOC").ranking
@@ -21,7 +21,7 @@ print(ranking.head(10)[["rank", "commodity", "chokepoint_stage", "top_country", 
 print(study.chain("gallium").stages[["stage", "node", "stage_risk"]])
 
 # %% 2. A disruption, then the risk of every commodity over the scenario library (one run, shared below)
-event = study.simulate("gen.CHN.gallium.refine.JPN.6m", draws=500).results
+event = study.simulate("gen.CHN.gallium.refine.JPN.6m", draws=200).results
 print(event[["perspective", "expected_loss_usd", "peak_price_ratio_p50", "shortfall_t"]])
 risk = study.risk("JPN")
 print(risk.ranking.head(10)[["rank", "commodity", "expected_loss_usd", "net_loss_usd", "cvar95_usd"]])

@@ -70,6 +70,17 @@ def _params(items: list[str] | None) -> dict[str, float]:
     return out
 
 
+def _study(atlas: Path | None, blocs: Path | None, register: Path | None = None, buyers: Path | None = None) -> Any:
+    """The command's flags as a study (critmin.Study): the library checks the inputs and runs the step, so the CLI
+    and a notebook get the same orchestration (issue 13)."""
+    from critmin.study import Study
+
+    if register is not None and not register.is_dir():
+        raise CritminError(f"--register {register.name}: not a directory")
+    given = {k: str(v.resolve()) for k, v in {"register": register, "buyers": buyers, "blocs": blocs}.items() if v is not None}
+    return Study(None, None, atlas, **given)
+
+
 def _check_format(fmt: str) -> None:
     if fmt not in FORMATS:
         raise CritminError(f"unknown format '{fmt}'; use one of {', '.join(FORMATS)}")
@@ -559,11 +570,9 @@ def portfolio(
     blocs: BlocsOpt = None,
 ) -> None:
     """Choose which projects to back, with which instrument and agency, to cut the bloc's expected shortfall loss."""
-    from critmin.cli_projects import load_register
     from critmin.inputs import make_options
     from critmin.portfolio.model import read_budgets
     from critmin.portfolio.options import PortfolioOptions
-    from critmin.portfolio.plan import run_portfolio
 
     _check_format(fmt)
     # every option checked before the register is read or a draw simulated
@@ -573,9 +582,8 @@ def portfolio(
                         max_commodity_share=max_commodity_share, min_participant_share=_shares(min_share, "--min-share"),
                         must_include=list(must or []), agencies_file=str(agencies) if agencies else None,
                         parameters_file=str(instrument_parameters) if instrument_parameters else None)
-    sim = _simulator(atlas, blocs, None, None)
-    reg = load_register(register)
-    rec = _run_with_progress("portfolio", lambda cb: run_portfolio(sim.atlas, sim, reg.projects, opts, support=reg.support))
+    st = _study(atlas, blocs, register=register)
+    rec = dict(_run_with_progress("portfolio", lambda cb: st.portfolio(opts).record))
     if fmt == "json":
         emit(rec, "json", out=out)
         return
@@ -630,15 +638,13 @@ def stockpile(
     """Stock targets per participant and commodity: newsvendor on the simulated disruptions, day rules, pooling.
     The defaults are the study file's stock policy (critmin.stockpile.policy.StockpileOptions)."""
     from critmin.inputs import make_options
-    from critmin.stockpile.plan import plan_stockpiles
     from critmin.stockpile.policy import StockpileOptions
 
     _check_format(fmt)
     o = make_options(StockpileOptions, perspective=perspective, budget_usd=budget, pooled=pooled, max_days=max_days, draws=draws, seed=seed)
     perspective = o.perspective
-    sim = _simulator(atlas, blocs, None, None)
-    rec = _run_with_progress("stockpile", lambda cb: plan_stockpiles(sim, o.perspective, o.budget_usd, o.pooled, o.draws, o.seed, max_days=o.max_days,
-                                                                      stages=tuple(o.stages), sourced_demand_only=o.sourced_demand_only))
+    st = _study(atlas, blocs)
+    rec = dict(_run_with_progress("stockpile", lambda cb: st.stockpile(o).record))
     if fmt == "json":
         emit(rec, "json", out=out)
         return
@@ -663,12 +669,6 @@ BuyersOpt = Annotated[Path | None, typer.Option("--buyers", help="Buyers registe
 AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="Reference month YYYY-MM (default: this month)")]
 
 
-def _buyers(atlas: Any, path: Path | None) -> Any:
-    from critmin.deliver.buyers import bundled_buyers, read_buyers
-
-    return read_buyers(path, atlas) if path else bundled_buyers(atlas)
-
-
 def _as_of(as_of: str | None) -> str:
     from critmin._dates import require_month
     from critmin.portfolio.plan import current_month
@@ -688,15 +688,12 @@ def deliver(
     blocs: BlocsOpt = None,
 ) -> None:
     """Monthly delivery of allied projects' output to registered buyers (transportation LP), and what stays short."""
-    from critmin.cli_projects import load_register
     from critmin.deliver.options import DeliveryOptions
-    from critmin.deliver.plan import delivery_plan
     from critmin.inputs import make_options
 
     _check_format(fmt)
     o = make_options(DeliveryOptions, months=months, as_of=_as_of(as_of))
-    a = _load(atlas, blocs)
-    rec = delivery_plan(a, load_register(register).projects, _buyers(a, buyers), o.months, str(o.as_of))
+    rec = dict(_study(atlas, blocs, register=register, buyers=buyers).deliver(o).record)
     if fmt == "json":
         emit(rec, "json", out=out)
     elif fmt == "table":
@@ -721,12 +718,8 @@ def match(
     blocs: BlocsOpt = None,
 ) -> None:
     """Match supply offers (projects) with downstream needs (buyers): assignment model, each pair scored and explained."""
-    from critmin.cli_projects import load_register
-    from critmin.deliver.match import match as run_match
-
     _check_format(fmt)
-    a = _load(atlas, blocs)
-    rec = run_match(a, load_register(register).projects, _buyers(a, buyers), _as_of(as_of))
+    rec = dict(_study(atlas, blocs, register=register, buyers=buyers).match(_as_of(as_of)).record)
     if fmt == "json":
         emit(rec, "json", out=out)
     elif fmt == "table":
