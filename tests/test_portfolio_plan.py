@@ -150,3 +150,11 @@ def test_public_money_already_counted_limits_what_new_money_adds(simulator) -> N
     for r in o[(o["amount_usd"] > 0) & o["instrument"].isin(CAPEX_INSTRUMENTS) & o["project_id"].map(capex).notna()].itertuples():
         assert r.amount_usd <= capex[r.project_id] - counted.get(r.project_id, 0.0) + 1e-6
     assert without.options_all["amount_usd"].sum() > o["amount_usd"].sum()
+
+
+def test_a_project_on_a_node_the_simulator_lacks_is_a_data_gap_not_safe(plan):
+    """Review 5: the scandium project (no node: no output by country on its basis) was rejected for 'no simulated
+    shortfall', which reads as a finding that scandium is safe."""
+    reasons = {p["project_id"]: p["reason"] for p in plan["projects"]}
+    assert "not a node of the simulator" in reasons["P069"] and "data gap, not a finding of safety" in reasons["P069"]
+    assert "no simulated shortfall" not in reasons["P069"]

@@ -141,3 +141,11 @@ def test_a_priority_that_rests_on_a_suspended_control_says_both_cases(study_run:
     # lapsed: 100 - 80 = 20; back in force: 20 + 80 / 0.5 = 180
     assert "80% of its expected loss on a suspended control (ev.X.suspended)" in text
     assert "$20 M a year if it has lapsed, $180 M if it is back in force" in text
+    # review 5: an outcome on top of a control in force (China's October 2025 extension on its April licences) adds
+    # P (L_k - L_C), not P L_k: L_k 160, L_C 120, P 0.5 -> 20 of 100; lapsed 100 - 20 = 80, back 100 + 0.5 x 40 = 120
+    r["top_scenarios"][0]["base_loss_usd"] = 120e6
+    text = " ".join(build_summary(p)["what_would_change"])
+    assert "ev.X.suspended" not in text  # 20 % of the loss: under the 25 % that earns the sentence
+    r["expected_loss_usd"] = 60e6  # now 20 of 60: lapsed 40, back 80
+    text = " ".join(build_summary(p)["what_would_change"])
+    assert "33% of its expected loss" in text and "$40 M a year if it has lapsed, $80 M if it is back in force" in text

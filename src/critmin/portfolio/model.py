@@ -357,7 +357,10 @@ def build_problem(
             reasons[pid] = ["no capacity on the node's basis in the register"]
             continue
         if key not in node_idx:
-            reasons[pid] = [f"no simulated shortfall for the bloc at {key} in the scenario sample"]
+            # review 5: scandium, which has no node, read as "no shortfall", as if it were safe
+            reasons[pid] = ([f"no simulated shortfall for the bloc at {key} in the scenario sample"] if key in nodes.index else
+                            [f"{key} is not a node of the simulator (no world output or country shares on its basis in the atlas), so "
+                             "its supply risk is not assessed: a data gap, not a finding of safety"])
             continue
         try:
             node = nodes.get(p["commodity_id"], p["stage"])

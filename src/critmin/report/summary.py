@@ -145,13 +145,16 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     # the priority would be if it lapsed and if it returned (its contribution scaled to probability 0 and 1)
     for r in plan["scenarios"][:5]:
         susp = [x for x in (r.get("top_scenarios") or []) if x.get("status") == "suspended" and 0 < float(x["probability"]) < 1]
-        part = sum(float(x["contribution_usd"]) for x in susp)
+        # an outcome on top of a control in force adds P (L_k - L_C) (simulation.md section 11): lapsed, its probability
+        # falls back to the control; back in force, the control's probability moves to it
+        extra = [float(x["expected_loss_usd"]) - float(x.get("base_loss_usd", 0.0)) for x in susp]
+        part = sum(float(x["probability"]) * e for x, e in zip(susp, extra, strict=True))
         if part > 0.25 * float(r["expected_loss_usd"]):
-            back = sum(float(x["contribution_usd"]) / float(x["probability"]) for x in susp)
+            back = sum((1.0 - float(x["probability"])) * e for x, e in zip(susp, extra, strict=True))
             changes.append(
                 f"{r['name']} (rank {int(r['rank'])}) rests for {part / float(r['expected_loss_usd']):.0%} of its expected loss on a suspended "
                 f"control ({', '.join(x['scenario'] for x in susp)}) counted at probability {float(susp[0]['probability']):g} (an assumption): "
-                f"{usd(float(r['expected_loss_usd']) - part)} a year if it has lapsed, {usd(float(r['expected_loss_usd']) - part + back)} if it "
+                f"{usd(float(r['expected_loss_usd']) - part)} a year if it has lapsed, {usd(float(r['expected_loss_usd']) + back)} if it "
                 "is back in force. Check its status before acting on this rank.")
     flagged = [r["name"] for r in plan["scenarios"][:top] if any("proxy" in f or "estimate" in f for f in r.get("flags", []))]
     if flagged:

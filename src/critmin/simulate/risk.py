@@ -273,6 +273,18 @@ def tail_figures(loss: np.ndarray, probs: np.ndarray, q: float = 0.95, families:
     return {"mean": mean, "var": var, "cvar": cvar, "var_se": se(bv), "cvar_se": se(bc), "overlap": overlap}
 
 
+def _base_loss(g: pd.DataFrame, scenario: str) -> float:
+    """Expected loss of the control in force in ``scenario``'s family (the outcome it replaces when it happens), 0
+    when the scenario is itself that control or stands alone."""
+    if "family" not in g:
+        return 0.0
+    row = g[g["scenario"] == scenario]
+    if row.empty or str(row["status"].iloc[0]) == "in_force":
+        return 0.0
+    base = g[(g["family"] == row["family"].iloc[0]) & (g["status"] == "in_force") & (g["scenario"] != scenario)]
+    return float(base["expected_loss_usd"].iloc[0]) if len(base) else 0.0
+
+
 def risk_ranking(
     sim: Simulator,
     perspective: str = "BLOC",
@@ -372,7 +384,10 @@ def risk_ranking(
                 "proxy_share_of_loss": share_proxy,
                 "top_scenarios": [
                     {"scenario": r.scenario, "probability": float(r.probability), "expected_loss_usd": float(r.expected_loss_usd),
-                     "contribution_usd": float(r.contribution_usd), "status": str(r.status)}
+                     "contribution_usd": float(r.contribution_usd), "status": str(r.status),
+                     # the loss of the control in force that this outcome acts on top of (0 when it stands alone): the
+                     # outcome adds probability x (its loss - this), not its whole loss
+                     "base_loss_usd": _base_loss(g[valued], r.scenario)}
                     for r in top.itertuples()
                 ],
                 "in_force_controls": sorted(set(g.loc[g["status"] == "in_force", "scenario"])),
