@@ -305,3 +305,11 @@ def test_backtest_cases_observations_and_scoring(simulator):
     assert len(res.table) and set(res.summary) >= {"all"}
     assert np.isfinite(res.table["simulated_ratio"]).all()
     assert isinstance(res.table, pd.DataFrame)
+
+
+def test_an_estimated_consumption_is_flagged_where_it_is_used(simulator):
+    """Review 5: Japan's 16,400 t of magnets (production plus imports, exports not deducted) carried no flag, so the
+    executive answer's list of figures resting on estimates left magnets out."""
+    flags = simulator.nodes.get("ndfeb_magnets", "magnet").flags
+    assert any(f.startswith("JPN consumption is an estimate") for f in flags)
+    assert any(f.startswith("USA consumption is an estimate (lower bound)") for f in flags)

@@ -18,6 +18,7 @@ hold is NaN and the basis says so (money is then not computed for that node, ton
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -248,6 +249,13 @@ def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | N
     cons_table = atlas.consumption
     staged = {(str(i), str(c), str(s)) for i, c, s in zip(cons_table["country_iso3"], cons_table["commodity_id"],
                                                           cons_table["stage"].fillna(""), strict=True) if s}
+    # staged consumption rows that are estimates (their note says so): the flag follows the figure into every output
+    estimated: dict[tuple[str, str, str], str] = {}
+    for r in cons_table[cons_table["stage"].fillna("") != ""].itertuples():
+        note = str(r.note or "")
+        m = re.match(r"\s*(ESTIMATE[^.:;(]*|LOWER BOUND|UPPER BOUND)", note)
+        if m:
+            estimated[(str(r.country_iso3), str(r.commodity_id), str(r.stage))] = m.group(1).strip(" ,").lower()
     nodes: list[Node] = []
     for (c, st), g in shares.groupby(["commodity_id", "stage"], sort=True):
         c, st = str(c), str(st)
@@ -270,6 +278,10 @@ def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | N
             if cq is not None and np.isfinite(q) and q > 0 and cq / q <= MAX_PLAUSIBLE_DEMAND_SHARE:
                 d[iso] = float(cq / q)
                 db[iso] = f"{iso} consumption {cq:,.0f} t / world output"
+                if own and estimated.get((iso, c, st)):
+                    # review 5: Japan's 16,400 t of magnets (production plus imports, exports not deducted) carried no flag
+                    kind = estimated[(iso, c, st)].removeprefix("estimate").strip(" ,")
+                    flags.append(f"{iso} consumption is an estimate{f' ({kind})' if kind else ''}, not a published figure")
             else:
                 if cq is not None and np.isfinite(q) and q > 0:
                     flags.append(f"{iso} consumption/world output {cq / q:.2f} > {MAX_PLAUSIBLE_DEMAND_SHARE}: different bases, proxy used")
