@@ -158,3 +158,20 @@ def test_a_project_on_a_node_the_simulator_lacks_is_a_data_gap_not_safe(plan):
     reasons = {p["project_id"]: p["reason"] for p in plan["projects"]}
     assert "not a node of the simulator" in reasons["P069"] and "data gap, not a finding of safety" in reasons["P069"]
     assert "no simulated shortfall" not in reasons["P069"]
+
+
+def test_a_funded_project_names_the_other_funded_projects_at_its_node(plan):
+    """Review 5: three magnet projects were funded and each said 'no other project offered capacity at this node'."""
+    from collections import defaultdict
+
+    by_node: dict[str, list[str]] = defaultdict(list)
+    for s in plan["selected"]:
+        by_node[s["node"]].append(s["project_id"])
+    shared = {n: ps for n, ps in by_node.items() if len(ps) > 1}
+    assert shared, "the bundled register funds several projects at one node (magnets, anode material)"
+    reasons = {p["project_id"]: p["reason"] for p in plan["projects"]}
+    for ps in shared.values():
+        for pid in ps:
+            assert "no other project offered capacity" not in reasons[pid], reasons[pid]
+            if "it beat" not in reasons[pid]:
+                assert all(o in reasons[pid] for o in ps if o != pid), reasons[pid]

@@ -133,7 +133,11 @@ def _selected_reason(pid: str, chosen: dict[str, str], bp: BuiltProblem, sol: So
         alt = (f"; it beat {b['project_id']} {names.get(str(b['project_id']), '')} ({b['instrument']} from {b['agency']}: "
                f"{_tonnes(float(b['dq_t']))} t/yr for {float(b['cost_usd']):,.0f} USD)")
     else:
-        alt = "; no other project offered capacity at this node"
+        sel = sol.selected
+        others = sorted(set(sel.loc[(sel["node"] == r["node"]) & (sel["project_id"] != pid), "project_id"]))
+        # review 5: three selected magnet projects each said no other project offered capacity at their node
+        alt = (f"; every other project at this node with an option was funded too ({', '.join(others)})" if others else
+               "; no other project offered capacity at this node")
     return f"funded with a {chosen[pid]}: {per}{alt}"
 
 

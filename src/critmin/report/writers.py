@@ -425,11 +425,28 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
         fs = 6.3 if len(cols) > 6 else 7.0
         chars = 7.3 * 72 / (fs * 0.6)  # characters across the table at this font size (with cell padding)
         w = np.array([min(width, max([len(lab) * 0.8] + [len(x[i]) for x in raw])) + 3 for i, lab in enumerate(labels)], float) if cols else np.ones(1)
-        # no column narrower than its longest word (up to 14 characters), so that words are not split
-        w = np.maximum(w, [min(14, max([1] + [len(t) for x in raw for t in x[i].split()])) + 3 for i in range(len(cols))]) if cols else w
         share = w / w.sum()
-        fit = [max(6, int(sh * chars) - 1) for sh in share]
-        wrapped = [[textwrap.wrap(x[i], fit[i])[:4] or [""] for i in range(len(cols))] for x in raw]
+        fit_a = np.array([max(6, int(sh * chars) - 1) for sh in share])
+        # no column narrower than its longest word or heading word (up to 14 characters), so that no word is split
+        # ("reject / ed", review 5): the wide columns give up the characters the narrow ones need
+        minw = np.array([min(14, max([1] + [len(t) for x in raw for t in x[i].split()] + [len(t) for t in labels[i].split()]))
+                         for i in range(len(cols))]) if cols else np.ones(1, int)
+        fit_a = np.maximum(fit_a, minw)
+        excess = int(fit_a.sum() - max(int(chars) - len(cols), 1))
+        slack = fit_a - np.maximum(minw, 6)
+        if excess > 0 and slack.sum() > 0:
+            fit_a = fit_a - np.minimum(slack, np.ceil(excess * slack / slack.sum())).astype(int)
+        fit = [int(f) for f in fit_a]
+        share = fit_a / fit_a.sum()
+
+        def cell_lines(text: str, fit_i: int, most: int = 10) -> list[str]:
+            parts = textwrap.wrap(text, fit_i) or [""]
+            if len(parts) > most:  # a long reason is cut with an ellipsis, not silently
+                parts = parts[:most]
+                parts[-1] = parts[-1][: max(fit_i - 1, 1)] + "…"
+            return parts
+
+        wrapped = [[cell_lines(x[i], fit[i]) for i in range(len(cols))] for x in raw]
         lines = [max(len(c) for c in row) for row in wrapped]
         pages: list[list[int]] = [[]]
         used = 0
@@ -451,18 +468,19 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
                 fig.text(0.06, y - 0.01, "none", fontsize=9, style="italic", va="top")
             else:
                 line_h = fs * 1.45 / 72 / 11.69  # one text line as a fraction of the page height
-                total = sum(lines[k] for k in idx) + 2
+                head_lines = max([len(textwrap.wrap(lab, fit[i])[:3]) for i, lab in enumerate(labels)] + [1])
+                total = sum(lines[k] for k in idx) + head_lines
                 h = min(line_h * total, y - 0.04)
                 ax = fig.add_axes((0.06, y - 0.01 - h, 0.88, h))
                 ax.axis("off")
                 cells = [["\n".join(wrapped[k][i]).replace("$", r"\$") for i in range(len(cols))] for k in idx]
-                heads = ["\n".join(textwrap.wrap(lab, fit[i])[:2]).replace("$", r"\$") for i, lab in enumerate(labels)]
+                heads = ["\n".join(textwrap.wrap(lab, fit[i])[:3]).replace("$", r"\$") for i, lab in enumerate(labels)]
                 tb = ax.table(cellText=cells, colLabels=heads, colWidths=list(share), loc="upper left", cellLoc="left")
                 tb.auto_set_font_size(False)
                 tb.set_fontsize(fs)
                 unit = 1.0 / total
                 for (row, _col), cell in tb.get_celld().items():
-                    cell.set_height(unit * (2 if row == 0 else lines[idx[row - 1]]))
+                    cell.set_height(unit * (head_lines if row == 0 else lines[idx[row - 1]]))
                     if row == 0:
                         cell.set_facecolor("#dde6f0")
                         cell.set_text_props(weight="bold")
