@@ -54,10 +54,6 @@ def unit_of(column: str) -> str:
     return ""
 
 
-def _frame(records: Any) -> pd.DataFrame:
-    return pd.DataFrame(list(records)) if records else pd.DataFrame()
-
-
 def _sheet(df: pd.DataFrame) -> pd.DataFrame:
     """A table as a worksheet: nested values (lists, dicts) written as JSON text, so every cell is a scalar."""
     out = df.copy()
