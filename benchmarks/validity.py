@@ -54,6 +54,15 @@ def measure(draws: int = 200, seed: int = 0) -> dict[str, object]:
         if per == "JPN":
             out["jpn_ndfeb_loss_usd"] = float(t.loc[t["commodity"] == "ndfeb_magnets", "expected_loss_usd"].iloc[0])
     out["ranks_of_controlled_minerals"] = ranks
+    # the screening ranking (supply concentration x import reliance; the plan's section 1) against the same lists
+    from critmin.assess import assess
+
+    for per in ("USA", "JPN"):
+        listed = us_list if per == "USA" else jp_list
+        a = assess(atlas, per, "critmin").dropna(subset=["rank"]).head(20)
+        out[f"outside_lists_assess_top20_{per}"] = [
+            {"rank": int(r["rank"]), "commodity": r["commodity"], "import_reliance": r.get("import_reliance")}
+            for r in a.to_dict("records") if not on_list(r["commodity"], listed) and r["commodity"] not in derived]
     prices = atlas.tables["node_prices"]
     used = prices[prices["use"]]
     own = all(((used["commodity_id"] == n.commodity) & (used["stage"] == n.stage)).sum() == 1
@@ -71,6 +80,9 @@ def report(rec: dict[str, object]) -> list[str]:
     for per in ("USA", "JPN"):
         o = rec[f"outside_lists_top20_{per}"]
         lines.append(f"{per} top 20 outside the lists: {len(o)} " + ", ".join(f"#{x['rank']} {x['commodity']} ({x['driver']})" for x in o))  # type: ignore[index]
+    for per in ("USA", "JPN"):
+        o = rec.get(f"outside_lists_assess_top20_{per}", [])
+        lines.append(f"{per} screening top 20 outside the lists: {len(o)} " + ", ".join(f"#{x['rank']} {x['commodity']}" for x in o))  # type: ignore[index,union-attr]
     lines.append("ranks of controlled minerals: " + json.dumps(rec["ranks_of_controlled_minerals"]))
     lines.append(f"JPN NdFeB magnet loss {rec['jpn_ndfeb_loss_usd']:,.0f} USD (target > 0): {'MET' if rec['jpn_ndfeb_loss_usd'] > 0 else 'MISSED'}")  # type: ignore[operator]
     lines.append(f"every priced node on its own basis: {'MET' if rec['every_priced_node_on_its_own_basis'] else 'MISSED'}")

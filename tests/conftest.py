@@ -72,6 +72,20 @@ def reset_postgres(url: str) -> None:
     eng.dispose()
 
 
+@pytest.fixture
+def one_db_url(tmp_path: Path) -> str:
+    """One fresh workspace database: PostgreSQL when configured (as in CI), else a SQLite file. For the heavy
+    process-level tests (worker hand-over, a Dask cluster) whose database work is that of the lighter tests,
+    which run on both backends."""
+    import os
+
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        return f"sqlite:///{tmp_path / 'workspace.db'}"
+    reset_postgres(url)
+    return url
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, empty workspace database: a SQLite file, then PostgreSQL (every database test runs on both)."""

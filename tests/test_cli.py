@@ -50,7 +50,7 @@ def test_assess_csv_and_xlsx(tmp_path: Path) -> None:
 
 def test_chain_and_audit() -> None:
     out = run("chain", "rare_earths").stdout
-    assert "chokepoint: magnet" in out
+    assert "chokepoint: refine" in out
     data = json.loads(run("chain", "lithium", "--format", "json").stdout)
     assert {s["stage"] for s in data["stages"]} >= {"mine", "refine", "cathode", "cell"}
     audit = json.loads(run("data", "audit", "--format", "json").stdout)

@@ -158,13 +158,28 @@ def test_pooling_never_costs_more_under_the_days_cap(simulator):
         assert sum(r["pooled_cost_by_member_usd"].values()) == pytest.approx(r["expected_cost_with_stock_usd"])
 
 
-def test_no_stock_on_a_demand_nobody_measured(simulator):
+@pytest.fixture(scope="module")
+def bloc_sample(simulator):
+    """A small disruption sample (60 draws, seed 4) shared by the policy tests."""
+    from critmin.stockpile.plan import disruption_sample
+
+    return disruption_sample(simulator, 60, 4)
+
+
+@pytest.fixture(scope="module")
+def bloc_plan(simulator, bloc_sample):
+    """The bloc's stock plan on that sample with a 180-day cap."""
+    from critmin.stockpile.plan import plan_stockpiles
+
+    return plan_stockpiles(simulator, "BLOC", draws=60, seed=4, sample=bloc_sample, max_days=180)
+
+
+def test_no_stock_on_a_demand_nobody_measured(simulator, bloc_sample, bloc_plan):
     """Review of 5 December 2026: Japan's 10,700 t antimony stock rested on 0.905 x the U.S. consumption. A node
     whose consumption for the participant is a proxy is listed, not stocked (unless the policy says otherwise)."""
-    from critmin.stockpile.plan import disruption_sample, plan_stockpiles
+    from critmin.stockpile.plan import plan_stockpiles
 
-    smp = disruption_sample(simulator, 60, 4)
-    rec = plan_stockpiles(simulator, "BLOC", draws=60, seed=4, sample=smp, max_days=180)
+    smp, rec = bloc_sample, bloc_plan
     proxy = {(j, k) for k in smp["node_draws"] for j in ("USA", "JPN")
              if simulator.nodes.nodes[simulator.nodes.index[k]].demand_basis.get(j, "").startswith("proxy")}
     stocked = {(r["participant"], r["node"]) for r in rec["stockpiles"] if r["participant"] in ("USA", "JPN")}
@@ -175,14 +190,31 @@ def test_no_stock_on_a_demand_nobody_measured(simulator):
     assert {(r["participant"], r["node"]) for r in loose["stockpiles"] if r["participant"] in ("USA", "JPN")} & proxy
 
 
-def test_one_consumption_is_stocked_once(simulator):
+def test_ore_is_stocked_only_where_a_plant_can_use_it(simulator, bloc_plan):
+    """Review 5: Japan was given 868 t of lithium concentrate although no Japanese plant converts spodumene (the
+    producers IEA lists cover 98 % of lithium refining, Japan not among them). Such nodes are listed, not stocked;
+    Japan's cobalt intermediate stays a candidate (Japan refines cobalt) and so does titanium concentrate, whose
+    use is mostly pigment, outside the modelled chain."""
+    from critmin.stockpile.plan import unusable_stock_reason
+
+    def node(key):
+        return simulator.nodes.nodes[simulator.nodes.index[key]]
+
+    assert "no JPN output at the next stage (lithium/refine" in unusable_stock_reason(simulator, node("lithium/mine"), "JPN")
+    assert unusable_stock_reason(simulator, node("cobalt/mine"), "JPN") is None
+    assert unusable_stock_reason(simulator, node("titanium/mine"), "USA") is None
+    assert unusable_stock_reason(simulator, node("lithium/refine"), "JPN") is None
+    listed = {(x["participant"], x["node"]) for x in bloc_plan["metadata"]["not_stocked_unusable_form"]}
+    stocked = {(r["participant"], r["node"]) for r in bloc_plan["stockpiles"]}
+    assert not stocked & {("JPN", "lithium/mine"), ("USA", "lithium/mine"), ("JPN", "rare_earths/mine")}
+    assert all(unusable_stock_reason(simulator, node(k), j) for j, k in listed)
+
+
+def test_one_consumption_is_stocked_once(simulator, bloc_plan):
     """Review of 5 December 2026: Japan's cobalt consumption (one figure) was stocked as ore and as refined metal.
     Nodes of one commodity whose demand is the same figure are stocked once, where the expected shortage cost is
     largest; the others are listed with the node stocked instead."""
-    from critmin.stockpile.plan import disruption_sample, plan_stockpiles
-
-    smp = disruption_sample(simulator, 60, 4)
-    rec = plan_stockpiles(simulator, "BLOC", draws=60, seed=4, sample=smp, max_days=180)
+    rec = bloc_plan
     seen: dict[tuple[str, str, str], str] = {}
     for r in rec["stockpiles"]:
         if r["participant"] not in ("USA", "JPN"):
@@ -197,13 +229,10 @@ def test_one_consumption_is_stocked_once(simulator):
     assert {x["node"].split("/")[0] for x in moved if x["participant"] == "JPN"} >= {"nickel"}
 
 
-def test_a_net_exporter_is_not_stocked(simulator):
+def test_a_net_exporter_is_not_stocked(simulator, bloc_plan):
     """Review of 5 December 2026: the USA, which mines half the world's beryllium, was given a beryllium stock.
     Where a participant's net import reliance is 0 its own output covers its use: listed, not stocked."""
-    from critmin.stockpile.plan import disruption_sample, plan_stockpiles
-
-    smp = disruption_sample(simulator, 60, 4)
-    rec = plan_stockpiles(simulator, "BLOC", draws=60, seed=4, sample=smp, max_days=180)
+    rec = bloc_plan
     for r in rec["stockpiles"]:
         if r["participant"] in ("USA", "JPN"):
             nir = simulator.nodes.nodes[simulator.nodes.index[r["node"]]].nir.get(r["participant"])
@@ -220,12 +249,11 @@ def test_a_stock_row_carries_only_its_participants_flags():
     assert flag_concerns("world output from a low-tier source", "JPN")
 
 
-def test_a_stock_decided_by_a_few_draws_says_so(simulator):
+def test_a_stock_decided_by_a_few_draws_says_so(bloc_plan):
     """Review of 5 December 2026: a 178-day ruthenium stock was decided by one draw in 500."""
-    from critmin.stockpile.plan import FEW_DRAWS, disruption_sample, plan_stockpiles
+    from critmin.stockpile.plan import FEW_DRAWS
 
-    smp = disruption_sample(simulator, 60, 4)
-    rec = plan_stockpiles(simulator, "BLOC", draws=60, seed=4, sample=smp, max_days=180)
+    rec = bloc_plan
     rows = [r for r in rec["stockpiles"] if r["participant"] in ("USA", "JPN")]
     assert rows
     for r in rows:

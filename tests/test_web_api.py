@@ -1292,8 +1292,8 @@ def test_vulnerabilities_by_stage(web) -> None:
     # the chokepoint is the stage the priority ranking (critmin method, BLOC) names
     ranked = web.client.get("/api/minerals/priority", params={"top": 200}, headers=h).json()
     choke = next(m["chokepoint_stage"] for m in ranked if m["commodity"] == "rare_earths")
-    # (when the chokepoint is a product downstream, e.g. NdFeB magnets, no stage of rare earths carries the flag)
-    assert [x["stage"] for x in rows if x["chokepoint"]] == ([choke] if choke in {x["stage"] for x in rows} else [])
+    # (always one of the commodity's own stages: the magnets downstream are a commodity of their own)
+    assert choke == "refine" and [x["stage"] for x in rows if x["chokepoint"]] == [choke]
     # all nodes: one row per node with country shares
     every = web.client.get("/api/atlas/vulnerabilities", headers=h).json()
     nodes = web.client.get("/api/atlas/nodes", headers=h).json()
@@ -1607,7 +1607,7 @@ def test_quotas_on_records_comments_and_runs(web):
     assert run(web, GOV, "risk", {"draws": 20, "seed": 12})["status"] == "done"
 
 
-def test_runs_on_a_dask_cluster(db_url, tmp_path):
+def test_runs_on_a_dask_cluster(one_db_url, tmp_path):
     """`critmin serve --jobs dask --dask ADDRESS`: runs execute on the cluster's workers, which build the
     definitions from the WorkerSetup and write the run's outcome to the database themselves."""
     distributed = pytest.importorskip("distributed")
@@ -1617,7 +1617,7 @@ def test_runs_on_a_dask_cluster(db_url, tmp_path):
     from critmin.web.db import Database
     from critmin.web.worker import WorkerSetup
 
-    db = Database(db_url)
+    db = Database(one_db_url)
     from critmin.web.workspace import Workspace
 
     ws = Workspace(db)

@@ -290,7 +290,7 @@ def _wait_status(base: str, h: dict[str, str], rid: int, want: set[str], timeout
     raise AssertionError(f"run {rid} never reached {want}: {j}")
 
 
-def test_runs_execute_in_worker_processes(db_url: str, tmp_path: Path) -> None:
+def test_runs_execute_in_worker_processes(one_db_url: str, tmp_path: Path) -> None:
     """Issue 14 finding 7: a run computing in the server process held the GIL and starved every read. Now
     `critmin serve` hands runs to a worker process (the default `--jobs process`): the run's work is done by
     a child of the server, a cancellation reaches it through the database, a worker killed under a run fails
@@ -299,8 +299,8 @@ def test_runs_execute_in_worker_processes(db_url: str, tmp_path: Path) -> None:
     import psutil
 
     email = "runner@workers.example"
-    add_user(db_url, email, "Worker Org", "government", PASSWORD, cwd=tmp_path)
-    srv = ServerProcess(db_url, cwd=tmp_path, log=tmp_path / "server.log", extra_args=("--no-seed",)).start()
+    add_user(one_db_url, email, "Worker Org", "government", PASSWORD, cwd=tmp_path)
+    srv = ServerProcess(one_db_url, cwd=tmp_path, log=tmp_path / "server.log", extra_args=("--no-seed",)).start()
     try:
         base = srv.base
         h = {"Authorization": "Bearer " + httpx.post(base + "/api/auth/login", json={"username": email, "password": PASSWORD}).json()["access_token"]}

@@ -156,7 +156,7 @@ def chain(
                 "coverage": m.get("coverage"),
                 "basis": m.get("basis", "no data"),
                 "stage_risk": st["stage_risk"],
-                "chokepoint": "<==" if st["stage"] == res["chokepoint_stage"] else "",
+                "chokepoint": "<==" if st["stage"] == res["chokepoint_stage"] and not st["downstream"] else "",
             }
         )
     if fmt == "table":

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from critmin.assess.methods import AssessmentContext, get_method
+from critmin.assess.methods.critmin_score import stage_risk
 from critmin.atlas.model import Atlas
 
 OUTPUT_COLUMNS = [
@@ -57,7 +58,7 @@ def assess(
     rows = []
     for cid in atlas.commodity_ids():
         res = m.score(ctx, cid)
-        stages = {node[1]: _stage_record(ctx.metric(node)) for node in ctx.nodes(cid)}
+        stages = {node[1]: _stage_record(ctx.metric(node)) for node in [*ctx.nodes(cid), *ctx.downstream_nodes(cid)]}
         for node in ctx.all_nodes(cid):
             stages.setdefault(node[1], {"hhi": None, "basis": "no data in the atlas"})
         rel = ctx.reliance(cid)
@@ -96,7 +97,9 @@ def assess(
 def chain(atlas: Atlas, commodity_id: str, perspective: str = "BLOC", year: int = 2024) -> dict[str, Any]:
     """Stage-by-stage view of a commodity's chain: shares by country at each stage and the chokepoint.
 
-    The chokepoint is the stage with the largest critmin stage risk ``1 - (1 - concern share)(1 - HHI_WGI/10)``.
+    The chokepoint is the commodity's own stage with the largest critmin stage risk
+    ``1 - (1 - concern share)(1 - HHI_WGI/10)``; downstream products are listed with their stage risk and
+    ``downstream: true`` but are not candidates (they are commodities with chokepoints of their own).
     """
     from critmin.errors import MethodError
 
@@ -114,7 +117,8 @@ def chain(atlas: Atlas, commodity_id: str, perspective: str = "BLOC", year: int 
                 "stage": node[1],
                 "label": _label(atlas, node),
                 "metrics": _stage_record(m) if m is not None else None,
-                "stage_risk": res.stage_scores.get(node[1]),
+                "stage_risk": None if m is None else round(stage_risk(m), 6),
+                "downstream": node[0] != commodity_id,
                 "countries": [{"iso3": k, "name": atlas.country_name(k), "share": round(float(v), 4)} for k, v in shares.items()],
             }
         )

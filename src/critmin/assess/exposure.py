@@ -71,11 +71,11 @@ def us_reliance(atlas: Atlas, commodity_id: str, year: int = 2024) -> tuple[Reli
     Qualifiers: ``>x`` gives the lower bound x (value = x); ``<x`` an upper bound; ``E`` (net exporter) = 0.
     Where several forms exist the first form that has an NIR is used (rare earths: compounds and metals).
     """
-    t = atlas.us_trade
-    rows = t[(t["commodity_id"] == commodity_id) & (t["year"] <= year)]
-    rows = rows[rows["nir_pct"].notna()]
+    t = atlas.rows_of("us_trade", ("commodity_id",), (commodity_id,))
+    all_rows = t[t["year"] <= year]
+    rows = all_rows[all_rows["nir_pct"].notna()]
     if rows.empty:
-        return Reliance(None, None, None, "no U.S. net import reliance in the atlas"), None
+        return _us_reliance_from_trade(all_rows)
     form_order = sorted(rows["form"].unique(), key=lambda f: (f not in ("", "compounds_metals"), f))
     rows = rows[rows["form"] == form_order[0]]
     r = rows.sort_values("year").iloc[-1]
@@ -94,19 +94,49 @@ def us_reliance(atlas: Atlas, commodity_id: str, year: int = 2024) -> tuple[Reli
     return Reliance(v, low, high, basis, False, int(r["year"]), [str(r["source_id"])]), cons
 
 
+def _us_reliance_from_trade(rows: pd.DataFrame) -> tuple[Reliance, float | None]:
+    """U.S. NIR inferred from the salient trade figures where the USGS published none.
+
+    With net imports ``N_y = I_y - E_y`` of the latest year y that has both, and C the latest reported
+    consumption: ``NIR = 0`` when ``N_y <= 0`` (a net exporter or a balance: no production figure is needed, as
+    ``N/(P + N) <= 0`` for any P >= 0), else ``N_y / C`` clipped to [0, 1]. The upper bound uses the largest net
+    imports of the years shown, ``max_y N_y / C`` (1 when C is unknown). Mercury is the case in point: the USGS
+    could not compute its NIR ("information was inadequate"), but U.S. imports were 0-4 t a year with exports
+    banned, against 13 t of consumption and 103 t of by-product output in 2021. Flagged as inferred.
+    """
+    trade = rows[rows["imports"].notna() & rows["exports"].notna()].sort_values("year")
+    if trade.empty:
+        return Reliance(None, None, None, "no U.S. net import reliance in the atlas"), None
+    last = trade.iloc[-1]
+    net = float(last["imports"]) - float(last["exports"])
+    cons_rows = rows[rows["consumption"].notna() & (rows["consumption"] > 0)].sort_values("year")
+    f = tonnes_factor(str(last["unit"])) or 1.0
+    cons = float(cons_rows["consumption"].iloc[-1]) if len(cons_rows) else None
+    if net > 0 and cons is None:
+        return Reliance(None, None, None, f"unknown: U.S. net imports {net:g} {last['unit']} in {int(last['year'])} but no "
+                        "consumption figure"), None
+    max_net = float((trade["imports"] - trade["exports"]).clip(lower=0.0).max())
+    value = 0.0 if net <= 0 else min(net / cons, 1.0)  # type: ignore[operator]
+    high = min(max_net / cons, 1.0) if cons else 1.0
+    qual = " ".join(sorted({q for q in rows["nir_qualifier"] if q}))
+    basis = (f"inferred from trade: U.S. net imports {net:g} {last['unit']} in {int(last['year'])}"
+             + (f" against consumption {cons:g} {last['unit']}" if cons else "")
+             + (f" (USGS published no NIR: {qual})" if qual else " (USGS published no NIR)"))
+    return (Reliance(value, 0.0, max(high, value), basis, False, int(last["year"]), sorted(set(rows["source_id"]))),
+            cons * f if cons else None)
+
+
 def _domestic_production(atlas: Atlas, iso3: str, commodity_id: str) -> pd.DataFrame:
-    p = atlas.production
-    return p[
-        (p["commodity_id"] == commodity_id) & (p["country_iso3"] == iso3) & (p["measure"] == "production") & (p["case"] == "")
-    ]
+    p = atlas.rows_of("production", ("commodity_id", "country_iso3"), (commodity_id, iso3))
+    return p[(p["measure"] == "production") & (p["case"] == "")]
 
 
 def consumption_tonnes(atlas: Atlas, iso3: str, commodity_id: str, year: int = 2024, stage: str = "") -> tuple[float, int, str] | None:
     """Latest consumption figure (t) of a country from the consumption table, or None: rows of the commodity as a
     whole (blank stage) by default, or the rows of one stage."""
-    c = atlas.consumption
+    c = atlas.rows_of("consumption", ("country_iso3", "commodity_id"), (iso3, commodity_id))
     on_stage = (c["stage"].fillna("") == stage) if "stage" in c.columns else pd.Series(stage == "", index=c.index)
-    rows = c[(c["country_iso3"] == iso3) & (c["commodity_id"] == commodity_id) & c["quantity"].notna() & (c["year"] <= year) & on_stage]
+    rows = c[c["quantity"].notna() & (c["year"] <= year) & on_stage]
     rows = rows[[tonnes_factor(u) is not None and not re.search(r"/yr|days", u) for u in rows["unit"]]]
     if rows.empty:
         return None
@@ -200,8 +230,8 @@ def import_sourcing(atlas: Atlas, iso3: str, commodity_id: str) -> tuple[pd.Seri
     Choice among published tables: percentages only (rank-only rows are skipped); newest period; a form
     named total/combined/all before specific forms; then alphabetical. Returns (shares, basis, source_ids).
     """
-    s = atlas.import_sources
-    rows = s[(s["importer_iso3"] == iso3) & (s["commodity_id"] == commodity_id) & s["share_pct"].notna()]
+    s = atlas.rows_of("import_sources", ("importer_iso3", "commodity_id"), (iso3, commodity_id))
+    rows = s[s["share_pct"].notna()]
     if rows.empty:
         return None
     groups = rows.groupby(["form", "period", "source_id"], as_index=False).agg(n=("share_pct", "size"))

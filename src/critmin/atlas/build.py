@@ -142,6 +142,11 @@ def build_tables(raw_dir: Path, cdir: Path | None = None) -> tuple[dict[str, pd.
         normalise_name(r.raw_commodity): r.commodity_id if r.include == "yes" else ""
         for r in name_map[name_map["dataset"] == "usgs_fig2"].itertuples(index=False)
     }
+    us_trade = pd.concat(
+        [us_trade, usgs.import_fig2_reliance(paths["usgs_fig2"], fig2_names, _read_curated(cdir, "usgs_nir_notes"), us_trade,
+                                             2024, quirks)],
+        ignore_index=True,
+    )
     import_sources = pd.concat(
         [
             usgs.import_fig2_sources(paths["usgs_fig2"], fig2_names, resolver, quirks),

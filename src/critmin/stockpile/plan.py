@@ -23,6 +23,10 @@ from critmin.stockpile.policy import STOCKABLE_STAGES, StockpileOptions
 from critmin.stockpile.sizing import expected_cost, newsvendor, pool, stock_lp
 
 DAYS_RULES = (60, 90, 180)
+#: a participant missing from the producers of a node counts as producing nothing there only when the listed
+#: producers cover at least this share of world output (IEA and USGS tables list the main countries and leave
+#: the rest as "other"; Japan's nickel refining, about 3 % of the world's, hides in IEA's 18 % remainder)
+ABSENCE_COVERAGE = 0.95
 
 
 def _data(name: str) -> Path:
@@ -126,6 +130,36 @@ def net_exporter_at(node: Any, participant: str) -> bool:
     return nir is not None and bool(np.isfinite(nir)) and nir <= 0.0
 
 
+def unusable_stock_reason(sim: Any, node: Any, participant: str) -> str | None:
+    """Why a participant could not use a stock held at ``node``, or None when it could.
+
+    Ore and concentrate (the mine stage) are usable only where the participant can process them: when the
+    node's chain links carry most of its use (known use share at least 0.5) to next stages, the participant must
+    have output at one of them (a plant the stock can feed). Other stages, and mine nodes whose use the chain
+    does not carry, are usable. Japan has no lithium refinery, so a stock of lithium concentrate would sit where no Japanese plant
+    can use it; it has cobalt refining (Sumitomo Metal Mining), so a cobalt intermediate stock can be used.
+    Review 5 found Japanese spodumene and U.S. cobalt and tin concentrate stocks chosen before this rule.
+    """
+    if node.stage != "mine":
+        return None  # refined forms are traded and tolled, and national stockpiles hold them for plants being built
+    # the rule needs the chain to carry most of the node's use (a known use share of at least half): titanium
+    # concentrate goes mostly to pigment, which the chain does not model, and magnesite's use is not linked
+    links = sim.chain.links[sim.nodes.index[node.key]]
+    if sum(u for _, u, _ in links if np.isfinite(u)) < 0.5:
+        return None
+    nxt = [sim.nodes.nodes[v] for v, _, _ in links]
+    if any(n.shares.get(participant, 0.0) > 0.0 for n in nxt):
+        return None
+    # absence from a table that lists only the main producers is no evidence: the rule needs the listed
+    # countries to cover at least ABSENCE_COVERAGE of the next stage's output
+    covered = min(sum(n.shares.values()) for n in nxt)
+    if covered < ABSENCE_COVERAGE:
+        return None
+    names = ", ".join(sorted({n.key for n in nxt}))
+    return (f"no {participant} output at the next stage ({names}, whose listed producers cover {covered:.0%} of world "
+            "output): no plant of its own could use a stock in this form")
+
+
 def one_stage_per_consumption(sim: Any, node_draws: dict[str, np.ndarray], members: list[str], stages: tuple[str, ...]) -> dict[tuple[str, str], str]:
     """Nodes not to stock because the same consumption figure is stocked at another stage of the commodity
     (stages where the participant is a net exporter are not candidates: they are never stocked).
@@ -145,7 +179,7 @@ def one_stage_per_consumption(sim: Any, node_draws: dict[str, np.ndarray], membe
             continue
         for j in members:
             basis = node.demand_basis.get(j, "")
-            if not basis or basis.startswith("proxy") or net_exporter_at(node, j):
+            if not basis or basis.startswith("proxy") or net_exporter_at(node, j) or unusable_stock_reason(sim, node, j):
                 continue
             k = PARTICIPANTS.index(j)
             need = sim.value_per_t_supplied(node_draws, key, k) * float(nd[3 + k].mean())
@@ -187,6 +221,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
     not_stocked: list[dict[str, str]] = []
     stocked_elsewhere: list[dict[str, str]] = []
     net_exporter: list[dict[str, str]] = []
+    wrong_form: list[dict[str, str]] = []
     lp_inputs: dict[str, list[tuple[str, np.ndarray, float, float, float, float]]] = {j: [] for j in members}
     stocked_at = one_stage_per_consumption(sim, smp["node_draws"], members, stages)
     for key in sorted(smp["node_draws"]):
@@ -216,6 +251,10 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 # a net exporter's own output covers its use: a shortfall simulated for it is the proportional
                 # rationing of a world market its producers serve first, and a public stock would hold what they make
                 net_exporter.append({"participant": j, "node": key, "reason": "net import reliance 0: its own output covers its use"})
+                continue
+            unusable = unusable_stock_reason(sim, node, j)
+            if unusable:
+                wrong_form.append({"participant": j, "node": key, "reason": unusable})
                 continue
             kept = stocked_at.get((j, key))
             if kept is not None:
@@ -320,7 +359,8 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                      "storage_basis": sp.storage_basis,
                      "capital_rate": sp.capital_rate, "days_rules": list(sp.days_rules),
                      "sourced_demand_only": sourced_demand_only, "not_stocked_proxy_demand": not_stocked,
-                     "not_stocked_same_consumption": stocked_elsewhere, "not_stocked_net_exporter": net_exporter},
+                     "not_stocked_same_consumption": stocked_elsewhere, "not_stocked_net_exporter": net_exporter,
+                     "not_stocked_unusable_form": wrong_form},
         "stockpiles": rows,
         "budget_plans": budgets,
     }

@@ -57,8 +57,18 @@ class AssessmentContext:
         self._reliance: dict[str, Reliance] = {}
 
     def nodes(self, commodity_id: str) -> list[tuple[str, str]]:
-        """Chain nodes of a commodity that have share data (own stages first, then downstream products)."""
-        return [n for n in self.atlas.chain_nodes(commodity_id) if n in self._metric_index]
+        """The commodity's own stages that have share data: where its score and chokepoint come from.
+
+        Downstream products (lithium -> battery cathode) are not among them: they are commodities with their own
+        rows and scores, and only part of the mineral's use flows to them (about 1 % of U.S. manganese goes into
+        cathodes), so taking their concentration as the mineral's would count one chokepoint twice and name a
+        product the mineral's buyers do not buy. They are reported by :meth:`downstream_nodes`.
+        """
+        return [n for n in self.atlas.chain_nodes(commodity_id) if n[0] == commodity_id and n in self._metric_index]
+
+    def downstream_nodes(self, commodity_id: str) -> list[tuple[str, str]]:
+        """Products downstream of the commodity (other commodities of its chain) that have share data."""
+        return [n for n in self.atlas.chain_nodes(commodity_id) if n[0] != commodity_id and n in self._metric_index]
 
     def all_nodes(self, commodity_id: str) -> list[tuple[str, str]]:
         return self.atlas.chain_nodes(commodity_id)

@@ -1,6 +1,6 @@
 """critmin's own priority score.
 
-For every chain node k with share data (own stages and downstream products):
+For every stage k of the commodity itself with share data:
 
     r_k = 1 - (1 - c_k) · (1 - g_k)
 
@@ -13,9 +13,15 @@ perspective's net import reliance E (0-1),
 
 so a fully self-sufficient perspective keeps ``w_floor`` of the supply risk (a domestic industry still pays
 world prices in a disruption). Range 0-1.
+
+Downstream products (cathode for lithium, magnets for NdPr) are ranked as commodities of their own; their
+largest r_k is reported beside the score (``components["downstream"]``) but does not set it, since only the
+share of the mineral's use that flows to the product is exposed there.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from critmin.assess.methods.base import (
     MISSING_RELIANCE,
@@ -25,6 +31,11 @@ from critmin.assess.methods.base import (
     Parameter,
     register,
 )
+
+
+def stage_risk(metric: Any) -> float:
+    """``r_k = 1 - (1 - c_k)(1 - min(HHI_WGI,k / 10, 1))`` of one node's supply metrics."""
+    return 1.0 - (1.0 - float(metric.concern_share)) * (1.0 - min(float(metric.hhi_wgi) / 10.0, 1.0))
 
 
 @register
@@ -43,11 +54,12 @@ class CritminScore(Method):
         src: set[str] = set()
         for node in ctx.nodes(commodity_id):
             m = ctx.metric(node)
-            c, g = m.concern_share, min(m.hhi_wgi / 10.0, 1.0)
-            stage_scores[node[1]] = 1.0 - (1.0 - c) * (1.0 - g)
+            stage_scores[node[1]] = stage_risk(m)
             src.update(m.source_ids.split(";"))
         if not stage_scores:
             return MethodScore(None, None, flags=["no supply data at any stage"])
+        down = {f"{n[0]}/{n[1]}": stage_risk(ctx.metric(n)) for n in ctx.downstream_nodes(commodity_id)}
+        worst = max(down, key=lambda k: (down[k], k)) if down else None
         choke = max(stage_scores, key=lambda k: (stage_scores[k], k))
         e, rel = self.exposure(ctx, commodity_id, flags)
         w = self.params["w_floor"]
@@ -57,7 +69,8 @@ class CritminScore(Method):
             score,
             choke,
             stage_scores,
-            {"supply_risk": stage_scores[choke], "import_reliance": e},
+            {"supply_risk": stage_scores[choke], "import_reliance": e,
+             "downstream": {"node": worst, "supply_risk": down[worst]} if worst else None},
             flags,
             sorted(src),
         )

@@ -390,3 +390,45 @@ def import_fig2_sources(path: Path, name_to_commodity: dict[str, str], resolver:
                 }
             )
     return pd.DataFrame(rows)
+
+
+def import_fig2_reliance(
+    path: Path, name_to_commodity: dict[str, str], notes: pd.DataFrame, us_trade: pd.DataFrame, year: int, quirks: QuirkLog
+) -> pd.DataFrame:
+    """U.S. trade rows carrying only a net import reliance, for commodities with no NIR in a salient table.
+
+    Two published sources, in this order:
+
+    - Fig. 2 of MCS 2025, which prints the 2024 NIR of each commodity it shows (``>95`` is read as a lower bound);
+    - the Fig. 2 metadata, which names the commodities left out of the figure because the United States was a
+      net exporter (NIR 0, qualifier ``E``) or because "available information was inadequate to calculate the
+      exact percentage" (qualifier ``NA``, no value), transcribed with its quote in
+      critmin/atlas/curated/usgs_nir_notes.csv.
+
+    A commodity that a salient table already gives an NIR keeps it; these rows only fill the gaps.
+    """
+    have = set(us_trade.loc[us_trade["nir_pct"].notna() | us_trade["nir_qualifier"].isin(["NA", "W"]), "commodity_id"])
+    rows: list[dict[str, object]] = []
+
+    def add(cid: str, value: float | None, qual: str) -> None:
+        rows.append({"commodity_id": cid, "form": "mcs2025_fig2", "headline": True, "year": year, "production": None, "imports": None,
+                     "exports": None, "consumption": None, "nir_pct": value, "nir_qualifier": qual, "price": None,
+                     "price_unit": "", "unit": "", "source_id": SOURCE_ID})
+        have.add(cid)
+
+    df = read_raw_csv(path, quirks)
+    for rec in df.to_dict("records"):
+        cid = name_to_commodity.get(normalise_name(rec["Commodity"]), "")
+        if not cid or cid in have:
+            continue
+        value, qual = parse_salient_cell(rec.get("Net_Import_Reliance_pct_2024"), quirks)
+        if value is None:
+            continue
+        add(cid, 0.0 if qual == "E" else value, qual)
+    for rec in notes.to_dict("records"):
+        cid, qual = str(rec["commodity_id"]), str(rec["nir_qualifier"])
+        if qual not in ("E", "NA"):
+            raise ImportDataError(Problem("usgs_nir_notes.csv", None, "nir_qualifier", f"'{qual}' is neither E nor NA"))
+        if cid not in have:
+            add(cid, 0.0 if qual == "E" else None, qual)
+    return pd.DataFrame(rows, columns=list(us_trade.columns))
