@@ -47,7 +47,9 @@ def test_us_reliance_from_usgs(atlas) -> None:  # type: ignore[no-untyped-def]
     r = perspective_reliance(atlas, "USA", "gallium")
     assert r.value == 1.0 and "USGS published NIR 2024" in r.basis
     r = perspective_reliance(atlas, "USA", "lithium")
-    assert (r.value, r.low, r.high) == (0.5, 0.5, 1.0)  # published ">50"
+    assert (r.value, r.low, r.high) == (0.75, 0.5, 1.0)  # published ">50": the range 0.5-1, valued at its midpoint
+    r = perspective_reliance(atlas, "USA", "titanium")  # the most import-reliant headline form: sponge, not pigment
+    assert r.value == 0.975 and r.basis.endswith("form sponge")
 
 
 def test_us_reliance_where_usgs_published_none(atlas) -> None:  # type: ignore[no-untyped-def]
@@ -70,8 +72,9 @@ def test_japan_reliance_inferred_and_flagged(atlas) -> None:  # type: ignore[no-
 
 def test_bloc_reliance_equal_weight_proxy(atlas) -> None:  # type: ignore[no-untyped-def]
     r = perspective_reliance(atlas, "BLOC", "lithium")
-    # USA 0.5 (>50 %), JPN 1.0 inferred; no lithium consumption (USA withheld) -> equal weights, flagged
-    assert r.proxy and r.value == pytest.approx(0.75)
+    # USA 0.75 (">50 %": the midpoint of 0.5-1), JPN 1.0 inferred; no lithium consumption (USA withheld) -> equal
+    # weights, flagged
+    assert r.proxy and r.value == pytest.approx(0.875)
     assert (r.low, r.high) == (0.5, 1.0)
 
 

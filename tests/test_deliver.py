@@ -254,6 +254,7 @@ def test_aggregate_buyers_are_the_consumption_the_simulator_uses(simulator):
     aggregate buyer is the participant's consumption at the node as the simulator has it (BUYERS.md), so a change
     in the atlas must be carried into the register."""
     from critmin.deliver.buyers import bundled_buyers
+    from critmin.deliver.forms import AGGREGATE_OF
 
     b = bundled_buyers(simulator.atlas)
     agg = b[b["kind"] == "aggregate"]
@@ -261,5 +262,18 @@ def test_aggregate_buyers_are_the_consumption_the_simulator_uses(simulator):
     for r in agg.to_dict("records"):
         n = simulator.nodes.get(r["commodity_id"], r["stage"])
         j = r["country_iso3"]
-        assert r["demand_t_per_year"] == pytest.approx(n.demand_share[j] * n.q0_t, abs=0.5), r["buyer_id"]
-        assert r["source"] == "computed from the critmin atlas: " + n.demand_basis[j], r["buyer_id"]
+        # an aggregate node's row is the rest once the participant's element rows at the same stage are taken out
+        # (review 5: Japan's NdPr, B043, is split from its rare-earth aggregate, B042)
+        parts = agg[(agg["country_iso3"] == j) & (agg["stage"] == r["stage"])
+                    & (agg["commodity_id"].map(AGGREGATE_OF) == r["commodity_id"])]
+        less = sum(float(x) for x in parts["demand_t_per_year"])
+        assert r["demand_t_per_year"] == pytest.approx(n.demand_share[j] * n.q0_t - less, abs=0.5), r["buyer_id"]
+        assert r["source"].startswith("computed from the critmin atlas: " + n.demand_basis[j]), r["buyer_id"]
+    # Japan's NdPr: its own row, and NdPr supply cannot fill the rest of the aggregate
+    from critmin.deliver.forms import serve_conflict
+
+    rest = agg[(agg["country_iso3"] == "JPN") & (agg["commodity_id"] == "rare_earths")].iloc[0].to_dict()
+    assert rest["demand_t_per_year"] == pytest.approx(18835 - 5500)
+    lamp = {"commodity_id": "ndpr", "stage": "refine"}
+    assert serve_conflict(lamp, rest, "separated NdPr oxide", rest["name"]) is not None
+    assert serve_conflict({"commodity_id": "dysprosium", "stage": "refine"}, rest, "dysprosium oxide", rest["name"]) is None

@@ -181,7 +181,9 @@ def test_bloc_proxy_share_weighs_each_participant_by_its_loss(ranking):
     # a loss-weighted mean of the two (up to the scenarios only one perspective counts, e.g. a participant's own bans)
     assert ((b[both] >= lo - 0.02) & (b[both] <= hi + 0.02)).all()
     # the review's example: graphite rests on U.S. data and a Japanese proxy, so the bloc figure is neither 0 nor 1
-    assert u["graphite"] < 0.1 and j["graphite"] > 0.9 and 0.1 < b["graphite"] < 0.9
+    # (Japan 0.89 since the node outcomes are composed rather than scaled: a small share of its graphite loss is
+    # in scenarios whose other inputs are sourced)
+    assert u["graphite"] < 0.1 and j["graphite"] > 0.8 and 0.1 < b["graphite"] < 0.9
 
 
 # ------------------------------------------------------------------ loss accounting --------------------------------

@@ -68,21 +68,26 @@ class Reliance:
 def us_reliance(atlas: Atlas, commodity_id: str, year: int = 2024) -> tuple[Reliance, float | None]:
     """U.S. NIR from the USGS salient statistics (published NIR, latest year <= ``year``), and consumption in t.
 
-    Qualifiers: ``>x`` gives the lower bound x (value = x); ``<x`` an upper bound; ``E`` (net exporter) = 0.
-    Where several forms exist the first form that has an NIR is used (rare earths: compounds and metals).
+    Qualifiers: ``>x`` is the range x-1 and ``<x`` the range 0-x, valued at the midpoint; ``E`` (net exporter) = 0.
+    Where several forms exist: the commodity's own form (blank, or rare earths' compounds and metals), else the
+    most import-reliant headline form.
     """
     t = atlas.rows_of("us_trade", ("commodity_id",), (commodity_id,))
     all_rows = t[t["year"] <= year]
     rows = all_rows[all_rows["nir_pct"].notna()]
     if rows.empty:
         return _us_reliance_from_trade(all_rows)
-    form_order = sorted(rows["form"].unique(), key=lambda f: (f not in ("", "compounds_metals"), f))
-    rows = rows[rows["form"] == form_order[0]]
-    r = rows.sort_values("year").iloc[-1]
-    v = float(r["nir_pct"]) / 100.0
+    latest = rows.sort_values("year").groupby("form").tail(1)
+    # the commodity's own form first; else the headline forms (usgs_salient_headline.csv), the most import-reliant
+    # of them (titanium: sponge >95 %, not dioxide pigment, of which the U.S. is a net exporter; zinc: refined, not
+    # ores; magnesium: metal >75 %, not compounds); the alphabetical first form used to decide
+    order = sorted(latest.to_dict("records"), key=lambda x: (x["form"] not in ("", "compounds_metals"), not bool(x["headline"]),
+                                                             -_censored(float(x["nir_pct"]) / 100.0, str(x["nir_qualifier"]))[0], x["form"]))
+    r = pd.Series(order[0])
+    rows = rows[rows["form"] == r["form"]]
     q = r["nir_qualifier"]
-    low, high = (v, 1.0) if q == ">" else (0.0, v) if q == "<" else (v, v)
-    basis = f"USGS published NIR {int(r['year'])}" + (f" ({q}{r['nir_pct']:g} %)" if q in ("<", ">") else "")
+    v, low, high = _censored(float(r["nir_pct"]) / 100.0, str(q))
+    basis = f"USGS published NIR {int(r['year'])}" + (f" ({q}{r['nir_pct']:g} %: midpoint of the range)" if q in ("<", ">") else "")
     if q == "E":
         basis += " (net exporter)"
     if r["form"]:
@@ -92,6 +97,17 @@ def us_reliance(atlas: Atlas, commodity_id: str, year: int = 2024) -> tuple[Reli
     if pd.notna(r["consumption"]) and f is not None:
         cons = float(r["consumption"]) * f
     return Reliance(v, low, high, basis, False, int(r["year"]), [str(r["source_id"])]), cons
+
+
+def _censored(v: float, qualifier: str) -> tuple[float, float, float]:
+    """(value, low, high) of a published NIR ``v`` (fraction) with its qualifier: ``>x`` is the range x-1 and ``<x``
+    the range 0-x, both valued at the midpoint (the bound itself understated ">50 %" and overstated "<25 %"); a
+    plain value is exact."""
+    if qualifier == ">":
+        return (v + 1.0) / 2.0, v, 1.0
+    if qualifier == "<":
+        return v / 2.0, 0.0, v
+    return v, v, v
 
 
 def _us_reliance_from_trade(rows: pd.DataFrame) -> tuple[Reliance, float | None]:

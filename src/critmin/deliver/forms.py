@@ -3,6 +3,9 @@
 * **Node.** An offer serves a need on the same node, or, for an element node (NdPr, Dy, Tb, La-Ce, Y), a need on
   its aggregate node at the same stage (:data:`AGGREGATE_OF`): a tonne of Dy oxide is a tonne of rare-earth
   oxide (REO basis), so it can fill a rare-earth oxide need, never the reverse (a tonne of mixed REO is not Dy).
+  Where a participant's element demand is a buyer row of its own (Japan's NdPr), its aggregate row is the rest
+  and names the elements it holds, so the element group bars NdPr from it (review 5: Lynas' NdPr filled Japan's
+  lanthanum and cerium tonnage).
 * **Form.** Inside a node, product families a buyer cannot swap (:data:`FORM_FAMILIES`: light vs heavy rare
   earths, oxide vs metal vs concentrate, natural vs synthetic graphite); an element node states its group
   itself (:data:`ELEMENT_GROUP`). A family only one side states does not bar the pair.
@@ -25,7 +28,9 @@ AGGREGATE_OF: dict[str, str] = {"ndpr": "rare_earths", "dysprosium": "rare_earth
 #: of a product description or a buyer's stated need that carry them.
 FORM_FAMILIES: dict[str, dict[str, set[str]]] = {
     "rare-earth group": {"light (NdPr)": {"ndpr", "neodymium", "praseodymium", "nd", "pr", "lree", "light"},
-                         "heavy (Dy/Tb)": {"dysprosium", "terbium", "dy", "tb", "hree", "heavy", "seg", "samarium", "gadolinium"}},
+                         "heavy (Dy/Tb)": {"dysprosium", "terbium", "dy", "tb", "hree", "heavy", "seg", "samarium", "gadolinium"},
+                         # full names only: "la" and "ce" are also words of place and company names (La Rochelle)
+                         "other (La/Ce/Y)": {"lanthanum", "cerium", "yttrium"}},
     "rare-earth form": {"oxide": {"oxide", "oxides"}, "metal": {"metal", "metals", "alloy", "alloys"},
                         "concentrate": {"concentrate", "carbonate", "feed", "feedstock", "monazite", "xenotime"}},
     "graphite type": {"natural": {"natural", "flake", "spherical", "spherodized", "spheroidised"},
@@ -39,7 +44,8 @@ FORM_NODES = {"rare_earths": ("rare-earth group", "rare-earth form"), "ndpr": ("
 
 
 #: The rare-earth group an element node's output belongs to, whatever its description says.
-ELEMENT_GROUP: dict[str, str] = {"ndpr": "light (NdPr)", "dysprosium": "heavy (Dy/Tb)", "terbium": "heavy (Dy/Tb)"}
+ELEMENT_GROUP: dict[str, str] = {"ndpr": "light (NdPr)", "dysprosium": "heavy (Dy/Tb)", "terbium": "heavy (Dy/Tb)",
+                                 "lanthanum_cerium": "other (La/Ce/Y)", "yttrium": "other (La/Ce/Y)"}
 
 
 def form_tags(text: str, commodity: str, node_of: str | None = None) -> dict[str, set[str]]:

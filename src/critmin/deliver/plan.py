@@ -93,6 +93,7 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
     res = solve_transport(capacity, demand, elig, np.array(prio), np.array(mins), pids, bids)
     names_b = dict(zip(buyers["buyer_id"], buyers["name"], strict=True))
     names_p = dict(zip(projects["project_id"], projects["name"], strict=True))
+    node_p = {str(k): f"{c}/{st}" for k, c, st in zip(projects["project_id"], projects["commodity_id"], projects["stage"], strict=True)}
     buyers_out = res.buyers.assign(name=res.buyers["buyer_id"].map(names_b),
                                    node=[f"{bt.loc[b, 'commodity_id']}/{bt.loc[b, 'stage']}" for b in res.buyers["buyer_id"]],
                                    country_iso3=[str(bt.loc[b, "country_iso3"]) for b in res.buyers["buyer_id"]])
@@ -102,7 +103,8 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
     totals = totals[totals["tonnes"] > 0] if len(totals) else totals
     return {
         "metadata": {"as_of": as_of, "months": months, "projects_supplying": P, "buyers_planned": B, "status": res.status},
-        "allocation": res.allocation.assign(project=res.allocation["project_id"].map(names_p), buyer=res.allocation["buyer_id"].map(names_b)).to_dict("records"),
+        "allocation": res.allocation.assign(project=res.allocation["project_id"].map(names_p), buyer=res.allocation["buyer_id"].map(names_b),
+                                            project_node=res.allocation["project_id"].astype(str).map(node_p)).to_dict("records"),
         "buyers": buyers_out.to_dict("records"),
         "totals": totals.to_dict("records"),
         "projects": res.projects.assign(name=res.projects["project_id"].map(names_p)).to_dict("records"),

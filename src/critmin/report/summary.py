@@ -13,8 +13,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from critmin.deliver.forms import AGGREGATE_OF, form_tags
 from critmin.portfolio.plan import COST_BASIS_LABEL
 from critmin.stockpile.plan import FEW_DRAWS
+
+
+def _nodes(items: list[Any], kind: str = "") -> str:
+    """'1 node is' or '3 listed nodes are': the subject of a count sentence, in the right number."""
+    n = len(items)
+    return f"{n} {kind}node is" if n == 1 else f"{n} {kind}nodes are"
 
 
 def usd(v: float) -> str:
@@ -97,13 +104,16 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                + f" Today's government holdings are published for {sum(1 for x in stock_rows if x['current_holding'] != 'not published')} of "
                f"these materials (net of them, {usd(to_buy)} is left to buy); the U.S. National Defense Stockpile stopped publishing holdings by material in 2023 and JOGMEC's are "
                "confidential (its target is 60 days of consumption), so the stocks are targets, not purchases net of holdings."
-               + (f" {len(md.get('not_stocked_proxy_demand', []))} listed nodes are not stocked because the participant's consumption there "
+               + (f" {_nodes(md.get('not_stocked_proxy_demand', []), 'listed ')} not stocked because the participant's consumption there "
                   "is a proxy, not a published figure." if md.get("not_stocked_proxy_demand") else "")
-               + (f" {len(md['not_stocked_same_consumption'])} nodes are not stocked because the same consumption figure is "
+               + (f" {_nodes(md['not_stocked_same_consumption'])} not stocked because the same consumption figure is "
                   "stocked at another stage of the material, where its need is largest (ore and refined metal would hold one need twice)."
                   if md.get("not_stocked_same_consumption") else "")
-               + (f" {len(md['not_stocked_net_exporter'])} are not stocked because the participant is a net exporter there "
-                  "(its own output covers its use)." if md.get("not_stocked_net_exporter") else ""))
+               + (f" {_nodes(md['not_stocked_net_exporter'])} not stocked because the participant is a net exporter there "
+                  "(its own output covers its use)." if md.get("not_stocked_net_exporter") else "")
+               + (f" {_nodes(md['not_stocked_unusable_form'], 'ore ')} not stocked because no plant of the participant could use "
+                  "them (" + "; ".join(f"{x['participant']} {x['node']}" for x in md["not_stocked_unusable_form"]) + ")."
+                  if md.get("not_stocked_unusable_form") else ""))
     if few:
         s_stock += (f" {len(few)} of the stocks ({usd(sum(few))}) rest on fewer than {FEW_DRAWS} simulated "
                     "years with a shortfall; rerun with more draws before buying them.")
@@ -126,7 +136,24 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     unmet_rows = [{"buyer": r["name"], "node": r["node"], "need_t": float(r["demand_t"]), "delivered_t": float(r["delivered_t"]),
                    "short_t": float(r["shortfall_t"])} for r in sorted(short, key=lambda x: -float(x["shortfall_t"]))]
     agg = [r for r in dl["buyers"] if kind.get(r["buyer_id"]) == "aggregate" and float(r.get("demand_t") or 0) > 0]
-    coverage = "; ".join(f"{r['name'].split(' ')[0]} {r['node']} {float(r['delivered_t']) / float(r['demand_t']):.0%}"
+    # an aggregate filled by an element node (NdPr for rare earths) without an element split of its own: the share
+    # says how much of the aggregate's tonnage that element supplied (the U.S. rare-earth users are mostly
+    # catalyst and glass makers, docs/deliver.md)
+    def node_of(node: str) -> str:
+        return str(node).split("/")[0]
+
+    by_elem = (al[al["buyer_id"].isin([r["buyer_id"] for r in agg]) & al["project_node"].fillna("").str.split("/").str[0]
+                  .map(lambda c: c in AGGREGATE_OF)].groupby(["buyer_id", "project_node"])["tonnes"].sum()
+               if len(al) and "project_node" in al.columns else pd.Series(dtype=float))
+
+    def _elements(r: dict[str, Any]) -> str:
+        if node_of(r["node"]) in AGGREGATE_OF or any(form_tags(str(r["name"]), node_of(r["node"])).values()):
+            return ""  # an element's own row, or an aggregate that names the elements it holds
+        parts = [f"{v / float(r['delivered_t']):.0%} of it {node_of(node)}" for (bid, node), v in by_elem.items()
+                 if bid == r["buyer_id"] and v > 0 and float(r["delivered_t"]) > 0]
+        return f" ({', '.join(parts)}, which not every user of the aggregate can take)" if parts else ""
+
+    coverage = "; ".join(f"{r['name'].split(' ')[0]} {r['node']} {float(r['delivered_t']) / float(r['demand_t']):.0%}{_elements(r)}"
                          for r in sorted(agg, key=lambda x: -float(x["delivered_t"]) / float(x["demand_t"]))[:5] if float(r["delivered_t"]) > 0)
     s_unmet = (f"{len(unmet_rows)} named buyers stay short over the window"
                + (f", the largest {unmet_rows[0]['buyer']} ({unmet_rows[0]['short_t']:,.0f} t of {unmet_rows[0]['node']})." if unmet_rows else ".")

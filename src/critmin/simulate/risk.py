@@ -69,6 +69,28 @@ def _on_top(escalation: Scenario, control: Scenario, sim: Simulator) -> Scenario
                  f"{x_lo:.2f}-{x_hi:.2f} of the rest. " + escalation.note).strip()})
 
 
+def compose_outcomes(p: list[float], relax: float = 0.0) -> tuple[list[float], float]:
+    """Exclusive annual outcomes of a node from independent annual hazards, most severe first.
+
+    With ``p_r`` the probability that the control is relaxed within the year (no escalation then) and hazards
+    ``p_1 ... p_n`` ordered from the most severe outcome down, the node's outcome is the most severe event that
+    happens: ``P_k = (1 - p_r) p_k Π_{j<k} (1 - p_j)``, and the control holds unchanged (or, without a control,
+    nothing happens) with ``P_0 = (1 - p_r) Π_j (1 - p_j)``. They sum to ``1 - p_r`` by construction. Until
+    December 2026 the hazards were added and scaled to 1 when they exceeded it, which left China's April 2025
+    rare-earth licences "holding alone" at the magnet node with probability about 0 once a suspended extension
+    (0.5), the tightening (0.39) and the relaxation (0.26) were counted (review 5); composed, they hold alone with
+    0.22.
+    Returns ``([P_1 ... P_n], P_0)``.
+    """
+    keep = 1.0 - min(max(relax, 0.0), 1.0)
+    out = []
+    for pk in p:
+        pk = min(max(float(pk), 0.0), 1.0)
+        out.append(keep * pk)
+        keep *= 1.0 - pk
+    return out, keep
+
+
 def risk_scenarios(sim: Simulator) -> tuple[list[Scenario], list[float]]:
     """The risk library and each scenario's annual probability (docs/simulation.md §11).
 
@@ -84,7 +106,8 @@ def risk_scenarios(sim: Simulator) -> tuple[list[Scenario], list[float]]:
       the USA); its rate is added to the tightening rate;
     - a control in the baseline data is not simulated again; its evolution (tightening, bans on participants)
       and any suspended control at the node are the family's outcomes, acting on the baseline flows;
-    - probabilities of a family that sum above 1 are scaled to 1 (flagged in the note).
+    - the family's outcomes are composed from independent annual hazards, the most severe first
+      (:func:`compose_outcomes`), so they sum to 1 by construction.
 
     A full embargo on every destination stays possible under a control: the generated WORLD bans of an in-force
     (restrictor, node) pair are outcomes of the node's family (acting on the baseline flows: a full ban includes
@@ -127,6 +150,7 @@ def risk_scenarios(sim: Simulator) -> tuple[list[Scenario], list[float]]:
         control = g["control"][0] if g["control"] else None
         outcomes: list[tuple[Scenario, float]] = []
         relax = 0.0
+        tighten = None
         if control is not None:
             others: list[tuple[Scenario, float]] = []
             for e, p, par in g["escalation"]:
@@ -152,16 +176,18 @@ def risk_scenarios(sim: Simulator) -> tuple[list[Scenario], list[float]]:
             relax = sim.regimes.probability_for(control.restrictors[0], "relaxation") if sim.regimes is not None else 0.0
         else:
             outcomes = [(e, p) for e, p, _ in g["escalation"]]
-        outcomes += embargo.get((commodity, stage), [])
-        total = sum(p for _, p in outcomes) + relax
-        scale = 1.0 / total if total > 1.0 else 1.0
+        # the most severe first: a full embargo, then suspended extensions, then the control's own tightening
+        outcomes = embargo.get((commodity, stage), []) + outcomes[::-1] if control is not None and tighten is not None \
+            else embargo.get((commodity, stage), []) + outcomes
+        composed, hold = compose_outcomes([p for _, p in outcomes], relax)
         if control is not None:
             chosen.append(control.model_copy(update={"family": fam}))
-            probs.append(max(1.0 - total * scale, 0.0))
-        for e, p in outcomes:
-            note = e.note if scale == 1.0 else f"{e.note} Probabilities of the node's outcomes scaled by {scale:.2f} to sum to 1."
+            probs.append(hold)
+        for (e, p), q in zip(outcomes, composed, strict=True):
+            note = e.note if q == p else (f"{e.note} Annual probability {p:.3f} as a hazard on its own, {q:.3f} as the node's outcome "
+                                           "(the node's outcomes are composed: docs/simulation.md §11).")
             chosen.append(e.model_copy(update={"family": fam, "note": note}))
-            probs.append(p * scale)
+            probs.append(q)
     for s in lib:
         if s.family == "event":
             continue
