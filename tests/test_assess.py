@@ -65,6 +65,15 @@ def test_us_reliance_where_usgs_published_none(atlas) -> None:  # type: ignore[n
     assert r.high == pytest.approx(4 / 13)
 
 
+def test_japan_reliance_counts_output_once_and_uses_the_stage_consumption(atlas) -> None:  # type: ignore[no-untyped-def]
+    # review 6: the IEA (1,578 kt) and the USGS (1,600 kt) both give Japan's refined copper; their sum was used
+    r = perspective_reliance(atlas, "JPN", "copper")
+    assert "1.589e+06 t, mean of 2 sources" in r.basis
+    # Japan's bismuth: refined output 500 t (USGS 2024) against a refined demand of 600 t (JMIA), not the U.S. NIR
+    r = perspective_reliance(atlas, "JPN", "bismuth")
+    assert r.value == pytest.approx(1 - 500 / 600) and not r.proxy
+
+
 def test_japan_reliance_inferred_and_flagged(atlas) -> None:  # type: ignore[no-untyped-def]
     r = perspective_reliance(atlas, "JPN", "lithium")
     assert r.value == 1.0 and r.basis.startswith("inferred")

@@ -254,26 +254,20 @@ def test_aggregate_buyers_are_the_consumption_the_simulator_uses(simulator):
     aggregate buyer is the participant's consumption at the node as the simulator has it (BUYERS.md), so a change
     in the atlas must be carried into the register."""
     from critmin.deliver.buyers import bundled_buyers
-    from critmin.deliver.forms import AGGREGATE_OF
-
     b = bundled_buyers(simulator.atlas)
     agg = b[b["kind"] == "aggregate"]
     assert len(agg) >= 10
     for r in agg.to_dict("records"):
         n = simulator.nodes.get(r["commodity_id"], r["stage"])
         j = r["country_iso3"]
-        # an aggregate node's row is the rest once the participant's element rows at the same stage are taken out
-        # (review 5: Japan's NdPr, B043, is split from its rare-earth aggregate, B042)
-        parts = agg[(agg["country_iso3"] == j) & (agg["stage"] == r["stage"])
-                    & (agg["commodity_id"].map(AGGREGATE_OF) == r["commodity_id"])]
-        less = sum(float(x) for x in parts["demand_t_per_year"])
-        assert r["demand_t_per_year"] == pytest.approx(n.demand_share[j] * n.q0_t - less, abs=0.5), r["buyer_id"]
-        assert r["source"].startswith("computed from the critmin atlas: " + n.demand_basis[j]), r["buyer_id"]
-    # Japan's NdPr: its own row, and NdPr supply cannot fill the rest of the aggregate
+        assert r["demand_t_per_year"] == pytest.approx(n.demand_share[j] * n.q0_t, abs=0.5), r["buyer_id"]
+        assert r["source"] == "computed from the critmin atlas: " + n.demand_basis[j], r["buyer_id"]
+    # Japan's NdPr: its own row, and NdPr supply cannot fill the rest of the aggregate, which is net of the element
+    # nodes (the simulator's demand there: 18,835 t less NdPr 5,500, Y 1,160, Dy 120 and Tb 23 t)
     from critmin.deliver.forms import serve_conflict
 
     rest = agg[(agg["country_iso3"] == "JPN") & (agg["commodity_id"] == "rare_earths")].iloc[0].to_dict()
-    assert rest["demand_t_per_year"] == pytest.approx(18835 - 5500)
+    assert rest["demand_t_per_year"] == pytest.approx(18835 - 5500 - 1160 - 120 - 22.8, abs=0.5)
     lamp = {"commodity_id": "ndpr", "stage": "refine"}
     assert serve_conflict(lamp, rest, "separated NdPr oxide", rest["name"]) is not None
     assert serve_conflict({"commodity_id": "dysprosium", "stage": "refine"}, rest, "dysprosium oxide", rest["name"]) is None

@@ -165,7 +165,9 @@ def country_reliance(atlas: Atlas, iso3: str, commodity_id: str, year: int = 202
 
     - No production of the commodity listed for the country at any stage (USGS, IEA): P = 0, so
       ``NIR = (I - E)/(I - E) = 1`` - an inference (small producers hide in "Other countries"), flagged.
-    - Production listed and consumption known: ``NIR = max(0, 1 - P/C)`` (stock changes ignored).
+    - Production listed and consumption known: ``NIR = max(0, 1 - P/C)`` (stock changes ignored), with P the
+      production of the most upstream stage the country reports (the mean over sources that give it) and C the
+      consumption of the commodity, else of that stage.
     - Production listed, consumption unknown: the U.S. NIR of the commodity as a proxy (flagged, range 0-1).
     - Otherwise unknown (None).
     """
@@ -179,20 +181,28 @@ def country_reliance(atlas: Atlas, iso3: str, commodity_id: str, year: int = 202
             Reliance(1.0, 1.0, 1.0, f"inferred: no {iso3} production listed at any stage (P = 0 => NIR = 1)", False, None, []),
             cons[0] if cons else None,
         )
-    if cons is not None:
-        latest = listed[listed["year"] == listed["year"].max()]
-        # production of the first (most upstream) stage that the country reports, in tonnes
-        latest = latest.assign(_f=[tonnes_factor(u) for u in latest["unit"]])
-        latest = latest[latest["_f"].notna()]
-        if len(latest):
-            first_stage = min(latest["stage"], key=lambda st: STAGE_ORDER.get(st, 99))
-            p_t = float((latest.loc[latest["stage"] == first_stage, "value"] * latest.loc[latest["stage"] == first_stage, "_f"]).sum())
-            v = float(np.clip(1.0 - p_t / cons[0], 0.0, 1.0))
-            return (
-                Reliance(v, v, v, f"computed 1 - P/C: {iso3} {first_stage} production {p_t:g} t vs consumption {cons[0]:g} t ({cons[1]})",
-                         False, cons[1], sorted(set(latest["source_id"])) + [cons[2]]),
-                cons[0],
-            )
+    latest = listed[listed["year"] == listed["year"].max()]
+    # production of the first (most upstream) stage that the country reports, in tonnes
+    latest = latest.assign(_f=[tonnes_factor(u) for u in latest["unit"]])
+    latest = latest[latest["_f"].notna()]
+    first_stage = min(latest["stage"], key=lambda st: STAGE_ORDER.get(st, 99)) if len(latest) else None
+    if cons is None and first_stage is not None:
+        # no figure for the commodity as a whole: the consumption of the stage the production is of (Japan's
+        # bismuth: 500 t refined in 2024 against a refined demand of 600-700 t, JMIA)
+        cons = consumption_tonnes(atlas, iso3, commodity_id, year, stage=first_stage)
+    if cons is not None and first_stage is not None:
+        at = latest[latest["stage"] == first_stage]
+        # one figure per source, averaged: the IEA and the USGS both give Japan's refined copper (1,578 and
+        # 1,600 kt in 2024), and their sum counted the same output twice
+        per_source = (at["value"] * at["_f"]).groupby(at["source_id"]).sum()
+        p_t = float(per_source.mean())
+        v = float(np.clip(1.0 - p_t / cons[0], 0.0, 1.0))
+        n_src = f", mean of {len(per_source)} sources" if len(per_source) > 1 else ""
+        return (
+            Reliance(v, v, v, f"computed 1 - P/C: {iso3} {first_stage} production {p_t:g} t{n_src} vs consumption {cons[0]:g} t ({cons[1]})",
+                     False, cons[1], sorted(set(at["source_id"])) + [cons[2]]),
+            cons[0],
+        )
     # produces, consumption unknown: the U.S. reliance on the same commodity stands in (a proxy, flagged, with the
     # full 0-1 range): it is right where both economies supply themselves (lime, cement, stone, sand), and no
     # worse than assuming full reliance elsewhere

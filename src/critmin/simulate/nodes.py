@@ -210,6 +210,43 @@ def _consumption_ratio(cons: dict[str, dict[str, float]]) -> dict[tuple[str, str
     return out
 
 
+#: the aggregate node whose tonnes include those of the element nodes (group ``rare_earths``)
+AGGREGATE_NODE = "rare_earths"
+
+
+def _net_of_elements(nodes: list[Node]) -> None:
+    """A participant's demand at the rare-earth aggregate, net of its demand at the element nodes of the same stage.
+
+    Japan's 18,835 t of rare-earth products (JSNM 2024) include its 5,500 t of NdPr, 1,160 t of yttrium and its
+    dysprosium and terbium, which are nodes of their own with their own demand, losses and stocks; counted in the
+    aggregate too, they were held twice (review 5: a 7,469 t aggregate stock beside the element stocks). For each
+    participant j and stage s with a measured or estimated (not proxy) demand at the aggregate:
+    ``d_agg,j = max(C_agg,j - Σ_e C_e,j, 0) / Q0_agg`` over the element nodes e at s with such a demand, flagged.
+    The aggregate keeps its world output and its price (a basket of all rare earths), so the remainder, mostly
+    lanthanum and cerium, is valued at the basket price: flagged as well.
+    """
+    by = {(n.commodity, n.stage): n for n in nodes}
+    for n in nodes:
+        if n.commodity != AGGREGATE_NODE or not np.isfinite(n.q0_t) or n.q0_t <= 0:
+            continue
+        elements = [e for e in nodes if e.group == n.group and e.commodity != AGGREGATE_NODE and e.stage == n.stage
+                    and (e.commodity, e.stage) in by and np.isfinite(e.q0_t)]
+        for iso in PARTICIPANTS:
+            if not np.isfinite(n.demand_share.get(iso, np.nan)):
+                continue
+            parts = {e.commodity: e.demand_share[iso] * e.q0_t for e in elements
+                     if np.isfinite(e.demand_share.get(iso, np.nan)) and e.demand_basis.get(iso, "").startswith(iso)}
+            if not parts:
+                continue
+            total = n.demand_share[iso] * n.q0_t
+            rest = max(total - sum(parts.values()), 0.0)
+            n.demand_share[iso] = rest / n.q0_t
+            n.demand_basis[iso] = (f"{n.demand_basis[iso]}, less its element nodes ({', '.join(f'{k} {v:,.0f} t' for k, v in sorted(parts.items()))}): "
+                                   f"{rest:,.0f} t")
+            n.flags.append(f"{iso} demand is net of its element nodes ({rest:,.0f} of {total:,.0f} t), valued at the all-rare-earth "
+                           "basket price although the rest is mostly lanthanum and cerium")
+
+
 def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | None = None) -> NodeTable:
     """Baseline of every node with country shares (see module docstring)."""
     shares = stage_shares_table(atlas, year)
@@ -307,6 +344,7 @@ def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | N
                 source_ids=sorted(set(g["source_id"])),
             )
         )
+    _net_of_elements(nodes)
     # demand-share proxies (flagged): from the other participant's share of the same node, scaled by the median
     # ratio of the two participants' consumption over the commodities where both are known; else the median
     # observed demand share of the participant
