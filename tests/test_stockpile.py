@@ -207,6 +207,15 @@ def test_ore_is_stocked_only_where_a_plant_can_use_it(simulator, bloc_plan):
     assert unusable_stock_reason(simulator, node("cobalt/mine"), "JPN") is None
     assert unusable_stock_reason(simulator, node("titanium/mine"), "USA") is None
     assert unusable_stock_reason(simulator, node("lithium/refine"), "JPN") is None
+    # Japan's cobalt ore: no more than its refinery takes in the 180 days (2.3 % of world refined output x Q0 x
+    # 1.05 t of intermediate per t), not 180 days of its refined consumption (review 6: 8,080 t)
+    from critmin.stockpile.plan import plant_intake_t
+
+    intake = plant_intake_t(simulator, node("cobalt/mine"), "JPN")
+    assert intake is not None and 4_000 < intake < 8_000
+    jco = next((r for r in bloc_plan["stockpiles"] if r["participant"] == "JPN" and r["node"] == "cobalt/mine"), None)
+    if jco is not None:
+        assert jco["optimal_stock_t"] <= 180 / 365 * intake + 1e-6
     listed = {(x["participant"], x["node"]) for x in bloc_plan["metadata"]["not_stocked_unusable_form"]}
     stocked = {(r["participant"], r["node"]) for r in bloc_plan["stockpiles"]}
     assert not stocked & {("JPN", "lithium/mine"), ("USA", "lithium/mine"), ("JPN", "rare_earths/mine")}

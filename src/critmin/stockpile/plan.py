@@ -162,6 +162,29 @@ def unusable_stock_reason(sim: Any, node: Any, participant: str) -> str | None:
             "output): no plant of its own could use a stock in this form")
 
 
+def plant_intake_t(sim: Any, node: Any, participant: str) -> float | None:
+    """Tonnes a year of ``node`` the participant's own plants can take in, or None when not bounded here.
+
+    For ore and concentrate whose chain links carry most of their use (as :func:`unusable_stock_reason`): the
+    participant's output at the linked next stages, ``Σ_v s_jv Q0_v c_uv`` (share of world output times world
+    output times the tonnes of input per tonne of output). Japan's cobalt: Sumitomo Metal Mining's refining, 2.3 %
+    of world refined output, takes about 5,700 t of intermediate a year; a stock sized on Japan's refined
+    consumption (16,385 t) held 17 months of that plant's feed (review 6).
+    """
+    if node.stage != "mine":
+        return None
+    links = sim.chain.links[sim.nodes.index[node.key]]
+    if sum(u for _, u, _ in links if np.isfinite(u)) < 0.5:
+        return None
+    total = 0.0
+    for v, _, c_uv in links:
+        nxt = sim.nodes.nodes[v]
+        if not (np.isfinite(nxt.q0_t) and np.isfinite(c_uv)):
+            return None
+        total += nxt.shares.get(participant, 0.0) * nxt.q0_t * c_uv
+    return total if total > 0 else None
+
+
 def one_stage_per_consumption(sim: Any, node_draws: dict[str, np.ndarray], members: list[str], stages: tuple[str, ...]) -> dict[tuple[str, str], str]:
     """Nodes not to stock because the same consumption figure is stocked at another stage of the commodity
     (stages where the participant is a net exporter are not candidates: they are never stocked).
@@ -275,13 +298,16 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             cost0 = float(expected_cost(0.0, short, w, hold, c))
             annual_use = node.demand_share[j] * node.q0_t
             cap_t = max_days / 365.0 * annual_use if max_days is not None else np.inf
-            capped = s_opt > cap_t
+            # an ore stock feeds the participant's own plants: no more than they can take in the same days
+            plant = plant_intake_t(sim, node, j)
+            cap_plant = (max_days if max_days is not None else 365.0) / 365.0 * plant if plant is not None else np.inf
+            capped = s_opt > min(cap_t, cap_plant)
             if capped:
-                s_opt = cap_t
+                s_opt = min(cap_t, cap_plant)
                 cost_opt = float(expected_cost(s_opt, short, w, hold, c))
             rules = {}
             for days in sp.days_rules:
-                s_rule = days / 365.0 * annual_use
+                s_rule = min(days / 365.0 * annual_use, cap_plant)  # a rule, too, holds no more ore than the plants take
                 rules[f"{days}_days"] = {"stock_t": s_rule, "expected_cost_usd": float(expected_cost(s_rule, short, w, hold, c))}
             rows.append({
                 "node": key, "commodity": node.commodity, "stage": node.stage, "participant": j,
@@ -294,11 +320,13 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 "release_rule": {"holdings_t": s_opt, "max_release_t_per_month": s_opt / max(typical_months, 1.0), "price_cap": 1.0},
                 "shortfall_draws": int((short > 0).sum()),
                 "flags": [f for f in node.flags if ("proxy" in f or "low-tier" in f) and flag_concerns(f, j)]
-                + ([f"capped at the policy's {max_days:g} days of consumption"] if capped else [])
+                + ([f"capped at the policy's {max_days:g} days of consumption"] if capped and cap_t <= cap_plant else [])
+                + ([f"capped at what {j}'s own plants take in {max_days if max_days is not None else 365:g} days ({plant:,.0f} t a year)"]
+                   if capped and cap_plant < cap_t else [])
                 + ([f"decided by {int((short > 0).sum())} of {draws} draws with a shortfall: rerun with more draws before buying"]
                    if 0 < (short > 0).sum() < FEW_DRAWS and s_opt > 0 else []),
             })
-            lp_inputs[j].append((key, short, hold, c, p0, cap_t))
+            lp_inputs[j].append((key, short, hold, c, p0, min(cap_t, cap_plant)))
             separate[j] = (s_opt, cost_opt, annual_use)
         if pooled and len(per_member) > 1:
             hold = p0 * (float(np.mean([sp.capital_rate.get(j, sp.capital_rate["USA"]) for j in per_member])) + sp.storage(node.commodity))
