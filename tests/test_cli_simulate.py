@@ -98,13 +98,15 @@ def test_risk_on_dask_scheduler_address_equals_single_process() -> None:
 
 
 def test_scenario_errors_name_file_and_field(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
     f = tmp_path / "typo.yaml"
     f.write_text("id: x\ncommodity: galium\nstage: refine\nrestrictors: [CHN]\n")
-    p = run("simulate", str(f), ok=False)
-    assert p.returncode == 2 and "typo.yaml" in p.stderr and "'commodity'" in p.stderr
-    p = run("simulate", str(tmp_path), ok=False)
-    assert p.returncode == 2 and "not a file" in p.stderr
     g = tmp_path / "bloc.yaml"
     g.write_text("id: y\ncommodity: gallium\nstage: refine\nrestrictors: [JPN]\ntargets: [BLOC]\n")
-    p = run("simulate", str(g), ok=False)
-    assert p.returncode == 2 and "BLOC it belongs to" in p.stderr
+    # three independent refusals, run side by side (each is a fresh interpreter)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        typo, folder, bloc = pool.map(lambda path: run("simulate", str(path), ok=False), (f, tmp_path, g))
+    assert typo.returncode == 2 and "typo.yaml" in typo.stderr and "'commodity'" in typo.stderr
+    assert folder.returncode == 2 and "not a file" in folder.stderr
+    assert bloc.returncode == 2 and "BLOC it belongs to" in bloc.stderr

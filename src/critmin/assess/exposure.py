@@ -7,7 +7,7 @@ atlas has no figure, and every output that depends on one says so.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -66,6 +66,18 @@ class Reliance:
 
 
 def us_reliance(atlas: Atlas, commodity_id: str, year: int = 2024) -> tuple[Reliance, float | None]:
+    """U.S. NIR (see :func:`_us_reliance`), computed once per atlas, commodity and year: the screen and the
+    simulator's nodes ask for it about 200 times in a plan."""
+    t = atlas.us_trade
+    cache = atlas.__dict__.setdefault("_us_reliance_cache", {})
+    key = (commodity_id, year, id(t), len(t))
+    if key not in cache:
+        cache[key] = _us_reliance(atlas, commodity_id, year)
+    rel, cons = cache[key]
+    return replace(rel, source_ids=list(rel.source_ids)), cons
+
+
+def _us_reliance(atlas: Atlas, commodity_id: str, year: int = 2024) -> tuple[Reliance, float | None]:
     """U.S. NIR from the USGS salient statistics (published NIR, latest year <= ``year``), and consumption in t.
 
     Qualifiers: ``>x`` is the range x-1 and ``<x`` the range 0-x, valued at the midpoint; ``E`` (net exporter) = 0.
@@ -148,6 +160,16 @@ def _domestic_production(atlas: Atlas, iso3: str, commodity_id: str) -> pd.DataF
 
 
 def consumption_tonnes(atlas: Atlas, iso3: str, commodity_id: str, year: int = 2024, stage: str = "") -> tuple[float, int, str] | None:
+    """:func:`_consumption_tonnes`, computed once per atlas and arguments (an immutable tuple)."""
+    t = atlas.consumption
+    cache = atlas.__dict__.setdefault("_consumption_cache", {})
+    key = (iso3, commodity_id, year, stage, id(t), len(t))
+    if key not in cache:
+        cache[key] = _consumption_tonnes(atlas, iso3, commodity_id, year, stage)
+    return cache[key]
+
+
+def _consumption_tonnes(atlas: Atlas, iso3: str, commodity_id: str, year: int = 2024, stage: str = "") -> tuple[float, int, str] | None:
     """Latest consumption figure (t) of a country from the consumption table, or None: rows of the commodity as a
     whole (blank stage) by default, or the rows of one stage."""
     c = atlas.rows_of("consumption", ("country_iso3", "commodity_id"), (iso3, commodity_id))
@@ -161,6 +183,17 @@ def consumption_tonnes(atlas: Atlas, iso3: str, commodity_id: str, year: int = 2
 
 
 def country_reliance(atlas: Atlas, iso3: str, commodity_id: str, year: int = 2024) -> tuple[Reliance, float | None]:
+    """:func:`_country_reliance`, computed once per atlas, country, commodity and year (the screen and the
+    simulator's nodes ask for the same values)."""
+    cache = atlas.__dict__.setdefault("_country_reliance_cache", {})
+    key = (iso3, commodity_id, year, id(atlas.production), id(atlas.consumption), id(atlas.us_trade))
+    if key not in cache:
+        cache[key] = _country_reliance(atlas, iso3, commodity_id, year)
+    rel, cons = cache[key]
+    return replace(rel, source_ids=list(rel.source_ids)), cons
+
+
+def _country_reliance(atlas: Atlas, iso3: str, commodity_id: str, year: int = 2024) -> tuple[Reliance, float | None]:
     """NIR of a country other than the U.S. from the atlas.
 
     - No production of the commodity listed for the country at any stage (USGS, IEA): P = 0, so

@@ -130,8 +130,12 @@ class Atlas:
         Downstream nodes come from ``chain_links``; e.g. rare earths -> NdFeB magnets. Sorted by stage order.
         """
         stages = self.tables["stages"]
-        own = [(commodity_id, s) for s in stages.loc[stages["commodity_id"] == commodity_id, "stage"]]
         links = self.tables["chain_links"]
+        cache = self.__dict__.setdefault("_chain_cache", {})
+        ck = (commodity_id, id(stages), len(stages), id(links), len(links))
+        if ck in cache:
+            return list(cache[ck])
+        own = [(commodity_id, s) for s in stages.loc[stages["commodity_id"] == commodity_id, "stage"]]
         seen = set(own)
         frontier = list(own)
         while frontier:
@@ -141,7 +145,8 @@ class Atlas:
                 if (tc, ts) not in seen:
                     seen.add((tc, ts))
                     frontier.append((tc, ts))
-        return sorted(seen, key=lambda n: (STAGE_ORDER.get(n[1], 99), n[0] != commodity_id, n[0]))
+        cache[ck] = sorted(seen, key=lambda n: (STAGE_ORDER.get(n[1], 99), n[0] != commodity_id, n[0]))
+        return list(cache[ck])
 
     # ----------------------------------------------------------------- events
     def event_scenarios_for(self, event_id: str) -> pd.DataFrame:

@@ -105,8 +105,8 @@ def _world_output(atlas: Atlas, shares: pd.DataFrame) -> dict[tuple[str, str], t
 
 def _spare(atlas: Atlas, commodity: str, stage: str, year: int) -> dict[str, float]:
     """Capacity minus production by country (t) where the atlas lists both for the node and year."""
-    p = atlas.production
-    rows = p[(p["commodity_id"] == commodity) & (p["stage"] == stage) & (p["case"] == "") & (p["year"] == year) & (p["entity"] == "country")]
+    p = atlas.rows_of("production", ("commodity_id", "stage"), (commodity, stage))
+    rows = p[(p["case"] == "") & (p["year"] == year) & (p["entity"] == "country")]
     cap = rows[rows["measure"] == "capacity"]
     prod = rows[(rows["measure"] == "production") & rows["for_shares"]]
     if cap.empty or prod.empty:
