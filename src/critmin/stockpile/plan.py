@@ -132,6 +132,17 @@ def net_exporter_at(node: Any, participant: str) -> bool:
     return nir is not None and bool(np.isfinite(nir)) and nir <= 0.0
 
 
+def ore_links(sim: Any, node: Any) -> list[tuple[int, float, float]] | None:
+    """The chain links of an ore or concentrate node that carry most of its use, or None when the ore rules do not
+    apply: refined forms are traded and tolled (and national stockpiles hold them for plants being built), and a
+    mine node whose known use shares sum to under half mostly feeds what the chain does not model (titanium
+    concentrate goes to pigment; magnesite's use is not linked)."""
+    if node.stage != "mine":
+        return None
+    links = sim.chain.links[sim.nodes.index[node.key]]
+    return links if sum(u for _, u, _ in links if np.isfinite(u)) >= 0.5 else None
+
+
 def unusable_stock_reason(sim: Any, node: Any, participant: str) -> str | None:
     """Why a participant could not use a stock held at ``node``, or None when it could.
 
@@ -142,12 +153,8 @@ def unusable_stock_reason(sim: Any, node: Any, participant: str) -> str | None:
     can use it; it has cobalt refining (Sumitomo Metal Mining), so a cobalt intermediate stock can be used.
     Review 5 found Japanese spodumene and U.S. cobalt and tin concentrate stocks chosen before this rule.
     """
-    if node.stage != "mine":
-        return None  # refined forms are traded and tolled, and national stockpiles hold them for plants being built
-    # the rule needs the chain to carry most of the node's use (a known use share of at least half): titanium
-    # concentrate goes mostly to pigment, which the chain does not model, and magnesite's use is not linked
-    links = sim.chain.links[sim.nodes.index[node.key]]
-    if sum(u for _, u, _ in links if np.isfinite(u)) < 0.5:
+    links = ore_links(sim, node)
+    if links is None:
         return None
     nxt = [sim.nodes.nodes[v] for v, _, _ in links]
     if any(n.shares.get(participant, 0.0) > 0.0 for n in nxt):
@@ -171,10 +178,8 @@ def plant_intake_t(sim: Any, node: Any, participant: str) -> float | None:
     of world refined output, takes about 5,700 t of intermediate a year; a stock sized on Japan's refined
     consumption (16,385 t) held 17 months of that plant's feed (review 6).
     """
-    if node.stage != "mine":
-        return None
-    links = sim.chain.links[sim.nodes.index[node.key]]
-    if sum(u for _, u, _ in links if np.isfinite(u)) < 0.5:
+    links = ore_links(sim, node)
+    if links is None:
         return None
     total = 0.0
     for v, _, c_uv in links:
