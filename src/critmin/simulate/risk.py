@@ -150,7 +150,6 @@ def risk_scenarios(sim: Simulator) -> tuple[list[Scenario], list[float]]:
         control = g["control"][0] if g["control"] else None
         outcomes: list[tuple[Scenario, float]] = []
         relax = 0.0
-        tighten = None
         if control is not None:
             others: list[tuple[Scenario, float]] = []
             for e, p, par in g["escalation"]:
@@ -165,10 +164,11 @@ def risk_scenarios(sim: Simulator) -> tuple[list[Scenario], list[float]]:
                     probs.append(p)
             own = [(e, p) for e, p, par in g["escalation"] if par is not None and par.id == control.id]
             tighten = next((e for e, _ in own if e.id.endswith(".tighten")), None)
+            # the most severe first (compose_outcomes): suspended extensions, then the control's own tightening
+            outcomes += others[::-1]
             if tighten is not None:
                 # a tightening or a ban on a participant of the control in force: one stricter outcome
                 outcomes.append((_on_top(tighten, control, sim), min(sum(p for _, p in own), 1.0)))
-            outcomes += others
             for extra in g["control"][1:]:  # a second control in force at the node: counted apart (rare)
                 chosen.append(extra)
                 probs.append(1.0)
@@ -176,9 +176,8 @@ def risk_scenarios(sim: Simulator) -> tuple[list[Scenario], list[float]]:
             relax = sim.regimes.probability_for(control.restrictors[0], "relaxation") if sim.regimes is not None else 0.0
         else:
             outcomes = [(e, p) for e, p, _ in g["escalation"]]
-        # the most severe first: a full embargo, then suspended extensions, then the control's own tightening
-        outcomes = embargo.get((commodity, stage), []) + outcomes[::-1] if control is not None and tighten is not None \
-            else embargo.get((commodity, stage), []) + outcomes
+        # a full embargo is the most severe outcome of all
+        outcomes = embargo.get((commodity, stage), []) + outcomes
         composed, hold = compose_outcomes([p for _, p in outcomes], relax)
         if control is not None:
             chosen.append(control.model_copy(update={"family": fam}))
