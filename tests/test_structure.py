@@ -165,3 +165,25 @@ def test_a_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "fastapi" else real(name, *a))
     with pytest.raises(CritminError, match=r"needs the web extra \(fastapi missing\): pip install 'critmin\[web\]'"):
         require_web_extra()
+
+
+#: The functions that run a step of the cycle. Only critmin.Study (and the layers below it) may call them: the
+#: faces (CLI, web jobs) go through the Study, so the orchestration is written once (issue 13).
+CYCLE_STEP_FUNCTIONS = {
+    "critmin.assess": {"assess", "chain"},
+    "critmin.simulate.run": {"run"},
+    "critmin.simulate.risk": {"risk_run", "risk_ranking"},
+    "critmin.portfolio.plan": {"run_portfolio"},
+    "critmin.stockpile.plan": {"plan_stockpiles", "disruption_sample"},
+    "critmin.deliver.plan": {"delivery_plan"},
+    "critmin.deliver.match": {"match"},
+    "critmin.report.cycle": {"run_cycle"},
+    "critmin.report.respond": {"respond"},
+}
+
+
+def test_the_faces_run_the_cycle_only_through_the_study() -> None:
+    faces = {"cli", "cli_projects", "cli_web", "web"}
+    direct = [f"{m} (line {ln}) imports {n} from {t}" for m, t, names, ln in IMPORTS if _package(m) in faces
+              for n in names if n in CYCLE_STEP_FUNCTIONS.get(t, set())]
+    assert not direct, "call critmin.Study's methods instead:\n" + "\n".join(direct)

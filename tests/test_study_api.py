@@ -87,3 +87,45 @@ def test_results_are_typed_frames_with_units_metadata_and_exports(study: critmin
                                               ("proxy_share_of_loss", "fraction"), ("months_to_output", ""), ("commodity", "")])
 def test_units_are_read_from_column_names(column: str, unit: str) -> None:
     assert unit_of(column) == unit
+
+
+def test_a_study_from_parts_plans_on_the_records_it_is_given(study: critmin.Study) -> None:
+    """The web workspace's path (Study.from_parts): the records it is given are what it plans on, and offers
+    (supply rows outside the register) deliver from the month stated for them."""
+    buyers = study.buyers[(study.buyers["commodity_id"] == "gallium") & study.buyers["demand_t_per_year"].notna()].head(1)
+    offer = study.projects.iloc[:0].reindex(range(1))
+    offer.loc[0, ["project_id", "name", "sponsor", "country_iso3", "commodity_id", "stage", "capacity_t", "status_class", "sources"]] = [
+        "OFFER1", "an offer", "a supplier", "CAN", "gallium", buyers["stage"].iloc[0], 12.0, "operating", "offer"]
+    st = critmin.Study.from_parts(study.atlas, study.simulator, projects=study.projects.iloc[:0], support=study.support.iloc[:0],
+                                  buyers=buyers, supply=offer, first_month={"OFFER1": 2}, as_of="2026-12")
+    d = st.deliver(months=6)
+    assert list(d.buyers["buyer_id"]) == list(buyers["buyer_id"])
+    got = d.allocation
+    assert set(got["project_id"]) == {"OFFER1"}
+    assert got.loc[got["tonnes"] > 0, "month"].min() == 3  # months are 1-based: the offer delivers from its month 2 (0-based)
+    assert st.simulator is study.simulator and st.parameters is study.simulator.params
+
+
+def test_the_simulator_inputs_of_the_cli_are_study_inputs(tmp_path: Path) -> None:
+    st = critmin.Study(parameter_values={"elasticity_demand": -0.4})
+    assert st.parameters.resolve("elasticity_demand").value == pytest.approx(-0.4)
+    with pytest.raises(critmin.CritminError, match="chain: nope.csv not found"):
+        critmin.Study(chain=tmp_path / "nope.csv")
+
+
+def test_no_entry_point_hard_codes_the_reference_month() -> None:
+    """A library call without ``as_of`` plans from this month (the reviews found "2026-11" written in three places)."""
+    import inspect
+
+    from critmin._dates import current_month
+    from critmin.deliver.match import match
+    from critmin.deliver.plan import delivery_plan
+    from critmin.portfolio.model import build_problem
+    from critmin.report.cycle import run_cycle
+    from critmin.report.respond import respond
+
+    for f in (match, delivery_plan, build_problem, run_cycle, respond):
+        assert inspect.signature(f).parameters["as_of"].default is None, f.__name__
+    st = critmin.Study()
+    assert st.as_of == current_month()
+    assert st.match().metadata["as_of"] == current_month()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 from typing import Annotated
 
@@ -18,6 +19,17 @@ def check_month(value: str | None) -> str | None:
     if not re.fullmatch(MONTH_PATTERN, str(value)):
         raise ValueError(f"'{value}' is not a month YYYY-MM (01-12)")
     return str(value)
+
+
+def current_month() -> str:
+    """This month, ``YYYY-MM``: the default reference month of every planning entry point (none hard-codes one)."""
+    d = datetime.date.today()
+    return f"{d.year:04d}-{d.month:02d}"
+
+
+def month_or_now(value: str | None) -> str:
+    """``value`` when given, else :func:`current_month`."""
+    return value or current_month()
 
 
 #: A month ``YYYY-MM`` (01-12) as a pydantic field type: the options models of portfolio, stockpile and

@@ -51,12 +51,6 @@ OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Write to this 
 PerspectiveOpt = Annotated[str, typer.Option("--perspective", "-p", help="USA, JPN or BLOC (the participants together)")]
 
 
-def _load(atlas: Path | None, blocs: Path | None) -> Any:
-    from critmin.atlas import load_atlas
-
-    return load_atlas(atlas, blocs=blocs)
-
-
 def _params(items: list[str] | None) -> dict[str, float]:
     out = {}
     for it in items or []:
@@ -70,15 +64,17 @@ def _params(items: list[str] | None) -> dict[str, float]:
     return out
 
 
-def _study(atlas: Path | None, blocs: Path | None, register: Path | None = None, buyers: Path | None = None) -> Any:
+def _study(atlas: Path | None, blocs: Path | None, register: Path | None = None, buyers: Path | None = None, params: Path | None = None,
+           param: list[str] | None = None, chain: Path | None = None, product_values: Path | None = None) -> Any:
     """The command's flags as a study (critmin.Study): the library checks the inputs and runs the step, so the CLI
-    and a notebook get the same orchestration (issue 13)."""
+    and a notebook get the same orchestration (issue 13). Every command that reads the atlas or simulates goes
+    through it."""
     from critmin.study import Study
 
     if register is not None and not register.is_dir():
         raise CritminError(f"--register {register.name}: not a directory")
-    given = {k: str(v.resolve()) for k, v in {"register": register, "buyers": buyers, "blocs": blocs}.items() if v is not None}
-    return Study(None, None, atlas, **given)
+    given = {k: str(v.resolve()) for k, v in {"register": register, "buyers": buyers, "blocs": blocs, "params": params}.items() if v is not None}
+    return Study(None, None, atlas, parameter_values=_params(param), chain=chain, product_values=product_values, **given)
 
 
 def _check_format(fmt: str) -> None:
@@ -99,13 +95,10 @@ def assess(
     blocs: BlocsOpt = None,
 ) -> None:
     """Rank commodities by criticality for a perspective, stage by stage, naming each chokepoint."""
-    from critmin.assess import assess as run
-
     _check_format(fmt)
-    a = _load(atlas, blocs)
-    frame = run(a, perspective, method, year=year, params=_params(param))
-    records = frame.to_dict("records")
-    meta = {"critmin_version": __version__, "data_version": a.data_version, "method": method, "perspective": perspective.upper(), "year": year, "params": _params(param)}
+    res = _study(atlas, blocs).assess(perspective, method, year=year, params=_params(param))
+    records = res.ranking.to_dict("records")
+    meta = {"critmin_version": __version__, **res.metadata}
     if fmt == "table":
         shown = records[:top] if top else records
         for r in shown:
@@ -115,7 +108,7 @@ def assess(
         emit(
             shown, "table",
             columns=["rank", "commodity", "score", "chokepoint_stage", "top_country", "top_share", "concern_share", "reliance", "critical_2025", "n_flags"],
-            title=f"Priority minerals - perspective {perspective.upper()}, method {method} (data {a.data_version})",
+            title=f"Priority minerals - perspective {perspective.upper()}, method {method} (data {meta['data_version']})",
         )
         err.print("Flags list every proxy or assumption behind a score: use --format json to see them.")
     else:
@@ -132,11 +125,8 @@ def chain(
     blocs: BlocsOpt = None,
 ) -> None:
     """Stage-by-stage country shares of a commodity's chain and its chokepoint."""
-    from critmin.assess import chain as run
-
     _check_format(fmt)
-    a = _load(atlas, blocs)
-    res = run(a, commodity, perspective)
+    res = dict(_study(atlas, blocs).chain(commodity, perspective).record)
     if fmt == "json":
         emit(res, "json", out=out)
         return
@@ -210,8 +200,7 @@ def data_audit(
     from critmin.assess.audit import audit
 
     _check_format(fmt)
-    a = _load(atlas, blocs)
-    res = audit(a, perspective)
+    res = audit(_study(atlas, blocs).atlas, perspective)
     if fmt == "json":
         emit(res, "json", out=out)
         return
@@ -257,10 +246,7 @@ ProductValuesOpt = Annotated[Path | None, typer.Option("--product-values", help=
 
 def _simulator(atlas: Path | None, blocs: Path | None, params: Path | None, param: list[str] | None,
                chain: Path | None = None, product_values: Path | None = None) -> Any:
-    from critmin.simulate.parameters import Parameters
-    from critmin.simulate.run import Simulator
-
-    return Simulator.build(_load(atlas, blocs), Parameters.load(params, _params(param)), chain, product_values)
+    return _study(atlas, blocs, params=params, param=param, chain=chain, product_values=product_values).simulator
 
 
 def _progress() -> Any:
@@ -329,16 +315,6 @@ def scenarios_show(
     print(yaml.safe_dump(d, sort_keys=False, allow_unicode=True), end="")
 
 
-def _scenarios_from(sim: Any, key: str) -> list[Any]:
-    from critmin.simulate.library import find_scenario
-    from critmin.simulate.scenario import load_scenario_file
-
-    p = Path(key)
-    if p.suffix.lower() in (".yaml", ".yml", ".json") or p.exists():
-        return load_scenario_file(p)
-    return [find_scenario(sim.library(), key)]
-
-
 @app.command()
 def simulate(
     scenario: Annotated[str, typer.Argument(help="Scenario id from the library, or a YAML/JSON scenario file")],
@@ -360,25 +336,20 @@ def simulate(
 ) -> None:
     """Simulate a disruption: prices, shortfalls, stock draw-down and economic loss per participant."""
     from critmin.simulate.distributed import dask_client
-    from critmin.simulate.run import run
 
     _check_format(fmt)
-    sim = _simulator(atlas, blocs, params, param, chain, product_values)
-    scen = _scenarios_from(sim, scenario)
-    origin = scenario if Path(scenario).suffix.lower() in (".yaml", ".yml", ".json") or Path(scenario).exists() else ""
-    probs = [sim.probability.scenario_probability(s, s.commodity) for s in scen]
+    st = _study(atlas, blocs, params=params, param=param, chain=chain, product_values=product_values)
+    scen = st.scenarios(scenario)
     keep = paths or chart is not None or fmt == "table"
     with dask_client(dask, workers) as client:
         res = _run_with_progress(
-            "simulating",
-            lambda cb: run(sim, scen, draws=draws, seed=seed, probabilities=probs, keep_paths=keep, threads=threads, client=client, progress=cb, origin=origin),
-        )
+            "simulating", lambda cb: st.simulate(scenario, draws=draws, seed=seed, paths=keep, threads=threads, client=client, progress=cb))
     if chart is not None:
         from critmin.simulate.chart import write_chart
 
         write_chart(res.paths, scen[0].id, chart, title=scen[0].title or scen[0].id)
         err.print(f"wrote {chart}")
-    records = res.scenarios.to_dict("records")
+    records = res.results.to_dict("records")
     meta = res.metadata
     if fmt == "table":
         emit(
@@ -404,7 +375,7 @@ def simulate(
 
         if out is None:
             raise CritminError("--format xlsx needs --out FILE.xlsx")
-        sheets = {"results": res.scenarios}
+        sheets = {"results": res.results}
         if res.paths is not None:
             sheets["paths"] = res.paths
         write_atomic(out, xlsx_bytes(sheets, {k: v for k, v in meta.items() if k != "probability_model"}))
@@ -433,15 +404,13 @@ def risk(
 ) -> None:
     """Rank commodities by probability-weighted economic loss over the scenario library (USGS 2025 approach)."""
     from critmin.simulate.distributed import dask_client
-    from critmin.simulate.risk import risk_ranking
 
     _check_format(fmt)
-    sim = _simulator(atlas, blocs, params, param, chain, product_values)
+    st = _study(atlas, blocs, params=params, param=param, chain=chain, product_values=product_values)
     with dask_client(dask, workers) as client:
-        table, res = _run_with_progress(
-            "risk sweep", lambda cb: risk_ranking(sim, perspective, draws=draws, seed=seed, threads=threads, client=client, progress=cb)
-        )
-    records = table.to_dict("records")
+        res = _run_with_progress(
+            "risk sweep", lambda cb: st.risk(perspective, draws=draws, seed=seed, threads=threads, client=client, progress=cb))
+    records = res.ranking.to_dict("records")
     if fmt == "table":
         shown = records[:top] if top else records
         for r in shown:
@@ -449,7 +418,7 @@ def risk(
         emit(shown, "table", columns=["rank", "commodity", "expected_loss_usd", "producer_gain_usd", "net_loss_usd", "var95_usd", "cvar95_usd",
                                       "category", "proxy_share_of_loss", "driven_by"],
              title=f"Supply risk - perspective {perspective.upper()}: consumer loss (ranked), producers' gain and net, {draws} draws, "
-                   f"seed {seed} (data {sim.atlas.data_version})")
+                   f"seed {seed} (data {res.metadata['data_version']})")
     elif fmt == "json":
         emit(records, "json", out=out)
     else:
@@ -670,8 +639,7 @@ AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="Reference month YY
 
 
 def _as_of(as_of: str | None) -> str:
-    from critmin._dates import require_month
-    from critmin.portfolio.plan import current_month
+    from critmin._dates import current_month, require_month
 
     return require_month(as_of, "--as-of") or current_month()
 
@@ -794,7 +762,7 @@ def respond(
         raise CritminError(f"--out {out_dir}: exists and is not a directory")
     if draws < 50 or draws > 20000:
         raise CritminError("--draws must be between 50 and 20000")
-    flags = {"as_of": as_of, "seed": seed}
+    flags: dict[str, Any] = {"as_of": as_of, "seed": seed}
     st = Study.from_file(study, atlas=atlas, **flags) if study is not None else Study(None, None, atlas, **{k: v for k, v in flags.items() if v is not None})
     scenarios = st.scenarios(scenario)  # a wrong id or file fails here, before the simulation
     rec = _run_with_progress("simulating the event", lambda cb: st.respond(scenario, draws=draws).record) if scenarios else None

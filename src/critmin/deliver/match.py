@@ -71,13 +71,15 @@ def _groups(pairs: list[dict[str, Any]], key: str) -> list[list[int]]:
 NOT_SUPPLYING = ("unlikely", "paused")
 
 
-def match(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, as_of: str = "2026-11") -> dict[str, Any]:
+def match(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, as_of: str | None = None) -> dict[str, Any]:
     """Scored compatible pairs and the optimal assignment (see module docstring)."""
+    from critmin._dates import month_or_now
     from critmin.deliver.options import DeliveryOptions
     from critmin.inputs import make_options
     from critmin.lp import quiet_highs
 
     make_options(DeliveryOptions, as_of=as_of)  # checked before any work
+    as_of = month_or_now(as_of)
     from critmin.portfolio.model import InstrumentParameters, months_before_output
 
     ip = InstrumentParameters.load()

@@ -35,13 +35,15 @@ def _origin_ok(rule: str, origin: str, atlas: Atlas) -> bool:
     return origin in {c.strip() for c in rule.split(";")}
 
 
-def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, months: int = 6, as_of: str = "2026-11",
+def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, months: int = 6, as_of: str | None = None,
                   first_month: dict[str, int] | None = None) -> dict[str, Any]:
     """The delivery programme over ``months`` months from ``as_of`` (see module docstring)."""
+    from critmin._dates import month_or_now
     from critmin.inputs import make_options
     from critmin.portfolio.model import InstrumentParameters, months_before_output
 
     make_options(DeliveryOptions, months=months, as_of=as_of)  # checked before any work
+    as_of = month_or_now(as_of)
 
     ip = InstrumentParameters.load()
     concern = atlas.concern

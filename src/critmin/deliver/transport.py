@@ -118,7 +118,8 @@ def solve_transport(capacity: np.ndarray, demand: np.ndarray, eligible: np.ndarr
     contract_minimums(m, minimum)
     h.run()
     status = h.modelStatusToString(h.getModelStatus())
-    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+    # an empty model (no buyer with a published volume) is solved: nothing to deliver
+    if h.getModelStatus() not in (highspy.HighsModelStatus.kOptimal, highspy.HighsModelStatus.kModelEmpty):
         from critmin.errors import CritminError
 
         raise CritminError(f"the delivery programme could not be solved: HiGHS status '{status}'")

@@ -303,7 +303,7 @@ def build_problem(
     agencies: pd.DataFrame | None = None,
     params: InstrumentParameters | None = None,
     budgets: dict[str, float] | None = None,
-    as_of: str = "2026-11",
+    as_of: str | None = None,
     deadline_months: float | None = None,
     settings: dict[str, float] | None = None,
     support: pd.DataFrame | None = None,
@@ -314,6 +314,9 @@ def build_problem(
     (``counting`` rule of the register): new money is additional only up to the financing gap
     ``capex - counted support``; a project whose counted support covers its capex gets no money option
     ("already financed"), only regulatory support."""
+    from critmin._dates import month_or_now
+
+    as_of = month_or_now(as_of)
     counted = counted_capex_support(support)
     ag = read_agencies() if agencies is None else agencies
     ip = params or InstrumentParameters.load()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from critmin._dates import current_month
 from critmin.atlas.model import Atlas
 from critmin.inputs import make_options
 from critmin.portfolio.model import (
@@ -30,11 +30,6 @@ from critmin.portfolio.options import PortfolioOptions
 
 #: How a credit-subsidy budget is labelled in the record (charged the budget cost, not the face amount).
 COST_BASIS_LABEL = "budget cost (credit subsidy)"
-
-
-def current_month() -> str:
-    d = datetime.date.today()
-    return f"{d.year:04d}-{d.month:02d}"
 
 
 def _selected_records(bp: BuiltProblem, sol: Solution, names: dict[str, str]) -> list[dict[str, Any]]:

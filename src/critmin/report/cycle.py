@@ -17,7 +17,7 @@ CYCLE_STEPS = ("priority minerals", "vulnerabilities by stage", "scenario risks"
 PLAN_KEYS = ("priority_minerals", "vulnerabilities", "scenarios", "portfolio", "stockpiles", "deliveries", "matches", "sources", "summary")
 
 
-def run_cycle(atlas: Any, sim: Any, draws: int = 500, seed: int = 0, as_of: str = "2026-11", top: int = 25,
+def run_cycle(atlas: Any, sim: Any, draws: int = 500, seed: int = 0, as_of: str | None = None, top: int = 25,
               step: Callable[[str], None] | None = None, projects: pd.DataFrame | None = None, buyers: pd.DataFrame | None = None,
               supply: pd.DataFrame | None = None, first_month: dict[str, int] | None = None, budgets: dict[str, float] | None = None,
               delivery_months: int = 6, critical_lists: dict[str, set[str]] | None = None,
@@ -32,6 +32,7 @@ def run_cycle(atlas: Any, sim: Any, draws: int = 500, seed: int = 0, as_of: str 
     ``stock_policy`` (``budget_usd``, ``max_days``, ``stages``, ``pooled``; default: :class:`critmin.stockpile.policy.StockpilePolicy`)
     make the stocks policy. ``risk_result`` reuses a :func:`critmin.simulate.risk.risk_run` of the same draws and
     seed (``critmin.Study`` keeps one). The executive answer is under ``summary``."""
+    from critmin._dates import month_or_now
     from critmin.assess import assess
     from critmin.assess.supply import stage_metrics
     from critmin.atlas.lists import critical_lists as bundled_lists
@@ -46,6 +47,8 @@ def run_cycle(atlas: Any, sim: Any, draws: int = 500, seed: int = 0, as_of: str 
     from critmin.stockpile.plan import disruption_sample, plan_stockpiles
     from critmin.stockpile.policy import StockpilePolicy
     from critmin.version import __version__
+
+    as_of = month_or_now(as_of)
 
     def say(msg: str) -> None:
         if step:

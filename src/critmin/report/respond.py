@@ -32,12 +32,14 @@ PARTICIPANTS = ("USA", "JPN")
 
 
 def respond(sim: Any, scenarios: list[Any], projects: pd.DataFrame, buyers: pd.DataFrame, draws: int = 1000, seed: int = 0,
-            as_of: str = "2026-12") -> dict[str, Any]:
+            as_of: str | None = None) -> dict[str, Any]:
     """The brief's record (see module docstring)."""
+    from critmin._dates import month_or_now
     from critmin.portfolio.model import InstrumentParameters, months_before_output
     from critmin.simulate.run import run
 
     t0 = time.perf_counter()
+    as_of = month_or_now(as_of)
     if not scenarios:
         raise ValueError("respond needs at least one scenario")
     res = run(sim, scenarios, draws, seed, keep_paths=True)

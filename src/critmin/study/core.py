@@ -9,10 +9,13 @@
     plan = study.plan()                               # the coordinated plan; plan.summary is the executive answer
 
 Every input named by the study is read and validated when the Study is made (errors name the file, row and
-field), and each method's options are checked (critmin.portfolio.options, critmin.stockpile.policy,
+field; the bundled defaults are read when first used), and each method's options are checked (critmin.portfolio.options, critmin.stockpile.policy,
 critmin.deliver.options) before any simulation starts. Each method returns a typed result
 (critmin.study.results): DataFrames with labelled columns, ``metadata``, ``to_dict()`` and ``to_excel()``. The
 risk library is simulated once per (draws, seed) and shared by ``risk``, ``portfolio`` and ``stockpile``.
+
+The command line and the web workspace are faces on this class: the CLI builds a Study from its flags, the web
+builds one per run with :meth:`Study.from_parts` from the records the user may read, and both call its methods.
 """
 
 from __future__ import annotations
@@ -41,12 +44,21 @@ from critmin.study.results import (
 )
 from critmin.study.spec import PATH_FIELDS, StudyError, StudySpec, load_spec, path_value, spec_from_dict
 
+#: A progress callback: (chunks done, chunks in all).
+Progress = Callable[[int, int], None]
+
 
 class Study:
-    """The group's study (see module docstring). Keyword arguments are the study file's fields."""
+    """The group's study (see module docstring). Keyword arguments are the study file's fields.
+
+    ``atlas``: an atlas folder (default: the bundled atlas). The simulator's inputs beyond the study file, as
+    ``critmin simulate`` takes them: ``parameter_values`` (name -> central value, applied over ``params``),
+    ``chain`` (a CSV replacing the bundled chain links) and ``product_values`` (a CSV replacing the bundled
+    product prices and outputs)."""
 
     def __init__(self, spec: StudySpec | None = None, base_dir: str | Path | None = None, atlas: str | Path | None = None,
-                 **fields: Any) -> None:
+                 *, parameter_values: dict[str, float] | None = None, chain: str | Path | None = None,
+                 product_values: str | Path | None = None, **fields: Any) -> None:
         # the study file's fields as keywords: as_of, draws, seed, delivery_months, blocs, register, buyers,
         # budgets, params, critical_lists, stockpile (StudySpec)
         if spec is None:
@@ -56,7 +68,32 @@ class Study:
         self.spec = spec
         self.base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
         self.atlas_path = atlas
+        self.parameter_values = dict(parameter_values or {})
+        self.chain_path = Path(chain) if chain is not None else None
+        self.product_values_path = Path(product_values) if product_values is not None else None
         self.check()
+
+    @classmethod
+    def from_parts(cls, atlas: Any, simulator: Any = None, projects: pd.DataFrame | None = None, support: pd.DataFrame | None = None,
+                   buyers: pd.DataFrame | None = None, supply: pd.DataFrame | None = None, first_month: dict[str, int] | None = None,
+                   **fields: Any) -> Study:
+        """A study on inputs already read and checked: an :class:`critmin.atlas.model.Atlas`, a built
+        :class:`critmin.simulate.run.Simulator` (with a run's parameter overrides), the register's ``projects`` and
+        ``support``, the ``buyers``, and the ``supply`` that can deliver (projects plus offers; default: the
+        projects) with the ``first_month`` each offer can deliver. The web workspace builds one per run from the
+        records the user may read. ``fields``: the study file's scalar fields (as_of, delivery_months, stockpile,
+        critical_lists, ...); inputs left out are the bundled ones."""
+        st = cls.__new__(cls)
+        st.spec = spec_from_dict(fields)
+        st.base_dir, st.atlas_path, st.parameter_values, st.chain_path, st.product_values_path = Path.cwd(), None, {}, None, None
+        given = {"atlas": atlas, "simulator": simulator, "projects": projects, "support": support, "buyers": buyers, "supply": supply}
+        st.__dict__.update({k: v for k, v in given.items() if v is not None})
+        if simulator is not None:
+            st.__dict__["parameters"] = simulator.params
+        st.__dict__["first_month"] = first_month
+        if st.spec.critical_lists:
+            _ = st.critical_lists
+        return st
 
     @classmethod
     def from_file(cls, path: str | Path, atlas: str | Path | None = None, **overrides: Any) -> Study:
@@ -80,12 +117,24 @@ class Study:
         return p if p.is_absolute() else self.base_dir / p
 
     def check(self) -> None:
-        """Read every input now so that a bad file fails before any long computation."""
+        """Read every input the study names now, so that a bad file fails before any long computation (the
+        bundled defaults are known to be valid and are read when first used)."""
         for f in PATH_FIELDS:
             p = self.path(f)
             if p is not None and not p.exists():
                 raise StudyError(f"study field '{f}': {p.name} not found (paths are relative to the study file's folder)")
-        _ = self.atlas, self.projects, self.buyers, self.budgets, self.parameters, self.critical_lists
+        for name, p in (("chain", self.chain_path), ("product_values", self.product_values_path)):
+            if p is not None and not p.is_file():
+                raise StudyError(f"{name}: {p.name} not found")
+        _ = self.atlas, self.parameters
+        if self.path("register") is not None:
+            _ = self.register
+        if self.path("buyers") is not None:
+            _ = self.buyers
+        if self.path("budgets") is not None:
+            _ = self.budgets
+        if self.spec.critical_lists:
+            _ = self.critical_lists
 
     @cached_property
     def atlas(self) -> Any:
@@ -97,7 +146,7 @@ class Study:
     def parameters(self) -> Any:
         from critmin.simulate.parameters import Parameters
 
-        return Parameters.load(self.path("params"))
+        return Parameters.load(self.path("params"), self.parameter_values or None)
 
     @cached_property
     def register(self) -> Any:
@@ -106,9 +155,25 @@ class Study:
         p = self.path("register")
         return bundled_register(self.atlas) if p is None else read_register(p, atlas=self.atlas)
 
-    @property
+    @cached_property
     def projects(self) -> pd.DataFrame:
+        """The register's projects of interest."""
         return self.register.projects
+
+    @cached_property
+    def support(self) -> pd.DataFrame:
+        """The register's public support actions (what is already committed to each project)."""
+        return self.register.support
+
+    @cached_property
+    def supply(self) -> pd.DataFrame:
+        """What can deliver to the buyers: the register's projects (the web workspace adds its offers)."""
+        return self.projects
+
+    @cached_property
+    def first_month(self) -> dict[str, int] | None:
+        """Month from ``as_of`` each supply row not in the register can first deliver (the workspace's offers)."""
+        return None
 
     @cached_property
     def buyers(self) -> pd.DataFrame:
@@ -142,25 +207,28 @@ class Study:
     def simulator(self) -> Any:
         from critmin.simulate.run import Simulator
 
-        return Simulator.build(self.atlas, self.parameters)
+        return Simulator.build(self.atlas, self.parameters, self.chain_path, self.product_values_path)
 
     @property
     def as_of(self) -> str:
-        from critmin.portfolio.plan import current_month
+        from critmin._dates import current_month
 
         return self.spec.as_of or current_month()
 
     # -- the cycle, step by step ------------------------------------------------------------------------
 
-    def risk_run(self, draws: int | None = None, seed: int | None = None) -> Any:
+    def risk_run(self, draws: int | None = None, seed: int | None = None, threads: int = 2, client: Any = None,
+                 progress: Progress | None = None) -> Any:
         """The risk library simulated once per (draws, seed) and kept: the run that the risk ranking, the portfolio's
-        scenario sample and the stock sizing read (:func:`critmin.simulate.risk.risk_run`)."""
+        scenario sample and the stock sizing read (:func:`critmin.simulate.risk.risk_run`). ``threads``, a Dask
+        ``client`` and ``progress`` (chunks done, chunks in all) change how it runs, not its result."""
         from critmin.simulate.risk import risk_run
 
         key = (self.spec.draws if draws is None else int(draws), self.spec.seed if seed is None else int(seed))
+        _check_draws(*key)
         runs = self.__dict__.setdefault("_risk_runs", {})
         if key not in runs:
-            runs[key] = risk_run(self.simulator, key[0], key[1])
+            runs[key] = risk_run(self.simulator, key[0], key[1], threads=threads, client=client, progress=progress)
         return runs[key]
 
     def assess(self, perspective: str = "BLOC", method: str = "critmin", year: int = 2024,
@@ -183,61 +251,67 @@ class Study:
         meta = {"data_version": self.atlas.data_version, "commodity": commodity, "perspective": rec["perspective"]}
         return ChainResult(record=rec, metadata=meta, stages=stages, countries=countries)
 
-    def simulate(self, scenario: str | Any | list[Any], draws: int = 1000, seed: int | None = None, paths: bool = False) -> SimulationResult:
-        """A disruption: a library id, a scenario file, a :class:`critmin.simulate.scenario.Scenario` or a list of them."""
-        from critmin.inputs import MAX_DRAWS, SEED_LIMIT
+    def simulate(self, scenario: str | Any | list[Any], draws: int = 1000, seed: int | None = None, paths: bool = False,
+                 threads: int = 2, client: Any = None, progress: Progress | None = None) -> SimulationResult:
+        """A disruption: a library id, a scenario file, a :class:`critmin.simulate.scenario.Scenario` or a list of
+        them. ``paths`` keeps the monthly price, shortfall and stock bands (``paths`` table)."""
         from critmin.simulate.run import run
 
         seed = self.spec.seed if seed is None else seed
-        if not (1 <= draws <= MAX_DRAWS and 0 <= seed <= SEED_LIMIT):
-            raise StudyError(f"draws must be 1-{MAX_DRAWS} and seed 0-{SEED_LIMIT}, got {draws} and {seed}")
-        scen = self.scenarios(scenario) if isinstance(scenario, str) else list(scenario) if isinstance(scenario, list) else [scenario]
+        _check_draws(draws, seed)
+        scen = self.scenario_list(scenario)
+        origin = scenario if isinstance(scenario, str) and _is_file_key(scenario) else ""
         sim = self.simulator
         probs = [sim.probability.scenario_probability(s, s.commodity) for s in scen]
-        res = run(sim, scen, draws=draws, seed=seed, probabilities=probs, keep_paths=paths)
+        res = run(sim, scen, draws=draws, seed=seed, probabilities=probs, keep_paths=paths, threads=threads, client=client,
+                  progress=progress, origin=origin)
         rec: dict[str, Any] = {"metadata": res.metadata, "results": res.scenarios.to_dict("records")}
         if paths and res.paths is not None:
             rec["paths"] = res.paths.to_dict("records")
         return SimulationResult(record=rec, metadata=res.metadata, results=res.scenarios, paths=res.paths)
 
-    def risk(self, perspective: str = "BLOC", draws: int | None = None, seed: int | None = None) -> RiskResult:
-        """Commodities ranked by probability-weighted consumer loss over the scenario library (USGS 2025 approach)."""
+    def risk(self, perspective: str = "BLOC", draws: int | None = None, seed: int | None = None, threads: int = 2, client: Any = None,
+             progress: Progress | None = None) -> RiskResult:
+        """Commodities ranked by probability-weighted consumer loss over the scenario library (USGS 2025 approach).
+        ``record["evaluations"]`` counts the scenarios and draws behind the ranking."""
         from critmin.simulate.risk import risk_ranking
 
         if perspective.upper() not in ("USA", "JPN", "BLOC"):
             raise StudyError(f"perspective must be USA, JPN or BLOC, not '{perspective}'")
-        res = self.risk_run(draws, seed)
+        res = self.risk_run(draws, seed, threads=threads, client=client, progress=progress)
         df, res = risk_ranking(self.simulator, perspective, draws=res.metadata["draws"], seed=res.metadata["seed"], result=res)
-        return RiskResult(record={"metadata": res.metadata, "ranking": df.to_dict("records")}, metadata=res.metadata, ranking=df)
+        rec = {"metadata": res.metadata, "ranking": df.to_dict("records"), "evaluations": res.evaluations}
+        return RiskResult(record=rec, metadata=res.metadata, ranking=df)
 
-    def portfolio(self, options: PortfolioOptions | None = None, **fields: Any) -> PortfolioResult:
+    def portfolio(self, options: PortfolioOptions | None = None, progress: Progress | None = None, **fields: Any) -> PortfolioResult:
         """Which projects to back, with which instrument and agency, under the budgets.
 
         ``options`` or its fields as keywords (:class:`critmin.portfolio.options.PortfolioOptions`); the study's
-        draws, seed, as-of month and budgets are the defaults."""
+        draws, seed, as-of month and budgets are the defaults. ``progress`` follows the risk library's simulation."""
         from critmin.inputs import make_options
         from critmin.portfolio.plan import run_portfolio
 
         base = {"draws": self.spec.draws, "seed": self.spec.seed, "as_of": self.as_of, "budgets": self.budgets}
         o = make_options(PortfolioOptions, **{**base, **(options.model_dump(exclude_unset=True) if options else {}), **fields})
-        rec = run_portfolio(self.atlas, self.simulator, self.projects, o, risk_result=self.risk_run(o.draws, o.seed), support=self.register.support)
+        res = self.risk_run(o.draws, o.seed, progress=progress)
+        rec = run_portfolio(self.atlas, self.simulator, self.projects, o, risk_result=res, support=self.support)
         budgets = pd.DataFrame([{"budget": k, "budget_usd": v, "spent_usd": rec["spent"].get(k, 0.0), "basis": rec["budget_basis"][k],
                                  "marginal_value_usd_per_usd": rec["marginal_value_usd_per_usd"].get(k)} for k, v in rec["budgets"].items()])
         return PortfolioResult(record=rec, metadata=rec["metadata"], selected=_records(rec["selected"]), projects=_records(rec["projects"]),
                                budgets=budgets, risk_reduction=_records(rec["risk_reduction"]),
                                frontier=_records(rec["frontier"]) if "frontier" in rec else None)
 
-    def stockpile(self, options: StockpileOptions | None = None, **fields: Any) -> StockpileResult:
+    def stockpile(self, options: StockpileOptions | None = None, progress: Progress | None = None, **fields: Any) -> StockpileResult:
         """Stock targets per participant and node under the study's stock policy and critical-mineral lists.
 
         ``options`` or its fields as keywords (:class:`critmin.stockpile.policy.StockpileOptions`); the study's
-        stock policy, draws and seed are the defaults."""
+        stock policy, draws and seed are the defaults. ``progress`` follows the risk library's simulation."""
         from critmin.inputs import make_options
         from critmin.stockpile.plan import disruption_sample, plan_stockpiles
 
         base = {**self.spec.stockpile.model_dump(), "draws": self.spec.draws, "seed": self.spec.seed}
         o = make_options(StockpileOptions, **{**base, **(options.model_dump(exclude_unset=True) if options else {}), **fields})
-        res = self.risk_run(o.draws, o.seed)
+        res = self.risk_run(o.draws, o.seed, progress=progress)
         sample = disruption_sample(self.simulator, o.draws, o.seed, result=res)
         rec = plan_stockpiles(self.simulator, o.perspective, budget=o.budget_usd, pooled=o.pooled, draws=o.draws, seed=o.seed, sample=sample,
                               commodities=self.critical_lists, stages=tuple(o.stages), max_days=o.max_days,
@@ -252,7 +326,7 @@ class Study:
 
         base = {"months": self.spec.delivery_months, "as_of": self.as_of}
         o = make_options(DeliveryOptions, **{**base, **(options.model_dump(exclude_unset=True) if options else {}), **fields})
-        rec = delivery_plan(self.atlas, self.projects, self.buyers, o.months, str(o.as_of))
+        rec = delivery_plan(self.atlas, self.supply, self.buyers, o.months, str(o.as_of), first_month=self.first_month)
         return DeliveryResult(record=rec, metadata={**rec["metadata"], "data_version": self.atlas.data_version}, buyers=_records(rec["buyers"]),
                               projects=_records(rec["projects"]), allocation=_records(rec["allocation"]),
                               not_supplying=_records(rec.get("not_supplying", [])))
@@ -263,19 +337,23 @@ class Study:
         from critmin.inputs import make_options
 
         o = make_options(DeliveryOptions, as_of=as_of or self.as_of)
-        rec = match(self.atlas, self.projects, self.buyers, str(o.as_of))
+        rec = match(self.atlas, self.supply, self.buyers, str(o.as_of))
         return MatchResult(record=rec, metadata={**rec["metadata"], "data_version": self.atlas.data_version}, matches=_records(rec["matches"]),
                            candidates=_records(rec.get("candidates", [])), unmatched_needs=_records(rec.get("unmatched_needs", [])),
                            refused=_records(rec.get("refused_pairs", [])))
 
-    def plan(self, step: Callable[[str], None] | None = None) -> PlanResult:
-        """The coordinated plan: every step above on the study's inputs, with the executive answer under ``summary``."""
+    def plan(self, step: Callable[[str], None] | None = None, top: int = 25, draws: int | None = None, seed: int | None = None) -> PlanResult:
+        """The coordinated plan: every step above on the study's inputs, with the executive answer under ``summary``.
+        ``step`` is told each step's name as it starts; ``top`` priority minerals are listed; ``draws`` and ``seed``
+        default to the study's."""
         from critmin.report.cycle import frames, run_cycle
 
         s = self.spec
-        rec = run_cycle(self.atlas, self.simulator, draws=s.draws, seed=s.seed, as_of=self.as_of, step=step, projects=self.projects,
-                        buyers=self.buyers, budgets=self.budgets, delivery_months=s.delivery_months, critical_lists=self.critical_lists,
-                        stock_policy=s.stockpile.model_dump(), support=self.register.support, risk_result=self.risk_run())
+        res = self.risk_run(draws, seed)
+        rec = run_cycle(self.atlas, self.simulator, draws=res.metadata["draws"], seed=res.metadata["seed"], as_of=self.as_of, top=top, step=step,
+                        projects=self.projects, buyers=self.buyers, supply=self.supply, first_month=self.first_month, budgets=self.budgets,
+                        delivery_months=s.delivery_months, critical_lists=self.critical_lists, stock_policy=s.stockpile.model_dump(),
+                        support=self.support, risk_result=res)
         rec["metadata"]["study"] = s.model_dump(by_alias=True)
         t = frames(rec)
         return PlanResult(record=rec, metadata=rec["metadata"], priority_minerals=t["priority_minerals"], scenarios=t["scenarios"],
@@ -286,18 +364,39 @@ class Study:
         from critmin.simulate.library import find_scenario
         from critmin.simulate.scenario import load_scenario_file
 
-        p = Path(key)
-        if p.suffix.lower() in (".yaml", ".yml", ".json") or p.exists():
-            return load_scenario_file(p)
+        if _is_file_key(key):
+            return load_scenario_file(Path(key))
         return [find_scenario(self.simulator.library(), key)]
 
-    def respond(self, key: str, draws: int = 1000) -> BriefResult:
-        """The rapid-response brief for a new event (a library id or a scenario file); ``record`` is brief.json."""
+    def scenario_list(self, scenario: str | Any | list[Any]) -> list[Any]:
+        """A library id or scenario file (:meth:`scenarios`), a Scenario, or a list of Scenarios, as a list."""
+        if isinstance(scenario, str):
+            return self.scenarios(scenario)
+        return list(scenario) if isinstance(scenario, list) else [scenario]
+
+    def respond(self, scenario: str | Any | list[Any], draws: int = 1000, seed: int | None = None) -> BriefResult:
+        """The rapid-response brief for a new event (a library id, a scenario file, a Scenario or a list of them);
+        ``record`` is brief.json (:func:`critmin.report.respond.brief_html` and ``brief_pdf`` typeset it)."""
         from critmin.report.respond import respond
 
-        rec = respond(self.simulator, self.scenarios(key), self.projects, self.buyers, draws=draws, seed=self.spec.seed, as_of=self.as_of)
+        seed = self.spec.seed if seed is None else seed
+        _check_draws(draws, seed)
+        rec = respond(self.simulator, self.scenario_list(scenario), self.supply, self.buyers, draws=draws, seed=seed, as_of=self.as_of)
         impact = pd.DataFrame([{"event": e.get("scenario", e.get("id")), **r} for e in rec["events"] for r in e.get("impact", [])])
         return BriefResult(record=rec, metadata=rec["metadata"], impact=impact)
+
+
+def _check_draws(draws: int, seed: int) -> None:
+    from critmin.inputs import MAX_DRAWS, SEED_LIMIT
+
+    if not (1 <= draws <= MAX_DRAWS and 0 <= seed <= SEED_LIMIT):
+        raise StudyError(f"draws must be 1-{MAX_DRAWS} and seed 0-{SEED_LIMIT}, got {draws} and {seed}")
+
+
+def _is_file_key(key: str) -> bool:
+    """A scenario key naming a file (by its extension, or because it exists) rather than a library id."""
+    p = Path(key)
+    return p.suffix.lower() in (".yaml", ".yml", ".json") or p.exists()
 
 
 def _records(rows: Any) -> pd.DataFrame:

@@ -44,8 +44,12 @@ stockpile:
 """
 
 
-def init_study(directory: str | Path, as_of: str = "2026-12", force: bool = False) -> list[Path]:
-    """Write ``study.yaml`` and its input files into ``directory`` (refused if it holds a study, unless ``force``)."""
+def init_study(directory: str | Path, as_of: str | None = None, force: bool = False) -> list[Path]:
+    """Write ``study.yaml`` and its input files into ``directory`` (refused if it holds a study, unless ``force``);
+    ``as_of`` defaults to this month."""
+    from critmin._dates import month_or_now
+
+    as_of = month_or_now(as_of)
     from critmin.atlas.lists import critical_lists
     from critmin.deliver.buyers import bundled_buyers_path
     from critmin.portfolio.model import read_agencies

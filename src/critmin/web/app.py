@@ -469,7 +469,7 @@ def create_app(database_url: str | None = None, seed: bool = True, db: Database 
         """The workspace as a study (`critmin study init` layout, zipped): study.yaml, the projects, support
         actions and needs you may read, the bundled budgets, blocs and lists. Run it with
         `critmin plan --study study.yaml`, or edit it and send it back to POST /study/plan."""
-        from critmin.portfolio.plan import current_month
+        from critmin._dates import current_month
         from critmin.web.study_io import study_zip
 
         body = study_zip(ws.frames(who), current_month())

@@ -36,6 +36,7 @@ from critmin.deliver.options import DeliveryOptions
 from critmin.inputs import option_problems
 from critmin.portfolio.options import PortfolioOptions
 from critmin.stockpile.policy import StockpileOptions
+from critmin.study import Study
 from critmin.web import access
 from critmin.web import models as m
 from critmin.web.access import Actor
@@ -176,7 +177,7 @@ READS_RECORDS = {"portfolio", "deliver", "match", "plan", "respond"}
 
 
 def _as_of(v: str | None) -> str:
-    from critmin.portfolio.plan import current_month
+    from critmin._dates import current_month
 
     return v or current_month()
 
@@ -675,64 +676,55 @@ class JobRunner:
             report(lo + (hi - lo) * done / max(total, 1), f"{label}: {done}/{total} chunks")
         return cb
 
-    def _run_simulate(self, p: SimulateParams, inputs: dict[str, Any], report: Report) -> Outcome:
-        from critmin.simulate.run import run
+    def _study(self, inputs: dict[str, Any], as_of: str | None = None) -> Study:
+        """The run's study (critmin.Study): an uploaded study as it is, else one made of the run's simulator and
+        atlas and the workspace records the user may read (register, needs, offers as supply). Every job below
+        calls its methods: the web is a face on the same core as the CLI and a notebook (issue 13)."""
+        if "study" in inputs:
+            return cast(Study, inputs["study"])
+        fr = inputs.get("frames") or {}
+        first = offer_first_months(fr["offers"], as_of) if as_of is not None and "offers" in fr else None
+        parts = {k: fr.get(k) for k in ("projects", "support", "buyers", "supply")}
+        return Study.from_parts(self._atlas(inputs), self._sim(inputs), first_month=first, as_of=as_of, **parts)
 
+    def _run_simulate(self, p: SimulateParams, inputs: dict[str, Any], report: Report) -> Outcome:
         scen = inputs["scenarios"]
-        res = run(self._sim(inputs), scen, draws=p.draws, seed=p.seed, keep_paths=True, progress=self._chunks(report, 0.0, 0.95, "simulating"))
-        return {"scenarios": res.scenarios.to_dict("records"), "paths": res.paths.to_dict("records") if res.paths is not None else [],
+        res = self._study(inputs).simulate(scen, draws=p.draws, seed=p.seed, paths=True, progress=self._chunks(report, 0.0, 0.95, "simulating"))
+        return {"scenarios": res.results.to_dict("records"), "paths": res.paths.to_dict("records") if res.paths is not None else [],
                 "definitions": [s.model_dump() for s in scen], "metadata": res.metadata}, {}
 
     def _run_risk(self, p: RiskParams, inputs: dict[str, Any], report: Report) -> Outcome:
-        from critmin.simulate.risk import risk_ranking
-
-        df, res = risk_ranking(self._sim(inputs), p.perspective, draws=p.draws, seed=p.seed, progress=self._chunks(report, 0.0, 0.95, "risk sweep"))
-        return {"ranking": df.to_dict("records"), "metadata": res.metadata, "evaluations": res.evaluations}, {}
+        res = self._study(inputs).risk(p.perspective, draws=p.draws, seed=p.seed, progress=self._chunks(report, 0.0, 0.95, "risk sweep"))
+        return dict(res.record), {}
 
     def _run_portfolio(self, p: PortfolioParams, inputs: dict[str, Any], report: Report) -> Outcome:
-        from critmin.portfolio.plan import run_portfolio
-        from critmin.simulate.risk import risk_run
-
-        fr, sim = inputs["frames"], self._sim(inputs)
-        report(0.05, "simulating the risk library")
-        res = risk_run(sim, p.draws, p.seed, progress=self._chunks(report, 0.05, 0.6, "risk library"))
-        report(0.6, "solving the portfolio (HiGHS)")
-        rec = run_portfolio(sim.atlas, sim, fr["projects"], p.options(), risk_result=res, support=fr.get("support"))
+        fr = inputs["frames"]
+        report(0.05, "simulating the risk library, then solving the portfolio (HiGHS)")
+        res = self._study(inputs, str(p.as_of)).portfolio(p.options(), progress=self._chunks(report, 0.05, 0.6, "risk library"))
+        rec = dict(res.record)
         rec["metadata"]["workspace_records"] = fr["counts"]
         return rec, {}
 
     def _run_stockpile(self, p: StockpileParams, inputs: dict[str, Any], report: Report) -> Outcome:
-        from critmin.simulate.risk import risk_run
-        from critmin.stockpile.plan import disruption_sample, plan_stockpiles
-
-        sim = self._sim(inputs)
-        res = risk_run(sim, p.draws, p.seed, progress=self._chunks(report, 0.0, 0.8, "risk library"))
-        report(0.85, "sizing stockpiles")
-        sample = disruption_sample(sim, p.draws, p.seed, result=res)
-        return plan_stockpiles(sim, p.perspective, budget=p.budget_usd, pooled=p.pooled, draws=p.draws, seed=p.seed, sample=sample,
-                               max_days=p.max_days), {}
+        res = self._study(inputs).stockpile(perspective=p.perspective, budget_usd=p.budget_usd, pooled=p.pooled, max_days=p.max_days,
+                                            draws=p.draws, seed=p.seed, progress=self._chunks(report, 0.0, 0.8, "risk library"))
+        return dict(res.record), {}
 
     def _run_deliver(self, p: DeliverParams, inputs: dict[str, Any], report: Report) -> Outcome:
-        from critmin.deliver.plan import delivery_plan
-
-        fr, as_of = inputs["frames"], str(p.as_of)
         report(0.3, "solving the transportation LP")
-        return delivery_plan(self._atlas(inputs), fr["supply"], fr["buyers"], p.months, as_of, first_month=offer_first_months(fr["offers"], as_of)), {}
+        return dict(self._study(inputs, str(p.as_of)).deliver(months=p.months).record), {}
 
     def _run_match(self, p: DeliverParams, inputs: dict[str, Any], report: Report) -> Outcome:
-        from critmin.deliver.match import match
-
-        fr = inputs["frames"]
         report(0.3, "solving the assignment")
-        return match(self._atlas(inputs), fr["supply"], fr["buyers"], str(p.as_of)), {}
+        return dict(self._study(inputs, str(p.as_of)).match().record), {}
 
     def _run_respond(self, p: RespondParams, inputs: dict[str, Any], report: Report) -> Outcome:
         from critmin.output import to_json
-        from critmin.report.respond import brief_html, brief_pdf, respond
+        from critmin.report.respond import brief_html, brief_pdf
 
         fr = inputs["frames"]
         report(0.1, "simulating the event")
-        rec = respond(self._sim(inputs), inputs["scenarios"], fr["projects"], fr["buyers"], draws=p.draws, seed=p.seed, as_of=str(p.as_of))
+        rec = dict(self._study(inputs, str(p.as_of)).respond(inputs["scenarios"], draws=p.draws, seed=p.seed).record)
         rec["metadata"]["workspace_records"] = fr["counts"]
         report(0.8, "writing the brief")
         files = {"brief.json": ((to_json(rec) + "\n").encode("utf-8"), "application/json"),
@@ -742,28 +734,25 @@ class JobRunner:
 
     def _run_plan(self, p: PlanParams, inputs: dict[str, Any], report: Report) -> Outcome:
         from critmin.output import to_json
-        from critmin.report.cycle import CYCLE_STEPS, run_cycle
+        from critmin.report.cycle import CYCLE_STEPS
         from critmin.report.writers import html_plan, pdf_plan, xlsx_plan
 
-        fr, as_of = inputs["frames"], str(p.as_of)
+        fr = inputs["frames"]
         n = len(CYCLE_STEPS) + 1  # the cycle's steps, then writing the reports
 
         def step(msg: str) -> None:
             report(CYCLE_STEPS.index(msg) / n, msg)
 
-        sim = self._sim(inputs)
-        if "study" in inputs:  # an uploaded study: its own register, buyers, budgets, lists and stock policy
-            plan = dict(inputs["study"].plan(step=step).record)
-        else:
-            plan = run_cycle(sim.atlas, sim, draws=p.draws, seed=p.seed, as_of=as_of, top=p.top, step=step,
-                             projects=fr["projects"], buyers=fr["buyers"], supply=fr["supply"], first_month=offer_first_months(fr["offers"], as_of),
-                             support=fr.get("support"))
+        # an uploaded study plans on its own register, buyers, budgets, lists and stock policy and its own draws
+        study = self._study(inputs, str(p.as_of))
+        own = "study" in inputs
+        plan = dict(study.plan(step=step, top=p.top, draws=None if own else p.draws, seed=None if own else p.seed).record)
         plan["metadata"]["workspace_records"] = fr["counts"]
         report((n - 1) / n, "writing reports")
         files = {"plan.json": ((to_json(plan) + "\n").encode("utf-8"), "application/json"),
                  "plan.pdf": (pdf_plan(plan), "application/pdf"),
                  "plan.xlsx": (xlsx_plan(plan), "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
-                 "plan.html": (html_plan(plan, sim.atlas).encode("utf-8"), "text/html; charset=utf-8")}
+                 "plan.html": (html_plan(plan, study.atlas).encode("utf-8"), "text/html; charset=utf-8")}
         return plan, files
 
 

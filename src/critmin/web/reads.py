@@ -74,11 +74,12 @@ class AtlasReads:
 
     # ---------------------------------------------------------------------------------------- values
     def priority(self, method: str, perspective: str) -> list[dict[str, Any]]:
-        """``assess(atlas, perspective, method)`` as records, best first."""
-        from critmin.assess import assess
+        """The study's ranking (``Study.assess(perspective, method)``) as records, best first."""
+        from critmin.study import Study
         from critmin.web.values import jsonable
 
-        return self._kept(("priority", method, perspective), lambda: jsonable(assess(self.atlas, perspective, method).to_dict("records")))
+        return self._kept(("priority", method, perspective),
+                          lambda: jsonable(Study.from_parts(self.atlas).assess(perspective, method).ranking.to_dict("records")))
 
     def shares(self) -> Any:
         """The stage-shares table (country share of world supply at every commodity-stage node)."""
