@@ -188,6 +188,21 @@ def data_build(
         err.print(f"[yellow]USGS series not mapped (skipped): {report['unmapped_usgs_series']}[/yellow]")
 
 
+@data_app.command("dictionary")
+def data_dictionary(
+    docs: Annotated[Path | None, typer.Option("--docs", help="Rewrite the dictionaries in this docs folder (data.md, portfolio.md, deliver.md)")] = None,
+) -> None:
+    """The data dictionaries of the atlas, the project register and the buyers register, from their schema files."""
+    from critmin.report.dictionary import dictionaries, update_docs
+
+    if docs is None:
+        for name, text in dictionaries().items():
+            print(f"## {name}\n\n{text}")
+        return
+    for p in update_docs(docs):
+        err.print(f"rewrote {p}")
+
+
 @data_app.command("audit")
 def data_audit(
     perspective: PerspectiveOpt = "BLOC",

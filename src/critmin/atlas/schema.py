@@ -1,15 +1,25 @@
-"""Table schemas as data.
+"""Table schemas as data: one mechanism for every table critmin reads.
 
-Every atlas table is described, column by column, in ``schema/tables.csv`` (table, column, dtype, required,
-unit, check, description). Validation, type conversion and the data dictionary in ``docs/data.md`` all come
-from that one file, as PyPSA does with its component attribute tables.
+Every table is described, column by column, in a CSV of the same form (table, column, dtype, required, unit,
+check, description), as PyPSA does with its component attribute tables:
+
+* the atlas tables in ``critmin/atlas/schema/tables.csv``;
+* the project register (``projects``, ``support``) in ``critmin/portfolio/schema/register.csv``;
+* the buyers register in ``critmin/deliver/schema/buyers.csv``.
+
+:func:`read_schemas` reads any of them. From the same rows come the atlas's validation and type conversion,
+the registers' column lists (their pydantic row models are tested against them), the data dictionaries in
+``docs/data.md``, ``docs/portfolio.md`` and ``docs/deliver.md`` (:func:`schema_markdown`; a test keeps them
+in step) and the Excel templates (:func:`template_workbook`).
 
 dtypes: ``str``, ``float``, ``int``, ``year``, ``bool`` (yes/no), and references ``iso3`` (to
 ``countries.iso3``), ``source`` (to ``sources.source_id``), ``commodity`` (to ``commodities.commodity_id``)
 and ``stage`` (to the stage vocabulary ``STAGES``); ``iso3list`` is a ``;``-separated list of ``iso3`` codes.
 checks: ``unique``, ``nonneg`` (>= 0), ``pct`` (0..100), ``frac`` (0..1), ``date`` (``YYYY-MM`` or
-``YYYY-MM-DD``), ``month`` (``YYYY-MM``), ``in:a,b,c`` (allowed values; an empty item allows blank). Blank
-values pass every check except ``in:`` (and ``required``).
+``YYYY-MM-DD``), ``month`` (``YYYY-MM``), ``year_month`` (``YYYY`` or ``YYYY-MM``), ``year_date`` (``YYYY``,
+``YYYY-MM`` or ``YYYY-MM-DD``), ``id`` (letters, digits, ``_ . -``; unique), ``ref:table.column`` (a value of
+another table of the same file), ``in:a,b,c`` (allowed values; an empty item allows blank). Blank values pass
+every check except ``in:`` (and ``required``).
 """
 
 from __future__ import annotations
@@ -110,6 +120,44 @@ class ColumnSpec(BaseModel):
     check: str = ""
     description: str = ""
 
+    @property
+    def name(self) -> str:
+        return self.column
+
+    @property
+    def kind(self) -> str:
+        """How a value is read and written: ``text``, ``float``, ``int`` or ``bool``."""
+        return {"float": "float", "int": "int", "year": "int", "bool": "bool"}.get(self.dtype, "text")
+
+    @property
+    def choices(self) -> list[str]:
+        """The values of an ``in:`` check (blank left out); empty for other checks."""
+        return [v for v in self.check[3:].split(",") if v] if self.check.startswith("in:") else []
+
+    @property
+    def allowed(self) -> str:
+        """The values the column accepts, in words, from its dtype and check (data dictionaries, templates)."""
+        words = [_DTYPE_WORDS.get(self.dtype, "")]
+        if self.check.startswith("in:"):
+            words.append(", ".join(self.choices) + ("; or blank" if "" in self.check[3:].split(",") else ""))
+        elif self.check.startswith("ref:"):
+            table, _, column = self.check[4:].partition(".")
+            words.append(f"a {column} of {table}")
+        else:
+            words.append(_CHECK_WORDS.get(self.check, self.check))
+        return "; ".join(w for w in words if w)
+
+
+_DTYPE_WORDS = {"bool": "yes or no", "year": "year 1900-2100", "iso3": "ISO3 code of an atlas country",
+                "iso3list": "ISO3 codes of atlas countries separated by ';'", "commodity": "atlas commodity id",
+                "source": "a source_id of sources", "stage": "one of " + ", ".join(STAGES)}
+_CHECK_WORDS = {"unique": "unique", "nonneg": ">= 0", "pct": "0..100", "frac": "0..1", "date": "YYYY-MM or YYYY-MM-DD",
+                "month": "YYYY-MM", "year_month": "YYYY or YYYY-MM", "year_date": "YYYY, YYYY-MM or YYYY-MM-DD",
+                "id": "letters, digits, _ . -; unique"}
+_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
+_YEAR_MONTH = re.compile(r"^\d{4}(-\d{2})?$")
+_YEAR_DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
+
 
 @dataclass(frozen=True)
 class TableSchema:
@@ -122,9 +170,9 @@ class TableSchema:
 
 
 @cache
-def table_schemas() -> dict[str, TableSchema]:
-    """Read ``schema/tables.csv`` into one :class:`TableSchema` per table."""
-    text = resources.files("critmin.atlas").joinpath("schema/tables.csv").read_text(encoding="utf-8")
+def read_schemas(package: str, resource: str) -> dict[str, TableSchema]:
+    """Read a schema CSV (``resource`` inside ``package``) into one :class:`TableSchema` per table, in file order."""
+    text = resources.files(package).joinpath(resource).read_text(encoding="utf-8")
     specs: dict[str, list[ColumnSpec]] = {}
     for row in csv.DictReader(io.StringIO(text)):
         spec = ColumnSpec(
@@ -138,6 +186,96 @@ def table_schemas() -> dict[str, TableSchema]:
         )
         specs.setdefault(spec.table, []).append(spec)
     return {name: TableSchema(name, tuple(cols)) for name, cols in specs.items()}
+
+
+def table_schemas() -> dict[str, TableSchema]:
+    """The atlas tables' schemas (``critmin/atlas/schema/tables.csv``)."""
+    return read_schemas("critmin.atlas", "schema/tables.csv")
+
+
+def schema_markdown(schemas: Mapping[str, TableSchema], rows: Mapping[str, int] | None = None) -> str:
+    """The data dictionary of ``schemas`` in Markdown: one section per table, one row per column (type,
+    required, unit, allowed values, description); ``rows`` adds each table's row count."""
+    out = []
+    for name, t in schemas.items():
+        out.append(f"### `{name}`\n")
+        if rows is not None and name in rows:
+            out.append(f"{rows[name]} rows in the bundled data.\n")
+        out.append("| column | type | required | unit | allowed | description |")
+        out.append("|---|---|---|---|---|---|")
+        for c in t.columns:
+            cells = [f"`{c.column}`", c.dtype, "yes" if c.required else "no", c.unit, c.allowed, c.description]
+            out.append("| " + " | ".join(x.replace("|", "\\|") for x in cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def template_workbook(schemas: Mapping[str, TableSchema], frames: Mapping[str, pd.DataFrame],
+                      readme_extra: list[dict[str, str]] | None = None) -> bytes:
+    """An Excel workbook to fill in, from the schemas: one sheet per table (bold, frozen header, the rows of
+    ``frames``, drop-down lists for ``in:`` and yes/no columns, text starting with '=' kept as text) and a
+    ``README`` sheet with the data dictionary (plus ``readme_extra`` rows, e.g. a vocabulary)."""
+    import io as _io
+
+    import openpyxl
+    from openpyxl.styles import Font
+    from openpyxl.utils import get_column_letter
+    from openpyxl.worksheet.datavalidation import DataValidation
+
+    wb = openpyxl.Workbook()
+    wb.remove(wb.active)
+    for name, t in schemas.items():
+        ws = wb.create_sheet(name)
+        frame = frames.get(name, pd.DataFrame(columns=t.column_names))
+        ws.append(t.column_names)
+        for cell in ws[1]:
+            cell.font = Font(bold=True)
+        for rec in frame.to_dict("records"):
+            ws.append([_xlsx_value(rec.get(c.column), c) for c in t.columns])
+        for r in ws.iter_rows(min_row=2):  # text that starts with '=' must stay text, not become a formula
+            for cell in r:
+                if cell.data_type == "f":
+                    cell.data_type = "s"
+        last = max(ws.max_row, 1) + 500
+        for i, c in enumerate(t.columns, start=1):
+            letter = get_column_letter(i)
+            values = frame[c.column].head(50) if c.column in frame.columns and len(frame) else []
+            ws.column_dimensions[letter].width = min(50, max(10, len(c.column) + 2, *(len(str(x)) + 1 for x in values)))
+            choices = "yes,no" if c.dtype == "bool" else ",".join(c.choices)
+            if choices:
+                dv = DataValidation(type="list", formula1=f'"{choices}"', allow_blank=not c.required)
+                dv.error = f"{c.column} must be one of: {choices}"
+                dv.errorTitle = f"invalid {c.column}"
+                dv.add(f"{letter}2:{letter}{last}")
+                ws.add_data_validation(dv)
+        ws.freeze_panes = "B2"
+    ws = wb.create_sheet("README")
+    head = ["sheet", "column", "required", "type", "unit", "allowed", "description"]
+    ws.append(head)
+    for cell in ws[1]:
+        cell.font = Font(bold=True)
+    for name, t in schemas.items():
+        for c in t.columns:
+            ws.append([name, c.column, "yes" if c.required else "no", c.kind, c.unit, c.allowed, c.description])
+    for extra in readme_extra or []:
+        ws.append([str(extra.get(h, "")) for h in head])
+    for i, width in enumerate((12, 24, 10, 8, 22, 60, 100), start=1):
+        ws.column_dimensions[get_column_letter(i)].width = width
+    buf = _io.BytesIO()
+    wb.save(buf)
+    return buf.getvalue()
+
+
+def _xlsx_value(v: object, c: ColumnSpec) -> object:
+    if c.kind == "bool":
+        return "yes" if bool(v) else "no"
+    if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and not v.strip()):
+        return None
+    if c.kind == "float":
+        return float(v)  # type: ignore[arg-type]
+    if c.kind == "int":
+        return int(v)  # type: ignore[call-overload]
+    return str(v)
 
 
 def read_csv_strict(text: str, file: str) -> tuple[list[str], list[list[str]], list[Problem]]:
@@ -242,10 +380,16 @@ def validate_table(
             bad_date = col.map(lambda v, m=month_only: bool(v) and parse_date(v, month_only=m) is None)
             form = "YYYY-MM" if month_only else "YYYY-MM or YYYY-MM-DD"
             report(bad_date, f"'{{value}}' is not a date of the form {form}")
+        if spec.check in ("year_month", "year_date"):
+            rx = _YEAR_MONTH if spec.check == "year_month" else _YEAR_DATE
+            bad_form = col.map(lambda v, rx=rx: bool(v) and (not rx.match(v) or (len(v) > 4 and parse_date(v) is None)))
+            report(bad_form, f"'{{value}}' is not of the form {_CHECK_WORDS[spec.check]}")
         if spec.check.startswith("in:"):
             allowed_values = spec.check[3:].split(",")
             report(~col.isin(allowed_values), f"'{{value}}' is not one of {allowed_values}")
-        if spec.check == "unique":
+        if spec.check == "id":
+            report(~blank & ~col.map(lambda v: bool(_ID.match(v))), "'{value}' is not an id (letters, digits, _ . -)")
+        if spec.check in ("unique", "id"):
             report(col.duplicated(keep="first") & ~blank, "duplicate value '{value}'")
     frame = pd.DataFrame(out, index=pd.RangeIndex(len(raw)))
     return frame, problems

@@ -20,12 +20,16 @@ from typing import Any
 import pandas as pd
 from pydantic import ConfigDict, Field, ValidationError, field_validator
 
+from critmin.atlas.schema import TableSchema, read_schemas
 from critmin.errors import CritminError, Problem
 from critmin.inputs import CheckedRow
 from critmin.portfolio.register_schema import Refs
 
-BUYER_COLUMNS = ("buyer_id", "name", "country_iso3", "commodity_id", "stage", "demand_t_per_year", "priority", "min_contract_t",
-                 "origin_rule", "contract_projects", "start", "end", "kind", "form", "source", "url", "note")
+#: The buyers register's schema (``critmin/deliver/schema/buyers.csv``, the atlas's schema mechanism): the column
+#: list, the data dictionary in docs/deliver.md and the Excel template come from it; :class:`Buyer` is tested
+#: against it.
+BUYER_SCHEMAS: dict[str, TableSchema] = read_schemas("critmin.deliver", "schema/buyers.csv")
+BUYER_COLUMNS: tuple[str, ...] = tuple(BUYER_SCHEMAS["buyers"].column_names)
 
 
 class BuyerError(CritminError):
@@ -151,6 +155,15 @@ def read_buyers(path: str | Path, atlas: Any = None) -> pd.DataFrame:
     if problems:
         raise BuyerError(problems)
     return pd.DataFrame(rows, columns=list(BUYER_COLUMNS))
+
+
+def buyers_workbook(buyers: pd.DataFrame | None = None) -> bytes:
+    """The buyers register as an Excel template (sheet ``buyers`` and a README data dictionary), generated from
+    the schema (:func:`critmin.atlas.schema.template_workbook`); :func:`read_buyers` reads it back."""
+    from critmin.atlas.schema import template_workbook
+
+    frame = buyers if buyers is not None else pd.DataFrame(columns=list(BUYER_COLUMNS))
+    return template_workbook(BUYER_SCHEMAS, {"buyers": frame})
 
 
 def _read_buyers_sheet(p: Path) -> pd.DataFrame:

@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -32,6 +32,7 @@ from critmin.portfolio.register import (
 from critmin.portfolio.register_schema import (
     _ID,
     INSTRUMENTS,
+    REGISTER_SCHEMAS,
     STATUS_CLASSES,
     TABLES,
     RegisterError,
@@ -162,6 +163,12 @@ def import_register(source_file: str | Path, directory: str | Path, replace: boo
 # ------------------------------------------------------------------------------------------------ export
 
 
+def vocabulary_rows() -> list[dict[str, str]]:
+    """The README rows that explain the register's vocabularies: status classes and instruments."""
+    return ([{"sheet": "status_class", "column": k, "description": v} for k, v in STATUS_CLASSES.items()]
+            + [{"sheet": "instrument", "column": k, "description": v} for k, v in INSTRUMENTS.items()])
+
+
 def readme_frame() -> pd.DataFrame:
     """One row per register column: sheet, column, required, kind, unit, allowed values, description."""
     rows = [
@@ -169,75 +176,15 @@ def readme_frame() -> pd.DataFrame:
         for kind, cols in TABLES.items()
         for c in cols
     ]
-    rows += [{"sheet": "status_class", "column": k, "required": "", "type": "", "unit": "", "allowed": "", "description": v} for k, v in STATUS_CLASSES.items()]
-    rows += [{"sheet": "instrument", "column": k, "required": "", "type": "", "unit": "", "allowed": "", "description": v} for k, v in INSTRUMENTS.items()]
+    rows += [{"required": "", "type": "", "unit": "", "allowed": "", **r} for r in vocabulary_rows()]
     return pd.DataFrame(rows)
 
 
 def xlsx_template(register: Register) -> bytes:
-    import openpyxl
-    from openpyxl.styles import Font
-    from openpyxl.utils import get_column_letter
-    from openpyxl.worksheet.datavalidation import DataValidation
+    """The register as the Excel template (critmin.atlas.schema.template_workbook on the register's schema)."""
+    from critmin.atlas.schema import template_workbook
 
-    wb = openpyxl.Workbook()
-    wb.remove(wb.active)
-    lists = {
-        "status_class": ",".join(STATUS_CLASSES),
-        "instrument": ",".join(INSTRUMENTS),
-        "feoc": "yes,no",
-        "counts": "yes,no",
-    }
-    for kind, cols in TABLES.items():
-        ws = wb.create_sheet(kind)
-        frame = getattr(register, kind)
-        ws.append([c.name for c in cols])
-        for cell in ws[1]:
-            cell.font = Font(bold=True)
-        for rec in frame.to_dict("records"):
-            row: list[Any] = []
-            for c in cols:
-                v = rec[c.name]
-                if c.kind == "bool":
-                    row.append("yes" if bool(v) else "no")
-                elif _blank(v):
-                    row.append(None)
-                elif c.kind == "float":
-                    row.append(float(v))
-                elif c.kind == "int":
-                    row.append(int(v))
-                else:
-                    row.append(str(v))
-            ws.append(row)
-        # text that starts with '=' must stay text, not become a formula
-        for r in ws.iter_rows(min_row=2):
-            for cell in r:
-                if cell.data_type == "f":
-                    cell.data_type = "s"
-        last = max(ws.max_row, 1) + 500
-        for i, c in enumerate(cols, start=1):
-            letter = get_column_letter(i)
-            width = min(50, max(10, len(c.name) + 2, *(len(str(x)) + 1 for x in frame[c.name].head(50)))) if len(frame) else len(c.name) + 4
-            ws.column_dimensions[letter].width = width
-            if c.name in lists:
-                dv = DataValidation(type="list", formula1=f'"{lists[c.name]}"', allow_blank=not c.required)
-                dv.error = f"{c.name} must be one of: {lists[c.name]}"
-                dv.errorTitle = f"invalid {c.name}"
-                dv.add(f"{letter}2:{letter}{last}")
-                ws.add_data_validation(dv)
-        ws.freeze_panes = "B2"
-    ws = wb.create_sheet("README")
-    readme = readme_frame()
-    ws.append(list(readme.columns))
-    for cell in ws[1]:
-        cell.font = Font(bold=True)
-    for rec in readme.to_dict("records"):
-        ws.append([str(rec[c]) for c in readme.columns])
-    for i, width in enumerate((12, 24, 10, 8, 22, 60, 100), start=1):
-        ws.column_dimensions[get_column_letter(i)].width = width
-    buf = io.BytesIO()
-    wb.save(buf)
-    return buf.getvalue()
+    return template_workbook(REGISTER_SCHEMAS, {"projects": register.projects, "support": register.support}, vocabulary_rows())
 
 
 def export_register(register: Register, path: str | Path) -> None:

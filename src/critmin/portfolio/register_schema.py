@@ -15,7 +15,7 @@ from pydantic import (
     field_validator,
 )
 
-from critmin.atlas.schema import STAGES, parse_date
+from critmin.atlas.schema import STAGES, ColumnSpec, TableSchema, parse_date, read_schemas
 from critmin.errors import CritminError, Problem
 from critmin.inputs import CheckedRow
 
@@ -104,74 +104,15 @@ def default_counts(commitment_status: str) -> bool:
 # ------------------------------------------------------------------------------------------------ columns
 
 
-@dataclass(frozen=True)
-class ColumnDoc:
-    """One register column: name, kind (text, float, int, bool), whether required, unit, allowed values."""
-
-    name: str
-    kind: str
-    required: bool
-    unit: str
-    allowed: str
-    description: str
-
-
-_P = ColumnDoc
-PROJECT_COLUMNS: tuple[ColumnDoc, ...] = (
-    _P("project_id", "text", True, "", "letters, digits, _ . -; unique", "Project identifier"),
-    _P("name", "text", True, "", "", "Project name"),
-    _P("sponsor", "text", True, "", "", "Sponsor(s) and owners as published"),
-    _P("country_iso3", "text", True, "", "ISO3 code of an atlas country", "Country where the project is located"),
-    _P("commodity_id", "text", True, "", "atlas commodity id", "Commodity of the node the project supplies"),
-    _P("stage", "text", True, "", ", ".join(STAGES) + "; (commodity_id, stage) must be an atlas stage node",
-       "Stage of the node the project supplies: the most downstream output it produces at scale (see note)"),
-    _P("product", "text", False, "", "", "Product(s) as published"),
-    _P("capacity_t", "float", False, "t/yr on the node basis", ">= 0",
-       "Capacity per year on the atlas basis of the node (REO, contained Li/Co/Ni/Sb/Ga, t magnets, t graphite, t anode material); blank when the published unit cannot be converted"),
-    _P("capacity_raw", "text", False, "", "", "Capacity value and unit as published [basis]"),
-    _P("capacity_conversion", "text", False, "", "", "Arithmetic from capacity_raw to capacity_t (stoichiometric or exact unit factors only)"),
-    _P("ramp_up_months", "int", False, "months", ">= 0", "Months from first output to nameplate"),
-    _P("capex_usd", "float", False, "USD", ">= 0", "Capital cost in USD: printed by a source, or a local-currency figure converted at the IMF rate (said in capex_note)"),
-    _P("capex_note", "text", False, "", "", "Capex as published (currency, range, basis, lower bounds)"),
-    _P("opex_usd_per_t", "float", False, "USD/t", ">= 0", "Operating cost per t of capacity basis (only when published)"),
-    _P("unit_cost_usd_per_t", "float", False, "USD/t", ">= 0", "All-in unit cost per t (only when published)"),
-    _P("status_class", "text", True, "", ", ".join(STATUS_CLASSES), "Normalised status (see REGISTER.md for definitions)"),
-    _P("status", "text", False, "", "", "Status as published (as of date)"),
-    _P("first_output", "text", False, "", "YYYY or YYYY-MM", "First (commercial) output, actual or targeted"),
-    _P("completion_probability", "float", False, "fraction", "0..1", "Probability that the project is completed"),
-    _P("delay_months", "float", False, "months", ">= 0", "Expected delay of first output"),
-    _P("feoc", "text", False, "", "yes, no or blank",
-       "Owned or controlled by an entity of a country of concern (blank unless a source says)"),
-    _P("esg_flags", "text", False, "", "", "Environmental, social and governance issues reported"),
-    _P("offtakes", "text", False, "", "", "Existing offtake agreements"),
-    _P("frameworks", "text", False, "", "", "Government frameworks naming the project"),
-    _P("japan_link", "text", False, "", "", "Japanese involvement (JOGMEC, Sojitz, ...)"),
-    _P("sources", "text", True, "", "URLs separated by '; '", "Sources of the row"),
-    _P("source_tiers", "text", False, "", "primary, press, database, republication, low-tier; one per source", "Tier of each source"),
-    _P("verification", "text", False, "", "verbatim, third-party, mixed", "How the figures were verified"),
-    _P("note", "text", False, "", "", "Curation decisions (node, status class, capacity) and notes from the sources"),
-)
-SUPPORT_COLUMNS: tuple[ColumnDoc, ...] = (
-    _P("support_id", "text", True, "", "letters, digits, _ . -; unique", "Support action identifier"),
-    _P("project_id", "text", True, "", "a project_id of the register", "Project supported"),
-    _P("agency", "text", True, "", "", "Agency granting the support"),
-    _P("participant_iso3", "text", True, "", "ISO3 codes of atlas countries separated by ';'", "Government(s) providing the support"),
-    _P("instrument", "text", True, "", ", ".join(INSTRUMENTS), "Support instrument"),
-    _P("instrument_detail", "text", False, "", "", "Instrument as described by the source"),
-    _P("amount_usd", "float", False, "USD", ">= 0", "Amount in USD, only when a source printed a USD figure (see note for qualifiers and local amounts)"),
-    _P("date", "text", False, "", "YYYY, YYYY-MM or YYYY-MM-DD", "Date of the action"),
-    _P("commitment_status", "text", False, "", "free text (awarded, closed, conditional, letter_of_interest, ...)", "Commitment status as published"),
-    _P("counts", "bool", False, "", "yes, no (blank: derived from commitment_status)",
-       "Whether amount_usd may be added to totals (no for exclude_from_sum rows and for " + ", ".join(NOT_COUNTED_STATUSES) + ")"),
-    _P("source", "text", False, "", "", "Source name"),
-    _P("url", "text", True, "", "", "Source URL"),
-    _P("source_tier", "text", False, "", "primary, press, database, republication, low-tier", "Tier of the source"),
-    _P("verification", "text", False, "", "verbatim, third-party, mixed", "How the figure was verified"),
-    _P("note", "text", False, "", "", "Qualifiers, local-currency amounts, exclusions and notes from the source"),
-)
+#: The register's columns, read from ``critmin/portfolio/schema/register.csv`` (the schema mechanism of the atlas,
+#: :func:`critmin.atlas.schema.read_schemas`): the data dictionary, the Excel template and the CSV writer use
+#: them; the row models below are tested against them.
+REGISTER_SCHEMAS: dict[str, TableSchema] = read_schemas("critmin.portfolio", "schema/register.csv")
+PROJECT_COLUMNS: tuple[ColumnSpec, ...] = REGISTER_SCHEMAS["projects"].columns
+SUPPORT_COLUMNS: tuple[ColumnSpec, ...] = REGISTER_SCHEMAS["support"].columns
 PROJECT_FIELDS: tuple[str, ...] = tuple(c.name for c in PROJECT_COLUMNS)
 SUPPORT_FIELDS: tuple[str, ...] = tuple(c.name for c in SUPPORT_COLUMNS)
-TABLES: dict[str, tuple[ColumnDoc, ...]] = {"projects": PROJECT_COLUMNS, "support": SUPPORT_COLUMNS}
+TABLES: dict[str, tuple[ColumnSpec, ...]] = {"projects": PROJECT_COLUMNS, "support": SUPPORT_COLUMNS}
 
 # ------------------------------------------------------------------------------------------------ models
 
