@@ -13,8 +13,21 @@ import pytest
 from pydantic import BaseModel
 
 from critmin.atlas.schema import read_schemas
-from critmin.deliver.buyers import BUYER_COLUMNS, BUYER_SCHEMAS, Buyer, buyers_workbook, bundled_buyers, read_buyers
-from critmin.portfolio.register_schema import INSTRUMENTS, REGISTER_SCHEMAS, STATUS_CLASSES, Project, SupportAction
+from critmin.deliver.buyers import (
+    BUYER_COLUMNS,
+    BUYER_SCHEMAS,
+    Buyer,
+    bundled_buyers,
+    buyers_workbook,
+    read_buyers,
+)
+from critmin.portfolio.register_schema import (
+    INSTRUMENTS,
+    REGISTER_SCHEMAS,
+    STATUS_CLASSES,
+    Project,
+    SupportAction,
+)
 from critmin.report.dictionary import DOCUMENTS, block, dictionaries
 
 ROOT = Path(__file__).resolve().parents[1]

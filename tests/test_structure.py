@@ -177,7 +177,7 @@ CYCLE_STEP_FUNCTIONS = {
     "critmin.stockpile.plan": {"plan_stockpiles", "disruption_sample"},
     "critmin.deliver.plan": {"delivery_plan"},
     "critmin.deliver.match": {"match"},
-    "critmin.report.cycle": {"run_cycle"},
+    "critmin.report.cycle": {"assemble_plan", "validation_record", "vulnerabilities"},
     "critmin.report.respond": {"respond"},
 }
 

@@ -319,14 +319,17 @@ class Study:
         plans = pd.DataFrame([{"participant": j, **{k: v for k, v in p.items() if k != "stocks"}} for j, p in rec.get("budget_plans", {}).items()])
         return StockpileResult(record=rec, metadata=rec["metadata"], stocks=_records(rec["stockpiles"]), budget_plans=plans)
 
-    def deliver(self, options: DeliveryOptions | None = None, **fields: Any) -> DeliveryResult:
-        """Monthly deliveries of allied projects' output to the study's buyers, and what stays short."""
+    def deliver(self, options: DeliveryOptions | None = None, first_month: dict[str, int] | None = None, **fields: Any) -> DeliveryResult:
+        """Monthly deliveries of allied projects' output to the study's buyers, and what stays short.
+        ``first_month`` gives supply rows an earlier first month of delivery (project id -> months from ``as_of``;
+        the plan passes its recommended projects'), over the study's own (the workspace's offers)."""
         from critmin.deliver.plan import delivery_plan
         from critmin.inputs import make_options
 
         base = {"months": self.spec.delivery_months, "as_of": self.as_of}
         o = make_options(DeliveryOptions, **{**base, **(options.model_dump(exclude_unset=True) if options else {}), **fields})
-        rec = delivery_plan(self.atlas, self.supply, self.buyers, o.months, str(o.as_of), first_month=self.first_month)
+        first = {**(self.first_month or {}), **(first_month or {})} or None
+        rec = delivery_plan(self.atlas, self.supply, self.buyers, o.months, str(o.as_of), first_month=first)
         return DeliveryResult(record=rec, metadata={**rec["metadata"], "data_version": self.atlas.data_version}, buyers=_records(rec["buyers"]),
                               projects=_records(rec["projects"]), allocation=_records(rec["allocation"]),
                               not_supplying=_records(rec.get("not_supplying", [])))
@@ -343,17 +346,46 @@ class Study:
                            refused=_records(rec.get("refused_pairs", [])))
 
     def plan(self, step: Callable[[str], None] | None = None, top: int = 25, draws: int | None = None, seed: int | None = None) -> PlanResult:
-        """The coordinated plan: every step above on the study's inputs, with the executive answer under ``summary``.
-        ``step`` is told each step's name as it starts; ``top`` priority minerals are listed; ``draws`` and ``seed``
-        default to the study's."""
-        from critmin.report.cycle import frames, run_cycle
+        """The coordinated plan: every step above on the study's inputs, for the participants together (BLOC),
+        with the executive answer under ``summary``. ``step`` is told each step's name as it starts
+        (:data:`critmin.report.cycle.CYCLE_STEPS`); ``top`` priority minerals are listed; ``draws`` and ``seed``
+        default to the study's. The steps are this Study's own methods: the cycle is orchestrated here only."""
+        from critmin.report.cycle import (
+            CYCLE_STEPS,
+            assemble_plan,
+            frames,
+            validation_record,
+            vulnerabilities,
+        )
+
+        def say(i: int) -> None:
+            if step:
+                step(CYCLE_STEPS[i])
 
         s = self.spec
         res = self.risk_run(draws, seed)
-        rec = run_cycle(self.atlas, self.simulator, draws=res.metadata["draws"], seed=res.metadata["seed"], as_of=self.as_of, top=top, step=step,
-                        projects=self.projects, buyers=self.buyers, supply=self.supply, first_month=self.first_month, budgets=self.budgets,
-                        delivery_months=s.delivery_months, critical_lists=self.critical_lists, stock_policy=s.stockpile.model_dump(),
-                        support=self.support, risk_result=res)
+        n, rs = int(res.metadata["draws"]), int(res.metadata["seed"])
+        say(0)
+        pm = self.assess("BLOC", "critmin").ranking
+        say(1)
+        vuln = vulnerabilities(self.atlas, pm, top)
+        say(2)
+        risk = self.risk("BLOC", n, rs)
+        say(3)
+        portfolio = dict(self.portfolio(draws=n, seed=rs).record)
+        say(4)
+        stock = dict(self.stockpile(perspective="BLOC", draws=n, seed=rs).record)
+        say(5)
+        # the recommended portfolio's projects deliver from their (earlier) first month of output
+        first = {p["project_id"]: int(round(p["months_to_output"])) for p in portfolio["selected"]}
+        deliveries = dict(self.deliver(first_month=first).record)
+        matches = dict(self.match().record)
+        say(6)
+        validation = validation_record(self.simulator, n, rs)
+        rec = assemble_plan(self.atlas, priority=pm.head(top).to_dict("records"), vulnerabilities=vuln, scenarios=risk.ranking.to_dict("records"),
+                            risk_metadata=risk.metadata, portfolio=portfolio, stockpiles=stock, deliveries=deliveries, matches=matches,
+                            validation=validation, buyers=self.buyers, critical_lists=self.critical_lists, draws=n, seed=rs, as_of=self.as_of,
+                            delivery_months=s.delivery_months)
         rec["metadata"]["study"] = s.model_dump(by_alias=True)
         t = frames(rec)
         return PlanResult(record=rec, metadata=rec["metadata"], priority_minerals=t["priority_minerals"], scenarios=t["scenarios"],
