@@ -52,10 +52,14 @@ typecheck: install-test
 pytest: install-test
 	$(BIN)/python -m pytest -q
 
+# Two pytest workers, one per core (pytest-xdist); a test file stays on one worker, so its module fixtures are
+# built once, and each worker has a PostgreSQL database of its own (tests/conftest.py). The API fuzzing runs
+# after, in one process: schemathesis' generated cases are not distributed by xdist.
 test: install-test
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy src/critmin
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --ignore=tests/test_web_schema.py
+	$(BIN)/python -m pytest -q tests/test_web_schema.py
 
 bench: install
 	$(BIN)/python benchmarks/run.py

@@ -36,6 +36,30 @@ def simulator(atlas: Atlas):
 #: PostgreSQL for the database tests: .ci/run starts one and sets this (tests on PostgreSQL skip without it).
 POSTGRES_ENV = "CRITMIN_TEST_POSTGRES_URL"
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``make test`` runs the suite on two workers, one per core), each worker gets a database
+    of its own, ``<test database>_<worker>``, created when missing: the database tests empty the schema they
+    use, and two workers on one database would drop each other's tables. The URL is rewritten in the
+    environment, so the CLI and server subprocesses a test starts use the worker's database too."""
+    import os
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    url = os.environ.get(POSTGRES_ENV)
+    if not worker or not url:
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    base = make_url(url)
+    name = f"{base.database}_{worker}"
+    eng = create_engine(base, isolation_level="AUTOCOMMIT")
+    with eng.connect() as c:
+        if c.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}) is None:
+            c.execute(text(f'CREATE DATABASE "{name}"'))
+    eng.dispose()
+    os.environ[POSTGRES_ENV] = base.set(database=name).render_as_string(hide_password=False)
+
 #: Users of the test workspace: (email, organisation, role); every password is PASSWORD.
 PASSWORD = "correct horse battery"
 USERS = (

@@ -135,9 +135,10 @@ def test_contracts_stale_dates_and_one_stage_per_national_demand(atlas):
     paused = set(reg.loc[reg["status_class"].isin(["paused", "unlikely", "exploration", "feasibility"]), "project_id"])
     assert not paused & {a["project_id"] for a in r["allocation"]}
     assert any(x["project_id"] == "P041" and "first output in about" in x["reason"] for x in r["not_supplying"])
-    # one national aggregate per country and commodity (the stage its consumption statistic measures)
+    # a national aggregate stands at one stage per country and commodity (the stage its consumption statistic
+    # measures); the U.S. rare-earth aggregate is two rows there (La + Ce and the rest)
     agg = buyers[buyers["kind"] == "aggregate"]
-    assert not agg.duplicated(["country_iso3", "commodity_id"]).any()
+    assert agg.groupby(["country_iso3", "commodity_id"])["stage"].nunique().max() == 1
     # a contract naming an unknown project is refused by the validator's pattern only when malformed
     bad = pd.DataFrame([{**buyers.iloc[0].to_dict(), "contract_projects": "P003;;P004"}])
     from critmin.deliver.buyers import Buyer
@@ -257,11 +258,12 @@ def test_aggregate_buyers_are_the_consumption_the_simulator_uses(simulator):
     b = bundled_buyers(simulator.atlas)
     agg = b[b["kind"] == "aggregate"]
     assert len(agg) >= 10
-    for r in agg.to_dict("records"):
-        n = simulator.nodes.get(r["commodity_id"], r["stage"])
-        j = r["country_iso3"]
-        assert r["demand_t_per_year"] == pytest.approx(n.demand_share[j] * n.q0_t, abs=0.5), r["buyer_id"]
-        assert r["source"] == "computed from the critmin atlas: " + n.demand_basis[j], r["buyer_id"]
+    # one participant's rows at one node add up to its demand there (the U.S. rare-earth aggregate is two rows)
+    for (j, c, st), rows in agg.groupby(["country_iso3", "commodity_id", "stage"]):
+        n = simulator.nodes.get(c, st)
+        assert rows["demand_t_per_year"].sum() == pytest.approx(n.demand_share[j] * n.q0_t, abs=0.5), list(rows["buyer_id"])
+        assert (rows["source"] == "computed from the critmin atlas: " + n.demand_basis[j]).all(), list(rows["buyer_id"])
+    assert sorted(agg.groupby(["country_iso3", "commodity_id", "stage"]).size().loc[lambda x: x > 1].index) == [("USA", "rare_earths", "refine")]
     # Japan's NdPr: its own row, and NdPr supply cannot fill the rest of the aggregate, which is net of the element
     # nodes (the simulator's demand there: 18,835 t less NdPr 5,500, Y 1,160, Dy 120 and Tb 23 t)
     from critmin.deliver.forms import serve_conflict
@@ -271,3 +273,14 @@ def test_aggregate_buyers_are_the_consumption_the_simulator_uses(simulator):
     lamp = {"commodity_id": "ndpr", "stage": "refine"}
     assert serve_conflict(lamp, rest, "separated NdPr oxide", rest["name"]) is not None
     assert serve_conflict({"commodity_id": "dysprosium", "stage": "refine"}, rest, "dysprosium oxide", rest["name"]) is None
+    # the U.S. aggregate is split by end use (review 6: Lynas' NdPr made 86-94 % of what U.S. catalyst and glass
+    # makers received): La + Ce 4,435 t (a derived lower bound), the rest 1,665 t; NdPr can fill only the rest
+    us = agg[(agg["country_iso3"] == "USA") & (agg["commodity_id"] == "rare_earths")].set_index("buyer_id")
+    assert us["demand_t_per_year"].to_dict() == {"B041": 4435, "B044": 1665}
+    la_ce, other = us.loc["B041"].to_dict(), us.loc["B044"].to_dict()
+    for need in (la_ce, other):
+        need.update(commodity_id="rare_earths", stage="refine")
+    assert serve_conflict(lamp, la_ce, "separated NdPr oxide", la_ce["name"]) is not None
+    assert serve_conflict(lamp, other, "separated NdPr oxide", other["name"]) is None
+    assert serve_conflict({"commodity_id": "rare_earths", "stage": "refine"}, la_ce, "lanthanum carbonate and cerium oxide", la_ce["name"]) is None
+    assert serve_conflict({"commodity_id": "rare_earths", "stage": "refine"}, other, "lanthanum carbonate and cerium oxide", other["name"]) is not None

@@ -153,7 +153,12 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                  if bid == r["buyer_id"] and v > 0 and float(r["delivered_t"]) > 0]
         return f" ({', '.join(parts)}, which not every user of the aggregate can take)" if parts else ""
 
-    coverage = "; ".join(f"{r['name'].split(' ')[0]} {r['node']} {float(r['delivered_t']) / float(r['demand_t']):.0%}{_elements(r)}"
+    def _label(r: dict[str, Any]) -> str:
+        """Country and node, and the element groups when the row names them (an aggregate split by element)."""
+        groups = sorted(t for tags in form_tags(str(r["name"]), node_of(r["node"])).values() for t in tags if "(" in t)
+        return f"{r['name'].split(' ')[0]} {r['node']}" + (f" [{', '.join(groups)}]" if groups else "")
+
+    coverage = "; ".join(f"{_label(r)} {float(r['delivered_t']) / float(r['demand_t']):.0%}{_elements(r)}"
                          for r in sorted(agg, key=lambda x: -float(x["delivered_t"]) / float(x["demand_t"]))[:5] if float(r["delivered_t"]) > 0)
     s_unmet = (f"{len(unmet_rows)} named buyers stay short over the window"
                + (f", the largest {unmet_rows[0]['buyer']} ({unmet_rows[0]['short_t']:,.0f} t of {unmet_rows[0]['node']})." if unmet_rows else ".")
