@@ -264,12 +264,21 @@ def test_structural_problems(regdir: Path, atlas: Atlas) -> None:
     (regdir / "projects.csv").write_text("\n".join(text) + "\n", encoding="utf-8")
     with pytest.raises(RegisterError) as exc:
         read_register(regdir, atlas=atlas)
-    assert any(p.line == 6 and "expected 29 fields" in p.message for p in exc.value.problems)
+    assert any(p.line == 6 and "expected 30 fields" in p.message for p in exc.value.problems)
     header, rows = _rows(regdir / "support.csv")
     _write_rows(regdir / "support.csv", [h for h in header if h != "agency"], [{k: v for k, v in r.items() if k != "agency"} for r in rows])
     with pytest.raises(RegisterError) as exc:
         read_register(regdir, atlas=atlas)
     assert any(p.file == "support.csv" and p.field == "agency" and "missing" in p.message for p in exc.value.problems)
+
+
+def test_an_optional_column_left_out_reads_as_blank(regdir: Path, atlas: Atlas) -> None:
+    """A register written before an optional column existed (private_finance_usd, December 2026) still reads."""
+    header, rows = _rows(regdir / "projects.csv")
+    _write_rows(regdir / "projects.csv", [h for h in header if h != "private_finance_usd"],
+                [{k: v for k, v in r.items() if k != "private_finance_usd"} for r in rows])
+    r = read_register(regdir, atlas=atlas)
+    assert len(r.projects) == len(rows) and r.projects["private_finance_usd"].isna().all()
 
 
 def test_xlsx_bad_cell_names_sheet_and_cell(tmp_path: Path, reg: Register, atlas: Atlas) -> None:

@@ -87,6 +87,8 @@ class Decision:
     first_output_why: str = ""
     capex_usd: float | None = None  # set only when a source printed a USD figure that the raw capex_usd lacks
     capex_why: str = ""
+    private_finance_usd: float | None = None  # committed private finance for the capex, when a source prints it
+    private_finance_why: str = ""
 
 
 def curated_dir() -> Path:
@@ -120,7 +122,9 @@ def load_decisions(path: Path | None = None) -> dict[str, Decision]:
                                             offtakes=r["offtakes"], esg_flags=r["esg_flags"],
                                             first_output=None if fo == "" else ("" if fo == "blank" else fo),
                                             first_output_why=r["first_output_why"],
-                                            capex_usd=float(r["capex_usd"]) if r["capex_usd"] else None, capex_why=r["capex_why"])
+                                            capex_usd=float(r["capex_usd"]) if r["capex_usd"] else None, capex_why=r["capex_why"],
+                                            private_finance_usd=float(r["private_finance_usd"]) if r["private_finance_usd"] else None,
+                                            private_finance_why=r["private_finance_why"])
     return out
 
 
@@ -231,6 +235,7 @@ def _project(raw: Mapping[str, str], d: Decision) -> dict[str, Any]:
         f"Status class {d.status_class}: {d.status_why}.",
         f"Capacity: {d.cap.why}." if d.cap.why else "",
         f"{d.first_output_why}." if d.first_output_why else "",
+        f"Private finance: {d.private_finance_why}." if d.private_finance_why else "",
         f"Location: {raw['location']}." if raw["location"] else "",
         f"Source note: {raw['note']}" if raw["note"] else "",
     ]
@@ -247,6 +252,7 @@ def _project(raw: Mapping[str, str], d: Decision) -> dict[str, Any]:
         "capacity_conversion": conversion,
         "capex_usd": capex_usd,
         "capex_note": capex_note,
+        "private_finance_usd": d.private_finance_usd,
         "status_class": d.status_class,
         "status": status,
         "first_output": first,
@@ -372,6 +378,7 @@ def register_markdown(register: Register, raw_projects: list[tuple[int, dict[str
         ("capacity_conversion", "the arithmetic from capacity_raw to capacity_t"),
         ("capex_usd", "raw capex_usd: the USD figure a source printed, or (from December 2026, said in capex_basis) a local-currency figure converted at the IMF rate of the fx rows of instrument_parameters.csv; P007 takes the USD figure printed in capex_basis"),
         ("capex_note", "capex_currency capex_value[-capex_value_high]; capex_basis; curation remarks"),
+        ("private_finance_usd", "curated (`curated/decisions.csv`): committed private finance for the capex where a source prints it (MP's 10X: the USD 650 million of the JPMorgan and Goldman Sachs facility earmarked for it), with the source in `note`"),
         ("status_class", "curated from the free-text status (table below)"),
         ("status", "status (as of status_as_of)"),
         ("first_output", "first_production, blanked for P031 (laboratory extraction) and P054 (copper foil, not CAM)"),

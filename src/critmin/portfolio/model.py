@@ -389,13 +389,15 @@ def build_problem(
             else:
                 capex = ci[0] * float(cap)
                 assume.append(f"capex {capex:,.0f} USD = capacity x capital intensity {ci[0]:,.0f} USD per t/yr ({ci[1]})")
-        have = counted.get(pid, 0.0)
+        public = counted.get(pid, 0.0)
+        private = _usd(p.get("private_finance_usd"))
+        have = public + private
         room = capex - have if np.isfinite(capex) else np.nan  # financing gap left for new public money
+        held = (f"public support already counted {public:,.0f} USD" + (f" and committed private finance {private:,.0f} USD" if private else ""))
         if have > 0 and np.isfinite(capex):
-            assume.append(f"public support already counted {have:,.0f} USD of capex {capex:,.0f} USD: new money at most the gap "
-                          f"{max(room, 0.0):,.0f} USD")
+            assume.append(f"{held} of capex {capex:,.0f} USD: new money at most the gap {max(room, 0.0):,.0f} USD")
         if np.isfinite(room) and room <= 0:
-            why.append(f"already financed: public support already counted ({have:,.0f} USD) covers its capex ({capex:,.0f} USD); "
+            why.append(f"already financed: {held} cover its capex ({capex:,.0f} USD); "
                        "new capex money (loan, guarantee, equity, grant) would not be additional")
         unit_cost = p.get("unit_cost_usd_per_t")
         if unit_cost is None or not np.isfinite(unit_cost):
@@ -448,7 +450,7 @@ def build_problem(
                 if amount > room:  # only the gap left by the support already counted is additional
                     f = room / amount
                     amount, bcost, value = amount * f, bcost * f, value * f
-                    note += f"; cut to the financing gap {room:,.0f} USD (capex less counted support)"
+                    note += f"; cut to the financing gap {room:,.0f} USD (capex less counted support and committed private finance)"
             if basis.get(bkey, "amount") == "cost":
                 # credit-subsidy envelope: charged the budget cost, but at least the appropriation ratio of the
                 # amount (OBBBA funded DOE's loan authority at about 0.5 %), so fee-covered guarantees are not free
@@ -499,6 +501,15 @@ def build_problem(
 
 #: Instruments that finance the capex (an offtake, insurance or regulatory support is not capex money).
 CAPEX_INSTRUMENTS = ("loan", "loan_guarantee", "equity", "grant")
+
+
+def _usd(v: Any) -> float:
+    """A register amount in USD, 0 when blank."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return 0.0
+    return f if np.isfinite(f) else 0.0
 
 
 def counted_capex_support(support: pd.DataFrame | None) -> dict[str, float]:

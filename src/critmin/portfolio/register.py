@@ -56,7 +56,8 @@ def _header_problems(kind: str, header: Sequence[str], file: str, where: _Loc) -
     names = {c.name for c in cols}
     problems: list[Problem] = []
     for c in cols:
-        if c.name not in header:
+        # an optional column may be left out (a register written before the column existed): its values are blank
+        if c.name not in header and c.required:
             problems.append(where.problem(c.name, f"column '{c.name}' is missing from the {kind} table"))
     for h in header:
         if h not in names:

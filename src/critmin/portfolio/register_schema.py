@@ -165,6 +165,7 @@ class Project(_Row):
     ramp_up_months: int | None = Field(None, ge=0)
     capex_usd: float | None = Field(None, ge=0)
     capex_note: str = ""
+    private_finance_usd: float | None = Field(None, ge=0)
     opex_usd_per_t: float | None = Field(None, ge=0)
     unit_cost_usd_per_t: float | None = Field(None, ge=0)
     status_class: StatusClass
