@@ -272,7 +272,6 @@ def test_aggregate_buyers_are_the_consumption_the_simulator_uses(simulator):
     assert rest["demand_t_per_year"] == pytest.approx(18835 - 5500 - 1160 - 120 - 22.8, abs=0.5)
     lamp = {"commodity_id": "ndpr", "stage": "refine"}
     assert serve_conflict(lamp, rest, "separated NdPr oxide", rest["name"]) is not None
-    assert serve_conflict({"commodity_id": "dysprosium", "stage": "refine"}, rest, "dysprosium oxide", rest["name"]) is None
     # the U.S. aggregate is split by end use (review 6: Lynas' NdPr made 86-94 % of what U.S. catalyst and glass
     # makers received): La + Ce 4,435 t (a derived lower bound), the rest 1,665 t; NdPr can fill only the rest
     us = agg[(agg["country_iso3"] == "USA") & (agg["commodity_id"] == "rare_earths")].set_index("buyer_id")
@@ -284,3 +283,9 @@ def test_aggregate_buyers_are_the_consumption_the_simulator_uses(simulator):
     assert serve_conflict(lamp, other, "separated NdPr oxide", other["name"]) is None
     assert serve_conflict({"commodity_id": "rare_earths", "stage": "refine"}, la_ce, "lanthanum carbonate and cerium oxide", la_ce["name"]) is None
     assert serve_conflict({"commodity_id": "rare_earths", "stage": "refine"}, other, "lanthanum carbonate and cerium oxide", other["name"]) is not None
+    # review 7: oxides "for permanent magnets" are NdPr and Dy/Tb, never La/Ce (Solvay's La Rochelle magnet line filled
+    # La/Ce rows); Sm and Gd are a middle group, so Dy/Tb does not fill Japan's row that names Sm and Gd but nets Dy and Tb
+    magnet_oxides = {"commodity_id": "rare_earths", "stage": "refine"}
+    assert serve_conflict(magnet_oxides, la_ce, "separated rare earth oxides for permanent magnets", la_ce["name"]) is not None
+    assert serve_conflict(magnet_oxides, other, "separated rare earth oxides for permanent magnets", other["name"]) is None
+    assert serve_conflict({"commodity_id": "dysprosium", "stage": "refine"}, rest, "dysprosium oxide", rest["name"]) is not None

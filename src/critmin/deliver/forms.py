@@ -27,8 +27,13 @@ AGGREGATE_OF: dict[str, str] = {"ndpr": "rare_earths", "dysprosium": "rare_earth
 #: NdPr producer, a natural-graphite buyer to a synthetic-graphite plant). Per family, the tags and the words
 #: of a product description or a buyer's stated need that carry them.
 FORM_FAMILIES: dict[str, dict[str, set[str]]] = {
-    "rare-earth group": {"light (NdPr)": {"ndpr", "neodymium", "praseodymium", "nd", "pr", "lree", "light"},
-                         "heavy (Dy/Tb)": {"dysprosium", "terbium", "dy", "tb", "hree", "heavy", "seg", "samarium", "gadolinium"},
+    # a product "for (permanent) magnets" is NdPr and Dy/Tb, never lanthanum or cerium (review 7: Solvay's La
+    # Rochelle magnet line filled U.S. and Japanese La/Ce rows once its place name no longer read as lanthanum);
+    # samarium, europium and gadolinium are a middle group of their own, so a Dy/Tb producer does not fill a row
+    # that names Sm and Gd but holds no Dy or Tb
+    "rare-earth group": {"light (NdPr)": {"ndpr", "neodymium", "praseodymium", "nd", "pr", "lree", "light", "magnet", "magnets"},
+                         "heavy (Dy/Tb)": {"dysprosium", "terbium", "dy", "tb", "hree", "heavy", "magnet", "magnets"},
+                         "medium (Sm/Eu/Gd)": {"samarium", "europium", "gadolinium", "seg", "mree"},
                          # full names only: "la" and "ce" are also words of place and company names (La Rochelle)
                          "other (La/Ce/Y)": {"lanthanum", "cerium", "yttrium"}},
     "rare-earth form": {"oxide": {"oxide", "oxides"}, "metal": {"metal", "metals", "alloy", "alloys"},

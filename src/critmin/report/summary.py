@@ -147,16 +147,23 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                if len(al) and "project_node" in al.columns else pd.Series(dtype=float))
 
     def _elements(r: dict[str, Any]) -> str:
-        if node_of(r["node"]) in AGGREGATE_OF or any(form_tags(str(r["name"]), node_of(r["node"])).values()):
-            return ""  # an element's own row, or an aggregate that names the elements it holds
+        """Which element nodes supplied an aggregate row: on a row that names its elements (a split aggregate),
+        what actually came (review 7: "[heavy (Dy/Tb), light (NdPr)] 100%" was all NdPr); on one that names
+        none, the warning that not every user of the aggregate can take it."""
+        if node_of(r["node"]) in AGGREGATE_OF:
+            return ""  # an element's own row
         parts = [f"{v / float(r['delivered_t']):.0%} of it {node_of(node)}" for (bid, node), v in by_elem.items()
                  if bid == r["buyer_id"] and v > 0 and float(r["delivered_t"]) > 0]
-        return f" ({', '.join(parts)}, which not every user of the aggregate can take)" if parts else ""
+        if not parts:
+            return ""
+        named = any(form_tags(str(r["name"]), node_of(r["node"])).values())
+        return f" ({', '.join(parts)}" + ("" if named else ", which not every user of the aggregate can take") + ")"
 
     def _label(r: dict[str, Any]) -> str:
         """Country and node, and the element groups when the row names them (an aggregate split by element)."""
         groups = sorted(t for tags in form_tags(str(r["name"]), node_of(r["node"])).values() for t in tags if "(" in t)
-        return f"{r['name'].split(' ')[0]} {r['node']}" + (f" [{', '.join(groups)}]" if groups else "")
+        est = "; estimated split" if "estimated split" in str(r["name"]) else ""
+        return f"{r['name'].split(' ')[0]} {r['node']}" + (f" [{', '.join(groups)}{est}]" if groups else "")
 
     coverage = "; ".join(f"{_label(r)} {float(r['delivered_t']) / float(r['demand_t']):.0%}{_elements(r)}"
                          for r in sorted(agg, key=lambda x: -float(x["delivered_t"]) / float(x["demand_t"]))[:5] if float(r["delivered_t"]) > 0)
