@@ -215,8 +215,6 @@ def template_workbook(schemas: Mapping[str, TableSchema], frames: Mapping[str, p
     """An Excel workbook to fill in, from the schemas: one sheet per table (bold, frozen header, the rows of
     ``frames``, drop-down lists for ``in:`` and yes/no columns, text starting with '=' kept as text) and a
     ``README`` sheet with the data dictionary (plus ``readme_extra`` rows, e.g. a vocabulary)."""
-    import io as _io
-
     import openpyxl
     from openpyxl.styles import Font
     from openpyxl.utils import get_column_letter
@@ -261,7 +259,7 @@ def template_workbook(schemas: Mapping[str, TableSchema], frames: Mapping[str, p
         ws.append([str(extra.get(h, "")) for h in head])
     for i, width in enumerate((12, 24, 10, 8, 22, 60, 100), start=1):
         ws.column_dimensions[get_column_letter(i)].width = width
-    buf = _io.BytesIO()
+    buf = io.BytesIO()
     wb.save(buf)
     return buf.getvalue()
 
