@@ -149,3 +149,12 @@ def test_a_priority_that_rests_on_a_suspended_control_says_both_cases(study_run:
     r["expected_loss_usd"] = 60e6  # now 20 of 60: lapsed 40, back 80
     text = " ".join(build_summary(p)["what_would_change"])
     assert "33% of its expected loss" in text and "$40 M a year if it has lapsed, $80 M if it is back in force" in text
+
+
+def test_coverage_says_what_came_to_a_split_aggregate(study_run: tuple[Path, dict]):
+    """Review 7: "USA rare_earths/refine [heavy (Dy/Tb), light (NdPr)] 100 %" was all NdPr, and the estimate flag was
+    lost. The sentence names the element node that supplied the split row and keeps "estimated split"."""
+    _, plan = study_run
+    text = plan["summary"]["sentences"]["unmet_needs"]
+    part = next(p for p in text.split("; ") if p.startswith("USA rare_earths/refine [") and "light (NdPr)" in p)
+    assert "estimated split" in part and "of it ndpr" in part

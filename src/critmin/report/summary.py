@@ -161,9 +161,10 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
 
     def _label(r: dict[str, Any]) -> str:
         """Country and node, and the element groups when the row names them (an aggregate split by element)."""
-        groups = sorted(t for tags in form_tags(str(r["name"]), node_of(r["node"])).values() for t in tags if "(" in t)
-        est = "; estimated split" if "estimated split" in str(r["name"]) else ""
-        return f"{r['name'].split(' ')[0]} {r['node']}" + (f" [{', '.join(groups)}{est}]" if groups else "")
+        groups = sorted(form_tags(str(r["name"]), node_of(r["node"])).get("rare-earth group", set()))
+        # no ';' inside a label: the sentence separates its entries with '; '
+        est = " (estimated split)" if "estimated split" in str(r["name"]) else ""
+        return f"{r['name'].split(' ')[0]} {r['node']}" + (f" [{', '.join(groups)}]{est}" if groups else "")
 
     coverage = "; ".join(f"{_label(r)} {float(r['delivered_t']) / float(r['demand_t']):.0%}{_elements(r)}"
                          for r in sorted(agg, key=lambda x: -float(x["delivered_t"]) / float(x["demand_t"]))[:5] if float(r["delivered_t"]) > 0)
