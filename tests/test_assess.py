@@ -74,6 +74,27 @@ def test_japan_reliance_counts_output_once_and_uses_the_stage_consumption(atlas)
     assert r.value == pytest.approx(1 - 500 / 600) and not r.proxy
 
 
+def test_reliance_counts_output_given_as_a_published_share(atlas) -> None:  # type: ignore[no-untyped-def]
+    # review 6/7: Japan's magnet reliance read 1 ("no JPN production listed") although the atlas names Japan at
+    # 4.8 % of world NdFeB output; the figures below are read off stage_shares.csv, world_output.csv and
+    # consumption.csv: 4.8 % of 246,000 t (2022, the row in use) against Japan's 16,400 t
+    r = perspective_reliance(atlas, "JPN", "ndfeb_magnets")
+    assert r.value == pytest.approx(1 - 0.048 * 246_000 / 16_400) and r.basis.startswith("computed 1 - P/C")
+    # Japan's cathode makers (1.8 % of 3,747,000 t) make more than Japan's cells use (37,600 t): NIR 0
+    assert perspective_reliance(atlas, "JPN", "battery_cathode").value == 0.0
+    # no USGS figure for U.S. cathode material: 0.7 % of world output against U.S. demand of 230,000 t
+    r = perspective_reliance(atlas, "USA", "battery_cathode")
+    assert r.value == pytest.approx(1 - 0.007 * 3_747_000 / 230_000)
+    # not named in a table covering 99.5 % of world anode output: NIR 1, and the unnamed 0.5 % (10,550 t) is the
+    # most the U.S. could have made against its 142,000 t
+    r = perspective_reliance(atlas, "USA", "battery_anode")
+    assert r.value == 1.0 and r.low == pytest.approx(1 - 0.005 * 2_110_000 / 142_000, abs=1e-3) and r.high == 1.0
+    assert r.basis.startswith("inferred")
+    # the U.S. mines NdPr (9.1 %) but the atlas has no U.S. NdPr consumption: unknown, never the U.S. proxy of itself
+    r = perspective_reliance(atlas, "USA", "ndpr")
+    assert r.value is None and "produces" in r.basis and not r.proxy
+
+
 def test_japan_reliance_inferred_and_flagged(atlas) -> None:  # type: ignore[no-untyped-def]
     r = perspective_reliance(atlas, "JPN", "lithium")
     assert r.value == 1.0 and r.basis.startswith("inferred")

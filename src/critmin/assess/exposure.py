@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from critmin.assess.reliance import bloc_reliance
+from critmin.assess.supply import stage_shares_table
 from critmin.atlas.model import Atlas
 from critmin.atlas.schema import STAGE_ORDER
 from critmin.errors import MethodError
@@ -88,7 +89,15 @@ def _us_reliance(atlas: Atlas, commodity_id: str, year: int = 2024) -> tuple[Rel
     all_rows = t[t["year"] <= year]
     rows = all_rows[all_rows["nir_pct"].notna()]
     if rows.empty:
-        return _us_reliance_from_trade(all_rows)
+        rel, cons = _us_reliance_from_trade(all_rows)
+        if rel.value is None and not (rel.basis.startswith("unknown") and len(all_rows)):
+            # no USGS figure at all (the derivative products, the separated rare earths): the atlas's own
+            # production shares and consumption, as for every other country (:func:`reliance_from_atlas`)
+            computed, c_t = reliance_from_atlas(atlas, "USA", commodity_id, year)
+            if computed.value is not None:
+                return computed, c_t
+            return replace(rel, basis=f"{rel.basis}; {computed.basis}"), cons
+        return rel, cons
     latest = rows.sort_values("year").groupby("form").tail(1)
     # the commodity's own form first; else the headline forms (usgs_salient_headline.csv), the most import-reliant
     # of them (titanium: sponge >95 %, not dioxide pigment, of which the U.S. is a net exporter; zinc: refined, not
@@ -194,59 +203,155 @@ def country_reliance(atlas: Atlas, iso3: str, commodity_id: str, year: int = 202
 
 
 def _country_reliance(atlas: Atlas, iso3: str, commodity_id: str, year: int = 2024) -> tuple[Reliance, float | None]:
-    """NIR of a country other than the U.S. from the atlas.
-
-    - No production of the commodity listed for the country at any stage (USGS, IEA): P = 0, so
-      ``NIR = (I - E)/(I - E) = 1`` - an inference (small producers hide in "Other countries"), flagged.
-    - Production listed and consumption known: ``NIR = max(0, 1 - P/C)`` (stock changes ignored), with P the
-      production of the most upstream stage the country reports (the mean over sources that give it) and C the
-      consumption of the commodity, else of that stage.
-    - Production listed, consumption unknown: the U.S. NIR of the commodity as a proxy (flagged, range 0-1).
-    - Otherwise unknown (None).
-    """
+    """NIR of a country: the USGS for the U.S. (:func:`us_reliance`), else :func:`reliance_from_atlas`; a country
+    that produces but whose consumption is not in the atlas takes the U.S. reliance on the same commodity as a
+    proxy (flagged, with the full 0-1 range): it is right where both economies supply themselves (lime, cement,
+    stone, sand), and no worse than assuming full reliance elsewhere."""
     if iso3 == "USA":
         return us_reliance(atlas, commodity_id, year)
-    prod = _domestic_production(atlas, iso3, commodity_id)
-    cons = consumption_tonnes(atlas, iso3, commodity_id, year)
-    listed = prod[prod["value"].notna() & (prod["value"] > 0)]
-    if listed.empty:
-        return (
-            Reliance(1.0, 1.0, 1.0, f"inferred: no {iso3} production listed at any stage (P = 0 => NIR = 1)", False, None, []),
-            cons[0] if cons else None,
-        )
-    latest = listed[listed["year"] == listed["year"].max()]
-    # production of the first (most upstream) stage that the country reports, in tonnes
-    latest = latest.assign(_f=[tonnes_factor(u) for u in latest["unit"]])
-    latest = latest[latest["_f"].notna()]
-    first_stage = min(latest["stage"], key=lambda st: STAGE_ORDER.get(st, 99)) if len(latest) else None
-    if cons is None and first_stage is not None:
-        # no figure for the commodity as a whole: the consumption of the stage the production is of (Japan's
-        # bismuth: 500 t refined in 2024 against a refined demand of 600-700 t, JMIA)
-        cons = consumption_tonnes(atlas, iso3, commodity_id, year, stage=first_stage)
-    if cons is not None and first_stage is not None:
-        at = latest[latest["stage"] == first_stage]
-        # one figure per source, averaged: the IEA and the USGS both give Japan's refined copper (1,578 and
-        # 1,600 kt in 2024), and their sum counted the same output twice
-        per_source = (at["value"] * at["_f"]).groupby(at["source_id"]).sum()
-        p_t = float(per_source.mean())
-        v = float(np.clip(1.0 - p_t / cons[0], 0.0, 1.0))
-        n_src = f", mean of {len(per_source)} sources" if len(per_source) > 1 else ""
-        return (
-            Reliance(v, v, v, f"computed 1 - P/C: {iso3} {first_stage} production {p_t:g} t{n_src} vs consumption {cons[0]:g} t ({cons[1]})",
-                     False, cons[1], sorted(set(at["source_id"])) + [cons[2]]),
-            cons[0],
-        )
-    # produces, consumption unknown: the U.S. reliance on the same commodity stands in (a proxy, flagged, with the
-    # full 0-1 range): it is right where both economies supply themselves (lime, cement, stone, sand), and no
-    # worse than assuming full reliance elsewhere
+    rel, cons = reliance_from_atlas(atlas, iso3, commodity_id, year)
+    if rel.value is not None or not rel.basis.startswith("unknown: ") or "produces" not in rel.basis:
+        return rel, cons
     us, _ = us_reliance(atlas, commodity_id, year)
     if us.value is not None:
         return (
             Reliance(us.value, 0.0, 1.0, f"proxy: {iso3} produces but its consumption is not in the atlas; the U.S. "
                      f"reliance stands in ({us.basis})", True, us.year, list(us.source_ids)),
-            cons[0] if cons else None,
+            cons,
         )
-    return Reliance(None, None, None, f"unknown: {iso3} produces but its consumption is not in the atlas"), cons[0] if cons else None
+    return rel, cons
+
+
+@dataclass(frozen=True)
+class StageOutput:
+    """A country's output at one node in tonnes, with how it was obtained."""
+
+    stage: str
+    tonnes: float | None
+    basis: str
+    source_ids: tuple[str, ...]
+
+
+def published_nodes(atlas: Atlas, year: int = 2024) -> dict[tuple[str, str], tuple[dict[str, float], float | None, str, tuple[str, ...]]]:
+    """Nodes whose country shares are a published table (no tonnage series): per (commodity, stage) the named
+    shares, the world output in tonnes on the node's basis (the ``world_output`` row marked ``use``, else None)
+    and their sources. Computed once per atlas and year."""
+    cache = atlas.__dict__.setdefault("_published_nodes_cache", {})
+    key = (year, id(atlas.production), id(atlas.tables.get("stage_shares")), id(atlas.tables.get("world_output")))
+    if key in cache:
+        return cache[key]
+    sh = stage_shares_table(atlas, year)
+    sh = sh[sh["basis"] == "published"]
+    wo = atlas.tables.get("world_output")
+    world: dict[tuple[str, str], tuple[float, str, str]] = {}
+    if wo is not None:
+        for r in wo[wo["use"] & wo["world_output_t"].notna()].to_dict("records"):
+            world[(str(r["commodity_id"]), str(r["stage"]))] = (float(r["world_output_t"]), str(r["quantity_basis"]), str(r["source_id"]))
+    out = {}
+    for (c, st), g in sh.groupby(["commodity_id", "stage"], sort=True):
+        w = world.get((str(c), str(st)))
+        out[(str(c), str(st))] = ({str(k): float(v) for k, v in zip(g["country_iso3"], g["share"], strict=True)},
+                                  w[0] if w else None, w[1] if w else "",
+                                  tuple(sorted(set(g["source_id"].astype(str)) | ({w[2]} if w else set()))))
+    cache[key] = out
+    return out
+
+
+def country_output(atlas: Atlas, iso3: str, commodity_id: str, year: int = 2024) -> list[StageOutput]:
+    """A country's output of a commodity per stage, in tonnes of the node's basis (latest year up to ``year``).
+
+    - Tonnage series (USGS, IEA): the country's rows, summed over items, one figure per source, averaged over
+      sources (the IEA and the USGS both give Japan's refined copper).
+    - Nodes with a published share table only (the derivative products, the separated rare earths):
+      ``P = s_c · W`` with ``s_c`` the country's named share and W the node's world output (``world_output``);
+      ``tonnes`` None when W is unknown. A country the table does not name gets no row.
+    """
+    rows: list[StageOutput] = []
+    prod = _domestic_production(atlas, iso3, commodity_id)
+    listed = prod[prod["value"].notna() & (prod["value"] > 0) & (prod["year"] <= year)]
+    if len(listed):
+        latest = listed[listed["year"] == listed["year"].max()]
+        latest = latest.assign(_f=[tonnes_factor(u) for u in latest["unit"]])
+        for st, at in latest.groupby("stage", sort=False):
+            at = at[at["_f"].notna()]
+            if at.empty:
+                rows.append(StageOutput(str(st), None, f"{iso3} {st} output listed, not in tonnes", tuple(sorted(set(latest["source_id"])))))
+                continue
+            per_source = (at["value"] * at["_f"]).groupby(at["source_id"]).sum()
+            n_src = f", mean of {len(per_source)} sources" if len(per_source) > 1 else ""
+            rows.append(StageOutput(str(st), float(per_source.mean()), f"{iso3} {st} production {float(per_source.mean()):g} t{n_src}",
+                                    tuple(sorted(set(at["source_id"])))))
+    have = {r.stage for r in rows}
+    for (c, st), (shares, w, wbasis, src) in published_nodes(atlas, year).items():
+        if c != commodity_id or st in have or shares.get(iso3, 0.0) <= 0:
+            continue
+        s_c = shares[iso3]
+        if w is None:
+            rows.append(StageOutput(st, None, f"{iso3} {s_c:.1%} of world {st} output (no world tonnage)", src))
+        else:
+            rows.append(StageOutput(st, s_c * w, f"{iso3} {st} output {s_c * w:,.0f} t = {s_c:.1%} of world output {w:,.0f} t "
+                                                 f"({wbasis})", src))
+    return rows
+
+
+def _unnamed_bound(atlas: Atlas, iso3: str, commodity_id: str, year: int) -> tuple[float, str, tuple[str, ...]] | None:
+    """For a country no table names: the lowest NIR its output could give, ``max(0, 1 - (1 - Σ s)·W / C)``, on a
+    node with a published table, a world output W and the country's consumption C of that stage (the unnamed rest
+    of world output is the most it could make), as (low, basis, sources); None where no node has all three."""
+    lows = []
+    for (c, st), (shares, w, _, src) in published_nodes(atlas, year).items():
+        if c != commodity_id or w is None:
+            continue
+        cons = consumption_tonnes(atlas, iso3, commodity_id, year, stage=st) or consumption_tonnes(atlas, iso3, commodity_id, year)
+        if not cons or cons[0] <= 0:
+            continue
+        rest = max(1.0 - sum(shares.values()), 0.0)
+        low = float(np.clip(1.0 - rest * w / cons[0], 0.0, 1.0))
+        lows.append((low, f"the table names {1.0 - rest:.1%} of world {st} output ({w:,.0f} t), so {iso3} made at most "
+                          f"{rest * w:,.0f} t against its consumption {cons[0]:,.0f} t: NIR {low:.2f}-1", tuple(src) + (cons[2],)))
+    return max(lows, key=lambda x: x[0]) if lows else None
+
+
+def reliance_from_atlas(atlas: Atlas, iso3: str, commodity_id: str, year: int = 2024) -> tuple[Reliance, float | None]:
+    """NIR of a country from the atlas's production and consumption, and its consumption (t) where known.
+
+    - No output of the commodity at any stage (:func:`country_output`: tonnage series, or a published share
+      table that names it) while the commodity has country data: P = 0, so ``NIR = (I - E)/(I - E) = 1``, an
+      inference (small producers hide in "Other countries"), flagged; where a published table leaves part of
+      world output unnamed, the low end of the range is what that rest could supply (:func:`_unnamed_bound`).
+    - Output and consumption known: ``NIR = max(0, 1 - P/C)`` (stock changes ignored), with P the output of the
+      most upstream stage the country has in tonnes and C the consumption of the commodity, else of that stage
+      (Japan's NdFeB magnets: 4.8 % of world output against its 16,400 t).
+    - Otherwise unknown (None); the basis says "produces" when only the consumption is missing.
+    """
+    out = country_output(atlas, iso3, commodity_id, year)
+    cons = consumption_tonnes(atlas, iso3, commodity_id, year)
+    if not out:
+        has_data = any(c == commodity_id for c, _ in published_nodes(atlas, year)) or bool(
+            len(atlas.rows_of("production", ("commodity_id",), (commodity_id,))))
+        if not has_data:
+            return Reliance(None, None, None, f"unknown: no production data of {commodity_id} in the atlas"), cons[0] if cons else None
+        bound = _unnamed_bound(atlas, iso3, commodity_id, year)
+        basis = f"inferred: no {iso3} production listed at any stage (P = 0 => NIR = 1)"
+        if bound is None or bound[0] >= 1.0:
+            return Reliance(1.0, 1.0, 1.0, basis, False, None, []), cons[0] if cons else None
+        return (Reliance(1.0, bound[0], 1.0, f"{basis}; {bound[1]}", False, year, sorted(set(bound[2]))),
+                cons[0] if cons else None)
+    tonnes = [o for o in out if o.tonnes is not None]
+    first = min(tonnes, key=lambda o: STAGE_ORDER.get(o.stage, 99)) if tonnes else None
+    if cons is None and first is not None:
+        # no figure for the commodity as a whole: the consumption of the stage the production is of (Japan's
+        # bismuth: 500 t refined in 2024 against a refined demand of 600-700 t, JMIA)
+        cons = consumption_tonnes(atlas, iso3, commodity_id, year, stage=first.stage)
+    if cons is not None and first is not None and cons[0] > 0:
+        v = float(np.clip(1.0 - float(first.tonnes) / cons[0], 0.0, 1.0))  # type: ignore[arg-type]
+        return (
+            Reliance(v, v, v, f"computed 1 - P/C: {first.basis} vs consumption {cons[0]:,.0f} t ({cons[1]})",
+                     False, cons[1], sorted(set(first.source_ids)) + [cons[2]]),
+            cons[0],
+        )
+    made = "; ".join(o.basis for o in out)
+    return Reliance(None, None, None, f"unknown: {iso3} produces ({made}) but its consumption is not in the atlas"), cons[0] if cons else None
 
 
 def perspective_reliance(atlas: Atlas, perspective: str, commodity_id: str, year: int = 2024) -> Reliance:
