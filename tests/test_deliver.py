@@ -97,6 +97,30 @@ def test_delivery_plan_on_frames(atlas):
     assert all(a["project_id"] != "C" for a in r["allocation"])
 
 
+def test_new_plants_deliver_on_their_ramp_up_not_at_nameplate(atlas):
+    from critmin.deliver.plan import delivery_plan
+
+    projects, buyers = _frames()
+    # B (a refinery, 3.75-year ramp) started in 2026-09: in 2026-12 it has 3 months of output behind it, so months
+    # 1-6 of the plan are its months 4-9 of output: 50 t/yr / 12 x (4 + ... + 9) / 45
+    projects.loc[projects["project_id"] == "B", "first_output"] = "2026-09"
+    # A: construction with first output in 2027-02 and no delay: its months 1-4 of output in plan months 3-6
+    projects["delay_months"] = np.nan
+    projects.loc[projects["project_id"] == "A", ["status_class", "first_output", "delay_months"]] = ["construction", "2027-02", 0.0]
+    buyers["demand_t_per_year"] = 10_000.0  # demand never binds
+    r = delivery_plan(atlas, projects, buyers, months=6, as_of="2026-12")
+    p = {x["project_id"]: x for x in r["projects"]}
+    assert p["B"]["capacity_t"] == pytest.approx(50 / 12 * sum(range(4, 10)) / 45)
+    assert p["B"]["share_of_nameplate_first_month"] == pytest.approx(4 / 45) and "3 months of output since 2026-09" in p["B"]["ramp_basis"]
+    assert p["A"]["capacity_t"] == pytest.approx(100 / 12 * (1 + 2 + 3 + 4) / 45)
+    assert p["A"]["share_of_nameplate_first_month"] == pytest.approx(1 / 45)
+    # an operating plant without a date stays at nameplate, and says so
+    projects.loc[projects["project_id"] == "B", "first_output"] = None
+    r = delivery_plan(atlas, projects, buyers, months=6, as_of="2026-12")
+    p = {x["project_id"]: x for x in r["projects"]}
+    assert p["B"]["capacity_t"] == pytest.approx(25.0) and p["B"]["ramp_basis"] == "operating, no first-output date: at nameplate"
+
+
 def test_bundled_buyers_and_cli(atlas):
     import json
 

@@ -5,7 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from critmin.portfolio.finance import ProjectCase, annuity_payment, cash_flows, dscr, irr, npv, viability_gap
+from critmin.portfolio.finance import (
+    ProjectCase,
+    annuity_payment,
+    cash_flows,
+    dscr,
+    irr,
+    mean_output_share,
+    npv,
+    output_profile,
+    ramp_share,
+    viability_gap,
+)
 from critmin.portfolio.instruments import (
     guarantee_cost,
     insurance_cost,
@@ -79,3 +90,31 @@ def test_cost_weight_is_the_cost_of_public_funds_over_the_horizon_annuity():
     # 1.0436^5 = exp(5 x 0.042676) = 1.23786; annuity (1 - 1/1.23786)/0.0436 = 4.4071; 1.25 / 4.4071 = 0.28363
     assert cost_weight(1.25, 0.0436, 60.0) == pytest.approx(0.28363, abs=2e-5)
     assert cost_weight(1.0, 0.0, 24.0) == pytest.approx(0.5)  # no discounting: 1 USD over two years
+
+
+def test_output_ramps_up_linearly_from_first_output():
+    # r(m) = min(1, m / (12 Y)): month 6 of a 3.75-year ramp is 6/45 of nameplate; none before the first month
+    assert ramp_share([0, 6, 45, 60], 3.75).tolist() == pytest.approx([0.0, 6 / 45, 1.0, 1.0])
+    # the horizon's mean share: output from month 0 with Y = 1 over 12 months is (1 + ... + 12) / 12 / 12
+    assert mean_output_share(0, 12, 1.0) == pytest.approx(6.5 / 12)
+    # first output in month 3 (months 3..11 produce: m = 1..9), Y = 1: (1 + ... + 9) / 12 / 12
+    assert mean_output_share(3, 12, 1.0) == pytest.approx(45 / 144)
+    # Y = 0 is nameplate at once: the share of the horizon with output, as before the ramp
+    assert mean_output_share(3, 12, 0.0) == pytest.approx(9 / 12)
+    # 30 months already behind a 2-year ramp: nameplate throughout
+    assert mean_output_share(0, 12, 2.0, elapsed_months=30) == pytest.approx(1.0)
+    # yearly output of a 2-year ramp: year 1 the mean of 1/24..12/24, year 2 of 13/24..24/24, then capacity
+    case = ProjectCase(capacity_t=24, capex_usd=0, unit_cost_usd_per_t=0, construction_years=1, ramp_years=2, life_years=3,
+                       tax_rate=0, hurdle_rate=0.1)
+    assert output_profile(case).tolist() == pytest.approx([0.0, 6.5, 18.5, 24.0])
+
+
+def test_ramp_parameters_are_the_fits_on_plants_quarterly_output():
+    from critmin.portfolio.model import InstrumentParameters, years_to_design
+
+    ip = InstrumentParameters.load()
+    # data/raw/dynamics/ramp_up/fit_ramp.py: concentrators 2.0 years, separation plants that reached design 3.75
+    assert years_to_design({"stage": "mine"}, ip)[0] == 2.0
+    assert years_to_design({"stage": "refine"}, ip)[0] == 3.75
+    # the register's own ramp-up wins
+    assert years_to_design({"stage": "refine", "ramp_up_months": 18}, ip) == (1.5, "register ramp-up 18 months")

@@ -3,7 +3,9 @@
 Supply: every project of the register outside the countries of concern with a capacity on its node's basis,
 producing in month t when it is operating or commissioning, or when its first-output date (plus the status
 class's typical delay) has passed; a project chosen by the portfolio may be given an earlier first month.
-Monthly capacity is capacity_t / 12. Demand: buyers with a published or computed annual demand (/ 12 per month)
+Monthly output is ``capacity_t / 12 · r(m)``, ramping up from first output (``r(m) = min(1, m / (12 Y))``, m the
+month of output, Y the years to design: :func:`critmin.portfolio.finance.ramp_share`, fitted on plants' quarterly
+output; a plant producing now counts the months since its dated first output; one without a date is at nameplate). Demand: buyers with a published or computed annual demand (/ 12 per month)
 within their start/end window. Eligibility: the node and form rule of ``critmin.deliver.forms`` (same node, or an
 element node for its aggregate's buyer; forms that agree); the buyer's origin rule; a buyer with a contract
 (``contract_projects``) is supplied only by the projects of its contract; never a buyer in a country of
@@ -40,7 +42,8 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
     """The delivery programme over ``months`` months from ``as_of`` (see module docstring)."""
     from critmin._dates import month_or_now
     from critmin.inputs import make_options
-    from critmin.portfolio.model import InstrumentParameters, months_before_output
+    from critmin.portfolio.finance import ramp_share
+    from critmin.portfolio.model import InstrumentParameters, months_before_output, years_to_design
 
     make_options(DeliveryOptions, months=months, as_of=as_of)  # checked before any work
     as_of = month_or_now(as_of)
@@ -50,6 +53,7 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
     sup = projects[projects["capacity_t"].notna() & (projects["capacity_t"] > 0) & ~projects["country_iso3"].isin(list(concern))].copy()
     reasons: list[dict[str, Any]] = []
     cap_rows, pids = [], []
+    ramps: dict[str, dict[str, Any]] = {}
     for p in sup.to_dict("records"):
         status = str(p["status_class"])
         # the portfolio's rule (months_before_output): operating and commissioning projects deliver now, others
@@ -60,9 +64,22 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
         if start is None or start >= months:
             reasons.append({"project_id": p["project_id"], "reason": f"no output within the horizon (first output in about {start} months)"})
             continue
-        cap = np.array([p["capacity_t"] / 12.0 if t >= start else 0.0 for t in range(months)])
-        cap_rows.append(cap)
+        # output ramps up from first output (finance.ramp_share); a plant producing now has the months since its
+        # dated first output behind it, and one without a date is taken at nameplate (stated)
+        y, y_basis = years_to_design(p, ip)
+        since = month_offset(as_of, str(p.get("first_output") or "")) if start == 0 else None
+        if start > 0:
+            elapsed, basis = 0.0, f"first output in month {start + 1}; {y_basis}"
+        elif since is not None and since <= 0:
+            elapsed, basis = float(-since), f"{-since} months of output since {p.get('first_output')}; {y_basis}"
+        elif status == "commissioning":
+            elapsed, basis = 0.0, f"commissioning: first month of output now; {y_basis}"
+        else:
+            elapsed, basis = float("inf"), "operating, no first-output date: at nameplate"
+        share = ramp_share(np.arange(months) - start + 1.0 + elapsed, y) if np.isfinite(elapsed) else np.where(np.arange(months) >= start, 1.0, 0.0)
+        cap_rows.append(p["capacity_t"] / 12.0 * share)
         pids.append(str(p["project_id"]))
+        ramps[str(p["project_id"])] = {"share_first_month": float(share[min(start, months - 1)]), "share_last_month": float(share[-1]), "basis": basis}
     sup = sup.set_index("project_id").loc[pids] if pids else sup.iloc[0:0]
     dem_rows, bids, prio, mins = [], [], [], []
     skipped = []
@@ -109,7 +126,11 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
                                             project_node=res.allocation["project_id"].astype(str).map(node_p)).to_dict("records"),
         "buyers": buyers_out.to_dict("records"),
         "totals": totals.to_dict("records"),
-        "projects": res.projects.assign(name=res.projects["project_id"].map(names_p)).to_dict("records"),
+        "projects": res.projects.assign(
+            name=res.projects["project_id"].map(names_p),
+            share_of_nameplate_first_month=res.projects["project_id"].map(lambda k: ramps.get(str(k), {}).get("share_first_month")),
+            share_of_nameplate_last_month=res.projects["project_id"].map(lambda k: ramps.get(str(k), {}).get("share_last_month")),
+            ramp_basis=res.projects["project_id"].map(lambda k: ramps.get(str(k), {}).get("basis"))).to_dict("records"),
         "not_supplying": reasons,
         "buyers_not_planned": skipped,
     }

@@ -4,7 +4,8 @@ Pure functions over numpy arrays; a leading scenario dimension is allowed everyw
 (scenarios, years) give NPVs of shape (scenarios,)). Years are t = 0, 1, ..., T-1; year 0 is the start of
 construction.
 
-- Output ``q_t = Q · ramp_t`` with ``ramp_t`` = 0 during construction, then linear to 1 over the ramp-up.
+- Output ``q_t = Q · ramp_t`` with ``ramp_t`` = 0 during construction, then the yearly mean of the monthly ramp
+  ``r(m) = min(1, m / (12 Y))`` (m = 1 the first month of output, Y the years to design capacity; :func:`ramp_share`).
 - Free cash flow ``FCF_t = (P_t - c) q_t (1 - τ) + τ D_t - K_t`` (revenue less operating cost, after tax,
   plus the depreciation tax shield ``τ D_t`` with straight-line depreciation of capex over the operating
   life; capex ``K`` spread evenly over the construction years).
@@ -20,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from scipy.optimize import brentq
 
 
@@ -37,11 +39,38 @@ class ProjectCase:
     hurdle_rate: float
 
 
+def ramp_share(month: npt.ArrayLike, years_to_design: float) -> np.ndarray:
+    """Share of nameplate capacity produced in the ``month``-th month of output (1 = the first month):
+
+    ``r(m) = min(1, m / (12 Y))`` for m >= 1, 0 for m < 1; ``Y <= 0`` is nameplate at once. Y is fitted on the
+    quarterly output of real plants (``ramp_up_years_to_design:*`` in instrument_parameters.csv,
+    data/raw/dynamics/ramp_up): about 2 years for a mine or concentrator, 3.75 for a separation or processing plant.
+    """
+    m = np.asarray(month, dtype=float)
+    if years_to_design <= 0:
+        return np.where(m >= 1, 1.0, 0.0)
+    return np.where(m >= 1, np.minimum(1.0, m / (12.0 * years_to_design)), 0.0)
+
+
+def mean_output_share(start_month: float, horizon_months: float, years_to_design: float, elapsed_months: float = 0.0) -> float:
+    """Mean share of nameplate over the horizon's months 0..H-1 for output that begins in month ``start`` (its
+    first month of output is month ``ceil(start)``), ``elapsed_months`` of output already behind it:
+
+    ``h = (1/H) Σ_{t=0}^{H-1} r(t - ceil(start) + 1 + elapsed)``. With ``Y = 0`` this is ``(H - ceil(start))/H``,
+    the share of the horizon with output at nameplate."""
+    h = int(round(horizon_months))
+    if h <= 0:
+        return 0.0
+    t = np.arange(h, dtype=float)
+    return float(ramp_share(t - np.ceil(start_month) + 1.0 + elapsed_months, years_to_design).mean())
+
+
 def output_profile(case: ProjectCase) -> np.ndarray:
-    """Output by year (t/yr): 0 while building, linear ramp to capacity, then capacity; length C + life."""
+    """Output by year (t/yr): 0 while building, then the yearly mean of the monthly ramp (:func:`ramp_share`) times
+    capacity; length C + life."""
     c, life = case.construction_years, case.life_years
-    t_op = np.arange(life, dtype=float)
-    ramp = np.minimum(1.0, (t_op + 1.0) / max(case.ramp_years, 1e-9)) if case.ramp_years > 0 else np.ones(life)
+    months = np.arange(1, 12 * life + 1, dtype=float)
+    ramp = ramp_share(months, case.ramp_years).reshape(life, 12).mean(axis=1)
     return np.concatenate([np.zeros(c), case.capacity_t * ramp])
 
 

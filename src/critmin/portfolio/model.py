@@ -21,7 +21,16 @@ import pandas as pd
 from critmin._dates import month_offset
 from critmin.atlas.model import Atlas
 from critmin.errors import CritminError, Problem
-from critmin.portfolio.finance import ProjectCase, annuity_payment, cash_flows, dscr, irr, npv, viability_gap
+from critmin.portfolio.finance import (
+    ProjectCase,
+    annuity_payment,
+    cash_flows,
+    dscr,
+    irr,
+    mean_output_share,
+    npv,
+    viability_gap,
+)
 from critmin.portfolio.instruments import (
     equity_cost,
     guarantee_cost,
@@ -107,6 +116,18 @@ def months_before_output(p: dict[str, Any], status: str, as_of: str, ip: Instrum
         delay = ip.get("project", f"delay_months:{status}", 0.0)
         assume.append(f"delay {delay:g} months for status '{status}'")
     return max(0.0, float(until) + float(delay))
+
+
+def years_to_design(p: dict[str, Any], ip: InstrumentParameters) -> tuple[float, str]:
+    """Years from first output to nameplate Y of a project's linear ramp (:func:`critmin.portfolio.finance.ramp_share`)
+    and where it comes from: the register's ``ramp_up_months`` / 12 where given, else the fitted class value
+    ``ramp_up_years_to_design:mine`` (mine stage) or ``:processing`` (every other stage)."""
+    own = p.get("ramp_up_months")
+    if own is not None and not (isinstance(own, float) and np.isnan(own)) and str(own) != "":
+        return float(own) / 12.0, f"register ramp-up {float(own):g} months"
+    cls = "mine" if p.get("stage") == "mine" else "processing"
+    y = ip.get("project", f"ramp_up_years_to_design:{cls}")
+    return float(y), f"{cls} ramp-up to nameplate over {y:g} years (fitted on plants' quarterly output)"
 
 
 #: Price scenarios of project finance: multiples of today's node price (low, base, high; critmin assumption).
@@ -344,7 +365,6 @@ def build_problem(
     lgd = ip.get("loan", "loss_given_default")
     commercial_spread = ip.get("loan", "interest_spread_commercial_reference")
     life = int(ip.get("project", "project_life_years"))
-    ramp_years = ip.get("project", "ramp_up_years_to_design")
     horizon = st["horizon_months"]
     rows: list[dict[str, Any]] = []
     finance: list[dict[str, Any]] = []
@@ -380,6 +400,8 @@ def build_problem(
             pi0 = ip.get("project", f"completion_probability:{status}")
             assume.append(f"completion probability {pi0:g} for status '{status}' ({ip.kind('project', f'completion_probability:{status}')})")
         t0 = months_before_output(p, status, as_of, ip, assume)
+        ramp_y, ramp_basis = years_to_design(p, ip)
+        assume.append(ramp_basis)
         capex = p.get("capex_usd")
         if capex is None or not np.isfinite(capex):
             ci = _capital_intensity(ip, str(p["commodity_id"]), str(p["stage"]))
@@ -408,7 +430,7 @@ def build_problem(
         if np.isfinite(capex):
             case = ProjectCase(float(cap), float(capex), float(unit_cost),
                                int(st["construction_years"]) if status not in ("operating", "commissioning") else 0,
-                               ramp_years, life, tax, hurdle)
+                               ramp_y, life, tax, hurdle)
             prices = np.array([[price * m] * (case.construction_years + life) for m in PRICE_SCENARIOS])
             gaps = viability_gap(case, prices)
             vg = float(np.mean(gaps))
@@ -472,7 +494,8 @@ def build_problem(
             # financial close, permitting facilitation before the permits
             saved = ip.get(inst, "months_to_first_output_change", 0.0) if status in ACCELERATED_STATUSES.get(inst, ()) else 0.0
             t_o = max(0.0, t0 + saved)
-            h0, h1 = max(0.0, horizon - t0) / horizon, max(0.0, horizon - t_o) / horizon
+            # mean share of nameplate over the horizon, ramping up from first output (finance.mean_output_share)
+            h0, h1 = mean_output_share(t0, horizon, ramp_y), mean_output_share(t_o, horizon, ramp_y)
             dq = float(cap) * (pi_o * h1 - float(pi0) * h0)
             n = node_idx[key]
             concern_share = sum(s for c, s in node.shares.items() if c in concern)
