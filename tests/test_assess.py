@@ -80,11 +80,22 @@ def test_reliance_counts_output_given_as_a_published_share(atlas) -> None:  # ty
     # consumption.csv: 4.8 % of 246,000 t (2022, the row in use) against Japan's 16,400 t
     r = perspective_reliance(atlas, "JPN", "ndfeb_magnets")
     assert r.value == pytest.approx(1 - 0.048 * 246_000 / 16_400) and r.basis.startswith("computed 1 - P/C")
-    # Japan's cathode makers (1.8 % of 3,747,000 t) make more than Japan's cells use (37,600 t): NIR 0
-    assert perspective_reliance(atlas, "JPN", "battery_cathode").value == 0.0
-    # no USGS figure for U.S. cathode material: 0.7 % of world output against U.S. demand of 230,000 t
+    # Japan's cathode makers (1.8 % of 3,747,000 t) make more than Japan's cells use (37,600 t): NIR 0; the use is
+    # the low end of 37,600-144,910 t, whose high end gives 1 - 67,446 / 144,910 (review 8)
+    r = perspective_reliance(atlas, "JPN", "battery_cathode")
+    assert r.value == 0.0 and r.high == pytest.approx(1 - 0.018 * 3_747_000 / 144_910)
+    # no USGS figure for U.S. cathode material: at most 0.7 % of world output (an upper bound) against U.S. demand
+    # of 230,000 t, so NIR at least 0.886: the range 0.886-1, valued at its midpoint like a censored USGS NIR
     r = perspective_reliance(atlas, "USA", "battery_cathode")
-    assert r.value == pytest.approx(1 - 0.007 * 3_747_000 / 230_000)
+    low = 1 - 0.007 * 3_747_000 / 230_000
+    assert (r.low, r.high) == (pytest.approx(low), 1.0) and r.value == pytest.approx((low + 1) / 2)
+    # Japan's anode share (2.2 %, by supplier nationality) is an upper bound: the range is 0-1
+    r = perspective_reliance(atlas, "JPN", "battery_anode")
+    assert (r.low, r.high, r.value) == (0.0, 1.0, 0.5)
+    # the bloc weighs each participant by its consumption, also where it is a stage row only (review 8: anode and
+    # magnets were weighted equally "for want of consumption"): (0.5 x 23,340 + 1 x 142,000) / 165,340
+    r = perspective_reliance(atlas, "BLOC", "battery_anode")
+    assert r.value == pytest.approx((0.5 * 23_340 + 142_000) / (23_340 + 142_000)) and not r.proxy
     # not named in a table covering 99.5 % of world anode output: NIR 1, and the unnamed 0.5 % (10,550 t) is the
     # most the U.S. could have made against its 142,000 t
     r = perspective_reliance(atlas, "USA", "battery_anode")

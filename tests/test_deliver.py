@@ -58,9 +58,9 @@ def _frames():
 
     projects = pd.DataFrame([
         {"project_id": "A", "name": "A mine", "country_iso3": "AUS", "commodity_id": "cobalt", "stage": "refine", "capacity_t": 100.0,
-         "status_class": "operating", "first_output": None, "product": "cobalt sulphate"},
+         "status_class": "operating", "first_output": None, "product": "cobalt sulphate", "output_t": 100.0, "output_period": "2026-06"},
         {"project_id": "B", "name": "B plant", "country_iso3": "USA", "commodity_id": "cobalt", "stage": "refine", "capacity_t": 50.0,
-         "status_class": "operating", "first_output": None, "product": "cobalt metal"},
+         "status_class": "operating", "first_output": None, "product": "cobalt metal", "output_t": 50.0, "output_period": "2026-06"},
         {"project_id": "C", "name": "C plant", "country_iso3": "CHN", "commodity_id": "cobalt", "stage": "refine", "capacity_t": 500.0,
          "status_class": "operating", "first_output": None, "product": "cobalt"},
     ])
@@ -101,8 +101,9 @@ def test_new_plants_deliver_on_their_ramp_up_not_at_nameplate(atlas):
     from critmin.deliver.plan import delivery_plan
 
     projects, buyers = _frames()
-    # B (a refinery, 3.75-year ramp) started in 2026-09: in 2026-12 it has 3 months of output behind it, so months
-    # 1-6 of the plan are its months 4-9 of output: 50 t/yr / 12 x (4 + ... + 9) / 45
+    projects["output_t"] = np.nan  # no reported output: the ramp from first output decides
+    # B (a refinery, 6.65-year ramp: 79.8 months) started in 2026-09: in 2026-12 it has 3 months of output behind
+    # it, so months 1-6 of the plan are its months 4-9 of output: 50 t/yr / 12 x (4 + ... + 9) / 79.8
     projects.loc[projects["project_id"] == "B", "first_output"] = "2026-09"
     # A: construction with first output in 2027-02 and no delay: its months 1-4 of output in plan months 3-6
     projects["delay_months"] = np.nan
@@ -110,15 +111,24 @@ def test_new_plants_deliver_on_their_ramp_up_not_at_nameplate(atlas):
     buyers["demand_t_per_year"] = 10_000.0  # demand never binds
     r = delivery_plan(atlas, projects, buyers, months=6, as_of="2026-12")
     p = {x["project_id"]: x for x in r["projects"]}
-    assert p["B"]["capacity_t"] == pytest.approx(50 / 12 * sum(range(4, 10)) / 45)
-    assert p["B"]["share_of_nameplate_first_month"] == pytest.approx(4 / 45) and "3 months of output since 2026-09" in p["B"]["ramp_basis"]
-    assert p["A"]["capacity_t"] == pytest.approx(100 / 12 * (1 + 2 + 3 + 4) / 45)
-    assert p["A"]["share_of_nameplate_first_month"] == pytest.approx(1 / 45)
-    # an operating plant without a date stays at nameplate, and says so
+    assert p["B"]["capacity_t"] == pytest.approx(50 / 12 * sum(range(4, 10)) / 79.8)
+    assert p["B"]["share_of_nameplate_first_month"] == pytest.approx(4 / 79.8) and "3 months of output since 2026-09" in p["B"]["ramp_basis"]
+    assert p["A"]["capacity_t"] == pytest.approx(100 / 12 * (1 + 2 + 3 + 4) / 79.8)
+    assert p["A"]["share_of_nameplate_first_month"] == pytest.approx(1 / 79.8)
+    # an operating plant with neither a date nor a reported output runs at the register's median reported run-rate
+    # (0.42 of nameplate, instrument_parameters.csv), and says so
     projects.loc[projects["project_id"] == "B", "first_output"] = None
     r = delivery_plan(atlas, projects, buyers, months=6, as_of="2026-12")
     p = {x["project_id"]: x for x in r["projects"]}
-    assert p["B"]["capacity_t"] == pytest.approx(25.0) and p["B"]["ramp_basis"] == "operating, no first-output date: at nameplate"
+    assert p["B"]["capacity_t"] == pytest.approx(0.42 * 25.0) and "42% of nameplate, the median" in p["B"]["ramp_basis"]
+    # a reported output wins over the ramp: held flat at its run-rate (20 of 50 t a year), capped by capacity
+    projects.loc[projects["project_id"] == "B", ["first_output", "output_t", "output_period"]] = ["2026-09", 20.0, "2026-09"]
+    r = delivery_plan(atlas, projects, buyers, months=6, as_of="2026-12")
+    p = {x["project_id"]: x for x in r["projects"]}
+    assert p["B"]["capacity_t"] == pytest.approx(20.0 / 2) and p["B"]["ramp_basis"].startswith("reported output 20 t a year")
+    projects.loc[projects["project_id"] == "B", "output_t"] = 80.0
+    r = delivery_plan(atlas, projects, buyers, months=6, as_of="2026-12")
+    assert {x["project_id"]: x for x in r["projects"]}["B"]["capacity_t"] == pytest.approx(25.0)
 
 
 def test_bundled_buyers_and_cli(atlas):
@@ -229,7 +239,7 @@ def test_element_output_fills_its_aggregate_buyers_in_matching_and_delivery_alik
 
     def proj(pid: str, commodity: str, product: str) -> dict:
         return {"project_id": pid, "name": f"{pid} plant", "country_iso3": "AUS", "commodity_id": commodity, "stage": "refine",
-                "capacity_t": 120.0, "status_class": "operating", "first_output": None, "product": product}
+                "capacity_t": 120.0, "status_class": "operating", "first_output": None, "product": product, "output_t": 120.0}
 
     def need(bid: str, commodity: str, form: str) -> dict:
         return {"buyer_id": bid, "name": bid, "country_iso3": "JPN", "commodity_id": commodity, "stage": "refine", "demand_t_per_year": 120.0,

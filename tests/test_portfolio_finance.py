@@ -113,8 +113,9 @@ def test_ramp_parameters_are_the_fits_on_plants_quarterly_output():
     from critmin.portfolio.model import InstrumentParameters, years_to_design
 
     ip = InstrumentParameters.load()
-    # data/raw/dynamics/ramp_up/fit_ramp.py: concentrators 2.0 years, separation plants that reached design 3.75
+    # data/raw/dynamics/ramp_up/fit_ramp.py: concentrators 2.0 years, separation and refining plants 6.65 (the four
+    # plants, stalls included)
     assert years_to_design({"stage": "mine"}, ip)[0] == 2.0
-    assert years_to_design({"stage": "refine"}, ip)[0] == 3.75
+    assert years_to_design({"stage": "refine"}, ip)[0] == 6.65
     # the register's own ramp-up wins
     assert years_to_design({"stage": "refine", "ramp_up_months": 18}, ip) == (1.5, "register ramp-up 18 months")

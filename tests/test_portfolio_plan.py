@@ -183,3 +183,27 @@ def test_a_funded_project_names_the_other_funded_projects_at_its_node(plan):
             assert "no other project offered capacity" not in reasons[pid], reasons[pid]
             if "it beat" not in reasons[pid]:
                 assert all(o in reasons[pid] for o in ps if o != pid), reasons[pid]
+
+
+def test_a_mine_is_not_credited_with_ore_no_participant_can_process_nor_with_proxy_demand(plan, simulator):
+    """Reviews 7 and 8: Kings Mountain's free permitting action carried 20-37 % of the portfolio's benefit, all of it a
+    lithium-ore shortfall of Japan (no lithium refinery) and of the USA (a proxy demand at the ore stage). The
+    sample counts a participant at a node only where its demand is sourced and, for ore, where a plant of its own
+    takes it (critmin.simulate.ore), as the stock plan does."""
+    from critmin.portfolio.model import sample_from_simulator
+    from critmin.simulate.ore import unusable_ore_reason
+
+    reasons = {p["project_id"]: p for p in plan["projects"]}
+    assert reasons["P051"]["decision"] != "selected"
+    assert "no plant at the next stage" in reasons["P051"]["reason"] and "lithium/mine" in reasons["P051"]["reason"]
+    node = simulator.nodes.get("lithium", "mine")
+    assert unusable_ore_reason(simulator, node, "JPN") and str(node.demand_basis["USA"]).startswith("proxy")
+    s = sample_from_simulator(simulator, draws=40, seed=0)
+    assert "lithium/mine" not in s.node_names
+    assert "JPN" in s.metadata["ore_not_usable"]["lithium/mine"]
+    # the U.S. has no lithium refinery either: without the demand rule its shortfall is still not ore it can use
+    s2 = sample_from_simulator(simulator, draws=40, seed=0, sourced_demand_only=False)
+    assert "lithium/mine" not in s2.node_names and {"USA", "JPN"} <= set(s2.metadata["ore_not_usable"]["lithium/mine"])
+    # a node where both participants' demand is sourced and no ore rule applies keeps the bloc's whole shortfall
+    k = next(n for n in s.node_names if n not in s.metadata["proxy_demand_not_counted"] and n not in s.metadata["ore_not_usable"])
+    assert s.shortfall[s.node_names.index(k)].sum() == pytest.approx(s2.shortfall[s2.node_names.index(k)].sum())

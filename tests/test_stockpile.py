@@ -196,20 +196,20 @@ def test_ore_is_stocked_only_where_a_plant_can_use_it(simulator, bloc_plan):
     producers IEA lists cover 98 % of lithium refining, Japan not among them). Such nodes are listed, not stocked;
     Japan's cobalt intermediate stays a candidate (Japan refines cobalt) and so does titanium concentrate, whose
     use is mostly pigment, outside the modelled chain."""
-    from critmin.stockpile.plan import unusable_stock_reason
+    from critmin.simulate.ore import unusable_ore_reason
 
     def node(key):
         return simulator.nodes.nodes[simulator.nodes.index[key]]
 
-    assert "no JPN output at the next stage (lithium/refine" in unusable_stock_reason(simulator, node("lithium/mine"), "JPN")
+    assert "no JPN output at the next stage (lithium/refine" in unusable_ore_reason(simulator, node("lithium/mine"), "JPN")
     # the U.S. has no cobalt refinery (IEA's listed refiners cover 90.6 %; no U.S. refinery line in the USGS table)
-    assert "cobalt/refine" in unusable_stock_reason(simulator, node("cobalt/mine"), "USA")
-    assert unusable_stock_reason(simulator, node("cobalt/mine"), "JPN") is None
-    assert unusable_stock_reason(simulator, node("titanium/mine"), "USA") is None
-    assert unusable_stock_reason(simulator, node("lithium/refine"), "JPN") is None
+    assert "cobalt/refine" in unusable_ore_reason(simulator, node("cobalt/mine"), "USA")
+    assert unusable_ore_reason(simulator, node("cobalt/mine"), "JPN") is None
+    assert unusable_ore_reason(simulator, node("titanium/mine"), "USA") is None
+    assert unusable_ore_reason(simulator, node("lithium/refine"), "JPN") is None
     # Japan's cobalt ore: no more than its refinery takes in the 180 days (2.3 % of world refined output x Q0 x
     # 1.05 t of intermediate per t), not 180 days of its refined consumption (review 6: 8,080 t)
-    from critmin.stockpile.plan import plant_intake_t
+    from critmin.simulate.ore import plant_intake_t
 
     intake = plant_intake_t(simulator, node("cobalt/mine"), "JPN")
     assert intake is not None and 4_000 < intake < 8_000
@@ -219,7 +219,7 @@ def test_ore_is_stocked_only_where_a_plant_can_use_it(simulator, bloc_plan):
     listed = {(x["participant"], x["node"]) for x in bloc_plan["metadata"]["not_stocked_unusable_form"]}
     stocked = {(r["participant"], r["node"]) for r in bloc_plan["stockpiles"]}
     assert not stocked & {("JPN", "lithium/mine"), ("USA", "lithium/mine"), ("JPN", "rare_earths/mine")}
-    assert all(unusable_stock_reason(simulator, node(k), j) for j, k in listed)
+    assert all(unusable_ore_reason(simulator, node(k), j) for j, k in listed)
 
 
 def test_one_consumption_is_stocked_once(simulator, bloc_plan):

@@ -178,17 +178,33 @@ def consumption_tonnes(atlas: Atlas, iso3: str, commodity_id: str, year: int = 2
     return cache[key]
 
 
-def _consumption_tonnes(atlas: Atlas, iso3: str, commodity_id: str, year: int = 2024, stage: str = "") -> tuple[float, int, str] | None:
-    """Latest consumption figure (t) of a country from the consumption table, or None: rows of the commodity as a
-    whole (blank stage) by default, or the rows of one stage."""
+def _consumption_row(atlas: Atlas, iso3: str, commodity_id: str, year: int = 2024, stage: str = "") -> pd.Series | None:
+    """The consumption row :func:`consumption_tonnes` reads (the latest in a mass unit), or None."""
     c = atlas.rows_of("consumption", ("country_iso3", "commodity_id"), (iso3, commodity_id))
     on_stage = (c["stage"].fillna("") == stage) if "stage" in c.columns else pd.Series(stage == "", index=c.index)
     rows = c[c["quantity"].notna() & (c["year"] <= year) & on_stage]
     rows = rows[[tonnes_factor(u) is not None and not re.search(r"/yr|days", u) for u in rows["unit"]]]
     if rows.empty:
         return None
-    r = rows.sort_values(["year", "item"]).iloc[-1]
+    return rows.sort_values(["year", "item"]).iloc[-1]
+
+
+def _consumption_tonnes(atlas: Atlas, iso3: str, commodity_id: str, year: int = 2024, stage: str = "") -> tuple[float, int, str] | None:
+    """Latest consumption figure (t) of a country from the consumption table, or None: rows of the commodity as a
+    whole (blank stage) by default, or the rows of one stage."""
+    r = _consumption_row(atlas, iso3, commodity_id, year, stage)
+    if r is None:
+        return None
     return float(r["quantity"]) * float(tonnes_factor(str(r["unit"])) or 1.0), int(r["year"]), str(r["source_id"])
+
+
+def consumption_high_tonnes(atlas: Atlas, iso3: str, commodity_id: str, year: int = 2024, stage: str = "") -> float | None:
+    """The high end (t) of the range of the consumption figure :func:`consumption_tonnes` reads, where the row
+    gives one (``quantity_high``), else None."""
+    r = _consumption_row(atlas, iso3, commodity_id, year, stage)
+    if r is None or "quantity_high" not in r.index or pd.isna(r["quantity_high"]):
+        return None
+    return float(r["quantity_high"]) * float(tonnes_factor(str(r["unit"])) or 1.0)
 
 
 def country_reliance(atlas: Atlas, iso3: str, commodity_id: str, year: int = 2024) -> tuple[Reliance, float | None]:
@@ -230,12 +246,26 @@ class StageOutput:
     tonnes: float | None
     basis: str
     source_ids: tuple[str, ...]
+    bound: str = ""  # "le": the output is at most ``tonnes``; "ge": at least (a published share's bound)
 
 
-def published_nodes(atlas: Atlas, year: int = 2024) -> dict[tuple[str, str], tuple[dict[str, float], float | None, str, tuple[str, ...]]]:
-    """Nodes whose country shares are a published table (no tonnage series): per (commodity, stage) the named
-    shares, the world output in tonnes on the node's basis (the ``world_output`` row marked ``use``, else None)
-    and their sources. Computed once per atlas and year."""
+@dataclass(frozen=True)
+class PublishedNode:
+    """A node whose country shares are a published table (no tonnage series)."""
+
+    shares: dict[str, float]
+    bounds: dict[str, str]  # the share's bound: "" (a value), "approx", "le" (at most), "ge" (at least)
+    year: int | None  # of the share table
+    world_t: float | None  # world output on the node's basis (the ``world_output`` row marked ``use``)
+    world_year: int | None
+    world_basis: str
+    source_ids: tuple[str, ...]
+
+
+def published_nodes(atlas: Atlas, year: int = 2024) -> dict[tuple[str, str], PublishedNode]:
+    """Nodes whose country shares are a published table (no tonnage series), per (commodity, stage): the named
+    shares and their bounds, the world output in tonnes on the node's basis and the sources. Computed once per
+    atlas and year."""
     cache = atlas.__dict__.setdefault("_published_nodes_cache", {})
     key = (year, id(atlas.production), id(atlas.tables.get("stage_shares")), id(atlas.tables.get("world_output")))
     if key in cache:
@@ -243,16 +273,20 @@ def published_nodes(atlas: Atlas, year: int = 2024) -> dict[tuple[str, str], tup
     sh = stage_shares_table(atlas, year)
     sh = sh[sh["basis"] == "published"]
     wo = atlas.tables.get("world_output")
-    world: dict[tuple[str, str], tuple[float, str, str]] = {}
+    world: dict[tuple[str, str], tuple[float, str, str, int | None]] = {}
     if wo is not None:
         for r in wo[wo["use"] & wo["world_output_t"].notna()].to_dict("records"):
-            world[(str(r["commodity_id"]), str(r["stage"]))] = (float(r["world_output_t"]), str(r["quantity_basis"]), str(r["source_id"]))
+            world[(str(r["commodity_id"]), str(r["stage"]))] = (float(r["world_output_t"]), str(r["quantity_basis"]), str(r["source_id"]),
+                                                                int(r["year"]) if pd.notna(r["year"]) else None)
     out = {}
     for (c, st), g in sh.groupby(["commodity_id", "stage"], sort=True):
         w = world.get((str(c), str(st)))
-        out[(str(c), str(st))] = ({str(k): float(v) for k, v in zip(g["country_iso3"], g["share"], strict=True)},
-                                  w[0] if w else None, w[1] if w else "",
-                                  tuple(sorted(set(g["source_id"].astype(str)) | ({w[2]} if w else set()))))
+        out[(str(c), str(st))] = PublishedNode(
+            {str(k): float(v) for k, v in zip(g["country_iso3"], g["share"], strict=True)},
+            {str(k): str(b or "") for k, b in zip(g["country_iso3"], g["bound"], strict=True)},
+            int(g["year"].max()) if g["year"].notna().any() else None,
+            w[0] if w else None, w[3] if w else None, w[1] if w else "",
+            tuple(sorted(set(g["source_id"].astype(str)) | ({w[2]} if w else set()))))
     cache[key] = out
     return out
 
@@ -282,15 +316,18 @@ def country_output(atlas: Atlas, iso3: str, commodity_id: str, year: int = 2024)
             rows.append(StageOutput(str(st), float(per_source.mean()), f"{iso3} {st} production {float(per_source.mean()):g} t{n_src}",
                                     tuple(sorted(set(at["source_id"])))))
     have = {r.stage for r in rows}
-    for (c, st), (shares, w, wbasis, src) in published_nodes(atlas, year).items():
-        if c != commodity_id or st in have or shares.get(iso3, 0.0) <= 0:
+    for (c, st), node in published_nodes(atlas, year).items():
+        if c != commodity_id or st in have or node.shares.get(iso3, 0.0) <= 0:
             continue
-        s_c = shares[iso3]
+        s_c, w, bound = node.shares[iso3], node.world_t, node.bounds.get(iso3, "")
+        word = {"le": "at most ", "ge": "at least "}.get(bound, "")
         if w is None:
-            rows.append(StageOutput(st, None, f"{iso3} {s_c:.1%} of world {st} output (no world tonnage)", src))
-        else:
-            rows.append(StageOutput(st, s_c * w, f"{iso3} {st} output {s_c * w:,.0f} t = {s_c:.1%} of world output {w:,.0f} t "
-                                                 f"({wbasis})", src))
+            rows.append(StageOutput(st, None, f"{iso3} {word}{s_c:.1%} of world {st} output (no world tonnage)", node.source_ids, bound))
+            continue
+        years = (f"; the share is of {node.year}, the world output of {node.world_year}"
+                 if node.year and node.world_year and node.year != node.world_year else "")
+        rows.append(StageOutput(st, s_c * w, f"{iso3} {st} output {word}{s_c * w:,.0f} t = {s_c:.1%} of world output {w:,.0f} t "
+                                             f"({node.world_basis}){years}", node.source_ids, bound))
     return rows
 
 
@@ -299,7 +336,8 @@ def _unnamed_bound(atlas: Atlas, iso3: str, commodity_id: str, year: int) -> tup
     node with a published table, a world output W and the country's consumption C of that stage (the unnamed rest
     of world output is the most it could make), as (low, basis, sources); None where no node has all three."""
     lows = []
-    for (c, st), (shares, w, _, src) in published_nodes(atlas, year).items():
+    for (c, st), node in published_nodes(atlas, year).items():
+        shares, w, src = node.shares, node.world_t, node.source_ids
         if c != commodity_id or w is None:
             continue
         cons = consumption_tonnes(atlas, iso3, commodity_id, year, stage=st) or consumption_tonnes(atlas, iso3, commodity_id, year)
@@ -310,6 +348,17 @@ def _unnamed_bound(atlas: Atlas, iso3: str, commodity_id: str, year: int) -> tup
         lows.append((low, f"the table names {1.0 - rest:.1%} of world {st} output ({w:,.0f} t), so {iso3} made at most "
                           f"{rest * w:,.0f} t against its consumption {cons[0]:,.0f} t: NIR {low:.2f}-1", tuple(src) + (cons[2],)))
     return max(lows, key=lambda x: x[0]) if lows else None
+
+
+def _first_stage_consumption(atlas: Atlas, iso3: str, commodity_id: str, year: int) -> tuple[float, int, str] | None:
+    """The country's consumption of the commodity's most upstream stage that has a row, or None."""
+    c = atlas.rows_of("consumption", ("country_iso3", "commodity_id"), (iso3, commodity_id))
+    stages = sorted({str(x) for x in c["stage"].fillna("") if x}, key=lambda st: STAGE_ORDER.get(st, 99)) if "stage" in c.columns else []
+    for st in stages:
+        got = consumption_tonnes(atlas, iso3, commodity_id, year, stage=st)
+        if got:
+            return got
+    return None
 
 
 def reliance_from_atlas(atlas: Atlas, iso3: str, commodity_id: str, year: int = 2024) -> tuple[Reliance, float | None]:
@@ -327,6 +376,10 @@ def reliance_from_atlas(atlas: Atlas, iso3: str, commodity_id: str, year: int = 
     out = country_output(atlas, iso3, commodity_id, year)
     cons = consumption_tonnes(atlas, iso3, commodity_id, year)
     if not out:
+        # the weight a bloc gives the country is its consumption: of the commodity, else of its first staged row
+        # (the derivative products have only a stage row; review 8 found the bloc's anode and magnet reliance
+        # weighted equally "for want of consumption" beside both participants' figures)
+        cons = cons or _first_stage_consumption(atlas, iso3, commodity_id, year)
         has_data = any(c == commodity_id for c, _ in published_nodes(atlas, year)) or bool(
             len(atlas.rows_of("production", ("commodity_id",), (commodity_id,))))
         if not has_data:
@@ -339,17 +392,29 @@ def reliance_from_atlas(atlas: Atlas, iso3: str, commodity_id: str, year: int = 
                 cons[0] if cons else None)
     tonnes = [o for o in out if o.tonnes is not None]
     first = min(tonnes, key=lambda o: STAGE_ORDER.get(o.stage, 99)) if tonnes else None
+    cons_stage = ""
     if cons is None and first is not None:
         # no figure for the commodity as a whole: the consumption of the stage the production is of (Japan's
         # bismuth: 500 t refined in 2024 against a refined demand of 600-700 t, JMIA)
         cons = consumption_tonnes(atlas, iso3, commodity_id, year, stage=first.stage)
+        cons_stage = first.stage
     if cons is not None and first is not None and cons[0] > 0:
         v = float(np.clip(1.0 - float(first.tonnes) / cons[0], 0.0, 1.0))  # type: ignore[arg-type]
-        return (
-            Reliance(v, v, v, f"computed 1 - P/C: {first.basis} vs consumption {cons[0]:,.0f} t ({cons[1]})",
-                     False, cons[1], sorted(set(first.source_ids)) + [cons[2]]),
-            cons[0],
-        )
+        basis = f"computed 1 - P/C: {first.basis} vs consumption {cons[0]:,.0f} t ({cons[1]})"
+        lo, hi = v, v
+        c_high = consumption_high_tonnes(atlas, iso3, commodity_id, year, stage=cons_stage)
+        if c_high is not None and c_high > cons[0]:
+            # the consumption is the low end of a range (Japan's cathode material 37,600-144,910 t): the NIR at
+            # its high end bounds the range; the value stays on the consumption the simulator uses
+            hi = max(hi, float(np.clip(1.0 - float(first.tonnes) / c_high, 0.0, 1.0)))  # type: ignore[arg-type]
+            basis += f"; consumption {cons[0]:,.0f}-{c_high:,.0f} t gives NIR {lo:.2f}-{hi:.2f}"
+        if first.bound in ("le", "ge"):
+            # output at most (le) or at least (ge) s·W: NIR at least / at most v; valued at the midpoint, as a
+            # censored USGS NIR
+            lo, hi = (v, 1.0) if first.bound == "le" else (0.0, hi)
+            v = (lo + hi) / 2.0
+            basis += f"; the share is {'an upper' if first.bound == 'le' else 'a lower'} bound, so NIR {lo:.2f}-{hi:.2f}, valued at the midpoint"
+        return Reliance(v, lo, hi, basis, False, cons[1], sorted(set(first.source_ids)) + [cons[2]]), cons[0]
     made = "; ".join(o.basis for o in out)
     return Reliance(None, None, None, f"unknown: {iso3} produces ({made}) but its consumption is not in the atlas"), cons[0] if cons else None
 

@@ -5,7 +5,9 @@ producing in month t when it is operating or commissioning, or when its first-ou
 class's typical delay) has passed; a project chosen by the portfolio may be given an earlier first month.
 Monthly output is ``capacity_t / 12 · r(m)``, ramping up from first output (``r(m) = min(1, m / (12 Y))``, m the
 month of output, Y the years to design: :func:`critmin.portfolio.finance.ramp_share`, fitted on plants' quarterly
-output; a plant producing now counts the months since its dated first output; one without a date is at nameplate). Demand: buyers with a published or computed annual demand (/ 12 per month)
+output; a plant producing now counts the months since its dated first output; one without a date is at nameplate;
+a producing plant whose output is reported, ``output_t``, is held at that run-rate, capped by capacity; one with
+neither a date nor a reported output at ``utilisation_without_reported_output`` of nameplate). Demand: buyers with a published or computed annual demand (/ 12 per month)
 within their start/end window. Eligibility: the node and form rule of ``critmin.deliver.forms`` (same node, or an
 element node for its aggregate's buyer; forms that agree); the buyer's origin rule; a buyer with a contract
 (``contract_projects``) is supplied only by the projects of its contract; never a buyer in a country of
@@ -49,6 +51,7 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
     as_of = month_or_now(as_of)
 
     ip = InstrumentParameters.load()
+    unreported = ip.get("project", "utilisation_without_reported_output")
     concern = atlas.concern
     sup = projects[projects["capacity_t"].notna() & (projects["capacity_t"] > 0) & ~projects["country_iso3"].isin(list(concern))].copy()
     reasons: list[dict[str, Any]] = []
@@ -75,8 +78,21 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
         elif status == "commissioning":
             elapsed, basis = 0.0, f"commissioning: first month of output now; {y_basis}"
         else:
-            elapsed, basis = float("inf"), "operating, no first-output date: at nameplate"
-        share = ramp_share(np.arange(months) - start + 1.0 + elapsed, y) if np.isfinite(elapsed) else np.where(np.arange(months) >= start, 1.0, 0.0)
+            elapsed, basis = float("inf"), (f"operating, neither an output nor a first-output date published: {unreported:.0%} of nameplate, the median "
+                                            "reported run-rate of the register's producing plants (utilisation_without_reported_output)")
+        share = (ramp_share(np.arange(months) - start + 1.0 + elapsed, y) if np.isfinite(elapsed)
+                 else np.where(np.arange(months) >= start, unreported, 0.0))
+        reported = p.get("output_t")
+        if start == 0 and reported is not None and not pd.isna(reported):
+            # a producing plant with a reported output is held at that run-rate (capped by capacity), not at its
+            # ramp: the evidence of what it makes (review 8: Lynas' LAMP planned at 10,500 t of NdPr against 6,814 t
+            # reported; Vidalia at 78-89 % of nameplate while it made test material only)
+            rate = min(float(reported) / float(p["capacity_t"]), 1.0)
+            share = np.full(months, rate)
+            age = month_offset(str(p.get("output_period") or ""), as_of) if p.get("output_period") else None
+            basis = (f"reported output {float(reported):,.0f} t a year"
+                     + (f" (period to {p.get('output_period')}, {age} months before the plan)" if age is not None else "")
+                     + f" held flat: {rate:.0%} of nameplate")
         cap_rows.append(p["capacity_t"] / 12.0 * share)
         pids.append(str(p["project_id"]))
         ramps[str(p["project_id"])] = {"share_first_month": float(share[min(start, months - 1)]), "share_last_month": float(share[-1]), "basis": basis}

@@ -89,6 +89,9 @@ class Decision:
     capex_why: str = ""
     private_finance_usd: float | None = None  # committed private finance for the capex, when a source prints it
     private_finance_why: str = ""
+    output_t: float | None = None  # latest reported annual output on the node basis, when a source prints it
+    output_period: str = ""
+    output_why: str = ""
 
 
 def curated_dir() -> Path:
@@ -124,7 +127,9 @@ def load_decisions(path: Path | None = None) -> dict[str, Decision]:
                                             first_output_why=r["first_output_why"],
                                             capex_usd=float(r["capex_usd"]) if r["capex_usd"] else None, capex_why=r["capex_why"],
                                             private_finance_usd=float(r["private_finance_usd"]) if r["private_finance_usd"] else None,
-                                            private_finance_why=r["private_finance_why"])
+                                            private_finance_why=r["private_finance_why"],
+                                            output_t=float(r["output_t"]) if r.get("output_t") else None,
+                                            output_period=r.get("output_period") or "", output_why=r.get("output_why") or "")
     return out
 
 
@@ -250,6 +255,9 @@ def _project(raw: Mapping[str, str], d: Decision) -> dict[str, Any]:
         "capacity_t": cap_t,
         "capacity_raw": _capacity_raw(raw),
         "capacity_conversion": conversion,
+        "output_t": d.output_t,
+        "output_period": d.output_period,
+        "output_note": d.output_why,
         "capex_usd": capex_usd,
         "capex_note": capex_note,
         "private_finance_usd": d.private_finance_usd,
@@ -384,6 +392,8 @@ def register_markdown(register: Register, raw_projects: list[tuple[int, dict[str
         ("first_output", "first_production, blanked for P031 (laboratory extraction) and P054 (copper foil, not CAM)"),
         ("offtakes, esg_flags", "curated from the raw notes and status"),
         ("note", "node, status and capacity decisions; location; the raw note"),
+        ("output_t, output_period, output_note", "curated (`curated/decisions.csv`): the latest reported actual output of a producing plant on the node basis, "
+         "with its period, quote and arithmetic (data/raw/projects/reported_output/); blank where no tonnage is published"),
         ("ramp_up_months, opex_usd_per_t, unit_cost_usd_per_t, completion_probability, delay_months, feoc", "blank: no source read gives them"),
         ("support: participant_iso3", "participant_country"),
         ("support: counts", "no when exclude_from_sum is set or commitment_status is one of: " + ", ".join(NOT_COUNTED_STATUSES)),

@@ -44,7 +44,7 @@ def ramp_share(month: npt.ArrayLike, years_to_design: float) -> np.ndarray:
 
     ``r(m) = min(1, m / (12 Y))`` for m >= 1, 0 for m < 1; ``Y <= 0`` is nameplate at once. Y is fitted on the
     quarterly output of real plants (``ramp_up_years_to_design:*`` in instrument_parameters.csv,
-    data/raw/dynamics/ramp_up): about 2 years for a mine or concentrator, 3.75 for a separation or processing plant.
+    data/raw/dynamics/ramp_up): about 2 years for a mine or concentrator, 6.65 for a separation or processing plant (stalls included).
     """
     m = np.asarray(month, dtype=float)
     if years_to_design <= 0:

@@ -41,6 +41,7 @@ from critmin.portfolio.instruments import (
     project_default_probability,
 )
 from critmin.portfolio.optimise import PortfolioProblem
+from critmin.simulate.ore import unusable_ore_reason
 
 DATA = "data"
 
@@ -264,23 +265,56 @@ class Sample:
 
 
 def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective: str = "BLOC", threads: int = 2, client: Any = None,
-                          result: Any = None) -> Sample:
+                          result: Any = None, sourced_demand_only: bool = True) -> Sample:
     """Per node and draw of the risk library run (``critmin risk``; ``result`` reuses one), the shortfall, loss
-    and months, and the value of a tonne of shortfall avoided (:meth:`Simulator.value_per_t_supplied`)."""
+    and months, and the value of a tonne of shortfall avoided (:meth:`Simulator.value_per_t_supplied`).
+
+    ``sourced_demand_only``: a participant counts at a node only where its demand there is sourced, not a proxy
+    (the BLOC sums its members that do; ``metadata["proxy_demand_not_counted"]`` lists the rest)."""
     from critmin.simulate.risk import risk_run
     from critmin.simulate.run import PERSPECTIVES
 
     j = PERSPECTIVES.index(perspective.upper())
     res = result if result is not None else risk_run(sim, draws, seed, threads=threads, client=client)
     draws = res.metadata["draws"]
-    names = sorted(k for k, v in res.node_draws.items() if v[3 + j].sum() > 0)
-    short = np.array([res.node_draws[k][3 + j] for k in names]) if names else np.zeros((0, draws))
-    loss = np.array([res.node_draws[k][j] for k in names]) if names else np.zeros((0, draws))
-    months = np.array([res.node_draws[k][6] for k in names]) if names else np.zeros((0, draws))
+    members = [i for i, p in enumerate(PERSPECTIVES) if p != "BLOC"] if perspective.upper() == "BLOC" else [j]
+    node_draws: dict[str, np.ndarray] = {}
+    proxy: dict[str, list[str]] = {}
+    unusable: dict[str, list[str]] = {}
+    for k, nd in res.node_draws.items():
+        node = sim.nodes.nodes[sim.nodes.index[k]] if k in sim.nodes.index else None
+        keep = list(members)
+        if node is not None:
+            # a participant's shortfall where its demand is a proxy (scaled from the other's, or a median share of
+            # world output) is a volume nobody measured: not counted, as the stock plan does not stock it
+            if sourced_demand_only:
+                for i in list(keep):
+                    if str(node.demand_basis.get(PERSPECTIVES[i], "")).startswith("proxy"):
+                        keep.remove(i)
+                        if nd[3 + i].sum() > 0:
+                            proxy.setdefault(k, []).append(PERSPECTIVES[i])
+            # ore or concentrate no plant of the participant takes: its consumption figure stands at every stage of
+            # the commodity, but it buys the refined form, where it is counted (review 8: Kings Mountain's benefit
+            # was a lithium-ore shortfall of two participants without a lithium refinery)
+            for i in list(keep):
+                if unusable_ore_reason(sim, node, PERSPECTIVES[i]):
+                    keep.remove(i)
+                    if nd[3 + i].sum() > 0:
+                        unusable.setdefault(k, []).append(PERSPECTIVES[i])
+        nd = nd.copy()
+        for off in (0, 3, 7):  # loss, shortfall, lost output of the perspective: its members counted here
+            nd[off + j] = nd[[off + i for i in keep]].sum(axis=0) if keep else 0.0
+        node_draws[k] = nd
+    names = sorted(k for k, v in node_draws.items() if v[3 + j].sum() > 0)
+    short = np.array([node_draws[k][3 + j] for k in names]) if names else np.zeros((0, draws))
+    loss = np.array([node_draws[k][j] for k in names]) if names else np.zeros((0, draws))
+    months = np.array([node_draws[k][6] for k in names]) if names else np.zeros((0, draws))
     # what a tonne supplied is worth to the bloc where it is short: the output it saves and the premium it spares
     # (Simulator.value_per_t_supplied); the price the bloc pays on the tonnes it still buys is not avoidable
-    v = np.array([sim.value_per_t_supplied(res.node_draws, name, j) for name in names])
-    return Sample(names, short, months, v, loss, {**res.metadata, "perspective": perspective.upper(), "sample_draws": draws})
+    v = np.array([sim.value_per_t_supplied(node_draws, name, j) for name in names])
+    return Sample(names, short, months, v, loss, {**res.metadata, "perspective": perspective.upper(), "sample_draws": draws,
+                                                  "sourced_demand_only": sourced_demand_only, "proxy_demand_not_counted": proxy,
+                                                  "ore_not_usable": unusable})
 
 
 def _eligible_country(rule: str, country: str, participant: str, atlas: Atlas) -> bool:
@@ -381,7 +415,15 @@ def build_problem(
             continue
         if key not in node_idx:
             # review 5: scandium, which has no node, read as "no shortfall", as if it were safe
-            reasons[pid] = ([f"no simulated shortfall for the bloc at {key} in the scenario sample"] if key in nodes.index else
+            dropped = sample.metadata.get("proxy_demand_not_counted", {}).get(key)
+            no_plant = sample.metadata.get("ore_not_usable", {}).get(key)
+            reasons[pid] = ([f"the simulated shortfall at {key} is of {' and '.join(no_plant)}, which {'has' if len(no_plant) == 1 else 'have'} no "
+                             "plant at the next stage to take this ore or concentrate: the need is counted where it is bought, not here"
+                             + (f"; and of {' and '.join(dropped)}, whose demand there is a proxy (a volume nobody measured)" if dropped else "")]
+                            if no_plant else
+                            [f"the simulated shortfall at {key} is of {' and '.join(dropped)}, whose demand there is a proxy (a volume nobody "
+                             "measured), so it is not counted (sourced_demand_only, as for stocks)"] if dropped else
+                            [f"no simulated shortfall for the bloc at {key} in the scenario sample"] if key in nodes.index else
                             [f"{key} is not a node of the simulator (no world output or country shares on its basis in the atlas), so "
                              "its supply risk is not assessed: a data gap, not a finding of safety"])
             continue

@@ -163,6 +163,9 @@ class Project(_Row):
     capacity_raw: str = ""
     capacity_conversion: str = ""
     ramp_up_months: int | None = Field(None, ge=0)
+    output_t: float | None = Field(None, ge=0)
+    output_period: str = ""
+    output_note: str = ""
     capex_usd: float | None = Field(None, ge=0)
     capex_note: str = ""
     private_finance_usd: float | None = Field(None, ge=0)

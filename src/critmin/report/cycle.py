@@ -84,6 +84,17 @@ def assemble_plan(atlas: Any, *, priority: list[dict[str, Any]], vulnerabilities
     return plan
 
 
+def _supply_frame(plan: dict[str, Any]) -> pd.DataFrame:
+    """The projects that supply the delivery plan: their output in the window on the ramp-up, what they deliver,
+    and how the ramp was read (review 8: the ramp was visible in plan.json only)."""
+    cols = ["project_id", "name", "output_in_window_t", "delivered_t", "share_of_nameplate_first_month", "share_of_nameplate_last_month",
+            "ramp_basis"]
+    rows = pd.DataFrame(plan["deliveries"].get("projects", []))
+    if rows.empty:
+        return pd.DataFrame(columns=cols)
+    return rows.rename(columns={"capacity_t": "output_in_window_t"}).reindex(columns=cols)
+
+
 def frames(plan: dict[str, Any]) -> dict[str, pd.DataFrame]:
     """One table per part of the plan (for the workbook)."""
     pf = plan["portfolio"]
@@ -99,6 +110,7 @@ def frames(plan: dict[str, Any]) -> dict[str, pd.DataFrame]:
                                                                                    "cost_share", "pooled_cost_by_member_usd"], errors="ignore"),
         "deliveries": pd.DataFrame(plan["deliveries"]["buyers"]),
         "allocation": pd.DataFrame(plan["deliveries"]["allocation"]),
+        "supply": _supply_frame(plan),
         "matches": pd.DataFrame(plan["matches"]["matches"]),
         "validation": pd.DataFrame(plan.get("validation", {}).get("observations", [])),
         "sources": pd.DataFrame(plan["sources"]["atlas"]),

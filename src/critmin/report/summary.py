@@ -71,7 +71,11 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     avail = (f"{usd(by_basis['amount'])} of budgets counted in face amounts"
              + (f" and {usd(by_basis['cost'])} of credit-subsidy budgets (charged the cost, not the face)" if by_basis["cost"] else "")
              + " were available")
-    s_fin = (f"Finance {len(sel)} projects: {usd(float(sel['amount_usd'].sum()) if len(sel) else 0.0)} committed (face amount), "
+    free = int((sel["amount_usd"].fillna(0.0) <= 0).sum()) if len(sel) else 0
+    # a recommendation, not a commitment (review 8); permitting facilitation has no face amount and is counted apart
+    s_fin = (f"Recommended: support for {len(sel)} projects"
+             + (f" ({len(sel) - free} with money, {free} by permitting facilitation at no budget cost)" if free else "")
+             + f", {usd(float(sel['amount_usd'].sum()) if len(sel) else 0.0)} of face amount, "
              f"with an expected cost to governments of {usd(float(sel['budget_cost_usd'].sum()) if len(sel) else 0.0)} (credit-reform cost: "
              "subsidy cost of loans and guarantees, expected loss of equity, grants in full), "
              f"for {usd(float(pf['expected_avoided_usd']))} a year of expected loss avoided; {avail}.")
@@ -89,6 +93,8 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
             stock_rows.append({"participant": r["participant"], "node": r["node"], "stock_t": float(r["optimal_stock_t"]),
                                "stock_usd": float(r["optimal_stock_usd"]), "days_of_consumption": float(r["days_of_consumption"])
                                if r["days_of_consumption"] is not None and np.isfinite(r["days_of_consumption"]) else None,
+                               "days_of_net_imports": float(r["days_of_net_imports"])
+                               if r.get("days_of_net_imports") is not None and np.isfinite(r["days_of_net_imports"]) else None,
                                "expected_saving_usd_per_year": float(r["saving_usd"]),
                                "current_holding": (f"{float(r['current_holding_t']):,.0f} t" if pd.notna(r.get("current_holding_t")) else "not published")})
             t = r.get("to_buy_t")
@@ -100,7 +106,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     s_stock = (f"Stock {sum(1 for x in stock_rows if x['participant'] == 'USA')} nodes (material and stage) for the United States ({usd(by_j['USA'])}) and "
                f"{sum(1 for x in stock_rows if x['participant'] == 'JPN')} for Japan ({usd(by_j['JPN'])}), from each participant's critical-mineral "
                f"list, stockable stages {', '.join(md.get('stockable_stages', []))}"
-               + (f", at most {md['max_days']:g} days of consumption each." if md.get("max_days") else ".")
+               + (f", at most {md['max_days']:g} days of net imports each." if md.get("max_days") else ".")
                + f" Today's government holdings are published for {sum(1 for x in stock_rows if x['current_holding'] != 'not published')} of "
                f"these materials (net of them, {usd(to_buy)} is left to buy); the U.S. National Defense Stockpile stopped publishing holdings by material in 2023 and JOGMEC's are "
                "confidential (its target is 60 days of consumption), so the stocks are targets, not purchases net of holdings."
@@ -166,8 +172,12 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         est = " (estimated split)" if "estimated split" in str(r["name"]) else ""
         return f"{r['name'].split(' ')[0]} {r['node']}" + (f" [{', '.join(groups)}]{est}" if groups else "")
 
-    coverage = "; ".join(f"{_label(r)} {float(r['delivered_t']) / float(r['demand_t']):.0%}{_elements(r)}"
-                         for r in sorted(agg, key=lambda x: -float(x["delivered_t"]) / float(x["demand_t"]))[:5] if float(r["delivered_t"]) > 0)
+    shown = [r for r in sorted(agg, key=lambda x: -float(x["delivered_t"]) / float(x["demand_t"])) if float(r["delivered_t"]) > 0][:5]
+    # the rows of the same country and node that got nothing are shown beside them (review 8: the U.S. La + Ce row,
+    # 0 %, was left out beside "USA rare_earths/refine ... 100 %")
+    keys = {(str(r["name"]).split(" ")[0], r["node"]) for r in shown}
+    shown += [r for r in agg if float(r["delivered_t"]) <= 0 and (str(r["name"]).split(" ")[0], r["node"]) in keys]
+    coverage = "; ".join(f"{_label(r)} {float(r['delivered_t']) / float(r['demand_t']):.0%}{_elements(r)}" for r in shown)
     s_unmet = (f"{len(unmet_rows)} named buyers stay short over the window"
                + (f", the largest {unmet_rows[0]['buyer']} ({unmet_rows[0]['short_t']:,.0f} t of {unmet_rows[0]['node']})." if unmet_rows else ".")
                + f" {len(dl.get('buyers_not_planned', []))} buyers publish no volume and are not planned."
@@ -205,7 +215,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         "what_would_change": changes,
         "tables": {"priorities": pri_rows, "financing": fin_rows, "unspent_budgets": [{"budget": k, "why": v} for k, v in unspent.items()],
                    "stocks": stock_rows, "deliveries": del_rows, "unmet_needs": unmet_rows},
-        "units": {"expected_loss_usd_per_year": "USD/yr, consumer loss of the participants (BLOC)", "face_amount_usd": "USD committed",
+        "units": {"expected_loss_usd_per_year": "USD/yr, consumer loss of the participants (BLOC)", "face_amount_usd": "USD, face amount recommended",
                   "budget_cost_usd": "USD, credit-reform cost (negative: fees exceed expected losses)", "stock_t": "t on the node's basis",
                   "tonnes": "t on the node's basis, never added across nodes"},
     }

@@ -16,7 +16,7 @@ NAMED: dict[str, tuple[str, str]] = {
     "commodity_id": ("Commodity", "text"), "stage": ("Stage", "text"), "node": ("Node", "text"), "participant": ("Participant", "text"),
     "top_country": ("Top country", "text"), "chokepoint_stage": ("Chokepoint stage", "text"), "category": ("Category", "text"),
     "import_reliance": ("Import reliance", "pct"), "share_met": ("Share met", "pct"), "months_to_output": ("Months to first output", "int"),
-    "days_of_consumption": ("Days of consumption", "int"), "completion_probability": ("Completion probability", "pct"),
+    "days_of_consumption": ("Days of consumption", "int"), "days_of_net_imports": ("Days of net imports", "int"), "completion_probability": ("Completion probability", "pct"),
     "probability_of_shortfall": ("Probability of a shortfall", "pct"), "observed_ratio": ("Observed price ratio", "ratio"),
     "simulated_ratio": ("Simulated price ratio", "ratio"), "within_2x": ("Within 2x", "text"), "direction_right": ("Direction right", "text"),
     "horizon_months": ("Horizon, months", "int"), "critical_fractile": ("Critical fractile", "pct"),

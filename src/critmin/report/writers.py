@@ -83,7 +83,8 @@ SUMMARY_TABLES = (
       ("avoided_usd_per_year", "Expected loss avoided, USD/yr", "usd")]),
     ("stocks", "Stocks by participant (capped by the study's policy)",
      [("participant", "Participant", "text"), ("node", "Material (node)", "text"), ("stock_t", "Stock, t", "t"), ("stock_usd", "Cost, USD", "usd"),
-      ("days_of_consumption", "Days of consumption", "days"), ("current_holding", "Held today (sourced)", "text")]),
+      ("days_of_consumption", "Days of consumption", "days"), ("days_of_net_imports", "Days of net imports", "days"),
+      ("current_holding", "Held today (sourced)", "text")]),
     ("deliveries", "Deliveries in the window by receiving country",
      [("receiving_country", "Receiving country", "text"), ("node", "Material (node)", "text"), ("tonnes", "Tonnes", "t")]),
     ("unmet_needs", "Buyers left short",
@@ -344,8 +345,10 @@ def html_plan(plan: dict[str, Any], atlas: Any) -> str:
 <h2>3. Scenario risks</h2>{_table(t['scenarios'], ['rank', 'commodity', 'expected_loss_usd', 'var95_usd', 'cvar95_usd', 'category', 'top_scenarios'])}
 <h2>4. Recommended portfolio</h2><p>Expected loss avoided {pf['expected_avoided_usd']:,.0f} USD per year of exposure (greedy baseline {pf['greedy_expected_avoided_usd']:,.0f}).</p>
 {_table(t['portfolio'], ['project_id', 'name', 'instrument', 'agency', 'node', 'cost_usd', 'added_capacity_t_per_year', 'months_to_output', 'expected_avoided_usd'])}
-<h2>5. Stockpile targets</h2>{_table(t['stockpiles'], ['node', 'participant', 'optimal_stock_t', 'optimal_stock_usd', 'days_of_consumption', 'saving_usd', 'pooling_saving_usd'])}
+<h2>5. Stockpile targets</h2>{_table(t['stockpiles'], ['node', 'participant', 'optimal_stock_t', 'optimal_stock_usd', 'days_of_consumption', 'days_of_net_imports', 'saving_usd', 'pooling_saving_usd'])}
 <h2>6. Delivery plan (six months)</h2>{_table(t['deliveries'], ['buyer_id', 'name', 'node', 'demand_t', 'delivered_t', 'shortfall_t', 'share_met'], 50)}
+<p>Supplying projects: output in the window on their ramp-up from first output (share of nameplate in the first and last month), and how it was read.</p>
+{_table(t['supply'], ['project_id', 'name', 'output_in_window_t', 'delivered_t', 'share_of_nameplate_first_month', 'share_of_nameplate_last_month', 'ramp_basis'], 50)}
 <h2>7. Supplier&ndash;buyer matches</h2>{_table(t['matches'], ['buyer', 'project', 'node', 'score', 'reason'], 50)}
 <h2>Charts</h2>{blocks}
 <h2>Appendix: back-test of the disruption model</h2>{_validation_html(plan)}
@@ -576,12 +579,16 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
                     width=95)
         st = t["stockpiles"]
         table_pages(pdf, "5. Stockpile targets", st.sort_values("optimal_stock_usd", ascending=False) if len(st) else st,
-                    ["participant", "node", "optimal_stock_t", "optimal_stock_usd", "days_of_consumption", "saving_usd", "pooling_saving_usd"], n=80,
+                    ["participant", "node", "optimal_stock_t", "optimal_stock_usd", "days_of_consumption", "days_of_net_imports", "saving_usd",
+                     "pooling_saving_usd"], n=80,
                     notes=[f"Stockable stages {', '.join(plan['stockpiles']['metadata'].get('stockable_stages', []))}; cap "
-                           f"{plan['stockpiles']['metadata'].get('max_days')} days of consumption; candidates from each participant's "
+                           f"{plan['stockpiles']['metadata'].get('max_days')} days of net imports; candidates from each participant's "
                            "critical-mineral list. Saving = expected shortage cost avoided minus holding cost, per year."])
         table_pages(pdf, "6. Deliveries by buyer", t["deliveries"], ["buyer_id", "name", "node", "demand_t", "delivered_t", "shortfall_t", "share_met"],
                     n=60, width=60)
+        table_pages(pdf, "6. Supplying projects: output in the window on their ramp-up", t["supply"],
+                    ["project_id", "name", "output_in_window_t", "delivered_t", "share_of_nameplate_first_month", "share_of_nameplate_last_month",
+                     "ramp_basis"], n=60, width=60)
         table_pages(pdf, "6. Supplier-buyer matches", t["matches"], ["buyer", "project", "node", "score", "reason"], n=60, width=70)
         val = plan.get("validation", {})
         if val:

@@ -19,16 +19,11 @@ import pandas as pd
 from critmin.atlas.lists import on_list
 from critmin.inputs import make_options
 from critmin.simulate.nodes import PARTICIPANTS
+from critmin.simulate.ore import plant_intake_t, unusable_ore_reason
 from critmin.stockpile.policy import STOCKABLE_STAGES, StockpileOptions
 from critmin.stockpile.sizing import expected_cost, newsvendor, pool, stock_lp
 
 DAYS_RULES = (60, 90, 180)
-#: a participant missing from the producers of a node counts as producing nothing there only when the listed
-#: producers cover at least this share of world output (IEA and USGS tables list the main countries and leave
-#: the rest as "other"; Japan's nickel refining, about 3 % of the world's, hides in IEA's 18 % remainder, while
-#: IEA's cobalt refiners cover 90.6 % and the USGS salient table for cobalt has mine and secondary output but no
-#: U.S. refinery line). Plausible range 0.85-0.95.
-ABSENCE_COVERAGE = 0.9
 
 
 def _data(name: str) -> Path:
@@ -132,64 +127,6 @@ def net_exporter_at(node: Any, participant: str) -> bool:
     return nir is not None and bool(np.isfinite(nir)) and nir <= 0.0
 
 
-def ore_links(sim: Any, node: Any) -> list[tuple[int, float, float]] | None:
-    """The chain links of an ore or concentrate node that carry most of its use, or None when the ore rules do not
-    apply: refined forms are traded and tolled (and national stockpiles hold them for plants being built), and a
-    mine node whose known use shares sum to under half mostly feeds what the chain does not model (titanium
-    concentrate goes to pigment; magnesite's use is not linked)."""
-    if node.stage != "mine":
-        return None
-    links = sim.chain.links[sim.nodes.index[node.key]]
-    return links if sum(u for _, u, _ in links if np.isfinite(u)) >= 0.5 else None
-
-
-def unusable_stock_reason(sim: Any, node: Any, participant: str) -> str | None:
-    """Why a participant could not use a stock held at ``node``, or None when it could.
-
-    Ore and concentrate (the mine stage) are usable only where the participant can process them: when the
-    node's chain links carry most of its use (known use share at least 0.5) to next stages, the participant must
-    have output at one of them (a plant the stock can feed). Other stages, and mine nodes whose use the chain
-    does not carry, are usable. Japan has no lithium refinery, so a stock of lithium concentrate would sit where no Japanese plant
-    can use it; it has cobalt refining (Sumitomo Metal Mining), so a cobalt intermediate stock can be used.
-    Review 5 found Japanese spodumene and U.S. cobalt and tin concentrate stocks chosen before this rule.
-    """
-    links = ore_links(sim, node)
-    if links is None:
-        return None
-    nxt = [sim.nodes.nodes[v] for v, _, _ in links]
-    if any(n.shares.get(participant, 0.0) > 0.0 for n in nxt):
-        return None
-    # absence from a table that lists only the main producers is no evidence: the rule needs the listed
-    # countries to cover at least ABSENCE_COVERAGE of the next stage's output
-    covered = min(sum(n.shares.values()) for n in nxt)
-    if covered < ABSENCE_COVERAGE:
-        return None
-    names = ", ".join(sorted({n.key for n in nxt}))
-    return (f"no {participant} output at the next stage ({names}, whose listed producers cover {covered:.0%} of world "
-            "output): no plant of its own could use a stock in this form")
-
-
-def plant_intake_t(sim: Any, node: Any, participant: str) -> float | None:
-    """Tonnes a year of ``node`` the participant's own plants can take in, or None when not bounded here.
-
-    For ore and concentrate whose chain links carry most of their use (as :func:`unusable_stock_reason`): the
-    participant's output at the linked next stages, ``Σ_v s_jv Q0_v c_uv`` (share of world output times world
-    output times the tonnes of input per tonne of output). Japan's cobalt: Sumitomo Metal Mining's refining, 2.3 %
-    of world refined output, takes about 5,700 t of intermediate a year; a stock sized on Japan's refined
-    consumption (16,385 t) held 17 months of that plant's feed (review 6).
-    """
-    links = ore_links(sim, node)
-    if links is None:
-        return None
-    total = 0.0
-    for v, _, c_uv in links:
-        nxt = sim.nodes.nodes[v]
-        if not (np.isfinite(nxt.q0_t) and np.isfinite(c_uv)):
-            return None
-        total += nxt.shares.get(participant, 0.0) * nxt.q0_t * c_uv
-    return total if total > 0 else None
-
-
 def one_stage_per_consumption(sim: Any, node_draws: dict[str, np.ndarray], members: list[str], stages: tuple[str, ...]) -> dict[tuple[str, str], str]:
     """Nodes not to stock because the same consumption figure is stocked at another stage of the commodity
     (stages where the participant is a net exporter are not candidates: they are never stocked).
@@ -209,7 +146,7 @@ def one_stage_per_consumption(sim: Any, node_draws: dict[str, np.ndarray], membe
             continue
         for j in members:
             basis = node.demand_basis.get(j, "")
-            if not basis or basis.startswith("proxy") or net_exporter_at(node, j) or unusable_stock_reason(sim, node, j):
+            if not basis or basis.startswith("proxy") or net_exporter_at(node, j) or unusable_ore_reason(sim, node, j):
                 continue
             k = PARTICIPANTS.index(j)
             need = sim.value_per_t_supplied(node_draws, key, k) * float(nd[3 + k].mean())
@@ -232,7 +169,8 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
     Policy: ``commodities`` maps each participant to the commodities it may stock (its critical-mineral list,
     derived nodes through their listed parent; ``None``: the bundled lists, ``critmin.atlas.lists``); ``stages`` the stockable stages (default
     :data:`STOCKABLE_STAGES`); ``max_days`` caps every stock at that many days of the participant's consumption,
-    ``S <= max_days / 365 * d_j Q0``. The same caps bind the budgeted programme."""
+    ``S <= max_days / 365 * NIR_j d_j Q0`` (days of net imports: the participant's own output keeps flowing; NIR 1
+    where unknown). The same caps bind the budgeted programme."""
     # every option checked before any work (one model for the library, the CLI, the study file and the web)
     make_options(StockpileOptions, perspective=perspective, budget_usd=budget, pooled=pooled, draws=draws, seed=seed, max_days=max_days,
                  stages=list(stages) if stages is not None else list(STOCKABLE_STAGES), sourced_demand_only=sourced_demand_only)
@@ -282,7 +220,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 # rationing of a world market its producers serve first, and a public stock would hold what they make
                 net_exporter.append({"participant": j, "node": key, "reason": "net import reliance 0: its own output covers its use"})
                 continue
-            unusable = unusable_stock_reason(sim, node, j)
+            unusable = unusable_ore_reason(sim, node, j)
             if unusable:
                 wrong_form.append({"participant": j, "node": key, "reason": unusable})
                 continue
@@ -302,7 +240,12 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             s_opt, cost_opt = newsvendor(short, w, hold, c)
             cost0 = float(expected_cost(0.0, short, w, hold, c))
             annual_use = node.demand_share[j] * node.q0_t
-            cap_t = max_days / 365.0 * annual_use if max_days is not None else np.inf
+            # the policy caps a stock at days of what the participant imports: its own output keeps flowing when
+            # imports stop (review 8: Japan's magnet stock held 2.5 years of its imports, a sixth of its use)
+            nir = node.nir.get(j, np.nan)
+            nir = float(nir) if nir is not None and np.isfinite(nir) else 1.0
+            annual_imports = nir * annual_use
+            cap_t = max_days / 365.0 * annual_imports if max_days is not None else np.inf
             # an ore stock feeds the participant's own plants: no more than they can take in the same days
             plant = plant_intake_t(sim, node, j)
             cap_plant = (max_days if max_days is not None else 365.0) / 365.0 * plant if plant is not None else np.inf
@@ -312,27 +255,30 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 cost_opt = float(expected_cost(s_opt, short, w, hold, c))
             rules = {}
             for days in sp.days_rules:
-                s_rule = min(days / 365.0 * annual_use, cap_plant)  # a rule, too, holds no more ore than the plants take
+                # a rule, too, holds no more ore than the plants take, and no more than the policy's days of net imports
+                s_rule = min(days / 365.0 * annual_use, cap_plant, cap_t)
                 rules[f"{days}_days"] = {"stock_t": s_rule, "expected_cost_usd": float(expected_cost(s_rule, short, w, hold, c))}
             rows.append({
                 "node": key, "commodity": node.commodity, "stage": node.stage, "participant": j,
                 "shortage_cost_usd_per_t": c, "holding_cost_usd_per_t_year": hold, "critical_fractile": max(0.0, 1.0 - hold / c) if c > 0 else 0.0,
                 "probability_of_shortfall": min(max(float(w @ (short > 0)), 0.0), 1.0), "expected_shortfall_t": float(w @ short),
                 "optimal_stock_t": s_opt, "optimal_stock_usd": s_opt * p0, "days_of_consumption": 365.0 * s_opt / annual_use if annual_use > 0 else np.nan,
+                "days_of_net_imports": 365.0 * s_opt / annual_imports if annual_imports > 0 else np.nan, "net_import_reliance": nir,
                 "expected_cost_without_stock_usd": cost0, "expected_cost_with_stock_usd": cost_opt, "saving_usd": cost0 - cost_opt,
                 "rules": rules,
                 **_against_holdings(holdings, j, node.commodity, s_opt),
                 "release_rule": {"holdings_t": s_opt, "max_release_t_per_month": s_opt / max(typical_months, 1.0), "price_cap": 1.0},
                 "shortfall_draws": int((short > 0).sum()),
                 "flags": [f for f in node.flags if ("proxy" in f or "low-tier" in f) and flag_concerns(f, j)]
-                + ([f"capped at the policy's {max_days:g} days of consumption"] if capped and cap_t <= cap_plant else [])
+                + ([f"capped at the policy's {max_days:g} days of " + ("consumption" if nir >= 1.0 else f"net imports ({nir:.0%} of consumption)")]
+                   if capped and cap_t <= cap_plant else [])
                 + ([f"capped at what {j}'s own plants take in {max_days if max_days is not None else 365:g} days ({plant:,.0f} t a year)"]
                    if capped and cap_plant < cap_t else [])
                 + ([f"decided by {int((short > 0).sum())} of {draws} draws with a shortfall: rerun with more draws before buying"]
                    if 0 < (short > 0).sum() < FEW_DRAWS and s_opt > 0 else []),
             })
             lp_inputs[j].append((key, short, hold, c, p0, min(cap_t, cap_plant)))
-            separate[j] = (s_opt, cost_opt, annual_use)
+            separate[j] = (s_opt, cost_opt, annual_imports)
         if pooled and len(per_member) > 1:
             hold = p0 * (float(np.mean([sp.capital_rate.get(j, sp.capital_rate["USA"]) for j in per_member])) + sp.storage(node.commodity))
             c = c_pool
@@ -340,7 +286,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             pool_flags = []
             if max_days is not None:
                 # the policy cap binds every stock compared: each member's separate stock (at most max_days of its
-                # consumption) and the pooled one (at most max_days of their combined consumption), all priced at
+                # net imports) and the pooled one (at most max_days of their combined net imports), all priced at
                 # the pool's shortage cost, so the comparison keeps its property: pooling never costs more
                 caps = {j: max_days / 365.0 * separate[j][2] for j in per_member}
                 sep_t = {j: min(pl.separate_stock_t[j], caps[j]) for j in per_member}
@@ -348,7 +294,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 cap_pool = sum(caps.values())
                 ps = min(pl.pooled_stock_t, cap_pool)
                 if ps < pl.pooled_stock_t:
-                    pool_flags.append(f"capped at the policy's {max_days:g} days of consumption")
+                    pool_flags.append(f"capped at the policy's {max_days:g} days of net imports")
                 pc = float(expected_cost(ps, np.sum(list(per_member.values()), axis=0), w, hold, c))
                 z = sum(sep_cost.values())
                 share = {j: (v / z if z > 0 else 1.0 / len(sep_cost)) for j, v in sep_cost.items()}

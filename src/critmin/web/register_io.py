@@ -158,13 +158,14 @@ def offer_first_months(offers: list[dict[str, Any]], as_of: str) -> dict[str, in
 
 def offers_as_projects(offers: list[dict[str, Any]], columns: Iterable[str]) -> pd.DataFrame:
     """Offers as supply rows of the register's shape, for delivery planning and matching: capacity =
-    offered volume, operating when available now, else producing from ``available_from``."""
+    offered volume, operating when available now, else producing from ``available_from``; an offered volume is
+    what the supplier states, so it does not ramp up (``ramp_up_months`` 0)."""
     rows = []
     for o in offers:
         later = bool(o.get("available_from"))
         rows.append({"project_id": o["offer_id"], "name": f"{o['supplier']} (offer)", "sponsor": o["supplier"], "country_iso3": o["country_iso3"],
                      "commodity_id": o["commodity_id"], "stage": o["stage"], "product": o.get("product", ""), "capacity_t": float(o["volume_t_per_year"]),
-                     "status_class": "construction" if later else "operating", "first_output": o.get("available_from", ""),
+                     "status_class": "construction" if later else "operating", "first_output": o.get("available_from", ""), "ramp_up_months": 0,
                      "sources": o.get("source") or "offer in the critmin workspace", "note": o.get("note", "")})
     df = pd.DataFrame(rows)
     return df.reindex(columns=list(columns))

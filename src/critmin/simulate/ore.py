@@ -1,0 +1,76 @@
+"""Ore and concentrate: which participant can use them (a plant at the next stage) and how much its plants take.
+
+Shared by the stock plan (an ore stock must feed a plant the holder has) and the portfolio (a participant's
+simulated shortfall of ore it cannot process is not a need a mine fills for it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+#: a participant missing from the producers of a node counts as producing nothing there only when the listed
+#: producers cover at least this share of world output (IEA and USGS tables list the main countries and leave
+#: the rest as "other"; Japan's nickel refining, about 3 % of the world's, hides in IEA's 18 % remainder, while
+#: IEA's cobalt refiners cover 90.6 % and the USGS salient table for cobalt has mine and secondary output but no
+#: U.S. refinery line). Plausible range 0.85-0.95.
+ABSENCE_COVERAGE = 0.9
+
+
+def ore_links(sim: Any, node: Any) -> list[tuple[int, float, float]] | None:
+    """The chain links of an ore or concentrate node that carry most of its use, or None when the ore rules do not
+    apply: refined forms are traded and tolled (and national stockpiles hold them for plants being built), and a
+    mine node whose known use shares sum to under half mostly feeds what the chain does not model (titanium
+    concentrate goes to pigment; magnesite's use is not linked)."""
+    if node.stage != "mine":
+        return None
+    links = sim.chain.links[sim.nodes.index[node.key]]
+    return links if sum(u for _, u, _ in links if np.isfinite(u)) >= 0.5 else None
+
+
+def unusable_ore_reason(sim: Any, node: Any, participant: str) -> str | None:
+    """Why a participant could not use ore or concentrate of ``node`` (a stock of it, or a mine's added output), or
+    None when it could.
+
+    Ore and concentrate (the mine stage) are usable only where the participant can process them: when the
+    node's chain links carry most of its use (known use share at least 0.5) to next stages, the participant must
+    have output at one of them (a plant the stock can feed). Other stages, and mine nodes whose use the chain
+    does not carry, are usable. Japan has no lithium refinery, so a stock of lithium concentrate would sit where no Japanese plant
+    can use it; it has cobalt refining (Sumitomo Metal Mining), so a cobalt intermediate stock can be used.
+    Review 5 found Japanese spodumene and U.S. cobalt and tin concentrate stocks chosen before this rule.
+    """
+    links = ore_links(sim, node)
+    if links is None:
+        return None
+    nxt = [sim.nodes.nodes[v] for v, _, _ in links]
+    if any(n.shares.get(participant, 0.0) > 0.0 for n in nxt):
+        return None
+    # absence from a table that lists only the main producers is no evidence: the rule needs the listed
+    # countries to cover at least ABSENCE_COVERAGE of the next stage's output
+    covered = min(sum(n.shares.values()) for n in nxt)
+    if covered < ABSENCE_COVERAGE:
+        return None
+    names = ", ".join(sorted({n.key for n in nxt}))
+    return (f"no {participant} output at the next stage ({names}, whose listed producers cover {covered:.0%} of world "
+            "output): no plant of its own takes this form")
+
+
+def plant_intake_t(sim: Any, node: Any, participant: str) -> float | None:
+    """Tonnes a year of ``node`` the participant's own plants can take in, or None when not bounded here.
+
+    For ore and concentrate whose chain links carry most of their use (as :func:`unusable_ore_reason`): the
+    participant's output at the linked next stages, ``Σ_v s_jv Q0_v c_uv`` (share of world output times world
+    output times the tonnes of input per tonne of output). Japan's cobalt: Sumitomo Metal Mining's refining, 2.3 %
+    of world refined output, takes about 5,700 t of intermediate a year; a stock sized on Japan's refined
+    consumption (16,385 t) held 17 months of that plant's feed (review 6).
+    """
+    links = ore_links(sim, node)
+    if links is None:
+        return None
+    total = 0.0
+    for v, _, c_uv in links:
+        nxt = sim.nodes.nodes[v]
+        if not (np.isfinite(nxt.q0_t) and np.isfinite(c_uv)):
+            return None
+        total += nxt.shares.get(participant, 0.0) * nxt.q0_t * c_uv
+    return total if total > 0 else None
