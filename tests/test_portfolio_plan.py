@@ -140,8 +140,9 @@ def test_public_money_already_counted_limits_what_new_money_adds(simulator) -> N
     private = reg.projects.set_index("project_id")["private_finance_usd"].fillna(0.0)
     covered = [p for p, v in counted.items() if v > 0 and capex.get(p, float("nan")) <= v + private.get(p, 0.0)]
     assert covered  # e.g. ReElement: the OSC loan it counts is its whole (estimated) capex
-    # committed private finance counts (review 7): Vulcan's $550M and ATALCO's $300M close their gaps
-    assert {"P015", "P077"} <= set(covered)
+    # committed private finance counts (review 7): Vulcan's $550M and ATALCO's $300M close their gaps; review 8: MP's
+    # July 2025 share offering (proceeds earmarked first for 10X) closes 10X's last $200M
+    assert {"P015", "P077", "P003"} <= set(covered)
     for pid in covered:
         o_ = with_support.options_all
         money = o_[(o_["project_id"] == pid) & (o_["amount_usd"] > 0) & o_["instrument"].isin(CAPEX_INSTRUMENTS)]
@@ -154,10 +155,15 @@ def test_public_money_already_counted_limits_what_new_money_adds(simulator) -> N
         assert r.amount_usd <= capex[r.project_id] - counted.get(r.project_id, 0.0) - private[r.project_id] + 1e-6
     assert without.options_all["amount_usd"].sum() > o["amount_usd"].sum()
     # committed private finance counts too (review 6: MP's 10X was offered USD 850 million of public money although
-    # USD 650 million of its bank facility is earmarked for it): capex 1,250 less DoD equity 400 less 650 = 200
-    assert private["P003"] == 650e6
+    # USD 650 million of its bank facility is earmarked for it; review 8: and USD 200 million of the July 2025
+    # offering's proceeds, the gap left): capex 1,250 less DoD equity 400 less 850 = 0
+    assert private["P003"] == 850e6
     p3 = o[(o["project_id"] == "P003") & o["instrument"].isin(CAPEX_INSTRUMENTS) & (o["amount_usd"] > 0)]
-    assert len(p3) and p3["amount_usd"].max() == pytest.approx(200e6)
+    assert p3.empty
+    # USA Rare Earth's USD 1.5 billion placement finances its Stillwater expansion, whose capex is imputed (P076)
+    assert private["P076"] == 1.5e9
+    p76 = o[(o["project_id"] == "P076") & o["instrument"].isin(CAPEX_INSTRUMENTS) & (o["amount_usd"] > 0)]
+    assert p76.empty
 
 
 def test_a_project_on_a_node_the_simulator_lacks_is_a_data_gap_not_safe(plan):
