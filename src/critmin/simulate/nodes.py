@@ -290,7 +290,9 @@ def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | N
     estimated: dict[tuple[str, str, str], str] = {}
     for r in cons_table[cons_table["stage"].fillna("") != ""].itertuples():
         note = str(r.note or "")
-        m = re.match(r"\s*(ESTIMATE[^.:;(]*|LOWER BOUND|UPPER BOUND)", note)
+        # the flag word may follow a unit statement ("unit as published: t Dy2O3. ESTIMATE ..."): Japan's Dy and Tb
+        # demand carried no flag (review 8)
+        m = re.search(r"\b(ESTIMATE[^.:;(]*|LOWER BOUND|UPPER BOUND)", note)
         if m:
             estimated[(str(r.country_iso3), str(r.commodity_id), str(r.stage))] = m.group(1).strip(" ,").lower()
     nodes: list[Node] = []
