@@ -133,7 +133,10 @@ def _selected_reason(pid: str, chosen: dict[str, str], bp: BuiltProblem, sol: So
         # review 5: three selected magnet projects each said no other project offered capacity at their node
         alt = (f"; every other project at this node with an option was funded too ({', '.join(others)})" if others else
                "; no other project offered capacity at this node")
-    return f"funded with a {chosen[pid]}: {per}{alt}"
+    # review 8: with the ramp inside the planning horizon, a default lead time decides much of an option's value
+    lead = next((a for a in bp.assumptions.get(pid, []) if a.startswith("no first-output date") or "treated as unknown" in a), None)
+    timing = f"; its first output is not dated ({lead}), so its value rests on that default" if lead else ""
+    return f"funded with a {chosen[pid]}: {per}{alt}{timing}"
 
 
 def _reasons(bp: BuiltProblem, sol: Solution, deadline: float | None, names: dict[str, str], statuses: dict[str, str],
