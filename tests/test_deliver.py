@@ -323,3 +323,19 @@ def test_aggregate_buyers_are_the_consumption_the_simulator_uses(simulator):
     assert serve_conflict(magnet_oxides, la_ce, "separated rare earth oxides for permanent magnets", la_ce["name"]) is not None
     assert serve_conflict(magnet_oxides, other, "separated rare earth oxides for permanent magnets", other["name"]) is None
     assert serve_conflict({"commodity_id": "dysprosium", "stage": "refine"}, rest, "dysprosium oxide", rest["name"]) is not None
+
+
+def test_a_producing_plant_is_matched_on_what_it_reports_making(atlas):
+    """Review 8: Vidalia, making test material only, 'covered 100 %' of Tesla's need in the matches, at nameplate."""
+    from critmin.deliver.match import match
+
+    projects, buyers = _frames()
+    projects.loc[projects["project_id"] == "A", "output_t"] = 20.0  # of 100 t a year of capacity
+    r = match(atlas, projects, buyers)
+    n1a = next(c for c in r["candidates"] if (c["buyer_id"], c["project_id"]) == ("N1", "A"))
+    assert n1a["offer_t_per_year"] == 20.0 and "covers 20% of the need at its reported output (20 t a year)" in n1a["reason"]
+    # a project not yet producing offers its capacity
+    projects.loc[projects["project_id"] == "A", ["status_class", "first_output"]] = ["construction", "2027-01"]
+    r = match(atlas, projects, buyers, as_of="2026-12")
+    n1a = next(c for c in r["candidates"] if (c["buyer_id"], c["project_id"]) == ("N1", "A"))
+    assert n1a["offer_t_per_year"] == 100.0 and "reported output" not in n1a["reason"]

@@ -98,6 +98,12 @@ def match(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, as_of: str
         # the delivery plan's rule for when output starts (operating and commissioning now)
         avail: int | None = 0 if status in ("operating", "commissioning") else int(round(months_before_output(o, status, as_of, ip, [])))
         offer_text = f"{o.get('product') or ''} {o['name']}"
+        # a producing plant offers what it reports making, not its nameplate (review 8: Vidalia, making test material
+        # only, "covered 100 %" of Tesla's need); other projects offer their capacity
+        reported = o.get("output_t")
+        producing = avail == 0 and reported is not None and not pd.isna(reported)
+        offer_t = min(float(o["capacity_t"]), float(reported)) if producing else float(o["capacity_t"])
+        offer_basis = f" at its reported output ({offer_t:,.0f} t a year)" if producing else ""
         for n in needs.to_dict("records"):
             if not node_serves(o["commodity_id"], o["stage"], n["commodity_id"], n["stage"]):
                 continue
@@ -114,7 +120,7 @@ def match(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, as_of: str
                 refused.append({"project_id": o["project_id"], "buyer_id": n["buyer_id"], "reason": conflict})
                 continue
             need_start = month_offset(as_of, n.get("start")) or 0
-            vol = min(float(o["capacity_t"]), float(n["demand_t_per_year"])) / float(n["demand_t_per_year"])
+            vol = min(offer_t, float(n["demand_t_per_year"])) / float(n["demand_t_per_year"])
             if avail is None:
                 timing, t_txt = 0.0, "no first-output date"
             else:
@@ -133,11 +139,11 @@ def match(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, as_of: str
                       if need_tags[fam] & offer_tags.get(fam, set())]
             pairs.append({
                 "project_id": o["project_id"], "project": o["name"], "buyer_id": n["buyer_id"], "buyer": n["name"],
-                "node": f"{o['commodity_id']}/{o['stage']}", "offer_t_per_year": float(o["capacity_t"]), "need_t_per_year": float(n["demand_t_per_year"]),
+                "node": f"{o['commodity_id']}/{o['stage']}", "offer_t_per_year": offer_t, "need_t_per_year": float(n["demand_t_per_year"]),
                 "score": round(score, 6),
                 "reason": ((f"same node {o['commodity_id']}/{o['stage']}" if o["commodity_id"] == n["commodity_id"] else
                             f"element node {o['commodity_id']}/{o['stage']} fills the buyer's {n['commodity_id']}/{n['stage']} (same stage, REO basis)")
-                           + f"; covers {vol:.0%} of the need; {t_txt}; "
+                           + f"; covers {vol:.0%} of the need{offer_basis}; {t_txt}; "
                            + (f"form matches ({'; '.join(stated)}); " if stated else "")
                            + ("under the buyer's contract; " if contract else "")
                            + f"specification overlap {spec:.2f}" + (f" ({shared})" if shared else "") + f"; origin {o['country_iso3']} admitted by rule '{n['origin_rule']}'"),
