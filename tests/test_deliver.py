@@ -121,14 +121,16 @@ def test_new_plants_deliver_on_their_ramp_up_not_at_nameplate(atlas):
     r = delivery_plan(atlas, projects, buyers, months=6, as_of="2026-12")
     p = {x["project_id"]: x for x in r["projects"]}
     assert p["B"]["capacity_t"] == pytest.approx(0.42 * 25.0) and "42% of nameplate, the median" in p["B"]["ramp_basis"]
-    # a reported output wins over the ramp: held flat at its run-rate (20 of 50 t a year), capped by capacity
+    # a reported output wins over the ramp: held flat at its run-rate (20 of 50 t a year)
     projects.loc[projects["project_id"] == "B", ["first_output", "output_t", "output_period"]] = ["2026-09", 20.0, "2026-09"]
     r = delivery_plan(atlas, projects, buyers, months=6, as_of="2026-12")
     p = {x["project_id"]: x for x in r["projects"]}
     assert p["B"]["capacity_t"] == pytest.approx(20.0 / 2) and p["B"]["ramp_basis"].startswith("reported output 20 t a year")
+    # a report above the register's capacity (a capacity read off one early quarter) supersedes it (review 9)
     projects.loc[projects["project_id"] == "B", "output_t"] = 80.0
     r = delivery_plan(atlas, projects, buyers, months=6, as_of="2026-12")
-    assert {x["project_id"]: x for x in r["projects"]}["B"]["capacity_t"] == pytest.approx(25.0)
+    b = {x["project_id"]: x for x in r["projects"]}["B"]
+    assert b["capacity_t"] == pytest.approx(40.0) and "the report supersedes" in b["ramp_basis"]
 
 
 def test_bundled_buyers_and_cli(atlas):

@@ -102,7 +102,7 @@ def match(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, as_of: str
         # only, "covered 100 %" of Tesla's need); other projects offer their capacity
         reported = o.get("output_t")
         producing = avail == 0 and reported is not None and not pd.isna(reported)
-        offer_t = min(float(o["capacity_t"]), float(reported)) if producing else float(o["capacity_t"])
+        offer_t = float(reported) if producing else float(o["capacity_t"])
         offer_basis = f" at its reported output ({offer_t:,.0f} t a year)" if producing else ""
         for n in needs.to_dict("records"):
             if not node_serves(o["commodity_id"], o["stage"], n["commodity_id"], n["stage"]):

@@ -6,7 +6,7 @@ class's typical delay) has passed; a project chosen by the portfolio may be give
 Monthly output is ``capacity_t / 12 · r(m)``, ramping up from first output (``r(m) = min(1, m / (12 Y))``, m the
 month of output, Y the years to design: :func:`critmin.portfolio.finance.ramp_share`, fitted on plants' quarterly
 output; a plant producing now counts the months since its dated first output; one without a date is at nameplate;
-a producing plant whose output is reported, ``output_t``, is held at that run-rate, capped by capacity; one with
+a producing plant whose output is reported, ``output_t``, is held at that run-rate (even above a stale capacity); one with
 neither a date nor a reported output at ``utilisation_without_reported_output`` of nameplate). Demand: buyers with a published or computed annual demand (/ 12 per month)
 within their start/end window. Eligibility: the node and form rule of ``critmin.deliver.forms`` (same node, or an
 element node for its aggregate's buyer; forms that agree); the buyer's origin rule; a buyer with a contract
@@ -87,12 +87,14 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
             # a producing plant with a reported output is held at that run-rate (capped by capacity), not at its
             # ramp: the evidence of what it makes (review 8: Lynas' LAMP planned at 10,500 t of NdPr against 6,814 t
             # reported; Vidalia at 78-89 % of nameplate while it made test material only)
-            rate = min(float(reported) / float(p["capacity_t"]), 1.0)
+            # a reported output above the register's capacity (a capacity read off one early quarter, Lynas' Dy/Tb
+            # circuit: 30 t against 58 t reported) is evidence the plant makes it: the report wins (review 9)
+            rate = float(reported) / float(p["capacity_t"])
             share = np.full(months, rate)
             age = month_offset(str(p.get("output_period") or ""), as_of) if p.get("output_period") else None
             basis = (f"reported output {float(reported):,.0f} t a year"
                      + (f" (period to {p.get('output_period')}, {age} months before the plan)" if age is not None else "")
-                     + f" held flat: {rate:.0%} of nameplate")
+                     + f" held flat: {rate:.0%} of nameplate" + (" (above the register's capacity, which the report supersedes)" if rate > 1 else ""))
         cap_rows.append(p["capacity_t"] / 12.0 * share)
         pids.append(str(p["project_id"]))
         ramps[str(p["project_id"])] = {"share_first_month": float(share[min(start, months - 1)]), "share_last_month": float(share[-1]), "basis": basis}

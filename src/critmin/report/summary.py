@@ -38,6 +38,10 @@ def usd(v: float) -> str:
     return f"{sign}${a:,.0f}"
 
 
+#: A top commodity's loss resting at least this share on proxies, estimates or assumptions is named in the caveats.
+PROXY_SHARE_STATED = 0.25
+
+
 def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top: int = 10) -> dict[str, Any]:
     """Sentences and tables of the executive answer (see module docstring)."""
     pm = {r["commodity"]: r for r in plan.get("priority_minerals", [])}
@@ -73,12 +77,17 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
              + " were available")
     free = int((sel["amount_usd"].fillna(0.0) <= 0).sum()) if len(sel) else 0
     # a recommendation, not a commitment (review 8); permitting facilitation has no face amount and is counted apart
+    total_loss = float(sum(float(r.get("avoidable_loss_usd") or 0.0) for r in pf.get("risk_reduction", [])))
     s_fin = (f"Recommended: support for {len(sel)} projects"
              + (f" ({len(sel) - free} with money, {free} by permitting facilitation at no budget cost)" if free else "")
              + f", {usd(float(sel['amount_usd'].sum()) if len(sel) else 0.0)} of face amount, "
              f"with an expected cost to governments of {usd(float(sel['budget_cost_usd'].sum()) if len(sel) else 0.0)} (credit-reform cost: "
              "subsidy cost of loans and guarantees, expected loss of equity, grants in full), "
-             f"for {usd(float(pf['expected_avoided_usd']))} a year of expected loss avoided; {avail}.")
+             f"for {usd(float(pf['expected_avoided_usd']))} a year of expected loss avoided"
+             # review 9: the figure without its denominator read as large
+             + (f" ({float(pf['expected_avoided_usd']) / total_loss:.1%} of the bloc's {usd(total_loss)} a year of expected consumer loss in "
+                "the scenario sample; most of that loss sits where no registered project adds supply within the horizon)" if total_loss > 0 else "")
+             + f"; {avail}.")
     unspent = pf.get("unspent", {})
     if unspent:
         s_fin += f" {len(unspent)} budgets stay mostly unspent; the binding reason is given for each."
@@ -101,10 +110,13 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
             to_buy += float(r["optimal_stock_usd"]) * (float(t) / float(r["optimal_stock_t"]) if t is not None and pd.notna(t) else 1.0)
             if 0 < (r.get("shortfall_draws") or 0) < FEW_DRAWS:
                 few.append(float(r["optimal_stock_usd"]))
-    by_j = {j: sum(x["stock_usd"] for x in stock_rows if x["participant"] == j) for j in ("USA", "JPN")}
+                stock_rows[-1]["few_draws"] = True
+    # review 9: a recommendation does not total what it tells the reader not to buy yet
+    firm = [x for x in stock_rows if not x.get("few_draws")]
+    by_j = {j: sum(x["stock_usd"] for x in firm if x["participant"] == j) for j in ("USA", "JPN")}
     md = plan["stockpiles"]["metadata"]
-    s_stock = (f"Stock {sum(1 for x in stock_rows if x['participant'] == 'USA')} nodes (material and stage) for the United States ({usd(by_j['USA'])}) and "
-               f"{sum(1 for x in stock_rows if x['participant'] == 'JPN')} for Japan ({usd(by_j['JPN'])}), from each participant's critical-mineral "
+    s_stock = (f"Stock {sum(1 for x in firm if x['participant'] == 'USA')} nodes (material and stage) for the United States ({usd(by_j['USA'])}) and "
+               f"{sum(1 for x in firm if x['participant'] == 'JPN')} for Japan ({usd(by_j['JPN'])}), from each participant's critical-mineral "
                f"list, stockable stages {', '.join(md.get('stockable_stages', []))}"
                + (f", at most {md['max_days']:g} days of net imports each." if md.get("max_days") else ".")
                + f" Today's government holdings are published for {sum(1 for x in stock_rows if x['current_holding'] != 'not published')} of "
@@ -121,7 +133,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                   "them (" + "; ".join(f"{x['participant']} {x['node']}" for x in md["not_stocked_unusable_form"]) + ")."
                   if md.get("not_stocked_unusable_form") else ""))
     if few:
-        s_stock += (f" {len(few)} of the stocks ({usd(sum(few))}) rest on fewer than {FEW_DRAWS} simulated "
+        s_stock += (f" A further {len(few)} stocks ({usd(sum(few))}, not in the totals above) rest on fewer than {FEW_DRAWS} simulated "
                     "years with a shortfall; rerun with more draws before buying them.")
 
     dl = plan["deliveries"]
@@ -206,9 +218,13 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                 f"control ({', '.join(x['scenario'] for x in susp)}) counted at probability {float(susp[0]['probability']):g} (an assumption): "
                 f"{usd(float(r['expected_loss_usd']) - part)} a year if it has lapsed, {usd(float(r['expected_loss_usd']) + back)} if it "
                 "is back in force. Check its status before acting on this rank.")
-    flagged = [r["name"] for r in plan["scenarios"][:top] if any("proxy" in f or "estimate" in f for f in r.get("flags", []))]
+    # review 9: the caveat named commodities by a word in their flags (rare earths, 0.05 % of its loss on proxies) and
+    # missed those whose loss rests mostly on them (battery cathode, 100 %); the risk rows carry the share
+    flagged = [(r["name"], float(r.get("proxy_share_of_loss") or 0.0)) for r in plan["scenarios"][:top]
+               if float(r.get("proxy_share_of_loss") or 0.0) >= PROXY_SHARE_STATED]
     if flagged:
-        changes.append(f"Figures for {', '.join(flagged)} rest on flagged proxies or estimates; sourced figures could move their rank.")
+        changes.append("Figures for " + ", ".join(f"{n} ({s:.0%} of its loss)" for n, s in flagged)
+                       + " rest on flagged proxies, estimates or assumptions (proxy_share_of_loss); sourced figures could move their rank.")
     return {
         "as_of": plan["metadata"].get("as_of"),
         "sentences": {"priorities": s_pri, "financing": s_fin, "stocks": s_stock, "deliveries": s_del, "unmet_needs": s_unmet},
