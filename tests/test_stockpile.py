@@ -272,3 +272,16 @@ def test_a_stock_decided_by_a_few_draws_says_so(bloc_plan):
         flagged = any("rerun with more draws" in f for f in r["flags"])
         assert flagged == (0 < r["shortfall_draws"] < FEW_DRAWS and r["optimal_stock_t"] > 0), r["node"]
         assert r["shortfall_draws"] == round(r["probability_of_shortfall"] * 60)
+
+
+def test_element_concentrate_is_ore_a_participant_without_separation_cannot_use(simulator):
+    """Review 9: Japan's NdPr need was stocked as NdPr in concentrate (10.5 t), although Japan has no separation plant:
+    the element mine nodes had no chain coefficients, so the ore rules did not see them."""
+    from critmin.simulate.ore import ore_links, unusable_ore_reason
+
+    for element in ("ndpr", "dysprosium", "terbium", "yttrium"):
+        node = simulator.nodes.get(element, "mine")
+        assert ore_links(simulator, node), element
+        assert unusable_ore_reason(simulator, node, "JPN"), element
+    # the U.S. separates NdPr (1.2 % of world output): its concentrate is usable
+    assert unusable_ore_reason(simulator, simulator.nodes.get("ndpr", "mine"), "USA") is None
