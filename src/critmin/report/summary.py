@@ -86,7 +86,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
              f"for {usd(float(pf['expected_avoided_usd']))} a year of expected loss avoided"
              # review 9: the figure without its denominator read as large
              + (f" ({float(pf['expected_avoided_usd']) / total_loss:.1%} of the bloc's {usd(total_loss)} a year of expected consumer loss in "
-                "the scenario sample; most of that loss sits where no registered project adds supply within the horizon)" if total_loss > 0 else "")
+                "the scenario sample)" if total_loss > 0 else "")
              + f"; {avail}.")
     unspent = pf.get("unspent", {})
     if unspent:
