@@ -405,7 +405,7 @@ def test_cli_list(regdir: Path) -> None:
     res = runner.invoke(projects_app, ["list", "--country", "AUS", "--status", "operating", "--format", "csv", "--register", str(regdir)])
     assert res.exit_code == 0
     ids = [r["project_id"] for r in csv.DictReader(io.StringIO(res.stdout))]
-    assert ids == ["P004"]
+    assert ids == ["P004", "P068"]  # Mt Carbine: its expansion is producing (review 9)
     res = runner.invoke(projects_app, ["list"])
     assert res.exit_code == 0 and "71 projects" in res.stdout
     res = runner.invoke(projects_app, ["list", "--status", "someday"])
