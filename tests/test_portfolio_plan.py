@@ -213,3 +213,11 @@ def test_a_mine_is_not_credited_with_ore_no_participant_can_process_nor_with_pro
     # a node where both participants' demand is sourced and no ore rule applies keeps the bloc's whole shortfall
     k = next(n for n in s.node_names if n not in s.metadata["proxy_demand_not_counted"] and n not in s.metadata["ore_not_usable"])
     assert s.shortfall[s.node_names.index(k)].sum() == pytest.approx(s2.shortfall[s2.node_names.index(k)].sum())
+
+
+def test_a_project_treated_as_financed_shows_a_status_that_says_otherwise(plan):
+    """Review 9: Kellyton was 'finance already in place (status construction)' while its published status reads
+    'financing in progress'; the rule is the status class's assumption and the reason now says so and quotes it."""
+    reasons = {p["project_id"]: p["reason"] for p in plan["projects"]}
+    r = reasons["P045"]
+    assert "treated as financed because its status class is construction" in r and "financing in progress" in r

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -68,14 +69,18 @@ def _tonnes(t: float) -> str:
     return f"{t:,.0f}" if abs(t) >= 10 else f"{t:.2g}"
 
 
-def _no_capacity_reason(status: str, mine: pd.DataFrame, horizon: float) -> str:
+def _no_capacity_reason(status: str, mine: pd.DataFrame, horizon: float, status_text: str = "") -> str:
     """Why no instrument adds expected capacity to a project (docs/portfolio.md section 4: additionality)."""
     first = float(mine["months_to_output"].min())
     if status == "operating":
         return "already producing: support would add no capacity (additionality)"
     if status in ("commissioning", "construction"):
-        return (f"finance already in place (status {status}): first output in about {first:.0f} months with or without support, "
-                "so no instrument adds capacity")
+        # review 9: Kellyton read "finance already in place" while its own status says financing is in progress: the rule
+        # is an assumption of the status class, and the published status is shown beside it when it says otherwise
+        caveat = (f"; its published status reads '{status_text}', so check whether its finance is complete"
+                  if re.search(r"financ|fund", status_text, re.IGNORECASE) else "")
+        return (f"treated as financed because its status class is {status} (an assumption of the class): first output in about "
+                f"{first:.0f} months with or without support, so no instrument adds capacity{caveat}")
     if not np.isfinite(mine["viability_gap_usd"].astype(float)).any():
         return (f"data gap: no capex in the register, so the viability gap is unknown and no instrument is credited with raising its "
                 f"completion (status {status}, first output in about {first:.0f} months)")
@@ -140,7 +145,8 @@ def _selected_reason(pid: str, chosen: dict[str, str], bp: BuiltProblem, sol: So
 
 
 def _reasons(bp: BuiltProblem, sol: Solution, deadline: float | None, names: dict[str, str], statuses: dict[str, str],
-             horizon: float) -> list[dict[str, Any]]:
+             horizon: float, status_texts: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    status_texts = status_texts or {}
     chosen = dict(zip(sol.selected["project_id"], sol.selected["instrument"] + " from " + sol.selected["agency"], strict=True))
     opts = bp.options_all
     # each project's options, grouped once (a filter per project was quadratic in the register's size)
@@ -164,7 +170,7 @@ def _reasons(bp: BuiltProblem, sol: Solution, deadline: float | None, names: dic
         if financed and (mine["dq_t"] <= 0).all():
             why = financed[0]
         elif (mine["dq_t"] <= 0).all():
-            why = _no_capacity_reason(statuses.get(pid, ""), mine, horizon)
+            why = _no_capacity_reason(statuses.get(pid, ""), mine, horizon, status_texts.get(pid, ""))
         elif deadline is not None and (mine.loc[mine["dq_t"] > 0, "months_to_output"] > deadline).all():
             why = f"first output after the {deadline:g}-month deadline with every instrument (earliest {mine['months_to_output'].min():.0f} months)"
         else:
@@ -269,7 +275,8 @@ def run_portfolio(
         "risk_reduction": risk,
         "marginal_value_usd_per_usd": marginal_values(p, sol, gap=gap, time_limit=time_limit) if len(p.eligible()) else {},
         "projects": _reasons(bp, sol, deadline_months, names, dict(zip(projects["project_id"], projects["status_class"].astype(str), strict=True)),
-                             horizon),
+                             horizon, dict(zip(projects["project_id"], projects["status"].fillna("").astype(str), strict=True))
+                             if "status" in projects.columns else None),
         "finance": bp.finance,
     }
     if with_frontier:
