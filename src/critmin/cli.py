@@ -610,7 +610,7 @@ def stockpile(
     perspective: Annotated[str, typer.Option("--perspective", "-p", help="USA, JPN or BLOC (both participants)")] = "BLOC",
     budget: Annotated[float | None, typer.Option("--budget", help="Purchase budget per participant (USD): one LP across commodities")] = None,
     pooled: Annotated[bool, typer.Option("--pooled/--separate", help="Also size a stock pooled by the participants, with the saving and sharing rule")] = True,
-    max_days: Annotated[float | None, typer.Option("--max-days", help="Cap on every stock, days of the participant's consumption")] = 180.0,
+    max_days: Annotated[float | None, typer.Option("--max-days", help="Cap on every stock, days of the participant's net imports (NIR x consumption)")] = 180.0,
     draws: DrawsOpt = 500,
     seed: SeedOpt = 0,
     top: Annotated[int | None, typer.Option(help="Show only the first N (table format)")] = None,

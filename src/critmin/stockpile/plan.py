@@ -168,7 +168,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
 
     Policy: ``commodities`` maps each participant to the commodities it may stock (its critical-mineral list,
     derived nodes through their listed parent; ``None``: the bundled lists, ``critmin.atlas.lists``); ``stages`` the stockable stages (default
-    :data:`STOCKABLE_STAGES`); ``max_days`` caps every stock at that many days of the participant's consumption,
+    :data:`STOCKABLE_STAGES`); ``max_days`` caps every stock at that many days of the participant's net imports,
     ``S <= max_days / 365 * NIR_j d_j Q0`` (days of net imports: the participant's own output keeps flowing; NIR 1
     where unknown). The same caps bind the budgeted programme."""
     # every option checked before any work (one model for the library, the CLI, the study file and the web)

@@ -21,7 +21,7 @@ class StockpilePolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     budget_usd: Annotated[float | None, Field(ge=0, description="Purchase budget per participant (USD); none: unconstrained")] = None
-    max_days: Annotated[float | None, Field(gt=0, le=3650, description="Cap on every stock, days of the participant's consumption")] = 180.0
+    max_days: Annotated[float | None, Field(gt=0, le=3650, description="Cap on every stock, days of the participant's net imports (NIR x consumption)")] = 180.0
     stages: list[str] = Field(default_factory=lambda: list(STOCKABLE_STAGES),
                               description="Stockable stages (cathode, anode and cells age and are chemistry-specific)")
     pooled: bool = True

@@ -37,7 +37,7 @@ critical_lists:
 # Stocks as policy
 stockpile:
   budget_usd: null        # purchase budget per participant, USD (null = no budget constraint)
-  max_days: 180           # cap on any stock, days of the participant's consumption
+  max_days: 180           # cap on any stock, days of the participant's net imports (NIR x consumption)
   stages: [mine, refine, metal, magnet]   # cathode, anode and cells are left out: chemistry-specific and ageing
   pooled: true            # also size a stock pooled by the participants
   sourced_demand_only: true   # stock only where the participant's consumption is published, not a proxy
