@@ -158,6 +158,9 @@ def test_coverage_says_what_came_to_a_split_aggregate(study_run: tuple[Path, dic
     text = plan["summary"]["sentences"]["unmet_needs"]
     part = next(p for p in text.split("; ") if "USA rare_earths/refine [" in p and "light (NdPr)" in p)
     assert "estimated split" in part and "of it ndpr" in part
+    # review 9: a group the row is for that no delivery states is named ("medium (Sm/Eu/Gd)": nothing labelled Sm, Eu
+    # or Gd reaches the U.S.)
+    assert "no delivery stated as medium (Sm/Eu/Gd)" in text
 
 
 def test_the_executive_answer_states_its_denominators_and_keeps_unfirm_stocks_apart(study_run: tuple[Path, dict]):

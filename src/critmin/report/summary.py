@@ -172,10 +172,27 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
             return ""  # an element's own row
         parts = [f"{v / float(r['delivered_t']):.0%} of it {node_of(node)}" for (bid, node), v in by_elem.items()
                  if bid == r["buyer_id"] and v > 0 and float(r["delivered_t"]) > 0]
+        wanted = form_tags(str(r["name"]), node_of(r["node"])).get("rare-earth group", set())
+        missing = sorted(wanted - _groups_came(r["buyer_id"]))
+        if missing and float(r["delivered_t"]) > 0:
+            # review 9: "USA ... [heavy (Dy/Tb), light (NdPr), medium (Sm/Eu/Gd)] 100 %" named groups none of whose
+            # tonnes came: the groups the row is for that no delivery states are named
+            parts.append(f"no delivery stated as {' or '.join(missing)}")
         if not parts:
             return ""
         named = any(form_tags(str(r["name"]), node_of(r["node"])).values())
-        return f" ({', '.join(parts)}" + ("" if named else ", which not every user of the aggregate can take") + ")"
+        return f" ({'; '.join(parts) if missing else ', '.join(parts)}" + ("" if named else ", which not every user of the aggregate can take") + ")"
+
+    def _groups_came(buyer_id: str) -> set[str]:
+        """Rare-earth groups the deliveries to a buyer state: an element node's own group, else the groups the
+        project's name states (an unlabeled project states none)."""
+        if not len(al) or "project_node" not in al.columns:
+            return set()
+        came: set[str] = set()
+        for a in al[al["buyer_id"] == buyer_id].to_dict("records"):
+            c = str(a.get("project_node") or "").split("/")[0]
+            came |= form_tags(str(a.get("project") or ""), c, "rare_earths").get("rare-earth group", set())
+        return came
 
     def _label(r: dict[str, Any]) -> str:
         """Country and node, and the element groups when the row names them (an aggregate split by element)."""
