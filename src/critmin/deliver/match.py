@@ -80,7 +80,7 @@ def match(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, as_of: str
 
     make_options(DeliveryOptions, as_of=as_of)  # checked before any work
     as_of = month_or_now(as_of)
-    from critmin.portfolio.model import InstrumentParameters, months_before_output
+    from critmin.portfolio.model import InstrumentParameters, months_before_output, reported_output_t
 
     ip = InstrumentParameters.load()
     refused: list[dict[str, Any]] = []
@@ -100,9 +100,9 @@ def match(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, as_of: str
         offer_text = f"{o.get('product') or ''} {o['name']}"
         # a producing plant offers what it reports making, not its nameplate (review 8: Vidalia, making test material
         # only, "covered 100 %" of Tesla's need); other projects offer their capacity
-        reported = o.get("output_t")
-        producing = avail == 0 and reported is not None and not pd.isna(reported)
-        offer_t = float(reported) if producing else float(o["capacity_t"])
+        reported = reported_output_t(o) if avail == 0 else None
+        producing = reported is not None
+        offer_t = reported if reported is not None else float(o["capacity_t"])
         offer_basis = f" at its reported output ({offer_t:,.0f} t a year)" if producing else ""
         for n in needs.to_dict("records"):
             if not node_serves(o["commodity_id"], o["stage"], n["commodity_id"], n["stage"]):

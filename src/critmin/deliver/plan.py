@@ -45,7 +45,12 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
     from critmin._dates import month_or_now
     from critmin.inputs import make_options
     from critmin.portfolio.finance import ramp_share
-    from critmin.portfolio.model import InstrumentParameters, months_before_output, years_to_design
+    from critmin.portfolio.model import (
+        InstrumentParameters,
+        months_before_output,
+        reported_output_t,
+        years_to_design,
+    )
 
     make_options(DeliveryOptions, months=months, as_of=as_of)  # checked before any work
     as_of = month_or_now(as_of)
@@ -68,33 +73,34 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
             reasons.append({"project_id": p["project_id"], "reason": f"no output within the horizon (first output in about {start} months)"})
             continue
         # output ramps up from first output (finance.ramp_share); a plant producing now has the months since its
-        # dated first output behind it, and one without a date is taken at nameplate (stated)
+        # dated first output behind it; one without a date or a report runs at the register's median reported rate
         y, y_basis = years_to_design(p, ip)
         since = month_offset(as_of, str(p.get("first_output") or "")) if start == 0 else None
-        if start > 0:
-            elapsed, basis = 0.0, f"first output in month {start + 1}; {y_basis}"
-        elif since is not None and since <= 0:
-            elapsed, basis = float(-since), f"{-since} months of output since {p.get('first_output')}; {y_basis}"
-        elif status == "commissioning":
-            elapsed, basis = 0.0, f"commissioning: first month of output now; {y_basis}"
-        else:
-            elapsed, basis = float("inf"), (f"operating, neither an output nor a first-output date published: {unreported:.0%} of nameplate, the median "
-                                            "reported run-rate of the register's producing plants (utilisation_without_reported_output)")
-        share = (ramp_share(np.arange(months) - start + 1.0 + elapsed, y) if np.isfinite(elapsed)
-                 else np.where(np.arange(months) >= start, unreported, 0.0))
-        reported = p.get("output_t")
-        if start == 0 and reported is not None and not pd.isna(reported):
-            # a producing plant with a reported output is held at that run-rate (capped by capacity), not at its
-            # ramp: the evidence of what it makes (review 8: Lynas' LAMP planned at 10,500 t of NdPr against 6,814 t
-            # reported; Vidalia at 78-89 % of nameplate while it made test material only)
-            # a reported output above the register's capacity (a capacity read off one early quarter, Lynas' Dy/Tb
-            # circuit: 30 t against 58 t reported) is evidence the plant makes it: the report wins (review 9)
-            rate = float(reported) / float(p["capacity_t"])
+        reported = reported_output_t(p) if start == 0 else None
+        if reported is not None:
+            # a producing plant with a reported output is held at that run-rate, not at its ramp: the evidence of what
+            # it makes (review 8: Lynas' LAMP planned at 10,500 t of NdPr against 6,814 t reported; Vidalia at 78-89 %
+            # of nameplate while it made test material only); a report above the register's capacity (a capacity read
+            # off one early quarter, Lynas' Dy/Tb circuit: 30 t against 58 t reported) wins too (review 9)
+            rate = reported / float(p["capacity_t"])
             share = np.full(months, rate)
             age = month_offset(str(p.get("output_period") or ""), as_of) if p.get("output_period") else None
-            basis = (f"reported output {float(reported):,.0f} t a year"
+            basis = (f"reported output {reported:,.0f} t a year"
                      + (f" (period to {p.get('output_period')}, {age} months before the plan)" if age is not None else "")
                      + f" held flat: {rate:.0%} of nameplate" + (" (above the register's capacity, which the report supersedes)" if rate > 1 else ""))
+        elif start > 0:
+            share = ramp_share(np.arange(months) - start + 1.0, y)
+            basis = f"first output in month {start + 1}; {y_basis}"
+        elif since is not None and since <= 0:  # months of output already behind it
+            share = ramp_share(np.arange(months) + 1.0 - since, y)
+            basis = f"{-since} months of output since {p.get('first_output')}; {y_basis}"
+        elif status == "commissioning":
+            share = ramp_share(np.arange(months) + 1.0, y)
+            basis = f"commissioning: first month of output now; {y_basis}"
+        else:
+            share = np.full(months, unreported)
+            basis = (f"operating, neither an output nor a first-output date published: {unreported:.0%} of nameplate, the median "
+                     "reported run-rate of the register's producing plants (utilisation_without_reported_output)")
         cap_rows.append(p["capacity_t"] / 12.0 * share)
         pids.append(str(p["project_id"]))
         ramps[str(p["project_id"])] = {"share_first_month": float(share[min(start, months - 1)]), "share_last_month": float(share[-1]), "basis": basis}

@@ -119,12 +119,18 @@ def months_before_output(p: dict[str, Any], status: str, as_of: str, ip: Instrum
     return max(0.0, float(until) + float(delay))
 
 
+def reported_output_t(p: dict[str, Any]) -> float | None:
+    """A project's latest reported output (t/yr on the node basis, register column ``output_t``), or None."""
+    v = p.get("output_t")
+    return None if v is None or pd.isna(v) or str(v) == "" else float(v)
+
+
 def years_to_design(p: dict[str, Any], ip: InstrumentParameters) -> tuple[float, str]:
     """Years from first output to nameplate Y of a project's linear ramp (:func:`critmin.portfolio.finance.ramp_share`)
     and where it comes from: the register's ``ramp_up_months`` / 12 where given, else the fitted class value
     ``ramp_up_years_to_design:mine`` (mine stage) or ``:processing`` (every other stage)."""
     own = p.get("ramp_up_months")
-    if own is not None and not (isinstance(own, float) and np.isnan(own)) and str(own) != "":
+    if own is not None and not pd.isna(own) and str(own) != "":
         return float(own) / 12.0, f"register ramp-up {float(own):g} months"
     cls = "mine" if p.get("stage") == "mine" else "processing"
     y = ip.get("project", f"ramp_up_years_to_design:{cls}")
