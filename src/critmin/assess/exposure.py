@@ -90,7 +90,7 @@ def _us_reliance(atlas: Atlas, commodity_id: str, year: int = 2024) -> tuple[Rel
     rows = all_rows[all_rows["nir_pct"].notna()]
     if rows.empty:
         rel, cons = _us_reliance_from_trade(all_rows)
-        if rel.value is None and not (rel.basis.startswith("unknown") and len(all_rows)):
+        if rel.value is None and not rel.basis.startswith("unknown"):  # "unknown": U.S. trade rows without a consumption
             # no USGS figure at all (the derivative products, the separated rare earths): the atlas's own
             # production shares and consumption, as for every other country (:func:`reliance_from_atlas`)
             computed, c_t = reliance_from_atlas(atlas, "USA", commodity_id, year)
