@@ -221,3 +221,29 @@ def test_a_project_treated_as_financed_shows_a_status_that_says_otherwise(plan):
     reasons = {p["project_id"]: p["reason"] for p in plan["projects"]}
     r = reasons["P045"]
     assert "treated as financed because its status class is construction" in r and "financing in progress" in r
+
+
+def test_public_money_of_all_agencies_leaves_the_sponsor_its_share(simulator) -> None:
+    """Review 10: a USD 188.8M DOE guarantee was stacked on Novonix's USD 754.8M DOE loan (80.0 % of its eligible
+    cost), making it 100 % public debt. Public money of all agencies, counted plus new, is at most
+    max_public_share_of_capex of capex (0.8); a project already there gets no capex option and says why."""
+    from critmin.portfolio.model import (
+        CAPEX_INSTRUMENTS,
+        build_problem,
+        counted_capex_support,
+        sample_from_simulator,
+    )
+    from critmin.portfolio.register import bundled_register
+
+    reg = bundled_register(simulator.atlas)
+    sample = sample_from_simulator(simulator, draws=40, seed=2)
+    bp = build_problem(reg.projects, simulator.atlas, sample, simulator.nodes, as_of="2026-12", support=reg.support)
+    counted = counted_capex_support(reg.support)
+    capex = reg.projects.set_index("project_id")["capex_usd"]
+    assert counted["P043"] / capex["P043"] == pytest.approx(0.80, abs=0.005)
+    o = bp.options_all
+    assert o[(o["project_id"] == "P043") & (o["amount_usd"] > 0) & o["instrument"].isin(CAPEX_INSTRUMENTS)].empty
+    assert any(r.startswith("already financed to the public share cap") for r in bp.reasons["P043"])
+    # everywhere, counted public support plus a new capex instrument stays within 80 % of capex
+    for r in o[(o["amount_usd"] > 0) & o["instrument"].isin(CAPEX_INSTRUMENTS) & o["project_id"].map(capex).notna()].itertuples():
+        assert counted.get(r.project_id, 0.0) + r.amount_usd <= 0.8 * capex[r.project_id] + 1e-6, r.project_id

@@ -317,14 +317,14 @@ def test_consumers_never_gain_from_a_ban_on_their_inputs_and_loss_is_bounded(sim
 
 
 def test_tonnes_conserved_down_the_chain(simulator):
-    res = run(simulator, [s for s in simulator.library() if s.id.startswith("gen.CHN.rare_earths.refine.WORLD.12m")], draws=20, seed=0).scenarios
+    res = run(simulator, [s for s in simulator.library() if s.id.startswith("gen.CHN.ndpr.refine.WORLD.12m")], draws=20, seed=0).scenarios
     row = res[res["perspective"] == "JPN"].iloc[0]
     down = row["downstream_shortfall_t"]
     assert "ndfeb_magnets/magnet" in down
-    u = simulator.nodes.index["rare_earths/refine"]
+    u = simulator.nodes.index["ndpr/refine"]
     embodied = sum(c * down[simulator.nodes.nodes[v].key] for v, _, c in simulator.chain.links[u])
     share = sum(a for _, a, _ in simulator.chain.links[u])
-    assert embodied == pytest.approx(share * row["shortfall_t"], rel=1e-9)
+    assert embodied == pytest.approx(share * row["shortfall_t"], rel=1e-9, abs=1e-5)  # products rounded to 1e-6 t
     assert embodied <= row["shortfall_t"] + 1e-9
 
 
@@ -576,3 +576,16 @@ def test_backtest_monthly_withheld_field_is_parsed_or_refused():
     assert _monthly("1;1;0.25", "X") == (1.0, 1.0, 0.25) and _monthly("", "X") is None and _monthly(float("nan"), "X") is None
     with pytest.raises(CritminError, match="case X, field withheld_by_month"):
         _monthly("1;none", "X")
+
+
+def test_a_restriction_start_counts_only_where_the_country_produces(simulator):
+    """Review 10: Namibia's one 2023 decree on lithium, cobalt, manganese, graphite and rare-earth ore counted five
+    starts against its three producer pairs, making it the world's most likely restrictor (0.036 a pair-year against
+    China's 0.022). Only lithium is a Namibian producer pair, so the decree is one start."""
+    pm = simulator.probability
+    pairs = {c for (i, c) in pm.stages_per_pair if i == "NAM"}
+    assert "lithium" in pairs and not pairs & {"cobalt", "manganese", "graphite", "rare_earths"}
+    assert pm.country_rate["CHN"] > pm.country_rate["NAM"]
+    # the base rate counts the same pairs it divides by
+    n = int(pm.base_rate_basis.split(": ")[1].split(" ")[0])
+    assert pm.base_rate == pytest.approx(n / (16 * len(pm.stages_per_pair)))

@@ -61,6 +61,14 @@ def test_stockpile_cli_json():
             assert r["expected_cost_with_stock_usd"] <= min(x["expected_cost_usd"] for x in r["rules"].values()) + 1e-6
     for plan in d["budget_plans"].values():
         assert plan["spent_usd"] <= 1e9 * (1 + 1e-9)
+    # review 10: a pool holds at most what its members hold alone (their own rows); it never costs more than them
+    own = {(r["participant"], r["node"]): r["optimal_stock_t"] for r in rows if not r["participant"].startswith("POOL")}
+    pools = [r for r in rows if r["participant"].startswith("POOL")]
+    assert pools
+    for r in pools:
+        members = r["participant"][5:-1].split("+")
+        assert r["optimal_stock_t"] <= sum(own.get((j, r["node"]), 0.0) for j in members) + 1e-6, r["node"]
+        assert r["expected_cost_with_stock_usd"] <= sum(r["separate_cost_usd"].values()) + 1e-6, r["node"]
 
 
 def test_release_rule_runs_in_the_simulator(simulator):
@@ -124,8 +132,10 @@ def test_stocks_are_stated_against_sourced_holdings(simulator):
     rows = [r for r in rec["stockpiles"] if r["participant"] in ("USA", "JPN")]
     assert rows and all(r["holdings_evidence"] for r in rows)
     for r in rows:
-        if r["current_holding_t"] is not None:
-            assert r["to_buy_t"] == pytest.approx(max(0.0, r["optimal_stock_t"] - r["current_holding_t"]))
+        if r["current_holding_t"] is not None or r["planned_acquisition_t"] is not None:
+            # review 10: net of the holding and of the largest published acquisition plan
+            net = r["optimal_stock_t"] - (r["current_holding_t"] or 0.0) - (r["planned_acquisition_t"] or 0.0)
+            assert r["to_buy_t"] == pytest.approx(max(0.0, net))
     assert any("60 days" in n for n in rec["metadata"]["holdings_context"]["JPN"])
 
 
@@ -285,3 +295,28 @@ def test_element_concentrate_is_ore_a_participant_without_separation_cannot_use(
         assert unusable_ore_reason(simulator, node, "JPN"), element
     # the U.S. separates NdPr (1.2 % of world output): its concentrate is usable
     assert unusable_ore_reason(simulator, simulator.nodes.get("ndpr", "mine"), "USA") is None
+
+
+def test_a_published_acquisition_plan_is_netted_from_the_target():
+    """Review 10: DLA's published purchases (cobalt 7,480 t, bismuth 2,341 t) exceeded the plan's targets, and
+    the plan neither netted them nor said so. The largest published plan (plans of one buyer overlap) is netted."""
+    import pandas as pd
+
+    from critmin.stockpile import plan as sp
+
+    h = sp.read_holdings()
+    cobalt = sp._against_holdings(h, "USA", "cobalt", 1_000.0)
+    assert cobalt["planned_acquisition_t"] == pytest.approx(7_480.0) and cobalt["to_buy_t"] == 0.0
+    assert "already covers this target" in cobalt["against_holdings"]
+    # a holding and a plan together: bismuth is held at 0 t and planned at 2,341 t
+    bi = sp._against_holdings(h, "USA", "bismuth", 3_000.0)
+    assert bi["current_holding_t"] == 0.0 and bi["to_buy_t"] == pytest.approx(3_000.0 - 2_341.0)
+    # two overlapping plans are not added: the largest counts
+    two = pd.DataFrame([{"country_iso3": "USA", "commodity_id": "x", "kind": "acquisition_plan", "quantity_t": q, "quantity": "",
+                         "unit": "", "material": "x", "as_of": f"2025-0{i + 1}", "holder": "DLA"} for i, q in enumerate((700.0, 3_039.0))])
+    got = sp._against_holdings(two, "USA", "x", 5_000.0)
+    assert got["planned_acquisition_t"] == 3_039.0 and got["to_buy_t"] == pytest.approx(1_961.0)
+    assert "holding is not published" in got["against_holdings"]
+    # nothing published: nothing netted
+    none = sp._against_holdings(two, "JPN", "x", 5_000.0)
+    assert none["to_buy_t"] is None and none["planned_acquisition_t"] is None and "against_holdings" not in none

@@ -4,6 +4,7 @@ any work, and the executive answer that agrees with the plan's parts."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -174,8 +175,21 @@ def test_the_executive_answer_states_its_denominators_and_keeps_unfirm_stocks_ap
     _, plan = study_run
     s = plan["summary"]
     total = sum(r["avoidable_loss_usd"] for r in plan["portfolio"]["risk_reduction"])
-    assert total > 0 and "of the bloc's" in s["sentences"]["financing"] and "expected consumer loss in the scenario sample" in s["sentences"]["financing"]
+    fin = s["sentences"]["financing"]
+    assert total > 0 and "expected loss that projects can act on" in fin
+    # review 10: the denominator is the loss projects can act on; the ranking's larger total is named beside it
+    ranked = sum(max(r["expected_loss_usd"] or 0.0, 0.0) for r in plan["scenarios"])
+    if ranked > total:
+        assert "the ranking's consumer loss over all materials is" in fin
     few = [x for x in s["tables"]["stocks"] if x.get("few_draws")]
+    # review 10: the table marks the unfirm stocks (firm first) and the amount left to buy leaves them out
+    assert all(x["basis"] == "firm" for x in s["tables"]["stocks"] if not x.get("few_draws"))
+    assert all(x["basis"].startswith("not firm") for x in few)
+    flags = [bool(x.get("few_draws")) for x in s["tables"]["stocks"]]
+    assert flags == sorted(flags)
+    firm_total = sum(x["stock_usd"] for x in s["tables"]["stocks"] if not x.get("few_draws"))
+    m = re.search(r"net of them, \$([0-9.,]+) ([MB]) is left to buy", s["sentences"]["stocks"])
+    assert m and float(m.group(1).replace(",", "")) * (1e9 if m.group(2) == "B" else 1e6) <= firm_total * 1.06
     firm_usa = sum(x["stock_usd"] for x in s["tables"]["stocks"] if x["participant"] == "USA" and not x.get("few_draws"))
     if few:
         assert "not in the totals above" in s["sentences"]["stocks"]

@@ -41,14 +41,14 @@ def default_argon2() -> None:
 
 
 def record(kind: str, key: str, **over: Any) -> dict[str, Any]:
-    """Valid ``data`` of one record of each kind (graphite mining in Australia for Japan; a ban on rare earths)."""
+    """Valid ``data`` of one record of each kind (graphite mining in Australia for Japan; a ban on NdPr oxide)."""
     base: dict[str, dict[str, Any]] = {
         "project": {"project_id": key, "name": "Test graphite mine", "sponsor": "Acme Rare Earths", "country_iso3": "AUS", "commodity_id": "graphite",
                     "stage": "mine", "status_class": "operating", "capacity_t": 1000.0, "sources": "test fixture"},
         "need": {"buyer_id": key, "name": "Test buyer", "country_iso3": "JPN", "commodity_id": "graphite", "stage": "mine", "demand_t_per_year": 500.0},
         "offer": {"offer_id": key, "supplier": "Acme Rare Earths", "country_iso3": "AUS", "commodity_id": "graphite", "stage": "mine",
                   "volume_t_per_year": 800.0},
-        "scenario": {"id": key, "title": "Test ban", "commodity": "rare_earths", "stage": "refine", "restrictors": ["CHN"], "targets": ["BLOC"],
+        "scenario": {"id": key, "title": "Test ban", "commodity": "ndpr", "stage": "refine", "restrictors": ["CHN"], "targets": ["BLOC"],
                      "duration_months": 6},
     }
     return {**base[kind], **over}

@@ -1,9 +1,11 @@
-"""Text normalisation shared by importers and lookups."""
+"""Text shared across packages: name normalisation for importers and lookups, USD for sentences."""
 
 from __future__ import annotations
 
 import re
 import unicodedata
+
+import numpy as np
 
 _WS = re.compile(r"\s+")
 
@@ -29,3 +31,17 @@ def slug(text: object) -> str:
     s = normalise_name(text).casefold()
     s = re.sub(r"[^0-9a-z]+", "_", s)
     return s.strip("_")
+
+
+def usd(v: float) -> str:
+    """USD for a sentence: $1.2 B, $340 M, $12 k."""
+    if v is None or not np.isfinite(v):
+        return "n/a"
+    a, sign = abs(v), "-" if v < 0 else ""
+    if a >= 1e9:
+        return f"{sign}${a / 1e9:,.1f} B"
+    if a >= 1e6:
+        return f"{sign}${a / 1e6:,.0f} M"
+    if a >= 1e3:
+        return f"{sign}${a / 1e3:,.0f} k"
+    return f"{sign}${a:,.0f}"

@@ -54,6 +54,13 @@ STAGE_WORDS: dict[str, set[str]] = {
     "manufacturing": {"magnet", "cathode", "anode", "cell", "catalyst", "optical", "semiconductor", "product", "metal"},
     "recycling": {"refine", "metal"},
 }
+#: Public room left under max_public_share_of_capex below this share of capex is rounding, not an instrument
+#: (Novonix's DOE loan is 79.99 % of its eligible cost).
+MIN_INSTRUMENT_SHARE_OF_CAPEX = 0.01
+
+#: Opening of the assumption recorded for a project on an aggregate node that holds only the remainder of its group.
+REMAINDER_NOTE = "counted at the remainder node"
+
 #: Additional settings of the portfolio model (critmin assumptions, documented in docs/portfolio.md).
 MODEL_DEFAULTS: dict[str, float] = {
     "horizon_months": 60.0,  # planning horizon over which added capacity counts
@@ -65,6 +72,7 @@ MODEL_DEFAULTS: dict[str, float] = {
     "construction_years": 2.0,  # years of construction before first output for projects not yet producing
     "insurance_term_years": 10.0,  # years of political-risk cover
     "cost_of_public_funds": 1.25,  # social cost per USD of expected government cost (OMB Circular A-94 excess burden)
+    "max_public_share_of_capex": 0.8,  # public money of all agencies at most this share of capex: the sponsor keeps the rest
 }
 
 
@@ -442,6 +450,10 @@ def build_problem(
         if not np.isfinite(price):
             reasons[pid] = [f"no price for {key}"]
             continue
+        if any(f.startswith("world output is the remainder") for f in node.flags):
+            # December 2026: the rare-earth aggregate holds the elements without a node of their own (mostly La/Ce)
+            assume.append(f"{REMAINDER_NOTE} {key} ({price:,.0f} USD/t): the register gives its output as total REO, "
+                          "not split by element, so any NdPr, Dy or Tb in it relieves no element node (its value is understated)")
         status = str(p["status_class"])
         pi0 = p.get("completion_probability")
         if pi0 is None or not np.isfinite(pi0):
@@ -463,12 +475,24 @@ def build_problem(
         private = _usd(p.get("private_finance_usd"))
         have = public + private
         room = capex - have if np.isfinite(capex) else np.nan  # financing gap left for new public money
+        # review 10: a DOE guarantee was stacked on DOE's own ATVM loan of 80 % of capex, leaving the sponsor nothing
+        cap_share = float(st["max_public_share_of_capex"])
+        public_room = cap_share * capex - public if np.isfinite(capex) else np.nan
+        if np.isfinite(public_room) and public_room < MIN_INSTRUMENT_SHARE_OF_CAPEX * capex:
+            public_room = min(public_room, 0.0)  # a remainder under 1 % of capex is rounding, not an instrument
+        capped = bool(np.isfinite(room) and public_room < room)
+        room = min(room, public_room) if capped else room
         held = (f"public support already counted {public:,.0f} USD" + (f" and committed private finance {private:,.0f} USD" if private else ""))
-        if have > 0 and np.isfinite(capex):
-            assume.append(f"{held} of capex {capex:,.0f} USD: new money at most the gap {max(room, 0.0):,.0f} USD")
+        if (have > 0 or capped) and np.isfinite(capex):
+            assume.append(f"{held} of capex {capex:,.0f} USD: new money at most "
+                          + (f"{max(room, 0.0):,.0f} USD, public money of all agencies being at most {cap_share:.0%} of capex "
+                             "(max_public_share_of_capex)" if capped else f"the gap {max(room, 0.0):,.0f} USD"))
         if np.isfinite(room) and room <= 0:
             why.append(f"already financed: {held} cover its capex ({capex:,.0f} USD); "
-                       "new capex money (loan, guarantee, equity, grant) would not be additional")
+                       "new capex money (loan, guarantee, equity, grant) would not be additional" if not capped else
+                       f"already financed to the public share cap: {held}, {public / capex:.0%} of its capex ({capex:,.0f} USD); "
+                       f"public money of all agencies is held to {cap_share:.0%} of capex, the sponsor keeping the rest at risk "
+                       "(max_public_share_of_capex)")
         unit_cost = p.get("unit_cost_usd_per_t")
         if unit_cost is None or not np.isfinite(unit_cost):
             unit_cost = st["unit_cost_share_of_price"] * price

@@ -9,9 +9,11 @@ import numpy as np
 import pandas as pd
 
 from critmin._dates import current_month
+from critmin._text import usd
 from critmin.atlas.model import Atlas
 from critmin.inputs import make_options
 from critmin.portfolio.model import (
+    REMAINDER_NOTE,
     BuiltProblem,
     InstrumentParameters,
     build_problem,
@@ -112,10 +114,35 @@ def _unspent(bp: BuiltProblem, sol: Solution, budgets: dict[str, float], deadlin
         elif set(useful["project_id"]) <= funded:
             why = "all its useful projects are funded (by this or another agency); nothing left to buy"
         else:
-            why = ("no shortfall left to cut at the margin: the remaining options' nodes are covered, or their loss avoided is below "
-                   "their cost")
+            why = _no_margin_reason(bp, sol, useful[~useful["project_id"].isin(list(funded))])
         out[key] = f"{spent / budget:.0%} used; {why}"
     return out
+
+
+def _no_margin_reason(bp: BuiltProblem, sol: Solution, rest: pd.DataFrame) -> str:
+    """Why a budget's remaining useful options were not bought: the best of them against the net-benefit test, and
+    the largest losses left that none of them reaches (review 10: 'the nodes are covered' while 68 % of the
+    avoidable loss sat at nodes where nothing was avoided)."""
+    p = bp.problem
+    ratios = []
+    for i, r in rest.iterrows():
+        gain = added_avoided(p, sol.selected, int(r["node"]), float(r["dq_t"]))
+        need = p.cost_weight * float(economic_cost(rest.loc[[i]])[0])
+        ratios.append((gain / need if need > 0 else np.inf, gain, need, str(r["project_id"]), p.node_names[int(r["node"])]))
+    reached = {p.node_names[int(n)] for n in rest["node"]}
+    left = {n: float(p.weights @ (p.value_per_t[i] * p.shortfall[i])) - sol.avoided_by_node.get(n, 0.0)
+            for i, n in enumerate(p.node_names)}
+    far = sorted(((v, n) for n, v in left.items() if n not in reached and v > 0), reverse=True)[:3]
+    elsewhere = ("; the largest losses left are at nodes none of its options reaches: "
+                 + ", ".join(f"{n} ({usd(v)} a year)" for v, n in far)) if far else ""
+    if not ratios:
+        return "no option left" + elsewhere
+    ratio, gain, need, pid, node = max(ratios)
+    if np.isfinite(ratio) and ratio <= 1:
+        return (f"no remaining option passes the net-benefit test: the best, {pid} at {node}, would avoid {usd(gain)} a year "
+                f"against {usd(need)} a year needed to justify its cost" + elsewhere)
+    return ("its remaining options are held back by another constraint (the portfolio's country, commodity or "
+            f"participant shares, or a shared project); the best, {pid} at {node}, would avoid {usd(gain)} a year" + elsewhere)
 
 
 def _selected_reason(pid: str, chosen: dict[str, str], bp: BuiltProblem, sol: Solution, names: dict[str, str]) -> str:
@@ -141,7 +168,13 @@ def _selected_reason(pid: str, chosen: dict[str, str], bp: BuiltProblem, sol: So
     # review 8: with the ramp inside the planning horizon, a default lead time decides much of an option's value
     lead = next((a for a in bp.assumptions.get(pid, []) if a.startswith("no first-output date") or "treated as unknown" in a), None)
     timing = f"; its first output is not dated ({lead}), so its value rests on that default" if lead else ""
-    return f"funded with a {chosen[pid]}: {per}{alt}{timing}"
+    return f"funded with a {chosen[pid]}: {per}{alt}{timing}{_remainder_caveat(bp, pid)}"
+
+
+def _remainder_caveat(bp: BuiltProblem, pid: str) -> str:
+    """The caveat of a project whose output is counted at the rare-earth remainder node (empty otherwise)."""
+    note = next((a for a in bp.assumptions.get(pid, []) if a.startswith(REMAINDER_NOTE)), None)
+    return f"; {note}" if note else ""
 
 
 def _reasons(bp: BuiltProblem, sol: Solution, deadline: float | None, names: dict[str, str], statuses: dict[str, str],
@@ -184,7 +217,7 @@ def _reasons(bp: BuiltProblem, sol: Solution, deadline: float | None, names: dic
                 why = (f"fails the net-benefit test: its best option ({best['instrument']} from {best['agency']}, "
                        f"{best['dq_t']:,.1f} t/yr) would avoid {gain:,.0f} USD a year of expected loss next to the funded "
                        f"projects, against {need:,.0f} USD a year needed to justify its expected cost of {econ:,.0f} USD "
-                       f"(marginal cost of public funds over the planning horizon)")
+                       f"(marginal cost of public funds over the planning horizon){_remainder_caveat(bp, pid)}")
             else:
                 why = (f"not worth its budget at the margin: best option {best['instrument']} from {best['agency']} adds "
                        f"{best['dq_t']:,.1f} t/yr for {best['cost_usd']:,.0f} USD; its budget {best['budget_key']} is "

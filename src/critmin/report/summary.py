@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from critmin._text import usd
 from critmin.deliver.forms import AGGREGATE_OF, form_tags
 from critmin.portfolio.plan import COST_BASIS_LABEL
 from critmin.stockpile.plan import FEW_DRAWS
@@ -22,20 +23,6 @@ def _nodes(items: list[Any], kind: str = "") -> str:
     """'1 node is' or '3 listed nodes are': the subject of a count sentence, in the right number."""
     n = len(items)
     return f"{n} {kind}node is" if n == 1 else f"{n} {kind}nodes are"
-
-
-def usd(v: float) -> str:
-    """USD for a sentence: $1.2 B, $340 M, $12 k."""
-    if v is None or not np.isfinite(v):
-        return "n/a"
-    a, sign = abs(v), "-" if v < 0 else ""
-    if a >= 1e9:
-        return f"{sign}${a / 1e9:,.1f} B"
-    if a >= 1e6:
-        return f"{sign}${a / 1e6:,.0f} M"
-    if a >= 1e3:
-        return f"{sign}${a / 1e3:,.0f} k"
-    return f"{sign}${a:,.0f}"
 
 
 #: A top commodity's loss resting at least this share on proxies, estimates or assumptions is named in the caveats.
@@ -77,7 +64,9 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
              + " were available")
     free = int((sel["amount_usd"].fillna(0.0) <= 0).sum()) if len(sel) else 0
     # a recommendation, not a commitment (review 8); permitting facilitation has no face amount and is counted apart
+    # review 10: the portfolio's loss counts sourced demand in usable forms only; the ranking's total is larger
     total_loss = float(sum(float(r.get("avoidable_loss_usd") or 0.0) for r in pf.get("risk_reduction", [])))
+    ranked_loss = float(risk["expected_loss_usd"].clip(lower=0.0).sum()) if len(risk) else 0.0
     s_fin = (f"Recommended: support for {len(sel)} projects"
              + (f" ({len(sel) - free} with money, {free} by permitting facilitation at no budget cost)" if free else "")
              + f", {usd(float(sel['amount_usd'].sum()) if len(sel) else 0.0)} of face amount, "
@@ -85,8 +74,10 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
              "subsidy cost of loans and guarantees, expected loss of equity, grants in full), "
              f"for {usd(float(pf['expected_avoided_usd']))} a year of expected loss avoided"
              # review 9: the figure without its denominator read as large
-             + (f" ({float(pf['expected_avoided_usd']) / total_loss:.1%} of the bloc's {usd(total_loss)} a year of expected consumer loss in "
-                "the scenario sample)" if total_loss > 0 else "")
+             + (f" ({float(pf['expected_avoided_usd']) / total_loss:.1%} of the {usd(total_loss)} a year of expected loss that projects "
+                "can act on in the portfolio's scenario sample: shortfalls of sourced demand, in forms the participant's plants use"
+                + (f"; the ranking's consumer loss over all materials is {usd(ranked_loss)} a year" if ranked_loss > total_loss else "")
+                + ")" if total_loss > 0 else "")
              + f"; {avail}.")
     unspent = pf.get("unspent", {})
     if unspent:
@@ -105,23 +96,35 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                                "days_of_net_imports": float(r["days_of_net_imports"])
                                if r.get("days_of_net_imports") is not None and np.isfinite(r["days_of_net_imports"]) else None,
                                "expected_saving_usd_per_year": float(r["saving_usd"]),
-                               "current_holding": (f"{float(r['current_holding_t']):,.0f} t" if pd.notna(r.get("current_holding_t")) else "not published")})
+                               "current_holding": (f"{float(r['current_holding_t']):,.0f} t" if pd.notna(r.get("current_holding_t")) else "not published")
+                               + (f"; acquisition plan {float(r['planned_acquisition_t']):,.0f} t" if pd.notna(r.get("planned_acquisition_t")) else "")})
             t = r.get("to_buy_t")
-            to_buy += float(r["optimal_stock_usd"]) * (float(t) / float(r["optimal_stock_t"]) if t is not None and pd.notna(t) else 1.0)
             if 0 < (r.get("shortfall_draws") or 0) < FEW_DRAWS:
                 few.append(float(r["optimal_stock_usd"]))
                 stock_rows[-1]["few_draws"] = True
+                stock_rows[-1]["basis"] = f"not firm: fewer than {FEW_DRAWS} simulated years with a shortfall, outside the totals"
+            else:
+                # review 10: the amount left to buy included the stocks the sentence keeps out of its totals
+                to_buy += float(r["optimal_stock_usd"]) * (float(t) / float(r["optimal_stock_t"]) if t is not None and pd.notna(t) else 1.0)
+                stock_rows[-1]["basis"] = "firm"
+    stock_rows.sort(key=lambda x: bool(x.get("few_draws")))  # firm stocks first, in cost order
     # review 9: a recommendation does not total what it tells the reader not to buy yet
     firm = [x for x in stock_rows if not x.get("few_draws")]
+    # review 10: DLA's purchases of cobalt, bismuth and others exceeded the targets without the plan saying so
+    covered = [f"{r['participant']} {r['node']}" for r in (st.to_dict("records") if len(st) else [])
+               if r["participant"] in ("USA", "JPN") and r["optimal_stock_t"] > 0 and pd.notna(r.get("planned_acquisition_t"))
+               and float(r["planned_acquisition_t"]) >= float(r["optimal_stock_t"])]
     by_j = {j: sum(x["stock_usd"] for x in firm if x["participant"] == j) for j in ("USA", "JPN")}
     md = plan["stockpiles"]["metadata"]
     s_stock = (f"Stock {sum(1 for x in firm if x['participant'] == 'USA')} nodes (material and stage) for the United States ({usd(by_j['USA'])}) and "
                f"{sum(1 for x in firm if x['participant'] == 'JPN')} for Japan ({usd(by_j['JPN'])}), from each participant's critical-mineral "
                f"list, stockable stages {', '.join(md.get('stockable_stages', []))}"
                + (f", at most {md['max_days']:g} days of net imports each." if md.get("max_days") else ".")
-               + f" Today's government holdings are published for {sum(1 for x in stock_rows if x['current_holding'] != 'not published')} of "
-               f"these materials (net of them, {usd(to_buy)} is left to buy); the U.S. National Defense Stockpile stopped publishing holdings by material in 2023 and JOGMEC's are "
-               "confidential (its target is 60 days of consumption), so the stocks are targets, not purchases net of holdings."
+               + f" Today's government holdings or acquisition plans are published for {sum(1 for x in stock_rows if x['current_holding'] != 'not published')} of "
+               f"these materials (net of them, {usd(to_buy)} is left to buy"
+               + (f"; the published acquisition plans already cover the targets for {', '.join(covered)}" if covered else "")
+               + "); the U.S. National Defense Stockpile stopped publishing holdings by material in 2023 and JOGMEC's are "
+               "confidential (its target is 60 days of consumption), so the other stocks are targets, not purchases net of holdings."
                + (f" {_nodes(md.get('not_stocked_proxy_demand', []), 'listed ')} not stocked because the participant's consumption there "
                   "is a proxy, not a published figure." if md.get("not_stocked_proxy_demand") else "")
                + (f" {_nodes(md['not_stocked_same_consumption'])} not stocked because the same consumption figure is "

@@ -84,7 +84,7 @@ SUMMARY_TABLES = (
     ("stocks", "Stocks by participant (capped by the study's policy)",
      [("participant", "Participant", "text"), ("node", "Material (node)", "text"), ("stock_t", "Stock, t", "t"), ("stock_usd", "Cost, USD", "usd"),
       ("days_of_consumption", "Days of consumption", "days"), ("days_of_net_imports", "Days of net imports", "days"),
-      ("current_holding", "Held today (sourced)", "text")]),
+      ("current_holding", "Held today; acquisition plan (sourced)", "text"), ("basis", "Basis", "text")]),
     ("deliveries", "Deliveries in the window by receiving country",
      [("receiving_country", "Receiving country", "text"), ("node", "Material (node)", "text"), ("tonnes", "Tonnes", "t")]),
     ("unmet_needs", "Buyers left short",

@@ -222,29 +222,52 @@ def _net_of_elements(nodes: list[Node]) -> None:
     aggregate too, they were held twice (review 5: a 7,469 t aggregate stock beside the element stocks). For each
     participant j and stage s with a measured or estimated (not proxy) demand at the aggregate:
     ``d_agg,j = max(C_agg,j - Σ_e C_e,j, 0) / Q0_agg`` over the element nodes e at s with such a demand, flagged.
-    The aggregate keeps its world output and its price (a basket of all rare earths), so the remainder, mostly
-    lanthanum and cerium, is valued at the basket price: flagged as well.
+    The world output is netted the same way where every element node of the group at that stage has one
+    (``Q0_agg = Q0_all - Σ_e Q0_e``; the refine stage: all separated rare earths less NdPr, Dy, Tb and Y), so the
+    node is the remainder on both sides (mostly lanthanum and cerium) and its price is the remainder's (the atlas
+    price row of the aggregate says so). Before December 2026 the refine node kept the IEA magnet-REE total
+    (80,805 t) and an NdPr-rich basket ($25,052/t) against a remainder demand of mostly La/Ce ($1,090/t): Japan's
+    12,032 t read as 15 % of the world and were valued at 23 times their price. Where an element's world output is
+    unknown (terbium at the mine) the aggregate keeps its whole world output and price (flagged): netting a partial
+    sum would leave a remainder that still holds the unknown element.
     """
     by = {(n.commodity, n.stage): n for n in nodes}
     for n in nodes:
         if n.commodity != AGGREGATE_NODE or not np.isfinite(n.q0_t) or n.q0_t <= 0:
             continue
-        elements = [e for e in nodes if e.group == n.group and e.commodity != AGGREGATE_NODE and e.stage == n.stage
-                    and (e.commodity, e.stage) in by and np.isfinite(e.q0_t)]
+        members = [e for e in nodes if e.group == n.group and e.commodity != AGGREGATE_NODE and e.stage == n.stage]
+        elements = [e for e in members if (e.commodity, e.stage) in by and np.isfinite(e.q0_t)]
+        q_all = n.q0_t
+        if members and len(elements) == len(members):
+            q_rest = q_all - sum(e.q0_t for e in elements)
+            if q_rest <= 0:
+                raise ValueError(f"{n.key}: its element nodes' world output ({q_all - q_rest:,.0f} t) is not below the "
+                                 f"aggregate's ({q_all:,.0f} t): the aggregate's world_output row must cover all elements")
+            n.q0_t = q_rest
+            n.q0_basis = (f"{n.q0_basis}, less its element nodes ({', '.join(f'{e.commodity} {e.q0_t:,.0f} t' for e in elements)}): "
+                          f"{q_rest:,.0f} t")
+            n.flags.append(f"world output is the remainder after the element nodes ({q_rest:,.0f} of {q_all:,.0f} t); its "
+                           f"country shares are the aggregate's ({n.share_basis}), not measured for the remainder")
+        elif members:
+            missing = sorted(e.commodity for e in members if e not in elements)
+            n.flags.append(f"world output and price cover all rare earths ({', '.join(missing)} without a world output at "
+                           "this stage), while participants' demand is net of their element nodes")
+        netted = n.q0_t < q_all
         for iso in PARTICIPANTS:
             if not np.isfinite(n.demand_share.get(iso, np.nan)):
                 continue
+            total = n.demand_share[iso] * q_all
             parts = {e.commodity: e.demand_share[iso] * e.q0_t for e in elements
                      if np.isfinite(e.demand_share.get(iso, np.nan)) and e.demand_basis.get(iso, "").startswith(iso)}
-            if not parts:
-                continue
-            total = n.demand_share[iso] * n.q0_t
             rest = max(total - sum(parts.values()), 0.0)
             n.demand_share[iso] = rest / n.q0_t
+            if not parts:
+                continue
             n.demand_basis[iso] = (f"{n.demand_basis[iso]}, less its element nodes ({', '.join(f'{k} {v:,.0f} t' for k, v in sorted(parts.items()))}): "
                                    f"{rest:,.0f} t")
-            n.flags.append(f"{iso} demand is net of its element nodes ({rest:,.0f} of {total:,.0f} t), valued at the all-rare-earth "
-                           "basket price although the rest is mostly lanthanum and cerium")
+            n.flags.append(f"{iso} demand is net of its element nodes ({rest:,.0f} of {total:,.0f} t)"
+                           + ("" if netted else ", valued at the all-rare-earth basket price although the rest is mostly "
+                              "lanthanum and cerium"))
 
 
 def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | None = None) -> NodeTable:

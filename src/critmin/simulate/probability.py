@@ -9,8 +9,9 @@
   * governance multiple ``g_i = instability_i / mean instability`` over producer pairs
     (``instability = (2.5 - WGI political stability)/5``, the GeoPolRisk transform);
   * country rate, Poisson-gamma shrinkage of the country's own record toward the prior:
-    ``λ_i = (n_i + k·r0·g_i) / (E_i + k)`` with ``n_i`` the country's restriction starts (distinct
-    commodities), ``E_i`` its producer-pair-years and ``k`` = ``prior_strength_pair_years``;
+    ``λ_i = (n_i + k·r0·g_i) / (E_i + k)`` with ``n_i`` the country's restriction starts on its producer
+    pairs (distinct commodities it produces; a start on a commodity it does not produce is outside ``E_i`` and
+    is not counted), ``E_i`` its producer-pair-years and ``k`` = ``prior_strength_pair_years``;
   * per node ``p_i,node = (1 - exp(-λ_i)) / m_i,c`` (``m_i,c`` = stages of commodity c where i is a producer);
   * ``π_target``: share of historical events aimed at all destinations (WORLD); the named-target share is
     split equally among USA, JPN and BLOC (an assumption);
@@ -96,6 +97,19 @@ def _year(v: object) -> int | None:
     return int(s[:4]) if len(s) >= 4 and s[:4].isdigit() else None
 
 
+def _event_commodities(event: dict[str, object], ids: set[str], names: dict[str, str], covered: set[str]) -> set[str]:
+    """Commodity ids an event restricts: its listed commodities resolved by id or name ("rare earths" ->
+    rare_earths, "graphite"), and the nodes its curated scenario rows cover (E004's "nickel ore; bauxite" ->
+    nickel, aluminum). Items that name no commodity of the atlas (samarium, "all dual-use items") are not counted."""
+    out = set(covered)
+    for c in str(event.get("commodities") or "").split(";"):
+        c = c.strip().split(" (")[0].lower()
+        cid = c if c in ids else c.replace(" ", "_") if c.replace(" ", "_") in ids else names.get(c)
+        if cid:
+            out.add(cid)
+    return out
+
+
 def fit_probability_model(atlas: Atlas, nodes: NodeTable, params: Parameters) -> ProbabilityModel:
     """Fit the model of the module docstring from the atlas event history and governance data."""
     pairs: dict[tuple[str, str], int] = {}
@@ -107,6 +121,13 @@ def fit_probability_model(atlas: Atlas, nodes: NodeTable, params: Parameters) ->
     exposure = pd.Series(1.0, index=pd.MultiIndex.from_tuples(list(pairs))).groupby(level=0).sum() * years
     notes: list[str] = []
     ev = atlas.tables.get("events")
+    ids = set(atlas.commodities["commodity_id"])
+    names = {str(n).lower(): str(c) for n, c in zip(atlas.commodities["name"], atlas.commodities["commodity_id"], strict=True)}
+    es = atlas.tables.get("event_scenarios")
+    covered: dict[str, set[str]] = {}
+    if es is not None:
+        for e, c in zip(es["event_id"], es["commodity_id"], strict=True):
+            covered.setdefault(str(e), set()).add(str(c))
     starts: dict[str, set[str]] = {}
     n_events = 0
     world = named = 0
@@ -119,8 +140,13 @@ def fit_probability_model(atlas: Atlas, nodes: NodeTable, params: Parameters) ->
             if y is None or not HISTORY_START <= y <= HISTORY_END:
                 continue
             n_events += 1
-            for c in str(r["commodities"]).split(";"):
-                starts.setdefault(str(r["country_iso3"]), set()).add(c.strip().split(" (")[0].lower())
+            iso = str(r["country_iso3"])
+            # review 10: a start counts only on a pair in the exposure (a commodity the country produces); Namibia's
+            # one decree on lithium, cobalt, manganese, graphite and rare-earth ore counted five starts against three
+            # producer pairs, making it the most likely restrictor in the world
+            for c in _event_commodities(r, ids, names, covered.get(str(r["event_id"]), set())):
+                if (iso, c) in pairs:
+                    starts.setdefault(iso, set()).add(c)
             if "all destinations" in str(r["targets"]).lower():
                 world += 1
             else:
@@ -144,6 +170,10 @@ def fit_probability_model(atlas: Atlas, nodes: NodeTable, params: Parameters) ->
         base = n_total / float(exposure.sum())
         basis = f"computed: {n_total} country-commodity restriction starts {HISTORY_START}-{HISTORY_END} / {exposure.sum():.0f} producer-pair-years"
         notes.append("event list is curated, not exhaustive: the computed base rate is biased low")
+    elif n_events and float(exposure.sum()) > 0:
+        # events exist but none on a producer pair of these nodes (a toy node set): half a start, the Jeffreys prior
+        base = 0.5 / float(exposure.sum())
+        basis = f"computed: no restriction start {HISTORY_START}-{HISTORY_END} on these nodes' producer pairs; 0.5 / {exposure.sum():.0f} producer-pair-years"
     else:
         raise ValueError("no base rate: the atlas has no events and base_rate_restriction has no value")
     gov = governance(atlas)["instability"]

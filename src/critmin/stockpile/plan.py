@@ -79,10 +79,17 @@ def read_holdings(path: str | Path | None = None) -> pd.DataFrame:
 def holdings_for(h: pd.DataFrame, participant: str, commodity: str) -> tuple[float | None, list[str]]:
     """A participant's sourced holding of a commodity in t (None where no source publishes it) and every
     sourced statement about it (holdings, acquisition plans, targets), newest first."""
+    held, _, notes = _holdings_and_plans(h, participant, commodity)
+    return held, notes
+
+
+def _holdings_and_plans(h: pd.DataFrame, participant: str, commodity: str) -> tuple[float | None, float | None, list[str]]:
+    """The newest sourced holding (t), the largest published acquisition plan in t (plans of one buyer overlap:
+    a fiscal-year plan and the contract that fills it are not added), and every statement, newest first."""
     from critmin.atlas.lists import LISTED_PARENT
 
     mine = h[(h["country_iso3"] == participant) & h["commodity_id"].isin([commodity, LISTED_PARENT.get(commodity, commodity)])]
-    held = None
+    held = plan = None
     notes = []
     for r in mine.sort_values("as_of", ascending=False).to_dict("records"):
         q = pd.to_numeric(r.get("quantity_t"), errors="coerce")
@@ -90,7 +97,9 @@ def holdings_for(h: pd.DataFrame, participant: str, commodity: str) -> tuple[flo
         notes.append(f"{str(r['kind']).replace('_', ' ')}: {qty} ({r['material']}, {r['as_of']}; {r['holder']})")
         if r["kind"] == "holding" and np.isfinite(q) and held is None:
             held = float(q)
-    return held, notes
+        if r["kind"] == "acquisition_plan" and np.isfinite(q):
+            plan = max(plan or 0.0, float(q))
+    return held, plan, notes
 
 
 def disruption_sample(sim: Any, draws: int = 500, seed: int = 0, result: Any = None) -> dict[str, Any]:
@@ -105,9 +114,22 @@ def disruption_sample(sim: Any, draws: int = 500, seed: int = 0, result: Any = N
 
 
 def _against_holdings(h: pd.DataFrame, participant: str, commodity: str, target_t: float) -> dict[str, Any]:
-    held, notes = holdings_for(h, participant, commodity)
-    return {"current_holding_t": held, "to_buy_t": max(0.0, target_t - held) if held is not None else None,
-            "holdings_evidence": notes or ["no public figure for this material (holdings by material are not published)"]}
+    """The target against what is held and what the holder has published it will buy (review 10: DLA's cobalt,
+    bismuth, nickel and chromium purchases exceeded the plan's targets, which did not say so).
+
+    ``to_buy_t = max(0, target - holding - largest acquisition plan)``, where a holding is published; where only
+    a plan is, ``to_buy_t`` is net of the plan and says the holding is unknown; ``None`` where neither is."""
+    held, plan, notes = _holdings_and_plans(h, participant, commodity)
+    out: dict[str, Any] = {"current_holding_t": held, "planned_acquisition_t": plan,
+                           "to_buy_t": (max(0.0, target_t - (held or 0.0) - (plan or 0.0)) if held is not None or plan is not None else None),
+                           "holdings_evidence": notes or ["no public figure for this material (holdings by material are not published)"]}
+    if plan is not None and plan >= target_t > 0:
+        out["against_holdings"] = (f"the holder's published acquisition plan ({plan:,.0f} t) already covers this target "
+                                   f"({target_t:,.0f} t): nothing further to buy; the plan's size follows its own (defence) "
+                                   "requirement, not this model's shortfall")
+    elif plan is not None and held is None:
+        out["against_holdings"] = f"net of the published acquisition plan ({plan:,.0f} t); today's holding is not published"
+    return out
 
 
 #: A stock decided by fewer draws with a shortfall than this says so (its size rests on a few simulated years).
@@ -258,6 +280,8 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 # a rule, too, holds no more ore than the plants take, and no more than the policy's days of net imports
                 s_rule = min(days / 365.0 * annual_use, cap_plant, cap_t)
                 rules[f"{days}_days"] = {"stock_t": s_rule, "expected_cost_usd": float(expected_cost(s_rule, short, w, hold, c))}
+            against = _against_holdings(holdings, j, node.commodity, s_opt)
+            against_note = against.pop("against_holdings", None)
             rows.append({
                 "node": key, "commodity": node.commodity, "stage": node.stage, "participant": j,
                 "shortage_cost_usd_per_t": c, "holding_cost_usd_per_t_year": hold, "critical_fractile": max(0.0, 1.0 - hold / c) if c > 0 else 0.0,
@@ -266,7 +290,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 "days_of_net_imports": 365.0 * s_opt / annual_imports if annual_imports > 0 else np.nan, "net_import_reliance": nir,
                 "expected_cost_without_stock_usd": cost0, "expected_cost_with_stock_usd": cost_opt, "saving_usd": cost0 - cost_opt,
                 "rules": rules,
-                **_against_holdings(holdings, j, node.commodity, s_opt),
+                **against,
                 "release_rule": {"holdings_t": s_opt, "max_release_t_per_month": s_opt / max(typical_months, 1.0), "price_cap": 1.0},
                 "shortfall_draws": int((short > 0).sum()),
                 "flags": [f for f in node.flags if ("proxy" in f or "low-tier" in f) and flag_concerns(f, j)]
@@ -275,7 +299,8 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 + ([f"capped at what {j}'s own plants take in {max_days if max_days is not None else 365:g} days ({plant:,.0f} t a year)"]
                    if capped and cap_plant < cap_t else [])
                 + ([f"decided by {int((short > 0).sum())} of {draws} draws with a shortfall: rerun with more draws before buying"]
-                   if 0 < (short > 0).sum() < FEW_DRAWS and s_opt > 0 else []),
+                   if 0 < (short > 0).sum() < FEW_DRAWS and s_opt > 0 else [])
+                + ([against_note] if against_note else []),
             })
             lp_inputs[j].append((key, short, hold, c, p0, min(cap_t, cap_plant)))
             separate[j] = (s_opt, cost_opt, annual_imports)
@@ -284,22 +309,25 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             c = c_pool
             pl = pool(per_member, w, hold, c)
             pool_flags = []
-            if max_days is not None:
-                # the policy cap binds every stock compared: each member's separate stock (at most max_days of its
-                # net imports) and the pooled one (at most max_days of their combined net imports), all priced at
-                # the pool's shortage cost, so the comparison keeps its property: pooling never costs more
-                caps = {j: max_days / 365.0 * separate[j][2] for j in per_member}
-                sep_t = {j: min(pl.separate_stock_t[j], caps[j]) for j in per_member}
-                sep_cost = {j: float(expected_cost(sep_t[j], per_member[j], w, hold, c)) for j in per_member}
-                cap_pool = sum(caps.values())
-                ps = min(pl.pooled_stock_t, cap_pool)
-                if ps < pl.pooled_stock_t:
-                    pool_flags.append(f"capped at the policy's {max_days:g} days of net imports")
-                pc = float(expected_cost(ps, np.sum(list(per_member.values()), axis=0), w, hold, c))
-                z = sum(sep_cost.values())
-                share = {j: (v / z if z > 0 else 1.0 / len(sep_cost)) for j, v in sep_cost.items()}
-                pl = replace(pl, separate_stock_t=sep_t, separate_cost_usd=sep_cost, pooled_stock_t=ps, pooled_cost_usd=pc,
-                             saving_usd=z - pc, pooled_share=share, pooled_cost_by_member_usd={j: pc * f for j, f in share.items()})
+            # Each member brings at most its own stock (its row above: its shortage value, capped by the policy's
+            # days of net imports and its plants' intake), and the pool holds at most their sum. Review 10: capped
+            # only at the sum of the policy caps and valued at the bloc's shortage cost, the pooled magnet stock
+            # (6,299 t) put Japan's need into U.S. headroom, 1.7 times the members' own stocks (3,670 t). Separate
+            # and pooled stocks are compared at the pool's shortage cost under the same caps; the pooled cost is
+            # convex in the stock, so a pooled optimum above the cap costs at the cap no more than the capped
+            # separate stocks: pooling still never costs more.
+            caps = {j: separate[j][0] for j in per_member}
+            sep_t = {j: min(pl.separate_stock_t[j], caps[j]) for j in per_member}
+            sep_cost = {j: float(expected_cost(sep_t[j], per_member[j], w, hold, c)) for j in per_member}
+            ps = min(pl.pooled_stock_t, sum(caps.values()))
+            if ps < pl.pooled_stock_t - 1e-9:
+                pool_flags.append(f"capped at the members' own stocks ({sum(caps.values()):,.0f} t): a pool shares stock, "
+                                  "it does not hold one member's need in another's headroom")
+            pc = float(expected_cost(ps, np.sum(list(per_member.values()), axis=0), w, hold, c))
+            z = sum(sep_cost.values())
+            share = {j: (v / z if z > 0 else 1.0 / len(sep_cost)) for j, v in sep_cost.items()}
+            pl = replace(pl, separate_stock_t=sep_t, separate_cost_usd=sep_cost, pooled_stock_t=ps, pooled_cost_usd=pc,
+                         saving_usd=z - pc, pooled_share=share, pooled_cost_by_member_usd={j: pc * f for j, f in share.items()})
             rows.append({
                 "node": key, "commodity": node.commodity, "stage": node.stage, "participant": "POOL(" + "+".join(per_member) + ")",
                 "shortage_cost_usd_per_t": c, "holding_cost_usd_per_t_year": hold, "optimal_stock_t": pl.pooled_stock_t,
