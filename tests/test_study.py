@@ -201,3 +201,22 @@ def test_the_executive_answer_states_its_denominators_and_keeps_unfirm_stocks_ap
     caveat = next(t for t in build_summary(p)["what_would_change"] if "proxy_share_of_loss" in t)
     assert f"{p['scenarios'][0]['name']} (100% of its loss)" in caveat and p["scenarios"][1]["name"] not in caveat
     assert PROXY_SHARE_STATED == 0.25
+
+
+def test_stock_costs_say_they_are_at_baseline_prices_and_name_the_observed_rises(study_run: tuple[Path, dict]):
+    """Review 9/10: stocks were valued at 2024 prices under a chart titled 'today's prices', while antimony, tungsten and
+    bismuth cost several times more outside China after the 2024-2025 controls. The sentence names the observed rises
+    of the stocked nodes, from the plan's own back-test, and says the largest are thin-market quotes."""
+    import copy
+
+    from critmin.report.summary import build_summary
+
+    _, plan = study_run
+    p = copy.deepcopy(plan)
+    p["stockpiles"]["stockpiles"] = [r for r in p["stockpiles"]["stockpiles"] if r["participant"] in ("USA", "JPN")][:1]
+    r = p["stockpiles"]["stockpiles"][0]
+    r.update(node="antimony/mine", commodity="antimony", stage="mine", optimal_stock_t=1000.0, optimal_stock_usd=2e7, shortfall_draws=100)
+    obs = next(o for o in p["validation"]["observations"] if o["case_id"] == "E014.antimony" and o["segment"] == "targeted")
+    text = build_summary(p)["sentences"]["stocks"]
+    assert "baseline node prices" in text and f"antimony/mine x{obs['observed_ratio']:.1f} at its 12-month peak (E014.antimony)" in text
+    assert "thin-market quotes" in text

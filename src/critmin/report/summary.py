@@ -29,6 +29,23 @@ def _nodes(items: list[Any], kind: str = "") -> str:
 PROXY_SHARE_STATED = 0.25
 
 
+def _dearer_since_baseline(plan: dict[str, Any], nodes: set[str]) -> list[str]:
+    """For stocked nodes, the observed price rise outside China after a control of September 2024 or later (events
+    from E014 on, after the 2024 baseline year; the back-test's targeted observations in the plan: 'antimony/mine
+    x2.8 at its 12-month peak (E014.antimony)'), largest first; rises under 1.5x are left out."""
+    out = []
+    for o in (plan.get("validation") or {}).get("observations", []):
+        if o.get("segment") != "targeted" or o.get("node") not in nodes or str(o.get("event_id", "")) < "E014":
+            continue
+        r = float(o.get("observed_ratio") or 0.0)
+        if r >= 1.5:
+            h = int(o.get("horizon_months") or 0)
+            what = {"peak": f"at its {h}-month peak", "mean": f"on average over {h} months",
+                    "month": f"after {h} month{'s' if h != 1 else ''}"}.get(str(o.get("statistic")), "")
+            out.append((r, f"{o['node']} x{r:.1f} {what} ({o['case_id']})"))
+    return [t for _, t in sorted(out, reverse=True)]
+
+
 def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top: int = 10) -> dict[str, Any]:
     """Sentences and tables of the executive answer (see module docstring)."""
     pm = {r["commodity"]: r for r in plan.get("priority_minerals", [])}
@@ -138,6 +155,13 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     if few:
         s_stock += (f" A further {len(few)} stocks ({usd(sum(few))}, not in the totals above) rest on fewer than {FEW_DRAWS} simulated "
                     "years with a shortfall; rerun with more draws before buying them.")
+    dearer = _dearer_since_baseline(plan, {x["node"] for x in firm})
+    if dearer:
+        # review 9/10: stocks were valued at the baseline price while controlled materials cost several times more
+        s_stock += (" The costs are at the model's baseline node prices (mostly 2024); outside China, quoted spot prices rose after "
+                    "the controls now in force (" + "; ".join(dearer) + ", observed in the back-test), so buying these now costs more; "
+                    "the largest rises are thin-market quotes (most yttrium oxide traded in 2025 near US$6.50/kg while Rotterdam "
+                    "asked US$220-320/kg: validation.md §4), not the price of a stockpile's volume.")
 
     dl = plan["deliveries"]
     al = pd.DataFrame(dl["allocation"])

@@ -68,7 +68,7 @@ def xlsx_plan(plan: dict[str, Any]) -> bytes:
 
         bar("scenarios", tables["scenarios"], "commodity", "expected_loss_usd", "Expected loss by commodity (USD per year of exposure)", "N2")
         bar("budgets", tables["budgets"], "budget", "spent_usd", "Portfolio spend by budget (USD)", "E2")
-        bar("stockpiles", tables["stockpiles"], "node", "optimal_stock_usd", "Stock targets (USD at today's prices)", "T2")
+        bar("stockpiles", tables["stockpiles"], "node", "optimal_stock_usd", "Stock targets (USD at the baseline node prices, mostly 2024)", "T2")
     return buf.getvalue()
 
 
@@ -322,7 +322,7 @@ def html_plan(plan: dict[str, Any], atlas: Any) -> str:
     if len(st):
         s2 = st.sort_values("optimal_stock_usd", ascending=False).head(20)
         f = go.Figure(go.Bar(x=s2["node"] + " " + s2["participant"], y=s2["optimal_stock_usd"]))
-        f.update_layout(title="Stock targets (USD at today's prices)", height=420)
+        f.update_layout(title="Stock targets (USD at the baseline node prices, mostly 2024)", height=420)
         figs.append(("stockpiles", f))
     blocks = "".join(f'<div class="fig" id="{k}">{f.to_html(full_html=False, include_plotlyjs=False, config=OFFLINE_PLOT_CONFIG)}</div>' for k, f in figs)
     md = plan["metadata"]
