@@ -586,6 +586,15 @@ def test_a_restriction_start_counts_only_where_the_country_produces(simulator):
     pairs = {c for (i, c) in pm.stages_per_pair if i == "NAM"}
     assert "lithium" in pairs and not pairs & {"cobalt", "manganese", "graphite", "rare_earths"}
     assert pm.country_rate["CHN"] > pm.country_rate["NAM"]
+    # review 11: a start is the producer's own measure: China's closure of the Myanmar border (E008) and the capture
+    # of Myanmar's mines by an armed group (E009) are not Myanmar's restrictions
+    from critmin.simulate.probability import imposed_by_producer
+
+    ev = simulator.atlas.tables["events"].set_index("event_id")
+    assert not imposed_by_producer(ev.loc["E008"].to_dict() | {"country_iso3": "MMR"})
+    assert not imposed_by_producer(ev.loc["E009"].to_dict() | {"country_iso3": "MMR"})
+    assert imposed_by_producer(ev.loc["E007"].to_dict() | {"country_iso3": "MMR"})
+    assert max(pm.country_rate, key=pm.country_rate.get) == "CHN"
     # the base rate counts the same pairs it divides by
     n = int(pm.base_rate_basis.split(": ")[1].split(" ")[0])
     assert pm.base_rate == pytest.approx(n / (16 * len(pm.stages_per_pair)))

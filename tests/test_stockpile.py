@@ -132,9 +132,9 @@ def test_stocks_are_stated_against_sourced_holdings(simulator):
     rows = [r for r in rec["stockpiles"] if r["participant"] in ("USA", "JPN")]
     assert rows and all(r["holdings_evidence"] for r in rows)
     for r in rows:
-        if r["current_holding_t"] is not None or r["planned_acquisition_t"] is not None:
-            # review 10: net of the holding and of the largest published acquisition plan
-            net = r["optimal_stock_t"] - (r["current_holding_t"] or 0.0) - (r["planned_acquisition_t"] or 0.0)
+        if r["current_holding_t"] is not None or r["ordered_t"] is not None:
+            # review 11: net of the holding and of what is ordered; plans and requests are not stock
+            net = r["optimal_stock_t"] - (r["current_holding_t"] or 0.0) - (r["ordered_t"] or 0.0)
             assert r["to_buy_t"] == pytest.approx(max(0.0, net))
     assert any("60 days" in n for n in rec["metadata"]["holdings_context"]["JPN"])
 
@@ -297,26 +297,30 @@ def test_element_concentrate_is_ore_a_participant_without_separation_cannot_use(
     assert unusable_ore_reason(simulator, simulator.nodes.get("ndpr", "mine"), "USA") is None
 
 
-def test_a_published_acquisition_plan_is_netted_from_the_target():
-    """Review 10: DLA's published purchases (cobalt 7,480 t, bismuth 2,341 t) exceeded the plan's targets, and
-    the plan neither netted them nor said so. The largest published plan (plans of one buyer overlap) is netted."""
+def test_published_plans_are_named_and_only_orders_are_netted():
+    """Review 10: DLA's published plans (cobalt 7,480 t, bismuth 2,341 t) exceeded the targets without the plan
+    saying so. Review 11: those are a cancelled solicitation, RFIs and contract ceilings, not stock. Holdings and
+    orders are netted; a plan that would cover the target is named, not netted."""
     import pandas as pd
 
     from critmin.stockpile import plan as sp
 
     h = sp.read_holdings()
     cobalt = sp._against_holdings(h, "USA", "cobalt", 1_000.0)
-    assert cobalt["planned_acquisition_t"] == pytest.approx(7_480.0) and cobalt["to_buy_t"] == 0.0
-    assert "already covers this target" in cobalt["against_holdings"]
-    # a holding and a plan together: bismuth is held at 0 t and planned at 2,341 t
+    assert cobalt["planned_acquisition_t"] == pytest.approx(7_480.0) and cobalt["to_buy_t"] is None
+    assert "not an award" in cobalt["against_holdings"] and "is covered" in cobalt["against_holdings"]
+    # a holding (0 t) and a plan: only the holding is netted
     bi = sp._against_holdings(h, "USA", "bismuth", 3_000.0)
-    assert bi["current_holding_t"] == 0.0 and bi["to_buy_t"] == pytest.approx(3_000.0 - 2_341.0)
-    # two overlapping plans are not added: the largest counts
+    assert bi["current_holding_t"] == 0.0 and bi["to_buy_t"] == pytest.approx(3_000.0)
+    # antimony: a five-year ceiling of 3,039 t with a first order of 142.9 t
+    sb = sp._against_holdings(h, "USA", "antimony", 5_000.0)
+    assert sb["ordered_t"] == pytest.approx(142.9) and sb["to_buy_t"] == pytest.approx(5_000.0 - 142.9)
+    assert any("142.9 t ordered" in n for n in sb["holdings_evidence"])
+    # two overlapping plans are not added: the largest is reported
     two = pd.DataFrame([{"country_iso3": "USA", "commodity_id": "x", "kind": "acquisition_plan", "quantity_t": q, "quantity": "",
-                         "unit": "", "material": "x", "as_of": f"2025-0{i + 1}", "holder": "DLA"} for i, q in enumerate((700.0, 3_039.0))])
-    got = sp._against_holdings(two, "USA", "x", 5_000.0)
-    assert got["planned_acquisition_t"] == 3_039.0 and got["to_buy_t"] == pytest.approx(1_961.0)
-    assert "holding is not published" in got["against_holdings"]
-    # nothing published: nothing netted
+                         "unit": "", "material": "x", "as_of": f"2025-0{i + 1}", "holder": "DLA", "ordered_t": ""}
+                        for i, q in enumerate((700.0, 3_039.0))])
+    got = sp._against_holdings(two, "USA", "x", 2_000.0)
+    assert got["planned_acquisition_t"] == 3_039.0 and got["to_buy_t"] is None
     none = sp._against_holdings(two, "JPN", "x", 5_000.0)
     assert none["to_buy_t"] is None and none["planned_acquisition_t"] is None and "against_holdings" not in none

@@ -120,6 +120,29 @@ def _us_reliance(atlas: Atlas, commodity_id: str, year: int = 2024) -> tuple[Rel
     return Reliance(v, low, high, basis, False, int(r["year"]), [str(r["source_id"])]), cons
 
 
+def us_consumption_from_trade(atlas: Atlas, commodity_id: str, year: int = 2024) -> tuple[float, float, float, str] | None:
+    """U.S. consumption (t) where the USGS withholds it but publishes trade and a net import reliance:
+    ``C = (imports - exports) / NIR``, over the NIR's range (a censored ">50 %" gives C between NI and 2 NI),
+    for the latest year with all three; None otherwise (no import surplus, no NIR, or a "<x %" NIR, whose range
+    reaches 0 and leaves consumption unbounded). Review 11: the U.S.
+    lithium proxy (37,173 t) was eleven times the 3,200 t these figures allow, tungsten's (15,764 t) above 9,400 t.
+    Returns (central, low, high, basis)."""
+    t = atlas.rows_of("us_trade", ("commodity_id",), (commodity_id,))
+    rows = t[(t["year"] <= year) & t["nir_pct"].notna() & t["imports"].notna() & t["exports"].notna() & t["consumption"].isna()]
+    rows = rows[rows["form"].isin(["", "compounds_metals"])] if (rows["form"].isin(["", "compounds_metals"])).any() else rows[rows["headline"].astype(bool)]
+    if rows.empty:
+        return None
+    r = rows.sort_values("year").iloc[-1]
+    f = tonnes_factor(str(r["unit"]))
+    ni = (float(r["imports"]) - float(r["exports"])) * float(f or np.nan)
+    v, low, high = _censored(float(r["nir_pct"]) / 100.0, str(r["nir_qualifier"]))
+    if not np.isfinite(ni) or ni <= 0 or low <= 0:
+        return None  # no import surplus, or a reliance "<x %" whose range reaches 0: consumption unbounded above
+    q = f"{r['nir_qualifier']}{r['nir_pct']:g} %" if str(r["nir_qualifier"]) in ("<", ">") else f"{r['nir_pct']:g} %"
+    return (ni / v, ni / high, ni / low,
+            f"USGS {int(r['year'])} imports {float(r['imports']):,.0f} less exports {float(r['exports']):,.0f} t over its net import reliance {q}")
+
+
 def _censored(v: float, qualifier: str) -> tuple[float, float, float]:
     """(value, low, high) of a published NIR ``v`` (fraction) with its qualifier: ``>x`` is the range x-1 and ``<x``
     the range 0-x, both valued at the midpoint (the bound itself understated ">50 %" and overstated "<25 %"); a

@@ -526,7 +526,12 @@ def build_problem(
             inst = str(a["instrument"])
             if inst == "any":
                 continue
-            if not _eligible_country(str(a["eligible_countries"]), str(p["country_iso3"]), str(a["participant_iso3"]), atlas):
+            if str(a["eligible_countries"]).strip().lower() == "japan_link":
+                # review 11: Japanese agencies finance Japanese companies' projects (agencies.csv note)
+                link = p.get("japan_link")
+                if str(p["country_iso3"]) != str(a["participant_iso3"]) and not (isinstance(link, str) and link.strip()):
+                    continue
+            elif not _eligible_country(str(a["eligible_countries"]), str(p["country_iso3"]), str(a["participant_iso3"]), atlas):
                 continue
             if not _eligible_stage(str(a["eligible_stages"]), str(p["stage"])):
                 continue

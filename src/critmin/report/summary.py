@@ -114,7 +114,8 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                                if r.get("days_of_net_imports") is not None and np.isfinite(r["days_of_net_imports"]) else None,
                                "expected_saving_usd_per_year": float(r["saving_usd"]),
                                "current_holding": (f"{float(r['current_holding_t']):,.0f} t" if pd.notna(r.get("current_holding_t")) else "not published")
-                               + (f"; acquisition plan {float(r['planned_acquisition_t']):,.0f} t" if pd.notna(r.get("planned_acquisition_t")) else "")})
+                               + (f"; ordered {float(r['ordered_t']):,.0f} t" if pd.notna(r.get("ordered_t")) else "")
+                               + (f"; plan or request {float(r['planned_acquisition_t']):,.0f} t (not stock)" if pd.notna(r.get("planned_acquisition_t")) else "")})
             t = r.get("to_buy_t")
             if 0 < (r.get("shortfall_draws") or 0) < FEW_DRAWS:
                 few.append(float(r["optimal_stock_usd"]))
@@ -127,7 +128,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     stock_rows.sort(key=lambda x: bool(x.get("few_draws")))  # firm stocks first, in cost order
     # review 9: a recommendation does not total what it tells the reader not to buy yet
     firm = [x for x in stock_rows if not x.get("few_draws")]
-    # review 10: DLA's purchases of cobalt, bismuth and others exceeded the targets without the plan saying so
+    # review 10/11: DLA's plans and requests (cobalt, bismuth, tin) exceeded targets; they are named, not netted
     covered = [f"{r['participant']} {r['node']}" for r in (st.to_dict("records") if len(st) else [])
                if r["participant"] in ("USA", "JPN") and r["optimal_stock_t"] > 0 and pd.notna(r.get("planned_acquisition_t"))
                and float(r["planned_acquisition_t"]) >= float(r["optimal_stock_t"])]
@@ -137,9 +138,10 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                f"{sum(1 for x in firm if x['participant'] == 'JPN')} for Japan ({usd(by_j['JPN'])}), from each participant's critical-mineral "
                f"list, stockable stages {', '.join(md.get('stockable_stages', []))}"
                + (f", at most {md['max_days']:g} days of net imports each." if md.get("max_days") else ".")
-               + f" Today's government holdings or acquisition plans are published for {sum(1 for x in stock_rows if x['current_holding'] != 'not published')} of "
-               f"these materials (net of them, {usd(to_buy)} is left to buy"
-               + (f"; the published acquisition plans already cover the targets for {', '.join(covered)}" if covered else "")
+               + f" Today's government holdings, orders or acquisition plans are published for {sum(1 for x in stock_rows if x['current_holding'] != 'not published')} of "
+               f"these materials (net of holdings and orders, {usd(to_buy)} is left to buy"
+               + (f"; published plans, requests or contract ceilings, which are not stock, would cover the targets for {', '.join(covered)} if bought"
+                  if covered else "")
                + "); the U.S. National Defense Stockpile stopped publishing holdings by material in 2023 and JOGMEC's are "
                "confidential (its target is 60 days of consumption), so the other stocks are targets, not purchases net of holdings."
                + (f" {_nodes(md.get('not_stocked_proxy_demand', []), 'listed ')} not stocked because the participant's consumption there "

@@ -25,7 +25,13 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from critmin.assess.exposure import consumption_tonnes, country_reliance, import_sourcing, tonnes_factor
+from critmin.assess.exposure import (
+    consumption_tonnes,
+    country_reliance,
+    import_sourcing,
+    tonnes_factor,
+    us_consumption_from_trade,
+)
 from critmin.assess.supply import stage_shares_table
 from critmin.atlas.model import Atlas
 
@@ -214,6 +220,53 @@ def _consumption_ratio(cons: dict[str, dict[str, float]]) -> dict[tuple[str, str
 AGGREGATE_NODE = "rare_earths"
 
 
+def _element_proxies_by_composition(nodes: list[Node]) -> None:
+    """A participant's element demand that no source gives, where it has a measured demand at the aggregate: its
+    aggregate total times the other participant's share of the element in its own total,
+    ``C_e,j = C_agg,j · C_e,o / C_agg,o`` (flagged as a proxy; netted from the aggregate like a measured element).
+
+    Review 11: the U.S. NdPr, Dy and Tb demand was Japan's times the median U.S./Japan consumption ratio (2.07) and
+    sat beside the whole U.S. aggregate: 11,358 t of NdPr against USGS apparent consumption of 6,600 t of all rare
+    earths. By composition it is 1,927 t (Japan's 29 % NdPr share of its products; the U.S. end-use split bounds
+    its non-La/Ce rest at about 1,665 t, so even this overstates, Japan's mix being magnet-heavy). The proxies of one
+    participant together stay within what its measured elements leave of its total (6,600 t less yttrium 500 t and
+    lanthanum + cerium 4,435 t, an estimated lower bound: 1,665 t), scaled down where they exceed it."""
+    by = {(n.commodity, n.stage): n for n in nodes}
+    for agg in nodes:
+        if agg.commodity != AGGREGATE_NODE or not np.isfinite(agg.q0_t) or agg.q0_t <= 0:
+            continue
+        elements = [e for e in nodes if e.group == agg.group and e.commodity != AGGREGATE_NODE and e.stage == agg.stage
+                    and (e.commodity, e.stage) in by and np.isfinite(e.q0_t) and e.q0_t > 0]
+        for iso in PARTICIPANTS:
+            other = next(o for o in PARTICIPANTS if o != iso)
+            if not (agg.demand_basis.get(iso, "").startswith(iso) and agg.demand_basis.get(other, "").startswith(other)):
+                continue
+            total_j, total_o = agg.demand_share[iso] * agg.q0_t, agg.demand_share[other] * agg.q0_t
+            # the participant's measured element demands, once per element over the group's stages (U.S. yttrium
+            # 500 t, lanthanum + cerium 4,435 t): the proxies share what they leave of its total
+            measured = {n.commodity: n.demand_share[iso] * n.q0_t for n in nodes
+                        if n.group == agg.group and n.commodity != AGGREGATE_NODE and np.isfinite(n.q0_t)
+                        and np.isfinite(n.demand_share.get(iso, np.nan)) and n.demand_basis.get(iso, "").startswith(iso)}
+            room = max(total_j - sum(measured.values()), 0.0)
+            todo = {e.commodity: total_j * e.demand_share[other] * e.q0_t / total_o for e in elements
+                    if not np.isfinite(e.demand_share.get(iso, np.nan)) and e.demand_basis.get(other, "").startswith(other)}
+            scale = min(1.0, room / sum(todo.values())) if sum(todo.values()) > 0 else 1.0
+            for e in elements:
+                if e.commodity not in todo:
+                    continue
+                t = todo[e.commodity] * scale
+                e.demand_share[iso] = t / e.q0_t
+                e.demand_basis[iso] = (f"{COMPOSITION_PROXY} {iso} rare-earth total {total_j:,.0f} t x {other}'s {e.commodity} share of its "
+                                       f"total ({e.demand_share[other] * e.q0_t:,.0f} / {total_o:,.0f} t)"
+                                       + (f" x {scale:.3f} (the proxies together within the {room:,.0f} t its measured elements leave)" if scale < 1 else "")
+                                       + f": {t:,.0f} t")
+                e.flags.append(f"{iso} demand share is a proxy (the {other} composition applied to the {iso} rare-earth total)")
+
+
+#: Opening of the basis of an element demand proxied from the other participant's composition (netted from the aggregate).
+COMPOSITION_PROXY = "proxy by composition:"
+
+
 def _net_of_elements(nodes: list[Node]) -> None:
     """A participant's demand at the rare-earth aggregate, net of its demand at the element nodes of the same stage.
 
@@ -258,7 +311,8 @@ def _net_of_elements(nodes: list[Node]) -> None:
                 continue
             total = n.demand_share[iso] * q_all
             parts = {e.commodity: e.demand_share[iso] * e.q0_t for e in elements
-                     if np.isfinite(e.demand_share.get(iso, np.nan)) and e.demand_basis.get(iso, "").startswith(iso)}
+                     if np.isfinite(e.demand_share.get(iso, np.nan))
+                     and (e.demand_basis.get(iso, "").startswith(iso) or e.demand_basis.get(iso, "").startswith(COMPOSITION_PROXY))}
             rest = max(total - sum(parts.values()), 0.0)
             n.demand_share[iso] = rest / n.q0_t
             if not parts:
@@ -290,6 +344,7 @@ def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | N
 
     # participant consumption and reliance per commodity (computed once per commodity)
     cons: dict[str, dict[str, float]] = {}
+    from_trade: dict[str, str] = {}  # commodity -> flag of a U.S. consumption estimated from USGS trade
     nir: dict[str, dict[str, float]] = {}
     imports: dict[str, dict[str, dict[str, float]]] = {}
     for c in sorted(set(shares["commodity_id"])):
@@ -299,6 +354,13 @@ def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | N
             ct = consumption_tonnes(atlas, iso, c, year)
             if iso != "USA" or cons_t is None:  # the USA: USGS apparent consumption first, then the consumption table
                 cons_t = ct[0] if ct else cons_t
+            if iso == "USA" and cons_t is None:
+                # USGS withholds consumption but publishes trade and a reliance: net imports / NIR (review 11)
+                est = us_consumption_from_trade(atlas, c, year)
+                if est is not None:
+                    cons_t = est[0]
+                    from_trade[c] = (f"USA consumption is an estimate from trade ({est[3]}: {est[0]:,.0f} t, range "
+                                     f"{est[1]:,.0f}-{est[2]:,.0f})")
             if cons_t is not None and cons_t > 0:
                 cons[c][iso] = float(cons_t)
             nir[c][iso] = float(rel.value) if rel.value is not None else np.nan
@@ -340,6 +402,9 @@ def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | N
             if cq is not None and np.isfinite(q) and q > 0 and cq / q <= MAX_PLAUSIBLE_DEMAND_SHARE:
                 d[iso] = float(cq / q)
                 db[iso] = f"{iso} consumption {cq:,.0f} t / world output"
+                if not own and iso == "USA" and c in from_trade:
+                    db[iso] += " (estimated from trade)"
+                    flags.append(from_trade[c])
                 if own and estimated.get((iso, c, st)):
                     # review 5: Japan's 16,400 t of magnets (production plus imports, exports not deducted) carried no flag
                     kind = estimated[(iso, c, st)].removeprefix("estimate").strip(" ,")
@@ -369,6 +434,7 @@ def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | N
                 source_ids=sorted(set(g["source_id"])),
             )
         )
+    _element_proxies_by_composition(nodes)
     _net_of_elements(nodes)
     # demand-share proxies (flagged): from the other participant's share of the same node, scaled by the median
     # ratio of the two participants' consumption over the commodities where both are known; else the median

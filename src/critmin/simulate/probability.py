@@ -5,7 +5,8 @@
 - Otherwise ``P(scenario) = p_i,node · π_target · π_duration`` where, for country ``i``:
 
   * base rate ``r0`` = restriction starts / producer-pair-years in the event history 2010-2025 (the
-    ``base_rate_restriction`` setting when it has a value);
+    ``base_rate_restriction`` setting when it has a value); a start is an export control the producing country
+    imposed itself (not a customer's import ban or border closure, not a conflict);
   * governance multiple ``g_i = instability_i / mean instability`` over producer pairs
     (``instability = (2.5 - WGI political stability)/5``, the GeoPolRisk transform);
   * country rate, Poisson-gamma shrinkage of the country's own record toward the prior:
@@ -43,6 +44,14 @@ def is_export_control(event_type: object) -> bool:
     """An event type that restricts the supplier's own exports (not a sanction or an import ban by its customers)."""
     kind = str(event_type).lower()
     return not any(k in kind for k in _NOT_EXPORT)
+
+
+def imposed_by_producer(event: dict[str, object]) -> bool:
+    """The producing country imposed the measure on its own exports (review 11: China's COVID closure of the Myanmar
+    border and the Kachin Independence Army's capture of the Pangwa mines were counted as Myanmar's restrictions,
+    making Myanmar the world's most likely restrictor). Rows without an ``imposed_by_iso3`` column count."""
+    by = str(event.get("imposed_by_iso3") if event.get("imposed_by_iso3") is not None else event.get("country_iso3") or "")
+    return str(event.get("country_iso3") or "") in {x.strip() for x in by.split(";")}
 
 
 @dataclass
@@ -134,7 +143,7 @@ def fit_probability_model(atlas: Atlas, nodes: NodeTable, params: Parameters) ->
     durations: list[int] = []
     if ev is not None and len(ev):
         for r in ev.to_dict("records"):
-            if not is_export_control(r["event_type"]):
+            if not is_export_control(r["event_type"]) or not imposed_by_producer(r):
                 continue
             y = _year(r["start"]) or _year(r["announced"])
             if y is None or not HISTORY_START <= y <= HISTORY_END:

@@ -79,27 +79,32 @@ def read_holdings(path: str | Path | None = None) -> pd.DataFrame:
 def holdings_for(h: pd.DataFrame, participant: str, commodity: str) -> tuple[float | None, list[str]]:
     """A participant's sourced holding of a commodity in t (None where no source publishes it) and every
     sourced statement about it (holdings, acquisition plans, targets), newest first."""
-    held, _, notes = _holdings_and_plans(h, participant, commodity)
+    held, _, _, notes = _holdings_and_plans(h, participant, commodity)
     return held, notes
 
 
-def _holdings_and_plans(h: pd.DataFrame, participant: str, commodity: str) -> tuple[float | None, float | None, list[str]]:
-    """The newest sourced holding (t), the largest published acquisition plan in t (plans of one buyer overlap:
-    a fiscal-year plan and the contract that fills it are not added), and every statement, newest first."""
+def _holdings_and_plans(h: pd.DataFrame, participant: str, commodity: str) -> tuple[float | None, float | None, float | None, list[str]]:
+    """The newest sourced holding (t), the largest published acquisition plan in t (a solicitation, RFI, AMP maximum
+    or contract ceiling: evidence, not stock; plans of one buyer overlap, so they are not added), the tonnes
+    actually ordered under them (``ordered_t``, summed), and every statement, newest first."""
     from critmin.atlas.lists import LISTED_PARENT
 
     mine = h[(h["country_iso3"] == participant) & h["commodity_id"].isin([commodity, LISTED_PARENT.get(commodity, commodity)])]
-    held = plan = None
+    held = plan = ordered = None
     notes = []
     for r in mine.sort_values("as_of", ascending=False).to_dict("records"):
         q = pd.to_numeric(r.get("quantity_t"), errors="coerce")
         qty = f"{q:,.0f} t" if np.isfinite(q) else (f"{r['quantity']} {r['unit']}".strip() if str(r.get("quantity", "")) else "quantity not published")
-        notes.append(f"{str(r['kind']).replace('_', ' ')}: {qty} ({r['material']}, {r['as_of']}; {r['holder']})")
+        o = pd.to_numeric(r.get("ordered_t", ""), errors="coerce")
+        notes.append(f"{str(r['kind']).replace('_', ' ')}: {qty} ({r['material']}, {r['as_of']}; {r['holder']})"
+                     + (f", of which {o:,.1f} t ordered" if np.isfinite(o) else ""))
         if r["kind"] == "holding" and np.isfinite(q) and held is None:
             held = float(q)
         if r["kind"] == "acquisition_plan" and np.isfinite(q):
             plan = max(plan or 0.0, float(q))
-    return held, plan, notes
+        if np.isfinite(o):
+            ordered = (ordered or 0.0) + float(o)
+    return held, plan, ordered, notes
 
 
 def disruption_sample(sim: Any, draws: int = 500, seed: int = 0, result: Any = None) -> dict[str, Any]:
@@ -114,21 +119,21 @@ def disruption_sample(sim: Any, draws: int = 500, seed: int = 0, result: Any = N
 
 
 def _against_holdings(h: pd.DataFrame, participant: str, commodity: str, target_t: float) -> dict[str, Any]:
-    """The target against what is held and what the holder has published it will buy (review 10: DLA's cobalt,
-    bismuth, nickel and chromium purchases exceeded the plan's targets, which did not say so).
+    """The target against what is held, what is ordered, and what the holder has said it may buy.
 
-    ``to_buy_t = max(0, target - holding - largest acquisition plan)``, where a holding is published; where only
-    a plan is, ``to_buy_t`` is net of the plan and says the holding is unknown; ``None`` where neither is."""
-    held, plan, notes = _holdings_and_plans(h, participant, commodity)
-    out: dict[str, Any] = {"current_holding_t": held, "planned_acquisition_t": plan,
-                           "to_buy_t": (max(0.0, target_t - (held or 0.0) - (plan or 0.0)) if held is not None or plan is not None else None),
+    ``to_buy_t = max(0, target - holding - ordered)`` where either is published, else ``None``. A published
+    plan (solicitation, RFI, AMP maximum, contract ceiling) is not stock and is not netted (review 11: DLA's
+    7,480 t cobalt solicitation was cancelled, its 1,978 t tin request replaces tin-pest ingots, its 3,039 t
+    antimony figure is a five-year ceiling with a first order of 143 t); where it would cover the target the
+    row says so (review 10: the plan recommended less than DLA's plans without saying so)."""
+    held, plan, ordered, notes = _holdings_and_plans(h, participant, commodity)
+    out: dict[str, Any] = {"current_holding_t": held, "ordered_t": ordered, "planned_acquisition_t": plan,
+                           "to_buy_t": (max(0.0, target_t - (held or 0.0) - (ordered or 0.0)) if held is not None or ordered is not None else None),
                            "holdings_evidence": notes or ["no public figure for this material (holdings by material are not published)"]}
     if plan is not None and plan >= target_t > 0:
-        out["against_holdings"] = (f"the holder's published acquisition plan ({plan:,.0f} t) already covers this target "
-                                   f"({target_t:,.0f} t): nothing further to buy; the plan's size follows its own (defence) "
-                                   "requirement, not this model's shortfall")
-    elif plan is not None and held is None:
-        out["against_holdings"] = f"net of the published acquisition plan ({plan:,.0f} t); today's holding is not published"
+        out["against_holdings"] = (f"the holder has published a plan, request or contract ceiling of {plan:,.0f} t (not an award"
+                                   + (f"; {ordered:,.1f} t ordered so far" if ordered else "") + f"): if it is bought, this target "
+                                   f"({target_t:,.0f} t) is covered; its size follows the holder's own (defence) requirement")
     return out
 
 
