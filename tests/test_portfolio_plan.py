@@ -251,3 +251,17 @@ def test_public_money_of_all_agencies_leaves_the_sponsor_its_share(simulator) ->
     # everywhere, counted public support plus a new capex instrument stays within 80 % of capex
     for r in o[(o["amount_usd"] > 0) & o["instrument"].isin(CAPEX_INSTRUMENTS) & o["project_id"].map(capex).notna()].itertuples():
         assert counted.get(r.project_id, 0.0) + r.amount_usd <= 0.8 * capex[r.project_id] + 1e-6, r.project_id
+
+
+def test_unspent_budgets_name_their_real_constraint(plan):
+    """Review 10: 'the remaining options' nodes are covered' while most of the avoidable loss sat at nodes where
+    nothing was avoided. Review 11: offtake budgets were blamed on the projects' additionality, while the cause is
+    that an offtake at market price has no value in the finance model. Each reason names its constraint."""
+    unspent = plan["unspent"]
+    assert unspent
+    for key, why in unspent.items():
+        if key.endswith(":offtake") and "additionality" not in why and "funded" not in why:
+            assert "offtake at the market price" in why and "not modelled" in why, (key, why)
+        if "net-benefit test" in why:
+            assert "the best, P" in why and "a year needed to justify its cost" in why, (key, why)
+    assert any("none of its options reaches" in w for w in unspent.values())

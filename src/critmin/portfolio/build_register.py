@@ -275,6 +275,24 @@ def _project(raw: Mapping[str, str], d: Decision) -> dict[str, Any]:
     }
 
 
+#: fx rows of instrument_parameters.csv that convert a support amount given only in local currency (review 11:
+#: NRCan's C$18.95 M for Saguenay, Australia's A$643 M for Nolans were not counted): currency -> (row, USD per unit or None
+#: for a JPY-per-USD row)
+FX_ROWS = {"AUD": ("usd_per_aud", False), "EUR": ("usd_per_eur", False), "CAD": ("usd_per_cad", False), "JPY": ("jpy_per_usd", True)}
+
+
+def _usd_of_local(amount: float, currency: str) -> tuple[float, str] | None:
+    """``amount`` in ``currency`` converted at the fx row of instrument_parameters.csv, with its basis; None when no row."""
+    from critmin.portfolio.model import InstrumentParameters
+
+    row = FX_ROWS.get(currency.strip().upper())
+    if row is None:
+        return None
+    rate = InstrumentParameters.load().get("fx", row[0])
+    usd = amount / rate if row[1] else amount * rate
+    return usd, f"converted at the fx row {row[0]} = {rate:g} of instrument_parameters.csv"
+
+
 def _support(raw: Mapping[str, str]) -> dict[str, Any]:
     status = raw["commitment_status"]
     excluded = raw["exclude_from_sum"]
@@ -282,9 +300,15 @@ def _support(raw: Mapping[str, str]) -> dict[str, Any]:
     prefix = []
     if raw["amount_qualifier"]:
         prefix.append(f"Amount qualifier: {raw['amount_qualifier']}.")
+    usd = _f(raw["amount_usd"])
     if raw["amount_local"]:
         local = f"{raw['currency']} {float(raw['amount_local']):,.0f}".strip()
-        prefix.append(f"Local amount: {local}" + ("." if raw["amount_usd"] else " (no USD figure published; amount_usd blank)."))
+        conv = None if raw["amount_usd"] else _usd_of_local(float(raw["amount_local"]), raw["currency"])
+        if conv is not None:
+            usd = conv[0]
+        prefix.append(f"Local amount: {local}" + ("." if raw["amount_usd"] else
+                                                  f" (no USD figure published; amount_usd {conv[0]:,.0f}, {conv[1]})." if conv else
+                                                  " (no USD figure published and no fx row; amount_usd blank)."))
     if excluded:
         prefix.append(f"Not counted: exclude_from_sum ({excluded}).")
     elif status in NOT_COUNTED_STATUSES:
@@ -296,7 +320,7 @@ def _support(raw: Mapping[str, str]) -> dict[str, Any]:
         "participant_iso3": raw["participant_country"],
         "instrument": raw["instrument"],
         "instrument_detail": raw["instrument_detail"],
-        "amount_usd": _f(raw["amount_usd"]),
+        "amount_usd": usd,
         "date": raw["date"],
         "commitment_status": status,
         "counts": "yes" if counts else "no",
@@ -467,8 +491,10 @@ def register_markdown(register: Register, raw_projects: list[tuple[int, dict[str
       f"or its `commitment_status` is one of {', '.join(NOT_COUNTED_STATUSES)} (non-binding letters, superseded, "
       "proposed, preliminary, option and in-principle commitments). `letter_of_intent` is treated like "
       "`letter_of_interest`; `binding_LOI`, conditional commitments and the 2022 DOE selections count (see gaps). "
-      "`amount_usd` is kept only when a source printed a USD figure: local-currency amounts are in `note` and are "
-      "not converted. A blank `counts` in an imported file is derived from `commitment_status` by the same rule.")
+      "`amount_usd` is the USD figure a source printed; where only a local-currency amount is printed (AUD, EUR, CAD, "
+      "JPY) it is converted at the fx rows of instrument_parameters.csv and the note says so (December 2026, review "
+      "11: before, such amounts were not counted). A blank `counts` in an imported file is derived from "
+      "`commitment_status` by the same rule.")
     a("")
     counted = s[s["counts"]]
     a(f"* rows: {m}; counted: {len(counted)}; not counted: {m - len(counted)}")

@@ -105,6 +105,12 @@ def _unspent(bp: BuiltProblem, sol: Solution, budgets: dict[str, float], deadlin
         useful = mine[mine["dq_t"] > 0] if len(mine) else mine
         if mine.empty:
             why = "eligibility: no project in the register is eligible for this agency and instrument (country, stage or missing capex)"
+        elif useful.empty and key.endswith(":offtake"):
+            # review 11: the generic additionality text blamed the projects; the cause is how an offtake is valued
+            why = ("an offtake at the market price is worth nothing to a project in the finance model (it closes no viability gap; "
+                   f"{len(mine['project_id'].unique())} eligible projects), so it adds no completion probability and no capacity; the "
+                   "bankability a government offtake gives (lenders lend against contracted revenue) is not modelled: a known gap, "
+                   "not a finding that offtakes do not work")
         elif useful.empty:
             st = pd.Series([statuses.get(str(x), "") for x in mine["project_id"].unique()]).value_counts().to_dict()
             why = ("additionality: its eligible projects add no expected capacity (by status: "
