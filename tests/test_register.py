@@ -126,7 +126,7 @@ def test_bundled_register_is_the_build_of_the_raw_files(tmp_path: Path, atlas: A
         # 18.4 million lb Sb x 0.45359237 kg/lb = 8,346,099.6 kg = 8,346.1 t Sb
         ("P034", 8346.1, "18,400,000 lb Sb x 0.00045359237 t/lb = 8,346.1 t Sb"),
         # Caremag: 600 t Dy+Tb oxides + 800 t NdPr oxide = 1,400 t REO
-        ("P024", 1400.0, "600 t Dy+Tb oxides + 800 t NdPr oxide = 1,400 t REO"),
+        ("P024", 600.0, "600 t Dy+Tb oxides = 600 t Dy+Tb oxide"),
         # 30,000 t LiOH.H2O; LiOH.H2O/Li = 41.96/6.941 = 6.046 -> 4,961.96 t Li
         ("P052", 4962.0, "30,000 t LiOH.H2O / 6.046 = 4,962 t Li"),
         # 752,000 MTU WO3 x 10 kg = 7,520 t WO3; WO3/W = 231.837/183.84 = 1.26108 -> 5,963.1 t W

@@ -157,9 +157,9 @@ def test_coverage_says_what_came_to_a_split_aggregate(study_run: tuple[Path, dic
     lost. The sentence names the element node that supplied the split row and keeps "estimated split"."""
     _, plan = study_run
     text = plan["summary"]["sentences"]["unmet_needs"]
-    # review 11: the U.S. split rows are gone (its NdPr is an element row, its aggregate the La + Ce remainder); the
-    # NdPr row is covered on its own node, and Japan's aggregate row still names its groups
-    assert "USA ndpr/refine" in text
+    # review 11/12: the U.S. split rows are gone (its NdPr is a proxy, no buyer; its aggregate the La + Ce
+    # remainder); Japan's aggregate row still names its groups
+    assert "USA ndpr/refine" not in text
     part = next(p for p in text.split("; ") if "JPN rare_earths/refine [" in p)
     # review 9: a group the row is for that no delivery states is named ("medium (Sm/Eu/Gd)": nothing labelled Sm, Eu
     # or Gd reaches Japan)

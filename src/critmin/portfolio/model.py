@@ -454,6 +454,14 @@ def build_problem(
             # December 2026: the rare-earth aggregate holds the elements without a node of their own (mostly La/Ce)
             assume.append(f"{REMAINDER_NOTE} {key} ({price:,.0f} USD/t): the register gives its output as total REO, "
                           "not split by element, so any NdPr, Dy or Tb in it relieves no element node (its value is understated)")
+            # review 12: its revenue is not La/Ce's: priced at the average of all separated rare earths (the remainder
+            # and its element nodes' world value over their output), Caremag's gap was 211 M USD of a 242 M USD capex
+            group = [n for n in nodes.nodes if n.group == node.group and n.stage == node.stage and np.isfinite(n.value_usd)]
+            basket = sum(n.value_usd for n in group) / sum(n.q0_t for n in group)
+            assume.append(f"revenue at the all-element average of separated rare earths, {basket:,.0f} USD/t (world value "
+                          f"{sum(n.value_usd for n in group) / 1e9:,.2f} B USD / {sum(n.q0_t for n in group):,.0f} t), not the remainder's price: "
+                          "an average ore, not this project's mix")
+            price = basket
         status = str(p["status_class"])
         pi0 = p.get("completion_probability")
         if pi0 is None or not np.isfinite(pi0):

@@ -44,7 +44,7 @@ from scipy.stats import chi2
 from critmin.atlas.importers.events import months_between
 from critmin.atlas.model import Atlas
 from critmin.simulate.nodes import PARTICIPANTS
-from critmin.simulate.probability import is_export_control
+from critmin.simulate.probability import imposed_by_producer, is_export_control
 from critmin.simulate.scenario import Scenario
 
 HISTORY_END = "2026-06"
@@ -94,7 +94,9 @@ def fit_regime_model(atlas: Atlas, history_end: str = HISTORY_END, prior_regime_
     country_of: dict[str, str] = {}
     if ev is not None:
         for r in ev.to_dict("records"):
-            if not is_export_control(r["event_type"]):
+            # review 12: as for restriction starts, a regime is the producer's own measure (not China's closure of
+            # the Myanmar border, nor an armed group's capture of Myanmar's mines)
+            if not is_export_control(r["event_type"]) or not imposed_by_producer(r):
                 continue
             start = str(r.get("start") or "")
             if len(start) < 7:
@@ -156,7 +158,7 @@ def export_controls(atlas: Atlas) -> set[str]:
     ev = atlas.tables.get("events")
     if ev is None:
         return set()
-    return {str(r["event_id"]) for r in ev.to_dict("records") if is_export_control(r["event_type"])}
+    return {str(r["event_id"]) for r in ev.to_dict("records") if is_export_control(r["event_type"]) and imposed_by_producer(r)}
 
 
 def evolution_scenarios(control: Scenario, model: RegimeModel, horizon_months: int) -> list[tuple[Scenario, float]]:
