@@ -265,3 +265,22 @@ def test_unspent_budgets_name_their_real_constraint(plan):
         if "net-benefit test" in why:
             assert "the best, P" in why and "a year needed to justify its cost" in why, (key, why)
     assert any("none of its options reaches" in w for w in unspent.values())
+
+
+def test_support_above_capex_is_named_as_a_data_problem(simulator) -> None:
+    """Review 12: 'already financed to the public share cap' was printed where counted support exceeded the
+    register's capex (Noveon 140 %), a stale capex rather than a financed project; the reason now says so."""
+    from critmin.portfolio.model import build_problem, counted_capex_support, sample_from_simulator
+    from critmin.portfolio.register import bundled_register
+
+    reg = bundled_register(simulator.atlas)
+    bp = build_problem(reg.projects, simulator.atlas, sample_from_simulator(simulator, draws=30, seed=0), simulator.nodes,
+                       as_of="2026-12", support=reg.support)
+    counted = counted_capex_support(reg.support)
+    capex = reg.projects.set_index("project_id")["capex_usd"]
+    over = [p for p, v in counted.items() if capex.get(p, float("inf")) < v and p in bp.reasons]
+    # (a project whose node has no usable shortfall is rejected for that first, before its money is looked at)
+    financed = {p: [r for r in bp.reasons[p] if r.startswith("already financed")] for p in over}
+    assert "P018" in financed and financed["P018"]  # Noveon: US$35 M counted against a US$25 M capex
+    for pid, rs in financed.items():
+        assert all("a data problem to check" in r for r in rs), (pid, rs)

@@ -496,11 +496,14 @@ def build_problem(
                           + (f"{max(room, 0.0):,.0f} USD, public money of all agencies being at most {cap_share:.0%} of capex "
                              "(max_public_share_of_capex)" if capped else f"the gap {max(room, 0.0):,.0f} USD"))
         if np.isfinite(room) and room <= 0:
-            why.append(f"already financed: {held} cover its capex ({capex:,.0f} USD); "
-                       "new capex money (loan, guarantee, equity, grant) would not be additional" if not capped else
-                       f"already financed to the public share cap: {held}, {public / capex:.0%} of its capex ({capex:,.0f} USD); "
-                       f"public money of all agencies is held to {cap_share:.0%} of capex, the sponsor keeping the rest at risk "
-                       "(max_public_share_of_capex)")
+            first = str(p.get("capex_note") or "no note").split(";")[0].strip()
+            stale = (f"; counted support above the register's capex ({first}) suggests an out-of-date capex or a support "
+                     "covering more than this project: a data problem to check (review 12)" if have > capex * 1.001 else "")
+            why.append((f"already financed: {held} cover its capex ({capex:,.0f} USD); "
+                        "new capex money (loan, guarantee, equity, grant) would not be additional" if not capped else
+                        f"already financed to the public share cap: {held}, {public / capex:.0%} of its capex ({capex:,.0f} USD); "
+                        f"public money of all agencies is held to {cap_share:.0%} of capex, the sponsor keeping the rest at risk "
+                        "(max_public_share_of_capex)") + stale)
         unit_cost = p.get("unit_cost_usd_per_t")
         if unit_cost is None or not np.isfinite(unit_cost):
             unit_cost = st["unit_cost_share_of_price"] * price
