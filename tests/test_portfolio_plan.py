@@ -227,22 +227,25 @@ def test_a_project_treated_as_financed_shows_a_status_that_says_otherwise(plan):
     assert "treated as financed because its status class is construction" in r and "financing in progress" in r
 
 
-def test_public_money_of_all_agencies_leaves_the_sponsor_its_share(simulator) -> None:
-    """Review 10: a USD 188.8M DOE guarantee was stacked on Novonix's USD 754.8M DOE loan (80.0 % of its eligible
-    cost), making it 100 % public debt. Public money of all agencies, counted plus new, is at most
-    max_public_share_of_capex of capex (0.8); a project already there gets no capex option and says why."""
-    from critmin.portfolio.model import (
-        CAPEX_INSTRUMENTS,
-        build_problem,
-        counted_capex_support,
-        sample_from_simulator,
-    )
+@pytest.fixture(scope="module")
+def supported(simulator):
+    """The bundled register, its counted capex support and the problem built with that support (40 draws)."""
+    from critmin.portfolio.model import build_problem, counted_capex_support, sample_from_simulator
     from critmin.portfolio.register import bundled_register
 
     reg = bundled_register(simulator.atlas)
-    sample = sample_from_simulator(simulator, draws=40, seed=2)
-    bp = build_problem(reg.projects, simulator.atlas, sample, simulator.nodes, as_of="2026-12", support=reg.support)
-    counted = counted_capex_support(reg.support)
+    bp = build_problem(reg.projects, simulator.atlas, sample_from_simulator(simulator, draws=40, seed=2), simulator.nodes,
+                       as_of="2026-12", support=reg.support)
+    return reg, counted_capex_support(reg.support), bp
+
+
+def test_public_money_of_all_agencies_leaves_the_sponsor_its_share(supported) -> None:
+    """Review 10: a USD 188.8M DOE guarantee was stacked on Novonix's USD 754.8M DOE loan (80.0 % of its eligible
+    cost), making it 100 % public debt. Public money of all agencies, counted plus new, is at most
+    max_public_share_of_capex of capex (0.8); a project already there gets no capex option and says why."""
+    from critmin.portfolio.model import CAPEX_INSTRUMENTS
+
+    reg, counted, bp = supported
     capex = reg.projects.set_index("project_id")["capex_usd"]
     assert counted["P043"] / capex["P043"] == pytest.approx(0.80, abs=0.005)
     o = bp.options_all
@@ -267,16 +270,10 @@ def test_unspent_budgets_name_their_real_constraint(plan):
     assert any("none of its options reaches" in w for w in unspent.values())
 
 
-def test_support_above_capex_is_named_as_a_data_problem(simulator) -> None:
+def test_support_above_capex_is_named_as_a_data_problem(supported) -> None:
     """Review 12: 'already financed to the public share cap' was printed where counted support exceeded the
     register's capex (Noveon 140 %), a stale capex rather than a financed project; the reason now says so."""
-    from critmin.portfolio.model import build_problem, counted_capex_support, sample_from_simulator
-    from critmin.portfolio.register import bundled_register
-
-    reg = bundled_register(simulator.atlas)
-    bp = build_problem(reg.projects, simulator.atlas, sample_from_simulator(simulator, draws=30, seed=0), simulator.nodes,
-                       as_of="2026-12", support=reg.support)
-    counted = counted_capex_support(reg.support)
+    reg, counted, bp = supported
     capex = reg.projects.set_index("project_id")["capex_usd"]
     over = [p for p, v in counted.items() if capex.get(p, float("inf")) < v and p in bp.reasons]
     # (a project whose node has no usable shortfall is rejected for that first, before its money is looked at)

@@ -231,12 +231,11 @@ def _element_proxies_by_composition(nodes: list[Node]) -> None:
     its non-La/Ce rest at about 1,665 t, so even this overstates, Japan's mix being magnet-heavy). The proxies of one
     participant together stay within what its measured elements leave of its total (6,600 t less yttrium 500 t and
     lanthanum + cerium 4,435 t, an estimated lower bound: 1,665 t), scaled down where they exceed it."""
-    by = {(n.commodity, n.stage): n for n in nodes}
     for agg in nodes:
         if agg.commodity != AGGREGATE_NODE or not np.isfinite(agg.q0_t) or agg.q0_t <= 0:
             continue
         elements = [e for e in nodes if e.group == agg.group and e.commodity != AGGREGATE_NODE and e.stage == agg.stage
-                    and (e.commodity, e.stage) in by and np.isfinite(e.q0_t) and e.q0_t > 0]
+                    and np.isfinite(e.q0_t) and e.q0_t > 0]
         for iso in PARTICIPANTS:
             other = next(o for o in PARTICIPANTS if o != iso)
             if not (agg.demand_basis.get(iso, "").startswith(iso) and agg.demand_basis.get(other, "").startswith(other)):
