@@ -16,6 +16,7 @@ src/critmin/portfolio/data`` from the repository root to rebuild.
 from __future__ import annotations
 
 import csv
+import functools
 import os
 import sys
 from collections import Counter
@@ -281,14 +282,20 @@ def _project(raw: Mapping[str, str], d: Decision) -> dict[str, Any]:
 FX_ROWS = {"AUD": ("usd_per_aud", False), "EUR": ("usd_per_eur", False), "CAD": ("usd_per_cad", False), "JPY": ("jpy_per_usd", True)}
 
 
-def _usd_of_local(amount: float, currency: str) -> tuple[float, str] | None:
-    """``amount`` in ``currency`` converted at the fx row of instrument_parameters.csv, with its basis; None when no row."""
+@functools.cache
+def _fx_rate(row: str) -> float:
+    """The bundled fx row's rate (instrument_parameters.csv read once per build)."""
     from critmin.portfolio.model import InstrumentParameters
 
+    return float(InstrumentParameters.load().get("fx", row))
+
+
+def _usd_of_local(amount: float, currency: str) -> tuple[float, str] | None:
+    """``amount`` in ``currency`` converted at the fx row of instrument_parameters.csv, with its basis; None when no row."""
     row = FX_ROWS.get(currency.strip().upper())
     if row is None:
         return None
-    rate = InstrumentParameters.load().get("fx", row[0])
+    rate = _fx_rate(row[0])
     usd = amount / rate if row[1] else amount * rate
     return usd, f"converted at the fx row {row[0]} = {rate:g} of instrument_parameters.csv"
 

@@ -41,6 +41,7 @@ from critmin.portfolio.instruments import (
     project_default_probability,
 )
 from critmin.portfolio.optimise import PortfolioProblem
+from critmin.simulate.nodes import all_element_value
 from critmin.simulate.ore import unusable_ore_reason
 
 DATA = "data"
@@ -450,18 +451,16 @@ def build_problem(
         if not np.isfinite(price):
             reasons[pid] = [f"no price for {key}"]
             continue
-        if any(f.startswith("world output is the remainder") for f in node.flags):
+        whole = all_element_value(nodes, node)
+        if whole is not None:
             # December 2026: the rare-earth aggregate holds the elements without a node of their own (mostly La/Ce)
             assume.append(f"{REMAINDER_NOTE} {key} ({price:,.0f} USD/t): the register gives its output as total REO, "
                           "not split by element, so any NdPr, Dy or Tb in it relieves no element node (its value is understated)")
-            # review 12: its revenue is not La/Ce's: priced at the average of all separated rare earths (the remainder
-            # and its element nodes' world value over their output), Caremag's gap was 211 M USD of a 242 M USD capex
-            group = [n for n in nodes.nodes if n.group == node.group and n.stage == node.stage and np.isfinite(n.value_usd)]
-            basket = sum(n.value_usd for n in group) / sum(n.q0_t for n in group)
-            assume.append(f"revenue at the all-element average of separated rare earths, {basket:,.0f} USD/t (world value "
-                          f"{sum(n.value_usd for n in group) / 1e9:,.2f} B USD / {sum(n.q0_t for n in group):,.0f} t), not the remainder's price: "
-                          "an average ore, not this project's mix")
-            price = basket
+            # review 12: its revenue is not La/Ce's (Caremag's gap was 211 M USD of a 242 M USD capex)
+            price = whole[0] / whole[1]
+            assume.append(f"revenue at the all-element average of separated rare earths, {price:,.0f} USD/t (world value "
+                          f"{whole[0] / 1e9:,.2f} B USD / {whole[1]:,.0f} t), not the remainder's price: an average ore, not "
+                          "this project's mix")
         status = str(p["status_class"])
         pi0 = p.get("completion_probability")
         if pi0 is None or not np.isfinite(pi0):

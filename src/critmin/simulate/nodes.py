@@ -262,6 +262,21 @@ def _element_proxies_by_composition(nodes: list[Node]) -> None:
                 e.flags.append(f"{iso} demand share is a proxy (the {other} composition applied to the {iso} rare-earth total)")
 
 
+#: Opening of the flag of an aggregate node whose world output is the remainder after its element nodes.
+REMAINDER_FLAG = "world output is the remainder"
+
+
+def all_element_value(nodes: NodeTable, node: Node) -> tuple[float, float] | None:
+    """For an aggregate node that holds only the remainder after its element nodes, the world value (USD/yr) and
+    output (t/yr) of all its group's separated output at that stage, ``(Σ_g P0_g Q0_g, Σ_g Q0_g)`` over the
+    aggregate and its element nodes (the rare-earth refine stage: 5.42 B USD, 375,190 t; their ratio is the
+    all-element average price); None for any other node."""
+    if not any(f.startswith(REMAINDER_FLAG) for f in node.flags):
+        return None
+    group = [n for n in nodes.nodes if n.group == node.group and n.stage == node.stage and np.isfinite(n.value_usd)]
+    return sum(n.value_usd for n in group), sum(n.q0_t for n in group)
+
+
 #: Opening of the basis of an element demand proxied from the other participant's composition (netted from the aggregate).
 COMPOSITION_PROXY = "proxy by composition:"
 
@@ -298,7 +313,7 @@ def _net_of_elements(nodes: list[Node]) -> None:
             n.q0_t = q_rest
             n.q0_basis = (f"{n.q0_basis}, less its element nodes ({', '.join(f'{e.commodity} {e.q0_t:,.0f} t' for e in elements)}): "
                           f"{q_rest:,.0f} t")
-            n.flags.append(f"world output is the remainder after the element nodes ({q_rest:,.0f} of {q_all:,.0f} t); its "
+            n.flags.append(f"{REMAINDER_FLAG} after the element nodes ({q_rest:,.0f} of {q_all:,.0f} t); its "
                            f"country shares are the aggregate's ({n.share_basis}), not measured for the remainder")
         elif members:
             missing = sorted(e.commodity for e in members if e not in elements)

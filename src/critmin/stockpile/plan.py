@@ -234,7 +234,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
         if node.stage not in stages:
             continue
         per_member: dict[str, np.ndarray] = {}
-        separate: dict[str, tuple[float, float, float]] = {}
+        separate: dict[str, float] = {}  # each member's own stock (t), the pool's cap
         for j in members:
             short = nd[3 + PARTICIPANTS.index(j)]
             if not (short > 0).any():
@@ -308,7 +308,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 + ([against_note] if against_note else []),
             })
             lp_inputs[j].append((key, short, hold, c, p0, min(cap_t, cap_plant)))
-            separate[j] = (s_opt, cost_opt, annual_imports)
+            separate[j] = s_opt
         if pooled and len(per_member) > 1:
             hold = p0 * (float(np.mean([sp.capital_rate.get(j, sp.capital_rate["USA"]) for j in per_member])) + sp.storage(node.commodity))
             c = c_pool
@@ -321,7 +321,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             # and pooled stocks are compared at the pool's shortage cost under the same caps; the pooled cost is
             # convex in the stock, so a pooled optimum above the cap costs at the cap no more than the capped
             # separate stocks: pooling still never costs more.
-            caps = {j: separate[j][0] for j in per_member}
+            caps = {j: separate[j] for j in per_member}
             sep_t = {j: min(pl.separate_stock_t[j], caps[j]) for j in per_member}
             sep_cost = {j: float(expected_cost(sep_t[j], per_member[j], w, hold, c)) for j in per_member}
             ps = min(pl.pooled_stock_t, sum(caps.values()))
