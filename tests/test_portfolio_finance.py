@@ -119,3 +119,60 @@ def test_ramp_parameters_are_the_fits_on_plants_quarterly_output():
     assert years_to_design({"stage": "refine"}, ip)[0] == 6.65
     # the register's own ramp-up wins
     assert years_to_design({"stage": "refine", "ramp_up_months": 18}, ip) == (1.5, "register ramp-up 18 months")
+
+
+def test_offtake_hedge_closes_the_low_price_gap_only() -> None:
+    """Review 12: an offtake at market price was worth nothing to a project, so offtake budgets never added capacity.
+    Independent check: a project with one operating year, no tax, no construction, hurdle 0: NPV(P) = (P - c) Q - K.
+    Prices 70, 100, 130; Q = 10, c = 60, K = 500: NPVs -400, -100, 200 -> gaps 400, 100, 0, mean 166.67.
+    Half the output contracted at 100: realised prices 85, 100, 115 -> NPVs -250, -100, 50 -> gaps 250, 100, 0,
+    mean 116.67; hedge value 50."""
+    from critmin.portfolio.finance import ProjectCase, contracted_prices, hedge_value
+
+    case = ProjectCase(10.0, 500.0, 60.0, 0, 0.0, 1, 0.0, 0.0)
+    prices = np.array([[70.0], [100.0], [130.0]])
+    assert contracted_prices(case, prices, 0.5, 100.0, 10)[:, 0] == pytest.approx([85.0, 100.0, 115.0])
+    assert hedge_value(case, prices, 0.5, 100.0, 10) == pytest.approx(50.0)
+    # a project viable even at the low price gains nothing from the hedge; a zero share gains nothing either
+    assert hedge_value(ProjectCase(10.0, 50.0, 60.0, 0, 0.0, 1, 0.0, 0.0), prices, 0.5, 100.0, 10) == 0.0
+    assert hedge_value(case, prices, 0.0, 100.0, 10) == 0.0
+
+
+def test_uncovered_debt_service_is_the_loan_life_coverage_shortfall() -> None:
+    """Review 12: guarantees were costed at the portfolio-wide default rate whatever the project's cover (NICO's
+    cobalt-only cash covered 0.18 of its debt service). Independent check: no construction, 2 operating years, no tax,
+    Q = 10, c = 0, capex 0 (so CFADS = P Q): prices 5, 10, 15 -> CFADS 50, 100, 150 a year. A loan of 200 at 0 %:
+    cash over the tenor 100, 200, 300 -> shortfalls 100, 0, 0 -> mean 33.33. At 10 %: PV of cash
+    50 (1/1.1 + 1/1.21) = 86.78 -> shortfall 113.22; 173.55 -> 26.45; 260.33 -> 0; mean 46.56."""
+    from critmin.portfolio.finance import ProjectCase, uncovered_debt_service
+
+    case = ProjectCase(10.0, 0.0, 0.0, 0, 0.0, 2, 0.0, 0.0)
+    prices = np.array([[5.0, 5.0], [10.0, 10.0], [15.0, 15.0]])
+    assert uncovered_debt_service(case, prices, 200.0, 0.0, 2, 0.03) == pytest.approx(100.0 / 3)
+    a = 1 / 1.1 + 1 / 1.21
+    want = (max(0, 200 - 50 * a) + max(0, 200 - 100 * a) + max(0, 200 - 150 * a)) / 3
+    assert uncovered_debt_service(case, prices, 200.0, 0.10, 2, 0.03) == pytest.approx(want)
+    assert want == pytest.approx(46.56, abs=0.01)
+    # a loan the cash repays in every scenario costs nothing here; no loan, nothing
+    assert uncovered_debt_service(case, prices, 50.0, 0.0, 2, 0.03) == 0.0
+    assert uncovered_debt_service(case, prices, 0.0, 0.0, 2, 0.03) == 0.0
+
+
+def test_coproduct_margin_ramps_with_the_plant_and_ignores_the_price_case() -> None:
+    """Co-products (Stibnite's gold) add their margin at nameplate times the ramp share, the same in every price case."""
+    from critmin.portfolio.finance import ProjectCase, cash_flows
+
+    base = ProjectCase(10.0, 0.0, 60.0, 0, 0.0, 1, 0.0, 0.0)
+    co = ProjectCase(10.0, 0.0, 60.0, 0, 0.0, 1, 0.0, 0.0, coproduct_margin_usd=25.0)
+    prices = np.array([[70.0], [100.0]])
+    assert (cash_flows(co, prices) - cash_flows(base, prices))[:, 0] == pytest.approx([25.0, 25.0])
+
+
+def test_coproducts_parse_and_reject_malformed_text() -> None:
+    from critmin.portfolio.register_schema import parse_coproducts
+
+    assert parse_coproducts("gold:14.40; bismuth:2336.7") == [("gold", 14.4), ("bismuth", 2336.7)]
+    assert parse_coproducts("") == [] and parse_coproducts(None) == []
+    for bad in ("gold", "gold:x", "gold:0", ":3"):
+        with pytest.raises(ValueError, match="commodity:tonnes a year"):
+            parse_coproducts(bad)

@@ -176,15 +176,21 @@ def test_a_project_on_a_node_the_simulator_lacks_is_a_data_gap_not_safe(plan):
     assert "no simulated shortfall" not in reasons["P069"]
 
 
-def test_a_funded_project_names_the_other_funded_projects_at_its_node(plan):
-    """Review 5: three magnet projects were funded and each said 'no other project offered capacity at this node'."""
+def test_a_funded_project_names_the_other_funded_projects_at_its_node(plan, simulator):
+    """Review 5: three magnet projects were funded and each said 'no other project offered capacity at this node'.
+    The bundled plan funds P084's permitting at ndpr/refine; Nolans (P008, same node) is forced in, so that two
+    projects share a node whatever the bundled selection is."""
     from collections import defaultdict
 
+    if len({s["node"] for s in plan["selected"]}) == len(plan["selected"]):
+        reg = bundled_register(simulator.atlas)
+        plan = run_portfolio(simulator.atlas, simulator, reg.projects, draws=100, seed=0, as_of="2026-11", gap=1e-4,
+                             must_include=["P008", "P084"])
     by_node: dict[str, list[str]] = defaultdict(list)
     for s in plan["selected"]:
         by_node[s["node"]].append(s["project_id"])
     shared = {n: ps for n, ps in by_node.items() if len(ps) > 1}
-    assert shared, "the bundled register funds several projects at one node (magnets, anode material)"
+    assert shared, "two projects funded at one node (forced where the bundled plan has none)"
     reasons = {p["project_id"]: p["reason"] for p in plan["projects"]}
     for ps in shared.values():
         for pid in ps:
@@ -259,12 +265,13 @@ def test_public_money_of_all_agencies_leaves_the_sponsor_its_share(supported) ->
 def test_unspent_budgets_name_their_real_constraint(plan):
     """Review 10: 'the remaining options' nodes are covered' while most of the avoidable loss sat at nodes where
     nothing was avoided. Review 11: offtake budgets were blamed on the projects' additionality, while the cause is
-    that an offtake at market price has no value in the finance model. Each reason names its constraint."""
+    that an offtake at market price had no value in the finance model; it is now valued as a hedge (review 12), and
+    an offtake budget left unspent says which projects gained none. Each reason names its constraint."""
     unspent = plan["unspent"]
     assert unspent
     for key, why in unspent.items():
-        if key.endswith(":offtake") and "additionality" not in why and "funded" not in why:
-            assert "offtake at the market price" in why and "not modelled" in why, (key, why)
+        if key.endswith(":offtake") and "additionality" not in why and "funded" not in why and "net-benefit" not in why:
+            assert "hedge" in why and "by status" in why, (key, why)
         if "net-benefit test" in why:
             assert "the best, P" in why and "a year needed to justify its cost" in why, (key, why)
     assert any("none of its options reaches" in w for w in unspent.values())
@@ -281,3 +288,41 @@ def test_support_above_capex_is_named_as_a_data_problem(supported) -> None:
     assert "P018" in financed and financed["P018"]  # Noveon: US$35 M counted against a US$25 M capex
     for pid, rs in financed.items():
         assert all("a data problem to check" in r for r in rs), (pid, rs)
+
+
+def test_an_offtake_is_worth_its_hedge_and_costs_its_resale_loss(supported) -> None:
+    """Review 12: offtakes were worth nothing to any project (offtake budgets never added capacity); valued as a hedge,
+    an offtake at the market price was then free, and a USD 1.44 B DLA lithium offtake bought 1.7 t/yr. Now each
+    offtake is worth the viability gap it closes in the low-price case (the finance record's hedge value) and costs
+    its expected resale loss, (1 - resale share) of the contracted value, discounted."""
+    _, _, bp = supported
+    o = bp.options_all
+    off = o[o["instrument"] == "offtake"]
+    assert len(off) and (off["budget_cost_usd"] > 0.0).all()
+    # the cost is the resale loss: between 0 and 10 % of the face amount (resale share 0.95, 10 discounted years)
+    assert ((off["budget_cost_usd"] / off["amount_usd"]).between(0.0, 0.1)).all()
+    hedges = {r["project_id"]: r["offtake_hedge_value_usd"] for r in bp.finance}
+    assert any(v > 0 for v in hedges.values())
+    for r in off.itertuples():
+        assert r.value_to_project_usd == pytest.approx(hedges.get(r.project_id, 0.0)), r.project_id
+    # a positive hedge earns an uplift where the project is still to be financed
+    gained = off[(off["value_to_project_usd"] > 0) & (off["dq_t"] > 0)]
+    assert len(gained)
+
+
+def test_coproduct_revenue_and_uncovered_debt_enter_the_project_finance(supported) -> None:
+    """Review 12: Stibnite's gold (most of its revenue) was not in the register, so its antimony-only cash flow covered
+    its debt 0.32 times, yet its DOE guarantee was costed at the default-rate model; NICO's 0.18. Now the register's
+    co-products enter the cash flow at their node prices, and a loan or guarantee is costed for the debt the project's
+    cash cannot repay over the tenor in the low-price case."""
+    _, _, bp = supported
+    fin = {r["project_id"]: r for r in bp.finance}
+    stib = fin["P034"]
+    assert any(a.startswith("co-products a year at nameplate: gold 14.4 t") for a in stib["assumptions"])
+    assert stib["min_dscr_commercial_loan"]["1x"] > 1.0  # with the gold, the mine services a commercial loan
+    assert any("bismuth" in a for a in fin["P063"]["assumptions"])
+    o = bp.options_all
+    unpaid = o[o["terms"].str.contains("unpaid, added to the cost", regex=False)]
+    assert len(unpaid) and (unpaid["instrument"].isin(["loan", "loan_guarantee"])).all()
+    # a project whose cash repays the loan in every price case carries no such charge
+    assert not o[(o["project_id"] == "P034") & o["terms"].str.contains("unpaid", regex=False)].shape[0]

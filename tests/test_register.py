@@ -264,7 +264,7 @@ def test_structural_problems(regdir: Path, atlas: Atlas) -> None:
     (regdir / "projects.csv").write_text("\n".join(text) + "\n", encoding="utf-8")
     with pytest.raises(RegisterError) as exc:
         read_register(regdir, atlas=atlas)
-    assert any(p.line == 6 and "expected 33 fields" in p.message for p in exc.value.problems)
+    assert any(p.line == 6 and "expected 34 fields" in p.message for p in exc.value.problems)
     header, rows = _rows(regdir / "support.csv")
     _write_rows(regdir / "support.csv", [h for h in header if h != "agency"], [{k: v for k, v in r.items() if k != "agency"} for r in rows])
     with pytest.raises(RegisterError) as exc:
@@ -493,3 +493,15 @@ def test_far_cell_and_huge_workbooks_are_refused_fast(tmp_path: Path) -> None:
     assert time.perf_counter() - t0 < 5
     # the workbook critmin exports still reads back
     assert len(read_register(src).projects) == 71
+
+
+def test_malformed_coproducts_are_named_with_file_row_and_field(regdir: Path, atlas: Atlas) -> None:
+    """Review 12 added ``coproducts`` (commodity:t/yr); a malformed value or an unknown commodity is a clear error."""
+    line = _edit(regdir / "projects.csv", 1, coproducts="gold:lots")
+    with pytest.raises(RegisterError) as exc:
+        read_register(regdir, atlas=atlas)
+    (p,) = exc.value.problems
+    assert (p.file, p.line, p.field) == ("projects.csv", line, "coproducts") and "commodity:tonnes a year" in p.message
+    _edit(regdir / "projects.csv", 1, coproducts="unobtainium:3")
+    with pytest.raises(RegisterError, match="unknown commodity 'unobtainium' in coproducts"):
+        read_register(regdir, atlas=atlas)

@@ -90,6 +90,8 @@ class Decision:
     capex_why: str = ""
     private_finance_usd: float | None = None  # committed private finance for the capex, when a source prints it
     private_finance_why: str = ""
+    coproducts: str = ""  # other revenue products of the plant, commodity:t/yr at nameplate, when a source prints them
+    coproducts_why: str = ""
     output_t: float | None = None  # latest reported annual output on the node basis, when a source prints it
     output_period: str = ""
     output_why: str = ""
@@ -129,6 +131,7 @@ def load_decisions(path: Path | None = None) -> dict[str, Decision]:
                                             capex_usd=float(r["capex_usd"]) if r["capex_usd"] else None, capex_why=r["capex_why"],
                                             private_finance_usd=float(r["private_finance_usd"]) if r["private_finance_usd"] else None,
                                             private_finance_why=r["private_finance_why"],
+                                            coproducts=r.get("coproducts") or "", coproducts_why=r.get("coproducts_why") or "",
                                             output_t=float(r["output_t"]) if r.get("output_t") else None,
                                             output_period=r.get("output_period") or "", output_why=r.get("output_why") or "")
     return out
@@ -242,6 +245,7 @@ def _project(raw: Mapping[str, str], d: Decision) -> dict[str, Any]:
         f"Capacity: {d.cap.why}." if d.cap.why else "",
         f"{d.first_output_why}." if d.first_output_why else "",
         f"Private finance: {d.private_finance_why}." if d.private_finance_why else "",
+        f"Co-products: {d.coproducts_why}." if d.coproducts_why else "",
         f"Location: {raw['location']}." if raw["location"] else "",
         f"Source note: {raw['note']}" if raw["note"] else "",
     ]
@@ -262,6 +266,7 @@ def _project(raw: Mapping[str, str], d: Decision) -> dict[str, Any]:
         "capex_usd": capex_usd,
         "capex_note": capex_note,
         "private_finance_usd": d.private_finance_usd,
+        "coproducts": d.coproducts,
         "status_class": d.status_class,
         "status": status,
         "first_output": first,
@@ -418,6 +423,7 @@ def register_markdown(register: Register, raw_projects: list[tuple[int, dict[str
         ("capex_usd", "raw capex_usd: the USD figure a source printed, or (from December 2026, said in capex_basis) a local-currency figure converted at the IMF rate of the fx rows of instrument_parameters.csv; P007 takes the USD figure printed in capex_basis"),
         ("capex_note", "capex_currency capex_value[-capex_value_high]; capex_basis; curation remarks"),
         ("private_finance_usd", "curated (`curated/decisions.csv`): committed private finance for the capex where a source prints it (MP's 10X: the USD 650 million of the JPMorgan and Goldman Sachs facility earmarked for it), with the source in `note`"),
+        ("coproducts", "curated (`curated/decisions.csv`): other revenue products of the plant in t/yr at nameplate where a source prints them (Stibnite's gold, NICO's gold, bismuth and copper), with the source in `note`"),
         ("status_class", "curated from the free-text status (table below)"),
         ("status", "status (as of status_as_of)"),
         ("first_output", "first_production, blanked for P031 (laboratory extraction) and P054 (copper foil, not CAM)"),

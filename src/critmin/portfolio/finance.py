@@ -6,9 +6,10 @@ construction.
 
 - Output ``q_t = Q · ramp_t`` with ``ramp_t`` = 0 during construction, then the yearly mean of the monthly ramp
   ``r(m) = min(1, m / (12 Y))`` (m = 1 the first month of output, Y the years to design capacity; :func:`ramp_share`).
-- Free cash flow ``FCF_t = (P_t - c) q_t (1 - τ) + τ D_t - K_t`` (revenue less operating cost, after tax,
+- Free cash flow ``FCF_t = ((P_t - c) q_t + M_co q_t / Q) (1 - τ) + τ D_t - K_t`` (revenue less operating cost, after tax,
   plus the depreciation tax shield ``τ D_t`` with straight-line depreciation of capex over the operating
-  life; capex ``K`` spread evenly over the construction years).
+  life; capex ``K`` spread evenly over the construction years; ``M_co`` the margin of the plant's other products a
+  year at nameplate, which ramps with the plant and does not move with the node's price scenarios).
 - ``NPV = Σ_t FCF_t / (1 + r)^t`` at the hurdle rate r; IRR solves NPV(r) = 0 (NaN when FCF never changes
   sign); the viability gap is ``max(0, -NPV)``: the support (in present value) that lifts the project to its
   hurdle rate (methods.md §7).
@@ -37,6 +38,7 @@ class ProjectCase:
     life_years: int
     tax_rate: float
     hurdle_rate: float
+    coproduct_margin_usd: float = 0.0  # revenue less cost of the plant's other products a year at nameplate (USD/yr)
 
 
 def ramp_share(month: npt.ArrayLike, years_to_design: float) -> np.ndarray:
@@ -85,6 +87,8 @@ def cash_flows(case: ProjectCase, prices: np.ndarray) -> np.ndarray:
     dep = np.zeros(n)
     dep[c:] = case.capex_usd / life
     margin = (p - case.unit_cost_usd_per_t) * q
+    if case.coproduct_margin_usd and case.capacity_t > 0:
+        margin = margin + case.coproduct_margin_usd * q / case.capacity_t  # co-products ramp with the plant, at their own price
     return margin * (1.0 - case.tax_rate) + case.tax_rate * dep - capex
 
 
@@ -109,6 +113,29 @@ def viability_gap(case: ProjectCase, prices: np.ndarray) -> np.ndarray:
     return np.maximum(0.0, -npv(cash_flows(case, prices), case.hurdle_rate))
 
 
+def contracted_prices(case: ProjectCase, prices: np.ndarray, share: float, contract_price: float, years: int) -> np.ndarray:
+    """Realised price by year when ``share`` of output is sold at ``contract_price`` for the first ``years`` years of
+    operation (a fixed-price offtake): ``P'_t = P_t + s (F - P_t)`` for ``C <= t < C + n``, else ``P_t``; same shape
+    as ``prices`` (..., C + life)."""
+    p = np.array(prices, dtype=float, copy=True)
+    c = case.construction_years
+    s = float(min(max(share, 0.0), 1.0))
+    window = slice(c, c + max(int(years), 0))
+    p[..., window] = p[..., window] + s * (contract_price - p[..., window])
+    return p
+
+
+def hedge_value(case: ProjectCase, prices: np.ndarray, share: float, contract_price: float, years: int) -> float:
+    """Value to the sponsor of a fixed-price offtake, in the finance model's own terms: the fall in the mean viability
+    gap over the price scenarios, ``max(0, mean_m VG_m(P) - mean_m VG_m(P'))`` with ``P'`` from
+    :func:`contracted_prices`. At a contract price equal to the base price an offtake adds no expected revenue; its
+    value is that the low-price scenario no longer sinks the project (the gap is convex in the price), which is what
+    lenders lend against."""
+    base = float(np.mean(viability_gap(case, prices)))
+    hedged = float(np.mean(viability_gap(case, contracted_prices(case, prices, share, contract_price, years))))
+    return max(0.0, base - hedged)
+
+
 def annuity_payment(principal: float, rate: float, years: int) -> float:
     """Level annual payment repaying ``principal`` at ``rate`` over ``years``: ``L r / (1 - (1 + r)^-n)``."""
     if years <= 0:
@@ -127,6 +154,29 @@ def dscr(case: ProjectCase, prices: np.ndarray, principal: float, rate: float, t
     ds = annuity_payment(principal, rate, tenor_years)
     window = flows[..., c : c + tenor_years]
     return np.min(window / ds, axis=-1)
+
+
+def uncovered_debt_service(case: ProjectCase, prices: np.ndarray, principal: float, rate: float, tenor_years: int,
+                           disc: float) -> float:
+    """Debt the project's own cash cannot repay over the loan's life, averaged over the price scenarios, in present value
+    at the loan's start of operation (the loan life coverage ratio's shortfall):
+
+    ``U = mean_m max(0, L − Σ_{k=1}^{n} CFADS_{m, C+k−1} / (1 + i)^k)``, i.e. ``L · max(0, 1 − LLCR_m)``,
+
+    discounted at the loan's rate i; ``disc`` (the government rate) is kept for the interface. Repayments can be sculpted
+    to the cash flow (a grace period over the ramp-up), so only cash short over the whole tenor counts, not one weak year.
+    Zero for a project whose cash over the tenor repays the loan in every price scenario. A lender or guarantor of a
+    project that cannot repay at today's prices pays the rest (review 12: NICO's cobalt-only cash flow covered 0.18 of its
+    debt service, and its guarantee was costed at the portfolio-wide default rate)."""
+    del disc
+    if principal <= 0 or tenor_years <= 0:
+        return 0.0
+    c = case.construction_years
+    flows = np.atleast_2d(cash_flows(case, prices) + _capex(case))
+    window = flows[..., c : c + tenor_years]
+    k = np.arange(1, window.shape[-1] + 1)
+    pv_cash = window @ (1.0 + rate) ** -k
+    return float(np.mean(np.maximum(0.0, principal - pv_cash)))
 
 
 def _capex(case: ProjectCase) -> np.ndarray:

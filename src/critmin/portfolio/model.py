@@ -10,6 +10,7 @@ project needs because the register is blank is listed in the option's ``assumpti
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -26,9 +27,11 @@ from critmin.portfolio.finance import (
     annuity_payment,
     cash_flows,
     dscr,
+    hedge_value,
     irr,
     mean_output_share,
     npv,
+    uncovered_debt_service,
     viability_gap,
 )
 from critmin.portfolio.instruments import (
@@ -41,7 +44,8 @@ from critmin.portfolio.instruments import (
     project_default_probability,
 )
 from critmin.portfolio.optimise import PortfolioProblem
-from critmin.simulate.nodes import all_element_value
+from critmin.portfolio.register_schema import parse_coproducts
+from critmin.simulate.nodes import NodeTable, all_element_value
 from critmin.simulate.ore import unusable_ore_reason
 
 DATA = "data"
@@ -507,15 +511,22 @@ def build_problem(
         if unit_cost is None or not np.isfinite(unit_cost):
             unit_cost = st["unit_cost_share_of_price"] * price
             assume.append(f"unit cost {st['unit_cost_share_of_price']:.0%} of the node price (critmin assumption, no opex published)")
+        co_margin = _coproduct_margin(p, nodes, float(st["unit_cost_share_of_price"]), assume)
         tax = ip.get("project", f"corporate_tax_rate:{p['country_iso3']}", ip.get("project", "corporate_tax_rate:USA"))
         vg = np.nan
+        hedge = 0.0
+        uncovered: Callable[[float, float], float] | None = None
         if np.isfinite(capex):
             case = ProjectCase(float(cap), float(capex), float(unit_cost),
                                int(st["construction_years"]) if status not in ("operating", "commissioning") else 0,
-                               ramp_y, life, tax, hurdle)
+                               ramp_y, life, tax, hurdle, co_margin)
             prices = np.array([[price * m] * (case.construction_years + life) for m in PRICE_SCENARIOS])
             gaps = viability_gap(case, prices)
             vg = float(np.mean(gaps))
+            # an offtake at today's price is worth its hedge: the low-price scenario's gap it removes (review 12)
+            hedge = hedge_value(case, prices, st["offtake_share_of_capacity"], price, int(ip.get("offtake", "term_years")))
+            # review 12: a loan the project's cash cannot service at today's prices is costed for what it cannot pay
+            uncovered = _uncovered_for(case, prices, tenor, gov_rate)
             flows = cash_flows(case, prices)
             share = ip.get("loan", "share_of_capex_financed")
             dscrs = dscr(case, prices, share * float(capex), gov_rate + commercial_spread, tenor)
@@ -525,7 +536,7 @@ def build_problem(
                 "irr": {f"{m:g}x": irr(f) for m, f in zip(PRICE_SCENARIOS, flows, strict=True)},
                 "min_dscr_commercial_loan": {f"{m:g}x": float(v) for m, v in zip(PRICE_SCENARIOS, dscrs, strict=True)},
                 "viability_gap_usd": {f"{m:g}x": float(v) for m, v in zip(PRICE_SCENARIOS, gaps, strict=True)},
-                "viability_gap_mean_usd": vg, "hurdle_rate": hurdle, "capex_usd": float(capex), "unit_cost_usd_per_t": float(unit_cost),
+                "viability_gap_mean_usd": vg, "offtake_hedge_value_usd": hedge, "hurdle_rate": hurdle, "capex_usd": float(capex), "unit_cost_usd_per_t": float(unit_cost),
                 "assumptions": list(assume),
             })
         # loans and guarantees close before construction ends: the lender carries the construction risk too
@@ -549,7 +560,8 @@ def build_problem(
             if bkey not in bud:
                 shared = f"{a['agency_id']}:any"
                 bkey = shared if shared in bud else bkey
-            terms = _terms(inst, a, ip, float(cap), float(capex), price, vg, gov_rate, hurdle, tenor, pd_p, lgd, commercial_spread, st)
+            terms = _terms(inst, a, ip, float(cap), float(capex), price, vg, gov_rate, hurdle, tenor, pd_p, lgd, commercial_spread, st,
+                           hedge, uncovered)
             if terms is None:
                 continue
             amount, bcost, value, note = terms
@@ -632,6 +644,29 @@ def counted_capex_support(support: pd.DataFrame | None) -> dict[str, float]:
     return {str(k): float(v) for k, v in amt.groupby(s["project_id"]).sum().items()}
 
 
+def _coproduct_margin(p: dict[str, Any], nodes: NodeTable, cost_share: float, assume: list[str]) -> float:
+    """Margin a year at nameplate of a plant's other products (the register's ``coproducts``, t/yr), each at the node
+    price of its commodity (the project's own stage where the commodity has it, else its first priced node), less
+    ``cost_share`` of that revenue (the unit-cost assumption applied to the node's own product): ``(1 − s) Σ_k q_k P_k``.
+    Stibnite earns most of its revenue from gold, NICO from gold and bismuth at today's prices (review 12)."""
+    parts = parse_coproducts(p.get("coproducts"))
+    if not parts:
+        return 0.0
+    revenue, said = 0.0, []
+    for name, t in parts:
+        cands = [n for n in nodes.nodes if n.commodity == name and np.isfinite(n.p0_usd_per_t) and n.p0_usd_per_t > 0]
+        pick = next((n for n in cands if n.stage == p["stage"]), cands[0] if cands else None)
+        if pick is None:
+            said.append(f"{name} {t:,.4g} t (no priced node: not counted)")
+            continue
+        revenue += t * pick.p0_usd_per_t
+        said.append(f"{name} {t:,.4g} t at {pick.p0_usd_per_t:,.0f} USD/t ({pick.key})")
+    margin = (1.0 - cost_share) * revenue
+    assume.append(f"co-products a year at nameplate: {'; '.join(said)} = {revenue:,.0f} USD of revenue, margin {margin:,.0f} USD at a "
+                  f"unit cost of {cost_share:.0%} of revenue (critmin assumption); held at today's prices in every price case")
+    return margin
+
+
 def _capital_intensity(ip: InstrumentParameters, commodity: str, stage: str) -> tuple[float, str] | None:
     t = ip.table[(ip.table["instrument"] == "project") & ip.table["parameter"].str.startswith(f"capital_intensity:{commodity}:")]
     if t.empty:
@@ -644,8 +679,14 @@ def _capital_intensity(ip: InstrumentParameters, commodity: str, stage: str) -> 
 
 
 def _terms(inst: str, a: dict[str, Any], ip: InstrumentParameters, cap: float, capex: float, price: float, vg: float, gov_rate: float,
-           hurdle: float, tenor: int, pd_: float, lgd: float, commercial_spread: float, st: dict[str, float]) -> tuple[float, float, float, str] | None:
-    """(amount, budget cost, value to the project, note) of an instrument for a project, or None if not applicable."""
+           hurdle: float, tenor: int, pd_: float, lgd: float, commercial_spread: float, st: dict[str, float],
+           hedge: float = 0.0, uncovered: Callable[[float, float], float] | None = None) -> tuple[float, float, float, str] | None:
+    """(amount, budget cost, value to the project, note) of an instrument for a project, or None if not applicable.
+
+    ``hedge`` is the offtake's value to the project (:func:`critmin.portfolio.finance.hedge_value`), 0 when the
+    project's capex is unknown. ``uncovered(principal, rate)`` is the present value of the debt service the project's
+    cash cannot pay (:func:`critmin.portfolio.finance.uncovered_debt_service`), added to a loan's or a guarantee's
+    cost on top of the default-rate model (review 12)."""
     max_share = a.get("max_share_of_capex")
     if inst == "regulatory":
         return 0.0, ip.get("regulatory", "budget_cost_usd", 0.0), 0.0, "permitting facilitation"
@@ -667,13 +708,17 @@ def _terms(inst: str, a: dict[str, Any], ip: InstrumentParameters, cap: float, c
             rate = gov_rate + ip.get("loan", "interest_spread_over_treasury:DOE_LPO", 0.0)
             cost = loan_cost(principal, rate, tenor, gov_rate, pd_, lgd)
             value = _pv_payments(principal, commercial, tenor, hurdle) - _pv_payments(principal, rate, tenor, hurdle)
-            return principal, cost, value, f"loan {principal:,.0f} USD at {rate:.2%} for {tenor} y, default {pd_:.2%}/yr with construction risk"
+            short = uncovered(principal, rate) if uncovered is not None else 0.0
+            return (principal, cost + short, value, f"loan {principal:,.0f} USD at {rate:.2%} for {tenor} y, default {pd_:.2%}/yr with "
+                    "construction risk" + _uncovered_note(short))
         fee = ip.get("loan_guarantee", "guarantee_fee_annual")
         cov = ip.get("loan_guarantee", "coverage_share", 1.0)
         cost = guarantee_cost(principal, commercial, tenor, cov, fee, gov_rate, pd_, lgd)
         guaranteed_rate = gov_rate + fee
         value = _pv_payments(principal, commercial, tenor, hurdle) - _pv_payments(principal, guaranteed_rate, tenor, hurdle)
-        return principal * cov, cost, value, f"guarantee of {principal * cov:,.0f} USD, fee {fee:.2%}, default {pd_:.2%}/yr with construction risk"
+        short = cov * uncovered(principal, commercial) if uncovered is not None else 0.0
+        return (principal * cov, cost + short, value, f"guarantee of {principal * cov:,.0f} USD, fee {fee:.2%}, default {pd_:.2%}/yr "
+                "with construction risk" + _uncovered_note(short))
     if inst == "equity":
         share = float(max_share) if max_share is not None and np.isfinite(max_share) else st["equity_share_of_capex"]
         amount = min(share, st["equity_share_of_capex"]) * capex
@@ -689,8 +734,12 @@ def _terms(inst: str, a: dict[str, Any], ip: InstrumentParameters, cap: float, c
     if inst == "offtake":
         years = int(ip.get("offtake", "term_years"))
         amount = q * price * years
-        cost = offtake_cost(q, price, price, vol, years, gov_rate)
-        return amount, cost, 0.0, f"offtake of {q:,.0f} t/yr at {price:,.0f} USD/t for {years} y"
+        resale = ip.get("offtake", "resale_share_of_market_price", 1.0)
+        cost = offtake_cost(q, price, price, vol, years, gov_rate, resale_share=resale)
+        note = f"offtake of {q:,.0f} t/yr at {price:,.0f} USD/t for {years} y, resold at {resale:.0%} of the market price"
+        if hedge > 0:
+            note += f"; worth {hedge:,.0f} USD to the project as a hedge (viability gap closed in the low-price case)"
+        return amount, cost, float(hedge), note
     if inst == "insurance":
         if not np.isfinite(capex):
             return None
@@ -699,6 +748,18 @@ def _terms(inst: str, a: dict[str, Any], ip: InstrumentParameters, cap: float, c
                               int(st["insurance_term_years"]), gov_rate)
         return cover, cost, 0.0, f"political-risk cover {cover:,.0f} USD"
     return None
+
+
+def _uncovered_for(case: ProjectCase, prices: np.ndarray, tenor: int, gov_rate: float) -> Callable[[float, float], float]:
+    """``(principal, rate) -> PV`` of the debt service ``case`` cannot pay (:func:`uncovered_debt_service`)."""
+    def f(principal: float, rate: float) -> float:
+        return uncovered_debt_service(case, prices, principal, rate, tenor, gov_rate)
+    return f
+
+
+def _uncovered_note(short: float) -> str:
+    return (f"; the project's cash over the tenor cannot repay {short:,.0f} USD of it (present value, mean over the price "
+            "cases 0.7-1.3x today's price: debt unpaid, added to the cost)" if short > 0 else "")
 
 
 def _pv_payments(principal: float, rate: float, tenor: int, disc: float) -> float:

@@ -106,11 +106,13 @@ def _unspent(bp: BuiltProblem, sol: Solution, budgets: dict[str, float], deadlin
         if mine.empty:
             why = "eligibility: no project in the register is eligible for this agency and instrument (country, stage or missing capex)"
         elif useful.empty and key.endswith(":offtake"):
-            # review 11: the generic additionality text blamed the projects; the cause is how an offtake is valued
-            why = ("an offtake at the market price is worth nothing to a project in the finance model (it closes no viability gap; "
-                   f"{len(mine['project_id'].unique())} eligible projects), so it adds no completion probability and no capacity; the "
-                   "bankability a government offtake gives (lenders lend against contracted revenue) is not modelled: a known gap, "
-                   "not a finding that offtakes do not work")
+            # review 11: the generic additionality text blamed the projects; review 12: an offtake is valued as a hedge
+            st = pd.Series([statuses.get(str(x), "") for x in mine["project_id"].unique()]).value_counts().to_dict()
+            why = ("an offtake adds capacity only through its hedge: the viability gap it closes in the low-price case for a project "
+                   "still to be financed (finance.hedge_value, then the offtake's completion-probability uplift); its "
+                   f"{len(mine['project_id'].unique())} eligible projects gain none (by status: "
+                   + ", ".join(f"{k} {v}" for k, v in st.items()) + "): already producing or built, no capex to value the hedge, "
+                   "or viable even at the low price")
         elif useful.empty:
             st = pd.Series([statuses.get(str(x), "") for x in mine["project_id"].unique()]).value_counts().to_dict()
             why = ("additionality: its eligible projects add no expected capacity (by status: "

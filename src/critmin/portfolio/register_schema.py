@@ -149,6 +149,25 @@ class _Row(CheckedRow):
     model_config = ConfigDict(frozen=True, allow_inf_nan=False, coerce_numbers_to_str=True, str_strip_whitespace=True, extra="forbid")
 
 
+def parse_coproducts(text: object) -> list[tuple[str, float]]:
+    """``commodity:tonnes a year`` pairs separated by ``;`` (the register's ``coproducts``), e.g.
+    ``gold:14.40;bismuth:2337`` -> ``[("gold", 14.4), ("bismuth", 2337.0)]``; blank -> ``[]``. A malformed part or a
+    quantity that is not positive raises ``ValueError`` naming it."""
+    out: list[tuple[str, float]] = []
+    if not isinstance(text, str):
+        return out
+    for part in (x.strip() for x in text.split(";") if x.strip()):
+        name, sep, qty = part.partition(":")
+        try:
+            t = float(qty)
+        except ValueError:
+            t = float("nan")
+        if not sep or not name.strip() or not t > 0:
+            raise ValueError(f"'{part}' is not commodity:tonnes a year (e.g. gold:14.40)")
+        out.append((name.strip(), t))
+    return out
+
+
 class Project(_Row):
     """One project of interest (a row of ``projects.csv``). See :data:`PROJECT_COLUMNS` for the meaning of each field."""
 
@@ -169,6 +188,7 @@ class Project(_Row):
     capex_usd: float | None = Field(None, ge=0)
     capex_note: str = ""
     private_finance_usd: float | None = Field(None, ge=0)
+    coproducts: str = ""
     opex_usd_per_t: float | None = Field(None, ge=0)
     unit_cost_usd_per_t: float | None = Field(None, ge=0)
     status_class: StatusClass
@@ -214,6 +234,15 @@ class Project(_Row):
             # a commodity without any stage node in the atlas (e.g. scandium) accepts any stage of the vocabulary
             if stages and (commodity, v) not in refs.nodes:
                 raise ValueError(f"({commodity}, {v}) is not a stage node of the atlas; {commodity} has: {', '.join(stages)}")
+        return v
+
+    @field_validator("coproducts")
+    @classmethod
+    def _coproducts(cls, v: str, info: ValidationInfo) -> str:
+        refs = _refs(info)
+        for name, _ in parse_coproducts(v):
+            if refs is not None and name not in refs.commodities:
+                raise ValueError(f"unknown commodity '{name}' in coproducts: not a commodity_id of the atlas")
         return v
 
     @field_validator("first_output")
