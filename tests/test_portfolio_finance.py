@@ -158,16 +158,6 @@ def test_uncovered_debt_service_is_the_loan_life_coverage_shortfall() -> None:
     assert uncovered_debt_service(case, prices, 0.0, 0.0, 2, 0.03) == 0.0
 
 
-def test_coproduct_margin_ramps_with_the_plant_and_ignores_the_price_case() -> None:
-    """Co-products (Stibnite's gold) add their margin at nameplate times the ramp share, the same in every price case."""
-    from critmin.portfolio.finance import ProjectCase, cash_flows
-
-    base = ProjectCase(10.0, 0.0, 60.0, 0, 0.0, 1, 0.0, 0.0)
-    co = ProjectCase(10.0, 0.0, 60.0, 0, 0.0, 1, 0.0, 0.0, coproduct_margin_usd=25.0)
-    prices = np.array([[70.0], [100.0]])
-    assert (cash_flows(co, prices) - cash_flows(base, prices))[:, 0] == pytest.approx([25.0, 25.0])
-
-
 def test_coproducts_parse_and_reject_malformed_text() -> None:
     from critmin.portfolio.register_schema import parse_coproducts
 

@@ -6,10 +6,10 @@ construction.
 
 - Output ``q_t = Q · ramp_t`` with ``ramp_t`` = 0 during construction, then the yearly mean of the monthly ramp
   ``r(m) = min(1, m / (12 Y))`` (m = 1 the first month of output, Y the years to design capacity; :func:`ramp_share`).
-- Free cash flow ``FCF_t = ((P_t - c) q_t + M_co q_t / Q) (1 - τ) + τ D_t - K_t`` (revenue less operating cost, after tax,
+- Free cash flow ``FCF_t = (P_t - c) q_t (1 - τ) + τ D_t - K_t`` (revenue less operating cost, after tax,
   plus the depreciation tax shield ``τ D_t`` with straight-line depreciation of capex over the operating
-  life; capex ``K`` spread evenly over the construction years; ``M_co`` the margin of the plant's other products a
-  year at nameplate, which ramps with the plant and does not move with the node's price scenarios).
+  life; capex ``K`` spread evenly over the construction years). A plant with co-products is financed on its revenue
+  basket per t of the node's product (``P`` and ``c`` include them; ``portfolio.model``).
 - ``NPV = Σ_t FCF_t / (1 + r)^t`` at the hurdle rate r; IRR solves NPV(r) = 0 (NaN when FCF never changes
   sign); the viability gap is ``max(0, -NPV)``: the support (in present value) that lifts the project to its
   hurdle rate (methods.md §7).
@@ -38,7 +38,6 @@ class ProjectCase:
     life_years: int
     tax_rate: float
     hurdle_rate: float
-    coproduct_margin_usd: float = 0.0  # revenue less cost of the plant's other products a year at nameplate (USD/yr)
 
 
 def ramp_share(month: npt.ArrayLike, years_to_design: float) -> np.ndarray:
@@ -87,8 +86,6 @@ def cash_flows(case: ProjectCase, prices: np.ndarray) -> np.ndarray:
     dep = np.zeros(n)
     dep[c:] = case.capex_usd / life
     margin = (p - case.unit_cost_usd_per_t) * q
-    if case.coproduct_margin_usd and case.capacity_t > 0:
-        margin = margin + case.coproduct_margin_usd * q / case.capacity_t  # co-products ramp with the plant, at their own price
     return margin * (1.0 - case.tax_rate) + case.tax_rate * dep - capex
 
 
@@ -158,8 +155,9 @@ def dscr(case: ProjectCase, prices: np.ndarray, principal: float, rate: float, t
 
 def uncovered_debt_service(case: ProjectCase, prices: np.ndarray, principal: float, rate: float, tenor_years: int,
                            disc: float) -> float:
-    """Debt the project's own cash cannot repay over the loan's life, averaged over the price scenarios, in present value
-    at the loan's start of operation (the loan life coverage ratio's shortfall):
+    """Debt the project's own cash cannot repay over the loan's life, averaged over the price paths given (the portfolio
+    passes today's price only), in present value at the loan's start of operation (the loan life coverage ratio's
+    shortfall):
 
     ``U = mean_m max(0, L − Σ_{k=1}^{n} CFADS_{m, C+k−1} / (1 + i)^k)``, i.e. ``L · max(0, 1 − LLCR_m)``,
 

@@ -511,32 +511,45 @@ def build_problem(
         if unit_cost is None or not np.isfinite(unit_cost):
             unit_cost = st["unit_cost_share_of_price"] * price
             assume.append(f"unit cost {st['unit_cost_share_of_price']:.0%} of the node price (critmin assumption, no opex published)")
-        co_margin = _coproduct_margin(p, nodes, float(st["unit_cost_share_of_price"]), assume)
+        # review 13: co-products are revenue per t of the node's product, stressed with it in every price case
+        co_rev = _coproduct_revenue(p, nodes, assume) / float(cap) if float(cap) > 0 else 0.0
+        fin_price = price + co_rev
+        fin_cost = float(unit_cost) + float(st["unit_cost_share_of_price"]) * co_rev
+        if co_rev:
+            assume.append(f"finance on the revenue basket: {fin_price:,.0f} USD per t of {key} ({price:,.0f} of it the node's product), "
+                          f"unit cost {fin_cost:,.0f} USD/t ({st['unit_cost_share_of_price']:.0%} of the co-products' revenue, critmin "
+                          "assumption); the price cases scale the whole basket")
         tax = ip.get("project", f"corporate_tax_rate:{p['country_iso3']}", ip.get("project", "corporate_tax_rate:USA"))
         vg = np.nan
         hedge = 0.0
         uncovered: Callable[[float, float], float] | None = None
         if np.isfinite(capex):
-            case = ProjectCase(float(cap), float(capex), float(unit_cost),
+            case = ProjectCase(float(cap), float(capex), fin_cost,
                                int(st["construction_years"]) if status not in ("operating", "commissioning") else 0,
-                               ramp_y, life, tax, hurdle, co_margin)
-            prices = np.array([[price * m] * (case.construction_years + life) for m in PRICE_SCENARIOS])
+                               ramp_y, life, tax, hurdle)
+            prices = np.array([[fin_price * m] * (case.construction_years + life) for m in PRICE_SCENARIOS])
             gaps = viability_gap(case, prices)
             vg = float(np.mean(gaps))
             # an offtake at today's price is worth its hedge: the low-price scenario's gap it removes (review 12)
-            hedge = hedge_value(case, prices, st["offtake_share_of_capacity"], price, int(ip.get("offtake", "term_years")))
-            # review 12: a loan the project's cash cannot service at today's prices is costed for what it cannot pay
-            uncovered = _uncovered_for(case, prices, tenor, gov_rate)
+            # (the offtake contracts the node's product only: a share price / fin_price of the basket at its base price)
+            hedge = hedge_value(case, prices, st["offtake_share_of_capacity"] * price / fin_price, fin_price,
+                                int(ip.get("offtake", "term_years")))
+            # review 12: a loan the project's cash cannot repay at today's price is costed for what it cannot pay;
+            # review 13: at today's price only (the base case, PRICE_SCENARIOS[1]). Averaged over the price cases it
+            # charged every loan for the 0.7x case, whose margin is zero by the unit-cost assumption, on top of a
+            # default model calibrated on realised losses (GAO's 7.9 %) that already include price-driven failures
+            uncovered = _uncovered_for(case, prices[[PRICE_SCENARIOS.index(1.0)]], tenor, gov_rate)
             flows = cash_flows(case, prices)
             share = ip.get("loan", "share_of_capex_financed")
             dscrs = dscr(case, prices, share * float(capex), gov_rate + commercial_spread, tenor)
             finance.append({
-                "project_id": pid, "price_scenarios": {f"{m:g}x": float(price * m) for m in PRICE_SCENARIOS},
+                "project_id": pid, "price_scenarios": {f"{m:g}x": float(fin_price * m) for m in PRICE_SCENARIOS},
+                "node_price_usd_per_t": float(price),
                 "npv_usd": {f"{m:g}x": float(v) for m, v in zip(PRICE_SCENARIOS, npv(flows, hurdle), strict=True)},
                 "irr": {f"{m:g}x": irr(f) for m, f in zip(PRICE_SCENARIOS, flows, strict=True)},
                 "min_dscr_commercial_loan": {f"{m:g}x": float(v) for m, v in zip(PRICE_SCENARIOS, dscrs, strict=True)},
                 "viability_gap_usd": {f"{m:g}x": float(v) for m, v in zip(PRICE_SCENARIOS, gaps, strict=True)},
-                "viability_gap_mean_usd": vg, "offtake_hedge_value_usd": hedge, "hurdle_rate": hurdle, "capex_usd": float(capex), "unit_cost_usd_per_t": float(unit_cost),
+                "viability_gap_mean_usd": vg, "offtake_hedge_value_usd": hedge, "hurdle_rate": hurdle, "capex_usd": float(capex), "unit_cost_usd_per_t": fin_cost,
                 "assumptions": list(assume),
             })
         # loans and guarantees close before construction ends: the lender carries the construction risk too
@@ -587,7 +600,10 @@ def build_problem(
             # scales with the share of the viability gap the instrument closes; an unknown gap earns no uplift
             if status not in UPLIFT_STATUSES or not np.isfinite(vg):
                 uplift = 0.0
-            share = 1.0 if vg <= 0 else min(1.0, value / vg)
+            # a project viable in every price case gets the full uplift from money (the financing gap an NPV does not
+            # show: tenor, size, lenders' caution), but an instrument worth nothing to it gets none (review 13: a DLA
+            # offtake with no hedge value was credited +0.10 for Stibnite)
+            share = (1.0 if value > 0 or inst not in ("offtake", "price_floor") else 0.0) if vg <= 0 else min(1.0, value / vg)
             pi_o = min(1.0, float(pi0) + uplift * share)
             # an instrument saves months only where it removes the project's bottleneck: finance before
             # financial close, permitting facilitation before the permits
@@ -596,6 +612,8 @@ def build_problem(
             # mean share of nameplate over the horizon, ramping up from first output (finance.mean_output_share)
             h0, h1 = mean_output_share(t0, horizon, ramp_y), mean_output_share(t_o, horizon, ramp_y)
             dq = float(cap) * (pi_o * h1 - float(pi0) * h0)
+            if abs(dq) < DQ_NOISE * float(cap):
+                dq = 0.0  # review 13: 5e-15 of rounding (equal shares) became a coefficient HiGHS rejects
             n = node_idx[key]
             concern_share = sum(s for c, s in node.shares.items() if c in concern)
             rows.append({
@@ -621,6 +639,9 @@ def build_problem(
     return BuiltProblem(problem, reasons, assumptions, bud, basis, sample, opts, finance)
 
 
+#: Added capacity below this share of a project's capacity is floating-point noise of equal shares, not capacity.
+DQ_NOISE = 1e-9
+
 #: Instruments that finance the capex (an offtake, insurance or regulatory support is not capex money).
 CAPEX_INSTRUMENTS = ("loan", "loan_guarantee", "equity", "grant")
 
@@ -644,11 +665,11 @@ def counted_capex_support(support: pd.DataFrame | None) -> dict[str, float]:
     return {str(k): float(v) for k, v in amt.groupby(s["project_id"]).sum().items()}
 
 
-def _coproduct_margin(p: dict[str, Any], nodes: NodeTable, cost_share: float, assume: list[str]) -> float:
-    """Margin a year at nameplate of a plant's other products (the register's ``coproducts``, t/yr), each at the node
-    price of its commodity (the project's own stage where the commodity has it, else its first priced node), less
-    ``cost_share`` of that revenue (the unit-cost assumption applied to the node's own product): ``(1 − s) Σ_k q_k P_k``.
-    Stibnite earns most of its revenue from gold, NICO from gold and bismuth at today's prices (review 12)."""
+def _coproduct_revenue(p: dict[str, Any], nodes: NodeTable, assume: list[str]) -> float:
+    """Revenue a year at nameplate of a plant's other products (the register's ``coproducts``, t/yr), each at the node
+    price of its commodity (the project's own stage where the commodity has it, else its first priced node):
+    ``Σ_k q_k P_k``. Stibnite earns most of its revenue from gold, NICO from gold and bismuth at today's prices
+    (review 12)."""
     parts = parse_coproducts(p.get("coproducts"))
     if not parts:
         return 0.0
@@ -661,10 +682,8 @@ def _coproduct_margin(p: dict[str, Any], nodes: NodeTable, cost_share: float, as
             continue
         revenue += t * pick.p0_usd_per_t
         said.append(f"{name} {t:,.4g} t at {pick.p0_usd_per_t:,.0f} USD/t ({pick.key})")
-    margin = (1.0 - cost_share) * revenue
-    assume.append(f"co-products a year at nameplate: {'; '.join(said)} = {revenue:,.0f} USD of revenue, margin {margin:,.0f} USD at a "
-                  f"unit cost of {cost_share:.0%} of revenue (critmin assumption); held at today's prices in every price case")
-    return margin
+    assume.append(f"co-products a year at nameplate: {'; '.join(said)} = {revenue:,.0f} USD of revenue")
+    return revenue
 
 
 def _capital_intensity(ip: InstrumentParameters, commodity: str, stage: str) -> tuple[float, str] | None:
@@ -758,8 +777,8 @@ def _uncovered_for(case: ProjectCase, prices: np.ndarray, tenor: int, gov_rate: 
 
 
 def _uncovered_note(short: float) -> str:
-    return (f"; the project's cash over the tenor cannot repay {short:,.0f} USD of it (present value, mean over the price "
-            "cases 0.7-1.3x today's price: debt unpaid, added to the cost)" if short > 0 else "")
+    return (f"; the project's cash over the tenor at today's price cannot repay {short:,.0f} USD of it (present value: "
+            "debt unpaid, added to the cost)" if short > 0 else "")
 
 
 def _pv_payments(principal: float, rate: float, tenor: int, disc: float) -> float:

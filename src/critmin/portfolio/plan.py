@@ -122,15 +122,17 @@ def _unspent(bp: BuiltProblem, sol: Solution, budgets: dict[str, float], deadlin
         elif set(useful["project_id"]) <= funded:
             why = "all its useful projects are funded (by this or another agency); nothing left to buy"
         else:
-            why = _no_margin_reason(bp, sol, useful[~useful["project_id"].isin(list(funded))])
+            why = _no_margin_reason(bp, sol, useful[~useful["project_id"].isin(list(funded))], mine)
         out[key] = f"{spent / budget:.0%} used; {why}"
     return out
 
 
-def _no_margin_reason(bp: BuiltProblem, sol: Solution, rest: pd.DataFrame) -> str:
+def _no_margin_reason(bp: BuiltProblem, sol: Solution, rest: pd.DataFrame, mine: pd.DataFrame | None = None) -> str:
     """Why a budget's remaining useful options were not bought: the best of them against the net-benefit test, and
     the largest losses left that none of them reaches (review 10: 'the nodes are covered' while 68 % of the
-    avoidable loss sat at nodes where nothing was avoided)."""
+    avoidable loss sat at nodes where nothing was avoided). Where the budget has options at such a node that add
+    no capacity (``mine``: all its options), they are named (review 13: 'none of its options reaches' cobalt ore
+    while DLA had options there for paused or undated projects)."""
     p = bp.problem
     ratios = []
     for i, r in rest.iterrows():
@@ -141,8 +143,17 @@ def _no_margin_reason(bp: BuiltProblem, sol: Solution, rest: pd.DataFrame) -> st
     left = {n: float(p.weights @ (p.value_per_t[i] * p.shortfall[i])) - sol.avoided_by_node.get(n, 0.0)
             for i, n in enumerate(p.node_names)}
     far = sorted(((v, n) for n, v in left.items() if n not in reached and v > 0), reverse=True)[:3]
-    elsewhere = ("; the largest losses left are at nodes none of its options reaches: "
-                 + ", ".join(f"{n} ({usd(v)} a year)" for v, n in far)) if far else ""
+    idle: dict[str, list[str]] = {}
+    if mine is not None and len(mine):
+        for n, g in mine[mine["dq_t"] <= 0].groupby("node"):
+            idle[p.node_names[int(n)]] = sorted(set(map(str, g["project_id"])))
+
+    def _at(n: str) -> str:
+        ps = idle.get(n)
+        return f" (its options there, {', '.join(ps[:4])}{', ...' if len(ps) > 4 else ''}, add no expected capacity)" if ps else ""
+
+    elsewhere = ("; the largest losses left are at nodes none of its options adds capacity to: "
+                 + ", ".join(f"{n} ({usd(v)} a year){_at(n)}" for v, n in far)) if far else ""
     if not ratios:
         return "no option left" + elsewhere
     ratio, gain, need, pid, node = max(ratios)
