@@ -423,7 +423,7 @@ def register_markdown(register: Register, raw_projects: list[tuple[int, dict[str
         ("capex_usd", "raw capex_usd: the USD figure a source printed, or (from December 2026, said in capex_basis) a local-currency figure converted at the IMF rate of the fx rows of instrument_parameters.csv; P007 takes the USD figure printed in capex_basis"),
         ("capex_note", "capex_currency capex_value[-capex_value_high]; capex_basis; curation remarks"),
         ("private_finance_usd", "curated (`curated/decisions.csv`): committed private finance for the capex where a source prints it (MP's 10X: the USD 650 million of the JPMorgan and Goldman Sachs facility earmarked for it), with the source in `note`"),
-        ("coproducts", "curated (`curated/decisions.csv`): other revenue products of the plant in t/yr at nameplate where a source prints them (Stibnite's gold, NICO's gold, bismuth and copper), with the source in `note`"),
+        ("coproducts", "curated (`curated/decisions.csv`): other revenue products of the plant in t/yr at nameplate where a source prints them (Stibnite's gold; NICO's gold, bismuth and copper; Arctic's zinc, lead, gold and silver; White Mesa Phase 2's Dy and Tb oxides), with the source in `note`"),
         ("status_class", "curated from the free-text status (table below)"),
         ("status", "status (as of status_as_of)"),
         ("first_output", "first_production, blanked for P031 (laboratory extraction) and P054 (copper foil, not CAM)"),

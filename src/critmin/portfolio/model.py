@@ -665,6 +665,11 @@ def counted_capex_support(support: pd.DataFrame | None) -> dict[str, float]:
     return {str(k): float(v) for k, v in amt.groupby(s["project_id"]).sum().items()}
 
 
+def _t(t: float) -> str:
+    """Tonnes for a sentence: whole tonnes from 100 t, four significant figures below."""
+    return f"{t:,.0f}" if t >= 100 else f"{t:.4g}"
+
+
 def _coproduct_revenue(p: dict[str, Any], nodes: NodeTable, assume: list[str]) -> float:
     """Revenue a year at nameplate of a plant's other products (the register's ``coproducts``, t/yr), each at the node
     price of its commodity (the project's own stage where the commodity has it, else its first priced node):
@@ -678,10 +683,10 @@ def _coproduct_revenue(p: dict[str, Any], nodes: NodeTable, assume: list[str]) -
         cands = [n for n in nodes.nodes if n.commodity == name and np.isfinite(n.p0_usd_per_t) and n.p0_usd_per_t > 0]
         pick = next((n for n in cands if n.stage == p["stage"]), cands[0] if cands else None)
         if pick is None:
-            said.append(f"{name} {t:,.4g} t (no priced node: not counted)")
+            said.append(f"{name} {_t(t)} t (no priced node: not counted)")
             continue
         revenue += t * pick.p0_usd_per_t
-        said.append(f"{name} {t:,.4g} t at {pick.p0_usd_per_t:,.0f} USD/t ({pick.key})")
+        said.append(f"{name} {_t(t)} t at {pick.p0_usd_per_t:,.0f} USD/t ({pick.key})")
     assume.append(f"co-products a year at nameplate: {'; '.join(said)} = {revenue:,.0f} USD of revenue")
     return revenue
 
