@@ -363,3 +363,33 @@ def test_uncovered_debt_is_charged_at_todays_price_and_worthless_instruments_ear
     assert o[(o["project_id"] == "P009") & (o["instrument"] == "loan")]["terms"].str.contains("cannot repay", regex=False).all()
     worthless = o[o["instrument"].isin(["offtake", "price_floor"]) & (o["value_to_project_usd"] <= 0)]
     assert len(worthless) and (worthless["dq_t"] <= 0).all()
+
+
+def test_a_published_unit_cost_and_life_replace_the_defaults(simulator) -> None:
+    """Review 13: every project's unit cost was 70 % of today's price (so the 0.7x case had zero margin by
+    construction) and every project ran 25 years at nameplate (Stibnite's first-four-year rates over 25 years gave
+    more metal than its reserves). A published unit cost (the whole plant's, co-products included) and life replace
+    them: the 0.7x case then has a margin, and a shorter life lowers the NPV."""
+    from critmin.portfolio.model import build_problem, sample_from_simulator
+    from critmin.portfolio.register import bundled_register
+
+    reg = bundled_register(simulator.atlas)
+    projects = reg.projects.copy()
+    row = projects["project_id"] == "P066"
+    sample = sample_from_simulator(simulator, draws=20, seed=2)
+    base = build_problem(projects, simulator.atlas, sample, simulator.nodes, as_of="2026-12", support=reg.support)
+    f0 = next(r for r in base.finance if r["project_id"] == "P066")
+    price = f0["price_scenarios"]["1x"]
+    projects.loc[row, "unit_cost_usd_per_t"] = 0.4 * price
+    projects.loc[row, "life_years"] = 12.0
+    got = build_problem(projects, simulator.atlas, sample, simulator.nodes, as_of="2026-12", support=reg.support)
+    f1 = next(r for r in got.finance if r["project_id"] == "P066")
+    assert f1["unit_cost_usd_per_t"] == pytest.approx(0.4 * price)
+    assert any(a.startswith("life 12 years at nameplate") for a in f1["assumptions"])
+    assert any("published" in a for a in f1["assumptions"] if a.startswith("unit cost"))
+    assert f1["npv_usd"]["0.7x"] > f0["npv_usd"]["0.7x"]  # the low case has a margin now
+    # with the default cost, a 12-year life is worth less than 25 years
+    projects.loc[row, "unit_cost_usd_per_t"] = np.nan
+    short = build_problem(projects, simulator.atlas, sample, simulator.nodes, as_of="2026-12", support=reg.support)
+    f2 = next(r for r in short.finance if r["project_id"] == "P066")
+    assert f2["npv_usd"]["1x"] < f0["npv_usd"]["1x"]

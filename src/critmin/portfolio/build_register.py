@@ -92,6 +92,10 @@ class Decision:
     private_finance_why: str = ""
     coproducts: str = ""  # other revenue products of the plant, commodity:t/yr at nameplate, when a source prints them
     coproducts_why: str = ""
+    unit_cost_usd_per_t: float | None = None  # the plant's operating cost per t of the node's product, when published
+    unit_cost_why: str = ""
+    life_years: float | None = None  # years at nameplate (mine life, or reserves / output), when published
+    life_why: str = ""
     output_t: float | None = None  # latest reported annual output on the node basis, when a source prints it
     output_period: str = ""
     output_why: str = ""
@@ -132,6 +136,10 @@ def load_decisions(path: Path | None = None) -> dict[str, Decision]:
                                             private_finance_usd=float(r["private_finance_usd"]) if r["private_finance_usd"] else None,
                                             private_finance_why=r["private_finance_why"],
                                             coproducts=r.get("coproducts") or "", coproducts_why=r.get("coproducts_why") or "",
+                                            unit_cost_usd_per_t=float(r["unit_cost_usd_per_t"]) if r.get("unit_cost_usd_per_t") else None,
+                                            unit_cost_why=r.get("unit_cost_why") or "",
+                                            life_years=float(r["life_years"]) if r.get("life_years") else None,
+                                            life_why=r.get("life_why") or "",
                                             output_t=float(r["output_t"]) if r.get("output_t") else None,
                                             output_period=r.get("output_period") or "", output_why=r.get("output_why") or "")
     return out
@@ -246,6 +254,8 @@ def _project(raw: Mapping[str, str], d: Decision) -> dict[str, Any]:
         f"{d.first_output_why}." if d.first_output_why else "",
         f"Private finance: {d.private_finance_why}." if d.private_finance_why else "",
         f"Co-products: {d.coproducts_why}." if d.coproducts_why else "",
+        f"Unit cost: {d.unit_cost_why}." if d.unit_cost_why else "",
+        f"Life: {d.life_why}." if d.life_why else "",
         f"Location: {raw['location']}." if raw["location"] else "",
         f"Source note: {raw['note']}" if raw["note"] else "",
     ]
@@ -267,6 +277,8 @@ def _project(raw: Mapping[str, str], d: Decision) -> dict[str, Any]:
         "capex_note": capex_note,
         "private_finance_usd": d.private_finance_usd,
         "coproducts": d.coproducts,
+        "life_years": d.life_years,
+        "unit_cost_usd_per_t": d.unit_cost_usd_per_t,
         "status_class": d.status_class,
         "status": status,
         "first_output": first,
@@ -431,7 +443,8 @@ def register_markdown(register: Register, raw_projects: list[tuple[int, dict[str
         ("note", "node, status and capacity decisions; location; the raw note"),
         ("output_t, output_period, output_note", "curated (`curated/decisions.csv`): the latest reported actual output of a producing plant on the node basis, "
          "with its period, quote and arithmetic (data/raw/projects/reported_output/); blank where no tonnage is published"),
-        ("ramp_up_months, opex_usd_per_t, unit_cost_usd_per_t, completion_probability, delay_months, feoc", "blank: no source read gives them"),
+        ("unit_cost_usd_per_t, life_years", "curated (`curated/decisions.csv`) where a study publishes an operating cost or a mine life (review 13), with the source and the conversion in `note`; else blank"),
+        ("ramp_up_months, opex_usd_per_t, completion_probability, delay_months, feoc", "blank: no source read gives them"),
         ("support: participant_iso3", "participant_country"),
         ("support: counts", "no when exclude_from_sum is set or commitment_status is one of: " + ", ".join(NOT_COUNTED_STATUSES)),
         ("support: note", "amount qualifier, local-currency amount, reason not counted, then the raw note"),

@@ -417,7 +417,7 @@ def build_problem(
     pd_ = ip.get("loan", "annual_default_probability")
     lgd = ip.get("loan", "loss_given_default")
     commercial_spread = ip.get("loan", "interest_spread_commercial_reference")
-    life = int(ip.get("project", "project_life_years"))
+    life_default = int(ip.get("project", "project_life_years"))
     horizon = st["horizon_months"]
     rows: list[dict[str, Any]] = []
     finance: list[dict[str, Any]] = []
@@ -508,17 +508,27 @@ def build_problem(
                         f"public money of all agencies is held to {cap_share:.0%} of capex, the sponsor keeping the rest at risk "
                         "(max_public_share_of_capex)") + stale)
         unit_cost = p.get("unit_cost_usd_per_t")
-        if unit_cost is None or not np.isfinite(unit_cost):
+        published_cost = unit_cost is not None and np.isfinite(unit_cost)
+        if not published_cost:
             unit_cost = st["unit_cost_share_of_price"] * price
             assume.append(f"unit cost {st['unit_cost_share_of_price']:.0%} of the node price (critmin assumption, no opex published)")
+        else:
+            assume.append(f"unit cost {float(unit_cost):,.0f} USD per t of {key}, published (the register's note gives the study)")
+        life_p = p.get("life_years")
+        life = int(round(float(life_p))) if life_p is not None and np.isfinite(life_p) and life_p > 0 else life_default
+        if life != life_default:
+            assume.append(f"life {life} years at nameplate (published mine life or reserves over output; default {life_default})")
         # review 13: co-products are revenue per t of the node's product, stressed with it in every price case
         co_rev = _coproduct_revenue(p, nodes, assume) / float(cap) if float(cap) > 0 else 0.0
         fin_price = price + co_rev
-        fin_cost = float(unit_cost) + float(st["unit_cost_share_of_price"]) * co_rev
+        # a published unit cost is the whole plant's (co-products included); the assumption adds 70 % of their revenue
+        fin_cost = float(unit_cost) + (0.0 if published_cost else float(st["unit_cost_share_of_price"]) * co_rev)
         if co_rev:
             assume.append(f"finance on the revenue basket: {fin_price:,.0f} USD per t of {key} ({price:,.0f} of it the node's product), "
-                          f"unit cost {fin_cost:,.0f} USD/t ({st['unit_cost_share_of_price']:.0%} of the co-products' revenue, critmin "
-                          "assumption); the price cases scale the whole basket")
+                          f"unit cost {fin_cost:,.0f} USD/t ("
+                          + ("published, the whole plant's" if published_cost else
+                             f"{st['unit_cost_share_of_price']:.0%} of the co-products' revenue added, critmin assumption")
+                          + "); the price cases scale the whole basket")
         tax = ip.get("project", f"corporate_tax_rate:{p['country_iso3']}", ip.get("project", "corporate_tax_rate:USA"))
         vg = np.nan
         hedge = 0.0
