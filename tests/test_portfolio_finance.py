@@ -79,7 +79,9 @@ def test_cash_flows_viability_gap_dscr_hand():
     assert viability_gap(case, np.array(20.0)) == pytest.approx(0.0)
     low = np.array([[6.0] * 3, [20.0] * 3])  # two price scenarios
     gap = viability_gap(case, low)
-    assert gap[0] == pytest.approx(100 - (5 + 25) / 1.1 - (5 + 25) / 1.21) and gap[1] == 0.0
+    # at 6: margin 10 a year, taxable 10 - 50 = -40 (a loss carried forward, no refund; review 13: the shield of 25 was
+    # paid out before), so FCF is the margin alone
+    assert gap[0] == pytest.approx(100 - 10 / 1.1 - 10 / 1.21) and gap[1] == 0.0
     ds = annuity_payment(60, 0.05, 2)
     assert dscr(case, np.array([[20.0] * 3]), 60, 0.05, 2)[0] == pytest.approx(100 / ds)
 
@@ -166,3 +168,14 @@ def test_coproducts_parse_and_reject_malformed_text() -> None:
     for bad in ("gold", "gold:x", "gold:0", ":3"):
         with pytest.raises(ValueError, match="commodity:tonnes a year"):
             parse_coproducts(bad)
+
+
+def test_income_tax_carries_losses_forward_and_refunds_nothing() -> None:
+    """Review 13: the tax shield was paid at zero profit. Taxable -100, 60, 80 at 25 %: no tax in year 0 (loss 100
+    carried), year 1 uses 60 of it (tax 0), year 2 uses the last 40 and pays 25 % of 40 = 10."""
+    from critmin.portfolio.finance import income_tax
+
+    assert income_tax(np.array([-100.0, 60.0, 80.0]), 0.25) == pytest.approx([0.0, 0.0, 10.0])
+    # per scenario along a leading axis
+    got = income_tax(np.array([[-100.0, 60.0, 80.0], [10.0, 10.0, -5.0]]), 0.25)
+    assert got == pytest.approx(np.array([[0.0, 0.0, 10.0], [2.5, 2.5, 0.0]]))

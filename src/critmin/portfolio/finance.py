@@ -6,15 +6,16 @@ construction.
 
 - Output ``q_t = Q · ramp_t`` with ``ramp_t`` = 0 during construction, then the yearly mean of the monthly ramp
   ``r(m) = min(1, m / (12 Y))`` (m = 1 the first month of output, Y the years to design capacity; :func:`ramp_share`).
-- Free cash flow ``FCF_t = (P_t - c) q_t (1 - τ) + τ D_t - K_t`` (revenue less operating cost, after tax,
-  plus the depreciation tax shield ``τ D_t`` with straight-line depreciation of capex over the operating
-  life; capex ``K`` spread evenly over the construction years). A plant with co-products is financed on its revenue
-  basket per t of the node's product (``P`` and ``c`` include them; ``portfolio.model``).
+- Free cash flow ``FCF_t = (P_t - c) q_t - T_t - K_t`` (revenue less operating cost, less income tax ``T_t`` on
+  ``(P_t - c) q_t - D_t`` with straight-line depreciation ``D_t`` of capex over the operating life and losses
+  carried forward, no refunds (:func:`income_tax`); capex ``K`` spread evenly over the construction years).
+  A plant with co-products is financed on its revenue basket per t of the node's product (``P`` and ``c``
+  include them; ``portfolio.model``).
 - ``NPV = Σ_t FCF_t / (1 + r)^t`` at the hurdle rate r; IRR solves NPV(r) = 0 (NaN when FCF never changes
   sign); the viability gap is ``max(0, -NPV)``: the support (in present value) that lifts the project to its
   hurdle rate (methods.md §7).
 - DSCR for a loan of principal L at rate i over n years (annuity from the first operating year):
-  ``DSCR_t = CFADS_t / DS_t`` with ``CFADS_t = (P_t - c) q_t (1 - τ) + τ D_t`` (before capex).
+  ``DSCR_t = CFADS_t / DS_t`` with ``CFADS_t = (P_t - c) q_t - T_t`` (before capex).
 """
 
 from __future__ import annotations
@@ -86,7 +87,21 @@ def cash_flows(case: ProjectCase, prices: np.ndarray) -> np.ndarray:
     dep = np.zeros(n)
     dep[c:] = case.capex_usd / life
     margin = (p - case.unit_cost_usd_per_t) * q
-    return margin * (1.0 - case.tax_rate) + case.tax_rate * dep - capex
+    return margin - income_tax(margin - dep, case.tax_rate) - capex
+
+
+def income_tax(taxable: np.ndarray, rate: float) -> np.ndarray:
+    """Tax by year with losses carried forward (no refunds), over the last axis:
+    ``T_t = τ max(0, y_t − L_{t−1})``, ``L_t = max(0, L_{t−1} − y_t)`` with ``L_{−1} = 0`` (review 13: the tax shield
+    was paid out at zero profit)."""
+    y = np.asarray(taxable, dtype=float)
+    tax = np.zeros_like(y)
+    loss = np.zeros(y.shape[:-1])
+    for t in range(y.shape[-1]):
+        use = np.minimum(loss, np.maximum(y[..., t], 0.0))
+        tax[..., t] = rate * np.maximum(0.0, y[..., t] - use)
+        loss = loss - use + np.maximum(0.0, -y[..., t])
+    return tax
 
 
 def npv(flows: np.ndarray, rate: float) -> np.ndarray:

@@ -96,6 +96,11 @@ def cost_weight(cost_of_public_funds: float, gov_rate: float, horizon_months: fl
 #: Status classes whose completion probability an instrument can raise (instrument_parameters.csv, uplift rows).
 UPLIFT_STATUSES = ("financing", "permitted", "feasibility")
 
+#: Permitting facilitation raises the completion probability only of a project still waiting for its permits (review
+#: 13: Rhyolite Ridge, permitted in Oct 2024, and Stibnite, in financing after its Jan 2025 record of decision, were
+#: credited with a permitting uplift).
+UPLIFT_STATUSES_BY_INSTRUMENT: dict[str, tuple[str, ...]] = {"regulatory": ("feasibility",)}
+
 #: Status classes in which an instrument can bring first output forward: money helps before financial close,
 #: permitting facilitation (FAST-41) before the main permits are granted (docs/portfolio.md section 4).
 ACCELERATED_STATUSES: dict[str, tuple[str, ...]] = {
@@ -530,7 +535,7 @@ def build_problem(
                              f"{st['unit_cost_share_of_price']:.0%} of the co-products' revenue added, critmin assumption")
                           + "); the price cases scale the whole basket")
         tax = ip.get("project", f"corporate_tax_rate:{p['country_iso3']}", ip.get("project", "corporate_tax_rate:USA"))
-        vg = np.nan
+        vg = vg_base = np.nan
         hedge = 0.0
         uncovered: Callable[[float, float], float] | None = None
         if np.isfinite(capex):
@@ -540,6 +545,7 @@ def build_problem(
             prices = np.array([[fin_price * m] * (case.construction_years + life) for m in PRICE_SCENARIOS])
             gaps = viability_gap(case, prices)
             vg = float(np.mean(gaps))
+            vg_base = float(gaps[PRICE_SCENARIOS.index(1.0)])
             # an offtake at today's price is worth its hedge: the low-price scenario's gap it removes (review 12)
             # (the offtake contracts the node's product only: a share price / fin_price of the basket at its base price)
             hedge = hedge_value(case, prices, st["offtake_share_of_capacity"] * price / fin_price, fin_price,
@@ -584,7 +590,7 @@ def build_problem(
                 shared = f"{a['agency_id']}:any"
                 bkey = shared if shared in bud else bkey
             terms = _terms(inst, a, ip, float(cap), float(capex), price, vg, gov_rate, hurdle, tenor, pd_p, lgd, commercial_spread, st,
-                           hedge, uncovered)
+                           hedge, uncovered, vg_base)
             if terms is None:
                 continue
             amount, bcost, value, note = terms
@@ -608,7 +614,7 @@ def build_problem(
             uplift = ip.get(inst, "completion_probability_uplift", 0.0)
             # the uplift applies to projects still to be financed or permitted (instrument_parameters.csv note), and
             # scales with the share of the viability gap the instrument closes; an unknown gap earns no uplift
-            if status not in UPLIFT_STATUSES or not np.isfinite(vg):
+            if status not in UPLIFT_STATUSES_BY_INSTRUMENT.get(inst, UPLIFT_STATUSES) or not np.isfinite(vg):
                 uplift = 0.0
             # a project viable in every price case gets the full uplift from money (the financing gap an NPV does not
             # show: tenor, size, lenders' caution), but an instrument worth nothing to it gets none (review 13: a DLA
@@ -714,7 +720,8 @@ def _capital_intensity(ip: InstrumentParameters, commodity: str, stage: str) -> 
 
 def _terms(inst: str, a: dict[str, Any], ip: InstrumentParameters, cap: float, capex: float, price: float, vg: float, gov_rate: float,
            hurdle: float, tenor: int, pd_: float, lgd: float, commercial_spread: float, st: dict[str, float],
-           hedge: float = 0.0, uncovered: Callable[[float, float], float] | None = None) -> tuple[float, float, float, str] | None:
+           hedge: float = 0.0, uncovered: Callable[[float, float], float] | None = None,
+           vg_base: float | None = None) -> tuple[float, float, float, str] | None:
     """(amount, budget cost, value to the project, note) of an instrument for a project, or None if not applicable.
 
     ``hedge`` is the offtake's value to the project (:func:`critmin.portfolio.finance.hedge_value`), 0 when the
@@ -727,11 +734,14 @@ def _terms(inst: str, a: dict[str, Any], ip: InstrumentParameters, cap: float, c
     if inst in ("loan", "loan_guarantee", "equity", "grant") and not np.isfinite(capex):
         return None
     if inst == "grant":
-        if not np.isfinite(vg) or vg <= 0:
+        # review 13: a grant equal to the mean gap over the price cases overpaid in the base and high cases; it closes
+        # the gap at today's price (vg_base), and a project viable at today's price gets no grant
+        need = vg if vg_base is None else vg_base
+        if not np.isfinite(need) or need <= 0:
             return None
         share = max_share if max_share is not None and np.isfinite(max_share) else ip.get("grant", "max_cost_share")
-        g = min(vg, share * capex)
-        return g, g, g, f"grant {g:,.0f} USD (viability gap {vg:,.0f}, cap {share:.0%} of capex)"
+        g = min(need, share * capex)
+        return g, g, g, f"grant {g:,.0f} USD (viability gap at today's price {need:,.0f}, cap {share:.0%} of capex)"
     if inst in ("loan", "loan_guarantee"):
         share = ip.get("loan", "share_of_capex_financed")
         if max_share is not None and np.isfinite(max_share):
