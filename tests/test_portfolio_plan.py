@@ -423,3 +423,15 @@ def test_permitting_help_adds_nothing_to_a_project_past_its_permits(supported) -
     late = reg_opts[reg_opts["project_id"].map(status) != "feasibility"]
     assert len(late) and (late["dq_t"] <= 0).all()
     assert (reg_opts[reg_opts["project_id"].map(status) == "feasibility"]["dq_t"] > 0).any()
+
+
+def test_a_funded_project_names_the_support_in_its_pipeline(simulator) -> None:
+    """Review 13: the plan recommended a DOE guarantee for Stibnite without saying that EXIM's letter of interest (up to
+    US$1.8 B, a formal application in 2025) covers the same debt. Support in the pipeline is not counted as money in
+    place, but a funded capex option names it."""
+    reg = bundled_register(simulator.atlas)
+    plan = run_portfolio(simulator.atlas, simulator, reg.projects, support=reg.support, draws=40, seed=0, as_of="2026-12")
+    reasons = {p["project_id"]: p["reason"] for p in plan["projects"]}
+    sel = {s["project_id"]: s["instrument"] for s in plan["selected"]}
+    assert "P034" in sel
+    assert "pending, not counted: Export-Import Bank of the United States loan of up to 1,800 M USD" in reasons["P034"]

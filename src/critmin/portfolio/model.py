@@ -397,6 +397,7 @@ def build_problem(
 
     as_of = month_or_now(as_of)
     counted = counted_capex_support(support)
+    pending = pending_capex_support(support)
     ag = read_agencies() if agencies is None else agencies
     ip = params or InstrumentParameters.load()
     # the ``portfolio`` rows of instrument_parameters.csv (critmin assumptions, overridable with that file)
@@ -488,6 +489,9 @@ def build_problem(
                 capex = ci[0] * float(cap)
                 assume.append(f"capex {capex:,.0f} USD = capacity x capital intensity {ci[0]:,.0f} USD per t/yr ({ci[1]})")
         public = counted.get(pid, 0.0)
+        for text in pending.get(pid, []):
+            # review 13: EXIM's letter to Stibnite beside a recommended DOE guarantee
+            assume.append(f"{PENDING_NOTE} {text}: a new loan, guarantee, equity or grant from another agency may duplicate it")
         private = _usd(p.get("private_finance_usd"))
         have = public + private
         room = capex - have if np.isfinite(capex) else np.nan  # financing gap left for new public money
@@ -669,6 +673,28 @@ def _usd(v: Any) -> float:
     except (TypeError, ValueError):
         return 0.0
     return f if np.isfinite(f) else 0.0
+
+
+#: Support the register records but does not count (not binding yet) that a new capex instrument may duplicate.
+PENDING_STATUSES = ("letter_of_interest", "letter_of_intent", "preliminary", "in_principle", "proposed")
+PENDING_NOTE = "pending, not counted:"
+
+
+def pending_capex_support(support: pd.DataFrame | None) -> dict[str, list[str]]:
+    """Per project, the capex support in the pipeline (a letter of interest, a preliminary or in-principle offer), not
+    counted as money in place but a reason a new instrument may not be additional (review 13: EXIM's letter for up to
+    US$1.8 B to Stibnite, with a formal application, beside a recommended DOE guarantee)."""
+    if support is None or support.empty or "commitment_status" not in support:
+        return {}
+    s = support[~support["counts"].astype(bool) & support["instrument"].isin((*CAPEX_INSTRUMENTS, "tax_credit"))
+                & support["commitment_status"].isin(PENDING_STATUSES)]
+    out: dict[str, list[str]] = {}
+    for r in s.itertuples():
+        amt = _usd(r.amount_usd)
+        out.setdefault(str(r.project_id), []).append(
+            f"{r.agency} {str(r.instrument).replace('_', ' ')}" + (f" of up to {amt / 1e6:,.0f} M USD" if amt else "")
+            + f" ({str(r.commitment_status).replace('_', ' ')}, {r.support_id})")
+    return out
 
 
 def counted_capex_support(support: pd.DataFrame | None) -> dict[str, float]:

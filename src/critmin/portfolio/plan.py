@@ -13,6 +13,8 @@ from critmin._text import usd
 from critmin.atlas.model import Atlas
 from critmin.inputs import make_options
 from critmin.portfolio.model import (
+    CAPEX_INSTRUMENTS,
+    PENDING_NOTE,
     REMAINDER_NOTE,
     BuiltProblem,
     InstrumentParameters,
@@ -187,7 +189,9 @@ def _selected_reason(pid: str, chosen: dict[str, str], bp: BuiltProblem, sol: So
     # review 8: with the ramp inside the planning horizon, a default lead time decides much of an option's value
     lead = next((a for a in bp.assumptions.get(pid, []) if a.startswith("no first-output date") or "treated as unknown" in a), None)
     timing = f"; its first output is not dated ({lead}), so its value rests on that default" if lead else ""
-    return f"funded with a {chosen[pid]}: {per}{alt}{timing}{_remainder_caveat(bp, pid)}"
+    pend = [a for a in bp.assumptions.get(pid, []) if a.startswith(PENDING_NOTE)] if str(r["instrument"]) in CAPEX_INSTRUMENTS else []
+    pending = "; " + "; ".join(pend) if pend else ""
+    return f"funded with a {chosen[pid]}: {per}{alt}{timing}{pending}{_remainder_caveat(bp, pid)}"
 
 
 def _remainder_caveat(bp: BuiltProblem, pid: str) -> str:
