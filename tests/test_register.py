@@ -91,8 +91,13 @@ def test_bundled_register_loads(reg: Register) -> None:
     assert reg.projects["project_id"].is_unique and reg.support["support_id"].is_unique
     assert set(reg.support["project_id"]) <= set(reg.projects["project_id"])
     # nothing estimated: no source gives these, so they stay blank
-    for col in ("completion_probability", "delay_months", "opex_usd_per_t", "unit_cost_usd_per_t"):
+    for col in ("completion_probability", "delay_months", "opex_usd_per_t"):
         assert reg.projects[col].isna().all(), col
+    # review 13: unit costs and lives only where a study publishes them, each explained in the note
+    for col, word in (("unit_cost_usd_per_t", "Unit cost: "), ("life_years", "Life: ")):
+        have = reg.projects[reg.projects[col].notna()]
+        assert len(have) and have["note"].str.contains(word, regex=False).all(), col
+    assert reg.projects["unit_cost_usd_per_t"].notna().sum() == 7 and reg.projects["life_years"].notna().sum() == 3
     assert (reg.projects["feoc"] == "").all()
     # every filled capacity is explained by a published capacity
     filled = reg.projects[reg.projects["capacity_t"].notna()]

@@ -189,9 +189,9 @@ class Project(_Row):
     capex_note: str = ""
     private_finance_usd: float | None = Field(None, ge=0)
     coproducts: str = ""
-    life_years: float | None = Field(None, gt=0)
     opex_usd_per_t: float | None = Field(None, ge=0)
     unit_cost_usd_per_t: float | None = Field(None, ge=0)
+    life_years: float | None = Field(None, gt=0)
     status_class: StatusClass
     status: str = ""
     first_output: str = ""
