@@ -174,3 +174,24 @@ def test_a_japanese_name_does_not_break_the_pdf(plan_dir: Path):
         pdf = pdf_plan(plan)
     text = "".join(p.get_text() for p in pymupdf.open(stream=pdf, filetype="pdf"))
     assert "???????" in text and MISSING_NOTE.split(";")[0] in text.replace("\n", " ")
+
+
+def test_the_summary_names_the_share_of_the_benefit_resting_on_an_assumption() -> None:
+    """Review 14: 85 % of the plan's benefit was a guarantee to a project the finance model finds viable at every
+    price case, and the executive answer did not say so."""
+    from critmin.report.summary import _portfolio_assumptions
+
+    pf = {
+        "selected": [
+            {"project_id": "P1", "name": "Viable mine", "instrument": "loan_guarantee", "expected_avoided_usd": 80.0, "assumptions": []},
+            {"project_id": "P2", "name": "Undated mine", "instrument": "loan", "expected_avoided_usd": 20.0,
+             "assumptions": ["no first-output date: typical lead time 60 months for status 'feasibility'"]},
+        ],
+        "finance": [{"project_id": "P1", "viability_gap_usd": {"0.7x": 0.0, "1x": 0.0, "1.3x": 0.0}},
+                    {"project_id": "P2", "viability_gap_usd": {"0.7x": 5.0, "1x": 0.0, "1.3x": 0.0}}],
+    }
+    got = _portfolio_assumptions(pf)
+    assert len(got) == 1 and got[0].startswith("80% of the portfolio's expected loss avoided") and "Viable mine" in got[0]
+    pf["selected"][1]["expected_avoided_usd"] = 80.0  # now half the benefit has no first-output date
+    got = _portfolio_assumptions(pf)
+    assert len(got) == 2 and "Undated mine" in got[1] and got[1].startswith("50%")

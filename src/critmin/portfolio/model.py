@@ -419,7 +419,8 @@ def build_problem(
     concern = atlas.concern
     gov_rate = ip.get("all", "discount_rate_government_usd")
     hurdle = ip.get("project", "hurdle_rate")
-    tenor = int(ip.get("loan", "tenor_years"))
+    tenor_default = int(ip.get("loan", "tenor_years"))
+    tail = ip.get("loan", "reserve_tail_share", 0.0)
     pd_ = ip.get("loan", "annual_default_probability")
     lgd = ip.get("loan", "loss_given_default")
     commercial_spread = ip.get("loan", "interest_spread_commercial_reference")
@@ -527,6 +528,11 @@ def build_problem(
         life = int(round(float(life_p))) if life_p is not None and np.isfinite(life_p) and life_p > 0 else life_default
         if life != life_default:
             assume.append(f"life {life} years at nameplate (published mine life or reserves over output; default {life_default})")
+        # review 14: 15-year loans on 10- and 12-year mines; lenders keep a reserve tail after the last repayment
+        tenor = max(1, min(tenor_default, int(np.floor((1.0 - tail) * life))))
+        if tenor < tenor_default:
+            assume.append(f"loan tenor {tenor} years: {1.0 - tail:.0%} of its {life}-year life (reserve_tail_share {tail:g}), "
+                          f"not the default {tenor_default}")
         # review 13: co-products are revenue per t of the node's product, stressed with it in every price case
         co_rev = _coproduct_revenue(p, nodes, assume) / float(cap) if float(cap) > 0 else 0.0
         fin_price = price + co_rev

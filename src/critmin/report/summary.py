@@ -46,6 +46,38 @@ def _dearer_since_baseline(plan: dict[str, Any], nodes: set[str]) -> list[str]:
     return [t for _, t in sorted(out, reverse=True)]
 
 
+#: a share of the portfolio's benefit resting on one assumption is stated from this share on
+ASSUMPTION_SHARE_STATED = 0.25
+
+
+def _portfolio_assumptions(pf: dict[str, Any]) -> list[str]:
+    """Sentences naming the share of the portfolio's expected loss avoided that rests on an assumption rather than on
+    the project's data (review 14): money for projects the finance model finds viable in every price case (their
+    benefit is the instruments' completion uplift, standing for a financing gap the NPV does not show), and projects
+    without a first-output date (their benefit is months saved on a default lead time)."""
+    sel = pf.get("selected") or []
+    total = sum(float(x.get("expected_avoided_usd") or 0.0) for x in sel)
+    if total <= 0:
+        return []
+    fin = {str(f["project_id"]): f for f in pf.get("finance") or []}
+    money = ("loan", "loan_guarantee", "equity", "grant")
+    viable = [x for x in sel if x.get("instrument") in money and str(x["project_id"]) in fin
+              and all(float(v) <= 0 for v in fin[str(x["project_id"])].get("viability_gap_usd", {"x": 1}).values())]
+    undated = [x for x in sel if any(str(a).startswith("no first-output date") for a in x.get("assumptions") or [])]
+    out = []
+    for group, text in ((viable, "goes to projects the finance model finds viable at every price case ({}): their benefit is the "
+                                 "completion probability a government instrument is assumed to add (completion_probability_uplift), "
+                                 "standing for a financing gap an NPV does not show. If such projects would close without it, that "
+                                 "benefit is not additional"),
+                        (undated, "comes from projects without a first-output date ({}): their benefit rests on the default lead time "
+                                  "of their status and the months an instrument is assumed to save; a dated schedule could move it")):
+        part = sum(float(x.get("expected_avoided_usd") or 0.0) for x in group)
+        if part >= ASSUMPTION_SHARE_STATED * total:
+            names = ", ".join(sorted({str(x.get("name") or x["project_id"]) for x in group}))
+            out.append(f"{part / total:.0%} of the portfolio's expected loss avoided ({usd(part)} of {usd(total)} a year) " + text.format(names) + ".")
+    return out
+
+
 def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top: int = 10) -> dict[str, Any]:
     """Sentences and tables of the executive answer (see module docstring)."""
     pm = {r["commodity"]: r for r in plan.get("priority_minerals", [])}
@@ -264,6 +296,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                 f"control ({', '.join(x['scenario'] for x in susp)}) counted at probability {float(susp[0]['probability']):g} (an assumption): "
                 f"{usd(float(r['expected_loss_usd']) - part)} a year if it has lapsed, {usd(float(r['expected_loss_usd']) + back)} if it "
                 "is back in force. Check its status before acting on this rank.")
+    changes += _portfolio_assumptions(plan.get("portfolio", {}))
     # review 9: the caveat named commodities by a word in their flags (rare earths, 0.05 % of its loss on proxies) and
     # missed those whose loss rests mostly on them (battery cathode, 100 %); the risk rows carry the share
     flagged = [(r["name"], float(r.get("proxy_share_of_loss") or 0.0)) for r in plan["scenarios"][:top]
