@@ -150,14 +150,14 @@ def test_uncovered_debt_service_is_the_loan_life_coverage_shortfall() -> None:
 
     case = ProjectCase(10.0, 0.0, 0.0, 0, 0.0, 2, 0.0, 0.0)
     prices = np.array([[5.0, 5.0], [10.0, 10.0], [15.0, 15.0]])
-    assert uncovered_debt_service(case, prices, 200.0, 0.0, 2, 0.03) == pytest.approx(100.0 / 3)
+    assert uncovered_debt_service(case, prices, 200.0, 0.0, 2) == pytest.approx(100.0 / 3)
     a = 1 / 1.1 + 1 / 1.21
     want = (max(0, 200 - 50 * a) + max(0, 200 - 100 * a) + max(0, 200 - 150 * a)) / 3
-    assert uncovered_debt_service(case, prices, 200.0, 0.10, 2, 0.03) == pytest.approx(want)
+    assert uncovered_debt_service(case, prices, 200.0, 0.10, 2) == pytest.approx(want)
     assert want == pytest.approx(46.56, abs=0.01)
     # a loan the cash repays in every scenario costs nothing here; no loan, nothing
-    assert uncovered_debt_service(case, prices, 50.0, 0.0, 2, 0.03) == 0.0
-    assert uncovered_debt_service(case, prices, 0.0, 0.0, 2, 0.03) == 0.0
+    assert uncovered_debt_service(case, prices, 50.0, 0.0, 2) == 0.0
+    assert uncovered_debt_service(case, prices, 0.0, 0.0, 2) == 0.0
 
 
 def test_coproducts_parse_and_reject_malformed_text() -> None:

@@ -168,20 +168,18 @@ def dscr(case: ProjectCase, prices: np.ndarray, principal: float, rate: float, t
     return np.min(window / ds, axis=-1)
 
 
-def uncovered_debt_service(case: ProjectCase, prices: np.ndarray, principal: float, rate: float, tenor_years: int,
-                           disc: float) -> float:
+def uncovered_debt_service(case: ProjectCase, prices: np.ndarray, principal: float, rate: float, tenor_years: int) -> float:
     """Debt the project's own cash cannot repay over the loan's life, averaged over the price paths given (the portfolio
     passes today's price only), in present value at the loan's start of operation (the loan life coverage ratio's
     shortfall):
 
     ``U = mean_m max(0, L − Σ_{k=1}^{n} CFADS_{m, C+k−1} / (1 + i)^k)``, i.e. ``L · max(0, 1 − LLCR_m)``,
 
-    discounted at the loan's rate i; ``disc`` (the government rate) is kept for the interface. Repayments can be sculpted
+    discounted at the loan's rate i. Repayments can be sculpted
     to the cash flow (a grace period over the ramp-up), so only cash short over the whole tenor counts, not one weak year.
     Zero for a project whose cash over the tenor repays the loan in every price scenario. A lender or guarantor of a
     project that cannot repay at today's prices pays the rest (review 12: NICO's cobalt-only cash flow covered 0.18 of its
     debt service, and its guarantee was costed at the portfolio-wide default rate)."""
-    del disc
     if principal <= 0 or tenor_years <= 0:
         return 0.0
     c = case.construction_years

@@ -564,7 +564,7 @@ def build_problem(
             # review 13: at today's price only (the base case, PRICE_SCENARIOS[1]). Averaged over the price cases it
             # charged every loan for the 0.7x case, whose margin is zero by the unit-cost assumption, on top of a
             # default model calibrated on realised losses (GAO's 7.9 %) that already include price-driven failures
-            uncovered = _uncovered_for(case, prices[[PRICE_SCENARIOS.index(1.0)]], tenor, gov_rate)
+            uncovered = _uncovered_for(case, prices[[PRICE_SCENARIOS.index(1.0)]], tenor)
             flows = cash_flows(case, prices)
             share = ip.get("loan", "share_of_capex_financed")
             dscrs = dscr(case, prices, share * float(capex), gov_rate + commercial_spread, tenor)
@@ -826,10 +826,10 @@ def _terms(inst: str, a: dict[str, Any], ip: InstrumentParameters, cap: float, c
     return None
 
 
-def _uncovered_for(case: ProjectCase, prices: np.ndarray, tenor: int, gov_rate: float) -> Callable[[float, float], float]:
+def _uncovered_for(case: ProjectCase, prices: np.ndarray, tenor: int) -> Callable[[float, float], float]:
     """``(principal, rate) -> PV`` of the debt service ``case`` cannot pay (:func:`uncovered_debt_service`)."""
     def f(principal: float, rate: float) -> float:
-        return uncovered_debt_service(case, prices, principal, rate, tenor, gov_rate)
+        return uncovered_debt_service(case, prices, principal, rate, tenor)
     return f
 
 
