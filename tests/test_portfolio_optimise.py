@@ -140,3 +140,23 @@ def test_options_that_add_nothing_are_pruned_and_greedy_respects_rules():
     assert set(g2.selected["participant"]) <= {"JPN"}
     with pytest.raises(PortfolioError, match="cvar_alpha"):
         solve(PortfolioProblem(o, np.array([[5.0]]), np.array([[12.0]]), np.array([100.0]), np.array([1.0]), {"K": 1.0}, cvar_alpha=1.5))
+
+
+def test_co_products_supply_their_own_nodes():
+    """Review 13: co-products counted as revenue but relieved no node (NICO's bismuth, White Mesa's Dy and Tb). In the
+    toy, p1 (6 t at node 0, worth 600 USD/yr) gets a co-product of 4 t at node 1 (4 x 50 = 200 USD/yr): at a budget
+    of 40, p1 alone (800) beats p3 (30, 250) and p2 does not fit (70)."""
+    from critmin.portfolio.optimise import CO_SUPPLY, added_avoided, added_supply, supply_pairs
+
+    p = toy(budget=40.0)
+    p.options[CO_SUPPLY] = [[(1, 4.0)], [], []]
+    o, n, q = supply_pairs(p.options)
+    assert list(zip(o.tolist(), n.tolist(), q.tolist(), strict=True)) == [(0, 0, 6.0), (1, 0, 10.0), (2, 1, 5.0), (0, 1, 4.0)]
+    assert added_supply(p, p.options, np.array([1.0, 0.0, 1.0])).tolist() == [6.0, 9.0]
+    for s in (solve(p, gap=0.0), greedy(p)):
+        assert list(s.selected["project_id"]) == ["p1"] and s.expected_avoided_usd == pytest.approx(800.0)
+        assert s.avoided_by_node == pytest.approx({"a": 600.0, "b": 200.0})
+    # the marginal value of p3 next to p1 counts only the 1 t of node 1 still short
+    sel = p.options.iloc[[0]]
+    assert added_avoided(p, sel, 1, 5.0) == pytest.approx(50.0)
+    assert added_avoided(p, p.options.iloc[0:0], 0, 6.0, [(1, 4.0)]) == pytest.approx(800.0)

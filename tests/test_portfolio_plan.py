@@ -435,3 +435,21 @@ def test_a_funded_project_names_the_support_in_its_pipeline(simulator) -> None:
     sel = {s["project_id"]: s["instrument"] for s in plan["selected"]}
     assert "P034" in sel
     assert "pending, not counted: Export-Import Bank of the United States loan of up to 1,800 M USD" in reasons["P034"]
+
+
+def test_co_products_add_supply_at_their_nodes(supported) -> None:
+    """Review 13: White Mesa Phase 2's Dy and Tb oxides and NICO's bismuth were revenue but relieved no node. Each option
+    of a project with co-products supplies them at their nodes, in proportion to its added capacity."""
+    from critmin.portfolio.optimise import CO_SUPPLY
+
+    _, _, bp = supported
+    o = bp.options_all
+    names = bp.problem.node_names
+    wm = o[(o["project_id"] == "P084") & (o["dq_t"] > 0)]
+    assert len(wm)
+    for r in wm.itertuples():
+        co = {names[n]: q for n, q in getattr(r, CO_SUPPLY)}
+        assert set(co) == {"dysprosium/refine", "terbium/refine"}
+        assert co["dysprosium/refine"] == pytest.approx(240.0 * r.dq_t / 5000.0)
+    plain = o[o["project_id"] == "P066"]
+    assert len(plain) and all(not c for c in plain[CO_SUPPLY])

@@ -43,7 +43,7 @@ from critmin.portfolio.instruments import (
     price_floor_cost,
     project_default_probability,
 )
-from critmin.portfolio.optimise import PortfolioProblem
+from critmin.portfolio.optimise import CO_SUPPLY, PortfolioProblem
 from critmin.portfolio.register_schema import parse_coproducts
 from critmin.simulate.nodes import NodeTable, all_element_value
 from critmin.simulate.ore import unusable_ore_reason
@@ -533,6 +533,7 @@ def build_problem(
         if tenor < tenor_default:
             assume.append(f"loan tenor {tenor} years: {1.0 - tail:.0%} of its {life}-year life (reserve_tail_share {tail:g}), "
                           f"not the default {tenor_default}")
+        co_nodes = coproduct_nodes(p, nodes)
         # review 13: co-products are revenue per t of the node's product, stressed with it in every price case
         co_rev = _coproduct_revenue(p, nodes, assume) / float(cap) if float(cap) > 0 else 0.0
         fin_price = price + co_rev
@@ -640,6 +641,8 @@ def build_problem(
             dq = float(cap) * (pi_o * h1 - float(pi0) * h0)
             if abs(dq) < DQ_NOISE * float(cap):
                 dq = 0.0  # review 13: 5e-15 of rounding (equal shares) became a coefficient HiGHS rejects
+            # review 13: co-products add supply at their own nodes in proportion (NICO's bismuth, White Mesa's Dy and Tb)
+            co_supply = [(node_idx[c.key], t * dq / float(cap)) for _, t, c in co_nodes if c is not None and c.key in node_idx and dq > 0]
             n = node_idx[key]
             concern_share = sum(s for c, s in node.shares.items() if c in concern)
             rows.append({
@@ -648,7 +651,7 @@ def build_problem(
                 "dq_t": dq, "cost_usd": float(max(charge, 0.0)), "amount_usd": float(amount), "budget_cost_usd": float(bcost),
                 "value_to_project_usd": float(value), "months_to_output": t_o, "completion_probability": pi_o,
                 "bonus": dq * float(sample.value_per_t[n]) * concern_share * (0.0 if p["country_iso3"] in concern else 1.0),
-                "terms": note, "viability_gap_usd": vg,
+                "terms": note, "viability_gap_usd": vg, CO_SUPPLY: co_supply,
             })
         reasons[pid] = why
         assumptions[pid] = assume
@@ -718,18 +721,24 @@ def _t(t: float) -> str:
     return f"{t:,.0f}" if t >= 100 else f"{t:.4g}"
 
 
+def coproduct_nodes(p: dict[str, Any], nodes: NodeTable) -> list[tuple[str, float, Any]]:
+    """The register's ``coproducts`` of a project as (commodity, t/yr at nameplate, node or None): each at its
+    commodity's node of the project's own stage where there is one, else its first priced node."""
+    out = []
+    for name, t in parse_coproducts(p.get("coproducts")):
+        cands = [n for n in nodes.nodes if n.commodity == name and np.isfinite(n.p0_usd_per_t) and n.p0_usd_per_t > 0]
+        out.append((name, t, next((n for n in cands if n.stage == p["stage"]), cands[0] if cands else None)))
+    return out
+
+
 def _coproduct_revenue(p: dict[str, Any], nodes: NodeTable, assume: list[str]) -> float:
-    """Revenue a year at nameplate of a plant's other products (the register's ``coproducts``, t/yr), each at the node
-    price of its commodity (the project's own stage where the commodity has it, else its first priced node):
-    ``Σ_k q_k P_k``. Stibnite earns most of its revenue from gold, NICO from gold and bismuth at today's prices
-    (review 12)."""
-    parts = parse_coproducts(p.get("coproducts"))
+    """Revenue a year at nameplate of a plant's other products (:func:`coproduct_nodes`): ``Σ_k q_k P_k``. Stibnite
+    earns most of its revenue from gold, NICO from gold and bismuth at today's prices (review 12)."""
+    parts = coproduct_nodes(p, nodes)
     if not parts:
         return 0.0
     revenue, said = 0.0, []
-    for name, t in parts:
-        cands = [n for n in nodes.nodes if n.commodity == name and np.isfinite(n.p0_usd_per_t) and n.p0_usd_per_t > 0]
-        pick = next((n for n in cands if n.stage == p["stage"]), cands[0] if cands else None)
+    for name, t, pick in parts:
         if pick is None:
             said.append(f"{name} {_t(t)} t (no priced node: not counted)")
             continue

@@ -5,7 +5,7 @@ Formulation (docs/portfolio.md). Options o = (project, instrument, agency); scen
 
     max  Σ_s w_s Σ_n v_n y_ns  +  γ Σ_o b_o x_o  -  λ (η + Σ_s w_s u_s / (1 - α))  -  ε Σ_o c_o x_o
     s.t. Σ_{o ∈ p} x_o <= 1                               one option per project            (project)
-         z_n = Σ_{o at n} Δq_o x_o                        added supply at node n, t/yr      (supply)
+         z_n = Σ_o S_no x_o                               added supply at node n, t/yr      (supply)
          y_ns <= f_ns z_n,  0 <= y_ns <= short_ns         shortfall avoided in draw s, t    (avoided)
          Σ_{o ∈ k} c_o x_o <= B_k                         budget of agency-instrument k     (budget)
          Σ_{o in country c} c_o x_o <= δ_c Σ_k B_k         diversification by country        (country)
@@ -14,7 +14,8 @@ Formulation (docs/portfolio.md). Options o = (project, instrument, agency); scen
          u_s >= L_s - Σ_n v_n y_ns - η,  u_s >= 0          CVaR of the residual loss (when λ > 0)
          x_o ∈ {0, 1}
 
-``Δq_o`` = additional expected capacity (t/yr) the option brings, ``f_ns`` = months of disruption at n in
+``Δq_o`` = additional expected capacity (t/yr) the option brings at its node, ``S_no`` its supply at node n (``Δq_o``
+at its own node, its co-products' share at theirs: :func:`supply_pairs`), ``f_ns`` = months of disruption at n in
 draw s / 12, ``v_n`` = loss per tonne short at n (USD/t), ``c_o`` = budget cost (USD), ``b_o`` = secondary
 bonus (e.g. capacity added outside countries of concern at concentrated stages), ``L_s = Σ_n v_n short_ns``.
 Options that miss the deadline are removed before solving.
@@ -104,13 +105,15 @@ def _avoided(problem: PortfolioProblem, z: np.ndarray) -> tuple[np.ndarray, floa
     return y, exp, _cvar(resid, problem.weights, problem.cvar_alpha)
 
 
-def added_avoided(problem: PortfolioProblem, selected: pd.DataFrame, node: int, dq_t: float) -> float:
-    """Expected annual avoided loss (USD/yr) that ``dq_t`` t/yr more at ``node`` adds to the ``selected`` options."""
-    z = np.zeros(problem.shortfall.shape[0])
-    if len(selected):
-        np.add.at(z, selected["node"].to_numpy(dtype=int), selected["dq_t"].to_numpy(dtype=float))
+def added_avoided(problem: PortfolioProblem, selected: pd.DataFrame, node: int, dq_t: float,
+                  co_supply: Any = None) -> float:
+    """Expected annual avoided loss (USD/yr) that ``dq_t`` t/yr more at ``node`` (and the co-products' ``(node, t/yr)``
+    pairs of ``co_supply``) adds to the ``selected`` options."""
+    z = added_supply(problem, selected, np.ones(len(selected))) if len(selected) else np.zeros(problem.shortfall.shape[0])
     _, before, _ = _avoided(problem, z)
     z[node] += dq_t
+    for nn, qq in co_supply if isinstance(co_supply, (list, tuple)) else ():
+        z[int(nn)] += float(qq)
     _, after, _ = _avoided(problem, z)
     return after - before
 
@@ -122,6 +125,34 @@ def economic_cost(opts: pd.DataFrame) -> np.ndarray:
     prices."""
     col = "economic_cost_usd" if "economic_cost_usd" in opts.columns else "cost_usd"
     return np.maximum(opts[col].to_numpy(dtype=float), 0.0)
+
+
+#: Optional option column: the supply an option adds at other nodes, a list of (node, t/yr) (a plant's co-products).
+CO_SUPPLY = "co_supply"
+
+
+def supply_pairs(opts: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(option position, node, t/yr) of every supply the options add: each option's ``dq_t`` at its ``node``, and,
+    where the column ``co_supply`` is present, its co-products' supply at their nodes (review 13: NICO's bismuth and
+    White Mesa Phase 2's Dy and Tb counted as revenue but relieved no node)."""
+    o = np.arange(len(opts))
+    n = opts["node"].to_numpy(dtype=int)
+    q = opts["dq_t"].to_numpy(dtype=float)
+    if CO_SUPPLY in opts.columns:
+        extra = [(i, int(nn), float(qq)) for i, pairs in enumerate(opts[CO_SUPPLY])
+                 if isinstance(pairs, (list, tuple)) for nn, qq in pairs]
+        if extra:
+            eo, en, eq = (np.array(v) for v in zip(*extra, strict=True))
+            o, n, q = np.concatenate([o, eo.astype(int)]), np.concatenate([n, en.astype(int)]), np.concatenate([q, eq.astype(float)])
+    return o, n, q
+
+
+def added_supply(problem: PortfolioProblem, opts: pd.DataFrame, x: np.ndarray) -> np.ndarray:
+    """``z_n = Σ_o S_no x_o``: supply added at each node (t/yr) by the options chosen in ``x`` (co-products included)."""
+    o, n, q = supply_pairs(opts)
+    z = np.zeros(problem.shortfall.shape[0])
+    np.add.at(z, n, q * np.asarray(x, dtype=float)[o])
+    return z
 
 
 def _cvar(x: np.ndarray, w: np.ndarray, alpha: float) -> float:
@@ -136,8 +167,7 @@ def _cvar(x: np.ndarray, w: np.ndarray, alpha: float) -> float:
 
 def _result(problem: PortfolioProblem, opts: pd.DataFrame, x: np.ndarray, status: str, gap: float, seconds: float, method: str) -> Solution:
     sel = opts[x > 0.5].copy()
-    z = np.zeros(problem.shortfall.shape[0])
-    np.add.at(z, sel["node"].to_numpy(dtype=int), sel["dq_t"].to_numpy(dtype=float))
+    z = added_supply(problem, opts, (x > 0.5).astype(float))
     y, exp, cvar = _avoided(problem, z)
     spent = {k: float(sel.loc[sel["budget_key"] == k, "cost_usd"].sum()) for k in problem.budgets if np.isfinite(problem.budgets[k])}
     obj = exp + problem.bonus_weight * float(sel["bonus"].sum()) - problem.cvar_weight * cvar - problem.cost_weight * float(economic_cost(sel).sum())
@@ -201,7 +231,7 @@ class PortfolioModel:
         import highspy
 
         node = opts["node"].to_numpy(dtype=int)
-        ys = [(int(n), int(s)) for n in np.unique(node) for s in np.flatnonzero(problem.shortfall[n] > 0)]
+        ys = [(int(n), int(s)) for n in np.unique(supply_pairs(opts)[1]) for s in np.flatnonzero(problem.shortfall[n] > 0)]
         short = np.array([problem.shortfall[n, s] for n, s in ys])
         pot = np.array([problem.weights[s] * problem.value_per_t[n] for n, s in ys]) * short
         x = h.addVariables(len(opts), lb=0.0, ub=1.0, type=highspy.HighsVarType.kInteger)
@@ -235,11 +265,12 @@ def one_option_per_project(m: PortfolioModel) -> None:
 
 
 def avoided_within_added_supply(m: PortfolioModel) -> None:
-    """``short_ns r_ns <= f_ns Σ_{o at n} Δq_o x_o``: a draw's shortfall avoided at a node is at most what the
-    options there add during its months of disruption (``f_ns = months_ns / 12``), written ``r_ns - (f_ns /
+    """``short_ns r_ns <= f_ns Σ_o S_no x_o``: a draw's shortfall avoided at a node is at most what the options add
+    there (their own node's ``Δq_o``, or a co-product's) during its months of disruption (``f_ns = months_ns / 12``), written ``r_ns - (f_ns /
     short_ns) Σ Δq_o x_o <= 0``."""
-    p, dq = m.problem, m.opts["dq_t"].to_numpy(dtype=float)
-    supply = {n: (dq[o] * m.x[o]).sum() for n in np.unique(m.node) for o in [np.flatnonzero(m.node == n)]}  # z_n, built once
+    p = m.problem
+    po, pn, pq = supply_pairs(m.opts)
+    supply = {n: (pq[k] * m.x[po[k]]).sum() for n in np.unique(pn) for k in [np.flatnonzero(pn == n)]}  # z_n, built once
     for k, (n, s) in enumerate(m.ys):
         f = p.months[n, s] / 12.0 / m.short[k]
         m.h.addConstr(m.r[k] - f * supply[n] <= 0.0)
@@ -338,9 +369,7 @@ def solve(problem: PortfolioProblem, gap: float = 0.01, time_limit: float = 60.0
 
 
 def _value(problem: PortfolioProblem, opts: pd.DataFrame, x: np.ndarray) -> float:
-    node = opts["node"].to_numpy(dtype=int)
-    z = np.zeros(problem.shortfall.shape[0])
-    np.add.at(z, node[x > 0.5], opts["dq_t"].to_numpy(dtype=float)[x > 0.5])
+    z = added_supply(problem, opts, (x > 0.5).astype(float))
     _, exp, cvar = _avoided(problem, z)
     return (exp + problem.bonus_weight * float(opts["bonus"].to_numpy(dtype=float)[x > 0.5].sum()) - problem.cvar_weight * cvar
             - problem.cost_weight * float(economic_cost(opts)[x > 0.5].sum()))
@@ -391,8 +420,7 @@ def greedy(problem: PortfolioProblem) -> Solution:
     left = dict(problem.budgets)
     total = float(sum(b for b in problem.budgets.values() if np.isfinite(b)))
     z = np.zeros(problem.shortfall.shape[0])
-    node = opts["node"].to_numpy(dtype=int)
-    dq = opts["dq_t"].to_numpy(dtype=float)
+    po, pn, pq = supply_pairs(opts)  # every (option, node, t/yr) of supply: own node and co-products
     cost = opts["cost_usd"].to_numpy(dtype=float)
     bonus = problem.bonus_weight * opts["bonus"].to_numpy(dtype=float)
     key_i, key_u = pd.factorize(opts["budget_key"])
@@ -406,10 +434,14 @@ def greedy(problem: PortfolioProblem) -> Solution:
     w, v, short = problem.weights, problem.value_per_t, problem.shortfall
 
     def gains(idx: np.ndarray) -> np.ndarray:
-        n = node[idx]
+        k = np.flatnonzero(np.isin(po, idx))
+        n = pn[k]
         now = np.minimum(short[n], f[n] * z[n][:, None])
-        new = np.minimum(short[n], f[n] * (z[n] + dq[idx])[:, None])
-        return (new - now) @ w * v[n] + bonus[idx]
+        new = np.minimum(short[n], f[n] * (z[n] + pq[k])[:, None])
+        per_pair = (new - now) @ w * v[n]
+        out = np.zeros(n_o)
+        np.add.at(out, po[k], per_pair)
+        return out[idx] + bonus[idx]
 
     gain = gains(np.arange(n_o))
     alive = np.ones(n_o, dtype=bool)
@@ -420,8 +452,9 @@ def greedy(problem: PortfolioProblem) -> Solution:
         left_a[key_i[i]] -= cost[i]
         cty_a[cty_i[i]] += cost[i]
         com_a[com_i[i]] += cost[i]
-        z[node[i]] += dq[i]
-        same = np.flatnonzero(node == node[i])
+        mine = po == i
+        np.add.at(z, pn[mine], pq[mine])
+        same = np.unique(po[np.isin(pn, pn[mine])])  # options with supply at a node that changed
         gain[same] = gains(same)
 
     for pid in problem.must_include:

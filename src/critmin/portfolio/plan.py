@@ -23,8 +23,10 @@ from critmin.portfolio.model import (
     sample_from_simulator,
 )
 from critmin.portfolio.optimise import (
+    CO_SUPPLY,
     Solution,
     added_avoided,
+    added_supply,
     economic_cost,
     frontier,
     greedy,
@@ -40,14 +42,15 @@ COST_BASIS_LABEL = "budget cost (credit subsidy)"
 def _selected_records(bp: BuiltProblem, sol: Solution, names: dict[str, str]) -> list[dict[str, Any]]:
     p = bp.problem
     sel = sol.selected
-    z = np.zeros(p.shortfall.shape[0])
-    np.add.at(z, sel["node"].to_numpy(dtype=int), sel["dq_t"].to_numpy(dtype=float))
+    z = added_supply(p, sel, np.ones(len(sel)))
     out = []
     for r in sel.to_dict("records"):
         n = int(r["node"])
-        # attribution: the option's share of the supply added at its node times the node's avoided loss
-        node_avoided = sol.avoided_by_node.get(p.node_names[n], 0.0)
-        share = r["dq_t"] / z[n] if z[n] > 0 else 0.0
+        # attribution: the option's share of the supply added at each node it supplies (its own, its co-products')
+        # times that node's avoided loss
+        pairs = [(n, float(r["dq_t"]))] + [(int(nn), float(qq)) for nn, qq in (r.get(CO_SUPPLY) or [])]
+        avoided = sum(sol.avoided_by_node.get(p.node_names[nn], 0.0) * (qq / z[nn] if z[nn] > 0 else 0.0) for nn, qq in pairs)
+        co = {p.node_names[nn]: qq for nn, qq in pairs[1:] if qq > 0}
         out.append({
             "project_id": r["project_id"],
             "name": names.get(r["project_id"], ""),
@@ -61,7 +64,8 @@ def _selected_records(bp: BuiltProblem, sol: Solution, names: dict[str, str]) ->
             "added_capacity_t_per_year": float(r["dq_t"]),
             "months_to_output": float(r["months_to_output"]),
             "completion_probability": float(r.get("completion_probability", np.nan)),
-            "expected_avoided_usd": float(node_avoided * share),
+            "expected_avoided_usd": float(avoided),
+            "co_product_capacity_t_per_year": co,
             "terms": r.get("terms", ""),
             "assumptions": bp.assumptions.get(r["project_id"], []),
         })
@@ -138,7 +142,7 @@ def _no_margin_reason(bp: BuiltProblem, sol: Solution, rest: pd.DataFrame, mine:
     p = bp.problem
     ratios = []
     for i, r in rest.iterrows():
-        gain = added_avoided(p, sol.selected, int(r["node"]), float(r["dq_t"]))
+        gain = added_avoided(p, sol.selected, int(r["node"]), float(r["dq_t"]), r.get(CO_SUPPLY))
         need = p.cost_weight * float(economic_cost(rest.loc[[i]])[0])
         ratios.append((gain / need if need > 0 else np.inf, gain, need, str(r["project_id"]), p.node_names[int(r["node"])]))
     reached = {p.node_names[int(n)] for n in rest["node"]}
@@ -233,7 +237,7 @@ def _reasons(bp: BuiltProblem, sol: Solution, deadline: float | None, names: dic
             best = mine[mine["dq_t"] > 0].assign(ratio=lambda d: d["dq_t"] / d["cost_usd"].clip(lower=1.0)).sort_values("ratio", ascending=False).iloc[0]
             spent = sol.spent.get(best["budget_key"], 0.0)
             budget = bp.problem.budgets.get(best["budget_key"], np.inf)
-            gain = added_avoided(bp.problem, sol.selected, int(best["node"]), float(best["dq_t"]))
+            gain = added_avoided(bp.problem, sol.selected, int(best["node"]), float(best["dq_t"]), best.get(CO_SUPPLY))
             econ = float(economic_cost(mine.loc[[best.name]])[0])
             need = bp.problem.cost_weight * econ
             if bp.problem.cost_weight > 0 and gain <= need:
