@@ -50,7 +50,7 @@ def _selected_records(bp: BuiltProblem, sol: Solution, names: dict[str, str]) ->
         # times that node's avoided loss
         pairs = [(n, float(r["dq_t"]))] + [(int(nn), float(qq)) for nn, qq in (r.get(CO_SUPPLY) or [])]
         avoided = sum(sol.avoided_by_node.get(p.node_names[nn], 0.0) * (qq / z[nn] if z[nn] > 0 else 0.0) for nn, qq in pairs)
-        co = {p.node_names[nn]: qq for nn, qq in pairs[1:] if qq > 0}
+        co = {p.node_names[nn]: round(qq, 3) for nn, qq in pairs[1:] if qq >= 5e-4}  # t/yr, to the kilogram
         out.append({
             "project_id": r["project_id"],
             "name": names.get(r["project_id"], ""),
