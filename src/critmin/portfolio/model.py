@@ -535,7 +535,7 @@ def build_problem(
                           f"not the default {tenor_default}")
         co_nodes = coproduct_nodes(p, nodes)
         # review 13: co-products are revenue per t of the node's product, stressed with it in every price case
-        co_rev = _coproduct_revenue(p, nodes, assume) / float(cap) if float(cap) > 0 else 0.0
+        co_rev = _coproduct_revenue(co_nodes, assume) / float(cap) if float(cap) > 0 else 0.0
         fin_price = price + co_rev
         # a published unit cost is the whole plant's (co-products included); the assumption adds 70 % of their revenue
         fin_cost = float(unit_cost) + (0.0 if published_cost else float(st["unit_cost_share_of_price"]) * co_rev)
@@ -731,10 +731,10 @@ def coproduct_nodes(p: dict[str, Any], nodes: NodeTable) -> list[tuple[str, floa
     return out
 
 
-def _coproduct_revenue(p: dict[str, Any], nodes: NodeTable, assume: list[str]) -> float:
-    """Revenue a year at nameplate of a plant's other products (:func:`coproduct_nodes`): ``Σ_k q_k P_k``. Stibnite
-    earns most of its revenue from gold, NICO from gold and bismuth at today's prices (review 12)."""
-    parts = coproduct_nodes(p, nodes)
+def _coproduct_revenue(parts: list[tuple[str, float, Any]], assume: list[str]) -> float:
+    """Revenue a year at nameplate of a plant's other products (``parts`` from :func:`coproduct_nodes`):
+    ``Σ_k q_k P_k``. Stibnite earns most of its revenue from gold, NICO from gold and bismuth at today's prices
+    (review 12)."""
     if not parts:
         return 0.0
     revenue, said = 0.0, []
