@@ -453,3 +453,13 @@ def test_co_products_add_supply_at_their_nodes(supported) -> None:
         assert co["dysprosium/refine"] == pytest.approx(240.0 * r.dq_t / 5000.0)
     plain = o[o["project_id"] == "P066"]
     assert len(plain) and all(not c for c in plain[CO_SUPPLY])
+
+
+def test_an_idle_operating_plant_says_so(plan) -> None:
+    """Review 14: Vidalia (0 t in 2025, customer qualification) and White Mesa Phase 1 (35 of 850 t) were 'already
+    producing'. The reason now says the reported output and that support for idle capacity is not modelled."""
+    reasons = {p["project_id"]: p["reason"] for p in plan["projects"]}
+    for pid in ("P040", "P011"):
+        assert reasons[pid].startswith("treated as producing (status class operating)"), reasons[pid]
+        assert "of its" in reasons[pid] and "nameplate" in reasons[pid] and "not modelled" in reasons[pid]
+    assert any(r.startswith("already producing") for r in reasons.values())

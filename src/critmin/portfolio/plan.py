@@ -77,10 +77,33 @@ def _tonnes(t: float) -> str:
     return f"{t:,.0f}" if abs(t) >= 10 else f"{t:.2g}"
 
 
-def _no_capacity_reason(status: str, mine: pd.DataFrame, horizon: float, status_text: str = "") -> str:
+#: An operating plant whose reported output is below this share of nameplate is called idle in its reason (review 14).
+IDLE_SHARE = 0.2
+
+
+def _idle_notes(projects: pd.DataFrame) -> dict[str, str]:
+    """Per operating project whose latest reported output (``output_t``) is under :data:`IDLE_SHARE` of its capacity,
+    a sentence saying so: the status class says operating, the output says idle (review 14: Vidalia at 0 t in 2025,
+    White Mesa Phase 1 at 35 of 850 t, were 'already producing')."""
+    out: dict[str, str] = {}
+    if "output_t" not in projects.columns:
+        return out
+    for r in projects.itertuples():
+        cap, got = pd.to_numeric(r.capacity_t, errors="coerce"), pd.to_numeric(r.output_t, errors="coerce")
+        if np.isfinite(cap) and cap > 0 and np.isfinite(got) and got < IDLE_SHARE * cap:
+            period = str(getattr(r, "output_period", "") or "").strip()
+            out[str(r.project_id)] = (f"but its reported output{' (' + period + ')' if period else ''} is {_tonnes(float(got))} t, "
+                                      f"{got / cap:.0%} of its {_tonnes(float(cap))} t nameplate: the idle capacity that "
+                                      "qualification, offtake or working-capital support could bring back is not modelled")
+    return out
+
+
+def _no_capacity_reason(status: str, mine: pd.DataFrame, horizon: float, status_text: str = "", idle: str = "") -> str:
     """Why no instrument adds expected capacity to a project (docs/portfolio.md section 4: additionality)."""
     first = float(mine["months_to_output"].min())
     if status == "operating":
+        if idle:
+            return f"treated as producing (status class operating), so support adds no capacity (additionality); {idle}"
         return "already producing: support would add no capacity (additionality)"
     if status in ("commissioning", "construction"):
         # review 9: Kellyton read "finance already in place" while its own status says financing is in progress: the rule
@@ -205,8 +228,9 @@ def _remainder_caveat(bp: BuiltProblem, pid: str) -> str:
 
 
 def _reasons(bp: BuiltProblem, sol: Solution, deadline: float | None, names: dict[str, str], statuses: dict[str, str],
-             horizon: float, status_texts: dict[str, str] | None = None) -> list[dict[str, Any]]:
+             horizon: float, status_texts: dict[str, str] | None = None, idle: dict[str, str] | None = None) -> list[dict[str, Any]]:
     status_texts = status_texts or {}
+    idle = idle or {}
     chosen = dict(zip(sol.selected["project_id"], sol.selected["instrument"] + " from " + sol.selected["agency"], strict=True))
     opts = bp.options_all
     # each project's options, grouped once (a filter per project was quadratic in the register's size)
@@ -230,7 +254,7 @@ def _reasons(bp: BuiltProblem, sol: Solution, deadline: float | None, names: dic
         if financed and (mine["dq_t"] <= 0).all():
             why = financed[0]
         elif (mine["dq_t"] <= 0).all():
-            why = _no_capacity_reason(statuses.get(pid, ""), mine, horizon, status_texts.get(pid, ""))
+            why = _no_capacity_reason(statuses.get(pid, ""), mine, horizon, status_texts.get(pid, ""), idle.get(pid, ""))
         elif deadline is not None and (mine.loc[mine["dq_t"] > 0, "months_to_output"] > deadline).all():
             why = f"first output after the {deadline:g}-month deadline with every instrument (earliest {mine['months_to_output'].min():.0f} months)"
         else:
@@ -336,7 +360,7 @@ def run_portfolio(
         "marginal_value_usd_per_usd": marginal_values(p, sol, gap=gap, time_limit=time_limit) if len(p.eligible()) else {},
         "projects": _reasons(bp, sol, deadline_months, names, dict(zip(projects["project_id"], projects["status_class"].astype(str), strict=True)),
                              horizon, dict(zip(projects["project_id"], projects["status"].fillna("").astype(str), strict=True))
-                             if "status" in projects.columns else None),
+                             if "status" in projects.columns else None, _idle_notes(projects)),
         "finance": bp.finance,
     }
     if with_frontier:
