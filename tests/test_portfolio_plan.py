@@ -423,6 +423,9 @@ def test_permitting_help_adds_nothing_to_a_project_past_its_permits(supported) -
     late = reg_opts[reg_opts["project_id"].map(status) != "feasibility"]
     assert len(late) and (late["dq_t"] <= 0).all()
     assert (reg_opts[reg_opts["project_id"].map(status) == "feasibility"]["dq_t"] > 0).any()
+    # review 14: its uplift does not depend on the viability gap (White Mesa Phase 2 has one and gained nothing)
+    wm = reg_opts[reg_opts["project_id"] == "P084"]
+    assert len(wm) == 1 and float(wm["viability_gap_usd"].iloc[0]) > 0 and float(wm["completion_probability"].iloc[0]) > 0.35 + 1e-9
 
 
 def test_a_funded_project_names_the_support_in_its_pipeline(simulator) -> None:

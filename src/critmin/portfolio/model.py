@@ -631,6 +631,8 @@ def build_problem(
             # show: tenor, size, lenders' caution), but an instrument worth nothing to it gets none (review 13: a DLA
             # offtake with no hedge value was credited +0.10 for Stibnite)
             share = (1.0 if value > 0 or inst not in ("offtake", "price_floor") else 0.0) if vg <= 0 else min(1.0, value / vg)
+            if inst == "regulatory":
+                share = 1.0  # review 14: permitting help acts on permit risk, not on the viability gap (it has no money value)
             pi_o = min(1.0, float(pi0) + uplift * share)
             # an instrument saves months only where it removes the project's bottleneck: finance before
             # financial close, permitting facilitation before the permits
