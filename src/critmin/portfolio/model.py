@@ -472,6 +472,14 @@ def build_problem(
             assume.append(f"revenue at the all-element average of separated rare earths, {price:,.0f} USD/t (world value "
                           f"{whole[0] / 1e9:,.2f} B USD / {whole[1]:,.0f} t), not the remainder's price: an average ore, not "
                           "this project's mix")
+        # review 14: a project sells into its own market; U.S. anode material is priced at China's domestic price plus the
+        # duties on Chinese material (the simulator keeps the world node price)
+        market_key = f"price_ratio_in_market:{p['country_iso3']}:{key}"
+        in_market = ip.get("project", market_key, 1.0)
+        if in_market != 1.0:
+            price *= in_market
+            assume.append(f"revenue at {in_market:g}x the node price, the price in the market it sells to "
+                          f"({market_key}, {ip.kind('project', market_key)})")
         status = str(p["status_class"])
         pi0 = p.get("completion_probability")
         if pi0 is None or not np.isfinite(pi0):
