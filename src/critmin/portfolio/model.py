@@ -476,6 +476,7 @@ def build_problem(
         # duties on Chinese material (the simulator keeps the world node price)
         market_key = f"price_ratio_in_market:{p['country_iso3']}:{key}"
         in_market = ip.get("project", market_key, 1.0)
+        world_price = price  # the cost basis: a duty raises what a plant is paid, not what it costs (review 15)
         if in_market != 1.0:
             price *= in_market
             assume.append(f"revenue at {in_market:g}x the node price, the price in the market it sells to "
@@ -528,8 +529,9 @@ def build_problem(
         unit_cost = p.get("unit_cost_usd_per_t")
         published_cost = unit_cost is not None and np.isfinite(unit_cost)
         if not published_cost:
-            unit_cost = st["unit_cost_share_of_price"] * price
-            assume.append(f"unit cost {st['unit_cost_share_of_price']:.0%} of the node price (critmin assumption, no opex published)")
+            unit_cost = st["unit_cost_share_of_price"] * world_price
+            assume.append(f"unit cost {st['unit_cost_share_of_price']:.0%} of the node price (critmin assumption, no opex published)"
+                          + (f", the world price before the market's ratio ({world_price:,.0f} USD/t)" if in_market != 1.0 else ""))
         else:
             assume.append(f"unit cost {float(unit_cost):,.0f} USD per t of {key}, published (the register's note gives the study)")
         life_p = p.get("life_years")
