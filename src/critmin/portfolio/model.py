@@ -128,7 +128,7 @@ def months_before_output(p: dict[str, Any], status: str, as_of: str, ip: Instrum
         lead = ip.get("project", f"lead_time_months:{status}", np.nan)
         if not np.isfinite(lead):
             raise CritminError(f"instrument parameters: no lead_time_months:{status} row for a project without a first-output date")
-        assume.append(f"no first-output date: typical lead time {lead:g} months for status '{status}'")
+        assume.append(f"{NO_DATE_NOTE}: typical lead time {lead:g} months for status '{status}'")
         return float(lead)
     delay = p.get("delay_months")
     if delay is None or not np.isfinite(delay):
@@ -679,6 +679,9 @@ def build_problem(
                                cost_weight=cost_weight(st["cost_of_public_funds"], gov_rate, horizon))
     return BuiltProblem(problem, reasons, assumptions, bud, basis, sample, opts, finance)
 
+
+#: How a project's assumptions start when its first output is a default lead time (the plan and summary look for it).
+NO_DATE_NOTE = "no first-output date"
 
 #: Added capacity below this share of a project's capacity is floating-point noise of equal shares, not capacity.
 DQ_NOISE = 1e-9

@@ -14,6 +14,7 @@ from critmin.atlas.model import Atlas
 from critmin.inputs import make_options
 from critmin.portfolio.model import (
     CAPEX_INSTRUMENTS,
+    NO_DATE_NOTE,
     PENDING_NOTE,
     REMAINDER_NOTE,
     BuiltProblem,
@@ -214,7 +215,7 @@ def _selected_reason(pid: str, chosen: dict[str, str], bp: BuiltProblem, sol: So
         alt = (f"; every other project at this node with an option was funded too ({', '.join(others)})" if others else
                "; no other project offered capacity at this node")
     # review 8: with the ramp inside the planning horizon, a default lead time decides much of an option's value
-    lead = next((a for a in bp.assumptions.get(pid, []) if a.startswith("no first-output date") or "treated as unknown" in a), None)
+    lead = next((a for a in bp.assumptions.get(pid, []) if a.startswith(NO_DATE_NOTE) or "treated as unknown" in a), None)
     timing = f"; its first output is not dated ({lead}), so its value rests on that default" if lead else ""
     pend = [a for a in bp.assumptions.get(pid, []) if a.startswith(PENDING_NOTE)] if str(r["instrument"]) in CAPEX_INSTRUMENTS else []
     pending = "; " + "; ".join(pend) if pend else ""

@@ -15,6 +15,7 @@ import pandas as pd
 
 from critmin._text import usd
 from critmin.deliver.forms import AGGREGATE_OF, form_tags
+from critmin.portfolio.model import CAPEX_INSTRUMENTS, NO_DATE_NOTE
 from critmin.portfolio.plan import COST_BASIS_LABEL
 from critmin.stockpile.plan import FEW_DRAWS
 
@@ -60,10 +61,9 @@ def _portfolio_assumptions(pf: dict[str, Any]) -> list[str]:
     if total <= 0:
         return []
     fin = {str(f["project_id"]): f for f in pf.get("finance") or []}
-    money = ("loan", "loan_guarantee", "equity", "grant")
-    viable = [x for x in sel if x.get("instrument") in money and str(x["project_id"]) in fin
+    viable = [x for x in sel if x.get("instrument") in CAPEX_INSTRUMENTS and str(x["project_id"]) in fin
               and all(float(v) <= 0 for v in fin[str(x["project_id"])].get("viability_gap_usd", {"x": 1}).values())]
-    undated = [x for x in sel if any(str(a).startswith("no first-output date") for a in x.get("assumptions") or [])]
+    undated = [x for x in sel if any(str(a).startswith(NO_DATE_NOTE) for a in x.get("assumptions") or [])]
     out = []
     for group, text in ((viable, "goes to projects the finance model finds viable at every price case ({}): their benefit is the "
                                  "completion probability a government instrument is assumed to add (completion_probability_uplift), "
