@@ -192,3 +192,33 @@ def test_chain_names_chokepoint(atlas) -> None:  # type: ignore[no-untyped-def]
     assert refine["countries"][0]["iso3"] == "CHN"
     with pytest.raises(MethodError):
         chain(atlas, "kryptonite")
+
+
+def test_a_country_in_the_unnamed_rest_is_attributed_out_of_it_never_beyond(atlas) -> None:  # type: ignore[no-untyped-def]
+    """IEA's nickel refining table leaves Japan in 'Rest of world' (631 of the 3,597 kt its rows sum to in 2024); a sourced row of kind
+    production_in_remainder names it (183 kt, 5.25 %). A figure larger than the rest is cut to the rest, and a
+    country the table names keeps the table's figure."""
+    import pandas as pd
+
+    from critmin.assess.supply import REMAINDER_KIND, remainder_attributions, stage_shares_table
+
+    sh = stage_shares_table(atlas)
+    ni = sh[(sh["commodity_id"] == "nickel") & (sh["stage"] == "refine")].set_index("country_iso3")["share"]
+    assert ni["JPN"] == pytest.approx(0.0525)
+    assert ni.sum() <= 1.0 + 1e-12
+    assert ni["IDN"] == pytest.approx(1493.2 / 3596.797, rel=1e-4)  # the table's own figures are unchanged
+
+    node = pd.DataFrame({"commodity_id": ["x", "x"], "stage": ["refine", "refine"], "country_iso3": ["AAA", "BBB"],
+                         "year": [2024, 2024], "source_id": ["s", "s"], "share": [0.7, 0.2], "basis": ["tonnage"] * 2,
+                         "bound": ["", ""], "dataset": ["d", "d"]})
+    rows = pd.DataFrame({"commodity_id": ["x"] * 3, "stage": ["refine"] * 3, "country_iso3": ["CCC", "DDD", "AAA"],
+                         "share_pct": [8.0, 5.0, 1.0], "share_kind": [REMAINDER_KIND] * 3, "projection": [False] * 3,
+                         "year": [2024] * 3, "source_id": ["t"] * 3, "bound": [""] * 3})
+
+    class Fake:
+        stage_shares = rows
+
+    out = remainder_attributions(Fake(), node).set_index("country_iso3")["share"]  # type: ignore[arg-type]
+    assert set(out.index) == {"CCC", "DDD"}  # AAA is named by the table
+    assert out["CCC"] == pytest.approx(0.08)
+    assert out["DDD"] == pytest.approx(0.02)  # cut to the rest: 1 - 0.9 - 0.08

@@ -11,6 +11,11 @@ Which data a node uses (first that exists, for the latest year up to the referen
 
 Shares from tonnage are ``q_i / (Σ_countries q + q_other)``; the "other" remainder is never a country.
 Published shares name only some countries; the unnamed rest is treated like "other" (coverage < 1).
+
+A country that a node's table leaves in its unnamed rest (IEA's "Rest of world" holds Japan's refined nickel) can
+be attributed out of it by a ``stage_shares`` row of kind ``production_in_remainder``: its share ``a`` is added
+to the node when the table does not name the country, and is at most the rest, ``a <= 1 - Σ named shares``
+(a larger figure is cut to the rest; :func:`remainder_attributions`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from critmin.atlas.schema import STAGE_ORDER
 DATASET_PRIORITY = {"usgs_mcs2025": 0, "iea_cmd_2025": 1}
 _VERIFICATION_RANK = {"verbatim": 0, "third-party": 1, "computed": 2}
 _KIND_RANK = {"production": 0, "capacity": 1}
+#: Share kind of a country's production attributed out of a node table's unnamed rest.
+REMAINDER_KIND = "production_in_remainder"
 #: A published product naming one part of a node (a battery chemistry, a precursor): used only when nothing
 #: covers the whole node.
 SUBSET_PRODUCT = r"\bLFP\b|\bNMC\b|\bNCA\b|\bpCAM\b|\bonly\b"
@@ -56,7 +63,39 @@ def stage_shares_table(atlas: Atlas, year: int = 2024) -> pd.DataFrame:
     have = set(zip(frames[0]["commodity_id"], frames[0]["stage"], strict=True)) if len(frames[0]) else set()
     frames.append(_from_published(atlas, year, exclude=have))
     out = pd.concat([f for f in frames if len(f)], ignore_index=True)
+    out = pd.concat([out, remainder_attributions(atlas, out, year)], ignore_index=True)
     return out.sort_values(["commodity_id", "stage", "share", "country_iso3"], ascending=[True, True, False, True], kind="stable").reset_index(drop=True)
+
+
+def remainder_attributions(atlas: Atlas, shares: pd.DataFrame, year: int = 2024) -> pd.DataFrame:
+    """Rows of countries attributed out of a node table's unnamed rest (kind ``production_in_remainder``).
+
+    For each node of ``shares`` and each attribution row of that node (the newest year up to ``year``) whose
+    country the node's table does not name: ``share = min(a, rest)`` with ``rest = 1 - Σ named shares`` less
+    the attributions already taken, in descending order of ``a``. Same columns as :func:`stage_shares_table`;
+    ``dataset`` is ``stage_shares`` and ``basis`` that of the node's table."""
+    cols = ["commodity_id", "stage", "country_iso3", "year", "source_id", "share", "basis", "bound", "dataset"]
+    s = atlas.stage_shares
+    s = s[(s["share_kind"] == REMAINDER_KIND) & ~s["projection"] & (s["year"] <= year)]
+    if s.empty or shares.empty:
+        return pd.DataFrame(columns=cols)
+    s = s.sort_values("year").drop_duplicates(["commodity_id", "stage", "country_iso3"], keep="last")
+    rows = []
+    for (c, st), g in s.groupby(["commodity_id", "stage"], sort=True):
+        node = shares[(shares["commodity_id"] == c) & (shares["stage"] == st)]
+        if node.empty:
+            continue
+        named = set(node["country_iso3"])
+        rest = max(0.0, 1.0 - float(node["share"].sum()))
+        for r in g.sort_values("share_pct", ascending=False).itertuples(index=False):
+            if r.country_iso3 in named or rest <= 0:
+                continue
+            a = min(float(r.share_pct) / 100.0, rest)
+            rest -= a
+            rows.append({"commodity_id": c, "stage": st, "country_iso3": r.country_iso3, "year": int(node["year"].max()),
+                         "source_id": r.source_id, "share": a, "basis": str(node["basis"].iloc[0]), "bound": r.bound or "",
+                         "dataset": "stage_shares"})
+    return pd.DataFrame(rows, columns=cols)
 
 
 def _from_production(atlas: Atlas, year: int) -> pd.DataFrame:
