@@ -39,10 +39,13 @@ from pydantic import BaseModel, ConfigDict
 
 from critmin.errors import Problem
 
-#: Stage vocabulary, in chain order. ``product`` covers other manufactured products (cement, lime...).
+#: Stage vocabulary, in chain order. ``product`` covers other manufactured products (cement, lime...);
+#: ``conversion`` (U3O8 to UF6, t U) and ``enrichment`` (t SWU) are the nuclear-fuel stages after uranium mining.
 STAGES: tuple[str, ...] = (
     "mine",
     "refine",
+    "conversion",
+    "enrichment",
     "metal",
     "magnet",
     "cathode",

@@ -21,6 +21,7 @@ import pandas as pd
 
 from critmin._dates import month_offset
 from critmin.atlas.model import Atlas
+from critmin.atlas.schema import STAGES
 from critmin.errors import CritminError, Problem
 from critmin.portfolio.finance import (
     ProjectCase,
@@ -52,10 +53,10 @@ DATA = "data"
 
 #: Atlas stages each agency stage word covers (agencies.csv ``eligible_stages``).
 STAGE_WORDS: dict[str, set[str]] = {
-    "all": {"mine", "refine", "metal", "magnet", "cathode", "anode", "cell", "catalyst", "optical", "semiconductor", "product"},
+    "all": set(STAGES),
     "exploration": {"mine"}, "feasibility": {"mine"}, "development": {"mine"}, "production": {"mine"}, "permitting": {"mine"},
     "mining": {"mine"}, "pre_construction": {"mine", "refine"}, "enabling_infrastructure": {"mine", "refine"},
-    "processing": {"refine", "metal"}, "refining": {"refine", "metal"}, "metal": {"metal"},
+    "processing": {"refine", "conversion", "enrichment", "metal"}, "refining": {"refine", "metal"}, "metal": {"metal"},
     "manufacturing": {"magnet", "cathode", "anode", "cell", "catalyst", "optical", "semiconductor", "product", "metal"},
     "recycling": {"refine", "metal"},
 }
