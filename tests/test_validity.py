@@ -346,3 +346,19 @@ def test_an_estimated_consumption_is_flagged_where_it_is_used(simulator):
     flags = simulator.nodes.get("ndfeb_magnets", "magnet").flags
     assert any(f.startswith("JPN consumption is an estimate") for f in flags)
     assert any(f.startswith("USA consumption is an estimate (lower bound)") for f in flags)
+
+
+def test_a_stale_consumption_is_flagged_and_counted_with_the_proxies(simulator, ranking):
+    """Review 16: Japan's cobalt demand (2013) drove its #1 loss with a proxy share of 0. A participant's figure more
+    than STALE_DEMAND_YEARS before the reference year is flagged on the node and its loss counts in the proxy share
+    of that participant only."""
+    from critmin.simulate.nodes import STALE_DEMAND_YEARS
+
+    flags = simulator.nodes.get("cobalt", "refine").flags
+    stale = [f for f in flags if "(stale:" in f]
+    assert stale and all(f.startswith("JPN consumption is from 2013") for f in stale)
+    assert STALE_DEMAND_YEARS == 5
+    jpn = ranking[0]["JPN"].set_index("commodity")
+    usa = ranking[0]["USA"].set_index("commodity")
+    assert jpn.at["cobalt", "proxy_share_of_loss"] > 0.9
+    assert usa.at["cobalt", "proxy_share_of_loss"] < 0.1  # the U.S. figure is current (USGS 2024)

@@ -51,6 +51,12 @@ _PRICE_TO_USD_PER_T = {
 }
 
 
+#: A participant's consumption figure older than this many years before the reference year is flagged as stale in
+#: every output that uses it, and its loss counts in ``proxy_share_of_loss`` (review 16: Japan's cobalt demand is
+#: of 2013, its tungsten of 2014). A reporting threshold, not a model parameter: it changes no number.
+STALE_DEMAND_YEARS = 5
+
+
 def price_to_usd_per_t(value: float, unit: str) -> float | None:
     """Convert a price to USD per metric ton; None when the unit is not a price per mass."""
     f = _PRICE_TO_USD_PER_T.get(unit.strip())
@@ -361,6 +367,7 @@ def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | N
     from_trade: dict[str, str] = {}  # commodity -> flag of a U.S. consumption estimated from USGS trade
     nir: dict[str, dict[str, float]] = {}
     imports: dict[str, dict[str, dict[str, float]]] = {}
+    cons_year: dict[tuple[str, str], int] = {}  # (commodity, participant) -> year of a consumption-table figure
     for c in sorted(set(shares["commodity_id"])):
         cons[c], nir[c], imports[c] = {}, {}, {}
         for iso in PARTICIPANTS:
@@ -368,6 +375,8 @@ def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | N
             ct = consumption_tonnes(atlas, iso, c, year)
             if iso != "USA" or cons_t is None:  # the USA: USGS apparent consumption first, then the consumption table
                 cons_t = ct[0] if ct else cons_t
+                if ct and ct[0] == cons_t:
+                    cons_year[(c, iso)] = int(ct[1])
             if iso == "USA" and cons_t is None:
                 # USGS withholds consumption but publishes trade and a reliance: net imports / NIR (review 11)
                 est = us_consumption_from_trade(atlas, c, year)
@@ -419,6 +428,10 @@ def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | N
                 if not own and iso == "USA" and c in from_trade:
                     db[iso] += " (estimated from trade)"
                     flags.append(from_trade[c])
+                cy = int(own[1]) if own else cons_year.get((c, iso))
+                if cy is not None and year - cy > STALE_DEMAND_YEARS:
+                    flags.append(f"{iso} consumption is from {cy}, older than {STALE_DEMAND_YEARS} years before {year} "
+                                 "(stale: counted with the proxies)")
                 if own and estimated.get((iso, c, st)):
                     # review 5: Japan's 16,400 t of magnets (production plus imports, exports not deducted) carried no flag
                     kind = estimated[(iso, c, st)].removeprefix("estimate").strip(" ,")

@@ -344,7 +344,8 @@ def risk_ranking(
     others = set(PARTICIPANTS) - mine
 
     def uses_proxy(flags: str, others: set[str] = others) -> bool:  # a proxy of these participants, or of the node
-        return any(("proxy" in f or "assumption" in f) and not any(f.startswith(o) for o in others) for f in flags.split("; "))
+        return any(("proxy" in f or "assumption" in f or "(stale:" in f) and not any(f.startswith(o) for o in others)
+                   for f in flags.split("; "))
 
     if per == "BLOC":
         # the BLOC's proxy weight of a scenario: each participant's share of the loss times its own proxy flag
