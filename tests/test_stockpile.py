@@ -93,17 +93,18 @@ def test_no_stock_saves_more_than_the_loss_it_insures(simulator):
     simulated lost output: at most the loss, and less where the loss is mostly the world price paid on the tonnes
     still bought, which a national stock does not lower."""
     from critmin.simulate.risk import risk_run
-    from critmin.stockpile.plan import disruption_sample, plan_stockpiles
+    from critmin.stockpile.plan import carry_unstockable_ore, disruption_sample, plan_stockpiles
 
     res = risk_run(simulator, 80, 2)
     smp = disruption_sample(simulator, 80, 2, result=res)
     rec = plan_stockpiles(simulator, "BLOC", pooled=True, draws=80, seed=2, sample=smp, max_days=None)
     assert rec["stockpiles"]
+    draws, _ = carry_unstockable_ore(simulator, res.node_draws, ["USA", "JPN"])  # ore shortfalls met downstream
     for r in rec["stockpiles"]:
         if r["participant"] not in ("USA", "JPN"):
             continue
         j = ("USA", "JPN").index(r["participant"])
-        nd = res.node_draws[r["node"]]
+        nd = draws[r["node"]]
         loss = float(nd[j].mean())
         # hand: lost output per tonne short, times the expected shortfall = the expected lost output
         v = nd[7 + j].sum() / nd[3 + j].sum()
@@ -324,3 +325,32 @@ def test_published_plans_are_named_and_only_orders_are_netted():
     assert got["planned_acquisition_t"] == 3_039.0 and got["to_buy_t"] is None
     none = sp._against_holdings(two, "JPN", "x", 5_000.0)
     assert none["to_buy_t"] is None and none["planned_acquisition_t"] is None and "against_holdings" not in none
+
+
+def test_an_ore_shortfall_no_plant_takes_is_met_by_the_refined_stock(simulator, bloc_sample, bloc_plan):
+    """Review 16: the U.S. refined-cobalt stock was sized on the refined node's own scenarios (a shortfall in 2.4 %
+    of draws) although the DRC's quota gives the USA a cobalt shortfall in most years, at the mine node, whose ore
+    no U.S. plant takes. That shortfall is carried to cobalt/refine (a_uv D_u / c_uv in every draw, with its lost
+    output), so the refined stock answers it; the ore node stays unstocked."""
+    from critmin.stockpile.plan import carry_unstockable_ore
+
+    nd = bloc_sample["node_draws"]
+    out, carried = carry_unstockable_ore(simulator, nd, ["USA", "JPN"])
+    assert {"participant": "USA", "node": "cobalt/refine", "from": "cobalt/mine"}.items() <= next(
+        x for x in carried if x["participant"] == "USA" and x["node"] == "cobalt/refine").items()
+    k = 0  # USA
+    mine, new = nd["cobalt/mine"], out["cobalt/refine"]
+    ref = nd.get("cobalt/refine", np.zeros_like(mine))  # no refined-cobalt scenario may be drawn in a small sample
+    links = [(v, a, c) for v, a, c in simulator.chain.links[simulator.nodes.index["cobalt/mine"]]
+             if simulator.nodes.nodes[v].key == "cobalt/refine"]
+    (_, a, c), = links
+    assert np.allclose(new[3 + k], ref[3 + k] + a * mine[3 + k] / c)
+    assert np.allclose(new[7 + k], ref[7 + k] + a * mine[7 + k])
+    assert np.allclose(new[k], ref[k] + a * mine[k])
+    assert (new[3 + k] > 0).mean() >= max((mine[3 + k] > 0).mean(), (ref[3 + k] > 0).mean())
+    assert np.array_equal(out["cobalt/mine"], nd["cobalt/mine"])  # the ore node is untouched
+    # Japan refines cobalt: its ore shortfall is stocked as ore (capped by its refinery's intake), not carried
+    assert not any(x["participant"] == "JPN" and x["from"] == "cobalt/mine" for x in carried)
+    row = next(r for r in bloc_plan["stockpiles"] if r["participant"] == "USA" and r["node"] == "cobalt/refine")
+    assert row["probability_of_shortfall"] >= (mine[3 + k] > 0).mean() - 1e-9
+    assert bloc_plan["metadata"]["ore_shortfall_met_downstream"]
