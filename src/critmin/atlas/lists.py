@@ -14,10 +14,11 @@ from pathlib import Path
 import pandas as pd
 
 #: Derived and element-level nodes and the listed commodity they are made from (chain structure, not a
-#: figure): a list naming "rare earths" covers NdPr oxide, Dy, Tb and NdFeB magnets.
+#: figure): a list naming "rare earths" covers NdPr oxide, Dy, Tb, Gd and NdFeB magnets, and scandium and yttrium,
+#: which are rare-earth elements (Japan's rare-metal list names the rare earths as one item).
 LISTED_PARENT: dict[str, str] = {
     "ndpr": "rare_earths", "dysprosium": "rare_earths", "terbium": "rare_earths", "lanthanum_cerium": "rare_earths",
-    "yttrium": "rare_earths", "ndfeb_magnets": "rare_earths", "synthetic_graphite": "graphite", "battery_anode": "graphite",
+    "yttrium": "rare_earths", "gadolinium": "rare_earths", "scandium": "rare_earths", "ndfeb_magnets": "rare_earths", "synthetic_graphite": "graphite", "battery_anode": "graphite",
     "gaas_semiconductors": "gallium", "germanium_optics": "germanium", "ito_optical_coatings": "indium",
     "autocatalysts": "platinum",
 }

@@ -184,11 +184,11 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                + (f" {_nodes(md['not_stocked_net_exporter'])} not stocked because the participant is a net exporter there "
                   "(its own output covers its use)." if md.get("not_stocked_net_exporter") else "")
                + (f" {_nodes(md['not_stocked_unusable_form'], 'ore ')} not stocked because no plant of the participant could use "
-                  "them (" + "; ".join(f"{x['participant']} {x['node']}" for x in md["not_stocked_unusable_form"]) + ")"
-                  + ("; their shortfall is met at the next stage (" + "; ".join(sorted({f"{x['participant']} {x['from']} at {x['node']}"
-                                                                                        for x in md.get("ore_shortfall_met_downstream", [])})) + ")"
-                     if md.get("ore_shortfall_met_downstream") else "") + "."
-                  if md.get("not_stocked_unusable_form") else ""))
+                  "them (" + "; ".join(f"{x['participant']} {x['node']}" for x in md["not_stocked_unusable_form"]) + ")."
+                  if md.get("not_stocked_unusable_form") else "")
+               + (" Shortfalls of ore that no plant of the participant takes are met by the stock of the next stage ("
+                  + "; ".join(sorted({f"{x['participant']} {x['from']} at {x['node']}" for x in md["ore_shortfall_met_downstream"]}))
+                  + ")." if md.get("ore_shortfall_met_downstream") else ""))
     if few:
         s_stock += (f" A further {len(few)} stocks ({usd(sum(few))}, not in the totals above) rest on fewer than {FEW_DRAWS} simulated "
                     "years with a shortfall; rerun with more draws before buying them.")
