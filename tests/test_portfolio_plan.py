@@ -168,12 +168,21 @@ def test_public_money_already_counted_limits_what_new_money_adds(simulator) -> N
     assert p76.empty
 
 
-def test_a_project_on_a_node_the_simulator_lacks_is_a_data_gap_not_safe(plan):
+def test_a_project_on_a_node_the_simulator_lacks_is_a_data_gap_not_safe(plan, simulator):
     """Review 5: the scandium project (no node: no output by country on its basis) was rejected for 'no simulated
-    shortfall', which reads as a finding that scandium is safe."""
+    shortfall', which reads as a finding that scandium is safe. Scandium is a node since review 16, with proxy
+    demand: its reason says so. A project on an atlas stage the simulator has no baseline for (titanium/refine)
+    says that its risk is not assessed."""
     reasons = {p["project_id"]: p["reason"] for p in plan["projects"]}
-    assert "not a node of the simulator" in reasons["P069"] and "data gap, not a finding of safety" in reasons["P069"]
     assert "no simulated shortfall" not in reasons["P069"]
+    assert "whose demand there is a proxy" in reasons["P069"] or "not a node of the simulator" in reasons["P069"]
+    reg = bundled_register(simulator.atlas)
+    moved = reg.projects[reg.projects["project_id"] == "P069"].copy()
+    moved["commodity_id"], moved["stage"] = "titanium", "refine"
+    assert "titanium/refine" not in simulator.nodes.index
+    out = run_portfolio(simulator.atlas, simulator, moved, draws=40, seed=0, as_of="2026-11", gap=1e-4)
+    why = {p["project_id"]: p["reason"] for p in out["projects"]}["P069"]
+    assert "not a node of the simulator" in why and "data gap, not a finding of safety" in why
 
 
 def test_a_funded_project_names_the_other_funded_projects_at_its_node(plan, simulator):

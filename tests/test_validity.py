@@ -266,6 +266,13 @@ def test_tails_are_consistent(ranking):
         assert (v["expected_loss_usd"] <= v["cvar95_usd"] * (1 + 1e-9) + 1e-6).all(), per
         assert (v["cvar95_se_usd"].dropna() >= 0).all()
         assert (v["proxy_share_of_loss"].between(0, 1)).all()
+        # review 16: the annual probability of a loss and the loss when it happens; where a loss is rarer than 5 % a
+        # year, VaR95 is 0 and CVaR95 is the mean / 0.05 (the reason to show both)
+        assert v["probability_of_loss"].between(0, 1).all(), per
+        pos = v[v["probability_of_loss"] > 0]
+        assert np.allclose(pos["conditional_loss_usd"] * pos["probability_of_loss"], pos["expected_loss_usd"], rtol=1e-9)
+        rare = v[(v["probability_of_loss"] > 0) & (v["probability_of_loss"] < 0.05 - 1e-9)]
+        assert (rare["var95_usd"] == 0).all(), per
 
 
 def test_annual_loss_distribution_mean_is_the_probability_weighted_loss():

@@ -430,8 +430,8 @@ def risk(
         shown = records[:top] if top else records
         for r in shown:
             r["driven_by"] = ", ".join(t["scenario"] for t in r["top_scenarios"][:2])
-        emit(shown, "table", columns=["rank", "commodity", "expected_loss_usd", "producer_gain_usd", "net_loss_usd", "var95_usd", "cvar95_usd",
-                                      "category", "proxy_share_of_loss", "driven_by"],
+        emit(shown, "table", columns=["rank", "commodity", "expected_loss_usd", "producer_gain_usd", "net_loss_usd", "probability_of_loss",
+                                      "conditional_loss_usd", "var95_usd", "cvar95_usd", "category", "proxy_share_of_loss", "driven_by"],
              title=f"Supply risk - perspective {perspective.upper()}: consumer loss (ranked), producers' gain and net, {draws} draws, "
                    f"seed {seed} (data {res.metadata['data_version']})")
     elif fmt == "json":

@@ -22,7 +22,8 @@ NAMED: dict[str, tuple[str, str]] = {
     "horizon_months": ("Horizon, months", "int"), "critical_fractile": ("Critical fractile", "pct"),
     "shortfall_correlation": ("Shortfall correlation", "num3"), "cost_share": ("Cost share", "text"), "month": ("Month", "int"),
     "priority": ("Priority", "int"), "projects": ("Projects", "int"), "year": ("Year", "text"),
-    "var95_usd": ("VaR 95 %, USD", "usd"), "cvar95_usd": ("CVaR 95 %, USD", "usd"), "top_scenarios": ("Driving scenarios", "text"),
+    "var95_usd": ("VaR 95 %, USD", "usd"), "cvar95_usd": ("CVaR 95 %, USD", "usd"),
+    "probability_of_loss": ("Annual probability of a loss", "pct"), "conditional_loss_usd": ("Loss when it happens, USD", "usd"), "top_scenarios": ("Driving scenarios", "text"),
     "name": ("Name", "text"), "project_id": ("Project", "text"), "buyer_id": ("Buyer", "text"), "url": ("Link", "text"),
 }
 

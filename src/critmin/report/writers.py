@@ -342,7 +342,7 @@ def html_plan(plan: dict[str, Any], atlas: Any) -> str:
 {('<h2>Executive answer</h2>' + summary_html(plan['summary'])) if 'summary' in plan else ''}
 <h2>1. Priority minerals: supply concentration and reliance</h2><p>The critmin assessment score (docs/methods.md): how concentrated supply is and how far the participants rely on it. It measures exposure, not expected loss; the ranking by expected loss is section 3 and the executive answer.</p>{_table(t['priority_minerals'], ['rank', 'commodity', 'score', 'chokepoint_stage', 'top_country', 'top_share', 'concern_share', 'import_reliance'])}
 <h2>2. Vulnerabilities by stage</h2>{_table(t['vulnerabilities'], ['commodity_id', 'stage', 'hhi', 'top_country', 'top_share', 'concern_share', 'bloc_share', 'basis'], 40)}
-<h2>3. Scenario risks</h2>{_table(t['scenarios'], ['rank', 'commodity', 'expected_loss_usd', 'var95_usd', 'cvar95_usd', 'category', 'top_scenarios'])}
+<h2>3. Scenario risks</h2>{_table(t['scenarios'], ['rank', 'commodity', 'expected_loss_usd', 'probability_of_loss', 'conditional_loss_usd', 'var95_usd', 'cvar95_usd', 'category', 'top_scenarios'])}
 <h2>4. Recommended portfolio</h2><p>Expected loss avoided {pf['expected_avoided_usd']:,.0f} USD per year of exposure (greedy baseline {pf['greedy_expected_avoided_usd']:,.0f}).</p>
 {_table(t['portfolio'], ['project_id', 'name', 'instrument', 'agency', 'node', 'cost_usd', 'added_capacity_t_per_year', 'months_to_output', 'expected_avoided_usd'])}
 <h2>5. Stockpile targets</h2>{_table(t['stockpiles'], ['node', 'participant', 'optimal_stock_t', 'optimal_stock_usd', 'days_of_consumption', 'days_of_net_imports', 'saving_usd', 'pooling_saving_usd'])}

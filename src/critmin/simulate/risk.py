@@ -274,14 +274,17 @@ def annual_loss_distribution(loss: np.ndarray, probs: np.ndarray, families: list
 
 
 def tail_figures(loss: np.ndarray, probs: np.ndarray, q: float = 0.95, families: list[str] | None = None) -> dict[str, float]:
-    """Mean, VaR and CVaR of the annual loss (:func:`annual_loss_distribution`) with batch-means standard errors."""
+    """Mean, VaR and CVaR of the annual loss (:func:`annual_loss_distribution`) with batch-means standard errors, and
+    ``p_loss``, the annual probability of a loss (``Σ w [L > 0]``): where it is under ``1 - q``, VaR is 0 and CVaR is
+    ``mean / (1 - q)`` by construction, so the probability and the conditional loss ``mean / p_loss`` say more."""
     keep = probs > 0
     fams = None if families is None else [f for f, k in zip(families, keep, strict=True) if k]
     loss, probs = np.nan_to_num(loss[keep]), probs[keep]
     if loss.size == 0:
-        return {"mean": 0.0, "var": 0.0, "cvar": 0.0, "var_se": 0.0, "cvar_se": 0.0, "overlap": 0.0}
+        return {"mean": 0.0, "var": 0.0, "cvar": 0.0, "var_se": 0.0, "cvar_se": 0.0, "overlap": 0.0, "p_loss": 0.0}
     vals, w, overlap = annual_loss_distribution(loss, probs, fams)
     mean, var, cvar = weighted_tail(vals, w, q)
+    p_loss = float(np.clip(w[vals > 0].sum() / w.sum(), 0.0, 1.0)) if w.sum() > 0 else 0.0
     D = loss.shape[1]
     k = min(TAIL_BATCHES, D)
     bv, bc = [], []
@@ -295,7 +298,7 @@ def tail_figures(loss: np.ndarray, probs: np.ndarray, q: float = 0.95, families:
     def se(x: list[float]) -> float:
         return float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) >= 2 else np.nan
 
-    return {"mean": mean, "var": var, "cvar": cvar, "var_se": se(bv), "cvar_se": se(bc), "overlap": overlap}
+    return {"mean": mean, "var": var, "cvar": cvar, "var_se": se(bv), "cvar_se": se(bc), "overlap": overlap, "p_loss": p_loss}
 
 
 def _base_loss(g: pd.DataFrame, scenario: str) -> float:
@@ -370,7 +373,7 @@ def risk_ranking(
         valued = g["expected_loss_usd"].notna()
         el = float(g.loc[valued, "contribution_usd"].sum()) if valued.any() else np.nan
         gain = float(g.loc[valued, "gain_contribution_usd"].sum()) if valued.any() else np.nan
-        tails = {"var": np.nan, "cvar": np.nan, "var_se": np.nan, "cvar_se": np.nan, "overlap": np.nan}
+        tails = {"var": np.nan, "cvar": np.nan, "var_se": np.nan, "cvar_se": np.nan, "overlap": np.nan, "p_loss": np.nan}
         if result.draw_loss is not None and valued.any():
             gv = g[valued]
             tails = tail_figures(result.draw_loss[gv["_i"].to_numpy(), j, :], gv["probability"].to_numpy(),
@@ -379,11 +382,11 @@ def risk_ranking(
             tot = result.totals.get(str(c))
             if tot is not None:
                 v, cv = _quantiles(tot[j][None, :], 0.95)
-                tails.update(var=float(v[0]), cvar=float(cv[0]))
+                tails.update(var=float(v[0]), cvar=float(cv[0]), p_loss=float((np.asarray(tot[j]) > 0).mean()))
         top = g[valued].sort_values("contribution_usd", ascending=False).head(3)
         unvalued = sorted(set(g.loc[~valued, "stage"]))
         proxies = sorted({f for f in "; ".join(g["flags"]).split("; ")
-                          if ("proxy" in f or "assumption" in f) and not any(f.startswith(o) for o in others)})
+                          if ("proxy" in f or "assumption" in f or "(stale:" in f) and not any(f.startswith(o) for o in others)})
         flags = [f"not valued (no world tonnage or price): {', '.join(unvalued)}"] if unvalued else []
         flags += proxies
         base_c = sorted(s.id for s in baseline if s.commodity == c)
@@ -406,6 +409,10 @@ def risk_ranking(
                 "var95_se_usd": tails["var_se"],
                 "cvar95_usd": tails["cvar"],
                 "cvar95_se_usd": tails["cvar_se"],
+                # review 16: where a loss is rarer than 5 % a year, VaR95 is 0 and CVaR95 is 20 x the mean by
+                # construction; the annual probability of a loss and the loss when it happens say more
+                "probability_of_loss": tails["p_loss"],
+                "conditional_loss_usd": el / tails["p_loss"] if np.isfinite(el) and tails["p_loss"] > 0 else np.nan,
                 "category": category(el),
                 "proxy_share_of_loss": share_proxy,
                 "top_scenarios": [
