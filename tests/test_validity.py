@@ -345,6 +345,16 @@ def test_backtest_cases_observations_and_scoring(simulator):
     assert len(res.table) and set(res.summary) >= {"all"}
     assert np.isfinite(res.table["simulated_ratio"]).all()
     assert isinstance(res.table, pd.DataFrame)
+    # review 16: the bias and the share of the observed move reproduced, by hand on a small table
+    from critmin.simulate.backtest import summarise
+
+    t = pd.DataFrame({"case_id": ["a", "b", "c"], "split": ["holdout"] * 3, "segment": ["targeted"] * 3,
+                      "observed_ratio": [2.0, 1.22, 1.02], "simulated_ratio": [1.5, 1.13, 1.3]})
+    t["log_error"] = np.log(t["simulated_ratio"] / t["observed_ratio"])
+    t["within_2x"], t["direction_right"] = t["log_error"].abs() <= np.log(2), True
+    sm = summarise(t)["holdout"]
+    assert sm["bias_log"] == pytest.approx(t["log_error"].mean())
+    assert sm["median_move_share"] == pytest.approx(np.median([0.5, 0.13 / 0.22]))  # the flat observation is left out
 
 
 def test_an_estimated_consumption_is_flagged_where_it_is_used(simulator):

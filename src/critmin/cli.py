@@ -476,7 +476,7 @@ def backtest(
                                         "within_2x", "direction_right"],
              title=f"Back-test: {len(records)} observations of real events, {draws} draws, seed {seed} (data {sim.atlas.data_version})")
         rows = [{"split": k, **{m: v.get(m) for m in ("observations", "cases", "within_2x", "direction_right", "rmse_log",
-                                                      "targeted_within_2x", "restrictor_within_2x", "targeted_direction_right",
+                                                      "bias_log", "median_move_share", "targeted_within_2x", "restrictor_within_2x", "targeted_direction_right",
                                                       "restrictor_direction_right")}}
                 for k, v in bt.summary.items()]
         emit(rows, "table", title="Summary (shares of observations)")

@@ -244,12 +244,21 @@ def run_backtest(sim: Simulator, params: Parameters | None = None, draws: int = 
     return BacktestResult(table, summarise(table), {})
 
 
+#: A move smaller than this (|ratio - 1|) is not scored by the share of the move reproduced.
+MOVE_FLOOR = 0.05
+
+
 def summarise(table: pd.DataFrame) -> dict[str, Any]:
-    """Share within 2×, share with the right direction, and the mean squared / median absolute log error, by split."""
+    """Share within 2×, share with the right direction, the mean squared / median absolute log error, the mean log
+    error (``bias_log`` < 0: the model under-predicts), and the median share of the observed move the model
+    reproduces, ``(sim - 1) / (obs - 1)`` over observations that moved by at least :data:`MOVE_FLOOR` (review 16:
+    1.13 against 1.22 passes the 2× test with 41 % of the move missed), by split."""
     out: dict[str, Any] = {}
     if table.empty:
         return out
     for name, g in [("all", table), *((str(k), v) for k, v in table.groupby("split"))]:
+        moved = g[(g["observed_ratio"] - 1.0).abs() >= MOVE_FLOOR]
+        share = (moved["simulated_ratio"] - 1.0) / (moved["observed_ratio"] - 1.0)
         out[name] = {
             "observations": int(len(g)),
             "cases": int(g["case_id"].nunique()),
@@ -257,6 +266,8 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
             "direction_right": float(g["direction_right"].mean()),
             "rmse_log": float(np.sqrt((g["log_error"] ** 2).mean())),
             "median_abs_log_error": float(g["log_error"].abs().median()),
+            "bias_log": float(g["log_error"].mean()),
+            "median_move_share": float(share.median()) if len(share) else float("nan"),
         }
         for seg, h in g.groupby("segment"):
             out[name][f"{seg}_within_2x"] = float(h["within_2x"].mean())
