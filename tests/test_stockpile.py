@@ -248,20 +248,27 @@ def test_one_consumption_is_stocked_once(simulator, bloc_plan):
         seen[key] = r["node"]
     moved = rec["metadata"]["not_stocked_same_consumption"]
     assert moved and all(x["stocked_at"] != x["node"] for x in moved)
-    # e.g. Japan's nickel consumption serves the mine and refined nodes: it is stocked at one of them only
-    assert {x["node"].split("/")[0] for x in moved if x["participant"] == "JPN"} >= {"nickel"}
+    # e.g. the U.S. nickel consumption (180,000 t) serves the mine and refined nodes: it is stocked at one of them
+    # only (Japan's nickel was the example until review 16 made Japan a net exporter of refined nickel)
+    assert {(x["participant"], x["node"].split("/")[0]) for x in moved} >= {("USA", "nickel")}
 
 
 def test_a_net_exporter_is_not_stocked(simulator, bloc_plan):
     """Review of 5 December 2026: the USA, which mines half the world's beryllium, was given a beryllium stock.
     Where a participant's net import reliance is 0 its own output covers its use: listed, not stocked."""
+    from critmin.stockpile.plan import net_exporter_at
+
     rec = bloc_plan
     for r in rec["stockpiles"]:
         if r["participant"] in ("USA", "JPN"):
-            nir = simulator.nodes.nodes[simulator.nodes.index[r["node"]]].nir.get(r["participant"])
-            assert nir is None or not nir <= 0.0, (r["participant"], r["node"])
+            assert not net_exporter_at(simulator.nodes.nodes[simulator.nodes.index[r["node"]]], r["participant"]), (r["participant"], r["node"])
     listed = rec["metadata"]["not_stocked_net_exporter"]
-    assert listed and all(x["reason"].startswith("net import reliance 0") for x in listed)
+    assert listed and all(x["reason"].startswith("its own output covers its use") for x in listed)
+    # review 16: the reliance is one figure per commodity (Japan imports all its nickel ore: 1), but Japan makes more
+    # refined nickel than it uses, so it is a net exporter at the refined node and not at the ore
+    ni = simulator.nodes.get("nickel", "refine")
+    assert ni.nir["JPN"] == 1.0 and ni.shares["JPN"] >= ni.demand_share["JPN"]
+    assert net_exporter_at(ni, "JPN") and not net_exporter_at(simulator.nodes.get("nickel", "mine"), "JPN")
 
 
 def test_a_stock_row_carries_only_its_participants_flags():

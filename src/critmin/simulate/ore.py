@@ -11,7 +11,8 @@ import numpy as np
 
 #: a participant missing from the producers of a node counts as producing nothing there only when the listed
 #: producers cover at least this share of world output (IEA and USGS tables list the main countries and leave
-#: the rest as "other"; Japan's nickel refining, about 3 % of the world's, hides in IEA's 18 % remainder, while
+#: the rest as "other"; Japan's nickel refining, about 5 % of the world's, hid in IEA's 18 % remainder until it was
+#: named out of it (``production_in_remainder``, review 16), while
 #: IEA's cobalt refiners cover 90.6 % and the USGS salient table for cobalt has mine and secondary output but no
 #: U.S. refinery line). Plausible range 0.85-0.95.
 ABSENCE_COVERAGE = 0.9
