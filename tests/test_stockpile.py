@@ -355,9 +355,18 @@ def test_an_ore_shortfall_no_plant_takes_is_met_by_the_refined_stock(simulator, 
     assert np.allclose(new[7 + k], ref[7 + k] + a * mine[7 + k])
     assert np.allclose(new[k], ref[k] + a * mine[k])
     assert (new[3 + k] > 0).mean() >= max((mine[3 + k] > 0).mean(), (ref[3 + k] > 0).mean())
-    assert np.array_equal(out["cobalt/mine"], nd["cobalt/mine"])  # the ore node is untouched
+    # the ore node keeps each participant's rows; its bloc rows lose what was carried (review 17: no pooled double count)
+    assert np.array_equal(out["cobalt/mine"][:2], nd["cobalt/mine"][:2])
+    assert np.array_equal(out["cobalt/mine"][3:5], nd["cobalt/mine"][3:5])
+    assert np.allclose(out["cobalt/mine"][5], np.maximum(nd["cobalt/mine"][5] - a * mine[3 + k], 0.0))
     # Japan refines cobalt: its ore shortfall is stocked as ore (capped by its refinery's intake), not carried
     assert not any(x["participant"] == "JPN" and x["from"] == "cobalt/mine" for x in carried)
     row = next(r for r in bloc_plan["stockpiles"] if r["participant"] == "USA" and r["node"] == "cobalt/refine")
     assert row["probability_of_shortfall"] >= (mine[3 + k] > 0).mean() - 1e-9
-    assert bloc_plan["metadata"]["ore_shortfall_met_downstream"]
+    reported = bloc_plan["metadata"]["ore_shortfall_met_downstream"]
+    stocked = {(r["participant"], r["node"]) for r in bloc_plan["stockpiles"]}
+    assert reported and all((x["participant"], x["node"]) in stocked for x in reported)  # review 17
+    # a proxy demand at the ore node carries nothing into a stock (sourced_demand_only)
+    proxied = [(j, key) for key in nd for j in ("USA", "JPN")
+               if simulator.nodes.get(*key.split("/")).demand_basis.get(j, "").startswith("proxy")]
+    assert not any((x["participant"], x["from"]) in proxied for x in carried)

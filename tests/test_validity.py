@@ -379,3 +379,15 @@ def test_a_stale_consumption_is_flagged_and_counted_with_the_proxies(simulator, 
     usa = ranking[0]["USA"].set_index("commodity")
     assert jpn.at["cobalt", "proxy_share_of_loss"] > 0.9
     assert usa.at["cobalt", "proxy_share_of_loss"] < 0.1  # the U.S. figure is current (USGS 2024)
+
+
+def test_capacity_shares_and_old_attributions_are_flagged_on_the_node(simulator):
+    """Review 17: the uranium conversion and enrichment nodes rest on capacity shares (no production table), and
+    Japan's refined nickel is attributed from 2019 data; both said nothing on the node."""
+    for stage in ("conversion", "enrichment"):
+        n = simulator.nodes.get("uranium", stage)
+        assert "capacity" in n.share_basis
+        assert any(f.startswith("country shares are of capacity") for f in n.flags)
+    ni = simulator.nodes.get("nickel", "refine")
+    assert any(f.startswith("JPN share attributed out of the table's unnamed rest from 2019") for f in ni.flags)
+    assert not any("capacity" in f for f in ni.flags)

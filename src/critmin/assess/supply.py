@@ -32,6 +32,8 @@ _VERIFICATION_RANK = {"verbatim": 0, "third-party": 1, "computed": 2}
 _KIND_RANK = {"production": 0, "capacity": 1}
 #: Share kind of a country's production attributed out of a node table's unnamed rest.
 REMAINDER_KIND = "production_in_remainder"
+#: Dataset label of a published table of capacity shares (used for a node where no production table exists).
+CAPACITY_DATASET = "stage_shares capacity"
 #: A published product naming one part of a node (a battery chemistry, a precursor): used only when nothing
 #: covers the whole node.
 SUBSET_PRODUCT = r"\bLFP\b|\bNMC\b|\bNCA\b|\bpCAM\b|\bonly\b"
@@ -73,7 +75,8 @@ def remainder_attributions(atlas: Atlas, shares: pd.DataFrame, year: int = 2024)
     For each node of ``shares`` and each attribution row of that node (the newest year up to ``year``) whose
     country the node's table does not name: ``share = min(a, rest)`` with ``rest = 1 - Σ named shares`` less
     the attributions already taken, in descending order of ``a``. Same columns as :func:`stage_shares_table`;
-    ``dataset`` is ``stage_shares`` and ``basis`` that of the node's table."""
+    ``dataset`` is ``stage_shares``, ``basis`` that of the node's table and ``year`` the attribution's own (Japan's
+    nickel: 2019, older than the table's 2024)."""
     cols = ["commodity_id", "stage", "country_iso3", "year", "source_id", "share", "basis", "bound", "dataset"]
     s = atlas.stage_shares
     s = s[(s["share_kind"] == REMAINDER_KIND) & ~s["projection"] & (s["year"] <= year)]
@@ -92,7 +95,7 @@ def remainder_attributions(atlas: Atlas, shares: pd.DataFrame, year: int = 2024)
                 continue
             a = min(float(r.share_pct) / 100.0, rest)
             rest -= a
-            rows.append({"commodity_id": c, "stage": st, "country_iso3": r.country_iso3, "year": int(node["year"].max()),
+            rows.append({"commodity_id": c, "stage": st, "country_iso3": r.country_iso3, "year": int(r.year),
                          "source_id": r.source_id, "share": a, "basis": str(node["basis"].iloc[0]), "bound": r.bound or "",
                          "dataset": "stage_shares"})
     return pd.DataFrame(rows, columns=cols)
@@ -149,7 +152,9 @@ def _from_published(atlas: Atlas, year: int, exclude: set[tuple[str, str]]) -> p
     )
     best = g.drop_duplicates(["commodity_id", "stage"])[group]
     sel = s.drop(columns="_v").merge(best, on=group)
-    out = sel.assign(share=sel["share_pct"] / 100.0, basis="published", dataset="stage_shares")
+    # a capacity table stands in for production: its dataset says so, and the node is flagged (review 17)
+    out = sel.assign(share=sel["share_pct"] / 100.0, basis="published",
+                     dataset=np.where(sel["share_kind"] == "capacity", CAPACITY_DATASET, "stage_shares"))
     return out[["commodity_id", "stage", "country_iso3", "year", "source_id", "share", "basis", "bound", "dataset"]]
 
 

@@ -32,7 +32,7 @@ from critmin.assess.exposure import (
     tonnes_factor,
     us_consumption_from_trade,
 )
-from critmin.assess.supply import stage_shares_table
+from critmin.assess.supply import CAPACITY_DATASET, stage_shares_table
 from critmin.atlas.model import Atlas
 
 #: Participants whose losses are computed (BLOC = their sum).
@@ -408,6 +408,13 @@ def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | N
         c, st = str(c), str(st)
         q, qb = q0.get((c, st), (np.nan, "world output unknown: shares are published percentages, no tonnage"))
         flags: list[str] = []
+        if (g["dataset"] == CAPACITY_DATASET).any():
+            flags.append("country shares are of capacity, not production (no production table found)")
+        if (g["dataset"] == "stage_shares").any() and (g["basis"] == "tonnage").any():
+            old_rows = g[(g["dataset"] == "stage_shares") & (g["year"] < int(g["year"].max()))]
+            for r in old_rows.itertuples(index=False):
+                flags.append(f"{r.country_iso3} share attributed out of the table's unnamed rest from {int(r.year)} data "
+                             f"({r.share:.2%}; production_in_remainder)")
         if (c, st) in pq:
             q, qb = pq[(c, st)]
             flags.append("world output from a --product-values file")

@@ -273,6 +273,11 @@ def annual_loss_distribution(loss: np.ndarray, probs: np.ndarray, families: list
     return np.concatenate(vals), np.concatenate(wts), overlap
 
 
+#: A year counts as a year with a loss in ``probability_of_loss`` above this many USD (floating-point residues of
+#: zero are not losses; review 17).
+LOSS_FLOOR_USD = 1.0
+
+
 def tail_figures(loss: np.ndarray, probs: np.ndarray, q: float = 0.95, families: list[str] | None = None) -> dict[str, float]:
     """Mean, VaR and CVaR of the annual loss (:func:`annual_loss_distribution`) with batch-means standard errors, and
     ``p_loss``, the annual probability of a loss (``Σ w [L > 0]``): where it is under ``1 - q``, VaR is 0 and CVaR is
@@ -284,7 +289,7 @@ def tail_figures(loss: np.ndarray, probs: np.ndarray, q: float = 0.95, families:
         return {"mean": 0.0, "var": 0.0, "cvar": 0.0, "var_se": 0.0, "cvar_se": 0.0, "overlap": 0.0, "p_loss": 0.0}
     vals, w, overlap = annual_loss_distribution(loss, probs, fams)
     mean, var, cvar = weighted_tail(vals, w, q)
-    p_loss = float(np.clip(w[vals > 0].sum() / w.sum(), 0.0, 1.0)) if w.sum() > 0 else 0.0
+    p_loss = float(np.clip(w[vals > LOSS_FLOOR_USD].sum() / w.sum(), 0.0, 1.0)) if w.sum() > 0 else 0.0
     D = loss.shape[1]
     k = min(TAIL_BATCHES, D)
     bv, bc = [], []
@@ -382,7 +387,7 @@ def risk_ranking(
             tot = result.totals.get(str(c))
             if tot is not None:
                 v, cv = _quantiles(tot[j][None, :], 0.95)
-                tails.update(var=float(v[0]), cvar=float(cv[0]), p_loss=float((np.asarray(tot[j]) > 0).mean()))
+                tails.update(var=float(v[0]), cvar=float(cv[0]), p_loss=float((np.asarray(tot[j]) > LOSS_FLOOR_USD).mean()))
         top = g[valued].sort_values("contribution_usd", ascending=False).head(3)
         unvalued = sorted(set(g.loc[~valued, "stage"]))
         proxies = sorted({f for f in "; ".join(g["flags"]).split("; ")

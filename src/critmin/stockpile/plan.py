@@ -193,7 +193,8 @@ def one_stage_per_consumption(sim: Any, node_draws: dict[str, np.ndarray], membe
     return out
 
 
-def carry_unstockable_ore(sim: Any, node_draws: dict[str, np.ndarray], members: list[str]) -> tuple[dict[str, np.ndarray], list[dict[str, str]]]:
+def carry_unstockable_ore(sim: Any, node_draws: dict[str, np.ndarray], members: list[str],
+                          sourced_only: bool = True) -> tuple[dict[str, np.ndarray], list[dict[str, str]]]:
     """Node draws in which a participant's ore shortfall that no plant of its own can take is carried to the
     next stage of the same commodity, where a stock can answer it.
 
@@ -204,8 +205,10 @@ def carry_unstockable_ore(sim: Any, node_draws: dict[str, np.ndarray], members: 
     than the loss it insures), the bloc's rows by the members' sums, the months the larger. The
     ore node itself stays unstocked for j. Review 16: the DRC's cobalt quota gave the USA a refined-cobalt
     shortfall in about 73 % of years, but the U.S. refined-cobalt stock was sized on the refined node's own
-    scenarios alone (a shortfall in 2.4 % of draws), and Japan's lithium got no stock for the same reason.
-    Returns the new draws and one record per carried (participant, ore node, node)."""
+    scenarios alone (a shortfall in 2.4 % of draws), and Japan's lithium got no stock for the same reason. The
+    carried tonnes leave the ore node's bloc rows (a pooled stock there does not count them again); with
+    ``sourced_only`` an ore node whose demand for j is a proxy carries nothing. Returns the new draws and one
+    record per carried (participant, ore node, node)."""
     out = {k: v.copy() for k, v in node_draws.items()}
     carried: list[dict[str, str]] = []
     for key, nd in node_draws.items():
@@ -214,18 +217,26 @@ def carry_unstockable_ore(sim: Any, node_draws: dict[str, np.ndarray], members: 
             continue
         links = [(v, a, c) for v, a, c in sim.chain.links[sim.nodes.index[key]]
                  if sim.nodes.nodes[v].commodity == node.commodity and np.isfinite(a) and np.isfinite(c) and c > 0]
+        n_p = len(PARTICIPANTS)
         for j in members:
             k = PARTICIPANTS.index(j)
             if not (nd[3 + k] > 0).any() or unusable_ore_reason(sim, node, j) is None:
                 continue
+            if sourced_only and node.demand_basis.get(j, "").startswith("proxy"):
+                continue  # a shortfall of a demand nobody measured is not carried into a stock (sourced_demand_only)
+            short = nd[3 + k] > 0
             for v, a, c in links:
                 vkey = sim.nodes.nodes[v].key
                 dst = out.setdefault(vkey, np.zeros_like(nd))  # a node no scenario of the sample reached
                 add_d, add_lo, add_l = a * nd[3 + k] / c, a * nd[7 + k], a * nd[k]
-                n_p = len(PARTICIPANTS)
                 for row, add in ((3 + k, add_d), (7 + k, add_lo), (k, add_l), (3 + n_p, add_d), (7 + n_p, add_lo), (n_p, add_l)):
                     dst[row] += add
-                dst[6] = np.maximum(dst[6], nd[6])
+                dst[6] = np.where(short, np.maximum(dst[6], nd[6]), dst[6])
+                # review 17: the carried tonnes leave the ore node's bloc rows, so a pooled ore stock and a pooled
+                # stock at the next stage never count the same shortfall
+                src = out[key]
+                for row, add in ((3 + n_p, a * nd[3 + k]), (7 + n_p, add_lo), (n_p, add_l)):
+                    src[row] = np.maximum(src[row] - add, 0.0)
                 carried.append({"participant": j, "node": vkey, "from": key,
                                 "reason": f"{j}'s shortfall of {key}, which no plant of its own takes, is met at {vkey}"})
     return out, carried
@@ -262,7 +273,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
     net_exporter: list[dict[str, str]] = []
     wrong_form: list[dict[str, str]] = []
     lp_inputs: dict[str, list[tuple[str, np.ndarray, float, float, float, float]]] = {j: [] for j in members}
-    node_draws, carried = carry_unstockable_ore(sim, smp["node_draws"], members)
+    node_draws, carried = carry_unstockable_ore(sim, smp["node_draws"], members, sourced_only=sourced_demand_only)
     stocked_at = one_stage_per_consumption(sim, node_draws, members, stages)
     for key in sorted(node_draws):
         nd = node_draws[key]
@@ -420,7 +431,10 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                      "capital_rate": sp.capital_rate, "days_rules": list(sp.days_rules),
                      "sourced_demand_only": sourced_demand_only, "not_stocked_proxy_demand": not_stocked,
                      "not_stocked_same_consumption": stocked_elsewhere, "not_stocked_net_exporter": net_exporter,
-                     "not_stocked_unusable_form": wrong_form, "ore_shortfall_met_downstream": carried},
+                     "not_stocked_unusable_form": wrong_form,
+                     # review 17: a carry is reported only where the next stage is stocked for that participant
+                     "ore_shortfall_met_downstream": [x for x in carried if (x["participant"], x["node"]) in
+                                                      {(r["participant"], r["node"]) for r in rows}]},
         "stockpiles": rows,
         "budget_plans": budgets,
     }
