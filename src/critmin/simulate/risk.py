@@ -273,6 +273,12 @@ def annual_loss_distribution(loss: np.ndarray, probs: np.ndarray, families: list
     return np.concatenate(vals), np.concatenate(wts), overlap
 
 
+def rests_on_proxy(flag: str, others: set[str]) -> bool:
+    """Whether a scenario flag says the figure rests on a proxy, an assumption or stale data of this perspective
+    (flags that name another participant, ``"JPN ..."`` in the U.S. view, do not count)."""
+    return ("proxy" in flag or "assumption" in flag or "(stale:" in flag) and not any(flag.startswith(o) for o in others)
+
+
 #: A year counts as a year with a loss in ``probability_of_loss`` above this many USD (floating-point residues of
 #: zero are not losses; review 17).
 LOSS_FLOOR_USD = 1.0
@@ -352,8 +358,7 @@ def risk_ranking(
     others = set(PARTICIPANTS) - mine
 
     def uses_proxy(flags: str, others: set[str] = others) -> bool:  # a proxy of these participants, or of the node
-        return any(("proxy" in f or "assumption" in f or "(stale:" in f) and not any(f.startswith(o) for o in others)
-                   for f in flags.split("; "))
+        return any(rests_on_proxy(f, others) for f in flags.split("; "))
 
     if per == "BLOC":
         # the BLOC's proxy weight of a scenario: each participant's share of the loss times its own proxy flag
@@ -391,7 +396,7 @@ def risk_ranking(
         top = g[valued].sort_values("contribution_usd", ascending=False).head(3)
         unvalued = sorted(set(g.loc[~valued, "stage"]))
         proxies = sorted({f for f in "; ".join(g["flags"]).split("; ")
-                          if ("proxy" in f or "assumption" in f or "(stale:" in f) and not any(f.startswith(o) for o in others)})
+                          if rests_on_proxy(f, others)})
         flags = [f"not valued (no world tonnage or price): {', '.join(unvalued)}"] if unvalued else []
         flags += proxies
         base_c = sorted(s.id for s in baseline if s.commodity == c)
