@@ -279,9 +279,13 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     val = plan.get("validation", {}).get("summary", {}).get("holdout", {})
     changes = []
     if val:
+        share = val.get("median_move_share")
         changes.append(f"The disruption model reproduces {val.get('within_2x', 0):.0%} of held-out real price responses within a factor of two "
-                       f"(target 80 %) and gets {val.get('direction_right', 0):.0%} of directions right: thin markets (bismuth, tungsten, yttrium) "
-                       "spike beyond it, so losses there are understated (docs/validation.md).")
+                       f"(target 80 %) and gets {val.get('direction_right', 0):.0%} of directions right"
+                       + (f", but only a median {share:.0%} of the observed price moves" if share is not None and share == share else "")
+                       + ": thin markets (bismuth, tungsten, yttrium) spike beyond it, so the input-cost part of the losses is understated; "
+                       "the lost-output part, most of the largest losses, values demand that the price rations as output lost, which "
+                       "the record of 2023-2025 does not show, so it is likely overstated (docs/validation.md).")
     for key, why in list(unspent.items())[:3]:
         changes.append(f"Budget {key}: {why}. More projects with capex and capacity in the register would change the portfolio.")
     # a suspended control (status unknown after its suspension) weighs in at the assumed probability: say what
