@@ -388,6 +388,10 @@ def test_capacity_shares_and_old_attributions_are_flagged_on_the_node(simulator)
         n = simulator.nodes.get("uranium", stage)
         assert "capacity" in n.share_basis
         assert any(f.startswith("country shares are of capacity") for f in n.flags)
+    # the conversion node's world output is 2017 production: flagged stale, for every perspective
+    conv = simulator.nodes.get("uranium", "conversion")
+    assert "world output is from 2017, older than 5 years before 2024 (stale: counted with the proxies)" in conv.flags
+    assert not any(f.startswith("world output is from") for f in simulator.nodes.get("uranium", "enrichment").flags)
     ni = simulator.nodes.get("nickel", "refine")
     assert any(f.startswith("JPN share attributed out of the table's unnamed rest from 2019") for f in ni.flags)
     assert not any("capacity" in f for f in ni.flags)

@@ -167,6 +167,15 @@ def _world_output_rows(atlas: Atlas) -> dict[tuple[str, str], tuple[float, str]]
     return out
 
 
+def _world_output_years(atlas: Atlas) -> dict[tuple[str, str], int]:
+    """Data year of each node's ``world_output`` row marked ``use`` (where it has one)."""
+    t = atlas.tables.get("world_output")
+    if t is None:
+        return {}
+    used = t[t["use"] & t["world_output_t"].notna() & t["year"].notna()]
+    return {(str(c), str(st)): int(y) for c, st, y in zip(used["commodity_id"], used["stage"], used["year"], strict=True)}
+
+
 def _export_shares(atlas: Atlas) -> dict[tuple[str, str], dict[str, tuple[float, float, float, str]]]:
     """Per node and producer: (export share, low, high, basis) from the atlas table ``export_shares``."""
     t = atlas.tables.get("export_shares")
@@ -349,6 +358,7 @@ def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | N
     shares = stage_shares_table(atlas, year)
     q0 = _world_output(atlas, shares)
     q0.update(_world_output_rows(atlas))
+    q0_year = _world_output_years(atlas)
     prices = _prices(atlas)
     trade = _export_shares(atlas)
     groups = dict(zip(atlas.commodities["commodity_id"], atlas.commodities["group"], strict=True))
@@ -415,6 +425,11 @@ def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | N
             for r in old_rows.itertuples(index=False):
                 flags.append(f"{r.country_iso3} share attributed out of the table's unnamed rest from {int(r.year)} data "
                              f"({r.share:.2%}; production_in_remainder)")
+        wy = q0_year.get((c, st))
+        if wy is not None and (c, st) not in pq and year - wy > STALE_DEMAND_YEARS:
+            # review 17: the uranium conversion node's world output is 2017 production beside 2024 shares
+            flags.append(f"world output is from {wy}, older than {STALE_DEMAND_YEARS} years before {year} "
+                         "(stale: counted with the proxies)")
         if (c, st) in pq:
             q, qb = pq[(c, st)]
             flags.append("world output from a --product-values file")
