@@ -34,6 +34,8 @@ _KIND_RANK = {"production": 0, "capacity": 1}
 REMAINDER_KIND = "production_in_remainder"
 #: Dataset label of a published table of capacity shares (used for a node where no production table exists).
 CAPACITY_DATASET = "stage_shares capacity"
+#: Dataset label of a share attributed out of a node table's unnamed rest (:func:`remainder_attributions`).
+REMAINDER_DATASET = "stage_shares remainder"
 #: A published product naming one part of a node (a battery chemistry, a precursor): used only when nothing
 #: covers the whole node.
 SUBSET_PRODUCT = r"\bLFP\b|\bNMC\b|\bNCA\b|\bpCAM\b|\bonly\b"
@@ -75,7 +77,7 @@ def remainder_attributions(atlas: Atlas, shares: pd.DataFrame, year: int = 2024)
     For each node of ``shares`` and each attribution row of that node (the newest year up to ``year``) whose
     country the node's table does not name: ``share = min(a, rest)`` with ``rest = 1 - Σ named shares`` less
     the attributions already taken, in descending order of ``a``. Same columns as :func:`stage_shares_table`;
-    ``dataset`` is ``stage_shares``, ``basis`` that of the node's table and ``year`` the attribution's own (Japan's
+    ``dataset`` is :data:`REMAINDER_DATASET`, ``basis`` that of the node's table and ``year`` the attribution's own (Japan's
     nickel: 2019, older than the table's 2024)."""
     cols = ["commodity_id", "stage", "country_iso3", "year", "source_id", "share", "basis", "bound", "dataset"]
     s = atlas.stage_shares
@@ -97,7 +99,7 @@ def remainder_attributions(atlas: Atlas, shares: pd.DataFrame, year: int = 2024)
             rest -= a
             rows.append({"commodity_id": c, "stage": st, "country_iso3": r.country_iso3, "year": int(r.year),
                          "source_id": r.source_id, "share": a, "basis": str(node["basis"].iloc[0]), "bound": r.bound or "",
-                         "dataset": "stage_shares"})
+                         "dataset": REMAINDER_DATASET})
     return pd.DataFrame(rows, columns=cols)
 
 

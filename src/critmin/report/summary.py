@@ -282,7 +282,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         share = val.get("median_move_share")
         changes.append(f"The disruption model reproduces {val.get('within_2x', 0):.0%} of held-out real price responses within a factor of two "
                        f"(target 80 %) and gets {val.get('direction_right', 0):.0%} of directions right"
-                       + (f", but only a median {share:.0%} of the observed price moves" if share is not None and share == share else "")
+                       + (f", but only a median {share:.0%} of the observed price moves" if share is not None and pd.notna(share) else "")
                        + ": thin markets (bismuth, tungsten, yttrium) spike beyond it, so the input-cost part of the losses is understated; "
                        "the lost-output part, most of the largest losses, values demand that the price rations as output lost, which "
                        "the record of 2023-2025 does not show, so it is likely overstated (docs/validation.md).")

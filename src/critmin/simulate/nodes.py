@@ -32,7 +32,7 @@ from critmin.assess.exposure import (
     tonnes_factor,
     us_consumption_from_trade,
 )
-from critmin.assess.supply import CAPACITY_DATASET, stage_shares_table
+from critmin.assess.supply import CAPACITY_DATASET, REMAINDER_DATASET, stage_shares_table
 from critmin.atlas.model import Atlas
 
 #: Participants whose losses are computed (BLOC = their sum).
@@ -55,6 +55,16 @@ _PRICE_TO_USD_PER_T = {
 #: every output that uses it, and its loss counts in ``proxy_share_of_loss`` (review 16: Japan's cobalt demand is
 #: of 2013, its tungsten of 2014). A reporting threshold, not a model parameter: it changes no number.
 STALE_DEMAND_YEARS = 5
+#: The words that mark a stale figure in a node's flags (``risk.rests_on_proxy`` counts them with the proxies).
+STALE_MARK = "(stale: counted with the proxies)"
+
+
+def stale_flag(subject: str, data_year: int, year: int) -> str | None:
+    """The flag of a figure (``subject``: "JPN consumption", "world output") more than :data:`STALE_DEMAND_YEARS`
+    older than the reference year, else None."""
+    if year - data_year <= STALE_DEMAND_YEARS:
+        return None
+    return f"{subject} is from {data_year}, older than {STALE_DEMAND_YEARS} years before {year} {STALE_MARK}"
 
 
 def price_to_usd_per_t(value: float, unit: str) -> float | None:
@@ -420,16 +430,14 @@ def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | N
         flags: list[str] = []
         if (g["dataset"] == CAPACITY_DATASET).any():
             flags.append("country shares are of capacity, not production (no production table found)")
-        if (g["dataset"] == "stage_shares").any() and (g["basis"] == "tonnage").any():
-            old_rows = g[(g["dataset"] == "stage_shares") & (g["year"] < int(g["year"].max()))]
-            for r in old_rows.itertuples(index=False):
-                flags.append(f"{r.country_iso3} share attributed out of the table's unnamed rest from {int(r.year)} data "
-                             f"({r.share:.2%}; production_in_remainder)")
+        old_rows = g[(g["dataset"] == REMAINDER_DATASET) & (g["year"] < int(g["year"].max()))]
+        for r in old_rows.itertuples(index=False):
+            flags.append(f"{r.country_iso3} share attributed out of the table's unnamed rest from {int(r.year)} data "
+                         f"({r.share:.2%}; production_in_remainder)")
         wy = q0_year.get((c, st))
-        if wy is not None and (c, st) not in pq and year - wy > STALE_DEMAND_YEARS:
-            # review 17: the uranium conversion node's world output is 2017 production beside 2024 shares
-            flags.append(f"world output is from {wy}, older than {STALE_DEMAND_YEARS} years before {year} "
-                         "(stale: counted with the proxies)")
+        stale_q = stale_flag("world output", wy, year) if wy is not None and (c, st) not in pq else None
+        if stale_q:  # review 17: the uranium conversion node's world output is 2017 production beside 2024 shares
+            flags.append(stale_q)
         if (c, st) in pq:
             q, qb = pq[(c, st)]
             flags.append("world output from a --product-values file")
@@ -451,9 +459,9 @@ def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | N
                     db[iso] += " (estimated from trade)"
                     flags.append(from_trade[c])
                 cy = int(own[1]) if own else cons_year.get((c, iso))
-                if cy is not None and year - cy > STALE_DEMAND_YEARS:
-                    flags.append(f"{iso} consumption is from {cy}, older than {STALE_DEMAND_YEARS} years before {year} "
-                                 "(stale: counted with the proxies)")
+                stale_c = stale_flag(f"{iso} consumption", cy, year) if cy is not None else None
+                if stale_c:
+                    flags.append(stale_c)
                 if own and estimated.get((iso, c, st)):
                     # review 5: Japan's 16,400 t of magnets (production plus imports, exports not deducted) carried no flag
                     kind = estimated[(iso, c, st)].removeprefix("estimate").strip(" ,")

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from critmin.simulate.engine import withheld_bounds
-from critmin.simulate.nodes import PARTICIPANTS
+from critmin.simulate.nodes import PARTICIPANTS, STALE_MARK
 from critmin.simulate.regimes import evolution_scenarios, export_controls
 from critmin.simulate.run import PERSPECTIVES, RunResult, Simulator, _quantiles, run, weighted_tail
 from critmin.simulate.scenario import Scenario
@@ -276,7 +276,7 @@ def annual_loss_distribution(loss: np.ndarray, probs: np.ndarray, families: list
 def rests_on_proxy(flag: str, others: set[str]) -> bool:
     """Whether a scenario flag says the figure rests on a proxy, an assumption or stale data of this perspective
     (flags that name another participant, ``"JPN ..."`` in the U.S. view, do not count)."""
-    return ("proxy" in flag or "assumption" in flag or "(stale:" in flag) and not any(flag.startswith(o) for o in others)
+    return ("proxy" in flag or "assumption" in flag or STALE_MARK in flag) and not any(flag.startswith(o) for o in others)
 
 
 #: A year counts as a year with a loss in ``probability_of_loss`` above this many USD (floating-point residues of
