@@ -63,7 +63,7 @@ def toy_sim(atlas, node: Node | None = None, fixed: dict[str, float] | None = No
     params = Parameters.load(fixed=fixed if fixed is not None else FIXED)
     chain = ChainFactors(np.ones(1), np.zeros(1), [[]], [[]])
     prob = fit_probability_model(atlas, nodes, params)
-    keys = ("restraint_loss_fraction", "substitution_loss_fraction", "in_force_horizon_months")
+    keys = ("restraint_loss_fraction", "substitution_loss_fraction", "price_cut_output_fraction", "in_force_horizon_months")
     return Simulator(atlas, nodes, params, chain, prob, {k: params.setting(k) for k in keys})
 
 
@@ -116,13 +116,67 @@ def test_engine_reproduces_single_market_closed_form_and_hand_golden(atlas):
     sigma = 2**-0.5
     assert usa["shortfall_t"] == pytest.approx(0.1 * (1 - sigma) * 1000.0, rel=1e-12)  # 29.289 t
     assert usa["input_cost_usd"] == pytest.approx(0.1 * sigma * 1e6, rel=1e-12)  # 70,711 USD
-    assert usa["lost_output_usd"] == pytest.approx(0.1 * (1 - sigma) * 2.0 * 1e6, rel=1e-12)  # 58,579 USD
+    # p = 2 is the clearing price, below the choke (not above it): the 1 - σ buyers give up is a price cut, worth the
+    # triangle ½(p - 1) = 0.5 per unit of the old price (price_cut_output_fraction 0), not the multiple M = 2
+    assert usa["rationed_t"] == 0.0
+    assert usa["lost_output_usd"] == pytest.approx(0.1 * (1 - sigma) * 0.5 * 1e6, rel=1e-12)  # 14,645 USD
+    # the input-output convention (every tonne not consumed at M) is reported beside it
+    assert usa["lost_output_io_usd"] == pytest.approx(0.1 * (1 - sigma) * 2.0 * 1e6, rel=1e-12)  # 58,579 USD
     assert usa["producer_gain_usd"] == pytest.approx(0.1 * 2**0.5 * 1e6, rel=1e-12)  # 141,421 USD, reported apart
     # the ranking figure is the consumer loss; the net is beside it
-    assert usa["expected_loss_usd"] == pytest.approx(0.1 * sigma * 1e6 + 0.1 * (1 - sigma) * 2e6, rel=1e-12)
+    assert usa["expected_loss_usd"] == pytest.approx(0.1 * sigma * 1e6 + 0.1 * (1 - sigma) * 0.5e6, rel=1e-12)
     assert usa["net_loss_usd"] == pytest.approx(usa["expected_loss_usd"] - 0.1 * 2**0.5 * 1e6, rel=1e-12)
     assert usa["unrestricted_price_ratio"] == 1.0  # the restrictor exports everything: no home market
     assert 0 < usa["loss_share_of_output_at_risk"] <= 1
+
+
+def test_rationing_at_the_choke_price_loses_output_and_a_price_cut_loses_the_triangle(atlas):
+    # CHN 0.8 withheld, spare 0.25 x 0.2 = 0.05: supply 0.25, clearing price (1/0.25)^1 = 4 above the choke
+    # p_hi = M = 2. At p = 2 producers make 0.25 x 2^0.5 = 0.35355, buyers want 2^-0.5 = 0.70711 and get 0.35355:
+    # rationed at the choke 0.35355 (valued at M = 2), given up at the price 1 - 0.70711 = 0.29289 (valued at
+    # ½(2 - 1) = 0.5). USA d = 0.1, V = 1e6 USD/yr, 12 months.
+    sim = toy_sim(atlas, toy_node(s_r=0.8))
+    usa = run(sim, [ban(withheld_share=1.0)], draws=2, seed=0).scenarios.set_index("perspective").loc["USA"]
+    made, want = 0.25 * 2**0.5, 2**-0.5
+    assert usa["peak_price_ratio_mean"] == pytest.approx(2.0, rel=1e-12)
+    assert usa["input_cost_usd"] == pytest.approx(0.1 * 1.0 * made * 1e6, rel=1e-12)  # 35,355 USD
+    assert usa["rationed_t"] == pytest.approx(0.1 * (want - made) * 1000.0, rel=1e-12)  # 35.355 t
+    assert usa["shortfall_t"] == pytest.approx(0.1 * (1 - made) * 1000.0, rel=1e-12)  # 64.645 t
+    assert usa["lost_output_usd"] == pytest.approx(0.1 * ((want - made) * 2.0 + (1 - want) * 0.5) * 1e6, rel=1e-12)  # 85,355
+    assert usa["lost_output_io_usd"] == pytest.approx(0.1 * (1 - made) * 2.0 * 1e6, rel=1e-12)  # 129,289 USD
+    # with price_cut_output_fraction 1 the ranked figure is the input-output one
+    io = toy_sim(atlas, toy_node(s_r=0.8))
+    io.settings = {**io.settings, "price_cut_output_fraction": 1.0}
+    r1 = run(io, [ban(withheld_share=1.0)], draws=2, seed=0).scenarios.set_index("perspective").loc["USA"]
+    assert r1["lost_output_usd"] == pytest.approx(usa["lost_output_io_usd"], rel=1e-12)
+
+
+def test_a_tonne_supplied_is_worth_its_premium_and_the_price_fall_it_brings(atlas):
+    # the toy ban with M = 4 (choke 4 above the clearing price 2): buyers give up 1 - σ = 1 - 2^-0.5 of d_T at p = 2.
+    # Each tonne short, supplied, is worth its premium (p - 1) P0 = 1,000 USD/t plus the fall of the price it brings
+    # on the USA's purchases: P0 d_j σ p / (supplied (ε_s - ε)) = 1000 x 0.1 x 2^-0.5 x 2 / (0.5 x 2^0.5 x 1) = 200 USD/t
+    # (supplied = S p^ε_s with S = 0.5). Over 12 months USA is short 0.1 (1 - σ) 1000 = 29.289 t.
+    sim = toy_sim(atlas, fixed={**FIXED, "downstream_value_multiple": 4.0})
+    sc = ban(withheld_share=1.0)
+    b = compile_batch([sc], sim.nodes, sim.chain, sim.params)
+    r = evaluate_chunk(b, NodeDraws.sample(sim.nodes, sim.params, 2, 0), sim.settings, 0)
+    short = 0.1 * (1 - 2**-0.5) * 1000.0
+    assert r.shortfall_t[0, 0] == pytest.approx([short, short], rel=1e-12)
+    assert r.supply_value[0, 0] == pytest.approx([short * 1200.0] * 2, rel=1e-12)  # 35,147 USD
+    # the ranked lost output keeps the triangle: 0.5 x 1000 USD/t
+    assert r.lost_output[0, 0] == pytest.approx([short * 500.0] * 2, rel=1e-12)
+
+
+def test_the_value_of_supply_is_bounded_by_what_the_shortfall_costs(simulator):
+    # supply value = lost output + the triangle again (premium p - 1 instead of ½(p - 1)) + the price effect capped at
+    # the input cost, so it never exceeds input cost + 2 x lost output; library scenarios, every participant and draw
+    lib = [s for s in simulator.library() if f"{s.commodity}/{s.stage}" in simulator.nodes.index][:300]
+    b = compile_batch(lib, simulator.nodes, simulator.chain, simulator.params)
+    r = evaluate_chunk(b, NodeDraws.sample(simulator.nodes, simulator.params, 30, 4), simulator.settings, 4)
+    sv, ic, lo = (np.nan_to_num(x) for x in (r.supply_value, r.input_cost, r.lost_output))
+    assert np.all(sv >= lo - 1e-6)
+    assert np.all(sv <= np.maximum(ic, 0.0) + 2.0 * lo + 1e-6 * (1.0 + np.abs(sv)))
+    assert (sv > lo + 1.0).any()  # the premium and the price effect count somewhere
 
 
 def test_commercial_stocks_buffer_the_first_month(atlas):
@@ -134,7 +188,9 @@ def test_commercial_stocks_buffer_the_first_month(atlas):
     assert one["peak_price_ratio_mean"] == pytest.approx(1.5, rel=1e-12)
     sigma = 1.5**-0.5
     assert one["input_cost_usd"] == pytest.approx(0.5 * sigma * 0.1 * 1e6 / 12, rel=1e-12)  # 3,402 USD
-    assert one["lost_output_usd"] == pytest.approx((1 - sigma) * 0.1 * 2.0 * 1e6 / 12, rel=1e-12)  # 3,059 USD
+    # a price cut at p = 1.5: the triangle ½ x 0.5 per unit (the input-output convention: M = 2, 3,059 USD)
+    assert one["lost_output_usd"] == pytest.approx((1 - sigma) * 0.1 * 0.25 * 1e6 / 12, rel=1e-12)  # 382 USD
+    assert one["lost_output_io_usd"] == pytest.approx((1 - sigma) * 0.1 * 2.0 * 1e6 / 12, rel=1e-12)  # 3,059 USD
     # the stocks run down: prices rise month after month toward the flow equilibrium (2)
     p = res.paths[res.paths["scenario"] == "long"]["price_t_p50"].to_numpy()
     assert np.all(np.diff(p) >= -1e-12) and p[0] == pytest.approx(1.5) and p[-1] == pytest.approx(2.0, rel=0.02)
@@ -491,7 +547,12 @@ def test_restraint_never_exceeds_the_gap(atlas):
     r50 = res[(res["scenario"] == "r50") & (res["perspective"] == "USA")].iloc[0]
     assert r50["peak_price_ratio_mean"] == 1.0
     assert r50["shortfall_t"] == pytest.approx(0.1 * 0.12 * 1000.0)  # USA's share of the gap, 12 t
-    assert r50["expected_loss_usd"] == pytest.approx(0.3 * 0.1 * 0.12 * 2.0 * 1e6)  # φ x restrained x M x P0 Q0
+    # the 12 % restrained are the lowest-valued uses: on the demand curve the last is worth p_x = 0.88^(1/-0.5) =
+    # 1.2910 of the old price, so the buyers' surplus lost is ½ (p_x - 1) x 0.12 of USA's 0.1 of P0 Q0 (the
+    # input-output convention, φ_r M = 0.3 x 2 per tonne, is beside it)
+    p_x = 0.88**-2
+    assert r50["expected_loss_usd"] == pytest.approx(0.5 * (p_x - 1.0) * 0.1 * 0.12 * 1e6)  # 1,746 USD
+    assert r50["lost_output_io_usd"] == pytest.approx(0.3 * 0.1 * 0.12 * 2.0 * 1e6)  # φ x restrained x M x P0 Q0
     r0 = res[(res["scenario"] == "r0") & (res["perspective"] == "USA")].iloc[0]
     assert r50["expected_loss_usd"] < r0["expected_loss_usd"]
 

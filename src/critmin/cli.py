@@ -370,7 +370,7 @@ def simulate(
         emit(
             records, "table",
             columns=["scenario", "perspective", "expected_loss_usd", "input_cost_usd", "lost_output_usd", "producer_gain_usd", "net_loss_usd",
-                     "var95_usd", "cvar95_usd", "shortfall_t", "peak_price_ratio_p50", "peak_price_ratio_p95", "unrestricted_price_ratio"],
+                     "lost_output_io_usd", "var95_usd", "cvar95_usd", "shortfall_t", "rationed_t", "peak_price_ratio_p50", "peak_price_ratio_p95", "unrestricted_price_ratio"],
             title=f"Disruption simulation, {draws} draws, seed {seed} (data {meta['data_version']})",
         )
         if res.paths is not None and len(scen) == 1:
@@ -430,7 +430,7 @@ def risk(
         shown = records[:top] if top else records
         for r in shown:
             r["driven_by"] = ", ".join(t["scenario"] for t in r["top_scenarios"][:2])
-        emit(shown, "table", columns=["rank", "commodity", "expected_loss_usd", "producer_gain_usd", "net_loss_usd", "probability_of_loss",
+        emit(shown, "table", columns=["rank", "commodity", "expected_loss_usd", "expected_loss_io_usd", "producer_gain_usd", "net_loss_usd", "probability_of_loss",
                                       "conditional_loss_usd", "var95_usd", "cvar95_usd", "category", "proxy_share_of_loss", "driven_by"],
              title=f"Supply risk - perspective {perspective.upper()}: consumer loss (ranked), producers' gain and net, {draws} draws, "
                    f"seed {seed} (data {res.metadata['data_version']})")
@@ -454,7 +454,7 @@ def backtest(
 ) -> None:
     """Run the real events on their historical baselines and compare simulated with observed price ratios."""
     from critmin.simulate.backtest import calibrate as fit
-    from critmin.simulate.backtest import run_backtest
+    from critmin.simulate.backtest import quantity_check, run_backtest
 
     _check_format(fmt)
     sim = _simulator(atlas, None, params, param)
@@ -470,6 +470,7 @@ def backtest(
     else:
         bt = run_backtest(sim, draws=draws, seed=seed)
     records = bt.table.to_dict("records")
+    quantities = quantity_check(sim, draws=draws, seed=seed).to_dict("records")
     meta = {**sim.metadata(draws, seed), "summary": bt.summary, "calibrated": bt.parameters}
     if fmt == "table":
         emit(records, "table", columns=["case_id", "split", "segment", "statistic", "horizon_months", "observed_ratio", "simulated_ratio",
@@ -480,8 +481,12 @@ def backtest(
                                                       "restrictor_direction_right")}}
                 for k, v in bt.summary.items()]
         emit(rows, "table", title="Summary (shares of observations)")
+        emit(quantities, "table", columns=["case_id", "participant", "shortfall_t", "rationed_t", "probability_of_rationing",
+                                           "lost_output_share", "lost_output_io_share"],
+             title="Quantities on the historical baselines (12 months, means over draws): tonnes not consumed, of which rationed at "
+                   "the choke price; lost output's share of the consumer loss, ranked valuation and input-output convention")
     elif fmt == "json":
-        emit({"metadata": meta, "summary": bt.summary, "results": records}, "json", out=out)
+        emit({"metadata": meta, "summary": bt.summary, "results": records, "quantities": quantities}, "json", out=out)
     else:
         emit(records, fmt, out=out, title="backtest", meta=meta)
 

@@ -327,7 +327,9 @@ def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective
                     if nd[3 + i].sum() > 0:
                         unusable.setdefault(k, []).append(PERSPECTIVES[i])
         nd = nd.copy()
-        for off in (0, 3, 7):  # loss, shortfall, lost output of the perspective: its members counted here
+        for off in (0, 3, 7):  # loss, shortfall, supply value of the perspective: its members counted here
+            if off == 7 and len(keep) > 1 and keep == members:
+                continue  # the bloc's own supply value: a tonne supplied lowers the price both members pay
             nd[off + j] = nd[[off + i for i in keep]].sum(axis=0) if keep else 0.0
         node_draws[k] = nd
     names = sorted(k for k, v in node_draws.items() if v[3 + j].sum() > 0)

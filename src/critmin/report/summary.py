@@ -116,6 +116,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     # review 10: the portfolio's loss counts sourced demand in usable forms only; the ranking's total is larger
     total_loss = float(sum(float(r.get("avoidable_loss_usd") or 0.0) for r in pf.get("risk_reduction", [])))
     ranked_loss = float(risk["expected_loss_usd"].clip(lower=0.0).sum()) if len(risk) else 0.0
+    ranked_io = float(risk["expected_loss_io_usd"].clip(lower=0.0).sum()) if len(risk) and "expected_loss_io_usd" in risk else 0.0
     s_fin = (f"Recommended: support for {len(sel)} projects"
              + (f" ({len(sel) - free} with money, {free} by permitting facilitation at no budget cost)" if free else "")
              + f", {usd(float(sel['amount_usd'].sum()) if len(sel) else 0.0)} of face amount, "
@@ -283,9 +284,12 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         changes.append(f"The disruption model reproduces {val.get('within_2x', 0):.0%} of held-out real price responses within a factor of two "
                        f"(target 80 %) and gets {val.get('direction_right', 0):.0%} of directions right"
                        + (f", but only a median {share:.0%} of the observed price moves" if share is not None and pd.notna(share) else "")
-                       + ": thin markets (bismuth, tungsten, yttrium) spike beyond it, so the input-cost part of the losses is understated; "
-                       "the lost-output part, most of the largest losses, values demand that the price rations as output lost, which "
-                       "the record of 2023-2025 does not show, so it is likely overstated (docs/validation.md).")
+                       + ": thin markets (bismuth, tungsten, yttrium) spike beyond it, so the input-cost part of the losses is understated. "
+                       "A tonne buyers give up at a higher price is valued at their surplus on it (half the price rise), a tonne rationed "
+                       "at the choke price at the output it enables"
+                       + (f"; valued as output lost, as in the USGS input-output convention, the bloc's loss would be {usd(ranked_io)} a "
+                          f"year instead of {usd(ranked_loss)}" if ranked_io > ranked_loss else "")
+                       + " (docs/simulation.md §7, docs/validation.md).")
     for key, why in list(unspent.items())[:3]:
         changes.append(f"Budget {key}: {why}. More projects with capex and capacity in the register would change the portfolio.")
     # a suspended control (status unknown after its suspension) weighs in at the assumed probability: say what

@@ -23,7 +23,8 @@ NAMED: dict[str, tuple[str, str]] = {
     "shortfall_correlation": ("Shortfall correlation", "num3"), "cost_share": ("Cost share", "text"), "month": ("Month", "int"),
     "priority": ("Priority", "int"), "projects": ("Projects", "int"), "year": ("Year", "text"),
     "var95_usd": ("VaR 95 %, USD", "usd"), "cvar95_usd": ("CVaR 95 %, USD", "usd"),
-    "probability_of_loss": ("Annual probability of a loss", "pct"), "conditional_loss_usd": ("Loss when it happens, USD", "usd"), "top_scenarios": ("Driving scenarios", "text"),
+    "probability_of_loss": ("Annual probability of a loss", "pct"), "conditional_loss_usd": ("Loss when it happens, USD", "usd"),
+    "expected_loss_io_usd": ("Loss if every tonne given up stopped output, USD", "usd"), "top_scenarios": ("Driving scenarios", "text"),
     "name": ("Name", "text"), "project_id": ("Project", "text"), "buyer_id": ("Buyer", "text"), "url": ("Link", "text"),
 }
 

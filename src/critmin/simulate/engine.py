@@ -523,10 +523,17 @@ class ChunkResult:
     loss: np.ndarray
     input_cost: np.ndarray
     lost_output: np.ndarray
+    lost_output_io: np.ndarray  # lost output with every price-driven cut valued at the output multiple (f_p = 1)
+    # what supplying the tonnes short would have been worth: lost output with each tonne given up at the price valued at
+    # its premium (p - 1), the marginal buyer's value less the old price, instead of the triangle ½(p - 1), plus the
+    # fall of the targeted price those tonnes would have brought on the participant's purchases (at most its input cost)
+    supply_value: np.ndarray
+    supply_value_bloc: np.ndarray  # (S, D) the same for the bloc's tonnes short, whose supply lowers both members' price
     producer_gain: np.ndarray
     loss_rel: np.ndarray  # consumer loss in units of the node's annual world value P0*Q0
     at_risk_usd: np.ndarray  # the participant's output that uses the node over the disruption (USD; loss <= it)
     shortfall_t: np.ndarray  # tonnes not consumed over the disruption
+    rationed_t: np.ndarray  # of which rationed at the choke price (buyers who would pay it get nothing)
     peak_price: np.ndarray  # (S, D) peak price ratio in the targeted segment
     price_u: np.ndarray  # (S, D) mean price ratio in the unrestricted segment (the restrictor's market) over the months
     stock_used_t: np.ndarray  # (S, D) strategic stock released
@@ -638,8 +645,8 @@ def evaluate_chunk(
     p_hi = np.minimum(g["max_price_ratio"], np.maximum(m_eff + b.chain_d[rep, None], 1.0))
     p_lo = 1.0 / g["max_price_ratio"]
 
-    names = ("cost", "rationed", "restrained", "substituted", "gain_t", "cost_u", "short_u", "subst_u", "gain_u", "sum_pu",
-             "released")
+    names = ("cost", "rationed", "price_cut", "surplus_cut", "price_effect", "restrained", "substituted", "gain_t", "cost_u",
+             "short_u", "surplus_u", "subst_u", "gain_u", "sum_pu", "released")
     acc_s = {k: np.zeros((S, D)) for k in names}  # per scenario, at its last month
     peak_s = np.ones((S, D))
     months = int(path_dur.max()) if P else 0
@@ -661,12 +668,33 @@ def evaluate_chunk(
     # each participant values a tonne short with its own use shares (the world factors set the choke price)
     m_s = g["downstream_value_multiple"][pidx][:, None, :] * b.chain_a_p[:, :, None] + b.chain_b_p[:, :, None]
     f_r, f_s = settings["restraint_loss_fraction"], settings["substitution_loss_fraction"]
-    short_t = acc_s["rationed"] + acc_s["restrained"] + acc_s["substituted"]
-    lost_t = acc_s["rationed"] + f_r * acc_s["restrained"] + f_s * acc_s["substituted"]
+    f_p = settings["price_cut_output_fraction"]
+    short_t = acc_s["rationed"] + acc_s["price_cut"] + acc_s["restrained"] + acc_s["substituted"]
+    # a tonne rationed at the choke price loses the output it enables (M_eff); a tonne given up at a higher price (at
+    # once, by substituting, or restrained by policy, which sheds the lowest-value uses first) loses f_p of its
+    # input-output value (M_eff; φ_s M_eff substituted, φ_r M_eff restrained) plus (1 - f_p) of the buyers' surplus on it
+    # (the triangle ½(p_x - 1), p_x the value of the last use given up)
+    lost_t = acc_s["rationed"] + f_p * (acc_s["price_cut"] + f_s * acc_s["substituted"] + f_r * acc_s["restrained"])
+    lost_u = f_p * (acc_s["short_u"] + f_s * acc_s["subst_u"])
+    surplus = (1.0 - f_p) * np.where(in_t, acc_s["surplus_cut"][:, None, :], acc_s["surplus_u"][:, None, :])
+    io_t = acc_s["rationed"] + acc_s["price_cut"] + f_r * acc_s["restrained"] + f_s * acc_s["substituted"]
+    io_u = acc_s["short_u"] + f_s * acc_s["subst_u"]
     cost = d_j * np.where(in_t, acc_s["cost"][:, None, :], acc_s["cost_u"][:, None, :])
-    lost_u = acc_s["short_u"] + f_s * acc_s["subst_u"]
     short_u = acc_s["short_u"] + acc_s["subst_u"]
-    lost = d_j * np.where(in_t, lost_t[:, None, :], lost_u[:, None, :]) * m_s
+    lost = d_j * (np.where(in_t, lost_t[:, None, :], lost_u[:, None, :]) * m_s + surplus)
+    lost_io = d_j * np.where(in_t, io_t[:, None, :], io_u[:, None, :]) * m_s
+    rationed_q = d_j * np.where(in_t, acc_s["rationed"][:, None, :], 0.0)
+    # the targeted price a participant's tonnes short would have lowered had they been supplied (first order, at most
+    # the premium it paid): d_j' (its purchases) x d_j' (its tonnes short) x Σ_t σ_t p_t short_t / (supplied_t (ε_s - ε_t))
+    price_effect = d_j * d_j * np.where(in_t, acc_s["price_effect"][:, None, :], 0.0)
+    consumer_usd = cost + lost
+    sv = np.minimum(lost + d_j * surplus + np.minimum(price_effect, np.maximum(cost, 0.0)), np.maximum(consumer_usd, lost))
+    # the bloc's tonnes short lower the price both participants pay: (Σ_j d_j')² instead of Σ_j d_j'²
+    d_bloc = (d_j * in_t).sum(axis=1)
+    pe_bloc = d_bloc * d_bloc * acc_s["price_effect"]
+    lost_b, cost_b = lost.sum(axis=1), cost.sum(axis=1)
+    sv_bloc = np.minimum(lost_b + (d_j * surplus).sum(axis=1) + np.minimum(pe_bloc, np.maximum((cost * in_t).sum(axis=1), 0.0)),
+                         np.maximum(cost_b + lost_b, lost_b))
     short_q = d_j * np.where(in_t, short_t[:, None, :], short_u[:, None, :])
     gain = s_j * np.where(b.j_restricts[:, :, None], acc_s["gain_u"][:, None, :], acc_s["gain_t"][:, None, :])
     v = (b.value_usd / 12.0)[:, None, None]
@@ -676,10 +704,14 @@ def evaluate_chunk(
         loss=consumer * 12.0 * v,
         input_cost=cost * v,
         lost_output=lost * v,
+        lost_output_io=lost_io * v,
+        supply_value=sv * v,
+        supply_value_bloc=sv_bloc * v[:, 0, :],
         producer_gain=gain * v,
         loss_rel=consumer,
         at_risk_usd=at_risk * 12.0 * v,
         shortfall_t=short_q * (b.q0_t / 12.0)[:, None, None],
+        rationed_t=rationed_q * (b.q0_t / 12.0)[:, None, None],
         peak_price=peak_s,
         price_u=acc_s["sum_pu"] / b.duration[:, None],
         stock_used_t=acc_s["released"] / 12.0 * b.q0_t[:, None],
@@ -778,16 +810,37 @@ def _month_loop(
         restrained = rho_t * pe_t
         substituted = np.where(p_t > 1.0, (1.0 - rho_t) * (np.power(p_t, ed) - pe_t), 0.0)
         rationed = np.maximum(1.0 - served - restrained - substituted, 0.0)
+        # of which rationed at the choke price (what buyers want at the price but do not get), the rest given up
+        # by buyers at the higher price
+        with np.errstate(divide="ignore", invalid="ignore"):
+            at_cap = np.where(d_t > 0, np.maximum(demand * pe_t - c.consumed, 0.0) / d_t, 0.0)
+        at_cap = np.minimum(at_cap, rationed)
+        cut = rationed - at_cap
+        # a tonne more supplied to T (below the choke) lowers its price by p / (supplied (ε_s - ε_t)): the saving on
+        # the buyers' purchases σ_t, per tonne of their shortfall (scaled by each participant's shares at the end)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dp = np.where(~c.capped & (c.supplied > 0), served * p_t / (c.supplied * (es - eps)), 0.0)
+        acc["price_effect"] += np.where(np.isfinite(dp), dp, 0.0) * (rationed + restrained + substituted)
         acc["cost"] += (p_t - 1.0) * served
-        acc["rationed"] += rationed
+        acc["rationed"] += at_cap
+        acc["price_cut"] += cut
+        # the uses given up (by price, substitution or restraint) are the lowest-valued: on the demand curve the last
+        # one is worth p_x = p (1 - ρ_t)^(1/ε_t) (restraint acts as a higher price), at most the choke price
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            p_x = np.minimum(p_t * np.power(np.maximum(1.0 - rho_t, 1e-12), 1.0 / eps), hi)
+        acc["surplus_cut"] += 0.5 * np.maximum(p_x - 1.0, 0.0) * (cut + substituted + restrained)
         acc["restrained"] += restrained
         acc["substituted"] += substituted
         acc["gain_t"] += (p_t - 1.0) * np.power(p_t, es)
         pe_u = np.power(p_u, eps)
         acc["cost_u"] += (p_u - 1.0) * pe_u
-        # the same split in U: short-run demand destruction at full value, the long-run part as substitution
-        acc["short_u"] += np.maximum(1.0 - np.power(p_u, ed), 0.0)
-        acc["subst_u"] += np.where(p_u > 1.0, np.power(p_u, ed) - pe_u, 0.0)
+        # the same split in U: short-run demand destruction given up at the price (valued like a price cut in T), the
+        # long-run part as substitution
+        short_u = np.maximum(1.0 - np.power(p_u, ed), 0.0)
+        subst_u = np.where(p_u > 1.0, np.power(p_u, ed) - pe_u, 0.0)
+        acc["short_u"] += short_u
+        acc["subst_u"] += subst_u
+        acc["surplus_u"] += 0.5 * np.maximum(p_u - 1.0, 0.0) * (short_u + subst_u)
         acc["gain_u"] += (p_u - 1.0) * np.power(p_u, es)
         acc["sum_pu"] += p_u
         acc["released"] += c.release

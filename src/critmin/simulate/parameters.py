@@ -43,7 +43,7 @@ SAMPLED: dict[str, tuple[float, float]] = {
     "hoarding_targeted": (0.0, 10.0),
     "hoarding_restrictor": (0.0, 10.0),
     "price_transmission": (0.0, 1.0),
-    "downstream_value_multiple": (0.0, 1000.0),
+    "downstream_value_multiple": (0.0, 5000.0),
     "max_price_ratio": (1.0, 1000.0),
 }
 #: Settings: the ``value`` column is used and a range is documentation only, except ``licence_denial``,
@@ -52,6 +52,7 @@ SETTINGS: dict[str, tuple[float, float]] = {
     "licence_denial": (0.0, 1.0),
     "restraint_loss_fraction": (0.0, 1.0),
     "substitution_loss_fraction": (0.0, 1.0),
+    "price_cut_output_fraction": (0.0, 1.0),
     "in_force_horizon_months": (1.0, 120.0),
     "prior_strength_pair_years": (0.0, 1e6),
     "prior_strength_regime_years": (0.0, 1e6),

@@ -176,6 +176,7 @@ def scalar_losses(s: Scenario, nodes: NodeTable, chain: ChainFactors, params: Pa
     dem_t = sum(n.demand_share[iso] for iso in PARTICIPANTS if iso in members)
     scale = d_t / dem_t if dem_t > d_t else 1.0
     f_r, f_s = settings["restraint_loss_fraction"], settings["substitution_loss_fraction"]
+    f_p = settings["price_cut_output_fraction"]
     shocked = lost > 0 or any(x > 0 for x in lost_m) or s.market_surplus != 0 or hold > 0
     p_t = p_u = 1.0
     loss = np.zeros(len(PARTICIPANTS))
@@ -212,15 +213,23 @@ def scalar_losses(s: Scenario, nodes: NodeTable, chain: ChainFactors, params: Pa
         served = consumed / d_t if d_t > 0 else 1.0
         restrained = rho_t * pe
         substituted = (1.0 - rho_t) * (p_t**ed - pe) if p_t > 1.0 else 0.0
-        rationed = max(1.0 - served - restrained - substituted, 0.0)
+        not_consumed = max(1.0 - served - restrained - substituted, 0.0)
+        # rationed at the choke price: what buyers want at the price and do not get; the rest they give up at it
+        at_cap = min(max(demand * pe - consumed, 0.0) / d_t if d_t > 0 else 0.0, not_consumed)
+        cut = not_consumed - at_cap
         for j, iso in enumerate(PARTICIPANTS):
             if iso in members:
                 dj = n.demand_share[iso] * scale
                 cost = (p_t - 1.0) * served * dj
-                lost_out = (rationed + f_r * restrained + f_s * substituted) * dj * m_own[j]
+                lost_out = (at_cap + f_p * (cut + f_s * substituted + f_r * restrained)) * dj * m_own[j]
+                p_x = min(p_t * max(1.0 - rho_t, 1e-12) ** (1.0 / eps), p_hi)  # the last use given up
+                lost_out += (1.0 - f_p) * 0.5 * max(p_x - 1.0, 0.0) * (cut + substituted + restrained) * dj
             else:
                 dj = n.demand_share[iso]
                 cost = (p_u - 1.0) * p_u**eps * dj
-                lost_out = (max(1.0 - p_u**ed, 0.0) + f_s * ((p_u**ed - p_u**eps) if p_u > 1.0 else 0.0)) * dj * m_own[j]
+                cut_u = max(1.0 - p_u**ed, 0.0)
+                subst_u = (p_u**ed - p_u**eps) if p_u > 1.0 else 0.0
+                lost_out = f_p * (cut_u + f_s * subst_u) * dj * m_own[j]
+                lost_out += (1.0 - f_p) * 0.5 * max(p_u - 1.0, 0.0) * (cut_u + subst_u) * dj
             loss[j] += (cost + lost_out) / 12.0
     return loss

@@ -354,6 +354,8 @@ def risk_ranking(
     df["contribution_usd"] = df["probability"] * df["expected_loss_usd"]
     df["contribution_var"] = (df["probability"] * df["loss_se_usd"]) ** 2
     df["gain_contribution_usd"] = df["probability"] * df["producer_gain_usd"]
+    # the same loss with every price-driven demand cut valued at the output multiple (the USGS input-output convention)
+    df["io_contribution_usd"] = df["probability"] * (df["expected_loss_usd"] - df["lost_output_usd"] + df["lost_output_io_usd"])
     mine = set(PARTICIPANTS) if per == "BLOC" else {per}
     others = set(PARTICIPANTS) - mine
 
@@ -383,6 +385,7 @@ def risk_ranking(
         valued = g["expected_loss_usd"].notna()
         el = float(g.loc[valued, "contribution_usd"].sum()) if valued.any() else np.nan
         gain = float(g.loc[valued, "gain_contribution_usd"].sum()) if valued.any() else np.nan
+        el_io = float(g.loc[valued, "io_contribution_usd"].sum()) if valued.any() else np.nan
         tails = {"var": np.nan, "cvar": np.nan, "var_se": np.nan, "cvar_se": np.nan, "overlap": np.nan, "p_loss": np.nan}
         if result.draw_loss is not None and valued.any():
             gv = g[valued]
@@ -415,6 +418,8 @@ def risk_ranking(
                 "expected_loss_se_usd": float(np.sqrt(g.loc[valued, "contribution_var"].sum())) if valued.any() else np.nan,
                 "producer_gain_usd": gain,
                 "net_loss_usd": el - gain if np.isfinite(el) else np.nan,
+                # the input-output convention: a tonne given up at a higher price valued as if a plant stopped (simulation.md §7)
+                "expected_loss_io_usd": el_io,
                 "var95_usd": tails["var"],
                 "var95_se_usd": tails["var_se"],
                 "cvar95_usd": tails["cvar"],

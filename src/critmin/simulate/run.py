@@ -39,7 +39,8 @@ from critmin.simulate.scenario import Scenario
 
 PERSPECTIVES = (*PARTICIPANTS, "BLOC")
 #: Rows of ``RunResult.node_draws`` per node: consumer loss (0-2: USA, JPN, BLOC), shortfall t (3-5), months of
-#: disruption (6), lost output (7-9).
+#: disruption (6), value of the tonnes short to a supplier of them (7-9: ``ChunkResult.supply_value``, the lost output
+#: with each tonne given up at the price valued at its premium p - 1).
 NODE_ROWS = 10
 #: Target number of (scenario × draw) elements per chunk: bounds memory (about 60 arrays of this size).
 CHUNK_ELEMENTS = 1 << 17
@@ -164,15 +165,17 @@ class Simulator:
     @staticmethod
     def value_per_t_supplied(node_draws: dict[str, np.ndarray], key: str, perspective: int) -> float:
         """What one more tonne supplied to a perspective that is short at a node is worth (USD/t), over a risk run's
-        draws: the output a tonne short loses,
+        draws: what a tonne short is worth to the buyers who go without it,
 
-            v_jn = sum_s LO_jns / sum_s D_jns        (USD/t; 0 when the node never runs short)
+            v_jn = sum_s SV_jns / sum_s D_jns        (USD/t; 0 when the node never runs short)
 
-        ``LO`` the lost output (its own end uses) and ``D`` the shortfall. A tonne released from a stock, or made by a
-        project, fills a gap (saving that output) or displaces a purchase (saving its premium, which the choke price
-        keeps below the output it enables); it does not lower the world price the participant pays on every other
-        tonne, which the consumer loss per tonne short (``sum L / sum D``, the rule until December 2026) charged to
-        each tonne short, so a cobalt stock of $102 M "saved" $1.9 B a year. ``v E[D] = E[LO] <= E[L]``."""
+        ``SV`` the supply value (``ChunkResult.supply_value``) and ``D`` the shortfall. A tonne released from a stock,
+        or made by a project, fills a gap rationed at the choke price (saving the output it enables, M_eff) or a use
+        given up at the higher price (saving its premium p - 1 over the old price, which the choke price keeps below
+        the output it enables), and below the choke it lowers the targeted price the participant pays on its other
+        tonnes by its first-order effect (docs/simulation.md §7), at most the participant's input cost. The consumer
+        loss per tonne short (``sum L / sum D``, the rule until December 2026) charged the whole market's price rise
+        to each tonne short, so a cobalt stock of $102 M "saved" $1.9 B a year. ``v E[D] = E[SV]``."""
         nd = node_draws[key]
         short = float(nd[3 + perspective].sum())
         return float(nd[7 + perspective].sum()) / short if short > 0 else 0.0
@@ -262,11 +265,13 @@ def run_chunk(
     comp = {
         "input_cost": r.input_cost,
         "lost_output": r.lost_output,
+        "lost_output_io": r.lost_output_io,
         "producer_gain": r.producer_gain,
+        "rationed": r.rationed_t,
     }
     comp = {k: np.concatenate([v, v.sum(axis=1, keepdims=True)], axis=1).mean(axis=2) for k, v in comp.items()}
     short_d = np.concatenate([r.shortfall_t, r.shortfall_t.sum(axis=1, keepdims=True)], axis=1)  # (S, 3, D)
-    lost_d = np.concatenate([r.lost_output, r.lost_output.sum(axis=1, keepdims=True)], axis=1)
+    lost_d = np.concatenate([r.supply_value, r.supply_value_bloc[:, None, :]], axis=1)
     risk_usd = np.concatenate([r.at_risk_usd, r.at_risk_usd.sum(axis=1, keepdims=True)], axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         at_risk = np.where(risk_usd > 0, loss / risk_usd, 0.0)
@@ -423,6 +428,7 @@ def _assemble(
     se = cat("se")
     rel, short, short_p = cat("rel"), cat("short"), cat("short_p")
     ic, lo, pg = cat("input_cost"), cat("lost_output"), cat("producer_gain")
+    lo_io, rationed = cat("lost_output_io"), cat("rationed")
     peak, peak_mean, price_u, stock = cat("peak"), cat("peak_mean"), cat("price_u"), cat("stock")
     probs = np.asarray(probabilities if probabilities is not None else [np.nan] * S, dtype=float)
     rows = []
@@ -446,6 +452,7 @@ def _assemble(
                     "loss_se_usd": se[i, j],
                     "input_cost_usd": ic[i, j],
                     "lost_output_usd": lo[i, j],
+                    "lost_output_io_usd": lo_io[i, j],
                     "producer_gain_usd": pg[i, j],
                     "loss_p05_usd": p05[i, j],
                     "loss_p95_usd": p95[i, j],
@@ -453,6 +460,7 @@ def _assemble(
                     "cvar95_usd": cvar[i, j],
                     "loss_share_of_output_at_risk": rel[i, j],
                     "shortfall_t": short[i, j],
+                    "rationed_t": rationed[i, j],
                     "probability_of_shortfall": min(max(float(short_p[i, j]), 0.0), 1.0),
                     "downstream_shortfall_t": {k: round(v, 6) for k, v in downstream_shortfall(sim.nodes, sim.chain, int(batch.node[i]), float(short[i, j])).items()},
                     "peak_price_ratio_mean": peak_mean[i],
