@@ -40,7 +40,8 @@ def measure(draws: int = 200, seed: int = 0) -> dict[str, object]:
     us_list, jp_list = lists["USA"], lists["JPN"]
     derived = set(atlas.commodities.loc[atlas.commodities["group"] == "derivative_products", "commodity_id"])
     out: dict[str, object] = {"backtest": bt.summary}
-    ranks = {}
+    ranks: dict[str, dict[str, int]] = {}
+    ranks_io: dict[str, dict[str, int]] = {}
     for per in ("USA", "JPN", "BLOC"):
         t, _ = risk_ranking(sim, per, result=res)
         listed = us_list if per == "USA" else jp_list if per == "JPN" else us_list | jp_list
@@ -49,11 +50,15 @@ def measure(draws: int = 200, seed: int = 0) -> dict[str, object]:
                     "driver": r["top_scenarios"][0]["scenario"] if r["top_scenarios"] else ""}
                    for r in top.to_dict("records") if not on_list(r["commodity"], listed) and r["commodity"] not in derived]
         out[f"outside_lists_top20_{per}"] = outside
-        ranks[per] = {c: int(t.loc[t["commodity"] == c, "rank"].iloc[0]) for c in
-                      ("gallium", "germanium", "antimony", "graphite", "tungsten", "dysprosium", "terbium") if (t["commodity"] == c).any()}
+        controlled = ("gallium", "germanium", "antimony", "graphite", "tungsten", "dysprosium", "terbium")
+        ranks[per] = {c: int(t.loc[t["commodity"] == c, "rank"].iloc[0]) for c in controlled if (t["commodity"] == c).any()}
+        # the same ranks with every tonne not consumed valued at the output multiple (the input-output convention)
+        io = t["expected_loss_io_usd"].rank(ascending=False, method="first")
+        ranks_io[per] = {c: int(io[t["commodity"] == c].iloc[0]) for c in controlled if (t["commodity"] == c).any()}
         if per == "JPN":
             out["jpn_ndfeb_loss_usd"] = float(t.loc[t["commodity"] == "ndfeb_magnets", "expected_loss_usd"].iloc[0])
     out["ranks_of_controlled_minerals"] = ranks
+    out["ranks_of_controlled_minerals_io"] = ranks_io
     # the screening ranking (supply concentration x import reliance; the plan's section 1) against the same lists
     from critmin.assess import assess
 
@@ -84,6 +89,7 @@ def report(rec: dict[str, object]) -> list[str]:
         o = rec.get(f"outside_lists_assess_top20_{per}", [])
         lines.append(f"{per} screening top 20 outside the lists: {len(o)} " + ", ".join(f"#{x['rank']} {x['commodity']}" for x in o))  # type: ignore[index,union-attr]
     lines.append("ranks of controlled minerals: " + json.dumps(rec["ranks_of_controlled_minerals"]))
+    lines.append("  the same, input-output convention: " + json.dumps(rec["ranks_of_controlled_minerals_io"]))
     lines.append(f"JPN NdFeB magnet loss {rec['jpn_ndfeb_loss_usd']:,.0f} USD (target > 0): {'MET' if rec['jpn_ndfeb_loss_usd'] > 0 else 'MISSED'}")  # type: ignore[operator]
     lines.append(f"every priced node on its own basis: {'MET' if rec['every_priced_node_on_its_own_basis'] else 'MISSED'}")
     return lines
