@@ -49,6 +49,19 @@ def test_every_project_has_a_decision_and_budgets_hold(plan, simulator):
         assert f["viability_gap_usd"]["0.7x"] >= f["viability_gap_usd"]["1.3x"] >= 0
 
 
+def test_the_selection_is_checked_under_the_input_output_convention(plan, simulator):
+    """Review 18: the portfolio moved from 6 to 3 to 5 projects on two valuation switches. The same programme is
+    solved with every tonne not consumed valued at the output multiple; the record says which choices hold under both."""
+    rob = plan["selection_under_input_output"]
+    chosen = {s["project_id"] for s in plan["selected"]}
+    assert set(rob["both"]) | set(rob["only_ranked_valuation"]) == chosen
+    assert not set(rob["only_input_output"]) & chosen
+    assert rob["expected_avoided_usd_input_output"] >= 0.0
+    sample = sample_from_simulator(simulator, draws=100, seed=0)
+    assert sample.value_per_t_io is not None and len(sample.value_per_t_io) == len(sample.value_per_t)
+    assert np.all(np.isfinite(sample.value_per_t_io)) and (sample.value_per_t_io > sample.value_per_t).any()
+
+
 def test_options_follow_eligibility_and_assumptions_are_listed(simulator):
     reg = bundled_register(simulator.atlas)
     sample = sample_from_simulator(simulator, draws=50, seed=0)

@@ -287,6 +287,9 @@ class Sample:
     value_per_t: np.ndarray  # (nodes,) USD/t
     loss: np.ndarray  # (nodes, draws) USD
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: (nodes,) USD/t with every tonne not consumed valued at the output multiple (the input-output convention);
+    #: None where the sample was not built from a risk run
+    value_per_t_io: np.ndarray | None = None
 
 
 def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective: str = "BLOC", threads: int = 2, client: Any = None,
@@ -327,8 +330,8 @@ def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective
                     if nd[3 + i].sum() > 0:
                         unusable.setdefault(k, []).append(PERSPECTIVES[i])
         nd = nd.copy()
-        for off in (0, 3, 7):  # loss, shortfall, supply value of the perspective: its members counted here
-            if off == 7 and len(keep) > 1 and keep == members:
+        for off in (0, 3, 7, 10):  # loss, shortfall, supply values of the perspective: its members counted here
+            if off in (7, 10) and len(keep) > 1 and keep == members:
                 continue  # the bloc's own supply value: a tonne supplied lowers the price both members pay
             nd[off + j] = nd[[off + i for i in keep]].sum(axis=0) if keep else 0.0
         node_draws[k] = nd
@@ -339,9 +342,10 @@ def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective
     # what a tonne supplied is worth to the bloc where it is short: the output it saves and the premium it spares
     # (Simulator.value_per_t_supplied); the price the bloc pays on the tonnes it still buys is not avoidable
     v = np.array([sim.value_per_t_supplied(node_draws, name, j) for name in names])
+    v_io = np.array([sim.value_per_t_supplied(node_draws, name, j, "input_output") for name in names])
     return Sample(names, short, months, v, loss, {**res.metadata, "perspective": perspective.upper(), "sample_draws": draws,
                                                   "sourced_demand_only": sourced_demand_only, "proxy_demand_not_counted": proxy,
-                                                  "ore_not_usable": unusable})
+                                                  "ore_not_usable": unusable}, v_io)
 
 
 def _eligible_country(rule: str, country: str, participant: str, atlas: Atlas) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -317,6 +318,15 @@ def run_portfolio(
     p.must_include = list(o.must_include)
     sol = solve(p, gap=gap, time_limit=time_limit)
     gr = greedy(p)
+    # robustness (review 18): the same programme with every tonne not consumed valued at the output multiple (the
+    # input-output convention); a project chosen under both valuations does not rest on how price-driven cuts are valued
+    robust: dict[str, Any] = {}
+    if sample.value_per_t_io is not None:
+        sol_io = solve(dataclasses.replace(p, value_per_t=sample.value_per_t_io), gap=gap, time_limit=time_limit)
+        ids = set(sol.selected["project_id"]) if len(sol.selected) else set()
+        ids_io = set(sol_io.selected["project_id"]) if len(sol_io.selected) else set()
+        robust = {"both": sorted(ids & ids_io), "only_ranked_valuation": sorted(ids - ids_io),
+                  "only_input_output": sorted(ids_io - ids), "expected_avoided_usd_input_output": sol_io.expected_avoided_usd}
     names = dict(zip(projects["project_id"], projects["name"], strict=True))
     sel = sol.selected.assign(budget_cost_usd=sol.selected.get("budget_cost_usd", sol.selected["cost_usd"])) if len(sol.selected) else sol.selected
 
@@ -363,6 +373,7 @@ def run_portfolio(
                              horizon, dict(zip(projects["project_id"], projects["status"].fillna("").astype(str), strict=True))
                              if "status" in projects.columns else None, _idle_notes(projects)),
         "finance": bp.finance,
+        "selection_under_input_output": robust,
     }
     if with_frontier:
         rec["frontier"] = frontier(p, points=frontier_points, gap=gap, time_limit=time_limit).to_dict("records")

@@ -132,6 +132,16 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     unspent = pf.get("unspent", {})
     if unspent:
         s_fin += f" {len(unspent)} budgets stay mostly unspent; the binding reason is given for each."
+    rob = pf.get("selection_under_input_output") or {}
+    if rob and len(sel):
+        # review 18: which choices rest on how a tonne given up at a higher price is valued
+        pname = {r["project_id"]: str(r.get("name") or r["project_id"]) for r in [*pf.get("projects", []), *pf.get("selected", [])]}
+        both, only = rob.get("both", []), rob.get("only_ranked_valuation", [])
+        extra = rob.get("only_input_output", [])
+        s_fin += (f" {len(both)} of the {len(sel)} are also chosen when every tonne not consumed is valued as output lost "
+                  "(the input-output convention)"
+                  + (f"; {', '.join(pname.get(x, x) for x in only)} only under the ranked valuation" if only else "")
+                  + (f"; that convention would add {', '.join(pname.get(x, x) for x in extra)}" if extra else "") + ".")
 
     st = pd.DataFrame(plan["stockpiles"]["stockpiles"])
     stock_rows = []

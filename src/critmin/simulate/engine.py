@@ -529,6 +529,8 @@ class ChunkResult:
     # fall of the targeted price those tonnes would have brought on the participant's purchases (at most its input cost)
     supply_value: np.ndarray
     supply_value_bloc: np.ndarray  # (S, D) the same for the bloc's tonnes short, whose supply lowers both members' price
+    supply_value_io: np.ndarray  # both under the input-output convention (price_cut_output_fraction 1)
+    supply_value_io_bloc: np.ndarray
     producer_gain: np.ndarray
     loss_rel: np.ndarray  # consumer loss in units of the node's annual world value P0*Q0
     at_risk_usd: np.ndarray  # the participant's output that uses the node over the disruption (USD; loss <= it)
@@ -695,6 +697,11 @@ def evaluate_chunk(
     lost_b, cost_b = lost.sum(axis=1), cost.sum(axis=1)
     sv_bloc = np.minimum(lost_b + (d_j * surplus).sum(axis=1) + np.minimum(pe_bloc, np.maximum((cost * in_t).sum(axis=1), 0.0)),
                          np.maximum(cost_b + lost_b, lost_b))
+    # the same under the input-output convention (every tonne not consumed at the output multiple)
+    sv_io = np.minimum(lost_io + np.minimum(price_effect, np.maximum(cost, 0.0)), np.maximum(cost + lost_io, lost_io))
+    lost_io_b = lost_io.sum(axis=1)
+    sv_io_bloc = np.minimum(lost_io_b + np.minimum(pe_bloc, np.maximum((cost * in_t).sum(axis=1), 0.0)),
+                            np.maximum(cost_b + lost_io_b, lost_io_b))
     short_q = d_j * np.where(in_t, short_t[:, None, :], short_u[:, None, :])
     gain = s_j * np.where(b.j_restricts[:, :, None], acc_s["gain_u"][:, None, :], acc_s["gain_t"][:, None, :])
     v = (b.value_usd / 12.0)[:, None, None]
@@ -707,6 +714,8 @@ def evaluate_chunk(
         lost_output_io=lost_io * v,
         supply_value=sv * v,
         supply_value_bloc=sv_bloc * v[:, 0, :],
+        supply_value_io=sv_io * v,
+        supply_value_io_bloc=sv_io_bloc * v[:, 0, :],
         producer_gain=gain * v,
         loss_rel=consumer,
         at_risk_usd=at_risk * 12.0 * v,

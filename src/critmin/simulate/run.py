@@ -40,8 +40,11 @@ from critmin.simulate.scenario import Scenario
 PERSPECTIVES = (*PARTICIPANTS, "BLOC")
 #: Rows of ``RunResult.node_draws`` per node: consumer loss (0-2: USA, JPN, BLOC), shortfall t (3-5), months of
 #: disruption (6), value of the tonnes short to a supplier of them (7-9: ``ChunkResult.supply_value``, the lost output
-#: with each tonne given up at the price valued at its premium p - 1).
-NODE_ROWS = 10
+#: with each tonne given up at the price valued at its premium p - 1), the same under the input-output convention
+#: (10-12: ``ChunkResult.supply_value_io``).
+NODE_ROWS = 13
+#: First row of the supply value in ``RunResult.node_draws``, by valuation.
+SUPPLY_ROW = {"welfare": 7, "input_output": 10}
 #: Target number of (scenario × draw) elements per chunk: bounds memory (about 60 arrays of this size).
 CHUNK_ELEMENTS = 1 << 17
 
@@ -163,7 +166,7 @@ class Simulator:
         return np.where(np.isfinite(v), v, 0.0)
 
     @staticmethod
-    def value_per_t_supplied(node_draws: dict[str, np.ndarray], key: str, perspective: int) -> float:
+    def value_per_t_supplied(node_draws: dict[str, np.ndarray], key: str, perspective: int, valuation: str = "welfare") -> float:
         """What one more tonne supplied to a perspective that is short at a node is worth (USD/t), over a risk run's
         draws: what a tonne short is worth to the buyers who go without it,
 
@@ -175,10 +178,12 @@ class Simulator:
         the output it enables), and below the choke it lowers the targeted price the participant pays on its other
         tonnes by its first-order effect (docs/simulation.md §7), at most the participant's input cost. The consumer
         loss per tonne short (``sum L / sum D``, the rule until December 2026) charged the whole market's price rise
-        to each tonne short, so a cobalt stock of $102 M "saved" $1.9 B a year. ``v E[D] = E[SV]``."""
+        to each tonne short, so a cobalt stock of $102 M "saved" $1.9 B a year. ``v E[D] = E[SV]``.
+        ``valuation="input_output"`` reads the supply value with every tonne not consumed at the output multiple
+        (the portfolio's robustness check)."""
         nd = node_draws[key]
         short = float(nd[3 + perspective].sum())
-        return float(nd[7 + perspective].sum()) / short if short > 0 else 0.0
+        return float(nd[SUPPLY_ROW[valuation] + perspective].sum()) / short if short > 0 else 0.0
 
     def metadata(self, draws: int, seed: int) -> dict[str, Any]:
         from critmin.version import __version__
@@ -213,8 +218,9 @@ class RunResult:
     evaluations: int = 0
     flags: dict[str, list[str]] = field(default_factory=dict)
     #: per node, shape (NODE_ROWS, draws): loss USA, JPN, BLOC (USD), shortfall USA, JPN, BLOC (t), months of
-    #: disruption (max over the scenarios that occur at the node in the draw), then lost output (USD) per
-    #: perspective; only for runs with probabilities.
+    #: disruption (max over the scenarios that occur at the node in the draw), then the supply value (USD) per
+    #: perspective, welfare valuation (rows 7-9) and input-output convention (10-12); only for runs with
+    #: probabilities.
     #: ``totals`` and ``node_draws`` leave out, per perspective, the participant's own export restrictions.
     node_draws: dict[str, np.ndarray] = field(default_factory=dict)
     #: (scenarios, 3, draws) consumer loss per scenario, perspective (USA, JPN, BLOC) and draw, conditional on
@@ -272,6 +278,7 @@ def run_chunk(
     comp = {k: np.concatenate([v, v.sum(axis=1, keepdims=True)], axis=1).mean(axis=2) for k, v in comp.items()}
     short_d = np.concatenate([r.shortfall_t, r.shortfall_t.sum(axis=1, keepdims=True)], axis=1)  # (S, 3, D)
     lost_d = np.concatenate([r.supply_value, r.supply_value_bloc[:, None, :]], axis=1)
+    io_d = np.concatenate([r.supply_value_io, r.supply_value_io_bloc[:, None, :]], axis=1)
     risk_usd = np.concatenate([r.at_risk_usd, r.at_risk_usd.sum(axis=1, keepdims=True)], axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         at_risk = np.where(risk_usd > 0, loss / risk_usd, 0.0)
@@ -306,7 +313,8 @@ def run_chunk(
             uf = u[b.family[i]]
             idx = np.flatnonzero((uf >= b.prob_lo[i]) & (uf < b.prob_hi[i]))
             if idx.size:
-                hits[int(i)] = (idx, np.nan_to_num(np.vstack([loss[i][:, idx], short_d[i][:, idx], lost_d[i][:, idx]]), nan=0.0))
+                hits[int(i)] = (idx, np.nan_to_num(np.vstack([loss[i][:, idx], short_d[i][:, idx], lost_d[i][:, idx], io_d[i][:, idx]]),
+                                                   nan=0.0))
     out["hits"] = hits
     if keep_paths and r.paths is not None:
         out["paths"] = r.paths
@@ -493,7 +501,8 @@ def _assemble(
         k6 = np.concatenate([keep, keep])[:, None]
         nd[:6, idx] += vals[:6] * k6
         nd[6, idx] = np.maximum(nd[6, idx], np.where(vals[5] * keep[2] > 0, float(scenarios[i].duration_months), 0.0))
-        nd[7:, idx] += vals[6:] * keep[:, None]
+        nd[7:10, idx] += vals[6:9] * keep[:, None]
+        nd[10:13, idx] += vals[9:12] * keep[:, None]
     paths = None
     if keep_paths:
         paths = _path_bands(scenarios, batch, blocks, parts)
