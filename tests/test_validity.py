@@ -396,14 +396,25 @@ def test_a_stale_consumption_is_flagged_and_counted_with_the_proxies(simulator, 
     of that participant only."""
     from critmin.simulate.nodes import STALE_DEMAND_YEARS
 
-    flags = simulator.nodes.get("cobalt", "refine").flags
+    flags = simulator.nodes.get("tungsten", "mine").flags
     stale = [f for f in flags if "(stale:" in f]
-    assert stale and all(f.startswith("JPN consumption is from 2013") for f in stale)
+    assert stale and all(f.startswith("JPN consumption is from 2014") for f in stale)
     assert STALE_DEMAND_YEARS == 5
     jpn = ranking[0]["JPN"].set_index("commodity")
     usa = ranking[0]["USA"].set_index("commodity")
-    assert jpn.at["cobalt", "proxy_share_of_loss"] > 0.9
-    assert usa.at["cobalt", "proxy_share_of_loss"] < 0.1  # the U.S. figure is current (USGS 2024)
+    assert jpn.at["tungsten", "proxy_share_of_loss"] > 0.9
+    assert usa.at["tungsten", "proxy_share_of_loss"] < 0.1  # the U.S. figure is from 2024 trade (USGS)
+
+
+def test_japan_cobalt_is_the_2024_upper_bound_flagged_where_it_is_used(simulator):
+    """Review 18: Japan's #1 loss rested on 16,385 t of 2013. The latest figure is an upper bound of 8,133 t a year
+    implied by the University of Tokyo's 2024 statement (610,000 t = at least 75 years of domestic consumption); it
+    stands at the mine and refine stages, flagged as an estimate, and no longer stale."""
+    for stage in ("mine", "refine"):
+        n = simulator.nodes.get("cobalt", stage)
+        assert n.demand_share["JPN"] * n.q0_t == pytest.approx(8133.0)
+        assert "JPN consumption is an estimate (upper bound), not a published figure" in n.flags
+        assert not any("(stale:" in f for f in n.flags)
 
 
 def test_capacity_shares_and_old_attributions_are_flagged_on_the_node(simulator):
