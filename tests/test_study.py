@@ -222,3 +222,28 @@ def test_stock_costs_say_they_are_at_baseline_prices_and_name_the_observed_rises
     text = build_summary(p)["sentences"]["stocks"]
     assert "baseline node prices" in text and f"antimony/mine x{obs['observed_ratio']:.1f} at its 12-month peak (E014.antimony)" in text
     assert "thin-market quotes" in text
+
+
+def test_the_summary_checks_the_portfolio_and_the_stock_savings(study_run: tuple[Path, dict]):
+    """Review 18b: the robustness statement named no figure and counted free permitting picks as passing a test; and
+    stocks on controls in force "saved" up to 2.7 times their cost a year, refilled at the baseline price after every
+    release, without saying so."""
+    import copy
+
+    from critmin.report.summary import build_summary
+
+    _, plan = study_run
+    p = copy.deepcopy(plan)
+    sel = [s["project_id"] for s in p["portfolio"]["selected"]]
+    p["portfolio"]["selection_under_input_output"] = {"both": sel, "only_ranked_valuation": [], "only_input_output": ["PX"],
+                                                      "expected_avoided_usd_input_output": 7.6e7}
+    p["portfolio"]["projects"] = [*p["portfolio"]["projects"], {"project_id": "PX", "name": "Project X", "decision": "rejected", "reason": "r"}]
+    fin = build_summary(p)["sentences"]["financing"]
+    if sel:
+        assert f"keeps {len(sel)} of the {len(sel)}" in fin and "adds Project X" in fin and "avoids $76 M a year on that valuation" in fin
+    p["stockpiles"]["stockpiles"] = [r for r in p["stockpiles"]["stockpiles"] if r["participant"] in ("USA", "JPN")][:1]
+    r = p["stockpiles"]["stockpiles"][0]
+    r.update(node="antimony/mine", commodity="antimony", stage="mine", optimal_stock_t=1000.0, optimal_stock_usd=2e7, shortfall_draws=100,
+             saving_usd=5e7)
+    text = build_summary(p)["sentences"]["stocks"]
+    assert "1 stock saves more a year than it costs" in text and "2.5 times" in text and "upper bounds" in text

@@ -26,7 +26,7 @@ def _nodes(items: list[Any], kind: str = "") -> str:
     return f"{n} {kind}node is" if n == 1 else f"{n} {kind}nodes are"
 
 
-#: A top commodity's loss resting at least this share on proxies, estimates or assumptions is named in the caveats.
+#: A top commodity's loss resting at least this share on proxies, stale figures or assumptions is named in the caveats.
 PROXY_SHARE_STATED = 0.25
 
 
@@ -138,10 +138,13 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         pname = {r["project_id"]: str(r.get("name") or r["project_id"]) for r in [*pf.get("projects", []), *pf.get("selected", [])]}
         both, only = rob.get("both", []), rob.get("only_ranked_valuation", [])
         extra = rob.get("only_input_output", [])
-        s_fin += (f" {len(both)} of the {len(sel)} are also chosen when every tonne not consumed is valued as output lost "
-                  "(the input-output convention)"
-                  + (f"; {', '.join(pname.get(x, x) for x in only)} only under the ranked valuation" if only else "")
-                  + (f"; that convention would add {', '.join(pname.get(x, x) for x in extra)}" if extra else "") + ".")
+        io_avoided = float(rob.get("expected_avoided_usd_input_output") or 0.0)
+        s_fin += (" Checked with every tonne not consumed valued as output lost (the input-output convention), the same "
+                  f"programme keeps {len(both)} of the {len(sel)}"
+                  + (f" ({free} of them permitting support at no budget cost, which passes any test)" if free else "")
+                  + (f", drops {', '.join(pname.get(x, x) for x in only)}" if only else "")
+                  + (f", adds {', '.join(pname.get(x, x) for x in extra)}" if extra else "")
+                  + f" and avoids {usd(io_avoided)} a year on that valuation.")
 
     st = pd.DataFrame(plan["stockpiles"]["stockpiles"])
     stock_rows = []
@@ -203,6 +206,16 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     if few:
         s_stock += (f" A further {len(few)} stocks ({usd(sum(few))}, not in the totals above) rest on fewer than {FEW_DRAWS} simulated "
                     "years with a shortfall; rerun with more draws before buying them.")
+    # review 18b: a stock on a control in force is drawn in most simulated years and counted full again the next
+    # year, refilled at the baseline price; where the saving a year exceeds the stock's cost, that is what carries it
+    quick = [x for x in firm if float(x.get("expected_saving_usd_per_year") or 0.0) > float(x.get("stock_usd") or 0.0) > 0]
+    if quick:
+        top_q = max(quick, key=lambda x: float(x["expected_saving_usd_per_year"]) / float(x["stock_usd"]))
+        s_stock += (f" {len(quick)} {'stocks save' if len(quick) > 1 else 'stock saves'} more a year than "
+                    f"{'they cost' if len(quick) > 1 else 'it costs'} (at most {top_q['participant']} {top_q['node']}, "
+                    f"{float(top_q['expected_saving_usd_per_year']) / float(top_q['stock_usd']):.1f} times): the saving assumes each "
+                    "release is refilled at the baseline price before the next disruption, which controls in force that bite in "
+                    "most years would not allow; read these savings as upper bounds.")
     dearer = _dearer_since_baseline(plan, {x["node"] for x in firm})
     if dearer:
         # review 9/10: stocks were valued at the baseline price while controlled materials cost several times more
@@ -324,7 +337,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                if float(r.get("proxy_share_of_loss") or 0.0) >= PROXY_SHARE_STATED]
     if flagged:
         changes.append("Figures for " + ", ".join(f"{n} ({s:.0%} of its loss)" for n, s in flagged)
-                       + " rest on flagged proxies, estimates or assumptions (proxy_share_of_loss); sourced figures could move their rank.")
+                       + " rest on flagged proxies, stale figures or assumptions (proxy_share_of_loss); sourced figures could move their rank.")
     return {
         "as_of": plan["metadata"].get("as_of"),
         "sentences": {"priorities": s_pri, "financing": s_fin, "stocks": s_stock, "deliveries": s_del, "unmet_needs": s_unmet},

@@ -273,6 +273,10 @@ def annual_loss_distribution(loss: np.ndarray, probs: np.ndarray, families: list
     return np.concatenate(vals), np.concatenate(wts), overlap
 
 
+#: The words of a node flag that a participant's consumption is an estimate (simulate.nodes).
+ESTIMATE_MARK = "consumption is an estimate"
+
+
 def rests_on_proxy(flag: str, others: set[str]) -> bool:
     """Whether a scenario flag says the figure rests on a proxy, an assumption or stale data of this perspective
     (flags that name another participant, ``"JPN ..."`` in the U.S. view, do not count)."""
@@ -398,8 +402,10 @@ def risk_ranking(
                 tails.update(var=float(v[0]), cvar=float(cv[0]), p_loss=float((np.asarray(tot[j]) > LOSS_FLOOR_USD).mean()))
         top = g[valued].sort_values("contribution_usd", ascending=False).head(3)
         unvalued = sorted(set(g.loc[~valued, "stage"]))
+        # review 18b: a participant's consumption given as an estimate (Japan's cobalt, an upper bound) is named on the
+        # row too, although it does not count in the proxy share
         proxies = sorted({f for f in "; ".join(g["flags"]).split("; ")
-                          if rests_on_proxy(f, others)})
+                          if rests_on_proxy(f, others) or (ESTIMATE_MARK in f and not any(f.startswith(o) for o in others))})
         flags = [f"not valued (no world tonnage or price): {', '.join(unvalued)}"] if unvalued else []
         flags += proxies
         base_c = sorted(s.id for s in baseline if s.commodity == c)
