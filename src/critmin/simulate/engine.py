@@ -689,19 +689,15 @@ def evaluate_chunk(
     # the targeted price a participant's tonnes short would have lowered had they been supplied (first order, at most
     # the premium it paid): d_j' (its purchases) x d_j' (its tonnes short) x Σ_t σ_t p_t short_t / (supplied_t (ε_s - ε_t))
     price_effect = d_j * d_j * np.where(in_t, acc_s["price_effect"][:, None, :], 0.0)
-    consumer_usd = cost + lost
-    sv = np.minimum(lost + d_j * surplus + np.minimum(price_effect, np.maximum(cost, 0.0)), np.maximum(consumer_usd, lost))
+    sv = _supply_value(lost, d_j * surplus, price_effect, cost, cost)
     # the bloc's tonnes short lower the price both participants pay: (Σ_j d_j')² instead of Σ_j d_j'²
     d_bloc = (d_j * in_t).sum(axis=1)
     pe_bloc = d_bloc * d_bloc * acc_s["price_effect"]
-    lost_b, cost_b = lost.sum(axis=1), cost.sum(axis=1)
-    sv_bloc = np.minimum(lost_b + (d_j * surplus).sum(axis=1) + np.minimum(pe_bloc, np.maximum((cost * in_t).sum(axis=1), 0.0)),
-                         np.maximum(cost_b + lost_b, lost_b))
+    cost_b, cost_bt = cost.sum(axis=1), (cost * in_t).sum(axis=1)
+    sv_bloc = _supply_value(lost.sum(axis=1), (d_j * surplus).sum(axis=1), pe_bloc, cost_bt, cost_b)
     # the same under the input-output convention (every tonne not consumed at the output multiple)
-    sv_io = np.minimum(lost_io + np.minimum(price_effect, np.maximum(cost, 0.0)), np.maximum(cost + lost_io, lost_io))
-    lost_io_b = lost_io.sum(axis=1)
-    sv_io_bloc = np.minimum(lost_io_b + np.minimum(pe_bloc, np.maximum((cost * in_t).sum(axis=1), 0.0)),
-                            np.maximum(cost_b + lost_io_b, lost_io_b))
+    sv_io = _supply_value(lost_io, 0.0, price_effect, cost, cost)
+    sv_io_bloc = _supply_value(lost_io.sum(axis=1), 0.0, pe_bloc, cost_bt, cost_b)
     short_q = d_j * np.where(in_t, short_t[:, None, :], short_u[:, None, :])
     gain = s_j * np.where(b.j_restricts[:, :, None], acc_s["gain_u"][:, None, :], acc_s["gain_t"][:, None, :])
     v = (b.value_usd / 12.0)[:, None, None]
@@ -726,6 +722,14 @@ def evaluate_chunk(
         stock_used_t=acc_s["released"] / 12.0 * b.q0_t[:, None],
         paths=paths,
     )
+
+
+def _supply_value(lost: np.ndarray, extra: np.ndarray | float, price_effect: np.ndarray, paid: np.ndarray,
+                  cost: np.ndarray) -> np.ndarray:
+    """``min(lost + extra + min(PE, paid⁺), max(cost + lost, lost))``: the value of supplying the tonnes short (the
+    lost output, ``extra`` the premium above the triangle, the price effect at most the premium ``paid`` in the
+    targeted segment), never more than the consumer loss ``cost + lost`` (docs/simulation.md §7)."""
+    return np.minimum(lost + extra + np.minimum(price_effect, np.maximum(paid, 0.0)), np.maximum(cost + lost, lost))
 
 
 def _month_loop(
