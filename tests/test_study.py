@@ -247,3 +247,22 @@ def test_the_summary_checks_the_portfolio_and_the_stock_savings(study_run: tuple
              saving_usd=5e7)
     text = build_summary(p)["sentences"]["stocks"]
     assert "1 stock saves more a year than it costs" in text and "2.5 times" in text and "upper bounds" in text
+
+
+def test_the_answer_names_materials_the_input_output_convention_would_rank_high(study_run: tuple[Path, dict]):
+    """Review 18b: gallium ranked 18th for the bloc and 4th valued as output lost, and the executive answer did not say
+    so. A material outside the top ten that the input-output convention puts inside it is named with both ranks."""
+    import copy
+
+    from critmin.report.summary import build_summary
+
+    _, plan = study_run
+    p = copy.deepcopy(plan)
+    rows = p["scenarios"]
+    assert len(rows) > 12
+    for i, r in enumerate(rows):  # ranked losses 100, 99, ...; the input-output figure equal, except row 12
+        r["expected_loss_usd"] = r["expected_loss_io_usd"] = 100.0 - i
+    rows[11]["expected_loss_io_usd"] = 1000.0
+    text = build_summary(p, top=10)["what_would_change"][0]
+    assert f"{rows[11]['name']} would be #1 instead of #12" in text
+    assert "instead of #11" not in text  # a material the two valuations rank alike is not named

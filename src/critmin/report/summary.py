@@ -78,6 +78,17 @@ def _portfolio_assumptions(pf: dict[str, Any]) -> list[str]:
     return out
 
 
+def _moved_by_valuation(risk: pd.DataFrame, top: int) -> str:
+    """The materials outside the ranking's top ``top`` that the input-output convention would put inside it (review
+    18b: gallium ranked 18th for the bloc and 4th valued as output lost, and the answer did not say so)."""
+    if not len(risk) or "expected_loss_io_usd" not in risk:
+        return ""
+    r = risk.dropna(subset=["expected_loss_usd"]).reset_index(drop=True)
+    io_rank = r["expected_loss_io_usd"].rank(ascending=False, method="first")
+    moved = [f"{r.at[i, 'name']} would be #{int(io_rank[i])} instead of #{i + 1}" for i in range(top, len(r)) if io_rank[i] <= top]
+    return "; ".join(moved)
+
+
 def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top: int = 10) -> dict[str, Any]:
     """Sentences and tables of the executive answer (see module docstring)."""
     pm = {r["commodity"]: r for r in plan.get("priority_minerals", [])}
@@ -312,6 +323,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                        "at the choke price at the output it enables"
                        + (f"; valued as output lost, as in the USGS input-output convention, the bloc's loss would be {usd(ranked_io)} a "
                           f"year instead of {usd(ranked_loss)}" if ranked_io > ranked_loss else "")
+                       + (f", and {_moved_by_valuation(risk, top)}" if _moved_by_valuation(risk, top) else "")
                        + " (docs/simulation.md §7, docs/validation.md).")
     for key, why in list(unspent.items())[:3]:
         changes.append(f"Budget {key}: {why}. More projects with capex and capacity in the register would change the portfolio.")
