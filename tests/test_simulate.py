@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from critmin.simulate.engine import ChainFactors, NodeDraws, chain_factors, compile_batch, evaluate_chunk
 from critmin.simulate.market import clear_month, closed_form_price, stock_demand
 from critmin.simulate.nodes import Node, NodeTable, price_to_usd_per_t
-from critmin.simulate.parameters import ParameterError, Parameters
+from critmin.simulate.parameters import VALUATION_SETTINGS, ParameterError, Parameters
 from critmin.simulate.probability import fit_probability_model
 from critmin.simulate.reference import scalar_losses
 from critmin.simulate.run import Simulator, run, weighted_tail
@@ -63,7 +63,7 @@ def toy_sim(atlas, node: Node | None = None, fixed: dict[str, float] | None = No
     params = Parameters.load(fixed=fixed if fixed is not None else FIXED)
     chain = ChainFactors(np.ones(1), np.zeros(1), [[]], [[]])
     prob = fit_probability_model(atlas, nodes, params)
-    keys = ("restraint_loss_fraction", "substitution_loss_fraction", "price_cut_output_fraction", "in_force_horizon_months")
+    keys = (*VALUATION_SETTINGS, "in_force_horizon_months")
     return Simulator(atlas, nodes, params, chain, prob, {k: params.setting(k) for k in keys})
 
 

@@ -313,6 +313,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
 
     val = plan.get("validation", {}).get("summary", {}).get("holdout", {})
     changes = []
+    moved = _moved_by_valuation(risk, top)
     if val:
         share = val.get("median_move_share")
         changes.append(f"The disruption model reproduces {val.get('within_2x', 0):.0%} of held-out real price responses within a factor of two "
@@ -323,7 +324,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                        "at the choke price at the output it enables"
                        + (f"; valued as output lost, as in the USGS input-output convention, the bloc's loss would be {usd(ranked_io)} a "
                           f"year instead of {usd(ranked_loss)}" if ranked_io > ranked_loss else "")
-                       + (f", and {_moved_by_valuation(risk, top)}" if _moved_by_valuation(risk, top) else "")
+                       + (f", and {moved}" if moved else "")
                        + " (docs/simulation.md §7, docs/validation.md).")
     for key, why in list(unspent.items())[:3]:
         changes.append(f"Budget {key}: {why}. More projects with capex and capacity in the register would change the portfolio.")

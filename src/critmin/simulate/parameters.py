@@ -61,6 +61,11 @@ SETTINGS: dict[str, tuple[float, float]] = {
 }
 
 
+#: The settings that value the tonnes not consumed (docs/simulation.md §7): read together wherever a run is set up
+#: from a parameter table (the back-test re-reads them from its calibrated table).
+VALUATION_SETTINGS = ("restraint_loss_fraction", "substitution_loss_fraction", "price_cut_output_fraction")
+
+
 class ParameterError(CritminError):
     """Invalid parameter table or override."""
 

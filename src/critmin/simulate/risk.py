@@ -283,6 +283,12 @@ def rests_on_proxy(flag: str, others: set[str]) -> bool:
     return ("proxy" in flag or "assumption" in flag or STALE_MARK in flag) and not any(flag.startswith(o) for o in others)
 
 
+def names_estimate(flag: str, others: set[str]) -> bool:
+    """Whether a scenario flag says this perspective's consumption is an estimate (named on the ranking row, not
+    counted in the proxy share); flags of the other participants do not count."""
+    return ESTIMATE_MARK in flag and not any(flag.startswith(o) for o in others)
+
+
 #: A year counts as a year with a loss in ``probability_of_loss`` above this many USD (floating-point residues of
 #: zero are not losses; review 17).
 LOSS_FLOOR_USD = 1.0
@@ -405,7 +411,7 @@ def risk_ranking(
         # review 18b: a participant's consumption given as an estimate (Japan's cobalt, an upper bound) is named on the
         # row too, although it does not count in the proxy share
         proxies = sorted({f for f in "; ".join(g["flags"]).split("; ")
-                          if rests_on_proxy(f, others) or (ESTIMATE_MARK in f and not any(f.startswith(o) for o in others))})
+                          if rests_on_proxy(f, others) or names_estimate(f, others)})
         flags = [f"not valued (no world tonnage or price): {', '.join(unvalued)}"] if unvalued else []
         flags += proxies
         base_c = sorted(s.id for s in baseline if s.commodity == c)
