@@ -15,10 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from critmin.simulate.engine import ChainFactors, NodeDraws, chain_factors, compile_batch, evaluate_chunk
+from critmin.simulate.engine import ChainFactors, NodeDraws, chain_factors, compile_batch, demand_scaled, evaluate_chunk
 from critmin.simulate.market import clear_month, closed_form_price, stock_demand
 from critmin.simulate.nodes import Node, NodeTable, price_to_usd_per_t
-from critmin.simulate.parameters import VALUATION_SETTINGS, ParameterError, Parameters
+from critmin.simulate.parameters import DEMAND_SETTINGS, VALUATION_SETTINGS, ParameterError, Parameters
 from critmin.simulate.probability import fit_probability_model
 from critmin.simulate.reference import scalar_losses
 from critmin.simulate.run import Simulator, run, weighted_tail
@@ -63,7 +63,7 @@ def toy_sim(atlas, node: Node | None = None, fixed: dict[str, float] | None = No
     params = Parameters.load(fixed=fixed if fixed is not None else FIXED)
     chain = ChainFactors(np.ones(1), np.zeros(1), [[]], [[]])
     prob = fit_probability_model(atlas, nodes, params)
-    keys = (*VALUATION_SETTINGS, "in_force_horizon_months")
+    keys = (*VALUATION_SETTINGS, *DEMAND_SETTINGS, "in_force_horizon_months")
     return Simulator(atlas, nodes, params, chain, prob, {k: params.setting(k) for k in keys})
 
 
@@ -149,6 +149,50 @@ def test_rationing_at_the_choke_price_loses_output_and_a_price_cut_loses_the_tri
     io.settings = {**io.settings, "price_cut_output_fraction": 1.0}
     r1 = run(io, [ban(withheld_share=1.0)], draws=2, seed=0).scenarios.set_index("perspective").loc["USA"]
     assert r1["lost_output_usd"] == pytest.approx(usa["lost_output_io_usd"], rel=1e-12)
+
+
+def test_derived_demand_shrinks_the_response_with_the_cost_share_and_rations_at_the_choke(atlas):
+    """Hicks-Marshall sensitivity (docs/simulation.md §4.2): κ = κ_s + (1 - κ_s) M_ref / M_eff.
+
+    Toy, M_eff = 2, with M_ref = 1 and κ_s = 0.5: κ = 0.75, ε = -0.375. Supply 0.5 p^0.5 = p^-0.375 clears at
+    p = 2^(8/7) = 2.21, above the choke p_hi = M = 2. At p = 2 producers make 0.5 x 2^0.5 = 0.70711 and buyers
+    want 2^-0.375 = 0.77111: rationed at the choke 0.06400 (valued at M = 2), given up at the price 0.22889 (½(2-1)).
+    With κ_s = 1 (the bundled setting) the same market clears at exactly 2 and rations nothing."""
+    assert demand_scaled(np.array([-0.148]), np.array([-0.4]), np.array([715.0]), 0.15, 10.0)[0][0] == pytest.approx(
+        -0.148 * (0.15 + 0.85 * 10.0 / 715.0), rel=1e-12)
+    assert demand_scaled(np.array([-0.148]), np.array([-0.4]), np.array([9.9]), 0.15, 10.0)[1][0] == -0.4
+    sim = toy_sim(atlas)
+    assert run(sim, [ban(withheld_share=1.0)], draws=2, seed=0).scenarios.set_index("perspective").loc["USA", "rationed_t"] == 0.0
+    sim.settings = {**sim.settings, "demand_substitution_share": 0.5, "derived_demand_reference_multiple": 1.0}
+    usa = run(sim, [ban(withheld_share=1.0)], draws=2, seed=0).scenarios.set_index("perspective").loc["USA"]
+    made, want = 0.5 * 2**0.5, 2**-0.375
+    assert usa["peak_price_ratio_mean"] == pytest.approx(2.0, rel=1e-12)
+    assert usa["rationed_t"] == pytest.approx(0.1 * (want - made) * 1000.0, rel=1e-12)  # 6.400 t
+    assert usa["lost_output_usd"] == pytest.approx(0.1 * ((want - made) * 2.0 + (1 - want) * 0.5) * 1e6, rel=1e-12)
+
+
+def test_derived_demand_engine_equals_scalar_reference(simulator):
+    """The derived-demand sensitivity (κ_s = 0.15) in the engine and in the scalar reference, on the nodes whose
+    output multiple exceeds M_ref (gallium 715, cobalt and graphite through their chains) and one below it."""
+    settings = {**simulator.settings, "demand_substitution_share": 0.15}
+    sample = [
+        Scenario(id="ga", commodity="gallium", stage="refine", restrictors=["CHN"], duration_months=12),
+        Scenario(id="ga.licence", commodity="gallium", stage="refine", restrictors=["CHN"], regime="licence", duration_months=8),
+        Scenario(id="co", commodity="cobalt", stage="mine", restrictors=["COD"], duration_months=6),
+        Scenario(id="gr", commodity="graphite", stage="refine", restrictors=["CHN"], duration_months=9),
+        Scenario(id="sb", commodity="antimony", stage="mine", restrictors=["CHN"], duration_months=5),
+    ]
+    b = compile_batch(sample, simulator.nodes, simulator.chain, simulator.params)
+    nd = NodeDraws.sample(simulator.nodes, simulator.params, 16, 9)
+    vec = evaluate_chunk(b, nd, settings, 9)
+    base = evaluate_chunk(b, nd, simulator.settings, 9)
+    for i, s in enumerate(sample):
+        for d in (0, 7, 15):
+            ref = scalar_losses(s, simulator.nodes, simulator.chain, simulator.params, settings, 9, 16, d)
+            assert np.allclose(vec.loss_rel[i, :, d], ref, rtol=1e-9, atol=1e-15), s.id
+    # the switch moves the high-multiple nodes and leaves antimony (M_eff 3 < M_ref) as it was
+    assert not np.allclose(vec.loss_rel[0], base.loss_rel[0])
+    assert np.array_equal(vec.loss_rel[4], base.loss_rel[4])
 
 
 def test_a_tonne_supplied_is_worth_its_premium_and_the_price_fall_it_brings(atlas):

@@ -39,7 +39,7 @@ import pandas as pd
 from critmin.errors import CritminError
 from critmin.simulate.engine import ChunkResult, NodeDraws, compile_batch, evaluate_chunk
 from critmin.simulate.nodes import PARTICIPANTS, NodeTable
-from critmin.simulate.parameters import SAMPLED, VALUATION_SETTINGS, Parameters
+from critmin.simulate.parameters import DEMAND_SETTINGS, SAMPLED, VALUATION_SETTINGS, Parameters
 from critmin.simulate.run import Simulator
 from critmin.simulate.scenario import Scenario
 
@@ -181,7 +181,7 @@ def _evaluate_case(sim: Simulator, case: Case, params: Parameters, draws: int, s
         sc = Scenario.model_validate({**sc.model_dump(), "stock_months": v, "stock_months_low": min(lo, v), "stock_months_high": max(hi, v)})
     b = compile_batch([sc], nodes, sim.chain, params)
     nd = NodeDraws.sample(nodes, params, draws, seed)
-    settings = {**sim.settings, **{k: params.setting(k) for k in VALUATION_SETTINGS}}
+    settings = {**sim.settings, **{k: params.setting(k) for k in (*VALUATION_SETTINGS, *DEMAND_SETTINGS)}}
     return evaluate_chunk(b, nd, settings, seed, keep_paths=keep_paths)
 
 

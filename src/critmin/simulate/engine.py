@@ -646,6 +646,11 @@ def evaluate_chunk(
     # products (valued at their value added) also the input's own price
     p_hi = np.minimum(g["max_price_ratio"], np.maximum(m_eff + b.chain_d[rep, None], 1.0))
     p_lo = 1.0 / g["max_price_ratio"]
+    # derived demand (Hicks-Marshall): the scale part of the demand response shrinks with the input's cost share
+    # 1/M_eff below 1/M_ref; the substitution part κ_s does not (docs/simulation.md §4.2)
+    g = {**g, **dict(zip(("elasticity_demand", "elasticity_demand_long"), demand_scaled(
+        g["elasticity_demand"], g["elasticity_demand_long"], m_eff, settings["demand_substitution_share"],
+        settings["derived_demand_reference_multiple"])))}
 
     names = ("cost", "rationed", "price_cut", "surplus_cut", "price_effect", "restrained", "substituted", "gain_t", "cost_u",
              "short_u", "surplus_u", "subst_u", "gain_u", "sum_pu", "released")
@@ -722,6 +727,23 @@ def evaluate_chunk(
         stock_used_t=acc_s["released"] / 12.0 * b.q0_t[:, None],
         paths=paths,
     )
+
+
+def demand_scaled(ed: np.ndarray, ed_lr: np.ndarray, m_eff: np.ndarray, kappa_s: float,
+                  m_ref: float) -> tuple[np.ndarray, np.ndarray]:
+    """Short- and long-run demand elasticities of a node whose input is a share 1/M_eff of the output it enables:
+
+        ε_i = κ_i ε,   κ_i = κ_s + (1 - κ_s) min(1, M_ref / M_eff)
+
+    Hicks-Marshall: the elasticity of derived demand is s η_Y + (1 - s) σ (s the cost share, η_Y the demand
+    elasticity of the product, σ the substitution elasticity). The calibrated ε applies to nodes whose cost share
+    is at least 1/M_ref (the default multiple's range); below it the scale part falls in proportion to the cost
+    share, and only the substitution part κ_s of the response stays (docs/simulation.md §4.2). κ_s = 1 (the
+    bundled setting) leaves every node at the calibrated elasticity."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(m_eff > m_ref, m_ref / m_eff, 1.0)
+    kappa = kappa_s + (1.0 - kappa_s) * ratio
+    return ed * kappa, ed_lr * kappa
 
 
 def _supply_value(lost: np.ndarray, extra: np.ndarray | float, price_effect: np.ndarray, paid: np.ndarray,

@@ -58,12 +58,16 @@ SETTINGS: dict[str, tuple[float, float]] = {
     "prior_strength_regime_years": (0.0, 1e6),
     "base_rate_restriction": (0.0, 1.0),
     "suspended_control_probability": (0.0, 1.0),
+    "derived_demand_reference_multiple": (1.0, 1e6),
+    "demand_substitution_share": (0.0, 1.0),
 }
 
 
 #: The settings that value the tonnes not consumed (docs/simulation.md §7): read together wherever a run is set up
 #: from a parameter table (the back-test re-reads them from its calibrated table).
 VALUATION_SETTINGS = ("restraint_loss_fraction", "substitution_loss_fraction", "price_cut_output_fraction")
+#: The settings of the derived-demand sensitivity (docs/simulation.md §4.2), read with the valuation settings.
+DEMAND_SETTINGS = ("demand_substitution_share", "derived_demand_reference_multiple")
 
 
 class ParameterError(CritminError):
