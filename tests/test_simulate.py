@@ -15,7 +15,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from critmin.simulate.engine import ChainFactors, NodeDraws, chain_factors, compile_batch, demand_scaled, evaluate_chunk
+from critmin.simulate.engine import (
+    ChainFactors,
+    NodeDraws,
+    chain_factors,
+    compile_batch,
+    demand_scaled,
+    evaluate_chunk,
+)
 from critmin.simulate.market import clear_month, closed_form_price, stock_demand
 from critmin.simulate.nodes import Node, NodeTable, price_to_usd_per_t
 from critmin.simulate.parameters import DEMAND_SETTINGS, VALUATION_SETTINGS, ParameterError, Parameters
@@ -152,18 +159,20 @@ def test_rationing_at_the_choke_price_loses_output_and_a_price_cut_loses_the_tri
 
 
 def test_derived_demand_shrinks_the_response_with_the_cost_share_and_rations_at_the_choke(atlas):
-    """Hicks-Marshall sensitivity (docs/simulation.md §4.2): κ = κ_s + (1 - κ_s) M_ref / M_eff.
+    """Hicks-Marshall rule (docs/simulation.md §4.2): ε_i = κ_i ε, κ_i = κ_s + (1 - κ_s) min(1, M_ref / M_eff).
 
-    Toy, M_eff = 2, with M_ref = 1 and κ_s = 0.5: κ = 0.75, ε = -0.375. Supply 0.5 p^0.5 = p^-0.375 clears at
-    p = 2^(8/7) = 2.21, above the choke p_hi = M = 2. At p = 2 producers make 0.5 x 2^0.5 = 0.70711 and buyers
-    want 2^-0.375 = 0.77111: rationed at the choke 0.06400 (valued at M = 2), given up at the price 0.22889 (½(2-1)).
-    With κ_s = 1 (the bundled setting) the same market clears at exactly 2 and rations nothing."""
-    assert demand_scaled(np.array([-0.148]), np.array([-0.4]), np.array([715.0]), 0.15, 10.0)[0][0] == pytest.approx(
+    Toy, M_eff = 2, with M_ref = 1 and κ_s = 0.5: κ = 0.75, ε = -0.375 (the long-run elasticity set equal to it).
+    Supply 0.5 p^0.5 = p^-0.375 clears at p = 2^(8/7) = 2.21, above the choke p_hi = M = 2. At p = 2 producers make
+    0.5 x 2^0.5 = 0.70711 and buyers want 2^-0.375 = 0.77111: rationed at the choke 0.06400 (valued at M = 2),
+    given up at the price 0.22889 (½(2 - 1)). With M_ref = 10 (the bundled value) the same market clears at
+    exactly 2 and rations nothing."""
+    assert demand_scaled(np.array([-0.148]), np.array([715.0]), 0.15, 10.0)[0] == pytest.approx(
         -0.148 * (0.15 + 0.85 * 10.0 / 715.0), rel=1e-12)
-    assert demand_scaled(np.array([-0.148]), np.array([-0.4]), np.array([9.9]), 0.15, 10.0)[1][0] == -0.4
-    sim = toy_sim(atlas)
+    assert demand_scaled(np.array([-0.148]), np.array([9.9]), 0.15, 10.0)[0] == -0.148
+    fixed = {**FIXED, "demand_substitution_share": 0.5, "elasticity_demand_long": -0.375}
+    sim = toy_sim(atlas, fixed=fixed)
     assert run(sim, [ban(withheld_share=1.0)], draws=2, seed=0).scenarios.set_index("perspective").loc["USA", "rationed_t"] == 0.0
-    sim.settings = {**sim.settings, "demand_substitution_share": 0.5, "derived_demand_reference_multiple": 1.0}
+    sim.settings = {**sim.settings, "derived_demand_reference_multiple": 1.0}
     usa = run(sim, [ban(withheld_share=1.0)], draws=2, seed=0).scenarios.set_index("perspective").loc["USA"]
     made, want = 0.5 * 2**0.5, 2**-0.375
     assert usa["peak_price_ratio_mean"] == pytest.approx(2.0, rel=1e-12)
@@ -172,9 +181,9 @@ def test_derived_demand_shrinks_the_response_with_the_cost_share_and_rations_at_
 
 
 def test_derived_demand_engine_equals_scalar_reference(simulator):
-    """The derived-demand sensitivity (κ_s = 0.15) in the engine and in the scalar reference, on the nodes whose
-    output multiple exceeds M_ref (gallium 715, cobalt and graphite through their chains) and one below it."""
-    settings = {**simulator.settings, "demand_substitution_share": 0.15}
+    """The derived-demand rule in the engine and in the scalar reference, on the nodes whose output multiple exceeds
+    M_ref (gallium 715, cobalt and graphite through their chains) and one below it; switched off (κ_s = 1) it
+    leaves every node at the calibrated elasticity."""
     sample = [
         Scenario(id="ga", commodity="gallium", stage="refine", restrictors=["CHN"], duration_months=12),
         Scenario(id="ga.licence", commodity="gallium", stage="refine", restrictors=["CHN"], regime="licence", duration_months=8),
@@ -184,15 +193,15 @@ def test_derived_demand_engine_equals_scalar_reference(simulator):
     ]
     b = compile_batch(sample, simulator.nodes, simulator.chain, simulator.params)
     nd = NodeDraws.sample(simulator.nodes, simulator.params, 16, 9)
-    vec = evaluate_chunk(b, nd, settings, 9)
-    base = evaluate_chunk(b, nd, simulator.settings, 9)
+    vec = evaluate_chunk(b, nd, simulator.settings, 9)
     for i, s in enumerate(sample):
         for d in (0, 7, 15):
-            ref = scalar_losses(s, simulator.nodes, simulator.chain, simulator.params, settings, 9, 16, d)
+            ref = scalar_losses(s, simulator.nodes, simulator.chain, simulator.params, simulator.settings, 9, 16, d)
             assert np.allclose(vec.loss_rel[i, :, d], ref, rtol=1e-9, atol=1e-15), s.id
-    # the switch moves the high-multiple nodes and leaves antimony (M_eff 3 < M_ref) as it was
+    off = dataclasses.replace(nd, values={**nd.values, "demand_substitution_share": np.ones_like(nd.values["demand_substitution_share"])})
+    base = evaluate_chunk(b, off, simulator.settings, 9)
     assert not np.allclose(vec.loss_rel[0], base.loss_rel[0])
-    assert np.array_equal(vec.loss_rel[4], base.loss_rel[4])
+    assert np.array_equal(vec.loss_rel[4], base.loss_rel[4])  # antimony: M_eff 3 < M_ref
 
 
 def test_a_tonne_supplied_is_worth_its_premium_and_the_price_fall_it_brings(atlas):

@@ -25,6 +25,35 @@ def test_newsvendor_critical_fractile_by_hand():
     assert newsvendor(D, W, 5.0, 4.0)[0] == 0.0  # holding dearer than shortage: no stock
 
 
+def test_a_drawn_tonne_bought_back_dearer_saves_less_by_hand():
+    """docs/stockpile.md §2: a tonne drawn in draw s is bought back at a premium π_s while the disruption holds, so it
+    saves e_s = c - min(π_s, c); S* = min {S : Σ_{D_s > S} w_s e_s <= h}.
+
+    h = 1, c = 4, π = (0, 3, 0): above S = 0 a tonne saves 0.3 x 1 + 0.2 x 4 = 1.1 > 1, above 10 it saves 0.2 x 4
+    = 0.8 <= 1, so S* = 10; cost 10 + 0.2 x 4 x 10 (short in the last draw) + 0.3 x 3 x 10 (bought back) = 27.
+    With π = (0, 3.5, 0): 0.15 + 0.8 = 0.95 <= 1 above 0, so no stock (cost 28); a premium above c is paid at most c."""
+    s, c = newsvendor(D, W, 1.0, 4.0, np.array([0.0, 3.0, 0.0]))
+    assert s == 10.0 and c == pytest.approx(27.0)
+    assert newsvendor(D, W, 1.0, 4.0, np.array([0.0, 3.5, 0.0])) == (0.0, pytest.approx(28.0))
+    assert newsvendor(D, W, 1.0, 4.0, np.zeros(3)) == newsvendor(D, W, 1.0, 4.0)
+    assert expected_cost(20.0, D, W, 0.0, 4.0, np.array([0.0, 9.0, 0.0])) == pytest.approx(0.3 * 4.0 * 10.0)
+    lp = stock_lp(D[None, :], W, np.array([1.0]), np.array([4.0]), np.array([1.0]), refill=np.array([[0.0, 3.0, 0.0]]))
+    assert lp.stock_t == pytest.approx([10.0], abs=1e-7) and lp.total_usd == pytest.approx(27.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(d=st.lists(st.floats(0, 100), min_size=6, max_size=6), r=st.lists(st.floats(0, 80), min_size=6, max_size=6),
+       h=st.floats(0.01, 10), c=st.floats(0.01, 50))
+def test_a_refill_premium_never_raises_the_stock_and_the_newsvendor_is_optimal(d, r, h, c):
+    w = np.full(6, 1 / 6)
+    dd, rr = np.array(d), np.array(r)
+    s0, _ = newsvendor(dd, w, h, c)
+    s1, c1 = newsvendor(dd, w, h, c, rr)
+    assert s1 <= s0 + 1e-9
+    grid = np.concatenate([[0.0], dd, np.linspace(0, 100, 41)])
+    assert c1 <= float(np.min(expected_cost(grid, dd, w, h, c, rr))) + 1e-9
+
+
 def test_budgeted_lp_by_hand():
     # two commodities with the same distribution, prices 1 and 2, budget 15: each tonne below 10 saves
     # 4 x 0.5 - 1 = 1 USD, i.e. 1 per USD for A and 0.5 per USD for B -> S_A = 10, S_B = 2.5, shadow price 0.5
@@ -370,3 +399,44 @@ def test_an_ore_shortfall_no_plant_takes_is_met_by_the_refined_stock(simulator, 
     proxied = [(j, key) for key in nd for j in ("USA", "JPN")
                if simulator.nodes.get(*key.split("/")).demand_basis.get(j, "").startswith("proxy")]
     assert not any((x["participant"], x["from"]) in proxied for x in carried)
+
+
+def test_refill_persistence_follows_the_regime_and_the_duration(simulator):
+    """A stock drawn against a control in force is bought back while the control holds, with probability 1 minus
+    its restrictor's annual relaxation (the regime model); against a new event of d months, the share of its
+    months still disrupted a year on, max(d - 12, 0) / d."""
+    from critmin.simulate.risk import risk_scenarios
+    from critmin.simulate.run import refill_persistence
+    from critmin.simulate.scenario import Scenario
+
+    relax = simulator.regimes.probability_for("CHN", "relaxation")
+    ctl = next(s for s, _ in zip(*risk_scenarios(simulator), strict=True) if s.family.startswith("ctl.") and s.restrictors == ["CHN"])
+    assert refill_persistence(simulator, ctl) == pytest.approx(1.0 - relax)
+    for months, share in ((6, 0.0), (12, 0.0), (24, 0.5)):
+        s = Scenario(id="x", commodity="cobalt", stage="mine", restrictors=["COD"], duration_months=months)
+        assert refill_persistence(simulator, s) == share
+
+
+def test_stock_savings_charge_the_buy_back_where_controls_persist(simulator, bloc_sample, bloc_plan):
+    """Review 18b: stocks on controls in force "saved" up to 2.7 times their cost a year, each release refilled at the
+    baseline price. The saving now charges the buy-back premium per draw (refill_per_t, from the run's refill rows);
+    each row's saving is the newsvendor's with that premium, at most the saving without it."""
+    from critmin.simulate.nodes import PARTICIPANTS
+    from critmin.stockpile.plan import carry_unstockable_ore, refill_per_t
+
+    draws, _ = carry_unstockable_ore(simulator, bloc_sample["node_draws"], ["USA", "JPN"])
+    w = np.full(bloc_sample["draws"], 1.0 / bloc_sample["draws"])
+    rows = [r for r in bloc_plan["stockpiles"] if r["participant"] in ("USA", "JPN") and r["optimal_stock_t"] > 0]
+    assert rows and any(r["refill_premium_usd_per_t"] > 0 for r in rows)
+    for r in rows:
+        k = PARTICIPANTS.index(r["participant"])
+        nd = draws[r["node"]]
+        short, refill = nd[3 + k], refill_per_t(nd, k)
+        h, c = r["holding_cost_usd_per_t_year"], r["shortage_cost_usd_per_t"]
+        assert r["refill_premium_usd_per_t"] == pytest.approx(float((refill * short).sum() / short.sum()), rel=1e-9)
+        s_with, _ = newsvendor(short, w, h, c, refill)
+        s_without, _ = newsvendor(short, w, h, c)
+        assert r["optimal_stock_t"] <= s_with + 1e-9 and s_with <= s_without + 1e-9
+        saving = float(expected_cost(0.0, short, w, h, c) - expected_cost(r["optimal_stock_t"], short, w, h, c, refill))
+        assert r["saving_usd"] == pytest.approx(saving, rel=1e-9, abs=1e-6)
+        assert saving <= float(expected_cost(0.0, short, w, h, c) - expected_cost(r["optimal_stock_t"], short, w, h, c)) + 1e-6

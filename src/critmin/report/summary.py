@@ -218,15 +218,16 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         s_stock += (f" A further {len(few)} stocks ({usd(sum(few))}, not in the totals above) rest on fewer than {FEW_DRAWS} simulated "
                     "years with a shortfall; rerun with more draws before buying them.")
     # review 18b: a stock on a control in force is drawn in most simulated years and counted full again the next
-    # year, refilled at the baseline price; where the saving a year exceeds the stock's cost, that is what carries it
+    # year; the buy-back is charged its premium while the control holds (docs/stockpile.md §2), and where the saving
+    # a year still exceeds the stock's cost, the reader is told what that rests on
     quick = [x for x in firm if float(x.get("expected_saving_usd_per_year") or 0.0) > float(x.get("stock_usd") or 0.0) > 0]
     if quick:
         top_q = max(quick, key=lambda x: float(x["expected_saving_usd_per_year"]) / float(x["stock_usd"]))
         s_stock += (f" {len(quick)} {'stocks save' if len(quick) > 1 else 'stock saves'} more a year than "
                     f"{'they cost' if len(quick) > 1 else 'it costs'} (at most {top_q['participant']} {top_q['node']}, "
-                    f"{float(top_q['expected_saving_usd_per_year']) / float(top_q['stock_usd']):.1f} times): the saving assumes each "
-                    "release is refilled at the baseline price before the next disruption, which controls in force that bite in "
-                    "most years would not allow; read these savings as upper bounds.")
+                    f"{float(top_q['expected_saving_usd_per_year']) / float(top_q['stock_usd']):.1f} times): each release is bought "
+                    "back within a year, at the simulated price while the control still holds (1 minus its annual chance of "
+                    "relaxation) and at the baseline price after it; a slower or dearer buy-back saves less.")
     dearer = _dearer_since_baseline(plan, {x["node"] for x in firm})
     if dearer:
         # review 9/10: stocks were valued at the baseline price while controlled materials cost several times more

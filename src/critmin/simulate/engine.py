@@ -538,6 +538,7 @@ class ChunkResult:
     rationed_t: np.ndarray  # of which rationed at the choke price (buyers who would pay it get nothing)
     peak_price: np.ndarray  # (S, D) peak price ratio in the targeted segment
     price_u: np.ndarray  # (S, D) mean price ratio in the unrestricted segment (the restrictor's market) over the months
+    price_t: np.ndarray  # (S, D) mean price ratio in the targeted segment over the months (what a refill would pay)
     stock_used_t: np.ndarray  # (S, D) strategic stock released
     paths: dict[str, np.ndarray] | None = None  # (S, D, months) when requested
 
@@ -648,12 +649,11 @@ def evaluate_chunk(
     p_lo = 1.0 / g["max_price_ratio"]
     # derived demand (Hicks-Marshall): the scale part of the demand response shrinks with the input's cost share
     # 1/M_eff below 1/M_ref; the substitution part κ_s does not (docs/simulation.md §4.2)
-    g = {**g, **dict(zip(("elasticity_demand", "elasticity_demand_long"), demand_scaled(
-        g["elasticity_demand"], g["elasticity_demand_long"], m_eff, settings["demand_substitution_share"],
-        settings["derived_demand_reference_multiple"])))}
+    g = {**g, "elasticity_demand": demand_scaled(g["elasticity_demand"], m_eff, g["demand_substitution_share"],
+                                                settings["derived_demand_reference_multiple"])}
 
     names = ("cost", "rationed", "price_cut", "surplus_cut", "price_effect", "restrained", "substituted", "gain_t", "cost_u",
-             "short_u", "surplus_u", "subst_u", "gain_u", "sum_pu", "released")
+             "short_u", "surplus_u", "subst_u", "gain_u", "sum_pu", "sum_pt", "released")
     acc_s = {k: np.zeros((S, D)) for k in names}  # per scenario, at its last month
     peak_s = np.ones((S, D))
     months = int(path_dur.max()) if P else 0
@@ -664,6 +664,7 @@ def evaluate_chunk(
     # unshocked paths: price 1 in both segments, nothing lost
     done = np.isin(pidx, rows)
     acc_s["sum_pu"][~done] = b.duration[~done, None].astype(float)
+    acc_s["sum_pt"][~done] = b.duration[~done, None].astype(float)
 
     in_t = b.in_t[:, :, None]
     d_t_s = st.d_t[pidx]
@@ -724,26 +725,25 @@ def evaluate_chunk(
         rationed_t=rationed_q * (b.q0_t / 12.0)[:, None, None],
         peak_price=peak_s,
         price_u=acc_s["sum_pu"] / b.duration[:, None],
+        price_t=acc_s["sum_pt"] / b.duration[:, None],
         stock_used_t=acc_s["released"] / 12.0 * b.q0_t[:, None],
         paths=paths,
     )
 
 
-def demand_scaled(ed: np.ndarray, ed_lr: np.ndarray, m_eff: np.ndarray, kappa_s: float,
-                  m_ref: float) -> tuple[np.ndarray, np.ndarray]:
-    """Short- and long-run demand elasticities of a node whose input is a share 1/M_eff of the output it enables:
+def demand_scaled(ed: np.ndarray, m_eff: np.ndarray, kappa_s: np.ndarray | float, m_ref: float) -> np.ndarray:
+    """Short-run demand elasticity of a node whose input is a share 1/M_eff of the output it enables:
 
         ε_i = κ_i ε,   κ_i = κ_s + (1 - κ_s) min(1, M_ref / M_eff)
 
     Hicks-Marshall: the elasticity of derived demand is s η_Y + (1 - s) σ (s the cost share, η_Y the demand
-    elasticity of the product, σ the substitution elasticity). The calibrated ε applies to nodes whose cost share
-    is at least 1/M_ref (the default multiple's range); below it the scale part falls in proportion to the cost
-    share, and only the substitution part κ_s of the response stays (docs/simulation.md §4.2). κ_s = 1 (the
-    bundled setting) leaves every node at the calibrated elasticity."""
+    elasticity of the product, σ the elasticity of substitution). The calibrated ε applies to nodes whose cost
+    share is at least 1/M_ref (the default multiple's range); below it the scale part of the first months'
+    response falls with the cost share and only the substitution part κ_s stays (docs/simulation.md §4.2). The
+    long-run elasticity (substitution and redesign) is not scaled."""
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(m_eff > m_ref, m_ref / m_eff, 1.0)
-    kappa = kappa_s + (1.0 - kappa_s) * ratio
-    return ed * kappa, ed_lr * kappa
+    return ed * (kappa_s + (1.0 - kappa_s) * ratio)
 
 
 def _supply_value(lost: np.ndarray, extra: np.ndarray | float, price_effect: np.ndarray, paid: np.ndarray,
@@ -878,6 +878,7 @@ def _month_loop(
         acc["surplus_u"] += 0.5 * np.maximum(p_u - 1.0, 0.0) * (short_u + subst_u)
         acc["gain_u"] += (p_u - 1.0) * np.power(p_u, es)
         acc["sum_pu"] += p_u
+        acc["sum_pt"] += p_t
         acc["released"] += c.release
         np.maximum(peak, p_t, out=peak)
         if paths is not None:

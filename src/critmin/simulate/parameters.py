@@ -45,6 +45,7 @@ SAMPLED: dict[str, tuple[float, float]] = {
     "price_transmission": (0.0, 1.0),
     "downstream_value_multiple": (0.0, 5000.0),
     "max_price_ratio": (1.0, 1000.0),
+    "demand_substitution_share": (0.0, 1.0),
 }
 #: Settings: the ``value`` column is used and a range is documentation only, except ``licence_denial``,
 #: whose [low, high] is the uniform range of the withheld share of licence/quota scenarios without one.
@@ -59,7 +60,6 @@ SETTINGS: dict[str, tuple[float, float]] = {
     "base_rate_restriction": (0.0, 1.0),
     "suspended_control_probability": (0.0, 1.0),
     "derived_demand_reference_multiple": (1.0, 1e6),
-    "demand_substitution_share": (0.0, 1.0),
 }
 
 
@@ -67,7 +67,7 @@ SETTINGS: dict[str, tuple[float, float]] = {
 #: from a parameter table (the back-test re-reads them from its calibrated table).
 VALUATION_SETTINGS = ("restraint_loss_fraction", "substitution_loss_fraction", "price_cut_output_fraction")
 #: The settings of the derived-demand sensitivity (docs/simulation.md §4.2), read with the valuation settings.
-DEMAND_SETTINGS = ("demand_substitution_share", "derived_demand_reference_multiple")
+DEMAND_SETTINGS = ("derived_demand_reference_multiple",)
 
 
 class ParameterError(CritminError):

@@ -143,8 +143,9 @@ def scalar_losses(s: Scenario, nodes: NodeTable, chain: ChainFactors, params: Pa
     p_hi = min(par["max_price_ratio"], max(m_eff + d_share, 1.0))
     p_lo = 1.0 / par["max_price_ratio"]
     ratio = settings["derived_demand_reference_multiple"] / m_eff if m_eff > settings["derived_demand_reference_multiple"] else 1.0
-    kappa = settings["demand_substitution_share"] + (1.0 - settings["demand_substitution_share"]) * ratio
-    ed, ed_lr = kappa * par["elasticity_demand"], kappa * min(par["elasticity_demand_long"], par["elasticity_demand"])
+    kappa = par["demand_substitution_share"] + (1.0 - par["demand_substitution_share"]) * ratio
+    ed = kappa * par["elasticity_demand"]
+    ed_lr = min(par["elasticity_demand_long"], ed)
     es, tau, ramp = par["elasticity_supply"], par["substitution_months"], par["ramp_months"]
     theta, half, inv_m = par["stock_adjustment"], par["stock_half_cover_months"], par["inventory_months"]
     # stocks: working stock + stocks located in the segment's countries; a stock stated by the scenario replaces T's

@@ -41,8 +41,12 @@ PERSPECTIVES = (*PARTICIPANTS, "BLOC")
 #: Rows of ``RunResult.node_draws`` per node: consumer loss (0-2: USA, JPN, BLOC), shortfall t (3-5), months of
 #: disruption (6), value of the tonnes short to a supplier of them (7-9: ``ChunkResult.supply_value``, the lost output
 #: with each tonne given up at the price valued at its premium p - 1), the same under the input-output convention
-#: (10-12: ``ChunkResult.supply_value_io``).
-NODE_ROWS = 13
+#: (10-12: ``ChunkResult.supply_value_io``), and what buying the tonnes short back would cost above the baseline
+#: price while the disruption still holds (13-15: shortfall x P0 x (mean price ratio of the participant's segment -
+#: 1) x the probability that the disruption still holds when a stock is refilled; docs/stockpile.md §2).
+NODE_ROWS = 16
+#: First row of the refill premium in ``RunResult.node_draws``.
+REFILL_ROW = 13
 #: First row of the supply value in ``RunResult.node_draws``, by valuation.
 SUPPLY_ROW = {"welfare": 7, "input_output": 10}
 #: Target number of (scenario × draw) elements per chunk: bounds memory (about 60 arrays of this size).
@@ -280,6 +284,12 @@ def run_chunk(
     lost_d = np.concatenate([r.supply_value, r.supply_value_bloc[:, None, :]], axis=1)
     io_d = np.concatenate([r.supply_value_io, r.supply_value_io_bloc[:, None, :]], axis=1)
     risk_usd = np.concatenate([r.at_risk_usd, r.at_risk_usd.sum(axis=1, keepdims=True)], axis=1)
+    # a tonne drawn from a stock is bought back at the price of the participant's segment (before the chance that
+    # the disruption still holds then, applied by the caller)
+    p0 = np.where(b.q0_t > 0, b.value_usd / np.where(b.q0_t > 0, b.q0_t, 1.0), 0.0)
+    prem = np.maximum(np.where(b.in_t[:, :, None], r.price_t[:, None, :], r.price_u[:, None, :]) - 1.0, 0.0) * p0[:, None, None]
+    refill_j = r.shortfall_t * prem
+    refill_d = np.concatenate([refill_j, refill_j.sum(axis=1, keepdims=True)], axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         at_risk = np.where(risk_usd > 0, loss / risk_usd, 0.0)
     var, cvar = _quantiles(loss, 0.95)
@@ -313,14 +323,28 @@ def run_chunk(
             uf = u[b.family[i]]
             idx = np.flatnonzero((uf >= b.prob_lo[i]) & (uf < b.prob_hi[i]))
             if idx.size:
-                hits[int(i)] = (idx, np.nan_to_num(np.vstack([loss[i][:, idx], short_d[i][:, idx], lost_d[i][:, idx], io_d[i][:, idx]]),
-                                                   nan=0.0))
+                hits[int(i)] = (idx, np.nan_to_num(np.vstack([loss[i][:, idx], short_d[i][:, idx], lost_d[i][:, idx], io_d[i][:, idx],
+                                                              refill_d[i][:, idx]]), nan=0.0))
     out["hits"] = hits
     if keep_paths and r.paths is not None:
         out["paths"] = r.paths
     if keep_draws:
         out["draws"] = loss
     return out
+
+
+def refill_persistence(sim: Simulator, scenario: Scenario) -> float:
+    """Probability that the disruption of ``scenario`` still holds when a stock drawn against it is refilled, a year
+    after the draw (docs/stockpile.md §2):
+
+    - a control in force or one of its outcomes (family ``ctl.*``, open-ended) holds unless relaxed:
+      ``1 - P(relaxation)`` of its restrictor (the regime model, docs/simulation.md §10.1);
+    - a new event of ``d`` months: the share of its months whose tonnes are bought back before it ends,
+      ``max(d - 12, 0) / d`` (0 for a year or less: refilled at the baseline price)."""
+    if scenario.family.startswith("ctl.") and sim.regimes is not None:
+        return 1.0 - max(sim.regimes.probability_for(r, "relaxation") for r in scenario.restrictors)
+    d = float(scenario.duration_months)
+    return max(d - 12.0, 0.0) / d if d > 0 else 0.0
 
 
 def _chunks(b: Batch, draws: int, chunk_elements: int) -> list[np.ndarray]:
@@ -503,6 +527,7 @@ def _assemble(
         nd[6, idx] = np.maximum(nd[6, idx], np.where(vals[5] * keep[2] > 0, float(scenarios[i].duration_months), 0.0))
         nd[7:10, idx] += vals[6:9] * keep[:, None]
         nd[10:13, idx] += vals[9:12] * keep[:, None]
+        nd[13:16, idx] += vals[12:15] * keep[:, None] * refill_persistence(sim, scenarios[i])
     paths = None
     if keep_paths:
         paths = _path_bands(scenarios, batch, blocks, parts)

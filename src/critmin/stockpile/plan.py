@@ -20,6 +20,7 @@ from critmin.atlas.lists import on_list
 from critmin.inputs import make_options
 from critmin.simulate.nodes import PARTICIPANTS
 from critmin.simulate.ore import plant_intake_t, unusable_ore_reason
+from critmin.simulate.run import REFILL_ROW
 from critmin.stockpile.policy import STOCKABLE_STAGES, StockpileOptions
 from critmin.stockpile.sizing import expected_cost, newsvendor, pool, stock_lp
 
@@ -116,6 +117,15 @@ def disruption_sample(sim: Any, draws: int = 500, seed: int = 0, result: Any = N
     return {"node_draws": res.node_draws, "metadata": res.metadata, "draws": res.metadata["draws"]}
 
 
+
+
+def refill_per_t(nd: np.ndarray, k: int) -> np.ndarray:
+    """Per draw, what buying back a tonne drawn from participant k's stock costs above the baseline price (USD/t):
+    ``π_s = R_ks / D_ks``, R the refill premium of its tonnes short (``RunResult.node_draws`` rows from
+    ``REFILL_ROW``: price premium of its segment times the probability that the disruption still holds a year on;
+    docs/stockpile.md §2), 0 in draws without a shortfall."""
+    short = nd[3 + k]
+    return np.divide(nd[REFILL_ROW + k], short, out=np.zeros_like(short), where=short > 0)
 
 
 def _against_holdings(h: pd.DataFrame, participant: str, commodity: str, target_t: float) -> dict[str, Any]:
@@ -229,13 +239,15 @@ def carry_unstockable_ore(sim: Any, node_draws: dict[str, np.ndarray], members: 
                 vkey = sim.nodes.nodes[v].key
                 dst = out.setdefault(vkey, np.zeros_like(nd))  # a node no scenario of the sample reached
                 add_d, add_lo, add_l = a * nd[3 + k] / c, a * nd[7 + k], a * nd[k]
-                for row, add in ((3 + k, add_d), (7 + k, add_lo), (k, add_l), (3 + n_p, add_d), (7 + n_p, add_lo), (n_p, add_l)):
+                add_r = a * nd[REFILL_ROW + k]  # what buying the carried tonnes back would cost above the baseline price
+                for row, add in ((3 + k, add_d), (7 + k, add_lo), (k, add_l), (REFILL_ROW + k, add_r), (3 + n_p, add_d),
+                                 (7 + n_p, add_lo), (n_p, add_l), (REFILL_ROW + n_p, add_r)):
                     dst[row] += add
                 dst[6] = np.where(short, np.maximum(dst[6], nd[6]), dst[6])
                 # review 17: the carried tonnes leave the ore node's bloc rows, so a pooled ore stock and a pooled
                 # stock at the next stage never count the same shortfall
                 src = out[key]
-                for row, add in ((3 + n_p, a * nd[3 + k]), (7 + n_p, add_lo), (n_p, add_l)):
+                for row, add in ((3 + n_p, a * nd[3 + k]), (7 + n_p, add_lo), (n_p, add_l), (REFILL_ROW + n_p, add_r)):
                     src[row] = np.maximum(src[row] - add, 0.0)
                 carried.append({"participant": j, "node": vkey, "from": key,
                                 "reason": f"{j}'s shortfall of {key}, which no plant of its own takes, is met at {vkey}"})
@@ -272,7 +284,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
     stocked_elsewhere: list[dict[str, str]] = []
     net_exporter: list[dict[str, str]] = []
     wrong_form: list[dict[str, str]] = []
-    lp_inputs: dict[str, list[tuple[str, np.ndarray, float, float, float, float]]] = {j: [] for j in members}
+    lp_inputs: dict[str, list[tuple[str, np.ndarray, float, float, float, float, np.ndarray]]] = {j: [] for j in members}
     node_draws, carried = carry_unstockable_ore(sim, smp["node_draws"], members, sourced_only=sourced_demand_only)
     stocked_at = one_stage_per_consumption(sim, node_draws, members, stages)
     for key in sorted(node_draws):
@@ -290,6 +302,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
         if node.stage not in stages:
             continue
         per_member: dict[str, np.ndarray] = {}
+        refills: dict[str, np.ndarray] = {}
         separate: dict[str, float] = {}  # each member's own stock (t), the pool's cap
         for j in members:
             short = nd[3 + PARTICIPANTS.index(j)]
@@ -320,8 +333,11 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 continue
             per_member[j] = short
             c = c_of[j]
+            # buying a drawn tonne back while the disruption still holds costs its premium over the baseline price
+            refill = refill_per_t(nd, PARTICIPANTS.index(j))
+            refills[j] = refill
             hold = p0 * (sp.capital_rate.get(j, sp.capital_rate["USA"]) + sp.storage(node.commodity))
-            s_opt, cost_opt = newsvendor(short, w, hold, c)
+            s_opt, cost_opt = newsvendor(short, w, hold, c, refill)
             cost0 = float(expected_cost(0.0, short, w, hold, c))
             annual_use = node.demand_share[j] * node.q0_t
             # the policy caps a stock at days of what the participant imports: its own output keeps flowing when
@@ -336,17 +352,18 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             capped = s_opt > min(cap_t, cap_plant)
             if capped:
                 s_opt = min(cap_t, cap_plant)
-                cost_opt = float(expected_cost(s_opt, short, w, hold, c))
+                cost_opt = float(expected_cost(s_opt, short, w, hold, c, refill))
             rules = {}
             for days in sp.days_rules:
                 # a rule, too, holds no more ore than the plants take, and no more than the policy's days of net imports
                 s_rule = min(days / 365.0 * annual_use, cap_plant, cap_t)
-                rules[f"{days}_days"] = {"stock_t": s_rule, "expected_cost_usd": float(expected_cost(s_rule, short, w, hold, c))}
+                rules[f"{days}_days"] = {"stock_t": s_rule, "expected_cost_usd": float(expected_cost(s_rule, short, w, hold, c, refill))}
             against = _against_holdings(holdings, j, node.commodity, s_opt)
             against_note = against.pop("against_holdings", None)
             rows.append({
                 "node": key, "commodity": node.commodity, "stage": node.stage, "participant": j,
                 "shortage_cost_usd_per_t": c, "holding_cost_usd_per_t_year": hold, "critical_fractile": max(0.0, 1.0 - hold / c) if c > 0 else 0.0,
+                "refill_premium_usd_per_t": float(nd[REFILL_ROW + PARTICIPANTS.index(j)].sum() / short.sum()) if short.sum() > 0 else 0.0,
                 "probability_of_shortfall": min(max(float(w @ (short > 0)), 0.0), 1.0), "expected_shortfall_t": float(w @ short),
                 "optimal_stock_t": s_opt, "optimal_stock_usd": s_opt * p0, "days_of_consumption": 365.0 * s_opt / annual_use if annual_use > 0 else np.nan,
                 "days_of_net_imports": 365.0 * s_opt / annual_imports if annual_imports > 0 else np.nan, "net_import_reliance": nir,
@@ -364,12 +381,15 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                    if 0 < (short > 0).sum() < FEW_DRAWS and s_opt > 0 else [])
                 + ([against_note] if against_note else []),
             })
-            lp_inputs[j].append((key, short, hold, c, p0, min(cap_t, cap_plant)))
+            lp_inputs[j].append((key, short, hold, c, p0, min(cap_t, cap_plant), refill))
             separate[j] = s_opt
         if pooled and len(per_member) > 1:
             hold = p0 * (float(np.mean([sp.capital_rate.get(j, sp.capital_rate["USA"]) for j in per_member])) + sp.storage(node.commodity))
             c = c_pool
-            pl = pool(per_member, w, hold, c)
+            total = np.sum(list(per_member.values()), axis=0)
+            bought_back = np.sum([refills[j] * per_member[j] for j in per_member], axis=0)
+            refill_pool = np.divide(bought_back, total, out=np.zeros_like(total), where=total > 0)
+            pl = pool(per_member, w, hold, c, refills, refill_pool)
             pool_flags = []
             # Each member brings at most its own stock (its row above: its shortage value, capped by the policy's
             # days of net imports and its plants' intake), and the pool holds at most their sum. Review 10: capped
@@ -380,12 +400,12 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             # separate stocks: pooling still never costs more.
             caps = {j: separate[j] for j in per_member}
             sep_t = {j: min(pl.separate_stock_t[j], caps[j]) for j in per_member}
-            sep_cost = {j: float(expected_cost(sep_t[j], per_member[j], w, hold, c)) for j in per_member}
+            sep_cost = {j: float(expected_cost(sep_t[j], per_member[j], w, hold, c, refills[j])) for j in per_member}
             ps = min(pl.pooled_stock_t, sum(caps.values()))
             if ps < pl.pooled_stock_t - 1e-9:
                 pool_flags.append(f"capped at the members' own stocks ({sum(caps.values()):,.0f} t): a pool shares stock, "
                                   "it does not hold one member's need in another's headroom")
-            pc = float(expected_cost(ps, np.sum(list(per_member.values()), axis=0), w, hold, c))
+            pc = float(expected_cost(ps, total, w, hold, c, refill_pool))
             z = sum(sep_cost.values())
             share = {j: (v / z if z > 0 else 1.0 / len(sep_cost)) for j, v in sep_cost.items()}
             pl = replace(pl, separate_stock_t=sep_t, separate_cost_usd=sep_cost, pooled_stock_t=ps, pooled_cost_usd=pc,
@@ -409,7 +429,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 continue
             D = np.array([it[1] for it in items])
             plan = stock_lp(D, w, np.array([it[2] for it in items]), np.array([it[3] for it in items]), np.array([it[4] for it in items]), budget,
-                            capacity_t=np.array([it[5] for it in items]))
+                            capacity_t=np.array([it[5] for it in items]), refill=np.array([it[6] for it in items]))
             budgets[j] = {
                 "budget_usd": budget, "spent_usd": plan.budget_used_usd, "total_cost_usd": plan.total_usd,
                 "value_of_budget_usd_per_usd": plan.budget_shadow_price, "status": plan.status,

@@ -13,11 +13,19 @@ from typing import Any
 import numpy as np
 
 
-def expected_cost(stock: float | np.ndarray, shortfall: np.ndarray, weights: np.ndarray, holding: float, shortage: float) -> np.ndarray:
-    """``h S + Σ_s w_s c max(D_s - S, 0)`` for one stock or an array of stocks (USD)."""
+def expected_cost(stock: float | np.ndarray, shortfall: np.ndarray, weights: np.ndarray, holding: float, shortage: float,
+                  refill: np.ndarray | None = None) -> np.ndarray:
+    """``h S + Σ_s w_s [c max(D_s - S, 0) + min(π_s, c) min(D_s, S)]`` for one stock or an array of stocks (USD).
+
+    ``refill`` π_s (USD per tonne drawn, per draw): what buying a drawn tonne back costs above the baseline price
+    while the disruption still holds; a tonne is released only where it is worth more than that (at most c is
+    paid back), so a stock against a squeeze that outlasts the refill saves ``c - π_s`` a tonne, not c
+    (docs/stockpile.md §2). None: no refill premium (the stock is full again at the baseline price)."""
     s = np.atleast_1d(np.asarray(stock, dtype=float))
     short = np.maximum(shortfall[None, :] - s[:, None], 0.0) @ weights
     out = holding * s + shortage * short
+    if refill is not None:
+        out = out + np.minimum(shortfall[None, :], s[:, None]) @ (weights * np.minimum(refill, shortage))
     return out if np.ndim(stock) else out[0]
 
 
@@ -29,16 +37,27 @@ def weighted_quantile(x: np.ndarray, w: np.ndarray, q: float) -> float:
     return float(x[order][min(k, len(x) - 1)])
 
 
-def newsvendor(shortfall: np.ndarray, weights: np.ndarray, holding: float, shortage: float) -> tuple[float, float]:
+def newsvendor(shortfall: np.ndarray, weights: np.ndarray, holding: float, shortage: float,
+               refill: np.ndarray | None = None) -> tuple[float, float]:
     """Optimal stock and its expected cost: ``F(S*) = 1 - h/c`` (the critical fractile; S* = 0 when h >= c).
 
+    With a refill premium π_s per draw (:func:`expected_cost`) a tonne of stock saves ``e_s = c - min(π_s, c)``
+    in the draws that reach it, and ``S* = min { S : Σ_{s: D_s > S} w_s e_s <= h }`` (the same fractile when π = 0).
     For a discrete distribution any S in the optimal set minimises the cost; the smallest is returned.
     """
     if shortage <= holding or shortage <= 0:
-        return 0.0, float(expected_cost(0.0, shortfall, weights, holding, shortage))
-    q = 1.0 - holding / shortage
-    s = weighted_quantile(shortfall, weights, q)
-    return s, float(expected_cost(s, shortfall, weights, holding, shortage))
+        return 0.0, float(expected_cost(0.0, shortfall, weights, holding, shortage, refill))
+    if refill is None:
+        q = 1.0 - holding / shortage
+        s = weighted_quantile(shortfall, weights, q)
+        return s, float(expected_cost(s, shortfall, weights, holding, shortage))
+    saved = weights * (shortage - np.minimum(refill, shortage))
+    levels, inv = np.unique(np.concatenate([[0.0], shortfall]), return_inverse=True)
+    mass = np.bincount(inv[1:], weights=saved, minlength=len(levels))
+    beyond = mass.sum() - np.cumsum(mass)  # Σ w_s e_s over the draws with D_s above each level
+    k = int(np.argmax(beyond <= holding * (1.0 + 1e-12)))
+    s = float(levels[k])
+    return s, float(expected_cost(s, shortfall, weights, holding, shortage, refill))
 
 
 @dataclass
@@ -55,11 +74,15 @@ class StockPlan:
 
 
 def stock_lp(shortfall: np.ndarray, weights: np.ndarray, holding: np.ndarray, shortage: np.ndarray, price: np.ndarray,
-             budget: float | None = None, capacity_t: np.ndarray | None = None) -> StockPlan:
+             budget: float | None = None, capacity_t: np.ndarray | None = None, refill: np.ndarray | None = None) -> StockPlan:
     """Stocks of n commodities minimising holding plus expected shortage cost, under a purchase budget.
 
-        min  Σ_n h_n S_n + Σ_s w_s Σ_n c_n u_ns
+        min  Σ_n h_n S_n + Σ_s w_s Σ_n e_ns u_ns
         s.t. u_ns >= D_ns - S_n,  u_ns >= 0,  0 <= S_n <= cap_n,  Σ_n P_n S_n <= B
+
+    ``e_ns = c_n - min(π_ns, c_n)`` (``refill`` π, USD per tonne drawn, :func:`expected_cost`; e = c without it):
+    the cost of a drawn tonne bought back above the baseline price is the constant ``Σ w min(π, c) D`` less
+    ``Σ w min(π, c) u``.
 
     Without a budget or capacity the LP separates into one newsvendor per commodity. Solved with HiGHS; the
     budget's shadow price is the expected cost saved per extra USD of budget.
@@ -81,7 +104,8 @@ def stock_lp(shortfall: np.ndarray, weights: np.ndarray, holding: np.ndarray, sh
     # Σ h_n S_n + Σ w_s c_n u_ns without building an expression over thousands of variables
     pi, ps = np.nonzero(shortfall > 0)
     stock_t = h.addVariables(n, lb=0.0, ub=np.where(np.isfinite(cap), cap, inf).tolist(), obj=(holding / scale).tolist())
-    unmet = h.addVariables(len(pi), lb=0.0, obj=(weights[ps] * shortage[pi] / scale).tolist()) if len(pi) else None
+    saved = shortage[pi] - (np.minimum(refill[pi, ps], shortage[pi]) if refill is not None else 0.0)
+    unmet = h.addVariables(len(pi), lb=0.0, obj=(weights[ps] * saved / scale).tolist()) if len(pi) else None
     unmet_demand(h, stock_t, unmet, pi, shortfall[pi, ps])
     budget_row = purchase_budget(h, stock_t, price, budget)
     h.changeObjectiveSense(highspy.ObjSense.kMinimize)
@@ -90,7 +114,8 @@ def stock_lp(shortfall: np.ndarray, weights: np.ndarray, holding: np.ndarray, sh
     sol = h.getSolution()
     stock = np.maximum(np.asarray(sol.col_value)[:n], 0.0)
     hold = holding * stock
-    short = np.array([float(expected_cost(stock[i], shortfall[i], weights, 0.0, shortage[i])) for i in range(n)])
+    short = np.array([float(expected_cost(stock[i], shortfall[i], weights, 0.0, shortage[i], refill[i] if refill is not None else None))
+                      for i in range(n)])
     shadow = 0.0
     if budget_row is not None and budget is not None:
         shadow = float(-np.asarray(sol.row_dual)[budget_row] * scale / max(float(budget), 1.0))
@@ -134,16 +159,19 @@ class Pooling:
     pooled_cost_by_member_usd: dict[str, float]
 
 
-def pool(shortfalls: dict[str, np.ndarray], weights: np.ndarray, holding: float, shortage: float) -> Pooling:
+def pool(shortfalls: dict[str, np.ndarray], weights: np.ndarray, holding: float, shortage: float,
+         refills: dict[str, np.ndarray] | None = None, pooled_refill: np.ndarray | None = None) -> Pooling:
     """Pooled stock against the members' separate newsvendor stocks.
 
     The pool faces ``D_s = Σ_j D_js``; since the separate stocks together are a feasible pooled stock and
     ``max(Σ_j D_j - Σ_j S_j, 0) <= Σ_j max(D_j - S_j, 0)``, pooling never costs more. Sharing rule: each member
-    pays the pooled cost in proportion to its stand-alone cost, so every member saves the same fraction.
+    pays the pooled cost in proportion to its stand-alone cost, so every member saves the same fraction. With
+    refill premiums (``refills`` per member, ``pooled_refill`` the pool's, USD per tonne drawn: the members'
+    shortfall-weighted premium) the bound is exact where no premium exceeds c (a tonne is then always released).
     """
-    sep = {j: newsvendor(d, weights, holding, shortage) for j, d in shortfalls.items()}
+    sep = {j: newsvendor(d, weights, holding, shortage, (refills or {}).get(j)) for j, d in shortfalls.items()}
     total = np.sum(np.array(list(shortfalls.values())), axis=0)
-    ps, pc = newsvendor(total, weights, holding, shortage)
+    ps, pc = newsvendor(total, weights, holding, shortage, pooled_refill)
     sep_cost = {j: c for j, (_, c) in sep.items()}
     z = sum(sep_cost.values())
     share = {j: (c / z if z > 0 else 1.0 / len(sep_cost)) for j, c in sep_cost.items()}
