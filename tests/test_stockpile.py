@@ -306,6 +306,9 @@ def test_a_stock_row_carries_only_its_participants_flags():
     assert not flag_concerns("USA demand share is a proxy", "JPN")
     assert flag_concerns("USA demand share is a proxy", "USA")
     assert flag_concerns("world output from a low-tier source", "JPN")
+    # review 19b: a flag about the USA that names Japan's composition is still about the USA
+    assert not flag_concerns("USA demand share is a proxy (the JPN composition applied to the USA rare-earth total)", "JPN")
+    assert flag_concerns("JPN demand share is a proxy (scaled from the USA)", "JPN")
 
 
 def test_a_stock_decided_by_a_few_draws_says_so(bloc_plan):

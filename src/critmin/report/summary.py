@@ -227,7 +227,8 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                     f"{'they cost' if len(quick) > 1 else 'it costs'} (at most {top_q['participant']} {top_q['node']}, "
                     f"{float(top_q['expected_saving_usd_per_year']) / float(top_q['stock_usd']):.1f} times): each release is bought "
                     "back within a year, at the simulated price while the control still holds (1 minus its annual chance of "
-                    "relaxation) and at the baseline price after it; a slower or dearer buy-back saves less.")
+                    "relaxation) and at the baseline price after it; a dearer buy-back saves less, and waiting for the "
+                    "control to lapse before buying back pays less but leaves the stock empty meanwhile.")
     dearer = _dearer_since_baseline(plan, {x["node"] for x in firm})
     if dearer:
         # review 9/10: stocks were valued at the baseline price while controlled materials cost several times more

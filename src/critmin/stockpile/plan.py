@@ -155,7 +155,11 @@ def flag_concerns(flag: str, participant: str) -> bool:
     """Whether a node flag bears on one participant's stock: a flag naming the other participant does not (a
     Japanese stock row does not carry "USA demand share is a proxy")."""
     others = [p for p in PARTICIPANTS if p != participant]
-    return not any(flag.startswith(f"{o} ") or f" {o} " in f" {flag} " for o in others) or participant in flag
+    if flag.startswith(f"{participant} "):
+        return True
+    if any(flag.startswith(f"{o} ") for o in others):
+        return False  # about the other participant, even where it names this one ("the JPN composition applied ...")
+    return not any(f" {o} " in f" {flag} " for o in others) or participant in flag
 
 
 def net_exporter_at(node: Any, participant: str) -> bool:
