@@ -443,3 +443,36 @@ def test_stock_savings_charge_the_buy_back_where_controls_persist(simulator, blo
         saving = float(expected_cost(0.0, short, w, h, c) - expected_cost(r["optimal_stock_t"], short, w, h, c, refill))
         assert r["saving_usd"] == pytest.approx(saving, rel=1e-9, abs=1e-6)
         assert saving <= float(expected_cost(0.0, short, w, h, c) - expected_cost(r["optimal_stock_t"], short, w, h, c)) + 1e-6
+
+
+def test_a_stock_is_bought_at_the_price_under_the_control_in_force(simulator, bloc_plan):
+    """Review 19b: a release was bought back at the squeezed price while the first fill was costed at 2024 prices.
+    Under a control in force since the baseline the stock is bought at the simulated mean price under it, in the
+    market the participants buy in; the holding cost and the stock's USD follow."""
+    import pandas as pd
+
+    from critmin.stockpile.plan import purchase_price_ratios
+
+    df = pd.DataFrame([
+        {"scenario": "ev.A", "commodity": "x", "stage": "refine", "targets": "WORLD", "family": "ctl.x.refine", "status": "in_force",
+         "perspective": "BLOC", "targeted_price_ratio_mean": 2.5, "unrestricted_price_ratio": 0.8},
+        {"scenario": "ev.B", "commodity": "y", "stage": "mine", "targets": "CHN", "family": "ctl.y.mine", "status": "in_force",
+         "perspective": "BLOC", "targeted_price_ratio_mean": 3.0, "unrestricted_price_ratio": 1.2},
+        {"scenario": "gen.C", "commodity": "z", "stage": "mine", "targets": "WORLD", "family": "gen.z", "status": "hypothetical",
+         "perspective": "BLOC", "targeted_price_ratio_mean": 4.0, "unrestricted_price_ratio": 1.0},
+    ])
+    got = purchase_price_ratios(df)
+    assert got["x/refine"][0] == 2.5 and got["y/mine"][0] == pytest.approx(1.2) and "z/mine" not in got
+    rows = [r for r in bloc_plan["stockpiles"] if r["participant"] in ("USA", "JPN") and r["optimal_stock_t"] > 0]
+    dear = [r for r in rows if r["purchase_price_ratio"] > 1.0]
+    assert dear, "some stocks sit under controls in force since the baseline"
+    from critmin.stockpile.plan import StockParameters
+
+    sp = StockParameters.load()
+    for r in rows:
+        node = simulator.nodes.get(*r["node"].split("/"))
+        p_buy = node.p0_usd_per_t * r["purchase_price_ratio"]
+        assert r["optimal_stock_usd"] == pytest.approx(r["optimal_stock_t"] * p_buy, rel=1e-9)
+        # capital plus storage on what the stock costs today, not on its 2024 price
+        rate = sp.capital_rate.get(r["participant"], sp.capital_rate["USA"]) + sp.storage(node.commodity)
+        assert r["holding_cost_usd_per_t_year"] == pytest.approx(p_buy * rate, rel=1e-9)

@@ -217,11 +217,17 @@ def test_stock_costs_say_they_are_at_baseline_prices_and_name_the_observed_rises
     p = copy.deepcopy(plan)
     p["stockpiles"]["stockpiles"] = [r for r in p["stockpiles"]["stockpiles"] if r["participant"] in ("USA", "JPN")][:1]
     r = p["stockpiles"]["stockpiles"][0]
-    r.update(node="antimony/mine", commodity="antimony", stage="mine", optimal_stock_t=1000.0, optimal_stock_usd=2e7, shortfall_draws=100)
+    r.update(node="antimony/mine", commodity="antimony", stage="mine", optimal_stock_t=1000.0, optimal_stock_usd=2e7, shortfall_draws=100,
+             purchase_price_ratio=1.54)
     obs = next(o for o in p["validation"]["observations"] if o["case_id"] == "E014.antimony" and o["segment"] == "targeted")
     text = build_summary(p)["sentences"]["stocks"]
-    assert "baseline node prices" in text and f"antimony/mine x{obs['observed_ratio']:.1f} at its 12-month peak (E014.antimony)" in text
+    # review 19b: bought at the simulated price under the control in force; the observed quotes rose further
+    assert "baseline node prices" in text and "simulated mean price under it (antimony/mine x1.54)" in text
+    assert f"antimony/mine x{obs['observed_ratio']:.1f} at its 12-month peak (E014.antimony)" in text
     assert "thin-market quotes" in text
+    # a stock bought at a price above the observed rise names no further rise
+    r["purchase_price_ratio"] = obs["observed_ratio"] + 0.5
+    assert "(E014.antimony)" not in build_summary(p)["sentences"]["stocks"]
 
 
 def test_the_summary_checks_the_portfolio_and_the_stock_savings(study_run: tuple[Path, dict]):

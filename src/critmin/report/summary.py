@@ -30,16 +30,17 @@ def _nodes(items: list[Any], kind: str = "") -> str:
 PROXY_SHARE_STATED = 0.25
 
 
-def _dearer_since_baseline(plan: dict[str, Any], nodes: set[str]) -> list[str]:
-    """For stocked nodes, the observed price rise outside China after a control of September 2024 or later (events
-    from E014 on, after the 2024 baseline year; the back-test's targeted observations in the plan: 'antimony/mine
-    x2.8 at its 12-month peak (E014.antimony)'), largest first; rises under 1.5x are left out."""
+def _dearer_since_baseline(plan: dict[str, Any], nodes: dict[str, float]) -> list[str]:
+    """For stocked nodes (with the price ratio each is bought at), the observed price rise outside China after a
+    control of September 2024 or later (events from E014 on, after the 2024 baseline year; the back-test's targeted
+    observations in the plan: 'antimony/mine x2.8 at its 12-month peak (E014.antimony)'), largest first; rises under
+    1.5x, or not above the price the stock is bought at, are left out."""
     out = []
     for o in (plan.get("validation") or {}).get("observations", []):
         if o.get("segment") != "targeted" or o.get("node") not in nodes or str(o.get("event_id", "")) < "E014":
             continue
         r = float(o.get("observed_ratio") or 0.0)
-        if r >= 1.5:
+        if r >= 1.5 and r > nodes[str(o["node"])]:
             h = int(o.get("horizon_months") or 0)
             what = {"peak": f"at its {h}-month peak", "mean": f"on average over {h} months",
                     "month": f"after {h} month{'s' if h != 1 else ''}"}.get(str(o.get("statistic")), "")
@@ -170,6 +171,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                                "days_of_net_imports": float(r["days_of_net_imports"])
                                if r.get("days_of_net_imports") is not None and np.isfinite(r["days_of_net_imports"]) else None,
                                "expected_saving_usd_per_year": float(r["saving_usd"]),
+                               "purchase_price_ratio": float(r.get("purchase_price_ratio") or 1.0),
                                "current_holding": (f"{float(r['current_holding_t']):,.0f} t" if pd.notna(r.get("current_holding_t")) else "not published")
                                + (f"; ordered {float(r['ordered_t']):,.0f} t" if pd.notna(r.get("ordered_t")) else "")
                                + (f"; plan or request {float(r['planned_acquisition_t']):,.0f} t (not stock)" if pd.notna(r.get("planned_acquisition_t")) else "")})
@@ -229,13 +231,22 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                     "back within a year, at the simulated price while the control still holds (1 minus its annual chance of "
                     "relaxation) and at the baseline price after it; a dearer buy-back saves less, and waiting for the "
                     "control to lapse before buying back pays less but leaves the stock empty meanwhile.")
-    dearer = _dearer_since_baseline(plan, {x["node"] for x in firm})
-    if dearer:
-        # review 9/10: stocks were valued at the baseline price while controlled materials cost several times more
-        s_stock += (" The costs are at the model's baseline node prices (mostly 2024); outside China, quoted spot prices rose after "
-                    "the controls now in force (" + "; ".join(dearer) + ", observed in the back-test), so buying these now costs more; "
-                    "the largest rises are thin-market quotes (most yttrium oxide traded in 2025 near US$6.50/kg while Rotterdam "
-                    "asked US$220-320/kg: validation.md §4), not the price of a stockpile's volume.")
+    bought_at: dict[str, float] = {}
+    for x in firm:
+        bought_at[x["node"]] = max(bought_at.get(x["node"], 1.0), float(x.get("purchase_price_ratio", 1.0)))
+    dearer = _dearer_since_baseline(plan, bought_at)
+    squeezed = sorted({(x["node"], x.get("purchase_price_ratio", 1.0)) for x in firm if x.get("purchase_price_ratio", 1.0) > 1.005},
+                      key=lambda t: -t[1])
+    if squeezed or dearer:
+        # review 9/10: stocks were valued at the baseline price while controlled materials cost several times more;
+        # review 19b: they are now bought at the simulated price under the controls in force since the baseline
+        s_stock += (" The costs are at the model's baseline node prices (mostly 2024)"
+                    + (", except where a control in force since then raises today's price: those stocks are bought at the "
+                       "simulated mean price under it (" + "; ".join(f"{n} x{r:.2f}" for n, r in squeezed) + ")" if squeezed else "")
+                    + (". Quoted spot prices outside China rose further after those controls (" + "; ".join(dearer)
+                       + ", observed in the back-test, whose moves the model under-predicts: validation.md §3); "
+                       "the largest rises are thin-market quotes (most yttrium oxide traded in 2025 near US$6.50/kg while Rotterdam "
+                       "asked US$220-320/kg: validation.md §4), not the price of a stockpile's volume." if dearer else "."))
 
     dl = plan["deliveries"]
     al = pd.DataFrame(dl["allocation"])

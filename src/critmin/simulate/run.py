@@ -308,6 +308,7 @@ def run_chunk(
         "peak": pk.T,
         "peak_mean": r.peak_price.mean(axis=1),
         "price_u": r.price_u.mean(axis=1),
+        "price_t_mean": r.price_t.mean(axis=1),
         "stock": r.stock_used_t.mean(axis=1),
         **comp,
     }
@@ -462,6 +463,7 @@ def _assemble(
     ic, lo, pg = cat("input_cost"), cat("lost_output"), cat("producer_gain")
     lo_io, rationed = cat("lost_output_io"), cat("rationed")
     peak, peak_mean, price_u, stock = cat("peak"), cat("peak_mean"), cat("price_u"), cat("stock")
+    price_t_mean = cat("price_t_mean")
     probs = np.asarray(probabilities if probabilities is not None else [np.nan] * S, dtype=float)
     rows = []
     for i, sc in enumerate(scenarios):
@@ -500,6 +502,7 @@ def _assemble(
                     "peak_price_ratio_p50": peak[i, 1],
                     "peak_price_ratio_p95": peak[i, 2],
                     "unrestricted_price_ratio": price_u[i],
+                    "targeted_price_ratio_mean": price_t_mean[i],
                     "stock_drawn_t": stock[i],
                     "world_output_t": n.q0_t,
                     "price_usd_per_t": n.p0_usd_per_t,

@@ -114,7 +114,28 @@ def disruption_sample(sim: Any, draws: int = 500, seed: int = 0, result: Any = N
     from critmin.simulate.risk import risk_run
 
     res = result if result is not None else risk_run(sim, draws, seed)
-    return {"node_draws": res.node_draws, "metadata": res.metadata, "draws": res.metadata["draws"]}
+    return {"node_draws": res.node_draws, "metadata": res.metadata, "draws": res.metadata["draws"],
+            "purchase_price": purchase_price_ratios(res.scenarios)}
+
+
+def purchase_price_ratios(scenarios: pd.DataFrame) -> dict[str, tuple[float, str]]:
+    """Per node, the price a stock is bought at today, as a ratio to the baseline price, and why: the simulated mean
+    price under a control in force that started after the baseline data (it happens in every draw of the risk run:
+    family ``ctl.*``, status ``in_force``), in the market the participants buy in (the targeted one when the control
+    targets them or every destination, else the unrestricted one), else 1 (docs/stockpile.md §2). Review 19b: the buy-back paid
+    the squeeze while the first fill was costed at 2024 prices."""
+    out: dict[str, tuple[float, str]] = {}
+    if scenarios is None or not len(scenarios) or "targeted_price_ratio_mean" not in scenarios:
+        return out
+    ctl = scenarios[(scenarios["status"] == "in_force") & scenarios["family"].str.startswith("ctl.") & (scenarios["perspective"] == "BLOC")]
+    for r in ctl.itertuples():
+        key = f"{r.commodity}/{r.stage}"
+        # the participants buy in the targeted market when the control targets them (or everyone), else outside it
+        targeted = bool({"WORLD", "BLOC", *PARTICIPANTS} & set(str(r.targets).split(";")))
+        ratio = max(float(r.targeted_price_ratio_mean if targeted else r.unrestricted_price_ratio), 1.0)
+        if ratio > out.get(key, (1.0, ""))[0]:
+            out[key] = (ratio, f"simulated mean price under the control in force ({r.scenario})")
+    return out
 
 
 
@@ -297,6 +318,10 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
         p0 = node.p0_usd_per_t
         if not (np.isfinite(p0) and np.isfinite(node.q0_t)):
             continue
+        # a stock is bought at today's price: under a control in force since the baseline, the simulated price
+        # under it (the buy-back premium of a release is counted apart, against the release price P0)
+        ratio, ratio_basis = smp.get("purchase_price", {}).get(key, (1.0, "baseline price"))
+        p_buy = p0 * ratio
         # what a tonne released is worth to each participant where it is short (its end uses: output saved plus the
         # premium spared on that tonne), the pool's the bloc's
         c_of = {j: sim.value_per_t_supplied(node_draws, key, PARTICIPANTS.index(j)) for j in members}
@@ -340,7 +365,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             # buying a drawn tonne back while the disruption still holds costs its premium over the baseline price
             refill = refill_per_t(nd, PARTICIPANTS.index(j))
             refills[j] = refill
-            hold = p0 * (sp.capital_rate.get(j, sp.capital_rate["USA"]) + sp.storage(node.commodity))
+            hold = p_buy * (sp.capital_rate.get(j, sp.capital_rate["USA"]) + sp.storage(node.commodity))
             s_opt, cost_opt = newsvendor(short, w, hold, c, refill)
             cost0 = float(expected_cost(0.0, short, w, hold, c))
             annual_use = node.demand_share[j] * node.q0_t
@@ -369,7 +394,8 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 "shortage_cost_usd_per_t": c, "holding_cost_usd_per_t_year": hold, "critical_fractile": max(0.0, 1.0 - hold / c) if c > 0 else 0.0,
                 "refill_premium_usd_per_t": float(nd[REFILL_ROW + PARTICIPANTS.index(j)].sum() / short.sum()) if short.sum() > 0 else 0.0,
                 "probability_of_shortfall": min(max(float(w @ (short > 0)), 0.0), 1.0), "expected_shortfall_t": float(w @ short),
-                "optimal_stock_t": s_opt, "optimal_stock_usd": s_opt * p0, "days_of_consumption": 365.0 * s_opt / annual_use if annual_use > 0 else np.nan,
+                "purchase_price_ratio": ratio, "purchase_price_basis": ratio_basis,
+                "optimal_stock_t": s_opt, "optimal_stock_usd": s_opt * p_buy, "days_of_consumption": 365.0 * s_opt / annual_use if annual_use > 0 else np.nan,
                 "days_of_net_imports": 365.0 * s_opt / annual_imports if annual_imports > 0 else np.nan, "net_import_reliance": nir,
                 "expected_cost_without_stock_usd": cost0, "expected_cost_with_stock_usd": cost_opt, "saving_usd": cost0 - cost_opt,
                 "rules": rules,
@@ -385,10 +411,10 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                    if 0 < (short > 0).sum() < FEW_DRAWS and s_opt > 0 else [])
                 + ([against_note] if against_note else []),
             })
-            lp_inputs[j].append((key, short, hold, c, p0, min(cap_t, cap_plant), refill))
+            lp_inputs[j].append((key, short, hold, c, p_buy, min(cap_t, cap_plant), refill))
             separate[j] = s_opt
         if pooled and len(per_member) > 1:
-            hold = p0 * (float(np.mean([sp.capital_rate.get(j, sp.capital_rate["USA"]) for j in per_member])) + sp.storage(node.commodity))
+            hold = p_buy * (float(np.mean([sp.capital_rate.get(j, sp.capital_rate["USA"]) for j in per_member])) + sp.storage(node.commodity))
             c = c_pool
             total = np.sum(list(per_member.values()), axis=0)
             bought_back = np.sum([refills[j] * per_member[j] for j in per_member], axis=0)
@@ -417,7 +443,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             rows.append({
                 "node": key, "commodity": node.commodity, "stage": node.stage, "participant": "POOL(" + "+".join(per_member) + ")",
                 "shortage_cost_usd_per_t": c, "holding_cost_usd_per_t_year": hold, "optimal_stock_t": pl.pooled_stock_t,
-                "optimal_stock_usd": pl.pooled_stock_t * p0, "expected_cost_with_stock_usd": pl.pooled_cost_usd,
+                "optimal_stock_usd": pl.pooled_stock_t * p_buy, "purchase_price_ratio": ratio, "expected_cost_with_stock_usd": pl.pooled_cost_usd,
                 "separate_stock_t": pl.separate_stock_t, "separate_cost_usd": pl.separate_cost_usd, "pooling_saving_usd": pl.saving_usd,
                 "cost_share": pl.pooled_share, "pooled_cost_by_member_usd": pl.pooled_cost_by_member_usd,
                 # pooling saves little when the members run short in the same draws (the same disruptions)
