@@ -180,6 +180,19 @@ def test_derived_demand_shrinks_the_response_with_the_cost_share_and_rations_at_
     assert usa["lost_output_usd"] == pytest.approx(0.1 * ((want - made) * 2.0 + (1 - want) * 0.5) * 1e6, rel=1e-12)
 
 
+def engine_matches_reference(simulator, sample: list[Scenario]):
+    """Evaluate ``sample`` (16 draws, seed 9) with the engine and check draws 0, 7 and 15 of every scenario against
+    the scalar reference; returns the batch, the draws and the engine's result."""
+    b = compile_batch(sample, simulator.nodes, simulator.chain, simulator.params)
+    nd = NodeDraws.sample(simulator.nodes, simulator.params, 16, 9)
+    vec = evaluate_chunk(b, nd, simulator.settings, 9)
+    for i, s in enumerate(sample):
+        for d in (0, 7, 15):
+            ref = scalar_losses(s, simulator.nodes, simulator.chain, simulator.params, simulator.settings, 9, 16, d)
+            assert np.allclose(vec.loss_rel[i, :, d], ref, rtol=1e-9, atol=1e-15), s.id
+    return b, nd, vec
+
+
 def test_derived_demand_engine_equals_scalar_reference(simulator):
     """The derived-demand rule in the engine and in the scalar reference, on the nodes whose output multiple exceeds
     M_ref (gallium 715, cobalt and graphite through their chains) and one below it; switched off (κ_s = 1) it
@@ -191,13 +204,7 @@ def test_derived_demand_engine_equals_scalar_reference(simulator):
         Scenario(id="gr", commodity="graphite", stage="refine", restrictors=["CHN"], duration_months=9),
         Scenario(id="sb", commodity="antimony", stage="mine", restrictors=["CHN"], duration_months=5),
     ]
-    b = compile_batch(sample, simulator.nodes, simulator.chain, simulator.params)
-    nd = NodeDraws.sample(simulator.nodes, simulator.params, 16, 9)
-    vec = evaluate_chunk(b, nd, simulator.settings, 9)
-    for i, s in enumerate(sample):
-        for d in (0, 7, 15):
-            ref = scalar_losses(s, simulator.nodes, simulator.chain, simulator.params, simulator.settings, 9, 16, d)
-            assert np.allclose(vec.loss_rel[i, :, d], ref, rtol=1e-9, atol=1e-15), s.id
+    b, nd, vec = engine_matches_reference(simulator, sample)
     off = dataclasses.replace(nd, values={**nd.values, "demand_substitution_share": np.ones_like(nd.values["demand_substitution_share"])})
     base = evaluate_chunk(b, off, simulator.settings, 9)
     assert not np.allclose(vec.loss_rel[0], base.loss_rel[0])
@@ -496,13 +503,7 @@ def test_vectorised_equals_scalar_reference(simulator):
         Scenario(id="monthly.named", commodity="antimony", stage="mine", restrictors=["CHN"], targets=["USA"], duration_months=5,
                  withheld_by_month=[1.0, 1.0, 0.0, 1.0], withheld_share=0.5, withheld_low=0.2, withheld_high=0.8),
     ]
-    b = compile_batch(sample, simulator.nodes, simulator.chain, simulator.params)
-    nd = NodeDraws.sample(simulator.nodes, simulator.params, 16, 9)
-    vec = evaluate_chunk(b, nd, simulator.settings, 9)
-    for i, s in enumerate(sample):
-        for d in (0, 7, 15):
-            ref = scalar_losses(s, simulator.nodes, simulator.chain, simulator.params, simulator.settings, 9, 16, d)
-            assert np.allclose(vec.loss_rel[i, :, d], ref, rtol=1e-9, atol=1e-15), s.id
+    engine_matches_reference(simulator, sample)
 
 
 def test_dask_local_cluster_equals_single_process(simulator):

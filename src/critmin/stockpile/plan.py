@@ -122,8 +122,8 @@ def purchase_price_ratios(scenarios: pd.DataFrame) -> dict[str, tuple[float, str
     """Per node, the price a stock is bought at today, as a ratio to the baseline price, and why: the simulated mean
     price under a control in force that started after the baseline data (it happens in every draw of the risk run:
     family ``ctl.*``, status ``in_force``), in the market the participants buy in (the targeted one when the control
-    targets them or every destination, else the unrestricted one), else 1 (docs/stockpile.md §2). Review 19b: the buy-back paid
-    the squeeze while the first fill was costed at 2024 prices."""
+    targets them or every destination, else the unrestricted one), else 1 (docs/stockpile.md §2). Review 19b: the
+    buy-back paid the squeeze while the first fill was costed at 2024 prices."""
     out: dict[str, tuple[float, str]] = {}
     if scenarios is None or not len(scenarios) or "targeted_price_ratio_mean" not in scenarios:
         return out
@@ -136,8 +136,6 @@ def purchase_price_ratios(scenarios: pd.DataFrame) -> dict[str, tuple[float, str
         if ratio > out.get(key, (1.0, ""))[0]:
             out[key] = (ratio, f"simulated mean price under the control in force ({r.scenario})")
     return out
-
-
 
 
 def refill_per_t(nd: np.ndarray, k: int) -> np.ndarray:
