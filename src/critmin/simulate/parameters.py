@@ -66,7 +66,7 @@ SETTINGS: dict[str, tuple[float, float]] = {
 #: The settings that value the tonnes not consumed (docs/simulation.md §7): read together wherever a run is set up
 #: from a parameter table (the back-test re-reads them from its calibrated table).
 VALUATION_SETTINGS = ("restraint_loss_fraction", "substitution_loss_fraction", "price_cut_output_fraction")
-#: The settings of the derived-demand sensitivity (docs/simulation.md §4.2), read with the valuation settings.
+#: The settings of the derived-demand rule (docs/simulation.md §4.2; its share κ_s is sampled), read with the valuation settings.
 DEMAND_SETTINGS = ("derived_demand_reference_multiple",)
 
 
