@@ -158,6 +158,31 @@ def test_rationing_at_the_choke_price_loses_output_and_a_price_cut_loses_the_tri
     assert r1["lost_output_usd"] == pytest.approx(usa["lost_output_io_usd"], rel=1e-12)
 
 
+def test_a_tonne_rationed_below_the_top_of_the_demand_curve_is_worth_the_mean_use_above_the_cap(atlas):
+    """Review 18, finding 3: the choke price is not a valuation line. Toy of the test above with M = 4 and the cap
+    max_price_ratio = 2 (below M): the price stops at 2, the same 0.35355 are rationed and 0.29289 given up. On
+    q(v) = v^-0.5 truncated at T = 4 (a mass 4^-0.5 = 0.5 of uses worth 4), the uses at or above 2 are worth on
+    average [(4^0.5 - 2^0.5) + 4^0.5] / 2^-0.5 = 4√2 - 2 = 3.657 (not 4): by hand, ∫_2^4 v · 0.5 v^-1.5 dv =
+    4^0.5 - 2^0.5 = 0.586, plus 4 x 0.5 = 2, over the 2^-0.5 = 0.707 of uses at or above 2."""
+    from critmin.simulate.engine import rationed_value_share
+
+    sim = toy_sim(atlas, toy_node(s_r=0.8), fixed={**FIXED, "downstream_value_multiple": 4.0, "max_price_ratio": 2.0})
+    usa = run(sim, [ban(withheld_share=1.0)], draws=2, seed=0).scenarios.set_index("perspective").loc["USA"]
+    made, want = 0.25 * 2**0.5, 2**-0.5
+    assert usa["peak_price_ratio_mean"] == pytest.approx(2.0, rel=1e-12)
+    assert usa["rationed_t"] == pytest.approx(0.1 * (want - made) * 1000.0, rel=1e-12)  # 35.355 t, as before
+    mean_use = 4.0 * 2**0.5 - 2.0
+    assert usa["lost_output_usd"] == pytest.approx(0.1 * ((want - made) * mean_use + (1 - want) * 0.5) * 1e6, rel=1e-12)
+    # the input-output convention keeps every tonne not consumed at M
+    assert usa["lost_output_io_usd"] == pytest.approx(0.1 * (1 - made) * 4.0 * 1e6, rel=1e-12)
+    # the share: 1 at the top, at least c / T, rising with the cap; ε = -1 has its own closed form c (ln(T/c) + 1)
+    caps = np.array([1.0, 2.0, 3.0, 3.99, 4.0, 6.0])
+    r = rationed_value_share(caps, np.full(6, 4.0), np.full(6, -0.5))
+    assert r[1] == pytest.approx(mean_use / 4.0, rel=1e-12) and r[4] == 1.0 and r[5] == 1.0
+    assert np.all(np.diff(r) >= 0) and np.all(r >= np.minimum(caps, 4.0) / 4.0)
+    assert rationed_value_share(np.array([2.0]), np.array([4.0]), np.array([-1.0]))[0] == pytest.approx(2.0 * (np.log(2.0) + 1.0) / 4.0)
+
+
 def test_derived_demand_shrinks_the_response_with_the_cost_share_and_rations_at_the_choke(atlas):
     """Hicks-Marshall rule (docs/simulation.md §4.2): ε_i = κ_i ε, κ_i = κ_s + (1 - κ_s) min(1, M_ref / M_eff).
 
@@ -205,6 +230,9 @@ def test_derived_demand_engine_equals_scalar_reference(simulator):
         Scenario(id="sb", commodity="antimony", stage="mine", restrictors=["CHN"], duration_months=5),
     ]
     b, nd, vec = engine_matches_reference(simulator, sample)
+    # the checked draws ration at a choke price below the top of the demand curve (gallium: cap 10, top ~715), so the
+    # value of a rationed tonne (rationed_value_share) is compared too
+    assert (vec.rationed_t[0][:, [0, 7, 15]] > 0).all()
     off = dataclasses.replace(nd, values={**nd.values, "demand_substitution_share": np.ones_like(nd.values["demand_substitution_share"])})
     base = evaluate_chunk(b, off, simulator.settings, 9)
     assert not np.allclose(vec.loss_rel[0], base.loss_rel[0])

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from critmin.stockpile.sizing import expected_cost, newsvendor, pool, stock_lp
+from critmin.stockpile.sizing import expected_cost, keep_line, newsvendor, pool, stock_lp
 from tests.test_cli import run
 
 D = np.array([0.0, 10.0, 20.0])
@@ -64,6 +64,37 @@ def test_budgeted_lp_by_hand():
     assert plan.budget_shadow_price == pytest.approx(0.5, abs=1e-7)
     free = stock_lp(np.vstack([D, D]), W, np.array([1.0, 1.0]), np.array([4.0, 4.0]), np.array([1.0, 2.0]))
     assert free.stock_t == pytest.approx([10.0, 10.0], abs=1e-7)
+
+
+def test_a_stock_line_is_held_only_where_it_saves_its_fixed_cost_by_hand():
+    """docs/stockpile.md §2: a line costs F a year whatever its size. h = 1, c = 4: S* = 10 saves 28 - 18 = 10 a year,
+    so it is held at F = 9 (cost 27) and not at F = 10 (cost 28, no stock).
+
+    Budgeted, prices 1 and 2, budget 15 (test above: S_A = 10, S_B = 2.5 without F). At F = 6 B's 2.5 t save 2.5 < 6:
+    both lines 43.5 + 12 = 55.5, A alone 18 + 6 + 28 = 52, B alone (7.5 t) 20.5 + 6 + 28 = 54.5, none 56: A alone,
+    the budget slack (shadow price 0). At F = 1 both are held (45.5 against 47) and the budget binds at 0.5 a USD,
+    the dual of the LP with both lines held."""
+    s, c = newsvendor(D, W, 1.0, 4.0)
+    assert keep_line(s, c, 28.0, 9.0) == (10.0, pytest.approx(27.0))
+    assert keep_line(s, c, 28.0, 10.0) == (0.0, 28.0)
+    two = (np.vstack([D, D]), W, np.array([1.0, 1.0]), np.array([4.0, 4.0]), np.array([1.0, 2.0]))
+    plan = stock_lp(*two, budget=15.0, fixed=6.0)
+    assert plan.stock_t == pytest.approx([10.0, 0.0], abs=1e-7)
+    assert plan.total_usd == pytest.approx(52.0) and plan.budget_shadow_price == pytest.approx(0.0, abs=1e-7)
+    both = stock_lp(*two, budget=15.0, fixed=1.0)
+    assert both.stock_t == pytest.approx([10.0, 2.5], abs=1e-7)
+    assert both.total_usd == pytest.approx(45.5) and both.budget_shadow_price == pytest.approx(0.5, abs=1e-7)
+
+
+@settings(max_examples=40, deadline=None)
+@given(a=st.lists(st.floats(0, 100), min_size=5, max_size=5), b=st.lists(st.floats(0, 100), min_size=5, max_size=5),
+       h=st.floats(0.01, 10), c=st.floats(0.01, 50), f=st.floats(0, 200))
+def test_without_a_budget_the_programme_is_one_kept_or_dropped_newsvendor_per_line(a, b, h, c, f):
+    w = np.full(5, 0.2)
+    lines = [np.array(a), np.array(b)]
+    plan = stock_lp(np.vstack(lines), w, np.array([h, h]), np.array([c, c]), np.ones(2), fixed=f)
+    kept = [keep_line(*newsvendor(d, w, h, c), float(expected_cost(0.0, d, w, h, c)), f) for d in lines]
+    assert plan.total_usd == pytest.approx(sum(k[1] for k in kept), rel=1e-6, abs=1e-6)
 
 
 @settings(max_examples=60, deadline=None)
@@ -441,7 +472,9 @@ def test_stock_savings_charge_the_buy_back_where_controls_persist(simulator, blo
         s_without, _ = newsvendor(short, w, h, c)
         assert r["optimal_stock_t"] <= s_with + 1e-9 and s_with <= s_without + 1e-9
         saving = float(expected_cost(0.0, short, w, h, c) - expected_cost(r["optimal_stock_t"], short, w, h, c, refill))
-        assert r["saving_usd"] == pytest.approx(saving, rel=1e-9, abs=1e-6)
+        # a held line also pays its fixed cost, and saves more than it
+        assert r["saving_usd"] == pytest.approx(saving - r["fixed_cost_usd_per_year"], rel=1e-9, abs=1e-6)
+        assert r["saving_usd"] > 0
         assert saving <= float(expected_cost(0.0, short, w, h, c) - expected_cost(r["optimal_stock_t"], short, w, h, c)) + 1e-6
 
 
@@ -476,3 +509,18 @@ def test_a_stock_is_bought_at_the_price_under_the_control_in_force(simulator, bl
         # capital plus storage on what the stock costs today, not on its 2024 price
         rate = sp.capital_rate.get(r["participant"], sp.capital_rate["USA"]) + sp.storage(node.commodity)
         assert r["holding_cost_usd_per_t_year"] == pytest.approx(p_buy * rate, rel=1e-9)
+
+
+def test_no_line_is_held_that_saves_less_than_its_fixed_cost(bloc_plan):
+    """Review 18b: Japan's molybdenum (1 day, US$2.9 M) and other small lines were firm recommendations. Each held
+    line now saves more than the fixed cost of holding a line (stockpile_parameters.csv, from Japan's stockpile
+    budget); a line dropped for it says what it would have saved."""
+    f = bloc_plan["metadata"]["fixed_cost_usd_per_line_year"]
+    assert 75_000 <= f <= 300_000
+    rows = [r for r in bloc_plan["stockpiles"] if r["participant"] in ("USA", "JPN")]
+    held = [r for r in rows if r["optimal_stock_t"] > 0]
+    assert held and all(r["saving_usd"] > 0 for r in held)
+    dropped = [r for r in rows if r["optimal_stock_t"] == 0 and r["stock_before_fixed_cost_t"] > 0]
+    for r in dropped:
+        assert any(x.startswith("not held:") and "fixed cost of a stock line" in x for x in r["flags"]), r["node"]
+        assert r["saving_usd"] == 0.0

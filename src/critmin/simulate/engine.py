@@ -645,14 +645,15 @@ def evaluate_chunk(
     m_eff = g["downstream_value_multiple"] * b.chain_a[rep, None] + b.chain_b[rep, None]
     # nobody pays more than the input is worth to them: the output it enables, and on the share that makes derivative
     # products (valued at their value added) also the input's own price
-    p_hi = np.minimum(g["max_price_ratio"], np.maximum(m_eff + b.chain_d[rep, None], 1.0))
+    top = np.maximum(m_eff + b.chain_d[rep, None], 1.0)
+    p_hi = np.minimum(g["max_price_ratio"], top)
     p_lo = 1.0 / g["max_price_ratio"]
     # derived demand (Hicks-Marshall): the scale part of the demand response shrinks with the input's cost share
     # 1/M_eff below 1/M_ref; the substitution part κ_s does not (docs/simulation.md §4.2)
     g = {**g, "elasticity_demand": demand_scaled(g["elasticity_demand"], m_eff, g["demand_substitution_share"],
                                                 settings["derived_demand_reference_multiple"])}
 
-    names = ("cost", "rationed", "price_cut", "surplus_cut", "price_effect", "restrained", "substituted", "gain_t", "cost_u",
+    names = ("cost", "rationed", "rationed_value", "price_cut", "surplus_cut", "price_effect", "restrained", "substituted", "gain_t", "cost_u",
              "short_u", "surplus_u", "subst_u", "gain_u", "sum_pu", "sum_pt", "released")
     acc_s = {k: np.zeros((S, D)) for k in names}  # per scenario, at its last month
     peak_s = np.ones((S, D))
@@ -660,7 +661,7 @@ def evaluate_chunk(
     paths = {k: np.full((S, D, months), np.nan) for k in PATH_KEYS} if keep_paths else None
     rows = np.arange(P) if keep_paths else np.flatnonzero(st.shocked)
     if rows.size:
-        _month_loop(rows, st, by_month, g, m_eff, p_hi, p_lo, b, rep, pidx, path_dur, settings, acc_s, peak_s, paths)
+        _month_loop(rows, st, by_month, g, top, p_hi, p_lo, b, rep, pidx, path_dur, settings, acc_s, peak_s, paths)
     # unshocked paths: price 1 in both segments, nothing lost
     done = np.isin(pidx, rows)
     acc_s["sum_pu"][~done] = b.duration[~done, None].astype(float)
@@ -678,11 +679,13 @@ def evaluate_chunk(
     f_r, f_s = settings["restraint_loss_fraction"], settings["substitution_loss_fraction"]
     f_p = settings["price_cut_output_fraction"]
     short_t = acc_s["rationed"] + acc_s["price_cut"] + acc_s["restrained"] + acc_s["substituted"]
-    # a tonne rationed at the choke price loses the output it enables (M_eff); a tonne given up at a higher price (at
-    # once, by substituting, or restrained by policy, which sheds the lowest-value uses first) loses f_p of its
-    # input-output value (M_eff; φ_s M_eff substituted, φ_r M_eff restrained) plus (1 - f_p) of the buyers' surplus on it
-    # (the triangle ½(p_x - 1), p_x the value of the last use given up)
-    lost_t = acc_s["rationed"] + f_p * (acc_s["price_cut"] + f_s * acc_s["substituted"] + f_r * acc_s["restrained"])
+    # a tonne rationed at the choke price loses the value of its use: M_eff for the uses worth the whole output they
+    # enable, less for the rest of the uses that would pay the choke price (the truncated demand curve,
+    # rationed_value_share); a tonne given up at a higher price (at once, by substituting, or restrained by policy,
+    # which sheds the lowest-value uses first) loses f_p of its input-output value (M_eff; φ_s M_eff substituted,
+    # φ_r M_eff restrained) plus (1 - f_p) of the buyers' surplus on it (the triangle ½(p_x - 1), p_x the value of the
+    # last use given up)
+    lost_t = acc_s["rationed_value"] + f_p * (acc_s["price_cut"] + f_s * acc_s["substituted"] + f_r * acc_s["restrained"])
     lost_u = f_p * (acc_s["short_u"] + f_s * acc_s["subst_u"])
     surplus = (1.0 - f_p) * np.where(in_t, acc_s["surplus_cut"][:, None, :], acc_s["surplus_u"][:, None, :])
     io_t = acc_s["rationed"] + acc_s["price_cut"] + f_r * acc_s["restrained"] + f_s * acc_s["substituted"]
@@ -746,6 +749,28 @@ def demand_scaled(ed: np.ndarray, m_eff: np.ndarray, kappa_s: np.ndarray | float
     return ed * (kappa_s + (1.0 - kappa_s) * ratio)
 
 
+def rationed_value_share(cap: np.ndarray, top: np.ndarray, eps: np.ndarray) -> np.ndarray:
+    """Mean value of the uses rationed at the choke price ``c``, as a share of the top value ``T`` (``c <= T``):
+
+        r = E[v | v >= c] / T,   E[v | v >= c] = [-ε/(1+ε) (T^(1+ε) - c^(1+ε)) + T^(1+ε)] / c^ε   (ε ≠ -1)
+                                              = c (ln(T/c) + 1)                                    (ε = -1)
+
+    on the demand curve ``q(v) = v^ε`` (units of P0, baseline demand 1) truncated at ``T``: the uses worth between
+    c and T, with density ``-ε v^(ε-1)``, and a mass ``T^ε`` of uses worth the whole output they enable (T). Rationing
+    at the cap falls on the buyers who would pay it at random (a licence queue or a supplier's allocation does not
+    sort buyers by the value of their use), so a rationed tonne is worth the mean over all uses at or above c, not T:
+    the choke price stops being a line above which every tonne is worth the whole output (review 18, finding 3).
+    ``r = 1`` when the cap is the top (``c >= T``); ``c / T <= r <= 1``."""
+    c = np.minimum(cap, top)
+    e1 = 1.0 + eps
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        near = np.abs(e1) < 1e-9
+        body = np.where(near, np.log(top / c), -eps / np.where(near, 1.0, e1) * (np.power(top, e1) - np.power(c, e1)))
+        mean = (body + np.power(top, e1)) / np.power(c, eps)
+        r = np.where(c < top, mean / top, 1.0)
+    return np.clip(r, c / top, 1.0)  # the bounds hold exactly; the clip only removes rounding
+
+
 def _supply_value(lost: np.ndarray, extra: np.ndarray | float, price_effect: np.ndarray, paid: np.ndarray,
                   cost: np.ndarray) -> np.ndarray:
     """``min(lost + extra + min(PE, paid⁺), max(cost + lost, lost))``: the value of supplying the tonnes short (the
@@ -755,7 +780,7 @@ def _supply_value(lost: np.ndarray, extra: np.ndarray | float, price_effect: np.
 
 
 def _month_loop(
-    rows: np.ndarray, st: _Statics, by_month: list[_Statics], g: dict[str, np.ndarray], m_eff: np.ndarray, p_hi: np.ndarray,
+    rows: np.ndarray, st: _Statics, by_month: list[_Statics], g: dict[str, np.ndarray], top: np.ndarray, p_hi: np.ndarray,
     p_lo: np.ndarray,
     b: Batch, rep: np.ndarray, pidx: np.ndarray, path_dur: np.ndarray, settings: dict[str, float],
     acc_s: dict[str, np.ndarray], peak_s: np.ndarray, paths: dict[str, np.ndarray] | None,
@@ -763,7 +788,8 @@ def _month_loop(
     """Months 1 … longest duration for the paths ``rows``; fills the scenarios' accumulators (in place).
 
     ``by_month[t - 1]`` (when given) holds the segment sizes of month t under a withheld share stated month by
-    month; the precautionary target is set by the shock as first seen (month 1)."""
+    month; the precautionary target is set by the shock as first seen (month 1). ``top`` is the value of the
+    highest use, ``max(M_eff + derivative share, 1)`` (units of P0), where the demand curve is truncated."""
     sel = rep[rows]
 
     def pr(x: np.ndarray) -> np.ndarray:
@@ -779,7 +805,7 @@ def _month_loop(
     inv_m, theta, half = pr(g["inventory_months"]), pr(g["stock_adjustment"]), pr(g["stock_half_cover_months"])
     chi_t, chi_u = pr(g["hoarding_targeted"]), pr(g["hoarding_restrictor"])
     psi = pr(g["price_transmission"])
-    hi, lo = pr(p_hi), pr(p_lo)
+    hi, lo, top = pr(p_hi), pr(p_lo), pr(top)
     ed_lr = np.minimum(ed_lr, ed)  # demand is never less elastic in the long run
     rho = b.rho[sel, None]
     hold = np.broadcast_to(b.hold[sel, None], d_t.shape).copy()
@@ -858,6 +884,7 @@ def _month_loop(
         acc["price_effect"] += np.where(np.isfinite(dp), dp, 0.0) * (rationed + restrained + substituted)
         acc["cost"] += (p_t - 1.0) * served
         acc["rationed"] += at_cap
+        acc["rationed_value"] += at_cap * rationed_value_share(hi, top, eps)
         acc["price_cut"] += cut
         # the uses given up (by price, substitution or restraint) are the lowest-valued: on the demand curve the last
         # one is worth p_x = p (1 - ρ_t)^(1/ε_t) (restraint acts as a higher price), at most the choke price

@@ -220,11 +220,22 @@ def scalar_losses(s: Scenario, nodes: NodeTable, chain: ChainFactors, params: Pa
         # rationed at the choke price: what buyers want at the price and do not get; the rest they give up at it
         at_cap = min(max(demand * pe - consumed, 0.0) / d_t if d_t > 0 else 0.0, not_consumed)
         cut = not_consumed - at_cap
+        # a rationed tonne is worth the mean value of the uses at or above the cap (q(v) = v^ε truncated at the top
+        # value T, with a mass T^ε at T), as a share of T
+        top = max(m_eff + d_share, 1.0)
+        if p_hi < top:
+            if abs(1.0 + eps) < 1e-9:
+                mean_v = p_hi * (math.log(top / p_hi) + 1.0)
+            else:
+                mean_v = (-eps / (1.0 + eps) * (top ** (1.0 + eps) - p_hi ** (1.0 + eps)) + top ** (1.0 + eps)) / p_hi**eps
+            at_cap_value = at_cap * mean_v / top
+        else:
+            at_cap_value = at_cap
         for j, iso in enumerate(PARTICIPANTS):
             if iso in members:
                 dj = n.demand_share[iso] * scale
                 cost = (p_t - 1.0) * served * dj
-                lost_out = (at_cap + f_p * (cut + f_s * substituted + f_r * restrained)) * dj * m_own[j]
+                lost_out = (at_cap_value + f_p * (cut + f_s * substituted + f_r * restrained)) * dj * m_own[j]
                 p_x = min(p_t * max(1.0 - rho_t, 1e-12) ** (1.0 / eps), p_hi)  # the last use given up
                 lost_out += (1.0 - f_p) * 0.5 * max(p_x - 1.0, 0.0) * (cut + substituted + restrained) * dj
             else:

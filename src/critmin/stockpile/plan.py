@@ -22,7 +22,7 @@ from critmin.simulate.nodes import PARTICIPANTS
 from critmin.simulate.ore import plant_intake_t, unusable_ore_reason
 from critmin.simulate.run import REFILL_ROW
 from critmin.stockpile.policy import STOCKABLE_STAGES, StockpileOptions
-from critmin.stockpile.sizing import expected_cost, newsvendor, pool, stock_lp
+from critmin.stockpile.sizing import expected_cost, keep_line, newsvendor, pool, stock_lp
 
 DAYS_RULES = (60, 90, 180)
 
@@ -40,6 +40,8 @@ class StockParameters:
     storage_basis: str
     days_rules: tuple[int, ...]
     storage_by_commodity: dict[str, float] = field(default_factory=dict)
+    #: USD a year of holding a stock line at all (``fixed_cost_usd_per_line_year``; 0 without the row)
+    fixed_cost: float = 0.0
 
     def storage(self, commodity: str) -> float:
         """Storage and insurance cost as a fraction of value per year (commodity row, else the ``*`` row)."""
@@ -65,7 +67,9 @@ class StockParameters:
             kr = t[(t["parameter"] == "capital_cost_rate") & (t["scope"] == "KOR")]
             if len(kr) and kr["value"].iloc[0] != "":
                 cap["KOR"] = float(kr["value"].iloc[0])
-            return cls(cap, storage, basis, rules, by_c)
+            fx = t[(t["parameter"] == "fixed_cost_usd_per_line_year") & (t["scope"] == "*")]
+            fixed = float(fx["value"].iloc[0]) if len(fx) and fx["value"].iloc[0] != "" else 0.0
+            return cls(cap, storage, basis, rules, by_c, fixed)
         return cls(cap, storage, basis, rules)
 
 
@@ -380,11 +384,15 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             if capped:
                 s_opt = min(cap_t, cap_plant)
                 cost_opt = float(expected_cost(s_opt, short, w, hold, c, refill))
+            # a line is held only where it saves more than the fixed cost of holding it at all
+            s_free, saving_free = s_opt, cost0 - cost_opt
+            s_opt, cost_opt = keep_line(s_opt, cost_opt, cost0, sp.fixed_cost)
             rules = {}
             for days in sp.days_rules:
                 # a rule, too, holds no more ore than the plants take, and no more than the policy's days of net imports
                 s_rule = min(days / 365.0 * annual_use, cap_plant, cap_t)
-                rules[f"{days}_days"] = {"stock_t": s_rule, "expected_cost_usd": float(expected_cost(s_rule, short, w, hold, c, refill))}
+                rules[f"{days}_days"] = {"stock_t": s_rule, "expected_cost_usd": float(expected_cost(s_rule, short, w, hold, c, refill))
+                                         + (sp.fixed_cost if s_rule > 0 else 0.0)}
             against = _against_holdings(holdings, j, node.commodity, s_opt)
             against_note = against.pop("against_holdings", None)
             rows.append({
@@ -396,6 +404,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 "optimal_stock_t": s_opt, "optimal_stock_usd": s_opt * p_buy, "days_of_consumption": 365.0 * s_opt / annual_use if annual_use > 0 else np.nan,
                 "days_of_net_imports": 365.0 * s_opt / annual_imports if annual_imports > 0 else np.nan, "net_import_reliance": nir,
                 "expected_cost_without_stock_usd": cost0, "expected_cost_with_stock_usd": cost_opt, "saving_usd": cost0 - cost_opt,
+                "fixed_cost_usd_per_year": sp.fixed_cost, "stock_before_fixed_cost_t": s_free,
                 "rules": rules,
                 **against,
                 "release_rule": {"holdings_t": s_opt, "max_release_t_per_month": s_opt / max(typical_months, 1.0), "price_cap": 1.0},
@@ -407,10 +416,12 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                    if capped and cap_plant < cap_t else [])
                 + ([f"decided by {int((short > 0).sum())} of {draws} draws with a shortfall: rerun with more draws before buying"]
                    if 0 < (short > 0).sum() < FEW_DRAWS and s_opt > 0 else [])
-                + ([against_note] if against_note else []),
+                + ([against_note] if against_note else [])
+                + ([f"not held: {s_free:,.0f} t would save US${saving_free:,.0f} a year, less than the fixed cost of a stock line "
+                    f"(US${sp.fixed_cost:,.0f} a year)"] if s_free > 0 and s_opt == 0 else []),
             })
             lp_inputs[j].append((key, short, hold, c, p_buy, min(cap_t, cap_plant), refill))
-            separate[j] = s_opt
+            separate[j] = s_free  # what the member brings to a pool: one line's fixed cost may pay where two did not
         if pooled and len(per_member) > 1:
             hold = p_buy * (float(np.mean([sp.capital_rate.get(j, sp.capital_rate["USA"]) for j in per_member])) + sp.storage(node.commodity))
             c = c_pool
@@ -429,11 +440,15 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             caps = {j: separate[j] for j in per_member}
             sep_t = {j: min(pl.separate_stock_t[j], caps[j]) for j in per_member}
             sep_cost = {j: float(expected_cost(sep_t[j], per_member[j], w, hold, c, refills[j])) for j in per_member}
+            # each separate line pays its fixed cost, the pool one
+            for j in per_member:
+                sep_t[j], sep_cost[j] = keep_line(sep_t[j], sep_cost[j], float(expected_cost(0.0, per_member[j], w, hold, c)), sp.fixed_cost)
             ps = min(pl.pooled_stock_t, sum(caps.values()))
             if ps < pl.pooled_stock_t - 1e-9:
                 pool_flags.append(f"capped at the members' own stocks ({sum(caps.values()):,.0f} t): a pool shares stock, "
                                   "it does not hold one member's need in another's headroom")
-            pc = float(expected_cost(ps, total, w, hold, c, refill_pool))
+            ps, pc = keep_line(ps, float(expected_cost(ps, total, w, hold, c, refill_pool)), float(expected_cost(0.0, total, w, hold, c)),
+                               sp.fixed_cost)
             z = sum(sep_cost.values())
             share = {j: (v / z if z > 0 else 1.0 / len(sep_cost)) for j, v in sep_cost.items()}
             pl = replace(pl, separate_stock_t=sep_t, separate_cost_usd=sep_cost, pooled_stock_t=ps, pooled_cost_usd=pc,
@@ -457,7 +472,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 continue
             D = np.array([it[1] for it in items])
             plan = stock_lp(D, w, np.array([it[2] for it in items]), np.array([it[3] for it in items]), np.array([it[4] for it in items]), budget,
-                            capacity_t=np.array([it[5] for it in items]), refill=np.array([it[6] for it in items]))
+                            capacity_t=np.array([it[5] for it in items]), refill=np.array([it[6] for it in items]), fixed=sp.fixed_cost)
             budgets[j] = {
                 "budget_usd": budget, "spent_usd": plan.budget_used_usd, "total_cost_usd": plan.total_usd,
                 "value_of_budget_usd_per_usd": plan.budget_shadow_price, "status": plan.status,
@@ -476,6 +491,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                      "candidates": {j: sorted(v) for j, v in commodities.items()},
                      "holdings_context": {j: holdings_for(holdings, j, "*")[1] for j in members}, "storage_cost_rate": sp.storage_rate, "storage_cost_rate_by_commodity": sp.storage_by_commodity,
                      "storage_basis": sp.storage_basis,
+                     "fixed_cost_usd_per_line_year": sp.fixed_cost,
                      "capital_rate": sp.capital_rate, "days_rules": list(sp.days_rules),
                      "sourced_demand_only": sourced_demand_only, "not_stocked_proxy_demand": not_stocked,
                      "not_stocked_same_consumption": stocked_elsewhere, "not_stocked_net_exporter": net_exporter,

@@ -60,6 +60,19 @@ def newsvendor(shortfall: np.ndarray, weights: np.ndarray, holding: float, short
     return s, float(expected_cost(s, shortfall, weights, holding, shortage, refill))
 
 
+def keep_line(stock: float, cost_with: float, cost_without: float, fixed: float) -> tuple[float, float]:
+    """A stock line is held only where it saves more than its fixed cost F (USD a year: procurement, a storage
+    contract, assay, rotation, administration, whatever the tonnage):
+
+        (S, cost) = (S*, C(S*) + F)  if C(0) - C(S*) > F,   else (0, C(0))
+
+    ``C`` the expected cost of :func:`expected_cost` (convex in S); a fixed cost never changes the size of a line
+    that is kept, since it does not depend on S (docs/stockpile.md §2)."""
+    if stock > 0 and cost_without - cost_with > fixed:
+        return stock, cost_with + fixed
+    return 0.0, cost_without
+
+
 @dataclass
 class StockPlan:
     """Optimal stocks for several commodities under a common budget (LP solution)."""
@@ -74,18 +87,22 @@ class StockPlan:
 
 
 def stock_lp(shortfall: np.ndarray, weights: np.ndarray, holding: np.ndarray, shortage: np.ndarray, price: np.ndarray,
-             budget: float | None = None, capacity_t: np.ndarray | None = None, refill: np.ndarray | None = None) -> StockPlan:
+             budget: float | None = None, capacity_t: np.ndarray | None = None, refill: np.ndarray | None = None,
+             fixed: float = 0.0) -> StockPlan:
     """Stocks of n commodities minimising holding plus expected shortage cost, under a purchase budget.
 
-        min  Σ_n h_n S_n + Σ_s w_s Σ_n e_ns u_ns
-        s.t. u_ns >= D_ns - S_n,  u_ns >= 0,  0 <= S_n <= cap_n,  Σ_n P_n S_n <= B
+        min  Σ_n (h_n S_n + F y_n) + Σ_s w_s Σ_n e_ns u_ns
+        s.t. u_ns >= D_ns - S_n,  u_ns >= 0,  0 <= S_n <= U_n y_n,  y_n ∈ {0, 1},  Σ_n P_n S_n <= B
 
     ``e_ns = c_n - min(π_ns, c_n)`` (``refill`` π, USD per tonne drawn, :func:`expected_cost`; e = c without it):
     the cost of a drawn tonne bought back above the baseline price is the constant ``Σ w min(π, c) D`` less
-    ``Σ w min(π, c) u``.
+    ``Σ w min(π, c) u``. ``F`` (``fixed``, USD a year) is the fixed cost of holding a line at all (:func:`keep_line`);
+    ``U_n = min(cap_n, max_s D_ns)`` (a stock above the largest shortfall is never drawn). With F = 0 the binaries
+    are left out and the programme is an LP.
 
-    Without a budget or capacity the LP separates into one newsvendor per commodity. Solved with HiGHS; the
-    budget's shadow price is the expected cost saved per extra USD of budget.
+    Without a budget, capacity or fixed cost the LP separates into one newsvendor per commodity. Solved with HiGHS;
+    the budget's shadow price is the expected cost saved per extra USD of budget (with F > 0, the dual of the LP
+    with the lines held fixed at the optimum).
     """
     import highspy
 
@@ -107,19 +124,39 @@ def stock_lp(shortfall: np.ndarray, weights: np.ndarray, holding: np.ndarray, sh
     saved = shortage[pi] - (np.minimum(refill[pi, ps], shortage[pi]) if refill is not None else 0.0)
     unmet = h.addVariables(len(pi), lb=0.0, obj=(weights[ps] * saved / scale).tolist()) if len(pi) else None
     unmet_demand(h, stock_t, unmet, pi, shortfall[pi, ps])
+    line = held_lines(h, stock_t, np.minimum(cap, shortfall.max(axis=1) if S else np.zeros(n)), fixed / scale) if fixed > 0 else None
     budget_row = purchase_budget(h, stock_t, price, budget)
     h.changeObjectiveSense(highspy.ObjSense.kMinimize)
     h.run()
     status = h.modelStatusToString(h.getModelStatus())
+    if line is not None and h.getModelStatus() == highspy.HighsModelStatus.kOptimal:
+        # the budget's dual: the LP with each line held or dropped as the programme chose
+        held = np.round(np.asarray(h.getSolution().col_value)[line]).astype(float)
+        h.changeColsIntegrality(len(line), np.asarray(line, dtype=np.int32), np.full(len(line), highspy.HighsVarType.kContinuous))
+        h.changeColsBounds(len(line), np.asarray(line, dtype=np.int32), held, held)
+        h.run()
     sol = h.getSolution()
-    stock = np.maximum(np.asarray(sol.col_value)[:n], 0.0)
-    hold = holding * stock
+    stock = np.asarray(sol.col_value)[:n]
+    stock = np.where(stock > 1e-9, stock, 0.0)  # a dropped line's stock is zero up to the solver's tolerance
+    hold = holding * stock + fixed * (stock > 0)
     short = np.array([float(expected_cost(stock[i], shortfall[i], weights, 0.0, shortage[i], refill[i] if refill is not None else None))
                       for i in range(n)])
     shadow = 0.0
     if budget_row is not None and budget is not None:
         shadow = float(-np.asarray(sol.row_dual)[budget_row] * scale / max(float(budget), 1.0))
     return StockPlan(stock, hold, short, float(hold.sum() + short.sum()), float(price @ stock), abs(shadow), status)
+
+
+def held_lines(h: Any, stock_t: Any, upper_t: np.ndarray, fixed: float) -> list[int]:
+    """``S_n <= U_n y_n`` with ``y_n`` binary at cost ``fixed`` (scaled): a line is held or not; returns the y columns."""
+    import highspy
+
+    n = len(upper_t)
+    y = h.addVariables(n, lb=0.0, ub=1.0, obj=[fixed] * n, type=highspy.HighsVarType.kInteger)
+    for i in range(n):
+        u = float(upper_t[i]) if np.isfinite(upper_t[i]) else 0.0
+        h.addConstr(stock_t[i] - u * y[i] <= 0.0)
+    return [v.index for v in y]
 
 
 def unmet_demand(h: Any, stock_t: Any, unmet: Any, commodity: np.ndarray, shortfall: np.ndarray) -> None:
