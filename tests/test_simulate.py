@@ -228,11 +228,14 @@ def test_derived_demand_engine_equals_scalar_reference(simulator):
         Scenario(id="co", commodity="cobalt", stage="mine", restrictors=["COD"], duration_months=6),
         Scenario(id="gr", commodity="graphite", stage="refine", restrictors=["CHN"], duration_months=9),
         Scenario(id="sb", commodity="antimony", stage="mine", restrictors=["CHN"], duration_months=5),
+        # restraint raises the value of the uses still wanted at the cap (rationed_value_share's floor)
+        Scenario(id="ga.restrained", commodity="gallium", stage="refine", restrictors=["CHN"], duration_months=12,
+                 response=Response(demand_restraint=0.3)),
     ]
     b, nd, vec = engine_matches_reference(simulator, sample)
     # the checked draws ration at a choke price below the top of the demand curve (gallium: cap 10, top ~715), so the
     # value of a rationed tonne (rationed_value_share) is compared too
-    assert (vec.rationed_t[0][:, [0, 7, 15]] > 0).all()
+    assert (vec.rationed_t[0][:, [0, 7, 15]] > 0).all() and (vec.rationed_t[5][:, [0, 7, 15]] > 0).any()
     off = dataclasses.replace(nd, values={**nd.values, "demand_substitution_share": np.ones_like(nd.values["demand_substitution_share"])})
     base = evaluate_chunk(b, off, simulator.settings, 9)
     assert not np.allclose(vec.loss_rel[0], base.loss_rel[0])

@@ -524,3 +524,39 @@ def test_no_line_is_held_that_saves_less_than_its_fixed_cost(bloc_plan):
     for r in dropped:
         assert any(x.startswith("not held:") and "fixed cost of a stock line" in x for x in r["flags"]), r["node"]
         assert r["saving_usd"] == 0.0
+    listed = {(x["participant"], x["node"]) for x in bloc_plan["metadata"]["not_held_fixed_cost"]}
+    assert listed == {(r["participant"], r["node"]) for r in dropped}
+    for x in bloc_plan["metadata"]["not_held_fixed_cost"]:
+        assert 0 <= x["saving_usd"] <= f and x["stock_t"] > 0
+
+
+def test_an_ore_stock_is_capped_on_the_ore_the_participant_imports(simulator, bloc_plan):
+    """Review 19b: Japan's cobalt ore stock was capped at 180 days of 31 % of its use, its all-forms cobalt reliance,
+    although Japan mines no cobalt and its refinery runs on imported intermediate. At the ore stage the cap uses at
+    least 1 - s_j / d_j; other stages keep the commodity figure."""
+    from critmin.stockpile.plan import stage_reliance
+
+    ore = simulator.nodes.nodes[simulator.nodes.index["cobalt/mine"]]
+    refined = simulator.nodes.nodes[simulator.nodes.index["cobalt/refine"]]
+    assert ore.nir["JPN"] < 0.5 and ore.shares.get("JPN", 0.0) == 0.0
+    assert stage_reliance(ore, "JPN") == 1.0
+    assert stage_reliance(refined, "JPN") == pytest.approx(refined.nir["JPN"])
+    row = next(r for r in bloc_plan["stockpiles"] if r["participant"] == "JPN" and r["node"] == "cobalt/mine")
+    assert row["net_import_reliance"] == 1.0
+    assert not any("net imports (31%" in f for f in row["flags"])
+
+
+def test_a_remainder_basket_is_not_stocked_against_a_control_on_some_of_its_elements(simulator, bloc_plan):
+    """Review 20: Japan's 2,844 t rare-earth stock was the remainder after the element nodes (mostly La/Ce, priced as
+    such), sized against China's April 2025 licences, which cover samarium, lutetium and scandium (3-15 % of the node)."""
+    from critmin.stockpile.plan import basket_reason, partial_controls
+
+    partial = partial_controls(simulator)
+    assert "ev.E019.rare_earths.refine" in partial["rare_earths/refine"]
+    node = simulator.nodes.nodes[simulator.nodes.index["rare_earths/refine"]]
+    assert basket_reason(node, partial) and "lanthanum and cerium" in basket_reason(node, partial)
+    # an element node under a partial control is not a basket
+    assert basket_reason(simulator.nodes.nodes[simulator.nodes.index["dysprosium/refine"]], partial) is None
+    assert not any(r["node"] == "rare_earths/refine" and r["participant"] in ("USA", "JPN") and r["optimal_stock_t"] > 0
+                   for r in bloc_plan["stockpiles"])
+    assert {"JPN", "USA"} >= {x["participant"] for x in bloc_plan["metadata"]["not_stocked_basket"] if x["node"] == "rare_earths/refine"}

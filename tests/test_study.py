@@ -230,6 +230,25 @@ def test_stock_costs_say_they_are_at_baseline_prices_and_name_the_observed_rises
     assert "(E014.antimony)" not in build_summary(p)["sentences"]["stocks"]
 
 
+def test_the_summary_names_the_lines_too_small_to_pay_their_fixed_cost(study_run: tuple[Path, dict]):
+    """Review 18b/20: a line saving less than the fixed cost of a stock line is not held; the stocks sentence names it
+    with what it would have saved."""
+    import copy
+
+    from critmin.report.summary import build_summary
+
+    _, plan = study_run
+    p = copy.deepcopy(plan)
+    md = p["stockpiles"]["metadata"]
+    md["fixed_cost_usd_per_line_year"] = 250_000.0
+    md["not_held_fixed_cost"] = [{"participant": "JPN", "node": "molybdenum/mine", "stock_t": 54.0, "saving_usd": 66_505.0}]
+    text = build_summary(p)["sentences"]["stocks"]
+    assert "1 node is not held because each would save less a year than the fixed cost of a stock line ($250 k a year: " in text
+    assert "JPN molybdenum/mine 54 t saving $67 k)" in text
+    md["not_held_fixed_cost"] = []
+    assert "fixed cost of a stock line" not in build_summary(p)["sentences"]["stocks"]
+
+
 def test_the_summary_checks_the_portfolio_and_the_stock_savings(study_run: tuple[Path, dict]):
     """Review 18b: the robustness statement named no figure and counted free permitting picks as passing a test; and
     stocks on controls in force "saved" up to 2.7 times their cost a year, refilled at the baseline price after every

@@ -213,6 +213,14 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                + (f" {_nodes(md['not_stocked_unusable_form'], 'ore ')} not stocked because no plant of the participant could use "
                   "them (" + "; ".join(f"{x['participant']} {x['node']}" for x in md["not_stocked_unusable_form"]) + ")."
                   if md.get("not_stocked_unusable_form") else "")
+               + (f" {_nodes(md['not_stocked_basket'])} not stocked because each would be "
+                  + "; ".join(sorted({x["reason"] for x in md["not_stocked_basket"]})) + " ("
+                  + "; ".join(f"{x['participant']} {x['node']}" for x in md["not_stocked_basket"]) + ")."
+                  if md.get("not_stocked_basket") else "")
+               + (f" {_nodes(md['not_held_fixed_cost'])} not held because each would save less a year than the fixed cost of a stock line "
+                  f"({usd(md.get('fixed_cost_usd_per_line_year', 0.0))} a year: "
+                  + "; ".join(f"{x['participant']} {x['node']} {x['stock_t']:,.0f} t saving {usd(x['saving_usd'])}" for x in md["not_held_fixed_cost"])
+                  + ")." if md.get("not_held_fixed_cost") else "")
                + (" Shortfalls of ore that no plant of the participant takes are met by the stock of the next stage ("
                   + "; ".join(sorted({f"{x['participant']} {x['from']} at {x['node']}" for x in md["ore_shortfall_met_downstream"]}))
                   + ")." if md.get("ore_shortfall_met_downstream") else ""))
@@ -334,7 +342,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                        + (f", but only a median {share:.0%} of the observed price moves" if share is not None and pd.notna(share) else "")
                        + ": thin markets (bismuth, tungsten, yttrium) spike beyond it, so the input-cost part of the losses is understated. "
                        "A tonne buyers give up at a higher price is valued at their surplus on it (half the price rise), a tonne rationed "
-                       "at the choke price at the output it enables"
+                       "at the choke price at the mean value of the uses that would pay it (at most the output it enables)"
                        + (f"; valued as output lost, as in the USGS input-output convention, the bloc's loss would be {usd(ranked_io)} a "
                           f"year instead of {usd(ranked_loss)}" if ranked_io > ranked_loss else "")
                        + (f", and {moved}" if moved else "")

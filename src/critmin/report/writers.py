@@ -68,7 +68,7 @@ def xlsx_plan(plan: dict[str, Any]) -> bytes:
 
         bar("scenarios", tables["scenarios"], "commodity", "expected_loss_usd", "Expected loss by commodity (USD per year of exposure)", "N2")
         bar("budgets", tables["budgets"], "budget", "spent_usd", "Portfolio spend by budget (USD)", "E2")
-        bar("stockpiles", tables["stockpiles"], "node", "optimal_stock_usd", "Stock targets (USD at the baseline node prices, mostly 2024)", "T2")
+        bar("stockpiles", tables["stockpiles"], "node", "optimal_stock_usd", "The 15 largest stock targets (USD at the purchase price)", "T2")
     return buf.getvalue()
 
 
@@ -188,7 +188,8 @@ def _table(df: pd.DataFrame, cols: list[str], n: int = 20) -> str:
     for r in df[cols].head(n).to_dict("records"):
         cells = [f"<td class='{'txt' if kinds[c] == 'text' else 'num'}'>{html.escape(cell_text(r[c], kinds[c]))}</td>" for c in cols]
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    more = f"<p><em>The first {n} of {len(df)} rows; every row is in plan.xlsx and plan.json.</em></p>" if len(df) > n else ""
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>{more}"
 
 
 def sankey_figure(atlas: Any, chain_id: str) -> Any:
@@ -322,7 +323,8 @@ def html_plan(plan: dict[str, Any], atlas: Any) -> str:
     if len(st):
         s2 = st.sort_values("optimal_stock_usd", ascending=False).head(20)
         f = go.Figure(go.Bar(x=s2["node"] + " " + s2["participant"], y=s2["optimal_stock_usd"]))
-        f.update_layout(title="Stock targets (USD at the baseline node prices, mostly 2024)", height=420)
+        f.update_layout(title=f"The {len(s2)} largest stock targets (USD at the purchase price: the baseline price, or the simulated price "
+                        "under a control in force since; all rows in the stocks table)", height=420)
         figs.append(("stockpiles", f))
     blocks = "".join(f'<div class="fig" id="{k}">{f.to_html(full_html=False, include_plotlyjs=False, config=OFFLINE_PLOT_CONFIG)}</div>' for k, f in figs)
     md = plan["metadata"]
@@ -345,7 +347,7 @@ def html_plan(plan: dict[str, Any], atlas: Any) -> str:
 <h2>3. Scenario risks</h2>{_table(t['scenarios'], ['rank', 'commodity', 'expected_loss_usd', 'probability_of_loss', 'conditional_loss_usd', 'var95_usd', 'cvar95_usd', 'category', 'top_scenarios'])}
 <h2>4. Recommended portfolio</h2><p>Expected loss avoided {pf['expected_avoided_usd']:,.0f} USD per year of exposure (greedy baseline {pf['greedy_expected_avoided_usd']:,.0f}).</p>
 {_table(t['portfolio'], ['project_id', 'name', 'instrument', 'agency', 'node', 'cost_usd', 'added_capacity_t_per_year', 'months_to_output', 'expected_avoided_usd'])}
-<h2>5. Stockpile targets</h2>{_table(t['stockpiles'], ['node', 'participant', 'optimal_stock_t', 'optimal_stock_usd', 'days_of_consumption', 'days_of_net_imports', 'saving_usd', 'pooling_saving_usd'])}
+<h2>5. Stockpile targets</h2>{_table(t['stockpiles'], ['node', 'participant', 'optimal_stock_t', 'optimal_stock_usd', 'days_of_consumption', 'days_of_net_imports', 'saving_usd', 'pooling_saving_usd'], n=len(t['stockpiles']))}
 <h2>6. Delivery plan (six months)</h2>{_table(t['deliveries'], ['buyer_id', 'name', 'node', 'demand_t', 'delivered_t', 'shortfall_t', 'share_met'], 50)}
 <p>Supplying projects: output in the window on their ramp-up from first output (share of nameplate in the first and last month), and how it was read.</p>
 {_table(t['supply'], ['project_id', 'name', 'output_in_window_t', 'delivered_t', 'share_of_nameplate_first_month', 'share_of_nameplate_last_month', 'ramp_basis'], 50)}

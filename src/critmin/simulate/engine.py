@@ -884,7 +884,11 @@ def _month_loop(
         acc["price_effect"] += np.where(np.isfinite(dp), dp, 0.0) * (rationed + restrained + substituted)
         acc["cost"] += (p_t - 1.0) * served
         acc["rationed"] += at_cap
-        acc["rationed_value"] += at_cap * rationed_value_share(hi, top, eps)
+        # the buyers still wanting it at the cap value it at least the cap, raised by restraint (which sheds the
+        # lowest-valued uses first, as a higher price would)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            floor = np.minimum(hi * np.power(np.maximum(1.0 - rho_t, 1e-12), 1.0 / eps), top)
+        acc["rationed_value"] += at_cap * rationed_value_share(floor, top, eps)
         acc["price_cut"] += cut
         # the uses given up (by price, substitution or restraint) are the lowest-valued: on the demand curve the last
         # one is worth p_x = p (1 - ρ_t)^(1/ε_t) (restraint acts as a higher price), at most the choke price

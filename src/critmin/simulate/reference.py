@@ -223,11 +223,12 @@ def scalar_losses(s: Scenario, nodes: NodeTable, chain: ChainFactors, params: Pa
         # a rationed tonne is worth the mean value of the uses at or above the cap (q(v) = v^ε truncated at the top
         # value T, with a mass T^ε at T), as a share of T
         top = max(m_eff + d_share, 1.0)
-        if p_hi < top:
+        floor = min(p_hi * max(1.0 - rho_t, 1e-12) ** (1.0 / eps), top)  # restraint sheds the lowest-valued uses first
+        if floor < top:
             if abs(1.0 + eps) < 1e-9:
-                mean_v = p_hi * (math.log(top / p_hi) + 1.0)
+                mean_v = floor * (math.log(top / floor) + 1.0)
             else:
-                mean_v = (-eps / (1.0 + eps) * (top ** (1.0 + eps) - p_hi ** (1.0 + eps)) + top ** (1.0 + eps)) / p_hi**eps
+                mean_v = (-eps / (1.0 + eps) * (top ** (1.0 + eps) - floor ** (1.0 + eps)) + top ** (1.0 + eps)) / floor**eps
             at_cap_value = at_cap * mean_v / top
         else:
             at_cap_value = at_cap

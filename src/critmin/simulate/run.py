@@ -177,7 +177,8 @@ class Simulator:
             v_jn = sum_s SV_jns / sum_s D_jns        (USD/t; 0 when the node never runs short)
 
         ``SV`` the supply value (``ChunkResult.supply_value``) and ``D`` the shortfall. A tonne released from a stock,
-        or made by a project, fills a gap rationed at the choke price (saving the output it enables, M_eff) or a use
+        or made by a project, fills a gap rationed at the choke price (saving the mean value of the uses rationed there, at
+        most the output they enable, M_eff) or a use
         given up at the higher price (saving its premium p - 1 over the old price, which the choke price keeps below
         the output it enables), and below the choke it lowers the targeted price the participant pays on its other
         tonnes by its first-order effect (docs/simulation.md §7), at most the participant's input cost. The consumer

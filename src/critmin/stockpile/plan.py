@@ -18,7 +18,7 @@ import pandas as pd
 
 from critmin.atlas.lists import on_list
 from critmin.inputs import make_options
-from critmin.simulate.nodes import PARTICIPANTS
+from critmin.simulate.nodes import PARTICIPANTS, REMAINDER_FLAG
 from critmin.simulate.ore import plant_intake_t, unusable_ore_reason
 from critmin.simulate.run import REFILL_ROW
 from critmin.stockpile.policy import STOCKABLE_STAGES, StockpileOptions
@@ -185,6 +185,46 @@ def flag_concerns(flag: str, participant: str) -> bool:
     return not any(f" {o} " in f" {flag} " for o in others) or participant in flag
 
 
+def partial_controls(sim: Any) -> dict[str, list[str]]:
+    """Per node, the controls in force whose product list covers only part of it (``scope_high < 1``): the library's
+    scenarios with status ``in_force``."""
+    out: dict[str, list[str]] = {}
+    for s in sim.library():
+        if s.status == "in_force" and s.scope_high < 1.0:
+            out.setdefault(f"{s.commodity}/{s.stage}", []).append(s.id)
+    return out
+
+
+def basket_reason(node: Any, partial: dict[str, list[str]]) -> str | None:
+    """Why a stock of an aggregate node's remainder would not relieve its shortfalls, or None.
+
+    The rare-earth aggregate holds what its element nodes leave (mostly lanthanum and cerium, priced as such:
+    docs/simulation.md §3). Where a control in force covers only part of it (China's April 2025 licences: samarium,
+    lutetium, scandium, 3-15 % of the node), its simulated shortfalls are of those elements, which a stock of the
+    basket does not hold. Review 20: Japan's 2,844 t "rare earths" stock was La/Ce bought against a samarium
+    shortage."""
+    if not any(f.startswith(REMAINDER_FLAG) for f in node.flags) or node.key not in partial:
+        return None
+    return (f"a remainder basket (mostly lanthanum and cerium, priced as such) short only of the elements a control in "
+            f"force covers ({', '.join(partial[node.key])}: a part of the node), which a stock of the basket would not hold")
+
+
+def stage_reliance(node: Any, participant: str) -> float:
+    """The participant's net import reliance for the days-of-net-imports cap of a stock at ``node``.
+
+    The commodity figure (one per commodity, all forms, recycling counted as domestic supply; 1 where unknown), except
+    at the ore stage, where it is at least ``1 - s_j / d_j`` (the participant's share of world mine output over its
+    demand share there): a refiner of imported ore imports all the ore it uses, whatever its refined output covers.
+    Review 19b: Japan's cobalt ore stock was capped at 31 % of its use, Japan's all-forms cobalt reliance, although
+    Japan mines no cobalt and its refinery runs on imported intermediate."""
+    nir = node.nir.get(participant, np.nan)
+    nir = float(nir) if nir is not None and np.isfinite(nir) else 1.0
+    d = node.demand_share.get(participant, np.nan)
+    if node.stage == "mine" and np.isfinite(d) and d > 0:
+        nir = max(nir, 1.0 - min(node.shares.get(participant, 0.0) / d, 1.0))
+    return nir
+
+
 def net_exporter_at(node: Any, participant: str) -> bool:
     """Whether the participant's own output covers its use: its net import reliance is 0, or its share of the node's
     world output is at least its demand share there, ``s_j >= d_j`` (the reliance is one figure per commodity:
@@ -311,6 +351,8 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
     stocked_elsewhere: list[dict[str, str]] = []
     net_exporter: list[dict[str, str]] = []
     wrong_form: list[dict[str, str]] = []
+    baskets: list[dict[str, str]] = []
+    partial = partial_controls(sim)
     lp_inputs: dict[str, list[tuple[str, np.ndarray, float, float, float, float, np.ndarray]]] = {j: [] for j in members}
     node_draws, carried = carry_unstockable_ore(sim, smp["node_draws"], members, sourced_only=sourced_demand_only)
     stocked_at = one_stage_per_consumption(sim, node_draws, members, stages)
@@ -352,6 +394,10 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             if unusable:
                 wrong_form.append({"participant": j, "node": key, "reason": unusable})
                 continue
+            basket = basket_reason(node, partial)
+            if basket:
+                baskets.append({"participant": j, "node": key, "reason": basket})
+                continue
             kept = stocked_at.get((j, key))
             if kept is not None:
                 # one consumption figure is one need: stocked once, in the most processed form it is bought in
@@ -373,8 +419,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             annual_use = node.demand_share[j] * node.q0_t
             # the policy caps a stock at days of what the participant imports: its own output keeps flowing when
             # imports stop (review 8: Japan's magnet stock held 2.5 years of its imports, a sixth of its use)
-            nir = node.nir.get(j, np.nan)
-            nir = float(nir) if nir is not None and np.isfinite(nir) else 1.0
+            nir = stage_reliance(node, j)
             annual_imports = nir * annual_use
             cap_t = max_days / 365.0 * annual_imports if max_days is not None else np.inf
             # an ore stock feeds the participant's own plants: no more than they can take in the same days
@@ -404,7 +449,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 "optimal_stock_t": s_opt, "optimal_stock_usd": s_opt * p_buy, "days_of_consumption": 365.0 * s_opt / annual_use if annual_use > 0 else np.nan,
                 "days_of_net_imports": 365.0 * s_opt / annual_imports if annual_imports > 0 else np.nan, "net_import_reliance": nir,
                 "expected_cost_without_stock_usd": cost0, "expected_cost_with_stock_usd": cost_opt, "saving_usd": cost0 - cost_opt,
-                "fixed_cost_usd_per_year": sp.fixed_cost, "stock_before_fixed_cost_t": s_free,
+                "fixed_cost_usd_per_year": sp.fixed_cost, "stock_before_fixed_cost_t": s_free, "saving_before_fixed_cost_usd": saving_free,
                 "rules": rules,
                 **against,
                 "release_rule": {"holdings_t": s_opt, "max_release_t_per_month": s_opt / max(typical_months, 1.0), "price_cap": 1.0},
@@ -421,7 +466,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                     f"(US${sp.fixed_cost:,.0f} a year)"] if s_free > 0 and s_opt == 0 else []),
             })
             lp_inputs[j].append((key, short, hold, c, p_buy, min(cap_t, cap_plant), refill))
-            separate[j] = s_free  # what the member brings to a pool: one line's fixed cost may pay where two did not
+            separate[j] = s_opt  # what the member brings to a pool: the line it keeps
         if pooled and len(per_member) > 1:
             hold = p_buy * (float(np.mean([sp.capital_rate.get(j, sp.capital_rate["USA"]) for j in per_member])) + sp.storage(node.commodity))
             c = c_pool
@@ -440,15 +485,14 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             caps = {j: separate[j] for j in per_member}
             sep_t = {j: min(pl.separate_stock_t[j], caps[j]) for j in per_member}
             sep_cost = {j: float(expected_cost(sep_t[j], per_member[j], w, hold, c, refills[j])) for j in per_member}
-            # each separate line pays its fixed cost, the pool one
-            for j in per_member:
-                sep_t[j], sep_cost[j] = keep_line(sep_t[j], sep_cost[j], float(expected_cost(0.0, per_member[j], w, hold, c)), sp.fixed_cost)
             ps = min(pl.pooled_stock_t, sum(caps.values()))
             if ps < pl.pooled_stock_t - 1e-9:
                 pool_flags.append(f"capped at the members' own stocks ({sum(caps.values()):,.0f} t): a pool shares stock, "
                                   "it does not hold one member's need in another's headroom")
-            ps, pc = keep_line(ps, float(expected_cost(ps, total, w, hold, c, refill_pool)), float(expected_cost(0.0, total, w, hold, c)),
-                               sp.fixed_cost)
+            # review 20: a pool is an agreement to share, each member keeping its line (its procurement, assay and
+            # warehouse); charged once to the pool and twice to the members, the fixed cost was most of the "saving",
+            # so it is left out of the comparison (docs/stockpile.md §4)
+            pc = float(expected_cost(ps, total, w, hold, c, refill_pool))
             z = sum(sep_cost.values())
             share = {j: (v / z if z > 0 else 1.0 / len(sep_cost)) for j, v in sep_cost.items()}
             pl = replace(pl, separate_stock_t=sep_t, separate_cost_usd=sep_cost, pooled_stock_t=ps, pooled_cost_usd=pc,
@@ -496,6 +540,11 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                      "sourced_demand_only": sourced_demand_only, "not_stocked_proxy_demand": not_stocked,
                      "not_stocked_same_consumption": stocked_elsewhere, "not_stocked_net_exporter": net_exporter,
                      "not_stocked_unusable_form": wrong_form,
+                     "not_stocked_basket": baskets,
+                     # lines that would save less than their fixed cost (docs/stockpile.md §2)
+                     "not_held_fixed_cost": [{"participant": r["participant"], "node": r["node"], "stock_t": r["stock_before_fixed_cost_t"],
+                                              "saving_usd": r["saving_before_fixed_cost_usd"]}
+                                             for r in rows if r.get("stock_before_fixed_cost_t", 0.0) > 0 and r["optimal_stock_t"] == 0],
                      # review 17: a carry is reported only where the next stage is stocked for that participant
                      "ore_shortfall_met_downstream": [x for x in carried if (x["participant"], x["node"]) in
                                                       {(r["participant"], r["node"]) for r in rows}]},

@@ -142,8 +142,9 @@ def stock_lp(shortfall: np.ndarray, weights: np.ndarray, holding: np.ndarray, sh
     short = np.array([float(expected_cost(stock[i], shortfall[i], weights, 0.0, shortage[i], refill[i] if refill is not None else None))
                       for i in range(n)])
     shadow = 0.0
-    if budget_row is not None and budget is not None:
-        shadow = float(-np.asarray(sol.row_dual)[budget_row] * scale / max(float(budget), 1.0))
+    duals = np.asarray(sol.row_dual)
+    if budget_row is not None and budget is not None and len(duals) > budget_row:  # no dual when the solver stopped short
+        shadow = float(-duals[budget_row] * scale / max(float(budget), 1.0))
     return StockPlan(stock, hold, short, float(hold.sum() + short.sum()), float(price @ stock), abs(shadow), status)
 
 
