@@ -43,6 +43,34 @@ def test_hand_optimum_beats_greedy():
     assert s.spent["A:loan"] <= 100.0 + 1e-9
 
 
+def test_projects_relieve_what_the_stocks_leave_then_spare_their_buy_back_by_hand():
+    """docs/portfolio.md §5, "Net of the stocks": stocks cover 6 of node 0's 10 t in every draw, leaving 4 t at
+    100 USD/t; a project's tonne beyond those 4 t spares buying a released tonne back at π = 20 USD/t. p1 (6 t):
+    4 x 100 + 2 x 20 = 440; p2 (10 t): 4 x 100 + 6 x 20 = 520; p3 (node 1, 5 t): 250. Budget 100: p2 + p3 = 770
+    (p1 + p3 = 690; p1 + p2 does not fit); the greedy baseline takes p1 (11 USD/yr per USD) then p3: 690. Without
+    stocks the same options avoid 1,250 (test above)."""
+    k = np.array([[6.0, 6.0, 6.0], [0.0, 0.0, 0.0]])
+    pi = np.array([[20.0, 20.0, 20.0], [0.0, 0.0, 0.0]])
+    base = toy()
+    p = PortfolioProblem(base.options, base.shortfall - k, base.months, base.value_per_t, base.weights, base.budgets, base.node_names,
+                         stocked=k, stocked_value=pi)
+    s = solve(p, gap=0.0)
+    assert sorted(s.selected["project_id"]) == ["p2", "p3"]
+    assert s.expected_avoided_usd == pytest.approx(770.0)
+    assert s.avoided_by_node == pytest.approx({"a": 520.0, "b": 250.0})
+    g = greedy(p)
+    assert sorted(g.selected["project_id"]) == ["p1", "p3"] and g.expected_avoided_usd == pytest.approx(690.0)
+    assert p.loss_potential().sum(axis=0) == pytest.approx([4 * 100 + 6 * 20 + 5 * 50] * 3)
+    # a premium above the value of a tonne is spared at most at that value
+    hi = PortfolioProblem(base.options, base.shortfall - k, base.months, base.value_per_t, base.weights, base.budgets, base.node_names,
+                          stocked=k, stocked_value=pi * 10.0)
+    assert hi.layers()[1][0, 0] == 100.0
+    # with a CVaR term the programme still solves and reports the same avoided loss for its choice
+    c = solve(PortfolioProblem(base.options, base.shortfall - k, base.months, base.value_per_t, base.weights, base.budgets, base.node_names,
+                               cvar_weight=0.5, stocked=k, stocked_value=pi), gap=0.0)
+    assert sorted(c.selected["project_id"]) == ["p2", "p3"] and c.expected_avoided_usd == pytest.approx(770.0)
+
+
 def test_money_has_a_price_net_benefit_test():
     # ample budget: every option with a benefit is funded when money has no price: p2 (node 0 covered: 10 t x 100
     # = 1000 USD/yr) and p3 (5 t x 50 = 250 USD/yr); p1 adds nothing once p2 is in.

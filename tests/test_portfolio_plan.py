@@ -505,3 +505,44 @@ def test_a_us_anode_project_is_financed_at_the_price_of_its_market(supported) ->
     assert g1["unit_cost_usd_per_t"] == pytest.approx(0.7 * 3556.0, rel=0.01)
     assert fin["P066"]["node_price_usd_per_t"] == pytest.approx(fin["P066"]["price_scenarios"]["1x"])  # tungsten, Canada
     assert not any("price in the market" in a for a in fin["P066"]["assumptions"])
+
+
+def test_projects_relieve_only_the_shortfall_the_stocks_leave(simulator):
+    """Review 18b: the U.S. antimony stock and Stibnite claimed the same avoidable loss. With stocks in place the
+    sample's shortfall is Σ_i max(D_is - S_i, 0) over the members (by hand on the draws), the stocks cover
+    Σ_i min(D_is, S_i) at the members' buy-back premium, the value of a tonne is unchanged, a stock as large as every
+    shortfall leaves no shortfall, and the avoidable loss at the node falls."""
+    from critmin.simulate.risk import risk_run
+
+    res = risk_run(simulator, 40, 0)
+    raw = sample_from_simulator(simulator, draws=40, seed=0, result=res)
+    k = raw.node_names.index("antimony/mine")
+    nd = res.node_draws["antimony/mine"]
+    held = {"USA": 1000.0, "JPN": 200.0}
+    net = sample_from_simulator(simulator, draws=40, seed=0, result=res, stocks_t={"antimony/mine": held})
+    assert net.node_names == raw.node_names and np.array_equal(net.value_per_t, raw.value_per_t)
+    want = np.maximum(nd[3] - 1000.0, 0.0) + np.maximum(nd[4] - 200.0, 0.0)
+    assert np.allclose(net.shortfall[k], want) and np.allclose(raw.shortfall[k], nd[3] + nd[4])
+    # what the stocks cover, and what sparing a covered tonne saves: the members' buy-back premium per tonne
+    from critmin.simulate.run import REFILL_ROW
+
+    cov_u, cov_j = np.minimum(nd[3], 1000.0), np.minimum(nd[4], 200.0)
+    assert np.allclose(net.stocked[k], cov_u + cov_j) and raw.stocked is None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pi_u = np.where(nd[3] > 0, nd[REFILL_ROW] / nd[3], 0.0)
+        pi_j = np.where(nd[4] > 0, nd[REFILL_ROW + 1] / nd[4], 0.0)
+        want_pi = np.where(cov_u + cov_j > 0, (cov_u * pi_u + cov_j * pi_j) / (cov_u + cov_j), 0.0)
+    assert np.allclose(net.stocked_value[k], want_pi) and (net.stocked_value[k] > 0).any()
+    others = [i for i in range(len(raw.node_names)) if i != k]
+    assert np.array_equal(net.shortfall[others], raw.shortfall[others])
+    full = sample_from_simulator(simulator, draws=40, seed=0, result=res,
+                                 stocks_t={"antimony/mine": {"USA": float(nd[3].max()), "JPN": float(nd[4].max())}})
+    assert not full.shortfall[k].any()
+    reg = bundled_register(simulator.atlas)
+    a = run_portfolio(simulator.atlas, simulator, reg.projects, draws=40, seed=0, as_of="2026-11", risk_result=res)
+    b = run_portfolio(simulator.atlas, simulator, reg.projects, draws=40, seed=0, as_of="2026-11", risk_result=res,
+                      stocks_t={"antimony/mine": held})
+    node = {r["node"]: r for r in b["risk_reduction"]}
+    before = {r["node"]: r for r in a["risk_reduction"]}
+    assert node["antimony/mine"]["avoidable_loss_usd"] < before["antimony/mine"]["avoidable_loss_usd"]
+    assert b["metadata"]["stocks_netted_t"] == {"antimony/mine": held} and a["metadata"]["stocks_netted_t"] == {}

@@ -560,3 +560,17 @@ def test_a_remainder_basket_is_not_stocked_against_a_control_on_some_of_its_elem
     assert not any(r["node"] == "rare_earths/refine" and r["participant"] in ("USA", "JPN") and r["optimal_stock_t"] > 0
                    for r in bloc_plan["stockpiles"])
     assert {"JPN", "USA"} >= {x["participant"] for x in bloc_plan["metadata"]["not_stocked_basket"] if x["node"] == "rare_earths/refine"}
+
+
+def test_a_stock_after_the_projects_is_sized_on_what_they_leave_by_hand():
+    """docs/stockpile.md §2, "After the projects": projects adding z t/yr relieve the bloc's shortfall over the draw's
+    months, shared in proportion: D'_k = D_k max(1 - f z / Σ_j D_j, 0). Draw 1: USA 30, JPN 10, 12 months, z = 20:
+    relief 0.5, USA 15; draw 2: 6 months, relief 0.25, USA 22.5; draw 3: no shortfall."""
+    from critmin.simulate.run import NODE_ROWS
+    from critmin.stockpile.plan import shortfall_after_projects
+
+    nd = np.zeros((NODE_ROWS, 3))
+    nd[3], nd[4], nd[6] = [30.0, 30.0, 0.0], [10.0, 10.0, 0.0], [12.0, 6.0, 0.0]
+    assert shortfall_after_projects(nd, 0, 20.0) == pytest.approx([15.0, 22.5, 0.0])
+    assert shortfall_after_projects(nd, 1, 20.0) == pytest.approx([5.0, 7.5, 0.0])
+    assert shortfall_after_projects(nd, 0, 1000.0) == pytest.approx([0.0, 0.0, 0.0])

@@ -230,6 +230,24 @@ def test_stock_costs_say_they_are_at_baseline_prices_and_name_the_observed_rises
     assert "(E014.antimony)" not in build_summary(p)["sentences"]["stocks"]
 
 
+def test_stocks_and_projects_do_not_claim_the_same_loss_twice(study_run: tuple[Path, dict]):
+    """Review 18b/20: the U.S. antimony stock and Stibnite each counted the same avoidable loss. The plan records the
+    programme decided after the recommended stocks (net of them: it never avoids more), and every stock at a node the
+    recommended projects supply says what it falls to once they produce (never more than now)."""
+    _, plan = study_run
+    pf = plan["portfolio"]
+    net = pf["selection_net_of_stocks"]
+    ids = {r["project_id"] for r in pf["selected"]}
+    assert set(net["both"]) | set(net["only_without_stocks"]) == ids
+    assert net["expected_avoided_usd_net_of_stocks"] <= pf["expected_avoided_usd"] + 1e-6
+    supplied = {r["node"] for r in pf["selected"]}
+    rows = [r for r in plan["stockpiles"]["stockpiles"] if r["participant"] in ("USA", "JPN") and r["node"] in supplied]
+    for r in rows:
+        assert 0.0 <= r["stock_after_projects_t"] <= r["optimal_stock_t"] + 1e-9
+    if ids:
+        assert "decided after them" in plan["summary"]["sentences"]["financing"]
+
+
 def test_the_summary_names_the_lines_too_small_to_pay_their_fixed_cost(study_run: tuple[Path, dict]):
     """Review 18b/20: a line saving less than the fixed cost of a stock line is not held; the stocks sentence names it
     with what it would have saved."""

@@ -290,23 +290,37 @@ class Sample:
     #: (nodes,) USD/t with every tonne not consumed valued at the output multiple (the input-output convention);
     #: None where the sample was not built from a risk run
     value_per_t_io: np.ndarray | None = None
+    #: with stocks in place: (nodes, draws) t of the shortfall they cover, and USD/t a project's tonne saves there
+    #: (the buy-back premium of a released tonne); None without stocks
+    stocked: np.ndarray | None = None
+    stocked_value: np.ndarray | None = None
 
 
 def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective: str = "BLOC", threads: int = 2, client: Any = None,
-                          result: Any = None, sourced_demand_only: bool = True) -> Sample:
+                          result: Any = None, sourced_demand_only: bool = True,
+                          stocks_t: dict[str, dict[str, float]] | None = None) -> Sample:
     """Per node and draw of the risk library run (``critmin risk``; ``result`` reuses one), the shortfall, loss
     and months, and the value of a tonne of shortfall avoided (:meth:`Simulator.value_per_t_supplied`).
 
     ``sourced_demand_only``: a participant counts at a node only where its demand there is sourced, not a proxy
-    (the BLOC sums its members that do; ``metadata["proxy_demand_not_counted"]`` lists the rest)."""
+    (the BLOC sums its members that do; ``metadata["proxy_demand_not_counted"]`` lists the rest).
+
+    ``stocks_t`` (node -> participant -> t): stocks in place. The shortfall is then what they leave,
+    ``Σ_i max(D_is - S_i, 0)`` over the perspective's members i, and ``stocked`` what they cover, ``Σ_i min(D_is, S_i)``,
+    where a project's tonne saves buying a released tonne back, ``stocked_value`` = the members' buy-back premium per
+    tonne (:func:`critmin.stockpile.plan.refill_per_t`, weighted by the tonnes each stock covers; docs/portfolio.md §5,
+    "Net of the stocks"). The value of a tonne supplied stays that of the run (the releases are not re-simulated)."""
     from critmin.simulate.risk import risk_run
-    from critmin.simulate.run import PERSPECTIVES
+    from critmin.simulate.run import PERSPECTIVES, REFILL_ROW
 
     j = PERSPECTIVES.index(perspective.upper())
     res = result if result is not None else risk_run(sim, draws, seed, threads=threads, client=client)
     draws = res.metadata["draws"]
     members = [i for i, p in enumerate(PERSPECTIVES) if p != "BLOC"] if perspective.upper() == "BLOC" else [j]
     node_draws: dict[str, np.ndarray] = {}
+    net_short: dict[str, np.ndarray] = {}  # the perspective's shortfall after the stocks in place
+    stocked: dict[str, np.ndarray] = {}  # the part of it the stocks cover (t)
+    stocked_pi: dict[str, np.ndarray] = {}  # what sparing a covered tonne saves (USD/t): its buy-back premium
     proxy: dict[str, list[str]] = {}
     unusable: dict[str, list[str]] = {}
     for k, nd in res.node_draws.items():
@@ -329,6 +343,14 @@ def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective
                     keep.remove(i)
                     if nd[3 + i].sum() > 0:
                         unusable.setdefault(k, []).append(PERSPECTIVES[i])
+        held = (stocks_t or {}).get(k, {})
+        zero = np.zeros(nd.shape[1])
+        net_short[k] = sum((np.maximum(nd[3 + i] - float(held.get(PERSPECTIVES[i], 0.0)), 0.0) for i in keep), zero)
+        covered = {i: np.minimum(nd[3 + i], float(held.get(PERSPECTIVES[i], 0.0))) for i in keep}
+        stocked[k] = sum(covered.values(), zero)
+        # the buy-back premium of the covered tonnes: π_is = refill premium / shortfall of member i (REFILL rows)
+        premium = sum((covered[i] * np.divide(nd[REFILL_ROW + i], nd[3 + i], out=np.zeros_like(zero), where=nd[3 + i] > 0) for i in keep), zero)
+        stocked_pi[k] = np.divide(premium, stocked[k], out=np.zeros_like(zero), where=stocked[k] > 0)
         nd = nd.copy()
         for off in (0, 3, 7, 10):  # loss, shortfall, supply values of the perspective: its members counted here
             if off in (7, 10) and len(keep) > 1 and keep == members:
@@ -336,7 +358,7 @@ def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective
             nd[off + j] = nd[[off + i for i in keep]].sum(axis=0) if keep else 0.0
         node_draws[k] = nd
     names = sorted(k for k, v in node_draws.items() if v[3 + j].sum() > 0)
-    short = np.array([node_draws[k][3 + j] for k in names]) if names else np.zeros((0, draws))
+    short = np.array([net_short[k] for k in names]) if names else np.zeros((0, draws))
     loss = np.array([node_draws[k][j] for k in names]) if names else np.zeros((0, draws))
     months = np.array([node_draws[k][6] for k in names]) if names else np.zeros((0, draws))
     # what a tonne supplied is worth to the bloc where it is short: the output it saves and the premium it spares
@@ -345,7 +367,10 @@ def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective
     v_io = np.array([sim.value_per_t_supplied(node_draws, name, j, "input_output") for name in names])
     return Sample(names, short, months, v, loss, {**res.metadata, "perspective": perspective.upper(), "sample_draws": draws,
                                                   "sourced_demand_only": sourced_demand_only, "proxy_demand_not_counted": proxy,
-                                                  "ore_not_usable": unusable}, v_io)
+                                                  "ore_not_usable": unusable,
+                                                  "stocks_netted_t": {k: dict(v) for k, v in (stocks_t or {}).items() if k in node_draws}}, v_io,
+                  np.array([stocked[k] for k in names]).reshape(len(names), draws) if stocks_t else None,
+                  np.array([stocked_pi[k] for k in names]).reshape(len(names), draws) if stocks_t else None)
 
 
 def _eligible_country(rule: str, country: str, participant: str, atlas: Atlas) -> bool:
@@ -683,7 +708,8 @@ def build_problem(
     problem = PortfolioProblem(opts, sample.shortfall, sample.months, sample.value_per_t, np.full(sample.shortfall.shape[1], 1.0 / max(sample.shortfall.shape[1], 1)),
                                {k: v for k, v in bud_all.items() if k in set(opts["budget_key"]) or k == "none"}, sample.node_names,
                                deadline_months=deadline_months,
-                               cost_weight=cost_weight(st["cost_of_public_funds"], gov_rate, horizon))
+                               cost_weight=cost_weight(st["cost_of_public_funds"], gov_rate, horizon),
+                               stocked=sample.stocked, stocked_value=sample.stocked_value)
     return BuiltProblem(problem, reasons, assumptions, bud, basis, sample, opts, finance)
 
 

@@ -3,10 +3,10 @@
 Formulation (docs/portfolio.md). Options o = (project, instrument, agency); scenario draws s with weights
 ``w_s``; nodes n.
 
-    max  Σ_s w_s Σ_n v_n y_ns  +  γ Σ_o b_o x_o  -  λ (η + Σ_s w_s u_s / (1 - α))  -  ε Σ_o c_o x_o
+    max  Σ_s w_s Σ_n (v_n y_ns + π_ns k_ns)  +  γ Σ_o b_o x_o  -  λ (η + Σ_s w_s u_s / (1 - α))  -  ε Σ_o c_o x_o
     s.t. Σ_{o ∈ p} x_o <= 1                               one option per project            (project)
          z_n = Σ_o S_no x_o                               added supply at node n, t/yr      (supply)
-         y_ns <= f_ns z_n,  0 <= y_ns <= short_ns         shortfall avoided in draw s, t    (avoided)
+         y_ns + k_ns <= f_ns z_n,  0 <= y_ns <= short_ns,  0 <= k_ns <= K_ns   shortfall avoided, t  (avoided)
          Σ_{o ∈ k} c_o x_o <= B_k                         budget of agency-instrument k     (budget)
          Σ_{o in country c} c_o x_o <= δ_c Σ_k B_k         diversification by country        (country)
          Σ_{o in commodity m} c_o x_o <= δ_m Σ_k B_k       diversification by commodity      (commodity)
@@ -17,8 +17,10 @@ Formulation (docs/portfolio.md). Options o = (project, instrument, agency); scen
 ``Δq_o`` = additional expected capacity (t/yr) the option brings at its node, ``S_no`` its supply at node n (``Δq_o``
 at its own node, its co-products' share at theirs: :func:`supply_pairs`), ``f_ns`` = months of disruption at n in
 draw s / 12, ``v_n`` = loss per tonne short at n (USD/t), ``c_o`` = budget cost (USD), ``b_o`` = secondary
-bonus (e.g. capacity added outside countries of concern at concentrated stages), ``L_s = Σ_n v_n short_ns``.
-Options that miss the deadline are removed before solving.
+bonus (e.g. capacity added outside countries of concern at concentrated stages), ``L_s = Σ_n (v_n short_ns + π_ns K_ns)``.
+With stocks in place (``stocked``), ``short_ns`` is what they leave and ``K_ns`` what they cover; a tonne a project adds
+there saves buying a released tonne back, ``π_ns <= v_n`` (``stocked_value``; docs/portfolio.md §5, "Net of the
+stocks"). Without stocks K = 0. Options that miss the deadline are removed before solving.
 """
 
 from __future__ import annotations
@@ -71,6 +73,34 @@ class PortfolioProblem:
     #: marginal cost of public funds over the present-value factor of the years of benefit (docs/portfolio.md §5).
     #: 0 = money has no price (every option with a benefit is kept while budgets last).
     cost_weight: float = 0.0
+    #: (nodes, draws) t of the shortfall that stocks in place cover (K), and USD/t a project's tonne saves there
+    #: (π: buying the released tonne back, at most v); None: no stocks
+    stocked: np.ndarray | None = None
+    stocked_value: np.ndarray | None = None
+
+    def layers(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(K, π)``: zeros without stocks."""
+        if self.stocked is None:
+            z = np.zeros_like(self.shortfall)
+            return z, z
+        pi = np.zeros_like(self.shortfall) if self.stocked_value is None else np.minimum(self.stocked_value, self.value_per_t[:, None])
+        return self.stocked, np.maximum(pi, 0.0)
+
+    def avoided_value(self, z: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """USD avoided per (node, draw) with added supply z (t/yr) at the nodes ``rows`` (all by default):
+        ``v_n min(short_ns, f_ns z_n) + π_ns min(K_ns, (f_ns z_n - short_ns)⁺)``: a project's tonnes relieve the
+        shortfall the stocks leave first, then spare the buy-back of the stocks' releases."""
+        idx = np.arange(self.shortfall.shape[0]) if rows is None else np.asarray(rows)
+        k, pi = self.layers()
+        fz = self.months[idx] / 12.0 * np.asarray(z, dtype=float)[..., None]
+        short = self.shortfall[idx]
+        y = np.minimum(short, fz)
+        return self.value_per_t[idx][:, None] * y + pi[idx] * np.minimum(k[idx], np.maximum(fz - short, 0.0))
+
+    def loss_potential(self) -> np.ndarray:
+        """``L_ns = v_n short_ns + π_ns K_ns`` (USD): what the options could avoid."""
+        k, pi = self.layers()
+        return self.value_per_t[:, None] * self.shortfall + pi * k
 
     def eligible(self) -> pd.DataFrame:
         o = self.options
@@ -97,12 +127,13 @@ class Solution:
 
 
 def _avoided(problem: PortfolioProblem, z: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """Given added supply z (nodes,), the optimal y, expected avoided loss and CVaR of the residual loss."""
-    y = np.minimum(problem.shortfall, problem.months / 12.0 * z[:, None])
-    avoided_s = problem.value_per_t @ y
+    """Given added supply z (nodes,), the USD avoided per (node, draw), the expected avoided loss and the CVaR of the
+    residual loss."""
+    val = problem.avoided_value(z)
+    avoided_s = val.sum(axis=0)
     exp = float(problem.weights @ avoided_s)
-    resid = problem.value_per_t @ problem.shortfall - avoided_s
-    return y, exp, _cvar(resid, problem.weights, problem.cvar_alpha)
+    resid = problem.loss_potential().sum(axis=0) - avoided_s
+    return val, exp, _cvar(resid, problem.weights, problem.cvar_alpha)
 
 
 def added_avoided(problem: PortfolioProblem, selected: pd.DataFrame, node: int, dq_t: float,
@@ -168,11 +199,11 @@ def _cvar(x: np.ndarray, w: np.ndarray, alpha: float) -> float:
 def _result(problem: PortfolioProblem, opts: pd.DataFrame, x: np.ndarray, status: str, gap: float, seconds: float, method: str) -> Solution:
     sel = opts[x > 0.5].copy()
     z = added_supply(problem, opts, (x > 0.5).astype(float))
-    y, exp, cvar = _avoided(problem, z)
+    val, exp, cvar = _avoided(problem, z)
     spent = {k: float(sel.loc[sel["budget_key"] == k, "cost_usd"].sum()) for k in problem.budgets if np.isfinite(problem.budgets[k])}
     obj = exp + problem.bonus_weight * float(sel["bonus"].sum()) - problem.cvar_weight * cvar - problem.cost_weight * float(economic_cost(sel).sum())
     names = problem.node_names or [str(i) for i in range(len(z))]
-    by_node = {names[n]: float(problem.weights @ (problem.value_per_t[n] * y[n])) for n in np.flatnonzero(z)}
+    by_node = {names[n]: float(problem.weights @ val[n]) for n in np.flatnonzero(z)}
     return Solution(sel.reset_index(drop=True), obj, exp, cvar, spent, status, gap, seconds, by_node, method)
 
 
@@ -209,9 +240,10 @@ class PortfolioModel:
 
     Variables: ``x`` (options, binary), ``r`` (share of the shortfall of node n in draw s avoided, one per
     (n, s) in ``ys`` where n can receive supply and is short: ``r_ns = y_ns / short_ns``, so rows compare
-    capacity with shortfall and stay well scaled), and when λ > 0 ``eta`` and ``u`` (CVaR). Money in the
-    objective is in units of the expected loss potential ``L = Σ w_s v_n short_ns`` (``scale``); HiGHS minimises,
-    so the maximisation objective is negated."""
+    capacity with shortfall and stay well scaled), ``q`` (with stocks in place, the share of the stocked part K
+    spared, ``q_ns = k_ns / K_ns``, one per pair of ``ys`` with K > 0), and when λ > 0 ``eta`` and ``u`` (CVaR).
+    Money in the objective is in units of the expected loss potential ``L = Σ w_s (v_n short_ns + π_ns K_ns)``
+    (``scale``); HiGHS minimises, so the maximisation objective is negated."""
 
     problem: PortfolioProblem
     opts: pd.DataFrame
@@ -225,31 +257,52 @@ class PortfolioModel:
     scale: float
     cost: np.ndarray
     node: np.ndarray
+    q: Any = None
+    qk: np.ndarray | None = None  # positions in ``ys`` of the pairs with a stocked part (one q each)
+    stocked: np.ndarray | None = None  # K of every pair of ``ys``
+    pi: np.ndarray | None = None  # π of every pair of ``ys``
+
+    def gain_terms(self) -> tuple[np.ndarray, Any]:
+        """Per pair of ``ys``, the weighted potential of ``r`` (``w v short``) and of ``q`` (``w π K``, at ``qk``)."""
+        p = self.problem
+        pot_r = np.array([p.weights[s] * p.value_per_t[n] for n, s in self.ys]) * self.short
+        if self.q is None or self.qk is None or self.pi is None or self.stocked is None:
+            return pot_r, None
+        w = np.array([p.weights[self.ys[k][1]] for k in self.qk])
+        return pot_r, w * self.pi[self.qk] * self.stocked[self.qk]
 
     @classmethod
     def variables(cls, problem: PortfolioProblem, opts: pd.DataFrame, h: Any) -> PortfolioModel:
         import highspy
 
         node = opts["node"].to_numpy(dtype=int)
-        ys = [(int(n), int(s)) for n in np.unique(supply_pairs(opts)[1]) for s in np.flatnonzero(problem.shortfall[n] > 0)]
+        kk, pi = problem.layers()
+        ys = [(int(n), int(s)) for n in np.unique(supply_pairs(opts)[1]) for s in np.flatnonzero((problem.shortfall[n] > 0) | (kk[n] * pi[n] > 0))]
         short = np.array([problem.shortfall[n, s] for n, s in ys])
-        pot = np.array([problem.weights[s] * problem.value_per_t[n] for n, s in ys]) * short
+        stocked = np.array([kk[n, s] for n, s in ys])
+        pi_k = np.array([pi[n, s] for n, s in ys])
         x = h.addVariables(len(opts), lb=0.0, ub=1.0, type=highspy.HighsVarType.kInteger)
         r = h.addVariables(len(ys), lb=0.0, ub=1.0)
+        qk = np.flatnonzero(stocked * pi_k > 0) if problem.stocked is not None else np.zeros(0, dtype=int)
+        q = h.addVariables(len(qk), lb=0.0, ub=1.0) if len(qk) else None
         eta = u = None
         if problem.cvar_weight > 0:
             eta = h.addVariable(lb=-highspy.kHighsInf, ub=highspy.kHighsInf)
             u = h.addVariables(problem.shortfall.shape[1], lb=0.0)
-        return cls(problem, opts, h, x, r, eta, u, ys, short, max(float(pot.sum()), 1e-12), opts["cost_usd"].to_numpy(dtype=float), node)
+        pot = np.array([problem.weights[s] * (problem.value_per_t[n] * short[k] + pi_k[k] * stocked[k]) for k, (n, s) in enumerate(ys)])
+        return cls(problem, opts, h, x, r, eta, u, ys, short, max(float(pot.sum()) if len(pot) else 0.0, 1e-12),
+                   opts["cost_usd"].to_numpy(dtype=float), node, q, qk if q is not None else None, stocked, pi_k)
 
     def objective(self) -> Any:
         """``min -Σ w_s v_n short_ns r_ns / L - γ Σ b_o x_o / L + κ Σ e_o x_o / L + ε c_o x_o / max c
         + λ (η + Σ_s w_s u_s / (1 - α))``."""
         p, o = self.problem, self.opts
-        pot = np.array([p.weights[s] * p.value_per_t[n] for n, s in self.ys]) * self.short
+        pot, pot_q = self.gain_terms()
         c_x = (-(p.bonus_weight * o["bonus"].to_numpy(dtype=float)) + p.cost_weight * economic_cost(o)) / self.scale \
             + p.cost_tiebreak * self.cost / max(self.cost.max(), 1.0)
         obj = (c_x * self.x).sum() + (-pot / self.scale * self.r).sum()
+        if pot_q is not None:
+            obj = obj + (-pot_q / self.scale * self.q).sum()
         if self.eta is not None:
             obj = obj + p.cvar_weight * self.eta + (p.cvar_weight * p.weights / (1.0 - p.cvar_alpha) * self.u).sum()
         return obj
@@ -265,15 +318,21 @@ def one_option_per_project(m: PortfolioModel) -> None:
 
 
 def avoided_within_added_supply(m: PortfolioModel) -> None:
-    """``short_ns r_ns <= f_ns Σ_o S_no x_o``: a draw's shortfall avoided at a node is at most what the options add
-    there (their own node's ``Δq_o``, or a co-product's) during its months of disruption (``f_ns = months_ns / 12``), written ``r_ns - (f_ns /
-    short_ns) Σ Δq_o x_o <= 0``."""
+    """``short_ns r_ns + K_ns q_ns <= f_ns Σ_o S_no x_o``: a draw's shortfall avoided at a node (and, with stocks in
+    place, the stocked part spared) is at most what the options add there (their own node's ``Δq_o``, or a
+    co-product's) during its months of disruption (``f_ns = months_ns / 12``), written over ``short_ns + K_ns``."""
     p = m.problem
     po, pn, pq = supply_pairs(m.opts)
     supply = {n: (pq[k] * m.x[po[k]]).sum() for n in np.unique(pn) for k in [np.flatnonzero(pn == n)]}  # z_n, built once
+    qpos = {int(k): i for i, k in enumerate(m.qk)} if m.qk is not None else {}
+    stocked = m.stocked if m.stocked is not None else np.zeros(len(m.ys))
     for k, (n, s) in enumerate(m.ys):
-        f = p.months[n, s] / 12.0 / m.short[k]
-        m.h.addConstr(m.r[k] - f * supply[n] <= 0.0)
+        tot = m.short[k] + (stocked[k] if k in qpos else 0.0)
+        f = p.months[n, s] / 12.0 / tot
+        lhs = (m.short[k] / tot) * m.r[k]
+        if k in qpos:
+            lhs = lhs + (stocked[k] / tot) * m.q[qpos[k]]
+        m.h.addConstr(lhs - f * supply[n] <= 0.0)
 
 
 def budget_limits(m: PortfolioModel) -> None:
@@ -310,13 +369,21 @@ def cvar_of_residual_loss(m: PortfolioModel) -> None:
     if m.eta is None:
         return
     p = m.problem
-    loss_s = p.value_per_t @ p.shortfall
+    loss_s = p.loss_potential().sum(axis=0)
     by_draw: dict[int, list[int]] = {}
     for k, (_, d_k) in enumerate(m.ys):
         by_draw.setdefault(int(d_k), []).append(k)
+    q_by_draw: dict[int, list[int]] = {}
+    if m.qk is not None:
+        for i, k in enumerate(m.qk):
+            q_by_draw.setdefault(int(m.ys[int(k)][1]), []).append(i)
     for draw in range(p.shortfall.shape[1]):
         ks = np.array(by_draw.get(draw, []), dtype=int)
         avoided = (np.array([p.value_per_t[m.ys[k][0]] * m.short[k] / m.scale for k in ks]) * m.r[ks]).sum() if len(ks) else 0.0
+        qs = np.array(q_by_draw.get(draw, []), dtype=int)
+        if len(qs) and m.qk is not None and m.pi is not None and m.stocked is not None:
+            kq = m.qk[qs]
+            avoided = avoided + (m.pi[kq] * m.stocked[kq] / m.scale * m.q[qs]).sum()
         m.h.addConstr(avoided + m.eta + m.u[draw] >= float(loss_s[draw]) / m.scale)
 
 
@@ -430,15 +497,14 @@ def greedy(problem: PortfolioProblem) -> Solution:
     cty_a = np.zeros(len(cty_u))
     com_a = np.zeros(len(com_u))
     pids = opts["project_id"].to_numpy()
-    f = problem.months / 12.0
-    w, v, short = problem.weights, problem.value_per_t, problem.shortfall
+    w = problem.weights
 
     def gains(idx: np.ndarray) -> np.ndarray:
         k = np.flatnonzero(np.isin(po, idx))
         n = pn[k]
-        now = np.minimum(short[n], f[n] * z[n][:, None])
-        new = np.minimum(short[n], f[n] * (z[n] + pq[k])[:, None])
-        per_pair = (new - now) @ w * v[n]
+        now = problem.avoided_value(z[n], n)
+        new = problem.avoided_value(z[n] + pq[k], n)
+        per_pair = (new - now) @ w
         out = np.zeros(n_o)
         np.add.at(out, po[k], per_pair)
         return out[idx] + bonus[idx]

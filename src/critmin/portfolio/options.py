@@ -43,6 +43,10 @@ class PortfolioOptions(BaseModel):
         default_factory=dict, description="Co-financing: a participant's minimum share of the money (ISO3 -> share)")
     must_include: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
         default_factory=list, max_length=500, description="Project ids that must be funded")
+    stocks_t: dict[Annotated[str, Field(pattern=r"^[a-z0-9_]+/[a-z0-9_]+$")],
+                   dict[Annotated[str, Field(pattern="^[A-Z]{3}$")], Annotated[float, Field(ge=0, allow_inf_nan=False)]]] = Field(
+        default_factory=dict, description="Stocks in place (node commodity/stage -> participant -> t): projects relieve only "
+        "the shortfall they leave (the plan passes its recommended stocks)")
     agencies_file: str | None = Field(None, description="CSV replacing the bundled agencies.csv (same columns)")
     parameters_file: str | None = Field(None, description="CSV replacing the bundled instrument_parameters.csv")
 

@@ -306,7 +306,7 @@ def run_portfolio(
     with_frontier, frontier_points = o.frontier_points > 0, o.frontier_points
     cvar_weight, cvar_alpha, concern_weight = o.cvar_weight, o.cvar_alpha, o.concern_weight
     agencies_file, parameters_file = o.agencies_file, o.parameters_file
-    sample = sample_from_simulator(sim, draws=draws, seed=seed, client=client, result=risk_result)
+    sample = sample_from_simulator(sim, draws=draws, seed=seed, client=client, result=risk_result, stocks_t=dict(o.stocks_t))
     ip = InstrumentParameters.load(parameters_file)
     horizon = ip.get("portfolio", "horizon_months")
     bp = build_problem(projects, atlas, sample, sim.nodes, read_agencies(agencies_file), ip, budgets, as_of, deadline_months,
@@ -333,7 +333,8 @@ def run_portfolio(
     def total(by: str, col: str) -> dict[str, float]:
         return {str(k): float(v) for k, v in sel.groupby(by)[col].sum().items()} if len(sel) else {}
 
-    loss_before = {n: float(p.weights @ (p.value_per_t[i] * p.shortfall[i])) for i, n in enumerate(p.node_names)}
+    pot = p.loss_potential()  # with stocks in place: what they leave, and the buy-back of what they cover
+    loss_before = {n: float(p.weights @ pot[i]) for i, n in enumerate(p.node_names)}
     risk: list[dict[str, Any]] = [
         {"node": n, "commodity": n.split("/")[0], "stage": n.split("/")[1], "avoidable_loss_usd": loss_before[n],
          "expected_avoided_usd": sol.avoided_by_node.get(n, 0.0),

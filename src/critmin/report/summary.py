@@ -138,6 +138,8 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
              # review 9: the figure without its denominator read as large
              + (f" ({float(pf['expected_avoided_usd']) / total_loss:.1%} of the {usd(total_loss)} a year of expected loss that projects "
                 "can act on in the portfolio's scenario sample: shortfalls of sourced demand, in forms the participant's plants use"
+                + (f", after the recommended stocks at {len(pf['metadata']['stocks_netted_t'])} nodes (a project relieves only what they "
+                   "leave)" if (pf.get("metadata") or {}).get("stocks_netted_t") else "")
                 + (f"; the ranking's consumer loss over all materials is {usd(ranked_loss)} a year" if ranked_loss > total_loss else "")
                 + ")" if total_loss > 0 else "")
              + f"; {avail}.")
@@ -157,6 +159,19 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                   + (f", drops {', '.join(pname.get(x, x) for x in only)}" if only else "")
                   + (f", adds {', '.join(pname.get(x, x) for x in extra)}" if extra else "")
                   + f" and avoids {usd(io_avoided)} a year on that valuation.")
+    net = pf.get("selection_net_of_stocks") or {}
+    if net and len(sel):
+        # review 18b/20: stock savings and project benefits claimed the same loss; the programme decided after the
+        # recommended stocks says how much of the projects' benefit the stocks already cover
+        pname = {r["project_id"]: str(r.get("name") or r["project_id"]) for r in [*pf.get("projects", []), *pf.get("selected", [])]}
+        dropped, added = net.get("only_without_stocks", []), net.get("only_net_of_stocks", [])
+        s_fin += (f" The projects' benefit overlaps the stocks recommended below: decided after them (a project then relieves only "
+                  f"the shortfall they leave and spares the buy-back of their releases), the programme keeps {len(net.get('both', []))} "
+                  f"of the {len(sel)}"
+                  + (f", drops {', '.join(pname.get(x, x) for x in dropped)}" if dropped else "")
+                  + (f", adds {', '.join(pname.get(x, x) for x in added)}" if added else "")
+                  + f" and avoids {usd(float(net.get('expected_avoided_usd_net_of_stocks') or 0.0))} a year beyond them; the stocks "
+                  "bridge the years before the projects produce, and each stock row says what it falls to once they do.")
 
     st = pd.DataFrame(plan["stockpiles"]["stockpiles"])
     stock_rows = []
@@ -224,6 +239,14 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                + (" Shortfalls of ore that no plant of the participant takes are met by the stock of the next stage ("
                   + "; ".join(sorted({f"{x['participant']} {x['from']} at {x['node']}" for x in md["ore_shortfall_met_downstream"]}))
                   + ")." if md.get("ore_shortfall_met_downstream") else ""))
+    after = [r for r in (st.to_dict("records") if len(st) else []) if r["participant"] in ("USA", "JPN") and r["optimal_stock_t"] > 0
+             and r.get("stock_after_projects_t") is not None and pd.notna(r.get("stock_after_projects_t"))
+             and float(r["stock_after_projects_t"]) < float(r["optimal_stock_t"]) - 0.5]
+    if after:
+        s_stock += (" Once the recommended projects produce, the stocks at their nodes can fall ("
+                    + "; ".join(f"{r['participant']} {r['node']} {float(r['optimal_stock_t']):,.0f} t to {float(r['stock_after_projects_t']):,.0f} t"
+                                for r in sorted(after, key=lambda r: float(r["stock_after_projects_t"]) - float(r["optimal_stock_t"])))
+                    + ").")
     if few:
         s_stock += (f" A further {len(few)} stocks ({usd(sum(few))}, not in the totals above) rest on fewer than {FEW_DRAWS} simulated "
                     "years with a shortfall; rerun with more draws before buying them.")

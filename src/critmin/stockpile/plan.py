@@ -185,6 +185,16 @@ def flag_concerns(flag: str, participant: str) -> bool:
     return not any(f" {o} " in f" {flag} " for o in others) or participant in flag
 
 
+def shortfall_after_projects(nd: np.ndarray, k: int, added_t: float) -> np.ndarray:
+    """Participant k's shortfall per draw once projects add ``added_t`` t/yr to the node (the bloc's), shared between
+    the participants in proportion to their shortfalls and delivered over the draw's months of disruption:
+
+        D'_ks = D_ks max(1 - f_s z / Σ_j D_js, 0),   f_s = months_s / 12"""
+    total = nd[3] + nd[4]
+    relief = np.divide(nd[6] / 12.0 * added_t, total, out=np.ones_like(total), where=total > 0)
+    return nd[3 + k] * np.maximum(1.0 - relief, 0.0)
+
+
 def partial_controls(sim: Any) -> dict[str, list[str]]:
     """Per node, the controls in force whose product list covers only part of it (``scope_high < 1``): the library's
     scenarios with status ``in_force``."""
@@ -324,17 +334,23 @@ def carry_unstockable_ore(sim: Any, node_draws: dict[str, np.ndarray], members: 
 def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = None, pooled: bool = False, draws: int = 500,
                     seed: int = 0, params: StockParameters | None = None, sample: dict[str, Any] | None = None,
                     commodities: dict[str, set[str]] | None = None, stages: tuple[str, ...] | None = None,
-                    max_days: float | None = None, sourced_demand_only: bool = True) -> dict[str, Any]:
+                    max_days: float | None = None, sourced_demand_only: bool = True,
+                    after_projects: dict[str, float] | None = None) -> dict[str, Any]:
     """Stock targets (see module docstring). ``budget`` (USD of purchases) applies per participant.
 
     Policy: ``commodities`` maps each participant to the commodities it may stock (its critical-mineral list,
     derived nodes through their listed parent; ``None``: the bundled lists, ``critmin.atlas.lists``); ``stages`` the stockable stages (default
     :data:`STOCKABLE_STAGES`); ``max_days`` caps every stock at that many days of the participant's net imports,
     ``S <= max_days / 365 * NIR_j d_j Q0`` (days of net imports: the participant's own output keeps flowing; NIR 1
-    where unknown). The same caps bind the budgeted programme."""
+    where unknown). The same caps bind the budgeted programme.
+
+    ``after_projects`` (node -> t/yr): the expected supply the recommended projects add once they produce; each
+    stock row at such a node also gives ``stock_after_projects_t``, the line sized on what they leave
+    (:func:`shortfall_after_projects`; docs/stockpile.md §2, "After the projects")."""
     # every option checked before any work (one model for the library, the CLI, the study file and the web)
     make_options(StockpileOptions, perspective=perspective, budget_usd=budget, pooled=pooled, draws=draws, seed=seed, max_days=max_days,
-                 stages=list(stages) if stages is not None else list(STOCKABLE_STAGES), sourced_demand_only=sourced_demand_only)
+                 stages=list(stages) if stages is not None else list(STOCKABLE_STAGES), sourced_demand_only=sourced_demand_only,
+                 after_projects=dict(after_projects or {}))
     stages = tuple(stages) if stages is not None else STOCKABLE_STAGES
     if commodities is None:
         from critmin.atlas.lists import critical_lists
@@ -432,6 +448,15 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             # a line is held only where it saves more than the fixed cost of holding it at all
             s_free, saving_free = s_opt, cost0 - cost_opt
             s_opt, cost_opt = keep_line(s_opt, cost_opt, cost0, sp.fixed_cost)
+            after: dict[str, Any] = {}
+            if after_projects and key in after_projects:
+                # once the recommended projects produce, the line is sized on the shortfall they leave
+                short_after = shortfall_after_projects(nd, PARTICIPANTS.index(j), after_projects[key])
+                s_a, c_a = newsvendor(short_after, w, hold, c, refill)
+                s_a = min(s_a, cap_t, cap_plant)
+                c_a = float(expected_cost(s_a, short_after, w, hold, c, refill))
+                s_a, c_a = keep_line(s_a, c_a, float(expected_cost(0.0, short_after, w, hold, c)), sp.fixed_cost)
+                after = {"stock_after_projects_t": min(s_a, s_opt) if s_opt > 0 else 0.0, "projects_supply_t_per_year": after_projects[key]}
             rules = {}
             for days in sp.days_rules:
                 # a rule, too, holds no more ore than the plants take, and no more than the policy's days of net imports
@@ -450,6 +475,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 "days_of_net_imports": 365.0 * s_opt / annual_imports if annual_imports > 0 else np.nan, "net_import_reliance": nir,
                 "expected_cost_without_stock_usd": cost0, "expected_cost_with_stock_usd": cost_opt, "saving_usd": cost0 - cost_opt,
                 "fixed_cost_usd_per_year": sp.fixed_cost, "stock_before_fixed_cost_t": s_free, "saving_before_fixed_cost_usd": saving_free,
+                **after,
                 "rules": rules,
                 **against,
                 "release_rule": {"holdings_t": s_opt, "max_release_t_per_month": s_opt / max(typical_months, 1.0), "price_cap": 1.0},

@@ -45,6 +45,9 @@ class StockpileOptions(StockpilePolicy):
     perspective: Literal["USA", "JPN", "BLOC"] = Field("BLOC", description="USA, JPN or BLOC (both participants)")
     draws: int = Field(500, ge=1, le=MAX_DRAWS, description="Simulated draws in the disruption sample")
     seed: int = Field(0, ge=0, le=SEED_LIMIT)
+    after_projects: dict[Annotated[str, Field(pattern=r"^[a-z0-9_]+/[a-z0-9_]+$")], Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
+        default_factory=dict, description="Expected supply the recommended projects add (node commodity/stage -> t/yr): each stock "
+        "at such a node also states what it falls to once they produce")
 
     @field_validator("perspective", mode="before")
     @classmethod

@@ -315,7 +315,7 @@ class Study:
         sample = disruption_sample(self.simulator, o.draws, o.seed, result=res)
         rec = plan_stockpiles(self.simulator, o.perspective, budget=o.budget_usd, pooled=o.pooled, draws=o.draws, seed=o.seed, sample=sample,
                               commodities=self.critical_lists, stages=tuple(o.stages), max_days=o.max_days,
-                              sourced_demand_only=o.sourced_demand_only)
+                              sourced_demand_only=o.sourced_demand_only, after_projects=dict(o.after_projects))
         plans = pd.DataFrame([{"participant": j, **{k: v for k, v in p.items() if k != "stocks"}} for j, p in rec.get("budget_plans", {}).items()])
         return StockpileResult(record=rec, metadata=rec["metadata"], stocks=_records(rec["stockpiles"]), budget_plans=plans)
 
@@ -374,7 +374,12 @@ class Study:
         say(3)
         portfolio = dict(self.portfolio(draws=n, seed=rs).record)
         say(4)
-        stock = dict(self.stockpile(perspective="BLOC", draws=n, seed=rs).record)
+        # review 18b: stock savings and project benefits claimed the same antimony loss. Stocks bridge the years before
+        # the recommended projects produce; each stock row also says what it falls to once they do (docs/stockpile.md
+        # §2, "After the projects"), and the programme decided after the stocks is recorded beside (docs/portfolio.md §5)
+        stock = dict(self.stockpile(perspective="BLOC", draws=n, seed=rs, after_projects=projects_supply(portfolio)).record)
+        net = self.portfolio(draws=n, seed=rs, stocks_t=recommended_stocks(stock)).record
+        portfolio["selection_net_of_stocks"] = selection_against(portfolio, dict(net))
         say(5)
         # the recommended portfolio's projects deliver from their (earlier) first month of output
         first = {p["project_id"]: int(round(p["months_to_output"])) for p in portfolio["selected"]}
@@ -416,6 +421,38 @@ class Study:
         rec = respond(self.simulator, self.scenario_list(scenario), self.supply, self.buyers, draws=draws, seed=seed, as_of=self.as_of)
         impact = pd.DataFrame([{"event": e.get("scenario", e.get("id")), **r} for e in rec["events"] for r in e.get("impact", [])])
         return BriefResult(record=rec, metadata=rec["metadata"], impact=impact)
+
+
+def projects_supply(portfolio: dict[str, Any]) -> dict[str, float]:
+    """The recommended projects' expected added supply (t/yr) per node, their co-products' included."""
+    out: dict[str, float] = {}
+    for r in portfolio.get("selected", []):
+        out[r["node"]] = out.get(r["node"], 0.0) + float(r.get("added_capacity_t_per_year") or 0.0)
+        for node, q in (r.get("co_product_capacity_t_per_year") or {}).items():
+            out[node] = out.get(node, 0.0) + float(q)
+    return {k: v for k, v in out.items() if v > 0}
+
+
+def selection_against(gross: dict[str, Any], net: dict[str, Any]) -> dict[str, Any]:
+    """The programme decided after the recommended stocks against the plan's: which projects both keep, which only
+    one does, and the loss avoided beyond the stocks."""
+    a = {r["project_id"] for r in gross.get("selected", [])}
+    b = {r["project_id"] for r in net.get("selected", [])}
+    return {"both": sorted(a & b), "only_without_stocks": sorted(a - b), "only_net_of_stocks": sorted(b - a),
+            "expected_avoided_usd_net_of_stocks": float(net.get("expected_avoided_usd", 0.0)),
+            "stocks_netted_t": (net.get("metadata") or {}).get("stocks_netted_t", {})}
+
+
+def recommended_stocks(stock: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The firm stocks of a stock plan (held, decided by at least ``FEW_DRAWS`` simulated years with a shortfall), as
+    node -> participant -> t."""
+    from critmin.stockpile.plan import FEW_DRAWS
+
+    out: dict[str, dict[str, float]] = {}
+    for r in stock.get("stockpiles", []):
+        if r["participant"] in ("USA", "JPN") and float(r.get("optimal_stock_t") or 0.0) > 0 and (r.get("shortfall_draws") or 0) >= FEW_DRAWS:
+            out.setdefault(r["node"], {})[r["participant"]] = float(r["optimal_stock_t"])
+    return out
 
 
 def _check_draws(draws: int, seed: int) -> None:
