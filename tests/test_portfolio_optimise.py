@@ -69,6 +69,19 @@ def test_projects_relieve_what_the_stocks_leave_then_spare_their_buy_back_by_han
     c = solve(PortfolioProblem(base.options, base.shortfall - k, base.months, base.value_per_t, base.weights, base.budgets, base.node_names,
                                cvar_weight=0.5, stocked=k, stocked_value=pi), gap=0.0)
     assert sorted(c.selected["project_id"]) == ["p2", "p3"] and c.expected_avoided_usd == pytest.approx(770.0)
+    # edge cases (review 20b): a node the stocks cover entirely (short 0, K 10): p2's 10 t spare 10 x 20 = 200; no
+    # premium (π = 0): the stocked part is worth nothing to a project; no months of disruption: nothing is avoided
+    full = PortfolioProblem(base.options, base.shortfall * np.array([[0.0], [1.0]]), base.months, base.value_per_t, base.weights, base.budgets,
+                            base.node_names, stocked=np.array([[10.0] * 3, [0.0] * 3]), stocked_value=pi)
+    f = solve(full, gap=0.0)
+    assert f.avoided_by_node.get("a", 0.0) == pytest.approx(200.0) and f.expected_avoided_usd == pytest.approx(450.0)
+    assert greedy(full).expected_avoided_usd == pytest.approx(370.0)  # p3 (8.3 USD/yr per USD), then p1 (3.0); p2 no longer fits
+    free = PortfolioProblem(base.options, base.shortfall - k, base.months, base.value_per_t, base.weights, base.budgets, base.node_names,
+                            stocked=k, stocked_value=np.zeros_like(pi))
+    assert solve(free, gap=0.0).avoided_by_node.get("a", 0.0) == pytest.approx(400.0)
+    idle = PortfolioProblem(base.options, base.shortfall - k, np.zeros_like(base.months), base.value_per_t, base.weights, base.budgets,
+                            base.node_names, stocked=k, stocked_value=pi)
+    assert solve(idle, gap=0.0).expected_avoided_usd == 0.0
 
 
 def test_money_has_a_price_net_benefit_test():

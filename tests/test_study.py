@@ -242,10 +242,17 @@ def test_stocks_and_projects_do_not_claim_the_same_loss_twice(study_run: tuple[P
     assert net["expected_avoided_usd_net_of_stocks"] <= pf["expected_avoided_usd"] + 1e-6
     supplied = {r["node"] for r in pf["selected"]}
     rows = [r for r in plan["stockpiles"]["stockpiles"] if r["participant"] in ("USA", "JPN") and r["node"] in supplied]
+    from critmin.study.core import projects_supply
+
+    # once producing: nameplate times the completion probability, not the support's increment over the horizon
+    supply = projects_supply(pf)
+    for sel in pf["selected"]:
+        assert sel["output_once_producing_t_per_year"] >= sel["added_capacity_t_per_year"] - 1e-9
     for r in rows:
         assert 0.0 <= r["stock_after_projects_t"] <= r["optimal_stock_t"] + 1e-9
+        assert r["projects_supply_t_per_year"] == pytest.approx(supply[r["node"]])
     if ids:
-        assert "decided after them" in plan["summary"]["sentences"]["financing"]
+        assert "Decided after the stocks" in plan["summary"]["sentences"]["financing"]
 
 
 def test_the_summary_names_the_lines_too_small_to_pay_their_fixed_cost(study_run: tuple[Path, dict]):

@@ -693,7 +693,7 @@ def build_problem(
                 "project_id": pid, "instrument": inst, "agency": str(a["agency_id"]), "budget_key": bkey if charge > 0 else "none",
                 "participant": str(a["participant_iso3"]), "node": n, "country": str(p["country_iso3"]), "commodity": str(p["commodity_id"]),
                 "dq_t": dq, "cost_usd": float(max(charge, 0.0)), "amount_usd": float(amount), "budget_cost_usd": float(bcost),
-                "value_to_project_usd": float(value), "months_to_output": t_o, "completion_probability": pi_o,
+                "value_to_project_usd": float(value), "months_to_output": t_o, "completion_probability": pi_o, "capacity_t": float(cap),
                 "bonus": dq * float(sample.value_per_t[n]) * concern_share * (0.0 if p["country_iso3"] in concern else 1.0),
                 "terms": note, "viability_gap_usd": vg, CO_SUPPLY: co_supply,
             })

@@ -53,6 +53,11 @@ def _selected_records(bp: BuiltProblem, sol: Solution, names: dict[str, str]) ->
         pairs = [(n, float(r["dq_t"]))] + [(int(nn), float(qq)) for nn, qq in (r.get(CO_SUPPLY) or [])]
         avoided = sum(sol.avoided_by_node.get(p.node_names[nn], 0.0) * (qq / z[nn] if z[nn] > 0 else 0.0) for nn, qq in pairs)
         co = {p.node_names[nn]: round(qq, 3) for nn, qq in pairs[1:] if qq >= 5e-4}  # t/yr, to the kilogram
+        # once producing: nameplate times the completion probability with the support (not the increment dq the support
+        # causes, averaged over the horizon); co-products in proportion (review 20b)
+        cap, prob = float(r.get("capacity_t", np.nan)), float(r.get("completion_probability", np.nan))
+        once = cap * prob if np.isfinite(cap) and np.isfinite(prob) else float(r["dq_t"])
+        scale_once = once / float(r["dq_t"]) if float(r["dq_t"]) > 0 else 0.0
         out.append({
             "project_id": r["project_id"],
             "name": names.get(r["project_id"], ""),
@@ -68,6 +73,8 @@ def _selected_records(bp: BuiltProblem, sol: Solution, names: dict[str, str]) ->
             "completion_probability": float(r.get("completion_probability", np.nan)),
             "expected_avoided_usd": float(avoided),
             "co_product_capacity_t_per_year": co,
+            "output_once_producing_t_per_year": once,
+            "co_product_output_once_producing_t_per_year": {k: round(v * scale_once, 3) for k, v in co.items()},
             "terms": r.get("terms", ""),
             "assumptions": bp.assumptions.get(r["project_id"], []),
         })
@@ -171,8 +178,8 @@ def _no_margin_reason(bp: BuiltProblem, sol: Solution, rest: pd.DataFrame, mine:
         need = p.cost_weight * float(economic_cost(rest.loc[[i]])[0])
         ratios.append((gain / need if need > 0 else np.inf, gain, need, str(r["project_id"]), p.node_names[int(r["node"])]))
     reached = {p.node_names[int(n)] for n in rest["node"]}
-    left = {n: float(p.weights @ (p.value_per_t[i] * p.shortfall[i])) - sol.avoided_by_node.get(n, 0.0)
-            for i, n in enumerate(p.node_names)}
+    pot = p.loss_potential()  # with stocks in place, what they leave and the buy-back of what they cover
+    left = {n: float(p.weights @ pot[i]) - sol.avoided_by_node.get(n, 0.0) for i, n in enumerate(p.node_names)}
     far = sorted(((v, n) for n, v in left.items() if n not in reached and v > 0), reverse=True)[:3]
     idle: dict[str, list[str]] = {}
     if mine is not None and len(mine):

@@ -165,13 +165,20 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         # recommended stocks says how much of the projects' benefit the stocks already cover
         pname = {r["project_id"]: str(r.get("name") or r["project_id"]) for r in [*pf.get("projects", []), *pf.get("selected", [])]}
         dropped, added = net.get("only_without_stocks", []), net.get("only_net_of_stocks", [])
-        s_fin += (f" The projects' benefit overlaps the stocks recommended below: decided after them (a project then relieves only "
-                  f"the shortfall they leave and spares the buy-back of their releases), the programme keeps {len(net.get('both', []))} "
-                  f"of the {len(sel)}"
-                  + (f", drops {', '.join(pname.get(x, x) for x in dropped)}" if dropped else "")
-                  + (f", adds {', '.join(pname.get(x, x) for x in added)}" if added else "")
-                  + f" and avoids {usd(float(net.get('expected_avoided_usd_net_of_stocks') or 0.0))} a year beyond them; the stocks "
-                  "bridge the years before the projects produce, and each stock row says what it falls to once they do.")
+        keep = net.get("both", [])
+        why = net.get("reason_net_of_stocks") or {}
+        s_fin += (" The projects and the stocks recommended below act on the same shortfalls, so their benefits do not add up. "
+                  "Decided after the stocks (a project then relieves only the shortfall they leave and spares the buy-back of "
+                  f"their releases), the programme avoids {usd(float(net.get('expected_avoided_usd_net_of_stocks') or 0.0))} a year "
+                  "beyond them"
+                  + (f" and keeps {', '.join(pname.get(x, x) for x in keep)}: fund these in any case" if keep else ", and keeps none")
+                  + (". " + "; ".join(f"{pname.get(x, x)} is a conditional decision: with the stocks in place it "
+                                      + (why.get(x) or "is not chosen") for x in dropped)
+                     + ". It is worth funding if the stocks cannot be bought back within a year at the simulated price (a "
+                     "control that outlasts a year in a thin market), the case the recommended programme values by counting "
+                     "every tonne short in full" if dropped else "")
+                  + (f"; it would add {', '.join(pname.get(x, x) for x in added)}" if added else "")
+                  + ". Each stock row says what it falls to once the recommended projects produce.")
 
     st = pd.DataFrame(plan["stockpiles"]["stockpiles"])
     stock_rows = []

@@ -185,12 +185,13 @@ def flag_concerns(flag: str, participant: str) -> bool:
     return not any(f" {o} " in f" {flag} " for o in others) or participant in flag
 
 
-def shortfall_after_projects(nd: np.ndarray, k: int, added_t: float) -> np.ndarray:
+def shortfall_after_projects(nd: np.ndarray, k: int, added_t: float, counted: tuple[int, ...] = (0, 1)) -> np.ndarray:
     """Participant k's shortfall per draw once projects add ``added_t`` t/yr to the node (the bloc's), shared between
-    the participants in proportion to their shortfalls and delivered over the draw's months of disruption:
+    the participants whose need there counts (``counted``: sourced demand, a usable form, as in the portfolio) in
+    proportion to their shortfalls and delivered over the draw's months of disruption:
 
         D'_ks = D_ks max(1 - f_s z / Σ_j D_js, 0),   f_s = months_s / 12"""
-    total = nd[3] + nd[4]
+    total = sum((nd[3 + i] for i in counted), np.zeros(nd.shape[1]))
     relief = np.divide(nd[6] / 12.0 * added_t, total, out=np.ones_like(total), where=total > 0)
     return nd[3 + k] * np.maximum(1.0 - relief, 0.0)
 
@@ -451,7 +452,10 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             after: dict[str, Any] = {}
             if after_projects and key in after_projects:
                 # once the recommended projects produce, the line is sized on the shortfall they leave
-                short_after = shortfall_after_projects(nd, PARTICIPANTS.index(j), after_projects[key])
+                counted = tuple(i for i, iso in enumerate(PARTICIPANTS)
+                                if not (sourced_demand_only and str(node.demand_basis.get(iso, "")).startswith("proxy"))
+                                and not unusable_ore_reason(sim, node, iso))
+                short_after = shortfall_after_projects(nd, PARTICIPANTS.index(j), after_projects[key], counted or (PARTICIPANTS.index(j),))
                 s_a, c_a = newsvendor(short_after, w, hold, c, refill)
                 s_a = min(s_a, cap_t, cap_plant)
                 c_a = float(expected_cost(s_a, short_after, w, hold, c, refill))

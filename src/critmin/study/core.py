@@ -424,11 +424,14 @@ class Study:
 
 
 def projects_supply(portfolio: dict[str, Any]) -> dict[str, float]:
-    """The recommended projects' expected added supply (t/yr) per node, their co-products' included."""
+    """The recommended projects' expected output once producing (t/yr: nameplate times the completion probability with
+    the support) per node, their co-products' included. Review 20b: the support's increment averaged over the
+    horizon (``added_capacity_t_per_year``, Stibnite 696 t) is what the portfolio values, not what the mine makes
+    (8,346 t nameplate)."""
     out: dict[str, float] = {}
     for r in portfolio.get("selected", []):
-        out[r["node"]] = out.get(r["node"], 0.0) + float(r.get("added_capacity_t_per_year") or 0.0)
-        for node, q in (r.get("co_product_capacity_t_per_year") or {}).items():
+        out[r["node"]] = out.get(r["node"], 0.0) + float(r.get("output_once_producing_t_per_year") or 0.0)
+        for node, q in (r.get("co_product_output_once_producing_t_per_year") or {}).items():
             out[node] = out.get(node, 0.0) + float(q)
     return {k: v for k, v in out.items() if v > 0}
 
@@ -438,8 +441,14 @@ def selection_against(gross: dict[str, Any], net: dict[str, Any]) -> dict[str, A
     one does, and the loss avoided beyond the stocks."""
     a = {r["project_id"] for r in gross.get("selected", [])}
     b = {r["project_id"] for r in net.get("selected", [])}
+    why = {r["project_id"]: r.get("reason", "") for r in net.get("projects", [])}
+    avoided = {r["project_id"]: float(r.get("expected_avoided_usd") or 0.0) for r in net.get("selected", [])}
     return {"both": sorted(a & b), "only_without_stocks": sorted(a - b), "only_net_of_stocks": sorted(b - a),
             "expected_avoided_usd_net_of_stocks": float(net.get("expected_avoided_usd", 0.0)),
+            "expected_avoided_usd_by_project_net_of_stocks": avoided,
+            # why the programme decided after the stocks leaves out a project the plan recommends (its gain against
+            # the cost it must justify)
+            "reason_net_of_stocks": {pid: why.get(pid, "") for pid in sorted(a - b)},
             "stocks_netted_t": (net.get("metadata") or {}).get("stocks_netted_t", {})}
 
 
