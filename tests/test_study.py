@@ -255,6 +255,19 @@ def test_stocks_and_projects_do_not_claim_the_same_loss_twice(study_run: tuple[P
         assert "Decided after the stocks" in plan["summary"]["sentences"]["financing"]
 
 
+def test_the_stock_table_lists_the_stocks_held(study_run: tuple[Path, dict]):
+    """Review 20b: the HTML stock table listed pools of palladium and magnesium at 0 t beside the stocks to buy. It
+    lists the stocks held, all of them, and says where the rows without a stock are."""
+    d, plan = study_run
+    html_text = (d / "out" / "plan.html").read_text()
+    section = html_text.split("<h2>5. Stockpile targets</h2>", 1)[1].split("<h2>", 1)[0]
+    rows = plan["stockpiles"]["stockpiles"]
+    held = [r for r in rows if r["optimal_stock_t"] > 0]
+    assert section.count("<tr>") == len(held) + 1  # the header and one row per stock held
+    if len(rows) > len(held):
+        assert f"{len(rows) - len(held)} rows without a stock" in section
+
+
 def test_the_summary_names_the_lines_too_small_to_pay_their_fixed_cost(study_run: tuple[Path, dict]):
     """Review 18b/20: a line saving less than the fixed cost of a stock line is not held; the stocks sentence names it
     with what it would have saved."""

@@ -320,6 +320,11 @@ def html_plan(plan: dict[str, Any], atlas: Any) -> str:
                           updatemenus=[{"buttons": buttons, "x": 0, "y": 1.18}], xaxis={"title": "month"}, yaxis={"title": "t"})
         figs.append(("deliveries", fig))
     st = t["stockpiles"]
+    # the stocks held; the rows without a stock (lines dropped for their fixed cost, pools of lines no member holds)
+    # are in the workbook and plan.json
+    held = st[st["optimal_stock_t"] > 0] if len(st) else st
+    held_note = (f"<p><em>{len(st) - len(held)} rows without a stock (a stock would cost more than it saves, or less than the fixed cost of a line; pools of lines "
+                 "no member holds) are in plan.xlsx and plan.json.</em></p>" if len(st) > len(held) else "")
     if len(st):
         s2 = st.sort_values("optimal_stock_usd", ascending=False).head(20)
         f = go.Figure(go.Bar(x=s2["node"] + " " + s2["participant"], y=s2["optimal_stock_usd"]))
@@ -347,7 +352,7 @@ def html_plan(plan: dict[str, Any], atlas: Any) -> str:
 <h2>3. Scenario risks</h2>{_table(t['scenarios'], ['rank', 'commodity', 'expected_loss_usd', 'probability_of_loss', 'conditional_loss_usd', 'var95_usd', 'cvar95_usd', 'category', 'top_scenarios'])}
 <h2>4. Recommended portfolio</h2><p>Expected loss avoided {pf['expected_avoided_usd']:,.0f} USD per year of exposure (greedy baseline {pf['greedy_expected_avoided_usd']:,.0f}).</p>
 {_table(t['portfolio'], ['project_id', 'name', 'instrument', 'agency', 'node', 'cost_usd', 'added_capacity_t_per_year', 'months_to_output', 'expected_avoided_usd'])}
-<h2>5. Stockpile targets</h2>{_table(t['stockpiles'], ['node', 'participant', 'optimal_stock_t', 'optimal_stock_usd', 'days_of_consumption', 'days_of_net_imports', 'saving_usd', 'stock_after_projects_t', 'pooling_saving_usd'], n=len(t['stockpiles']))}
+<h2>5. Stockpile targets</h2>{_table(held, ['node', 'participant', 'optimal_stock_t', 'optimal_stock_usd', 'days_of_consumption', 'days_of_net_imports', 'saving_usd', 'stock_after_projects_t', 'pooling_saving_usd'], n=len(held))}{held_note}
 <h2>6. Delivery plan (six months)</h2>{_table(t['deliveries'], ['buyer_id', 'name', 'node', 'demand_t', 'delivered_t', 'shortfall_t', 'share_met'], 50)}
 <p>Supplying projects: output in the window on their ramp-up from first output (share of nameplate in the first and last month), and how it was read.</p>
 {_table(t['supply'], ['project_id', 'name', 'output_in_window_t', 'delivered_t', 'share_of_nameplate_first_month', 'share_of_nameplate_last_month', 'ramp_basis'], 50)}
@@ -580,13 +585,14 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
         table_pages(pdf, "4. Decision on every project", pd.DataFrame(pf["projects"]), ["project_id", "name", "decision", "reason"], n=200,
                     width=95)
         st = t["stockpiles"]
+        st = st[st["optimal_stock_t"] > 0] if len(st) else st  # rows without a stock are in the workbook
         table_pages(pdf, "5. Stockpile targets", st.sort_values("optimal_stock_usd", ascending=False) if len(st) else st,
                     ["participant", "node", "optimal_stock_t", "optimal_stock_usd", "days_of_consumption", "days_of_net_imports", "saving_usd",
                      "stock_after_projects_t", "pooling_saving_usd"], n=80,
                     notes=[f"Stockable stages {', '.join(plan['stockpiles']['metadata'].get('stockable_stages', []))}; cap "
                            f"{plan['stockpiles']['metadata'].get('max_days')} days of net imports; candidates from each participant's "
                            "critical-mineral list. Saving = expected shortage cost avoided minus holding and fixed costs, per year. Stock after projects = "
-                           "the line once the recommended projects at its node produce."])
+                           "the line once the recommended projects at its node produce. Rows without a stock are in plan.xlsx."])
         table_pages(pdf, "6. Deliveries by buyer", t["deliveries"], ["buyer_id", "name", "node", "demand_t", "delivered_t", "shortfall_t", "share_met"],
                     n=60, width=60)
         table_pages(pdf, "6. Supplying projects: output in the window on their ramp-up", t["supply"],
