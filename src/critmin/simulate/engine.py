@@ -806,6 +806,8 @@ def _month_loop(
     chi_t, chi_u = pr(g["hoarding_targeted"]), pr(g["hoarding_restrictor"])
     psi = pr(g["price_transmission"])
     hi, lo, top = pr(p_hi), pr(p_lo), pr(top)
+    below_top = np.broadcast_to(hi < top, d_t.shape)  # where the cap binds below the top of the demand curve
+    any_below = bool(below_top.any())
     ed_lr = np.minimum(ed_lr, ed)  # demand is never less elastic in the long run
     rho = b.rho[sel, None]
     hold = np.broadcast_to(b.hold[sel, None], d_t.shape).copy()
@@ -885,10 +887,17 @@ def _month_loop(
         acc["cost"] += (p_t - 1.0) * served
         acc["rationed"] += at_cap
         # the buyers still wanting it at the cap value it at least the cap, raised by restraint (which sheds the
-        # lowest-valued uses first, as a higher price would)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            floor = np.minimum(hi * np.power(np.maximum(1.0 - rho_t, 1e-12), 1.0 / eps), top)
-        acc["rationed_value"] += at_cap * rationed_value_share(floor, top, eps)
+        # lowest-valued uses first, as a higher price would); computed only where the cap rations (rare)
+        # (where the cap is the top of the curve, nearly everywhere, a rationed tonne is worth the whole output: r = 1)
+        acc["rationed_value"] += at_cap
+        on = (at_cap > 0) & below_top if any_below else None
+        if on is not None and on.any():
+            shape = at_cap.shape
+            hi_on, top_on, eps_on = (np.broadcast_to(x, shape)[on] for x in (hi, top, eps))
+            rho_on = np.broadcast_to(rho_t, shape)[on]
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                floor = np.minimum(hi_on * np.power(np.maximum(1.0 - rho_on, 1e-12), 1.0 / eps_on), top_on)
+            acc["rationed_value"][on] += at_cap[on] * (rationed_value_share(floor, top_on, eps_on) - 1.0)
         acc["price_cut"] += cut
         # the uses given up (by price, substitution or restraint) are the lowest-valued: on the demand curve the last
         # one is worth p_x = p (1 - ρ_t)^(1/ε_t) (restraint acts as a higher price), at most the choke price
