@@ -268,6 +268,20 @@ def test_the_stock_table_lists_the_stocks_held(study_run: tuple[Path, dict]):
         assert f"{len(rows) - len(held)} rows without a stock" in section
 
 
+def test_the_answer_names_listed_minerals_it_cannot_rank(study_run: tuple[Path, dict]):
+    """Review 21: samarium and lutetium, which the USGS ranks highest for the United States, had no row and the plan
+    did not say so. Listed commodities without a ranking row and the U.S.-listed rare earths inside the remainder
+    are named in the priorities sentence."""
+    _, plan = study_run
+    nr = plan["metadata"]["not_ranked"]
+    assert {"samarium", "lutetium"} <= set(nr["us_listed_elements_in_rare_earths"])
+    ranked = {r["commodity"] for r in plan["scenarios"]}
+    for missing in nr["listed_without_row"].values():
+        assert not set(missing) & ranked
+    text = plan["summary"]["sentences"]["priorities"]
+    assert "Not ranked on their own" in text and "samarium" in text and "lutetium" in text
+
+
 def test_the_summary_names_the_lines_too_small_to_pay_their_fixed_cost(study_run: tuple[Path, dict]):
     """Review 18b/20: a line saving less than the fixed cost of a stock line is not held; the stocks sentence names it
     with what it would have saved."""
@@ -310,7 +324,8 @@ def test_the_summary_checks_the_portfolio_and_the_stock_savings(study_run: tuple
     r.update(node="antimony/mine", commodity="antimony", stage="mine", optimal_stock_t=1000.0, optimal_stock_usd=2e7, shortfall_draws=100,
              saving_usd=5e7)
     text = build_summary(p)["sentences"]["stocks"]
-    assert "1 stock saves more a year than it costs" in text and "2.5 times" in text and "bought back within a year" in text
+    assert "1 saves more a year than its purchase price" in text and "2.5 times" in text and "bought back within a year" in text
+    assert "Every stock listed saves more a year than it costs to hold" in text
 
 
 def test_the_answer_names_materials_the_input_output_convention_would_rank_high(study_run: tuple[Path, dict]):

@@ -38,3 +38,12 @@ def critical_lists(path: str | Path | None = None) -> dict[str, set[str]]:
 def on_list(commodity: str, listed: set[str]) -> bool:
     """Whether a node's commodity is on a list, itself or through its listed parent (:data:`LISTED_PARENT`)."""
     return commodity in listed or LISTED_PARENT.get(commodity, "") in listed
+
+
+def us_listed_elements_in(commodity: str) -> list[str]:
+    """Minerals of the U.S. 2025 list that the atlas counts inside an aggregate ``commodity`` because they have no node
+    of their own (``curated/us_critical_minerals.csv``; for ``rare_earths``: samarium, lutetium, europium, erbium,
+    holmium, thulium, ytterbium)."""
+    t = pd.read_csv(Path(str(resources.files("critmin.atlas").joinpath("curated/us_critical_minerals.csv"))), dtype=str,
+                    keep_default_na=False)
+    return sorted(t.loc[(t["commodity_id"] == commodity) & (t["list_2025"].str.lower() == "yes"), "mineral"].str.lower())

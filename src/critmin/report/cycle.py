@@ -13,6 +13,8 @@ from typing import Any
 
 import pandas as pd
 
+from critmin.atlas.lists import us_listed_elements_in
+
 #: The steps :meth:`critmin.Study.plan` reports through ``step``, in order.
 CYCLE_STEPS = ("priority minerals", "vulnerabilities by stage", "scenario risks", "portfolio", "stockpiles", "deliveries and matches",
                "back-test")
@@ -61,6 +63,11 @@ def assemble_plan(atlas: Any, *, priority: list[dict[str, Any]], vulnerabilities
     plan: dict[str, Any] = {
         "metadata": {"critmin_version": __version__, "data_version": atlas.data_version, "seed": seed, "draws": draws, "as_of": as_of,
                      "delivery_months": delivery_months, "critical_lists": {j: sorted(v) for j, v in critical_lists.items()},
+                     # listed minerals the ranking cannot value on their own (review 21): listed commodities without a
+                     # ranking row, and U.S.-listed elements counted inside the rare-earth remainder
+                     "not_ranked": {"listed_without_row": {j: sorted(set(v) - {str(r["commodity"]) for r in scenarios})
+                                                           for j, v in critical_lists.items()},
+                                    "us_listed_elements_in_rare_earths": us_listed_elements_in("rare_earths")},
                      "perspective": "BLOC", "participants": sorted(atlas.participants), "blocs": atlas.bloc_members(),
                      "parameters": risk_metadata.get("parameters"),
                      "parameters_sha256": risk_metadata.get("parameters_sha256"), "data_files": risk_metadata.get("data_files")},

@@ -105,6 +105,19 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     first = pri_rows[0] if pri_rows else None
     s_pri = (f"The bloc's largest expected supply losses are in {', '.join(r['mineral'] for r in pri_rows[:5])}"
              + (f"; {first['mineral']} alone carries {usd(first['expected_loss_usd_per_year'])} a year of expected consumer loss." if first else "."))
+    # review 21: listed minerals that have no ranking row of their own are named, not left out silently
+    nr = (plan.get("metadata") or {}).get("not_ranked") or {}
+    rows_missing = {j: v for j, v in (nr.get("listed_without_row") or {}).items() if v}
+    elements = nr.get("us_listed_elements_in_rare_earths") or []
+    if rows_missing or elements:
+        rank_re = {r["commodity"]: int(r["rank"]) for r in plan.get("scenarios", []) if r.get("rank") is not None}.get("rare_earths")
+        s_pri += (" Not ranked on their own: "
+                  + "; ".join(f"{', '.join(x.replace('_', ' ') for x in v)} ({j}'s list: no world output or price found)" for j, v in sorted(rows_missing.items()))
+                  + ("; " if rows_missing and elements else "")
+                  + (f"the U.S.-listed rare earths {', '.join(elements)}, which have no node and sit in the rare-earth remainder"
+                     + (f" (ranked #{rank_re} as a whole, priced as lanthanum and cerium)" if rank_re else "")
+                     + "; the USGS (OFR 2025-1047) ranks samarium and lutetium among the highest for the United States" if elements else "")
+                  + ".")
 
     pf = plan["portfolio"]
     sel = pd.DataFrame(pf["selected"])
@@ -263,8 +276,9 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     quick = [x for x in firm if float(x.get("expected_saving_usd_per_year") or 0.0) > float(x.get("stock_usd") or 0.0) > 0]
     if quick:
         top_q = max(quick, key=lambda x: float(x["expected_saving_usd_per_year"]) / float(x["stock_usd"]))
-        s_stock += (f" {len(quick)} {'stocks save' if len(quick) > 1 else 'stock saves'} more a year than "
-                    f"{'they cost' if len(quick) > 1 else 'it costs'} (at most {top_q['participant']} {top_q['node']}, "
+        s_stock += (" Every stock listed saves more a year than it costs to hold (holding and the fixed cost of a line); "
+                    f"{len(quick)} {'save' if len(quick) > 1 else 'saves'} more a year than "
+                    f"{'their purchase price' if len(quick) > 1 else 'its purchase price'} (at most {top_q['participant']} {top_q['node']}, "
                     f"{float(top_q['expected_saving_usd_per_year']) / float(top_q['stock_usd']):.1f} times): each release is bought "
                     "back within a year, at the simulated price while the control still holds (1 minus its annual chance of "
                     "relaxation) and at the baseline price after it; a dearer buy-back saves less, and waiting for the "
