@@ -574,3 +574,23 @@ def test_a_stock_after_the_projects_is_sized_on_what_they_leave_by_hand():
     assert shortfall_after_projects(nd, 0, 20.0) == pytest.approx([15.0, 22.5, 0.0])
     assert shortfall_after_projects(nd, 1, 20.0) == pytest.approx([5.0, 7.5, 0.0])
     assert shortfall_after_projects(nd, 0, 1000.0) == pytest.approx([0.0, 0.0, 0.0])
+
+
+def test_a_dearer_ore_is_passed_on_to_the_refined_stock_by_hand(simulator, bloc_plan):
+    """Review 21: under the DRC's quota Japan's cobalt ore stock was bought at 3.42 times its price and the U.S.
+    refined stock, sized on the same carried shortfall, at the 2024 price. g_v = 1 + c_uv P0_u (g_u - 1) / P0_v: with
+    cobalt ore at 12,625 USD/t, refined at 26,455 USD/t and 1.05 t of ore per t, g_u = 3 gives 1 + 1.05 x 12,625 x 2
+    / 26,455 = 2.002."""
+    from critmin.stockpile.plan import with_pass_through
+
+    ore = simulator.nodes.nodes[simulator.nodes.index["cobalt/mine"]]
+    ref = simulator.nodes.nodes[simulator.nodes.index["cobalt/refine"]]
+    c = next(c for v, _, c in simulator.chain.links[simulator.nodes.index["cobalt/mine"]] if simulator.nodes.nodes[v].key == "cobalt/refine")
+    got = with_pass_through(simulator, {"cobalt/mine": (3.0, "x")})
+    assert got["cobalt/refine"][0] == pytest.approx(1.0 + c * ore.p0_usd_per_t * 2.0 / ref.p0_usd_per_t)
+    assert "passed on" in got["cobalt/refine"][1] and got["cobalt/mine"] == (3.0, "x")
+    # a refined price already above the passed-on cost is kept; no control, no change
+    assert with_pass_through(simulator, {"cobalt/mine": (3.0, "x"), "cobalt/refine": (5.0, "y")})["cobalt/refine"] == (5.0, "y")
+    assert with_pass_through(simulator, {}) == {}
+    rows = [r for r in bloc_plan["stockpiles"] if r["node"] == "cobalt/refine" and r["participant"] in ("USA", "JPN")]
+    assert rows and all(r["purchase_price_ratio"] > 1.0 and "passed on" in r["purchase_price_basis"] for r in rows)
