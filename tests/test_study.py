@@ -280,6 +280,8 @@ def test_the_answer_names_listed_minerals_it_cannot_rank(study_run: tuple[Path, 
         assert not set(missing) & ranked
     text = plan["summary"]["sentences"]["priorities"]
     assert "Not ranked on their own" in text and "samarium" in text and "lutetium" in text
+    # every ranked material in the answer's table names its chokepoint, inside the assessment's top list or not
+    assert all(r["chokepoint"] for r in plan["summary"]["tables"]["priorities"])
 
 
 def test_the_summary_names_the_lines_too_small_to_pay_their_fixed_cost(study_run: tuple[Path, dict]):

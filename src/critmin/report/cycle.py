@@ -48,10 +48,13 @@ def validation_record(sim: Any, draws: int, seed: int) -> dict[str, Any]:
 def assemble_plan(atlas: Any, *, priority: list[dict[str, Any]], vulnerabilities: list[dict[str, Any]], scenarios: list[dict[str, Any]],
                   risk_metadata: Mapping[str, Any], portfolio: dict[str, Any], stockpiles: dict[str, Any], deliveries: dict[str, Any],
                   matches: dict[str, Any], validation: dict[str, Any], buyers: pd.DataFrame, critical_lists: dict[str, set[str]],
-                  draws: int, seed: int, as_of: str, delivery_months: int) -> dict[str, Any]:
+                  draws: int, seed: int, as_of: str, delivery_months: int,
+                  chokepoints: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The coordinated plan's record (``plan.json``) from the results of each step, with its metadata, the
     sources the vulnerabilities cite, the parameter files and the executive answer under ``summary``.
-    :meth:`critmin.Study.plan` runs the steps (the one place the cycle is orchestrated) and calls this."""
+    :meth:`critmin.Study.plan` runs the steps (the one place the cycle is orchestrated) and calls this.
+    ``chokepoints``: commodity -> the assessment's chokepoint stage, top country and share, for the ranked
+    commodities outside the ``priority`` list (the executive answer's table names every ranked material's)."""
     from critmin.report.summary import build_summary
     from critmin.version import __version__
 
@@ -68,6 +71,7 @@ def assemble_plan(atlas: Any, *, priority: list[dict[str, Any]], vulnerabilities
                      "not_ranked": {"listed_without_row": {j: sorted(set(v) - {str(r["commodity"]) for r in scenarios})
                                                            for j, v in critical_lists.items()},
                                     "us_listed_elements_in_rare_earths": us_listed_elements_in("rare_earths")},
+                     "chokepoints": dict(chokepoints or {}),
                      "perspective": "BLOC", "participants": sorted(atlas.participants), "blocs": atlas.bloc_members(),
                      "parameters": risk_metadata.get("parameters"),
                      "parameters_sha256": risk_metadata.get("parameters_sha256"), "data_files": risk_metadata.get("data_files")},

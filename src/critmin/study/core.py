@@ -390,7 +390,10 @@ class Study:
         rec = assemble_plan(self.atlas, priority=pm.head(top).to_dict("records"), vulnerabilities=vuln, scenarios=risk.ranking.to_dict("records"),
                             risk_metadata=risk.metadata, portfolio=portfolio, stockpiles=stock, deliveries=deliveries, matches=matches,
                             validation=validation, buyers=self.buyers, critical_lists=self.critical_lists, draws=n, seed=rs, as_of=self.as_of,
-                            delivery_months=s.delivery_months)
+                            delivery_months=s.delivery_months,
+                            chokepoints={str(r["commodity"]): {"chokepoint_stage": r["chokepoint_stage"], "top_country": r["top_country"],
+                                                               "top_share": float(r["top_share"])}
+                                         for r in pm.to_dict("records") if r["commodity"] in set(risk.ranking.head(top)["commodity"])})
         rec["metadata"]["study"] = s.model_dump(by_alias=True)
         t = frames(rec)
         return PlanResult(record=rec, metadata=rec["metadata"], priority_minerals=t["priority_minerals"], scenarios=t["scenarios"],
