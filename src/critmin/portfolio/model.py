@@ -47,7 +47,7 @@ from critmin.portfolio.instruments import (
 from critmin.portfolio.optimise import CO_SUPPLY, PortfolioProblem
 from critmin.portfolio.register_schema import parse_coproducts
 from critmin.simulate.nodes import NodeTable, all_element_value
-from critmin.simulate.ore import unusable_ore_reason
+from critmin.simulate.ore import need_not_counted
 
 DATA = "data"
 
@@ -327,22 +327,16 @@ def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective
         node = sim.nodes.nodes[sim.nodes.index[k]] if k in sim.nodes.index else None
         keep = list(members)
         if node is not None:
-            # a participant's shortfall where its demand is a proxy (scaled from the other's, or a median share of
-            # world output) is a volume nobody measured: not counted, as the stock plan does not stock it
-            if sourced_demand_only:
-                for i in list(keep):
-                    if str(node.demand_basis.get(PERSPECTIVES[i], "")).startswith("proxy"):
-                        keep.remove(i)
-                        if nd[3 + i].sum() > 0:
-                            proxy.setdefault(k, []).append(PERSPECTIVES[i])
-            # ore or concentrate no plant of the participant takes: its consumption figure stands at every stage of
-            # the commodity, but it buys the refined form, where it is counted (review 8: Kings Mountain's benefit
-            # was a lithium-ore shortfall of two participants without a lithium refinery)
+            # a participant's shortfall where its demand is a proxy is a volume nobody measured (not counted, as the
+            # stock plan does not stock it); ore or concentrate no plant of the participant takes is bought in the
+            # refined form, where it is counted (review 8: Kings Mountain's benefit was a lithium-ore shortfall of two
+            # participants without a lithium refinery)
             for i in list(keep):
-                if unusable_ore_reason(sim, node, PERSPECTIVES[i]):
+                why = need_not_counted(sim, node, PERSPECTIVES[i], sourced_demand_only)
+                if why:
                     keep.remove(i)
                     if nd[3 + i].sum() > 0:
-                        unusable.setdefault(k, []).append(PERSPECTIVES[i])
+                        (proxy if why == "proxy" else unusable).setdefault(k, []).append(PERSPECTIVES[i])
         held = (stocks_t or {}).get(k, {})
         zero = np.zeros(nd.shape[1])
         net_short[k] = sum((np.maximum(nd[3 + i] - float(held.get(PERSPECTIVES[i], 0.0)), 0.0) for i in keep), zero)

@@ -56,6 +56,19 @@ def unusable_ore_reason(sim: Any, node: Any, participant: str) -> str | None:
             "output): no plant of its own takes this form")
 
 
+def need_not_counted(sim: Any, node: Any, participant: str, sourced_only: bool = True) -> str | None:
+    """Why a participant's shortfall at ``node`` does not count as a need a stock or a project can answer, or None:
+    ``"proxy"`` where its demand there is a proxy (scaled from the other participant's, or a median share of world
+    output: a volume nobody measured; only with ``sourced_only``), ``"unusable"`` where it is ore or concentrate no
+    plant of its own takes (:func:`unusable_ore_reason`). The portfolio's sample and the stock plan's sizing after
+    the projects use the same rule."""
+    if sourced_only and str(node.demand_basis.get(participant, "")).startswith("proxy"):
+        return "proxy"
+    if unusable_ore_reason(sim, node, participant):
+        return "unusable"
+    return None
+
+
 def plant_intake_t(sim: Any, node: Any, participant: str) -> float | None:
     """Tonnes a year of ``node`` the participant's own plants can take in, or None when not bounded here.
 

@@ -19,7 +19,7 @@ import pandas as pd
 from critmin.atlas.lists import on_list
 from critmin.inputs import make_options
 from critmin.simulate.nodes import PARTICIPANTS, REMAINDER_FLAG
-from critmin.simulate.ore import plant_intake_t, unusable_ore_reason
+from critmin.simulate.ore import need_not_counted, plant_intake_t, unusable_ore_reason
 from critmin.simulate.run import REFILL_ROW
 from critmin.stockpile.policy import STOCKABLE_STAGES, StockpileOptions
 from critmin.stockpile.sizing import expected_cost, keep_line, newsvendor, pool, stock_lp
@@ -480,9 +480,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             after: dict[str, Any] = {}
             if after_projects and key in after_projects:
                 # once the recommended projects produce, the line is sized on the shortfall they leave
-                counted = tuple(i for i, iso in enumerate(PARTICIPANTS)
-                                if not (sourced_demand_only and str(node.demand_basis.get(iso, "")).startswith("proxy"))
-                                and not unusable_ore_reason(sim, node, iso))
+                counted = tuple(i for i, iso in enumerate(PARTICIPANTS) if not need_not_counted(sim, node, iso, sourced_demand_only))
                 short_after = shortfall_after_projects(nd, PARTICIPANTS.index(j), after_projects[key], counted or (PARTICIPANTS.index(j),))
                 s_a, c_a = newsvendor(short_after, w, hold, c, refill)
                 s_a = min(s_a, cap_t, cap_plant)
