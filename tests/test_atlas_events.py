@@ -107,6 +107,25 @@ def test_scenarios_reference_events_and_nodes(atlas: Atlas) -> None:
         atlas.event_scenarios_for("E999")
 
 
+
+def test_synthetic_graphite_carries_the_2023_licences_once(atlas: Atlas) -> None:
+    """Review 21: China's Dec 2023 licences (E011) named high-purity synthetic graphite, so the control in force is
+    mapped at synthetic_graphite/refine; its withheld shares are the Comtrade arithmetic on HS 3801.10, recomputed
+    here from the raw monthly file. The suspended Oct 2025 anode package (E023) stays at battery_anode/anode only:
+    the same artificial-graphite anode tonnes one stage apart would count one measure twice."""
+    m = pd.read_csv(RAW / "events" / "export_monthly.csv", dtype={"hs_code": str})
+    m = m[(m["case_id"] == "E011") & (m["hs_code"] == "3801.10")].set_index("month")["quantity"]
+    before = m[[f"2023-{k:02d}" for k in range(6, 11)]].mean()
+    best, high = 1 - m["2023-12"] / before, 1 - m["2023-12"] / m["2023-11"]
+    assert m["2024-01"] > before  # the low end 0: exports were back above the pre-control mean in the next month
+    e11 = atlas.event_scenarios_for("E011").set_index("commodity_id")
+    assert e11.at["synthetic_graphite", "stage"] == "refine"
+    assert e11.at["synthetic_graphite", "withheld_share"] == pytest.approx(best, abs=5e-4)
+    assert e11.at["synthetic_graphite", "withheld_high"] == pytest.approx(high, abs=5e-4)
+    assert e11.at["synthetic_graphite", "withheld_low"] == 0.0
+    e23 = atlas.event_scenarios_for("E023")
+    assert "synthetic_graphite" not in set(e23["commodity_id"]) and "battery_anode" in set(e23["commodity_id"])
+
 def test_date_helpers() -> None:
     assert status_class("ongoing (as of 2025)") == "in_force"
     assert status_class("suspended before entry into force (until 2026-11-10)") == "suspended"

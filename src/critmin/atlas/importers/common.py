@@ -46,13 +46,20 @@ def read_raw_csv(path: Path, quirks: QuirkLog | None = None) -> pd.DataFrame:
         quirks.hit("stray_space_in_column_name", sum(1 for h, c in zip(header, clean, strict=True) if h != c))
     # a column name with an inner space before a year ('PROD_EST_ 2024') is kept as published
     rows, lines = [], []
+    extra: list[Problem] = []
     for rec in reader:
         if not any(x.strip() for x in rec):
             continue
         if len(rec) < len(clean):
             rec = rec + [""] * (len(clean) - len(rec))
+        elif any(x.strip() for x in rec[len(clean):]):
+            # a stray comma in an unquoted cell shifts every later field: refuse it rather than drop the tail
+            extra.append(Problem(path.name, reader.line_num, clean[-1], (
+                f"{len(rec)} fields where the header has {len(clean)}: a cell with a comma must be quoted")))
         rows.append(rec[: len(clean)])
         lines.append(reader.line_num)
+    if extra:
+        raise ImportDataError(extra)
     # duplicate header names (e.g. 'Consump_t' twice) get a suffix so no column is lost
     seen: Counter[str] = Counter()
     names = []
