@@ -228,6 +228,31 @@ def test_pooling_never_costs_more_under_the_days_cap(simulator):
     for r in pools:
         assert r["pooling_saving_usd"] >= -1e-6 * max(1.0, sum(r["separate_cost_usd"].values())), r["node"]
         assert sum(r["pooled_cost_by_member_usd"].values()) == pytest.approx(r["expected_cost_with_stock_usd"])
+    # review 21: a pool is recommended only where sharing saves at least what an agreement is assumed to cost a year
+    cost = rec["metadata"]["pool_agreement_cost_usd_per_year"]
+    assert cost == 250_000
+    for r in pools:
+        assert r["pool_recommended"] == (r["optimal_stock_t"] > 0 and r["pooling_saving_usd"] >= cost), r["node"]
+        assert r["pool_verdict"].startswith("pool: " if r["pool_recommended"] else ("hold separately: " if r["optimal_stock_t"] > 0 else "no stock"))
+
+
+def test_reports_show_a_pool_only_where_it_is_recommended():
+    """Review 21: pool rows restated their members' stocks for almost no gain. The report tables keep held lines and
+    recommended pools; the rest stay in the workbook and plan.json."""
+    import pandas as pd
+
+    from critmin.report.writers import stocks_shown
+
+    st = pd.DataFrame([
+        {"participant": "USA", "node": "a/mine", "optimal_stock_t": 10.0},
+        {"participant": "JPN", "node": "a/mine", "optimal_stock_t": 0.0},
+        {"participant": "POOL(USA+JPN)", "node": "a/mine", "optimal_stock_t": 10.0, "pool_recommended": False},
+        {"participant": "POOL(USA+JPN)", "node": "b/mine", "optimal_stock_t": 5.0, "pool_recommended": True},
+        {"participant": "POOL(USA+JPN)", "node": "c/mine", "optimal_stock_t": 0.0, "pool_recommended": False},
+    ])
+    shown = stocks_shown(st)
+    assert list(zip(shown["participant"], shown["node"], strict=True)) == [("USA", "a/mine"), ("POOL(USA+JPN)", "b/mine")]
+    assert stocks_shown(st.drop(columns="pool_recommended"))["node"].tolist() == ["a/mine", "a/mine", "b/mine"]
 
 
 @pytest.fixture(scope="module")

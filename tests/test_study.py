@@ -347,3 +347,38 @@ def test_the_answer_names_materials_the_input_output_convention_would_rank_high(
     text = build_summary(p, top=10)["what_would_change"][0]
     assert f"{rows[11]['name']} would be #1 instead of #12" in text
     assert "instead of #11" not in text  # a material the two valuations rank alike is not named
+
+
+def test_the_financing_answer_opens_with_the_decision_after_the_stocks(study_run: tuple[Path, dict]):
+    """Review 21: the headline was the programme's gross benefit (US$33 M a year), mostly one project the finance model
+    finds viable without support and the same shortfalls the stocks cover (US$2.9 M a year beyond them). The sentence
+    now opens with the decision taken after the stocks and says how much of the gross figure is not additional."""
+    import copy
+
+    from critmin.report.summary import build_summary
+
+    _, plan = study_run
+    p = copy.deepcopy(plan)
+    pf = p["portfolio"]
+    pf["selected"] = [
+        {"project_id": "PA", "name": "Alpha mine", "participant": "USA", "agency": "US_EXIM", "instrument": "loan", "amount_usd": 1e8,
+         "budget_cost_usd": 5e6, "expected_avoided_usd": 8e6},
+        {"project_id": "PB", "name": "Beta refinery", "participant": "JPN", "agency": "JP_JBIC", "instrument": "equity", "amount_usd": 2e7,
+         "budget_cost_usd": 4e6, "expected_avoided_usd": 2e6},
+    ]
+    pf["expected_avoided_usd"] = 10e6
+    pf["finance"] = [{"project_id": "PA", "viability_gap_usd": {"low": -1e6, "base": -5e6}},
+                     {"project_id": "PB", "viability_gap_usd": {"low": 3e6, "base": -1e6}}]
+    pf["selection_net_of_stocks"] = {"both": ["PB"], "only_without_stocks": ["PA"], "only_net_of_stocks": [],
+                                     "reason_net_of_stocks": {"PA": "would avoid $1 M a year against $5 M needed"},
+                                     "expected_avoided_usd_net_of_stocks": 1.5e6}
+    fin = build_summary(p)["sentences"]["financing"]
+    assert fin.startswith("Fund Beta refinery in any case; Alpha mine is a conditional decision: with the stocks in place it "
+                          "would avoid $1 M a year against $5 M needed. Beyond the recommended stocks the programme avoids $2 M a year")
+    assert "$10 M a year of expected loss avoided before the stocks" in fin
+    # 8 of 10 is Alpha, viable at every price case (gaps <= 0); Beta has a gap at the low case and is not named
+    assert "$8 M a year of it is Alpha mine, which the finance model finds viable without support" in fin
+    # without the decision after the stocks, the old opening stays and nothing is said "before the stocks"
+    del pf["selection_net_of_stocks"]
+    fin = build_summary(p)["sentences"]["financing"]
+    assert fin.startswith("Recommended: support for 2 projects") and "before the stocks" not in fin

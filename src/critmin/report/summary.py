@@ -52,6 +52,14 @@ def _dearer_since_baseline(plan: dict[str, Any], nodes: dict[str, float]) -> lis
 ASSUMPTION_SHARE_STATED = 0.25
 
 
+def _viable_without_support(pf: dict[str, Any]) -> list[dict[str, Any]]:
+    """Selected projects given money (a capex instrument) that the finance model finds viable at every price case:
+    their benefit is the completion probability the instrument is assumed to add, not a gap it closes."""
+    fin = {str(f["project_id"]): f for f in pf.get("finance") or []}
+    return [x for x in pf.get("selected") or [] if x.get("instrument") in CAPEX_INSTRUMENTS and str(x["project_id"]) in fin
+            and all(float(v) <= 0 for v in fin[str(x["project_id"])].get("viability_gap_usd", {"x": 1}).values())]
+
+
 def _portfolio_assumptions(pf: dict[str, Any]) -> list[str]:
     """Sentences naming the share of the portfolio's expected loss avoided that rests on an assumption rather than on
     the project's data (review 14): money for projects the finance model finds viable in every price case (their
@@ -61,9 +69,7 @@ def _portfolio_assumptions(pf: dict[str, Any]) -> list[str]:
     total = sum(float(x.get("expected_avoided_usd") or 0.0) for x in sel)
     if total <= 0:
         return []
-    fin = {str(f["project_id"]): f for f in pf.get("finance") or []}
-    viable = [x for x in sel if x.get("instrument") in CAPEX_INSTRUMENTS and str(x["project_id"]) in fin
-              and all(float(v) <= 0 for v in fin[str(x["project_id"])].get("viability_gap_usd", {"x": 1}).values())]
+    viable = _viable_without_support(pf)
     undated = [x for x in sel if any(str(a).startswith(NO_DATE_NOTE) for a in x.get("assumptions") or [])]
     out = []
     for group, text in ((viable, "goes to projects the finance model finds viable at every price case ({}): their benefit is the "
@@ -144,12 +150,27 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     total_loss = float(sum(float(r.get("avoidable_loss_usd") or 0.0) for r in pf.get("risk_reduction", [])))
     ranked_loss = float(risk["expected_loss_usd"].clip(lower=0.0).sum()) if len(risk) else 0.0
     ranked_io = float(risk["expected_loss_io_usd"].clip(lower=0.0).sum()) if len(risk) and "expected_loss_io_usd" in risk else 0.0
-    s_fin = (f"Recommended: support for {len(sel)} projects"
+    net = pf.get("selection_net_of_stocks") or {}
+    pname = {r["project_id"]: str(r.get("name") or r["project_id"]) for r in [*pf.get("projects", []), *pf.get("selected", [])]}
+    lead = ""
+    if net and len(sel):
+        # review 21: the headline was the gross benefit, most of it one project viable without support and the same
+        # shortfalls the stocks cover; the answer now opens with the decision taken after the stocks
+        keep, dropped = net.get("both", []), net.get("only_without_stocks", [])
+        why = net.get("reason_net_of_stocks") or {}
+        lead = ((f"Fund {', '.join(pname.get(x, x) for x in keep)} in any case" if keep else "No project is worth funding once the stocks are held")
+                + "".join(f"; {pname.get(x, x)} is a conditional decision: with the stocks in place it " + (why.get(x) or "is not chosen")
+                          for x in dropped)
+                + f". Beyond the recommended stocks the programme avoids {usd(float(net.get('expected_avoided_usd_net_of_stocks') or 0.0))} "
+                "a year (the two act on the same shortfalls, so their benefits do not add up). ")
+    viable = _viable_without_support(pf)
+    viable_usd = sum(float(x.get("expected_avoided_usd") or 0.0) for x in viable)
+    s_fin = lead + (f"{'In all, the programme supports' if lead else 'Recommended: support for'} {len(sel)} projects"
              + (f" ({len(sel) - free} with money, {free} by permitting facilitation at no budget cost)" if free else "")
              + f", {usd(float(sel['amount_usd'].sum()) if len(sel) else 0.0)} of face amount, "
              f"with an expected cost to governments of {usd(float(sel['budget_cost_usd'].sum()) if len(sel) else 0.0)} (credit-reform cost: "
              "subsidy cost of loans and guarantees, expected loss of equity, grants in full), "
-             f"for {usd(float(pf['expected_avoided_usd']))} a year of expected loss avoided"
+             f"for {usd(float(pf['expected_avoided_usd']))} a year of expected loss avoided{' before the stocks' if lead else ''}"
              # review 9: the figure without its denominator read as large
              + (f" ({float(pf['expected_avoided_usd']) / total_loss:.1%} of the {usd(total_loss)} a year of expected loss that projects "
                 "can act on in the portfolio's scenario sample: shortfalls of sourced demand, in forms the participant's plants use"
@@ -157,14 +178,17 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                    "leave)" if (pf.get("metadata") or {}).get("stocks_netted_t") else "")
                 + (f"; the ranking's consumer loss over all materials is {usd(ranked_loss)} a year" if ranked_loss > total_loss else "")
                 + ")" if total_loss > 0 else "")
-             + f"; {avail}.")
+             + f"; {avail}."
+             + (f" {usd(viable_usd)} a year of it is {', '.join(sorted({str(x.get('name') or x['project_id']) for x in viable}))}, which "
+                "the finance model finds viable without support at every price case: it is additional only if the government "
+                "instrument is what closes the financing (another lender's offer in hand would make it not additional)."
+                if float(pf["expected_avoided_usd"]) > 0 and viable_usd >= ASSUMPTION_SHARE_STATED * float(pf["expected_avoided_usd"]) else ""))
     unspent = pf.get("unspent", {})
     if unspent:
         s_fin += f" {len(unspent)} budgets stay mostly unspent; the binding reason is given for each."
     rob = pf.get("selection_under_input_output") or {}
     if rob and len(sel):
         # review 18: which choices rest on how a tonne given up at a higher price is valued
-        pname = {r["project_id"]: str(r.get("name") or r["project_id"]) for r in [*pf.get("projects", []), *pf.get("selected", [])]}
         both, only = rob.get("both", []), rob.get("only_ranked_valuation", [])
         extra = rob.get("only_input_output", [])
         io_avoided = float(rob.get("expected_avoided_usd_input_output") or 0.0)
@@ -174,26 +198,15 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                   + (f", drops {', '.join(pname.get(x, x) for x in only)}" if only else "")
                   + (f", adds {', '.join(pname.get(x, x) for x in extra)}" if extra else "")
                   + f" and avoids {usd(io_avoided)} a year on that valuation.")
-    net = pf.get("selection_net_of_stocks") or {}
     if net and len(sel):
-        # review 18b/20: stock savings and project benefits claimed the same loss; the programme decided after the
-        # recommended stocks says how much of the projects' benefit the stocks already cover
-        pname = {r["project_id"]: str(r.get("name") or r["project_id"]) for r in [*pf.get("projects", []), *pf.get("selected", [])]}
+        # review 18b/20: the programme decided after the recommended stocks (the lead above); what a conditional
+        # decision depends on, and what the net programme would add
         dropped, added = net.get("only_without_stocks", []), net.get("only_net_of_stocks", [])
-        keep = net.get("both", [])
-        why = net.get("reason_net_of_stocks") or {}
-        s_fin += (" The projects and the stocks recommended below act on the same shortfalls, so their benefits do not add up. "
-                  "Decided after the stocks (a project then relieves only the shortfall they leave and spares the buy-back of "
-                  f"their releases), the programme avoids {usd(float(net.get('expected_avoided_usd_net_of_stocks') or 0.0))} a year "
-                  "beyond them"
-                  + (f" and keeps {', '.join(pname.get(x, x) for x in keep)}: fund these in any case" if keep else ", and keeps none")
-                  + (". " + "; ".join(f"{pname.get(x, x)} is a conditional decision: with the stocks in place it "
-                                      + (why.get(x) or "is not chosen") for x in dropped)
-                     + ". It is worth funding if the stocks cannot be bought back within a year at the simulated price (a "
-                     "control that outlasts a year in a thin market), the case the recommended programme values by counting "
-                     "every tonne short in full" if dropped else "")
-                  + (f"; it would add {', '.join(pname.get(x, x) for x in added)}" if added else "")
-                  + ". Each stock row says what it falls to once the recommended projects produce.")
+        s_fin += ((" A conditional project is worth funding if the stocks cannot be bought back within a year at the simulated "
+                   "price (a control that outlasts a year in a thin market), the case the programme before the stocks values by "
+                   "counting every tonne short in full." if dropped else "")
+                  + (f" Decided after the stocks, the programme would add {', '.join(pname.get(x, x) for x in added)}." if added else "")
+                  + " Each stock row says what it falls to once the recommended projects produce.")
 
     st = pd.DataFrame(plan["stockpiles"]["stockpiles"])
     stock_rows = []
@@ -269,6 +282,20 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                     + "; ".join(f"{r['participant']} {r['node']} {float(r['optimal_stock_t']):,.0f} t to {float(r['stock_after_projects_t']):,.0f} t"
                                 for r in sorted(after, key=lambda r: float(r["stock_after_projects_t"]) - float(r["optimal_stock_t"])))
                     + ").")
+    pools = [r for r in (st.to_dict("records") if len(st) else []) if str(r["participant"]).startswith("POOL(")
+             and float(r.get("optimal_stock_t") or 0.0) > 0 and "pool_recommended" in r]
+    if pools:
+        # review 21: pool rows restated their members' stocks for almost no gain; the answer says where sharing is worth
+        # an agreement and where the members keep their own lines
+        yes = sorted((r for r in pools if r["pool_recommended"] is True), key=lambda r: -float(r["pooling_saving_usd"]))
+        no = [r for r in pools if r["pool_recommended"] is not True]
+        cost = usd(float(md.get("pool_agreement_cost_usd_per_year") or 0.0))
+        s_stock += (" A joint stock of the participants instead of their own lines "
+                    + ("is worth an agreement at " + "; ".join(f"{r['node']} (saves {usd(float(r['pooling_saving_usd']))} a year)" for r in yes)
+                       if yes else "is worth an agreement at no node")
+                    + (f"; at {len(no)} more it would save less than the {cost} a year an agreement is assumed to cost (at most "
+                       f"{usd(max(float(r['pooling_saving_usd']) for r in no))}), so the members hold their own lines" if no else "")
+                    + ".")
     if few:
         s_stock += (f" A further {len(few)} stocks ({usd(sum(few))}, not in the totals above) rest on fewer than {FEW_DRAWS} simulated "
                     "years with a shortfall; rerun with more draws before buying them.")

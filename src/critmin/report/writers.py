@@ -26,6 +26,18 @@ from critmin.report.tables import XLSX_FORMATS, cell_text, kind_of, label_of
 OFFLINE_PLOT_CONFIG = {"showSendToCloud": False, "displaylogo": False}
 
 
+
+def stocks_shown(st: pd.DataFrame) -> pd.DataFrame:
+    """The stock rows a report shows: lines held (stock > 0), and pools only where sharing is recommended (review 21:
+    a pool row restates its members' stocks, and most saved almost nothing). The rest stay in the workbook and JSON."""
+    if not len(st):
+        return st
+    keep = st["optimal_stock_t"] > 0
+    if "pool_recommended" in st:
+        pool = st["participant"].astype(str).str.startswith("POOL(")
+        keep &= ~pool | st["pool_recommended"].eq(True)
+    return st[keep]
+
 def write_json(plan: dict[str, Any], path: Path) -> None:
     write_atomic(path, (to_json(plan) + "\n").encode("utf-8"))
 
@@ -322,9 +334,10 @@ def html_plan(plan: dict[str, Any], atlas: Any) -> str:
     st = t["stockpiles"]
     # the stocks held; the rows without a stock (lines dropped for their fixed cost, pools of lines no member holds)
     # are in the workbook and plan.json
-    held = st[st["optimal_stock_t"] > 0] if len(st) else st
-    held_note = (f"<p><em>{len(st) - len(held)} rows without a stock (a stock would cost more than it saves, or less than the fixed cost of a line; pools of lines "
-                 "no member holds) are in plan.xlsx and plan.json.</em></p>" if len(st) > len(held) else "")
+    held = stocks_shown(st)
+    held_note = (f"<p><em>{len(st) - len(held)} rows without a stock to recommend (a stock would cost more than it saves, or less than the fixed "
+                 "cost of a line; a pool that would save less a year than an agreement costs, whose members hold their own lines) are in "
+                 "plan.xlsx and plan.json.</em></p>" if len(st) > len(held) else "")
     if len(st):
         s2 = st.sort_values("optimal_stock_usd", ascending=False).head(20)
         f = go.Figure(go.Bar(x=s2["node"] + " " + s2["participant"], y=s2["optimal_stock_usd"]))
@@ -585,14 +598,15 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
         table_pages(pdf, "4. Decision on every project", pd.DataFrame(pf["projects"]), ["project_id", "name", "decision", "reason"], n=200,
                     width=95)
         st = t["stockpiles"]
-        st = st[st["optimal_stock_t"] > 0] if len(st) else st  # rows without a stock are in the workbook
+        st = stocks_shown(st)  # rows without a stock to recommend are in the workbook
         table_pages(pdf, "5. Stockpile targets", st.sort_values("optimal_stock_usd", ascending=False) if len(st) else st,
                     ["participant", "node", "optimal_stock_t", "optimal_stock_usd", "days_of_consumption", "days_of_net_imports", "saving_usd",
                      "stock_after_projects_t", "pooling_saving_usd"], n=80,
                     notes=[f"Stockable stages {', '.join(plan['stockpiles']['metadata'].get('stockable_stages', []))}; cap "
                            f"{plan['stockpiles']['metadata'].get('max_days')} days of net imports; candidates from each participant's "
                            "critical-mineral list. Saving = expected shortage cost avoided minus holding and fixed costs, per year. Stock after projects = "
-                           "the line once the recommended projects at its node produce. Rows without a stock are in plan.xlsx."])
+                           "the line once the recommended projects at its node produce. A pool row is an alternative to its members' rows, shown where "
+                           "sharing saves more than an agreement costs. Rows without a stock to recommend are in plan.xlsx."])
         table_pages(pdf, "6. Deliveries by buyer", t["deliveries"], ["buyer_id", "name", "node", "demand_t", "delivered_t", "shortfall_t", "share_met"],
                     n=60, width=60)
         table_pages(pdf, "6. Supplying projects: output in the window on their ramp-up", t["supply"],

@@ -42,6 +42,8 @@ class StockParameters:
     storage_by_commodity: dict[str, float] = field(default_factory=dict)
     #: USD a year of holding a stock line at all (``fixed_cost_usd_per_line_year``; 0 without the row)
     fixed_cost: float = 0.0
+    #: USD a year a pool must save to be worth its agreement (``pool_agreement_cost_usd_per_year``; 0 without the row)
+    pool_cost: float = 0.0
 
     def storage(self, commodity: str) -> float:
         """Storage and insurance cost as a fraction of value per year (commodity row, else the ``*`` row)."""
@@ -69,7 +71,9 @@ class StockParameters:
                 cap["KOR"] = float(kr["value"].iloc[0])
             fx = t[(t["parameter"] == "fixed_cost_usd_per_line_year") & (t["scope"] == "*")]
             fixed = float(fx["value"].iloc[0]) if len(fx) and fx["value"].iloc[0] != "" else 0.0
-            return cls(cap, storage, basis, rules, by_c, fixed)
+            pa = t[(t["parameter"] == "pool_agreement_cost_usd_per_year") & (t["scope"] == "*")]
+            pool_cost = float(pa["value"].iloc[0]) if len(pa) and pa["value"].iloc[0] != "" else 0.0
+            return cls(cap, storage, basis, rules, by_c, fixed, pool_cost)
         return cls(cap, storage, basis, rules)
 
 
@@ -558,6 +562,13 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 "shortage_cost_usd_per_t": c, "holding_cost_usd_per_t_year": hold, "optimal_stock_t": pl.pooled_stock_t,
                 "optimal_stock_usd": pl.pooled_stock_t * p_buy, "purchase_price_ratio": ratio, "expected_cost_with_stock_usd": pl.pooled_cost_usd,
                 "separate_stock_t": pl.separate_stock_t, "separate_cost_usd": pl.separate_cost_usd, "pooling_saving_usd": pl.saving_usd,
+                # review 21: a pool row restates its members' stocks; it is a recommendation only where sharing saves more
+                # than an agreement costs (docs/stockpile.md §4), otherwise the members hold their own lines
+                "pool_recommended": bool(pl.pooled_stock_t > 0 and pl.saving_usd >= sp.pool_cost),
+                "pool_verdict": (("pool: " if pl.pooled_stock_t > 0 and pl.saving_usd >= sp.pool_cost else "hold separately: ")
+                                 + f"sharing saves US${pl.saving_usd:,.0f} a year against an agreement cost of US${sp.pool_cost:,.0f} "
+                                 "(pool_agreement_cost_usd_per_year, an assumption)" if pl.pooled_stock_t > 0 else
+                                 "no stock to share: no member holds this line"),
                 "cost_share": pl.pooled_share, "pooled_cost_by_member_usd": pl.pooled_cost_by_member_usd,
                 # pooling saves little when the members run short in the same draws (the same disruptions)
                 "shortfall_correlation": float(np.corrcoef(list(per_member.values()))[0, 1]) if len(per_member) == 2 and
@@ -592,6 +603,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                      "holdings_context": {j: holdings_for(holdings, j, "*")[1] for j in members}, "storage_cost_rate": sp.storage_rate, "storage_cost_rate_by_commodity": sp.storage_by_commodity,
                      "storage_basis": sp.storage_basis,
                      "fixed_cost_usd_per_line_year": sp.fixed_cost,
+                     "pool_agreement_cost_usd_per_year": sp.pool_cost,
                      "capital_rate": sp.capital_rate, "days_rules": list(sp.days_rules),
                      "sourced_demand_only": sourced_demand_only, "not_stocked_proxy_demand": not_stocked,
                      "not_stocked_same_consumption": stocked_elsewhere, "not_stocked_net_exporter": net_exporter,
