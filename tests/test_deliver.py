@@ -269,9 +269,34 @@ def test_delivery_totals_by_receiving_country_never_add_across_nodes(atlas):
     from critmin.portfolio.register import bundled_register
 
     r = delivery_plan(atlas, bundled_register(atlas).projects, bundled_buyers(atlas), months=6, as_of="2026-12")
-    assert r["totals"] and all(set(t) == {"receiving_country", "node", "tonnes"} for t in r["totals"])
+    assert r["totals"] and all(set(t) == {"receiving_country", "node", "tonnes", "tonnes_from_new_supply"} for t in r["totals"])
     assert sum(t["tonnes"] for t in r["totals"]) == pytest.approx(sum(a["tonnes"] for a in r["allocation"]))
     assert len({(t["receiving_country"], t["node"]) for t in r["totals"]}) == len(r["totals"])
+    # review 21: the new supply is the tonnes of plants not producing before the plan, never more than the total
+    assert sum(t["tonnes_from_new_supply"] for t in r["totals"]) == pytest.approx(
+        sum(a["tonnes"] for a in r["allocation"] if a["supply"] == "new"))
+    assert all(0 <= t["tonnes_from_new_supply"] <= t["tonnes"] + 1e-9 for t in r["totals"])
+    # Lynas' Malaysian plant (P005) was producing before the plan: its NdPr to Japan is trade Japan already has
+    assert {a["supply"] for a in r["allocation"] if a["project_id"] == "P005"} == {"existing"}
+
+
+def test_deliveries_say_which_tonnes_are_new_supply(atlas):
+    """Review 21: Japan's NdPr was "covered 100 %" by Lynas' existing trade. A plant operating before the plan is
+    existing supply; a commissioning plant, or one whose first output is ahead, is new."""
+    from critmin.deliver.plan import delivery_plan
+
+    projects, buyers = _frames()
+    projects.loc[projects["project_id"] == "B", ["status_class", "output_t"]] = ["commissioning", np.nan]
+    buyers["demand_t_per_year"] = 10_000.0
+    r = delivery_plan(atlas, projects, buyers, months=6, as_of="2026-12")
+    kind = {x["project_id"]: x["supply"] for x in r["projects"]}
+    assert kind == {"A": "existing", "B": "new"}
+    by = {(t["receiving_country"], t["node"]): t for t in r["totals"]}
+    new = sum(a["tonnes"] for a in r["allocation"] if a["project_id"] == "B")
+    assert new > 0 and sum(t["tonnes_from_new_supply"] for t in by.values()) == pytest.approx(new)
+    # a plant the portfolio brings forward (first_month) is new supply even if the register calls it operating
+    r = delivery_plan(atlas, projects, buyers, months=6, as_of="2026-12", first_month={"A": 0})
+    assert {x["project_id"]: x["supply"] for x in r["projects"]}["A"] == "new"
 
 
 def test_an_abandoned_project_is_not_matched(atlas):

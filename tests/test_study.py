@@ -382,3 +382,54 @@ def test_the_financing_answer_opens_with_the_decision_after_the_stocks(study_run
     del pf["selection_net_of_stocks"]
     fin = build_summary(p)["sentences"]["financing"]
     assert fin.startswith("Recommended: support for 2 projects") and "before the stocks" not in fin
+
+
+def test_deliveries_name_existing_trade_and_offtakes_waiting_for_their_plant(study_run: tuple[Path, dict]):
+    """Review 21: Japan's NdPr "covered 100 %" was Lynas' existing trade, and the unmet needs were led by offtakes
+    bound to plants not yet built. The answer now says which tonnes are new supply and keeps the offtakes waiting for
+    their plant apart from the buyers left short."""
+    import copy
+
+    import pandas as pd
+
+    from critmin.report.summary import build_summary
+
+    _, plan = study_run
+    p = copy.deepcopy(plan)
+    p["deliveries"] = {
+        "allocation": [
+            {"project_id": "P1", "buyer_id": "B1", "month": 0, "tonnes": 10.0, "supply": "existing", "project": "Old plant", "buyer": "JPN agg",
+             "project_node": "ndpr/refine"},
+            {"project_id": "P2", "buyer_id": "B2", "month": 0, "tonnes": 5.0, "supply": "new", "project": "New plant", "buyer": "US user",
+             "project_node": "cobalt/refine"}],
+        "buyers": [
+            {"buyer_id": "B1", "name": "JPN industry (NdPr; aggregate)", "node": "ndpr/refine", "country_iso3": "JPN", "demand_t": 10.0,
+             "delivered_t": 10.0, "shortfall_t": 0.0},
+            {"buyer_id": "B2", "name": "US user", "node": "cobalt/refine", "country_iso3": "USA", "demand_t": 5.0, "delivered_t": 5.0,
+             "shortfall_t": 0.0},
+            {"buyer_id": "B3", "name": "Waiting offtaker", "node": "ndpr/refine", "country_iso3": "KOR", "demand_t": 100.0, "delivered_t": 0.0,
+             "shortfall_t": 100.0},
+            {"buyer_id": "B4", "name": "Short user", "node": "ndpr/refine", "country_iso3": "USA", "demand_t": 50.0, "delivered_t": 0.0,
+             "shortfall_t": 50.0}],
+        "projects": [{"project_id": "P1", "capacity_t": 10.0}, {"project_id": "P2", "capacity_t": 5.0}, {"project_id": "P9", "capacity_t": 0.0}],
+        "buyers_not_planned": [],
+    }
+    buyers = pd.DataFrame([
+        {"buyer_id": "B1", "country_iso3": "JPN", "commodity_id": "ndpr", "stage": "refine", "kind": "aggregate", "contract_projects": ""},
+        {"buyer_id": "B2", "country_iso3": "USA", "commodity_id": "cobalt", "stage": "refine", "kind": "user", "contract_projects": ""},
+        {"buyer_id": "B3", "country_iso3": "KOR", "commodity_id": "ndpr", "stage": "refine", "kind": "offtaker", "contract_projects": "P9"},
+        {"buyer_id": "B4", "country_iso3": "USA", "commodity_id": "ndpr", "stage": "refine", "kind": "offtaker", "contract_projects": "P1"},
+    ])
+    s = build_summary(p, buyers)
+    d, u = s["sentences"]["deliveries"], s["sentences"]["unmet_needs"]
+    assert "JPN 10 t of ndpr/refine (all from plants producing before the plan: trade the buyers already have)" in d
+    assert "USA 5 t of cobalt/refine (all new supply)" in d
+    # B4's contracted plant produces (it went to others): short; B3's plant makes nothing in the window: waiting
+    assert u.startswith("1 named buyers stay short over the window, the largest Short user (50 t of ndpr/refine).")
+    assert ("1 more named buyers are offtakes bound to plants that produce nothing in the window (the largest Waiting offtaker, "
+            "100 t of ndpr/refine)") in u
+    assert "JPN ndpr/refine 100% from plants already producing (existing trade)" in u
+    rows = {r["buyer"]: r["why"] for r in s["tables"]["unmet_needs"]}
+    assert rows == {"Short user": "short: the allied plants producing in the window do not cover it",
+                    "Waiting offtaker": "offtake bound to P9, which produces nothing in the window"}
+    assert [r["tonnes_from_new_supply"] for r in sorted(s["tables"]["deliveries"], key=lambda r: r["node"])] == [5.0, 0.0]

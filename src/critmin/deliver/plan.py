@@ -103,7 +103,11 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
                      "reported run-rate of the register's producing plants (utilisation_without_reported_output)")
         cap_rows.append(p["capacity_t"] / 12.0 * share)
         pids.append(str(p["project_id"]))
-        ramps[str(p["project_id"])] = {"share_first_month": float(share[min(start, months - 1)]), "share_last_month": float(share[-1]), "basis": basis}
+        # review 21: Japan's NdPr "covered 100 %" was Lynas' existing trade; a plant operating before the plan is
+        # supply the buyers already have, not new supply (a commissioning plant or a first output ahead is new)
+        kind = "existing" if start == 0 and status == "operating" and not (first_month and p["project_id"] in first_month) else "new"
+        ramps[str(p["project_id"])] = {"share_first_month": float(share[min(start, months - 1)]), "share_last_month": float(share[-1]), "basis": basis,
+                                       "supply": kind}
     sup = sup.set_index("project_id").loc[pids] if pids else sup.iloc[0:0]
     dem_rows, bids, prio, mins = [], [], [], []
     skipped = []
@@ -144,17 +148,26 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
     totals = (buyers_out.groupby(["country_iso3", "node"])["delivered_t"].sum().reset_index()
               .rename(columns={"country_iso3": "receiving_country", "delivered_t": "tonnes"}) if len(buyers_out) else pd.DataFrame())
     totals = totals[totals["tonnes"] > 0] if len(totals) else totals
+    supply_of = {k: v["supply"] for k, v in ramps.items()}
+    alloc = res.allocation.assign(supply=res.allocation["project_id"].astype(str).map(supply_of))
+    if len(totals):
+        new_t = (alloc[alloc["supply"] == "new"].assign(
+            receiving_country=alloc["buyer_id"].map(lambda b: str(bt.loc[b, "country_iso3"])),
+            node=alloc["buyer_id"].map(lambda b: f"{bt.loc[b, 'commodity_id']}/{bt.loc[b, 'stage']}"))
+                 .groupby(["receiving_country", "node"])["tonnes"].sum())
+        totals = totals.assign(tonnes_from_new_supply=[float(new_t.get((c, n), 0.0)) for c, n in zip(totals["receiving_country"], totals["node"], strict=True)])
     return {
         "metadata": {"as_of": as_of, "months": months, "projects_supplying": P, "buyers_planned": B, "status": res.status},
-        "allocation": res.allocation.assign(project=res.allocation["project_id"].map(names_p), buyer=res.allocation["buyer_id"].map(names_b),
-                                            project_node=res.allocation["project_id"].astype(str).map(node_p)).to_dict("records"),
+        "allocation": alloc.assign(project=alloc["project_id"].map(names_p), buyer=alloc["buyer_id"].map(names_b),
+                                   project_node=alloc["project_id"].astype(str).map(node_p)).to_dict("records"),
         "buyers": buyers_out.to_dict("records"),
         "totals": totals.to_dict("records"),
         "projects": res.projects.assign(
             name=res.projects["project_id"].map(names_p),
             share_of_nameplate_first_month=res.projects["project_id"].map(lambda k: ramps.get(str(k), {}).get("share_first_month")),
             share_of_nameplate_last_month=res.projects["project_id"].map(lambda k: ramps.get(str(k), {}).get("share_last_month")),
-            ramp_basis=res.projects["project_id"].map(lambda k: ramps.get(str(k), {}).get("basis"))).to_dict("records"),
+            ramp_basis=res.projects["project_id"].map(lambda k: ramps.get(str(k), {}).get("basis")),
+            supply=res.projects["project_id"].map(lambda k: ramps.get(str(k), {}).get("supply"))).to_dict("records"),
         "not_supplying": reasons,
         "buyers_not_planned": skipped,
     }

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from critmin._text import usd
+from critmin.deliver.buyers import contract_of
 from critmin.deliver.forms import AGGREGATE_OF, form_tags
 from critmin.portfolio.model import CAPEX_INSTRUMENTS, NO_DATE_NOTE
 from critmin.portfolio.plan import COST_BASIS_LABEL
@@ -336,16 +337,41 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         b = buyers.set_index("buyer_id")
         al = al.assign(country=al["buyer_id"].map(b["country_iso3"]), commodity=al["buyer_id"].map(b["commodity_id"] + "/" + b["stage"]))
         g2 = al.groupby(["country", "commodity"])["tonnes"].sum()
-        del_rows = [{"receiving_country": k[0], "node": k[1], "tonnes": float(v)} for k, v in g2.items() if v > 0]
+        # review 21: what comes from plants producing before the plan is trade the buyers already have
+        g_new = (al[al["supply"] == "new"].groupby(["country", "commodity"])["tonnes"].sum() if "supply" in al.columns
+                 else pd.Series(np.nan, index=g2.index))
+        del_rows = [{"receiving_country": k[0], "node": k[1], "tonnes": float(v), "tonnes_from_new_supply": float(g_new.get(k, 0.0))
+                     if "supply" in al.columns else None} for k, v in g2.items() if v > 0]
     countries = sorted({r["receiving_country"] for r in del_rows})
+
+    def _new(r: dict[str, Any]) -> str:
+        n = r.get("tonnes_from_new_supply")
+        if n is None:
+            return ""
+        return (" (all from plants producing before the plan: trade the buyers already have)" if n < 0.5 else
+                " (all new supply)" if n > r["tonnes"] - 0.5 else f" ({n:,.0f} t new supply, the rest from plants already producing)")
     s_del = (f"In the next {plan['metadata'].get('delivery_months', 6)} months allied projects deliver to buyers in {', '.join(countries) or 'no country'}: "
-             + "; ".join(f"{r['receiving_country']} {r['tonnes']:,.0f} t of {r['node']}" for r in sorted(del_rows, key=lambda x: -x["tonnes"])[:6]) + ".")
+             + "; ".join(f"{r['receiving_country']} {r['tonnes']:,.0f} t of {r['node']}{_new(r)}" for r in sorted(del_rows, key=lambda x: -x["tonnes"])[:6]) + ".")
+    new_total = sum(float(r.get("tonnes_from_new_supply") or 0.0) for r in del_rows)
+    if del_rows and all(r.get("tonnes_from_new_supply") is not None for r in del_rows) and new_total < 0.5:
+        s_del += " None of it is new supply: every delivering plant was producing before the plan."
     # named buyers (offtakers, stockpiles, users) left short are unmet needs; a national aggregate is the whole
     # apparent consumption, mostly met by trade outside the register: its coverage is reported, not a shortfall
     kind = dict(zip(buyers["buyer_id"], buyers["kind"].astype(str), strict=True)) if buyers is not None and len(buyers) else {}
     short = [r for r in dl["buyers"] if (r.get("shortfall_t") or 0) > 0 and kind.get(r["buyer_id"]) != "aggregate"]
+    # review 21: the unmet needs were led by offtakes bound to plants not yet built (SK On's 5,000 t from Westwater's
+    # Kellyton, Caremag's heavy oxides for Japan); such a buyer is waiting for its plant, which no other supply fills
+    supplying = {str(x["project_id"]) for x in dl.get("projects", []) if float(x.get("capacity_t") or 0.0) > 0}
+    contract = {str(b["buyer_id"]): contract_of(b) for b in (buyers.to_dict("records") if buyers is not None and len(buyers) else [])}
+    waiting = {str(r["buyer_id"]) for r in short if contract.get(str(r["buyer_id"])) and not contract[str(r["buyer_id"])] & supplying}
     unmet_rows = [{"buyer": r["name"], "node": r["node"], "need_t": float(r["demand_t"]), "delivered_t": float(r["delivered_t"]),
-                   "short_t": float(r["shortfall_t"])} for r in sorted(short, key=lambda x: -float(x["shortfall_t"]))]
+                   "short_t": float(r["shortfall_t"]),
+                   "why": ("offtake bound to " + ", ".join(sorted(contract[str(r["buyer_id"])]))
+                           + (", which produce" if len(contract[str(r["buyer_id"])]) > 1 else ", which produces") + " nothing in the window"
+                           if str(r["buyer_id"]) in waiting else "short: the allied plants producing in the window do not cover it")}
+                  for r in sorted(short, key=lambda x: (str(x["buyer_id"]) in waiting, -float(x["shortfall_t"])))]
+    open_short = [r for r in unmet_rows if not r["why"].startswith("offtake bound")]
+    waits = [r for r in unmet_rows if r["why"].startswith("offtake bound")]
     agg = [r for r in dl["buyers"] if kind.get(r["buyer_id"]) == "aggregate" and float(r.get("demand_t") or 0) > 0]
     # an aggregate filled by an element node (NdPr for rare earths) without an element split of its own: the share
     # says how much of the aggregate's tonnage that element supplied (the U.S. rare-earth users are mostly
@@ -399,9 +425,22 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     # 0 %, was left out beside "USA rare_earths/refine ... 100 %")
     keys = {(str(r["name"]).split(" ")[0], r["node"]) for r in shown}
     shown += [r for r in agg if float(r["delivered_t"]) <= 0 and (str(r["name"]).split(" ")[0], r["node"]) in keys]
-    coverage = "; ".join(f"{_label(r)} {float(r['delivered_t']) / float(r['demand_t']):.0%}{_elements(r)}" for r in shown)
-    s_unmet = (f"{len(unmet_rows)} named buyers stay short over the window"
-               + (f", the largest {unmet_rows[0]['buyer']} ({unmet_rows[0]['short_t']:,.0f} t of {unmet_rows[0]['node']})." if unmet_rows else ".")
+    new_by_buyer = (al[al["supply"] == "new"].groupby("buyer_id")["tonnes"].sum() if len(al) and "supply" in al.columns else None)
+
+    def _existing(r: dict[str, Any]) -> str:
+        """Review 21: Japan's NdPr 'covered 100 %' was Lynas' existing trade, not new supply."""
+        if new_by_buyer is None or float(r["delivered_t"]) <= 0:
+            return ""
+        n = float(new_by_buyer.get(r["buyer_id"], 0.0))
+        return " from plants already producing (existing trade)" if n < 0.5 else "" if n > float(r["delivered_t"]) - 0.5 else (
+            f" ({n / float(r['delivered_t']):.0%} of it new supply)")
+    coverage = "; ".join(f"{_label(r)} {float(r['delivered_t']) / float(r['demand_t']):.0%}{_existing(r)}{_elements(r)}" for r in shown)
+    s_unmet = ((f"{len(open_short)} named buyers stay short over the window, the largest {open_short[0]['buyer']} "
+                f"({open_short[0]['short_t']:,.0f} t of {open_short[0]['node']})." if open_short else
+                "No named buyer stays short over the window" + (" other than offtakes waiting for their plant." if waits else "."))
+               + (f" {len(waits)} {'more ' if open_short else ''}named buyers are offtakes bound to plants that produce nothing in the window (the largest "
+                  f"{waits[0]['buyer']}, {waits[0]['short_t']:,.0f} t of {waits[0]['node']}): they wait for their plant, and no other "
+                  "supply can fill their contract." if waits else "")
                + f" {len(dl.get('buyers_not_planned', []))} buyers publish no volume and are not planned."
                + (f" Allied projects cover these shares of national consumption: {coverage}." if coverage else ""))
 

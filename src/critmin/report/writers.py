@@ -98,10 +98,11 @@ SUMMARY_TABLES = (
       ("days_of_consumption", "Days of consumption", "days"), ("days_of_net_imports", "Days of net imports", "days"),
       ("current_holding", "Held today; acquisition plan (sourced)", "text"), ("basis", "Basis", "text")]),
     ("deliveries", "Deliveries in the window by receiving country",
-     [("receiving_country", "Receiving country", "text"), ("node", "Material (node)", "text"), ("tonnes", "Tonnes", "t")]),
+     [("receiving_country", "Receiving country", "text"), ("node", "Material (node)", "text"), ("tonnes", "Tonnes", "t"),
+      ("tonnes_from_new_supply", "Of which new supply, t", "t")]),
     ("unmet_needs", "Buyers left short",
      [("buyer", "Buyer", "text"), ("node", "Material (node)", "text"), ("need_t", "Need, t", "t"), ("delivered_t", "Delivered, t", "t"),
-      ("short_t", "Short, t", "t")]),
+      ("short_t", "Short, t", "t"), ("why", "Why", "text")]),
 )
 
 
