@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -219,6 +220,27 @@ def test_a_funded_project_names_the_other_funded_projects_at_its_node(plan, simu
             assert "no other project offered capacity" not in reasons[pid], reasons[pid]
             if "it beat" not in reasons[pid]:
                 assert all(o in reasons[pid] for o in ps if o != pid), reasons[pid]
+
+
+def test_a_funded_project_states_its_nameplate_its_output_once_producing_and_what_the_support_adds(plan):
+    """Review 21: Mactung read as three capacities (31 t/yr in its reason, 2,142 t/yr in the stocks, a nameplate in the
+    register) with nothing saying which is which. A funded project's reason names all three, from its own record."""
+    from critmin._text import usd
+
+    def t(x: float) -> str:  # the reasons' tonnes: thousands separated, two significant figures below 10
+        return f"{x:,.0f}" if abs(x) >= 10 else f"{x:.2g}"
+
+    reasons = {p["project_id"]: p["reason"] for p in plan["projects"]}
+    money = [s for s in plan["selected"] if s["amount_usd"] > 0]
+    assert money
+    for s in money:
+        why = reasons[s["project_id"]]
+        once = s["output_once_producing_t_per_year"]
+        nameplate = once / s["completion_probability"]
+        assert f"a {t(nameplate)} t/yr plant (nameplate), expected to make {t(once)} t/yr once producing" in why, why
+        assert f"the support adds {t(s['added_capacity_t_per_year'])} t/yr of expected output at {s['node']}" in why, why
+        assert f"for {usd(s['cost_usd'])} of budget" in why, why
+        assert not re.search(r"[0-9]{1,3}(,[0-9]{3}){2,} USD", why), why  # no raw USD figures to the dollar
 
 
 def test_a_mine_is_not_credited_with_ore_no_participant_can_process_nor_with_proxy_demand(plan, simulator):

@@ -382,6 +382,12 @@ def test_the_financing_answer_opens_with_the_decision_after_the_stocks(study_run
     del pf["selection_net_of_stocks"]
     fin = build_summary(p)["sentences"]["financing"]
     assert fin.startswith("Recommended: support for 2 projects") and "before the stocks" not in fin
+    # review 21: Mactung was funded from a Canadian budget line; a partner's budget is a recommendation to the partner
+    assert "partner's budget" not in fin
+    pf["selected"][0].update(participant="CAN", agency="CAN_NRCAN_CMSF")
+    fin = build_summary(p)["sentences"]["financing"]
+    assert ("Alpha mine rests on a partner's budget (CAN_NRCAN_CMSF, CAN): a recommendation to that partner, not a decision of "
+            "the United States or Japan.") in fin
 
 
 def test_deliveries_name_existing_trade_and_offtakes_waiting_for_their_plant(study_run: tuple[Path, dict]):

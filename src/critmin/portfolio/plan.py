@@ -207,7 +207,13 @@ def _selected_reason(pid: str, chosen: dict[str, str], bp: BuiltProblem, sol: So
     r = sol.selected[sol.selected["project_id"] == pid].iloc[0]
     node = bp.problem.node_names[int(r["node"])]
     cost = float(r["cost_usd"])
-    per = f"{_tonnes(float(r['dq_t']))} t/yr of expected capacity at {node} for {cost:,.0f} USD of budget"
+    # review 21: Mactung read as three capacities (the support's increment here, none in a budget's reason, its output
+    # once producing in the stocks); the reason now names all three and what each is
+    cap, prob = float(r.get("capacity_t", np.nan)), float(r.get("completion_probability", np.nan))
+    plant = (f"a {_tonnes(cap)} t/yr plant (nameplate), expected to make {_tonnes(cap * prob)} t/yr once producing "
+             f"(completion probability {prob:.2f} with the support); " if np.isfinite(cap) and np.isfinite(prob) else "")
+    per = (f"{plant}the support adds {_tonnes(float(r['dq_t']))} t/yr of expected output at {node}, averaged over the planning horizon, "
+           f"for {usd(cost)} of budget")
     if cost > 0:
         per += f" ({_tonnes(float(r['dq_t']) / cost * 1e6)} t/yr per million USD)"
     opts = bp.options_all
@@ -215,7 +221,7 @@ def _selected_reason(pid: str, chosen: dict[str, str], bp: BuiltProblem, sol: So
     if len(rivals):
         b = rivals.assign(ratio=lambda d: d["dq_t"] / d["cost_usd"].clip(lower=1.0)).sort_values("ratio", ascending=False).iloc[0]
         alt = (f"; it beat {b['project_id']} {names.get(str(b['project_id']), '')} ({b['instrument']} from {b['agency']}: "
-               f"{_tonnes(float(b['dq_t']))} t/yr for {float(b['cost_usd']):,.0f} USD)")
+               f"{_tonnes(float(b['dq_t']))} t/yr for {usd(float(b['cost_usd']))})")
     else:
         sel = sol.selected
         others = sorted(set(sel.loc[(sel["node"] == r["node"]) & (sel["project_id"] != pid), "project_id"]))
@@ -275,12 +281,12 @@ def _reasons(bp: BuiltProblem, sol: Solution, deadline: float | None, names: dic
             need = bp.problem.cost_weight * econ
             if bp.problem.cost_weight > 0 and gain <= need:
                 why = (f"fails the net-benefit test: its best option ({best['instrument']} from {best['agency']}, "
-                       f"{best['dq_t']:,.1f} t/yr) would avoid {gain:,.0f} USD a year of expected loss next to the funded "
-                       f"projects, against {need:,.0f} USD a year needed to justify its expected cost of {econ:,.0f} USD "
+                       f"adding {_tonnes(float(best['dq_t']))} t/yr of expected output) would avoid {usd(gain)} a year of expected loss "
+                       f"next to the funded projects, against {usd(need)} a year needed to justify its expected cost of {usd(econ)} "
                        f"(marginal cost of public funds over the planning horizon){_remainder_caveat(bp, pid)}")
             else:
                 why = (f"not worth its budget at the margin: best option {best['instrument']} from {best['agency']} adds "
-                       f"{best['dq_t']:,.1f} t/yr for {best['cost_usd']:,.0f} USD; its budget {best['budget_key']} is "
+                       f"{_tonnes(float(best['dq_t']))} t/yr of expected output for {usd(float(best['cost_usd']))}; its budget {best['budget_key']} is "
                        f"{(spent / budget if np.isfinite(budget) and budget > 0 else 0):.0%} used by better options, or its node is already covered")
         out.append({"project_id": pid, "name": names.get(pid, ""), "decision": "rejected", "reason": why})
     return out

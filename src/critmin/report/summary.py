@@ -184,6 +184,12 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                 "the finance model finds viable without support at every price case: it is additional only if the government "
                 "instrument is what closes the financing (another lender's offer in hand would make it not additional)."
                 if float(pf["expected_avoided_usd"]) > 0 and viable_usd >= ASSUMPTION_SHARE_STATED * float(pf["expected_avoided_usd"]) else ""))
+    partner = [x for x in pf.get("selected") or [] if str(x.get("participant")) not in ("USA", "JPN")]
+    if partner:
+        # review 21: Mactung was funded from a Canadian budget line; the group can recommend it, only Canada can decide it
+        s_fin += (" " + "; ".join(f"{x.get('name') or x['project_id']} rests on a partner's budget ({x['agency']}, {x['participant']})"
+                                  for x in partner)
+                  + ": a recommendation to that partner, not a decision of the United States or Japan.")
     unspent = pf.get("unspent", {})
     if unspent:
         s_fin += f" {len(unspent)} budgets stay mostly unspent; the binding reason is given for each."
