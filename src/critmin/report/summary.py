@@ -222,7 +222,8 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     if len(st):
         own = st[st["participant"].isin(["USA", "JPN"]) & (st["optimal_stock_t"] > 0)]
         for r in own.sort_values("optimal_stock_usd", ascending=False).to_dict("records"):
-            stock_rows.append({"participant": r["participant"], "node": r["node"], "stock_t": float(r["optimal_stock_t"]),
+            stock_rows.append({"participant": r["participant"], "node": r["node"], "bought_as": str(r.get("bought_as") or ""),
+                               "stock_t": float(r["optimal_stock_t"]),
                                "stock_usd": float(r["optimal_stock_usd"]), "days_of_consumption": float(r["days_of_consumption"])
                                if r["days_of_consumption"] is not None and np.isfinite(r["days_of_consumption"]) else None,
                                "days_of_net_imports": float(r["days_of_net_imports"])

@@ -22,6 +22,7 @@ NAMED: dict[str, tuple[str, str]] = {
     "horizon_months": ("Horizon, months", "int"), "critical_fractile": ("Critical fractile", "pct"),
     "shortfall_correlation": ("Shortfall correlation", "num3"), "cost_share": ("Cost share", "text"), "month": ("Month", "int"),
     "pool_recommended": ("Pool recommended", "text"), "pool_verdict": ("Pool verdict", "text"),
+    "bought_as": ("Held as (the form its price is for)", "text"),
     "priority": ("Priority", "int"), "projects": ("Projects", "int"), "year": ("Year", "text"),
     "var95_usd": ("VaR 95 %, USD", "usd"), "cvar95_usd": ("CVaR 95 %, USD", "usd"),
     "probability_of_loss": ("Annual probability of a loss", "pct"), "conditional_loss_usd": ("Loss when it happens, USD", "usd"),

@@ -94,7 +94,8 @@ SUMMARY_TABLES = (
       ("face_amount_usd", "Face amount, USD", "usd"), ("budget_cost_usd", "Budget cost, USD", "usd"),
       ("avoided_usd_per_year", "Expected loss avoided, USD/yr", "usd")]),
     ("stocks", "Stocks by participant (capped by the study's policy)",
-     [("participant", "Participant", "text"), ("node", "Material (node)", "text"), ("stock_t", "Stock, t", "t"), ("stock_usd", "Cost, USD", "usd"),
+     [("participant", "Participant", "text"), ("node", "Material (node)", "text"), ("bought_as", "Held as (the form its price is for)", "text"),
+      ("stock_t", "Stock, t", "t"), ("stock_usd", "Cost, USD", "usd"),
       ("days_of_consumption", "Days of consumption", "days"), ("days_of_net_imports", "Days of net imports", "days"),
       ("current_holding", "Held today; acquisition plan (sourced)", "text"), ("basis", "Basis", "text")]),
     ("deliveries", "Deliveries in the window by receiving country",
@@ -366,7 +367,7 @@ def html_plan(plan: dict[str, Any], atlas: Any) -> str:
 <h2>3. Scenario risks</h2>{_table(t['scenarios'], ['rank', 'commodity', 'expected_loss_usd', 'probability_of_loss', 'conditional_loss_usd', 'var95_usd', 'cvar95_usd', 'category', 'top_scenarios'])}
 <h2>4. Recommended portfolio</h2><p>Expected loss avoided {pf['expected_avoided_usd']:,.0f} USD per year of exposure (greedy baseline {pf['greedy_expected_avoided_usd']:,.0f}).</p>
 {_table(t['portfolio'], ['project_id', 'name', 'instrument', 'agency', 'node', 'cost_usd', 'added_capacity_t_per_year', 'months_to_output', 'expected_avoided_usd'])}
-<h2>5. Stockpile targets</h2>{_table(held, ['node', 'participant', 'optimal_stock_t', 'optimal_stock_usd', 'days_of_consumption', 'days_of_net_imports', 'saving_usd', 'stock_after_projects_t', 'pooling_saving_usd'], n=len(held))}{held_note}
+<h2>5. Stockpile targets</h2>{_table(held, ['node', 'participant', 'bought_as', 'optimal_stock_t', 'optimal_stock_usd', 'days_of_consumption', 'days_of_net_imports', 'saving_usd', 'stock_after_projects_t', 'pooling_saving_usd'], n=len(held))}{held_note}
 <h2>6. Delivery plan (six months)</h2>{_table(t['deliveries'], ['buyer_id', 'name', 'node', 'demand_t', 'delivered_t', 'shortfall_t', 'share_met'], 50)}
 <p>Supplying projects: output in the window on their ramp-up from first output (share of nameplate in the first and last month), and how it was read.</p>
 {_table(t['supply'], ['project_id', 'name', 'output_in_window_t', 'delivered_t', 'share_of_nameplate_first_month', 'share_of_nameplate_last_month', 'ramp_basis'], 50)}

@@ -505,6 +505,9 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 "refill_premium_usd_per_t": float(nd[REFILL_ROW + PARTICIPANTS.index(j)].sum() / short.sum()) if short.sum() > 0 else 0.0,
                 "probability_of_shortfall": min(max(float(w @ (short > 0)), 0.0), 1.0), "expected_shortfall_t": float(w @ short),
                 "purchase_price_ratio": ratio, "purchase_price_basis": ratio_basis,
+                # review 21: "antimony/mine" stands for Sb in every form and is priced as metal; the row says what a
+                # tonne of the stock is (the form and basis the node's price is quoted for)
+                "bought_as": str(node.p0_basis).split("; ")[0],
                 "optimal_stock_t": s_opt, "optimal_stock_usd": s_opt * p_buy, "days_of_consumption": 365.0 * s_opt / annual_use if annual_use > 0 else np.nan,
                 "days_of_net_imports": 365.0 * s_opt / annual_imports if annual_imports > 0 else np.nan, "net_import_reliance": nir,
                 "expected_cost_without_stock_usd": cost0, "expected_cost_with_stock_usd": cost_opt, "saving_usd": cost0 - cost_opt,
