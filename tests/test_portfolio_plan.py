@@ -237,7 +237,7 @@ def test_a_funded_project_states_its_nameplate_its_output_once_producing_and_wha
         why = reasons[s["project_id"]]
         once = s["output_once_producing_t_per_year"]
         nameplate = once / s["completion_probability"]
-        assert f"a {t(nameplate)} t/yr plant (nameplate), expected to make {t(once)} t/yr once producing" in why, why
+        assert f"nameplate {t(nameplate)} t/yr, expected to make {t(once)} t/yr once producing" in why, why
         assert f"the support adds {t(s['added_capacity_t_per_year'])} t/yr of expected output at {s['node']}" in why, why
         assert f"for {usd(s['cost_usd'])} of budget" in why, why
         assert not re.search(r"[0-9]{1,3}(,[0-9]{3}){2,} USD", why), why  # no raw USD figures to the dollar

@@ -378,6 +378,12 @@ def test_the_financing_answer_opens_with_the_decision_after_the_stocks(study_run
     assert "$10 M a year of expected loss avoided before the stocks" in fin
     # 8 of 10 is Alpha, viable at every price case (gaps <= 0); Beta has a gap at the low case and is not named
     assert "$8 M a year of it is Alpha mine, which the finance model finds viable without support" in fin
+    assert "offer pending" not in fin
+    pf["selected"][0]["assumptions"] = ["pending, not counted: Export-Import Bank loan of up to 1,800 M USD (letter of interest, S064): "
+                                        "a new loan may duplicate it"]
+    fin = build_summary(p)["sentences"]["financing"]
+    assert ("would make it not additional). Alpha mine has such an offer pending: Export-Import Bank loan of up to 1,800 M USD "
+            "(letter of interest, S064).") in fin
     # without the decision after the stocks, the old opening stays and nothing is said "before the stocks"
     del pf["selection_net_of_stocks"]
     fin = build_summary(p)["sentences"]["financing"]

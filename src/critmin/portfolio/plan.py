@@ -210,7 +210,7 @@ def _selected_reason(pid: str, chosen: dict[str, str], bp: BuiltProblem, sol: So
     # review 21: Mactung read as three capacities (the support's increment here, none in a budget's reason, its output
     # once producing in the stocks); the reason now names all three and what each is
     cap, prob = float(r.get("capacity_t", np.nan)), float(r.get("completion_probability", np.nan))
-    plant = (f"a {_tonnes(cap)} t/yr plant (nameplate), expected to make {_tonnes(cap * prob)} t/yr once producing "
+    plant = (f"nameplate {_tonnes(cap)} t/yr, expected to make {_tonnes(cap * prob)} t/yr once producing "
              f"(completion probability {prob:.2f} with the support); " if np.isfinite(cap) and np.isfinite(prob) else "")
     per = (f"{plant}the support adds {_tonnes(float(r['dq_t']))} t/yr of expected output at {node}, averaged over the planning horizon, "
            f"for {usd(cost)} of budget")

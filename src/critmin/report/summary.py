@@ -16,7 +16,7 @@ import pandas as pd
 from critmin._text import usd
 from critmin.deliver.buyers import contract_of
 from critmin.deliver.forms import AGGREGATE_OF, form_tags
-from critmin.portfolio.model import CAPEX_INSTRUMENTS, NO_DATE_NOTE
+from critmin.portfolio.model import CAPEX_INSTRUMENTS, NO_DATE_NOTE, PENDING_NOTE
 from critmin.portfolio.plan import COST_BASIS_LABEL
 from critmin.stockpile.plan import FEW_DRAWS
 
@@ -183,6 +183,9 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
              + (f" {usd(viable_usd)} a year of it is {', '.join(sorted({str(x.get('name') or x['project_id']) for x in viable}))}, which "
                 "the finance model finds viable without support at every price case: it is additional only if the government "
                 "instrument is what closes the financing (another lender's offer in hand would make it not additional)."
+                + "".join(f" {x.get('name') or x['project_id']} has such an offer pending: "
+                          + pend[0].removeprefix(PENDING_NOTE).split(":")[0].strip() + "."
+                          for x in viable for pend in [[a for a in x.get("assumptions") or [] if str(a).startswith(PENDING_NOTE)]] if pend)
                 if float(pf["expected_avoided_usd"]) > 0 and viable_usd >= ASSUMPTION_SHARE_STATED * float(pf["expected_avoided_usd"]) else ""))
     partner = [x for x in pf.get("selected") or [] if str(x.get("participant")) not in ("USA", "JPN")]
     if partner:
