@@ -108,23 +108,21 @@ def test_scenarios_reference_events_and_nodes(atlas: Atlas) -> None:
 
 
 
-def test_synthetic_graphite_carries_the_2023_licences_once(atlas: Atlas) -> None:
-    """Review 21: China's Dec 2023 licences (E011) named high-purity synthetic graphite, so the control in force is
-    mapped at synthetic_graphite/refine; its withheld shares are the Comtrade arithmetic on HS 3801.10, recomputed
-    here from the raw monthly file. The suspended Oct 2025 anode package (E023) stays at battery_anode/anode only:
-    the same artificial-graphite anode tonnes one stage apart would count one measure twice."""
+def test_synthetic_graphite_anode_material_carries_no_2023_licence(atlas: Atlas) -> None:
+    """Review 21 asked why synthetic graphite had no control in force; review 22 showed that mapping China's Dec 2023
+    licences (E011) there counted the Oct 2025 anode package (E023) a second time through the regime's 'tightening'.
+    E011 listed artificial graphite of >99.9 % purity, >30 MPa and >1.73 g/cm3 at once (block and isostatic grades),
+    not anode powder; the raw monthly file shows the HS 3801.10 dip was brief (recomputed here). E023, which first
+    listed anode material, is mapped once, at battery_anode/anode."""
     m = pd.read_csv(RAW / "events" / "export_monthly.csv", dtype={"hs_code": str})
     m = m[(m["case_id"] == "E011") & (m["hs_code"] == "3801.10")].set_index("month")["quantity"]
     before = m[[f"2023-{k:02d}" for k in range(6, 11)]].mean()
-    best, high = 1 - m["2023-12"] / before, 1 - m["2023-12"] / m["2023-11"]
-    assert m["2024-01"] > before  # the low end 0: exports were back above the pre-control mean in the next month
-    e11 = atlas.event_scenarios_for("E011").set_index("commodity_id")
-    assert e11.at["synthetic_graphite", "stage"] == "refine"
-    assert e11.at["synthetic_graphite", "withheld_share"] == pytest.approx(best, abs=5e-4)
-    assert e11.at["synthetic_graphite", "withheld_high"] == pytest.approx(high, abs=5e-4)
-    assert e11.at["synthetic_graphite", "withheld_low"] == 0.0
-    e23 = atlas.event_scenarios_for("E023")
-    assert "synthetic_graphite" not in set(e23["commodity_id"]) and "battery_anode" in set(e23["commodity_id"])
+    assert 1 - m["2023-12"] / before == pytest.approx(0.156, abs=5e-4) and m["2024-01"] > before
+    assert "synthetic_graphite" not in set(atlas.event_scenarios_for("E011")["commodity_id"])
+    note = atlas.event_scenarios_for("E011").set_index("stage").at["refine", "note"]
+    assert ">1.73 g/cm3 density at once" in note and "not anode powder" in note
+    e23 = set(atlas.event_scenarios_for("E023")["commodity_id"])
+    assert "synthetic_graphite" not in e23 and "battery_anode" in e23
 
 def test_date_helpers() -> None:
     assert status_class("ongoing (as of 2025)") == "in_force"
