@@ -110,11 +110,19 @@ def fit_regime_model(atlas: Atlas, history_end: str = HISTORY_END, prior_regime_
             counted.append(str(r["event_id"]))
             by_exposure[str(r["country_iso3"])] = by_exposure.get(str(r["country_iso3"]), 0.0) + years
         country_of = {str(r["event_id"]): str(r["country_iso3"]) for r in ev.to_dict("records")}
+    never = never_in_force(atlas)
     counts = dict.fromkeys(KINDS, 0)
     by_counts: dict[str, dict[str, int]] = {}
     tgt = {"USA": 0, "JPN": 0, "BLOC": 0}
+    skipped: list[str] = []
     if tr is not None:
         for r in tr.to_dict("records"):
+            # review 22: a measure suspended before it entered into force (China's Oct 2025 packages, E021-E023) is
+            # a suspended scenario of its own; counted as a transition too, it raised the hazard of every Chinese
+            # control and entered the node's outcomes twice
+            if str(r.get("changed_by_event_id") or "") in never:
+                skipped.append(f"{r['regime_event_id']}->{r['changed_by_event_id']}")
+                continue
             counts[str(r["kind"])] += 1
             iso = country_of.get(str(r["regime_event_id"]), "")
             by_counts.setdefault(iso, dict.fromkeys(KINDS, 0))[str(r["kind"])] += 1
@@ -146,10 +154,26 @@ def fit_regime_model(atlas: Atlas, history_end: str = HISTORY_END, prior_regime_
     }
     notes.append("exposure counts export controls with a start date, from start to end or " + history_end
                  + "; transitions as recorded in regime_transitions (curated from the event table's sources)")
+    if skipped:
+        notes.append("transitions to measures suspended before entry into force are not counted (they are suspended scenarios): "
+                     + ", ".join(skipped))
     notes.append("small sample: the 90 % intervals on the annual rates are wide (see annual_rate_interval90)")
     notes.append(f"per restrictor: Poisson-gamma shrinkage toward the pooled rates of the other restrictors (leave-one-out) "
                  f"with {prior_regime_years:g} regime-years of prior weight")
     return RegimeModel(exposure, counts, prob, interval, weights, counted, notes, by_country, by_exposure)
+
+
+def never_in_force(atlas: Atlas) -> set[str]:
+    """Ids of the events suspended before they entered into force (an end on or before the start month)."""
+    ev = atlas.tables.get("events")
+    if ev is None:
+        return set()
+    out = set()
+    for r in ev.to_dict("records"):
+        start, end = str(r.get("start") or ""), str(r.get("end") or "")
+        if len(start) >= 7 and len(end) >= 7 and end[:7] <= start[:7]:
+            out.add(str(r["event_id"]))
+    return out
 
 
 def export_controls(atlas: Atlas) -> set[str]:
