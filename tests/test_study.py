@@ -376,9 +376,13 @@ def test_the_financing_answer_opens_with_the_decision_after_the_stocks(study_run
                                      "reason_net_of_stocks": {"PA": "would avoid $1 M a year against $5 M needed"},
                                      "expected_avoided_usd_net_of_stocks": 1.5e6}
     fin = build_summary(p)["sentences"]["financing"]
-    assert fin.startswith("Fund Beta refinery in any case; Alpha mine is a conditional decision: with the stocks in place it "
+    assert fin.startswith("Fund Beta refinery in any case ($20 M of face amount, $4 M expected cost to governments); Alpha mine is a "
+                          "conditional decision: with the stocks in place it "
                           "would avoid $1 M a year against $5 M needed. Beyond the recommended stocks the programme avoids $2 M a year")
     assert "$10 M a year of expected loss avoided before the stocks" in fin
+    # review 22: the financing table says which of a row's projects are conditional on the stocks
+    table = {r["agency"]: r["conditional_on_stocks"] for r in build_summary(p)["tables"]["financing"]}
+    assert table == {"US_EXIM": "Alpha mine", "JP_JBIC": ""}
     # 8 of 10 is Alpha, viable at every price case (gaps <= 0); Beta has a gap at the low case and is not named
     assert "$8 M a year of it is Alpha mine, which the finance model finds viable without support" in fin
     assert "offer pending" not in fin

@@ -136,7 +136,11 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                                                        budget_cost_usd=("budget_cost_usd", "sum"),
                                                        # USD add up across materials; tonnes of different materials do not
                                                        avoided_usd_per_year=("expected_avoided_usd", "sum"))
-        fin_rows = [{"country": k[0], "agency": k[1], **{c: (int(v) if c == "projects" else float(v)) for c, v in r.items()}}
+        cond = set((pf.get("selection_net_of_stocks") or {}).get("only_without_stocks") or [])
+        names = dict(zip(sel["project_id"], sel["name"].fillna("") if "name" in sel else sel["project_id"], strict=True))
+        fin_rows = [{"country": k[0], "agency": k[1], **{c: (int(v) if c == "projects" else float(v)) for c, v in r.items()},
+                     # review 22: which of the row's projects the programme decided after the stocks does not keep
+                     "conditional_on_stocks": "; ".join(sorted(names[x] or x for x in set(sel.loc[(sel["participant"] == k[0]) & (sel["agency"] == k[1]), "project_id"]) & cond))}
                     for k, r in g.iterrows()]
     basis = pf.get("budget_basis", {})
     by_basis = {"cost": 0.0, "amount": 0.0}
@@ -159,7 +163,9 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         # shortfalls the stocks cover; the answer now opens with the decision taken after the stocks
         keep, dropped = net.get("both", []), net.get("only_without_stocks", [])
         why = net.get("reason_net_of_stocks") or {}
-        lead = ((f"Fund {', '.join(pname.get(x, x) for x in keep)} in any case" if keep else "No project is worth funding once the stocks are held")
+        kept = sel[sel["project_id"].isin(keep)]
+        lead = ((f"Fund {', '.join(pname.get(x, x) for x in keep)} in any case ({usd(float(kept['amount_usd'].sum()))} of face amount, "
+                 f"{usd(float(kept['budget_cost_usd'].sum()))} expected cost to governments)" if keep else "No project is worth funding once the stocks are held")
                 + "".join(f"; {pname.get(x, x)} is a conditional decision: with the stocks in place it " + (why.get(x) or "is not chosen")
                           for x in dropped)
                 + f". Beyond the recommended stocks the programme avoids {usd(float(net.get('expected_avoided_usd_net_of_stocks') or 0.0))} "

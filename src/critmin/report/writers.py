@@ -92,7 +92,7 @@ SUMMARY_TABLES = (
     ("financing", "Recommended financing by country and agency",
      [("country", "Country", "text"), ("agency", "Agency", "text"), ("projects", "Projects", "int"),
       ("face_amount_usd", "Face amount, USD", "usd"), ("budget_cost_usd", "Budget cost, USD", "usd"),
-      ("avoided_usd_per_year", "Expected loss avoided, USD/yr", "usd")]),
+      ("avoided_usd_per_year", "Expected loss avoided, USD/yr", "usd"), ("conditional_on_stocks", "Conditional (not kept once the stocks are held)", "text")]),
     ("stocks", "Stocks by participant (capped by the study's policy)",
      [("participant", "Participant", "text"), ("node", "Material (node)", "text"), ("bought_as", "Held as (the form its price is for)", "text"),
       ("stock_t", "Stock, t", "t"), ("stock_usd", "Cost, USD", "usd"),
