@@ -255,6 +255,15 @@ def test_stocks_and_projects_do_not_claim_the_same_loss_twice(study_run: tuple[P
         fin = plan["summary"]["sentences"]["financing"]
         # review 21: the sentence opens with the decision taken after the stocks
         assert fin.startswith(("Fund ", "No project is worth funding")) and "Beyond the recommended stocks the programme avoids" in fin
+    # review 22: each stock that falls once the projects produce names them, and a conditional one is marked
+    text = plan["summary"]["sentences"]["stocks"]
+    cond = set(net["only_without_stocks"])
+    for r in rows:
+        if r["optimal_stock_t"] > 0 and r["stock_after_projects_t"] < r["optimal_stock_t"] - 0.5:
+            names = [x["name"] for x in pf["selected"] if x["node"] == r["node"]]
+            part = text.split(f"{r['participant']} {r['node']} ", 1)[1].split(";")[0]
+            assert all(n in part for n in names), part
+            assert ("conditional, completion" in part) == any(x["project_id"] in cond for x in pf["selected"] if x["node"] == r["node"]), part
 
 
 def test_the_stock_table_lists_the_stocks_held(study_run: tuple[Path, dict]):

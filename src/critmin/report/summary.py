@@ -295,10 +295,21 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
              and r.get("stock_after_projects_t") is not None and pd.notna(r.get("stock_after_projects_t"))
              and float(r["stock_after_projects_t"]) < float(r["optimal_stock_t"]) - 0.5]
     if after:
+        # review 22: the fall rested on a project the answer calls conditional (Stibnite) and on a permitting-only pick
+        # at 0.40 completion (White Mesa Phase 2); each fall names its projects, and a conditional one says so
+        cond = set((pf.get("selection_net_of_stocks") or {}).get("only_without_stocks") or [])
+
+        def _on(node: str) -> str:
+            ps = [x for x in pf.get("selected") or [] if x["node"] == node or node in (x.get("co_product_output_once_producing_t_per_year") or {})]
+            return ", ".join(f"{x.get('name') or x['project_id']} ({'conditional, ' if x['project_id'] in cond else ''}completion "
+                             f"{float(x.get('completion_probability') or 0.0):.2f})" for x in ps)
         s_stock += (" Once the recommended projects produce, the stocks at their nodes can fall ("
                     + "; ".join(f"{r['participant']} {r['node']} {float(r['optimal_stock_t']):,.0f} t to {float(r['stock_after_projects_t']):,.0f} t"
+                                + (f" on {_on(r['node'])}" if _on(r["node"]) else "")
                                 for r in sorted(after, key=lambda r: float(r["stock_after_projects_t"]) - float(r["optimal_stock_t"])))
-                    + ").")
+                    + "): a stock is drawn down as that output arrives, not on its expectation"
+                    + (", and one resting on a conditional project stays if that project is not funded" if any(
+                        x["project_id"] in cond for x in pf.get("selected") or []) else "") + ".")
     pools = [r for r in (st.to_dict("records") if len(st) else []) if str(r["participant"]).startswith("POOL(")
              and float(r.get("optimal_stock_t") or 0.0) > 0 and "pool_recommended" in r]
     if pools:
