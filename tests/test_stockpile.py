@@ -232,8 +232,27 @@ def test_pooling_never_costs_more_under_the_days_cap(simulator):
     cost = rec["metadata"]["pool_agreement_cost_usd_per_year"]
     assert cost == 250_000
     for r in pools:
-        assert r["pool_recommended"] == (r["optimal_stock_t"] > 0 and r["pooling_saving_usd"] >= cost), r["node"]
+        # review 22: net of the agreement and clear of twice the saving's sampling error
+        assert r["pool_recommended"] == (r["optimal_stock_t"] > 0 and r["pooling_saving_usd"] - cost > 2 * r["pooling_saving_se_usd"]), r["node"]
+        assert r["pooling_saving_net_usd"] == pytest.approx(r["pooling_saving_usd"] - cost)
         assert r["pool_verdict"].startswith("pool: " if r["pool_recommended"] else ("hold separately: " if r["optimal_stock_t"] > 0 else "no stock"))
+
+
+def test_a_pool_must_save_its_agreement_beyond_the_sampling_noise_by_hand():
+    """Review 22: a pool saving US$259 k against an assumed US$250 k agreement was recommended. Hand numbers: savings
+    0, 1,000, 2,000, 3,000 in four equally likely draws: mean 1,500, standard error sqrt(5,000,000 / 16) = 559.02;
+    worth it against A = 300 (1,200 > 1,118.03), not against A = 400 (1,100)."""
+    from critmin.stockpile.sizing import cost_by_draw, expected_cost, pool_worth
+
+    x, w = np.array([0.0, 1000.0, 2000.0, 3000.0]), np.full(4, 0.25)
+    ok, mean, se = pool_worth(x, w, 300.0)
+    assert ok and mean == pytest.approx(1500.0) and se == pytest.approx(559.0170, rel=1e-6)
+    assert not pool_worth(x, w, 400.0)[0]
+    assert pool_worth(x, w * 7.0, 300.0)[1:] == pytest.approx((1500.0, 559.0170), rel=1e-6)  # weights are normalised
+    # the cost by draw averages to the expected cost (with and without the refill premium)
+    d, pi = np.array([0.0, 5.0, 20.0, 40.0]), np.array([0.0, 3.0, 9.0, 50.0])
+    for refill in (None, pi):
+        assert w @ cost_by_draw(10.0, d, 2.0, 30.0, refill) == pytest.approx(expected_cost(10.0, d, w, 2.0, 30.0, refill))
 
 
 def test_reports_show_a_pool_only_where_it_is_recommended():

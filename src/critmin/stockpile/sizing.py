@@ -29,6 +29,26 @@ def expected_cost(stock: float | np.ndarray, shortfall: np.ndarray, weights: np.
     return out if np.ndim(stock) else out[0]
 
 
+def cost_by_draw(stock: float, shortfall: np.ndarray, holding: float, shortage: float, refill: np.ndarray | None = None) -> np.ndarray:
+    """The cost of one stock in each draw s: ``h S + c max(D_s - S, 0) + min(π_s, c) min(D_s, S)`` (USD); its weighted
+    mean is :func:`expected_cost`."""
+    out = holding * stock + shortage * np.maximum(shortfall - stock, 0.0)
+    if refill is not None:
+        out = out + np.minimum(shortfall, stock) * np.minimum(refill, shortage)
+    return np.asarray(out, dtype=float)
+
+
+def pool_worth(saving_by_draw: np.ndarray, weights: np.ndarray, agreement_cost: float) -> tuple[bool, float, float]:
+    """Whether a pool is worth its agreement (docs/stockpile.md §4): with ``x_s`` the members' separate cost minus the
+    pool's in draw s and weights ``w_s`` summing to 1, the saving ``x̄ = Σ w_s x_s`` and its Monte Carlo standard error
+    ``se = sqrt(Σ w_s² (x_s − x̄)²)``; the pool is worth it when ``x̄ − A > 2 se`` (A the agreement cost a year: the
+    net saving is positive beyond sampling noise). Returns (worth, x̄, se)."""
+    w = weights / weights.sum()
+    mean = float(w @ saving_by_draw)
+    se = float(np.sqrt(np.sum(w**2 * (saving_by_draw - mean) ** 2)))
+    return bool(mean - agreement_cost > 2.0 * se), mean, se
+
+
 def weighted_quantile(x: np.ndarray, w: np.ndarray, q: float) -> float:
     """Smallest value v with ``Σ_{x_s <= v} w_s >= q`` (the left-continuous inverse of the empirical CDF)."""
     order = np.argsort(x, kind="stable")
