@@ -439,7 +439,8 @@ def test_deliveries_name_existing_trade_and_offtakes_waiting_for_their_plant(stu
              "shortfall_t": 100.0},
             {"buyer_id": "B4", "name": "Short user", "node": "ndpr/refine", "country_iso3": "USA", "demand_t": 50.0, "delivered_t": 0.0,
              "shortfall_t": 50.0}],
-        "projects": [{"project_id": "P1", "capacity_t": 10.0}, {"project_id": "P2", "capacity_t": 5.0}, {"project_id": "P9", "capacity_t": 0.0}],
+        "projects": [{"project_id": "P1", "capacity_t": 10.0}, {"project_id": "P2", "capacity_t": 5.0}, {"project_id": "P9", "capacity_t": 0.0,
+                      "ramp_basis": "reported output 0 t a year (period to 2025-12) held flat"}],
         "buyers_not_planned": [],
     }
     buyers = pd.DataFrame([
@@ -459,5 +460,5 @@ def test_deliveries_name_existing_trade_and_offtakes_waiting_for_their_plant(stu
     assert "JPN ndpr/refine 100% from plants already producing (existing trade)" in u
     rows = {r["buyer"]: r["why"] for r in s["tables"]["unmet_needs"]}
     assert rows == {"Short user": "short: the allied plants producing in the window do not cover it",
-                    "Waiting offtaker": "offtake bound to P9, which produces nothing in the window"}
+                    "Waiting offtaker": "offtake bound to P9, which produces nothing in the window (P9 is built but reports no output)"}
     assert [r["tonnes_from_new_supply"] for r in sorted(s["tables"]["deliveries"], key=lambda r: r["node"])] == [5.0, 0.0]

@@ -389,12 +389,16 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     # review 21: the unmet needs were led by offtakes bound to plants not yet built (SK On's 5,000 t from Westwater's
     # Kellyton, Caremag's heavy oxides for Japan); such a buyer is waiting for its plant, which no other supply fills
     supplying = {str(x["project_id"]) for x in dl.get("projects", []) if float(x.get("capacity_t") or 0.0) > 0}
+    # review 22: Vidalia is built (its offtaker Tesla disputes qualification); "produces nothing" is not "not built"
+    idle_built = {str(x["project_id"]) for x in dl.get("projects", []) if float(x.get("capacity_t") or 0.0) <= 0
+                  and str(x.get("ramp_basis") or "").startswith("reported output 0 t")}
     contract = {str(b["buyer_id"]): contract_of(b) for b in (buyers.to_dict("records") if buyers is not None and len(buyers) else [])}
     waiting = {str(r["buyer_id"]) for r in short if contract.get(str(r["buyer_id"])) and not contract[str(r["buyer_id"])] & supplying}
     unmet_rows = [{"buyer": r["name"], "node": r["node"], "need_t": float(r["demand_t"]), "delivered_t": float(r["delivered_t"]),
                    "short_t": float(r["shortfall_t"]),
                    "why": ("offtake bound to " + ", ".join(sorted(contract[str(r["buyer_id"])]))
                            + (", which produce" if len(contract[str(r["buyer_id"])]) > 1 else ", which produces") + " nothing in the window"
+                           + "".join(f" ({pid} is built but reports no output)" for pid in sorted(contract[str(r["buyer_id"])] & idle_built))
                            if str(r["buyer_id"]) in waiting else "short: the allied plants producing in the window do not cover it")}
                   for r in sorted(short, key=lambda x: (str(x["buyer_id"]) in waiting, -float(x["shortfall_t"])))]
     open_short = [r for r in unmet_rows if not r["why"].startswith("offtake bound")]
