@@ -423,6 +423,8 @@ def test_a_published_unit_cost_and_life_replace_the_defaults(simulator) -> None:
     reg = bundled_register(simulator.atlas)
     projects = reg.projects.copy()
     row = projects["project_id"] == "P066"
+    # from the defaults: Mactung's 2009 study cost and life are in the register since review 22
+    projects.loc[row, ["unit_cost_usd_per_t", "life_years"]] = np.nan
     sample = sample_from_simulator(simulator, draws=20, seed=2)
     base = build_problem(projects, simulator.atlas, sample, simulator.nodes, as_of="2026-12", support=reg.support)
     f0 = next(r for r in base.finance if r["project_id"] == "P066")
