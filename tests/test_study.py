@@ -462,3 +462,24 @@ def test_deliveries_name_existing_trade_and_offtakes_waiting_for_their_plant(stu
     assert rows == {"Short user": "short: the allied plants producing in the window do not cover it",
                     "Waiting offtaker": "offtake bound to P9, which produces nothing in the window (P9 is built but reports no output)"}
     assert [r["tonnes_from_new_supply"] for r in sorted(s["tables"]["deliveries"], key=lambda r: r["node"])] == [5.0, 0.0]
+
+
+def test_the_answer_says_where_a_pool_is_worth_its_agreement(study_run: tuple[Path, dict]):
+    """Review 21/22: pool rows restated their members' stocks for almost no gain, and a 'recommended' pool saved
+    US$259 k against a US$250 k agreement. The answer quotes a recommended pool's saving net of the agreement and says
+    why the others are not."""
+    import copy
+
+    from critmin.report.summary import build_summary
+
+    _, plan = study_run
+    p = copy.deepcopy(plan)
+    p["stockpiles"]["metadata"]["pool_agreement_cost_usd_per_year"] = 250_000.0
+    p["stockpiles"]["stockpiles"] = [r for r in p["stockpiles"]["stockpiles"] if not r["participant"].startswith("POOL(")] + [
+        {"participant": "POOL(USA+JPN)", "node": "a/mine", "optimal_stock_t": 10.0, "optimal_stock_usd": 1e6, "pooling_saving_usd": 400_000.0,
+         "pooling_saving_net_usd": 150_000.0, "pool_recommended": True},
+        {"participant": "POOL(USA+JPN)", "node": "b/mine", "optimal_stock_t": 10.0, "optimal_stock_usd": 1e6, "pooling_saving_usd": 259_000.0,
+         "pooling_saving_net_usd": 9_000.0, "pool_recommended": False}]
+    text = build_summary(p)["sentences"]["stocks"]
+    assert "is worth an agreement at a/mine (saves $150 k a year net of it); at 1 more node the saving is less than the $250 k" in text
+    assert "not clear of twice its sampling error (at most $259 k before that cost)" in text

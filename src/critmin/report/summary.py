@@ -186,8 +186,8 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                 + (f"; the ranking's consumer loss over all materials is {usd(ranked_loss)} a year" if ranked_loss > total_loss else "")
                 + ")" if total_loss > 0 else "")
              + f"; {avail}."
-             + (f" {usd(viable_usd)} a year of it is {', '.join(sorted({str(x.get('name') or x['project_id']) for x in viable}))}, which "
-                "the finance model finds viable without support at every price case: it is additional only if the government "
+             + (f" {usd(viable_usd)} a year of it is {' and '.join(sorted({str(x.get('name') or x['project_id']) for x in viable}))}, which "
+                "the finance model finds viable without support at every price case: support is additional only if the government "
                 "instrument is what closes the financing (another lender's offer in hand would make it not additional)."
                 + "".join(f" {x.get('name') or x['project_id']} has such an offer pending: "
                           + pend[0].removeprefix(PENDING_NOTE).split(":")[0].strip() + "."
@@ -319,10 +319,13 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         no = [r for r in pools if r["pool_recommended"] is not True]
         cost = usd(float(md.get("pool_agreement_cost_usd_per_year") or 0.0))
         s_stock += (" A joint stock of the participants instead of their own lines "
-                    + ("is worth an agreement at " + "; ".join(f"{r['node']} (saves {usd(float(r['pooling_saving_usd']))} a year)" for r in yes)
+                    + ("is worth an agreement at " + "; ".join(f"{r['node']} (saves {usd(float(r['pooling_saving_net_usd']))} a year net of it)"
+                                                                for r in yes)
                        if yes else "is worth an agreement at no node")
-                    + (f"; at {len(no)} more it would save less than the {cost} a year an agreement is assumed to cost (at most "
-                       f"{usd(max(float(r['pooling_saving_usd']) for r in no))}), so the members hold their own lines" if no else "")
+                    + (f"; at {len(no)} {'more ' if yes else ''}node{'s' if len(no) > 1 else ''} the saving is less than the {cost} a year an "
+                       f"agreement is assumed to cost, or not clear of twice its sampling error (at most {usd(max(float(r['pooling_saving_usd']) for r in no))} "
+                       "before that cost): the members hold their own lines; their shortfalls come from the same disruptions, so "
+                       "sharing saves little" if no else "")
                     + ".")
     if few:
         s_stock += (f" A further {len(few)} stocks ({usd(sum(few))}, not in the totals above) rest on fewer than {FEW_DRAWS} simulated "
