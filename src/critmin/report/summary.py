@@ -300,7 +300,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         cond = set((pf.get("selection_net_of_stocks") or {}).get("only_without_stocks") or [])
 
         def _on(node: str) -> str:
-            ps = [x for x in pf.get("selected") or [] if x["node"] == node or node in (x.get("co_product_output_once_producing_t_per_year") or {})]
+            ps = [x for x in pf.get("selected") or [] if x.get("node") == node or node in (x.get("co_product_output_once_producing_t_per_year") or {})]
             return ", ".join(f"{x.get('name') or x['project_id']} ({'conditional, ' if x['project_id'] in cond else ''}completion "
                              f"{float(x.get('completion_probability') or 0.0):.2f})" for x in ps)
         s_stock += (" Once the recommended projects produce, the stocks at their nodes can fall ("
