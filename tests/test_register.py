@@ -97,7 +97,7 @@ def test_bundled_register_loads(reg: Register) -> None:
     for col, word in (("unit_cost_usd_per_t", "Unit cost: "), ("life_years", "Life: ")):
         have = reg.projects[reg.projects[col].notna()]
         assert len(have) and have["note"].str.contains(word, regex=False).all(), col
-    assert reg.projects["unit_cost_usd_per_t"].notna().sum() == 7 and reg.projects["life_years"].notna().sum() == 3
+    assert reg.projects["unit_cost_usd_per_t"].notna().sum() == 9 and reg.projects["life_years"].notna().sum() == 6
     assert (reg.projects["feoc"] == "").all()
     # every filled capacity is explained by a published capacity
     filled = reg.projects[reg.projects["capacity_t"].notna()]
@@ -510,3 +510,18 @@ def test_malformed_coproducts_are_named_with_file_row_and_field(regdir: Path, at
     _edit(regdir / "projects.csv", 1, coproducts="unobtainium:3")
     with pytest.raises(RegisterError, match="unknown commodity 'unobtainium' in coproducts"):
         read_register(regdir, atlas=atlas)
+
+
+def test_a_project_is_counted_on_its_node_basis_with_its_study_costs(reg: Register, atlas) -> None:
+    """Review 22: Syerston's 60 t of Sc2O3 were converted to 39.1 t of scandium (from when scandium had no node),
+    against a node counted and priced per t of Sc2O3; Mactung's and Syerston's study costs sat in the raw unit-cost
+    file, unused. US$534 per kg Sc2O3 = US$534,000 per t; C$104 per MTU WO3 / 7.9296 kg W per MTU x 0.70 USD/CAD."""
+    prices = atlas.tables["node_prices"]
+    sc = prices[(prices["commodity_id"] == "scandium") & prices["use"]]
+    assert sc["quantity_basis"].iloc[0] == "t Sc2O3"
+    p = reg.project("P069")
+    assert p["capacity_t"] == 60 and not p["capacity_conversion"]
+    assert p["unit_cost_usd_per_t"] == 534_000 and p["life_years"] == 32
+    m = reg.project("P066")
+    assert m["unit_cost_usd_per_t"] == pytest.approx(104 / (10 * 183.84 / 231.84) * 1000 * 0.70, abs=1.0)
+    assert m["life_years"] == 11.2
