@@ -440,7 +440,7 @@ def test_deliveries_name_existing_trade_and_offtakes_waiting_for_their_plant(stu
             {"buyer_id": "B4", "name": "Short user", "node": "ndpr/refine", "country_iso3": "USA", "demand_t": 50.0, "delivered_t": 0.0,
              "shortfall_t": 50.0}],
         "projects": [{"project_id": "P1", "capacity_t": 10.0}, {"project_id": "P2", "capacity_t": 5.0}, {"project_id": "P9", "capacity_t": 0.0,
-                      "ramp_basis": "reported output 0 t a year (period to 2025-12) held flat"}],
+                      "supply": "existing", "ramp_basis": "reported output 0 t a year (period to 2025-12) held flat"}],
         "buyers_not_planned": [],
     }
     buyers = pd.DataFrame([

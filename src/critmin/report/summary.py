@@ -130,13 +130,14 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
 
     pf = plan["portfolio"]
     sel = pd.DataFrame(pf["selected"])
+    # the projects the programme decided after the stocks does not keep (conditional on the stocks)
+    cond = set((pf.get("selection_net_of_stocks") or {}).get("only_without_stocks") or [])
     fin_rows: list[dict[str, Any]] = []
     if len(sel):
         g = sel.groupby(["participant", "agency"]).agg(projects=("project_id", "count"), face_amount_usd=("amount_usd", "sum"),
                                                        budget_cost_usd=("budget_cost_usd", "sum"),
                                                        # USD add up across materials; tonnes of different materials do not
                                                        avoided_usd_per_year=("expected_avoided_usd", "sum"))
-        cond = set((pf.get("selection_net_of_stocks") or {}).get("only_without_stocks") or [])
         names = dict(zip(sel["project_id"], sel["name"].fillna("") if "name" in sel else sel["project_id"], strict=True))
         fin_rows = [{"country": k[0], "agency": k[1], **{c: (int(v) if c == "projects" else float(v)) for c, v in r.items()},
                      # review 22: which of the row's projects the programme decided after the stocks does not keep
@@ -297,7 +298,6 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     if after:
         # review 22: the fall rested on a project the answer calls conditional (Stibnite) and on a permitting-only pick
         # at 0.40 completion (White Mesa Phase 2); each fall names its projects, and a conditional one says so
-        cond = set((pf.get("selection_net_of_stocks") or {}).get("only_without_stocks") or [])
 
         def _on(node: str) -> str:
             ps = [x for x in pf.get("selected") or [] if x.get("node") == node or node in (x.get("co_product_output_once_producing_t_per_year") or {})]
@@ -394,18 +394,19 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     supplying = {str(x["project_id"]) for x in dl.get("projects", []) if float(x.get("capacity_t") or 0.0) > 0}
     # review 22: Vidalia is built (its offtaker Tesla disputes qualification); "produces nothing" is not "not built"
     idle_built = {str(x["project_id"]) for x in dl.get("projects", []) if float(x.get("capacity_t") or 0.0) <= 0
-                  and str(x.get("ramp_basis") or "").startswith("reported output 0 t")}
+                  and x.get("supply") == "existing"}
     contract = {str(b["buyer_id"]): contract_of(b) for b in (buyers.to_dict("records") if buyers is not None and len(buyers) else [])}
     waiting = {str(r["buyer_id"]) for r in short if contract.get(str(r["buyer_id"])) and not contract[str(r["buyer_id"])] & supplying}
+    short = sorted(short, key=lambda x: (str(x["buyer_id"]) in waiting, -float(x["shortfall_t"])))
     unmet_rows = [{"buyer": r["name"], "node": r["node"], "need_t": float(r["demand_t"]), "delivered_t": float(r["delivered_t"]),
                    "short_t": float(r["shortfall_t"]),
                    "why": ("offtake bound to " + ", ".join(sorted(contract[str(r["buyer_id"])]))
                            + (", which produce" if len(contract[str(r["buyer_id"])]) > 1 else ", which produces") + " nothing in the window"
                            + "".join(f" ({pid} is built but reports no output)" for pid in sorted(contract[str(r["buyer_id"])] & idle_built))
                            if str(r["buyer_id"]) in waiting else "short: the allied plants producing in the window do not cover it")}
-                  for r in sorted(short, key=lambda x: (str(x["buyer_id"]) in waiting, -float(x["shortfall_t"])))]
-    open_short = [r for r in unmet_rows if not r["why"].startswith("offtake bound")]
-    waits = [r for r in unmet_rows if r["why"].startswith("offtake bound")]
+                  for r in short]
+    open_short = [u for r, u in zip(short, unmet_rows, strict=True) if str(r["buyer_id"]) not in waiting]
+    waits = [u for r, u in zip(short, unmet_rows, strict=True) if str(r["buyer_id"]) in waiting]
     agg = [r for r in dl["buyers"] if kind.get(r["buyer_id"]) == "aggregate" and float(r.get("demand_t") or 0) > 0]
     # an aggregate filled by an element node (NdPr for rare earths) without an element split of its own: the share
     # says how much of the aggregate's tonnage that element supplied (the U.S. rare-earth users are mostly
