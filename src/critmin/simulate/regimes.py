@@ -11,7 +11,8 @@ Transition rates are fitted from the atlas tables ``events`` (the regimes and th
 
 - exposure ``E`` = regime-years: from each export control's start to its end or ``HISTORY_END``, summed over
   the controls (sanctions and import measures excluded; a control without a start date is not counted);
-- per kind ``k`` (tightening, ban_to_participant, relaxation): ``n_k`` transitions; the annual rate
+- per kind ``k`` (tightening, ban_to_participant, relaxation): ``n_k`` transitions (a transition to a measure
+  suspended before it entered into force is not counted: it is a suspended scenario of its own); the annual rate
   ``λ_k = n_k / E`` and probability ``P_k = 1 - exp(-λ_k)`` per regime and year; an exact 90 % Poisson
   interval (Garwood) on ``λ_k`` is reported;
 - per restricting country ``i`` (the supplier whose exports a regime controls), the rate is shrunk toward the
