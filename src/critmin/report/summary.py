@@ -270,7 +270,8 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                + (f"; published plans, requests or contract ceilings, which are not stock, would cover the targets for {', '.join(covered)} if bought"
                   if covered else "")
                + "); the U.S. National Defense Stockpile stopped publishing holdings by material in 2023 and JOGMEC's are "
-               "confidential (its target is 60 days of consumption), so the other stocks are targets, not purchases net of holdings."
+               "confidential (its target is 60 days of consumption, up to 180 days for minerals at high risk: stockpile_parameters.csv), "
+               "so the other stocks are targets, not purchases net of holdings."
                + (f" {_nodes(md.get('not_stocked_proxy_demand', []), 'listed ')} not stocked because the participant's consumption there "
                   "is a proxy, not a published figure." if md.get("not_stocked_proxy_demand") else "")
                + (f" {_nodes(md['not_stocked_same_consumption'])} not stocked because the same consumption figure is "
