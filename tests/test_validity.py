@@ -135,6 +135,20 @@ def test_fallback_export_share_is_flagged(simulator):
         assert "restrictor_export_share parameter (an assumption)" in flags
 
 
+def test_a_net_importer_of_a_form_is_no_exporter_of_it(simulator):
+    """Review 23: a generated Chinese ban on copper concentrate ran on the fallback export share, although China
+    imports 2.4 Mt of concentrate a month and mines 1.8 Mt of copper a year. Like iron ore, its share is a sourced 0,
+    and the ban withholds nothing."""
+    from critmin.simulate.run import run
+
+    for commodity in ("copper", "iron_steel"):
+        share = simulator.nodes.get(commodity, "mine").export_share["CHN"]
+        assert share[0] == 0.0 and share[2] <= 0.01 and "statement" in share[3], (commodity, share)
+    ban = next(s for s in simulator.library() if s.id == "gen.CHN.copper.mine.WORLD.24m")
+    out = run(simulator, [ban], draws=8, seed=0).scenarios.iloc[0]
+    assert "restrictor_export_share parameter (an assumption)" not in out["flags"]
+
+
 # ------------------------------------------------------------------ controls in force are risk -------------------
 
 
