@@ -483,3 +483,20 @@ def test_the_answer_says_where_a_pool_is_worth_its_agreement(study_run: tuple[Pa
     text = build_summary(p)["sentences"]["stocks"]
     assert "is worth an agreement at a/mine (saves $150 k a year net of it); at 1 more node the saving is less than the $250 k" in text
     assert "not clear of twice its sampling error (at most $259 k before that cost)" in text
+
+
+def test_each_stock_is_compared_with_jogmecs_60_day_rule(study_run: tuple[Path, dict]):
+    """Review 23: the optimum is flat and a ministry asks how far its own rule is from it. Each firm stock carries the
+    60-day rule's extra expected cost (C_rule - C_opt, from the row's own rules) and the rule's stock in USD; the
+    sentence adds them up."""
+    _, plan = study_run
+    s = plan["summary"]
+    rows = {(r["participant"], r["node"]): r for r in plan["stockpiles"]["stockpiles"]}
+    firm = [x for x in s["tables"]["stocks"] if x["basis"] == "firm"]
+    assert firm
+    for x in firm:
+        r = rows[(x["participant"], x["node"])]
+        assert x["extra_cost_of_60_days_usd_per_year"] == pytest.approx(r["rules"]["60_days"]["expected_cost_usd"] - r["expected_cost_with_stock_usd"])
+        assert x["extra_cost_of_60_days_usd_per_year"] >= -1e-6 * max(1.0, r["expected_cost_with_stock_usd"])  # the optimum minimises C
+        assert x["stock_usd_at_60_days"] == pytest.approx(r["rules"]["60_days"]["stock_t"] * r["optimal_stock_usd"] / r["optimal_stock_t"])
+    assert f"Holding the same {len(firm)} lines at 60 days of consumption instead" in s["sentences"]["stocks"]

@@ -61,6 +61,18 @@ def _viable_without_support(pf: dict[str, Any]) -> list[dict[str, Any]]:
             and all(float(v) <= 0 for v in fin[str(x["project_id"])].get("viability_gap_usd", {"x": 1}).values())]
 
 
+def _against_60_days(row: dict[str, Any]) -> dict[str, float]:
+    """A stock row against JOGMEC's base rule, 60 days of consumption (its ``rules["60_days"]``): the rule's extra
+    expected cost a year over the optimum (``C_rule − C_opt``, not negative: the optimum minimises C on the same
+    draws) and the rule's stock in USD at the row's purchase price. Empty where the row has no such rule or no stock."""
+    r = (row.get("rules") or {}).get("60_days")
+    if not r or not float(row.get("optimal_stock_t") or 0.0) > 0:
+        return {}
+    price = float(row["optimal_stock_usd"]) / float(row["optimal_stock_t"])
+    return {"extra_cost_of_60_days_usd_per_year": float(r["expected_cost_usd"]) - float(row["expected_cost_with_stock_usd"]),
+            "stock_usd_at_60_days": float(r["stock_t"]) * price}
+
+
 def _portfolio_assumptions(pf: dict[str, Any]) -> list[str]:
     """Sentences naming the share of the portfolio's expected loss avoided that rests on an assumption rather than on
     the project's data (review 14): money for projects the finance model finds viable in every price case (their
@@ -240,6 +252,8 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                                if r.get("days_of_net_imports") is not None and np.isfinite(r["days_of_net_imports"]) else None,
                                "expected_saving_usd_per_year": float(r["saving_usd"]),
                                "purchase_price_ratio": float(r.get("purchase_price_ratio") or 1.0),
+                               # review 23: how the line compares with JOGMEC's base rule (60 days of consumption)
+                               **_against_60_days(r),
                                "current_holding": (f"{float(r['current_holding_t']):,.0f} t" if pd.notna(r.get("current_holding_t")) else "not published")
                                + (f"; ordered {float(r['ordered_t']):,.0f} t" if pd.notna(r.get("ordered_t")) else "")
                                + (f"; plan or request {float(r['planned_acquisition_t']):,.0f} t (not stock)" if pd.notna(r.get("planned_acquisition_t")) else "")})
@@ -334,6 +348,20 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     # review 18b: a stock on a control in force is drawn in most simulated years and counted full again the next
     # year; the buy-back is charged its premium while the control holds (docs/stockpile.md §2), and where the saving
     # a year still exceeds the stock's cost, the reader is told what that rests on
+    ruled = [x for x in firm if x.get("extra_cost_of_60_days_usd_per_year") is not None]
+    if ruled:
+        # review 23: the optimum is flat; a ministry asks how far its own rule is from it
+        extra = sum(float(x["extra_cost_of_60_days_usd_per_year"]) for x in ruled)
+        usd60 = sum(float(x["stock_usd_at_60_days"]) for x in ruled)
+        worst = max(ruled, key=lambda x: float(x["extra_cost_of_60_days_usd_per_year"]))
+        saving = sum(float(x.get("expected_saving_usd_per_year") or 0.0) for x in ruled)
+        s_stock += (f" Holding the same {len(ruled)} lines at 60 days of consumption instead (JOGMEC's base rule, each capped as "
+                    f"above) would cost {usd(extra)} a year more in expected cost, for {usd(usd60)} of stock instead of "
+                    f"{usd(sum(float(x['stock_usd']) for x in ruled))}"
+                    + (f"; most at {worst['participant']} {worst['node']} ({usd(float(worst['extra_cost_of_60_days_usd_per_year']))} a year)"
+                       if float(worst["extra_cost_of_60_days_usd_per_year"]) > 0 else "")
+                    + (f": the rule keeps {1.0 - extra / saving:.0%} of the optimum's saving of {usd(saving)} a year (the optimum is flat)"
+                       if saving > 0 else "") + ".")
     quick = [x for x in firm if float(x.get("expected_saving_usd_per_year") or 0.0) > float(x.get("stock_usd") or 0.0) > 0]
     if quick:
         top_q = max(quick, key=lambda x: float(x["expected_saving_usd_per_year"]) / float(x["stock_usd"]))

@@ -97,6 +97,7 @@ SUMMARY_TABLES = (
      [("participant", "Participant", "text"), ("node", "Material (node)", "text"), ("bought_as", "Held as (the form its price is for)", "text"),
       ("stock_t", "Stock, t", "t"), ("stock_usd", "Cost, USD", "usd"),
       ("days_of_consumption", "Days of consumption", "days"), ("days_of_net_imports", "Days of net imports", "days"),
+      ("extra_cost_of_60_days_usd_per_year", "60-day rule costs more, USD/yr", "usd"),
       ("current_holding", "Held today; acquisition plan (sourced)", "text"), ("basis", "Basis", "text")]),
     ("deliveries", "Deliveries in the window by receiving country",
      [("receiving_country", "Receiving country", "text"), ("node", "Material (node)", "text"), ("tonnes", "Tonnes", "t"),
