@@ -568,6 +568,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             by_draw = (np.sum([cost_by_draw(sep_t[j], per_member[j], hold, c, refills[j]) for j in per_member], axis=0)
                        - cost_by_draw(ps, total, hold, c, refill_pool))
             worth, _, saving_se = pool_worth(by_draw, w, sp.pool_cost)
+            recommended = bool(ps > 0 and worth)
             z = sum(sep_cost.values())
             share = {j: (v / z if z > 0 else 1.0 / len(sep_cost)) for j, v in sep_cost.items()}
             pl = replace(pl, separate_stock_t=sep_t, separate_cost_usd=sep_cost, pooled_stock_t=ps, pooled_cost_usd=pc,
@@ -580,8 +581,8 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 # review 21: a pool row restates its members' stocks; it is a recommendation only where sharing saves more
                 # than an agreement costs (docs/stockpile.md §4), otherwise the members hold their own lines
                 "pooling_saving_se_usd": saving_se, "pooling_saving_net_usd": pl.saving_usd - sp.pool_cost,
-                "pool_recommended": bool(pl.pooled_stock_t > 0 and worth),
-                "pool_verdict": (("pool: " if pl.pooled_stock_t > 0 and worth else "hold separately: ")
+                "pool_recommended": recommended,
+                "pool_verdict": (("pool: " if recommended else "hold separately: ")
                                  + f"sharing saves US${pl.saving_usd:,.0f} a year (standard error US${saving_se:,.0f}) against an "
                                  f"agreement cost of US${sp.pool_cost:,.0f} (pool_agreement_cost_usd_per_year, an assumption): "
                                  f"net US${pl.saving_usd - sp.pool_cost:,.0f}, " + ("more" if worth else "not more") + " than twice its "
