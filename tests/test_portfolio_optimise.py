@@ -201,3 +201,28 @@ def test_co_products_supply_their_own_nodes():
     sel = p.options.iloc[[0]]
     assert added_avoided(p, sel, 1, 5.0) == pytest.approx(50.0)
     assert added_avoided(p, p.options.iloc[0:0], 0, 6.0, [(1, 4.0)]) == pytest.approx(800.0)
+
+
+def test_the_bloc_gets_its_share_of_a_projects_tonnes_and_the_whole_price_effect_by_hand():
+    """docs/portfolio.md §5, "The bloc's share of a project's tonnes": avoided = (v - v^P) min(short, m g z)
+    + v^P min(short, g z). Node 0 (v = 100, v^P = 40, m = 0.25) short 10, 0, 20 t in three draws of 12 months; p1
+    adds 20 t: draw 1 60 x 5 + 40 x 10 = 700, draw 3 60 x 5 + 40 x 20 = 1,100, mean 600. p2 (node 1, m = 1: no
+    share, v = 50, v^P ignored) adds 5 t of its 5 t shortfall: 250 a draw. Budget 100 takes one: p1 (600 > 250).
+    Without the share p1 would avoid (10 + 0 + 20) x 100 / 3 = 1,000."""
+    o = opts([
+        ("p1", "loan", "A", "A:loan", "USA", 0, "AUS", "x", 20.0, 60.0, 60.0, 12, 0.0),
+        ("p2", "loan", "A", "A:loan", "USA", 1, "CAN", "y", 5.0, 60.0, 60.0, 12, 0.0),
+    ])
+    short = np.array([[10.0, 0.0, 20.0], [5.0, 5.0, 5.0]])
+    base = dict(options=o, shortfall=short, months=np.full((2, 3), 12.0), value_per_t=np.array([100.0, 50.0]),
+                weights=np.full(3, 1 / 3), budgets={"A:loan": 100.0}, node_names=["a", "b"])
+    p = PortfolioProblem(**base, supply_share=np.array([0.25, 1.0]), price_value_per_t=np.array([40.0, 30.0]))
+    assert p.avoided_value(np.array([20.0, 0.0]))[0] == pytest.approx([700.0, 0.0, 1100.0])
+    s = solve(p, gap=0.0)
+    assert list(s.selected["project_id"]) == ["p1"]
+    assert s.expected_avoided_usd == pytest.approx(600.0)
+    assert greedy(p).expected_avoided_usd == pytest.approx(600.0)
+    assert solve(PortfolioProblem(**base), gap=0.0).expected_avoided_usd == pytest.approx(1000.0)
+    # the CVaR family reads the same split: with λ > 0 the solution and its avoided loss are unchanged
+    assert solve(PortfolioProblem(**base, supply_share=np.array([0.25, 1.0]), price_value_per_t=np.array([40.0, 30.0]),
+                                  cvar_weight=0.5), gap=0.0).expected_avoided_usd == pytest.approx(600.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -135,12 +136,14 @@ def test_release_rule_runs_in_the_simulator(simulator):
     from critmin.simulate import Response, StockpileRelease, run
     from critmin.stockpile.plan import plan_stockpiles
 
-    rec = plan_stockpiles(simulator, "JPN", draws=60, seed=1)
+    # the mechanism on an ore stock: Japan's refinery taken as buying its ore on the market (no captive feed)
+    sim = dataclasses.replace(simulator, captive_feed={})
+    rec = plan_stockpiles(sim, "JPN", draws=60, seed=1)
     row = next(r for r in rec["stockpiles"] if r["node"] == "cobalt/mine" and r["participant"] == "JPN")
     assert row["optimal_stock_t"] > 0
     base = next(s for s in simulator.library() if s.id == "ev.E018.cobalt.mine")
     stocked = base.model_copy(update={"id": "stocked", "response": Response(stockpile=StockpileRelease(**row["release_rule"]))})
-    res = run(simulator, [base, stocked], draws=30, seed=2).scenarios
+    res = run(sim, [base, stocked], draws=30, seed=2).scenarios
     jpn = res[res["perspective"] == "JPN"].set_index("scenario")
     assert jpn.loc["stocked", "shortfall_t"] < jpn.loc["ev.E018.cobalt.mine", "shortfall_t"]
     assert jpn.loc["stocked", "stock_drawn_t"] > 0
@@ -319,7 +322,11 @@ def test_ore_is_stocked_only_where_a_plant_can_use_it(simulator, bloc_plan):
     assert "no JPN output at the next stage (lithium/refine" in unusable_ore_reason(simulator, node("lithium/mine"), "JPN")
     # the U.S. has no cobalt refinery (IEA's listed refiners cover 90.6 %; no U.S. refinery line in the USGS table)
     assert "cobalt/refine" in unusable_ore_reason(simulator, node("cobalt/mine"), "USA")
-    assert unusable_ore_reason(simulator, node("cobalt/mine"), "JPN") is None
+    # review 23: Japan refines cobalt, but its refinery runs mainly on captive Philippine mixed sulphide
+    # (captive_feed.csv): it does not buy the DRC's hydroxide, and its need is met in refined form
+    why = unusable_ore_reason(simulator, node("cobalt/mine"), "JPN")
+    assert why and "captive feed" in why and "PHL" in why
+    assert unusable_ore_reason(dataclasses.replace(simulator, captive_feed={}), node("cobalt/mine"), "JPN") is None
     assert unusable_ore_reason(simulator, node("titanium/mine"), "USA") is None
     assert unusable_ore_reason(simulator, node("lithium/refine"), "JPN") is None
     # Japan's cobalt ore: no more than its refinery takes in the 180 days (2.3 % of world refined output x Q0 x
@@ -465,9 +472,11 @@ def test_an_ore_shortfall_no_plant_takes_is_met_by_the_refined_stock(simulator, 
     # the ore node keeps each participant's rows; its bloc rows lose what was carried (review 17: no pooled double count)
     assert np.array_equal(out["cobalt/mine"][:2], nd["cobalt/mine"][:2])
     assert np.array_equal(out["cobalt/mine"][3:5], nd["cobalt/mine"][3:5])
-    assert np.allclose(out["cobalt/mine"][5], np.maximum(nd["cobalt/mine"][5] - a * mine[3 + k], 0.0))
-    # Japan refines cobalt: its ore shortfall is stocked as ore (capped by its refinery's intake), not carried
-    assert not any(x["participant"] == "JPN" and x["from"] == "cobalt/mine" for x in carried)
+    # (both participants' ore shortfalls are carried: the USA has no refinery, Japan's runs on captive feed)
+    assert np.allclose(out["cobalt/mine"][5], np.maximum(np.maximum(nd["cobalt/mine"][5] - a * mine[3], 0.0) - a * mine[4], 0.0))
+    # Japan refines cobalt on captive feed (review 23): its ore shortfall is carried to the refined form too
+    assert any(x["participant"] == "JPN" and x["from"] == "cobalt/mine" and x["node"] == "cobalt/refine" for x in carried)
+    assert not any(r["participant"] == "JPN" and r["node"] == "cobalt/mine" and r["optimal_stock_t"] > 0 for r in bloc_plan["stockpiles"])
     row = next(r for r in bloc_plan["stockpiles"] if r["participant"] == "USA" and r["node"] == "cobalt/refine")
     assert row["probability_of_shortfall"] >= (mine[3 + k] > 0).mean() - 1e-9
     reported = bloc_plan["metadata"]["ore_shortfall_met_downstream"]
@@ -585,9 +594,9 @@ def test_an_ore_stock_is_capped_on_the_ore_the_participant_imports(simulator, bl
     assert ore.nir["JPN"] < 0.5 and ore.shares.get("JPN", 0.0) == 0.0
     assert stage_reliance(ore, "JPN") == 1.0
     assert stage_reliance(refined, "JPN") == pytest.approx(refined.nir["JPN"])
-    row = next(r for r in bloc_plan["stockpiles"] if r["participant"] == "JPN" and r["node"] == "cobalt/mine")
-    assert row["net_import_reliance"] == 1.0
-    assert not any("net imports (31%" in f for f in row["flags"])
+    # (Japan's cobalt ore need is now met in refined form, review 23: its refined row keeps the commodity figure)
+    row = next(r for r in bloc_plan["stockpiles"] if r["participant"] == "JPN" and r["node"] == "cobalt/refine")
+    assert row["net_import_reliance"] == pytest.approx(refined.nir["JPN"])
 
 
 def test_a_remainder_basket_is_not_stocked_against_a_control_on_some_of_its_elements(simulator, bloc_plan):
@@ -607,17 +616,32 @@ def test_a_remainder_basket_is_not_stocked_against_a_control_on_some_of_its_elem
 
 
 def test_a_stock_after_the_projects_is_sized_on_what_they_leave_by_hand():
-    """docs/stockpile.md §2, "After the projects": projects adding z t/yr relieve the bloc's shortfall over the draw's
-    months, shared in proportion: D'_k = D_k max(1 - f z / Σ_j D_j, 0). Draw 1: USA 30, JPN 10, 12 months, z = 20:
-    relief 0.5, USA 15; draw 2: 6 months, relief 0.25, USA 22.5; draw 3: no shortfall."""
+    """docs/stockpile.md §2, "After the projects": projects adding z t/yr relieve participant k's shortfall by its
+    share m_k of them over the draw's months: D'_k = max(D_k - f m_k z, 0). z = 20, m_USA = 0.25: draw 1 (12 months)
+    30 - 5 = 25; draw 2 (6 months) 30 - 2.5 = 27.5; draw 3 no shortfall. Japan (m = 0.5) 10 - 10 = 0 and 10 - 5 = 5."""
     from critmin.simulate.run import NODE_ROWS
     from critmin.stockpile.plan import shortfall_after_projects
 
     nd = np.zeros((NODE_ROWS, 3))
     nd[3], nd[4], nd[6] = [30.0, 30.0, 0.0], [10.0, 10.0, 0.0], [12.0, 6.0, 0.0]
-    assert shortfall_after_projects(nd, 0, 20.0) == pytest.approx([15.0, 22.5, 0.0])
-    assert shortfall_after_projects(nd, 1, 20.0) == pytest.approx([5.0, 7.5, 0.0])
-    assert shortfall_after_projects(nd, 0, 1000.0) == pytest.approx([0.0, 0.0, 0.0])
+    assert shortfall_after_projects(nd, 0, 20.0, 0.25) == pytest.approx([25.0, 27.5, 0.0])
+    assert shortfall_after_projects(nd, 1, 20.0, 0.5) == pytest.approx([0.0, 5.0, 0.0])
+    assert shortfall_after_projects(nd, 0, 1000.0, 0.25) == pytest.approx([0.0, 0.0, 0.0])
+
+
+def test_a_new_tonne_reaches_the_participants_by_their_share_of_the_rationed_market_by_hand():
+    """Review 23: m = Σ d_i / (1 - s_r (1 - e_r)). A node where China makes 60 % and exports 25 % of it, the USA uses
+    20 % and Japan 10 % of world output: the rationed market is 1 - 0.6 x 0.75 = 0.55, so the bloc gets 0.30 / 0.55
+    and the USA 0.20 / 0.55 of a tonne added outside China; without a trade figure the fallback share is used."""
+    from critmin.simulate.nodes import Node, share_of_added_supply
+
+    n = Node("x", "refine", "g", {"CHN": 0.6, "USA": 0.1, "AUS": 0.3}, "", 100.0, "", 1.0, "", {"USA": 0.2, "JPN": 0.1}, {}, {}, {},
+             export_share={"CHN": (0.25, 0.2, 0.3, "test")})
+    assert share_of_added_supply(n, ("USA", "JPN"), 0.5)[0] == pytest.approx(0.30 / 0.55)
+    assert share_of_added_supply(n, ("USA",), 0.5)[0] == pytest.approx(0.20 / 0.55)
+    n.export_share = {}
+    m, basis = share_of_added_supply(n, ("USA", "JPN"), 0.5)
+    assert m == pytest.approx(0.30 / 0.7) and "assumption" in basis
 
 
 def test_a_dearer_ore_is_passed_on_to_the_refined_stock_by_hand(simulator, bloc_plan):
@@ -638,3 +662,89 @@ def test_a_dearer_ore_is_passed_on_to_the_refined_stock_by_hand(simulator, bloc_
     assert with_pass_through(simulator, {}) == {}
     rows = [r for r in bloc_plan["stockpiles"] if r["node"] == "cobalt/refine" and r["participant"] in ("USA", "JPN")]
     assert rows and all(r["purchase_price_ratio"] > 1.0 and "passed on" in r["purchase_price_basis"] for r in rows)
+
+
+def test_a_captive_feed_file_is_checked_and_cited():
+    """Review 23: captive_feed.csv says which participant's plant runs mainly on its own feed; every row carries a
+    source and a share within its range, and a bad row is refused with its line and field."""
+    from critmin.simulate.run import read_table
+
+    t = read_table("captive_feed.csv")
+    assert len(t) and (t["source"].str.len() > 0).all() and (t["url"].str.len() > 0).all()
+    assert ((t["low"] <= t["share_of_intake"]) & (t["share_of_intake"] <= t["high"]) & (t["high"] <= 1)).all()
+
+
+def test_a_bad_captive_feed_row_names_its_line(tmp_path):
+    from critmin.errors import CritminError
+    from critmin.simulate.run import read_table
+
+    head = "participant,commodity_id,stage,plant,feed_country,feed_form,share_of_intake,low,high,source\n"
+    f = tmp_path / "captive_feed.csv"
+    f.write_text(head + "JPN,cobalt,mine,p,PHL,MS,0.6,0.5,1,x\nJPN,cobalt,mine,p,PHL,MS,0.6,0.5,1.2,x\n", encoding="utf-8")
+    with pytest.raises(CritminError, match="line 3, field 'high'"):
+        read_table("captive_feed.csv", f)
+    f.write_text(head + "CHN,cobalt,mine,p,PHL,MS,0.6,0.5,1,x\n", encoding="utf-8")
+    with pytest.raises(CritminError, match="line 2, field 'participant'"):
+        read_table("captive_feed.csv", f)
+
+
+def test_a_stock_is_bought_at_the_latest_observed_benchmark_with_the_simulated_price_as_low_case(simulator, bloc_plan):
+    """Review 23: antimony and tungsten stocks were bought at the simulated price under China's controls (x1.54,
+    x1.75) while USGS MCS 2026 gives Rotterdam antimony at $20.30/lb in November 2025 (x2.14 the 2024 price) and
+    tungsten concentrate at $551/mtu at the end of 2025 (x2.20). Such rows are bought at p_obs / P0 times P0, and keep
+    the line sized and bought at the simulated price beside it."""
+    from critmin.stockpile.plan import observed_purchase_ratios, read_purchase_prices
+
+    t = read_purchase_prices()
+    ratios = observed_purchase_ratios(simulator, t)
+    sb = simulator.nodes.get("antimony", "mine")
+    assert ratios["antimony/mine"][0] == pytest.approx(20.30 * 2204.62 / sb.p0_usd_per_t, rel=1e-4)
+    assert ratios["tungsten/mine"][0] == pytest.approx(551 / 0.00793 / simulator.nodes.get("tungsten", "mine").p0_usd_per_t, rel=1e-4)
+    rows = [r for r in bloc_plan["stockpiles"] if r["node"] in ratios and r["participant"] in ("USA", "JPN") and r["optimal_stock_t"] > 0]
+    assert rows
+    for r in rows:
+        p0 = simulator.nodes.get(*r["node"].split("/")).p0_usd_per_t
+        assert r["purchase_price_ratio"] == pytest.approx(ratios[r["node"]][0])
+        assert r["optimal_stock_usd"] == pytest.approx(r["optimal_stock_t"] * p0 * ratios[r["node"]][0])
+        assert r["purchase_price_basis"].startswith("latest observed benchmark")
+        assert r["purchase_price_ratio_simulated"] < r["purchase_price_ratio"]
+        # a dearer tonne is held no more than a cheaper one
+        assert r["optimal_stock_t_at_simulated_price"] >= r["optimal_stock_t"] - 1e-6
+        assert r["optimal_stock_usd_at_simulated_price"] == pytest.approx(r["optimal_stock_t_at_simulated_price"] * p0 * r["purchase_price_ratio_simulated"])
+
+
+def test_a_bad_purchase_price_row_names_its_line(tmp_path):
+    from critmin.errors import CritminError
+    from critmin.stockpile.plan import read_purchase_prices
+
+    head = "commodity_id,stage,form,market,as_of,usd_per_t,low_usd_per_t,high_usd_per_t,source,url\n"
+    f = tmp_path / "p.csv"
+    f.write_text(head + "antimony,mine,m,R,2025-11,100,90,110,s,u\nantimony,mine,m,R,2025-11,100,120,130,s,u\n", encoding="utf-8")
+    with pytest.raises(CritminError, match="line 3, field 'usd_per_t'"):
+        read_purchase_prices(f)
+    f.write_text(head + "antimony,mine,m,R,2025-11,abc,90,110,s,u\n", encoding="utf-8")
+    with pytest.raises(CritminError, match="line 2, field 'usd_per_t'"):
+        read_purchase_prices(f)
+    f.write_text(head + "antimony,mine,m,R,2025-11,100,90,110,,u\n", encoding="utf-8")
+    with pytest.raises(CritminError, match="line 2, field 'source'"):
+        read_purchase_prices(f)
+
+
+def test_reliance_and_net_exports_are_stage_matched(simulator, bloc_plan):
+    """Review 23: Japan and the USA were "net exporters of titanium ore" (Japan on its titanium-sponge reliance, 0;
+    the USA on its sponge consumption, 40,000 t, against 1.1 % of world concentrate output), and the U.S. antimony
+    stock was capped on a reliance of 1 although USGS gives 85 % (secondary antimony counted). At an ore node whose
+    commodity has a later stage the ore rule holds; a single-stage node keeps the commodity figure; the U.S. titanium
+    concentrate demand is USGS's apparent consumption (700,000 t TiO2)."""
+    from critmin.stockpile.plan import net_exporter_at, stage_reliance
+
+    ti = simulator.nodes.get("titanium", "mine")
+    assert ti.demand_basis["USA"].startswith("USA consumption 700,000 t")
+    assert not net_exporter_at(ti, "JPN", simulator) and not net_exporter_at(ti, "USA", simulator)
+    assert stage_reliance(ti, "JPN", simulator) == 1.0
+    sb = simulator.nodes.get("antimony", "mine")
+    assert stage_reliance(sb, "USA", simulator) == pytest.approx(0.85) and stage_reliance(sb, "USA") == 1.0
+    listed = {(x["participant"], x["node"]) for x in bloc_plan["metadata"]["not_stocked_net_exporter"]}
+    assert not listed & {("JPN", "titanium/mine"), ("USA", "titanium/mine")}
+    row = next(r for r in bloc_plan["stockpiles"] if r["participant"] == "USA" and r["node"] == "antimony/mine")
+    assert row["net_import_reliance"] == pytest.approx(0.85)

@@ -218,7 +218,9 @@ def test_stock_costs_say_they_are_at_baseline_prices_and_name_the_observed_rises
     p["stockpiles"]["stockpiles"] = [r for r in p["stockpiles"]["stockpiles"] if r["participant"] in ("USA", "JPN")][:1]
     r = p["stockpiles"]["stockpiles"][0]
     r.update(node="antimony/mine", commodity="antimony", stage="mine", optimal_stock_t=1000.0, optimal_stock_usd=2e7, shortfall_draws=100,
-             purchase_price_ratio=1.54)
+             purchase_price_ratio=1.54, purchase_price_basis="simulated mean price under the control in force (x)")
+    for k in ("optimal_stock_t_at_simulated_price", "optimal_stock_usd_at_simulated_price", "purchase_price_ratio_simulated"):
+        r.pop(k, None)
     obs = next(o for o in p["validation"]["observations"] if o["case_id"] == "E014.antimony" and o["segment"] == "targeted")
     text = build_summary(p)["sentences"]["stocks"]
     # review 19b: bought at the simulated price under the control in force; the observed quotes rose further
@@ -228,6 +230,47 @@ def test_stock_costs_say_they_are_at_baseline_prices_and_name_the_observed_rises
     # a stock bought at a price above the observed rise names no further rise
     r["purchase_price_ratio"] = obs["observed_ratio"] + 0.5
     assert "(E014.antimony)" not in build_summary(p)["sentences"]["stocks"]
+
+
+def test_stocks_bought_at_an_observed_benchmark_state_the_simulated_low_case(study_run: tuple[Path, dict]):
+    """Review 23: the answer names the nodes bought at an observed benchmark with both ratios, and the firm total at
+    the simulated price beside today's (summed by hand from the rows)."""
+    from critmin._text import usd
+
+    _, plan = study_run
+    text = plan["summary"]["sentences"]["stocks"]
+    rows = plan["summary"]["tables"]["stocks"]
+    firm = [x for x in rows if x.get("basis") == "firm"]
+    low = [x for x in firm if "stock_usd_at_simulated_price" in x]
+    assert low and all(x["purchase_price_basis"].startswith("latest observed benchmark") for x in low)
+    tot = sum(x["stock_usd"] for x in firm)
+    alt = tot - sum(x["stock_usd"] for x in low) + sum(x["stock_usd_at_simulated_price"] for x in low)
+    assert f"the firm stocks {usd(alt)} instead of {usd(tot)}" in text
+    for x in low:
+        assert f"{x['node']} x{x['purchase_price_ratio']:.2f} against x{x['purchase_price_ratio_simulated']:.2f} simulated" in text
+
+
+def test_the_stockpile_fund_pays_for_the_us_stocks_first(study_run: tuple[Path, dict]):
+    """Review 23: DLA's US$2 B showed as an unspent project budget while the recommended U.S. stocks named no funding
+    line. The U.S. firm stocks (to buy, net of holdings and orders) are charged to US_DLA_SM:offtake first; the
+    remainder is what the projects may use; Japan's stocks say that the study holds no stockpile budget."""
+    from critmin.study.core import recommended_stocks
+
+    _, plan = study_run
+    pf = plan["portfolio"]
+    f = {x["participant"]: x for x in pf["stock_funding"]}
+    firm = recommended_stocks(plan["stockpiles"])
+    want = 0.0
+    for r in plan["stockpiles"]["stockpiles"]:
+        if r["participant"] == "USA" and "USA" in firm.get(r["node"], {}):
+            buy = r["to_buy_t"] if r.get("to_buy_t") is not None else r["optimal_stock_t"]
+            want += buy * r["optimal_stock_usd"] / r["optimal_stock_t"]
+    usa = f["USA"]
+    assert usa["budget"] == "US_DLA_SM:offtake" and usa["stocks_to_buy_usd"] == pytest.approx(want)
+    assert usa["left_for_projects_usd"] == pytest.approx(usa["budget_usd"] - want)
+    assert pf["spent"].get("US_DLA_SM:offtake", 0.0) <= usa["left_for_projects_usd"] + 1.0
+    assert "buys the recommended USA stocks" in pf["unspent"].get("US_DLA_SM:offtake", "buys the recommended USA stocks")
+    assert f["JPN"]["budget"] is None and "no funding line" in plan["summary"]["sentences"]["stocks"]
 
 
 def test_stocks_and_projects_do_not_claim_the_same_loss_twice(study_run: tuple[Path, dict]):
@@ -294,6 +337,24 @@ def test_the_answer_names_listed_minerals_it_cannot_rank(study_run: tuple[Path, 
     assert "Not ranked on their own" in text and "samarium" in text and "lutetium" in text
     # every ranked material in the answer's table names its chokepoint, inside the assessment's top list or not
     assert all(r["chokepoint"] for r in plan["summary"]["tables"]["priorities"])
+
+
+def test_the_answer_states_the_loss_net_of_the_blocs_producers(study_run: tuple[Path, dict]):
+    """Review 23: the bloc's headline was the consumer loss alone; the answer now gives the total net of the bloc's
+    producers' gains (summed by hand from the ranking rows) and names the top materials where that gain offsets at
+    least a quarter of the consumer loss."""
+    from critmin._text import usd
+
+    _, plan = study_run
+    text = plan["summary"]["sentences"]["priorities"]
+    rows = [r for r in plan["scenarios"] if r["expected_loss_usd"] is not None and r["net_loss_usd"] is not None]
+    net = sum(float(r["net_loss_usd"]) for r in rows)
+    gross = sum(max(float(r["expected_loss_usd"]), 0.0) for r in rows)
+    assert f"the bloc's expected loss is {usd(net)} a year instead of {usd(gross)}" in text
+    assert net < gross
+    for r in plan["scenarios"][:10]:
+        if r["producer_gain_usd"] is not None and float(r["producer_gain_usd"]) >= 0.25 * float(r["expected_loss_usd"]):
+            assert f"{r['name']}: {usd(float(r['expected_loss_usd']))} consumer loss" in text
 
 
 def test_the_summary_names_the_lines_too_small_to_pay_their_fixed_cost(study_run: tuple[Path, dict]):

@@ -294,6 +294,12 @@ class Sample:
     #: (the buy-back premium of a released tonne); None without stocks
     stocked: np.ndarray | None = None
     stocked_value: np.ndarray | None = None
+    #: (nodes,) the share of a tonne added at the node that reaches the counted members (None: all of it)
+    supply_share: np.ndarray | None = None
+    #: (nodes,) USD/t: the part of ``value_per_t`` (and of ``value_per_t_io``) that is the price effect, which a tonne
+    #: brings whichever buyer of the segment receives it (None: no such part)
+    price_value_per_t: np.ndarray | None = None
+    price_value_per_t_io: np.ndarray | None = None
 
 
 def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective: str = "BLOC", threads: int = 2, client: Any = None,
@@ -323,6 +329,7 @@ def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective
     stocked_pi: dict[str, np.ndarray] = {}  # what sparing a covered tonne saves (USD/t): its buy-back premium
     proxy: dict[str, list[str]] = {}
     unusable: dict[str, list[str]] = {}
+    shares: dict[str, tuple[float, str]] = {}
     for k, nd in res.node_draws.items():
         node = sim.nodes.nodes[sim.nodes.index[k]] if k in sim.nodes.index else None
         keep = list(members)
@@ -337,6 +344,9 @@ def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective
                     keep.remove(i)
                     if nd[3 + i].sum() > 0:
                         (proxy if why == "proxy" else unusable).setdefault(k, []).append(PERSPECTIVES[i])
+        # a tonne added outside the restrictor is rationed among every buyer there: the counted members get their
+        # demand's share of it (review 23)
+        shares[k] = sim.share_of_added_supply(k, [PERSPECTIVES[i] for i in keep]) if node is not None and keep else (0.0, "no counted member")
         held = (stocks_t or {}).get(k, {})
         zero = np.zeros(nd.shape[1])
         net_short[k] = sum((np.maximum(nd[3 + i] - float(held.get(PERSPECTIVES[i], 0.0)), 0.0) for i in keep), zero)
@@ -346,8 +356,8 @@ def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective
         premium = sum((covered[i] * np.divide(nd[REFILL_ROW + i], nd[3 + i], out=np.zeros_like(zero), where=nd[3 + i] > 0) for i in keep), zero)
         stocked_pi[k] = np.divide(premium, stocked[k], out=np.zeros_like(zero), where=stocked[k] > 0)
         nd = nd.copy()
-        for off in (0, 3, 7, 10):  # loss, shortfall, supply values of the perspective: its members counted here
-            if off in (7, 10) and len(keep) > 1 and keep == members:
+        for off in (0, 3, 7, 10, 16, 19):  # loss, shortfall, supply values (and their price parts): its members counted here
+            if off in (7, 10, 16, 19) and len(keep) > 1 and keep == members:
                 continue  # the bloc's own supply value: a tonne supplied lowers the price both members pay
             nd[off + j] = nd[[off + i for i in keep]].sum(axis=0) if keep else 0.0
         node_draws[k] = nd
@@ -359,12 +369,16 @@ def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective
     # (Simulator.value_per_t_supplied); the price the bloc pays on the tonnes it still buys is not avoidable
     v = np.array([sim.value_per_t_supplied(node_draws, name, j) for name in names])
     v_io = np.array([sim.value_per_t_supplied(node_draws, name, j, "input_output") for name in names])
+    pe = np.array([sim.price_value_per_t_supplied(node_draws, name, j) for name in names])
+    pe_io = np.array([sim.price_value_per_t_supplied(node_draws, name, j, "input_output") for name in names])
     return Sample(names, short, months, v, loss, {**res.metadata, "perspective": perspective.upper(), "sample_draws": draws,
                                                   "sourced_demand_only": sourced_demand_only, "proxy_demand_not_counted": proxy,
                                                   "ore_not_usable": unusable,
+                                                  "share_of_added_supply": {k: {"share": shares[k][0], "basis": shares[k][1]} for k in names},
                                                   "stocks_netted_t": {k: dict(v) for k, v in (stocks_t or {}).items() if k in node_draws}}, v_io,
                   np.array([stocked[k] for k in names]).reshape(len(names), draws) if stocks_t else None,
-                  np.array([stocked_pi[k] for k in names]).reshape(len(names), draws) if stocks_t else None)
+                  np.array([stocked_pi[k] for k in names]).reshape(len(names), draws) if stocks_t else None,
+                  np.array([shares[k][0] for k in names]), pe, pe_io)
 
 
 def _eligible_country(rule: str, country: str, participant: str, atlas: Atlas) -> bool:
@@ -703,7 +717,8 @@ def build_problem(
                                {k: v for k, v in bud_all.items() if k in set(opts["budget_key"]) or k == "none"}, sample.node_names,
                                deadline_months=deadline_months,
                                cost_weight=cost_weight(st["cost_of_public_funds"], gov_rate, horizon),
-                               stocked=sample.stocked, stocked_value=sample.stocked_value)
+                               stocked=sample.stocked, stocked_value=sample.stocked_value, supply_share=sample.supply_share,
+                               price_value_per_t=sample.price_value_per_t)
     return BuiltProblem(problem, reasons, assumptions, bud, basis, sample, opts, finance)
 
 

@@ -3,10 +3,11 @@
 Formulation (docs/portfolio.md). Options o = (project, instrument, agency); scenario draws s with weights
 ``w_s``; nodes n.
 
-    max  Σ_s w_s Σ_n (v_n y_ns + π_ns k_ns)  +  γ Σ_o b_o x_o  -  λ (η + Σ_s w_s u_s / (1 - α))  -  ε Σ_o c_o x_o
+    max  Σ_s w_s Σ_n ((v_n - v^P_n) y_ns + v^P_n y^P_ns + π_ns k_ns)  +  γ Σ_o b_o x_o  -  λ (η + Σ_s w_s u_s / (1 - α))  -  ε Σ_o c_o x_o
     s.t. Σ_{o ∈ p} x_o <= 1                               one option per project            (project)
          z_n = Σ_o S_no x_o                               added supply at node n, t/yr      (supply)
          y_ns + k_ns <= f_ns z_n,  0 <= y_ns <= short_ns,  0 <= k_ns <= K_ns   shortfall avoided, t  (avoided)
+         y^P_ns <= g_ns z_n,  0 <= y^P_ns <= short_ns     tonnes whose price effect counts  (avoided)
          Σ_{o ∈ k} c_o x_o <= B_k                         budget of agency-instrument k     (budget)
          Σ_{o in country c} c_o x_o <= δ_c Σ_k B_k         diversification by country        (country)
          Σ_{o in commodity m} c_o x_o <= δ_m Σ_k B_k       diversification by commodity      (commodity)
@@ -15,8 +16,10 @@ Formulation (docs/portfolio.md). Options o = (project, instrument, agency); scen
          x_o ∈ {0, 1}
 
 ``Δq_o`` = additional expected capacity (t/yr) the option brings at its node, ``S_no`` its supply at node n (``Δq_o``
-at its own node, its co-products' share at theirs: :func:`supply_pairs`), ``f_ns`` = months of disruption at n in
-draw s / 12, ``v_n`` = loss per tonne short at n (USD/t), ``c_o`` = budget cost (USD), ``b_o`` = secondary
+at its own node, its co-products' share at theirs: :func:`supply_pairs`), ``g_ns`` = months of disruption at n in
+draw s / 12, ``f_ns = m_n g_ns`` with ``m_n`` the share of an added tonne that reaches the perspective (``supply_share``),
+``v^P_n`` the part of ``v_n`` that is the price effect (``price_value_per_t``: every tonne the segment receives lowers
+the price the perspective pays; counted apart only where m_n < 1), ``v_n`` = loss per tonne short at n (USD/t), ``c_o`` = budget cost (USD), ``b_o`` = secondary
 bonus (e.g. capacity added outside countries of concern at concentrated stages), ``L_s = Σ_n (v_n short_ns + π_ns K_ns)``.
 With stocks in place (``stocked``), ``short_ns`` is what they leave and ``K_ns`` what they cover; a tonne a project adds
 there saves buying a released tonne back, ``π_ns <= v_n`` (``stocked_value``; docs/portfolio.md §5, "Net of the
@@ -77,6 +80,28 @@ class PortfolioProblem:
     #: (π: buying the released tonne back, at most v); None: no stocks
     stocked: np.ndarray | None = None
     stocked_value: np.ndarray | None = None
+    #: (nodes,) the share of a tonne added at each node that reaches the perspective (its members' demand over the
+    #: market the disruption rations: :meth:`critmin.simulate.run.Simulator.share_of_added_supply`); None: all of it
+    supply_share: np.ndarray | None = None
+    #: (nodes,) USD/t: the part ``v^P_n`` of ``value_per_t`` that is the price effect, which an added tonne brings the
+    #: perspective whichever buyer of the segment receives it; None: 0
+    price_value_per_t: np.ndarray | None = None
+
+    def relief_factor(self, rows: np.ndarray | None = None, shared: bool = True) -> np.ndarray:
+        """``f_ns = m_n months_ns / 12``: the tonnes per (t/yr added) that reach the perspective in a draw
+        (``shared=False``: ``months_ns / 12``, the tonnes that reach the segment)."""
+        idx = np.arange(self.shortfall.shape[0]) if rows is None else np.asarray(rows)
+        m = np.ones(len(idx)) if self.supply_share is None or not shared else np.asarray(self.supply_share, dtype=float)[idx]
+        return self.months[idx] / 12.0 * m[:, None]
+
+    def price_part(self) -> np.ndarray:
+        """``v^P_n`` (nodes,), within [0, v_n]; counted apart only where the perspective gets part of a tonne
+        (``m_n < 1``): elsewhere both parts follow the same tonnes."""
+        n = self.shortfall.shape[0]
+        if self.price_value_per_t is None or self.supply_share is None:
+            return np.zeros(n)
+        pe = np.clip(np.asarray(self.price_value_per_t, dtype=float), 0.0, np.asarray(self.value_per_t, dtype=float))
+        return np.where(np.asarray(self.supply_share, dtype=float) < 1.0, pe, 0.0)
 
     def layers(self) -> tuple[np.ndarray, np.ndarray]:
         """``(K, π)``: zeros without stocks."""
@@ -88,14 +113,22 @@ class PortfolioProblem:
 
     def avoided_value(self, z: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         """USD avoided per (node, draw) with added supply z (t/yr) at the nodes ``rows`` (all by default):
-        ``v_n min(short_ns, f_ns z_n) + π_ns min(K_ns, (f_ns z_n - short_ns)⁺)``: a project's tonnes relieve the
-        shortfall the stocks leave first, then spare the buy-back of the stocks' releases."""
+
+            (v_n - v^P_n) min(short_ns, m_n g_ns z_n) + v^P_n min(short_ns, g_ns z_n) + π_ns min(K_ns, (m_n g_ns z_n - short_ns)⁺)
+
+        with ``g_ns = months_ns / 12``: the perspective's share ``m_n`` of a project's tonnes relieves the shortfall the
+        stocks leave first, then spares the buy-back of the stocks' releases; the price effect ``v^P`` comes with
+        every tonne the segment receives, up to the perspective's shortfall (the tonnes its figure was computed
+        for: the first-order price fall is not extrapolated beyond them)."""
         idx = np.arange(self.shortfall.shape[0]) if rows is None else np.asarray(rows)
         k, pi = self.layers()
-        fz = self.months[idx] / 12.0 * np.asarray(z, dtype=float)[..., None]
+        zz = np.asarray(z, dtype=float)[..., None]
+        fz = self.relief_factor(idx) * zz
         short = self.shortfall[idx]
+        pe = self.price_part()[idx][:, None]
         y = np.minimum(short, fz)
-        return self.value_per_t[idx][:, None] * y + pi[idx] * np.minimum(k[idx], np.maximum(fz - short, 0.0))
+        y_seg = np.minimum(short, self.relief_factor(idx, shared=False) * zz)
+        return (self.value_per_t[idx][:, None] - pe) * y + pe * y_seg + pi[idx] * np.minimum(k[idx], np.maximum(fz - short, 0.0))
 
     def loss_potential(self) -> np.ndarray:
         """``L_ns = v_n short_ns + π_ns K_ns`` (USD): what the options could avoid."""
@@ -261,15 +294,27 @@ class PortfolioModel:
     qk: np.ndarray | None = None  # positions in ``ys`` of the pairs with a stocked part (one q each)
     stocked: np.ndarray | None = None  # K of every pair of ``ys``
     pi: np.ndarray | None = None  # π of every pair of ``ys``
+    r2: Any = None  # share of short_ns that the price effect of the segment's added tonnes covers (one per pair of ``pk``)
+    pk: np.ndarray | None = None  # positions in ``ys`` of the pairs with a price part counted apart
 
     def gain_terms(self) -> tuple[np.ndarray, Any]:
-        """Per pair of ``ys``, the weighted potential of ``r`` (``w v short``) and of ``q`` (``w π K``, at ``qk``)."""
+        """Per pair of ``ys``, the weighted potential of ``r`` (``w (v - v^P) short``) and of ``q`` (``w π K``, at
+        ``qk``)."""
         p = self.problem
-        pot_r = np.array([p.weights[s] * p.value_per_t[n] for n, s in self.ys]) * self.short
+        pe = p.price_part()
+        pot_r = np.array([p.weights[s] * (p.value_per_t[n] - pe[n]) for n, s in self.ys]) * self.short
         if self.q is None or self.qk is None or self.pi is None or self.stocked is None:
             return pot_r, None
         w = np.array([p.weights[self.ys[k][1]] for k in self.qk])
         return pot_r, w * self.pi[self.qk] * self.stocked[self.qk]
+
+    def price_terms(self) -> np.ndarray:
+        """Per pair of ``pk``, the weighted potential of ``r2`` (``w v^P short``)."""
+        p = self.problem
+        if self.pk is None:
+            return np.zeros(0)
+        pe = p.price_part()
+        return np.array([p.weights[self.ys[k][1]] * pe[self.ys[k][0]] for k in self.pk]) * self.short[self.pk]
 
     @classmethod
     def variables(cls, problem: PortfolioProblem, opts: pd.DataFrame, h: Any) -> PortfolioModel:
@@ -285,13 +330,17 @@ class PortfolioModel:
         r = h.addVariables(len(ys), lb=0.0, ub=1.0)
         qk = np.flatnonzero(stocked * pi_k > 0) if problem.stocked is not None else np.zeros(0, dtype=int)
         q = h.addVariables(len(qk), lb=0.0, ub=1.0) if len(qk) else None
+        pe = problem.price_part()
+        pk = np.array([k for k, (n, _) in enumerate(ys) if pe[n] > 0 and short[k] > 0], dtype=int)
+        r2 = h.addVariables(len(pk), lb=0.0, ub=1.0) if len(pk) else None
         eta = u = None
         if problem.cvar_weight > 0:
             eta = h.addVariable(lb=-highspy.kHighsInf, ub=highspy.kHighsInf)
             u = h.addVariables(problem.shortfall.shape[1], lb=0.0)
         pot = np.array([problem.weights[s] * (problem.value_per_t[n] * short[k] + pi_k[k] * stocked[k]) for k, (n, s) in enumerate(ys)])
         return cls(problem, opts, h, x, r, eta, u, ys, short, max(float(pot.sum()) if len(pot) else 0.0, 1e-12),
-                   opts["cost_usd"].to_numpy(dtype=float), node, q, qk if q is not None else None, stocked, pi_k)
+                   opts["cost_usd"].to_numpy(dtype=float), node, q, qk if q is not None else None, stocked, pi_k,
+                   r2, pk if r2 is not None else None)
 
     def objective(self) -> Any:
         """``min -Σ w_s v_n short_ns r_ns / L - γ Σ b_o x_o / L + κ Σ e_o x_o / L + ε c_o x_o / max c
@@ -303,6 +352,8 @@ class PortfolioModel:
         obj = (c_x * self.x).sum() + (-pot / self.scale * self.r).sum()
         if pot_q is not None:
             obj = obj + (-pot_q / self.scale * self.q).sum()
+        if self.r2 is not None:
+            obj = obj + (-self.price_terms() / self.scale * self.r2).sum()
         if self.eta is not None:
             obj = obj + p.cvar_weight * self.eta + (p.cvar_weight * p.weights / (1.0 - p.cvar_alpha) * self.u).sum()
         return obj
@@ -320,19 +371,26 @@ def one_option_per_project(m: PortfolioModel) -> None:
 def avoided_within_added_supply(m: PortfolioModel) -> None:
     """``short_ns r_ns + K_ns q_ns <= f_ns Σ_o S_no x_o``: a draw's shortfall avoided at a node (and, with stocks in
     place, the stocked part spared) is at most what the options add there (their own node's ``Δq_o``, or a
-    co-product's) during its months of disruption (``f_ns = months_ns / 12``), written over ``short_ns + K_ns``."""
+    co-product's) during its months of disruption, the perspective's share of them (``f_ns = m_n months_ns / 12``), written over ``short_ns + K_ns``."""
     p = m.problem
     po, pn, pq = supply_pairs(m.opts)
     supply = {n: (pq[k] * m.x[po[k]]).sum() for n in np.unique(pn) for k in [np.flatnonzero(pn == n)]}  # z_n, built once
     qpos = {int(k): i for i, k in enumerate(m.qk)} if m.qk is not None else {}
     stocked = m.stocked if m.stocked is not None else np.zeros(len(m.ys))
+    factor = p.relief_factor()
     for k, (n, s) in enumerate(m.ys):
         tot = m.short[k] + (stocked[k] if k in qpos else 0.0)
-        f = p.months[n, s] / 12.0 / tot
+        f = factor[n, s] / tot
         lhs = (m.short[k] / tot) * m.r[k]
         if k in qpos:
             lhs = lhs + (stocked[k] / tot) * m.q[qpos[k]]
         m.h.addConstr(lhs - f * supply[n] <= 0.0)
+    # the price part: short_ns r2_ns <= g_ns Σ_o S_no x_o (every tonne the segment receives), written over short_ns
+    if m.r2 is not None and m.pk is not None:
+        seg = p.relief_factor(shared=False)
+        for i, k in enumerate(m.pk):
+            n, s = m.ys[int(k)]
+            m.h.addConstr(m.r2[i] - seg[n, s] / m.short[int(k)] * supply[n] <= 0.0)
 
 
 def budget_limits(m: PortfolioModel) -> None:
@@ -379,7 +437,12 @@ def cvar_of_residual_loss(m: PortfolioModel) -> None:
             q_by_draw.setdefault(int(m.ys[int(k)][1]), []).append(i)
     for draw in range(p.shortfall.shape[1]):
         ks = np.array(by_draw.get(draw, []), dtype=int)
-        avoided = (np.array([p.value_per_t[m.ys[k][0]] * m.short[k] / m.scale for k in ks]) * m.r[ks]).sum() if len(ks) else 0.0
+        pe = p.price_part()
+        avoided = (np.array([(p.value_per_t[m.ys[k][0]] - pe[m.ys[k][0]]) * m.short[k] / m.scale for k in ks]) * m.r[ks]).sum() if len(ks) else 0.0
+        if m.r2 is not None and m.pk is not None:
+            ps = np.flatnonzero(np.isin(m.pk, ks))
+            if len(ps):
+                avoided = avoided + (np.array([pe[m.ys[int(m.pk[i])][0]] * m.short[int(m.pk[i])] / m.scale for i in ps]) * m.r2[ps]).sum()
         qs = np.array(q_by_draw.get(draw, []), dtype=int)
         if len(qs) and m.qk is not None and m.pi is not None and m.stocked is not None:
             kq = m.qk[qs]

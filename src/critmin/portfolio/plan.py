@@ -212,10 +212,21 @@ def _selected_reason(pid: str, chosen: dict[str, str], bp: BuiltProblem, sol: So
     cap, prob = float(r.get("capacity_t", np.nan)), float(r.get("completion_probability", np.nan))
     plant = (f"nameplate {_tonnes(cap)} t/yr, expected to make {_tonnes(cap * prob)} t/yr once producing "
              f"(completion probability {prob:.2f} with the support); " if np.isfinite(cap) and np.isfinite(prob) else "")
+    # review 23: a reason read "$141 M of budget" (a face amount) for one project and "$38 M" (a subsidy cost) for
+    # another; every reason now gives the face amount, the expected cost to governments and the budget's charge, and
+    # the tonnes per million USD on the expected cost
+    face = float(r.get("amount_usd") or 0.0)
+    econ = float(r.get("budget_cost_usd", cost) if pd.notna(r.get("budget_cost_usd", cost)) else cost)
     per = (f"{plant}the support adds {_tonnes(float(r['dq_t']))} t/yr of expected output at {node}, averaged over the planning horizon, "
-           f"for {usd(cost)} of budget")
-    if cost > 0:
-        per += f" ({_tonnes(float(r['dq_t']) / cost * 1e6)} t/yr per million USD)"
+           f"for {usd(face)} of face amount and an expected cost to governments of {usd(max(econ, 0.0))}"
+           + (f" (charged {usd(cost)} to its budget, counted in face amounts)" if abs(cost - max(econ, 0.0)) > 0.5 else ""))
+    if econ > 0:
+        per += f" ({_tonnes(float(r['dq_t']) / econ * 1e6)} t/yr per million USD of expected cost)"
+    share = bp.problem.supply_share
+    if share is not None and float(share[int(r["node"])]) < 1.0:
+        # review 23: the bloc receives its share of the tonnes, with every buyer outside the dominant supplier
+        per += (f"; in a disruption the bloc receives about {float(share[int(r['node'])]):.0%} of those tonnes (its demand "
+                "over the market rationed outside the dominant supplier), and all of them lower the price it pays")
     opts = bp.options_all
     rivals = opts[(opts["node"] == r["node"]) & (~opts["project_id"].isin(list(chosen))) & (opts["dq_t"] > 0)] if len(opts) else opts
     if len(rivals):
@@ -335,7 +346,8 @@ def run_portfolio(
     # input-output convention); a project chosen under both valuations does not rest on how price-driven cuts are valued
     robust: dict[str, Any] = {}
     if sample.value_per_t_io is not None:
-        sol_io = solve(dataclasses.replace(p, value_per_t=sample.value_per_t_io), gap=gap, time_limit=time_limit)
+        sol_io = solve(dataclasses.replace(p, value_per_t=sample.value_per_t_io, price_value_per_t=sample.price_value_per_t_io),
+                       gap=gap, time_limit=time_limit)
         ids = set(sol.selected["project_id"]) if len(sol.selected) else set()
         ids_io = set(sol_io.selected["project_id"]) if len(sol_io.selected) else set()
         robust = {"both": sorted(ids & ids_io), "only_ranked_valuation": sorted(ids - ids_io),

@@ -109,6 +109,28 @@ def _moved_by_valuation(risk: pd.DataFrame, top: int) -> str:
     return "; ".join(moved)
 
 
+def _net_of_producers(risk: pd.DataFrame, top: int) -> str:
+    """The ranking on net loss beside the ranked consumer loss (review 23: Japan's cathode and anode ranked #4 and
+    #5 by consumer loss are net gains to Japan, whose makers export them, and the answer did not say so): the totals,
+    the net top five, and the top materials where the bloc's producers gain a large part of what its buyers lose."""
+    if not len(risk) or "net_loss_usd" not in risk or "producer_gain_usd" not in risk:
+        return ""
+    r = risk.dropna(subset=["expected_loss_usd", "net_loss_usd"])
+    gross, net = float(r["expected_loss_usd"].clip(lower=0.0).sum()), float(r["net_loss_usd"].sum())
+    if not (gross > 0 and float(r["producer_gain_usd"].fillna(0.0).sum()) > 0):
+        return ""
+    top_net = r.sort_values("net_loss_usd", ascending=False).head(5)
+    offset = [x for x in r.head(top).to_dict("records") if float(x["producer_gain_usd"] or 0.0) >= 0.25 * float(x["expected_loss_usd"])]
+    return (f" Net of what the bloc's own producers gain from the same prices, the bloc's expected loss is {usd(net)} a year "
+            f"instead of {usd(gross)}, led by {', '.join(top_net['name'])}"
+            + (" (in the top " + str(top) + " by consumer loss, the producers' gain offsets much of it for "
+               + "; ".join(f"{x['name']}: {usd(float(x['expected_loss_usd']))} consumer loss, "
+                            + (f"{usd(float(x['net_loss_usd']))} net" if float(x["net_loss_usd"]) >= 0 else f"a net gain of {usd(-float(x['net_loss_usd']))}") for x in offset)
+               + ")" if offset else "")
+            + ". The ranking stays on the consumer loss: stocks and projects protect buyers, and a producer's windfall does not "
+            "supply a plant (docs/simulation.md §7); each participant's net figure is in its ranking (net_loss_usd).")
+
+
 def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top: int = 10) -> dict[str, Any]:
     """Sentences and tables of the executive answer (see module docstring)."""
     pm = {r["commodity"]: r for r in plan.get("priority_minerals", [])}
@@ -126,6 +148,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     first = pri_rows[0] if pri_rows else None
     s_pri = (f"The bloc's largest expected supply losses are in {', '.join(r['mineral'] for r in pri_rows[:5])}"
              + (f"; {first['mineral']} alone carries {usd(first['expected_loss_usd_per_year'])} a year of expected consumer loss." if first else "."))
+    s_pri += _net_of_producers(risk, top)
     # review 21: listed minerals that have no ranking row of their own are named, not left out silently
     nr = (plan.get("metadata") or {}).get("not_ranked") or {}
     rows_missing = {j: v for j, v in (nr.get("listed_without_row") or {}).items() if v}
@@ -162,6 +185,11 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     avail = (f"{usd(by_basis['amount'])} of budgets counted in face amounts"
              + (f" and {usd(by_basis['cost'])} of credit-subsidy budgets (charged the cost, not the face)" if by_basis["cost"] else "")
              + " were available")
+    funded = [f for f in pf.get("stock_funding") or [] if f.get("budget") and float(f.get("stocks_to_buy_usd") or 0.0) > 0]
+    if funded:
+        # review 23: the stockpile's own fund pays for the recommended stocks first
+        avail += (", of which " + "; ".join(f"{usd(f['stocks_to_buy_usd'])} of {f['budget']} buys the recommended {f['participant']} stocks"
+                                            for f in funded) + " (the rest is open to projects)")
     free = int((sel["amount_usd"].fillna(0.0) <= 0).sum()) if len(sel) else 0
     # a recommendation, not a commitment (review 8); permitting facilitation has no face amount and is counted apart
     # review 10: the portfolio's loss counts sourced demand in usable forms only; the ranking's total is larger
@@ -252,6 +280,12 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                                if r.get("days_of_net_imports") is not None and np.isfinite(r["days_of_net_imports"]) else None,
                                "expected_saving_usd_per_year": float(r["saving_usd"]),
                                "purchase_price_ratio": float(r.get("purchase_price_ratio") or 1.0),
+                               # review 23: bought at the latest observed benchmark, the simulated price the low case
+                               "purchase_price_basis": str(r.get("purchase_price_basis") or ""),
+                               **({"stock_t_at_simulated_price": float(r["optimal_stock_t_at_simulated_price"]),
+                                   "stock_usd_at_simulated_price": float(r["optimal_stock_usd_at_simulated_price"]),
+                                   "purchase_price_ratio_simulated": float(r["purchase_price_ratio_simulated"])}
+                                  if pd.notna(r.get("optimal_stock_usd_at_simulated_price")) else {}),
                                # review 23: how the line compares with JOGMEC's base rule (60 days of consumption)
                                **_against_60_days(r),
                                "current_holding": (f"{float(r['current_holding_t']):,.0f} t" if pd.notna(r.get("current_holding_t")) else "not published")
@@ -286,6 +320,11 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                + "); the U.S. National Defense Stockpile stopped publishing holdings by material in 2023 and JOGMEC's are "
                "confidential (its target is 60 days of consumption, up to 180 days for minerals at high risk: stockpile_parameters.csv), "
                "so the other stocks are targets, not purchases net of holdings."
+               + "".join(f" {f['participant']}'s stocks ({usd(f['stocks_to_buy_usd'])} to buy) are paid from {f['budget']}, {f['funds']}: "
+                         f"{f['stocks_share_of_budget']:.0%} of its {usd(f['budget_usd'])}, leaving {usd(f['left_for_projects_usd'])} for projects."
+                         if f.get("budget") else
+                         f" {f['participant']}'s stocks ({usd(f['stocks_to_buy_usd'])} to buy) have no funding line: {f['funds']}."
+                         for f in pf.get("stock_funding") or [] if float(f.get("stocks_to_buy_usd") or 0.0) > 0)
                + (f" {_nodes(md.get('not_stocked_proxy_demand', []), 'listed ')} not stocked because the participant's consumption there "
                   "is a proxy, not a published figure." if md.get("not_stocked_proxy_demand") else "")
                + (f" {_nodes(md['not_stocked_same_consumption'])} not stocked because the same consumption figure is "
@@ -322,7 +361,11 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                     + "; ".join(f"{r['participant']} {r['node']} {float(r['optimal_stock_t']):,.0f} t to {float(r['stock_after_projects_t']):,.0f} t"
                                 + (f" on {_on(r['node'])}" if _on(r["node"]) else "")
                                 for r in sorted(after, key=lambda r: float(r["stock_after_projects_t"]) - float(r["optimal_stock_t"])))
-                    + "): a stock is drawn down as that output arrives, not on its expectation"
+                    + "): each participant receives its share of a project's output, not all of it (its demand over the market "
+                    "the disruption rations outside the dominant supplier: "
+                    + "; ".join(f"{r['participant']} {r['node']} {float(r.get('share_of_projects_supply') or 0.0):.0%}"
+                                for r in sorted(after, key=lambda r: (r["node"], r["participant"])) if pd.notna(r.get("share_of_projects_supply")))
+                    + "), and a stock is drawn down as that output arrives, not on its expectation"
                     + (", and one resting on a conditional project stays if that project is not funded" if any(
                         x["project_id"] in cond for x in pf.get("selected") or []) else "") + ".")
     pools = [r for r in (st.to_dict("records") if len(st) else []) if str(r["participant"]).startswith("POOL(")
@@ -376,12 +419,25 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     for x in firm:
         bought_at[x["node"]] = max(bought_at.get(x["node"], 1.0), float(x.get("purchase_price_ratio", 1.0)))
     dearer = _dearer_since_baseline(plan, bought_at)
-    squeezed = sorted({(x["node"], x.get("purchase_price_ratio", 1.0)) for x in firm if x.get("purchase_price_ratio", 1.0) > 1.005},
-                      key=lambda t: -t[1])
+    seen_obs = {x["node"] for x in firm if str(x.get("purchase_price_basis", "")).startswith("latest observed benchmark")}
+    squeezed = sorted({(x["node"], x.get("purchase_price_ratio", 1.0)) for x in firm if x.get("purchase_price_ratio", 1.0) > 1.005
+                       and x["node"] not in seen_obs}, key=lambda t: -t[1])
+    obs = sorted({(x["node"], x.get("purchase_price_ratio", 1.0), x.get("purchase_price_ratio_simulated", 1.0)) for x in firm
+                  if x["node"] in seen_obs}, key=lambda t: -t[1])
+    if obs:
+        # review 23: antimony and tungsten stocks were bought at the simulated price, below the observed benchmarks
+        low = [x for x in firm if "stock_usd_at_simulated_price" in x]
+        now_usd, low_usd = sum(float(x["stock_usd"]) for x in low), sum(float(x["stock_usd_at_simulated_price"]) for x in low)
+        tot = sum(float(x["stock_usd"]) for x in firm)
+        s_stock += (" Where a benchmark price has been observed since the controls, a stock is bought at it ("
+                    + "; ".join(f"{n} x{r:.2f} against x{r_s:.2f} simulated" for n, r, r_s in obs)
+                    + ": purchase_prices.csv, USGS MCS 2026); sized and bought at the simulated price instead, these "
+                    f"{len(low)} lines would cost {usd(low_usd)} instead of {usd(now_usd)}, the firm stocks {usd(tot - now_usd + low_usd)} "
+                    f"instead of {usd(tot)}.")
     if squeezed or dearer:
         # review 9/10: stocks were valued at the baseline price while controlled materials cost several times more;
         # review 19b: they are now bought at the simulated price under the controls in force since the baseline
-        s_stock += (" The costs are at the model's baseline node prices (mostly 2024)"
+        s_stock += (f" The {'other ' if obs else ''}costs are at the model's baseline node prices (mostly 2024)"
                     + (", except where a control in force since then raises today's price: those stocks are bought at the "
                        "simulated mean price under it (" + "; ".join(f"{n} x{r:.2f}" for n, r in squeezed) + ")" if squeezed else "")
                     + (". Quoted spot prices outside China rose further after those controls (" + "; ".join(dearer)

@@ -531,6 +531,12 @@ class ChunkResult:
     supply_value_bloc: np.ndarray  # (S, D) the same for the bloc's tonnes short, whose supply lowers both members' price
     supply_value_io: np.ndarray  # both under the input-output convention (price_cut_output_fraction 1)
     supply_value_io_bloc: np.ndarray
+    #: the part of each supply value that is the price effect (the fall of the targeted price, which every buyer in
+    #: the segment pays whichever of them receives the tonne): (S, P, D) and (S, D), welfare and input-output
+    supply_price: np.ndarray
+    supply_price_bloc: np.ndarray
+    supply_price_io: np.ndarray
+    supply_price_io_bloc: np.ndarray
     producer_gain: np.ndarray
     loss_rel: np.ndarray  # consumer loss in units of the node's annual world value P0*Q0
     at_risk_usd: np.ndarray  # the participant's output that uses the node over the disruption (USD; loss <= it)
@@ -707,6 +713,10 @@ def evaluate_chunk(
     # the same under the input-output convention (every tonne not consumed at the output multiple)
     sv_io = _supply_value(lost_io, 0.0, price_effect, cost, cost)
     sv_io_bloc = _supply_value(lost_io.sum(axis=1), 0.0, pe_bloc, cost_bt, cost_b)
+    # the price-effect part of each: what is left of the supply value above the output and premium it saves
+    pp = _price_part(sv, lost + d_j * surplus)
+    pp_bloc = _price_part(sv_bloc, lost.sum(axis=1) + (d_j * surplus).sum(axis=1))
+    pp_io, pp_io_bloc = _price_part(sv_io, lost_io), _price_part(sv_io_bloc, lost_io.sum(axis=1))
     short_q = d_j * np.where(in_t, short_t[:, None, :], short_u[:, None, :])
     gain = s_j * np.where(b.j_restricts[:, :, None], acc_s["gain_u"][:, None, :], acc_s["gain_t"][:, None, :])
     v = (b.value_usd / 12.0)[:, None, None]
@@ -721,6 +731,10 @@ def evaluate_chunk(
         supply_value_bloc=sv_bloc * v[:, 0, :],
         supply_value_io=sv_io * v,
         supply_value_io_bloc=sv_io_bloc * v[:, 0, :],
+        supply_price=pp * v,
+        supply_price_bloc=pp_bloc * v[:, 0, :],
+        supply_price_io=pp_io * v,
+        supply_price_io_bloc=pp_io_bloc * v[:, 0, :],
         producer_gain=gain * v,
         loss_rel=consumer,
         at_risk_usd=at_risk * 12.0 * v,
@@ -777,6 +791,12 @@ def _supply_value(lost: np.ndarray, extra: np.ndarray | float, price_effect: np.
     lost output, ``extra`` the premium above the triangle, the price effect at most the premium ``paid`` in the
     targeted segment), never more than the consumer loss ``cost + lost`` (docs/simulation.md §7)."""
     return np.minimum(lost + extra + np.minimum(price_effect, np.maximum(paid, 0.0)), np.maximum(cost + lost, lost))
+
+
+def _price_part(supply_value: np.ndarray, saved: np.ndarray) -> np.ndarray:
+    """``SV - min(saved, SV)``: the part of a supply value (:func:`_supply_value`) that is the price effect, ``saved``
+    being the lost output and premium it counts first (0 where the consumer-loss cap leaves no room for it)."""
+    return np.maximum(supply_value - np.minimum(saved, supply_value), 0.0)
 
 
 def _month_loop(

@@ -43,6 +43,9 @@ def unusable_ore_reason(sim: Any, node: Any, participant: str) -> str | None:
     links = ore_links(sim, node)
     if links is None:
         return None
+    feed = captive_feed_reason(sim, node, participant)
+    if feed:
+        return feed
     nxt = [sim.nodes.nodes[v] for v, _, _ in links]
     if any(n.shares.get(participant, 0.0) > 0.0 for n in nxt):
         return None
@@ -54,6 +57,26 @@ def unusable_ore_reason(sim: Any, node: Any, participant: str) -> str | None:
     names = ", ".join(sorted({n.key for n in nxt}))
     return (f"no {participant} output at the next stage ({names}, whose listed producers cover {covered:.0%} of world "
             "output): no plant of its own takes this form")
+
+
+#: A plant whose captive feed is at least this share of its intake (``captive_feed.csv``, central value) "runs mainly"
+#: on it: the participant does not buy this ore on the market the restriction rations.
+CAPTIVE_MAJORITY = 0.5
+
+
+def captive_feed_reason(sim: Any, node: Any, participant: str) -> str | None:
+    """Why the participant's plants do not buy ``node``'s ore on the open market, or None: they run mainly on feed
+    from the participant's own mines in another country (``Simulator.captive_feed``, ``captive_feed.csv``; share of
+    intake at least :data:`CAPTIVE_MAJORITY`), so a restriction of the node's traded ore reaches the participant
+    through the refined form it imports, and its need is counted there. Review 23: Japan's cobalt-ore stock was
+    2,428 t of DRC hydroxide, against a quota on DRC exports, although Sumitomo Metal Mining's Niihama refinery runs
+    on mixed sulphide from its own Philippine HPAL plants."""
+    r = (getattr(sim, "captive_feed", None) or {}).get((participant, node.key))
+    if r is None or not float(r["share_of_intake"]) >= CAPTIVE_MAJORITY:
+        return None
+    return (f"{participant}'s plant at the next stage ({r['plant']}) runs mainly on captive feed ({r['feed_form']}, {r['feed_country']}; "
+            f"about {float(r['share_of_intake']):.0%} of its intake, captive_feed.csv): it does not buy this ore on the market a "
+            "restriction rations, and its need is met in the refined form it imports")
 
 
 def need_not_counted(sim: Any, node: Any, participant: str, sourced_only: bool = True) -> str | None:

@@ -31,7 +31,13 @@ from critmin.simulate.engine import (
     keyed_uniforms,
 )
 from critmin.simulate.library import scenario_library
-from critmin.simulate.nodes import PARTICIPANTS, NodeTable, build_nodes, with_located_stocks
+from critmin.simulate.nodes import (
+    PARTICIPANTS,
+    NodeTable,
+    build_nodes,
+    share_of_added_supply,
+    with_located_stocks,
+)
 from critmin.simulate.parameters import SETTINGS, Parameters
 from critmin.simulate.probability import ProbabilityModel, fit_probability_model
 from critmin.simulate.regimes import RegimeModel, fit_regime_model
@@ -43,12 +49,16 @@ PERSPECTIVES = (*PARTICIPANTS, "BLOC")
 #: with each tonne given up at the price valued at its premium p - 1), the same under the input-output convention
 #: (10-12: ``ChunkResult.supply_value_io``), and what buying the tonnes short back would cost above the baseline
 #: price while the disruption still holds (13-15: shortfall x P0 x (mean price ratio of the participant's segment -
-#: 1) x the probability that the disruption still holds when a stock is refilled; docs/stockpile.md §2).
-NODE_ROWS = 16
+#: 1) x the probability that the disruption still holds when a stock is refilled; docs/stockpile.md §2), then the
+#: price-effect part of the supply value (16-18 welfare, 19-21 input-output: ``ChunkResult.supply_price``), which a
+#: tonne supplied to any buyer of the segment brings the perspective (docs/portfolio.md §5).
+NODE_ROWS = 22
 #: First row of the refill premium in ``RunResult.node_draws``.
 REFILL_ROW = 13
 #: First row of the supply value in ``RunResult.node_draws``, by valuation.
 SUPPLY_ROW = {"welfare": 7, "input_output": 10}
+#: First row of the price-effect part of the supply value in ``RunResult.node_draws``, by valuation.
+PRICE_ROW = {"welfare": 16, "input_output": 19}
 #: Target number of (scenario × draw) elements per chunk: bounds memory (about 60 arrays of this size).
 CHUNK_ELEMENTS = 1 << 17
 
@@ -64,6 +74,7 @@ TABLE_COLUMNS = {
     "participant_use_shares.csv": ("participant", "from_commodity", "from_stage", "to_commodity", "to_stage", "use_share"),
     "located_stocks.csv": ("commodity_id", "holder_iso3", "months", "low", "high", "source"),
     "product_value_added.csv": ("commodity_id", "stage", "va_go_ratio", "source"),
+    "captive_feed.csv": ("participant", "commodity_id", "stage", "plant", "feed_country", "feed_form", "share_of_intake", "low", "high", "source"),
 }
 
 
@@ -83,7 +94,7 @@ def read_table(name: str, path: str | Path | None = None) -> pd.DataFrame:
     missing = [c for c in TABLE_COLUMNS.get(name, ()) if c not in t.columns]
     if missing:
         raise CritminError(f"{p}, line 1: missing column(s) {', '.join(missing)}")
-    for c in ("input_t_per_t", "use_share", "value_usd_per_t", "world_output_t", "months", "low", "high", "va_go_ratio"):
+    for c in ("input_t_per_t", "use_share", "value_usd_per_t", "world_output_t", "months", "low", "high", "va_go_ratio", "share_of_intake"):
         if c in t.columns:
             bad = [i + 2 for i, v in enumerate(pd.to_numeric(t[c], errors="coerce")) if pd.notna(t[c].iloc[i]) and (pd.isna(v) or v < 0)]
             if bad:
@@ -92,11 +103,19 @@ def read_table(name: str, path: str | Path | None = None) -> pd.DataFrame:
         bad = [i + 2 for i, v in enumerate(pd.to_numeric(t["va_go_ratio"], errors="coerce")) if not 0 < v <= 1]
         if bad:
             raise CritminError(f"{p}, line {bad[0]}, field 'va_go_ratio': not a share in (0, 1]")
-    if {"months", "low", "high"} <= set(t.columns):
-        m, lo, hi = (pd.to_numeric(t[c], errors="coerce") for c in ("months", "low", "high"))
-        bad = [i + 2 for i in range(len(t)) if not (lo.iloc[i] <= m.iloc[i] <= hi.iloc[i])]
+    for mid in ("months", "share_of_intake"):
+        if {mid, "low", "high"} <= set(t.columns):
+            m, lo, hi = (pd.to_numeric(t[c], errors="coerce") for c in (mid, "low", "high"))
+            bad = [i + 2 for i in range(len(t)) if not (lo.iloc[i] <= m.iloc[i] <= hi.iloc[i])]
+            if bad:
+                raise CritminError(f"{p}, line {bad[0]}, field '{mid}': low <= {mid} <= high fails")
+    if "share_of_intake" in t.columns:
+        bad = [i + 2 for i, v in enumerate(pd.to_numeric(t["high"], errors="coerce")) if not v <= 1]
         if bad:
-            raise CritminError(f"{p}, line {bad[0]}, field 'months': low <= months <= high fails")
+            raise CritminError(f"{p}, line {bad[0]}, field 'high': a share of a plant's intake is at most 1")
+        bad = [i + 2 for i, v in enumerate(t["participant"]) if v not in PARTICIPANTS]
+        if bad:
+            raise CritminError(f"{p}, line {bad[0]}, field 'participant': not one of {', '.join(PARTICIPANTS)}")
     return t
 
 
@@ -112,6 +131,9 @@ class Simulator:
     settings: dict[str, float]
     data_files: dict[str, str] = field(default_factory=dict)
     regimes: RegimeModel | None = None
+    #: (participant, node key) -> a participant's plant fed mainly from its own source, not the open market
+    #: (``captive_feed.csv``; :func:`critmin.simulate.ore.unusable_ore_reason`)
+    captive_feed: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, atlas: Atlas, params: Parameters | None = None, chain_file: str | Path | None = None,
@@ -134,7 +156,14 @@ class Simulator:
         files = {"chain_coefficients": str(chain_file) if chain_file else "bundled",
                  "product_values": str(product_values_file) if product_values_file else "bundled"}
         regimes = fit_regime_model(atlas, prior_regime_years=params.setting("prior_strength_regime_years"))
-        return cls(atlas, nodes, params, chain, prob, settings, files, regimes)
+        captive = read_table("captive_feed.csv")
+        feeds = {(str(r["participant"]), f"{r['commodity_id']}/{r['stage']}"): r for r in (captive.to_dict("records") if len(captive) else [])}
+        unknown = [k for k in feeds if k[1] not in nodes.index]
+        if unknown:
+            from critmin.errors import CritminError
+
+            raise CritminError(f"captive_feed.csv: node {unknown[0][1]} has no country shares (see `critmin assess`)")
+        return cls(atlas, nodes, params, chain, prob, settings, files, regimes, feeds)
 
     def library(self, generated: bool = True) -> list[Scenario]:
         return scenario_library(self.atlas, self.nodes, int(self.settings["in_force_horizon_months"]), generated)
@@ -169,6 +198,14 @@ class Simulator:
         v = p0 * (m * self.chain.unlinked + self.chain.linked_value)
         return np.where(np.isfinite(v), v, 0.0)
 
+    def share_of_added_supply(self, key: str, members: tuple[str, ...] | list[str]) -> tuple[float, str]:
+        """The share of a tonne added at node ``key`` outside its dominant supplier that reaches ``members``, and its
+        basis (:func:`critmin.simulate.nodes.share_of_added_supply`; the fallback export share is the node's
+        ``restrictor_export_share`` parameter)."""
+        node = self.nodes.nodes[self.nodes.index[key]]
+        e = self.params.resolve("restrictor_export_share", node.commodity, node.stage, node.group).value
+        return share_of_added_supply(node, members, float(e))
+
     @staticmethod
     def value_per_t_supplied(node_draws: dict[str, np.ndarray], key: str, perspective: int, valuation: str = "welfare") -> float:
         """What one more tonne supplied to a perspective that is short at a node is worth (USD/t), over a risk run's
@@ -189,6 +226,15 @@ class Simulator:
         nd = node_draws[key]
         short = float(nd[3 + perspective].sum())
         return float(nd[SUPPLY_ROW[valuation] + perspective].sum()) / short if short > 0 else 0.0
+
+    @staticmethod
+    def price_value_per_t_supplied(node_draws: dict[str, np.ndarray], key: str, perspective: int, valuation: str = "welfare") -> float:
+        """The part of :meth:`value_per_t_supplied` that is the price effect (USD/t): the fall of the targeted price
+        on the perspective's purchases, which a tonne brings whichever buyer of the segment receives it,
+        ``Σ_s PE_jns / Σ_s D_jns``."""
+        nd = node_draws[key]
+        short = float(nd[3 + perspective].sum())
+        return float(nd[PRICE_ROW[valuation] + perspective].sum()) / short if short > 0 else 0.0
 
     def metadata(self, draws: int, seed: int) -> dict[str, Any]:
         from critmin.version import __version__
@@ -284,6 +330,8 @@ def run_chunk(
     short_d = np.concatenate([r.shortfall_t, r.shortfall_t.sum(axis=1, keepdims=True)], axis=1)  # (S, 3, D)
     lost_d = np.concatenate([r.supply_value, r.supply_value_bloc[:, None, :]], axis=1)
     io_d = np.concatenate([r.supply_value_io, r.supply_value_io_bloc[:, None, :]], axis=1)
+    pp_d = np.concatenate([r.supply_price, r.supply_price_bloc[:, None, :]], axis=1)
+    pp_io_d = np.concatenate([r.supply_price_io, r.supply_price_io_bloc[:, None, :]], axis=1)
     risk_usd = np.concatenate([r.at_risk_usd, r.at_risk_usd.sum(axis=1, keepdims=True)], axis=1)
     # a tonne drawn from a stock is bought back at the price of the participant's segment (before the chance that
     # the disruption still holds then, applied by the caller)
@@ -326,7 +374,7 @@ def run_chunk(
             idx = np.flatnonzero((uf >= b.prob_lo[i]) & (uf < b.prob_hi[i]))
             if idx.size:
                 hits[int(i)] = (idx, np.nan_to_num(np.vstack([loss[i][:, idx], short_d[i][:, idx], lost_d[i][:, idx], io_d[i][:, idx],
-                                                              refill_d[i][:, idx]]), nan=0.0))
+                                                              refill_d[i][:, idx], pp_d[i][:, idx], pp_io_d[i][:, idx]]), nan=0.0))
     out["hits"] = hits
     if keep_paths and r.paths is not None:
         out["paths"] = r.paths
@@ -532,6 +580,7 @@ def _assemble(
         nd[7:10, idx] += vals[6:9] * keep[:, None]
         nd[10:13, idx] += vals[9:12] * keep[:, None]
         nd[13:16, idx] += vals[12:15] * keep[:, None] * refill_persistence(sim, scenarios[i])
+        nd[16:22, idx] += vals[15:21] * np.concatenate([keep, keep])[:, None]
     paths = None
     if keep_paths:
         paths = _path_bands(scenarios, batch, blocks, parts)

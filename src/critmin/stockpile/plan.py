@@ -19,7 +19,7 @@ import pandas as pd
 from critmin.atlas.lists import on_list
 from critmin.inputs import make_options
 from critmin.simulate.nodes import PARTICIPANTS, REMAINDER_FLAG
-from critmin.simulate.ore import need_not_counted, plant_intake_t, unusable_ore_reason
+from critmin.simulate.ore import plant_intake_t, unusable_ore_reason
 from critmin.simulate.run import REFILL_ROW
 from critmin.stockpile.policy import STOCKABLE_STAGES, StockpileOptions
 from critmin.stockpile.sizing import (
@@ -134,6 +134,51 @@ def disruption_sample(sim: Any, draws: int = 500, seed: int = 0, result: Any = N
             "purchase_price": purchase_price_ratios(res.scenarios)}
 
 
+#: Required columns of ``stockpile/data/purchase_prices.csv``.
+PURCHASE_PRICE_COLUMNS = ("commodity_id", "stage", "form", "market", "as_of", "usd_per_t", "low_usd_per_t", "high_usd_per_t", "source", "url")
+
+
+def read_purchase_prices(path: str | Path | None = None) -> pd.DataFrame:
+    """The latest observed benchmark price a stock of a node is bought at today (``stockpile/data/purchase_prices.csv``:
+    one row per node, the node's own form and market, USD per tonne of its basis with a range, as-of month, source;
+    docs/stockpile.md §2, "Bought at today's price"). Bad rows are refused with the file, line and field."""
+    from critmin.errors import CritminError
+
+    p = Path(path) if path else Path(str(resources.files("critmin.stockpile").joinpath("data/purchase_prices.csv")))
+    t = pd.read_csv(p, dtype={"commodity_id": str, "stage": str, "as_of": str}, keep_default_na=False)
+    missing = [c for c in PURCHASE_PRICE_COLUMNS if c not in t.columns]
+    if missing:
+        raise CritminError(f"{p}, line 1: missing column(s) {', '.join(missing)}")
+    for i, r in enumerate(t.to_dict("records")):
+        vals = [pd.to_numeric(r[c], errors="coerce") for c in ("low_usd_per_t", "usd_per_t", "high_usd_per_t")]
+        for c, v in zip(("low_usd_per_t", "usd_per_t", "high_usd_per_t"), vals, strict=True):
+            if not (np.isfinite(v) and v > 0):
+                raise CritminError(f"{p}, line {i + 2}, field '{c}': not a positive number")
+        if not vals[0] <= vals[1] <= vals[2]:
+            raise CritminError(f"{p}, line {i + 2}, field 'usd_per_t': low <= usd_per_t <= high fails")
+        if not str(r["source"]).strip() or not str(r["url"]).strip():
+            raise CritminError(f"{p}, line {i + 2}, field 'source': every price needs its source and address")
+    if t.duplicated(["commodity_id", "stage"]).any():
+        raise CritminError(f"{p}, line {int(np.flatnonzero(t.duplicated(['commodity_id', 'stage']))[0]) + 2}: one row per node")
+    return t
+
+
+def observed_purchase_ratios(sim: Any, table: pd.DataFrame) -> dict[str, tuple[float, str]]:
+    """Per node with an observed benchmark (:func:`read_purchase_prices`), the ratio of today's price to the node's
+    baseline P0 and its basis, ``g = p_obs / P0``. Review 23: antimony and tungsten stocks were bought at the simulated
+    mean price under China's controls (x1.54, x1.75) while the benchmarks had risen x2.1 and x2.2 by late 2025."""
+    out: dict[str, tuple[float, str]] = {}
+    for r in table.to_dict("records"):
+        key = f"{r['commodity_id']}/{r['stage']}"
+        if key not in sim.nodes.index:
+            continue
+        p0 = sim.nodes.nodes[sim.nodes.index[key]].p0_usd_per_t
+        if np.isfinite(p0) and p0 > 0:
+            out[key] = (float(r["usd_per_t"]) / p0, f"latest observed benchmark ({r['form']}, {r['market']}, {r['as_of']}: "
+                        f"{float(r['usd_per_t']):,.0f} USD/t, up to {float(r['high_usd_per_t']):,.0f}; purchase_prices.csv)")
+    return out
+
+
 def purchase_price_ratios(scenarios: pd.DataFrame) -> dict[str, tuple[float, str]]:
     """Per node, the price a stock is bought at today, as a ratio to the baseline price, and why: the simulated mean
     price under a control in force that started after the baseline data (it happens in every draw of the risk run:
@@ -224,15 +269,16 @@ def flag_concerns(flag: str, participant: str) -> bool:
     return not any(f" {o} " in f" {flag} " for o in others) or participant in flag
 
 
-def shortfall_after_projects(nd: np.ndarray, k: int, added_t: float, counted: tuple[int, ...] = (0, 1)) -> np.ndarray:
-    """Participant k's shortfall per draw once projects add ``added_t`` t/yr to the node (the bloc's), shared between
-    the participants whose need there counts (``counted``: sourced demand, a usable form, as in the portfolio) in
-    proportion to their shortfalls and delivered over the draw's months of disruption:
+def shortfall_after_projects(nd: np.ndarray, k: int, added_t: float, share: float) -> np.ndarray:
+    """Participant k's shortfall per draw once projects add ``added_t`` t/yr to the node, of which the participant
+    receives ``share`` (its demand over the market the disruption rations, :func:`critmin.simulate.nodes.share_of_added_supply`),
+    delivered over the draw's months of disruption:
 
-        D'_ks = D_ks max(1 - f_s z / Σ_j D_js, 0),   f_s = months_s / 12"""
-    total = sum((nd[3 + i] for i in counted), np.zeros(nd.shape[1]))
-    relief = np.divide(nd[6] / 12.0 * added_t, total, out=np.ones_like(total), where=total > 0)
-    return nd[3 + k] * np.maximum(1.0 - relief, 0.0)
+        D'_ks = max(D_ks - f_s m_k z, 0),   f_s = months_s / 12
+
+    Review 23: the rule shared z between the two participants alone (in proportion to their shortfalls), which gave
+    them a whole mine's output although every buyer outside the restrictor is rationed with them."""
+    return np.maximum(nd[3 + k] - nd[6] / 12.0 * added_t * float(share), 0.0)
 
 
 def partial_controls(sim: Any) -> dict[str, list[str]]:
@@ -259,29 +305,32 @@ def basket_reason(node: Any, partial: dict[str, list[str]]) -> str | None:
             f"force covers ({', '.join(partial[node.key])}: a part of the node), which a stock of the basket would not hold")
 
 
-def stage_reliance(node: Any, participant: str) -> float:
+def stage_reliance(node: Any, participant: str, sim: Any = None) -> float:
     """The participant's net import reliance for the days-of-net-imports cap of a stock at ``node``.
 
     The commodity figure (one per commodity, all forms, recycling counted as domestic supply; 1 where unknown), except
-    at the ore stage, where it is at least ``1 - s_j / d_j`` (the participant's share of world mine output over its
-    demand share there): a refiner of imported ore imports all the ore it uses, whatever its refined output covers.
-    Review 19b: Japan's cobalt ore stock was capped at 31 % of its use, Japan's all-forms cobalt reliance, although
-    Japan mines no cobalt and its refinery runs on imported intermediate."""
+    at an ore stage whose commodity has a later stage in the model (every mine node when ``sim`` is not given), where
+    it is at least ``1 - s_j / d_j`` (the participant's share of world mine output over its demand share there): a
+    refiner of imported ore imports all the ore it uses, whatever its refined output covers. Review 19b: Japan's cobalt ore stock was capped at 31 % of its use, Japan's all-forms cobalt reliance,
+    although Japan mines no cobalt and its refinery runs on imported intermediate. Review 23: a single-stage node
+    standing for every form (antimony/mine, held as metal) keeps the commodity figure (USGS: 85 %, secondary
+    antimony counted), not 1."""
     nir = node.nir.get(participant, np.nan)
     nir = float(nir) if nir is not None and np.isfinite(nir) else 1.0
     d = node.demand_share.get(participant, np.nan)
-    if node.stage == "mine" and np.isfinite(d) and d > 0:
+    ore = node.stage == "mine" and (sim is None or any(n.commodity == node.commodity and n.stage != "mine" for n in sim.nodes.nodes))
+    if ore and np.isfinite(d) and d > 0:
         nir = max(nir, 1.0 - min(node.shares.get(participant, 0.0) / d, 1.0))
     return nir
 
 
-def net_exporter_at(node: Any, participant: str) -> bool:
-    """Whether the participant's own output covers its use: its net import reliance is 0, or its share of the node's
-    world output is at least its demand share there, ``s_j >= d_j`` (the reliance is one figure per commodity:
-    Japan imports all its nickel ore, reliance 1, but makes more refined nickel than it uses, 5.25 % of world
-    output against 4.85 %, review 16)."""
-    nir = node.nir.get(participant)
-    if nir is not None and bool(np.isfinite(nir)) and nir <= 0.0:
+def net_exporter_at(node: Any, participant: str, sim: Any = None) -> bool:
+    """Whether the participant's own output covers its use: its stage-matched net import reliance
+    (:func:`stage_reliance`) is 0, or its share of the node's world output is at least its demand share there,
+    ``s_j >= d_j`` (the reliance is one figure per commodity: Japan imports all its nickel ore, reliance 1, but makes
+    more refined nickel than it uses, 5.25 % of world output against 4.85 %, review 16). Review 23: Japan was a "net
+    exporter of titanium ore" on its titanium-sponge reliance (0), although it mines none."""
+    if stage_reliance(node, participant, sim) <= 0.0:
         return True
     d = node.demand_share.get(participant, np.nan)
     return bool(np.isfinite(d) and d > 0 and node.shares.get(participant, 0.0) >= d)
@@ -306,7 +355,7 @@ def one_stage_per_consumption(sim: Any, node_draws: dict[str, np.ndarray], membe
             continue
         for j in members:
             basis = node.demand_basis.get(j, "")
-            if not basis or basis.startswith("proxy") or net_exporter_at(node, j) or unusable_ore_reason(sim, node, j):
+            if not basis or basis.startswith("proxy") or net_exporter_at(node, j, sim) or unusable_ore_reason(sim, node, j):
                 continue
             k = PARTICIPANTS.index(j)
             need = sim.value_per_t_supplied(node_draws, key, k) * float(nd[3 + k].mean())
@@ -411,7 +460,12 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
     partial = partial_controls(sim)
     lp_inputs: dict[str, list[tuple[str, np.ndarray, float, float, float, float, np.ndarray]]] = {j: [] for j in members}
     node_draws, carried = carry_unstockable_ore(sim, smp["node_draws"], members, sourced_only=sourced_demand_only)
-    purchase_prices = with_pass_through(sim, smp.get("purchase_price", {}))
+    # a stock is bought at today's price: the latest observed benchmark where one is recorded, else the simulated
+    # price under the controls in force since the baseline; the simulated price stays as the low case
+    simulated = dict(smp.get("purchase_price", {}))
+    observed = observed_purchase_ratios(sim, read_purchase_prices())
+    purchase_prices = with_pass_through(sim, {**simulated, **observed})
+    low_case = with_pass_through(sim, simulated)
     stocked_at = one_stage_per_consumption(sim, node_draws, members, stages)
     for key in sorted(node_draws):
         nd = node_draws[key]
@@ -441,7 +495,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             if commodities is not None and not on_list(node.commodity, commodities.get(j, set())):
                 continue
             basis = node.demand_basis.get(j, "")
-            if net_exporter_at(node, j):
+            if net_exporter_at(node, j, sim):
                 # a net exporter's own output covers its use: a shortfall simulated for it is the proportional
                 # rationing of a world market its producers serve first, and a public stock would hold what they make
                 net_exporter.append({"participant": j, "node": key, "reason": "its own output covers its use (net import reliance 0, "
@@ -476,7 +530,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             annual_use = node.demand_share[j] * node.q0_t
             # the policy caps a stock at days of what the participant imports: its own output keeps flowing when
             # imports stop (review 8: Japan's magnet stock held 2.5 years of its imports, a sixth of its use)
-            nir = stage_reliance(node, j)
+            nir = stage_reliance(node, j, sim)
             annual_imports = nir * annual_use
             cap_t = max_days / 365.0 * annual_imports if max_days is not None else np.inf
             # an ore stock feeds the participant's own plants: no more than they can take in the same days
@@ -489,16 +543,28 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             # a line is held only where it saves more than the fixed cost of holding it at all
             s_free, saving_free = s_opt, cost0 - cost_opt
             s_opt, cost_opt = keep_line(s_opt, cost_opt, cost0, sp.fixed_cost)
+            low: dict[str, Any] = {}
+            if key in observed:
+                # the low case: the same line sized and bought at the simulated price under the controls
+                r_lo = low_case.get(key, (1.0, "baseline price"))[0]
+                hold_lo = p0 * r_lo * (sp.capital_rate.get(j, sp.capital_rate["USA"]) + sp.storage(node.commodity))
+                s_lo, c_lo = newsvendor(short, w, hold_lo, c, refill)
+                s_lo = min(s_lo, cap_t, cap_plant)
+                c_lo = float(expected_cost(s_lo, short, w, hold_lo, c, refill))
+                s_lo, c_lo = keep_line(s_lo, c_lo, float(expected_cost(0.0, short, w, hold_lo, c)), sp.fixed_cost)
+                low = {"purchase_price_ratio_simulated": r_lo, "optimal_stock_t_at_simulated_price": s_lo,
+                       "optimal_stock_usd_at_simulated_price": s_lo * p0 * r_lo}
             after: dict[str, Any] = {}
             if after_projects and key in after_projects:
                 # once the recommended projects produce, the line is sized on the shortfall they leave
-                counted = tuple(i for i, iso in enumerate(PARTICIPANTS) if not need_not_counted(sim, node, iso, sourced_demand_only))
-                short_after = shortfall_after_projects(nd, PARTICIPANTS.index(j), after_projects[key], counted or (PARTICIPANTS.index(j),))
+                m_j, m_basis = sim.share_of_added_supply(key, (j,))
+                short_after = shortfall_after_projects(nd, PARTICIPANTS.index(j), after_projects[key], m_j)
                 s_a, c_a = newsvendor(short_after, w, hold, c, refill)
                 s_a = min(s_a, cap_t, cap_plant)
                 c_a = float(expected_cost(s_a, short_after, w, hold, c, refill))
                 s_a, c_a = keep_line(s_a, c_a, float(expected_cost(0.0, short_after, w, hold, c)), sp.fixed_cost)
-                after = {"stock_after_projects_t": min(s_a, s_opt) if s_opt > 0 else 0.0, "projects_supply_t_per_year": after_projects[key]}
+                after = {"stock_after_projects_t": min(s_a, s_opt) if s_opt > 0 else 0.0, "projects_supply_t_per_year": after_projects[key],
+                         "share_of_projects_supply": m_j, "share_of_projects_supply_basis": m_basis}
             rules = {}
             for days in sp.days_rules:
                 # a rule, too, holds no more ore than the plants take, and no more than the policy's days of net imports
@@ -516,7 +582,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 # review 21: "antimony/mine" stands for Sb in every form and is priced as metal; the row says what a
                 # tonne of the stock is (the form and basis the node's price is quoted for)
                 "bought_as": str(node.p0_basis).split("; ")[0],
-                "optimal_stock_t": s_opt, "optimal_stock_usd": s_opt * p_buy, "days_of_consumption": 365.0 * s_opt / annual_use if annual_use > 0 else np.nan,
+                **low, "optimal_stock_t": s_opt, "optimal_stock_usd": s_opt * p_buy, "days_of_consumption": 365.0 * s_opt / annual_use if annual_use > 0 else np.nan,
                 "days_of_net_imports": 365.0 * s_opt / annual_imports if annual_imports > 0 else np.nan, "net_import_reliance": nir,
                 "expected_cost_without_stock_usd": cost0, "expected_cost_with_stock_usd": cost_opt, "saving_usd": cost0 - cost_opt,
                 "fixed_cost_usd_per_year": sp.fixed_cost, "stock_before_fixed_cost_t": s_free, "saving_before_fixed_cost_usd": saving_free,

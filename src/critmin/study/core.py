@@ -25,8 +25,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from critmin._text import usd
 from critmin.deliver.options import DeliveryOptions
 from critmin.portfolio.options import PortfolioOptions
 from critmin.stockpile.policy import StockpileOptions
@@ -378,7 +380,18 @@ class Study:
         # the recommended projects produce; each stock row also says what it falls to once they do (docs/stockpile.md
         # §2, "After the projects"), and the programme decided after the stocks is recorded beside (docs/portfolio.md §5)
         stock = dict(self.stockpile(perspective="BLOC", draws=n, seed=rs, after_projects=projects_supply(portfolio)).record)
-        net = self.portfolio(draws=n, seed=rs, stocks_t=recommended_stocks(stock)).record
+        # review 23: the stockpile's own fund pays for the recommended stocks first; the programme gets what is left
+        funding = stock_funding(portfolio, stock)
+        left = {f["budget"]: float(f["left_for_projects_usd"]) for f in funding if f.get("budget")}
+        if any(float(portfolio["spent"].get(k, 0.0)) > v + 1.0 for k, v in left.items()):
+            portfolio = dict(self.portfolio(draws=n, seed=rs, budgets={**(self.budgets or {}), **left}).record)
+        portfolio["stock_funding"] = funding
+        for f in funding:
+            if f.get("budget") and f["budget"] in portfolio.get("unspent", {}):
+                portfolio["unspent"][f["budget"]] = (
+                    f"{usd(f['stocks_to_buy_usd'])} ({f['stocks_share_of_budget']:.0%}) of it buys the recommended {f['participant']} stocks "
+                    f"({f['funds']}); of the {usd(f['left_for_projects_usd'])} left for projects: {portfolio['unspent'][f['budget']]}")
+        net = self.portfolio(draws=n, seed=rs, stocks_t=recommended_stocks(stock), budgets={**(self.budgets or {}), **left}).record
         portfolio["selection_net_of_stocks"] = selection_against(portfolio, dict(net))
         say(5)
         # the recommended portfolio's projects deliver from their (earlier) first month of output
@@ -453,6 +466,41 @@ def selection_against(gross: dict[str, Any], net: dict[str, Any]) -> dict[str, A
             # the cost it must justify)
             "reason_net_of_stocks": {pid: why.get(pid, "") for pid in sorted(a - b)},
             "stocks_netted_t": (net.get("metadata") or {}).get("stocks_netted_t", {})}
+
+
+#: Per participant, the budget of the study that buys its stockpile's material, and why (review 23: DLA's US$2 B
+#: showed as an unspent project budget while the recommended U.S. stocks named no funding line). Japan: JOGMEC's
+#: stockpiling budget is not among the study's budgets.
+STOCKPILE_FUNDS = {"USA": ("US_DLA_SM:offtake", "the National Defense Stockpile Transaction Fund (DLA Strategic Materials), "
+                           "which the July 2025 appropriation expands to buy stockpile material")}
+
+
+def stock_funding(portfolio: dict[str, Any], stock: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per participant, what its firm stocks (:func:`recommended_stocks`) cost to buy, net of published holdings and
+    orders (``to_buy_t`` at the row's purchase price), and the budget that pays for it (:data:`STOCKPILE_FUNDS`):
+    its amount, the stocks' share and what is left for the project programme. A participant without a stockpile
+    budget in the study says so."""
+    firm = recommended_stocks(stock)
+    budgets = portfolio.get("budgets") or {}
+    out: list[dict[str, Any]] = []
+    for j in ("USA", "JPN"):
+        cost = 0.0
+        for r in stock.get("stockpiles", []):
+            if r["participant"] != j or j not in firm.get(r["node"], {}):
+                continue
+            t = float(r["optimal_stock_t"])
+            buy = float(r["to_buy_t"]) if r.get("to_buy_t") is not None and np.isfinite(float(r["to_buy_t"])) else t
+            cost += buy * float(r["optimal_stock_usd"]) / t if t > 0 else 0.0
+        key, what = STOCKPILE_FUNDS.get(j, ("", ""))
+        if key and key in budgets:
+            b = float(budgets[key])
+            out.append({"participant": j, "budget": key, "funds": what, "budget_usd": b, "stocks_to_buy_usd": cost,
+                        "stocks_share_of_budget": cost / b if b > 0 else float("nan"), "left_for_projects_usd": max(b - cost, 0.0),
+                        "covered": cost <= b})
+        else:
+            out.append({"participant": j, "budget": None, "funds": "no stockpile budget in the study's budgets", "budget_usd": None,
+                        "stocks_to_buy_usd": cost, "stocks_share_of_budget": None, "left_for_projects_usd": None, "covered": None})
+    return out
 
 
 def recommended_stocks(stock: dict[str, Any]) -> dict[str, dict[str, float]]:
