@@ -744,3 +744,15 @@ def test_a_restriction_start_counts_only_where_the_country_produces(simulator):
     # the base rate counts the same pairs it divides by
     n = int(pm.base_rate_basis.split(": ")[1].split(" ")[0])
     assert pm.base_rate == pytest.approx(n / (16 * len(pm.stages_per_pair)))
+
+
+def test_a_rank_is_a_range_within_twice_the_sampling_error_by_hand():
+    """Review 23: close neighbours swapped between the plan (500 draws) and the CSV (1,000 draws). best_i = 1 + #{k:
+    EL_k - EL_i > 2 s_ik}, worst_i = n - #{k: EL_i - EL_k > 2 s_ik}, s_ik = sqrt(se_i² + se_k²): 100 and 95 with SE 2
+    (s = 2.83, 2 s = 5.66 > 5) tie for ranks 1-2; 50 is 3rd; an unvalued row is last."""
+    from critmin.simulate.risk import rank_range
+
+    best, worst = rank_range(np.array([100.0, 95.0, 50.0, np.nan]), np.array([2.0, 2.0, 1.0, np.nan]))
+    assert best.tolist() == [1, 1, 3, 4] and worst.tolist() == [2, 2, 3, 4]
+    best, worst = rank_range(np.array([100.0, 90.0]), np.array([2.0, 2.0]))  # 10 > 5.66: told apart
+    assert best.tolist() == [1, 2] and worst.tolist() == [1, 2]

@@ -339,6 +339,18 @@ def test_the_answer_names_listed_minerals_it_cannot_rank(study_run: tuple[Path, 
     assert all(r["chokepoint"] for r in plan["summary"]["tables"]["priorities"])
 
 
+def test_ranks_closer_than_their_sampling_error_are_a_range(study_run: tuple[Path, dict]):
+    """Review 23: each ranking row carries the best and worst rank within twice the sampling error, around its rank,
+    and the answer's table shows the range."""
+    _, plan = study_run
+    rows = plan["scenarios"]
+    assert all(r["rank_best"] <= r["rank"] <= r["rank_worst"] for r in rows)
+    assert any(r["rank_worst"] > r["rank_best"] for r in rows)  # some neighbours cannot be told apart
+    for t in plan["summary"]["tables"]["priorities"]:
+        r = next(x for x in rows if x["rank"] == t["rank"])
+        assert t["rank_range"] == (f"{r['rank_best']}-{r['rank_worst']}" if r["rank_worst"] > r["rank_best"] else str(r["rank"]))
+
+
 def test_the_answer_states_the_loss_net_of_the_blocs_producers(study_run: tuple[Path, dict]):
     """Review 23: the bloc's headline was the consumer loss alone; the answer now gives the total net of the bloc's
     producers' gains (summed by hand from the ranking rows) and names the top materials where that gain offsets at

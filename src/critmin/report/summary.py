@@ -141,7 +141,10 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         # review 21: cobalt (#3 by loss) is outside the assessment's top 25, and its chokepoint read blank
         a = pm.get(r["commodity"]) or choke.get(r["commodity"], {})
         drivers = "; ".join(x["scenario"] for x in (r.get("top_scenarios") or [])[:2])
-        pri_rows.append({"rank": int(r["rank"]), "mineral": r["name"], "expected_loss_usd_per_year": float(r["expected_loss_usd"]),
+        # review 23: ranks closer than twice the sampling error of their difference are a range, not an order
+        lo, hi = int(r.get("rank_best") or r["rank"]), int(r.get("rank_worst") or r["rank"])
+        pri_rows.append({"rank": int(r["rank"]), "rank_range": f"{lo}-{hi}" if hi > lo else str(lo),
+                         "mineral": r["name"], "expected_loss_usd_per_year": float(r["expected_loss_usd"]),
                          "cvar95_usd": float(r["cvar95_usd"]), "category": r["category"],
                          "chokepoint": f"{a.get('chokepoint_stage', '')} ({a.get('top_country', '')} {a.get('top_share', np.nan):.0%})" if a else "",
                          "driving_scenarios": drivers})

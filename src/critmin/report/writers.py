@@ -87,8 +87,10 @@ def xlsx_plan(plan: dict[str, Any]) -> bytes:
 #: The executive answer's tables: (key, title, [(column, label, format)]) with format "usd", "t", "int", "days" or "text".
 SUMMARY_TABLES = (
     ("priorities", "Priority minerals and their chokepoints (BLOC, consumer loss)",
-     [("rank", "Rank", "int"), ("mineral", "Mineral", "text"), ("expected_loss_usd_per_year", "Expected loss, USD/yr", "usd"),
-      ("cvar95_usd", "CVaR 95 %, USD", "usd"), ("category", "Category", "text"), ("chokepoint", "Chokepoint", "text")]),
+     [("rank", "Rank", "int"), ("rank_range", "Rank within 2 SE", "text"), ("mineral", "Mineral", "text"),
+      ("expected_loss_usd_per_year", "Expected loss, USD/yr", "usd"), ("cvar95_usd", "CVaR 95 %, USD", "usd"),
+      ("category", "Loss band (high >= 1 B, elevated >= 100 M, moderate >= 10 M, limited >= 1 M USD/yr; not USGS's categories)", "text"),
+      ("chokepoint", "Chokepoint", "text")]),
     ("financing", "Recommended financing by country and agency",
      [("country", "Country", "text"), ("agency", "Agency", "text"), ("projects", "Projects", "int"),
       ("face_amount_usd", "Face amount, USD", "usd"), ("budget_cost_usd", "Budget cost, USD", "usd"),
