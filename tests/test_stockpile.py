@@ -559,9 +559,10 @@ def test_a_stock_is_bought_at_the_price_under_the_control_in_force(simulator, bl
         node = simulator.nodes.get(*r["node"].split("/"))
         p_buy = node.p0_usd_per_t * r["purchase_price_ratio"]
         assert r["optimal_stock_usd"] == pytest.approx(r["optimal_stock_t"] * p_buy, rel=1e-9)
-        # capital plus storage on what the stock costs today, not on its 2024 price
+        # capital plus storage on what the stock costs today, not on its 2024 price (plus, since review 24, the
+        # expected fall of the premium if the control is relaxed)
         rate = sp.capital_rate.get(r["participant"], sp.capital_rate["USA"]) + sp.storage(node.commodity)
-        assert r["holding_cost_usd_per_t_year"] == pytest.approx(p_buy * rate, rel=1e-9)
+        assert r["holding_cost_usd_per_t_year"] == pytest.approx(p_buy * rate + r["expected_price_fall_usd_per_t_year"], rel=1e-9)
 
 
 def test_no_line_is_held_that_saves_less_than_its_fixed_cost(bloc_plan):
@@ -699,7 +700,9 @@ def test_a_stock_is_bought_at_the_latest_observed_benchmark_with_the_simulated_p
     ratios = observed_purchase_ratios(simulator, t)
     sb = simulator.nodes.get("antimony", "mine")
     assert ratios["antimony/mine"][0] == pytest.approx(20.30 * 2204.62 / sb.p0_usd_per_t, rel=1e-4)
-    assert ratios["tungsten/mine"][0] == pytest.approx(551 / 0.00793 / simulator.nodes.get("tungsten", "mine").p0_usd_per_t, rel=1e-4)
+    # tungsten: SMM's APT transactions of 13 March 2026 (US$3,000/mtu) at concentrate's end-2025 ratio to APT (551/675)
+    assert ratios["tungsten/mine"][0] == pytest.approx(3000 * 551 / 675 / 0.00793 / simulator.nodes.get("tungsten", "mine").p0_usd_per_t, rel=1e-4)
+    assert ratios["gallium/refine"][0] == pytest.approx(1_375_000 / simulator.nodes.get("gallium", "refine").p0_usd_per_t, rel=1e-4)
     rows = [r for r in bloc_plan["stockpiles"] if r["node"] in ratios and r["participant"] in ("USA", "JPN") and r["optimal_stock_t"] > 0]
     assert rows
     for r in rows:
@@ -748,3 +751,42 @@ def test_reliance_and_net_exports_are_stage_matched(simulator, bloc_plan):
     assert not listed & {("JPN", "titanium/mine"), ("USA", "titanium/mine")}
     row = next(r for r in bloc_plan["stockpiles"] if r["participant"] == "USA" and r["node"] == "antimony/mine")
     assert row["net_import_reliance"] == pytest.approx(0.85)
+
+
+def test_a_stock_bought_above_the_baseline_price_is_charged_its_expected_fall_in_value(simulator, bloc_plan):
+    """Review 24: stocks bought at a crisis price were valued as if that price were permanent. The holding cost adds
+    the expected fall of the premium when the control behind it is relaxed: h = P0 g (r + s) + rho (g - 1) P0, with rho
+    the regime model's annual relaxation probability of the control's restrictor (CHN 0.265)."""
+    from critmin.stockpile.plan import StockParameters
+
+    sp = StockParameters.load()
+    rows = [r for r in bloc_plan["stockpiles"] if r["participant"] in ("USA", "JPN") and r["purchase_price_ratio"] > 1.005]
+    assert rows
+    for r in rows:
+        p0 = simulator.nodes.get(*r["node"].split("/")).p0_usd_per_t
+        g, rho = r["purchase_price_ratio"], r["relaxation_probability"]
+        assert rho == pytest.approx(simulator.regimes.probability_for(r["relaxation_of"], "relaxation"))
+        assert r["expected_price_fall_usd_per_t_year"] == pytest.approx(rho * (g - 1.0) * p0)
+        base = p0 * g * (sp.capital_rate.get(r["participant"], sp.capital_rate["USA"]) + sp.storage(r["commodity"]))
+        assert r["holding_cost_usd_per_t_year"] == pytest.approx(base + rho * (g - 1.0) * p0)
+    sb = next(r for r in rows if r["node"] == "antimony/mine")
+    assert sb["relaxation_of"] == "CHN" and 0.2 < sb["relaxation_probability"] < 0.35
+
+
+def test_each_stock_says_how_long_it_takes_to_fill(simulator, bloc_plan):
+    """Review 24: the bloc's gallium stock was larger than a year's gallium sold outside China. Each row gives the
+    market it is bought in, d_T Q0 (d_T = 1 - s_r (1 - e_r): China 60 % of output exporting a quarter of it leaves
+    0.55 of world output), and the years to fill at the assumed buying rate, S / (share x d_T Q0)."""
+    from critmin.simulate.nodes import Node, market_outside_restrictor
+    from critmin.stockpile.plan import StockParameters
+
+    n = Node("x", "refine", "g", {"CHN": 0.6, "USA": 0.1, "AUS": 0.3}, "", 100.0, "", 1.0, "", {"USA": 0.2}, {}, {}, {},
+             export_share={"CHN": (0.25, 0.2, 0.3, "test")})
+    assert market_outside_restrictor(n, 0.5)[0] == pytest.approx(0.55)
+    share = StockParameters.load().purchase_share
+    assert share is not None and 0 < share < 1
+    rows = [r for r in bloc_plan["stockpiles"] if r["participant"] in ("USA", "JPN") and r["optimal_stock_t"] > 0]
+    for r in rows:
+        assert r["market_outside_restrictor_t_per_year"] == pytest.approx(simulator.rationed_market_t(r["node"]))
+        assert r["years_to_fill"] == pytest.approx(r["optimal_stock_t"] / (share * r["market_outside_restrictor_t_per_year"]))
+    assert bloc_plan["metadata"]["purchase_share_of_market_per_year"] == share

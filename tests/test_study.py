@@ -233,21 +233,26 @@ def test_stock_costs_say_they_are_at_baseline_prices_and_name_the_observed_rises
 
 
 def test_stocks_bought_at_an_observed_benchmark_state_the_simulated_low_case(study_run: tuple[Path, dict]):
-    """Review 23: the answer names the nodes bought at an observed benchmark with both ratios, and the firm total at
-    the simulated price beside today's (summed by hand from the rows)."""
+    """Reviews 23-24: the answer names the nodes bought at an observed benchmark with both ratios and the quote's
+    month, and the firm total at the simulated price beside today's (summed by hand from the rows: every participant
+    line with a low case, held today or not)."""
     from critmin._text import usd
 
     _, plan = study_run
     text = plan["summary"]["sentences"]["stocks"]
-    rows = plan["summary"]["tables"]["stocks"]
-    firm = [x for x in rows if x.get("basis") == "firm"]
-    low = [x for x in firm if "stock_usd_at_simulated_price" in x]
-    assert low and all(x["purchase_price_basis"].startswith("latest observed benchmark") for x in low)
+    firm = [x for x in plan["summary"]["tables"]["stocks"] if x.get("basis") == "firm"]
+    rows = [r for r in plan["stockpiles"]["stockpiles"] if r["participant"] in ("USA", "JPN")
+            and r.get("optimal_stock_usd_at_simulated_price") is not None
+            and r["optimal_stock_t"] + r["optimal_stock_t_at_simulated_price"] > 0]
+    assert rows and all(r["purchase_price_basis"].startswith("latest observed benchmark") for r in rows)
     tot = sum(x["stock_usd"] for x in firm)
-    alt = tot - sum(x["stock_usd"] for x in low) + sum(x["stock_usd_at_simulated_price"] for x in low)
-    assert f"the firm stocks {usd(alt)} instead of {usd(tot)}" in text
-    for x in low:
-        assert f"{x['node']} x{x['purchase_price_ratio']:.2f} against x{x['purchase_price_ratio_simulated']:.2f} simulated" in text
+    alt = tot - sum(r["optimal_stock_usd"] for r in rows) + sum(r["optimal_stock_usd_at_simulated_price"] for r in rows)
+    assert f"the firm stocks about {usd(alt)} instead of {usd(tot)}" in text
+    for r in rows:
+        assert f"{r['node']} x{r['purchase_price_ratio']:.2f}, " in text
+        assert f"against x{r['purchase_price_ratio_simulated']:.2f} simulated" in text
+        if r["optimal_stock_t"] <= 0 < r["optimal_stock_t_at_simulated_price"]:
+            assert f"{r['participant']} {r['node']} ({r['optimal_stock_t_at_simulated_price']:,.0f} t at the simulated price)" in text
 
 
 def test_the_stockpile_fund_pays_for_the_us_stocks_first(study_run: tuple[Path, dict]):
@@ -287,10 +292,19 @@ def test_stocks_and_projects_do_not_claim_the_same_loss_twice(study_run: tuple[P
     rows = [r for r in plan["stockpiles"]["stockpiles"] if r["participant"] in ("USA", "JPN") and r["node"] in supplied]
     from critmin.study.core import projects_supply
 
-    # once producing: nameplate times the completion probability, not the support's increment over the horizon
+    # once producing: the nameplate (review 24: not times the completion probability, which the answer names beside
+    # it), not the support's increment over the horizon
     supply = projects_supply(pf)
     for sel in pf["selected"]:
         assert sel["output_once_producing_t_per_year"] >= sel["added_capacity_t_per_year"] - 1e-9
+        if sel["completion_probability"] > 0:
+            assert sel["nameplate_t_per_year"] == pytest.approx(sel["output_once_producing_t_per_year"] / sel["completion_probability"])
+    want: dict[str, float] = {}
+    for sel in pf["selected"]:
+        want[sel["node"]] = want.get(sel["node"], 0.0) + sel["nameplate_t_per_year"]
+        for k, q in sel["co_product_nameplate_t_per_year"].items():
+            want[k] = want.get(k, 0.0) + q
+    assert supply == pytest.approx({k: v for k, v in want.items() if v > 0})
     for r in rows:
         assert 0.0 <= r["stock_after_projects_t"] <= r["optimal_stock_t"] + 1e-9
         assert r["projects_supply_t_per_year"] == pytest.approx(supply[r["node"]])

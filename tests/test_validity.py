@@ -453,9 +453,16 @@ def test_japan_cobalt_is_the_2024_upper_bound_flagged_where_it_is_used(simulator
     stands at the mine and refine stages, flagged as an estimate, and no longer stale."""
     for stage in ("mine", "refine"):
         n = simulator.nodes.get("cobalt", stage)
-        assert n.demand_share["JPN"] * n.q0_t == pytest.approx(8133.0)
         assert "JPN consumption is an estimate (upper bound), not a published figure" in n.flags
         assert not any("(stale:" in f for f in n.flags)
+    assert simulator.nodes.get("cobalt", "refine").demand_share["JPN"] * simulator.nodes.get("cobalt", "refine").q0_t == pytest.approx(8133.0)
+    # review 24: at the ore node, net of the captive Philippine feed of Japan's refinery (captive_feed.csv)
+    from critmin.simulate.ore import plant_intake_t
+
+    ore = simulator.nodes.get("cobalt", "mine")
+    captive = float(simulator.captive_feed[("JPN", "cobalt/mine")]["share_of_intake"]) * plant_intake_t(simulator, ore, "JPN")
+    assert ore.demand_share["JPN"] * ore.q0_t == pytest.approx(8133.0 - captive)
+    assert 3_000 < captive < 4_500 and any(f.startswith("JPN demand net of") for f in ore.flags)
 
 
 def test_capacity_shares_and_old_attributions_are_flagged_on_the_node(simulator):

@@ -75,6 +75,11 @@ def _selected_records(bp: BuiltProblem, sol: Solution, names: dict[str, str]) ->
             "co_product_capacity_t_per_year": co,
             "output_once_producing_t_per_year": once,
             "co_product_output_once_producing_t_per_year": {k: round(v * scale_once, 3) for k, v in co.items()},
+            # review 24: what the plant makes once it produces is its nameplate; the completion probability is the
+            # chance that it does (the stock sentence names it), not a discount on its output
+            "nameplate_t_per_year": cap if np.isfinite(cap) else once,
+            "co_product_nameplate_t_per_year": {k: round(v * scale_once / prob, 3) for k, v in co.items()}
+            if np.isfinite(prob) and prob > 0 else {k: round(v * scale_once, 3) for k, v in co.items()},
             "terms": r.get("terms", ""),
             "assumptions": bp.assumptions.get(r["project_id"], []),
         })

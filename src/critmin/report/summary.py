@@ -8,6 +8,7 @@ left short, and what would change the recommendation.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -282,6 +283,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                                "days_of_net_imports": float(r["days_of_net_imports"])
                                if r.get("days_of_net_imports") is not None and np.isfinite(r["days_of_net_imports"]) else None,
                                "expected_saving_usd_per_year": float(r["saving_usd"]),
+                               "years_to_fill": float(r["years_to_fill"]) if r.get("years_to_fill") is not None and pd.notna(r.get("years_to_fill")) else None,
                                "purchase_price_ratio": float(r.get("purchase_price_ratio") or 1.0),
                                # review 23: bought at the latest observed benchmark, the simulated price the low case
                                "purchase_price_basis": str(r.get("purchase_price_basis") or ""),
@@ -418,25 +420,53 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                     "back within a year, at the simulated price while the control still holds (1 minus its annual chance of "
                     "relaxation) and at the baseline price after it; a dearer buy-back saves less, and waiting for the "
                     "control to lapse before buying back pays less but leaves the stock empty meanwhile.")
+    share = md.get("purchase_share_of_market_per_year")
+    slow = sorted((x for x in firm if (x.get("years_to_fill") or 0.0) > 1.0), key=lambda x: -float(x["years_to_fill"]))
+    if share and slow:
+        # review 24: some stocks were larger than a year's market outside China; each line says how long it takes to
+        # fill at a buying rate that does not move the price much
+        s_stock += (f" Bought at {share:.0%} of a year's market outside the dominant supplier's home use (an assumption: "
+                    "buying faster moves the price, which the stock's cost does not include), "
+                    f"{len(slow)} line{'s take' if len(slow) > 1 else ' takes'} more than a year to fill ("
+                    + "; ".join(f"{x['participant']} {x['node']} {float(x['years_to_fill']):.1f} years" for x in slow) + ").")
     bought_at: dict[str, float] = {}
     for x in firm:
         bought_at[x["node"]] = max(bought_at.get(x["node"], 1.0), float(x.get("purchase_price_ratio", 1.0)))
     dearer = _dearer_since_baseline(plan, bought_at)
-    seen_obs = {x["node"] for x in firm if str(x.get("purchase_price_basis", "")).startswith("latest observed benchmark")}
+    # review 23: antimony and tungsten stocks were bought at the simulated price, below the observed benchmarks; every
+    # participant line with an observed benchmark (held today or not) carries the simulated price as its low case
+    all_rows = st[st["participant"].isin(["USA", "JPN"])].to_dict("records") if len(st) else []
+    with_low = [r for r in all_rows if pd.notna(r.get("optimal_stock_usd_at_simulated_price"))
+                and float(r.get("optimal_stock_t") or 0.0) + float(r.get("optimal_stock_t_at_simulated_price") or 0.0) > 0]
+    seen_obs = {r["node"] for r in with_low}
     squeezed = sorted({(x["node"], x.get("purchase_price_ratio", 1.0)) for x in firm if x.get("purchase_price_ratio", 1.0) > 1.005
                        and x["node"] not in seen_obs}, key=lambda t: -t[1])
-    obs = sorted({(x["node"], x.get("purchase_price_ratio", 1.0), x.get("purchase_price_ratio_simulated", 1.0)) for x in firm
-                  if x["node"] in seen_obs}, key=lambda t: -t[1])
+    obs = sorted({(r["node"], float(r["purchase_price_ratio"]), float(r["purchase_price_ratio_simulated"]),
+                   str(r.get("purchase_price_basis", ""))) for r in with_low}, key=lambda t: -t[1])
     if obs:
-        # review 23: antimony and tungsten stocks were bought at the simulated price, below the observed benchmarks
-        low = [x for x in firm if "stock_usd_at_simulated_price" in x]
-        now_usd, low_usd = sum(float(x["stock_usd"]) for x in low), sum(float(x["stock_usd_at_simulated_price"]) for x in low)
+        now_usd = sum(float(r["optimal_stock_usd"]) for r in with_low)
+        low_usd = sum(float(r["optimal_stock_usd_at_simulated_price"]) for r in with_low)
         tot = sum(float(x["stock_usd"]) for x in firm)
+        dropped = [r for r in with_low if float(r["optimal_stock_t"]) <= 0 < float(r["optimal_stock_t_at_simulated_price"])]
+
+        def _as_of(basis: str) -> str:
+            m = re.search(r", (\d{4}-\d{2}): ", basis)
+            return f", {m.group(1)}" if m else ""
         s_stock += (" Where a benchmark price has been observed since the controls, a stock is bought at it ("
-                    + "; ".join(f"{n} x{r:.2f} against x{r_s:.2f} simulated" for n, r, r_s in obs)
-                    + ": purchase_prices.csv, USGS MCS 2026); sized and bought at the simulated price instead, these "
-                    f"{len(low)} lines would cost {usd(low_usd)} instead of {usd(now_usd)}, the firm stocks {usd(tot - now_usd + low_usd)} "
-                    f"instead of {usd(tot)}.")
+                    + "; ".join(f"{n} x{r:.2f}{_as_of(b)} against x{r_s:.2f} simulated" for n, r, r_s, b in obs)
+                    + ": purchase_prices.csv), and a stock bought above the baseline price is charged the expected fall of its "
+                    "value if the control behind it is relaxed (the regime model's annual chance: "
+                    + ", ".join(f"{w} {p_:.1%}" for w, p_ in sorted({(str(r.get("relaxation_of") or ""), float(r.get("relaxation_probability") or 0.0))
+                                                                      for r in all_rows if r.get("relaxation_of") and float(r.get("purchase_price_ratio") or 1.0) > 1.005}))
+                    + "); sized "
+                    f"and bought at the simulated price instead, these {len(with_low)} lines would cost {usd(low_usd)} instead of "
+                    f"{usd(now_usd)}, the firm stocks about {usd(tot - now_usd + low_usd)} instead of {usd(tot)}"
+                    + (". Not held at today's price: " + "; ".join(
+                        f"{r['participant']} {r['node']} ({float(r['optimal_stock_t_at_simulated_price']):,.0f} t at the simulated price)"
+                        for r in dropped) + ": at the observed price its holding cost, the expected fall in its value included, "
+                       "exceeds what a tonne released saves" if dropped else "")
+                    + ". The savings are valued at the simulated prices, which under-predict these moves (validation.md §3): "
+                    "a dearer market would raise both what a released tonne saves and what its buy-back costs.")
     if squeezed or dearer:
         # review 9/10: stocks were valued at the baseline price while controlled materials cost several times more;
         # review 19b: they are now bought at the simulated price under the controls in force since the baseline

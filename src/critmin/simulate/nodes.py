@@ -109,34 +109,42 @@ class Node:
         return self.p0_usd_per_t * self.q0_t
 
 
-def share_of_added_supply(node: Node, members: tuple[str, ...] | list[str], fallback_export_share: float) -> tuple[float, str]:
-    """The share of a tonne added outside the dominant supplier that reaches ``members`` in a disruption, and its
-    basis (docs/simulation.md §7.1):
-
-        m = min(Σ_{i ∈ members} d_i / d_T, 1),   d_T = 1 - s_r (1 - e_r)
-
-    ``d_i`` the members' demand shares of world output, ``s_r`` the share of the largest producer that is not a
-    participant (the supplier whose restriction the stocks and projects answer), ``e_r`` its export share (the atlas
-    trade figure, else ``fallback_export_share``, the ``restrictor_export_share`` parameter, flagged). ``d_T`` is the
-    market outside the restrictor's home use of its own output: the simulator rations that market in proportion to
-    demand (``engine._statics``, a ban on every destination), so a tonne added there lowers every buyer's shortfall
-    by its demand share of it. Review 23: the stock plan gave the two participants a whole new mine's output, although
-    they use about 28 % of the world's antimony and 17 % of its tungsten."""
-    d = sum(float(node.demand_share.get(i, 0.0)) for i in members if np.isfinite(node.demand_share.get(i, np.nan)))
+def market_outside_restrictor(node: Node, fallback_export_share: float) -> tuple[float, str]:
+    """``d_T = 1 - s_r (1 - e_r)``: the share of world output that a ban on every destination rations, outside the
+    home use of the node's largest producer r that is not a participant (``s_r`` its share of output, ``e_r`` its
+    export share from the trade data, else ``fallback_export_share``, the ``restrictor_export_share`` parameter), and
+    its basis; 1 where no such producer is listed."""
     others = {c: s for c, s in node.shares.items() if c not in PARTICIPANTS and c not in ("other", "OTHER", "ROW") and s > 0}
-    if d <= 0:
-        return 0.0, "no sourced demand share of the members"
     if not others:
-        return min(d, 1.0), f"the members' demand share of world output ({d:.2f}; no dominant supplier outside them)"
+        return 1.0, "no dominant supplier outside the participants"
     r = max(sorted(others), key=lambda c: others[c])
     s_r = others[r]
     if r in node.export_share:
         e_r, basis = float(node.export_share[r][0]), f"{r} export share {float(node.export_share[r][0]):.2f} (trade data)"
     else:
         e_r, basis = float(fallback_export_share), f"{r} export share {fallback_export_share:.2f} (restrictor_export_share parameter, an assumption)"
-    d_t = 1.0 - s_r * (1.0 - e_r)
+    return 1.0 - s_r * (1.0 - e_r), f"outside {r}'s home use ({r} {s_r:.2f} of output; {basis})"
+
+
+def share_of_added_supply(node: Node, members: tuple[str, ...] | list[str], fallback_export_share: float) -> tuple[float, str]:
+    """The share of a tonne added outside the dominant supplier that reaches ``members`` in a disruption, and its
+    basis (docs/simulation.md §7.1):
+
+        m = min(Σ_{i ∈ members} d_i / d_T, 1),   d_T = 1 - s_r (1 - e_r)        (:func:`market_outside_restrictor`)
+
+    ``d_i`` the members' demand shares of world output. ``d_T`` is the market outside the restrictor's home use of its
+    own output: the simulator rations that market in proportion to demand (``engine._statics``, a ban on every
+    destination), so a tonne added there lowers every buyer's shortfall by its demand share of it. Review 23: the
+    stock plan gave the two participants a whole new mine's output, although they use about 28 % of the world's
+    antimony and 17 % of its tungsten."""
+    d = sum(float(node.demand_share.get(i, 0.0)) for i in members if np.isfinite(node.demand_share.get(i, np.nan)))
+    if d <= 0:
+        return 0.0, "no sourced demand share of the members"
+    d_t, where = market_outside_restrictor(node, fallback_export_share)
+    if where.startswith("no dominant"):
+        return min(d, 1.0), f"the members' demand share of world output ({d:.2f}; no dominant supplier outside them)"
     m = min(d / d_t, 1.0) if d_t > 0 else 1.0
-    return m, f"{d:.3f} of world demand over the {d_t:.3f} outside {r}'s home use ({r} {s_r:.2f} of output; {basis})"
+    return m, f"{d:.3f} of world demand over the {d_t:.3f} {where}"
 
 
 def _world_output(atlas: Atlas, shares: pd.DataFrame) -> dict[tuple[str, str], tuple[float, str]]:

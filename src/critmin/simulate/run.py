@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from critmin.simulate.nodes import (
     PARTICIPANTS,
     NodeTable,
     build_nodes,
+    market_outside_restrictor,
     share_of_added_supply,
     with_located_stocks,
 )
@@ -163,7 +164,7 @@ class Simulator:
             from critmin.errors import CritminError
 
             raise CritminError(f"captive_feed.csv: node {unknown[0][1]} has no country shares (see `critmin assess`)")
-        return cls(atlas, nodes, params, chain, prob, settings, files, regimes, feeds)
+        return with_captive_feed(cls(atlas, nodes, params, chain, prob, settings, files, regimes, feeds))
 
     def library(self, generated: bool = True) -> list[Scenario]:
         return scenario_library(self.atlas, self.nodes, int(self.settings["in_force_horizon_months"]), generated)
@@ -205,6 +206,13 @@ class Simulator:
         node = self.nodes.nodes[self.nodes.index[key]]
         e = self.params.resolve("restrictor_export_share", node.commodity, node.stage, node.group).value
         return share_of_added_supply(node, members, float(e))
+
+    def rationed_market_t(self, key: str) -> float:
+        """Tonnes a year of node ``key`` sold outside its dominant supplier's home use, ``d_T Q0``
+        (:func:`critmin.simulate.nodes.market_outside_restrictor`): the market a stock is bought in."""
+        node = self.nodes.nodes[self.nodes.index[key]]
+        e = self.params.resolve("restrictor_export_share", node.commodity, node.stage, node.group).value
+        return market_outside_restrictor(node, float(e))[0] * node.q0_t
 
     @staticmethod
     def value_per_t_supplied(node_draws: dict[str, np.ndarray], key: str, perspective: int, valuation: str = "welfare") -> float:
@@ -381,6 +389,33 @@ def run_chunk(
     if keep_draws:
         out["draws"] = loss
     return out
+
+
+def with_captive_feed(sim: Simulator) -> Simulator:
+    """The simulator with each participant's demand at an ore node net of its plants' captive feed
+    (``captive_feed.csv``): ``d_j' = max(d_j - c_j I_j / Q0, 0)``, with ``I_j`` the participant's plant intake of the
+    ore (:func:`critmin.simulate.ore.plant_intake_t`) and ``c_j`` the captive share of it. Review 24: Japan's cobalt
+    loss charged Niihama's whole intake to the DRC's quota, although about 60 % of it is mixed sulphide from SMM's own
+    Philippine plants; the rest of Japan's use (refined imports) stays exposed at the node."""
+    from critmin.simulate.ore import plant_intake_t
+
+    if not sim.captive_feed:
+        return sim
+    nodes = list(sim.nodes.nodes)
+    for (j, key), r in sorted(sim.captive_feed.items()):
+        i = sim.nodes.index[key]
+        n = nodes[i]
+        d = n.demand_share.get(j, np.nan)
+        intake = plant_intake_t(sim, n, j)
+        if intake is None or not (np.isfinite(d) and np.isfinite(n.q0_t) and n.q0_t > 0):
+            continue
+        captive = float(r["share_of_intake"]) * intake
+        nodes[i] = replace(n, demand_share={**n.demand_share, j: max(d - captive / n.q0_t, 0.0)},
+                           demand_basis={**n.demand_basis, j: f"{n.demand_basis.get(j, '')}; less {captive:,.0f} t of its plant's captive feed "
+                                                              f"({r['feed_country']}, captive_feed.csv)"},
+                           flags=[*n.flags, f"{j} demand net of {captive:,.0f} t of captive feed from {r['feed_country']} "
+                                            f"({float(r['share_of_intake']):.0%} of its plant's intake, an estimate: captive_feed.csv)"])
+    return replace(sim, nodes=NodeTable(nodes, sim.nodes.product_values))
 
 
 def refill_persistence(sim: Simulator, scenario: Scenario) -> float:

@@ -52,6 +52,9 @@ class StockParameters:
     fixed_cost: float = 0.0
     #: USD a year a pool must save to be worth its agreement (``pool_agreement_cost_usd_per_year``; 0 without the row)
     pool_cost: float = 0.0
+    #: share of a year's market outside the restrictor a buyer takes a year while filling a stock
+    #: (``max_purchase_share_of_market_per_year``; None without the row): states the years to fill
+    purchase_share: float | None = None
 
     def storage(self, commodity: str) -> float:
         """Storage and insurance cost as a fraction of value per year (commodity row, else the ``*`` row)."""
@@ -81,7 +84,9 @@ class StockParameters:
             fixed = float(fx["value"].iloc[0]) if len(fx) and fx["value"].iloc[0] != "" else 0.0
             pa = t[(t["parameter"] == "pool_agreement_cost_usd_per_year") & (t["scope"] == "*")]
             pool_cost = float(pa["value"].iloc[0]) if len(pa) and pa["value"].iloc[0] != "" else 0.0
-            return cls(cap, storage, basis, rules, by_c, fixed, pool_cost)
+            ps = t[(t["parameter"] == "max_purchase_share_of_market_per_year") & (t["scope"] == "*")]
+            share = float(ps["value"].iloc[0]) if len(ps) and ps["value"].iloc[0] != "" else None
+            return cls(cap, storage, basis, rules, by_c, fixed, pool_cost, share)
         return cls(cap, storage, basis, rules)
 
 
@@ -176,6 +181,34 @@ def observed_purchase_ratios(sim: Any, table: pd.DataFrame) -> dict[str, tuple[f
         if np.isfinite(p0) and p0 > 0:
             out[key] = (float(r["usd_per_t"]) / p0, f"latest observed benchmark ({r['form']}, {r['market']}, {r['as_of']}: "
                         f"{float(r['usd_per_t']):,.0f} USD/t, up to {float(r['high_usd_per_t']):,.0f}; purchase_prices.csv)")
+    return out
+
+
+def relaxation_rates(sim: Any, library: list[Any] | None = None) -> dict[str, tuple[float, str]]:
+    """Per node, the annual probability that the control raising its price today is relaxed, and whose it is: the
+    largest relaxation probability (the regime model, docs/simulation.md §10.1) of the restrictors of the controls in
+    force at the node, else at a node of the same commodity upstream of it (refined cobalt: the
+    DRC's quota on its ore). Nodes without such a control are absent. (The library's events in force; the risk
+    run gathers them and their outcomes in families ``ctl.*``.)"""
+    if sim.regimes is None:
+        return {}
+    lib = library if library is not None else sim.library()
+    at: dict[str, tuple[float, str]] = {}
+    for s in lib:
+        if s.status == "in_force" and s.restrictors:
+            key = f"{s.commodity}/{s.stage}"
+            rho, who = max((sim.regimes.probability_for(r, "relaxation"), r) for r in s.restrictors)
+            if rho > at.get(key, (-1.0, ""))[0]:
+                at[key] = (float(rho), who)
+    out = dict(at)
+    for u_key, val in at.items():
+        u = sim.nodes.index[u_key] if u_key in sim.nodes.index else None
+        if u is None:
+            continue
+        for v, _, _ in sim.chain.links[u]:
+            nv = sim.nodes.nodes[v]
+            if nv.commodity == sim.nodes.nodes[u].commodity and nv.key not in at:
+                out[nv.key] = max(out.get(nv.key, (-1.0, "")), val)
     return out
 
 
@@ -281,11 +314,11 @@ def shortfall_after_projects(nd: np.ndarray, k: int, added_t: float, share: floa
     return np.maximum(nd[3 + k] - nd[6] / 12.0 * added_t * float(share), 0.0)
 
 
-def partial_controls(sim: Any) -> dict[str, list[str]]:
+def partial_controls(sim: Any, library: list[Any] | None = None) -> dict[str, list[str]]:
     """Per node, the controls in force whose product list covers only part of it (``scope_high < 1``): the library's
     scenarios with status ``in_force``."""
     out: dict[str, list[str]] = {}
-    for s in sim.library():
+    for s in (library if library is not None else sim.library()):
         if s.status == "in_force" and s.scope_high < 1.0:
             out.setdefault(f"{s.commodity}/{s.stage}", []).append(s.id)
     return out
@@ -457,7 +490,9 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
     net_exporter: list[dict[str, str]] = []
     wrong_form: list[dict[str, str]] = []
     baskets: list[dict[str, str]] = []
-    partial = partial_controls(sim)
+    library = sim.library()
+    partial = partial_controls(sim, library)
+    relax = relaxation_rates(sim, library)
     lp_inputs: dict[str, list[tuple[str, np.ndarray, float, float, float, float, np.ndarray]]] = {j: [] for j in members}
     node_draws, carried = carry_unstockable_ore(sim, smp["node_draws"], members, sourced_only=sourced_demand_only)
     # a stock is bought at today's price: the latest observed benchmark where one is recorded, else the simulated
@@ -524,7 +559,12 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             # buying a drawn tonne back while the disruption still holds costs its premium over the baseline price
             refill = refill_per_t(nd, PARTICIPANTS.index(j))
             refills[j] = refill
-            hold = p_buy * (sp.capital_rate.get(j, sp.capital_rate["USA"]) + sp.storage(node.commodity))
+            # review 24: a stock bought above the baseline price loses that premium when the control behind it is
+            # relaxed (the price falls back), an expected loss of value rho (P_buy - P0) a year beside capital and storage
+            rho, rho_who = relax.get(key, (0.0, ""))
+            market_t = sim.rationed_market_t(key)
+            price_fall = rho * max(p_buy - p0, 0.0)
+            hold = p_buy * (sp.capital_rate.get(j, sp.capital_rate["USA"]) + sp.storage(node.commodity)) + price_fall
             s_opt, cost_opt = newsvendor(short, w, hold, c, refill)
             cost0 = float(expected_cost(0.0, short, w, hold, c))
             annual_use = node.demand_share[j] * node.q0_t
@@ -547,7 +587,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             if key in observed:
                 # the low case: the same line sized and bought at the simulated price under the controls
                 r_lo = low_case.get(key, (1.0, "baseline price"))[0]
-                hold_lo = p0 * r_lo * (sp.capital_rate.get(j, sp.capital_rate["USA"]) + sp.storage(node.commodity))
+                hold_lo = p0 * r_lo * (sp.capital_rate.get(j, sp.capital_rate["USA"]) + sp.storage(node.commodity)) + rho * max(p0 * r_lo - p0, 0.0)
                 s_lo, c_lo = newsvendor(short, w, hold_lo, c, refill)
                 s_lo = min(s_lo, cap_t, cap_plant)
                 c_lo = float(expected_cost(s_lo, short, w, hold_lo, c, refill))
@@ -576,6 +616,11 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             rows.append({
                 "node": key, "commodity": node.commodity, "stage": node.stage, "participant": j,
                 "shortage_cost_usd_per_t": c, "holding_cost_usd_per_t_year": hold, "critical_fractile": max(0.0, 1.0 - hold / c) if c > 0 else 0.0,
+                "expected_price_fall_usd_per_t_year": price_fall, "relaxation_probability": rho,
+                "relaxation_of": rho_who,
+                # review 24: the market a stock is bought in, and the years it takes to fill at the assumed buying rate
+                "market_outside_restrictor_t_per_year": market_t,
+                "years_to_fill": s_opt / (sp.purchase_share * market_t) if sp.purchase_share and market_t > 0 else np.nan,
                 "refill_premium_usd_per_t": float(nd[REFILL_ROW + PARTICIPANTS.index(j)].sum() / short.sum()) if short.sum() > 0 else 0.0,
                 "probability_of_shortfall": min(max(float(w @ (short > 0)), 0.0), 1.0), "expected_shortfall_t": float(w @ short),
                 "purchase_price_ratio": ratio, "purchase_price_basis": ratio_basis,
@@ -605,7 +650,8 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             lp_inputs[j].append((key, short, hold, c, p_buy, min(cap_t, cap_plant), refill))
             separate[j] = s_opt  # what the member brings to a pool: the line it keeps
         if pooled and len(per_member) > 1:
-            hold = p_buy * (float(np.mean([sp.capital_rate.get(j, sp.capital_rate["USA"]) for j in per_member])) + sp.storage(node.commodity))
+            hold = (p_buy * (float(np.mean([sp.capital_rate.get(j, sp.capital_rate["USA"]) for j in per_member])) + sp.storage(node.commodity))
+                    + relax.get(key, (0.0, ""))[0] * max(p_buy - p0, 0.0))
             c = c_pool
             total = np.sum(list(per_member.values()), axis=0)
             bought_back = np.sum([refills[j] * per_member[j] for j in per_member], axis=0)
@@ -688,6 +734,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                      "storage_basis": sp.storage_basis,
                      "fixed_cost_usd_per_line_year": sp.fixed_cost,
                      "pool_agreement_cost_usd_per_year": sp.pool_cost,
+                     "purchase_share_of_market_per_year": sp.purchase_share,
                      "capital_rate": sp.capital_rate, "days_rules": list(sp.days_rules),
                      "sourced_demand_only": sourced_demand_only, "not_stocked_proxy_demand": not_stocked,
                      "not_stocked_same_consumption": stocked_elsewhere, "not_stocked_net_exporter": net_exporter,

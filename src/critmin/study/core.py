@@ -440,14 +440,17 @@ class Study:
 
 
 def projects_supply(portfolio: dict[str, Any]) -> dict[str, float]:
-    """The recommended projects' expected output once producing (t/yr: nameplate times the completion probability with
-    the support) per node, their co-products' included. Review 20b: the support's increment averaged over the
-    horizon (``added_capacity_t_per_year``, Stibnite 696 t) is what the portfolio values, not what the mine makes
-    (8,346 t nameplate)."""
+    """The recommended projects' output once they produce (t/yr: their nameplate) per node, their co-products'
+    included. Review 20b: the support's increment averaged over the horizon (``added_capacity_t_per_year``,
+    Stibnite 696 t) is what the portfolio values, not what the mine makes (8,346 t nameplate). Review 24: the
+    expected output (nameplate times the completion probability) counted the chance of completion twice, since a
+    stock falls only once the plant produces and the answer names that chance beside it."""
     out: dict[str, float] = {}
     for r in portfolio.get("selected", []):
-        out[r["node"]] = out.get(r["node"], 0.0) + float(r.get("output_once_producing_t_per_year") or 0.0)
-        for node, q in (r.get("co_product_output_once_producing_t_per_year") or {}).items():
+        own = r.get("nameplate_t_per_year", r.get("output_once_producing_t_per_year"))
+        out[r["node"]] = out.get(r["node"], 0.0) + float(own or 0.0)
+        co = r.get("co_product_nameplate_t_per_year", r.get("co_product_output_once_producing_t_per_year")) or {}
+        for node, q in co.items():
             out[node] = out.get(node, 0.0) + float(q)
     return {k: v for k, v in out.items() if v > 0}
 
@@ -472,7 +475,10 @@ def selection_against(gross: dict[str, Any], net: dict[str, Any]) -> dict[str, A
 #: showed as an unspent project budget while the recommended U.S. stocks named no funding line). Japan: JOGMEC's
 #: stockpiling budget is not among the study's budgets.
 STOCKPILE_FUNDS = {"USA": ("US_DLA_SM:offtake", "the National Defense Stockpile Transaction Fund (DLA Strategic Materials), "
-                           "which the July 2025 appropriation expands to buy stockpile material")}
+                           "which the July 2025 appropriation expands to buy stockpile material; the stockpile may release "
+                           "material only when required for purposes of the national defense (50 U.S.C. 98f), so stocks "
+                           "held there answer defence needs, and the economy-wide release the plan values would need a new "
+                           "authority (review 24)")}
 
 
 def stock_funding(portfolio: dict[str, Any], stock: dict[str, Any]) -> list[dict[str, Any]]:
