@@ -500,7 +500,10 @@ def test_a_funded_project_names_the_support_in_its_pipeline(simulator) -> None:
     reasons = {p["project_id"]: p["reason"] for p in plan["projects"]}
     sel = {s["project_id"]: s["instrument"] for s in plan["selected"]}
     assert "P034" in sel
-    assert "pending, not counted: Export-Import Bank of the United States loan of up to 1,800 M USD" in reasons["P034"]
+    # review 24: the letter of interest (S064) is superseded by the formal application and EXIM's preliminary project
+    # letter with an indicative term sheet for up to US$2 B (S120)
+    assert "pending, not counted: Export-Import Bank of the United States loan of up to 2,000 M USD (preliminary, S120)" in reasons["P034"]
+    assert "S064" not in reasons["P034"]
 
 
 def test_co_products_add_supply_at_their_nodes(supported) -> None:

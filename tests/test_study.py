@@ -276,6 +276,29 @@ def test_the_stockpile_fund_pays_for_the_us_stocks_first(study_run: tuple[Path, 
     assert pf["spent"].get("US_DLA_SM:offtake", 0.0) <= usa["left_for_projects_usd"] + 1.0
     assert "buys the recommended USA stocks" in pf["unspent"].get("US_DLA_SM:offtake", "buys the recommended USA stocks")
     assert f["JPN"]["budget"] is None and "no funding line" in plan["summary"]["sentences"]["stocks"]
+    # review 24: JOGMEC borrows to buy; its budget line is the yearly carrying cost of the lines (cash: capital,
+    # storage, fixed costs; not the expected fall in value)
+    fixed = plan["stockpiles"]["metadata"]["fixed_cost_usd_per_line_year"]
+    carry = sum(r["optimal_stock_t"] * (r["holding_cost_usd_per_t_year"] - r["expected_price_fall_usd_per_t_year"]) + fixed
+                for r in plan["stockpiles"]["stockpiles"] if r["participant"] == "JPN" and "JPN" in firm.get(r["node"], {}))
+    assert f["JPN"]["carrying_cost_usd_per_year"] == pytest.approx(carry)
+    if carry > 0:
+        assert "JOGMEC buys with borrowed funds" in plan["summary"]["sentences"]["stocks"]
+
+
+def test_the_budgets_headline_separates_the_participants_money_from_the_partners(study_run: tuple[Path, dict]):
+    """Review 24: "US$14.2 B of budgets available" included US$9.2 B of Australian, Canadian, EU and German money.
+    The sentence gives the participants' own budgets apart (summed by hand from the agency table)."""
+    from critmin._text import usd
+    from critmin.portfolio.model import read_agencies
+    from critmin.portfolio.plan import COST_BASIS_LABEL
+
+    _, plan = study_run
+    pf = plan["portfolio"]
+    country = {str(r["agency_id"]): str(r["participant_iso3"]) for r in read_agencies().to_dict("records")}
+    own = sum(v for k, v in pf["budgets"].items() if country.get(k.split(":")[0]) in ("USA", "JPN")
+              and pf["budget_basis"].get(k) != COST_BASIS_LABEL)
+    assert f"of them the United States' and Japan's own: {usd(own)} in face amounts" in plan["summary"]["sentences"]["financing"]
 
 
 def test_stocks_and_projects_do_not_claim_the_same_loss_twice(study_run: tuple[Path, dict]):

@@ -110,6 +110,13 @@ def _moved_by_valuation(risk: pd.DataFrame, top: int) -> str:
     return "; ".join(moved)
 
 
+def _agency_countries() -> dict[str, str]:
+    """Agency id -> participant ISO3, from the bundled agency table (portfolio/data/agencies.csv)."""
+    from critmin.portfolio.model import read_agencies
+
+    return {str(r["agency_id"]): str(r["participant_iso3"]) for r in read_agencies().to_dict("records")}
+
+
 def _net_of_producers(risk: pd.DataFrame, top: int) -> str:
     """The ranking on net loss beside the ranked consumer loss (review 23: Japan's cathode and anode ranked #4 and
     #5 by consumer loss are net gains to Japan, whose makers export them, and the answer did not say so): the totals,
@@ -186,9 +193,19 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     by_basis = {"cost": 0.0, "amount": 0.0}
     for k, v in pf["budgets"].items():
         by_basis["cost" if basis.get(k) == COST_BASIS_LABEL else "amount"] += float(v)
+    # review 24: the headline mixed the partners' money (Australia, Canada, the EU, Germany) with the participants'
+    own = {"cost": 0.0, "amount": 0.0}
+    country = _agency_countries()
+    for k, v in pf["budgets"].items():
+        agency = str(k).split(":")[0]
+        if country.get(agency, {"US": "USA", "JPN": "JPN"}.get(agency.split("_")[0], "")) in ("USA", "JPN"):
+            own["cost" if basis.get(k) == COST_BASIS_LABEL else "amount"] += float(v)
     avail = (f"{usd(by_basis['amount'])} of budgets counted in face amounts"
              + (f" and {usd(by_basis['cost'])} of credit-subsidy budgets (charged the cost, not the face)" if by_basis["cost"] else "")
-             + " were available")
+             + " were available"
+             + (f" (of them the United States' and Japan's own: {usd(own['amount'])} in face amounts"
+                + (f" and {usd(own['cost'])} of credit subsidy" if own["cost"] else "") + "; the rest is partners' money)"
+                if own["amount"] + own["cost"] < by_basis["amount"] + by_basis["cost"] - 1.0 else ""))
     funded = [f for f in pf.get("stock_funding") or [] if f.get("budget") and float(f.get("stocks_to_buy_usd") or 0.0) > 0]
     if funded:
         # review 23: the stockpile's own fund pays for the recommended stocks first
@@ -328,7 +345,9 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                + "".join(f" {f['participant']}'s stocks ({usd(f['stocks_to_buy_usd'])} to buy) are paid from {f['budget']}, {f['funds']}: "
                          f"{f['stocks_share_of_budget']:.0%} of its {usd(f['budget_usd'])}, leaving {usd(f['left_for_projects_usd'])} for projects."
                          if f.get("budget") else
-                         f" {f['participant']}'s stocks ({usd(f['stocks_to_buy_usd'])} to buy) have no funding line: {f['funds']}."
+                         f" {f['participant']}'s stocks ({usd(f['stocks_to_buy_usd'])} to buy) have no funding line: {f['funds']}"
+                         + (f": about {usd(float(f['carrying_cost_usd_per_year']))} a year (capital, storage and the lines' fixed costs)."
+                            if f.get("carrying_cost_usd_per_year") else ".")
                          for f in pf.get("stock_funding") or [] if float(f.get("stocks_to_buy_usd") or 0.0) > 0)
                + (f" {_nodes(md.get('not_stocked_proxy_demand', []), 'listed ')} not stocked because the participant's consumption there "
                   "is a proxy, not a published figure." if md.get("not_stocked_proxy_demand") else "")

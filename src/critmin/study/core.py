@@ -481,6 +481,13 @@ STOCKPILE_FUNDS = {"USA": ("US_DLA_SM:offtake", "the National Defense Stockpile 
                            "authority (review 24)")}
 
 
+#: How a participant without a stockpile budget in the study pays for its stocks (review 24: "no funding line"
+#: misstated how JOGMEC buys).
+NO_STOCKPILE_FUND = {"JPN": "no stockpile budget in the study's budgets; JOGMEC buys with borrowed funds whose interest and storage "
+                            "the rare-metal stockpiling programme subsidises (IEA, National stockpiling system; METI's FY2021 request "
+                            "JPY 0.37 bn: stockpile_parameters.csv, holdings.csv), so its budget line is the yearly carrying cost"}
+
+
 def stock_funding(portfolio: dict[str, Any], stock: dict[str, Any]) -> list[dict[str, Any]]:
     """Per participant, what its firm stocks (:func:`recommended_stocks`) cost to buy, net of published holdings and
     orders (``to_buy_t`` at the row's purchase price), and the budget that pays for it (:data:`STOCKPILE_FUNDS`):
@@ -488,24 +495,28 @@ def stock_funding(portfolio: dict[str, Any], stock: dict[str, Any]) -> list[dict
     budget in the study says so."""
     firm = recommended_stocks(stock)
     budgets = portfolio.get("budgets") or {}
+    fixed = float((stock.get("metadata") or {}).get("fixed_cost_usd_per_line_year") or 0.0)
     out: list[dict[str, Any]] = []
     for j in ("USA", "JPN"):
         cost = 0.0
+        carry = 0.0  # review 24: what holding the lines costs a year in cash (capital, storage, the lines' fixed costs)
         for r in stock.get("stockpiles", []):
             if r["participant"] != j or j not in firm.get(r["node"], {}):
                 continue
             t = float(r["optimal_stock_t"])
             buy = float(r["to_buy_t"]) if r.get("to_buy_t") is not None and np.isfinite(float(r["to_buy_t"])) else t
             cost += buy * float(r["optimal_stock_usd"]) / t if t > 0 else 0.0
+            carry += t * (float(r["holding_cost_usd_per_t_year"]) - float(r.get("expected_price_fall_usd_per_t_year") or 0.0)) + fixed
         key, what = STOCKPILE_FUNDS.get(j, ("", ""))
         if key and key in budgets:
             b = float(budgets[key])
             out.append({"participant": j, "budget": key, "funds": what, "budget_usd": b, "stocks_to_buy_usd": cost,
                         "stocks_share_of_budget": cost / b if b > 0 else float("nan"), "left_for_projects_usd": max(b - cost, 0.0),
-                        "covered": cost <= b})
+                        "covered": cost <= b, "carrying_cost_usd_per_year": carry})
         else:
-            out.append({"participant": j, "budget": None, "funds": "no stockpile budget in the study's budgets", "budget_usd": None,
-                        "stocks_to_buy_usd": cost, "stocks_share_of_budget": None, "left_for_projects_usd": None, "covered": None})
+            out.append({"participant": j, "budget": None, "funds": NO_STOCKPILE_FUND.get(j, "no stockpile budget in the study's budgets"),
+                        "budget_usd": None, "stocks_to_buy_usd": cost, "stocks_share_of_budget": None, "left_for_projects_usd": None,
+                        "covered": None, "carrying_cost_usd_per_year": carry})
     return out
 
 
