@@ -428,9 +428,14 @@ def test_published_plans_are_named_and_only_orders_are_netted():
     from critmin.stockpile import plan as sp
 
     h = sp.read_holdings()
+    # review 23: the 7,480 t cobalt solicitation was cancelled before the end of 2025: named with its status, not a
+    # plan that covers the target; tungsten's FY2025 AMP (2,041 t W) is the plan that covers a smaller target
     cobalt = sp._against_holdings(h, "USA", "cobalt", 1_000.0)
-    assert cobalt["planned_acquisition_t"] == pytest.approx(7_480.0) and cobalt["to_buy_t"] is None
-    assert "not an award" in cobalt["against_holdings"] and "is covered" in cobalt["against_holdings"]
+    assert cobalt["planned_acquisition_t"] is None and "against_holdings" not in cobalt
+    assert any("7,480 t" in n and "[cancelled" in n for n in cobalt["holdings_evidence"])
+    w = sp._against_holdings(h, "USA", "tungsten", 1_000.0)
+    assert w["planned_acquisition_t"] == pytest.approx(2_041.0)
+    assert "not an award" in w["against_holdings"] and "is covered" in w["against_holdings"]
     # a holding (0 t) and a plan: only the holding is netted
     bi = sp._against_holdings(h, "USA", "bismuth", 3_000.0)
     assert bi["current_holding_t"] == 0.0 and bi["to_buy_t"] == pytest.approx(3_000.0)

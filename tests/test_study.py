@@ -301,6 +301,24 @@ def test_the_budgets_headline_separates_the_participants_money_from_the_partners
     assert f"of them the United States' and Japan's own: {usd(own)} in face amounts" in plan["summary"]["sentences"]["financing"]
 
 
+def test_the_answer_says_which_dla_plans_the_plan_does_not_stock_and_why(study_run: tuple[Path, dict]):
+    """Review 23: DLA was buying or asking for offers of chromium, nickel, tin, lithium, rhenium and more, which the
+    plan does not stock, and nothing said why; a cancelled solicitation still "covered" its target."""
+    from critmin.stockpile.plan import read_holdings
+
+    _, plan = study_run
+    text = plan["summary"]["sentences"]["stocks"]
+    h = read_holdings()
+    live = h[(h["country_iso3"] == "USA") & (h["kind"] == "acquisition_plan") & (h["commodity_id"] != "*")
+             & ~h["status"].astype(str).str.startswith("cancelled")]
+    held = {x["node"].split("/")[0] for x in plan["summary"]["tables"]["stocks"] if x["participant"] == "USA" and x.get("basis") == "firm"}
+    missing = sorted(set(live["commodity_id"]) - held)
+    assert missing and f"DLA is buying or has asked for offers of {', '.join(c.replace('_', ' ') for c in missing)}" in text
+    assert "not on the National Defense Stockpile's requirements" in text
+    if "would cover the targets for " in text:
+        assert "cobalt/refine" not in text.split("would cover the targets for ")[1].split(" if bought")[0]
+
+
 def test_stocks_and_projects_do_not_claim_the_same_loss_twice(study_run: tuple[Path, dict]):
     """Review 18b/20: the U.S. antimony stock and Stibnite each counted the same avoidable loss. The plan records the
     programme decided after the recommended stocks (net of them: it never avoids more), and every stock at a node the

@@ -19,7 +19,7 @@ from critmin.deliver.buyers import contract_of
 from critmin.deliver.forms import AGGREGATE_OF, form_tags
 from critmin.portfolio.model import CAPEX_INSTRUMENTS, NO_DATE_NOTE, PENDING_NOTE
 from critmin.portfolio.plan import COST_BASIS_LABEL
-from critmin.stockpile.plan import FEW_DRAWS
+from critmin.stockpile.plan import FEW_DRAWS, read_holdings
 
 
 def _nodes(items: list[Any], kind: str = "") -> str:
@@ -439,6 +439,15 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                     "back within a year, at the simulated price while the control still holds (1 minus its annual chance of "
                     "relaxation) and at the baseline price after it; a dearer buy-back saves less, and waiting for the "
                     "control to lapse before buying back pays less but leaves the stock empty meanwhile.")
+    # review 23: DLA's plans and requests for materials the plan does not stock, and why
+    h = read_holdings()
+    live = h[(h["country_iso3"] == "USA") & (h["kind"] == "acquisition_plan") & (h["commodity_id"] != "*")
+             & ~h.get("status", pd.Series("", index=h.index)).astype(str).str.startswith("cancelled")]
+    not_held = sorted(set(live["commodity_id"]) - {str(x["node"]).split("/")[0] for x in firm if x["participant"] == "USA"})
+    if not_held:
+        s_stock += (f" DLA is buying or has asked for offers of {', '.join(c.replace('_', ' ') for c in not_held)} (holdings.csv), which "
+                    "the plan does not stock for the United States: its stocks rest on the economy-wide loss the model simulates, "
+                    "not on the National Defense Stockpile's requirements.")
     share = md.get("purchase_share_of_market_per_year")
     slow = sorted((x for x in firm if (x.get("years_to_fill") or 0.0) > 1.0), key=lambda x: -float(x["years_to_fill"]))
     if share and slow:

@@ -118,11 +118,13 @@ def _holdings_and_plans(h: pd.DataFrame, participant: str, commodity: str) -> tu
         q = pd.to_numeric(r.get("quantity_t"), errors="coerce")
         qty = f"{q:,.0f} t" if np.isfinite(q) else (f"{r['quantity']} {r['unit']}".strip() if str(r.get("quantity", "")) else "quantity not published")
         o = pd.to_numeric(r.get("ordered_t", ""), errors="coerce")
+        status = str(r.get("status") or "").strip()
         notes.append(f"{str(r['kind']).replace('_', ' ')}: {qty} ({r['material']}, {r['as_of']}; {r['holder']})"
-                     + (f", of which {o:,.1f} t ordered" if np.isfinite(o) else ""))
+                     + (f", of which {o:,.1f} t ordered" if np.isfinite(o) else "") + (f" [{status}]" if status else ""))
         if r["kind"] == "holding" and np.isfinite(q) and held is None:
             held = float(q)
-        if r["kind"] == "acquisition_plan" and np.isfinite(q):
+        # review 23: a cancelled solicitation is evidence, not a plan that "covers" a target
+        if r["kind"] == "acquisition_plan" and np.isfinite(q) and not status.startswith("cancelled"):
             plan = max(plan or 0.0, float(q))
         if np.isfinite(o):
             ordered = (ordered or 0.0) + float(o)
