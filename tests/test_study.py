@@ -319,6 +319,30 @@ def test_the_answer_says_which_dla_plans_the_plan_does_not_stock_and_why(study_r
         assert "cobalt/refine" not in text.split("would cover the targets for ")[1].split(" if bought")[0]
 
 
+def test_a_suspension_that_has_ended_is_named_with_its_date(study_run: tuple[Path, dict]):
+    """Review 24: the bloc's #1 and #2 rest on China's October 2025 battery package (E023), suspended until
+    10 November 2026, and the answer said only "check its status". The plan records each suspension's end from the
+    events table, and a sentence on a suspended control names it and says whether it is before the plan's month."""
+    import copy
+
+    from critmin.report.summary import build_summary
+
+    _, plan = study_run
+    until = plan["metadata"]["suspended_until"]
+    assert until["E023"] == "2026-11-10"
+    p = copy.deepcopy(plan)
+    p["metadata"]["as_of"] = "2026-12"
+    r = p["scenarios"][0]
+    r["expected_loss_usd"] = 100.0
+    r["top_scenarios"] = [{"scenario": "ev.E023.battery_cathode.cathode", "probability": 0.5, "expected_loss_usd": 190.0,
+                           "contribution_usd": 95.0, "status": "suspended", "base_loss_usd": 0.0}]
+    text = " ".join(build_summary(p)["what_would_change"])
+    assert "E023's suspension ran until 2026-11-10, before the plan's month (2026-12), and no later status is recorded" in text
+    p["metadata"]["as_of"] = "2026-10"
+    text = " ".join(build_summary(p)["what_would_change"])
+    assert "E023's suspension ran until 2026-11-10." in text and "before the plan's month" not in text
+
+
 def test_stocks_and_projects_do_not_claim_the_same_loss_twice(study_run: tuple[Path, dict]):
     """Review 18b/20: the U.S. antimony stock and Stibnite each counted the same avoidable loss. The plan records the
     programme decided after the recommended stocks (net of them: it never avoids more), and every stock at a node the

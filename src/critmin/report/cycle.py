@@ -8,6 +8,7 @@ in one place; this module assembles their results (:func:`assemble_plan`) and gi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,6 +46,17 @@ def validation_record(sim: Any, draws: int, seed: int) -> dict[str, Any]:
     }
 
 
+def suspended_until(events: pd.DataFrame) -> dict[str, str]:
+    """Per suspended event, the date its suspension ends (``... until YYYY-MM-DD`` in its status), from the atlas's
+    events table."""
+    out: dict[str, str] = {}
+    for r in events.to_dict("records") if len(events) else []:
+        m = re.search(r"until (\d{4}-\d{2}-\d{2})", str(r.get("status", "")))
+        if m and str(r.get("status_class", "")) == "suspended":
+            out[str(r["event_id"])] = m.group(1)
+    return out
+
+
 def assemble_plan(atlas: Any, *, priority: list[dict[str, Any]], vulnerabilities: list[dict[str, Any]], scenarios: list[dict[str, Any]],
                   risk_metadata: Mapping[str, Any], portfolio: dict[str, Any], stockpiles: dict[str, Any], deliveries: dict[str, Any],
                   matches: dict[str, Any], validation: dict[str, Any], buyers: pd.DataFrame, critical_lists: dict[str, set[str]],
@@ -72,6 +84,8 @@ def assemble_plan(atlas: Any, *, priority: list[dict[str, Any]], vulnerabilities
                                                            for j, v in critical_lists.items()},
                                     "us_listed_elements_in_rare_earths": us_listed_elements_in("rare_earths")},
                      "chokepoints": dict(chokepoints or {}),
+                     # review 24: the answer compares a suspension's end with the plan's date
+                     "suspended_until": suspended_until(atlas.events),
                      "perspective": "BLOC", "participants": sorted(atlas.participants), "blocs": atlas.bloc_members(),
                      "parameters": risk_metadata.get("parameters"),
                      "parameters_sha256": risk_metadata.get("parameters_sha256"), "data_files": risk_metadata.get("data_files")},

@@ -110,6 +110,20 @@ def _moved_by_valuation(risk: pd.DataFrame, top: int) -> str:
     return "; ".join(moved)
 
 
+def _suspension_status(susp: list[dict[str, Any]], plan: dict[str, Any]) -> str:
+    """Review 24: the bloc's #1 and #2 rested on a suspension that had ended before the plan's date, and the answer
+    said only "check its status". Names the end of each suspension and whether it is before the plan's month."""
+    until = (plan.get("metadata") or {}).get("suspended_until") or {}
+    as_of = str((plan.get("metadata") or {}).get("as_of") or "")
+    out = []
+    for e in sorted({str(x["scenario"]).split(".")[1] for x in susp if str(x["scenario"]).startswith("ev.")}):
+        if e in until:
+            past = bool(as_of) and until[e][:7] < as_of[:7]
+            out.append(f"{e}'s suspension ran until {until[e]}" + (f", before the plan's month ({as_of[:7]}), and no later status is "
+                                                                  "recorded (events.csv)" if past else ""))
+    return ("; ".join(out) + ". ") if out else ""
+
+
 def _agency_countries() -> dict[str, str]:
     """Agency id -> participant ISO3, from the bundled agency table (portfolio/data/agencies.csv)."""
     from critmin.portfolio.model import read_agencies
@@ -656,7 +670,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                 f"{r['name']} (rank {int(r['rank'])}) rests for {part / float(r['expected_loss_usd']):.0%} of its expected loss on a suspended "
                 f"control ({', '.join(x['scenario'] for x in susp)}) counted at probability {float(susp[0]['probability']):g} (an assumption): "
                 f"{usd(float(r['expected_loss_usd']) - part)} a year if it has lapsed, {usd(float(r['expected_loss_usd']) + back)} if it "
-                "is back in force. Check its status before acting on this rank.")
+                "is back in force. " + _suspension_status(susp, plan) + "Check its status before acting on this rank.")
     changes += _portfolio_assumptions(plan.get("portfolio", {}))
     # review 9: the caveat named commodities by a word in their flags (rare earths, 0.05 % of its loss on proxies) and
     # missed those whose loss rests mostly on them (battery cathode, 100 %); the risk rows carry the share
