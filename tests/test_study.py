@@ -343,6 +343,22 @@ def test_a_suspension_that_has_ended_is_named_with_its_date(study_run: tuple[Pat
     assert "E023's suspension ran until 2026-11-10." in text and "before the plan's month" not in text
 
 
+def test_stock_lines_on_an_estimated_or_stale_consumption_are_named(study_run: tuple[Path, dict]):
+    """Review 24: Japan's dysprosium, terbium and other lines rest on consumption figures flagged as estimates or
+    older than five years, and the answer did not say so. The row carries its participant's flag and the answer names
+    the line."""
+    _, plan = study_run
+    text = plan["summary"]["sentences"]["stocks"]
+    rows = {(r["participant"], r["node"]): r for r in plan["stockpiles"]["stockpiles"]}
+    firm = [x for x in plan["summary"]["tables"]["stocks"] if x.get("basis") == "firm"]
+    shaky = [x for x in firm if any(("an estimate" in f or "stale" in f) and f.startswith(x["participant"] + " ")
+                                    for f in rows[(x["participant"], x["node"])]["flags"])]
+    for x in shaky:
+        assert f"{x['participant']} {x['node']}" in text.split("on a consumption figure that is an estimate")[-1].split("): the size")[0]
+    if shaky:
+        assert "older than five years" in text
+
+
 def test_stocks_and_projects_do_not_claim_the_same_loss_twice(study_run: tuple[Path, dict]):
     """Review 18b/20: the U.S. antimony stock and Stibnite each counted the same avoidable loss. The plan records the
     programme decided after the recommended stocks (net of them: it never avoids more), and every stock at a node the

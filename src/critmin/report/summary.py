@@ -462,6 +462,14 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         s_stock += (f" DLA is buying or has asked for offers of {', '.join(c.replace('_', ' ') for c in not_held)} (holdings.csv), which "
                     "the plan does not stock for the United States: its stocks rest on the economy-wide loss the model simulates, "
                     "not on the National Defense Stockpile's requirements.")
+    # review 24: lines sized on an estimated or stale consumption figure are named (their size is as uncertain)
+    rows_by = {(r["participant"], r["node"]): r for r in (st.to_dict("records") if len(st) else [])}
+    shaky = [x for x in firm if any(("an estimate" in f or "stale" in f) and f.startswith(x["participant"] + " ")
+                                    for f in rows_by.get((x["participant"], x["node"]), {}).get("flags") or [])]
+    if shaky:
+        s_stock += (f" {len(shaky)} line{'s rest' if len(shaky) > 1 else ' rests'} on a consumption figure that is an estimate or "
+                    "older than five years (" + "; ".join(f"{x['participant']} {x['node']}" for x in shaky)
+                    + "): the size is as uncertain as that figure (each row's flags).")
     share = md.get("purchase_share_of_market_per_year")
     slow = sorted((x for x in firm if (x.get("years_to_fill") or 0.0) > 1.0), key=lambda x: -float(x["years_to_fill"]))
     if share and slow:

@@ -638,7 +638,9 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 **against,
                 "release_rule": {"holdings_t": s_opt, "max_release_t_per_month": s_opt / max(typical_months, 1.0), "price_cap": 1.0},
                 "shortfall_draws": int((short > 0).sum()),
-                "flags": [f for f in node.flags if ("proxy" in f or "low-tier" in f) and flag_concerns(f, j)]
+                # review 24: a line sized on an estimated or stale consumption says so (Japan's Dy, Tb, Y, Bi)
+                "flags": [f for f in node.flags if any(w in f for w in ("proxy", "low-tier", "an estimate", "stale", "assumption"))
+                          and flag_concerns(f, j)]
                 + ([f"capped at the policy's {max_days:g} days of " + ("consumption" if nir >= 1.0 else f"net imports ({nir:.0%} of consumption)")]
                    if capped and cap_t <= cap_plant else [])
                 + ([f"capped at what {j}'s own plants take in {max_days if max_days is not None else 365:g} days ({plant:,.0f} t a year)"]
