@@ -705,8 +705,9 @@ def test_a_stock_is_bought_at_the_latest_observed_benchmark_with_the_simulated_p
     ratios = observed_purchase_ratios(simulator, t)
     sb = simulator.nodes.get("antimony", "mine")
     assert ratios["antimony/mine"][0] == pytest.approx(20.30 * 2204.62 / sb.p0_usd_per_t, rel=1e-4)
-    # tungsten: SMM's APT transactions of 13 March 2026 (US$3,000/mtu) at concentrate's end-2025 ratio to APT (551/675)
-    assert ratios["tungsten/mine"][0] == pytest.approx(3000 * 551 / 675 / 0.00793 / simulator.nodes.get("tungsten", "mine").p0_usd_per_t, rel=1e-4)
+    # tungsten: APT's assessed range of 30 January 2026 (US$1,125-1,150/mtu, review 25: not one day's transaction) at
+    # concentrate's end-2025 ratio to APT (551/675)
+    assert ratios["tungsten/mine"][0] == pytest.approx(1137.5 * 551 / 675 / 0.00793 / simulator.nodes.get("tungsten", "mine").p0_usd_per_t, rel=1e-4)
     assert ratios["gallium/refine"][0] == pytest.approx(1_375_000 / simulator.nodes.get("gallium", "refine").p0_usd_per_t, rel=1e-4)
     rows = [r for r in bloc_plan["stockpiles"] if r["node"] in ratios and r["participant"] in ("USA", "JPN") and r["optimal_stock_t"] > 0]
     assert rows
@@ -762,18 +763,25 @@ def test_a_stock_bought_above_the_baseline_price_is_charged_its_expected_fall_in
     """Review 24: stocks bought at a crisis price were valued as if that price were permanent. The holding cost adds
     the expected fall of the premium when the control behind it is relaxed: h = P0 g (r + s) + rho (g - 1) P0, with rho
     the regime model's annual relaxation probability of the control's restrictor (CHN 0.265)."""
-    from critmin.stockpile.plan import StockParameters
+    from critmin.stockpile.plan import StockParameters, fall_back_prices, read_purchase_prices
 
     sp = StockParameters.load()
+    floors = fall_back_prices(read_purchase_prices())
+    # China's home prices: antimony ingot 163,000 yuan/t; long-term APT 970,000 yuan/t (at CNY 7.1 per USD)
+    assert floors["antimony/mine"] == pytest.approx(163_000 / 7.1, rel=1e-3)
+    assert floors["tungsten/mine"] == pytest.approx(970_000 / 88.5 / 7.1 * 551 / 675 / 0.00793, rel=1e-3)
     rows = [r for r in bloc_plan["stockpiles"] if r["participant"] in ("USA", "JPN") and r["purchase_price_ratio"] > 1.005]
     assert rows
     for r in rows:
         p0 = simulator.nodes.get(*r["node"].split("/")).p0_usd_per_t
         g, rho = r["purchase_price_ratio"], r["relaxation_probability"]
         assert rho == pytest.approx(simulator.regimes.probability_for(r["relaxation_of"], "relaxation"))
-        assert r["expected_price_fall_usd_per_t_year"] == pytest.approx(rho * (g - 1.0) * p0)
+        # review 25: down to the restrictor's home price where observed (purchase_prices.csv), else to P0
+        floor = max(p0, floors.get(r["node"], p0))
+        assert r["fall_back_usd_per_t"] == pytest.approx(floor)
+        assert r["expected_price_fall_usd_per_t_year"] == pytest.approx(rho * max(g * p0 - floor, 0.0))
         base = p0 * g * (sp.capital_rate.get(r["participant"], sp.capital_rate["USA"]) + sp.storage(r["commodity"]))
-        assert r["holding_cost_usd_per_t_year"] == pytest.approx(base + rho * (g - 1.0) * p0)
+        assert r["holding_cost_usd_per_t_year"] == pytest.approx(base + r["expected_price_fall_usd_per_t_year"])
     sb = next(r for r in rows if r["node"] == "antimony/mine")
     assert sb["relaxation_of"] == "CHN" and 0.2 < sb["relaxation_probability"] < 0.35
 

@@ -282,6 +282,11 @@ def test_the_stockpile_fund_pays_for_the_us_stocks_first(study_run: tuple[Path, 
     carry = sum(r["optimal_stock_t"] * (r["holding_cost_usd_per_t_year"] - r["expected_price_fall_usd_per_t_year"]) + fixed
                 for r in plan["stockpiles"]["stockpiles"] if r["participant"] == "JPN" and "JPN" in firm.get(r["node"], {}))
     assert f["JPN"]["carrying_cost_usd_per_year"] == pytest.approx(carry)
+    # review 25: the expected fall in value a year and the write-down if the controls are relaxed, beside it
+    lines = [r for r in plan["stockpiles"]["stockpiles"] if r["participant"] == "JPN" and "JPN" in firm.get(r["node"], {})]
+    assert f["JPN"]["expected_value_loss_usd_per_year"] == pytest.approx(sum(r["optimal_stock_t"] * r["expected_price_fall_usd_per_t_year"] for r in lines))
+    assert f["JPN"]["write_down_if_relaxed_usd"] == pytest.approx(
+        sum(max(r["optimal_stock_usd"] - r["optimal_stock_t"] * r["fall_back_usd_per_t"], 0.0) for r in lines if r["optimal_stock_t"] > 0))
     if carry > 0:
         assert "JOGMEC buys with borrowed funds" in plan["summary"]["sentences"]["stocks"]
 

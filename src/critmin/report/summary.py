@@ -356,12 +356,16 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                + "); the U.S. National Defense Stockpile stopped publishing holdings by material in 2023 and JOGMEC's are "
                "confidential (its target is 60 days of consumption, up to 180 days for minerals at high risk: stockpile_parameters.csv), "
                "so the other stocks are targets, not purchases net of holdings."
-               + "".join(f" {f['participant']}'s stocks ({usd(f['stocks_to_buy_usd'])} to buy) are paid from {f['budget']}, {f['funds']}: "
-                         f"{f['stocks_share_of_budget']:.0%} of its {usd(f['budget_usd'])}, leaving {usd(f['left_for_projects_usd'])} for projects."
-                         if f.get("budget") else
-                         f" {f['participant']}'s stocks ({usd(f['stocks_to_buy_usd'])} to buy) have no funding line: {f['funds']}"
-                         + (f": about {usd(float(f['carrying_cost_usd_per_year']))} a year (capital, storage and the lines' fixed costs)."
-                            if f.get("carrying_cost_usd_per_year") else ".")
+               + "".join((f" {f['participant']}'s stocks ({usd(f['stocks_to_buy_usd'])} to buy) are paid from {f['budget']}, {f['funds']}: "
+                          f"{f['stocks_share_of_budget']:.0%} of its {usd(f['budget_usd'])}, leaving {usd(f['left_for_projects_usd'])} for projects."
+                          if f.get("budget") else
+                          f" {f['participant']}'s stocks ({usd(f['stocks_to_buy_usd'])} to buy) have no funding line: {f['funds']}"
+                          + (f": about {usd(float(f['carrying_cost_usd_per_year']))} a year (capital, storage and the lines' fixed costs)."
+                             if f.get("carrying_cost_usd_per_year") else "."))
+                         # review 25: the balance-sheet side beside the budget line
+                         + (f" Beside that, their value is expected to fall by about {usd(float(f['expected_value_loss_usd_per_year']))} a year "
+                            f"(a write-down of about {usd(float(f['write_down_if_relaxed_usd']))} if the controls behind their prices are relaxed)."
+                            if float(f.get("expected_value_loss_usd_per_year") or 0.0) > 0 else "")
                          for f in pf.get("stock_funding") or [] if float(f.get("stocks_to_buy_usd") or 0.0) > 0)
                + (f" {_nodes(md.get('not_stocked_proxy_demand', []), 'listed ')} not stocked because the participant's consumption there "
                   "is a proxy, not a published figure." if md.get("not_stocked_proxy_demand") else "")
@@ -471,7 +475,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                     "older than five years (" + "; ".join(f"{x['participant']} {x['node']}" for x in shaky)
                     + "): the size is as uncertain as that figure (each row's flags).")
     share = md.get("purchase_share_of_market_per_year")
-    slow = sorted((x for x in firm if (x.get("years_to_fill") or 0.0) > 1.0), key=lambda x: -float(x["years_to_fill"]))
+    slow = sorted((x for x in firm if round(float(x.get("years_to_fill") or 0.0), 1) > 1.0), key=lambda x: -float(x["years_to_fill"]))
     if share and slow:
         # review 24: some stocks were larger than a year's market outside China; each line says how long it takes to
         # fill at a buying rate that does not move the price much
@@ -505,7 +509,8 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         s_stock += (" Where a benchmark price has been observed since the controls, a stock is bought at it ("
                     + "; ".join(f"{n} x{r:.2f}{_as_of(b)} against x{r_s:.2f} simulated" for n, r, r_s, b in obs)
                     + ": purchase_prices.csv), and a stock bought above the baseline price is charged the expected fall of its "
-                    "value if the control behind it is relaxed (the regime model's annual chance: "
+                    "value, down to the restrictor's home price where it is observed (else to the baseline), if the control behind it "
+                    "is relaxed (the regime model's annual chance: "
                     + ", ".join(f"{w} {p_:.1%}" for w, p_ in sorted({(str(r.get("relaxation_of") or ""), float(r.get("relaxation_probability") or 0.0))
                                                                       for r in all_rows if r.get("relaxation_of") and float(r.get("purchase_price_ratio") or 1.0) > 1.005}))
                     + "); sized "

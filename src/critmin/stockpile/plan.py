@@ -165,9 +165,28 @@ def read_purchase_prices(path: str | Path | None = None) -> pd.DataFrame:
             raise CritminError(f"{p}, line {i + 2}, field 'usd_per_t': low <= usd_per_t <= high fails")
         if not str(r["source"]).strip() or not str(r["url"]).strip():
             raise CritminError(f"{p}, line {i + 2}, field 'source': every price needs its source and address")
+    if "fall_back_usd_per_t" in t.columns:
+        for i, v in enumerate(t["fall_back_usd_per_t"]):
+            x = pd.to_numeric(v, errors="coerce")
+            if str(v).strip() and not (np.isfinite(x) and x > 0):
+                raise CritminError(f"{p}, line {i + 2}, field 'fall_back_usd_per_t': not a positive number")
     if t.duplicated(["commodity_id", "stage"]).any():
         raise CritminError(f"{p}, line {int(np.flatnonzero(t.duplicated(['commodity_id', 'stage']))[0]) + 2}: one row per node")
     return t
+
+
+def fall_back_prices(table: pd.DataFrame) -> dict[str, float]:
+    """Per node, the price a relaxation of the control lets the price outside the restrictor fall to, where observed
+    (``fall_back_usd_per_t`` of ``purchase_prices.csv``: the restrictor's home price; review 25: tungsten's fall was
+    charged down to the 2024 price although China's own price stood at about five times it)."""
+    if "fall_back_usd_per_t" not in table.columns:
+        return {}
+    out: dict[str, float] = {}
+    for r in table.to_dict("records"):
+        x = pd.to_numeric(r["fall_back_usd_per_t"], errors="coerce")
+        if np.isfinite(x) and x > 0:
+            out[f"{r['commodity_id']}/{r['stage']}"] = float(x)
+    return out
 
 
 def observed_purchase_ratios(sim: Any, table: pd.DataFrame) -> dict[str, tuple[float, str]]:
@@ -500,7 +519,9 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
     # a stock is bought at today's price: the latest observed benchmark where one is recorded, else the simulated
     # price under the controls in force since the baseline; the simulated price stays as the low case
     simulated = dict(smp.get("purchase_price", {}))
-    observed = observed_purchase_ratios(sim, read_purchase_prices())
+    prices_table = read_purchase_prices()
+    observed = observed_purchase_ratios(sim, prices_table)
+    floors = fall_back_prices(prices_table)
     purchase_prices = with_pass_through(sim, {**simulated, **observed})
     low_case = with_pass_through(sim, simulated)
     stocked_at = one_stage_per_consumption(sim, node_draws, members, stages)
@@ -565,7 +586,9 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             # relaxed (the price falls back), an expected loss of value rho (P_buy - P0) a year beside capital and storage
             rho, rho_who = relax.get(key, (0.0, ""))
             market_t = sim.rationed_market_t(key)
-            price_fall = rho * max(p_buy - p0, 0.0)
+            # ... down to the restrictor's home price where it is observed, else to the baseline (review 25)
+            floor = max(p0, floors.get(key, p0))
+            price_fall = rho * max(p_buy - floor, 0.0)
             hold = p_buy * (sp.capital_rate.get(j, sp.capital_rate["USA"]) + sp.storage(node.commodity)) + price_fall
             s_opt, cost_opt = newsvendor(short, w, hold, c, refill)
             cost0 = float(expected_cost(0.0, short, w, hold, c))
@@ -589,7 +612,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             if key in observed:
                 # the low case: the same line sized and bought at the simulated price under the controls
                 r_lo = low_case.get(key, (1.0, "baseline price"))[0]
-                hold_lo = p0 * r_lo * (sp.capital_rate.get(j, sp.capital_rate["USA"]) + sp.storage(node.commodity)) + rho * max(p0 * r_lo - p0, 0.0)
+                hold_lo = p0 * r_lo * (sp.capital_rate.get(j, sp.capital_rate["USA"]) + sp.storage(node.commodity)) + rho * max(p0 * r_lo - floor, 0.0)
                 s_lo, c_lo = newsvendor(short, w, hold_lo, c, refill)
                 s_lo = min(s_lo, cap_t, cap_plant)
                 c_lo = float(expected_cost(s_lo, short, w, hold_lo, c, refill))
@@ -618,7 +641,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             rows.append({
                 "node": key, "commodity": node.commodity, "stage": node.stage, "participant": j,
                 "shortage_cost_usd_per_t": c, "holding_cost_usd_per_t_year": hold, "critical_fractile": max(0.0, 1.0 - hold / c) if c > 0 else 0.0,
-                "expected_price_fall_usd_per_t_year": price_fall, "relaxation_probability": rho,
+                "expected_price_fall_usd_per_t_year": price_fall, "relaxation_probability": rho, "fall_back_usd_per_t": floor,
                 "relaxation_of": rho_who,
                 # review 24: the market a stock is bought in, and the years it takes to fill at the assumed buying rate
                 "market_outside_restrictor_t_per_year": market_t,
@@ -655,7 +678,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             separate[j] = s_opt  # what the member brings to a pool: the line it keeps
         if pooled and len(per_member) > 1:
             hold = (p_buy * (float(np.mean([sp.capital_rate.get(j, sp.capital_rate["USA"]) for j in per_member])) + sp.storage(node.commodity))
-                    + relax.get(key, (0.0, ""))[0] * max(p_buy - p0, 0.0))
+                    + relax.get(key, (0.0, ""))[0] * max(p_buy - max(p0, floors.get(key, p0)), 0.0))
             c = c_pool
             total = np.sum(list(per_member.values()), axis=0)
             bought_back = np.sum([refills[j] * per_member[j] for j in per_member], axis=0)

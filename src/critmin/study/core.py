@@ -500,6 +500,8 @@ def stock_funding(portfolio: dict[str, Any], stock: dict[str, Any]) -> list[dict
     for j in ("USA", "JPN"):
         cost = 0.0
         carry = 0.0  # review 24: what holding the lines costs a year in cash (capital, storage, the lines' fixed costs)
+        fall = 0.0  # review 25: the expected fall in their value a year, and the write-down if the controls are relaxed
+        write_down = 0.0
         for r in stock.get("stockpiles", []):
             if r["participant"] != j or j not in firm.get(r["node"], {}):
                 continue
@@ -507,16 +509,21 @@ def stock_funding(portfolio: dict[str, Any], stock: dict[str, Any]) -> list[dict
             buy = float(r["to_buy_t"]) if r.get("to_buy_t") is not None and np.isfinite(float(r["to_buy_t"])) else t
             cost += buy * float(r["optimal_stock_usd"]) / t if t > 0 else 0.0
             carry += t * (float(r["holding_cost_usd_per_t_year"]) - float(r.get("expected_price_fall_usd_per_t_year") or 0.0)) + fixed
+            fall += t * float(r.get("expected_price_fall_usd_per_t_year") or 0.0)
+            if t > 0 and r.get("fall_back_usd_per_t") is not None:
+                write_down += t * max(float(r["optimal_stock_usd"]) / t - float(r["fall_back_usd_per_t"]), 0.0)
         key, what = STOCKPILE_FUNDS.get(j, ("", ""))
         if key and key in budgets:
             b = float(budgets[key])
             out.append({"participant": j, "budget": key, "funds": what, "budget_usd": b, "stocks_to_buy_usd": cost,
                         "stocks_share_of_budget": cost / b if b > 0 else float("nan"), "left_for_projects_usd": max(b - cost, 0.0),
-                        "covered": cost <= b, "carrying_cost_usd_per_year": carry})
+                        "covered": cost <= b, "carrying_cost_usd_per_year": carry, "expected_value_loss_usd_per_year": fall,
+                        "write_down_if_relaxed_usd": write_down})
         else:
             out.append({"participant": j, "budget": None, "funds": NO_STOCKPILE_FUND.get(j, "no stockpile budget in the study's budgets"),
                         "budget_usd": None, "stocks_to_buy_usd": cost, "stocks_share_of_budget": None, "left_for_projects_usd": None,
-                        "covered": None, "carrying_cost_usd_per_year": carry})
+                        "covered": None, "carrying_cost_usd_per_year": carry, "expected_value_loss_usd_per_year": fall,
+                        "write_down_if_relaxed_usd": write_down})
     return out
 
 
