@@ -323,6 +323,13 @@ def flag_concerns(flag: str, participant: str) -> bool:
     return not any(f" {o} " in f" {flag} " for o in others) or participant in flag
 
 
+def expected_price_fall(rho: float, p_buy: float, floor: float) -> float:
+    """``rho max(P_buy - F, 0)`` (USD per t a year): the expected fall in a stock's value when the control behind its
+    price is relaxed (annual probability ``rho``) and the price falls back to ``F``, the restrictor's home price where
+    observed, else the baseline (docs/stockpile.md §2)."""
+    return rho * max(p_buy - floor, 0.0)
+
+
 def shortfall_after_projects(nd: np.ndarray, k: int, added_t: float, share: float) -> np.ndarray:
     """Participant k's shortfall per draw once projects add ``added_t`` t/yr to the node, of which the participant
     receives ``share`` (its demand over the market the disruption rations, :func:`critmin.simulate.nodes.share_of_added_supply`),
@@ -588,7 +595,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             market_t = sim.rationed_market_t(key)
             # ... down to the restrictor's home price where it is observed, else to the baseline (review 25)
             floor = max(p0, floors.get(key, p0))
-            price_fall = rho * max(p_buy - floor, 0.0)
+            price_fall = expected_price_fall(rho, p_buy, floor)
             hold = p_buy * (sp.capital_rate.get(j, sp.capital_rate["USA"]) + sp.storage(node.commodity)) + price_fall
             s_opt, cost_opt = newsvendor(short, w, hold, c, refill)
             cost0 = float(expected_cost(0.0, short, w, hold, c))
@@ -612,7 +619,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             if key in observed:
                 # the low case: the same line sized and bought at the simulated price under the controls
                 r_lo = low_case.get(key, (1.0, "baseline price"))[0]
-                hold_lo = p0 * r_lo * (sp.capital_rate.get(j, sp.capital_rate["USA"]) + sp.storage(node.commodity)) + rho * max(p0 * r_lo - floor, 0.0)
+                hold_lo = p0 * r_lo * (sp.capital_rate.get(j, sp.capital_rate["USA"]) + sp.storage(node.commodity)) + expected_price_fall(rho, p0 * r_lo, floor)
                 s_lo, c_lo = newsvendor(short, w, hold_lo, c, refill)
                 s_lo = min(s_lo, cap_t, cap_plant)
                 c_lo = float(expected_cost(s_lo, short, w, hold_lo, c, refill))
@@ -678,7 +685,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             separate[j] = s_opt  # what the member brings to a pool: the line it keeps
         if pooled and len(per_member) > 1:
             hold = (p_buy * (float(np.mean([sp.capital_rate.get(j, sp.capital_rate["USA"]) for j in per_member])) + sp.storage(node.commodity))
-                    + relax.get(key, (0.0, ""))[0] * max(p_buy - max(p0, floors.get(key, p0)), 0.0))
+                    + expected_price_fall(relax.get(key, (0.0, ""))[0], p_buy, max(p0, floors.get(key, p0))))
             c = c_pool
             total = np.sum(list(per_member.values()), axis=0)
             bought_back = np.sum([refills[j] * per_member[j] for j in per_member], axis=0)
