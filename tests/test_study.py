@@ -364,6 +364,23 @@ def test_stock_lines_on_an_estimated_or_stale_consumption_are_named(study_run: t
         assert "older than five years" in text
 
 
+def test_the_years_to_fill_are_the_blocs_at_each_node(study_run: tuple[Path, dict]):
+    """Review 25: both participants buy the same market at once (indium 2.1 years for the bloc, not 1.4 for the USA
+    alone). The answer sums the participants' years at each node (each line's years are its stock over the same
+    market) and names the nodes over a year."""
+    _, plan = study_run
+    text = plan["summary"]["sentences"]["stocks"]
+    years: dict[str, float] = {}
+    for x in plan["summary"]["tables"]["stocks"]:
+        if x.get("basis") == "firm" and x.get("years_to_fill") is not None:
+            years[x["node"]] = years.get(x["node"], 0.0) + x["years_to_fill"]
+    for n, y in years.items():
+        if round(y, 1) > 1.0:
+            assert f"{n} {y:.1f} years" in text
+        else:
+            assert f"{n} {y:.1f} years" not in text
+
+
 def test_stocks_and_projects_do_not_claim_the_same_loss_twice(study_run: tuple[Path, dict]):
     """Review 18b/20: the U.S. antimony stock and Stibnite each counted the same avoidable loss. The plan records the
     programme decided after the recommended stocks (net of them: it never avoids more), and every stock at a node the

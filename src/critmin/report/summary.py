@@ -475,14 +475,20 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                     "older than five years (" + "; ".join(f"{x['participant']} {x['node']}" for x in shaky)
                     + "): the size is as uncertain as that figure (each row's flags).")
     share = md.get("purchase_share_of_market_per_year")
-    slow = sorted((x for x in firm if round(float(x.get("years_to_fill") or 0.0), 1) > 1.0), key=lambda x: -float(x["years_to_fill"]))
+    # review 25: both participants buy the same market at once; the years to fill are the bloc's at each node (the
+    # participants' lines summed over the same market), each line's own years in its row
+    bloc_years: dict[str, float] = {}
+    for x in firm:
+        if x.get("years_to_fill") is not None:
+            bloc_years[x["node"]] = bloc_years.get(x["node"], 0.0) + float(x["years_to_fill"])
+    slow = sorted(((n, y) for n, y in bloc_years.items() if round(y, 1) > 1.0), key=lambda t: -t[1])
     if share and slow:
-        # review 24: some stocks were larger than a year's market outside China; each line says how long it takes to
-        # fill at a buying rate that does not move the price much
+        # review 24: some stocks were larger than a year's market outside China; each node says how long the bloc's
+        # lines take to fill at a buying rate that does not move the price much
         s_stock += (f" Bought at {share:.0%} of a year's market outside the dominant supplier's home use (an assumption: "
-                    "buying faster moves the price, which the stock's cost does not include), "
-                    f"{len(slow)} line{'s take' if len(slow) > 1 else ' takes'} more than a year to fill ("
-                    + "; ".join(f"{x['participant']} {x['node']} {float(x['years_to_fill']):.1f} years" for x in slow) + ").")
+                    "buying faster moves the price, which the stock's cost does not include), the bloc's lines take more than a "
+                    f"year to fill at {len(slow)} node{'s' if len(slow) > 1 else ''} ("
+                    + "; ".join(f"{n} {y:.1f} years" for n, y in slow) + ").")
     bought_at: dict[str, float] = {}
     for x in firm:
         bought_at[x["node"]] = max(bought_at.get(x["node"], 1.0), float(x.get("purchase_price_ratio", 1.0)))
