@@ -478,7 +478,7 @@ STOCKPILE_FUNDS = {"USA": ("US_DLA_SM:offtake", "the National Defense Stockpile 
                            "which the July 2025 appropriation expands to buy stockpile material; the stockpile may release "
                            "material only when required for purposes of the national defense (50 U.S.C. 98f), so stocks "
                            "held there answer defence needs, and the economy-wide release the plan values would need a new "
-                           "authority (review 24)")}
+                           "authority")}
 
 
 #: How a participant without a stockpile budget in the study pays for its stocks (review 24: "no funding line"
