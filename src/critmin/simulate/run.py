@@ -33,6 +33,7 @@ from critmin.simulate.engine import (
 from critmin.simulate.library import scenario_library
 from critmin.simulate.nodes import (
     PARTICIPANTS,
+    Node,
     NodeTable,
     build_nodes,
     market_outside_restrictor,
@@ -199,20 +200,22 @@ class Simulator:
         v = p0 * (m * self.chain.unlinked + self.chain.linked_value)
         return np.where(np.isfinite(v), v, 0.0)
 
+    def _node_and_fallback_share(self, key: str) -> tuple[Node, float]:
+        """Node ``key`` and its ``restrictor_export_share`` parameter (the export share where the trade data has none)."""
+        node = self.nodes.nodes[self.nodes.index[key]]
+        return node, float(self.params.resolve("restrictor_export_share", node.commodity, node.stage, node.group).value)
+
     def share_of_added_supply(self, key: str, members: tuple[str, ...] | list[str]) -> tuple[float, str]:
         """The share of a tonne added at node ``key`` outside its dominant supplier that reaches ``members``, and its
-        basis (:func:`critmin.simulate.nodes.share_of_added_supply`; the fallback export share is the node's
-        ``restrictor_export_share`` parameter)."""
-        node = self.nodes.nodes[self.nodes.index[key]]
-        e = self.params.resolve("restrictor_export_share", node.commodity, node.stage, node.group).value
-        return share_of_added_supply(node, members, float(e))
+        basis (:func:`critmin.simulate.nodes.share_of_added_supply`)."""
+        node, e = self._node_and_fallback_share(key)
+        return share_of_added_supply(node, members, e)
 
     def rationed_market_t(self, key: str) -> float:
         """Tonnes a year of node ``key`` sold outside its dominant supplier's home use, ``d_T Q0``
         (:func:`critmin.simulate.nodes.market_outside_restrictor`): the market a stock is bought in."""
-        node = self.nodes.nodes[self.nodes.index[key]]
-        e = self.params.resolve("restrictor_export_share", node.commodity, node.stage, node.group).value
-        return market_outside_restrictor(node, float(e))[0] * node.q0_t
+        node, e = self._node_and_fallback_share(key)
+        return market_outside_restrictor(node, e)[0] * node.q0_t
 
     @staticmethod
     def value_per_t_supplied(node_draws: dict[str, np.ndarray], key: str, perspective: int, valuation: str = "welfare") -> float:
