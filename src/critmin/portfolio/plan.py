@@ -338,7 +338,9 @@ def run_portfolio(
     sample = sample_from_simulator(sim, draws=draws, seed=seed, client=client, result=risk_result, stocks_t=dict(o.stocks_t))
     ip = InstrumentParameters.load(parameters_file)
     horizon = ip.get("portfolio", "horizon_months")
-    bp = build_problem(projects, atlas, sample, sim.nodes, read_agencies(agencies_file), ip, budgets, as_of, deadline_months,
+    agencies = read_agencies(agencies_file)
+    country = {str(r["agency_id"]): str(r["participant_iso3"]) for r in agencies.to_dict("records")}
+    bp = build_problem(projects, atlas, sample, sim.nodes, agencies, ip, budgets, as_of, deadline_months,
                        support=support)
     p = bp.problem
     p.cvar_weight, p.cvar_alpha, p.bonus_weight = cvar_weight, cvar_alpha, concern_weight
@@ -391,6 +393,8 @@ def run_portfolio(
         "budgets": finite_budgets,
         "unspent": _unspent(bp, sol, finite_budgets, deadline_months, dict(zip(projects["project_id"], projects["status_class"].astype(str), strict=True))),
         "budget_basis": {k: (COST_BASIS_LABEL if bp.budget_basis.get(k) == "cost" else "amount committed") for k in finite_budgets},
+        # the country of each budget's agency (the study's agency table), read by the executive answer
+        "budget_country": {k: country.get(str(k).split(":")[0], "") for k in finite_budgets},
         "spent": {k: v for k, v in sol.spent.items() if k in finite_budgets},
         # one basis per figure, never added across bases: the credit-reform budget cost (what the support costs
         # the government: a loan's subsidy cost, a grant's full amount) and, apart, the face amount committed

@@ -124,13 +124,6 @@ def _suspension_status(susp: list[dict[str, Any]], plan: dict[str, Any]) -> str:
     return ("; ".join(out) + ". ") if out else ""
 
 
-def _agency_countries() -> dict[str, str]:
-    """Agency id -> participant ISO3, from the bundled agency table (portfolio/data/agencies.csv)."""
-    from critmin.portfolio.model import read_agencies
-
-    return {str(r["agency_id"]): str(r["participant_iso3"]) for r in read_agencies().to_dict("records")}
-
-
 def _net_of_producers(risk: pd.DataFrame, top: int) -> str:
     """The ranking on net loss beside the ranked consumer loss (review 23: Japan's cathode and anode ranked #4 and
     #5 by consumer loss are net gains to Japan, whose makers export them, and the answer did not say so): the totals,
@@ -209,10 +202,9 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         by_basis["cost" if basis.get(k) == COST_BASIS_LABEL else "amount"] += float(v)
     # review 24: the headline mixed the partners' money (Australia, Canada, the EU, Germany) with the participants'
     own = {"cost": 0.0, "amount": 0.0}
-    country = _agency_countries()
+    country = pf.get("budget_country") or {}
     for k, v in pf["budgets"].items():
-        agency = str(k).split(":")[0]
-        if country.get(agency, {"US": "USA", "JPN": "JPN"}.get(agency.split("_")[0], "")) in ("USA", "JPN"):
+        if country.get(k, "") in ("USA", "JPN"):
             own["cost" if basis.get(k) == COST_BASIS_LABEL else "amount"] += float(v)
     avail = (f"{usd(by_basis['amount'])} of budgets counted in face amounts"
              + (f" and {usd(by_basis['cost'])} of credit-subsidy budgets (charged the cost, not the face)" if by_basis["cost"] else "")
