@@ -109,6 +109,22 @@ def test_pooled_stock_never_costs_more(a, b, h, c):
     assert sum(p.pooled_cost_by_member_usd.values()) == pytest.approx(p.pooled_cost_usd)
 
 
+@settings(max_examples=60, deadline=None)
+@given(a=st.lists(st.floats(0, 100), min_size=5, max_size=5), b=st.lists(st.floats(0, 100), min_size=5, max_size=5),
+       h=st.floats(0.01, 10), c=st.floats(1, 50), ra=st.floats(0, 1), rb=st.floats(0, 1))
+def test_a_pool_of_members_with_different_buy_back_premiums_never_costs_more(a, b, h, c, ra, rb):
+    """A control relaxed for one member's buyers only gives the members different buy-back premiums; the pool then
+    never costs more than their separate stocks (at worst it keeps them as separate accounts)."""
+    w = np.full(5, 0.2)
+    da, db = np.array(a), np.array(b)
+    refills = {"USA": np.full(5, ra * c), "JPN": np.full(5, rb * c)}
+    total = da + db
+    weighted = np.divide(refills["USA"] * da + refills["JPN"] * db, total, out=np.zeros(5), where=total > 0)
+    p = pool({"USA": da, "JPN": db}, w, h, c, refills, weighted)
+    assert p.pooled_cost_usd <= sum(p.separate_cost_usd.values()) + 1e-9
+    assert p.saving_usd >= -1e-9
+
+
 def test_stockpile_cli_json():
     d = json.loads(run("stockpile", "--perspective", "BLOC", "--pooled", "--budget", "1e9", "--draws", "80", "--format", "json").stdout)
     rows = d["stockpiles"]
@@ -501,12 +517,15 @@ def test_refill_persistence_follows_the_regime_and_the_duration(simulator):
     from critmin.simulate.run import refill_persistence
     from critmin.simulate.scenario import Scenario
 
-    relax = simulator.regimes.probability_for("CHN", "relaxation")
+    rm = simulator.regimes
+    relax = [rm.probability_for("CHN", "relaxation", t) for t in ("USA", "JPN", "WORLD")]
     ctl = next(s for s, _ in zip(*risk_scenarios(simulator), strict=True) if s.family.startswith("ctl.") and s.restrictors == ["CHN"])
-    assert refill_persistence(simulator, ctl) == pytest.approx(1.0 - relax)
+    assert refill_persistence(simulator, ctl) == pytest.approx([1.0 - x for x in relax])
+    # review 25: China's Nov 2025 general licences for U.S. end users relax its controls for the USA, not for Japan
+    assert relax[0] > relax[1] == pytest.approx(relax[2])
     for months, share in ((6, 0.0), (12, 0.0), (24, 0.5)):
         s = Scenario(id="x", commodity="cobalt", stage="mine", restrictors=["COD"], duration_months=months)
-        assert refill_persistence(simulator, s) == share
+        assert list(refill_persistence(simulator, s)) == [share] * 3
 
 
 def test_stock_savings_charge_the_buy_back_where_controls_persist(simulator, bloc_sample, bloc_plan):
@@ -775,15 +794,18 @@ def test_a_stock_bought_above_the_baseline_price_is_charged_its_expected_fall_in
     for r in rows:
         p0 = simulator.nodes.get(*r["node"].split("/")).p0_usd_per_t
         g, rho = r["purchase_price_ratio"], r["relaxation_probability"]
-        assert rho == pytest.approx(simulator.regimes.probability_for(r["relaxation_of"], "relaxation"))
+        assert rho == pytest.approx(simulator.regimes.probability_for(r["relaxation_of"], "relaxation", r["participant"]))
         # review 25: down to the restrictor's home price where observed (purchase_prices.csv), else to P0
         floor = max(p0, floors.get(r["node"], p0))
         assert r["fall_back_usd_per_t"] == pytest.approx(floor)
         assert r["expected_price_fall_usd_per_t_year"] == pytest.approx(rho * max(g * p0 - floor, 0.0))
         base = p0 * g * (sp.capital_rate.get(r["participant"], sp.capital_rate["USA"]) + sp.storage(r["commodity"]))
         assert r["holding_cost_usd_per_t_year"] == pytest.approx(base + r["expected_price_fall_usd_per_t_year"])
-    sb = next(r for r in rows if r["node"] == "antimony/mine")
+    sb = next(r for r in rows if r["node"] == "antimony/mine" and r["participant"] == "USA")
     assert sb["relaxation_of"] == "CHN" and 0.2 < sb["relaxation_probability"] < 0.35
+    # Japan's buyers gained nothing from the U.S.-only general licences: only China's relaxations for every buyer
+    jp = [r for r in rows if r["participant"] == "JPN" and r["relaxation_of"] == "CHN"]
+    assert jp and all(0.05 < r["relaxation_probability"] < 0.15 for r in jp)
 
 
 def test_each_stock_says_how_long_it_takes_to_fill(simulator, bloc_plan):

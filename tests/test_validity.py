@@ -194,6 +194,32 @@ def test_a_measure_suspended_before_entry_is_a_scenario_not_also_a_transition(si
     assert rm.probability_for("CHN", "tightening") < 0.15
 
 
+def test_a_relaxation_for_one_destination_counts_for_that_destination_only(simulator):
+    """Review 25: China's relaxation rate (0.265 a year) counted its November 2025 general licences for U.S. end users,
+    five regimes relaxed for the USA alone, as relaxations of the control for every buyer; Japan's stocks were
+    charged a value fall that the record gives no ground for. Recomputed by hand from the table: for destination T,
+    n = the country's relaxations aimed at T or at every destination, shrunk toward the other restrictors' rate with
+    5 regime-years of prior weight."""
+    import math
+
+    rm = simulator.regimes
+    tr = simulator.atlas.tables["regime_transitions"]
+    ev = simulator.atlas.tables["events"].set_index("event_id")
+    relax = tr[tr["kind"] == "relaxation"]
+    iso = relax["regime_event_id"].map(ev["country_iso3"])
+    tg = relax["targets"].fillna("WORLD").astype(str)
+    us_only = int(((iso == "CHN") & (tg == "USA")).sum())
+    assert us_only == 5
+    for target, hits in (("WORLD", tg == "WORLD"), ("USA", tg.isin(["WORLD", "USA"])), ("JPN", tg == "WORLD")):
+        n_i = int((hits & (iso == "CHN")).sum())
+        n_o = int((hits & (iso != "CHN")).sum())
+        e_i = rm.country_exposure["CHN"]
+        lam = (n_i + 5.0 * n_o / (rm.exposure_years - e_i)) / (e_i + 5.0)
+        assert rm.probability_for("CHN", "relaxation", target) == pytest.approx(1.0 - math.exp(-lam)), target
+    assert rm.probability_for("CHN", "relaxation", "USA") == pytest.approx(rm.probability_for("CHN", "relaxation"))
+    assert rm.probability_for("CHN", "relaxation", "JPN") < 0.5 * rm.probability_for("CHN", "relaxation", "USA")
+
+
 def test_a_control_and_what_it_can_become_are_counted_once(simulator):
     """Review finding: an in-force control, its tightening and a suspended extension at the same node each carried
     the full loss (NdFeB magnets 1.71 x the control's loss). They are now one family of exclusive outcomes whose
@@ -205,7 +231,7 @@ def test_a_control_and_what_it_can_become_are_counted_once(simulator):
             fam.setdefault(s.family, []).append((s, p))
     magnets = fam["ctl.ndfeb_magnets.magnet"]
     # exclusive outcomes: the control holds, escalates or (the rest of the mass) is relaxed
-    relax = simulator.regimes.probability_for("CHN", "relaxation")
+    relax = simulator.regimes.probability_for("CHN", "relaxation", "WORLD")
     assert 1.0 - relax - 1e-9 <= sum(p for _, p in magnets) <= 1.0 + 1e-9
     control = next(s for s, _ in magnets if s.id == "ev.E019.ndfeb_magnets.magnet")
     lo_c = simulator.params.resolve("licence_denial", "ndfeb_magnets", "magnet", "").low

@@ -21,7 +21,12 @@ Transition rates are fitted from the atlas tables ``events`` (the regimes and th
   ``λ_ik = (n_ik + k·λ_{-i,k}) / (E_i + k)``, ``λ_{-i,k} = (n_k − n_ik)/(E − E_i)`` — China's regimes since 2023
   escalated faster than the others' history, and its rates say so;
 - a ban aimed at a participant is split between targets USA, JPN and BLOC with add-one smoothing of the
-  observed targets.
+  observed targets;
+- a transition is counted for the destinations it concerns (:meth:`RegimeModel.probability_for` with a
+  ``target``): one aimed at every destination (targets ``WORLD``) counts for each, one for the USA only counts for
+  the USA. China's November 2025 general licences for U.S. end users (five regimes) are relaxations for the USA,
+  not of the control: Japan's buyers gained nothing from them (review 25). ``target="WORLD"`` counts only the
+  relaxations of the control for every buyer; the default (``None``) counts every transition of the kind.
 
 Each in-force control at a node (restrictor, commodity, stage) gets the family of evolution scenarios:
 
@@ -65,10 +70,29 @@ class RegimeModel:
     notes: list[str] = field(default_factory=list)
     by_country: dict[str, dict[str, float]] = field(default_factory=dict)  # restrictor -> kind -> annual probability
     country_exposure: dict[str, float] = field(default_factory=dict)
+    #: the transitions counted: (restrictor, kind, destinations it concerns)
+    transitions: list[tuple[str, str, frozenset[str]]] = field(default_factory=list)
+    prior_regime_years: float = 5.0
 
-    def probability_for(self, iso: str, kind: str) -> float:
-        """Annual probability of a transition of ``kind`` for a regime of restrictor ``iso``."""
-        return self.by_country.get(iso, {}).get(kind, self.probability[kind])
+    def probability_for(self, iso: str, kind: str, target: str | None = None) -> float:
+        """Annual probability of a transition of ``kind`` for a regime of restrictor ``iso``; with ``target`` (a
+        participant, or ``WORLD``), only the transitions that concern that destination, aimed at it or at every
+        destination (module docstring):
+
+        ``λ_ik(T) = (n_ik(T) + k λ_{-i,k}(T)) / (E_i + k)``, ``P = 1 - exp(-λ)``, where ``n_ik(T)`` counts the
+        transitions of ``iso`` whose targets hold ``T`` or ``WORLD`` and ``λ_{-i,k}(T)`` is the same rate of the
+        other restrictors (leave-one-out)."""
+        if target is None:
+            return self.by_country.get(iso, {}).get(kind, self.probability[kind])
+        hits = [t for t in self.transitions if t[1] == kind and ("WORLD" in t[2] or target in t[2])]
+        n_i = sum(1 for t in hits if t[0] == iso)
+        e_i = self.country_exposure.get(iso, 0.0)
+        e_other = self.exposure_years - e_i
+        loo = (len(hits) - n_i) / e_other if e_other > 0 else 0.0
+        k = self.prior_regime_years
+        if e_i + k <= 0:
+            return 0.0
+        return float(1.0 - np.exp(-(n_i + k * loo) / (e_i + k)))
 
     def summary(self) -> dict[str, object]:
         return {
@@ -78,6 +102,8 @@ class RegimeModel:
             "annual_rate_interval90": {k: [round(a, 4), round(b, 4)] for k, (a, b) in self.interval90.items()},
             "ban_target_weights": {k: round(v, 3) for k, v in self.target_weights.items()},
             "by_restrictor": {i: {k: round(v, 4) for k, v in d.items()} for i, d in sorted(self.by_country.items())},
+            "relaxation_by_destination": {i: {t: round(self.probability_for(i, "relaxation", t), 4) for t in ("WORLD", *PARTICIPANTS)}
+                                          for i in sorted(self.by_country)},
             "restrictor_exposure_regime_years": {i: round(v, 2) for i, v in sorted(self.country_exposure.items())},
             "regimes_counted": self.regimes,
             "notes": self.notes,
@@ -116,6 +142,7 @@ def fit_regime_model(atlas: Atlas, history_end: str = HISTORY_END, prior_regime_
     by_counts: dict[str, dict[str, int]] = {}
     tgt = {"USA": 0, "JPN": 0, "BLOC": 0}
     skipped: list[str] = []
+    counted_transitions: list[tuple[str, str, frozenset[str]]] = []
     if tr is not None:
         for r in tr.to_dict("records"):
             # review 22: a measure suspended before it entered into force (China's Oct 2025 packages, E021-E023) is
@@ -127,6 +154,7 @@ def fit_regime_model(atlas: Atlas, history_end: str = HISTORY_END, prior_regime_
             counts[str(r["kind"])] += 1
             iso = country_of.get(str(r["regime_event_id"]), "")
             by_counts.setdefault(iso, dict.fromkeys(KINDS, 0))[str(r["kind"])] += 1
+            counted_transitions.append((iso, str(r["kind"]), frozenset(str(r["targets"] or "WORLD").split(";"))))
             if r["kind"] == "ban_to_participant":
                 t = str(r["targets"]).split(";")
                 key = "BLOC" if set(t) >= set(PARTICIPANTS) else (t[0] if t[0] in tgt else None)
@@ -161,7 +189,10 @@ def fit_regime_model(atlas: Atlas, history_end: str = HISTORY_END, prior_regime_
     notes.append("small sample: the 90 % intervals on the annual rates are wide (see annual_rate_interval90)")
     notes.append(f"per restrictor: Poisson-gamma shrinkage toward the pooled rates of the other restrictors (leave-one-out) "
                  f"with {prior_regime_years:g} regime-years of prior weight")
-    return RegimeModel(exposure, counts, prob, interval, weights, counted, notes, by_country, by_exposure)
+    notes.append("a transition counts for the destinations it concerns (relaxation_by_destination): China's November 2025 "
+                 "general licences for U.S. end users are relaxations for the USA only")
+    return RegimeModel(exposure, counts, prob, interval, weights, counted, notes, by_country, by_exposure,
+                       counted_transitions, prior_regime_years)
 
 
 def never_in_force(atlas: Atlas) -> set[str]:

@@ -172,8 +172,10 @@ def risk_scenarios(sim: Simulator) -> tuple[list[Scenario], list[float]]:
             for extra in g["control"][1:]:  # a second control in force at the node: counted apart (rare)
                 chosen.append(extra)
                 probs.append(1.0)
-            # the control may also be relaxed within the year (no loss against the baseline)
-            relax = sim.regimes.probability_for(control.restrictors[0], "relaxation") if sim.regimes is not None else 0.0
+            # the control may also be relaxed within the year (no loss against the baseline): for every buyer, so
+            # only the relaxations of the control itself count, not those for one destination's end users (the
+            # outcomes are one family for both participants; docs/simulation.md §10.1)
+            relax = sim.regimes.probability_for(control.restrictors[0], "relaxation", "WORLD") if sim.regimes is not None else 0.0
         else:
             outcomes = [(e, p) for e, p, _ in g["escalation"]]
         # a full embargo is the most severe outcome of all

@@ -205,23 +205,27 @@ def observed_purchase_ratios(sim: Any, table: pd.DataFrame) -> dict[str, tuple[f
     return out
 
 
-def relaxation_rates(sim: Any, library: list[Any] | None = None) -> dict[str, tuple[float, str]]:
-    """Per node, the annual probability that the control raising its price today is relaxed, and whose it is: the
-    largest relaxation probability (the regime model, docs/simulation.md §10.1) of the restrictors of the controls in
-    force at the node, else at a node of the same commodity upstream of it (refined cobalt: the
-    DRC's quota on its ore). Nodes without such a control are absent. (The library's events in force; the risk
-    run gathers them and their outcomes in families ``ctl.*``.)"""
+def relaxation_rates(sim: Any, library: list[Any] | None = None) -> dict[str, dict[str, tuple[float, str]]]:
+    """Per node and buyer (``USA``, ``JPN``; ``BLOC`` for a pooled stock), the annual probability that the control
+    raising its price today is relaxed for that buyer, and whose control it is: the largest relaxation probability
+    (the regime model, docs/simulation.md §10.1) of the restrictors of the controls in force at the node, else at a
+    node of the same commodity upstream of it (refined cobalt: the DRC's quota on its ore). A relaxation for one
+    destination's end users counts for that buyer only (China's Nov 2025 general licences for U.S. end users: USA
+    0.265, Japan 0.094); the pool counts only relaxations for every destination. Nodes without such a control are
+    absent. (The library's events in force; the risk run gathers them and their outcomes in families ``ctl.*``.)"""
     if sim.regimes is None:
         return {}
     lib = library if library is not None else sim.library()
-    at: dict[str, tuple[float, str]] = {}
+    buyers = {"USA": "USA", "JPN": "JPN", "BLOC": "WORLD"}
+    at: dict[str, dict[str, tuple[float, str]]] = {}
     for s in lib:
         if s.status == "in_force" and s.restrictors:
             key = f"{s.commodity}/{s.stage}"
-            rho, who = max((sim.regimes.probability_for(r, "relaxation"), r) for r in s.restrictors)
-            if rho > at.get(key, (-1.0, ""))[0]:
-                at[key] = (float(rho), who)
-    out = dict(at)
+            for j, t in buyers.items():
+                rho, who = max((sim.regimes.probability_for(r, "relaxation", t), r) for r in s.restrictors)
+                if rho > at.setdefault(key, {}).get(j, (-1.0, ""))[0]:
+                    at[key][j] = (float(rho), who)
+    out = {k: dict(v) for k, v in at.items()}
     for u_key, val in at.items():
         u = sim.nodes.index[u_key] if u_key in sim.nodes.index else None
         if u is None:
@@ -229,7 +233,9 @@ def relaxation_rates(sim: Any, library: list[Any] | None = None) -> dict[str, tu
         for v, _, _ in sim.chain.links[u]:
             nv = sim.nodes.nodes[v]
             if nv.commodity == sim.nodes.nodes[u].commodity and nv.key not in at:
-                out[nv.key] = max(out.get(nv.key, (-1.0, "")), val)
+                d = out.setdefault(nv.key, {})
+                for j, x in val.items():
+                    d[j] = max(d.get(j, (-1.0, "")), x)
     return out
 
 
@@ -591,7 +597,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             refills[j] = refill
             # review 24: a stock bought above the baseline price loses that premium when the control behind it is
             # relaxed (the price falls back), an expected loss of value rho (P_buy - P0) a year beside capital and storage
-            rho, rho_who = relax.get(key, (0.0, ""))
+            rho, rho_who = relax.get(key, {}).get(j, relax.get(key, {}).get("BLOC", (0.0, "")))
             market_t = sim.rationed_market_t(key)
             # ... down to the restrictor's home price where it is observed, else to the baseline (review 25)
             floor = max(p0, floors.get(key, p0))
@@ -685,7 +691,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             separate[j] = s_opt  # what the member brings to a pool: the line it keeps
         if pooled and len(per_member) > 1:
             hold = (p_buy * (float(np.mean([sp.capital_rate.get(j, sp.capital_rate["USA"]) for j in per_member])) + sp.storage(node.commodity))
-                    + expected_price_fall(relax.get(key, (0.0, ""))[0], p_buy, max(p0, floors.get(key, p0))))
+                    + expected_price_fall(relax.get(key, {}).get("BLOC", (0.0, ""))[0], p_buy, max(p0, floors.get(key, p0))))
             c = c_pool
             total = np.sum(list(per_member.values()), axis=0)
             bought_back = np.sum([refills[j] * per_member[j] for j in per_member], axis=0)
@@ -713,9 +719,16 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             # review 22: the pools "recommended" on a saving of US$259 k against US$250 k were within the sampling noise
             by_draw = (np.sum([cost_by_draw(sep_t[j], per_member[j], hold, c, refills[j]) for j in per_member], axis=0)
                        - cost_by_draw(ps, total, hold, c, refill_pool))
+            z = sum(sep_cost.values())
+            if pc > z:
+                # the members' refill premiums differ (a control relaxed for one member's buyers only): the one pooled
+                # stock at their weighted premium costs more, so the pool keeps their stocks as separate accounts
+                # (sizing.pool), at exactly their separate cost
+                ps, pc, by_draw = sum(sep_t.values()), z, np.zeros_like(by_draw)
+                pool_flags.append("kept as the members' separate accounts: their buy-back premiums differ, and one "
+                                  "pooled stock would cost more")
             worth, _, saving_se = pool_worth(by_draw, w, sp.pool_cost)
             recommended = bool(ps > 0 and worth)
-            z = sum(sep_cost.values())
             share = {j: (v / z if z > 0 else 1.0 / len(sep_cost)) for j, v in sep_cost.items()}
             pl = replace(pl, separate_stock_t=sep_t, separate_cost_usd=sep_cost, pooled_stock_t=ps, pooled_cost_usd=pc,
                          saving_usd=z - pc, pooled_share=share, pooled_cost_by_member_usd={j: pc * f for j, f in share.items()})

@@ -225,12 +225,17 @@ def pool(shortfalls: dict[str, np.ndarray], weights: np.ndarray, holding: float,
     ``max(Σ_j D_j - Σ_j S_j, 0) <= Σ_j max(D_j - S_j, 0)``, pooling never costs more. Sharing rule: each member
     pays the pooled cost in proportion to its stand-alone cost, so every member saves the same fraction. With
     refill premiums (``refills`` per member, ``pooled_refill`` the pool's, USD per tonne drawn: the members'
-    shortfall-weighted premium) the bound is exact where no premium exceeds c (a tonne is then always released).
+    shortfall-weighted premium) the bound is exact where no premium exceeds c (a tonne is then always released) and
+    the members' premiums are equal. Where they differ (a control relaxed for one member's buyers only) the weighted
+    premium can make the one pooled stock dearer; the pool then keeps the members' stocks as separate accounts, each
+    released to its own member and refilled at its premium, which costs exactly their separate costs.
     """
     sep = {j: newsvendor(d, weights, holding, shortage, (refills or {}).get(j)) for j, d in shortfalls.items()}
     total = np.sum(np.array(list(shortfalls.values())), axis=0)
     ps, pc = newsvendor(total, weights, holding, shortage, pooled_refill)
     sep_cost = {j: c for j, (_, c) in sep.items()}
     z = sum(sep_cost.values())
+    if pc > z:
+        ps, pc = sum(s for s, _ in sep.values()), z
     share = {j: (c / z if z > 0 else 1.0 / len(sep_cost)) for j, c in sep_cost.items()}
     return Pooling({j: s for j, (s, _) in sep.items()}, sep_cost, ps, pc, z - pc, share, {j: pc * f for j, f in share.items()})
