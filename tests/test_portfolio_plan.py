@@ -339,7 +339,7 @@ def test_support_above_capex_is_named_as_a_data_problem(supported) -> None:
     financed = {p: [r for r in bp.reasons[p] if r.startswith("already financed")] for p in over}
     assert "P018" in financed and financed["P018"]  # Noveon: US$35 M counted against a US$25 M capex
     for pid, rs in financed.items():
-        assert all("a data problem to check" in r for r in rs), (pid, rs)
+        assert all("suggests an out-of-date capex" in r for r in rs), (pid, rs)
 
 
 def test_an_offtake_is_worth_its_hedge_and_costs_its_resale_loss(supported) -> None:
@@ -494,16 +494,28 @@ def test_permitting_help_adds_nothing_to_a_project_past_its_permits(supported) -
 def test_a_funded_project_names_the_support_in_its_pipeline(simulator) -> None:
     """Review 13: the plan recommended a DOE guarantee for Stibnite without saying that EXIM's letter of interest (up to
     US$1.8 B, a formal application in 2025) covers the same debt. Support in the pipeline is not counted as money in
-    place, but a funded capex option names it."""
+    place, but a funded capex option names it. Review 26: EXIM's Board approved Stibnite's loan on 21 May 2026 (S121),
+    seven months before the plan: counted, it finances the mine, which is no longer a candidate for new money."""
+    import pandas as pd
+
     reg = bundled_register(simulator.atlas)
-    plan = run_portfolio(simulator.atlas, simulator, reg.projects, support=reg.support, draws=40, seed=0, as_of="2026-12")
+    s = reg.support.set_index("support_id")
+    # a pending letter for the guaranteed project: named beside the option, not counted
+    pending = s.loc[["S120"]].reset_index().assign(support_id="S999", project_id="P066", amount_usd=1e8)
+    support = pd.concat([reg.support, pending], ignore_index=True)
+    plan = run_portfolio(simulator.atlas, simulator, reg.projects, support=support, draws=40, seed=0, as_of="2026-12")
     reasons = {p["project_id"]: p["reason"] for p in plan["projects"]}
-    sel = {s["project_id"]: s["instrument"] for s in plan["selected"]}
-    assert "P034" in sel
-    # review 24: the letter of interest (S064) is superseded by the formal application and EXIM's preliminary project
-    # letter with an indicative term sheet for up to US$2 B (S120)
-    assert "pending, not counted: Export-Import Bank of the United States loan of up to 2,000 M USD (preliminary, S120)" in reasons["P034"]
-    assert "S064" not in reasons["P034"]
+    sel = {x["project_id"]: x for x in plan["selected"]}
+    assert "P034" not in sel and reasons["P034"].startswith("already financed")
+    assert "2,474,900,000 USD" in reasons["P034"]  # DoD grants 74.9 M + EXIM 2.4 B
+    assert "P066" in sel
+    assert not any("S999" in a for a in sel["P066"]["assumptions"])  # a superseded letter is not pending
+    pending = pending.assign(commitment_status="preliminary")
+    support = pd.concat([reg.support, pending], ignore_index=True)
+    plan = run_portfolio(simulator.atlas, simulator, reg.projects, support=support, draws=40, seed=0, as_of="2026-12")
+    sel = {x["project_id"]: x for x in plan["selected"]}
+    assert "pending, not counted: Export-Import Bank of the United States loan of up to 100 M USD (preliminary, S999)" in " ".join(
+        sel["P066"]["assumptions"])
 
 
 def test_co_products_add_supply_at_their_nodes(supported) -> None:

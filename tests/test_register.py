@@ -84,7 +84,7 @@ def _snapshot(directory: Path) -> dict[str, bytes]:
 
 
 def test_bundled_register_loads(reg: Register) -> None:
-    assert len(reg.projects) == 71 and len(reg.support) == 120
+    assert len(reg.projects) == 71 and len(reg.support) == 121
     assert list(reg.projects.columns) == list(PROJECT_FIELDS)
     assert list(reg.support.columns) == list(SUPPORT_FIELDS)
     assert (reg.projects["sources"].str.startswith("http")).all()
@@ -188,7 +188,9 @@ def test_support_counting_rule(reg: Register) -> None:
     assert not s.loc["S093", "counts"]  # letter of intent
     assert s.loc["S088", "counts"]  # binding LOI
     assert s.loc["S029", "counts"]  # conditional commitment
-    assert s["counts"].sum() == 84
+    assert s["counts"].sum() == 85
+    # review 26: EXIM's Board approval of Stibnite's loan counts; the preliminary letter it superseded does not
+    assert s.loc["S121", "counts"] and not s.loc["S120", "counts"]
     assert default_counts("letter_of_interest") is False and default_counts("awarded") is True
     summ = support_summary(reg).set_index(["project_id", "instrument"])
     # Seadrift: 30.4M + 258M counted; the superseded 120M is not
@@ -358,7 +360,7 @@ def test_import_merges_by_id(regdir: Path, tmp_path: Path, atlas: Atlas) -> None
     counts = import_register(src, regdir, atlas=atlas)
     assert counts["projects_added"] == 1 and counts["projects_updated"] == 1 and counts["projects"] == 72
     r = read_register(regdir, atlas=atlas)
-    assert len(r.projects) == 72 and len(r.support) == 120
+    assert len(r.projects) == 72 and len(r.support) == 121
     assert r.project("P001")["capacity_t"] == 61000
     assert not any(p.name.startswith(".") for p in regdir.iterdir())  # no temporary files left
 
@@ -368,7 +370,7 @@ def test_round_trip_export_import(tmp_path: Path, reg: Register, atlas: Atlas) -
     export_register(reg, book)
     target = tmp_path / "fresh"
     counts = import_register(book, target, replace=True, atlas=atlas)
-    assert counts["projects"] == 71 and counts["support"] == 120
+    assert counts["projects"] == 71 and counts["support"] == 121
     back = read_register(target, atlas=atlas)
     pd.testing.assert_frame_equal(back.projects, reg.projects)
     pd.testing.assert_frame_equal(back.support, reg.support)
@@ -431,14 +433,14 @@ def test_cli_show() -> None:
 
 def test_cli_validate(regdir: Path, tmp_path: Path) -> None:
     res = runner.invoke(projects_app, ["validate", str(regdir)])
-    assert res.exit_code == 0 and "OK" in res.stdout and "71 projects, 120 support actions" in res.stdout
+    assert res.exit_code == 0 and "OK" in res.stdout and "71 projects, 121 support actions" in res.stdout
     line = _edit(regdir / "projects.csv", 2, country_iso3="XXX")
     res = runner.invoke(projects_app, ["validate", str(regdir / "projects.csv")])
     assert res.exit_code == 2
     assert f"projects.csv, line {line}, field 'country_iso3'" in res.stdout
     # a support table alone is checked against the bundled projects
     res = runner.invoke(projects_app, ["validate", str(bundled_register_path() / "support.csv")])
-    assert res.exit_code == 0 and "120 support actions" in res.stdout
+    assert res.exit_code == 0 and "121 support actions" in res.stdout
 
 
 def test_cli_import_and_export(regdir: Path, tmp_path: Path) -> None:
@@ -448,7 +450,7 @@ def test_cli_import_and_export(regdir: Path, tmp_path: Path) -> None:
     target = tmp_path / "new_register"
     res = runner.invoke(projects_app, ["import", str(book), "--register", str(target), "--replace"])
     assert res.exit_code == 0, res.output
-    assert "now 71 projects, 120 support actions" in res.stdout
+    assert "now 71 projects, 121 support actions" in res.stdout
     header, rows = _rows(regdir / "support.csv")
     bad = tmp_path / "bad_support.csv"
     _write_rows(bad, header, [dict(rows[0], instrument="gift")])

@@ -559,8 +559,8 @@ def build_problem(
                              "(max_public_share_of_capex)" if capped else f"the gap {max(room, 0.0):,.0f} USD"))
         if np.isfinite(room) and room <= 0:
             first = str(p.get("capex_note") or "no note").split(";")[0].strip()
-            stale = (f"; counted support above the register's capex ({first}) suggests an out-of-date capex or a support "
-                     "covering more than this project: a data problem to check" if have > capex * 1.001 else "")
+            stale = (f"; counted support above the register's capex ({first}) suggests an out-of-date capex, a loan that also "
+                     "funds interest, fees or reserves, or a support covering more than this project: to check" if have > capex * 1.001 else "")
             why.append((f"already financed: {held} cover its capex ({capex:,.0f} USD); "
                         "new capex money (loan, guarantee, equity, grant) would not be additional" if not capped else
                         f"already financed to the public share cap: {held}, {public / capex:.0%} of its capex ({capex:,.0f} USD); "
