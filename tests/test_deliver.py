@@ -90,6 +90,10 @@ def test_delivery_plan_on_frames(atlas):
     from critmin.deliver.plan import delivery_plan
 
     projects, buyers = _frames()
+    # review 26: plants producing before the plan (A and B) deliver only on contracts that name them
+    r = delivery_plan(atlas, projects, buyers, months=6, as_of="2026-11")
+    assert not r["allocation"] and all(x["delivered_t"] == 0 for x in r["buyers"])
+    buyers["contract_projects"] = "A;B;C"
     r = delivery_plan(atlas, projects, buyers, months=6, as_of="2026-11")
     b = {x["buyer_id"]: x for x in r["buyers"]}
     # 150 t/yr allied supply = 75 t over six months; demand 75 t: everything delivered, nothing from CHN
@@ -250,6 +254,7 @@ def test_element_output_fills_its_aggregate_buyers_in_matching_and_delivery_alik
 
     projects = pd.DataFrame([proj("DY", "dysprosium", "oxide"), proj("REO", "rare_earths", "mixed separated oxides")])
     buyers = pd.DataFrame([need("HEAVY", "rare_earths", "Dy/Tb oxide"), need("LIGHT", "rare_earths", "NdPr oxide"), need("DYB", "dysprosium", "oxide")])
+    buyers["contract_projects"] = "DY;REO"  # producing plants deliver on contracts that name them (review 26)
     r = match(atlas, projects, buyers)
     cand = {(c["buyer_id"], c["project_id"]) for c in r["candidates"]}
     assert ("HEAVY", "DY") in cand and ("DYB", "DY") in cand and ("DYB", "REO") not in cand
@@ -276,8 +281,14 @@ def test_delivery_totals_by_receiving_country_never_add_across_nodes(atlas):
     assert sum(t["tonnes_from_new_supply"] for t in r["totals"]) == pytest.approx(
         sum(a["tonnes"] for a in r["allocation"] if a["supply"] == "new"))
     assert all(0 <= t["tonnes_from_new_supply"] <= t["tonnes"] + 1e-9 for t in r["totals"])
-    # Lynas' Malaysian plant (P005) was producing before the plan: its NdPr to Japan is trade Japan already has
-    assert {a["supply"] for a in r["allocation"] if a["project_id"] == "P005"} == {"existing"}
+    # review 26: a plant producing before the plan delivers only on the contracts that name it. Lynas' Malaysian plants
+    # (P005 NdPr, P073 Dy/Tb) and Silmet (P021) went to Japan's aggregate buyers, breaking JARE's 65 % right to the Dy/Tb
+    # and with no Japanese contract on record for Silmet; their output is existing trade the plan does not allocate
+    buyers = bundled_buyers(atlas).set_index("buyer_id")
+    existing = [a for a in r["allocation"] if a["supply"] == "existing"]
+    assert existing and all(a["project_id"] in str(buyers.loc[a["buyer_id"], "contract_projects"]).split(";") for a in existing)
+    assert not [a for a in r["allocation"] if a["project_id"] in ("P005", "P021", "P073")]
+    assert {x["supply"] for x in r["projects"] if x["project_id"] == "P005"} == {"existing"}
 
 
 def test_deliveries_say_which_tonnes_are_new_supply(atlas):

@@ -195,3 +195,47 @@ def test_the_summary_names_the_share_of_the_benefit_resting_on_an_assumption() -
     pf["selected"][1]["expected_avoided_usd"] = 80.0  # now half the benefit has no first-output date
     got = _portfolio_assumptions(pf)
     assert len(got) == 2 and "Undated mine" in got[1] and got[1].startswith("50%")
+
+
+def test_each_participant_has_its_own_ranking_in_every_report(plan_dir: Path):
+    """Review 26: the answer sent DOE and METI to their own rankings (with the net figure), which the plan did not hold:
+    plan.json had the bloc's alone. Each participant's ranking is now in plan.json, the workbook, the HTML and the PDF,
+    and the answer gives each one's top five, with the materials where its producers gain more than its buyers lose."""
+    import openpyxl
+    import pymupdf
+
+    from critmin._text import usd
+
+    d = json.loads((plan_dir / "plan.json").read_text())
+    text = d["summary"]["sentences"]["priorities"]
+    wb = openpyxl.load_workbook(plan_dir / "plan.xlsx")
+    html_text = (plan_dir / "plan.html").read_text()
+    pdf_text = "".join(p.get_text() for p in pymupdf.open(plan_dir / "plan.pdf"))
+    for j in ("USA", "JPN"):
+        rows = d["participant_risk"][j]
+        assert rows and all(r["perspective"] == j for r in rows) and rows != d["scenarios"]
+        for r in rows[:5]:
+            assert f"{r['name']} ({usd(float(r['expected_loss_usd']))})" in text
+        for r in rows[:10]:
+            if r["net_loss_usd"] is not None and float(r["net_loss_usd"]) < 0:
+                assert f"{r['name']}: its producers gain {usd(-float(r['net_loss_usd']))} more than its buyers lose" in text
+        ws = wb[f"scenarios_{j}"]
+        header = [c.value for c in next(ws.iter_rows(max_row=1))]
+        assert "net_loss_usd" in header and ws.max_row == len(rows) + 1
+        assert f"Scenario risks for {j}" in html_text and f"Scenario risks for {j}" in pdf_text
+    assert "in its ranking (net_loss_usd)" not in text  # the old pointer to a table that did not exist
+
+
+def test_the_answer_says_where_each_priority_loss_is_driven(plan_dir: Path):
+    """Review 26: the chokepoint column named China's cobalt refining and lithium refining, whose losses come from the
+    DRC's ore quota and Zimbabwe's concentrate ban. Each row also gives the stage and restrictor of the scenarios that
+    carry its loss, read from the ranking's top scenarios."""
+    d = json.loads((plan_dir / "plan.json").read_text())
+    by_name = {r["name"]: r for r in d["scenarios"]}
+    for t in d["summary"]["tables"]["priorities"]:
+        top = by_name[t["mineral"]]["top_scenarios"]
+        first = f"{top[0]['stage']} ({top[0]['restrictors'].replace(';', ', ')})"
+        assert t["loss_driven_at"].startswith(first)
+    cobalt = next((t for t in d["summary"]["tables"]["priorities"] if t["mineral"] == "Cobalt"), None)
+    if cobalt is not None:
+        assert "COD" in cobalt["loss_driven_at"] and "CHN" in cobalt["chokepoint"]

@@ -155,8 +155,21 @@ def test_a_priority_that_rests_on_a_suspended_control_says_both_cases(study_run:
 def test_coverage_says_what_came_to_a_split_aggregate(study_run: tuple[Path, dict]):
     """Review 7: "USA rare_earths/refine [heavy (Dy/Tb), light (NdPr)] 100 %" was all NdPr, and the estimate flag was
     lost. The sentence names the element node that supplied the split row and keeps "estimated split"."""
-    _, plan = study_run
-    text = plan["summary"]["sentences"]["unmet_needs"]
+    import copy
+
+    from critmin import Study
+    from critmin.deliver.plan import delivery_plan
+    from critmin.report.summary import build_summary
+
+    d, plan = study_run
+    # review 26: a plant producing before the plan delivers only on contracts that name it, and no Japanese buyer
+    # records one with Silmet; the group records one here (Japan's aggregate with Silmet) to read the split row
+    study = Study.from_file(d / "study.yaml")
+    buyers = study.buyers.copy()
+    buyers.loc[buyers["buyer_id"] == "B042", "contract_projects"] = "P021"
+    p = copy.deepcopy(plan)
+    p["deliveries"] = delivery_plan(study.atlas, study.supply, buyers, 6, plan["metadata"]["as_of"])
+    text = build_summary(p, buyers)["sentences"]["unmet_needs"]
     # review 11/12: the U.S. split rows are gone (its NdPr is a proxy, no buyer; its aggregate the La + Ce
     # remainder); Japan's aggregate row still names its groups
     assert "USA ndpr/refine" not in text

@@ -11,7 +11,11 @@ neither a date nor a reported output at ``utilisation_without_reported_output`` 
 within their start/end window. Eligibility: the node and form rule of ``critmin.deliver.forms`` (same node, or an
 element node for its aggregate's buyer; forms that agree); the buyer's origin rule; a buyer with a contract
 (``contract_projects``) is supplied only by the projects of its contract; never a buyer in a country of
-concern (rejected by the register).
+concern (rejected by the register). A plant producing before the plan (``supply`` "existing") delivers only to
+buyers whose contract names it: its output is trade the buyers already have, sold on terms the plan does not see
+(review 26: Lynas' whole Dy/Tb output went to Japan's aggregate buyer although JARE holds a right to at most 65 % of
+it, and Silmet's rare earths to Japan with no Japanese contract on record); what it does not deliver under a
+recorded contract is reported as existing supply not allocated by the plan.
 """
 
 from __future__ import annotations
@@ -132,9 +136,11 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
             contract = contract_of(br)
             # the matching's rule (critmin.deliver.forms): same node or an element for its aggregate, forms that
             # agree (a Dy/Tb oxide buyer is not delivered NdPr), the origin rule and the contract
+            # a plant producing before the plan serves only the contracts that name it (module docstring)
+            existing = ramps[pid]["supply"] == "existing"
             elig[i, k] = (serve_conflict(pr, br, f"{pr.get('product') or ''} {pr['name']}", f"{br.get('form') or ''} {br['name']}") is None
                           and _origin_ok(str(br["origin_rule"]), str(pr["country_iso3"]), atlas)
-                          and (not contract or pid in contract))
+                          and (pid in contract if existing else (not contract or pid in contract)))
     capacity = np.array(cap_rows) if cap_rows else np.zeros((0, months))
     demand = np.array(dem_rows) if dem_rows else np.zeros((0, months))
     res = solve_transport(capacity, demand, elig, np.array(prio), np.array(mins), pids, bids)
@@ -163,7 +169,7 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
         "buyers": buyers_out.to_dict("records"),
         "totals": totals.to_dict("records"),
         "projects": res.projects.assign(
-            name=res.projects["project_id"].map(names_p),
+            name=res.projects["project_id"].map(names_p), node=res.projects["project_id"].astype(str).map(node_p),
             share_of_nameplate_first_month=res.projects["project_id"].map(lambda k: ramps.get(str(k), {}).get("share_first_month")),
             share_of_nameplate_last_month=res.projects["project_id"].map(lambda k: ramps.get(str(k), {}).get("share_last_month")),
             ramp_basis=res.projects["project_id"].map(lambda k: ramps.get(str(k), {}).get("basis")),

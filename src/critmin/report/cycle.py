@@ -61,12 +61,15 @@ def assemble_plan(atlas: Any, *, priority: list[dict[str, Any]], vulnerabilities
                   risk_metadata: Mapping[str, Any], portfolio: dict[str, Any], stockpiles: dict[str, Any], deliveries: dict[str, Any],
                   matches: dict[str, Any], validation: dict[str, Any], buyers: pd.DataFrame, critical_lists: dict[str, set[str]],
                   draws: int, seed: int, as_of: str, delivery_months: int,
-                  chokepoints: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+                  chokepoints: dict[str, dict[str, Any]] | None = None,
+                  participant_scenarios: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
     """The coordinated plan's record (``plan.json``) from the results of each step, with its metadata, the
     sources the vulnerabilities cite, the parameter files and the executive answer under ``summary``.
     :meth:`critmin.Study.plan` runs the steps (the one place the cycle is orchestrated) and calls this.
     ``chokepoints``: commodity -> the assessment's chokepoint stage, top country and share, for the ranked
-    commodities outside the ``priority`` list (the executive answer's table names every ranked material's)."""
+    commodities outside the ``priority`` list (the executive answer's table names every ranked material's).
+    ``participant_scenarios``: each participant's own ranking (``participant_risk`` in plan.json; review 26: the
+    answer referred to rankings the plan did not hold)."""
     from critmin.report.summary import build_summary
     from critmin.version import __version__
 
@@ -92,6 +95,7 @@ def assemble_plan(atlas: Any, *, priority: list[dict[str, Any]], vulnerabilities
         "priority_minerals": priority,
         "vulnerabilities": vulnerabilities,
         "scenarios": scenarios,
+        "participant_risk": dict(participant_scenarios or {}),
         "portfolio": portfolio,
         "stockpiles": stockpiles,
         "deliveries": deliveries,
@@ -120,14 +124,23 @@ def _supply_frame(plan: dict[str, Any]) -> pd.DataFrame:
     return rows.rename(columns={"capacity_t": "output_in_window_t"}).reindex(columns=cols)
 
 
+def _risk_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """A ranking's rows as a table: its driving scenarios and flags as text."""
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    return df.assign(top_scenarios=lambda d: d["top_scenarios"].map(lambda t: "; ".join(x["scenario"] for x in t)),
+                     flags=lambda d: d["flags"].map("; ".join))
+
+
 def frames(plan: dict[str, Any]) -> dict[str, pd.DataFrame]:
-    """One table per part of the plan (for the workbook)."""
+    """One table per part of the plan (for the workbook); each participant's own ranking as ``scenarios_<ISO3>``."""
     pf = plan["portfolio"]
     return {
         "priority_minerals": pd.DataFrame(plan["priority_minerals"]).drop(columns=["stages", "flags"], errors="ignore"),
         "vulnerabilities": pd.DataFrame(plan["vulnerabilities"]),
-        "scenarios": pd.DataFrame(plan["scenarios"]).assign(top_scenarios=lambda d: d["top_scenarios"].map(
-            lambda t: "; ".join(x["scenario"] for x in t)), flags=lambda d: d["flags"].map("; ".join)),
+        "scenarios": _risk_frame(plan["scenarios"]),
+        **{f"scenarios_{j}": _risk_frame(rows) for j, rows in (plan.get("participant_risk") or {}).items()},
         "portfolio": pd.DataFrame(pf["selected"]).drop(columns=["assumptions"], errors="ignore"),
         "portfolio_projects": pd.DataFrame(pf["projects"]),
         "budgets": pd.DataFrame([{"budget": k, "budget_usd": v, "spent_usd": pf["spent"].get(k, 0.0)} for k, v in pf["budgets"].items()]),

@@ -143,7 +143,45 @@ def _net_of_producers(risk: pd.DataFrame, top: int) -> str:
                             + (f"{usd(float(x['net_loss_usd']))} net" if float(x["net_loss_usd"]) >= 0 else f"a net gain of {usd(-float(x['net_loss_usd']))}") for x in offset)
                + ")" if offset else "")
             + ". The ranking stays on the consumer loss: stocks and projects protect buyers, and a producer's windfall does not "
-            "supply a plant (docs/simulation.md §7); each participant's net figure is in its ranking (net_loss_usd).")
+            "supply a plant (docs/simulation.md §7).")
+
+
+def _driven_at(top: list[dict[str, Any]]) -> str:
+    """Stage and restricting countries of the scenarios that carry a material's loss, largest first (review 26: the
+    chokepoint column named China's cobalt refining while the loss came from the DRC's ore quota)."""
+    seen: list[str] = []
+    for x in top[:2]:
+        if x.get("stage") and x.get("restrictors"):
+            w = f"{x['stage']} ({str(x['restrictors']).replace(';', ', ')})"
+            if w not in seen:
+                seen.append(w)
+    return "; ".join(seen)
+
+
+#: Names of the participants in the answer's sentences.
+PARTICIPANT_NAMES = {"USA": "the United States", "JPN": "Japan"}
+
+
+def _by_participant(plan: dict[str, Any], n: int = 5) -> str:
+    """Each participant's own top ``n`` by its buyers' consumer loss, and the materials among its top ten where its own
+    producers gain more than its buyers lose (review 26: the answer pointed to participants' rankings the plan did not
+    hold, and the bloc's first two materials are net gains for Japan)."""
+    out = []
+    for j, rows in (plan.get("participant_risk") or {}).items():
+        r = pd.DataFrame(rows)
+        if not len(r) or "expected_loss_usd" not in r:
+            continue
+        r = r.dropna(subset=["expected_loss_usd"])
+        top = r.head(n)
+        gains = [x for x in r.head(10).to_dict("records") if pd.notna(x.get("net_loss_usd")) and float(x["net_loss_usd"]) < 0]
+        out.append(f"for {PARTICIPANT_NAMES.get(j, j)}, "
+                   + ", ".join(f"{x['name']} ({usd(float(x['expected_loss_usd']))})" for x in top.to_dict("records"))
+                   + (" (" + "; ".join(f"{x['name']}: its producers gain {usd(-float(x['net_loss_usd']))} more than its buyers lose"
+                                      for x in gains) + ")" if gains else ""))
+    if not out:
+        return ""
+    return (" Each participant's own ranking (sections 3a-3b; participant_risk in plan.json, with the net figure beside): "
+            + "; ".join(out) + ".")
 
 
 def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top: int = 10) -> dict[str, Any]:
@@ -162,11 +200,13 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                          "mineral": r["name"], "expected_loss_usd_per_year": float(r["expected_loss_usd"]),
                          "cvar95_usd": float(r["cvar95_usd"]), "category": r["category"],
                          "chokepoint": f"{a.get('chokepoint_stage', '')} ({a.get('top_country', '')} {a.get('top_share', np.nan):.0%})" if a else "",
+                         "loss_driven_at": _driven_at(r.get("top_scenarios") or []),
                          "driving_scenarios": drivers})
     first = pri_rows[0] if pri_rows else None
     s_pri = (f"The bloc's largest expected supply losses are in {', '.join(r['mineral'] for r in pri_rows[:5])}"
              + (f"; {first['mineral']} alone carries {usd(first['expected_loss_usd_per_year'])} a year of expected consumer loss." if first else "."))
     s_pri += _net_of_producers(risk, top)
+    s_pri += _by_participant(plan)
     # review 21: listed minerals that have no ranking row of their own are named, not left out silently
     nr = (plan.get("metadata") or {}).get("not_ranked") or {}
     rows_missing = {j: v for j, v in (nr.get("listed_without_row") or {}).items() if v}
@@ -557,6 +597,16 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     s_del = (f"In the next {plan['metadata'].get('delivery_months', 6)} months allied projects deliver to buyers in {', '.join(countries) or 'no country'}: "
              + "; ".join(f"{r['receiving_country']} {r['tonnes']:,.0f} t of {r['node']}{_new(r)}" for r in sorted(del_rows, key=lambda x: -x["tonnes"])[:6]) + ".")
     new_total = sum(float(r.get("tonnes_from_new_supply") or 0.0) for r in del_rows)
+    # review 26: a plant producing before the plan delivers only on the contracts that name it (deliver.plan); the rest
+    # of its output is existing trade, on terms the plan does not see
+    kept_out = sorted(((str(x.get("name") or x["project_id"]), str(x.get("node") or ""), float(x.get("capacity_t") or 0.0) - float(x.get("delivered_t") or 0.0))
+                       for x in dl.get("projects", []) if x.get("supply") == "existing"
+                       and float(x.get("capacity_t") or 0.0) - float(x.get("delivered_t") or 0.0) >= 0.5), key=lambda x: -x[2])
+    if kept_out:
+        s_del += (" Plants producing before the plan deliver only on contracts that name them; the rest of their output in the window is "
+                  "trade the buyers already have, on terms the plan does not see, and is not allocated here ("
+                  + "; ".join(f"{n} {t:,.0f} t" + (f" of {node}" if node else "") for n, node, t in kept_out[:5])
+                  + (f"; {len(kept_out) - 5} more" if len(kept_out) > 5 else "") + ").")
     if del_rows and all(r.get("tonnes_from_new_supply") is not None for r in del_rows) and new_total < 0.5:
         s_del += " None of it is new supply: every delivering plant was producing before the plan."
     # named buyers (offtakers, stockpiles, users) left short are unmet needs; a national aggregate is the whole

@@ -90,7 +90,7 @@ SUMMARY_TABLES = (
      [("rank", "Rank", "int"), ("rank_range", "Rank within 2 SE", "text"), ("mineral", "Mineral", "text"),
       ("expected_loss_usd_per_year", "Expected loss, USD/yr", "usd"), ("cvar95_usd", "CVaR 95 %, USD", "usd"),
       ("category", "Loss band (high >= 1 B, elevated >= 100 M, moderate >= 10 M, limited >= 1 M USD/yr; not USGS's categories)", "text"),
-      ("chokepoint", "Chokepoint", "text")]),
+      ("chokepoint", "Chokepoint (most concentrated stage)", "text"), ("loss_driven_at", "Loss driven at (stage, restrictor)", "text")]),
     ("financing", "Recommended financing by country and agency",
      [("country", "Country", "text"), ("agency", "Agency", "text"), ("projects", "Projects", "int"),
       ("face_amount_usd", "Face amount, USD", "usd"), ("budget_cost_usd", "Budget cost, USD", "usd"),
@@ -361,6 +361,11 @@ def html_plan(plan: dict[str, Any], atlas: Any) -> str:
                 f"{html.escape(str(s.get('licence') or ''))}) <span class='id'>[{html.escape(str(s['source_id']))}]</span></li>")
 
     src_items = "".join(_src(s) for s in plan["sources"]["atlas"][:300])
+    # review 26: each participant's own ranking, with its loss net of its own producers' gain
+    by_participant = "".join(
+        f"<h3>3{chr(97 + i)}. Scenario risks for {html.escape(j)} (its buyers' consumer loss; net of its own producers' gain beside)</h3>"
+        + _table(t[f"scenarios_{j}"], ['rank', 'commodity', 'expected_loss_usd', 'net_loss_usd', 'var95_usd', 'cvar95_usd', 'category', 'top_scenarios'], 20)
+        for i, j in enumerate(plan.get("participant_risk") or {}) if f"scenarios_{j}" in t and len(t[f"scenarios_{j}"]))
     body = f"""
 <h1>Coordinated plan: critical minerals and rare earths (US&ndash;Japan framework)</h1>
 <p class="meta">{meta}</p>
@@ -368,6 +373,7 @@ def html_plan(plan: dict[str, Any], atlas: Any) -> str:
 <h2>1. Priority minerals: supply concentration and reliance</h2><p>The critmin assessment score (docs/methods.md): how concentrated supply is and how far the participants rely on it. It measures exposure, not expected loss; the ranking by expected loss is section 3 and the executive answer.</p>{_table(t['priority_minerals'], ['rank', 'commodity', 'score', 'chokepoint_stage', 'top_country', 'top_share', 'concern_share', 'import_reliance'])}
 <h2>2. Vulnerabilities by stage</h2>{_table(t['vulnerabilities'], ['commodity_id', 'stage', 'hhi', 'top_country', 'top_share', 'concern_share', 'bloc_share', 'basis'], 40)}
 <h2>3. Scenario risks</h2>{_table(t['scenarios'], ['rank', 'commodity', 'expected_loss_usd', 'probability_of_loss', 'conditional_loss_usd', 'var95_usd', 'cvar95_usd', 'category', 'top_scenarios'])}
+{by_participant}
 <h2>4. Recommended portfolio</h2><p>Expected loss avoided {pf['expected_avoided_usd']:,.0f} USD per year of exposure (greedy baseline {pf['greedy_expected_avoided_usd']:,.0f}).</p>
 {_table(t['portfolio'], ['project_id', 'name', 'instrument', 'agency', 'node', 'cost_usd', 'added_capacity_t_per_year', 'months_to_output', 'expected_avoided_usd'])}
 <h2>5. Stockpile targets</h2>{_table(held, ['node', 'participant', 'bought_as', 'optimal_stock_t', 'optimal_stock_usd', 'days_of_consumption', 'days_of_net_imports', 'saving_usd', 'stock_after_projects_t', 'pooling_saving_usd'], n=len(held))}{held_note}
@@ -574,7 +580,7 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
             *([MISSING_NOTE] if replaced else []),
         ])
         text_page(pdf, "Contents", [
-            "Executive answer (the pages before the title page)", "1. Priority minerals: supply concentration and reliance", "2. Vulnerabilities by stage", "3. Scenario risks",
+            "Executive answer (the pages before the title page)", "1. Priority minerals: supply concentration and reliance", "2. Vulnerabilities by stage", "3. Scenario risks (BLOC; 3a-3b each participant's own)",
             "4. Recommended portfolio: selected projects, budgets, decisions on every project", "5. Stockpile targets",
             "6. Deliveries (by buyer and by receiving country) and supplier-buyer matches",
             "Appendix: back-test of the disruption model", "7. Sources",
@@ -590,6 +596,12 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
                     ["rank", "name", "expected_loss_usd", "var95_usd", "cvar95_usd", "net_loss_usd", "category", "top_scenarios"], n=40, width=40)
         bar_page(pdf, "3. Scenario risks: expected loss by commodity (BLOC, USD per year of exposure)", list(sc.head(20)["commodity"]),
                  list(sc.head(20)["expected_loss_usd"]), "USD")
+        for i, j in enumerate(plan.get("participant_risk") or {}):
+            pj = t.get(f"scenarios_{j}", pd.DataFrame())
+            if len(pj):
+                table_pages(pdf, f"3{chr(97 + i)}. Scenario risks for {j} (consumer loss per year; net of {j}'s own producers' gain beside)",
+                            pj.dropna(subset=["expected_loss_usd"]),
+                            ["rank", "name", "expected_loss_usd", "net_loss_usd", "var95_usd", "category", "top_scenarios"], n=25, width=40)
         pf = plan["portfolio"]
         table_pages(pdf, "4. Recommended portfolio", t["portfolio"],
                     ["project_id", "name", "instrument", "agency", "node", "amount_usd", "budget_cost_usd", "added_capacity_t_per_year",

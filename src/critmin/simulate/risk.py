@@ -447,6 +447,8 @@ def risk_ranking(
                 "top_scenarios": [
                     {"scenario": r.scenario, "probability": float(r.probability), "expected_loss_usd": float(r.expected_loss_usd),
                      "contribution_usd": float(r.contribution_usd), "status": str(r.status),
+                     # review 26: where the loss is driven (cobalt's chokepoint is China's refining, its loss the DRC's quota)
+                     "stage": str(r.stage), "restrictors": str(r.restrictors),
                      # the loss of the control in force that this outcome acts on top of (0 when it stands alone): the
                      # outcome adds probability x (its loss - this), not its whole loss
                      "base_loss_usd": _base_loss(g[valued], r.scenario)}

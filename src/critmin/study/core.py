@@ -373,6 +373,8 @@ class Study:
         vuln = vulnerabilities(self.atlas, pm, top)
         say(2)
         risk = self.risk("BLOC", n, rs)
+        # review 26: the answer pointed each participant to its own ranking, which the plan did not contain
+        by_participant = {j: self.risk(j, n, rs).ranking.to_dict("records") for j in ("USA", "JPN")}
         say(3)
         portfolio = dict(self.portfolio(draws=n, seed=rs).record)
         say(4)
@@ -401,6 +403,7 @@ class Study:
         say(6)
         validation = validation_record(self.simulator, n, rs)
         rec = assemble_plan(self.atlas, priority=pm.head(top).to_dict("records"), vulnerabilities=vuln, scenarios=risk.ranking.to_dict("records"),
+                            participant_scenarios=by_participant,
                             risk_metadata=risk.metadata, portfolio=portfolio, stockpiles=stock, deliveries=deliveries, matches=matches,
                             validation=validation, buyers=self.buyers, critical_lists=self.critical_lists, draws=n, seed=rs, as_of=self.as_of,
                             delivery_months=s.delivery_months,
@@ -478,7 +481,12 @@ STOCKPILE_FUNDS = {"USA": ("US_DLA_SM:offtake", "the National Defense Stockpile 
                            "which the July 2025 appropriation expands to buy stockpile material; the stockpile may release "
                            "material only when required for purposes of the national defense (50 U.S.C. 98f), so stocks "
                            "held there answer defence needs, and the economy-wide release the plan values would need a new "
-                           "authority")}
+                           "authority. Project Vault (EXIM loan of up to US$10 B approved 2 Feb 2026, with about US$1.7 B of "
+                           "private capital; holdings.csv) is not that authority: it is a pool owned by fee-paying manufacturers "
+                           "and traders, who pay its carrying costs and draw their own stocks, replenishing them, with full access in a "
+                           "major disruption (reported by Bloomberg and Reuters); no purchase by it was on record by April 2026, so "
+                           "the targets are not netted against it, and the economy-wide lines could be held by its members at "
+                           "their cost rather than by the government")}
 
 
 #: How a participant without a stockpile budget in the study pays for its stocks (review 24: "no funding line"
