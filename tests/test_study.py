@@ -302,6 +302,11 @@ def test_the_stockpile_fund_pays_for_the_us_stocks_first(study_run: tuple[Path, 
         sum(max(r["optimal_stock_usd"] - r["optimal_stock_t"] * r["fall_back_usd_per_t"], 0.0) for r in lines if r["optimal_stock_t"] > 0))
     if carry > 0:
         assert "JOGMEC buys with borrowed funds" in plan["summary"]["sentences"]["stocks"]
+    # review 26: Project Vault is named after the NDS line (a members' pool, not a government reserve), and the
+    # sentence on the fund keeps its share and remainder
+    text = plan["summary"]["sentences"]["stocks"]
+    assert "Project Vault" in text and "not netted against it" in text
+    assert text.index("leaving") < text.index("Project Vault")
 
 
 def test_the_budgets_headline_separates_the_participants_money_from_the_partners(study_run: tuple[Path, dict]):
@@ -703,3 +708,24 @@ def test_each_stock_is_compared_with_jogmecs_60_day_rule(study_run: tuple[Path, 
         assert x["extra_cost_of_60_days_usd_per_year"] >= -1e-6 * max(1.0, r["expected_cost_with_stock_usd"])  # the optimum minimises C
         assert x["stock_usd_at_60_days"] == pytest.approx(r["rules"]["60_days"]["stock_t"] * r["optimal_stock_usd"] / r["optimal_stock_t"])
     assert f"Holding the same {len(firm)} lines at 60 days of consumption instead" in s["sentences"]["stocks"]
+
+
+def test_stocks_say_what_they_fall_to_once_the_financed_pipeline_produces(study_run: tuple[Path, dict]):
+    """Review 26: once EXIM's approval (S121) made Stibnite already financed, it left the candidates and the U.S. antimony
+    stock lost the project it bridges to. The projects already financed whose output is ahead are in the plan
+    (``financed_pipeline``: node, nameplate, status, completion), each stock at their nodes says what it falls to
+    once they produce, and the answer names them as already financed."""
+    _, plan = study_run
+    pf = plan["portfolio"]
+    pipe = {x["project_id"]: x for x in pf["financed_pipeline"]}
+    stib = pipe["P034"]
+    assert stib["node"] == "antimony/mine" and stib["status_class"] == "construction" and stib["nameplate_t_per_year"] == pytest.approx(8346.1)
+    assert stib["co_product_nameplate_t_per_year"] == {"gold/mine": pytest.approx(14.4)}
+    reasons = {p["project_id"]: p["reason"] for p in pf["projects"]}
+    assert all(reasons[k].startswith("already financed") for k in pipe)
+    assert not set(pipe) & {s["project_id"] for s in pf["selected"]}
+    row = next(r for r in plan["stockpiles"]["stockpiles"] if r["participant"] == "USA" and r["node"] == "antimony/mine")
+    assert row["projects_supply_t_per_year"] >= stib["nameplate_t_per_year"] - 1e-6
+    if row["optimal_stock_t"] > 0:
+        assert row["stock_after_projects_t"] < row["optimal_stock_t"]
+        assert "Stibnite gold-antimony project (already financed, construction, first output 2028" in plan["summary"]["sentences"]["stocks"]

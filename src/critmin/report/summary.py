@@ -390,6 +390,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                "so the other stocks are targets, not purchases net of holdings."
                + "".join((f" {f['participant']}'s stocks ({usd(f['stocks_to_buy_usd'])} to buy) are paid from {f['budget']}, {f['funds']}: "
                           f"{f['stocks_share_of_budget']:.0%} of its {usd(f['budget_usd'])}, leaving {usd(f['left_for_projects_usd'])} for projects."
+                          + (f" {f['other_holders']}" if f.get("other_holders") else "")
                           if f.get("budget") else
                           f" {f['participant']}'s stocks ({usd(f['stocks_to_buy_usd'])} to buy) have no funding line: {f['funds']}"
                           + (f": about {usd(float(f['carrying_cost_usd_per_year']))} a year (capital, storage and the lines' fixed costs)."
@@ -429,9 +430,13 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
 
         def _on(node: str) -> str:
             ps = [x for x in pf.get("selected") or [] if x.get("node") == node or node in (x.get("co_product_output_once_producing_t_per_year") or {})]
-            return ", ".join(f"{x.get('name') or x['project_id']} ({'conditional, ' if x['project_id'] in cond else ''}completion "
-                             f"{float(x.get('completion_probability') or 0.0):.2f})" for x in ps)
-        s_stock += (" Once the recommended projects produce, the stocks at their nodes can fall ("
+            # review 26: and the projects already financed whose output is ahead (Stibnite after EXIM's approval)
+            fin = [x for x in pf.get("financed_pipeline") or [] if x.get("node") == node or node in (x.get("co_product_nameplate_t_per_year") or {})]
+            return ", ".join([*(f"{x.get('name') or x['project_id']} ({'conditional, ' if x['project_id'] in cond else ''}completion "
+                                f"{float(x.get('completion_probability') or 0.0):.2f})" for x in ps),
+                              *(f"{x['name']} (already financed, {x['status_class']}, first output {x['first_output'] or 'not dated'}, completion "
+                                f"{float(x['completion_probability']):.2f})" for x in fin)])
+        s_stock += (" Once the recommended projects and those already financed produce, the stocks at their nodes can fall ("
                     + "; ".join(f"{r['participant']} {r['node']} {float(r['optimal_stock_t']):,.0f} t to {float(r['stock_after_projects_t']):,.0f} t"
                                 + (f" on {_on(r['node'])}" if _on(r["node"]) else "")
                                 for r in sorted(after, key=lambda r: float(r["stock_after_projects_t"]) - float(r["optimal_stock_t"])))

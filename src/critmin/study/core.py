@@ -381,13 +381,17 @@ class Study:
         # review 18b: stock savings and project benefits claimed the same antimony loss. Stocks bridge the years before
         # the recommended projects produce; each stock row also says what it falls to once they do (docs/stockpile.md
         # §2, "After the projects"), and the programme decided after the stocks is recorded beside (docs/portfolio.md §5)
-        stock = dict(self.stockpile(perspective="BLOC", draws=n, seed=rs, after_projects=projects_supply(portfolio)).record)
+        # review 26: and what they fall to once the projects already financed produce (Stibnite after EXIM's approval)
+        pipeline = financed_pipeline(portfolio, self.projects, self.simulator.nodes)
+        portfolio["financed_pipeline"] = pipeline
+        stock = dict(self.stockpile(perspective="BLOC", draws=n, seed=rs, after_projects=projects_supply(portfolio, pipeline)).record)
         # review 23: the stockpile's own fund pays for the recommended stocks first; the programme gets what is left
         funding = stock_funding(portfolio, stock)
         left = {f["budget"]: float(f["left_for_projects_usd"]) for f in funding if f.get("budget")}
         if any(float(portfolio["spent"].get(k, 0.0)) > v + 1.0 for k, v in left.items()):
             portfolio = dict(self.portfolio(draws=n, seed=rs, budgets={**(self.budgets or {}), **left}).record)
         portfolio["stock_funding"] = funding
+        portfolio["financed_pipeline"] = pipeline
         for f in funding:
             if f.get("budget") and f["budget"] in portfolio.get("unspent", {}):
                 portfolio["unspent"][f["budget"]] = (
@@ -442,14 +446,46 @@ class Study:
         return BriefResult(record=rec, metadata=rec["metadata"], impact=impact)
 
 
-def projects_supply(portfolio: dict[str, Any]) -> dict[str, float]:
+#: Status classes whose output is still ahead: an already financed project in one of them adds supply later.
+OUTPUT_AHEAD = ("commissioning", "construction", "financing", "permitted", "feasibility", "exploration")
+
+
+def financed_pipeline(portfolio: dict[str, Any], projects: pd.DataFrame, nodes: Any) -> list[dict[str, Any]]:
+    """The register's projects that the portfolio finds already financed (no new money is additional) and whose output
+    is still ahead (:data:`OUTPUT_AHEAD`), with their node, nameplate (the register's capacity on the node's basis),
+    co-products at their nodes, first output and completion probability (the status class's). Review 26: once EXIM's
+    approval made Stibnite already financed, the U.S. antimony stock lost the project it bridges to; the stocks say
+    what they fall to once these produce, as for the recommended projects."""
+    from critmin.portfolio.model import InstrumentParameters, coproduct_nodes
+
+    financed = {str(p["project_id"]) for p in portfolio.get("projects", []) if str(p.get("reason") or "").startswith("already financed")}
+    if not financed or projects is None or not len(projects):
+        return []
+    ip = InstrumentParameters.load()
+    out = []
+    for p in projects[projects["project_id"].astype(str).isin(financed)].to_dict("records"):
+        status, cap = str(p.get("status_class") or ""), p.get("capacity_t")
+        if status not in OUTPUT_AHEAD or cap is None or not np.isfinite(float(cap)) or float(cap) <= 0:
+            continue
+        pi = p.get("completion_probability")
+        if pi is None or not np.isfinite(float(pi)):
+            pi = ip.get("project", f"completion_probability:{status}")
+        out.append({"project_id": str(p["project_id"]), "name": str(p.get("name") or p["project_id"]),
+                    "node": f"{p['commodity_id']}/{p['stage']}", "nameplate_t_per_year": float(cap),
+                    "co_product_nameplate_t_per_year": {n.key: float(t) for _, t, n in coproduct_nodes(p, nodes) if n is not None},
+                    "status_class": status, "first_output": str(p.get("first_output") or ""), "completion_probability": float(pi)})
+    return out
+
+
+def projects_supply(portfolio: dict[str, Any], pipeline: list[dict[str, Any]] | None = None) -> dict[str, float]:
     """The recommended projects' output once they produce (t/yr: their nameplate) per node, their co-products'
     included. Review 20b: the support's increment averaged over the horizon (``added_capacity_t_per_year``,
     Stibnite 696 t) is what the portfolio values, not what the mine makes (8,346 t nameplate). Review 24: the
     expected output (nameplate times the completion probability) counted the chance of completion twice, since a
-    stock falls only once the plant produces and the answer names that chance beside it."""
+    stock falls only once the plant produces and the answer names that chance beside it. ``pipeline``: the already
+    financed projects whose output is ahead (:func:`financed_pipeline`), added the same way."""
     out: dict[str, float] = {}
-    for r in portfolio.get("selected", []):
+    for r in [*portfolio.get("selected", []), *(pipeline or [])]:
         own = r.get("nameplate_t_per_year", r.get("output_once_producing_t_per_year"))
         out[r["node"]] = out.get(r["node"], 0.0) + float(own or 0.0)
         co = r.get("co_product_nameplate_t_per_year", r.get("co_product_output_once_producing_t_per_year")) or {}
@@ -481,12 +517,16 @@ STOCKPILE_FUNDS = {"USA": ("US_DLA_SM:offtake", "the National Defense Stockpile 
                            "which the July 2025 appropriation expands to buy stockpile material; the stockpile may release "
                            "material only when required for purposes of the national defense (50 U.S.C. 98f), so stocks "
                            "held there answer defence needs, and the economy-wide release the plan values would need a new "
-                           "authority. Project Vault (EXIM loan of up to US$10 B approved 2 Feb 2026, with about US$1.7 B of "
-                           "private capital; holdings.csv) is not that authority: it is a pool owned by fee-paying manufacturers "
-                           "and traders, who pay its carrying costs and draw their own stocks, replenishing them, with full access in a "
-                           "major disruption (reported by Bloomberg and Reuters); no purchase by it was on record by April 2026, so "
-                           "the targets are not netted against it, and the economy-wide lines could be held by its members at "
-                           "their cost rather than by the government")}
+                           "authority")}
+
+#: Per participant, other stock holders the answer names beside its funding line, and why its targets are not netted
+#: against them (review 26: Project Vault; data/raw/stockpiles/project_vault_2026-12.md).
+OTHER_STOCK_HOLDERS = {"USA": ("Project Vault (an EXIM loan of up to US$10 B approved on 2 Feb 2026, with about US$1.7 B of private "
+                               "capital: holdings.csv) is not that authority: as reported by Bloomberg and Reuters it is a pool owned by "
+                               "fee-paying manufacturers and traders, who pay its carrying costs and draw their own stocks, replenishing "
+                               "them, with full access in a major disruption. No purchase by it was on record by April 2026, so the targets "
+                               "are not netted against it; the economy-wide lines could be held by its members at their own cost instead "
+                               "of by the government.")}
 
 
 #: How a participant without a stockpile budget in the study pays for its stocks (review 24: "no funding line"
@@ -523,7 +563,8 @@ def stock_funding(portfolio: dict[str, Any], stock: dict[str, Any]) -> list[dict
         key, what = STOCKPILE_FUNDS.get(j, ("", ""))
         if key and key in budgets:
             b = float(budgets[key])
-            out.append({"participant": j, "budget": key, "funds": what, "budget_usd": b, "stocks_to_buy_usd": cost,
+            out.append({"participant": j, "budget": key, "funds": what, "other_holders": OTHER_STOCK_HOLDERS.get(j, ""), "budget_usd": b,
+                        "stocks_to_buy_usd": cost,
                         "stocks_share_of_budget": cost / b if b > 0 else float("nan"), "left_for_projects_usd": max(b - cost, 0.0),
                         "covered": cost <= b, "carrying_cost_usd_per_year": carry, "expected_value_loss_usd_per_year": fall,
                         "write_down_if_relaxed_usd": write_down})
