@@ -553,12 +553,11 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                     + "; ".join(f"{n} x{r:.2f}{_as_of(b)} against x{r_s:.2f} simulated" for n, r, r_s, b in obs)
                     + ": purchase_prices.csv), and a stock bought above the baseline price is charged the expected fall of its "
                     "value, down to the restrictor's home price where it is observed (else to the baseline), if the control behind it "
-                    "is relaxed (the regime model's annual chance: "
-                    + ", ".join(f"{w} for {j} {p_:.1%}" for w, j, p_ in sorted({
-                        (str(r.get("relaxation_of") or ""), str(r.get("participant") or ""), float(r.get("relaxation_probability") or 0.0))
-                        for r in all_rows if r.get("relaxation_of") and float(r.get("purchase_price_ratio") or 1.0) > 1.005}))
-                    + "; a relaxation for one destination's end users, such as China's November 2025 general licences for "
-                    "U.S. end users, counts for that buyer only"
+                    "is relaxed for every buyer (the regime model's annual chance: "
+                    + ", ".join(f"{w} {p_:.1%}" for w, p_ in sorted({(str(r.get("relaxation_of") or ""), float(r.get("relaxation_probability") or 0.0))
+                                                                      for r in all_rows if r.get("relaxation_of") and float(r.get("purchase_price_ratio") or 1.0) > 1.005}))
+                    + "; a relaxation for one destination's end users alone, such as China's November 2025 general licences for "
+                    "U.S. end users, is not counted, as in the risk ranking"
                     + "); sized "
                     f"and bought at the simulated price instead, these {len(with_low)} lines would cost {usd(low_usd)} instead of "
                     f"{usd(now_usd)}, the firm stocks about {usd(tot - now_usd + low_usd)} instead of {usd(tot)}"

@@ -130,21 +130,30 @@ def share_of_added_supply(node: Node, members: tuple[str, ...] | list[str], fall
     """The share of a tonne added outside the dominant supplier that reaches ``members`` in a disruption, and its
     basis (docs/simulation.md §7.1):
 
-        m = min(Σ_{i ∈ members} d_i / d_T, 1),   d_T = 1 - s_r (1 - e_r)        (:func:`market_outside_restrictor`)
+        m = Σ_{i ∈ members} d_i / max(d_T, Σ_k d_k),   d_T = 1 - s_r (1 - e_r)   (:func:`market_outside_restrictor`)
 
     ``d_i`` the members' demand shares of world output. ``d_T`` is the market outside the restrictor's home use of its
     own output: the simulator rations that market in proportion to demand (``engine._statics``, a ban on every
     destination), so a tonne added there lowers every buyer's shortfall by its demand share of it. Review 23: the
     stock plan gave the two participants a whole new mine's output, although they use about 28 % of the world's
-    antimony and 17 % of its tungsten."""
-    d = sum(float(node.demand_share.get(i, 0.0)) for i in members if np.isfinite(node.demand_share.get(i, np.nan)))
+    antimony and 17 % of its tungsten. ``k`` runs over every participant with a demand share: where the participants
+    together want more than that market (Japan's primary gallium), they share the tonne in proportion to demand, so
+    the members' shares never add to more than the tonne (review 27: Japan 1.00 and the USA 0.23 of new gallium)."""
+    def share(i: str) -> float:
+        v = float(node.demand_share.get(i, np.nan))
+        return v if np.isfinite(v) else 0.0
+
+    d = sum(share(i) for i in members)
     if d <= 0:
         return 0.0, "no sourced demand share of the members"
+    d_all = max(sum(share(i) for i in node.demand_share), d)
     d_t, where = market_outside_restrictor(node, fallback_export_share)
     if where.startswith("no dominant"):
         return min(d, 1.0), f"the members' demand share of world output ({d:.2f}; no dominant supplier outside them)"
-    m = min(d / d_t, 1.0) if d_t > 0 else 1.0
-    return m, f"{d:.3f} of world demand over the {d_t:.3f} {where}"
+    den = max(d_t, d_all)
+    m = min(d / den, 1.0) if den > 0 else 1.0
+    return m, (f"{d:.3f} of world demand over the {d_t:.3f} {where}" if den == d_t else
+               f"{d:.3f} of world demand over the participants' {d_all:.3f}, more than the {d_t:.3f} {where}")
 
 
 def _world_output(atlas: Atlas, shares: pd.DataFrame) -> dict[tuple[str, str], tuple[float, str]]:

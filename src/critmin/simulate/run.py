@@ -425,15 +425,15 @@ def refill_persistence(sim: Simulator, scenario: Scenario) -> np.ndarray:
     """Per participant (USA, JPN, BLOC), the probability that the disruption of ``scenario`` still holds for it when a
     stock drawn against it is refilled, a year after the draw (docs/stockpile.md §2):
 
-    - a control in force or one of its outcomes (family ``ctl.*``, open-ended) holds unless relaxed for that buyer:
-      ``1 - P(relaxation for j)`` of its restrictor (the regime model, docs/simulation.md §10.1; the bloc's pooled
-      stock counts only the relaxations for every destination);
+    - a control in force or one of its outcomes (family ``ctl.*``, open-ended) holds unless relaxed for every buyer:
+      ``1 - P(relaxation)`` of its restrictor, counting only relaxations of the control for every destination (the
+      regime model, docs/simulation.md §10.1), the same for each participant: the risk family that sizes the draw has
+      that relaxation (review 27: a U.S. row with 0.906 of shortfalls and 0.265 of relaxation summed to 1.17);
     - a new event of ``d`` months: the share of its months whose tonnes are bought back before it ends,
       ``max(d - 12, 0) / d`` (0 for a year or less: refilled at the baseline price)."""
     if scenario.family.startswith("ctl.") and sim.regimes is not None:
         regimes = sim.regimes
-        return np.array([1.0 - max(regimes.probability_for(r, "relaxation", t) for r in scenario.restrictors)
-                         for t in (*PARTICIPANTS, "WORLD")])
+        return np.full(3, 1.0 - max(regimes.probability_for(r, "relaxation", "WORLD") for r in scenario.restrictors))
     d = float(scenario.duration_months)
     return np.full(3, max(d - 12.0, 0.0) / d if d > 0 else 0.0)
 

@@ -205,18 +205,26 @@ def observed_purchase_ratios(sim: Any, table: pd.DataFrame) -> dict[str, tuple[f
     return out
 
 
+#: The destination whose relaxations count for each buyer's stock. Review 25 counted China's Nov 2025 general licences
+#: for U.S. end users (five regimes) as relaxations for every buyer; review 26 counted them for the USA only (0.265
+#: against 0.094); review 27 found the U.S. rows then inconsistent with the risk family that sizes their shortfalls
+#: (one family for both participants, with the world-wide relaxation). A relaxation for one destination is reported
+#: (``relaxation_by_destination``), not used; for the USA that is conservative (its stocks are charged less value fall).
+RELAXATION_TARGET = {"USA": "WORLD", "JPN": "WORLD", "BLOC": "WORLD"}
+
+
 def relaxation_rates(sim: Any, library: list[Any] | None = None) -> dict[str, dict[str, tuple[float, str]]]:
     """Per node and buyer (``USA``, ``JPN``; ``BLOC`` for a pooled stock), the annual probability that the control
-    raising its price today is relaxed for that buyer, and whose control it is: the largest relaxation probability
-    (the regime model, docs/simulation.md §10.1) of the restrictors of the controls in force at the node, else at a
-    node of the same commodity upstream of it (refined cobalt: the DRC's quota on its ore). A relaxation for one
-    destination's end users counts for that buyer only (China's Nov 2025 general licences for U.S. end users: USA
-    0.265, Japan 0.094); the pool counts only relaxations for every destination. Nodes without such a control are
-    absent. (The library's events in force; the risk run gathers them and their outcomes in families ``ctl.*``.)"""
+    raising its price today is relaxed, and whose control it is: the largest relaxation probability (the regime
+    model, docs/simulation.md §10.1) of the restrictors of the controls in force at the node, else at a node of the
+    same commodity upstream of it (refined cobalt: the DRC's quota on its ore). Only relaxations of the control for
+    every destination count (:data:`RELAXATION_TARGET`): the risk family that sizes the stock's shortfalls has that
+    relaxation, and a stock's cost must assume the same (review 27). Nodes without such a control are absent. (The
+    library's events in force; the risk run gathers them and their outcomes in families ``ctl.*``.)"""
     if sim.regimes is None:
         return {}
     lib = library if library is not None else sim.library()
-    buyers = {"USA": "USA", "JPN": "JPN", "BLOC": "WORLD"}
+    buyers = RELAXATION_TARGET
     at: dict[str, dict[str, tuple[float, str]]] = {}
     for s in lib:
         if s.status == "in_force" and s.restrictors:
@@ -491,7 +499,8 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                     seed: int = 0, params: StockParameters | None = None, sample: dict[str, Any] | None = None,
                     commodities: dict[str, set[str]] | None = None, stages: tuple[str, ...] | None = None,
                     max_days: float | None = None, sourced_demand_only: bool = True,
-                    after_projects: dict[str, float] | None = None) -> dict[str, Any]:
+                    after_projects: dict[str, float] | None = None,
+                    after_projects_contracted: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
     """Stock targets (see module docstring). ``budget`` (USD of purchases) applies per participant.
 
     Policy: ``commodities`` maps each participant to the commodities it may stock (its critical-mineral list,
@@ -502,12 +511,16 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
 
     ``after_projects`` (node -> t/yr): the expected supply the recommended projects add once they produce; each
     stock row at such a node also gives ``stock_after_projects_t``, the line sized on what they leave
-    (:func:`shortfall_after_projects`; docs/stockpile.md §2, "After the projects")."""
+    (:func:`shortfall_after_projects`; docs/stockpile.md §2, "After the projects"). ``after_projects_contracted`` (node
+    -> ISO3 -> t/yr): the part of it contracted to buyers of a country, which goes to that country; a participant
+    receives ``c_j + m_j max(z - Σ_i c_i, 0)`` (review 27: GM holds all of Thacker Pass Phase 1, yet Japan's lithium
+    stock fell on it)."""
     # every option checked before any work (one model for the library, the CLI, the study file and the web)
     make_options(StockpileOptions, perspective=perspective, budget_usd=budget, pooled=pooled, draws=draws, seed=seed, max_days=max_days,
                  stages=list(stages) if stages is not None else list(STOCKABLE_STAGES), sourced_demand_only=sourced_demand_only,
-                 after_projects=dict(after_projects or {}))
+                 after_projects=dict(after_projects or {}), after_projects_contracted=dict(after_projects_contracted or {}))
     stages = tuple(stages) if stages is not None else STOCKABLE_STAGES
+    contracted = dict(after_projects_contracted or {})
     if commodities is None:
         from critmin.atlas.lists import critical_lists
 
@@ -636,12 +649,16 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             if after_projects and key in after_projects:
                 # once the recommended projects produce, the line is sized on the shortfall they leave
                 m_j, m_basis = sim.share_of_added_supply(key, (j,))
-                short_after = shortfall_after_projects(nd, PARTICIPANTS.index(j), after_projects[key], m_j)
+                held = contracted.get(key, {})
+                z_open = max(after_projects[key] - sum(held.values()), 0.0)
+                receives = held.get(j, 0.0) + m_j * z_open
+                short_after = shortfall_after_projects(nd, PARTICIPANTS.index(j), receives, 1.0)
                 s_a, c_a = newsvendor(short_after, w, hold, c, refill)
                 s_a = min(s_a, cap_t, cap_plant)
                 c_a = float(expected_cost(s_a, short_after, w, hold, c, refill))
                 s_a, c_a = keep_line(s_a, c_a, float(expected_cost(0.0, short_after, w, hold, c)), sp.fixed_cost)
                 after = {"stock_after_projects_t": min(s_a, s_opt) if s_opt > 0 else 0.0, "projects_supply_t_per_year": after_projects[key],
+                         "projects_supply_contracted_t_per_year": dict(held), "projects_supply_received_t_per_year": receives,
                          "share_of_projects_supply": m_j, "share_of_projects_supply_basis": m_basis}
             rules = {}
             for days in sp.days_rules:

@@ -48,6 +48,10 @@ class StockpileOptions(StockpilePolicy):
     after_projects: dict[Annotated[str, Field(pattern=r"^[a-z0-9_]+/[a-z0-9_]+$")], Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
         default_factory=dict, description="Expected supply the recommended projects add (node commodity/stage -> t/yr): each stock "
         "at such a node also states what it falls to once they produce")
+    after_projects_contracted: dict[Annotated[str, Field(pattern=r"^[a-z0-9_]+/[a-z0-9_]+$")],
+                                    dict[Annotated[str, Field(pattern=r"^[A-Z]{3}$")], Annotated[float, Field(ge=0, allow_inf_nan=False)]]] = Field(
+        default_factory=dict, description="Of that supply, the tonnes contracted to buyers of a country (node -> ISO3 -> t/yr): they go "
+        "to that country, and only the rest is shared by demand")
 
     @field_validator("perspective", mode="before")
     @classmethod

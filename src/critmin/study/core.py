@@ -317,7 +317,8 @@ class Study:
         sample = disruption_sample(self.simulator, o.draws, o.seed, result=res)
         rec = plan_stockpiles(self.simulator, o.perspective, budget=o.budget_usd, pooled=o.pooled, draws=o.draws, seed=o.seed, sample=sample,
                               commodities=self.critical_lists, stages=tuple(o.stages), max_days=o.max_days,
-                              sourced_demand_only=o.sourced_demand_only, after_projects=dict(o.after_projects))
+                              sourced_demand_only=o.sourced_demand_only, after_projects=dict(o.after_projects),
+                              after_projects_contracted={k: dict(v) for k, v in o.after_projects_contracted.items()})
         plans = pd.DataFrame([{"participant": j, **{k: v for k, v in p.items() if k != "stocks"}} for j, p in rec.get("budget_plans", {}).items()])
         return StockpileResult(record=rec, metadata=rec["metadata"], stocks=_records(rec["stockpiles"]), budget_plans=plans)
 
@@ -384,7 +385,8 @@ class Study:
         # review 26: and what they fall to once the projects already financed produce (Stibnite after EXIM's approval)
         pipeline = financed_pipeline(portfolio, self.projects, self.simulator.nodes)
         portfolio["financed_pipeline"] = pipeline
-        stock = dict(self.stockpile(perspective="BLOC", draws=n, seed=rs, after_projects=projects_supply(portfolio, pipeline)).record)
+        stock = dict(self.stockpile(perspective="BLOC", draws=n, seed=rs, after_projects=projects_supply(portfolio, pipeline),
+                                    after_projects_contracted=contracted_supply(portfolio, pipeline, self.buyers, self.projects)).record)
         # review 23: the stockpile's own fund pays for the recommended stocks first; the programme gets what is left
         funding = stock_funding(portfolio, stock)
         left = {f["budget"]: float(f["left_for_projects_usd"]) for f in funding if f.get("budget")}
@@ -446,13 +448,16 @@ class Study:
         return BriefResult(record=rec, metadata=rec["metadata"], impact=impact)
 
 
-#: Status classes whose output is still ahead: an already financed project in one of them adds supply later.
-OUTPUT_AHEAD = ("commissioning", "construction", "financing", "permitted", "feasibility", "exploration")
+#: Status classes of an already financed project whose output a stock may be drawn down on: being built, with a dated
+#: first output. Review 27: "already financed" (no new money would be additional) also held a non-binding letter of
+#: intent (USA Rare Earth), a conditional loan with no site (Vulcan) and a 3.5 t a year demonstration plant (Saguenay):
+#: reasons not to fund them, not evidence that their output is coming.
+OUTPUT_AHEAD = ("commissioning", "construction")
 
 
 def financed_pipeline(portfolio: dict[str, Any], projects: pd.DataFrame, nodes: Any) -> list[dict[str, Any]]:
-    """The register's projects that the portfolio finds already financed (no new money is additional) and whose output
-    is still ahead (:data:`OUTPUT_AHEAD`), with their node, nameplate (the register's capacity on the node's basis),
+    """The register's projects that the portfolio finds already financed (no new money is additional), being built
+    (:data:`OUTPUT_AHEAD`) and with a dated first output, with their node, nameplate (the register's capacity on the node's basis),
     co-products at their nodes, first output and completion probability (the status class's). Review 26: once EXIM's
     approval made Stibnite already financed, the U.S. antimony stock lost the project it bridges to; the stocks say
     what they fall to once these produce, as for the recommended projects."""
@@ -465,7 +470,7 @@ def financed_pipeline(portfolio: dict[str, Any], projects: pd.DataFrame, nodes: 
     out = []
     for p in projects[projects["project_id"].astype(str).isin(financed)].to_dict("records"):
         status, cap = str(p.get("status_class") or ""), p.get("capacity_t")
-        if status not in OUTPUT_AHEAD or cap is None or not np.isfinite(float(cap)) or float(cap) <= 0:
+        if status not in OUTPUT_AHEAD or cap is None or not np.isfinite(float(cap)) or float(cap) <= 0 or not str(p.get("first_output") or "").strip():
             continue
         pi = p.get("completion_probability")
         if pi is None or not np.isfinite(float(pi)):
@@ -474,6 +479,57 @@ def financed_pipeline(portfolio: dict[str, Any], projects: pd.DataFrame, nodes: 
                     "node": f"{p['commodity_id']}/{p['stage']}", "nameplate_t_per_year": float(cap),
                     "co_product_nameplate_t_per_year": {n.key: float(t) for _, t, n in coproduct_nodes(p, nodes) if n is not None},
                     "status_class": status, "first_output": str(p.get("first_output") or ""), "completion_probability": float(pi)})
+    return out
+
+
+def contracted_supply(portfolio: dict[str, Any], pipeline: list[dict[str, Any]] | None, buyers: pd.DataFrame | None,
+                      projects: pd.DataFrame | None) -> dict[str, dict[str, float]]:
+    """Of the recommended and already financed projects' nameplate (:func:`projects_supply`), the tonnes a year
+    contracted to buyers of each country (node -> ISO3 -> t/yr), from the buyer table's contracts
+    (``contract_projects``). Review 27: GM holds all of Thacker Pass Phase 1 and DoD backs a buyer for all of 10X's
+    magnets, yet Japan's stocks fell on them by its demand share.
+
+    A buyer with a published volume takes it, spread over the projects its contract names in proportion to their
+    capacity; the volumes of one project are scaled down to its nameplate if they exceed it; a buyer without a
+    published volume takes what the others leave, shared equally between such buyers. Only a project's own node is
+    contracted (co-products are not)."""
+    from critmin.deliver.buyers import contract_of
+
+    if buyers is None or not len(buyers):
+        return {}
+    cap = {}
+    if projects is not None and len(projects):
+        cap = {str(k): float(v) for k, v in zip(projects["project_id"], projects["capacity_t"], strict=True) if v is not None and np.isfinite(float(v))}
+    rows = [*portfolio.get("selected", []), *(pipeline or [])]
+    out: dict[str, dict[str, float]] = {}
+    for r in rows:
+        pid, node = str(r["project_id"]), str(r.get("node") or "")
+        z = float(r.get("nameplate_t_per_year", r.get("output_once_producing_t_per_year")) or 0.0)
+        if z <= 0 or not node:
+            continue
+        fixed: dict[str, float] = {}
+        open_holders: list[str] = []
+        for b in buyers.to_dict("records"):
+            named = contract_of(b)
+            if pid not in named:
+                continue
+            v = b.get("demand_t_per_year")
+            if v is None or not np.isfinite(float(v)):
+                open_holders.append(str(b["country_iso3"]))
+                continue
+            total_cap = sum(cap.get(q, 0.0) for q in named)
+            part = float(v) * (cap.get(pid, 0.0) / total_cap if total_cap > 0 else 1.0 / len(named))
+            fixed[str(b["country_iso3"])] = fixed.get(str(b["country_iso3"]), 0.0) + part
+        tot = sum(fixed.values())
+        if tot > z:
+            fixed = {k: v * z / tot for k, v in fixed.items()}
+        rest = max(z - sum(fixed.values()), 0.0)
+        for iso in open_holders:
+            fixed[iso] = fixed.get(iso, 0.0) + rest / len(open_holders)
+        if fixed:
+            d = out.setdefault(node, {})
+            for iso, t in fixed.items():
+                d[iso] = d.get(iso, 0.0) + t
     return out
 
 
