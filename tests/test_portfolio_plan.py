@@ -295,6 +295,34 @@ def supported(simulator):
     return reg, counted_capex_support(reg.support), bp
 
 
+@pytest.fixture(scope="module")
+def permits_unknown(simulator):
+    """As ``supported``, with White Mesa Phase 2's federal permits unknown (blank) instead of none left: the register
+    before review 27, to test what permitting help does to a project that could use it."""
+    from critmin.portfolio.model import build_problem, sample_from_simulator
+    from critmin.portfolio.register import bundled_register
+
+    reg = bundled_register(simulator.atlas)
+    projects = reg.projects.copy()
+    projects.loc[projects["project_id"] == "P084", "federal_decision_pending"] = ""
+    bp = build_problem(projects, simulator.atlas, sample_from_simulator(simulator, draws=40, seed=2), simulator.nodes,
+                       as_of="2026-12", support=reg.support)
+    return reg, projects, bp
+
+
+def test_permitting_help_needs_a_federal_decision_left_to_take(supported, permits_unknown) -> None:
+    """Review 27: White Mesa Phase 2, licensed by the State of Utah, was funded "in any case" by FAST-41 permitting
+    facilitation, which speeds federal decisions. With ``federal_decision_pending`` no there is no regulatory option,
+    and the project says why; unknown (blank), the option stays."""
+    reg, _, bp = supported
+    assert reg.projects.set_index("project_id").at["P084", "federal_decision_pending"] == "no"
+    o = bp.options_all
+    assert o[(o["project_id"] == "P084") & (o["instrument"] == "regulatory")].empty
+    assert any("no U.S. federal permit or record of decision left to take" in r for r in bp.reasons["P084"])
+    o2 = permits_unknown[2].options_all
+    assert len(o2[(o2["project_id"] == "P084") & (o2["instrument"] == "regulatory")])
+
+
 def test_public_money_of_all_agencies_leaves_the_sponsor_its_share(supported) -> None:
     """Review 10: a USD 188.8M DOE guarantee was stacked on Novonix's USD 754.8M DOE loan (80.0 % of its eligible
     cost), making it 100 % public debt. Public money of all agencies, counted plus new, is at most
@@ -475,11 +503,11 @@ def test_a_grant_closes_the_gap_at_todays_price(supported) -> None:
     assert viable and not set(grants["project_id"]) & viable
 
 
-def test_permitting_help_adds_nothing_to_a_project_past_its_permits(supported) -> None:
+def test_permitting_help_adds_nothing_to_a_project_past_its_permits(permits_unknown) -> None:
     """Review 13: Rhyolite Ridge (permitted, Oct 2024) and Stibnite (in financing after its Jan 2025 record of
     decision) were credited with a permitting facilitation; only a project still waiting for its permits gains."""
-    reg, _, bp = supported
-    status = reg.projects.set_index("project_id")["status_class"]
+    reg, projects, bp = permits_unknown
+    status = projects.set_index("project_id")["status_class"]
     o = bp.options_all
     reg_opts = o[o["instrument"] == "regulatory"]
     assert len(reg_opts)
@@ -518,12 +546,12 @@ def test_a_funded_project_names_the_support_in_its_pipeline(simulator) -> None:
         sel["P066"]["assumptions"])
 
 
-def test_co_products_add_supply_at_their_nodes(supported) -> None:
+def test_co_products_add_supply_at_their_nodes(permits_unknown) -> None:
     """Review 13: White Mesa Phase 2's Dy and Tb oxides and NICO's bismuth were revenue but relieved no node. Each option
     of a project with co-products supplies them at their nodes, in proportion to its added capacity."""
     from critmin.portfolio.optimise import CO_SUPPLY
 
-    _, _, bp = supported
+    _, _, bp = permits_unknown
     o = bp.options_all
     names = bp.problem.node_names
     wm = o[(o["project_id"] == "P084") & (o["dq_t"] > 0)]

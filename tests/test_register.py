@@ -271,7 +271,7 @@ def test_structural_problems(regdir: Path, atlas: Atlas) -> None:
     (regdir / "projects.csv").write_text("\n".join(text) + "\n", encoding="utf-8")
     with pytest.raises(RegisterError) as exc:
         read_register(regdir, atlas=atlas)
-    assert any(p.line == 6 and "expected 35 fields" in p.message for p in exc.value.problems)
+    assert any(p.line == 6 and "expected 36 fields" in p.message for p in exc.value.problems)
     header, rows = _rows(regdir / "support.csv")
     _write_rows(regdir / "support.csv", [h for h in header if h != "agency"], [{k: v for k, v in r.items() if k != "agency"} for r in rows])
     with pytest.raises(RegisterError) as exc:

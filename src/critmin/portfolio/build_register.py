@@ -145,6 +145,17 @@ def load_decisions(path: Path | None = None) -> dict[str, Decision]:
     return out
 
 
+def load_federal_permits(path: Path | None = None) -> dict[str, tuple[str, str]]:
+    """``federal_permits.csv``: per project, whether a U.S. federal permit or record of decision is still to be taken
+    (``yes``/``no``), with why and the source; a project not listed is unknown (blank). Review 27: White Mesa Phase 2,
+    licensed by Utah, was credited with FAST-41 permitting facilitation."""
+    p = path or curated_dir() / "federal_permits.csv"
+    with p.open(encoding="utf-8", newline="") as fh:
+        return {r["project_id"]: (r["federal_decision_pending"], f"{r['why']} ({r['source']}, {r['url']})") for r in csv.DictReader(fh)}
+
+
+#: Per project, a U.S. federal decision still pending (``curated/federal_permits.csv``).
+FEDERAL: dict[str, tuple[str, str]] = load_federal_permits()
 #: Conversion factors used (stoichiometric, exact unit definitions or printed product grades), with their derivation.
 FACTORS: dict[str, tuple[float, str]] = load_factors()
 #: The curated decision on every project of the raw register (``curated/decisions.csv``).
@@ -256,6 +267,7 @@ def _project(raw: Mapping[str, str], d: Decision) -> dict[str, Any]:
         f"Co-products: {d.coproducts_why}." if d.coproducts_why else "",
         f"Unit cost: {d.unit_cost_why}." if d.unit_cost_why else "",
         f"Life: {d.life_why}." if d.life_why else "",
+        f"Federal decision pending: {FEDERAL[pid][0]}: {FEDERAL[pid][1]}." if pid in FEDERAL else "",
         f"Location: {raw['location']}." if raw["location"] else "",
         f"Source note: {raw['note']}" if raw["note"] else "",
     ]
@@ -284,6 +296,7 @@ def _project(raw: Mapping[str, str], d: Decision) -> dict[str, Any]:
         "first_output": first,
         "esg_flags": d.esg_flags,
         "offtakes": d.offtakes,
+        "federal_decision_pending": FEDERAL.get(pid, ("", ""))[0],
         "frameworks": raw["frameworks"],
         "japan_link": raw["japan_link"],
         "sources": raw["sources"],
@@ -444,6 +457,7 @@ def register_markdown(register: Register, raw_projects: list[tuple[int, dict[str
         ("output_t, output_period, output_note", "curated (`curated/decisions.csv`): the latest reported actual output of a producing plant on the node basis, "
          "with its period, quote and arithmetic (data/raw/projects/reported_output/); blank where no tonnage is published"),
         ("unit_cost_usd_per_t, life_years", "curated (`curated/decisions.csv`) where a study publishes an operating cost or a mine life (review 13), with the source and the conversion in `note`; else blank"),
+        ("federal_decision_pending", "curated (`curated/federal_permits.csv`): `no` where the sources show no U.S. federal permit or record of decision left to take (White Mesa Phase 2, licensed by Utah), with the source in `note`; else blank (unknown)"),
         ("ramp_up_months, opex_usd_per_t, completion_probability, delay_months, feoc", "blank: no source read gives them"),
         ("support: participant_iso3", "participant_country"),
         ("support: counts", "no when exclude_from_sum is set or commitment_status is one of: " + ", ".join(NOT_COUNTED_STATUSES)),

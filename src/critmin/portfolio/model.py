@@ -646,6 +646,12 @@ def build_problem(
                 continue
             if not _eligible_stage(str(a["eligible_stages"]), str(p["stage"])):
                 continue
+            if inst == "regulatory" and str(p.get("federal_decision_pending") or "").strip().lower() == "no":
+                # review 27: permitting facilitation (FAST-41) speeds federal decisions; a project licensed by a state
+                # alone, or whose federal decisions are taken, has none left to speed up
+                why.append(f"{a['agency_id']} regulatory: no U.S. federal permit or record of decision left to take "
+                           "(federal_decision_pending: no; the source is in the register's note)")
+                continue
             bkey = f"{a['agency_id']}:{inst}"
             if bkey not in bud:
                 shared = f"{a['agency_id']}:any"

@@ -198,6 +198,7 @@ class Project(_Row):
     completion_probability: float | None = Field(None, ge=0, le=1)
     delay_months: float | None = Field(None, ge=0)
     feoc: Literal["yes", "no", ""] = ""
+    federal_decision_pending: Literal["yes", "no", ""] = ""
     esg_flags: str = ""
     offtakes: str = ""
     frameworks: str = ""
@@ -253,7 +254,7 @@ class Project(_Row):
             raise ValueError(f"'{v}' is not a year YYYY or a month YYYY-MM")
         return v
 
-    @field_validator("feoc", mode="before")
+    @field_validator("feoc", "federal_decision_pending", mode="before")
     @classmethod
     def _feoc(cls, v: Any) -> Any:
         return v.strip().lower() if isinstance(v, str) else v
