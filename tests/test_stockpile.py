@@ -834,3 +834,27 @@ def test_each_stock_says_how_long_it_takes_to_fill(simulator, bloc_plan):
         assert r["market_outside_restrictor_t_per_year"] == pytest.approx(simulator.rationed_market_t(r["node"]))
         assert r["years_to_fill"] == pytest.approx(r["optimal_stock_t"] / (share * r["market_outside_restrictor_t_per_year"]))
     assert bloc_plan["metadata"]["purchase_share_of_market_per_year"] == share
+
+
+def test_no_stock_takes_longer_to_buy_than_the_policy_allows(simulator, bloc_plan):
+    """Review 27: Japan's gallium line took 10.5 years to fill and its dysprosium 5.4, although the plan is re-decided
+    every year against next year's disruptions. Every line is at most what the participants can buy in
+    max_years_to_fill at the assumed share of the market outside the restrictor, shared by demand:
+    S_j <= Y share d_T Q0 d_j / sum_k d_k; a line held at that cap says so."""
+    from critmin.stockpile.plan import StockParameters
+
+    sp = StockParameters.load()
+    assert sp.max_years_to_fill == 3.0 and sp.purchase_share is not None
+    rows = [r for r in bloc_plan["stockpiles"] if r["participant"] in ("USA", "JPN") and r["optimal_stock_t"] > 0]
+    assert rows
+    capped = 0
+    for r in rows:
+        n = simulator.nodes.get(*r["node"].split("/"))
+        d_all = sum(v for v in n.demand_share.values() if np.isfinite(v))
+        cap = sp.max_years_to_fill * sp.purchase_share * r["market_outside_restrictor_t_per_year"] * n.demand_share[r["participant"]] / d_all
+        assert r["optimal_stock_t"] <= cap * (1 + 1e-9), (r["participant"], r["node"])
+        assert r["years_to_fill"] <= sp.max_years_to_fill + 1e-9
+        if any("max_years_to_fill" in f for f in r["flags"]):
+            capped += 1
+            assert r["optimal_stock_t"] == pytest.approx(cap)
+    assert capped  # the thin markets (gallium, dysprosium) bind

@@ -55,6 +55,9 @@ class StockParameters:
     #: share of a year's market outside the restrictor a buyer takes a year while filling a stock
     #: (``max_purchase_share_of_market_per_year``; None without the row): states the years to fill
     purchase_share: float | None = None
+    #: years of buying at ``purchase_share`` within which a stock must be in place (``max_years_to_fill``; None without
+    #: the row): caps every line (review 27)
+    max_years_to_fill: float | None = None
 
     def storage(self, commodity: str) -> float:
         """Storage and insurance cost as a fraction of value per year (commodity row, else the ``*`` row)."""
@@ -86,7 +89,9 @@ class StockParameters:
             pool_cost = float(pa["value"].iloc[0]) if len(pa) and pa["value"].iloc[0] != "" else 0.0
             ps = t[(t["parameter"] == "max_purchase_share_of_market_per_year") & (t["scope"] == "*")]
             share = float(ps["value"].iloc[0]) if len(ps) and ps["value"].iloc[0] != "" else None
-            return cls(cap, storage, basis, rules, by_c, fixed, pool_cost, share)
+            yf = t[(t["parameter"] == "max_years_to_fill") & (t["scope"] == "*")]
+            years = float(yf["value"].iloc[0]) if len(yf) and yf["value"].iloc[0] != "" else None
+            return cls(cap, storage, basis, rules, by_c, fixed, pool_cost, share, years)
         return cls(cap, storage, basis, rules)
 
 
@@ -611,7 +616,6 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             # review 24: a stock bought above the baseline price loses that premium when the control behind it is
             # relaxed (the price falls back), an expected loss of value rho (P_buy - P0) a year beside capital and storage
             rho, rho_who = relax.get(key, {}).get(j, relax.get(key, {}).get("BLOC", (0.0, "")))
-            market_t = sim.rationed_market_t(key)
             # ... down to the restrictor's home price where it is observed, else to the baseline (review 25)
             floor = max(p0, floors.get(key, p0))
             price_fall = expected_price_fall(rho, p_buy, floor)
@@ -627,9 +631,15 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             # an ore stock feeds the participant's own plants: no more than they can take in the same days
             plant = plant_intake_t(sim, node, j)
             cap_plant = (max_days if max_days is not None else 365.0) / 365.0 * plant if plant is not None else np.inf
-            capped = s_opt > min(cap_t, cap_plant)
+            # review 27: no more than the participants can buy in max_years_to_fill at the assumed share of the market
+            # outside the restrictor, shared between them by demand (Japan's gallium took 10.5 years to fill)
+            market_t = sim.rationed_market_t(key)
+            d_all = sum(v for v in node.demand_share.values() if np.isfinite(v))
+            cap_fill = (sp.max_years_to_fill * sp.purchase_share * market_t * (node.demand_share[j] / d_all)
+                        if sp.max_years_to_fill and sp.purchase_share and market_t > 0 and d_all > 0 else np.inf)
+            capped = s_opt > min(cap_t, cap_plant, cap_fill)
             if capped:
-                s_opt = min(cap_t, cap_plant)
+                s_opt = min(cap_t, cap_plant, cap_fill)
                 cost_opt = float(expected_cost(s_opt, short, w, hold, c, refill))
             # a line is held only where it saves more than the fixed cost of holding it at all
             s_free, saving_free = s_opt, cost0 - cost_opt
@@ -640,7 +650,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 r_lo = low_case.get(key, (1.0, "baseline price"))[0]
                 hold_lo = p0 * r_lo * (sp.capital_rate.get(j, sp.capital_rate["USA"]) + sp.storage(node.commodity)) + expected_price_fall(rho, p0 * r_lo, floor)
                 s_lo, c_lo = newsvendor(short, w, hold_lo, c, refill)
-                s_lo = min(s_lo, cap_t, cap_plant)
+                s_lo = min(s_lo, cap_t, cap_plant, cap_fill)
                 c_lo = float(expected_cost(s_lo, short, w, hold_lo, c, refill))
                 s_lo, c_lo = keep_line(s_lo, c_lo, float(expected_cost(0.0, short, w, hold_lo, c)), sp.fixed_cost)
                 low = {"purchase_price_ratio_simulated": r_lo, "optimal_stock_t_at_simulated_price": s_lo,
@@ -654,7 +664,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 receives = held.get(j, 0.0) + m_j * z_open
                 short_after = shortfall_after_projects(nd, PARTICIPANTS.index(j), receives, 1.0)
                 s_a, c_a = newsvendor(short_after, w, hold, c, refill)
-                s_a = min(s_a, cap_t, cap_plant)
+                s_a = min(s_a, cap_t, cap_plant, cap_fill)
                 c_a = float(expected_cost(s_a, short_after, w, hold, c, refill))
                 s_a, c_a = keep_line(s_a, c_a, float(expected_cost(0.0, short_after, w, hold, c)), sp.fixed_cost)
                 after = {"stock_after_projects_t": min(s_a, s_opt) if s_opt > 0 else 0.0, "projects_supply_t_per_year": after_projects[key],
@@ -663,7 +673,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             rules = {}
             for days in sp.days_rules:
                 # a rule, too, holds no more ore than the plants take, and no more than the policy's days of net imports
-                s_rule = min(days / 365.0 * annual_use, cap_plant, cap_t)
+                s_rule = min(days / 365.0 * annual_use, cap_plant, cap_t, cap_fill)  # and no more than can be bought in time
                 rules[f"{days}_days"] = {"stock_t": s_rule, "expected_cost_usd": float(expected_cost(s_rule, short, w, hold, c, refill))
                                          + (sp.fixed_cost if s_rule > 0 else 0.0)}
             against = _against_holdings(holdings, j, node.commodity, s_opt)
@@ -695,16 +705,19 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 "flags": [f for f in node.flags if any(w in f for w in ("proxy", "low-tier", "an estimate", "stale", "assumption"))
                           and flag_concerns(f, j)]
                 + ([f"capped at the policy's {max_days:g} days of " + ("consumption" if nir >= 1.0 else f"net imports ({nir:.0%} of consumption)")]
-                   if capped and cap_t <= cap_plant else [])
+                   if capped and cap_t <= min(cap_plant, cap_fill) else [])
                 + ([f"capped at what {j}'s own plants take in {max_days if max_days is not None else 365:g} days ({plant:,.0f} t a year)"]
-                   if capped and cap_plant < cap_t else [])
+                   if capped and cap_plant < min(cap_t, cap_fill) else [])
+                + ([f"capped at what can be bought in {sp.max_years_to_fill:g} years at {sp.purchase_share:.0%} of the market outside the "
+                    f"restrictor ({market_t:,.0f} t a year), {j}'s share by demand: {cap_fill:,.1f} t (max_years_to_fill, an assumption)"]
+                   if capped and cap_fill < min(cap_t, cap_plant) else [])
                 + ([f"decided by {int((short > 0).sum())} of {draws} draws with a shortfall: rerun with more draws before buying"]
                    if 0 < (short > 0).sum() < FEW_DRAWS and s_opt > 0 else [])
                 + ([against_note] if against_note else [])
                 + ([f"not held: {s_free:,.0f} t would save US${saving_free:,.0f} a year, less than the fixed cost of a stock line "
                     f"(US${sp.fixed_cost:,.0f} a year)"] if s_free > 0 and s_opt == 0 else []),
             })
-            lp_inputs[j].append((key, short, hold, c, p_buy, min(cap_t, cap_plant), refill))
+            lp_inputs[j].append((key, short, hold, c, p_buy, min(cap_t, cap_plant, cap_fill), refill))
             separate[j] = s_opt  # what the member brings to a pool: the line it keeps
         if pooled and len(per_member) > 1:
             hold = (p_buy * (float(np.mean([sp.capital_rate.get(j, sp.capital_rate["USA"]) for j in per_member])) + sp.storage(node.commodity))
