@@ -21,6 +21,18 @@ def test_priority_and_capacity_by_hand():
     assert r.projects["utilisation"].iloc[0] == pytest.approx(1.0)
 
 
+def test_equal_priority_buyers_are_rationed_by_their_demand_by_hand():
+    """Review 27: with a flat shortfall cost, all of Nyrstar's new antimony went to Japan and none to the USA (a corner of
+    a tie). Each further hundredth of a buyer's demand left short costs more, so buyers of one priority share a scarce
+    supply in proportion to demand, to within 1 %: 10 t a month for needs of 5 and 15 gives 2.5 and 7.5; a higher priority still comes
+    first (the example above)."""
+    r = solve_transport(np.array([[10.0]]), np.array([[5.0], [15.0]]), np.ones((1, 2), bool), np.array([2, 2]), np.zeros(2),
+                        ["p"], ["A", "B"])
+    b = r.buyers.set_index("buyer_id")
+    assert b.loc["A", "delivered_t"] == pytest.approx(2.5) and b.loc["B", "delivered_t"] == pytest.approx(7.5)
+    assert b.loc["A", "share_met"] == pytest.approx(b.loc["B", "share_met"])
+
+
 def test_contract_minimum_by_hand():
     # B's 10 t minimum over two months outranks A's priority: A 10, B 10 (cost 6 x 100 + 2 x 10 = 620)
     r = solve_transport(np.array([[10.0, 10.0]]), np.array([[8.0, 8.0], [6.0, 6.0]]), np.ones((1, 2), bool),

@@ -104,6 +104,10 @@ def match(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, as_of: str
         producing = reported is not None
         offer_t = reported if reported is not None else float(o["capacity_t"])
         offer_basis = f" at its reported output ({offer_t:,.0f} t a year)" if producing else ""
+        if not offer_t > 0:
+            # a producing plant that reports no output offers nothing (Vidalia, in customer qualification): no pair
+            refused.append({"project_id": o["project_id"], "buyer_id": "", "reason": f"offers nothing: reported output {offer_t:,.0f} t a year"})
+            continue
         for n in needs.to_dict("records"):
             if not node_serves(o["commodity_id"], o["stage"], n["commodity_id"], n["stage"]):
                 continue

@@ -15,7 +15,9 @@ concern (rejected by the register). A plant producing before the plan (``supply`
 buyers whose contract names it: its output is trade the buyers already have, sold on terms the plan does not see
 (review 26: Lynas' whole Dy/Tb output went to Japan's aggregate buyer although JARE holds a right to at most 65 % of
 it, and Silmet's rare earths to Japan with no Japanese contract on record); what it does not deliver under a
-recorded contract is reported as existing supply not allocated by the plan.
+recorded contract is reported as existing supply not allocated by the plan. A project contracted to a buyer who
+publishes no volume is reserved for its contract holders in the same way (review 27: MP's Independence magnets,
+contracted to GM and Apple, went to Japan's aggregate buyer).
 """
 
 from __future__ import annotations
@@ -127,6 +129,10 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
         prio.append(int(b["priority"]))
         mins.append(float(b["min_contract_t"]) if b["min_contract_t"] is not None and not pd.isna(b["min_contract_t"]) else 0.0)
     bt = buyers.set_index("buyer_id").loc[bids] if bids else buyers.iloc[0:0]
+    # review 27: a project contracted to a buyer who publishes no volume (MP's Independence plant to GM and Apple) has
+    # its output reserved for its contract holders; the plan cannot give it to other buyers
+    reserved = {pid for b in buyers.to_dict("records") if b.get("demand_t_per_year") is None or pd.isna(b.get("demand_t_per_year"))
+                for pid in contract_of(b)}
     P, B = len(pids), len(bids)
     elig = np.zeros((P, B), dtype=bool)
     for i, pid in enumerate(pids):
@@ -140,7 +146,7 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
             existing = ramps[pid]["supply"] == "existing"
             elig[i, k] = (serve_conflict(pr, br, f"{pr.get('product') or ''} {pr['name']}", f"{br.get('form') or ''} {br['name']}") is None
                           and _origin_ok(str(br["origin_rule"]), str(pr["country_iso3"]), atlas)
-                          and (pid in contract if existing else (not contract or pid in contract)))
+                          and (pid in contract if existing or pid in reserved else (not contract or pid in contract)))
     capacity = np.array(cap_rows) if cap_rows else np.zeros((0, months))
     demand = np.array(dem_rows) if dem_rows else np.zeros((0, months))
     res = solve_transport(capacity, demand, elig, np.array(prio), np.array(mins), pids, bids)

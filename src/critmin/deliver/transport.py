@@ -1,13 +1,18 @@
 """Delivery plan: a transportation linear programme over projects, buyers and months (docs/deliver.md).
 
-    min  Σ_{b,t} π_b s_bt + Σ_b Π m_b − ε Σ x_pbt
+    min  Σ_{b,t,k} π_b (1 + k/S) u_btk + Σ_b Π m_b − ε Σ x_pbt
     s.t. Σ_b x_pbt <= K_pt                          capacity of project p in month t (t)
          Σ_p x_pbt + s_bt = D_bt                    demand of buyer b in month t; s_bt = shortfall (t)
+         s_bt = Σ_k u_btk,  0 <= u_btk <= D_bt / S  the shortfall in S steps of a S-th of the demand (k = 1..S)
          Σ_{p,t} x_pbt + m_b >= M_b                 contract minimum over the horizon; m_b = unmet part
          x_pbt >= 0 only for eligible pairs (same node; origin rule; never to a country of concern)
 
 π_b is the priority weight (priority 1: 100, 2: 10, 3: 1), Π a penalty larger than any π (1,000) so that
-minimums are met whenever capacity allows; ε a tiny reward for delivering (ties).
+minimums are met whenever capacity allows; ε a tiny reward for delivering. Each further S-th of a buyer's demand left
+short costs more (``S`` = :data:`RATIONING_STEPS`), so buyers of equal priority competing for the same supply are
+rationed in proportion to their demand, to within 1/S of it, and a higher priority still comes first
+(π_b (1 + 1) < π_b' for the next priority). Review 27: with a flat cost the programme gave all of Nyrstar's new
+antimony to Japan and none to the USA, an arbitrary corner of a tie.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import pandas as pd
 
 PRIORITY_WEIGHT = {1: 100.0, 2: 10.0, 3: 1.0}
 MINIMUM_PENALTY = 1000.0
+#: Steps of the shortfall's rising cost (module docstring): equal-priority buyers share to within 1/S (1 %) of their demand.
+RATIONING_STEPS = 100
 
 
 @dataclass
@@ -72,6 +79,16 @@ def demand_balance(m: TransportModel, demand: np.ndarray) -> None:
             m.h.addConstr((m.deliveries(by_b[b], range(t, t + 1)) + short if by_b.get(b) else short + 0.0) == d)
 
 
+def rationing_steps(m: TransportModel, demand: np.ndarray, weight: np.ndarray, steps: int = RATIONING_STEPS) -> None:
+    """``s_bt = Σ_k u_btk``, ``0 <= u_btk <= D_bt / S``, each step costing ``π_b (1 + k/S)`` (module docstring)."""
+    B, T = demand.shape
+    for b in range(B):
+        for t in range(T):
+            d = float(demand[b, t]) / m.scale
+            u = m.h.addVariables(steps, lb=0.0, ub=d / steps, obj=[float(weight[b]) * (1.0 + k / steps) for k in range(1, steps + 1)])
+            m.h.addConstr(m.s[b * T + t] - u.sum() == 0.0)
+
+
 def contract_minimums(m: TransportModel, minimum: np.ndarray) -> None:
     """``Σ_{p,t} x_pbt + m_b >= M_b`` over the horizon for every buyer with a contract minimum."""
     by_b = _pairs_by_buyer(m)
@@ -111,10 +128,11 @@ def solve_transport(capacity: np.ndarray, demand: np.ndarray, eligible: np.ndarr
     # variables (tonnes / scale), costs on creation: x_pbt (pair k, month t at k * T + t), s_bt, m_b
     m = TransportModel(h, pairs, T, scale,
                        x=h.addVariables(n_x, lb=0.0, obj=-1e-6) if n_x else None,
-                       s=h.addVariables(n_s, lb=0.0, obj=np.repeat(w, T).tolist()),
+                       s=h.addVariables(n_s, lb=0.0, obj=0.0),
                        m=h.addVariables(n_m, lb=0.0, obj=MINIMUM_PENALTY))
     project_capacity(m, capacity)
     demand_balance(m, demand)
+    rationing_steps(m, demand, w)
     contract_minimums(m, minimum)
     h.run()
     status = h.modelStatusToString(h.getModelStatus())
@@ -126,7 +144,7 @@ def solve_transport(capacity: np.ndarray, demand: np.ndarray, eligible: np.ndarr
     sol = np.asarray(h.getSolution().col_value) * scale
     x = sol[:n_x].reshape(len(pairs), T) if pairs else np.zeros((0, T))
     short = sol[n_x : n_x + n_s].reshape(B, T)
-    unmet = sol[n_x + n_s :]
+    unmet = sol[n_x + n_s : n_x + n_s + n_m]  # the rationing steps follow (rationing_steps)
     rows = [{"project_id": project_ids[p], "buyer_id": buyer_ids[b], "month": t + 1, "tonnes": float(x[k, t])}
             for k, (p, b) in enumerate(pairs) for t in range(T) if x[k, t] > 1e-9]
     alloc = pd.DataFrame(rows, columns=["project_id", "buyer_id", "month", "tonnes"])
