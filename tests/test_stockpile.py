@@ -522,11 +522,11 @@ def test_refill_persistence_follows_the_regime_and_the_duration(simulator):
     ctl = next(s for s, _ in zip(*risk_scenarios(simulator), strict=True) if s.family.startswith("ctl.") and s.restrictors == ["CHN"])
     # review 27: the world-wide relaxation for every participant, as in the risk family that sizes the draw (a U.S. row
     # with China's U.S.-only relaxation, 0.265, beside 0.906 of shortfalls summed to 1.17)
-    assert refill_persistence(simulator, ctl) == pytest.approx([1.0 - relax] * 3)
+    assert refill_persistence(simulator, ctl) == pytest.approx(1.0 - relax)
     assert relax < rm.probability_for("CHN", "relaxation", "USA")
     for months, share in ((6, 0.0), (12, 0.0), (24, 0.5)):
         s = Scenario(id="x", commodity="cobalt", stage="mine", restrictors=["COD"], duration_months=months)
-        assert list(refill_persistence(simulator, s)) == [share] * 3
+        assert refill_persistence(simulator, s) == share
 
 
 def test_stock_savings_charge_the_buy_back_where_controls_persist(simulator, bloc_sample, bloc_plan):

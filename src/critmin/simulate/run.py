@@ -421,21 +421,20 @@ def with_captive_feed(sim: Simulator) -> Simulator:
     return replace(sim, nodes=NodeTable(nodes, sim.nodes.product_values))
 
 
-def refill_persistence(sim: Simulator, scenario: Scenario) -> np.ndarray:
-    """Per participant (USA, JPN, BLOC), the probability that the disruption of ``scenario`` still holds for it when a
-    stock drawn against it is refilled, a year after the draw (docs/stockpile.md §2):
+def refill_persistence(sim: Simulator, scenario: Scenario) -> float:
+    """Probability that the disruption of ``scenario`` still holds when a stock drawn against it is refilled, a year
+    after the draw (docs/stockpile.md §2):
 
     - a control in force or one of its outcomes (family ``ctl.*``, open-ended) holds unless relaxed for every buyer:
       ``1 - P(relaxation)`` of its restrictor, counting only relaxations of the control for every destination (the
-      regime model, docs/simulation.md §10.1), the same for each participant: the risk family that sizes the draw has
-      that relaxation (review 27: a U.S. row with 0.906 of shortfalls and 0.265 of relaxation summed to 1.17);
+      regime model, docs/simulation.md §10.1), as in the risk family that sizes the draw (review 27: a U.S. row with
+      0.906 of shortfalls and China's U.S.-only 0.265 of relaxation summed to 1.17);
     - a new event of ``d`` months: the share of its months whose tonnes are bought back before it ends,
       ``max(d - 12, 0) / d`` (0 for a year or less: refilled at the baseline price)."""
     if scenario.family.startswith("ctl.") and sim.regimes is not None:
-        regimes = sim.regimes
-        return np.full(3, 1.0 - max(regimes.probability_for(r, "relaxation", "WORLD") for r in scenario.restrictors))
+        return 1.0 - max(sim.regimes.probability_for(r, "relaxation", "WORLD") for r in scenario.restrictors)
     d = float(scenario.duration_months)
-    return np.full(3, max(d - 12.0, 0.0) / d if d > 0 else 0.0)
+    return max(d - 12.0, 0.0) / d if d > 0 else 0.0
 
 
 def _chunks(b: Batch, draws: int, chunk_elements: int) -> list[np.ndarray]:
@@ -620,7 +619,7 @@ def _assemble(
         nd[6, idx] = np.maximum(nd[6, idx], np.where(vals[5] * keep[2] > 0, float(scenarios[i].duration_months), 0.0))
         nd[7:10, idx] += vals[6:9] * keep[:, None]
         nd[10:13, idx] += vals[9:12] * keep[:, None]
-        nd[13:16, idx] += vals[12:15] * (keep * refill_persistence(sim, scenarios[i]))[:, None]
+        nd[13:16, idx] += vals[12:15] * keep[:, None] * refill_persistence(sim, scenarios[i])
         nd[16:22, idx] += vals[15:21] * np.concatenate([keep, keep])[:, None]
     paths = None
     if keep_paths:

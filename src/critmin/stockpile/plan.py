@@ -210,35 +210,27 @@ def observed_purchase_ratios(sim: Any, table: pd.DataFrame) -> dict[str, tuple[f
     return out
 
 
-#: The destination whose relaxations count for each buyer's stock. Review 25 counted China's Nov 2025 general licences
-#: for U.S. end users (five regimes) as relaxations for every buyer; review 26 counted them for the USA only (0.265
-#: against 0.094); review 27 found the U.S. rows then inconsistent with the risk family that sizes their shortfalls
-#: (one family for both participants, with the world-wide relaxation). A relaxation for one destination is reported
-#: (``relaxation_by_destination``), not used; for the USA that is conservative (its stocks are charged less value fall).
-RELAXATION_TARGET = {"USA": "WORLD", "JPN": "WORLD", "BLOC": "WORLD"}
-
-
-def relaxation_rates(sim: Any, library: list[Any] | None = None) -> dict[str, dict[str, tuple[float, str]]]:
-    """Per node and buyer (``USA``, ``JPN``; ``BLOC`` for a pooled stock), the annual probability that the control
-    raising its price today is relaxed, and whose control it is: the largest relaxation probability (the regime
-    model, docs/simulation.md §10.1) of the restrictors of the controls in force at the node, else at a node of the
-    same commodity upstream of it (refined cobalt: the DRC's quota on its ore). Only relaxations of the control for
-    every destination count (:data:`RELAXATION_TARGET`): the risk family that sizes the stock's shortfalls has that
-    relaxation, and a stock's cost must assume the same (review 27). Nodes without such a control are absent. (The
-    library's events in force; the risk run gathers them and their outcomes in families ``ctl.*``.)"""
+def relaxation_rates(sim: Any, library: list[Any] | None = None) -> dict[str, tuple[float, str]]:
+    """Per node, the annual probability that the control raising its price today is relaxed, and whose control it is:
+    the largest relaxation probability (the regime model, docs/simulation.md §10.1) of the restrictors of the controls
+    in force at the node, else at a node of the same commodity upstream of it (refined cobalt: the DRC's quota on its
+    ore). Only relaxations of the control for every destination count, for every buyer: the risk family that sizes the
+    stock's shortfalls has that relaxation, and a stock's cost must assume the same. Reviews 25-27: China's Nov 2025
+    general licences for U.S. end users (five regimes) had set its rate at 0.265 for every buyer, then for the USA alone
+    (beside 0.906 of shortfalls from the family: 1.17); they are reported (``relaxation_by_destination``), not used.
+    Nodes without such a control are absent. (The library's events in force; the risk run gathers them and their
+    outcomes in families ``ctl.*``.)"""
     if sim.regimes is None:
         return {}
     lib = library if library is not None else sim.library()
-    buyers = RELAXATION_TARGET
-    at: dict[str, dict[str, tuple[float, str]]] = {}
+    at: dict[str, tuple[float, str]] = {}
     for s in lib:
         if s.status == "in_force" and s.restrictors:
             key = f"{s.commodity}/{s.stage}"
-            for j, t in buyers.items():
-                rho, who = max((sim.regimes.probability_for(r, "relaxation", t), r) for r in s.restrictors)
-                if rho > at.setdefault(key, {}).get(j, (-1.0, ""))[0]:
-                    at[key][j] = (float(rho), who)
-    out = {k: dict(v) for k, v in at.items()}
+            rho, who = max((sim.regimes.probability_for(r, "relaxation", "WORLD"), r) for r in s.restrictors)
+            if rho > at.get(key, (-1.0, ""))[0]:
+                at[key] = (float(rho), who)
+    out = dict(at)
     for u_key, val in at.items():
         u = sim.nodes.index[u_key] if u_key in sim.nodes.index else None
         if u is None:
@@ -246,9 +238,7 @@ def relaxation_rates(sim: Any, library: list[Any] | None = None) -> dict[str, di
         for v, _, _ in sim.chain.links[u]:
             nv = sim.nodes.nodes[v]
             if nv.commodity == sim.nodes.nodes[u].commodity and nv.key not in at:
-                d = out.setdefault(nv.key, {})
-                for j, x in val.items():
-                    d[j] = max(d.get(j, (-1.0, "")), x)
+                out[nv.key] = max(out.get(nv.key, (-1.0, "")), val)
     return out
 
 
@@ -615,7 +605,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             refills[j] = refill
             # review 24: a stock bought above the baseline price loses that premium when the control behind it is
             # relaxed (the price falls back), an expected loss of value rho (P_buy - P0) a year beside capital and storage
-            rho, rho_who = relax.get(key, {}).get(j, relax.get(key, {}).get("BLOC", (0.0, "")))
+            rho, rho_who = relax.get(key, (0.0, ""))
             # ... down to the restrictor's home price where it is observed, else to the baseline (review 25)
             floor = max(p0, floors.get(key, p0))
             price_fall = expected_price_fall(rho, p_buy, floor)
@@ -721,7 +711,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             separate[j] = s_opt  # what the member brings to a pool: the line it keeps
         if pooled and len(per_member) > 1:
             hold = (p_buy * (float(np.mean([sp.capital_rate.get(j, sp.capital_rate["USA"]) for j in per_member])) + sp.storage(node.commodity))
-                    + expected_price_fall(relax.get(key, {}).get("BLOC", (0.0, ""))[0], p_buy, max(p0, floors.get(key, p0))))
+                    + expected_price_fall(relax.get(key, (0.0, ""))[0], p_buy, max(p0, floors.get(key, p0))))
             c = c_pool
             total = np.sum(list(per_member.values()), axis=0)
             bought_back = np.sum([refills[j] * per_member[j] for j in per_member], axis=0)
