@@ -729,3 +729,27 @@ def test_stocks_say_what_they_fall_to_once_the_financed_pipeline_produces(study_
     if row["optimal_stock_t"] > 0:
         assert row["stock_after_projects_t"] < row["optimal_stock_t"]
         assert "Stibnite gold-antimony project (already financed, construction, first output 2028" in plan["summary"]["sentences"]["stocks"]
+
+
+def test_deliveries_into_a_government_stockpile_are_reported_apart(study_run: tuple[Path, dict]):
+    """Review 27: the U.S. antimony delivered into the National Defense Stockpile (DLA's contract, B002), which releases
+    only for defence, was counted as supply to U.S. buyers. Buyers of kind ``stockpile`` are reported apart, summed
+    by hand from the allocation."""
+    import csv
+
+    d, plan = study_run
+    with (d / "buyers.csv").open(encoding="utf-8", newline="") as fh:
+        kind = {r["buyer_id"]: r["kind"] for r in csv.DictReader(fh)}
+    assert kind["B002"] == "stockpile"
+    into: dict[tuple[str, str], float] = {}
+    nodes = {r["buyer_id"]: r["node"] for r in plan["deliveries"]["buyers"]}
+    country = {r["buyer_id"]: r["country_iso3"] for r in plan["deliveries"]["buyers"]}
+    for a in plan["deliveries"]["allocation"]:
+        if kind.get(a["buyer_id"]) == "stockpile":
+            k = (country[a["buyer_id"]], nodes[a["buyer_id"]])
+            into[k] = into.get(k, 0.0) + float(a["tonnes"])
+    rows = {(r["receiving_country"], r["node"]): r for r in plan["summary"]["tables"]["deliveries"]}
+    for k, r in rows.items():
+        assert r["tonnes_into_stockpiles"] == pytest.approx(into.get(k, 0.0))
+    assert into.get(("USA", "antimony/mine"), 0.0) > 0.5  # US Antimony's smelters deliver DLA's order in the window
+    assert "into a government stockpile, not supply to industry" in plan["summary"]["sentences"]["deliveries"]

@@ -588,16 +588,21 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         # review 21: what comes from plants producing before the plan is trade the buyers already have
         g_new = (al[al["supply"] == "new"].groupby(["country", "commodity"])["tonnes"].sum() if "supply" in al.columns
                  else pd.Series(np.nan, index=g2.index))
+        # review 27: tonnes into a government stockpile (the NDS releases only for defence) are not supply to industry
+        kinds = b["kind"].astype(str) if "kind" in b.columns else pd.Series("", index=b.index)
+        g_stock = al[al["buyer_id"].map(kinds) == "stockpile"].groupby(["country", "commodity"])["tonnes"].sum()
         del_rows = [{"receiving_country": k[0], "node": k[1], "tonnes": float(v), "tonnes_from_new_supply": float(g_new.get(k, 0.0))
-                     if "supply" in al.columns else None} for k, v in g2.items() if v > 0]
+                     if "supply" in al.columns else None, "tonnes_into_stockpiles": float(g_stock.get(k, 0.0))} for k, v in g2.items() if v > 0]
     countries = sorted({r["receiving_country"] for r in del_rows})
 
     def _new(r: dict[str, Any]) -> str:
         n = r.get("tonnes_from_new_supply")
         if n is None:
             return ""
-        return (" (all from plants producing before the plan: trade the buyers already have)" if n < 0.5 else
-                " (all new supply)" if n > r["tonnes"] - 0.5 else f" ({n:,.0f} t new supply, the rest from plants already producing)")
+        into = float(r.get("tonnes_into_stockpiles") or 0.0)
+        return ((" (all from plants producing before the plan: trade the buyers already have" if n < 0.5 else
+                 " (all new supply" if n > r["tonnes"] - 0.5 else f" ({n:,.0f} t new supply, the rest from plants already producing")
+                + (f"; {into:,.0f} t of it into a government stockpile, not supply to industry" if into >= 0.5 else "") + ")")
     s_del = (f"In the next {plan['metadata'].get('delivery_months', 6)} months allied projects deliver to buyers in {', '.join(countries) or 'no country'}: "
              + "; ".join(f"{r['receiving_country']} {r['tonnes']:,.0f} t of {r['node']}{_new(r)}" for r in sorted(del_rows, key=lambda x: -x["tonnes"])[:6]) + ".")
     new_total = sum(float(r.get("tonnes_from_new_supply") or 0.0) for r in del_rows)

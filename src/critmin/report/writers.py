@@ -103,7 +103,7 @@ SUMMARY_TABLES = (
       ("current_holding", "Held today; acquisition plan (sourced)", "text"), ("basis", "Basis", "text")]),
     ("deliveries", "Deliveries in the window by receiving country",
      [("receiving_country", "Receiving country", "text"), ("node", "Material (node)", "text"), ("tonnes", "Tonnes", "t"),
-      ("tonnes_from_new_supply", "Of which new supply, t", "t")]),
+      ("tonnes_from_new_supply", "Of which new supply, t", "t"), ("tonnes_into_stockpiles", "Of which into government stockpiles, t", "t")]),
     ("unmet_needs", "Buyers left short",
      [("buyer", "Buyer", "text"), ("node", "Material (node)", "text"), ("need_t", "Need, t", "t"), ("delivered_t", "Delivered, t", "t"),
       ("short_t", "Short, t", "t"), ("why", "Why", "text")]),
