@@ -239,3 +239,18 @@ def test_the_answer_says_where_each_priority_loss_is_driven(plan_dir: Path):
     cobalt = next((t for t in d["summary"]["tables"]["priorities"] if t["mineral"] == "Cobalt"), None)
     if cobalt is not None:
         assert "COD" in cobalt["loss_driven_at"] and "CHN" in cobalt["chokepoint"]
+
+
+def test_a_conditional_project_is_tested_on_the_option_closest_to_passing(plan_dir: Path):
+    """Review 23 item 7 and review 27: Mactung was recommended with a CAN guarantee (US$4.8 M expected cost), but the
+    programme decided after the stocks tested it on an EU loan (US$10 M), the best option by tonnes per face dollar.
+    A rejected project's reason now names the option with the largest gain less the cost it must justify."""
+    d = json.loads((plan_dir / "plan.json").read_text())
+    pf = d["portfolio"]
+    chosen = {s["project_id"]: (s["instrument"], s["agency"]) for s in pf["selected"]}
+    why = pf["selection_net_of_stocks"]["reason_net_of_stocks"]
+    assert why, "no project is conditional on the stocks in this plan"
+    for pid, reason in why.items():
+        if reason.startswith("fails the net-benefit test"):
+            inst, agency = chosen[pid]
+            assert f"its best option ({inst} from {agency}," in reason, (pid, reason)

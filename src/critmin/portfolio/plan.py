@@ -289,11 +289,18 @@ def _reasons(bp: BuiltProblem, sol: Solution, deadline: float | None, names: dic
         elif deadline is not None and (mine.loc[mine["dq_t"] > 0, "months_to_output"] > deadline).all():
             why = f"first output after the {deadline:g}-month deadline with every instrument (earliest {mine['months_to_output'].min():.0f} months)"
         else:
-            best = mine[mine["dq_t"] > 0].assign(ratio=lambda d: d["dq_t"] / d["cost_usd"].clip(lower=1.0)).sort_values("ratio", ascending=False).iloc[0]
+            # the option closest to passing the net-benefit test: the largest gain next to the funded projects less the
+            # cost it must justify (review 27: the reason quoted an EU loan, best by tonnes per face dollar, while the
+            # recommended option was a cheaper CAN guarantee)
+            live = mine[mine["dq_t"] > 0]
+            econs = economic_cost(live)
+            gains = np.array([added_avoided(bp.problem, sol.selected, int(r["node"]), float(r["dq_t"]), r.get(CO_SUPPLY))
+                              for _, r in live.iterrows()])
+            k = int(np.argmax(gains - bp.problem.cost_weight * econs))
+            best = live.iloc[k]
             spent = sol.spent.get(best["budget_key"], 0.0)
             budget = bp.problem.budgets.get(best["budget_key"], np.inf)
-            gain = added_avoided(bp.problem, sol.selected, int(best["node"]), float(best["dq_t"]), best.get(CO_SUPPLY))
-            econ = float(economic_cost(mine.loc[[best.name]])[0])
+            gain, econ = float(gains[k]), float(econs[k])
             need = bp.problem.cost_weight * econ
             if bp.problem.cost_weight > 0 and gain <= need:
                 why = (f"fails the net-benefit test: its best option ({best['instrument']} from {best['agency']}, "
