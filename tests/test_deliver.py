@@ -386,3 +386,14 @@ def test_a_producing_plant_is_matched_on_what_it_reports_making(atlas):
     r = match(atlas, projects, buyers, as_of="2026-12")
     n1a = next(c for c in r["candidates"] if (c["buyer_id"], c["project_id"]) == ("N1", "A"))
     assert n1a["offer_t_per_year"] == 100.0 and "reported output" not in n1a["reason"]
+
+
+def test_no_buyer_row_carries_a_program_object_for_text(atlas):
+    """Review of the session's change: ten generated buyer notes printed a pandas method object ("<bound method
+    IndexOpsMixin.item ...>") for the consumption figure's name. Every text field of the bundled buyers is text."""
+    from critmin.deliver.buyers import bundled_buyers
+
+    b = bundled_buyers(atlas)
+    for col in ("name", "source", "note"):
+        text = b[col].fillna("").astype(str)
+        assert not text.str.contains("<bound method|dtype: object|Name: \\d+,", regex=True).any(), col

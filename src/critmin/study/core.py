@@ -501,6 +501,7 @@ def contracted_supply(portfolio: dict[str, Any], pipeline: list[dict[str, Any]] 
     if projects is not None and len(projects):
         cap = {str(k): float(v) for k, v in zip(projects["project_id"], projects["capacity_t"], strict=True) if v is not None and np.isfinite(float(v))}
     rows = [*portfolio.get("selected", []), *(pipeline or [])]
+    contracts = [(contract_of(b), b.get("demand_t_per_year"), str(b["country_iso3"])) for b in buyers.to_dict("records")]
     out: dict[str, dict[str, float]] = {}
     for r in rows:
         pid, node = str(r["project_id"]), str(r.get("node") or "")
@@ -509,17 +510,15 @@ def contracted_supply(portfolio: dict[str, Any], pipeline: list[dict[str, Any]] 
             continue
         fixed: dict[str, float] = {}
         open_holders: list[str] = []
-        for b in buyers.to_dict("records"):
-            named = contract_of(b)
+        for named, v, iso in contracts:
             if pid not in named:
                 continue
-            v = b.get("demand_t_per_year")
             if v is None or not np.isfinite(float(v)):
-                open_holders.append(str(b["country_iso3"]))
+                open_holders.append(iso)
                 continue
             total_cap = sum(cap.get(q, 0.0) for q in named)
             part = float(v) * (cap.get(pid, 0.0) / total_cap if total_cap > 0 else 1.0 / len(named))
-            fixed[str(b["country_iso3"])] = fixed.get(str(b["country_iso3"]), 0.0) + part
+            fixed[iso] = fixed.get(iso, 0.0) + part
         tot = sum(fixed.values())
         if tot > z:
             fixed = {k: v * z / tot for k, v in fixed.items()}
