@@ -723,12 +723,40 @@ def test_stocks_say_what_they_fall_to_once_the_financed_pipeline_produces(study_
     assert stib["co_product_nameplate_t_per_year"] == {"gold/mine": pytest.approx(14.4)}
     reasons = {p["project_id"]: p["reason"] for p in pf["projects"]}
     assert all(reasons[k].startswith("already financed") for k in pipe)
+    flagged = {p["project_id"] for p in pf["projects"] if p["already_financed"]}
+    assert set(pipe) <= flagged
     assert not set(pipe) & {s["project_id"] for s in pf["selected"]}
     row = next(r for r in plan["stockpiles"]["stockpiles"] if r["participant"] == "USA" and r["node"] == "antimony/mine")
     assert row["projects_supply_t_per_year"] >= stib["nameplate_t_per_year"] - 1e-6
     if row["optimal_stock_t"] > 0:
         assert row["stock_after_projects_t"] < row["optimal_stock_t"]
         assert "Stibnite gold-antimony project (already financed, construction, first output 2028" in plan["summary"]["sentences"]["stocks"]
+
+
+def test_financed_pipeline_reads_the_portfolio_flag_not_its_reason_text(simulator):
+    """Review 26 left the financed pipeline reading the reason text ("already financed ..."): a reworded reason would
+    have emptied it silently. It reads the portfolio's ``already_financed`` flag; a project recommended (for
+    regulatory help) is counted with the recommended projects, not again in the pipeline."""
+    import pandas as pd
+
+    from critmin.study.core import financed_pipeline
+
+    projects = pd.DataFrame([
+        {"project_id": "PA", "name": "A", "commodity_id": "antimony", "stage": "mine", "capacity_t": 1000.0,
+         "status_class": "construction", "first_output": "2028", "completion_probability": 0.8},
+        {"project_id": "PB", "name": "B", "commodity_id": "antimony", "stage": "mine", "capacity_t": 500.0,
+         "status_class": "construction", "first_output": "2028", "completion_probability": 0.8},
+        {"project_id": "PC", "name": "C", "commodity_id": "antimony", "stage": "mine", "capacity_t": 700.0,
+         "status_class": "construction", "first_output": "2028", "completion_probability": 0.8},
+    ])
+    portfolio = {"projects": [
+        {"project_id": "PA", "decision": "rejected", "reason": "a reworded reason", "already_financed": True},
+        {"project_id": "PB", "decision": "rejected", "reason": "already financed (text only)", "already_financed": False},
+        {"project_id": "PC", "decision": "selected", "reason": "funded with a regulatory ...", "already_financed": True},
+    ]}
+    got = financed_pipeline(portfolio, projects, simulator.nodes)
+    assert [x["project_id"] for x in got] == ["PA"]
+    assert got[0]["node"] == "antimony/mine" and got[0]["nameplate_t_per_year"] == 1000.0
 
 
 def test_deliveries_into_a_government_stockpile_are_reported_apart(study_run: tuple[Path, dict]):

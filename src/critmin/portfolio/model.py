@@ -412,6 +412,9 @@ class BuiltProblem:
     sample: Sample
     options_all: pd.DataFrame
     finance: list[dict[str, Any]] = field(default_factory=list)
+    #: projects whose counted public support and committed private finance cover their capex (or whose public support
+    #: reached the public share cap): new capex money would not be additional ("already financed")
+    financed: set[str] = field(default_factory=set)
 
 
 def build_problem(
@@ -469,6 +472,7 @@ def build_problem(
     rows: list[dict[str, Any]] = []
     finance: list[dict[str, Any]] = []
     reasons: dict[str, list[str]] = {}
+    financed: set[str] = set()
     assumptions: dict[str, list[str]] = {}
     for p in projects.to_dict("records"):
         pid = str(p["project_id"])
@@ -558,6 +562,7 @@ def build_problem(
                           + (f"{max(room, 0.0):,.0f} USD, public money of all agencies being at most {cap_share:.0%} of capex "
                              "(max_public_share_of_capex)" if capped else f"the gap {max(room, 0.0):,.0f} USD"))
         if np.isfinite(room) and room <= 0:
+            financed.add(pid)
             first = str(p.get("capex_note") or "no note").split(";")[0].strip()
             stale = (f"; counted support above the register's capex ({first}) suggests an out-of-date capex, a loan that also "
                      "funds interest, fees or reserves, or a support covering more than this project: to check" if have > capex * 1.001 else "")
@@ -725,7 +730,7 @@ def build_problem(
                                cost_weight=cost_weight(st["cost_of_public_funds"], gov_rate, horizon),
                                stocked=sample.stocked, stocked_value=sample.stocked_value, supply_share=sample.supply_share,
                                price_value_per_t=sample.price_value_per_t)
-    return BuiltProblem(problem, reasons, assumptions, bud, basis, sample, opts, finance)
+    return BuiltProblem(problem, reasons, assumptions, bud, basis, sample, opts, finance, financed)
 
 
 #: How a project's assumptions start when its first output is a default lead time (the plan and summary look for it).

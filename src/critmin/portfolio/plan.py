@@ -270,7 +270,8 @@ def _reasons(bp: BuiltProblem, sol: Solution, deadline: float | None, names: dic
     out = []
     for pid in sorted(bp.reasons):
         if pid in chosen:
-            out.append({"project_id": pid, "name": names.get(pid, ""), "decision": "selected", "reason": _selected_reason(pid, chosen, bp, sol, names)})
+            out.append({"project_id": pid, "name": names.get(pid, ""), "decision": "selected", "reason": _selected_reason(pid, chosen, bp, sol, names),
+                        "already_financed": pid in bp.financed})
             continue
         mine = by_project.get(pid, none)
         if mine.empty:
@@ -279,7 +280,8 @@ def _reasons(bp: BuiltProblem, sol: Solution, deadline: float | None, names: dic
             other = [r for r in base if "no published budget" not in r]
             if no_budget:
                 other.append("no published budget for: " + ", ".join(r.split(":")[0] for r in no_budget))
-            out.append({"project_id": pid, "name": names.get(pid, ""), "decision": "rejected", "reason": "; ".join(other)})
+            out.append({"project_id": pid, "name": names.get(pid, ""), "decision": "rejected", "reason": "; ".join(other),
+                        "already_financed": pid in bp.financed})
             continue
         financed = [r for r in bp.reasons[pid] if r.startswith("already financed")]
         if financed and (mine["dq_t"] <= 0).all():
@@ -311,7 +313,8 @@ def _reasons(bp: BuiltProblem, sol: Solution, deadline: float | None, names: dic
                 why = (f"not worth its budget at the margin: best option {best['instrument']} from {best['agency']} adds "
                        f"{_tonnes(float(best['dq_t']))} t/yr of expected output for {usd(float(best['cost_usd']))}; its budget {best['budget_key']} is "
                        f"{(spent / budget if np.isfinite(budget) and budget > 0 else 0):.0%} used by better options, or its node is already covered")
-        out.append({"project_id": pid, "name": names.get(pid, ""), "decision": "rejected", "reason": why})
+        out.append({"project_id": pid, "name": names.get(pid, ""), "decision": "rejected", "reason": why,
+                    "already_financed": pid in bp.financed})
     return out
 
 

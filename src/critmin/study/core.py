@@ -463,7 +463,9 @@ def financed_pipeline(portfolio: dict[str, Any], projects: pd.DataFrame, nodes: 
     what they fall to once these produce, as for the recommended projects."""
     from critmin.portfolio.model import InstrumentParameters, coproduct_nodes
 
-    financed = {str(p["project_id"]) for p in portfolio.get("projects", []) if str(p.get("reason") or "").startswith("already financed")}
+    # the portfolio's structured flag (counted support covers the capex), not its reason text; a project recommended
+    # for regulatory help is counted with the recommended projects instead
+    financed = {str(p["project_id"]) for p in portfolio.get("projects", []) if p.get("already_financed") and p.get("decision") != "selected"}
     if not financed or projects is None or not len(projects):
         return []
     ip = InstrumentParameters.load()
