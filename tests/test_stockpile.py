@@ -817,6 +817,24 @@ def test_a_stock_bought_above_the_baseline_price_is_charged_its_expected_fall_in
     assert len(chn) == 1
 
 
+def test_a_stock_takes_the_relaxation_of_the_controls_that_carry_its_loss(simulator, bloc_plan):
+    """Review 27 F7: Japan's lithium stock took Namibia's relaxation (the largest among the controls in force at
+    lithium/mine) while its loss was Zimbabwe's ban. The rate is the loss-weighted mean over the controls the risk run
+    carries at the node, rho = sum_c L_c rho_c / sum_c L_c, named by the largest loss, and passes to the stages below."""
+    from critmin.stockpile.plan import relaxation_rates
+
+    rm = simulator.regimes
+    z, n = rm.probability_for("ZWE", "relaxation", "WORLD"), rm.probability_for("NAM", "relaxation", "WORLD")
+    assert z != pytest.approx(n)
+    got = relaxation_rates(simulator, None, {"lithium/mine": {"ZWE": 3.0, "NAM": 1.0}})
+    assert got["lithium/mine"] == (pytest.approx(0.75 * z + 0.25 * n), "ZWE")
+    assert got["lithium/refine"] == got["lithium/mine"]  # no control of its own: the ore's
+    # without losses: the largest at the node, as before
+    assert relaxation_rates(simulator)["lithium/mine"][0] == pytest.approx(max(z, n))
+    row = next(r for r in bloc_plan["stockpiles"] if r["participant"] == "JPN" and r["node"] == "lithium/refine")
+    assert row["relaxation_of"] == "ZWE" and row["relaxation_probability"] == pytest.approx(z)
+
+
 def test_each_stock_says_how_long_it_takes_to_fill(simulator, bloc_plan):
     """Review 24: the bloc's gallium stock was larger than a year's gallium sold outside China. Each row gives the
     market it is bought in, d_T Q0 (d_T = 1 - s_r (1 - e_r): China 60 % of output exporting a quarter of it leaves

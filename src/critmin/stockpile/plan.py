@@ -143,7 +143,25 @@ def disruption_sample(sim: Any, draws: int = 500, seed: int = 0, result: Any = N
 
     res = result if result is not None else risk_run(sim, draws, seed)
     return {"node_draws": res.node_draws, "metadata": res.metadata, "draws": res.metadata["draws"],
-            "purchase_price": purchase_price_ratios(res.scenarios)}
+            "purchase_price": purchase_price_ratios(res.scenarios), "control_losses": control_losses(res.scenarios)}
+
+
+def control_losses(scenarios: pd.DataFrame | None) -> dict[str, dict[str, float]]:
+    """Per node, the bloc's expected loss ``probability × expected loss`` (USD a year) of each control in force that the
+    risk run carries there (the event rows ``ev.*`` of status ``in_force``), by its restrictors (``;``-joined ISO3).
+    Review 27 F7: the stock's relaxation rate is that of the controls carrying the loss, not the largest at the node."""
+    out: dict[str, dict[str, float]] = {}
+    if scenarios is None or not len(scenarios) or "status" not in scenarios:
+        return out
+    ev = scenarios[(scenarios["status"] == "in_force") & (scenarios["perspective"] == "BLOC")
+                   & scenarios["scenario"].astype(str).str.startswith("ev.")]
+    for r in ev.to_dict("records"):
+        w = float(r["probability"]) * float(r["expected_loss_usd"])
+        if np.isfinite(w) and w > 0:
+            node = out.setdefault(f"{r['commodity']}/{r['stage']}", {})
+            who = str(r["restrictors"])
+            node[who] = node.get(who, 0.0) + w
+    return out
 
 
 #: Required columns of ``stockpile/data/purchase_prices.csv``.
@@ -210,11 +228,15 @@ def observed_purchase_ratios(sim: Any, table: pd.DataFrame) -> dict[str, tuple[f
     return out
 
 
-def relaxation_rates(sim: Any, library: list[Any] | None = None) -> dict[str, tuple[float, str]]:
-    """Per node, the annual probability that the control raising its price today is relaxed, and whose control it is:
-    the largest relaxation probability (the regime model, docs/simulation.md §10.1) of the restrictors of the controls
-    in force at the node, else at a node of the same commodity upstream of it (refined cobalt: the DRC's quota on its
-    ore). Only relaxations of the control for every destination count, for every buyer: the risk family that sizes the
+def relaxation_rates(sim: Any, library: list[Any] | None = None,
+                     losses: dict[str, dict[str, float]] | None = None) -> dict[str, tuple[float, str]]:
+    """Per node, the annual probability that the control raising its price today is relaxed, and whose control it is.
+    Where the risk run carries controls in force at the node with a loss (``losses``, :func:`control_losses`), the
+    loss-weighted mean of their restrictors' relaxation probabilities (the regime model, docs/simulation.md §10.1),
+    ``ρ = Σ_c L_c ρ_c / Σ_c L_c``, named by the restrictor with the largest loss; else the largest relaxation
+    probability of the restrictors of the controls in force at the node (review 27 F7: Japan's lithium stock took
+    Namibia's relaxation, the largest at the node, while the loss was Zimbabwe's ban); else at a node of the same
+    commodity upstream of it (refined cobalt: the DRC's quota on its ore). Only relaxations of the control for every destination count, for every buyer: the risk family that sizes the
     stock's shortfalls has that relaxation, and a stock's cost must assume the same. Reviews 25-27: China's Nov 2025
     general licences for U.S. end users (five regimes) had set its rate at 0.265 for every buyer, then for the USA alone
     (beside 0.906 of shortfalls from the family: 1.17); they are reported (``relaxation_by_destination``), not used.
@@ -230,6 +252,12 @@ def relaxation_rates(sim: Any, library: list[Any] | None = None) -> dict[str, tu
             rho, who = max((sim.regimes.probability_for(r, "relaxation", "WORLD"), r) for r in s.restrictors)
             if rho > at.get(key, (-1.0, ""))[0]:
                 at[key] = (float(rho), who)
+    for key, by in (losses or {}).items():
+        total = sum(by.values())
+        if total <= 0:
+            continue
+        rates = {who: max(sim.regimes.probability_for(r, "relaxation", "WORLD") for r in who.split(";")) for who in by}
+        at[key] = (float(sum(by[w] * rates[w] for w in by) / total), max(by, key=lambda w: by[w]))
     out = dict(at)
     for u_key, val in at.items():
         u = sim.nodes.index[u_key] if u_key in sim.nodes.index else None
@@ -534,7 +562,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
     baskets: list[dict[str, str]] = []
     library = sim.library()
     partial = partial_controls(sim, library)
-    relax = relaxation_rates(sim, library)
+    relax = relaxation_rates(sim, library, smp.get("control_losses"))
     lp_inputs: dict[str, list[tuple[str, np.ndarray, float, float, float, float, np.ndarray]]] = {j: [] for j in members}
     node_draws, carried = carry_unstockable_ore(sim, smp["node_draws"], members, sourced_only=sourced_demand_only)
     # a stock is bought at today's price: the latest observed benchmark where one is recorded, else the simulated
