@@ -84,22 +84,23 @@ def test_reliance_counts_output_given_as_a_published_share(atlas) -> None:  # ty
     # the low end of 37,600-144,910 t, whose high end gives 1 - 67,446 / 144,910 (review 8)
     r = perspective_reliance(atlas, "JPN", "battery_cathode")
     assert r.value == 0.0 and r.high == pytest.approx(1 - 0.018 * 3_747_000 / 144_910)
-    # no USGS figure for U.S. cathode material: at most 0.7 % of world output (an upper bound) against U.S. demand
-    # of 230,000 t, so NIR at least 0.886: the range 0.886-1, valued at its midpoint like a censored USGS NIR
+    # no USGS figure for U.S. cathode material: at most 0.7 % of world output (an upper bound) against the 141,000 t
+    # U.S. cell plants use (review 28 F2: production basis), so NIR at least 0.814: the range 0.814-1, valued at its
+    # midpoint like a censored USGS NIR
     r = perspective_reliance(atlas, "USA", "battery_cathode")
-    low = 1 - 0.007 * 3_747_000 / 230_000
+    low = 1 - 0.007 * 3_747_000 / 141_000
     assert (r.low, r.high) == (pytest.approx(low), 1.0) and r.value == pytest.approx((low + 1) / 2)
     # Japan's anode share (2.2 %, by supplier nationality) is an upper bound: the range is 0-1
     r = perspective_reliance(atlas, "JPN", "battery_anode")
     assert (r.low, r.high, r.value) == (0.0, 1.0, 0.5)
     # the bloc weighs each participant by its consumption, also where it is a stage row only (review 8: anode and
-    # magnets were weighted equally "for want of consumption"): (0.5 x 23,340 + 1 x 142,000) / 165,340
+    # magnets were weighted equally "for want of consumption"): (0.5 x 23,340 + 1 x 82,000) / 105,340
     r = perspective_reliance(atlas, "BLOC", "battery_anode")
-    assert r.value == pytest.approx((0.5 * 23_340 + 142_000) / (23_340 + 142_000)) and not r.proxy
+    assert r.value == pytest.approx((0.5 * 23_340 + 82_000) / (23_340 + 82_000)) and not r.proxy
     # not named in a table covering 99.5 % of world anode output: NIR 1, and the unnamed 0.5 % (10,550 t) is the
-    # most the U.S. could have made against its 142,000 t
+    # most the U.S. could have made against the 82,000 t its cell plants use
     r = perspective_reliance(atlas, "USA", "battery_anode")
-    assert r.value == 1.0 and r.low == pytest.approx(1 - 0.005 * 2_110_000 / 142_000, abs=1e-3) and r.high == 1.0
+    assert r.value == 1.0 and r.low == pytest.approx(1 - 0.005 * 2_110_000 / 82_000, abs=1e-3) and r.high == 1.0
     assert r.basis.startswith("inferred")
     # the U.S. mines NdPr (9.1 %) but the atlas has no U.S. NdPr consumption: unknown, never the U.S. proxy of itself
     r = perspective_reliance(atlas, "USA", "ndpr")

@@ -397,3 +397,14 @@ def test_no_buyer_row_carries_a_program_object_for_text(atlas):
     for col in ("name", "source", "note"):
         text = b[col].fillna("").astype(str)
         assert not text.str.contains("<bound method|dtype: object|Name: \\d+,", regex=True).any(), col
+
+
+def test_add_months_is_the_inverse_of_month_offset():
+    """``add_months(as_of, T)`` names the month ``month_offset`` counts T months to (review 28 F4: the stocks and the
+    deliveries print the same expected first output)."""
+    from critmin._dates import add_months, month_offset
+
+    assert add_months("2026-12", 31) == "2029-07"
+    assert add_months("2026-12", 0.4) == "2026-12" and add_months("2026-01", -1) == "2025-12"
+    for t in (0, 1, 11, 12, 13, 18, 120):
+        assert month_offset("2026-12", add_months("2026-12", t)) == t

@@ -730,7 +730,18 @@ def test_stocks_say_what_they_fall_to_once_the_financed_pipeline_produces(study_
     assert row["projects_supply_t_per_year"] >= stib["nameplate_t_per_year"] - 1e-6
     if row["optimal_stock_t"] > 0:
         assert row["stock_after_projects_t"] < row["optimal_stock_t"]
-        assert "Stibnite gold-antimony project (already financed, construction, first output 2028" in plan["summary"]["sentences"]["stocks"]
+        assert (f"Stibnite gold-antimony project (already financed, construction, first output expected {stib['first_output_expected']} "
+                "(sponsor: 2028") in plan["summary"]["sentences"]["stocks"]
+    # review 28 F4: the stocks printed the sponsor's year (Caremag "2026") while the deliveries of the same plan said
+    # "first output in about 18 months": both now use the model's timing
+    import re
+
+    said = {x["project_id"]: x["reason"] for x in plan["deliveries"]["not_supplying"]}
+    for pid, x in pipe.items():
+        assert re.fullmatch(r"\d{4}-\d{2}", x["first_output_expected"])
+        m = re.search(r"first output in about (\d+) months", said.get(pid, ""))
+        if m:
+            assert int(m.group(1)) == round(x["months_to_output"]), pid
 
 
 def test_financed_pipeline_reads_the_portfolio_flag_not_its_reason_text(simulator):

@@ -115,13 +115,32 @@ def test_bulk_materials_are_not_priorities_for_lack_of_japanese_consumption_data
     assert not top & {"lime", "cement", "salt", "crushed_stone", "construction_sand_gravel", "iron_steel"}, top
 
 
+def test_us_battery_materials_are_what_us_cell_plants_use(simulator):
+    """Review 28 F2: U.S. cathode and anode demand were the material in EVs sold in the U.S. (122 GWh), counted again at
+    the cell node for the same GWh, while Japan's rows are its cell plants' use. Both are now on the production basis:
+    the GWh implied at the cathode (about 2.0 kg/kWh, SNE 1.88-2.15) and anode (1.167 kg/kWh) nodes agree (the same
+    cell plants, IEA's 70 GWh made in 2023) and stay below the GWh of cells the U.S. consumes (199.4 kWh/t)."""
+    d = {k: simulator.nodes.get(*k.split("/")).demand_share["USA"] * simulator.nodes.get(*k.split("/")).q0_t
+         for k in ("battery_cathode/cathode", "battery_anode/anode", "battery_cells/cell")}
+    gwh_cathode = d["battery_cathode/cathode"] / 2.015 / 1e3
+    gwh_anode = d["battery_anode/anode"] / 1.167 / 1e3
+    gwh_cells = d["battery_cells/cell"] * 199.4 / 1e6
+    assert gwh_cathode == pytest.approx(gwh_anode, rel=0.1)
+    assert max(gwh_cathode, gwh_anode) < 0.75 * gwh_cells
+    # the spherical and artificial graphite rows derive from the same anode figure
+    g = simulator.nodes.get("graphite", "refine")
+    s = simulator.nodes.get("synthetic_graphite", "refine")
+    assert g.demand_share["USA"] * g.q0_t == pytest.approx(d["battery_anode/anode"] * 0.29 / 2.11, rel=1e-3)
+    assert s.demand_share["USA"] * s.q0_t == pytest.approx(d["battery_anode/anode"] * 1.76 / 2.11, rel=1e-3)
+
+
 def test_a_consumption_figure_is_used_on_its_own_stage(simulator):
     """Review finding: the U.S. apparent consumption of natural graphite (52,000 t, all uses) was divided by the
     world's output of spherical battery graphite. A figure on a stage's own basis now comes first at that stage;
     the commodity-wide figure stays on the other stages."""
     refine = simulator.nodes.get("graphite", "refine")
     mine = simulator.nodes.get("graphite", "mine")
-    assert refine.demand_basis["USA"].startswith("USA consumption 19,516 t")
+    assert refine.demand_basis["USA"].startswith("USA consumption 11,270 t")
     assert mine.demand_basis["USA"].startswith("USA consumption 52,000 t")
     assert refine.demand_share["USA"] * refine.q0_t < 0.5 * 52_000
 

@@ -57,3 +57,9 @@ def month_offset(as_of: str, when: object) -> int | None:
         return None
     y, m = int(when[:4]), int(when[5:7]) if len(when) >= 7 else 7
     return (y - int(as_of[:4])) * 12 + (m - int(as_of[5:7]))
+
+
+def add_months(as_of: str, months: float) -> str:
+    """The month (YYYY-MM) ``months`` after ``as_of`` (YYYY-MM), rounded to the nearest whole month."""
+    total = int(as_of[:4]) * 12 + int(as_of[5:7]) - 1 + int(round(months))
+    return f"{total // 12:04d}-{total % 12 + 1:02d}"

@@ -428,13 +428,21 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         # review 22: the fall rested on a project the answer calls conditional (Stibnite) and on a permitting-only pick
         # at 0.40 completion (White Mesa Phase 2); each fall names its projects, and a conditional one says so
 
+        def _expected(x: dict[str, Any]) -> str:
+            # review 28 F4: the model's month (as in the deliveries), the sponsor's date beside it
+            when = x.get("first_output_expected")
+            sponsor = x.get("first_output") or "not dated"
+            if not when:
+                return str(sponsor)
+            return f"{when} (sponsor: {sponsor}{', passed' if x.get('sponsor_date_passed') else ''})"
+
         def _on(node: str) -> str:
             ps = [x for x in pf.get("selected") or [] if x.get("node") == node or node in (x.get("co_product_output_once_producing_t_per_year") or {})]
             # review 26: and the projects already financed whose output is ahead (Stibnite after EXIM's approval)
             fin = [x for x in pf.get("financed_pipeline") or [] if x.get("node") == node or node in (x.get("co_product_nameplate_t_per_year") or {})]
             return ", ".join([*(f"{x.get('name') or x['project_id']} ({'conditional, ' if x['project_id'] in cond else ''}completion "
                                 f"{float(x.get('completion_probability') or 0.0):.2f})" for x in ps),
-                              *(f"{x['name']} (already financed, {x['status_class']}, first output {x['first_output'] or 'not dated'}, completion "
+                              *(f"{x['name']} (already financed, {x['status_class']}, first output expected {_expected(x)}, completion "
                                 f"{float(x['completion_probability']):.2f})" for x in fin)])
         s_stock += (" Once the recommended projects and those already financed produce, the stocks at their nodes can fall ("
                     + "; ".join(f"{r['participant']} {r['node']} {float(r['optimal_stock_t']):,.0f} t to {float(r['stock_after_projects_t']):,.0f} t"

@@ -458,11 +458,15 @@ OUTPUT_AHEAD = ("commissioning", "construction")
 def financed_pipeline(portfolio: dict[str, Any], projects: pd.DataFrame, nodes: Any) -> list[dict[str, Any]]:
     """The register's projects that the portfolio finds already financed (no new money is additional), being built
     (:data:`OUTPUT_AHEAD`) and with a dated first output, with their node, nameplate (the register's capacity on the node's basis),
-    co-products at their nodes, first output and completion probability (the status class's). Review 26: once EXIM's
+    co-products at their nodes, first output (the sponsor's date, and the month the model expects,
+    ``first_output_expected`` = as_of + T_p of :func:`critmin.portfolio.model.months_before_output`, as in the
+    portfolio and the deliveries) and completion probability (the status class's). Review 26: once EXIM's
     approval made Stibnite already financed, the U.S. antimony stock lost the project it bridges to; the stocks say
     what they fall to once these produce, as for the recommended projects."""
-    from critmin.portfolio.model import InstrumentParameters, coproduct_nodes
+    from critmin._dates import add_months, month_offset, month_or_now
+    from critmin.portfolio.model import InstrumentParameters, coproduct_nodes, months_before_output
 
+    as_of = month_or_now(str((portfolio.get("metadata") or {}).get("as_of") or "") or None)
     # the portfolio's structured flag (counted support covers the capex), not its reason text; a project recommended
     # for regulatory help is counted with the recommended projects instead
     financed = {str(p["project_id"]) for p in portfolio.get("projects", []) if p.get("already_financed") and p.get("decision") != "selected"}
@@ -477,10 +481,17 @@ def financed_pipeline(portfolio: dict[str, Any], projects: pd.DataFrame, nodes: 
         pi = p.get("completion_probability")
         if pi is None or not np.isfinite(float(pi)):
             pi = ip.get("project", f"completion_probability:{status}")
+        # review 28 F4: the model's timing (the class delay beyond a sponsor's date, the class lead time for a date
+        # already past), as in the portfolio and the deliveries, beside the sponsor's date
+        months = months_before_output(p, status, as_of, ip, [])
+        sponsor = str(p.get("first_output") or "")
+        passed = month_offset(as_of, sponsor)
         out.append({"project_id": str(p["project_id"]), "name": str(p.get("name") or p["project_id"]),
                     "node": f"{p['commodity_id']}/{p['stage']}", "nameplate_t_per_year": float(cap),
                     "co_product_nameplate_t_per_year": {n.key: float(t) for _, t, n in coproduct_nodes(p, nodes) if n is not None},
-                    "status_class": status, "first_output": str(p.get("first_output") or ""), "completion_probability": float(pi)})
+                    "status_class": status, "first_output": sponsor, "months_to_output": float(months),
+                    "first_output_expected": add_months(as_of, months), "sponsor_date_passed": passed is not None and passed < 0,
+                    "completion_probability": float(pi)})
     return out
 
 
