@@ -219,6 +219,8 @@ def test_each_participant_has_its_own_ranking_in_every_report(plan_dir: Path):
         for r in rows[:10]:
             if r["net_loss_usd"] is not None and float(r["net_loss_usd"]) < 0:
                 assert f"{r['name']}: its producers gain {usd(-float(r['net_loss_usd']))} more than its buyers lose" in text
+                # review 28 F1: said to be an upper bound
+                assert "an upper bound: its makers are credited full output at the higher price" in text
         ws = wb[f"scenarios_{j}"]
         header = [c.value for c in next(ws.iter_rows(max_row=1))]
         assert "net_loss_usd" in header and ws.max_row == len(rows) + 1

@@ -756,3 +756,26 @@ def test_a_rank_is_a_range_within_twice_the_sampling_error_by_hand():
     assert best.tolist() == [1, 1, 3, 4] and worst.tolist() == [2, 2, 3, 4]
     best, worst = rank_range(np.array([100.0, 90.0]), np.array([2.0, 2.0]))  # 10 > 5.66: told apart
     assert best.tolist() == [1, 2] and worst.tolist() == [1, 2]
+
+
+def test_no_producer_gain_where_the_same_event_cuts_the_producers_inputs(simulator):
+    """Review 28 F1: E019's magnet scenario credited Japan's magnet makers full output at the higher magnet price
+    while E019's dysprosium and terbium scenarios cut them off from their inputs; E023 did the same for cell makers
+    whose cathode and anode the package restricts. A participant's producers get no gain in a scenario of an event
+    that also restricts a node feeding theirs (flagged); the same restriction outside such an event keeps the gain."""
+    lib = {s.id: s for s in simulator.library()}
+    mag = lib["ev.E019.ndfeb_magnets.magnet"]
+    cells = lib["ev.E023.battery_cells.cell"]
+    cathode = lib["ev.E023.battery_cathode.cathode"]
+    alone = mag.model_copy(update={"id": "user.magnets", "event_id": None, "family": "user"})
+    res = run(simulator, [mag, cells, cathode, alone], draws=60, seed=0)
+    t = res.scenarios.set_index(["scenario", "perspective"])
+    assert t.loc[("ev.E019.ndfeb_magnets.magnet", "JPN"), "producer_gain_usd"] == 0.0
+    assert "the same event (E019) restricts the inputs of this stage" in t.loc[("ev.E019.ndfeb_magnets.magnet", "JPN"), "flags"]
+    assert "dysprosium/refine" in t.loc[("ev.E019.ndfeb_magnets.magnet", "JPN"), "flags"]
+    assert t.loc[("user.magnets", "JPN"), "producer_gain_usd"] > 0.0
+    # the consumer side is untouched: same loss with or without the event id
+    assert t.loc[("user.magnets", "JPN"), "expected_loss_usd"] == pytest.approx(t.loc[("ev.E019.ndfeb_magnets.magnet", "JPN"), "expected_loss_usd"])
+    assert t.loc[("ev.E023.battery_cells.cell", "BLOC"), "producer_gain_usd"] == 0.0
+    # E023 restricts no node feeding cathode material (its precursors have no node): the cathode makers keep the gain
+    assert t.loc[("ev.E023.battery_cathode.cathode", "JPN"), "producer_gain_usd"] > 0.0

@@ -177,7 +177,12 @@ def _by_participant(plan: dict[str, Any], n: int = 5) -> str:
         out.append(f"for {PARTICIPANT_NAMES.get(j, j)}, "
                    + ", ".join(f"{x['name']} ({usd(float(x['expected_loss_usd']))})" for x in top.to_dict("records"))
                    + (" (" + "; ".join(f"{x['name']}: its producers gain {usd(-float(x['net_loss_usd']))} more than its buyers lose"
-                                      for x in gains) + ")" if gains else ""))
+                                      for x in gains)
+                      # review 28 F1: the gain credits full output at the higher price; the makers' own input costs rise
+                      # in it only where the same event restricts a modelled input
+                      + "; an upper bound: its makers are credited full output at the higher price, and a rise in their own "
+                        "input costs only where the same event restricts an input the model holds (docs/simulation.md §7))"
+                      if gains else ""))
     if not out:
         return ""
     return (" Each participant's own ranking (sections 3a-3b; participant_risk in plan.json, with the net figure beside): "

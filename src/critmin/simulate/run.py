@@ -28,6 +28,7 @@ from critmin.simulate.engine import (
     compile_batch,
     downstream_shortfall,
     evaluate_chunk,
+    event_node_map,
     keyed_uniforms,
 )
 from critmin.simulate.library import scenario_library
@@ -488,7 +489,8 @@ def _run(
     """Simulate ``scenarios`` over ``draws`` Monte Carlo draws (see module docstring)."""
     if draws < 1:
         raise ValueError("draws must be at least 1")
-    batch = compile_batch(scenarios, sim.nodes, sim.chain, sim.params, probabilities)
+    batch = compile_batch(scenarios, sim.nodes, sim.chain, sim.params, probabilities,
+                          event_nodes=event_node_map(sim.atlas.tables.get("event_scenarios")))
     nd = NodeDraws.sample(sim.nodes, sim.params, draws, seed)
     blocks = _chunks(batch, draws, chunk_elements)
     parts: list[dict[str, Any]] = [{}] * len(blocks)
