@@ -482,9 +482,10 @@ def backtest(
                 for k, v in bt.summary.items()]
         emit(rows, "table", title="Summary (shares of observations)")
         emit(quantities, "table", columns=["case_id", "participant", "shortfall_t", "rationed_t", "probability_of_rationing",
-                                           "lost_output_share", "lost_output_io_share"],
+                                           "lost_output_share", "lost_output_io_share", "reported_stops", "reported_stop_weeks"],
              title="Quantities on the historical baselines (12 months, means over draws): tonnes not consumed, of which rationed at "
-                   "the choke price; lost output's share of the consumer loss, ranked valuation and input-output convention")
+                   "the choke price; lost output's share of the consumer loss, ranked valuation and input-output convention; "
+                   "plants or lines reported stopped, and their summed weeks where stated (output_stops)")
     elif fmt == "json":
         emit({"metadata": meta, "summary": bt.summary, "results": records, "quantities": quantities}, "json", out=out)
     else:

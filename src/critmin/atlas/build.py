@@ -52,6 +52,7 @@ RAW_FILES = {
     "japan_import_sources_jogmec": "japan/import_sources_jogmec.csv",
     "backtest_cases": "events/backtest_cases.csv",
     "price_observations": "events/price_observations.csv",
+    "output_stops": "events/output_stops.csv",
 }
 
 #: Sort keys of each table (deterministic output).
@@ -81,6 +82,7 @@ SORT_KEYS: dict[str, list[str]] = {
     "world_output": ["commodity_id", "stage", "use", "year", "source_id"],
     "backtest_cases": ["case_id"],
     "price_observations": ["event_id", "commodity_id", "stage", "segment", "window", "form", "market", "after_date", "source_id"],
+    "output_stops": ["event_id", "participant", "kind", "company", "plant_or_product", "source_id"],
 }
 
 
@@ -165,7 +167,8 @@ def build_tables(raw_dir: Path, cdir: Path | None = None) -> tuple[dict[str, pd.
     refs = {"iso3": iso_codes, "commodity": set(commodities["commodity_id"]), "stage": set(STAGE_ORDER)}
     sourced = {
         name: curated.import_sourced_table(paths[name], name, registry, resolver, refs, quirks)
-        for name in ("node_prices", "market_values", "export_shares", "world_output", "backtest_cases", "price_observations")
+        for name in ("node_prices", "market_values", "export_shares", "world_output", "backtest_cases", "price_observations",
+                     "output_stops")
     }
     supply_shares = curated.import_sourced_table(paths["supply_shares"], "stage_shares", registry, resolver, refs, quirks)
     stage_shares = pd.concat([stage_shares, supply_shares], ignore_index=True)

@@ -85,6 +85,7 @@ TABLE_ORDER: tuple[str, ...] = (
     "world_output",
     "backtest_cases",
     "price_observations",
+    "output_stops",
 )
 
 _DATE = re.compile(r"^(\d{4})-(\d{2})(?:-(\d{2}))?$")

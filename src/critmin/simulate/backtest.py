@@ -204,11 +204,15 @@ def quantity_check(sim: Simulator, params: Parameters | None = None, draws: int 
       consumed at the output multiple), with ``lost_output_share`` and ``lost_output_io_share`` of the consumer loss.
 
     The record of these events can be read against it: where no plant outside the restrictor stopped for want of
-    the material (docs/validation.md §6), rationing should be rare and lost output a small part of the loss.
+    the material (docs/validation.md §6), rationing should be rare and lost output a small part of the loss. The
+    atlas table ``output_stops`` gives, per event and participant, ``reported_stops`` (plants or lines reported
+    stopped), ``reported_stop_weeks`` (the summed length where stated, low-high) and ``reported`` (who, where, how
+    long), and ``no_stop_statements`` (firms saying their output went on).
     """
     params = params or sim.params
     if cases is None:
         cases, _ = load_cases(sim)
+    stops = sim.atlas.tables.get("output_stops")
     rows = []
     for c in cases:
         r = _evaluate_case(sim, c, params, draws, seed, months, keep_paths=False)
@@ -223,8 +227,26 @@ def quantity_check(sim: Simulator, params: Parameters | None = None, draws: int 
                 "lost_output_io_usd": io,
                 "lost_output_share": lo / (ic + lo) if ic + lo > 0 else 0.0,
                 "lost_output_io_share": io / (ic + io) if ic + io > 0 else 0.0,
+                **reported_stops(stops, c.event_id, per),
             })
     return pd.DataFrame(rows)
+
+
+def reported_stops(stops: pd.DataFrame | None, event_id: str, participant: str) -> dict[str, Any]:
+    """What the record says of output stops at ``participant``'s plants after ``event_id`` (atlas table
+    ``output_stops``): the number of plants or lines reported stopped (kind ``stop``), the summed length where
+    stated (weeks, low-high), who, and the statements that output went on (kind ``no_stop``)."""
+    if stops is None or not len(stops):
+        return {"reported_stops": 0, "reported_stop_weeks": "", "reported": "", "no_stop_statements": 0}
+    mine = stops[(stops["event_id"] == event_id) & (stops["participant"] == participant)]
+    hit = mine[mine["kind"] == "stop"]
+    lo, hi = pd.to_numeric(hit["weeks_low"], errors="coerce"), pd.to_numeric(hit["weeks_high"], errors="coerce")
+    weeks = f"{lo.sum():g}-{hi.sum():g}" if hi.notna().any() else ""
+    said = "; ".join(f"{r['company']}, {r['plant_or_product']}"
+                     + (f" ({r['weeks_low']:g}-{r['weeks_high']:g} weeks)" if pd.notna(r["weeks_high"]) else "")
+                     for r in hit.to_dict("records"))
+    return {"reported_stops": int(len(hit)), "reported_stop_weeks": weeks, "reported": said,
+            "no_stop_statements": int((mine["kind"] == "no_stop").sum())}
 
 
 def statistic(paths: np.ndarray, obs: Observation) -> float:
