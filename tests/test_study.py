@@ -732,6 +732,10 @@ def test_stocks_say_what_they_fall_to_once_the_financed_pipeline_produces(study_
         assert row["stock_after_projects_t"] < row["optimal_stock_t"]
         assert (f"Stibnite gold-antimony project (already financed, construction, first output expected {stib['first_output_expected']} "
                 "(sponsor: 2028") in plan["summary"]["sentences"]["stocks"]
+    # review 25 F6: the concentrate's missing smelter is said where the stock falls on it (output_caveats.csv)
+    assert stib["output_caveat"].startswith("its antimony leaves the mine as a 55-65 % concentrate and no smelter is named")
+    if row["optimal_stock_t"] > 0:
+        assert "no smelter is named" in plan["summary"]["sentences"]["stocks"]
     # review 28 F4: the stocks printed the sponsor's year (Caremag "2026") while the deliveries of the same plan said
     # "first output in about 18 months": both now use the model's timing
     import re

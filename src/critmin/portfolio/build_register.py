@@ -154,6 +154,15 @@ def load_federal_permits(path: Path | None = None) -> dict[str, tuple[str, str]]
         return {r["project_id"]: (r["federal_decision_pending"], f"{r['why']} ({r['source']}, {r['url']})") for r in csv.DictReader(fh)}
 
 
+def load_output_caveats(path: Path | None = None) -> dict[str, tuple[str, str]]:
+    """``output_caveats.csv``: per project, what its output needs before buyers can use it that the register does not
+    model, with the source (review 25 F6: Stibnite's antimony concentrate has no named smelter). Named wherever a
+    stock is said to fall on the project's output."""
+    p = path or curated_dir() / "output_caveats.csv"
+    with p.open(encoding="utf-8", newline="") as fh:
+        return {r["project_id"]: (r["caveat"], f"{r['source']}, {r['url']}") for r in csv.DictReader(fh)}
+
+
 #: Per project, a U.S. federal decision still pending (``curated/federal_permits.csv``).
 FEDERAL: dict[str, tuple[str, str]] = load_federal_permits()
 #: Conversion factors used (stoichiometric, exact unit definitions or printed product grades), with their derivation.

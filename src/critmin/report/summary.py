@@ -448,7 +448,8 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
             return ", ".join([*(f"{x.get('name') or x['project_id']} ({'conditional, ' if x['project_id'] in cond else ''}completion "
                                 f"{float(x.get('completion_probability') or 0.0):.2f})" for x in ps),
                               *(f"{x['name']} (already financed, {x['status_class']}, first output expected {_expected(x)}, completion "
-                                f"{float(x['completion_probability']):.2f})" for x in fin)])
+                                f"{float(x['completion_probability']):.2f}" + (f"; {x['output_caveat']}" if x.get("output_caveat") else "")
+                                + ")" for x in fin)])
         s_stock += (" Once the recommended projects and those already financed produce, the stocks at their nodes can fall ("
                     + "; ".join(f"{r['participant']} {r['node']} {float(r['optimal_stock_t']):,.0f} t to {float(r['stock_after_projects_t']):,.0f} t"
                                 + (f" on {_on(r['node'])}" if _on(r["node"]) else "")

@@ -464,9 +464,11 @@ def financed_pipeline(portfolio: dict[str, Any], projects: pd.DataFrame, nodes: 
     approval made Stibnite already financed, the U.S. antimony stock lost the project it bridges to; the stocks say
     what they fall to once these produce, as for the recommended projects."""
     from critmin._dates import add_months, month_offset, month_or_now
+    from critmin.portfolio.build_register import load_output_caveats
     from critmin.portfolio.model import InstrumentParameters, coproduct_nodes, months_before_output
 
     as_of = month_or_now(str((portfolio.get("metadata") or {}).get("as_of") or "") or None)
+    caveats = load_output_caveats()
     # the portfolio's structured flag (counted support covers the capex), not its reason text; a project recommended
     # for regulatory help is counted with the recommended projects instead
     financed = {str(p["project_id"]) for p in portfolio.get("projects", []) if p.get("already_financed") and p.get("decision") != "selected"}
@@ -491,7 +493,8 @@ def financed_pipeline(portfolio: dict[str, Any], projects: pd.DataFrame, nodes: 
                     "co_product_nameplate_t_per_year": {n.key: float(t) for _, t, n in coproduct_nodes(p, nodes) if n is not None},
                     "status_class": status, "first_output": sponsor, "months_to_output": float(months),
                     "first_output_expected": add_months(as_of, months), "sponsor_date_passed": passed is not None and passed < 0,
-                    "completion_probability": float(pi)})
+                    "completion_probability": float(pi), "output_caveat": caveats.get(str(p["project_id"]), ("", ""))[0],
+                    "output_caveat_source": caveats.get(str(p["project_id"]), ("", ""))[1]})
     return out
 
 
