@@ -184,15 +184,20 @@ def test_controls_in_force_weigh_through_their_evolution(simulator, ranking):
     tables, _ = ranking
     bloc = tables["BLOC"].set_index("commodity")
     io_rank = bloc["expected_loss_io_usd"].rank(ascending=False)
-    for c in ("gallium", "graphite", "antimony", "tungsten", "dysprosium"):
+    for c in ("gallium", "antimony", "tungsten", "dysprosium"):
         assert bloc.at[c, "expected_loss_usd"] > 1e7, c
         assert io_rank[c] <= 20, (c, io_rank[c])
         # review 18: gallium's price-driven cuts are worth the buyers' surplus (simulation.md §7), not 715 times the
         # price; on that measure it ranks in the twenties for the bloc (validation.md §6, review 18)
-        # review 22: with China's tightening counted on measures that took effect (0.09 a year, not 0.23), natural
-        # graphite's own loss is US$12-13 M (#22); the graphite chain's exposure sits at battery_anode (#2)
-        assert bloc.at[c, "rank"] <= {"gallium": 30, "graphite": 25}.get(c, 20), (c, bloc.at[c, "rank"])
-    assert bloc.at["battery_anode", "rank"] <= 3
+        assert bloc.at[c, "rank"] <= {"gallium": 30}.get(c, 20), (c, bloc.at[c, "rank"])
+    # review 22: with China's tightening counted on measures that took effect (0.09 a year, not 0.23), natural
+    # graphite's own loss was US$12-13 M (#22); review 28 F2 put U.S. spherical graphite on what U.S. anode plants use
+    # (11,270 t, not the 19,516 t in EVs sold), and it is US$5-6 M (#29): the participants buy little spherical graphite
+    # themselves (the 2023 licences cut no price: prices fell a third). The graphite chain's exposure sits at the
+    # anode material China's package restricts, which ranks in the top four, and at synthetic graphite
+    chain = bloc.loc[["graphite", "synthetic_graphite", "battery_anode"], "expected_loss_usd"].sum()
+    assert chain > 1e8 and bloc.at["graphite", "expected_loss_usd"] > 1e6
+    assert bloc.at["battery_anode", "rank"] <= 4
 
 
 def test_a_measure_suspended_before_entry_is_a_scenario_not_also_a_transition(simulator):
@@ -298,7 +303,8 @@ def test_bloc_proxy_share_weighs_each_participant_by_its_loss(ranking):
     # the review's example: graphite rests on U.S. data and a Japanese proxy, so the bloc figure is neither 0 nor 1
     # (Japan 0.89 since the node outcomes are composed rather than scaled: a small share of its graphite loss is
     # in scenarios whose other inputs are sourced)
-    assert u["graphite"] < 0.1 and j["graphite"] > 0.8 and 0.1 < b["graphite"] < 0.9
+    # (0.79 after review 28 put the U.S. battery-material demand on the production basis)
+    assert u["graphite"] < 0.1 and j["graphite"] > 0.75 and 0.1 < b["graphite"] < 0.9
 
 
 # ------------------------------------------------------------------ loss accounting --------------------------------
@@ -415,7 +421,10 @@ def test_probabilities_of_shortfall_are_probabilities(ranking):
 def test_backtest_cases_observations_and_scoring(simulator):
     cases, obs = load_cases(simulator)
     assert len({c.event_id for c in cases}) >= 10 and len(obs) >= 20
-    assert {c.split for c in cases} == {"calibration", "holdout"}
+    assert {c.split for c in cases} == {"calibration", "holdout", "quantity"}
+    # a quantity case (validation.md §3b) has no price observation; every price observation is calibration or holdout
+    split = {c.case_id: c.split for c in cases}
+    assert {split[o.case_id] for o in obs} == {"calibration", "holdout"}
     assert {o.segment for o in obs} == {"targeted", "restrictor"}
     # the scoring rules, by hand
     assert direction_right(1.5, 2.0) and not direction_right(0.8, 2.0)
