@@ -90,17 +90,20 @@ def test_reliance_counts_output_given_as_a_published_share(atlas) -> None:  # ty
     r = perspective_reliance(atlas, "USA", "battery_cathode")
     low = 1 - 0.007 * 3_747_000 / 141_000
     assert (r.low, r.high) == (pytest.approx(low), 1.0) and r.value == pytest.approx((low + 1) / 2)
-    # Japan's anode share (2.2 %, by supplier nationality) is an upper bound: the range is 0-1
+    # Japan's anode share (1.1 % of all-use shipments, by supplier nationality) is an upper bound: the range runs to 1
+    # (its 23,210 t of output is just under Japan's 23,340 t, so the low end is 0.006, not 0)
     r = perspective_reliance(atlas, "JPN", "battery_anode")
-    assert (r.low, r.high, r.value) == (0.0, 1.0, 0.5)
+    low = 1 - 0.011 * 2_110_000 / 23_340
+    assert (r.low, r.high) == (pytest.approx(low), 1.0) and r.value == pytest.approx((low + 1) / 2)
     # the bloc weighs each participant by its consumption, also where it is a stage row only (review 8: anode and
-    # magnets were weighted equally "for want of consumption"): (0.5 x 23,340 + 1 x 82,000) / 105,340
+    # magnets were weighted equally "for want of consumption"): (0.503 x 23,340 + 1 x 82,000) / 105,340
     r = perspective_reliance(atlas, "BLOC", "battery_anode")
-    assert r.value == pytest.approx((0.5 * 23_340 + 82_000) / (23_340 + 82_000)) and not r.proxy
-    # not named in a table covering 99.5 % of world anode output: NIR 1, and the unnamed 0.5 % (10,550 t) is the
-    # most the U.S. could have made against the 82,000 t its cell plants use
+    assert r.value == pytest.approx(((low + 1) / 2 * 23_340 + 82_000) / (23_340 + 82_000)) and not r.proxy
+    # not named in a table covering 97.2 % of world anode output (China 94.8, Korea 1.3, Japan 1.1 on the all-use
+    # shipments, review 28): NIR 1, and the unnamed 2.8 % (59,080 t) is the most the U.S. could have made against the
+    # 82,000 t its cell plants use
     r = perspective_reliance(atlas, "USA", "battery_anode")
-    assert r.value == 1.0 and r.low == pytest.approx(1 - 0.005 * 2_110_000 / 82_000, abs=1e-3) and r.high == 1.0
+    assert r.value == 1.0 and r.low == pytest.approx(1 - 0.028 * 2_110_000 / 82_000, abs=1e-3) and r.high == 1.0
     assert r.basis.startswith("inferred")
     # the U.S. mines NdPr (9.1 %) but the atlas has no U.S. NdPr consumption: unknown, never the U.S. proxy of itself
     r = perspective_reliance(atlas, "USA", "ndpr")
