@@ -758,24 +758,41 @@ def test_a_rank_is_a_range_within_twice_the_sampling_error_by_hand():
     assert best.tolist() == [1, 2] and worst.tolist() == [1, 2]
 
 
-def test_no_producer_gain_where_the_same_event_cuts_the_producers_inputs(simulator):
-    """Review 28 F1: E019's magnet scenario credited Japan's magnet makers full output at the higher magnet price
-    while E019's dysprosium and terbium scenarios cut them off from their inputs; E023 did the same for cell makers
-    whose cathode and anode the package restricts. A participant's producers get no gain in a scenario of an event
-    that also restricts a node feeding theirs (flagged); the same restriction outside such an event keeps the gain."""
+def test_producers_gain_is_credited_on_the_inputs_the_same_event_leaves_them(simulator):
+    """Reviews 28-29 (F1): E019's magnet scenario credited Japan's magnet makers full output at the higher magnet price
+    while E019's dysprosium and terbium scenarios cut their inputs; zeroing that gain (the first mend) then charged
+    buyers of U.S.-made cells twice under E023. The gain is credited on the share of their inputs the makers still
+    get in the same run's scenarios of the event, a_j = 1 - max_u (tonnes short at u / use at u), flagged; the same
+    measure outside any event keeps the whole gain; an input no scenario of the run covers is named an upper bound."""
     lib = {s.id: s for s in simulator.library()}
-    mag = lib["ev.E019.ndfeb_magnets.magnet"]
-    cells = lib["ev.E023.battery_cells.cell"]
-    cathode = lib["ev.E023.battery_cathode.cathode"]
-    alone = mag.model_copy(update={"id": "user.magnets", "event_id": None, "family": "user"})
-    res = run(simulator, [mag, cells, cathode, alone], draws=60, seed=0)
+    ids = ["ev.E019.ndfeb_magnets.magnet", "ev.E019.dysprosium.refine", "ev.E019.terbium.refine"]
+    alone = lib[ids[0]].model_copy(update={"id": "user.magnets", "event_id": None, "family": "user"})
+    res = run(simulator, [*(lib[k] for k in ids), alone], draws=60, seed=0)
     t = res.scenarios.set_index(["scenario", "perspective"])
-    assert t.loc[("ev.E019.ndfeb_magnets.magnet", "JPN"), "producer_gain_usd"] == 0.0
-    assert "the same event (E019) restricts the inputs of this stage" in t.loc[("ev.E019.ndfeb_magnets.magnet", "JPN"), "flags"]
-    assert "dysprosium/refine" in t.loc[("ev.E019.ndfeb_magnets.magnet", "JPN"), "flags"]
-    assert t.loc[("user.magnets", "JPN"), "producer_gain_usd"] > 0.0
-    # the consumer side is untouched: same loss with or without the event id
+    jpn_use = {k: simulator.nodes.get(*k.split("/")).demand_share["JPN"] * simulator.nodes.get(*k.split("/")).q0_t
+               for k in ("dysprosium/refine", "terbium/refine")}
+    a = 1.0 - max(t.loc[(f"ev.E019.{k.split('/')[0]}.refine", "JPN"), "shortfall_t"] / jpn_use[k] for k in jpn_use)
+    full = t.loc[("user.magnets", "JPN"), "producer_gain_usd"]
+    got = t.loc[("ev.E019.ndfeb_magnets.magnet", "JPN"), "producer_gain_usd"]
+    assert 0.0 < a < 1.0 and full > 0.0
+    assert got == pytest.approx(a * full, rel=1e-9)
+    flags = t.loc[("ev.E019.ndfeb_magnets.magnet", "JPN"), "flags"]
+    assert "producers' gain on the inputs left: dysprosium/refine (E019), terbium/refine (E019)" in flags
+    # the consumer side is untouched
     assert t.loc[("user.magnets", "JPN"), "expected_loss_usd"] == pytest.approx(t.loc[("ev.E019.ndfeb_magnets.magnet", "JPN"), "expected_loss_usd"])
-    assert t.loc[("ev.E023.battery_cells.cell", "BLOC"), "producer_gain_usd"] == 0.0
-    # E023 restricts no node feeding cathode material (its precursors have no node): the cathode makers keep the gain
-    assert t.loc[("ev.E023.battery_cathode.cathode", "JPN"), "producer_gain_usd"] > 0.0
+    # run alone, the inputs are not simulated: the whole gain, named an upper bound
+    one = run(simulator, [lib[ids[0]]], draws=60, seed=0).scenarios.set_index("perspective")
+    assert one.at["JPN", "producer_gain_usd"] == pytest.approx(full)
+    assert "not simulated in this run: the gain is an upper bound" in one.at["JPN", "flags"]
+
+
+def test_a_scenario_composed_on_a_control_in_force_counts_its_restrictions(simulator):
+    """Review 29 F1: the E021 magnet scenario is composed on E019 (in force) in the risk run, so E019's cut of dysprosium
+    and terbium is part of it; its makers' gain is scaled by them too (E021's own nodes feed no magnet link)."""
+    from critmin.simulate.risk import risk_run
+
+    res = risk_run(simulator, 40, 0)
+    t = res.scenarios[res.scenarios["perspective"] == "JPN"].set_index("scenario")
+    e21 = t.loc["ev.E021.ndfeb_magnets.magnet"]
+    assert e21["family"].startswith("ctl.") and "dysprosium/refine (E019)" in e21["flags"]
+    assert "dysprosium/refine (E019)" in t.loc["ev.E019.ndfeb_magnets.magnet", "flags"]

@@ -127,6 +127,11 @@ def test_us_battery_materials_are_what_us_cell_plants_use(simulator):
     gwh_cells = d["battery_cells/cell"] * 199.4 / 1e6
     assert gwh_cathode == pytest.approx(gwh_anode, rel=0.1)
     assert max(gwh_cathode, gwh_anode) < 0.75 * gwh_cells
+    # review 29 F2: and the cell node lists that U.S. output (0.045 of the 1,545 GWh shipped), so U.S. cell makers are
+    # producers where the cathode and anode nodes already assume them; Japan's at most its 20 GWh of capacity
+    cells = simulator.nodes.get("battery_cells", "cell")
+    assert cells.shares["USA"] * 1545 == pytest.approx(gwh_anode, rel=0.1)
+    assert cells.shares["JPN"] * 1545 == pytest.approx(20, rel=0.05)
     # the spherical and artificial graphite rows derive from the same anode figure
     g = simulator.nodes.get("graphite", "refine")
     s = simulator.nodes.get("synthetic_graphite", "refine")
@@ -455,9 +460,11 @@ def test_the_2025_magnet_stop_against_the_output_stops_reported(simulator):
     magnet exports by 46-75 % for three months (export_monthly.csv); the output stops reported outside China are one
     U.S. assembly plant for at most a week (Ford Chicago, perhaps rescheduled) and one Japanese model line for about
     three weeks (Suzuki's Swift), against statements from most automakers that output went on (output_stops.csv).
-    On the historical baseline (stocks of 2-4 months), the annual licence share the risk library uses (0.05-0.19)
-    rations no plant, while the recorded monthly exports ration a small tonnage in a minority of draws: well under 1 %
-    of the year's use, as the record shows (docs/validation.md §3b). The quantity cases are not price-scored."""
+    On the historical baseline (stocks of 2-4 months), the recorded monthly exports ration a small tonnage in a
+    minority of draws (well under 1 % of the year's use); the annual licence share the risk library uses (0.05-0.19)
+    rations nothing and gives under half of the recorded-month loss, while the record has a stop in each participant:
+    a known downward bias of the ranked magnet loss, recorded here so that a change shows (docs/validation.md §3b,
+    review 29 F3). The quantity cases are not price-scored."""
     from critmin.simulate.backtest import quantity_check, reported_stops, run_backtest
 
     stops = simulator.atlas.tables["output_stops"]
@@ -473,10 +480,12 @@ def test_the_2025_magnet_stop_against_the_output_stops_reported(simulator):
            for j in PARTICIPANTS}
     for j in PARTICIPANTS:
         annual, monthly = q.loc[("E019.ndfeb_magnets", j)], q.loc[("E019.ndfeb_magnets.monthly", j)]
-        assert annual["probability_of_rationing"] < 0.05
         assert 0.05 < monthly["probability_of_rationing"] < 0.6
         assert 0 < monthly["rationed_t"] < 0.01 * use[j]
-        assert monthly["reported_stops"] == 1
+        # the miss: no stop on the annual share where the record has one, and under half the first-year loss
+        assert annual["reported_stops"] == 1 and annual["probability_of_rationing"] < 0.05
+        loss = {k: r["input_cost_usd"] + r["lost_output_usd"] for k, r in (("annual", annual), ("monthly", monthly))}
+        assert loss["annual"] < 0.5 * loss["monthly"]
     assert "quantity" not in set(run_backtest(simulator, draws=20, seed=0, cases=picked, observations=[]).summary)
 
 

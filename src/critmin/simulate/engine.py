@@ -337,14 +337,8 @@ def compile_batch(
     chain: ChainFactors,
     params: Parameters,
     probabilities: list[float] | None = None,
-    event_nodes: dict[str, set[str]] | None = None,
 ) -> Batch:
     """Arrays of the scenarios; each scenario's node must be in ``nodes`` (KeyError otherwise).
-
-    ``event_nodes`` (event id -> the nodes ``commodity/stage`` its measure covers; :func:`event_node_map`): a
-    participant's producers at a node are credited no gain in a scenario of an event that also restricts a node
-    feeding theirs (review 28 F1: Japan's magnet makers were credited full output at the higher magnet price in
-    E019's magnet scenario, while E019's dysprosium and terbium scenarios cut them off from their inputs).
 
     Named targets: ``X_RT = Σ_j d_j · NIR_j · m_jR`` (``m_jR`` = j's import share from the restrictors, or
     the proxy ``s_R/(1 - s_j)``); non-participant targets use the proxy ``d_j`` = j's share of world output
@@ -377,11 +371,6 @@ def compile_batch(
     rkeys: list[str] = []
     probs = probabilities if probabilities is not None else [0.0] * S
     fam_cum: dict[str, float] = {}
-    feeds: dict[int, set[int]] = {}  # node -> the nodes whose output it uses (the chain's links, reversed)
-    if event_nodes:
-        for u, outs in enumerate(chain.links):
-            for v, _, _ in outs:
-                feeds.setdefault(v, set()).add(u)
     for i, sc in enumerate(scenarios):
         ni = nodes.index[f"{sc.commodity}/{sc.stage}"]
         n = nodes.nodes[ni]
@@ -426,16 +415,11 @@ def compile_batch(
         world[i] = sc.targets == ["WORLD"]
         members = set(PARTICIPANTS) - rs if world[i] else _target_members(sc.targets)
         d_named = x_named = 0.0
-        inputs_cut = sorted(nodes.nodes[u].key for u in feeds.get(ni, ()) if sc.event_id and nodes.nodes[u].key in event_nodes.get(sc.event_id, ())) \
-            if event_nodes else []
         for j, iso in enumerate(PARTICIPANTS):
             in_t[i, j] = iso in members
             d_j[i, j] = n.demand_share[iso]
-            s_j[i, j] = 0.0 if inputs_cut and iso not in rs else n.shares.get(iso, 0.0)
+            s_j[i, j] = n.shares.get(iso, 0.0)
             j_restricts[i, j] = iso in rs
-        if inputs_cut and any(n.shares.get(iso, 0.0) > 0 for iso in PARTICIPANTS if iso not in rs):
-            fl.append(f"participants' producers credited no gain: the same event ({sc.event_id}) restricts the inputs of this stage "
-                      f"({', '.join(inputs_cut)})")
         if not world[i]:
             for iso in sorted(_target_members(sc.targets)):
                 if iso in PARTICIPANTS:
@@ -496,7 +480,7 @@ def compile_batch(
 
 def event_node_map(event_scenarios: Any) -> dict[str, set[str]]:
     """Event id -> the nodes (``commodity/stage``) its measure covers, from the atlas table ``event_scenarios``
-    (empty when absent); :func:`compile_batch` uses it to credit no producers' gain where the same event cuts a
+    (empty when absent); :func:`input_availability` uses it to scale the producers' gain where the same event cuts a
     stage's inputs."""
     out: dict[str, set[str]] = {}
     if event_scenarios is None or not len(event_scenarios):
@@ -504,6 +488,42 @@ def event_node_map(event_scenarios: Any) -> dict[str, set[str]]:
     for e, c, st in zip(event_scenarios["event_id"], event_scenarios["commodity_id"], event_scenarios["stage"], strict=True):
         out.setdefault(str(e), set()).add(f"{c}/{st}")
     return out
+
+
+def feeding_nodes(chain: ChainFactors) -> dict[int, set[int]]:
+    """Node -> the nodes whose output it uses (the chain's links, reversed)."""
+    out: dict[int, set[int]] = {}
+    for u, outs in enumerate(chain.links):
+        for v, _, _ in outs:
+            out.setdefault(v, set()).add(u)
+    return out
+
+
+def input_availability(node: int, events: set[str], event_nodes: dict[str, set[str]], feeds: dict[int, set[int]],
+                       nodes: NodeTable, short_share: dict[tuple[str, str], np.ndarray]) -> tuple[np.ndarray, list[str]]:
+    """Per perspective (USA, JPN, BLOC), the share of the inputs a node's makers still get when ``events`` also restrict
+    nodes feeding theirs, and those nodes:
+
+        a_j = 1 - max_u σ_j(u, e),   u feeding the node and covered by an event e of ``events``
+
+    with σ_j(u, e) the participant's tonnes short at u over its consumption there in the same run's scenario of e
+    at u (``short_share``, keyed (event, node)). Output falls with the scarcest restricted input (fixed
+    coefficients), so the makers' gain at the higher price is credited on ``a_j`` of their output (review 28 F1 and
+    review 29 F1: a magnet maker short of dysprosium cannot sell its whole output at the magnet price; zeroing the
+    gain instead charged the U.S. cell makers' buyers twice). Inputs covered by no scenario of the run are not
+    scaled (``a = 1``) and are named for the flag."""
+    a = np.ones(3)
+    cut: list[str] = []
+    for u in sorted(feeds.get(node, ())):
+        key = nodes.nodes[u].key
+        for e in sorted(events):
+            if key not in event_nodes.get(e, ()):
+                continue
+            sh = short_share.get((e, key))
+            cut.append(f"{key} ({e}{'' if sh is not None else ', not simulated in this run: the gain is an upper bound'})")
+            if sh is not None:
+                a = np.minimum(a, 1.0 - np.clip(sh, 0.0, 1.0))
+    return a, cut
 
 
 def downstream_shortfall(nodes: NodeTable, chain: ChainFactors, node: int, tonnes: float, depth: int = 0) -> dict[str, float]:

@@ -29,6 +29,8 @@ from critmin.simulate.engine import (
     downstream_shortfall,
     evaluate_chunk,
     event_node_map,
+    feeding_nodes,
+    input_availability,
     keyed_uniforms,
 )
 from critmin.simulate.library import scenario_library
@@ -489,8 +491,7 @@ def _run(
     """Simulate ``scenarios`` over ``draws`` Monte Carlo draws (see module docstring)."""
     if draws < 1:
         raise ValueError("draws must be at least 1")
-    batch = compile_batch(scenarios, sim.nodes, sim.chain, sim.params, probabilities,
-                          event_nodes=event_node_map(sim.atlas.tables.get("event_scenarios")))
+    batch = compile_batch(scenarios, sim.nodes, sim.chain, sim.params, probabilities)
     nd = NodeDraws.sample(sim.nodes, sim.params, draws, seed)
     blocks = _chunks(batch, draws, chunk_elements)
     parts: list[dict[str, Any]] = [{}] * len(blocks)
@@ -529,6 +530,45 @@ def _run(
     return _assemble(sim, scenarios, batch, blocks, parts, draws, seed, probabilities, keep_paths, keep_draws)
 
 
+def _gain_on_inputs_left(sim: Simulator, scenarios: list[Scenario], batch: Batch, short: np.ndarray,
+                         pg: np.ndarray) -> tuple[np.ndarray, dict[int, list[str]]]:
+    """The producers' gain of each scenario scaled by the share of their inputs they still get where the scenario's
+    event, or a control in force it is composed on (its ``ctl.*`` family), also restricts a node feeding theirs
+    (:func:`critmin.simulate.engine.input_availability`; docs/simulation.md §7), and the flags saying so."""
+    event_nodes = event_node_map(sim.atlas.tables.get("event_scenarios"))
+    if not event_nodes:
+        return pg, {}
+    feeds = feeding_nodes(sim.chain)
+    # the participants' consumption at each node (t/yr; BLOC the sum) and each event scenario's tonnes short there
+    use = {n.key: np.array([n.demand_share[p] * n.q0_t for p in PARTICIPANTS] + [sum(n.demand_share[p] * n.q0_t for p in PARTICIPANTS)])
+           for n in sim.nodes.nodes}
+    short_share: dict[tuple[str, str], np.ndarray] = {}
+    in_force: dict[str, set[str]] = {}
+    for i, sc in enumerate(scenarios):
+        if not sc.event_id:
+            continue
+        key = f"{sc.commodity}/{sc.stage}"
+        u = use[key] * sc.duration_months / 12.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sh = np.where(u > 0, short[i] / u, 0.0)
+        short_share.setdefault((sc.event_id, key), np.nan_to_num(sh))
+        if sc.status == "in_force" and batch.family[i].startswith("ctl."):
+            in_force.setdefault(batch.family[i], set()).add(sc.event_id)
+    out = pg.copy()
+    flags: dict[int, list[str]] = {}
+    for i, sc in enumerate(scenarios):
+        events = ({sc.event_id} if sc.event_id else set()) | in_force.get(batch.family[i], set())
+        if not events or not (pg[i] != 0).any():
+            continue
+        a, cut = input_availability(int(batch.node[i]), events, event_nodes, feeds, sim.nodes, short_share)
+        if not cut:
+            continue
+        out[i] = pg[i] * a
+        flags[i] = [f"producers' gain on the inputs left: {', '.join(cut)} restricted by the same event; credited on "
+                    + ", ".join(f"{p} {x:.0%}" for p, x in zip(PERSPECTIVES, a, strict=True)) + " of their output"]
+    return out, flags
+
+
 def _assemble(
     sim: Simulator,
     scenarios: list[Scenario],
@@ -556,6 +596,7 @@ def _assemble(
     peak, peak_mean, price_u, stock = cat("peak"), cat("peak_mean"), cat("price_u"), cat("stock")
     price_t_mean = cat("price_t_mean")
     probs = np.asarray(probabilities if probabilities is not None else [np.nan] * S, dtype=float)
+    pg, gain_flags = _gain_on_inputs_left(sim, scenarios, batch, short, pg)
     rows = []
     for i, sc in enumerate(scenarios):
         n = sim.nodes.nodes[batch.node[i]]
@@ -597,7 +638,7 @@ def _assemble(
                     "stock_drawn_t": stock[i],
                     "world_output_t": n.q0_t,
                     "price_usd_per_t": n.p0_usd_per_t,
-                    "flags": "; ".join(dict.fromkeys(batch.flags[i])),
+                    "flags": "; ".join(dict.fromkeys([*batch.flags[i], *gain_flags.get(i, [])])),
                 }
             )
     df = pd.DataFrame(rows)
