@@ -118,11 +118,12 @@ def test_bulk_materials_are_not_priorities_for_lack_of_japanese_consumption_data
 def test_us_battery_materials_are_what_us_cell_plants_use(simulator):
     """Review 28 F2: U.S. cathode and anode demand were the material in EVs sold in the U.S. (122 GWh), counted again at
     the cell node for the same GWh, while Japan's rows are its cell plants' use. Both are now on the production basis:
-    the GWh implied at the cathode (about 2.0 kg/kWh, SNE 1.88-2.15) and anode (1.167 kg/kWh) nodes agree (the same
-    cell plants, IEA's 70 GWh made in 2023) and stay below the GWh of cells the U.S. consumes (199.4 kWh/t)."""
+    the GWh implied at the cathode (1.34 kg/kWh of nickel-based cells, BatPaC; review 29 F4) and anode (1.167 kg/kWh)
+    nodes agree (the same cell plants, IEA's 70 GWh made in 2023) and stay below the GWh of cells the U.S. consumes
+    (199.4 kWh/t)."""
     d = {k: simulator.nodes.get(*k.split("/")).demand_share["USA"] * simulator.nodes.get(*k.split("/")).q0_t
          for k in ("battery_cathode/cathode", "battery_anode/anode", "battery_cells/cell")}
-    gwh_cathode = d["battery_cathode/cathode"] / 2.015 / 1e3
+    gwh_cathode = d["battery_cathode/cathode"] / 1.34 / 1e3
     gwh_anode = d["battery_anode/anode"] / 1.167 / 1e3
     gwh_cells = d["battery_cells/cell"] * 199.4 / 1e6
     assert gwh_cathode == pytest.approx(gwh_anode, rel=0.1)
