@@ -24,7 +24,7 @@ from critmin.simulate.engine import (
     evaluate_chunk,
 )
 from critmin.simulate.market import clear_month, closed_form_price, stock_demand
-from critmin.simulate.nodes import Node, NodeTable, price_to_usd_per_t
+from critmin.simulate.nodes import PARTICIPANTS, Node, NodeTable, price_to_usd_per_t
 from critmin.simulate.parameters import DEMAND_SETTINGS, VALUATION_SETTINGS, ParameterError, Parameters
 from critmin.simulate.probability import fit_probability_model
 from critmin.simulate.reference import scalar_losses
@@ -796,3 +796,22 @@ def test_a_scenario_composed_on_a_control_in_force_counts_its_restrictions(simul
     e21 = t.loc["ev.E021.ndfeb_magnets.magnet"]
     assert e21["family"].startswith("ctl.") and "dysprosium/refine (E019)" in e21["flags"]
     assert "dysprosium/refine (E019)" in t.loc["ev.E019.ndfeb_magnets.magnet", "flags"]
+
+
+def test_an_upper_bound_share_makes_the_gain_at_its_midpoint(simulator):
+    """Review 29 F6: the reliance values a share that is an upper bound (``le``: Japan's anode makers by nationality,
+    plants in China included; U.S. cathode at most 0.7 %) at the midpoint of [0, bound], but the gain used the bound.
+    Both now use the midpoint, and the flag says so."""
+    from critmin.simulate.engine import UPPER_BOUND_SHARE_POINT, compile_batch
+
+    lib = {s.id: s for s in simulator.library()}
+    sc = lib["ev.E023.battery_anode.anode"]
+    n = simulator.nodes.get("battery_anode", "anode")
+    assert n.share_bounds.get("JPN") == "le"
+    b = compile_batch([sc], simulator.nodes, simulator.chain, simulator.params)
+    j = PARTICIPANTS.index("JPN")
+    assert b.s_j[0, j] == pytest.approx(UPPER_BOUND_SHARE_POINT * n.shares["JPN"]) and UPPER_BOUND_SHARE_POINT == 0.5
+    assert any(f.startswith("JPN producers' share 1.1% is an upper bound") for f in b.flags[0])
+    # a share that is not a bound is credited whole
+    c = compile_batch([lib["ev.E023.battery_cells.cell"]], simulator.nodes, simulator.chain, simulator.params)
+    assert c.s_j[0, PARTICIPANTS.index("USA")] == pytest.approx(simulator.nodes.get("battery_cells", "cell").shares["USA"])

@@ -331,6 +331,12 @@ def _target_members(targets: list[str]) -> set[str]:
     return out
 
 
+#: Where a participant's producer share is an upper bound (stage_shares ``bound = le``, e.g. Japan's anode makers counted
+#: by nationality, plants in China included), its gain is credited at this point of the range [0, bound]: the midpoint,
+#: as the reliance values the same censored share (review 29 F6).
+UPPER_BOUND_SHARE_POINT = 0.5
+
+
 def compile_batch(
     scenarios: list[Scenario],
     nodes: NodeTable,
@@ -418,7 +424,13 @@ def compile_batch(
         for j, iso in enumerate(PARTICIPANTS):
             in_t[i, j] = iso in members
             d_j[i, j] = n.demand_share[iso]
-            s_j[i, j] = n.shares.get(iso, 0.0)
+            # review 29 F6: a share that is an upper bound (``le``) makes the producers' gain at its midpoint, as the
+            # reliance values the same censored share (docs/methods.md), not at the bound
+            upper = n.share_bounds.get(iso) == "le" and iso not in rs
+            s_j[i, j] = n.shares.get(iso, 0.0) * (UPPER_BOUND_SHARE_POINT if upper else 1.0)
+            if upper and n.shares.get(iso, 0.0) > 0:
+                fl.append(f"{iso} producers' share {n.shares[iso]:.1%} is an upper bound: their gain is credited at "
+                          f"{UPPER_BOUND_SHARE_POINT:g} of it")
             j_restricts[i, j] = iso in rs
         if not world[i]:
             for iso in sorted(_target_members(sc.targets)):

@@ -98,6 +98,8 @@ class Node:
     located_stocks: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
     source_ids: list[str] = field(default_factory=list)
+    #: per country, the bound of its share where the table gives one (``le``: an upper bound; ``ge``, ``approx``)
+    share_bounds: dict[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -523,6 +525,7 @@ def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | N
                 stage=st,
                 group=groups.get(c, ""),
                 shares={str(k): float(v) for k, v in zip(g["country_iso3"], g["share"], strict=True)},
+                share_bounds={str(k): str(b) for k, b in zip(g["country_iso3"], g["bound"], strict=True) if isinstance(b, str) and b},
                 share_basis=f"{g['basis'].iloc[0]} ({g['dataset'].iloc[0]} {int(g['year'].max())})",
                 q0_t=float(q),
                 q0_basis=qb,
