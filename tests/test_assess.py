@@ -80,15 +80,15 @@ def test_reliance_counts_output_given_as_a_published_share(atlas) -> None:  # ty
     # consumption.csv: 4.8 % of 246,000 t (2022, the row in use) against Japan's 16,400 t
     r = perspective_reliance(atlas, "JPN", "ndfeb_magnets")
     assert r.value == pytest.approx(1 - 0.048 * 246_000 / 16_400) and r.basis.startswith("computed 1 - P/C")
-    # Japan's cathode makers (1.8 % of 3,747,000 t) make more than Japan's cells use (37,600 t): NIR 0; the use is
-    # the low end of 37,600-144,910 t, whose high end gives 1 - 67,446 / 144,910 (review 8)
+    # Japan's cathode makers (1.8 % of 3,747,000 t) make more than Japan's cells use (63,700 node tonnes of equal value,
+    # review 30): NIR 0; the use is the low end of 63,700-226,000 t, whose high end gives 1 - 67,446 / 226,000 (review 8)
     r = perspective_reliance(atlas, "JPN", "battery_cathode")
-    assert r.value == 0.0 and r.high == pytest.approx(1 - 0.018 * 3_747_000 / 144_910)
-    # no USGS figure for U.S. cathode material: at most 0.7 % of world output (an upper bound) against the 94,000 t
-    # U.S. cell plants use (reviews 28-29: production basis, nickel-based intensity), so NIR at least 0.72: the range
-    # 0.72-1, valued at its midpoint like a censored USGS NIR
+    assert r.value == 0.0 and r.high == pytest.approx(1 - 0.018 * 3_747_000 / 226_000)
+    # no USGS figure for U.S. cathode material: at most 0.7 % of world output (an upper bound) against the 223,000 node
+    # tonnes U.S. cell plants use (reviews 28-30: production basis, nickel-based intensity, value basis), so NIR at
+    # least 0.88: the range 0.88-1, valued at its midpoint like a censored USGS NIR
     r = perspective_reliance(atlas, "USA", "battery_cathode")
-    low = 1 - 0.007 * 3_747_000 / 94_000
+    low = 1 - 0.007 * 3_747_000 / 223_000
     assert (r.low, r.high) == (pytest.approx(low), 1.0) and r.value == pytest.approx((low + 1) / 2)
     # Japan's anode share (1.1 % of all-use shipments, by supplier nationality) is an upper bound: the range runs to 1
     # (its 23,210 t of output is just under Japan's 23,340 t, so the low end is 0.006, not 0)

@@ -771,13 +771,24 @@ def test_producers_gain_is_credited_on_the_inputs_the_same_event_leaves_them(sim
     t = res.scenarios.set_index(["scenario", "perspective"])
     jpn_use = {k: simulator.nodes.get(*k.split("/")).demand_share["JPN"] * simulator.nodes.get(*k.split("/")).q0_t
                for k in ("dysprosium/refine", "terbium/refine")}
-    a = 1.0 - max(t.loc[(f"ev.E019.{k.split('/')[0]}.refine", "JPN"), "shortfall_t"] / jpn_use[k] for k in jpn_use)
+    # review 30 F3: the output a shortfall stops is what the ranking counts as output lost, the tonnes rationed at the
+    # choke price plus f_p of those given up at the higher price (f_p = price_cut_output_fraction)
+    f_p = simulator.settings["price_cut_output_fraction"]
+
+    def stopped(k: str) -> float:
+        r = t.loc[(f"ev.E019.{k.split('/')[0]}.refine", "JPN")]
+        return (r["rationed_t"] + f_p * (r["shortfall_t"] - r["rationed_t"])) / jpn_use[k]
+
+    a = 1.0 - max(stopped(k) for k in jpn_use)
     full = t.loc[("user.magnets", "JPN"), "producer_gain_usd"]
     got = t.loc[("ev.E019.ndfeb_magnets.magnet", "JPN"), "producer_gain_usd"]
     assert 0.0 < a < 1.0 and full > 0.0
     assert got == pytest.approx(a * full, rel=1e-9)
+    bloc = t.loc[("ev.E019.ndfeb_magnets.magnet", "BLOC"), "producer_gain_usd"]
+    assert bloc == pytest.approx(got + t.loc[("ev.E019.ndfeb_magnets.magnet", "USA"), "producer_gain_usd"])
     flags = t.loc[("ev.E019.ndfeb_magnets.magnet", "JPN"), "flags"]
-    assert "producers' gain on the inputs left: dysprosium/refine (E019), terbium/refine (E019)" in flags
+    assert "producers' gain on the inputs left (dysprosium/refine (E019), terbium/refine (E019)" in flags
+    assert "restricted by the same event): credited on USA" in flags  # one flag: no '; ' inside it (review 30 F7)
     # the consumer side is untouched
     assert t.loc[("user.magnets", "JPN"), "expected_loss_usd"] == pytest.approx(t.loc[("ev.E019.ndfeb_magnets.magnet", "JPN"), "expected_loss_usd"])
     # run alone, the inputs are not simulated: the whole gain, named an upper bound
@@ -796,6 +807,18 @@ def test_a_scenario_composed_on_a_control_in_force_counts_its_restrictions(simul
     e21 = t.loc["ev.E021.ndfeb_magnets.magnet"]
     assert e21["family"].startswith("ctl.") and "dysprosium/refine (E019)" in e21["flags"]
     assert "dysprosium/refine (E019)" in t.loc["ev.E019.ndfeb_magnets.magnet", "flags"]
+
+
+def test_an_outcome_is_paired_with_the_same_outcome_of_its_event_at_the_input():
+    """Review 30 F4: a tightening at the magnet node was scaled by the in-force dysprosium scenario, not by the
+    tightening at dysprosium. Outcomes are named by the id's tail after the node."""
+    from critmin.simulate.run import outcome_kind
+
+    assert outcome_kind("ev.E019.dysprosium.refine", "dysprosium", "refine") == "ev"
+    assert outcome_kind("evo.E019.dysprosium.refine.tighten", "dysprosium", "refine") == "evo:tighten"
+    assert outcome_kind("evo.E019.ndfeb_magnets.magnet.tighten", "ndfeb_magnets", "magnet") == "evo:tighten"
+    assert outcome_kind("evo.E010.gallium.refine.ban.JPN", "gallium", "refine") == "evo:ban.JPN"
+    assert outcome_kind("ev.E015.gallium.refine.USA", "gallium", "refine") == "ev:USA"
 
 
 def test_an_upper_bound_share_makes_the_gain_at_its_midpoint(simulator):

@@ -123,7 +123,7 @@ def test_us_battery_materials_are_what_us_cell_plants_use(simulator):
     (199.4 kWh/t)."""
     d = {k: simulator.nodes.get(*k.split("/")).demand_share["USA"] * simulator.nodes.get(*k.split("/")).q0_t
          for k in ("battery_cathode/cathode", "battery_anode/anode", "battery_cells/cell")}
-    gwh_cathode = d["battery_cathode/cathode"] / 1.34 / 1e3
+    gwh_cathode = d["battery_cathode/cathode"] / 2.3785 / 1.34 / 1e3  # node tonnes of equal value (review 30) back to kg/kWh
     gwh_anode = d["battery_anode/anode"] / 1.167 / 1e3
     gwh_cells = d["battery_cells/cell"] * 199.4 / 1e6
     assert gwh_cathode == pytest.approx(gwh_anode, rel=0.1)

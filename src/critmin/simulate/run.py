@@ -530,28 +530,46 @@ def _run(
     return _assemble(sim, scenarios, batch, blocks, parts, draws, seed, probabilities, keep_paths, keep_draws)
 
 
-def _gain_on_inputs_left(sim: Simulator, scenarios: list[Scenario], batch: Batch, short: np.ndarray,
+def outcome_kind(scenario_id: str, commodity: str, stage: str) -> str:
+    """The outcome a scenario stands for at its node, for pairing it with the same outcome of its event at another
+    node: ``ev`` for the event as it is, else the id's tail after the node (``tighten``, ``ban.JPN``), prefixed by the
+    family kind (``evo``)."""
+    head, _, tail = scenario_id.partition(f".{commodity}.{stage}")
+    kind = head.split(".")[0]
+    tail = tail.lstrip(".")
+    return "ev" if kind == "ev" and not tail else f"{kind}:{tail}"
+
+
+def _gain_on_inputs_left(sim: Simulator, scenarios: list[Scenario], batch: Batch, short: np.ndarray, rationed: np.ndarray,
                          pg: np.ndarray) -> tuple[np.ndarray, dict[int, list[str]]]:
-    """The producers' gain of each scenario scaled by the share of their inputs they still get where the scenario's
-    event, or a control in force it is composed on (its ``ctl.*`` family), also restricts a node feeding theirs
-    (:func:`critmin.simulate.engine.input_availability`; docs/simulation.md §7), and the flags saying so."""
+    """The producers' gain of each scenario scaled by the share of their output their inputs still allow where the
+    scenario's event, or a control in force it is composed on (its ``ctl.*`` family), also restricts a node feeding
+    theirs (:func:`critmin.simulate.engine.input_availability`; docs/simulation.md §7), and the flags saying so.
+
+    The output a shortfall stops is what the ranked valuation counts as output lost: the tonnes rationed at the choke
+    price and ``f_p`` (``price_cut_output_fraction``) of the tonnes given up at the higher price (review 30 F3: the
+    tonnes given up, thrifted or substituted stop no output in the model). Each outcome is paired with the same
+    outcome of its event at the input (review 30 F4: a tightening with the tightening), else with the event as it is;
+    the bloc's gain is the sum of the participants'."""
     event_nodes = event_node_map(sim.atlas.tables.get("event_scenarios"))
     if not event_nodes:
         return pg, {}
     feeds = feeding_nodes(sim.chain)
-    # the participants' consumption at each node (t/yr; BLOC the sum) and each event scenario's tonnes short there
+    f_p = float(sim.settings.get("price_cut_output_fraction", 0.0))
+    # the participants' consumption at each node (t/yr; BLOC the sum) and each event scenario's output-stopping tonnes
     use = {n.key: np.array([n.demand_share[p] * n.q0_t for p in PARTICIPANTS] + [sum(n.demand_share[p] * n.q0_t for p in PARTICIPANTS)])
            for n in sim.nodes.nodes}
-    short_share: dict[tuple[str, str], np.ndarray] = {}
+    by_kind: dict[tuple[str, str, str], np.ndarray] = {}
     in_force: dict[str, set[str]] = {}
     for i, sc in enumerate(scenarios):
         if not sc.event_id:
             continue
         key = f"{sc.commodity}/{sc.stage}"
         u = use[key] * sc.duration_months / 12.0
+        stopped = rationed[i] + f_p * np.maximum(short[i] - rationed[i], 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            sh = np.where(u > 0, short[i] / u, 0.0)
-        short_share.setdefault((sc.event_id, key), np.nan_to_num(sh))
+            sh = np.where(u > 0, stopped / u, 0.0)
+        by_kind.setdefault((sc.event_id, key, outcome_kind(sc.id, sc.commodity, sc.stage)), np.nan_to_num(sh))
         if sc.status == "in_force" and batch.family[i].startswith("ctl."):
             in_force.setdefault(batch.family[i], set()).add(sc.event_id)
     out = pg.copy()
@@ -560,12 +578,17 @@ def _gain_on_inputs_left(sim: Simulator, scenarios: list[Scenario], batch: Batch
         events = ({sc.event_id} if sc.event_id else set()) | in_force.get(batch.family[i], set())
         if not events or not (pg[i] != 0).any():
             continue
-        a, cut = input_availability(int(batch.node[i]), events, event_nodes, feeds, sim.nodes, short_share)
+        kind = outcome_kind(sc.id, sc.commodity, sc.stage)
+        share = {(e, k): by_kind.get((e, k, kind) if e == sc.event_id else (e, k, "ev"), by_kind.get((e, k, "ev")))
+                 for (e, k, _) in by_kind}
+        a, cut = input_availability(int(batch.node[i]), events, event_nodes, feeds, sim.nodes,
+                                    {k: v for k, v in share.items() if v is not None})
         if not cut:
             continue
-        out[i] = pg[i] * a
-        flags[i] = [f"producers' gain on the inputs left: {', '.join(cut)} restricted by the same event; credited on "
-                    + ", ".join(f"{p} {x:.0%}" for p, x in zip(PERSPECTIVES, a, strict=True)) + " of their output"]
+        out[i, :2] = pg[i, :2] * a[:2]
+        out[i, 2] = out[i, :2].sum()
+        flags[i] = [f"producers' gain on the inputs left ({', '.join(cut)} restricted by the same event): credited on "
+                    + ", ".join(f"{p} {x:.0%}" for p, x in zip(PARTICIPANTS, a[:2], strict=True)) + " of their output"]
     return out, flags
 
 
@@ -596,7 +619,7 @@ def _assemble(
     peak, peak_mean, price_u, stock = cat("peak"), cat("peak_mean"), cat("price_u"), cat("stock")
     price_t_mean = cat("price_t_mean")
     probs = np.asarray(probabilities if probabilities is not None else [np.nan] * S, dtype=float)
-    pg, gain_flags = _gain_on_inputs_left(sim, scenarios, batch, short, pg)
+    pg, gain_flags = _gain_on_inputs_left(sim, scenarios, batch, short, rationed, pg)
     rows = []
     for i, sc in enumerate(scenarios):
         n = sim.nodes.nodes[batch.node[i]]
