@@ -143,7 +143,8 @@ def _net_of_producers(risk: pd.DataFrame, top: int) -> str:
                             + (f"{usd(float(x['net_loss_usd']))} net" if float(x["net_loss_usd"]) >= 0 else f"a net gain of {usd(-float(x['net_loss_usd']))}") for x in offset)
                + ")" if offset else "")
             + ". The ranking stays on the consumer loss: stocks and projects protect buyers, and a producer's windfall does not "
-            "supply a plant (docs/simulation.md §7).")
+            "supply a plant; the gains are upper bounds where the makers' own inputs rise in price or are cut in ways the model "
+            "does not hold (cathode precursors, the first months of a licensing stop: docs/simulation.md §7).")
 
 
 def _driven_at(top: list[dict[str, Any]]) -> str:
