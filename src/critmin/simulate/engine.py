@@ -513,17 +513,17 @@ def feeding_nodes(chain: ChainFactors) -> dict[int, set[int]]:
 
 def input_availability(node: int, events: set[str], event_nodes: dict[str, set[str]], feeds: dict[int, set[int]],
                        nodes: NodeTable, short_share: dict[tuple[str, str], np.ndarray]) -> tuple[np.ndarray, list[str]]:
-    """Per perspective (USA, JPN, BLOC), the share of the inputs a node's makers still get when ``events`` also restrict
-    nodes feeding theirs, and those nodes:
+    """Per perspective (USA, JPN, BLOC), the share of their output a node's makers can still make when ``events`` also
+    restrict nodes feeding theirs, and those nodes:
 
         a_j = 1 - max_u σ_j(u, e),   u feeding the node and covered by an event e of ``events``
 
-    with σ_j(u, e) the participant's tonnes short at u over its consumption there in the same run's scenario of e
-    at u (``short_share``, keyed (event, node)). Output falls with the scarcest restricted input (fixed
-    coefficients), so the makers' gain at the higher price is credited on ``a_j`` of their output (review 28 F1 and
-    review 29 F1: a magnet maker short of dysprosium cannot sell its whole output at the magnet price; zeroing the
-    gain instead charged the U.S. cell makers' buyers twice). Inputs covered by no scenario of the run are not
-    scaled (``a = 1``) and are named for the flag."""
+    with σ_j(u, e) the participant's tonnes at u that stop output (``short_share``, keyed (event, node); see
+    ``run._gain_on_inputs_left``) over its consumption there in the same run. Output falls with the scarcest
+    restricted input (fixed coefficients), so the makers' gain at the higher price is credited on ``a_j`` of their
+    output (reviews 28-30: a magnet maker short of dysprosium cannot sell its whole output at the magnet price;
+    zeroing the gain instead charged the U.S. cell makers' buyers twice). Inputs covered by no scenario of the run
+    are not scaled (``a = 1``) and are named for the flag."""
     a = np.ones(3)
     cut: list[str] = []
     for u in sorted(feeds.get(node, ())):

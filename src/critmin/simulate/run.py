@@ -579,10 +579,11 @@ def _gain_on_inputs_left(sim: Simulator, scenarios: list[Scenario], batch: Batch
         if not events or not (pg[i] != 0).any():
             continue
         kind = outcome_kind(sc.id, sc.commodity, sc.stage)
-        share = {(e, k): by_kind.get((e, k, kind) if e == sc.event_id else (e, k, "ev"), by_kind.get((e, k, "ev")))
-                 for (e, k, _) in by_kind}
-        a, cut = input_availability(int(batch.node[i]), events, event_nodes, feeds, sim.nodes,
-                                    {k: v for k, v in share.items() if v is not None})
+        # the same outcome of the scenario's own event at the input, else (and for the controls it is composed on) the
+        # event as it is
+        share = {(e, k): v for e, k in {(e, k) for (e, k, _) in by_kind if e in events}
+                 if (v := by_kind.get((e, k, kind if e == sc.event_id else "ev"), by_kind.get((e, k, "ev")))) is not None}
+        a, cut = input_availability(int(batch.node[i]), events, event_nodes, feeds, sim.nodes, share)
         if not cut:
             continue
         out[i, :2] = pg[i, :2] * a[:2]
