@@ -825,7 +825,9 @@ def test_an_upper_bound_share_makes_the_gain_at_its_midpoint(simulator):
     """Review 29 F6: the reliance values a share that is an upper bound (``le``: Japan's anode makers by nationality,
     plants in China included; U.S. cathode at most 0.7 %) at the midpoint of [0, bound], but the gain used the bound.
     Both now use the midpoint, and the flag says so."""
-    from critmin.simulate.engine import UPPER_BOUND_SHARE_POINT, compile_batch
+    from critmin.simulate.engine import compile_batch
+
+    UPPER_BOUND_SHARE_POINT = simulator.params.setting("upper_bound_share_point")  # the parameter, bundled 0.5
 
     lib = {s.id: s for s in simulator.library()}
     sc = lib["ev.E023.battery_anode.anode"]

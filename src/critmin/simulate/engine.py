@@ -331,12 +331,6 @@ def _target_members(targets: list[str]) -> set[str]:
     return out
 
 
-#: Where a participant's producer share is an upper bound (stage_shares ``bound = le``, e.g. Japan's anode makers counted
-#: by nationality, plants in China included), its gain is credited at this point of the range [0, bound]: the midpoint,
-#: as the reliance values the same censored share (review 29 F6).
-UPPER_BOUND_SHARE_POINT = 0.5
-
-
 def compile_batch(
     scenarios: list[Scenario],
     nodes: NodeTable,
@@ -377,6 +371,8 @@ def compile_batch(
     rkeys: list[str] = []
     probs = probabilities if probabilities is not None else [0.0] * S
     fam_cum: dict[str, float] = {}
+    # where a participant's producer share is an upper bound, the point of [0, bound] its gain is credited at
+    bound_point = params.setting("upper_bound_share_point")
     for i, sc in enumerate(scenarios):
         ni = nodes.index[f"{sc.commodity}/{sc.stage}"]
         n = nodes.nodes[ni]
@@ -427,10 +423,10 @@ def compile_batch(
             # review 29 F6: a share that is an upper bound (``le``) makes the producers' gain at its midpoint, as the
             # reliance values the same censored share (docs/methods.md), not at the bound
             upper = n.share_bounds.get(iso) == "le" and iso not in rs
-            s_j[i, j] = n.shares.get(iso, 0.0) * (UPPER_BOUND_SHARE_POINT if upper else 1.0)
+            s_j[i, j] = n.shares.get(iso, 0.0) * (bound_point if upper else 1.0)
             if upper and n.shares.get(iso, 0.0) > 0:
                 fl.append(f"{iso} producers' share {n.shares[iso]:.1%} is an upper bound: their gain is credited at "
-                          f"{UPPER_BOUND_SHARE_POINT:g} of it")
+                          f"{bound_point:g} of it (upper_bound_share_point)")
             j_restricts[i, j] = iso in rs
         if not world[i]:
             for iso in sorted(_target_members(sc.targets)):

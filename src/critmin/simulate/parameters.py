@@ -54,6 +54,7 @@ SETTINGS: dict[str, tuple[float, float]] = {
     "restraint_loss_fraction": (0.0, 1.0),
     "substitution_loss_fraction": (0.0, 1.0),
     "price_cut_output_fraction": (0.0, 1.0),
+    "upper_bound_share_point": (0.0, 1.0),
     "in_force_horizon_months": (1.0, 120.0),
     "prior_strength_pair_years": (0.0, 1e6),
     "prior_strength_regime_years": (0.0, 1e6),

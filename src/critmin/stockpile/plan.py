@@ -236,8 +236,9 @@ def relaxation_rates(sim: Any, library: list[Any] | None = None,
     ``ρ = Σ_c L_c ρ_c / Σ_c L_c``, named by the restrictor with the largest loss; else the largest relaxation
     probability of the restrictors of the controls in force at the node (review 27 F7: Japan's lithium stock took
     Namibia's relaxation, the largest at the node, while the loss was Zimbabwe's ban); else at a node of the same
-    commodity upstream of it (refined cobalt: the DRC's quota on its ore). Only relaxations of the control for every destination count, for every buyer: the risk family that sizes the
-    stock's shortfalls has that relaxation, and a stock's cost must assume the same. Reviews 25-27: China's Nov 2025
+    commodity upstream of it (refined cobalt: the DRC's quota on its ore). Only relaxations of the control for every
+    destination count, for every buyer: the risk family that sizes the stock's shortfalls has that relaxation, and a
+    stock's cost must assume the same. Reviews 25-27: China's Nov 2025
     general licences for U.S. end users (five regimes) had set its rate at 0.265 for every buyer, then for the USA alone
     (beside 0.906 of shortfalls from the family: 1.17); they are reported (``relaxation_by_destination``), not used.
     Nodes without such a control are absent. (The library's events in force; the risk run gathers them and their
