@@ -80,16 +80,14 @@ def test_reliance_counts_output_given_as_a_published_share(atlas) -> None:  # ty
     # consumption.csv: 4.8 % of 246,000 t (2022, the row in use) against Japan's 16,400 t
     r = perspective_reliance(atlas, "JPN", "ndfeb_magnets")
     assert r.value == pytest.approx(1 - 0.048 * 246_000 / 16_400) and r.basis.startswith("computed 1 - P/C")
-    # Japan's cathode makers (1.8 % of 3,747,000 t) make more than Japan's cells use (63,700 node tonnes of equal value,
-    # review 30): NIR 0; the use is the low end of 63,700-226,000 t, whose high end gives 1 - 67,446 / 226,000 (review 8)
+    # Japan's nickel-based cathode makers (6.6 % of 970,000 t, the chemistry split) make more than Japan's cells use
+    # (26,800 t): NIR 0; the use is the low end of 26,800-95,000 t, whose high end gives 1 - 64,020 / 95,000 (review 8)
     r = perspective_reliance(atlas, "JPN", "battery_cathode")
-    assert r.value == 0.0 and r.high == pytest.approx(1 - 0.018 * 3_747_000 / 226_000)
-    # no USGS figure for U.S. cathode material: at most 0.7 % of world output (an upper bound) against the 223,000 node
-    # tonnes U.S. cell plants use (reviews 28-30: production basis, nickel-based intensity, value basis), so NIR at
-    # least 0.88: the range 0.88-1, valued at its midpoint like a censored USGS NIR
+    assert r.value == 0.0 and r.high == pytest.approx(1 - 0.066 * 970_000 / 95_000)
+    # the U.S. is not named in a table covering 98.1 % of nickel-based cathode (China 67, Korea 24.5, Japan 6.6): NIR 1,
+    # and the unnamed 1.9 % (18,430 t) is the most the U.S. could have made against the 93,800 t its cell plants use
     r = perspective_reliance(atlas, "USA", "battery_cathode")
-    low = 1 - 0.007 * 3_747_000 / 223_000
-    assert (r.low, r.high) == (pytest.approx(low), 1.0) and r.value == pytest.approx((low + 1) / 2)
+    assert r.value == 1.0 and r.low == pytest.approx(1 - 0.019 * 970_000 / 93_800, abs=1e-3) and r.high == 1.0
     # Japan's anode share (1.1 % of all-use shipments, by supplier nationality) is an upper bound: the range runs to 1
     # (its 23,210 t of output is just under Japan's 23,340 t, so the low end is 0.006, not 0)
     r = perspective_reliance(atlas, "JPN", "battery_anode")

@@ -56,6 +56,9 @@ def test_world_output_value_is_plausible_against_published_market_sizes(simulato
         if n.commodity == "rare_earths":
             # the aggregate holds the remainder after its element nodes: the market covers all of them together
             value = sum(e.value_usd for e in simulator.nodes.nodes if e.group == n.group and e.stage == n.stage)
+        if n.commodity == "battery_cathode":
+            # the published market is all chemistries: the nickel-based and the LFP node together (the chemistry split)
+            value += simulator.nodes.get("battery_cathode_lfp", "cathode").value_usd
         ratio = value / float(r["market_value_usd"])
         assert 1 / 3 <= ratio <= 3, (key, ratio)
         checked += 1
@@ -123,7 +126,7 @@ def test_us_battery_materials_are_what_us_cell_plants_use(simulator):
     (199.4 kWh/t)."""
     d = {k: simulator.nodes.get(*k.split("/")).demand_share["USA"] * simulator.nodes.get(*k.split("/")).q0_t
          for k in ("battery_cathode/cathode", "battery_anode/anode", "battery_cells/cell")}
-    gwh_cathode = d["battery_cathode/cathode"] / 2.3785 / 1.34 / 1e3  # node tonnes of equal value (review 30) back to kg/kWh
+    gwh_cathode = d["battery_cathode/cathode"] / 1.34 / 1e3  # the nickel-based node's own tonnes (the chemistry split)
     gwh_anode = d["battery_anode/anode"] / 1.167 / 1e3
     gwh_cells = d["battery_cells/cell"] * 199.4 / 1e6
     assert gwh_cathode == pytest.approx(gwh_anode, rel=0.1)
@@ -139,6 +142,32 @@ def test_us_battery_materials_are_what_us_cell_plants_use(simulator):
     assert g.demand_share["USA"] * g.q0_t == pytest.approx(d["battery_anode/anode"] * 0.29 / 2.11, rel=1e-3)
     assert s.demand_share["USA"] * s.q0_t == pytest.approx(d["battery_anode/anode"] * 1.76 / 2.11, rel=1e-3)
 
+
+
+def test_cathode_is_split_by_chemistry_and_each_control_hits_the_chemistry_it_lists(simulator, ranking):
+    """The chemistry split (December 2026): one cathode node mixed LFP (99 % Chinese, almost none exported as powder)
+    with nickel-based cathode (about two thirds Chinese, the rest Korean and Japanese), priced at a mostly-LFP
+    average; U.S. and Japanese cell plants, which use nickel-based cathode, were then exposed to China's LFP licence
+    (Announcement 58, E023) through China's 89 % share of all chemistries, and it made cathode the first U.S.
+    vulnerability (US$641 M of US$2.14 B). Now each chemistry has its own node, price, shares and trade, and E023
+    reaches only the LFP node (nickel-based cathode active material is not listed)."""
+    nick = simulator.nodes.get("battery_cathode", "cathode")
+    lfp = simulator.nodes.get("battery_cathode_lfp", "cathode")
+    assert nick.shares["CHN"] == pytest.approx(0.67) and nick.shares["KOR"] == pytest.approx(0.245)
+    assert lfp.shares["CHN"] == pytest.approx(0.99)
+    assert nick.p0_usd_per_t == pytest.approx(19_468) and lfp.p0_usd_per_t == pytest.approx(4_826)
+    # U.S. and Japanese cell plants made no LFP cells in 2023-2024: nil demand, measured, not a proxy
+    for iso in PARTICIPANTS:
+        assert lfp.demand_share[iso] == 0.0 and "proxy" not in lfp.demand_basis[iso]
+    # China exports almost no LFP powder (3,000 t net of 2.46 Mt in 2024): the export share is data, not the fallback
+    assert lfp.export_share["CHN"][0] == pytest.approx(0.0012)
+    lib = {s.id: s for s in simulator.library(generated=False)}
+    assert "ev.E023.battery_cathode_lfp.cathode" in lib and "ev.E023.battery_cathode.cathode" not in lib
+    assert "precursor" in lib["ev.E023.battery_cathode_lfp.cathode"].note.lower()
+    # the U.S. cathode loss no longer rests on the LFP licence, and it is no longer the first U.S. vulnerability
+    usa = ranking[0]["USA"].set_index("commodity")
+    assert usa.at["battery_cathode", "rank"] > 3
+    assert not any("E023" in s["scenario"] for s in usa.at["battery_cathode", "top_scenarios"])
 
 def test_a_consumption_figure_is_used_on_its_own_stage(simulator):
     """Review finding: the U.S. apparent consumption of natural graphite (52,000 t, all uses) was divided by the
@@ -332,7 +361,7 @@ def test_derivative_nodes_name_their_makers_outside_china_and_japan_still_loses_
     sh = stage_shares_table(simulator.atlas)
     named = {(c, s): set(g["country_iso3"]) for (c, s), g in sh.groupby(["commodity_id", "stage"])}
     assert {"CHN", "JPN"} <= named[("ndfeb_magnets", "magnet")]
-    assert {"CHN", "KOR", "JPN", "USA"} <= named[("battery_cathode", "cathode")]
+    assert {"CHN", "KOR", "JPN"} <= named[("battery_cathode", "cathode")]
     assert {"CHN", "KOR", "JPN"} <= named[("battery_anode", "anode")]
     jpn = ranking[0]["JPN"].set_index("commodity")
     assert jpn.at["ndfeb_magnets", "producer_gain_usd"] > 0

@@ -81,7 +81,8 @@ NODE_BASIS: dict[str, str] = {
     "ndfeb_magnets": "t magnets",
     "graphite": "t graphite (natural graphite, gross weight)",
     "battery_anode": "t active anode material",
-    "battery_cathode": "t cathode active material",
+    "battery_cathode": "t nickel-based cathode active material (NCM/NCA)",
+    "battery_cathode_lfp": "t LFP cathode active material",
 }
 
 
