@@ -11,6 +11,7 @@ from critmin.simulate.backtest import direction_right, load_cases, run_backtest,
 from critmin.simulate.nodes import PARTICIPANTS
 from critmin.simulate.risk import annual_loss_distribution, risk_ranking, risk_scenarios, tail_figures
 from critmin.simulate.run import run
+from critmin.simulate.scenario import Scenario
 
 
 @pytest.fixture(scope="module")
@@ -148,9 +149,9 @@ def test_cathode_is_split_by_chemistry_and_each_control_hits_the_chemistry_it_li
     """The chemistry split (December 2026): one cathode node mixed LFP (99 % Chinese, almost none exported as powder)
     with nickel-based cathode (about two thirds Chinese, the rest Korean and Japanese), priced at a mostly-LFP
     average; U.S. and Japanese cell plants, which use nickel-based cathode, were then exposed to China's LFP licence
-    (Announcement 58, E023) through China's 89 % share of all chemistries, and it made cathode the first U.S.
-    vulnerability (US$641 M of US$2.14 B). Now each chemistry has its own node, price, shares and trade, and E023
-    reaches only the LFP node (nickel-based cathode active material is not listed)."""
+    (Announcement 58, E023) through China's 89 % share of all chemistries. Now each chemistry has its own node, price,
+    shares and trade; E023 reaches LFP as LFP, and nickel-based cathode through the precursors it lists (review 31
+    F2): the Korean output made from Chinese precursor is withheld, not China's own cathode, which is not listed."""
     nick = simulator.nodes.get("battery_cathode", "cathode")
     lfp = simulator.nodes.get("battery_cathode_lfp", "cathode")
     assert nick.shares["CHN"] == pytest.approx(0.67) and nick.shares["KOR"] == pytest.approx(0.245)
@@ -162,12 +163,47 @@ def test_cathode_is_split_by_chemistry_and_each_control_hits_the_chemistry_it_li
     # China exports almost no LFP powder (3,000 t net of 2.46 Mt in 2024): the export share is data, not the fallback
     assert lfp.export_share["CHN"][0] == pytest.approx(0.0012)
     lib = {s.id: s for s in simulator.library(generated=False)}
-    assert "ev.E023.battery_cathode_lfp.cathode" in lib and "ev.E023.battery_cathode.cathode" not in lib
-    assert "precursor" in lib["ev.E023.battery_cathode_lfp.cathode"].note.lower()
-    # the U.S. cathode loss no longer rests on the LFP licence, and it is no longer the first U.S. vulnerability
+    pre = lib["ev.E023.battery_cathode.cathode"]
+    assert lib["ev.E023.battery_cathode_lfp.cathode"].input_control is None
+    assert pre.input_control == {"KOR": 1.0} and (pre.scope_low, pre.scope_high) == (0.89, 0.97)
+    assert "precursor" in pre.note.lower()
+    # a cell is made from one chemistry: a tonne of either cathode short stops about 3 t of its own cells, and
+    # neither chemistry's output could make more cells than the world makes (review 31 F1)
+    for k in ("battery_cathode/cathode", "battery_cathode_lfp/cathode"):
+        links = simulator.chain.links[simulator.nodes.index[k]]
+        (v, a, c), = links
+        assert simulator.nodes.nodes[v].key == "battery_cells/cell" and 0.3 <= c <= 0.34
+        assert simulator.nodes.get(*k.split("/")).q0_t * a / c <= 8_194_875  # the high end of world cell output
+    # the U.S. cathode loss rests on the precursor route, and Japan's makers (own precursor) are not cut
     usa = ranking[0]["USA"].set_index("commodity")
-    assert usa.at["battery_cathode", "rank"] > 3
-    assert not any("E023" in s["scenario"] for s in usa.at["battery_cathode", "top_scenarios"])
+    assert usa.at["battery_cathode", "top_scenarios"][0]["scenario"] == "ev.E023.battery_cathode.cathode"
+
+
+def test_a_measure_on_an_input_withholds_the_output_made_from_it(simulator):
+    """``input_control`` (review 31 F2): Announcement 58 licenses the ternary precursors Korea imports, not the
+    cathode. The Korean output made from them (24.5 % of world output, x 0.89-0.97) is what is withheld; China's own
+    67 % stays on the market; Korea's makers keep only what they can still make; engine and scalar reference agree."""
+    from critmin.simulate.nodes import OWN_OUTPUT, under_input_control
+
+    n = simulator.nodes.get("battery_cathode", "cathode")
+    m = under_input_control(n, ["CHN"], {"KOR": 0.5})
+    assert m.shares["CHN"] == pytest.approx(0.5 * 0.245) and m.shares["KOR"] == pytest.approx(0.5 * 0.245)
+    assert m.shares["CHN" + OWN_OUTPUT] == pytest.approx(0.67) and m.export_share["CHN"][:3] == (1.0, 1.0, 1.0)
+    assert m.shares["JPN"] == n.shares["JPN"] and under_input_control(n, ["CHN"], None) is n
+    with pytest.raises(ValueError):
+        Scenario(id="x", commodity="battery_cathode", stage="cathode", restrictors=["CHN"], input_control={"CHN": 1.0})
+    base = Scenario(id="pre", commodity="battery_cathode", stage="cathode", restrictors=["CHN"], regime="licence",
+                    withheld_share=0.5, input_control={"KOR": 1.0})
+    on_product = base.model_copy(update={"id": "product", "input_control": None})
+    from tests.test_simulate import engine_matches_reference
+
+    engine_matches_reference(simulator, [base, on_product])
+    res = run(simulator, [base, on_product], draws=60, seed=2).scenarios
+    usa = res[res["perspective"] == "USA"].set_index("scenario")
+    # 24.5 % of world output withheld in full (export share 1) against China's 67 % at the fallback export share
+    assert 0 < usa.at["pre", "expected_loss_usd"]
+    jpn = res[res["perspective"] == "JPN"].set_index("scenario")
+    assert jpn.at["pre", "producer_gain_usd"] > 0  # Japan's makers, not cut, sell at the higher price
 
 def test_a_consumption_figure_is_used_on_its_own_stage(simulator):
     """Review finding: the U.S. apparent consumption of natural graphite (52,000 t, all uses) was divided by the
@@ -320,10 +356,11 @@ def test_measures_that_cover_part_of_a_node_withhold_only_that_part(simulator):
 
 def test_participants_value_a_tonne_short_with_their_own_end_uses(simulator):
     """Review finding: U.S. cobalt (51 % superalloys, no battery use listed by USGS) was valued as lost battery cells
-    through the world use share (73 %). The USA now uses its own share; Japan keeps the world share."""
+    through the world use share (73 %, since review 31 F4 0.39: the share into nickel-based cathode, LCO excluded).
+    The USA now uses its own share (0.10); Japan keeps the world share."""
     ch, i = simulator.chain, simulator.nodes.index["cobalt/refine"]
     usa, jpn = PARTICIPANTS.index("USA"), PARTICIPANTS.index("JPN")
-    assert ch.linked_value_p[usa, i] < 0.2 * ch.linked_value[i]
+    assert ch.linked_value_p[usa, i] == pytest.approx(0.10 / 0.39 * ch.linked_value[i], rel=0.01)
     assert ch.linked_value_p[jpn, i] == pytest.approx(ch.linked_value[i])
     assert ch.unlinked_p[usa, i] > ch.unlinked[i]  # the rest of its use leaves the modelled chain (superalloys)
 

@@ -398,6 +398,12 @@ def reliance_from_atlas(atlas: Atlas, iso3: str, commodity_id: str, year: int = 
     """
     out = country_output(atlas, iso3, commodity_id, year)
     cons = consumption_tonnes(atlas, iso3, commodity_id, year)
+    use = cons or _first_stage_consumption(atlas, iso3, commodity_id, year)
+    if use is not None and use[0] == 0:
+        # a sourced nil consumption (U.S. and Japanese LFP cathode in 2024: no LFP cell plant ran): nothing is
+        # imported, so nothing is relied on (review 31 F3: read as "unknown", NIR = 1 ranked LFP cathode 5th)
+        return Reliance(0.0, 0.0, 0.0, f"computed: {iso3} consumption is nil ({use[1]}): no net imports (C = 0)", False,
+                        use[1], [use[2]]), 0.0
     if not out:
         # the weight a bloc gives the country is its consumption: of the commodity, else of its first staged row
         # (the derivative products have only a stage row; review 8 found the bloc's anode and magnet reliance
@@ -463,7 +469,10 @@ def perspective_reliance(atlas: Atlas, perspective: str, commodity_id: str, year
     lows = [float(r.low if r.low is not None else r.value) for r, _ in parts]  # type: ignore[arg-type]
     highs = [float(r.high if r.high is not None else r.value) for r, _ in parts]  # type: ignore[arg-type]
     detail = "; ".join(f"{m}: {r.basis}" for m, (r, _) in zip(members, parts, strict=True))
-    if all(c is not None and c > 0 for c in cons):
+    if all(c is not None and c >= 0 for c in cons) and sum(c or 0.0 for c in cons) == 0:
+        # every participant's consumption is a sourced nil: no reliance, and no proxy (review 31 F3)
+        return Reliance(0.0, 0.0, 0.0, f"consumption nil in every participant ({detail})", False, None, sources)
+    if all(c is not None and c >= 0 for c in cons):
         w = np.array(cons, dtype=float)
         v = float(bloc_reliance(nir, w))
         lo = float(bloc_reliance(np.array(lows, dtype=float), w))

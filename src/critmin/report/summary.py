@@ -144,7 +144,7 @@ def _net_of_producers(risk: pd.DataFrame, top: int) -> str:
                + ")" if offset else "")
             + ". The ranking stays on the consumer loss: stocks and projects protect buyers, and a producer's windfall does not "
             "supply a plant; the gains are upper bounds where the makers' own inputs rise in price or are cut in ways the model "
-            "does not hold (cathode precursors, the first months of a licensing stop: docs/simulation.md §7).")
+            "does not hold (contract prices that pass metal costs through, the first months of a licensing stop: docs/simulation.md §7).")
 
 
 def _driven_at(top: list[dict[str, Any]]) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from critmin.simulate.market import clear_month, release_to_cap, stock_demand
-from critmin.simulate.nodes import PARTICIPANTS, NodeTable
+from critmin.simulate.nodes import PARTICIPANTS, NodeTable, under_input_control
 from critmin.simulate.parameters import SAMPLED, Parameters
 from critmin.simulate.scenario import Response, Scenario
 
@@ -215,7 +215,7 @@ _NOT_PATH = {"id", "title", "note", "duration_months", "probability", "status", 
 
 #: Fields added after the random streams were keyed: in the key only when set, so the draws of every scenario that
 #: does not use them stay what they were.
-_KEYED_WHEN_SET: dict[str, object] = {"withheld_by_month": None, "front_loaded_share": 0.0}
+_KEYED_WHEN_SET: dict[str, object] = {"withheld_by_month": None, "front_loaded_share": 0.0, "input_control": None}
 
 
 def path_key(s: Scenario) -> str:
@@ -375,7 +375,7 @@ def compile_batch(
     bound_point = params.setting("upper_bound_share_point")
     for i, sc in enumerate(scenarios):
         ni = nodes.index[f"{sc.commodity}/{sc.stage}"]
-        n = nodes.nodes[ni]
+        n = under_input_control(nodes.nodes[ni], sc.restrictors, sc.input_control)
         fl: list[str] = []
         node[i] = ni
         duration[i] = sc.duration_months

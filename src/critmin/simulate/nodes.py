@@ -111,6 +111,51 @@ class Node:
         return self.p0_usd_per_t * self.q0_t
 
 
+#: Suffix of the key under which an input-control scenario keeps the restrictors' own output at the node (not withheld).
+OWN_OUTPUT = " own output"
+
+
+def under_input_control(node: Node, restrictors: list[str], control: dict[str, float] | None) -> Node:
+    """The node as a measure on one of its inputs sees it (``Scenario.input_control``; validation.md §6, the
+    chemistry split): China licensing the ternary precursors from which Korea makes nickel-based cathode.
+
+    With ``π_c`` the share of producer c's output made from the restrictors' input:
+
+    - the controlled output ``s_R' = Σ_c π_c s_c`` takes the restrictors' place (split over them pro rata to their
+      own shares), and its export share is 1 (it is made outside the restrictors and sold to the world);
+    - each controlled producer keeps ``(1 - π_c) s_c``, so its makers gain only on what they can still make;
+    - the restrictors' own output at the node stays on the market under ``"<ISO3> own output"`` (the measure does
+      not cover it), with its spare capacity still withheld from the buyers (conservative: U.S. tariffs and
+      foreign-entity rules stand between Chinese cathode and U.S. plants).
+
+    Without ``control`` the node is returned unchanged.
+    """
+    if not control:
+        return node
+    rs = sorted(set(restrictors))
+    shares = dict(node.shares)
+    controlled = 0.0
+    for c, pi in control.items():
+        part = shares.get(c, 0.0) * pi
+        if c in shares:
+            shares[c] -= part
+        controlled += part
+    own = {r: shares.pop(r, 0.0) for r in rs}
+    total_own = sum(own.values())
+    for r in rs:
+        if own[r] > 0:
+            shares[r + OWN_OUTPUT] = own[r]
+        shares[r] = controlled * (own[r] / total_own if total_own > 0 else 1.0 / len(rs))
+    exports = {k: v for k, v in node.export_share.items() if k not in rs}
+    for r in rs:
+        exports[r] = (1.0, 1.0, 1.0, "input control: the controlled output is made outside the restrictors and sold to the world")
+    named = ", ".join(f"{c} {p:.0%} of {node.shares.get(c, 0.0):.1%}" for c, p in sorted(control.items()))
+    flag = (f"input control: the measure restricts an input; the output it stops ({named} of world output = "
+            f"{controlled:.1%}) stands in for the restrictors' exports, and their own output at the node is not withheld")
+    return replace(node, shares=shares, export_share=exports,
+                   share_bounds={k: v for k, v in node.share_bounds.items() if k not in rs}, flags=[*node.flags, flag])
+
+
 def market_outside_restrictor(node: Node, fallback_export_share: float) -> tuple[float, str]:
     """``d_T = 1 - s_r (1 - e_r)``: the share of world output that a ban on every destination rations, outside the
     home use of the node's largest producer r that is not a participant (``s_r`` its share of output, ``e_r`` its

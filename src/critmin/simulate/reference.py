@@ -20,7 +20,7 @@ from scipy.optimize import brentq
 
 from critmin.simulate.engine import SAMPLED_NAMES, ChainFactors, keyed_uniforms, random_key
 from critmin.simulate.engine import downstream_share_proxy as _downstream_share
-from critmin.simulate.nodes import PARTICIPANTS, NodeTable
+from critmin.simulate.nodes import PARTICIPANTS, NodeTable, under_input_control
 from critmin.simulate.parameters import Parameters
 from critmin.simulate.scenario import Scenario
 
@@ -63,7 +63,7 @@ def scalar_losses(s: Scenario, nodes: NodeTable, chain: ChainFactors, params: Pa
     """Consumer loss per participant (USA, JPN) of scenario ``s`` in draw ``d`` of ``draws``, in units of the
     node's annual world value P0·Q0 (the engine's ``loss_rel``)."""
     ni = nodes.index[f"{s.commodity}/{s.stage}"]
-    n = nodes.nodes[ni]
+    n = under_input_control(nodes.nodes[ni], s.restrictors, s.input_control)
     u = keyed_uniforms(seed, "node:" + n.key, 0, (len(SAMPLED_NAMES) + 1, draws))[:, d]
     par = {name: float(params.resolve(name, n.commodity, n.stage, n.group).quantile(np.array([u[k]]))[0])
            for k, name in enumerate(SAMPLED_NAMES)}

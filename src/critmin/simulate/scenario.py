@@ -75,6 +75,11 @@ class Scenario(BaseModel):
     - ``withheld_by_month``: the withheld share month by month from the start (a recorded export series, or an
       analyst's expectation of a licensing stop); later months use the drawn share. ``front_loaded_share``:
       exports bought ahead of the start, as a share of a year's exports, held by the targeted buyers.
+    - ``input_control``: the measure restricts an input the node is made from, not the node's product (China's
+      licences on the ternary precursors that Korean cathode makers import). Producer ISO3 -> the share of its
+      output at the node that depends on the restrictors' input; that output stands in for the restrictors'
+      exports (all of it sold outside the restrictors) and the restrictors' own output at the node is not
+      withheld (:func:`critmin.simulate.nodes.under_input_control`).
     - ``probability``: annual probability of the scenario (None = from the probability model; in-force
       controls are certain).
     """
@@ -114,6 +119,10 @@ class Scenario(BaseModel):
         "Exports to the targets above their baseline in the months before the start (buyers front-loading before "
         "a control takes effect), as a share of one year's baseline exports; held by the targeted buyers at the "
         "start, on top of their stocks"))
+    input_control: dict[str, float] | None = Field(default=None, description=(
+        "The measure restricts an input of the node, not its product: producer ISO3 -> share (0-1) of its output "
+        "at the node made from the restrictors' input; that output is what is withheld, and the restrictors' own "
+        "output at the node is not"))
     response: Response = Field(default_factory=lambda: Response())
     probability: float | None = Field(default=None, ge=0.0, le=1.0)
     status: Status = "hypothetical"
@@ -128,6 +137,17 @@ class Scenario(BaseModel):
         out = [s.strip().upper() for s in v]
         if any(not s for s in out):
             raise ValueError("empty country code")
+        return out
+
+    @field_validator("input_control")
+    @classmethod
+    def _input_control(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        if v is None:
+            return None
+        out = {k.strip().upper(): float(x) for k, x in v.items()}
+        bad = [k for k, x in out.items() if not (len(k) == 3 and k.isalpha()) or not 0.0 <= x <= 1.0]
+        if bad or not out:
+            raise ValueError(f"input_control needs ISO3 producers with shares in [0, 1]; {bad or 'empty'} do not")
         return out
 
     @field_validator("targets")
@@ -155,6 +175,9 @@ class Scenario(BaseModel):
             lo, hi = self.stock_range()
             if not lo <= self.stock_months <= hi:
                 raise ValueError(f"stock_months_low <= stock_months <= stock_months_high fails ({lo}, {self.stock_months}, {hi})")
+        if self.input_control is not None and set(self.input_control) & set(self.restrictors):
+            raise ValueError(f"input_control names a restrictor ({sorted(set(self.input_control) & set(self.restrictors))}): "
+                             "it lists the producers that depend on the restrictors' input")
         if self.withheld_by_month is not None:
             bad = [i + 1 for i, x in enumerate(self.withheld_by_month) if not 0.0 <= x <= 1.0]
             if bad:

@@ -270,6 +270,18 @@ def import_event_scenarios(
             bad("scope_low", f"need scope_low <= scope_high, got {scope['scope_low']} / {scope['scope_high']}")
         if (scope["scope_low"] < 1 or scope["scope_high"] < 1) and not (text.get("scope_basis") or ""):
             bad("scope_basis", "required when scope_low/scope_high are given: say where the covered share comes from")
+        # optional: a measure on an input of the node ("KOR:1": the producers whose output at the node is made from
+        # the restrictor's input, and the share of it; Scenario.input_control)
+        control = text.get("input_control", "") or ""
+        for part in [p.strip() for p in control.split(";") if p.strip()]:
+            iso, _, share = part.partition(":")
+            v = _number(share.strip(), problems, file, line, "input_control") if share.strip() else None
+            if iso.strip() not in iso_codes or v is None or not 0 <= v <= 1:
+                bad("input_control", f"'{part}' is not ISO3:share with a known country and a share in 0-1")
+            elif iso.strip() == restrictor:
+                bad("input_control", f"'{part}' names the restrictor: list the producers that depend on its input")
+        if control and not (text.get("note") or ""):
+            bad("note", "required when input_control is given: say which input the measure covers")
         for field, event_field in (("start", "start"), ("end", "end")):
             value = text[field]
             if value and parse_date(value, month_only=True) is None:
@@ -299,6 +311,7 @@ def import_event_scenarios(
                 "scope_low": scope["scope_low"],
                 "scope_high": scope["scope_high"],
                 "scope_basis": text.get("scope_basis", "") or "",
+                "input_control": control,
                 "start": text["start"],
                 "end": text["end"],
                 "duration_months": months,
