@@ -152,6 +152,30 @@ def test_a_priority_that_rests_on_a_suspended_control_says_both_cases(study_run:
     assert "33% of its expected loss" in text and "$40 M a year if it has lapsed, $80 M if it is back in force" in text
 
 
+def test_a_participants_priority_on_a_suspended_input_control_says_both_cases_and_what_is_cut(study_run: tuple[Path, dict]):
+    """Review 32 F4: U.S. nickel-based cathode (5th for the USA, 7th for the bloc) rested for 94 % on E023's suspended
+    precursor licence, yet the answer gave the both-cases sentence for the bloc's top five only, and named the
+    cathode's Chinese share as what is cut, while the licence cuts the Korean output made from Chinese precursor."""
+    import copy
+
+    from critmin.report.summary import _driven_at, build_summary
+
+    _, plan = study_run
+    p = copy.deepcopy(plan)
+    rows = p["participant_risk"]["USA"]
+    r = rows[0]
+    r["expected_loss_usd"] = 100e6
+    top = [{"scenario": "ev.X.precursors", "probability": 0.5, "expected_loss_usd": 160e6, "contribution_usd": 80e6,
+            "status": "suspended", "stage": "cathode", "restrictors": "CHN", "on_input": True}]
+    r["top_scenarios"] = top
+    for b in p["scenarios"][:5]:  # keep the bloc's sentence out of the way
+        b["top_scenarios"] = [x for x in (b.get("top_scenarios") or []) if x.get("status") != "suspended"]
+    text = " ".join(build_summary(p)["what_would_change"])
+    assert f"{r['name']} (the United States, rank {int(r['rank'])}) rests for 80% of its expected loss" in text
+    assert "acts on an input" in text and "$20 M a year if it has lapsed" in text
+    assert _driven_at(top) == "cathode (CHN licence on an input: output made from it elsewhere)"
+
+
 def test_coverage_says_what_came_to_a_split_aggregate(study_run: tuple[Path, dict]):
     """Review 7: "USA rare_earths/refine [heavy (Dy/Tb), light (NdPr)] 100 %" was all NdPr, and the estimate flag was
     lost. The sentence names the element node that supplied the split row and keeps "estimated split"."""

@@ -190,8 +190,23 @@ def test_a_measure_on_an_input_withholds_the_output_made_from_it(simulator):
     assert m.shares["CHN"] == pytest.approx(0.5 * 0.245) and m.shares["KOR"] == pytest.approx(0.5 * 0.245)
     assert m.shares["CHN" + OWN_OUTPUT] == pytest.approx(0.67) and m.export_share["CHN"][:3] == (1.0, 1.0, 1.0)
     assert m.shares["JPN"] == n.shares["JPN"] and under_input_control(n, ["CHN"], None) is n
+    # review 32 F2: the edge cases are refused or said
     with pytest.raises(ValueError):
         Scenario(id="x", commodity="battery_cathode", stage="cathode", restrictors=["CHN"], input_control={"CHN": 1.0})
+    with pytest.raises(ValueError, match="targets"):  # output never made cannot be diverted from named targets
+        Scenario(id="x", commodity="battery_cathode", stage="cathode", restrictors=["CHN"], targets=["USA"], input_control={"KOR": 1.0})
+    with pytest.raises(ValueError, match="participant"):
+        under_input_control(n, ["JPN"], {"KOR": 1.0})
+    assert "AUS listed with no share" in under_input_control(n, ["CHN"], {"AUS": 1.0}).flags[-1]
+    # the precursor licence is no control on China's own cathode: the generated Chinese bans of the node keep their
+    # whole probability beside it (it halved them as if the two were exclusive outcomes)
+    from critmin.simulate.risk import risk_scenarios
+
+    chosen, probs = risk_scenarios(simulator)
+    p = dict(zip([c.id for c in chosen], probs, strict=True))
+    lib = {s.id: s for s in simulator.library()}
+    gen = "gen.CHN.battery_cathode.cathode.WORLD.24m"
+    assert p[gen] == pytest.approx(simulator.probability.scenario_probability(lib[gen], "battery_cathode"))
     base = Scenario(id="pre", commodity="battery_cathode", stage="cathode", restrictors=["CHN"], regime="licence",
                     withheld_share=0.5, input_control={"KOR": 1.0})
     on_product = base.model_copy(update={"id": "product", "input_control": None})

@@ -373,6 +373,13 @@ def _unnamed_bound(atlas: Atlas, iso3: str, commodity_id: str, year: int) -> tup
     return max(lows, key=lambda x: x[0]) if lows else None
 
 
+def _first_stage(atlas: Atlas, iso3: str, commodity_id: str) -> str:
+    """The most upstream stage with a consumption row of the country for the commodity ("" when none)."""
+    c = atlas.rows_of("consumption", ("country_iso3", "commodity_id"), (iso3, commodity_id))
+    stages = sorted({str(x) for x in c["stage"].fillna("") if x}, key=lambda st: STAGE_ORDER.get(st, 99)) if "stage" in c.columns else []
+    return stages[0] if stages else ""
+
+
 def _first_stage_consumption(atlas: Atlas, iso3: str, commodity_id: str, year: int) -> tuple[float, int, str] | None:
     """The country's consumption of the commodity's most upstream stage that has a row, or None."""
     c = atlas.rows_of("consumption", ("country_iso3", "commodity_id"), (iso3, commodity_id))
@@ -401,8 +408,16 @@ def reliance_from_atlas(atlas: Atlas, iso3: str, commodity_id: str, year: int = 
     use = cons or _first_stage_consumption(atlas, iso3, commodity_id, year)
     if use is not None and use[0] == 0:
         # a sourced nil consumption (U.S. and Japanese LFP cathode in 2024: no LFP cell plant ran): nothing is
-        # imported, so nothing is relied on (review 31 F3: read as "unknown", NIR = 1 ranked LFP cathode 5th)
-        return Reliance(0.0, 0.0, 0.0, f"computed: {iso3} consumption is nil ({use[1]}): no net imports (C = 0)", False,
+        # imported, so nothing is relied on (review 31 F3: read as "unknown", NIR = 1 ranked LFP cathode 5th); a
+        # consumption range's high end (the U.S. LFP plants of 2025-2026) bounds the range (review 32 F6)
+        stage = "" if cons else _first_stage(atlas, iso3, commodity_id)
+        c_high = consumption_high_tonnes(atlas, iso3, commodity_id, year, stage=stage)
+        hi, note = 0.0, ""
+        if c_high is not None and c_high > 0:
+            output_t = [float(o.tonnes) for o in out if o.tonnes is not None]
+            hi = float(np.clip(1.0 - (max(output_t) if output_t else 0.0) / c_high, 0.0, 1.0))
+            note = f"; the high end, {c_high:,.0f} t, gives NIR {hi:.2f}"
+        return Reliance(0.0, 0.0, hi, f"computed: {iso3} consumption is nil ({use[1]}): no net imports (C = 0){note}", False,
                         use[1], [use[2]]), 0.0
     if not out:
         # the weight a bloc gives the country is its consumption: of the commodity, else of its first staged row
@@ -471,7 +486,7 @@ def perspective_reliance(atlas: Atlas, perspective: str, commodity_id: str, year
     detail = "; ".join(f"{m}: {r.basis}" for m, (r, _) in zip(members, parts, strict=True))
     if all(c is not None and c >= 0 for c in cons) and sum(c or 0.0 for c in cons) == 0:
         # every participant's consumption is a sourced nil: no reliance, and no proxy (review 31 F3)
-        return Reliance(0.0, 0.0, 0.0, f"consumption nil in every participant ({detail})", False, None, sources)
+        return Reliance(0.0, 0.0, max(highs), f"consumption nil in every participant ({detail})", False, None, sources)
     if all(c is not None and c >= 0 for c in cons):
         w = np.array(cons, dtype=float)
         v = float(bloc_reliance(nir, w))

@@ -36,6 +36,7 @@ def respond(sim: Any, scenarios: list[Any], projects: pd.DataFrame, buyers: pd.D
     """The brief's record (see module docstring)."""
     from critmin._dates import month_or_now
     from critmin.portfolio.model import InstrumentParameters, months_before_output
+    from critmin.simulate.nodes import under_input_control
     from critmin.simulate.run import run
 
     t0 = time.perf_counter()
@@ -64,6 +65,8 @@ def respond(sim: Any, scenarios: list[Any], projects: pd.DataFrame, buyers: pd.D
         for n in sim.nodes.nodes:
             if n.commodity != sc.commodity:
                 continue
+            if n.key == f"{sc.commodity}/{sc.stage}":
+                n = under_input_control(n, sc.restrictors, sc.input_control)  # a measure on an input: its controlled output
             for j in PARTICIPANTS:
                 imp = n.import_shares.get(j, {})
                 exposure.append({

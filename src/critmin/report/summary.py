@@ -144,7 +144,8 @@ def _net_of_producers(risk: pd.DataFrame, top: int) -> str:
                + ")" if offset else "")
             + ". The ranking stays on the consumer loss: stocks and projects protect buyers, and a producer's windfall does not "
             "supply a plant; the gains are upper bounds where the makers' own inputs rise in price or are cut in ways the model "
-            "does not hold (contract prices that pass metal costs through, the first months of a licensing stop: docs/simulation.md §7).")
+            "does not hold (contract prices that pass metal costs through, the makers' own cathode precursors, the first months of a "
+            "licensing stop: docs/simulation.md §7).")
 
 
 def _driven_at(top: list[dict[str, Any]]) -> str:
@@ -153,7 +154,9 @@ def _driven_at(top: list[dict[str, Any]]) -> str:
     seen: list[str] = []
     for x in top[:2]:
         if x.get("stage") and x.get("restrictors"):
-            w = f"{x['stage']} ({str(x['restrictors']).replace(';', ', ')})"
+            who = str(x["restrictors"]).replace(";", ", ")
+            # review 32: E023's precursor licence cuts Korean cathode, not China's own
+            w = f"{x['stage']} ({who} licence on an input: output made from it elsewhere)" if x.get("on_input") else f"{x['stage']} ({who})"
             if w not in seen:
                 seen.append(w)
     return "; ".join(seen)
@@ -746,19 +749,32 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         changes.append(f"Budget {key}: {why}. More projects with capex and capacity in the register would change the portfolio.")
     # a suspended control (status unknown after its suspension) weighs in at the assumed probability: say what
     # the priority would be if it lapsed and if it returned (its contribution scaled to probability 0 and 1)
-    for r in plan["scenarios"][:5]:
+    # review 32: also each participant's top five (U.S. nickel-based cathode, 5th for the USA and 7th for the bloc,
+    # rests for 94 % on E023's suspended precursor licence)
+    said: set[str] = set()
+    ranked = [("", r) for r in plan["scenarios"][:5]] + [
+        (f"{PARTICIPANT_NAMES.get(j, j)}, ", r) for j, rows in (plan.get("participant_risk") or {}).items() for r in (rows or [])[:5]]
+    for who, r in ranked:
+        if r.get("name") in said or not r.get("expected_loss_usd") or not pd.notna(r.get("expected_loss_usd")):
+            continue
         susp = [x for x in (r.get("top_scenarios") or []) if x.get("status") == "suspended" and 0 < float(x["probability"]) < 1]
         # an outcome on top of a control in force adds P (L_k - L_C) (simulation.md section 11): lapsed, its probability
         # falls back to the control; back in force, the control's probability moves to it
         extra = [float(x["expected_loss_usd"]) - float(x.get("base_loss_usd", 0.0)) for x in susp]
         part = sum(float(x["probability"]) * e for x, e in zip(susp, extra, strict=True))
         if part > 0.25 * float(r["expected_loss_usd"]):
+            said.add(str(r.get("name")))
             back = sum((1.0 - float(x["probability"])) * e for x, e in zip(susp, extra, strict=True))
+            on_input = any(x.get("on_input") for x in susp)
             changes.append(
-                f"{r['name']} (rank {int(r['rank'])}) rests for {part / float(r['expected_loss_usd']):.0%} of its expected loss on a suspended "
+                f"{r['name']} ({who}rank {int(r['rank'])}) rests for {part / float(r['expected_loss_usd']):.0%} of its expected loss on a suspended "
                 f"control ({', '.join(x['scenario'] for x in susp)}) counted at probability {float(susp[0]['probability']):g} (an assumption): "
                 f"{usd(float(r['expected_loss_usd']) - part)} a year if it has lapsed, {usd(float(r['expected_loss_usd']) + back)} if it "
-                "is back in force. " + _suspension_status(susp, plan) + "Check its status before acting on this rank.")
+                "is back in force. " + _suspension_status(susp, plan)
+                + ("The control acts on an input (China's licence on the precursors Korean cathode is made from), and its "
+                   "size turns on whether Chinese cathode can replace the Korean output: review 32 found a quarter to three "
+                   "times this figure (docs/validation.md §6). " if on_input else "")
+                + "Check its status before acting on this rank.")
     changes += _portfolio_assumptions(plan.get("portfolio", {}))
     # review 9: the caveat named commodities by a word in their flags (rare earths, 0.05 % of its loss on proxies) and
     # missed those whose loss rests mostly on them (battery cathode, 100 %); the risk rows carry the share

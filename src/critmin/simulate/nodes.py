@@ -125,14 +125,20 @@ def under_input_control(node: Node, restrictors: list[str], control: dict[str, f
       own shares), and its export share is 1 (it is made outside the restrictors and sold to the world);
     - each controlled producer keeps ``(1 - π_c) s_c``, so its makers gain only on what they can still make;
     - the restrictors' own output at the node stays on the market under ``"<ISO3> own output"`` (the measure does
-      not cover it), with its spare capacity still withheld from the buyers (conservative: U.S. tariffs and
-      foreign-entity rules stand between Chinese cathode and U.S. plants).
+      not cover it) and sells into the same world market as the rest: one integrated market, in which the
+      restrictors' own buyers share the shortfall and, where the node has no spare capacity by country, the generic
+      ``spare_capacity`` rate applies to every producer outside the controlled output, the restrictors' own
+      included. Review 32 bracketed the U.S. loss of E023's precursor route from about a quarter (the restrictors'
+      idle lines fill the gap) to three times (their output kept at home) of this figure (validation.md §6).
 
-    Without ``control`` the node is returned unchanged.
+    Without ``control`` the node is returned unchanged. A participant cannot be the restrictor of an input control
+    (its producers' gain would be credited on another country's output).
     """
     if not control:
         return node
     rs = sorted(set(restrictors))
+    if set(rs) & set(PARTICIPANTS):
+        raise ValueError(f"input control by a participant ({sorted(set(rs) & set(PARTICIPANTS))}) at {node.key} is not modelled")
     shares = dict(node.shares)
     controlled = 0.0
     for c, pi in control.items():
@@ -150,8 +156,10 @@ def under_input_control(node: Node, restrictors: list[str], control: dict[str, f
     for r in rs:
         exports[r] = (1.0, 1.0, 1.0, "input control: the controlled output is made outside the restrictors and sold to the world")
     named = ", ".join(f"{c} {p:.0%} of {node.shares.get(c, 0.0):.1%}" for c, p in sorted(control.items()))
+    absent = sorted(c for c in control if node.shares.get(c, 0.0) <= 0)
     flag = (f"input control: the measure restricts an input; the output it stops ({named} of world output = "
-            f"{controlled:.1%}) stands in for the restrictors' exports, and their own output at the node is not withheld")
+            f"{controlled:.1%}) stands in for the restrictors' exports, and their own output at the node is not withheld"
+            + (f" ({', '.join(absent)} listed with no share of the node: nothing of theirs is stopped)" if absent else ""))
     return replace(node, shares=shares, export_share=exports,
                    share_bounds={k: v for k, v in node.share_bounds.items() if k not in rs}, flags=[*node.flags, flag])
 

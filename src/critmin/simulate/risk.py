@@ -125,7 +125,9 @@ def risk_scenarios(sim: Simulator) -> tuple[list[Scenario], list[float]]:
         if s.family != "event":
             continue
         g = nodes.setdefault(s.node, {"control": [], "escalation": []})
-        pairs = {(r, s.commodity, s.stage) for r in s.restrictors}
+        # a measure on an input of the node (E023's precursors) is no control on the node's product: the generated
+        # bans of the restrictors' own output at the node stay whole beside it (review 32)
+        pairs = set() if s.input_control else {(r, s.commodity, s.stage) for r in s.restrictors}
         if s.status == "in_force":
             in_force |= pairs
             if not in_baseline(s):
@@ -451,7 +453,10 @@ def risk_ranking(
                      "stage": str(r.stage), "restrictors": str(r.restrictors),
                      # the loss of the control in force that this outcome acts on top of (0 when it stands alone): the
                      # outcome adds probability x (its loss - this), not its whole loss
-                     "base_loss_usd": _base_loss(g[valued], r.scenario)}
+                     "base_loss_usd": _base_loss(g[valued], r.scenario),
+                     # review 32: a measure on an input of the node (E023's precursors) withholds output made outside
+                     # the restrictors; the answer must not name the restrictors' own share as what is cut
+                     "on_input": "input control:" in str(getattr(r, "flags", ""))}
                     for r in top.itertuples()
                 ],
                 "in_force_controls": sorted(set(g.loc[g["status"] == "in_force", "scenario"])),

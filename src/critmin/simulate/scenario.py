@@ -175,6 +175,9 @@ class Scenario(BaseModel):
             lo, hi = self.stock_range()
             if not lo <= self.stock_months <= hi:
                 raise ValueError(f"stock_months_low <= stock_months <= stock_months_high fails ({lo}, {self.stock_months}, {hi})")
+        if self.input_control is not None and self.targets != ["WORLD"]:
+            raise ValueError("input_control needs targets [WORLD]: the output a measure on an input stops is never made, "
+                             "so it cannot be diverted from named targets to other buyers")
         if self.input_control is not None and set(self.input_control) & set(self.restrictors):
             raise ValueError(f"input_control names a restrictor ({sorted(set(self.input_control) & set(self.restrictors))}): "
                              "it lists the producers that depend on the restrictors' input")
