@@ -172,7 +172,7 @@ def test_a_participants_priority_on_a_suspended_input_control_says_both_cases_an
         b["top_scenarios"] = [x for x in (b.get("top_scenarios") or []) if x.get("status") != "suspended"]
     text = " ".join(build_summary(p)["what_would_change"])
     assert f"{r['name']} (the United States, rank {int(r['rank'])}) rests for 80% of its expected loss" in text
-    assert "acts on an input" in text and "$20 M a year if it has lapsed" in text
+    assert "acts on an input of the node" in text and "$20 M a year if it has lapsed" in text
     assert _driven_at(top) == "cathode (CHN licence on an input: output made from it elsewhere)"
 
 

@@ -771,9 +771,9 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                 f"control ({', '.join(x['scenario'] for x in susp)}) counted at probability {float(susp[0]['probability']):g} (an assumption): "
                 f"{usd(float(r['expected_loss_usd']) - part)} a year if it has lapsed, {usd(float(r['expected_loss_usd']) + back)} if it "
                 "is back in force. " + _suspension_status(susp, plan)
-                + ("The control acts on an input (China's licence on the precursors Korean cathode is made from), and its "
-                   "size turns on whether Chinese cathode can replace the Korean output: review 32 found a quarter to three "
-                   "times this figure (docs/validation.md §6). " if on_input else "")
+                + ("The control acts on an input of the node: what it stops is the output made from that input elsewhere, and "
+                   "its size turns on whether the restrictors' own output can replace it (for E023's precursors, from a "
+                   "quarter to three times the figure here: docs/validation.md §6). " if on_input else "")
                 + "Check its status before acting on this rank.")
     changes += _portfolio_assumptions(plan.get("portfolio", {}))
     # review 9: the caveat named commodities by a word in their flags (rare earths, 0.05 % of its loss on proxies) and
