@@ -49,3 +49,13 @@ def test_respond_refuses_an_unknown_event_at_once(tmp_path: Path):
     p = run("respond", "ev.E999.unobtainium.mine", "--out", str(tmp_path / "b"), ok=False)
     assert p.returncode == 2 and "E999" in p.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_respond_to_a_measure_on_an_input_names_what_it_cuts(tmp_path: Path):
+    """Review 32 F2: E023's precursor licence cuts the Korean cathode made from Chinese precursor, so the brief's
+    exposure shows that controlled share and Korea is no alternative supplier; Japan's makers (own precursor) are."""
+    run("respond", "ev.E023.battery_cathode.cathode", "--out", str(tmp_path / "b"), "--draws", "100", "--as-of", "2026-12")
+    ev = json.loads((tmp_path / "b" / "brief.json").read_text())["events"][0]
+    assert {a["country"] for a in ev["alternatives"]} == {"JPN"}
+    assert {round(e["restrictor_share_of_world"], 3) for e in ev["exposure"] if e["node"] == "battery_cathode/cathode"} == {0.245}
+    assert any("input control" in f for f in ev["flags"])

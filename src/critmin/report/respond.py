@@ -48,7 +48,8 @@ def respond(sim: Any, scenarios: list[Any], projects: pd.DataFrame, buyers: pd.D
     ip = InstrumentParameters.load()
     events = []
     for sc in scenarios:
-        node = sim.nodes.get(sc.commodity, sc.stage)
+        # a measure on an input: the node as the measure sees it (the controlled producers keep only what they can make)
+        node = under_input_control(sim.nodes.get(sc.commodity, sc.stage), sc.restrictors, sc.input_control)
         rows = res.scenarios[res.scenarios["scenario"] == sc.id]
         impact = [{
             "perspective": r["perspective"], "expected_loss_usd": float(r["expected_loss_usd"]), "cvar95_usd": float(r["cvar95_usd"]),
@@ -65,8 +66,8 @@ def respond(sim: Any, scenarios: list[Any], projects: pd.DataFrame, buyers: pd.D
         for n in sim.nodes.nodes:
             if n.commodity != sc.commodity:
                 continue
-            if n.key == f"{sc.commodity}/{sc.stage}":
-                n = under_input_control(n, sc.restrictors, sc.input_control)  # a measure on an input: its controlled output
+            if n.key == node.key:
+                n = node
             for j in PARTICIPANTS:
                 imp = n.import_shares.get(j, {})
                 exposure.append({
