@@ -90,7 +90,7 @@ def respond(sim: Any, scenarios: list[Any], projects: pd.DataFrame, buyers: pd.D
             targeted = set(atlas.participants)
         alternatives = sorted(({"country": c, "share_of_world": float(s), "spare_t_per_year": float(node.spare_by_country.get(c, 0.0)),
                                 "country_name": atlas.country_name(c) if hasattr(atlas, "country_name") else c}
-                               for c, s in node.shares.items() if c in friends - targeted and s > 0), key=lambda x: -x["share_of_world"])
+                               for c, s in node.shares.items() if c in friends - targeted and s > 0), key=lambda x: -float(x["share_of_world"]))
         domestic = [{"country": c, "share_of_world": float(node.shares.get(c, 0.0))} for c in sorted(targeted) if node.shares.get(c, 0.0) > 0]
         concern = atlas.concern
         # the commodity and the listed commodity it is part of (Dy/Tb circuits sit at rare_earths/refine)
