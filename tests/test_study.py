@@ -174,6 +174,11 @@ def test_a_participants_priority_on_a_suspended_input_control_says_both_cases_an
     assert f"{r['name']} (the United States, rank {int(r['rank'])}) rests for 80% of its expected loss" in text
     assert "acts on an input of the node" in text and "$20 M a year if it has lapsed" in text
     assert _driven_at(top) == "cathode (CHN licence on an input: output made from it elsewhere)"
+    # review 32 F6: use that began after the base year is said where the ranking cannot see it
+    p["scenarios"][-1]["flags"] = ["USA consumption nil in 2024, up to 93,000 t at the row's high end: that use is not simulated"]
+    text = " ".join(build_summary(p)["what_would_change"])
+    assert "Not in the ranking: use that began after the base year." in text
+    assert f"{p['scenarios'][-1]['name']}: USA consumption nil in 2024, up to 93,000 t at the row's high end" in text
 
 
 def test_coverage_says_what_came_to_a_split_aggregate(study_run: tuple[Path, dict]):

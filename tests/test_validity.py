@@ -160,6 +160,8 @@ def test_cathode_is_split_by_chemistry_and_each_control_hits_the_chemistry_it_li
     # U.S. and Japanese cell plants made no LFP cells in 2023-2024: nil demand, measured, not a proxy
     for iso in PARTICIPANTS:
         assert lfp.demand_share[iso] == 0.0 and "proxy" not in lfp.demand_basis[iso]
+    # review 32 F6: the U.S. plants of 2025-2026 (93,000 t at nameplate) are said, not simulated
+    assert "USA consumption nil in 2024, up to 93,000 t at the row's high end: that use is not simulated" in lfp.flags
     # China exports almost no LFP powder (3,000 t net of 2.46 Mt in 2024): the export share is data, not the fallback
     assert lfp.export_share["CHN"][0] == pytest.approx(0.0012)
     lib = {s.id: s for s in simulator.library(generated=False)}

@@ -775,6 +775,15 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                    "its size turns on whether the restrictors' own output can replace it (for E023's precursors, from a "
                    "quarter to three times the figure here: docs/validation.md §6). " if on_input else "")
                 + "Check its status before acting on this rank.")
+    # review 32 F6: use that starts after the base year (U.S. LFP cathode: nil in 2024, the plants of 2025-2026 at their
+    # nameplate) is not in the ranking; say so where the data hold a higher figure
+    later = [(str(r["name"]), str(f)) for r in plan["scenarios"] for f in (r.get("flags") or [])
+             if "consumption nil in" in str(f) and "not simulated" in str(f)]
+    if later:
+        changes.append("Not in the ranking: use that began after the base year. "
+                       + "; ".join(f"{name}: {flag.split(': that use')[0]}" for name, flag in later)
+                       + ". The simulation uses the base year's nil, so these materials rank low; rerun with the newer "
+                         "figure as consumption to rank them (docs/validation.md §6).")
     changes += _portfolio_assumptions(plan.get("portfolio", {}))
     # review 9: the caveat named commodities by a word in their flags (rare earths, 0.05 % of its loss on proxies) and
     # missed those whose loss rests mostly on them (battery cathode, 100 %); the risk rows carry the share

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from critmin.assess.exposure import (
+    consumption_high_tonnes,
     consumption_tonnes,
     country_reliance,
     import_sourcing,
@@ -568,6 +569,13 @@ def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | N
                     # review 5: Japan's 16,400 t of magnets (production plus imports, exports not deducted) carried no flag
                     kind = estimated[(iso, c, st)].removeprefix("estimate").strip(" ,")
                     flags.append(f"{iso} consumption is an estimate{f' ({kind})' if kind else ''}, not a published figure")
+                if own and own[0] == 0:
+                    # review 32 F6: a nil of the base year whose row runs higher (U.S. LFP cathode: no plant in 2024, the
+                    # plants of 2025-2026 at their nameplate) is exposure the simulation leaves out: said, not hidden
+                    high = consumption_high_tonnes(atlas, iso, c, year, stage=st)
+                    if high:
+                        flags.append(f"{iso} consumption nil in {int(own[1])}, up to {high:,.0f} t at the row's high end: "
+                                     "that use is not simulated")
             else:
                 if cq is not None and np.isfinite(q) and q > 0:
                     flags.append(f"{iso} consumption/world output {cq / q:.2f} > {MAX_PLAUSIBLE_DEMAND_SHARE}: different bases, proxy used")

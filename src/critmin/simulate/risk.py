@@ -415,7 +415,8 @@ def risk_ranking(
         # review 18b: a participant's consumption given as an estimate (Japan's cobalt, an upper bound) is named on the
         # row too, although it does not count in the proxy share
         proxies = sorted({f for f in "; ".join(g["flags"]).split("; ")
-                          if rests_on_proxy(f, others) or names_estimate(f, others)})
+                          if rests_on_proxy(f, others) or names_estimate(f, others)
+                          or (f.endswith("that use is not simulated") and not any(f.startswith(o) for o in others))})
         flags = [f"not valued (no world tonnage or price): {', '.join(unvalued)}"] if unvalued else []
         flags += proxies
         base_c = sorted(s.id for s in baseline if s.commodity == c)
