@@ -91,6 +91,23 @@ TABLE_ORDER: tuple[str, ...] = (
 _DATE = re.compile(r"^(\d{4})-(\d{2})(?:-(\d{2}))?$")
 
 
+def parse_input_control(text: object) -> dict[str, float]:
+    """An event row's ``input_control``, ``"KOR:1;JPN:0.5"`` -> ``{"KOR": 1.0, "JPN": 0.5}`` ({} when blank).
+
+    Raises ValueError for a part that is not ``ISO3:number``; the importer names the file, row and field.
+    """
+    out: dict[str, float] = {}
+    if not isinstance(text, str):
+        return out
+    for part in (p.strip() for p in text.split(";") if p.strip()):
+        iso, _, share = part.partition(":")
+        try:
+            out[iso.strip().upper()] = float(share)
+        except ValueError:
+            raise ValueError(f"'{part}' is not ISO3:share") from None
+    return out
+
+
 def parse_date(text: str, *, month_only: bool = False) -> tuple[int, int] | None:
     """Parse ``YYYY-MM`` or ``YYYY-MM-DD`` (only ``YYYY-MM`` when ``month_only``) into (year, month).
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from critmin.atlas.model import Atlas
+from critmin.atlas.schema import parse_input_control
 from critmin.simulate.nodes import PARTICIPANTS, NodeTable
 from critmin.simulate.scenario import Response, Scenario
 
@@ -80,17 +81,6 @@ def scope_note(r: dict[str, object]) -> str:
     return f"The measure covers {lo:g}-{hi:g} of the node's exports: {r.get('scope_basis', '')}. "
 
 
-def input_control(text: object) -> dict[str, float] | None:
-    """``"KOR:1;JPN:0.5"`` -> ``{"KOR": 1.0, "JPN": 0.5}`` (an event row's ``input_control``); None when blank."""
-    if not isinstance(text, str) or not text.strip():
-        return None
-    out = {}
-    for part in (p.strip() for p in text.split(";") if p.strip()):
-        iso, _, share = part.partition(":")
-        out[iso.strip().upper()] = float(share)
-    return out
-
-
 def event_scenarios(atlas: Atlas, horizon_months: int = 12) -> list[Scenario]:
     """Scenarios of the real events (empty when the atlas has no ``event_scenarios`` table)."""
     if "event_scenarios" not in atlas.tables:
@@ -131,7 +121,7 @@ def event_scenarios(atlas: Atlas, horizon_months: int = 12) -> list[Scenario]:
                 withheld_high=hi if best is not None else None,
                 scope_low=float(r.get("scope_low", 1.0)),
                 scope_high=float(r.get("scope_high", 1.0)),
-                input_control=input_control(r.get("input_control")),
+                input_control=parse_input_control(r.get("input_control")) or None,
                 # start of the measure, else its announcement (E028: effective date not stated, announced 2023)
                 start_date=(str(r.get("start") or "") or str(e.get("start") or "") or str(e.get("announced") or ""))[:7] or None,
                 duration_months=min(max(dur, 1), 120),

@@ -114,6 +114,10 @@ class Node:
 
 #: Suffix of the key under which an input-control scenario keeps the restrictors' own output at the node (not withheld).
 OWN_OUTPUT = " own output"
+#: Start of the flag of an input-control scenario (the ranking reads it to name what the measure cuts).
+INPUT_CONTROL_FLAG = "input control:"
+#: End of the flag of a base-year nil consumption whose row runs higher (the ranking row and the answer carry it).
+NOT_SIMULATED_FLAG = "that use is not simulated"
 
 
 def under_input_control(node: Node, restrictors: list[str], control: dict[str, float] | None) -> Node:
@@ -158,7 +162,7 @@ def under_input_control(node: Node, restrictors: list[str], control: dict[str, f
         exports[r] = (1.0, 1.0, 1.0, "input control: the controlled output is made outside the restrictors and sold to the world")
     named = ", ".join(f"{c} {p:.0%} of {node.shares.get(c, 0.0):.1%}" for c, p in sorted(control.items()))
     absent = sorted(c for c in control if node.shares.get(c, 0.0) <= 0)
-    flag = (f"input control: the measure restricts an input; the output it stops ({named} of world output = "
+    flag = (f"{INPUT_CONTROL_FLAG} the measure restricts an input; the output it stops ({named} of world output = "
             f"{controlled:.1%}) stands in for the restrictors' exports, and their own output at the node is not withheld"
             + (f" ({', '.join(absent)} listed with no share of the node: nothing of theirs is stopped)" if absent else ""))
     return replace(node, shares=shares, export_share=exports,
@@ -575,7 +579,7 @@ def build_nodes(atlas: Atlas, year: int = 2024, product_values: pd.DataFrame | N
                     high = consumption_high_tonnes(atlas, iso, c, year, stage=st)
                     if high:
                         flags.append(f"{iso} consumption nil in {int(own[1])}, up to {high:,.0f} t at the row's high end: "
-                                     "that use is not simulated")
+                                     f"{NOT_SIMULATED_FLAG}")
             else:
                 if cq is not None and np.isfinite(q) and q > 0:
                     flags.append(f"{iso} consumption/world output {cq / q:.2f} > {MAX_PLAUSIBLE_DEMAND_SHARE}: different bases, proxy used")

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from critmin.simulate.engine import withheld_bounds
-from critmin.simulate.nodes import PARTICIPANTS, STALE_MARK
+from critmin.simulate.nodes import INPUT_CONTROL_FLAG, NOT_SIMULATED_FLAG, PARTICIPANTS, STALE_MARK
 from critmin.simulate.regimes import evolution_scenarios, export_controls
 from critmin.simulate.run import PERSPECTIVES, RunResult, Simulator, _quantiles, run, weighted_tail
 from critmin.simulate.scenario import Scenario
@@ -416,7 +416,7 @@ def risk_ranking(
         # row too, although it does not count in the proxy share
         proxies = sorted({f for f in "; ".join(g["flags"]).split("; ")
                           if rests_on_proxy(f, others) or names_estimate(f, others)
-                          or (f.endswith("that use is not simulated") and not any(f.startswith(o) for o in others))})
+                          or (f.endswith(NOT_SIMULATED_FLAG) and not any(f.startswith(o) for o in others))})
         flags = [f"not valued (no world tonnage or price): {', '.join(unvalued)}"] if unvalued else []
         flags += proxies
         base_c = sorted(s.id for s in baseline if s.commodity == c)
@@ -457,7 +457,7 @@ def risk_ranking(
                      "base_loss_usd": _base_loss(g[valued], r.scenario),
                      # review 32: a measure on an input of the node (E023's precursors) withholds output made outside
                      # the restrictors; the answer must not name the restrictors' own share as what is cut
-                     "on_input": "input control:" in str(getattr(r, "flags", ""))}
+                     "on_input": INPUT_CONTROL_FLAG in str(getattr(r, "flags", ""))}
                     for r in top.itertuples()
                 ],
                 "in_force_controls": sorted(set(g.loc[g["status"] == "in_force", "scenario"])),

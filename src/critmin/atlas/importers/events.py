@@ -20,7 +20,7 @@ import pandas as pd
 
 from critmin._text import normalise_name
 from critmin.atlas.importers.common import QuirkLog, read_raw_csv
-from critmin.atlas.schema import STAGE_ORDER, parse_date
+from critmin.atlas.schema import STAGE_ORDER, parse_date, parse_input_control
 from critmin.errors import ImportDataError, Problem
 
 EVENT_LICENCE = "facts cited from the listed public sources; compiled by critmin from data/raw/events (see PROVENANCE.md 8c)"
@@ -273,13 +273,16 @@ def import_event_scenarios(
         # optional: a measure on an input of the node ("KOR:1": the producers whose output at the node is made from
         # the restrictor's input, and the share of it; Scenario.input_control)
         control = text.get("input_control", "") or ""
-        for part in [p.strip() for p in control.split(";") if p.strip()]:
-            iso, _, share = part.partition(":")
-            v = _number(share.strip(), problems, file, line, "input_control") if share.strip() else None
-            if iso.strip() not in iso_codes or v is None or not 0 <= v <= 1:
-                bad("input_control", f"'{part}' is not ISO3:share with a known country and a share in 0-1")
-            elif iso.strip() == restrictor:
-                bad("input_control", f"'{part}' names the restrictor: list the producers that depend on its input")
+        try:
+            parsed = parse_input_control(control)
+        except ValueError as exc:
+            bad("input_control", str(exc))
+            parsed = {}
+        for iso, v in parsed.items():
+            if iso not in iso_codes or not 0 <= v <= 1:
+                bad("input_control", f"'{iso}:{v:g}' is not ISO3:share with a known country and a share in 0-1")
+            elif iso == restrictor:
+                bad("input_control", f"'{iso}' names the restrictor: list the producers that depend on its input")
         if control and not (text.get("note") or ""):
             bad("note", "required when input_control is given: say which input the measure covers")
         for field, event_field in (("start", "start"), ("end", "end")):
