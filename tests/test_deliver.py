@@ -43,6 +43,38 @@ def test_contract_minimum_by_hand():
     assert b.loc["B", "minimum_unmet_t"] == pytest.approx(0.0, abs=1e-9)
 
 
+def test_a_market_share_caps_a_pair_by_hand():
+    """Review 33 F5: the programme held only the bloc's buyers, so a new plant's whole output went to them, while the
+    stocks credit them with their market's share of an added tonne. A pair capped at 30 % of a 10 t/month project
+    takes 3 t a month, the rest of the project stays unallocated (the other buyers), an uncapped pair is unchanged."""
+    r = solve_transport(np.array([[10.0, 10.0]]), np.array([[8.0, 8.0], [6.0, 6.0]]), np.ones((1, 2), bool),
+                        np.array([2, 2]), np.zeros(2), ["p"], ["A", "B"], np.array([[0.3, np.nan]]))
+    b = r.buyers.set_index("buyer_id")
+    assert b.loc["A", "delivered_t"] == pytest.approx(6.0) and b.loc["B", "delivered_t"] == pytest.approx(12.0)
+
+
+def test_aggregate_buyers_take_their_market_share_of_new_output(atlas):
+    """Review 33 F5: an aggregate buyer (a country's whole industry) takes at most its market share of a new
+    project's uncontracted output; a named offtaker under contract is not capped."""
+    from critmin.deliver.plan import delivery_plan
+
+    projects, buyers = _frames()
+    projects = projects[projects["project_id"] == "A"].assign(status_class="commissioning", output_t=np.nan, first_output="2026-12")
+    buyers = buyers.assign(kind="aggregate", demand_t_per_year=10_000.0)
+    share = {"cobalt/refine": {"USA": 0.25, "JPN": 0.10}}
+    r = delivery_plan(atlas, projects, buyers, months=6, as_of="2026-12", market_share=share)
+    cap = r["projects"][0]["capacity_t"]
+    b = {x["buyer_id"]: x["delivered_t"] for x in r["buyers"]}
+    assert b["N1"] == pytest.approx(0.25 * cap) and b["N2"] == pytest.approx(0.10 * cap)
+    # without the shares (the old rule) the two bloc buyers took it all
+    r = delivery_plan(atlas, projects, buyers, months=6, as_of="2026-12")
+    assert sum(x["delivered_t"] for x in r["buyers"]) == pytest.approx(cap)
+    # a contract naming the project lifts the cap for that buyer only
+    r = delivery_plan(atlas, projects, buyers.assign(contract_projects=["A", None]), months=6, as_of="2026-12", market_share=share)
+    b = {x["buyer_id"]: x["delivered_t"] for x in r["buyers"]}
+    assert b["N1"] + b["N2"] == pytest.approx(cap) and b["N2"] <= 0.10 * cap + 1e-6
+
+
 def test_ineligible_pairs_get_nothing():
     r = solve_transport(np.array([[10.0]]), np.array([[5.0]]), np.zeros((1, 1), bool), np.array([1]), np.zeros(1), ["p"], ["A"])
     assert r.allocation.empty and r.buyers["shortfall_t"].iloc[0] == pytest.approx(5.0)

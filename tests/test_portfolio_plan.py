@@ -124,6 +124,13 @@ def test_undated_projects_get_their_status_lead_time_and_instruments_act_only_on
     assert "no first-output date" in notes[-1]
     assert months_before_output({"first_output": "2027-12", "delay_months": 0.0}, "construction", "2026-12", ip, []) == 12
     assert months_before_output({"first_output": ""}, "operating", "2026-12", ip, []) == 0.0
+    # review 33 F3: a target passed by less than the class's slip is late, not unknown (Mountain Pass's Dy/Tb circuit,
+    # "2026" in a plan of 2026-12, was put 18 months out): the target plus the slip; passed by more, the lead time
+    slip = ip.get("project", "delay_months:construction")
+    late: list[str] = []
+    assert months_before_output({"first_output": "2026"}, "construction", "2026-12", ip, late) == pytest.approx(slip - 5)
+    assert "has passed without reported output" in late[0]
+    assert months_before_output({"first_output": "2024"}, "construction", "2026-12", ip, []) == ip.get("project", "lead_time_months:construction")
     # every status class of the register has a lead time
     from critmin.portfolio.register_schema import STATUS_CLASSES
 
@@ -273,6 +280,15 @@ def test_a_mine_is_not_credited_with_ore_no_participant_can_process_nor_with_pro
     # a node where both participants' demand is sourced and no ore rule applies keeps the bloc's whole shortfall
     k = next(n for n in s.node_names if n not in s.metadata["proxy_demand_not_counted"] and n not in s.metadata["ore_not_usable"])
     assert s.shortfall[s.node_names.index(k)].sum() == pytest.approx(s2.shortfall[s2.node_names.index(k)].sum())
+    # review 33 F4: "the need is counted where it is bought" was not so: the ore shortfall the sample drops is carried
+    # to the refined stage (the stock plan's rule, simulate.carry.carry_unstockable_ore), where refining answers it
+    from critmin.simulate.risk import risk_run
+
+    assert {("USA", "lithium/mine", "lithium/refine"), ("JPN", "lithium/mine", "lithium/refine")} <= set(s.metadata["ore_carried"])
+    raw = risk_run(simulator, 40, 0).node_draws.get("lithium/refine")
+    own = 0.0 if raw is None else float((raw[3] + raw[4]).sum())  # the participants' shortfall there before the carry
+    assert s.shortfall[s.node_names.index("lithium/refine")].sum() > own
+    assert "counted where it is bought (lithium/refine)" in reasons["P051"]["reason"]
 
 
 def test_a_project_treated_as_financed_shows_a_status_that_says_otherwise(plan):

@@ -152,6 +152,27 @@ def test_a_priority_that_rests_on_a_suspended_control_says_both_cases(study_run:
     assert "33% of its expected loss" in text and "$40 M a year if it has lapsed, $80 M if it is back in force" in text
 
 
+def test_a_suspended_measure_without_a_scenario_is_named_with_the_gains_it_would_reach(study_run: tuple[Path, dict]):
+    """Review 33 F2: China's October 2025 extraterritorial rare-earth rule (E022), suspended as E023 was, has no
+    scenario; the answer credited Japan's magnet makers a gain that rule targets and never named it. The plan lists
+    the suspended measures it does not simulate, and the answer names them with the participants' gains they reach."""
+    import copy
+
+    from critmin.report.summary import build_summary
+
+    _, plan = study_run
+    listed = {x["event_id"]: x for x in plan["metadata"]["suspended_not_simulated"]}
+    assert "E022" in listed and "E023" not in listed and listed["E022"]["until"] == "2026-11-10"
+    p = copy.deepcopy(plan)
+    r = p["participant_risk"]["JPN"][0]
+    r.update({"name": "NdFeB permanent magnets", "commodity": "ndfeb_magnets", "expected_loss_usd": 214e6,
+              "producer_gain_usd": 174e6, "net_loss_usd": 40e6})
+    text = " ".join(build_summary(p)["what_would_change"])
+    assert "Not simulated: E022" in text and "suspended until 2026-11-10" in text
+    assert "Japan's NdFeB permanent magnets (rank 1: consumer loss $214 M a year, its makers' gain $174 M, net $40 M)" in text
+    assert "Not simulated: E024" in text and "E024, licence requirement (dual-use) on superhard materials" in text
+
+
 def test_a_participants_priority_on_a_suspended_input_control_says_both_cases_and_what_is_cut(study_run: tuple[Path, dict]):
     """Review 32 F4: U.S. nickel-based cathode (5th for the USA, 7th for the bloc) rested for 94 % on E023's suspended
     precursor licence, yet the answer gave the both-cases sentence for the bloc's top five only, and named the
@@ -455,9 +476,11 @@ def test_stocks_and_projects_do_not_claim_the_same_loss_twice(study_run: tuple[P
         for k, q in sel["co_product_nameplate_t_per_year"].items():
             want[k] = want.get(k, 0.0) + q
     assert supply == pytest.approx({k: v for k, v in want.items() if v > 0})
+    # the stocks fall on the recommended projects and the pipeline coming anyway (review 26, review 33 F3: Sangdong)
+    with_pipeline = projects_supply(pf, pf.get("financed_pipeline"))
     for r in rows:
         assert 0.0 <= r["stock_after_projects_t"] <= r["optimal_stock_t"] + 1e-9
-        assert r["projects_supply_t_per_year"] == pytest.approx(supply[r["node"]])
+        assert r["projects_supply_t_per_year"] == pytest.approx(with_pipeline[r["node"]])
     if ids:
         fin = plan["summary"]["sentences"]["financing"]
         # review 21: the sentence opens with the decision taken after the stocks
@@ -751,9 +774,15 @@ def test_stocks_say_what_they_fall_to_once_the_financed_pipeline_produces(study_
     assert stib["node"] == "antimony/mine" and stib["status_class"] == "construction" and stib["nameplate_t_per_year"] == pytest.approx(8346.1)
     assert stib["co_product_nameplate_t_per_year"] == {"gold/mine": pytest.approx(14.4)}
     reasons = {p["project_id"]: p["reason"] for p in pf["projects"]}
-    assert all(reasons[k].startswith("already financed") for k in pipe)
     flagged = {p["project_id"] for p in pf["projects"] if p["already_financed"]}
-    assert set(pipe) <= flagged
+    # review 33 F3: with those whose counted money covers the capex, the pipeline holds the projects the portfolio
+    # treats as financed by their status class (construction, commissioning: coming with or without support)
+    for k, x in pipe.items():
+        if x["financed_basis"].startswith("counted"):
+            assert reasons[k].startswith("already financed") and k in flagged, k
+        else:
+            assert reasons[k].startswith("treated as financed because its status class is") and x["status_class"] in ("construction", "commissioning"), k
+    assert {"P067", "P017", "P072"} <= set(pipe)  # Sangdong, e-VAC Sumter, Mountain Pass's Dy/Tb circuit
     assert not set(pipe) & {s["project_id"] for s in pf["selected"]}
     row = next(r for r in plan["stockpiles"]["stockpiles"] if r["participant"] == "USA" and r["node"] == "antimony/mine")
     assert row["projects_supply_t_per_year"] >= stib["nameplate_t_per_year"] - 1e-6
@@ -789,7 +818,7 @@ def test_financed_pipeline_reads_the_portfolio_flag_not_its_reason_text(simulato
         {"project_id": "PA", "name": "A", "commodity_id": "antimony", "stage": "mine", "capacity_t": 1000.0,
          "status_class": "construction", "first_output": "2028", "completion_probability": 0.8},
         {"project_id": "PB", "name": "B", "commodity_id": "antimony", "stage": "mine", "capacity_t": 500.0,
-         "status_class": "construction", "first_output": "2028", "completion_probability": 0.8},
+         "status_class": "financing", "first_output": "2028", "completion_probability": 0.8},
         {"project_id": "PC", "name": "C", "commodity_id": "antimony", "stage": "mine", "capacity_t": 700.0,
          "status_class": "construction", "first_output": "2028", "completion_probability": 0.8},
     ])
@@ -801,6 +830,16 @@ def test_financed_pipeline_reads_the_portfolio_flag_not_its_reason_text(simulato
     got = financed_pipeline(portfolio, projects, simulator.nodes)
     assert [x["project_id"] for x in got] == ["PA"]
     assert got[0]["node"] == "antimony/mine" and got[0]["nameplate_t_per_year"] == 1000.0
+    assert got[0]["financed_basis"] == "counted support covers its capex"
+    # review 33 F3: a project in construction that the portfolio rejects is coming with or without support (its
+    # status class), so it is in the pipeline too, said as such; a selected one is not
+    projects = pd.concat([projects, pd.DataFrame([{"project_id": "PD", "name": "D", "commodity_id": "antimony", "stage": "mine",
+                                                    "capacity_t": 300.0, "status_class": "commissioning", "first_output": "2025",
+                                                    "completion_probability": 0.95}])], ignore_index=True)
+    portfolio["projects"].append({"project_id": "PD", "decision": "rejected", "reason": "treated as financed ...", "already_financed": False})
+    got = {x["project_id"]: x for x in financed_pipeline(portfolio, projects, simulator.nodes)}
+    assert set(got) == {"PA", "PD"}
+    assert got["PD"]["financed_basis"].startswith("status class commissioning") and got["PD"]["months_to_output"] == 0.0
 
 
 def test_deliveries_into_a_government_stockpile_are_reported_apart(study_run: tuple[Path, dict]):

@@ -23,7 +23,7 @@ from tests.conftest import PASSWORD, cheap_argon2
 GOV, GOV_JP, AGENCY, ACME, BETA, OBSERVER = "gov@us.example", "gov@jp.example", "fin@dfc.example", "co@acme.example", "co@beta.example", "obs@oecd.example"
 PLURAL = {"project": "projects", "need": "needs", "offer": "offers", "scenario": "scenarios"}
 #: The bundled registers loaded into a new workspace.
-BUNDLED_PROJECTS, BUNDLED_NEEDS = 71, 50
+BUNDLED_PROJECTS, BUNDLED_NEEDS = 71, 52
 LIBRARY_EVENT = "ev.E001.rare_earths.refine"
 
 

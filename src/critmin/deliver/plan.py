@@ -46,8 +46,14 @@ def _origin_ok(rule: str, origin: str, atlas: Atlas) -> bool:
 
 
 def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, months: int = 6, as_of: str | None = None,
-                  first_month: dict[str, int] | None = None) -> dict[str, Any]:
-    """The delivery programme over ``months`` months from ``as_of`` (see module docstring)."""
+                  first_month: dict[str, int] | None = None, market_share: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
+    """The delivery programme over ``months`` months from ``as_of`` (see module docstring).
+
+    ``market_share`` (node -> ISO3 -> share): the share of a tonne added at the node outside its dominant supplier
+    that reaches the country's buyers (:meth:`critmin.simulate.run.Simulator.share_of_added_supply`, the rule of the
+    stocks and the portfolio). An aggregate buyer (``kind`` aggregate: a country's whole industry) takes at most that
+    share of a new project's output unless its contract names the project; the rest is sold to the other buyers outside
+    the restrictor (review 33 F5: Port Pirie's new antimony went 100 % to the bloc, which the stocks credit with 37 %)."""
     from critmin._dates import month_or_now
     from critmin.inputs import make_options
     from critmin.portfolio.finance import ramp_share
@@ -149,7 +155,18 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
                           and (pid in contract if existing or pid in reserved else (not contract or pid in contract)))
     capacity = np.array(cap_rows) if cap_rows else np.zeros((0, months))
     demand = np.array(dem_rows) if dem_rows else np.zeros((0, months))
-    res = solve_transport(capacity, demand, elig, np.array(prio), np.array(mins), pids, bids)
+    pair_share = np.full((P, B), np.nan)
+    if market_share:
+        for i, pid in enumerate(pids):
+            if ramps[pid]["supply"] != "new":
+                continue
+            node = f"{sup.loc[pid, 'commodity_id']}/{sup.loc[pid, 'stage']}"
+            for k, bid in enumerate(bids):
+                br = bt.loc[bid]
+                m_share = (market_share.get(node) or {}).get(str(br["country_iso3"]))
+                if elig[i, k] and str(br.get("kind") or "") == "aggregate" and m_share is not None and pid not in contract_of(br):
+                    pair_share[i, k] = m_share
+    res = solve_transport(capacity, demand, elig, np.array(prio), np.array(mins), pids, bids, pair_share)
     names_b = dict(zip(buyers["buyer_id"], buyers["name"], strict=True))
     names_p = dict(zip(projects["project_id"], projects["name"], strict=True))
     node_p = {str(k): f"{c}/{st}" for k, c, st in zip(projects["project_id"], projects["commodity_id"], projects["stage"], strict=True)}

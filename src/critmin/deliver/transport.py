@@ -6,6 +6,7 @@
          s_bt = Σ_k u_btk,  0 <= u_btk <= D_bt / S  the shortfall in S steps of a S-th of the demand (k = 1..S)
          Σ_{p,t} x_pbt + m_b >= M_b                 contract minimum over the horizon; m_b = unmet part
          x_pbt >= 0 only for eligible pairs (same node; origin rule; never to a country of concern)
+         x_pbt <= c_pb K_pt                         an aggregate buyer's market share c_pb of uncontracted new output
 
 π_b is the priority weight (priority 1: 100, 2: 10, 3: 1), Π a penalty larger than any π (1,000) so that
 minimums are met whenever capacity allows; ε a tiny reward for delivering. Each further S-th of a buyer's demand left
@@ -105,12 +106,27 @@ def _pairs_by_buyer(m: TransportModel) -> dict[int, list[int]]:
     return by_b
 
 
+def market_share_caps(m: TransportModel, capacity: np.ndarray, pair_share: np.ndarray | None) -> None:
+    """``x_pbt <= c_pb K_pt`` where ``c_pb`` is finite: an aggregate buyer takes at most its market's share of a
+    project's uncontracted new output (the share of an added tonne that reaches it, as in the stocks and the
+    portfolio; review 33 F5), the rest going to the other buyers outside the restrictor."""
+    if pair_share is None or m.x is None:
+        return
+    for k, (p, b) in enumerate(m.pairs):
+        c = pair_share[p, b]
+        if np.isfinite(c):
+            for t in range(m.months):
+                m.h.changeColBounds(int(m.x[k * m.months + t].index), 0.0, float(max(c, 0.0) * capacity[p, t] / m.scale))
+
+
 def solve_transport(capacity: np.ndarray, demand: np.ndarray, eligible: np.ndarray, priority: np.ndarray,
-                    minimum: np.ndarray, project_ids: list[str], buyer_ids: list[str]) -> DeliveryResult:
+                    minimum: np.ndarray, project_ids: list[str], buyer_ids: list[str],
+                    pair_share: np.ndarray | None = None) -> DeliveryResult:
     """Solve the programme of the module docstring.
 
     ``capacity`` (P, T) t, ``demand`` (B, T) t, ``eligible`` (P, B) bool, ``priority`` (B,) in {1, 2, 3},
-    ``minimum`` (B,) t over the horizon (0 = none).
+    ``minimum`` (B,) t over the horizon (0 = none), ``pair_share`` (P, B) the most of a project's output a buyer may
+    take (NaN = no cap; :func:`market_share_caps`).
     """
     import highspy
 
@@ -134,6 +150,7 @@ def solve_transport(capacity: np.ndarray, demand: np.ndarray, eligible: np.ndarr
     demand_balance(m, demand)
     rationing_steps(m, demand, w)
     contract_minimums(m, minimum)
+    market_share_caps(m, capacity, pair_share)
     h.run()
     status = h.modelStatusToString(h.getModelStatus())
     # an empty model (no buyer with a published volume) is solved: nothing to deliver

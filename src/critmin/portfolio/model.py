@@ -46,6 +46,7 @@ from critmin.portfolio.instruments import (
 )
 from critmin.portfolio.optimise import CO_SUPPLY, PortfolioProblem
 from critmin.portfolio.register_schema import parse_coproducts
+from critmin.simulate.carry import carry_unstockable_ore
 from critmin.simulate.nodes import NodeTable, all_element_value
 from critmin.simulate.ore import need_not_counted
 
@@ -113,16 +114,27 @@ ACCELERATED_STATUSES: dict[str, tuple[str, ...]] = {
 def months_before_output(p: dict[str, Any], status: str, as_of: str, ip: InstrumentParameters, assume: list[str]) -> float:
     """Months from ``as_of`` to a project's first output without new support, ``T_p``.
 
-    ``T_p = 0`` for an operating project; ``T_p = max(0, month(first_output) - as_of) + d_s`` with the register's
-    delay or the status class's typical delay ``d_s`` beyond a sponsor's target date; and, where the register
-    publishes no first-output date or a date already past for a project not yet producing (a paused mine's
-    first output of 2017), the status class's typical lead time ``L_s`` (``lead_time_months:<status>``
+    ``T_p = 0`` for an operating project; ``T_p = max(0, month(first_output) - as_of + d_s)`` with the register's
+    delay or the status class's typical delay ``d_s`` beyond a sponsor's target date (also for a target already
+    passed by less than ``d_s``: late, not unknown); and, where the register publishes no first-output date or a date
+    passed by more than ``d_s`` for a project not yet producing (a paused mine's first output of 2017), the status
+    class's typical lead time ``L_s`` (``lead_time_months:<status>``
     in instrument_parameters.csv, delay included). Each default used is appended to ``assume``."""
     if status == "operating":
         return 0.0
     until = month_offset(as_of, str(p.get("first_output") or ""))
+    raw_delay = p.get("delay_months")
+    own_delay = raw_delay is not None and bool(np.isfinite(raw_delay))
+    delay = float(raw_delay) if own_delay and raw_delay is not None else float(ip.get("project", f"delay_months:{status}", 0.0))
     if until is not None and until < 0 and status not in ("commissioning",):
-        # a date already past for a project that is not producing (paused, still in construction, ...) is stale
+        if until + delay > 0:
+            # review 33 F3: a target passed by less than the class's typical slip is late, not unknown: first output
+            # at the target plus the slip (Mountain Pass's Dy/Tb circuit, "mid-2026", read 18 months after 2026-12)
+            assume.append(f"first-output date {p.get('first_output')} has passed without reported output (status '{status}'): "
+                          f"expected {delay:g} months after it (the {'register' if own_delay else 'class'} delay)")
+            return float(until) + delay
+        # a date passed by more than the typical slip, for a project that is not producing (paused, still in
+        # construction, ...) is stale
         assume.append(f"first-output date {p.get('first_output')} has passed without output (status '{status}'): treated as unknown")
         until = None
     if until is None:
@@ -131,11 +143,9 @@ def months_before_output(p: dict[str, Any], status: str, as_of: str, ip: Instrum
             raise CritminError(f"instrument parameters: no lead_time_months:{status} row for a project without a first-output date")
         assume.append(f"{NO_DATE_NOTE}: typical lead time {lead:g} months for status '{status}'")
         return float(lead)
-    delay = p.get("delay_months")
-    if delay is None or not np.isfinite(delay):
-        delay = ip.get("project", f"delay_months:{status}", 0.0)
+    if not own_delay:
         assume.append(f"delay {delay:g} months for status '{status}'")
-    return max(0.0, float(until) + float(delay))
+    return max(0.0, float(until) + delay)
 
 
 def reported_output_t(p: dict[str, Any]) -> float | None:
@@ -330,7 +340,11 @@ def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective
     proxy: dict[str, list[str]] = {}
     unusable: dict[str, list[str]] = {}
     shares: dict[str, tuple[float, str]] = {}
-    for k, nd in res.node_draws.items():
+    # review 33 F4: a participant's shortfall of ore no plant of its own takes is carried to the refined stage where it
+    # buys (as the stock plan does), so the need dropped at the ore node is counted where it is bought; before, the
+    # DRC quota's cobalt loss (the bloc's #1) was counted nowhere in the portfolio
+    carried_draws, carried = carry_unstockable_ore(sim, res.node_draws, [PERSPECTIVES[i] for i in members], sourced_only=sourced_demand_only)
+    for k, nd in carried_draws.items():
         node = sim.nodes.nodes[sim.nodes.index[k]] if k in sim.nodes.index else None
         keep = list(members)
         if node is not None:
@@ -374,6 +388,7 @@ def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective
     return Sample(names, short, months, v, loss, {**res.metadata, "perspective": perspective.upper(), "sample_draws": draws,
                                                   "sourced_demand_only": sourced_demand_only, "proxy_demand_not_counted": proxy,
                                                   "ore_not_usable": unusable,
+                                                  "ore_carried": sorted({(c["participant"], c["from"], c["node"]) for c in carried}),
                                                   "share_of_added_supply": {k: {"share": shares[k][0], "basis": shares[k][1]} for k in names},
                                                   "stocks_netted_t": {k: dict(v) for k, v in (stocks_t or {}).items() if k in node_draws}}, v_io,
                   np.array([stocked[k] for k in names]).reshape(len(names), draws) if stocks_t else None,
@@ -487,8 +502,12 @@ def build_problem(
             # review 5: scandium, which has no node, read as "no shortfall", as if it were safe
             dropped = sample.metadata.get("proxy_demand_not_counted", {}).get(key)
             no_plant = sample.metadata.get("ore_not_usable", {}).get(key)
+            to = sorted({v for _, u, v in sample.metadata.get("ore_carried", []) if u == key})
             reasons[pid] = ([f"the simulated shortfall at {key} is of {' and '.join(no_plant)}, which {'has' if len(no_plant) == 1 else 'have'} no "
-                             "plant at the next stage to take this ore or concentrate: the need is counted where it is bought, not here"
+                             "plant at the next stage to take this ore or concentrate: the need is counted where it is bought"
+                             + (f" ({', '.join(to)}), where added refining answers it; a tonne of ore added here reaches them only once "
+                                "refined elsewhere, which the portfolio does not credit (a limitation, not a finding that the mine is of no use)"
+                                if to else ", not here")
                              + (f"; and of {' and '.join(dropped)}, whose demand there is a proxy (a volume nobody measured)" if dropped else "")]
                             if no_plant else
                             [f"the simulated shortfall at {key} is of {' and '.join(dropped)}, whose demand there is a proxy (a volume nobody "

@@ -57,6 +57,20 @@ def suspended_until(events: pd.DataFrame) -> dict[str, str]:
     return out
 
 
+def suspended_not_simulated(events: pd.DataFrame, simulated: set[str]) -> list[dict[str, str]]:
+    """Suspended events with no scenario row in the library (review 33 F2: China's October 2025 extraterritorial
+    rare-earth rule, E022, suspended as E023 was, had no scenario and the answer did not name it): id, end of the
+    suspension, commodities, forms and measure, so the answer can say what would change if it returned."""
+    until = suspended_until(events)
+    out = []
+    for r in events.to_dict("records") if len(events) else []:
+        e = str(r["event_id"])
+        if e in until and e not in simulated:
+            out.append({"event_id": e, "until": until[e], "commodities": str(r.get("commodities") or ""),
+                        "forms": str(r.get("stages_forms") or ""), "measure": str(r.get("measure") or "")})
+    return out
+
+
 def assemble_plan(atlas: Any, *, priority: list[dict[str, Any]], vulnerabilities: list[dict[str, Any]], scenarios: list[dict[str, Any]],
                   risk_metadata: Mapping[str, Any], portfolio: dict[str, Any], stockpiles: dict[str, Any], deliveries: dict[str, Any],
                   matches: dict[str, Any], validation: dict[str, Any], buyers: pd.DataFrame, critical_lists: dict[str, set[str]],
@@ -89,6 +103,7 @@ def assemble_plan(atlas: Any, *, priority: list[dict[str, Any]], vulnerabilities
                      "chokepoints": dict(chokepoints or {}),
                      # review 24: the answer compares a suspension's end with the plan's date
                      "suspended_until": suspended_until(atlas.events),
+                     "suspended_not_simulated": suspended_not_simulated(atlas.events, set(atlas.event_scenarios["event_id"].astype(str))),
                      "perspective": "BLOC", "participants": sorted(atlas.participants), "blocs": atlas.bloc_members(),
                      "parameters": risk_metadata.get("parameters"),
                      "parameters_sha256": risk_metadata.get("parameters_sha256"), "data_files": risk_metadata.get("data_files")},

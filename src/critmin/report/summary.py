@@ -124,6 +124,38 @@ def _suspension_status(susp: list[dict[str, Any]], plan: dict[str, Any]) -> str:
     return ("; ".join(out) + ". ") if out else ""
 
 
+def _suspended_not_simulated(plan: dict[str, Any], top: int = 10) -> list[str]:
+    """A sentence per suspended measure the library does not simulate (``metadata.suspended_not_simulated``; review 33
+    F2): what it covers, when its suspension ended, and the participants' ranked materials it would reach whose
+    makers are credited a gain (a row is reached when its commodity id, or a word of it of five letters or more, appears
+    in the measure's commodities or forms: ``ndfeb_magnets`` by "magnets"): back in force, that gain is in doubt and the net loss moves
+    toward the consumer loss."""
+    md = plan.get("metadata") or {}
+    as_of = str(md.get("as_of") or "")
+    out = []
+    for ev in md.get("suspended_not_simulated") or []:
+        text = f"{ev['commodities']} {ev['forms']}".lower()
+        reached = []
+        for j, rows in (plan.get("participant_risk") or {}).items():
+            for r in (rows or [])[:top]:
+                gain = float(r.get("producer_gain_usd") or 0.0)
+                cid = str(r.get("commodity") or "")
+                words = [w for w in cid.split("_") if len(w) >= 5]
+                if gain > 0 and cid and (cid.replace("_", " ") in text or any(re.search(rf"\b{w}\b", text) for w in words)):
+                    who = PARTICIPANT_NAMES.get(j, j)
+                    reached.append(f"{who}{chr(39) if who.endswith('s') else chr(39) + 's'} {r['name']} (rank {int(r['rank'])}: consumer loss "
+                                   f"{usd(float(r['expected_loss_usd']))} a year, its makers' gain {usd(gain)}, net "
+                                   f"{usd(float(r.get('net_loss_usd') or 0.0))})")
+        past = bool(as_of) and ev["until"][:7] < as_of[:7]
+        out.append(f"Not simulated: {ev['event_id']}, {ev['measure']} on {ev['commodities']} ({ev['forms']}), suspended until {ev['until']}"
+                   + (f", before the plan's month ({as_of[:7]}), with no later status recorded (events.csv)" if past else "")
+                   + ". The library has no scenario for it"
+                   + (f"; back in force, it would reach the makers credited with a gain in {'; '.join(reached)}: their gain is "
+                      "then in doubt and the net loss moves toward the consumer loss" if reached else "")
+                   + (". Check its status before relying on those net figures." if reached else ". Check its status."))
+    return out
+
+
 def _net_of_producers(risk: pd.DataFrame, top: int) -> str:
     """The ranking on net loss beside the ranked consumer loss (review 23: Japan's cathode and anode ranked #4 and
     #5 by consumer loss are net gains to Japan, whose makers export them, and the answer did not say so): the totals,
@@ -451,10 +483,11 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
             fin = [x for x in pf.get("financed_pipeline") or [] if x.get("node") == node or node in (x.get("co_product_nameplate_t_per_year") or {})]
             return ", ".join([*(f"{x.get('name') or x['project_id']} ({'conditional, ' if x['project_id'] in cond else ''}completion "
                                 f"{float(x.get('completion_probability') or 0.0):.2f})" for x in ps),
-                              *(f"{x['name']} (already financed, {x['status_class']}, first output expected {_expected(x)}, completion "
+                              *(f"{x['name']} ({'already financed' if str(x.get('financed_basis') or '').startswith('counted') else 'coming with or without support'}, "
+                                f"{x['status_class']}, first output expected {_expected(x)}, completion "
                                 f"{float(x['completion_probability']):.2f}" + (f"; {x['output_caveat']}" if x.get("output_caveat") else "")
                                 + ")" for x in fin)])
-        s_stock += (" Once the recommended projects and those already financed produce, the stocks at their nodes can fall ("
+        s_stock += (" Once the recommended projects and those already financed or being built produce, the stocks at their nodes can fall ("
                     + "; ".join(f"{r['participant']} {r['node']} {float(r['optimal_stock_t']):,.0f} t to {float(r['stock_after_projects_t']):,.0f} t"
                                 + (f" on {_on(r['node'])}" if _on(r["node"]) else "")
                                 for r in sorted(after, key=lambda r: float(r["stock_after_projects_t"]) - float(r["optimal_stock_t"])))
@@ -775,6 +808,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                    "its size turns on whether the restrictors' own output can replace it (for E023's precursors, from a "
                    "quarter to three times the figure here: docs/validation.md §6). " if on_input else "")
                 + "Check its status before acting on this rank.")
+    changes += _suspended_not_simulated(plan)
     # review 32 F6: use that starts after the base year (U.S. LFP cathode: nil in 2024, the plants of 2025-2026 at their
     # nameplate) is not in the ranking; say so where the data hold a higher figure
     later = [(str(r["name"]), str(f)) for r in plan["scenarios"] for f in (r.get("flags") or [])

@@ -424,7 +424,6 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
 
     import matplotlib.pyplot as plt
     from matplotlib.backends.backend_pdf import PdfPages
-    from matplotlib.transforms import Bbox
 
     plan, replaced = pdf_text(plan)  # characters the PDF fonts cannot draw (Japanese names) become MISSING_GLYPH
     t = frames(plan)
@@ -448,13 +447,14 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
         plt.close(fig)
 
     def table_pages(pdf: PdfPages, title: str, df: pd.DataFrame, cols: list[str], n: int = 60, notes: list[str] | None = None,
-                    per_page: int = 72, width: int = 48) -> None:
+                    per_page: int = 72, width: int = 48, col_labels: dict[str, str] | None = None) -> None:
         """A typeset table (labels with units, formatted cells wrapped to their column, no 'nan'), continued over
-        pages as needed; ``per_page`` counts text lines, ``width`` caps a cell at about that many characters."""
+        pages as needed; ``per_page`` counts text lines, ``width`` caps a cell at about that many characters;
+        ``col_labels`` gives column labels where the column's name does not (the executive answer's tables)."""
         cols = [c for c in cols if c in df.columns]
         rows = df[cols].head(n).to_dict("records") if len(df) and cols else []
-        kinds = {c: kind_of(c) for c in cols}
-        labels = [label_of(c) for c in cols]
+        kinds = {c: kind_of(c) if col_labels is None else "text" for c in cols}
+        labels = [label_of(c) if col_labels is None else col_labels.get(c, label_of(c)) for c in cols]
         raw = [[cell_text(r[c], kinds[c]) for c in cols] for r in rows]
         fs = 6.3 if len(cols) > 6 else 7.0
         chars = 7.3 * 72 / (fs * 0.6)  # characters across the table at this font size (with cell padding)
@@ -531,40 +531,30 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
         plt.close(fig)
 
     def summary_pages(pdf: PdfPages, summary: dict[str, Any]) -> None:
+        """The executive answer: every sentence in full, continued over pages (review 33 F1: the text ran off the
+        first page), then each table typeset as the report's other tables, then what would change."""
         fig = plt.figure(figsize=(8.27, 11.69))
         fig.text(0.07, 0.96, f"Executive answer (as of {summary.get('as_of')})", fontsize=15, weight="bold", va="top")
         y = 0.93
         for v in summary["sentences"].values():
             for part in textwrap.wrap(v, 100):
+                if y < 0.05:
+                    pdf.savefig(fig)
+                    plt.close(fig)
+                    fig = plt.figure(figsize=(8.27, 11.69))
+                    fig.text(0.07, 0.96, "Executive answer (continued)", fontsize=12, weight="bold", va="top")
+                    y = 0.935
                 fig.text(0.07, y, part.replace("$", r"\$"), fontsize=9, va="top")
                 y -= 0.015
             y -= 0.006
-        for key, title, cols in SUMMARY_TABLES[:3]:
-            rows = summary["tables"].get(key, [])[:10]
-            if not rows:
-                continue
-            h = 0.017 * (len(rows) + 1)
-            if y - h < 0.04:
-                pdf.savefig(fig)
-                plt.close(fig)
-                fig = plt.figure(figsize=(8.27, 11.69))
-                y = 0.95
-            fig.text(0.07, y, title, fontsize=10, weight="bold", va="top")
-            ax = fig.add_axes((0.07, y - 0.02 - h, 0.86, h))
-            ax.axis("off")
-            cells = [[fmt_cell(r.get(c), k)[:40].replace("$", r"\$") for c, _, k in cols] for r in rows]
-            labels = [lab for _, lab, _ in cols]
-            widths = np.array([max([len(lab)] + [len(row[i]) for row in cells]) for i, lab in enumerate(labels)], float)
-            tb = ax.table(cellText=cells, colLabels=labels, colWidths=list(widths / widths.sum()), bbox=Bbox.from_bounds(0, 0, 1, 1),
-                          cellLoc="left")
-            tb.auto_set_font_size(False)
-            tb.set_fontsize(7)
-            y -= h + 0.04
         pdf.savefig(fig)
         plt.close(fig)
-        rest = [f"{title}: " + "; ".join(", ".join(fmt_cell(r.get(c), k) for c, _, k in cols) for r in summary["tables"].get(key, [])[:12])
-                for key, title, cols in SUMMARY_TABLES[3:]]
-        text_page(pdf, "Executive answer (continued)", [*rest, "", "What would change the recommendation:", *[f"- {x}" for x in summary["what_would_change"]]])
+        for key, title, cols in SUMMARY_TABLES:
+            rows = summary["tables"].get(key, [])
+            df = pd.DataFrame([{c: fmt_cell(r.get(c), k) for c, _, k in cols} for r in rows], columns=[c for c, _, _ in cols])
+            table_pages(pdf, f"Executive answer: {title}", df, [c for c, _, _ in cols], n=40, width=60,
+                        col_labels={c: lab for c, lab, _ in cols})
+        text_page(pdf, "Executive answer: what would change the recommendation", [f"- {x}" for x in summary["what_would_change"]])
 
     with PdfPages(buf) as pdf:
         if "summary" in plan:

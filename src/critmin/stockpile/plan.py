@@ -18,6 +18,7 @@ import pandas as pd
 
 from critmin.atlas.lists import on_list
 from critmin.inputs import make_options
+from critmin.simulate.carry import carry_unstockable_ore
 from critmin.simulate.nodes import PARTICIPANTS, REMAINDER_FLAG
 from critmin.simulate.ore import plant_intake_t, unusable_ore_reason
 from critmin.simulate.run import REFILL_ROW
@@ -468,57 +469,6 @@ def one_stage_per_consumption(sim: Any, node_draws: dict[str, np.ndarray], membe
     return out
 
 
-def carry_unstockable_ore(sim: Any, node_draws: dict[str, np.ndarray], members: list[str],
-                          sourced_only: bool = True) -> tuple[dict[str, np.ndarray], list[dict[str, str]]]:
-    """Node draws in which a participant's ore shortfall that no plant of its own can take is carried to the
-    next stage of the same commodity, where a stock can answer it.
-
-    For a mine node u whose ore participant j cannot process (:func:`unusable_ore_reason`), and each chain link to
-    a later stage v of the same commodity (use share ``a_uv``, ``c_uv`` t of u per t of v), in every draw:
-    ``D_jv += a_uv D_ju / c_uv``, ``LO_jv += a_uv LO_ju`` and ``L_jv += a_uv L_ju`` (the lost output and consumer
-    loss of those tonnes, so the value of a tonne supplied at v stays ``Σ LO / Σ D`` and a stock never saves more
-    than the loss it insures), the bloc's rows by the members' sums, the months the larger. The
-    ore node itself stays unstocked for j. Review 16: the DRC's cobalt quota gave the USA a refined-cobalt
-    shortfall in about 73 % of years, but the U.S. refined-cobalt stock was sized on the refined node's own
-    scenarios alone (a shortfall in 2.4 % of draws), and Japan's lithium got no stock for the same reason. The
-    carried tonnes leave the ore node's bloc rows (a pooled stock there does not count them again); with
-    ``sourced_only`` an ore node whose demand for j is a proxy carries nothing. Returns the new draws and one
-    record per carried (participant, ore node, node)."""
-    out = {k: v.copy() for k, v in node_draws.items()}
-    carried: list[dict[str, str]] = []
-    for key, nd in node_draws.items():
-        node = sim.nodes.nodes[sim.nodes.index[key]]
-        if node.stage != "mine":
-            continue
-        links = [(v, a, c) for v, a, c in sim.chain.links[sim.nodes.index[key]]
-                 if sim.nodes.nodes[v].commodity == node.commodity and np.isfinite(a) and np.isfinite(c) and c > 0]
-        n_p = len(PARTICIPANTS)
-        for j in members:
-            k = PARTICIPANTS.index(j)
-            if not (nd[3 + k] > 0).any() or unusable_ore_reason(sim, node, j) is None:
-                continue
-            if sourced_only and node.demand_basis.get(j, "").startswith("proxy"):
-                continue  # a shortfall of a demand nobody measured is not carried into a stock (sourced_demand_only)
-            short = nd[3 + k] > 0
-            for v, a, c in links:
-                vkey = sim.nodes.nodes[v].key
-                dst = out.setdefault(vkey, np.zeros_like(nd))  # a node no scenario of the sample reached
-                add_d, add_lo, add_l = a * nd[3 + k] / c, a * nd[7 + k], a * nd[k]
-                add_r = a * nd[REFILL_ROW + k]  # what buying the carried tonnes back would cost above the baseline price
-                for row, add in ((3 + k, add_d), (7 + k, add_lo), (k, add_l), (REFILL_ROW + k, add_r), (3 + n_p, add_d),
-                                 (7 + n_p, add_lo), (n_p, add_l), (REFILL_ROW + n_p, add_r)):
-                    dst[row] += add
-                dst[6] = np.where(short, np.maximum(dst[6], nd[6]), dst[6])
-                # review 17: the carried tonnes leave the ore node's bloc rows, so a pooled ore stock and a pooled
-                # stock at the next stage never count the same shortfall
-                src = out[key]
-                for row, add in ((3 + n_p, a * nd[3 + k]), (7 + n_p, add_lo), (n_p, add_l), (REFILL_ROW + n_p, add_r)):
-                    src[row] = np.maximum(src[row] - add, 0.0)
-                carried.append({"participant": j, "node": vkey, "from": key,
-                                "reason": f"{j}'s shortfall of {key}, which no plant of its own takes, is met at {vkey}"})
-    return out, carried
-
-
 def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = None, pooled: bool = False, draws: int = 500,
                     seed: int = 0, params: StockParameters | None = None, sample: dict[str, Any] | None = None,
                     commodities: dict[str, set[str]] | None = None, stages: tuple[str, ...] | None = None,
@@ -638,7 +588,9 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             # ... down to the restrictor's home price where it is observed, else to the baseline (review 25)
             floor = max(p0, floors.get(key, p0))
             price_fall = expected_price_fall(rho, p_buy, floor)
-            hold = p_buy * (sp.capital_rate.get(j, sp.capital_rate["USA"]) + sp.storage(node.commodity)) + price_fall
+            # review 33 F10: the storage rate is a physical rent per tonne over the 2024 price (stockpile_parameters.csv),
+            # so it is charged on the baseline price, not on a purchase price raised by the controls; capital on p_buy
+            hold = p_buy * sp.capital_rate.get(j, sp.capital_rate["USA"]) + p0 * sp.storage(node.commodity) + price_fall
             s_opt, cost_opt = newsvendor(short, w, hold, c, refill)
             cost0 = float(expected_cost(0.0, short, w, hold, c))
             annual_use = node.demand_share[j] * node.q0_t
@@ -667,7 +619,8 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             if key in observed:
                 # the low case: the same line sized and bought at the simulated price under the controls
                 r_lo = low_case.get(key, (1.0, "baseline price"))[0]
-                hold_lo = p0 * r_lo * (sp.capital_rate.get(j, sp.capital_rate["USA"]) + sp.storage(node.commodity)) + expected_price_fall(rho, p0 * r_lo, floor)
+                hold_lo = (p0 * r_lo * sp.capital_rate.get(j, sp.capital_rate["USA"]) + p0 * sp.storage(node.commodity)
+                           + expected_price_fall(rho, p0 * r_lo, floor))
                 s_lo, c_lo = newsvendor(short, w, hold_lo, c, refill)
                 s_lo = min(s_lo, cap_t, cap_plant, cap_fill)
                 c_lo = float(expected_cost(s_lo, short, w, hold_lo, c, refill))
@@ -739,7 +692,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             lp_inputs[j].append((key, short, hold, c, p_buy, min(cap_t, cap_plant, cap_fill), refill))
             separate[j] = s_opt  # what the member brings to a pool: the line it keeps
         if pooled and len(per_member) > 1:
-            hold = (p_buy * (float(np.mean([sp.capital_rate.get(j, sp.capital_rate["USA"]) for j in per_member])) + sp.storage(node.commodity))
+            hold = (p_buy * float(np.mean([sp.capital_rate.get(j, sp.capital_rate["USA"]) for j in per_member])) + p0 * sp.storage(node.commodity)
                     + expected_price_fall(relax.get(key, (0.0, ""))[0], p_buy, max(p0, floors.get(key, p0))))
             c = c_pool
             total = np.sum(list(per_member.values()), axis=0)

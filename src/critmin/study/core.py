@@ -332,7 +332,14 @@ class Study:
         base = {"months": self.spec.delivery_months, "as_of": self.as_of}
         o = make_options(DeliveryOptions, **{**base, **(options.model_dump(exclude_unset=True) if options else {}), **fields})
         first = {**(self.first_month or {}), **(first_month or {})} or None
-        rec = delivery_plan(self.atlas, self.supply, self.buyers, o.months, str(o.as_of), first_month=first)
+        # review 33 F5: a country's aggregate buyer gets its market's share of an added tonne, as in the stocks
+        nodes = {f"{c}/{st}" for c, st in zip(self.supply["commodity_id"], self.supply["stage"], strict=True)} if len(self.supply) else set()
+        isos = sorted({str(x) for x in self.buyers["country_iso3"]}) if len(self.buyers) else []
+        from critmin.simulate.nodes import PARTICIPANTS
+
+        market = {n: {iso: self.simulator.share_of_added_supply(n, [iso])[0] for iso in isos if iso in PARTICIPANTS}
+                  for n in sorted(nodes) if n in self.simulator.nodes.index}
+        rec = delivery_plan(self.atlas, self.supply, self.buyers, o.months, str(o.as_of), first_month=first, market_share=market)
         return DeliveryResult(record=rec, metadata={**rec["metadata"], "data_version": self.atlas.data_version}, buyers=_records(rec["buyers"]),
                               projects=_records(rec["projects"]), allocation=_records(rec["allocation"]),
                               not_supplying=_records(rec.get("not_supplying", [])))
@@ -471,8 +478,17 @@ def financed_pipeline(portfolio: dict[str, Any], projects: pd.DataFrame, nodes: 
     caveats = load_output_caveats()
     # the portfolio's structured flag (counted support covers the capex), not its reason text; a project recommended
     # for regulatory help is counted with the recommended projects instead
-    financed = {str(p["project_id"]) for p in portfolio.get("projects", []) if p.get("already_financed") and p.get("decision") != "selected"}
-    if not financed or projects is None or not len(projects):
+    counted = {str(p["project_id"]) for p in portfolio.get("projects", []) if p.get("already_financed") and p.get("decision") != "selected"}
+    if projects is None or not len(projects):
+        return []
+    # review 33 F3: a project the portfolio rejects as "treated as financed because its status class is construction or
+    # commissioning" is coming with or without support, as one whose counted money covers its capex; both are in the
+    # pipeline the stocks fall back on (Sangdong, e-VAC Sumter and Mountain Pass's Dy/Tb circuit were left out)
+    selected = {str(p["project_id"]) for p in portfolio.get("projects", []) if p.get("decision") == "selected"}
+    by_class = {str(r["project_id"]) for r in projects.to_dict("records")
+                if str(r.get("status_class") or "") in OUTPUT_AHEAD and str(r["project_id"]) not in selected}
+    financed = counted | by_class
+    if not financed:
         return []
     ip = InstrumentParameters.load()
     out = []
@@ -494,6 +510,8 @@ def financed_pipeline(portfolio: dict[str, Any], projects: pd.DataFrame, nodes: 
                     "status_class": status, "first_output": sponsor, "months_to_output": float(months),
                     "first_output_expected": add_months(as_of, months), "sponsor_date_passed": passed is not None and passed < 0,
                     "completion_probability": float(pi), "output_caveat": caveats.get(str(p["project_id"]), ("", ""))[0],
+                    "financed_basis": ("counted support covers its capex" if str(p["project_id"]) in counted
+                                       else f"status class {status}: coming with or without support (an assumption of the class)"),
                     "output_caveat_source": caveats.get(str(p["project_id"]), ("", ""))[1]})
     return out
 
