@@ -75,6 +75,25 @@ def test_aggregate_buyers_take_their_market_share_of_new_output(atlas):
     assert b["N1"] + b["N2"] == pytest.approx(cap) and b["N2"] <= 0.10 * cap + 1e-6
 
 
+def test_a_contract_without_a_volume_takes_the_new_output_of_its_plants(atlas):
+    """Review 33b G4: GM's contracts with e-VAC and MP publish no volume, so the plants' new magnets were reserved for GM
+    and delivered to nobody (322 t in six months). Such a holder now takes its plants' new output, and says so; a plant
+    producing before the plan stays trade the buyer already has (Sojitz and Lynas)."""
+    from critmin.deliver.plan import delivery_plan
+
+    projects, buyers = _frames()
+    projects = projects[projects["project_id"] == "A"].assign(status_class="commissioning", output_t=np.nan, first_output="2026-12")
+    buyers = buyers.assign(kind=["offtaker", "aggregate"], demand_t_per_year=[np.nan, 10_000.0], contract_projects=["A", None])
+    r = delivery_plan(atlas, projects, buyers, months=6, as_of="2026-12")
+    cap = r["projects"][0]["capacity_t"]
+    b = {x["buyer_id"]: x for x in r["buyers"]}
+    assert b["N1"]["delivered_t"] == pytest.approx(cap) and b["N2"]["delivered_t"] == pytest.approx(0.0, abs=1e-9)
+    assert b["N1"]["volume_basis"].startswith("volume not published: takes the new output of the plants its contract names (A)")
+    # an operating plant (existing trade) is not planned for a holder without a volume
+    r = delivery_plan(atlas, projects.assign(status_class="operating", output_t=100.0, output_period="2026-06"), buyers, months=6, as_of="2026-12")
+    assert {x["buyer_id"] for x in r["buyers_not_planned"]} == {"N1"}
+
+
 def test_ineligible_pairs_get_nothing():
     r = solve_transport(np.array([[10.0]]), np.array([[5.0]]), np.zeros((1, 1), bool), np.array([1]), np.zeros(1), ["p"], ["A"])
     assert r.allocation.empty and r.buyers["shortfall_t"].iloc[0] == pytest.approx(5.0)

@@ -128,9 +128,15 @@ def test_undated_projects_get_their_status_lead_time_and_instruments_act_only_on
     # "2026" in a plan of 2026-12, was put 18 months out): the target plus the slip; passed by more, the lead time
     slip = ip.get("project", "delay_months:construction")
     late: list[str] = []
-    assert months_before_output({"first_output": "2026"}, "construction", "2026-12", ip, late) == pytest.approx(slip - 5)
+    assert months_before_output({"first_output": "2026"}, "construction", "2026-12", ip, late) == pytest.approx(slip)
     assert "has passed without reported output" in late[0]
+    # review 33b G6: the slip runs from now, so a project later against its target never comes sooner
+    assert months_before_output({"first_output": "2026-06"}, "construction", "2026-12", ip, []) == pytest.approx(slip)
     assert months_before_output({"first_output": "2024"}, "construction", "2026-12", ip, []) == ip.get("project", "lead_time_months:construction")
+    # a study's passed target is evidence of stalling: the class lead time, not the target plus its slip
+    assert months_before_output({"first_output": "2026"}, "feasibility", "2026-12", ip, []) == ip.get("project", "lead_time_months:feasibility")
+    # review 33b G2: a plant in commissioning with a passed date is producing now, as the deliveries say
+    assert months_before_output({"first_output": "2026"}, "commissioning", "2026-12", ip, []) == 0.0
     # every status class of the register has a lead time
     from critmin.portfolio.register_schema import STATUS_CLASSES
 

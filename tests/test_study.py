@@ -170,7 +170,13 @@ def test_a_suspended_measure_without_a_scenario_is_named_with_the_gains_it_would
     text = " ".join(build_summary(p)["what_would_change"])
     assert "Not simulated: E022" in text and "suspended until 2026-11-10" in text
     assert "Japan's NdFeB permanent magnets (rank 1: consumer loss $214 M a year, its makers' gain $174 M, net $40 M)" in text
-    assert "Not simulated: E024" in text and "E024, licence requirement (dual-use) on superhard materials" in text
+    # review 33b G7: a measure that reaches no ranked material is listed in one sentence
+    assert "Also suspended and not simulated" in text and "E024 (licence requirement (dual-use) on superhard materials" in text
+    # and the buyers' side: a participant's ranked row with no makers' gain is named as a loss that would rise
+    u = p["participant_risk"]["USA"][0]
+    u.update({"name": "NdFeB permanent magnets", "commodity": "ndfeb_magnets", "expected_loss_usd": 107e6, "producer_gain_usd": 0.0})
+    text = " ".join(build_summary(p)["what_would_change"])
+    assert "whose imports would need Chinese licences: the United States' NdFeB permanent magnets (rank 1, $107 M a year)" in text
 
 
 def test_a_participants_priority_on_a_suspended_input_control_says_both_cases_and_what_is_cut(study_run: tuple[Path, dict]):

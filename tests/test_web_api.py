@@ -23,7 +23,7 @@ from tests.conftest import PASSWORD, cheap_argon2
 GOV, GOV_JP, AGENCY, ACME, BETA, OBSERVER = "gov@us.example", "gov@jp.example", "fin@dfc.example", "co@acme.example", "co@beta.example", "obs@oecd.example"
 PLURAL = {"project": "projects", "need": "needs", "offer": "offers", "scenario": "scenarios"}
 #: The bundled registers loaded into a new workspace.
-BUNDLED_PROJECTS, BUNDLED_NEEDS = 71, 52
+BUNDLED_PROJECTS, BUNDLED_NEEDS = 71, 53
 LIBRARY_EVENT = "ev.E001.rare_earths.refine"
 
 
@@ -41,14 +41,15 @@ def default_argon2() -> None:
 
 
 def record(kind: str, key: str, **over: Any) -> dict[str, Any]:
-    """Valid ``data`` of one record of each kind (graphite mining in Australia for Japan; a ban on NdPr oxide)."""
+    """Valid ``data`` of one record of each kind (graphite mining in Australia for Japan; a ban on dysprosium oxide to the bloc:
+    since review 33b Lynas and MP hold 9.65 % of NdPr oxide, enough to replace a ban on NdPr to the bloc alone)."""
     base: dict[str, dict[str, Any]] = {
         "project": {"project_id": key, "name": "Test graphite mine", "sponsor": "Acme Rare Earths", "country_iso3": "AUS", "commodity_id": "graphite",
                     "stage": "mine", "status_class": "operating", "capacity_t": 1000.0, "sources": "test fixture"},
         "need": {"buyer_id": key, "name": "Test buyer", "country_iso3": "JPN", "commodity_id": "graphite", "stage": "mine", "demand_t_per_year": 500.0},
         "offer": {"offer_id": key, "supplier": "Acme Rare Earths", "country_iso3": "AUS", "commodity_id": "graphite", "stage": "mine",
                   "volume_t_per_year": 800.0},
-        "scenario": {"id": key, "title": "Test ban", "commodity": "ndpr", "stage": "refine", "restrictors": ["CHN"], "targets": ["BLOC"],
+        "scenario": {"id": key, "title": "Test ban", "commodity": "dysprosium", "stage": "refine", "restrictors": ["CHN"], "targets": ["BLOC"],
                      "duration_months": 6},
     }
     return {**base[kind], **over}

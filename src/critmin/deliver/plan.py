@@ -123,13 +123,25 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
     sup = sup.set_index("project_id").loc[pids] if pids else sup.iloc[0:0]
     dem_rows, bids, prio, mins = [], [], [], []
     skipped = []
+    open_volume: dict[str, str] = {}
     for b in buyers.to_dict("records"):
-        if b["demand_t_per_year"] is None or pd.isna(b["demand_t_per_year"]):
-            skipped.append({"buyer_id": b["buyer_id"], "reason": "no published demand volume"})
-            continue
         s0 = month_offset(as_of, b.get("start")) or 0
         e0 = month_offset(as_of, b.get("end"))
-        dem = np.array([b["demand_t_per_year"] / 12.0 if (t >= s0 and (e0 is None or t <= e0)) else 0.0 for t in range(months)])
+        window = np.array([1.0 if (t >= s0 and (e0 is None or t <= e0)) else 0.0 for t in range(months)])
+        if b["demand_t_per_year"] is None or pd.isna(b["demand_t_per_year"]):
+            # review 33b G4: a contract without a published volume takes the new output of the plants it names (the
+            # stock plan's rule: such a holder takes what the others leave); before, that output was reserved for it
+            # and delivered to nobody (e-VAC's and MP's new magnets to GM). A plant producing before the plan is
+            # trade the buyer already has (Sojitz and Lynas), not planned here
+            named = [i for i, pid in enumerate(pids) if pid in contract_of(b) and ramps[pid]["supply"] == "new"]
+            if not named:
+                skipped.append({"buyer_id": b["buyer_id"], "reason": "no published demand volume"})
+                continue
+            dem = np.sum([cap_rows[i] for i in named], axis=0) * window
+            open_volume[str(b["buyer_id"])] = ("volume not published: takes the new output of the plants its contract names ("
+                                               + ", ".join(pids[i] for i in named) + "), shared with any other such holder")
+        else:
+            dem = b["demand_t_per_year"] / 12.0 * window
         dem_rows.append(dem)
         bids.append(str(b["buyer_id"]))
         prio.append(int(b["priority"]))
@@ -172,7 +184,8 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
     node_p = {str(k): f"{c}/{st}" for k, c, st in zip(projects["project_id"], projects["commodity_id"], projects["stage"], strict=True)}
     buyers_out = res.buyers.assign(name=res.buyers["buyer_id"].map(names_b),
                                    node=[f"{bt.loc[b, 'commodity_id']}/{bt.loc[b, 'stage']}" for b in res.buyers["buyer_id"]],
-                                   country_iso3=[str(bt.loc[b, "country_iso3"]) for b in res.buyers["buyer_id"]])
+                                   country_iso3=[str(bt.loc[b, "country_iso3"]) for b in res.buyers["buyer_id"]],
+                                   volume_basis=[open_volume.get(str(b), "published") for b in res.buyers["buyer_id"]])
     # totals by receiving country and node (tonnes are never added across nodes)
     totals = (buyers_out.groupby(["country_iso3", "node"])["delivered_t"].sum().reset_index()
               .rename(columns={"country_iso3": "receiving_country", "delivered_t": "tonnes"}) if len(buyers_out) else pd.DataFrame())

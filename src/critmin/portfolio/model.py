@@ -114,10 +114,11 @@ ACCELERATED_STATUSES: dict[str, tuple[str, ...]] = {
 def months_before_output(p: dict[str, Any], status: str, as_of: str, ip: InstrumentParameters, assume: list[str]) -> float:
     """Months from ``as_of`` to a project's first output without new support, ``T_p``.
 
-    ``T_p = 0`` for an operating project; ``T_p = max(0, month(first_output) - as_of + d_s)`` with the register's
-    delay or the status class's typical delay ``d_s`` beyond a sponsor's target date (also for a target already
-    passed by less than ``d_s``: late, not unknown); and, where the register publishes no first-output date or a date
-    passed by more than ``d_s`` for a project not yet producing (a paused mine's first output of 2017), the status
+    ``T_p = 0`` for an operating project and for one in commissioning whose date has passed; ``T_p = max(0,
+    month(first_output) - as_of + d_s)`` with the register's delay or the status class's typical delay ``d_s`` beyond a
+    sponsor's target date; ``T_p = d_s`` for a construction target passed by less than ``d_s`` (late, not unknown:
+    the slip counted from now, so lateness never brings output sooner); and, where the register publishes no
+    first-output date or a date passed otherwise (a paused mine's first output of 2017, a study's target), the status
     class's typical lead time ``L_s`` (``lead_time_months:<status>``
     in instrument_parameters.csv, delay included). Each default used is appended to ``assume``."""
     if status == "operating":
@@ -126,13 +127,19 @@ def months_before_output(p: dict[str, Any], status: str, as_of: str, ip: Instrum
     raw_delay = p.get("delay_months")
     own_delay = raw_delay is not None and bool(np.isfinite(raw_delay))
     delay = float(raw_delay) if own_delay and raw_delay is not None else float(ip.get("project", f"delay_months:{status}", 0.0))
-    if until is not None and until < 0 and status not in ("commissioning",):
-        if until + delay > 0:
-            # review 33 F3: a target passed by less than the class's typical slip is late, not unknown: first output
-            # at the target plus the slip (Mountain Pass's Dy/Tb circuit, "mid-2026", read 18 months after 2026-12)
-            assume.append(f"first-output date {p.get('first_output')} has passed without reported output (status '{status}'): "
-                          f"expected {delay:g} months after it (the {'register' if own_delay else 'class'} delay)")
-            return float(until) + delay
+    if until is not None and until < 0 and status == "commissioning":
+        # review 33b G2: a plant in commissioning whose first output is dated in the past is producing now (the
+        # deliveries' rule); the class slip applies to a date ahead
+        return 0.0
+    if until is not None and until < 0 and status == "construction" and until + delay > 0:
+        # review 33 F3: a construction target passed by less than the class's typical slip is late, not unknown
+        # (Mountain Pass's Dy/Tb circuit, "mid-2026", read 18 months after 2026-12); review 33b G6: the slip is counted
+        # from now (memoryless), so a later project never comes sooner, and past the slip the class lead time applies;
+        # other classes' passed dates (a study's target) are evidence of stalling, not of lateness
+        assume.append(f"first-output date {p.get('first_output')} has passed without reported output (status '{status}'): "
+                      f"expected in {delay:g} months (the {'register' if own_delay else 'class'} delay, from now)")
+        return delay
+    if until is not None and until < 0:
         # a date passed by more than the typical slip, for a project that is not producing (paused, still in
         # construction, ...) is stale
         assume.append(f"first-output date {p.get('first_output')} has passed without output (status '{status}'): treated as unknown")

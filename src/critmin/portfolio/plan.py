@@ -123,7 +123,8 @@ def _no_capacity_reason(status: str, mine: pd.DataFrame, horizon: float, status_
         # review 9: Kellyton read "finance already in place" while its own status says financing is in progress: the rule
         # is an assumption of the status class, and the published status is shown beside it when it says otherwise
         caveat = (f"; its published status reads '{status_text}', so check whether its finance is complete"
-                  if re.search(r"financ|fund", status_text, re.IGNORECASE) else "")
+                  if re.search(r"financ|fund", status_text, re.IGNORECASE) and not re.search(r"fully (funded|financed)", status_text, re.IGNORECASE)
+                  else "")
         return (f"treated as financed because its status class is {status} (an assumption of the class): first output in about "
                 f"{first:.0f} months with or without support, so no instrument adds capacity{caveat}")
     if not np.isfinite(mine["viability_gap_usd"].astype(float)).any():

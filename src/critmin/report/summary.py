@@ -126,33 +126,47 @@ def _suspension_status(susp: list[dict[str, Any]], plan: dict[str, Any]) -> str:
 
 def _suspended_not_simulated(plan: dict[str, Any], top: int = 10) -> list[str]:
     """A sentence per suspended measure the library does not simulate (``metadata.suspended_not_simulated``; review 33
-    F2): what it covers, when its suspension ended, and the participants' ranked materials it would reach whose
-    makers are credited a gain (a row is reached when its commodity id, or a word of it of five letters or more, appears
-    in the measure's commodities or forms: ``ndfeb_magnets`` by "magnets"): back in force, that gain is in doubt and the net loss moves
-    toward the consumer loss."""
+    F2) that reaches the participants' ranked materials, and one sentence listing the others: what each covers, when
+    its suspension ended, and, for each participant's top-``top`` row it reaches (its commodity id, or a word of it of
+    five letters or more, appears in the measure's commodities or forms: ``ndfeb_magnets`` by "magnets"), the makers'
+    gain that is then in doubt and the buyers' loss that would rise (review 33b G7: U.S. buyers of magnets made
+    outside China were left out)."""
     md = plan.get("metadata") or {}
     as_of = str(md.get("as_of") or "")
-    out = []
+    out, quiet = [], []
     for ev in md.get("suspended_not_simulated") or []:
         text = f"{ev['commodities']} {ev['forms']}".lower()
-        reached = []
+        gains, buyers = [], []
         for j, rows in (plan.get("participant_risk") or {}).items():
+            who = PARTICIPANT_NAMES.get(j, j)
+            whose = who + (chr(39) if who.endswith("s") else chr(39) + "s")
             for r in (rows or [])[:top]:
-                gain = float(r.get("producer_gain_usd") or 0.0)
                 cid = str(r.get("commodity") or "")
                 words = [w for w in cid.split("_") if len(w) >= 5]
-                if gain > 0 and cid and (cid.replace("_", " ") in text or any(re.search(rf"\b{w}\b", text) for w in words)):
-                    who = PARTICIPANT_NAMES.get(j, j)
-                    reached.append(f"{who}{chr(39) if who.endswith('s') else chr(39) + 's'} {r['name']} (rank {int(r['rank'])}: consumer loss "
-                                   f"{usd(float(r['expected_loss_usd']))} a year, its makers' gain {usd(gain)}, net "
-                                   f"{usd(float(r.get('net_loss_usd') or 0.0))})")
+                if not (cid and (cid.replace("_", " ") in text or any(re.search(rf"\b{w}\b", text) for w in words))):
+                    continue
+                gain = float(r.get("producer_gain_usd") or 0.0)
+                if gain > 0:
+                    gains.append(f"{whose} {r['name']} (rank {int(r['rank'])}: consumer loss {usd(float(r['expected_loss_usd']))} a year, "
+                                 f"its makers' gain {usd(gain)}, net {usd(float(r.get('net_loss_usd') or 0.0))})")
+                else:
+                    buyers.append(f"{whose} {r['name']} (rank {int(r['rank'])}, {usd(float(r['expected_loss_usd']))} a year)")
         past = bool(as_of) and ev["until"][:7] < as_of[:7]
+        if not (gains or buyers):
+            quiet.append(f"{ev['event_id']} ({ev['measure']} on {ev['commodities']})")
+            continue
         out.append(f"Not simulated: {ev['event_id']}, {ev['measure']} on {ev['commodities']} ({ev['forms']}), suspended until {ev['until']}"
                    + (f", before the plan's month ({as_of[:7]}), with no later status recorded (events.csv)" if past else "")
-                   + ". The library has no scenario for it"
-                   + (f"; back in force, it would reach the makers credited with a gain in {'; '.join(reached)}: their gain is "
-                      "then in doubt and the net loss moves toward the consumer loss" if reached else "")
-                   + (". Check its status before relying on those net figures." if reached else ". Check its status."))
+                   + ". The library has no scenario for it. Back in force, it would reach"
+                   + (f" the makers credited with a gain in {'; '.join(gains)}: their gain is then in doubt and the net loss moves toward the "
+                      "consumer loss" if gains else "")
+                   + ("; and" if gains and buyers else "")
+                   + (f" the buyers of the items it covers made outside China, whose imports would need Chinese licences: {'; '.join(buyers)}, "
+                      "a loss that would rise" if buyers else "")
+                   + ". Check its status before relying on those figures.")
+    if quiet:
+        out.append("Also suspended and not simulated, reaching none of the participants' top-ranked materials: " + "; ".join(quiet)
+                   + ". Check their status.")
     return out
 
 
@@ -475,6 +489,9 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
             sponsor = x.get("first_output") or "not dated"
             if not when:
                 return str(sponsor)
+            if x.get("status_class") == "commissioning" and x.get("sponsor_date_passed"):
+                # review 33b G2: a plant in commissioning since a past date produces now; "expected ... passed" read as a delay
+                return f"now (in commissioning since {sponsor})"
             return f"{when} (sponsor: {sponsor}{', passed' if x.get('sponsor_date_passed') else ''})"
 
         def _on(node: str) -> str:
@@ -484,7 +501,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
             return ", ".join([*(f"{x.get('name') or x['project_id']} ({'conditional, ' if x['project_id'] in cond else ''}completion "
                                 f"{float(x.get('completion_probability') or 0.0):.2f})" for x in ps),
                               *(f"{x['name']} ({'already financed' if str(x.get('financed_basis') or '').startswith('counted') else 'coming with or without support'}, "
-                                f"{x['status_class']}, first output expected {_expected(x)}, completion "
+                                f"{x['status_class']}, {'output' if _expected(x).startswith('now') else 'first output expected'} {_expected(x)}, completion "
                                 f"{float(x['completion_probability']):.2f}" + (f"; {x['output_caveat']}" if x.get("output_caveat") else "")
                                 + ")" for x in fin)])
         s_stock += (" Once the recommended projects and those already financed or being built produce, the stocks at their nodes can fall ("

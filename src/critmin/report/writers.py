@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -95,9 +96,11 @@ SUMMARY_TABLES = (
      [("country", "Country", "text"), ("agency", "Agency", "text"), ("projects", "Projects", "int"),
       ("face_amount_usd", "Face amount, USD", "usd"), ("budget_cost_usd", "Budget cost, USD", "usd"),
       ("avoided_usd_per_year", "Expected loss avoided, USD/yr", "usd"), ("conditional_on_stocks", "Conditional (not kept once the stocks are held)", "text")]),
+    ("unspent_budgets", "Budgets left mostly unspent, and the constraint that bound each",
+     [("budget", "Budget (agency: instrument)", "text"), ("why", "Why it is unspent", "text")]),
     ("stocks", "Stocks by participant (capped by the study's policy)",
      [("participant", "Participant", "text"), ("node", "Material (node)", "text"), ("bought_as", "Held as (the form its price is for)", "text"),
-      ("stock_t", "Stock, t", "t"), ("stock_usd", "Cost, USD", "usd"),
+      ("stock_t", "Stock, t", "t"), ("purchase_price_ratio", "Bought at (x the 2024 price)", "ratio"), ("stock_usd", "Cost, USD", "usd"),
       ("days_of_consumption", "Days of consumption", "days"), ("days_of_net_imports", "Days of net imports", "days"),
       ("extra_cost_of_60_days_usd_per_year", "60-day rule costs more, USD/yr", "usd"),
       ("current_holding", "Held today; acquisition plan (sourced)", "text"), ("basis", "Basis", "text")]),
@@ -120,6 +123,8 @@ def fmt_cell(v: Any, kind: str) -> str:
         return f"{float(v):,.0f}" if abs(float(v)) >= 10 else f"{float(v):,.2f}"
     if kind in ("int", "days"):
         return f"{float(v):,.0f}"
+    if kind == "ratio":
+        return f"x{float(v):.2f}"
     return str(v)
 
 
@@ -145,7 +150,8 @@ def _xlsx_summary(xl: Any, summary: dict[str, Any]) -> None:
     head = wb.add_format({"bold": True, "bg_color": "#DDE6F0", "border": 1})
     wrap = wb.add_format({"text_wrap": True, "valign": "top"})
     num = {"usd": wb.add_format({"num_format": "$#,##0"}), "t": wb.add_format({"num_format": "#,##0.0"}),
-           "int": wb.add_format({"num_format": "0"}), "days": wb.add_format({"num_format": "#,##0"}), "text": wb.add_format({})}
+           "int": wb.add_format({"num_format": "0"}), "days": wb.add_format({"num_format": "#,##0"}), "ratio": wb.add_format({"num_format": "0.00"}),
+           "text": wb.add_format({})}
     ws.write(0, 0, f"Executive answer (as of {summary.get('as_of')})", bold)
     ws.freeze_panes(1, 0)
     ws.set_column(0, 0, 28)
@@ -463,7 +469,12 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
         fit_a = np.array([max(6, int(sh * chars) - 1) for sh in share])
         # no column narrower than its longest word or heading word (up to 14 characters), so that no word is split
         # ("reject / ed", review 5): the wide columns give up the characters the narrow ones need
-        minw = np.array([min(14, max([1] + [len(t) for x in raw for t in x[i].split()] + [len(t) for t in labels[i].split()]))
+        # review 33b G5: a formatted figure ("$409 M", "1,720") is one word, and a node key ("dysprosium/refine") up to
+        # 18 characters is not split either
+        def words(text: str) -> list[str]:
+            return [text] if re.fullmatch(r"[-$–]?[\d,.]+(?: ?[kMB%])?", text.strip()) else text.split()
+
+        minw = np.array([min(18, max([1] + [len(t) for x in raw for t in words(x[i])] + [len(t) for t in labels[i].split()]))
                          for i in range(len(cols))]) if cols else np.ones(1, int)
         fit_a = np.maximum(fit_a, minw)
         excess = int(fit_a.sum() - max(int(chars) - len(cols), 1))
@@ -492,8 +503,10 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
             used += nl
         for p_i, idx in enumerate(pages):
             fig = plt.figure(figsize=(8.27, 11.69))
-            fig.text(0.06, 0.965, title + ("" if p_i == 0 else " (continued)"), fontsize=14, weight="bold", va="top")
-            y = 0.935
+            head = textwrap.wrap(title + ("" if p_i == 0 else " (continued)"), 78)  # review 33b G5: titles ran off the page
+            for h_i, part in enumerate(head):
+                fig.text(0.06, 0.965 - 0.022 * h_i, part.replace("$", r"\$"), fontsize=14, weight="bold", va="top")
+            y = 0.935 - 0.022 * (len(head) - 1)
             for line in (notes or []) if p_i == 0 else []:
                 for part in textwrap.wrap(line, 112):
                     fig.text(0.06, y, part.replace("$", r"\$"), fontsize=8.5, va="top")

@@ -464,7 +464,7 @@ OUTPUT_AHEAD = ("commissioning", "construction")
 
 def financed_pipeline(portfolio: dict[str, Any], projects: pd.DataFrame, nodes: Any) -> list[dict[str, Any]]:
     """The register's projects that the portfolio finds already financed (no new money is additional), being built
-    (:data:`OUTPUT_AHEAD`) and with a dated first output, with their node, nameplate (the register's capacity on the node's basis),
+    (:data:`OUTPUT_AHEAD`; undated ones after their class's lead time), with their node, nameplate (the register's capacity on the node's basis),
     co-products at their nodes, first output (the sponsor's date, and the month the model expects,
     ``first_output_expected`` = as_of + T_p of :func:`critmin.portfolio.model.months_before_output`, as in the
     portfolio and the deliveries) and completion probability (the status class's). Review 26: once EXIM's
@@ -494,7 +494,9 @@ def financed_pipeline(portfolio: dict[str, Any], projects: pd.DataFrame, nodes: 
     out = []
     for p in projects[projects["project_id"].astype(str).isin(financed)].to_dict("records"):
         status, cap = str(p.get("status_class") or ""), p.get("capacity_t")
-        if status not in OUTPUT_AHEAD or cap is None or not np.isfinite(float(cap)) or float(cap) <= 0 or not str(p.get("first_output") or "").strip():
+        # review 33b G1: an undated plant being built (Electra's cobalt refinery, fully funded in October 2025) comes after
+        # its class's lead time; before, a missing date left it out of the stocks' pipeline altogether
+        if status not in OUTPUT_AHEAD or cap is None or not np.isfinite(float(cap)) or float(cap) <= 0:
             continue
         pi = p.get("completion_probability")
         if pi is None or not np.isfinite(float(pi)):
@@ -504,6 +506,8 @@ def financed_pipeline(portfolio: dict[str, Any], projects: pd.DataFrame, nodes: 
         months = months_before_output(p, status, as_of, ip, [])
         sponsor = str(p.get("first_output") or "")
         passed = month_offset(as_of, sponsor)
+        if passed is not None and len(sponsor) == 4 and sponsor == as_of[:4]:
+            passed = 0  # review 33b G6: a year-only target in the plan's own year is not yet passed
         out.append({"project_id": str(p["project_id"]), "name": str(p.get("name") or p["project_id"]),
                     "node": f"{p['commodity_id']}/{p['stage']}", "nameplate_t_per_year": float(cap),
                     "co_product_nameplate_t_per_year": {n.key: float(t) for _, t, n in coproduct_nodes(p, nodes) if n is not None},
