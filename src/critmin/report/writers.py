@@ -113,6 +113,14 @@ SUMMARY_TABLES = (
 )
 
 
+def lead_and_rest(text: str, most: int = 600) -> tuple[str, str]:
+    """A part of the executive answer split after its first sentences (at most about ``most`` characters, at least one
+    sentence): the opening the first page shows, and the rest, shown in full after the tables."""
+    ends = [m.end() for m in re.finditer(r"(?<=[a-z0-9%)\]])\. (?=[A-Z])", text)]
+    cut = max([e for e in ends if e <= most] or ends[:1] or [len(text)])
+    return text[:cut].strip(), text[cut:].strip()
+
+
 def fmt_cell(v: Any, kind: str) -> str:
     """A cell for a reader: USD in $ M/B, tonnes with thousands separators, blank for missing (never 'nan')."""
     if v is None or (isinstance(v, float) and not np.isfinite(v)):
@@ -463,7 +471,9 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
         labels = [label_of(c) if col_labels is None else col_labels.get(c, label_of(c)) for c in cols]
         raw = [[cell_text(r[c], kinds[c]) for c in cols] for r in rows]
         fs = 6.3 if len(cols) > 6 else 7.0
-        chars = 7.3 * 72 / (fs * 0.6)  # characters across the table at this font size (with cell padding)
+        # characters across the table at this font size (with cell padding); 0.66 of the font size per character, since
+        # digits, capitals and "$" are wider than the average glyph (review 33b G5: "$409 M" was clipped)
+        chars = 7.3 * 72 / (fs * 0.66)
         w = np.array([min(width, max([len(lab) * 0.8] + [len(x[i]) for x in raw])) + 3 for i, lab in enumerate(labels)], float) if cols else np.ones(1)
         share = w / w.sum()
         fit_a = np.array([max(6, int(sh * chars) - 1) for sh in share])
@@ -503,7 +513,7 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
             used += nl
         for p_i, idx in enumerate(pages):
             fig = plt.figure(figsize=(8.27, 11.69))
-            head = textwrap.wrap(title + ("" if p_i == 0 else " (continued)"), 78)  # review 33b G5: titles ran off the page
+            head = textwrap.wrap(title + ("" if p_i == 0 else " (continued)"), 60)  # review 33b G5: titles ran off the page
             for h_i, part in enumerate(head):
                 fig.text(0.06, 0.965 - 0.022 * h_i, part.replace("$", r"\$"), fontsize=14, weight="bold", va="top")
             y = 0.935 - 0.022 * (len(head) - 1)
@@ -515,13 +525,13 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
                 fig.text(0.06, y - 0.01, "none", fontsize=9, style="italic", va="top")
             else:
                 line_h = fs * 1.45 / 72 / 11.69  # one text line as a fraction of the page height
-                head_lines = max([len(textwrap.wrap(lab, fit[i])[:3]) for i, lab in enumerate(labels)] + [1])
+                head_lines = max([len(textwrap.wrap(lab, fit[i])[:4]) for i, lab in enumerate(labels)] + [1])
                 total = sum(lines[k] for k in idx) + head_lines
                 h = min(line_h * total, y - 0.04)
                 ax = fig.add_axes((0.06, y - 0.01 - h, 0.88, h))
                 ax.axis("off")
                 cells = [["\n".join(wrapped[k][i]).replace("$", r"\$") for i in range(len(cols))] for k in idx]
-                heads = ["\n".join(textwrap.wrap(lab, fit[i])[:3]).replace("$", r"\$") for i, lab in enumerate(labels)]
+                heads = ["\n".join(textwrap.wrap(lab, fit[i])[:4]).replace("$", r"\$") for i, lab in enumerate(labels)]
                 tb = ax.table(cellText=cells, colLabels=heads, colWidths=list(share), loc="upper left", cellLoc="left")
                 tb.auto_set_font_size(False)
                 tb.set_fontsize(fs)
@@ -544,29 +554,46 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
         plt.close(fig)
 
     def summary_pages(pdf: PdfPages, summary: dict[str, Any]) -> None:
-        """The executive answer: every sentence in full, continued over pages (review 33 F1: the text ran off the
-        first page), then each table typeset as the report's other tables, then what would change."""
-        fig = plt.figure(figsize=(8.27, 11.69))
-        fig.text(0.07, 0.96, f"Executive answer (as of {summary.get('as_of')})", fontsize=15, weight="bold", va="top")
-        y = 0.93
-        for v in summary["sentences"].values():
-            for part in textwrap.wrap(v, 100):
-                if y < 0.05:
-                    pdf.savefig(fig)
-                    plt.close(fig)
-                    fig = plt.figure(figsize=(8.27, 11.69))
-                    fig.text(0.07, 0.96, "Executive answer (continued)", fontsize=12, weight="bold", va="top")
-                    y = 0.935
-                fig.text(0.07, y, part.replace("$", r"\$"), fontsize=9, va="top")
-                y -= 0.015
-            y -= 0.006
-        pdf.savefig(fig)
-        plt.close(fig)
+        """The executive answer: the opening of each part first (review 33b G5: the answer ran 12 pages, the stock
+        paragraph alone about 2,000 words), then its tables, then the rest of each part in full (review 33 F1: no text
+        is dropped), then what would change."""
+        heads = {"priorities": "Priorities", "financing": "Financing", "stocks": "Stocks", "deliveries": "Deliveries",
+                 "unmet_needs": "Unmet needs"}
+        leads, rests = [], []
+        for key, v in summary["sentences"].items():
+            lead, rest = lead_and_rest(v)
+            leads.append((heads.get(key, key.replace("_", " ").capitalize()), lead))
+            if rest:
+                rests.append((heads.get(key, key.replace("_", " ").capitalize()), rest))
+
+        def flow(title: str, parts: list[tuple[str, str]]) -> None:
+            fig = plt.figure(figsize=(8.27, 11.69))
+            fig.text(0.07, 0.96, title, fontsize=15, weight="bold", va="top")
+            y = 0.93
+            for name, text in parts:
+                for k, part in enumerate(textwrap.wrap(text, 90)):
+                    if y < 0.05:
+                        pdf.savefig(fig)
+                        plt.close(fig)
+                        fig = plt.figure(figsize=(8.27, 11.69))
+                        fig.text(0.07, 0.96, title + " (continued)", fontsize=12, weight="bold", va="top")
+                        y = 0.935
+                    if k == 0:
+                        fig.text(0.07, y, name, fontsize=9, weight="bold", va="top")
+                    fig.text(0.19, y, part.replace("$", r"\$"), fontsize=9, va="top")
+                    y -= 0.015
+                y -= 0.008
+            pdf.savefig(fig)
+            plt.close(fig)
+
+        flow(f"Executive answer (as of {summary.get('as_of')})", leads)
         for key, title, cols in SUMMARY_TABLES:
             rows = summary["tables"].get(key, [])
             df = pd.DataFrame([{c: fmt_cell(r.get(c), k) for c, _, k in cols} for r in rows], columns=[c for c, _, _ in cols])
             table_pages(pdf, f"Executive answer: {title}", df, [c for c, _, _ in cols], n=40, width=60,
                         col_labels={c: lab for c, lab, _ in cols})
+        if rests:
+            flow("Executive answer: each part in full (continued from the first page)", rests)
         text_page(pdf, "Executive answer: what would change the recommendation", [f"- {x}" for x in summary["what_would_change"]])
 
     with PdfPages(buf) as pdf:
