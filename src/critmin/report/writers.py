@@ -138,13 +138,17 @@ def fmt_cell(v: Any, kind: str) -> str:
 
 def summary_html(summary: dict[str, Any]) -> str:
     """The executive answer as the HTML report's first section."""
-    parts = [f"<p>{html.escape(v)}</p>" for v in summary["sentences"].values()]
+    names = {"priorities": "Priorities", "financing": "Financing", "stocks": "Stocks", "deliveries": "Deliveries", "unmet_needs": "Unmet needs"}
+    # review 33b G5: the opening of each part first, the tables, then each part in full (folded, nothing dropped)
+    parts = [f"<p><strong>{html.escape(names.get(k, k))}.</strong> {html.escape(lead_and_rest(v)[0])}</p>" for k, v in summary["sentences"].items()]
+    full = "".join(f"<p><strong>{html.escape(names.get(k, k))}.</strong> {html.escape(v)}</p>" for k, v in summary["sentences"].items())
     for key, title, cols in SUMMARY_TABLES:
         rows = summary["tables"].get(key, [])[:15]
         head = "".join(f"<th>{html.escape(lab)}</th>" for _, lab, _ in cols)
         body = "".join("<tr>" + "".join(f"<td class='{'num' if k != 'text' else 'txt'}'>{html.escape(fmt_cell(r.get(c), k))}</td>" for c, _, k in cols)
                        + "</tr>" for r in rows)
         parts.append(f"<h3>{html.escape(title)}</h3>" + (f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>" if rows else "<p><em>none</em></p>"))
+    parts.append(f"<details><summary><strong>Each part of the answer in full</strong></summary>{full}</details>")
     parts.append("<h3>What would change the recommendation</h3><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in summary["what_would_change"]) + "</ul>")
     return "".join(parts)
 
