@@ -328,6 +328,7 @@ class Study:
         the plan passes its recommended projects'), over the study's own (the workspace's offers)."""
         from critmin.deliver.plan import delivery_plan
         from critmin.inputs import make_options
+        from critmin.simulate.nodes import PARTICIPANTS
 
         base = {"months": self.spec.delivery_months, "as_of": self.as_of}
         o = make_options(DeliveryOptions, **{**base, **(options.model_dump(exclude_unset=True) if options else {}), **fields})
@@ -335,8 +336,6 @@ class Study:
         # review 33 F5: a country's aggregate buyer gets its market's share of an added tonne, as in the stocks
         nodes = {f"{c}/{st}" for c, st in zip(self.supply["commodity_id"], self.supply["stage"], strict=True)} if len(self.supply) else set()
         isos = sorted({str(x) for x in self.buyers["country_iso3"]}) if len(self.buyers) else []
-        from critmin.simulate.nodes import PARTICIPANTS
-
         market = {n: {iso: self.simulator.share_of_added_supply(n, [iso])[0] for iso in isos if iso in PARTICIPANTS}
                   for n in sorted(nodes) if n in self.simulator.nodes.index}
         rec = delivery_plan(self.atlas, self.supply, self.buyers, o.months, str(o.as_of), first_month=first, market_share=market)
