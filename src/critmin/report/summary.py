@@ -139,7 +139,7 @@ def _suspended_not_simulated(plan: dict[str, Any], top: int = 10) -> list[str]:
         gains, buyers = [], []
         for j, rows in (plan.get("participant_risk") or {}).items():
             who = PARTICIPANT_NAMES.get(j, j)
-            whose = who + (chr(39) if who.endswith("s") else chr(39) + "s")
+            whose = who + ("'" if who.endswith("s") else "'s")
             for r in (rows or [])[:top]:
                 cid = str(r.get("commodity") or "")
                 words = [w for w in cid.split("_") if len(w) >= 5]
