@@ -113,6 +113,10 @@ SUMMARY_TABLES = (
 )
 
 
+#: The executive answer's parts (``summary["sentences"]`` keys) as the reports head them.
+PART_NAMES = {"priorities": "Priorities", "financing": "Financing", "stocks": "Stocks", "deliveries": "Deliveries", "unmet_needs": "Unmet needs"}
+
+
 def lead_and_rest(text: str, most: int = 600) -> tuple[str, str]:
     """A part of the executive answer split after its first sentences (at most about ``most`` characters, at least one
     sentence): the opening the first page shows, and the rest, shown in full after the tables."""
@@ -138,7 +142,7 @@ def fmt_cell(v: Any, kind: str) -> str:
 
 def summary_html(summary: dict[str, Any]) -> str:
     """The executive answer as the HTML report's first section."""
-    names = {"priorities": "Priorities", "financing": "Financing", "stocks": "Stocks", "deliveries": "Deliveries", "unmet_needs": "Unmet needs"}
+    names = PART_NAMES
     # review 33b G5: the opening of each part first, the tables, then each part in full (folded, nothing dropped)
     parts = [f"<p><strong>{html.escape(names.get(k, k))}.</strong> {html.escape(lead_and_rest(v)[0])}</p>" for k, v in summary["sentences"].items()]
     full = "".join(f"<p><strong>{html.escape(names.get(k, k))}.</strong> {html.escape(v)}</p>" for k, v in summary["sentences"].items())
@@ -561,14 +565,12 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
         """The executive answer: the opening of each part first (review 33b G5: the answer ran 12 pages, the stock
         paragraph alone about 2,000 words), then its tables, then the rest of each part in full (review 33 F1: no text
         is dropped), then what would change."""
-        heads = {"priorities": "Priorities", "financing": "Financing", "stocks": "Stocks", "deliveries": "Deliveries",
-                 "unmet_needs": "Unmet needs"}
         leads, rests = [], []
         for key, v in summary["sentences"].items():
             lead, rest = lead_and_rest(v)
-            leads.append((heads.get(key, key.replace("_", " ").capitalize()), lead))
+            leads.append((PART_NAMES.get(key, key), lead))
             if rest:
-                rests.append((heads.get(key, key.replace("_", " ").capitalize()), rest))
+                rests.append((PART_NAMES.get(key, key), rest))
 
         def flow(title: str, parts: list[tuple[str, str]]) -> None:
             fig = plt.figure(figsize=(8.27, 11.69))
