@@ -255,6 +255,11 @@ def test_pooling_never_costs_more_under_the_days_cap(simulator):
         assert r["pool_recommended"] == (r["optimal_stock_t"] > 0 and r["pooling_saving_usd"] - cost > 2 * r["pooling_saving_se_usd"]), r["node"]
         assert r["pooling_saving_net_usd"] == pytest.approx(r["pooling_saving_usd"] - cost)
         assert r["pool_verdict"].startswith("pool: " if r["pool_recommended"] else ("hold separately: " if r["optimal_stock_t"] > 0 else "no stock"))
+    # review 33 F8: the members' recommended lines are given beside the re-sized stocks the comparison uses
+    lines = {(r["participant"], r["node"]): r["optimal_stock_t"] for r in rec["stockpiles"] if not r["participant"].startswith("POOL")}
+    for r in pools:
+        assert r["recommended_lines_t"] == {j: pytest.approx(lines[(j, r["node"])]) for j in r["recommended_lines_t"]}
+        assert all(r["separate_stock_t"][j] <= r["recommended_lines_t"][j] + 1e-9 for j in r["recommended_lines_t"])
 
 
 def test_a_pool_must_save_its_agreement_beyond_the_sampling_noise_by_hand():

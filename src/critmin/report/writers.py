@@ -158,7 +158,8 @@ def summary_html(summary: dict[str, Any]) -> str:
 
 
 def _xlsx_summary(xl: Any, summary: dict[str, Any]) -> None:
-    """First sheet: the sentences, then one formatted table per part (number formats, frozen title)."""
+    """First sheet: the opening of each part, one formatted table per part (number formats, frozen title), each part
+    in full, then what would change."""
     wb = xl.book
     ws = wb.add_worksheet("summary")
     xl.sheets["summary"] = ws
@@ -173,9 +174,10 @@ def _xlsx_summary(xl: Any, summary: dict[str, Any]) -> None:
     ws.set_column(0, 0, 28)
     ws.set_column(1, 6, 22)
     r = 2
+    # review 33b G5: the opening of each part first, the tables, then each part in full (as the PDF and the HTML)
     for k, v in summary["sentences"].items():
-        ws.write(r, 0, k.replace("_", " "), head)
-        ws.merge_range(r, 1, r, 6, v, wrap)
+        ws.write(r, 0, PART_NAMES.get(k, k), head)
+        ws.merge_range(r, 1, r, 6, lead_and_rest(v)[0], wrap)
         ws.set_row(r, 45)
         r += 1
     for key, title, cols in SUMMARY_TABLES:
@@ -194,6 +196,13 @@ def _xlsx_summary(xl: Any, summary: dict[str, Any]) -> None:
                     ws.write_string(r, i, str(v))
                 else:
                     ws.write_number(r, i, float(v), num[kind])
+    r += 2
+    ws.write(r, 0, "Each part of the answer in full", bold)
+    for k, v in summary["sentences"].items():
+        r += 1
+        ws.write(r, 0, PART_NAMES.get(k, k), head)
+        ws.merge_range(r, 1, r, 6, v, wrap)
+        ws.set_row(r, min(409, 15 * (1 + len(v) // 130)))
     r += 2
     ws.write(r, 0, "What would change the recommendation", bold)
     for x in summary["what_would_change"]:

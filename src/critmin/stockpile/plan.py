@@ -739,6 +739,9 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 "shortage_cost_usd_per_t": c, "holding_cost_usd_per_t_year": hold, "optimal_stock_t": pl.pooled_stock_t,
                 "optimal_stock_usd": pl.pooled_stock_t * p_buy, "purchase_price_ratio": ratio, "expected_cost_with_stock_usd": pl.pooled_cost_usd,
                 "separate_stock_t": pl.separate_stock_t, "separate_cost_usd": pl.separate_cost_usd, "pooling_saving_usd": pl.saving_usd,
+                # review 33 F8: the separate stocks of the comparison are re-sized at the pool's shortage cost and the
+                # members' mean capital rate (one basis for both sides); the lines the plan recommends are beside them
+                "recommended_lines_t": {j: float(separate[j]) for j in per_member},
                 # review 21: a pool row restates its members' stocks; it is a recommendation only where sharing saves more
                 # than an agreement costs (docs/stockpile.md §4), otherwise the members hold their own lines
                 "pooling_saving_se_usd": saving_se, "pooling_saving_net_usd": pl.saving_usd - sp.pool_cost,
@@ -747,7 +750,10 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                                  + f"sharing saves US${pl.saving_usd:,.0f} a year (standard error US${saving_se:,.0f}) against an "
                                  f"agreement cost of US${sp.pool_cost:,.0f} (pool_agreement_cost_usd_per_year, an assumption): "
                                  f"net US${pl.saving_usd - sp.pool_cost:,.0f}, " + ("more" if worth else "not more") + " than twice its "
-                                 "standard error" if pl.pooled_stock_t > 0 else "no stock to share: no member holds this line"),
+                                 "standard error; the separate stocks compared are re-sized at the pool's shortage cost and the members' "
+                                 "mean capital rate (" + ", ".join(f"{j} {pl.separate_stock_t[j]:,.0f} t" for j in per_member)
+                                 + "), beside the recommended lines (" + ", ".join(f"{j} {separate[j]:,.0f} t" for j in per_member) + ")"
+                                 if pl.pooled_stock_t > 0 else "no stock to share: no member holds this line"),
                 "cost_share": pl.pooled_share, "pooled_cost_by_member_usd": pl.pooled_cost_by_member_usd,
                 # pooling saves little when the members run short in the same draws (the same disruptions)
                 "shortfall_correlation": float(np.corrcoef(list(per_member.values()))[0, 1]) if len(per_member) == 2 and
