@@ -650,9 +650,12 @@ def test_the_financing_answer_opens_with_the_decision_after_the_stocks(study_run
     pf["selection_net_of_stocks"] = {"both": ["PB"], "only_without_stocks": ["PA"], "only_net_of_stocks": [],
                                      "reason_net_of_stocks": {"PA": "would avoid $1 M a year against $5 M needed"},
                                      "expected_avoided_usd_net_of_stocks": 1.5e6}
-    fin = build_summary(p)["sentences"]["financing"]
-    assert fin.startswith("Fund Beta refinery in any case ($20 M of face amount, $4 M expected cost to governments); Alpha mine is a "
-                          "conditional decision: with the stocks in place it "
+    s = build_summary(p)
+    fin = s["sentences"]["financing"]
+    # review 34: the decision is the part's lead; the reason for the conditional one is its first note
+    assert s["parts"]["financing"]["lead"] == ("Fund Beta refinery in any case ($20 M of face amount, $4 M expected cost to governments); "
+                                               "Alpha mine is a conditional decision (chosen without the stocks, not with them).")
+    assert fin.startswith(s["parts"]["financing"]["lead"] + " Alpha mine: with the stocks in place it "
                           "would avoid $1 M a year against $5 M needed. Beyond the recommended stocks the programme avoids $2 M a year")
     assert "$10 M a year of expected loss avoided before the stocks" in fin
     # review 22: the financing table says which of a row's projects are conditional on the stocks

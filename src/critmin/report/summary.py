@@ -260,15 +260,14 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     first = pri_rows[0] if pri_rows else None
     s_pri = (f"The bloc's largest expected supply losses are in {', '.join(r['mineral'] for r in pri_rows[:5])}"
              + (f"; {first['mineral']} alone carries {usd(first['expected_loss_usd_per_year'])} a year of expected consumer loss." if first else "."))
-    s_pri += _net_of_producers(risk, top)
-    s_pri += _by_participant(plan)
+    p_pri = [s_pri, _net_of_producers(risk, top), _by_participant(plan)]
     # review 21: listed minerals that have no ranking row of their own are named, not left out silently
     nr = (plan.get("metadata") or {}).get("not_ranked") or {}
     rows_missing = {j: v for j, v in (nr.get("listed_without_row") or {}).items() if v}
     elements = nr.get("us_listed_elements_in_rare_earths") or []
     if rows_missing or elements:
         rank_re = {r["commodity"]: int(r["rank"]) for r in plan.get("scenarios", []) if r.get("rank") is not None}.get("rare_earths")
-        s_pri += (" Not ranked on their own: "
+        p_pri.append(" Not ranked on their own: "
                   + "; ".join(f"{', '.join(x.replace('_', ' ') for x in v)} ({j}'s list: no world output or price found)" for j, v in sorted(rows_missing.items()))
                   + ("; " if rows_missing and elements else "")
                   + (f"the U.S.-listed rare earths {', '.join(elements)}, which have no node and sit in the rare-earth remainder"
@@ -320,7 +319,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     ranked_io = float(risk["expected_loss_io_usd"].clip(lower=0.0).sum()) if len(risk) and "expected_loss_io_usd" in risk else 0.0
     net = pf.get("selection_net_of_stocks") or {}
     pname = {r["project_id"]: str(r.get("name") or r["project_id"]) for r in [*pf.get("projects", []), *pf.get("selected", [])]}
-    lead = ""
+    lead, beyond, conditional = "", "", []
     if net and len(sel):
         # review 21: the headline was the gross benefit, most of it one project viable without support and the same
         # shortfalls the stocks cover; the answer now opens with the decision taken after the stocks
@@ -329,13 +328,15 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         kept = sel[sel["project_id"].isin(keep)]
         lead = ((f"Fund {', '.join(pname.get(x, x) for x in keep)} in any case ({usd(float(kept['amount_usd'].sum()))} of face amount, "
                  f"{usd(float(kept['budget_cost_usd'].sum()))} expected cost to governments)" if keep else "No project is worth funding once the stocks are held")
-                + "".join(f"; {pname.get(x, x)} is a conditional decision: with the stocks in place it " + (why.get(x) or "is not chosen")
-                          for x in dropped)
-                + f". Beyond the recommended stocks the programme avoids {usd(float(net.get('expected_avoided_usd_net_of_stocks') or 0.0))} "
-                "a year (the two act on the same shortfalls, so their benefits do not add up). ")
+                + "".join(f"; {pname.get(x, x)} is a conditional decision (chosen without the stocks, not with them)"
+                          for x in dropped) + ".")
+        # review 34: the reason of each conditional decision is a note; the lead keeps the decision
+        conditional = [f"{pname.get(x, x)}: with the stocks in place it " + (why.get(x) or "is not chosen") + "." for x in dropped]
+        beyond = (f"Beyond the recommended stocks the programme avoids {usd(float(net.get('expected_avoided_usd_net_of_stocks') or 0.0))} "
+                  "a year (the two act on the same shortfalls, so their benefits do not add up).")
     viable = _viable_without_support(pf)
     viable_usd = sum(float(x.get("expected_avoided_usd") or 0.0) for x in viable)
-    s_fin = lead + (f"{'In all, the programme supports' if lead else 'Recommended: support for'} {len(sel)} projects"
+    p_fin = [lead, *conditional, beyond, (f"{'In all, the programme supports' if lead else 'Recommended: support for'} {len(sel)} projects"
              + (f" ({len(sel) - free} with money, {free} by permitting facilitation at no budget cost)" if free else "")
              + f", {usd(float(sel['amount_usd'].sum()) if len(sel) else 0.0)} of face amount, "
              f"with an expected cost to governments of {usd(float(sel['budget_cost_usd'].sum()) if len(sel) else 0.0)} (credit-reform cost: "
@@ -348,30 +349,30 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                    "leave)" if (pf.get("metadata") or {}).get("stocks_netted_t") else "")
                 + (f"; the ranking's consumer loss over all materials is {usd(ranked_loss)} a year" if ranked_loss > total_loss else "")
                 + ")" if total_loss > 0 else "")
-             + f"; {avail}."
-             + (f" {usd(viable_usd)} a year of it is {' and '.join(sorted({str(x.get('name') or x['project_id']) for x in viable}))}, which "
+             + f"; {avail}."),
+             (f" {usd(viable_usd)} a year of it is {' and '.join(sorted({str(x.get('name') or x['project_id']) for x in viable}))}, which "
                 "the finance model finds viable without support at every price case: support is additional only if the government "
                 "instrument is what closes the financing (another lender's offer in hand would make it not additional)."
                 + "".join(f" {x.get('name') or x['project_id']} has such an offer pending: "
                           + pend[0].removeprefix(PENDING_NOTE).split(":")[0].strip() + "."
                           for x in viable for pend in [[a for a in x.get("assumptions") or [] if str(a).startswith(PENDING_NOTE)]] if pend)
-                if float(pf["expected_avoided_usd"]) > 0 and viable_usd >= ASSUMPTION_SHARE_STATED * float(pf["expected_avoided_usd"]) else ""))
+                if float(pf["expected_avoided_usd"]) > 0 and viable_usd >= ASSUMPTION_SHARE_STATED * float(pf["expected_avoided_usd"]) else "")]
     partner = [x for x in pf.get("selected") or [] if str(x.get("participant")) not in ("USA", "JPN")]
     if partner:
         # review 21: Mactung was funded from a Canadian budget line; the group can recommend it, only Canada can decide it
-        s_fin += (" " + "; ".join(f"{x.get('name') or x['project_id']} rests on a partner's budget ({x['agency']}, {x['participant']})"
+        p_fin.append(" " + "; ".join(f"{x.get('name') or x['project_id']} rests on a partner's budget ({x['agency']}, {x['participant']})"
                                   for x in partner)
                   + ": a recommendation to that partner, not a decision of the United States or Japan.")
     unspent = pf.get("unspent", {})
     if unspent:
-        s_fin += f" {len(unspent)} budgets stay mostly unspent; the binding reason is given for each."
+        p_fin.append(f" {len(unspent)} budgets stay mostly unspent; the binding reason is given for each.")
     rob = pf.get("selection_under_input_output") or {}
     if rob and len(sel):
         # review 18: which choices rest on how a tonne given up at a higher price is valued
         both, only = rob.get("both", []), rob.get("only_ranked_valuation", [])
         extra = rob.get("only_input_output", [])
         io_avoided = float(rob.get("expected_avoided_usd_input_output") or 0.0)
-        s_fin += (" Checked with every tonne not consumed valued as output lost (the input-output convention), the same "
+        p_fin.append(" Checked with every tonne not consumed valued as output lost (the input-output convention), the same "
                   f"programme keeps {len(both)} of the {len(sel)}"
                   + (f" ({free} of them permitting support at no budget cost, which passes any test)" if free else "")
                   + (f", drops {', '.join(pname.get(x, x) for x in only)}" if only else "")
@@ -381,7 +382,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         # review 18b/20: the programme decided after the recommended stocks (the lead above); what a conditional
         # decision depends on, and what the net programme would add
         dropped, added = net.get("only_without_stocks", []), net.get("only_net_of_stocks", [])
-        s_fin += ((" A conditional project is worth funding if the stocks cannot be bought back within a year at the simulated "
+        p_fin.append((" A conditional project is worth funding if the stocks cannot be bought back within a year at the simulated "
                    "price (a control that outlasts a year in a thin market), the case the programme before the stocks values by "
                    "counting every tonne short in full." if dropped else "")
                   + (f" Decided after the stocks, the programme would add {', '.join(pname.get(x, x) for x in added)}." if added else "")
@@ -432,18 +433,18 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                and float(r["planned_acquisition_t"]) >= float(r["optimal_stock_t"])]
     by_j = {j: sum(x["stock_usd"] for x in firm if x["participant"] == j) for j in ("USA", "JPN")}
     md = plan["stockpiles"]["metadata"]
-    s_stock = (f"Stock {sum(1 for x in firm if x['participant'] == 'USA')} nodes (material and stage) for the United States ({usd(by_j['USA'])}) and "
+    p_stock = [(f"Stock {sum(1 for x in firm if x['participant'] == 'USA')} nodes (material and stage) for the United States ({usd(by_j['USA'])}) and "
                f"{sum(1 for x in firm if x['participant'] == 'JPN')} for Japan ({usd(by_j['JPN'])}), from each participant's critical-mineral "
                f"list, stockable stages {', '.join(md.get('stockable_stages', []))}"
-               + (f", at most {md['max_days']:g} days of net imports each." if md.get("max_days") else ".")
-               + f" Today's government holdings, orders or acquisition plans are published for {sum(1 for x in stock_rows if x['current_holding'] != 'not published')} of "
+               + (f", at most {md['max_days']:g} days of net imports each." if md.get("max_days") else ".")),
+               (f" Today's government holdings, orders or acquisition plans are published for {sum(1 for x in stock_rows if x['current_holding'] != 'not published')} of "
                f"these materials (net of holdings and orders, {usd(to_buy)} is left to buy"
                + (f"; published plans, requests or contract ceilings, which are not stock, would cover the targets for {', '.join(covered)} if bought"
                   if covered else "")
                + "); the U.S. National Defense Stockpile stopped publishing holdings by material in 2023 and JOGMEC's are "
                "confidential (its target is 60 days of consumption, up to 180 days for minerals at high risk: stockpile_parameters.csv), "
-               "so the other stocks are targets, not purchases net of holdings."
-               + "".join((f" {f['participant']}'s stocks ({usd(f['stocks_to_buy_usd'])} to buy) are paid from {f['budget']}, {f['funds']}: "
+               "so the other stocks are targets, not purchases net of holdings."),
+               *((f" {f['participant']}'s stocks ({usd(f['stocks_to_buy_usd'])} to buy) are paid from {f['budget']}, {f['funds']}: "
                           f"{f['stocks_share_of_budget']:.0%} of its {usd(f['budget_usd'])}, leaving {usd(f['left_for_projects_usd'])} for projects."
                           + (f" {f['other_holders']}" if f.get("other_holders") else "")
                           if f.get("budget") else
@@ -454,8 +455,8 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                          + (f" Beside that, their value is expected to fall by about {usd(float(f['expected_value_loss_usd_per_year']))} a year "
                             f"(a write-down of about {usd(float(f['write_down_if_relaxed_usd']))} if the controls behind their prices are relaxed)."
                             if float(f.get("expected_value_loss_usd_per_year") or 0.0) > 0 else "")
-                         for f in pf.get("stock_funding") or [] if float(f.get("stocks_to_buy_usd") or 0.0) > 0)
-               + (f" {_nodes(md.get('not_stocked_proxy_demand', []), 'listed ')} not stocked because the participant's consumption there "
+                         for f in pf.get("stock_funding") or [] if float(f.get("stocks_to_buy_usd") or 0.0) > 0),
+               ((f" {_nodes(md.get('not_stocked_proxy_demand', []), 'listed ')} not stocked because the participant's consumption there "
                   "is a proxy, not a published figure." if md.get("not_stocked_proxy_demand") else "")
                + (f" {_nodes(md['not_stocked_same_consumption'])} not stocked because the same consumption figure is "
                   "stocked at another stage of the material, where its need is largest (ore and refined metal would hold one need twice)."
@@ -475,7 +476,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                   + ")." if md.get("not_held_fixed_cost") else "")
                + (" Shortfalls of ore that no plant of the participant takes are met by the stock of the next stage ("
                   + "; ".join(sorted({f"{x['participant']} {x['from']} at {x['node']}" for x in md["ore_shortfall_met_downstream"]}))
-                  + ")." if md.get("ore_shortfall_met_downstream") else ""))
+                  + ")." if md.get("ore_shortfall_met_downstream") else ""))]
     after = [r for r in (st.to_dict("records") if len(st) else []) if r["participant"] in ("USA", "JPN") and r["optimal_stock_t"] > 0
              and r.get("stock_after_projects_t") is not None and pd.notna(r.get("stock_after_projects_t"))
              and float(r["stock_after_projects_t"]) < float(r["optimal_stock_t"]) - 0.5]
@@ -494,19 +495,30 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                 return f"now (in commissioning since {sponsor})"
             return f"{when} (sponsor: {sponsor}{', passed' if x.get('sponsor_date_passed') else ''})"
 
+        described: set[str] = set()
+
         def _on(node: str) -> str:
             ps = [x for x in pf.get("selected") or [] if x.get("node") == node or node in (x.get("co_product_output_once_producing_t_per_year") or {})]
             # review 26: and the projects already financed whose output is ahead (Stibnite after EXIM's approval)
             fin = [x for x in pf.get("financed_pipeline") or [] if x.get("node") == node or node in (x.get("co_product_nameplate_t_per_year") or {})]
-            return ", ".join([*(f"{x.get('name') or x['project_id']} ({'conditional, ' if x['project_id'] in cond else ''}completion "
-                                f"{float(x.get('completion_probability') or 0.0):.2f})" for x in ps),
-                              *(f"{x['name']} ({'already financed' if str(x.get('financed_basis') or '').startswith('counted') else 'coming with or without support'}, "
-                                f"{x['status_class']}, {'output' if _expected(x).startswith('now') else 'first output expected'} {_expected(x)}, completion "
-                                f"{float(x['completion_probability']):.2f}" + (f"; {x['output_caveat']}" if x.get("output_caveat") else "")
-                                + ")" for x in fin)])
-        s_stock += (" Once the recommended projects and those already financed or being built produce, the stocks at their nodes can fall ("
+            # review 34: a project already described (Stibnite's smelter caveat ran twice) is named once in full
+            out = []
+            for x in ps:
+                key = str(x["project_id"])
+                out.append(f"{x.get('name') or key}" + ("" if key in described else
+                           f" ({'conditional, ' if key in cond else ''}completion {float(x.get('completion_probability') or 0.0):.2f})"))
+                described.add(key)
+            for x in fin:
+                key = str(x.get("project_id") or x["name"])
+                out.append(f"{x['name']}" + ("" if key in described else
+                           f" ({'already financed' if str(x.get('financed_basis') or '').startswith('counted') else 'coming with or without support'}, "
+                           f"{x['status_class']}, {'output' if _expected(x).startswith('now') else 'first output expected'} {_expected(x)}, completion "
+                           f"{float(x['completion_probability']):.2f}" + (f"; {x['output_caveat']}" if x.get("output_caveat") else "") + ")"))
+                described.add(key)
+            return ", ".join(out)
+        p_stock.append(" Once the recommended projects and those already financed or being built produce, the stocks at their nodes can fall ("
                     + "; ".join(f"{r['participant']} {r['node']} {float(r['optimal_stock_t']):,.0f} t to {float(r['stock_after_projects_t']):,.0f} t"
-                                + (f" on {_on(r['node'])}" if _on(r["node"]) else "")
+                                + (f" on {o}" if (o := _on(r["node"])) else "")
                                 for r in sorted(after, key=lambda r: float(r["stock_after_projects_t"]) - float(r["optimal_stock_t"])))
                     + "): each participant receives its share of a project's output, not all of it (its demand over the market "
                     "the disruption rations outside the dominant supplier: "
@@ -523,7 +535,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         yes = sorted((r for r in pools if r["pool_recommended"] is True), key=lambda r: -float(r["pooling_saving_usd"]))
         no = [r for r in pools if r["pool_recommended"] is not True]
         cost = usd(float(md.get("pool_agreement_cost_usd_per_year") or 0.0))
-        s_stock += (" A joint stock of the participants instead of their own lines "
+        p_stock.append(" A joint stock of the participants instead of their own lines "
                     + ("is worth an agreement at " + "; ".join(f"{r['node']} (saves {usd(float(r['pooling_saving_net_usd']))} a year net of it)"
                                                                 for r in yes)
                        if yes else "is worth an agreement at no node")
@@ -533,7 +545,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                        "sharing saves little" if no else "")
                     + ".")
     if few:
-        s_stock += (f" A further {len(few)} stocks ({usd(sum(few))}, not in the totals above) rest on fewer than {FEW_DRAWS} simulated "
+        p_stock.append(f" A further {len(few)} stocks ({usd(sum(few))}, not in the totals above) rest on fewer than {FEW_DRAWS} simulated "
                     "years with a shortfall; rerun with more draws before buying them.")
     # review 18b: a stock on a control in force is drawn in most simulated years and counted full again the next
     # year; the buy-back is charged its premium while the control holds (docs/stockpile.md §2), and where the saving
@@ -545,7 +557,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         usd60 = sum(float(x["stock_usd_at_60_days"]) for x in ruled)
         worst = max(ruled, key=lambda x: float(x["extra_cost_of_60_days_usd_per_year"]))
         saving = sum(float(x.get("expected_saving_usd_per_year") or 0.0) for x in ruled)
-        s_stock += (f" Holding the same {len(ruled)} lines at 60 days of consumption instead (JOGMEC's base rule, each capped as "
+        p_stock.append(f" Holding the same {len(ruled)} lines at 60 days of consumption instead (JOGMEC's base rule, each capped as "
                     f"above) would cost {usd(extra)} a year more in expected cost, for {usd(usd60)} of stock instead of "
                     f"{usd(sum(float(x['stock_usd']) for x in ruled))}"
                     + (f"; most at {worst['participant']} {worst['node']} ({usd(float(worst['extra_cost_of_60_days_usd_per_year']))} a year)"
@@ -555,7 +567,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     quick = [x for x in firm if float(x.get("expected_saving_usd_per_year") or 0.0) > float(x.get("stock_usd") or 0.0) > 0]
     if quick:
         top_q = max(quick, key=lambda x: float(x["expected_saving_usd_per_year"]) / float(x["stock_usd"]))
-        s_stock += (" Every stock listed saves more a year than it costs to hold (holding and the fixed cost of a line); "
+        p_stock.append(" Every stock listed saves more a year than it costs to hold (holding and the fixed cost of a line); "
                     f"{len(quick)} {'save' if len(quick) > 1 else 'saves'} more a year than "
                     f"{'their purchase price' if len(quick) > 1 else 'its purchase price'} (at most {top_q['participant']} {top_q['node']}, "
                     f"{float(top_q['expected_saving_usd_per_year']) / float(top_q['stock_usd']):.1f} times): each release is bought "
@@ -568,7 +580,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
              & ~h.get("status", pd.Series("", index=h.index)).astype(str).str.startswith("cancelled")]
     not_held = sorted(set(live["commodity_id"]) - {str(x["node"]).split("/")[0] for x in firm if x["participant"] == "USA"})
     if not_held:
-        s_stock += (f" DLA is buying or has asked for offers of {', '.join(c.replace('_', ' ') for c in not_held)} (holdings.csv), which "
+        p_stock.append(f" DLA is buying or has asked for offers of {', '.join(c.replace('_', ' ') for c in not_held)} (holdings.csv), which "
                     "the plan does not stock for the United States: its stocks rest on the economy-wide loss the model simulates, "
                     "not on the National Defense Stockpile's requirements.")
     # review 24: lines sized on an estimated or stale consumption figure are named (their size is as uncertain)
@@ -576,7 +588,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     shaky = [x for x in firm if any(("an estimate" in f or "stale" in f) and f.startswith(x["participant"] + " ")
                                     for f in rows_by.get((x["participant"], x["node"]), {}).get("flags") or [])]
     if shaky:
-        s_stock += (f" {len(shaky)} line{'s rest' if len(shaky) > 1 else ' rests'} on a consumption figure that is an estimate or "
+        p_stock.append(f" {len(shaky)} line{'s rest' if len(shaky) > 1 else ' rests'} on a consumption figure that is an estimate or "
                     "older than five years (" + "; ".join(f"{x['participant']} {x['node']}" for x in shaky)
                     + "): the size is as uncertain as that figure (each row's flags).")
     share = md.get("purchase_share_of_market_per_year")
@@ -590,7 +602,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     if share and slow:
         # review 24: some stocks were larger than a year's market outside China; each node says how long the bloc's
         # lines take to fill at a buying rate that does not move the price much
-        s_stock += (f" Bought at {share:.0%} of a year's market outside the dominant supplier's home use (an assumption: "
+        p_stock.append(f" Bought at {share:.0%} of a year's market outside the dominant supplier's home use (an assumption: "
                     "buying faster moves the price, which the stock's cost does not include), the bloc's lines take more than a "
                     f"year to fill at {len(slow)} node{'s' if len(slow) > 1 else ''} ("
                     + "; ".join(f"{n} {y:.1f} years" for n, y in slow) + ").")
@@ -617,12 +629,12 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         def _as_of(basis: str) -> str:
             m = re.search(r", (\d{4}-\d{2}): ", basis)
             return f", {m.group(1)}" if m else ""
-        s_stock += (" Where a benchmark price has been observed since the controls, a stock is bought at it ("
+        p_stock.append(" Where a benchmark price has been observed since the controls, a stock is bought at it ("
                     + "; ".join(f"{n} x{r:.2f}{_as_of(b)} against x{r_s:.2f} simulated" for n, r, r_s, b in obs)
                     + ": purchase_prices.csv), and a stock bought above the baseline price is charged the expected fall of its "
                     "value, down to the restrictor's home price where it is observed (else to the baseline), if the control behind it "
                     "is relaxed for every buyer (the regime model's annual chance: "
-                    + ", ".join(f"{w} {p_:.1%}" for w, p_ in sorted({(str(r.get("relaxation_of") or ""), float(r.get("relaxation_probability") or 0.0))
+                    + ", ".join(f"{w} {p_:.1%}" for w, p_ in sorted({(str(r.get("relaxation_of") or ""), round(float(r.get("relaxation_probability") or 0.0), 4))
                                                                       for r in all_rows if r.get("relaxation_of") and float(r.get("purchase_price_ratio") or 1.0) > 1.005}))
                     + "; a relaxation for one destination's end users alone, such as China's November 2025 general licences for "
                     "U.S. end users, is not counted, as in the risk ranking"
@@ -638,7 +650,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     if squeezed or dearer:
         # review 9/10: stocks were valued at the baseline price while controlled materials cost several times more;
         # review 19b: they are now bought at the simulated price under the controls in force since the baseline
-        s_stock += (f" The {'other ' if obs else ''}costs are at the model's baseline node prices (mostly 2024)"
+        p_stock.append(f" The {'other ' if obs else ''}costs are at the model's baseline node prices (mostly 2024)"
                     + (", except where a control in force since then raises today's price: those stocks are bought at the "
                        "simulated mean price under it (" + "; ".join(f"{n} x{r:.2f}" for n, r in squeezed) + ")" if squeezed else "")
                     + (". Quoted spot prices outside China rose further after those controls (" + "; ".join(dearer)
@@ -671,8 +683,8 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         return ((" (all from plants producing before the plan: trade the buyers already have" if n < 0.5 else
                  " (all new supply" if n > r["tonnes"] - 0.5 else f" ({n:,.0f} t new supply, the rest from plants already producing")
                 + (f"; {into:,.0f} t of it into a government stockpile, not supply to industry" if into >= 0.5 else "") + ")")
-    s_del = (f"In the next {plan['metadata'].get('delivery_months', 6)} months allied projects deliver to buyers in {', '.join(countries) or 'no country'}: "
-             + "; ".join(f"{r['receiving_country']} {r['tonnes']:,.0f} t of {r['node']}{_new(r)}" for r in sorted(del_rows, key=lambda x: -x["tonnes"])[:6]) + ".")
+    p_del = [(f"In the next {plan['metadata'].get('delivery_months', 6)} months allied projects deliver to buyers in {', '.join(countries) or 'no country'}: "
+             + "; ".join(f"{r['receiving_country']} {r['tonnes']:,.0f} t of {r['node']}{_new(r)}" for r in sorted(del_rows, key=lambda x: -x["tonnes"])[:6]) + ".")]
     new_total = sum(float(r.get("tonnes_from_new_supply") or 0.0) for r in del_rows)
     # review 26: a plant producing before the plan delivers only on the contracts that name it (deliver.plan); the rest
     # of its output is existing trade, on terms the plan does not see
@@ -680,12 +692,12 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                        for x in dl.get("projects", []) if x.get("supply") == "existing"
                        and float(x.get("capacity_t") or 0.0) - float(x.get("delivered_t") or 0.0) >= 0.5), key=lambda x: -x[2])
     if kept_out:
-        s_del += (" Plants producing before the plan deliver only on contracts that name them; the rest of their output in the window is "
+        p_del.append(" Plants producing before the plan deliver only on contracts that name them; the rest of their output in the window is "
                   "trade the buyers already have, on terms the plan does not see, and is not allocated here ("
                   + "; ".join(f"{n} {t:,.0f} t" + (f" of {node}" if node else "") for n, node, t in kept_out[:5])
                   + (f"; {len(kept_out) - 5} more" if len(kept_out) > 5 else "") + ").")
     if del_rows and all(r.get("tonnes_from_new_supply") is not None for r in del_rows) and new_total < 0.5:
-        s_del += " None of it is new supply: every delivering plant was producing before the plan."
+        p_del.insert(1, "None of it is new supply: every delivering plant was producing before the plan.")
     # named buyers (offtakers, stockpiles, users) left short are unmet needs; a national aggregate is the whole
     # apparent consumption, mostly met by trade outside the register: its coverage is reported, not a shortfall
     kind = dict(zip(buyers["buyer_id"], buyers["kind"].astype(str), strict=True)) if buyers is not None and len(buyers) else {}
@@ -771,14 +783,14 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         return " from plants already producing (existing trade)" if n < 0.5 else "" if n > float(r["delivered_t"]) - 0.5 else (
             f" ({n / float(r['delivered_t']):.0%} of it new supply)")
     coverage = "; ".join(f"{_label(r)} {float(r['delivered_t']) / float(r['demand_t']):.0%}{_existing(r)}{_elements(r)}" for r in shown)
-    s_unmet = ((f"{len(open_short)} named buyers stay short over the window, the largest {open_short[0]['buyer']} "
+    p_unmet = [(f"{len(open_short)} named buyers stay short over the window, the largest {open_short[0]['buyer']} "
                 f"({open_short[0]['short_t']:,.0f} t of {open_short[0]['node']})." if open_short else
-                "No named buyer stays short over the window" + (" other than offtakes waiting for their plant." if waits else "."))
-               + (f" {len(waits)} {'more ' if open_short else ''}named buyers are offtakes bound to plants that produce nothing in the window (the largest "
+                "No named buyer stays short over the window" + (" other than offtakes waiting for their plant." if waits else ".")),
+               (f" {len(waits)} {'more ' if open_short else ''}named buyers are offtakes bound to plants that produce nothing in the window (the largest "
                   f"{waits[0]['buyer']}, {waits[0]['short_t']:,.0f} t of {waits[0]['node']}): they wait for their plant, and no other "
-                  "supply can fill their contract." if waits else "")
-               + f" {len(dl.get('buyers_not_planned', []))} buyers publish no volume and are not planned."
-               + (f" Allied projects cover these shares of national consumption: {coverage}." if coverage else ""))
+                  "supply can fill their contract." if waits else ""),
+               f" {len(dl.get('buyers_not_planned', []))} buyers publish no volume and are not planned.",
+               (f" Allied projects cover these shares of national consumption: {coverage}." if coverage else "")]
 
     val = plan.get("validation", {}).get("summary", {}).get("holdout", {})
     changes = []
@@ -843,9 +855,13 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     if flagged:
         changes.append("Figures for " + ", ".join(f"{n} ({s:.0%} of its loss)" for n, s in flagged)
                        + " rest on flagged proxies, stale figures or assumptions (proxy_share_of_loss); sourced figures could move their rank.")
+    parts = {k: [x.strip() for x in v if x and x.strip()] for k, v in
+             (("priorities", p_pri), ("financing", p_fin), ("stocks", p_stock), ("deliveries", p_del), ("unmet_needs", p_unmet))}
     return {
         "as_of": plan["metadata"].get("as_of"),
-        "sentences": {"priorities": s_pri, "financing": s_fin, "stocks": s_stock, "deliveries": s_del, "unmet_needs": s_unmet},
+        # review 34: each part is its lead (the decision) and notes (what qualifies it); "sentences" keeps the whole text
+        "sentences": {k: " ".join(v) for k, v in parts.items()},
+        "parts": {k: {"lead": v[0], "notes": v[1:]} for k, v in parts.items()},
         "what_would_change": changes,
         "tables": {"priorities": pri_rows, "financing": fin_rows, "unspent_budgets": [{"budget": k, "why": v} for k, v in unspent.items()],
                    "stocks": stock_rows, "deliveries": del_rows, "unmet_needs": unmet_rows},

@@ -125,6 +125,20 @@ def lead_and_rest(text: str, most: int = 600) -> tuple[str, str]:
     return text[:cut].strip(), text[cut:].strip()
 
 
+def answer_parts(summary: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
+    """Each part of the executive answer as (heading, lead, notes): the lead is the decision the first page shows, the
+    notes what qualifies it, shown as a list after the tables. A summary written before parts existed (only
+    ``sentences``) is split after its first sentences."""
+    parts = summary.get("parts")
+    if parts:
+        return [(PART_NAMES.get(k, k), str(v["lead"]), [str(x) for x in v.get("notes") or []]) for k, v in parts.items()]
+    out = []
+    for k, v in summary["sentences"].items():
+        lead, rest = lead_and_rest(v)
+        out.append((PART_NAMES.get(k, k), lead, [rest] if rest else []))
+    return out
+
+
 def fmt_cell(v: Any, kind: str) -> str:
     """A cell for a reader: USD in $ M/B, tonnes with thousands separators, blank for missing (never 'nan')."""
     if v is None or (isinstance(v, float) and not np.isfinite(v)):
@@ -142,10 +156,11 @@ def fmt_cell(v: Any, kind: str) -> str:
 
 def summary_html(summary: dict[str, Any]) -> str:
     """The executive answer as the HTML report's first section."""
-    names = PART_NAMES
     # review 33b G5: the opening of each part first, the tables, then each part in full (folded, nothing dropped)
-    parts = [f"<p><strong>{html.escape(names.get(k, k))}.</strong> {html.escape(lead_and_rest(v)[0])}</p>" for k, v in summary["sentences"].items()]
-    full = "".join(f"<p><strong>{html.escape(names.get(k, k))}.</strong> {html.escape(v)}</p>" for k, v in summary["sentences"].items())
+    ap = answer_parts(summary)
+    parts = [f"<p><strong>{html.escape(name)}.</strong> {html.escape(lead)}</p>" for name, lead, _ in ap]
+    full = "".join(f"<p><strong>{html.escape(name)}.</strong> {html.escape(lead)}</p>"
+                   + ("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in notes) + "</ul>" if notes else "") for name, lead, notes in ap)
     for key, title, cols in SUMMARY_TABLES:
         rows = summary["tables"].get(key, [])[:15]
         head = "".join(f"<th>{html.escape(lab)}</th>" for _, lab, _ in cols)
@@ -175,10 +190,11 @@ def _xlsx_summary(xl: Any, summary: dict[str, Any]) -> None:
     ws.set_column(1, 6, 22)
     r = 2
     # review 33b G5: the opening of each part first, the tables, then each part in full (as the PDF and the HTML)
-    for k, v in summary["sentences"].items():
-        ws.write(r, 0, PART_NAMES.get(k, k), head)
-        ws.merge_range(r, 1, r, 6, lead_and_rest(v)[0], wrap)
-        ws.set_row(r, 45)
+    ap = answer_parts(summary)
+    for name, lead, _ in ap:
+        ws.write(r, 0, name, head)
+        ws.merge_range(r, 1, r, 6, lead, wrap)
+        ws.set_row(r, max(30, min(409, 15 * (1 + len(lead) // 130))))
         r += 1
     for key, title, cols in SUMMARY_TABLES:
         r += 1
@@ -198,11 +214,13 @@ def _xlsx_summary(xl: Any, summary: dict[str, Any]) -> None:
                     ws.write_number(r, i, float(v), num[kind])
     r += 2
     ws.write(r, 0, "Each part of the answer in full", bold)
-    for k, v in summary["sentences"].items():
-        r += 1
-        ws.write(r, 0, PART_NAMES.get(k, k), head)
-        ws.merge_range(r, 1, r, 6, v, wrap)
-        ws.set_row(r, min(409, 15 * (1 + len(v) // 130)))
+    for name, lead, notes in ap:
+        for i, v in enumerate([lead, *(f"- {x}" for x in notes)]):
+            r += 1
+            if i == 0:
+                ws.write(r, 0, name, head)
+            ws.merge_range(r, 1, r, 6, v, wrap)
+            ws.set_row(r, min(409, 15 * (1 + len(v) // 130)))
     r += 2
     ws.write(r, 0, "What would change the recommendation", bold)
     for x in summary["what_would_change"]:
@@ -574,19 +592,20 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
         """The executive answer: the opening of each part first (review 33b G5: the answer ran 12 pages, the stock
         paragraph alone about 2,000 words), then its tables, then the rest of each part in full (review 33 F1: no text
         is dropped), then what would change."""
-        leads, rests = [], []
-        for key, v in summary["sentences"].items():
-            lead, rest = lead_and_rest(v)
-            leads.append((PART_NAMES.get(key, key), lead))
-            if rest:
-                rests.append((PART_NAMES.get(key, key), rest))
+        ap = answer_parts(summary)
+        leads = [(name, lead) for name, lead, _ in ap]
+        # review 34: the rest of each part is a list of notes (the stock part was one paragraph of about 2,000 words)
+        rests = [(name, "\n".join([lead, *(f"- {x}" for x in notes)])) for name, lead, notes in ap if notes]
 
         def flow(title: str, parts: list[tuple[str, str]]) -> None:
             fig = plt.figure(figsize=(8.27, 11.69))
             fig.text(0.07, 0.96, title, fontsize=15, weight="bold", va="top")
             y = 0.93
             for name, text in parts:
-                for k, part in enumerate(textwrap.wrap(text, 90)):
+                # a note ("- ...") wraps with a hanging indent under its dash
+                lines = [w for para in text.split("\n")
+                         for w in textwrap.wrap(para, 90, subsequent_indent="  " if para.startswith("- ") else "")]
+                for k, part in enumerate(lines):
                     if y < 0.05:
                         pdf.savefig(fig)
                         plt.close(fig)
@@ -608,7 +627,7 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
             table_pages(pdf, f"Executive answer: {title}", df, [c for c, _, _ in cols], n=40, width=60,
                         col_labels={c: lab for c, lab, _ in cols})
         if rests:
-            flow("Executive answer: each part in full (continued from the first page)", rests)
+            flow("Executive answer: each part in full", rests)
         text_page(pdf, "Executive answer: what would change the recommendation", [f"- {x}" for x in summary["what_would_change"]])
 
     with PdfPages(buf) as pdf:
