@@ -589,15 +589,14 @@ def test_a_stock_is_bought_at_the_price_under_the_control_in_force(simulator, bl
         node = simulator.nodes.get(*r["node"].split("/"))
         p_buy = node.p0_usd_per_t * r["purchase_price_ratio"]
         assert r["optimal_stock_usd"] == pytest.approx(r["optimal_stock_t"] * p_buy, rel=1e-9)
-        # capital on what the stock costs today, not on its 2024 price; storage, a physical rent per tonne, on the
-        # 2024 price its rate was computed on (review 33 F10); plus, since review 24, the expected fall of the premium
-        # if the control is relaxed
-        hold = (p_buy * sp.capital_rate.get(r["participant"], sp.capital_rate["USA"]) + node.p0_usd_per_t * sp.storage(node.commodity)
+        # capital on what the stock costs today, not on its 2024 price; storage a warehouse rent per tonne, whatever
+        # the price (review 33b G9; review 33 F10 charged it on the 2024 price); plus, since review 24, the expected
+        # fall of the premium if the control is relaxed
+        rent = sp.storage_usd_per_t(node.commodity, node.p0_usd_per_t)
+        assert sp.rent_per_t is not None and rent == pytest.approx(sp.rent_per_t * sp.rent_multiplier.get(node.commodity, 1.0))
+        hold = (p_buy * sp.capital_rate.get(r["participant"], sp.capital_rate["USA"]) + rent
                 + r["expected_price_fall_usd_per_t_year"])
         assert r["holding_cost_usd_per_t_year"] == pytest.approx(hold, rel=1e-9)
-        if r["purchase_price_ratio"] > 1:
-            assert r["holding_cost_usd_per_t_year"] < p_buy * (sp.capital_rate.get(r["participant"], sp.capital_rate["USA"])
-                                                             + sp.storage(node.commodity)) + r["expected_price_fall_usd_per_t_year"]
 
 
 def test_no_line_is_held_that_saves_less_than_its_fixed_cost(bloc_plan):
@@ -817,7 +816,7 @@ def test_a_stock_bought_above_the_baseline_price_is_charged_its_expected_fall_in
         floor = max(p0, floors.get(r["node"], p0))
         assert r["fall_back_usd_per_t"] == pytest.approx(floor)
         assert r["expected_price_fall_usd_per_t_year"] == pytest.approx(rho * max(g * p0 - floor, 0.0))
-        base = p0 * g * sp.capital_rate.get(r["participant"], sp.capital_rate["USA"]) + p0 * sp.storage(r["commodity"])
+        base = p0 * g * sp.capital_rate.get(r["participant"], sp.capital_rate["USA"]) + sp.storage_usd_per_t(r["commodity"], p0)
         assert r["holding_cost_usd_per_t_year"] == pytest.approx(base + r["expected_price_fall_usd_per_t_year"])
     sb = next(r for r in rows if r["node"] == "antimony/mine" and r["participant"] == "USA")
     # review 25-27: China's relaxations of a control for every buyer (the 2015 quota abolitions), not its Nov 2025

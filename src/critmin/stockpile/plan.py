@@ -60,9 +60,22 @@ class StockParameters:
     #: the row): caps every line (review 27)
     max_years_to_fill: float | None = None
 
+    #: warehouse rent, USD per tonne a year (``storage_cost_usd_per_t_year``; None without the row)
+    rent_per_t: float | None = None
+    #: multiple of that rent for materials that need controlled storage (``storage_cost_multiplier_controlled``)
+    rent_multiplier: dict[str, float] = field(default_factory=dict)
+
     def storage(self, commodity: str) -> float:
         """Storage and insurance cost as a fraction of value per year (commodity row, else the ``*`` row)."""
         return self.storage_by_commodity.get(commodity, self.storage_rate)
+
+    def storage_usd_per_t(self, commodity: str, p0: float) -> float:
+        """Storage cost, USD per tonne a year: the warehouse rent times the commodity's controlled-storage multiple
+        (review 33b G9: a rent is paid per tonne, whatever the price; the fraction-of-value rows were that rent over
+        the USGS price, charged on a node price on another basis); without a rent row, ``p0`` times the rate."""
+        if self.rent_per_t is not None:
+            return self.rent_per_t * self.rent_multiplier.get(commodity, 1.0)
+        return p0 * self.storage(commodity)
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> StockParameters:
@@ -92,7 +105,13 @@ class StockParameters:
             share = float(ps["value"].iloc[0]) if len(ps) and ps["value"].iloc[0] != "" else None
             yf = t[(t["parameter"] == "max_years_to_fill") & (t["scope"] == "*")]
             years = float(yf["value"].iloc[0]) if len(yf) and yf["value"].iloc[0] != "" else None
-            return cls(cap, storage, basis, rules, by_c, fixed, pool_cost, share, years)
+            rt = t[(t["parameter"] == "storage_cost_usd_per_t_year") & (t["scope"] == "*")]
+            rent = float(rt["value"].iloc[0]) if len(rt) and rt["value"].iloc[0] != "" else None
+            mult = {str(r["scope"]).split(":", 1)[1]: float(r["value"]) for r in t.to_dict("records")
+                    if r["parameter"] == "storage_cost_multiplier_controlled" and str(r["scope"]).startswith("commodity:") and r["value"] != ""}
+            if rent is not None:
+                basis = f"warehouse rent US${rent:,.1f} per tonne a year (storage_cost_usd_per_t_year), x3 for controlled storage where stated"
+            return cls(cap, storage, basis, rules, by_c, fixed, pool_cost, share, years, rent, mult)
         return cls(cap, storage, basis, rules)
 
 
@@ -588,9 +607,9 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             # ... down to the restrictor's home price where it is observed, else to the baseline (review 25)
             floor = max(p0, floors.get(key, p0))
             price_fall = expected_price_fall(rho, p_buy, floor)
-            # review 33 F10: the storage rate is a physical rent per tonne over the 2024 price (stockpile_parameters.csv),
-            # so it is charged on the baseline price, not on a purchase price raised by the controls; capital on p_buy
-            hold = p_buy * sp.capital_rate.get(j, sp.capital_rate["USA"]) + p0 * sp.storage(node.commodity) + price_fall
+            # review 33b G9: storage is a warehouse rent per tonne (stockpile_parameters.csv), whatever the price; capital
+            # on p_buy
+            hold = p_buy * sp.capital_rate.get(j, sp.capital_rate["USA"]) + sp.storage_usd_per_t(node.commodity, p0) + price_fall
             s_opt, cost_opt = newsvendor(short, w, hold, c, refill)
             cost0 = float(expected_cost(0.0, short, w, hold, c))
             annual_use = node.demand_share[j] * node.q0_t
@@ -619,7 +638,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             if key in observed:
                 # the low case: the same line sized and bought at the simulated price under the controls
                 r_lo = low_case.get(key, (1.0, "baseline price"))[0]
-                hold_lo = (p0 * r_lo * sp.capital_rate.get(j, sp.capital_rate["USA"]) + p0 * sp.storage(node.commodity)
+                hold_lo = (p0 * r_lo * sp.capital_rate.get(j, sp.capital_rate["USA"]) + sp.storage_usd_per_t(node.commodity, p0)
                            + expected_price_fall(rho, p0 * r_lo, floor))
                 s_lo, c_lo = newsvendor(short, w, hold_lo, c, refill)
                 s_lo = min(s_lo, cap_t, cap_plant, cap_fill)
@@ -692,7 +711,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             lp_inputs[j].append((key, short, hold, c, p_buy, min(cap_t, cap_plant, cap_fill), refill))
             separate[j] = s_opt  # what the member brings to a pool: the line it keeps
         if pooled and len(per_member) > 1:
-            hold = (p_buy * float(np.mean([sp.capital_rate.get(j, sp.capital_rate["USA"]) for j in per_member])) + p0 * sp.storage(node.commodity)
+            hold = (p_buy * float(np.mean([sp.capital_rate.get(j, sp.capital_rate["USA"]) for j in per_member])) + sp.storage_usd_per_t(node.commodity, p0)
                     + expected_price_fall(relax.get(key, (0.0, ""))[0], p_buy, max(p0, floors.get(key, p0))))
             c = c_pool
             total = np.sum(list(per_member.values()), axis=0)
@@ -786,6 +805,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
         "metadata": {**smp["metadata"], "perspective": perspective.upper(), "stockable_stages": list(stages), "max_days": max_days,
                      "candidates": {j: sorted(v) for j, v in commodities.items()},
                      "holdings_context": {j: holdings_for(holdings, j, "*")[1] for j in members}, "storage_cost_rate": sp.storage_rate, "storage_cost_rate_by_commodity": sp.storage_by_commodity,
+                     "storage_cost_usd_per_t_year": sp.rent_per_t, "storage_cost_multiplier_controlled": sp.rent_multiplier,
                      "storage_basis": sp.storage_basis,
                      "fixed_cost_usd_per_line_year": sp.fixed_cost,
                      "pool_agreement_cost_usd_per_year": sp.pool_cost,
