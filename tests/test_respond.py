@@ -41,6 +41,16 @@ def test_respond_to_a_new_event_from_a_file(tmp_path: Path):
 
     doc = pymupdf.open(tmp_path / "brief" / "brief.pdf")
     assert doc.page_count == 2 and "Rapid-response brief" in doc[0].get_text()
+    # review 34: names and reasons wrap in their cells instead of being cut at 44 characters
+    import re
+
+    flat = re.sub(r"\s+", "", "".join(p.get_text() for p in doc))
+    for p in ev["projects"][:4]:
+        assert re.sub(r"\s+", "", p["name"]) in flat, p["name"]
+    # each participant's own government stock: the sourced holding where published, else why not
+    cover = {c["participant"]: c for c in ev["cover"]}
+    assert "JOGMEC" in cover["JPN"]["government_stock"] and "JOGMEC" not in cover["USA"]["government_stock"]
+    assert cover["USA"]["government_stock_t"] is None or "days of use" in cover["USA"]["government_stock"]
     page = (tmp_path / "brief" / "brief.html").read_text()
     assert "<script" not in page and "http" not in page.split("<body>")[1][:200] and "nan" not in page.split()
 

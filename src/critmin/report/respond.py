@@ -27,6 +27,11 @@ import pandas as pd
 from critmin.atlas.lists import LISTED_PARENT
 from critmin.output import to_json, write_atomic
 from critmin.report.summary import usd
+from critmin.stockpile.plan import holdings_for, read_holdings
+
+#: Why a participant's government stock of a material is not stated, where no source publishes it.
+NOT_PUBLISHED = {"USA": "not published by material (the U.S. National Defense Stockpile stopped in 2023)",
+                 "JPN": "not published (JOGMEC's volumes are confidential)"}
 
 PARTICIPANTS = ("USA", "JPN")
 
@@ -45,6 +50,7 @@ def respond(sim: Any, scenarios: list[Any], projects: pd.DataFrame, buyers: pd.D
         raise ValueError("respond needs at least one scenario")
     res = run(sim, scenarios, draws, seed, keep_paths=True)
     atlas = sim.atlas
+    holdings = read_holdings()
     ip = InstrumentParameters.load()
     events = []
     for sc in scenarios:
@@ -78,11 +84,17 @@ def respond(sim: Any, scenarios: list[Any], projects: pd.DataFrame, buyers: pd.D
                     "demand_basis": n.demand_basis.get(j, ""),
                 })
         inv = sim.params.resolve("inventory_months", node.commodity, node.stage, node.group)
-        cover = [{"participant": j, "commercial_stock_days": float(inv.value * 365.0 / 12.0),
-                  "commercial_stock_days_range": [float(inv.low * 365.0 / 12.0), float(inv.high * 365.0 / 12.0)],
-                  "commercial_basis": f"inventory_months {inv.value:g} ({inv.kind}, scope {inv.scope})",
-                  "government_stock": "not published by material (U.S. National Defense Stockpile since 2023; JOGMEC's volumes are confidential)"}
-                 for j in PARTICIPANTS]
+        cover = []
+        for j in PARTICIPANTS:
+            # review 34: each participant's own government stock (the sourced holding where published, else why not)
+            held, notes = holdings_for(holdings, j, node.commodity)
+            use = float(node.demand_share.get(j, 0.0) * node.q0_t) if np.isfinite(node.q0_t) else 0.0
+            gov = (f"{held:,.0f} t" + (f", {held / use * 365.0:,.0f} days of use" if use > 0 else "") + f" ({notes[0]})" if held is not None
+                   else NOT_PUBLISHED.get(j, "not published") + (f"; latest record: {notes[0]}" if notes else ""))
+            cover.append({"participant": j, "commercial_stock_days": float(inv.value * 365.0 / 12.0),
+                          "commercial_stock_days_range": [float(inv.low * 365.0 / 12.0), float(inv.high * 365.0 / 12.0)],
+                          "commercial_basis": f"inventory_months {inv.value:g} ({inv.kind}, scope {inv.scope})",
+                          "government_stock": gov, "government_stock_t": held})
         friends = set(atlas.participants) | set(atlas.like_minded)
         # a targeted participant's own output is its domestic supply, not an alternative supplier to it
         targeted = set(sc.targets) & set(atlas.participants) if "WORLD" not in sc.targets else set()
@@ -133,7 +145,7 @@ def _fmt(v: Any, kind: str = "") -> str:
     if kind == "usd":
         return usd(float(v))
     if kind == "pct":
-        return f"{float(v):.0%}"
+        return f"{float(v):.1%}" if 0 < abs(float(v)) < 0.01 else f"{float(v):.0%}"
     if kind == "x":
         return f"x{float(v):.2f}"
     if kind == "t":
@@ -228,15 +240,24 @@ def brief_pdf(rec: dict[str, Any]) -> bytes:
         if not rows:
             fig.text(0.06, y - 0.02, "none", fontsize=8, va="top", style="italic")
             return y - 0.045
-        cells = [[esc(_fmt(r.get(c), k))[:44] for c, _, k in cols] for r in rows]
+        # review 34: cells wrap within their column (names and reasons were cut at 44 characters and ran into the next
+        # column); a column is as wide as its longest word or label, at most 40 characters, and rows grow with their lines
+        raw = [[esc(_fmt(r.get(c), k)) for c, _, k in cols] for r in rows]
         labels = [lab for _, lab, _ in cols]
-        w = np.array([max([len(lab)] + [len(x[i]) for x in cells]) + 3 for i, lab in enumerate(labels)], float)
-        h = 0.016 * (len(rows) + 1)
+        w = np.array([min(max([len(lab)] + [len(x[i]) for x in raw]), 40) + 2 for i, lab in enumerate(labels)], float)
+        chars = np.maximum((w / w.sum() * 135.0).astype(int), 6)  # about 150 characters of 6.5 pt across the table
+        cells = [["\n".join(textwrap.wrap(x[i], int(chars[i]), break_long_words=True) or [""]) for i in range(len(cols))] for x in raw]
+        lines = [max(c.count("\n") + 1 for c in row) for row in cells]
+        unit = 0.0125
+        h = unit * (sum(lines) + 1.5)
         ax = fig.add_axes((0.06, y - 0.02 - h, 0.88, h))
         ax.axis("off")
         tb = ax.table(cellText=cells, colLabels=labels, colWidths=list(w / w.sum()), bbox=Bbox.from_bounds(0, 0, 1, 1), cellLoc="left")
         tb.auto_set_font_size(False)
         tb.set_fontsize(6.5)
+        for (r_, _), cell in tb.get_celld().items():
+            cell.set_height((1.5 if r_ == 0 else lines[r_ - 1]) / (sum(lines) + 1.5))
+            cell.get_text().set_va("center")
         return y - h - 0.05
 
     from critmin.report.glyphs import MISSING_NOTE, pdf_text
