@@ -105,6 +105,11 @@ def test_output_ramps_up_linearly_from_first_output():
     assert mean_output_share(3, 12, 0.0) == pytest.approx(9 / 12)
     # 30 months already behind a 2-year ramp: nameplate throughout
     assert mean_output_share(0, 12, 2.0, elapsed_months=30) == pytest.approx(1.0)
+    # review 34: discounted at r a year, output from month 12 of a 24-month window (Y = 0) is worth the second year's
+    # discount factor over the two years': v / (1 + v), v = 1 / 1.1, = 1 / 2.1; undiscounted it is one half
+    assert mean_output_share(12, 24, 0.0, rate=0.10) == pytest.approx(1 / 2.1)
+    assert mean_output_share(12, 24, 0.0, rate=0.0) == pytest.approx(0.5)
+    assert mean_output_share(0, 24, 0.0, rate=0.10) == pytest.approx(1.0)  # nameplate throughout: the weights cancel
     # yearly output of a 2-year ramp: year 1 the mean of 1/24..12/24, year 2 of 13/24..24/24, then capacity
     case = ProjectCase(capacity_t=24, capex_usd=0, unit_cost_usd_per_t=0, construction_years=1, ramp_years=2, life_years=3,
                        tax_rate=0, hurdle_rate=0.1)

@@ -302,7 +302,13 @@ def test_a_project_treated_as_financed_shows_a_status_that_says_otherwise(plan):
     'financing in progress'; the rule is the status class's assumption and the reason now says so and quotes it."""
     reasons = {p["project_id"]: p["reason"] for p in plan["projects"]}
     r = reasons["P045"]
-    assert "treated as financed because its status class is construction" in r and "financing in progress" in r
+    # review 34 H3: a class rule that overrode the status text kept Kellyton "coming with or without support"; its class
+    # is now financing (decisions.csv), so an instrument can be credited with closing its finance
+    assert "treated as financed" not in r
+    from critmin.portfolio.register import bundled_register
+
+    k = bundled_register().projects.set_index("project_id").loc["P045"]
+    assert k["status_class"] == "financing" and "financing in progress" in str(k["status"])
 
 
 @pytest.fixture(scope="module")
@@ -457,9 +463,9 @@ def test_a_horizon_inside_its_documented_range_solves(tmp_path: Path) -> None:
 
     src = Path(str(resources.files("critmin.portfolio").joinpath("data/instrument_parameters.csv")))
     text = src.read_text(encoding="utf-8")
-    assert "portfolio,horizon_months,60," in text
+    assert "portfolio,horizon_months,180," in text
     f = tmp_path / "ip.csv"
-    f.write_text(text.replace("portfolio,horizon_months,60,", "portfolio,horizon_months,72,"), encoding="utf-8")
+    f.write_text(text.replace("portfolio,horizon_months,180,", "portfolio,horizon_months,132,"), encoding="utf-8")
     d = json.loads(run("portfolio", "--instrument-parameters", str(f), "--draws", "20", "--as-of", "2026-12", "--format", "json").stdout)
     assert d["status"] == "Optimal" and DQ_NOISE > 0
 

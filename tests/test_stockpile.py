@@ -742,8 +742,13 @@ def test_a_stock_is_bought_at_the_latest_observed_benchmark_with_the_simulated_p
     sb = simulator.nodes.get("antimony", "mine")
     assert ratios["antimony/mine"][0] == pytest.approx(20.30 * 2204.62 / sb.p0_usd_per_t, rel=1e-4)
     # tungsten: APT's assessed range of 30 January 2026 (US$1,125-1,150/mtu, review 25: not one day's transaction) at
-    # concentrate's end-2025 ratio to APT (551/675)
-    assert ratios["tungsten/mine"][0] == pytest.approx(1137.5 * 551 / 675 / 0.00793 / simulator.nodes.get("tungsten", "mine").p0_usd_per_t, rel=1e-4)
+    # concentrate's end-2025 ratio to APT (551/675), 117,092 USD per t W, lies below China's own long-term APT price of
+    # 7 February 2026 (970,000 yuan/t: 158,908 USD per t W); review 34 H5: bought at the home price, the higher
+    rotterdam = 1137.5 * 551 / 675 / 0.00793
+    home = 970_000 / 100 / 0.885 / 7.1 * 0.816 / 0.00793
+    assert home > rotterdam
+    assert ratios["tungsten/mine"][0] == pytest.approx(home / simulator.nodes.get("tungsten", "mine").p0_usd_per_t, rel=1e-3)
+    assert "home price" in ratios["tungsten/mine"][1]
     assert ratios["gallium/refine"][0] == pytest.approx(1_375_000 / simulator.nodes.get("gallium", "refine").p0_usd_per_t, rel=1e-4)
     rows = [r for r in bloc_plan["stockpiles"] if r["node"] in ratios and r["participant"] in ("USA", "JPN") and r["optimal_stock_t"] > 0]
     assert rows

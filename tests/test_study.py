@@ -492,14 +492,20 @@ def test_stocks_and_projects_do_not_claim_the_same_loss_twice(study_run: tuple[P
         # review 21: the sentence opens with the decision taken after the stocks
         assert fin.startswith(("Fund ", "No project is worth funding")) and "Beyond the recommended stocks the programme avoids" in fin
     # review 22: each stock that falls once the projects produce names them, and a conditional one is marked
-    text = plan["summary"]["sentences"]["stocks"]
+    # (review 34: one note per line; a project whose output is contracted to another country's buyers is not named)
+    from critmin.report.summary import contracted_elsewhere
+
+    notes = plan["summary"]["parts"]["stocks"]["notes"]
+    from critmin.deliver.buyers import read_buyers
+
+    buyer_rows = read_buyers(study_run[0] / "buyers.csv").to_dict("records")
     cond = set(net["only_without_stocks"])
     for r in rows:
         if r["optimal_stock_t"] > 0 and r["stock_after_projects_t"] < r["optimal_stock_t"] - 0.5:
-            names = [x["name"] for x in pf["selected"] if x["node"] == r["node"]]
-            part = text.split(f"{r['participant']} {r['node']} ", 1)[1].split(";")[0]
-            assert all(n in part for n in names), part
-            assert ("conditional, completion" in part) == any(x["project_id"] in cond for x in pf["selected"] if x["node"] == r["node"]), part
+            mine = [x for x in pf["selected"] if x["node"] == r["node"] and not contracted_elsewhere(x["project_id"], r["participant"], buyer_rows)]
+            part = next(n for n in notes if n.startswith(f"{r['participant']} {r['node']}: "))
+            assert all(x["name"] in part for x in mine), part
+            assert ("conditional, completion" in part) == any(x["project_id"] in cond for x in mine), part
 
 
 def test_the_stock_table_lists_the_stocks_held(study_run: tuple[Path, dict]):
@@ -653,8 +659,10 @@ def test_the_financing_answer_opens_with_the_decision_after_the_stocks(study_run
     s = build_summary(p)
     fin = s["sentences"]["financing"]
     # review 34: the decision is the part's lead; the reason for the conditional one is its first note
-    assert s["parts"]["financing"]["lead"] == ("Fund Beta refinery in any case ($20 M of face amount, $4 M expected cost to governments); "
-                                               "Alpha mine is a conditional decision (chosen without the stocks, not with them).")
+    # review 34 H2: by whose money, with the instrument, agency and face amount of each
+    assert s["parts"]["financing"]["lead"] == ("Fund in any case: with U.S. money, none; with Japanese money, Beta refinery (equity, JP_JBIC, "
+                                               "$20 M). In all $20 M of face amount, $4 M expected cost to governments. "
+                                               "Conditional (chosen without the stocks, not with them): Alpha mine.")
     assert fin.startswith(s["parts"]["financing"]["lead"] + " Alpha mine: with the stocks in place it "
                           "would avoid $1 M a year against $5 M needed. Beyond the recommended stocks the programme avoids $2 M a year")
     assert "$10 M a year of expected loss avoided before the stocks" in fin
@@ -873,3 +881,19 @@ def test_deliveries_into_a_government_stockpile_are_reported_apart(study_run: tu
         assert r["tonnes_into_stockpiles"] == pytest.approx(into.get(k, 0.0))
     assert into.get(("USA", "antimony/mine"), 0.0) > 0.5  # US Antimony's smelters deliver DLA's order in the window
     assert "into a government stockpile, not supply to industry" in plan["summary"]["sentences"]["deliveries"]
+
+
+def test_a_project_contracted_to_another_country_is_not_named_in_a_participants_stock_fall():
+    """Review 34 H10: Japan's tungsten stock was said to fall on Sangdong, all of whose output GTP (USA) takes under a
+    contract without a published volume; a buyer with a volume leaves the rest open, and a participant's own contract
+    keeps the project in its list."""
+    from critmin.report.summary import contracted_elsewhere
+
+    gtp = {"buyer_id": "B059", "country_iso3": "USA", "contract_projects": "P067", "demand_t_per_year": float("nan")}
+    assert contracted_elsewhere("P067", "JPN", [gtp])
+    assert not contracted_elsewhere("P067", "USA", [gtp])
+    assert not contracted_elsewhere("P066", "JPN", [gtp])  # no contract names it: open to every buyer
+    with_volume = {**gtp, "demand_t_per_year": 500.0}
+    assert not contracted_elsewhere("P067", "JPN", [with_volume])  # the rest of its output is open
+    japanese = {"buyer_id": "B900", "country_iso3": "JPN", "contract_projects": "P067;P066", "demand_t_per_year": None}
+    assert not contracted_elsewhere("P067", "JPN", [gtp, japanese])

@@ -54,17 +54,24 @@ def ramp_share(month: npt.ArrayLike, years_to_design: float) -> np.ndarray:
     return np.where(m >= 1, np.minimum(1.0, m / (12.0 * years_to_design)), 0.0)
 
 
-def mean_output_share(start_month: float, horizon_months: float, years_to_design: float, elapsed_months: float = 0.0) -> float:
+def mean_output_share(start_month: float, horizon_months: float, years_to_design: float, elapsed_months: float = 0.0,
+                      rate: float = 0.0) -> float:
     """Mean share of nameplate over the horizon's months 0..H-1 for output that begins in month ``start`` (its
-    first month of output is month ``ceil(start)``), ``elapsed_months`` of output already behind it:
+    first month of output is month ``ceil(start)``), ``elapsed_months`` of output already behind it, each month
+    weighted by its discount factor at the yearly ``rate``:
 
-    ``h = (1/H) Σ_{t=0}^{H-1} r(t - ceil(start) + 1 + elapsed)``. With ``Y = 0`` this is ``(H - ceil(start))/H``,
-    the share of the horizon with output at nameplate."""
+    ``h = Σ_t v_t r(t - ceil(start) + 1 + elapsed) / Σ_t v_t``,  ``v_t = (1 + rate)^(-t/12)``,  t = 0 … H-1.
+
+    With ``rate = 0`` and ``Y = 0`` this is ``(H - ceil(start))/H``, the share of the horizon with output at nameplate.
+    Discounted, ``h`` times the horizon's present-value factor is the present value of the output (review 34: a
+    late project's output counts less, as the cost it is weighed against is discounted too)."""
     h = int(round(horizon_months))
     if h <= 0:
         return 0.0
     t = np.arange(h, dtype=float)
-    return float(ramp_share(t - np.ceil(start_month) + 1.0 + elapsed_months, years_to_design).mean())
+    v = (1.0 + rate) ** (-t / 12.0) if rate > 0 else np.ones(h)
+    share = ramp_share(t - np.ceil(start_month) + 1.0 + elapsed_months, years_to_design)
+    return float((share * v).sum() / v.sum())
 
 
 def output_profile(case: ProjectCase) -> np.ndarray:

@@ -70,7 +70,7 @@ REMAINDER_NOTE = "counted at the remainder node"
 
 #: Additional settings of the portfolio model (critmin assumptions, documented in docs/portfolio.md).
 MODEL_DEFAULTS: dict[str, float] = {
-    "horizon_months": 60.0,  # planning horizon over which added capacity counts
+    "horizon_months": 180.0,  # evaluation period over which added capacity counts against its cost (review 34)
     "equity_share_of_capex": 0.2,  # equity ticket when an agency states no share
     "offtake_share_of_capacity": 0.5,  # share of output contracted by an offtake or covered by a floor
     "price_floor_ratio": 1.0,  # floor / today's price when no floor is stated for the node
@@ -726,7 +726,8 @@ def build_problem(
             saved = ip.get(inst, "months_to_first_output_change", 0.0) if status in ACCELERATED_STATUSES.get(inst, ()) else 0.0
             t_o = max(0.0, t0 + saved)
             # mean share of nameplate over the horizon, ramping up from first output (finance.mean_output_share)
-            h0, h1 = mean_output_share(t0, horizon, ramp_y), mean_output_share(t_o, horizon, ramp_y)
+            # (review 34: over the evaluation period, discounted at the government rate as the cost weight is)
+            h0, h1 = mean_output_share(t0, horizon, ramp_y, rate=gov_rate), mean_output_share(t_o, horizon, ramp_y, rate=gov_rate)
             dq = float(cap) * (pi_o * h1 - float(pi0) * h0)
             if abs(dq) < DQ_NOISE * float(cap):
                 dq = 0.0  # review 13: 5e-15 of rounding (equal shares) became a coefficient HiGHS rejects

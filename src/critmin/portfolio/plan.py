@@ -131,7 +131,7 @@ def _no_capacity_reason(status: str, mine: pd.DataFrame, horizon: float, status_
         return (f"data gap: no capex in the register, so the viability gap is unknown and no instrument is credited with raising its "
                 f"completion (status {status}, first output in about {first:.0f} months)")
     if first >= horizon:
-        return f"first output after the {horizon:.0f}-month planning horizon even with support (about {first:.0f} months)"
+        return f"first output after the {horizon:.0f}-month evaluation period even with support (about {first:.0f} months)"
     return f"no instrument raises its completion or brings its output forward (status {status})"
 
 
@@ -223,7 +223,7 @@ def _selected_reason(pid: str, chosen: dict[str, str], bp: BuiltProblem, sol: So
     # the tonnes per million USD on the expected cost
     face = float(r.get("amount_usd") or 0.0)
     econ = float(r.get("budget_cost_usd", cost) if pd.notna(r.get("budget_cost_usd", cost)) else cost)
-    per = (f"{plant}the support adds {_tonnes(float(r['dq_t']))} t/yr of expected output at {node}, averaged over the planning horizon, "
+    per = (f"{plant}the support adds {_tonnes(float(r['dq_t']))} t/yr of expected output at {node}, averaged over the evaluation period (discounted), "
            f"for {usd(face)} of face amount and an expected cost to governments of {usd(max(econ, 0.0))}"
            + (f" (charged {usd(cost)} to its budget, counted in face amounts)" if abs(cost - max(econ, 0.0)) > 0.5 else ""))
     if econ > 0:
@@ -309,7 +309,7 @@ def _reasons(bp: BuiltProblem, sol: Solution, deadline: float | None, names: dic
                 why = (f"fails the net-benefit test: its best option ({best['instrument']} from {best['agency']}, "
                        f"adding {_tonnes(float(best['dq_t']))} t/yr of expected output) would avoid {usd(gain)} a year of expected loss "
                        f"next to the funded projects, against {usd(need)} a year needed to justify its expected cost of {usd(econ)} "
-                       f"(marginal cost of public funds over the planning horizon){_remainder_caveat(bp, pid)}")
+                       f"(marginal cost of public funds over the evaluation period){_remainder_caveat(bp, pid)}")
             else:
                 why = (f"not worth its budget at the margin: best option {best['instrument']} from {best['agency']} adds "
                        f"{_tonnes(float(best['dq_t']))} t/yr of expected output for {usd(float(best['cost_usd']))}; its budget {best['budget_key']} is "

@@ -71,6 +71,20 @@ def suspended_not_simulated(events: pd.DataFrame, simulated: set[str]) -> list[d
     return out
 
 
+def in_force_not_simulated(events: pd.DataFrame, simulated: set[str], participants: tuple[str, ...] = ("USA", "JPN")) -> list[dict[str, str]]:
+    """Measures in force aimed at a participant with no scenario row in the library (review 34 H9: China's 2026 dual-use
+    ban on Japanese military users, E031, and its listing of 20 Japanese entities, E032, were not named): id,
+    commodities, measure and targets. They feed the regime model's transition rates only (docs/simulation.md §10)."""
+    out = []
+    for r in events.to_dict("records") if len(events) else []:
+        e, targets = str(r["event_id"]), str(r.get("targets") or "")
+        if (str(r.get("status_class") or "") == "in_force" and e not in simulated
+                and any(re.match(rf"{j}\b", t.strip()) for t in targets.split(";") for j in participants)):
+            out.append({"event_id": e, "commodities": str(r.get("commodities") or ""), "measure": str(r.get("measure") or ""),
+                        "targets": targets})
+    return out
+
+
 def assemble_plan(atlas: Any, *, priority: list[dict[str, Any]], vulnerabilities: list[dict[str, Any]], scenarios: list[dict[str, Any]],
                   risk_metadata: Mapping[str, Any], portfolio: dict[str, Any], stockpiles: dict[str, Any], deliveries: dict[str, Any],
                   matches: dict[str, Any], validation: dict[str, Any], buyers: pd.DataFrame, critical_lists: dict[str, set[str]],
@@ -104,6 +118,7 @@ def assemble_plan(atlas: Any, *, priority: list[dict[str, Any]], vulnerabilities
                      # review 24: the answer compares a suspension's end with the plan's date
                      "suspended_until": suspended_until(atlas.events),
                      "suspended_not_simulated": suspended_not_simulated(atlas.events, set(atlas.event_scenarios["event_id"].astype(str))),
+                     "in_force_not_simulated": in_force_not_simulated(atlas.events, set(atlas.event_scenarios["event_id"].astype(str))),
                      "perspective": "BLOC", "participants": sorted(atlas.participants), "blocs": atlas.bloc_members(),
                      "parameters": risk_metadata.get("parameters"),
                      "parameters_sha256": risk_metadata.get("parameters_sha256"), "data_files": risk_metadata.get("data_files")},

@@ -194,6 +194,39 @@ def _net_of_producers(risk: pd.DataFrame, top: int) -> str:
             "licensing stop: docs/simulation.md §7).")
 
 
+def contracted_elsewhere(pid: str, j: str, buyer_rows: list[dict[str, Any]]) -> bool:
+    """Whether all of project ``pid``'s output is contracted to buyers of countries other than ``j`` (review 34 H10:
+    Japan's tungsten stock was said to fall on Sangdong, whose output GTP in the USA takes under a contract without a
+    published volume): some contract names it, none of ``j``'s does, and one of them has no volume (it takes what the
+    others leave, as :func:`critmin.study.core.contracted_supply` shares it)."""
+    named = [b for b in buyer_rows if pid in contract_of(b)]
+    if not named or any(str(b["country_iso3"]) == j for b in named):
+        return False
+    return any(b.get("demand_t_per_year") is None or not np.isfinite(float(b["demand_t_per_year"])) for b in named)
+
+
+def _fund_lead(kept: pd.DataFrame, pname: dict[str, str]) -> str:
+    """The projects to fund in any case, by whose money: each participant's (money, then permitting support at no
+    cost), then the partners' (a recommendation to them), and the totals in face amount and expected cost."""
+    parts = []
+    for j, who in PARTICIPANT_NAMES.items():
+        mine = kept[kept["participant"] == j]
+        money = mine[mine["amount_usd"].fillna(0.0) > 0]
+        free = mine[mine["amount_usd"].fillna(0.0) <= 0]
+        said = [f"{pname.get(r['project_id'], r['project_id'])} ({str(r['instrument']).replace('_', ' ')}, {r['agency']}, "
+                f"{usd(float(r['amount_usd']))})" for r in money.to_dict("records")]
+        if len(free):
+            said.append("permitting support at no cost for " + ", ".join(pname.get(x, x) for x in free["project_id"]))
+        parts.append(f"with {MONEY_OF.get(j, who)} money, " + ("; ".join(said) if said else "none"))
+    partner = kept[~kept["participant"].isin(list(PARTICIPANT_NAMES))]
+    if len(partner):
+        parts.append("recommended to partners, " + "; ".join(
+            f"{pname.get(r['project_id'], r['project_id'])} ({str(r['instrument']).replace('_', ' ')}, {r['agency']}, {usd(float(r['amount_usd']))})"
+            for r in partner.to_dict("records")))
+    return ("Fund in any case: " + "; ".join(parts) + f". In all {usd(float(kept['amount_usd'].sum()))} of face amount, "
+            f"{usd(float(kept['budget_cost_usd'].sum()))} expected cost to governments.")
+
+
 def _driven_at(top: list[dict[str, Any]]) -> str:
     """Stage and restricting countries of the scenarios that carry a material's loss, largest first (review 26: the
     chokepoint column named China's cobalt refining while the loss came from the DRC's ore quota)."""
@@ -210,6 +243,8 @@ def _driven_at(top: list[dict[str, Any]]) -> str:
 
 #: Names of the participants in the answer's sentences.
 PARTICIPANT_NAMES = {"USA": "the United States", "JPN": "Japan"}
+#: The participants' money as the answer's sentences name it.
+MONEY_OF = {"USA": "U.S.", "JPN": "Japanese"}
 
 
 def _by_participant(plan: dict[str, Any], n: int = 5) -> str:
@@ -258,8 +293,12 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                          "loss_driven_at": _driven_at(r.get("top_scenarios") or []),
                          "driving_scenarios": drivers})
     first = pri_rows[0] if pri_rows else None
+    # review 34 H15: "Cobalt alone carries" read as an order among five materials tied within their sampling error
+    tied = [r for r in pri_rows if r["rank_range"].split("-")[0] == "1"]
     s_pri = (f"The bloc's largest expected supply losses are in {', '.join(r['mineral'] for r in pri_rows[:5])}"
-             + (f"; {first['mineral']} alone carries {usd(first['expected_loss_usd_per_year'])} a year of expected consumer loss." if first else "."))
+             + ((f"; the first {len(tied)} are tied within their sampling error, at {usd(min(r['expected_loss_usd_per_year'] for r in tied))}"
+                 f" to {usd(max(r['expected_loss_usd_per_year'] for r in tied))} a year of expected consumer loss each." if len(tied) > 1 else
+                 f"; {first['mineral']} alone carries {usd(first['expected_loss_usd_per_year'])} a year of expected consumer loss.") if first else "."))
     p_pri = [s_pri, _net_of_producers(risk, top), _by_participant(plan)]
     # review 21: listed minerals that have no ranking row of their own are named, not left out silently
     nr = (plan.get("metadata") or {}).get("not_ranked") or {}
@@ -326,10 +365,9 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         keep, dropped = net.get("both", []), net.get("only_without_stocks", [])
         why = net.get("reason_net_of_stocks") or {}
         kept = sel[sel["project_id"].isin(keep)]
-        lead = ((f"Fund {', '.join(pname.get(x, x) for x in keep)} in any case ({usd(float(kept['amount_usd'].sum()))} of face amount, "
-                 f"{usd(float(kept['budget_cost_usd'].sum()))} expected cost to governments)" if keep else "No project is worth funding once the stocks are held")
-                + "".join(f"; {pname.get(x, x)} is a conditional decision (chosen without the stocks, not with them)"
-                          for x in dropped) + ".")
+        # review 34 H2: the lead gives each decision with its money and its owner (whose budget), participants first
+        lead = (_fund_lead(kept, pname) if keep else "No project is worth funding once the stocks are held.") + (
+            " Conditional (chosen without the stocks, not with them): " + ", ".join(pname.get(x, x) for x in dropped) + "." if dropped else "")
         # review 34: the reason of each conditional decision is a note; the lead keeps the decision
         conditional = [f"{pname.get(x, x)}: with the stocks in place it " + (why.get(x) or "is not chosen") + "." for x in dropped]
         beyond = (f"Beyond the recommended stocks the programme avoids {usd(float(net.get('expected_avoided_usd_net_of_stocks') or 0.0))} "
@@ -433,7 +471,24 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                and float(r["planned_acquisition_t"]) >= float(r["optimal_stock_t"])]
     by_j = {j: sum(x["stock_usd"] for x in firm if x["participant"] == j) for j in ("USA", "JPN")}
     md = plan["stockpiles"]["metadata"]
-    p_stock = [(f"Stock {sum(1 for x in firm if x['participant'] == 'USA')} nodes (material and stage) for the United States ({usd(by_j['USA'])}) and "
+    # review 34 H2: the lead names the lines, who pays and what limits their use; the totals sentence follows as a note
+    funding = {str(f["participant"]): f for f in pf.get("stock_funding") or []}
+
+    def _stock_lead(j: str) -> str:
+        mine = sorted((x for x in firm if x["participant"] == j), key=lambda x: -float(x["stock_usd"]))
+        if not mine:
+            return f"No stock for {PARTICIPANT_NAMES.get(j, j)}."
+        f = funding.get(j) or {}
+        pay = (f"paid from {f['budget']}" + (", whose stocks may be released only for national defence (50 U.S.C. 98f): the economy-wide "
+                                              "release valued here needs a new authority" if "98f" in str(f.get("funds") or "") else "")
+               if f.get("budget") else "no funding line" + (f" (carrying cost about {usd(float(f['carrying_cost_usd_per_year']))} a year)"
+                                                             if f.get("carrying_cost_usd_per_year") else ""))
+        return (f"Stock for {PARTICIPANT_NAMES.get(j, j)} ({usd(by_j[j])}, {len(mine)} line{'s' if len(mine) > 1 else ''}): "
+                + ", ".join(f"{x['node']} {x['stock_t']:,.0f} t" for x in mine[:4])
+                + (f" and {len(mine) - 4} smaller" if len(mine) > 4 else "") + f"; {pay}.")
+
+    p_stock = [" ".join(_stock_lead(j) for j in ("USA", "JPN")),
+               (f"In all {sum(1 for x in firm if x['participant'] == 'USA')} nodes (material and stage) for the United States ({usd(by_j['USA'])}) and "
                f"{sum(1 for x in firm if x['participant'] == 'JPN')} for Japan ({usd(by_j['JPN'])}), from each participant's critical-mineral "
                f"list, stockable stages {', '.join(md.get('stockable_stages', []))}"
                + (f", at most {md['max_days']:g} days of net imports each." if md.get("max_days") else ".")),
@@ -493,20 +548,29 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
             if x.get("status_class") == "commissioning" and x.get("sponsor_date_passed"):
                 # review 33b G2: a plant in commissioning since a past date produces now; "expected ... passed" read as a delay
                 return f"now (in commissioning since {sponsor})"
-            return f"{when} (sponsor: {sponsor}{', passed' if x.get('sponsor_date_passed') else ''})"
+            # review 34 H12: a sponsor's year that the model moves later says why (the class's typical slip, an assumption)
+            later = (not x.get("sponsor_date_passed") and re.match(r"\d{4}", str(sponsor)) is not None
+                     and str(when)[:4] > str(sponsor)[:4])
+            return (f"{when} (sponsor: {sponsor}{', passed' if x.get('sponsor_date_passed') else ''}"
+                    + ("; later by the typical slip of its status class, an assumption" if later else "") + ")")
 
         described: set[str] = set()
+        buyer_rows = buyers.to_dict("records") if buyers is not None and len(buyers) else []
 
-        def _on(node: str) -> str:
-            ps = [x for x in pf.get("selected") or [] if x.get("node") == node or node in (x.get("co_product_output_once_producing_t_per_year") or {})]
+        def _on(node: str, j: str) -> str:
+            ps = [x for x in pf.get("selected") or [] if (x.get("node") == node or node in (x.get("co_product_output_once_producing_t_per_year") or {}))
+                  and not contracted_elsewhere(str(x["project_id"]), j, buyer_rows)]
             # review 26: and the projects already financed whose output is ahead (Stibnite after EXIM's approval)
-            fin = [x for x in pf.get("financed_pipeline") or [] if x.get("node") == node or node in (x.get("co_product_nameplate_t_per_year") or {})]
+            fin = [x for x in pf.get("financed_pipeline") or [] if (x.get("node") == node or node in (x.get("co_product_nameplate_t_per_year") or {}))
+                   and not contracted_elsewhere(str(x.get("project_id") or ""), j, buyer_rows)]
             # review 34: a project already described (Stibnite's smelter caveat ran twice) is named once in full
             out = []
             for x in ps:
                 key = str(x["project_id"])
+                t_o = x.get("months_to_output")
                 out.append(f"{x.get('name') or key}" + ("" if key in described else
-                           f" ({'conditional, ' if key in cond else ''}completion {float(x.get('completion_probability') or 0.0):.2f})"))
+                           f" ({'conditional, ' if key in cond else ''}completion {float(x.get('completion_probability') or 0.0):.2f}"
+                           + (f", first output in about {float(t_o):.0f} months" if t_o is not None and np.isfinite(float(t_o)) else "") + ")"))
                 described.add(key)
             for x in fin:
                 key = str(x.get("project_id") or x["name"])
@@ -516,17 +580,18 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                            f"{float(x['completion_probability']):.2f}" + (f"; {x['output_caveat']}" if x.get("output_caveat") else "") + ")"))
                 described.add(key)
             return ", ".join(out)
-        p_stock.append(" Once the recommended projects and those already financed or being built produce, the stocks at their nodes can fall ("
-                    + "; ".join(f"{r['participant']} {r['node']} {float(r['optimal_stock_t']):,.0f} t to {float(r['stock_after_projects_t']):,.0f} t"
-                                + (f" on {o}" if (o := _on(r["node"])) else "")
-                                for r in sorted(after, key=lambda r: float(r["stock_after_projects_t"]) - float(r["optimal_stock_t"])))
-                    + "): each participant receives its share of a project's output, not all of it (its demand over the market "
-                    "the disruption rations outside the dominant supplier: "
-                    + "; ".join(f"{r['participant']} {r['node']} {float(r.get('share_of_projects_supply') or 0.0):.0%}"
-                                for r in sorted(after, key=lambda r: (r["node"], r["participant"])) if pd.notna(r.get("share_of_projects_supply")))
-                    + "), and a stock is drawn down as that output arrives, not on its expectation"
-                    + (", and one resting on a conditional project stays if that project is not funded" if any(
-                        x["project_id"] in cond for x in pf.get("selected") or []) else "") + ".")
+        # review 34: one note per line (the falls were one note of over 500 words)
+        p_stock.append("Once the recommended projects and those already financed or being built produce, the stocks at their nodes can "
+                       "fall: each participant receives its share of a project's output, not all of it (its demand over the market the "
+                       "disruption rations outside the dominant supplier, or what its buyers' contracts hold), and a stock is drawn down "
+                       "as that output arrives, not on its expectation"
+                       + (", and one resting on a conditional project stays if that project is not funded" if any(
+                           x["project_id"] in cond for x in pf.get("selected") or []) else "") + ".")
+        for r in sorted(after, key=lambda r: float(r["stock_after_projects_t"]) - float(r["optimal_stock_t"])):
+            share = r.get("share_of_projects_supply")
+            p_stock.append(f"{r['participant']} {r['node']}: {float(r['optimal_stock_t']):,.0f} t to {float(r['stock_after_projects_t']):,.0f} t"
+                           + (f" on {o}" if (o := _on(r["node"], r["participant"])) else "")
+                           + (f"; its share of the projects' open output {float(share):.0%}" if share is not None and pd.notna(share) else "") + ".")
     pools = [r for r in (st.to_dict("records") if len(st) else []) if str(r["participant"]).startswith("POOL(")
              and float(r.get("optimal_stock_t") or 0.0) > 0 and "pool_recommended" in r]
     if pools:
@@ -791,6 +856,19 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                   "supply can fill their contract." if waits else ""),
                f" {len(dl.get('buyers_not_planned', []))} buyers publish no volume and are not planned.",
                (f" Allied projects cover these shares of national consumption: {coverage}." if coverage else "")]
+    # review 34 H11: the coverage counted the national aggregates only; the tonnes to named buyers (GTP's tungsten, GM's
+    # magnets) are a participant's supply too
+    country_of = dict(zip(buyers["buyer_id"], buyers["country_iso3"].astype(str), strict=True)) if buyers is not None and len(buyers) else {}
+    use: dict[tuple[str, str], float] = {}
+    for r in agg:
+        k = (country_of.get(r["buyer_id"], ""), str(r["node"]))
+        use[k] = use.get(k, 0.0) + float(r["demand_t"])
+    total = [(r["receiving_country"], r["node"], float(r["tonnes"]) / use[(r["receiving_country"], r["node"])])
+             for r in del_rows if use.get((r["receiving_country"], r["node"]), 0.0) > 0]
+    if total:
+        p_unmet.append("Counting every delivery, named buyers' included, allied projects cover "
+                       + "; ".join(f"{c} {n} {x:.0%}" for c, n, x in sorted(total, key=lambda t: -t[2]))
+                       + " of national consumption in the window.")
 
     val = plan.get("validation", {}).get("summary", {}).get("holdout", {})
     changes = []
@@ -814,6 +892,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     # review 32: also each participant's top five (U.S. nickel-based cathode, 5th for the USA and 7th for the bloc,
     # rests for 94 % on E023's suspended precursor licence)
     said: set[str] = set()
+    said_events: set[str] = set()
     ranked = [("", r) for r in plan["scenarios"][:5]] + [
         (f"{PARTICIPANT_NAMES.get(j, j)}, ", r) for j, rows in (plan.get("participant_risk") or {}).items() for r in (rows or [])[:5]]
     for who, r in ranked:
@@ -826,6 +905,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         part = sum(float(x["probability"]) * e for x, e in zip(susp, extra, strict=True))
         if part > 0.25 * float(r["expected_loss_usd"]):
             said.add(str(r.get("name")))
+            said_events.update(str(x["scenario"]).split(".")[1] for x in susp if str(x["scenario"]).startswith("ev."))
             back = sum((1.0 - float(x["probability"])) * e for x, e in zip(susp, extra, strict=True))
             on_input = any(x.get("on_input") for x in susp)
             changes.append(
@@ -838,6 +918,28 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                    "quarter to three times the figure here: docs/validation.md §6). " if on_input else "")
                 + "Check its status before acting on this rank.")
     changes += _suspended_not_simulated(plan)
+    aimed = (plan.get("metadata") or {}).get("in_force_not_simulated") or []
+    if aimed:
+        # review 34 H9: China's 2026 measures against Japanese users were not named
+        changes.append("In force, aimed at a participant, and not simulated (they raise the regime model's rates of tightening and of "
+                       "bans on a participant, docs/simulation.md §10): "
+                       + "; ".join(f"{x['event_id']} ({x['measure']}; {x['targets']}; {x['commodities']})" for x in aimed)
+                       + ". No volume they stop is published; at the nodes they reach, the licences in force for every destination "
+                         "(E019's on dysprosium, terbium and magnets) already withhold most exports in the model, so a row of their own "
+                         "would count the same tonnes twice (docs/validation.md §6, review 21).")
+    # review 34 H9: the other suspensions that ended before the plan's month (E015, the U.S.-specific ban on gallium,
+    # germanium and antimony, on 2026-11-27) were not named, though a reader looks for them first
+    md_ = plan.get("metadata") or {}
+    until, as_of = md_.get("suspended_until") or {}, str(md_.get("as_of") or "")[:7]
+    not_sim = {str(x.get("event_id")) for x in md_.get("suspended_not_simulated") or []}
+    lapsed = sorted(e for e, d in until.items() if as_of and str(d)[:7] < as_of and e not in said_events and e not in not_sim)
+    if lapsed:
+        changes.append("Also suspended until before the plan's month, with no later status recorded, and counted at their assumed "
+                       "probability: " + "; ".join(f"{e} (until {until[e]})" for e in lapsed)
+                       + ". None carries a quarter of any top-five loss of the bloc or a participant. A measure aimed at one "
+                         "participant costs it little in the model, because the withheld exports go to third countries whose other "
+                         "suppliers then sell to it (after China's December 2024 gallium ban on the USA, U.S. import unit values rose "
+                         "32 % over the year: docs/validation.md §5). Check their status.")
     # review 32 F6: use that starts after the base year (U.S. LFP cathode: nil in 2024, the plants of 2025-2026 at their
     # nameplate) is not in the ranking; say so where the data hold a higher figure
     later = [(str(r["name"]), str(f)) for r in plan["scenarios"] for f in (r.get("flags") or [])

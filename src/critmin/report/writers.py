@@ -515,11 +515,11 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
         # no column narrower than its longest word or heading word (up to 14 characters), so that no word is split
         # ("reject / ed", review 5): the wide columns give up the characters the narrow ones need
         # review 33b G5: a formatted figure ("$409 M", "1,720") is one word, and a node key ("dysprosium/refine") up to
-        # 18 characters is not split either
+        # 22 characters (an agency id, "US_PERMITTING_COUNCIL", review 34) is not split either
         def words(text: str) -> list[str]:
             return [text] if re.fullmatch(r"[-$–]?[\d,.]+(?: ?[kMB%])?", text.strip()) else text.split()
 
-        minw = np.array([min(18, max([1] + [len(t) for x in raw for t in words(x[i])] + [len(t) for t in labels[i].split()]))
+        minw = np.array([min(22, max([1] + [len(t) for x in raw for t in words(x[i])] + [len(t) for t in labels[i].split()]))
                          for i in range(len(cols))]) if cols else np.ones(1, int)
         fit_a = np.maximum(fit_a, minw)
         excess = int(fit_a.sum() - max(int(chars) - len(cols), 1))
@@ -560,13 +560,13 @@ def pdf_plan(plan: dict[str, Any]) -> bytes:
                 fig.text(0.06, y - 0.01, "none", fontsize=9, style="italic", va="top")
             else:
                 line_h = fs * 1.45 / 72 / 11.69  # one text line as a fraction of the page height
-                head_lines = max([len(textwrap.wrap(lab, fit[i])[:4]) for i, lab in enumerate(labels)] + [1])
+                head_lines = max([len(textwrap.wrap(lab, fit[i])[:6]) for i, lab in enumerate(labels)] + [1])
                 total = sum(lines[k] for k in idx) + head_lines
                 h = min(line_h * total, y - 0.04)
                 ax = fig.add_axes((0.06, y - 0.01 - h, 0.88, h))
                 ax.axis("off")
                 cells = [["\n".join(wrapped[k][i]).replace("$", r"\$") for i in range(len(cols))] for k in idx]
-                heads = ["\n".join(textwrap.wrap(lab, fit[i])[:4]).replace("$", r"\$") for i, lab in enumerate(labels)]
+                heads = ["\n".join(textwrap.wrap(lab, fit[i])[:6]).replace("$", r"\$") for i, lab in enumerate(labels)]
                 tb = ax.table(cellText=cells, colLabels=heads, colWidths=list(share), loc="upper left", cellLoc="left")
                 tb.auto_set_font_size(False)
                 tb.set_fontsize(fs)

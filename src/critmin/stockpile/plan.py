@@ -243,8 +243,17 @@ def observed_purchase_ratios(sim: Any, table: pd.DataFrame) -> dict[str, tuple[f
             continue
         p0 = sim.nodes.nodes[sim.nodes.index[key]].p0_usd_per_t
         if np.isfinite(p0) and p0 > 0:
-            out[key] = (float(r["usd_per_t"]) / p0, f"latest observed benchmark ({r['form']}, {r['market']}, {r['as_of']}: "
-                        f"{float(r['usd_per_t']):,.0f} USD/t, up to {float(r['high_usd_per_t']):,.0f}; purchase_prices.csv)")
+            price = float(r["usd_per_t"])
+            basis = (f"latest observed benchmark ({r['form']}, {r['market']}, {r['as_of']}: "
+                     f"{price:,.0f} USD/t, up to {float(r['high_usd_per_t']):,.0f}; purchase_prices.csv)")
+            home = pd.to_numeric(r.get("fall_back_usd_per_t", ""), errors="coerce")
+            if np.isfinite(home) and home > price:
+                # review 34 H5: no one outside the restrictor sells below its home price while its exports are licensed
+                # (tungsten: Rotterdam in January 2026 below China's long-term APT price of February 2026)
+                price = float(home)
+                basis += (f"; bought at the restrictor's home price, {price:,.0f} USD/t, which stands above that benchmark "
+                          "(no seller outside it sells below it while its exports are licensed)")
+            out[key] = (price / p0, basis)
     return out
 
 
