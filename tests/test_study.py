@@ -797,9 +797,13 @@ def test_stocks_say_what_they_fall_to_once_the_financed_pipeline_produces(study_
     for k, x in pipe.items():
         if x["financed_basis"].startswith("counted"):
             assert reasons[k].startswith("already financed") and k in flagged, k
+        elif x["financed_basis"].startswith("producing since"):
+            # review 34 H7: producing since after the node's base year (Lynas' Dy/Tb circuit): new supply to the model
+            assert x["status_class"] == "operating" and x["months_to_output"] == 0 and x["completion_probability"] == 1.0, k
         else:
             assert reasons[k].startswith("treated as financed because its status class is") and x["status_class"] in ("construction", "commissioning"), k
     assert {"P067", "P017", "P072"} <= set(pipe)  # Sangdong, e-VAC Sumter, Mountain Pass's Dy/Tb circuit
+    assert "P073" in pipe and "P040" not in pipe  # Lynas Dy/Tb (May 2025) is new since 2024; Vidalia (Feb 2024) is not
     assert not set(pipe) & {s["project_id"] for s in pf["selected"]}
     row = next(r for r in plan["stockpiles"]["stockpiles"] if r["participant"] == "USA" and r["node"] == "antimony/mine")
     assert row["projects_supply_t_per_year"] >= stib["nameplate_t_per_year"] - 1e-6

@@ -545,6 +545,8 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
             sponsor = x.get("first_output") or "not dated"
             if not when:
                 return str(sponsor)
+            if x.get("status_class") == "operating":
+                return f"now (producing since {sponsor})"  # review 34 H7: new since the node's base year
             if x.get("status_class") == "commissioning" and x.get("sponsor_date_passed"):
                 # review 33b G2: a plant in commissioning since a past date produces now; "expected ... passed" read as a delay
                 return f"now (in commissioning since {sponsor})"
@@ -575,7 +577,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
             for x in fin:
                 key = str(x.get("project_id") or x["name"])
                 out.append(f"{x['name']}" + ("" if key in described else
-                           f" ({'already financed' if str(x.get('financed_basis') or '').startswith('counted') else 'coming with or without support'}, "
+                           f" ({'already financed' if str(x.get('financed_basis') or '').startswith('counted') else 'new since the base year of the node' if str(x.get('financed_basis') or '').startswith('producing since') else 'coming with or without support'}, "
                            f"{x['status_class']}, {'output' if _expected(x).startswith('now') else 'first output expected'} {_expected(x)}, completion "
                            f"{float(x['completion_probability']):.2f}" + (f"; {x['output_caveat']}" if x.get("output_caveat") else "") + ")"))
                 described.add(key)

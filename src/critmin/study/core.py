@@ -486,7 +486,13 @@ def financed_pipeline(portfolio: dict[str, Any], projects: pd.DataFrame, nodes: 
     selected = {str(p["project_id"]) for p in portfolio.get("projects", []) if p.get("decision") == "selected"}
     by_class = {str(r["project_id"]) for r in projects.to_dict("records")
                 if str(r.get("status_class") or "") in OUTPUT_AHEAD and str(r["project_id"]) not in selected}
-    financed = counted | by_class
+    # review 34 H7: a plant producing since after its node's base year (Lynas' Dy/Tb circuit, May 2025, at a node whose
+    # 2024 shares give China 100 %) is supply the node's baseline does not hold: new to the model, as a plant being built
+    new_since = {str(r["project_id"]): base for r in projects.to_dict("records")
+                 if str(r.get("status_class") or "") == "operating" and str(r["project_id"]) not in selected
+                 for base in [base_year(nodes, f"{r['commodity_id']}/{r['stage']}")]
+                 if base is not None and _year_of(r.get("first_output")) is not None and int(_year_of(r.get("first_output")) or 0) > base}
+    financed = counted | by_class | set(new_since)
     if not financed:
         return []
     ip = InstrumentParameters.load()
@@ -495,14 +501,15 @@ def financed_pipeline(portfolio: dict[str, Any], projects: pd.DataFrame, nodes: 
         status, cap = str(p.get("status_class") or ""), p.get("capacity_t")
         # review 33b G1: an undated plant being built (Electra's cobalt refinery, fully funded in October 2025) comes after
         # its class's lead time; before, a missing date left it out of the stocks' pipeline altogether
-        if status not in OUTPUT_AHEAD or cap is None or not np.isfinite(float(cap)) or float(cap) <= 0:
+        pid = str(p["project_id"])
+        if (status not in OUTPUT_AHEAD and pid not in new_since) or cap is None or not np.isfinite(float(cap)) or float(cap) <= 0:
             continue
         pi = p.get("completion_probability")
         if pi is None or not np.isfinite(float(pi)):
-            pi = ip.get("project", f"completion_probability:{status}")
+            pi = 1.0 if pid in new_since else ip.get("project", f"completion_probability:{status}")
         # review 28 F4: the model's timing (the class delay beyond a sponsor's date, the class lead time for a date
         # already past), as in the portfolio and the deliveries, beside the sponsor's date
-        months = months_before_output(p, status, as_of, ip, [])
+        months = 0.0 if pid in new_since else months_before_output(p, status, as_of, ip, [])
         sponsor = str(p.get("first_output") or "")
         passed = month_offset(as_of, sponsor)
         if passed is not None and len(sponsor) == 4 and sponsor == as_of[:4]:
@@ -513,10 +520,30 @@ def financed_pipeline(portfolio: dict[str, Any], projects: pd.DataFrame, nodes: 
                     "status_class": status, "first_output": sponsor, "months_to_output": float(months),
                     "first_output_expected": add_months(as_of, months), "sponsor_date_passed": passed is not None and passed < 0,
                     "completion_probability": float(pi), "output_caveat": caveats.get(str(p["project_id"]), ("", ""))[0],
-                    "financed_basis": ("counted support covers its capex" if str(p["project_id"]) in counted
+                    "financed_basis": ("counted support covers its capex" if pid in counted
+                                       else f"producing since {sponsor}, after the {new_since[pid]} base year of the node's shares: "
+                                            "new supply to the model" if pid in new_since
                                        else f"status class {status}: coming with or without support (an assumption of the class)"),
                     "output_caveat_source": caveats.get(str(p["project_id"]), ("", ""))[1]})
     return out
+
+
+def base_year(nodes: Any, key: str) -> int | None:
+    """The data year of a node's country shares (the latest year its ``share_basis`` names), else None."""
+    import re
+
+    if nodes is None or key not in nodes.index:
+        return None
+    years = re.findall(r"\b(20\d\d)\b", str(nodes.nodes[nodes.index[key]].share_basis))
+    return max(int(y) for y in years) if years else None
+
+
+def _year_of(date: Any) -> int | None:
+    """The year of a register date (``2025-05``, ``2025``), else None."""
+    import re
+
+    m = re.match(r"(\d{4})", str(date or ""))
+    return int(m.group(1)) if m else None
 
 
 def contracted_supply(portfolio: dict[str, Any], pipeline: list[dict[str, Any]] | None, buyers: pd.DataFrame | None,
