@@ -749,7 +749,10 @@ def test_a_stock_is_bought_at_the_latest_observed_benchmark_with_the_simulated_p
     assert home > rotterdam
     assert ratios["tungsten/mine"][0] == pytest.approx(home / simulator.nodes.get("tungsten", "mine").p0_usd_per_t, rel=1e-3)
     assert "home price" in ratios["tungsten/mine"][1]
-    assert ratios["gallium/refine"][0] == pytest.approx(1_375_000 / simulator.nodes.get("gallium", "refine").p0_usd_per_t, rel=1e-4)
+    # review 34 H8: gallium on the node's own basis (US low-purity import value, 220 USD/kg) raised by the European
+    # assessment's 2025 rise (x2.39), not the European 99.99 % price over the US low-purity value (x6.25)
+    assert simulator.nodes.get("gallium", "refine").p0_usd_per_t == pytest.approx(220_000)
+    assert ratios["gallium/refine"][0] == pytest.approx(2.39, rel=1e-4)
     rows = [r for r in bloc_plan["stockpiles"] if r["node"] in ratios and r["participant"] in ("USA", "JPN") and r["optimal_stock_t"] > 0]
     assert rows
     for r in rows:
