@@ -683,3 +683,20 @@ def test_the_price_part_of_a_supply_value_and_the_blocs_share_of_new_tonnes(simu
     want = (node.demand_share["USA"] + node.demand_share["JPN"]) / (1.0 - node.shares["CHN"] * (1.0 - e))
     assert smp.supply_share[k] == pytest.approx(want) and 0.2 < smp.supply_share[k] < 0.6
     assert smp.metadata["share_of_added_supply"]["antimony/mine"]["share"] == pytest.approx(want)
+
+
+def test_an_eu_instrument_lends_in_the_eu_or_to_a_named_strategic_project_and_an_ended_budget_is_not_spent(simulator):
+    """Review 34b K1: RESourceEU ("EU+partners (CRMA strategic projects)") was read as any country outside the countries
+    of concern, so a Canadian and a Kazakh tungsten mine were sent to it; and its "12 months from 2025-12-03" had run
+    out by a plan of December 2026."""
+    from critmin.portfolio.model import budget_end, eligible_country
+
+    rule = "EU+partners (CRMA strategic projects)"
+    atlas = simulator.atlas
+    assert eligible_country(rule, "FRA", "EUU", atlas) and eligible_country(rule, "EST", "EUU", atlas)
+    assert not eligible_country(rule, "CAN", "EUU", atlas) and not eligible_country(rule, "KAZ", "EUU", atlas)
+    assert eligible_country(rule, "KAZ", "EUU", atlas, "a CRMA Strategic Project (June 2025 list)")
+    assert not eligible_country(rule, "CHN", "EUU", atlas, "CRMA strategic project")
+    assert budget_end("12 months from 2025-12-03") == "2026-12-03"
+    assert budget_end("until 2027-09-30 (OBBBA, 'Defense Production Act purposes')") == "2027-09-30"
+    assert budget_end("FY2020 budget (latest per-instrument split found)") is None

@@ -403,7 +403,12 @@ def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective
                   np.array([shares[k][0] for k in names]), pe, pe_io)
 
 
-def _eligible_country(rule: str, country: str, participant: str, atlas: Atlas) -> bool:
+#: The 27 member states of the European Union (europa.eu, "EU countries"), for the EU's own instruments.
+EU_MEMBERS = frozenset({"AUT", "BEL", "BGR", "HRV", "CYP", "CZE", "DNK", "EST", "FIN", "FRA", "DEU", "GRC", "HUN", "IRL", "ITA", "LVA",
+                        "LTU", "LUX", "MLT", "NLD", "POL", "PRT", "ROU", "SVK", "SVN", "ESP", "SWE"})
+
+
+def eligible_country(rule: str, country: str, participant: str, atlas: Atlas, project_text: str = "") -> bool:
     r = rule.strip().lower()
     if r in ("", "any", "any country"):
         return True
@@ -412,9 +417,25 @@ def _eligible_country(rule: str, country: str, participant: str, atlas: Atlas) -
     if r.startswith("any_excl") or "high_income" in r or "developing" in r:
         return country not in atlas.concern
     if r.startswith("eu+partners") or r.startswith("eu"):
-        return country not in atlas.concern
+        # review 34b K1: RESourceEU lends to projects in the EU and to the Critical Raw Materials Act's Strategic
+        # Projects abroad (the Commission's list of June 2025), not to any country outside the countries of concern
+        # (Mactung and Katpar were sent to it); a project abroad qualifies only where the register names it as one
+        return country in EU_MEMBERS or (country not in atlas.concern and "crma strategic project" in project_text.lower())
     codes = {c.strip().upper() for c in re.split(r"[;,]", rule) if c.strip()}
     return country in codes
+
+
+def budget_end(period: str) -> str | None:
+    """The last day (YYYY-MM-DD) of a budget's stated period (``budget_period`` of agencies.csv), where it states one:
+    "N months from YYYY-MM-DD" gives that day N months later; "to YYYY-MM-DD", "until …", "through …" give the date.
+    Other wordings (fiscal years, "available until expended") give None: no end is applied."""
+    m = re.search(r"(\d+)\s*months?\s+from\s+(\d{4})-(\d{2})-(\d{2})", period, re.IGNORECASE)
+    if m:
+        n, y, mo, d = (int(x) for x in m.groups())
+        total = y * 12 + mo - 1 + n
+        return f"{total // 12:04d}-{total % 12 + 1:02d}-{d:02d}"
+    m = re.search(r"\b(?:to|until|through)\s+(\d{4}-\d{2}-\d{2})", period, re.IGNORECASE)
+    return m.group(1) if m else None
 
 
 def _eligible_stage(rule: str, stage: str) -> bool:
@@ -470,8 +491,14 @@ def build_problem(
     # budgets per key (agency:instrument, or agency:any shared), with their basis
     bud: dict[str, float] = {}
     basis: dict[str, str] = {}
+    ended: dict[str, str] = {}
     for r in ag.to_dict("records"):
         if np.isfinite(r["budget_usd"]):
+            end = budget_end(str(r.get("budget_period") or ""))
+            if end is not None and as_of is not None and end[:7] <= str(as_of)[:7]:
+                # review 34b K1: RESourceEU's "12 months from 2025-12-03" had run out by the plan's month
+                ended[f"{r['agency_id']}:{r['instrument']}"] = end
+                continue
             bud[f"{r['agency_id']}:{r['instrument']}"] = float(r["budget_usd"])
             basis[f"{r['agency_id']}:{r['instrument']}"] = r["budget_basis"]
     bad = budget_key_problems(budgets or {}, ag)
@@ -673,7 +700,8 @@ def build_problem(
                 link = p.get("japan_link")
                 if str(p["country_iso3"]) != str(a["participant_iso3"]) and not (isinstance(link, str) and link.strip()):
                     continue
-            elif not _eligible_country(str(a["eligible_countries"]), str(p["country_iso3"]), str(a["participant_iso3"]), atlas):
+            elif not eligible_country(str(a["eligible_countries"]), str(p["country_iso3"]), str(a["participant_iso3"]), atlas,
+                                       f"{p.get('frameworks') or ''} {p.get('note') or ''}"):
                 continue
             if not _eligible_stage(str(a["eligible_stages"]), str(p["stage"])):
                 continue
@@ -707,7 +735,9 @@ def build_problem(
             else:
                 charge = amount
             if charge > 0 and bkey not in bud:
-                why.append(f"{a['agency_id']} {inst}: no published budget (set one with --budgets)")
+                end_key = next((k for k in (bkey, f"{a['agency_id']}:any") if k in ended), None)
+                why.append(f"{a['agency_id']} {inst}: its budget's stated period ended {ended[end_key]}, by the plan's month (set one with --budgets)"
+                           if end_key else f"{a['agency_id']} {inst}: no published budget (set one with --budgets)")
                 continue
             uplift = ip.get(inst, "completion_probability_uplift", 0.0)
             # the uplift applies to projects still to be financed or permitted (instrument_parameters.csv note), and
@@ -720,10 +750,16 @@ def build_problem(
             share = (1.0 if value > 0 or inst not in ("offtake", "price_floor") else 0.0) if vg <= 0 else min(1.0, value / vg)
             if inst == "regulatory":
                 share = 1.0  # review 14: permitting help acts on permit risk, not on the viability gap (it has no money value)
+            closed = pid in financed and inst != "regulatory"
+            if closed:
+                # review 34b K2: with its capex covered (White Mesa Phase 2 by Energy Fuels' notes), an offtake or floor,
+                # like capex money, neither raises its completion nor brings its output forward: finance is not its constraint
+                share = 0.0
             pi_o = min(1.0, float(pi0) + uplift * share)
             # an instrument saves months only where it removes the project's bottleneck: finance before
             # financial close, permitting facilitation before the permits
-            saved = ip.get(inst, "months_to_first_output_change", 0.0) if status in ACCELERATED_STATUSES.get(inst, ()) else 0.0
+            saved = (ip.get(inst, "months_to_first_output_change", 0.0)
+                     if status in ACCELERATED_STATUSES.get(inst, ()) and not closed else 0.0)
             t_o = max(0.0, t0 + saved)
             # mean share of nameplate over the horizon, ramping up from first output (finance.mean_output_share)
             # (review 34: over the evaluation period, discounted at the government rate as the cost weight is)
