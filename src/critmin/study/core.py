@@ -491,7 +491,7 @@ def financed_pipeline(portfolio: dict[str, Any], projects: pd.DataFrame, nodes: 
     new_since = {str(r["project_id"]): base for r in projects.to_dict("records")
                  if str(r.get("status_class") or "") == "operating" and str(r["project_id"]) not in selected
                  for base in [base_year(nodes, f"{r['commodity_id']}/{r['stage']}")]
-                 if base is not None and _year_of(r.get("first_output")) is not None and int(_year_of(r.get("first_output")) or 0) > base}
+                 if base is not None and (year := _year_of(r.get("first_output"))) is not None and year > base}
     financed = counted | by_class | set(new_since)
     if not financed:
         return []
