@@ -662,7 +662,9 @@ def test_the_financing_answer_opens_with_the_decision_after_the_stocks(study_run
     # review 34 H2: by whose money, with the instrument, agency and face amount of each
     assert s["parts"]["financing"]["lead"] == ("Fund in any case: with U.S. money, none; with Japanese money, Beta refinery (equity, JP_JBIC, "
                                                "$20 M). In all $20 M of face amount, $4 M expected cost to governments. "
-                                               "Conditional (chosen without the stocks, not with them): Alpha mine.")
+                                               "Conditional (chosen without the stocks, not with them): Alpha mine. They avoid $2 M a year of "
+                                               "expected loss beyond the recommended stocks, counting the completion probability that support "
+                                               "is assumed to add (completion_probability_uplift, an assumption: validation.md §6, review 34b K4).")
     assert fin.startswith(s["parts"]["financing"]["lead"] + " Alpha mine: with the stocks in place it "
                           "would avoid $1 M a year against $5 M needed. Beyond the recommended stocks the programme avoids $2 M a year")
     assert "$10 M a year of expected loss avoided before the stocks" in fin

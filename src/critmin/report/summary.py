@@ -368,6 +368,11 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         # review 34 H2: the lead gives each decision with its money and its owner (whose budget), participants first
         lead = (_fund_lead(kept, pname) if keep else "No project is worth funding once the stocks are held.") + (
             " Conditional (chosen without the stocks, not with them): " + ", ".join(pname.get(x, x) for x in dropped) + "." if dropped else "")
+        if keep:
+            # review 34b K7: the lead said what the money costs, not what it buys
+            lead += (f" They avoid {usd(float(net.get('expected_avoided_usd_net_of_stocks') or 0.0))} a year of expected loss beyond the "
+                     "recommended stocks, counting the completion probability that support is assumed to add "
+                     "(completion_probability_uplift, an assumption: validation.md §6, review 34b K4).")
         # review 34: the reason of each conditional decision is a note; the lead keeps the decision
         conditional = [f"{pname.get(x, x)}: with the stocks in place it " + (why.get(x) or "is not chosen") + "." for x in dropped]
         beyond = (f"Beyond the recommended stocks the programme avoids {usd(float(net.get('expected_avoided_usd_net_of_stocks') or 0.0))} "
