@@ -208,21 +208,22 @@ def contracted_elsewhere(pid: str, j: str, buyer_rows: list[dict[str, Any]]) -> 
 def _fund_lead(kept: pd.DataFrame, pname: dict[str, str]) -> str:
     """The projects to fund in any case, by whose money: each participant's (money, then permitting support at no
     cost), then the partners' (a recommendation to them), and the totals in face amount and expected cost."""
+    def _terms(r: dict[str, Any]) -> str:
+        return (f"{pname.get(r['project_id'], r['project_id'])} ({str(r['instrument']).replace('_', ' ')}, {r['agency']}, "
+                f"{usd(float(r['amount_usd']))})")
+
     parts = []
     for j, who in PARTICIPANT_NAMES.items():
         mine = kept[kept["participant"] == j]
         money = mine[mine["amount_usd"].fillna(0.0) > 0]
         free = mine[mine["amount_usd"].fillna(0.0) <= 0]
-        said = [f"{pname.get(r['project_id'], r['project_id'])} ({str(r['instrument']).replace('_', ' ')}, {r['agency']}, "
-                f"{usd(float(r['amount_usd']))})" for r in money.to_dict("records")]
+        said = [_terms(r) for r in money.to_dict("records")]
         if len(free):
             said.append("permitting support at no cost for " + ", ".join(pname.get(x, x) for x in free["project_id"]))
         parts.append(f"with {MONEY_OF.get(j, who)} money, " + ("; ".join(said) if said else "none"))
     partner = kept[~kept["participant"].isin(list(PARTICIPANT_NAMES))]
     if len(partner):
-        parts.append("recommended to partners, " + "; ".join(
-            f"{pname.get(r['project_id'], r['project_id'])} ({str(r['instrument']).replace('_', ' ')}, {r['agency']}, {usd(float(r['amount_usd']))})"
-            for r in partner.to_dict("records")))
+        parts.append("recommended to partners, " + "; ".join(_terms(r) for r in partner.to_dict("records")))
     return ("Fund in any case: " + "; ".join(parts) + f". In all {usd(float(kept['amount_usd'].sum()))} of face amount, "
             f"{usd(float(kept['budget_cost_usd'].sum()))} expected cost to governments.")
 
@@ -368,14 +369,15 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         # review 34 H2: the lead gives each decision with its money and its owner (whose budget), participants first
         lead = (_fund_lead(kept, pname) if keep else "No project is worth funding once the stocks are held.") + (
             " Conditional (chosen without the stocks, not with them): " + ", ".join(pname.get(x, x) for x in dropped) + "." if dropped else "")
+        beyond_usd = usd(float(net.get("expected_avoided_usd_net_of_stocks") or 0.0))
         if keep:
             # review 34b K7: the lead said what the money costs, not what it buys
-            lead += (f" They avoid {usd(float(net.get('expected_avoided_usd_net_of_stocks') or 0.0))} a year of expected loss beyond the "
+            lead += (f" They avoid {beyond_usd} a year of expected loss beyond the "
                      "recommended stocks, counting the completion probability that support is assumed to add "
                      "(completion_probability_uplift, an assumption: validation.md §6, review 34b K4).")
         # review 34: the reason of each conditional decision is a note; the lead keeps the decision
         conditional = [f"{pname.get(x, x)}: with the stocks in place it " + (why.get(x) or "is not chosen") + "." for x in dropped]
-        beyond = (f"Beyond the recommended stocks the programme avoids {usd(float(net.get('expected_avoided_usd_net_of_stocks') or 0.0))} "
+        beyond = (f"Beyond the recommended stocks the programme avoids {beyond_usd} "
                   "a year (the two act on the same shortfalls, so their benefits do not add up).")
     viable = _viable_without_support(pf)
     viable_usd = sum(float(x.get("expected_avoided_usd") or 0.0) for x in viable)
@@ -484,8 +486,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         if not mine:
             return f"No stock for {PARTICIPANT_NAMES.get(j, j)}."
         f = funding.get(j) or {}
-        pay = (f"paid from {f['budget']}" + (", whose stocks may be released only for national defence (50 U.S.C. 98f): the economy-wide "
-                                              "release valued here needs a new authority" if "98f" in str(f.get("funds") or "") else "")
+        pay = (f"paid from {f['budget']}" + (f", whose stocks {f['release_limit']}" if f.get("release_limit") else "")
                if f.get("budget") else "no funding line" + (f" (carrying cost about {usd(float(f['carrying_cost_usd_per_year']))} a year)"
                                                              if f.get("carrying_cost_usd_per_year") else ""))
         return (f"Stock for {PARTICIPANT_NAMES.get(j, j)} ({usd(by_j[j])}, {len(mine)} line{'s' if len(mine) > 1 else ''}): "
@@ -932,7 +933,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                        "bans on a participant, docs/simulation.md §10): "
                        + "; ".join(f"{x['event_id']} ({x['measure']}; {x['targets']}; {x['commodities']})" for x in aimed)
                        + ". No volume they stop is published; at the nodes they reach, the licences in force for every destination "
-                         "(E019's on dysprosium, terbium and magnets) already withhold most exports in the model, so a row of their own "
+                         "already withhold most exports in the model, so a row of their own "
                          "would count the same tonnes twice (docs/validation.md §6, review 21).")
     # review 34 H9: the other suspensions that ended before the plan's month (E015, the U.S.-specific ban on gallium,
     # germanium and antimony, on 2026-11-27) were not named, though a reader looks for them first

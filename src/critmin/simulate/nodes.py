@@ -103,6 +103,12 @@ class Node:
     share_bounds: dict[str, str] = field(default_factory=dict)
 
     @property
+    def share_year(self) -> int | None:
+        """The data year of the node's country shares (the latest year its ``share_basis`` names), else None."""
+        years = re.findall(r"\b(20\d\d)\b", self.share_basis)
+        return max(int(y) for y in years) if years else None
+
+    @property
     def key(self) -> str:
         return f"{self.commodity}/{self.stage}"
 

@@ -20,6 +20,7 @@ builds one per run with :meth:`Study.from_parts` from the records the user may r
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
@@ -490,7 +491,8 @@ def financed_pipeline(portfolio: dict[str, Any], projects: pd.DataFrame, nodes: 
     # 2024 shares give China 100 %) is supply the node's baseline does not hold: new to the model, as a plant being built
     new_since = {str(r["project_id"]): base for r in projects.to_dict("records")
                  if str(r.get("status_class") or "") == "operating" and str(r["project_id"]) not in selected
-                 for base in [base_year(nodes, f"{r['commodity_id']}/{r['stage']}")]
+                 for key in [f"{r['commodity_id']}/{r['stage']}"]
+                 for base in [nodes.nodes[nodes.index[key]].share_year if nodes is not None and key in nodes.index else None]
                  if base is not None and (year := _year_of(r.get("first_output"))) is not None and year > base}
     financed = counted | by_class | set(new_since)
     if not financed:
@@ -528,20 +530,8 @@ def financed_pipeline(portfolio: dict[str, Any], projects: pd.DataFrame, nodes: 
     return out
 
 
-def base_year(nodes: Any, key: str) -> int | None:
-    """The data year of a node's country shares (the latest year its ``share_basis`` names), else None."""
-    import re
-
-    if nodes is None or key not in nodes.index:
-        return None
-    years = re.findall(r"\b(20\d\d)\b", str(nodes.nodes[nodes.index[key]].share_basis))
-    return max(int(y) for y in years) if years else None
-
-
 def _year_of(date: Any) -> int | None:
     """The year of a register date (``2025-05``, ``2025``), else None."""
-    import re
-
     m = re.match(r"(\d{4})", str(date or ""))
     return int(m.group(1)) if m else None
 
@@ -638,6 +628,10 @@ STOCKPILE_FUNDS = {"USA": ("US_DLA_SM:offtake", "the National Defense Stockpile 
                            "held there answer defence needs, and the economy-wide release the plan values would need a new "
                            "authority")}
 
+#: Per participant, what limits the release of the stocks its funding line buys (the answer's stock lead states it).
+STOCKPILE_RELEASE_LIMITS = {"USA": "may be released only for national defence (50 U.S.C. 98f): the economy-wide release valued here "
+                                   "needs a new authority"}
+
 #: Per participant, other stock holders the answer names beside its funding line, and why its targets are not netted
 #: against them (review 26: Project Vault; data/raw/stockpiles/project_vault_2026-12.md).
 OTHER_STOCK_HOLDERS = {"USA": ("Project Vault (an EXIM loan of up to US$10 B approved on 2 Feb 2026, with about US$1.7 B of private "
@@ -682,7 +676,8 @@ def stock_funding(portfolio: dict[str, Any], stock: dict[str, Any]) -> list[dict
         key, what = STOCKPILE_FUNDS.get(j, ("", ""))
         if key and key in budgets:
             b = float(budgets[key])
-            out.append({"participant": j, "budget": key, "funds": what, "other_holders": OTHER_STOCK_HOLDERS.get(j, ""), "budget_usd": b,
+            out.append({"participant": j, "budget": key, "funds": what, "release_limit": STOCKPILE_RELEASE_LIMITS.get(j, ""),
+                        "other_holders": OTHER_STOCK_HOLDERS.get(j, ""), "budget_usd": b,
                         "stocks_to_buy_usd": cost,
                         "stocks_share_of_budget": cost / b if b > 0 else float("nan"), "left_for_projects_usd": max(b - cost, 0.0),
                         "covered": cost <= b, "carrying_cost_usd_per_year": carry, "expected_value_loss_usd_per_year": fall,
