@@ -63,6 +63,30 @@ def test_the_selection_is_checked_under_the_input_output_convention(plan, simula
     assert np.all(np.isfinite(sample.value_per_t_io)) and (sample.value_per_t_io > sample.value_per_t).any()
 
 
+def test_the_selection_is_checked_without_the_completion_uplift(plan, simulator):
+    """Review 34b K4: most of a funded project's benefit was the completion probability an instrument is assumed to add
+    (no causal estimate). The same programme is checked with every uplift at 0: support then only brings output
+    forward, so no project adds more capacity than with the uplift, the same projects avoid no more, and the record says
+    which choices rest on the uplift."""
+    wu = plan["selection_without_completion_uplift"]
+    chosen = {s["project_id"] for s in plan["selected"]}
+    assert set(wu["both"]) | set(wu["only_with_uplift"]) == chosen and not set(wu["only_without_uplift"]) & chosen
+    assert set(wu["added_capacity_t_per_year"]) == chosen
+    for pid, q in wu["added_capacity_t_per_year"].items():
+        assert 0.0 <= q["without_uplift"] <= q["with_uplift"] * (1 + 1e-9), pid
+    assert 0.0 <= wu["expected_avoided_usd_same_programme"] <= wu["expected_avoided_usd_with_uplift"] * (1 + 1e-9)
+    assert wu["expected_avoided_usd_with_uplift"] == pytest.approx(plan["expected_avoided_usd"])
+    ip = InstrumentParameters.load()
+    ip0 = ip.without_completion_uplift()
+    rows = ip.table[ip.table["parameter"] == "completion_probability_uplift"]
+    assert len(rows) >= 5 and (rows["value"] > 0).all()
+    for inst in rows["instrument"]:
+        assert ip0.get(inst, "completion_probability_uplift") == 0.0 and ip0.kind(inst, "completion_probability_uplift") == "sensitivity"
+        assert ip0.get(inst, "months_to_first_output_change", 0.0) == ip.get(inst, "months_to_first_output_change", 0.0)
+    with pytest.raises(Exception, match="no row"):
+        ip.with_values({("loan", "no_such_parameter"): 0.0}, "test")
+
+
 def test_options_follow_eligibility_and_assumptions_are_listed(simulator):
     reg = bundled_register(simulator.atlas)
     sample = sample_from_simulator(simulator, draws=50, seed=0)

@@ -667,6 +667,20 @@ def test_the_financing_answer_opens_with_the_decision_after_the_stocks(study_run
                                                "is assumed to add (completion_probability_uplift, an assumption: validation.md §6, review 34b K4).")
     assert fin.startswith(s["parts"]["financing"]["lead"] + " Alpha mine: with the stocks in place it "
                           "would avoid $1 M a year against $5 M needed. Beyond the recommended stocks the programme avoids $2 M a year")
+    # review 34b K4: with the same programme checked with no completion uplift, the lead says how much of the benefit
+    # the uplift carries and whether each project still passes; a conditional project chosen only with it says so
+    pf["selection_net_of_stocks"]["without_completion_uplift"] = {"only_with_uplift": ["PB"], "expected_avoided_usd_same_programme": 0.5e6}
+    pf["selection_without_completion_uplift"] = {"only_with_uplift": ["PA"]}
+    s2 = build_summary(p)
+    assert s2["parts"]["financing"]["lead"].endswith(
+        "They avoid $2 M a year of expected loss beyond the recommended stocks, $1 M of it through the completion probability "
+        "support is assumed to add (no causal estimate); without that, they avoid $500 k and Beta refinery would not pass "
+        "the net-benefit test.")
+    assert s2["parts"]["financing"]["notes"][0] == ("Alpha mine: with the stocks in place it would avoid $1 M a year against $5 M "
+                                                    "needed; without the stocks it is chosen only with the assumed completion uplift.")
+    pf["selection_net_of_stocks"]["without_completion_uplift"]["only_with_uplift"] = []
+    assert build_summary(p)["parts"]["financing"]["lead"].endswith("they avoid $500 k and each still passes the net-benefit test.")
+    del pf["selection_net_of_stocks"]["without_completion_uplift"], pf["selection_without_completion_uplift"]
     assert "$10 M a year of expected loss avoided before the stocks" in fin
     # review 22: the financing table says which of a row's projects are conditional on the stocks
     table = {r["agency"]: r["conditional_on_stocks"] for r in build_summary(p)["tables"]["financing"]}

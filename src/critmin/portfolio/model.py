@@ -95,6 +95,9 @@ def cost_weight(cost_of_public_funds: float, gov_rate: float, horizon_months: fl
     return float(cost_of_public_funds / a)
 
 
+#: The instrument parameter that raises a supported project's completion probability (instrument_parameters.csv).
+UPLIFT_PARAMETER = "completion_probability_uplift"
+
 #: Status classes whose completion probability an instrument can raise (instrument_parameters.csv, uplift rows).
 UPLIFT_STATUSES = ("financing", "permitted", "feasibility")
 
@@ -215,6 +218,28 @@ class InstrumentParameters:
         if default is not None:
             return default
         raise ModelError(f"instrument_parameters.csv has no value for ({instrument}, {parameter})")
+
+    def with_values(self, values: dict[tuple[str, str], float], note: str) -> InstrumentParameters:
+        """A copy with the ``(instrument, parameter)`` values replaced (a sensitivity case), each replaced row's kind
+        set to ``sensitivity`` and ``note`` appended to its note; a key the table lacks raises ModelError."""
+        t = self.table.copy()
+        for (inst, par), v in values.items():
+            m = (t["instrument"] == inst) & (t["parameter"] == par)
+            if not m.any():
+                raise ModelError(f"instrument_parameters.csv has no row ({inst}, {par}) to replace")
+            t.loc[m, "value"] = float(v)
+            if "kind" in t.columns:
+                t.loc[m, "kind"] = "sensitivity"
+            if "note" in t.columns:
+                t.loc[m, "note"] = t.loc[m, "note"].astype(str) + f" [{note}]"
+        return InstrumentParameters(t)
+
+    def without_completion_uplift(self) -> InstrumentParameters:
+        """The sensitivity case of review 34b K4: no instrument raises a project's completion probability (every
+        ``completion_probability_uplift`` row at 0, an assumption with no causal estimate); support still brings output
+        forward where its months are stated."""
+        rows = self.table[self.table["parameter"] == UPLIFT_PARAMETER]
+        return self.with_values({(str(i), UPLIFT_PARAMETER): 0.0 for i in rows["instrument"]}, "sensitivity: no completion uplift")
 
     def kind(self, instrument: str, parameter: str) -> str:
         k = (instrument, parameter)
@@ -739,7 +764,7 @@ def build_problem(
                 why.append(f"{a['agency_id']} {inst}: its budget's stated period ended {ended[end_key]}, by the plan's month (set one with --budgets)"
                            if end_key else f"{a['agency_id']} {inst}: no published budget (set one with --budgets)")
                 continue
-            uplift = ip.get(inst, "completion_probability_uplift", 0.0)
+            uplift = ip.get(inst, UPLIFT_PARAMETER, 0.0)
             # the uplift applies to projects still to be financed or permitted (instrument_parameters.csv note), and
             # scales with the share of the viability gap the instrument closes; an unknown gap earns no uplift
             if status not in UPLIFT_STATUSES_BY_INSTRUMENT.get(inst, UPLIFT_STATUSES) or not np.isfinite(vg):

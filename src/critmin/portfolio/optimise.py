@@ -182,6 +182,13 @@ def added_avoided(problem: PortfolioProblem, selected: pd.DataFrame, node: int, 
     return after - before
 
 
+def expected_avoided(problem: PortfolioProblem, opts: pd.DataFrame) -> float:
+    """Expected annual avoided loss (USD/yr) of taking every option of ``opts`` (rows of ``problem.options``' form)."""
+    if not len(opts):
+        return 0.0
+    return _avoided(problem, added_supply(problem, opts, np.ones(len(opts))))[1]
+
+
 def economic_cost(opts: pd.DataFrame) -> np.ndarray:
     """Expected cost to the government of each option (USD, >= 0): the credit-reform cost of loans and guarantees,
     the expected loss of equity, grants in full (column ``economic_cost_usd``; the budget charge ``cost_usd``

@@ -26,16 +26,39 @@ from critmin.portfolio.model import (
 )
 from critmin.portfolio.optimise import (
     CO_SUPPLY,
+    PortfolioProblem,
     Solution,
     added_avoided,
     added_supply,
     economic_cost,
+    expected_avoided,
     frontier,
     greedy,
     marginal_values,
     solve,
 )
 from critmin.portfolio.options import PortfolioOptions
+
+
+def without_uplift(p: PortfolioProblem, sol: Solution, p0: PortfolioProblem, gap: float, time_limit: float) -> dict[str, Any]:
+    """The programme checked with no completion uplift (review 34b K4; ``p0`` built with
+    :meth:`InstrumentParameters.without_completion_uplift`, otherwise as ``p``): what the chosen options avoid when
+    support only brings output forward, each chosen option's added capacity in both cases, and the programme the
+    optimiser chooses in that case (``both``, ``only_with_uplift``, ``only_without_uplift``)."""
+    key = ["project_id", "instrument", "agency"]
+    chosen = sol.selected[key] if len(sol.selected) else pd.DataFrame(columns=key)
+    same = p0.options.merge(chosen, on=key, how="inner") if len(p0.options) else p0.options.iloc[0:0]
+    dq0 = {str(r["project_id"]): float(r["dq_t"]) for r in same.to_dict("records")}
+    sol0 = solve(p0, gap=gap, time_limit=time_limit)
+    ids = set(sol.selected["project_id"]) if len(sol.selected) else set()
+    ids0 = set(sol0.selected["project_id"]) if len(sol0.selected) else set()
+    return {"both": sorted(ids & ids0), "only_with_uplift": sorted(ids - ids0), "only_without_uplift": sorted(ids0 - ids),
+            "expected_avoided_usd_same_programme": expected_avoided(p0, same),
+            "expected_avoided_usd_with_uplift": float(sol.expected_avoided_usd),
+            "expected_avoided_usd_chosen_without_uplift": float(sol0.expected_avoided_usd),
+            "added_capacity_t_per_year": {str(r["project_id"]): {"with_uplift": float(r["dq_t"]), "without_uplift": dq0.get(str(r["project_id"]), 0.0)}
+                                          for r in sol.selected.to_dict("records")} if len(sol.selected) else {}}
+
 
 #: How a credit-subsidy budget is labelled in the record (charged the budget cost, not the face amount).
 COST_BASIS_LABEL = "budget cost (credit subsidy)"
@@ -370,6 +393,13 @@ def run_portfolio(
         ids_io = set(sol_io.selected["project_id"]) if len(sol_io.selected) else set()
         robust = {"both": sorted(ids & ids_io), "only_ranked_valuation": sorted(ids - ids_io),
                   "only_input_output": sorted(ids_io - ids), "expected_avoided_usd_input_output": sol_io.expected_avoided_usd}
+    # review 34b K4: the same programme with no completion uplift (an assumption with no causal estimate)
+    bp0 = build_problem(projects, atlas, sample, sim.nodes, agencies, ip.without_completion_uplift(), budgets, as_of, deadline_months,
+                        support=support)
+    uplift_check = without_uplift(p, sol, dataclasses.replace(
+        bp0.problem, cvar_weight=p.cvar_weight, cvar_alpha=p.cvar_alpha, bonus_weight=p.bonus_weight,
+        max_country_share=p.max_country_share, max_commodity_share=p.max_commodity_share,
+        min_participant_share=dict(p.min_participant_share), must_include=list(p.must_include)), gap, time_limit)
     names = dict(zip(projects["project_id"], projects["name"], strict=True))
     sel = sol.selected.assign(budget_cost_usd=sol.selected.get("budget_cost_usd", sol.selected["cost_usd"])) if len(sol.selected) else sol.selected
 
@@ -420,6 +450,7 @@ def run_portfolio(
                              if "status" in projects.columns else None, _idle_notes(projects)),
         "finance": bp.finance,
         "selection_under_input_output": robust,
+        "selection_without_completion_uplift": uplift_check,
     }
     if with_frontier:
         rec["frontier"] = frontier(p, points=frontier_points, gap=gap, time_limit=time_limit).to_dict("records")

@@ -205,6 +205,16 @@ def contracted_elsewhere(pid: str, j: str, buyer_rows: list[dict[str, Any]]) -> 
     return any(b.get("demand_t_per_year") is None or not np.isfinite(float(b["demand_t_per_year"])) for b in named)
 
 
+def _without_uplift_clause(wu: dict[str, Any], keep: list[str], pname: dict[str, str], with_usd: float) -> str:
+    """How much of the programme's benefit is the assumed completion uplift (review 34b K4): the loss the same projects
+    avoid when support only brings output forward, and which of them would then fail the net-benefit test."""
+    same = float(wu.get("expected_avoided_usd_same_programme") or 0.0)
+    fail = [pname.get(x, x) for x in keep if x in set(wu.get("only_with_uplift") or [])]
+    return (f", {usd(with_usd - same)} of it through the completion probability support is assumed to add (no causal estimate); "
+            f"without that, they avoid {usd(same)}"
+            + (f" and {', '.join(fail)} would not pass the net-benefit test" if fail else " and each still passes the net-benefit test"))
+
+
 def _fund_lead(kept: pd.DataFrame, pname: dict[str, str]) -> str:
     """The projects to fund in any case, by whose money: each participant's (money, then permitting support at no
     cost), then the partners' (a recommendation to them), and the totals in face amount and expected cost."""
@@ -371,12 +381,19 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
             " Conditional (chosen without the stocks, not with them): " + ", ".join(pname.get(x, x) for x in dropped) + "." if dropped else "")
         beyond_usd = usd(float(net.get("expected_avoided_usd_net_of_stocks") or 0.0))
         if keep:
-            # review 34b K7: the lead said what the money costs, not what it buys
-            lead += (f" They avoid {beyond_usd} a year of expected loss beyond the "
-                     "recommended stocks, counting the completion probability that support is assumed to add "
-                     "(completion_probability_uplift, an assumption: validation.md §6, review 34b K4).")
+            # review 34b K7: the lead said what the money costs, not what it buys; K4: and how much of it is the assumed
+            # completion uplift (the same programme, checked with none)
+            wu = net.get("without_completion_uplift") or {}
+            lead += (f" They avoid {beyond_usd} a year of expected loss beyond the recommended stocks"
+                     + (_without_uplift_clause(wu, keep, pname, float(net.get("expected_avoided_usd_net_of_stocks") or 0.0)) if wu else
+                        ", counting the completion probability that support is assumed to add (completion_probability_uplift, an "
+                        "assumption: validation.md §6, review 34b K4)")
+                     + ".")
         # review 34: the reason of each conditional decision is a note; the lead keeps the decision
-        conditional = [f"{pname.get(x, x)}: with the stocks in place it " + (why.get(x) or "is not chosen") + "." for x in dropped]
+        on_uplift = set((pf.get("selection_without_completion_uplift") or {}).get("only_with_uplift") or [])
+        conditional = [f"{pname.get(x, x)}: with the stocks in place it " + (why.get(x) or "is not chosen")
+                       + ("; without the stocks it is chosen only with the assumed completion uplift" if x in on_uplift else "") + "."
+                       for x in dropped]
         beyond = (f"Beyond the recommended stocks the programme avoids {beyond_usd} "
                   "a year (the two act on the same shortfalls, so their benefits do not add up).")
     viable = _viable_without_support(pf)

@@ -616,7 +616,9 @@ def selection_against(gross: dict[str, Any], net: dict[str, Any]) -> dict[str, A
             # why the programme decided after the stocks leaves out a project the plan recommends (its gain against
             # the cost it must justify)
             "reason_net_of_stocks": {pid: why.get(pid, "") for pid in sorted(a - b)},
-            "stocks_netted_t": (net.get("metadata") or {}).get("stocks_netted_t", {})}
+            "stocks_netted_t": (net.get("metadata") or {}).get("stocks_netted_t", {}),
+            # review 34b K4: the programme decided after the stocks, checked with no completion uplift
+            "without_completion_uplift": net.get("selection_without_completion_uplift") or {}}
 
 
 #: Per participant, the budget of the study that buys its stockpile's material, and why (review 23: DLA's US$2 B
