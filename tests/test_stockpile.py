@@ -893,3 +893,42 @@ def test_no_stock_takes_longer_to_buy_than_the_policy_allows(simulator, bloc_pla
             capped += 1
             assert r["optimal_stock_t"] == pytest.approx(cap)
     assert capped  # the thin markets (gallium, dysprosium) bind
+
+
+def test_a_stock_is_sized_net_of_the_output_expected_in_the_year_ahead(simulator, bloc_sample, bloc_plan):
+    """Review 34 H7 and 34b K9: Japan's dysprosium stock was sized as if Lynas' Dy/Tb circuit (producing since May 2025)
+    did not exist, and the U.S. tungsten stock as if Sangdong, commissioning, shipped nothing to GTP. With output
+    expected in the year ahead, a line is sized on the shortfall it leaves: the participant's contracted tonnes first,
+    then its market share of the rest, ``D' = max(D - f_s r_j, 0)`` (by hand against the sample), never a larger stock;
+    output that covers every shortfall moves the line to ``not_stocked_covered_in_year_ahead``."""
+    from critmin.stockpile.plan import plan_stockpiles
+
+    base = {(r["participant"], r["node"]): r for r in bloc_plan["stockpiles"]}
+    line = max((r for r in bloc_plan["stockpiles"] if r["participant"] == "USA" and r["optimal_stock_t"] > 0),
+               key=lambda r: r["optimal_stock_t"])
+    key = line["node"]
+    m_usa = simulator.share_of_added_supply(key, ("USA",))[0]
+    q, held = 400.0, {"USA": 100.0}
+    rec = plan_stockpiles(simulator, "BLOC", draws=60, seed=4, sample=bloc_sample, max_days=180,
+                          supply_year_ahead={key: q}, supply_year_ahead_contracted={key: held})
+    got = {(r["participant"], r["node"]): r for r in rec["stockpiles"]}
+    row = got[("USA", key)]
+    assert row["supply_year_ahead_t_per_year"] == q
+    assert row["supply_year_ahead_received_t_per_year"] == pytest.approx(100.0 + m_usa * 300.0)
+    nd = bloc_sample["node_draws"][key]
+    short = np.maximum(nd[3] - nd[6] / 12.0 * row["supply_year_ahead_received_t_per_year"], 0.0)
+    assert row["expected_shortfall_t"] == pytest.approx(float(short.mean()))
+    assert row["expected_shortfall_before_year_ahead_t"] == pytest.approx(float(nd[3].mean()))
+    assert row["optimal_stock_t"] <= line["optimal_stock_t"] + 1e-9
+    # every other line is as before
+    for k, r in got.items():
+        if k[1] != key and k in base:
+            assert r["optimal_stock_t"] == pytest.approx(base[k]["optimal_stock_t"]), k
+    # output above every simulated shortfall leaves no line, and says why
+    big = plan_stockpiles(simulator, "USA", draws=60, seed=4, sample=bloc_sample, max_days=180,
+                          supply_year_ahead={key: 1e9}, supply_year_ahead_contracted={key: {"USA": 1e9}})
+    assert ("USA", key) not in {(r["participant"], r["node"]) for r in big["stockpiles"]}
+    why = [x for x in big["metadata"]["not_stocked_covered_in_year_ahead"] if x["node"] == key]
+    assert why and why[0]["participant"] == "USA" and "covers every simulated shortfall" in why[0]["reason"]
+    with pytest.raises(Exception, match="supply_year_ahead"):
+        plan_stockpiles(simulator, "BLOC", draws=60, seed=4, sample=bloc_sample, supply_year_ahead={key: -1.0})

@@ -917,3 +917,41 @@ def test_a_project_contracted_to_another_country_is_not_named_in_a_participants_
     assert not contracted_elsewhere("P067", "JPN", [with_volume])  # the rest of its output is open
     japanese = {"buyer_id": "B900", "country_iso3": "JPN", "contract_projects": "P067;P066", "demand_t_per_year": None}
     assert not contracted_elsewhere("P067", "JPN", [gtp, japanese])
+
+
+def test_the_year_ahead_output_of_the_pipeline_by_hand():
+    """Review 34 H7 / 34b K9: the stocks are sized net of what the plants producing or being built deliver in the twelve
+    months ahead: nameplate x completion probability x the mean share of nameplate over those months on the plant's
+    ramp (with the months already behind a plant producing since its date), or its latest reported output; a plant
+    whose first output is a year away or more adds nothing."""
+    import pandas as pd
+
+    from critmin.portfolio.finance import mean_output_share
+    from critmin.study.core import year_ahead
+
+    projects = pd.DataFrame([
+        {"project_id": "PA", "stage": "mine", "ramp_up_months": 24, "output_t": None},
+        {"project_id": "PB", "stage": "refine", "ramp_up_months": 12, "output_t": None},
+        {"project_id": "PC", "stage": "refine", "ramp_up_months": None, "output_t": 58.0},
+        {"project_id": "PD", "stage": "mine", "ramp_up_months": 24, "output_t": None},
+    ])
+    pipe = [
+        {"project_id": "PA", "name": "A", "node": "x/mine", "nameplate_t_per_year": 1200.0, "co_product_nameplate_t_per_year": {"y/mine": 12.0},
+         "status_class": "commissioning", "first_output": "2026-10", "months_to_output": 0.0, "completion_probability": 0.95},
+        {"project_id": "PB", "name": "B", "node": "x/refine", "nameplate_t_per_year": 600.0, "co_product_nameplate_t_per_year": {},
+         "status_class": "operating", "first_output": "2026-06", "months_to_output": 0.0, "completion_probability": 1.0},
+        {"project_id": "PC", "name": "C", "node": "z/refine", "nameplate_t_per_year": 30.0, "co_product_nameplate_t_per_year": {},
+         "status_class": "operating", "first_output": "2025-05", "months_to_output": 0.0, "completion_probability": 1.0},
+        {"project_id": "PD", "name": "D", "node": "x/mine", "nameplate_t_per_year": 900.0, "co_product_nameplate_t_per_year": {},
+         "status_class": "construction", "first_output": "2028", "months_to_output": 12.0, "completion_probability": 0.85},
+    ]
+    got = {r["project_id"]: r for r in year_ahead(pipe, projects, "2026-12")}
+    assert set(got) == {"PA", "PB", "PC"}
+    # PA: a 24-month ramp from month 1: shares 1/24 ... 12/24, mean 6.5/24
+    assert got["PA"]["nameplate_t_per_year"] == pytest.approx(0.95 * 1200.0 * 6.5 / 24.0)
+    assert got["PA"]["co_product_nameplate_t_per_year"]["y/mine"] == pytest.approx(0.95 * 12.0 * 6.5 / 24.0)
+    assert mean_output_share(0, 12, 2.0) == pytest.approx(6.5 / 24.0)
+    # PB: producing since June 2026, six months behind it on a 12-month ramp: shares 7/12 ... 12/12 then 1
+    assert got["PB"]["nameplate_t_per_year"] == pytest.approx(600.0 * (sum(range(7, 13)) / 12.0 + 6) / 12.0)
+    # PC: its latest reported output, at most its nameplate on the node's basis
+    assert got["PC"]["nameplate_t_per_year"] == pytest.approx(30.0) and got["PC"]["year_ahead_basis"].startswith("latest reported output")

@@ -205,6 +205,29 @@ def contracted_elsewhere(pid: str, j: str, buyer_rows: list[dict[str, Any]]) -> 
     return any(b.get("demand_t_per_year") is None or not np.isfinite(float(b["demand_t_per_year"])) for b in named)
 
 
+def _year_ahead_note(st: pd.DataFrame, pf: dict[str, Any], buyers: pd.DataFrame | None) -> str:
+    """Which lines are sized net of the output the plants producing or being built deliver in the year ahead, how many
+    tonnes each participant receives of it, and from which plants (review 34 H7, 34b K9)."""
+    rows = [r for r in (st.to_dict("records") if len(st) else []) if r["participant"] in ("USA", "JPN")
+            and float(r.get("supply_year_ahead_received_t_per_year") or 0.0) >= 0.5]
+    if not rows:
+        return ""
+    buyer_rows = buyers.to_dict("records") if buyers is not None and len(buyers) else []
+    ahead = pf.get("pipeline_year_ahead") or []
+
+    def plants(node: str, j: str) -> str:
+        return ", ".join(f"{x['name']} ({float(x['nameplate_t_per_year']):,.0f} t)" for x in ahead if x.get("node") == node
+                         and not contracted_elsewhere(str(x.get("project_id") or ""), j, buyer_rows))
+
+    return ("Each line is sized on the shortfall left once the plants producing since the node's base year or being commissioned "
+            "deliver their output of the year ahead (on their ramp, times their completion probability): "
+            + "; ".join(f"{r['participant']} {r['node']} receives {float(r['supply_year_ahead_received_t_per_year']):,.0f} t"
+                        + (f" of the year's output of {o}" if (o := plants(str(r['node']), str(r['participant']))) else "")
+                        + (", and holds no stock" if float(r.get("optimal_stock_t") or 0.0) <= 0 else "")
+                        for r in sorted(rows, key=lambda r: -float(r["supply_year_ahead_received_t_per_year"])))
+            + ".")
+
+
 def _without_uplift_clause(wu: dict[str, Any], keep: list[str], pname: dict[str, str], with_usd: float) -> str:
     """How much of the programme's benefit is the assumed completion uplift (review 34b K4): the loss the same projects
     avoid when support only brings output forward, and which of them would then fail the net-benefit test."""
@@ -555,6 +578,9 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                + (" Shortfalls of ore that no plant of the participant takes are met by the stock of the next stage ("
                   + "; ".join(sorted({f"{x['participant']} {x['from']} at {x['node']}" for x in md["ore_shortfall_met_downstream"]}))
                   + ")." if md.get("ore_shortfall_met_downstream") else ""))]
+    ahead_note = _year_ahead_note(st, pf, buyers)
+    if ahead_note:
+        p_stock.append(ahead_note)
     after = [r for r in (st.to_dict("records") if len(st) else []) if r["participant"] in ("USA", "JPN") and r["optimal_stock_t"] > 0
              and r.get("stock_after_projects_t") is not None and pd.notna(r.get("stock_after_projects_t"))
              and float(r["stock_after_projects_t"]) < float(r["optimal_stock_t"]) - 0.5]

@@ -502,7 +502,9 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                     commodities: dict[str, set[str]] | None = None, stages: tuple[str, ...] | None = None,
                     max_days: float | None = None, sourced_demand_only: bool = True,
                     after_projects: dict[str, float] | None = None,
-                    after_projects_contracted: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
+                    after_projects_contracted: dict[str, dict[str, float]] | None = None,
+                    supply_year_ahead: dict[str, float] | None = None,
+                    supply_year_ahead_contracted: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
     """Stock targets (see module docstring). ``budget`` (USD of purchases) applies per participant.
 
     Policy: ``commodities`` maps each participant to the commodities it may stock (its critical-mineral list,
@@ -516,11 +518,22 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
     (:func:`shortfall_after_projects`; docs/stockpile.md §2, "After the projects"). ``after_projects_contracted`` (node
     -> ISO3 -> t/yr): the part of it contracted to buyers of a country, which goes to that country; a participant
     receives ``c_j + m_j max(z - Σ_i c_i, 0)`` (review 27: GM holds all of Thacker Pass Phase 1, yet Japan's lithium
-    stock fell on it)."""
+    stock fell on it).
+
+    ``supply_year_ahead`` (node -> t/yr) and ``supply_year_ahead_contracted`` (node -> ISO3 -> t/yr): the output expected
+    over the twelve months ahead from plants producing since the node's base year or being commissioned or built
+    (review 34 H7, 34b K9: Japan's dysprosium stock was sized as if Lynas' Dy/Tb circuit, producing since May 2025, did
+    not exist, and the U.S. tungsten stock as if Sangdong, commissioning, shipped nothing to GTP). Each line is sized on
+    the shortfall they leave, ``D'_js = max(D_js - f_s r_j, 0)`` with ``r_j`` what the participant receives (its
+    contracts, then its market share of the rest: as after the projects), and records it
+    (``supply_year_ahead_received_t_per_year``; docs/stockpile.md §2, "The year ahead")."""
     # every option checked before any work (one model for the library, the CLI, the study file and the web)
     make_options(StockpileOptions, perspective=perspective, budget_usd=budget, pooled=pooled, draws=draws, seed=seed, max_days=max_days,
                  stages=list(stages) if stages is not None else list(STOCKABLE_STAGES), sourced_demand_only=sourced_demand_only,
-                 after_projects=dict(after_projects or {}), after_projects_contracted=dict(after_projects_contracted or {}))
+                 after_projects=dict(after_projects or {}), after_projects_contracted=dict(after_projects_contracted or {}),
+                 supply_year_ahead=dict(supply_year_ahead or {}), supply_year_ahead_contracted=dict(supply_year_ahead_contracted or {}))
+    ahead, ahead_contracted = dict(supply_year_ahead or {}), dict(supply_year_ahead_contracted or {})
+    covered_ahead: list[dict[str, str]] = []
     stages = tuple(stages) if stages is not None else STOCKABLE_STAGES
     contracted = dict(after_projects_contracted or {})
     if commodities is None:
@@ -605,6 +618,21 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 # a stock sized on a demand nobody measured is an invented volume: listed, not stocked
                 not_stocked.append({"participant": j, "node": key, "reason": f"demand is a proxy ({basis})"})
                 continue
+            year_ahead: dict[str, float] = {}
+            if key in ahead:
+                # the line is sized on what the plants expected in the year ahead leave (the participant's contracts
+                # first, then its market share of the rest)
+                m_now, _ = sim.share_of_added_supply(key, (j,))
+                held_now = ahead_contracted.get(key, {})
+                got = held_now.get(j, 0.0) + m_now * max(ahead[key] - sum(held_now.values()), 0.0)
+                year_ahead = {"supply_year_ahead_t_per_year": ahead[key], "supply_year_ahead_received_t_per_year": got,
+                              "expected_shortfall_before_year_ahead_t": float(w @ short)}
+                short = shortfall_after_projects(nd, PARTICIPANTS.index(j), got, 1.0)
+                if not (short > 0).any():
+                    covered_ahead.append({"participant": j, "node": key, "reason": (
+                        f"the output expected in the year ahead from plants producing or being commissioned or built ({ahead[key]:,.0f} t; "
+                        f"{j} receives {got:,.0f} t of it) covers every simulated shortfall")})
+                    continue
             per_member[j] = short
             c = c_of[j]
             # buying a drawn tonne back while the disruption still holds costs its premium over the baseline price
@@ -696,7 +724,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 "days_of_net_imports": 365.0 * s_opt / annual_imports if annual_imports > 0 else np.nan, "net_import_reliance": nir,
                 "expected_cost_without_stock_usd": cost0, "expected_cost_with_stock_usd": cost_opt, "saving_usd": cost0 - cost_opt,
                 "fixed_cost_usd_per_year": sp.fixed_cost, "stock_before_fixed_cost_t": s_free, "saving_before_fixed_cost_usd": saving_free,
-                **after,
+                **after, **year_ahead,
                 "rules": rules,
                 **against,
                 "release_rule": {"holdings_t": s_opt, "max_release_t_per_month": s_opt / max(typical_months, 1.0), "price_cap": 1.0},
@@ -822,7 +850,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                      "capital_rate": sp.capital_rate, "days_rules": list(sp.days_rules),
                      "sourced_demand_only": sourced_demand_only, "not_stocked_proxy_demand": not_stocked,
                      "not_stocked_same_consumption": stocked_elsewhere, "not_stocked_net_exporter": net_exporter,
-                     "not_stocked_unusable_form": wrong_form,
+                     "not_stocked_unusable_form": wrong_form, "not_stocked_covered_in_year_ahead": covered_ahead,
                      "not_stocked_basket": baskets,
                      # lines that would save less than their fixed cost (docs/stockpile.md §2)
                      "not_held_fixed_cost": [{"participant": r["participant"], "node": r["node"], "stock_t": r["stock_before_fixed_cost_t"],

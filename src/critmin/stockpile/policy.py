@@ -53,6 +53,13 @@ class StockpileOptions(StockpilePolicy):
         default_factory=dict, description="Of that supply, the tonnes contracted to buyers of a country (node -> ISO3 -> t/yr): they go "
         "to that country, and only the rest is shared by demand")
 
+    supply_year_ahead: dict[Annotated[str, Field(pattern=r"^[a-z0-9_]+/[a-z0-9_]+$")], Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
+        default_factory=dict, description="Output expected over the twelve months ahead from plants producing since the node's base "
+        "year or being commissioned or built (node commodity/stage -> t/yr): each stock is sized on the shortfall it leaves")
+    supply_year_ahead_contracted: dict[Annotated[str, Field(pattern=r"^[a-z0-9_]+/[a-z0-9_]+$")],
+                                       dict[Annotated[str, Field(pattern=r"^[A-Z]{3}$")], Annotated[float, Field(ge=0, allow_inf_nan=False)]]] = Field(
+        default_factory=dict, description="Of that output, the tonnes contracted to buyers of a country (node -> ISO3 -> t/yr)")
+
     @field_validator("perspective", mode="before")
     @classmethod
     def _upper(cls, v: Any) -> Any:

@@ -319,7 +319,9 @@ class Study:
         rec = plan_stockpiles(self.simulator, o.perspective, budget=o.budget_usd, pooled=o.pooled, draws=o.draws, seed=o.seed, sample=sample,
                               commodities=self.critical_lists, stages=tuple(o.stages), max_days=o.max_days,
                               sourced_demand_only=o.sourced_demand_only, after_projects=dict(o.after_projects),
-                              after_projects_contracted={k: dict(v) for k, v in o.after_projects_contracted.items()})
+                              after_projects_contracted={k: dict(v) for k, v in o.after_projects_contracted.items()},
+                              supply_year_ahead=dict(o.supply_year_ahead),
+                              supply_year_ahead_contracted={k: dict(v) for k, v in o.supply_year_ahead_contracted.items()})
         plans = pd.DataFrame([{"participant": j, **{k: v for k, v in p.items() if k != "stocks"}} for j, p in rec.get("budget_plans", {}).items()])
         return StockpileResult(record=rec, metadata=rec["metadata"], stocks=_records(rec["stockpiles"]), budget_plans=plans)
 
@@ -392,8 +394,12 @@ class Study:
         # review 26: and what they fall to once the projects already financed produce (Stibnite after EXIM's approval)
         pipeline = financed_pipeline(portfolio, self.projects, self.simulator.nodes)
         portfolio["financed_pipeline"] = pipeline
+        # review 34 H7 / 34b K9: each line is sized on what the plants producing or being built leave in the year ahead
+        ahead = year_ahead(pipeline, self.projects, self.as_of)
         stock = dict(self.stockpile(perspective="BLOC", draws=n, seed=rs, after_projects=projects_supply(portfolio, pipeline),
-                                    after_projects_contracted=contracted_supply(portfolio, pipeline, self.buyers, self.projects)).record)
+                                    after_projects_contracted=contracted_supply(portfolio, pipeline, self.buyers, self.projects),
+                                    supply_year_ahead=projects_supply({}, ahead),
+                                    supply_year_ahead_contracted=contracted_supply({}, ahead, self.buyers, self.projects)).record)
         # review 23: the stockpile's own fund pays for the recommended stocks first; the programme gets what is left
         funding = stock_funding(portfolio, stock)
         left = {f["budget"]: float(f["left_for_projects_usd"]) for f in funding if f.get("budget")}
@@ -401,6 +407,7 @@ class Study:
             portfolio = dict(self.portfolio(draws=n, seed=rs, budgets={**(self.budgets or {}), **left}).record)
         portfolio["stock_funding"] = funding
         portfolio["financed_pipeline"] = pipeline
+        portfolio["pipeline_year_ahead"] = ahead
         for f in funding:
             if f.get("budget") and f["budget"] in portfolio.get("unspent", {}):
                 portfolio["unspent"][f["budget"]] = (
@@ -583,6 +590,49 @@ def contracted_supply(portfolio: dict[str, Any], pipeline: list[dict[str, Any]] 
             d = out.setdefault(node, {})
             for iso, t in fixed.items():
                 d[iso] = d.get(iso, 0.0) + t
+    return out
+
+
+def year_ahead(pipeline: list[dict[str, Any]], projects: pd.DataFrame | None, as_of: str | None) -> list[dict[str, Any]]:
+    """The already financed pipeline's rows (:func:`financed_pipeline`) with their expected output over the twelve
+    months from the plan's month in place of their nameplate (co-products in proportion), for the plants that produce
+    in them:
+
+        q = π Q h,   h = mean share of nameplate over months 0-11 (``finance.mean_output_share``: the project's ramp,
+                         from its first month, months_to_output, with the months of output already behind a plant
+                         producing since its sponsor's date)
+
+    or, for a plant producing now whose register gives its latest output, ``π min(output, Q)``. Rows with nothing in
+    the year are left out. A stock is sized on the coming year's disruption, so only this output relieves it; the
+    nameplate is what it falls to later (``stock_after_projects_t``)."""
+    from critmin._dates import month_offset, month_or_now
+    from critmin.portfolio.finance import mean_output_share
+    from critmin.portfolio.model import InstrumentParameters, reported_output_t, years_to_design
+
+    if not pipeline:
+        return []
+    ip = InstrumentParameters.load()
+    month = month_or_now(as_of)
+    reg = {str(r["project_id"]): r for r in projects.to_dict("records")} if projects is not None and len(projects) else {}
+    out = []
+    for r in pipeline:
+        p = reg.get(str(r["project_id"]), {})
+        cap, t0 = float(r["nameplate_t_per_year"]), float(r["months_to_output"])
+        if cap <= 0 or t0 >= 12:
+            continue
+        since = month_offset(month, str(r.get("first_output") or "")) if r.get("status_class") == "operating" else None
+        elapsed = float(max(-since, 0)) if since is not None and t0 == 0 else 0.0
+        reported = reported_output_t(p) if t0 == 0 else None
+        rate = min(reported, cap) if reported is not None and reported > 0 else cap * mean_output_share(t0, 12, years_to_design(p, ip)[0],
+                                                                                                         elapsed_months=elapsed)
+        q = float(r["completion_probability"]) * rate
+        if q <= 0:
+            continue
+        f = q / cap
+        out.append({**r, "nameplate_t_per_year": q, "co_product_nameplate_t_per_year": {k: v * f for k, v in (r.get("co_product_nameplate_t_per_year") or {}).items()},
+                    "year_ahead_basis": (f"latest reported output {reported:,.0f} t a year" if reported is not None and reported > 0 else
+                                         f"{rate / cap:.0%} of nameplate over the year on its ramp")
+                    + f", completion probability {float(r['completion_probability']):g}"})
     return out
 
 
