@@ -628,14 +628,15 @@ def test_an_idle_operating_plant_says_so(plan) -> None:
 
 def test_a_us_anode_project_is_financed_at_the_price_of_its_market(supported) -> None:
     """Review 14: U.S. anode projects were financed at China's domestic anode price (US$3,556/t) although U.S. buyers
-    of Chinese material pay anti-dumping and countervailing duties (preliminary 93.5 % and 6.55 %, 2025). Their finance
-    uses the price in the market they sell to (price_ratio_in_market:USA:battery_anode/anode = 2.05, computed from the
-    duties); a project elsewhere, or at another node, keeps the node price."""
+    of Chinese material pay duties. Their finance uses the price in the market they sell to
+    (price_ratio_in_market:USA:battery_anode/anode); a project elsewhere, or at another node, keeps the node price.
+    Review 34b K6: the ratio was the preliminary anti-dumping and countervailing duties of 2025 (2.05), which never
+    became orders (the ITC's negative vote of 12 March 2026); it is now the Section 301 tariff in force, 1.25."""
     reg, _, bp = supported
     fin = {r["project_id"]: r for r in bp.finance}
     vid = fin["P075"]
-    assert vid["node_price_usd_per_t"] == pytest.approx(2.05 * 3556.0, rel=0.01)
-    assert any(a.startswith("revenue at 2.05x the node price") for a in vid["assumptions"])
+    assert vid["node_price_usd_per_t"] == pytest.approx(1.25 * 3556.0, rel=0.01)
+    assert any(a.startswith("revenue at 1.25x the node price") for a in vid["assumptions"])
     # review 15: a duty raises what a plant is paid, not what it costs: the default unit cost stays 70 % of the world price
     g1 = fin["P044"]
     assert g1["unit_cost_usd_per_t"] == pytest.approx(0.7 * 3556.0, rel=0.01)
