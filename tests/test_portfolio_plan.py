@@ -725,3 +725,57 @@ def test_an_eu_instrument_lends_in_the_eu_or_to_a_named_strategic_project_and_an
     assert budget_end("12 months from 2025-12-03") == "2026-12-03"
     assert budget_end("until 2027-09-30 (OBBBA, 'Defense Production Act purposes')") == "2027-09-30"
     assert budget_end("FY2020 budget (latest per-instrument split found)") is None
+
+
+def test_projects_relieve_only_the_shortfall_the_supply_in_place_leaves(simulator):
+    """Review 35 L4: the stocks were sized net of the supply the pipeline delivers in the year ahead (Sangdong's tungsten)
+    while the projects were not, so Mactung was credited with shortfalls Sangdong covers. With supply received in place,
+    each member's shortfall is first what it leaves, max(D_is - (months_s / 12) r_i, 0) (by hand on the draws), then
+    the stocks act on that."""
+    from critmin.simulate.risk import risk_run
+
+    res = risk_run(simulator, 40, 0)
+    raw = sample_from_simulator(simulator, draws=40, seed=0, result=res)
+    k = raw.node_names.index("antimony/mine")
+    nd = res.node_draws["antimony/mine"]
+    got = {"USA": 300.0, "JPN": 50.0}
+    net = sample_from_simulator(simulator, draws=40, seed=0, result=res, supply_received_t={"antimony/mine": got},
+                                stocks_t={"antimony/mine": {"USA": 100.0}})
+    d_u = np.maximum(nd[3] - nd[6] / 12.0 * 300.0, 0.0)
+    d_j = np.maximum(nd[4] - nd[6] / 12.0 * 50.0, 0.0)
+    assert np.allclose(net.shortfall[k], np.maximum(d_u - 100.0, 0.0) + d_j)
+    assert np.allclose(net.stocked[k], np.minimum(d_u, 100.0))
+    assert net.metadata["supply_netted_t"] == {"antimony/mine": got}
+    others = [i for i in range(len(raw.node_names)) if i != k]
+    assert np.array_equal(net.shortfall[others], raw.shortfall[others])
+
+
+def test_the_programme_is_checked_with_the_controls_in_force_relaxed(simulator):
+    """Review 34b K5: a project's benefit held today's expected loss over 15 years while the stocks are written down at
+    the regime model's relaxation rate. Each month of added output is weighed by w_t = a (1 - ρ)^(t/12) + 1 - a (the
+    in-force share a of the node's loss relaxed at ρ a year, not re-imposed; by hand), which never adds capacity; the
+    record says which choices hold."""
+    from critmin.portfolio.finance import mean_output_share
+    from critmin.simulate.risk import risk_run
+    from critmin.stockpile.plan import loss_persistence
+
+    # by hand: 24 months, no discounting, nameplate from month 1, a = 0.5, ρ = 0.19: mean of 0.5 (0.81)^(t/12) + 0.5
+    t = np.arange(24)
+    assert mean_output_share(0, 24, 0.0, persistence=(0.5, 0.19)) == pytest.approx(float(np.mean(0.5 * 0.81 ** (t / 12) + 0.5)))
+    assert mean_output_share(0, 24, 0.0, persistence=(0.0, 0.19)) == pytest.approx(1.0)
+    assert mean_output_share(0, 24, 0.0, persistence=(1.0, 1.0)) == pytest.approx(1.0 / 24.0)  # only month 0 keeps its loss
+    res = risk_run(simulator, 40, 0)
+    per = loss_persistence(simulator, res.scenarios)
+    assert per and all(0.0 <= a <= 1.0 and 0.0 <= r <= 1.0 for a, r in per.values())
+    assert any(a > 0 for a, _ in per.values())
+    reg = bundled_register(simulator.atlas)
+    rec = run_portfolio(simulator.atlas, simulator, reg.projects, draws=40, seed=0, as_of="2026-11", risk_result=res, persistence=per)
+    rc = rec["selection_with_controls_relaxed"]
+    chosen = {s["project_id"] for s in rec["selected"]}
+    assert set(rc["both"]) | set(rc["only_held"]) == chosen
+    for pid, q in rc["added_capacity_t_per_year"].items():
+        assert 0.0 <= q["relaxed"] <= q["held"] * (1 + 1e-9), pid
+    assert rc["expected_avoided_usd_same_programme"] <= rc["expected_avoided_usd_held"] * (1 + 1e-9)
+    assert set(rc["persistence"]) <= {s["node"] for s in rec["selected"]}
+    assert run_portfolio(simulator.atlas, simulator, reg.projects, draws=40, seed=0, as_of="2026-11",
+                         risk_result=res)["selection_with_controls_relaxed"] == {}

@@ -674,13 +674,33 @@ def test_the_financing_answer_opens_with_the_decision_after_the_stocks(study_run
     s2 = build_summary(p)
     assert s2["parts"]["financing"]["lead"].endswith(
         "They avoid $2 M a year of expected loss beyond the recommended stocks, $1 M of it through the completion probability "
-        "support is assumed to add (no causal estimate); without that, they avoid $500 k and Beta refinery would not pass "
-        "the net-benefit test.")
+        "support is assumed to add (no causal estimate); without that, they avoid $500 k through the months support is "
+        "assumed to save, and Beta refinery would not be chosen.")
     assert s2["parts"]["financing"]["notes"][0] == ("Alpha mine: with the stocks in place it would avoid $1 M a year against $5 M "
                                                     "needed; without the stocks it is chosen only with the assumed completion uplift.")
     pf["selection_net_of_stocks"]["without_completion_uplift"]["only_with_uplift"] = []
-    assert build_summary(p)["parts"]["financing"]["lead"].endswith("they avoid $500 k and each still passes the net-benefit test.")
-    del pf["selection_net_of_stocks"]["without_completion_uplift"], pf["selection_without_completion_uplift"]
+    assert build_summary(p)["parts"]["financing"]["lead"].endswith("assumed to save, and each would still be chosen.")
+    # review 35 L2: a project kept only with another instrument says so
+    pf["selection_net_of_stocks"]["without_completion_uplift"]["other_terms"] = {"PB": {"instrument": "loan", "agency": "JP_JBIC"}}
+    assert build_summary(p)["parts"]["financing"]["lead"].endswith(
+        "and each would still be chosen (Beta refinery with a loan from JP_JBIC instead).")
+    # review 35 L3: the lead gives the terms of the programme decided after the stocks (the benefit it quotes is its)
+    pf["selection_net_of_stocks"]["selected_net_of_stocks"] = [
+        {"project_id": "PB", "name": "Beta refinery", "participant": "JPN", "instrument": "loan_guarantee", "agency": "JP_JBIC",
+         "amount_usd": 3e7, "budget_cost_usd": 1e6, "expected_avoided_usd": 1.5e6}]
+    assert build_summary(p)["parts"]["financing"]["lead"].startswith(
+        "Fund in any case: with U.S. money, none; with Japanese money, Beta refinery (loan guarantee, JP_JBIC, $30 M). In all $30 M "
+        "of face amount, $1 M expected cost to governments.")
+    # review 34b K5: the benefit with the controls in force relaxed at the regime model's rate, and who would not be chosen
+    pf["selection_net_of_stocks"]["with_controls_relaxed"] = {
+        "only_held": ["PB"], "expected_avoided_usd_same_programme": 1e6,
+        "persistence": {"x/mine": {"in_force_share": 0.6, "relaxation_probability": 0.1}}}
+    assert ("if the controls in force behind it were relaxed at the regime model's rate and not re-imposed (x/mine: 60% of the "
+            "commodity's loss from controls in force, relaxed with probability 10% a year), the same programme would avoid $1 M a "
+            "year, and Beta refinery would not be chosen.") in build_summary(p)["sentences"]["financing"]
+    for k_ in ("without_completion_uplift", "selected_net_of_stocks", "with_controls_relaxed"):
+        del pf["selection_net_of_stocks"][k_]
+    del pf["selection_without_completion_uplift"]
     assert "$10 M a year of expected loss avoided before the stocks" in fin
     # review 22: the financing table says which of a row's projects are conditional on the stocks
     table = {r["agency"]: r["conditional_on_stocks"] for r in build_summary(p)["tables"]["financing"]}
@@ -947,11 +967,13 @@ def test_the_year_ahead_output_of_the_pipeline_by_hand():
     ]
     got = {r["project_id"]: r for r in year_ahead(pipe, projects, "2026-12")}
     assert set(got) == {"PA", "PB", "PC"}
-    # PA: a 24-month ramp from month 1: shares 1/24 ... 12/24, mean 6.5/24
-    assert got["PA"]["nameplate_t_per_year"] == pytest.approx(0.95 * 1200.0 * 6.5 / 24.0)
-    assert got["PA"]["co_product_nameplate_t_per_year"]["y/mine"] == pytest.approx(0.95 * 12.0 * 6.5 / 24.0)
-    assert mean_output_share(0, 12, 2.0) == pytest.approx(6.5 / 24.0)
+    # PA: in commissioning since October 2026 (review 35 L1: two months up its 24-month ramp, as the deliveries count it):
+    # shares 3/24 ... 14/24, mean 8.5/24
+    assert got["PA"]["expected_t_year_ahead"] == pytest.approx(0.95 * 1200.0 * 8.5 / 24.0)
+    assert got["PA"]["nameplate_t_per_year"] == 1200.0
+    assert got["PA"]["co_product_expected_t_year_ahead"]["y/mine"] == pytest.approx(0.95 * 12.0 * 8.5 / 24.0)
+    assert mean_output_share(0, 12, 2.0, elapsed_months=2) == pytest.approx(8.5 / 24.0)
     # PB: producing since June 2026, six months behind it on a 12-month ramp: shares 7/12 ... 12/12 then 1
-    assert got["PB"]["nameplate_t_per_year"] == pytest.approx(600.0 * (sum(range(7, 13)) / 12.0 + 6) / 12.0)
-    # PC: its latest reported output, at most its nameplate on the node's basis
-    assert got["PC"]["nameplate_t_per_year"] == pytest.approx(30.0) and got["PC"]["year_ahead_basis"].startswith("latest reported output")
+    assert got["PB"]["expected_t_year_ahead"] == pytest.approx(600.0 * (sum(range(7, 13)) / 12.0 + 6) / 12.0)
+    # PC: its latest reported output, even above the register's capacity (review 35 L5: a lower bound for Lynas)
+    assert got["PC"]["expected_t_year_ahead"] == pytest.approx(58.0) and got["PC"]["year_ahead_basis"].startswith("latest reported output")

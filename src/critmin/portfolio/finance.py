@@ -55,7 +55,7 @@ def ramp_share(month: npt.ArrayLike, years_to_design: float) -> np.ndarray:
 
 
 def mean_output_share(start_month: float, horizon_months: float, years_to_design: float, elapsed_months: float = 0.0,
-                      rate: float = 0.0) -> float:
+                      rate: float = 0.0, persistence: tuple[float, float] | None = None) -> float:
     """Mean share of nameplate over the horizon's months 0..H-1 for output that begins in month ``start`` (its
     first month of output is month ``ceil(start)``), ``elapsed_months`` of output already behind it, each month
     weighted by its discount factor at the yearly ``rate``:
@@ -64,14 +64,20 @@ def mean_output_share(start_month: float, horizon_months: float, years_to_design
 
     With ``rate = 0`` and ``Y = 0`` this is ``(H - ceil(start))/H``, the share of the horizon with output at nameplate.
     Discounted, ``h`` times the horizon's present-value factor is the present value of the output (review 34: a
-    late project's output counts less, as the cost it is weighed against is discounted too)."""
+    late project's output counts less, as the cost it is weighed against is discounted too).
+
+    ``persistence = (a, ρ)`` weighs each month's output by the expected share of today's loss still there (review 34b
+    K5): the share ``a`` of it from controls in force, relaxed with annual probability ``ρ`` and not re-imposed, the rest
+    held: ``h = Σ_t v_t w_t r(...) / Σ_t v_t``, ``w_t = a (1 - ρ)^(t/12) + 1 - a`` (the denominator unchanged, so the
+    cost it is weighed against is the same)."""
     h = int(round(horizon_months))
     if h <= 0:
         return 0.0
     t = np.arange(h, dtype=float)
     v = (1.0 + rate) ** (-t / 12.0) if rate > 0 else np.ones(h)
     share = ramp_share(t - np.ceil(start_month) + 1.0 + elapsed_months, years_to_design)
-    return float((share * v).sum() / v.sum())
+    w = np.ones(h) if persistence is None else persistence[0] * (1.0 - persistence[1]) ** (t / 12.0) + 1.0 - persistence[0]
+    return float((share * v * w).sum() / v.sum())
 
 
 def output_profile(case: ProjectCase) -> np.ndarray:

@@ -346,7 +346,8 @@ class Sample:
 
 def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective: str = "BLOC", threads: int = 2, client: Any = None,
                           result: Any = None, sourced_demand_only: bool = True,
-                          stocks_t: dict[str, dict[str, float]] | None = None) -> Sample:
+                          stocks_t: dict[str, dict[str, float]] | None = None,
+                          supply_received_t: dict[str, dict[str, float]] | None = None) -> Sample:
     """Per node and draw of the risk library run (``critmin risk``; ``result`` reuses one), the shortfall, loss
     and months, and the value of a tonne of shortfall avoided (:meth:`Simulator.value_per_t_supplied`).
 
@@ -357,7 +358,12 @@ def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective
     ``Σ_i max(D_is - S_i, 0)`` over the perspective's members i, and ``stocked`` what they cover, ``Σ_i min(D_is, S_i)``,
     where a project's tonne saves buying a released tonne back, ``stocked_value`` = the members' buy-back premium per
     tonne (:func:`critmin.stockpile.plan.refill_per_t`, weighted by the tonnes each stock covers; docs/portfolio.md §5,
-    "Net of the stocks"). The value of a tonne supplied stays that of the run (the releases are not re-simulated)."""
+    "Net of the stocks"). The value of a tonne supplied stays that of the run (the releases are not re-simulated).
+
+    ``supply_received_t`` (node -> participant -> t/yr): supply in place in the year ahead that the participant
+    receives (the plan's pipeline, as its stocks are sized on: review 35 L4, the stocks netted Sangdong's tungsten and
+    the projects did not, so Mactung was credited with shortfalls Sangdong covers). Each member's shortfall is first
+    what it leaves, ``max(D_is - (months_s / 12) r_i, 0)``, as in the stock plan."""
     from critmin.simulate.risk import risk_run
     from critmin.simulate.run import PERSPECTIVES, REFILL_ROW
 
@@ -395,8 +401,10 @@ def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective
         shares[k] = sim.share_of_added_supply(k, [PERSPECTIVES[i] for i in keep]) if node is not None and keep else (0.0, "no counted member")
         held = (stocks_t or {}).get(k, {})
         zero = np.zeros(nd.shape[1])
-        net_short[k] = sum((np.maximum(nd[3 + i] - float(held.get(PERSPECTIVES[i], 0.0)), 0.0) for i in keep), zero)
-        covered = {i: np.minimum(nd[3 + i], float(held.get(PERSPECTIVES[i], 0.0))) for i in keep}
+        got = (supply_received_t or {}).get(k, {})
+        d = {i: np.maximum(nd[3 + i] - nd[6] / 12.0 * float(got.get(PERSPECTIVES[i], 0.0)), 0.0) for i in keep}
+        net_short[k] = sum((np.maximum(d[i] - float(held.get(PERSPECTIVES[i], 0.0)), 0.0) for i in keep), zero)
+        covered = {i: np.minimum(d[i], float(held.get(PERSPECTIVES[i], 0.0))) for i in keep}
         stocked[k] = sum(covered.values(), zero)
         # the buy-back premium of the covered tonnes: π_is = refill premium / shortfall of member i (REFILL rows)
         premium = sum((covered[i] * np.divide(nd[REFILL_ROW + i], nd[3 + i], out=np.zeros_like(zero), where=nd[3 + i] > 0) for i in keep), zero)
@@ -422,7 +430,8 @@ def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective
                                                   "ore_not_usable": unusable,
                                                   "ore_carried": sorted({(c["participant"], c["from"], c["node"]) for c in carried}),
                                                   "share_of_added_supply": {k: {"share": shares[k][0], "basis": shares[k][1]} for k in names},
-                                                  "stocks_netted_t": {k: dict(v) for k, v in (stocks_t or {}).items() if k in node_draws}}, v_io,
+                                                  "stocks_netted_t": {k: dict(v) for k, v in (stocks_t or {}).items() if k in node_draws},
+                                                  "supply_netted_t": {k: dict(v) for k, v in (supply_received_t or {}).items() if k in node_draws}}, v_io,
                   np.array([stocked[k] for k in names]).reshape(len(names), draws) if stocks_t else None,
                   np.array([stocked_pi[k] for k in names]).reshape(len(names), draws) if stocks_t else None,
                   np.array([shares[k][0] for k in names]), pe, pe_io)
@@ -497,8 +506,13 @@ def build_problem(
     deadline_months: float | None = None,
     settings: dict[str, float] | None = None,
     support: pd.DataFrame | None = None,
+    persistence: dict[str, tuple[float, float]] | None = None,
 ) -> BuiltProblem:
     """Options for every eligible (project, instrument, agency); see docs/portfolio.md §4.
+
+    ``persistence`` (node -> (a, ρ)): weigh each month of a project's added output by the share of its node's loss
+    still expected then, the in-force share ``a`` relaxed at the annual rate ``ρ`` (:func:`finance.mean_output_share`;
+    review 34b K5, a sensitivity case); None holds today's loss over the evaluation period.
 
     ``support`` (the register's support actions) gives each project's public support already counted
     (``counting`` rule of the register): new money is additional only up to the financing gap
@@ -788,7 +802,10 @@ def build_problem(
             t_o = max(0.0, t0 + saved)
             # mean share of nameplate over the horizon, ramping up from first output (finance.mean_output_share)
             # (review 34: over the evaluation period, discounted at the government rate as the cost weight is)
-            h0, h1 = mean_output_share(t0, horizon, ramp_y, rate=gov_rate), mean_output_share(t_o, horizon, ramp_y, rate=gov_rate)
+            # (review 34b K5: with ``persistence``, each month's output weighed by the share of the node's loss still there)
+            keep = (persistence or {}).get(key)
+            h0 = mean_output_share(t0, horizon, ramp_y, rate=gov_rate, persistence=keep)
+            h1 = mean_output_share(t_o, horizon, ramp_y, rate=gov_rate, persistence=keep)
             dq = float(cap) * (pi_o * h1 - float(pi0) * h0)
             if abs(dq) < DQ_NOISE * float(cap):
                 dq = 0.0  # review 13: 5e-15 of rounding (equal shares) became a coefficient HiGHS rejects

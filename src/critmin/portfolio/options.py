@@ -47,6 +47,10 @@ class PortfolioOptions(BaseModel):
                    dict[Annotated[str, Field(pattern="^[A-Z]{3}$")], Annotated[float, Field(ge=0, allow_inf_nan=False)]]] = Field(
         default_factory=dict, description="Stocks in place (node commodity/stage -> participant -> t): projects relieve only "
         "the shortfall they leave (the plan passes its recommended stocks)")
+    supply_received_t: dict[Annotated[str, Field(pattern=r"^[a-z0-9_]+/[a-z0-9_]+$")],
+                            dict[Annotated[str, Field(pattern="^[A-Z]{3}$")], Annotated[float, Field(ge=0, allow_inf_nan=False)]]] = Field(
+        default_factory=dict, description="Supply in place in the year ahead that each participant receives (node -> participant -> "
+        "t/yr; the plan passes its pipeline's, as the stocks are sized on): projects relieve only the shortfall it leaves")
     agencies_file: str | None = Field(None, description="CSV replacing the bundled agencies.csv (same columns)")
     parameters_file: str | None = Field(None, description="CSV replacing the bundled instrument_parameters.csv")
 

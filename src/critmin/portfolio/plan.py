@@ -40,23 +40,27 @@ from critmin.portfolio.optimise import (
 from critmin.portfolio.options import PortfolioOptions
 
 
-def without_uplift(p: PortfolioProblem, sol: Solution, p0: PortfolioProblem, gap: float, time_limit: float) -> dict[str, Any]:
-    """The programme checked with no completion uplift (review 34b K4; ``p0`` built with
-    :meth:`InstrumentParameters.without_completion_uplift`, otherwise as ``p``): what the chosen options avoid when
-    support only brings output forward, each chosen option's added capacity in both cases, and the programme the
-    optimiser chooses in that case (``both``, ``only_with_uplift``, ``only_without_uplift``)."""
+def alternative_programme(sol: Solution, p_alt: PortfolioProblem, gap: float, time_limit: float, base: str, alt: str) -> dict[str, Any]:
+    """The programme ``sol`` checked on an alternative problem ``p_alt`` (built with other assumptions, otherwise as
+    the programme's): what the chosen options avoid there (``expected_avoided_usd_same_programme``), each chosen
+    option's added capacity in both cases, and the programme the optimiser chooses there (``both``, ``only_<base>``,
+    ``only_<alt>``). Review 34b K4 (``with_uplift``/``without_uplift``) and K5 (``held``/``relaxed``)."""
     key = ["project_id", "instrument", "agency"]
     chosen = sol.selected[key] if len(sol.selected) else pd.DataFrame(columns=key)
-    same = p0.options.merge(chosen, on=key, how="inner") if len(p0.options) else p0.options.iloc[0:0]
-    dq0 = {str(r["project_id"]): float(r["dq_t"]) for r in same.to_dict("records")}
-    sol0 = solve(p0, gap=gap, time_limit=time_limit)
+    same = p_alt.options.merge(chosen, on=key, how="inner") if len(p_alt.options) else p_alt.options.iloc[0:0]
+    dq_alt = {str(r["project_id"]): float(r["dq_t"]) for r in same.to_dict("records")}
+    sol_alt = solve(p_alt, gap=gap, time_limit=time_limit)
     ids = set(sol.selected["project_id"]) if len(sol.selected) else set()
-    ids0 = set(sol0.selected["project_id"]) if len(sol0.selected) else set()
-    return {"both": sorted(ids & ids0), "only_with_uplift": sorted(ids - ids0), "only_without_uplift": sorted(ids0 - ids),
-            "expected_avoided_usd_same_programme": expected_avoided(p0, same),
-            "expected_avoided_usd_with_uplift": float(sol.expected_avoided_usd),
-            "expected_avoided_usd_chosen_without_uplift": float(sol0.expected_avoided_usd),
-            "added_capacity_t_per_year": {str(r["project_id"]): {"with_uplift": float(r["dq_t"]), "without_uplift": dq0.get(str(r["project_id"]), 0.0)}
+    ids_alt = set(sol_alt.selected["project_id"]) if len(sol_alt.selected) else set()
+    # review 35 L2: a project kept with another instrument or agency is not the same decision
+    terms = {str(r["project_id"]): (str(r["instrument"]), str(r["agency"])) for r in sol.selected.to_dict("records")} if len(sol.selected) else {}
+    terms_alt = {str(r["project_id"]): (str(r["instrument"]), str(r["agency"])) for r in sol_alt.selected.to_dict("records")} if len(sol_alt.selected) else {}
+    return {"both": sorted(ids & ids_alt), f"only_{base}": sorted(ids - ids_alt), f"only_{alt}": sorted(ids_alt - ids),
+            "other_terms": {k: {"instrument": terms_alt[k][0], "agency": terms_alt[k][1]} for k in sorted(ids & ids_alt) if terms[k] != terms_alt[k]},
+            "expected_avoided_usd_same_programme": expected_avoided(p_alt, same),
+            f"expected_avoided_usd_{base}": float(sol.expected_avoided_usd),
+            f"expected_avoided_usd_chosen_{alt}": float(sol_alt.expected_avoided_usd),
+            "added_capacity_t_per_year": {str(r["project_id"]): {base: float(r["dq_t"]), alt: dq_alt.get(str(r["project_id"]), 0.0)}
                                           for r in sol.selected.to_dict("records")} if len(sol.selected) else {}}
 
 
@@ -351,6 +355,7 @@ def run_portfolio(
     client: Any = None,
     risk_result: Any = None,
     support: pd.DataFrame | None = None,
+    persistence: dict[str, tuple[float, float]] | None = None,
     **fields: Any,
 ) -> dict[str, Any]:
     """The full ``critmin portfolio`` record (docs/portfolio.md).
@@ -358,7 +363,8 @@ def run_portfolio(
     ``options`` (:class:`critmin.portfolio.options.PortfolioOptions`), or its fields as keywords
     (``budgets=..., draws=..., as_of=...``), are checked before any work starts. ``risk_result`` reuses a risk
     run's draws; ``support``: the register's support actions (public money already counted limits what new money
-    can add)."""
+    can add); ``persistence`` (node -> (in-force share of its loss, annual relaxation probability)): the programme is
+    also checked with that loss relaxed over the evaluation period (``selection_with_controls_relaxed``; review 34b K5)."""
     if options is None:
         options = make_options(PortfolioOptions, **fields)
     elif fields:
@@ -369,7 +375,8 @@ def run_portfolio(
     with_frontier, frontier_points = o.frontier_points > 0, o.frontier_points
     cvar_weight, cvar_alpha, concern_weight = o.cvar_weight, o.cvar_alpha, o.concern_weight
     agencies_file, parameters_file = o.agencies_file, o.parameters_file
-    sample = sample_from_simulator(sim, draws=draws, seed=seed, client=client, result=risk_result, stocks_t=dict(o.stocks_t))
+    sample = sample_from_simulator(sim, draws=draws, seed=seed, client=client, result=risk_result, stocks_t=dict(o.stocks_t),
+                                   supply_received_t={k: dict(v) for k, v in o.supply_received_t.items()})
     ip = InstrumentParameters.load(parameters_file)
     horizon = ip.get("portfolio", "horizon_months")
     agencies = read_agencies(agencies_file)
@@ -393,13 +400,25 @@ def run_portfolio(
         ids_io = set(sol_io.selected["project_id"]) if len(sol_io.selected) else set()
         robust = {"both": sorted(ids & ids_io), "only_ranked_valuation": sorted(ids - ids_io),
                   "only_input_output": sorted(ids_io - ids), "expected_avoided_usd_input_output": sol_io.expected_avoided_usd}
+    def settled(alt: BuiltProblem) -> PortfolioProblem:
+        """The alternative problem with the programme's own settings."""
+        return dataclasses.replace(alt.problem, cvar_weight=p.cvar_weight, cvar_alpha=p.cvar_alpha, bonus_weight=p.bonus_weight,
+                                   max_country_share=p.max_country_share, max_commodity_share=p.max_commodity_share,
+                                   min_participant_share=dict(p.min_participant_share), must_include=list(p.must_include))
+
     # review 34b K4: the same programme with no completion uplift (an assumption with no causal estimate)
     bp0 = build_problem(projects, atlas, sample, sim.nodes, agencies, ip.without_completion_uplift(), budgets, as_of, deadline_months,
                         support=support)
-    uplift_check = without_uplift(p, sol, dataclasses.replace(
-        bp0.problem, cvar_weight=p.cvar_weight, cvar_alpha=p.cvar_alpha, bonus_weight=p.bonus_weight,
-        max_country_share=p.max_country_share, max_commodity_share=p.max_commodity_share,
-        min_participant_share=dict(p.min_participant_share), must_include=list(p.must_include)), gap, time_limit)
+    uplift_check = alternative_programme(sol, settled(bp0), gap, time_limit, "with_uplift", "without_uplift")
+    # review 34b K5: and with the loss of the controls in force relaxed at the regime model's rate, not re-imposed
+    relaxed_check: dict[str, Any] = {}
+    if persistence:
+        bp_r = build_problem(projects, atlas, sample, sim.nodes, agencies, ip, budgets, as_of, deadline_months, support=support,
+                             persistence=dict(persistence))
+        relaxed_check = alternative_programme(sol, settled(bp_r), gap, time_limit, "held", "relaxed")
+        nodes_chosen = {str(r["node"]) for r in _selected_records(bp, sol, {})}
+        relaxed_check["persistence"] = {k: {"in_force_share": float(a), "relaxation_probability": float(r)}
+                                        for k, (a, r) in sorted(persistence.items()) if k in nodes_chosen}
     names = dict(zip(projects["project_id"], projects["name"], strict=True))
     sel = sol.selected.assign(budget_cost_usd=sol.selected.get("budget_cost_usd", sol.selected["cost_usd"])) if len(sol.selected) else sol.selected
 
@@ -451,6 +470,7 @@ def run_portfolio(
         "finance": bp.finance,
         "selection_under_input_output": robust,
         "selection_without_completion_uplift": uplift_check,
+        "selection_with_controls_relaxed": relaxed_check,
     }
     if with_frontier:
         rec["frontier"] = frontier(p, points=frontier_points, gap=gap, time_limit=time_limit).to_dict("records")

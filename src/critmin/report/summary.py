@@ -205,6 +205,22 @@ def contracted_elsewhere(pid: str, j: str, buyer_rows: list[dict[str, Any]]) -> 
     return any(b.get("demand_t_per_year") is None or not np.isfinite(float(b["demand_t_per_year"])) for b in named)
 
 
+def _relaxed_clause(rc: dict[str, Any], keep: list[str], pname: dict[str, str]) -> str:
+    """The programme's benefit if the controls in force behind it were relaxed at the regime model's rate and not
+    re-imposed (review 34b K5: the benefit is held at today's level over the evaluation period, while the stocks are
+    written down at that rate), and which projects would then not be chosen."""
+    if not rc:
+        return ""
+    per = rc.get("persistence") or {}
+    said = [f"{k}: {v['in_force_share']:.0%} of the commodity's loss from controls in force, relaxed with probability "
+            f"{v['relaxation_probability']:.0%} a year" for k, v in sorted(per.items()) if float(v.get("in_force_share") or 0.0) > 0]
+    fail = [pname.get(x, x) for x in keep if x in set(rc.get("only_held") or [])]
+    return (" That benefit holds today's expected loss over the 15 years; if the controls in force behind it were relaxed at the "
+            "regime model's rate and not re-imposed" + (f" ({'; '.join(said)})" if said else "")
+            + f", the same programme would avoid {usd(float(rc.get('expected_avoided_usd_same_programme') or 0.0))} a year"
+            + (f", and {', '.join(fail)} would not be chosen." if fail else ", and each project would still be chosen."))
+
+
 def _year_ahead_note(st: pd.DataFrame, pf: dict[str, Any], buyers: pd.DataFrame | None) -> str:
     """Which lines are sized net of the output the plants producing or being built deliver in the year ahead, how many
     tonnes each participant receives of it, and from which plants (review 34 H7, 34b K9)."""
@@ -216,7 +232,7 @@ def _year_ahead_note(st: pd.DataFrame, pf: dict[str, Any], buyers: pd.DataFrame 
     ahead = pf.get("pipeline_year_ahead") or []
 
     def plants(node: str, j: str) -> str:
-        return ", ".join(f"{x['name']} ({float(x['nameplate_t_per_year']):,.0f} t)" for x in ahead if x.get("node") == node
+        return ", ".join(f"{x['name']} ({float(x['expected_t_year_ahead']):,.0f} t)" for x in ahead if x.get("node") == node
                          and not contracted_elsewhere(str(x.get("project_id") or ""), j, buyer_rows))
 
     return ("Each line is sized on the shortfall left once the plants producing since the node's base year or being commissioned "
@@ -233,9 +249,13 @@ def _without_uplift_clause(wu: dict[str, Any], keep: list[str], pname: dict[str,
     avoid when support only brings output forward, and which of them would then fail the net-benefit test."""
     same = float(wu.get("expected_avoided_usd_same_programme") or 0.0)
     fail = [pname.get(x, x) for x in keep if x in set(wu.get("only_with_uplift") or [])]
+    # review 35 L2: "each still passes" was said of a project the check kept only with another instrument
+    other = {x: t for x, t in (wu.get("other_terms") or {}).items() if x in keep}
     return (f", {usd(with_usd - same)} of it through the completion probability support is assumed to add (no causal estimate); "
-            f"without that, they avoid {usd(same)}"
-            + (f" and {', '.join(fail)} would not pass the net-benefit test" if fail else " and each still passes the net-benefit test"))
+            f"without that, they avoid {usd(same)} through the months support is assumed to save"
+            + (f", and {', '.join(fail)} would not be chosen" if fail else ", and each would still be chosen")
+            + (" (" + "; ".join(f"{pname.get(x, x)} with a {str(t['instrument']).replace('_', ' ')} from {t['agency']}" for x, t in sorted(other.items()))
+               + " instead)" if other else ""))
 
 
 def _fund_lead(kept: pd.DataFrame, pname: dict[str, str]) -> str:
@@ -398,7 +418,9 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         # shortfalls the stocks cover; the answer now opens with the decision taken after the stocks
         keep, dropped = net.get("both", []), net.get("only_without_stocks", [])
         why = net.get("reason_net_of_stocks") or {}
-        kept = sel[sel["project_id"].isin(keep)]
+        # review 35 L3: with the terms of the programme decided after the stocks where recorded (the benefit quoted is its)
+        net_rows = pd.DataFrame(net.get("selected_net_of_stocks") or [])
+        kept = net_rows[net_rows["project_id"].isin(keep)] if len(net_rows) else sel[sel["project_id"].isin(keep)]
         # review 34 H2: the lead gives each decision with its money and its owner (whose budget), participants first
         lead = (_fund_lead(kept, pname) if keep else "No project is worth funding once the stocks are held.") + (
             " Conditional (chosen without the stocks, not with them): " + ", ".join(pname.get(x, x) for x in dropped) + "." if dropped else "")
@@ -418,7 +440,8 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                        + ("; without the stocks it is chosen only with the assumed completion uplift" if x in on_uplift else "") + "."
                        for x in dropped]
         beyond = (f"Beyond the recommended stocks the programme avoids {beyond_usd} "
-                  "a year (the two act on the same shortfalls, so their benefits do not add up).")
+                  "a year (the two act on the same shortfalls, so their benefits do not add up)."
+                  + _relaxed_clause(net.get("with_controls_relaxed") or {}, keep, pname))
     viable = _viable_without_support(pf)
     viable_usd = sum(float(x.get("expected_avoided_usd") or 0.0) for x in viable)
     p_fin = [lead, *conditional, beyond, (f"{'In all, the programme supports' if lead else 'Recommended: support for'} {len(sel)} projects"

@@ -300,6 +300,30 @@ def relaxation_rates(sim: Any, library: list[Any] | None = None,
     return out
 
 
+def loss_persistence(sim: Any, scenarios: pd.DataFrame | None, library: list[Any] | None = None) -> dict[str, tuple[float, float]]:
+    """Per node with a relaxation rate (:func:`relaxation_rates`), ``(a, ρ)``: the share ``a`` of its commodity's
+    expected loss to the bloc (``probability × expected loss`` over the risk run's BLOC rows, every stage) that comes
+    from controls in force (the ``ev.*`` rows of status ``in_force``: :func:`control_losses`), and the node's annual
+    relaxation probability ``ρ``. The portfolio weighs a project's later output by ``a (1 - ρ)^t + 1 - a``, the
+    expected share of today's loss still there if these controls are relaxed at the regime model's rate and not
+    re-imposed (review 34b K5: the stocks are written down at that rate while the projects' benefit was held flat).
+    By commodity, not node, because a control on ore carries its loss to the refined stages (the DRC's cobalt quota)."""
+    if scenarios is None or not len(scenarios) or "status" not in scenarios:
+        return {}
+    bloc = scenarios[scenarios["perspective"] == "BLOC"]
+    w = pd.to_numeric(bloc["probability"], errors="coerce") * pd.to_numeric(bloc["expected_loss_usd"], errors="coerce")
+    w = w.where(np.isfinite(w) & (w > 0), 0.0)
+    total = w.groupby(bloc["commodity"]).sum()
+    in_force = w[(bloc["status"] == "in_force") & bloc["scenario"].astype(str).str.startswith("ev.")].groupby(bloc["commodity"]).sum()
+    out = {}
+    for key, (rho, _) in relaxation_rates(sim, library, control_losses(scenarios)).items():
+        c = key.split("/")[0]
+        t = float(total.get(c, 0.0))
+        if t > 0:
+            out[key] = (min(float(in_force.get(c, 0.0)) / t, 1.0), float(rho))
+    return out
+
+
 def purchase_price_ratios(scenarios: pd.DataFrame) -> dict[str, tuple[float, str]]:
     """Per node, the price a stock is bought at today, as a ratio to the baseline price, and why: the simulated mean
     price under a control in force that started after the baseline data (it happens in every draw of the risk run:
@@ -395,6 +419,15 @@ def expected_price_fall(rho: float, p_buy: float, floor: float) -> float:
     price is relaxed (annual probability ``rho``) and the price falls back to ``F``, the restrictor's home price where
     observed, else the baseline (docs/stockpile.md §2)."""
     return rho * max(p_buy - floor, 0.0)
+
+
+def received_t(sim: Any, key: str, participant: str, supply_t: float, contracted: dict[str, float] | None = None) -> float:
+    """Tonnes a year of ``supply_t`` added at node ``key`` that reach ``participant``: what its buyers' contracts hold,
+    then its share of the rationed market (:meth:`Simulator.share_of_added_supply`) of the rest,
+    ``r_j = c_j + m_j max(z - Σ_i c_i, 0)`` (review 27). The stocks and the portfolio use the same rule."""
+    held = contracted or {}
+    m_j, _ = sim.share_of_added_supply(key, (participant,))
+    return float(held.get(participant, 0.0)) + float(m_j) * max(float(supply_t) - sum(held.values()), 0.0)
 
 
 def shortfall_after_projects(nd: np.ndarray, k: int, added_t: float, share: float) -> np.ndarray:
@@ -622,9 +655,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             if key in ahead:
                 # the line is sized on what the plants expected in the year ahead leave (the participant's contracts
                 # first, then its market share of the rest)
-                m_now, _ = sim.share_of_added_supply(key, (j,))
-                held_now = ahead_contracted.get(key, {})
-                got = held_now.get(j, 0.0) + m_now * max(ahead[key] - sum(held_now.values()), 0.0)
+                got = received_t(sim, key, j, ahead[key], ahead_contracted.get(key, {}))
                 year_ahead = {"supply_year_ahead_t_per_year": ahead[key], "supply_year_ahead_received_t_per_year": got,
                               "expected_shortfall_before_year_ahead_t": float(w @ short)}
                 short = shortfall_after_projects(nd, PARTICIPANTS.index(j), got, 1.0)
@@ -834,9 +865,9 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
     for r in rows:
         bplan = budgets.get(r["participant"])
         if bplan is not None:
-            got = {x["node"]: x for x in bplan["stocks"]}.get(r["node"])
-            r["budgeted_stock_t"] = got["stock_t"] if got else 0.0
-            r["budgeted_stock_usd"] = got["stock_usd"] if got else 0.0
+            line = {x["node"]: x for x in bplan["stocks"]}.get(r["node"])
+            r["budgeted_stock_t"] = line["stock_t"] if line else 0.0
+            r["budgeted_stock_usd"] = line["stock_usd"] if line else 0.0
     rows.sort(key=lambda r: (-float(r.get("saving_usd", r.get("pooling_saving_usd", 0.0)) or 0.0), r["node"], r["participant"]))
     return {
         "metadata": {**smp["metadata"], "perspective": perspective.upper(), "stockable_stages": list(stages), "max_days": max_days,

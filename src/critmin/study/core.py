@@ -296,8 +296,12 @@ class Study:
 
         base = {"draws": self.spec.draws, "seed": self.spec.seed, "as_of": self.as_of, "budgets": self.budgets}
         o = make_options(PortfolioOptions, **{**base, **(options.model_dump(exclude_unset=True) if options else {}), **fields})
+        from critmin.stockpile.plan import loss_persistence
+
         res = self.risk_run(o.draws, o.seed, progress=progress)
-        rec = run_portfolio(self.atlas, self.simulator, self.projects, o, risk_result=res, support=self.support)
+        # review 34b K5: the programme is also checked with the controls in force relaxed at the regime model's rate
+        rec = run_portfolio(self.atlas, self.simulator, self.projects, o, risk_result=res, support=self.support,
+                            persistence=loss_persistence(self.simulator, res.scenarios))
         budgets = pd.DataFrame([{"budget": k, "budget_usd": v, "spent_usd": rec["spent"].get(k, 0.0), "basis": rec["budget_basis"][k],
                                  "marginal_value_usd_per_usd": rec["marginal_value_usd_per_usd"].get(k)} for k, v in rec["budgets"].items()])
         return PortfolioResult(record=rec, metadata=rec["metadata"], selected=_records(rec["selected"]), projects=_records(rec["projects"]),
@@ -386,7 +390,13 @@ class Study:
         # review 26: the answer pointed each participant to its own ranking, which the plan did not contain
         by_participant = {j: self.risk(j, n, rs).ranking.to_dict("records") for j in ("USA", "JPN")}
         say(3)
-        portfolio = dict(self.portfolio(draws=n, seed=rs).record)
+        # review 35 L4: the stocks are sized net of the supply the pipeline delivers in the year ahead, so the programme
+        # is decided net of it too (the pipeline is read from a first run: which projects are already financed)
+        first = dict(self.portfolio(draws=n, seed=rs).record)
+        ahead = year_ahead(financed_pipeline(first, self.projects, self.simulator.nodes), self.projects, self.as_of)
+        supply_now, supply_now_contracted = projects_supply({}, as_supply(ahead)), contracted_supply({}, as_supply(ahead), self.buyers, self.projects)
+        received = self.received_from(supply_now, supply_now_contracted)
+        portfolio = dict(self.portfolio(draws=n, seed=rs, supply_received_t=received).record)
         say(4)
         # review 18b: stock savings and project benefits claimed the same antimony loss. Stocks bridge the years before
         # the recommended projects produce; each stock row also says what it falls to once they do (docs/stockpile.md
@@ -395,16 +405,14 @@ class Study:
         pipeline = financed_pipeline(portfolio, self.projects, self.simulator.nodes)
         portfolio["financed_pipeline"] = pipeline
         # review 34 H7 / 34b K9: each line is sized on what the plants producing or being built leave in the year ahead
-        ahead = year_ahead(pipeline, self.projects, self.as_of)
         stock = dict(self.stockpile(perspective="BLOC", draws=n, seed=rs, after_projects=projects_supply(portfolio, pipeline),
                                     after_projects_contracted=contracted_supply(portfolio, pipeline, self.buyers, self.projects),
-                                    supply_year_ahead=projects_supply({}, ahead),
-                                    supply_year_ahead_contracted=contracted_supply({}, ahead, self.buyers, self.projects)).record)
+                                    supply_year_ahead=supply_now, supply_year_ahead_contracted=supply_now_contracted).record)
         # review 23: the stockpile's own fund pays for the recommended stocks first; the programme gets what is left
         funding = stock_funding(portfolio, stock)
         left = {f["budget"]: float(f["left_for_projects_usd"]) for f in funding if f.get("budget")}
         if any(float(portfolio["spent"].get(k, 0.0)) > v + 1.0 for k, v in left.items()):
-            portfolio = dict(self.portfolio(draws=n, seed=rs, budgets={**(self.budgets or {}), **left}).record)
+            portfolio = dict(self.portfolio(draws=n, seed=rs, budgets={**(self.budgets or {}), **left}, supply_received_t=received).record)
         portfolio["stock_funding"] = funding
         portfolio["financed_pipeline"] = pipeline
         portfolio["pipeline_year_ahead"] = ahead
@@ -413,7 +421,8 @@ class Study:
                 portfolio["unspent"][f["budget"]] = (
                     f"{usd(f['stocks_to_buy_usd'])} ({f['stocks_share_of_budget']:.0%}) of it buys the recommended {f['participant']} stocks "
                     f"({f['funds']}); of the {usd(f['left_for_projects_usd'])} left for projects: {portfolio['unspent'][f['budget']]}")
-        net = self.portfolio(draws=n, seed=rs, stocks_t=recommended_stocks(stock), budgets={**(self.budgets or {}), **left}).record
+        net = self.portfolio(draws=n, seed=rs, stocks_t=recommended_stocks(stock), budgets={**(self.budgets or {}), **left},
+                             supply_received_t=received).record
         portfolio["selection_net_of_stocks"] = selection_against(portfolio, dict(net))
         say(5)
         # the recommended portfolio's projects deliver from their (earlier) first month of output
@@ -434,6 +443,16 @@ class Study:
         t = frames(rec)
         return PlanResult(record=rec, metadata=rec["metadata"], priority_minerals=t["priority_minerals"], scenarios=t["scenarios"],
                           portfolio=t["portfolio"], stockpiles=t["stockpiles"], deliveries=t["deliveries"], matches=t["matches"])
+
+    def received_from(self, supply_t: dict[str, float], contracted: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        """Per node and participant, the tonnes a year of ``supply_t`` (node -> t/yr) that reach it: its contracts
+        (``contracted``, node -> ISO3 -> t/yr), then its share of the rationed market of the rest
+        (:func:`critmin.stockpile.plan.received_t`, the rule the stocks use)."""
+        from critmin.simulate.nodes import PARTICIPANTS
+        from critmin.stockpile.plan import received_t
+
+        return {k: {j: received_t(self.simulator, k, j, q, contracted.get(k, {})) for j in PARTICIPANTS}
+                for k, q in sorted(supply_t.items()) if k in self.simulator.nodes.index}
 
     def scenarios(self, key: str) -> list[Any]:
         """Scenarios by library id (``critmin scenarios list``) or from a YAML/JSON scenario file."""
@@ -595,16 +614,18 @@ def contracted_supply(portfolio: dict[str, Any], pipeline: list[dict[str, Any]] 
 
 def year_ahead(pipeline: list[dict[str, Any]], projects: pd.DataFrame | None, as_of: str | None) -> list[dict[str, Any]]:
     """The already financed pipeline's rows (:func:`financed_pipeline`) with their expected output over the twelve
-    months from the plan's month in place of their nameplate (co-products in proportion), for the plants that produce
-    in them:
+    months from the plan's month (``expected_t_year_ahead``, co-products in proportion in
+    ``co_product_expected_t_year_ahead``), for the plants that produce in them:
 
         q = π Q h,   h = mean share of nameplate over months 0-11 (``finance.mean_output_share``: the project's ramp,
                          from its first month, months_to_output, with the months of output already behind a plant
-                         producing since its sponsor's date)
+                         producing or in commissioning since its sponsor's date, as the deliveries count them)
 
-    or, for a plant producing now whose register gives its latest output, ``π min(output, Q)``. Rows with nothing in
-    the year are left out. A stock is sized on the coming year's disruption, so only this output relieves it; the
-    nameplate is what it falls to later (``stock_after_projects_t``)."""
+    or, for a plant producing now whose register gives its latest output, ``π × that output`` (review 35 L5: Lynas' Dy/Tb
+    circuit made about 58 t of Dy a year by December 2025, above the 30 t lower bound the register holds as its
+    capacity, and the deliveries use the 58 t). Rows with nothing in the year are left out. A stock is sized on the
+    coming year's disruption, so only this output relieves it; the nameplate is what it falls to later
+    (``stock_after_projects_t``)."""
     from critmin._dates import month_offset, month_or_now
     from critmin.portfolio.finance import mean_output_share
     from critmin.portfolio.model import InstrumentParameters, reported_output_t, years_to_design
@@ -620,20 +641,32 @@ def year_ahead(pipeline: list[dict[str, Any]], projects: pd.DataFrame | None, as
         cap, t0 = float(r["nameplate_t_per_year"]), float(r["months_to_output"])
         if cap <= 0 or t0 >= 12:
             continue
-        since = month_offset(month, str(r.get("first_output") or "")) if r.get("status_class") == "operating" else None
-        elapsed = float(max(-since, 0)) if since is not None and t0 == 0 else 0.0
+        # review 35 L1: a plant in commissioning since a past date (Sangdong, December 2025) is as far up its ramp as one
+        # operating since then; counting its ramp from today gave 469 t of tungsten in the year where the deliveries gave
+        # 589 t in six months
+        since = month_offset(month, str(r.get("first_output") or "")) if t0 == 0 else None
+        elapsed = float(max(-since, 0)) if since is not None else 0.0
         reported = reported_output_t(p) if t0 == 0 else None
-        rate = min(reported, cap) if reported is not None and reported > 0 else cap * mean_output_share(t0, 12, years_to_design(p, ip)[0],
-                                                                                                         elapsed_months=elapsed)
+        ramp = mean_output_share(t0, 12, years_to_design(p, ip)[0], elapsed_months=elapsed)
+        rate = reported if reported is not None and reported > 0 else cap * ramp
         q = float(r["completion_probability"]) * rate
         if q <= 0:
             continue
         f = q / cap
-        out.append({**r, "nameplate_t_per_year": q, "co_product_nameplate_t_per_year": {k: v * f for k, v in (r.get("co_product_nameplate_t_per_year") or {}).items()},
+        out.append({**r, "expected_t_year_ahead": q,
+                    "co_product_expected_t_year_ahead": {k: v * f for k, v in (r.get("co_product_nameplate_t_per_year") or {}).items()},
                     "year_ahead_basis": (f"latest reported output {reported:,.0f} t a year" if reported is not None and reported > 0 else
-                                         f"{rate / cap:.0%} of nameplate over the year on its ramp")
+                                         f"{ramp:.0%} of nameplate over the year on its ramp"
+                                         + (f", {elapsed:.0f} months of output behind it" if elapsed else ""))
                     + f", completion probability {float(r['completion_probability']):g}"})
     return out
+
+
+def as_supply(ahead: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Year-ahead rows (:func:`year_ahead`) in the form :func:`projects_supply` and :func:`contracted_supply` read: the
+    year's expected output in place of the nameplate."""
+    return [{**r, "nameplate_t_per_year": r["expected_t_year_ahead"], "co_product_nameplate_t_per_year": r["co_product_expected_t_year_ahead"]}
+            for r in ahead]
 
 
 def projects_supply(portfolio: dict[str, Any], pipeline: list[dict[str, Any]] | None = None) -> dict[str, float]:
@@ -663,12 +696,18 @@ def selection_against(gross: dict[str, Any], net: dict[str, Any]) -> dict[str, A
     return {"both": sorted(a & b), "only_without_stocks": sorted(a - b), "only_net_of_stocks": sorted(b - a),
             "expected_avoided_usd_net_of_stocks": float(net.get("expected_avoided_usd", 0.0)),
             "expected_avoided_usd_by_project_net_of_stocks": avoided,
+            # review 35 L3: the terms the programme decided after the stocks gives each project (Mactung: a loan guarantee
+            # there, equity before the stocks), which the answer's lead states
+            "selected_net_of_stocks": [{k: r.get(k) for k in ("project_id", "name", "participant", "instrument", "agency", "amount_usd",
+                                                             "budget_cost_usd", "expected_avoided_usd")} for r in net.get("selected", [])],
             # why the programme decided after the stocks leaves out a project the plan recommends (its gain against
             # the cost it must justify)
             "reason_net_of_stocks": {pid: why.get(pid, "") for pid in sorted(a - b)},
             "stocks_netted_t": (net.get("metadata") or {}).get("stocks_netted_t", {}),
             # review 34b K4: the programme decided after the stocks, checked with no completion uplift
-            "without_completion_uplift": net.get("selection_without_completion_uplift") or {}}
+            "without_completion_uplift": net.get("selection_without_completion_uplift") or {},
+            # review 34b K5: and with the loss of the controls in force relaxed at the regime model's rate
+            "with_controls_relaxed": net.get("selection_with_controls_relaxed") or {}}
 
 
 #: Per participant, the budget of the study that buys its stockpile's material, and why (review 23: DLA's US$2 B
