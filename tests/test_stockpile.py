@@ -932,3 +932,25 @@ def test_a_stock_is_sized_net_of_the_output_expected_in_the_year_ahead(simulator
     assert why and why[0]["participant"] == "USA" and "covers every simulated shortfall" in why[0]["reason"]
     with pytest.raises(Exception, match="supply_year_ahead"):
         plan_stockpiles(simulator, "BLOC", draws=60, seed=4, sample=bloc_sample, supply_year_ahead={key: -1.0})
+
+
+def test_the_year_ahead_supply_drawn_plant_by_plant_by_hand(simulator, bloc_sample, bloc_plan):
+    """Review 35b M3: netting the expected year-ahead output treated a plant that may not deliver as certain. With the
+    participant's receipts given draw by draw (a plant delivering with its completion probability), each draw's
+    shortfall is max(D_s - (months_s / 12) r_s, 0) (by hand), the record gives the mean receipt and the share of draws
+    without any, and a wrong length is refused."""
+    from critmin.stockpile.plan import plan_stockpiles
+
+    line = max((r for r in bloc_plan["stockpiles"] if r["participant"] == "USA" and r["optimal_stock_t"] > 0),
+               key=lambda r: r["optimal_stock_t"])
+    key = line["node"]
+    got = np.where(np.arange(60) % 4 == 0, 0.0, 500.0)  # no delivery in a quarter of the draws
+    rec = plan_stockpiles(simulator, "USA", draws=60, seed=4, sample=bloc_sample, max_days=180,
+                          supply_year_ahead_draws={key: {"USA": got}})
+    row = next(r for r in rec["stockpiles"] if r["participant"] == "USA" and r["node"] == key)
+    nd = bloc_sample["node_draws"][key]
+    assert row["expected_shortfall_t"] == pytest.approx(float(np.maximum(nd[3] - nd[6] / 12.0 * got, 0.0).mean()))
+    assert row["supply_year_ahead_received_t_per_year"] == pytest.approx(375.0)
+    assert row["supply_year_ahead_share_of_draws_without"] == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="values for 60 draws"):
+        plan_stockpiles(simulator, "USA", draws=60, seed=4, sample=bloc_sample, supply_year_ahead_draws={key: {"USA": got[:10]}})

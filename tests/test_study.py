@@ -662,7 +662,7 @@ def test_the_financing_answer_opens_with_the_decision_after_the_stocks(study_run
     # review 34 H2: by whose money, with the instrument, agency and face amount of each
     assert s["parts"]["financing"]["lead"] == ("Fund in any case: with U.S. money, none; with Japanese money, Beta refinery (equity, JP_JBIC, "
                                                "$20 M). In all $20 M of face amount, $4 M expected cost to governments. "
-                                               "Conditional (chosen without the stocks, not with them): Alpha mine. They avoid $2 M a year of "
+                                               "Conditional (chosen only without the stocks): Alpha mine. Those funded in any case avoid $2 M a year of "
                                                "expected loss beyond the recommended stocks, counting the completion probability that support "
                                                "is assumed to add (completion_probability_uplift, an assumption: validation.md §6, review 34b K4).")
     assert fin.startswith(s["parts"]["financing"]["lead"] + " Alpha mine: with the stocks in place it "
@@ -673,17 +673,17 @@ def test_the_financing_answer_opens_with_the_decision_after_the_stocks(study_run
     pf["selection_without_completion_uplift"] = {"only_with_uplift": ["PA"]}
     s2 = build_summary(p)
     assert s2["parts"]["financing"]["lead"].endswith(
-        "They avoid $2 M a year of expected loss beyond the recommended stocks, $1 M of it through the completion probability "
-        "support is assumed to add (no causal estimate); without that, they avoid $500 k through the months support is "
-        "assumed to save, and Beta refinery would not be chosen.")
+        "Those funded in any case avoid $2 M a year of expected loss beyond the recommended stocks, $500 k without the completion "
+        "uplift support is assumed to add (Beta refinery then not chosen).")
+    assert ("$1 M of it is the completion probability support is assumed to add (no causal estimate); without that, the projects "
+            "avoid $500 k through the months support is assumed to save, and Beta refinery would not be chosen.") in s2["sentences"]["financing"]
     assert s2["parts"]["financing"]["notes"][0] == ("Alpha mine: with the stocks in place it would avoid $1 M a year against $5 M "
                                                     "needed; without the stocks it is chosen only with the assumed completion uplift.")
     pf["selection_net_of_stocks"]["without_completion_uplift"]["only_with_uplift"] = []
-    assert build_summary(p)["parts"]["financing"]["lead"].endswith("assumed to save, and each would still be chosen.")
+    assert build_summary(p)["parts"]["financing"]["lead"].endswith("assumed to add (each still chosen).")
     # review 35 L2: a project kept only with another instrument says so
     pf["selection_net_of_stocks"]["without_completion_uplift"]["other_terms"] = {"PB": {"instrument": "loan", "agency": "JP_JBIC"}}
-    assert build_summary(p)["parts"]["financing"]["lead"].endswith(
-        "and each would still be chosen (Beta refinery with a loan from JP_JBIC instead).")
+    assert "and each would still be chosen (Beta refinery with a loan from JP_JBIC instead)." in build_summary(p)["sentences"]["financing"]
     # review 35 L3: the lead gives the terms of the programme decided after the stocks (the benefit it quotes is its)
     pf["selection_net_of_stocks"]["selected_net_of_stocks"] = [
         {"project_id": "PB", "name": "Beta refinery", "participant": "JPN", "instrument": "loan_guarantee", "agency": "JP_JBIC",
@@ -691,6 +691,10 @@ def test_the_financing_answer_opens_with_the_decision_after_the_stocks(study_run
     assert build_summary(p)["parts"]["financing"]["lead"].startswith(
         "Fund in any case: with U.S. money, none; with Japanese money, Beta refinery (loan guarantee, JP_JBIC, $30 M). In all $30 M "
         "of face amount, $1 M expected cost to governments.")
+    # review 35b M2: and so does the financing table (the conditional Alpha mine on its terms before the stocks)
+    rows = {r["agency"]: r for r in build_summary(p)["tables"]["financing"]}
+    assert rows["JP_JBIC"]["face_amount_usd"] == 3e7 and rows["JP_JBIC"]["budget_cost_usd"] == 1e6
+    assert rows["US_EXIM"]["face_amount_usd"] == 1e8 and rows["US_EXIM"]["conditional_on_stocks"] == "Alpha mine"
     # review 34b K5: the benefit with the controls in force relaxed at the regime model's rate, and who would not be chosen
     pf["selection_net_of_stocks"]["with_controls_relaxed"] = {
         "only_held": ["PB"], "expected_avoided_usd_same_programme": 1e6,
@@ -698,6 +702,17 @@ def test_the_financing_answer_opens_with_the_decision_after_the_stocks(study_run
     assert ("if the controls in force behind it were relaxed at the regime model's rate and not re-imposed (x/mine: 60% of the "
             "commodity's loss from controls in force, relaxed with probability 10% a year), the same programme would avoid $1 M a "
             "year, and Beta refinery would not be chosen.") in build_summary(p)["sentences"]["financing"]
+    # review 35b M1: money whose benefit rests mostly on a suspended control says so in the lead
+    p["scenarios"] = [*p["scenarios"], {"commodity": "beta_metal", "expected_loss_usd": 100.0, "top_scenarios": [
+        {"scenario": "ev.E099.beta_metal.refine", "probability": 0.5, "contribution_usd": 80.0, "status": "suspended", "stage": "refine",
+         "restrictors": "CHN"}]}]
+    pf["selection_net_of_stocks"]["selected_net_of_stocks"][0]["node"] = "beta_metal/refine"
+    assert build_summary(p)["parts"]["financing"]["lead"].endswith(
+        "The Japanese money rests on China's suspended control E099 (80% of the beta metal loss), assumed to return with "
+        "probability 0.5 a year.")
+    p["scenarios"][-1]["top_scenarios"][0]["status"] = "in_force"
+    assert "suspended control" not in build_summary(p)["parts"]["financing"]["lead"]
+    p["scenarios"] = p["scenarios"][:-1]
     for k_ in ("without_completion_uplift", "selected_net_of_stocks", "with_controls_relaxed"):
         del pf["selection_net_of_stocks"][k_]
     del pf["selection_without_completion_uplift"]
@@ -977,3 +992,26 @@ def test_the_year_ahead_output_of_the_pipeline_by_hand():
     assert got["PB"]["expected_t_year_ahead"] == pytest.approx(600.0 * (sum(range(7, 13)) / 12.0 + 6) / 12.0)
     # PC: its latest reported output, even above the register's capacity (review 35 L5: a lower bound for Lynas)
     assert got["PC"]["expected_t_year_ahead"] == pytest.approx(58.0) and got["PC"]["year_ahead_basis"].startswith("latest reported output")
+
+
+def test_the_year_ahead_deliveries_are_drawn_plant_by_plant(simulator):
+    """Review 35b M3: each plant of the year ahead delivers in a draw with its completion probability (keyed by the seed
+    and the project: the stocks and the portfolio see the same draws); what a participant receives when it delivers is
+    its contracts, then its market share of the rest (received_t), so the mean over many draws is π times that."""
+    import numpy as np
+
+    from critmin.stockpile.plan import received_t
+    from critmin.study import Study
+
+    st = Study()
+    row = {"project_id": "PX", "name": "X", "node": "tungsten/mine", "nameplate_t_per_year": 1000.0, "co_product_nameplate_t_per_year": {},
+           "status_class": "commissioning", "first_output": "2026-06", "months_to_output": 0.0, "completion_probability": 0.8,
+           "expected_t_year_ahead": 400.0, "co_product_expected_t_year_ahead": {}}
+    a = st.year_ahead_draws([row], 4000, 7)
+    b = st.year_ahead_draws([row], 4000, 7)
+    got = a["tungsten/mine"]["USA"]
+    assert np.array_equal(got, b["tungsten/mine"]["USA"])
+    each = received_t(simulator, "tungsten/mine", "USA", 500.0)
+    assert set(np.round(np.unique(got), 6)) <= {0.0, round(each, 6)}
+    assert float((got > 0).mean()) == pytest.approx(0.8, abs=0.03)
+    assert float(got.mean()) == pytest.approx(0.8 * each, rel=0.05)

@@ -347,7 +347,8 @@ class Sample:
 def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective: str = "BLOC", threads: int = 2, client: Any = None,
                           result: Any = None, sourced_demand_only: bool = True,
                           stocks_t: dict[str, dict[str, float]] | None = None,
-                          supply_received_t: dict[str, dict[str, float]] | None = None) -> Sample:
+                          supply_received_t: dict[str, dict[str, float]] | None = None,
+                          supply_received_draws: dict[str, dict[str, np.ndarray]] | None = None) -> Sample:
     """Per node and draw of the risk library run (``critmin risk``; ``result`` reuses one), the shortfall, loss
     and months, and the value of a tonne of shortfall avoided (:meth:`Simulator.value_per_t_supplied`).
 
@@ -363,7 +364,9 @@ def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective
     ``supply_received_t`` (node -> participant -> t/yr): supply in place in the year ahead that the participant
     receives (the plan's pipeline, as its stocks are sized on: review 35 L4, the stocks netted Sangdong's tungsten and
     the projects did not, so Mactung was credited with shortfalls Sangdong covers). Each member's shortfall is first
-    what it leaves, ``max(D_is - (months_s / 12) r_i, 0)``, as in the stock plan."""
+    what it leaves, ``max(D_is - (months_s / 12) r_i, 0)``, as in the stock plan; ``supply_received_draws`` (node ->
+    participant -> t/yr per draw) gives ``r_is`` draw by draw instead (each plant delivering with its completion
+    probability: review 35b M3)."""
     from critmin.simulate.risk import risk_run
     from critmin.simulate.run import PERSPECTIVES, REFILL_ROW
 
@@ -402,7 +405,9 @@ def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective
         held = (stocks_t or {}).get(k, {})
         zero = np.zeros(nd.shape[1])
         got = (supply_received_t or {}).get(k, {})
-        d = {i: np.maximum(nd[3 + i] - nd[6] / 12.0 * float(got.get(PERSPECTIVES[i], 0.0)), 0.0) for i in keep}
+        by_draw = (supply_received_draws or {}).get(k)
+        d = {i: np.maximum(nd[3 + i] - nd[6] / 12.0 * (np.asarray(by_draw.get(PERSPECTIVES[i], zero), dtype=float) if by_draw is not None
+                                                       else float(got.get(PERSPECTIVES[i], 0.0))), 0.0) for i in keep}
         net_short[k] = sum((np.maximum(d[i] - float(held.get(PERSPECTIVES[i], 0.0)), 0.0) for i in keep), zero)
         covered = {i: np.minimum(d[i], float(held.get(PERSPECTIVES[i], 0.0))) for i in keep}
         stocked[k] = sum(covered.values(), zero)

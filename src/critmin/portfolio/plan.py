@@ -356,6 +356,7 @@ def run_portfolio(
     risk_result: Any = None,
     support: pd.DataFrame | None = None,
     persistence: dict[str, tuple[float, float]] | None = None,
+    supply_draws: dict[str, dict[str, np.ndarray]] | None = None,
     **fields: Any,
 ) -> dict[str, Any]:
     """The full ``critmin portfolio`` record (docs/portfolio.md).
@@ -364,7 +365,9 @@ def run_portfolio(
     (``budgets=..., draws=..., as_of=...``), are checked before any work starts. ``risk_result`` reuses a risk
     run's draws; ``support``: the register's support actions (public money already counted limits what new money
     can add); ``persistence`` (node -> (in-force share of its loss, annual relaxation probability)): the programme is
-    also checked with that loss relaxed over the evaluation period (``selection_with_controls_relaxed``; review 34b K5)."""
+    also checked with that loss relaxed over the evaluation period (``selection_with_controls_relaxed``; review 34b K5);
+    ``supply_draws`` (node -> participant -> t/yr per draw): the supply in place received draw by draw, in place of
+    ``supply_received_t`` (review 35b M3)."""
     if options is None:
         options = make_options(PortfolioOptions, **fields)
     elif fields:
@@ -376,7 +379,8 @@ def run_portfolio(
     cvar_weight, cvar_alpha, concern_weight = o.cvar_weight, o.cvar_alpha, o.concern_weight
     agencies_file, parameters_file = o.agencies_file, o.parameters_file
     sample = sample_from_simulator(sim, draws=draws, seed=seed, client=client, result=risk_result, stocks_t=dict(o.stocks_t),
-                                   supply_received_t={k: dict(v) for k, v in o.supply_received_t.items()})
+                                   supply_received_t={k: dict(v) for k, v in o.supply_received_t.items()},
+                                   supply_received_draws=supply_draws)
     ip = InstrumentParameters.load(parameters_file)
     horizon = ip.get("portfolio", "horizon_months")
     agencies = read_agencies(agencies_file)

@@ -244,6 +244,54 @@ def _year_ahead_note(st: pd.DataFrame, pf: dict[str, Any], buyers: pd.DataFrame 
             + ".")
 
 
+def _uplift_in_lead(wu: dict[str, Any], keep: list[str], pname: dict[str, str]) -> str:
+    """The lead's short form of the uplift check (review 34b K4; the note gives it in full)."""
+    fail = [pname.get(x, x) for x in keep if x in set(wu.get("only_with_uplift") or [])]
+    return (f", {usd(float(wu.get('expected_avoided_usd_same_programme') or 0.0))} without the completion uplift support is assumed to add"
+            + (f" ({', '.join(fail)} then not chosen)" if fail else " (each still chosen)"))
+
+
+def _rests_on(kept: pd.DataFrame, plan: dict[str, Any], pname: dict[str, str]) -> str:
+    """Review 35b M1: the funded money whose benefit rests mostly on a suspended control (its return counted at an
+    assumed annual probability) says so: the scenario carrying most of the loss of the project's material at its stage
+    (the BLOC ranking's ``top_scenarios``), when it carries at least half of it and its status is ``suspended``."""
+    rows = {str(r["commodity"]): r for r in plan.get("scenarios") or []}
+    found: dict[tuple[str, str, str, float, str], list[str]] = {}
+    for r in (kept.to_dict("records") if len(kept) else []):
+        if not float(r.get("amount_usd") or 0.0) > 0:
+            continue
+        node = str(r.get("node") or "") or next((str(x.get("node")) for x in plan["portfolio"].get("selected") or []
+                                                  if x["project_id"] == r["project_id"]), "")
+        if "/" not in node:
+            continue
+        commodity, stage = node.split("/", 1)
+        row = rows.get(commodity)
+        tops = [t for t in (row or {}).get("top_scenarios") or [] if t.get("stage") == stage]
+        total = float((row or {}).get("expected_loss_usd") or 0.0)
+        if not tops or total <= 0:
+            continue
+        top = max(tops, key=lambda t: float(t.get("contribution_usd") or 0.0))
+        share = float(top.get("contribution_usd") or 0.0) / total
+        if top.get("status") == "suspended" and share >= 0.5:
+            event = str(top["scenario"]).split(".")[1] if str(top["scenario"]).startswith("ev.") else str(top["scenario"])
+            key = (event, str(top.get("restrictors") or "").replace(";", ", "), commodity, share, f"{float(top.get('probability') or 0.0):g}")
+            found.setdefault(key, []).append(str(r["project_id"]))
+    money = kept[kept["amount_usd"].fillna(0.0) > 0] if len(kept) else kept
+    out = []
+    for (ev, who, com, share, prob), ids in found.items():
+        # the lead is short: "the U.S. money" when it is all of one participant's money
+        owners = set(money.loc[money["project_id"].isin(ids), "participant"])
+        whose = (f"The {MONEY_OF[next(iter(owners))]} money" if len(owners) == 1 and next(iter(owners)) in MONEY_OF
+                 and set(money.loc[money["participant"].isin(owners), "project_id"]) == set(ids) else " and ".join(pname.get(x, x) for x in ids))
+        out.append(f" {whose} rests on {COUNTRY_NAMES.get(who, who)}'s suspended control {ev} ({share:.0%} of the "
+                   f"{com.replace('_', ' ')} loss), assumed to return with probability {prob} a year.")
+    return "".join(out)
+
+
+#: Country names the answer's sentences use for the restricting countries.
+COUNTRY_NAMES = {"CHN": "China", "COD": "the DR Congo", "IDN": "Indonesia", "ZWE": "Zimbabwe", "RUS": "Russia", "MMR": "Myanmar"}
+
+
 def _without_uplift_clause(wu: dict[str, Any], keep: list[str], pname: dict[str, str], with_usd: float) -> str:
     """How much of the programme's benefit is the assumed completion uplift (review 34b K4): the loss the same projects
     avoid when support only brings output forward, and which of them would then fail the net-benefit test."""
@@ -251,8 +299,8 @@ def _without_uplift_clause(wu: dict[str, Any], keep: list[str], pname: dict[str,
     fail = [pname.get(x, x) for x in keep if x in set(wu.get("only_with_uplift") or [])]
     # review 35 L2: "each still passes" was said of a project the check kept only with another instrument
     other = {x: t for x, t in (wu.get("other_terms") or {}).items() if x in keep}
-    return (f", {usd(with_usd - same)} of it through the completion probability support is assumed to add (no causal estimate); "
-            f"without that, they avoid {usd(same)} through the months support is assumed to save"
+    return (f" {usd(with_usd - same)} of it is the completion probability support is assumed to add (no causal estimate); "
+            f"without that, the projects avoid {usd(same)} through the months support is assumed to save"
             + (f", and {', '.join(fail)} would not be chosen" if fail else ", and each would still be chosen")
             + (" (" + "; ".join(f"{pname.get(x, x)} with a {str(t['instrument']).replace('_', ' ')} from {t['agency']}" for x, t in sorted(other.items()))
                + " instead)" if other else ""))
@@ -373,15 +421,24 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
     # the projects the programme decided after the stocks does not keep (conditional on the stocks)
     cond = set((pf.get("selection_net_of_stocks") or {}).get("only_without_stocks") or [])
     fin_rows: list[dict[str, Any]] = []
-    if len(sel):
-        g = sel.groupby(["participant", "agency"]).agg(projects=("project_id", "count"), face_amount_usd=("amount_usd", "sum"),
+    # review 35b M2: the table gives the projects funded in any case on the terms of the programme decided after the
+    # stocks (as the lead does), and the conditional ones on the terms they are chosen with before the stocks
+    net0 = pf.get("selection_net_of_stocks") or {}
+    net_rows0 = pd.DataFrame(net0.get("selected_net_of_stocks") or [])
+    table_sel = sel
+    if len(net_rows0) and len(sel):
+        keep0 = set(net0.get("both") or [])
+        table_sel = pd.concat([net_rows0[net_rows0["project_id"].isin(keep0)], sel[~sel["project_id"].isin(keep0)]], ignore_index=True)
+    if len(table_sel):
+        g = table_sel.groupby(["participant", "agency"]).agg(projects=("project_id", "count"), face_amount_usd=("amount_usd", "sum"),
                                                        budget_cost_usd=("budget_cost_usd", "sum"),
                                                        # USD add up across materials; tonnes of different materials do not
                                                        avoided_usd_per_year=("expected_avoided_usd", "sum"))
-        names = dict(zip(sel["project_id"], sel["name"].fillna("") if "name" in sel else sel["project_id"], strict=True))
+        names = dict(zip(table_sel["project_id"], table_sel["name"].fillna("") if "name" in table_sel else table_sel["project_id"], strict=True))
         fin_rows = [{"country": k[0], "agency": k[1], **{c: (int(v) if c == "projects" else float(v)) for c, v in r.items()},
                      # review 22: which of the row's projects the programme decided after the stocks does not keep
-                     "conditional_on_stocks": "; ".join(sorted(names[x] or x for x in set(sel.loc[(sel["participant"] == k[0]) & (sel["agency"] == k[1]), "project_id"]) & cond))}
+                     "conditional_on_stocks": "; ".join(sorted(names[x] or x for x in set(table_sel.loc[(table_sel["participant"] == k[0])
+                                                                                                          & (table_sel["agency"] == k[1]), "project_id"]) & cond))}
                     for k, r in g.iterrows()]
     basis = pf.get("budget_basis", {})
     by_basis = {"cost": 0.0, "amount": 0.0}
@@ -423,24 +480,28 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         kept = net_rows[net_rows["project_id"].isin(keep)] if len(net_rows) else sel[sel["project_id"].isin(keep)]
         # review 34 H2: the lead gives each decision with its money and its owner (whose budget), participants first
         lead = (_fund_lead(kept, pname) if keep else "No project is worth funding once the stocks are held.") + (
-            " Conditional (chosen without the stocks, not with them): " + ", ".join(pname.get(x, x) for x in dropped) + "." if dropped else "")
+            " Conditional (chosen only without the stocks): " + ", ".join(pname.get(x, x) for x in dropped) + "." if dropped else "")
         beyond_usd = usd(float(net.get("expected_avoided_usd_net_of_stocks") or 0.0))
         if keep:
             # review 34b K7: the lead said what the money costs, not what it buys; K4: and how much of it is the assumed
             # completion uplift (the same programme, checked with none)
             wu = net.get("without_completion_uplift") or {}
-            lead += (f" They avoid {beyond_usd} a year of expected loss beyond the recommended stocks"
-                     + (_without_uplift_clause(wu, keep, pname, float(net.get("expected_avoided_usd_net_of_stocks") or 0.0)) if wu else
+            # review 35b M5: "They avoid" followed the conditional project's name
+            lead += (f" Those funded in any case avoid {beyond_usd} a year of expected loss beyond the recommended stocks"
+                     + (_uplift_in_lead(wu, keep, pname) if wu else
                         ", counting the completion probability that support is assumed to add (completion_probability_uplift, an "
                         "assumption: validation.md §6, review 34b K4)")
-                     + ".")
+                     + "." + _rests_on(kept, plan, pname))
         # review 34: the reason of each conditional decision is a note; the lead keeps the decision
         on_uplift = set((pf.get("selection_without_completion_uplift") or {}).get("only_with_uplift") or [])
         conditional = [f"{pname.get(x, x)}: with the stocks in place it " + (why.get(x) or "is not chosen")
                        + ("; without the stocks it is chosen only with the assumed completion uplift" if x in on_uplift else "") + "."
                        for x in dropped]
+        wu_all = net.get("without_completion_uplift") or {}
         beyond = (f"Beyond the recommended stocks the programme avoids {beyond_usd} "
                   "a year (the two act on the same shortfalls, so their benefits do not add up)."
+                  + (_without_uplift_clause(wu_all, keep, pname, float(net.get("expected_avoided_usd_net_of_stocks") or 0.0))
+                     + "." if wu_all and keep else "")
                   + _relaxed_clause(net.get("with_controls_relaxed") or {}, keep, pname))
     viable = _viable_without_support(pf)
     viable_usd = sum(float(x.get("expected_avoided_usd") or 0.0) for x in viable)

@@ -95,7 +95,7 @@ SUMMARY_TABLES = (
     ("financing", "Recommended financing by country and agency",
      [("country", "Country", "text"), ("agency", "Agency", "text"), ("projects", "Projects", "int"),
       ("face_amount_usd", "Face amount, USD", "usd"), ("budget_cost_usd", "Budget cost, USD", "usd"),
-      ("avoided_usd_per_year", "Expected loss avoided, USD/yr", "usd"), ("conditional_on_stocks", "Conditional (not kept once the stocks are held)", "text")]),
+      ("avoided_usd_per_year", "Expected loss avoided, USD/yr (beyond the stocks; conditional rows before them)", "usd"), ("conditional_on_stocks", "Conditional (not kept once the stocks are held)", "text")]),
     ("unspent_budgets", "Budgets left mostly unspent, and the constraint that bound each",
      [("budget", "Budget (agency: instrument)", "text"), ("why", "Why it is unspent", "text")]),
     ("stocks", "Stocks by participant (capped by the study's policy)",

@@ -537,7 +537,8 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                     after_projects: dict[str, float] | None = None,
                     after_projects_contracted: dict[str, dict[str, float]] | None = None,
                     supply_year_ahead: dict[str, float] | None = None,
-                    supply_year_ahead_contracted: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
+                    supply_year_ahead_contracted: dict[str, dict[str, float]] | None = None,
+                    supply_year_ahead_draws: dict[str, dict[str, np.ndarray]] | None = None) -> dict[str, Any]:
     """Stock targets (see module docstring). ``budget`` (USD of purchases) applies per participant.
 
     Policy: ``commodities`` maps each participant to the commodities it may stock (its critical-mineral list,
@@ -559,13 +560,17 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
     not exist, and the U.S. tungsten stock as if Sangdong, commissioning, shipped nothing to GTP). Each line is sized on
     the shortfall they leave, ``D'_js = max(D_js - f_s r_j, 0)`` with ``r_j`` what the participant receives (its
     contracts, then its market share of the rest: as after the projects), and records it
-    (``supply_year_ahead_received_t_per_year``; docs/stockpile.md §2, "The year ahead")."""
+    (``supply_year_ahead_received_t_per_year``; docs/stockpile.md §2, "The year ahead"). ``supply_year_ahead_draws`` (node ->
+    participant -> t/yr per draw of the sample) replaces that expectation by what the participant receives in each draw
+    (review 35b M3: a plant that may not deliver is not a certain supply; the plan draws each plant's delivery with its
+    completion probability, :meth:`critmin.Study.year_ahead_draws`)."""
     # every option checked before any work (one model for the library, the CLI, the study file and the web)
     make_options(StockpileOptions, perspective=perspective, budget_usd=budget, pooled=pooled, draws=draws, seed=seed, max_days=max_days,
                  stages=list(stages) if stages is not None else list(STOCKABLE_STAGES), sourced_demand_only=sourced_demand_only,
                  after_projects=dict(after_projects or {}), after_projects_contracted=dict(after_projects_contracted or {}),
                  supply_year_ahead=dict(supply_year_ahead or {}), supply_year_ahead_contracted=dict(supply_year_ahead_contracted or {}))
     ahead, ahead_contracted = dict(supply_year_ahead or {}), dict(supply_year_ahead_contracted or {})
+    ahead_draws = dict(supply_year_ahead_draws or {})
     covered_ahead: list[dict[str, str]] = []
     stages = tuple(stages) if stages is not None else STOCKABLE_STAGES
     contracted = dict(after_projects_contracted or {})
@@ -652,13 +657,18 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 not_stocked.append({"participant": j, "node": key, "reason": f"demand is a proxy ({basis})"})
                 continue
             year_ahead: dict[str, float] = {}
-            if key in ahead:
+            if key in ahead or key in ahead_draws:
                 # the line is sized on what the plants expected in the year ahead leave (the participant's contracts
-                # first, then its market share of the rest)
-                got = received_t(sim, key, j, ahead[key], ahead_contracted.get(key, {}))
-                year_ahead = {"supply_year_ahead_t_per_year": ahead[key], "supply_year_ahead_received_t_per_year": got,
+                # first, then its market share of the rest), drawn plant by plant where the draws are given
+                got_s = (np.asarray(ahead_draws[key].get(j, np.zeros(draws)), dtype=float) if key in ahead_draws
+                         else np.full(draws, received_t(sim, key, j, ahead.get(key, 0.0), ahead_contracted.get(key, {}))))
+                if got_s.shape != (draws,):
+                    raise ValueError(f"supply_year_ahead_draws[{key!r}][{j!r}]: {got_s.shape[0] if got_s.ndim else 1} values for {draws} draws")
+                got = float(w @ got_s)
+                year_ahead = {"supply_year_ahead_t_per_year": ahead.get(key, got), "supply_year_ahead_received_t_per_year": got,
+                              "supply_year_ahead_share_of_draws_without": min(float(w @ (got_s <= 0)), 1.0),
                               "expected_shortfall_before_year_ahead_t": float(w @ short)}
-                short = shortfall_after_projects(nd, PARTICIPANTS.index(j), got, 1.0)
+                short = np.maximum(nd[3 + PARTICIPANTS.index(j)] - nd[6] / 12.0 * got_s, 0.0)
                 if not (short > 0).any():
                     covered_ahead.append({"participant": j, "node": key, "reason": (
                         f"the output expected in the year ahead from plants producing or being commissioned or built ({ahead[key]:,.0f} t; "

@@ -286,11 +286,13 @@ class Study:
         rec = {"metadata": res.metadata, "ranking": df.to_dict("records"), "evaluations": res.evaluations}
         return RiskResult(record=rec, metadata=res.metadata, ranking=df)
 
-    def portfolio(self, options: PortfolioOptions | None = None, progress: Progress | None = None, **fields: Any) -> PortfolioResult:
+    def portfolio(self, options: PortfolioOptions | None = None, progress: Progress | None = None,
+                  supply_draws: dict[str, dict[str, np.ndarray]] | None = None, **fields: Any) -> PortfolioResult:
         """Which projects to back, with which instrument and agency, under the budgets.
 
         ``options`` or its fields as keywords (:class:`critmin.portfolio.options.PortfolioOptions`); the study's
-        draws, seed, as-of month and budgets are the defaults. ``progress`` follows the risk library's simulation."""
+        draws, seed, as-of month and budgets are the defaults. ``progress`` follows the risk library's simulation.
+        ``supply_draws``: supply in place received per draw (:meth:`year_ahead_draws`)."""
         from critmin.inputs import make_options
         from critmin.portfolio.plan import run_portfolio
 
@@ -301,18 +303,20 @@ class Study:
         res = self.risk_run(o.draws, o.seed, progress=progress)
         # review 34b K5: the programme is also checked with the controls in force relaxed at the regime model's rate
         rec = run_portfolio(self.atlas, self.simulator, self.projects, o, risk_result=res, support=self.support,
-                            persistence=loss_persistence(self.simulator, res.scenarios))
+                            persistence=loss_persistence(self.simulator, res.scenarios), supply_draws=supply_draws)
         budgets = pd.DataFrame([{"budget": k, "budget_usd": v, "spent_usd": rec["spent"].get(k, 0.0), "basis": rec["budget_basis"][k],
                                  "marginal_value_usd_per_usd": rec["marginal_value_usd_per_usd"].get(k)} for k, v in rec["budgets"].items()])
         return PortfolioResult(record=rec, metadata=rec["metadata"], selected=_records(rec["selected"]), projects=_records(rec["projects"]),
                                budgets=budgets, risk_reduction=_records(rec["risk_reduction"]),
                                frontier=_records(rec["frontier"]) if "frontier" in rec else None)
 
-    def stockpile(self, options: StockpileOptions | None = None, progress: Progress | None = None, **fields: Any) -> StockpileResult:
+    def stockpile(self, options: StockpileOptions | None = None, progress: Progress | None = None,
+                  supply_draws: dict[str, dict[str, np.ndarray]] | None = None, **fields: Any) -> StockpileResult:
         """Stock targets per participant and node under the study's stock policy and critical-mineral lists.
 
         ``options`` or its fields as keywords (:class:`critmin.stockpile.policy.StockpileOptions`); the study's
-        stock policy, draws and seed are the defaults. ``progress`` follows the risk library's simulation."""
+        stock policy, draws and seed are the defaults. ``progress`` follows the risk library's simulation.
+        ``supply_draws``: supply in place received per draw (:meth:`year_ahead_draws`)."""
         from critmin.inputs import make_options
         from critmin.stockpile.plan import disruption_sample, plan_stockpiles
 
@@ -325,7 +329,8 @@ class Study:
                               sourced_demand_only=o.sourced_demand_only, after_projects=dict(o.after_projects),
                               after_projects_contracted={k: dict(v) for k, v in o.after_projects_contracted.items()},
                               supply_year_ahead=dict(o.supply_year_ahead),
-                              supply_year_ahead_contracted={k: dict(v) for k, v in o.supply_year_ahead_contracted.items()})
+                              supply_year_ahead_contracted={k: dict(v) for k, v in o.supply_year_ahead_contracted.items()},
+                              supply_year_ahead_draws=supply_draws)
         plans = pd.DataFrame([{"participant": j, **{k: v for k, v in p.items() if k != "stocks"}} for j, p in rec.get("budget_plans", {}).items()])
         return StockpileResult(record=rec, metadata=rec["metadata"], stocks=_records(rec["stockpiles"]), budget_plans=plans)
 
@@ -396,7 +401,9 @@ class Study:
         ahead = year_ahead(financed_pipeline(first, self.projects, self.simulator.nodes), self.projects, self.as_of)
         supply_now, supply_now_contracted = projects_supply({}, as_supply(ahead)), contracted_supply({}, as_supply(ahead), self.buyers, self.projects)
         received = self.received_from(supply_now, supply_now_contracted)
-        portfolio = dict(self.portfolio(draws=n, seed=rs, supply_received_t=received).record)
+        # review 35b M3: each plant delivers in a draw with its completion probability, not as a certain expectation
+        by_draw = self.year_ahead_draws(ahead, n, rs)
+        portfolio = dict(self.portfolio(draws=n, seed=rs, supply_received_t=received, supply_draws=by_draw).record)
         say(4)
         # review 18b: stock savings and project benefits claimed the same antimony loss. Stocks bridge the years before
         # the recommended projects produce; each stock row also says what it falls to once they do (docs/stockpile.md
@@ -407,12 +414,14 @@ class Study:
         # review 34 H7 / 34b K9: each line is sized on what the plants producing or being built leave in the year ahead
         stock = dict(self.stockpile(perspective="BLOC", draws=n, seed=rs, after_projects=projects_supply(portfolio, pipeline),
                                     after_projects_contracted=contracted_supply(portfolio, pipeline, self.buyers, self.projects),
-                                    supply_year_ahead=supply_now, supply_year_ahead_contracted=supply_now_contracted).record)
+                                    supply_year_ahead=supply_now, supply_year_ahead_contracted=supply_now_contracted,
+                                    supply_draws=by_draw).record)
         # review 23: the stockpile's own fund pays for the recommended stocks first; the programme gets what is left
         funding = stock_funding(portfolio, stock)
         left = {f["budget"]: float(f["left_for_projects_usd"]) for f in funding if f.get("budget")}
         if any(float(portfolio["spent"].get(k, 0.0)) > v + 1.0 for k, v in left.items()):
-            portfolio = dict(self.portfolio(draws=n, seed=rs, budgets={**(self.budgets or {}), **left}, supply_received_t=received).record)
+            portfolio = dict(self.portfolio(draws=n, seed=rs, budgets={**(self.budgets or {}), **left}, supply_received_t=received,
+                                            supply_draws=by_draw).record)
         portfolio["stock_funding"] = funding
         portfolio["financed_pipeline"] = pipeline
         portfolio["pipeline_year_ahead"] = ahead
@@ -422,7 +431,7 @@ class Study:
                     f"{usd(f['stocks_to_buy_usd'])} ({f['stocks_share_of_budget']:.0%}) of it buys the recommended {f['participant']} stocks "
                     f"({f['funds']}); of the {usd(f['left_for_projects_usd'])} left for projects: {portfolio['unspent'][f['budget']]}")
         net = self.portfolio(draws=n, seed=rs, stocks_t=recommended_stocks(stock), budgets={**(self.budgets or {}), **left},
-                             supply_received_t=received).record
+                             supply_received_t=received, supply_draws=by_draw).record
         portfolio["selection_net_of_stocks"] = selection_against(portfolio, dict(net))
         say(5)
         # the recommended portfolio's projects deliver from their (earlier) first month of output
@@ -443,6 +452,35 @@ class Study:
         t = frames(rec)
         return PlanResult(record=rec, metadata=rec["metadata"], priority_minerals=t["priority_minerals"], scenarios=t["scenarios"],
                           portfolio=t["portfolio"], stockpiles=t["stockpiles"], deliveries=t["deliveries"], matches=t["matches"])
+
+    def year_ahead_draws(self, ahead: list[dict[str, Any]], draws: int, seed: int) -> dict[str, dict[str, np.ndarray]]:
+        """Per node and participant, the tonnes a year it receives in each draw from the plants of :func:`year_ahead`:
+        plant p delivers its year's output ``q_p / π_p`` in a draw with probability ``π_p`` (its completion probability;
+        a uniform keyed by the seed and the project, so the stocks and the portfolio draw the same deliveries), and the
+        participant receives its part of it (:func:`critmin.stockpile.plan.received_t`: contracts first, then its
+        market share). Review 35b M3: netting the expectation treated a plant that may not deliver as certain supply,
+        which a stock insures against."""
+        from critmin.simulate.engine import keyed_uniforms
+        from critmin.simulate.nodes import PARTICIPANTS
+        from critmin.stockpile.plan import received_t
+
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for r in ahead:
+            pi = float(r["completion_probability"])
+            if not pi > 0:
+                continue
+            one = {**r, "nameplate_t_per_year": float(r["expected_t_year_ahead"]) / pi,
+                   "co_product_nameplate_t_per_year": {k: v / pi for k, v in (r.get("co_product_expected_t_year_ahead") or {}).items()}}
+            delivers = (keyed_uniforms(seed, "year_ahead:" + str(r["project_id"]), 0, (draws,)) < pi).astype(float)
+            held = contracted_supply({}, [one], self.buyers, self.projects)
+            for node, q in projects_supply({}, [one]).items():
+                if node not in self.simulator.nodes.index:
+                    continue
+                for j in PARTICIPANTS:
+                    got = received_t(self.simulator, node, j, q, held.get(node, {}))
+                    acc = out.setdefault(node, {}).setdefault(j, np.zeros(draws))
+                    acc += delivers * got
+        return out
 
     def received_from(self, supply_t: dict[str, float], contracted: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
         """Per node and participant, the tonnes a year of ``supply_t`` (node -> t/yr) that reach it: its contracts
@@ -698,7 +736,7 @@ def selection_against(gross: dict[str, Any], net: dict[str, Any]) -> dict[str, A
             "expected_avoided_usd_by_project_net_of_stocks": avoided,
             # review 35 L3: the terms the programme decided after the stocks gives each project (Mactung: a loan guarantee
             # there, equity before the stocks), which the answer's lead states
-            "selected_net_of_stocks": [{k: r.get(k) for k in ("project_id", "name", "participant", "instrument", "agency", "amount_usd",
+            "selected_net_of_stocks": [{k: r.get(k) for k in ("project_id", "name", "participant", "node", "instrument", "agency", "amount_usd",
                                                              "budget_cost_usd", "expected_avoided_usd")} for r in net.get("selected", [])],
             # why the programme decided after the stocks leaves out a project the plan recommends (its gain against
             # the cost it must justify)
