@@ -954,3 +954,14 @@ def test_the_year_ahead_supply_drawn_plant_by_plant_by_hand(simulator, bloc_samp
     assert row["supply_year_ahead_share_of_draws_without"] == pytest.approx(0.25)
     with pytest.raises(ValueError, match="values for 60 draws"):
         plan_stockpiles(simulator, "USA", draws=60, seed=4, sample=bloc_sample, supply_year_ahead_draws={key: {"USA": got[:10]}})
+
+
+def test_a_stale_consumption_is_not_called_a_proxy_on_a_stock_row(bloc_plan):
+    """Review 35b M7: stocked rows carried "(stale: counted with the proxies)" while the answer says proxy nodes are not
+    stocked. A stock row says the line is sized on the stale (sourced) figure all the same."""
+    from critmin.simulate.nodes import STALE_MARK
+    from critmin.stockpile.plan import STALE_STOCK_MARK
+
+    flags = [f for r in bloc_plan["stockpiles"] for f in r.get("flags", [])]
+    assert not any(STALE_MARK in f for f in flags)
+    assert any(STALE_STOCK_MARK in f for f in flags)

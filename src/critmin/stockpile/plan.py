@@ -19,7 +19,7 @@ import pandas as pd
 from critmin.atlas.lists import on_list
 from critmin.inputs import make_options
 from critmin.simulate.carry import carry_unstockable_ore
-from critmin.simulate.nodes import PARTICIPANTS, REMAINDER_FLAG
+from critmin.simulate.nodes import PARTICIPANTS, REMAINDER_FLAG, STALE_MARK
 from critmin.simulate.ore import plant_intake_t, unusable_ore_reason
 from critmin.simulate.run import REFILL_ROW
 from critmin.stockpile.policy import STOCKABLE_STAGES, StockpileOptions
@@ -421,6 +421,11 @@ def expected_price_fall(rho: float, p_buy: float, floor: float) -> float:
     return rho * max(p_buy - floor, 0.0)
 
 
+#: How a stock row marks a stale consumption figure (the ranking's :data:`critmin.simulate.nodes.STALE_MARK` says it is
+#: counted with the proxies there; the stock is sized on it, as a sourced figure).
+STALE_STOCK_MARK = "(stale: the line is sized on it all the same, a sourced figure; a newer one could move it)"
+
+
 def received_t(sim: Any, key: str, participant: str, supply_t: float, contracted: dict[str, float] | None = None) -> float:
     """Tonnes a year of ``supply_t`` added at node ``key`` that reach ``participant``: what its buyers' contracts hold,
     then its share of the rationed market (:meth:`Simulator.share_of_added_supply`) of the rest,
@@ -771,8 +776,10 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 "release_rule": {"holdings_t": s_opt, "max_release_t_per_month": s_opt / max(typical_months, 1.0), "price_cap": 1.0},
                 "shortfall_draws": int((short > 0).sum()),
                 # review 24: a line sized on an estimated or stale consumption says so (Japan's Dy, Tb, Y, Bi)
-                "flags": [f for f in node.flags if any(w in f for w in ("proxy", "low-tier", "an estimate", "stale", "assumption"))
-                          and flag_concerns(f, j)]
+                # review 35b M7: the ranking counts a stale figure with the proxies; a stock is sized on it all the same (it
+                # is sourced), and says so rather than "counted with the proxies", which read as a proxy stocked
+                "flags": [f.replace(STALE_MARK, STALE_STOCK_MARK) for f in node.flags
+                          if any(w in f for w in ("proxy", "low-tier", "an estimate", "stale", "assumption")) and flag_concerns(f, j)]
                 + ([f"capped at the policy's {max_days:g} days of " + ("consumption" if nir >= 1.0 else f"net imports ({nir:.0%} of consumption)")]
                    if capped and cap_t <= min(cap_plant, cap_fill) else [])
                 + ([f"capped at what {j}'s own plants take in {max_days if max_days is not None else 365:g} days ({plant:,.0f} t a year)"]
