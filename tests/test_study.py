@@ -990,6 +990,9 @@ def test_the_year_ahead_output_of_the_pipeline_by_hand():
     assert mean_output_share(0, 12, 2.0, elapsed_months=2) == pytest.approx(8.5 / 24.0)
     # PB: producing since June 2026, six months behind it on a 12-month ramp: shares 7/12 ... 12/12 then 1
     assert got["PB"]["expected_t_year_ahead"] == pytest.approx(600.0 * (sum(range(7, 13)) / 12.0 + 6) / 12.0)
+    # review 35b M4: a year alone in the plan's own year has not passed (financed_pipeline's flag): no months behind it
+    late = {**pipe[0], "first_output": "2026", "sponsor_date_passed": False}
+    assert year_ahead([late], projects, "2026-12")[0]["expected_t_year_ahead"] == pytest.approx(0.95 * 1200.0 * 6.5 / 24.0)
     # PC: its latest reported output, even above the register's capacity (review 35 L5: a lower bound for Lynas)
     assert got["PC"]["expected_t_year_ahead"] == pytest.approx(58.0) and got["PC"]["year_ahead_basis"].startswith("latest reported output")
 

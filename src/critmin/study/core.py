@@ -682,7 +682,8 @@ def year_ahead(pipeline: list[dict[str, Any]], projects: pd.DataFrame | None, as
         # review 35 L1: a plant in commissioning since a past date (Sangdong, December 2025) is as far up its ramp as one
         # operating since then; counting its ramp from today gave 469 t of tungsten in the year where the deliveries gave
         # 589 t in six months
-        since = month_offset(month, str(r.get("first_output") or "")) if t0 == 0 else None
+        # review 35b M4: only a date that has passed (a year alone in the plan's own year has not: review 33b G6)
+        since = month_offset(month, str(r.get("first_output") or "")) if t0 == 0 and r.get("sponsor_date_passed", True) else None
         elapsed = float(max(-since, 0)) if since is not None else 0.0
         reported = reported_output_t(p) if t0 == 0 else None
         ramp = mean_output_share(t0, 12, years_to_design(p, ip)[0], elapsed_months=elapsed)
