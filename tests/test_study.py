@@ -728,6 +728,14 @@ def test_the_financing_answer_opens_with_the_decision_after_the_stocks(study_run
     fin = build_summary(p)["sentences"]["financing"]
     assert ("would make it not additional). Alpha mine has such an offer pending: Export-Import Bank loan of up to 1,800 M USD "
             "(letter of interest, S064).") in fin
+    # review 35b M8: a funded project that is not viable without support names its pending offer too
+    pf["selected"][1]["assumptions"] = ["pending, not counted: Export-Import Bank loan of up to 300 M USD (letter of interest, S999): "
+                                        "a new loan may duplicate it"]
+    assert ("Beta refinery: another capex offer is pending, not counted because it is not binding: Export-Import Bank loan of up "
+            "to 300 M USD (letter of interest, S999); if it closes, the recommended equity may no longer be additional") in \
+        build_summary(p)["sentences"]["financing"]
+    assert build_summary(p)["sentences"]["financing"].count("Alpha mine has such an offer pending") == 1
+    pf["selected"][1]["assumptions"] = []
     # without the decision after the stocks, the old opening stays and nothing is said "before the stocks"
     del pf["selection_net_of_stocks"]
     fin = build_summary(p)["sentences"]["financing"]

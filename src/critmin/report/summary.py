@@ -526,6 +526,17 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                           + pend[0].removeprefix(PENDING_NOTE).split(":")[0].strip() + "."
                           for x in viable for pend in [[a for a in x.get("assumptions") or [] if str(a).startswith(PENDING_NOTE)]] if pend)
                 if float(pf["expected_avoided_usd"]) > 0 and viable_usd >= ASSUMPTION_SHARE_STATED * float(pf["expected_avoided_usd"]) else "")]
+    # review 35b M8: a funded project with another lender's capex offer pending says so, viable or not (Graphite Creek:
+    # EXIM's letter of interest for up to US$325 M beside the DOE guarantee)
+    said_viable = {str(x["project_id"]) for x in viable} if float(pf["expected_avoided_usd"]) > 0 and viable_usd >= ASSUMPTION_SHARE_STATED * float(pf["expected_avoided_usd"]) else set()
+    pending = [(x, [a for a in x.get("assumptions") or [] if str(a).startswith(PENDING_NOTE)]) for x in pf.get("selected") or []
+               if float(x.get("amount_usd") or 0.0) > 0 and str(x["project_id"]) not in said_viable]
+    for x, pend in pending:
+        if pend:
+            p_fin.append(f" {x.get('name') or x['project_id']}: another capex offer is pending, not counted because it is not binding: "
+                         + pend[0].removeprefix(PENDING_NOTE).split(":")[0].strip() + "; if it closes, the recommended "
+                         f"{str(x['instrument']).replace('_', ' ')} may no longer be additional, or must shrink to keep public money "
+                         "within its share of the capex (max_public_share_of_capex).")
     partner = [x for x in pf.get("selected") or [] if str(x.get("participant")) not in ("USA", "JPN")]
     if partner:
         # review 21: Mactung was funded from a Canadian budget line; the group can recommend it, only Canada can decide it
