@@ -662,9 +662,9 @@ def test_the_financing_answer_opens_with_the_decision_after_the_stocks(study_run
     # review 34 H2: by whose money, with the instrument, agency and face amount of each
     assert s["parts"]["financing"]["lead"] == ("Fund in any case: with U.S. money, none; with Japanese money, Beta refinery (equity, JP_JBIC, "
                                                "$20 M). In all $20 M of face amount, $4 M expected cost to governments. "
-                                               "Conditional (chosen only without the stocks): Alpha mine. Those funded in any case avoid $2 M a year of "
-                                               "expected loss beyond the recommended stocks, counting the completion probability that support "
-                                               "is assumed to add (completion_probability_uplift, an assumption: validation.md §6, review 34b K4).")
+                                               "They avoid $2 M a year of expected loss beyond the stocks, counting the completion "
+                                               "probability that support is assumed to add (completion_probability_uplift, an assumption: "
+                                               "validation.md §6, review 34b K4). Conditional (chosen only without the stocks): Alpha mine.")
     assert fin.startswith(s["parts"]["financing"]["lead"] + " Alpha mine: with the stocks in place it "
                           "would avoid $1 M a year against $5 M needed. Beyond the recommended stocks the programme avoids $2 M a year")
     # review 34b K4: with the same programme checked with no completion uplift, the lead says how much of the benefit
@@ -673,14 +673,14 @@ def test_the_financing_answer_opens_with_the_decision_after_the_stocks(study_run
     pf["selection_without_completion_uplift"] = {"only_with_uplift": ["PA"]}
     s2 = build_summary(p)
     assert s2["parts"]["financing"]["lead"].endswith(
-        "Those funded in any case avoid $2 M a year of expected loss beyond the recommended stocks, $500 k without the completion "
-        "uplift support is assumed to add (Beta refinery then not chosen).")
+        "They avoid $2 M a year of expected loss beyond the stocks, $500 k without the assumed completion "
+        "uplift (Beta refinery then not chosen). Conditional (chosen only without the stocks): Alpha mine.")
     assert ("$1 M of it is the completion probability support is assumed to add (no causal estimate); without that, the projects "
             "avoid $500 k through the months support is assumed to save, and Beta refinery would not be chosen.") in s2["sentences"]["financing"]
     assert s2["parts"]["financing"]["notes"][0] == ("Alpha mine: with the stocks in place it would avoid $1 M a year against $5 M "
                                                     "needed; without the stocks it is chosen only with the assumed completion uplift.")
     pf["selection_net_of_stocks"]["without_completion_uplift"]["only_with_uplift"] = []
-    assert build_summary(p)["parts"]["financing"]["lead"].endswith("assumed to add (each still chosen).")
+    assert "without the assumed completion uplift (each still chosen)." in build_summary(p)["parts"]["financing"]["lead"]
     # review 35 L2: a project kept only with another instrument says so
     pf["selection_net_of_stocks"]["without_completion_uplift"]["other_terms"] = {"PB": {"instrument": "loan", "agency": "JP_JBIC"}}
     assert "and each would still be chosen (Beta refinery with a loan from JP_JBIC instead)." in build_summary(p)["sentences"]["financing"]
@@ -708,8 +708,12 @@ def test_the_financing_answer_opens_with_the_decision_after_the_stocks(study_run
          "restrictors": "CHN"}]}]
     pf["selection_net_of_stocks"]["selected_net_of_stocks"][0]["node"] = "beta_metal/refine"
     assert build_summary(p)["parts"]["financing"]["lead"].endswith(
-        "The Japanese money rests on China's suspended control E099 (80% of the beta metal loss), assumed to return with "
-        "probability 0.5 a year.")
+        "The Japanese money rests on China's suspended control E099 (80% of the beta metal loss), counted at an assumed 0.5 a "
+        "year. Conditional (chosen only without the stocks): Alpha mine.")
+    p["metadata"]["suspended_until"] = {**(p["metadata"].get("suspended_until") or {}), "E099": "2026-11-10"}
+    assert build_summary(p)["parts"]["financing"]["lead"].endswith(
+        "counted at an assumed 0.5 a year; suspended to 2026-11-10, no later status recorded. Conditional (chosen only without "
+        "the stocks): Alpha mine.")
     p["scenarios"][-1]["top_scenarios"][0]["status"] = "in_force"
     assert "suspended control" not in build_summary(p)["parts"]["financing"]["lead"]
     p["scenarios"] = p["scenarios"][:-1]

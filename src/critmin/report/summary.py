@@ -247,7 +247,7 @@ def _year_ahead_note(st: pd.DataFrame, pf: dict[str, Any], buyers: pd.DataFrame 
 def _uplift_in_lead(wu: dict[str, Any], keep: list[str], pname: dict[str, str]) -> str:
     """The lead's short form of the uplift check (review 34b K4; the note gives it in full)."""
     fail = [pname.get(x, x) for x in keep if x in set(wu.get("only_with_uplift") or [])]
-    return (f", {usd(float(wu.get('expected_avoided_usd_same_programme') or 0.0))} without the completion uplift support is assumed to add"
+    return (f", {usd(float(wu.get('expected_avoided_usd_same_programme') or 0.0))} without the assumed completion uplift"
             + (f" ({', '.join(fail)} then not chosen)" if fail else " (each still chosen)"))
 
 
@@ -283,8 +283,10 @@ def _rests_on(kept: pd.DataFrame, plan: dict[str, Any], pname: dict[str, str]) -
         owners = set(money.loc[money["project_id"].isin(ids), "participant"])
         whose = (f"The {MONEY_OF[next(iter(owners))]} money" if len(owners) == 1 and next(iter(owners)) in MONEY_OF
                  and set(money.loc[money["participant"].isin(owners), "project_id"]) == set(ids) else " and ".join(pname.get(x, x) for x in ids))
+        until = str(((plan.get("metadata") or {}).get("suspended_until") or {}).get(ev) or "")
         out.append(f" {whose} rests on {COUNTRY_NAMES.get(who, who)}'s suspended control {ev} ({share:.0%} of the "
-                   f"{com.replace('_', ' ')} loss), assumed to return with probability {prob} a year.")
+                   f"{com.replace('_', ' ')} loss), counted at an assumed {prob} a year"
+                   + (f"; suspended to {until}, no later status recorded" if until else "") + ".")
     return "".join(out)
 
 
@@ -479,19 +481,21 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         net_rows = pd.DataFrame(net.get("selected_net_of_stocks") or [])
         kept = net_rows[net_rows["project_id"].isin(keep)] if len(net_rows) else sel[sel["project_id"].isin(keep)]
         # review 34 H2: the lead gives each decision with its money and its owner (whose budget), participants first
-        lead = (_fund_lead(kept, pname) if keep else "No project is worth funding once the stocks are held.") + (
-            " Conditional (chosen only without the stocks): " + ", ".join(pname.get(x, x) for x in dropped) + "." if dropped else "")
+        lead = _fund_lead(kept, pname) if keep else "No project is worth funding once the stocks are held."
         beyond_usd = usd(float(net.get("expected_avoided_usd_net_of_stocks") or 0.0))
         if keep:
             # review 34b K7: the lead said what the money costs, not what it buys; K4: and how much of it is the assumed
             # completion uplift (the same programme, checked with none)
             wu = net.get("without_completion_uplift") or {}
-            # review 35b M5: "They avoid" followed the conditional project's name
-            lead += (f" Those funded in any case avoid {beyond_usd} a year of expected loss beyond the recommended stocks"
+            # review 35b M5: "They avoid" followed the conditional project's name: it now follows the funded ones, and the
+            # conditional projects come last
+            lead += (f" They avoid {beyond_usd} a year of expected loss beyond the stocks"
                      + (_uplift_in_lead(wu, keep, pname) if wu else
                         ", counting the completion probability that support is assumed to add (completion_probability_uplift, an "
                         "assumption: validation.md §6, review 34b K4)")
                      + "." + _rests_on(kept, plan, pname))
+        if dropped:
+            lead += " Conditional (chosen only without the stocks): " + ", ".join(pname.get(x, x) for x in dropped) + "."
         # review 34: the reason of each conditional decision is a note; the lead keeps the decision
         on_uplift = set((pf.get("selection_without_completion_uplift") or {}).get("only_with_uplift") or [])
         conditional = [f"{pname.get(x, x)}: with the stocks in place it " + (why.get(x) or "is not chosen")
