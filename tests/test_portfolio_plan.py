@@ -750,6 +750,8 @@ def test_projects_relieve_only_the_shortfall_the_supply_in_place_leaves(simulato
     r_u = np.where(np.arange(40) % 2 == 0, 0.0, 600.0)
     drawn = sample_from_simulator(simulator, draws=40, seed=0, result=res, supply_received_draws={"antimony/mine": {"USA": r_u}})
     assert np.allclose(drawn.shortfall[k], np.maximum(nd[3] - nd[6] / 12.0 * r_u, 0.0) + nd[4])
+    with pytest.raises(Exception, match="values for 40 draws"):
+        sample_from_simulator(simulator, draws=40, seed=0, result=res, supply_received_draws={"antimony/mine": {"USA": r_u[:5]}})
     others = [i for i in range(len(raw.node_names)) if i != k]
     assert np.array_equal(net.shortfall[others], raw.shortfall[others])
 

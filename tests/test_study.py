@@ -684,6 +684,12 @@ def test_the_financing_answer_opens_with_the_decision_after_the_stocks(study_run
             "avoid $500 k through the months support is assumed to save, and Beta refinery would not be chosen.") in s2["sentences"]["financing"]
     assert s2["parts"]["financing"]["notes"][0] == ("Alpha mine: with the stocks in place it would avoid $1 M a year against $5 M "
                                                     "needed; without the stocks it is chosen only with the assumed completion uplift.")
+    # review 35b M6: a conditional project that the relaxed-controls check also drops says so
+    pf["selection_with_controls_relaxed"] = {"only_held": ["PA"]}
+    assert build_summary(p)["parts"]["financing"]["notes"][0].endswith(
+        "chosen only with the assumed completion uplift; nor is it chosen, even without the stocks, if the controls in force "
+        "behind it are relaxed at the regime model's rate.")
+    del pf["selection_with_controls_relaxed"]
     pf["selection_net_of_stocks"]["without_completion_uplift"]["only_with_uplift"] = []
     assert "without the assumed completion uplift (each still chosen)." in build_summary(p)["parts"]["financing"]["lead"]
     # review 35 L2: a project kept only with another instrument says so

@@ -406,6 +406,9 @@ def sample_from_simulator(sim: Any, draws: int = 500, seed: int = 0, perspective
         zero = np.zeros(nd.shape[1])
         got = (supply_received_t or {}).get(k, {})
         by_draw = (supply_received_draws or {}).get(k)
+        for iso, arr in (by_draw or {}).items():
+            if np.shape(arr) != zero.shape:
+                raise ModelError(f"supply_received_draws[{k!r}][{iso!r}]: {np.size(arr)} values for {zero.size} draws")
         d = {i: np.maximum(nd[3 + i] - nd[6] / 12.0 * (np.asarray(by_draw.get(PERSPECTIVES[i], zero), dtype=float) if by_draw is not None
                                                        else float(got.get(PERSPECTIVES[i], 0.0))), 0.0) for i in keep}
         net_short[k] = sum((np.maximum(d[i] - float(held.get(PERSPECTIVES[i], 0.0)), 0.0) for i in keep), zero)
@@ -808,9 +811,9 @@ def build_problem(
             # mean share of nameplate over the horizon, ramping up from first output (finance.mean_output_share)
             # (review 34: over the evaluation period, discounted at the government rate as the cost weight is)
             # (review 34b K5: with ``persistence``, each month's output weighed by the share of the node's loss still there)
-            keep = (persistence or {}).get(key)
-            h0 = mean_output_share(t0, horizon, ramp_y, rate=gov_rate, persistence=keep)
-            h1 = mean_output_share(t_o, horizon, ramp_y, rate=gov_rate, persistence=keep)
+            persist = (persistence or {}).get(key)
+            h0 = mean_output_share(t0, horizon, ramp_y, rate=gov_rate, persistence=persist)
+            h1 = mean_output_share(t_o, horizon, ramp_y, rate=gov_rate, persistence=persist)
             dq = float(cap) * (pi_o * h1 - float(pi0) * h0)
             if abs(dq) < DQ_NOISE * float(cap):
                 dq = 0.0  # review 13: 5e-15 of rounding (equal shares) became a coefficient HiGHS rejects

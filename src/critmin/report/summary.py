@@ -498,8 +498,12 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
             lead += " Conditional (chosen only without the stocks): " + ", ".join(pname.get(x, x) for x in dropped) + "."
         # review 34: the reason of each conditional decision is a note; the lead keeps the decision
         on_uplift = set((pf.get("selection_without_completion_uplift") or {}).get("only_with_uplift") or [])
+        # review 35b M6: and whether it holds once the controls in force behind it are relaxed at the regime model's rate
+        on_held = set((pf.get("selection_with_controls_relaxed") or {}).get("only_held") or [])
         conditional = [f"{pname.get(x, x)}: with the stocks in place it " + (why.get(x) or "is not chosen")
-                       + ("; without the stocks it is chosen only with the assumed completion uplift" if x in on_uplift else "") + "."
+                       + ("; without the stocks it is chosen only with the assumed completion uplift" if x in on_uplift else "")
+                       + ("; nor is it chosen, even without the stocks, if the controls in force behind it are relaxed at the regime "
+                          "model's rate" if x in on_held else "") + "."
                        for x in dropped]
         wu_all = net.get("without_completion_uplift") or {}
         beyond = (f"Beyond the recommended stocks the programme avoids {beyond_usd} "
