@@ -117,6 +117,9 @@ def assemble_plan(atlas: Any, *, priority: list[dict[str, Any]], vulnerabilities
                      "chokepoints": dict(chokepoints or {}),
                      # review 24: the answer compares a suspension's end with the plan's date
                      "suspended_until": suspended_until(atlas.events),
+                     # the names of the restricting countries the answer's sentences give (the atlas's country table)
+                     "country_names": {iso: atlas.country_name(iso) for iso in sorted(
+                         {c for r in scenarios for t in r.get("top_scenarios") or [] for c in str(t.get("restrictors") or "").split(";") if c})},
                      "suspended_not_simulated": suspended_not_simulated(atlas.events, set(atlas.event_scenarios["event_id"].astype(str))),
                      "in_force_not_simulated": in_force_not_simulated(atlas.events, set(atlas.event_scenarios["event_id"].astype(str))),
                      "perspective": "BLOC", "participants": sorted(atlas.participants), "blocs": atlas.bloc_members(),

@@ -284,14 +284,12 @@ def _rests_on(kept: pd.DataFrame, plan: dict[str, Any], pname: dict[str, str]) -
         whose = (f"The {MONEY_OF[next(iter(owners))]} money" if len(owners) == 1 and next(iter(owners)) in MONEY_OF
                  and set(money.loc[money["participant"].isin(owners), "project_id"]) == set(ids) else " and ".join(pname.get(x, x) for x in ids))
         until = str(((plan.get("metadata") or {}).get("suspended_until") or {}).get(ev) or "")
-        out.append(f" {whose} rests on {COUNTRY_NAMES.get(who, who)}'s suspended control {ev} ({share:.0%} of the "
+        names = (plan.get("metadata") or {}).get("country_names") or {}
+        named = ", ".join(names.get(c.strip(), c.strip()) for c in who.split(","))
+        out.append(f" {whose} rests on {named}'s suspended control {ev} ({share:.0%} of the "
                    f"{com.replace('_', ' ')} loss), counted at an assumed {prob} a year"
                    + (f"; suspended to {until}, no later status recorded" if until else "") + ".")
     return "".join(out)
-
-
-#: Country names the answer's sentences use for the restricting countries.
-COUNTRY_NAMES = {"CHN": "China", "COD": "the DR Congo", "IDN": "Indonesia", "ZWE": "Zimbabwe", "RUS": "Russia", "MMR": "Myanmar"}
 
 
 def _without_uplift_clause(wu: dict[str, Any], keep: list[str], pname: dict[str, str], with_usd: float) -> str:

@@ -295,11 +295,10 @@ class Study:
         ``supply_draws``: supply in place received per draw (:meth:`year_ahead_draws`)."""
         from critmin.inputs import make_options
         from critmin.portfolio.plan import run_portfolio
+        from critmin.stockpile.plan import loss_persistence
 
         base = {"draws": self.spec.draws, "seed": self.spec.seed, "as_of": self.as_of, "budgets": self.budgets}
         o = make_options(PortfolioOptions, **{**base, **(options.model_dump(exclude_unset=True) if options else {}), **fields})
-        from critmin.stockpile.plan import loss_persistence
-
         res = self.risk_run(o.draws, o.seed, progress=progress)
         # review 34b K5: the programme is also checked with the controls in force relaxed at the regime model's rate
         rec = run_portfolio(self.atlas, self.simulator, self.projects, o, risk_result=res, support=self.support,
