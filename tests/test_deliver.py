@@ -92,6 +92,11 @@ def test_a_contract_without_a_volume_takes_the_new_output_of_its_plants(atlas):
     # an operating plant (existing trade) is not planned for a holder without a volume
     r = delivery_plan(atlas, projects.assign(status_class="operating", output_t=100.0, output_period="2026-06"), buyers, months=6, as_of="2026-12")
     assert {x["buyer_id"] for x in r["buyers_not_planned"]} == {"N1"}
+    # review 35 L5: a contract for a share of the output takes that share; the rest is open to the other buyers
+    r = delivery_plan(atlas, projects, buyers.assign(contract_share=[0.65, None]), months=6, as_of="2026-12")
+    b = {x["buyer_id"]: x for x in r["buyers"]}
+    assert b["N1"]["delivered_t"] == pytest.approx(0.65 * cap) and b["N2"]["delivered_t"] == pytest.approx(0.35 * cap)
+    assert b["N1"]["volume_basis"].startswith("volume not published: 65% of the new output of the plants its contract names (A)")
 
 
 def test_ineligible_pairs_get_nothing():
@@ -114,6 +119,25 @@ def test_buyers_register_rejects_bad_rows(tmp_path: Path, atlas):
     for needle in ("line 3, field 'country_iso3'", "line 4, field 'stage'", "line 5, field 'demand_t_per_year'", "line 5, field 'priority'",
                    "line 5, field 'origin_rule'"):
         assert needle in msg, needle
+
+
+def test_a_contract_share_needs_its_projects_and_no_volume(tmp_path: Path, atlas):
+    """Review 35 L5: a contract for a share of output names the projects it is a share of, and holds a share or a
+    volume, not both; a share outside (0, 1] is refused; errors name the line and the field."""
+    f = tmp_path / "b.csv"
+    f.write_text(
+        "buyer_id,name,country_iso3,commodity_id,stage,demand_t_per_year,contract_projects,contract_share\n"
+        "B1,Good,JPN,dysprosium,refine,,P073,0.65\n"
+        "B2,No projects,JPN,dysprosium,refine,,,0.65\n"
+        "B3,Both,JPN,dysprosium,refine,10,P073,0.65\n"
+        "B4,Too large,JPN,dysprosium,refine,,P073,1.5\n"
+    )
+    with pytest.raises(BuyerError) as e:
+        read_buyers(f, atlas)
+    msg = str(e.value)
+    for needle in ("line 3, field 'contract_share'", "line 4, field 'contract_share'", "line 5, field 'contract_share'"):
+        assert needle in msg, needle
+    assert "line 2," not in msg
 
 
 def _frames():

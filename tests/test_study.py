@@ -975,6 +975,37 @@ def test_a_project_contracted_to_another_country_is_not_named_in_a_participants_
     assert not contracted_elsewhere("P067", "JPN", [with_volume])  # the rest of its output is open
     japanese = {"buyer_id": "B900", "country_iso3": "JPN", "contract_projects": "P067;P066", "demand_t_per_year": None}
     assert not contracted_elsewhere("P067", "JPN", [gtp, japanese])
+    # review 35 L5: a share of output leaves the rest open unless the shares add up to all of it
+    share = {**gtp, "contract_share": 0.65}
+    assert not contracted_elsewhere("P067", "JPN", [share])
+    assert contracted_elsewhere("P067", "JPN", [share, {**share, "buyer_id": "B901", "country_iso3": "KOR", "contract_share": 0.35}])
+
+
+def test_a_contract_for_a_share_of_output_holds_that_share_by_hand():
+    """Review 35 L5: JARE holds up to 65 % of Lynas' Dy/Tb, not all of it. Of a plant's 58 t a year, a 0.65 share holds
+    37.7 t; a published volume of 10 t is held beside it; a holder with neither takes the rest, 58 - 37.7 - 10 = 10.3 t.
+    Shares and volumes above the output are scaled down to it."""
+    import pandas as pd
+
+    from critmin.study.core import contracted_supply
+
+    row = {"project_id": "P073", "node": "dysprosium/refine", "nameplate_t_per_year": 58.0}
+    projects = pd.DataFrame([{"project_id": "P073", "capacity_t": 30.0}])
+    jare = {"buyer_id": "B1", "country_iso3": "JPN", "contract_projects": "P073", "demand_t_per_year": None, "contract_share": 0.65}
+    other = {"buyer_id": "B2", "country_iso3": "KOR", "contract_projects": "P073", "demand_t_per_year": 10.0, "contract_share": None}
+    rest = {"buyer_id": "B3", "country_iso3": "USA", "contract_projects": "P073", "demand_t_per_year": None, "contract_share": None}
+    held = contracted_supply({}, [row], pd.DataFrame([jare]), projects)
+    assert held == {"dysprosium/refine": {"JPN": pytest.approx(37.7)}}
+    held = contracted_supply({}, [row], pd.DataFrame([jare, other, rest]), projects)["dysprosium/refine"]
+    assert held == {"JPN": pytest.approx(37.7), "KOR": pytest.approx(10.0), "USA": pytest.approx(10.3)}
+    big = {**other, "demand_t_per_year": 40.0}  # 37.7 + 40 > 58: both scaled by 58 / 77.7
+    held = contracted_supply({}, [row], pd.DataFrame([jare, big]), projects)["dysprosium/refine"]
+    assert held["JPN"] == pytest.approx(37.7 * 58 / 77.7) and sum(held.values()) == pytest.approx(58.0)
+    # the bundled register: JARE (B009) holds 0.65 of Lynas' Dy/Tb circuit at its node
+    from critmin.deliver.buyers import bundled_buyers
+
+    b = bundled_buyers().set_index("buyer_id").loc["B009"]
+    assert (b["commodity_id"], b["stage"], b["contract_projects"], b["contract_share"]) == ("dysprosium", "refine", "P073", 0.65)
 
 
 def test_the_year_ahead_output_of_the_pipeline_by_hand():

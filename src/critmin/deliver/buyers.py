@@ -5,7 +5,7 @@ the node's production basis; blank = not published), priority (1 defence/stockpi
 min_contract_t (t over the planning horizon; blank = none), origin_rule (``any``, ``no_concern``,
 ``allied`` or ISO3 codes separated by ';'), start, end (YYYY-MM), kind (offtaker, aggregate, stockpile,
 user), contract_projects (project ids of the buyer's contract, ';'-separated: only they deliver to it),
-source, url, note. Errors name the file, the line (or sheet and cell) and the field; a file with any
+contract_share (the share of those projects' output the contract holds, instead of a volume), source, url, note. Errors name the file, the line (or sheet and cell) and the field; a file with any
 bad row is rejected whole.
 """
 
@@ -56,6 +56,8 @@ class Buyer(CheckedRow):
     origin_rule: str = "no_concern"
     #: project ids the buyer's contract is with (';'-separated): only they deliver to it; blank = any project
     contract_projects: str = Field(default="", pattern=r"^([A-Za-z0-9_.-]+(;[A-Za-z0-9_.-]+)*)?$")
+    #: share of the named projects' output the contract holds (review 35 L5: JARE's right to up to 65 % of Lynas' Dy/Tb)
+    contract_share: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)
     start: str | None = Field(default=None, pattern=r"^\d{4}(-\d{2})?$")
     end: str | None = Field(default=None, pattern=r"^\d{4}(-\d{2})?$")
     kind: str = "user"
@@ -84,8 +86,24 @@ class Buyer(CheckedRow):
 
 
 def contract_of(buyer: Any) -> set[str]:
-    """The project ids of a buyer's contract (``contract_projects``, ';'-separated); empty: any project."""
-    return {c for c in str(buyer.get("contract_projects") or "").split(";") if c}
+    """The project ids of a buyer's contract (``contract_projects``, ';'-separated); empty (blank, None or NaN, as a
+    frame holds a missing cell): any project."""
+    v = buyer.get("contract_projects")
+    if v is None or (isinstance(v, float) and v != v):
+        return set()
+    return {c for c in str(v).split(";") if c}
+
+
+def share_problems(b: Buyer) -> list[tuple[str, str]]:
+    """(field, message) for a contract share without the projects it is a share of, or beside a published volume
+    (the contract holds one or the other)."""
+    if b.contract_share is None:
+        return []
+    if not contract_of(b.model_dump()):
+        return [("contract_share", "a share of output needs the projects it is a share of (contract_projects)")]
+    if b.demand_t_per_year is not None:
+        return [("contract_share", "give a volume (demand_t_per_year) or a share of the named projects' output, not both")]
+    return []
 
 
 def node_problems(refs: Refs, concern: Iterable[str], country_iso3: str, commodity_id: str, stage: str,
@@ -147,6 +165,7 @@ def read_buyers(path: str | Path, atlas: Any = None) -> pd.DataFrame:
         found = node_problems(refs, atlas.concern, b.country_iso3, b.commodity_id, b.stage) if refs is not None else []
         if b.buyer_id in seen:
             found.append(("buyer_id", f"duplicate id (first on line {seen.get(b.buyer_id)})"))
+        found += share_problems(b)
         for fld, msg in found:
             ln, f2 = where(fld)
             problems.append(Problem(str(p), ln, f2, msg))

@@ -137,9 +137,16 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
             if not named:
                 skipped.append({"buyer_id": b["buyer_id"], "reason": "no published demand volume"})
                 continue
-            dem = np.sum([cap_rows[i] for i in named], axis=0) * window
-            open_volume[str(b["buyer_id"])] = ("volume not published: takes the new output of the plants its contract names ("
-                                               + ", ".join(pids[i] for i in named) + "), shared with any other such holder")
+            share = b.get("contract_share")
+            if share is not None and not pd.isna(share):
+                # review 35 L5: a contract for a share of the plants' output (JARE: up to 65 % of Lynas' Dy/Tb)
+                dem = float(share) * np.sum([cap_rows[i] for i in named], axis=0) * window
+                open_volume[str(b["buyer_id"])] = (f"volume not published: {float(share):.0%} of the new output of the plants its "
+                                                   "contract names (" + ", ".join(pids[i] for i in named) + ")")
+            else:
+                dem = np.sum([cap_rows[i] for i in named], axis=0) * window
+                open_volume[str(b["buyer_id"])] = ("volume not published: takes the new output of the plants its contract names ("
+                                                   + ", ".join(pids[i] for i in named) + "), shared with any other such holder")
         else:
             dem = b["demand_t_per_year"] / 12.0 * window
         dem_rows.append(dem)
@@ -149,8 +156,9 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
     bt = buyers.set_index("buyer_id").loc[bids] if bids else buyers.iloc[0:0]
     # review 27: a project contracted to a buyer who publishes no volume (MP's Independence plant to GM and Apple) has
     # its output reserved for its contract holders; the plan cannot give it to other buyers
-    reserved = {pid for b in buyers.to_dict("records") if b.get("demand_t_per_year") is None or pd.isna(b.get("demand_t_per_year"))
-                for pid in contract_of(b)}
+    # (a contract for a share of the output leaves the rest to the other buyers)
+    reserved = {pid for b in buyers.to_dict("records") if (b.get("demand_t_per_year") is None or pd.isna(b.get("demand_t_per_year")))
+                and (b.get("contract_share") is None or pd.isna(b.get("contract_share"))) for pid in contract_of(b)}
     P, B = len(pids), len(bids)
     elig = np.zeros((P, B), dtype=bool)
     for i, pid in enumerate(pids):
@@ -178,7 +186,17 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
                 m_share = (market_share.get(node) or {}).get(str(br["country_iso3"]))
                 if elig[i, k] and str(br.get("kind") or "") == "aggregate" and m_share is not None and pid not in contract_of(br):
                     pair_share[i, k] = m_share
-    res = solve_transport(capacity, demand, elig, np.array(prio), np.array(mins), pids, bids, pair_share)
+    # review 35 L5: a contract for a share of a plant's output holds that share against every other buyer
+    reserve, holder = np.zeros(P), np.zeros((P, B), dtype=bool)
+    for k, bid in enumerate(bids):
+        share = bt.loc[bid].get("contract_share")
+        if share is None or pd.isna(share):
+            continue
+        for i, pid in enumerate(pids):
+            if pid in contract_of(bt.loc[bid]):
+                reserve[i] += float(share)
+                holder[i, k] = True
+    res = solve_transport(capacity, demand, elig, np.array(prio), np.array(mins), pids, bids, pair_share, reserve, holder)
     names_b = dict(zip(buyers["buyer_id"], buyers["name"], strict=True))
     names_p = dict(zip(projects["project_id"], projects["name"], strict=True))
     node_p = {str(k): f"{c}/{st}" for k, c, st in zip(projects["project_id"], projects["commodity_id"], projects["stage"], strict=True)}

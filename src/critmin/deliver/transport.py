@@ -7,6 +7,7 @@
          Σ_{p,t} x_pbt + m_b >= M_b                 contract minimum over the horizon; m_b = unmet part
          x_pbt >= 0 only for eligible pairs (same node; origin rule; never to a country of concern)
          x_pbt <= c_pb K_pt                         an aggregate buyer's market share c_pb of uncontracted new output
+         Σ_{b ∉ H_p} x_pbt <= (1 - r_p) K_pt         the share r_p of project p's output its share contracts H_p hold
 
 π_b is the priority weight (priority 1: 100, 2: 10, 3: 1), Π a penalty larger than any π (1,000) so that
 minimums are met whenever capacity allows; ε a tiny reward for delivering. Each further S-th of a buyer's demand left
@@ -119,14 +120,31 @@ def market_share_caps(m: TransportModel, capacity: np.ndarray, pair_share: np.nd
                 m.h.changeColBounds(int(m.x[k * m.months + t].index), 0.0, float(max(c, 0.0) * capacity[p, t] / m.scale))
 
 
+def contract_reserves(m: TransportModel, capacity: np.ndarray, reserve: np.ndarray | None, holder: np.ndarray | None) -> None:
+    """``Σ_{b ∉ H_p} x_pbt <= (1 - r_p) K_pt`` for every project with contracts for a share of its output (review 35
+    L5: JARE holds 65 % of Lynas' Dy/Tb; the other buyers share the rest, whatever their priority)."""
+    if reserve is None or holder is None or m.x is None:
+        return
+    for p in range(capacity.shape[0]):
+        if not reserve[p] > 0:
+            continue
+        others = [k for k, (q, b) in enumerate(m.pairs) if q == p and not holder[p, b]]
+        if not others:
+            continue
+        for t in range(m.months):
+            m.h.addConstr(m.deliveries(others, range(t, t + 1)) <= float(max(1.0 - reserve[p], 0.0) * capacity[p, t]) / m.scale)
+
+
 def solve_transport(capacity: np.ndarray, demand: np.ndarray, eligible: np.ndarray, priority: np.ndarray,
                     minimum: np.ndarray, project_ids: list[str], buyer_ids: list[str],
-                    pair_share: np.ndarray | None = None) -> DeliveryResult:
+                    pair_share: np.ndarray | None = None, reserve: np.ndarray | None = None,
+                    holder: np.ndarray | None = None) -> DeliveryResult:
     """Solve the programme of the module docstring.
 
     ``capacity`` (P, T) t, ``demand`` (B, T) t, ``eligible`` (P, B) bool, ``priority`` (B,) in {1, 2, 3},
     ``minimum`` (B,) t over the horizon (0 = none), ``pair_share`` (P, B) the most of a project's output a buyer may
-    take (NaN = no cap; :func:`market_share_caps`).
+    take (NaN = no cap; :func:`market_share_caps`), ``reserve`` (P,) the share of a project's output its share
+    contracts hold and ``holder`` (P, B) those contracts' buyers (:func:`contract_reserves`).
     """
     import highspy
 
@@ -151,6 +169,7 @@ def solve_transport(capacity: np.ndarray, demand: np.ndarray, eligible: np.ndarr
     rationing_steps(m, demand, w)
     contract_minimums(m, minimum)
     market_share_caps(m, capacity, pair_share)
+    contract_reserves(m, capacity, reserve, holder)
     h.run()
     status = h.modelStatusToString(h.getModelStatus())
     # an empty model (no buyer with a published volume) is solved: nothing to deliver

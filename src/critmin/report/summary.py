@@ -198,11 +198,17 @@ def contracted_elsewhere(pid: str, j: str, buyer_rows: list[dict[str, Any]]) -> 
     """Whether all of project ``pid``'s output is contracted to buyers of countries other than ``j`` (review 34 H10:
     Japan's tungsten stock was said to fall on Sangdong, whose output GTP in the USA takes under a contract without a
     published volume): some contract names it, none of ``j``'s does, and one of them has no volume (it takes what the
-    others leave, as :func:`critmin.study.core.contracted_supply` shares it)."""
+    others leave, as :func:`critmin.study.core.contracted_supply` shares it) or their shares of output
+    (``contract_share``) add up to all of it."""
     named = [b for b in buyer_rows if pid in contract_of(b)]
     if not named or any(str(b["country_iso3"]) == j for b in named):
         return False
-    return any(b.get("demand_t_per_year") is None or not np.isfinite(float(b["demand_t_per_year"])) for b in named)
+
+    def given(v: Any) -> bool:
+        return v is not None and np.isfinite(float(v))
+
+    shares = [float(b["contract_share"]) for b in named if given(b.get("contract_share"))]
+    return sum(shares) >= 1.0 or any(not given(b.get("demand_t_per_year")) and not given(b.get("contract_share")) for b in named)
 
 
 def _relaxed_clause(rc: dict[str, Any], keep: list[str], pname: dict[str, str]) -> str:

@@ -607,9 +607,10 @@ def contracted_supply(portfolio: dict[str, Any], pipeline: list[dict[str, Any]] 
     magnets, yet Japan's stocks fell on them by its demand share.
 
     A buyer with a published volume takes it, spread over the projects its contract names in proportion to their
-    capacity; the volumes of one project are scaled down to its nameplate if they exceed it; a buyer without a
-    published volume takes what the others leave, shared equally between such buyers. Only a project's own node is
-    contracted (co-products are not)."""
+    capacity; a buyer with a share of output (``contract_share``) takes that share of each named project's output
+    (review 35 L5: JARE holds up to 65 % of Lynas' Dy/Tb, not all of it); the volumes and shares of one project are
+    scaled down to its nameplate if they exceed it; a buyer with neither takes what the others leave, shared equally
+    between such buyers. Only a project's own node is contracted (co-products are not)."""
     from critmin.deliver.buyers import contract_of
 
     if buyers is None or not len(buyers):
@@ -618,7 +619,7 @@ def contracted_supply(portfolio: dict[str, Any], pipeline: list[dict[str, Any]] 
     if projects is not None and len(projects):
         cap = {str(k): float(v) for k, v in zip(projects["project_id"], projects["capacity_t"], strict=True) if v is not None and np.isfinite(float(v))}
     rows = [*portfolio.get("selected", []), *(pipeline or [])]
-    contracts = [(contract_of(b), b.get("demand_t_per_year"), str(b["country_iso3"])) for b in buyers.to_dict("records")]
+    contracts = [(contract_of(b), b.get("demand_t_per_year"), str(b["country_iso3"]), b.get("contract_share")) for b in buyers.to_dict("records")]
     out: dict[str, dict[str, float]] = {}
     for r in rows:
         pid, node = str(r["project_id"]), str(r.get("node") or "")
@@ -627,8 +628,11 @@ def contracted_supply(portfolio: dict[str, Any], pipeline: list[dict[str, Any]] 
             continue
         fixed: dict[str, float] = {}
         open_holders: list[str] = []
-        for named, v, iso in contracts:
+        for named, v, iso, share in contracts:
             if pid not in named:
+                continue
+            if share is not None and np.isfinite(float(share)):
+                fixed[iso] = fixed.get(iso, 0.0) + float(share) * z
                 continue
             if v is None or not np.isfinite(float(v)):
                 open_holders.append(iso)

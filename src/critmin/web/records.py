@@ -68,10 +68,13 @@ class RecordStore(WorkspaceState):
                     support.append(sa.model_dump())
                 return p.project_id, {**p.model_dump(), "support": support}
             if kind == "need":
-                from critmin.deliver.buyers import Buyer
+                from critmin.deliver.buyers import Buyer, share_problems
 
                 b = Buyer.model_validate({k: v for k, v in data.items() if v is not None and v != ""})
                 self._check_node("need", b.country_iso3, b.commodity_id, b.stage)
+                bad = share_problems(b)
+                if bad:
+                    raise WorkspaceError(422, "invalid need", [{"field": f"data.{f}", "message": msg} for f, msg in bad])
                 return b.buyer_id, b.model_dump()
             if kind == "offer":
                 from critmin.web.schemas import OfferIn
