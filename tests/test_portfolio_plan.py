@@ -362,7 +362,7 @@ def permits_unknown(simulator):
     return reg, projects, bp
 
 
-def test_permitting_help_needs_a_federal_decision_left_to_take(supported, permits_unknown) -> None:
+def test_permitting_help_needs_a_federal_decision_left_to_take(supported, permits_unknown, simulator) -> None:
     """Review 27: White Mesa Phase 2, licensed by the State of Utah, was funded "in any case" by FAST-41 permitting
     facilitation, which speeds federal decisions. With ``federal_decision_pending`` no there is no regulatory option,
     and the project says why; unknown (blank), the option stays."""
@@ -373,6 +373,20 @@ def test_permitting_help_needs_a_federal_decision_left_to_take(supported, permit
     assert any("no U.S. federal permit or record of decision left to take" in r for r in bp.reasons["P084"])
     o2 = permits_unknown[2].options_all
     assert len(o2[(o2["project_id"] == "P084") & (o2["instrument"] == "regulatory")])
+    # review 35 L8: the Upper Kobuk projects' permits are already facilitated (the U.S. government's commitment of
+    # October 2025): no regulatory option; a project that would have one says why
+    assert reg.projects.set_index("project_id").at["P064", "federal_decision_pending"] == "facilitated"
+    assert o[(o["project_id"] == "P064") & (o["instrument"] == "regulatory")].empty
+    from critmin.portfolio.model import build_problem, sample_from_simulator
+
+    reg2, projects, _ = permits_unknown
+    projects = projects.copy()
+    projects.loc[projects["project_id"] == "P084", "federal_decision_pending"] = "facilitated"
+    bp3 = build_problem(projects, simulator.atlas, sample_from_simulator(simulator, draws=40, seed=2), simulator.nodes,
+                        as_of="2026-12", support=reg2.support)
+    o3 = bp3.options_all
+    assert o3[(o3["project_id"] == "P084") & (o3["instrument"] == "regulatory")].empty
+    assert any("a federal commitment to advance its permits is already on record" in r for r in bp3.reasons["P084"])
 
 
 def test_public_money_of_all_agencies_leaves_the_sponsor_its_share(supported) -> None:
@@ -637,9 +651,17 @@ def test_a_us_anode_project_is_financed_at_the_price_of_its_market(supported) ->
     vid = fin["P075"]
     assert vid["node_price_usd_per_t"] == pytest.approx(1.25 * 3556.0, rel=0.01)
     assert any(a.startswith("revenue at 1.25x the node price") for a in vid["assumptions"])
-    # review 15: a duty raises what a plant is paid, not what it costs: the default unit cost stays 70 % of the world price
-    g1 = fin["P044"]
-    assert g1["unit_cost_usd_per_t"] == pytest.approx(0.7 * 3556.0, rel=0.01)
+    # review 15: a duty raises what a plant is paid, not what it costs. Review 35b M1: the default, 70 % of the world
+    # price (US$2,489/t), was below both published U.S. costs, so a U.S. anode plant without its own published cost
+    # (Graphite Creek, Kellyton) is financed at Vidalia's published US$3,023/t, an analogue, and says so; a plant with its
+    # own published cost keeps it (Novonix Riverside, P042)
+    for pid in ("P044", "P045"):
+        assert fin[pid]["unit_cost_usd_per_t"] == pytest.approx(3023.0)
+        assert any("an analogue plant's published cost, not this plant's (unit_cost_analogue:USA:battery_anode/anode" in a
+                   for a in fin[pid]["assumptions"])
+    assert fin["P042"]["unit_cost_usd_per_t"] != pytest.approx(3023.0)
+    assert not any("analogue" in a for a in fin["P042"]["assumptions"])
+    assert not any("analogue" in a for a in fin["P066"]["assumptions"])  # tungsten in Canada keeps the default rule
     assert fin["P066"]["node_price_usd_per_t"] == pytest.approx(fin["P066"]["price_scenarios"]["1x"])  # tungsten, Canada
     assert not any("price in the market" in a for a in fin["P066"]["assumptions"])
 

@@ -466,7 +466,7 @@ def register_markdown(register: Register, raw_projects: list[tuple[int, dict[str
         ("output_t, output_period, output_note", "curated (`curated/decisions.csv`): the latest reported actual output of a producing plant on the node basis, "
          "with its period, quote and arithmetic (data/raw/projects/reported_output/); blank where no tonnage is published"),
         ("unit_cost_usd_per_t, life_years", "curated (`curated/decisions.csv`) where a study publishes an operating cost or a mine life (review 13), with the source and the conversion in `note`; else blank"),
-        ("federal_decision_pending", "curated (`curated/federal_permits.csv`): `no` where the sources show no U.S. federal permit or record of decision left to take (White Mesa Phase 2, licensed by Utah), with the source in `note`; else blank (unknown)"),
+        ("federal_decision_pending", "curated (`curated/federal_permits.csv`): `no` where the sources show no U.S. federal permit or record of decision left to take (White Mesa Phase 2, licensed by Utah), `facilitated` where a federal commitment to advance its permits is on record (the Upper Kobuk projects, October 2025), with the source in `note`; else blank (unknown)"),
         ("ramp_up_months, opex_usd_per_t, completion_probability, delay_months, feoc", "blank: no source read gives them"),
         ("support: participant_iso3", "participant_country"),
         ("support: counts", "no when exclude_from_sum is set or commitment_status is one of: " + ", ".join(NOT_COUNTED_STATUSES)),

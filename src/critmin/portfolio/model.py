@@ -673,7 +673,14 @@ def build_problem(
                         "(max_public_share_of_capex)") + stale)
         unit_cost = p.get("unit_cost_usd_per_t")
         published_cost = unit_cost is not None and np.isfinite(unit_cost)
-        if not published_cost:
+        analogue_key = f"unit_cost_analogue:{p['country_iso3']}:{key}"
+        analogue = ip.get("project", analogue_key, np.nan)
+        if not published_cost and np.isfinite(analogue):
+            # review 35b M1: the default rule put U.S. anode plants' cost below both published U.S. costs
+            unit_cost = float(analogue)
+            assume.append(f"unit cost {unit_cost:,.0f} USD per t of {key}, an analogue plant's published cost, not this plant's "
+                          f"({analogue_key}, {ip.kind('project', analogue_key)}; no opex published for it)")
+        elif not published_cost:
             unit_cost = st["unit_cost_share_of_price"] * world_price
             assume.append(f"unit cost {st['unit_cost_share_of_price']:.0%} of the node price (critmin assumption, no opex published)"
                           + (f", the world price before the market's ratio ({world_price:,.0f} USD/t)" if in_market != 1.0 else ""))
@@ -752,11 +759,19 @@ def build_problem(
                 continue
             if not _eligible_stage(str(a["eligible_stages"]), str(p["stage"])):
                 continue
-            if inst == "regulatory" and str(p.get("federal_decision_pending") or "").strip().lower() == "no":
+            federal = str(p.get("federal_decision_pending") or "").strip().lower()
+            if inst == "regulatory" and federal == "no":
                 # review 27: permitting facilitation (FAST-41) speeds federal decisions; a project licensed by a state
                 # alone, or whose federal decisions are taken, has none left to speed up
                 why.append(f"{a['agency_id']} regulatory: no U.S. federal permit or record of decision left to take "
                            "(federal_decision_pending: no; the source is in the register's note)")
+                continue
+            if inst == "regulatory" and federal == "facilitated":
+                # review 35 L8: the U.S. government committed in October 2025 to advance the Upper Kobuk projects'
+                # permits (and the Ambler Road's were reissued): recommending facilitation again adds nothing
+                why.append(f"{a['agency_id']} regulatory: a federal commitment to advance its permits is already on record "
+                           "(federal_decision_pending: facilitated; the source is in the register's note), so facilitation "
+                           "would not be additional")
                 continue
             bkey = f"{a['agency_id']}:{inst}"
             if bkey not in bud:

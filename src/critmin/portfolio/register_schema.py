@@ -199,7 +199,7 @@ class Project(_Row):
     completion_probability: float | None = Field(None, ge=0, le=1)
     delay_months: float | None = Field(None, ge=0)
     feoc: Literal["yes", "no", ""] = ""
-    federal_decision_pending: Literal["yes", "no", ""] = ""
+    federal_decision_pending: Literal["yes", "no", "facilitated", ""] = ""
     esg_flags: str = ""
     offtakes: str = ""
     frameworks: str = ""
