@@ -1072,3 +1072,42 @@ def test_the_year_ahead_deliveries_are_drawn_plant_by_plant(simulator):
     assert set(np.round(np.unique(got), 6)) <= {0.0, round(each, 6)}
     assert float((got > 0).mean()) == pytest.approx(0.8, abs=0.03)
     assert float(got.mean()) == pytest.approx(0.8 * each, rel=0.05)
+
+
+def test_the_year_ahead_draws_sample_the_ramp_by_hand(simulator):
+    """Review 35b M3: a plant on its class's fitted ramp (a mine: 2 years, range 1-3) delivers in a draw the mean of
+    its ramp over the year for a years-to-design Y drawn from the triangular (1, 2, 3). By hand for a mine six months
+    into its ramp: h(Y) = mean over months m = 7..18 of min(1, m / 12Y); the participant receives its market share of
+    Q h(Y) where the plant delivers. The mean over draws is E[h(Y)] by quadrature of the triangular density (y - 1 on
+    [1, 2], 3 - y on [2, 3]); every draw lies between h(3) and h(1)."""
+    import numpy as np
+
+    from critmin.stockpile.plan import received_t
+    from critmin.study import Study
+
+    def h(y: float) -> float:
+        m = np.arange(7.0, 19.0)
+        return float(np.minimum(1.0, m / (12.0 * y)).mean())
+
+    st = Study()
+    q0 = 1000.0 * h(2.0)
+    row = {"project_id": "PR", "name": "R", "node": "tungsten/mine", "nameplate_t_per_year": 1000.0, "co_product_nameplate_t_per_year": {},
+           "status_class": "commissioning", "first_output": "2026-06", "months_to_output": 0.0, "completion_probability": 1.0,
+           "expected_t_year_ahead": q0, "co_product_expected_t_year_ahead": {},
+           "year_ahead_ramp": {"start_month": 0.0, "elapsed_months": 6.0, "years_to_design": [1.0, 2.0, 3.0]}}
+    got = st.year_ahead_draws([row], 4000, 3)["tungsten/mine"]["USA"]
+    per_t = received_t(simulator, "tungsten/mine", "USA", 1000.0) / 1000.0  # no contract names PR: a market share
+    ys = np.linspace(1.0, 3.0, 4001)
+    dens = np.where(ys <= 2.0, ys - 1.0, 3.0 - ys)
+    mean_h = float(np.trapezoid([h(y) for y in ys] * dens, ys) / np.trapezoid(dens, ys))
+    assert float(got.mean()) == pytest.approx(per_t * 1000.0 * mean_h, rel=0.01)
+    assert got.min() >= per_t * 1000.0 * h(3.0) - 1e-6 and got.max() <= per_t * 1000.0 * h(1.0) + 1e-6
+    assert got.std() > 0.05 * got.mean()  # the ramp is drawn, not fixed
+    # the year_ahead rows carry the range of a class ramp, not of a reported output
+    import pandas as pd
+
+    from critmin.study.core import year_ahead
+
+    projects = pd.DataFrame([{"project_id": "PR", "stage": "mine", "ramp_up_months": None, "output_t": None}])
+    rows = year_ahead([{**row, "sponsor_date_passed": True}], projects, "2026-12")
+    assert rows[0]["year_ahead_ramp"]["years_to_design"] == [1.0, 2.0, 3.0]

@@ -176,6 +176,17 @@ def years_to_design(p: dict[str, Any], ip: InstrumentParameters) -> tuple[float,
     return float(y), f"{cls} ramp-up to nameplate over {y:g} years (fitted on plants' quarterly output)"
 
 
+def years_to_design_range(p: dict[str, Any], ip: InstrumentParameters) -> tuple[float, float, float] | None:
+    """(low, central, high) years to design of a project's ramp where it is the fitted class value (its row's range in
+    instrument_parameters.csv), None where the register gives the project's own ramp (review 35b M3)."""
+    own = p.get("ramp_up_months")
+    if own is not None and not pd.isna(own) and str(own) != "":
+        return None
+    cls = "mine" if p.get("stage") == "mine" else "processing"
+    b = ip.bounds("project", f"ramp_up_years_to_design:{cls}")
+    return None if b is None else (b[0], ip.get("project", f"ramp_up_years_to_design:{cls}"), b[1])
+
+
 #: Price scenarios of project finance: multiples of today's node price (low, base, high; critmin assumption).
 PRICE_SCENARIOS = (0.7, 1.0, 1.3)
 
@@ -240,6 +251,17 @@ class InstrumentParameters:
         forward where its months are stated."""
         rows = self.table[self.table["parameter"] == UPLIFT_PARAMETER]
         return self.with_values({(str(i), UPLIFT_PARAMETER): 0.0 for i in rows["instrument"]}, "sensitivity: no completion uplift")
+
+    def bounds(self, instrument: str, parameter: str) -> tuple[float, float] | None:
+        """The (low, high) range of a row, or None where the table gives none."""
+        t = self.table
+        if "low" not in t.columns or "high" not in t.columns:
+            return None
+        m = t[(t["instrument"] == instrument) & (t["parameter"] == parameter)]
+        if m.empty:
+            return None
+        lo, hi = pd.to_numeric(m["low"].iloc[0], errors="coerce"), pd.to_numeric(m["high"].iloc[0], errors="coerce")
+        return (float(lo), float(hi)) if np.isfinite(lo) and np.isfinite(hi) else None
 
     def kind(self, instrument: str, parameter: str) -> str:
         k = (instrument, parameter)

@@ -454,32 +454,66 @@ class Study:
 
     def year_ahead_draws(self, ahead: list[dict[str, Any]], draws: int, seed: int) -> dict[str, dict[str, np.ndarray]]:
         """Per node and participant, the tonnes a year it receives in each draw from the plants of :func:`year_ahead`:
-        plant p delivers its year's output ``q_p / π_p`` in a draw with probability ``π_p`` (its completion probability;
-        a uniform keyed by the seed and the project, so the stocks and the portfolio draw the same deliveries), and the
-        participant receives its part of it (:func:`critmin.stockpile.plan.received_t`: contracts first, then its
-        market share). Review 35b M3: netting the expectation treated a plant that may not deliver as certain supply,
-        which a stock insures against."""
-        from critmin.simulate.engine import keyed_uniforms
+        plant p delivers in a draw with probability ``π_p`` (its completion probability; a uniform keyed by the seed and
+        the project, so the stocks and the portfolio draw the same deliveries) its year's output, and the participant
+        receives its part of it (:func:`critmin.stockpile.plan.received_t`: contracts first, then its market share).
+        Review 35b M3: netting the expectation treated a plant that may not deliver as certain supply, which a stock
+        insures against.
+
+        The year's output is ``Q h(Y_d)``: a plant on its class's fitted ramp draws its years to design ``Y_d`` from the
+        triangular (low, fitted, high) of the class's row (``ramp_up_years_to_design:*``: a mine 1-3 years; a processing
+        plant 3.75-11.7; another uniform keyed by the seed and the project), ``h`` the mean share of nameplate over the
+        year with the months already behind it (:func:`critmin.portfolio.finance.mean_output_share`); a plant with a
+        reported output or its own ramp delivers ``q_p / π_p`` (review 35b M3: Sangdong had no recorded shipment, and a
+        slower ramp than the class's fit was not drawn)."""
+        from critmin.portfolio.finance import ramp_share
+        from critmin.simulate.engine import keyed_uniforms, triangular_quantile
         from critmin.simulate.nodes import PARTICIPANTS
-        from critmin.stockpile.plan import received_t
 
         out: dict[str, dict[str, np.ndarray]] = {}
+        contracts = contract_rows(self.buyers)
+        shares: dict[tuple[str, str], float] = {}
         for r in ahead:
             pi = float(r["completion_probability"])
             if not pi > 0:
                 continue
-            one = {**r, "nameplate_t_per_year": float(r["expected_t_year_ahead"]) / pi,
-                   "co_product_nameplate_t_per_year": {k: v / pi for k, v in (r.get("co_product_expected_t_year_ahead") or {}).items()}}
-            delivers = (keyed_uniforms(seed, "year_ahead:" + str(r["project_id"]), 0, (draws,)) < pi).astype(float)
-            held = contracted_supply({}, [one], self.buyers, self.projects)
-            for node, q in projects_supply({}, [one]).items():
-                if node not in self.simulator.nodes.index:
-                    continue
-                for j in PARTICIPANTS:
-                    got = received_t(self.simulator, node, j, q, held.get(node, {}))
-                    acc = out.setdefault(node, {}).setdefault(j, np.zeros(draws))
-                    acc += delivers * got
+            pid = str(r["project_id"])
+            delivers = (keyed_uniforms(seed, "year_ahead:" + pid, 0, (draws,)) < pi).astype(float)
+            base = float(r["expected_t_year_ahead"]) / pi
+            co = {k: v / pi for k, v in (r.get("co_product_expected_t_year_ahead") or {}).items()}
+            ramp = r.get("year_ahead_ramp")
+            if ramp:
+                lo, mode, hi = (float(x) for x in ramp["years_to_design"])
+                y = triangular_quantile(keyed_uniforms(seed, "year_ahead_ramp:" + pid, 0, (draws,)), np.full(draws, lo), np.full(draws, mode),
+                                        np.full(draws, hi))
+                months = np.arange(12.0) - np.ceil(float(ramp["start_month"])) + 1.0 + float(ramp["elapsed_months"])
+                share = np.where(months >= 1, np.minimum(1.0, months[None, :] / (12.0 * np.maximum(y[:, None], 1e-9))), 0.0).mean(axis=1)
+                central = float(ramp_share(months, mode).mean())
+                scale = share / central if central > 0 else np.ones(draws)
+            else:
+                scale = np.ones(draws)
+            # the tonnes received are piecewise linear in the plant's output (contracts, then market shares): evaluated
+            # at each distinct output
+            levels, inverse = np.unique(np.round(scale, 6), return_inverse=True)
+            for li, level in enumerate(levels):
+                one = {**r, "nameplate_t_per_year": base * level, "co_product_nameplate_t_per_year": {k: v * level for k, v in co.items()}}
+                held = contracted_supply({}, [one], self.buyers, self.projects, contracts=contracts)
+                mask = (inverse == li) * delivers
+                for node, q in projects_supply({}, [one]).items():
+                    if node not in self.simulator.nodes.index:
+                        continue
+                    for j in PARTICIPANTS:
+                        got = self._received(node, j, q, held.get(node, {}), shares)
+                        acc = out.setdefault(node, {}).setdefault(j, np.zeros(draws))
+                        acc += mask * got
         return out
+
+    def _received(self, node: str, participant: str, q: float, held: dict[str, float], cache: dict[tuple[str, str], float]) -> float:
+        """:func:`critmin.stockpile.plan.received_t`, the market share read once per node and participant (``cache``)."""
+        key = (node, participant)
+        if key not in cache:
+            cache[key] = float(self.simulator.share_of_added_supply(node, (participant,))[0])
+        return float(held.get(participant, 0.0)) + cache[key] * max(float(q) - sum(held.values()), 0.0)
 
     def received_from(self, supply_t: dict[str, float], contracted: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
         """Per node and participant, the tonnes a year of ``supply_t`` (node -> t/yr) that reach it: its contracts
@@ -599,8 +633,18 @@ def _year_of(date: Any) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def contract_rows(buyers: pd.DataFrame | None) -> list[tuple[set[str], Any, str, Any]]:
+    """The buyer table's contracts as (named projects, volume, country, share of output) tuples, read once for
+    :func:`contracted_supply`."""
+    from critmin.deliver.buyers import contract_of
+
+    if buyers is None or not len(buyers):
+        return []
+    return [(contract_of(b), b.get("demand_t_per_year"), str(b["country_iso3"]), b.get("contract_share")) for b in buyers.to_dict("records")]
+
+
 def contracted_supply(portfolio: dict[str, Any], pipeline: list[dict[str, Any]] | None, buyers: pd.DataFrame | None,
-                      projects: pd.DataFrame | None) -> dict[str, dict[str, float]]:
+                      projects: pd.DataFrame | None, contracts: list[tuple[set[str], Any, str, Any]] | None = None) -> dict[str, dict[str, float]]:
     """Of the recommended and already financed projects' nameplate (:func:`projects_supply`), the tonnes a year
     contracted to buyers of each country (node -> ISO3 -> t/yr), from the buyer table's contracts
     (``contract_projects``). Review 27: GM holds all of Thacker Pass Phase 1 and DoD backs a buyer for all of 10X's
@@ -611,15 +655,13 @@ def contracted_supply(portfolio: dict[str, Any], pipeline: list[dict[str, Any]] 
     (review 35 L5: JARE holds up to 65 % of Lynas' Dy/Tb, not all of it); the volumes and shares of one project are
     scaled down to its nameplate if they exceed it; a buyer with neither takes what the others leave, shared equally
     between such buyers. Only a project's own node is contracted (co-products are not)."""
-    from critmin.deliver.buyers import contract_of
-
     if buyers is None or not len(buyers):
         return {}
     cap = {}
     if projects is not None and len(projects):
         cap = {str(k): float(v) for k, v in zip(projects["project_id"], projects["capacity_t"], strict=True) if v is not None and np.isfinite(float(v))}
     rows = [*portfolio.get("selected", []), *(pipeline or [])]
-    contracts = [(contract_of(b), b.get("demand_t_per_year"), str(b["country_iso3"]), b.get("contract_share")) for b in buyers.to_dict("records")]
+    contracts = contracts if contracts is not None else contract_rows(buyers)
     out: dict[str, dict[str, float]] = {}
     for r in rows:
         pid, node = str(r["project_id"]), str(r.get("node") or "")
@@ -669,7 +711,12 @@ def year_ahead(pipeline: list[dict[str, Any]], projects: pd.DataFrame | None, as
     (``stock_after_projects_t``)."""
     from critmin._dates import month_offset, month_or_now
     from critmin.portfolio.finance import mean_output_share
-    from critmin.portfolio.model import InstrumentParameters, reported_output_t, years_to_design
+    from critmin.portfolio.model import (
+        InstrumentParameters,
+        reported_output_t,
+        years_to_design,
+        years_to_design_range,
+    )
 
     if not pipeline:
         return []
@@ -695,7 +742,10 @@ def year_ahead(pipeline: list[dict[str, Any]], projects: pd.DataFrame | None, as
         if q <= 0:
             continue
         f = q / cap
-        out.append({**r, "expected_t_year_ahead": q,
+        # review 35b M3: the class ramp's range, which the year-ahead draws sample (a reported output is not drawn)
+        span = years_to_design_range(p, ip) if not (reported is not None and reported > 0) else None
+        ramp_draw = ({"start_month": t0, "elapsed_months": elapsed, "years_to_design": list(span)} if span is not None else None)
+        out.append({**r, "expected_t_year_ahead": q, "year_ahead_ramp": ramp_draw,
                     "co_product_expected_t_year_ahead": {k: v * f for k, v in (r.get("co_product_nameplate_t_per_year") or {}).items()},
                     "year_ahead_basis": (f"latest reported output {reported:,.0f} t a year" if reported is not None and reported > 0 else
                                          f"{ramp:.0%} of nameplate over the year on its ramp"
