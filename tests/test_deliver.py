@@ -96,7 +96,7 @@ def test_a_contract_without_a_volume_takes_the_new_output_of_its_plants(atlas):
     r = delivery_plan(atlas, projects, buyers.assign(contract_share=[0.65, None]), months=6, as_of="2026-12")
     b = {x["buyer_id"]: x for x in r["buyers"]}
     assert b["N1"]["delivered_t"] == pytest.approx(0.65 * cap) and b["N2"]["delivered_t"] == pytest.approx(0.35 * cap)
-    assert b["N1"]["volume_basis"].startswith("volume not published: 65% of the new output of the plants its contract names (A)")
+    assert b["N1"]["volume_basis"].startswith("volume not published: 65% of the output of the plants its contract names (A)")
 
 
 def test_ineligible_pairs_get_nothing():
@@ -374,7 +374,13 @@ def test_delivery_totals_by_receiving_country_never_add_across_nodes(atlas):
     buyers = bundled_buyers(atlas).set_index("buyer_id")
     existing = [a for a in r["allocation"] if a["supply"] == "existing"]
     assert existing and all(a["project_id"] in str(buyers.loc[a["buyer_id"], "contract_projects"]).split(";") for a in existing)
-    assert not [a for a in r["allocation"] if a["project_id"] in ("P005", "P021", "P073")]
+    assert not [a for a in r["allocation"] if a["project_id"] in ("P005", "P021")]
+    # review 36: JARE's contract is 65 % of the Dy/Tb circuit's output (contract_share), a stated quantity delivered from
+    # the plant producing before the plan; the rest of its output stays existing trade
+    lynas = [a for a in r["allocation"] if a["project_id"] == "P073"]
+    made = next(x["capacity_t"] for x in r["projects"] if x["project_id"] == "P073")
+    assert lynas and {a["buyer_id"] for a in lynas} == {"B009"}
+    assert sum(a["tonnes"] for a in lynas) == pytest.approx(0.65 * made, rel=1e-6)
     assert {x["supply"] for x in r["projects"] if x["project_id"] == "P005"} == {"existing"}
 
 
@@ -483,3 +489,19 @@ def test_add_months_is_the_inverse_of_month_offset():
     assert add_months("2026-12", 0.4) == "2026-12" and add_months("2026-01", -1) == "2025-12"
     for t in (0, 1, 11, 12, 13, 18, 120):
         assert month_offset("2026-12", add_months("2026-12", t)) == t
+
+
+def test_a_year_only_date_in_the_plans_year_has_no_months_behind_it(atlas):
+    """Review 36 (the stocks' rule of review 35b M4): Port Pirie's year-only "2026" gave it five months of output behind
+    it in a December 2026 plan (a year alone counts as July), while the stocks' year ahead counted none. A year-only
+    date in the plan's own year has not passed; a dated month has."""
+    from critmin.deliver.plan import delivery_plan
+
+    projects, buyers = _frames()
+    one = projects[projects["project_id"] == "A"].assign(status_class="commissioning", output_t=np.nan)
+    buyers = buyers.assign(demand_t_per_year=10_000.0)
+    year = delivery_plan(atlas, one.assign(first_output="2026"), buyers, months=6, as_of="2026-12")
+    month = delivery_plan(atlas, one.assign(first_output="2026-07"), buyers, months=6, as_of="2026-12")
+    assert year["projects"][0]["ramp_basis"].startswith("0 months of output since 2026")
+    assert month["projects"][0]["ramp_basis"].startswith("5 months of output since 2026-07")
+    assert year["projects"][0]["capacity_t"] < month["projects"][0]["capacity_t"]

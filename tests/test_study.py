@@ -1001,6 +1001,10 @@ def test_a_contract_for_a_share_of_output_holds_that_share_by_hand():
     big = {**other, "demand_t_per_year": 40.0}  # 37.7 + 40 > 58: both scaled by 58 / 77.7
     held = contracted_supply({}, [row], pd.DataFrame([jare, big]), projects)["dysprosium/refine"]
     assert held["JPN"] == pytest.approx(37.7 * 58 / 77.7) and sum(held.values()) == pytest.approx(58.0)
+    # review 36: a share of output covers the plant's co-products (JARE's right is to Dy and Tb); a volume does not
+    with_tb = {**row, "co_product_nameplate_t_per_year": {"terbium/refine": 11.6}}
+    held = contracted_supply({}, [with_tb], pd.DataFrame([jare, other]), projects)
+    assert held["terbium/refine"] == {"JPN": pytest.approx(0.65 * 11.6)}
     # the bundled register: JARE (B009) holds 0.65 of Lynas' Dy/Tb circuit at its node
     from critmin.deliver.buyers import bundled_buyers
 
@@ -1111,3 +1115,31 @@ def test_the_year_ahead_draws_sample_the_ramp_by_hand(simulator):
     projects = pd.DataFrame([{"project_id": "PR", "stage": "mine", "ramp_up_months": None, "output_t": None}])
     rows = year_ahead([{**row, "sponsor_date_passed": True}], projects, "2026-12")
     assert rows[0]["year_ahead_ramp"]["years_to_design"] == [1.0, 2.0, 3.0]
+
+
+def test_the_lead_says_when_a_funded_project_needs_no_money(study_run: tuple[Path, dict]):
+    """Review 36 (N8): 84 % of the benefit after the stocks was Mactung, which the finance model finds viable without
+    support at every price case; only a note said so. The lead now says that such a project's support is additional only
+    if it closes the financing; a project with a viability gap in some price case is not named."""
+    import copy
+
+    from critmin.report.summary import build_summary
+
+    _, plan = study_run
+    p = copy.deepcopy(plan)
+    pf = p["portfolio"]
+    pf["selected"] = [
+        {"project_id": "PA", "name": "Alpha mine", "participant": "CAN", "agency": "CAN_NRCAN_CMSF", "instrument": "loan_guarantee",
+         "amount_usd": 1e8, "budget_cost_usd": 5e6, "expected_avoided_usd": 8e6},
+        {"project_id": "PB", "name": "Beta refinery", "participant": "JPN", "agency": "JP_JBIC", "instrument": "equity", "amount_usd": 2e7,
+         "budget_cost_usd": 4e6, "expected_avoided_usd": 2e6},
+    ]
+    pf["expected_avoided_usd"] = 10e6
+    pf["finance"] = [{"project_id": "PA", "viability_gap_usd": {"low": -1e6, "base": -5e6}},
+                     {"project_id": "PB", "viability_gap_usd": {"low": 3e6, "base": -1e6}}]
+    pf["selection_net_of_stocks"] = {"both": ["PA", "PB"], "only_without_stocks": [], "only_net_of_stocks": [],
+                                     "reason_net_of_stocks": {}, "expected_avoided_usd_net_of_stocks": 9e6}
+    lead = build_summary(p)["parts"]["financing"]["lead"]
+    assert lead.endswith("Alpha mine is viable without support in the finance model: the support is additional only if it is "
+                         "what closes the financing.")
+    assert "Beta refinery is viable" not in lead and "Beta refinery and" not in lead.split("They avoid")[1]

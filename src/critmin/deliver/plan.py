@@ -88,6 +88,10 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
         # dated first output behind it; one without a date or a report runs at the register's median reported rate
         y, y_basis = years_to_design(p, ip)
         since = month_offset(as_of, str(p.get("first_output") or "")) if start == 0 else None
+        if since is not None and len(str(p.get("first_output") or "")) == 4 and str(p.get("first_output")) == as_of[:4]:
+            # review 36 (the stocks' rule since review 35b M4, review 33b G6): a year-only date in the plan's own year has
+            # not passed, so no months of output are behind the plant (Port Pirie's "2026" gave it five)
+            since = 0
         reported = reported_output_t(p) if start == 0 else None
         if reported is not None:
             # a producing plant with a reported output is held at that run-rate, not at its ramp: the evidence of what
@@ -133,15 +137,19 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
             # stock plan's rule: such a holder takes what the others leave); before, that output was reserved for it
             # and delivered to nobody (e-VAC's and MP's new magnets to GM). A plant producing before the plan is
             # trade the buyer already has (Sojitz and Lynas), not planned here
-            named = [i for i, pid in enumerate(pids) if pid in contract_of(b) and ramps[pid]["supply"] == "new"]
-            if not named:
-                skipped.append({"buyer_id": b["buyer_id"], "reason": "no published demand volume"})
-                continue
             share = b.get("contract_share")
-            if share is not None and not pd.isna(share):
+            by_share = share is not None and not pd.isna(share)
+            # review 36: a contract for a share of a plant's output is a stated quantity, so it is planned from a plant
+            # producing before the plan too (JARE's 65 % of Lynas' Dy/Tb circuit, producing since May 2025)
+            named = [i for i, pid in enumerate(pids) if pid in contract_of(b) and (by_share or ramps[pid]["supply"] == "new")]
+            if not named:
+                skipped.append({"buyer_id": b["buyer_id"], "reason": "no published demand volume" if not by_share else
+                                "a share of output of plants that produce nothing in the window"})
+                continue
+            if by_share:
                 # review 35 L5: a contract for a share of the plants' output (JARE: up to 65 % of Lynas' Dy/Tb)
                 dem = float(share) * np.sum([cap_rows[i] for i in named], axis=0) * window
-                open_volume[str(b["buyer_id"])] = (f"volume not published: {float(share):.0%} of the new output of the plants its "
+                open_volume[str(b["buyer_id"])] = (f"volume not published: {float(share):.0%} of the output of the plants its "
                                                    "contract names (" + ", ".join(pids[i] for i in named) + ")")
             else:
                 dem = np.sum([cap_rows[i] for i in named], axis=0) * window

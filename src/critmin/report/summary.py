@@ -324,10 +324,11 @@ def _fund_lead(kept: pd.DataFrame, pname: dict[str, str]) -> str:
         mine = kept[kept["participant"] == j]
         money = mine[mine["amount_usd"].fillna(0.0) > 0]
         free = mine[mine["amount_usd"].fillna(0.0) <= 0]
-        said = [_terms(r) for r in money.to_dict("records")]
+        said = "; ".join(_terms(r) for r in money.to_dict("records")) or "none"
         if len(free):
-            said.append("permitting support at no cost for " + ", ".join(pname.get(x, x) for x in free["project_id"]))
-        parts.append(f"with {MONEY_OF.get(j, who)} money, " + ("; ".join(said) if said else "none"))
+            # review 36: "with U.S. money, permitting support at no cost" read as money
+            said += ("; " if len(money) else ", and ") + "permitting support at no cost for " + ", ".join(pname.get(x, x) for x in free["project_id"])
+        parts.append(f"with {MONEY_OF.get(j, who)} money, {said}")
     partner = kept[~kept["participant"].isin(list(PARTICIPANT_NAMES))]
     if len(partner):
         parts.append("recommended to partners, " + "; ".join(_terms(r) for r in partner.to_dict("records")))
@@ -498,6 +499,11 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                         ", counting the completion probability that support is assumed to add (completion_probability_uplift, an "
                         "assumption: validation.md §6, review 34b K4)")
                      + "." + _rests_on(kept, plan, pname))
+            # review 36: most of the benefit was a project the finance model finds viable without support, said only in a note
+            free_riders = [pname.get(str(x["project_id"]), str(x["project_id"])) for x in _viable_without_support(pf) if str(x["project_id"]) in keep]
+            if free_riders:
+                lead += (f" {' and '.join(free_riders)} {'is' if len(free_riders) == 1 else 'are'} viable without support in the finance "
+                         "model: the support is additional only if it is what closes the financing.")
         if dropped:
             lead += " Conditional (chosen only without the stocks): " + ", ".join(pname.get(x, x) for x in dropped) + "."
         # review 34: the reason of each conditional decision is a note; the lead keeps the decision

@@ -654,7 +654,8 @@ def contracted_supply(portfolio: dict[str, Any], pipeline: list[dict[str, Any]] 
     capacity; a buyer with a share of output (``contract_share``) takes that share of each named project's output
     (review 35 L5: JARE holds up to 65 % of Lynas' Dy/Tb, not all of it); the volumes and shares of one project are
     scaled down to its nameplate if they exceed it; a buyer with neither takes what the others leave, shared equally
-    between such buyers. Only a project's own node is contracted (co-products are not)."""
+    between such buyers. Only a project's own node is contracted, except that a share of output covers the co-products
+    too (review 36: JARE's right is to Lynas' Dy and Tb)."""
     if buyers is None or not len(buyers):
         return {}
     cap = {}
@@ -692,6 +693,14 @@ def contracted_supply(portfolio: dict[str, Any], pipeline: list[dict[str, Any]] 
             d = out.setdefault(node, {})
             for iso, t in fixed.items():
                 d[iso] = d.get(iso, 0.0) + t
+        # review 36: a share of a plant's output covers its co-products too (JARE's 65 % is of Lynas' Dy and Tb)
+        co = r.get("co_product_nameplate_t_per_year", r.get("co_product_output_once_producing_t_per_year")) or {}
+        shares = [(iso, float(share)) for named, _, iso, share in contracts if pid in named and share is not None and np.isfinite(float(share))]
+        scale = 1.0 / max(sum(x for _, x in shares), 1.0)
+        for iso, x in shares:
+            for co_node, q in co.items():
+                d = out.setdefault(co_node, {})
+                d[iso] = d.get(iso, 0.0) + x * scale * float(q)
     return out
 
 
