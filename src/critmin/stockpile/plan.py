@@ -717,6 +717,13 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
             # a line is held only where it saves more than the fixed cost of holding it at all
             s_free, saving_free = s_opt, cost0 - cost_opt
             s_opt, cost_opt = keep_line(s_opt, cost_opt, cost0, sp.fixed_cost)
+            # review 36 (N7): lines came and went with the random seed (seed 1 added two U.S. lines). A line is held only
+            # where its net saving is positive beyond sampling noise, the pools' rule: x̄ - F > 2 se over the draws
+            saving_se, s_noisy = 0.0, 0.0
+            if s_opt > 0:
+                clear, _, saving_se = pool_worth(cost_by_draw(0.0, short, hold, c) - cost_by_draw(s_opt, short, hold, c, refill), w, sp.fixed_cost)
+                if not clear:
+                    s_noisy, s_opt, cost_opt = s_opt, 0.0, cost0
             low: dict[str, Any] = {}
             if key in observed:
                 # the low case: the same line sized and bought at the simulated price under the controls
@@ -770,6 +777,7 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                 "days_of_net_imports": 365.0 * s_opt / annual_imports if annual_imports > 0 else np.nan, "net_import_reliance": nir,
                 "expected_cost_without_stock_usd": cost0, "expected_cost_with_stock_usd": cost_opt, "saving_usd": cost0 - cost_opt,
                 "fixed_cost_usd_per_year": sp.fixed_cost, "stock_before_fixed_cost_t": s_free, "saving_before_fixed_cost_usd": saving_free,
+                "saving_se_usd": saving_se, "stock_not_clear_of_noise_t": s_noisy,
                 **after, **year_ahead,
                 "rules": rules,
                 **against,
@@ -791,7 +799,10 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                    if 0 < (short > 0).sum() < FEW_DRAWS and s_opt > 0 else [])
                 + ([against_note] if against_note else [])
                 + ([f"not held: {s_free:,.0f} t would save US${saving_free:,.0f} a year, less than the fixed cost of a stock line "
-                    f"(US${sp.fixed_cost:,.0f} a year)"] if s_free > 0 and s_opt == 0 else []),
+                    f"(US${sp.fixed_cost:,.0f} a year)"] if s_free > 0 and s_opt == 0 and s_noisy == 0 else [])
+                + ([f"not held: {s_noisy:,.0f} t would save US${saving_free:,.0f} a year (standard error US${saving_se:,.0f} over "
+                    f"{len(short)} draws), not clear of the line's fixed cost (US${sp.fixed_cost:,.0f} a year) by twice its sampling error: "
+                    "more draws would settle it"] if s_noisy > 0 else []),
             })
             lp_inputs[j].append((key, short, hold, c, p_buy, min(cap_t, cap_plant, cap_fill), refill))
             separate[j] = s_opt  # what the member brings to a pool: the line it keeps
@@ -903,7 +914,12 @@ def plan_stockpiles(sim: Any, perspective: str = "BLOC", budget: float | None = 
                      # lines that would save less than their fixed cost (docs/stockpile.md §2)
                      "not_held_fixed_cost": [{"participant": r["participant"], "node": r["node"], "stock_t": r["stock_before_fixed_cost_t"],
                                               "saving_usd": r["saving_before_fixed_cost_usd"]}
-                                             for r in rows if r.get("stock_before_fixed_cost_t", 0.0) > 0 and r["optimal_stock_t"] == 0],
+                                             for r in rows if r.get("stock_before_fixed_cost_t", 0.0) > 0 and r["optimal_stock_t"] == 0
+                                             and not r.get("stock_not_clear_of_noise_t")],
+                     # review 36 (N7): lines whose saving is not clear of their fixed cost beyond sampling noise
+                     "not_held_sampling_noise": [{"participant": r["participant"], "node": r["node"], "stock_t": r["stock_not_clear_of_noise_t"],
+                                                  "saving_usd": r["saving_before_fixed_cost_usd"], "saving_se_usd": r["saving_se_usd"]}
+                                                 for r in rows if r.get("stock_not_clear_of_noise_t")],
                      # review 17: a carry is reported only where the next stage is stocked for that participant
                      "ore_shortfall_met_downstream": [x for x in carried if (x["participant"], x["node"]) in
                                                       {(r["participant"], r["node"]) for r in rows}]},
