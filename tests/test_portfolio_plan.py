@@ -807,3 +807,14 @@ def test_the_programme_is_checked_with_the_controls_in_force_relaxed(simulator):
     assert set(rc["persistence"]) <= {s["node"] for s in rec["selected"]}
     assert run_portfolio(simulator.atlas, simulator, reg.projects, draws=40, seed=0, as_of="2026-11",
                          risk_result=res)["selection_with_controls_relaxed"] == {}
+
+
+def test_a_close_comparison_is_not_printed_as_a_tie() -> None:
+    """Review 36 (N11): Kellyton's reason read "$1 M a year against $1 M needed". Two figures that usd() prints alike get
+    a decimal more; figures it tells apart are unchanged."""
+    from critmin._text import usd_apart
+
+    assert usd_apart(933_000.0, 1_440_000.0) == ("$933 k", "$1 M")
+    assert usd_apart(1_250_000.0, 1_410_000.0) == ("$1.25 M", "$1.41 M")
+    assert usd_apart(12_300.0, 12_400.0) == ("$12.30 k", "$12.40 k")
+    assert usd_apart(5e6, 9e6) == ("$5 M", "$9 M")

@@ -33,6 +33,23 @@ def slug(text: object) -> str:
     return s.strip("_")
 
 
+def usd_apart(a: float, b: float) -> tuple[str, str]:
+    """Two USD figures for a comparison, with a decimal more where :func:`usd` would print them alike (review 36:
+    "$1 M a year against $1 M needed" read as a tie; it was $933 k against $1.4 M)."""
+    x, y = usd(a), usd(b)
+    if x != y or not (np.isfinite(a) and np.isfinite(b)):
+        return x, y
+
+    def fine(v: float) -> str:
+        w, sign = abs(v), "-" if v < 0 else ""
+        for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+            if w >= scale:
+                return f"{sign}${w / scale:,.2f} {unit}"
+        return f"{sign}${w:,.2f}"
+
+    return fine(a), fine(b)
+
+
 def usd(v: float) -> str:
     """USD for a sentence: $1.2 B, $340 M, $12 k."""
     if v is None or not np.isfinite(v):

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from critmin._dates import current_month
-from critmin._text import usd
+from critmin._text import usd, usd_apart
 from critmin.atlas.model import Atlas
 from critmin.inputs import make_options
 from critmin.portfolio.model import (
@@ -333,9 +333,10 @@ def _reasons(bp: BuiltProblem, sol: Solution, deadline: float | None, names: dic
             gain, econ = float(gains[k]), float(econs[k])
             need = bp.problem.cost_weight * econ
             if bp.problem.cost_weight > 0 and gain <= need:
+                gain_s, need_s = usd_apart(gain, need)
                 why = (f"fails the net-benefit test: its best option ({best['instrument']} from {best['agency']}, "
-                       f"adding {_tonnes(float(best['dq_t']))} t/yr of expected output) would avoid {usd(gain)} a year of expected loss "
-                       f"next to the funded projects, against {usd(need)} a year needed to justify its expected cost of {usd(econ)} "
+                       f"adding {_tonnes(float(best['dq_t']))} t/yr of expected output) would avoid {gain_s} a year of expected loss "
+                       f"next to the funded projects, against {need_s} a year needed to justify its expected cost of {usd(econ)} "
                        f"(marginal cost of public funds over the evaluation period){_remainder_caveat(bp, pid)}")
             else:
                 why = (f"not worth its budget at the margin: best option {best['instrument']} from {best['agency']} adds "
