@@ -59,6 +59,16 @@ def month_offset(as_of: str, when: object) -> int | None:
     return (y - int(as_of[:4])) * 12 + (m - int(as_of[5:7]))
 
 
+def sponsor_offset(as_of: str, when: object) -> int | None:
+    """:func:`month_offset` of a sponsor's date, except that a year-only date in ``as_of``'s own year counts as not yet
+    passed (0): a year alone reads as July, so a plant dated "2026" was five months behind in a December 2026 plan
+    (review 33b G6; the deliveries since review 36)."""
+    off = month_offset(as_of, when)
+    if off is not None and isinstance(when, str) and len(when) == 4 and when == as_of[:4]:
+        return 0
+    return off
+
+
 def add_months(as_of: str, months: float) -> str:
     """The month (YYYY-MM) ``months`` after ``as_of`` (YYYY-MM), rounded to the nearest whole month."""
     total = int(as_of[:4]) * 12 + int(as_of[5:7]) - 1 + int(round(months))

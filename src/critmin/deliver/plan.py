@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from critmin._dates import month_offset
+from critmin._dates import month_offset, sponsor_offset
 from critmin.atlas.model import Atlas
 from critmin.deliver.buyers import contract_of
 from critmin.deliver.forms import serve_conflict
@@ -87,11 +87,9 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
         # output ramps up from first output (finance.ramp_share); a plant producing now has the months since its
         # dated first output behind it; one without a date or a report runs at the register's median reported rate
         y, y_basis = years_to_design(p, ip)
-        since = month_offset(as_of, str(p.get("first_output") or "")) if start == 0 else None
-        if since is not None and len(str(p.get("first_output") or "")) == 4 and str(p.get("first_output")) == as_of[:4]:
-            # review 36 (the stocks' rule since review 35b M4, review 33b G6): a year-only date in the plan's own year has
-            # not passed, so no months of output are behind the plant (Port Pirie's "2026" gave it five)
-            since = 0
+        # review 36 (the stocks' rule since review 35b M4): a year-only date in the plan's own year has not passed, so no
+        # months of output are behind the plant (Port Pirie's "2026" gave it five)
+        since = sponsor_offset(as_of, str(p.get("first_output") or "")) if start == 0 else None
         reported = reported_output_t(p) if start == 0 else None
         if reported is not None:
             # a producing plant with a reported output is held at that run-rate, not at its ramp: the evidence of what

@@ -469,10 +469,10 @@ class Study:
         from critmin.portfolio.finance import ramp_share
         from critmin.simulate.engine import keyed_uniforms, triangular_quantile
         from critmin.simulate.nodes import PARTICIPANTS
+        from critmin.stockpile.plan import received_t
 
         out: dict[str, dict[str, np.ndarray]] = {}
         contracts = contract_rows(self.buyers)
-        shares: dict[tuple[str, str], float] = {}
         for r in ahead:
             pi = float(r["completion_probability"])
             if not pi > 0:
@@ -487,7 +487,7 @@ class Study:
                 y = triangular_quantile(keyed_uniforms(seed, "year_ahead_ramp:" + pid, 0, (draws,)), np.full(draws, lo), np.full(draws, mode),
                                         np.full(draws, hi))
                 months = np.arange(12.0) - np.ceil(float(ramp["start_month"])) + 1.0 + float(ramp["elapsed_months"])
-                share = np.where(months >= 1, np.minimum(1.0, months[None, :] / (12.0 * np.maximum(y[:, None], 1e-9))), 0.0).mean(axis=1)
+                share = np.array([ramp_share(months, float(yy)).mean() for yy in y])
                 central = float(ramp_share(months, mode).mean())
                 scale = share / central if central > 0 else np.ones(draws)
             else:
@@ -503,17 +503,10 @@ class Study:
                     if node not in self.simulator.nodes.index:
                         continue
                     for j in PARTICIPANTS:
-                        got = self._received(node, j, q, held.get(node, {}), shares)
+                        got = received_t(self.simulator, node, j, q, held.get(node, {}))
                         acc = out.setdefault(node, {}).setdefault(j, np.zeros(draws))
                         acc += mask * got
         return out
-
-    def _received(self, node: str, participant: str, q: float, held: dict[str, float], cache: dict[tuple[str, str], float]) -> float:
-        """:func:`critmin.stockpile.plan.received_t`, the market share read once per node and participant (``cache``)."""
-        key = (node, participant)
-        if key not in cache:
-            cache[key] = float(self.simulator.share_of_added_supply(node, (participant,))[0])
-        return float(held.get(participant, 0.0)) + cache[key] * max(float(q) - sum(held.values()), 0.0)
 
     def received_from(self, supply_t: dict[str, float], contracted: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
         """Per node and participant, the tonnes a year of ``supply_t`` (node -> t/yr) that reach it: its contracts
@@ -567,7 +560,7 @@ def financed_pipeline(portfolio: dict[str, Any], projects: pd.DataFrame, nodes: 
     portfolio and the deliveries) and completion probability (the status class's). Review 26: once EXIM's
     approval made Stibnite already financed, the U.S. antimony stock lost the project it bridges to; the stocks say
     what they fall to once these produce, as for the recommended projects."""
-    from critmin._dates import add_months, month_offset, month_or_now
+    from critmin._dates import add_months, month_or_now, sponsor_offset
     from critmin.portfolio.build_register import load_output_caveats
     from critmin.portfolio.model import InstrumentParameters, coproduct_nodes, months_before_output
 
@@ -610,9 +603,7 @@ def financed_pipeline(portfolio: dict[str, Any], projects: pd.DataFrame, nodes: 
         # already past), as in the portfolio and the deliveries, beside the sponsor's date
         months = 0.0 if pid in new_since else months_before_output(p, status, as_of, ip, [])
         sponsor = str(p.get("first_output") or "")
-        passed = month_offset(as_of, sponsor)
-        if passed is not None and len(sponsor) == 4 and sponsor == as_of[:4]:
-            passed = 0  # review 33b G6: a year-only target in the plan's own year is not yet passed
+        passed = sponsor_offset(as_of, sponsor)  # review 33b G6: a year-only target in the plan's own year is not yet passed
         out.append({"project_id": str(p["project_id"]), "name": str(p.get("name") or p["project_id"]),
                     "node": f"{p['commodity_id']}/{p['stage']}", "nameplate_t_per_year": float(cap),
                     "co_product_nameplate_t_per_year": {n.key: float(t) for _, t, n in coproduct_nodes(p, nodes) if n is not None},
