@@ -813,6 +813,15 @@ def test_deliveries_name_existing_trade_and_offtakes_waiting_for_their_plant(stu
     assert rows == {"Short user": "short: the allied plants producing in the window do not cover it",
                     "Waiting offtaker": "offtake bound to P9, which produces nothing in the window (P9 is built but reports no output)"}
     assert [r["tonnes_from_new_supply"] for r in sorted(s["tables"]["deliveries"], key=lambda r: r["node"])] == [5.0, 0.0]
+    assert "national consumption rows receive nothing" not in u
+    # review 36 (N11): "no named buyer stays short" hid that national consumption rows got nothing in the window; a
+    # share that rounds to 0 % reads "under 1%"
+    p["deliveries"]["buyers"][0]["delivered_t"] = 0.0
+    u0 = build_summary(p, buyers)["sentences"]["unmet_needs"]
+    assert ("1 of the 1 national consumption rows receive nothing from allied projects in the window (JPN ndpr/refine): their "
+            "supply is today's trade.") in u0
+    p["deliveries"]["buyers"][0]["delivered_t"] = 0.04
+    assert "JPN ndpr/refine under 1%" in build_summary(p, buyers)["sentences"]["unmet_needs"]
 
 
 def test_the_answer_says_where_a_pool_is_worth_its_agreement(study_run: tuple[Path, dict]):

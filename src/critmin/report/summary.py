@@ -1011,7 +1011,11 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
         n = float(new_by_buyer.get(r["buyer_id"], 0.0))
         return " from plants already producing (existing trade)" if n < 0.5 else "" if n > float(r["delivered_t"]) - 0.5 else (
             f" ({n / float(r['delivered_t']):.0%} of it new supply)")
-    coverage = "; ".join(f"{_label(r)} {float(r['delivered_t']) / float(r['demand_t']):.0%}{_existing(r)}{_elements(r)}" for r in shown)
+    def _share(x: float) -> str:
+        """A share for the sentence; a positive share that rounds to 0 % reads "under 1%" (review 36)."""
+        return "under 1%" if 0 < x < 0.005 else f"{x:.0%}"
+
+    coverage = "; ".join(f"{_label(r)} {_share(float(r['delivered_t']) / float(r['demand_t']))}{_existing(r)}{_elements(r)}" for r in shown)
     p_unmet = [(f"{len(open_short)} named buyers stay short over the window, the largest {open_short[0]['buyer']} "
                 f"({open_short[0]['short_t']:,.0f} t of {open_short[0]['node']})." if open_short else
                 "No named buyer stays short over the window" + (" other than offtakes waiting for their plant." if waits else ".")),
@@ -1020,6 +1024,12 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
                   "supply can fill their contract." if waits else ""),
                f" {len(dl.get('buyers_not_planned', []))} buyers publish no volume and are not planned.",
                (f" Allied projects cover these shares of national consumption: {coverage}." if coverage else "")]
+    # review 36 (N11): "no named buyer stays short" hid that most national consumption rows get nothing in the window
+    nothing = [r for r in agg if float(r["delivered_t"]) <= 0]
+    if nothing:
+        p_unmet.append(f" {len(nothing)} of the {len(agg)} national consumption rows receive nothing from allied projects in the window ("
+                       + ", ".join(_label(r) for r in nothing[:8]) + (f" and {len(nothing) - 8} more" if len(nothing) > 8 else "")
+                       + "): their supply is today's trade.")
     # review 34 H11: the coverage counted the national aggregates only; the tonnes to named buyers (GTP's tungsten, GM's
     # magnets) are a participant's supply too
     country_of = dict(zip(buyers["buyer_id"], buyers["country_iso3"].astype(str), strict=True)) if buyers is not None and len(buyers) else {}
@@ -1031,7 +1041,7 @@ def build_summary(plan: dict[str, Any], buyers: pd.DataFrame | None = None, top:
              for r in del_rows if use.get((r["receiving_country"], r["node"]), 0.0) > 0]
     if total:
         p_unmet.append("Counting every delivery, named buyers' included, allied projects cover "
-                       + "; ".join(f"{c} {n} {x:.0%}" for c, n, x in sorted(total, key=lambda t: -t[2]))
+                       + "; ".join(f"{c} {n} {_share(x)}" for c, n, x in sorted(total, key=lambda t: -t[2]))
                        + " of national consumption in the window.")
 
     val = plan.get("validation", {}).get("summary", {}).get("holdout", {})
