@@ -198,8 +198,9 @@ def delivery_plan(atlas: Atlas, projects: pd.DataFrame, buyers: pd.DataFrame, mo
         share = bt.loc[bid].get("contract_share")
         if share is None or pd.isna(share):
             continue
+        in_contract = contract_of(bt.loc[bid])
         for i, pid in enumerate(pids):
-            if pid in contract_of(bt.loc[bid]):
+            if pid in in_contract:
                 reserve[i] += float(share)
                 holder[i, k] = True
     res = solve_transport(capacity, demand, elig, np.array(prio), np.array(mins), pids, bids, pair_share, reserve, holder)

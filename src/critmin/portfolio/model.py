@@ -164,27 +164,33 @@ def reported_output_t(p: dict[str, Any]) -> float | None:
     return None if v is None or pd.isna(v) or str(v) == "" else float(v)
 
 
+def _class_ramp_key(p: dict[str, Any]) -> str | None:
+    """The ``instrument_parameters.csv`` row of a project's fitted class ramp, or None where the register gives the
+    project's own ramp (``ramp_up_months``)."""
+    own = p.get("ramp_up_months")
+    if own is not None and not pd.isna(own) and str(own) != "":
+        return None
+    return f"ramp_up_years_to_design:{'mine' if p.get('stage') == 'mine' else 'processing'}"
+
+
 def years_to_design(p: dict[str, Any], ip: InstrumentParameters) -> tuple[float, str]:
     """Years from first output to nameplate Y of a project's linear ramp (:func:`critmin.portfolio.finance.ramp_share`)
     and where it comes from: the register's ``ramp_up_months`` / 12 where given, else the fitted class value
     ``ramp_up_years_to_design:mine`` (mine stage) or ``:processing`` (every other stage)."""
-    own = p.get("ramp_up_months")
-    if own is not None and not pd.isna(own) and str(own) != "":
-        return float(own) / 12.0, f"register ramp-up {float(own):g} months"
-    cls = "mine" if p.get("stage") == "mine" else "processing"
-    y = ip.get("project", f"ramp_up_years_to_design:{cls}")
-    return float(y), f"{cls} ramp-up to nameplate over {y:g} years (fitted on plants' quarterly output)"
+    key = _class_ramp_key(p)
+    if key is None:
+        own = float(p["ramp_up_months"])
+        return own / 12.0, f"register ramp-up {own:g} months"
+    y = ip.get("project", key)
+    return float(y), f"{key.split(':')[1]} ramp-up to nameplate over {y:g} years (fitted on plants' quarterly output)"
 
 
 def years_to_design_range(p: dict[str, Any], ip: InstrumentParameters) -> tuple[float, float, float] | None:
     """(low, central, high) years to design of a project's ramp where it is the fitted class value (its row's range in
     instrument_parameters.csv), None where the register gives the project's own ramp (review 35b M3)."""
-    own = p.get("ramp_up_months")
-    if own is not None and not pd.isna(own) and str(own) != "":
-        return None
-    cls = "mine" if p.get("stage") == "mine" else "processing"
-    b = ip.bounds("project", f"ramp_up_years_to_design:{cls}")
-    return None if b is None else (b[0], ip.get("project", f"ramp_up_years_to_design:{cls}"), b[1])
+    key = _class_ramp_key(p)
+    b = ip.bounds("project", key) if key is not None else None
+    return None if key is None or b is None else (b[0], ip.get("project", key), b[1])
 
 
 #: Price scenarios of project finance: multiples of today's node price (low, base, high; critmin assumption).
